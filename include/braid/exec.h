@@ -1,0 +1,110 @@
+/* Executors run invocations and report results; they never touch the store.
+ * An executor is an ops table (local, agent, slurm) listed in one registry.
+ *
+ * Threading: an executor lives on the engine's libuv loop (cfg->loop). All
+ * event callbacks are called on that loop's thread. submit() copies what it
+ * needs from the invocation. */
+#ifndef BRAID_EXEC_H
+#define BRAID_EXEC_H
+
+#include <braid/error.h>
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* One attempt at running a node's work for a task. */
+typedef struct br_invocation {
+  int64_t id;       /* unique per attempt */
+  int64_t task_id;
+  const char *node; /* node name, for logs and errors */
+  char **argv;      /* NULL-terminated; argv[0] looked up in PATH */
+  char **env;       /* extra "NAME=value" entries, NULL-terminated; may be NULL */
+  const char *cwd;  /* NULL: inherit */
+  json_t *attrs;    /* the task's attributes (borrowed): BRAID_ATTR_* and the attrs file */
+  double timeout;   /* seconds; 0 = none */
+  const int *good_codes; int n_good;   /* exit codes meaning success; none = {0} */
+  const int *retry_codes; int n_retry; /* exit codes meaning "try again" */
+  const char *progress_regex; /* POSIX extended regex; first group is a number
+                                 (0-1, or 0-100 when followed by %) ; may be NULL */
+  int cores;        /* resources, for slot accounting; 0 = 1 */
+  int64_t memory_mb;
+  const char *log_path; /* stdout and stderr go here (appended) */
+} br_invocation;
+
+typedef enum br_inv_status {
+  BR_INV_OK = 0,       /* exit code in the good codes */
+  BR_INV_FAILED,       /* any other exit code or a signal */
+  BR_INV_RETRY,        /* exit code in the retry codes */
+  BR_INV_TIMEOUT,      /* killed after its timeout */
+  BR_INV_CANCELLED,    /* killed by cancel */
+  BR_INV_LOST,         /* the worker went away */
+  BR_INV_SPAWN_ERROR,  /* could not start (no such program, bad cwd, ...) */
+} br_inv_status;
+
+const char *br_inv_status_name(br_inv_status s);
+
+typedef struct br_inv_result {
+  int64_t invocation_id;
+  int64_t task_id;
+  br_inv_status status;
+  int exit_code;       /* -1 when killed by a signal */
+  int term_signal;
+  double runtime;      /* seconds */
+  int64_t peak_rss_kb;
+  char *log_tail;      /* last lines of the log (owned by the executor during the callback) */
+  json_t *set_attrs;   /* attributes the job set through the runtime channel (object) */
+  char *error;         /* for SPAWN_ERROR and LOST: a message */
+} br_inv_result;
+
+/* Events an executor reports (on the loop thread). */
+typedef struct br_exec_events {
+  void *ud;
+  /* The job asked for a child; attrs reference is stolen by the callee. */
+  void (*on_spawn)(void *ud, int64_t invocation_id, int64_t task_id, const char *name,
+                   json_t *attrs);
+  void (*on_progress)(void *ud, int64_t invocation_id, int64_t task_id, double progress);
+  /* Started (the process exists). */
+  void (*on_start)(void *ud, int64_t invocation_id, int64_t task_id);
+  /* Finished, in any way. The result is only valid during the call. */
+  void (*on_done)(void *ud, const br_inv_result *result);
+} br_exec_events;
+
+typedef struct br_exec_config {
+  uv_loop_t *loop;
+  int slots;               /* concurrent invocations; 0 = number of cores */
+  const char *runtime_dir; /* for the control socket and attribute files */
+  const char *braid_exe;   /* path of the braid binary (for `braid ctl`) */
+  double grace;            /* seconds between SIGTERM and SIGKILL on cancel */
+} br_exec_config;
+
+typedef struct br_executor br_executor;
+
+typedef struct br_executor_ops {
+  const char *name;
+  int (*create)(const br_exec_config *cfg, const br_exec_events *ev, br_executor **out,
+                br_error *err);
+  /* Starts or queues the invocation. */
+  int (*submit)(br_executor *ex, const br_invocation *inv, br_error *err);
+  /* Cancels one invocation (SIGTERM to its process group, SIGKILL after the
+   * grace period); on_done follows with BR_INV_CANCELLED. */
+  int (*cancel)(br_executor *ex, int64_t invocation_id);
+  /* Cancels everything; hard = SIGKILL at once. */
+  void (*cancel_all)(br_executor *ex, bool hard);
+  /* Invocations submitted and not yet reported done. */
+  int (*active)(br_executor *ex);
+  /* Free capacity (slots); the engine submits at most this many. */
+  int (*capacity)(br_executor *ex);
+  void (*destroy)(br_executor *ex);
+} br_executor_ops;
+
+const br_executor_ops *br_executor_find(const char *name);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

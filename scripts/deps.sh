@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The one list of braid's dependencies: Debian packages only.
+# Installs whatever is missing (needs root, or sudo). Called by bootstrap.sh and test.sh.
+set -euo pipefail
+PKGS=(
+  build-essential cmake pkg-config git
+  libsqlite3-dev sqlite3          # embedded store
+  libjansson-dev                  # JSON values (task attributes, graph files)
+  libuv1-dev                      # event loop, processes, pipes, timers, signals
+  liblua5.4-dev                   # expressions and the script node
+  libmicrohttpd-dev               # HTTP server (farm server, depot)
+  libcurl4-openssl-dev            # HTTP client (agent, push/pull)
+  libssl-dev                      # SHA-256, tokens
+  libzstd-dev libxxhash-dev       # chunk compression, fast hashes
+  uthash-dev                      # hash tables for the engine's indexes
+  ffmpeg                          # the program, used by jobs and tests
+  rsync                           # baseline for bench/transfer
+)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "deps: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi

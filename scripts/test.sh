@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Runs braid's whole test suite: installs what is missing, builds with
+# AddressSanitizer and UndefinedBehaviorSanitizer, and runs every test (ctest).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/deps.sh
+BUILD=${BRAID_TEST_BUILD:-build-test}
+cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Debug -DBRAID_SANITIZE=ON >/dev/null
+cmake --build "$BUILD" -j "$(nproc)"
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+cd "$BUILD" && ctest --output-on-failure -j "$(nproc)"

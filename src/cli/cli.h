@@ -1,0 +1,23 @@
+/* The braid command line: one function per subcommand (git style). Each is a
+ * thin client of the public API in include/braid/. */
+#ifndef BR_CLI_H
+#define BR_CLI_H
+
+typedef struct br_cli_command {
+  const char *name;
+  int (*fn)(int argc, char **argv); /* argv[0] is the subcommand name */
+  const char *summary;
+} br_cli_command;
+
+/* Exit statuses shared by the subcommands. */
+enum { BR_EXIT_OK = 0, BR_EXIT_FAILED = 1, BR_EXIT_USAGE = 2, BR_EXIT_CANCELLED = 130 };
+
+/* True when argv asks for help (-h or --help anywhere). */
+int br_cli_wants_help(int argc, char **argv);
+/* Prints "braid: <message>" to stderr. */
+void br_cli_errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+int br_cli_validate(int argc, char **argv);
+int br_cli_run(int argc, char **argv);
+
+#endif

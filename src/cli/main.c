@@ -1,0 +1,89 @@
+/* braid: the command. Dispatches to one subcommand per file (git style);
+ * add a command by adding one line to the table below. */
+#include "cli.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+static int cmd_version(int argc, char **argv);
+static int cmd_help(int argc, char **argv);
+
+static const br_cli_command commands[] = {
+    {"help", cmd_help, "show the commands, or `braid help COMMAND`"},
+    {"version", cmd_version, "print braid's version"},
+    {NULL, NULL, NULL},
+};
+
+int br_cli_wants_help(int argc, char **argv) {
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--") == 0) break;
+    if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) return 1;
+  }
+  return 0;
+}
+
+void br_cli_errorf(const char *fmt, ...) {
+  va_list ap;
+  fputs("braid: ", stderr);
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fputc('\n', stderr);
+}
+
+static int cmd_version(int argc, char **argv) {
+  (void)argc;
+  (void)argv;
+  printf("braid 0.1.0\n");
+  return BR_EXIT_OK;
+}
+
+static void usage(FILE *out) {
+  fprintf(out,
+          "usage: braid COMMAND [ARGS...]\n\n"
+          "braid is a task-flow farm manager: tasks flow through a graph of nodes\n"
+          "and run as jobs here, on a farm of agents, or through Slurm.\n\n"
+          "commands:\n");
+  for (const br_cli_command *c = commands; c->name; c++)
+    fprintf(out, "  %-10s %s\n", c->name, c->summary);
+  fprintf(out, "\n`braid COMMAND --help` describes one command.\n");
+}
+
+static const br_cli_command *find(const char *name) {
+  for (const br_cli_command *c = commands; c->name; c++)
+    if (strcmp(c->name, name) == 0) return c;
+  return NULL;
+}
+
+static int cmd_help(int argc, char **argv) {
+  if (argc > 1) {
+    const br_cli_command *c = find(argv[1]);
+    if (!c) {
+      br_cli_errorf("unknown command '%s'", argv[1]);
+      return BR_EXIT_USAGE;
+    }
+    char *hargv[] = {(char *)c->name, (char *)"--help", NULL};
+    return c->fn(2, hargv);
+  }
+  usage(stdout);
+  return BR_EXIT_OK;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    usage(stderr);
+    return BR_EXIT_USAGE;
+  }
+  if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
+    usage(stdout);
+    return BR_EXIT_OK;
+  }
+  if (strcmp(argv[1], "--version") == 0) return cmd_version(argc - 1, argv + 1);
+  const br_cli_command *c = find(argv[1]);
+  if (!c) {
+    br_cli_errorf("unknown command '%s' (see `braid --help`)", argv[1]);
+    return BR_EXIT_USAGE;
+  }
+  return c->fn(argc - 1, argv + 1);
+}

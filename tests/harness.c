@@ -1,0 +1,85 @@
+/* Runner for the TEST() cases of one test executable. */
+#include "harness.h"
+
+#include <stdarg.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MAX_TESTS 512
+
+static struct {
+  const char *name;
+  br_test_fn fn;
+} tests[MAX_TESTS];
+static int ntests;
+static const char *current;
+
+void br_test_register(const char *name, br_test_fn fn) {
+  if (ntests < MAX_TESTS) {
+    tests[ntests].name = name;
+    tests[ntests].fn = fn;
+    ntests++;
+  }
+}
+
+void br_test_fail(const char *file, int line, const char *fmt, ...) {
+  va_list ap;
+  fprintf(stderr, "FAIL %s: %s:%d: ", current ? current : "?", file, line);
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fputc('\n', stderr);
+  fflush(stderr);
+  _exit(1);
+}
+
+char *br_test_tmpdir(const char *name) {
+  const char *base = getenv("TMPDIR");
+  char *path = NULL;
+  if (!base || !*base) base = "/tmp";
+  if (asprintf(&path, "%s/braid-test-%s-%d", base, name, (int)getpid()) < 0) abort();
+  char *cmd = NULL;
+  if (asprintf(&cmd, "rm -rf '%s'", path) < 0) abort();
+  if (system(cmd) != 0) abort();
+  free(cmd);
+  if (mkdir(path, 0755) != 0) abort();
+  return path;
+}
+
+/* Each test runs in a forked child so that one failure or crash does not hide
+ * the others and no state leaks between tests. */
+#include <sys/wait.h>
+
+static int run_one(int i) {
+  fflush(stdout);
+  pid_t pid = fork();
+  if (pid == 0) {
+    current = tests[i].name;
+    tests[i].fn();
+    fflush(stdout);
+    exit(0);
+  }
+  int st = 0;
+  waitpid(pid, &st, 0);
+  int ok = WIFEXITED(st) && WEXITSTATUS(st) == 0;
+  if (!ok && WIFSIGNALED(st))
+    fprintf(stderr, "FAIL %s: killed by signal %d\n", tests[i].name, WTERMSIG(st));
+  printf("%s %s\n", ok ? "ok  " : "FAIL", tests[i].name);
+  return ok;
+}
+
+int main(int argc, char **argv) {
+  int passed = 0, failed = 0;
+  setvbuf(stdout, NULL, _IOLBF, 0);
+  for (int i = 0; i < ntests; i++) {
+    if (argc > 1) {
+      int want = 0;
+      for (int a = 1; a < argc; a++)
+        if (strcmp(argv[a], tests[i].name) == 0) want = 1;
+      if (!want) continue;
+    }
+    if (run_one(i)) passed++; else failed++;
+  }
+  printf("%d passed, %d failed\n", passed, failed);
+  return failed ? 1 : 0;
+}

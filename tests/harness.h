@@ -1,0 +1,54 @@
+/* A tiny test harness in the manner of libuv's TEST_IMPL: each TEST(name) in a
+ * tests/test-*.c file registers itself; the file's executable runs them all
+ * (or only those named on its command line) and ends with "N passed, N failed". */
+#ifndef BR_TEST_HARNESS_H
+#define BR_TEST_HARNESS_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef void (*br_test_fn)(void);
+void br_test_register(const char *name, br_test_fn fn);
+void br_test_fail(const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4), noreturn));
+/* A fresh empty directory for this test under $TMPDIR; the caller frees it. */
+char *br_test_tmpdir(const char *name);
+
+#define TEST(name)                                                     \
+  static void test_##name(void);                                       \
+  __attribute__((constructor)) static void test_register_##name(void) { \
+    br_test_register(#name, test_##name);                              \
+  }                                                                    \
+  static void test_##name(void)
+
+#define CHECK(cond)                                                    \
+  do {                                                                 \
+    if (!(cond)) br_test_fail(__FILE__, __LINE__, "CHECK(%s)", #cond); \
+  } while (0)
+
+#define CHECK_EQ_INT(a, b)                                             \
+  do {                                                                 \
+    long long va_ = (long long)(a), vb_ = (long long)(b);              \
+    if (va_ != vb_)                                                    \
+      br_test_fail(__FILE__, __LINE__, "%s == %lld, expected %s == %lld", \
+                   #a, va_, #b, vb_);                                  \
+  } while (0)
+
+#define CHECK_EQ_STR(a, b)                                             \
+  do {                                                                 \
+    const char *va_ = (a), *vb_ = (b);                                 \
+    if (!va_ || !vb_ || strcmp(va_, vb_) != 0)                         \
+      br_test_fail(__FILE__, __LINE__, "%s == \"%s\", expected \"%s\"", \
+                   #a, va_ ? va_ : "(null)", vb_ ? vb_ : "(null)");    \
+  } while (0)
+
+#define CHECK_CONTAINS(hay, needle)                                    \
+  do {                                                                 \
+    const char *h_ = (hay), *n_ = (needle);                            \
+    if (!h_ || !strstr(h_, n_))                                        \
+      br_test_fail(__FILE__, __LINE__, "%s == \"%s\" does not contain \"%s\"", \
+                   #hay, h_ ? h_ : "(null)", n_);                      \
+  } while (0)
+
+#endif
