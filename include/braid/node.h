@@ -20,6 +20,7 @@
 #define BRAID_NODE_H
 
 #include <braid/error.h>
+#include <braid/graph.h>
 #include <braid/task.h>
 #include <jansson.h>
 #include <stdbool.h>
@@ -79,6 +80,12 @@ typedef struct br_node_type {
 /* The registry of compiled-in node types. */
 const br_node_type *br_node_type_find(const char *name);
 const br_node_type *const *br_node_types(void); /* NULL-terminated */
+
+/* For init(): positions err at a parameter of the node in its graph file
+ * (line and column), or at a path inside it (sub, e.g. "0/values"; may be
+ * NULL). Only meaningful while the graph loads. */
+void br_node_error_at_param(const br_node *node, br_error *err, const char *param,
+                            const char *sub);
 
 /* ---- what a callback can read ---- */
 

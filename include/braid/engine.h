@@ -1,0 +1,89 @@
+/* The engine: the scheduler core. One thread owns it, its store's write
+ * connection and all live task state. It is event driven: tasks ready for
+ * their node wait in an in-memory priority queue, tasks held by waiters sit
+ * in per-(node, key) groups that are re-examined only when something changes
+ * them (an arrival, a death), and finished tasks leave memory once their last
+ * transition is committed. Transitions are committed in batches (group
+ * commit); nothing outside the engine sees a transition before its commit.
+ *
+ * The same engine serves `braid run` (embedded) and `braid server` (farm). */
+#ifndef BRAID_ENGINE_H
+#define BRAID_ENGINE_H
+
+#include <braid/error.h>
+#include <braid/graph.h>
+#include <braid/store.h>
+#include <braid/task.h>
+#include <jansson.h>
+#include <stdint.h>
+#include <uv.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct br_engine br_engine;
+
+typedef struct br_engine_opts {
+  int batch_max;    /* transitions per commit at most (0: 4096) */
+  int batch_ms;     /* a busy engine commits at least this often (0: 50 ms) */
+  uv_loop_t *loop;  /* NULL: the engine makes its own */
+  /* Test hook, called at named points ("commit-before", "commit-after") with
+   * a running count; crash tests kill the process from it. */
+  void (*hook)(void *ud, const char *point, int64_t n);
+  void *hook_ud;
+} br_engine_opts;
+
+typedef struct br_submit_opts {
+  const char *name;     /* task name; NULL: the graph's name */
+  int32_t priority;     /* higher runs first */
+  const char *port;     /* input port name; NULL: the first */
+  int64_t group_id;     /* 0: a new group (a submission) */
+} br_submit_opts;
+
+typedef struct br_engine_stats {
+  uint64_t transitions;   /* task state changes, since open */
+  uint64_t commits;       /* store transactions */
+  uint64_t rows_written;  /* task and split rows written */
+  size_t tasks_in_memory;
+  size_t peak_tasks_in_memory;
+  size_t groups;          /* waiter groups held */
+} br_engine_stats;
+
+/* Opens an engine on a store: reloads the graphs and every unfinished task,
+ * so it continues exactly where the last one stopped. The store stays the
+ * caller's (close it after br_engine_free). */
+br_engine *br_engine_open(br_store *store, const br_engine_opts *opts, br_error *err);
+void br_engine_free(br_engine *e);
+
+/* Registers a graph (the engine takes ownership of g). When the store's
+ * latest version of that name has the same content, it is reused; otherwise
+ * a new version is stored. Tasks keep the version they were submitted to. */
+int br_engine_add_graph(br_engine *e, br_graph *g, int64_t *graph_id, br_error *err);
+/* The graph of an id (loaded from the store if needed), or NULL. */
+const br_graph *br_engine_graph(br_engine *e, int64_t graph_id);
+
+/* Submits one task with these attributes (borrowed; copied) to a node. */
+int br_engine_submit(br_engine *e, int64_t graph_id, const char *node, json_t *attrs,
+                     const br_submit_opts *opts, int64_t *task_id, br_error *err);
+
+/* Runs until nothing can move: no task ready, no invocation running.
+ * Returns BR_OK, or an error when the store fails (the engine then stops;
+ * reopen it to continue from the last commit). */
+int br_engine_run(br_engine *e, br_error *err);
+
+/* Commits whatever is pending. */
+int br_engine_flush(br_engine *e, br_error *err);
+
+void br_engine_get_stats(const br_engine *e, br_engine_stats *out);
+br_store *br_engine_store(br_engine *e);
+uv_loop_t *br_engine_loop(br_engine *e);
+
+/* Counts of live (in-memory) tasks at a node by state. */
+int br_engine_count_live(br_engine *e, int64_t graph_id, const char *node,
+                         int64_t counts[BR_TASK_NSTATES]);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,100 @@
+/* The store: where tasks, splits and graphs are durable. An ops table per
+ * backend (SQLite now, PostgreSQL later), chosen by the URI:
+ * "postgres://..." or a file path (SQLite). The store knows rows, not node
+ * semantics. Writes happen inside begin()/commit() so that the engine can
+ * commit many transitions at once (group commit). */
+#ifndef BRAID_STORE_H
+#define BRAID_STORE_H
+
+#include <braid/error.h>
+#include <braid/task.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct br_store br_store;
+
+enum { BR_STORE_READONLY = 1 };
+
+/* Which tasks a query returns. Zero/NULL fields match everything. */
+typedef struct br_task_filter {
+  int64_t graph_id;
+  const char *node;
+  int state;        /* -1 = any */
+  int64_t parent;
+  int64_t group_id;
+  int64_t after_id; /* paging: ids greater than this */
+  int limit;        /* 0 = no limit */
+} br_task_filter;
+
+#define BR_TASK_FILTER_ALL ((br_task_filter){.state = -1})
+
+/* Called once per row; takes ownership of *t (free with br_task_info_free).
+ * Return non-zero to stop. */
+typedef int (*br_task_cb)(void *ud, br_task_info *t);
+
+typedef struct br_graph_row {
+  int64_t id;
+  char *name;
+  int version;
+  char *json;
+  int64_t created_ms;
+} br_graph_row;
+
+typedef struct br_store_ops {
+  const char *name;
+  int (*open)(const char *uri, int flags, br_store **out, br_error *err);
+  void (*close)(br_store *s);
+
+  int (*begin)(br_store *s, br_error *err);
+  int (*commit)(br_store *s, br_error *err);
+  void (*rollback)(br_store *s);
+
+  /* Writes (inside begin/commit). */
+  int (*task_insert)(br_store *s, const br_task_info *t, br_error *err);
+  /* Updates every column; attrs only when with_attrs. */
+  int (*task_update)(br_store *s, const br_task_info *t, bool with_attrs, br_error *err);
+  int (*task_add_live_children)(br_store *s, int64_t id, int delta, br_error *err);
+  int (*split_put)(br_store *s, const br_split *sp, br_error *err);
+  /* Stores a graph as a new version of its name; *id is set. */
+  int (*graph_put)(br_store *s, const char *name, const char *json, int64_t *id, br_error *err);
+
+  /* Reads. */
+  int (*load_active)(br_store *s, br_task_cb cb, void *ud, br_error *err);
+  int (*task_get)(br_store *s, int64_t id, br_task_info *out, br_error *err);
+  int (*task_query)(br_store *s, const br_task_filter *f, br_task_cb cb, void *ud, br_error *err);
+  /* counts[state] of tasks matching f (f->state ignored). */
+  int (*task_count)(br_store *s, const br_task_filter *f, int64_t counts[BR_TASK_NSTATES],
+                    br_error *err);
+  int (*split_get)(br_store *s, int64_t id, br_split *out, br_error *err);
+  /* Graph by id (name NULL) or latest version of a name (id 0). */
+  int (*graph_get)(br_store *s, int64_t id, const char *name, br_graph_row *out, br_error *err);
+  int (*graph_list)(br_store *s, int (*cb)(void *ud, br_graph_row *g), void *ud, br_error *err);
+  /* The largest id used by tasks and splits (they share one sequence). */
+  int (*max_id)(br_store *s, int64_t *out, br_error *err);
+} br_store_ops;
+
+struct br_store {
+  const br_store_ops *ops;
+  char *uri;
+};
+
+/* Opens the store named by uri (a path for SQLite, postgres://... ). */
+int br_store_open(const char *uri, int flags, br_store **out, br_error *err);
+void br_store_close(br_store *s);
+void br_graph_row_free(br_graph_row *g);
+
+/* Thin wrappers over the ops, for tools. */
+int br_store_task_get(br_store *s, int64_t id, br_task_info *out, br_error *err);
+int br_store_task_query(br_store *s, const br_task_filter *f, br_task_cb cb, void *ud,
+                        br_error *err);
+int br_store_task_count(br_store *s, const br_task_filter *f, int64_t counts[BR_TASK_NSTATES],
+                        br_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,1243 @@
+/* The engine (see include/braid/engine.h).
+ *
+ * Data structures, all owned by the engine's thread:
+ * - every unfinished task is a br_task in a hash by id (uthash), and in an
+ *   intrusive list per (graph, node, state), which gives counts and queries
+ *   without scanning;
+ * - tasks in state waiting are also in a binary heap ordered by priority,
+ *   then submission, then id (older submissions drain first, which keeps the
+ *   number of tasks in memory bounded by the work in flight);
+ * - tasks held by a waiter node sit in a wait group keyed by (node, key). A
+ *   key is a task id or a split id (one id sequence serves both, so keys never
+ *   collide). A group is re-examined (its node's release()) only when a task
+ *   joins it or when a task whose parent or split is its key dies;
+ * - splits in use are cached in a hash with a reference count.
+ *
+ * Durability: every change marks the task (or split) dirty. A batch of work
+ * ends with one store transaction that writes each dirty row once (group
+ * commit); only then are finished tasks dropped from memory and invocations
+ * handed to executors. A crash loses at most the uncommitted batch, which the
+ * next engine redoes from the last commit. */
+#include <braid/engine.h>
+#include <braid/node.h>
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <uthash.h>
+
+#include "graph_internal.h"
+
+#define ENGINE_ASSERT(c)                                                          \
+  do {                                                                            \
+    if (!(c)) {                                                                   \
+      fprintf(stderr, "braid: engine invariant failed: %s (%s:%d)\n", #c, __FILE__, \
+              __LINE__);                                                          \
+      abort();                                                                    \
+    }                                                                             \
+  } while (0)
+
+/* F_NEW: no row yet (insert at commit); F_LISTED: in a node/state list. */
+enum { F_NEW = 1, F_DIRTY = 2, F_ATTRS = 4, F_LISTED = 8 };
+
+typedef struct gslot gslot;
+typedef struct wgroup wgroup;
+typedef struct msplit msplit;
+
+struct br_task {
+  int64_t id;
+  gslot *gs;
+  int32_t node, port;
+  uint8_t state, paused;
+  uint16_t flags;
+  int32_t priority;
+  json_t *attrs;
+  char *name;
+  int64_t parent, split_id, group_id, wait_key;
+  int32_t split_elem, split_count, live_children, attempts;
+  int64_t created_ms, updated_ms;
+  char *error;
+  msplit *split; /* cached record of split_id (a counted reference) */
+  UT_hash_handle hh;
+  br_task *ls_prev, *ls_next; /* node/state list */
+  int32_t heap_idx;           /* -1: not in the ready heap */
+  br_task *dirty_next;
+  wgroup *wg;
+};
+
+typedef struct nstate {
+  br_task *lists[BR_TASK_NSTATES];
+  int64_t counts[BR_TASK_NSTATES];
+} nstate;
+
+struct gslot {
+  int64_t id;
+  br_graph *g;
+  nstate *ns;
+  gslot *next;
+};
+
+struct wgroup {
+  int64_t key;
+  gslot *gs;
+  int node;
+  br_task **v;
+  size_t n, cap;
+  int pending;
+  wgroup *pend_next;
+  wgroup *key_next; /* other groups (other nodes) with the same key */
+  UT_hash_handle hh;
+};
+
+struct msplit {
+  br_split rec;
+  int32_t refs;
+  int dirty;
+  msplit *dirty_next;
+  UT_hash_handle hh;
+};
+
+typedef struct counter_delta {
+  int64_t id;
+  int delta;
+} counter_delta;
+
+struct br_engine {
+  br_store *store;
+  br_engine_opts opts;
+  uv_loop_t *loop;
+  int own_loop;
+  gslot *graphs;
+  br_task *tasks; /* hash by id */
+  br_task **heap;
+  size_t heap_n, heap_cap;
+  wgroup *groups; /* hash by key: heads of key chains */
+  wgroup *pend_head, *pend_tail;
+  msplit *splits;
+  msplit *split_dirty;
+  br_task *dirty;
+  counter_delta *deltas;
+  size_t n_deltas, cap_deltas;
+  int64_t next_id;
+  int64_t now_ms;
+  int batch_count; /* transitions since last commit */
+  br_engine_stats st;
+  int failed;      /* the store failed: stop */
+  br_error store_err;
+};
+
+struct br_node_ctx {
+  br_engine *e;
+  gslot *gs;
+  br_node *node;
+  br_task *task;  /* process/postprocess */
+  wgroup *group;  /* release */
+  enum { ACT_ROUTE, ACT_BLOCK, ACT_KILL, ACT_FAIL, ACT_INVOKE } action;
+  int port;
+  int64_t key;
+  char *error;
+  size_t split_n;
+  json_t **split_attrs;
+  struct spawn {
+    char *name;
+    json_t *attrs;
+  } *spawns;
+  size_t n_spawns, cap_spawns;
+  int released_any;
+};
+
+/* ---- small helpers ---- */
+
+static int64_t clock_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void *xrealloc(void *p, size_t n) {
+  void *q = realloc(p, n);
+  ENGINE_ASSERT(q != NULL || n == 0);
+  return q;
+}
+
+static char *xstrdup(const char *s) {
+  if (!s) return NULL;
+  char *d = strdup(s);
+  ENGINE_ASSERT(d != NULL);
+  return d;
+}
+
+static br_node *task_node(const br_task *t) { return t->gs->g->nodes[t->node]; }
+
+/* ---- ready heap ---- */
+
+static int heap_before(const br_task *a, const br_task *b) {
+  if (a->priority != b->priority) return a->priority > b->priority;
+  if (a->group_id != b->group_id) return a->group_id < b->group_id;
+  return a->id < b->id;
+}
+
+static void heap_set(br_engine *e, size_t i, br_task *t) {
+  e->heap[i] = t;
+  t->heap_idx = (int32_t)i;
+}
+
+static void heap_up(br_engine *e, size_t i) {
+  br_task *t = e->heap[i];
+  while (i > 0) {
+    size_t p = (i - 1) / 2;
+    if (!heap_before(t, e->heap[p])) break;
+    heap_set(e, i, e->heap[p]);
+    i = p;
+  }
+  heap_set(e, i, t);
+}
+
+static void heap_down(br_engine *e, size_t i) {
+  br_task *t = e->heap[i];
+  for (;;) {
+    size_t l = 2 * i + 1, r = l + 1, m = i;
+    br_task *best = t;
+    if (l < e->heap_n && heap_before(e->heap[l], best)) {
+      m = l;
+      best = e->heap[l];
+    }
+    if (r < e->heap_n && heap_before(e->heap[r], best)) m = r;
+    if (m == i) break;
+    heap_set(e, i, e->heap[m]);
+    i = m;
+  }
+  heap_set(e, i, t);
+}
+
+static void heap_push(br_engine *e, br_task *t) {
+  if (t->heap_idx >= 0) return;
+  if (e->heap_n == e->heap_cap) {
+    e->heap_cap = e->heap_cap ? e->heap_cap * 2 : 1024;
+    e->heap = xrealloc(e->heap, e->heap_cap * sizeof *e->heap);
+  }
+  e->heap[e->heap_n] = t;
+  t->heap_idx = (int32_t)e->heap_n;
+  e->heap_n++;
+  heap_up(e, e->heap_n - 1);
+}
+
+static void heap_remove(br_engine *e, br_task *t) {
+  if (t->heap_idx < 0) return;
+  size_t i = (size_t)t->heap_idx;
+  t->heap_idx = -1;
+  e->heap_n--;
+  if (i == e->heap_n) return;
+  br_task *x = e->heap[e->heap_n];
+  heap_set(e, i, x);
+  heap_up(e, i);
+  if ((size_t)x->heap_idx == i) heap_down(e, i);
+}
+
+static br_task *heap_pop(br_engine *e) {
+  if (!e->heap_n) return NULL;
+  br_task *t = e->heap[0];
+  heap_remove(e, t);
+  return t;
+}
+
+/* ---- node/state lists ---- */
+
+static void list_add(br_task *t) {
+  nstate *ns = &t->gs->ns[t->node];
+  ENGINE_ASSERT(!(t->flags & F_LISTED));
+  t->flags |= F_LISTED;
+  t->ls_prev = NULL;
+  t->ls_next = ns->lists[t->state];
+  if (t->ls_next) t->ls_next->ls_prev = t;
+  ns->lists[t->state] = t;
+  ns->counts[t->state]++;
+}
+
+static void list_del(br_task *t) {
+  if (!(t->flags & F_LISTED)) return;
+  t->flags &= (uint16_t)~F_LISTED;
+  nstate *ns = &t->gs->ns[t->node];
+  if (t->ls_prev) t->ls_prev->ls_next = t->ls_next;
+  else ns->lists[t->state] = t->ls_next;
+  if (t->ls_next) t->ls_next->ls_prev = t->ls_prev;
+  t->ls_prev = t->ls_next = NULL;
+  ns->counts[t->state]--;
+}
+
+/* ---- dirty tracking ---- */
+
+static void mark_dirty(br_engine *e, br_task *t) {
+  t->updated_ms = e->now_ms;
+  if (t->flags & F_DIRTY) return;
+  t->flags |= F_DIRTY;
+  t->dirty_next = e->dirty;
+  e->dirty = t;
+}
+
+static void split_dirty(br_engine *e, msplit *s) {
+  if (s->dirty) return;
+  s->dirty = 1;
+  s->dirty_next = e->split_dirty;
+  e->split_dirty = s;
+}
+
+/* ---- splits ---- */
+
+static void split_free_if_unused(br_engine *e, msplit *s) {
+  if (s->refs > 0 || s->dirty) return;
+  HASH_DEL(e->splits, s);
+  free(s);
+}
+
+static msplit *split_ref(br_engine *e, int64_t id) {
+  if (!id) return NULL;
+  msplit *s = NULL;
+  HASH_FIND(hh, e->splits, &id, sizeof id, s);
+  if (!s) {
+    s = calloc(1, sizeof *s);
+    ENGINE_ASSERT(s);
+    br_error err;
+    if (e->store->ops->split_get(e->store, id, &s->rec, &err) != BR_OK) {
+      /* unknown split: behave as a split of one, so nothing waits forever */
+      s->rec.id = id;
+      s->rec.count = s->rec.live = 1;
+    }
+    HASH_ADD(hh, e->splits, rec.id, sizeof s->rec.id, s);
+  }
+  s->refs++;
+  return s;
+}
+
+static void split_unref(br_engine *e, msplit *s) {
+  if (!s) return;
+  s->refs--;
+  split_free_if_unused(e, s);
+}
+
+static void set_membership(br_engine *e, br_task *t, int64_t split_id, int32_t elem,
+                           int32_t count) {
+  msplit *old = t->split;
+  t->split_id = split_id;
+  t->split_elem = elem;
+  t->split_count = count;
+  t->split = split_ref(e, split_id);
+  split_unref(e, old);
+}
+
+/* ---- tasks ---- */
+
+static br_task *task_alloc(br_engine *e) {
+  br_task *t = calloc(1, sizeof *t);
+  ENGINE_ASSERT(t);
+  t->heap_idx = -1;
+  (void)e;
+  return t;
+}
+
+static void task_free(br_engine *e, br_task *t) {
+  split_unref(e, t->split);
+  json_decref(t->attrs);
+  free(t->name);
+  free(t->error);
+  free(t);
+}
+
+static void count_memory(br_engine *e) {
+  size_t n = HASH_COUNT(e->tasks);
+  e->st.tasks_in_memory = n;
+  if (n > e->st.peak_tasks_in_memory) e->st.peak_tasks_in_memory = n;
+}
+
+/* Moves t to state s, keeping the indexes right. Final tasks leave the
+ * node/state lists at once and memory at the next commit. */
+static void set_state(br_engine *e, br_task *t, br_task_state s) {
+  list_del(t);
+  heap_remove(e, t);
+  t->state = (uint8_t)s;
+  if (!br_task_state_is_final(s)) list_add(t);
+  if (s == BR_TASK_WAITING && !t->paused) heap_push(e, t);
+  mark_dirty(e, t);
+  e->st.transitions++;
+  e->batch_count++;
+}
+
+static br_task *task_find(br_engine *e, int64_t id) {
+  br_task *t = NULL;
+  HASH_FIND(hh, e->tasks, &id, sizeof id, t);
+  return t;
+}
+
+/* A new task at node `node` in state `state` (not yet in any list). */
+static br_task *task_new(br_engine *e, gslot *gs, int node, json_t *attrs /* stolen */,
+                         const char *name, int64_t parent, int32_t priority, int64_t group) {
+  br_task *t = task_alloc(e);
+  t->id = ++e->next_id;
+  t->gs = gs;
+  t->node = node;
+  t->attrs = attrs ? attrs : json_object();
+  t->name = xstrdup(name);
+  t->parent = parent;
+  t->priority = priority;
+  t->group_id = group ? group : t->id;
+  t->created_ms = t->updated_ms = e->now_ms;
+  t->flags = F_NEW | F_ATTRS;
+  t->state = BR_TASK_DONE; /* "nowhere" until set_state places it */
+  HASH_ADD(hh, e->tasks, id, sizeof t->id, t);
+  count_memory(e);
+  return t;
+}
+
+static void adjust_live(br_engine *e, int64_t parent, int delta);
+static void notify_key(br_engine *e, int64_t key);
+
+/* The task is consumed: children and splits that wait on it learn so. */
+static void kill_task(br_engine *e, br_task *t) {
+  set_state(e, t, BR_TASK_DEAD);
+  if (t->parent) {
+    adjust_live(e, t->parent, -1);
+    notify_key(e, t->parent);
+  }
+  if (t->split) {
+    t->split->rec.live--;
+    split_dirty(e, t->split);
+    notify_key(e, t->split_id);
+  }
+}
+
+static void fail_task(br_engine *e, br_task *t, const char *msg) {
+  free(t->error);
+  t->error = xstrdup(msg ? msg : "failed");
+  set_state(e, t, BR_TASK_ERROR);
+}
+
+static void adjust_live(br_engine *e, int64_t parent, int delta) {
+  br_task *p = task_find(e, parent);
+  if (p) {
+    p->live_children += delta;
+    mark_dirty(e, p);
+    return;
+  }
+  /* the parent has finished and left memory: update its row at commit */
+  if (e->n_deltas == e->cap_deltas) {
+    e->cap_deltas = e->cap_deltas ? e->cap_deltas * 2 : 64;
+    e->deltas = xrealloc(e->deltas, e->cap_deltas * sizeof *e->deltas);
+  }
+  e->deltas[e->n_deltas].id = parent;
+  e->deltas[e->n_deltas].delta = delta;
+  e->n_deltas++;
+}
+
+/* A copy of t (a new split element or fan-out branch), sharing its attributes
+ * until one of them writes (copy on write). */
+static br_task *task_clone(br_engine *e, br_task *t) {
+  br_task *c = task_new(e, t->gs, t->node, json_incref(t->attrs), t->name, t->parent, t->priority,
+                        t->group_id);
+  c->port = t->port;
+  if (t->parent) adjust_live(e, t->parent, +1);
+  return c;
+}
+
+/* Creates a split of n around t: t becomes element 0; returns the elements
+ * (out[0] == t). */
+static void make_split(br_engine *e, br_task *t, size_t n, br_task **out) {
+  msplit *s = calloc(1, sizeof *s);
+  ENGINE_ASSERT(s);
+  s->rec.id = ++e->next_id;
+  s->rec.count = (int32_t)n;
+  s->rec.live = (int32_t)n;
+  s->rec.orig_task = t->id;
+  s->rec.prev_split = t->split_id;
+  s->rec.prev_elem = t->split_elem;
+  s->rec.prev_count = t->split_count;
+  HASH_ADD(hh, e->splits, rec.id, sizeof s->rec.id, s);
+  split_dirty(e, s);
+  out[0] = t;
+  for (size_t i = 1; i < n; i++) out[i] = task_clone(e, t);
+  for (size_t i = 0; i < n; i++) {
+    set_membership(e, out[i], s->rec.id, (int32_t)i, (int32_t)n);
+    out[i]->flags |= F_ATTRS;
+    mark_dirty(e, out[i]);
+  }
+}
+
+/* Writable attributes for t: copy first when shared. */
+static json_t *attrs_mut(br_engine *e, br_task *t) {
+  if (t->attrs->refcount > 1) {
+    json_t *c = json_copy(t->attrs);
+    ENGINE_ASSERT(c);
+    json_decref(t->attrs);
+    t->attrs = c;
+  }
+  t->flags |= F_ATTRS;
+  mark_dirty(e, t);
+  return t->attrs;
+}
+
+/* Moves t along one wire into the next node, ready to be processed. */
+static void move_to(br_engine *e, br_task *t, const br_wire *w) {
+  list_del(t); /* under the current node, before the node changes */
+  heap_remove(e, t);
+  t->node = w->node;
+  t->port = w->port;
+  t->state = BR_TASK_WAITING;
+  t->wait_key = 0;
+  list_add(t);
+  if (!t->paused) heap_push(e, t);
+  mark_dirty(e, t);
+  e->st.transitions++;
+  e->batch_count++;
+}
+
+/* Done at its node: follow the wires of output `port`. One wire moves it;
+ * several split it (an implicit split, one element per wire); none parks it
+ * there as finished. */
+static void route(br_engine *e, br_task *t, int port) {
+  br_node *n = task_node(t);
+  if (port < 0 || port >= n->n_outputs) {
+    char msg[256];
+    snprintf(msg, sizeof msg, "node '%s' sent the task to output %d, which does not exist",
+             n->name, port);
+    fail_task(e, t, msg);
+    return;
+  }
+  br_outport *op = &n->outs[port];
+  if (op->n == 0) {
+    set_state(e, t, BR_TASK_DONE);
+    return;
+  }
+  if (op->n == 1) {
+    move_to(e, t, &op->wires[0]);
+    return;
+  }
+  br_task *stack_el[16];
+  br_task **el = op->n <= 16 ? stack_el : calloc((size_t)op->n, sizeof *el);
+  ENGINE_ASSERT(el);
+  make_split(e, t, (size_t)op->n, el);
+  for (int i = 0; i < op->n; i++) move_to(e, el[i], &op->wires[i]);
+  if (el != stack_el) free(el);
+}
+
+/* ---- wait groups ---- */
+
+static wgroup *group_find(br_engine *e, gslot *gs, int node, int64_t key, int create) {
+  wgroup *head = NULL, *g;
+  HASH_FIND(hh, e->groups, &key, sizeof key, head);
+  for (g = head; g; g = g->key_next)
+    if (g->gs == gs && g->node == node) return g;
+  if (!create) return NULL;
+  g = calloc(1, sizeof *g);
+  ENGINE_ASSERT(g);
+  g->key = key;
+  g->gs = gs;
+  g->node = node;
+  if (head) {
+    g->key_next = head->key_next;
+    head->key_next = g;
+  } else {
+    HASH_ADD(hh, e->groups, key, sizeof g->key, g);
+  }
+  e->st.groups++;
+  return g;
+}
+
+static void group_free(br_engine *e, wgroup *g) {
+  wgroup *head = NULL;
+  HASH_FIND(hh, e->groups, &g->key, sizeof g->key, head);
+  if (head == g) {
+    HASH_DEL(e->groups, g);
+    if (g->key_next) HASH_ADD(hh, e->groups, key, sizeof g->key_next->key, g->key_next);
+  } else {
+    for (wgroup *p = head; p; p = p->key_next)
+      if (p->key_next == g) {
+        p->key_next = g->key_next;
+        break;
+      }
+  }
+  e->st.groups--;
+  free(g->v);
+  free(g);
+}
+
+static void group_pend(br_engine *e, wgroup *g) {
+  if (g->pending) return;
+  g->pending = 1;
+  g->pend_next = NULL;
+  if (e->pend_tail) e->pend_tail->pend_next = g;
+  else e->pend_head = g;
+  e->pend_tail = g;
+}
+
+static void notify_key(br_engine *e, int64_t key) {
+  wgroup *head = NULL;
+  HASH_FIND(hh, e->groups, &key, sizeof key, head);
+  for (wgroup *g = head; g; g = g->key_next) group_pend(e, g);
+}
+
+static void group_add(br_engine *e, wgroup *g, br_task *t) {
+  if (g->n == g->cap) {
+    g->cap = g->cap ? g->cap * 2 : 8;
+    g->v = xrealloc(g->v, g->cap * sizeof *g->v);
+  }
+  g->v[g->n++] = t;
+  t->wg = g;
+  group_pend(e, g);
+}
+
+static void block_task(br_engine *e, br_task *t, int64_t key) {
+  t->wait_key = key;
+  set_state(e, t, BR_TASK_BLOCKED);
+  group_add(e, group_find(e, t->gs, t->node, key, 1), t);
+}
+
+/* ---- the node context ---- */
+
+static void ctx_init(br_node_ctx *c, br_engine *e, gslot *gs, br_node *node) {
+  memset(c, 0, sizeof *c);
+  c->e = e;
+  c->gs = gs;
+  c->node = node;
+  c->action = ACT_ROUTE;
+}
+
+static void ctx_done(br_node_ctx *c) {
+  free(c->error);
+  for (size_t i = 0; i < c->split_n; i++) json_decref(c->split_attrs[i]);
+  free(c->split_attrs);
+  for (size_t i = 0; i < c->n_spawns; i++) {
+    free(c->spawns[i].name);
+    json_decref(c->spawns[i].attrs);
+  }
+  free(c->spawns);
+}
+
+br_node *br_ctx_node(br_node_ctx *c) { return c->node; }
+void *br_ctx_node_state(br_node_ctx *c) { return c->node->state; }
+br_task *br_ctx_task(br_node_ctx *c) { return c->task; }
+
+json_t *br_ctx_param(br_node_ctx *c, const char *name) {
+  return json_object_get(c->node->params, name);
+}
+
+int64_t br_ctx_param_int(br_node_ctx *c, const char *name, int64_t dflt) {
+  json_t *v = br_ctx_param(c, name);
+  if (json_is_integer(v)) return json_integer_value(v);
+  if (json_is_real(v)) return (int64_t)json_real_value(v);
+  return dflt;
+}
+
+double br_ctx_param_float(br_node_ctx *c, const char *name, double dflt) {
+  json_t *v = br_ctx_param(c, name);
+  return json_is_number(v) ? json_number_value(v) : dflt;
+}
+
+const char *br_ctx_param_str(br_node_ctx *c, const char *name, const char *dflt) {
+  json_t *v = br_ctx_param(c, name);
+  return json_is_string(v) ? json_string_value(v) : dflt;
+}
+
+bool br_ctx_param_bool(br_node_ctx *c, const char *name, bool dflt) {
+  json_t *v = br_ctx_param(c, name);
+  return json_is_boolean(v) ? json_is_true(v) : dflt;
+}
+
+int64_t br_task_id(const br_task *t) { return t->id; }
+const char *br_task_name(const br_task *t) { return t->name; }
+int br_task_port(const br_task *t) { return t->port; }
+int64_t br_task_parent(const br_task *t) { return t->parent; }
+int32_t br_task_live_children(const br_task *t) { return t->live_children; }
+const json_t *br_task_attrs(const br_task *t) { return t->attrs; }
+
+void br_task_split(const br_task *t, int64_t *split_id, int32_t *elem, int32_t *count) {
+  if (split_id) *split_id = t->split_id;
+  if (elem) *elem = t->split_elem;
+  if (count) *count = t->split_count;
+}
+
+json_t *br_ctx_attrs(br_node_ctx *c, br_task *t) { return attrs_mut(c->e, t); }
+
+void br_ctx_route(br_node_ctx *c, int port) {
+  c->action = ACT_ROUTE;
+  c->port = port;
+}
+
+void br_ctx_block(br_node_ctx *c, int64_t key) {
+  c->action = ACT_BLOCK;
+  c->key = key;
+}
+
+void br_ctx_kill(br_node_ctx *c) { c->action = ACT_KILL; }
+
+int br_ctx_fail(br_node_ctx *c, const char *fmt, ...) {
+  char buf[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  free(c->error);
+  c->error = xstrdup(buf);
+  c->action = ACT_FAIL;
+  return -1;
+}
+
+int br_ctx_split(br_node_ctx *c, size_t n, json_t **attrs) {
+  for (size_t i = 0; i < c->split_n; i++) json_decref(c->split_attrs[i]);
+  free(c->split_attrs);
+  c->split_attrs = calloc(n ? n : 1, sizeof *c->split_attrs);
+  ENGINE_ASSERT(c->split_attrs);
+  c->split_n = n;
+  for (size_t i = 0; i < n; i++) c->split_attrs[i] = attrs ? attrs[i] : NULL;
+  return BR_OK;
+}
+
+int br_ctx_spawn(br_node_ctx *c, const char *name, json_t *attrs) {
+  if (c->n_spawns == c->cap_spawns) {
+    c->cap_spawns = c->cap_spawns ? c->cap_spawns * 2 : 16;
+    c->spawns = xrealloc(c->spawns, c->cap_spawns * sizeof *c->spawns);
+  }
+  c->spawns[c->n_spawns].name = xstrdup(name);
+  c->spawns[c->n_spawns].attrs = attrs ? attrs : json_object();
+  c->n_spawns++;
+  return BR_OK;
+}
+
+int br_ctx_invoke(br_node_ctx *c, const struct br_invocation *inv) {
+  (void)inv;
+  return br_ctx_fail(c, "node '%s' needs an executor, and this engine has none", c->node->name);
+}
+
+const struct br_inv_result *br_ctx_inv_result(br_node_ctx *c) {
+  (void)c;
+  return NULL;
+}
+
+int64_t br_ctx_group_key(br_node_ctx *c) { return c->group ? c->group->key : 0; }
+size_t br_ctx_group_size(br_node_ctx *c) { return c->group ? c->group->n : 0; }
+
+br_task *br_ctx_group_task(br_node_ctx *c, size_t i) {
+  return c->group && i < c->group->n ? c->group->v[i] : NULL;
+}
+
+bool br_ctx_split_info(br_node_ctx *c, int64_t split_id, br_split *out) {
+  msplit *s = NULL;
+  HASH_FIND(hh, c->e->splits, &split_id, sizeof split_id, s);
+  if (!s) return false;
+  *out = s->rec;
+  return true;
+}
+
+/* Inside release(), members leave the group lazily (marked, then compacted
+ * once when release() returns) so releasing a large group stays linear. */
+static void ctx_take_member(br_node_ctx *c, br_task *t) {
+  ENGINE_ASSERT(t->wg == c->group);
+  t->wg = NULL;
+  t->wait_key = 0;
+  c->released_any = 1;
+}
+
+void br_ctx_release(br_node_ctx *c, br_task *t, int port) {
+  if (!c->group || t->wg != c->group) return;
+  ctx_take_member(c, t);
+  route(c->e, t, port);
+}
+
+void br_ctx_release_kill(br_node_ctx *c, br_task *t) {
+  if (!c->group || t->wg != c->group) return;
+  ctx_take_member(c, t);
+  kill_task(c->e, t);
+}
+
+void br_ctx_unsplit(br_node_ctx *c, br_task *t) {
+  if (!t->split) return;
+  br_split rec = t->split->rec;
+  set_membership(c->e, t, rec.prev_split, rec.prev_elem, rec.prev_count);
+  mark_dirty(c->e, t);
+}
+
+/* ---- processing ---- */
+
+static void apply_result(br_engine *e, br_node_ctx *c, br_task *t) {
+  br_node *n = c->node;
+  if (c->action == ACT_FAIL) {
+    fail_task(e, t, c->error);
+    return;
+  }
+  /* children first: they exist before their parent moves on */
+  for (size_t i = 0; i < c->n_spawns; i++) {
+    if (n->type->children_port < 0) {
+      fail_task(e, t, "this node type cannot create children");
+      return;
+    }
+    char nbuf[256];
+    const char *name = c->spawns[i].name;
+    if (!name) {
+      snprintf(nbuf, sizeof nbuf, "%s/%zu", t->name ? t->name : "task", i);
+      name = nbuf;
+    }
+    br_task *ch = task_new(e, t->gs, t->node, c->spawns[i].attrs, name, t->id, t->priority,
+                           t->group_id);
+    c->spawns[i].attrs = NULL;
+    t->live_children++;
+    mark_dirty(e, t);
+    route(e, ch, n->type->children_port);
+  }
+  size_t ne = c->split_n >= 1 ? c->split_n : 1;
+  br_task *stack_el[16];
+  br_task **el = ne <= 16 ? stack_el : calloc(ne, sizeof *el);
+  ENGINE_ASSERT(el);
+  if (c->split_n >= 1) make_split(e, t, c->split_n, el);
+  else el[0] = t;
+  for (size_t i = 0; i < c->split_n; i++) {
+    json_t *a = c->split_attrs[i];
+    if (a && json_object_size(a)) json_object_update(attrs_mut(e, el[i]), a);
+  }
+  for (size_t i = 0; i < ne; i++) {
+    switch (c->action) {
+    case ACT_ROUTE: route(e, el[i], c->port); break;
+    case ACT_BLOCK: block_task(e, el[i], c->key); break;
+    case ACT_KILL: kill_task(e, el[i]); break;
+    default: fail_task(e, el[i], "internal: unknown node action"); break;
+    }
+  }
+  if (el != stack_el) free(el);
+}
+
+static void process_task(br_engine *e, br_task *t) {
+  br_node *n = task_node(t);
+  br_node_ctx c;
+  ctx_init(&c, e, t->gs, n);
+  c.task = t;
+  int rc = n->type->process ? n->type->process(&c) : 0;
+  if (rc && c.action != ACT_FAIL)
+    br_ctx_fail(&c, "node '%s' (%s) failed", n->name, n->type->name);
+  apply_result(e, &c, t);
+  ctx_done(&c);
+}
+
+static void release_group(br_engine *e, wgroup *g) {
+  g->pending = 0;
+  br_node *n = g->gs->g->nodes[g->node];
+  if (g->n && n->type->release) {
+    br_node_ctx c;
+    ctx_init(&c, e, g->gs, n);
+    c.group = g;
+    int rc = n->type->release(&c);
+    if (c.released_any) {
+      size_t k = 0;
+      for (size_t i = 0; i < g->n; i++)
+        if (g->v[i]->wg == g) g->v[k++] = g->v[i];
+      g->n = k;
+    }
+    if (rc || c.action == ACT_FAIL) {
+      /* a waiter failed: put every member in error rather than hold them */
+      for (size_t i = 0; i < g->n; i++) {
+        g->v[i]->wg = NULL;
+        fail_task(e, g->v[i], c.error ? c.error : "waiter failed");
+      }
+      g->n = 0;
+    }
+    ctx_done(&c);
+  }
+  if (g->n == 0 && !g->pending) group_free(e, g);
+}
+
+/* ---- commit ---- */
+
+static void task_row(const br_task *t, br_task_info *r) {
+  memset(r, 0, sizeof *r);
+  r->id = t->id;
+  r->graph_id = t->gs->id;
+  r->name = t->name;
+  r->node = t->gs->g->nodes[t->node]->name;
+  r->port = t->port;
+  r->state = (br_task_state)t->state;
+  r->paused = t->paused;
+  r->attrs = t->attrs;
+  r->parent = t->parent;
+  r->split_id = t->split_id;
+  r->split_elem = t->split_elem;
+  r->split_count = t->split_count;
+  r->priority = t->priority;
+  r->group_id = t->group_id;
+  r->wait_key = t->wait_key;
+  r->live_children = t->live_children;
+  r->attempts = t->attempts;
+  r->created_ms = t->created_ms;
+  r->updated_ms = t->updated_ms;
+  r->error = t->error;
+}
+
+static void hook(br_engine *e, const char *point, int64_t n) {
+  if (e->opts.hook) e->opts.hook(e->opts.hook_ud, point, n);
+}
+
+static int commit(br_engine *e, br_error *err) {
+  if (!e->dirty && !e->split_dirty && !e->n_deltas) return BR_OK;
+  br_store *s = e->store;
+  int rc = s->ops->begin(s, err);
+  for (br_task *t = e->dirty; !rc && t; t = t->dirty_next) {
+    br_task_info row;
+    task_row(t, &row);
+    if (t->flags & F_NEW) rc = s->ops->task_insert(s, &row, err);
+    else rc = s->ops->task_update(s, &row, (t->flags & F_ATTRS) != 0, err);
+    e->st.rows_written++;
+  }
+  for (msplit *sp = e->split_dirty; !rc && sp; sp = sp->dirty_next) {
+    rc = s->ops->split_put(s, &sp->rec, err);
+    e->st.rows_written++;
+  }
+  for (size_t i = 0; !rc && i < e->n_deltas; i++)
+    rc = s->ops->task_add_live_children(s, e->deltas[i].id, e->deltas[i].delta, err);
+  hook(e, "commit-before", (int64_t)e->st.commits);
+  if (!rc) rc = s->ops->commit(s, err);
+  if (rc) {
+    s->ops->rollback(s);
+    e->failed = 1;
+    return rc;
+  }
+  e->st.commits++;
+  hook(e, "commit-after", (int64_t)e->st.commits);
+  /* durable: clear the marks and let finished tasks go */
+  br_task *t = e->dirty, *next;
+  e->dirty = NULL;
+  for (; t; t = next) {
+    next = t->dirty_next;
+    t->dirty_next = NULL;
+    t->flags &= (uint16_t) ~(F_NEW | F_DIRTY | F_ATTRS);
+    if (br_task_state_is_final(t->state)) {
+      HASH_DEL(e->tasks, t);
+      task_free(e, t);
+    }
+  }
+  msplit *sp = e->split_dirty, *snext;
+  e->split_dirty = NULL;
+  for (; sp; sp = snext) {
+    snext = sp->dirty_next;
+    sp->dirty = 0;
+    sp->dirty_next = NULL;
+    split_free_if_unused(e, sp);
+  }
+  e->n_deltas = 0;
+  e->batch_count = 0;
+  e->st.tasks_in_memory = HASH_COUNT(e->tasks);
+  return BR_OK;
+}
+
+int br_engine_flush(br_engine *e, br_error *err) { return commit(e, err); }
+
+/* ---- running ---- */
+
+int br_engine_run(br_engine *e, br_error *err) {
+  br_error_clear(err);
+  if (e->failed) {
+    if (err) *err = e->store_err;
+    return e->store_err.code ? e->store_err.code : BR_ESTORE;
+  }
+  int batch_max = e->opts.batch_max > 0 ? e->opts.batch_max : 4096;
+  int batch_ms = e->opts.batch_ms > 0 ? e->opts.batch_ms : 50;
+  int64_t batch_start = mono_ms();
+  unsigned tick = 0;
+  for (;;) {
+    if ((++tick & 63) == 0) e->now_ms = clock_ms();
+    if (e->pend_head) {
+      wgroup *g = e->pend_head;
+      e->pend_head = g->pend_next;
+      if (!e->pend_head) e->pend_tail = NULL;
+      release_group(e, g);
+    } else {
+      br_task *t = heap_pop(e);
+      if (!t) break;
+      process_task(e, t);
+    }
+    if (e->batch_count >= batch_max || ((tick & 255) == 0 && mono_ms() - batch_start >= batch_ms)) {
+      e->now_ms = clock_ms();
+      if (commit(e, &e->store_err)) break;
+      batch_start = mono_ms();
+    }
+  }
+  e->now_ms = clock_ms();
+  if (!e->failed) commit(e, &e->store_err);
+  if (e->failed) {
+    if (err) *err = e->store_err;
+    return e->store_err.code ? e->store_err.code : BR_ESTORE;
+  }
+  return BR_OK;
+}
+
+/* ---- graphs ---- */
+
+static gslot *gslot_find(br_engine *e, int64_t id) {
+  for (gslot *s = e->graphs; s; s = s->next)
+    if (s->id == id) return s;
+  return NULL;
+}
+
+static gslot *gslot_add(br_engine *e, int64_t id, br_graph *g) {
+  gslot *s = calloc(1, sizeof *s);
+  ENGINE_ASSERT(s);
+  s->id = id;
+  s->g = g;
+  s->ns = calloc(g->n_nodes + 1, sizeof *s->ns);
+  ENGINE_ASSERT(s->ns);
+  s->next = e->graphs;
+  e->graphs = s;
+  return s;
+}
+
+static gslot *gslot_load(br_engine *e, int64_t id, br_error *err) {
+  gslot *s = gslot_find(e, id);
+  if (s) return s;
+  br_graph_row row;
+  if (e->store->ops->graph_get(e->store, id, NULL, &row, err)) return NULL;
+  char origin[64];
+  snprintf(origin, sizeof origin, "<store graph %lld>", (long long)id);
+  br_graph *g = br_graph_load_string(row.json, origin, err);
+  br_graph_row_free(&row);
+  return g ? gslot_add(e, id, g) : NULL;
+}
+
+int br_engine_add_graph(br_engine *e, br_graph *g, int64_t *graph_id, br_error *err) {
+  char *json = br_graph_dumps(g);
+  if (!json) {
+    br_graph_free(g);
+    return br_error_set(err, BR_ENOMEM, "out of memory");
+  }
+  br_graph_row row;
+  br_error ignore;
+  int64_t id = 0;
+  if (e->store->ops->graph_get(e->store, 0, g->name, &row, &ignore) == BR_OK) {
+    if (strcmp(row.json, json) == 0) id = row.id;
+    br_graph_row_free(&row);
+  }
+  int rc = BR_OK;
+  if (!id) {
+    rc = e->store->ops->begin(e->store, err);
+    if (!rc) rc = e->store->ops->graph_put(e->store, g->name, json, &id, err);
+    if (!rc) rc = e->store->ops->commit(e->store, err);
+    else e->store->ops->rollback(e->store);
+  }
+  free(json);
+  if (rc) {
+    br_graph_free(g);
+    return rc;
+  }
+  gslot *s = gslot_find(e, id);
+  if (s) br_graph_free(g);
+  else gslot_add(e, id, g);
+  *graph_id = id;
+  return BR_OK;
+}
+
+const br_graph *br_engine_graph(br_engine *e, int64_t graph_id) {
+  br_error err;
+  gslot *s = gslot_load(e, graph_id, &err);
+  return s ? s->g : NULL;
+}
+
+int br_engine_submit(br_engine *e, int64_t graph_id, const char *node, json_t *attrs,
+                     const br_submit_opts *o, int64_t *task_id, br_error *err) {
+  br_error_clear(err);
+  gslot *gs = gslot_load(e, graph_id, err);
+  if (!gs) return err && err->code ? err->code : BR_ENOTFOUND;
+  br_node *n = br_graph_find_node(gs->g, node);
+  if (!n) return br_error_set(err, BR_ENOTFOUND, "graph '%s' has no node '%s'", gs->g->name, node);
+  int port = 0;
+  if (o && o->port) {
+    port = br_node_input_index(n, o->port);
+    if (port < 0)
+      return br_error_set(err, BR_ENOTFOUND, "node '%s' has no input port '%s'", node, o->port);
+  }
+  if (attrs && !json_is_object(attrs))
+    return br_error_set(err, BR_EINVAL, "task attributes must be a JSON object");
+  e->now_ms = clock_ms();
+  json_t *a = attrs ? json_deep_copy(attrs) : json_object();
+  br_task *t = task_new(e, gs, (int)n->index, a, o && o->name ? o->name : gs->g->name, 0,
+                        o ? o->priority : 0, o ? o->group_id : 0);
+  br_wire w = {.node = (int)n->index, .port = port};
+  move_to(e, t, &w);
+  if (task_id) *task_id = t->id;
+  return BR_OK;
+}
+
+/* ---- open / close ---- */
+
+typedef struct load_ctx {
+  br_engine *e;
+  br_error *err;
+  int rc;
+} load_ctx;
+
+static int load_one(void *ud, br_task_info *r) {
+  load_ctx *lc = ud;
+  br_engine *e = lc->e;
+  gslot *gs = gslot_load(e, r->graph_id, lc->err);
+  if (!gs) {
+    lc->rc = lc->err->code ? lc->err->code : BR_ESTORE;
+    br_task_info_free(r);
+    free(r);
+    return 1;
+  }
+  br_node *n = br_graph_find_node(gs->g, r->node);
+  br_task *t = task_alloc(e);
+  t->id = r->id;
+  t->gs = gs;
+  t->node = n ? (int)n->index : 0;
+  t->port = r->port;
+  t->state = (uint8_t)r->state;
+  t->paused = r->paused;
+  t->priority = r->priority;
+  t->attrs = r->attrs;
+  r->attrs = NULL;
+  t->name = r->name;
+  r->name = NULL;
+  t->error = r->error;
+  r->error = NULL;
+  t->parent = r->parent;
+  t->group_id = r->group_id;
+  t->wait_key = r->wait_key;
+  t->live_children = r->live_children;
+  t->attempts = r->attempts;
+  t->created_ms = r->created_ms;
+  t->updated_ms = r->updated_ms;
+  t->split_id = r->split_id;
+  t->split_elem = r->split_elem;
+  t->split_count = r->split_count;
+  t->split = split_ref(e, t->split_id);
+  HASH_ADD(hh, e->tasks, id, sizeof t->id, t);
+  if (!n) {
+    char msg[512];
+    snprintf(msg, sizeof msg, "node '%s' no longer exists in graph %lld", r->node,
+             (long long)r->graph_id);
+    t->state = BR_TASK_ERROR;
+    list_add(t);
+    free(t->error);
+    t->error = xstrdup(msg);
+    mark_dirty(e, t);
+  } else {
+    switch (t->state) {
+    case BR_TASK_BLOCKED:
+      list_add(t);
+      group_add(e, group_find(e, gs, t->node, t->wait_key, 1), t);
+      break;
+    case BR_TASK_QUEUED:
+    case BR_TASK_RUNNING:
+    case BR_TASK_POST:
+      /* the invocation was lost with the previous engine: process again */
+      t->state = BR_TASK_WAITING;
+      list_add(t);
+      if (!t->paused) heap_push(e, t);
+      mark_dirty(e, t);
+      break;
+    case BR_TASK_WAITING:
+      list_add(t);
+      if (!t->paused) heap_push(e, t);
+      break;
+    default:
+      list_add(t);
+      break;
+    }
+  }
+  br_task_info_free(r);
+  free(r);
+  return 0;
+}
+
+br_engine *br_engine_open(br_store *store, const br_engine_opts *opts, br_error *err) {
+  br_error local;
+  if (!err) err = &local;
+  br_error_clear(err);
+  br_engine *e = calloc(1, sizeof *e);
+  if (!e) {
+    br_error_set(err, BR_ENOMEM, "out of memory");
+    return NULL;
+  }
+  e->store = store;
+  if (opts) e->opts = *opts;
+  e->loop = e->opts.loop;
+  if (!e->loop) {
+    e->loop = malloc(sizeof *e->loop);
+    if (!e->loop || uv_loop_init(e->loop) != 0) {
+      free(e->loop);
+      free(e);
+      br_error_set(err, BR_ENOMEM, "cannot create an event loop");
+      return NULL;
+    }
+    e->own_loop = 1;
+  }
+  e->now_ms = clock_ms();
+  int rc = store->ops->max_id(store, &e->next_id, err);
+  load_ctx lc = {.e = e, .err = err, .rc = 0};
+  if (!rc) rc = store->ops->load_active(store, load_one, &lc, err);
+  if (!rc) rc = lc.rc;
+  if (rc) {
+    br_engine_free(e);
+    return NULL;
+  }
+  count_memory(e);
+  return e;
+}
+
+void br_engine_free(br_engine *e) {
+  if (!e) return;
+  br_task *t, *tmp;
+  HASH_ITER(hh, e->tasks, t, tmp) {
+    HASH_DEL(e->tasks, t);
+    t->split = NULL; /* splits are freed below, all at once */
+    json_decref(t->attrs);
+    free(t->name);
+    free(t->error);
+    free(t);
+  }
+  msplit *s, *stmp;
+  HASH_ITER(hh, e->splits, s, stmp) {
+    HASH_DEL(e->splits, s);
+    free(s);
+  }
+  wgroup *g, *gtmp;
+  HASH_ITER(hh, e->groups, g, gtmp) {
+    HASH_DEL(e->groups, g);
+    for (wgroup *k = g; k;) {
+      wgroup *kn = k->key_next;
+      free(k->v);
+      free(k);
+      k = kn;
+    }
+  }
+  for (gslot *gs = e->graphs; gs;) {
+    gslot *n = gs->next;
+    br_graph_free(gs->g);
+    free(gs->ns);
+    free(gs);
+    gs = n;
+  }
+  free(e->heap);
+  free(e->deltas);
+  if (e->own_loop) {
+    uv_loop_close(e->loop);
+    free(e->loop);
+  }
+  free(e);
+}
+
+void br_engine_get_stats(const br_engine *e, br_engine_stats *out) { *out = e->st; }
+br_store *br_engine_store(br_engine *e) { return e->store; }
+uv_loop_t *br_engine_loop(br_engine *e) { return e->loop; }
+
+int br_engine_count_live(br_engine *e, int64_t graph_id, const char *node,
+                         int64_t counts[BR_TASK_NSTATES]) {
+  memset(counts, 0, sizeof(int64_t) * BR_TASK_NSTATES);
+  gslot *gs = gslot_find(e, graph_id);
+  if (!gs) return BR_ENOTFOUND;
+  br_node *n = br_graph_find_node(gs->g, node);
+  if (!n) return BR_ENOTFOUND;
+  memcpy(counts, gs->ns[n->index].counts, sizeof(int64_t) * BR_TASK_NSTATES);
+  return BR_OK;
+}

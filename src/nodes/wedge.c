@@ -1,0 +1,127 @@
+/* wedge: the Cartesian product of several parameters, as a split. Each
+ * parameter is {"attr": name, "values": [...]} or {"attr": name, "count": N,
+ * "start": x, "step": dx}. The first parameter varies slowest. Element 0 is
+ * the original task; every element also gets its index in `index_attr`. */
+#include <braid/node.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_ELEMENTS 1000000
+
+static int init(br_node *node, void **state, br_error *err) {
+  json_t *wedges = json_object_get(br_node_params(node), "wedges");
+  size_t total = 1;
+  char sub[64];
+  if (json_array_size(wedges) == 0) {
+    br_node_error_at_param(node, err, "wedges", NULL);
+    return br_error_set(err, BR_EINVAL, "parameter 'wedges' needs at least one entry");
+  }
+  for (size_t i = 0; i < json_array_size(wedges); i++) {
+    json_t *w = json_array_get(wedges, i);
+    snprintf(sub, sizeof sub, "%zu", i);
+    const char *k;
+    json_t *v;
+    if (!json_is_object(w) || !json_is_string(json_object_get(w, "attr"))) {
+      br_node_error_at_param(node, err, "wedges", sub);
+      return br_error_set(err, BR_EINVAL, "wedges[%zu] must be an object with a string \"attr\"", i);
+    }
+    json_object_foreach(w, k, v) {
+      if (strcmp(k, "attr") && strcmp(k, "values") && strcmp(k, "count") && strcmp(k, "start") &&
+          strcmp(k, "step")) {
+        snprintf(sub, sizeof sub, "%zu/%s", i, k);
+        br_node_error_at_param(node, err, "wedges", sub);
+        return br_error_set(err, BR_EINVAL,
+                            "wedges[%zu]: unknown key '%s' (expected attr, values or count, start, step)",
+                            i, k);
+      }
+    }
+    json_t *values = json_object_get(w, "values"), *count = json_object_get(w, "count");
+    size_t n;
+    if (values) {
+      if (!json_is_array(values) || json_array_size(values) == 0 || count) {
+        br_node_error_at_param(node, err, "wedges", sub);
+        return br_error_set(err, BR_EINVAL,
+                            "wedges[%zu]: \"values\" must be a non-empty list (and no \"count\")", i);
+      }
+      n = json_array_size(values);
+    } else {
+      json_t *start = json_object_get(w, "start"), *step = json_object_get(w, "step");
+      if (!json_is_integer(count) || json_integer_value(count) < 1 ||
+          (start && !json_is_number(start)) || (step && !json_is_number(step))) {
+        br_node_error_at_param(node, err, "wedges", sub);
+        return br_error_set(err, BR_EINVAL,
+                            "wedges[%zu]: give \"values\", or a positive integer \"count\" with "
+                            "numeric \"start\" and \"step\"",
+                            i);
+      }
+      n = (size_t)json_integer_value(count);
+    }
+    if (n > MAX_ELEMENTS || (total *= n) > MAX_ELEMENTS) {
+      br_node_error_at_param(node, err, "wedges", sub);
+      return br_error_set(err, BR_EINVAL, "the wedge has more than %d combinations", MAX_ELEMENTS);
+    }
+  }
+  (void)state;
+  return BR_OK;
+}
+
+static size_t axis_size(const json_t *w) {
+  json_t *values = json_object_get(w, "values");
+  return values ? json_array_size(values) : (size_t)json_integer_value(json_object_get(w, "count"));
+}
+
+static json_t *axis_value(const json_t *w, size_t i) {
+  json_t *values = json_object_get(w, "values");
+  if (values) return json_incref(json_array_get(values, i));
+  json_t *start = json_object_get(w, "start"), *step = json_object_get(w, "step");
+  if ((!start || json_is_integer(start)) && (!step || json_is_integer(step)))
+    return json_integer((start ? json_integer_value(start) : 0) +
+                        (json_int_t)i * (step ? json_integer_value(step) : 1));
+  double s = start ? json_number_value(start) : 0, d = step ? json_number_value(step) : 1;
+  return json_real(s + (double)i * d);
+}
+
+static int process(br_node_ctx *ctx) {
+  json_t *wedges = br_ctx_param(ctx, "wedges");
+  const char *index_attr = br_ctx_param_str(ctx, "index_attr", "");
+  size_t naxes = json_array_size(wedges), total = 1;
+  for (size_t a = 0; a < naxes; a++) total *= axis_size(json_array_get(wedges, a));
+  json_t **attrs = calloc(total, sizeof *attrs);
+  if (!attrs) return br_ctx_fail(ctx, "out of memory");
+  for (size_t e = 0; e < total; e++) {
+    attrs[e] = json_object();
+    size_t rest = e;
+    /* the last axis varies fastest */
+    for (size_t a = naxes; a-- > 0;) {
+      json_t *w = json_array_get(wedges, a);
+      size_t n = axis_size(w);
+      json_object_set_new(attrs[e], json_string_value(json_object_get(w, "attr")),
+                          axis_value(w, rest % n));
+      rest /= n;
+    }
+    if (*index_attr) json_object_set_new(attrs[e], index_attr, json_integer((json_int_t)e));
+  }
+  br_ctx_split(ctx, total, attrs);
+  free(attrs);
+  br_ctx_route(ctx, 0);
+  return 0;
+}
+
+static const br_param_spec params[] = {
+    {"wedges", BR_PARAM_LIST, NULL, false,
+     "[{attr, values: [...]} or {attr, count, start, step}, ...]; the first varies slowest"},
+    {"index_attr", BR_PARAM_STRING, "\"wedge\"", false,
+     "attribute that receives the element's index (\"\" for none)"},
+    {NULL, 0, NULL, false, NULL},
+};
+
+const br_node_type br_node_wedge = {
+    .name = "wedge",
+    .help = "split a task into the Cartesian product of parameter values",
+    .children_port = -1,
+    .params = params,
+    .init = init,
+    .process = process,
+};

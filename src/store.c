@@ -1,0 +1,54 @@
+/* Store registry and the generic wrappers (see include/braid/store.h). */
+#include <braid/store.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+extern const br_store_ops br_store_sqlite;
+
+static const br_store_ops *const stores[] = {&br_store_sqlite, NULL};
+
+int br_store_open(const char *uri, int flags, br_store **out, br_error *err) {
+  *out = NULL;
+  if (!uri || !*uri) return br_error_set(err, BR_EINVAL, "no store given");
+  const br_store_ops *ops = stores[0]; /* a plain path is SQLite */
+  if (strncmp(uri, "postgres://", 11) == 0 || strncmp(uri, "postgresql://", 13) == 0) {
+    ops = NULL;
+    for (const br_store_ops *const *s = stores; *s; s++)
+      if (strcmp((*s)->name, "postgres") == 0) ops = *s;
+    if (!ops) return br_error_set(err, BR_EINVAL, "this braid has no PostgreSQL store");
+  } else if (strncmp(uri, "sqlite:", 7) == 0) {
+    uri += 7;
+  }
+  int rc = ops->open(uri, flags, out, err);
+  if (rc == BR_OK && !(*out)->uri) (*out)->uri = strdup(uri);
+  return rc;
+}
+
+void br_store_close(br_store *s) {
+  if (!s) return;
+  char *uri = s->uri;
+  s->ops->close(s);
+  free(uri);
+}
+
+void br_graph_row_free(br_graph_row *g) {
+  if (!g) return;
+  free(g->name);
+  free(g->json);
+  memset(g, 0, sizeof *g);
+}
+
+int br_store_task_get(br_store *s, int64_t id, br_task_info *out, br_error *err) {
+  return s->ops->task_get(s, id, out, err);
+}
+
+int br_store_task_query(br_store *s, const br_task_filter *f, br_task_cb cb, void *ud,
+                        br_error *err) {
+  return s->ops->task_query(s, f, cb, ud, err);
+}
+
+int br_store_task_count(br_store *s, const br_task_filter *f, int64_t counts[BR_TASK_NSTATES],
+                        br_error *err) {
+  return s->ops->task_count(s, f, counts, err);
+}

@@ -1,0 +1,127 @@
+/* Helpers for tests that run graphs on a real SQLite store. */
+#ifndef BR_TEST_ENGINE_UTIL_H
+#define BR_TEST_ENGINE_UTIL_H
+
+#include <braid/engine.h>
+#include <braid/graph.h>
+#include <braid/store.h>
+
+#include "harness.h"
+
+typedef struct tenv {
+  char *dir;
+  char store_path[512];
+  br_store *store;
+  br_engine *eng;
+  int64_t graph_id;
+} tenv;
+
+static inline void tenv_open(tenv *t, const char *name) {
+  memset(t, 0, sizeof *t);
+  t->dir = br_test_tmpdir(name);
+  snprintf(t->store_path, sizeof t->store_path, "%s/braid.db", t->dir);
+  br_error err;
+  CHECK(br_store_open(t->store_path, 0, &t->store, &err) == BR_OK);
+  t->eng = br_engine_open(t->store, NULL, &err);
+  CHECK(t->eng != NULL);
+}
+
+static inline void tenv_reopen(tenv *t) {
+  br_error err;
+  br_engine_free(t->eng);
+  br_store_close(t->store);
+  CHECK(br_store_open(t->store_path, 0, &t->store, &err) == BR_OK);
+  t->eng = br_engine_open(t->store, NULL, &err);
+  CHECK(t->eng != NULL);
+}
+
+static inline void tenv_graph(tenv *t, const char *json) {
+  br_error err;
+  br_graph *g = br_graph_load_string(json, "<test>", &err);
+  if (!g) {
+    char buf[2048];
+    br_test_fail(__FILE__, __LINE__, "graph: %s", br_error_format(&err, buf, sizeof buf));
+  }
+  CHECK(br_engine_add_graph(t->eng, g, &t->graph_id, &err) == BR_OK);
+}
+
+static inline int64_t tenv_submit(tenv *t, const char *node, const char *attrs_json) {
+  br_error err;
+  json_error_t jerr;
+  json_t *a = attrs_json ? json_loads(attrs_json, 0, &jerr) : NULL;
+  int64_t id = 0;
+  CHECK(br_engine_submit(t->eng, t->graph_id, node, a, NULL, &id, &err) == BR_OK);
+  json_decref(a);
+  return id;
+}
+
+static inline void tenv_run(tenv *t) {
+  br_error err;
+  int rc = br_engine_run(t->eng, &err);
+  if (rc) {
+    char buf[2048];
+    br_test_fail(__FILE__, __LINE__, "run: %s", br_error_format(&err, buf, sizeof buf));
+  }
+}
+
+static inline void tenv_close(tenv *t) {
+  br_engine_free(t->eng);
+  br_store_close(t->store);
+  char cmd[600];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", t->dir);
+  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", t->dir);
+  free(t->dir);
+}
+
+typedef struct tlist {
+  br_task_info *v;
+  size_t n, cap;
+} tlist;
+
+static inline int tlist_cb(void *ud, br_task_info *ti) {
+  tlist *l = ud;
+  if (l->n == l->cap) {
+    l->cap = l->cap ? l->cap * 2 : 16;
+    l->v = realloc(l->v, l->cap * sizeof *l->v);
+  }
+  l->v[l->n++] = *ti;
+  free(ti);
+  return 0;
+}
+
+/* Tasks at `node` (NULL: any) in `state` (-1: any), by id. */
+static inline tlist tenv_tasks(tenv *t, const char *node, int state) {
+  tlist l = {0};
+  br_error err;
+  br_engine_flush(t->eng, &err);
+  br_task_filter f = BR_TASK_FILTER_ALL;
+  f.node = node;
+  f.state = state;
+  CHECK(br_store_task_query(t->store, &f, tlist_cb, &l, &err) == BR_OK);
+  return l;
+}
+
+static inline void tlist_free(tlist *l) {
+  for (size_t i = 0; i < l->n; i++) br_task_info_free(&l->v[i]);
+  free(l->v);
+}
+
+static inline size_t tenv_count(tenv *t, const char *node, int state) {
+  tlist l = tenv_tasks(t, node, state);
+  size_t n = l.n;
+  tlist_free(&l);
+  return n;
+}
+
+/* The attribute `name` of the only task at node in state, as compact JSON
+ * (caller frees). */
+static inline char *tenv_attr(tenv *t, const char *node, int state, const char *name) {
+  tlist l = tenv_tasks(t, node, state);
+  CHECK_EQ_INT(l.n, 1);
+  json_t *v = json_object_get(l.v[0].attrs, name);
+  char *s = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : strdup("(none)");
+  tlist_free(&l);
+  return s;
+}
+
+#endif

@@ -1,0 +1,384 @@
+/* The engine: the stand-in reference scenario, waiter corner cases, fan-out,
+ * cycles, parking, restarts, and crash safety under SIGKILL. */
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "engine_util.h"
+
+static char *read_file(const char *path) {
+  FILE *f = fopen(path, "rb");
+  if (!f) br_test_fail(__FILE__, __LINE__, "cannot open %s", path);
+  fseek(f, 0, SEEK_END);
+  long n = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  char *buf = calloc(1, (size_t)n + 1);
+  if (fread(buf, 1, (size_t)n, f) != (size_t)n) abort();
+  fclose(f);
+  return buf;
+}
+
+static char *standin_text(void) {
+  const char *src = getenv("BRAID_SOURCE_DIR");
+  char path[1024];
+  snprintf(path, sizeof path, "%s/examples/standin.json", src ? src : "..");
+  return read_file(path);
+}
+
+static char *expected_frames(void) {
+  char *buf = malloc(8192), *p = buf;
+  p += sprintf(p, "[");
+  for (int w = 0; w < 4; w++) {
+    p += sprintf(p, "%s[", w ? "," : "");
+    for (int f = 1; f <= 100; f++) p += sprintf(p, "%s%d", f > 1 ? "," : "", f);
+    p += sprintf(p, "]");
+  }
+  sprintf(p, "]");
+  return buf;
+}
+
+/* Checks the store holds exactly the stand-in's finished result. */
+static void check_standin_result(tenv *t, int64_t root) {
+  tlist end = tenv_tasks(t, "end", BR_TASK_DONE);
+  CHECK_EQ_INT(end.n, 1);
+  CHECK_EQ_INT(end.v[0].id, root);
+  char *frames = json_dumps(json_object_get(end.v[0].attrs, "frames"), JSON_COMPACT);
+  char *want = expected_frames();
+  CHECK_EQ_STR(frames, want);
+  char *seeds = json_dumps(json_object_get(end.v[0].attrs, "seeds"), JSON_COMPACT);
+  CHECK_EQ_STR(seeds, "[1,1,2,2]");
+  free(frames);
+  free(want);
+  free(seeds);
+  tlist_free(&end);
+  /* the stages created 4, 80 and 400 (+400 render) tasks, and nothing else */
+  CHECK_EQ_INT(tenv_count(t, "gather_wedges", BR_TASK_DEAD), 3);
+  CHECK_EQ_INT(tenv_count(t, "gather_chunks", BR_TASK_DEAD), 76);
+  CHECK_EQ_INT(tenv_count(t, "wait_frames", BR_TASK_DONE), 400);
+  CHECK_EQ_INT(tenv_count(t, "wait_render", BR_TASK_DONE), 400);
+  CHECK_EQ_INT(tenv_count(t, NULL, -1), 1 + 3 + 76 + 400 + 400);
+  int64_t counts[BR_TASK_NSTATES];
+  br_error err;
+  br_task_filter f = BR_TASK_FILTER_ALL;
+  CHECK(br_store_task_count(t->store, &f, counts, &err) == BR_OK);
+  CHECK_EQ_INT(counts[BR_TASK_DONE], 801);
+  CHECK_EQ_INT(counts[BR_TASK_DEAD], 79);
+}
+
+TEST(standin_scenario) {
+  tenv t;
+  tenv_open(&t, "standin");
+  char *text = standin_text();
+  tenv_graph(&t, text);
+  free(text);
+  int64_t root = tenv_submit(&t, "start", "{\"frame_start\": 1, \"frame_end\": 100}");
+  tenv_run(&t);
+  check_standin_result(&t, root);
+  br_engine_stats st;
+  br_engine_get_stats(t.eng, &st);
+  CHECK_EQ_INT(st.tasks_in_memory, 0); /* finished tasks leave memory */
+  CHECK_EQ_INT(st.groups, 0);
+  CHECK(st.peak_tasks_in_memory <= 881);
+  tenv_close(&t);
+}
+
+TEST(children_reach_waiter_before_parent) {
+  /* The parent is held at a gather until its split sibling (created after the
+   * children) arrives, so the children block at the waiter first. */
+  tenv t;
+  tenv_open(&t, "kids_first");
+  tenv_graph(&t, "{\"nodes\": [{\"name\": \"s\", \"type\": \"spawn\", \"params\": {\"count\": 3}},"
+                 "{\"name\": \"split\", \"type\": \"wedge\", \"params\": {\"wedges\": [{\"attr\": \"x\", \"values\": [0, 1]}]}},"
+                 "{\"name\": \"slow1\", \"type\": \"null\"}, {\"name\": \"slow2\", \"type\": \"null\"},"
+                 "{\"name\": \"g\", \"type\": \"gather_split\"},"
+                 "{\"name\": \"w\", \"type\": \"wait_children\", \"params\": {\"promote\": {\"kids\": {\"rule\": \"append\", \"from\": \"index\"}}}},"
+                 "{\"name\": \"done\", \"type\": \"null\"}],"
+                 "\"wires\": [[\"s.children\", \"w.children\"], [\"s.out\", \"split\"],"
+                 "[\"split\", \"g\"], [\"g\", \"w.parents\"], [\"w.parents\", \"done\"]]}");
+  tenv_submit(&t, "s", "{}");
+  tenv_run(&t);
+  CHECK_EQ_INT(tenv_count(&t, "done", BR_TASK_DONE), 1);
+  char *kids = tenv_attr(&t, "done", BR_TASK_DONE, "kids");
+  CHECK_EQ_STR(kids, "[0,1,2]");
+  free(kids);
+  CHECK_EQ_INT(tenv_count(&t, "w", BR_TASK_DONE), 3);
+  tenv_close(&t);
+}
+
+typedef struct order_probe {
+  tenv *t;
+  int children_waited_alone; /* children blocked at w while the parent was at g */
+} order_probe;
+
+static void probe_hook(void *ud, const char *point, int64_t n) {
+  order_probe *p = ud;
+  (void)n;
+  if (strcmp(point, "commit-after") != 0 || !p->t->graph_id) return;
+  int64_t w[BR_TASK_NSTATES], g[BR_TASK_NSTATES];
+  br_engine_count_live(p->t->eng, p->t->graph_id, "w", w);
+  br_engine_count_live(p->t->eng, p->t->graph_id, "g", g);
+  if (w[BR_TASK_BLOCKED] >= 1 && g[BR_TASK_BLOCKED] >= 1) p->children_waited_alone = 1;
+}
+
+TEST(children_first_order_is_real) {
+  /* Same graph, committing after every transition: a probe sees the
+   * children blocked at w while the parent still waits at g. */
+  tenv t;
+  memset(&t, 0, sizeof t);
+  t.dir = br_test_tmpdir("kids_first_order");
+  snprintf(t.store_path, sizeof t.store_path, "%s/braid.db", t.dir);
+  br_error err;
+  CHECK(br_store_open(t.store_path, 0, &t.store, &err) == BR_OK);
+  order_probe probe = {.t = &t};
+  br_engine_opts o = {.batch_max = 1, .hook = probe_hook, .hook_ud = &probe};
+  t.eng = br_engine_open(t.store, &o, &err);
+  tenv_graph(&t, "{\"nodes\": [{\"name\": \"s\", \"type\": \"spawn\", \"params\": {\"count\": 3}},"
+                 "{\"name\": \"split\", \"type\": \"wedge\", \"params\": {\"wedges\": [{\"attr\": \"x\", \"values\": [0, 1]}]}},"
+                 "{\"name\": \"g\", \"type\": \"gather_split\"},"
+                 "{\"name\": \"w\", \"type\": \"wait_children\"}, {\"name\": \"done\", \"type\": \"null\"}],"
+                 "\"wires\": [[\"s.children\", \"w.children\"], [\"s.out\", \"split\"],"
+                 "[\"split\", \"g\"], [\"g\", \"w.parents\"], [\"w.parents\", \"done\"]]}");
+  int64_t p = tenv_submit(&t, "s", "{}");
+  tenv_run(&t);
+  CHECK(probe.children_waited_alone);
+  tlist par = tenv_tasks(&t, "done", BR_TASK_DONE);
+  CHECK_EQ_INT(par.n, 1);
+  CHECK_EQ_INT(par.v[0].id, p);
+  tlist_free(&par);
+  CHECK_EQ_INT(tenv_count(&t, "w", BR_TASK_DONE), 3);
+  tenv_close(&t);
+}
+
+TEST(dead_child_does_not_hold_parent) {
+  tenv t;
+  tenv_open(&t, "dead_child");
+  tenv_graph(&t, "{\"nodes\": [{\"name\": \"s\", \"type\": \"spawn\", \"params\": {\"count\": 3}},"
+                 "{\"name\": \"sw\", \"type\": \"switch\", \"params\": {\"attr\": \"index\", \"cases\": [1]}},"
+                 "{\"name\": \"k\", \"type\": \"kill\"},"
+                 "{\"name\": \"w\", \"type\": \"wait_children\", \"params\": {\"promote\": {\"kids\": {\"rule\": \"append\", \"from\": \"index\"}}}},"
+                 "{\"name\": \"done\", \"type\": \"null\"}],"
+                 "\"wires\": [[\"s.children\", \"sw\"], [\"sw.1\", \"k\"], [\"sw.default\", \"w.children\"],"
+                 "[\"s.out\", \"w.parents\"], [\"w.parents\", \"done\"]]}");
+  tenv_submit(&t, "s", "{}");
+  tenv_run(&t);
+  char *kids = tenv_attr(&t, "done", BR_TASK_DONE, "kids");
+  CHECK_EQ_STR(kids, "[0,2]");
+  free(kids);
+  tlist p = tenv_tasks(&t, "done", BR_TASK_DONE);
+  CHECK_EQ_INT(p.v[0].live_children, 2);
+  tlist_free(&p);
+  CHECK_EQ_INT(tenv_count(&t, "k", BR_TASK_DEAD), 1);
+  tenv_close(&t);
+}
+
+TEST(dead_child_after_parent_arrived) {
+  /* The parent waits first; a child dies later: the death itself must
+   * release the parent (an event, not a poll). */
+  tenv t;
+  tenv_open(&t, "dead_later");
+  tenv_graph(&t, "{\"nodes\": [{\"name\": \"s\", \"type\": \"spawn\", \"params\": {\"count\": 2}},"
+                 "{\"name\": \"sw\", \"type\": \"switch\", \"params\": {\"attr\": \"index\", \"cases\": [1]}},"
+                 "{\"name\": \"a\", \"type\": \"null\"}, {\"name\": \"b\", \"type\": \"null\"}, {\"name\": \"k\", \"type\": \"kill\"},"
+                 "{\"name\": \"w\", \"type\": \"wait_children\"}, {\"name\": \"done\", \"type\": \"null\"}],"
+                 "\"wires\": [[\"s.children\", \"sw\"], [\"sw.1\", \"a\"], [\"a\", \"b\"], [\"b\", \"k\"], [\"sw.default\", \"w.children\"],"
+                 "[\"s.out\", \"w.parents\"], [\"w.parents\", \"done\"]]}");
+  tenv_submit(&t, "s", "{}");
+  tenv_run(&t);
+  CHECK_EQ_INT(tenv_count(&t, "done", BR_TASK_DONE), 1);
+  CHECK_EQ_INT(tenv_count(&t, "w", BR_TASK_DONE), 1);
+  tenv_close(&t);
+}
+
+TEST(fan_out_is_an_implicit_split) {
+  tenv t;
+  tenv_open(&t, "fanout");
+  tenv_graph(&t, "{\"nodes\": [{\"name\": \"start\", \"type\": \"null\"},"
+                 "{\"name\": \"a\", \"type\": \"set_attr\", \"params\": {\"set\": {\"x\": \"A\"}}},"
+                 "{\"name\": \"b\", \"type\": \"set_attr\", \"params\": {\"set\": {\"x\": \"B\"}}},"
+                 "{\"name\": \"c\", \"type\": \"set_attr\", \"params\": {\"set\": {\"x\": \"C\"}}},"
+                 "{\"name\": \"g\", \"type\": \"gather_split\", \"params\": {\"promote\": {\"xs\": {\"rule\": \"append\", \"from\": \"x\"}}}}],"
+                 "\"wires\": [[\"start\", \"a\"], [\"start\", \"b\"], [\"start\", \"c\"], [\"a\", \"g\"], [\"b\", \"g\"], [\"c\", \"g\"]]}");
+  tenv_submit(&t, "start", "{\"shared\": [1, 2]}");
+  tenv_run(&t);
+  char *xs = tenv_attr(&t, "g", BR_TASK_DONE, "xs");
+  CHECK_EQ_STR(xs, "[\"A\",\"B\",\"C\"]");
+  free(xs);
+  CHECK_EQ_INT(tenv_count(&t, "g", BR_TASK_DEAD), 2);
+  tenv_close(&t);
+}
+
+TEST(cycle_retry_loop) {
+  tenv t;
+  tenv_open(&t, "cycle");
+  tenv_graph(&t, "{\"nodes\": [{\"name\": \"sw\", \"type\": \"switch\", \"params\": {\"attr\": \"state\", \"cases\": [\"b\", \"c\"]}},"
+                 "{\"name\": \"to_b\", \"type\": \"set_attr\", \"params\": {\"set\": {\"state\": \"b\"}}},"
+                 "{\"name\": \"to_c\", \"type\": \"set_attr\", \"params\": {\"set\": {\"state\": \"c\"}}},"
+                 "{\"name\": \"end\", \"type\": \"null\"}],"
+                 "\"wires\": [[\"sw.default\", \"to_b\"], [\"to_b\", \"sw\"], [\"sw.b\", \"to_c\"], [\"to_c\", \"sw\"], [\"sw.c\", \"end\"]]}");
+  tenv_submit(&t, "sw", "{}");
+  tenv_run(&t);
+  char *s = tenv_attr(&t, "end", BR_TASK_DONE, "state");
+  CHECK_EQ_STR(s, "\"c\"");
+  free(s);
+  br_engine_stats st;
+  br_engine_get_stats(t.eng, &st);
+  CHECK_EQ_INT(st.transitions, 7); /* submit, sw, to_b, sw, to_c, sw, parked at end */
+  tenv_close(&t);
+}
+
+TEST(no_outgoing_wire_parks_task) {
+  tenv t;
+  tenv_open(&t, "park");
+  tenv_graph(&t, "{\"nodes\": [{\"name\": \"a\", \"type\": \"set_attr\", \"params\": {\"set\": {\"v\": 1}}}]}");
+  int64_t id = tenv_submit(&t, "a", "{}");
+  tenv_run(&t);
+  br_task_info ti;
+  br_error err;
+  CHECK(br_store_task_get(t.store, id, &ti, &err) == BR_OK);
+  CHECK_EQ_INT(ti.state, BR_TASK_DONE);
+  CHECK_EQ_STR(ti.node, "a");
+  br_task_info_free(&ti);
+  tenv_close(&t);
+}
+
+TEST(graph_versions_reused) {
+  tenv t;
+  tenv_open(&t, "versions");
+  const char *g1 = "{\"name\": \"v\", \"nodes\": [{\"name\": \"a\", \"type\": \"null\"}]}";
+  tenv_graph(&t, g1);
+  int64_t first = t.graph_id;
+  tenv_graph(&t, g1);
+  CHECK_EQ_INT(t.graph_id, first); /* same content: same version */
+  tenv_graph(&t, "{\"name\": \"v\", \"nodes\": [{\"name\": \"a\", \"type\": \"kill\"}]}");
+  CHECK(t.graph_id != first);
+  tenv_close(&t);
+}
+
+TEST(submit_errors) {
+  tenv t;
+  tenv_open(&t, "submit_err");
+  tenv_graph(&t, "{\"nodes\": [{\"name\": \"a\", \"type\": \"null\"}]}");
+  br_error err;
+  int64_t id;
+  CHECK(br_engine_submit(t.eng, t.graph_id, "nope", NULL, NULL, &id, &err) == BR_ENOTFOUND);
+  CHECK_CONTAINS(err.msg, "has no node 'nope'");
+  br_submit_opts o = {.port = "inn"};
+  CHECK(br_engine_submit(t.eng, t.graph_id, "a", NULL, &o, &id, &err) == BR_ENOTFOUND);
+  json_t *arr = json_array();
+  CHECK(br_engine_submit(t.eng, t.graph_id, "a", arr, NULL, &id, &err) == BR_EINVAL);
+  json_decref(arr);
+  tenv_close(&t);
+}
+
+/* ---- restart and crash safety ---- */
+
+typedef struct crash_plan {
+  const char *point;
+  int64_t at;
+} crash_plan;
+
+static void crash_hook(void *ud, const char *point, int64_t n) {
+  crash_plan *p = ud;
+  if (strcmp(point, p->point) == 0 && n == p->at) kill(getpid(), SIGKILL);
+}
+
+/* Runs the stand-in in a child process that kills itself at `point` number
+ * `at` (when submit is set it also submits the root first). */
+static int run_child(const char *store_path, const char *point, int64_t at, int submit,
+                     int batch) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    br_error err;
+    br_store *s;
+    if (br_store_open(store_path, 0, &s, &err)) _exit(3);
+    crash_plan plan = {point, at};
+    br_engine_opts o = {.batch_max = batch, .hook = crash_hook, .hook_ud = &plan};
+    br_engine *e = br_engine_open(s, &o, &err);
+    if (!e) _exit(4);
+    char *text = standin_text();
+    br_graph *g = br_graph_load_string(text, "standin", &err);
+    free(text);
+    int64_t gid;
+    if (!g || br_engine_add_graph(e, g, &gid, &err)) _exit(5);
+    if (submit) {
+      json_t *a = json_pack("{sisi}", "frame_start", 1, "frame_end", 100);
+      int64_t id;
+      if (br_engine_submit(e, gid, "start", a, NULL, &id, &err)) _exit(6);
+      json_decref(a);
+    }
+    if (br_engine_run(e, &err)) _exit(7);
+    br_engine_free(e);
+    br_store_close(s);
+    _exit(0);
+  }
+  int st;
+  waitpid(pid, &st, 0);
+  if (WIFSIGNALED(st)) return -WTERMSIG(st);
+  return WEXITSTATUS(st);
+}
+
+TEST(restart_continues_where_it_stopped) {
+  tenv t;
+  tenv_open(&t, "restart");
+  char *text = standin_text();
+  tenv_graph(&t, text);
+  free(text);
+  int64_t root = tenv_submit(&t, "start", "{\"frame_start\": 1, \"frame_end\": 100}");
+  br_error err;
+  CHECK(br_engine_flush(t.eng, &err) == BR_OK);
+  /* an engine that stops at a clean point: reopen several times mid-run */
+  for (int i = 0; i < 3; i++) {
+    tenv_reopen(&t);
+    br_engine_stats st;
+    br_engine_get_stats(t.eng, &st);
+    CHECK(st.tasks_in_memory >= 1);
+  }
+  tenv_run(&t);
+  check_standin_result(&t, root);
+  tenv_close(&t);
+}
+
+TEST(sigkill_at_many_points) {
+  /* Kill the engine process at many commits (before and after the commit
+   * itself), restart it on the same store each time, and check the final
+   * result is identical, with no task lost or duplicated. */
+  char *dir = br_test_tmpdir("crash");
+  int rounds = 0;
+  for (int64_t at = 1; at <= 40; at += 3) {
+    for (int before = 0; before <= 1; before++) {
+      char path[480];
+      snprintf(path, sizeof path, "%.400s/crash-%lld-%d.db", dir, (long long)at, before);
+      const char *point = before ? "commit-before" : "commit-after";
+      int rc = run_child(path, point, at, 1, 16);
+      /* restart; kill it twice more at other points, then let it finish */
+      for (int k = 0; k < 2 && rc == -SIGKILL; k++)
+        rc = run_child(path, k ? "commit-after" : "commit-before", 2 + (at + k) % 5, 0, 16);
+      if (rc == -SIGKILL) rc = run_child(path, "none", 0, 0, 16);
+      if (rc != 0) br_test_fail(__FILE__, __LINE__, "child exit %d at %lld", rc, (long long)at);
+      tenv t;
+      memset(&t, 0, sizeof t);
+      snprintf(t.store_path, sizeof t.store_path, "%s", path);
+      br_error err;
+      CHECK(br_store_open(path, 0, &t.store, &err) == BR_OK);
+      t.eng = br_engine_open(t.store, NULL, &err);
+      CHECK(t.eng != NULL);
+      tenv_run(&t); /* nothing left to do */
+      br_engine_stats st;
+      br_engine_get_stats(t.eng, &st);
+      CHECK_EQ_INT(st.transitions, 0);
+      tlist end = tenv_tasks(&t, "end", BR_TASK_DONE);
+      CHECK_EQ_INT(end.n, 1);
+      int64_t root = end.v[0].id;
+      tlist_free(&end);
+      check_standin_result(&t, root);
+      br_engine_free(t.eng);
+      br_store_close(t.store);
+      rounds++;
+    }
+  }
+  CHECK(rounds >= 20);
+  char cmd[700];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  CHECK(system(cmd) == 0);
+  free(dir);
+}

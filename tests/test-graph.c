@@ -1,0 +1,132 @@
+/* Graph files: loading, saving, and one test per kind of error, each
+ * checking the message and the position. */
+#include <braid/graph.h>
+
+#include "harness.h"
+
+static void expect_error(const char *text, int line, int col, const char *needle) {
+  br_error err;
+  br_graph *g = br_graph_load_string(text, "g.json", &err);
+  if (g) br_test_fail(__FILE__, __LINE__, "graph loaded but should fail with '%s'", needle);
+  char buf[2048];
+  br_error_format(&err, buf, sizeof buf);
+  CHECK_CONTAINS(buf, needle);
+  CHECK_EQ_STR(err.file, "g.json");
+  if (err.line != line || err.column != col)
+    br_test_fail(__FILE__, __LINE__, "'%s' at %d:%d, expected %d:%d", buf, err.line, err.column,
+                 line, col);
+}
+
+TEST(loads_and_saves) {
+  const char *text =
+      "{\"name\": \"demo\", \"nodes\": [\n"
+      "  {\"name\": \"a\", \"type\": \"null\"},\n"
+      "  {\"name\": \"s\", \"type\": \"spawn\", \"params\": {\"count\": 3}},\n"
+      "  {\"name\": \"w\", \"type\": \"wait_children\"}],\n"
+      " \"wires\": [[\"a\", \"s\"], {\"from\": \"s.out\", \"to\": \"w.parents\"},\n"
+      "            {\"from\": \"s.children\", \"to\": \"w.children\"}]}";
+  br_error err;
+  br_graph *g = br_graph_load_string(text, "demo.json", &err);
+  CHECK(g != NULL);
+  CHECK_EQ_STR(br_graph_name(g), "demo");
+  CHECK_EQ_INT(br_graph_node_count(g), 3);
+  br_node *s = br_graph_find_node(g, "s");
+  CHECK_EQ_INT(json_integer_value(json_object_get(br_node_params(s), "count")), 3);
+  CHECK(json_is_false(json_object_get(br_node_params(s), "per_frame"))); /* default */
+  CHECK_EQ_INT(br_node_output_index(s, "children"), 1);
+  char *dump = br_graph_dumps(g);
+  br_graph *g2 = br_graph_load_string(dump, "dump", &err);
+  CHECK(g2 != NULL);
+  char *dump2 = br_graph_dumps(g2);
+  CHECK_EQ_STR(dump, dump2);
+  CHECK_CONTAINS(dump, "\"from\": \"s.children\"");
+  char *dir = br_test_tmpdir("graph-save");
+  char path[600];
+  snprintf(path, sizeof path, "%s/g.json", dir);
+  CHECK(br_graph_save_file(g2, path, &err) == BR_OK);
+  br_graph *g3 = br_graph_load_file(path, &err);
+  CHECK(g3 != NULL);
+  free(dump);
+  free(dump2);
+  br_graph_free(g);
+  br_graph_free(g2);
+  br_graph_free(g3);
+  free(dir);
+}
+
+TEST(malformed_json) {
+  expect_error("{\"nodes\": [\n  {\"name\": \"a\", \"type\": \"null\",}\n]}", 2, 32,
+               "malformed JSON");
+}
+
+TEST(unknown_node_type) {
+  expect_error("{\"nodes\": [\n  {\"name\": \"a\",\n   \"type\": \"nul\"}]}", 3, 12,
+               "node 'a': unknown node type 'nul' (known types: null,");
+}
+
+TEST(unknown_parameter) {
+  expect_error("{\"nodes\": [{\"name\": \"c\", \"type\": \"split_range\",\n"
+               "  \"params\": {\"chunks\": 5}}]}",
+               2, 14, "node 'c' (split_range): unknown parameter 'chunks' (parameters: chunk,");
+}
+
+TEST(mistyped_parameter) {
+  expect_error("{\"nodes\": [{\"name\": \"c\", \"type\": \"split_range\",\n"
+               "  \"params\": {\"chunk\": \"5\"}}]}",
+               2, 23, "node 'c' (split_range): parameter 'chunk' must be int, got string");
+}
+
+TEST(missing_parameter) {
+  expect_error("{\"nodes\": [\n  {\"name\": \"sw\", \"type\": \"switch\", \"params\": {\"attr\": \"x\"}}]}",
+               2, 3, "node 'sw' (switch): missing required parameter 'cases'");
+}
+
+TEST(bad_parameter_value) {
+  expect_error("{\"nodes\": [{\"name\": \"w\", \"type\": \"wedge\", \"params\": {\"wedges\": [\n"
+               "  {\"attr\": \"a\", \"values\": [1]},\n  {\"attr\": \"b\", \"count\": 0}]}}]}",
+               3, 3, "node 'w' (wedge): wedges[1]: give \"values\", or a positive integer");
+  expect_error("{\"nodes\": [{\"name\": \"g\", \"type\": \"gather_split\",\n"
+               "  \"params\": {\"promote\": {\"x\": \"appendd\"}}}]}",
+               2, 31, "promote 'x': the rule must be one of append");
+}
+
+TEST(wire_to_missing_port) {
+  expect_error("{\"nodes\": [{\"name\": \"a\", \"type\": \"null\"},\n"
+               "            {\"name\": \"w\", \"type\": \"wait_children\"}],\n"
+               " \"wires\": [{\"from\": \"a.out\",\n            \"to\": \"w.kids\"}]}",
+               4, 19,
+               "wire to 'w.kids': node 'w' (wait_children) has no input port 'kids' (inputs: "
+               "parents, children)");
+  expect_error("{\"nodes\": [{\"name\": \"a\", \"type\": \"null\"}],\n"
+               " \"wires\": [[\"a.out\", \"b.in\"]]}",
+               2, 22, "wire to 'b.in': no node named 'b'");
+  expect_error("{\"nodes\": [{\"name\": \"a\", \"type\": \"kill\"}, {\"name\": \"b\", \"type\": \"null\"}],\n"
+               " \"wires\": [[\"a.out\", \"b.in\"]]}",
+               2, 13, "wire from 'a.out': node 'a' (kill) has no output port 'out' (outputs: none)");
+}
+
+TEST(duplicate_node_name) {
+  expect_error("{\"nodes\": [\n  {\"name\": \"a\", \"type\": \"null\"},\n"
+               "  {\"name\": \"a\", \"type\": \"kill\"}]}",
+               3, 12, "duplicate node name 'a' (first defined at line 2, column 3)");
+}
+
+TEST(not_an_object_and_unknown_keys) {
+  expect_error("[1, 2]", 1, 1, "a graph file must hold a JSON object, got list");
+  expect_error("{\"nodes\": [], \"wire\": []}", 1, 15, "unknown key 'wire' at the top");
+  expect_error("{\"nodes\": [{\"name\": \"a.b\", \"type\": \"null\"}]}", 1, 21,
+               "a node name must be a non-empty string");
+}
+
+TEST(file_errors) {
+  br_error err;
+  CHECK(br_graph_load_file("/nonexistent/g.json", &err) == NULL);
+  char buf[1024];
+  CHECK_CONTAINS(br_error_format(&err, buf, sizeof buf), "/nonexistent/g.json: cannot open graph file");
+}
+
+TEST(unicode_columns) {
+  /* columns count characters, not bytes */
+  expect_error("{\"nodes\": [{\"name\": \"\xc3\xa9t\xc3\xa9\", \"type\": \"nope\"}]}", 1, 36,
+               "unknown node type 'nope'");
+}
