@@ -150,6 +150,7 @@ void br_graph_free(br_graph *g) {
   free(g->name);
   free(g->origin);
   json_decref(g->wires_src);
+  json_decref(g->start);
   free(g);
 }
 
@@ -413,6 +414,50 @@ static int load_wire(br_graph *g, size_t i, json_t *jw, br_error *err) {
   return BR_OK;
 }
 
+/* "start": {"node": "name", "attrs": {...}}: where `braid run` submits its
+ * task, and with which attributes. Optional; the default is the first node
+ * that no wire leads into. */
+static int load_start(br_graph *g, json_t *start, br_error *err) {
+  if (!start) return BR_OK;
+  if (!json_is_object(start))
+    return fail_at(g, err, "/start", 0, "\"start\" must be an object {\"node\": ..., \"attrs\": {...}}");
+  const char *key;
+  json_t *v;
+  json_object_foreach(start, key, v) {
+    char ptr[300];
+    snprintf(ptr, sizeof ptr, "/start/%s", key);
+    if (strcmp(key, "node") && strcmp(key, "attrs"))
+      return fail_at(g, err, ptr, 1, "unknown key '%s' in \"start\" (expected node, attrs)", key);
+  }
+  json_t *node = json_object_get(start, "node"), *attrs = json_object_get(start, "attrs");
+  if (node && (!json_is_string(node) || !br_graph_find_node(g, json_string_value(node))))
+    return fail_at(g, err, "/start/node", 0, "\"start\": no node named %s%s%s",
+                   json_is_string(node) ? "'" : "", json_is_string(node) ? json_string_value(node) : "(not a string)",
+                   json_is_string(node) ? "'" : "");
+  if (attrs && !json_is_object(attrs))
+    return fail_at(g, err, "/start/attrs", 0, "\"start\": \"attrs\" must be an object");
+  g->start = json_incref(start);
+  return BR_OK;
+}
+
+const char *br_graph_start_node(const br_graph *g) {
+  json_t *n = g->start ? json_object_get(g->start, "node") : NULL;
+  if (n) return json_string_value(n);
+  for (size_t i = 0; i < g->n_nodes; i++) {
+    int fed = 0;
+    for (size_t j = 0; j < g->n_nodes && !fed; j++)
+      for (int p = 0; p < g->nodes[j]->n_outputs && !fed; p++)
+        for (int w = 0; w < g->nodes[j]->outs[p].n; w++)
+          if (g->nodes[j]->outs[p].wires[w].node == (int)i) fed = 1;
+    if (!fed) return g->nodes[i]->name;
+  }
+  return g->n_nodes ? g->nodes[0]->name : NULL;
+}
+
+json_t *br_graph_start_attrs(const br_graph *g) {
+  return g->start ? json_object_get(g->start, "attrs") : NULL;
+}
+
 static int load(br_graph *g, json_t *root, br_error *err) {
   if (!json_is_object(root))
     return fail_at(g, err, "", 0, "a graph file must hold a JSON object, got %s", json_kind(root));
@@ -420,12 +465,12 @@ static int load(br_graph *g, json_t *root, br_error *err) {
   json_t *v;
   json_object_foreach(root, key, v) {
     if (strcmp(key, "name") && strcmp(key, "nodes") && strcmp(key, "wires") &&
-        strcmp(key, "description")) {
+        strcmp(key, "description") && strcmp(key, "start")) {
       char ptr[300];
       snprintf(ptr, sizeof ptr, "/%s", key);
       return fail_at(g, err, ptr, 1,
                      "unknown key '%s' at the top of the graph (expected name, description, "
-                     "nodes, wires)",
+                     "nodes, wires, start)",
                      key);
     }
   }
@@ -453,7 +498,7 @@ static int load(br_graph *g, json_t *root, br_error *err) {
     return fail_at(g, err, "/wires", 0, "\"wires\" must be a list");
   for (size_t i = 0; i < json_array_size(wires); i++)
     if ((rc = load_wire(g, i, json_array_get(wires, i), err))) return rc;
-  return BR_OK;
+  return load_start(g, json_object_get(root, "start"), err);
 }
 
 br_graph *br_graph_load_string(const char *text, const char *origin, br_error *err) {
@@ -546,7 +591,9 @@ static json_t *to_json(const br_graph *g) {
     if (json_object_size(n->src_params)) json_object_set(jn, "params", n->src_params);
     json_array_append_new(nodes, jn);
   }
-  return json_pack("{sssosO}", "name", g->name, "nodes", nodes, "wires", g->wires_src);
+  json_t *j = json_pack("{sssosO}", "name", g->name, "nodes", nodes, "wires", g->wires_src);
+  if (g->start) json_object_set(j, "start", g->start);
+  return j;
 }
 
 char *br_graph_dumps(const br_graph *g) {

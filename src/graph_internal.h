@@ -39,6 +39,7 @@ struct br_graph {
   br_node **nodes;
   size_t n_nodes;
   json_t *wires_src; /* [{"from":..., "to":...}] as validated */
+  json_t *start;     /* {"node":..., "attrs":...} or NULL */
   const br_jpos *jpos; /* only during loading */
 };
 

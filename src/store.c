@@ -52,3 +52,9 @@ int br_store_task_count(br_store *s, const br_task_filter *f, int64_t counts[BR_
                         br_error *err) {
   return s->ops->task_count(s, f, counts, err);
 }
+
+int br_store_task_count_nodes(br_store *s, int64_t graph_id,
+                              int (*cb)(void *ud, const char *node, const int64_t *counts),
+                              void *ud, br_error *err) {
+  return s->ops->task_count_nodes(s, graph_id, cb, ud, err);
+}

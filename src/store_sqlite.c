@@ -436,6 +436,40 @@ static int sq_task_count(br_store *bs, const br_task_filter *f, int64_t counts[B
   return rc == SQLITE_DONE ? BR_OK : dberr(s, err, "counting tasks");
 }
 
+static int sq_task_count_nodes(br_store *bs, int64_t graph_id,
+                               int (*cb)(void *ud, const char *node, const int64_t *counts),
+                               void *ud, br_error *err) {
+  sqlite_store *s = (sqlite_store *)bs;
+  sqlite3_stmt *st;
+  const char *sql = graph_id ? "SELECT node, state, count(*) FROM tasks WHERE graph_id=? "
+                               "GROUP BY node, state ORDER BY node"
+                             : "SELECT node, state, count(*) FROM tasks GROUP BY node, state "
+                               "ORDER BY node";
+  if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) return dberr(s, err, "counting tasks");
+  if (graph_id) sqlite3_bind_int64(st, 1, graph_id);
+  int64_t counts[BR_TASK_NSTATES];
+  char node[256] = "";
+  int have = 0, rc, stop = 0;
+  while (!stop && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    const char *n = (const char *)sqlite3_column_text(st, 0);
+    if (!n) n = "";
+    if (have && strcmp(n, node) != 0) {
+      stop = cb(ud, node, counts);
+      have = 0;
+    }
+    if (!have) {
+      memset(counts, 0, sizeof counts);
+      snprintf(node, sizeof node, "%s", n);
+      have = 1;
+    }
+    int state = sqlite3_column_int(st, 1);
+    if (state >= 0 && state < BR_TASK_NSTATES) counts[state] = sqlite3_column_int64(st, 2);
+  }
+  if (have && !stop) cb(ud, node, counts);
+  sqlite3_finalize(st);
+  return BR_OK;
+}
+
 static int sq_graph_put(br_store *bs, const char *name, const char *json, int64_t *id,
                         br_error *err) {
   sqlite_store *s = (sqlite_store *)bs;
@@ -531,6 +565,7 @@ const br_store_ops br_store_sqlite = {
     .task_get = sq_task_get,
     .task_query = sq_task_query,
     .task_count = sq_task_count,
+    .task_count_nodes = sq_task_count_nodes,
     .split_get = sq_split_get,
     .graph_get = sq_graph_get,
     .graph_list = sq_graph_list,

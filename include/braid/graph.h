@@ -5,7 +5,8 @@
  *   { "name": "demo",
  *     "nodes": [ {"name": "start", "type": "null"},
  *                {"name": "w", "type": "wedge", "params": {...}} ],
- *     "wires": [ {"from": "start.out", "to": "w.in"}, ["w", "next.in"] ] }
+ *     "wires": [ {"from": "start.out", "to": "w.in"}, ["w", "next.in"] ],
+ *     "start": {"node": "start", "attrs": {"frame_start": 1}} }
  *
  * A port reference is "node.port" or "node" (the node's first port). Loading
  * validates everything and reports the file, line and column of the first
@@ -39,6 +40,11 @@ const char *br_graph_name(const br_graph *g);
 size_t br_graph_node_count(const br_graph *g);
 br_node *br_graph_node(const br_graph *g, size_t index);
 br_node *br_graph_find_node(const br_graph *g, const char *name);
+
+/* Where `braid run` starts: the "start" section's node, else the first node
+ * no wire leads into. And the start attributes (borrowed; may be NULL). */
+const char *br_graph_start_node(const br_graph *g);
+json_t *br_graph_start_attrs(const br_graph *g);
 
 const char *br_node_name(const br_node *n);
 const char *br_node_type_name(const br_node *n);

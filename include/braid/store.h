@@ -69,6 +69,11 @@ typedef struct br_store_ops {
   /* counts[state] of tasks matching f (f->state ignored). */
   int (*task_count)(br_store *s, const br_task_filter *f, int64_t counts[BR_TASK_NSTATES],
                     br_error *err);
+  /* Counts by node and state, one callback per node (uses the node/state
+   * index; no row is read). */
+  int (*task_count_nodes)(br_store *s, int64_t graph_id,
+                          int (*cb)(void *ud, const char *node, const int64_t *counts), void *ud,
+                          br_error *err);
   int (*split_get)(br_store *s, int64_t id, br_split *out, br_error *err);
   /* Graph by id (name NULL) or latest version of a name (id 0). */
   int (*graph_get)(br_store *s, int64_t id, const char *name, br_graph_row *out, br_error *err);
@@ -93,6 +98,10 @@ int br_store_task_query(br_store *s, const br_task_filter *f, br_task_cb cb, voi
                         br_error *err);
 int br_store_task_count(br_store *s, const br_task_filter *f, int64_t counts[BR_TASK_NSTATES],
                         br_error *err);
+
+int br_store_task_count_nodes(br_store *s, int64_t graph_id,
+                              int (*cb)(void *ud, const char *node, const int64_t *counts),
+                              void *ud, br_error *err);
 
 #ifdef __cplusplus
 }

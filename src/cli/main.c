@@ -10,6 +10,11 @@ static int cmd_version(int argc, char **argv);
 static int cmd_help(int argc, char **argv);
 
 static const br_cli_command commands[] = {
+    {"run", br_cli_run, "run a graph on this machine (embedded: SQLite, local slots)"},
+    {"validate", br_cli_validate, "check graph files"},
+    {"status", br_cli_status, "counts of tasks by node and state in a store"},
+    {"tasks", br_cli_tasks, "list tasks (filter by node, state, parent)"},
+    {"show", br_cli_show, "everything about one task"},
     {"help", cmd_help, "show the commands, or `braid help COMMAND`"},
     {"version", cmd_version, "print braid's version"},
     {NULL, NULL, NULL},

@@ -1,0 +1,105 @@
+/* Helpers shared by the subcommands: k=v parsing, store discovery, printing. */
+#include "common.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+json_t *br_cli_parse_value(const char *v) {
+  json_error_t jerr;
+  json_t *j = json_loads(v, JSON_DECODE_ANY, &jerr);
+  return j ? j : json_string(v);
+}
+
+int br_cli_set_kv(json_t *obj, const char *kv) {
+  const char *eq = strchr(kv, '=');
+  if (!eq || eq == kv) {
+    br_cli_errorf("expected NAME=VALUE, got '%s'", kv);
+    return -1;
+  }
+  char *name = strndup(kv, (size_t)(eq - kv));
+  json_object_set_new(obj, name, br_cli_parse_value(eq + 1));
+  free(name);
+  return 0;
+}
+
+int br_cli_mkdirs_for(const char *path) {
+  char buf[4096];
+  snprintf(buf, sizeof buf, "%s", path);
+  for (char *p = buf + 1; *p; p++) {
+    if (*p != '/') continue;
+    *p = '\0';
+    if (mkdir(buf, 0755) != 0 && errno != EEXIST) return -1;
+    *p = '/';
+  }
+  return 0;
+}
+
+char *br_cli_find_store(const char *given) {
+  if (given) return strdup(given);
+  const char *env = getenv("BRAID_STORE");
+  if (env && *env) return strdup(env);
+  DIR *d = opendir(".");
+  char *found = NULL;
+  int n = 0;
+  struct dirent *de;
+  while (d && (de = readdir(d))) {
+    size_t len = strlen(de->d_name);
+    if (len > 9 && strcmp(de->d_name + len - 9, ".braid.db") == 0) {
+      n++;
+      free(found);
+      found = strdup(de->d_name);
+    }
+  }
+  if (d) closedir(d);
+  if (n == 1) return found;
+  free(found);
+  if (n == 0) br_cli_errorf("no store: give --store PATH or set BRAID_STORE (no *.braid.db here)");
+  else br_cli_errorf("several *.braid.db here: say which with --store PATH");
+  return NULL;
+}
+
+br_store *br_cli_open_store(const char *path, int flags) {
+  br_error err;
+  br_store *s = NULL;
+  struct stat sb;
+  if ((flags & BR_STORE_READONLY) && stat(path, &sb) != 0) {
+    br_cli_errorf("no store at %s", path);
+    return NULL;
+  }
+  if (br_store_open(path, flags, &s, &err) != BR_OK) {
+    char buf[1200];
+    br_cli_errorf("%s", br_error_format(&err, buf, sizeof buf));
+    return NULL;
+  }
+  return s;
+}
+
+json_t *br_cli_task_json(const br_task_info *t) {
+  json_t *j = json_pack("{sIsIsssssisssbsO}", "id", (json_int_t)t->id, "graph_id",
+                        (json_int_t)t->graph_id, "name", t->name ? t->name : "", "node",
+                        t->node ? t->node : "", "port", t->port, "state",
+                        br_task_state_name(t->state), "paused", t->paused, "attrs",
+                        t->attrs ? t->attrs : json_object());
+  if (t->parent) json_object_set_new(j, "parent", json_integer(t->parent));
+  if (t->split_id)
+    json_object_set_new(j, "split", json_pack("{sIsisi}", "id", (json_int_t)t->split_id, "element",
+                                              t->split_elem, "count", t->split_count));
+  json_object_set_new(j, "priority", json_integer(t->priority));
+  json_object_set_new(j, "group", json_integer(t->group_id));
+  json_object_set_new(j, "live_children", json_integer(t->live_children));
+  json_object_set_new(j, "attempts", json_integer(t->attempts));
+  json_object_set_new(j, "created_ms", json_integer(t->created_ms));
+  json_object_set_new(j, "updated_ms", json_integer(t->updated_ms));
+  if (t->error) json_object_set_new(j, "error", json_string(t->error));
+  return j;
+}
+
+void br_cli_print_json(json_t *j) {
+  char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
+  if (s) puts(s);
+  free(s);
+}

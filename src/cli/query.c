@@ -1,0 +1,227 @@
+/* braid status / tasks / show: read a store, finished or still running. The
+ * store is opened read-only (WAL lets readers run beside the engine). */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+
+typedef struct qopts {
+  const char *store;
+  const char *node;
+  int state;
+  int json;
+  int limit;
+  int64_t parent;
+} qopts;
+
+/* Parses the options every reader shares; returns the index of the first
+ * positional argument, -1 after a usage error, -2 after showing help. */
+static int parse(int argc, char **argv, qopts *q, const char *usage) {
+  static const struct option opts[] = {
+      {"store", required_argument, NULL, 'S'}, {"node", required_argument, NULL, 'n'},
+      {"state", required_argument, NULL, 's'}, {"json", no_argument, NULL, 'j'},
+      {"limit", required_argument, NULL, 'l'}, {"parent", required_argument, NULL, 'p'},
+      {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0},
+  };
+  memset(q, 0, sizeof *q);
+  q->state = -1;
+  int c;
+  while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    switch (c) {
+    case 'S': q->store = optarg; break;
+    case 'n': q->node = optarg; break;
+    case 's':
+      q->state = br_task_state_parse(optarg);
+      if (q->state < 0) {
+        br_cli_errorf("unknown state '%s' (waiting, blocked, queued, running, post, done, error, "
+                      "cancelled, dead)", optarg);
+        return -1;
+      }
+      break;
+    case 'j': q->json = 1; break;
+    case 'l': q->limit = atoi(optarg); break;
+    case 'p': q->parent = atoll(optarg); break;
+    case 'h': fputs(usage, stdout); return -2;
+    default: fputs(usage, stderr); return -1;
+    }
+  }
+  return optind;
+}
+
+static br_store *open_for_reading(const qopts *q, char **path) {
+  *path = br_cli_find_store(q->store);
+  return *path ? br_cli_open_store(*path, BR_STORE_READONLY) : NULL;
+}
+
+static int fail_err(br_error *err) {
+  char buf[1200];
+  br_cli_errorf("%s", br_error_format(err, buf, sizeof buf));
+  return BR_EXIT_FAILED;
+}
+
+static int add_node(void *ud, const char *node, const int64_t *counts) {
+  json_t *o = json_object();
+  for (int k = 0; k < BR_TASK_NSTATES; k++)
+    if (counts[k]) json_object_set_new(o, br_task_state_name((br_task_state)k), json_integer(counts[k]));
+  json_object_set_new(ud, node, o);
+  return 0;
+}
+
+static const char *status_usage =
+    "usage: braid status [--store PATH] [--json]\n\n"
+    "Counts of tasks by node and state. The store is --store, $BRAID_STORE, or\n"
+    "the only *.braid.db in this folder.\n";
+
+int br_cli_status(int argc, char **argv) {
+  qopts q;
+  int i = parse(argc, argv, &q, status_usage);
+  if (i < 0) return i == -2 ? BR_EXIT_OK : BR_EXIT_USAGE;
+  char *path;
+  br_store *s = open_for_reading(&q, &path);
+  if (!s) {
+    free(path);
+    return BR_EXIT_FAILED;
+  }
+  br_error err;
+  json_t *nodes = json_object();
+  int rc = br_store_task_count_nodes(s, 0, add_node, nodes, &err);
+  if (rc) {
+    rc = fail_err(&err);
+  } else if (q.json) {
+    json_t *j = json_pack("{sssO}", "store", path, "nodes", nodes);
+    br_cli_print_json(j);
+    json_decref(j);
+  } else {
+    int64_t total[BR_TASK_NSTATES] = {0};
+    printf("%-24s", "node");
+    for (int k = 0; k < BR_TASK_NSTATES; k++) printf(" %9s", br_task_state_name((br_task_state)k));
+    printf("\n");
+    const char *name;
+    json_t *v;
+    json_object_foreach(nodes, name, v) {
+      printf("%-24.24s", name);
+      for (int k = 0; k < BR_TASK_NSTATES; k++) {
+        json_int_t n = json_integer_value(json_object_get(v, br_task_state_name((br_task_state)k)));
+        total[k] += n;
+        printf(" %9lld", (long long)n);
+      }
+      printf("\n");
+    }
+    printf("%-24s", "total");
+    for (int k = 0; k < BR_TASK_NSTATES; k++) printf(" %9lld", (long long)total[k]);
+    printf("\n");
+  }
+  json_decref(nodes);
+  br_store_close(s);
+  free(path);
+  return rc ? BR_EXIT_FAILED : BR_EXIT_OK;
+}
+
+typedef struct lister {
+  int json;
+  json_t *arr;
+} lister;
+
+static int list_one(void *ud, br_task_info *t) {
+  lister *l = ud;
+  if (l->json) {
+    json_array_append_new(l->arr, br_cli_task_json(t));
+  } else {
+    printf("%8lld  %-9s %-20.20s %-24.24s %s\n", (long long)t->id, br_task_state_name(t->state),
+           t->node, t->name ? t->name : "", t->error ? t->error : "");
+  }
+  br_task_info_free(t);
+  free(t);
+  return 0;
+}
+
+static const char *tasks_usage =
+    "usage: braid tasks [--node NODE] [--state STATE] [--parent ID] [--limit N]\n"
+    "                   [--store PATH] [--json]\n\n"
+    "Lists tasks (id, state, node, name, error), oldest first.\n";
+
+int br_cli_tasks(int argc, char **argv) {
+  qopts q;
+  int i = parse(argc, argv, &q, tasks_usage);
+  if (i < 0) return i == -2 ? BR_EXIT_OK : BR_EXIT_USAGE;
+  char *path;
+  br_store *s = open_for_reading(&q, &path);
+  if (!s) {
+    free(path);
+    return BR_EXIT_FAILED;
+  }
+  br_task_filter f = BR_TASK_FILTER_ALL;
+  f.node = q.node;
+  f.state = q.state;
+  f.parent = q.parent;
+  f.limit = q.limit;
+  lister l = {.json = q.json, .arr = json_array()};
+  br_error err;
+  if (!q.json) printf("%8s  %-9s %-20s %-24s %s\n", "id", "state", "node", "name", "error");
+  int rc = br_store_task_query(s, &f, list_one, &l, &err);
+  if (rc) rc = fail_err(&err);
+  else if (q.json) br_cli_print_json(l.arr);
+  json_decref(l.arr);
+  br_store_close(s);
+  free(path);
+  return rc ? BR_EXIT_FAILED : BR_EXIT_OK;
+}
+
+static const char *show_usage =
+    "usage: braid show TASK [--store PATH] [--json]\n\n"
+    "Everything about one task: state, node, attributes, parent, split, error.\n";
+
+int br_cli_show(int argc, char **argv) {
+  qopts q;
+  int i = parse(argc, argv, &q, show_usage);
+  if (i < 0) return i == -2 ? BR_EXIT_OK : BR_EXIT_USAGE;
+  if (i != argc - 1) {
+    fputs(show_usage, stderr);
+    return BR_EXIT_USAGE;
+  }
+  char *end;
+  long long id = strtoll(argv[i], &end, 10);
+  if (*end || id <= 0) {
+    br_cli_errorf("'%s' is not a task id", argv[i]);
+    return BR_EXIT_USAGE;
+  }
+  char *path;
+  br_store *s = open_for_reading(&q, &path);
+  if (!s) {
+    free(path);
+    return BR_EXIT_FAILED;
+  }
+  br_task_info t;
+  br_error err;
+  int rc = br_store_task_get(s, id, &t, &err);
+  if (rc) {
+    rc = fail_err(&err);
+  } else {
+    json_t *j = br_cli_task_json(&t);
+    if (q.json) {
+      br_cli_print_json(j);
+    } else {
+      printf("task %lld  %s\n", id, t.name ? t.name : "");
+      printf("  state     %s%s\n", br_task_state_name(t.state), t.paused ? " (paused)" : "");
+      printf("  node      %s (input %d)\n", t.node, t.port);
+      if (t.parent) printf("  parent    %lld\n", (long long)t.parent);
+      if (t.split_id)
+        printf("  split     %lld, element %d of %d\n", (long long)t.split_id, t.split_elem,
+               t.split_count);
+      printf("  children  %d live\n", t.live_children);
+      printf("  priority  %d, group %lld, attempts %d\n", t.priority, (long long)t.group_id,
+             t.attempts);
+      if (t.error) printf("  error     %s\n", t.error);
+      char *a = json_dumps(t.attrs, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+      printf("  attrs     %s\n", a ? a : "{}");
+      free(a);
+    }
+    json_decref(j);
+    br_task_info_free(&t);
+  }
+  br_store_close(s);
+  free(path);
+  return rc ? BR_EXIT_FAILED : BR_EXIT_OK;
+}
