@@ -87,6 +87,20 @@ static void arm_hook(br_script_env *env) {
   lua_sethook(env->L, count_hook, LUA_MASKCOUNT, (int)n);
 }
 
+/* Globals an evaluation set (in E) do not outlive it. Never raises:
+ * clearing existing fields allocates nothing. */
+static void clear_globals(lua_State *L) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &br__script_env_key);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    lua_pop(L, 1);
+    lua_pushvalue(L, -1);
+    lua_pushnil(L);
+    lua_rawset(L, -4);
+  }
+  lua_pop(L, 1);
+}
+
 int br__script_call(br_script_env *env, const br_script_task *task, br_error *err) {
   lua_State *L = env->L;
   env->task = task;
@@ -97,13 +111,17 @@ int br__script_call(br_script_env *env, const br_script_task *task, br_error *er
   int rc = lua_pcall(L, 0, 1, 0);
   env->task = NULL;
   env->attrs = env->empty;
+  clear_globals(L);
   if (rc == LUA_OK) return BR_OK;
+  /* A refused allocation may have been retried after an emergency
+   * collection; it is the limit only if the error says so. */
+  const char *m = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
   if (env->tripped) {
     br_error_set(err, BR_ESCRIPT, "%s", env->limit_msg);
-  } else if (rc == LUA_ERRMEM || env->mem_exceeded) {
+  } else if (rc == LUA_ERRMEM || (env->mem_exceeded && m && strstr(m, "not enough memory"))) {
     br_error_set(err, BR_ESCRIPT, "memory limit exceeded (%zu MiB)", env->mem_limit >> 20);
-  } else if (lua_type(L, -1) == LUA_TSTRING) {
-    br_error_set(err, BR_ESCRIPT, "%s", lua_tostring(L, -1));
+  } else if (m) {
+    br_error_set(err, BR_ESCRIPT, "%s", m);
   } else {
     br_error_set(err, BR_ESCRIPT, "(error object is a %s value)", luaL_typename(L, -1));
   }
@@ -117,8 +135,8 @@ int br__script_call(br_script_env *env, const br_script_task *task, br_error *er
 
 static int attr_index(lua_State *L) {
   br_script_env *env = br__script_env_of(L);
+  if (lua_type(L, 2) != LUA_TSTRING) return 0;
   const char *k = lua_tostring(L, 2);
-  if (!k || lua_type(L, 2) != LUA_TSTRING) return 0;
   if (env->in_script) {
     json_t *v = json_object_get(env->ov_set, k);
     if (v) {
@@ -165,8 +183,8 @@ static int attr_pairs(lua_State *L) {
 
 static int task_index(lua_State *L) {
   br_script_env *env = br__script_env_of(L);
+  if (lua_type(L, 2) != LUA_TSTRING) return 0;
   const char *k = lua_tostring(L, 2);
-  if (!k || lua_type(L, 2) != LUA_TSTRING) return 0;
   const br_script_task *t = env->task;
   if (strcmp(k, "attr") == 0) {
     lua_pushvalue(L, lua_upvalueindex(1));
@@ -189,8 +207,8 @@ static int task_newindex(lua_State *L) {
 
 static int param_index(lua_State *L) {
   br_script_env *env = br__script_env_of(L);
+  if (lua_type(L, 2) != LUA_TSTRING || !env->params) return 0;
   const char *k = lua_tostring(L, 2);
-  if (!k || lua_type(L, 2) != LUA_TSTRING || !env->params) return 0;
   json_t *v = json_object_get(env->params, k);
   if (v && br_script_is_expr(v))
     return luaL_error(L, "param.%s is an expression; only literal parameters can be read", k);

@@ -263,20 +263,6 @@ void br__script_reset_run(br_script_env *env) {
   env->ops = NULL;
 }
 
-/* Globals a chunk set (in E) do not outlive its run. Never raises: clearing
- * existing fields allocates nothing. */
-static void clear_globals(lua_State *L) {
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &br__script_env_key);
-  lua_pushnil(L);
-  while (lua_next(L, -2)) {
-    lua_pop(L, 1);
-    lua_pushvalue(L, -1);
-    lua_pushnil(L);
-    lua_rawset(L, -4);
-  }
-  lua_pop(L, 1);
-}
-
 static int deliver(br_script_env *env, const br_script_ops *ops, br_error *err) {
   for (size_t i = 0; i < env->nacts; i++) {
     br__script_action *a = &env->acts[i];
@@ -312,7 +298,6 @@ int br_script_run(br_script_env *env, const br_script_chunk *chunk, const br_scr
   lua_rawgeti(L, LUA_REGISTRYINDEX, br__script_chunk_ref(chunk));
   int rc = br__script_call(env, task, err);
   if (rc == BR_OK) lua_pop(L, 1);
-  clear_globals(L);
   env->in_script = false;
   if (env->failed && !env->tripped) {
     if (err) br_error_clear(err);

@@ -455,7 +455,10 @@ TEST(sandbox_no_shared_state_between_envs) {
                           BR_PARAM_ANY, &err);
   CHECK(r != NULL);
   r = eval_in(a, ex("leak"), BR_PARAM_ANY, &err);
-  CHECK_EQ_STR(r, "\"secret\""); /* same node: visible */
+  CHECK_EQ_STR(r, "\"secret\""); /* same node, through _G: visible */
+  r = eval_in(a, ex("(function() mine = 1 return 1 end)()"), BR_PARAM_ANY, &err);
+  r = eval_in(a, ex("mine == nil"), BR_PARAM_ANY, &err);
+  CHECK_EQ_STR(r, "true"); /* plain globals do not outlive an evaluation */
   r = eval_in(b, ex("{leak == nil, string.evil == nil}"), BR_PARAM_ANY, &err);
   CHECK_EQ_STR(r, "[true,true]"); /* other node: not */
   br_script_env_free(a);
