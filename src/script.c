@@ -205,12 +205,14 @@ static int task_newindex(lua_State *L) {
   return luaL_error(L, "task fields are read-only (set attributes with task.attr.k = v)");
 }
 
+static br_script_expr *find_param(const br_script_env *env, const char *name);
+
 static int param_index(lua_State *L) {
   br_script_env *env = br__script_env_of(L);
   if (lua_type(L, 2) != LUA_TSTRING || !env->params) return 0;
   const char *k = lua_tostring(L, 2);
   json_t *v = json_object_get(env->params, k);
-  if (v && br_script_is_expr(v))
+  if (v && (env->params_compiled ? find_param(env, k) != NULL : br_script_is_expr(v)))
     return luaL_error(L, "param.%s is an expression; only literal parameters can be read", k);
   br__script_push_json(L, v);
   return 1;
@@ -826,14 +828,22 @@ int br_script_expr_eval(br_script_env *env, const br_script_expr *e, const br_sc
 
 /* ---- a node's parameters ---- */
 
+static bool listed(const char *const *names, const char *k) {
+  for (; names && *names; names++)
+    if (strcmp(*names, k) == 0) return true;
+  return false;
+}
+
 int br_script_env_compile_params(br_script_env *env, const json_t *params,
-                                 const br_param_spec *specs, br_error *err) {
+                                 const br_param_spec *specs, const char *const *literal,
+                                 br_error *err) {
   if (!json_is_object(params)) return br_error_set(err, BR_EINVAL, "parameters are not an object");
   br_script_env_set_params(env, params);
+  env->params_compiled = true;
   const char *k;
   json_t *v;
   json_object_foreach((json_t *)params, k, v) {
-    if (!br_script_is_expr(v)) continue;
+    if (!br_script_is_expr(v) || listed(literal, k)) continue;
     br_param_type type = BR_PARAM_ANY;
     for (const br_param_spec *s = specs; s && s->name; s++)
       if (strcmp(s->name, k) == 0) type = s->type;

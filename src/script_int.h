@@ -37,6 +37,7 @@ struct br_script_env {
   const json_t *attrs;     /* base attributes (never NULL during an evaluation) */
   json_t *empty;           /* an empty object for tasks without attributes */
   json_t *params;          /* `param`, owned reference or NULL */
+  bool params_compiled;    /* by compile_params: pexprs says which are expressions */
 
   /* the script node's run (in_script) */
   bool in_script;

@@ -4,6 +4,7 @@
  * per task in hot path expressions. */
 #include "script_int.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -113,7 +114,72 @@ static int l_pad(lua_State *L) {
   return 1;
 }
 
+/* Lua's pattern matcher backtracks in C, where the instruction limit does
+ * not reach: string.find(string.rep('a', 1e6), '.-b') would take an hour.
+ * So the pattern functions refuse a subject too long for the pattern: with
+ * k = repetition items (* + - %b), plus one when unanchored (every start
+ * position is tried), the worst case is about n^k / k! steps, kept under
+ * PATTERN_BUDGET (about two seconds). Patterns with one repetition on short
+ * strings, the common case, are never affected. */
+#define PATTERN_BUDGET 5e8
+
+static int pattern_repetitions(const char *p, size_t len) {
+  int q = 0;
+  for (size_t i = 0; i < len; i++) {
+    char c = p[i];
+    if (c == '%') {
+      if (i + 1 < len && p[i + 1] == 'b') {
+        q++;
+        i += 3;
+      } else {
+        i++;
+      }
+    } else if (c == '[') {
+      i++;
+      if (i < len && p[i] == '^') i++;
+      if (i < len && p[i] == ']') i++;
+      while (i < len && p[i] != ']') {
+        if (p[i] == '%') i++;
+        i++;
+      }
+    } else if (c == '*' || c == '+' || c == '-') {
+      q++;
+    }
+  }
+  return q;
+}
+
+static int l_guarded_pattern(lua_State *L) {
+  size_t n, plen;
+  luaL_checklstring(L, 1, &n);
+  const char *p = luaL_checklstring(L, 2, &plen);
+  const char *name = lua_tostring(L, lua_upvalueindex(2));
+  bool plain = strcmp(name, "find") == 0 && lua_toboolean(L, 4);
+  if (!plain) {
+    int k = pattern_repetitions(p, plen) + (plen && p[0] == '^' ? 0 : 1);
+    double cost = 1;
+    for (int i = 1; i <= k && cost <= PATTERN_BUDGET; i++) cost = cost * (double)n / i;
+    if (k >= 2 && cost > PATTERN_BUDGET)
+      return luaL_error(L, "string.%s: pattern '%s' is too costly on a string of %d bytes",
+                        name, plen > 40 ? "(long pattern)" : p, (int)(n > INT32_MAX ? INT32_MAX : n));
+  }
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+  return lua_gettop(L);
+}
+
 void br__script_open_lib(lua_State *L) {
+  static const char *const pattern_fns[] = {"find", "match", "gmatch", "gsub", NULL};
+  lua_getfield(L, -1, "string");
+  for (int i = 0; pattern_fns[i]; i++) {
+    lua_getfield(L, -1, pattern_fns[i]);
+    lua_pushstring(L, pattern_fns[i]);
+    lua_pushcclosure(L, l_guarded_pattern, 2);
+    lua_setfield(L, -2, pattern_fns[i]);
+  }
+  lua_pop(L, 1);
+
   static const luaL_Reg path[] = {
       {"join", l_path_join},   {"dirname", l_path_dirname}, {"basename", l_path_basename},
       {"ext", l_path_ext},     {"stem", l_path_stem},       {NULL, NULL},

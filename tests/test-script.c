@@ -223,7 +223,12 @@ TEST(expr_params_view) {
       {NULL, 0, NULL, false, NULL},
   };
   br_error err;
-  CHECK_EQ_INT(br_script_env_compile_params(env, params, specs, &err), BR_OK);
+  static const char *const literal[] = {"src", NULL};
+  json_object_set_new(params, "src", json_string("x = '${not an expression}'"));
+  CHECK_EQ_INT(br_script_env_compile_params(env, params, specs, literal, &err), BR_OK);
+  CHECK(!br_script_env_param_is_expr(env, "src"));
+  br_error e2;
+  CHECK_EQ_STR(eval_in(env, ex("param.src"), BR_PARAM_STRING, &e2), "\"x = '${not an expression}'\"");
   CHECK(!br_script_env_param_is_expr(env, "chunk"));
   CHECK(br_script_env_param_is_expr(env, "out"));
   CHECK(br_script_env_param_is_expr(env, "list"));
@@ -245,7 +250,7 @@ TEST(expr_params_view) {
   /* a syntax error names the parameter and the Lua line */
   env = env_new();
   params = parse("{\"x\": {\"expr\": \"attr.frame +\"}}");
-  CHECK_EQ_INT(br_script_env_compile_params(env, params, NULL, &err), BR_ESCRIPT);
+  CHECK_EQ_INT(br_script_env_compile_params(env, params, NULL, NULL, &err), BR_ESCRIPT);
   CHECK_CONTAINS(err.msg, "parameter 'x': expr:1:");
   json_decref(params);
   br_script_env_free(env);
@@ -463,6 +468,22 @@ TEST(sandbox_no_shared_state_between_envs) {
   CHECK_EQ_STR(r, "[true,true]"); /* other node: not */
   br_script_env_free(a);
   br_script_env_free(b);
+}
+
+TEST(sandbox_pattern_backtracking_is_bounded) {
+  /* C-side backtracking escapes the instruction limit: refused up front */
+  CHECK_DENIED("string.find(string.rep('a', 1000000), '.-b')",
+               "string.find: pattern '.-b' is too costly on a string of 1000000 bytes");
+  CHECK_DENIED("(string.rep('a', 5000)):match('(.-)(.-)(.-)b')", "string.match: pattern");
+  CHECK_DENIED("string.gsub(string.rep('a', 100000), '.-.-b', '')", "string.gsub: pattern");
+  /* ordinary uses work */
+  CHECK_EVAL(ex("string.match('/show/sh010/render/w2/img.0007.exr', '/(%w+)/(%w+)/render/(%w+)/')"),
+             BR_PARAM_STRING, "\"show\"");
+  CHECK_EVAL(ex("select(2, ('/a/b/c.exr'):gsub('/', '/'))"), BR_PARAM_INT, "3");
+  CHECK_EVAL(ex("(function() local n = 0 for w in string.gmatch(string.rep('ab ', 10000), '%a+') do n = n + 1 end return n end)()"),
+             BR_PARAM_INT, "10000");
+  CHECK_EVAL(ex("string.find(string.rep('a', 1000000) .. '.-b', '.-b', 1, true)"), BR_PARAM_INT, "1000001");
+  CHECK_EVAL(ex("string.find('img.0007.exr', '%.(%d+)%.')"), BR_PARAM_INT, "4");
 }
 
 /* ---- limits ---- */

@@ -68,6 +68,15 @@ typedef struct br_script_task {
   const json_t *attrs;  /* an object; NULL = empty */
 } br_script_task;
 
+/* The script view of an engine task (for node glue; the attributes are the
+ * read-only ones, borrowed). */
+static inline br_script_task br_script_task_of(const br_task *t) {
+  br_script_task st = {.id = br_task_id(t), .name = br_task_name(t),
+                       .parent = br_task_parent(t), .attrs = br_task_attrs(t)};
+  br_task_split(t, &st.split_id, &st.split_elem, &st.split_count);
+  return st;
+}
+
 /* A new sandboxed state; limits may be NULL (defaults). NULL on error. */
 br_script_env *br_script_env_new(const br_script_limits *limits, br_error *err);
 /* Frees the state and every expression and chunk compiled in it. */
@@ -100,9 +109,12 @@ int br_script_expr_eval(br_script_env *env, const br_script_expr *e, const br_sc
 
 /* The same for every parameter of a node at once: compiles each parameter
  * value that is an expression with the type from `specs` (ANY if not listed),
- * and sets `param` to params. Errors name the parameter. */
+ * except those named in `literal` (NULL-terminated, may be NULL: for example
+ * the script node's source, whose "${" is Lua), and sets `param` to params.
+ * Errors name the parameter: "parameter 'out': expr:1: ...". */
 int br_script_env_compile_params(br_script_env *env, const json_t *params,
-                                 const br_param_spec *specs, br_error *err);
+                                 const br_param_spec *specs, const char *const *literal,
+                                 br_error *err);
 /* The value of parameter `name` for a task: evaluated if it is an
  * expression, the literal otherwise. *out is a new reference, or NULL when
  * the parameter is absent (returns BR_OK then). */
@@ -115,7 +127,8 @@ bool br_script_env_param_is_expr(const br_script_env *env, const char *name);
  *
  * A chunk runs once per task with, besides the expression environment:
  *   task.attr.x            read; `task.attr.x = v` sets (nil deletes); `attr`
- *                          is the same view
+ *                          is the same view. A list or object read from it is
+ *                          a copy: to change one, set it whole
  *   task:get(k) task:set(k, v) task:delete(k)
  *   spawn(attrs [, name])  a child task (attrs: a table)
  *   split(list | n)        split into #list elements; list[i] (a table, may
