@@ -19,5 +19,8 @@ void br_cli_errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 int br_cli_validate(int argc, char **argv);
 int br_cli_run(int argc, char **argv);
+int br_cli_depot(int argc, char **argv);
+int br_cli_push(int argc, char **argv);
+int br_cli_pull(int argc, char **argv);
 
 #endif
