@@ -20,6 +20,7 @@ void br_xfer_opts_init(br_xfer_opts *o) {
   o->max_memory = 256 * 1024 * 1024;
   o->bundle_bytes = 8 * 1024 * 1024;
   o->small_file = 1024 * 1024;
+  o->chunk_size = BR_XFER_CHUNK_SIZE;
   o->retries = 6;
   o->backoff_ms = 200;
   o->timeout_s = 30;

@@ -613,7 +613,9 @@ int br_xfer_push_many(const char *const *dirs, const char *const *targets, size_
   p.o = opts;
   p.res = res;
   p.njobs = n;
-  p.chunk_size = BR_XFER_CHUNK_SIZE;
+  p.chunk_size = opts->chunk_size > 0 ? opts->chunk_size : BR_XFER_CHUNK_SIZE;
+  if (p.chunk_size < 65536 || p.chunk_size > BR_XFER__MAX_CHUNK)
+    return br_error_set(err, BR_EINVAL, "chunk size must be 64 KiB .. 64 MiB");
   pthread_mutex_init(&p.mu, NULL);
   double t0 = br_xfer__now();
   int64_t per = opts->bundle_bytes > p.chunk_size ? opts->bundle_bytes : p.chunk_size;
