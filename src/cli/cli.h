@@ -22,5 +22,8 @@ int br_cli_run(int argc, char **argv);
 int br_cli_status(int argc, char **argv);
 int br_cli_tasks(int argc, char **argv);
 int br_cli_show(int argc, char **argv);
+int br_cli_depot(int argc, char **argv);
+int br_cli_push(int argc, char **argv);
+int br_cli_pull(int argc, char **argv);
 
 #endif

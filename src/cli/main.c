@@ -17,6 +17,9 @@ static const br_cli_command commands[] = {
     {"show", br_cli_show, "everything about one task"},
     {"help", cmd_help, "show the commands, or `braid help COMMAND`"},
     {"version", cmd_version, "print braid's version"},
+    {"depot", br_cli_depot, "serve content-addressed snapshots (push/pull target)"},
+    {"push", br_cli_push, "check a directory in to a depot as a new snapshot version"},
+    {"pull", br_cli_pull, "check a snapshot out of a depot into a directory"},
     {NULL, NULL, NULL},
 };
 

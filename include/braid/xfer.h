@@ -1,0 +1,192 @@
+/* Transfer: content-addressed snapshots of file trees, a depot that keeps
+ * them (HTTP, libmicrohttpd) and a client that pushes and pulls them (libcurl).
+ *
+ * A file is a list of fixed-size chunks named by their SHA-256; a snapshot is
+ * a manifest (path, size, mode, mtime, file digest, chunk digests) committed
+ * under a name as version vN. Push sends only the chunks the depot lacks;
+ * pull writes each file to a hidden temporary beside its destination,
+ * verifies every chunk and the whole file, syncs and renames, so no partial
+ * or corrupt file is ever visible under its final name.
+ *
+ * This module stands alone: it knows nothing of the engine. */
+#ifndef BRAID_XFER_H
+#define BRAID_XFER_H
+
+#include <braid/error.h>
+
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define BR_XFER_CHUNK_SIZE (8 * 1024 * 1024) /* fixed chunk size of files */
+#define BR_XFER_DIGEST_LEN 32                /* SHA-256 */
+#define BR_XFER_HEX_LEN 64
+
+/* ---- digests ---------------------------------------------------------- */
+
+typedef struct br_xfer_digest {
+  uint8_t b[BR_XFER_DIGEST_LEN];
+} br_xfer_digest;
+
+/* SHA-256 of a buffer. */
+void br_xfer_sha256(const void *data, size_t len, br_xfer_digest *out);
+/* Lower-case hex, hex must hold BR_XFER_HEX_LEN + 1 bytes. */
+void br_xfer_digest_hex(const br_xfer_digest *d, char *hex);
+/* Parses exactly 64 hex digits; BR_OK or BR_EINVAL. */
+int br_xfer_digest_parse(const char *hex, br_xfer_digest *out);
+
+/* ---- manifests ---------------------------------------------------------- */
+
+enum { BR_XFER_FILE = 0, BR_XFER_SYMLINK = 1, BR_XFER_DIR = 2 };
+
+typedef struct br_xfer_entry {
+  char *path;        /* relative, '/'-separated, checked by br_xfer_path_check */
+  int type;          /* BR_XFER_FILE, BR_XFER_SYMLINK or BR_XFER_DIR */
+  int64_t size;
+  uint32_t mode;     /* permission bits only */
+  int64_t mtime_ns;
+  br_xfer_digest digest; /* whole file */
+  br_xfer_digest *chunks; /* ceil(size / chunk_size) digests (1 for empty: none) */
+  size_t nchunks;
+  char *target;      /* symlinks: relative target inside the tree */
+} br_xfer_entry;
+
+typedef struct br_xfer_manifest {
+  char *name;        /* snapshot name, e.g. "shot010/cloth" (may be NULL) */
+  int64_t version;   /* 0 before commit */
+  int64_t chunk_size;
+  br_xfer_entry *entries;
+  size_t nentries, cap;
+} br_xfer_manifest;
+
+br_xfer_manifest *br_xfer_manifest_new(void);
+void br_xfer_manifest_free(br_xfer_manifest *m);
+/* Appends an entry; takes ownership of nothing: strings and chunks are copied. */
+int br_xfer_manifest_add(br_xfer_manifest *m, const br_xfer_entry *e, br_error *err);
+/* Serialises to JSON; the caller frees the returned string. */
+char *br_xfer_manifest_dump(const br_xfer_manifest *m);
+/* Parses and validates (paths, sizes, chunk counts, duplicate paths, symlink
+ * targets). len bounds the input; max_entries 0 = default limit. */
+int br_xfer_manifest_parse(const char *json, size_t len, br_xfer_manifest **out,
+                           br_error *err);
+/* Limits the depot and client apply to manifests. */
+#define BR_XFER_MAX_MANIFEST_BYTES (256 * 1024 * 1024)
+#define BR_XFER_MAX_ENTRIES 2000000
+
+/* ---- path safety ----------------------------------------------------- */
+
+/* Checks a relative path that came from a manifest or the network: not
+ * empty or absolute, no "." or ".." or empty components, no backslash,
+ * colon or control characters, no Windows-reserved names (CON, NUL, COM1,
+ * ...), no trailing dot or space, not one of braid's own temporary names. */
+int br_xfer_path_check(const char *path, br_error *err);
+/* Checks a symlink's target relative to the link's path: relative, and its
+ * lexical resolution stays inside the tree. */
+int br_xfer_link_check(const char *path, const char *target, br_error *err);
+/* Checks a snapshot name: '/'-separated segments of [A-Za-z0-9._-], none
+ * starting with '.', at most 255 bytes. */
+int br_xfer_name_check(const char *name, br_error *err);
+
+/* ---- tokens ---------------------------------------------------------- */
+
+/* A new random token (hex, 64 chars + NUL into buf). */
+int br_xfer_token_new(char *buf, size_t size, br_error *err);
+/* "sha256:<hex>" of a token into buf (72 bytes). */
+void br_xfer_token_hash(const char *token, char *buf, size_t size);
+
+/* ---- the depot ------------------------------------------------------- */
+
+typedef struct br_depot br_depot;
+
+typedef struct br_depot_opts {
+  const char *root;        /* directory of objects and snapshots (created) */
+  const char *listen;      /* "127.0.0.1:7871"; port 0 picks one */
+  const char *token_file;  /* lines "sha256:<hex>" (or a plain token); required */
+  int threads;             /* worker threads, 0 = default */
+  int64_t max_request;     /* bytes of one request body, 0 = default 64 MiB */
+  int64_t max_manifest;    /* bytes of one manifest, 0 = BR_XFER_MAX_MANIFEST_BYTES */
+} br_depot_opts;
+
+/* Starts serving in background threads. */
+int br_depot_start(const br_depot_opts *opts, br_depot **out, br_error *err);
+/* The port actually listened on. */
+int br_depot_port(const br_depot *d);
+void br_depot_stop(br_depot *d);
+
+/* ---- push and pull --------------------------------------------------- */
+
+typedef struct br_xfer_progress {
+  const char *phase;       /* "scan", "hash", "compare", "send", "fetch", "commit", "done" */
+  int64_t files_done, files_total;
+  int64_t bytes_done, bytes_total; /* bytes of the tree accounted for */
+  int64_t bytes_moved;     /* bytes that went over the network (payload) */
+  double elapsed;          /* seconds */
+  int retries;             /* transient errors retried so far */
+} br_xfer_progress;
+
+typedef void (*br_xfer_progress_fn)(const br_xfer_progress *p, void *ud);
+
+typedef struct br_xfer_opts {
+  const char *token;        /* bearer token; required by the depot */
+  int parallel;             /* requests in flight, default 8 */
+  int64_t bwlimit;          /* bytes per second over all transfers, 0 = none */
+  int64_t max_memory;       /* bound on buffered payload, default 256 MiB */
+  int64_t bundle_bytes;     /* small files bundled per request, default 8 MiB */
+  int64_t small_file;       /* files at most this size are bundled, default 1 MiB */
+  int64_t chunk_size;       /* push: chunk size, default BR_XFER_CHUNK_SIZE (64 KiB..64 MiB) */
+  int retries;              /* attempts after the first for transient errors, default 6 */
+  int backoff_ms;           /* first backoff delay, default 200 */
+  int timeout_s;            /* a request that moves nothing this long fails, default 30 */
+  int compress;             /* zstd per chunk: 0 off, 1 on when it helps (default 1) */
+  int hash_threads;         /* default: number of CPUs */
+  const char *cache_path;   /* hash cache (SQLite); NULL = default, "" = none */
+  br_xfer_progress_fn progress;
+  void *progress_ud;
+  double progress_interval; /* seconds between progress calls, default 0.5 */
+  volatile sig_atomic_t *cancel; /* set non-zero to cancel; may be NULL */
+} br_xfer_opts;
+
+void br_xfer_opts_init(br_xfer_opts *o);
+
+typedef struct br_xfer_result {
+  int64_t version;         /* push: the version committed (first of many) */
+  int64_t files, bytes;    /* tree totals */
+  int64_t files_moved, bytes_moved, chunks_moved;
+  int64_t chunks_skipped;  /* already present (push) or verified locally (pull) */
+  int64_t hashed_bytes;    /* push: bytes hashed (cache misses) */
+  int retries;
+  double seconds;
+} br_xfer_result;
+
+/* A snapshot location: "http://host:port/NAME[@vN|@latest]" (also depot://). */
+typedef struct br_xfer_ref {
+  char *base;    /* "http://host:port" */
+  char *name;    /* "shot010/cloth" */
+  int64_t version; /* 0 = latest */
+} br_xfer_ref;
+int br_xfer_ref_parse(const char *s, br_xfer_ref *out, br_error *err);
+void br_xfer_ref_free(br_xfer_ref *r);
+
+/* Pushes dirs[i] to targets[i] (n pairs) with one bound on parallel work and
+ * commits each as a new version; versions[i] receives it (may be NULL). */
+int br_xfer_push_many(const char *const *dirs, const char *const *targets, size_t n,
+                      const br_xfer_opts *opts, int64_t *versions, br_xfer_result *res,
+                      br_error *err);
+int br_xfer_push(const char *dir, const char *target, const br_xfer_opts *opts,
+                 br_xfer_result *res, br_error *err);
+
+/* Pulls sources[i] into dirs[i] (n pairs) together. Files in a destination
+ * that are not in the snapshot are left alone. */
+int br_xfer_pull_many(const char *const *sources, const char *const *dirs, size_t n,
+                      const br_xfer_opts *opts, br_xfer_result *res, br_error *err);
+int br_xfer_pull(const char *source, const char *dir, const br_xfer_opts *opts,
+                 br_xfer_result *res, br_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,438 @@
+/* braid depot / push / pull: thin command-line clients of include/braid/xfer.h.
+ * Progress goes to stderr: a rewritten line on a terminal, plain lines
+ * otherwise, JSON lines on stdout with --json. */
+#include "cli.h"
+
+#include <braid/xfer.h>
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t cancel_flag;
+
+static void on_signal(int sig) {
+  (void)sig;
+  cancel_flag = 1;
+}
+
+static void catch_signals(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_signal;
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+  signal(SIGPIPE, SIG_IGN);
+}
+
+/* "10M", "200k", "1.5G" (bytes per second, powers of 1024). -1 if bad. */
+static int64_t parse_size(const char *s) {
+  char *end;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (errno || end == s || v < 0) return -1;
+  double mul = 1;
+  if (*end == 'k' || *end == 'K') mul = 1024, end++;
+  else if (*end == 'm' || *end == 'M') mul = 1024.0 * 1024, end++;
+  else if (*end == 'g' || *end == 'G') mul = 1024.0 * 1024 * 1024, end++;
+  if (*end == 'B' || *end == 'b') end++;
+  if (*end) return -1;
+  return (int64_t)(v * mul);
+}
+
+static int read_token_file(const char *path, char *buf, size_t size) {
+  FILE *f = fopen(path, "r");
+  if (!f) {
+    br_cli_errorf("token file %s: %s", path, strerror(errno));
+    return -1;
+  }
+  buf[0] = 0;
+  if (!fgets(buf, (int)size, f)) buf[0] = 0;
+  fclose(f);
+  size_t n = strlen(buf);
+  while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ')) buf[--n] = 0;
+  if (!n) {
+    br_cli_errorf("token file %s is empty", path);
+    return -1;
+  }
+  return 0;
+}
+
+static void human(double v, char *buf, size_t size) {
+  const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int i = 0;
+  while (v >= 1024 && i < 4) v /= 1024, i++;
+  snprintf(buf, size, i ? "%.1f %s" : "%.0f %s", v, u[i]);
+}
+
+typedef struct progress_state {
+  int mode; /* 0 quiet, 1 terminal, 2 plain lines, 3 json */
+  const char *verb;
+  int drawn;
+} progress_state;
+
+static void on_progress(const br_xfer_progress *p, void *ud) {
+  progress_state *s = ud;
+  double rate = p->elapsed > 0 ? (double)p->bytes_moved / p->elapsed : 0;
+  if (s->mode == 3) {
+    printf("{\"event\":\"progress\",\"phase\":\"%s\",\"files_done\":%lld,\"files_total\":%lld,"
+           "\"bytes_done\":%lld,\"bytes_total\":%lld,\"bytes_moved\":%lld,"
+           "\"elapsed\":%.3f,\"rate\":%.0f,\"retries\":%d}\n",
+           p->phase, (long long)p->files_done, (long long)p->files_total,
+           (long long)p->bytes_done, (long long)p->bytes_total, (long long)p->bytes_moved,
+           p->elapsed, rate, p->retries);
+    fflush(stdout);
+    return;
+  }
+  if (s->mode == 0) return;
+  char done[32], total[32], r[32], eta[32] = "";
+  human((double)p->bytes_done, done, sizeof done);
+  human((double)p->bytes_total, total, sizeof total);
+  human(rate, r, sizeof r);
+  double drate = p->elapsed > 0 ? (double)p->bytes_done / p->elapsed : 0;
+  if (drate > 0 && p->bytes_total > p->bytes_done)
+    snprintf(eta, sizeof eta, " ETA %.0fs", (double)(p->bytes_total - p->bytes_done) / drate);
+  char line[256];
+  snprintf(line, sizeof line, "%s %-8s %lld/%lld files  %s/%s  %s/s%s%s", s->verb, p->phase,
+           (long long)p->files_done, (long long)p->files_total, done, total, r, eta,
+           p->retries ? "  (retrying)" : "");
+  if (s->mode == 1) {
+    fprintf(stderr, "\r%-79s", line);
+    s->drawn = 1;
+  } else {
+    fprintf(stderr, "%s\n", line);
+  }
+  fflush(stderr);
+}
+
+typedef struct common {
+  br_xfer_opts o;
+  char token[600];
+  int json, quiet;
+  char **pos;
+  int npos;
+} common;
+
+/* Parses the options push and pull share; positional arguments to c->pos. */
+static int parse_common(int argc, char **argv, common *c) {
+  br_xfer_opts_init(&c->o);
+  c->pos = calloc((size_t)argc, sizeof *c->pos);
+  const char *env = getenv("BRAID_TOKEN");
+  if (env) snprintf(c->token, sizeof c->token, "%s", env);
+  const char *tf = getenv("BRAID_TOKEN_FILE");
+  if (!c->token[0] && tf && read_token_file(tf, c->token, sizeof c->token)) return -1;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define NEED_VALUE()                                     \
+  do {                                                   \
+    if (!v) {                                            \
+      br_cli_errorf("%s needs a value", a);              \
+      return -1;                                         \
+    }                                                    \
+    i++;                                                 \
+  } while (0)
+    if (strcmp(a, "--token-file") == 0) {
+      NEED_VALUE();
+      if (read_token_file(v, c->token, sizeof c->token)) return -1;
+    } else if (strcmp(a, "--token") == 0) {
+      NEED_VALUE();
+      snprintf(c->token, sizeof c->token, "%s", v);
+    } else if (strcmp(a, "--parallel") == 0 || strcmp(a, "-j") == 0) {
+      NEED_VALUE();
+      c->o.parallel = atoi(v);
+      if (c->o.parallel < 1 || c->o.parallel > 256) {
+        br_cli_errorf("--parallel wants 1..256");
+        return -1;
+      }
+    } else if (strcmp(a, "--bwlimit") == 0) {
+      NEED_VALUE();
+      c->o.bwlimit = parse_size(v);
+      if (c->o.bwlimit < 0) {
+        br_cli_errorf("--bwlimit wants a rate like 20M (bytes per second)");
+        return -1;
+      }
+    } else if (strcmp(a, "--max-memory") == 0) {
+      NEED_VALUE();
+      c->o.max_memory = parse_size(v);
+      if (c->o.max_memory <= 0) {
+        br_cli_errorf("--max-memory wants a size like 256M");
+        return -1;
+      }
+    } else if (strcmp(a, "--retries") == 0) {
+      NEED_VALUE();
+      c->o.retries = atoi(v);
+    } else if (strcmp(a, "--timeout") == 0) {
+      NEED_VALUE();
+      c->o.timeout_s = atoi(v);
+    } else if (strcmp(a, "--no-compress") == 0) {
+      c->o.compress = 0;
+    } else if (strcmp(a, "--cache") == 0) {
+      NEED_VALUE();
+      c->o.cache_path = v;
+    } else if (strcmp(a, "--no-cache") == 0) {
+      c->o.cache_path = "";
+    } else if (strcmp(a, "--json") == 0) {
+      c->json = 1;
+    } else if (strcmp(a, "--quiet") == 0 || strcmp(a, "-q") == 0) {
+      c->quiet = 1;
+    } else if (a[0] == '-' && a[1]) {
+      br_cli_errorf("unknown option '%s'", a);
+      return -1;
+    } else {
+      c->pos[c->npos++] = argv[i];
+    }
+#undef NEED_VALUE
+  }
+  if (c->token[0]) c->o.token = c->token;
+  return 0;
+}
+
+static const char *common_help =
+    "options:\n"
+    "  --token-file FILE   the depot token (or BRAID_TOKEN, BRAID_TOKEN_FILE)\n"
+    "  --token TOKEN       the depot token itself\n"
+    "  -j, --parallel N    requests in flight (default 8)\n"
+    "  --bwlimit RATE      bytes per second over all transfers, e.g. 20M\n"
+    "  --max-memory SIZE   bound on buffered data (default 256M)\n"
+    "  --retries N         attempts after the first for transient errors (default 6)\n"
+    "  --timeout S         a request that moves nothing for S seconds fails (default 30)\n"
+    "  --no-compress       no zstd per chunk\n"
+    "  --cache PATH        hash cache (default ~/.cache/braid/hashcache.db)\n"
+    "  --no-cache          no hash cache\n"
+    "  --json              progress and result as JSON lines on stdout\n"
+    "  -q, --quiet         no progress\n";
+
+static int finish(common *c, const char *verb, int rc, const br_error *err,
+                  const br_xfer_result *res, progress_state *ps) {
+  if (ps->drawn) fputc('\n', stderr);
+  char buf[1400];
+  if (c->json) {
+    if (rc)
+      printf("{\"event\":\"error\",\"code\":%d,\"message\":\"%s\"}\n", rc,
+             br_error_format(err, buf, sizeof buf));
+    else
+      printf("{\"event\":\"done\",\"version\":%lld,\"files\":%lld,\"bytes\":%lld,"
+             "\"files_moved\":%lld,\"bytes_moved\":%lld,\"chunks_moved\":%lld,"
+             "\"chunks_skipped\":%lld,\"hashed_bytes\":%lld,\"retries\":%d,"
+             "\"seconds\":%.3f}\n",
+             (long long)res->version, (long long)res->files, (long long)res->bytes,
+             (long long)res->files_moved, (long long)res->bytes_moved,
+             (long long)res->chunks_moved, (long long)res->chunks_skipped,
+             (long long)res->hashed_bytes, res->retries, res->seconds);
+    fflush(stdout);
+  }
+  free(c->pos);
+  if (rc == BR_ECANCEL) {
+    br_cli_errorf("%s cancelled (run it again to resume)", verb);
+    return BR_EXIT_CANCELLED;
+  }
+  if (rc) {
+    br_cli_errorf("%s failed: %s", verb, br_error_format(err, buf, sizeof buf));
+    return BR_EXIT_FAILED;
+  }
+  if (!c->json && !c->quiet) {
+    char moved[32];
+    snprintf(moved, sizeof moved, "%lld", (long long)res->bytes_moved);
+    fprintf(stderr, "%s: %lld files, %lld moved (%s bytes), %lld chunks already there, "
+            "%.2fs%s\n", verb, (long long)res->files, (long long)res->files_moved, moved,
+            (long long)res->chunks_skipped, res->seconds, "");
+  }
+  return BR_EXIT_OK;
+}
+
+static void setup_progress(common *c, progress_state *ps, const char *verb) {
+  memset(ps, 0, sizeof *ps);
+  ps->verb = verb;
+  ps->mode = c->json ? 3 : c->quiet ? 0 : isatty(2) ? 1 : 2;
+  c->o.progress = on_progress;
+  c->o.progress_ud = ps;
+  c->o.progress_interval = ps->mode == 1 ? 0.25 : ps->mode == 2 ? 2.0 : 1.0;
+  c->o.cancel = &cancel_flag;
+}
+
+int br_cli_push(int argc, char **argv) {
+  if (br_cli_wants_help(argc, argv)) {
+    printf("usage: braid push [options] DIR DEPOT/NAME [DIR DEPOT/NAME ...]\n\n"
+           "Checks DIR in as a new version of the snapshot NAME, sending only the\n"
+           "chunks the depot lacks. DEPOT is depot://HOST:PORT (or http://).\n"
+           "Prints the version committed, e.g. shot010/cloth@v3.\n\n%s",
+           common_help);
+    return BR_EXIT_OK;
+  }
+  common c;
+  memset(&c, 0, sizeof c);
+  if (parse_common(argc, argv, &c)) {
+    free(c.pos);
+    return BR_EXIT_USAGE;
+  }
+  if (c.npos < 2 || c.npos % 2) {
+    br_cli_errorf("push wants DIR DEPOT/NAME pairs (see `braid push --help`)");
+    free(c.pos);
+    return BR_EXIT_USAGE;
+  }
+  size_t n = (size_t)c.npos / 2;
+  const char **dirs = calloc(n, sizeof *dirs), **targets = calloc(n, sizeof *targets);
+  int64_t *versions = calloc(n, sizeof *versions);
+  for (size_t i = 0; i < n; i++) dirs[i] = c.pos[2 * i], targets[i] = c.pos[2 * i + 1];
+  progress_state ps;
+  setup_progress(&c, &ps, "push");
+  catch_signals();
+  br_error err;
+  br_error_clear(&err);
+  br_xfer_result res;
+  int rc = br_xfer_push_many(dirs, targets, n, &c.o, versions, &res, &err);
+  if (rc == BR_OK && !c.json)
+    for (size_t i = 0; i < n; i++) {
+      br_xfer_ref ref;
+      if (br_xfer_ref_parse(targets[i], &ref, NULL) == BR_OK) {
+        printf("%s@v%lld\n", ref.name, (long long)versions[i]);
+        br_xfer_ref_free(&ref);
+      }
+    }
+  fflush(stdout);
+  free(dirs);
+  free(targets);
+  free(versions);
+  return finish(&c, "push", rc, &err, &res, &ps);
+}
+
+int br_cli_pull(int argc, char **argv) {
+  if (br_cli_wants_help(argc, argv)) {
+    printf("usage: braid pull [options] DEPOT/NAME[@vN] DIR [DEPOT/NAME[@vN] DIR ...]\n\n"
+           "Checks out a snapshot (the latest version unless @vN) into DIR. Each file\n"
+           "is written to a hidden temporary, verified, synced and renamed, so no\n"
+           "partial or corrupt file ever appears under its name; an interrupted pull\n"
+           "resumes where it stopped. Files in DIR that are not in the snapshot are\n"
+           "left alone.\n\n%s",
+           common_help);
+    return BR_EXIT_OK;
+  }
+  common c;
+  memset(&c, 0, sizeof c);
+  if (parse_common(argc, argv, &c)) {
+    free(c.pos);
+    return BR_EXIT_USAGE;
+  }
+  if (c.npos < 2 || c.npos % 2) {
+    br_cli_errorf("pull wants DEPOT/NAME DIR pairs (see `braid pull --help`)");
+    free(c.pos);
+    return BR_EXIT_USAGE;
+  }
+  size_t n = (size_t)c.npos / 2;
+  const char **srcs = calloc(n, sizeof *srcs), **dirs = calloc(n, sizeof *dirs);
+  for (size_t i = 0; i < n; i++) srcs[i] = c.pos[2 * i], dirs[i] = c.pos[2 * i + 1];
+  progress_state ps;
+  setup_progress(&c, &ps, "pull");
+  catch_signals();
+  br_error err;
+  br_error_clear(&err);
+  br_xfer_result res;
+  int rc = br_xfer_pull_many(srcs, dirs, n, &c.o, &res, &err);
+  free(srcs);
+  free(dirs);
+  return finish(&c, "pull", rc, &err, &res, &ps);
+}
+
+static int depot_token(int argc, char **argv) {
+  const char *file = NULL;
+  for (int i = 1; i < argc; i++)
+    if (strcmp(argv[i], "--token-file") == 0 && i + 1 < argc) file = argv[++i];
+    else {
+      br_cli_errorf("depot token: unexpected '%s'", argv[i]);
+      return BR_EXIT_USAGE;
+    }
+  if (!file) {
+    br_cli_errorf("depot token needs --token-file FILE");
+    return BR_EXIT_USAGE;
+  }
+  char tok[80], hash[80];
+  br_error err;
+  br_error_clear(&err);
+  if (br_xfer_token_new(tok, sizeof tok, &err)) {
+    br_cli_errorf("%s", err.msg);
+    return BR_EXIT_FAILED;
+  }
+  br_xfer_token_hash(tok, hash, sizeof hash);
+  FILE *f = fopen(file, "a");
+  if (!f) {
+    br_cli_errorf("%s: %s", file, strerror(errno));
+    return BR_EXIT_FAILED;
+  }
+  fprintf(f, "%s\n", hash);
+  if (fclose(f) != 0) {
+    br_cli_errorf("%s: %s", file, strerror(errno));
+    return BR_EXIT_FAILED;
+  }
+  printf("%s\n", tok);
+  return BR_EXIT_OK;
+}
+
+int br_cli_depot(int argc, char **argv) {
+  if (br_cli_wants_help(argc, argv)) {
+    printf("usage: braid depot --root DIR --token-file FILE [--listen HOST:PORT]\n"
+           "       braid depot token --token-file FILE\n\n"
+           "Serves content-addressed snapshots over HTTP until interrupted. The token\n"
+           "file holds one \"sha256:<hex>\" line per accepted token (a plain token line\n"
+           "is accepted too); `braid depot token` makes a token, appends its hash to\n"
+           "FILE and prints the token for clients (BRAID_TOKEN or --token-file).\n\n"
+           "options:\n"
+           "  --root DIR          where objects and snapshots are kept (created)\n"
+           "  --listen HOST:PORT  default 127.0.0.1:7871; port 0 picks a free one\n"
+           "  --token-file FILE   accepted tokens (required)\n"
+           "  --max-request SIZE  largest request body (default 64M)\n");
+    return BR_EXIT_OK;
+  }
+  if (argc > 1 && strcmp(argv[1], "token") == 0) return depot_token(argc - 1, argv + 1);
+  br_depot_opts o;
+  memset(&o, 0, sizeof o);
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (!v) {
+      br_cli_errorf(a[0] == '-' ? "%s needs a value" : "unexpected '%s'", a);
+      return BR_EXIT_USAGE;
+    }
+    if (strcmp(a, "--root") == 0) o.root = v;
+    else if (strcmp(a, "--listen") == 0) o.listen = v;
+    else if (strcmp(a, "--token-file") == 0) o.token_file = v;
+    else if (strcmp(a, "--max-request") == 0) {
+      o.max_request = parse_size(v);
+      if (o.max_request <= 0) {
+        br_cli_errorf("--max-request wants a size like 64M");
+        return BR_EXIT_USAGE;
+      }
+    } else {
+      br_cli_errorf("unknown option '%s' (see `braid depot --help`)", a);
+      return BR_EXIT_USAGE;
+    }
+    i++;
+  }
+  if (!o.root || !o.token_file) {
+    br_cli_errorf("depot needs --root DIR and --token-file FILE");
+    return BR_EXIT_USAGE;
+  }
+  /* Block the signals before the server's threads exist, then wait for one. */
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, NULL);
+  signal(SIGPIPE, SIG_IGN);
+  br_error err;
+  br_error_clear(&err);
+  br_depot *d = NULL;
+  if (br_depot_start(&o, &d, &err)) {
+    char buf[1200];
+    br_cli_errorf("%s", br_error_format(&err, buf, sizeof buf));
+    return BR_EXIT_FAILED;
+  }
+  printf("depot listening on http://127.0.0.1:%d root %s\n", br_depot_port(d), o.root);
+  fflush(stdout);
+  int sig = 0;
+  sigwait(&set, &sig);
+  br_depot_stop(d);
+  return BR_EXIT_OK;
+}

@@ -1,0 +1,127 @@
+/* Bundles: many chunks in one request or response body, so thousands of
+ * small files cost a few round trips rather than one each. Every entry names
+ * its digest, so the receiver verifies each on its own and keeps the good
+ * ones when a body is cut or corrupted. Entries may be zstd-compressed. */
+#include "xfer_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <zstd.h>
+
+#define MAGIC "BRB1"
+#define HDR (BR_XFER_DIGEST_LEN + 12)
+
+int br_xfer__buf_reserve(br_xfer__buf *b, size_t extra) {
+  if (b->len + extra <= b->cap) return BR_OK;
+  size_t cap = b->cap ? b->cap : 4096;
+  while (cap < b->len + extra) cap *= 2;
+  void *p = realloc(b->data, cap);
+  if (!p) return BR_ENOMEM;
+  b->data = p;
+  b->cap = cap;
+  return BR_OK;
+}
+
+int br_xfer__buf_append(br_xfer__buf *b, const void *data, size_t len) {
+  if (br_xfer__buf_reserve(b, len)) return BR_ENOMEM;
+  if (len) memcpy(b->data + b->len, data, len);
+  b->len += len;
+  return BR_OK;
+}
+
+void br_xfer__buf_free(br_xfer__buf *b) {
+  free(b->data);
+  memset(b, 0, sizeof *b);
+}
+
+static void put32(uint8_t *p, uint32_t v) {
+  p[0] = (uint8_t)v;
+  p[1] = (uint8_t)(v >> 8);
+  p[2] = (uint8_t)(v >> 16);
+  p[3] = (uint8_t)(v >> 24);
+}
+
+static uint32_t get32(const uint8_t *p) {
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+int br_xfer__bundle_begin(br_xfer__buf *b) {
+  b->len = 0;
+  return br_xfer__buf_append(b, MAGIC, 4);
+}
+
+int br_xfer__bundle_add(br_xfer__buf *b, const br_xfer_digest *d, const void *data,
+                        size_t len, bool compress, bool *saved) {
+  if (saved) *saved = false;
+  if (len > BR_XFER__MAX_CHUNK) return BR_EINVAL;
+  size_t bound = compress ? ZSTD_compressBound(len) : 0;
+  if (br_xfer__buf_reserve(b, HDR + (bound > len ? bound : len))) return BR_ENOMEM;
+  uint8_t *h = b->data + b->len;
+  uint8_t *payload = h + HDR;
+  uint32_t flags = 0;
+  size_t wire = len;
+  if (compress && len >= 512) {
+    size_t z = ZSTD_compress(payload, bound, data, len, 1);
+    /* Keep it only when it saves at least a tenth. */
+    if (!ZSTD_isError(z) && z < len - len / 10) {
+      flags = 1;
+      wire = z;
+      if (saved) *saved = true;
+    }
+  }
+  if (!flags && len) memcpy(payload, data, len);
+  memcpy(h, d->b, BR_XFER_DIGEST_LEN);
+  put32(h + 32, flags);
+  put32(h + 36, (uint32_t)len);
+  put32(h + 40, (uint32_t)wire);
+  b->len += HDR + wire;
+  return BR_OK;
+}
+
+int br_xfer__bundle_open(br_xfer__bundle_iter *it, const void *data, size_t len,
+                         br_error *err) {
+  memset(it, 0, sizeof *it);
+  if (len < 4 || memcmp(data, MAGIC, 4) != 0)
+    return br_error_set(err, BR_ENET, "not a chunk bundle (bad magic)");
+  it->p = (const uint8_t *)data + 4;
+  it->end = (const uint8_t *)data + len;
+  return BR_OK;
+}
+
+int br_xfer__bundle_next(br_xfer__bundle_iter *it, br_xfer_digest *d, const uint8_t **data,
+                         size_t *len, br_error *err) {
+  if (it->p == it->end) return 0;
+  if ((size_t)(it->end - it->p) < HDR)
+    return br_error_set(err, BR_ENET, "bundle cut inside an entry header");
+  memcpy(d->b, it->p, BR_XFER_DIGEST_LEN);
+  uint32_t flags = get32(it->p + 32), raw = get32(it->p + 36), wire = get32(it->p + 40);
+  if (flags > 1 || raw > BR_XFER__MAX_CHUNK || wire > BR_XFER__MAX_CHUNK ||
+      (!flags && wire != raw))
+    return br_error_set(err, BR_ENET, "malformed bundle entry");
+  if ((size_t)(it->end - it->p) - HDR < wire)
+    return br_error_set(err, BR_ENET, "bundle cut inside an entry");
+  const uint8_t *payload = it->p + HDR;
+  it->p += HDR + wire;
+  if (!flags) {
+    *data = payload;
+    *len = raw;
+    return 1;
+  }
+  if (it->scratch_cap < raw || !it->scratch) {
+    free(it->scratch);
+    it->scratch = malloc(raw ? raw : 1);
+    it->scratch_cap = raw;
+    if (!it->scratch) return br_error_set(err, BR_ENOMEM, "out of memory");
+  }
+  size_t got = ZSTD_decompress(it->scratch, raw, payload, wire);
+  if (ZSTD_isError(got) || got != raw)
+    return br_error_set(err, BR_ENET, "bundle entry does not decompress");
+  *data = it->scratch;
+  *len = raw;
+  return 1;
+}
+
+void br_xfer__bundle_close(br_xfer__bundle_iter *it) {
+  free(it->scratch);
+  it->scratch = NULL;
+}

@@ -1,0 +1,82 @@
+/* The client's request engine (client.c), shared by push.c and pull.c: a
+ * libcurl multi handle with a queue of requests, a bound on requests in
+ * flight, retries with exponential backoff and jitter for transient errors,
+ * a shared bandwidth bucket, Range checking, cancel and progress. */
+#ifndef BR_XFER_CLIENT_INT_H
+#define BR_XFER_CLIENT_INT_H
+
+#include "xfer_int.h"
+
+#include <curl/curl.h>
+
+/* Returned by a done callback when the response was wrong in a way a new
+ * attempt may fix (digest mismatch, bad bundle): the request is retried. */
+#define BR_XFER__RETRY 1
+
+typedef struct br_xfer__req br_xfer__req;
+typedef struct br_xfer__engine br_xfer__engine;
+
+struct br_xfer__req {
+  /* Set by the submitter. */
+  char *url;              /* owned, freed with the request */
+  bool post;
+  const char *content_type;
+  /* Builds the body at launch, so a request holds memory only in flight. */
+  int (*build)(br_xfer__req *r, br_xfer__buf *body, br_error *err);
+  /* 2xx response: BR_OK (request done), BR_XFER__RETRY, or a negative code. */
+  int (*done)(br_xfer__req *r, br_error *err);
+  /* A transfer failed mid-body: keep what verified (may be NULL). */
+  void (*salvage)(br_xfer__req *r);
+  void (*destroy)(br_xfer__req *r); /* frees ctx (may be NULL) */
+  void *ctx;
+  int64_t range_from, range_to, range_total; /* range_from < 0: no Range */
+  size_t resp_limit;
+  /* Response, for the callbacks. */
+  br_xfer__buf resp;
+  long status;
+  char content_range[128];
+  int64_t braid_version;
+  /* Engine state. */
+  br_xfer__engine *eng;
+  CURL *easy;
+  struct curl_slist *hdrs;
+  br_xfer__buf body;
+  size_t sent;
+  int attempts;
+  double not_before;
+  bool checked, bad_range, range_ok, too_big, paused, keep_resp;
+  int64_t resume; /* bytes of the range already received before this attempt */
+  char last_error[256];
+  br_xfer__req *next;
+};
+
+struct br_xfer__engine {
+  CURLM *multi;
+  const br_xfer_opts *o;
+  char auth[600];
+  br_xfer__req *head, *tail; /* waiting to start */
+  br_xfer__req **running;
+  int nrunning, max_running;
+  br_xfer__bucket bucket;
+  uint64_t rng;
+  int fatal;
+  br_error err;
+  br_xfer_progress prog;
+  double start, last_progress;
+};
+
+int br_xfer__engine_init(br_xfer__engine *e, const br_xfer_opts *o, int64_t per_request,
+                         br_error *err);
+void br_xfer__engine_free(br_xfer__engine *e);
+/* A new request (calloc'd, range_from = -1); the engine owns it once submitted. */
+br_xfer__req *br_xfer__req_new(const char *base, const char *path_and_query);
+void br_xfer__engine_submit(br_xfer__engine *e, br_xfer__req *r);
+/* Runs until nothing is queued or running; the first fatal error or a
+ * cancel stops everything (BR_ECANCEL). */
+int br_xfer__engine_run(br_xfer__engine *e, br_error *err);
+/* Records a fatal error from a callback (the first one wins). */
+int br_xfer__engine_fail(br_xfer__engine *e, const br_error *err);
+void br_xfer__engine_progress(br_xfer__engine *e, bool force);
+bool br_xfer__cancelled(const br_xfer__engine *e);
+
+#endif

@@ -1,0 +1,435 @@
+/* The depot: an HTTP server (libmicrohttpd, a thread per connection so one
+ * client's fsync never holds up another's) over the store of store.c.
+ *
+ *   POST /v1/missing            {"chunks":[hex...]} -> {"missing":[hex...]}
+ *   POST /v1/chunks             bundle of chunks    -> {"stored":n}  (each verified)
+ *   POST /v1/fetch              {"chunks":[hex...],"zstd":b} -> bundle
+ *   GET  /v1/chunk/HEX          one chunk, with Range (206 + Content-Range)
+ *   POST /v1/snapshot?name=N    manifest            -> {"version":v}
+ *   GET  /v1/snapshot?name=N[&version=V]            -> manifest, X-Braid-Version
+ *
+ * Every request needs "Authorization: Bearer TOKEN" with a token whose hash
+ * is in the token file; bodies are bounded before they are read. */
+#include "xfer_int.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <jansson.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define DEFAULT_MAX_REQUEST (64 * 1024 * 1024)
+#define MAX_LIST 100000 /* digests in one missing/fetch question */
+
+struct br_depot {
+  struct MHD_Daemon *mhd;
+  br_xfer__store store;
+  br_xfer__tokens tokens;
+  int64_t max_request, max_manifest;
+  int port;
+};
+
+typedef struct request {
+  br_xfer__buf body;
+  int reject; /* HTTP status decided before the body was read */
+  const char *reject_msg;
+  int64_t limit;
+} request;
+
+static enum MHD_Result reply(struct MHD_Connection *c, unsigned int status, const char *type,
+                             void *data, size_t len, const char *hname, const char *hval) {
+  struct MHD_Response *r =
+      MHD_create_response_from_buffer(len, data, MHD_RESPMEM_MUST_FREE);
+  if (!r) {
+    free(data);
+    return MHD_NO;
+  }
+  MHD_add_response_header(r, "Content-Type", type);
+  if (hname) MHD_add_response_header(r, hname, hval);
+  enum MHD_Result ret = MHD_queue_response(c, status, r);
+  MHD_destroy_response(r);
+  return ret;
+}
+
+static enum MHD_Result reply_json(struct MHD_Connection *c, unsigned int status, json_t *o) {
+  char *s = json_dumps(o, JSON_COMPACT);
+  json_decref(o);
+  if (!s) return MHD_NO;
+  return reply(c, status, "application/json", s, strlen(s), NULL, NULL);
+}
+
+static enum MHD_Result reply_error(struct MHD_Connection *c, unsigned int status,
+                                   const char *msg) {
+  return reply_json(c, status, json_pack("{ss}", "error", msg));
+}
+
+static int status_of(int code) {
+  switch (code) {
+  case BR_ENOTFOUND: return MHD_HTTP_NOT_FOUND;
+  case BR_EINVAL: return MHD_HTTP_BAD_REQUEST;
+  case BR_ENOMEM: return MHD_HTTP_SERVICE_UNAVAILABLE;
+  default: return MHD_HTTP_INTERNAL_SERVER_ERROR;
+  }
+}
+
+static bool authorised(br_depot *d, struct MHD_Connection *c) {
+  const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+  if (!h || strncmp(h, "Bearer ", 7) != 0) return false;
+  return br_xfer__tokens_check(&d->tokens, h + 7);
+}
+
+/* Parses {"chunks":[hex...]} into a digest array. */
+static int parse_list(const request *rq, br_xfer_digest **out, size_t *n, json_t **root,
+                      br_error *err) {
+  json_error_t je;
+  *root = json_loadb((const char *)rq->body.data, rq->body.len, 0, &je);
+  json_t *list = *root ? json_object_get(*root, "chunks") : NULL;
+  if (!json_is_array(list)) return br_error_set(err, BR_EINVAL, "expected {\"chunks\":[...]}");
+  *n = json_array_size(list);
+  if (*n > MAX_LIST) return br_error_set(err, BR_EINVAL, "too many digests in one request");
+  *out = calloc(*n ? *n : 1, sizeof **out);
+  if (!*out) return br_error_set(err, BR_ENOMEM, "out of memory");
+  for (size_t i = 0; i < *n; i++)
+    if (br_xfer_digest_parse(json_string_value(json_array_get(list, i)), &(*out)[i]))
+      return br_error_set(err, BR_EINVAL, "bad digest at %zu", i);
+  return BR_OK;
+}
+
+static enum MHD_Result do_missing(br_depot *d, struct MHD_Connection *c, request *rq) {
+  br_error err = {0};
+  br_xfer_digest *ds = NULL;
+  size_t n = 0;
+  json_t *root = NULL;
+  if (parse_list(rq, &ds, &n, &root, &err)) {
+    free(ds);
+    json_decref(root);
+    return reply_error(c, (unsigned)status_of(err.code), err.msg);
+  }
+  json_t *missing = json_array();
+  char hex[BR_XFER_HEX_LEN + 1];
+  for (size_t i = 0; i < n; i++)
+    if (!br_xfer__store_has(&d->store, &ds[i])) {
+      br_xfer_digest_hex(&ds[i], hex);
+      json_array_append_new(missing, json_string(hex));
+    }
+  free(ds);
+  json_decref(root);
+  return reply_json(c, MHD_HTTP_OK, json_pack("{so}", "missing", missing));
+}
+
+static enum MHD_Result do_upload(br_depot *d, struct MHD_Connection *c, request *rq) {
+  br_error err = {0};
+  br_xfer__bundle_iter it;
+  if (br_xfer__bundle_open(&it, rq->body.data, rq->body.len, &err))
+    return reply_error(c, MHD_HTTP_BAD_REQUEST, err.msg);
+  int stored = 0, r;
+  br_xfer_digest dg, got;
+  const uint8_t *data;
+  size_t len;
+  while ((r = br_xfer__bundle_next(&it, &dg, &data, &len, &err)) == 1) {
+    br_xfer_sha256(data, len, &got);
+    if (br_xfer__digest_cmp(&dg, &got) != 0) {
+      br_xfer__bundle_close(&it);
+      /* 422: the client retries; a corrupted upload is never stored. */
+      return reply_error(c, MHD_HTTP_UNPROCESSABLE_CONTENT, "chunk digest mismatch");
+    }
+    if (br_xfer__store_put(&d->store, &dg, data, len, &err)) {
+      br_xfer__bundle_close(&it);
+      return reply_error(c, MHD_HTTP_INSUFFICIENT_STORAGE, err.msg);
+    }
+    stored++;
+  }
+  br_xfer__bundle_close(&it);
+  if (r < 0) return reply_error(c, MHD_HTTP_BAD_REQUEST, err.msg);
+  return reply_json(c, MHD_HTTP_OK, json_pack("{si}", "stored", stored));
+}
+
+static enum MHD_Result do_fetch(br_depot *d, struct MHD_Connection *c, request *rq) {
+  br_error err = {0};
+  br_xfer_digest *ds = NULL;
+  size_t n = 0;
+  json_t *root = NULL;
+  if (parse_list(rq, &ds, &n, &root, &err)) {
+    free(ds);
+    json_decref(root);
+    return reply_error(c, (unsigned)status_of(err.code), err.msg);
+  }
+  bool zstd = json_is_true(json_object_get(root, "zstd"));
+  json_decref(root);
+  br_xfer__buf out = {0};
+  br_xfer__bundle_begin(&out);
+  uint8_t *tmp = NULL;
+  size_t tmpcap = 0;
+  int64_t total = 0;
+  unsigned status = MHD_HTTP_OK;
+  const char *msg = NULL;
+  for (size_t i = 0; i < n && !msg; i++) {
+    int fd;
+    int64_t size;
+    if (br_xfer__store_open_object(&d->store, &ds[i], &fd, &size)) {
+      status = MHD_HTTP_NOT_FOUND;
+      msg = "chunk not in the depot";
+      break;
+    }
+    total += size;
+    if (total > d->max_request || size > BR_XFER__MAX_CHUNK) {
+      close(fd);
+      status = MHD_HTTP_CONTENT_TOO_LARGE;
+      msg = "fetch asks for too many bytes at once";
+      break;
+    }
+    if ((size_t)size > tmpcap) {
+      free(tmp);
+      tmpcap = (size_t)size;
+      tmp = malloc(tmpcap);
+    }
+    if (!tmp || br_xfer__pread_all(fd, tmp, (size_t)size, 0) ||
+        br_xfer__bundle_add(&out, &ds[i], tmp, (size_t)size, zstd, NULL)) {
+      status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+      msg = "reading a chunk failed";
+    }
+    close(fd);
+  }
+  free(tmp);
+  free(ds);
+  if (msg) {
+    br_xfer__buf_free(&out);
+    return reply_error(c, status, msg);
+  }
+  return reply(c, MHD_HTTP_OK, "application/octet-stream", out.data, out.len, NULL, NULL);
+}
+
+static enum MHD_Result do_chunk(br_depot *d, struct MHD_Connection *c, const char *hex) {
+  br_xfer_digest dg;
+  if (br_xfer_digest_parse(hex, &dg)) return reply_error(c, MHD_HTTP_BAD_REQUEST, "bad digest");
+  int fd;
+  int64_t size;
+  if (br_xfer__store_open_object(&d->store, &dg, &fd, &size))
+    return reply_error(c, MHD_HTTP_NOT_FOUND, "chunk not in the depot");
+  const char *range = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Range");
+  int64_t from = 0, to = size - 1;
+  unsigned status = MHD_HTTP_OK;
+  if (range) {
+    long long a = -1, b = -1;
+    char tail = 0;
+    int k = sscanf(range, "bytes=%lld-%lld%c", &a, &b, &tail);
+    if (k == 1 && range[strlen(range) - 1] == '-') b = size - 1;
+    if (k < 1 || k > 2 || a < 0 || b < a || a >= size) {
+      close(fd);
+      char *cr = NULL;
+      if (asprintf(&cr, "bytes */%lld", (long long)size) < 0) return MHD_NO;
+      struct MHD_Response *r = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+      MHD_add_response_header(r, "Content-Range", cr);
+      free(cr);
+      enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_RANGE_NOT_SATISFIABLE, r);
+      MHD_destroy_response(r);
+      return ret;
+    }
+    if (b >= size) b = size - 1;
+    from = a;
+    to = b;
+    status = MHD_HTTP_PARTIAL_CONTENT;
+  }
+  uint64_t len = size ? (uint64_t)(to - from + 1) : 0;
+  struct MHD_Response *r = MHD_create_response_from_fd_at_offset64(len, fd, (uint64_t)from);
+  if (!r) {
+    close(fd);
+    return MHD_NO;
+  }
+  MHD_add_response_header(r, "Content-Type", "application/octet-stream");
+  MHD_add_response_header(r, "Accept-Ranges", "bytes");
+  if (status == MHD_HTTP_PARTIAL_CONTENT) {
+    char cr[96];
+    snprintf(cr, sizeof cr, "bytes %lld-%lld/%lld", (long long)from, (long long)to,
+             (long long)size);
+    MHD_add_response_header(r, "Content-Range", cr);
+  }
+  enum MHD_Result ret = MHD_queue_response(c, status, r);
+  MHD_destroy_response(r);
+  return ret;
+}
+
+static enum MHD_Result do_commit(br_depot *d, struct MHD_Connection *c, request *rq,
+                                 const char *name) {
+  br_error err = {0};
+  if (!name || br_xfer_name_check(name, &err))
+    return reply_error(c, MHD_HTTP_BAD_REQUEST, name ? err.msg : "no name");
+  if ((int64_t)rq->body.len > d->max_manifest)
+    return reply_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "manifest too large");
+  br_xfer_manifest *m = NULL;
+  if (br_xfer_manifest_parse((const char *)rq->body.data, rq->body.len, &m, &err))
+    return reply_error(c, MHD_HTTP_BAD_REQUEST, err.msg);
+  /* A snapshot must never name a chunk the depot lacks. */
+  json_t *missing = json_array();
+  char hex[BR_XFER_HEX_LEN + 1];
+  for (size_t i = 0; i < m->nentries && json_array_size(missing) < 1000; i++)
+    for (size_t k = 0; k < m->entries[i].nchunks; k++)
+      if (!br_xfer__store_has(&d->store, &m->entries[i].chunks[k])) {
+        br_xfer_digest_hex(&m->entries[i].chunks[k], hex);
+        json_array_append_new(missing, json_string(hex));
+      }
+  br_xfer_manifest_free(m);
+  if (json_array_size(missing))
+    return reply_json(c, MHD_HTTP_CONFLICT,
+                      json_pack("{ss so}", "error", "snapshot names missing chunks",
+                                "missing", missing));
+  json_decref(missing);
+  int64_t v = 0;
+  if (br_xfer__store_commit(&d->store, name, (const char *)rq->body.data, rq->body.len, &v,
+                            &err))
+    return reply_error(c, (unsigned)status_of(err.code), err.msg);
+  return reply_json(c, MHD_HTTP_OK, json_pack("{sI}", "version", (json_int_t)v));
+}
+
+static enum MHD_Result do_get(br_depot *d, struct MHD_Connection *c, const char *name) {
+  br_error err = {0};
+  if (!name) return reply_error(c, MHD_HTTP_BAD_REQUEST, "no name");
+  const char *vs = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "version");
+  int64_t v = 0;
+  if (vs && strcmp(vs, "latest") != 0) {
+    char *end;
+    v = strtoll(vs, &end, 10);
+    if (*end || v <= 0) return reply_error(c, MHD_HTTP_BAD_REQUEST, "bad version");
+  }
+  char *json;
+  size_t len;
+  int64_t found;
+  if (br_xfer__store_get(&d->store, name, v, &json, &len, &found, &err))
+    return reply_error(c, (unsigned)status_of(err.code), err.msg);
+  char vbuf[32];
+  snprintf(vbuf, sizeof vbuf, "%lld", (long long)found);
+  return reply(c, MHD_HTTP_OK, "application/json", json, len, "X-Braid-Version", vbuf);
+}
+
+static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *url,
+                               const char *method, const char *version,
+                               const char *upload_data, size_t *upload_data_size,
+                               void **con_cls) {
+  br_depot *d = cls;
+  request *rq = *con_cls;
+  if (!rq) {
+    rq = calloc(1, sizeof *rq);
+    if (!rq) return MHD_NO;
+    *con_cls = rq;
+    rq->limit = strcmp(url, "/v1/snapshot") == 0 ? d->max_manifest : d->max_request;
+    if (!authorised(d, c)) {
+      rq->reject = MHD_HTTP_UNAUTHORIZED;
+      rq->reject_msg = "missing or wrong token";
+    } else {
+      const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+      if (cl && strtoll(cl, NULL, 10) > rq->limit) {
+        rq->reject = MHD_HTTP_CONTENT_TOO_LARGE;
+        rq->reject_msg = "request body too large";
+      }
+    }
+    /* Refuse before reading a body we will not use. */
+    if (rq->reject) return reply_error(c, (unsigned)rq->reject, rq->reject_msg);
+    return MHD_YES;
+  }
+  if (*upload_data_size) {
+    if (!rq->reject) {
+      if ((int64_t)(rq->body.len + *upload_data_size) > rq->limit) {
+        rq->reject = MHD_HTTP_CONTENT_TOO_LARGE;
+        rq->reject_msg = "request body too large";
+        br_xfer__buf_free(&rq->body);
+      } else if (br_xfer__buf_append(&rq->body, upload_data, *upload_data_size)) {
+        rq->reject = MHD_HTTP_SERVICE_UNAVAILABLE;
+        rq->reject_msg = "out of memory";
+        br_xfer__buf_free(&rq->body);
+      }
+    }
+    *upload_data_size = 0;
+    return MHD_YES;
+  }
+  if (rq->reject) return reply_error(c, (unsigned)rq->reject, rq->reject_msg);
+  bool post = strcmp(method, "POST") == 0, get = strcmp(method, "GET") == 0;
+  const char *name = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "name");
+  if (post && strcmp(url, "/v1/missing") == 0) return do_missing(d, c, rq);
+  if (post && strcmp(url, "/v1/chunks") == 0) return do_upload(d, c, rq);
+  if (post && strcmp(url, "/v1/fetch") == 0) return do_fetch(d, c, rq);
+  if (get && strncmp(url, "/v1/chunk/", 10) == 0) return do_chunk(d, c, url + 10);
+  if (post && strcmp(url, "/v1/snapshot") == 0) return do_commit(d, c, rq, name);
+  if (get && strcmp(url, "/v1/snapshot") == 0) return do_get(d, c, name);
+  return reply_error(c, MHD_HTTP_NOT_FOUND, "no such endpoint");
+}
+
+static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                      enum MHD_RequestTerminationCode toe) {
+  request *rq = *con_cls;
+  if (!rq) return;
+  br_xfer__buf_free(&rq->body);
+  free(rq);
+  *con_cls = NULL;
+}
+
+int br_depot_start(const br_depot_opts *opts, br_depot **out, br_error *err) {
+  *out = NULL;
+  if (!opts->root || !*opts->root) return br_error_set(err, BR_EINVAL, "depot: no --root");
+  if (!opts->token_file || !*opts->token_file)
+    return br_error_set(err, BR_EINVAL, "depot: a token file is required");
+  const char *listen = opts->listen && *opts->listen ? opts->listen : "127.0.0.1:7871";
+  char host[64];
+  int port = -1;
+  const char *colon = strrchr(listen, ':');
+  if (!colon || (size_t)(colon - listen) >= sizeof host)
+    return br_error_set(err, BR_EINVAL, "depot: --listen wants HOST:PORT, got '%s'", listen);
+  memcpy(host, listen, (size_t)(colon - listen));
+  host[colon - listen] = 0;
+  char *end;
+  long p = strtol(colon + 1, &end, 10);
+  if (*end || p < 0 || p > 65535)
+    return br_error_set(err, BR_EINVAL, "depot: bad port in '%s'", listen);
+  port = (int)p;
+  struct sockaddr_in sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons((uint16_t)port);
+  if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
+    return br_error_set(err, BR_EINVAL, "depot: '%s' is not an IPv4 address", host);
+  br_depot *d = calloc(1, sizeof *d);
+  if (!d) return br_error_set(err, BR_ENOMEM, "out of memory");
+  d->max_request = opts->max_request > 0 ? opts->max_request : DEFAULT_MAX_REQUEST;
+  d->max_manifest = opts->max_manifest > 0 ? opts->max_manifest : BR_XFER_MAX_MANIFEST_BYTES;
+  int rc = br_xfer__tokens_load(&d->tokens, opts->token_file, err);
+  if (rc) {
+    free(d);
+    return rc;
+  }
+  rc = br_xfer__store_open(&d->store, opts->root, err);
+  if (rc) {
+    br_xfer__tokens_free(&d->tokens);
+    free(d);
+    return rc;
+  }
+  d->mhd = MHD_start_daemon(
+      MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
+          MHD_USE_ERROR_LOG * 0,
+      (uint16_t)port, NULL, NULL, handler, d, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+      MHD_OPTION_NOTIFY_COMPLETED, completed, d, MHD_OPTION_CONNECTION_TIMEOUT,
+      (unsigned int)120, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)512,
+      MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int)1, MHD_OPTION_END);
+  if (!d->mhd) {
+    br_xfer__store_close(&d->store);
+    br_xfer__tokens_free(&d->tokens);
+    free(d);
+    return br_error_set(err, BR_ENET, "depot: cannot listen on %s", listen);
+  }
+  const union MHD_DaemonInfo *info = MHD_get_daemon_info(d->mhd, MHD_DAEMON_INFO_BIND_PORT);
+  d->port = info ? info->port : port;
+  *out = d;
+  return BR_OK;
+}
+
+int br_depot_port(const br_depot *d) { return d->port; }
+
+void br_depot_stop(br_depot *d) {
+  if (!d) return;
+  MHD_stop_daemon(d->mhd);
+  br_xfer__store_close(&d->store);
+  br_xfer__tokens_free(&d->tokens);
+  free(d);
+}

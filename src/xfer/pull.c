@@ -1,0 +1,609 @@
+/* Pull: fetch manifests, then for every file not already present with the
+ * right digest, fetch its missing chunks into a hidden partial file beside
+ * the destination (.braid-partial-<letters>: no digits, so no frame pattern
+ * ever matches it), verify each chunk and then the whole file, set mode and
+ * mtime, fsync, rename over the final name and fsync the directory. A
+ * partial left by a cut or a cancel is re-verified chunk by chunk on the
+ * next pull and only what failed is fetched again. Small files come in
+ * bundles, many to a request; large files as parallel ranged chunk GETs. */
+#include "client_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MAX_BUNDLE_ENTRIES 4096
+
+typedef struct ljob ljob;
+
+typedef struct lfile {
+  ljob *job;
+  br_xfer_entry *e;
+  bool *ok;    /* per chunk: verified in the partial */
+  size_t left; /* chunks still to fetch */
+  int fd;      /* the partial, while chunks arrive */
+  bool done;
+} lfile;
+
+struct ljob {
+  br_xfer_ref ref;
+  char *dir;
+  int rootfd;
+  br_xfer_manifest *m;
+  int64_t version;
+  lfile *files;
+};
+
+typedef struct pull {
+  br_xfer__engine eng;
+  const br_xfer_opts *o;
+  ljob *jobs;
+  size_t njobs;
+  br_xfer__hcache *hc;
+  br_xfer_result *res;
+} pull;
+
+typedef struct fetch {
+  pull *p;
+  ljob *job;
+  lfile **files; /* bundle: the files asked for; chunk: files[0] */
+  size_t nfiles;
+  lfile **sent;  /* bundle: those in the current attempt's body, in order */
+  size_t nsent;
+  size_t chunk;
+} fetch;
+
+static void fetch_destroy(br_xfer__req *r) {
+  fetch *f = r->ctx;
+  free(f->files);
+  free(f->sent);
+  free(f);
+}
+
+static int fail_io(br_error *err, const char *what, const ljob *j, const char *path, int e) {
+  if (e == ENOSPC || e == EDQUOT)
+    return br_error_set(err, BR_EIO, "disk full writing %s/%s (nothing was left at the "
+                        "final path; free space and pull again to resume)", j->dir, path);
+  return br_error_set(err, BR_EIO, "%s %s/%s: %s", what, j->dir, path, strerror(e));
+}
+
+static void file_finished(pull *p, lfile *lf) {
+  lf->done = true;
+  p->eng.prog.files_done++;
+}
+
+/* Sets mode and mtime, syncs, renames the partial over the final name. The
+ * caller syncs the directory. */
+static int install(pull *p, lfile *lf, int dirfd, int fd, const char *pn, const char *base,
+                   br_error *err) {
+  const br_xfer_entry *e = lf->e;
+  struct timespec ts[2] = {{0, UTIME_OMIT},
+                           {(time_t)(e->mtime_ns / 1000000000), (long)(e->mtime_ns % 1000000000)}};
+  if (fchmod(fd, e->mode & 0777) != 0 || futimens(fd, ts) != 0 || fsync(fd) != 0)
+    return fail_io(err, "sync", lf->job, e->path, errno);
+  struct stat st;
+  if (renameat(dirfd, pn, dirfd, base) != 0)
+    return fail_io(err, "rename to", lf->job, e->path, errno);
+  if (fstat(fd, &st) == 0)
+    br_xfer__hcache_put(p->hc, &st, lf->job->m->chunk_size, &e->digest, e->chunks, e->nchunks);
+  file_finished(p, lf);
+  return BR_OK;
+}
+
+/* All chunks are in the partial: verify the whole file and install it. */
+static int finalize(pull *p, lfile *lf, br_error *err) {
+  const br_xfer_entry *e = lf->e;
+  const char *base;
+  int dirfd = br_xfer__open_parent(lf->job->rootfd, e->path, true, &base, err);
+  if (dirfd < 0) return dirfd;
+  char pn[64];
+  br_xfer__partial_name(base, pn, sizeof pn);
+  int fd = lf->fd;
+  lf->fd = -1;
+  if (fd < 0) fd = openat(dirfd, pn, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+  int rc = BR_OK;
+  if (fd < 0 || ftruncate(fd, e->size) != 0) {
+    rc = fail_io(err, "write", lf->job, e->path, errno);
+  } else {
+    br_xfer_digest whole, *cs = NULL;
+    size_t n = 0;
+    rc = br_xfer__hash_fd(fd, e->size, lf->job->m->chunk_size, &whole, &cs, &n, err);
+    if (rc == BR_OK && br_xfer__digest_cmp(&whole, &e->digest) != 0) {
+      /* Every chunk verified, so the manifest contradicts itself. */
+      rc = br_error_set(err, BR_EINVAL, "%s: file digest does not match its chunks in the "
+                        "snapshot (corrupt manifest)", e->path);
+      unlinkat(dirfd, pn, 0);
+    }
+    free(cs);
+    if (rc == BR_OK) rc = install(p, lf, dirfd, fd, pn, base, err);
+    if (rc == BR_OK) br_xfer__fsync_dirfd(dirfd);
+  }
+  if (fd >= 0) close(fd);
+  close(dirfd);
+  return rc;
+}
+
+static int64_t chunk_len(const br_xfer_entry *e, size_t c, int64_t cs) {
+  int64_t off = (int64_t)c * cs;
+  return e->size - off < cs ? e->size - off : cs;
+}
+
+/* Looks at what is on disk: the final file (skip it when its digest is
+ * right) and a partial from an earlier attempt (keep its verified chunks). */
+static int prepare_file(pull *p, lfile *lf, br_error *err) {
+  const br_xfer_entry *e = lf->e;
+  int64_t cs = lf->job->m->chunk_size;
+  lf->fd = -1;
+  lf->ok = calloc(e->nchunks ? e->nchunks : 1, sizeof *lf->ok);
+  if (!lf->ok) return br_error_set(err, BR_ENOMEM, "out of memory");
+  lf->left = e->nchunks;
+  const char *base;
+  int dirfd = br_xfer__open_parent(lf->job->rootfd, e->path, true, &base, err);
+  if (dirfd < 0) return dirfd;
+  int rc = BR_OK;
+  struct stat st;
+  if (fstatat(dirfd, base, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+    if (S_ISDIR(st.st_mode)) {
+      close(dirfd);
+      return br_error_set(err, BR_EINVAL, "%s/%s exists and is a directory", lf->job->dir,
+                          e->path);
+    }
+    if (S_ISREG(st.st_mode) && st.st_size == e->size) {
+      br_xfer_digest d, *cs_ = NULL;
+      size_t n = 0;
+      int have = br_xfer__hcache_get(p->hc, &st, cs, &d, &cs_, &n);
+      if (!have) {
+        int fd = openat(dirfd, base, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd >= 0) {
+          have = br_xfer__hash_fd(fd, e->size, cs, &d, &cs_, &n, NULL) == BR_OK;
+          if (have) br_xfer__hcache_put(p->hc, &st, cs, &d, cs_, n);
+          close(fd);
+        }
+      }
+      free(cs_);
+      if (have && br_xfer__digest_cmp(&d, &e->digest) == 0) {
+        p->res->chunks_skipped += (int64_t)e->nchunks;
+        p->eng.prog.bytes_done += e->size;
+        file_finished(p, lf);
+        close(dirfd);
+        return BR_OK;
+      }
+    }
+  }
+  char pn[64];
+  br_xfer__partial_name(base, pn, sizeof pn);
+  if (e->size == 0) {
+    int fd = openat(dirfd, pn, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) rc = fail_io(err, "create", lf->job, e->path, errno);
+    else rc = install(p, lf, dirfd, fd, pn, base, err);
+    if (fd >= 0) close(fd);
+    if (rc == BR_OK) br_xfer__fsync_dirfd(dirfd);
+    close(dirfd);
+    return rc;
+  }
+  int fd = openat(dirfd, pn, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+    uint8_t *buf = malloc((size_t)cs);
+    for (size_t c = 0; buf && c < e->nchunks; c++) {
+      int64_t len = chunk_len(e, c, cs), off = (int64_t)c * cs;
+      if (off + len > st.st_size) break;
+      br_xfer_digest d;
+      if (br_xfer__pread_all(fd, buf, (size_t)len, off)) break;
+      br_xfer_sha256(buf, (size_t)len, &d);
+      if (br_xfer__digest_cmp(&d, &e->chunks[c]) == 0) {
+        lf->ok[c] = true;
+        lf->left--;
+        p->res->chunks_skipped++;
+        p->eng.prog.bytes_done += len;
+      }
+    }
+    free(buf);
+  }
+  if (fd >= 0) close(fd);
+  close(dirfd);
+  if (lf->left == 0) rc = finalize(p, lf, err);
+  return rc;
+}
+
+/* ---- bundles of small files ---- */
+
+static int bundle_build(br_xfer__req *r, br_xfer__buf *body, br_error *err) {
+  fetch *f = r->ctx;
+  char hex[BR_XFER_HEX_LEN + 1];
+  f->nsent = 0;
+  br_xfer__buf_append(body, "{\"chunks\":[", 11);
+  for (size_t i = 0; i < f->nfiles; i++) {
+    if (f->files[i]->done) continue;
+    br_xfer_digest_hex(&f->files[i]->e->chunks[0], hex);
+    if (f->nsent) br_xfer__buf_append(body, ",", 1);
+    br_xfer__buf_append(body, "\"", 1);
+    br_xfer__buf_append(body, hex, BR_XFER_HEX_LEN);
+    br_xfer__buf_append(body, "\"", 1);
+    f->sent[f->nsent++] = f->files[i];
+  }
+  const char *tail = f->p->o->compress ? "],\"zstd\":true}" : "]}";
+  if (br_xfer__buf_append(body, tail, strlen(tail)))
+    return br_error_set(err, BR_ENOMEM, "out of memory");
+  return BR_OK;
+}
+
+static int write_small(pull *p, lfile *lf, int dirfd, const char *base, const uint8_t *data,
+                       size_t len, br_error *err) {
+  char pn[64];
+  br_xfer__partial_name(base, pn, sizeof pn);
+  int fd = openat(dirfd, pn, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) return fail_io(err, "create", lf->job, lf->e->path, errno);
+  int w = br_xfer__pwrite_all(fd, data, len, 0);
+  int rc = w ? fail_io(err, "write", lf->job, lf->e->path, -w)
+             : install(p, lf, dirfd, fd, pn, base, err);
+  close(fd);
+  if (w) unlinkat(dirfd, pn, 0);
+  return rc;
+}
+
+/* Installs every complete, verified entry of a (possibly cut) bundle. */
+static int bundle_take(br_xfer__req *r, br_error *err) {
+  fetch *f = r->ctx;
+  pull *p = f->p;
+  br_xfer__bundle_iter it;
+  int rc = br_xfer__bundle_open(&it, r->resp.data, r->resp.len, err);
+  if (rc) return BR_XFER__RETRY;
+  int dirfd = -1;
+  char dirpath[4200] = "";
+  size_t i = 0;
+  int n = 0;
+  br_xfer_digest d, got;
+  const uint8_t *data;
+  size_t len;
+  while (i < f->nsent && (n = br_xfer__bundle_next(&it, &d, &data, &len, err)) == 1) {
+    lfile *lf = f->sent[i++];
+    const br_xfer_entry *e = lf->e;
+    br_xfer_sha256(data, len, &got);
+    if (br_xfer__digest_cmp(&d, &e->chunks[0]) != 0 ||
+        br_xfer__digest_cmp(&got, &d) != 0 || (int64_t)len != e->size) {
+      br_error_set(err, BR_ENET, "bundle entry for %s failed verification", e->path);
+      n = -1;
+      break;
+    }
+    if (lf->done) continue;
+    /* Entries come in path order: keep the directory open while it lasts. */
+    const char *slash = strrchr(e->path, '/');
+    size_t dl = slash ? (size_t)(slash - e->path) : 0;
+    if (dirfd < 0 || strlen(dirpath) != dl || strncmp(dirpath, e->path, dl) != 0) {
+      if (dirfd >= 0) {
+        br_xfer__fsync_dirfd(dirfd);
+        close(dirfd);
+      }
+      const char *base;
+      dirfd = br_xfer__open_parent(lf->job->rootfd, e->path, true, &base, err);
+      if (dirfd < 0) {
+        rc = dirfd;
+        break;
+      }
+      snprintf(dirpath, sizeof dirpath, "%.*s", (int)dl, e->path);
+    }
+    rc = write_small(p, lf, dirfd, slash ? slash + 1 : e->path, data, len, err);
+    if (rc) break;
+    lf->left = 0;
+    p->res->chunks_moved++;
+    p->eng.prog.bytes_done += e->size;
+  }
+  if (dirfd >= 0) {
+    br_xfer__fsync_dirfd(dirfd);
+    close(dirfd);
+  }
+  br_xfer__bundle_close(&it);
+  if (rc < 0) return rc;
+  if (n < 0 || i < f->nsent) {
+    if (!err->msg[0]) br_error_set(err, BR_ENET, "bundle ended early");
+    return BR_XFER__RETRY;
+  }
+  return BR_OK;
+}
+
+static void bundle_salvage(br_xfer__req *r) {
+  br_error err;
+  br_error_clear(&err);
+  int rc = bundle_take(r, &err);
+  if (rc < 0) br_xfer__engine_fail(r->eng, &err);
+}
+
+/* ---- chunks of large files ---- */
+
+static int chunk_done(br_xfer__req *r, br_error *err) {
+  fetch *f = r->ctx;
+  pull *p = f->p;
+  lfile *lf = f->files[0];
+  const br_xfer_entry *e = lf->e;
+  int64_t cs = lf->job->m->chunk_size, len = chunk_len(e, f->chunk, cs);
+  br_xfer_digest got;
+  if ((int64_t)r->resp.len != len) {
+    br_error_set(err, BR_ENET, "chunk %zu of %s: %zu bytes, expected %lld", f->chunk, e->path,
+                 r->resp.len, (long long)len);
+    return BR_XFER__RETRY;
+  }
+  br_xfer_sha256(r->resp.data, r->resp.len, &got);
+  if (br_xfer__digest_cmp(&got, &e->chunks[f->chunk]) != 0) {
+    br_error_set(err, BR_ENET, "chunk %zu of %s failed verification", f->chunk, e->path);
+    return BR_XFER__RETRY;
+  }
+  if (lf->ok[f->chunk]) return BR_OK;
+  if (lf->fd < 0) {
+    const char *base;
+    int dirfd = br_xfer__open_parent(lf->job->rootfd, e->path, true, &base, err);
+    if (dirfd < 0) return dirfd;
+    char pn[64];
+    br_xfer__partial_name(base, pn, sizeof pn);
+    lf->fd = openat(dirfd, pn, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    int e2 = errno;
+    close(dirfd);
+    if (lf->fd < 0) return fail_io(err, "create", lf->job, e->path, e2);
+  }
+  int w = br_xfer__pwrite_all(lf->fd, r->resp.data, r->resp.len, (int64_t)f->chunk * cs);
+  if (w) return fail_io(err, "write", lf->job, e->path, -w);
+  lf->ok[f->chunk] = true;
+  lf->left--;
+  p->res->chunks_moved++;
+  p->eng.prog.bytes_done += len;
+  if (lf->left == 0) return finalize(p, lf, err);
+  return BR_OK;
+}
+
+/* ---- manifests ---- */
+
+static int manifest_done(br_xfer__req *r, br_error *err) {
+  fetch *f = r->ctx;
+  ljob *j = f->job;
+  br_error perr;
+  br_error_clear(&perr);
+  if (br_xfer_manifest_parse((const char *)r->resp.data, r->resp.len, &j->m, &perr))
+    return br_error_set(err, BR_EINVAL, "snapshot %s@v%lld refused: %s", j->ref.name,
+                        (long long)r->braid_version, perr.msg);
+  j->version = r->braid_version;
+  return BR_OK;
+}
+
+static br_xfer__req *new_fetch(pull *p, ljob *j, const char *path, size_t nfiles) {
+  br_xfer__req *r = br_xfer__req_new(j->ref.base, path);
+  fetch *f = calloc(1, sizeof *f);
+  if (f) {
+    f->files = calloc(nfiles ? nfiles : 1, sizeof *f->files);
+    f->sent = calloc(nfiles ? nfiles : 1, sizeof *f->sent);
+  }
+  if (!r || !f || !f->files || !f->sent) {
+    if (f) free(f->files), free(f->sent);
+    free(f);
+    if (r) free(r->url);
+    free(r);
+    return NULL;
+  }
+  f->p = p;
+  f->job = j;
+  r->ctx = f;
+  r->destroy = fetch_destroy;
+  return r;
+}
+
+static int make_symlink(ljob *j, const br_xfer_entry *e, br_error *err) {
+  const char *base;
+  int dirfd = br_xfer__open_parent(j->rootfd, e->path, true, &base, err);
+  if (dirfd < 0) return dirfd;
+  char pn[64];
+  br_xfer__partial_name(base, pn, sizeof pn);
+  unlinkat(dirfd, pn, 0);
+  int rc = BR_OK;
+  if (symlinkat(e->target, dirfd, pn) != 0 || renameat(dirfd, pn, dirfd, base) != 0)
+    rc = fail_io(err, "symlink", j, e->path, errno);
+  else br_xfer__fsync_dirfd(dirfd);
+  close(dirfd);
+  return rc;
+}
+
+static int run_pull(pull *p, const char *const *sources, const char *const *dirs,
+                    br_error *err) {
+  const br_xfer_opts *o = p->o;
+  int rc;
+  p->eng.prog.phase = "manifest";
+  for (size_t j = 0; j < p->njobs; j++) {
+    ljob *jb = &p->jobs[j];
+    if ((rc = br_xfer_ref_parse(sources[j], &jb->ref, err))) return rc;
+    jb->dir = strdup(dirs[j]);
+    if (!jb->dir) return br_error_set(err, BR_ENOMEM, "out of memory");
+    char *path = NULL;
+    if (jb->ref.version > 0) {
+      if (asprintf(&path, "/v1/snapshot?name=%s&version=%lld", jb->ref.name,
+                   (long long)jb->ref.version) < 0)
+        path = NULL;
+    } else if (asprintf(&path, "/v1/snapshot?name=%s", jb->ref.name) < 0) {
+      path = NULL;
+    }
+    br_xfer__req *r = path ? new_fetch(p, jb, path, 0) : NULL;
+    free(path);
+    if (!r) return br_error_set(err, BR_ENOMEM, "out of memory");
+    r->resp_limit = BR_XFER_MAX_MANIFEST_BYTES;
+    r->done = manifest_done;
+    br_xfer__engine_submit(&p->eng, r);
+  }
+  if ((rc = br_xfer__engine_run(&p->eng, err))) return rc;
+
+  p->eng.prog.phase = "check";
+  for (size_t j = 0; j < p->njobs; j++) {
+    ljob *jb = &p->jobs[j];
+    if ((rc = br_xfer__mkdirs(jb->dir, err))) return rc;
+    jb->rootfd = open(jb->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (jb->rootfd < 0) return br_error_set(err, BR_EIO, "open %s: %s", jb->dir, strerror(errno));
+    jb->files = calloc(jb->m->nentries ? jb->m->nentries : 1, sizeof *jb->files);
+    if (!jb->files) return br_error_set(err, BR_ENOMEM, "out of memory");
+    for (size_t i = 0; i < jb->m->nentries; i++) {
+      br_xfer_entry *e = &jb->m->entries[i];
+      jb->files[i].job = jb;
+      jb->files[i].e = e;
+      jb->files[i].fd = -1;
+      if (e->type == BR_XFER_FILE) {
+        p->eng.prog.files_total++;
+        p->eng.prog.bytes_total += e->size;
+      }
+    }
+  }
+  for (size_t j = 0; j < p->njobs; j++) {
+    ljob *jb = &p->jobs[j];
+    for (size_t i = 0; i < jb->m->nentries; i++) {
+      br_xfer_entry *e = &jb->m->entries[i];
+      if (e->type == BR_XFER_DIR) {
+        char *sub = NULL;
+        if (asprintf(&sub, "%s/x", e->path) < 0) return br_error_set(err, BR_ENOMEM, "oom");
+        const char *base;
+        int fd = br_xfer__open_parent(jb->rootfd, sub, true, &base, err);
+        free(sub);
+        if (fd < 0) return fd;
+        close(fd);
+      } else if (e->type == BR_XFER_FILE) {
+        if ((rc = prepare_file(p, &jb->files[i], err))) return rc;
+      }
+      br_xfer__engine_progress(&p->eng, false);
+      if (br_xfer__cancelled(&p->eng)) return br_error_set(err, BR_ECANCEL, "cancelled");
+    }
+  }
+
+  p->eng.prog.phase = "fetch";
+  for (size_t j = 0; j < p->njobs; j++)
+    for (size_t i = 0; i < p->jobs[j].m->nentries; i++)
+      if (p->jobs[j].m->entries[i].type == BR_XFER_FILE && !p->jobs[j].files[i].done)
+        p->res->files_moved++;
+  int64_t bundle = o->bundle_bytes > 0 ? o->bundle_bytes : 8 * 1024 * 1024;
+  for (size_t j = 0; j < p->njobs; j++) {
+    ljob *jb = &p->jobs[j];
+    size_t n = jb->m->nentries;
+    for (size_t i = 0; i < n;) {
+      lfile *lf = &jb->files[i];
+      if (lf->e->type != BR_XFER_FILE || lf->done) {
+        i++;
+        continue;
+      }
+      if (lf->e->size <= o->small_file && lf->e->nchunks == 1) {
+        size_t k = i, count = 0;
+        int64_t bytes = 0;
+        while (k < n && count < MAX_BUNDLE_ENTRIES) {
+          lfile *x = &jb->files[k];
+          if (x->e->type == BR_XFER_FILE && !x->done) {
+            if (x->e->size > o->small_file || x->e->nchunks != 1) break;
+            if (count && bytes + x->e->size > bundle) break;
+            bytes += x->e->size;
+            count++;
+          }
+          k++;
+        }
+        br_xfer__req *r = new_fetch(p, jb, "/v1/fetch", count);
+        if (!r) return br_error_set(err, BR_ENOMEM, "out of memory");
+        fetch *f = r->ctx;
+        for (size_t x = i; x < k; x++)
+          if (jb->files[x].e->type == BR_XFER_FILE && !jb->files[x].done)
+            f->files[f->nfiles++] = &jb->files[x];
+        r->post = true;
+        r->content_type = "application/json";
+        r->build = bundle_build;
+        r->done = bundle_take;
+        r->salvage = bundle_salvage;
+        r->resp_limit = (size_t)bundle + 64 * (size_t)count + 1024 * 1024;
+        br_xfer__engine_submit(&p->eng, r);
+        i = k;
+        continue;
+      }
+      for (size_t c = 0; c < lf->e->nchunks; c++) {
+        if (lf->ok[c]) continue;
+        char hex[BR_XFER_HEX_LEN + 1], path[100];
+        br_xfer_digest_hex(&lf->e->chunks[c], hex);
+        snprintf(path, sizeof path, "/v1/chunk/%s", hex);
+        br_xfer__req *r = new_fetch(p, jb, path, 1);
+        if (!r) return br_error_set(err, BR_ENOMEM, "out of memory");
+        fetch *f = r->ctx;
+        f->files[0] = lf;
+        f->nfiles = 1;
+        f->chunk = c;
+        int64_t len = chunk_len(lf->e, c, jb->m->chunk_size);
+        r->range_from = 0;
+        r->range_to = len - 1;
+        r->range_total = len;
+        r->resp_limit = (size_t)len;
+        r->done = chunk_done;
+        br_xfer__engine_submit(&p->eng, r);
+      }
+      i++;
+    }
+  }
+  if ((rc = br_xfer__engine_run(&p->eng, err))) return rc;
+
+  for (size_t j = 0; j < p->njobs; j++) {
+    ljob *jb = &p->jobs[j];
+    for (size_t i = 0; i < jb->m->nentries; i++)
+      if (jb->m->entries[i].type == BR_XFER_SYMLINK &&
+          (rc = make_symlink(jb, &jb->m->entries[i], err)))
+        return rc;
+  }
+  return BR_OK;
+}
+
+int br_xfer_pull_many(const char *const *sources, const char *const *dirs, size_t n,
+                      const br_xfer_opts *opts, br_xfer_result *res, br_error *err) {
+  br_xfer_opts defaults;
+  if (!opts) {
+    br_xfer_opts_init(&defaults);
+    opts = &defaults;
+  }
+  br_xfer_result local;
+  if (!res) res = &local;
+  memset(res, 0, sizeof *res);
+  if (n == 0) return br_error_set(err, BR_EINVAL, "nothing to pull");
+  pull p;
+  memset(&p, 0, sizeof p);
+  p.o = opts;
+  p.res = res;
+  p.njobs = n;
+  double t0 = br_xfer__now();
+  int64_t per = opts->bundle_bytes > BR_XFER_CHUNK_SIZE ? opts->bundle_bytes : BR_XFER_CHUNK_SIZE;
+  int rc = br_xfer__engine_init(&p.eng, opts, per * 2, err);
+  p.jobs = rc ? NULL : calloc(n, sizeof *p.jobs);
+  if (!rc && !p.jobs) rc = br_error_set(err, BR_ENOMEM, "out of memory");
+  for (size_t j = 0; p.jobs && j < n; j++) p.jobs[j].rootfd = -1;
+  if (!rc) rc = br_xfer__hcache_open(opts->cache_path, &p.hc, err);
+  if (!rc) rc = run_pull(&p, sources, dirs, err);
+  p.eng.prog.phase = rc ? "failed" : "done";
+  res->retries = p.eng.prog.retries;
+  res->bytes_moved = p.eng.prog.bytes_moved;
+  res->seconds = br_xfer__now() - t0;
+  br_xfer__engine_progress(&p.eng, true);
+  br_xfer__engine_free(&p.eng); /* before the files its requests point at */
+  for (size_t j = 0; p.jobs && j < n; j++) {
+    ljob *jb = &p.jobs[j];
+    if (j == 0) res->version = jb->version;
+    for (size_t i = 0; jb->m && jb->files && i < jb->m->nentries; i++) {
+      lfile *lf = &jb->files[i];
+      if (lf->e->type == BR_XFER_FILE) {
+        res->files++;
+        res->bytes += lf->e->size;
+      }
+      if (lf->fd >= 0) {
+        fsync(lf->fd); /* keep verified chunks of the partial for a resume */
+        close(lf->fd);
+      }
+      free(lf->ok);
+    }
+    free(jb->files);
+    if (jb->rootfd >= 0) close(jb->rootfd);
+    br_xfer_manifest_free(jb->m);
+    free(jb->dir);
+    br_xfer_ref_free(&jb->ref);
+  }
+  free(p.jobs);
+  br_xfer__hcache_close(p.hc);
+  return rc;
+}
+
+int br_xfer_pull(const char *source, const char *dir, const br_xfer_opts *opts,
+                 br_xfer_result *res, br_error *err) {
+  return br_xfer_pull_many(&source, &dir, 1, opts, res, err);
+}

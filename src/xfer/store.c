@@ -1,0 +1,242 @@
+/* The depot's store: content-addressed objects (one file per chunk, named by
+ * its SHA-256, under objects/ab/) and snapshots (snapshots/NAME/vN.json).
+ * Everything is written durably and atomically: a temporary file in tmp/
+ * (same file system), fsync, rename (objects) or link (snapshots, which
+ * fails if the version exists, so two commits at once take consecutive
+ * versions even across processes), then fsync of the directory. */
+#include "xfer_int.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+int br_xfer__store_open(br_xfer__store *s, const char *root, br_error *err) {
+  memset(s, 0, sizeof *s);
+  s->rootfd = -1;
+  int rc = br_xfer__mkdirs(root, err);
+  if (rc) return rc;
+  char path[4200];
+  static const char *subs[] = {"objects", "snapshots", "tmp"};
+  for (int i = 0; i < 3; i++) {
+    snprintf(path, sizeof path, "%s/%s", root, subs[i]);
+    if (mkdir(path, 0755) != 0 && errno != EEXIST)
+      return br_error_set(err, BR_EIO, "mkdir %s: %s", path, strerror(errno));
+  }
+  for (int i = 0; i < 256; i++) {
+    snprintf(path, sizeof path, "%s/objects/%02x", root, i);
+    if (mkdir(path, 0755) != 0 && errno != EEXIST)
+      return br_error_set(err, BR_EIO, "mkdir %s: %s", path, strerror(errno));
+  }
+  s->root = strdup(root);
+  s->rootfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (!s->root || s->rootfd < 0) {
+    br_xfer__store_close(s);
+    return br_error_set(err, BR_EIO, "open %s: %s", root, strerror(errno));
+  }
+  pthread_mutex_init(&s->commit_mu, NULL);
+  return BR_OK;
+}
+
+void br_xfer__store_close(br_xfer__store *s) {
+  if (s->rootfd >= 0) {
+    close(s->rootfd);
+    pthread_mutex_destroy(&s->commit_mu);
+  }
+  free(s->root);
+  s->root = NULL;
+  s->rootfd = -1;
+}
+
+static void object_rel(const br_xfer_digest *d, char *out, size_t size) {
+  char hex[BR_XFER_HEX_LEN + 1];
+  br_xfer_digest_hex(d, hex);
+  snprintf(out, size, "objects/%.2s/%s", hex, hex);
+}
+
+bool br_xfer__store_has(br_xfer__store *s, const br_xfer_digest *d) {
+  char rel[128];
+  object_rel(d, rel, sizeof rel);
+  struct stat st;
+  return fstatat(s->rootfd, rel, &st, 0) == 0 && S_ISREG(st.st_mode);
+}
+
+/* Writes data to a fresh file in tmp/; returns its fd (name in tmpname). */
+static int write_tmp(br_xfer__store *s, const void *data, size_t len, char *tmpname,
+                     size_t size, br_error *err) {
+  static const char letters[] = "abcdefghijklmnopqrstuvwxyz";
+  int fd = -1;
+  for (int attempt = 0; attempt < 100 && fd < 0; attempt++) {
+    uint8_t r[12];
+    br_xfer_digest d;
+    char seed[64];
+    snprintf(seed, sizeof seed, "%d-%p-%d-%f", (int)getpid(), (void *)&fd, attempt,
+             br_xfer__now());
+    br_xfer_sha256(seed, strlen(seed), &d);
+    memcpy(r, d.b, sizeof r);
+    char name[32];
+    for (int i = 0; i < 12; i++) name[i] = letters[r[i] % 26];
+    name[12] = 0;
+    snprintf(tmpname, size, "tmp/%s", name);
+    fd = openat(s->rootfd, tmpname, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0 && errno != EEXIST)
+      return br_error_set(err, BR_EIO, "create %s/%s: %s", s->root, tmpname, strerror(errno));
+  }
+  if (fd < 0) return br_error_set(err, BR_EIO, "no temporary name in %s/tmp", s->root);
+  int w = br_xfer__pwrite_all(fd, data, len, 0);
+  if (w == 0 && fsync(fd) != 0) w = -errno;
+  if (w != 0) {
+    close(fd);
+    unlinkat(s->rootfd, tmpname, 0);
+    return br_error_set(err, BR_EIO, "write %s/%s: %s", s->root, tmpname, strerror(-w));
+  }
+  return fd;
+}
+
+int br_xfer__store_put(br_xfer__store *s, const br_xfer_digest *d, const void *data,
+                       size_t len, br_error *err) {
+  if (br_xfer__store_has(s, d)) return BR_OK;
+  char tmp[64], rel[128];
+  int fd = write_tmp(s, data, len, tmp, sizeof tmp, err);
+  if (fd < 0) return fd;
+  close(fd);
+  object_rel(d, rel, sizeof rel);
+  if (renameat(s->rootfd, tmp, s->rootfd, rel) != 0) {
+    int e = errno;
+    unlinkat(s->rootfd, tmp, 0);
+    return br_error_set(err, BR_EIO, "rename to %s/%s: %s", s->root, rel, strerror(e));
+  }
+  char dir[32];
+  snprintf(dir, sizeof dir, "%.10s", rel); /* "objects/ab" */
+  int dfd = openat(s->rootfd, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    br_xfer__fsync_dirfd(dfd);
+    close(dfd);
+  }
+  return BR_OK;
+}
+
+int br_xfer__store_open_object(br_xfer__store *s, const br_xfer_digest *d, int *fd,
+                               int64_t *size) {
+  char rel[128];
+  object_rel(d, rel, sizeof rel);
+  *fd = openat(s->rootfd, rel, O_RDONLY | O_CLOEXEC);
+  if (*fd < 0) return errno == ENOENT ? BR_ENOTFOUND : BR_EIO;
+  struct stat st;
+  if (fstat(*fd, &st) != 0) {
+    close(*fd);
+    *fd = -1;
+    return BR_EIO;
+  }
+  *size = st.st_size;
+  return BR_OK;
+}
+
+/* Highest committed version of a snapshot directory (0 if none). */
+static int64_t latest_version(int dirfd) {
+  int fd = dup(dirfd);
+  if (fd < 0) return 0;
+  DIR *d = fdopendir(fd);
+  if (!d) {
+    close(fd);
+    return 0;
+  }
+  int64_t best = 0;
+  struct dirent *de;
+  while ((de = readdir(d))) {
+    long long v = 0;
+    char tail[8] = {0};
+    if (sscanf(de->d_name, "v%lld.%7s", &v, tail) == 2 && strcmp(tail, "json") == 0 &&
+        v > best)
+      best = v;
+  }
+  closedir(d);
+  return best;
+}
+
+static int open_snapdir(br_xfer__store *s, const char *name, bool create, br_error *err) {
+  char rel[300];
+  snprintf(rel, sizeof rel, "snapshots/%s/x", name);
+  const char *base;
+  int fd = br_xfer__open_parent(s->rootfd, rel, create, &base, err);
+  return fd;
+}
+
+int br_xfer__store_commit(br_xfer__store *s, const char *name, const char *json, size_t len,
+                          int64_t *version, br_error *err) {
+  int rc = br_xfer_name_check(name, err);
+  if (rc) return rc;
+  int dfd = open_snapdir(s, name, true, err);
+  if (dfd < 0) return dfd;
+  char tmp[64];
+  int fd = write_tmp(s, json, len, tmp, sizeof tmp, err);
+  if (fd < 0) {
+    close(dfd);
+    return fd;
+  }
+  close(fd);
+  /* link() refuses an existing name: the first to link vN owns it. */
+  int64_t v = latest_version(dfd) + 1;
+  for (;; v++) {
+    char vname[40];
+    snprintf(vname, sizeof vname, "v%lld.json", (long long)v);
+    if (linkat(s->rootfd, tmp, dfd, vname, 0) == 0) break;
+    if (errno != EEXIST) {
+      rc = br_error_set(err, BR_EIO, "commit %s: %s", name, strerror(errno));
+      break;
+    }
+  }
+  unlinkat(s->rootfd, tmp, 0);
+  if (rc == BR_OK) {
+    br_xfer__fsync_dirfd(dfd);
+    *version = v;
+  }
+  close(dfd);
+  return rc;
+}
+
+int br_xfer__store_get(br_xfer__store *s, const char *name, int64_t version, char **json,
+                       size_t *len, int64_t *found, br_error *err) {
+  *json = NULL;
+  int rc = br_xfer_name_check(name, err);
+  if (rc) return rc;
+  br_error e2;
+  int dfd = open_snapdir(s, name, false, &e2);
+  if (dfd < 0) return br_error_set(err, BR_ENOTFOUND, "no snapshot named '%s'", name);
+  if (version <= 0) version = latest_version(dfd);
+  if (version <= 0) {
+    close(dfd);
+    return br_error_set(err, BR_ENOTFOUND, "no snapshot named '%s'", name);
+  }
+  char vname[40];
+  snprintf(vname, sizeof vname, "v%lld.json", (long long)version);
+  int fd = openat(dfd, vname, O_RDONLY | O_CLOEXEC);
+  close(dfd);
+  if (fd < 0)
+    return br_error_set(err, BR_ENOTFOUND, "no version %lld of '%s'", (long long)version,
+                        name);
+  struct stat st;
+  if (fstat(fd, &st) != 0 || st.st_size > BR_XFER_MAX_MANIFEST_BYTES) {
+    close(fd);
+    return br_error_set(err, BR_EIO, "snapshot %s@v%lld unreadable", name, (long long)version);
+  }
+  char *buf = malloc((size_t)st.st_size + 1);
+  if (!buf) {
+    close(fd);
+    return br_error_set(err, BR_ENOMEM, "out of memory");
+  }
+  int r = br_xfer__pread_all(fd, buf, (size_t)st.st_size, 0);
+  close(fd);
+  if (r) {
+    free(buf);
+    return br_error_set(err, BR_EIO, "read snapshot: %s", strerror(-r));
+  }
+  buf[st.st_size] = 0;
+  *json = buf;
+  *len = (size_t)st.st_size;
+  *found = version;
+  return BR_OK;
+}

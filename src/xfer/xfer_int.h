@@ -1,0 +1,148 @@
+/* Internal interfaces shared by the files of src/xfer/ (br_xfer__ prefix). */
+#ifndef BR_XFER_INT_H
+#define BR_XFER_INT_H
+
+#include <braid/xfer.h>
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+/* Largest chunk a depot accepts in one bundle entry. */
+#define BR_XFER__MAX_CHUNK (64 * 1024 * 1024)
+/* Temporary files carry this hidden prefix and letters only after it, so no
+ * frame pattern (name.0001.exr, name_0001.exr) ever matches one. */
+#define BR_XFER__PARTIAL_PREFIX ".braid-partial-"
+
+/* ---- hashing (digest.c) ---- */
+
+/* Hashes an open file of size bytes in chunk_size chunks: whole-file digest
+ * and a malloc'd array of chunk digests (*nchunks; NULL when size is 0). */
+int br_xfer__hash_fd(int fd, int64_t size, int64_t chunk_size, br_xfer_digest *file,
+                     br_xfer_digest **chunks, size_t *nchunks, br_error *err);
+int br_xfer__digest_cmp(const br_xfer_digest *a, const br_xfer_digest *b);
+
+/* ---- bundles (bundle.c): many chunks in one request or response:
+ * "BRB1", then per entry: digest[32], flags u32 (1 = zstd), raw length u32,
+ * wire length u32, wire bytes. Integers little-endian. */
+typedef struct br_xfer__buf {
+  uint8_t *data;
+  size_t len, cap;
+} br_xfer__buf;
+int br_xfer__buf_reserve(br_xfer__buf *b, size_t extra);
+int br_xfer__buf_append(br_xfer__buf *b, const void *data, size_t len);
+void br_xfer__buf_free(br_xfer__buf *b);
+
+int br_xfer__bundle_begin(br_xfer__buf *b);
+/* Appends one chunk; compress: try zstd and keep it when it saves; *saved
+ * (may be NULL) tells whether it did. */
+int br_xfer__bundle_add(br_xfer__buf *b, const br_xfer_digest *d, const void *data,
+                        size_t len, bool compress, bool *saved);
+
+typedef struct br_xfer__bundle_iter {
+  const uint8_t *p, *end;
+  uint8_t *scratch; /* decompression buffer, owned by the iterator */
+  size_t scratch_cap;
+} br_xfer__bundle_iter;
+int br_xfer__bundle_open(br_xfer__bundle_iter *it, const void *data, size_t len,
+                         br_error *err);
+/* Next entry: 1 and data, len (raw, decompressed, not yet verified), 0 at
+ * the end, or a negative code for a malformed bundle. */
+int br_xfer__bundle_next(br_xfer__bundle_iter *it, br_xfer_digest *d, const uint8_t **data,
+                         size_t *len, br_error *err);
+void br_xfer__bundle_close(br_xfer__bundle_iter *it);
+
+/* ---- file system (fsutil.c) ---- */
+
+int br_xfer__fsync_dir(const char *dir);
+int br_xfer__fsync_dirfd(int dirfd);
+/* mkdir -p (mode 0755). */
+int br_xfer__mkdirs(const char *path, br_error *err);
+/* Opens the directory that holds rel (a checked relative path) under the
+ * directory fd root, one component at a time with O_NOFOLLOW, so a symlink
+ * planted in the destination can never redirect a write out of the tree.
+ * create: make missing directories. Returns the fd and sets *base to the
+ * last component of rel. */
+int br_xfer__open_parent(int rootfd, const char *rel, bool create, const char **base,
+                         br_error *err);
+/* Writes len bytes fully at offset (pwrite loop). 0 or -errno. */
+int br_xfer__pwrite_all(int fd, const void *buf, size_t len, int64_t off);
+int br_xfer__pread_all(int fd, void *buf, size_t len, int64_t off);
+/* The hidden temporary name for the file named base: BR_XFER__PARTIAL_PREFIX
+ * + 16 letters derived from base. out holds 64 bytes. */
+void br_xfer__partial_name(const char *base, char *out, size_t size);
+int64_t br_xfer__mtime_ns(const struct stat *st);
+int64_t br_xfer__ctime_ns(const struct stat *st);
+double br_xfer__now(void);
+
+/* ---- tokens (token.c) ---- */
+
+typedef struct br_xfer__tokens {
+  char (*hashes)[80];
+  size_t n;
+} br_xfer__tokens;
+int br_xfer__tokens_load(br_xfer__tokens *t, const char *path, br_error *err);
+/* True when token's hash is one of t's (constant time per entry). */
+bool br_xfer__tokens_check(const br_xfer__tokens *t, const char *token);
+void br_xfer__tokens_free(br_xfer__tokens *t);
+
+/* ---- rate limiter (ratelimit.c): a token bucket shared by all transfers ---- */
+
+typedef struct br_xfer__bucket {
+  pthread_mutex_t mu;
+  double rate;   /* bytes per second; 0 = unlimited */
+  double tokens; /* may go negative: debt paid before the next byte moves */
+  double burst;
+  double last;
+} br_xfer__bucket;
+void br_xfer__bucket_init(br_xfer__bucket *b, int64_t rate);
+void br_xfer__bucket_destroy(br_xfer__bucket *b);
+/* How many of want bytes may move now (0 = wait); takes them. */
+size_t br_xfer__bucket_take(br_xfer__bucket *b, size_t want);
+/* Takes n bytes unconditionally (may leave a debt). */
+void br_xfer__bucket_charge(br_xfer__bucket *b, size_t n);
+/* Seconds until at least one byte may move. */
+double br_xfer__bucket_wait(br_xfer__bucket *b);
+
+/* ---- hash cache (hashcache.c): (dev, inode, size, mtime, ctime) -> digests ---- */
+
+typedef struct br_xfer__hcache br_xfer__hcache;
+/* path NULL = default location ($BRAID_CACHE_DIR or ~/.cache/braid), "" = none
+ * (returns BR_OK with *out NULL). */
+int br_xfer__hcache_open(const char *path, br_xfer__hcache **out, br_error *err);
+void br_xfer__hcache_close(br_xfer__hcache *c);
+/* 1 found (chunks malloc'd), 0 not found. */
+int br_xfer__hcache_get(br_xfer__hcache *c, const struct stat *st, int64_t chunk_size,
+                        br_xfer_digest *file, br_xfer_digest **chunks, size_t *nchunks);
+int br_xfer__hcache_put(br_xfer__hcache *c, const struct stat *st, int64_t chunk_size,
+                        const br_xfer_digest *file, const br_xfer_digest *chunks,
+                        size_t nchunks);
+int br_xfer__hcache_begin(br_xfer__hcache *c);
+int br_xfer__hcache_commit(br_xfer__hcache *c);
+
+/* ---- depot object store (store.c) ---- */
+
+typedef struct br_xfer__store {
+  char *root;
+  int rootfd;
+  pthread_mutex_t commit_mu;
+} br_xfer__store;
+int br_xfer__store_open(br_xfer__store *s, const char *root, br_error *err);
+void br_xfer__store_close(br_xfer__store *s);
+bool br_xfer__store_has(br_xfer__store *s, const br_xfer_digest *d);
+/* Stores data under d atomically (tmp, fsync, rename, dir fsync). The caller
+ * has verified the digest. */
+int br_xfer__store_put(br_xfer__store *s, const br_xfer_digest *d, const void *data,
+                       size_t len, br_error *err);
+/* Opens an object for reading; fd and size. */
+int br_xfer__store_open_object(br_xfer__store *s, const br_xfer_digest *d, int *fd,
+                               int64_t *size);
+/* Commits manifest JSON under name as the next version (*version). */
+int br_xfer__store_commit(br_xfer__store *s, const char *name, const char *json, size_t len,
+                          int64_t *version, br_error *err);
+/* Reads a version (0 = latest): malloc'd JSON and the version found. */
+int br_xfer__store_get(br_xfer__store *s, const char *name, int64_t version, char **json,
+                       size_t *len, int64_t *found, br_error *err);
+
+#endif

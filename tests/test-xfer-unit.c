@@ -1,0 +1,282 @@
+/* xfer building blocks without a network: digests, path and name checks
+ * (each attack), manifest validation and limits, bundles, tokens, the rate
+ * limiter and the hash cache. */
+#include "xfer-util.h"
+
+#include "xfer/xfer_int.h"
+
+TEST(digest_hex_roundtrip) {
+  br_xfer_digest d, e;
+  br_xfer_sha256("abc", 3, &d);
+  char hex[65];
+  br_xfer_digest_hex(&d, hex);
+  CHECK_EQ_STR(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  CHECK_EQ_INT(br_xfer_digest_parse(hex, &e), BR_OK);
+  CHECK(memcmp(d.b, e.b, 32) == 0);
+  CHECK(br_xfer_digest_parse("zz", &e) != BR_OK);
+  hex[10] = 'g';
+  CHECK(br_xfer_digest_parse(hex, &e) != BR_OK);
+}
+
+TEST(path_attacks_rejected) {
+  const char *bad[] = {"",          "/etc/passwd", "../x",      "a/../../x", "a/..",
+                       "./a",       "a//b",        "a/",        "a\\b",      "C:/x",
+                       "CON",       "con.txt",     "a/NUL",     "COM1.exr",  "lpt9",
+                       "aux.0001.exr", "x.",       "y ",        "a\nb",      "a/\x01",
+                       ".braid-partial-abcd", "q?", "s*"};
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    br_error err;
+    br_error_clear(&err);
+    if (br_xfer_path_check(bad[i], &err) == BR_OK)
+      br_test_fail(__FILE__, __LINE__, "accepted unsafe path '%s'", bad[i]);
+    CHECK(err.msg[0] != 0);
+  }
+  char longp[5000];
+  memset(longp, 'a', sizeof longp - 1);
+  longp[sizeof longp - 1] = 0;
+  CHECK(br_xfer_path_check(longp, NULL) != BR_OK);
+  const char *good[] = {"a", "shot010/cloth/cloth.0001.bgeo.sc", ".hidden", "a b/c-d_e.f",
+                        "console", "COM10", "frames/img_0001.exr"};
+  for (size_t i = 0; i < sizeof good / sizeof *good; i++)
+    if (br_xfer_path_check(good[i], NULL) != BR_OK)
+      br_test_fail(__FILE__, __LINE__, "refused safe path '%s'", good[i]);
+}
+
+TEST(symlink_targets) {
+  CHECK_EQ_INT(br_xfer_link_check("a/b/link", "../c", NULL), BR_OK);
+  CHECK_EQ_INT(br_xfer_link_check("a/b/link", "../../c", NULL), BR_OK);
+  CHECK_EQ_INT(br_xfer_link_check("a/link", "x/./y", NULL), BR_OK);
+  CHECK(br_xfer_link_check("a/b/link", "../../../etc", NULL) != BR_OK);
+  CHECK(br_xfer_link_check("link", "..", NULL) != BR_OK);
+  CHECK(br_xfer_link_check("link", "/etc/passwd", NULL) != BR_OK);
+  CHECK(br_xfer_link_check("a/link", "b/../../../x", NULL) != BR_OK);
+  CHECK(br_xfer_link_check("link", "", NULL) != BR_OK);
+}
+
+TEST(snapshot_names) {
+  CHECK_EQ_INT(br_xfer_name_check("shot010/cloth", NULL), BR_OK);
+  CHECK_EQ_INT(br_xfer_name_check("a.b-c_d", NULL), BR_OK);
+  const char *bad[] = {"", "/abs", "a//b", "../x", "a/.hidden", "a b", "a@v1", "x/", "a?b"};
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+    if (br_xfer_name_check(bad[i], NULL) == BR_OK)
+      br_test_fail(__FILE__, __LINE__, "accepted name '%s'", bad[i]);
+}
+
+TEST(refs_parse) {
+  br_xfer_ref r;
+  CHECK_EQ_INT(br_xfer_ref_parse("depot://farm:7871/shot010/cloth@v12", &r, NULL), BR_OK);
+  CHECK_EQ_STR(r.base, "http://farm:7871");
+  CHECK_EQ_STR(r.name, "shot010/cloth");
+  CHECK_EQ_INT(r.version, 12);
+  br_xfer_ref_free(&r);
+  CHECK_EQ_INT(br_xfer_ref_parse("http://h/x@latest", &r, NULL), BR_OK);
+  CHECK_EQ_INT(r.version, 0);
+  br_xfer_ref_free(&r);
+  br_error err;
+  br_error_clear(&err);
+  CHECK(br_xfer_ref_parse("ftp://h/x", &r, &err) != BR_OK);
+  CHECK(br_xfer_ref_parse("depot://h", &r, NULL) != BR_OK);
+  CHECK(br_xfer_ref_parse("depot://h/x@vx", &r, NULL) != BR_OK);
+  CHECK(br_xfer_ref_parse("depot://h/../x", &r, NULL) != BR_OK);
+}
+
+static char *manifest_with(const char *entry) {
+  char *s = NULL;
+  if (asprintf(&s, "{\"format\":1,\"chunk_size\":65536,\"files\":[%s]}", entry) < 0) abort();
+  return s;
+}
+
+#define D64 "0000000000000000000000000000000000000000000000000000000000000000"
+
+TEST(manifest_roundtrip_and_validation) {
+  br_xfer_manifest *m = br_xfer_manifest_new();
+  m->chunk_size = 65536;
+  br_xfer_digest cs[2];
+  br_xfer_sha256("a", 1, &cs[0]);
+  br_xfer_sha256("b", 1, &cs[1]);
+  br_xfer_entry e = {0};
+  e.path = (char *)"dir/f.0001.exr";
+  e.type = BR_XFER_FILE;
+  e.size = 70000;
+  e.mode = 0644;
+  e.mtime_ns = 123456789;
+  e.digest = cs[0];
+  e.chunks = cs;
+  e.nchunks = 2;
+  CHECK_EQ_INT(br_xfer_manifest_add(m, &e, NULL), BR_OK);
+  br_xfer_entry l = {0};
+  l.path = (char *)"dir/link";
+  l.type = BR_XFER_SYMLINK;
+  l.target = (char *)"f.0001.exr";
+  CHECK_EQ_INT(br_xfer_manifest_add(m, &l, NULL), BR_OK);
+  char *s = br_xfer_manifest_dump(m);
+  br_xfer_manifest *p = NULL;
+  br_error err;
+  br_error_clear(&err);
+  CHECK_EQ_INT(br_xfer_manifest_parse(s, strlen(s), &p, &err), BR_OK);
+  CHECK_EQ_INT(p->nentries, 2);
+  CHECK_EQ_STR(p->entries[0].path, "dir/f.0001.exr");
+  CHECK_EQ_INT(p->entries[0].size, 70000);
+  CHECK_EQ_INT(p->entries[0].nchunks, 2);
+  CHECK_EQ_INT(p->entries[0].mtime_ns, 123456789);
+  CHECK(memcmp(p->entries[0].chunks[1].b, cs[1].b, 32) == 0);
+  CHECK_EQ_STR(p->entries[1].target, "f.0001.exr");
+  br_xfer_manifest_free(p);
+  br_xfer_manifest_free(m);
+  free(s);
+
+  /* Attacks and inconsistencies, each refused with a message. */
+  const char *bad[] = {
+      "{\"path\":\"../x\",\"size\":0,\"digest\":\"" D64 "\",\"chunks\":[]}",
+      "{\"path\":\"/etc/passwd\",\"size\":0,\"digest\":\"" D64 "\",\"chunks\":[]}",
+      "{\"path\":\"a/../../b\",\"size\":0,\"digest\":\"" D64 "\",\"chunks\":[]}",
+      "{\"path\":\"l\",\"type\":\"symlink\",\"target\":\"/etc\"}",
+      "{\"path\":\"a/l\",\"type\":\"symlink\",\"target\":\"../../etc\"}",
+      "{\"path\":\"x\",\"type\":\"device\"}",
+      "{\"path\":\"NUL\",\"size\":0,\"digest\":\"" D64 "\",\"chunks\":[]}",
+      "{\"path\":\"x\",\"size\":10,\"digest\":\"" D64 "\",\"chunks\":[]}",
+      "{\"path\":\"x\",\"size\":-1,\"digest\":\"" D64 "\",\"chunks\":[]}",
+      "{\"path\":\"x\",\"size\":1,\"digest\":\"nothex\",\"chunks\":[\"" D64 "\"]}",
+      "{\"path\":\"x\",\"size\":0,\"digest\":\"" D64 "\",\"chunks\":[]},"
+      "{\"path\":\"x\",\"size\":0,\"digest\":\"" D64 "\",\"chunks\":[]}",
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    char *js = manifest_with(bad[i]);
+    br_error_clear(&err);
+    p = NULL;
+    if (br_xfer_manifest_parse(js, strlen(js), &p, &err) == BR_OK)
+      br_test_fail(__FILE__, __LINE__, "accepted manifest %s", js);
+    CHECK(err.msg[0] != 0);
+    CHECK(p == NULL);
+    free(js);
+  }
+  CHECK(br_xfer_manifest_parse("{not json", 9, &p, NULL) != BR_OK);
+  CHECK(br_xfer_manifest_parse("{\"format\":1}", 12, &p, NULL) != BR_OK);
+}
+
+TEST(manifest_size_limits) {
+  /* Over the byte limit: refused before parsing. */
+  br_xfer_manifest *p = NULL;
+  br_error err;
+  br_error_clear(&err);
+  CHECK(br_xfer_manifest_parse("{}", (size_t)BR_XFER_MAX_MANIFEST_BYTES + 1, &p, &err) !=
+        BR_OK);
+  CHECK_CONTAINS(err.msg, "too large");
+}
+
+TEST(bundle_roundtrip_and_truncation) {
+  br_xfer__buf b = {0};
+  CHECK_EQ_INT(br_xfer__bundle_begin(&b), BR_OK);
+  uint8_t zeros[10000] = {0}, rnd[3000];
+  xu_fill(rnd, sizeof rnd, 7);
+  br_xfer_digest dz, dr;
+  br_xfer_sha256(zeros, sizeof zeros, &dz);
+  br_xfer_sha256(rnd, sizeof rnd, &dr);
+  bool saved = false;
+  CHECK_EQ_INT(br_xfer__bundle_add(&b, &dz, zeros, sizeof zeros, true, &saved), BR_OK);
+  CHECK(saved); /* zeros compress */
+  CHECK_EQ_INT(br_xfer__bundle_add(&b, &dr, rnd, sizeof rnd, true, &saved), BR_OK);
+  CHECK(!saved); /* random bytes do not */
+  CHECK(b.len < sizeof zeros);
+  br_xfer__bundle_iter it;
+  br_xfer_digest d;
+  const uint8_t *data;
+  size_t len;
+  CHECK_EQ_INT(br_xfer__bundle_open(&it, b.data, b.len, NULL), BR_OK);
+  CHECK_EQ_INT(br_xfer__bundle_next(&it, &d, &data, &len, NULL), 1);
+  CHECK_EQ_INT(len, sizeof zeros);
+  CHECK(memcmp(data, zeros, len) == 0);
+  CHECK_EQ_INT(br_xfer__bundle_next(&it, &d, &data, &len, NULL), 1);
+  CHECK(memcmp(data, rnd, len) == 0);
+  CHECK_EQ_INT(br_xfer__bundle_next(&it, &d, &data, &len, NULL), 0);
+  br_xfer__bundle_close(&it);
+  /* Cut inside the second entry: the first still reads, then an error. */
+  CHECK_EQ_INT(br_xfer__bundle_open(&it, b.data, b.len - 5, NULL), BR_OK);
+  CHECK_EQ_INT(br_xfer__bundle_next(&it, &d, &data, &len, NULL), 1);
+  CHECK(br_xfer__bundle_next(&it, &d, &data, &len, NULL) < 0);
+  br_xfer__bundle_close(&it);
+  CHECK(br_xfer__bundle_open(&it, "<html>", 6, NULL) != BR_OK);
+  br_xfer__buf_free(&b);
+}
+
+TEST(tokens_hashed_and_checked) {
+  char *tmp = br_test_tmpdir("xfer-tokens");
+  char tok[80], line[200];
+  CHECK_EQ_INT(br_xfer_token_new(tok, sizeof tok, NULL), BR_OK);
+  CHECK_EQ_INT(strlen(tok), 64);
+  br_xfer_token_hash(tok, line, sizeof line);
+  CHECK(strncmp(line, "sha256:", 7) == 0);
+  CHECK(strstr(line, tok) == NULL);
+  char *file = xu_path(tmp, "tokens");
+  char content[400];
+  snprintf(content, sizeof content, "# comment\n%s\nplain-token\n", line);
+  xu_write_file(file, content, strlen(content));
+  br_xfer__tokens t;
+  CHECK_EQ_INT(br_xfer__tokens_load(&t, file, NULL), BR_OK);
+  CHECK_EQ_INT(t.n, 2);
+  CHECK(br_xfer__tokens_check(&t, tok));
+  CHECK(br_xfer__tokens_check(&t, "plain-token"));
+  CHECK(!br_xfer__tokens_check(&t, "wrong"));
+  CHECK(!br_xfer__tokens_check(&t, ""));
+  CHECK(!br_xfer__tokens_check(&t, NULL));
+  br_xfer__tokens_free(&t);
+  xu_write_file(file, "\n# only comments\n", 17);
+  CHECK(br_xfer__tokens_load(&t, file, NULL) != BR_OK);
+  free(file);
+  free(tmp);
+}
+
+TEST(rate_limiter_bucket) {
+  br_xfer__bucket b;
+  br_xfer__bucket_init(&b, 0);
+  CHECK_EQ_INT(br_xfer__bucket_take(&b, 12345), 12345); /* unlimited */
+  br_xfer__bucket_destroy(&b);
+  br_xfer__bucket_init(&b, 1000000);
+  size_t got = br_xfer__bucket_take(&b, 10000000);
+  CHECK(got > 0 && got <= 1000000); /* at most the burst */
+  br_xfer__bucket_charge(&b, 5000000); /* debt */
+  CHECK(br_xfer__bucket_wait(&b) > 1.0);
+  CHECK_EQ_INT(br_xfer__bucket_take(&b, 100), 0);
+  br_xfer__bucket_destroy(&b);
+}
+
+TEST(hash_cache_hits_only_on_same_identity) {
+  char *tmp = br_test_tmpdir("xfer-hcache");
+  char *db = xu_path(tmp, "c.db"), *f = xu_path(tmp, "f");
+  xu_make_file(tmp, "f", 1000, 1);
+  struct stat st;
+  CHECK(stat(f, &st) == 0);
+  br_xfer__hcache *c = NULL;
+  CHECK_EQ_INT(br_xfer__hcache_open(db, &c, NULL), BR_OK);
+  br_xfer_digest d, got, *cs = NULL;
+  size_t n = 0;
+  br_xfer_sha256("x", 1, &d);
+  CHECK_EQ_INT(br_xfer__hcache_get(c, &st, 65536, &got, &cs, &n), 0);
+  CHECK_EQ_INT(br_xfer__hcache_put(c, &st, 65536, &d, &d, 1), BR_OK);
+  CHECK_EQ_INT(br_xfer__hcache_get(c, &st, 65536, &got, &cs, &n), 1);
+  CHECK_EQ_INT(n, 1);
+  CHECK(memcmp(got.b, d.b, 32) == 0);
+  free(cs);
+  CHECK_EQ_INT(br_xfer__hcache_get(c, &st, 131072, &got, &cs, &n), 0); /* other chunking */
+  struct stat st2 = st;
+  st2.st_mtim.tv_nsec ^= 1;
+  CHECK_EQ_INT(br_xfer__hcache_get(c, &st2, 65536, &got, &cs, &n), 0);
+  st2 = st;
+  st2.st_ctim.tv_sec += 1;
+  CHECK_EQ_INT(br_xfer__hcache_get(c, &st2, 65536, &got, &cs, &n), 0);
+  br_xfer__hcache_close(c);
+  free(db);
+  free(f);
+  free(tmp);
+}
+
+TEST(partial_names_never_look_like_frames) {
+  char pn[64];
+  const char *names[] = {"cloth.0001.bgeo.sc", "img_0042.exr", "a", "x.1001.vdb"};
+  for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+    br_xfer__partial_name(names[i], pn, sizeof pn);
+    CHECK(strncmp(pn, ".braid-partial-", 15) == 0);
+    for (const char *p = pn; *p; p++) CHECK(!(*p >= '0' && *p <= '9'));
+    CHECK(strchr(pn + 1, '.') == NULL);
+  }
+}

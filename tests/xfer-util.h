@@ -1,0 +1,168 @@
+/* Helpers shared by the tests/test-xfer-*.c files (header only: the test
+ * build compiles one .c per test). A real depot on 127.0.0.1 with an
+ * ephemeral port, real files in a temporary directory, tree comparison. */
+#ifndef BR_TEST_XFER_UTIL_H
+#define BR_TEST_XFER_UTIL_H
+
+#include "harness.h"
+
+#include <braid/xfer.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define XU_UNUSED __attribute__((unused))
+#define XU_TOKEN "test-token-0123456789"
+
+typedef struct xu_depot {
+  br_depot *d;
+  char *root;
+  char *tokens;
+  char url[128]; /* "depot://127.0.0.1:PORT" */
+  int port;
+} xu_depot;
+
+XU_UNUSED static char *xu_path(const char *a, const char *b) {
+  char *p = NULL;
+  if (asprintf(&p, "%s/%s", a, b) < 0) abort();
+  return p;
+}
+
+XU_UNUSED static void xu_write_file(const char *path, const void *data, size_t len) {
+  char *dir = strdup(path);
+  char *slash = strrchr(dir, '/');
+  if (slash) {
+    *slash = 0;
+    char *cmd = NULL;
+    if (asprintf(&cmd, "mkdir -p '%s'", dir) < 0) abort();
+    if (system(cmd) != 0) abort();
+    free(cmd);
+  }
+  free(dir);
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  CHECK(fd >= 0);
+  CHECK(write(fd, data, len) == (ssize_t)len);
+  close(fd);
+}
+
+/* Deterministic pseudo-random bytes (xorshift), so trees are reproducible. */
+XU_UNUSED static void xu_fill(uint8_t *buf, size_t len, uint64_t seed) {
+  uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
+  for (size_t i = 0; i < len; i++) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    buf[i] = (uint8_t)(x >> 24);
+  }
+}
+
+XU_UNUSED static void xu_make_file(const char *dir, const char *rel, size_t len,
+                                   uint64_t seed) {
+  uint8_t *b = malloc(len ? len : 1);
+  xu_fill(b, len, seed);
+  char *p = xu_path(dir, rel);
+  xu_write_file(p, b, len);
+  free(p);
+  free(b);
+}
+
+XU_UNUSED static char *xu_read_file(const char *path, size_t *len) {
+  int fd = open(path, O_RDONLY);
+  if (fd < 0) return NULL;
+  struct stat st;
+  fstat(fd, &st);
+  char *b = malloc((size_t)st.st_size + 1);
+  size_t got = 0;
+  while (got < (size_t)st.st_size) {
+    ssize_t n = read(fd, b + got, (size_t)st.st_size - got);
+    if (n <= 0) break;
+    got += (size_t)n;
+  }
+  close(fd);
+  b[got] = 0;
+  if (len) *len = got;
+  return b;
+}
+
+XU_UNUSED static void xu_depot_start(xu_depot *x, const char *tmp) {
+  memset(x, 0, sizeof *x);
+  x->root = xu_path(tmp, "depot");
+  x->tokens = xu_path(tmp, "tokens");
+  char line[128];
+  br_xfer_token_hash(XU_TOKEN, line, sizeof line);
+  strcat(line, "\n");
+  xu_write_file(x->tokens, line, strlen(line));
+  br_depot_opts o;
+  memset(&o, 0, sizeof o);
+  o.root = x->root;
+  o.listen = "127.0.0.1:0";
+  o.token_file = x->tokens;
+  br_error err;
+  br_error_clear(&err);
+  int rc = br_depot_start(&o, &x->d, &err);
+  if (rc) fprintf(stderr, "depot: %s\n", err.msg);
+  CHECK_EQ_INT(rc, BR_OK);
+  x->port = br_depot_port(x->d);
+  snprintf(x->url, sizeof x->url, "depot://127.0.0.1:%d", x->port);
+}
+
+XU_UNUSED static void xu_depot_stop(xu_depot *x) {
+  br_depot_stop(x->d);
+  free(x->root);
+  free(x->tokens);
+}
+
+XU_UNUSED static char *xu_ref(const char *base, const char *name) {
+  char *p = NULL;
+  if (asprintf(&p, "%s/%s", base, name) < 0) abort();
+  return p;
+}
+
+/* Options for tests: a private hash cache, small chunks, quick retries. */
+XU_UNUSED static void xu_opts(br_xfer_opts *o, const char *tmp) {
+  br_xfer_opts_init(o);
+  o->token = XU_TOKEN;
+  static char cache[600];
+  snprintf(cache, sizeof cache, "%s/hashcache.db", tmp);
+  o->cache_path = cache;
+  o->chunk_size = 256 * 1024;
+  o->small_file = 64 * 1024;
+  o->bundle_bytes = 256 * 1024;
+  o->backoff_ms = 10;
+  o->retries = 8;
+  o->timeout_s = 5;
+}
+
+/* 0 when the trees hold the same regular files (content and mode), dirs and
+ * symlinks; ignores braid's partial files. Prints the first difference. */
+XU_UNUSED static int xu_tree_diff(const char *a, const char *b) {
+  char *cmd = NULL;
+  if (asprintf(&cmd, "diff -r --no-dereference -x '.braid-partial-*' '%s' '%s' >&2", a, b) < 0)
+    abort();
+  int rc = system(cmd);
+  free(cmd);
+  return rc;
+}
+
+/* Counts entries under dir whose name starts with prefix (recursively). */
+XU_UNUSED static int xu_count_prefix(const char *dir, const char *prefix) {
+  DIR *d = opendir(dir);
+  if (!d) return 0;
+  int n = 0;
+  struct dirent *de;
+  while ((de = readdir(d))) {
+    if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
+    if (!strncmp(de->d_name, prefix, strlen(prefix))) n++;
+    char *p = xu_path(dir, de->d_name);
+    struct stat st;
+    if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode)) n += xu_count_prefix(p, prefix);
+    free(p);
+  }
+  closedir(d);
+  return n;
+}
+
+#endif
