@@ -20,6 +20,7 @@
  * next engine redoes from the last commit. */
 #include <braid/engine.h>
 #include <braid/node.h>
+#include <braid/script.h>
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -146,6 +147,9 @@ struct br_node_ctx {
   } *spawns;
   size_t n_spawns, cap_spawns;
   int released_any;
+  int failed; /* sticky: a later route() does not undo a failure */
+  json_t **evaluated; /* parameter values evaluated for this callback */
+  size_t n_evaluated, cap_evaluated;
 };
 
 /* ---- small helpers ---- */
@@ -617,6 +621,8 @@ static void ctx_done(br_node_ctx *c) {
     json_decref(c->spawns[i].attrs);
   }
   free(c->spawns);
+  for (size_t i = 0; i < c->n_evaluated; i++) json_decref(c->evaluated[i]);
+  free(c->evaluated);
 }
 
 br_node *br_ctx_node(br_node_ctx *c) { return c->node; }
@@ -624,7 +630,28 @@ void *br_ctx_node_state(br_node_ctx *c) { return c->node->state; }
 br_task *br_ctx_task(br_node_ctx *c) { return c->task; }
 
 json_t *br_ctx_param(br_node_ctx *c, const char *name) {
-  return json_object_get(c->node->params, name);
+  br_script_env *env = c->node->script;
+  if (!env || !br_script_env_param_is_expr(env, name))
+    return json_object_get(c->node->params, name);
+  if (!c->task) {
+    br_ctx_fail(c, "parameter '%s' is an expression, but there is no task to evaluate it for",
+                name);
+    return NULL;
+  }
+  br_script_task st = br_script_task_of(c->task);
+  json_t *v = NULL;
+  br_error err;
+  if (br_script_env_param(env, name, &st, &v, &err) != BR_OK) {
+    br_ctx_fail(c, "%s", err.msg);
+    return NULL;
+  }
+  if (!v) return NULL;
+  if (c->n_evaluated == c->cap_evaluated) {
+    c->cap_evaluated = c->cap_evaluated ? c->cap_evaluated * 2 : 8;
+    c->evaluated = xrealloc(c->evaluated, c->cap_evaluated * sizeof *c->evaluated);
+  }
+  c->evaluated[c->n_evaluated++] = v; /* borrowed by the caller until ctx_done */
+  return v;
 }
 
 int64_t br_ctx_param_int(br_node_ctx *c, const char *name, int64_t dflt) {
@@ -682,9 +709,12 @@ int br_ctx_fail(br_node_ctx *c, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(buf, sizeof buf, fmt, ap);
   va_end(ap);
-  free(c->error);
-  c->error = xstrdup(buf);
+  if (!c->failed) { /* the first failure is the one worth reporting */
+    free(c->error);
+    c->error = xstrdup(buf);
+  }
   c->action = ACT_FAIL;
+  c->failed = 1;
   return -1;
 }
 
@@ -766,13 +796,15 @@ void br_ctx_unsplit(br_node_ctx *c, br_task *t) {
 
 static void apply_result(br_engine *e, br_node_ctx *c, br_task *t) {
   br_node *n = c->node;
-  if (c->action == ACT_FAIL) {
+  if (c->failed) {
     fail_task(e, t, c->error);
     return;
   }
   /* children first: they exist before their parent moves on */
+  int children_port =
+      n->type->children_port == BR_CHILDREN_LAST ? n->n_outputs - 1 : n->type->children_port;
   for (size_t i = 0; i < c->n_spawns; i++) {
-    if (n->type->children_port < 0) {
+    if (children_port < 0) {
       fail_task(e, t, "this node type cannot create children");
       return;
     }
@@ -787,7 +819,7 @@ static void apply_result(br_engine *e, br_node_ctx *c, br_task *t) {
     c->spawns[i].attrs = NULL;
     t->live_children++;
     mark_dirty(e, t);
-    route(e, ch, n->type->children_port);
+    route(e, ch, children_port);
   }
   size_t ne = c->split_n >= 1 ? c->split_n : 1;
   br_task *stack_el[16];
@@ -816,7 +848,7 @@ static void process_task(br_engine *e, br_task *t) {
   ctx_init(&c, e, t->gs, n);
   c.task = t;
   int rc = n->type->process ? n->type->process(&c) : 0;
-  if (rc && c.action != ACT_FAIL)
+  if (rc && !c.failed)
     br_ctx_fail(&c, "node '%s' (%s) failed", n->name, n->type->name);
   apply_result(e, &c, t);
   ctx_done(&c);
@@ -836,7 +868,7 @@ static void release_group(br_engine *e, wgroup *g) {
         if (g->v[i]->wg == g) g->v[k++] = g->v[i];
       g->n = k;
     }
-    if (rc || c.action == ACT_FAIL) {
+    if (rc || c.failed) {
       /* a waiter failed: put every member in error rather than hold them */
       for (size_t i = 0; i < g->n; i++) {
         g->v[i]->wg = NULL;

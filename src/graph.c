@@ -5,6 +5,8 @@
  * checked; the first problem is reported with file, line and column and
  * nothing is returned. Node types take part through their ops table: the
  * declared parameters are type-checked here, and init() checks the rest. */
+#include <braid/script.h>
+
 #include "graph_internal.h"
 
 #include <errno.h>
@@ -133,6 +135,7 @@ static void free_strv(char **v, int n) {
 static void node_free(br_node *n) {
   if (!n) return;
   if (n->state && n->type && n->type->fini) n->type->fini(n->state);
+  br_script_env_free(n->script);
   free(n->name);
   json_decref(n->params);
   json_decref(n->src_params);
@@ -199,7 +202,7 @@ static int check_params(br_graph *g, br_node *node, json_t *params, const char *
       return fail_at(g, err, ptr, 1, "node '%s' (%s): unknown parameter '%s' (parameters: %s)",
                      node->name, node->type->name, key, known[0] ? known : "none");
     }
-    if (!type_matches(s->type, v))
+    if (!type_matches(s->type, v) && !br_script_is_expr(v))
       return fail_at(g, err, ptr, 0, "node '%s' (%s): parameter '%s' must be %s, got %s",
                      node->name, node->type->name, key, br_param_type_name(s->type),
                      json_kind(v));
@@ -220,6 +223,46 @@ static int check_params(br_graph *g, br_node *node, json_t *params, const char *
     }
   }
   return BR_OK;
+}
+
+br_script_env *br_node_script_env(br_node *node, br_error *err) {
+  if (!node->script) node->script = br_script_env_new(NULL, err);
+  return node->script;
+}
+
+/* Parameters that are expressions are compiled once, here, into the node's
+ * Lua state; a syntax error is a graph error at the parameter's position. */
+static int compile_expressions(br_graph *g, br_node *node, br_error *err) {
+  const char *key;
+  json_t *v;
+  int any = 0;
+  json_object_foreach(node->params, key, v) {
+    int literal = 0;
+    for (const char *const *l = node->type->literal_params; l && *l; l++)
+      if (strcmp(*l, key) == 0) literal = 1;
+    if (!literal && br_script_is_expr(v)) any = 1;
+  }
+  if (!any) return BR_OK;
+  if (!br_node_script_env(node, err)) return err ? err->code : BR_ESCRIPT;
+  int rc = br_script_env_compile_params(node->script, node->params, node->type->params,
+                                        node->type->literal_params, err);
+  if (rc && err) {
+    /* the message starts "parameter 'NAME': " */
+    char name[128] = "";
+    if (sscanf(err->msg, "parameter '%127[^']'", name) == 1) {
+      char ptr[300];
+      int line = 0, col = 0;
+      snprintf(ptr, sizeof ptr, "/nodes/%zu/params/%s", node->index, name);
+      br_jpos_value(g->jpos, ptr, &line, &col);
+      br_error_at(err, g->origin, line ? line : node->line, line ? col : node->column);
+    } else {
+      br_error_at(err, g->origin, node->line, node->column);
+    }
+    char msg[sizeof err->msg + 256];
+    snprintf(msg, sizeof msg, "node '%s' (%s): %s", node->name, node->type->name, err->msg);
+    snprintf(err->msg, sizeof err->msg, "%.1000s", msg);
+  }
+  return rc;
 }
 
 static int load_node(br_graph *g, size_t i, json_t *jn, br_error *err) {
@@ -310,6 +353,7 @@ static int load_node(br_graph *g, size_t i, json_t *jn, br_error *err) {
   }
   node->outs = calloc((size_t)node->n_outputs + 1, sizeof *node->outs);
   if (!node->outs) return BR_ENOMEM;
+  if ((rc = compile_expressions(g, node, err))) return rc;
   if (node->type->init) {
     br_error_clear(err);
     rc = node->type->init(node, &node->state, err);

@@ -29,6 +29,7 @@ struct br_node {
   int n_outputs;
   br_outport *outs; /* per output port */
   void *state;      /* the type's compiled state (init/fini) */
+  struct br_script_env *script; /* the node's Lua state, when it needs one */
   br_graph *graph;
   int line, column; /* where the node is defined */
 };

@@ -58,12 +58,20 @@ typedef struct br_param_spec {
   const char *help;
 } br_param_spec;
 
+/* children_port value: the node's last output (for types whose outputs
+ * come from their parameters). */
+#define BR_CHILDREN_LAST (-2)
+
 typedef struct br_node_type {
   const char *name;
   const char *help;
   const char *const *inputs;  /* NULL-terminated; NULL means {"in"} */
   const char *const *outputs; /* NULL-terminated; NULL means {"out"} */
-  int children_port;          /* output index children leave by; -1: none */
+  int children_port;          /* output index children leave by; -1: none;
+                                 BR_CHILDREN_LAST: the last output */
+  /* Parameters that are never expressions (their "${" is literal), e.g. a
+   * script's source; NULL-terminated, may be NULL. */
+  const char *const *literal_params;
   const br_param_spec *params; /* terminated by an entry with name NULL */
   /* Optional: output names computed from the parameters (switch). Appends
    * strings to `names` (a JSON array); replaces `outputs` when set. */
@@ -86,6 +94,10 @@ const br_node_type *const *br_node_types(void); /* NULL-terminated */
  * NULL). Only meaningful while the graph loads. */
 void br_node_error_at_param(const br_node *node, br_error *err, const char *param,
                             const char *sub);
+
+/* The node's sandboxed Lua state, created on first use (one per node, never
+ * shared). For init() of node types that run scripts. NULL on error. */
+struct br_script_env *br_node_script_env(br_node *node, br_error *err);
 
 /* ---- what a callback can read ---- */
 

@@ -1,5 +1,6 @@
 /* set_attr: renames, then deletes, then sets attributes with literal values. */
 #include <braid/node.h>
+#include <braid/script.h>
 
 #include <stdio.h>
 #include <string.h>
@@ -7,6 +8,7 @@
 static int init(br_node *node, void **state, br_error *err) {
   json_t *params = br_node_params(node);
   json_t *del = json_object_get(params, "delete");
+  if (br_script_is_expr(del)) del = NULL; /* checked when evaluated */
   for (size_t i = 0; i < json_array_size(del); i++) {
     if (!json_is_string(json_array_get(del, i))) {
       char sub[32];

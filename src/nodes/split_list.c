@@ -5,7 +5,8 @@
 #include <stdlib.h>
 
 static int init(br_node *node, void **state, br_error *err) {
-  if (json_integer_value(json_object_get(br_node_params(node), "chunk")) < 1) {
+  json_t *chunk = json_object_get(br_node_params(node), "chunk");
+  if (json_is_integer(chunk) && json_integer_value(chunk) < 1) {
     br_node_error_at_param(node, err, "chunk", NULL);
     return br_error_set(err, BR_EINVAL, "parameter 'chunk' must be at least 1");
   }

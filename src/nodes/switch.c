@@ -49,6 +49,8 @@ static int process(br_node_ctx *ctx) {
   return 0;
 }
 
+static const char *const literal[] = {"cases", NULL};
+
 static const br_param_spec params[] = {
     {"attr", BR_PARAM_STRING, NULL, false, "the attribute whose value chooses the output"},
     {"cases", BR_PARAM_LIST, NULL, false, "values, one output each (plus 'default')"},
@@ -59,6 +61,7 @@ const br_node_type br_node_switch = {
     .name = "switch",
     .help = "route tasks by an attribute's value",
     .children_port = -1,
+    .literal_params = literal,
     .params = params,
     .outputs_from_params = outputs_from_params,
     .process = process,

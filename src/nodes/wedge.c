@@ -3,6 +3,7 @@
  * "start": x, "step": dx}. The first parameter varies slowest. Element 0 is
  * the original task; every element also gets its index in `index_attr`. */
 #include <braid/node.h>
+#include <braid/script.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,60 +11,70 @@
 
 #define MAX_ELEMENTS 1000000
 
-static int init(br_node *node, void **state, br_error *err) {
-  json_t *wedges = json_object_get(br_node_params(node), "wedges");
+/* Checks a "wedges" value; on error fills msg and returns the index of the
+ * bad entry (or 0). */
+static int check_wedges(const json_t *wedges, char *msg, size_t size, size_t *bad) {
   size_t total = 1;
-  char sub[64];
-  if (json_array_size(wedges) == 0) {
-    br_node_error_at_param(node, err, "wedges", NULL);
-    return br_error_set(err, BR_EINVAL, "parameter 'wedges' needs at least one entry");
+  *bad = 0;
+  if (!json_is_array(wedges) || json_array_size(wedges) == 0) {
+    snprintf(msg, size, "parameter 'wedges' needs at least one entry");
+    return -1;
   }
   for (size_t i = 0; i < json_array_size(wedges); i++) {
     json_t *w = json_array_get(wedges, i);
-    snprintf(sub, sizeof sub, "%zu", i);
     const char *k;
     json_t *v;
+    *bad = i;
     if (!json_is_object(w) || !json_is_string(json_object_get(w, "attr"))) {
-      br_node_error_at_param(node, err, "wedges", sub);
-      return br_error_set(err, BR_EINVAL, "wedges[%zu] must be an object with a string \"attr\"", i);
+      snprintf(msg, size, "wedges[%zu] must be an object with a string \"attr\"", i);
+      return -1;
     }
     json_object_foreach(w, k, v) {
       if (strcmp(k, "attr") && strcmp(k, "values") && strcmp(k, "count") && strcmp(k, "start") &&
           strcmp(k, "step")) {
-        snprintf(sub, sizeof sub, "%zu/%s", i, k);
-        br_node_error_at_param(node, err, "wedges", sub);
-        return br_error_set(err, BR_EINVAL,
-                            "wedges[%zu]: unknown key '%s' (expected attr, values or count, start, step)",
-                            i, k);
+        snprintf(msg, size, "wedges[%zu]: unknown key '%s' (expected attr, values or count, start, step)",
+                 i, k);
+        return -1;
       }
     }
     json_t *values = json_object_get(w, "values"), *count = json_object_get(w, "count");
     size_t n;
     if (values) {
       if (!json_is_array(values) || json_array_size(values) == 0 || count) {
-        br_node_error_at_param(node, err, "wedges", sub);
-        return br_error_set(err, BR_EINVAL,
-                            "wedges[%zu]: \"values\" must be a non-empty list (and no \"count\")", i);
+        snprintf(msg, size, "wedges[%zu]: \"values\" must be a non-empty list (and no \"count\")", i);
+        return -1;
       }
       n = json_array_size(values);
     } else {
       json_t *start = json_object_get(w, "start"), *step = json_object_get(w, "step");
       if (!json_is_integer(count) || json_integer_value(count) < 1 ||
           (start && !json_is_number(start)) || (step && !json_is_number(step))) {
-        br_node_error_at_param(node, err, "wedges", sub);
-        return br_error_set(err, BR_EINVAL,
-                            "wedges[%zu]: give \"values\", or a positive integer \"count\" with "
-                            "numeric \"start\" and \"step\"",
-                            i);
+        snprintf(msg, size,
+                 "wedges[%zu]: give \"values\", or a positive integer \"count\" with numeric "
+                 "\"start\" and \"step\"", i);
+        return -1;
       }
       n = (size_t)json_integer_value(count);
     }
     if (n > MAX_ELEMENTS || (total *= n) > MAX_ELEMENTS) {
-      br_node_error_at_param(node, err, "wedges", sub);
-      return br_error_set(err, BR_EINVAL, "the wedge has more than %d combinations", MAX_ELEMENTS);
+      snprintf(msg, size, "the wedge has more than %d combinations", MAX_ELEMENTS);
+      return -1;
     }
   }
+  return 0;
+}
+
+static int init(br_node *node, void **state, br_error *err) {
+  json_t *wedges = json_object_get(br_node_params(node), "wedges");
+  char msg[512], sub[32];
+  size_t bad;
   (void)state;
+  if (br_script_is_expr(wedges)) return BR_OK; /* checked per task */
+  if (check_wedges(wedges, msg, sizeof msg, &bad)) {
+    snprintf(sub, sizeof sub, "%zu", bad);
+    br_node_error_at_param(node, err, "wedges", json_array_size(wedges) ? sub : NULL);
+    return br_error_set(err, BR_EINVAL, "%s", msg);
+  }
   return BR_OK;
 }
 
@@ -85,6 +96,10 @@ static json_t *axis_value(const json_t *w, size_t i) {
 
 static int process(br_node_ctx *ctx) {
   json_t *wedges = br_ctx_param(ctx, "wedges");
+  char msg[512];
+  size_t bad;
+  if (!wedges) return -1;
+  if (check_wedges(wedges, msg, sizeof msg, &bad)) return br_ctx_fail(ctx, "%s", msg);
   const char *index_attr = br_ctx_param_str(ctx, "index_attr", "");
   size_t naxes = json_array_size(wedges), total = 1;
   for (size_t a = 0; a < naxes; a++) total *= axis_size(json_array_get(wedges, a));
