@@ -445,6 +445,14 @@ TEST(sandbox_string_metatable_hidden) {
   CHECK_EVAL(ex("getmetatable('')"), BR_PARAM_ANY, "false");
   CHECK_EVAL(ex("getmetatable(attr)"), BR_PARAM_ANY, "false");
   CHECK_DENIED("setmetatable(attr, {})", "bad argument #1 to 'setmetatable' (table expected");
+  /* the environment and the JSON tables' metatables cannot be changed */
+  CHECK_DENIED("setmetatable(_ENV, {})", "cannot change a protected metatable");
+  CHECK_EVAL(ex("getmetatable(_ENV)"), BR_PARAM_ANY, "false");
+  CHECK_EVAL(ex("getmetatable(attr.obj)"), BR_PARAM_ANY, "false");
+  CHECK_DENIED("setmetatable(attr.list, {__index = function() return 1 end})",
+               "cannot change a protected metatable");
+  /* but plain tables can have metatables */
+  CHECK_EVAL(ex("setmetatable({}, {__index = function() return 5 end}).x"), BR_PARAM_INT, "5");
 }
 
 TEST(sandbox_no_collectgarbage_or_gc_hooks) {
