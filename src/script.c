@@ -674,6 +674,7 @@ static int compile_value(br_script_env *env, const json_t *v, br_param_type type
   if (json_is_object(v) && json_object_size(v) == 1 &&
       json_is_string(json_object_get(v, "expr"))) {
     const char *src = json_string_value(json_object_get(v, "expr"));
+    if (src[strspn(src, " \t\r\n")] == 0) return br_error_set(err, BR_ESCRIPT, "empty expression");
     e = expr_new(EXPR_CODE, type);
     if (!e || !(e->source = strdup(src))) goto oom;
     sbuf code = {0};

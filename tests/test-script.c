@@ -390,6 +390,11 @@ TEST(syntax_error_has_line) {
   br_script_env_free(env);
 }
 
+TEST(empty_expression_is_an_error) {
+  CHECK_EVAL_ERR(ex(""), BR_PARAM_ANY, "empty expression");
+  CHECK_EVAL_ERR(ex("  \n"), BR_PARAM_ANY, "empty expression");
+}
+
 TEST(runtime_error_has_line) {
   CHECK_EVAL_ERR(ex("local a = 1\nreturn a + {}"), BR_PARAM_ANY, "expr:2: attempt to perform arithmetic");
   CHECK_EVAL_ERR(ex("error('boom')"), BR_PARAM_ANY, "expr:1: boom");
@@ -520,6 +525,11 @@ TEST(limit_instructions) {
   CHECK(!eval_in(env, ex("(function() local function f() return f() end return f() end)()"),
                  BR_PARAM_ANY, &err));
   CHECK_CONTAINS(err.msg, "instruction limit exceeded");
+  /* deep recursion ends in a stack overflow or a limit, and the state lives on */
+  CHECK(!eval_in(env, ex("(function() local function f(n) return 1 + f(n + 1) end return f(1) end)()"),
+                 BR_PARAM_ANY, &err));
+  CHECK(strstr(err.msg, "stack overflow") || strstr(err.msg, "limit exceeded"));
+  CHECK_EQ_STR(eval_in(env, ex("attr.frame"), BR_PARAM_INT, &err), "7");
   /* the count is per evaluation: many short ones never add up */
   for (int i = 0; i < 200; i++)
     CHECK_EQ_STR(eval_in(env, ex("(function() local n = 0 for i = 1, 1000 do n = n + i end return n end)()"),
