@@ -503,8 +503,10 @@ typedef struct {
 
 static int p_compile(lua_State *L) {
   compile_args *a = lua_touserdata(L, 1);
-  if (luaL_loadbufferx(L, a->code, a->len, a->chunkname, "t") != LUA_OK) {
-    snprintf(a->msg, sizeof a->msg, "%s", lua_tostring(L, -1));
+  int rc = luaL_loadbufferx(L, a->code, a->len, a->chunkname, "t");
+  if (rc != LUA_OK) {
+    if (rc == LUA_ERRMEM) snprintf(a->msg, sizeof a->msg, "memory limit exceeded while compiling");
+    else snprintf(a->msg, sizeof a->msg, "%s", lua_tostring(L, -1));
     a->syntax = true;
     return 0;
   }
@@ -524,9 +526,11 @@ static int compile_code(br_script_env *env, const char *code, size_t len, const 
   int rc = lua_pcall(L, 1, 0, 0);
   if (rc != LUA_OK) {
     lua_pop(L, 1);
+    lua_gc(L, LUA_GCCOLLECT);
     return br_error_set(err, BR_ESCRIPT, "cannot compile: %s",
                         rc == LUA_ERRMEM ? "memory limit exceeded" : "Lua error");
   }
+  if (env->mem_exceeded) lua_gc(L, LUA_GCCOLLECT);
   if (a.syntax) return br_error_set(err, BR_ESCRIPT, "%s", a.msg);
   *ref = a.ref;
   return BR_OK;

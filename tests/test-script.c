@@ -558,6 +558,52 @@ TEST(limit_memory) {
   br_script_env_free(env);
 }
 
+TEST(limit_memory_in_conversions_and_setup) {
+  /* a huge attribute does not fit in a small state: an error, not a crash */
+  br_script_limits lim = {.memory = 1 << 20};
+  br_error err;
+  br_script_env *env = br_script_env_new(&lim, &err);
+  CHECK(env != NULL);
+  json_t *big = json_array();
+  for (int i = 0; i < 50000; i++) json_array_append_new(big, json_sprintf("/cache/frame.%06d.bgeo", i));
+  json_t *attrs = json_pack("{s:o,s:i}", "files", big, "frame", 3);
+  json_t *v = parse(ex("#attr.files"));
+  br_script_expr *e;
+  CHECK_EQ_INT(br_script_expr_compile(env, v, BR_PARAM_INT, &e, &err), BR_OK);
+  br_script_task t = {.id = 1, .attrs = attrs};
+  json_t *out = NULL;
+  CHECK_EQ_INT(br_script_expr_eval(env, e, &t, &out, &err), BR_ESCRIPT);
+  CHECK_CONTAINS(err.msg, "memory limit exceeded (1 MiB)");
+  json_decref(v);
+  v = parse(ex("attr.frame"));
+  CHECK_EQ_INT(br_script_expr_compile(env, v, BR_PARAM_INT, &e, &err), BR_OK);
+  CHECK_EQ_INT(br_script_expr_eval(env, e, &t, &out, &err), BR_OK);
+  CHECK_EQ_INT(json_integer_value(out), 3);
+  json_decref(out);
+  json_decref(v);
+  /* compiling something too big for the state */
+  char *src = malloc(2 << 20);
+  size_t n = 0;
+  n += (size_t)sprintf(src + n, "return {");
+  while (n < (2u << 20) - 64) n += (size_t)sprintf(src + n, "'%06zu',", n);
+  sprintf(src + n, "}");
+  br_script_chunk *c;
+  CHECK_EQ_INT(br_script_compile(env, src, NULL, &c, &err), BR_ESCRIPT);
+  CHECK_CONTAINS(err.msg, "memory limit exceeded");
+  free(src);
+  br_script_env_free(env);
+  json_decref(attrs);
+  /* a state too small to set up */
+  lim.memory = 512; /* not even the state */
+  CHECK(br_script_env_new(&lim, &err) == NULL);
+  CHECK_EQ_INT(err.code, BR_ENOMEM);
+  CHECK_CONTAINS(err.msg, "cannot create a Lua state");
+  lim.memory = 8192; /* the state, not the libraries */
+  CHECK(br_script_env_new(&lim, &err) == NULL);
+  CHECK_EQ_INT(err.code, BR_ESCRIPT);
+  CHECK_CONTAINS(err.msg, "cannot set up the Lua sandbox");
+}
+
 /* ---- the script node ---- */
 
 /* Records every delivered action as JSON. */
