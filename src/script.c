@@ -24,6 +24,7 @@
 #include <string.h>
 
 const char br__script_env_key = 'E'; /* registry: the environment table E */
+static const char next_key = 'n';     /* registry: the original next() */
 
 struct br_script_expr {
   enum { EXPR_LITERAL, EXPR_CODE, EXPR_LIST, EXPR_OBJECT } kind;
@@ -119,7 +120,10 @@ int br__script_call(br_script_env *env, const br_script_task *task, br_error *er
   if (env->tripped) {
     br_error_set(err, BR_ESCRIPT, "%s", env->limit_msg);
   } else if (rc == LUA_ERRMEM || (env->mem_exceeded && m && strstr(m, "not enough memory"))) {
-    br_error_set(err, BR_ESCRIPT, "memory limit exceeded (%zu MiB)", env->mem_limit >> 20);
+    if (env->mem_limit % (1 << 20) == 0)
+      br_error_set(err, BR_ESCRIPT, "memory limit exceeded (%zu MiB)", env->mem_limit >> 20);
+    else
+      br_error_set(err, BR_ESCRIPT, "memory limit exceeded (%zu bytes)", env->mem_limit);
   } else if (m) {
     br_error_set(err, BR_ESCRIPT, "%s", m);
   } else {
@@ -159,7 +163,7 @@ static int attr_newindex(lua_State *L) {
 /* pairs(attr): a snapshot of the current view. */
 static int attr_pairs(lua_State *L) {
   br_script_env *env = br__script_env_of(L);
-  lua_getglobal(L, "next");
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &next_key);
   lua_newtable(L);
   const char *k;
   json_t *v;
@@ -331,15 +335,20 @@ static int p_setup(lua_State *L) {
   lua_setfield(L, -2, LUA_OSLIBNAME);
   lua_pop(L, 1);
 
-  /* marker metatables for tables made from JSON lists and objects */
-  lua_createtable(L, 0, 1);
-  lua_pushliteral(L, "object");
-  lua_setfield(L, -2, "__name");
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &br__script_objmt_key);
-  lua_createtable(L, 0, 1);
-  lua_pushliteral(L, "list");
-  lua_setfield(L, -2, "__name");
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &br__script_arrmt_key);
+  /* marker metatables for tables made from JSON lists and objects, hidden
+   * so that one task cannot change what the next one's tables do */
+  const char *const markers[] = {"object", "list"};
+  const char *const marker_keys[] = {&br__script_objmt_key, &br__script_arrmt_key};
+  for (int i = 0; i < 2; i++) {
+    lua_createtable(L, 0, 2);
+    lua_pushstring(L, markers[i]);
+    lua_setfield(L, -2, "__name");
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
+    lua_rawsetp(L, LUA_REGISTRYINDEX, marker_keys[i]);
+  }
+  lua_getfield(L, -1, "next");
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &next_key);
 
   br__script_open_lib(L);
   br__script_open_node(L);
@@ -352,9 +361,11 @@ static int p_setup(lua_State *L) {
 
   /* E: what compiled code sees as _ENV */
   lua_newtable(L);
-  lua_createtable(L, 0, 1);
+  lua_createtable(L, 0, 2);
   lua_pushvalue(L, -3);
   lua_setfield(L, -2, "__index");
+  lua_pushboolean(L, 0); /* setmetatable(_ENV, ...) would cut off the library */
+  lua_setfield(L, -2, "__metatable");
   lua_setmetatable(L, -2);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &br__script_env_key);
   lua_pop(L, 1);
@@ -392,12 +403,14 @@ br_script_env *br_script_env_new(const br_script_limits *limits, br_error *err) 
   return env;
 }
 
-static void expr_free(br_script_expr *e) {
+/* Frees e; L (may be NULL when the state is closing) to drop its code. */
+static void expr_free(lua_State *L, br_script_expr *e) {
   if (!e) return;
+  if (L && e->ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, e->ref);
   json_decref(e->literal);
   free(e->source);
   for (size_t i = 0; i < e->n; i++) {
-    expr_free(e->items[i]);
+    expr_free(L, e->items[i]);
     if (e->keys) free(e->keys[i]);
   }
   free(e->items);
@@ -409,7 +422,7 @@ void br_script_env_free(br_script_env *env) {
   if (!env) return;
   br__script_reset_run(env);
   if (env->L) lua_close(env->L);
-  for (size_t i = 0; i < env->nexprs; i++) expr_free(env->exprs[i]);
+  for (size_t i = 0; i < env->nexprs; i++) expr_free(NULL, env->exprs[i]);
   free(env->exprs);
   for (size_t i = 0; i < env->nchunks; i++) free(env->chunks[i]);
   free(env->chunks);
@@ -490,8 +503,10 @@ typedef struct {
 
 static int p_compile(lua_State *L) {
   compile_args *a = lua_touserdata(L, 1);
-  if (luaL_loadbufferx(L, a->code, a->len, a->chunkname, "t") != LUA_OK) {
-    snprintf(a->msg, sizeof a->msg, "%s", lua_tostring(L, -1));
+  int rc = luaL_loadbufferx(L, a->code, a->len, a->chunkname, "t");
+  if (rc != LUA_OK) {
+    if (rc == LUA_ERRMEM) snprintf(a->msg, sizeof a->msg, "memory limit exceeded while compiling");
+    else snprintf(a->msg, sizeof a->msg, "%s", lua_tostring(L, -1));
     a->syntax = true;
     return 0;
   }
@@ -511,9 +526,11 @@ static int compile_code(br_script_env *env, const char *code, size_t len, const 
   int rc = lua_pcall(L, 1, 0, 0);
   if (rc != LUA_OK) {
     lua_pop(L, 1);
+    lua_gc(L, LUA_GCCOLLECT);
     return br_error_set(err, BR_ESCRIPT, "cannot compile: %s",
                         rc == LUA_ERRMEM ? "memory limit exceeded" : "Lua error");
   }
+  if (env->mem_exceeded) lua_gc(L, LUA_GCCOLLECT);
   if (a.syntax) return br_error_set(err, BR_ESCRIPT, "%s", a.msg);
   *ref = a.ref;
   return BR_OK;
@@ -661,6 +678,7 @@ static int compile_value(br_script_env *env, const json_t *v, br_param_type type
   if (json_is_object(v) && json_object_size(v) == 1 &&
       json_is_string(json_object_get(v, "expr"))) {
     const char *src = json_string_value(json_object_get(v, "expr"));
+    if (src[strspn(src, " \t\r\n")] == 0) return br_error_set(err, BR_ESCRIPT, "empty expression");
     e = expr_new(EXPR_CODE, type);
     if (!e || !(e->source = strdup(src))) goto oom;
     sbuf code = {0};
@@ -724,14 +742,13 @@ static int compile_value(br_script_env *env, const json_t *v, br_param_type type
     e->literal = json_incref((json_t *)v);
   }
   if (rc != BR_OK) {
-    if (e && e->ref != LUA_NOREF) luaL_unref(env->L, LUA_REGISTRYINDEX, e->ref);
-    expr_free(e);
+    expr_free(env->L, e);
     return rc;
   }
   *out = e;
   return BR_OK;
 oom:
-  expr_free(e);
+  expr_free(env->L, e);
   return br_error_set(err, BR_ENOMEM, "out of memory");
 }
 

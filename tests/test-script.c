@@ -390,6 +390,11 @@ TEST(syntax_error_has_line) {
   br_script_env_free(env);
 }
 
+TEST(empty_expression_is_an_error) {
+  CHECK_EVAL_ERR(ex(""), BR_PARAM_ANY, "empty expression");
+  CHECK_EVAL_ERR(ex("  \n"), BR_PARAM_ANY, "empty expression");
+}
+
 TEST(runtime_error_has_line) {
   CHECK_EVAL_ERR(ex("local a = 1\nreturn a + {}"), BR_PARAM_ANY, "expr:2: attempt to perform arithmetic");
   CHECK_EVAL_ERR(ex("error('boom')"), BR_PARAM_ANY, "expr:1: boom");
@@ -445,6 +450,14 @@ TEST(sandbox_string_metatable_hidden) {
   CHECK_EVAL(ex("getmetatable('')"), BR_PARAM_ANY, "false");
   CHECK_EVAL(ex("getmetatable(attr)"), BR_PARAM_ANY, "false");
   CHECK_DENIED("setmetatable(attr, {})", "bad argument #1 to 'setmetatable' (table expected");
+  /* the environment and the JSON tables' metatables cannot be changed */
+  CHECK_DENIED("setmetatable(_ENV, {})", "cannot change a protected metatable");
+  CHECK_EVAL(ex("getmetatable(_ENV)"), BR_PARAM_ANY, "false");
+  CHECK_EVAL(ex("getmetatable(attr.obj)"), BR_PARAM_ANY, "false");
+  CHECK_DENIED("setmetatable(attr.list, {__index = function() return 1 end})",
+               "cannot change a protected metatable");
+  /* but plain tables can have metatables */
+  CHECK_EVAL(ex("setmetatable({}, {__index = function() return 5 end}).x"), BR_PARAM_INT, "5");
 }
 
 TEST(sandbox_no_collectgarbage_or_gc_hooks) {
@@ -512,6 +525,11 @@ TEST(limit_instructions) {
   CHECK(!eval_in(env, ex("(function() local function f() return f() end return f() end)()"),
                  BR_PARAM_ANY, &err));
   CHECK_CONTAINS(err.msg, "instruction limit exceeded");
+  /* deep recursion ends in a stack overflow or a limit, and the state lives on */
+  CHECK(!eval_in(env, ex("(function() local function f(n) return 1 + f(n + 1) end return f(1) end)()"),
+                 BR_PARAM_ANY, &err));
+  CHECK(strstr(err.msg, "stack overflow") || strstr(err.msg, "limit exceeded"));
+  CHECK_EQ_STR(eval_in(env, ex("attr.frame"), BR_PARAM_INT, &err), "7");
   /* the count is per evaluation: many short ones never add up */
   for (int i = 0; i < 200; i++)
     CHECK_EQ_STR(eval_in(env, ex("(function() local n = 0 for i = 1, 1000 do n = n + i end return n end)()"),
@@ -538,6 +556,52 @@ TEST(limit_memory) {
   CHECK_CONTAINS(err.msg, "memory limit exceeded");
   CHECK_EQ_STR(eval_in(env, ex("#string.rep('ab', 1000)"), BR_PARAM_INT, &err), "2000");
   br_script_env_free(env);
+}
+
+TEST(limit_memory_in_conversions_and_setup) {
+  /* a huge attribute does not fit in a small state: an error, not a crash */
+  br_script_limits lim = {.memory = 1 << 20};
+  br_error err;
+  br_script_env *env = br_script_env_new(&lim, &err);
+  CHECK(env != NULL);
+  json_t *big = json_array();
+  for (int i = 0; i < 50000; i++) json_array_append_new(big, json_sprintf("/cache/frame.%06d.bgeo", i));
+  json_t *attrs = json_pack("{s:o,s:i}", "files", big, "frame", 3);
+  json_t *v = parse(ex("#attr.files"));
+  br_script_expr *e;
+  CHECK_EQ_INT(br_script_expr_compile(env, v, BR_PARAM_INT, &e, &err), BR_OK);
+  br_script_task t = {.id = 1, .attrs = attrs};
+  json_t *out = NULL;
+  CHECK_EQ_INT(br_script_expr_eval(env, e, &t, &out, &err), BR_ESCRIPT);
+  CHECK_CONTAINS(err.msg, "memory limit exceeded (1 MiB)");
+  json_decref(v);
+  v = parse(ex("attr.frame"));
+  CHECK_EQ_INT(br_script_expr_compile(env, v, BR_PARAM_INT, &e, &err), BR_OK);
+  CHECK_EQ_INT(br_script_expr_eval(env, e, &t, &out, &err), BR_OK);
+  CHECK_EQ_INT(json_integer_value(out), 3);
+  json_decref(out);
+  json_decref(v);
+  /* compiling something too big for the state */
+  char *src = malloc(2 << 20);
+  size_t n = 0;
+  n += (size_t)sprintf(src + n, "return {");
+  while (n < (2u << 20) - 64) n += (size_t)sprintf(src + n, "'%06zu',", n);
+  sprintf(src + n, "}");
+  br_script_chunk *c;
+  CHECK_EQ_INT(br_script_compile(env, src, NULL, &c, &err), BR_ESCRIPT);
+  CHECK_CONTAINS(err.msg, "memory limit exceeded");
+  free(src);
+  br_script_env_free(env);
+  json_decref(attrs);
+  /* a state too small to set up */
+  lim.memory = 512; /* not even the state */
+  CHECK(br_script_env_new(&lim, &err) == NULL);
+  CHECK_EQ_INT(err.code, BR_ENOMEM);
+  CHECK_CONTAINS(err.msg, "cannot create a Lua state");
+  lim.memory = 8192; /* the state, not the libraries */
+  CHECK(br_script_env_new(&lim, &err) == NULL);
+  CHECK_EQ_INT(err.code, BR_ESCRIPT);
+  CHECK_CONTAINS(err.msg, "cannot set up the Lua sandbox");
 }
 
 /* ---- the script node ---- */

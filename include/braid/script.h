@@ -145,7 +145,26 @@ bool br_script_env_param_is_expr(const br_script_env *env, const char *name);
  * the chunk finishes without error (a runtime error delivers none). route
  * and wait are one decision (the last call wins), delivered last. fail()
  * delivers only ops->fail. Global variables a chunk sets do not survive to
- * the next task. */
+ * the next task.
+ *
+ * The node glue (src/nodes/script.c) is meant to be this thin:
+ *
+ *   init:    env = br_script_env_new(NULL, err);
+ *            br_script_env_compile_params(env, params, specs, (const char *[]){"source", NULL}, err);
+ *            br_script_compile(env, source, node_name, &chunk, err);
+ *   process: br_script_task t = br_script_task_of(br_ctx_task(ctx));
+ *            if (br_script_run(env, chunk, &t, &ops_with_ud_ctx, &err) < 0)
+ *              return br_ctx_fail(ctx, "%s", err.msg);
+ *   ops:     set_attr -> json_object_set_new(br_ctx_attrs(ctx, task), k, v)
+ *            del_attr -> json_object_del(br_ctx_attrs(ctx, task), k)
+ *            spawn -> br_ctx_spawn, split -> br_ctx_split, route -> br_ctx_route,
+ *            wait -> br_ctx_block, fail -> br_ctx_fail (remember it, return -1),
+ *            output_index -> br_node_output_index(br_ctx_node(ctx), name)
+ *   fini:    br_script_env_free(env)
+ *
+ * and br_ctx_param(ctx, name) for any node: br_script_env_param(env, name,
+ * &t, &value, &err), the env made at init only when br_script_is_expr() is
+ * true for some parameter. */
 typedef struct br_script_ops {
   void *ud;
   /* Each may be NULL: using the action from Lua is then an error. Returning
