@@ -137,6 +137,7 @@ typedef struct br_xfer_opts {
   int64_t max_memory;       /* bound on buffered payload, default 256 MiB */
   int64_t bundle_bytes;     /* small files bundled per request, default 8 MiB */
   int64_t small_file;       /* files at most this size are bundled, default 1 MiB */
+  int64_t max_manifest;     /* pull: largest manifest accepted, default BR_XFER_MAX_MANIFEST_BYTES */
   int64_t chunk_size;       /* push: chunk size, default BR_XFER_CHUNK_SIZE (64 KiB..64 MiB) */
   int retries;              /* attempts after the first for transient errors, default 6 */
   int backoff_ms;           /* first backoff delay, default 200 */

@@ -424,7 +424,9 @@ static int run_pull(pull *p, const char *const *sources, const char *const *dirs
     br_xfer__req *r = path ? new_fetch(p, jb, path, 0) : NULL;
     free(path);
     if (!r) return br_error_set(err, BR_ENOMEM, "out of memory");
-    r->resp_limit = BR_XFER_MAX_MANIFEST_BYTES;
+    r->resp_limit = o->max_manifest > 0 && o->max_manifest < BR_XFER_MAX_MANIFEST_BYTES
+                        ? (size_t)o->max_manifest
+                        : BR_XFER_MAX_MANIFEST_BYTES;
     r->done = manifest_done;
     br_xfer__engine_submit(&p->eng, r);
   }

@@ -1,0 +1,307 @@
+/* The depot's HTTP surface, spoken to with plain libcurl: tokens (401
+ * without one or with a wrong one), verification of uploads, commits that
+ * name missing chunks, Range answers, size limits, bad names and manifests,
+ * and concurrent commits getting consecutive versions. */
+#include "xfer-util.h"
+
+#include <curl/curl.h>
+#include <pthread.h>
+#include <strings.h>
+
+#include "xfer/xfer_int.h"
+
+#define D64 "0000000000000000000000000000000000000000000000000000000000000000"
+
+typedef struct http_res {
+  long status;
+  char body[65536];
+  size_t len;
+  char content_range[128];
+  char version[32];
+} http_res;
+
+static size_t wcb(char *b, size_t s, size_t n, void *ud) {
+  http_res *r = ud;
+  size_t len = s * n, room = sizeof r->body - 1 - r->len;
+  memcpy(r->body + r->len, b, len < room ? len : room);
+  r->len += len < room ? len : room;
+  r->body[r->len] = 0;
+  return len;
+}
+
+static size_t hcb(char *b, size_t s, size_t n, void *ud) {
+  http_res *r = ud;
+  size_t len = s * n;
+  if (len > 15 && strncasecmp(b, "Content-Range: ", 15) == 0)
+    snprintf(r->content_range, sizeof r->content_range, "%.*s", (int)(len - 17), b + 15);
+  if (len > 17 && strncasecmp(b, "X-Braid-Version: ", 17) == 0)
+    snprintf(r->version, sizeof r->version, "%.*s", (int)(len - 19), b + 17);
+  return len;
+}
+
+/* One request; token NULL = no Authorization header. */
+static void http(const xu_depot *x, const char *method, const char *path, const char *token,
+                 const void *body, size_t blen, const char *range, http_res *r) {
+  memset(r, 0, sizeof *r);
+  CURL *c = curl_easy_init();
+  char url[512];
+  snprintf(url, sizeof url, "http://127.0.0.1:%d%s", x->port, path);
+  curl_easy_setopt(c, CURLOPT_URL, url);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, wcb);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
+  curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, hcb);
+  curl_easy_setopt(c, CURLOPT_HEADERDATA, r);
+  struct curl_slist *h = curl_slist_append(NULL, "Expect:");
+  char auth[256];
+  if (token) {
+    snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
+    h = curl_slist_append(h, auth);
+  }
+  if (range) {
+    char rh[128];
+    snprintf(rh, sizeof rh, "Range: %s", range);
+    h = curl_slist_append(h, rh);
+  }
+  curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+  if (strcmp(method, "POST") == 0) {
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body ? body : "");
+    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen);
+  }
+  CURLcode cc = curl_easy_perform(c);
+  if (cc == CURLE_OK) curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
+  curl_slist_free_all(h);
+  curl_easy_cleanup(c);
+}
+
+static void upload(const xu_depot *x, const void *data, size_t len, br_xfer_digest *d) {
+  br_xfer_sha256(data, len, d);
+  br_xfer__buf b = {0};
+  br_xfer__bundle_begin(&b);
+  br_xfer__bundle_add(&b, d, data, len, false, NULL);
+  http_res r;
+  http(x, "POST", "/v1/chunks", XU_TOKEN, b.data, b.len, NULL, &r);
+  CHECK_EQ_INT(r.status, 200);
+  br_xfer__buf_free(&b);
+}
+
+TEST(token_required) {
+  char *tmp = br_test_tmpdir("xfer-depot-token");
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  http_res r;
+  http(&x, "GET", "/v1/snapshot?name=a", NULL, NULL, 0, NULL, &r);
+  CHECK_EQ_INT(r.status, 401);
+  http(&x, "GET", "/v1/snapshot?name=a", "wrong-token", NULL, 0, NULL, &r);
+  CHECK_EQ_INT(r.status, 401);
+  CHECK_CONTAINS(r.body, "token");
+  http(&x, "POST", "/v1/missing", "wrong", "{\"chunks\":[]}", 13, NULL, &r);
+  CHECK_EQ_INT(r.status, 401);
+  http(&x, "GET", "/v1/snapshot?name=a", XU_TOKEN, NULL, 0, NULL, &r);
+  CHECK_EQ_INT(r.status, 404);
+  http(&x, "GET", "/nope", XU_TOKEN, NULL, 0, NULL, &r);
+  CHECK_EQ_INT(r.status, 404);
+  /* The token file holds hashes, not the token. */
+  char *content = xu_read_file(x.tokens, NULL);
+  CHECK(strstr(content, XU_TOKEN) == NULL);
+  free(content);
+  xu_depot_stop(&x);
+  free(tmp);
+}
+
+TEST(upload_verified_missing_and_range) {
+  char *tmp = br_test_tmpdir("xfer-depot-range");
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  uint8_t data[5000];
+  xu_fill(data, sizeof data, 3);
+  br_xfer_digest d;
+  char hex[65], body[200], path[128];
+  br_xfer_sha256(data, sizeof data, &d);
+  br_xfer_digest_hex(&d, hex);
+  snprintf(body, sizeof body, "{\"chunks\":[\"%s\"]}", hex);
+  http_res r;
+  http(&x, "POST", "/v1/missing", XU_TOKEN, body, strlen(body), NULL, &r);
+  CHECK_EQ_INT(r.status, 200);
+  CHECK_CONTAINS(r.body, hex);
+  /* A chunk whose bytes do not match its digest is refused. */
+  br_xfer__buf b = {0};
+  br_xfer__bundle_begin(&b);
+  br_xfer__bundle_add(&b, &d, data, sizeof data, false, NULL);
+  b.data[100] ^= 1;
+  http(&x, "POST", "/v1/chunks", XU_TOKEN, b.data, b.len, NULL, &r);
+  CHECK_EQ_INT(r.status, 422);
+  http(&x, "POST", "/v1/chunks", XU_TOKEN, "<html>", 6, NULL, &r);
+  CHECK_EQ_INT(r.status, 400);
+  br_xfer__buf_free(&b);
+  upload(&x, data, sizeof data, &d);
+  http(&x, "POST", "/v1/missing", XU_TOKEN, body, strlen(body), NULL, &r);
+  CHECK(strstr(r.body, hex) == NULL);
+  /* Ranges: exact Content-Range, 416 outside, whole object without one. */
+  snprintf(path, sizeof path, "/v1/chunk/%s", hex);
+  http(&x, "GET", path, XU_TOKEN, NULL, 0, "bytes=100-199", &r);
+  CHECK_EQ_INT(r.status, 206);
+  CHECK_EQ_INT(r.len, 100);
+  CHECK(memcmp(r.body, data + 100, 100) == 0);
+  CHECK_EQ_STR(r.content_range, "bytes 100-199/5000");
+  http(&x, "GET", path, XU_TOKEN, NULL, 0, "bytes=4990-", &r);
+  CHECK_EQ_INT(r.status, 206);
+  CHECK_EQ_INT(r.len, 10);
+  http(&x, "GET", path, XU_TOKEN, NULL, 0, "bytes=6000-7000", &r);
+  CHECK_EQ_INT(r.status, 416);
+  http(&x, "GET", path, XU_TOKEN, NULL, 0, "bytes=junk", &r);
+  CHECK_EQ_INT(r.status, 416);
+  http(&x, "GET", path, XU_TOKEN, NULL, 0, NULL, &r);
+  CHECK_EQ_INT(r.status, 200);
+  CHECK_EQ_INT(r.len, 5000);
+  http(&x, "GET", "/v1/chunk/nothex", XU_TOKEN, NULL, 0, NULL, &r);
+  CHECK_EQ_INT(r.status, 400);
+  /* The object on disk is the chunk, under its digest. */
+  char rel[200];
+  snprintf(rel, sizeof rel, "objects/%.2s/%s", hex, hex);
+  char *obj = xu_path(x.root, rel);
+  size_t olen = 0;
+  char *od = xu_read_file(obj, &olen);
+  CHECK(od && olen == sizeof data && memcmp(od, data, olen) == 0);
+  free(od);
+  free(obj);
+  xu_depot_stop(&x);
+  free(tmp);
+}
+
+TEST(commit_rules) {
+  char *tmp = br_test_tmpdir("xfer-depot-commit");
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  uint8_t data[3000];
+  xu_fill(data, sizeof data, 4);
+  br_xfer_digest d;
+  br_xfer_sha256(data, sizeof data, &d);
+  char hex[65], m[1024];
+  br_xfer_digest_hex(&d, hex);
+  snprintf(m, sizeof m,
+           "{\"format\":1,\"chunk_size\":65536,\"files\":[{\"path\":\"f.0001.exr\","
+           "\"size\":3000,\"mode\":420,\"digest\":\"%s\",\"chunks\":[\"%s\"]}]}",
+           hex, hex);
+  http_res r;
+  http(&x, "POST", "/v1/snapshot?name=shot/a", XU_TOKEN, m, strlen(m), NULL, &r);
+  CHECK_EQ_INT(r.status, 409); /* the chunk is not there yet */
+  CHECK_CONTAINS(r.body, hex);
+  upload(&x, data, sizeof data, &d);
+  http(&x, "POST", "/v1/snapshot?name=shot/a", XU_TOKEN, m, strlen(m), NULL, &r);
+  CHECK_EQ_INT(r.status, 200);
+  CHECK_CONTAINS(r.body, "\"version\":1");
+  http(&x, "POST", "/v1/snapshot?name=shot/a", XU_TOKEN, m, strlen(m), NULL, &r);
+  CHECK_CONTAINS(r.body, "\"version\":2");
+  http(&x, "GET", "/v1/snapshot?name=shot/a", XU_TOKEN, NULL, 0, NULL, &r);
+  CHECK_EQ_INT(r.status, 200);
+  CHECK_EQ_STR(r.version, "2");
+  http(&x, "GET", "/v1/snapshot?name=shot/a&version=1", XU_TOKEN, NULL, 0, NULL, &r);
+  CHECK_EQ_STR(r.version, "1");
+  http(&x, "GET", "/v1/snapshot?name=shot/a&version=9", XU_TOKEN, NULL, 0, NULL, &r);
+  CHECK_EQ_INT(r.status, 404);
+  /* Bad names and hostile manifests. */
+  http(&x, "POST", "/v1/snapshot?name=../etc", XU_TOKEN, m, strlen(m), NULL, &r);
+  CHECK_EQ_INT(r.status, 400);
+  http(&x, "GET", "/v1/snapshot?name=../../etc/passwd", XU_TOKEN, NULL, 0, NULL, &r);
+  CHECK_EQ_INT(r.status, 400);
+  const char *evil =
+      "{\"format\":1,\"chunk_size\":65536,\"files\":[{\"path\":\"../../x\",\"size\":0,"
+      "\"digest\":\"" D64 "\",\"chunks\":[]}]}";
+  http(&x, "POST", "/v1/snapshot?name=evil", XU_TOKEN, evil, strlen(evil), NULL, &r);
+  CHECK_EQ_INT(r.status, 400);
+  CHECK_CONTAINS(r.body, "unsafe path");
+  http(&x, "POST", "/v1/snapshot?name=evil", XU_TOKEN, "{", 1, NULL, &r);
+  CHECK_EQ_INT(r.status, 400);
+  xu_depot_stop(&x);
+  free(tmp);
+}
+
+TEST(request_size_limits) {
+  char *tmp = br_test_tmpdir("xfer-depot-limits");
+  xu_depot x;
+  memset(&x, 0, sizeof x);
+  x.root = xu_path(tmp, "depot");
+  x.tokens = xu_path(tmp, "tokens");
+  xu_write_file(x.tokens, XU_TOKEN "\n", strlen(XU_TOKEN) + 1);
+  br_depot_opts o = {0};
+  o.root = x.root;
+  o.listen = "127.0.0.1:0";
+  o.token_file = x.tokens;
+  o.max_request = 100000;
+  o.max_manifest = 50000;
+  CHECK_EQ_INT(br_depot_start(&o, &x.d, NULL), BR_OK);
+  x.port = br_depot_port(x.d);
+  size_t big = 300000;
+  char *junk = malloc(big);
+  memset(junk, 'x', big);
+  http_res r;
+  http(&x, "POST", "/v1/chunks", XU_TOKEN, junk, big, NULL, &r);
+  CHECK_EQ_INT(r.status, 413);
+  http(&x, "POST", "/v1/snapshot?name=huge", XU_TOKEN, junk, 60000, NULL, &r);
+  CHECK_EQ_INT(r.status, 413);
+  /* Junk in place of a digest list is refused. */
+  http(&x, "POST", "/v1/missing", XU_TOKEN, junk, 99000, NULL, &r);
+  CHECK_EQ_INT(r.status, 400);
+  /* The depot still works after refusals. */
+  http(&x, "POST", "/v1/missing", XU_TOKEN, "{\"chunks\":[]}", 13, NULL, &r);
+  CHECK_EQ_INT(r.status, 200);
+  free(junk);
+  xu_depot_stop(&x);
+  free(tmp);
+}
+
+typedef struct committer {
+  xu_depot *x;
+  const char *m;
+  int version;
+} committer;
+
+static void *commit_thread(void *arg) {
+  committer *c = arg;
+  http_res r;
+  http(c->x, "POST", "/v1/snapshot?name=race", XU_TOKEN, c->m, strlen(c->m), NULL, &r);
+  if (r.status == 200) sscanf(strstr(r.body, "\"version\":") + 10, "%d", &c->version);
+  return NULL;
+}
+
+TEST(concurrent_commits_take_consecutive_versions) {
+  char *tmp = br_test_tmpdir("xfer-depot-race");
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  const char *m = "{\"format\":1,\"chunk_size\":65536,\"files\":[]}";
+  enum { N = 8 };
+  committer c[N];
+  pthread_t th[N];
+  for (int i = 0; i < N; i++) {
+    c[i].x = &x;
+    c[i].m = m;
+    c[i].version = 0;
+    pthread_create(&th[i], NULL, commit_thread, &c[i]);
+  }
+  int seen[N + 1] = {0};
+  for (int i = 0; i < N; i++) {
+    pthread_join(th[i], NULL);
+    CHECK(c[i].version >= 1 && c[i].version <= N);
+    seen[c[i].version]++;
+  }
+  for (int v = 1; v <= N; v++) CHECK_EQ_INT(seen[v], 1);
+  xu_depot_stop(&x);
+  free(tmp);
+}
+
+TEST(bad_listen_and_missing_token_file) {
+  char *tmp = br_test_tmpdir("xfer-depot-bad");
+  br_depot_opts o = {0};
+  br_depot *d = NULL;
+  br_error err;
+  br_error_clear(&err);
+  o.root = tmp;
+  o.listen = "127.0.0.1:0";
+  CHECK(br_depot_start(&o, &d, &err) != BR_OK); /* no token file */
+  o.token_file = "/nonexistent/tokens";
+  CHECK(br_depot_start(&o, &d, &err) != BR_OK);
+  o.listen = "nohost";
+  CHECK(br_depot_start(&o, &d, &err) != BR_OK);
+  CHECK(d == NULL);
+  free(tmp);
+}

@@ -1,0 +1,446 @@
+/* push and pull end to end against a real depot on loopback: round trips,
+ * only missing chunks moving, the hash cache, versions, resume from a
+ * partial, cancel, bandwidth limit, compression, many snapshots at once,
+ * and the attacks (symlinks out of the tree, device files, hostile
+ * manifests served by the depot, symlinks planted in the destination). */
+#include "xfer-util.h"
+
+#include <signal.h>
+#include <sys/stat.h>
+
+#include "xfer/xfer_int.h"
+
+#define D64 "0000000000000000000000000000000000000000000000000000000000000000"
+
+/* A small cache tree: frames of a few KiB (bundled), two multi-chunk files,
+ * an empty file, an empty dir, a relative symlink. */
+static void make_tree(const char *dir, uint64_t seed) {
+  char rel[128];
+  for (int i = 1; i <= 40; i++) {
+    snprintf(rel, sizeof rel, "cloth/cloth.%04d.bgeo", i);
+    xu_make_file(dir, rel, 1000 + (size_t)i * 300, seed + (uint64_t)i);
+  }
+  xu_make_file(dir, "hair/big.0001.vdb", 700 * 1024, seed + 100);
+  xu_make_file(dir, "hair/big.0002.vdb", 300 * 1024 + 17, seed + 101);
+  xu_make_file(dir, "empty.txt", 0, 0);
+  char *p = xu_path(dir, "emptydir");
+  mkdir(p, 0755);
+  free(p);
+  p = xu_path(dir, "cloth/latest");
+  CHECK(symlink("cloth.0040.bgeo", p) == 0);
+  free(p);
+  p = xu_path(dir, "hair/big.0002.vdb");
+  chmod(p, 0600);
+  free(p);
+}
+
+static int64_t push_ok(const char *src, const char *ref, br_xfer_opts *o, br_xfer_result *res) {
+  br_error err;
+  br_error_clear(&err);
+  int rc = br_xfer_push(src, ref, o, res, &err);
+  if (rc) fprintf(stderr, "push: %s\n", err.msg);
+  CHECK_EQ_INT(rc, BR_OK);
+  return res->version;
+}
+
+static void pull_ok(const char *ref, const char *dst, br_xfer_opts *o, br_xfer_result *res) {
+  br_error err;
+  br_error_clear(&err);
+  int rc = br_xfer_pull(ref, dst, o, res, &err);
+  if (rc) fprintf(stderr, "pull: %s\n", err.msg);
+  CHECK_EQ_INT(rc, BR_OK);
+}
+
+TEST(roundtrip_and_nothing_moves_twice) {
+  char *tmp = br_test_tmpdir("xfer-pp-roundtrip");
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "shot010/cloth");
+  make_tree(src, 1);
+  br_xfer_opts o;
+  xu_opts(&o, tmp);
+  br_xfer_result res;
+  CHECK_EQ_INT(push_ok(src, ref, &o, &res), 1);
+  CHECK_EQ_INT(res.files, 43);
+  CHECK(res.chunks_moved > 40);
+  CHECK(res.hashed_bytes > 0);
+  pull_ok(ref, dst, &o, &res);
+  CHECK_EQ_INT(res.version, 1);
+  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+  CHECK_EQ_INT(xu_count_prefix(dst, ".braid-partial-"), 0);
+  struct stat st;
+  char *p = xu_path(dst, "hair/big.0002.vdb");
+  CHECK(stat(p, &st) == 0);
+  CHECK_EQ_INT(st.st_mode & 0777, 0600);
+  char *q = xu_path(src, "hair/big.0002.vdb");
+  struct stat sst;
+  CHECK(stat(q, &sst) == 0);
+  CHECK_EQ_INT(st.st_mtim.tv_sec, sst.st_mtim.tv_sec);
+  free(p);
+  free(q);
+  /* Unchanged tree: nothing hashed (cache), nothing sent, a new version. */
+  CHECK_EQ_INT(push_ok(src, ref, &o, &res), 2);
+  CHECK_EQ_INT(res.chunks_moved, 0);
+  CHECK_EQ_INT(res.hashed_bytes, 0);
+  /* Pull again: every file verified in place, nothing fetched. */
+  pull_ok(ref, dst, &o, &res);
+  CHECK_EQ_INT(res.chunks_moved, 0);
+  CHECK_EQ_INT(res.files_moved, 0);
+  free(src);
+  free(dst);
+  free(ref);
+  xu_depot_stop(&x);
+  free(tmp);
+}
+
+TEST(resim_uploads_only_changed_files) {
+  char *tmp = br_test_tmpdir("xfer-pp-resim");
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  char *src = xu_path(tmp, "src"), *ref = xu_ref(x.url, "shot010/cloth");
+  make_tree(src, 1);
+  br_xfer_opts o;
+  xu_opts(&o, tmp);
+  br_xfer_result res;
+  push_ok(src, ref, &o, &res);
+  /* A re-sim changes 3 of 40 frames. */
+  xu_make_file(src, "cloth/cloth.0003.bgeo", 2000, 9001);
+  xu_make_file(src, "cloth/cloth.0010.bgeo", 2000, 9002);
+  xu_make_file(src, "cloth/cloth.0020.bgeo", 2000, 9003);
+  CHECK_EQ_INT(push_ok(src, ref, &o, &res), 2);
+  CHECK_EQ_INT(res.chunks_moved, 3);
+  CHECK_EQ_INT(res.files_moved, 3);
+  CHECK_EQ_INT(res.hashed_bytes, 6000);
+  /* v1 is still there and differs from v2. */
+  char *d1 = xu_path(tmp, "d1"), *d2 = xu_path(tmp, "d2"), *r1 = NULL;
+  if (asprintf(&r1, "%s@v1", ref) < 0) abort();
+  pull_ok(r1, d1, &o, &res);
+  CHECK_EQ_INT(res.version, 1);
+  pull_ok(ref, d2, &o, &res);
+  CHECK_EQ_INT(res.version, 2);
+  CHECK_EQ_INT(xu_tree_diff(src, d2), 0);
+  CHECK(xu_tree_diff(src, d1) != 0);
+  /* Pulling v2 over v1's tree fetches the 3 changed files only. */
+  pull_ok(ref, d1, &o, &res);
+  CHECK_EQ_INT(res.files_moved, 3);
+  CHECK_EQ_INT(xu_tree_diff(src, d1), 0);
+  free(r1);
+  free(d1);
+  free(d2);
+  free(src);
+  free(ref);
+  xu_depot_stop(&x);
+  free(tmp);
+}
+
+TEST(resume_keeps_verified_chunks_of_a_partial) {
+  char *tmp = br_test_tmpdir("xfer-pp-resume");
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "r");
+  xu_make_file(src, "big.0001.vdb", 1024 * 1024 + 5, 77); /* 5 chunks of 256 KiB */
+  br_xfer_opts o;
+  xu_opts(&o, tmp);
+  br_xfer_result res;
+  push_ok(src, ref, &o, &res);
+  /* A partial as a cut pull leaves it: chunks 0 and 1 good, chunk 2 torn. */
+  size_t len;
+  char *sp = xu_path(src, "big.0001.vdb");
+  char *data = xu_read_file(sp, &len);
+  char pn[64];
+  br_xfer__partial_name("big.0001.vdb", pn, sizeof pn); /* derived from the name */
+  char *pp = xu_path(dst, pn);
+  mkdir(dst, 0755);
+  xu_write_file(pp, data, 2 * 256 * 1024 + 1000);
+  pull_ok(ref, dst, &o, &res);
+  CHECK_EQ_INT(res.chunks_skipped, 2);
+  CHECK_EQ_INT(res.chunks_moved, 3);
+  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+  CHECK_EQ_INT(xu_count_prefix(dst, ".braid-partial-"), 0);
+  free(data);
+  free(sp);
+  free(pp);
+  free(src);
+  free(dst);
+  free(ref);
+  xu_depot_stop(&x);
+  free(tmp);
+}
+
+static volatile sig_atomic_t cancel_now;
+
+static void cancel_after_some(const br_xfer_progress *p, void *ud) {
+  (void)ud;
+  if (p->bytes_done >= 512 * 1024 && strcmp(p->phase, "fetch") == 0) cancel_now = 1;
+}
+
+TEST(cancel_then_resume) {
+  char *tmp = br_test_tmpdir("xfer-pp-cancel");
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "c");
+  xu_make_file(src, "a.bin", 3 * 1024 * 1024, 5);
+  br_xfer_opts o;
+  xu_opts(&o, tmp);
+  br_xfer_result res;
+  push_ok(src, ref, &o, &res);
+  o.progress = cancel_after_some;
+  o.progress_interval = 0.001;
+  o.cancel = &cancel_now;
+  o.bwlimit = 1024 * 1024; /* slow enough to cancel midway */
+  o.parallel = 2;
+  br_error err;
+  br_error_clear(&err);
+  CHECK_EQ_INT(br_xfer_pull(ref, dst, &o, &res, &err), BR_ECANCEL);
+  char *final = xu_path(dst, "a.bin");
+  struct stat st;
+  CHECK(stat(final, &st) != 0); /* nothing under the final name */
+  cancel_now = 0;
+  o.progress = NULL;
+  o.bwlimit = 0;
+  pull_ok(ref, dst, &o, &res);
+  CHECK(res.chunks_skipped >= 1); /* what arrived before the cancel is kept */
+  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+  free(final);
+  free(src);
+  free(dst);
+  free(ref);
+  xu_depot_stop(&x);
+  free(tmp);
+}
+
+TEST(bandwidth_limit_and_compression) {
+  char *tmp = br_test_tmpdir("xfer-pp-bw");
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "bw");
+  /* Compressible (zeros) and incompressible files. */
+  uint8_t *zeros = calloc(1, 600 * 1024);
+  char *zp = xu_path(src, "zeros.bin");
+  xu_write_file(zp, zeros, 600 * 1024);
+  xu_make_file(src, "random.bin", 300 * 1024, 3);
+  br_xfer_opts o;
+  xu_opts(&o, tmp);
+  o.bwlimit = 4 * 1024 * 1024;
+  br_xfer_result res;
+  push_ok(src, ref, &o, &res);
+  /* zstd shrank the zeros: far fewer bytes went than the tree holds. */
+  CHECK(res.bytes_moved < 300 * 1024 + 100 * 1024);
+  pull_ok(ref, dst, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+  o.compress = 0;
+  char *dst2 = xu_path(tmp, "dst2");
+  pull_ok(ref, dst2, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(src, dst2), 0);
+  free(dst2);
+  free(zeros);
+  free(zp);
+  free(src);
+  free(dst);
+  free(ref);
+  xu_depot_stop(&x);
+  free(tmp);
+}
+
+TEST(many_snapshots_at_once) {
+  char *tmp = br_test_tmpdir("xfer-pp-many");
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  char *s1 = xu_path(tmp, "s1"), *s2 = xu_path(tmp, "s2");
+  char *d1 = xu_path(tmp, "d1"), *d2 = xu_path(tmp, "d2");
+  char *r1 = xu_ref(x.url, "task/one"), *r2 = xu_ref(x.url, "task/two");
+  make_tree(s1, 10);
+  xu_make_file(s2, "only.0001.exr", 5000, 11);
+  br_xfer_opts o;
+  xu_opts(&o, tmp);
+  const char *dirs[] = {s1, s2}, *refs[] = {r1, r2}, *dsts[] = {d1, d2};
+  int64_t versions[2] = {0, 0};
+  br_xfer_result res;
+  br_error err;
+  br_error_clear(&err);
+  CHECK_EQ_INT(br_xfer_push_many(dirs, refs, 2, &o, versions, &res, &err), BR_OK);
+  CHECK_EQ_INT(versions[0], 1);
+  CHECK_EQ_INT(versions[1], 1);
+  CHECK_EQ_INT(br_xfer_pull_many(refs, dsts, 2, &o, &res, &err), BR_OK);
+  CHECK_EQ_INT(xu_tree_diff(s1, d1), 0);
+  CHECK_EQ_INT(xu_tree_diff(s2, d2), 0);
+  free(s1), free(s2), free(d1), free(d2), free(r1), free(r2);
+  xu_depot_stop(&x);
+  free(tmp);
+}
+
+TEST(clear_errors_for_auth_and_missing) {
+  char *tmp = br_test_tmpdir("xfer-pp-errors");
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "e");
+  xu_make_file(src, "a", 10, 1);
+  br_xfer_opts o;
+  xu_opts(&o, tmp);
+  br_xfer_result res;
+  br_error err;
+  br_error_clear(&err);
+  o.token = "wrong";
+  CHECK_EQ_INT(br_xfer_push(src, ref, &o, &res, &err), BR_EAUTH);
+  CHECK_CONTAINS(err.msg, "401");
+  o.token = NULL;
+  CHECK_EQ_INT(br_xfer_pull(ref, dst, &o, &res, &err), BR_EAUTH);
+  o.token = XU_TOKEN;
+  br_error_clear(&err);
+  CHECK_EQ_INT(br_xfer_pull(ref, dst, &o, &res, &err), BR_ENOTFOUND);
+  CHECK_CONTAINS(err.msg, "no snapshot");
+  push_ok(src, ref, &o, &res);
+  char *r9 = NULL;
+  if (asprintf(&r9, "%s@v9", ref) < 0) abort();
+  CHECK_EQ_INT(br_xfer_pull(r9, dst, &o, &res, &err), BR_ENOTFOUND);
+  /* Nobody listening: retried, then a clear network error. */
+  o.retries = 2;
+  CHECK_EQ_INT(br_xfer_pull("depot://127.0.0.1:1/e", dst, &o, &res, &err), BR_ENET);
+  CHECK_CONTAINS(err.msg, "giving up");
+  CHECK(br_xfer_push("/nonexistent", ref, &o, &res, &err) != BR_OK);
+  CHECK(br_xfer_push(src, "not a ref", &o, &res, &err) != BR_OK);
+  free(r9);
+  free(src);
+  free(dst);
+  free(ref);
+  xu_depot_stop(&x);
+  free(tmp);
+}
+
+TEST(push_refuses_escaping_symlinks_and_devices) {
+  char *tmp = br_test_tmpdir("xfer-pp-pushsafe");
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  char *src = xu_path(tmp, "src"), *ref = xu_ref(x.url, "s");
+  xu_make_file(src, "a/f", 10, 1);
+  br_xfer_opts o;
+  xu_opts(&o, tmp);
+  br_xfer_result res;
+  br_error err;
+  br_error_clear(&err);
+  char *l = xu_path(src, "a/out");
+  CHECK(symlink("../../../etc", l) == 0);
+  CHECK_EQ_INT(br_xfer_push(src, ref, &o, &res, &err), BR_EINVAL);
+  CHECK_CONTAINS(err.msg, "out of the tree");
+  unlink(l);
+  CHECK(symlink("/etc/passwd", l) == 0);
+  CHECK_EQ_INT(br_xfer_push(src, ref, &o, &res, &err), BR_EINVAL);
+  unlink(l);
+  CHECK(mkfifo(l, 0644) == 0);
+  br_error_clear(&err);
+  CHECK_EQ_INT(br_xfer_push(src, ref, &o, &res, &err), BR_EINVAL);
+  CHECK_CONTAINS(err.msg, "fifo");
+  unlink(l);
+  char *bad = xu_path(src, "a/CON");
+  xu_write_file(bad, "x", 1);
+  CHECK_EQ_INT(br_xfer_push(src, ref, &o, &res, &err), BR_EINVAL);
+  unlink(bad);
+  CHECK_EQ_INT(push_ok(src, ref, &o, &res), 1);
+  free(bad);
+  free(l);
+  free(src);
+  free(ref);
+  xu_depot_stop(&x);
+  free(tmp);
+}
+
+/* Writes a snapshot straight into the depot's store, past its checks, as a
+ * compromised or buggy depot would serve it. */
+static void plant_snapshot(xu_depot *x, const char *name, const char *json) {
+  char rel[256];
+  snprintf(rel, sizeof rel, "snapshots/%s/v1.json", name);
+  char *p = xu_path(x->root, rel);
+  xu_write_file(p, json, strlen(json));
+  free(p);
+}
+
+TEST(pull_refuses_hostile_manifests) {
+  char *tmp = br_test_tmpdir("xfer-pp-hostile");
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  char *dst = xu_path(tmp, "dst");
+  br_xfer_opts o;
+  xu_opts(&o, tmp);
+  br_xfer_result res;
+  br_error err;
+  struct {
+    const char *name, *json;
+  } cases[] = {
+      {"dotdot", "{\"format\":1,\"chunk_size\":65536,\"files\":[{\"path\":\"../escaped\","
+                 "\"size\":0,\"digest\":\"" D64 "\",\"chunks\":[]}]}"},
+      {"absolute", "{\"format\":1,\"chunk_size\":65536,\"files\":[{\"path\":\"/tmp/escaped\","
+                   "\"size\":0,\"digest\":\"" D64 "\",\"chunks\":[]}]}"},
+      {"linkout", "{\"format\":1,\"chunk_size\":65536,\"files\":[{\"path\":\"l\","
+                  "\"type\":\"symlink\",\"target\":\"../../../../etc\"}]}"},
+      {"device", "{\"format\":1,\"chunk_size\":65536,\"files\":[{\"path\":\"d\","
+                 "\"type\":\"chardev\"}]}"},
+      {"reserved", "{\"format\":1,\"chunk_size\":65536,\"files\":[{\"path\":\"aux.txt\","
+                   "\"size\":0,\"digest\":\"" D64 "\",\"chunks\":[]}]}"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    plant_snapshot(&x, cases[i].name, cases[i].json);
+    char *ref = xu_ref(x.url, cases[i].name);
+    br_error_clear(&err);
+    int rc = br_xfer_pull(ref, dst, &o, &res, &err);
+    if (rc != BR_EINVAL)
+      br_test_fail(__FILE__, __LINE__, "case %s: rc %d (%s)", cases[i].name, rc, err.msg);
+    CHECK_CONTAINS(err.msg, "refused");
+    free(ref);
+  }
+  char *esc = xu_path(tmp, "escaped");
+  struct stat st;
+  CHECK(stat(esc, &st) != 0);
+  CHECK(stat("/tmp/escaped", &st) != 0);
+  /* A huge manifest: refused by size, nothing allocated for it. */
+  size_t big = 3 * 1024 * 1024;
+  char *huge = malloc(big + 1);
+  memset(huge, ' ', big);
+  memcpy(huge, "{\"format\":1,\"chunk_size\":65536,\"files\":[", 40);
+  memcpy(huge + big - 3, "]} ", 3);
+  huge[big] = 0;
+  plant_snapshot(&x, "huge", huge);
+  free(huge);
+  /* The depot serves it; the client's limit (here lowered) refuses it. */
+  char *ref = xu_ref(x.url, "huge");
+  br_error_clear(&err);
+  CHECK_EQ_INT(br_xfer_pull(ref, dst, &o, &res, &err), BR_OK); /* within the default */
+  o.max_manifest = 1024 * 1024;
+  br_error_clear(&err);
+  CHECK_EQ_INT(br_xfer_pull(ref, dst, &o, &res, &err), BR_EINVAL);
+  CHECK_CONTAINS(err.msg, "larger than");
+  free(ref);
+  free(esc);
+  free(dst);
+  xu_depot_stop(&x);
+  free(tmp);
+}
+
+TEST(pull_never_writes_through_planted_symlinks) {
+  char *tmp = br_test_tmpdir("xfer-pp-planted");
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "p");
+  char *outside = xu_path(tmp, "outside");
+  mkdir(outside, 0755);
+  xu_make_file(src, "sub/f.0001.exr", 100, 1);
+  br_xfer_opts o;
+  xu_opts(&o, tmp);
+  br_xfer_result res;
+  push_ok(src, ref, &o, &res);
+  /* dst/sub is a symlink to a directory outside the tree. */
+  mkdir(dst, 0755);
+  char *l = xu_path(dst, "sub");
+  CHECK(symlink(outside, l) == 0);
+  br_error err;
+  br_error_clear(&err);
+  CHECK_EQ_INT(br_xfer_pull(ref, dst, &o, &res, &err), BR_EINVAL);
+  CHECK_CONTAINS(err.msg, "symlink");
+  CHECK_EQ_INT(xu_count_prefix(outside, ""), 0);
+  free(l);
+  free(outside);
+  free(src);
+  free(dst);
+  free(ref);
+  xu_depot_stop(&x);
+  free(tmp);
+}
