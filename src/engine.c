@@ -19,13 +19,16 @@
  * handed to executors. A crash loses at most the uncommitted batch, which the
  * next engine redoes from the last commit. */
 #include <braid/engine.h>
+#include <braid/exec.h>
 #include <braid/node.h>
 #include <braid/script.h>
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <uthash.h>
 
@@ -63,10 +66,21 @@ struct br_task {
   msplit *split; /* cached record of split_id (a counted reference) */
   UT_hash_handle hh;
   br_task *ls_prev, *ls_next; /* node/state list */
-  int32_t heap_idx;           /* -1: not in the ready heap */
+  int32_t hidx[2];            /* index in the ready / queued heap; -1: not in it */
+  struct inv_rec *inv;        /* the current invocation (queued .. post) */
+  br_task *post_next;
+  double progress;
   br_task *dirty_next;
   wgroup *wg;
 };
+
+enum { HEAP_READY = 0, HEAP_QUEUED = 1 };
+
+typedef struct theap {
+  br_task **v;
+  size_t n, cap;
+  int which;
+} theap;
 
 typedef struct nstate {
   br_task *lists[BR_TASK_NSTATES];
@@ -112,8 +126,7 @@ struct br_engine {
   int own_loop;
   gslot *graphs;
   br_task *tasks; /* hash by id */
-  br_task **heap;
-  size_t heap_n, heap_cap;
+  theap ready, queued;
   wgroup *groups; /* hash by key: heads of key chains */
   wgroup *pend_head, *pend_tail;
   msplit *splits;
@@ -126,6 +139,14 @@ struct br_engine {
   int batch_count; /* transitions since last commit */
   br_engine_stats st;
   int failed;      /* the store failed: stop */
+  /* invocations */
+  const br_executor_ops *exops;
+  br_executor *ex;
+  br_task *post_head, *post_tail; /* tasks whose invocation finished */
+  br_inv_info *inv_rows;          /* invocation rows to write at the next commit */
+  size_t n_inv_rows, cap_inv_rows;
+  int stopping, stop_hard;
+  char *log_dir;
   br_error store_err;
 };
 
@@ -148,6 +169,8 @@ struct br_node_ctx {
   size_t n_spawns, cap_spawns;
   int released_any;
   int failed; /* sticky: a later route() does not undo a failure */
+  struct inv_rec *inv; /* from br_ctx_invoke */
+  const br_inv_result *result; /* in postprocess */
   json_t **evaluated; /* parameter values evaluated for this callback */
   size_t n_evaluated, cap_evaluated;
 };
@@ -181,7 +204,7 @@ static char *xstrdup(const char *s) {
 
 static br_node *task_node(const br_task *t) { return t->gs->g->nodes[t->node]; }
 
-/* ---- ready heap ---- */
+/* ---- priority heaps: ready (waiting tasks) and queued (invocations) ---- */
 
 static int heap_before(const br_task *a, const br_task *b) {
   if (a->priority != b->priority) return a->priority > b->priority;
@@ -189,67 +212,67 @@ static int heap_before(const br_task *a, const br_task *b) {
   return a->id < b->id;
 }
 
-static void heap_set(br_engine *e, size_t i, br_task *t) {
-  e->heap[i] = t;
-  t->heap_idx = (int32_t)i;
+static void heap_set(theap *h, size_t i, br_task *t) {
+  h->v[i] = t;
+  t->hidx[h->which] = (int32_t)i;
 }
 
-static void heap_up(br_engine *e, size_t i) {
-  br_task *t = e->heap[i];
+static void heap_up(theap *h, size_t i) {
+  br_task *t = h->v[i];
   while (i > 0) {
     size_t p = (i - 1) / 2;
-    if (!heap_before(t, e->heap[p])) break;
-    heap_set(e, i, e->heap[p]);
+    if (!heap_before(t, h->v[p])) break;
+    heap_set(h, i, h->v[p]);
     i = p;
   }
-  heap_set(e, i, t);
+  heap_set(h, i, t);
 }
 
-static void heap_down(br_engine *e, size_t i) {
-  br_task *t = e->heap[i];
+static void heap_down(theap *h, size_t i) {
+  br_task *t = h->v[i];
   for (;;) {
     size_t l = 2 * i + 1, r = l + 1, m = i;
     br_task *best = t;
-    if (l < e->heap_n && heap_before(e->heap[l], best)) {
+    if (l < h->n && heap_before(h->v[l], best)) {
       m = l;
-      best = e->heap[l];
+      best = h->v[l];
     }
-    if (r < e->heap_n && heap_before(e->heap[r], best)) m = r;
+    if (r < h->n && heap_before(h->v[r], best)) m = r;
     if (m == i) break;
-    heap_set(e, i, e->heap[m]);
+    heap_set(h, i, h->v[m]);
     i = m;
   }
-  heap_set(e, i, t);
+  heap_set(h, i, t);
 }
 
-static void heap_push(br_engine *e, br_task *t) {
-  if (t->heap_idx >= 0) return;
-  if (e->heap_n == e->heap_cap) {
-    e->heap_cap = e->heap_cap ? e->heap_cap * 2 : 1024;
-    e->heap = xrealloc(e->heap, e->heap_cap * sizeof *e->heap);
+static void heap_push(theap *h, br_task *t) {
+  if (t->hidx[h->which] >= 0) return;
+  if (h->n == h->cap) {
+    h->cap = h->cap ? h->cap * 2 : 1024;
+    h->v = xrealloc(h->v, h->cap * sizeof *h->v);
   }
-  e->heap[e->heap_n] = t;
-  t->heap_idx = (int32_t)e->heap_n;
-  e->heap_n++;
-  heap_up(e, e->heap_n - 1);
+  h->v[h->n] = t;
+  t->hidx[h->which] = (int32_t)h->n;
+  h->n++;
+  heap_up(h, h->n - 1);
 }
 
-static void heap_remove(br_engine *e, br_task *t) {
-  if (t->heap_idx < 0) return;
-  size_t i = (size_t)t->heap_idx;
-  t->heap_idx = -1;
-  e->heap_n--;
-  if (i == e->heap_n) return;
-  br_task *x = e->heap[e->heap_n];
-  heap_set(e, i, x);
-  heap_up(e, i);
-  if ((size_t)x->heap_idx == i) heap_down(e, i);
+static void heap_remove(theap *h, br_task *t) {
+  if (t->hidx[h->which] < 0) return;
+  size_t i = (size_t)t->hidx[h->which];
+  t->hidx[h->which] = -1;
+  h->n--;
+  if (i == h->n) return;
+  br_task *x = h->v[h->n];
+  heap_set(h, i, x);
+  heap_up(h, i);
+  if ((size_t)x->hidx[h->which] == i) heap_down(h, i);
 }
 
-static br_task *heap_pop(br_engine *e) {
-  if (!e->heap_n) return NULL;
-  br_task *t = e->heap[0];
-  heap_remove(e, t);
+static br_task *heap_pop(theap *h) {
+  if (!h->n) return NULL;
+  br_task *t = h->v[0];
+  heap_remove(h, t);
   return t;
 }
 
@@ -342,12 +365,16 @@ static void set_membership(br_engine *e, br_task *t, int64_t split_id, int32_t e
 static br_task *task_alloc(br_engine *e) {
   br_task *t = calloc(1, sizeof *t);
   ENGINE_ASSERT(t);
-  t->heap_idx = -1;
+  t->hidx[0] = t->hidx[1] = -1;
   (void)e;
   return t;
 }
 
+static void inv_free(struct inv_rec *r);
+static struct inv_rec *inv_copy(const br_invocation *in);
+
 static void task_free(br_engine *e, br_task *t) {
+  inv_free(t->inv);
   split_unref(e, t->split);
   json_decref(t->attrs);
   free(t->name);
@@ -365,10 +392,11 @@ static void count_memory(br_engine *e) {
  * node/state lists at once and memory at the next commit. */
 static void set_state(br_engine *e, br_task *t, br_task_state s) {
   list_del(t);
-  heap_remove(e, t);
+  heap_remove(&e->ready, t);
+  heap_remove(&e->queued, t);
   t->state = (uint8_t)s;
   if (!br_task_state_is_final(s)) list_add(t);
-  if (s == BR_TASK_WAITING && !t->paused) heap_push(e, t);
+  if (s == BR_TASK_WAITING && !t->paused) heap_push(&e->ready, t);
   mark_dirty(e, t);
   e->st.transitions++;
   e->batch_count++;
@@ -489,13 +517,14 @@ static json_t *attrs_mut(br_engine *e, br_task *t) {
 /* Moves t along one wire into the next node, ready to be processed. */
 static void move_to(br_engine *e, br_task *t, const br_wire *w) {
   list_del(t); /* under the current node, before the node changes */
-  heap_remove(e, t);
+  heap_remove(&e->ready, t);
+  heap_remove(&e->queued, t);
   t->node = w->node;
   t->port = w->port;
   t->state = BR_TASK_WAITING;
   t->wait_key = 0;
   list_add(t);
-  if (!t->paused) heap_push(e, t);
+  if (!t->paused) heap_push(&e->ready, t);
   mark_dirty(e, t);
   e->st.transitions++;
   e->batch_count++;
@@ -623,6 +652,7 @@ static void ctx_done(br_node_ctx *c) {
   free(c->spawns);
   for (size_t i = 0; i < c->n_evaluated; i++) json_decref(c->evaluated[i]);
   free(c->evaluated);
+  inv_free(c->inv);
 }
 
 br_node *br_ctx_node(br_node_ctx *c) { return c->node; }
@@ -740,14 +770,16 @@ int br_ctx_spawn(br_node_ctx *c, const char *name, json_t *attrs) {
 }
 
 int br_ctx_invoke(br_node_ctx *c, const struct br_invocation *inv) {
-  (void)inv;
-  return br_ctx_fail(c, "node '%s' needs an executor, and this engine has none", c->node->name);
+  if (!c->e->ex)
+    return br_ctx_fail(c, "node '%s' runs jobs, and this engine has no executor", c->node->name);
+  if (!inv->argv || !inv->argv[0]) return br_ctx_fail(c, "an invocation needs a command");
+  inv_free(c->inv);
+  c->inv = inv_copy(inv);
+  c->action = ACT_INVOKE;
+  return BR_OK;
 }
 
-const struct br_inv_result *br_ctx_inv_result(br_node_ctx *c) {
-  (void)c;
-  return NULL;
-}
+const struct br_inv_result *br_ctx_inv_result(br_node_ctx *c) { return c->result; }
 
 int64_t br_ctx_group_key(br_node_ctx *c) { return c->group ? c->group->key : 0; }
 size_t br_ctx_group_size(br_node_ctx *c) { return c->group ? c->group->n : 0; }
@@ -790,6 +822,349 @@ void br_ctx_unsplit(br_node_ctx *c, br_task *t) {
   br_split rec = t->split->rec;
   set_membership(c->e, t, rec.prev_split, rec.prev_elem, rec.prev_count);
   mark_dirty(c->e, t);
+}
+
+static int commit(br_engine *e, br_error *err);
+static void apply_result(br_engine *e, br_node_ctx *c, br_task *t);
+
+/* ---- invocations ---- */
+
+/* An invocation the engine owns: a deep copy of what the node asked for,
+ * and the result once it finished. */
+typedef struct inv_rec {
+  br_invocation inv;
+  char **argv_own, **env_own;
+  char *strs[4]; /* node, cwd, progress_regex, log_path */
+  int *codes;    /* good codes then retry codes */
+  br_inv_result res;
+  int done;
+  int64_t started_ms;
+} inv_rec;
+
+static char **strv_dup(char *const *v) {
+  if (!v) return NULL;
+  size_t n = 0;
+  while (v[n]) n++;
+  char **d = calloc(n + 1, sizeof *d);
+  ENGINE_ASSERT(d);
+  for (size_t i = 0; i < n; i++) d[i] = xstrdup(v[i]);
+  return d;
+}
+
+static void strv_free(char **v) {
+  for (size_t i = 0; v && v[i]; i++) free(v[i]);
+  free(v);
+}
+
+static void inv_result_clear(br_inv_result *r) {
+  free(r->log_tail);
+  free(r->error);
+  json_decref(r->set_attrs);
+  memset(r, 0, sizeof *r);
+}
+
+static void inv_free(inv_rec *r) {
+  if (!r) return;
+  strv_free(r->argv_own);
+  strv_free(r->env_own);
+  for (size_t i = 0; i < 4; i++) free(r->strs[i]);
+  free(r->codes);
+  inv_result_clear(&r->res);
+  free(r);
+}
+
+static inv_rec *inv_copy(const br_invocation *in) {
+  inv_rec *r = calloc(1, sizeof *r);
+  ENGINE_ASSERT(r);
+  r->inv = *in;
+  r->inv.attrs = NULL; /* set at dispatch: the task's attributes then */
+  r->inv.argv = r->argv_own = strv_dup(in->argv);
+  r->inv.env = r->env_own = strv_dup(in->env);
+  r->inv.node = r->strs[0] = xstrdup(in->node);
+  r->inv.cwd = r->strs[1] = xstrdup(in->cwd);
+  r->inv.progress_regex = r->strs[2] = xstrdup(in->progress_regex);
+  r->inv.log_path = r->strs[3] = xstrdup(in->log_path);
+  int n = (in->n_good > 0 ? in->n_good : 0) + (in->n_retry > 0 ? in->n_retry : 0);
+  r->codes = calloc((size_t)n + 1, sizeof *r->codes);
+  ENGINE_ASSERT(r->codes);
+  for (int i = 0; i < in->n_good; i++) r->codes[i] = in->good_codes[i];
+  for (int i = 0; i < in->n_retry; i++) r->codes[in->n_good + i] = in->retry_codes[i];
+  r->inv.good_codes = r->codes;
+  r->inv.retry_codes = r->codes + (in->n_good > 0 ? in->n_good : 0);
+  return r;
+}
+
+const char *br_inv_status_name(br_inv_status s) {
+  static const char *const names[] = {"ok",        "failed", "retry",      "timeout",
+                                      "cancelled", "lost",   "spawn_error"};
+  return (unsigned)s < sizeof names / sizeof names[0] ? names[s] : "unknown";
+}
+
+/* Queues an owned copy of an invocation row for the next commit. */
+static void inv_row_add(br_engine *e, br_task *t, const char *status) {
+  inv_rec *r = t->inv;
+  if (e->n_inv_rows == e->cap_inv_rows) {
+    e->cap_inv_rows = e->cap_inv_rows ? e->cap_inv_rows * 2 : 64;
+    e->inv_rows = xrealloc(e->inv_rows, e->cap_inv_rows * sizeof *e->inv_rows);
+  }
+  br_inv_info *i = &e->inv_rows[e->n_inv_rows++];
+  memset(i, 0, sizeof *i);
+  i->row.id = r->inv.id;
+  i->row.task_id = t->id;
+  i->row.node = i->buf[0] = xstrdup(task_node(t)->name);
+  i->row.attempt = t->attempts;
+  i->row.status = i->buf[1] = xstrdup(status);
+  i->row.log_path = i->buf[2] = xstrdup(r->inv.log_path);
+  i->row.worker = i->buf[5] = xstrdup(e->exops ? e->exops->name : "");
+  i->row.started_ms = r->started_ms;
+  if (r->done) {
+    i->row.exit_code = r->res.exit_code;
+    i->row.term_signal = r->res.term_signal;
+    i->row.runtime = r->res.runtime;
+    i->row.peak_rss_kb = r->res.peak_rss_kb;
+    i->row.log_tail = i->buf[3] = xstrdup(r->res.log_tail);
+    i->row.error = i->buf[4] = xstrdup(r->res.error);
+    i->row.ended_ms = e->now_ms;
+  }
+}
+
+static int node_max_attempts(const br_node *n) {
+  json_t *r = json_object_get(n->params, "retries");
+  return json_is_integer(r) && json_integer_value(r) >= 0 ? (int)json_integer_value(r) + 1 : 3;
+}
+
+static void queue_invocation(br_engine *e, br_task *t) {
+  set_state(e, t, BR_TASK_QUEUED);
+  if (!t->paused) heap_push(&e->queued, t);
+}
+
+static int mkdirs(const char *dir) {
+  char buf[4096];
+  snprintf(buf, sizeof buf, "%s", dir);
+  for (char *p = buf + 1;; p++) {
+    if (*p == '/' || *p == '\0') {
+      char c = *p;
+      *p = '\0';
+      if (mkdir(buf, 0755) != 0 && errno != EEXIST) return -1;
+      *p = c;
+      if (!c) break;
+    }
+  }
+  return 0;
+}
+
+/* Hands queued invocations to the executor, as many as it has room for. The
+ * tasks' move to running, and the invocation rows, are committed before the
+ * executor sees them. */
+static int dispatch(br_engine *e, br_error *err) {
+  if (!e->ex || e->stopping || !e->queued.n) return BR_OK;
+  int cap = e->exops->capacity(e->ex);
+  if (cap <= 0) return BR_OK;
+  br_task **started = calloc((size_t)cap, sizeof *started);
+  ENGINE_ASSERT(started);
+  int n = 0;
+  while (n < cap && e->queued.n) {
+    br_task *t = heap_pop(&e->queued);
+    inv_rec *r = t->inv;
+    r->inv.id = ++e->next_id;
+    r->inv.task_id = t->id;
+    r->started_ms = e->now_ms;
+    r->done = 0;
+    inv_result_clear(&r->res);
+    if (!r->inv.log_path) {
+      char path[4096];
+      snprintf(path, sizeof path, "%s/%lld/%lld.log", e->log_dir ? e->log_dir : "braid-logs",
+               (long long)t->id, (long long)r->inv.id);
+      r->inv.log_path = r->strs[3] = xstrdup(path);
+    }
+    t->attempts++;
+    t->progress = 0;
+    set_state(e, t, BR_TASK_RUNNING);
+    inv_row_add(e, t, "running");
+    started[n++] = t;
+  }
+  int rc = commit(e, err);
+  for (int i = 0; !rc && i < n; i++) {
+    br_task *t = started[i];
+    inv_rec *r = t->inv;
+    r->inv.attrs = t->attrs;
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", r->inv.log_path);
+    char *slash = strrchr(dir, '/');
+    if (slash) {
+      *slash = '\0';
+      mkdirs(dir);
+    }
+    br_error serr;
+    br_error_clear(&serr);
+    if (e->exops->submit(e->ex, &r->inv, &serr) != BR_OK) {
+      br_inv_result res = {.invocation_id = r->inv.id, .task_id = t->id,
+                           .status = BR_INV_SPAWN_ERROR, .exit_code = -1,
+                           .error = serr.msg[0] ? serr.msg : (char *)"could not start"};
+      extern void br_engine__inv_done(void *ud, const br_inv_result *result);
+      br_engine__inv_done(e, &res);
+    }
+  }
+  free(started);
+  return rc;
+}
+
+static br_task *running_task(br_engine *e, int64_t inv_id, int64_t task_id) {
+  br_task *t = task_find(e, task_id);
+  if (!t || t->state != BR_TASK_RUNNING || !t->inv || t->inv->inv.id != inv_id) return NULL;
+  return t;
+}
+
+static void ev_spawn(void *ud, int64_t inv_id, int64_t task_id, const char *name, json_t *attrs) {
+  br_engine *e = ud;
+  br_task *t = running_task(e, inv_id, task_id);
+  if (!t) {
+    json_decref(attrs);
+    return;
+  }
+  br_node *n = task_node(t);
+  int port = n->type->children_port == BR_CHILDREN_LAST ? n->n_outputs - 1 : n->type->children_port;
+  e->now_ms = clock_ms();
+  char nbuf[256];
+  if (!name) {
+    snprintf(nbuf, sizeof nbuf, "%s/%d", t->name ? t->name : "task", t->live_children);
+    name = nbuf;
+  }
+  br_task *ch = task_new(e, t->gs, t->node, attrs ? attrs : json_object(), name, t->id,
+                         t->priority, t->group_id);
+  t->live_children++;
+  mark_dirty(e, t);
+  if (port < 0) {
+    fail_task(e, ch, "this node type cannot create children");
+    return;
+  }
+  route(e, ch, port);
+}
+
+static void ev_progress(void *ud, int64_t inv_id, int64_t task_id, double progress) {
+  br_task *t = running_task(ud, inv_id, task_id);
+  if (t) t->progress = progress;
+}
+
+static void ev_start(void *ud, int64_t inv_id, int64_t task_id) {
+  (void)ud;
+  (void)inv_id;
+  (void)task_id;
+}
+
+void br_engine__inv_done(void *ud, const br_inv_result *res);
+void br_engine__inv_done(void *ud, const br_inv_result *res) {
+  br_engine *e = ud;
+  br_task *t = running_task(e, res->invocation_id, res->task_id);
+  if (!t) return; /* a stale or repeated report: changes nothing */
+  inv_rec *r = t->inv;
+  inv_result_clear(&r->res);
+  r->res = *res;
+  r->res.log_tail = xstrdup(res->log_tail);
+  r->res.error = xstrdup(res->error);
+  r->res.set_attrs = res->set_attrs ? json_incref(res->set_attrs) : NULL;
+  r->done = 1;
+  e->now_ms = clock_ms();
+  inv_row_add(e, t, br_inv_status_name(res->status));
+  set_state(e, t, BR_TASK_POST);
+  t->post_next = NULL;
+  if (e->post_tail) e->post_tail->post_next = t;
+  else e->post_head = t;
+  e->post_tail = t;
+}
+
+int br_engine_set_executor(br_engine *e, const br_executor_ops *ops, const br_exec_config *cfg,
+                           br_error *err) {
+  if (e->ex) return br_error_set(err, BR_ESTATE, "the engine already has an executor");
+  br_exec_config c = *cfg;
+  c.loop = e->loop;
+  br_exec_events ev = {.ud = e,
+                       .on_spawn = ev_spawn,
+                       .on_progress = ev_progress,
+                       .on_start = ev_start,
+                       .on_done = br_engine__inv_done};
+  int rc = ops->create(&c, &ev, &e->ex, err);
+  if (rc) return rc;
+  e->exops = ops;
+  return BR_OK;
+}
+
+void br_engine_set_log_dir(br_engine *e, const char *dir) {
+  free(e->log_dir);
+  e->log_dir = xstrdup(dir);
+}
+
+void br_engine_stop(br_engine *e, bool hard) {
+  if (!e->stopping || (hard && !e->stop_hard)) {
+    e->stopping = 1;
+    e->stop_hard = hard;
+    if (e->ex) e->exops->cancel_all(e->ex, hard);
+  }
+}
+
+static void fail_invocation(br_engine *e, br_task *t, const br_inv_result *res) {
+  char msg[1024];
+  switch (res->status) {
+  case BR_INV_TIMEOUT: snprintf(msg, sizeof msg, "timed out after %.1f s", res->runtime); break;
+  case BR_INV_SPAWN_ERROR:
+  case BR_INV_LOST: snprintf(msg, sizeof msg, "%s", res->error ? res->error : "lost"); break;
+  default:
+    if (res->term_signal)
+      snprintf(msg, sizeof msg, "killed by signal %d after %d attempt%s", res->term_signal,
+               t->attempts, t->attempts == 1 ? "" : "s");
+    else
+      snprintf(msg, sizeof msg, "exit code %d after %d attempt%s", res->exit_code, t->attempts,
+               t->attempts == 1 ? "" : "s");
+  }
+  fail_task(e, t, msg);
+}
+
+/* An invocation finished: apply what the job set (on success), then let the
+ * node decide (postprocess), or apply the default: success routes by output
+ * 0, retry codes and lost workers retry within the node's bound. */
+static void post_task(br_engine *e, br_task *t) {
+  inv_rec *r = t->inv;
+  const br_inv_result *res = &r->res;
+  br_node *n = task_node(t);
+  if (res->status == BR_INV_CANCELLED) {
+    if (e->stopping) { /* interrupted: the next run does it again */
+      set_state(e, t, BR_TASK_QUEUED);
+      t->attempts--;
+    } else {
+      set_state(e, t, BR_TASK_CANCELLED);
+    }
+    return;
+  }
+  if (res->status == BR_INV_OK && json_object_size(res->set_attrs))
+    json_object_update(attrs_mut(e, t), res->set_attrs);
+  if (n->type->postprocess) {
+    br_node_ctx c;
+    ctx_init(&c, e, t->gs, n);
+    c.task = t;
+    c.result = res;
+    int rc = n->type->postprocess(&c);
+    if (rc && !c.failed) br_ctx_fail(&c, "node '%s' (%s) failed", n->name, n->type->name);
+    if (c.failed) fail_task(e, t, c.error);
+    else if (c.action == ACT_INVOKE) { /* run again with a new invocation */
+      inv_free(t->inv);
+      t->inv = c.inv;
+      c.inv = NULL;
+      queue_invocation(e, t);
+    } else {
+      apply_result(e, &c, t);
+    }
+    ctx_done(&c);
+    return;
+  }
+  switch (res->status) {
+  case BR_INV_OK: route(e, t, 0); break;
+  case BR_INV_RETRY:
+  case BR_INV_LOST:
+    if (t->attempts < node_max_attempts(n)) queue_invocation(e, t);
+    else fail_invocation(e, t, res);
+    break;
+  default: fail_invocation(e, t, res); break;
+  }
 }
 
 /* ---- processing ---- */
@@ -836,6 +1211,16 @@ static void apply_result(br_engine *e, br_node_ctx *c, br_task *t) {
     case ACT_ROUTE: route(e, el[i], c->port); break;
     case ACT_BLOCK: block_task(e, el[i], c->key); break;
     case ACT_KILL: kill_task(e, el[i]); break;
+    case ACT_INVOKE:
+      if (ne > 1) {
+        fail_task(e, el[i], "a node cannot both split a task and run a job for it");
+        break;
+      }
+      inv_free(el[i]->inv);
+      el[i]->inv = c->inv;
+      c->inv = NULL;
+      queue_invocation(e, el[i]);
+      break;
     default: fail_task(e, el[i], "internal: unknown node action"); break;
     }
   }
@@ -912,7 +1297,7 @@ static void hook(br_engine *e, const char *point, int64_t n) {
 }
 
 static int commit(br_engine *e, br_error *err) {
-  if (!e->dirty && !e->split_dirty && !e->n_deltas) return BR_OK;
+  if (!e->dirty && !e->split_dirty && !e->n_deltas && !e->n_inv_rows) return BR_OK;
   br_store *s = e->store;
   int rc = s->ops->begin(s, err);
   for (br_task *t = e->dirty; !rc && t; t = t->dirty_next) {
@@ -928,6 +1313,7 @@ static int commit(br_engine *e, br_error *err) {
   }
   for (size_t i = 0; !rc && i < e->n_deltas; i++)
     rc = s->ops->task_add_live_children(s, e->deltas[i].id, e->deltas[i].delta, err);
+  for (size_t i = 0; !rc && i < e->n_inv_rows; i++) rc = s->ops->inv_put(s, &e->inv_rows[i].row, err);
   hook(e, "commit-before", (int64_t)e->st.commits);
   if (!rc) rc = s->ops->commit(s, err);
   if (rc) {
@@ -958,6 +1344,8 @@ static int commit(br_engine *e, br_error *err) {
     split_free_if_unused(e, sp);
   }
   e->n_deltas = 0;
+  for (size_t i = 0; i < e->n_inv_rows; i++) br_inv_info_free(&e->inv_rows[i]);
+  e->n_inv_rows = 0;
   e->batch_count = 0;
   e->st.tasks_in_memory = HASH_COUNT(e->tasks);
   return BR_OK;
@@ -967,40 +1355,61 @@ int br_engine_flush(br_engine *e, br_error *err) { return commit(e, err); }
 
 /* ---- running ---- */
 
-int br_engine_run(br_engine *e, br_error *err) {
-  br_error_clear(err);
-  if (e->failed) {
-    if (err) *err = e->store_err;
-    return e->store_err.code ? e->store_err.code : BR_ESTORE;
-  }
-  int batch_max = e->opts.batch_max > 0 ? e->opts.batch_max : 4096;
-  int batch_ms = e->opts.batch_ms > 0 ? e->opts.batch_ms : 50;
-  int64_t batch_start = mono_ms();
-  unsigned tick = 0;
-  for (;;) {
-    if ((++tick & 63) == 0) e->now_ms = clock_ms();
+static int has_work(br_engine *e) {
+  return e->pend_head || e->post_head || (!e->stopping && e->ready.n);
+}
+
+/* Does in-memory work (released groups first, then finished invocations,
+ * then ready tasks) until none is left or the batch is full. */
+static void work(br_engine *e, int batch_max, int batch_ms) {
+  int64_t start = mono_ms();
+  for (unsigned tick = 1;; tick++) {
+    if ((tick & 63) == 0) e->now_ms = clock_ms();
     if (e->pend_head) {
       wgroup *g = e->pend_head;
       e->pend_head = g->pend_next;
       if (!e->pend_head) e->pend_tail = NULL;
       release_group(e, g);
+    } else if (e->post_head) {
+      br_task *t = e->post_head;
+      e->post_head = t->post_next;
+      if (!e->post_head) e->post_tail = NULL;
+      t->post_next = NULL;
+      post_task(e, t);
+    } else if (!e->stopping && e->ready.n) {
+      process_task(e, heap_pop(&e->ready));
     } else {
-      br_task *t = heap_pop(e);
-      if (!t) break;
-      process_task(e, t);
+      return;
     }
-    if (e->batch_count >= batch_max || ((tick & 255) == 0 && mono_ms() - batch_start >= batch_ms)) {
-      e->now_ms = clock_ms();
-      if (commit(e, &e->store_err)) break;
-      batch_start = mono_ms();
+    if (e->batch_count >= batch_max || ((tick & 255) == 0 && mono_ms() - start >= batch_ms))
+      return;
+  }
+}
+
+int br_engine_run(br_engine *e, br_error *err) {
+  br_error_clear(err);
+  int batch_max = e->opts.batch_max > 0 ? e->opts.batch_max : 4096;
+  int batch_ms = e->opts.batch_ms > 0 ? e->opts.batch_ms : 50;
+  while (!e->failed) {
+    e->now_ms = clock_ms();
+    work(e, batch_max, batch_ms);
+    e->now_ms = clock_ms();
+    if (commit(e, &e->store_err) || dispatch(e, &e->store_err)) break;
+    int active = e->ex ? e->exops->active(e->ex) : 0;
+    if (has_work(e)) {
+      if (active) uv_run(e->loop, UV_RUN_NOWAIT);
+    } else if (active) {
+      uv_run(e->loop, UV_RUN_ONCE); /* sleep until a job reports */
+    } else {
+      break;
     }
   }
-  e->now_ms = clock_ms();
   if (!e->failed) commit(e, &e->store_err);
   if (e->failed) {
     if (err) *err = e->store_err;
     return e->store_err.code ? e->store_err.code : BR_ESTORE;
   }
+  if (e->stopping) return br_error_set(err, BR_ECANCEL, "cancelled");
   return BR_OK;
 }
 
@@ -1165,12 +1574,12 @@ static int load_one(void *ud, br_task_info *r) {
       /* the invocation was lost with the previous engine: process again */
       t->state = BR_TASK_WAITING;
       list_add(t);
-      if (!t->paused) heap_push(e, t);
+      if (!t->paused) heap_push(&e->ready, t);
       mark_dirty(e, t);
       break;
     case BR_TASK_WAITING:
       list_add(t);
-      if (!t->paused) heap_push(e, t);
+      if (!t->paused) heap_push(&e->ready, t);
       break;
     default:
       list_add(t);
@@ -1192,6 +1601,8 @@ br_engine *br_engine_open(br_store *store, const br_engine_opts *opts, br_error 
     return NULL;
   }
   e->store = store;
+  e->ready.which = HEAP_READY;
+  e->queued.which = HEAP_QUEUED;
   if (opts) e->opts = *opts;
   e->loop = e->opts.loop;
   if (!e->loop) {
@@ -1223,6 +1634,7 @@ void br_engine_free(br_engine *e) {
   HASH_ITER(hh, e->tasks, t, tmp) {
     HASH_DEL(e->tasks, t);
     t->split = NULL; /* splits are freed below, all at once */
+    inv_free(t->inv);
     json_decref(t->attrs);
     free(t->name);
     free(t->error);
@@ -1250,7 +1662,12 @@ void br_engine_free(br_engine *e) {
     free(gs);
     gs = n;
   }
-  free(e->heap);
+  if (e->ex) e->exops->destroy(e->ex);
+  for (size_t i = 0; i < e->n_inv_rows; i++) br_inv_info_free(&e->inv_rows[i]);
+  free(e->inv_rows);
+  free(e->log_dir);
+  free(e->ready.v);
+  free(e->queued.v);
   free(e->deltas);
   if (e->own_loop) {
     uv_loop_close(e->loop);

@@ -58,3 +58,14 @@ int br_store_task_count_nodes(br_store *s, int64_t graph_id,
                               void *ud, br_error *err) {
   return s->ops->task_count_nodes(s, graph_id, cb, ud, err);
 }
+
+int br_store_inv_query(br_store *s, int64_t task_id, int (*cb)(void *ud, br_inv_info *i),
+                       void *ud, br_error *err) {
+  return s->ops->inv_query(s, task_id, cb, ud, err);
+}
+
+void br_inv_info_free(br_inv_info *i) {
+  if (!i) return;
+  for (size_t k = 0; k < sizeof i->buf / sizeof i->buf[0]; k++) free(i->buf[k]);
+  memset(i, 0, sizeof *i);
+}

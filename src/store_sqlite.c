@@ -17,7 +17,7 @@ typedef struct sqlite_store {
   sqlite3 *db;
   int readonly;
   sqlite3_stmt *ins_task, *upd_task, *upd_task_noattrs, *add_live, *put_split, *get_split,
-      *get_task;
+      *get_task, *put_inv;
 } sqlite_store;
 
 static const char *const migrations[] = {
@@ -37,12 +37,20 @@ static const char *const migrations[] = {
     "CREATE TABLE splits(id INTEGER PRIMARY KEY, count INTEGER NOT NULL, live INTEGER NOT NULL,"
     "  orig_task INTEGER NOT NULL, prev_split INTEGER, prev_elem INTEGER, prev_count INTEGER);"
     "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT);",
+    /* 2: invocations */
+    "CREATE TABLE invocations(id INTEGER PRIMARY KEY, task_id INTEGER NOT NULL,"
+    "  node TEXT, attempt INTEGER NOT NULL, status TEXT NOT NULL, exit_code INTEGER,"
+    "  term_signal INTEGER, runtime REAL, peak_rss_kb INTEGER, log_path TEXT, log_tail TEXT,"
+    "  error TEXT, worker TEXT, started INTEGER, ended INTEGER);"
+    "CREATE INDEX invocations_task ON invocations(task_id);",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
 #define TASK_COLS                                                                      \
   "id, graph_id, name, node, port, state, paused, attrs, parent, split_id, split_elem, " \
   "split_count, priority, group_id, wait_key, live_children, attempts, created, updated, error"
+
+static char *col_strdup(sqlite3_stmt *st, int i);
 
 static int dberr(sqlite_store *s, br_error *err, const char *what) {
   return br_error_set(err, BR_ESTORE, "sqlite store %s: %s: %s", s->base.uri ? s->base.uri : "",
@@ -107,7 +115,7 @@ static int prep(sqlite_store *s, sqlite3_stmt **st, const char *sql, br_error *e
 static void sq_close(br_store *bs) {
   sqlite_store *s = (sqlite_store *)bs;
   sqlite3_stmt *all[] = {s->ins_task, s->upd_task, s->upd_task_noattrs, s->add_live,
-                         s->put_split, s->get_split, s->get_task};
+                         s->put_split, s->get_split, s->get_task, s->put_inv};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) sqlite3_finalize(all[i]);
   sqlite3_close(s->db);
   free(s);
@@ -168,6 +176,12 @@ static int sq_open(const char *uri, int flags, br_store **out, br_error *err) {
                 err);
     if (!rc)
       rc = prep(s, &s->add_live, "UPDATE tasks SET live_children=live_children+?2 WHERE id=?1",
+                err);
+    if (!rc)
+      rc = prep(s, &s->put_inv,
+                "INSERT OR REPLACE INTO invocations(id, task_id, node, attempt, status, exit_code,"
+                " term_signal, runtime, peak_rss_kb, log_path, log_tail, error, worker, started, ended)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 err);
     if (!rc)
       rc = prep(s, &s->put_split,
@@ -272,6 +286,73 @@ static int sq_split_put(br_store *bs, const br_split *sp, br_error *err) {
   sqlite3_bind_int(st, 6, sp->prev_elem);
   sqlite3_bind_int(st, 7, sp->prev_count);
   return step_done(s, st, err, "writing a split");
+}
+
+static void bind_text_or_null(sqlite3_stmt *st, int i, const char *v) {
+  if (v) sqlite3_bind_text(st, i, v, -1, SQLITE_STATIC);
+  else sqlite3_bind_null(st, i);
+}
+
+static int sq_inv_put(br_store *bs, const br_inv_row *r, br_error *err) {
+  sqlite_store *s = (sqlite_store *)bs;
+  sqlite3_stmt *st = s->put_inv;
+  sqlite3_bind_int64(st, 1, r->id);
+  sqlite3_bind_int64(st, 2, r->task_id);
+  bind_text_or_null(st, 3, r->node);
+  sqlite3_bind_int(st, 4, r->attempt);
+  sqlite3_bind_text(st, 5, r->status ? r->status : "running", -1, SQLITE_STATIC);
+  sqlite3_bind_int(st, 6, r->exit_code);
+  sqlite3_bind_int(st, 7, r->term_signal);
+  sqlite3_bind_double(st, 8, r->runtime);
+  sqlite3_bind_int64(st, 9, r->peak_rss_kb);
+  bind_text_or_null(st, 10, r->log_path);
+  bind_text_or_null(st, 11, r->log_tail);
+  bind_text_or_null(st, 12, r->error);
+  bind_text_or_null(st, 13, r->worker);
+  sqlite3_bind_int64(st, 14, r->started_ms);
+  sqlite3_bind_int64(st, 15, r->ended_ms);
+  return step_done(s, st, err, "writing an invocation");
+}
+
+static int sq_inv_query(br_store *bs, int64_t task_id, int (*cb)(void *ud, br_inv_info *i),
+                        void *ud, br_error *err) {
+  sqlite_store *s = (sqlite_store *)bs;
+  sqlite3_stmt *st;
+  const char *sql = task_id ? "SELECT id, task_id, node, attempt, status, exit_code, term_signal,"
+                              " runtime, peak_rss_kb, log_path, log_tail, error, worker, started,"
+                              " ended FROM invocations WHERE task_id=? ORDER BY id"
+                            : "SELECT id, task_id, node, attempt, status, exit_code, term_signal,"
+                              " runtime, peak_rss_kb, log_path, log_tail, error, worker, started,"
+                              " ended FROM invocations ORDER BY id";
+  if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+    return dberr(s, err, "reading invocations");
+  if (task_id) sqlite3_bind_int64(st, 1, task_id);
+  int rc;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    br_inv_info *i = calloc(1, sizeof *i);
+    if (!i) break;
+    i->row.id = sqlite3_column_int64(st, 0);
+    i->row.task_id = sqlite3_column_int64(st, 1);
+    i->row.node = i->buf[0] = col_strdup(st, 2);
+    i->row.attempt = sqlite3_column_int(st, 3);
+    i->row.status = i->buf[1] = col_strdup(st, 4);
+    i->row.exit_code = sqlite3_column_int(st, 5);
+    i->row.term_signal = sqlite3_column_int(st, 6);
+    i->row.runtime = sqlite3_column_double(st, 7);
+    i->row.peak_rss_kb = sqlite3_column_int64(st, 8);
+    i->row.log_path = i->buf[2] = col_strdup(st, 9);
+    i->row.log_tail = i->buf[3] = col_strdup(st, 10);
+    i->row.error = i->buf[4] = col_strdup(st, 11);
+    i->row.worker = i->buf[5] = col_strdup(st, 12);
+    i->row.started_ms = sqlite3_column_int64(st, 13);
+    i->row.ended_ms = sqlite3_column_int64(st, 14);
+    if (cb(ud, i)) {
+      rc = SQLITE_DONE;
+      break;
+    }
+  }
+  sqlite3_finalize(st);
+  return (rc == SQLITE_DONE || rc == SQLITE_ROW) ? BR_OK : dberr(s, err, "reading invocations");
 }
 
 static int sq_split_get(br_store *bs, int64_t id, br_split *out, br_error *err) {
@@ -540,7 +621,8 @@ static int sq_max_id(br_store *bs, int64_t *out, br_error *err) {
   sqlite3_stmt *st;
   if (sqlite3_prepare_v2(s->db,
                          "SELECT max(coalesce((SELECT max(id) FROM tasks), 0),"
-                         " coalesce((SELECT max(id) FROM splits), 0))",
+                         " coalesce((SELECT max(id) FROM splits), 0),"
+                         " coalesce((SELECT max(id) FROM invocations), 0))",
                          -1, &st, NULL) != SQLITE_OK)
     return dberr(s, err, "reading ids");
   int rc = sqlite3_step(st);
@@ -561,6 +643,8 @@ const br_store_ops br_store_sqlite = {
     .task_add_live_children = sq_task_add_live_children,
     .split_put = sq_split_put,
     .graph_put = sq_graph_put,
+    .inv_put = sq_inv_put,
+    .inv_query = sq_inv_query,
     .load_active = sq_load_active,
     .task_get = sq_task_get,
     .task_query = sq_task_query,

@@ -15,6 +15,7 @@
 #include <braid/store.h>
 #include <braid/task.h>
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -71,6 +72,21 @@ int br_engine_submit(br_engine *e, int64_t graph_id, const char *node, json_t *a
  * Returns BR_OK, or an error when the store fails (the engine then stops;
  * reopen it to continue from the last commit). */
 int br_engine_run(br_engine *e, br_error *err);
+
+/* Gives the engine an executor (made from ops with cfg; cfg->loop is the
+ * engine's). Without one, nodes that run jobs put their tasks in error. */
+struct br_executor_ops;
+struct br_exec_config;
+int br_engine_set_executor(br_engine *e, const struct br_executor_ops *ops,
+                           const struct br_exec_config *cfg, br_error *err);
+/* Where invocation logs go: DIR/TASK/INVOCATION.log (default ./braid-logs). */
+void br_engine_set_log_dir(br_engine *e, const char *dir);
+/* Stops: no more dispatching or processing; running jobs are cancelled
+ * (SIGTERM, then SIGKILL after the grace period; hard: SIGKILL now) and
+ * recorded as cancelled; their tasks run again when the store is reopened.
+ * br_engine_run then returns BR_ECANCEL. Safe to call from a callback on the
+ * engine's loop (a signal handler made with uv_signal_t). */
+void br_engine_stop(br_engine *e, bool hard);
 
 /* Commits whatever is pending. */
 int br_engine_flush(br_engine *e, br_error *err);

@@ -36,6 +36,31 @@ typedef struct br_task_filter {
  * Return non-zero to stop. */
 typedef int (*br_task_cb)(void *ud, br_task_info *t);
 
+/* One attempt at running a task's work (an invocation), as stored. */
+typedef struct br_inv_row {
+  int64_t id;
+  int64_t task_id;
+  const char *node;
+  int32_t attempt;
+  const char *status;   /* running, ok, failed, retry, timeout, cancelled, lost, spawn_error */
+  int exit_code;
+  int term_signal;
+  double runtime;
+  int64_t peak_rss_kb;
+  const char *log_path;
+  const char *log_tail;
+  const char *error;
+  const char *worker;   /* where it ran ("local", an agent's host id) */
+  int64_t started_ms, ended_ms;
+} br_inv_row;
+
+/* Owned copy of an invocation row, from queries (free with br_inv_row_free). */
+typedef struct br_inv_info {
+  br_inv_row row;
+  char *buf[7]; /* owned strings behind row's pointers */
+} br_inv_info;
+void br_inv_info_free(br_inv_info *i);
+
 typedef struct br_graph_row {
   int64_t id;
   char *name;
@@ -61,6 +86,11 @@ typedef struct br_store_ops {
   int (*split_put)(br_store *s, const br_split *sp, br_error *err);
   /* Stores a graph as a new version of its name; *id is set. */
   int (*graph_put)(br_store *s, const char *name, const char *json, int64_t *id, br_error *err);
+  /* Inserts or replaces an invocation row. */
+  int (*inv_put)(br_store *s, const br_inv_row *r, br_error *err);
+  /* Invocations of a task, oldest first (task_id 0: all). cb takes ownership. */
+  int (*inv_query)(br_store *s, int64_t task_id, int (*cb)(void *ud, br_inv_info *i), void *ud,
+                   br_error *err);
 
   /* Reads. */
   int (*load_active)(br_store *s, br_task_cb cb, void *ud, br_error *err);
@@ -99,6 +129,8 @@ int br_store_task_query(br_store *s, const br_task_filter *f, br_task_cb cb, voi
 int br_store_task_count(br_store *s, const br_task_filter *f, int64_t counts[BR_TASK_NSTATES],
                         br_error *err);
 
+int br_store_inv_query(br_store *s, int64_t task_id, int (*cb)(void *ud, br_inv_info *i),
+                       void *ud, br_error *err);
 int br_store_task_count_nodes(br_store *s, int64_t graph_id,
                               int (*cb)(void *ud, const char *node, const int64_t *counts),
                               void *ud, br_error *err);

@@ -20,6 +20,7 @@ void br_cli_errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int br_cli_validate(int argc, char **argv);
 int br_cli_run(int argc, char **argv);
 int br_cli_status(int argc, char **argv);
+int br_cli_movie(int argc, char **argv);
 int br_cli_tasks(int argc, char **argv);
 int br_cli_show(int argc, char **argv);
 int br_cli_depot(int argc, char **argv);

@@ -18,6 +18,9 @@ int br_cli_mkdirs_for(const char *path);
 char *br_cli_find_store(const char *given);
 /* Opens a store, printing any error. */
 br_store *br_cli_open_store(const char *path, int flags);
+/* Growable NULL-terminated argv (also used by node types). */
+void br_argv_push(char ***argv, size_t *n, char *arg);
+void br_argv_free(char **argv);
 json_t *br_cli_task_json(const br_task_info *t);
 void br_cli_print_json(json_t *j);
 

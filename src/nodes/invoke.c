@@ -1,0 +1,152 @@
+/* Shared parts of the job-running node types (see invoke.h). */
+#include "invoke.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct sbuf {
+  char *p;
+  size_t n, cap;
+} sbuf;
+
+static void sb_add(sbuf *b, const char *s, size_t n) {
+  if (b->n + n + 1 > b->cap) {
+    size_t cap = b->cap ? b->cap * 2 : 64;
+    while (cap < b->n + n + 1) cap *= 2;
+    b->p = realloc(b->p, cap);
+    if (!b->p) abort();
+    b->cap = cap;
+  }
+  memcpy(b->p + b->n, s, n);
+  b->n += n;
+  b->p[b->n] = '\0';
+}
+
+static void sb_value(sbuf *b, const json_t *v) {
+  if (json_is_string(v)) {
+    sb_add(b, json_string_value(v), json_string_length(v));
+  } else if (json_is_array(v)) {
+    for (size_t i = 0; i < json_array_size(v); i++) {
+      if (i) sb_add(b, " ", 1);
+      sb_value(b, json_array_get(v, i));
+    }
+  } else {
+    char *s = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+    if (s) sb_add(b, s, strlen(s));
+    free(s);
+  }
+}
+
+char *br_invoke_subst(const json_t *attrs, const char *s, char *err, size_t errsize) {
+  sbuf b = {0};
+  sb_add(&b, "", 0);
+  for (const char *p = s; *p;) {
+    if ((p[0] == '{' && p[1] == '{') || (p[0] == '}' && p[1] == '}')) {
+      sb_add(&b, p, 1);
+      p += 2;
+    } else if (*p == '{') {
+      const char *end = strchr(p, '}');
+      if (!end) {
+        snprintf(err, errsize, "unclosed '{' in '%s'", s);
+        free(b.p);
+        return NULL;
+      }
+      char name[256];
+      snprintf(name, sizeof name, "%.*s", (int)(end - p - 1), p + 1);
+      json_t *v = json_object_get(attrs, name);
+      if (!v) {
+        snprintf(err, errsize, "'%s' names the attribute '%s', which the task does not have", s,
+                 name);
+        free(b.p);
+        return NULL;
+      }
+      sb_value(&b, v);
+      p = end + 1;
+    } else {
+      sb_add(&b, p, 1);
+      p++;
+    }
+  }
+  return b.p;
+}
+
+void br_argv_push(char ***argv, size_t *n, char *arg) {
+  *argv = realloc(*argv, (*n + 2) * sizeof **argv);
+  if (!*argv) abort();
+  (*argv)[(*n)++] = arg;
+  (*argv)[*n] = NULL;
+}
+
+void br_argv_free(char **argv) {
+  for (size_t i = 0; argv && argv[i]; i++) free(argv[i]);
+  free(argv);
+}
+
+static int codes(br_node_ctx *ctx, const char *name, int **out, int *n) {
+  json_t *v = br_ctx_param(ctx, name);
+  *n = 0;
+  *out = calloc(json_array_size(v) + 1, sizeof **out);
+  for (size_t i = 0; i < json_array_size(v); i++) {
+    json_t *c = json_array_get(v, i);
+    if (!json_is_integer(c)) return br_ctx_fail(ctx, "parameter '%s' must list integers", name);
+    (*out)[(*n)++] = (int)json_integer_value(c);
+  }
+  return 0;
+}
+
+int br_invoke_run(br_node_ctx *ctx, char **argv) {
+  br_task *t = br_ctx_task(ctx);
+  const json_t *attrs = br_task_attrs(t);
+  char msg[1024];
+  char **env = NULL;
+  size_t nenv = 0;
+  int *good = NULL, *retry = NULL, ngood = 0, nretry = 0, rc = 0;
+  const char *k;
+  json_t *v;
+  json_object_foreach(br_ctx_param(ctx, "env"), k, v) {
+    char *val = json_is_string(v) ? br_invoke_subst(attrs, json_string_value(v), msg, sizeof msg)
+                                  : json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+    if (!val) {
+      rc = br_ctx_fail(ctx, "env %s: %s", k, msg);
+      goto out;
+    }
+    char *kv = NULL;
+    if (asprintf(&kv, "%s=%s", k, val) < 0) abort();
+    free(val);
+    br_argv_push(&env, &nenv, kv);
+  }
+  if (codes(ctx, "good_codes", &good, &ngood) || codes(ctx, "retry_codes", &retry, &nretry)) {
+    rc = -1;
+    goto out;
+  }
+  char *cwd = NULL;
+  const char *cwdp = br_ctx_param_str(ctx, "cwd", "");
+  if (*cwdp && !(cwd = br_invoke_subst(attrs, cwdp, msg, sizeof msg))) {
+    rc = br_ctx_fail(ctx, "cwd: %s", msg);
+    goto out;
+  }
+  const char *progress = br_ctx_param_str(ctx, "progress", "");
+  br_invocation inv = {
+      .task_id = br_task_id(t),
+      .node = br_node_name(br_ctx_node(ctx)),
+      .argv = argv,
+      .env = env,
+      .cwd = cwd,
+      .timeout = br_ctx_param_float(ctx, "timeout", 0),
+      .good_codes = good,
+      .n_good = ngood,
+      .retry_codes = retry,
+      .n_retry = nretry,
+      .progress_regex = *progress ? progress : NULL,
+      .cores = (int)br_ctx_param_int(ctx, "cores", 1),
+      .memory_mb = br_ctx_param_int(ctx, "memory_mb", 0),
+  };
+  rc = br_ctx_invoke(ctx, &inv) ? -1 : 0;
+  free(cwd);
+out:
+  br_argv_free(env);
+  free(good);
+  free(retry);
+  return rc;
+}

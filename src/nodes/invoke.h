@@ -1,0 +1,36 @@
+/* What the nodes that run jobs (command, ffmpeg) share: the invocation
+ * parameters (environment, folder, resources, timeout, exit codes, retries,
+ * progress) and {attr} substitution in arguments. */
+#ifndef BR_NODES_INVOKE_H
+#define BR_NODES_INVOKE_H
+
+#include <braid/exec.h>
+#include <braid/node.h>
+
+#define BR_INVOKE_PARAMS                                                                      \
+  {"env", BR_PARAM_OBJECT, "{}", false, "extra environment: {NAME: value} ({attr} substituted)"}, \
+  {"cwd", BR_PARAM_STRING, "\"\"", false, "working folder (default: braid's)"},                \
+  {"cores", BR_PARAM_INT, "1", false, "slots the job takes"},                                 \
+  {"memory_mb", BR_PARAM_INT, "0", false, "memory the job needs (for scheduling)"},           \
+  {"timeout", BR_PARAM_FLOAT, "0", false, "seconds before the job is killed (0: never)"},     \
+  {"good_codes", BR_PARAM_LIST, "[0]", false, "exit codes that mean success"},                \
+  {"retry_codes", BR_PARAM_LIST, "[]", false, "exit codes that mean: run it again"},          \
+  {"retries", BR_PARAM_INT, "2", false, "how many times a job is run again (retry codes, lost workers)"}, \
+  {"progress", BR_PARAM_STRING, "\"\"", false,                                                \
+   "regex over stdout whose first group is the progress (0-1, or 0-100 with %)"}
+
+/* Substitutes {name} with the task's attribute (strings as they are, other
+ * values as JSON; lists joined by spaces); "{{" and "}}" are literal braces.
+ * Returns a new string, or NULL with a message in err (a missing attribute). */
+char *br_invoke_subst(const json_t *attrs, const char *s, char *err, size_t errsize);
+
+/* Fills inv from the node's invocation parameters and argv (NULL-terminated,
+ * borrowed until the call returns), then br_ctx_invoke(). Returns 0 or -1
+ * (the task is failed with a message). */
+int br_invoke_run(br_node_ctx *ctx, char **argv);
+
+/* Appends to a growable NULL-terminated argv. */
+void br_argv_push(char ***argv, size_t *n, char *arg /* owned */);
+void br_argv_free(char **argv);
+
+#endif
