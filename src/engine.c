@@ -30,6 +30,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <pthread.h>
 #include <uthash.h>
 
 #include "graph_internal.h"
@@ -146,7 +147,13 @@ struct br_engine {
   br_inv_info *inv_rows;          /* invocation rows to write at the next commit */
   size_t n_inv_rows, cap_inv_rows;
   int stopping, stop_hard;
+  int serving; /* br_engine_serve: keep running when idle */
   char *log_dir;
+  /* work handed over by other threads (br_engine_post) */
+  uv_async_t async;
+  pthread_mutex_t post_mu;
+  struct posted *posted_head, *posted_tail;
+  int async_ready;
   br_error store_err;
 };
 
@@ -1030,8 +1037,12 @@ static void ev_spawn(void *ud, int64_t inv_id, int64_t task_id, const char *name
     snprintf(nbuf, sizeof nbuf, "%s/%d", t->name ? t->name : "task", t->live_children);
     name = nbuf;
   }
-  br_task *ch = task_new(e, t->gs, t->node, attrs ? attrs : json_object(), name, t->id,
-                         t->priority, t->group_id);
+  /* a child starts with its parent's attributes, and what the job gave */
+  json_t *ca = json_copy(t->attrs);
+  ENGINE_ASSERT(ca);
+  if (attrs) json_object_update(ca, attrs);
+  json_decref(attrs);
+  br_task *ch = task_new(e, t->gs, t->node, ca, name, t->id, t->priority, t->group_id);
   t->live_children++;
   mark_dirty(e, t);
   if (port < 0) {
@@ -1355,6 +1366,44 @@ int br_engine_flush(br_engine *e, br_error *err) { return commit(e, err); }
 
 /* ---- running ---- */
 
+typedef struct posted {
+  void (*fn)(br_engine *e, void *ud);
+  void *ud;
+  struct posted *next;
+} posted;
+
+int br_engine_post(br_engine *e, void (*fn)(br_engine *e, void *ud), void *ud) {
+  posted *p = malloc(sizeof *p);
+  if (!p) return BR_ENOMEM;
+  p->fn = fn;
+  p->ud = ud;
+  p->next = NULL;
+  pthread_mutex_lock(&e->post_mu);
+  if (e->posted_tail) e->posted_tail->next = p;
+  else e->posted_head = p;
+  e->posted_tail = p;
+  pthread_mutex_unlock(&e->post_mu);
+  uv_async_send(&e->async);
+  return BR_OK;
+}
+
+/* Runs what other threads handed over, on the engine thread. */
+static void run_posted(br_engine *e) {
+  pthread_mutex_lock(&e->post_mu);
+  posted *p = e->posted_head;
+  e->posted_head = e->posted_tail = NULL;
+  pthread_mutex_unlock(&e->post_mu);
+  e->now_ms = clock_ms();
+  while (p) {
+    posted *next = p->next;
+    p->fn(e, p->ud);
+    free(p);
+    p = next;
+  }
+}
+
+static void on_async(uv_async_t *h) { run_posted(h->data); }
+
 static int has_work(br_engine *e) {
   return e->pend_head || e->post_head || (!e->stopping && e->ready.n);
 }
@@ -1386,8 +1435,16 @@ static void work(br_engine *e, int batch_max, int batch_ms) {
   }
 }
 
+int br_engine_serve(br_engine *e, br_error *err) {
+  e->serving = 1;
+  int rc = br_engine_run(e, err);
+  e->serving = 0;
+  return rc;
+}
+
 int br_engine_run(br_engine *e, br_error *err) {
   br_error_clear(err);
+  uv_ref((uv_handle_t *)&e->async);
   int batch_max = e->opts.batch_max > 0 ? e->opts.batch_max : 4096;
   int batch_ms = e->opts.batch_ms > 0 ? e->opts.batch_ms : 50;
   while (!e->failed) {
@@ -1398,13 +1455,14 @@ int br_engine_run(br_engine *e, br_error *err) {
     int active = e->ex ? e->exops->active(e->ex) : 0;
     if (has_work(e)) {
       if (active) uv_run(e->loop, UV_RUN_NOWAIT);
-    } else if (active) {
-      uv_run(e->loop, UV_RUN_ONCE); /* sleep until a job reports */
+    } else if (active || (e->serving && !e->stopping)) {
+      uv_run(e->loop, UV_RUN_ONCE); /* sleep until a job or another thread reports */
     } else {
       break;
     }
   }
   if (!e->failed) commit(e, &e->store_err);
+  uv_unref((uv_handle_t *)&e->async);
   if (e->failed) {
     if (err) *err = e->store_err;
     return e->store_err.code ? e->store_err.code : BR_ESTORE;
@@ -1615,6 +1673,11 @@ br_engine *br_engine_open(br_store *store, const br_engine_opts *opts, br_error 
     }
     e->own_loop = 1;
   }
+  pthread_mutex_init(&e->post_mu, NULL);
+  uv_async_init(e->loop, &e->async, on_async);
+  e->async.data = e;
+  uv_unref((uv_handle_t *)&e->async); /* only br_engine_run keeps the loop alive for it */
+  e->async_ready = 1;
   e->now_ms = clock_ms();
   int rc = store->ops->max_id(store, &e->next_id, err);
   load_ctx lc = {.e = e, .err = err, .rc = 0};
@@ -1663,6 +1726,12 @@ void br_engine_free(br_engine *e) {
     gs = n;
   }
   if (e->ex) e->exops->destroy(e->ex);
+  if (e->async_ready) {
+    run_posted(e); /* nothing handed over is lost silently */
+    uv_close((uv_handle_t *)&e->async, NULL);
+    uv_run(e->loop, UV_RUN_DEFAULT); /* let closing handles finish */
+    pthread_mutex_destroy(&e->post_mu);
+  }
   for (size_t i = 0; i < e->n_inv_rows; i++) br_inv_info_free(&e->inv_rows[i]);
   free(e->inv_rows);
   free(e->log_dir);

@@ -382,3 +382,51 @@ TEST(sigkill_at_many_points) {
   CHECK(system(cmd) == 0);
   free(dir);
 }
+
+/* ---- other threads hand work to the engine ---- */
+
+#include <pthread.h>
+
+typedef struct poster {
+  tenv *t;
+  int submitted;
+} poster;
+
+static void do_submit(br_engine *e, void *ud) {
+  poster *p = ud;
+  br_error err;
+  int64_t id;
+  json_t *a = json_pack("{si}", "n", 1);
+  if (br_engine_submit(e, p->t->graph_id, "a", a, NULL, &id, &err) == BR_OK) p->submitted++;
+  json_decref(a);
+}
+
+static void do_stop(br_engine *e, void *ud) {
+  (void)ud;
+  br_engine_stop(e, false);
+}
+
+static void *poster_main(void *ud) {
+  poster *p = ud;
+  for (int i = 0; i < 100; i++) br_engine_post(p->t->eng, do_submit, p);
+  usleep(100 * 1000);
+  br_engine_post(p->t->eng, do_stop, p);
+  return NULL;
+}
+
+TEST(posted_work_from_another_thread) {
+  tenv t;
+  tenv_open(&t, "post");
+  tenv_graph(&t, "{\"nodes\": [{\"name\": \"a\", \"type\": \"null\"}, {\"name\": \"b\", \"type\": \"null\"}],"
+                 " \"wires\": [[\"a\", \"b\"]]}");
+  poster p = {.t = &t};
+  pthread_t th;
+  pthread_create(&th, NULL, poster_main, &p);
+  br_error err;
+  int rc = br_engine_serve(t.eng, &err); /* runs until the posted stop */
+  pthread_join(th, NULL);
+  CHECK_EQ_INT(rc, BR_ECANCEL);
+  CHECK_EQ_INT(p.submitted, 100);
+  CHECK_EQ_INT(tenv_count(&t, "b", BR_TASK_DONE), 100);
+  tenv_close(&t);
+}

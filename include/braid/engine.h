@@ -88,6 +88,15 @@ void br_engine_set_log_dir(br_engine *e, const char *dir);
  * engine's loop (a signal handler made with uv_signal_t). */
 void br_engine_stop(br_engine *e, bool hard);
 
+/* Runs fn(e, ud) on the engine's thread, soon (wakes the loop). The only
+ * engine call that is safe from any thread: HTTP handlers and other threads
+ * hand work to the engine this way and never touch its state. */
+int br_engine_post(br_engine *e, void (*fn)(br_engine *e, void *ud), void *ud);
+
+/* Like br_engine_run, but keeps running when idle, waiting for posted work
+ * and executor events, until br_engine_stop. For `braid server`. */
+int br_engine_serve(br_engine *e, br_error *err);
+
 /* Commits whatever is pending. */
 int br_engine_flush(br_engine *e, br_error *err);
 

@@ -55,7 +55,8 @@ static void run_usage(FILE *out) {
           "\"start\" attributes and --set on top); running it again on the same store\n"
           "resumes the unfinished work instead.\n\n"
           "  --set NAME=VALUE  an attribute of the starting task (VALUE is JSON when it\n"
-          "                    parses: 12, [1,2], true; otherwise a string)\n"
+          "                    parses: 12, [1,2], true; otherwise a string). graph_dir\n"
+          "                    (the graph file's folder) is set unless given\n"
           "  --store PATH      the store (default: ./GRAPHNAME.braid.db)\n"
           "  --node NODE       where the task starts (default: the graph's start node)\n"
           "  --new             submit a new task even if the store has a finished run\n"
@@ -144,6 +145,15 @@ int br_cli_run(int argc, char **argv) {
   json_object_update(attrs, br_graph_start_attrs(g));
   json_object_update(attrs, sets);
   json_decref(sets);
+  if (!json_object_get(attrs, "graph_dir")) { /* jobs find files beside the graph */
+    char *abs = realpath(graph_path, NULL);
+    if (abs) {
+      char *slash = strrchr(abs, '/');
+      if (slash) *slash = '\0';
+      json_object_set_new(attrs, "graph_dir", json_string(abs));
+      free(abs);
+    }
+  }
 
   br_store *store = br_cli_open_store(store_path, 0);
   br_error err;
