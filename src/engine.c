@@ -148,6 +148,8 @@ struct br_engine {
   size_t n_inv_rows, cap_inv_rows;
   int stopping, stop_hard;
   int serving; /* br_engine_serve: keep running when idle */
+  void (*observer)(void *ud, const br_task_info *t);
+  void *observer_ud;
   char *log_dir;
   /* work handed over by other threads (br_engine_post) */
   uv_async_t async;
@@ -1340,6 +1342,11 @@ static int commit(br_engine *e, br_error *err) {
   for (; t; t = next) {
     next = t->dirty_next;
     t->dirty_next = NULL;
+    if (e->observer) {
+      br_task_info row;
+      task_row(t, &row);
+      e->observer(e->observer_ud, &row);
+    }
     t->flags &= (uint16_t) ~(F_NEW | F_DIRTY | F_ATTRS);
     if (br_task_state_is_final(t->state)) {
       HASH_DEL(e->tasks, t);
@@ -1469,6 +1476,173 @@ int br_engine_run(br_engine *e, br_error *err) {
   }
   if (e->stopping) return br_error_set(err, BR_ECANCEL, "cancelled");
   return BR_OK;
+}
+
+/* ---- operations on one task (engine thread only) ---- */
+
+static gslot *gslot_load(br_engine *e, int64_t id, br_error *err);
+
+/* The live task, loading a finished one from the store when `load` is set. */
+static br_task *task_get_live(br_engine *e, int64_t id, int load, br_error *err) {
+  br_task *t = task_find(e, id);
+  if (t || !load) {
+    if (!t) br_error_set(err, BR_ENOTFOUND, "task %lld is finished or does not exist", (long long)id);
+    return t;
+  }
+  br_task_info r;
+  if (e->store->ops->task_get(e->store, id, &r, err)) return NULL;
+  gslot *gs = gslot_load(e, r.graph_id, err);
+  br_node *n = gs ? br_graph_find_node(gs->g, r.node) : NULL;
+  if (!n) {
+    br_error_set(err, BR_ENOTFOUND, "task %lld: node '%s' no longer exists", (long long)id, r.node);
+    br_task_info_free(&r);
+    return NULL;
+  }
+  t = task_alloc(e);
+  t->id = r.id;
+  t->gs = gs;
+  t->node = (int)n->index;
+  t->port = r.port;
+  t->state = (uint8_t)r.state;
+  t->paused = r.paused;
+  t->priority = r.priority;
+  t->attrs = r.attrs;
+  r.attrs = NULL;
+  t->name = r.name;
+  r.name = NULL;
+  t->error = r.error;
+  r.error = NULL;
+  t->parent = r.parent;
+  t->group_id = r.group_id;
+  t->live_children = r.live_children;
+  t->attempts = r.attempts;
+  t->created_ms = r.created_ms;
+  t->updated_ms = r.updated_ms;
+  t->split_id = r.split_id;
+  t->split_elem = r.split_elem;
+  t->split_count = r.split_count;
+  t->split = split_ref(e, t->split_id);
+  HASH_ADD(hh, e->tasks, id, sizeof t->id, t);
+  br_task_info_free(&r);
+  count_memory(e);
+  return t;
+}
+
+static void group_remove(br_engine *e, br_task *t) {
+  wgroup *g = t->wg;
+  if (!g) return;
+  for (size_t i = 0; i < g->n; i++)
+    if (g->v[i] == t) {
+      memmove(&g->v[i], &g->v[i + 1], (g->n - i - 1) * sizeof *g->v);
+      g->n--;
+      break;
+    }
+  t->wg = NULL;
+  t->wait_key = 0;
+  if (g->n == 0 && !g->pending) group_free(e, g);
+  else group_pend(e, g); /* the others may now be free to go */
+}
+
+int br_engine_task_cancel(br_engine *e, int64_t id, br_error *err) {
+  br_task *t = task_get_live(e, id, 0, err);
+  if (!t) return BR_ENOTFOUND;
+  e->now_ms = clock_ms();
+  switch (t->state) {
+  case BR_TASK_RUNNING:
+    /* the executor reports it cancelled; post_task records it */
+    if (e->ex) e->exops->cancel(e->ex, t->inv->inv.id);
+    return BR_OK;
+  case BR_TASK_BLOCKED: group_remove(e, t); /* fall through */
+  case BR_TASK_WAITING:
+  case BR_TASK_QUEUED:
+  case BR_TASK_POST:
+  case BR_TASK_ERROR: set_state(e, t, BR_TASK_CANCELLED); return BR_OK;
+  default:
+    return br_error_set(err, BR_ESTATE, "task %lld is %s: nothing to cancel", (long long)id,
+                        br_task_state_name((br_task_state)t->state));
+  }
+}
+
+int br_engine_task_retry(br_engine *e, int64_t id, br_error *err) {
+  br_task *t = task_get_live(e, id, 1, err);
+  if (!t) return err && err->code ? err->code : BR_ENOTFOUND;
+  if (t->state == BR_TASK_RUNNING || t->state == BR_TASK_QUEUED || t->state == BR_TASK_BLOCKED)
+    return br_error_set(err, BR_ESTATE, "task %lld is %s: it is not finished",
+                        (long long)id, br_task_state_name((br_task_state)t->state));
+  e->now_ms = clock_ms();
+  free(t->error);
+  t->error = NULL;
+  t->attempts = 0;
+  set_state(e, t, BR_TASK_WAITING); /* processed again at its node */
+  return BR_OK;
+}
+
+int br_engine_task_pause(br_engine *e, int64_t id, bool paused, br_error *err) {
+  br_task *t = task_get_live(e, id, 0, err);
+  if (!t) return BR_ENOTFOUND;
+  e->now_ms = clock_ms();
+  t->paused = paused;
+  if (paused) {
+    heap_remove(&e->ready, t);
+    heap_remove(&e->queued, t);
+  } else if (t->state == BR_TASK_WAITING) {
+    heap_push(&e->ready, t);
+  } else if (t->state == BR_TASK_QUEUED) {
+    heap_push(&e->queued, t);
+  }
+  mark_dirty(e, t);
+  return BR_OK;
+}
+
+int br_engine_task_set_priority(br_engine *e, int64_t id, int32_t priority, br_error *err) {
+  br_task *t = task_get_live(e, id, 0, err);
+  if (!t) return BR_ENOTFOUND;
+  e->now_ms = clock_ms();
+  int in_ready = t->hidx[HEAP_READY] >= 0, in_queued = t->hidx[HEAP_QUEUED] >= 0;
+  heap_remove(&e->ready, t);
+  heap_remove(&e->queued, t);
+  t->priority = priority;
+  if (in_ready) heap_push(&e->ready, t);
+  if (in_queued) heap_push(&e->queued, t);
+  mark_dirty(e, t);
+  return BR_OK;
+}
+
+int br_engine_task_set_attrs(br_engine *e, int64_t id, json_t *attrs, br_error *err) {
+  if (!json_is_object(attrs)) return br_error_set(err, BR_EINVAL, "attributes must be an object");
+  br_task *t = task_get_live(e, id, 1, err);
+  if (!t) return err && err->code ? err->code : BR_ENOTFOUND;
+  e->now_ms = clock_ms();
+  json_t *a = attrs_mut(e, t);
+  const char *k;
+  json_t *v;
+  json_object_foreach(attrs, k, v) {
+    if (json_is_null(v)) json_object_del(a, k);
+    else json_object_set(a, k, v);
+  }
+  return BR_OK;
+}
+
+int br_engine_task_move(br_engine *e, int64_t id, const char *node, br_error *err) {
+  br_task *t = task_get_live(e, id, 1, err);
+  if (!t) return err && err->code ? err->code : BR_ENOTFOUND;
+  if (t->state == BR_TASK_RUNNING || t->state == BR_TASK_POST)
+    return br_error_set(err, BR_ESTATE, "task %lld is running: cancel it first", (long long)id);
+  br_node *n = br_graph_find_node(t->gs->g, node);
+  if (!n) return br_error_set(err, BR_ENOTFOUND, "graph '%s' has no node '%s'", t->gs->g->name, node);
+  e->now_ms = clock_ms();
+  group_remove(e, t);
+  free(t->error);
+  t->error = NULL;
+  t->attempts = 0;
+  br_wire w = {.node = (int)n->index, .port = 0};
+  move_to(e, t, &w);
+  return BR_OK;
+}
+
+void br_engine_set_observer(br_engine *e, void (*fn)(void *ud, const br_task_info *t), void *ud) {
+  e->observer = fn;
+  e->observer_ud = ud;
 }
 
 /* ---- graphs ---- */

@@ -430,3 +430,48 @@ TEST(posted_work_from_another_thread) {
   CHECK_EQ_INT(tenv_count(&t, "b", BR_TASK_DONE), 100);
   tenv_close(&t);
 }
+
+TEST(task_operations) {
+  tenv t;
+  tenv_open(&t, "ops");
+  tenv_graph(&t, "{\"nodes\": [{\"name\": \"sw\", \"type\": \"switch\", \"params\": {\"attr\": \"ok\", \"cases\": [true]}},"
+                 "{\"name\": \"good\", \"type\": \"null\"}, {\"name\": \"c\", \"type\": \"split_range\"},"
+                 "{\"name\": \"w\", \"type\": \"script\", \"params\": {\"source\": \"wait(7)\"}}, {\"name\": \"other\", \"type\": \"null\"}],"
+                 "\"wires\": [[\"sw.true\", \"good\"]]}");
+  br_error err;
+  /* an error task, retried after its attributes are fixed */
+  int64_t bad = tenv_submit(&t, "c", "{}");
+  tenv_run(&t);
+  CHECK_EQ_INT(tenv_count(&t, "c", BR_TASK_ERROR), 1);
+  json_t *fix = json_pack("{sisi}", "frame_start", 1, "frame_end", 3);
+  CHECK(br_engine_task_set_attrs(t.eng, bad, fix, &err) == BR_OK);
+  json_decref(fix);
+  CHECK(br_engine_task_retry(t.eng, bad, &err) == BR_OK);
+  tenv_run(&t);
+  CHECK_EQ_INT(tenv_count(&t, "c", BR_TASK_DONE), 1);
+  /* a blocked task cancelled; a finished one moved and re-run elsewhere */
+  int64_t blocked = tenv_submit(&t, "w", "{}");
+  tenv_run(&t);
+  CHECK(br_engine_task_cancel(t.eng, blocked, &err) == BR_OK);
+  tenv_run(&t);
+  CHECK_EQ_INT(tenv_count(&t, "w", BR_TASK_CANCELLED), 1);
+  br_engine_stats st;
+  br_engine_get_stats(t.eng, &st);
+  CHECK_EQ_INT(st.groups, 0);
+  CHECK(br_engine_task_move(t.eng, bad, "other", &err) == BR_OK);
+  tenv_run(&t);
+  CHECK_EQ_INT(tenv_count(&t, "other", BR_TASK_DONE), 1);
+  /* paused tasks do not move until resumed */
+  int64_t p = tenv_submit(&t, "sw", "{\"ok\": true}");
+  CHECK(br_engine_task_pause(t.eng, p, true, &err) == BR_OK);
+  CHECK(br_engine_task_set_priority(t.eng, p, 5, &err) == BR_OK);
+  tenv_run(&t);
+  CHECK_EQ_INT(tenv_count(&t, "sw", BR_TASK_WAITING), 1);
+  CHECK(br_engine_task_pause(t.eng, p, false, &err) == BR_OK);
+  tenv_run(&t);
+  CHECK_EQ_INT(tenv_count(&t, "good", BR_TASK_DONE), 1);
+  /* errors */
+  CHECK(br_engine_task_cancel(t.eng, 99999, &err) == BR_ENOTFOUND);
+  CHECK(br_engine_task_move(t.eng, p, "nope", &err) == BR_ENOTFOUND);
+  tenv_close(&t);
+}

@@ -97,6 +97,21 @@ int br_engine_post(br_engine *e, void (*fn)(br_engine *e, void *ud), void *ud);
  * and executor events, until br_engine_stop. For `braid server`. */
 int br_engine_serve(br_engine *e, br_error *err);
 
+/* Operations on one task, on the engine's thread (use br_engine_post from
+ * others). They take effect at once in memory and are committed with the
+ * next batch. retry, set_attrs and move also reach finished tasks (loaded
+ * from the store). Attributes set to null are deleted. */
+int br_engine_task_cancel(br_engine *e, int64_t id, br_error *err);
+int br_engine_task_retry(br_engine *e, int64_t id, br_error *err);
+int br_engine_task_pause(br_engine *e, int64_t id, bool paused, br_error *err);
+int br_engine_task_set_priority(br_engine *e, int64_t id, int32_t priority, br_error *err);
+int br_engine_task_set_attrs(br_engine *e, int64_t id, json_t *attrs, br_error *err);
+int br_engine_task_move(br_engine *e, int64_t id, const char *node, br_error *err);
+
+/* Called on the engine thread after each commit, once per task written in
+ * it (the snapshot is borrowed for the call). For event streams. */
+void br_engine_set_observer(br_engine *e, void (*fn)(void *ud, const br_task_info *t), void *ud);
+
 /* Commits whatever is pending. */
 int br_engine_flush(br_engine *e, br_error *err);
 
