@@ -19,5 +19,6 @@ void br_cli_errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 int br_cli_validate(int argc, char **argv);
 int br_cli_run(int argc, char **argv);
+int br_cli_ctl(int argc, char **argv);
 
 #endif

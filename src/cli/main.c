@@ -12,6 +12,7 @@ static int cmd_help(int argc, char **argv);
 static const br_cli_command commands[] = {
     {"help", cmd_help, "show the commands, or `braid help COMMAND`"},
     {"version", cmd_version, "print braid's version"},
+    {"ctl", br_cli_ctl, "from inside a job: set attributes, spawn children, report progress"},
     {NULL, NULL, NULL},
 };
 
