@@ -55,13 +55,20 @@ typedef struct br_inv_result {
   int exit_code;       /* -1 when killed by a signal */
   int term_signal;
   double runtime;      /* seconds */
-  int64_t peak_rss_kb;
+  int64_t peak_rss_kb; /* peak resident memory of the job's process tree (what it waited for) */
+  double queued;       /* seconds from submit to the process's start */
   char *log_tail;      /* last lines of the log (owned by the executor during the callback) */
-  json_t *set_attrs;   /* attributes the job set through the runtime channel (object) */
-  char *error;         /* for SPAWN_ERROR and LOST: a message */
+  json_t *set_attrs;   /* attributes the job set through the runtime channel (an object,
+                          borrowed: json_incref to keep it) */
+  char *error;         /* for SPAWN_ERROR and LOST: a message (local also explains a
+                          timeout, a cancel or a signal); NULL otherwise */
 } br_inv_result;
 
-/* Events an executor reports (on the loop thread). */
+/* Events an executor reports (on the loop thread). They are never called from
+ * inside an executor call (submit, cancel, ...), only from the loop, and for
+ * one invocation on_start comes before any progress or spawn, and on_done last.
+ * An invocation that never started (spawn error, cancelled while queued) gets
+ * on_done only. */
 typedef struct br_exec_events {
   void *ud;
   /* The job asked for a child; attrs reference is stolen by the callee. */
@@ -99,6 +106,9 @@ typedef struct br_executor_ops {
   int (*active)(br_executor *ex);
   /* Free capacity (slots); the engine submits at most this many. */
   int (*capacity)(br_executor *ex);
+  /* SIGKILLs what still runs and frees the executor; no callback follows.
+   * Handles are closed asynchronously: run the loop afterwards (uv_run
+   * returns once they are closed) before uv_loop_close. */
   void (*destroy)(br_executor *ex);
 } br_executor_ops;
 

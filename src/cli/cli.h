@@ -26,5 +26,6 @@ int br_cli_show(int argc, char **argv);
 int br_cli_depot(int argc, char **argv);
 int br_cli_push(int argc, char **argv);
 int br_cli_pull(int argc, char **argv);
+int br_cli_ctl(int argc, char **argv);
 
 #endif
