@@ -85,7 +85,7 @@ typedef struct theap {
 
 typedef struct nstate {
   br_task *lists[BR_TASK_NSTATES];
-  int64_t counts[BR_TASK_NSTATES];
+  int64_t counts[BR_TASK_NSTATES]; /* tasks held in each state (done/dead: since open) */
 } nstate;
 
 struct gslot {
@@ -405,6 +405,7 @@ static void set_state(br_engine *e, br_task *t, br_task_state s) {
   heap_remove(&e->queued, t);
   t->state = (uint8_t)s;
   if (!br_task_state_is_final(s)) list_add(t);
+  else t->gs->ns[t->node].counts[s]++;
   if (s == BR_TASK_WAITING && !t->paused) heap_push(&e->ready, t);
   mark_dirty(e, t);
   e->st.transitions++;
@@ -530,6 +531,7 @@ static void move_to(br_engine *e, br_task *t, const br_wire *w) {
   heap_remove(&e->queued, t);
   t->node = w->node;
   t->port = w->port;
+  t->attempts = 0; /* attempts count per node */
   t->state = BR_TASK_WAITING;
   t->wait_key = 0;
   list_add(t);
@@ -903,12 +905,6 @@ static inv_rec *inv_copy(const br_invocation *in) {
   return r;
 }
 
-const char *br_inv_status_name(br_inv_status s) {
-  static const char *const names[] = {"ok",        "failed", "retry",      "timeout",
-                                      "cancelled", "lost",   "spawn_error"};
-  return (unsigned)s < sizeof names / sizeof names[0] ? names[s] : "unknown";
-}
-
 /* Queues an owned copy of an invocation row for the next commit. */
 static void inv_row_add(br_engine *e, br_task *t, const char *status) {
   inv_rec *r = t->inv;
@@ -988,6 +984,7 @@ static int dispatch(br_engine *e, br_error *err) {
     }
     t->attempts++;
     t->progress = 0;
+    e->st.invocations_started++;
     set_state(e, t, BR_TASK_RUNNING);
     inv_row_add(e, t, "running");
     started[n++] = t;
@@ -1079,6 +1076,7 @@ void br_engine__inv_done(void *ud, const br_inv_result *res) {
   r->done = 1;
   e->now_ms = clock_ms();
   inv_row_add(e, t, br_inv_status_name(res->status));
+  e->st.invocations_done++;
   set_state(e, t, BR_TASK_POST);
   t->post_next = NULL;
   if (e->post_tail) e->post_tail->post_next = t;
@@ -1638,6 +1636,22 @@ int br_engine_task_move(br_engine *e, int64_t id, const char *node, br_error *er
   br_wire w = {.node = (int)n->index, .port = 0};
   move_to(e, t, &w);
   return BR_OK;
+}
+
+size_t br_engine_retry_failed(br_engine *e) {
+  size_t n = 0;
+  e->now_ms = clock_ms();
+  for (gslot *gs = e->graphs; gs; gs = gs->next)
+    for (size_t i = 0; i < gs->g->n_nodes; i++)
+      while (gs->ns[i].lists[BR_TASK_ERROR]) {
+        br_task *t = gs->ns[i].lists[BR_TASK_ERROR];
+        free(t->error);
+        t->error = NULL;
+        t->attempts = 0;
+        set_state(e, t, BR_TASK_WAITING);
+        n++;
+      }
+  return n;
 }
 
 void br_engine_set_observer(br_engine *e, void (*fn)(void *ud, const br_task_info *t), void *ud) {

@@ -49,6 +49,7 @@ typedef struct br_engine_stats {
   size_t tasks_in_memory;
   size_t peak_tasks_in_memory;
   size_t groups;          /* waiter groups held */
+  uint64_t invocations_started, invocations_done;
 } br_engine_stats;
 
 /* Opens an engine on a store: reloads the graphs and every unfinished task,
@@ -108,6 +109,9 @@ int br_engine_task_set_priority(br_engine *e, int64_t id, int32_t priority, br_e
 int br_engine_task_set_attrs(br_engine *e, int64_t id, json_t *attrs, br_error *err);
 int br_engine_task_move(br_engine *e, int64_t id, const char *node, br_error *err);
 
+/* Puts every task in error back to waiting at its node; returns how many. */
+size_t br_engine_retry_failed(br_engine *e);
+
 /* Called on the engine thread after each commit, once per task written in
  * it (the snapshot is borrowed for the call). For event streams. */
 void br_engine_set_observer(br_engine *e, void (*fn)(void *ud, const br_task_info *t), void *ud);
@@ -119,7 +123,8 @@ void br_engine_get_stats(const br_engine *e, br_engine_stats *out);
 br_store *br_engine_store(br_engine *e);
 uv_loop_t *br_engine_loop(br_engine *e);
 
-/* Counts of live (in-memory) tasks at a node by state. */
+/* Counts of live (in-memory) tasks at a node by state; for done and dead,
+ * the tasks that finished there since the engine opened. */
 int br_engine_count_live(br_engine *e, int64_t graph_id, const char *node,
                          int64_t counts[BR_TASK_NSTATES]);
 

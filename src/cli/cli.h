@@ -23,6 +23,7 @@ int br_cli_status(int argc, char **argv);
 int br_cli_movie(int argc, char **argv);
 int br_cli_tasks(int argc, char **argv);
 int br_cli_show(int argc, char **argv);
+int br_cli_log(int argc, char **argv);
 int br_cli_depot(int argc, char **argv);
 int br_cli_push(int argc, char **argv);
 int br_cli_pull(int argc, char **argv);

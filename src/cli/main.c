@@ -15,6 +15,7 @@ static const br_cli_command commands[] = {
     {"status", br_cli_status, "counts of tasks by node and state in a store"},
     {"tasks", br_cli_tasks, "list tasks (filter by node, state, parent)"},
     {"show", br_cli_show, "everything about one task"},
+    {"log", br_cli_log, "the log of a task's job"},
     {"movie", br_cli_movie, "make a movie or an N-up mosaic from image sequences (ffmpeg)"},
     {"help", cmd_help, "show the commands, or `braid help COMMAND`"},
     {"version", cmd_version, "print braid's version"},

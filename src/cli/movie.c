@@ -32,12 +32,19 @@ static int write_list(const char *path, json_t *seq) {
   FILE *f = fopen(path, "w");
   if (!f) return -1;
   for (size_t i = 0; i < json_array_size(seq); i++) {
+    /* ffmpeg resolves relative names against the list's folder: make them absolute */
+    char *abs = realpath(json_string_value(json_array_get(seq, i)), NULL);
+    if (!abs) {
+      fclose(f);
+      return -1;
+    }
     fputs("file '", f);
-    for (const char *p = json_string_value(json_array_get(seq, i)); *p; p++) {
+    for (const char *p = abs; *p; p++) {
       if (*p == '\'') fputs("'\\''", f);
       else fputc(*p, f);
     }
     fputs("'\n", f);
+    free(abs);
   }
   return fclose(f);
 }

@@ -225,3 +225,97 @@ int br_cli_show(int argc, char **argv) {
   free(path);
   return rc ? BR_EXIT_FAILED : BR_EXIT_OK;
 }
+
+typedef struct inv_list {
+  br_inv_info *v;
+  size_t n;
+} inv_list;
+
+static int collect_inv(void *ud, br_inv_info *i) {
+  inv_list *l = ud;
+  l->v = realloc(l->v, (l->n + 1) * sizeof *l->v);
+  l->v[l->n++] = *i;
+  free(i);
+  return 0;
+}
+
+static const char *log_usage =
+    "usage: braid log TASK [--all] [--store PATH] [--json]\n\n"
+    "Prints the log of the task's last invocation (stdout and stderr of its job);\n"
+    "--all prints every attempt's. --json lists the invocations instead.\n";
+
+int br_cli_log(int argc, char **argv) {
+  int all = 0;
+  for (int k = 1; k < argc; k++)
+    if (strcmp(argv[k], "--all") == 0) {
+      all = 1;
+      memmove(&argv[k], &argv[k + 1], (size_t)(argc - k) * sizeof *argv);
+      argc--;
+      break;
+    }
+  qopts q;
+  int i = parse(argc, argv, &q, log_usage);
+  if (i < 0) return i == -2 ? BR_EXIT_OK : BR_EXIT_USAGE;
+  if (i != argc - 1) {
+    fputs(log_usage, stderr);
+    return BR_EXIT_USAGE;
+  }
+  char *end;
+  long long id = strtoll(argv[i], &end, 10);
+  if (*end || id <= 0) {
+    br_cli_errorf("'%s' is not a task id", argv[i]);
+    return BR_EXIT_USAGE;
+  }
+  char *path;
+  br_store *s = open_for_reading(&q, &path);
+  if (!s) {
+    free(path);
+    return BR_EXIT_FAILED;
+  }
+  inv_list l = {0};
+  br_error err;
+  int rc = br_store_inv_query(s, id, collect_inv, &l, &err);
+  if (rc) {
+    rc = fail_err(&err);
+  } else if (q.json) {
+    json_t *arr = json_array();
+    for (size_t k = 0; k < l.n; k++) {
+      br_inv_row *r = &l.v[k].row;
+      json_array_append_new(arr, json_pack("{sIsIsisssisisfsIssss*}", "id", (json_int_t)r->id, "task",
+                                           (json_int_t)r->task_id, "attempt", r->attempt, "status",
+                                           r->status ? r->status : "", "exit_code", r->exit_code,
+                                           "signal", r->term_signal, "runtime", r->runtime,
+                                           "peak_rss_kb", (json_int_t)r->peak_rss_kb, "log",
+                                           r->log_path ? r->log_path : "", "error", r->error));
+    }
+    br_cli_print_json(arr);
+    json_decref(arr);
+  } else if (!l.n) {
+    br_cli_errorf("task %lld has run no job", id);
+    rc = BR_EXIT_FAILED;
+  } else {
+    for (size_t k = all ? 0 : l.n - 1; k < l.n; k++) {
+      br_inv_row *r = &l.v[k].row;
+      printf("== task %lld, invocation %lld, attempt %d: %s", id, (long long)r->id, r->attempt,
+             r->status ? r->status : "?");
+      if (r->status && strcmp(r->status, "running") != 0)
+        printf(" (exit %d, %.2f s, %lld MB peak)", r->exit_code, r->runtime,
+               (long long)(r->peak_rss_kb / 1024));
+      printf("\n");
+      FILE *f = r->log_path ? fopen(r->log_path, "r") : NULL;
+      if (!f) {
+        printf("(no log file at %s)\n", r->log_path ? r->log_path : "?");
+        continue;
+      }
+      char buf[65536];
+      size_t n;
+      while ((n = fread(buf, 1, sizeof buf, f)) > 0) fwrite(buf, 1, n, stdout);
+      fclose(f);
+    }
+  }
+  for (size_t k = 0; k < l.n; k++) br_inv_info_free(&l.v[k]);
+  free(l.v);
+  br_store_close(s);
+  free(path);
+  return rc ? BR_EXIT_FAILED : BR_EXIT_OK;
+}

@@ -1,7 +1,11 @@
 /* braid validate / braid run: check a graph file; run a graph on this
  * machine in one process (the embedded default: SQLite store, local slots). */
 #include <braid/engine.h>
+#include <braid/exec.h>
 #include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,10 +50,117 @@ int br_cli_validate(int argc, char **argv) {
   return bad ? BR_EXIT_USAGE : BR_EXIT_OK;
 }
 
+/* ---- the live display and Ctrl-C ---- */
+
+typedef struct runview {
+  br_engine *e;
+  int64_t gid;
+  int tty;
+  int interrupts;
+  double t0, last_line;
+  int lines_drawn;
+  uv_signal_t sigint, sigterm;
+  uv_timer_t timer;
+} runview;
+
+static void on_signal(uv_signal_t *h, int signum) {
+  runview *v = h->data;
+  v->interrupts++;
+  if (v->interrupts == 1) {
+    fprintf(stderr, "\nbraid: %s: stopping; running jobs get SIGTERM, then SIGKILL (again to kill now)\n",
+            signum == SIGINT ? "interrupted" : "terminated");
+    br_engine_stop(v->e, false);
+  } else {
+    fprintf(stderr, "braid: killing every job now\n");
+    br_engine_stop(v->e, true);
+  }
+}
+
+static void draw(runview *v, int final) {
+  const br_graph *g = br_engine_graph(v->e, v->gid);
+  if (!g) return;
+  int64_t tot[BR_TASK_NSTATES] = {0};
+  double now = mono();
+  if (v->tty) {
+    if (v->lines_drawn) fprintf(stderr, "\x1b[%dA", v->lines_drawn);
+    fprintf(stderr, "\x1b[J%-20s %8s %8s %8s %8s %8s\n", "node", "waiting", "queued", "running",
+            "done", "error");
+    v->lines_drawn = 1;
+  }
+  for (size_t i = 0; i < br_graph_node_count(g); i++) {
+    const char *name = br_node_name(br_graph_node(g, i));
+    int64_t c[BR_TASK_NSTATES];
+    br_engine_count_live(v->e, v->gid, name, c);
+    for (int k = 0; k < BR_TASK_NSTATES; k++) tot[k] += c[k];
+    if (v->tty) {
+      fprintf(stderr, "%-20.20s %8lld %8lld %8lld %8lld %8lld\n", name,
+              (long long)(c[BR_TASK_WAITING] + c[BR_TASK_BLOCKED]), (long long)c[BR_TASK_QUEUED],
+              (long long)c[BR_TASK_RUNNING], (long long)(c[BR_TASK_DONE] + c[BR_TASK_DEAD]),
+              (long long)c[BR_TASK_ERROR]);
+      v->lines_drawn++;
+    }
+  }
+  br_engine_stats st;
+  br_engine_get_stats(v->e, &st);
+  double el = now - v->t0;
+  uint64_t jobs_done = st.invocations_done, jobs_all = st.invocations_done + (uint64_t)tot[BR_TASK_RUNNING] +
+                                                          (uint64_t)tot[BR_TASK_QUEUED];
+  double frac = jobs_all ? (double)jobs_done / (double)jobs_all : 0;
+  double eta = jobs_done && frac < 1 ? el / frac - el : 0;
+  if (v->tty) {
+    int width = 30, fill = (int)(frac * width);
+    fprintf(stderr, "[");
+    for (int i = 0; i < width; i++) fputc(i < fill ? '#' : '.', stderr);
+    fprintf(stderr, "] %3.0f%%  jobs %llu/%llu  %.0fs elapsed", frac * 100,
+            (unsigned long long)jobs_done, (unsigned long long)jobs_all, el);
+    if (eta > 0) fprintf(stderr, "  ETA %.0fs", eta);
+    fprintf(stderr, "\n");
+    v->lines_drawn++;
+  } else if (final || now - v->last_line >= 10) {
+    fprintf(stderr, "braid: %.0fs: jobs %llu done, %lld running, %lld queued; tasks %lld waiting, %lld error\n",
+            el, (unsigned long long)jobs_done, (long long)tot[BR_TASK_RUNNING],
+            (long long)tot[BR_TASK_QUEUED], (long long)(tot[BR_TASK_WAITING] + tot[BR_TASK_BLOCKED]),
+            (long long)tot[BR_TASK_ERROR]);
+    v->last_line = now;
+  }
+}
+
+static void on_timer(uv_timer_t *h) { draw(h->data, 0); }
+
+static void close_cb(uv_handle_t *h) { (void)h; }
+
+static void view_start(runview *v, br_engine *e, int64_t gid, int quiet) {
+  memset(v, 0, sizeof *v);
+  v->e = e;
+  v->gid = gid;
+  v->tty = !quiet && isatty(2);
+  v->t0 = v->last_line = mono();
+  uv_loop_t *loop = br_engine_loop(e);
+  uv_signal_init(loop, &v->sigint);
+  uv_signal_init(loop, &v->sigterm);
+  v->sigint.data = v->sigterm.data = v;
+  uv_signal_start(&v->sigint, on_signal, SIGINT);
+  uv_signal_start(&v->sigterm, on_signal, SIGTERM);
+  uv_unref((uv_handle_t *)&v->sigint);
+  uv_unref((uv_handle_t *)&v->sigterm);
+  uv_timer_init(loop, &v->timer);
+  v->timer.data = v;
+  if (!quiet) uv_timer_start(&v->timer, on_timer, v->tty ? 250 : 1000, v->tty ? 250 : 1000);
+  uv_unref((uv_handle_t *)&v->timer); /* the display never keeps braid alive */
+}
+
+static void view_stop(runview *v, int quiet) {
+  if (!quiet) draw(v, 1);
+  uv_timer_stop(&v->timer);
+  uv_close((uv_handle_t *)&v->timer, close_cb);
+  uv_close((uv_handle_t *)&v->sigint, close_cb);
+  uv_close((uv_handle_t *)&v->sigterm, close_cb);
+}
+
 static void run_usage(FILE *out) {
   fprintf(out,
           "usage: braid run GRAPH [--set NAME=VALUE]... [--store PATH] [--node NODE]\n"
-          "                 [--new] [--json]\n\n"
+          "                 [--slots N] [--grace SECONDS] [--new] [--quiet] [--json]\n\n"
           "Runs a graph on this machine, in one process, until nothing can move.\n"
           "The first run submits one task (to the graph's \"start\" node, with its\n"
           "\"start\" attributes and --set on top); running it again on the same store\n"
@@ -59,20 +170,54 @@ static void run_usage(FILE *out) {
           "                    (the graph file's folder) is set unless given\n"
           "  --store PATH      the store (default: ./GRAPHNAME.braid.db)\n"
           "  --node NODE       where the task starts (default: the graph's start node)\n"
+          "  --slots N         jobs at once on this machine (default: the number of cores)\n"
+          "  --grace SECONDS   on Ctrl-C, time between SIGTERM and SIGKILL (default 10)\n"
+          "  --quiet           no progress display\n"
           "  --new             submit a new task even if the store has a finished run\n"
           "  --json            print the summary as JSON\n\n"
+          "Job logs go to STORE.logs/TASK/INVOCATION.log (braid log TASK shows them).\n"
+          "Ctrl-C stops: running jobs get SIGTERM, then SIGKILL after the grace period,\n"
+          "and are recorded as cancelled; run again to resume. A second Ctrl-C kills at once.\n\n"
           "exit status: 0 all finished, 1 some failed, 2 usage or graph error, 130 cancelled\n");
 }
 
 typedef struct err_list {
   int shown;
+  br_store *store;
+  const char *store_path;
 } err_list;
+
+static int last_inv(void *ud, br_inv_info *i) {
+  br_inv_info *last = ud;
+  br_inv_info_free(last);
+  *last = *i;
+  free(i);
+  return 0;
+}
 
 static int print_error_task(void *ud, br_task_info *t) {
   err_list *l = ud;
-  if (l->shown++ < 20)
+  if (l->shown++ < 20) {
     fprintf(stderr, "  task %lld (%s) at node '%s': %s\n", (long long)t->id, t->name ? t->name : "",
             t->node, t->error ? t->error : "failed");
+    br_inv_info last = {0};
+    br_error err;
+    br_store_inv_query(l->store, t->id, last_inv, &last, &err);
+    if (last.row.id) {
+      if (last.row.log_tail && *last.row.log_tail) {
+        fprintf(stderr, "    last lines of its log:\n");
+        const char *p = last.row.log_tail;
+        while (*p) {
+          const char *nl = strchr(p, '\n');
+          int len = nl ? (int)(nl - p) : (int)strlen(p);
+          fprintf(stderr, "      | %.*s\n", len, p);
+          p += len + (nl ? 1 : 0);
+        }
+      }
+      fprintf(stderr, "    whole log: braid log %lld --store %s\n", (long long)t->id, l->store_path);
+    }
+    br_inv_info_free(&last);
+  }
   br_task_info_free(t);
   free(t);
   return 0;
@@ -83,8 +228,11 @@ int br_cli_run(int argc, char **argv) {
       {"set", required_argument, NULL, 's'},  {"store", required_argument, NULL, 'S'},
       {"node", required_argument, NULL, 'n'}, {"new", no_argument, NULL, 'N'},
       {"json", no_argument, NULL, 'j'},       {"help", no_argument, NULL, 'h'},
-      {"slots", required_argument, NULL, 'l'}, {NULL, 0, NULL, 0},
+      {"slots", required_argument, NULL, 'l'}, {"grace", required_argument, NULL, 'g'},
+      {"quiet", no_argument, NULL, 'q'},      {NULL, 0, NULL, 0},
   };
+  int slots = 0, quiet = 0;
+  double grace = 10;
   json_t *sets = json_object();
   const char *store_path = NULL, *node = NULL;
   int fresh = 0, as_json = 0, c;
@@ -100,7 +248,16 @@ int br_cli_run(int argc, char **argv) {
     case 'n': node = optarg; break;
     case 'N': fresh = 1; break;
     case 'j': as_json = 1; break;
-    case 'l': break; /* slots: used by executors */
+    case 'l':
+      slots = atoi(optarg);
+      if (slots < 1) {
+        br_cli_errorf("--slots needs a positive number");
+        json_decref(sets);
+        return BR_EXIT_USAGE;
+      }
+      break;
+    case 'g': grace = atof(optarg); break;
+    case 'q': quiet = 1; break;
     case 'h':
       run_usage(stdout);
       json_decref(sets);
@@ -172,6 +329,27 @@ int br_cli_run(int argc, char **argv) {
     br_graph_free(g);
   }
   g = NULL; /* the engine owns it */
+  char runtime_dir[64] = "", exe[PATH_MAX] = "", log_dir[PATH_MAX + 16] = "";
+  if (rc == BR_EXIT_OK) {
+    /* jobs run through the local executor: logs beside the store, the control
+     * socket in a short private folder (socket paths are limited in length) */
+    snprintf(log_dir, sizeof log_dir, "%s", store_path);
+    size_t len = strlen(log_dir);
+    if (len > 3 && strcmp(log_dir + len - 3, ".db") == 0) log_dir[len - 3] = '\0';
+    strcat(log_dir, ".logs");
+    br_engine_set_log_dir(e, log_dir);
+    snprintf(runtime_dir, sizeof runtime_dir, "/tmp/braid-run-XXXXXX");
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    exe[n > 0 ? n : 0] = '\0';
+    const br_executor_ops *local = br_executor_find("local");
+    br_exec_config cfg = {.slots = slots, .runtime_dir = mkdtemp(runtime_dir), .braid_exe = exe,
+                          .grace = grace};
+    if (!local || !cfg.runtime_dir || br_engine_set_executor(e, local, &cfg, &err)) {
+      br_cli_errorf("cannot start the local executor: %s",
+                    cfg.runtime_dir ? br_error_format(&err, buf, sizeof buf) : "no runtime folder");
+      rc = BR_EXIT_FAILED;
+    }
+  }
   double t0 = mono();
   if (rc == BR_EXIT_OK) {
     br_engine_stats st;
@@ -182,8 +360,10 @@ int br_cli_run(int argc, char **argv) {
     int64_t total = 0;
     for (int i = 0; i < BR_TASK_NSTATES; i++) total += counts[i];
     if (st.tasks_in_memory > 0 && !fresh) {
+      size_t retried = br_engine_retry_failed(e);
       if (!as_json)
-        fprintf(stderr, "braid: resuming %zu unfinished tasks in %s\n", st.tasks_in_memory, store_path);
+        fprintf(stderr, "braid: resuming %zu unfinished tasks in %s (%zu failed ones retried)\n",
+                st.tasks_in_memory, store_path, retried);
     } else if (total > 0 && !fresh) {
       if (!as_json)
         fprintf(stderr, "braid: %s already holds a finished run (use --new to run again)\n", store_path);
@@ -198,9 +378,19 @@ int br_cli_run(int argc, char **argv) {
       }
     }
   }
-  if (rc == BR_EXIT_OK && br_engine_run(e, &err)) {
-    br_cli_errorf("%s", br_error_format(&err, buf, sizeof buf));
-    rc = BR_EXIT_FAILED;
+  int cancelled = 0;
+  runview view;
+  if (rc == BR_EXIT_OK) {
+    view_start(&view, e, gid, quiet || as_json);
+    int erc = br_engine_run(e, &err);
+    view_stop(&view, quiet || as_json);
+    uv_run(br_engine_loop(e), UV_RUN_NOWAIT); /* finish closing the display's handles */
+    if (erc == BR_ECANCEL) {
+      cancelled = 1;
+    } else if (erc) {
+      br_cli_errorf("%s", br_error_format(&err, buf, sizeof buf));
+      rc = BR_EXIT_FAILED;
+    }
   }
   if (rc == BR_EXIT_OK) {
     double secs = mono() - t0;
@@ -226,17 +416,26 @@ int br_cli_run(int argc, char **argv) {
       fputc('\n', stderr);
     }
     if (counts[BR_TASK_ERROR]) {
-      err_list l = {0};
+      err_list l = {.store = store, .store_path = store_path};
       f.state = BR_TASK_ERROR;
       fprintf(stderr, "braid: %lld tasks failed:\n", (long long)counts[BR_TASK_ERROR]);
       br_store_task_query(store, &f, print_error_task, &l, &err);
       fprintf(stderr, "  (braid tasks --state error --store %s lists them all)\n", store_path);
       rc = BR_EXIT_FAILED;
     }
+    if (cancelled) {
+      fprintf(stderr, "braid: cancelled; run the same command again to resume\n");
+      rc = BR_EXIT_CANCELLED;
+    }
   }
   free(start_name);
   json_decref(attrs);
   br_engine_free(e);
   br_store_close(store);
+  if (runtime_dir[0] && strcmp(runtime_dir, "/tmp/braid-run-XXXXXX") != 0) {
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", runtime_dir);
+    if (system(cmd) != 0) br_cli_errorf("could not remove %s", runtime_dir);
+  }
   return rc;
 }
