@@ -164,7 +164,7 @@ static size_t on_write(char *buf, size_t size, size_t n, void *ud) {
       if (r->status != 206 || strcmp(r->content_range, want) != 0) {
         r->bad_range = true;
         snprintf(r->last_error, sizeof r->last_error,
-                 "range response mismatch: asked %s, got status %ld, Content-Range '%s'",
+                 "range response mismatch: asked %.70s, got status %ld, Content-Range '%.70s'",
                  want + 6, r->status, r->content_range);
         return 0;
       }
