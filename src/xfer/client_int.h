@@ -31,6 +31,7 @@ struct br_xfer__req {
   void *ctx;
   int64_t range_from, range_to, range_total; /* range_from < 0: no Range */
   size_t resp_limit;
+  size_t resp_hint; /* expected response size: reserved up front */
   /* Response, for the callbacks. */
   br_xfer__buf resp;
   long status;

@@ -106,22 +106,19 @@ static int finalize(pull *p, lfile *lf, br_error *err) {
   lf->fd = -1;
   if (fd < 0) fd = openat(dirfd, pn, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
   int rc = BR_OK;
-  if (fd < 0 || ftruncate(fd, e->size) != 0) {
+  /* Every chunk was verified on its way in (or read back on a resume), and
+   * the manifest's file digest was checked against the chunk list: the whole
+   * file is verified once its length is right. */
+  for (size_t c = 0; c < e->nchunks; c++)
+    if (!lf->ok[c]) rc = br_error_set(err, BR_ESTATE, "%s: chunk %zu missing", e->path, c);
+  struct stat st;
+  if (rc == BR_OK && (fd < 0 || ftruncate(fd, e->size) != 0 || fstat(fd, &st) != 0))
     rc = fail_io(err, "write", lf->job, e->path, errno);
-  } else {
-    br_xfer_digest whole, *cs = NULL;
-    size_t n = 0;
-    rc = br_xfer__hash_fd(fd, e->size, lf->job->m->chunk_size, &whole, &cs, &n, err);
-    if (rc == BR_OK && br_xfer__digest_cmp(&whole, &e->digest) != 0) {
-      /* Every chunk verified, so the manifest contradicts itself. */
-      rc = br_error_set(err, BR_EINVAL, "%s: file digest does not match its chunks in the "
-                        "snapshot (corrupt manifest)", e->path);
-      unlinkat(dirfd, pn, 0);
-    }
-    free(cs);
-    if (rc == BR_OK) rc = install(p, lf, dirfd, fd, pn, base, err);
-    if (rc == BR_OK) br_xfer__fsync_dirfd(dirfd);
-  }
+  else if (rc == BR_OK && st.st_size != e->size)
+    rc = br_error_set(err, BR_EIO, "%s: partial has %lld bytes, expected %lld", e->path,
+                      (long long)st.st_size, (long long)e->size);
+  if (rc == BR_OK) rc = install(p, lf, dirfd, fd, pn, base, err);
+  if (rc == BR_OK) br_xfer__fsync_dirfd(dirfd);
   if (fd >= 0) close(fd);
   close(dirfd);
   return rc;
@@ -511,6 +508,7 @@ static int run_pull(pull *p, const char *const *sources, const char *const *dirs
         r->done = bundle_take;
         r->salvage = bundle_salvage;
         r->resp_limit = (size_t)bundle + 64 * (size_t)count + 1024 * 1024;
+        r->resp_hint = (size_t)bytes + 48 * (size_t)count + 64;
         br_xfer__engine_submit(&p->eng, r);
         i = k;
         continue;
@@ -531,6 +529,7 @@ static int run_pull(pull *p, const char *const *sources, const char *const *dirs
         r->range_to = len - 1;
         r->range_total = len;
         r->resp_limit = (size_t)len;
+        r->resp_hint = (size_t)len;
         r->done = chunk_done;
         br_xfer__engine_submit(&p->eng, r);
       }
