@@ -56,7 +56,7 @@ typedef struct xproxy {
   unsigned seed;
   int delay_ms;       /* added one way (so the round trip grows by twice it) */
   double rate;        /* bytes per second cap across connections, 0 = none */
-  double next_free;   /* bandwidth cap: when the shared link is next idle */
+  double next_free[2]; /* bandwidth cap: when each direction's link is next idle */
   atomic_int conns;
 } xproxy;
 
@@ -77,26 +77,10 @@ static void xp_sleep(double s) {
   nanosleep(&ts, NULL);
 }
 
-/* Bandwidth cap and latency: a packet of n bytes leaves when the shared
- * link has carried the ones before it, and arrives delay_ms later. */
-static void xp_shape(xproxy *p, size_t n) {
-  if (p->rate <= 0 && p->delay_ms <= 0) return;
-  double now = xp_now(), depart = now;
-  if (p->rate > 0) {
-    pthread_mutex_lock(&p->mu);
-    if (p->next_free < now) p->next_free = now;
-    p->next_free += (double)n / p->rate;
-    depart = p->next_free;
-    pthread_mutex_unlock(&p->mu);
-  }
-  xp_sleep(depart - now + p->delay_ms / 1000.0);
-}
-
 static int xp_send(xproxy *p, int fd, const void *buf, size_t len) {
   const char *b = buf;
   while (len) {
     size_t n = len > 65536 ? 65536 : len;
-    xp_shape(p, n);
     ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
     if (w < 0 && errno == EINTR) continue;
     if (w <= 0) return -1;
@@ -125,9 +109,106 @@ static int xp_decide(xproxy *p, const char *headers, long body_len, long *at) {
   return kind;
 }
 
+/* ---- shaping (benchmark): latency and a bandwidth cap as a delay line ----
+ * A reader thread stamps each block with the time it would reach the far
+ * end (leaving when the direction's link is free, plus the one-way delay);
+ * a writer thread delivers blocks when due, so the line stays full. */
+typedef struct xp_block {
+  struct xp_block *next;
+  double due;
+  size_t len;
+  char data[];
+} xp_block;
+
+typedef struct xp_line {
+  xproxy *p;
+  int from, to, dir;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  xp_block *head, *tail;
+  int eof;
+} xp_line;
+
+static void *xp_line_reader(void *arg) {
+  xp_line *l = arg;
+  xproxy *p = l->p;
+  char buf[16384];
+  for (;;) {
+    ssize_t n = recv(l->from, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    double now = xp_now(), depart = now;
+    if (p->rate > 0) {
+      pthread_mutex_lock(&p->mu);
+      if (p->next_free[l->dir] < now) p->next_free[l->dir] = now;
+      p->next_free[l->dir] += (double)n / p->rate;
+      depart = p->next_free[l->dir];
+      pthread_mutex_unlock(&p->mu);
+    }
+    xp_block *b = malloc(sizeof *b + (size_t)n);
+    b->next = NULL;
+    b->due = depart + p->delay_ms / 1000.0;
+    b->len = (size_t)n;
+    memcpy(b->data, buf, (size_t)n);
+    pthread_mutex_lock(&l->mu);
+    if (l->tail) l->tail->next = b;
+    else l->head = b;
+    l->tail = b;
+    pthread_cond_signal(&l->cv);
+    pthread_mutex_unlock(&l->mu);
+  }
+  pthread_mutex_lock(&l->mu);
+  l->eof = 1;
+  pthread_cond_signal(&l->cv);
+  pthread_mutex_unlock(&l->mu);
+  return NULL;
+}
+
+static void *xp_line_writer(void *arg) {
+  xp_line *l = arg;
+  int ok = 1;
+  for (;;) {
+    pthread_mutex_lock(&l->mu);
+    while (!l->head && !l->eof) pthread_cond_wait(&l->cv, &l->mu);
+    xp_block *b = l->head;
+    if (b) {
+      l->head = b->next;
+      if (!l->head) l->tail = NULL;
+    }
+    pthread_mutex_unlock(&l->mu);
+    if (!b) break;
+    xp_sleep(b->due - xp_now());
+    if (ok && xp_send(l->p, l->to, b->data, b->len)) {
+      ok = 0;
+      shutdown(l->from, SHUT_RDWR); /* the far side is gone: stop reading */
+    }
+    free(b);
+  }
+  shutdown(l->to, SHUT_WR);
+  return NULL;
+}
+
+static void xp_shaped(xproxy *p, int c, int s) {
+  xp_line up = {p, c, s, 0, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, NULL, 0};
+  xp_line down = {p, s, c, 1, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, NULL, 0};
+  pthread_t t[4];
+  pthread_create(&t[0], NULL, xp_line_reader, &up);
+  pthread_create(&t[1], NULL, xp_line_writer, &up);
+  pthread_create(&t[2], NULL, xp_line_reader, &down);
+  pthread_create(&t[3], NULL, xp_line_writer, &down);
+  for (int i = 0; i < 4; i++) pthread_join(t[i], NULL);
+}
+
 static void *xp_conn_main(void *arg) {
   xp_conn *cn = arg;
   xproxy *p = cn->p;
+  if (p->delay_ms > 0 || p->rate > 0) {
+    xp_shaped(p, cn->c, cn->s);
+    close(cn->c);
+    close(cn->s);
+    free(cn);
+    atomic_fetch_sub(&p->conns, 1);
+    return NULL;
+  }
   char *hb = malloc(65536); /* header bytes of the current response */
   size_t hlen = 0;
   long body_left = -1, body_off = 0, body_len = 0, at = 0;

@@ -453,6 +453,7 @@ int br_xfer__engine_run(br_xfer__engine *e, br_error *err) {
     } else if (now + bw < wake) {
       wake = now + bw;
     }
+    if (e->tick) e->tick(e, e->tick_ud);
     br_xfer__engine_progress(e, false);
     if (finished) continue; /* start what can start now, without waiting */
     int ms = (int)((wake - br_xfer__now()) * 1000);

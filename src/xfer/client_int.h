@@ -64,6 +64,9 @@ struct br_xfer__engine {
   br_error err;
   br_xfer_progress prog;
   double start, last_progress;
+  /* Called on every turn of the loop (may be NULL). */
+  void (*tick)(br_xfer__engine *e, void *ud);
+  void *tick_ud;
 };
 
 int br_xfer__engine_init(br_xfer__engine *e, const br_xfer_opts *o, int64_t per_request,
