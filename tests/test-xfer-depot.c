@@ -10,7 +10,7 @@
 
 #include "xfer/xfer_int.h"
 
-#define D64 "0000000000000000000000000000000000000000000000000000000000000000"
+#define D64 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" /* file digest of no chunks */
 
 typedef struct http_res {
   long status;
@@ -176,12 +176,15 @@ TEST(commit_rules) {
   xu_fill(data, sizeof data, 4);
   br_xfer_digest d;
   br_xfer_sha256(data, sizeof data, &d);
-  char hex[65], m[1024];
+  char hex[65], fhex[65], m[1024];
+  br_xfer_digest fd_;
+  br_xfer_file_digest(&d, 1, &fd_);
   br_xfer_digest_hex(&d, hex);
+  br_xfer_digest_hex(&fd_, fhex);
   snprintf(m, sizeof m,
            "{\"format\":1,\"chunk_size\":65536,\"files\":[{\"path\":\"f.0001.exr\","
            "\"size\":3000,\"mode\":420,\"digest\":\"%s\",\"chunks\":[\"%s\"]}]}",
-           hex, hex);
+           fhex, hex);
   http_res r;
   http(&x, "POST", "/v1/snapshot?name=shot/a", XU_TOKEN, m, strlen(m), NULL, &r);
   CHECK_EQ_INT(r.status, 409); /* the chunk is not there yet */

@@ -10,7 +10,7 @@
 
 #include "xfer/xfer_int.h"
 
-#define D64 "0000000000000000000000000000000000000000000000000000000000000000"
+#define D64 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" /* file digest of no chunks */
 
 /* A small cache tree: frames of a few KiB (bundled), two multi-chunk files,
  * an empty file, an empty dir, a relative symlink. */

@@ -86,7 +86,7 @@ static char *manifest_with(const char *entry) {
   return s;
 }
 
-#define D64 "0000000000000000000000000000000000000000000000000000000000000000"
+#define D64 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" /* file digest of no chunks */
 
 TEST(manifest_roundtrip_and_validation) {
   br_xfer_manifest *m = br_xfer_manifest_new();
@@ -100,7 +100,7 @@ TEST(manifest_roundtrip_and_validation) {
   e.size = 70000;
   e.mode = 0644;
   e.mtime_ns = 123456789;
-  e.digest = cs[0];
+  br_xfer_file_digest(cs, 2, &e.digest);
   e.chunks = cs;
   e.nchunks = 2;
   CHECK_EQ_INT(br_xfer_manifest_add(m, &e, NULL), BR_OK);
@@ -139,6 +139,8 @@ TEST(manifest_roundtrip_and_validation) {
       "{\"path\":\"x\",\"size\":1,\"digest\":\"nothex\",\"chunks\":[\"" D64 "\"]}",
       "{\"path\":\"x\",\"size\":0,\"digest\":\"" D64 "\",\"chunks\":[]},"
       "{\"path\":\"x\",\"size\":0,\"digest\":\"" D64 "\",\"chunks\":[]}",
+      /* a file digest that does not match its chunk list */
+      "{\"path\":\"x\",\"size\":1,\"digest\":\"" D64 "\",\"chunks\":[\"" D64 "\"]}",
   };
   for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
     char *js = manifest_with(bad[i]);
@@ -152,6 +154,11 @@ TEST(manifest_roundtrip_and_validation) {
   }
   CHECK(br_xfer_manifest_parse("{not json", 9, &p, NULL) != BR_OK);
   CHECK(br_xfer_manifest_parse("{\"format\":1}", 12, &p, NULL) != BR_OK);
+  /* A well-formed empty file passes (the control for the cases above). */
+  char *ok = manifest_with("{\"path\":\"x\",\"size\":0,\"digest\":\"" D64 "\",\"chunks\":[]}");
+  CHECK_EQ_INT(br_xfer_manifest_parse(ok, strlen(ok), &p, NULL), BR_OK);
+  br_xfer_manifest_free(p);
+  free(ok);
 }
 
 TEST(manifest_size_limits) {

@@ -34,6 +34,9 @@ typedef struct br_xfer_digest {
 
 /* SHA-256 of a buffer. */
 void br_xfer_sha256(const void *data, size_t len, br_xfer_digest *out);
+/* A file's digest: SHA-256 of its chunk digests, in order (a hash list: the
+ * whole file is verified by verifying its chunks, in one pass). */
+void br_xfer_file_digest(const br_xfer_digest *chunks, size_t n, br_xfer_digest *out);
 /* Lower-case hex, hex must hold BR_XFER_HEX_LEN + 1 bytes. */
 void br_xfer_digest_hex(const br_xfer_digest *d, char *hex);
 /* Parses exactly 64 hex digits; BR_OK or BR_EINVAL. */
@@ -49,7 +52,7 @@ typedef struct br_xfer_entry {
   int64_t size;
   uint32_t mode;     /* permission bits only */
   int64_t mtime_ns;
-  br_xfer_digest digest; /* whole file */
+  br_xfer_digest digest; /* whole file: br_xfer_file_digest of the chunks */
   br_xfer_digest *chunks; /* ceil(size / chunk_size) digests (1 for empty: none) */
   size_t nchunks;
   char *target;      /* symlinks: relative target inside the tree */

@@ -162,6 +162,13 @@ static int parse_common(int argc, char **argv, common *c) {
         br_cli_errorf("--max-memory wants a size like 256M");
         return -1;
       }
+    } else if (strcmp(a, "--chunk-size") == 0) {
+      NEED_VALUE();
+      c->o.chunk_size = parse_size(v);
+      if (c->o.chunk_size < 65536 || c->o.chunk_size > 64 * 1024 * 1024) {
+        br_cli_errorf("--chunk-size wants 64K..64M");
+        return -1;
+      }
     } else if (strcmp(a, "--retries") == 0) {
       NEED_VALUE();
       c->o.retries = atoi(v);
@@ -198,6 +205,7 @@ static const char *common_help =
     "  -j, --parallel N    requests in flight (default 8)\n"
     "  --bwlimit RATE      bytes per second over all transfers, e.g. 20M\n"
     "  --max-memory SIZE   bound on buffered data (default 256M)\n"
+    "  --chunk-size SIZE   push: chunk size of files (default 8M)\n"
     "  --retries N         attempts after the first for transient errors (default 6)\n"
     "  --timeout S         a request that moves nothing for S seconds fails (default 30)\n"
     "  --no-compress       no zstd per chunk\n"

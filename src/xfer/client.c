@@ -164,7 +164,7 @@ static size_t on_write(char *buf, size_t size, size_t n, void *ud) {
       if (r->status != 206 || strcmp(r->content_range, want) != 0) {
         r->bad_range = true;
         snprintf(r->last_error, sizeof r->last_error,
-                 "range response mismatch: asked %s, got status %ld, Content-Range '%s'",
+                 "range response mismatch: asked %.70s, got status %ld, Content-Range '%.70s'",
                  want + 6, r->status, r->content_range);
         return 0;
       }
@@ -229,6 +229,8 @@ static int start(br_xfer__engine *e, br_xfer__req *r, br_error *err) {
   if (!r->keep_resp) r->resp.len = 0;
   r->keep_resp = false;
   r->resume = (int64_t)r->resp.len;
+  if (r->resp_hint && br_xfer__buf_reserve(&r->resp, r->resp_hint))
+    return br_error_set(err, BR_ENOMEM, "out of memory");
   CURL *c = r->easy = curl_easy_init();
   if (!c) return br_error_set(err, BR_ENOMEM, "curl_easy_init failed");
   curl_easy_setopt(c, CURLOPT_URL, r->url);
@@ -431,8 +433,9 @@ int br_xfer__engine_run(br_xfer__engine *e, br_error *err) {
     int still = 0;
     curl_multi_perform(e->multi, &still);
     CURLMsg *m;
-    int left;
+    int left, finished = 0;
     while ((m = curl_multi_info_read(e->multi, &left))) {
+      finished++;
       if (m->msg != CURLMSG_DONE) continue;
       br_xfer__req *done = NULL;
       curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&done);
@@ -450,7 +453,9 @@ int br_xfer__engine_run(br_xfer__engine *e, br_error *err) {
     } else if (now + bw < wake) {
       wake = now + bw;
     }
+    if (e->tick) e->tick(e, e->tick_ud);
     br_xfer__engine_progress(e, false);
+    if (finished) continue; /* start what can start now, without waiting */
     int ms = (int)((wake - br_xfer__now()) * 1000);
     if (ms < 1) ms = 1;
     if (e->nrunning) curl_multi_poll(e->multi, NULL, 0, ms, NULL);

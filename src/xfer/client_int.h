@@ -31,6 +31,7 @@ struct br_xfer__req {
   void *ctx;
   int64_t range_from, range_to, range_total; /* range_from < 0: no Range */
   size_t resp_limit;
+  size_t resp_hint; /* expected response size: reserved up front */
   /* Response, for the callbacks. */
   br_xfer__buf resp;
   long status;
@@ -63,6 +64,9 @@ struct br_xfer__engine {
   br_error err;
   br_xfer_progress prog;
   double start, last_progress;
+  /* Called on every turn of the loop (may be NULL). */
+  void (*tick)(br_xfer__engine *e, void *ud);
+  void *tick_ud;
 };
 
 int br_xfer__engine_init(br_xfer__engine *e, const br_xfer_opts *o, int64_t per_request,

@@ -321,9 +321,13 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
       rq->reject_msg = "missing or wrong token";
     } else {
       const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
-      if (cl && strtoll(cl, NULL, 10) > rq->limit) {
+      long long n = cl ? strtoll(cl, NULL, 10) : 0;
+      if (n > rq->limit) {
         rq->reject = MHD_HTTP_CONTENT_TOO_LARGE;
         rq->reject_msg = "request body too large";
+      } else if (n > 0 && br_xfer__buf_reserve(&rq->body, (size_t)n)) {
+        rq->reject = MHD_HTTP_SERVICE_UNAVAILABLE;
+        rq->reject_msg = "out of memory";
       }
     }
     /* Refuse before reading a body we will not use. */

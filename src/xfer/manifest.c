@@ -142,6 +142,11 @@ static int parse_entry(json_t *o, int64_t chunk_size, br_xfer_entry *e, size_t i
     for (size_t c = 0; c < want; c++)
       if (br_xfer_digest_parse(json_string_value(json_array_get(chunks, c)), &e->chunks[c]))
         return br_error_set(err, BR_EINVAL, "manifest entry '%s': bad chunk digest", path);
+    br_xfer_digest whole;
+    br_xfer_file_digest(e->chunks, want, &whole);
+    if (br_xfer__digest_cmp(&whole, &e->digest) != 0)
+      return br_error_set(err, BR_EINVAL,
+                          "manifest entry '%s': file digest does not match its chunks", path);
   }
   e->path = strdup(path);
   if (!e->path) return br_error_set(err, BR_ENOMEM, "out of memory");

@@ -38,8 +38,21 @@ struct ljob {
   lfile *files;
 };
 
+typedef struct installer {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  struct install_job *head, *tail;
+  int queued, busy, stop, nth;
+  int64_t done;
+  int rc;
+  br_error err;
+  pthread_t th[8];
+} installer;
+
 typedef struct pull {
   br_xfer__engine eng;
+  installer inst;
+  int64_t files_skipped;
   const br_xfer_opts *o;
   ljob *jobs;
   size_t njobs;
@@ -71,26 +84,151 @@ static int fail_io(br_error *err, const char *what, const ljob *j, const char *p
   return br_error_set(err, BR_EIO, "%s %s/%s: %s", what, j->dir, path, strerror(e));
 }
 
-static void file_finished(pull *p, lfile *lf) {
-  lf->done = true;
-  p->eng.prog.files_done++;
+/* ---- installing: fsync and rename off the event loop ----
+ * Syncing a file can take as long as writing it; done on the loop thread it
+ * would stall every transfer. Installer threads sync, rename and sync the
+ * directory, several at once (the file system folds concurrent syncs into
+ * fewer journal commits). The loop thread has set mode and mtime and started
+ * write-back already. */
+
+typedef struct install_job {
+  struct install_job *next;
+  pull *p;
+  lfile *lf;
+  int dirfd, fd;
+  char pn[64];
+  char *base;
+} install_job;
+
+#define INSTALLERS 4
+#define INSTALL_QUEUE 256
+
+static void *installer_main(void *arg) {
+  installer *in = arg;
+  for (;;) {
+    pthread_mutex_lock(&in->mu);
+    while (!in->head && !in->stop) pthread_cond_wait(&in->cv, &in->mu);
+    install_job *j = in->head;
+    if (j) {
+      in->head = j->next;
+      if (!in->head) in->tail = NULL;
+      in->queued--;
+      in->busy++;
+      pthread_cond_broadcast(&in->cv);
+    }
+    pthread_mutex_unlock(&in->mu);
+    if (!j) break;
+    const br_xfer_entry *e = j->lf->e;
+    br_error err;
+    br_error_clear(&err);
+    int rc = BR_OK;
+    struct stat st;
+    if (fsync(j->fd) != 0) rc = fail_io(&err, "sync", j->lf->job, e->path, errno);
+    else if (renameat(j->dirfd, j->pn, j->dirfd, j->base) != 0)
+      rc = fail_io(&err, "rename to", j->lf->job, e->path, errno);
+    if (rc == BR_OK) {
+      br_xfer__fsync_dirfd(j->dirfd);
+      if (fstat(j->fd, &st) == 0)
+        br_xfer__hcache_put(j->p->hc, &st, j->lf->job->m->chunk_size, &e->digest, e->chunks,
+                            e->nchunks);
+    }
+    close(j->fd);
+    close(j->dirfd);
+    free(j->base);
+    free(j);
+    pthread_mutex_lock(&in->mu);
+    in->busy--;
+    if (rc == BR_OK) in->done++;
+    else if (!in->rc) {
+      in->rc = rc;
+      in->err = err;
+    }
+    pthread_cond_broadcast(&in->cv);
+    pthread_mutex_unlock(&in->mu);
+  }
+  return NULL;
 }
 
-/* Sets mode and mtime, syncs, renames the partial over the final name. The
- * caller syncs the directory. */
+static int installer_start(installer *in) {
+  memset(in, 0, sizeof *in);
+  pthread_mutex_init(&in->mu, NULL);
+  pthread_cond_init(&in->cv, NULL);
+  for (int i = 0; i < INSTALLERS; i++)
+    if (pthread_create(&in->th[in->nth], NULL, installer_main, in) == 0) in->nth++;
+  return in->nth ? BR_OK : BR_ENOMEM;
+}
+
+/* Waits until every queued install finished; its first error, if any. */
+static int installer_drain(installer *in, br_error *err) {
+  pthread_mutex_lock(&in->mu);
+  while (in->queued || in->busy) pthread_cond_wait(&in->cv, &in->mu);
+  int rc = in->rc;
+  if (rc && err) *err = in->err;
+  pthread_mutex_unlock(&in->mu);
+  return rc;
+}
+
+static void installer_stop(installer *in) {
+  if (!in->nth) return;
+  installer_drain(in, NULL);
+  pthread_mutex_lock(&in->mu);
+  in->stop = 1;
+  pthread_cond_broadcast(&in->cv);
+  pthread_mutex_unlock(&in->mu);
+  for (int i = 0; i < in->nth; i++) pthread_join(in->th[i], NULL);
+  in->nth = 0;
+  pthread_mutex_destroy(&in->mu);
+  pthread_cond_destroy(&in->cv);
+}
+
+/* Engine tick: progress from the installers, and their errors. */
+static void installer_tick(br_xfer__engine *e, void *ud) {
+  pull *p = ud;
+  pthread_mutex_lock(&p->inst.mu);
+  e->prog.files_done = p->files_skipped + p->inst.done;
+  int rc = p->inst.rc;
+  br_error err = p->inst.err;
+  pthread_mutex_unlock(&p->inst.mu);
+  if (rc) br_xfer__engine_fail(e, &err);
+}
+
+/* Sets mode and mtime, starts write-back, and hands the partial to an
+ * installer that syncs it and renames it over the final name. dirfd and fd
+ * stay the caller's. */
 static int install(pull *p, lfile *lf, int dirfd, int fd, const char *pn, const char *base,
                    br_error *err) {
   const br_xfer_entry *e = lf->e;
   struct timespec ts[2] = {{0, UTIME_OMIT},
                            {(time_t)(e->mtime_ns / 1000000000), (long)(e->mtime_ns % 1000000000)}};
-  if (fchmod(fd, e->mode & 0777) != 0 || futimens(fd, ts) != 0 || fsync(fd) != 0)
+  if (fchmod(fd, e->mode & 0777) != 0 || futimens(fd, ts) != 0)
     return fail_io(err, "sync", lf->job, e->path, errno);
-  struct stat st;
-  if (renameat(dirfd, pn, dirfd, base) != 0)
-    return fail_io(err, "rename to", lf->job, e->path, errno);
-  if (fstat(fd, &st) == 0)
-    br_xfer__hcache_put(p->hc, &st, lf->job->m->chunk_size, &e->digest, e->chunks, e->nchunks);
-  file_finished(p, lf);
+  sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+  install_job *j = calloc(1, sizeof *j);
+  if (!j) return br_error_set(err, BR_ENOMEM, "out of memory");
+  j->p = p;
+  j->lf = lf;
+  j->dirfd = dup(dirfd);
+  j->fd = dup(fd);
+  j->base = strdup(base);
+  snprintf(j->pn, sizeof j->pn, "%s", pn);
+  if (j->dirfd < 0 || j->fd < 0 || !j->base) {
+    int e2 = errno;
+    if (j->dirfd >= 0) close(j->dirfd);
+    if (j->fd >= 0) close(j->fd);
+    free(j->base);
+    free(j);
+    return fail_io(err, "install", lf->job, e->path, e2);
+  }
+  lf->done = true;
+  installer *in = &p->inst;
+  pthread_mutex_lock(&in->mu);
+  while (in->queued >= INSTALL_QUEUE) pthread_cond_wait(&in->cv, &in->mu);
+  if (in->tail) in->tail->next = j;
+  else in->head = j;
+  in->tail = j;
+  in->queued++;
+  pthread_cond_signal(&in->cv);
+  pthread_mutex_unlock(&in->mu);
   return BR_OK;
 }
 
@@ -106,22 +244,18 @@ static int finalize(pull *p, lfile *lf, br_error *err) {
   lf->fd = -1;
   if (fd < 0) fd = openat(dirfd, pn, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
   int rc = BR_OK;
-  if (fd < 0 || ftruncate(fd, e->size) != 0) {
+  /* Every chunk was verified on its way in (or read back on a resume), and
+   * the manifest's file digest was checked against the chunk list: the whole
+   * file is verified once its length is right. */
+  for (size_t c = 0; c < e->nchunks; c++)
+    if (!lf->ok[c]) rc = br_error_set(err, BR_ESTATE, "%s: chunk %zu missing", e->path, c);
+  struct stat st;
+  if (rc == BR_OK && (fd < 0 || ftruncate(fd, e->size) != 0 || fstat(fd, &st) != 0))
     rc = fail_io(err, "write", lf->job, e->path, errno);
-  } else {
-    br_xfer_digest whole, *cs = NULL;
-    size_t n = 0;
-    rc = br_xfer__hash_fd(fd, e->size, lf->job->m->chunk_size, &whole, &cs, &n, err);
-    if (rc == BR_OK && br_xfer__digest_cmp(&whole, &e->digest) != 0) {
-      /* Every chunk verified, so the manifest contradicts itself. */
-      rc = br_error_set(err, BR_EINVAL, "%s: file digest does not match its chunks in the "
-                        "snapshot (corrupt manifest)", e->path);
-      unlinkat(dirfd, pn, 0);
-    }
-    free(cs);
-    if (rc == BR_OK) rc = install(p, lf, dirfd, fd, pn, base, err);
-    if (rc == BR_OK) br_xfer__fsync_dirfd(dirfd);
-  }
+  else if (rc == BR_OK && st.st_size != e->size)
+    rc = br_error_set(err, BR_EIO, "%s: partial has %lld bytes, expected %lld", e->path,
+                      (long long)st.st_size, (long long)e->size);
+  if (rc == BR_OK) rc = install(p, lf, dirfd, fd, pn, base, err);
   if (fd >= 0) close(fd);
   close(dirfd);
   return rc;
@@ -168,7 +302,8 @@ static int prepare_file(pull *p, lfile *lf, br_error *err) {
       if (have && br_xfer__digest_cmp(&d, &e->digest) == 0) {
         p->res->chunks_skipped += (int64_t)e->nchunks;
         p->eng.prog.bytes_done += e->size;
-        file_finished(p, lf);
+        lf->done = true;
+        p->files_skipped++;
         close(dirfd);
         return BR_OK;
       }
@@ -181,7 +316,6 @@ static int prepare_file(pull *p, lfile *lf, br_error *err) {
     if (fd < 0) rc = fail_io(err, "create", lf->job, e->path, errno);
     else rc = install(p, lf, dirfd, fd, pn, base, err);
     if (fd >= 0) close(fd);
-    if (rc == BR_OK) br_xfer__fsync_dirfd(dirfd);
     close(dirfd);
     return rc;
   }
@@ -217,7 +351,7 @@ static int bundle_build(br_xfer__req *r, br_xfer__buf *body, br_error *err) {
   f->nsent = 0;
   br_xfer__buf_append(body, "{\"chunks\":[", 11);
   for (size_t i = 0; i < f->nfiles; i++) {
-    if (f->files[i]->done) continue;
+    if (f->files[i]->done) continue; /* written in an earlier attempt */
     br_xfer_digest_hex(&f->files[i]->e->chunks[0], hex);
     if (f->nsent) br_xfer__buf_append(body, ",", 1);
     br_xfer__buf_append(body, "\"", 1);
@@ -274,10 +408,7 @@ static int bundle_take(br_xfer__req *r, br_error *err) {
     const char *slash = strrchr(e->path, '/');
     size_t dl = slash ? (size_t)(slash - e->path) : 0;
     if (dirfd < 0 || strlen(dirpath) != dl || strncmp(dirpath, e->path, dl) != 0) {
-      if (dirfd >= 0) {
-        br_xfer__fsync_dirfd(dirfd);
-        close(dirfd);
-      }
+      if (dirfd >= 0) close(dirfd);
       const char *base;
       dirfd = br_xfer__open_parent(lf->job->rootfd, e->path, true, &base, err);
       if (dirfd < 0) {
@@ -292,10 +423,7 @@ static int bundle_take(br_xfer__req *r, br_error *err) {
     p->res->chunks_moved++;
     p->eng.prog.bytes_done += e->size;
   }
-  if (dirfd >= 0) {
-    br_xfer__fsync_dirfd(dirfd);
-    close(dirfd);
-  }
+  if (dirfd >= 0) close(dirfd);
   br_xfer__bundle_close(&it);
   if (rc < 0) return rc;
   if (n < 0 || i < f->nsent) {
@@ -472,11 +600,22 @@ static int run_pull(pull *p, const char *const *sources, const char *const *dirs
   }
 
   p->eng.prog.phase = "fetch";
+  /* Enough bundles to keep every connection busy: small trees get smaller
+   * bundles (but not tiny ones). */
+  int64_t small_bytes = 0;
+  for (size_t j = 0; j < p->njobs; j++)
+    for (size_t i = 0; i < p->jobs[j].m->nentries; i++) {
+      lfile *x = &p->jobs[j].files[i];
+      if (x->e->type == BR_XFER_FILE && !x->done && x->e->size <= o->small_file)
+        small_bytes += x->e->size;
+    }
   for (size_t j = 0; j < p->njobs; j++)
     for (size_t i = 0; i < p->jobs[j].m->nentries; i++)
       if (p->jobs[j].m->entries[i].type == BR_XFER_FILE && !p->jobs[j].files[i].done)
         p->res->files_moved++;
   int64_t bundle = o->bundle_bytes > 0 ? o->bundle_bytes : 8 * 1024 * 1024;
+  int64_t spread = small_bytes / (2 * (int64_t)p->eng.max_running);
+  if (spread < bundle) bundle = spread > 256 * 1024 ? spread : 256 * 1024;
   for (size_t j = 0; j < p->njobs; j++) {
     ljob *jb = &p->jobs[j];
     size_t n = jb->m->nentries;
@@ -511,6 +650,7 @@ static int run_pull(pull *p, const char *const *sources, const char *const *dirs
         r->done = bundle_take;
         r->salvage = bundle_salvage;
         r->resp_limit = (size_t)bundle + 64 * (size_t)count + 1024 * 1024;
+        r->resp_hint = (size_t)bytes + 48 * (size_t)count + 64;
         br_xfer__engine_submit(&p->eng, r);
         i = k;
         continue;
@@ -531,6 +671,7 @@ static int run_pull(pull *p, const char *const *sources, const char *const *dirs
         r->range_to = len - 1;
         r->range_total = len;
         r->resp_limit = (size_t)len;
+        r->resp_hint = (size_t)len;
         r->done = chunk_done;
         br_xfer__engine_submit(&p->eng, r);
       }
@@ -538,6 +679,8 @@ static int run_pull(pull *p, const char *const *sources, const char *const *dirs
     }
   }
   if ((rc = br_xfer__engine_run(&p->eng, err))) return rc;
+  if ((rc = installer_drain(&p->inst, err))) return rc;
+  installer_tick(&p->eng, p);
 
   for (size_t j = 0; j < p->njobs; j++) {
     ljob *jb = &p->jobs[j];
@@ -572,7 +715,11 @@ int br_xfer_pull_many(const char *const *sources, const char *const *dirs, size_
   if (!rc && !p.jobs) rc = br_error_set(err, BR_ENOMEM, "out of memory");
   for (size_t j = 0; p.jobs && j < n; j++) p.jobs[j].rootfd = -1;
   if (!rc) rc = br_xfer__hcache_open(opts->cache_path, &p.hc, err);
+  if (!rc && installer_start(&p.inst)) rc = br_error_set(err, BR_ENOMEM, "no installer threads");
+  p.eng.tick = installer_tick;
+  p.eng.tick_ud = &p;
   if (!rc) rc = run_pull(&p, sources, dirs, err);
+  installer_stop(&p.inst); /* every file handed over is installed or failed */
   p.eng.prog.phase = rc ? "failed" : "done";
   res->retries = p.eng.prog.retries;
   res->bytes_moved = p.eng.prog.bytes_moved;

@@ -543,6 +543,15 @@ static int run_push(push *p, const char *const *dirs, const char *const *targets
       else p->eng.prog.files_done++, p->eng.prog.bytes_done += f->st.st_size;
     }
   int64_t bundle = o->bundle_bytes > 0 ? o->bundle_bytes : 8 * 1024 * 1024;
+  /* Enough bundles to keep every connection busy. */
+  int64_t small_bytes = 0;
+  for (size_t i = 0; i < nsend; i++) {
+    int64_t l = chunk_len(&p->jobs[send[i]->job].files[send[i]->file], send[i]->chunk,
+                          p->chunk_size);
+    if (l <= o->small_file) small_bytes += l;
+  }
+  int64_t spread = small_bytes / (2 * (int64_t)p->eng.max_running);
+  if (spread < bundle) bundle = spread > 256 * 1024 ? spread : 256 * 1024;
   for (size_t i = 0; i < nsend;) {
     size_t k = i;
     int64_t bytes = 0;

@@ -1,0 +1,289 @@
+/* bench-transfer: braid push/pull over loopback against rsync to an rsync
+ * daemon on loopback, in the same run, printed as ratios; large files also
+ * against cp on the same disk; and small files through the test proxy with
+ * added latency and a bandwidth cap (files per second against what the cap
+ * allows).
+ *
+ *   bench-transfer [--quick] [--scale F] [--dir DIR] [--keep] [--only CASE]
+ *
+ * Full size (the issue's cases): 10,000 x 64 KiB, 1,000 x 10 MB, 2 x 2 GiB,
+ * an unchanged push of the 10,000, and 2,000 x 100 KiB at 30 ms RTT and
+ * 200 Mbit/s. --quick divides the counts and sizes so a run takes minutes.
+ * Note: braid fsyncs every file it writes (depot and pull); rsync does not. */
+#include <braid/xfer.h>
+
+#include "../tests/xfer-proxy.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#define TOKEN "bench-token"
+
+typedef struct bench {
+  char dir[512];
+  br_depot *depot;
+  int dport, rport;
+  pid_t rsyncd;
+  char cache[600];
+  br_xfer_opts o;
+} bench;
+
+static double now(void) { return xp_now(); }
+
+static void die(const char *fmt, const char *arg) {
+  fprintf(stderr, "bench-transfer: ");
+  fprintf(stderr, fmt, arg);
+  fputc('\n', stderr);
+  exit(1);
+}
+
+static void sh(const char *cmd) {
+  int rc = system(cmd);
+  if (rc != 0) die("command failed: %s", cmd);
+}
+
+/* Every timed step starts with nothing dirty in the page cache, so no step
+ * pays for the write-back of the one before. */
+static double timed_sh(const char *cmd) {
+  sync();
+  double t = now();
+  sh(cmd);
+  return now() - t;
+}
+
+static void write_random(const char *path, int64_t size, uint64_t seed) {
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) die("cannot create %s", path);
+  size_t bs = 1 << 20;
+  uint64_t *buf = malloc(bs);
+  uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
+  for (int64_t off = 0; off < size; off += (int64_t)bs) {
+    for (size_t i = 0; i < bs / 8; i++) {
+      x ^= x << 13;
+      x ^= x >> 7;
+      x ^= x << 17;
+      buf[i] = x;
+    }
+    size_t n = size - off < (int64_t)bs ? (size_t)(size - off) : bs;
+    if (write(fd, buf, n) != (ssize_t)n) die("write %s failed", path);
+  }
+  free(buf);
+  close(fd);
+}
+
+static void make_tree(const char *dir, int n, int64_t size, uint64_t seed) {
+  char cmd[8192], path[1024];
+  snprintf(cmd, sizeof cmd, "mkdir -p '%s'", dir);
+  sh(cmd);
+  for (int i = 0; i < n; i++) {
+    snprintf(path, sizeof path, "%s/f.%05d.bgeo", dir, i + 1);
+    write_random(path, size, seed + (uint64_t)i);
+  }
+}
+
+static int free_port(void) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in sa = {0};
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, (struct sockaddr *)&sa, sizeof sa);
+  socklen_t sl = sizeof sa;
+  getsockname(fd, (struct sockaddr *)&sa, &sl);
+  close(fd);
+  return ntohs(sa.sin_port);
+}
+
+static void start(bench *b) {
+  char path[1024], cmd[2048];
+  snprintf(path, sizeof path, "%s/tokens", b->dir);
+  FILE *f = fopen(path, "w");
+  fprintf(f, "%s\n", TOKEN);
+  fclose(f);
+  br_depot_opts o = {0};
+  char root[1024];
+  snprintf(root, sizeof root, "%s/depot", b->dir);
+  o.root = root;
+  o.listen = "127.0.0.1:0";
+  o.token_file = path;
+  br_error err;
+  br_error_clear(&err);
+  if (br_depot_start(&o, &b->depot, &err)) die("depot: %s", err.msg);
+  b->dport = br_depot_port(b->depot);
+  /* rsync daemon on loopback */
+  snprintf(cmd, sizeof cmd, "mkdir -p '%s/rsyncd'", b->dir);
+  sh(cmd);
+  snprintf(path, sizeof path, "%s/rsyncd.conf", b->dir);
+  f = fopen(path, "w");
+  fprintf(f, "use chroot = no\npid file = %s/rsyncd.pid\n%s[bench]\n  path = %s/rsyncd\n"
+             "  read only = false\n",
+          b->dir, getuid() == 0 ? "uid = root\ngid = root\n" : "", b->dir);
+  fclose(f);
+  b->rport = free_port();
+  b->rsyncd = fork();
+  if (b->rsyncd == 0) {
+    char port[16], conf[1100];
+    snprintf(port, sizeof port, "--port=%d", b->rport);
+    snprintf(conf, sizeof conf, "--config=%s", path);
+    int dn = open("/dev/null", O_WRONLY);
+    dup2(dn, 1);
+    execlp("rsync", "rsync", "--daemon", "--no-detach", "--address=127.0.0.1", port, conf,
+           (char *)NULL);
+    _exit(127);
+  }
+  usleep(300000);
+  snprintf(b->cache, sizeof b->cache, "%s/hashcache.db", b->dir);
+  br_xfer_opts_init(&b->o);
+  b->o.token = TOKEN;
+  b->o.cache_path = b->cache;
+}
+
+static void stop(bench *b) {
+  br_depot_stop(b->depot);
+  if (b->rsyncd > 0) {
+    kill(b->rsyncd, SIGTERM);
+    waitpid(b->rsyncd, NULL, 0);
+  }
+}
+
+static double braid_push(bench *b, const char *src, const char *name, br_xfer_opts *o,
+                         int port) {
+  char ref[256];
+  snprintf(ref, sizeof ref, "depot://127.0.0.1:%d/%s", port ? port : b->dport, name);
+  br_xfer_result res;
+  br_error err;
+  br_error_clear(&err);
+  sync();
+  double t = now();
+  if (br_xfer_push(src, ref, o ? o : &b->o, &res, &err)) die("push: %s", err.msg);
+  return now() - t;
+}
+
+static double braid_pull(bench *b, const char *name, const char *dst, br_xfer_opts *o,
+                         int port) {
+  char ref[256];
+  snprintf(ref, sizeof ref, "depot://127.0.0.1:%d/%s", port ? port : b->dport, name);
+  br_xfer_result res;
+  br_error err;
+  br_error_clear(&err);
+  sync();
+  double t = now();
+  if (br_xfer_pull(ref, dst, o ? o : &b->o, &res, &err)) die("pull: %s", err.msg);
+  return now() - t;
+}
+
+static void row(const char *what, double braid, double other, const char *vs) {
+  printf("  %-34s braid %8.2fs   %-6s %8.2fs   ratio %5.2fx\n", what, braid, vs, other,
+         other / braid);
+  fflush(stdout);
+}
+
+static void case_files(bench *b, const char *label, const char *name, int n, int64_t size,
+                       bool unchanged) {
+  char src[1024], dst[1024], cmd[8192];
+  snprintf(src, sizeof src, "%s/%s-src", b->dir, name);
+  make_tree(src, n, size, (uint64_t)n * 7 + (uint64_t)size);
+  sh("sync");
+  unlink(b->cache); /* cold hash cache: the first push reads everything, as rsync does */
+  printf("%s (%d files of %lld bytes)\n", label, n, (long long)size);
+  double bp = braid_push(b, src, name, NULL, 0);
+  snprintf(cmd, sizeof cmd, "rsync -a '%s/' rsync://127.0.0.1:%d/bench/%s/", src, b->rport,
+           name);
+  double rp = timed_sh(cmd);
+  row("push", bp, rp, "rsync");
+  snprintf(dst, sizeof dst, "%s/%s-pull", b->dir, name);
+  double bl = braid_pull(b, name, dst, NULL, 0);
+  snprintf(cmd, sizeof cmd, "rsync -a rsync://127.0.0.1:%d/bench/%s/ '%s/%s-rsyncpull/'",
+           b->rport, name, b->dir, name);
+  double rl = timed_sh(cmd);
+  row("pull", bl, rl, "rsync");
+  if (unchanged) {
+    double bu = braid_push(b, src, name, NULL, 0);
+    snprintf(cmd, sizeof cmd, "rsync -a '%s/' rsync://127.0.0.1:%d/bench/%s/", src, b->rport,
+             name);
+    double ru = timed_sh(cmd);
+    row("push, nothing changed", bu, ru, "rsync");
+  }
+  if (size >= 100 * 1000 * 1000) {
+    /* cp with a final sync, as braid syncs what it writes */
+    snprintf(cmd, sizeof cmd, "cp -r '%s' '%s/%s-cp' && sync", src, b->dir, name);
+    double cp = timed_sh(cmd);
+    double mb = (double)n * (double)size / 1e6;
+    printf("  %-34s braid %8.0f MB/s  cp %8.0f MB/s  ratio %5.2f (pull/cp)\n",
+           "large-file throughput", mb / bl, mb / cp, cp / bl);
+  }
+  snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s' '%s/%s-rsyncpull' '%s/%s-cp' '%s/rsyncd/%s'",
+           src, dst, b->dir, name, b->dir, name, b->dir, name);
+  sh(cmd);
+}
+
+static void case_latency(bench *b, int n, int64_t size) {
+  char src[1024], dst[1024], name[] = "latency";
+  snprintf(src, sizeof src, "%s/%s-src", b->dir, name);
+  make_tree(src, n, size, 4242);
+  braid_push(b, src, name, NULL, 0);
+  xproxy p;
+  if (xp_start(&p, b->dport, 1)) die("%s", "proxy failed");
+  p.delay_ms = 15;                  /* 30 ms round trip */
+  p.rate = 200e6 / 8;               /* 200 Mbit/s */
+  br_xfer_opts o = b->o;
+  o.parallel = 16;
+  o.bundle_bytes = 4 * 1024 * 1024;
+  snprintf(dst, sizeof dst, "%s/%s-pull", b->dir, name);
+  double t = braid_pull(b, name, dst, &o, p.port);
+  xp_stop(&p);
+  double fps = n / t, allowed = p.rate / (double)size;
+  printf("small files at 30 ms RTT, 200 Mbit/s cap (%d x %lld bytes)\n", n, (long long)size);
+  printf("  pull: %.0f files/s, the cap allows %.0f files/s: %.0f%% of the cap\n", fps,
+         allowed, 100 * fps / allowed);
+  char cmd[8192];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'", src, dst);
+  sh(cmd);
+}
+
+int main(int argc, char **argv) {
+  double scale = 1;
+  bool keep = false;
+  const char *dir = NULL, *only = NULL;
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--quick")) scale = 0.1;
+    else if (!strcmp(argv[i], "--scale") && i + 1 < argc) scale = atof(argv[++i]);
+    else if (!strcmp(argv[i], "--dir") && i + 1 < argc) dir = argv[++i];
+    else if (!strcmp(argv[i], "--keep")) keep = true;
+    else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
+    else {
+      printf("usage: bench-transfer [--quick] [--scale F] [--dir DIR] [--keep]\n"
+             "                      [--only small|medium|large|latency]\n");
+      return strcmp(argv[i], "--help") == 0 ? 0 : 2;
+    }
+  }
+  if (scale <= 0 || scale > 1) scale = 1;
+  signal(SIGPIPE, SIG_IGN);
+  bench b;
+  memset(&b, 0, sizeof b);
+  if (dir) snprintf(b.dir, sizeof b.dir, "%s", dir);
+  else snprintf(b.dir, sizeof b.dir, "/var/tmp/braid-bench-%d", (int)getpid());
+  char cmd[8192];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s'", b.dir, b.dir);
+  sh(cmd);
+  start(&b);
+  printf("bench-transfer: scale %.2f, work dir %s, ratio = rsync time / braid time\n", scale,
+         b.dir);
+  int n1 = (int)(10000 * scale), n2 = (int)(1000 * scale), n4 = (int)(2000 * scale);
+  int64_t big = (int64_t)(2048.0 * 1024 * 1024 * scale);
+#define WANT(c) (!only || !strcmp(only, c))
+  if (WANT("small")) case_files(&b, "small files", "small", n1 < 10 ? 10 : n1, 64 * 1024, true);
+  if (WANT("medium"))
+    case_files(&b, "medium files", "medium", n2 < 2 ? 2 : n2, 10 * 1000 * 1000, false);
+  if (WANT("large")) case_files(&b, "large files", "large", 2, big, false);
+  if (WANT("latency")) case_latency(&b, n4 < 50 ? 50 : n4, 100 * 1024);
+  stop(&b);
+  if (!keep) {
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", b.dir);
+    sh(cmd);
+  }
+  return 0;
+}
