@@ -842,8 +842,15 @@ static void apply_result(br_engine *e, br_node_ctx *c, br_task *t);
 
 /* An invocation the engine owns: a deep copy of what the node asked for,
  * and the result once it finished. */
+typedef struct name_entry {
+  char *name;
+  UT_hash_handle hh;
+} name_entry;
+
 typedef struct inv_rec {
   br_invocation inv;
+  name_entry *known_children; /* names of children an earlier attempt made */
+  int n_spawned;              /* spawns in this attempt (for default names) */
   char **argv_own, **env_own;
   char *strs[4]; /* node, cwd, progress_regex, log_path */
   int *codes;    /* good codes then retry codes */
@@ -874,8 +881,33 @@ static void inv_result_clear(br_inv_result *r) {
   memset(r, 0, sizeof *r);
 }
 
+static void names_free(name_entry **set) {
+  name_entry *n, *tmp;
+  HASH_ITER(hh, *set, n, tmp) {
+    HASH_DEL(*set, n);
+    free(n->name);
+    free(n);
+  }
+}
+
+static int collect_child_name(void *ud, br_task_info *t) {
+  name_entry **set = ud, *n = NULL;
+  if (t->name) HASH_FIND_STR(*set, t->name, n);
+  if (t->name && !n) {
+    n = calloc(1, sizeof *n);
+    ENGINE_ASSERT(n);
+    n->name = t->name;
+    t->name = NULL;
+    HASH_ADD_KEYPTR(hh, *set, n->name, strlen(n->name), n);
+  }
+  br_task_info_free(t);
+  free(t);
+  return 0;
+}
+
 static void inv_free(inv_rec *r) {
   if (!r) return;
+  names_free(&r->known_children);
   strv_free(r->argv_own);
   strv_free(r->env_own);
   for (size_t i = 0; i < 4; i++) free(r->strs[i]);
@@ -994,6 +1026,16 @@ static int dispatch(br_engine *e, br_error *err) {
     br_task *t = started[i];
     inv_rec *r = t->inv;
     r->inv.attrs = t->attrs;
+    r->n_spawned = 0;
+    names_free(&r->known_children);
+    if (t->live_children > 0) {
+      /* a job run again (a retry, or after a crash) spawns what it spawned
+       * before: remember those children so they are not made twice */
+      br_task_filter f = BR_TASK_FILTER_ALL;
+      f.parent = t->id;
+      br_error qerr;
+      e->store->ops->task_query(e->store, &f, collect_child_name, &r->known_children, &qerr);
+    }
     char dir[4096];
     snprintf(dir, sizeof dir, "%s", r->inv.log_path);
     char *slash = strrchr(dir, '/');
@@ -1032,9 +1074,16 @@ static void ev_spawn(void *ud, int64_t inv_id, int64_t task_id, const char *name
   int port = n->type->children_port == BR_CHILDREN_LAST ? n->n_outputs - 1 : n->type->children_port;
   e->now_ms = clock_ms();
   char nbuf[256];
-  if (!name) {
-    snprintf(nbuf, sizeof nbuf, "%s/%d", t->name ? t->name : "task", t->live_children);
+  int k = t->inv->n_spawned++;
+  if (!name) { /* the k-th spawn of the attempt: the same name when run again */
+    snprintf(nbuf, sizeof nbuf, "%s/%d", t->name ? t->name : "task", k);
     name = nbuf;
+  }
+  name_entry *known = NULL;
+  HASH_FIND_STR(t->inv->known_children, name, known);
+  if (known) { /* made by an earlier attempt: already on its way */
+    json_decref(attrs);
+    return;
   }
   /* a child starts with its parent's attributes, and what the job gave */
   json_t *ca = json_copy(t->attrs);
@@ -1132,7 +1181,8 @@ static void fail_invocation(br_engine *e, br_task *t, const br_inv_result *res) 
 
 /* An invocation finished: apply what the job set (on success), then let the
  * node decide (postprocess), or apply the default: success routes by output
- * 0, retry codes and lost workers retry within the node's bound. */
+ * 0; failures, retry codes and lost workers run again within the node's
+ * bound (retries); timeouts and spawn errors fail at once. */
 static void post_task(br_engine *e, br_task *t) {
   inv_rec *r = t->inv;
   const br_inv_result *res = &r->res;
@@ -1171,10 +1221,13 @@ static void post_task(br_engine *e, br_task *t) {
   case BR_INV_OK: route(e, t, 0); break;
   case BR_INV_RETRY:
   case BR_INV_LOST:
+  case BR_INV_FAILED: /* run again within the node's bound */
     if (t->attempts < node_max_attempts(n)) queue_invocation(e, t);
     else fail_invocation(e, t, res);
     break;
-  default: fail_invocation(e, t, res); break;
+  default: /* timeouts and programs that cannot start fail the same way again */
+    fail_invocation(e, t, res);
+    break;
   }
 }
 

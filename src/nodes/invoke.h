@@ -15,7 +15,7 @@
   {"timeout", BR_PARAM_FLOAT, "0", false, "seconds before the job is killed (0: never)"},     \
   {"good_codes", BR_PARAM_LIST, "[0]", false, "exit codes that mean success"},                \
   {"retry_codes", BR_PARAM_LIST, "[]", false, "exit codes that mean: run it again"},          \
-  {"retries", BR_PARAM_INT, "2", false, "how many times a job is run again (retry codes, lost workers)"}, \
+  {"retries", BR_PARAM_INT, "2", false, "how many times a failed job runs again (not for timeouts or missing programs)"}, \
   {"progress", BR_PARAM_STRING, "\"\"", false,                                                \
    "regex over stdout whose first group is the progress (0-1, or 0-100 with %)"}
 

@@ -1,0 +1,295 @@
+/* braid run end to end, through the real command: the reference scenario
+ * with real jobs and real ffmpeg, Ctrl-C and resume, SIGKILL and resume, and
+ * failing jobs (exit codes, retry codes, timeouts, missing programs). */
+#include <braid/store.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <glob.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+static const char *braid_bin(void) {
+  const char *b = getenv("BRAID_BIN");
+  return b ? b : "braid";
+}
+
+static const char *src_dir(void) {
+  const char *s = getenv("BRAID_SOURCE_DIR");
+  return s ? s : "..";
+}
+
+/* Starts `braid run GRAPH --store STORE ARGS...` in dir; output to dir/out.log. */
+static pid_t start_run(const char *dir, const char *graph, const char *extra) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    if (chdir(dir) != 0) _exit(99);
+    int fd = open("run.log", O_WRONLY | O_CREAT | O_APPEND, 0644);
+    int null = open("/dev/null", O_RDONLY);
+    dup2(null, 0);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "exec '%s' run '%s' --store braid.db %s", braid_bin(), graph,
+             extra ? extra : "");
+    execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+    _exit(98);
+  }
+  return pid;
+}
+
+static int wait_exit(pid_t pid) {
+  int st;
+  waitpid(pid, &st, 0);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static char *slurp(const char *path) {
+  FILE *f = fopen(path, "r");
+  if (!f) return strdup("");
+  char *buf = calloc(1, 1 << 20);
+  size_t n = fread(buf, 1, (1 << 20) - 1, f);
+  buf[n] = '\0';
+  fclose(f);
+  return buf;
+}
+
+static char *capture(const char *cmd) {
+  FILE *p = popen(cmd, "r");
+  char *buf = calloc(1, 65536);
+  size_t n = p ? fread(buf, 1, 65535, p) : 0;
+  buf[n] = '\0';
+  if (p) pclose(p);
+  return buf;
+}
+
+typedef struct inv_count {
+  int total, ok, running, cancelled;
+  char seen[65536]; /* "task:node" pairs with an ok invocation, for duplicates */
+  int dup_ok;
+} inv_count;
+
+static int count_inv(void *ud, br_inv_info *i) {
+  inv_count *c = ud;
+  c->total++;
+  if (i->row.status && strcmp(i->row.status, "ok") == 0) {
+    c->ok++;
+    char key[96];
+    snprintf(key, sizeof key, "|%lld:%s|", (long long)i->row.task_id, i->row.node ? i->row.node : "");
+    if (strstr(c->seen, key)) c->dup_ok++;
+    else if (strlen(c->seen) + strlen(key) < sizeof c->seen) strcat(c->seen, key);
+  }
+  if (i->row.status && strcmp(i->row.status, "running") == 0) c->running++;
+  if (i->row.status && strcmp(i->row.status, "cancelled") == 0) c->cancelled++;
+  br_inv_info_free(i);
+  free(i);
+  return 0;
+}
+
+static inv_count invocations(const char *dir) {
+  inv_count c;
+  memset(&c, 0, sizeof c);
+  char path[1024];
+  snprintf(path, sizeof path, "%s/braid.db", dir);
+  br_store *s;
+  br_error err;
+  if (br_store_open(path, BR_STORE_READONLY, &s, &err) != BR_OK) return c;
+  br_store_inv_query(s, 0, count_inv, &c, &err);
+  br_store_close(s);
+  return c;
+}
+
+static void check_movie(const char *dir) {
+  char cmd[2048];
+  snprintf(cmd, sizeof cmd,
+           "ffprobe -v error -count_frames -select_streams v:0 -show_entries "
+           "stream=nb_read_frames,width,height -of csv=p=0 '%s/wedge-mosaic-out/wedge-mosaic.mp4'",
+           dir);
+  char *out = capture(cmd);
+  CHECK_CONTAINS(out, "320,240,100"); /* 2x the 160x120 tile, 100 frames */
+  free(out);
+  char pattern[1024];
+  snprintf(pattern, sizeof pattern, "%s/wedge-mosaic-out/render/w*/img.*.png", dir);
+  glob_t g;
+  CHECK(glob(pattern, 0, NULL, &g) == 0);
+  CHECK_EQ_INT(g.gl_pathc, 400);
+  globfree(&g);
+  /* no half-written file under a final name, no temporary left behind */
+  snprintf(pattern, sizeof pattern, "%s/wedge-mosaic-out/render/w*/.partial*", dir);
+  CHECK(glob(pattern, 0, NULL, &g) == GLOB_NOMATCH);
+}
+
+static char *graph_path(void) {
+  char *p = NULL;
+  if (asprintf(&p, "%s/examples/wedge-mosaic.json", src_dir()) < 0) abort();
+  return p;
+}
+
+/* No process still runs a job of this test's run (their arguments name dir). */
+static int jobs_alive(const char *dir) {
+  DIR *d = opendir("/proc");
+  struct dirent *de;
+  int n = 0;
+  while (d && (de = readdir(d))) {
+    if (de->d_name[0] < '0' || de->d_name[0] > '9') continue;
+    char path[300], buf[4096];
+    snprintf(path, sizeof path, "/proc/%s/cmdline", de->d_name);
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) continue;
+    ssize_t len = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (len <= 0) continue;
+    for (ssize_t i = 0; i < len; i++)
+      if (!buf[i]) buf[i] = ' ';
+    buf[len] = '\0';
+    if (strstr(buf, dir) && strstr(buf, "wedge-mosaic") && !strstr(buf, " run ")) n++;
+  }
+  if (d) closedir(d);
+  return n;
+}
+
+TEST(reference_scenario_end_to_end) {
+  char *dir = br_test_tmpdir("run-ref");
+  char *graph = graph_path();
+  int rc = wait_exit(start_run(dir, graph, "--slots 2"));
+  if (rc != 0) {
+    char log[1024];
+    snprintf(log, sizeof log, "%s/run.log", dir);
+    char *text = slurp(log);
+    br_test_fail(__FILE__, __LINE__, "braid run exited %d:\n%s", rc, text);
+  }
+  check_movie(dir);
+  inv_count c = invocations(dir);
+  CHECK_EQ_INT(c.ok, 80 + 400 + 400 + 1);
+  CHECK_EQ_INT(c.dup_ok, 0);
+  free(graph);
+  free(dir);
+}
+
+static void wait_for_jobs(const char *dir, int ok_at_least) {
+  for (int i = 0; i < 600; i++) {
+    if (invocations(dir).ok >= ok_at_least) return;
+    usleep(50 * 1000);
+  }
+  br_test_fail(__FILE__, __LINE__, "no progress in %s", dir);
+}
+
+TEST(ctrl_c_stops_cleanly_and_resume_finishes) {
+  char *dir = br_test_tmpdir("run-cancel");
+  char *graph = graph_path();
+  pid_t pid = start_run(dir, graph, "--slots 2 --grace 2");
+  wait_for_jobs(dir, 60);
+  kill(pid, SIGINT);
+  time_t t0 = time(NULL);
+  CHECK_EQ_INT(wait_exit(pid), 130);
+  CHECK(time(NULL) - t0 <= 10);
+  CHECK_EQ_INT(jobs_alive(dir), 0); /* every job's process group is gone */
+  inv_count before = invocations(dir);
+  CHECK(before.cancelled >= 1 || before.running == 0);
+  CHECK_EQ_INT(before.running, 0);
+  char log[1024];
+  snprintf(log, sizeof log, "%s/run.log", dir);
+  char *text = slurp(log);
+  CHECK_CONTAINS(text, "run the same command again to resume");
+  free(text);
+  CHECK_EQ_INT(wait_exit(start_run(dir, graph, "--slots 2")), 0);
+  check_movie(dir);
+  inv_count after = invocations(dir);
+  /* nothing that had finished ran again */
+  CHECK_EQ_INT(after.dup_ok, 0);
+  CHECK_EQ_INT(after.ok, 881);
+  free(graph);
+  free(dir);
+}
+
+TEST(sigkill_then_resume) {
+  char *dir = br_test_tmpdir("run-kill");
+  char *graph = graph_path();
+  pid_t pid = start_run(dir, graph, "--slots 2");
+  wait_for_jobs(dir, 150);
+  kill(pid, SIGKILL);
+  wait_exit(pid);
+  CHECK_EQ_INT(wait_exit(start_run(dir, graph, "--slots 2")), 0);
+  check_movie(dir);
+  inv_count after = invocations(dir);
+  CHECK_EQ_INT(after.dup_ok, 0);
+  /* exactly the reference's tasks: no child spawned twice */
+  char path[1024];
+  snprintf(path, sizeof path, "%s/braid.db", dir);
+  br_store *s;
+  br_error err;
+  CHECK(br_store_open(path, BR_STORE_READONLY, &s, &err) == BR_OK);
+  int64_t counts[BR_TASK_NSTATES];
+  br_task_filter f = BR_TASK_FILTER_ALL;
+  CHECK(br_store_task_count(s, &f, counts, &err) == BR_OK);
+  CHECK_EQ_INT(counts[BR_TASK_DONE], 801);
+  CHECK_EQ_INT(counts[BR_TASK_DEAD], 79);
+  br_store_close(s);
+  free(graph);
+  free(dir);
+}
+
+TEST(failures_retries_timeouts_and_missing_programs) {
+  char *dir = br_test_tmpdir("run-fail");
+  char graph[1024];
+  snprintf(graph, sizeof graph, "%s/fail.json", dir);
+  FILE *f = fopen(graph, "w");
+  fprintf(f,
+          "{\"name\": \"fail\", \"nodes\": [\n"
+          " {\"name\": \"start\", \"type\": \"null\"},\n"
+          " {\"name\": \"boom\", \"type\": \"command\", \"params\": {\"shell\": \"echo about to fail; echo boom >&2; exit 3\", \"retries\": 1}},\n"
+          " {\"name\": \"flaky\", \"type\": \"command\", \"params\": {\"shell\": \"if [ -e flaky.mark ]; then echo second; else touch flaky.mark; exit 75; fi\", \"retry_codes\": [75]}},\n"
+          " {\"name\": \"slow\", \"type\": \"command\", \"params\": {\"argv\": [\"sleep\", \"30\"], \"timeout\": 1}},\n"
+          " {\"name\": \"missing\", \"type\": \"command\", \"params\": {\"argv\": [\"no-such-program-braid\", \"x\"]}},\n"
+          " {\"name\": \"ok\", \"type\": \"command\", \"params\": {\"argv\": [\"true\"]}}],\n"
+          " \"wires\": [[\"start\", \"boom\"], [\"start\", \"flaky\"], [\"start\", \"slow\"], [\"start\", \"missing\"], [\"start\", \"ok\"]]}\n");
+  fclose(f);
+  time_t t0 = time(NULL);
+  CHECK_EQ_INT(wait_exit(start_run(dir, graph, "--slots 4 --grace 1")), 1);
+  CHECK(time(NULL) - t0 < 25); /* the 30 s sleep was killed at its timeout */
+  char log[1024];
+  snprintf(log, sizeof log, "%s/run.log", dir);
+  char *text = slurp(log);
+  CHECK_CONTAINS(text, "at node 'boom': exit code 3 after 2 attempts");
+  CHECK_CONTAINS(text, "| boom");        /* the log tail is in the summary */
+  CHECK_CONTAINS(text, "braid log ");    /* and the command that shows it all */
+  CHECK_CONTAINS(text, "at node 'slow': timed out");
+  CHECK_CONTAINS(text, "at node 'missing': ");
+  CHECK_CONTAINS(text, "no-such-program-braid");
+  CHECK(strstr(text, "at node 'flaky'") == NULL); /* retried, then fine */
+  free(text);
+  inv_count c = invocations(dir);
+  CHECK_EQ_INT(c.total, 2 + 2 + 1 + 1 + 1); /* boom x2, flaky x2, slow, missing, ok */
+  /* braid log shows the whole log of the failed task */
+  char cmd[2048];
+  snprintf(cmd, sizeof cmd, "cd '%s' && '%s' tasks --store braid.db --state error --json | grep -c '\"state\": \"error\"'", dir, braid_bin());
+  char *n = capture(cmd);
+  CHECK_EQ_INT(atoi(n), 3);
+  free(n);
+  free(dir);
+}
+
+TEST(usage_and_graph_errors_exit_2) {
+  char *dir = br_test_tmpdir("run-usage");
+  char graph[1024];
+  snprintf(graph, sizeof graph, "%s/bad.json", dir);
+  FILE *f = fopen(graph, "w");
+  fprintf(f, "{\"nodes\": [\n  {\"name\": \"a\", \"type\": \"nope\"}]}\n");
+  fclose(f);
+  CHECK_EQ_INT(wait_exit(start_run(dir, graph, "")), 2);
+  char log[1024];
+  snprintf(log, sizeof log, "%s/run.log", dir);
+  char *text = slurp(log);
+  CHECK_CONTAINS(text, "bad.json:2:25: node 'a': unknown node type 'nope'");
+  free(text);
+  struct stat sb;
+  char db[1024];
+  snprintf(db, sizeof db, "%s/braid.db", dir);
+  CHECK(stat(db, &sb) != 0); /* an invalid graph writes nothing */
+  CHECK_EQ_INT(wait_exit(start_run(dir, "", "--slots 0")), 2);
+  free(dir);
+}
