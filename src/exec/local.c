@@ -813,10 +813,8 @@ static int spawn_job(job *j) {
   posix_spawn_file_actions_addclosefrom_np(&fa, 3);
 
   pid_t pid = 0;
-  j->start_ns = uv_hrtime();
   int e = posix_spawn(&pid, prog, &fa, &ex->sattr, j->argv, envp);
   if (e != 0) {
-    j->start_ns = 0;
     if (e == ENOENT)
       set_error(j, "cannot run '%s': %s (a script whose interpreter is missing?)", prog,
                 strerror(e));
@@ -825,6 +823,7 @@ static int spawn_job(job *j) {
     goto out;
   }
   j->pid = pid;
+  j->start_ns = uv_hrtime(); /* the process exists (it has exec'd: vfork semantics) */
   if (use_pipe) {
     close(pipefd[1]);
     pipefd[1] = -1;
