@@ -229,6 +229,11 @@ TEST(exec_spawn_errors) {
   CHECK_EQ_INT(r->status, BR_INV_SPAWN_ERROR);
   CHECK_CONTAINS(r->error, "no such program 'no-such-program-braid' (PATH=");
   CHECK_CONTAINS(r->error, "/usr/bin");
+  /* the log says why nothing ran */
+  char *log = fx_read(a.log);
+  CHECK_CONTAINS(log, "braid: no such program 'no-such-program-braid'");
+  CHECK_CONTAINS(r->log_tail, "braid: no such program");
+  free(log);
   r = fx_result(&F, 2);
   CHECK_EQ_INT(r->status, BR_INV_SPAWN_ERROR);
   CHECK_CONTAINS(r->error, "cannot change to directory '/nonexistent/braid/dir'");

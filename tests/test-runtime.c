@@ -253,6 +253,21 @@ TEST(runtime_socket_protocol) {
   free(ans);
   free(req);
 
+  /* a client that leaves before its answer does not hurt braid (no SIGPIPE) */
+  for (int i = 0; i < 20; i++) {
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    snprintf(sun.sun_path, sizeof sun.sun_path, "%s", br_runtime_socket_path(rt));
+    CHECK_EQ_INT(connect(fd, (struct sockaddr *)&sun, sizeof sun), 0);
+    char line[200];
+    int len = snprintf(line, sizeof line, "{\"op\":\"spawn\",\"token\":\"%s\"}\n", tok);
+    CHECK_EQ_INT(send(fd, line, (size_t)len, MSG_NOSIGNAL), len);
+    close(fd);
+  }
+  ans = talk(&loop, rt, "{\"op\":\"x\"}\n");
+  CHECK_CONTAINS(ans, "no \\\"token\\\"");
+  free(ans);
+
   /* a long request is refused */
   size_t big = 5 * 1024 * 1024;
   char *huge = malloc(big + 1);
@@ -267,6 +282,7 @@ TEST(runtime_socket_protocol) {
   CHECK_EQ_INT(json_object_size(attrs), 0);
   json_decref(attrs);
   CHECK(br_runtime_unregister(rt, 9) == NULL);
+  CHECK(n_spawned >= 2);
   br_runtime_destroy(rt);
   uv_run(&loop, UV_RUN_DEFAULT);
   CHECK_EQ_INT(uv_loop_close(&loop), 0);

@@ -118,7 +118,7 @@ struct br_executor {
   char *empty_attrs;  /* path of the shared "{}" file */
   char *path_env;     /* "PATH=..." for jobs: ours plus braid's folder */
   char *braid_env;    /* "BRAID_EXE=..." or NULL */
-  char **base_env;    /* our environment without PATH and BRAID_* (pointers into environ) */
+  char **base_env;    /* a copy of our environment without PATH and braid's variables */
   int n_base_env;
   double grace;
   posix_spawnattr_t sattr;
@@ -127,6 +127,7 @@ struct br_executor {
 
 static void idle_cb(uv_idle_t *h);
 static void maybe_complete(job *j);
+static int open_log_file(const char *path);
 
 /* ---- small helpers ---- */
 
@@ -384,7 +385,19 @@ static void complete(job *j) {
     }
   }
   r->error = j->error;
-  r->log_tail = j->pid > 0 ? read_tail(j) : strdup("");
+  if (j->pid > 0) {
+    r->log_tail = read_tail(j);
+  } else if (r->status == BR_INV_SPAWN_ERROR && j->error) {
+    /* Say in the log why nothing ran: `braid log` shows it to the user. */
+    if (asprintf(&r->log_tail, "braid: %s", j->error) < 0) r->log_tail = NULL;
+    int fd = j->log_fd;
+    if (fd < 0 && j->log_path && (fd = open_log_file(j->log_path)) >= 0) j->log_fd = fd;
+    if (fd >= 0 && r->log_tail && write(fd, r->log_tail, strlen(r->log_tail)) >= 0 &&
+        write(fd, "\n", 1) < 0) {
+      /* best effort */
+    }
+  }
+  if (!r->log_tail) r->log_tail = strdup("");
   if (j->registered) {
     r->set_attrs = br_runtime_unregister(ex->rt, j->id);
     j->registered = false;
@@ -516,6 +529,7 @@ static void timer_start(job *j, timer_role role, double seconds) {
     j->handles++;
   }
   j->role = role;
+  uv_update_time(j->ex->loop); /* the loop's clock may be stale: time from now */
   uint64_t ms = seconds <= 0 ? 0 : (uint64_t)(seconds * 1000.0 + 0.5);
   uv_timer_start(&j->timer, timer_cb, ms, 0);
 }
@@ -671,19 +685,25 @@ static int resolve_program(job *j, const char *path, char **out) {
   return -1;
 }
 
-/* Read-write: braid reads the tail back through the same descriptor. */
-static int open_log(job *j) {
-  j->log_fd = open(j->log_path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (j->log_fd < 0 && errno == ENOENT) {
-    char *dir = strdup(j->log_path);
+/* Opens (appending) a log file, creating its folders. Read-write: braid
+ * reads the tail back through the same descriptor. */
+static int open_log_file(const char *path) {
+  int fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0 && errno == ENOENT) {
+    char *dir = strdup(path);
     char *slash = dir ? strrchr(dir, '/') : NULL;
     if (slash && slash != dir) {
       *slash = 0;
       mkdir_p(dir);
     }
     free(dir);
-    j->log_fd = open(j->log_path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   }
+  return fd;
+}
+
+static int open_log(job *j) {
+  j->log_fd = open_log_file(j->log_path);
   if (j->log_fd < 0) {
     set_error(j, "cannot open log file '%s': %s", j->log_path, strerror(errno));
     return -1;
@@ -694,8 +714,8 @@ static int open_log(job *j) {
 }
 
 /* The job's environment: braid's variables > the invocation's env > PATH >
- * the attributes > braid's own environment. Strings belong to `owned` (one
- * block) or to the job and executor. */
+ * the attributes > braid's own environment. The strings belong to the
+ * caller, the job and the executor; only the array is new. */
 static char **build_env(job *j, char *const *core, int n_core) {
   br_executor *ex = j->ex;
   size_t n_env = 0, n_attr = 0;
@@ -954,7 +974,11 @@ static int local_create(const br_exec_config *cfg, const br_exec_events *ev, br_
     for (const char *const *o = ours; *o && !skip; o++) skip = strncmp(e, *o, strlen(*o)) == 0;
     if (skip) continue;
     if (ex->path_env && strncmp(e, "PATH=", 5) == 0) continue;
-    ex->base_env[ex->n_base_env++] = (char *)e;
+    if (!(ex->base_env[ex->n_base_env] = strdup(e))) {
+      rc = br_error_set(err, BR_ENOMEM, "out of memory");
+      goto fail;
+    }
+    ex->n_base_env++;
   }
 
   if (mkdir_p(ex->runtime_dir) != 0) {
@@ -1006,7 +1030,7 @@ fail:
   free(ex->runtime_dir);
   free(ex->path_env);
   free(ex->braid_env);
-  free(ex->base_env);
+  free_strv(ex->base_env);
   free(ex);
   return rc;
 }
@@ -1181,7 +1205,7 @@ static void local_destroy(br_executor *ex) {
   free(ex->runtime_dir);
   free(ex->path_env);
   free(ex->braid_env);
-  free(ex->base_env);
+  free_strv(ex->base_env);
   uv_close((uv_handle_t *)&ex->sigchld, ex_handle_closed);
   uv_close((uv_handle_t *)&ex->idle, ex_handle_closed);
 }
