@@ -427,3 +427,38 @@ TEST(runtime_attr_env) {
   CHECK(br_runtime_attr_env_value(l) == NULL);
   json_decref(l);
 }
+
+TEST(runtime_long_socket_dir) {
+  /* a socket address holds ~108 bytes: a deep runtime folder falls back to
+   * a private folder under $TMPDIR */
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  char *dir = br_test_tmpdir("rt-long");
+  char *deep = NULL;
+  CHECK(asprintf(&deep, "%s/%s/%s", dir,
+                 "a-rather-long-folder-name-for-a-show-sequence-and-shot-0123456789",
+                 "and-another-one-for-the-runtime-files-of-braid-0123456789") > 0);
+  br_runtime *rt = NULL;
+  br_error err;
+  CHECK_EQ_INT(br_runtime_create(NULL, &rt, &err), BR_OK);
+  if (br_runtime_listen(rt, &loop, deep, &err) != BR_OK)
+    br_test_fail(__FILE__, __LINE__, "listen: %s", err.msg);
+  const char *sock = br_runtime_socket_path(rt);
+  CHECK(strlen(sock) < 108);
+  CHECK(strstr(sock, "braid-ctl-") != NULL);
+  CHECK(fx_exists(sock));
+  char *copy = strdup(sock);
+  br_runtime_destroy(rt);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_EQ_INT(uv_loop_close(&loop), 0);
+  CHECK(!fx_exists(copy)); /* socket and its folder removed */
+  *strrchr(copy, '/') = 0;
+  CHECK(!fx_exists(copy));
+  free(copy);
+  free(deep);
+  char *cmd = NULL;
+  CHECK(asprintf(&cmd, "rm -rf '%s'", dir) > 0);
+  CHECK_EQ_INT(system(cmd), 0);
+  free(cmd);
+  free(dir);
+}

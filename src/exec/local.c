@@ -83,13 +83,13 @@ typedef struct job {
   int handles; /* handles whose close callback is pending or not closed yet */
   bool released;
   bool registered;
-  bool cancelled, timed_out, killed, lost;
+  bool cancelled, timed_out, lost;
   int wstatus;
   struct rusage ru;
   char *error;
   char *attrs_path; /* our own file (removed at the end), or NULL */
   char *line;       /* progress: the current partial line */
-  size_t line_len, line_cap;
+  size_t line_len;
   char *ring;       /* no log file: the last TAIL_BYTES of output */
   size_t ring_len;
   double last_progress;
@@ -111,7 +111,6 @@ struct br_executor {
   bool idle_on;
   int handles;
   bool destroyed;
-  bool delivering;
   br_runtime *rt;
   char *runtime_dir;
   bool own_runtime_dir;
@@ -275,7 +274,6 @@ static void dispatch(br_executor *ex);
 
 static void idle_cb(uv_idle_t *h) {
   br_executor *ex = h->data;
-  ex->delivering = true;
   while (ex->starts_head || ex->dones_head) {
     if (ex->starts_head) {
       job *j = ex->starts_head;
@@ -293,7 +291,6 @@ static void idle_cb(uv_idle_t *h) {
     job_release(j);
     if (ex->destroyed) return;
   }
-  ex->delivering = false;
   ex->idle_on = false;
   uv_idle_stop(&ex->idle);
 }
@@ -537,7 +534,6 @@ static void timer_start(job *j, timer_role role, double seconds) {
 static void terminate(job *j, bool hard) {
   if (j->state != J_RUNNING) return;
   if (hard) {
-    j->killed = true;
     signal_group(j, SIGKILL);
     if (j->timer_init) uv_timer_stop(&j->timer);
     return;
