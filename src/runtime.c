@@ -252,7 +252,26 @@ static void conn_send(rt_conn *c, json_t *resp) {
   w->len = n + 1;
   w->conn = c;
   free(text);
-  uv_buf_t b = uv_buf_init(w->data, (unsigned)w->len);
+  size_t off = 0;
+  if (c->writes == 0) {
+    /* Answer directly with MSG_NOSIGNAL: a job killed while it waits for
+     * the answer must not SIGPIPE braid (libuv's write would). */
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&c->pipe, &fd) == 0) {
+      ssize_t k = send(fd, w->data, w->len, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        free(w);
+        conn_close(c);
+        return;
+      }
+      if (k > 0) off = (size_t)k;
+    }
+    if (off == w->len) {
+      free(w);
+      return;
+    }
+  }
+  uv_buf_t b = uv_buf_init(w->data + off, (unsigned)(w->len - off));
   if (uv_write(&w->req, (uv_stream_t *)&c->pipe, &b, 1, write_done) != 0) {
     free(w);
     conn_close(c);

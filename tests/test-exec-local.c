@@ -229,6 +229,11 @@ TEST(exec_spawn_errors) {
   CHECK_EQ_INT(r->status, BR_INV_SPAWN_ERROR);
   CHECK_CONTAINS(r->error, "no such program 'no-such-program-braid' (PATH=");
   CHECK_CONTAINS(r->error, "/usr/bin");
+  /* the log says why nothing ran */
+  char *log = fx_read(a.log);
+  CHECK_CONTAINS(log, "braid: no such program 'no-such-program-braid'");
+  CHECK_CONTAINS(r->log_tail, "braid: no such program");
+  free(log);
   r = fx_result(&F, 2);
   CHECK_EQ_INT(r->status, BR_INV_SPAWN_ERROR);
   CHECK_CONTAINS(r->error, "cannot change to directory '/nonexistent/braid/dir'");
@@ -478,5 +483,39 @@ TEST(exec_many_short_jobs) {
   CHECK_EQ_INT(F.n_done, 300);
   for (int i = 0; i < 300; i++) CHECK_EQ_INT(F.done[i].status, BR_INV_OK);
   for (int i = 0; i < 300; i++) fx_inv_free(&x[i]);
+  fx_fini(&F);
+}
+
+TEST(exec_path_from_invocation_env) {
+  fx_init(&F, "exec-path", 2, 1);
+  char *bin = fx_path(&F, "bin");
+  CHECK_EQ_INT(mkdir(bin, 0755), 0);
+  char *tool = fx_path(&F, "bin/my-tool");
+  FILE *fp = fopen(tool, "w");
+  fputs("#!/bin/sh\necho tool ran in $(pwd) with \"$1\"\n", fp);
+  fclose(fp);
+  chmod(tool, 0755);
+  fx_inv x;
+  fx_sh(&F, &x, 1, "");
+  x.argv[0] = (char *)"my-tool";
+  x.argv[1] = (char *)"arg one";
+  x.argv[2] = NULL;
+  char *path = NULL;
+  CHECK(asprintf(&path, "PATH=%s:/usr/bin:/bin", bin) > 0);
+  char *env[] = {path, NULL};
+  x.inv.env = env;
+  x.inv.cwd = bin;
+  fx_submit(&F, &x.inv);
+  fx_run(&F);
+  fx_rec *r = fx_result(&F, 1);
+  if (r->status != BR_INV_OK) br_test_fail(__FILE__, __LINE__, "%s", r->error);
+  char *want = NULL;
+  CHECK(asprintf(&want, "tool ran in %s with arg one", bin) > 0);
+  CHECK_EQ_STR(r->log_tail, want);
+  free(want);
+  free(path);
+  free(tool);
+  free(bin);
+  fx_inv_free(&x);
   fx_fini(&F);
 }

@@ -114,6 +114,9 @@ typedef struct br_executor_ops {
 
 const br_executor_ops *br_executor_find(const char *name);
 
+/* The executors compiled in (also found by name through br_executor_find). */
+extern const br_executor_ops br_exec_local; /* "local": child processes of this braid */
+
 #ifdef __cplusplus
 }
 #endif

@@ -83,13 +83,13 @@ typedef struct job {
   int handles; /* handles whose close callback is pending or not closed yet */
   bool released;
   bool registered;
-  bool cancelled, timed_out, killed, lost;
+  bool cancelled, timed_out, lost;
   int wstatus;
   struct rusage ru;
   char *error;
   char *attrs_path; /* our own file (removed at the end), or NULL */
   char *line;       /* progress: the current partial line */
-  size_t line_len, line_cap;
+  size_t line_len;
   char *ring;       /* no log file: the last TAIL_BYTES of output */
   size_t ring_len;
   double last_progress;
@@ -111,14 +111,13 @@ struct br_executor {
   bool idle_on;
   int handles;
   bool destroyed;
-  bool delivering;
   br_runtime *rt;
   char *runtime_dir;
   bool own_runtime_dir;
   char *empty_attrs;  /* path of the shared "{}" file */
   char *path_env;     /* "PATH=..." for jobs: ours plus braid's folder */
   char *braid_env;    /* "BRAID_EXE=..." or NULL */
-  char **base_env;    /* our environment without PATH and BRAID_* (pointers into environ) */
+  char **base_env;    /* a copy of our environment without PATH and braid's variables */
   int n_base_env;
   double grace;
   posix_spawnattr_t sattr;
@@ -127,6 +126,7 @@ struct br_executor {
 
 static void idle_cb(uv_idle_t *h);
 static void maybe_complete(job *j);
+static int open_log_file(const char *path);
 
 /* ---- small helpers ---- */
 
@@ -274,7 +274,6 @@ static void dispatch(br_executor *ex);
 
 static void idle_cb(uv_idle_t *h) {
   br_executor *ex = h->data;
-  ex->delivering = true;
   while (ex->starts_head || ex->dones_head) {
     if (ex->starts_head) {
       job *j = ex->starts_head;
@@ -292,7 +291,6 @@ static void idle_cb(uv_idle_t *h) {
     job_release(j);
     if (ex->destroyed) return;
   }
-  ex->delivering = false;
   ex->idle_on = false;
   uv_idle_stop(&ex->idle);
 }
@@ -384,7 +382,19 @@ static void complete(job *j) {
     }
   }
   r->error = j->error;
-  r->log_tail = j->pid > 0 ? read_tail(j) : strdup("");
+  if (j->pid > 0) {
+    r->log_tail = read_tail(j);
+  } else if (r->status == BR_INV_SPAWN_ERROR && j->error) {
+    /* Say in the log why nothing ran: `braid log` shows it to the user. */
+    if (asprintf(&r->log_tail, "braid: %s", j->error) < 0) r->log_tail = NULL;
+    int fd = j->log_fd;
+    if (fd < 0 && j->log_path && (fd = open_log_file(j->log_path)) >= 0) j->log_fd = fd;
+    if (fd >= 0 && r->log_tail && write(fd, r->log_tail, strlen(r->log_tail)) >= 0 &&
+        write(fd, "\n", 1) < 0) {
+      /* best effort */
+    }
+  }
+  if (!r->log_tail) r->log_tail = strdup("");
   if (j->registered) {
     r->set_attrs = br_runtime_unregister(ex->rt, j->id);
     j->registered = false;
@@ -516,6 +526,7 @@ static void timer_start(job *j, timer_role role, double seconds) {
     j->handles++;
   }
   j->role = role;
+  uv_update_time(j->ex->loop); /* the loop's clock may be stale: time from now */
   uint64_t ms = seconds <= 0 ? 0 : (uint64_t)(seconds * 1000.0 + 0.5);
   uv_timer_start(&j->timer, timer_cb, ms, 0);
 }
@@ -523,7 +534,6 @@ static void timer_start(job *j, timer_role role, double seconds) {
 static void terminate(job *j, bool hard) {
   if (j->state != J_RUNNING) return;
   if (hard) {
-    j->killed = true;
     signal_group(j, SIGKILL);
     if (j->timer_init) uv_timer_stop(&j->timer);
     return;
@@ -671,19 +681,25 @@ static int resolve_program(job *j, const char *path, char **out) {
   return -1;
 }
 
-/* Read-write: braid reads the tail back through the same descriptor. */
-static int open_log(job *j) {
-  j->log_fd = open(j->log_path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (j->log_fd < 0 && errno == ENOENT) {
-    char *dir = strdup(j->log_path);
+/* Opens (appending) a log file, creating its folders. Read-write: braid
+ * reads the tail back through the same descriptor. */
+static int open_log_file(const char *path) {
+  int fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0 && errno == ENOENT) {
+    char *dir = strdup(path);
     char *slash = dir ? strrchr(dir, '/') : NULL;
     if (slash && slash != dir) {
       *slash = 0;
       mkdir_p(dir);
     }
     free(dir);
-    j->log_fd = open(j->log_path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   }
+  return fd;
+}
+
+static int open_log(job *j) {
+  j->log_fd = open_log_file(j->log_path);
   if (j->log_fd < 0) {
     set_error(j, "cannot open log file '%s': %s", j->log_path, strerror(errno));
     return -1;
@@ -694,8 +710,8 @@ static int open_log(job *j) {
 }
 
 /* The job's environment: braid's variables > the invocation's env > PATH >
- * the attributes > braid's own environment. Strings belong to `owned` (one
- * block) or to the job and executor. */
+ * the attributes > braid's own environment. The strings belong to the
+ * caller, the job and the executor; only the array is new. */
 static char **build_env(job *j, char *const *core, int n_core) {
   br_executor *ex = j->ex;
   size_t n_env = 0, n_attr = 0;
@@ -813,10 +829,8 @@ static int spawn_job(job *j) {
   posix_spawn_file_actions_addclosefrom_np(&fa, 3);
 
   pid_t pid = 0;
-  j->start_ns = uv_hrtime();
   int e = posix_spawn(&pid, prog, &fa, &ex->sattr, j->argv, envp);
   if (e != 0) {
-    j->start_ns = 0;
     if (e == ENOENT)
       set_error(j, "cannot run '%s': %s (a script whose interpreter is missing?)", prog,
                 strerror(e));
@@ -825,6 +839,7 @@ static int spawn_job(job *j) {
     goto out;
   }
   j->pid = pid;
+  j->start_ns = uv_hrtime(); /* the process exists (it has exec'd: vfork semantics) */
   if (use_pipe) {
     close(pipefd[1]);
     pipefd[1] = -1;
@@ -955,7 +970,11 @@ static int local_create(const br_exec_config *cfg, const br_exec_events *ev, br_
     for (const char *const *o = ours; *o && !skip; o++) skip = strncmp(e, *o, strlen(*o)) == 0;
     if (skip) continue;
     if (ex->path_env && strncmp(e, "PATH=", 5) == 0) continue;
-    ex->base_env[ex->n_base_env++] = (char *)e;
+    if (!(ex->base_env[ex->n_base_env] = strdup(e))) {
+      rc = br_error_set(err, BR_ENOMEM, "out of memory");
+      goto fail;
+    }
+    ex->n_base_env++;
   }
 
   if (mkdir_p(ex->runtime_dir) != 0) {
@@ -1007,7 +1026,7 @@ fail:
   free(ex->runtime_dir);
   free(ex->path_env);
   free(ex->braid_env);
-  free(ex->base_env);
+  free_strv(ex->base_env);
   free(ex);
   return rc;
 }
@@ -1182,7 +1201,7 @@ static void local_destroy(br_executor *ex) {
   free(ex->runtime_dir);
   free(ex->path_env);
   free(ex->braid_env);
-  free(ex->base_env);
+  free_strv(ex->base_env);
   uv_close((uv_handle_t *)&ex->sigchld, ex_handle_closed);
   uv_close((uv_handle_t *)&ex->idle, ex_handle_closed);
 }

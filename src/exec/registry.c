@@ -4,8 +4,6 @@
 
 #include <string.h>
 
-extern const br_executor_ops br_exec_local;
-
 static const br_executor_ops *const executors[] = {
     &br_exec_local,
     NULL,
