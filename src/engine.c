@@ -151,6 +151,9 @@ struct br_engine {
   void (*observer)(void *ud, const br_task_info *t);
   void *observer_ud;
   char *log_dir;
+  char *last_log_dir; /* the log folder made last (saves a mkdir per job) */
+  int64_t *starting;  /* tasks moved to running, handed to the executor after the commit */
+  size_t n_starting, cap_starting;
   /* work handed over by other threads (br_engine_post) */
   uv_async_t async;
   pthread_mutex_t post_mu;
@@ -836,6 +839,7 @@ void br_ctx_unsplit(br_node_ctx *c, br_task *t) {
 }
 
 static int commit(br_engine *e, br_error *err);
+void br_engine__inv_done(void *ud, const br_inv_result *res);
 static void apply_result(br_engine *e, br_node_ctx *c, br_task *t);
 
 /* ---- invocations ---- */
@@ -990,17 +994,15 @@ static int mkdirs(const char *dir) {
   return 0;
 }
 
-/* Hands queued invocations to the executor, as many as it has room for. The
- * tasks' move to running, and the invocation rows, are committed before the
- * executor sees them. */
-static int dispatch(br_engine *e, br_error *err) {
-  if (!e->ex || e->stopping || !e->queued.n) return BR_OK;
-  int cap = e->exops->capacity(e->ex);
-  if (cap <= 0) return BR_OK;
-  br_task **started = calloc((size_t)cap, sizeof *started);
-  ENGINE_ASSERT(started);
-  int n = 0;
-  while (n < cap && e->queued.n) {
+/* Dispatch happens in two halves around a commit: prepare_dispatch() moves
+ * as many queued tasks as the executor has room for to running (and queues
+ * their invocation rows), the caller commits (together with whatever else the
+ * batch changed: one commit per turn), and submit_started() hands them to the
+ * executor. So nothing outside sees a job before its start is durable. */
+static void prepare_dispatch(br_engine *e) {
+  if (!e->ex || e->stopping || !e->queued.n) return;
+  int cap = e->exops->capacity(e->ex) - (int)e->n_starting;
+  while (cap-- > 0 && e->queued.n) {
     br_task *t = heap_pop(&e->queued);
     inv_rec *r = t->inv;
     r->inv.id = ++e->next_id;
@@ -1009,9 +1011,10 @@ static int dispatch(br_engine *e, br_error *err) {
     r->done = 0;
     inv_result_clear(&r->res);
     if (!r->inv.log_path) {
+      /* one folder per thousand tasks: few folders, none too large */
       char path[4096];
-      snprintf(path, sizeof path, "%s/%lld/%lld.log", e->log_dir ? e->log_dir : "braid-logs",
-               (long long)t->id, (long long)r->inv.id);
+      snprintf(path, sizeof path, "%s/%lld/%lld.%lld.log", e->log_dir ? e->log_dir : "braid-logs",
+               (long long)(t->id / 1000), (long long)t->id, (long long)r->inv.id);
       r->inv.log_path = r->strs[3] = xstrdup(path);
     }
     t->attempts++;
@@ -1019,11 +1022,20 @@ static int dispatch(br_engine *e, br_error *err) {
     e->st.invocations_started++;
     set_state(e, t, BR_TASK_RUNNING);
     inv_row_add(e, t, "running");
-    started[n++] = t;
+    if (e->n_starting == e->cap_starting) {
+      e->cap_starting = e->cap_starting ? e->cap_starting * 2 : 16;
+      e->starting = xrealloc(e->starting, e->cap_starting * sizeof *e->starting);
+    }
+    e->starting[e->n_starting++] = t->id;
   }
-  int rc = commit(e, err);
-  for (int i = 0; !rc && i < n; i++) {
-    br_task *t = started[i];
+}
+
+static void submit_started(br_engine *e) {
+  size_t n = e->n_starting;
+  e->n_starting = 0;
+  for (size_t i = 0; i < n; i++) {
+    br_task *t = task_find(e, e->starting[i]);
+    if (!t || t->state != BR_TASK_RUNNING || !t->inv) continue;
     inv_rec *r = t->inv;
     r->inv.attrs = t->attrs;
     r->n_spawned = 0;
@@ -1041,7 +1053,11 @@ static int dispatch(br_engine *e, br_error *err) {
     char *slash = strrchr(dir, '/');
     if (slash) {
       *slash = '\0';
-      mkdirs(dir);
+      if (!e->last_log_dir || strcmp(e->last_log_dir, dir) != 0) {
+        mkdirs(dir);
+        free(e->last_log_dir);
+        e->last_log_dir = xstrdup(dir);
+      }
     }
     br_error serr;
     br_error_clear(&serr);
@@ -1049,12 +1065,9 @@ static int dispatch(br_engine *e, br_error *err) {
       br_inv_result res = {.invocation_id = r->inv.id, .task_id = t->id,
                            .status = BR_INV_SPAWN_ERROR, .exit_code = -1,
                            .error = serr.msg[0] ? serr.msg : (char *)"could not start"};
-      extern void br_engine__inv_done(void *ud, const br_inv_result *result);
       br_engine__inv_done(e, &res);
     }
   }
-  free(started);
-  return rc;
 }
 
 static br_task *running_task(br_engine *e, int64_t inv_id, int64_t task_id) {
@@ -1509,7 +1522,9 @@ int br_engine_run(br_engine *e, br_error *err) {
     e->now_ms = clock_ms();
     work(e, batch_max, batch_ms);
     e->now_ms = clock_ms();
-    if (commit(e, &e->store_err) || dispatch(e, &e->store_err)) break;
+    prepare_dispatch(e);
+    if (commit(e, &e->store_err)) break;
+    submit_started(e);
     int active = e->ex ? e->exops->active(e->ex) : 0;
     if (has_work(e)) {
       if (active) uv_run(e->loop, UV_RUN_NOWAIT);
@@ -1976,6 +1991,8 @@ void br_engine_free(br_engine *e) {
   for (size_t i = 0; i < e->n_inv_rows; i++) br_inv_info_free(&e->inv_rows[i]);
   free(e->inv_rows);
   free(e->log_dir);
+  free(e->last_log_dir);
+  free(e->starting);
   free(e->ready.v);
   free(e->queued.v);
   free(e->deltas);

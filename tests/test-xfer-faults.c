@@ -48,7 +48,7 @@ static void fx_setup(fx *f, const char *name, unsigned seed) {
   f->paths[f->npaths++] = strdup("cache/big.0002.vdb");
   for (int i = 0; i < f->npaths; i++) {
     char *p = xu_path(f->src, f->paths[i]);
-    size_t len;
+    size_t len = 0;
     char *d = xu_read_file(p, &len);
     br_xfer_sha256(d, len, &f->want[i]);
     free(d);

@@ -46,7 +46,7 @@ static void kx_tree(kx *k, const char *name) {
   k->paths[k->npaths++] = strdup("sim/big.0002.vdb");
   for (int i = 0; i < k->npaths; i++) {
     char *p = xu_path(k->src, k->paths[i]);
-    size_t len;
+    size_t len = 0;
     char *d = xu_read_file(p, &len);
     br_xfer_sha256(d, len, &k->want[i]);
     free(d);
@@ -63,7 +63,7 @@ static void kx_free(kx *k) {
 static void check_visible(kx *k, const char *dir) {
   for (int i = 0; i < k->npaths; i++) {
     char *p = xu_path(dir, k->paths[i]);
-    size_t len;
+    size_t len = 0;
     char *d = xu_read_file(p, &len);
     if (d) {
       br_xfer_digest got;
@@ -194,7 +194,7 @@ static void check_objects(const char *root, bool some) {
     while (d2 && (e2 = readdir(d2))) {
       if (e2->d_name[0] == '.') continue;
       char *p = xu_path(sub, e2->d_name);
-      size_t len;
+      size_t len = 0;
       char *data = xu_read_file(p, &len);
       br_xfer_digest got;
       char hex[65];

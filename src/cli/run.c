@@ -175,7 +175,7 @@ static void run_usage(FILE *out) {
           "  --quiet           no progress display\n"
           "  --new             submit a new task even if the store has a finished run\n"
           "  --json            print the summary as JSON\n\n"
-          "Job logs go to STORE.logs/TASK/INVOCATION.log (braid log TASK shows them).\n"
+          "Job logs go to STORE.logs/ (braid log TASK shows them).\n"
           "Ctrl-C stops: running jobs get SIGTERM, then SIGKILL after the grace period,\n"
           "and are recorded as cancelled; run again to resume. A second Ctrl-C kills at once.\n\n"
           "exit status: 0 all finished, 1 some failed, 2 usage or graph error, 130 cancelled\n");
@@ -334,11 +334,16 @@ int br_cli_run(int argc, char **argv) {
     /* jobs run through the local executor: logs beside the store, the control
      * socket in a short private folder (socket paths are limited in length) */
     snprintf(log_dir, sizeof log_dir, "%s", store_path);
+    char *q = strchr(log_dir, '?'); /* options of the store URI */
+    if (q) *q = '\0';
     size_t len = strlen(log_dir);
     if (len > 3 && strcmp(log_dir + len - 3, ".db") == 0) log_dir[len - 3] = '\0';
     strcat(log_dir, ".logs");
     br_engine_set_log_dir(e, log_dir);
-    snprintf(runtime_dir, sizeof runtime_dir, "/tmp/braid-run-XXXXXX");
+    /* attribute files and the control socket: on tmpfs when there is one
+     * (creating files there is cheap), else in /tmp */
+    snprintf(runtime_dir, sizeof runtime_dir, "%s/braid-run-XXXXXX",
+             access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp");
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
     exe[n > 0 ? n : 0] = '\0';
     const br_executor_ops *local = br_executor_find("local");
@@ -432,7 +437,7 @@ int br_cli_run(int argc, char **argv) {
   json_decref(attrs);
   br_engine_free(e);
   br_store_close(store);
-  if (runtime_dir[0] && strcmp(runtime_dir, "/tmp/braid-run-XXXXXX") != 0) {
+  if (runtime_dir[0] && !strstr(runtime_dir, "XXXXXX")) {
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", runtime_dir);
     if (system(cmd) != 0) br_cli_errorf("could not remove %s", runtime_dir);
