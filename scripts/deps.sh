@@ -13,7 +13,8 @@ PKGS=(
   libssl-dev                      # SHA-256, tokens
   libzstd-dev libxxhash-dev       # chunk compression, fast hashes
   uthash-dev                      # hash tables for the engine's indexes
-  ffmpeg                          # the program, used by jobs and tests
+  ffmpeg fonts-dejavu-core        # the program (jobs, tests, the mosaic) and a font for drawtext
+  bc                              # arithmetic in bench scripts
   rsync                           # baseline for bench/transfer
 )
 missing=()
