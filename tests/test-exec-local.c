@@ -519,3 +519,29 @@ TEST(exec_path_from_invocation_env) {
   fx_inv_free(&x);
   fx_fini(&F);
 }
+
+TEST(exec_escaped_process_does_not_hold_the_job) {
+  /* A process that leaves the job's session (setsid) escapes the group kill
+   * and keeps the output pipe open: braid stops waiting for the pipe's end
+   * a moment after the job's own process exited. */
+  fx_init(&F, "exec-escaped", 2, 1);
+  fx_inv x;
+  fx_sh(&F, &x, 1, "setsid sh -c 'echo $$ > escaped.pid; exec sleep 300' & "
+                   "while [ ! -s escaped.pid ]; do sleep 0.05; done; echo 'p 0.5'");
+  x.inv.progress_regex = "p ([0-9.]+)";
+  fx_submit(&F, &x.inv);
+  fx_run(&F);
+  fx_rec *r = fx_result(&F, 1);
+  CHECK_EQ_INT(r->status, BR_INV_OK);
+  CHECK(r->at < 10);
+  CHECK_EQ_INT(F.n_prog, 1);
+  char *p = fx_path(&F, "escaped.pid");
+  char *t = fx_read(p);
+  pid_t pid = (pid_t)atoi(t);
+  CHECK(pid > 0);
+  kill(pid, SIGKILL);
+  free(t);
+  free(p);
+  fx_inv_free(&x);
+  fx_fini(&F);
+}
