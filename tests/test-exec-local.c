@@ -545,3 +545,18 @@ TEST(exec_escaped_process_does_not_hold_the_job) {
   fx_inv_free(&x);
   fx_fini(&F);
 }
+
+TEST(exec_no_log_file_keeps_tail_in_memory) {
+  fx_init(&F, "exec-nolog", 2, 1);
+  fx_inv x;
+  fx_sh(&F, &x, 1, "seq 1 20000; echo last >&2");
+  x.inv.log_path = NULL;
+  fx_submit(&F, &x.inv);
+  fx_run(&F);
+  fx_rec *r = fx_result(&F, 1);
+  CHECK_EQ_INT(r->status, BR_INV_OK);
+  CHECK(strncmp(r->log_tail, "19982\n19983\n", 12) == 0);
+  CHECK(strcmp(r->log_tail + strlen(r->log_tail) - 10, "20000\nlast") == 0);
+  fx_inv_free(&x);
+  fx_fini(&F);
+}

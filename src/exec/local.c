@@ -92,6 +92,7 @@ typedef struct job {
   size_t line_len;
   char *ring;       /* no log file: the last TAIL_BYTES of output */
   size_t ring_len;
+  bool ring_cut;    /* older output was dropped: the ring starts mid-line */
   double last_progress;
   br_inv_result res;
 } job;
@@ -327,7 +328,7 @@ static char *read_tail(job *j) {
     free(buf);
     return t;
   }
-  return tail_lines(j->ring ? j->ring : "", j->ring_len, false);
+  return tail_lines(j->ring ? j->ring : "", j->ring_len, j->ring_cut);
 }
 
 static void set_error(job *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -462,11 +463,13 @@ static void feed_progress(job *j, const char *p, size_t n) {
 static void feed_ring(job *j, const char *p, size_t n) {
   if (!j->ring && !(j->ring = malloc(TAIL_BYTES))) return;
   if (n >= TAIL_BYTES) {
+    j->ring_cut = n > TAIL_BYTES || j->ring_len > 0;
     memcpy(j->ring, p + n - TAIL_BYTES, TAIL_BYTES);
     j->ring_len = TAIL_BYTES;
     return;
   }
   if (j->ring_len + n > TAIL_BYTES) {
+    j->ring_cut = true;
     size_t drop = j->ring_len + n - TAIL_BYTES;
     memmove(j->ring, j->ring + drop, j->ring_len - drop);
     j->ring_len -= drop;
