@@ -243,6 +243,19 @@ TEST(exec_spawn_errors) {
   r = fx_result(&F, 4);
   CHECK_EQ_INT(r->status, BR_INV_SPAWN_ERROR);
   CHECK_CONTAINS(r->error, "no such program './missing.sh'");
+  /* a log file that cannot be written */
+  fx_inv g;
+  fx_sh(&F, &g, 6, "echo hi");
+  free(g.log);
+  g.log = fx_path(&F, "notexec.sh/sub/6.log"); /* under a file, not a folder */
+  g.inv.log_path = g.log;
+  fx_submit(&F, &g.inv);
+  fx_run(&F);
+  r = fx_result(&F, 6);
+  CHECK_EQ_INT(r->status, BR_INV_SPAWN_ERROR);
+  CHECK_CONTAINS(r->error, "cannot write log file");
+  CHECK_CONTAINS(r->error, "notexec.sh/sub/6.log");
+  fx_inv_free(&g);
   /* a bad progress regex is refused by submit */
   fx_inv e;
   fx_sh(&F, &e, 5, "true");
@@ -542,6 +555,19 @@ TEST(exec_escaped_process_does_not_hold_the_job) {
   kill(pid, SIGKILL);
   free(t);
   free(p);
+  fx_inv_free(&x);
+  fx_fini(&F);
+}
+
+TEST(exec_silent_job_makes_no_log_file) {
+  fx_init(&F, "exec-silent", 2, 1);
+  fx_inv x;
+  fx_sh(&F, &x, 1, "exit 0");
+  fx_submit(&F, &x.inv);
+  fx_run(&F);
+  CHECK_EQ_INT(fx_result(&F, 1)->status, BR_INV_OK);
+  CHECK_EQ_STR(fx_result(&F, 1)->log_tail, "");
+  CHECK(!fx_exists(x.log));
   fx_inv_free(&x);
   fx_fini(&F);
 }
