@@ -352,6 +352,7 @@ TEST(exec_env_and_attrs) {
                             "shot name", "sh010", "ratio", 0.25, "on", 1, "list", 1, 2, "obj",
                             "a", 1, "nothing");
   x.inv.attrs = attrs;
+  x.inv.cores = 3; /* more than the 2 slots: gets them all */
   fx_submit(&F, &x.inv);
   json_object_set_new(attrs, "frame", json_integer(13)); /* after submit: not seen */
   fx_run(&F);
@@ -361,6 +362,7 @@ TEST(exec_env_and_attrs) {
   CHECK_CONTAINS(envtxt, "BRAID_TASK_ID=1007\n");
   CHECK_CONTAINS(envtxt, "BRAID_INVOCATION_ID=7\n");
   CHECK_CONTAINS(envtxt, "BRAID_NODE=test\n");
+  CHECK_CONTAINS(envtxt, "BRAID_CORES=2\n");
   CHECK_CONTAINS(envtxt, "BRAID_ATTR_FRAME=overridden\n"); /* the invocation's env wins */
   CHECK_CONTAINS(envtxt, "BRAID_ATTR_SHOT_NAME=sh010\n");
   CHECK_CONTAINS(envtxt, "BRAID_ATTR_RATIO=0.25\n");

@@ -831,12 +831,13 @@ static int spawn_job(job *j) {
       asprintf(&core_block[n_core++], "BRAID_NODE=%s", j->node ? j->node : "") < 0 ||
       asprintf(&core_block[n_core++], "BRAID_CTL=%s", sock ? sock : "") < 0 ||
       asprintf(&core_block[n_core++], "BRAID_CTL_TOKEN=%s", token) < 0 ||
-      asprintf(&core_block[n_core++], "BRAID_ATTRS_FILE=%s", attrs_file) < 0) {
+      asprintf(&core_block[n_core++], "BRAID_ATTRS_FILE=%s", attrs_file) < 0 ||
+      asprintf(&core_block[n_core++], "BRAID_CORES=%d", j->cores) < 0) {
     core_block[n_core - 1] = NULL;
     set_error(j, "out of memory");
     goto out;
   }
-  char *core[8];
+  char *core[10];
   int nc = 0;
   for (int i = 0; i < n_core; i++) core[nc++] = core_block[i];
   if (ex->braid_env) core[nc++] = ex->braid_env;
@@ -993,7 +994,7 @@ static int local_create(const br_exec_config *cfg, const br_exec_events *ev, br_
   }
   static const char *const ours[] = {"BRAID_TASK_ID=", "BRAID_INVOCATION_ID=", "BRAID_NODE=",
                                       "BRAID_CTL=", "BRAID_CTL_TOKEN=", "BRAID_ATTRS_FILE=",
-                                      "BRAID_EXE=", "BRAID_ATTR_", NULL};
+                                      "BRAID_EXE=", "BRAID_CORES=", "BRAID_ATTR_", NULL};
   for (size_t i = 0; i < n; i++) {
     const char *e = environ[i];
     bool skip = false;
