@@ -4,9 +4,8 @@
  * slots it holds: use it for a renderer's thread count), BRAID_ATTR_<NAME> for
  * each scalar attribute, BRAID_ATTRS_FILE (all attributes as JSON), BRAID_EXE
  * (the braid binary; its folder is appended to PATH when PATH has no braid),
- * and a control
- * channel: BRAID_CTL (a unix socket path) and BRAID_CTL_TOKEN (a secret that
- * names the invocation, so one job cannot act for another).
+ * and a control channel: BRAID_CTL (a unix socket path) and BRAID_CTL_TOKEN
+ * (a secret that names the invocation, so one job cannot act for another).
  *
  * Protocol: one JSON object per line, each answered by one JSON object line.
  *
