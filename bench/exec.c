@@ -10,12 +10,16 @@
  * slows both alike; the summary compares the best round of each (and gives
  * the median of the per-round ratios).
  *
- * Variants: "log" (a log file per invocation: what the engine does), "attrs"
- * (also 3 task attributes: BRAID_ATTR_* and an attributes file per job),
- * "pipe" (a progress regex: output read through a pipe). */
+ * Variants: "log" (a log path per invocation, as the engine gives; `true`
+ * prints nothing, so no file is created), "attrs" (also 3 task attributes:
+ * BRAID_ATTR_* and an attributes file written and removed per job), "pipe"
+ * (also a progress regex run over the output).
+ * Besides wall time, braid's own CPU time per invocation is printed: it
+ * hardly depends on how busy the machine is. */
 #include <braid/exec.h>
 
 #include <math.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,6 +90,14 @@ static double pct(double *v, int n, double p) {
 
 static double now_s(void) { return (double)uv_hrtime() / 1e9; }
 
+static double cpu_self(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
+         ((double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_usec) / 1e6;
+}
+
+/* lat: [0..3] latencies, [4] braid's own CPU seconds per invocation */
 static double run_braid(int n, int slots, int variant, const char *base, double *lat) {
   bench b;
   memset(&b, 0, sizeof b);
@@ -109,10 +121,11 @@ static double run_braid(int n, int slots, int variant, const char *base, double 
     fprintf(stderr, "create: %s\n", err.msg);
     exit(1);
   }
-  double t0 = now_s();
+  double t0 = now_s(), c0 = cpu_self();
   submit_more(&b);
   uv_run(&b.loop, UV_RUN_DEFAULT);
   double t = now_s() - t0;
+  lat[4] = (cpu_self() - c0) / n;
   if (b.done != n || b.failed) {
     fprintf(stderr, "braid: %d of %d done, %d failed\n", b.done, n, b.failed);
     exit(1);
@@ -163,7 +176,7 @@ int main(int argc, char **argv) {
   printf("bench-exec: %d x `true`, %d slots, %d rounds\n", n, slots, rounds);
   enum { NV = 3 };
   static const char *names[NV] = {"log", "attrs", "pipe"};
-  double tx[20], tb[NV][20], ratio[NV][20], lat[NV][20][4];
+  double tx[20], tb[NV][20], ratio[NV][20], lat[NV][20][5];
   for (int r = 0; r < rounds; r++) {
     tx[r] = run_xargs(n, slots);
     printf("round %d: xargs -P%d %.3f s", r + 1, slots, tx[r]);
@@ -186,9 +199,10 @@ int main(int argc, char **argv) {
     double med_ratio = pct(ratio[v], rounds, 0.5);
     printf("braid local (%s): best %.3f s (%.0f jobs/s), braid/xargs best %.2f, median of "
            "rounds %.2f; submit->process started median %.0f us p99 %.0f us, "
-           "submit->on_start median %.0f us p99 %.0f us\n",
+           "submit->on_start median %.0f us p99 %.0f us; braid's own CPU %.0f us per "
+           "invocation\n",
            names[v], tb[v][b], n / tb[v][b], tb[v][b] / tx[bx], med_ratio, lat[v][b][0] * 1e6,
-           lat[v][b][1] * 1e6, lat[v][b][2] * 1e6, lat[v][b][3] * 1e6);
+           lat[v][b][1] * 1e6, lat[v][b][2] * 1e6, lat[v][b][3] * 1e6, lat[v][b][4] * 1e6);
   }
   char cmd[600];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", base);

@@ -243,6 +243,19 @@ TEST(exec_spawn_errors) {
   r = fx_result(&F, 4);
   CHECK_EQ_INT(r->status, BR_INV_SPAWN_ERROR);
   CHECK_CONTAINS(r->error, "no such program './missing.sh'");
+  /* a log file that cannot be written */
+  fx_inv g;
+  fx_sh(&F, &g, 6, "echo hi");
+  free(g.log);
+  g.log = fx_path(&F, "notexec.sh/sub/6.log"); /* under a file, not a folder */
+  g.inv.log_path = g.log;
+  fx_submit(&F, &g.inv);
+  fx_run(&F);
+  r = fx_result(&F, 6);
+  CHECK_EQ_INT(r->status, BR_INV_SPAWN_ERROR);
+  CHECK_CONTAINS(r->error, "cannot write log file");
+  CHECK_CONTAINS(r->error, "notexec.sh/sub/6.log");
+  fx_inv_free(&g);
   /* a bad progress regex is refused by submit */
   fx_inv e;
   fx_sh(&F, &e, 5, "true");
@@ -339,6 +352,7 @@ TEST(exec_env_and_attrs) {
                             "shot name", "sh010", "ratio", 0.25, "on", 1, "list", 1, 2, "obj",
                             "a", 1, "nothing");
   x.inv.attrs = attrs;
+  x.inv.cores = 3; /* more than the 2 slots: gets them all */
   fx_submit(&F, &x.inv);
   json_object_set_new(attrs, "frame", json_integer(13)); /* after submit: not seen */
   fx_run(&F);
@@ -348,6 +362,7 @@ TEST(exec_env_and_attrs) {
   CHECK_CONTAINS(envtxt, "BRAID_TASK_ID=1007\n");
   CHECK_CONTAINS(envtxt, "BRAID_INVOCATION_ID=7\n");
   CHECK_CONTAINS(envtxt, "BRAID_NODE=test\n");
+  CHECK_CONTAINS(envtxt, "BRAID_CORES=2\n");
   CHECK_CONTAINS(envtxt, "BRAID_ATTR_FRAME=overridden\n"); /* the invocation's env wins */
   CHECK_CONTAINS(envtxt, "BRAID_ATTR_SHOT_NAME=sh010\n");
   CHECK_CONTAINS(envtxt, "BRAID_ATTR_RATIO=0.25\n");
@@ -516,6 +531,60 @@ TEST(exec_path_from_invocation_env) {
   free(path);
   free(tool);
   free(bin);
+  fx_inv_free(&x);
+  fx_fini(&F);
+}
+
+TEST(exec_escaped_process_does_not_hold_the_job) {
+  /* A process that leaves the job's session (setsid) escapes the group kill
+   * and keeps the output pipe open: braid stops waiting for the pipe's end
+   * a moment after the job's own process exited. */
+  fx_init(&F, "exec-escaped", 2, 1);
+  fx_inv x;
+  fx_sh(&F, &x, 1, "setsid sh -c 'echo $$ > escaped.pid; exec sleep 300' & "
+                   "while [ ! -s escaped.pid ]; do sleep 0.05; done; echo 'p 0.5'");
+  x.inv.progress_regex = "p ([0-9.]+)";
+  fx_submit(&F, &x.inv);
+  fx_run(&F);
+  fx_rec *r = fx_result(&F, 1);
+  CHECK_EQ_INT(r->status, BR_INV_OK);
+  CHECK(r->at < 10);
+  CHECK_EQ_INT(F.n_prog, 1);
+  char *p = fx_path(&F, "escaped.pid");
+  char *t = fx_read(p);
+  pid_t pid = (pid_t)atoi(t);
+  CHECK(pid > 0);
+  kill(pid, SIGKILL);
+  free(t);
+  free(p);
+  fx_inv_free(&x);
+  fx_fini(&F);
+}
+
+TEST(exec_silent_job_makes_no_log_file) {
+  fx_init(&F, "exec-silent", 2, 1);
+  fx_inv x;
+  fx_sh(&F, &x, 1, "exit 0");
+  fx_submit(&F, &x.inv);
+  fx_run(&F);
+  CHECK_EQ_INT(fx_result(&F, 1)->status, BR_INV_OK);
+  CHECK_EQ_STR(fx_result(&F, 1)->log_tail, "");
+  CHECK(!fx_exists(x.log));
+  fx_inv_free(&x);
+  fx_fini(&F);
+}
+
+TEST(exec_no_log_file_keeps_tail_in_memory) {
+  fx_init(&F, "exec-nolog", 2, 1);
+  fx_inv x;
+  fx_sh(&F, &x, 1, "seq 1 20000; echo last >&2");
+  x.inv.log_path = NULL;
+  fx_submit(&F, &x.inv);
+  fx_run(&F);
+  fx_rec *r = fx_result(&F, 1);
+  CHECK_EQ_INT(r->status, BR_INV_OK);
+  CHECK(strncmp(r->log_tail, "19982\n19983\n", 12) == 0);
+  CHECK(strcmp(r->log_tail + strlen(r->log_tail) - 10, "20000\nlast") == 0);
   fx_inv_free(&x);
   fx_fini(&F);
 }

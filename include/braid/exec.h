@@ -33,7 +33,8 @@ typedef struct br_invocation {
                                  (0-1, or 0-100 when followed by %) ; may be NULL */
   int cores;        /* resources, for slot accounting; 0 = 1 */
   int64_t memory_mb;
-  const char *log_path; /* stdout and stderr go here (appended) */
+  const char *log_path; /* stdout and stderr go here (appended; local creates the file at
+                           the first output, so a silent job leaves none); may be NULL */
 } br_invocation;
 
 typedef enum br_inv_status {
@@ -84,9 +85,11 @@ typedef struct br_exec_events {
 typedef struct br_exec_config {
   uv_loop_t *loop;
   int slots;               /* concurrent invocations; 0 = number of cores */
-  const char *runtime_dir; /* for the control socket and attribute files */
+  const char *runtime_dir; /* for the control socket and attribute files; NULL = a
+                              private folder under $TMPDIR, removed by destroy */
   const char *braid_exe;   /* path of the braid binary (for `braid ctl`) */
-  double grace;            /* seconds between SIGTERM and SIGKILL on cancel */
+  double grace;            /* seconds between SIGTERM and SIGKILL on cancel or timeout;
+                              0 = 10 s */
 } br_exec_config;
 
 typedef struct br_executor br_executor;

@@ -1,9 +1,11 @@
 /* The job runtime channel: how a running job talks back to braid.
  *
- * A job gets BRAID_TASK_ID, BRAID_INVOCATION_ID, BRAID_ATTR_<NAME> for each
- * scalar attribute, BRAID_ATTRS_FILE (all attributes as JSON), and a control
- * channel: BRAID_CTL (a unix socket path) and BRAID_CTL_TOKEN (a secret that
- * names the invocation, so one job cannot act for another).
+ * A job gets BRAID_TASK_ID, BRAID_INVOCATION_ID, BRAID_NODE, BRAID_CORES (the
+ * slots it holds: use it for a renderer's thread count), BRAID_ATTR_<NAME> for
+ * each scalar attribute, BRAID_ATTRS_FILE (all attributes as JSON), BRAID_EXE
+ * (the braid binary; its folder is appended to PATH when PATH has no braid),
+ * and a control channel: BRAID_CTL (a unix socket path) and BRAID_CTL_TOKEN
+ * (a secret that names the invocation, so one job cannot act for another).
  *
  * Protocol: one JSON object per line, each answered by one JSON object line.
  *

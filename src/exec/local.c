@@ -13,11 +13,14 @@
  *   processes die with it), then wait4() reaps it and gives ru_maxrss: the
  *   peak RSS of the job's process and of the descendants it waited for.
  *   Only our own pids are waited for, so uv_spawn users on the loop still work.
- * - Output: stdout and stderr share one file description opened O_APPEND on
- *   the log file, so the child writes the log directly (no copy through braid,
- *   and their order is kept). Only when a progress regex is set, or there is
- *   no log file, do they go through one pipe that braid reads. The log tail is
- *   read back from the part of the log this invocation wrote.
+ * - Output: stdout and stderr share one pipe (their order is kept) that braid
+ *   reads on the loop: it appends to the log file, runs the progress regex,
+ *   and keeps the tail in memory when there is no log. The log file is
+ *   created at the first output, so a silent job costs no file (creating a
+ *   file is the largest per-job cost for short jobs); its folder is checked
+ *   before the start. The tail is read back from the part of the log this
+ *   invocation wrote. If braid dies, its jobs get SIGPIPE at their next
+ *   write instead of running on unseen.
  * - Slots: an invocation takes `cores` slots (at most all of them); the queue
  *   is strict FIFO.
  * - Events are never called from inside submit/cancel: on_start and on_done
@@ -73,7 +76,8 @@ typedef struct job {
   job_state state;
   pid_t pid;
   uint64_t submit_ns, start_ns, end_ns;
-  int log_fd;
+  int log_fd;       /* opened at the first output: a silent job makes no file */
+  bool log_failed;
   off_t log_start;
   uv_pipe_t out;
   bool out_open; /* pipe handle initialised and not closed */
@@ -92,6 +96,7 @@ typedef struct job {
   size_t line_len;
   char *ring;       /* no log file: the last TAIL_BYTES of output */
   size_t ring_len;
+  bool ring_cut;    /* older output was dropped: the ring starts mid-line */
   double last_progress;
   br_inv_result res;
 } job;
@@ -115,6 +120,7 @@ struct br_executor {
   char *runtime_dir;
   bool own_runtime_dir;
   char *empty_attrs;  /* path of the shared "{}" file */
+  char *log_dir;      /* the last log folder made */
   char *path_env;     /* "PATH=..." for jobs: ours plus braid's folder */
   char *braid_env;    /* "BRAID_EXE=..." or NULL */
   char **base_env;    /* a copy of our environment without PATH and braid's variables */
@@ -127,6 +133,7 @@ struct br_executor {
 static void idle_cb(uv_idle_t *h);
 static void maybe_complete(job *j);
 static int open_log_file(const char *path);
+static int open_log(job *j);
 
 /* ---- small helpers ---- */
 
@@ -327,7 +334,7 @@ static char *read_tail(job *j) {
     free(buf);
     return t;
   }
-  return tail_lines(j->ring ? j->ring : "", j->ring_len, false);
+  return tail_lines(j->ring ? j->ring : "", j->ring_len, j->ring_cut);
 }
 
 static void set_error(job *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -462,11 +469,13 @@ static void feed_progress(job *j, const char *p, size_t n) {
 static void feed_ring(job *j, const char *p, size_t n) {
   if (!j->ring && !(j->ring = malloc(TAIL_BYTES))) return;
   if (n >= TAIL_BYTES) {
+    j->ring_cut = n > TAIL_BYTES || j->ring_len > 0;
     memcpy(j->ring, p + n - TAIL_BYTES, TAIL_BYTES);
     j->ring_len = TAIL_BYTES;
     return;
   }
   if (j->ring_len + n > TAIL_BYTES) {
+    j->ring_cut = true;
     size_t drop = j->ring_len + n - TAIL_BYTES;
     memmove(j->ring, j->ring + drop, j->ring_len - drop);
     j->ring_len -= drop;
@@ -485,6 +494,8 @@ static void out_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   job *j = s->data;
   if (nread > 0) {
     size_t n = (size_t)nread;
+    if (j->log_fd < 0 && j->log_path && !j->log_failed && open_log(j) != 0)
+      j->log_failed = true; /* the job goes on; its output is kept in memory */
     if (j->log_fd >= 0) {
       size_t off = 0;
       while (off < n) {
@@ -701,11 +712,37 @@ static int open_log_file(const char *path) {
 static int open_log(job *j) {
   j->log_fd = open_log_file(j->log_path);
   if (j->log_fd < 0) {
-    set_error(j, "cannot open log file '%s': %s", j->log_path, strerror(errno));
+    set_error(j, "cannot write log file '%s': %s", j->log_path, strerror(errno));
     return -1;
   }
   j->log_start = lseek(j->log_fd, 0, SEEK_END);
   if (j->log_start < 0) j->log_start = 0;
+  return 0;
+}
+
+/* Makes sure the log file's folder exists before the job starts, so a bad
+ * log path is a clear spawn error; the file itself is created at the first
+ * output. The last folder made is remembered (jobs share a few folders). */
+static int log_folder(job *j) {
+  br_executor *ex = j->ex;
+  const char *slash = strrchr(j->log_path, '/');
+  if (!slash || slash == j->log_path) return 0;
+  size_t n = (size_t)(slash - j->log_path);
+  if (ex->log_dir && strlen(ex->log_dir) == n && memcmp(ex->log_dir, j->log_path, n) == 0)
+    return 0;
+  char *dir = strndup(j->log_path, n);
+  if (!dir) return -1;
+  struct stat st;
+  errno = 0;
+  if (mkdir_p(dir) != 0 || stat(dir, &st) != 0 || !S_ISDIR(st.st_mode) ||
+      access(dir, W_OK) != 0) {
+    set_error(j, "cannot write log file '%s': %s", j->log_path,
+              errno ? strerror(errno) : "not a folder");
+    free(dir);
+    return -1;
+  }
+  free(ex->log_dir);
+  ex->log_dir = dir;
   return 0;
 }
 
@@ -765,7 +802,7 @@ static int spawn_job(job *j) {
   const char *path = env_lookup(j->env, "PATH");
   if (!path) path = ex->path_env ? ex->path_env + 5 : getenv("PATH");
   if (resolve_program(j, path, &prog) != 0) goto out;
-  if (j->log_path && open_log(j) != 0) goto out;
+  if (j->log_path && log_folder(j) != 0) goto out;
 
   char token[BR_RUNTIME_TOKEN_LEN + 1] = "";
   br_error err;
@@ -794,12 +831,13 @@ static int spawn_job(job *j) {
       asprintf(&core_block[n_core++], "BRAID_NODE=%s", j->node ? j->node : "") < 0 ||
       asprintf(&core_block[n_core++], "BRAID_CTL=%s", sock ? sock : "") < 0 ||
       asprintf(&core_block[n_core++], "BRAID_CTL_TOKEN=%s", token) < 0 ||
-      asprintf(&core_block[n_core++], "BRAID_ATTRS_FILE=%s", attrs_file) < 0) {
+      asprintf(&core_block[n_core++], "BRAID_ATTRS_FILE=%s", attrs_file) < 0 ||
+      asprintf(&core_block[n_core++], "BRAID_CORES=%d", j->cores) < 0) {
     core_block[n_core - 1] = NULL;
     set_error(j, "out of memory");
     goto out;
   }
-  char *core[8];
+  char *core[10];
   int nc = 0;
   for (int i = 0; i < n_core; i++) core[nc++] = core_block[i];
   if (ex->braid_env) core[nc++] = ex->braid_env;
@@ -809,17 +847,12 @@ static int spawn_job(job *j) {
     goto out;
   }
 
-  /* Output: straight into the log, or through a pipe braid reads. */
-  bool use_pipe = j->has_re || j->log_fd < 0;
-  if (use_pipe) {
-    if (pipe2(pipefd, O_CLOEXEC) != 0) {
-      set_error(j, "cannot create a pipe: %s", strerror(errno));
-      goto out;
-    }
-    outfd = pipefd[1];
-  } else {
-    outfd = j->log_fd;
+  /* stdout and stderr: one pipe, so their order is kept in the log. */
+  if (pipe2(pipefd, O_CLOEXEC) != 0) {
+    set_error(j, "cannot create a pipe: %s", strerror(errno));
+    goto out;
   }
+  outfd = pipefd[1];
   posix_spawn_file_actions_init(&fa);
   fa_init = true;
   posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
@@ -840,20 +873,18 @@ static int spawn_job(job *j) {
   }
   j->pid = pid;
   j->start_ns = uv_hrtime(); /* the process exists (it has exec'd: vfork semantics) */
-  if (use_pipe) {
-    close(pipefd[1]);
-    pipefd[1] = -1;
-    uv_pipe_init(ex->loop, &j->out, 0);
-    j->out.data = j;
-    j->handles++;
-    j->out_open = true;
-    if (uv_pipe_open(&j->out, pipefd[0]) == 0) {
-      pipefd[0] = -1;
-      uv_read_start((uv_stream_t *)&j->out, out_alloc, out_read);
-    } else {
-      j->out_open = false;
-      uv_close((uv_handle_t *)&j->out, job_handle_closed);
-    }
+  close(pipefd[1]);
+  pipefd[1] = -1;
+  uv_pipe_init(ex->loop, &j->out, 0);
+  j->out.data = j;
+  j->handles++;
+  j->out_open = true;
+  if (uv_pipe_open(&j->out, pipefd[0]) == 0) {
+    pipefd[0] = -1;
+    uv_read_start((uv_stream_t *)&j->out, out_alloc, out_read);
+  } else {
+    j->out_open = false;
+    uv_close((uv_handle_t *)&j->out, job_handle_closed);
   }
   if (j->timeout > 0) timer_start(j, T_TIMEOUT, j->timeout);
   rc = 0;
@@ -963,7 +994,7 @@ static int local_create(const br_exec_config *cfg, const br_exec_events *ev, br_
   }
   static const char *const ours[] = {"BRAID_TASK_ID=", "BRAID_INVOCATION_ID=", "BRAID_NODE=",
                                       "BRAID_CTL=", "BRAID_CTL_TOKEN=", "BRAID_ATTRS_FILE=",
-                                      "BRAID_EXE=", "BRAID_ATTR_", NULL};
+                                      "BRAID_EXE=", "BRAID_CORES=", "BRAID_ATTR_", NULL};
   for (size_t i = 0; i < n; i++) {
     const char *e = environ[i];
     bool skip = false;
@@ -1201,6 +1232,7 @@ static void local_destroy(br_executor *ex) {
   free(ex->runtime_dir);
   free(ex->path_env);
   free(ex->braid_env);
+  free(ex->log_dir);
   free_strv(ex->base_env);
   uv_close((uv_handle_t *)&ex->sigchld, ex_handle_closed);
   uv_close((uv_handle_t *)&ex->idle, ex_handle_closed);
