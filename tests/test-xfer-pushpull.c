@@ -444,3 +444,68 @@ TEST(pull_never_writes_through_planted_symlinks) {
   xu_depot_stop(&x);
   free(tmp);
 }
+
+TEST(content_cache_reuses_files_across_pulls) {
+  char *tmp = br_test_tmpdir("xfer-pp-ccache");
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  char *s1 = xu_path(tmp, "s1"), *s2 = xu_path(tmp, "s2"), *cc = xu_path(tmp, "ccache");
+  char *d1 = xu_path(tmp, "task1"), *d2 = xu_path(tmp, "task2"), *d3 = xu_path(tmp, "task3");
+  char *r1 = xu_ref(x.url, "asset/one"), *r2 = xu_ref(x.url, "asset/two");
+  /* Two snapshots sharing 3 files (the same content under other names). */
+  xu_make_file(s1, "tex/a.1001.exr", 30000, 1);
+  xu_make_file(s1, "tex/b.1001.exr", 400000, 2);
+  xu_make_file(s1, "geo/c.bgeo", 5000, 3);
+  xu_make_file(s2, "a.exr", 30000, 1);
+  xu_make_file(s2, "b.exr", 400000, 2);
+  xu_make_file(s2, "c.bgeo", 5000, 3);
+  xu_make_file(s2, "new.exr", 7000, 4);
+  br_xfer_opts o;
+  xu_opts(&o, tmp);
+  br_xfer_result res;
+  push_ok(s1, r1, &o, &res);
+  push_ok(s2, r2, &o, &res);
+  o.content_cache = cc;
+  pull_ok(r1, d1, &o, &res);
+  CHECK_EQ_INT(res.files_reused, 0);
+  pull_ok(r2, d2, &o, &res);
+  CHECK_EQ_INT(res.files_reused, 3);
+  CHECK_EQ_INT(res.files_moved, 1); /* only new.exr came over the network */
+  CHECK_EQ_INT(res.chunks_moved, 1);
+  CHECK_EQ_INT(xu_tree_diff(s2, d2), 0);
+  /* Hard links: one inode for task1's and task2's copy. */
+  char *p1 = xu_path(d1, "tex/b.1001.exr"), *p2 = xu_path(d2, "b.exr");
+  struct stat a, b;
+  CHECK(stat(p1, &a) == 0 && stat(p2, &b) == 0);
+  CHECK_EQ_INT(a.st_ino, b.st_ino);
+  /* A cache entry changed behind braid's back is not used. */
+  char *q = xu_path(d1, "geo/c.bgeo");
+  xu_make_file(d1, "geo/c.bgeo", 5000, 99); /* rewrites the shared inode */
+  pull_ok(r2, d3, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(s2, d3), 0);
+  CHECK_EQ_INT(res.files_reused, 3); /* a.exr, b.exr, and new.exr from task2 */
+  free(q);
+  free(p1), free(p2);
+  free(s1), free(s2), free(cc), free(d1), free(d2), free(d3), free(r1), free(r2);
+  xu_depot_stop(&x);
+  free(tmp);
+}
+
+TEST(tight_memory_bound_still_works) {
+  char *tmp = br_test_tmpdir("xfer-pp-mem");
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "mem");
+  make_tree(src, 3);
+  br_xfer_opts o;
+  xu_opts(&o, tmp);
+  o.max_memory = 1; /* one request in flight */
+  o.parallel = 32;
+  br_xfer_result res;
+  push_ok(src, ref, &o, &res);
+  pull_ok(ref, dst, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+  free(src), free(dst), free(ref);
+  xu_depot_stop(&x);
+  free(tmp);
+}

@@ -148,6 +148,11 @@ typedef struct br_xfer_opts {
   int compress;             /* zstd per chunk: 0 off, 1 on when it helps (default 1) */
   int hash_threads;         /* default: number of CPUs */
   const char *cache_path;   /* hash cache (SQLite); NULL = default, "" = none */
+  /* pull: a local content cache shared by pulls on this host (NULL = none).
+   * Files already fetched for another snapshot are hard-linked from it (or
+   * copied across file systems) instead of fetched again; pulled files go
+   * into it. Hard links share one inode: treat pulled files as read-only. */
+  const char *content_cache;
   br_xfer_progress_fn progress;
   void *progress_ud;
   double progress_interval; /* seconds between progress calls, default 0.5 */
@@ -161,6 +166,7 @@ typedef struct br_xfer_result {
   int64_t files, bytes;    /* tree totals */
   int64_t files_moved, bytes_moved, chunks_moved;
   int64_t chunks_skipped;  /* already present (push) or verified locally (pull) */
+  int64_t files_reused;    /* pull: taken from the content cache */
   int64_t hashed_bytes;    /* push: bytes hashed (cache misses) */
   int retries;
   double seconds;

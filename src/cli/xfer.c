@@ -180,6 +180,9 @@ static int parse_common(int argc, char **argv, common *c) {
     } else if (strcmp(a, "--cache") == 0) {
       NEED_VALUE();
       c->o.cache_path = v;
+    } else if (strcmp(a, "--content-cache") == 0) {
+      NEED_VALUE();
+      c->o.content_cache = v;
     } else if (strcmp(a, "--no-cache") == 0) {
       c->o.cache_path = "";
     } else if (strcmp(a, "--json") == 0) {
@@ -211,6 +214,8 @@ static const char *common_help =
     "  --no-compress       no zstd per chunk\n"
     "  --cache PATH        hash cache (default ~/.cache/braid/hashcache.db)\n"
     "  --no-cache          no hash cache\n"
+    "  --content-cache DIR pull: reuse files other pulls fetched (hard links) and add\n"
+    "                      to DIR; treat pulled files as read-only\n"
     "  --json              progress and result as JSON lines on stdout\n"
     "  -q, --quiet         no progress\n";
 
@@ -225,12 +230,13 @@ static int finish(common *c, const char *verb, int rc, const br_error *err,
     else
       printf("{\"event\":\"done\",\"version\":%lld,\"files\":%lld,\"bytes\":%lld,"
              "\"files_moved\":%lld,\"bytes_moved\":%lld,\"chunks_moved\":%lld,"
-             "\"chunks_skipped\":%lld,\"hashed_bytes\":%lld,\"retries\":%d,"
+             "\"chunks_skipped\":%lld,\"files_reused\":%lld,\"hashed_bytes\":%lld,"
+             "\"retries\":%d,"
              "\"seconds\":%.3f}\n",
              (long long)res->version, (long long)res->files, (long long)res->bytes,
              (long long)res->files_moved, (long long)res->bytes_moved,
              (long long)res->chunks_moved, (long long)res->chunks_skipped,
-             (long long)res->hashed_bytes, res->retries, res->seconds);
+             (long long)res->files_reused, (long long)res->hashed_bytes, res->retries, res->seconds);
     fflush(stdout);
   }
   free(c->pos);
