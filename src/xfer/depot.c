@@ -126,26 +126,60 @@ static enum MHD_Result do_upload(br_depot *d, struct MHD_Connection *c, request 
   br_xfer__bundle_iter it;
   if (br_xfer__bundle_open(&it, rq->body.data, rq->body.len, &err))
     return reply_error(c, MHD_HTTP_BAD_REQUEST, err.msg);
-  int stored = 0, r;
+  /* Write every chunk first, then sync them together: one bundle of many
+   * small chunks costs about one sync, not one per chunk. */
+  br_xfer__staged *st = NULL;
+  size_t n = 0, cap = 0;
+  int r;
+  unsigned status = 0;
+  const char *msg = NULL;
   br_xfer_digest dg, got;
   const uint8_t *data;
   size_t len;
   while ((r = br_xfer__bundle_next(&it, &dg, &data, &len, &err)) == 1) {
     br_xfer_sha256(data, len, &got);
     if (br_xfer__digest_cmp(&dg, &got) != 0) {
-      br_xfer__bundle_close(&it);
       /* 422: the client retries; a corrupted upload is never stored. */
-      return reply_error(c, MHD_HTTP_UNPROCESSABLE_CONTENT, "chunk digest mismatch");
+      status = MHD_HTTP_UNPROCESSABLE_CONTENT;
+      msg = "chunk digest mismatch";
+      break;
     }
-    if (br_xfer__store_put(&d->store, &dg, data, len, &err)) {
-      br_xfer__bundle_close(&it);
-      return reply_error(c, MHD_HTTP_INSUFFICIENT_STORAGE, err.msg);
+    if (n == cap) {
+      cap = cap ? cap * 2 : 64;
+      void *p = realloc(st, cap * sizeof *st);
+      if (!p) {
+        status = MHD_HTTP_SERVICE_UNAVAILABLE;
+        msg = "out of memory";
+        break;
+      }
+      st = p;
     }
-    stored++;
+    if (br_xfer__store_stage(&d->store, &dg, data, len, &st[n], &err)) {
+      status = MHD_HTTP_INSUFFICIENT_STORAGE;
+      msg = err.msg;
+      break;
+    }
+    n++;
   }
   br_xfer__bundle_close(&it);
-  if (r < 0) return reply_error(c, MHD_HTTP_BAD_REQUEST, err.msg);
-  return reply_json(c, MHD_HTTP_OK, json_pack("{si}", "stored", stored));
+  if (!msg && r < 0) {
+    status = MHD_HTTP_BAD_REQUEST;
+    msg = err.msg;
+  }
+  if (msg) {
+    for (size_t i = 0; i < n; i++)
+      if (st[i].fd >= 0) {
+        close(st[i].fd);
+        unlinkat(d->store.rootfd, st[i].tmp, 0);
+      }
+    free(st);
+    return reply_error(c, status, msg);
+  }
+  br_error cerr = {0};
+  int rc = br_xfer__store_commit_staged(&d->store, st, n, &cerr);
+  free(st);
+  if (rc) return reply_error(c, MHD_HTTP_INSUFFICIENT_STORAGE, cerr.msg);
+  return reply_json(c, MHD_HTTP_OK, json_pack("{si}", "stored", (int)n));
 }
 
 static enum MHD_Result do_fetch(br_depot *d, struct MHD_Connection *c, request *rq) {
