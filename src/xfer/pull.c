@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,12 +69,14 @@ typedef struct fetch {
   lfile **sent;  /* bundle: those in the current attempt's body, in order */
   size_t nsent;
   size_t chunk;
+  EVP_MD_CTX *md; /* chunk: digest of the bytes received so far */
 } fetch;
 
 static void fetch_destroy(br_xfer__req *r) {
   fetch *f = r->ctx;
   free(f->files);
   free(f->sent);
+  if (f->md) EVP_MD_CTX_free(f->md);
   free(f);
 }
 
@@ -532,6 +535,36 @@ static void bundle_salvage(br_xfer__req *r) {
 
 /* ---- chunks of large files ---- */
 
+/* A chunk streams straight into the partial at its offset while its digest
+ * is computed: no chunk-sized buffer, one pass. Bytes that fail verification
+ * stay unmarked in the partial and are fetched again. */
+static void chunk_restart(br_xfer__req *r) {
+  fetch *f = r->ctx;
+  EVP_DigestInit_ex(f->md, EVP_sha256(), NULL);
+}
+
+static int chunk_sink(br_xfer__req *r, const uint8_t *data, size_t len) {
+  fetch *f = r->ctx;
+  lfile *lf = f->files[0];
+  const br_xfer_entry *e = lf->e;
+  int64_t cs = lf->job->m->chunk_size;
+  if (lf->fd < 0) {
+    const char *base;
+    int dirfd = br_xfer__open_parent(lf->job->rootfd, e->path, true, &base, &r->sink_err);
+    if (dirfd < 0) return dirfd;
+    char pn[64];
+    br_xfer__partial_name(base, pn, sizeof pn);
+    lf->fd = openat(dirfd, pn, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    int e2 = errno;
+    close(dirfd);
+    if (lf->fd < 0) return fail_io(&r->sink_err, "create", lf->job, e->path, e2);
+  }
+  int w = br_xfer__pwrite_all(lf->fd, data, len, (int64_t)f->chunk * cs + r->received);
+  if (w) return fail_io(&r->sink_err, "write", lf->job, e->path, -w);
+  EVP_DigestUpdate(f->md, data, len);
+  return 0;
+}
+
 static int chunk_done(br_xfer__req *r, br_error *err) {
   fetch *f = r->ctx;
   pull *p = f->p;
@@ -539,30 +572,20 @@ static int chunk_done(br_xfer__req *r, br_error *err) {
   const br_xfer_entry *e = lf->e;
   int64_t cs = lf->job->m->chunk_size, len = chunk_len(e, f->chunk, cs);
   br_xfer_digest got;
-  if ((int64_t)r->resp.len != len) {
-    br_error_set(err, BR_ENET, "chunk %zu of %s: %zu bytes, expected %lld", f->chunk, e->path,
-                 r->resp.len, (long long)len);
+  if (r->received != len) {
+    br_error_set(err, BR_ENET, "chunk %zu of %s: %lld bytes, expected %lld", f->chunk,
+                 e->path, (long long)r->received, (long long)len);
     return BR_XFER__RETRY;
   }
-  br_xfer_sha256(r->resp.data, r->resp.len, &got);
+  unsigned int dl = 0;
+  EVP_DigestFinal_ex(f->md, got.b, &dl);
   if (br_xfer__digest_cmp(&got, &e->chunks[f->chunk]) != 0) {
     br_error_set(err, BR_ENET, "chunk %zu of %s failed verification", f->chunk, e->path);
     return BR_XFER__RETRY;
   }
   if (lf->ok[f->chunk]) return BR_OK;
-  if (lf->fd < 0) {
-    const char *base;
-    int dirfd = br_xfer__open_parent(lf->job->rootfd, e->path, true, &base, err);
-    if (dirfd < 0) return dirfd;
-    char pn[64];
-    br_xfer__partial_name(base, pn, sizeof pn);
-    lf->fd = openat(dirfd, pn, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
-    int e2 = errno;
-    close(dirfd);
-    if (lf->fd < 0) return fail_io(err, "create", lf->job, e->path, e2);
-  }
-  int w = br_xfer__pwrite_all(lf->fd, r->resp.data, r->resp.len, (int64_t)f->chunk * cs);
-  if (w) return fail_io(err, "write", lf->job, e->path, -w);
+  /* Start the chunk's write-back now, so the final sync has little left. */
+  sync_file_range(lf->fd, (int64_t)f->chunk * cs, len, SYNC_FILE_RANGE_WRITE);
   lf->ok[f->chunk] = true;
   lf->left--;
   p->res->chunks_moved++;
@@ -761,7 +784,13 @@ static int run_pull(pull *p, const char *const *sources, const char *const *dirs
         r->range_to = len - 1;
         r->range_total = len;
         r->resp_limit = (size_t)len;
-        r->resp_hint = (size_t)len;
+        f->md = EVP_MD_CTX_new();
+        if (!f->md) {
+          br_xfer__engine_submit(&p->eng, r); /* freed by the engine */
+          return br_error_set(err, BR_ENOMEM, "out of memory");
+        }
+        r->sink = chunk_sink;
+        r->restart = chunk_restart;
         r->done = chunk_done;
         br_xfer__engine_submit(&p->eng, r);
       }
