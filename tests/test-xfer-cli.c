@@ -56,6 +56,8 @@ TEST(help_for_every_command) {
 }
 
 TEST(bad_input_is_refused_clearly) {
+  char *tmp = br_test_tmpdir("xfer-cli-bad");
+  setenv("BRAID_CACHE_DIR", tmp, 1); /* no hash cache in $HOME from tests */
   expect("push", 2, "DIR DEPOT/NAME");
   expect("push onlyone", 2, "pairs");
   expect("pull depot://127.0.0.1:1/x", 2, "pairs");
@@ -75,10 +77,12 @@ TEST(bad_input_is_refused_clearly) {
          "token file");
   expect("depot --root /tmp/x --token-file /etc/hostname --listen nowhere", 1, "HOST:PORT");
   expect("depot token", 2, "--token-file");
+  free(tmp);
 }
 
 TEST(round_trip_with_the_commands) {
   char *tmp = br_test_tmpdir("xfer-cli");
+  setenv("BRAID_CACHE_DIR", tmp, 1);
   char *cmd = NULL, *out = NULL;
   /* A token for the depot (hash kept) and the client (token kept). */
   if (asprintf(&cmd, "cd '%s' && '%s' depot token --token-file tokens > client-token", tmp,
@@ -140,6 +144,49 @@ TEST(round_trip_with_the_commands) {
   CHECK_EQ_INT(run(cmd, NULL), 0);
   CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
   free(cmd);
+  /* Ctrl-C: a pull slowed down by --bwlimit stops promptly with status 130,
+   * and nothing partial is visible; the next pull completes it. */
+  char *big = xu_path(tmp, "src/big.0001.vdb");
+  xu_make_file(src, "big.0001.vdb", 3 * 1024 * 1024, 9);
+  if (asprintf(&cmd, "cd '%s' && '%s' push -q --cache cache.db --chunk-size 256K --token-file "
+                     "client-token src depot://127.0.0.1:%d/shot/cli",
+               tmp, bin(), port) < 0)
+    abort();
+  CHECK_EQ_INT(run(cmd, NULL), 0);
+  free(cmd);
+  char *dst2 = xu_path(tmp, "dst2"), *outp2 = xu_path(tmp, "pull.out");
+  char *tokp = xu_path(tmp, "client-token"), *pref = NULL;
+  if (asprintf(&pref, "depot://127.0.0.1:%d/shot/cli", port) < 0) abort();
+  pid_t pid = fork();
+  if (pid == 0) {
+    int fd = open(outp2, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    execl(bin(), bin(), "pull", "--bwlimit", "1M", "--token-file", tokp, pref, dst2,
+          (char *)NULL);
+    _exit(127);
+  }
+  usleep(800000);
+  kill(pid, SIGINT);
+  int wst = 0;
+  waitpid(pid, &wst, 0);
+  char rcs[16];
+  snprintf(rcs, sizeof rcs, "%d", WIFEXITED(wst) ? WEXITSTATUS(wst) : -1);
+  char *pout = xu_read_file(outp2, NULL);
+  free(tokp);
+  free(pref);
+  if (atoi(rcs) != 130) br_test_fail(__FILE__, __LINE__, "pull after SIGINT: %s\n%s", rcs, pout);
+  CHECK_CONTAINS(pout, "cancelled");
+  char *finalbig = xu_path(dst2, "big.0001.vdb");
+  struct stat st;
+  CHECK(stat(finalbig, &st) != 0);
+  if (asprintf(&cmd, "cd '%s' && '%s' pull -q --token-file client-token "
+                     "depot://127.0.0.1:%d/shot/cli dst2",
+               tmp, bin(), port) < 0)
+    abort();
+  CHECK_EQ_INT(run(cmd, NULL), 0);
+  CHECK_EQ_INT(xu_tree_diff(src, dst2), 0);
+  free(cmd), free(pout), free(outp2), free(finalbig), free(dst2), free(big);
   /* Wrong token: exit 1 and a clear message. */
   if (asprintf(&cmd, "'%s' pull --token nope depot://127.0.0.1:%d/shot/cli '%s'", bin(), port,
                dst) < 0)

@@ -26,6 +26,7 @@ typedef struct kx {
 static void kx_tree(kx *k, const char *name) {
   memset(k, 0, sizeof *k);
   k->tmp = br_test_tmpdir(name);
+  setenv("BRAID_CACHE_DIR", k->tmp, 1); /* children keep no cache in $HOME */
   k->bin = getenv("BRAID_BIN");
   CHECK(k->bin != NULL);
   k->src = xu_path(k->tmp, "src");

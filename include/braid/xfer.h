@@ -116,7 +116,20 @@ typedef struct br_depot_opts {
 
 /* Starts serving in background threads. */
 int br_depot_start(const br_depot_opts *opts, br_depot **out, br_error *err);
-/* The port actually listened on. */
+
+/* A depot mounted inside another libmicrohttpd server (braid server): open
+ * it without a listener; in the server's access handler, hand it every
+ * request for which br_depot_owns_url is true (clients then use the
+ * server's address as the depot's); call br_depot_request_done from the
+ * server's completion callback for those. br_depot_handle returns 1 for
+ * MHD_YES, 0 for MHD_NO. */
+struct MHD_Connection;
+int br_depot_owns_url(const char *url);
+int br_depot_open(const br_depot_opts *opts, br_depot **out, br_error *err);
+int br_depot_handle(br_depot *d, struct MHD_Connection *c, const char *url, const char *method,
+                    const char *upload_data, size_t *upload_data_size, void **con_cls);
+void br_depot_request_done(void **con_cls);
+/* The port actually listened on (0 for a depot from br_depot_open). */
 int br_depot_port(const br_depot *d);
 void br_depot_stop(br_depot *d);
 

@@ -13,6 +13,8 @@
 #include "xfer_int.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
+#include <fcntl.h>
 #include <errno.h>
 #include <jansson.h>
 #include <microhttpd.h>
@@ -20,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define DEFAULT_MAX_REQUEST (64 * 1024 * 1024)
@@ -397,6 +400,24 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
 
 static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
                       enum MHD_RequestTerminationCode toe) {
+  br_depot_request_done(con_cls);
+}
+
+int br_depot_owns_url(const char *url) {
+  return url && (strcmp(url, "/v1/missing") == 0 || strcmp(url, "/v1/chunks") == 0 ||
+                 strcmp(url, "/v1/fetch") == 0 || strcmp(url, "/v1/snapshot") == 0 ||
+                 strncmp(url, "/v1/chunk/", 10) == 0);
+}
+
+int br_depot_handle(br_depot *d, struct MHD_Connection *c, const char *url, const char *method,
+                    const char *upload_data, size_t *upload_data_size, void **con_cls) {
+  return handler(d, c, url, method, "HTTP/1.1", upload_data, upload_data_size, con_cls) ==
+                 MHD_YES
+             ? 1
+             : 0;
+}
+
+void br_depot_request_done(void **con_cls) {
   request *rq = *con_cls;
   if (!rq) return;
   br_xfer__buf_free(&rq->body);
@@ -404,30 +425,33 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
   *con_cls = NULL;
 }
 
-int br_depot_start(const br_depot_opts *opts, br_depot **out, br_error *err) {
+/* Temporary files older than an hour are left-overs of a crash: no write
+ * takes that long. Younger ones may belong to another depot on this root. */
+static void clean_tmp(br_xfer__store *s) {
+  int fd = openat(s->rootfd, "tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return;
+  DIR *dir = fdopendir(fd);
+  if (!dir) {
+    close(fd);
+    return;
+  }
+  time_t now = time(NULL);
+  struct dirent *de;
+  while ((de = readdir(dir))) {
+    struct stat st;
+    if (de->d_name[0] == '.') continue;
+    if (fstatat(fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+        now - st.st_mtime > 3600)
+      unlinkat(fd, de->d_name, 0);
+  }
+  closedir(dir);
+}
+
+int br_depot_open(const br_depot_opts *opts, br_depot **out, br_error *err) {
   *out = NULL;
   if (!opts->root || !*opts->root) return br_error_set(err, BR_EINVAL, "depot: no --root");
   if (!opts->token_file || !*opts->token_file)
     return br_error_set(err, BR_EINVAL, "depot: a token file is required");
-  const char *listen = opts->listen && *opts->listen ? opts->listen : "127.0.0.1:7871";
-  char host[64];
-  int port = -1;
-  const char *colon = strrchr(listen, ':');
-  if (!colon || (size_t)(colon - listen) >= sizeof host)
-    return br_error_set(err, BR_EINVAL, "depot: --listen wants HOST:PORT, got '%s'", listen);
-  memcpy(host, listen, (size_t)(colon - listen));
-  host[colon - listen] = 0;
-  char *end;
-  long p = strtol(colon + 1, &end, 10);
-  if (*end || p < 0 || p > 65535)
-    return br_error_set(err, BR_EINVAL, "depot: bad port in '%s'", listen);
-  port = (int)p;
-  struct sockaddr_in sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons((uint16_t)port);
-  if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
-    return br_error_set(err, BR_EINVAL, "depot: '%s' is not an IPv4 address", host);
   br_depot *d = calloc(1, sizeof *d);
   if (!d) return br_error_set(err, BR_ENOMEM, "out of memory");
   d->max_request = opts->max_request > 0 ? opts->max_request : DEFAULT_MAX_REQUEST;
@@ -443,21 +467,45 @@ int br_depot_start(const br_depot_opts *opts, br_depot **out, br_error *err) {
     free(d);
     return rc;
   }
+  clean_tmp(&d->store);
+  *out = d;
+  return BR_OK;
+}
+
+int br_depot_start(const br_depot_opts *opts, br_depot **out, br_error *err) {
+  *out = NULL;
+  const char *listen = opts->listen && *opts->listen ? opts->listen : "127.0.0.1:7871";
+  char host[64];
+  const char *colon = strrchr(listen, ':');
+  if (!colon || (size_t)(colon - listen) >= sizeof host)
+    return br_error_set(err, BR_EINVAL, "depot: --listen wants HOST:PORT, got '%s'", listen);
+  memcpy(host, listen, (size_t)(colon - listen));
+  host[colon - listen] = 0;
+  char *end;
+  long port = strtol(colon + 1, &end, 10);
+  if (*end || colon[1] == 0 || port < 0 || port > 65535)
+    return br_error_set(err, BR_EINVAL, "depot: bad port in '%s'", listen);
+  struct sockaddr_in sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons((uint16_t)port);
+  if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
+    return br_error_set(err, BR_EINVAL, "depot: '%s' is not an IPv4 address", host);
+  br_depot *d = NULL;
+  int rc = br_depot_open(opts, &d, err);
+  if (rc) return rc;
   d->mhd = MHD_start_daemon(
-      MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
-          MHD_USE_ERROR_LOG * 0,
+      MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL,
       (uint16_t)port, NULL, NULL, handler, d, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
       MHD_OPTION_NOTIFY_COMPLETED, completed, d, MHD_OPTION_CONNECTION_TIMEOUT,
       (unsigned int)120, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)512,
       MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int)1, MHD_OPTION_END);
   if (!d->mhd) {
-    br_xfer__store_close(&d->store);
-    br_xfer__tokens_free(&d->tokens);
-    free(d);
+    br_depot_stop(d);
     return br_error_set(err, BR_ENET, "depot: cannot listen on %s", listen);
   }
   const union MHD_DaemonInfo *info = MHD_get_daemon_info(d->mhd, MHD_DAEMON_INFO_BIND_PORT);
-  d->port = info ? info->port : port;
+  d->port = info ? info->port : (int)port;
   *out = d;
   return BR_OK;
 }
@@ -466,7 +514,7 @@ int br_depot_port(const br_depot *d) { return d->port; }
 
 void br_depot_stop(br_depot *d) {
   if (!d) return;
-  MHD_stop_daemon(d->mhd);
+  if (d->mhd) MHD_stop_daemon(d->mhd);
   br_xfer__store_close(&d->store);
   br_xfer__tokens_free(&d->tokens);
   free(d);

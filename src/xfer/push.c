@@ -467,6 +467,11 @@ static int run_push(push *p, const char *const *dirs, const char *const *targets
   for (size_t j = 0; j < p->njobs; j++) {
     pjob *jb = &p->jobs[j];
     if ((rc = br_xfer_ref_parse(targets[j], &jb->ref, err))) return rc;
+    /* One push talks to one depot (its chunk questions and uploads are shared). */
+    if (j > 0 && strcmp(jb->ref.base, p->jobs[0].ref.base) != 0)
+      return br_error_set(err, BR_EINVAL,
+                          "one push goes to one depot: %s and %s differ; push to each "
+                          "separately", p->jobs[0].ref.base, jb->ref.base);
     struct stat st;
     if (stat(dirs[j], &st) != 0 || !S_ISDIR(st.st_mode))
       return br_error_set(err, BR_EINVAL, "%s is not a directory", dirs[j]);
