@@ -77,7 +77,7 @@ TEST(bad_input_is_refused_clearly) {
          "token file");
   expect("depot --root /tmp/x --token-file /etc/hostname --listen nowhere", 1, "HOST:PORT");
   expect("depot token", 2, "--token-file");
-  free(tmp);
+  xu_done(tmp);
 }
 
 TEST(round_trip_with_the_commands) {
@@ -199,5 +199,5 @@ TEST(round_trip_with_the_commands) {
   for (int i = 0; i < 100 && kill(depot, 0) == 0; i++) usleep(20000);
   CHECK(kill(depot, 0) != 0);
   free(src), free(dst), free(outp), free(pidp), free(tokens);
-  free(tmp);
+  xu_done(tmp);
 }

@@ -106,7 +106,7 @@ TEST(token_required) {
   CHECK(strstr(content, XU_TOKEN) == NULL);
   free(content);
   xu_depot_stop(&x);
-  free(tmp);
+  xu_done(tmp);
 }
 
 TEST(upload_verified_missing_and_range) {
@@ -166,7 +166,7 @@ TEST(upload_verified_missing_and_range) {
   free(od);
   free(obj);
   xu_depot_stop(&x);
-  free(tmp);
+  xu_done(tmp);
 }
 
 TEST(commit_rules) {
@@ -217,7 +217,7 @@ TEST(commit_rules) {
   http(&x, "POST", "/v1/snapshot?name=evil", XU_TOKEN, "{", 1, NULL, &r);
   CHECK_EQ_INT(r.status, 400);
   xu_depot_stop(&x);
-  free(tmp);
+  xu_done(tmp);
 }
 
 TEST(request_size_limits) {
@@ -251,7 +251,7 @@ TEST(request_size_limits) {
   CHECK_EQ_INT(r.status, 200);
   free(junk);
   xu_depot_stop(&x);
-  free(tmp);
+  xu_done(tmp);
 }
 
 typedef struct committer {
@@ -290,7 +290,7 @@ TEST(concurrent_commits_take_consecutive_versions) {
   }
   for (int v = 1; v <= N; v++) CHECK_EQ_INT(seen[v], 1);
   xu_depot_stop(&x);
-  free(tmp);
+  xu_done(tmp);
 }
 
 TEST(bad_listen_and_missing_token_file) {
@@ -307,7 +307,7 @@ TEST(bad_listen_and_missing_token_file) {
   o.listen = "nohost";
   CHECK(br_depot_start(&o, &d, &err) != BR_OK);
   CHECK(d == NULL);
-  free(tmp);
+  xu_done(tmp);
 }
 
 /* A host server of its own (as braid server would be) that mounts the depot. */
@@ -371,5 +371,5 @@ TEST(depot_mounted_in_another_server) {
   MHD_stop_daemon(mhd);
   br_depot_stop(h.d);
   free(src), free(dst), free(ref), free(root), free(tokens);
-  free(tmp);
+  xu_done(tmp);
 }

@@ -116,7 +116,7 @@ static void fx_teardown(fx *f) {
   free(f->src);
   free(f->dst);
   free(f->ref);
-  free(f->tmp);
+  xu_done(f->tmp);
 }
 
 /* The case passes when the pull succeeds, the fault fired, the tree is right. */

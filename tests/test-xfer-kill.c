@@ -57,7 +57,8 @@ static void kx_tree(kx *k, const char *name) {
 
 static void kx_free(kx *k) {
   for (int i = 0; i < k->npaths; i++) free(k->paths[i]);
-  free(k->src), free(k->dst), free(k->tokfile), free(k->cache), free(k->log), free(k->tmp);
+  free(k->src), free(k->dst), free(k->tokfile), free(k->cache), free(k->log);
+  xu_done(k->tmp);
 }
 
 /* Every file under its final name is complete and right. */

@@ -90,7 +90,7 @@ TEST(roundtrip_and_nothing_moves_twice) {
   free(dst);
   free(ref);
   xu_depot_stop(&x);
-  free(tmp);
+  xu_done(tmp);
 }
 
 TEST(resim_uploads_only_changed_files) {
@@ -130,7 +130,7 @@ TEST(resim_uploads_only_changed_files) {
   free(src);
   free(ref);
   xu_depot_stop(&x);
-  free(tmp);
+  xu_done(tmp);
 }
 
 TEST(resume_keeps_verified_chunks_of_a_partial) {
@@ -164,7 +164,7 @@ TEST(resume_keeps_verified_chunks_of_a_partial) {
   free(dst);
   free(ref);
   xu_depot_stop(&x);
-  free(tmp);
+  xu_done(tmp);
 }
 
 static volatile sig_atomic_t cancel_now;
@@ -206,7 +206,7 @@ TEST(cancel_then_resume) {
   free(dst);
   free(ref);
   xu_depot_stop(&x);
-  free(tmp);
+  xu_done(tmp);
 }
 
 TEST(bandwidth_limit_and_compression) {
@@ -239,7 +239,7 @@ TEST(bandwidth_limit_and_compression) {
   free(dst);
   free(ref);
   xu_depot_stop(&x);
-  free(tmp);
+  xu_done(tmp);
 }
 
 TEST(many_snapshots_at_once) {
@@ -266,7 +266,7 @@ TEST(many_snapshots_at_once) {
   CHECK_EQ_INT(xu_tree_diff(s2, d2), 0);
   free(s1), free(s2), free(d1), free(d2), free(r1), free(r2);
   xu_depot_stop(&x);
-  free(tmp);
+  xu_done(tmp);
 }
 
 TEST(clear_errors_for_auth_and_missing) {
@@ -304,7 +304,7 @@ TEST(clear_errors_for_auth_and_missing) {
   free(dst);
   free(ref);
   xu_depot_stop(&x);
-  free(tmp);
+  xu_done(tmp);
 }
 
 TEST(push_refuses_escaping_symlinks_and_devices) {
@@ -341,7 +341,7 @@ TEST(push_refuses_escaping_symlinks_and_devices) {
   free(src);
   free(ref);
   xu_depot_stop(&x);
-  free(tmp);
+  xu_done(tmp);
 }
 
 /* Writes a snapshot straight into the depot's store, past its checks, as a
@@ -412,7 +412,7 @@ TEST(pull_refuses_hostile_manifests) {
   free(esc);
   free(dst);
   xu_depot_stop(&x);
-  free(tmp);
+  xu_done(tmp);
 }
 
 TEST(pull_never_writes_through_planted_symlinks) {
@@ -442,7 +442,7 @@ TEST(pull_never_writes_through_planted_symlinks) {
   free(dst);
   free(ref);
   xu_depot_stop(&x);
-  free(tmp);
+  xu_done(tmp);
 }
 
 TEST(content_cache_reuses_files_across_pulls) {
@@ -488,7 +488,7 @@ TEST(content_cache_reuses_files_across_pulls) {
   free(p1), free(p2);
   free(s1), free(s2), free(cc), free(d1), free(d2), free(d3), free(r1), free(r2);
   xu_depot_stop(&x);
-  free(tmp);
+  xu_done(tmp);
 }
 
 TEST(tight_memory_bound_still_works) {
@@ -507,5 +507,5 @@ TEST(tight_memory_bound_still_works) {
   CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
   free(src), free(dst), free(ref);
   xu_depot_stop(&x);
-  free(tmp);
+  xu_done(tmp);
 }
