@@ -509,3 +509,34 @@ TEST(tight_memory_bound_still_works) {
   xu_depot_stop(&x);
   xu_done(tmp);
 }
+
+TEST(depot_memory_bound_makes_clients_wait) {
+  char *tmp = br_test_tmpdir("xfer-pp-depotmem");
+  char *root = xu_path(tmp, "depot"), *tokens = xu_path(tmp, "tokens");
+  xu_write_file(tokens, XU_TOKEN "\n", strlen(XU_TOKEN) + 1);
+  br_depot_opts d = {0};
+  d.root = root;
+  d.listen = "127.0.0.1:0";
+  d.token_file = tokens;
+  d.max_memory = 300 * 1024; /* about one chunk at a time */
+  br_depot *depot = NULL;
+  CHECK_EQ_INT(br_depot_start(&d, &depot, NULL), BR_OK);
+  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = NULL;
+  if (asprintf(&ref, "depot://127.0.0.1:%d/mem", br_depot_port(depot)) < 0) abort();
+  for (int i = 0; i < 6; i++) {
+    char rel[32];
+    snprintf(rel, sizeof rel, "f.%04d.vdb", i);
+    xu_make_file(src, rel, 600 * 1024, (uint64_t)i);
+  }
+  br_xfer_opts o;
+  xu_opts(&o, tmp);
+  o.parallel = 8;
+  o.retries = 30;
+  br_xfer_result res;
+  push_ok(src, ref, &o, &res);
+  pull_ok(ref, dst, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+  br_depot_stop(depot);
+  free(src), free(dst), free(ref), free(root), free(tokens);
+  xu_done(tmp);
+}

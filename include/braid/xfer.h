@@ -112,6 +112,8 @@ typedef struct br_depot_opts {
   int threads;             /* worker threads, 0 = default */
   int64_t max_request;     /* bytes of one request body, 0 = default 64 MiB */
   int64_t max_manifest;    /* bytes of one manifest, 0 = BR_XFER_MAX_MANIFEST_BYTES */
+  int64_t max_memory;      /* request and response bodies held at once, 0 = 1 GiB;
+                            * past it requests get 503 and clients retry */
 } br_depot_opts;
 
 /* Starts serving in background threads. */
@@ -136,7 +138,8 @@ void br_depot_stop(br_depot *d);
 /* ---- push and pull --------------------------------------------------- */
 
 typedef struct br_xfer_progress {
-  const char *phase;       /* "scan", "hash", "compare", "send", "fetch", "commit", "done" */
+  const char *phase;       /* push: "scan", "hash", "compare", "send", "commit";
+                            * pull: "manifest", "check", "fetch"; then "done" or "failed" */
   int64_t files_done, files_total;
   int64_t bytes_done, bytes_total; /* bytes of the tree accounted for */
   int64_t bytes_moved;     /* bytes that went over the network (payload) */

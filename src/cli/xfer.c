@@ -397,7 +397,9 @@ int br_cli_depot(int argc, char **argv) {
            "  --root DIR          where objects and snapshots are kept (created)\n"
            "  --listen HOST:PORT  default 127.0.0.1:7871; port 0 picks a free one\n"
            "  --token-file FILE   accepted tokens (required)\n"
-           "  --max-request SIZE  largest request body (default 64M)\n");
+           "  --max-request SIZE  largest request body (default 64M)\n"
+           "  --max-memory SIZE   bodies held at once (default 1G); past it, 503 and\n"
+           "                      clients retry\n");
     return BR_EXIT_OK;
   }
   if (argc > 1 && strcmp(argv[1], "token") == 0) return depot_token(argc - 1, argv + 1);
@@ -412,7 +414,13 @@ int br_cli_depot(int argc, char **argv) {
     if (strcmp(a, "--root") == 0) o.root = v;
     else if (strcmp(a, "--listen") == 0) o.listen = v;
     else if (strcmp(a, "--token-file") == 0) o.token_file = v;
-    else if (strcmp(a, "--max-request") == 0) {
+    else if (strcmp(a, "--max-memory") == 0) {
+      o.max_memory = parse_size(v);
+      if (o.max_memory <= 0) {
+        br_cli_errorf("--max-memory wants a size like 1G");
+        return BR_EXIT_USAGE;
+      }
+    } else if (strcmp(a, "--max-request") == 0) {
       o.max_request = parse_size(v);
       if (o.max_request <= 0) {
         br_cli_errorf("--max-request wants a size like 64M");

@@ -34,9 +34,14 @@ struct br_depot {
   br_xfer__tokens tokens;
   int64_t max_request, max_manifest;
   int port;
+  /* The memory bound: bytes of request and response bodies held at once. */
+  pthread_mutex_t mem_mu;
+  int64_t buffered, max_buffered;
 };
 
 typedef struct request {
+  br_depot *d;
+  int64_t charged; /* bytes counted against the depot's memory bound */
   br_xfer__buf body;
   int reject; /* HTTP status decided before the body was read */
   const char *reject_msg;
@@ -77,6 +82,18 @@ static int status_of(int code) {
   case BR_ENOMEM: return MHD_HTTP_SERVICE_UNAVAILABLE;
   default: return MHD_HTTP_INTERNAL_SERVER_ERROR;
   }
+}
+
+/* Counts n more bytes against the memory bound; false when over it. */
+static bool charge(br_depot *d, request *rq, int64_t n) {
+  pthread_mutex_lock(&d->mem_mu);
+  bool ok = d->buffered + n <= d->max_buffered || d->buffered == 0;
+  if (ok) {
+    d->buffered += n;
+    rq->charged += n;
+  }
+  pthread_mutex_unlock(&d->mem_mu);
+  return ok;
 }
 
 static bool authorised(br_depot *d, struct MHD_Connection *c) {
@@ -233,6 +250,10 @@ static enum MHD_Result do_fetch(br_depot *d, struct MHD_Connection *c, request *
   }
   free(tmp);
   free(ds);
+  if (!msg && !charge(d, rq, (int64_t)out.len)) {
+    status = MHD_HTTP_SERVICE_UNAVAILABLE;
+    msg = "depot busy: too much data in flight";
+  }
   if (msg) {
     br_xfer__buf_free(&out);
     return reply_error(c, status, msg);
@@ -352,6 +373,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
     rq = calloc(1, sizeof *rq);
     if (!rq) return MHD_NO;
     *con_cls = rq;
+    rq->d = d;
     rq->limit = strcmp(url, "/v1/snapshot") == 0 ? d->max_manifest : d->max_request;
     if (!authorised(d, c)) {
       rq->reject = MHD_HTTP_UNAUTHORIZED;
@@ -362,6 +384,9 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
       if (n > rq->limit) {
         rq->reject = MHD_HTTP_CONTENT_TOO_LARGE;
         rq->reject_msg = "request body too large";
+      } else if (n > 0 && !charge(d, rq, n)) {
+        rq->reject = MHD_HTTP_SERVICE_UNAVAILABLE; /* clients retry later */
+        rq->reject_msg = "depot busy: too much data in flight";
       } else if (n > 0 && br_xfer__buf_reserve(&rq->body, (size_t)n)) {
         rq->reject = MHD_HTTP_SERVICE_UNAVAILABLE;
         rq->reject_msg = "out of memory";
@@ -373,9 +398,14 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
   }
   if (*upload_data_size) {
     if (!rq->reject) {
+      int64_t beyond = (int64_t)(rq->body.len + *upload_data_size) - rq->charged;
       if ((int64_t)(rq->body.len + *upload_data_size) > rq->limit) {
         rq->reject = MHD_HTTP_CONTENT_TOO_LARGE;
         rq->reject_msg = "request body too large";
+        br_xfer__buf_free(&rq->body);
+      } else if (beyond > 0 && !charge(d, rq, beyond)) { /* no Content-Length */
+        rq->reject = MHD_HTTP_SERVICE_UNAVAILABLE;
+        rq->reject_msg = "depot busy: too much data in flight";
         br_xfer__buf_free(&rq->body);
       } else if (br_xfer__buf_append(&rq->body, upload_data, *upload_data_size)) {
         rq->reject = MHD_HTTP_SERVICE_UNAVAILABLE;
@@ -420,6 +450,11 @@ int br_depot_handle(br_depot *d, struct MHD_Connection *c, const char *url, cons
 void br_depot_request_done(void **con_cls) {
   request *rq = *con_cls;
   if (!rq) return;
+  if (rq->charged) {
+    pthread_mutex_lock(&rq->d->mem_mu);
+    rq->d->buffered -= rq->charged;
+    pthread_mutex_unlock(&rq->d->mem_mu);
+  }
   br_xfer__buf_free(&rq->body);
   free(rq);
   *con_cls = NULL;
@@ -456,6 +491,8 @@ int br_depot_open(const br_depot_opts *opts, br_depot **out, br_error *err) {
   if (!d) return br_error_set(err, BR_ENOMEM, "out of memory");
   d->max_request = opts->max_request > 0 ? opts->max_request : DEFAULT_MAX_REQUEST;
   d->max_manifest = opts->max_manifest > 0 ? opts->max_manifest : BR_XFER_MAX_MANIFEST_BYTES;
+  d->max_buffered = opts->max_memory > 0 ? opts->max_memory : (int64_t)1 << 30;
+  pthread_mutex_init(&d->mem_mu, NULL);
   int rc = br_xfer__tokens_load(&d->tokens, opts->token_file, err);
   if (rc) {
     free(d);
@@ -517,5 +554,6 @@ void br_depot_stop(br_depot *d) {
   if (d->mhd) MHD_stop_daemon(d->mhd);
   br_xfer__store_close(&d->store);
   br_xfer__tokens_free(&d->tokens);
+  pthread_mutex_destroy(&d->mem_mu);
   free(d);
 }
