@@ -540,3 +540,47 @@ TEST(depot_memory_bound_makes_clients_wait) {
   free(src), free(dst), free(ref), free(root), free(tokens);
   xu_done(tmp);
 }
+
+static char *change_me;
+
+static void change_file_while_sending(const br_xfer_progress *p, void *ud) {
+  (void)ud;
+  if (change_me && strcmp(p->phase, "send") == 0) {
+    xu_write_file(change_me, "rewritten", 9);
+    free(change_me);
+    change_me = NULL;
+  }
+}
+
+TEST(file_changed_during_push_is_reported) {
+  char *tmp = br_test_tmpdir("xfer-pp-changed");
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  char *src = xu_path(tmp, "src"), *ref = xu_ref(x.url, "changed");
+  char rel[32];
+  for (int i = 0; i < 20; i++) {
+    snprintf(rel, sizeof rel, "f.%04d.exr", i);
+    xu_make_file(src, rel, 20000, (uint64_t)i);
+  }
+  br_xfer_opts o;
+  xu_opts(&o, tmp);
+  o.parallel = 1;
+  o.bundle_bytes = 1; /* one file per request */
+  o.progress = change_file_while_sending;
+  o.progress_interval = 0.000001;
+  change_me = xu_path(src, "f.0019.exr");
+  br_xfer_result res;
+  br_error err;
+  br_error_clear(&err);
+  CHECK_EQ_INT(br_xfer_push(src, ref, &o, &res, &err), BR_EIO);
+  CHECK_CONTAINS(err.msg, "changed while it was pushed");
+  /* Nothing was committed; pushing again takes the new content. */
+  o.progress = NULL;
+  CHECK_EQ_INT(push_ok(src, ref, &o, &res), 1);
+  char *dst = xu_path(tmp, "dst");
+  pull_ok(ref, dst, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+  free(dst), free(src), free(ref);
+  xu_depot_stop(&x);
+  xu_done(tmp);
+}
