@@ -5,6 +5,7 @@
 #include "xfer-util.h"
 
 #include <curl/curl.h>
+#include <microhttpd.h>
 #include <pthread.h>
 #include <strings.h>
 
@@ -105,7 +106,7 @@ TEST(token_required) {
   CHECK(strstr(content, XU_TOKEN) == NULL);
   free(content);
   xu_depot_stop(&x);
-  free(tmp);
+  xu_done(tmp);
 }
 
 TEST(upload_verified_missing_and_range) {
@@ -165,7 +166,7 @@ TEST(upload_verified_missing_and_range) {
   free(od);
   free(obj);
   xu_depot_stop(&x);
-  free(tmp);
+  xu_done(tmp);
 }
 
 TEST(commit_rules) {
@@ -216,7 +217,7 @@ TEST(commit_rules) {
   http(&x, "POST", "/v1/snapshot?name=evil", XU_TOKEN, "{", 1, NULL, &r);
   CHECK_EQ_INT(r.status, 400);
   xu_depot_stop(&x);
-  free(tmp);
+  xu_done(tmp);
 }
 
 TEST(request_size_limits) {
@@ -250,7 +251,7 @@ TEST(request_size_limits) {
   CHECK_EQ_INT(r.status, 200);
   free(junk);
   xu_depot_stop(&x);
-  free(tmp);
+  xu_done(tmp);
 }
 
 typedef struct committer {
@@ -289,7 +290,7 @@ TEST(concurrent_commits_take_consecutive_versions) {
   }
   for (int v = 1; v <= N; v++) CHECK_EQ_INT(seen[v], 1);
   xu_depot_stop(&x);
-  free(tmp);
+  xu_done(tmp);
 }
 
 TEST(bad_listen_and_missing_token_file) {
@@ -306,5 +307,69 @@ TEST(bad_listen_and_missing_token_file) {
   o.listen = "nohost";
   CHECK(br_depot_start(&o, &d, &err) != BR_OK);
   CHECK(d == NULL);
-  free(tmp);
+  xu_done(tmp);
+}
+
+/* A host server of its own (as braid server would be) that mounts the depot. */
+typedef struct host {
+  br_depot *d;
+} host;
+
+static enum MHD_Result host_handler(void *cls, struct MHD_Connection *c, const char *url,
+                                    const char *method, const char *version,
+                                    const char *upload_data, size_t *upload_data_size,
+                                    void **con_cls) {
+  host *h = cls;
+  if (br_depot_owns_url(url))
+    return br_depot_handle(h->d, c, url, method, upload_data, upload_data_size, con_cls)
+               ? MHD_YES
+               : MHD_NO;
+  static char hello[] = "host server";
+  struct MHD_Response *r =
+      MHD_create_response_from_buffer(strlen(hello), hello, MHD_RESPMEM_PERSISTENT);
+  enum MHD_Result ret = MHD_queue_response(c, 200, r);
+  MHD_destroy_response(r);
+  return ret;
+}
+
+static void host_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                           enum MHD_RequestTerminationCode toe) {
+  br_depot_request_done(con_cls);
+}
+
+TEST(depot_mounted_in_another_server) {
+  char *tmp = br_test_tmpdir("xfer-depot-mount");
+  char *root = xu_path(tmp, "depot"), *tokens = xu_path(tmp, "tokens");
+  xu_write_file(tokens, XU_TOKEN "\n", strlen(XU_TOKEN) + 1);
+  br_depot_opts o = {0};
+  o.root = root;
+  o.token_file = tokens;
+  host h = {NULL};
+  CHECK_EQ_INT(br_depot_open(&o, &h.d, NULL), BR_OK);
+  CHECK_EQ_INT(br_depot_port(h.d), 0);
+  struct MHD_Daemon *mhd = MHD_start_daemon(
+      MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD, 0, NULL, NULL,
+      host_handler, &h, MHD_OPTION_NOTIFY_COMPLETED, host_completed, NULL, MHD_OPTION_END);
+  CHECK(mhd != NULL);
+  xu_depot x;
+  memset(&x, 0, sizeof x);
+  x.port = MHD_get_daemon_info(mhd, MHD_DAEMON_INFO_BIND_PORT)->port;
+  http_res r;
+  http(&x, "GET", "/", NULL, NULL, 0, NULL, &r);
+  CHECK_CONTAINS(r.body, "host server");
+  http(&x, "GET", "/v1/snapshot?name=a", NULL, NULL, 0, NULL, &r);
+  CHECK_EQ_INT(r.status, 401);
+  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = NULL;
+  xu_make_file(src, "f.0001.exr", 50000, 1);
+  if (asprintf(&ref, "depot://127.0.0.1:%d/mounted/x", x.port) < 0) abort();
+  br_xfer_opts xo;
+  xu_opts(&xo, tmp);
+  br_xfer_result res;
+  CHECK_EQ_INT(br_xfer_push(src, ref, &xo, &res, NULL), BR_OK);
+  CHECK_EQ_INT(br_xfer_pull(ref, dst, &xo, &res, NULL), BR_OK);
+  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+  MHD_stop_daemon(mhd);
+  br_depot_stop(h.d);
+  free(src), free(dst), free(ref), free(root), free(tokens);
+  xu_done(tmp);
 }

@@ -116,7 +116,7 @@ static void fx_teardown(fx *f) {
   free(f->src);
   free(f->dst);
   free(f->ref);
-  free(f->tmp);
+  xu_done(f->tmp);
 }
 
 /* The case passes when the pull succeeds, the fault fired, the tree is right. */
@@ -137,53 +137,53 @@ static void expect_recovery(const char *name, xp_fault fault, unsigned seed) {
 
 TEST(cut_at_random_bytes) {
   for (unsigned seed = 1; seed <= 3; seed++) {
-    xp_fault f = {XP_CUT, "octet-stream", NULL, 0, 3, -1, 0};
+    xp_fault f = {XP_CUT, "octet-stream", NULL, 0, 3, -1, 0, 0};
     expect_recovery("xfer-fx-cut-random", f, seed);
   }
 }
 
 TEST(cut_at_chunk_boundaries) {
-  xp_fault a = {XP_CUT, CHUNKS, NULL, 0, 2, 0, 0}; /* right after the headers */
+  xp_fault a = {XP_CUT, CHUNKS, NULL, 0, 2, 0, 0, 0}; /* right after the headers */
   expect_recovery("xfer-fx-cut-head", a, 1);
-  xp_fault b = {XP_CUT, CHUNKS, NULL, 1, 2, -2, 0}; /* right after a whole chunk */
+  xp_fault b = {XP_CUT, CHUNKS, NULL, 1, 2, -2, 0, 0}; /* right after a whole chunk */
   expect_recovery("xfer-fx-cut-tail", b, 2);
-  xp_fault c = {XP_CUT, BUNDLES, CHUNKS, 0, 1, 4 + 5 * ENTRY, 0}; /* between bundle entries */
+  xp_fault c = {XP_CUT, BUNDLES, CHUNKS, 0, 1, 4 + 5 * ENTRY, 0, 0}; /* between bundle entries */
   expect_recovery("xfer-fx-cut-bundle", c, 3);
 }
 
 TEST(stall_longer_than_the_timeout) {
-  xp_fault f = {XP_STALL, CHUNKS, NULL, 0, 1, 1000, 2500};
+  xp_fault f = {XP_STALL, CHUNKS, NULL, 0, 1, 1000, 2500, 0};
   expect_recovery("xfer-fx-stall", f, 4);
 }
 
 TEST(flipped_bit_is_fetched_again) {
-  xp_fault a = {XP_FLIP, CHUNKS, NULL, 0, 2, -1, 0};
+  xp_fault a = {XP_FLIP, CHUNKS, NULL, 0, 2, -1, 0, 0};
   expect_recovery("xfer-fx-flip-chunk", a, 5);
-  xp_fault b = {XP_FLIP, BUNDLES, CHUNKS, 0, 1, 4 + 3 * ENTRY + 100, 0};
+  xp_fault b = {XP_FLIP, BUNDLES, CHUNKS, 0, 1, 4 + 3 * ENTRY + 100, 0, 0};
   expect_recovery("xfer-fx-flip-bundle", b, 6);
 }
 
 TEST(short_body) {
-  xp_fault a = {XP_SHORT, CHUNKS, NULL, 0, 2, 10, 0};
+  xp_fault a = {XP_SHORT, CHUNKS, NULL, 0, 2, 10, 0, 0};
   expect_recovery("xfer-fx-short-chunk", a, 7);
-  xp_fault b = {XP_SHORT, BUNDLES, CHUNKS, 0, 1, 10, 0};
+  xp_fault b = {XP_SHORT, BUNDLES, CHUNKS, 0, 1, 10, 0, 0};
   expect_recovery("xfer-fx-short-bundle", b, 8);
 }
 
 TEST(status_200_in_place_of_206) {
-  xp_fault f = {XP_200, CHUNKS, NULL, 0, 3, 0, 0};
+  xp_fault f = {XP_200, CHUNKS, NULL, 0, 3, 0, 0, 0};
   expect_recovery("xfer-fx-200", f, 9);
 }
 
 TEST(wrong_content_range) {
-  xp_fault f = {XP_BADRANGE, CHUNKS, NULL, 0, 3, 0, 0};
+  xp_fault f = {XP_BADRANGE, CHUNKS, NULL, 0, 3, 0, 0, 0};
   expect_recovery("xfer-fx-badrange", f, 10);
 }
 
 TEST(html_error_page_in_place_of_data) {
-  xp_fault a = {XP_HTML, CHUNKS, NULL, 0, 2, 0, 0};
+  xp_fault a = {XP_HTML, CHUNKS, NULL, 0, 2, 0, 0, 0};
   expect_recovery("xfer-fx-html-chunk", a, 11);
-  xp_fault b = {XP_HTML, BUNDLES, CHUNKS, 0, 2, 0, 0};
+  xp_fault b = {XP_HTML, BUNDLES, CHUNKS, 0, 2, 0, 0, 0};
   expect_recovery("xfer-fx-html-bundle", b, 12);
 }
 
@@ -191,7 +191,7 @@ TEST(fault_that_never_stops_gives_a_clear_error) {
   fx f;
   fx_setup(&f, "xfer-fx-forever", 13);
   f.o.retries = 2;
-  xp_fault fault = {XP_HTML, CHUNKS, NULL, 0, 1000000, 0, 0};
+  xp_fault fault = {XP_HTML, CHUNKS, NULL, 0, 1000000, 0, 0, 0};
   br_error err;
   int rc = fx_pull(&f, fault, &err);
   CHECK_EQ_INT(rc, BR_ENET);
@@ -203,7 +203,7 @@ TEST(fault_that_never_stops_gives_a_clear_error) {
   CHECK(stat(big, &st) != 0);
   free(big);
   f.o.retries = 6;
-  xp_fault none = {XP_NONE, NULL, NULL, 0, 0, 0, 0};
+  xp_fault none = {XP_NONE, NULL, NULL, 0, 0, 0, 0, 0};
   CHECK_EQ_INT(fx_pull(&f, none, &err), BR_OK);
   CHECK_EQ_INT(xu_tree_diff(f.src, f.dst), 0);
   fx_teardown(&f);
@@ -217,7 +217,7 @@ TEST(push_through_cuts) {
   char *src2 = xu_path(f.tmp, "src2");
   xu_make_file(src2, "new/a.0001.exr", 40000, 99);
   xu_make_file(src2, "new/b.0001.vdb", 600 * 1024, 98);
-  xp_fault fault = {XP_CUT, "application/json", NULL, 0, 3, -1, 0};
+  xp_fault fault = {XP_CUT, "application/json", NULL, 0, 3, -1, 0, 0};
   xp_set(&f.proxy, fault);
   br_xfer_result res;
   br_error err;
@@ -226,7 +226,7 @@ TEST(push_through_cuts) {
   snprintf(url, sizeof url, "depot://127.0.0.1:%d/shot/push", f.proxy.port);
   CHECK_EQ_INT(br_xfer_push(src2, url, &f.o, &res, &err), BR_OK);
   CHECK(xp_hits(&f.proxy) >= 1);
-  xp_fault none = {XP_NONE, NULL, NULL, 0, 0, 0, 0};
+  xp_fault none = {XP_NONE, NULL, NULL, 0, 0, 0, 0, 0};
   xp_set(&f.proxy, none);
   char *d2 = xu_path(f.tmp, "d2");
   CHECK_EQ_INT(br_xfer_pull(url, d2, &f.o, &res, &err), BR_OK);
@@ -234,4 +234,33 @@ TEST(push_through_cuts) {
   free(d2);
   free(src2);
   fx_teardown(&f);
+}
+
+TEST(transient_statuses_are_retried) {
+  xp_fault a = {XP_STATUS, CHUNKS, NULL, 0, 2, 0, 0, 503};
+  expect_recovery("xfer-fx-503", a, 15);
+  xp_fault b = {XP_STATUS, BUNDLES, CHUNKS, 0, 2, 0, 0, 429};
+  expect_recovery("xfer-fx-429", b, 16);
+  xp_fault c = {XP_STATUS, "application/json", NULL, 0, 1, 0, 0, 500}; /* the manifest */
+  expect_recovery("xfer-fx-500", c, 17);
+}
+
+TEST(permanent_statuses_fail_clearly) {
+  struct {
+    int status, code;
+    const char *text;
+  } cases[] = {{403, BR_EAUTH, "forbids"}, {404, BR_ENOTFOUND, "404"},
+               {401, BR_EAUTH, "token"}, {400, BR_EINVAL, "400"}};
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    fx f;
+    fx_setup(&f, "xfer-fx-permanent", 18);
+    xp_fault fault = {XP_STATUS, CHUNKS, NULL, 0, 1, 0, 0, cases[i].status};
+    br_error err;
+    int rc = fx_pull(&f, fault, &err);
+    if (rc != cases[i].code)
+      br_test_fail(__FILE__, __LINE__, "status %d: rc %d (%s)", cases[i].status, rc, err.msg);
+    CHECK_CONTAINS(err.msg, cases[i].text);
+    CHECK_EQ_INT(xp_hits(&f.proxy), 1); /* not retried */
+    fx_teardown(&f);
+  }
 }

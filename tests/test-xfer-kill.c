@@ -26,6 +26,7 @@ typedef struct kx {
 static void kx_tree(kx *k, const char *name) {
   memset(k, 0, sizeof *k);
   k->tmp = br_test_tmpdir(name);
+  setenv("BRAID_CACHE_DIR", k->tmp, 1); /* children keep no cache in $HOME */
   k->bin = getenv("BRAID_BIN");
   CHECK(k->bin != NULL);
   k->src = xu_path(k->tmp, "src");
@@ -56,7 +57,8 @@ static void kx_tree(kx *k, const char *name) {
 
 static void kx_free(kx *k) {
   for (int i = 0; i < k->npaths; i++) free(k->paths[i]);
-  free(k->src), free(k->dst), free(k->tokfile), free(k->cache), free(k->log), free(k->tmp);
+  free(k->src), free(k->dst), free(k->tokfile), free(k->cache), free(k->log);
+  xu_done(k->tmp);
 }
 
 /* Every file under its final name is complete and right. */

@@ -90,7 +90,7 @@ TEST(roundtrip_and_nothing_moves_twice) {
   free(dst);
   free(ref);
   xu_depot_stop(&x);
-  free(tmp);
+  xu_done(tmp);
 }
 
 TEST(resim_uploads_only_changed_files) {
@@ -130,7 +130,7 @@ TEST(resim_uploads_only_changed_files) {
   free(src);
   free(ref);
   xu_depot_stop(&x);
-  free(tmp);
+  xu_done(tmp);
 }
 
 TEST(resume_keeps_verified_chunks_of_a_partial) {
@@ -164,7 +164,7 @@ TEST(resume_keeps_verified_chunks_of_a_partial) {
   free(dst);
   free(ref);
   xu_depot_stop(&x);
-  free(tmp);
+  xu_done(tmp);
 }
 
 static volatile sig_atomic_t cancel_now;
@@ -206,7 +206,7 @@ TEST(cancel_then_resume) {
   free(dst);
   free(ref);
   xu_depot_stop(&x);
-  free(tmp);
+  xu_done(tmp);
 }
 
 TEST(bandwidth_limit_and_compression) {
@@ -239,7 +239,7 @@ TEST(bandwidth_limit_and_compression) {
   free(dst);
   free(ref);
   xu_depot_stop(&x);
-  free(tmp);
+  xu_done(tmp);
 }
 
 TEST(many_snapshots_at_once) {
@@ -266,7 +266,7 @@ TEST(many_snapshots_at_once) {
   CHECK_EQ_INT(xu_tree_diff(s2, d2), 0);
   free(s1), free(s2), free(d1), free(d2), free(r1), free(r2);
   xu_depot_stop(&x);
-  free(tmp);
+  xu_done(tmp);
 }
 
 TEST(clear_errors_for_auth_and_missing) {
@@ -304,7 +304,7 @@ TEST(clear_errors_for_auth_and_missing) {
   free(dst);
   free(ref);
   xu_depot_stop(&x);
-  free(tmp);
+  xu_done(tmp);
 }
 
 TEST(push_refuses_escaping_symlinks_and_devices) {
@@ -341,7 +341,7 @@ TEST(push_refuses_escaping_symlinks_and_devices) {
   free(src);
   free(ref);
   xu_depot_stop(&x);
-  free(tmp);
+  xu_done(tmp);
 }
 
 /* Writes a snapshot straight into the depot's store, past its checks, as a
@@ -412,7 +412,7 @@ TEST(pull_refuses_hostile_manifests) {
   free(esc);
   free(dst);
   xu_depot_stop(&x);
-  free(tmp);
+  xu_done(tmp);
 }
 
 TEST(pull_never_writes_through_planted_symlinks) {
@@ -442,5 +442,145 @@ TEST(pull_never_writes_through_planted_symlinks) {
   free(dst);
   free(ref);
   xu_depot_stop(&x);
-  free(tmp);
+  xu_done(tmp);
+}
+
+TEST(content_cache_reuses_files_across_pulls) {
+  char *tmp = br_test_tmpdir("xfer-pp-ccache");
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  char *s1 = xu_path(tmp, "s1"), *s2 = xu_path(tmp, "s2"), *cc = xu_path(tmp, "ccache");
+  char *d1 = xu_path(tmp, "task1"), *d2 = xu_path(tmp, "task2"), *d3 = xu_path(tmp, "task3");
+  char *r1 = xu_ref(x.url, "asset/one"), *r2 = xu_ref(x.url, "asset/two");
+  /* Two snapshots sharing 3 files (the same content under other names). */
+  xu_make_file(s1, "tex/a.1001.exr", 30000, 1);
+  xu_make_file(s1, "tex/b.1001.exr", 400000, 2);
+  xu_make_file(s1, "geo/c.bgeo", 5000, 3);
+  xu_make_file(s2, "a.exr", 30000, 1);
+  xu_make_file(s2, "b.exr", 400000, 2);
+  xu_make_file(s2, "c.bgeo", 5000, 3);
+  xu_make_file(s2, "new.exr", 7000, 4);
+  br_xfer_opts o;
+  xu_opts(&o, tmp);
+  br_xfer_result res;
+  push_ok(s1, r1, &o, &res);
+  push_ok(s2, r2, &o, &res);
+  o.content_cache = cc;
+  pull_ok(r1, d1, &o, &res);
+  CHECK_EQ_INT(res.files_reused, 0);
+  pull_ok(r2, d2, &o, &res);
+  CHECK_EQ_INT(res.files_reused, 3);
+  CHECK_EQ_INT(res.files_moved, 1); /* only new.exr came over the network */
+  CHECK_EQ_INT(res.chunks_moved, 1);
+  CHECK_EQ_INT(xu_tree_diff(s2, d2), 0);
+  /* Hard links: one inode for task1's and task2's copy. */
+  char *p1 = xu_path(d1, "tex/b.1001.exr"), *p2 = xu_path(d2, "b.exr");
+  struct stat a, b;
+  CHECK(stat(p1, &a) == 0 && stat(p2, &b) == 0);
+  CHECK_EQ_INT(a.st_ino, b.st_ino);
+  /* A cache entry changed behind braid's back is not used. */
+  char *q = xu_path(d1, "geo/c.bgeo");
+  xu_make_file(d1, "geo/c.bgeo", 5000, 99); /* rewrites the shared inode */
+  pull_ok(r2, d3, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(s2, d3), 0);
+  CHECK_EQ_INT(res.files_reused, 3); /* a.exr, b.exr, and new.exr from task2 */
+  free(q);
+  free(p1), free(p2);
+  free(s1), free(s2), free(cc), free(d1), free(d2), free(d3), free(r1), free(r2);
+  xu_depot_stop(&x);
+  xu_done(tmp);
+}
+
+TEST(tight_memory_bound_still_works) {
+  char *tmp = br_test_tmpdir("xfer-pp-mem");
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "mem");
+  make_tree(src, 3);
+  br_xfer_opts o;
+  xu_opts(&o, tmp);
+  o.max_memory = 1; /* one request in flight */
+  o.parallel = 32;
+  br_xfer_result res;
+  push_ok(src, ref, &o, &res);
+  pull_ok(ref, dst, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+  free(src), free(dst), free(ref);
+  xu_depot_stop(&x);
+  xu_done(tmp);
+}
+
+TEST(depot_memory_bound_makes_clients_wait) {
+  char *tmp = br_test_tmpdir("xfer-pp-depotmem");
+  char *root = xu_path(tmp, "depot"), *tokens = xu_path(tmp, "tokens");
+  xu_write_file(tokens, XU_TOKEN "\n", strlen(XU_TOKEN) + 1);
+  br_depot_opts d = {0};
+  d.root = root;
+  d.listen = "127.0.0.1:0";
+  d.token_file = tokens;
+  d.max_memory = 300 * 1024; /* about one chunk at a time */
+  br_depot *depot = NULL;
+  CHECK_EQ_INT(br_depot_start(&d, &depot, NULL), BR_OK);
+  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = NULL;
+  if (asprintf(&ref, "depot://127.0.0.1:%d/mem", br_depot_port(depot)) < 0) abort();
+  for (int i = 0; i < 6; i++) {
+    char rel[32];
+    snprintf(rel, sizeof rel, "f.%04d.vdb", i);
+    xu_make_file(src, rel, 600 * 1024, (uint64_t)i);
+  }
+  br_xfer_opts o;
+  xu_opts(&o, tmp);
+  o.parallel = 8;
+  o.retries = 30;
+  br_xfer_result res;
+  push_ok(src, ref, &o, &res);
+  pull_ok(ref, dst, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+  br_depot_stop(depot);
+  free(src), free(dst), free(ref), free(root), free(tokens);
+  xu_done(tmp);
+}
+
+static char *change_me;
+
+static void change_file_while_sending(const br_xfer_progress *p, void *ud) {
+  (void)ud;
+  if (change_me && strcmp(p->phase, "send") == 0) {
+    xu_write_file(change_me, "rewritten", 9);
+    free(change_me);
+    change_me = NULL;
+  }
+}
+
+TEST(file_changed_during_push_is_reported) {
+  char *tmp = br_test_tmpdir("xfer-pp-changed");
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  char *src = xu_path(tmp, "src"), *ref = xu_ref(x.url, "changed");
+  char rel[32];
+  for (int i = 0; i < 20; i++) {
+    snprintf(rel, sizeof rel, "f.%04d.exr", i);
+    xu_make_file(src, rel, 20000, (uint64_t)i);
+  }
+  br_xfer_opts o;
+  xu_opts(&o, tmp);
+  o.parallel = 1;
+  o.bundle_bytes = 1; /* one file per request */
+  o.progress = change_file_while_sending;
+  o.progress_interval = 0.000001;
+  change_me = xu_path(src, "f.0019.exr");
+  br_xfer_result res;
+  br_error err;
+  br_error_clear(&err);
+  CHECK_EQ_INT(br_xfer_push(src, ref, &o, &res, &err), BR_EIO);
+  CHECK_CONTAINS(err.msg, "changed while it was pushed");
+  /* Nothing was committed; pushing again takes the new content. */
+  o.progress = NULL;
+  CHECK_EQ_INT(push_ok(src, ref, &o, &res), 1);
+  char *dst = xu_path(tmp, "dst");
+  pull_ok(ref, dst, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+  free(dst), free(src), free(ref);
+  xu_depot_stop(&x);
+  xu_done(tmp);
 }

@@ -230,7 +230,7 @@ TEST(tokens_hashed_and_checked) {
   xu_write_file(file, "\n# only comments\n", 17);
   CHECK(br_xfer__tokens_load(&t, file, NULL) != BR_OK);
   free(file);
-  free(tmp);
+  xu_done(tmp);
 }
 
 TEST(rate_limiter_bucket) {
@@ -274,7 +274,7 @@ TEST(hash_cache_hits_only_on_same_identity) {
   br_xfer__hcache_close(c);
   free(db);
   free(f);
-  free(tmp);
+  xu_done(tmp);
 }
 
 TEST(partial_names_never_look_like_frames) {

@@ -35,6 +35,7 @@ enum {
   XP_200,       /* "206 Partial Content" becomes "200 OK" (body unchanged) */
   XP_BADRANGE,  /* Content-Range start moved by one */
   XP_HTML,      /* the whole response replaced by a 200 text/html error page */
+  XP_STATUS,    /* the whole response replaced by a JSON error with `status` */
 };
 
 typedef struct xp_fault {
@@ -44,6 +45,7 @@ typedef struct xp_fault {
   int skip, times;
   long at;
   int stall_ms;
+  int status; /* XP_STATUS: 503, 429, 403, 404 ... */
 } xp_fault;
 
 typedef struct xproxy {
@@ -250,6 +252,14 @@ static void *xp_conn_main(void *arg) {
             char out[65536 + 64];
             int k = snprintf(out, sizeof out, "%.*s%ld%s", (int)(cr - hb), hb, a + 1, dash);
             if (xp_send(p, cn->c, out, (size_t)k)) open_ = 0;
+          } else if (kind == XP_STATUS) {
+            const char *page = "{\"error\":\"injected by the test proxy\"}";
+            char out[512];
+            int k = snprintf(out, sizeof out,
+                             "HTTP/1.1 %d Injected\r\nContent-Type: application/json\r\n"
+                             "Content-Length: %zu\r\n\r\n%s",
+                             p->f.status, strlen(page), page);
+            if (xp_send(p, cn->c, out, (size_t)k)) open_ = 0;
           } else if (kind == XP_HTML) {
             const char *page = "<html><body><h1>502 Bad Gateway</h1>nginx</body></html>\n";
             char out[512];
@@ -273,7 +283,7 @@ static void *xp_conn_main(void *arg) {
       if (kind == XP_CUT || kind == XP_STALL || kind == XP_FLIP) stop_at = at;
       if (kind == XP_SHORT) stop_at = body_len - (at > 0 ? at : 1);
       if (stop_at >= body_off && stop_at < body_off + (long)take) take = (size_t)(stop_at - body_off);
-      if (kind != XP_HTML && take && xp_send(p, cn->c, buf + i, take)) open_ = 0;
+      if (kind != XP_HTML && kind != XP_STATUS && take && xp_send(p, cn->c, buf + i, take)) open_ = 0;
       i += take;
       body_off += (long)take;
       body_left -= (long)take;

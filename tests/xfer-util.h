@@ -87,6 +87,16 @@ XU_UNUSED static char *xu_read_file(const char *path, size_t *len) {
   return b;
 }
 
+/* Removes a test's directory and frees its name (on success only: a failed
+ * test exits before, leaving its files to look at). */
+XU_UNUSED static void xu_done(char *tmp) {
+  char *cmd = NULL;
+  if (asprintf(&cmd, "rm -rf '%s'", tmp) < 0) abort();
+  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp);
+  free(cmd);
+  free(tmp);
+}
+
 XU_UNUSED static void xu_depot_start(xu_depot *x, const char *tmp) {
   memset(x, 0, sizeof *x);
   x->root = xu_path(tmp, "depot");

@@ -112,18 +112,34 @@ typedef struct br_depot_opts {
   int threads;             /* worker threads, 0 = default */
   int64_t max_request;     /* bytes of one request body, 0 = default 64 MiB */
   int64_t max_manifest;    /* bytes of one manifest, 0 = BR_XFER_MAX_MANIFEST_BYTES */
+  int64_t max_memory;      /* request and response bodies held at once, 0 = 1 GiB;
+                            * past it requests get 503 and clients retry */
 } br_depot_opts;
 
 /* Starts serving in background threads. */
 int br_depot_start(const br_depot_opts *opts, br_depot **out, br_error *err);
-/* The port actually listened on. */
+
+/* A depot mounted inside another libmicrohttpd server (braid server): open
+ * it without a listener; in the server's access handler, hand it every
+ * request for which br_depot_owns_url is true (clients then use the
+ * server's address as the depot's); call br_depot_request_done from the
+ * server's completion callback for those. br_depot_handle returns 1 for
+ * MHD_YES, 0 for MHD_NO. */
+struct MHD_Connection;
+int br_depot_owns_url(const char *url);
+int br_depot_open(const br_depot_opts *opts, br_depot **out, br_error *err);
+int br_depot_handle(br_depot *d, struct MHD_Connection *c, const char *url, const char *method,
+                    const char *upload_data, size_t *upload_data_size, void **con_cls);
+void br_depot_request_done(void **con_cls);
+/* The port actually listened on (0 for a depot from br_depot_open). */
 int br_depot_port(const br_depot *d);
 void br_depot_stop(br_depot *d);
 
 /* ---- push and pull --------------------------------------------------- */
 
 typedef struct br_xfer_progress {
-  const char *phase;       /* "scan", "hash", "compare", "send", "fetch", "commit", "done" */
+  const char *phase;       /* push: "scan", "hash", "compare", "send", "commit";
+                            * pull: "manifest", "check", "fetch"; then "done" or "failed" */
   int64_t files_done, files_total;
   int64_t bytes_done, bytes_total; /* bytes of the tree accounted for */
   int64_t bytes_moved;     /* bytes that went over the network (payload) */
@@ -148,6 +164,11 @@ typedef struct br_xfer_opts {
   int compress;             /* zstd per chunk: 0 off, 1 on when it helps (default 1) */
   int hash_threads;         /* default: number of CPUs */
   const char *cache_path;   /* hash cache (SQLite); NULL = default, "" = none */
+  /* pull: a local content cache shared by pulls on this host (NULL = none).
+   * Files already fetched for another snapshot are hard-linked from it (or
+   * copied across file systems) instead of fetched again; pulled files go
+   * into it. Hard links share one inode: treat pulled files as read-only. */
+  const char *content_cache;
   br_xfer_progress_fn progress;
   void *progress_ud;
   double progress_interval; /* seconds between progress calls, default 0.5 */
@@ -161,6 +182,7 @@ typedef struct br_xfer_result {
   int64_t files, bytes;    /* tree totals */
   int64_t files_moved, bytes_moved, chunks_moved;
   int64_t chunks_skipped;  /* already present (push) or verified locally (pull) */
+  int64_t files_reused;    /* pull: taken from the content cache */
   int64_t hashed_bytes;    /* push: bytes hashed (cache misses) */
   int retries;
   double seconds;

@@ -180,6 +180,9 @@ static int parse_common(int argc, char **argv, common *c) {
     } else if (strcmp(a, "--cache") == 0) {
       NEED_VALUE();
       c->o.cache_path = v;
+    } else if (strcmp(a, "--content-cache") == 0) {
+      NEED_VALUE();
+      c->o.content_cache = v;
     } else if (strcmp(a, "--no-cache") == 0) {
       c->o.cache_path = "";
     } else if (strcmp(a, "--json") == 0) {
@@ -211,6 +214,8 @@ static const char *common_help =
     "  --no-compress       no zstd per chunk\n"
     "  --cache PATH        hash cache (default ~/.cache/braid/hashcache.db)\n"
     "  --no-cache          no hash cache\n"
+    "  --content-cache DIR pull: reuse files other pulls fetched (hard links) and add\n"
+    "                      to DIR; treat pulled files as read-only\n"
     "  --json              progress and result as JSON lines on stdout\n"
     "  -q, --quiet         no progress\n";
 
@@ -225,12 +230,13 @@ static int finish(common *c, const char *verb, int rc, const br_error *err,
     else
       printf("{\"event\":\"done\",\"version\":%lld,\"files\":%lld,\"bytes\":%lld,"
              "\"files_moved\":%lld,\"bytes_moved\":%lld,\"chunks_moved\":%lld,"
-             "\"chunks_skipped\":%lld,\"hashed_bytes\":%lld,\"retries\":%d,"
+             "\"chunks_skipped\":%lld,\"files_reused\":%lld,\"hashed_bytes\":%lld,"
+             "\"retries\":%d,"
              "\"seconds\":%.3f}\n",
              (long long)res->version, (long long)res->files, (long long)res->bytes,
              (long long)res->files_moved, (long long)res->bytes_moved,
              (long long)res->chunks_moved, (long long)res->chunks_skipped,
-             (long long)res->hashed_bytes, res->retries, res->seconds);
+             (long long)res->files_reused, (long long)res->hashed_bytes, res->retries, res->seconds);
     fflush(stdout);
   }
   free(c->pos);
@@ -391,7 +397,9 @@ int br_cli_depot(int argc, char **argv) {
            "  --root DIR          where objects and snapshots are kept (created)\n"
            "  --listen HOST:PORT  default 127.0.0.1:7871; port 0 picks a free one\n"
            "  --token-file FILE   accepted tokens (required)\n"
-           "  --max-request SIZE  largest request body (default 64M)\n");
+           "  --max-request SIZE  largest request body (default 64M)\n"
+           "  --max-memory SIZE   bodies held at once (default 1G); past it, 503 and\n"
+           "                      clients retry\n");
     return BR_EXIT_OK;
   }
   if (argc > 1 && strcmp(argv[1], "token") == 0) return depot_token(argc - 1, argv + 1);
@@ -406,7 +414,13 @@ int br_cli_depot(int argc, char **argv) {
     if (strcmp(a, "--root") == 0) o.root = v;
     else if (strcmp(a, "--listen") == 0) o.listen = v;
     else if (strcmp(a, "--token-file") == 0) o.token_file = v;
-    else if (strcmp(a, "--max-request") == 0) {
+    else if (strcmp(a, "--max-memory") == 0) {
+      o.max_memory = parse_size(v);
+      if (o.max_memory <= 0) {
+        br_cli_errorf("--max-memory wants a size like 1G");
+        return BR_EXIT_USAGE;
+      }
+    } else if (strcmp(a, "--max-request") == 0) {
       o.max_request = parse_size(v);
       if (o.max_request <= 0) {
         br_cli_errorf("--max-request wants a size like 64M");

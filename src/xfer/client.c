@@ -178,6 +178,19 @@ static size_t on_write(char *buf, size_t size, size_t n, void *ud) {
     }
     br_xfer__bucket_charge(&e->bucket, len);
   }
+  if (r->sink && r->status / 100 == 2) {
+    if ((size_t)r->received + len > r->resp_limit) {
+      r->too_big = true;
+      return 0;
+    }
+    if (r->sink(r, (const uint8_t *)buf, len)) {
+      r->sink_failed = true;
+      return 0;
+    }
+    r->received += (int64_t)len;
+    e->prog.bytes_moved += (int64_t)len;
+    return len;
+  }
   size_t limit = r->status / 100 == 2 ? r->resp_limit : 65536;
   if (r->resp.len + len > limit) {
     if (r->status / 100 != 2) return len; /* error pages: keep the start */
@@ -185,6 +198,7 @@ static size_t on_write(char *buf, size_t size, size_t n, void *ud) {
     return 0;
   }
   if (br_xfer__buf_append(&r->resp, buf, len)) return 0;
+  r->received = (int64_t)r->resp.len;
   if (r->status / 100 == 2) e->prog.bytes_moved += (int64_t)len;
   return len;
 }
@@ -226,9 +240,13 @@ static int start(br_xfer__engine *e, br_xfer__req *r, br_error *err) {
     if (rc) return rc;
   }
   /* Only a ranged request that failed mid-body keeps its bytes. */
-  if (!r->keep_resp) r->resp.len = 0;
+  if (!r->keep_resp) {
+    r->resp.len = 0;
+    r->received = 0;
+    if (r->restart) r->restart(r);
+  }
   r->keep_resp = false;
-  r->resume = (int64_t)r->resp.len;
+  r->resume = r->received;
   if (r->resp_hint && br_xfer__buf_reserve(&r->resp, r->resp_hint))
     return br_error_set(err, BR_ENOMEM, "out of memory");
   CURL *c = r->easy = curl_easy_init();
@@ -336,8 +354,12 @@ static void finish(br_xfer__engine *e, br_xfer__req *r, CURLcode cc) {
   }
   br_error err;
   br_error_clear(&err);
+  if (r->sink_failed) {
+    br_xfer__engine_fail(e, &r->sink_err);
+    req_free(r);
+    return;
+  }
   if (r->bad_range) {
-    r->resp.len = 0;
     retry_or_fail(e, r);
     return;
   }

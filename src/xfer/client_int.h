@@ -28,6 +28,14 @@ struct br_xfer__req {
   /* A transfer failed mid-body: keep what verified (may be NULL). */
   void (*salvage)(br_xfer__req *r);
   void (*destroy)(br_xfer__req *r); /* frees ctx (may be NULL) */
+  /* Streams a 2xx body instead of keeping it in resp (may be NULL); a
+   * non-zero return (with sink_err filled) fails the whole run. */
+  int (*sink)(br_xfer__req *r, const uint8_t *data, size_t len);
+  /* A new attempt starts from the first byte again (may be NULL). */
+  void (*restart)(br_xfer__req *r);
+  br_error sink_err;
+  bool sink_failed;
+  int64_t received; /* body bytes accepted, over attempts that resume */
   void *ctx;
   int64_t range_from, range_to, range_total; /* range_from < 0: no Range */
   size_t resp_limit;

@@ -13,6 +13,8 @@
 #include "xfer_int.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
+#include <fcntl.h>
 #include <errno.h>
 #include <jansson.h>
 #include <microhttpd.h>
@@ -20,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define DEFAULT_MAX_REQUEST (64 * 1024 * 1024)
@@ -31,9 +34,14 @@ struct br_depot {
   br_xfer__tokens tokens;
   int64_t max_request, max_manifest;
   int port;
+  /* The memory bound: bytes of request and response bodies held at once. */
+  pthread_mutex_t mem_mu;
+  int64_t buffered, max_buffered;
 };
 
 typedef struct request {
+  br_depot *d;
+  int64_t charged; /* bytes counted against the depot's memory bound */
   br_xfer__buf body;
   int reject; /* HTTP status decided before the body was read */
   const char *reject_msg;
@@ -74,6 +82,18 @@ static int status_of(int code) {
   case BR_ENOMEM: return MHD_HTTP_SERVICE_UNAVAILABLE;
   default: return MHD_HTTP_INTERNAL_SERVER_ERROR;
   }
+}
+
+/* Counts n more bytes against the memory bound; false when over it. */
+static bool charge(br_depot *d, request *rq, int64_t n) {
+  pthread_mutex_lock(&d->mem_mu);
+  bool ok = d->buffered + n <= d->max_buffered || d->buffered == 0;
+  if (ok) {
+    d->buffered += n;
+    rq->charged += n;
+  }
+  pthread_mutex_unlock(&d->mem_mu);
+  return ok;
 }
 
 static bool authorised(br_depot *d, struct MHD_Connection *c) {
@@ -126,26 +146,60 @@ static enum MHD_Result do_upload(br_depot *d, struct MHD_Connection *c, request 
   br_xfer__bundle_iter it;
   if (br_xfer__bundle_open(&it, rq->body.data, rq->body.len, &err))
     return reply_error(c, MHD_HTTP_BAD_REQUEST, err.msg);
-  int stored = 0, r;
+  /* Write every chunk first, then sync them together: one bundle of many
+   * small chunks costs about one sync, not one per chunk. */
+  br_xfer__staged *st = NULL;
+  size_t n = 0, cap = 0;
+  int r;
+  unsigned status = 0;
+  const char *msg = NULL;
   br_xfer_digest dg, got;
   const uint8_t *data;
   size_t len;
   while ((r = br_xfer__bundle_next(&it, &dg, &data, &len, &err)) == 1) {
     br_xfer_sha256(data, len, &got);
     if (br_xfer__digest_cmp(&dg, &got) != 0) {
-      br_xfer__bundle_close(&it);
       /* 422: the client retries; a corrupted upload is never stored. */
-      return reply_error(c, MHD_HTTP_UNPROCESSABLE_CONTENT, "chunk digest mismatch");
+      status = MHD_HTTP_UNPROCESSABLE_CONTENT;
+      msg = "chunk digest mismatch";
+      break;
     }
-    if (br_xfer__store_put(&d->store, &dg, data, len, &err)) {
-      br_xfer__bundle_close(&it);
-      return reply_error(c, MHD_HTTP_INSUFFICIENT_STORAGE, err.msg);
+    if (n == cap) {
+      cap = cap ? cap * 2 : 64;
+      void *p = realloc(st, cap * sizeof *st);
+      if (!p) {
+        status = MHD_HTTP_SERVICE_UNAVAILABLE;
+        msg = "out of memory";
+        break;
+      }
+      st = p;
     }
-    stored++;
+    if (br_xfer__store_stage(&d->store, &dg, data, len, &st[n], &err)) {
+      status = MHD_HTTP_INSUFFICIENT_STORAGE;
+      msg = err.msg;
+      break;
+    }
+    n++;
   }
   br_xfer__bundle_close(&it);
-  if (r < 0) return reply_error(c, MHD_HTTP_BAD_REQUEST, err.msg);
-  return reply_json(c, MHD_HTTP_OK, json_pack("{si}", "stored", stored));
+  if (!msg && r < 0) {
+    status = MHD_HTTP_BAD_REQUEST;
+    msg = err.msg;
+  }
+  if (msg) {
+    for (size_t i = 0; i < n; i++)
+      if (st[i].fd >= 0) {
+        close(st[i].fd);
+        unlinkat(d->store.rootfd, st[i].tmp, 0);
+      }
+    free(st);
+    return reply_error(c, status, msg);
+  }
+  br_error cerr = {0};
+  int rc = br_xfer__store_commit_staged(&d->store, st, n, &cerr);
+  free(st);
+  if (rc) return reply_error(c, MHD_HTTP_INSUFFICIENT_STORAGE, cerr.msg);
+  return reply_json(c, MHD_HTTP_OK, json_pack("{si}", "stored", (int)n));
 }
 
 static enum MHD_Result do_fetch(br_depot *d, struct MHD_Connection *c, request *rq) {
@@ -196,6 +250,10 @@ static enum MHD_Result do_fetch(br_depot *d, struct MHD_Connection *c, request *
   }
   free(tmp);
   free(ds);
+  if (!msg && !charge(d, rq, (int64_t)out.len)) {
+    status = MHD_HTTP_SERVICE_UNAVAILABLE;
+    msg = "depot busy: too much data in flight";
+  }
   if (msg) {
     br_xfer__buf_free(&out);
     return reply_error(c, status, msg);
@@ -315,6 +373,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
     rq = calloc(1, sizeof *rq);
     if (!rq) return MHD_NO;
     *con_cls = rq;
+    rq->d = d;
     rq->limit = strcmp(url, "/v1/snapshot") == 0 ? d->max_manifest : d->max_request;
     if (!authorised(d, c)) {
       rq->reject = MHD_HTTP_UNAUTHORIZED;
@@ -325,6 +384,9 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
       if (n > rq->limit) {
         rq->reject = MHD_HTTP_CONTENT_TOO_LARGE;
         rq->reject_msg = "request body too large";
+      } else if (n > 0 && !charge(d, rq, n)) {
+        rq->reject = MHD_HTTP_SERVICE_UNAVAILABLE; /* clients retry later */
+        rq->reject_msg = "depot busy: too much data in flight";
       } else if (n > 0 && br_xfer__buf_reserve(&rq->body, (size_t)n)) {
         rq->reject = MHD_HTTP_SERVICE_UNAVAILABLE;
         rq->reject_msg = "out of memory";
@@ -336,9 +398,14 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
   }
   if (*upload_data_size) {
     if (!rq->reject) {
+      int64_t beyond = (int64_t)(rq->body.len + *upload_data_size) - rq->charged;
       if ((int64_t)(rq->body.len + *upload_data_size) > rq->limit) {
         rq->reject = MHD_HTTP_CONTENT_TOO_LARGE;
         rq->reject_msg = "request body too large";
+        br_xfer__buf_free(&rq->body);
+      } else if (beyond > 0 && !charge(d, rq, beyond)) { /* no Content-Length */
+        rq->reject = MHD_HTTP_SERVICE_UNAVAILABLE;
+        rq->reject_msg = "depot busy: too much data in flight";
         br_xfer__buf_free(&rq->body);
       } else if (br_xfer__buf_append(&rq->body, upload_data, *upload_data_size)) {
         rq->reject = MHD_HTTP_SERVICE_UNAVAILABLE;
@@ -363,41 +430,69 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
 
 static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
                       enum MHD_RequestTerminationCode toe) {
+  br_depot_request_done(con_cls);
+}
+
+int br_depot_owns_url(const char *url) {
+  return url && (strcmp(url, "/v1/missing") == 0 || strcmp(url, "/v1/chunks") == 0 ||
+                 strcmp(url, "/v1/fetch") == 0 || strcmp(url, "/v1/snapshot") == 0 ||
+                 strncmp(url, "/v1/chunk/", 10) == 0);
+}
+
+int br_depot_handle(br_depot *d, struct MHD_Connection *c, const char *url, const char *method,
+                    const char *upload_data, size_t *upload_data_size, void **con_cls) {
+  return handler(d, c, url, method, "HTTP/1.1", upload_data, upload_data_size, con_cls) ==
+                 MHD_YES
+             ? 1
+             : 0;
+}
+
+void br_depot_request_done(void **con_cls) {
   request *rq = *con_cls;
   if (!rq) return;
+  if (rq->charged) {
+    pthread_mutex_lock(&rq->d->mem_mu);
+    rq->d->buffered -= rq->charged;
+    pthread_mutex_unlock(&rq->d->mem_mu);
+  }
   br_xfer__buf_free(&rq->body);
   free(rq);
   *con_cls = NULL;
 }
 
-int br_depot_start(const br_depot_opts *opts, br_depot **out, br_error *err) {
+/* Temporary files older than an hour are left-overs of a crash: no write
+ * takes that long. Younger ones may belong to another depot on this root. */
+static void clean_tmp(br_xfer__store *s) {
+  int fd = openat(s->rootfd, "tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return;
+  DIR *dir = fdopendir(fd);
+  if (!dir) {
+    close(fd);
+    return;
+  }
+  time_t now = time(NULL);
+  struct dirent *de;
+  while ((de = readdir(dir))) {
+    struct stat st;
+    if (de->d_name[0] == '.') continue;
+    if (fstatat(fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+        now - st.st_mtime > 3600)
+      unlinkat(fd, de->d_name, 0);
+  }
+  closedir(dir);
+}
+
+int br_depot_open(const br_depot_opts *opts, br_depot **out, br_error *err) {
   *out = NULL;
   if (!opts->root || !*opts->root) return br_error_set(err, BR_EINVAL, "depot: no --root");
   if (!opts->token_file || !*opts->token_file)
     return br_error_set(err, BR_EINVAL, "depot: a token file is required");
-  const char *listen = opts->listen && *opts->listen ? opts->listen : "127.0.0.1:7871";
-  char host[64];
-  int port = -1;
-  const char *colon = strrchr(listen, ':');
-  if (!colon || (size_t)(colon - listen) >= sizeof host)
-    return br_error_set(err, BR_EINVAL, "depot: --listen wants HOST:PORT, got '%s'", listen);
-  memcpy(host, listen, (size_t)(colon - listen));
-  host[colon - listen] = 0;
-  char *end;
-  long p = strtol(colon + 1, &end, 10);
-  if (*end || p < 0 || p > 65535)
-    return br_error_set(err, BR_EINVAL, "depot: bad port in '%s'", listen);
-  port = (int)p;
-  struct sockaddr_in sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons((uint16_t)port);
-  if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
-    return br_error_set(err, BR_EINVAL, "depot: '%s' is not an IPv4 address", host);
   br_depot *d = calloc(1, sizeof *d);
   if (!d) return br_error_set(err, BR_ENOMEM, "out of memory");
   d->max_request = opts->max_request > 0 ? opts->max_request : DEFAULT_MAX_REQUEST;
   d->max_manifest = opts->max_manifest > 0 ? opts->max_manifest : BR_XFER_MAX_MANIFEST_BYTES;
+  d->max_buffered = opts->max_memory > 0 ? opts->max_memory : (int64_t)1 << 30;
+  pthread_mutex_init(&d->mem_mu, NULL);
   int rc = br_xfer__tokens_load(&d->tokens, opts->token_file, err);
   if (rc) {
     free(d);
@@ -409,21 +504,45 @@ int br_depot_start(const br_depot_opts *opts, br_depot **out, br_error *err) {
     free(d);
     return rc;
   }
+  clean_tmp(&d->store);
+  *out = d;
+  return BR_OK;
+}
+
+int br_depot_start(const br_depot_opts *opts, br_depot **out, br_error *err) {
+  *out = NULL;
+  const char *listen = opts->listen && *opts->listen ? opts->listen : "127.0.0.1:7871";
+  char host[64];
+  const char *colon = strrchr(listen, ':');
+  if (!colon || (size_t)(colon - listen) >= sizeof host)
+    return br_error_set(err, BR_EINVAL, "depot: --listen wants HOST:PORT, got '%s'", listen);
+  memcpy(host, listen, (size_t)(colon - listen));
+  host[colon - listen] = 0;
+  char *end;
+  long port = strtol(colon + 1, &end, 10);
+  if (*end || colon[1] == 0 || port < 0 || port > 65535)
+    return br_error_set(err, BR_EINVAL, "depot: bad port in '%s'", listen);
+  struct sockaddr_in sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons((uint16_t)port);
+  if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
+    return br_error_set(err, BR_EINVAL, "depot: '%s' is not an IPv4 address", host);
+  br_depot *d = NULL;
+  int rc = br_depot_open(opts, &d, err);
+  if (rc) return rc;
   d->mhd = MHD_start_daemon(
-      MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
-          MHD_USE_ERROR_LOG * 0,
+      MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL,
       (uint16_t)port, NULL, NULL, handler, d, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
       MHD_OPTION_NOTIFY_COMPLETED, completed, d, MHD_OPTION_CONNECTION_TIMEOUT,
       (unsigned int)120, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)512,
       MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int)1, MHD_OPTION_END);
   if (!d->mhd) {
-    br_xfer__store_close(&d->store);
-    br_xfer__tokens_free(&d->tokens);
-    free(d);
+    br_depot_stop(d);
     return br_error_set(err, BR_ENET, "depot: cannot listen on %s", listen);
   }
   const union MHD_DaemonInfo *info = MHD_get_daemon_info(d->mhd, MHD_DAEMON_INFO_BIND_PORT);
-  d->port = info ? info->port : port;
+  d->port = info ? info->port : (int)port;
   *out = d;
   return BR_OK;
 }
@@ -432,8 +551,9 @@ int br_depot_port(const br_depot *d) { return d->port; }
 
 void br_depot_stop(br_depot *d) {
   if (!d) return;
-  MHD_stop_daemon(d->mhd);
+  if (d->mhd) MHD_stop_daemon(d->mhd);
   br_xfer__store_close(&d->store);
   br_xfer__tokens_free(&d->tokens);
+  pthread_mutex_destroy(&d->mem_mu);
   free(d);
 }

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,12 +69,14 @@ typedef struct fetch {
   lfile **sent;  /* bundle: those in the current attempt's body, in order */
   size_t nsent;
   size_t chunk;
+  EVP_MD_CTX *md; /* chunk: digest of the bytes received so far */
 } fetch;
 
 static void fetch_destroy(br_xfer__req *r) {
   fetch *f = r->ctx;
   free(f->files);
   free(f->sent);
+  if (f->md) EVP_MD_CTX_free(f->md);
   free(f);
 }
 
@@ -103,6 +106,23 @@ typedef struct install_job {
 #define INSTALLERS 4
 #define INSTALL_QUEUE 256
 
+static char *content_path(const char *cache, const br_xfer_digest *d, bool mkdir_);
+
+/* Links an installed file into the content cache (tmp name, then rename:
+ * the cache never holds a partial name under a digest). Best effort. */
+static void add_to_content_cache(install_job *j, const br_xfer_entry *e) {
+  char *cp = content_path(j->p->o->content_cache, &e->digest, true);
+  char *tmp = NULL;
+  if (cp && asprintf(&tmp, "%s.tmp-%d-%p", cp, (int)getpid(), (void *)j) > 0) {
+    struct stat st;
+    if (stat(cp, &st) != 0 && linkat(j->dirfd, j->base, AT_FDCWD, tmp, 0) == 0 &&
+        rename(tmp, cp) != 0)
+      unlink(tmp);
+  }
+  free(tmp);
+  free(cp);
+}
+
 static void *installer_main(void *arg) {
   installer *in = arg;
   for (;;) {
@@ -131,6 +151,7 @@ static void *installer_main(void *arg) {
       if (fstat(j->fd, &st) == 0)
         br_xfer__hcache_put(j->p->hc, &st, j->lf->job->m->chunk_size, &e->digest, e->chunks,
                             e->nchunks);
+      if (j->p->o->content_cache && e->size > 0) add_to_content_cache(j, e);
     }
     close(j->fd);
     close(j->dirfd);
@@ -266,6 +287,90 @@ static int64_t chunk_len(const br_xfer_entry *e, size_t c, int64_t cs) {
   return e->size - off < cs ? e->size - off : cs;
 }
 
+/* True when the regular file name (under dirfd) holds e's content: the hash
+ * cache answers for a known identity, otherwise the file is hashed. */
+static bool file_matches(pull *p, int dirfd, const char *name, const br_xfer_entry *e,
+                         int64_t cs) {
+  struct stat st;
+  if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode) ||
+      st.st_size != e->size)
+    return false;
+  br_xfer_digest d, *cs_ = NULL;
+  size_t n = 0;
+  int have = br_xfer__hcache_get(p->hc, &st, cs, &d, &cs_, &n);
+  if (!have) {
+    int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd >= 0) {
+      have = br_xfer__hash_fd(fd, e->size, cs, &d, &cs_, &n, NULL) == BR_OK;
+      if (have) br_xfer__hcache_put(p->hc, &st, cs, &d, cs_, n);
+      close(fd);
+    }
+  }
+  free(cs_);
+  return have && br_xfer__digest_cmp(&d, &e->digest) == 0;
+}
+
+/* The content cache's path for a file digest (malloc'd), its directory made. */
+static char *content_path(const char *cache, const br_xfer_digest *d, bool mkdir_) {
+  char hex[BR_XFER_HEX_LEN + 1], *path = NULL;
+  br_xfer_digest_hex(d, hex);
+  if (mkdir_) {
+    char *dir = NULL;
+    if (asprintf(&dir, "%s/%.2s", cache, hex) < 0) return NULL;
+    br_xfer__mkdirs(dir, NULL);
+    free(dir);
+  }
+  if (asprintf(&path, "%s/%.2s/%s", cache, hex, hex) < 0) return NULL;
+  return path;
+}
+
+/* Copies the file at src into a new file name under dirfd (other file system). */
+static int copy_into(const char *src, int dirfd, const char *name) {
+  int in = open(src, O_RDONLY | O_CLOEXEC);
+  if (in < 0) return -1;
+  int out = openat(dirfd, name, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+  int rc = out < 0 ? -1 : 0;
+  char buf[65536];
+  while (rc == 0) {
+    ssize_t n = read(in, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      rc = n < 0 ? -1 : 0;
+      break;
+    }
+    if (write(out, buf, (size_t)n) != n) rc = -1;
+  }
+  close(in);
+  if (out >= 0) close(out);
+  return rc;
+}
+
+/* Takes the file from the content cache if it is there: 1 installed, 0 not. */
+static int from_content_cache(pull *p, lfile *lf, int dirfd, const char *pn, const char *base,
+                              br_error *err) {
+  const br_xfer_entry *e = lf->e;
+  char *cp = content_path(p->o->content_cache, &e->digest, false);
+  int rc = 0;
+  if (cp && file_matches(p, AT_FDCWD, cp, e, lf->job->m->chunk_size)) {
+    unlinkat(dirfd, pn, 0);
+    if (linkat(AT_FDCWD, cp, dirfd, pn, 0) == 0 || copy_into(cp, dirfd, pn) == 0) {
+      int fd = openat(dirfd, pn, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+      if (fd >= 0) {
+        rc = install(p, lf, dirfd, fd, pn, base, err);
+        close(fd);
+        if (rc == BR_OK) {
+          rc = 1;
+          p->res->files_reused++;
+          p->res->chunks_skipped += (int64_t)e->nchunks;
+          p->eng.prog.bytes_done += e->size;
+        }
+      }
+    }
+  }
+  free(cp);
+  return rc;
+}
+
 /* Looks at what is on disk: the final file (skip it when its digest is
  * right) and a partial from an earlier attempt (keep its verified chunks). */
 static int prepare_file(pull *p, lfile *lf, br_error *err) {
@@ -280,34 +385,18 @@ static int prepare_file(pull *p, lfile *lf, br_error *err) {
   if (dirfd < 0) return dirfd;
   int rc = BR_OK;
   struct stat st;
-  if (fstatat(dirfd, base, &st, AT_SYMLINK_NOFOLLOW) == 0) {
-    if (S_ISDIR(st.st_mode)) {
-      close(dirfd);
-      return br_error_set(err, BR_EINVAL, "%s/%s exists and is a directory", lf->job->dir,
-                          e->path);
-    }
-    if (S_ISREG(st.st_mode) && st.st_size == e->size) {
-      br_xfer_digest d, *cs_ = NULL;
-      size_t n = 0;
-      int have = br_xfer__hcache_get(p->hc, &st, cs, &d, &cs_, &n);
-      if (!have) {
-        int fd = openat(dirfd, base, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-        if (fd >= 0) {
-          have = br_xfer__hash_fd(fd, e->size, cs, &d, &cs_, &n, NULL) == BR_OK;
-          if (have) br_xfer__hcache_put(p->hc, &st, cs, &d, cs_, n);
-          close(fd);
-        }
-      }
-      free(cs_);
-      if (have && br_xfer__digest_cmp(&d, &e->digest) == 0) {
-        p->res->chunks_skipped += (int64_t)e->nchunks;
-        p->eng.prog.bytes_done += e->size;
-        lf->done = true;
-        p->files_skipped++;
-        close(dirfd);
-        return BR_OK;
-      }
-    }
+  if (fstatat(dirfd, base, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode)) {
+    close(dirfd);
+    return br_error_set(err, BR_EINVAL, "%s/%s exists and is a directory", lf->job->dir,
+                        e->path);
+  }
+  if (file_matches(p, dirfd, base, e, cs)) {
+    p->res->chunks_skipped += (int64_t)e->nchunks;
+    p->eng.prog.bytes_done += e->size;
+    lf->done = true;
+    p->files_skipped++;
+    close(dirfd);
+    return BR_OK;
   }
   char pn[64];
   br_xfer__partial_name(base, pn, sizeof pn);
@@ -318,6 +407,10 @@ static int prepare_file(pull *p, lfile *lf, br_error *err) {
     if (fd >= 0) close(fd);
     close(dirfd);
     return rc;
+  }
+  if (p->o->content_cache && (rc = from_content_cache(p, lf, dirfd, pn, base, err)) != 0) {
+    close(dirfd);
+    return rc < 0 ? rc : BR_OK;
   }
   int fd = openat(dirfd, pn, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
   if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
@@ -442,6 +535,36 @@ static void bundle_salvage(br_xfer__req *r) {
 
 /* ---- chunks of large files ---- */
 
+/* A chunk streams straight into the partial at its offset while its digest
+ * is computed: no chunk-sized buffer, one pass. Bytes that fail verification
+ * stay unmarked in the partial and are fetched again. */
+static void chunk_restart(br_xfer__req *r) {
+  fetch *f = r->ctx;
+  EVP_DigestInit_ex(f->md, EVP_sha256(), NULL);
+}
+
+static int chunk_sink(br_xfer__req *r, const uint8_t *data, size_t len) {
+  fetch *f = r->ctx;
+  lfile *lf = f->files[0];
+  const br_xfer_entry *e = lf->e;
+  int64_t cs = lf->job->m->chunk_size;
+  if (lf->fd < 0) {
+    const char *base;
+    int dirfd = br_xfer__open_parent(lf->job->rootfd, e->path, true, &base, &r->sink_err);
+    if (dirfd < 0) return dirfd;
+    char pn[64];
+    br_xfer__partial_name(base, pn, sizeof pn);
+    lf->fd = openat(dirfd, pn, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    int e2 = errno;
+    close(dirfd);
+    if (lf->fd < 0) return fail_io(&r->sink_err, "create", lf->job, e->path, e2);
+  }
+  int w = br_xfer__pwrite_all(lf->fd, data, len, (int64_t)f->chunk * cs + r->received);
+  if (w) return fail_io(&r->sink_err, "write", lf->job, e->path, -w);
+  EVP_DigestUpdate(f->md, data, len);
+  return 0;
+}
+
 static int chunk_done(br_xfer__req *r, br_error *err) {
   fetch *f = r->ctx;
   pull *p = f->p;
@@ -449,30 +572,20 @@ static int chunk_done(br_xfer__req *r, br_error *err) {
   const br_xfer_entry *e = lf->e;
   int64_t cs = lf->job->m->chunk_size, len = chunk_len(e, f->chunk, cs);
   br_xfer_digest got;
-  if ((int64_t)r->resp.len != len) {
-    br_error_set(err, BR_ENET, "chunk %zu of %s: %zu bytes, expected %lld", f->chunk, e->path,
-                 r->resp.len, (long long)len);
+  if (r->received != len) {
+    br_error_set(err, BR_ENET, "chunk %zu of %s: %lld bytes, expected %lld", f->chunk,
+                 e->path, (long long)r->received, (long long)len);
     return BR_XFER__RETRY;
   }
-  br_xfer_sha256(r->resp.data, r->resp.len, &got);
+  unsigned int dl = 0;
+  EVP_DigestFinal_ex(f->md, got.b, &dl);
   if (br_xfer__digest_cmp(&got, &e->chunks[f->chunk]) != 0) {
     br_error_set(err, BR_ENET, "chunk %zu of %s failed verification", f->chunk, e->path);
     return BR_XFER__RETRY;
   }
   if (lf->ok[f->chunk]) return BR_OK;
-  if (lf->fd < 0) {
-    const char *base;
-    int dirfd = br_xfer__open_parent(lf->job->rootfd, e->path, true, &base, err);
-    if (dirfd < 0) return dirfd;
-    char pn[64];
-    br_xfer__partial_name(base, pn, sizeof pn);
-    lf->fd = openat(dirfd, pn, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
-    int e2 = errno;
-    close(dirfd);
-    if (lf->fd < 0) return fail_io(err, "create", lf->job, e->path, e2);
-  }
-  int w = br_xfer__pwrite_all(lf->fd, r->resp.data, r->resp.len, (int64_t)f->chunk * cs);
-  if (w) return fail_io(err, "write", lf->job, e->path, -w);
+  /* Start the chunk's write-back now, so the final sync has little left. */
+  sync_file_range(lf->fd, (int64_t)f->chunk * cs, len, SYNC_FILE_RANGE_WRITE);
   lf->ok[f->chunk] = true;
   lf->left--;
   p->res->chunks_moved++;
@@ -671,7 +784,13 @@ static int run_pull(pull *p, const char *const *sources, const char *const *dirs
         r->range_to = len - 1;
         r->range_total = len;
         r->resp_limit = (size_t)len;
-        r->resp_hint = (size_t)len;
+        f->md = EVP_MD_CTX_new();
+        if (!f->md) {
+          br_xfer__engine_submit(&p->eng, r); /* freed by the engine */
+          return br_error_set(err, BR_ENOMEM, "out of memory");
+        }
+        r->sink = chunk_sink;
+        r->restart = chunk_restart;
         r->done = chunk_done;
         br_xfer__engine_submit(&p->eng, r);
       }

@@ -64,9 +64,10 @@ bool br_xfer__store_has(br_xfer__store *s, const br_xfer_digest *d) {
   return fstatat(s->rootfd, rel, &st, 0) == 0 && S_ISREG(st.st_mode);
 }
 
-/* Writes data to a fresh file in tmp/; returns its fd (name in tmpname). */
-static int write_tmp(br_xfer__store *s, const void *data, size_t len, char *tmpname,
-                     size_t size, br_error *err) {
+/* Writes data to a fresh file in tmp/; returns its fd (name in tmpname).
+ * sync: fsync now; otherwise only start the write-back. */
+static int write_tmp_sync(br_xfer__store *s, const void *data, size_t len, char *tmpname,
+                          size_t size, bool sync, br_error *err) {
   static const char letters[] = "abcdefghijklmnopqrstuvwxyz";
   int fd = -1;
   for (int attempt = 0; attempt < 100 && fd < 0; attempt++) {
@@ -87,13 +88,61 @@ static int write_tmp(br_xfer__store *s, const void *data, size_t len, char *tmpn
   }
   if (fd < 0) return br_error_set(err, BR_EIO, "no temporary name in %s/tmp", s->root);
   int w = br_xfer__pwrite_all(fd, data, len, 0);
-  if (w == 0 && fsync(fd) != 0) w = -errno;
+  if (w == 0 && sync && fsync(fd) != 0) w = -errno;
+  if (w == 0 && !sync) sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
   if (w != 0) {
     close(fd);
     unlinkat(s->rootfd, tmpname, 0);
     return br_error_set(err, BR_EIO, "write %s/%s: %s", s->root, tmpname, strerror(-w));
   }
   return fd;
+}
+
+static int write_tmp(br_xfer__store *s, const void *data, size_t len, char *tmpname,
+                     size_t size, br_error *err) {
+  return write_tmp_sync(s, data, len, tmpname, size, true, err);
+}
+
+int br_xfer__store_stage(br_xfer__store *s, const br_xfer_digest *d, const void *data,
+                         size_t len, br_xfer__staged *out, br_error *err) {
+  out->d = *d;
+  out->fd = -1;
+  out->tmp[0] = 0;
+  if (br_xfer__store_has(s, d)) return BR_OK;
+  int fd = write_tmp_sync(s, data, len, out->tmp, sizeof out->tmp, false, err);
+  if (fd < 0) return fd;
+  out->fd = fd;
+  return BR_OK;
+}
+
+int br_xfer__store_commit_staged(br_xfer__store *s, br_xfer__staged *st, size_t n,
+                                 br_error *err) {
+  int rc = BR_OK;
+  bool dirs[256] = {false};
+  for (size_t i = 0; i < n; i++) {
+    if (st[i].fd < 0) continue;
+    char rel[128];
+    object_rel(&st[i].d, rel, sizeof rel);
+    if (rc == BR_OK && fsync(st[i].fd) != 0)
+      rc = br_error_set(err, BR_EIO, "sync %s/%s: %s", s->root, st[i].tmp, strerror(errno));
+    close(st[i].fd);
+    st[i].fd = -1;
+    if (rc == BR_OK && renameat(s->rootfd, st[i].tmp, s->rootfd, rel) != 0)
+      rc = br_error_set(err, BR_EIO, "rename to %s/%s: %s", s->root, rel, strerror(errno));
+    if (rc != BR_OK) unlinkat(s->rootfd, st[i].tmp, 0);
+    else dirs[st[i].d.b[0]] = true;
+  }
+  for (int i = 0; i < 256; i++) {
+    if (!dirs[i]) continue;
+    char dir[32];
+    snprintf(dir, sizeof dir, "objects/%02x", i);
+    int dfd = openat(s->rootfd, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+      br_xfer__fsync_dirfd(dfd);
+      close(dfd);
+    }
+  }
+  return rc;
 }
 
 int br_xfer__store_put(br_xfer__store *s, const br_xfer_digest *d, const void *data,

@@ -135,6 +135,19 @@ bool br_xfer__store_has(br_xfer__store *s, const br_xfer_digest *d);
  * has verified the digest. */
 int br_xfer__store_put(br_xfer__store *s, const br_xfer_digest *d, const void *data,
                        size_t len, br_error *err);
+/* Many objects at once (a bundle): stage writes each to a temporary file
+ * and starts its write-back; commit syncs them all, renames them into place
+ * and syncs each directory touched once. A staged object with fd < 0 was
+ * already present. */
+typedef struct br_xfer__staged {
+  br_xfer_digest d;
+  int fd;
+  char tmp[64];
+} br_xfer__staged;
+int br_xfer__store_stage(br_xfer__store *s, const br_xfer_digest *d, const void *data,
+                         size_t len, br_xfer__staged *out, br_error *err);
+int br_xfer__store_commit_staged(br_xfer__store *s, br_xfer__staged *st, size_t n,
+                                 br_error *err);
 /* Opens an object for reading; fd and size. */
 int br_xfer__store_open_object(br_xfer__store *s, const br_xfer_digest *d, int *fd,
                                int64_t *size);

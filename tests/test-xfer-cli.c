@@ -1,0 +1,203 @@
+/* The braid depot / push / pull commands: --help, bad input gives a clear
+ * message and a non-zero exit (never a crash), and a whole round trip with
+ * tokens made by `braid depot token`, --json output and plain progress. */
+#include "xfer-util.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+
+/* Runs a shell command line; its exit status, stdout+stderr in *out. */
+static int run(const char *cmdline, char **out) {
+  char *full = NULL;
+  if (asprintf(&full, "%s 2>&1", cmdline) < 0) abort();
+  FILE *f = popen(full, "r");
+  free(full);
+  CHECK(f != NULL);
+  size_t cap = 65536, len = 0;
+  char *buf = malloc(cap);
+  size_t n;
+  while ((n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
+    len += n;
+    if (len + 1 >= cap) buf = realloc(buf, cap *= 2);
+  }
+  buf[len] = 0;
+  int st = pclose(f);
+  if (out) *out = buf;
+  else free(buf);
+  if (WIFSIGNALED(st)) return 128 + WTERMSIG(st);
+  return WEXITSTATUS(st);
+}
+
+static const char *bin(void) {
+  const char *b = getenv("BRAID_BIN");
+  CHECK(b != NULL);
+  return b;
+}
+
+static void expect(const char *args, int status, const char *text) {
+  char *cmd = NULL, *out = NULL;
+  if (asprintf(&cmd, "'%s' %s", bin(), args) < 0) abort();
+  int rc = run(cmd, &out);
+  if (rc != status)
+    br_test_fail(__FILE__, __LINE__, "`braid %s` exited %d, expected %d:\n%s", args, rc, status,
+                 out);
+  if (text && !strstr(out, text))
+    br_test_fail(__FILE__, __LINE__, "`braid %s` output lacks '%s':\n%s", args, text, out);
+  free(cmd);
+  free(out);
+}
+
+TEST(help_for_every_command) {
+  expect("depot --help", 0, "usage: braid depot");
+  expect("push --help", 0, "usage: braid push");
+  expect("pull -h", 0, "usage: braid pull");
+  expect("help push", 0, "--bwlimit");
+  expect("--help", 0, "push");
+}
+
+TEST(bad_input_is_refused_clearly) {
+  char *tmp = br_test_tmpdir("xfer-cli-bad");
+  setenv("BRAID_CACHE_DIR", tmp, 1); /* no hash cache in $HOME from tests */
+  expect("push", 2, "DIR DEPOT/NAME");
+  expect("push onlyone", 2, "pairs");
+  expect("pull depot://127.0.0.1:1/x", 2, "pairs");
+  expect("push --parallel 0 a depot://h/x", 2, "--parallel");
+  expect("push --bwlimit fast a depot://h/x", 2, "--bwlimit");
+  expect("push --chunk-size 1 a depot://h/x", 2, "--chunk-size");
+  expect("pull --frobnicate a b", 2, "unknown option");
+  expect("push --token-file", 2, "needs a value");
+  expect("push --token-file /nonexistent/tok a depot://h/x", 2, "token file");
+  expect("push /nonexistent depot://127.0.0.1:1/x", 1, "not a directory");
+  expect("pull notaref /tmp/x", 1, "not a depot location");
+  expect("pull 'depot://127.0.0.1:1/../etc' /tmp/x", 1, "bad snapshot name");
+  expect("pull depot://127.0.0.1:1/x@vzz /tmp/x", 1, "bad version");
+  expect("depot", 2, "--root");
+  expect("depot --root", 2, "needs a value");
+  expect("depot --root /tmp/x --token-file /nonexistent --listen 127.0.0.1:0", 1,
+         "token file");
+  expect("depot --root /tmp/x --token-file /etc/hostname --listen nowhere", 1, "HOST:PORT");
+  expect("depot token", 2, "--token-file");
+  xu_done(tmp);
+}
+
+TEST(round_trip_with_the_commands) {
+  char *tmp = br_test_tmpdir("xfer-cli");
+  setenv("BRAID_CACHE_DIR", tmp, 1);
+  char *cmd = NULL, *out = NULL;
+  /* A token for the depot (hash kept) and the client (token kept). */
+  if (asprintf(&cmd, "cd '%s' && '%s' depot token --token-file tokens > client-token", tmp,
+               bin()) < 0)
+    abort();
+  CHECK_EQ_INT(run(cmd, NULL), 0);
+  free(cmd);
+  char *tokens = xu_path(tmp, "tokens");
+  char *hashed = xu_read_file(tokens, NULL);
+  CHECK(strncmp(hashed, "sha256:", 7) == 0);
+  free(hashed);
+  /* The depot, in the background, on an ephemeral port. */
+  if (asprintf(&cmd, "cd '%s' && ('%s' depot --root depot --token-file tokens --listen "
+                     "127.0.0.1:0 > depot.out 2>&1 & echo $! > depot.pid)",
+               tmp, bin()) < 0)
+    abort();
+  CHECK_EQ_INT(run(cmd, NULL), 0);
+  free(cmd);
+  char *outp = xu_path(tmp, "depot.out"), *pidp = xu_path(tmp, "depot.pid");
+  int port = 0;
+  for (int i = 0; i < 100 && !port; i++) {
+    usleep(50000);
+    char *o = xu_read_file(outp, NULL);
+    const char *c = o ? strstr(o, "127.0.0.1:") : NULL;
+    if (c) port = atoi(c + 10);
+    free(o);
+  }
+  CHECK(port > 0);
+  char *pids = xu_read_file(pidp, NULL);
+  pid_t depot = (pid_t)atoi(pids);
+  free(pids);
+  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst");
+  xu_make_file(src, "a/f.0001.exr", 3000, 1);
+  xu_make_file(src, "a/f.0002.exr", 200000, 2);
+  /* push --json: progress events and a final "done" with the version. */
+  if (asprintf(&cmd, "cd '%s' && '%s' push --json --cache cache.db --token-file client-token "
+                     "src depot://127.0.0.1:%d/shot/cli",
+               tmp, bin(), port) < 0)
+    abort();
+  CHECK_EQ_INT(run(cmd, &out), 0);
+  CHECK_CONTAINS(out, "\"event\":\"progress\"");
+  CHECK_CONTAINS(out, "\"event\":\"done\",\"version\":1");
+  free(out);
+  free(cmd);
+  /* push, plain: the version on stdout and plain progress lines. */
+  if (asprintf(&cmd, "cd '%s' && BRAID_TOKEN=$(cat client-token) '%s' push --cache cache.db "
+                     "src depot://127.0.0.1:%d/shot/cli",
+               tmp, bin(), port) < 0)
+    abort();
+  CHECK_EQ_INT(run(cmd, &out), 0);
+  CHECK_CONTAINS(out, "shot/cli@v2");
+  CHECK_CONTAINS(out, "files");
+  free(out);
+  free(cmd);
+  if (asprintf(&cmd, "cd '%s' && '%s' pull -q --token-file client-token "
+                     "depot://127.0.0.1:%d/shot/cli@v1 dst",
+               tmp, bin(), port) < 0)
+    abort();
+  CHECK_EQ_INT(run(cmd, NULL), 0);
+  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+  free(cmd);
+  /* Ctrl-C: a pull slowed down by --bwlimit stops promptly with status 130,
+   * and nothing partial is visible; the next pull completes it. */
+  char *big = xu_path(tmp, "src/big.0001.vdb");
+  xu_make_file(src, "big.0001.vdb", 3 * 1024 * 1024, 9);
+  if (asprintf(&cmd, "cd '%s' && '%s' push -q --cache cache.db --chunk-size 256K --token-file "
+                     "client-token src depot://127.0.0.1:%d/shot/cli",
+               tmp, bin(), port) < 0)
+    abort();
+  CHECK_EQ_INT(run(cmd, NULL), 0);
+  free(cmd);
+  char *dst2 = xu_path(tmp, "dst2"), *outp2 = xu_path(tmp, "pull.out");
+  char *tokp = xu_path(tmp, "client-token"), *pref = NULL;
+  if (asprintf(&pref, "depot://127.0.0.1:%d/shot/cli", port) < 0) abort();
+  pid_t pid = fork();
+  if (pid == 0) {
+    int fd = open(outp2, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    execl(bin(), bin(), "pull", "--bwlimit", "1M", "--token-file", tokp, pref, dst2,
+          (char *)NULL);
+    _exit(127);
+  }
+  usleep(800000);
+  kill(pid, SIGINT);
+  int wst = 0;
+  waitpid(pid, &wst, 0);
+  char rcs[16];
+  snprintf(rcs, sizeof rcs, "%d", WIFEXITED(wst) ? WEXITSTATUS(wst) : -1);
+  char *pout = xu_read_file(outp2, NULL);
+  free(tokp);
+  free(pref);
+  if (atoi(rcs) != 130) br_test_fail(__FILE__, __LINE__, "pull after SIGINT: %s\n%s", rcs, pout);
+  CHECK_CONTAINS(pout, "cancelled");
+  char *finalbig = xu_path(dst2, "big.0001.vdb");
+  struct stat st;
+  CHECK(stat(finalbig, &st) != 0);
+  if (asprintf(&cmd, "cd '%s' && '%s' pull -q --token-file client-token "
+                     "depot://127.0.0.1:%d/shot/cli dst2",
+               tmp, bin(), port) < 0)
+    abort();
+  CHECK_EQ_INT(run(cmd, NULL), 0);
+  CHECK_EQ_INT(xu_tree_diff(src, dst2), 0);
+  free(cmd), free(pout), free(outp2), free(finalbig), free(dst2), free(big);
+  /* Wrong token: exit 1 and a clear message. */
+  if (asprintf(&cmd, "'%s' pull --token nope depot://127.0.0.1:%d/shot/cli '%s'", bin(), port,
+               dst) < 0)
+    abort();
+  CHECK_EQ_INT(run(cmd, &out), 1);
+  CHECK_CONTAINS(out, "refused the token");
+  free(out);
+  free(cmd);
+  kill(depot, SIGTERM);
+  for (int i = 0; i < 100 && kill(depot, 0) == 0; i++) usleep(20000);
+  CHECK(kill(depot, 0) != 0);
+  free(src), free(dst), free(outp), free(pidp), free(tokens);
+  xu_done(tmp);
+}
