@@ -303,8 +303,8 @@ int br_cli_log(int argc, char **argv) {
                (long long)(r->peak_rss_kb / 1024));
       printf("\n");
       FILE *f = r->log_path ? fopen(r->log_path, "r") : NULL;
-      if (!f) {
-        printf("(no log file at %s)\n", r->log_path ? r->log_path : "?");
+      if (!f) { /* a silent job makes no log file */
+        printf("(no output)\n");
         continue;
       }
       char buf[65536];

@@ -168,7 +168,9 @@ static void run_usage(FILE *out) {
           "  --set NAME=VALUE  an attribute of the starting task (VALUE is JSON when it\n"
           "                    parses: 12, [1,2], true; otherwise a string). graph_dir\n"
           "                    (the graph file's folder) is set unless given\n"
-          "  --store PATH      the store (default: ./GRAPHNAME.braid.db)\n"
+          "  --store PATH      the store (default: ./GRAPHNAME.braid.db); every commit\n"
+          "                    survives a crash of braid; PATH?sync=full also syncs each\n"
+          "                    one to disk (safe against power cuts, slower)\n"
           "  --node NODE       where the task starts (default: the graph's start node)\n"
           "  --slots N         jobs at once on this machine (default: the number of cores)\n"
           "  --grace SECONDS   on Ctrl-C, time between SIGTERM and SIGKILL (default 10)\n"
@@ -312,7 +314,12 @@ int br_cli_run(int argc, char **argv) {
     }
   }
 
-  br_store *store = br_cli_open_store(store_path, 0);
+  /* WAL with synchronous=NORMAL unless the path says otherwise: a commit
+   * survives any crash or kill of braid; only a power cut may lose the last
+   * ones (never consistency). "PATH?sync=full" syncs every commit. */
+  char store_uri[1100];
+  snprintf(store_uri, sizeof store_uri, "%s%s", store_path, strchr(store_path, '?') ? "" : "?sync=normal");
+  br_store *store = br_cli_open_store(store_uri, 0);
   br_error err;
   br_engine *e = store ? br_engine_open(store, NULL, &err) : NULL;
   int64_t gid = 0;
