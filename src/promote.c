@@ -199,3 +199,17 @@ int br_promote_apply(const br_promote *p, br_task *const *tasks, size_t n, json_
   free(items);
   return rc;
 }
+
+int br_promote_node_init(br_node *node, void **state, br_error *err) {
+  const char *bad = NULL;
+  br_promote *p = NULL;
+  int rc = br_promote_parse(json_object_get(br_node_params(node), "promote"), &p, &bad, err);
+  if (rc) {
+    br_node_error_at_param(node, err, "promote", bad);
+    return rc;
+  }
+  *state = p;
+  return BR_OK;
+}
+
+void br_promote_node_fini(void *state) { br_promote_free(state); }

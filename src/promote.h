@@ -28,6 +28,10 @@ void br_promote_free(br_promote *p);
 int br_promote_apply(const br_promote *p, br_task *const *tasks, size_t n, json_t *target,
                      char *errbuf, size_t errsize);
 
+/* init()/fini() for node types whose only state is their "promote" rules. */
+int br_promote_node_init(br_node *node, void **state, br_error *err);
+void br_promote_node_fini(void *state);
+
 /* The "promote" parameter's spec, shared by the waiter node types. */
 #define BR_PROMOTE_PARAM                                                               \
   {"promote", BR_PARAM_OBJECT, "{}", false,                                            \

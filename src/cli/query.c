@@ -169,30 +169,41 @@ int br_cli_tasks(int argc, char **argv) {
   return rc ? BR_EXIT_FAILED : BR_EXIT_OK;
 }
 
+/* The common start of commands on one task (show, log): options, the task
+ * id, the store. Returns -1 when the command should go on, else an exit code. */
+static int open_task_command(int argc, char **argv, const char *usage, qopts *q, long long *id,
+                             br_store **s, char **path) {
+  int i = parse(argc, argv, q, usage);
+  if (i < 0) return i == -2 ? BR_EXIT_OK : BR_EXIT_USAGE;
+  if (i != argc - 1) {
+    fputs(usage, stderr);
+    return BR_EXIT_USAGE;
+  }
+  char *end;
+  *id = strtoll(argv[i], &end, 10);
+  if (*end || *id <= 0) {
+    br_cli_errorf("'%s' is not a task id", argv[i]);
+    return BR_EXIT_USAGE;
+  }
+  *s = open_for_reading(q, path);
+  if (!*s) {
+    free(*path);
+    return BR_EXIT_FAILED;
+  }
+  return -1;
+}
+
 static const char *show_usage =
     "usage: braid show TASK [--store PATH] [--json]\n\n"
     "Everything about one task: state, node, attributes, parent, split, error.\n";
 
 int br_cli_show(int argc, char **argv) {
   qopts q;
-  int i = parse(argc, argv, &q, show_usage);
-  if (i < 0) return i == -2 ? BR_EXIT_OK : BR_EXIT_USAGE;
-  if (i != argc - 1) {
-    fputs(show_usage, stderr);
-    return BR_EXIT_USAGE;
-  }
-  char *end;
-  long long id = strtoll(argv[i], &end, 10);
-  if (*end || id <= 0) {
-    br_cli_errorf("'%s' is not a task id", argv[i]);
-    return BR_EXIT_USAGE;
-  }
+  long long id;
   char *path;
-  br_store *s = open_for_reading(&q, &path);
-  if (!s) {
-    free(path);
-    return BR_EXIT_FAILED;
-  }
+  br_store *s;
+  int rc0 = open_task_command(argc, argv, show_usage, &q, &id, &s, &path);
+  if (rc0 >= 0) return rc0;
   br_task_info t;
   br_error err;
   int rc = br_store_task_get(s, id, &t, &err);
@@ -254,24 +265,11 @@ int br_cli_log(int argc, char **argv) {
       break;
     }
   qopts q;
-  int i = parse(argc, argv, &q, log_usage);
-  if (i < 0) return i == -2 ? BR_EXIT_OK : BR_EXIT_USAGE;
-  if (i != argc - 1) {
-    fputs(log_usage, stderr);
-    return BR_EXIT_USAGE;
-  }
-  char *end;
-  long long id = strtoll(argv[i], &end, 10);
-  if (*end || id <= 0) {
-    br_cli_errorf("'%s' is not a task id", argv[i]);
-    return BR_EXIT_USAGE;
-  }
+  long long id;
   char *path;
-  br_store *s = open_for_reading(&q, &path);
-  if (!s) {
-    free(path);
-    return BR_EXIT_FAILED;
-  }
+  br_store *s;
+  int rc0 = open_task_command(argc, argv, log_usage, &q, &id, &s, &path);
+  if (rc0 >= 0) return rc0;
   inv_list l = {0};
   br_error err;
   int rc = br_store_inv_query(s, id, collect_inv, &l, &err);

@@ -11,19 +11,6 @@
 
 #include "../promote.h"
 
-static int init(br_node *node, void **state, br_error *err) {
-  const char *bad = NULL;
-  br_promote *p = NULL;
-  int rc = br_promote_parse(json_object_get(br_node_params(node), "promote"), &p, &bad, err);
-  if (rc) {
-    br_node_error_at_param(node, err, "promote", bad);
-    return rc;
-  }
-  *state = p;
-  return BR_OK;
-}
-
-static void fini(void *state) { br_promote_free(state); }
 
 static int process(br_node_ctx *ctx) {
   int64_t split;
@@ -73,8 +60,8 @@ const br_node_type br_node_gather_split = {
     .help = "wait for every element of a split; the original goes on with merged attributes",
     .children_port = -1,
     .params = params,
-    .init = init,
-    .fini = fini,
+    .init = br_promote_node_init,
+    .fini = br_promote_node_fini,
     .process = process,
     .release = release,
 };
