@@ -145,29 +145,6 @@ int br_xfer__store_commit_staged(br_xfer__store *s, br_xfer__staged *st, size_t 
   return rc;
 }
 
-int br_xfer__store_put(br_xfer__store *s, const br_xfer_digest *d, const void *data,
-                       size_t len, br_error *err) {
-  if (br_xfer__store_has(s, d)) return BR_OK;
-  char tmp[64], rel[128];
-  int fd = write_tmp(s, data, len, tmp, sizeof tmp, err);
-  if (fd < 0) return fd;
-  close(fd);
-  object_rel(d, rel, sizeof rel);
-  if (renameat(s->rootfd, tmp, s->rootfd, rel) != 0) {
-    int e = errno;
-    unlinkat(s->rootfd, tmp, 0);
-    return br_error_set(err, BR_EIO, "rename to %s/%s: %s", s->root, rel, strerror(e));
-  }
-  char dir[32];
-  snprintf(dir, sizeof dir, "%.10s", rel); /* "objects/ab" */
-  int dfd = openat(s->rootfd, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    br_xfer__fsync_dirfd(dfd);
-    close(dfd);
-  }
-  return BR_OK;
-}
-
 int br_xfer__store_open_object(br_xfer__store *s, const br_xfer_digest *d, int *fd,
                                int64_t *size) {
   char rel[128];

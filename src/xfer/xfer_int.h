@@ -131,10 +131,6 @@ typedef struct br_xfer__store {
 int br_xfer__store_open(br_xfer__store *s, const char *root, br_error *err);
 void br_xfer__store_close(br_xfer__store *s);
 bool br_xfer__store_has(br_xfer__store *s, const br_xfer_digest *d);
-/* Stores data under d atomically (tmp, fsync, rename, dir fsync). The caller
- * has verified the digest. */
-int br_xfer__store_put(br_xfer__store *s, const br_xfer_digest *d, const void *data,
-                       size_t len, br_error *err);
 /* Many objects at once (a bundle): stage writes each to a temporary file
  * and starts its write-back; commit syncs them all, renames them into place
  * and syncs each directory touched once. A staged object with fd < 0 was
