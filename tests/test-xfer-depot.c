@@ -156,15 +156,21 @@ TEST(upload_verified_missing_and_range) {
   CHECK_EQ_INT(r.len, 5000);
   http(&x, "GET", "/v1/chunk/nothex", XU_TOKEN, NULL, 0, NULL, &r);
   CHECK_EQ_INT(r.status, 400);
-  /* The object on disk is the chunk, under its digest. */
-  char rel[200];
-  snprintf(rel, sizeof rel, "objects/%.2s/%s", hex, hex);
-  char *obj = xu_path(x.root, rel);
-  size_t olen = 0;
-  char *od = xu_read_file(obj, &olen);
-  CHECK(od && olen == sizeof data && memcmp(od, data, olen) == 0);
-  free(od);
-  free(obj);
+  /* The object is stored (a small chunk: in a pack) and checks out. */
+  br_xfer__store st;
+  CHECK_EQ_INT(br_xfer__store_open(&st, x.root, NULL), BR_OK);
+  int fd;
+  int64_t off, olen;
+  CHECK_EQ_INT(br_xfer__store_open_object(&st, &d, &fd, &off, &olen), BR_OK);
+  CHECK_EQ_INT(olen, sizeof data);
+  uint8_t back[sizeof data];
+  CHECK_EQ_INT(br_xfer__pread_all(fd, back, sizeof back, off), 0);
+  CHECK(memcmp(back, data, sizeof data) == 0);
+  close(fd);
+  int64_t checked = 0;
+  CHECK_EQ_INT(br_xfer__store_fsck(&st, &checked, NULL), BR_OK);
+  CHECK_EQ_INT(checked, 1);
+  br_xfer__store_close(&st);
   xu_depot_stop(&x);
   xu_done(tmp);
 }
@@ -371,5 +377,50 @@ TEST(depot_mounted_in_another_server) {
   MHD_stop_daemon(mhd);
   br_depot_stop(h.d);
   free(src), free(dst), free(ref), free(root), free(tokens);
+  xu_done(tmp);
+}
+
+TEST(fsck_finds_corrupt_objects) {
+  char *tmp = br_test_tmpdir("xfer-depot-fsck");
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  uint8_t small[3000], big[1200 * 1024];
+  xu_fill(small, sizeof small, 1);
+  xu_fill(big, sizeof big, 2);
+  br_xfer_digest ds, db;
+  upload(&x, small, sizeof small, &ds); /* packed */
+  upload(&x, big, sizeof big, &db);     /* loose */
+  xu_depot_stop(&x);
+  char *root = xu_path(tmp, "depot");
+  br_xfer__store st;
+  CHECK_EQ_INT(br_xfer__store_open(&st, root, NULL), BR_OK);
+  int64_t n = 0;
+  CHECK_EQ_INT(br_xfer__store_fsck(&st, &n, NULL), BR_OK);
+  CHECK_EQ_INT(n, 2);
+  /* Flip a byte of the packed chunk: fsck names it. */
+  int fd;
+  int64_t off, len;
+  CHECK_EQ_INT(br_xfer__store_open_object(&st, &ds, &fd, &off, &len), BR_OK);
+  close(fd);
+  br_error err;
+  br_error_clear(&err);
+  char *cmd = NULL;
+  if (asprintf(&cmd, "f=$(ls '%s'/packs/*.pack) && printf 'X' | dd of=\"$f\" bs=1 seek=%lld "
+                     "conv=notrunc status=none",
+               root, (long long)off + 10) < 0)
+    abort();
+  CHECK_EQ_INT(system(cmd), 0);
+  free(cmd);
+  CHECK_EQ_INT(br_xfer__store_fsck(&st, &n, &err), BR_EIO);
+  CHECK_CONTAINS(err.msg, "do not match");
+  br_xfer__store_close(&st);
+  /* The command says the same. */
+  const char *bin = getenv("BRAID_BIN");
+  if (asprintf(&cmd, "'%s' depot fsck --root '%s' 2>&1 | grep -q 'do not match'", bin, root) <
+      0)
+    abort();
+  CHECK_EQ_INT(system(cmd), 0);
+  free(cmd);
+  free(root);
   xu_done(tmp);
 }

@@ -131,6 +131,9 @@ int br_depot_open(const br_depot_opts *opts, br_depot **out, br_error *err);
 int br_depot_handle(br_depot *d, struct MHD_Connection *c, const char *url, const char *method,
                     const char *upload_data, size_t *upload_data_size, void **con_cls);
 void br_depot_request_done(void **con_cls);
+/* Reads every object of the depot at root back and checks it against its
+ * digest; *checked counts the good ones. */
+int br_depot_fsck(const char *root, int64_t *checked, br_error *err);
 /* The port actually listened on (0 for a depot from br_depot_open). */
 int br_depot_port(const br_depot *d);
 void br_depot_stop(br_depot *d);

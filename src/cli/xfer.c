@@ -385,14 +385,39 @@ static int depot_token(int argc, char **argv) {
   return BR_EXIT_OK;
 }
 
+static int depot_fsck(int argc, char **argv) {
+  const char *root = NULL;
+  for (int i = 1; i < argc; i++)
+    if (strcmp(argv[i], "--root") == 0 && i + 1 < argc) root = argv[++i];
+    else {
+      br_cli_errorf("depot fsck: unexpected '%s'", argv[i]);
+      return BR_EXIT_USAGE;
+    }
+  if (!root) {
+    br_cli_errorf("depot fsck needs --root DIR");
+    return BR_EXIT_USAGE;
+  }
+  br_error err;
+  br_error_clear(&err);
+  int64_t n = 0;
+  if (br_depot_fsck(root, &n, &err)) {
+    br_cli_errorf("depot fsck: %s (after %lld good objects)", err.msg, (long long)n);
+    return BR_EXIT_FAILED;
+  }
+  printf("%lld objects, all match their digests\n", (long long)n);
+  return BR_EXIT_OK;
+}
+
 int br_cli_depot(int argc, char **argv) {
   if (br_cli_wants_help(argc, argv)) {
     printf("usage: braid depot --root DIR --token-file FILE [--listen HOST:PORT]\n"
-           "       braid depot token --token-file FILE\n\n"
+           "       braid depot token --token-file FILE\n"
+           "       braid depot fsck --root DIR\n\n"
            "Serves content-addressed snapshots over HTTP until interrupted. The token\n"
            "file holds one \"sha256:<hex>\" line per accepted token (a plain token line\n"
            "is accepted too); `braid depot token` makes a token, appends its hash to\n"
-           "FILE and prints the token for clients (BRAID_TOKEN or --token-file).\n\n"
+           "FILE and prints the token for clients (BRAID_TOKEN or --token-file).\n"
+           "`braid depot fsck` reads every object back and checks its digest.\n\n"
            "options:\n"
            "  --root DIR          where objects and snapshots are kept (created)\n"
            "  --listen HOST:PORT  default 127.0.0.1:7871; port 0 picks a free one\n"
@@ -403,6 +428,7 @@ int br_cli_depot(int argc, char **argv) {
     return BR_EXIT_OK;
   }
   if (argc > 1 && strcmp(argv[1], "token") == 0) return depot_token(argc - 1, argv + 1);
+  if (argc > 1 && strcmp(argv[1], "fsck") == 0) return depot_fsck(argc - 1, argv + 1);
   br_depot_opts o;
   memset(&o, 0, sizeof o);
   for (int i = 1; i < argc; i++) {

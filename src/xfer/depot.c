@@ -146,10 +146,12 @@ static enum MHD_Result do_upload(br_depot *d, struct MHD_Connection *c, request 
   br_xfer__bundle_iter it;
   if (br_xfer__bundle_open(&it, rq->body.data, rq->body.len, &err))
     return reply_error(c, MHD_HTTP_BAD_REQUEST, err.msg);
-  /* Write every chunk first, then sync them together: one bundle of many
-   * small chunks costs about one sync, not one per chunk. */
+  /* Small chunks go into one new pack (one file, one sync); large ones are
+   * written as loose objects first and synced together afterwards. */
   br_xfer__staged *st = NULL;
-  size_t n = 0, cap = 0;
+  br_xfer__packed *pk = NULL;
+  br_xfer__buf pack = {0};
+  size_t n = 0, cap = 0, npk = 0;
   int r;
   unsigned status = 0;
   const char *msg = NULL;
@@ -166,13 +168,30 @@ static enum MHD_Result do_upload(br_depot *d, struct MHD_Connection *c, request 
     }
     if (n == cap) {
       cap = cap ? cap * 2 : 64;
-      void *p = realloc(st, cap * sizeof *st);
-      if (!p) {
+      void *p1 = realloc(st, cap * sizeof *st), *p2 = p1 ? realloc(pk, cap * sizeof *pk) : NULL;
+      if (p1) st = p1;
+      if (p2) pk = p2;
+      if (!p1 || !p2) {
         status = MHD_HTTP_SERVICE_UNAVAILABLE;
         msg = "out of memory";
         break;
       }
-      st = p;
+    }
+    if (br_xfer__store_has(&d->store, &dg)) continue;
+    bool dup = false; /* the same chunk twice in one bundle */
+    for (size_t i = 0; i < npk && !dup; i++) dup = br_xfer__digest_cmp(&pk[i].d, &dg) == 0;
+    if (dup) continue;
+    if (len < BR_XFER__PACK_MAX_ENTRY) {
+      pk[npk].d = dg;
+      pk[npk].off = (int64_t)pack.len;
+      pk[npk].len = (int64_t)len;
+      if (br_xfer__buf_append(&pack, data, len)) {
+        status = MHD_HTTP_SERVICE_UNAVAILABLE;
+        msg = "out of memory";
+        break;
+      }
+      npk++;
+      continue;
     }
     if (br_xfer__store_stage(&d->store, &dg, data, len, &st[n], &err)) {
       status = MHD_HTTP_INSUFFICIENT_STORAGE;
@@ -186,6 +205,13 @@ static enum MHD_Result do_upload(br_depot *d, struct MHD_Connection *c, request 
     status = MHD_HTTP_BAD_REQUEST;
     msg = err.msg;
   }
+  br_error cerr = {0};
+  if (!msg && br_xfer__pack_write(&d->store, &pack, pk, npk, &cerr)) {
+    status = MHD_HTTP_INSUFFICIENT_STORAGE;
+    msg = cerr.msg;
+  }
+  br_xfer__buf_free(&pack);
+  free(pk);
   if (msg) {
     for (size_t i = 0; i < n; i++)
       if (st[i].fd >= 0) {
@@ -195,11 +221,10 @@ static enum MHD_Result do_upload(br_depot *d, struct MHD_Connection *c, request 
     free(st);
     return reply_error(c, status, msg);
   }
-  br_error cerr = {0};
   int rc = br_xfer__store_commit_staged(&d->store, st, n, &cerr);
   free(st);
   if (rc) return reply_error(c, MHD_HTTP_INSUFFICIENT_STORAGE, cerr.msg);
-  return reply_json(c, MHD_HTTP_OK, json_pack("{si}", "stored", (int)n));
+  return reply_json(c, MHD_HTTP_OK, json_pack("{si}", "stored", (int)(n + npk)));
 }
 
 static enum MHD_Result do_fetch(br_depot *d, struct MHD_Connection *c, request *rq) {
@@ -223,8 +248,8 @@ static enum MHD_Result do_fetch(br_depot *d, struct MHD_Connection *c, request *
   const char *msg = NULL;
   for (size_t i = 0; i < n && !msg; i++) {
     int fd;
-    int64_t size;
-    if (br_xfer__store_open_object(&d->store, &ds[i], &fd, &size)) {
+    int64_t off, size;
+    if (br_xfer__store_open_object(&d->store, &ds[i], &fd, &off, &size)) {
       status = MHD_HTTP_NOT_FOUND;
       msg = "chunk not in the depot";
       break;
@@ -241,7 +266,7 @@ static enum MHD_Result do_fetch(br_depot *d, struct MHD_Connection *c, request *
       tmpcap = (size_t)size;
       tmp = malloc(tmpcap);
     }
-    if (!tmp || br_xfer__pread_all(fd, tmp, (size_t)size, 0) ||
+    if (!tmp || br_xfer__pread_all(fd, tmp, (size_t)size, off) ||
         br_xfer__bundle_add(&out, &ds[i], tmp, (size_t)size, zstd, NULL)) {
       status = MHD_HTTP_INTERNAL_SERVER_ERROR;
       msg = "reading a chunk failed";
@@ -265,8 +290,8 @@ static enum MHD_Result do_chunk(br_depot *d, struct MHD_Connection *c, const cha
   br_xfer_digest dg;
   if (br_xfer_digest_parse(hex, &dg)) return reply_error(c, MHD_HTTP_BAD_REQUEST, "bad digest");
   int fd;
-  int64_t size;
-  if (br_xfer__store_open_object(&d->store, &dg, &fd, &size))
+  int64_t off, size;
+  if (br_xfer__store_open_object(&d->store, &dg, &fd, &off, &size))
     return reply_error(c, MHD_HTTP_NOT_FOUND, "chunk not in the depot");
   const char *range = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Range");
   int64_t from = 0, to = size - 1;
@@ -293,7 +318,8 @@ static enum MHD_Result do_chunk(br_depot *d, struct MHD_Connection *c, const cha
     status = MHD_HTTP_PARTIAL_CONTENT;
   }
   uint64_t len = size ? (uint64_t)(to - from + 1) : 0;
-  struct MHD_Response *r = MHD_create_response_from_fd_at_offset64(len, fd, (uint64_t)from);
+  struct MHD_Response *r =
+      MHD_create_response_from_fd_at_offset64(len, fd, (uint64_t)(off + from));
   if (!r) {
     close(fd);
     return MHD_NO;
@@ -556,4 +582,17 @@ void br_depot_stop(br_depot *d) {
   br_xfer__tokens_free(&d->tokens);
   pthread_mutex_destroy(&d->mem_mu);
   free(d);
+}
+
+int br_depot_fsck(const char *root, int64_t *checked, br_error *err) {
+  br_xfer__store s;
+  *checked = 0;
+  struct stat st;
+  if (stat(root, &st) != 0 || !S_ISDIR(st.st_mode))
+    return br_error_set(err, BR_ENOTFOUND, "%s is not a depot directory", root);
+  int rc = br_xfer__store_open(&s, root, err);
+  if (rc) return rc;
+  rc = br_xfer__store_fsck(&s, checked, err);
+  br_xfer__store_close(&s);
+  return rc;
 }

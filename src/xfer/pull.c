@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <stdatomic.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,10 +45,11 @@ typedef struct installer {
   pthread_cond_t cv;
   struct install_job *head, *tail;
   int queued, busy, stop, nth;
+  int64_t queued_bytes;
   int64_t done;
   int rc;
   br_error err;
-  pthread_t th[8];
+  pthread_t th[16];
 } installer;
 
 typedef struct pull {
@@ -94,17 +96,35 @@ static int fail_io(br_error *err, const char *what, const ljob *j, const char *p
  * fewer journal commits). The loop thread has set mode and mtime and started
  * write-back already. */
 
+/* A received bundle body, shared by the install jobs of its files. */
+typedef struct blob {
+  atomic_int refs;
+  uint8_t *data;
+} blob;
+
+static void blob_release(blob *b) {
+  if (b && atomic_fetch_sub(&b->refs, 1) == 1) {
+    free(b->data);
+    free(b);
+  }
+}
+
 typedef struct install_job {
   struct install_job *next;
   pull *p;
   lfile *lf;
-  int dirfd, fd;
+  int dirfd, fd; /* fd < 0: the job writes data into a new partial first */
   char pn[64];
   char *base;
+  const uint8_t *data; /* small file: its bytes, in blob or owned */
+  size_t len;
+  blob *blob;
+  uint8_t *owned;
 } install_job;
 
-#define INSTALLERS 4
-#define INSTALL_QUEUE 256
+#define INSTALLERS 8
+#define INSTALL_QUEUE 1024
+#define INSTALL_QUEUE_BYTES (64 * 1024 * 1024)
 
 static char *content_path(const char *cache, const br_xfer_digest *d, bool mkdir_);
 
@@ -121,6 +141,27 @@ static void add_to_content_cache(install_job *j, const br_xfer_entry *e) {
   }
   free(tmp);
   free(cp);
+}
+
+static void set_times(int fd, const br_xfer_entry *e) {
+  struct timespec ts[2] = {{0, UTIME_OMIT},
+                           {(time_t)(e->mtime_ns / 1000000000), (long)(e->mtime_ns % 1000000000)}};
+  futimens(fd, ts);
+}
+
+/* A small file's bytes (verified already) into a new partial. */
+static int write_partial(install_job *j, br_error *err) {
+  const br_xfer_entry *e = j->lf->e;
+  j->fd = openat(j->dirfd, j->pn, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (j->fd < 0) return fail_io(err, "create", j->lf->job, e->path, errno);
+  int w = br_xfer__pwrite_all(j->fd, j->data, j->len, 0);
+  if (w) {
+    unlinkat(j->dirfd, j->pn, 0);
+    return fail_io(err, "write", j->lf->job, e->path, -w);
+  }
+  if (fchmod(j->fd, e->mode & 0777) != 0) return fail_io(err, "chmod", j->lf->job, e->path, errno);
+  set_times(j->fd, e);
+  return BR_OK;
 }
 
 static void *installer_main(void *arg) {
@@ -143,7 +184,8 @@ static void *installer_main(void *arg) {
     br_error_clear(&err);
     int rc = BR_OK;
     struct stat st;
-    if (fsync(j->fd) != 0) rc = fail_io(&err, "sync", j->lf->job, e->path, errno);
+    if (j->fd < 0) rc = write_partial(j, &err);
+    if (rc == BR_OK && fsync(j->fd) != 0) rc = fail_io(&err, "sync", j->lf->job, e->path, errno);
     else if (renameat(j->dirfd, j->pn, j->dirfd, j->base) != 0)
       rc = fail_io(&err, "rename to", j->lf->job, e->path, errno);
     if (rc == BR_OK) {
@@ -153,12 +195,16 @@ static void *installer_main(void *arg) {
                             e->nchunks);
       if (j->p->o->content_cache && e->size > 0) add_to_content_cache(j, e);
     }
-    close(j->fd);
+    if (j->fd >= 0) close(j->fd);
     close(j->dirfd);
+    size_t bytes = j->len;
     free(j->base);
+    free(j->owned);
+    blob_release(j->blob);
     free(j);
     pthread_mutex_lock(&in->mu);
     in->busy--;
+    in->queued_bytes -= (int64_t)bytes;
     if (rc == BR_OK) in->done++;
     else if (!in->rc) {
       in->rc = rc;
@@ -216,40 +262,66 @@ static void installer_tick(br_xfer__engine *e, void *ud) {
 /* Sets mode and mtime, starts write-back, and hands the partial to an
  * installer that syncs it and renames it over the final name. dirfd and fd
  * stay the caller's. */
+static void enqueue(pull *p, install_job *j) {
+  installer *in = &p->inst;
+  pthread_mutex_lock(&in->mu);
+  while (in->queued && (in->queued >= INSTALL_QUEUE ||
+                        in->queued_bytes + (int64_t)j->len > INSTALL_QUEUE_BYTES))
+    pthread_cond_wait(&in->cv, &in->mu);
+  if (in->tail) in->tail->next = j;
+  else in->head = j;
+  in->tail = j;
+  in->queued++;
+  in->queued_bytes += (int64_t)j->len;
+  pthread_cond_signal(&in->cv);
+  pthread_mutex_unlock(&in->mu);
+}
+
+static install_job *new_job(pull *p, lfile *lf, int dirfd, const char *pn, const char *base,
+                            br_error *err) {
+  install_job *j = calloc(1, sizeof *j);
+  if (!j) {
+    br_error_set(err, BR_ENOMEM, "out of memory");
+    return NULL;
+  }
+  j->p = p;
+  j->lf = lf;
+  j->fd = -1;
+  j->dirfd = dup(dirfd);
+  j->base = strdup(base);
+  snprintf(j->pn, sizeof j->pn, "%s", pn);
+  if (j->dirfd < 0 || !j->base) {
+    int e2 = errno;
+    if (j->dirfd >= 0) close(j->dirfd);
+    free(j->base);
+    free(j);
+    fail_io(err, "install", lf->job, lf->e->path, e2);
+    return NULL;
+  }
+  return j;
+}
+
+/* Sets mode and mtime, starts write-back, and hands the partial to an
+ * installer that syncs it and renames it over the final name. dirfd and fd
+ * stay the caller's. */
 static int install(pull *p, lfile *lf, int dirfd, int fd, const char *pn, const char *base,
                    br_error *err) {
   const br_xfer_entry *e = lf->e;
-  struct timespec ts[2] = {{0, UTIME_OMIT},
-                           {(time_t)(e->mtime_ns / 1000000000), (long)(e->mtime_ns % 1000000000)}};
-  if (fchmod(fd, e->mode & 0777) != 0 || futimens(fd, ts) != 0)
-    return fail_io(err, "sync", lf->job, e->path, errno);
+  if (fchmod(fd, e->mode & 0777) != 0) return fail_io(err, "chmod", lf->job, e->path, errno);
+  set_times(fd, e);
   sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
-  install_job *j = calloc(1, sizeof *j);
-  if (!j) return br_error_set(err, BR_ENOMEM, "out of memory");
-  j->p = p;
-  j->lf = lf;
-  j->dirfd = dup(dirfd);
+  install_job *j = new_job(p, lf, dirfd, pn, base, err);
+  if (!j) return err->code ? err->code : BR_EIO;
   j->fd = dup(fd);
-  j->base = strdup(base);
-  snprintf(j->pn, sizeof j->pn, "%s", pn);
-  if (j->dirfd < 0 || j->fd < 0 || !j->base) {
+  if (j->fd < 0) {
     int e2 = errno;
-    if (j->dirfd >= 0) close(j->dirfd);
-    if (j->fd >= 0) close(j->fd);
+    close(j->dirfd);
     free(j->base);
     free(j);
     return fail_io(err, "install", lf->job, e->path, e2);
   }
   lf->done = true;
-  installer *in = &p->inst;
-  pthread_mutex_lock(&in->mu);
-  while (in->queued >= INSTALL_QUEUE) pthread_cond_wait(&in->cv, &in->mu);
-  if (in->tail) in->tail->next = j;
-  else in->head = j;
-  in->tail = j;
-  in->queued++;
-  pthread_cond_signal(&in->cv);
-  pthread_mutex_unlock(&in->mu);
+  enqueue(p, j);
   return BR_OK;
 }
 
@@ -458,18 +530,35 @@ static int bundle_build(br_xfer__req *r, br_xfer__buf *body, br_error *err) {
   return BR_OK;
 }
 
+/* Hands a small file's verified bytes to an installer, which writes the
+ * partial, syncs and renames it: the loop thread never waits on creating
+ * files. The bytes stay in the bundle's blob, or are copied when they were
+ * decompressed into the iterator's scratch. */
 static int write_small(pull *p, lfile *lf, int dirfd, const char *base, const uint8_t *data,
-                       size_t len, br_error *err) {
+                       size_t len, blob *b, bool copy, br_error *err) {
   char pn[64];
   br_xfer__partial_name(base, pn, sizeof pn);
-  int fd = openat(dirfd, pn, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
-  if (fd < 0) return fail_io(err, "create", lf->job, lf->e->path, errno);
-  int w = br_xfer__pwrite_all(fd, data, len, 0);
-  int rc = w ? fail_io(err, "write", lf->job, lf->e->path, -w)
-             : install(p, lf, dirfd, fd, pn, base, err);
-  close(fd);
-  if (w) unlinkat(dirfd, pn, 0);
-  return rc;
+  install_job *j = new_job(p, lf, dirfd, pn, base, err);
+  if (!j) return err->code ? err->code : BR_EIO;
+  j->len = len;
+  if (copy) {
+    j->owned = malloc(len ? len : 1);
+    if (!j->owned) {
+      close(j->dirfd);
+      free(j->base);
+      free(j);
+      return br_error_set(err, BR_ENOMEM, "out of memory");
+    }
+    memcpy(j->owned, data, len);
+    j->data = j->owned;
+  } else {
+    atomic_fetch_add(&b->refs, 1);
+    j->blob = b;
+    j->data = data;
+  }
+  lf->done = true;
+  enqueue(p, j);
+  return BR_OK;
 }
 
 /* Installs every complete, verified entry of a (possibly cut) bundle. */
@@ -479,6 +568,13 @@ static int bundle_take(br_xfer__req *r, br_error *err) {
   br_xfer__bundle_iter it;
   int rc = br_xfer__bundle_open(&it, r->resp.data, r->resp.len, err);
   if (rc) return BR_XFER__RETRY;
+  /* The body becomes a blob the install jobs share; the request lets go. */
+  blob *b = malloc(sizeof *b);
+  if (!b) return br_error_set(err, BR_ENOMEM, "out of memory");
+  atomic_init(&b->refs, 1);
+  b->data = r->resp.data;
+  const uint8_t *body = r->resp.data, *body_end = r->resp.data + r->resp.len;
+  memset(&r->resp, 0, sizeof r->resp);
   int dirfd = -1;
   char dirpath[4200] = "";
   size_t i = 0;
@@ -510,7 +606,9 @@ static int bundle_take(br_xfer__req *r, br_error *err) {
       }
       snprintf(dirpath, sizeof dirpath, "%.*s", (int)dl, e->path);
     }
-    rc = write_small(p, lf, dirfd, slash ? slash + 1 : e->path, data, len, err);
+    uintptr_t at = (uintptr_t)data;
+    bool in_body = at >= (uintptr_t)body && at + len <= (uintptr_t)body_end;
+    rc = write_small(p, lf, dirfd, slash ? slash + 1 : e->path, data, len, b, !in_body, err);
     if (rc) break;
     lf->left = 0;
     p->res->chunks_moved++;
@@ -518,6 +616,7 @@ static int bundle_take(br_xfer__req *r, br_error *err) {
   }
   if (dirfd >= 0) close(dirfd);
   br_xfer__bundle_close(&it);
+  blob_release(b);
   if (rc < 0) return rc;
   if (n < 0 || i < f->nsent) {
     if (!err->msg[0]) br_error_set(err, BR_ENET, "bundle ended early");

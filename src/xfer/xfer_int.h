@@ -123,18 +123,16 @@ int br_xfer__hcache_commit(br_xfer__hcache *c);
 
 /* ---- depot object store (store.c) ---- */
 
+typedef struct br_xfer__index br_xfer__index;
 typedef struct br_xfer__store {
   char *root;
   int rootfd;
   pthread_mutex_t commit_mu;
+  br_xfer__index *index; /* packs of small chunks (pack.c) */
 } br_xfer__store;
 int br_xfer__store_open(br_xfer__store *s, const char *root, br_error *err);
 void br_xfer__store_close(br_xfer__store *s);
 bool br_xfer__store_has(br_xfer__store *s, const br_xfer_digest *d);
-/* Stores data under d atomically (tmp, fsync, rename, dir fsync). The caller
- * has verified the digest. */
-int br_xfer__store_put(br_xfer__store *s, const br_xfer_digest *d, const void *data,
-                       size_t len, br_error *err);
 /* Many objects at once (a bundle): stage writes each to a temporary file
  * and starts its write-back; commit syncs them all, renames them into place
  * and syncs each directory touched once. A staged object with fd < 0 was
@@ -148,9 +146,29 @@ int br_xfer__store_stage(br_xfer__store *s, const br_xfer_digest *d, const void 
                          size_t len, br_xfer__staged *out, br_error *err);
 int br_xfer__store_commit_staged(br_xfer__store *s, br_xfer__staged *st, size_t n,
                                  br_error *err);
-/* Opens an object for reading; fd and size. */
+/* Opens an object for reading: fd, and where its bytes are in it. */
 int br_xfer__store_open_object(br_xfer__store *s, const br_xfer_digest *d, int *fd,
-                               int64_t *size);
+                               int64_t *off, int64_t *size);
+/* Checks every object's bytes against its digest; *checked counts them. */
+int br_xfer__store_fsck(br_xfer__store *s, int64_t *checked, br_error *err);
+
+/* ---- packs of small chunks (pack.c) ---- */
+
+#define BR_XFER__PACK_MAX_ENTRY (1024 * 1024) /* larger chunks stay loose */
+typedef struct br_xfer__packed {
+  br_xfer_digest d;
+  int64_t off, len;
+} br_xfer__packed;
+int br_xfer__index_open(br_xfer__store *s, br_error *err);
+void br_xfer__index_close(br_xfer__store *s);
+bool br_xfer__index_has(br_xfer__store *s, const br_xfer_digest *d);
+int br_xfer__index_open_object(br_xfer__store *s, const br_xfer_digest *d, int *fd,
+                               int64_t *off, int64_t *len);
+/* Writes pack (the objects' bytes end to end, as objs locate them) as one
+ * new pack file, durably, then indexes them in one transaction. */
+int br_xfer__pack_write(br_xfer__store *s, const br_xfer__buf *pack,
+                        const br_xfer__packed *objs, size_t n, br_error *err);
+int br_xfer__index_fsck(br_xfer__store *s, int64_t *checked, br_error *err);
 /* Commits manifest JSON under name as the next version (*version). */
 int br_xfer__store_commit(br_xfer__store *s, const char *name, const char *json, size_t len,
                           int64_t *version, br_error *err);

@@ -1,0 +1,211 @@
+/* Packs: small chunks stored many to a file. One file per small chunk would
+ * cost an inode, an fsync and a rename each; a bundle of them is written as
+ * one pack file under packs/ (synced, its directory synced), then indexed in
+ * one SQLite transaction (index.db: digest -> pack, offset, length). Until
+ * that commit the pack is unreferenced, so a crash leaves at most an unused
+ * file, never an index entry without its bytes. Large chunks stay loose
+ * files under objects/ (store.c). */
+#include "xfer_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct br_xfer__index {
+  sqlite3 *db;
+  sqlite3_stmt *has, *find, *add_pack, *add_obj;
+  pthread_mutex_t mu;
+};
+
+int br_xfer__index_open(br_xfer__store *s, br_error *err) {
+  char path[4200];
+  snprintf(path, sizeof path, "%s/packs", s->root);
+  if (mkdir(path, 0755) != 0 && errno != EEXIST)
+    return br_error_set(err, BR_EIO, "mkdir %s: %s", path, strerror(errno));
+  br_xfer__index *x = calloc(1, sizeof *x);
+  if (!x) return br_error_set(err, BR_ENOMEM, "out of memory");
+  pthread_mutex_init(&x->mu, NULL);
+  snprintf(path, sizeof path, "%s/index.db", s->root);
+  int rc = sqlite3_open_v2(path, &x->db,
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+                           NULL);
+  if (rc == SQLITE_OK) {
+    sqlite3_busy_timeout(x->db, 30000);
+    rc = sqlite3_exec(x->db,
+                      "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+                      "CREATE TABLE IF NOT EXISTS packs (id INTEGER PRIMARY KEY, name TEXT "
+                      " NOT NULL UNIQUE);"
+                      "CREATE TABLE IF NOT EXISTS objects (digest BLOB PRIMARY KEY, pack "
+                      " INTEGER NOT NULL, off INTEGER NOT NULL, len INTEGER NOT NULL) "
+                      " WITHOUT ROWID;",
+                      NULL, NULL, NULL);
+  }
+  if (rc == SQLITE_OK)
+    rc = sqlite3_prepare_v2(x->db, "SELECT 1 FROM objects WHERE digest=?", -1, &x->has, NULL);
+  if (rc == SQLITE_OK)
+    rc = sqlite3_prepare_v2(x->db,
+                            "SELECT p.name, o.off, o.len FROM objects o JOIN packs p ON "
+                            "p.id = o.pack WHERE o.digest=?",
+                            -1, &x->find, NULL);
+  if (rc == SQLITE_OK)
+    rc = sqlite3_prepare_v2(x->db, "INSERT INTO packs (name) VALUES (?)", -1, &x->add_pack,
+                            NULL);
+  if (rc == SQLITE_OK)
+    rc = sqlite3_prepare_v2(x->db, "INSERT OR IGNORE INTO objects VALUES (?,?,?,?)", -1,
+                            &x->add_obj, NULL);
+  if (rc != SQLITE_OK) {
+    br_error_set(err, BR_EIO, "depot index %s: %s", path, sqlite3_errmsg(x->db));
+    s->index = x;
+    br_xfer__index_close(s);
+    return BR_EIO;
+  }
+  s->index = x;
+  return BR_OK;
+}
+
+void br_xfer__index_close(br_xfer__store *s) {
+  br_xfer__index *x = s->index;
+  if (!x) return;
+  sqlite3_finalize(x->has);
+  sqlite3_finalize(x->find);
+  sqlite3_finalize(x->add_pack);
+  sqlite3_finalize(x->add_obj);
+  sqlite3_close(x->db);
+  pthread_mutex_destroy(&x->mu);
+  free(x);
+  s->index = NULL;
+}
+
+bool br_xfer__index_has(br_xfer__store *s, const br_xfer_digest *d) {
+  br_xfer__index *x = s->index;
+  pthread_mutex_lock(&x->mu);
+  sqlite3_reset(x->has);
+  sqlite3_bind_blob(x->has, 1, d->b, BR_XFER_DIGEST_LEN, SQLITE_STATIC);
+  bool found = sqlite3_step(x->has) == SQLITE_ROW;
+  sqlite3_reset(x->has);
+  pthread_mutex_unlock(&x->mu);
+  return found;
+}
+
+int br_xfer__index_open_object(br_xfer__store *s, const br_xfer_digest *d, int *fd,
+                               int64_t *off, int64_t *len) {
+  br_xfer__index *x = s->index;
+  char rel[128] = "";
+  pthread_mutex_lock(&x->mu);
+  sqlite3_reset(x->find);
+  sqlite3_bind_blob(x->find, 1, d->b, BR_XFER_DIGEST_LEN, SQLITE_STATIC);
+  if (sqlite3_step(x->find) == SQLITE_ROW) {
+    snprintf(rel, sizeof rel, "packs/%s", (const char *)sqlite3_column_text(x->find, 0));
+    *off = sqlite3_column_int64(x->find, 1);
+    *len = sqlite3_column_int64(x->find, 2);
+  }
+  sqlite3_reset(x->find);
+  pthread_mutex_unlock(&x->mu);
+  if (!rel[0]) return BR_ENOTFOUND;
+  *fd = openat(s->rootfd, rel, O_RDONLY | O_CLOEXEC);
+  return *fd < 0 ? BR_EIO : BR_OK;
+}
+
+int br_xfer__pack_write(br_xfer__store *s, const br_xfer__buf *pack,
+                        const br_xfer__packed *objs, size_t n, br_error *err) {
+  if (n == 0) return BR_OK;
+  br_xfer__index *x = s->index;
+  /* A fresh name: letters from a digest of time, pid and this call. */
+  char name[40], rel[64];
+  br_xfer_digest r;
+  char seed[96];
+  snprintf(seed, sizeof seed, "%d-%p-%f", (int)getpid(), (const void *)objs, br_xfer__now());
+  br_xfer_sha256(seed, strlen(seed), &r);
+  for (int i = 0; i < 20; i++) name[i] = (char)('a' + r.b[i] % 26);
+  snprintf(name + 20, sizeof name - 20, ".pack");
+  snprintf(rel, sizeof rel, "packs/%s", name);
+  int fd = openat(s->rootfd, rel, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) return br_error_set(err, BR_EIO, "create %s/%s: %s", s->root, rel, strerror(errno));
+  int w = br_xfer__pwrite_all(fd, pack->data, pack->len, 0);
+  if (w == 0 && fsync(fd) != 0) w = -errno;
+  close(fd);
+  if (w) {
+    unlinkat(s->rootfd, rel, 0);
+    return br_error_set(err, BR_EIO, "write %s/%s: %s", s->root, rel, strerror(-w));
+  }
+  int dfd = openat(s->rootfd, "packs", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    br_xfer__fsync_dirfd(dfd);
+    close(dfd);
+  }
+  /* The pack is durable; now make it reachable, all at once. */
+  pthread_mutex_lock(&x->mu);
+  int rc = sqlite3_exec(x->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+  if (rc == SQLITE_OK) {
+    sqlite3_reset(x->add_pack);
+    sqlite3_bind_text(x->add_pack, 1, name, -1, SQLITE_STATIC);
+    rc = sqlite3_step(x->add_pack) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
+    sqlite3_reset(x->add_pack);
+  }
+  sqlite3_int64 id = sqlite3_last_insert_rowid(x->db);
+  for (size_t i = 0; i < n && rc == SQLITE_OK; i++) {
+    sqlite3_reset(x->add_obj);
+    sqlite3_bind_blob(x->add_obj, 1, objs[i].d.b, BR_XFER_DIGEST_LEN, SQLITE_STATIC);
+    sqlite3_bind_int64(x->add_obj, 2, id);
+    sqlite3_bind_int64(x->add_obj, 3, objs[i].off);
+    sqlite3_bind_int64(x->add_obj, 4, objs[i].len);
+    rc = sqlite3_step(x->add_obj) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
+    sqlite3_reset(x->add_obj);
+  }
+  if (rc == SQLITE_OK) rc = sqlite3_exec(x->db, "COMMIT", NULL, NULL, NULL);
+  if (rc != SQLITE_OK) {
+    br_error_set(err, BR_EIO, "depot index: %s", sqlite3_errmsg(x->db));
+    sqlite3_exec(x->db, "ROLLBACK", NULL, NULL, NULL);
+  }
+  pthread_mutex_unlock(&x->mu);
+  if (rc != SQLITE_OK) {
+    unlinkat(s->rootfd, rel, 0);
+    return BR_EIO;
+  }
+  return BR_OK;
+}
+
+int br_xfer__index_fsck(br_xfer__store *s, int64_t *checked, br_error *err) {
+  br_xfer__index *x = s->index;
+  sqlite3_stmt *all = NULL;
+  pthread_mutex_lock(&x->mu);
+  int rc = sqlite3_prepare_v2(x->db,
+                              "SELECT o.digest, p.name, o.off, o.len FROM objects o JOIN "
+                              "packs p ON p.id = o.pack ORDER BY p.id, o.off",
+                              -1, &all, NULL);
+  int out = BR_OK;
+  uint8_t *buf = NULL;
+  size_t cap = 0;
+  while (rc == SQLITE_OK && out == BR_OK && sqlite3_step(all) == SQLITE_ROW) {
+    br_xfer_digest want, got;
+    memcpy(want.b, sqlite3_column_blob(all, 0), BR_XFER_DIGEST_LEN);
+    char rel[128];
+    snprintf(rel, sizeof rel, "packs/%s", (const char *)sqlite3_column_text(all, 1));
+    int64_t off = sqlite3_column_int64(all, 2), len = sqlite3_column_int64(all, 3);
+    if ((size_t)len > cap) {
+      free(buf);
+      cap = (size_t)len;
+      buf = malloc(cap);
+    }
+    int fd = openat(s->rootfd, rel, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || !buf || br_xfer__pread_all(fd, buf, (size_t)len, off) != 0) {
+      out = br_error_set(err, BR_EIO, "%s: cannot read an indexed object", rel);
+    } else {
+      br_xfer_sha256(buf, (size_t)len, &got);
+      if (br_xfer__digest_cmp(&want, &got) != 0)
+        out = br_error_set(err, BR_EIO, "%s at %lld: bytes do not match their digest", rel,
+                           (long long)off);
+      else (*checked)++;
+    }
+    if (fd >= 0) close(fd);
+  }
+  sqlite3_finalize(all);
+  pthread_mutex_unlock(&x->mu);
+  free(buf);
+  if (rc != SQLITE_OK) return br_error_set(err, BR_EIO, "depot index unreadable");
+  return out;
+}
