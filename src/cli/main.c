@@ -68,7 +68,7 @@ static const br_cli_command *find(const char *name) {
 }
 
 static int cmd_help(int argc, char **argv) {
-  if (argc > 1) {
+  if (argc > 1 && !br_cli_wants_help(argc, argv)) {
     const br_cli_command *c = find(argv[1]);
     if (!c) {
       br_cli_errorf("unknown command '%s'", argv[1]);
