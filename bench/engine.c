@@ -6,7 +6,9 @@
  * to K = 10 (the baseline, measured in the same run).
  *
  * usage: bench-engine [--ks 1,10,100,1000] [--graph examples/standin.json]
- *                     [--dir /tmp] [--sync normal]
+ *                     [--dir /tmp] [--sync normal] [--pg URI]
+ * With --pg it also runs every K on PostgreSQL (the database's tables are
+ * dropped before each K; bench/engine-pg.sh starts a private server).
  * Targets (2 cores): >= 100,000 transitions/s at K = 1000; time per
  * transition at K = 1000 within 1.5x of K = 10; peak memory flat in K. */
 #include <braid/engine.h>
@@ -34,13 +36,22 @@ static double now(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static result run_k(const char *graph_path, const char *dir, int k, const char *sync) {
+static result run_k(const char *graph_path, const char *dir, int k, const char *sync,
+                    const char *pg) {
   result r = {0};
   char store[1024];
   snprintf(store, sizeof store, "%s/bench-engine-%d-%d.db", dir, k, (int)getpid());
   char uri[1100];
   snprintf(uri, sizeof uri, "%s%s%s", store, sync ? "?sync=" : "", sync ? sync : "");
   unlink(store);
+  if (pg) {
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "psql -q '%s' -c 'DROP TABLE IF EXISTS tasks, splits, graphs, invocations, braid_meta' "
+             ">/dev/null 2>&1", pg);
+    if (system(cmd) != 0) fprintf(stderr, "bench-engine: could not reset the database\n");
+    snprintf(uri, sizeof uri, "%s", pg);
+  }
   br_error err;
   br_store *s;
   if (br_store_open(uri, 0, &s, &err)) {
@@ -92,14 +103,15 @@ static result run_k(const char *graph_path, const char *dir, int k, const char *
   return r;
 }
 
-static result run_child(const char *graph, const char *dir, int k, const char *sync) {
+static result run_child(const char *graph, const char *dir, int k, const char *sync,
+                        const char *pg) {
   int fds[2];
   result r = {0};
   if (pipe(fds)) return r;
   pid_t pid = fork();
   if (pid == 0) {
     close(fds[0]);
-    result x = run_k(graph, dir, k, sync);
+    result x = run_k(graph, dir, k, sync, pg);
     if (write(fds[1], &x, sizeof x) != (ssize_t)sizeof x) _exit(1);
     _exit(0);
   }
@@ -111,45 +123,49 @@ static result run_child(const char *graph, const char *dir, int k, const char *s
 }
 
 int main(int argc, char **argv) {
-  const char *graph = "examples/standin.json", *dir = "/tmp", *sync = NULL;
+  const char *graph = "examples/standin.json", *dir = "/tmp", *sync = NULL, *pg = NULL;
   char ks_buf[256] = "1,10,100,1000";
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--ks") && i + 1 < argc) snprintf(ks_buf, sizeof ks_buf, "%s", argv[++i]);
     else if (!strcmp(argv[i], "--graph") && i + 1 < argc) graph = argv[++i];
     else if (!strcmp(argv[i], "--dir") && i + 1 < argc) dir = argv[++i];
     else if (!strcmp(argv[i], "--sync") && i + 1 < argc) sync = argv[++i];
+    else if (!strcmp(argv[i], "--pg") && i + 1 < argc) pg = argv[++i];
     else {
-      fprintf(stderr, "usage: bench-engine [--ks 1,10,100,1000] [--graph FILE] [--dir DIR] [--sync normal]\n");
+      fprintf(stderr, "usage: bench-engine [--ks 1,10,100,1000] [--graph FILE] [--dir DIR] [--sync normal] [--pg URI]\n");
       return 2;
     }
   }
   int ks[16], nk = 0;
   for (char *p = strtok(ks_buf, ","); p && nk < 16; p = strtok(NULL, ",")) ks[nk++] = atoi(p);
-  result res[16];
-  double base = 0;
-  printf("bench/engine: stand-in scenario x K on SQLite (%s), store in %s\n",
-         sync ? sync : "synchronous=FULL", dir);
-  printf("%6s %10s %9s %8s %12s %9s %10s %12s %s\n", "K", "transitns", "seconds", "commits",
-         "trans/s", "us/trans", "vs K=10", "peak RSS MB", "peak tasks");
-  for (int i = 0; i < nk; i++) {
-    res[i] = run_child(graph, dir, ks[i], sync);
-    if (!res[i].ok) {
-      fprintf(stderr, "bench-engine: K=%d did not finish correctly\n", ks[i]);
-      return 1;
-    }
-    double us = res[i].seconds * 1e6 / (double)res[i].transitions;
-    if (ks[i] == 10) base = us;
-    printf("%6d %10llu %9.3f %8llu %12.0f %9.3f %10s %12.1f %zu\n", ks[i],
-           (unsigned long long)res[i].transitions, res[i].seconds,
-           (unsigned long long)res[i].commits, (double)res[i].transitions / res[i].seconds, us,
-           "", (double)res[i].peak_rss_kb / 1024.0, res[i].peak_tasks);
-    fflush(stdout);
-  }
-  if (base > 0) {
-    printf("\ntime per transition relative to K=10:\n");
+  for (int pass = 0; pass < (pg ? 2 : 1); pass++) {
+    const char *use_pg = pass ? pg : NULL;
+    result res[16];
+    double base = 0;
+    printf("%sbench/engine: stand-in scenario x K on %s\n", pass ? "\n" : "",
+           use_pg ? "PostgreSQL" : (sync && !strcmp(sync, "normal")) ? "SQLite (synchronous=NORMAL)"
+                                                                      : "SQLite (synchronous=FULL)");
+    printf("%6s %10s %9s %8s %12s %9s %12s %s\n", "K", "transitns", "seconds", "commits", "trans/s",
+           "us/trans", "peak RSS MB", "peak tasks");
     for (int i = 0; i < nk; i++) {
+      res[i] = run_child(graph, dir, ks[i], sync, use_pg);
+      if (!res[i].ok) {
+        fprintf(stderr, "bench-engine: K=%d did not finish correctly\n", ks[i]);
+        return 1;
+      }
       double us = res[i].seconds * 1e6 / (double)res[i].transitions;
-      printf("  K=%-5d %.2fx\n", ks[i], us / base);
+      if (ks[i] == 10) base = us;
+      printf("%6d %10llu %9.3f %8llu %12.0f %9.3f %12.1f %zu\n", ks[i],
+             (unsigned long long)res[i].transitions, res[i].seconds,
+             (unsigned long long)res[i].commits, (double)res[i].transitions / res[i].seconds, us,
+             (double)res[i].peak_rss_kb / 1024.0, res[i].peak_tasks);
+      fflush(stdout);
+    }
+    if (base > 0) {
+      printf("time per transition relative to K=10:");
+      for (int i = 0; i < nk; i++)
+        printf("  K=%d %.2fx", ks[i], res[i].seconds * 1e6 / (double)res[i].transitions / base);
+      printf("\n");
     }
   }
   return 0;

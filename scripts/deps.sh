@@ -5,6 +5,7 @@ set -euo pipefail
 PKGS=(
   build-essential cmake pkg-config git
   libsqlite3-dev sqlite3          # embedded store
+  libpq-dev postgresql            # the PostgreSQL store (the server: for its tests)
   libjansson-dev                  # JSON values (task attributes, graph files)
   libuv1-dev                      # event loop, processes, pipes, timers, signals
   liblua5.4-dev                   # expressions and the script node

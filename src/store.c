@@ -4,9 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-extern const br_store_ops br_store_sqlite;
+extern const br_store_ops br_store_sqlite, br_store_postgres;
 
-static const br_store_ops *const stores[] = {&br_store_sqlite, NULL};
+static const br_store_ops *const stores[] = {&br_store_sqlite, &br_store_postgres, NULL};
 
 int br_store_open(const char *uri, int flags, br_store **out, br_error *err) {
   *out = NULL;
