@@ -616,3 +616,32 @@ TEST(many_small_files_in_big_bundles) {
   xu_depot_stop(&x);
   xu_done(tmp);
 }
+
+TEST(default_sizes_round_trip) {
+  /* The sizes braid uses by default: 8 MiB chunks, 1 MiB small files,
+   * 8 MiB bundles. */
+  char *tmp = br_test_tmpdir("xfer-pp-defaults");
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "def");
+  xu_make_file(src, "big.0001.vdb", 9 * 1024 * 1024 + 3, 1);
+  xu_make_file(src, "mid.0001.vdb", 1024 * 1024 + 1, 2);
+  for (int i = 0; i < 150; i++) {
+    char rel[32];
+    snprintf(rel, sizeof rel, "s/f.%04d.exr", i);
+    xu_make_file(src, rel, 60000, 10 + (uint64_t)i);
+  }
+  br_xfer_opts o;
+  br_xfer_opts_init(&o);
+  o.token = XU_TOKEN;
+  char *cache = xu_path(tmp, "cache.db");
+  o.cache_path = cache;
+  br_xfer_result res;
+  push_ok(src, ref, &o, &res);
+  CHECK_EQ_INT(res.chunks_moved, 2 + 1 + 150);
+  pull_ok(ref, dst, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+  free(cache), free(src), free(dst), free(ref);
+  xu_depot_stop(&x);
+  xu_done(tmp);
+}
