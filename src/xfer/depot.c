@@ -531,6 +531,7 @@ int br_depot_open(const br_depot_opts *opts, br_depot **out, br_error *err) {
     return rc;
   }
   clean_tmp(&d->store);
+  br_xfer__pack_clean(&d->store);
   *out = d;
   return BR_OK;
 }
