@@ -34,7 +34,10 @@ typedef struct bench {
 
 static double now(void) { return xp_now(); }
 
+static pid_t rsyncd_pid; /* stopped on the way out, even by die() */
+
 static void die(const char *fmt, const char *arg) {
+  if (rsyncd_pid > 0) kill(rsyncd_pid, SIGTERM);
   fprintf(stderr, "bench-transfer: ");
   fprintf(stderr, fmt, arg);
   fputc('\n', stderr);
@@ -134,6 +137,7 @@ static void start(bench *b) {
            (char *)NULL);
     _exit(127);
   }
+  rsyncd_pid = b->rsyncd;
   usleep(300000);
   snprintf(b->cache, sizeof b->cache, "%s/hashcache.db", b->dir);
   br_xfer_opts_init(&b->o);

@@ -584,3 +584,64 @@ TEST(file_changed_during_push_is_reported) {
   xu_depot_stop(&x);
   xu_done(tmp);
 }
+
+TEST(many_small_files_in_big_bundles) {
+  /* Hundreds of tiny files per request, both ways (bundles and packs). */
+  char *tmp = br_test_tmpdir("xfer-pp-bigbundle");
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "tiny");
+  char rel[64];
+  for (int i = 0; i < 600; i++) {
+    snprintf(rel, sizeof rel, "d%d/t.%04d.txt", i % 7, i);
+    xu_make_file(src, rel, 100 + (size_t)(i % 50) * 37, (uint64_t)i % 500); /* some dups */
+  }
+  br_xfer_opts o;
+  xu_opts(&o, tmp);
+  o.bundle_bytes = 8 * 1024 * 1024;
+  o.parallel = 2;
+  br_xfer_result res;
+  push_ok(src, ref, &o, &res);
+  pull_ok(ref, dst, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+  br_depot_stop(x.d);
+  br_xfer__store st;
+  CHECK_EQ_INT(br_xfer__store_open(&st, x.root, NULL), BR_OK);
+  int64_t n = 0;
+  CHECK_EQ_INT(br_xfer__store_fsck(&st, &n, NULL), BR_OK);
+  CHECK(n >= 500);
+  br_xfer__store_close(&st);
+  x.d = NULL;
+  free(src), free(dst), free(ref);
+  xu_depot_stop(&x);
+  xu_done(tmp);
+}
+
+TEST(default_sizes_round_trip) {
+  /* The sizes braid uses by default: 8 MiB chunks, 1 MiB small files,
+   * 8 MiB bundles. */
+  char *tmp = br_test_tmpdir("xfer-pp-defaults");
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "def");
+  xu_make_file(src, "big.0001.vdb", 9 * 1024 * 1024 + 3, 1);
+  xu_make_file(src, "mid.0001.vdb", 1024 * 1024 + 1, 2);
+  for (int i = 0; i < 150; i++) {
+    char rel[32];
+    snprintf(rel, sizeof rel, "s/f.%04d.exr", i);
+    xu_make_file(src, rel, 60000, 10 + (uint64_t)i);
+  }
+  br_xfer_opts o;
+  br_xfer_opts_init(&o);
+  o.token = XU_TOKEN;
+  char *cache = xu_path(tmp, "cache.db");
+  o.cache_path = cache;
+  br_xfer_result res;
+  push_ok(src, ref, &o, &res);
+  CHECK_EQ_INT(res.chunks_moved, 2 + 1 + 150);
+  pull_ok(ref, dst, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+  free(cache), free(src), free(dst), free(ref);
+  xu_depot_stop(&x);
+  xu_done(tmp);
+}

@@ -250,10 +250,15 @@ static int finish(common *c, const char *verb, int rc, const br_error *err,
   }
   if (!c->json && !c->quiet) {
     char moved[32];
-    snprintf(moved, sizeof moved, "%lld", (long long)res->bytes_moved);
-    fprintf(stderr, "%s: %lld files, %lld moved (%s bytes), %lld chunks already there, "
-            "%.2fs%s\n", verb, (long long)res->files, (long long)res->files_moved, moved,
-            (long long)res->chunks_skipped, res->seconds, "");
+    human((double)res->bytes_moved, moved, sizeof moved);
+    fprintf(stderr, "%s: %lld files, %lld %s (%s over the network), %lld chunks %s, %.2fs\n",
+            verb, (long long)res->files, (long long)res->files_moved,
+            strcmp(verb, "push") == 0 ? "sent" : "fetched", moved,
+            (long long)res->chunks_skipped,
+            strcmp(verb, "push") == 0 ? "already in the depot" : "already here", res->seconds);
+    if (res->files_reused)
+      fprintf(stderr, "%s: %lld files from the content cache\n", verb,
+              (long long)res->files_reused);
   }
   return BR_EXIT_OK;
 }
@@ -299,6 +304,10 @@ int br_cli_push(int argc, char **argv) {
   br_error_clear(&err);
   br_xfer_result res;
   int rc = br_xfer_push_many(dirs, targets, n, &c.o, versions, &res, &err);
+  if (ps.drawn) {
+    fputc('\n', stderr); /* end the progress line before the result */
+    ps.drawn = 0;
+  }
   if (rc == BR_OK && !c.json)
     for (size_t i = 0; i < n; i++) {
       br_xfer_ref ref;

@@ -166,7 +166,7 @@ static enum MHD_Result do_upload(br_depot *d, struct MHD_Connection *c, request 
       msg = "chunk digest mismatch";
       break;
     }
-    if (n == cap) {
+    if (n == cap || npk == cap) { /* both arrays have cap entries */
       cap = cap ? cap * 2 : 64;
       void *p1 = realloc(st, cap * sizeof *st), *p2 = p1 ? realloc(pk, cap * sizeof *pk) : NULL;
       if (p1) st = p1;
@@ -531,6 +531,7 @@ int br_depot_open(const br_depot_opts *opts, br_depot **out, br_error *err) {
     return rc;
   }
   clean_tmp(&d->store);
+  br_xfer__pack_clean(&d->store);
   *out = d;
   return BR_OK;
 }

@@ -7,12 +7,14 @@
  * files under objects/ (store.c). */
 #include "xfer_int.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 struct br_xfer__index {
@@ -208,4 +210,33 @@ int br_xfer__index_fsck(br_xfer__store *s, int64_t *checked, br_error *err) {
   free(buf);
   if (rc != SQLITE_OK) return br_error_set(err, BR_EIO, "depot index unreadable");
   return out;
+}
+
+void br_xfer__pack_clean(br_xfer__store *s) {
+  /* A pack that no index entry names and that is older than an hour was cut
+   * off by a crash between its sync and its index commit. */
+  br_xfer__index *x = s->index;
+  int fd = openat(s->rootfd, "packs", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
+  if (!dir) {
+    if (fd >= 0) close(fd);
+    return;
+  }
+  sqlite3_stmt *q = NULL;
+  pthread_mutex_lock(&x->mu);
+  sqlite3_prepare_v2(x->db, "SELECT 1 FROM packs WHERE name=?", -1, &q, NULL);
+  time_t now = time(NULL);
+  struct dirent *de;
+  while (q && (de = readdir(dir))) {
+    struct stat st;
+    if (de->d_name[0] == '.' || fstatat(fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+        !S_ISREG(st.st_mode) || now - st.st_mtime < 3600)
+      continue;
+    sqlite3_reset(q);
+    sqlite3_bind_text(q, 1, de->d_name, -1, SQLITE_TRANSIENT);
+    if (sqlite3_step(q) != SQLITE_ROW) unlinkat(fd, de->d_name, 0);
+  }
+  sqlite3_finalize(q);
+  pthread_mutex_unlock(&x->mu);
+  closedir(dir);
 }

@@ -1,5 +1,6 @@
-/* The depot's store: content-addressed objects (one file per chunk, named by
- * its SHA-256, under objects/ab/) and snapshots (snapshots/NAME/vN.json).
+/* The depot's store: content-addressed objects and snapshots. Large chunks
+ * are loose files named by their SHA-256 under objects/ab/; small ones live
+ * in packs (pack.c); snapshots are snapshots/NAME/vN.json.
  * Everything is written durably and atomically: a temporary file in tmp/
  * (same file system), fsync, rename (objects) or link (snapshots, which
  * fails if the version exists, so two commits at once take consecutive

@@ -169,6 +169,8 @@ int br_xfer__index_open_object(br_xfer__store *s, const br_xfer_digest *d, int *
 int br_xfer__pack_write(br_xfer__store *s, const br_xfer__buf *pack,
                         const br_xfer__packed *objs, size_t n, br_error *err);
 int br_xfer__index_fsck(br_xfer__store *s, int64_t *checked, br_error *err);
+/* Removes packs a crash left unindexed (older than an hour). */
+void br_xfer__pack_clean(br_xfer__store *s);
 /* Commits manifest JSON under name as the next version (*version). */
 int br_xfer__store_commit(br_xfer__store *s, const char *name, const char *json, size_t len,
                           int64_t *version, br_error *err);

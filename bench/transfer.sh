@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Builds braid (release) and runs bench-transfer: braid push/pull against an
+# rsync daemon on loopback, and through the test proxy with 30 ms RTT and a
+# 200 Mbit/s cap. Arguments go to bench-transfer:
+#   bench/transfer.sh --quick            # about a tenth of the sizes: minutes
+#   bench/transfer.sh                    # the full cases (needs ~60 GB of disk)
+#   bench/transfer.sh --only large       # one case: small, medium, large, latency
+# Work files go to /var/tmp (same disk as cp's baseline) unless --dir DIR.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${BRAID_BENCH_BUILD:-build-bench}
+cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build "$BUILD" -j "$(nproc)" --target bench-transfer >/dev/null
+exec "$BUILD/bench-transfer" "$@"
