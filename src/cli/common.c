@@ -103,3 +103,15 @@ void br_cli_print_json(json_t *j) {
   if (s) puts(s);
   free(s);
 }
+
+char *br_cli_store_side(const char *store, const char *suffix) {
+  char base[4096];
+  snprintf(base, sizeof base, "%s", store);
+  char *q = strchr(base, '?'); /* options of the store URI */
+  if (q) *q = '\0';
+  size_t len = strlen(base);
+  if (len > 3 && strcmp(base + len - 3, ".db") == 0) base[len - 3] = '\0';
+  char *out = NULL;
+  if (asprintf(&out, "%s%s", base, suffix) < 0) return NULL;
+  return out;
+}
