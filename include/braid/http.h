@@ -129,6 +129,9 @@ void br_http_reply_error(br_http_req *rq, unsigned status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void br_http_reply_data(br_http_req *rq, unsigned status, const char *content_type,
                         char *data /* malloc'd, stolen */, size_t len);
+/* The same with extra headers: NULL-terminated name, value pairs. */
+void br_http_reply_data_headers(br_http_req *rq, unsigned status, const char *content_type,
+                                char *data, size_t len, const char *const *headers);
 /* HTTP status for a braid error code (404 for BR_ENOTFOUND, 400, 409 ...). */
 unsigned br_http_status_of(int code);
 
@@ -155,6 +158,9 @@ int br_http_client_open(const char *base_url, const char *token, br_http_client 
 void br_http_client_close(br_http_client *c);
 /* Seconds a call may take (0: no limit; the default is 60). */
 void br_http_client_set_timeout(br_http_client *c, double seconds);
+/* Calls give up as soon as *flag becomes non-zero (another thread sets it
+ * to stop a long poll); they then return BR_ECANCEL. */
+void br_http_client_set_abort(br_http_client *c, const volatile int *flag);
 /* Verify the server against this CA file (HTTPS with a private CA). */
 void br_http_client_set_ca(br_http_client *c, const char *ca_file);
 /* A JSON call: body may be NULL. Returns the HTTP status (> 0), or a

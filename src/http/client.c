@@ -15,6 +15,7 @@ struct br_http_client {
   char *auth; /* "Authorization: Bearer ..." */
   char *ca;
   long timeout_ms;
+  const volatile int *abort_flag;
 };
 
 typedef struct sink {
@@ -88,6 +89,17 @@ void br_http_client_set_timeout(br_http_client *c, double seconds) {
   c->timeout_ms = seconds > 0 ? (long)(seconds * 1000) : 0;
 }
 
+void br_http_client_set_abort(br_http_client *c, const volatile int *flag) { c->abort_flag = flag; }
+
+static int on_progress(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un) {
+  br_http_client *c = ud;
+  (void)dt;
+  (void)dn;
+  (void)ut;
+  (void)un;
+  return c->abort_flag && *c->abort_flag ? 1 : 0;
+}
+
 void br_http_client_set_ca(br_http_client *c, const char *ca_file) {
   free(c->ca);
   c->ca = ca_file ? strdup(ca_file) : NULL;
@@ -112,6 +124,11 @@ static int perform(br_http_client *c, const char *method, const char *path, cons
   curl_easy_setopt(e, CURLOPT_WRITEDATA, s);
   curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
   if (c->ca) curl_easy_setopt(e, CURLOPT_CAINFO, c->ca);
+  if (c->abort_flag) {
+    curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(e, CURLOPT_XFERINFODATA, c);
+  }
   curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
   if (body) {
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
@@ -127,6 +144,7 @@ static int perform(br_http_client *c, const char *method, const char *path, cons
   curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
   curl_slist_free_all(h);
   free(url);
+  if (rc == CURLE_ABORTED_BY_CALLBACK) return br_error_set(err, BR_ECANCEL, "cancelled");
   if (rc != CURLE_OK && !(rc == CURLE_WRITE_ERROR && s->stopped))
     return br_error_set(err, BR_ENET, "%s%s: %s", c->base, path, curl_easy_strerror(rc));
   return (int)status;

@@ -140,14 +140,24 @@ void br_http_reply_error(br_http_req *rq, unsigned status, const char *fmt, ...)
   br_http_reply_json(rq, status, json_pack("{ss}", "error", msg));
 }
 
-void br_http_reply_data(br_http_req *rq, unsigned status, const char *content_type, char *data,
-                        size_t len) {
+void br_http_reply_data_headers(br_http_req *rq, unsigned status, const char *content_type,
+                                char *data, size_t len, const char *const *headers) {
   struct MHD_Response *r =
       MHD_create_response_from_buffer(len, data ? data : (char *)"",
                                       data ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
-  if (!r) free(data);
-  else if (content_type) MHD_add_response_header(r, "Content-Type", content_type);
+  if (!r) {
+    free(data);
+  } else {
+    if (content_type) MHD_add_response_header(r, "Content-Type", content_type);
+    for (size_t i = 0; headers && headers[i] && headers[i + 1]; i += 2)
+      MHD_add_response_header(r, headers[i], headers[i + 1]);
+  }
   set_answer(rq, status, r);
+}
+
+void br_http_reply_data(br_http_req *rq, unsigned status, const char *content_type, char *data,
+                        size_t len) {
+  br_http_reply_data_headers(rq, status, content_type, data, len, NULL);
 }
 
 unsigned br_http_status_of(int code) {
