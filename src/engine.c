@@ -69,6 +69,7 @@ struct br_task {
   br_task *ls_prev, *ls_next; /* node/state list */
   int32_t hidx[2];            /* index in the ready / queued heap; -1: not in it */
   struct inv_rec *inv;        /* the current invocation (queued .. post) */
+  int64_t held;               /* queued, its invocation held by a scheduling executor */
   br_task *post_next;
   double progress;
   br_task *dirty_next;
@@ -154,6 +155,9 @@ struct br_engine {
   char *last_log_dir; /* the log folder made last (saves a mkdir per job) */
   int64_t *starting;  /* tasks moved to running, handed to the executor after the commit */
   size_t n_starting, cap_starting;
+  int64_t *orphans;   /* tasks loaded running: adopted by the executor, or run again */
+  size_t n_orphans;
+  struct posted *on_commit_head, *on_commit_tail; /* br_engine_on_commit */
   /* work handed over by other threads (br_engine_post) */
   uv_async_t async;
   pthread_mutex_t post_mu;
@@ -858,8 +862,12 @@ typedef struct inv_rec {
   char **argv_own, **env_own;
   char *strs[4]; /* node, cwd, progress_regex, log_path */
   int *codes;    /* good codes then retry codes */
+  char **tags_own, **limits_own;
+  char *worker;  /* where it runs (scheduling executors); NULL: the executor's name */
   br_inv_result res;
   int done;
+  int assigned;  /* it runs (or ran): it counts as an attempt */
+  int adopted;   /* taken over from a previous engine: no command to run again */
   int64_t started_ms;
 } inv_rec;
 
@@ -914,6 +922,9 @@ static void inv_free(inv_rec *r) {
   names_free(&r->known_children);
   strv_free(r->argv_own);
   strv_free(r->env_own);
+  strv_free(r->tags_own);
+  strv_free(r->limits_own);
+  free(r->worker);
   for (size_t i = 0; i < 4; i++) free(r->strs[i]);
   free(r->codes);
   inv_result_clear(&r->res);
@@ -927,6 +938,9 @@ static inv_rec *inv_copy(const br_invocation *in) {
   r->inv.attrs = NULL; /* set at dispatch: the task's attributes then */
   r->inv.argv = r->argv_own = strv_dup(in->argv);
   r->inv.env = r->env_own = strv_dup(in->env);
+  r->inv.tags = r->tags_own = strv_dup(in->tags);
+  r->inv.limits = r->limits_own = strv_dup(in->limits);
+  r->inv.task_name = NULL; /* set at dispatch, like attrs */
   r->inv.node = r->strs[0] = xstrdup(in->node);
   r->inv.cwd = r->strs[1] = xstrdup(in->cwd);
   r->inv.progress_regex = r->strs[2] = xstrdup(in->progress_regex);
@@ -956,7 +970,7 @@ static void inv_row_add(br_engine *e, br_task *t, const char *status) {
   i->row.attempt = t->attempts;
   i->row.status = i->buf[1] = xstrdup(status);
   i->row.log_path = i->buf[2] = xstrdup(r->inv.log_path);
-  i->row.worker = i->buf[5] = xstrdup(e->exops ? e->exops->name : "");
+  i->row.worker = i->buf[5] = xstrdup(r->worker ? r->worker : e->exops ? e->exops->name : "");
   i->row.started_ms = r->started_ms;
   if (r->done) {
     i->row.exit_code = r->res.exit_code;
@@ -975,6 +989,7 @@ static int node_max_attempts(const br_node *n) {
 }
 
 static void queue_invocation(br_engine *e, br_task *t) {
+  t->inv->inv.ready_ms = e->now_ms;
   set_state(e, t, BR_TASK_QUEUED);
   if (!t->paused) heap_push(&e->queued, t);
 }
@@ -1007,7 +1022,6 @@ static void prepare_dispatch(br_engine *e) {
     inv_rec *r = t->inv;
     r->inv.id = ++e->next_id;
     r->inv.task_id = t->id;
-    r->started_ms = e->now_ms;
     r->done = 0;
     inv_result_clear(&r->res);
     if (!r->inv.log_path) {
@@ -1017,11 +1031,19 @@ static void prepare_dispatch(br_engine *e) {
                (long long)(t->id / 1000), (long long)t->id, (long long)r->inv.id);
       r->inv.log_path = r->strs[3] = xstrdup(path);
     }
-    t->attempts++;
-    t->progress = 0;
-    e->st.invocations_started++;
-    set_state(e, t, BR_TASK_RUNNING);
-    inv_row_add(e, t, "running");
+    if (e->exops->schedules) {
+      /* the executor chooses the worker: the task stays queued until then */
+      t->held = r->inv.id;
+      r->assigned = 0;
+    } else {
+      r->started_ms = e->now_ms;
+      r->assigned = 1;
+      t->attempts++;
+      t->progress = 0;
+      e->st.invocations_started++;
+      set_state(e, t, BR_TASK_RUNNING);
+      inv_row_add(e, t, "running");
+    }
     if (e->n_starting == e->cap_starting) {
       e->cap_starting = e->cap_starting ? e->cap_starting * 2 : 16;
       e->starting = xrealloc(e->starting, e->cap_starting * sizeof *e->starting);
@@ -1035,9 +1057,16 @@ static void submit_started(br_engine *e) {
   e->n_starting = 0;
   for (size_t i = 0; i < n; i++) {
     br_task *t = task_find(e, e->starting[i]);
-    if (!t || t->state != BR_TASK_RUNNING || !t->inv) continue;
+    if (!t || !t->inv) continue;
+    if (e->exops->schedules ? t->state != BR_TASK_QUEUED || t->held != t->inv->inv.id
+                            : t->state != BR_TASK_RUNNING)
+      continue;
     inv_rec *r = t->inv;
     r->inv.attrs = t->attrs;
+    r->inv.task_name = t->name;
+    r->inv.priority = t->priority;
+    r->inv.group_id = t->group_id;
+    r->inv.graph_id = t->gs->id;
     r->n_spawned = 0;
     names_free(&r->known_children);
     if (t->live_children > 0) {
@@ -1070,10 +1099,45 @@ static void submit_started(br_engine *e) {
   }
 }
 
+/* The task whose current invocation this is (running, or held by a
+ * scheduling executor), or NULL for a stale or repeated report. */
 static br_task *running_task(br_engine *e, int64_t inv_id, int64_t task_id) {
   br_task *t = task_find(e, task_id);
-  if (!t || t->state != BR_TASK_RUNNING || !t->inv || t->inv->inv.id != inv_id) return NULL;
-  return t;
+  if (!t || !t->inv || t->inv->inv.id != inv_id) return NULL;
+  if (t->state == BR_TASK_RUNNING) return t;
+  if (t->state == BR_TASK_QUEUED && t->held == inv_id) return t;
+  return NULL;
+}
+
+/* A scheduling executor chose a worker: the task runs from now on (the
+ * executor tells the worker after this is committed). */
+static bool ev_assign(void *ud, int64_t inv_id, int64_t task_id, const char *worker) {
+  br_engine *e = ud;
+  br_task *t = task_find(e, task_id);
+  if (!t || !t->inv || t->state != BR_TASK_QUEUED || t->held != inv_id || t->inv->inv.id != inv_id)
+    return false;
+  inv_rec *r = t->inv;
+  e->now_ms = clock_ms();
+  t->held = 0;
+  free(r->worker);
+  r->worker = xstrdup(worker);
+  r->started_ms = e->now_ms;
+  r->assigned = 1;
+  t->attempts++;
+  t->progress = 0;
+  e->st.invocations_started++;
+  set_state(e, t, BR_TASK_RUNNING);
+  inv_row_add(e, t, "running");
+  return true;
+}
+
+/* Takes a held invocation back from a scheduling executor (its task was
+ * cancelled, paused, moved or given another priority). */
+static void withdraw(br_engine *e, br_task *t) {
+  if (!t->held) return;
+  int64_t id = t->held;
+  t->held = 0;
+  if (e->ex) e->exops->cancel(e->ex, id);
 }
 
 static void ev_spawn(void *ud, int64_t inv_id, int64_t task_id, const char *name, json_t *attrs) {
@@ -1129,6 +1193,7 @@ void br_engine__inv_done(void *ud, const br_inv_result *res) {
   br_engine *e = ud;
   br_task *t = running_task(e, res->invocation_id, res->task_id);
   if (!t) return; /* a stale or repeated report: changes nothing */
+  t->held = 0;
   inv_rec *r = t->inv;
   inv_result_clear(&r->res);
   r->res = *res;
@@ -1146,6 +1211,70 @@ void br_engine__inv_done(void *ud, const br_inv_result *res) {
   e->post_tail = t;
 }
 
+static int last_running_inv(void *ud, br_inv_info *i) {
+  br_inv_info *last = ud;
+  br_inv_info_free(last);
+  *last = *i;
+  free(i);
+  return 0;
+}
+
+/* Hands a task loaded running to an executor that can adopt it: its worker
+ * may still run the job and report it. Returns 1 when adopted. */
+static int adopt_one(br_engine *e, br_task *t) {
+  br_inv_info last;
+  memset(&last, 0, sizeof last);
+  br_error err;
+  if (e->store->ops->inv_query(e->store, t->id, last_running_inv, &last, &err) != BR_OK ||
+      !last.row.id || !last.row.status || strcmp(last.row.status, "running") != 0 ||
+      !last.row.worker || !*last.row.worker) {
+    br_inv_info_free(&last);
+    return 0;
+  }
+  inv_rec *r = calloc(1, sizeof *r);
+  ENGINE_ASSERT(r);
+  r->inv.id = last.row.id;
+  r->inv.task_id = t->id;
+  r->inv.node = r->strs[0] = xstrdup(task_node(t)->name);
+  r->inv.log_path = r->strs[3] = xstrdup(last.row.log_path);
+  r->inv.attrs = t->attrs;
+  r->inv.task_name = t->name;
+  r->inv.priority = t->priority;
+  r->inv.group_id = t->group_id;
+  r->inv.graph_id = t->gs->id;
+  r->worker = xstrdup(last.row.worker);
+  r->started_ms = last.row.started_ms;
+  r->assigned = r->adopted = 1;
+  br_inv_info_free(&last);
+  /* children it spawned before are not made twice when it reports them again */
+  br_task_filter f = BR_TASK_FILTER_ALL;
+  f.parent = t->id;
+  e->store->ops->task_query(e->store, &f, collect_child_name, &r->known_children, &err);
+  if (e->exops->adopt(e->ex, &r->inv, r->worker, r->started_ms, &err) != BR_OK) {
+    inv_free(r);
+    return 0;
+  }
+  inv_free(t->inv);
+  t->inv = r;
+  return 1;
+}
+
+/* Tasks loaded running: adopted, or processed again. */
+static void orphans_resolve(br_engine *e) {
+  size_t n = e->n_orphans;
+  int64_t *v = e->orphans;
+  e->orphans = NULL;
+  e->n_orphans = 0;
+  e->now_ms = clock_ms();
+  for (size_t i = 0; i < n; i++) {
+    br_task *t = task_find(e, v[i]);
+    if (!t || t->state != BR_TASK_RUNNING || t->inv) continue;
+    if (e->ex && e->exops->adopt && adopt_one(e, t)) continue;
+    set_state(e, t, BR_TASK_WAITING);
+  }
+  free(v);
+}
+
 int br_engine_set_executor(br_engine *e, const br_executor_ops *ops, const br_exec_config *cfg,
                            br_error *err) {
   if (e->ex) return br_error_set(err, BR_ESTATE, "the engine already has an executor");
@@ -1155,10 +1284,12 @@ int br_engine_set_executor(br_engine *e, const br_executor_ops *ops, const br_ex
                        .on_spawn = ev_spawn,
                        .on_progress = ev_progress,
                        .on_start = ev_start,
-                       .on_done = br_engine__inv_done};
+                       .on_done = br_engine__inv_done,
+                       .on_assign = ev_assign};
   int rc = ops->create(&c, &ev, &e->ex, err);
   if (rc) return rc;
   e->exops = ops;
+  orphans_resolve(e);
   return BR_OK;
 }
 
@@ -1203,7 +1334,7 @@ static void post_task(br_engine *e, br_task *t) {
   if (res->status == BR_INV_CANCELLED) {
     if (e->stopping) { /* interrupted: the next run does it again */
       set_state(e, t, BR_TASK_QUEUED);
-      t->attempts--;
+      if (r->assigned) t->attempts--;
     } else {
       set_state(e, t, BR_TASK_CANCELLED);
     }
@@ -1235,8 +1366,9 @@ static void post_task(br_engine *e, br_task *t) {
   case BR_INV_RETRY:
   case BR_INV_LOST:
   case BR_INV_FAILED: /* run again within the node's bound */
-    if (t->attempts < node_max_attempts(n)) queue_invocation(e, t);
-    else fail_invocation(e, t, res);
+    if (t->attempts >= node_max_attempts(n)) fail_invocation(e, t, res);
+    else if (r->adopted) set_state(e, t, BR_TASK_WAITING); /* its command is made again */
+    else queue_invocation(e, t);
     break;
   default: /* timeouts and programs that cannot start fail the same way again */
     fail_invocation(e, t, res);
@@ -1476,7 +1608,34 @@ static void run_posted(br_engine *e) {
 static void on_async(uv_async_t *h) { run_posted(h->data); }
 
 static int has_work(br_engine *e) {
-  return e->pend_head || e->post_head || (!e->stopping && e->ready.n);
+  /* uncommitted changes too: an executor's callbacks (a farm assignment)
+   * wait for the commit before anything goes out */
+  return e->pend_head || e->post_head || (!e->stopping && e->ready.n) || e->dirty ||
+         e->n_inv_rows || e->on_commit_head;
+}
+
+int br_engine_on_commit(br_engine *e, void (*fn)(br_engine *e, void *ud), void *ud) {
+  posted *p = malloc(sizeof *p);
+  if (!p) return BR_ENOMEM;
+  p->fn = fn;
+  p->ud = ud;
+  p->next = NULL;
+  if (e->on_commit_tail) e->on_commit_tail->next = p;
+  else e->on_commit_head = p;
+  e->on_commit_tail = p;
+  return BR_OK;
+}
+
+/* Runs what waited for the commit that just ended. */
+static void run_on_commit(br_engine *e) {
+  posted *p = e->on_commit_head;
+  e->on_commit_head = e->on_commit_tail = NULL;
+  while (p) {
+    posted *next = p->next;
+    p->fn(e, p->ud);
+    free(p);
+    p = next;
+  }
 }
 
 /* Does in-memory work (released groups first, then finished invocations,
@@ -1515,6 +1674,7 @@ int br_engine_serve(br_engine *e, br_error *err) {
 
 int br_engine_run(br_engine *e, br_error *err) {
   br_error_clear(err);
+  if (e->n_orphans) orphans_resolve(e);
   uv_ref((uv_handle_t *)&e->async);
   int batch_max = e->opts.batch_max > 0 ? e->opts.batch_max : 4096;
   int batch_ms = e->opts.batch_ms > 0 ? e->opts.batch_ms : 50;
@@ -1525,6 +1685,8 @@ int br_engine_run(br_engine *e, br_error *err) {
     prepare_dispatch(e);
     if (commit(e, &e->store_err)) break;
     submit_started(e);
+    if (e->ex && e->exops->committed) e->exops->committed(e->ex);
+    run_on_commit(e);
     int active = e->ex ? e->exops->active(e->ex) : 0;
     if (has_work(e)) {
       if (active) uv_run(e->loop, UV_RUN_NOWAIT);
@@ -1534,7 +1696,9 @@ int br_engine_run(br_engine *e, br_error *err) {
       break;
     }
   }
-  if (!e->failed) commit(e, &e->store_err);
+  if (!e->failed && commit(e, &e->store_err) == BR_OK && e->ex && e->exops->committed)
+    e->exops->committed(e->ex);
+  run_on_commit(e); /* the last ones, committed or not (e->failed tells) */
   uv_unref((uv_handle_t *)&e->async);
   if (e->failed) {
     if (err) *err = e->store_err;
@@ -1619,8 +1783,8 @@ int br_engine_task_cancel(br_engine *e, int64_t id, br_error *err) {
     if (e->ex) e->exops->cancel(e->ex, t->inv->inv.id);
     return BR_OK;
   case BR_TASK_BLOCKED: group_remove(e, t); /* fall through */
+  case BR_TASK_QUEUED: withdraw(e, t); /* fall through */
   case BR_TASK_WAITING:
-  case BR_TASK_QUEUED:
   case BR_TASK_POST:
   case BR_TASK_ERROR: set_state(e, t, BR_TASK_CANCELLED); return BR_OK;
   default:
@@ -1651,9 +1815,10 @@ int br_engine_task_pause(br_engine *e, int64_t id, bool paused, br_error *err) {
   if (paused) {
     heap_remove(&e->ready, t);
     heap_remove(&e->queued, t);
+    withdraw(e, t);
   } else if (t->state == BR_TASK_WAITING) {
     heap_push(&e->ready, t);
-  } else if (t->state == BR_TASK_QUEUED) {
+  } else if (t->state == BR_TASK_QUEUED && !t->held) {
     heap_push(&e->queued, t);
   }
   mark_dirty(e, t);
@@ -1665,6 +1830,10 @@ int br_engine_task_set_priority(br_engine *e, int64_t id, int32_t priority, br_e
   if (!t) return BR_ENOTFOUND;
   e->now_ms = clock_ms();
   int in_ready = t->hidx[HEAP_READY] >= 0, in_queued = t->hidx[HEAP_QUEUED] >= 0;
+  if (t->held) { /* the executor ranks it by the old priority: take it back */
+    withdraw(e, t);
+    in_queued = !t->paused;
+  }
   heap_remove(&e->ready, t);
   heap_remove(&e->queued, t);
   t->priority = priority;
@@ -1698,6 +1867,7 @@ int br_engine_task_move(br_engine *e, int64_t id, const char *node, br_error *er
   if (!n) return br_error_set(err, BR_ENOTFOUND, "graph '%s' has no node '%s'", t->gs->g->name, node);
   e->now_ms = clock_ms();
   group_remove(e, t);
+  withdraw(e, t);
   free(t->error);
   t->error = NULL;
   t->attempts = 0;
@@ -1882,8 +2052,14 @@ static int load_one(void *ud, br_task_info *r) {
       list_add(t);
       group_add(e, group_find(e, gs, t->node, t->wait_key, 1), t);
       break;
-    case BR_TASK_QUEUED:
     case BR_TASK_RUNNING:
+      /* its job may still run on a farm worker: the executor adopts it
+       * (br_engine_set_executor), or it is processed again (br_engine_run) */
+      list_add(t);
+      e->orphans = xrealloc(e->orphans, (e->n_orphans + 1) * sizeof *e->orphans);
+      e->orphans[e->n_orphans++] = t->id;
+      break;
+    case BR_TASK_QUEUED:
     case BR_TASK_POST:
       /* the invocation was lost with the previous engine: process again */
       t->state = BR_TASK_WAITING;
@@ -1988,11 +2164,13 @@ void br_engine_free(br_engine *e) {
     uv_run(e->loop, UV_RUN_DEFAULT); /* let closing handles finish */
     pthread_mutex_destroy(&e->post_mu);
   }
+  run_on_commit(e);
   for (size_t i = 0; i < e->n_inv_rows; i++) br_inv_info_free(&e->inv_rows[i]);
   free(e->inv_rows);
   free(e->log_dir);
   free(e->last_log_dir);
   free(e->starting);
+  free(e->orphans);
   free(e->ready.v);
   free(e->queued.v);
   free(e->deltas);
@@ -2005,6 +2183,10 @@ void br_engine_free(br_engine *e) {
 
 void br_engine_get_stats(const br_engine *e, br_engine_stats *out) { *out = e->st; }
 br_store *br_engine_store(br_engine *e) { return e->store; }
+br_executor *br_engine_executor(br_engine *e, const br_executor_ops **ops) {
+  if (ops) *ops = e->exops;
+  return e->ex;
+}
 uv_loop_t *br_engine_loop(br_engine *e) { return e->loop; }
 
 int br_engine_count_live(br_engine *e, int64_t graph_id, const char *node,

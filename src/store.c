@@ -69,3 +69,21 @@ void br_inv_info_free(br_inv_info *i) {
   for (size_t k = 0; k < sizeof i->buf / sizeof i->buf[0]; k++) free(i->buf[k]);
   memset(i, 0, sizeof *i);
 }
+
+json_t *br_inv_row_json(const br_inv_row *r) {
+  json_t *j = json_pack("{sIsIsssisssisisfsIsIsI}", "id", (json_int_t)r->id, "task",
+                        (json_int_t)r->task_id, "node", r->node ? r->node : "", "attempt",
+                        r->attempt, "status", r->status ? r->status : "", "exit_code", r->exit_code,
+                        "signal", r->term_signal, "runtime", r->runtime, "peak_rss_kb",
+                        (json_int_t)r->peak_rss_kb, "started_ms", (json_int_t)r->started_ms,
+                        "ended_ms", (json_int_t)r->ended_ms);
+  if (!j) return NULL;
+  if (r->worker && *r->worker) json_object_set_new(j, "worker", json_string(r->worker));
+  if (r->log_path && *r->log_path) json_object_set_new(j, "log", json_string(r->log_path));
+  if (r->error && *r->error) json_object_set_new(j, "error", json_string(r->error));
+  if (r->log_tail && *r->log_tail) {
+    json_t *t = json_string(r->log_tail); /* NULL when the tail is not UTF-8 */
+    if (t) json_object_set_new(j, "log_tail", t);
+  }
+  return j;
+}

@@ -28,3 +28,24 @@ void br_task_info_free(br_task_info *t) {
   json_decref(t->attrs);
   memset(t, 0, sizeof *t);
 }
+
+json_t *br_task_info_json(const br_task_info *t, bool with_attrs) {
+  json_t *j = json_pack("{sIsIsssssisssb}", "id", (json_int_t)t->id, "graph_id",
+                        (json_int_t)t->graph_id, "name", t->name ? t->name : "", "node",
+                        t->node ? t->node : "", "port", t->port, "state",
+                        br_task_state_name(t->state), "paused", t->paused);
+  if (!j) return NULL;
+  if (with_attrs) json_object_set(j, "attrs", t->attrs ? t->attrs : json_object());
+  if (t->parent) json_object_set_new(j, "parent", json_integer(t->parent));
+  if (t->split_id)
+    json_object_set_new(j, "split", json_pack("{sIsisi}", "id", (json_int_t)t->split_id, "element",
+                                              t->split_elem, "count", t->split_count));
+  json_object_set_new(j, "priority", json_integer(t->priority));
+  json_object_set_new(j, "group", json_integer(t->group_id));
+  json_object_set_new(j, "live_children", json_integer(t->live_children));
+  json_object_set_new(j, "attempts", json_integer(t->attempts));
+  json_object_set_new(j, "created_ms", json_integer(t->created_ms));
+  json_object_set_new(j, "updated_ms", json_integer(t->updated_ms));
+  if (t->error) json_object_set_new(j, "error", json_string(t->error));
+  return j;
+}

@@ -116,11 +116,18 @@ size_t br_engine_retry_failed(br_engine *e);
  * it (the snapshot is borrowed for the call). For event streams. */
 void br_engine_set_observer(br_engine *e, void (*fn)(void *ud, const br_task_info *t), void *ud);
 
+/* Runs fn(e, ud) once, on the engine thread, after the next commit (at
+ * once when nothing is pending): answers that must not go out before the
+ * change they report is durable. Engine thread only. */
+int br_engine_on_commit(br_engine *e, void (*fn)(br_engine *e, void *ud), void *ud);
+
 /* Commits whatever is pending. */
 int br_engine_flush(br_engine *e, br_error *err);
 
 void br_engine_get_stats(const br_engine *e, br_engine_stats *out);
 br_store *br_engine_store(br_engine *e);
+/* The executor and its ops (NULL without one). */
+struct br_executor *br_engine_executor(br_engine *e, const struct br_executor_ops **ops);
 uv_loop_t *br_engine_loop(br_engine *e);
 
 /* Counts of live (in-memory) tasks at a node by state; for done and dead,

@@ -35,6 +35,17 @@ typedef struct br_invocation {
   int64_t memory_mb;
   const char *log_path; /* stdout and stderr go here (appended; local creates the file at
                            the first output, so a silent job leaves none); may be NULL */
+  /* Farm scheduling (executors that place work on workers; local ignores them). */
+  int gpus;            /* GPUs the job needs */
+  char **tags;         /* worker tags it needs (all of them), NULL-terminated; may be NULL */
+  char **limits;       /* named farm-wide limits it takes one token of; may be NULL */
+  int node_limit;      /* at most this many of its node's invocations at once; 0 = none */
+  /* Set by the engine when it hands the invocation over. */
+  const char *task_name; /* children a job spawns without a name are named TASK_NAME/K */
+  int32_t priority;    /* the task's */
+  int64_t group_id;    /* its submission: fair share happens between these */
+  int64_t graph_id;
+  int64_t ready_ms;    /* when it became ready to run (ms since the epoch) */
 } br_invocation;
 
 typedef enum br_inv_status {
@@ -80,6 +91,16 @@ typedef struct br_exec_events {
   void (*on_start)(void *ud, int64_t invocation_id, int64_t task_id);
   /* Finished, in any way. The result is only valid during the call. */
   void (*on_done)(void *ud, const br_inv_result *result);
+  /* Scheduling executors only: the executor chose a worker for an
+   * invocation it holds. Returns false when the task no longer wants it
+   * (cancelled, paused, moved meanwhile): the executor drops it then. The
+   * worker may be told only after the next `committed` call, so that the
+   * start is durable before anything runs. */
+  bool (*on_assign)(void *ud, int64_t invocation_id, int64_t task_id, const char *worker);
+  /* Optional: output of the job (stdout and stderr) as it comes, for
+   * forwarding (an agent streams it to its server). */
+  void (*on_output)(void *ud, int64_t invocation_id, int64_t task_id, const char *data,
+                    size_t len);
 } br_exec_events;
 
 typedef struct br_exec_config {
@@ -90,6 +111,11 @@ typedef struct br_exec_config {
   const char *braid_exe;   /* path of the braid binary (for `braid ctl`) */
   double grace;            /* seconds between SIGTERM and SIGKILL on cancel or timeout;
                               0 = 10 s */
+  json_t *options;         /* executor-specific settings (borrowed), may be NULL */
+  /* News for event streams (the farm's worker changes): kind and an object
+   * (borrowed for the call). On the loop thread. May be NULL. */
+  void (*notify)(void *ud, const char *kind, json_t *news);
+  void *notify_ud;
 } br_exec_config;
 
 typedef struct br_executor br_executor;
@@ -113,12 +139,29 @@ typedef struct br_executor_ops {
    * Handles are closed asynchronously: run the loop afterwards (uv_run
    * returns once they are closed) before uv_loop_close. */
   void (*destroy)(br_executor *ex);
+
+  /* Scheduling executors (the farm) choose where and when each invocation
+   * runs: the engine hands them every queued invocation (up to capacity),
+   * the task stays queued until on_assign, and the engine withdraws one
+   * with cancel() when its task changes (a later on_done for it is
+   * ignored). Optional members below may be NULL. */
+  bool schedules;
+  /* An invocation that was running on `worker` when the previous engine
+   * stopped: the executor waits for that worker to report it, or reports it
+   * lost. inv carries ids, node, log path and task name only. */
+  int (*adopt)(br_executor *ex, const br_invocation *inv, const char *worker, int64_t started_ms,
+               br_error *err);
+  /* Called after each commit of the engine (and after the executor's
+   * invocations of that turn were submitted): what waited for durability
+   * may go out now. */
+  void (*committed)(br_executor *ex);
 } br_executor_ops;
 
 const br_executor_ops *br_executor_find(const char *name);
 
 /* The executors compiled in (also found by name through br_executor_find). */
 extern const br_executor_ops br_exec_local; /* "local": child processes of this braid */
+extern const br_executor_ops br_exec_agent; /* "agent": remote braid agents (see farm.h) */
 
 #ifdef __cplusplus
 }

@@ -8,6 +8,7 @@
 
 #include <braid/error.h>
 #include <braid/task.h>
+#include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -60,6 +61,8 @@ typedef struct br_inv_info {
   char *buf[7]; /* owned strings behind row's pointers */
 } br_inv_info;
 void br_inv_info_free(br_inv_info *i);
+/* An invocation row as JSON (new reference). */
+json_t *br_inv_row_json(const br_inv_row *r);
 
 typedef struct br_graph_row {
   int64_t id;

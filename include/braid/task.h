@@ -58,6 +58,10 @@ typedef struct br_task_info {
 } br_task_info;
 
 void br_task_info_free(br_task_info *t);
+/* The snapshot as JSON (new reference): id, graph_id, name, node, port,
+ * state, paused, attrs (when asked), parent, split, priority, group,
+ * live_children, attempts, created_ms, updated_ms, error. */
+json_t *br_task_info_json(const br_task_info *t, bool with_attrs);
 
 /* A split: N peers created from one task. Element 0 is the original task.
  * prev_* is the membership the original had before, restored when the split

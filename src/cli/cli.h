@@ -28,5 +28,8 @@ int br_cli_depot(int argc, char **argv);
 int br_cli_push(int argc, char **argv);
 int br_cli_pull(int argc, char **argv);
 int br_cli_ctl(int argc, char **argv);
+int br_cli_token(int argc, char **argv);
+int br_cli_server(int argc, char **argv);
+int br_cli_agent(int argc, char **argv);
 
 #endif

@@ -78,28 +78,22 @@ br_store *br_cli_open_store(const char *path, int flags) {
   return s;
 }
 
-json_t *br_cli_task_json(const br_task_info *t) {
-  json_t *j = json_pack("{sIsIsssssisssbsO}", "id", (json_int_t)t->id, "graph_id",
-                        (json_int_t)t->graph_id, "name", t->name ? t->name : "", "node",
-                        t->node ? t->node : "", "port", t->port, "state",
-                        br_task_state_name(t->state), "paused", t->paused, "attrs",
-                        t->attrs ? t->attrs : json_object());
-  if (t->parent) json_object_set_new(j, "parent", json_integer(t->parent));
-  if (t->split_id)
-    json_object_set_new(j, "split", json_pack("{sIsisi}", "id", (json_int_t)t->split_id, "element",
-                                              t->split_elem, "count", t->split_count));
-  json_object_set_new(j, "priority", json_integer(t->priority));
-  json_object_set_new(j, "group", json_integer(t->group_id));
-  json_object_set_new(j, "live_children", json_integer(t->live_children));
-  json_object_set_new(j, "attempts", json_integer(t->attempts));
-  json_object_set_new(j, "created_ms", json_integer(t->created_ms));
-  json_object_set_new(j, "updated_ms", json_integer(t->updated_ms));
-  if (t->error) json_object_set_new(j, "error", json_string(t->error));
-  return j;
-}
+json_t *br_cli_task_json(const br_task_info *t) { return br_task_info_json(t, true); }
 
 void br_cli_print_json(json_t *j) {
   char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
   if (s) puts(s);
   free(s);
+}
+
+char *br_cli_store_side(const char *store, const char *suffix) {
+  char base[4096];
+  snprintf(base, sizeof base, "%s", store);
+  char *q = strchr(base, '?'); /* options of the store URI */
+  if (q) *q = '\0';
+  size_t len = strlen(base);
+  if (len > 3 && strcmp(base + len - 3, ".db") == 0) base[len - 3] = '\0';
+  char *out = NULL;
+  if (asprintf(&out, "%s%s", base, suffix) < 0) return NULL;
+  return out;
 }

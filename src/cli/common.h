@@ -22,6 +22,11 @@ br_store *br_cli_open_store(const char *path, int flags);
 void br_argv_push(char ***argv, size_t *n, char *arg);
 void br_argv_free(char **argv);
 json_t *br_cli_task_json(const br_task_info *t);
+/* A file beside a store: "x/farm.braid.db?sync=normal" + ".tokens" ->
+ * "x/farm.braid.tokens" (caller frees). */
+char *br_cli_store_side(const char *store, const char *suffix);
+/* The farm server's default store. */
+#define BR_CLI_SERVER_STORE "farm.braid.db"
 void br_cli_print_json(json_t *j);
 
 #endif

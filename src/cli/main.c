@@ -22,6 +22,9 @@ static const br_cli_command commands[] = {
     {"depot", br_cli_depot, "serve content-addressed snapshots (push/pull target)"},
     {"push", br_cli_push, "check a directory in to a depot as a new snapshot version"},
     {"pull", br_cli_pull, "check a snapshot out of a depot into a directory"},
+    {"server", br_cli_server, "run the farm server: the engine behind the HTTP API, for agents"},
+    {"agent", br_cli_agent, "run work from a braid server on this machine (a farm agent)"},
+    {"token", br_cli_token, "make, list and revoke the tokens of a braid server"},
     {"ctl", br_cli_ctl, "from inside a job: set attributes, spawn children, report progress"},
     {NULL, NULL, NULL},
 };

@@ -508,6 +508,7 @@ static void out_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
       feed_ring(j, buf->base, n);
     }
     if (j->has_re) feed_progress(j, buf->base, n);
+    if (j->ex->ev.on_output) j->ex->ev.on_output(j->ex->ev.ud, j->id, j->task_id, buf->base, n);
     return;
   }
   if (nread == 0) return;

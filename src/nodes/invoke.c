@@ -83,6 +83,20 @@ void br_argv_free(char **argv) {
   free(argv);
 }
 
+/* A parameter that lists names (tags, limits) as a NULL-terminated argv. */
+static int names(br_node_ctx *ctx, const char *name, char ***out) {
+  json_t *v = br_ctx_param(ctx, name);
+  size_t n = 0;
+  *out = NULL;
+  for (size_t i = 0; i < json_array_size(v); i++) {
+    json_t *s = json_array_get(v, i);
+    if (!json_is_string(s) || !*json_string_value(s))
+      return br_ctx_fail(ctx, "parameter '%s' must list names", name);
+    br_argv_push(out, &n, strdup(json_string_value(s)));
+  }
+  return 0;
+}
+
 static int codes(br_node_ctx *ctx, const char *name, int **out, int *n) {
   json_t *v = br_ctx_param(ctx, name);
   *n = 0;
@@ -101,6 +115,7 @@ int br_invoke_run(br_node_ctx *ctx, char **argv) {
   char msg[1024];
   char **env = NULL;
   size_t nenv = 0;
+  char **tags = NULL, **limits = NULL;
   int *good = NULL, *retry = NULL, ngood = 0, nretry = 0, rc = 0;
   const char *k;
   json_t *v;
@@ -116,7 +131,8 @@ int br_invoke_run(br_node_ctx *ctx, char **argv) {
     free(val);
     br_argv_push(&env, &nenv, kv);
   }
-  if (codes(ctx, "good_codes", &good, &ngood) || codes(ctx, "retry_codes", &retry, &nretry)) {
+  if (codes(ctx, "good_codes", &good, &ngood) || codes(ctx, "retry_codes", &retry, &nretry) ||
+      names(ctx, "tags", &tags) || names(ctx, "limits", &limits)) {
     rc = -1;
     goto out;
   }
@@ -141,11 +157,17 @@ int br_invoke_run(br_node_ctx *ctx, char **argv) {
       .progress_regex = *progress ? progress : NULL,
       .cores = (int)br_ctx_param_int(ctx, "cores", 1),
       .memory_mb = br_ctx_param_int(ctx, "memory_mb", 0),
+      .gpus = (int)br_ctx_param_int(ctx, "gpus", 0),
+      .tags = tags,
+      .limits = limits,
+      .node_limit = (int)br_ctx_param_int(ctx, "max_running", 0),
   };
   rc = br_ctx_invoke(ctx, &inv) ? -1 : 0;
   free(cwd);
 out:
   br_argv_free(env);
+  br_argv_free(tags);
+  br_argv_free(limits);
   free(good);
   free(retry);
   return rc;

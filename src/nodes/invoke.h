@@ -17,7 +17,13 @@
   {"retry_codes", BR_PARAM_LIST, "[]", false, "exit codes that mean: run it again"},          \
   {"retries", BR_PARAM_INT, "2", false, "how many times a failed job runs again (not for timeouts or missing programs)"}, \
   {"progress", BR_PARAM_STRING, "\"\"", false,                                                \
-   "regex over stdout whose first group is the progress (0-1, or 0-100 with %)"}
+   "regex over stdout whose first group is the progress (0-1, or 0-100 with %)"},             \
+  {"gpus", BR_PARAM_INT, "0", false, "GPUs the job needs (farm)"},                            \
+  {"tags", BR_PARAM_LIST, "[]", false, "worker tags the job needs, all of them (farm)"},      \
+  {"limits", BR_PARAM_LIST, "[]", false,                                                      \
+   "named farm-wide limits the job takes one token of, e.g. [\"houdini\"] (farm)"},         \
+  {"max_running", BR_PARAM_INT, "0", false,                                                   \
+   "at most this many of this node's jobs at once across the farm (0: no limit)"}
 
 /* Substitutes {name} with the task's attribute (strings as they are, other
  * values as JSON; lists joined by spaces); "{{" and "}}" are literal braces.

@@ -1,0 +1,48 @@
+/* The farm server: the engine in serve mode behind the HTTP API (graphs,
+ * submissions, tasks, workers, limits, tokens, the agents' endpoints, an
+ * event stream, health and metrics; docs/openapi.yaml describes it).
+ *
+ * Threads: br_server_run runs the engine on the calling thread; requests
+ * are parsed on the HTTP threads, which read the store through their own
+ * read-only connections and hand every change to the engine thread
+ * (br_engine_post). A change is answered once it is committed. */
+#ifndef BRAID_SERVER_H
+#define BRAID_SERVER_H
+
+#include <braid/engine.h>
+#include <braid/error.h>
+#include <jansson.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct br_server br_server;
+
+typedef struct br_server_opts {
+  const char *store;       /* store URI (SQLite path, options after '?') */
+  const char *listen;      /* "HOST:PORT" (default 127.0.0.1:7870) */
+  const char *tls_cert;    /* PEM files: serve HTTPS */
+  const char *tls_key;
+  int threads;             /* HTTP threads (0: 2) */
+  const char *token_file;  /* the tokens (see br_auth) */
+  const char *log_dir;     /* invocation logs */
+  const char *settings_file; /* worker settings, limits, group names: kept across restarts */
+  json_t *farm;            /* options of the agent executor (borrowed; see farm.h) */
+  int batch_ms;            /* engine group commit interval (0: default) */
+} br_server_opts;
+
+int br_server_open(const br_server_opts *opts, br_server **out, br_error *err);
+/* The port it listens on. */
+int br_server_port(const br_server *s);
+br_engine *br_server_engine(br_server *s);
+/* Serves until br_server_stop. */
+int br_server_run(br_server *s, br_error *err);
+/* Stops serving (thread safe; agents keep running their jobs). */
+void br_server_stop(br_server *s);
+void br_server_close(br_server *s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

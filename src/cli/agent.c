@@ -1,0 +1,151 @@
+/* braid agent: runs on each farm machine; takes work from a braid server
+ * and runs it here (see include/braid/agent.h). */
+#include <braid/agent.h>
+
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "remote.h"
+
+static void agent_usage(FILE *out) {
+  fprintf(out,
+          "usage: braid agent --server URL [--token TOKEN] [--id ID] [--slots N] [--cores N]\n"
+          "                   [--memory MB] [--gpus N] [--tag TAG]... [--work-dir DIR]\n\n"
+          "Runs on a farm machine: registers with the braid server (its id, cores, memory,\n"
+          "GPUs and tags), takes work by long poll, runs it here with the local executor,\n"
+          "and reports output, progress, spawned children and results back. When the\n"
+          "server restarts, running jobs go on and are reported to the new server.\n\n"
+          "  --server URL     the server (default $BRAID_SERVER or the config file)\n"
+          "  --token TOKEN    an agent token (default $BRAID_TOKEN, $BRAID_TOKEN_FILE)\n"
+          "  --id ID          this agent's id (default: the host name)\n"
+          "  --slots N        jobs at once (default: the cores)\n"
+          "  --cores N        cores to offer (default: all of them)\n"
+          "  --memory MB      memory to offer (default: all of it)\n"
+          "  --gpus N         GPUs to offer (default: what nvidia-smi lists)\n"
+          "  --tag TAG        a tag jobs can ask for (a node's \"tags\"), repeatable\n"
+          "  --work-dir DIR   job logs and runtime files (default $TMPDIR/braid-agent-ID)\n"
+          "  --grace SECONDS  on stop, time between SIGTERM and SIGKILL for jobs (default 10)\n"
+          "  --ca FILE        verify an HTTPS server against this CA certificate\n\n"
+          "Jobs get BRAID_WORKER (this agent's id) and CUDA_VISIBLE_DEVICES when they asked\n"
+          "for GPUs. SIGINT or SIGTERM stops the agent: running jobs are killed and reported\n"
+          "lost, so they run elsewhere.\n");
+}
+
+static br_agent *the_agent;
+static uv_signal_t sig_int, sig_term;
+
+static void on_signal(uv_signal_t *h, int signum) {
+  (void)h;
+  (void)signum;
+  br_agent_stop(the_agent);
+  uv_signal_stop(&sig_int);
+  uv_signal_stop(&sig_term);
+}
+
+static void closed(uv_handle_t *h) { (void)h; }
+
+int br_cli_agent(int argc, char **argv) {
+  static const struct option opts[] = {
+      {"server", required_argument, NULL, 's'}, {"token", required_argument, NULL, 't'},
+      {"id", required_argument, NULL, 'i'},     {"slots", required_argument, NULL, 'n'},
+      {"cores", required_argument, NULL, 'c'},  {"memory", required_argument, NULL, 'm'},
+      {"gpus", required_argument, NULL, 'g'},   {"tag", required_argument, NULL, 'T'},
+      {"work-dir", required_argument, NULL, 'w'}, {"grace", required_argument, NULL, 'G'},
+      {"ca", required_argument, NULL, 'C'},     {"help", no_argument, NULL, 'h'},
+      {NULL, 0, NULL, 0},
+  };
+  br_agent_opts o = {.gpus = -1};
+  const char *server = NULL, *token = NULL;
+  const char *tags[65] = {NULL};
+  int ntags = 0, c;
+  while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    char *end = NULL;
+    switch (c) {
+    case 's': server = optarg; break;
+    case 't': token = optarg; break;
+    case 'i': o.id = optarg; break;
+    case 'w': o.work_dir = optarg; break;
+    case 'C': o.ca_file = optarg; break;
+    case 'n':
+    case 'c':
+    case 'g': {
+      long v = strtol(optarg, &end, 10);
+      if (*end || v < (c == 'g' ? 0 : 1) || v > 100000) {
+        br_cli_errorf("--%s needs a %s number", c == 'n' ? "slots" : c == 'c' ? "cores" : "gpus",
+                      c == 'g' ? "non-negative" : "positive");
+        return BR_EXIT_USAGE;
+      }
+      if (c == 'n') o.slots = (int)v;
+      else if (c == 'c') o.cores = (int)v;
+      else o.gpus = (int)v;
+      break;
+    }
+    case 'm':
+      o.memory_mb = strtoll(optarg, &end, 10);
+      if (*end || o.memory_mb < 1) {
+        br_cli_errorf("--memory needs megabytes (a positive number)");
+        return BR_EXIT_USAGE;
+      }
+      break;
+    case 'G':
+      o.grace = strtod(optarg, &end);
+      if (*end || o.grace <= 0) {
+        br_cli_errorf("--grace needs seconds (a positive number)");
+        return BR_EXIT_USAGE;
+      }
+      break;
+    case 'T':
+      if (ntags == 64 || !*optarg) {
+        br_cli_errorf(ntags == 64 ? "at most 64 tags" : "--tag needs a name");
+        return BR_EXIT_USAGE;
+      }
+      tags[ntags++] = optarg;
+      break;
+    case 'h': agent_usage(stdout); return BR_EXIT_OK;
+    default: agent_usage(stderr); return BR_EXIT_USAGE;
+    }
+  }
+  if (optind != argc) {
+    agent_usage(stderr);
+    return BR_EXIT_USAGE;
+  }
+  br_remote r;
+  if (br_remote_open(&r, server, token)) return BR_EXIT_USAGE;
+  char exe[PATH_MAX] = "";
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  exe[n > 0 ? n : 0] = '\0';
+  o.server = r.server;
+  o.token = r.token;
+  o.tags = tags;
+  o.braid_exe = exe;
+  br_error err;
+  br_agent *a;
+  if (br_agent_open(&o, &a, &err)) {
+    br_cli_errorf("%s", err.msg);
+    br_remote_close(&r);
+    return BR_EXIT_FAILED;
+  }
+  the_agent = a;
+  signal(SIGPIPE, SIG_IGN);
+  uv_loop_t *loop = br_agent_loop(a);
+  uv_signal_init(loop, &sig_int);
+  uv_signal_init(loop, &sig_term);
+  uv_signal_start(&sig_int, on_signal, SIGINT);
+  uv_signal_start(&sig_term, on_signal, SIGTERM);
+  uv_unref((uv_handle_t *)&sig_int);
+  uv_unref((uv_handle_t *)&sig_term);
+  fprintf(stderr, "braid: agent working for %s\n", r.server);
+  int rc = br_agent_run(a, &err);
+  uv_close((uv_handle_t *)&sig_int, closed);
+  uv_close((uv_handle_t *)&sig_term, closed);
+  br_agent_close(a);
+  br_remote_close(&r);
+  fprintf(stderr, "braid: agent stopped\n");
+  return rc ? BR_EXIT_FAILED : BR_EXIT_OK;
+}

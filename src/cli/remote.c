@@ -1,0 +1,126 @@
+/* The command line's side of the server API (see remote.h). */
+#include "remote.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+static json_t *config(void) {
+  const char *path = getenv("BRAID_CONFIG");
+  char buf[4096];
+  if (!path || !*path) {
+    const char *xdg = getenv("XDG_CONFIG_HOME"), *home = getenv("HOME");
+    if (xdg && *xdg) snprintf(buf, sizeof buf, "%s/braid/config.json", xdg);
+    else if (home && *home) snprintf(buf, sizeof buf, "%s/.config/braid/config.json", home);
+    else return NULL;
+    path = buf;
+  }
+  json_error_t jerr;
+  json_t *j = json_load_file(path, 0, &jerr);
+  if (!j && errno != ENOENT && getenv("BRAID_CONFIG"))
+    br_cli_errorf("config file %s: line %d: %s", path, jerr.line, jerr.text);
+  return j;
+}
+
+static char *read_token_file(const char *path) {
+  FILE *f = fopen(path, "r");
+  if (!f) {
+    br_cli_errorf("token file %s: %s", path, strerror(errno));
+    return NULL;
+  }
+  char line[1024] = "";
+  if (!fgets(line, sizeof line, f)) line[0] = 0;
+  fclose(f);
+  size_t n = strlen(line);
+  while (n && (line[n - 1] == '\n' || line[n - 1] == '\r' || line[n - 1] == ' ')) line[--n] = 0;
+  return strdup(line);
+}
+
+bool br_remote_named(const char *server_flag) {
+  const char *env = getenv("BRAID_SERVER");
+  return (server_flag && *server_flag) || (env && *env);
+}
+
+int br_remote_open(br_remote *r, const char *server_flag, const char *token_flag) {
+  memset(r, 0, sizeof *r);
+  json_t *cfg = NULL;
+  const char *s = server_flag && *server_flag ? server_flag : getenv("BRAID_SERVER");
+  const char *t = token_flag && *token_flag ? token_flag : getenv("BRAID_TOKEN");
+  const char *tf = getenv("BRAID_TOKEN_FILE");
+  if (!s || !*s || ((!t || !*t) && (!tf || !*tf))) {
+    cfg = config();
+    if (!s || !*s) s = json_string_value(json_object_get(cfg, "server"));
+    if ((!t || !*t) && (!tf || !*tf)) {
+      t = json_string_value(json_object_get(cfg, "token"));
+      if (!t) tf = json_string_value(json_object_get(cfg, "token_file"));
+    }
+  }
+  if (!s || !*s) {
+    br_cli_errorf("no server: give --server URL or set BRAID_SERVER");
+    json_decref(cfg);
+    return -1;
+  }
+  r->server = strdup(s);
+  if (t && *t) r->token = strdup(t);
+  else if (tf && *tf && !(r->token = read_token_file(tf))) {
+    json_decref(cfg);
+    br_remote_close(r);
+    return -1;
+  }
+  json_decref(cfg);
+  br_error err;
+  if (br_http_client_open(r->server, r->token, &r->c, &err)) {
+    br_cli_errorf("%s", err.msg);
+    br_remote_close(r);
+    return -1;
+  }
+  return 0;
+}
+
+void br_remote_close(br_remote *r) {
+  br_http_client_close(r->c);
+  free(r->server);
+  free(r->token);
+  memset(r, 0, sizeof *r);
+}
+
+int br_remote_call(br_remote *r, const char *method, const char *path, const json_t *body,
+                   json_t **out) {
+  json_t *ans = NULL;
+  br_error err;
+  int st = br_http_client_call(r->c, method, path, body, &ans, &err);
+  if (st < 0) {
+    br_cli_errorf("%s", err.msg);
+    return BR_EXIT_FAILED;
+  }
+  if (st >= 200 && st < 300) {
+    if (out) *out = ans;
+    else json_decref(ans);
+    return 0;
+  }
+  br_cli_errorf("%s (HTTP %d)", br_http_error_message(ans, st), st);
+  json_decref(ans);
+  return st == 400 || st == 404 || st == 409 ? BR_EXIT_USAGE : BR_EXIT_FAILED;
+}
+
+char *br_remote_escape(const char *s) {
+  static const char xd[] = "0123456789ABCDEF";
+  size_t n = strlen(s);
+  char *o = malloc(3 * n + 1), *p = o;
+  if (!o) return NULL;
+  for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+    if ((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+        *c == '-' || *c == '_' || *c == '.' || *c == '~') {
+      *p++ = (char)*c;
+    } else {
+      *p++ = '%';
+      *p++ = xd[*c >> 4];
+      *p++ = xd[*c & 15];
+    }
+  }
+  *p = 0;
+  return o;
+}

@@ -1,0 +1,228 @@
+/* braid server: the engine as a daemon behind the HTTP API, for a farm of
+ * braid agents (see include/braid/server.h). */
+#include <braid/server.h>
+#include <braid/http.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common.h"
+
+static void server_usage(FILE *out) {
+  fprintf(out,
+          "usage: braid server [--listen HOST:PORT] [--store PATH] [--limit NAME=N]...\n"
+          "                    [--tls-cert FILE --tls-key FILE] [options]\n\n"
+          "Runs the farm server: the engine and its store, the HTTP API (docs/openapi.yaml)\n"
+          "for the command line and the web UI, and the endpoint braid agents take work\n"
+          "from. It listens on loopback unless told otherwise.\n\n"
+          "  --listen HOST:PORT  where to listen (default 127.0.0.1:7870; 0.0.0.0:7870 for\n"
+          "                      every interface; port 0 picks a free one)\n"
+          "  --store PATH        the store (default " BR_CLI_SERVER_STORE "); beside it: PATH.tokens,\n"
+          "                      PATH.admin-token (made on first start), PATH.logs/ and\n"
+          "                      PATH.farm.json (worker settings, limits)\n"
+          "  --token-file FILE   the token file (default beside the store)\n"
+          "  --limit NAME=N      a farm-wide limit: at most N invocations that take NAME at\n"
+          "                      once (a node's \"limits\": [\"NAME\"]), e.g. houdini=5\n"
+          "  --tls-cert FILE     serve HTTPS with this certificate (PEM) ...\n"
+          "  --tls-key FILE      ... and key (PEM)\n"
+          "  --threads N         HTTP threads (default 2)\n"
+          "  --poll-wait S       how long an agent's poll waits for work (default 15)\n"
+          "  --lost-after S      an agent silent this long is lost and its jobs run\n"
+          "                      elsewhere (default 30)\n"
+          "  --avoid-after N     a submission's jobs failing N times on one agent avoid it\n"
+          "                      (default 3)\n"
+          "  --url-file FILE     write the server's URL there once it listens\n"
+          "  --quiet             print nothing but errors\n\n"
+          "Tokens: every request needs one (braid token create --role agent|user|admin).\n"
+          "SIGINT or SIGTERM stops the server; agents keep running their jobs and report\n"
+          "them when it comes back.\n");
+}
+
+static uv_signal_t sig_int, sig_term;
+static br_server *the_server;
+
+static void on_signal(uv_signal_t *h, int signum) {
+  (void)h;
+  (void)signum;
+  br_server_stop(the_server);
+}
+
+static void closed(uv_handle_t *h) { (void)h; }
+
+static double positive(const char *opt, const char *v) {
+  char *end;
+  double d = strtod(v, &end);
+  if (*end || d <= 0) {
+    br_cli_errorf("%s needs a positive number, got '%s'", opt, v);
+    return -1;
+  }
+  return d;
+}
+
+int br_cli_server(int argc, char **argv) {
+  static const struct option opts[] = {
+      {"listen", required_argument, NULL, 'l'},     {"store", required_argument, NULL, 'S'},
+      {"token-file", required_argument, NULL, 'T'}, {"limit", required_argument, NULL, 'L'},
+      {"tls-cert", required_argument, NULL, 'c'},   {"tls-key", required_argument, NULL, 'k'},
+      {"threads", required_argument, NULL, 't'},    {"poll-wait", required_argument, NULL, 'p'},
+      {"lost-after", required_argument, NULL, 'o'}, {"avoid-after", required_argument, NULL, 'a'},
+      {"url-file", required_argument, NULL, 'u'},   {"quiet", no_argument, NULL, 'q'},
+      {"help", no_argument, NULL, 'h'},             {NULL, 0, NULL, 0},
+  };
+  const char *listen = "127.0.0.1:7870", *store = BR_CLI_SERVER_STORE, *token_file = NULL,
+             *cert = NULL, *key = NULL, *url_file = NULL;
+  int threads = 0, quiet = 0, c;
+  json_t *farm = json_object(), *limits = json_object();
+  json_object_set(farm, "limits", limits);
+  int rc = BR_EXIT_USAGE;
+  while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    double d;
+    switch (c) {
+    case 'l': listen = optarg; break;
+    case 'S': store = optarg; break;
+    case 'T': token_file = optarg; break;
+    case 'c': cert = optarg; break;
+    case 'k': key = optarg; break;
+    case 'u': url_file = optarg; break;
+    case 'q': quiet = 1; break;
+    case 't':
+      threads = atoi(optarg);
+      if (threads < 1 || threads > 64) {
+        br_cli_errorf("--threads needs 1-64");
+        goto out;
+      }
+      break;
+    case 'p':
+    case 'o':
+      if ((d = positive(c == 'p' ? "--poll-wait" : "--lost-after", optarg)) < 0) goto out;
+      json_object_set_new(farm, c == 'p' ? "poll_wait" : "lost_after", json_real(d));
+      break;
+    case 'a': {
+      char *end;
+      long n = strtol(optarg, &end, 10);
+      if (*end || n < 0) {
+        br_cli_errorf("--avoid-after needs a number (0: never avoid)");
+        goto out;
+      }
+      json_object_set_new(farm, "avoid_after", json_integer(n));
+      break;
+    }
+    case 'L': {
+      const char *eq = strchr(optarg, '=');
+      char *end = NULL;
+      long n = eq ? strtol(eq + 1, &end, 10) : -1;
+      if (!eq || eq == optarg || !eq[1] || *end || n < 0) {
+        br_cli_errorf("--limit wants NAME=N (N >= 0), got '%s'", optarg);
+        goto out;
+      }
+      char *name = strndup(optarg, (size_t)(eq - optarg));
+      json_object_set_new(limits, name, json_integer(n));
+      free(name);
+      break;
+    }
+    case 'h':
+      server_usage(stdout);
+      rc = BR_EXIT_OK;
+      goto out;
+    default: server_usage(stderr); goto out;
+    }
+  }
+  if (optind != argc) {
+    server_usage(stderr);
+    goto out;
+  }
+  if ((cert == NULL) != (key == NULL)) {
+    br_cli_errorf("--tls-cert and --tls-key go together");
+    goto out;
+  }
+  rc = BR_EXIT_FAILED;
+  if (br_cli_mkdirs_for(store)) {
+    br_cli_errorf("cannot create the folder for %s", store);
+    goto out;
+  }
+  char *tokens = token_file ? strdup(token_file) : br_cli_store_side(store, ".tokens");
+  char *admin = br_cli_store_side(store, ".admin-token");
+  char *logs = br_cli_store_side(store, ".logs");
+  char *settings = br_cli_store_side(store, ".farm.json");
+  char uri[4200];
+  snprintf(uri, sizeof uri, "%s%s", store, strchr(store, '?') ? "" : "?sync=normal");
+  br_error err;
+  br_auth *auth = NULL;
+  if (br_auth_open(tokens, &auth, &err)) {
+    br_cli_errorf("%s", err.msg);
+    goto free_paths;
+  }
+  if (br_auth_count(auth) == 0) { /* first start: someone must be able to get in */
+    char *tok, id[17];
+    if (br_auth_create(auth, BR_ROLE_ADMIN, "first admin", &tok, id, &err)) {
+      br_cli_errorf("%s", err.msg);
+      br_auth_close(auth);
+      goto free_paths;
+    }
+    int fd = open(admin, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    int ok = fd >= 0 && dprintf(fd, "%s\n", tok) > 0 && fsync(fd) == 0;
+    if (fd >= 0) close(fd);
+    free(tok);
+    if (!ok) {
+      br_cli_errorf("cannot write the admin token to %s: %s", admin, strerror(errno));
+      br_auth_close(auth);
+      goto free_paths;
+    }
+    fprintf(stderr, "braid: first start: an admin token is in %s (mode 0600); make others with\n"
+                    "       braid token create --role agent|user|admin --store %s\n", admin, store);
+  }
+  br_auth_close(auth);
+  br_server_opts so = {.store = uri, .listen = listen, .tls_cert = cert, .tls_key = key,
+                       .threads = threads, .token_file = tokens, .log_dir = logs,
+                       .settings_file = settings, .farm = farm};
+  br_server *s;
+  char buf[1400];
+  if (br_server_open(&so, &s, &err)) {
+    br_cli_errorf("%s", br_error_format(&err, buf, sizeof buf));
+    goto free_paths;
+  }
+  the_server = s;
+  signal(SIGPIPE, SIG_IGN);
+  uv_loop_t *loop = br_engine_loop(br_server_engine(s));
+  uv_signal_init(loop, &sig_int);
+  uv_signal_init(loop, &sig_term);
+  uv_signal_start(&sig_int, on_signal, SIGINT);
+  uv_signal_start(&sig_term, on_signal, SIGTERM);
+  uv_unref((uv_handle_t *)&sig_int);
+  uv_unref((uv_handle_t *)&sig_term);
+  char url[512], host[300];
+  snprintf(host, sizeof host, "%s", listen);
+  char *colon = strrchr(host, ':');
+  if (colon) *colon = 0;
+  if (strcmp(host, "0.0.0.0") == 0 || !*host) snprintf(host, sizeof host, "127.0.0.1");
+  snprintf(url, sizeof url, "%s://%s:%d", cert ? "https" : "http", host, br_server_port(s));
+  if (url_file) {
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", url_file);
+    FILE *f = fopen(tmp, "w");
+    if (!f || fprintf(f, "%s\n", url) < 0 || fclose(f) != 0 || rename(tmp, url_file) != 0)
+      br_cli_errorf("cannot write %s", url_file);
+  }
+  if (!quiet) fprintf(stderr, "braid: serving %s on %s (store %s)\n", store, url, store);
+  rc = br_server_run(s, &err) ? BR_EXIT_FAILED : BR_EXIT_OK;
+  if (rc) br_cli_errorf("%s", br_error_format(&err, buf, sizeof buf));
+  uv_close((uv_handle_t *)&sig_int, closed);
+  uv_close((uv_handle_t *)&sig_term, closed);
+  br_server_close(s);
+  if (!quiet) fprintf(stderr, "braid: server stopped\n");
+free_paths:
+  free(tokens);
+  free(admin);
+  free(logs);
+  free(settings);
+out:
+  json_decref(limits);
+  json_decref(farm);
+  return rc;
+}

@@ -1,0 +1,1347 @@
+/* The agent executor: the server side of a farm of braid agents (see
+ * include/braid/farm.h for the protocol).
+ *
+ * Design notes:
+ * - It is a scheduling executor: the engine hands over every queued
+ *   invocation (capacity is large); they wait here until an agent asks for
+ *   work. Pending jobs sit in FIFO queues keyed by "shape" (their needs:
+ *   cores, memory, GPUs, tags, limits, node), per submission group, per
+ *   priority level. An agent's poll is filled level by level from the
+ *   highest priority; within a level the group with the fewest running jobs
+ *   goes first (fair share), and within a group the oldest job whose shape
+ *   fits the agent. So one look at each shape's head decides, whatever the
+ *   queue lengths.
+ * - Durability before effect: an assignment goes through on_assign (the
+ *   engine marks the task running); the poll is answered only after the
+ *   engine's next commit (the `committed` op). Reports are acknowledged the
+ *   same way, so an agent re-sends whatever was not acknowledged and the
+ *   server keeps it at most once (sequence numbers per agent session; the
+ *   engine ignores results of invocations that are not current).
+ * - Agents are the authority on their own free resources: each poll says
+ *   what is free; the server counts what it assigns in reply. Named limits,
+ *   per-node limits and fair-share counts are kept here.
+ * - Losing an agent: no poll or report for lost_after seconds (a waiting
+ *   poll counts as presence until its deadline). Its invocations are
+ *   reported lost (the engine runs them again within their retry bound),
+ *   or cancelled when a cancel was asked for. An agent that comes back must
+ *   register again; it is told to kill what is no longer its own.
+ * - Restart: the engine adopts invocations that were running; they stay
+ *   unconfirmed until their agent registers again listing them. Nothing
+ *   new is dispatched for a recovery period, so limits are counted with
+ *   the adopted work before new work starts.
+ * - A periodic timer (200 ms) expires polls and finds lost agents; nothing
+ *   else polls. */
+#include <braid/farm.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <uthash.h>
+
+#define TICK_MS 200
+#define MAX_ID_LEN 128
+
+const double br_farm_latency_buckets[12] = {1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000, -1};
+
+typedef struct agent agent;
+typedef struct job job;
+typedef struct shape shape;
+typedef struct glevel glevel;
+typedef struct level level;
+
+typedef struct counter {
+  char *name;
+  int max; /* -1: no limit */
+  int used;
+  UT_hash_handle hh;
+} counter;
+
+typedef struct group {
+  int64_t id;
+  int running;
+  struct fails {
+    char *agent;
+    int n;
+    UT_hash_handle hh;
+  } *fails;
+  UT_hash_handle hh;
+} group;
+
+typedef struct resources {
+  int slots, cores, gpus;
+  int64_t memory_mb;
+} resources;
+
+typedef struct poll {
+  agent *a;
+  br_farm_reply fn;
+  void *ud;
+  json_t *work, *cancel;
+  resources free;
+  int64_t deadline_ms;
+  struct poll *prev, *next;
+} poll;
+
+typedef struct deferred {
+  br_farm_reply fn;
+  void *ud;
+  json_t *body;
+  struct deferred *next;
+} deferred;
+
+enum { A_ONLINE, A_LOST, A_OFFLINE };
+
+struct agent {
+  char *id;
+  char *host, *version;
+  int state;
+  int cores, slots, gpus;
+  int64_t memory_mb;
+  json_t *tags;      /* as registered */
+  json_t *tags_set;  /* set by a user (overrides), or NULL */
+  bool drain;
+  char session[33];
+  int64_t last_seen_ms;
+  int64_t last_seq;
+  poll *poll;        /* its waiting poll */
+  json_t *cancels;   /* invocation ids to kill, sent with the next poll answer */
+  job *jobs;         /* assigned to it */
+  int n_jobs;
+  resources free;    /* as its last poll said */
+  UT_hash_handle hh;
+};
+
+enum { J_PENDING, J_ASSIGNED };
+
+struct job {
+  int64_t id, task_id;
+  int state;
+  json_t *work;
+  int cores, gpus;
+  int64_t memory_mb;
+  json_t *tags, *limits; /* arrays of names */
+  char *node_key;
+  int node_limit;
+  int32_t priority;
+  int64_t group_id;
+  int64_t seq, ready_ms;
+  char *log_path;
+  int log_fd;
+  bool counted;     /* its limits, node and group counts are taken */
+  bool unconfirmed; /* adopted: its agent has not said it holds it yet */
+  bool cancel_asked;
+  agent *a;
+  job *a_prev, *a_next; /* the agent's jobs */
+  shape *sh;
+  job *q_next;           /* the shape's queue */
+  UT_hash_handle hh;
+};
+
+struct shape {
+  char *key;
+  glevel *gl;
+  job *head, *tail;
+  shape *next;
+  UT_hash_handle hh;
+};
+
+struct glevel { /* one group at one priority */
+  group *g;
+  level *lv;
+  shape *shapes; /* hash by key, also listed */
+  int n;
+  bool skip;
+  glevel *next;
+};
+
+struct level {
+  int32_t priority;
+  glevel *groups;
+  level *next; /* by priority, highest first */
+};
+
+struct br_executor {
+  uv_loop_t *loop;
+  br_exec_events ev;
+  void (*notify)(void *ud, const char *kind, json_t *news);
+  void *notify_ud;
+  double poll_wait, lost_after, recover;
+  int avoid_after;
+  int64_t max_pending;
+  int64_t recover_until_ms;
+  job *jobs;
+  agent *agents;
+  group *groups;
+  counter *limits, *nodes;
+  level *levels;
+  struct setting {
+    char *id;
+    int drain; /* -1: not set */
+    json_t *tags;
+    UT_hash_handle hh;
+  } *settings;
+  deferred *def_head, *def_tail;
+  poll *waiting_head, *waiting_tail;
+  uv_timer_t timer;
+  int64_t pending, running, seq;
+  bool want_match, stopping;
+  br_farm_stats st;
+};
+
+/* ---- helpers ---- */
+
+static int64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void *xcalloc(size_t n, size_t size) {
+  void *p = calloc(n, size);
+  if (!p) abort();
+  return p;
+}
+
+static char *xstrdup(const char *s) {
+  char *d = strdup(s ? s : "");
+  if (!d) abort();
+  return d;
+}
+
+static json_t *strv_json(char **v) {
+  json_t *a = json_array();
+  for (size_t i = 0; v && v[i]; i++) json_array_append_new(a, json_string(v[i]));
+  return a;
+}
+
+static json_t *ints_json(const int *v, int n) {
+  json_t *a = json_array();
+  for (int i = 0; i < n; i++) json_array_append_new(a, json_integer(v[i]));
+  return a;
+}
+
+static bool valid_id(const char *s) {
+  if (!s || !*s || strlen(s) > MAX_ID_LEN) return false;
+  for (const char *p = s; *p; p++)
+    if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+          *p == '-' || *p == '_' || *p == '.' || *p == ':'))
+      return false;
+  return true;
+}
+
+static json_t *names_of(const json_t *v) {
+  json_t *a = json_array();
+  size_t i;
+  json_t *x;
+  json_array_foreach(v, i, x) if (json_is_string(x)) json_array_append(a, x);
+  return a;
+}
+
+static void notify(br_executor *ex, const char *kind, json_t *news) {
+  if (ex->notify) ex->notify(ex->notify_ud, kind, news);
+  json_decref(news);
+}
+
+static json_t *agent_json(br_executor *ex, agent *a);
+
+static void notify_agent(br_executor *ex, agent *a) {
+  if (ex->notify) notify(ex, "worker", agent_json(ex, a));
+}
+
+/* ---- answers ---- */
+
+static void reply_now(br_farm_reply fn, void *ud, unsigned status, json_t *body) {
+  fn(ud, status, body);
+}
+
+/* Answers after the engine's next commit. */
+static void reply_later(br_executor *ex, br_farm_reply fn, void *ud, json_t *body) {
+  deferred *d = xcalloc(1, sizeof *d);
+  d->fn = fn;
+  d->ud = ud;
+  d->body = body;
+  if (ex->def_tail) ex->def_tail->next = d;
+  else ex->def_head = d;
+  ex->def_tail = d;
+}
+
+static void flush_deferred(br_executor *ex) {
+  deferred *d = ex->def_head;
+  ex->def_head = ex->def_tail = NULL;
+  while (d) {
+    deferred *n = d->next;
+    d->fn(d->ud, 200, d->body);
+    free(d);
+    d = n;
+  }
+}
+
+static json_t *error_body(const char *msg) { return json_pack("{ss}", "error", msg); }
+
+/* ---- counters: limits, nodes, groups ---- */
+
+static counter *counter_get(counter **h, const char *name, bool create) {
+  counter *c = NULL;
+  HASH_FIND_STR(*h, name, c);
+  if (!c && create) {
+    c = xcalloc(1, sizeof *c);
+    c->name = xstrdup(name);
+    c->max = -1;
+    HASH_ADD_KEYPTR(hh, *h, c->name, strlen(c->name), c);
+  }
+  return c;
+}
+
+static group *group_get(br_executor *ex, int64_t id) {
+  group *g = NULL;
+  HASH_FIND(hh, ex->groups, &id, sizeof id, g);
+  if (!g) {
+    g = xcalloc(1, sizeof *g);
+    g->id = id;
+    HASH_ADD(hh, ex->groups, id, sizeof g->id, g);
+  }
+  return g;
+}
+
+static int fails_of(group *g, const char *agent_id) {
+  struct fails *f = NULL;
+  HASH_FIND_STR(g->fails, agent_id, f);
+  return f ? f->n : 0;
+}
+
+static void count_job(br_executor *ex, job *j, int d) {
+  if ((d > 0) == j->counted) return;
+  j->counted = d > 0;
+  size_t i;
+  json_t *x;
+  json_array_foreach(j->limits, i, x) counter_get(&ex->limits, json_string_value(x), true)->used += d;
+  if (j->node_key) {
+    counter *c = counter_get(&ex->nodes, j->node_key, true);
+    c->used += d;
+    if (j->node_limit > 0) c->max = j->node_limit;
+  }
+  group_get(ex, j->group_id)->running += d;
+}
+
+/* ---- the pending queues ---- */
+
+static level *level_get(br_executor *ex, int32_t prio) {
+  level **pp = &ex->levels;
+  while (*pp && (*pp)->priority > prio) pp = &(*pp)->next;
+  if (*pp && (*pp)->priority == prio) return *pp;
+  level *lv = xcalloc(1, sizeof *lv);
+  lv->priority = prio;
+  lv->next = *pp;
+  *pp = lv;
+  return lv;
+}
+
+static glevel *glevel_get(br_executor *ex, level *lv, int64_t gid) {
+  glevel **pp = &lv->groups;
+  while (*pp && (*pp)->g->id < gid) pp = &(*pp)->next;
+  if (*pp && (*pp)->g->id == gid) return *pp;
+  glevel *gl = xcalloc(1, sizeof *gl);
+  gl->g = group_get(ex, gid);
+  gl->lv = lv;
+  gl->next = *pp;
+  *pp = gl;
+  return gl;
+}
+
+static char *shape_key(const job *j) {
+  char *tags = json_dumps(j->tags, JSON_COMPACT), *lims = json_dumps(j->limits, JSON_COMPACT);
+  char *k = NULL;
+  if (asprintf(&k, "%d|%lld|%d|%s|%s|%s|%d", j->cores, (long long)j->memory_mb, j->gpus,
+               tags ? tags : "", lims ? lims : "", j->node_key ? j->node_key : "",
+               j->node_limit) < 0)
+    abort();
+  free(tags);
+  free(lims);
+  return k;
+}
+
+static void enqueue(br_executor *ex, job *j) {
+  level *lv = level_get(ex, j->priority);
+  glevel *gl = glevel_get(ex, lv, j->group_id);
+  char *key = shape_key(j);
+  shape *sh = NULL;
+  HASH_FIND_STR(gl->shapes, key, sh);
+  if (!sh) {
+    sh = xcalloc(1, sizeof *sh);
+    sh->key = key;
+    sh->gl = gl;
+    HASH_ADD_KEYPTR(hh, gl->shapes, sh->key, strlen(sh->key), sh);
+  } else {
+    free(key);
+  }
+  j->sh = sh;
+  j->q_next = NULL;
+  if (sh->tail) sh->tail->q_next = j;
+  else sh->head = j;
+  sh->tail = j;
+  gl->n++;
+  ex->pending++;
+}
+
+/* Takes j (the head of its shape, or anywhere: cancel) out of its queue. */
+static void dequeue(br_executor *ex, job *j) {
+  shape *sh = j->sh;
+  if (!sh) return;
+  job **pp = &sh->head, *prev = NULL;
+  while (*pp && *pp != j) {
+    prev = *pp;
+    pp = &(*pp)->q_next;
+  }
+  if (*pp) {
+    *pp = j->q_next;
+    if (sh->tail == j) sh->tail = prev;
+  }
+  j->sh = NULL;
+  j->q_next = NULL;
+  glevel *gl = sh->gl;
+  gl->n--;
+  ex->pending--;
+  if (!sh->head) {
+    HASH_DEL(gl->shapes, sh);
+    free(sh->key);
+    free(sh);
+  }
+  if (gl->n == 0) {
+    level *lv = gl->lv;
+    glevel **pp2 = &lv->groups;
+    while (*pp2 != gl) pp2 = &(*pp2)->next;
+    *pp2 = gl->next;
+    free(gl);
+    if (!lv->groups) {
+      level **pl = &ex->levels;
+      while (*pl != lv) pl = &(*pl)->next;
+      *pl = lv->next;
+      free(lv);
+    }
+  }
+}
+
+/* ---- jobs ---- */
+
+static job *job_find(br_executor *ex, int64_t id) {
+  job *j = NULL;
+  HASH_FIND(hh, ex->jobs, &id, sizeof id, j);
+  return j;
+}
+
+static void agent_take(agent *a, job *j) {
+  j->a = a;
+  j->a_prev = NULL;
+  j->a_next = a->jobs;
+  if (a->jobs) a->jobs->a_prev = j;
+  a->jobs = j;
+  a->n_jobs++;
+}
+
+static void agent_drop(job *j) {
+  agent *a = j->a;
+  if (!a) return;
+  if (j->a_prev) j->a_prev->a_next = j->a_next;
+  else a->jobs = j->a_next;
+  if (j->a_next) j->a_next->a_prev = j->a_prev;
+  j->a_prev = j->a_next = NULL;
+  j->a = NULL;
+  a->n_jobs--;
+}
+
+static void job_free(br_executor *ex, job *j) {
+  if (j->sh) dequeue(ex, j);
+  if (j->a) {
+    agent_drop(j);
+    ex->running--;
+  }
+  count_job(ex, j, -1);
+  HASH_DEL(ex->jobs, j);
+  if (j->log_fd >= 0) close(j->log_fd);
+  json_decref(j->work);
+  json_decref(j->tags);
+  json_decref(j->limits);
+  free(j->node_key);
+  free(j->log_path);
+  free(j);
+}
+
+static job *job_new(br_executor *ex, int64_t id, int64_t task_id) {
+  job *j = xcalloc(1, sizeof *j);
+  j->id = id;
+  j->task_id = task_id;
+  j->log_fd = -1;
+  j->tags = json_array();
+  j->limits = json_array();
+  HASH_ADD(hh, ex->jobs, id, sizeof j->id, j);
+  return j;
+}
+
+/* Reports j finished without its agent (lost, or cancelled while lost) and
+ * forgets it. */
+static void job_end(br_executor *ex, job *j, br_inv_status status, const char *msg) {
+  br_inv_result res = {.invocation_id = j->id, .task_id = j->task_id,
+                       .status = j->cancel_asked ? BR_INV_CANCELLED : status,
+                       .exit_code = -1, .error = (char *)msg};
+  job_free(ex, j);
+  if (res.status == BR_INV_LOST) ex->st.lost_invocations++;
+  ex->want_match = true;
+  if (ex->ev.on_done) ex->ev.on_done(ex->ev.ud, &res);
+}
+
+/* ---- matching ---- */
+
+static json_t *agent_tags(agent *a) { return a->tags_set ? a->tags_set : a->tags; }
+
+static bool has_tags(agent *a, json_t *need) {
+  json_t *have = agent_tags(a);
+  size_t i, k;
+  json_t *x, *y;
+  json_array_foreach(need, i, x) {
+    bool found = false;
+    json_array_foreach(have, k, y) if (json_equal(x, y)) {
+      found = true;
+      break;
+    }
+    if (!found) return false;
+  }
+  return true;
+}
+
+static int cores_on(const job *j, const agent *a) {
+  int c = j->cores > 0 ? j->cores : 1;
+  return c > a->cores ? a->cores : c; /* a job wider than the machine takes all of it */
+}
+
+static bool eligible(const agent *a) { return a->state == A_ONLINE && !a->drain; }
+
+/* Is the agent avoided for this group, and is there another agent to go to? */
+static bool avoided(br_executor *ex, group *g, agent *a) {
+  if (ex->avoid_after <= 0 || fails_of(g, a->id) < ex->avoid_after) return false;
+  agent *o, *tmp;
+  HASH_ITER(hh, ex->agents, o, tmp)
+  if (o != a && eligible(o) && fails_of(g, o->id) < ex->avoid_after) return true;
+  return false; /* every agent failed it: better than waiting forever */
+}
+
+static bool fits(br_executor *ex, job *j, agent *a, const resources *fr) {
+  if (fr->slots < 1) return false;
+  if (fr->cores < cores_on(j, a) || fr->memory_mb < j->memory_mb || fr->gpus < j->gpus) return false;
+  if (j->memory_mb > a->memory_mb && a->memory_mb > 0) return false;
+  if (!has_tags(a, j->tags)) return false;
+  size_t i;
+  json_t *x;
+  json_array_foreach(j->limits, i, x) {
+    counter *c = counter_get(&ex->limits, json_string_value(x), false);
+    if (c && c->max >= 0 && c->used >= c->max) return false;
+  }
+  if (j->node_key && j->node_limit > 0) {
+    counter *c = counter_get(&ex->nodes, j->node_key, false);
+    if (c && c->used >= j->node_limit) return false;
+  }
+  return true;
+}
+
+static job *first_fit(br_executor *ex, glevel *gl, agent *a, const resources *fr) {
+  if (avoided(ex, gl->g, a)) return NULL;
+  job *best = NULL;
+  for (shape *sh = gl->shapes; sh; sh = sh->hh.next)
+    if (sh->head && (!best || sh->head->seq < best->seq) && fits(ex, sh->head, a, fr))
+      best = sh->head;
+  return best;
+}
+
+static void record_latency(br_executor *ex, int64_t ms) {
+  if (ms < 0) ms = 0;
+  ex->st.lat_count++;
+  ex->st.lat_sum_ms += (double)ms;
+  int b = 0;
+  while (b < 11 && (double)ms > br_farm_latency_buckets[b]) b++;
+  ex->st.lat_buckets[b]++;
+}
+
+/* Gives j to a (the poll p answers). Returns false when the task no longer
+ * wants it (then it is forgotten). */
+static bool assign(br_executor *ex, job *j, agent *a, poll *p) {
+  dequeue(ex, j);
+  if (!ex->ev.on_assign || !ex->ev.on_assign(ex->ev.ud, j->id, j->task_id, a->id)) {
+    job_free(ex, j);
+    return false;
+  }
+  j->state = J_ASSIGNED;
+  agent_take(a, j);
+  ex->running++;
+  count_job(ex, j, +1);
+  int c = cores_on(j, a);
+  p->free.slots--;
+  p->free.cores -= c;
+  p->free.memory_mb -= j->memory_mb;
+  p->free.gpus -= j->gpus;
+  json_object_set_new(j->work, "cores", json_integer(c));
+  json_object_set_new(j->work, "assigned_ms", json_integer(now_ms()));
+  json_array_append(p->work, j->work);
+  record_latency(ex, now_ms() - j->ready_ms);
+  ex->st.dispatched++;
+  return true;
+}
+
+static level *level_find(br_executor *ex, int32_t prio) {
+  for (level *lv = ex->levels; lv; lv = lv->next)
+    if (lv->priority == prio) return lv;
+  return NULL;
+}
+
+/* Fills the poll from one priority level: the group with the fewest running
+ * jobs first (fair share), its oldest job that fits. */
+static int fill_level(br_executor *ex, int32_t prio, agent *a, poll *p) {
+  int got = 0;
+  level *lv = level_find(ex, prio);
+  if (!lv) return 0;
+  for (glevel *gl = lv->groups; gl; gl = gl->next) gl->skip = false;
+  while (p->free.slots > 0 && (lv = level_find(ex, prio))) {
+    glevel *best = NULL;
+    for (glevel *gl = lv->groups; gl; gl = gl->next)
+      if (!gl->skip && gl->n > 0 &&
+          (!best || gl->g->running < best->g->running ||
+           (gl->g->running == best->g->running && gl->g->id < best->g->id)))
+        best = gl;
+    if (!best) break;
+    job *j = first_fit(ex, best, a, &p->free);
+    if (!j) {
+      best->skip = true;
+      continue;
+    }
+    if (assign(ex, j, a, p)) got++;
+  }
+  return got;
+}
+
+static int fill(br_executor *ex, agent *a, poll *p) {
+  if (ex->stopping || !eligible(a) || now_ms() < ex->recover_until_ms) return 0;
+  int got = 0;
+  level *lv = ex->levels;
+  while (lv && p->free.slots > 0) {
+    int32_t prio = lv->priority;
+    got += fill_level(ex, prio, a, p);
+    lv = ex->levels; /* levels may have gone: find the next lower one afresh */
+    while (lv && lv->priority >= prio) lv = lv->next;
+  }
+  return got;
+}
+
+/* ---- polls ---- */
+
+static void waiting_remove(br_executor *ex, poll *p) {
+  if (p->prev) p->prev->next = p->next;
+  else if (ex->waiting_head == p) ex->waiting_head = p->next;
+  if (p->next) p->next->prev = p->prev;
+  else if (ex->waiting_tail == p) ex->waiting_tail = p->prev;
+  p->prev = p->next = NULL;
+  if (p->a && p->a->poll == p) p->a->poll = NULL;
+}
+
+static json_t *poll_body(poll *p) {
+  json_t *b = json_pack("{sOsO}", "work", p->work, "cancel", p->cancel);
+  return b;
+}
+
+static void poll_free(poll *p) {
+  json_decref(p->work);
+  json_decref(p->cancel);
+  free(p);
+}
+
+/* Answers a waiting poll now (nothing in it needs a commit). */
+static void poll_answer_now(br_executor *ex, poll *p, unsigned status, json_t *body) {
+  waiting_remove(ex, p);
+  reply_now(p->fn, p->ud, status, body ? body : poll_body(p));
+  poll_free(p);
+}
+
+static void poll_answer_later(br_executor *ex, poll *p) {
+  waiting_remove(ex, p);
+  reply_later(ex, p->fn, p->ud, poll_body(p));
+  poll_free(p);
+}
+
+static void match_waiting(br_executor *ex) {
+  ex->want_match = false;
+  if (ex->stopping || !ex->levels) return;
+  for (poll *p = ex->waiting_head, *next; p && ex->levels; p = next) {
+    next = p->next;
+    if (fill(ex, p->a, p) > 0) poll_answer_later(ex, p);
+  }
+}
+
+/* ---- agents ---- */
+
+static agent *agent_find(br_executor *ex, const char *id) {
+  agent *a = NULL;
+  if (id) HASH_FIND_STR(ex->agents, id, a);
+  return a;
+}
+
+static agent *agent_new(br_executor *ex, const char *id) {
+  agent *a = xcalloc(1, sizeof *a);
+  a->id = xstrdup(id);
+  a->host = xstrdup(id);
+  a->version = xstrdup("");
+  a->tags = json_array();
+  a->cancels = json_array();
+  a->state = A_OFFLINE;
+  a->last_seen_ms = now_ms();
+  struct setting *s = NULL;
+  HASH_FIND_STR(ex->settings, id, s);
+  if (s) {
+    a->drain = s->drain > 0;
+    if (s->tags) a->tags_set = json_incref(s->tags);
+  }
+  HASH_ADD_KEYPTR(hh, ex->agents, a->id, strlen(a->id), a);
+  return a;
+}
+
+static const char *state_name(const agent *a) {
+  switch (a->state) {
+  case A_ONLINE: return a->drain ? "draining" : a->n_jobs ? "busy" : "idle";
+  case A_LOST: return "lost";
+  default: return "offline";
+  }
+}
+
+static json_t *agent_json(br_executor *ex, agent *a) {
+  (void)ex;
+  json_t *running = json_array();
+  for (job *j = a->jobs; j; j = j->a_next)
+    json_array_append_new(running, json_pack("{sIsI}", "id", (json_int_t)j->id, "task",
+                                             (json_int_t)j->task_id));
+  return json_pack("{sssssssisisIsisOsbsos{sisisIsi}sIss}", "id", a->id, "host", a->host, "state",
+                   state_name(a), "cores", a->cores, "slots", a->slots, "memory_mb",
+                   (json_int_t)a->memory_mb, "gpus", a->gpus, "tags", agent_tags(a), "drain",
+                   a->drain, "running", running, "free", "slots", a->free.slots, "cores",
+                   a->free.cores, "memory_mb", (json_int_t)a->free.memory_mb, "gpus",
+                   a->free.gpus, "last_seen_ms", (json_int_t)a->last_seen_ms, "version",
+                   a->version);
+}
+
+static void lose_agent(br_executor *ex, agent *a, const char *why) {
+  char msg[512];
+  snprintf(msg, sizeof msg, "agent %s lost: %s", a->id, why);
+  a->state = A_LOST;
+  if (a->poll) poll_answer_now(ex, a->poll, 409, error_body("this agent was declared lost: register again"));
+  while (a->jobs) job_end(ex, a->jobs, BR_INV_LOST, msg);
+  json_array_clear(a->cancels);
+  notify_agent(ex, a);
+}
+
+static bool session_ok(agent *a, const json_t *req) {
+  const char *s = json_string_value(json_object_get(req, "session"));
+  return a && a->state == A_ONLINE && s && strcmp(s, a->session) == 0;
+}
+
+static int64_t jint(const json_t *o, const char *k, int64_t dflt) {
+  json_t *v = json_object_get(o, k);
+  return json_is_integer(v) ? json_integer_value(v) : json_is_real(v) ? (int64_t)json_real_value(v) : dflt;
+}
+
+void br_farm_register(br_executor *ex, const json_t *req, br_farm_reply fn, void *ud) {
+  const char *id = json_string_value(json_object_get(req, "id"));
+  if (!valid_id(id))
+    return reply_now(fn, ud, 400, error_body("register: \"id\" must be 1-128 letters, digits or -_.:"));
+  json_t *held = json_object_get(req, "held");
+  if (held && !json_is_array(held))
+    return reply_now(fn, ud, 400, error_body("register: \"held\" must be a list"));
+  json_t *tags = json_object_get(req, "tags");
+  if (tags && !json_is_array(tags))
+    return reply_now(fn, ud, 400, error_body("register: \"tags\" must be a list of names"));
+  if (ex->stopping) return reply_now(fn, ud, 503, error_body("the server is stopping"));
+  agent *a = agent_find(ex, id);
+  if (!a) a = agent_new(ex, id);
+  if (a->poll) poll_answer_now(ex, a->poll, 409, error_body("superseded by a new registration"));
+  free(a->host);
+  free(a->version);
+  const char *host = json_string_value(json_object_get(req, "host"));
+  const char *version = json_string_value(json_object_get(req, "version"));
+  a->host = xstrdup(host ? host : id);
+  a->version = xstrdup(version ? version : "");
+  a->cores = (int)jint(req, "cores", 1);
+  if (a->cores < 1) a->cores = 1;
+  a->slots = (int)jint(req, "slots", a->cores);
+  if (a->slots < 1) a->slots = 1;
+  a->memory_mb = jint(req, "memory_mb", 0);
+  a->gpus = (int)jint(req, "gpus", 0);
+  json_decref(a->tags);
+  a->tags = names_of(tags);
+  a->free = (resources){.slots = a->slots, .cores = a->cores, .memory_mb = a->memory_mb, .gpus = a->gpus};
+  /* what it holds against what we think it holds */
+  json_t *cancel = json_array();
+  size_t i;
+  json_t *h;
+  json_array_foreach(held, i, h) {
+    int64_t inv = jint(h, "id", 0);
+    job *j = job_find(ex, inv);
+    if (!j || j->a != a || j->state != J_ASSIGNED) {
+      json_array_append_new(cancel, json_integer(inv));
+      continue;
+    }
+    if (j->unconfirmed) { /* adopted after a restart: count it as it was */
+      j->unconfirmed = false;
+      count_job(ex, j, -1);
+      json_decref(j->limits);
+      j->limits = names_of(json_object_get(h, "limits"));
+      const char *nk = json_string_value(json_object_get(h, "node_key"));
+      free(j->node_key);
+      j->node_key = nk ? xstrdup(nk) : NULL;
+      j->node_limit = (int)jint(h, "node_limit", 0);
+      count_job(ex, j, +1);
+    }
+  }
+  for (job *j = a->jobs, *next; j; j = next) {
+    next = j->a_next;
+    bool listed = false;
+    json_array_foreach(held, i, h) if (jint(h, "id", 0) == j->id) listed = true;
+    if (!listed) job_end(ex, j, BR_INV_LOST, "the agent came back without this job");
+  }
+  json_array_clear(a->cancels);
+  for (job *j = a->jobs; j; j = j->a_next)
+    if (j->cancel_asked) json_array_append_new(a->cancels, json_integer(j->id));
+  unsigned char raw[16];
+  RAND_bytes(raw, sizeof raw);
+  for (int k = 0; k < 16; k++) snprintf(a->session + 2 * k, 3, "%02x", raw[k]);
+  a->state = A_ONLINE;
+  a->last_seen_ms = now_ms();
+  a->last_seq = 0;
+  ex->want_match = true;
+  notify_agent(ex, a);
+  reply_now(fn, ud, 200,
+            json_pack("{sssfsfso}", "session", a->session, "poll_wait_s", ex->poll_wait,
+                      "lost_after_s", ex->lost_after, "cancel", cancel));
+}
+
+static void read_free(const json_t *req, agent *a, resources *r) {
+  json_t *f = json_object_get(req, "free");
+  r->slots = (int)jint(f, "slots", a->slots);
+  r->cores = (int)jint(f, "cores", a->cores);
+  r->memory_mb = jint(f, "memory_mb", a->memory_mb);
+  r->gpus = (int)jint(f, "gpus", a->gpus);
+}
+
+void br_farm_poll(br_executor *ex, const char *agent_id, const json_t *req, br_farm_reply fn,
+                  void *ud) {
+  agent *a = agent_find(ex, agent_id);
+  if (!session_ok(a, req))
+    return reply_now(fn, ud, 409, error_body("unknown agent or session: register again"));
+  if (ex->stopping) return reply_now(fn, ud, 503, error_body("the server is stopping"));
+  a->last_seen_ms = now_ms();
+  if (a->poll) poll_answer_now(ex, a->poll, 200, NULL); /* superseded: the agent gave up on it */
+  poll *p = xcalloc(1, sizeof *p);
+  p->a = a;
+  p->fn = fn;
+  p->ud = ud;
+  p->work = json_array();
+  p->cancel = a->cancels;
+  a->cancels = json_array();
+  read_free(req, a, &p->free);
+  a->free = p->free;
+  int64_t wait = jint(req, "wait_ms", (int64_t)(ex->poll_wait * 1000));
+  int64_t cap = (int64_t)(ex->poll_wait * 1000);
+  if (wait > cap) wait = cap;
+  if (wait < 0) wait = 0;
+  p->deadline_ms = a->last_seen_ms + wait;
+  /* listed first: fill() may answer it */
+  a->poll = p;
+  p->prev = ex->waiting_tail;
+  if (ex->waiting_tail) ex->waiting_tail->next = p;
+  else ex->waiting_head = p;
+  ex->waiting_tail = p;
+  if (fill(ex, a, p) > 0) poll_answer_later(ex, p);
+  else if (json_array_size(p->cancel) || wait == 0) poll_answer_now(ex, p, 200, NULL);
+}
+
+static void write_output(br_executor *ex, job *j, int64_t off, const char *data, size_t len) {
+  if (!j->log_path || off < 0) return;
+  if (j->log_fd < 0) j->log_fd = open(j->log_path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  if (j->log_fd < 0) return;
+  size_t done = 0;
+  while (done < len) { /* at an offset: a chunk sent twice lands in the same place */
+    ssize_t w = pwrite(j->log_fd, data + done, len - done, (off_t)(off + (int64_t)done));
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) break;
+    done += (size_t)w;
+  }
+  if (ex->notify) /* log followers wait for this */
+    notify(ex, "output", json_pack("{sIsIsI}", "inv", (json_int_t)j->id, "task", (json_int_t)j->task_id,
+                                   "size", (json_int_t)(off + (int64_t)done)));
+}
+
+static br_inv_status parse_status(const char *s) {
+  static const br_inv_status all[] = {BR_INV_OK, BR_INV_FAILED, BR_INV_RETRY, BR_INV_TIMEOUT,
+                                      BR_INV_CANCELLED, BR_INV_LOST, BR_INV_SPAWN_ERROR};
+  for (size_t i = 0; s && i < sizeof all / sizeof *all; i++)
+    if (strcmp(s, br_inv_status_name(all[i])) == 0) return all[i];
+  return BR_INV_FAILED;
+}
+
+static void done_event(br_executor *ex, agent *a, job *j, const json_t *e) {
+  json_t *set = json_object_get(e, "set_attrs");
+  br_inv_result res = {
+      .invocation_id = j->id,
+      .task_id = j->task_id,
+      .status = parse_status(json_string_value(json_object_get(e, "status"))),
+      .exit_code = (int)jint(e, "exit_code", -1),
+      .term_signal = (int)jint(e, "signal", 0),
+      .runtime = json_number_value(json_object_get(e, "runtime")),
+      .peak_rss_kb = jint(e, "peak_rss_kb", 0),
+      .queued = json_number_value(json_object_get(e, "queued")),
+      .log_tail = (char *)json_string_value(json_object_get(e, "log_tail")),
+      .set_attrs = json_is_object(set) ? set : NULL,
+      .error = (char *)json_string_value(json_object_get(e, "error")),
+  };
+  if (res.status == BR_INV_FAILED || res.status == BR_INV_RETRY || res.status == BR_INV_TIMEOUT ||
+      res.status == BR_INV_SPAWN_ERROR) {
+    group *g = group_get(ex, j->group_id);
+    struct fails *f = NULL;
+    HASH_FIND_STR(g->fails, a->id, f);
+    if (!f) {
+      f = xcalloc(1, sizeof *f);
+      f->agent = xstrdup(a->id);
+      HASH_ADD_KEYPTR(hh, g->fails, f->agent, strlen(f->agent), f);
+    }
+    f->n++;
+  }
+  ex->st.reported++;
+  ex->want_match = true;
+  if (a->poll) { /* the agent waits with what was free when it asked: this is free now too */
+    poll *p = a->poll;
+    int c = cores_on(j, a);
+    p->free.slots++;
+    p->free.cores += c;
+    p->free.memory_mb += j->memory_mb;
+    p->free.gpus += j->gpus;
+  }
+  json_t *keep = json_incref((json_t *)e); /* res borrows from it */
+  job_free(ex, j);
+  if (ex->ev.on_done) ex->ev.on_done(ex->ev.ud, &res);
+  json_decref(keep);
+}
+
+void br_farm_report(br_executor *ex, const char *agent_id, const json_t *req, br_farm_reply fn,
+                    void *ud) {
+  agent *a = agent_find(ex, agent_id);
+  if (!session_ok(a, req))
+    return reply_now(fn, ud, 409, error_body("unknown agent or session: register again"));
+  json_t *events = json_object_get(req, "events");
+  if (!json_is_array(events)) return reply_now(fn, ud, 400, error_body("report: \"events\" must be a list"));
+  a->last_seen_ms = now_ms();
+  size_t i;
+  json_t *e;
+  json_array_foreach(events, i, e) {
+    int64_t seq = jint(e, "seq", 0);
+    if (seq && seq <= a->last_seq) continue; /* sent again: done already */
+    if (seq) a->last_seq = seq;
+    job *j = job_find(ex, jint(e, "inv", 0));
+    if (!j || j->a != a) continue; /* not (or no longer) this agent's */
+    const char *type = json_string_value(json_object_get(e, "type"));
+    if (!type) continue;
+    if (strcmp(type, "start") == 0) {
+      if (ex->ev.on_start) ex->ev.on_start(ex->ev.ud, j->id, j->task_id);
+    } else if (strcmp(type, "progress") == 0) {
+      if (ex->ev.on_progress)
+        ex->ev.on_progress(ex->ev.ud, j->id, j->task_id, json_number_value(json_object_get(e, "value")));
+    } else if (strcmp(type, "output") == 0) {
+      json_t *d = json_object_get(e, "data");
+      if (json_is_string(d)) write_output(ex, j, jint(e, "offset", -1), json_string_value(d), json_string_length(d));
+    } else if (strcmp(type, "spawn") == 0) {
+      json_t *attrs = json_object_get(e, "attrs");
+      if (ex->ev.on_spawn)
+        ex->ev.on_spawn(ex->ev.ud, j->id, j->task_id, json_string_value(json_object_get(e, "name")),
+                        json_is_object(attrs) ? json_deep_copy(attrs) : json_object());
+    } else if (strcmp(type, "done") == 0) {
+      done_event(ex, a, j, e);
+    }
+  }
+  reply_later(ex, fn, ud, json_pack("{sI}", "ack", (json_int_t)a->last_seq));
+}
+
+/* ---- the timer: poll deadlines, lost agents ---- */
+
+static void tick(uv_timer_t *t) {
+  br_executor *ex = t->data;
+  int64_t now = now_ms();
+  for (poll *p = ex->waiting_head, *next; p; p = next) {
+    next = p->next;
+    if (p->deadline_ms <= now) {
+      p->a->last_seen_ms = now; /* it was there all along */
+      poll_answer_now(ex, p, 200, NULL);
+    }
+  }
+  int64_t lost_ms = (int64_t)(ex->lost_after * 1000);
+  agent *a, *tmp;
+  HASH_ITER(hh, ex->agents, a, tmp) {
+    if (a->state == A_LOST || a->poll) continue;
+    if (now - a->last_seen_ms > lost_ms) {
+      char why[128];
+      snprintf(why, sizeof why, "no poll or report for %.0f s", (double)(now - a->last_seen_ms) / 1000);
+      lose_agent(ex, a, why);
+    }
+  }
+  if (ex->recover_until_ms && now >= ex->recover_until_ms) {
+    ex->recover_until_ms = 0;
+    ex->want_match = true;
+  }
+  if (ex->want_match) match_waiting(ex);
+}
+
+/* ---- the ops ---- */
+
+static double opt_num(const json_t *o, const char *k, double dflt) {
+  json_t *v = json_object_get(o, k);
+  return json_is_number(v) ? json_number_value(v) : dflt;
+}
+
+static int agent_create(const br_exec_config *cfg, const br_exec_events *ev, br_executor **out,
+                        br_error *err) {
+  if (!cfg || !cfg->loop) return br_error_set(err, BR_EINVAL, "agent executor: no loop");
+  br_executor *ex = xcalloc(1, sizeof *ex);
+  ex->loop = cfg->loop;
+  if (ev) ex->ev = *ev;
+  ex->notify = cfg->notify;
+  ex->notify_ud = cfg->notify_ud;
+  const json_t *o = cfg->options;
+  ex->poll_wait = opt_num(o, "poll_wait", 15);
+  ex->lost_after = opt_num(o, "lost_after", 30);
+  ex->recover = opt_num(o, "recover", ex->lost_after);
+  ex->avoid_after = (int)opt_num(o, "avoid_after", 3);
+  ex->max_pending = (int64_t)opt_num(o, "max_pending", 1000000);
+  if (ex->poll_wait <= 0 || ex->lost_after <= 0) {
+    free(ex);
+    return br_error_set(err, BR_EINVAL, "agent executor: poll_wait and lost_after must be positive");
+  }
+  const char *name;
+  json_t *v;
+  json_object_foreach(json_object_get(o, "limits"), name, v) {
+    if (!json_is_integer(v) || json_integer_value(v) < 0) {
+      counter *c, *tmp;
+      HASH_ITER(hh, ex->limits, c, tmp) {
+        HASH_DEL(ex->limits, c);
+        free(c->name);
+        free(c);
+      }
+      free(ex);
+      return br_error_set(err, BR_EINVAL, "limit '%s' must be a number of at least 0", name);
+    }
+    counter_get(&ex->limits, name, true)->max = (int)json_integer_value(v);
+  }
+  uv_timer_init(ex->loop, &ex->timer);
+  ex->timer.data = ex;
+  uv_timer_start(&ex->timer, tick, TICK_MS, TICK_MS);
+  uv_unref((uv_handle_t *)&ex->timer);
+  *out = ex;
+  return BR_OK;
+}
+
+static int agent_submit(br_executor *ex, const br_invocation *inv, br_error *err) {
+  if (ex->stopping) return br_error_set(err, BR_ESTATE, "the farm is stopping");
+  if (!inv->argv || !inv->argv[0])
+    return br_error_set(err, BR_EINVAL, "invocation %lld has no command", (long long)inv->id);
+  if (job_find(ex, inv->id)) return br_error_set(err, BR_ESTATE, "invocation %lld is here already", (long long)inv->id);
+  job *j = job_new(ex, inv->id, inv->task_id);
+  j->cores = inv->cores > 0 ? inv->cores : 1;
+  j->memory_mb = inv->memory_mb;
+  j->gpus = inv->gpus;
+  json_decref(j->tags);
+  json_decref(j->limits);
+  j->tags = strv_json(inv->tags);
+  j->limits = strv_json(inv->limits);
+  if (inv->node) {
+    if (asprintf(&j->node_key, "%lld/%s", (long long)inv->graph_id, inv->node) < 0) abort();
+  }
+  j->node_limit = inv->node_limit;
+  j->priority = inv->priority;
+  j->group_id = inv->group_id;
+  j->ready_ms = inv->ready_ms ? inv->ready_ms : now_ms();
+  j->seq = ++ex->seq;
+  j->log_path = inv->log_path ? xstrdup(inv->log_path) : NULL;
+  j->work = json_pack("{sIsIsssss[]sfsososo*sisIsisOsOsIsisiso*sI}", "id", (json_int_t)inv->id,
+                      "task", (json_int_t)inv->task_id, "task_name",
+                      inv->task_name ? inv->task_name : "", "node", inv->node ? inv->node : "",
+                      "argv", "timeout", inv->timeout, "good_codes", ints_json(inv->good_codes, inv->n_good),
+                      "retry_codes", ints_json(inv->retry_codes, inv->n_retry), "progress",
+                      inv->progress_regex ? json_string(inv->progress_regex) : NULL, "cores",
+                      j->cores, "memory_mb", (json_int_t)j->memory_mb, "gpus", j->gpus, "tags",
+                      j->tags, "limits", j->limits, "group", (json_int_t)j->group_id, "priority",
+                      (int)j->priority, "node_limit", j->node_limit, "node_key",
+                      j->node_key ? json_string(j->node_key) : NULL, "ready_ms",
+                      (json_int_t)j->ready_ms);
+  if (!j->work) {
+    job_free(ex, j);
+    return br_error_set(err, BR_ENOMEM, "invocation %lld: cannot describe it", (long long)inv->id);
+  }
+  /* the attributes as they are now (the engine copies before it writes) */
+  json_object_set_new(j->work, "attrs", inv->attrs ? json_incref(inv->attrs) : json_object());
+  json_t *argv = json_object_get(j->work, "argv");
+  for (size_t i = 0; inv->argv[i]; i++) json_array_append_new(argv, json_string(inv->argv[i]));
+  if (inv->env && inv->env[0]) json_object_set_new(j->work, "env", strv_json(inv->env));
+  if (inv->cwd && *inv->cwd) json_object_set_new(j->work, "cwd", json_string(inv->cwd));
+  j->state = J_PENDING;
+  enqueue(ex, j);
+  ex->want_match = true;
+  return BR_OK;
+}
+
+static int agent_cancel(br_executor *ex, int64_t id) {
+  job *j = job_find(ex, id);
+  if (!j) return BR_ENOTFOUND;
+  if (j->state == J_PENDING) { /* withdrawn by the engine: forget it */
+    job_free(ex, j);
+    return BR_OK;
+  }
+  if (j->cancel_asked) return BR_OK;
+  j->cancel_asked = true;
+  agent *a = j->a;
+  if (a && a->state == A_ONLINE) {
+    json_array_append_new(a->cancels, json_integer(id));
+    if (a->poll) { /* it waits: tell it now */
+      json_array_extend(a->poll->cancel, a->cancels);
+      json_array_clear(a->cancels);
+      poll_answer_now(ex, a->poll, 200, NULL);
+    }
+  }
+  return BR_OK;
+}
+
+static void agent_cancel_all(br_executor *ex, bool hard) {
+  (void)hard;
+  /* The server stops, the farm does not: agents keep running their jobs and
+   * report them to the next server. Nothing more is handed out. */
+  ex->stopping = true;
+  while (ex->waiting_head)
+    poll_answer_now(ex, ex->waiting_head, 503, error_body("the server is stopping"));
+}
+
+static int agent_active(br_executor *ex) {
+  return ex->stopping ? 0 : (int)(ex->pending + ex->running);
+}
+
+static int agent_capacity(br_executor *ex) {
+  int64_t c = ex->max_pending - ex->pending;
+  return c > 0 ? (c > 1 << 20 ? 1 << 20 : (int)c) : 0;
+}
+
+static int agent_adopt(br_executor *ex, const br_invocation *inv, const char *worker,
+                       int64_t started_ms, br_error *err) {
+  if (!valid_id(worker)) return br_error_set(err, BR_EINVAL, "'%s' is not an agent", worker ? worker : "");
+  if (job_find(ex, inv->id)) return br_error_set(err, BR_ESTATE, "invocation %lld is here already", (long long)inv->id);
+  agent *a = agent_find(ex, worker);
+  if (!a) a = agent_new(ex, worker);
+  job *j = job_new(ex, inv->id, inv->task_id);
+  j->group_id = inv->group_id;
+  j->priority = inv->priority;
+  j->log_path = inv->log_path ? xstrdup(inv->log_path) : NULL;
+  j->ready_ms = started_ms;
+  j->state = J_ASSIGNED;
+  j->unconfirmed = true;
+  agent_take(a, j);
+  ex->running++;
+  count_job(ex, j, +1); /* its group only, until its agent says what else it holds */
+  ex->recover_until_ms = now_ms() + (int64_t)(ex->recover * 1000);
+  return BR_OK;
+}
+
+static void agent_committed(br_executor *ex) {
+  flush_deferred(ex); /* made before the commit that just ended: durable now */
+  if (ex->want_match) match_waiting(ex);
+}
+
+static void timer_closed(uv_handle_t *h) { free(h->data); }
+
+static void agent_destroy(br_executor *ex) {
+  if (!ex) return;
+  ex->stopping = true;
+  flush_deferred(ex);
+  while (ex->waiting_head)
+    poll_answer_now(ex, ex->waiting_head, 503, error_body("the server is stopping"));
+  job *j, *jt;
+  HASH_ITER(hh, ex->jobs, j, jt) {
+    j->sh = NULL; /* the queues go below, all at once */
+    j->a = NULL;
+    j->counted = false;
+    HASH_DEL(ex->jobs, j);
+    if (j->log_fd >= 0) close(j->log_fd);
+    json_decref(j->work);
+    json_decref(j->tags);
+    json_decref(j->limits);
+    free(j->node_key);
+    free(j->log_path);
+    free(j);
+  }
+  for (level *lv = ex->levels; lv;) {
+    level *nl = lv->next;
+    for (glevel *gl = lv->groups; gl;) {
+      glevel *ng = gl->next;
+      shape *sh, *st;
+      HASH_ITER(hh, gl->shapes, sh, st) {
+        HASH_DEL(gl->shapes, sh);
+        free(sh->key);
+        free(sh);
+      }
+      free(gl);
+      gl = ng;
+    }
+    free(lv);
+    lv = nl;
+  }
+  agent *a, *at;
+  HASH_ITER(hh, ex->agents, a, at) {
+    HASH_DEL(ex->agents, a);
+    free(a->id);
+    free(a->host);
+    free(a->version);
+    json_decref(a->tags);
+    json_decref(a->tags_set);
+    json_decref(a->cancels);
+    free(a);
+  }
+  group *g, *gt;
+  HASH_ITER(hh, ex->groups, g, gt) {
+    HASH_DEL(ex->groups, g);
+    struct fails *f, *ft;
+    HASH_ITER(hh, g->fails, f, ft) {
+      HASH_DEL(g->fails, f);
+      free(f->agent);
+      free(f);
+    }
+    free(g);
+  }
+  counter **tabs[] = {&ex->limits, &ex->nodes};
+  for (size_t k = 0; k < 2; k++) {
+    counter *c, *ct;
+    HASH_ITER(hh, *tabs[k], c, ct) {
+      HASH_DEL(*tabs[k], c);
+      free(c->name);
+      free(c);
+    }
+  }
+  struct setting *s, *stmp;
+  HASH_ITER(hh, ex->settings, s, stmp) {
+    HASH_DEL(ex->settings, s);
+    free(s->id);
+    json_decref(s->tags);
+    free(s);
+  }
+  uv_timer_stop(&ex->timer);
+  ex->timer.data = ex;
+  uv_close((uv_handle_t *)&ex->timer, timer_closed);
+}
+
+const br_executor_ops br_exec_agent = {
+    .name = "agent",
+    .create = agent_create,
+    .submit = agent_submit,
+    .cancel = agent_cancel,
+    .cancel_all = agent_cancel_all,
+    .active = agent_active,
+    .capacity = agent_capacity,
+    .destroy = agent_destroy,
+    .schedules = true,
+    .adopt = agent_adopt,
+    .committed = agent_committed,
+};
+
+bool br_farm_is(const br_executor_ops *ops) { return ops == &br_exec_agent; }
+
+/* ---- workers and limits ---- */
+
+json_t *br_farm_workers(br_executor *ex) {
+  json_t *arr = json_array();
+  agent *a, *tmp;
+  HASH_ITER(hh, ex->agents, a, tmp) json_array_append_new(arr, agent_json(ex, a));
+  return arr;
+}
+
+int br_farm_worker_set(br_executor *ex, const char *id, int drain, const json_t *tags,
+                       br_error *err) {
+  if (!valid_id(id)) return br_error_set(err, BR_EINVAL, "'%s' is not a worker id", id ? id : "");
+  if (tags) {
+    if (!json_is_array(tags)) return br_error_set(err, BR_EINVAL, "tags must be a list of names");
+    size_t i;
+    json_t *x;
+    json_array_foreach(tags, i, x) if (!json_is_string(x) || !*json_string_value(x))
+      return br_error_set(err, BR_EINVAL, "tags must be a list of names");
+  }
+  struct setting *s = NULL;
+  HASH_FIND_STR(ex->settings, id, s);
+  if (!s) {
+    s = xcalloc(1, sizeof *s);
+    s->id = xstrdup(id);
+    s->drain = -1;
+    HASH_ADD_KEYPTR(hh, ex->settings, s->id, strlen(s->id), s);
+  }
+  if (drain >= 0) s->drain = drain;
+  if (tags) {
+    json_decref(s->tags);
+    s->tags = json_deep_copy(tags);
+  }
+  agent *a = agent_find(ex, id);
+  if (a) {
+    if (drain >= 0) a->drain = drain > 0;
+    if (tags) {
+      json_decref(a->tags_set);
+      a->tags_set = json_incref(s->tags);
+    }
+    notify_agent(ex, a);
+  }
+  ex->want_match = true;
+  return BR_OK;
+}
+
+json_t *br_farm_worker_settings(br_executor *ex) {
+  json_t *o = json_object();
+  struct setting *s, *tmp;
+  HASH_ITER(hh, ex->settings, s, tmp) {
+    json_t *v = json_object();
+    if (s->drain >= 0) json_object_set_new(v, "drain", json_boolean(s->drain));
+    if (s->tags) json_object_set(v, "tags", s->tags);
+    json_object_set_new(o, s->id, v);
+  }
+  return o;
+}
+
+json_t *br_farm_limits(br_executor *ex) {
+  json_t *o = json_object();
+  counter *c, *tmp;
+  HASH_ITER(hh, ex->limits, c, tmp)
+  json_object_set_new(o, c->name, json_pack("{sosi}", "max", c->max >= 0 ? json_integer(c->max) : json_null(),
+                                            "used", c->used));
+  return o;
+}
+
+int br_farm_limit_set(br_executor *ex, const char *name, int max, br_error *err) {
+  if (!valid_id(name)) return br_error_set(err, BR_EINVAL, "'%s' is not a limit name", name ? name : "");
+  counter *c = counter_get(&ex->limits, name, true);
+  c->max = max < 0 ? -1 : max;
+  if (c->max < 0 && c->used == 0) {
+    HASH_DEL(ex->limits, c);
+    free(c->name);
+    free(c);
+  }
+  ex->want_match = true;
+  return BR_OK;
+}
+
+void br_farm_get_stats(br_executor *ex, br_farm_stats *out) {
+  *out = ex->st;
+  out->agents_online = out->agents_lost = out->agents_draining = 0;
+  agent *a, *tmp;
+  HASH_ITER(hh, ex->agents, a, tmp) {
+    if (a->state == A_ONLINE) out->agents_online++;
+    if (a->state == A_LOST) out->agents_lost++;
+    if (a->state == A_ONLINE && a->drain) out->agents_draining++;
+  }
+  out->pending = ex->pending;
+  out->running = ex->running;
+}

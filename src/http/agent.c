@@ -1,0 +1,863 @@
+/* The braid agent (see include/braid/agent.h).
+ *
+ * Three threads share one lock:
+ * - the loop thread (br_agent_run) owns the local executor: it starts the
+ *   work the poll thread received, and turns the executor's events (start,
+ *   output, progress, spawn, done) into report events;
+ * - the poll thread registers, then long-polls the server for work. It
+ *   reserves the resources of the work it receives at once, so its next
+ *   poll never offers them again; the loop thread frees them when a job
+ *   ends;
+ * - the report thread sends queued events in batches, in order, each with
+ *   a sequence number, and drops them once the server acknowledges them
+ *   (after they are durable there). A job is forgotten once its result is
+ *   acknowledged; until then it is "held", and a new registration (after
+ *   a server restart) lists it, so the server adopts it instead of running
+ *   it again.
+ * Output is forwarded with its byte offset (the server writes it in place,
+ * so a chunk sent twice is harmless), as valid UTF-8: bytes that are not
+ * become '?', one for one, so offsets stay true.
+ * Nothing waits on a timer except the back-off after a failed request. */
+#include <braid/agent.h>
+#include <braid/exec.h>
+#include <braid/http.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysinfo.h>
+#include <time.h>
+#include <unistd.h>
+#include <uthash.h>
+
+#define MAX_GPUS 64
+#define BATCH_EVENTS 1000
+#define MAX_QUEUED_OUTPUT (64 << 20)
+#define FINAL_FLUSH_MS 5000
+
+typedef struct ajob {
+  int64_t id, task_id;
+  json_t *work;
+  int cores, gpus;
+  int64_t memory_mb;
+  int gpu_idx[MAX_GPUS];
+  int spawned;
+  int64_t out_off;
+  char hold[4];
+  int nhold;
+  bool submitted, done, cancel_asked;
+  int64_t done_seq;
+  UT_hash_handle hh;
+} ajob;
+
+typedef struct event {
+  int64_t seq;
+  json_t *j;
+  bool in_flight;
+  int64_t inv;
+  bool output;
+  struct event *next;
+} event;
+
+struct br_agent {
+  char *id, *host, *server, *token, *ca, *work_dir, *log_dir, *run_dir, *braid_exe;
+  int cores, slots, gpus;
+  int64_t memory_mb;
+  json_t *tags;
+  double grace;
+  uv_loop_t loop;
+  uv_async_t async;
+  const br_executor_ops *lops;
+  br_executor *lex;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  ajob *jobs;
+  int used_slots, used_cores, used_gpus;
+  int64_t used_memory;
+  bool gpu_busy[MAX_GPUS];
+  json_t *inbox_work, *inbox_cancel;
+  event *ev_head, *ev_tail;
+  int64_t next_seq;
+  size_t queued_output;
+  char session[64];
+  bool need_register;
+  double poll_wait;
+  volatile int stop;        /* stop polling */
+  volatile int report_stop; /* stop reporting (after the final flush) */
+  bool stopping, finished, final;
+  pthread_t poll_th, report_th;
+  bool threads;
+};
+
+static int64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int mkdirs(const char *path) {
+  char buf[4096];
+  snprintf(buf, sizeof buf, "%s", path);
+  for (char *p = buf + 1;; p++) {
+    if (*p == '/' || !*p) {
+      char c = *p;
+      *p = 0;
+      if (mkdir(buf, 0755) != 0 && errno != EEXIST) return -1;
+      *p = c;
+      if (!c) break;
+    }
+  }
+  return 0;
+}
+
+/* Waits up to ms on the condition (lock held); false when asked to stop. */
+static void nap(br_agent *a, int ms) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  ts.tv_sec += ms / 1000;
+  ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+  if (ts.tv_nsec >= 1000000000L) {
+    ts.tv_sec++;
+    ts.tv_nsec -= 1000000000L;
+  }
+  pthread_cond_timedwait(&a->cv, &a->mu, &ts);
+}
+
+/* ---- detection ---- */
+
+void br_agent_detect(int *cores, int64_t *memory_mb, int *gpus) {
+  if (cores) *cores = (int)uv_available_parallelism();
+  if (memory_mb) {
+    struct sysinfo si;
+    *memory_mb = sysinfo(&si) == 0 ? (int64_t)si.totalram * si.mem_unit / (1024 * 1024) : 0;
+  }
+  if (gpus) {
+    *gpus = 0;
+    /* only when nvidia-smi is there: no error noise on machines without it */
+    const char *path = getenv("PATH");
+    bool found = false;
+    while (path && *path && !found) {
+      const char *colon = strchr(path, ':');
+      size_t n = colon ? (size_t)(colon - path) : strlen(path);
+      char cand[4096];
+      snprintf(cand, sizeof cand, "%.*s/nvidia-smi", (int)n, path);
+      found = access(cand, X_OK) == 0;
+      path = colon ? colon + 1 : NULL;
+    }
+    if (found) {
+      FILE *p = popen("nvidia-smi --query-gpu=index --format=csv,noheader 2>/dev/null", "r");
+      char line[256];
+      while (p && fgets(line, sizeof line, p))
+        if (line[0] >= '0' && line[0] <= '9') (*gpus)++;
+      if (p) pclose(p);
+    }
+  }
+}
+
+/* ---- events ---- */
+
+/* Queues an event (lock held); returns its sequence number. */
+static int64_t push_event(br_agent *a, json_t *j, int64_t inv, bool output) {
+  event *e = calloc(1, sizeof *e);
+  if (!e) {
+    json_decref(j);
+    return 0;
+  }
+  e->seq = ++a->next_seq;
+  json_object_set_new(j, "seq", json_integer(e->seq));
+  json_object_set_new(j, "inv", json_integer(inv));
+  e->j = j;
+  e->inv = inv;
+  e->output = output;
+  if (a->ev_tail) a->ev_tail->next = e;
+  else a->ev_head = e;
+  a->ev_tail = e;
+  pthread_cond_broadcast(&a->cv);
+  return e->seq;
+}
+
+static void job_event(br_agent *a, ajob *j, json_t *ev) {
+  pthread_mutex_lock(&a->mu);
+  json_object_set_new(ev, "task", json_integer(j->task_id));
+  push_event(a, ev, j->id, false);
+  pthread_mutex_unlock(&a->mu);
+}
+
+/* Length of the valid UTF-8 sequence at p (n bytes left): >0 valid, 0
+ * incomplete at the end, -1 invalid. */
+static int utf8_seq(const unsigned char *p, size_t n) {
+  unsigned c = p[0];
+  int len = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : -1;
+  if (len < 0 || (len == 2 && c < 0xC2) || (len == 4 && c > 0xF4)) return -1;
+  for (int i = 1; i < len; i++) {
+    if ((size_t)i >= n) return 0;
+    if ((p[i] & 0xC0) != 0x80) return -1;
+  }
+  if (len == 3 && ((c == 0xE0 && p[1] < 0xA0) || (c == 0xED && p[1] > 0x9F))) return -1;
+  if (len == 4 && ((c == 0xF0 && p[1] < 0x90) || (c == 0xF4 && p[1] > 0x8F))) return -1;
+  return len;
+}
+
+/* Copies data as valid UTF-8 into out (same length); an incomplete
+ * sequence at the end goes to hold (unless final). Returns bytes written. */
+static size_t sanitize(const char *data, size_t n, char *out, char *hold, int *nhold, bool final) {
+  const unsigned char *p = (const unsigned char *)data;
+  size_t i = 0, o = 0;
+  while (i < n) {
+    int len = utf8_seq(p + i, n - i);
+    if (len > 0) {
+      memcpy(out + o, p + i, (size_t)len);
+      o += (size_t)len;
+      i += (size_t)len;
+    } else if (len == 0 && !final) {
+      *nhold = (int)(n - i);
+      memcpy(hold, p + i, n - i);
+      return o;
+    } else {
+      out[o++] = '?';
+      i++;
+    }
+  }
+  *nhold = 0;
+  return o;
+}
+
+static void forward_output(br_agent *a, ajob *j, const char *data, size_t len, bool final) {
+  size_t n = (size_t)j->nhold + len;
+  if (!n) return;
+  char *in = malloc(n), *out = malloc(n + 1);
+  if (!in || !out) {
+    free(in);
+    free(out);
+    return;
+  }
+  memcpy(in, j->hold, (size_t)j->nhold);
+  if (len) memcpy(in + j->nhold, data, len);
+  size_t o = sanitize(in, n, out, j->hold, &j->nhold, final);
+  free(in);
+  if (!o) {
+    free(out);
+    return;
+  }
+  pthread_mutex_lock(&a->mu);
+  if (a->queued_output + o > MAX_QUEUED_OUTPUT) { /* the server is away for long: keep the local log only */
+    j->out_off += (int64_t)o;
+    pthread_mutex_unlock(&a->mu);
+    free(out);
+    return;
+  }
+  event *t = a->ev_tail;
+  json_t *d;
+  if (t && t->output && t->inv == j->id && !t->in_flight &&
+      json_integer_value(json_object_get(t->j, "offset")) +
+              (int64_t)json_string_length(d = json_object_get(t->j, "data")) ==
+          j->out_off) { /* append to the last chunk not yet sent */
+    size_t old = json_string_length(d);
+    char *joined = malloc(old + o);
+    if (joined) {
+      memcpy(joined, json_string_value(d), old);
+      memcpy(joined + old, out, o);
+      json_object_set_new(t->j, "data", json_stringn_nocheck(joined, old + o));
+      free(joined);
+    }
+  } else {
+    json_t *ev = json_pack("{sssIsI}", "type", "output", "task", (json_int_t)j->task_id, "offset",
+                           (json_int_t)j->out_off);
+    json_object_set_new(ev, "data", json_stringn_nocheck(out, o));
+    push_event(a, ev, j->id, true);
+  }
+  a->queued_output += o;
+  j->out_off += (int64_t)o;
+  pthread_mutex_unlock(&a->mu);
+  free(out);
+}
+
+/* ---- executor events (loop thread) ---- */
+
+static ajob *job_of(br_agent *a, int64_t id) {
+  ajob *j = NULL;
+  pthread_mutex_lock(&a->mu);
+  HASH_FIND(hh, a->jobs, &id, sizeof id, j);
+  pthread_mutex_unlock(&a->mu);
+  return j;
+}
+
+static void ev_start(void *ud, int64_t inv, int64_t task) {
+  br_agent *a = ud;
+  ajob *j = job_of(a, inv);
+  (void)task;
+  if (j) job_event(a, j, json_pack("{ss}", "type", "start"));
+}
+
+static void ev_progress(void *ud, int64_t inv, int64_t task, double v) {
+  br_agent *a = ud;
+  ajob *j = job_of(a, inv);
+  (void)task;
+  if (j) job_event(a, j, json_pack("{sssf}", "type", "progress", "value", v));
+}
+
+static void ev_spawn(void *ud, int64_t inv, int64_t task, const char *name, json_t *attrs) {
+  br_agent *a = ud;
+  ajob *j = job_of(a, inv);
+  (void)task;
+  if (!j) {
+    json_decref(attrs);
+    return;
+  }
+  /* named here, as the server's engine would: the same name when a job
+   * runs again, so the server makes each child once */
+  char buf[512];
+  int k = j->spawned++;
+  if (!name) {
+    const char *tn = json_string_value(json_object_get(j->work, "task_name"));
+    snprintf(buf, sizeof buf, "%s/%d", tn && *tn ? tn : "task", k);
+    name = buf;
+  }
+  job_event(a, j, json_pack("{sssssO}", "type", "spawn", "name", name, "attrs", attrs ? attrs : json_object()));
+  json_decref(attrs);
+}
+
+static void ev_output(void *ud, int64_t inv, int64_t task, const char *data, size_t len) {
+  br_agent *a = ud;
+  ajob *j = job_of(a, inv);
+  (void)task;
+  if (j) forward_output(a, j, data, len, false);
+}
+
+static void release(br_agent *a, ajob *j) { /* lock held */
+  a->used_slots--;
+  a->used_cores -= j->cores;
+  a->used_memory -= j->memory_mb;
+  a->used_gpus -= j->gpus;
+  for (int i = 0; i < j->gpus; i++)
+    if (j->gpu_idx[i] >= 0 && j->gpu_idx[i] < MAX_GPUS) a->gpu_busy[j->gpu_idx[i]] = false;
+}
+
+static void check_finish(br_agent *a);
+
+static void ev_done(void *ud, const br_inv_result *r) {
+  br_agent *a = ud;
+  ajob *j = job_of(a, r->invocation_id);
+  if (!j) return;
+  forward_output(a, j, NULL, 0, true);
+  br_inv_status st = r->status;
+  const char *error = r->error;
+  if (st == BR_INV_CANCELLED && a->stopping && !j->cancel_asked) {
+    st = BR_INV_LOST; /* killed because this agent stops: run it elsewhere */
+    error = "the agent stopped";
+  }
+  json_t *ev = json_pack("{sssssisisfsIsf}", "type", "done", "status", br_inv_status_name(st), "exit_code",
+                         r->exit_code, "signal", r->term_signal, "runtime", r->runtime, "peak_rss_kb",
+                         (json_int_t)r->peak_rss_kb, "queued", r->queued);
+  if (r->log_tail) {
+    size_t n = strlen(r->log_tail);
+    char *clean = malloc(n + 1), hold[4];
+    int nh = 0;
+    if (clean) {
+      size_t o = sanitize(r->log_tail, n, clean, hold, &nh, true);
+      json_object_set_new(ev, "log_tail", json_stringn_nocheck(clean, o));
+      free(clean);
+    }
+  }
+  if (error) {
+    json_t *e = json_string(error);
+    if (e) json_object_set_new(ev, "error", e);
+  }
+  if (r->set_attrs && json_object_size(r->set_attrs)) json_object_set(ev, "set_attrs", r->set_attrs);
+  json_object_set_new(ev, "task", json_integer(j->task_id));
+  pthread_mutex_lock(&a->mu);
+  j->done = true;
+  j->done_seq = push_event(a, ev, j->id, false);
+  release(a, j);
+  pthread_mutex_unlock(&a->mu);
+  check_finish(a);
+}
+
+/* ---- starting work (loop thread) ---- */
+
+static char **strv_of(const json_t *arr, size_t extra) {
+  size_t n = json_array_size(arr);
+  char **v = calloc(n + extra + 1, sizeof *v);
+  if (!v) return NULL;
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++) {
+    const char *s = json_string_value(json_array_get(arr, i));
+    if (s) v[k++] = strdup(s);
+  }
+  return v;
+}
+
+static void strv_free(char **v) {
+  for (size_t i = 0; v && v[i]; i++) free(v[i]);
+  free(v);
+}
+
+static int *ints_of(const json_t *arr, int *n) {
+  *n = (int)json_array_size(arr);
+  int *v = calloc((size_t)*n + 1, sizeof *v);
+  for (int i = 0; v && i < *n; i++) v[i] = (int)json_integer_value(json_array_get(arr, (size_t)i));
+  return v;
+}
+
+static void fail_start(br_agent *a, ajob *j, const char *msg) {
+  br_inv_result r = {.invocation_id = j->id, .task_id = j->task_id, .status = BR_INV_SPAWN_ERROR,
+                     .exit_code = -1, .error = (char *)msg};
+  ev_done(a, &r);
+}
+
+static void start_job(br_agent *a, ajob *j) {
+  json_t *w = j->work;
+  char **argv = strv_of(json_object_get(w, "argv"), 0);
+  char **env = strv_of(json_object_get(w, "env"), 2);
+  if (!argv || !env || !argv[0]) {
+    strv_free(argv);
+    strv_free(env);
+    return fail_start(a, j, "the work item has no command");
+  }
+  size_t ne = 0;
+  while (env[ne]) ne++;
+  if (asprintf(&env[ne], "BRAID_WORKER=%s", a->id) >= 0) ne++;
+  else env[ne] = NULL;
+  if (j->gpus > 0) { /* which GPUs: the first free ones */
+    char list[512] = "";
+    size_t off = 0;
+    pthread_mutex_lock(&a->mu);
+    int got = 0;
+    for (int g = 0; g < a->gpus && g < MAX_GPUS && got < j->gpus; g++)
+      if (!a->gpu_busy[g]) {
+        a->gpu_busy[g] = true;
+        j->gpu_idx[got++] = g;
+        off += (size_t)snprintf(list + off, sizeof list - off, "%s%d", got > 1 ? "," : "", g);
+      }
+    pthread_mutex_unlock(&a->mu);
+    if (asprintf(&env[ne], "CUDA_VISIBLE_DEVICES=%s", list) >= 0) ne++;
+    else env[ne] = NULL;
+  }
+  int ngood, nretry;
+  int *good = ints_of(json_object_get(w, "good_codes"), &ngood);
+  int *retry = ints_of(json_object_get(w, "retry_codes"), &nretry);
+  char log_path[4096];
+  snprintf(log_path, sizeof log_path, "%s/%lld/%lld.%lld.log", a->log_dir,
+           (long long)(j->task_id / 1000), (long long)j->task_id, (long long)j->id);
+  json_t *progress = json_object_get(w, "progress");
+  json_t *cwd = json_object_get(w, "cwd");
+  br_invocation inv = {
+      .id = j->id,
+      .task_id = j->task_id,
+      .node = json_string_value(json_object_get(w, "node")),
+      .argv = argv,
+      .env = env,
+      .cwd = json_string_value(cwd),
+      .attrs = json_object_get(w, "attrs"),
+      .timeout = json_number_value(json_object_get(w, "timeout")),
+      .good_codes = good,
+      .n_good = ngood,
+      .retry_codes = retry,
+      .n_retry = nretry,
+      .progress_regex = json_string_value(progress),
+      .cores = j->cores,
+      .memory_mb = j->memory_mb,
+      .log_path = log_path,
+  };
+  br_error err;
+  br_error_clear(&err);
+  int rc = a->lops->submit(a->lex, &inv, &err);
+  strv_free(argv);
+  strv_free(env);
+  free(good);
+  free(retry);
+  if (rc) return fail_start(a, j, err.msg[0] ? err.msg : "could not start");
+  j->submitted = true;
+}
+
+static void check_finish(br_agent *a) {
+  if (!a->stopping || a->finished || a->lops->active(a->lex) > 0) return;
+  a->finished = true;
+  uv_close((uv_handle_t *)&a->async, NULL);
+  a->lops->destroy(a->lex);
+  a->lex = NULL;
+}
+
+static void on_async(uv_async_t *h) {
+  br_agent *a = h->data;
+  if (a->finished) return;
+  pthread_mutex_lock(&a->mu);
+  json_t *work = a->inbox_work, *cancel = a->inbox_cancel;
+  a->inbox_work = json_array();
+  a->inbox_cancel = json_array();
+  bool stop = a->stop;
+  pthread_mutex_unlock(&a->mu);
+  size_t i;
+  json_t *x;
+  json_array_foreach(work, i, x) {
+    ajob *j = job_of(a, json_integer_value(x));
+    if (j && !j->submitted && !j->done) {
+      if (a->stopping) fail_start(a, j, "the agent stopped"); /* not started: run it elsewhere */
+      else start_job(a, j);
+    }
+  }
+  json_array_foreach(cancel, i, x) {
+    ajob *j = job_of(a, json_integer_value(x));
+    if (!j || j->done) continue;
+    j->cancel_asked = true;
+    if (j->submitted) a->lops->cancel(a->lex, j->id);
+  }
+  json_decref(work);
+  json_decref(cancel);
+  if (stop && !a->stopping) {
+    a->stopping = true;
+    a->lops->cancel_all(a->lex, false);
+    check_finish(a);
+  }
+}
+
+/* ---- the poll thread ---- */
+
+static json_t *held_list(br_agent *a) { /* lock held */
+  json_t *held = json_array();
+  ajob *j, *tmp;
+  HASH_ITER(hh, a->jobs, j, tmp) {
+    json_t *w = j->work;
+    json_array_append_new(held, json_pack("{sIsIsOsOsisO}", "id", (json_int_t)j->id, "task",
+                                          (json_int_t)j->task_id, "group",
+                                          json_object_get(w, "group") ? json_object_get(w, "group") : json_null(),
+                                          "limits", json_object_get(w, "limits") ? json_object_get(w, "limits") : json_null(),
+                                          "node_limit", (int)json_integer_value(json_object_get(w, "node_limit")),
+                                          "node_key", json_object_get(w, "node_key") ? json_object_get(w, "node_key") : json_null()));
+  }
+  return held;
+}
+
+static bool do_register(br_agent *a, br_http_client *c) {
+  pthread_mutex_lock(&a->mu);
+  json_t *body = json_pack("{sssssisisIsisOssso}", "id", a->id, "host", a->host, "cores", a->cores,
+                           "slots", a->slots, "memory_mb", (json_int_t)a->memory_mb, "gpus", a->gpus,
+                           "tags", a->tags, "version", "0.1.0", "held", held_list(a));
+  pthread_mutex_unlock(&a->mu);
+  json_t *ans = NULL;
+  br_error err;
+  char path[512];
+  snprintf(path, sizeof path, "/api/v1/agents/register");
+  int st = br_http_client_call(c, "POST", path, body, &ans, &err);
+  json_decref(body);
+  const char *session = json_string_value(json_object_get(ans, "session"));
+  bool ok = st == 200 && session;
+  if (ok) {
+    pthread_mutex_lock(&a->mu);
+    snprintf(a->session, sizeof a->session, "%s", session);
+    a->need_register = false;
+    double pw = json_number_value(json_object_get(ans, "poll_wait_s"));
+    if (pw > 0) a->poll_wait = pw;
+    json_array_extend(a->inbox_cancel, json_object_get(ans, "cancel"));
+    pthread_cond_broadcast(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+    uv_async_send(&a->async);
+  }
+  json_decref(ans);
+  return ok;
+}
+
+static void take_work(br_agent *a, json_t *ans) {
+  pthread_mutex_lock(&a->mu);
+  size_t i;
+  json_t *w;
+  json_array_foreach(json_object_get(ans, "work"), i, w) {
+    int64_t id = json_integer_value(json_object_get(w, "id"));
+    ajob *j = NULL;
+    HASH_FIND(hh, a->jobs, &id, sizeof id, j);
+    if (j || !id) continue; /* had it already */
+    j = calloc(1, sizeof *j);
+    if (!j) continue;
+    j->id = id;
+    j->task_id = json_integer_value(json_object_get(w, "task"));
+    j->work = json_incref(w);
+    j->cores = (int)json_integer_value(json_object_get(w, "cores"));
+    if (j->cores < 1) j->cores = 1;
+    j->memory_mb = json_integer_value(json_object_get(w, "memory_mb"));
+    j->gpus = (int)json_integer_value(json_object_get(w, "gpus"));
+    for (int g = 0; g < MAX_GPUS; g++) j->gpu_idx[g] = -1;
+    HASH_ADD(hh, a->jobs, id, sizeof j->id, j);
+    a->used_slots++; /* reserved now: the next poll must not offer it again */
+    a->used_cores += j->cores;
+    a->used_memory += j->memory_mb;
+    a->used_gpus += j->gpus;
+    json_array_append_new(a->inbox_work, json_integer(id));
+  }
+  json_array_extend(a->inbox_cancel, json_object_get(ans, "cancel"));
+  pthread_mutex_unlock(&a->mu);
+  uv_async_send(&a->async);
+}
+
+static void *poll_main(void *ud) {
+  br_agent *a = ud;
+  br_http_client *c;
+  br_error err;
+  if (br_http_client_open(a->server, a->token, &c, &err)) return NULL;
+  if (a->ca) br_http_client_set_ca(c, a->ca);
+  br_http_client_set_abort(c, &a->stop);
+  int backoff = 100;
+  char path[512];
+  snprintf(path, sizeof path, "/api/v1/agents/%s/poll", a->id);
+  while (!a->stop) {
+    pthread_mutex_lock(&a->mu);
+    bool reg = a->need_register || !a->session[0];
+    pthread_mutex_unlock(&a->mu);
+    if (reg) {
+      br_http_client_set_timeout(c, 30);
+      if (do_register(a, c)) {
+        backoff = 100;
+      } else {
+        pthread_mutex_lock(&a->mu);
+        if (!a->stop) nap(a, backoff);
+        pthread_mutex_unlock(&a->mu);
+        backoff = backoff < 2000 ? backoff * 2 : 2000;
+      }
+      continue;
+    }
+    pthread_mutex_lock(&a->mu);
+    int wait_ms = (int)(a->poll_wait * 1000);
+    int free_slots = a->slots - a->used_slots;
+    json_t *body = json_pack("{sss{sisisIsi}si}", "session", a->session, "free", "slots",
+                             free_slots > 0 ? free_slots : 0, "cores", a->cores - a->used_cores,
+                             "memory_mb", (json_int_t)(a->memory_mb - a->used_memory), "gpus",
+                             a->gpus - a->used_gpus, "wait_ms", wait_ms);
+    pthread_mutex_unlock(&a->mu);
+    br_http_client_set_timeout(c, wait_ms / 1000.0 + 30);
+    json_t *ans = NULL;
+    int st = br_http_client_call(c, "POST", path, body, &ans, &err);
+    json_decref(body);
+    if (st == 200) {
+      backoff = 100;
+      take_work(a, ans);
+    } else if (st == 409) {
+      pthread_mutex_lock(&a->mu);
+      a->need_register = true;
+      pthread_mutex_unlock(&a->mu);
+    } else if (!a->stop) { /* the server is away or stopping: try again soon */
+      pthread_mutex_lock(&a->mu);
+      nap(a, backoff);
+      pthread_mutex_unlock(&a->mu);
+      backoff = backoff < 2000 ? backoff * 2 : 2000;
+    }
+    json_decref(ans);
+  }
+  br_http_client_close(c);
+  return NULL;
+}
+
+/* ---- the report thread ---- */
+
+static void acked(br_agent *a, int64_t upto) { /* lock held */
+  while (a->ev_head && a->ev_head->seq <= upto) {
+    event *e = a->ev_head;
+    a->ev_head = e->next;
+    if (!a->ev_head) a->ev_tail = NULL;
+    if (e->output) a->queued_output -= json_string_length(json_object_get(e->j, "data"));
+    json_decref(e->j);
+    free(e);
+  }
+  ajob *j, *tmp;
+  HASH_ITER(hh, a->jobs, j, tmp) if (j->done && j->done_seq && j->done_seq <= upto) {
+    HASH_DEL(a->jobs, j); /* its result is safe on the server: forget it */
+    json_decref(j->work);
+    free(j);
+  }
+}
+
+static void *report_main(void *ud) {
+  br_agent *a = ud;
+  br_http_client *c;
+  br_error err;
+  if (br_http_client_open(a->server, a->token, &c, &err)) return NULL;
+  if (a->ca) br_http_client_set_ca(c, a->ca);
+  br_http_client_set_abort(c, &a->report_stop);
+  br_http_client_set_timeout(c, 60);
+  char path[512];
+  snprintf(path, sizeof path, "/api/v1/agents/%s/report", a->id);
+  int backoff = 100;
+  int64_t final_deadline = 0;
+  pthread_mutex_lock(&a->mu);
+  for (;;) {
+    if (a->final && !final_deadline) final_deadline = now_ms() + FINAL_FLUSH_MS;
+    if (a->final && (!a->ev_head || now_ms() > final_deadline)) break;
+    if (!a->ev_head || a->need_register || !a->session[0]) {
+      nap(a, a->final ? 100 : 1000);
+      continue;
+    }
+    json_t *events = json_array();
+    event *last = NULL;
+    int n = 0;
+    for (event *e = a->ev_head; e && n < BATCH_EVENTS; e = e->next, n++) {
+      e->in_flight = true;
+      json_array_append(events, e->j);
+      last = e;
+    }
+    json_t *body = json_pack("{ssso}", "session", a->session, "events", events);
+    pthread_mutex_unlock(&a->mu);
+    json_t *ans = NULL;
+    int st = br_http_client_call(c, "POST", path, body, &ans, &err);
+    json_decref(body);
+    json_decref(ans);
+    pthread_mutex_lock(&a->mu);
+    for (event *e = a->ev_head; e; e = e->next) {
+      e->in_flight = false;
+      if (e == last) break;
+    }
+    if (st == 200) {
+      backoff = 100;
+      acked(a, last->seq);
+    } else if (st == 409) {
+      a->need_register = true; /* the poll thread registers; then we go on */
+      nap(a, 200);
+    } else if (st == BR_ECANCEL) {
+      break;
+    } else {
+      nap(a, backoff);
+      backoff = backoff < 2000 ? backoff * 2 : 2000;
+    }
+  }
+  pthread_mutex_unlock(&a->mu);
+  br_http_client_close(c);
+  return NULL;
+}
+
+/* ---- open / run / close ---- */
+
+static char *dup_or(const char *s, const char *dflt) { return strdup(s && *s ? s : dflt); }
+
+int br_agent_open(const br_agent_opts *o, br_agent **out, br_error *err) {
+  *out = NULL;
+  if (!o->server || !*o->server) return br_error_set(err, BR_EINVAL, "agent: no server URL");
+  br_agent *a = calloc(1, sizeof *a);
+  if (!a) return br_error_set(err, BR_ENOMEM, "out of memory");
+  char host[256] = "localhost";
+  gethostname(host, sizeof host - 1);
+  a->host = strdup(host);
+  a->id = dup_or(o->id, host);
+  for (char *p = a->id; *p; p++)
+    if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+          *p == '-' || *p == '_' || *p == '.' || *p == ':'))
+      *p = '-';
+  a->server = strdup(o->server);
+  a->token = o->token ? strdup(o->token) : NULL;
+  a->ca = o->ca_file ? strdup(o->ca_file) : NULL;
+  a->braid_exe = o->braid_exe ? strdup(o->braid_exe) : NULL;
+  int cores;
+  int64_t mem;
+  int gpus;
+  br_agent_detect(&cores, &mem, o->gpus < 0 ? &gpus : NULL);
+  a->cores = o->cores > 0 ? o->cores : cores;
+  a->slots = o->slots > 0 ? o->slots : a->cores;
+  a->memory_mb = o->memory_mb > 0 ? o->memory_mb : mem;
+  a->gpus = o->gpus < 0 ? gpus : o->gpus;
+  if (a->gpus > MAX_GPUS) a->gpus = MAX_GPUS;
+  a->grace = o->grace;
+  a->tags = json_array();
+  for (size_t i = 0; o->tags && o->tags[i]; i++) json_array_append_new(a->tags, json_string(o->tags[i]));
+  if (o->work_dir && *o->work_dir) {
+    a->work_dir = strdup(o->work_dir);
+  } else {
+    const char *tmp = getenv("TMPDIR");
+    if (asprintf(&a->work_dir, "%s/braid-agent-%s", tmp && *tmp ? tmp : "/tmp", a->id) < 0) a->work_dir = NULL;
+  }
+  if (!a->work_dir || asprintf(&a->log_dir, "%s/logs", a->work_dir) < 0 ||
+      asprintf(&a->run_dir, "%s/run", a->work_dir) < 0 || mkdirs(a->log_dir) || mkdirs(a->run_dir)) {
+    int rc = br_error_set(err, BR_EIO, "agent: cannot make its folder %s: %s",
+                          a->work_dir ? a->work_dir : "", strerror(errno));
+    br_agent_close(a);
+    return rc;
+  }
+  a->poll_wait = 15;
+  a->inbox_work = json_array();
+  a->inbox_cancel = json_array();
+  pthread_mutex_init(&a->mu, NULL);
+  pthread_cond_init(&a->cv, NULL);
+  uv_loop_init(&a->loop);
+  uv_async_init(&a->loop, &a->async, on_async);
+  a->async.data = a;
+  a->lops = &br_exec_local;
+  br_exec_config cfg = {.loop = &a->loop, .slots = a->cores, .runtime_dir = a->run_dir,
+                        .braid_exe = a->braid_exe, .grace = a->grace};
+  br_exec_events ev = {.ud = a, .on_spawn = ev_spawn, .on_progress = ev_progress,
+                       .on_start = ev_start, .on_done = ev_done, .on_output = ev_output};
+  int rc = a->lops->create(&cfg, &ev, &a->lex, err);
+  if (rc) {
+    uv_close((uv_handle_t *)&a->async, NULL);
+    uv_run(&a->loop, UV_RUN_DEFAULT);
+    a->finished = true;
+    br_agent_close(a);
+    return rc;
+  }
+  *out = a;
+  return BR_OK;
+}
+
+uv_loop_t *br_agent_loop(br_agent *a) { return &a->loop; }
+
+int br_agent_run(br_agent *a, br_error *err) {
+  (void)err;
+  a->threads = true;
+  pthread_create(&a->poll_th, NULL, poll_main, a);
+  pthread_create(&a->report_th, NULL, report_main, a);
+  uv_run(&a->loop, UV_RUN_DEFAULT);
+  pthread_join(a->poll_th, NULL);
+  pthread_mutex_lock(&a->mu);
+  a->final = true; /* send what is left, for a while */
+  pthread_cond_broadcast(&a->cv);
+  pthread_mutex_unlock(&a->mu);
+  pthread_join(a->report_th, NULL);
+  a->threads = false;
+  return BR_OK;
+}
+
+void br_agent_stop(br_agent *a) {
+  pthread_mutex_lock(&a->mu);
+  a->stop = 1;
+  pthread_cond_broadcast(&a->cv);
+  pthread_mutex_unlock(&a->mu);
+  uv_async_send(&a->async);
+}
+
+void br_agent_close(br_agent *a) {
+  if (!a) return;
+  if (a->inbox_work) { /* opened: the loop and its handles exist */
+    if (!a->finished) {
+      a->finished = true;
+      uv_close((uv_handle_t *)&a->async, NULL);
+      if (a->lex) a->lops->destroy(a->lex);
+    }
+    uv_run(&a->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&a->loop);
+    pthread_mutex_destroy(&a->mu);
+    pthread_cond_destroy(&a->cv);
+  }
+  while (a->ev_head) {
+    event *e = a->ev_head;
+    a->ev_head = e->next;
+    json_decref(e->j);
+    free(e);
+  }
+  ajob *j, *tmp;
+  HASH_ITER(hh, a->jobs, j, tmp) {
+    HASH_DEL(a->jobs, j);
+    json_decref(j->work);
+    free(j);
+  }
+  json_decref(a->inbox_work);
+  json_decref(a->inbox_cancel);
+  json_decref(a->tags);
+  free(a->id);
+  free(a->host);
+  free(a->server);
+  free(a->token);
+  free(a->ca);
+  free(a->braid_exe);
+  free(a->work_dir);
+  free(a->log_dir);
+  free(a->run_dir);
+  free(a);
+}

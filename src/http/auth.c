@@ -1,0 +1,307 @@
+/* Tokens and roles (see http.h). The token file holds one JSON object per
+ * line with the SHA-256 of each token, never the token itself. The table is
+ * kept in memory and read again when the file changes (its size, mtime or
+ * inode), so `braid token create` works beside a running server. A lookup
+ * hashes the presented token and compares it with every hash in constant
+ * time; the table is small (people and machines, not requests). */
+#include <braid/http.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define TOKEN_MAX 512
+
+typedef struct entry {
+  char id[17];
+  br_role role;
+  char *name;
+  uint8_t hash[32];
+  int64_t created_ms;
+} entry;
+
+struct br_auth {
+  char *path;
+  pthread_mutex_t mu;
+  entry *v;
+  size_t n;
+  struct stat seen; /* the file as last read */
+};
+
+const char *br_role_name(br_role r) {
+  switch (r) {
+  case BR_ROLE_AGENT: return "agent";
+  case BR_ROLE_USER: return "user";
+  case BR_ROLE_ADMIN: return "admin";
+  default: return "none";
+  }
+}
+
+br_role br_role_parse(const char *s) {
+  if (!s) return BR_ROLE_NONE;
+  if (strcmp(s, "agent") == 0) return BR_ROLE_AGENT;
+  if (strcmp(s, "user") == 0) return BR_ROLE_USER;
+  if (strcmp(s, "admin") == 0) return BR_ROLE_ADMIN;
+  return BR_ROLE_NONE;
+}
+
+static void sha256(const char *s, size_t n, uint8_t out[32]) {
+  unsigned len = 32;
+  EVP_Digest(s, n, out, &len, EVP_sha256(), NULL);
+}
+
+static void hex(const uint8_t *b, size_t n, char *out) {
+  static const char xd[] = "0123456789abcdef";
+  for (size_t i = 0; i < n; i++) {
+    out[2 * i] = xd[b[i] >> 4];
+    out[2 * i + 1] = xd[b[i] & 15];
+  }
+  out[2 * n] = 0;
+}
+
+static int unhex(const char *s, uint8_t *out, size_t n) {
+  if (strlen(s) != 2 * n) return -1;
+  for (size_t i = 0; i < n; i++) {
+    int v = 0;
+    for (int k = 0; k < 2; k++) {
+      char c = s[2 * i + (size_t)k];
+      int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+              : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+      if (d < 0) return -1;
+      v = v * 16 + d;
+    }
+    out[i] = (uint8_t)v;
+  }
+  return 0;
+}
+
+static int64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void clear(br_auth *a) {
+  for (size_t i = 0; i < a->n; i++) free(a->v[i].name);
+  free(a->v);
+  a->v = NULL;
+  a->n = 0;
+}
+
+static bool same_file(const struct stat *x, const struct stat *y) {
+  return x->st_ino == y->st_ino && x->st_size == y->st_size &&
+         x->st_mtim.tv_sec == y->st_mtim.tv_sec && x->st_mtim.tv_nsec == y->st_mtim.tv_nsec;
+}
+
+/* Reads the file (under the lock). Malformed lines are skipped: one bad
+ * line must not lock everyone out. */
+static int load(br_auth *a, br_error *err) {
+  FILE *f = fopen(a->path, "r");
+  if (!f) return br_error_set(err, BR_EIO, "token file %s: %s", a->path, strerror(errno));
+  struct stat st;
+  fstat(fileno(f), &st);
+  clear(a);
+  char *line = NULL;
+  size_t cap = 0;
+  ssize_t len;
+  while ((len = getline(&line, &cap, f)) > 0) {
+    json_t *j = json_loadb(line, (size_t)len, 0, NULL);
+    const char *id = json_string_value(json_object_get(j, "id"));
+    const char *h = json_string_value(json_object_get(j, "sha256"));
+    br_role role = br_role_parse(json_string_value(json_object_get(j, "role")));
+    entry e;
+    memset(&e, 0, sizeof e);
+    if (id && h && role != BR_ROLE_NONE && unhex(h, e.hash, 32) == 0) {
+      snprintf(e.id, sizeof e.id, "%s", id);
+      e.role = role;
+      const char *name = json_string_value(json_object_get(j, "name"));
+      e.name = strdup(name ? name : "");
+      e.created_ms = json_integer_value(json_object_get(j, "created_ms"));
+      entry *grown = realloc(a->v, (a->n + 1) * sizeof *a->v);
+      if (grown) {
+        a->v = grown;
+        a->v[a->n++] = e;
+      } else {
+        free(e.name);
+      }
+    }
+    json_decref(j);
+  }
+  free(line);
+  fclose(f);
+  a->seen = st;
+  return BR_OK;
+}
+
+static void refresh(br_auth *a) {
+  struct stat st;
+  if (stat(a->path, &st) == 0 && !same_file(&st, &a->seen)) {
+    br_error ignore;
+    load(a, &ignore);
+  }
+}
+
+int br_auth_open(const char *path, br_auth **out, br_error *err) {
+  *out = NULL;
+  int fd = open(path, O_RDONLY | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return br_error_set(err, BR_EIO, "token file %s: %s", path, strerror(errno));
+  close(fd);
+  br_auth *a = calloc(1, sizeof *a);
+  if (!a || !(a->path = strdup(path))) {
+    free(a);
+    return br_error_set(err, BR_ENOMEM, "out of memory");
+  }
+  pthread_mutex_init(&a->mu, NULL);
+  int rc = load(a, err);
+  if (rc) {
+    br_auth_close(a);
+    return rc;
+  }
+  *out = a;
+  return BR_OK;
+}
+
+void br_auth_close(br_auth *a) {
+  if (!a) return;
+  clear(a);
+  pthread_mutex_destroy(&a->mu);
+  free(a->path);
+  free(a);
+}
+
+br_role br_auth_check(br_auth *a, const char *token) {
+  return br_auth_check_id(a, token, NULL);
+}
+
+br_role br_auth_check_id(br_auth *a, const char *token, char *id) {
+  if (id) id[0] = 0;
+  if (!token || !*token || strlen(token) > TOKEN_MAX) return BR_ROLE_NONE;
+  uint8_t h[32];
+  sha256(token, strlen(token), h);
+  br_role role = BR_ROLE_NONE;
+  pthread_mutex_lock(&a->mu);
+  refresh(a); /* one stat: tokens made or revoked a moment ago count */
+  for (size_t i = 0; i < a->n; i++)
+    if (CRYPTO_memcmp(h, a->v[i].hash, 32) == 0) {
+      role = a->v[i].role;
+      if (id) memcpy(id, a->v[i].id, sizeof a->v[i].id);
+    }
+  pthread_mutex_unlock(&a->mu);
+  return role;
+}
+
+size_t br_auth_count(br_auth *a) {
+  pthread_mutex_lock(&a->mu);
+  refresh(a);
+  size_t n = a->n;
+  pthread_mutex_unlock(&a->mu);
+  return n;
+}
+
+static json_t *entry_json(const entry *e, const char *hash_hex) {
+  json_t *j = json_pack("{sssssssI}", "id", e->id, "role", br_role_name(e->role), "name",
+                        e->name ? e->name : "", "created_ms", (json_int_t)e->created_ms);
+  if (hash_hex) json_object_set_new(j, "sha256", json_string(hash_hex));
+  return j;
+}
+
+int br_auth_create(br_auth *a, br_role role, const char *name, char **token, char *id,
+                   br_error *err) {
+  *token = NULL;
+  if (role == BR_ROLE_NONE) return br_error_set(err, BR_EINVAL, "a token needs a role");
+  uint8_t raw[40];
+  if (RAND_bytes(raw, sizeof raw) != 1)
+    return br_error_set(err, BR_EIO, "no random bytes for a token");
+  char secret[65], tok[80];
+  hex(raw, 32, secret);
+  snprintf(tok, sizeof tok, "brt_%s", secret);
+  entry e;
+  memset(&e, 0, sizeof e);
+  hex(raw + 32, 8, e.id);
+  e.role = role;
+  e.name = (char *)(name ? name : "");
+  e.created_ms = now_ms();
+  sha256(tok, strlen(tok), e.hash);
+  char hh[65];
+  hex(e.hash, 32, hh);
+  json_t *j = entry_json(&e, hh);
+  char *line = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+  json_decref(j);
+  if (!line) return br_error_set(err, BR_ENOMEM, "out of memory");
+  pthread_mutex_lock(&a->mu);
+  int rc = BR_OK;
+  int fd = open(a->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    rc = br_error_set(err, BR_EIO, "token file %s: %s", a->path, strerror(errno));
+  } else {
+    size_t n = strlen(line);
+    line[n] = '\n'; /* json_dumps leaves room: the NUL becomes the newline */
+    if (write(fd, line, n + 1) != (ssize_t)(n + 1) || fsync(fd) != 0)
+      rc = br_error_set(err, BR_EIO, "writing %s: %s", a->path, strerror(errno));
+    close(fd);
+  }
+  if (!rc) rc = load(a, err);
+  pthread_mutex_unlock(&a->mu);
+  free(line);
+  if (rc) return rc;
+  if (id) memcpy(id, e.id, sizeof e.id);
+  *token = strdup(tok);
+  return *token ? BR_OK : br_error_set(err, BR_ENOMEM, "out of memory");
+}
+
+json_t *br_auth_list(br_auth *a) {
+  json_t *arr = json_array();
+  pthread_mutex_lock(&a->mu);
+  refresh(a);
+  for (size_t i = 0; i < a->n; i++) json_array_append_new(arr, entry_json(&a->v[i], NULL));
+  pthread_mutex_unlock(&a->mu);
+  return arr;
+}
+
+int br_auth_revoke(br_auth *a, const char *id, br_error *err) {
+  pthread_mutex_lock(&a->mu);
+  refresh(a);
+  int rc = BR_OK, found = 0;
+  char tmp[4096];
+  snprintf(tmp, sizeof tmp, "%s.tmp", a->path);
+  FILE *f = fopen(tmp, "w");
+  if (!f) {
+    rc = br_error_set(err, BR_EIO, "%s: %s", tmp, strerror(errno));
+    goto out;
+  }
+  fchmod(fileno(f), 0600);
+  for (size_t i = 0; i < a->n; i++) {
+    if (strcmp(a->v[i].id, id) == 0) {
+      found = 1;
+      continue;
+    }
+    char hh[65];
+    hex(a->v[i].hash, 32, hh);
+    json_t *j = entry_json(&a->v[i], hh);
+    char *line = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(j);
+    if (line) fprintf(f, "%s\n", line);
+    free(line);
+  }
+  if (fflush(f) != 0 || fsync(fileno(f)) != 0) rc = br_error_set(err, BR_EIO, "writing %s", tmp);
+  fclose(f);
+  if (!found) {
+    unlink(tmp);
+    rc = br_error_set(err, BR_ENOTFOUND, "no token with id '%s'", id);
+  } else if (!rc && rename(tmp, a->path) != 0) {
+    rc = br_error_set(err, BR_EIO, "renaming %s: %s", tmp, strerror(errno));
+  }
+  if (!rc) rc = load(a, err);
+out:
+  pthread_mutex_unlock(&a->mu);
+  return rc;
+}

@@ -1,0 +1,325 @@
+/* The HTTP layer on real loopback sockets: routing, tokens and roles,
+ * body limits, malformed input, deferred answers from other threads, event
+ * streams, and the token file. */
+#include <braid/http.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+static void h_echo(void *ud, br_http_req *rq) {
+  (void)ud;
+  json_t *b = br_http_req_json(rq);
+  const char *q = br_http_req_query(rq, "q");
+  br_http_reply_json(rq, 200, json_pack("{sOssssssss?}", "body", b ? b : json_null(), "role",
+                                        br_role_name(br_http_req_role(rq)), "method",
+                                        br_http_req_method(rq), "arg",
+                                        br_http_req_arg(rq, 0) ? br_http_req_arg(rq, 0) : "", "q", q));
+}
+
+static void *later(void *p) {
+  usleep(20000);
+  br_http_reply_json(p, 202, json_pack("{sb}", "deferred", 1));
+  return NULL;
+}
+
+static void h_defer(void *ud, br_http_req *rq) {
+  (void)ud;
+  pthread_t t;
+  pthread_create(&t, NULL, later, rq);
+  pthread_detach(t);
+}
+
+static br_http_stream *g_stream;
+static void h_stream(void *ud, br_http_req *rq) {
+  (void)ud;
+  g_stream = br_http_reply_stream(rq, "text/event-stream");
+}
+
+static const br_http_route routes[] = {
+    {"GET", "/any/{}", BR_ROLES_ANY, h_echo, 0, false},
+    {"POST", "/user/{}", BR_ROLES_USER, h_echo, 64, false},
+    {"POST", "/big", BR_ROLES_USER, h_echo, 1 << 20, false},
+    {"GET", "/defer", BR_ROLES_ANY, h_defer, 0, false},
+    {"GET", "/stream", BR_ROLES_ANY, h_stream, 0, false},
+    {NULL, NULL, 0, NULL, 0, false},
+};
+
+typedef struct fixture {
+  char *dir;
+  br_auth *auth;
+  br_http_server *srv;
+  char url[64];
+  char *admin, *user, *agent;
+} fixture;
+
+static void setup(fixture *f, const char *name) {
+  memset(f, 0, sizeof *f);
+  f->dir = br_test_tmpdir(name);
+  char path[1024];
+  snprintf(path, sizeof path, "%s/tokens", f->dir);
+  br_error err;
+  CHECK(br_auth_open(path, &f->auth, &err) == BR_OK);
+  CHECK(br_auth_create(f->auth, BR_ROLE_ADMIN, "a", &f->admin, NULL, &err) == BR_OK);
+  CHECK(br_auth_create(f->auth, BR_ROLE_USER, "u", &f->user, NULL, &err) == BR_OK);
+  CHECK(br_auth_create(f->auth, BR_ROLE_AGENT, "g", &f->agent, NULL, &err) == BR_OK);
+  br_http_opts o = {.listen = "127.0.0.1:0", .auth = f->auth, .routes = routes, .threads = 2};
+  CHECK(br_http_start(&o, &f->srv, &err) == BR_OK);
+  snprintf(f->url, sizeof f->url, "http://127.0.0.1:%d", br_http_port(f->srv));
+}
+
+static void teardown(fixture *f) {
+  br_http_stop(f->srv);
+  br_auth_close(f->auth);
+  free(f->admin);
+  free(f->user);
+  free(f->agent);
+  free(f->dir);
+}
+
+static int call(fixture *f, const char *token, const char *method, const char *path,
+                const json_t *body, json_t **out) {
+  br_http_client *c;
+  br_error err;
+  CHECK(br_http_client_open(f->url, token, &c, &err) == BR_OK);
+  int st = br_http_client_call(c, method, path, body, out, &err);
+  br_http_client_close(c);
+  return st;
+}
+
+/* Sends raw bytes and returns the status code of the answer (0: none). */
+static int raw(fixture *f, const char *data, size_t len) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)br_http_port(f->srv))};
+  inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+  CHECK(connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0);
+  size_t off = 0;
+  while (off < len) {
+    ssize_t n = send(fd, data + off, len - off, MSG_NOSIGNAL);
+    if (n <= 0) break;
+    off += (size_t)n;
+  }
+  shutdown(fd, SHUT_WR);
+  char buf[4096];
+  ssize_t n = recv(fd, buf, sizeof buf - 1, 0);
+  close(fd);
+  if (n < 12) return 0;
+  buf[n] = 0;
+  return atoi(buf + 9);
+}
+
+TEST(http_tokens_and_roles) {
+  fixture f;
+  setup(&f, "http-roles");
+  json_t *out = NULL;
+  CHECK_EQ_INT(call(&f, NULL, "GET", "/any/x", NULL, &out), 401);
+  CHECK_CONTAINS(json_string_value(json_object_get(out, "error")), "token");
+  json_decref(out);
+  CHECK_EQ_INT(call(&f, "brt_wrong", "GET", "/any/x", NULL, NULL), 401);
+  CHECK_EQ_INT(call(&f, f.agent, "GET", "/any/x?q=1", NULL, &out), 200);
+  CHECK_EQ_STR(json_string_value(json_object_get(out, "role")), "agent");
+  CHECK_EQ_STR(json_string_value(json_object_get(out, "arg")), "x");
+  CHECK_EQ_STR(json_string_value(json_object_get(out, "q")), "1");
+  json_decref(out);
+  json_t *body = json_pack("{si}", "a", 1);
+  CHECK_EQ_INT(call(&f, f.agent, "POST", "/user/y", body, NULL), 403);
+  CHECK_EQ_INT(call(&f, f.user, "POST", "/user/y", body, &out), 200);
+  CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(out, "body"), "a")), 1);
+  json_decref(out);
+  CHECK_EQ_INT(call(&f, f.admin, "POST", "/user/y", body, NULL), 200);
+  json_decref(body);
+  /* unknown paths and methods: after the token, so nothing leaks without one */
+  CHECK_EQ_INT(call(&f, NULL, "GET", "/nothing", NULL, NULL), 401);
+  CHECK_EQ_INT(call(&f, f.user, "GET", "/nothing", NULL, NULL), 404);
+  CHECK_EQ_INT(call(&f, f.user, "DELETE", "/any/x", NULL, NULL), 405);
+  CHECK_EQ_INT(call(&f, f.user, "GET", "/any/x/y", NULL, NULL), 404);
+  teardown(&f);
+}
+
+TEST(http_bad_input) {
+  fixture f;
+  setup(&f, "http-bad");
+  json_t *big = json_pack("{ss}", "s", "0123456789012345678901234567890123456789012345678901234567890123456789");
+  CHECK_EQ_INT(call(&f, f.user, "POST", "/user/x", big, NULL), 413);
+  json_decref(big);
+  /* malformed JSON through a raw request */
+  char req[1024];
+  int n = snprintf(req, sizeof req,
+                   "POST /user/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+                   "Content-Length: 7\r\n\r\n{\"a\":,}",
+                   f.user);
+  CHECK_EQ_INT(raw(&f, req, (size_t)n), 400);
+  /* a body larger than announced limit, sent chunked (no Content-Length) */
+  char *chunked = malloc(300000);
+  n = snprintf(chunked, 300000,
+               "POST /user/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+               "Transfer-Encoding: chunked\r\n\r\n100\r\n",
+               f.user);
+  memset(chunked + n, 'x', 256);
+  n += 256;
+  n += snprintf(chunked + n, 300000 - (size_t)n, "\r\n0\r\n\r\n");
+  CHECK_EQ_INT(raw(&f, chunked, (size_t)n), 413);
+  /* a huge announced body is refused before it is read */
+  n = snprintf(req, sizeof req,
+               "POST /big HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+               "Content-Length: 99999999999\r\n\r\n",
+               f.user);
+  CHECK_EQ_INT(raw(&f, req, (size_t)n), 413);
+  /* garbage: the server answers 400 or closes, and stays up */
+  const char *junk[] = {"GARBAGE\r\n\r\n", "GET\r\n\r\n", "\x01\x02\x03\x04\r\n\r\n",
+                        "GET /any/x HTTP/9.9\r\n\r\n"};
+  for (size_t i = 0; i < sizeof junk / sizeof *junk; i++) {
+    int st = raw(&f, junk[i], strlen(junk[i]));
+    CHECK(st == 0 || (st >= 400 && st < 500) || st == 505);
+  }
+  /* enormous header */
+  char *hdr = malloc(200000);
+  n = snprintf(hdr, 200000, "GET /any/x HTTP/1.1\r\nHost: x\r\nX-Big: ");
+  memset(hdr + n, 'a', 150000);
+  n += 150000;
+  n += snprintf(hdr + n, 200000 - (size_t)n, "\r\n\r\n");
+  int st = raw(&f, hdr, (size_t)n);
+  CHECK(st == 0 || (st >= 400 && st < 500));
+  free(hdr);
+  free(chunked);
+  json_t *out = NULL;
+  CHECK_EQ_INT(call(&f, f.user, "GET", "/any/still-up", NULL, &out), 200);
+  json_decref(out);
+  teardown(&f);
+}
+
+typedef struct par {
+  fixture *f;
+  int ok;
+} par;
+
+static void *many(void *p) {
+  par *a = p;
+  br_http_client *c;
+  br_error err;
+  if (br_http_client_open(a->f->url, a->f->user, &c, &err)) return NULL;
+  for (int i = 0; i < 20; i++)
+    if (br_http_client_call(c, "GET", "/defer", NULL, NULL, &err) == 202) a->ok++;
+  br_http_client_close(c);
+  return NULL;
+}
+
+TEST(http_deferred_answers) {
+  fixture f;
+  setup(&f, "http-defer");
+  pthread_t t[16];
+  par a[16];
+  for (int i = 0; i < 16; i++) {
+    a[i].f = &f;
+    a[i].ok = 0;
+    pthread_create(&t[i], NULL, many, &a[i]);
+  }
+  int ok = 0;
+  for (int i = 0; i < 16; i++) {
+    pthread_join(t[i], NULL);
+    ok += a[i].ok;
+  }
+  CHECK_EQ_INT(ok, 320);
+  uint64_t reqs, pending;
+  br_http_counts(f.srv, &reqs, &pending);
+  CHECK(reqs >= 320);
+  CHECK_EQ_INT(pending, 0);
+  teardown(&f);
+}
+
+typedef struct collect {
+  char buf[4096];
+  size_t n;
+} collect;
+
+static int on_data(void *ud, const char *d, size_t len) {
+  collect *c = ud;
+  if (c->n + len < sizeof c->buf) {
+    memcpy(c->buf + c->n, d, len);
+    c->n += len;
+    c->buf[c->n] = 0;
+  }
+  return strstr(c->buf, "data: 3") != NULL;
+}
+
+static void *reader(void *p) {
+  fixture *f = p;
+  br_http_client *c;
+  br_error err;
+  collect *col = calloc(1, sizeof *col);
+  br_http_client_open(f->url, f->user, &c, &err);
+  br_http_client_get_stream(c, "/stream", on_data, col, &err);
+  br_http_client_close(c);
+  return col;
+}
+
+TEST(http_event_stream) {
+  fixture f;
+  setup(&f, "http-stream");
+  g_stream = NULL;
+  pthread_t t;
+  pthread_create(&t, NULL, reader, &f);
+  for (int i = 0; i < 500 && !__atomic_load_n(&g_stream, __ATOMIC_SEQ_CST); i++) usleep(10000);
+  CHECK(g_stream != NULL);
+  for (int i = 1; i <= 3; i++) {
+    usleep(20000); /* the reader is parked (suspended) between events */
+    char ev[64];
+    int n = snprintf(ev, sizeof ev, "data: %d\n\n", i);
+    CHECK(br_http_stream_write(g_stream, ev, (size_t)n) == 0);
+  }
+  collect *col;
+  pthread_join(t, (void **)&col);
+  CHECK_CONTAINS(col->buf, "data: 1\n\ndata: 2\n\ndata: 3");
+  free(col);
+  /* the client went away: writes fail soon after */
+  int failed = 0;
+  for (int i = 0; i < 200 && !failed; i++) {
+    failed = br_http_stream_write(g_stream, "data: x\n\n", 9) != 0;
+    usleep(5000);
+  }
+  CHECK(failed);
+  br_http_stream_release(g_stream);
+  teardown(&f);
+}
+
+TEST(http_token_file) {
+  char *dir = br_test_tmpdir("http-tokens");
+  char path[1024];
+  snprintf(path, sizeof path, "%s/tokens", dir);
+  br_auth *a, *b;
+  br_error err;
+  CHECK(br_auth_open(path, &a, &err) == BR_OK);
+  CHECK(br_auth_open(path, &b, &err) == BR_OK);
+  struct stat st;
+  CHECK(stat(path, &st) == 0);
+  CHECK_EQ_INT(st.st_mode & 0777, 0600);
+  char *tok, id[17];
+  CHECK(br_auth_create(a, BR_ROLE_AGENT, "render01", &tok, id, &err) == BR_OK);
+  CHECK_EQ_INT(br_auth_check(a, tok), BR_ROLE_AGENT);
+  CHECK_EQ_INT(br_auth_check(b, tok), BR_ROLE_AGENT); /* b reads the changed file */
+  CHECK_EQ_INT(br_auth_check(b, "brt_nope"), BR_ROLE_NONE);
+  /* only the hash is stored */
+  FILE *fp = fopen(path, "r");
+  char text[4096] = {0};
+  size_t n = fread(text, 1, sizeof text - 1, fp);
+  text[n] = 0;
+  fclose(fp);
+  CHECK(strstr(text, tok + 4) == NULL);
+  CHECK_CONTAINS(text, "sha256");
+  json_t *l = br_auth_list(b);
+  CHECK_EQ_INT(json_array_size(l), 1);
+  CHECK(json_object_get(json_array_get(l, 0), "sha256") == NULL);
+  json_decref(l);
+  CHECK(br_auth_revoke(b, id, &err) == BR_OK);
+  CHECK_EQ_INT(br_auth_check(a, tok), BR_ROLE_NONE);
+  CHECK(br_auth_revoke(b, id, &err) == BR_ENOTFOUND);
+  free(tok);
+  br_auth_close(a);
+  br_auth_close(b);
+  free(dir);
+}
