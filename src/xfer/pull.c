@@ -177,6 +177,7 @@ static void *installer_main(void *arg) {
       in->busy++;
       pthread_cond_broadcast(&in->cv);
     }
+    bool failed = in->rc != 0;
     pthread_mutex_unlock(&in->mu);
     if (!j) break;
     const br_xfer_entry *e = j->lf->e;
@@ -184,9 +185,13 @@ static void *installer_main(void *arg) {
     br_error_clear(&err);
     int rc = BR_OK;
     struct stat st;
-    if (j->fd < 0) rc = write_partial(j, &err);
-    if (rc == BR_OK && fsync(j->fd) != 0) rc = fail_io(&err, "sync", j->lf->job, e->path, errno);
-    else if (renameat(j->dirfd, j->pn, j->dirfd, j->base) != 0)
+    /* After a failure the pull is stopping: put nothing more in place (a
+     * partial written already stays for the resume). */
+    if (failed) rc = BR_ECANCEL;
+    if (rc == BR_OK && j->fd < 0) rc = write_partial(j, &err);
+    if (rc == BR_OK && fsync(j->fd) != 0)
+      rc = fail_io(&err, "sync", j->lf->job, e->path, errno);
+    if (rc == BR_OK && renameat(j->dirfd, j->pn, j->dirfd, j->base) != 0)
       rc = fail_io(&err, "rename to", j->lf->job, e->path, errno);
     if (rc == BR_OK) {
       br_xfer__fsync_dirfd(j->dirfd);
@@ -206,7 +211,7 @@ static void *installer_main(void *arg) {
     in->busy--;
     in->queued_bytes -= (int64_t)bytes;
     if (rc == BR_OK) in->done++;
-    else if (!in->rc) {
+    else if (!in->rc && rc != BR_ECANCEL) {
       in->rc = rc;
       in->err = err;
     }
@@ -259,9 +264,8 @@ static void installer_tick(br_xfer__engine *e, void *ud) {
   if (rc) br_xfer__engine_fail(e, &err);
 }
 
-/* Sets mode and mtime, starts write-back, and hands the partial to an
- * installer that syncs it and renames it over the final name. dirfd and fd
- * stay the caller's. */
+/* Queues a job for the installers; waits while the queue is full (it is
+ * bounded in jobs and in bytes held). */
 static void enqueue(pull *p, install_job *j) {
   installer *in = &p->inst;
   pthread_mutex_lock(&in->mu);
