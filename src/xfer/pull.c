@@ -661,6 +661,10 @@ static int chunk_sink(br_xfer__req *r, const uint8_t *data, size_t len) {
     int e2 = errno;
     close(dirfd);
     if (lf->fd < 0) return fail_io(&r->sink_err, "create", lf->job, e->path, e2);
+    /* Reserve the whole file at once: chunks land in parallel at scattered
+     * offsets, and a full disk shows now rather than midway. */
+    if (fallocate(lf->fd, 0, 0, e->size) != 0 && (errno == ENOSPC || errno == EDQUOT))
+      return fail_io(&r->sink_err, "write", lf->job, e->path, errno);
   }
   int w = br_xfer__pwrite_all(lf->fd, data, len, (int64_t)f->chunk * cs + r->received);
   if (w) return fail_io(&r->sink_err, "write", lf->job, e->path, -w);
