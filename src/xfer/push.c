@@ -210,6 +210,7 @@ static int hash_all(push *p, br_error *err) {
   p->todo = calloc(total ? total : 1, sizeof *p->todo);
   if (!p->todo) return br_error_set(err, BR_ENOMEM, "out of memory");
   p->eng.prog.phase = "hash";
+  br_xfer__hcache_begin(p->hc); /* one read transaction for all lookups */
   for (size_t j = 0; j < p->njobs; j++)
     for (size_t i = 0; i < p->jobs[j].n; i++) {
       pfile *f = &p->jobs[j].files[i];
@@ -219,10 +220,12 @@ static int hash_all(push *p, br_error *err) {
         continue;
       if (asprintf(&f->abs, "%s/%s", p->jobs[j].dir, f->rel) < 0) {
         f->abs = NULL;
+        br_xfer__hcache_commit(p->hc);
         return br_error_set(err, BR_ENOMEM, "out of memory");
       }
       p->todo[p->ntodo++] = f;
     }
+  br_xfer__hcache_commit(p->hc);
   int nt = p->o->hash_threads > 0 ? p->o->hash_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
   if (nt < 1) nt = 1;
   if (nt > 16) nt = 16;

@@ -162,6 +162,10 @@ typedef struct br_xfer__packed {
 int br_xfer__index_open(br_xfer__store *s, br_error *err);
 void br_xfer__index_close(br_xfer__store *s);
 bool br_xfer__index_has(br_xfer__store *s, const br_xfer_digest *d);
+/* Many lookups in one read transaction (one file lock, not one per lookup);
+ * other threads' index use waits until the end. */
+void br_xfer__index_batch_begin(br_xfer__store *s);
+void br_xfer__index_batch_end(br_xfer__store *s);
 int br_xfer__index_open_object(br_xfer__store *s, const br_xfer_digest *d, int *fd,
                                int64_t *off, int64_t *len);
 /* Writes pack (the objects' bytes end to end, as objs locate them) as one
