@@ -110,7 +110,7 @@ typedef struct br_depot_opts {
   const char *listen;      /* "127.0.0.1:7871"; port 0 picks one */
   const char *token_file;  /* lines "sha256:<hex>" (or a plain token); required */
   int threads;             /* worker threads, 0 = default */
-  int64_t max_request;     /* bytes of one request body, 0 = default 64 MiB */
+  int64_t max_request;     /* bytes of one request body, 0 = default 65 MiB */
   int64_t max_manifest;    /* bytes of one manifest, 0 = BR_XFER_MAX_MANIFEST_BYTES */
   int64_t max_memory;      /* request and response bodies held at once, 0 = 1 GiB;
                             * past it requests get 503 and clients retry */

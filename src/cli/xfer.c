@@ -431,7 +431,7 @@ int br_cli_depot(int argc, char **argv) {
            "  --root DIR          where objects and snapshots are kept (created)\n"
            "  --listen HOST:PORT  default 127.0.0.1:7871; port 0 picks a free one\n"
            "  --token-file FILE   accepted tokens (required)\n"
-           "  --max-request SIZE  largest request body (default 64M)\n"
+           "  --max-request SIZE  largest request body (default 65M)\n"
            "  --max-memory SIZE   bodies held at once (default 1G); past it, 503 and\n"
            "                      clients retry\n");
     return BR_EXIT_OK;

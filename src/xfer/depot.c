@@ -25,7 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define DEFAULT_MAX_REQUEST (64 * 1024 * 1024)
+#define DEFAULT_MAX_REQUEST (BR_XFER__MAX_CHUNK + 1024 * 1024) /* a largest chunk fits */
 #define MAX_LIST 100000 /* digests in one missing/fetch question */
 
 struct br_depot {
