@@ -109,7 +109,6 @@ typedef struct br_depot_opts {
   const char *root;        /* directory of objects and snapshots (created) */
   const char *listen;      /* "127.0.0.1:7871"; port 0 picks one */
   const char *token_file;  /* lines "sha256:<hex>" (or a plain token); required */
-  int threads;             /* worker threads, 0 = default */
   int64_t max_request;     /* bytes of one request body, 0 = default 65 MiB */
   int64_t max_manifest;    /* bytes of one manifest, 0 = BR_XFER_MAX_MANIFEST_BYTES */
   int64_t max_memory;      /* request and response bodies held at once, 0 = 1 GiB;
@@ -200,8 +199,9 @@ typedef struct br_xfer_ref {
 int br_xfer_ref_parse(const char *s, br_xfer_ref *out, br_error *err);
 void br_xfer_ref_free(br_xfer_ref *r);
 
-/* Pushes dirs[i] to targets[i] (n pairs) with one bound on parallel work and
- * commits each as a new version; versions[i] receives it (may be NULL). */
+/* Pushes dirs[i] to targets[i] (n pairs, all on one depot) with one bound
+ * on parallel work and commits each as a new version; versions[i] receives
+ * it (may be NULL). Nothing is committed unless every chunk arrived. */
 int br_xfer_push_many(const char *const *dirs, const char *const *targets, size_t n,
                       const br_xfer_opts *opts, int64_t *versions, br_xfer_result *res,
                       br_error *err);
