@@ -108,7 +108,9 @@ typedef struct br_depot br_depot;
 typedef struct br_depot_opts {
   const char *root;        /* directory of objects and snapshots (created) */
   const char *listen;      /* "127.0.0.1:7871"; port 0 picks one */
-  const char *token_file;  /* lines "sha256:<hex>" (or a plain token); required */
+  const char *token_file;  /* lines "sha256:<hex>", a plain token, or the braid
+                            * server's JSON lines ({"sha256": ...}); re-read when it
+                            * changes; required */
   int64_t max_request;     /* bytes of one request body, 0 = default 65 MiB */
   int64_t max_manifest;    /* bytes of one manifest, 0 = BR_XFER_MAX_MANIFEST_BYTES */
   int64_t max_memory;      /* request and response bodies held at once, 0 = 1 GiB;

@@ -81,10 +81,14 @@ double br_xfer__now(void);
 typedef struct br_xfer__tokens {
   char (*hashes)[80];
   size_t n;
+  char *path;
+  struct stat seen; /* the file as last read */
+  pthread_mutex_t mu;
+  bool live;
 } br_xfer__tokens;
 int br_xfer__tokens_load(br_xfer__tokens *t, const char *path, br_error *err);
 /* True when token's hash is one of t's (constant time per entry). */
-bool br_xfer__tokens_check(const br_xfer__tokens *t, const char *token);
+bool br_xfer__tokens_check(br_xfer__tokens *t, const char *token);
 void br_xfer__tokens_free(br_xfer__tokens *t);
 
 /* ---- rate limiter (ratelimit.c): a token bucket shared by all transfers ---- */
