@@ -143,7 +143,8 @@ void br_depot_stop(br_depot *d);
 
 typedef struct br_xfer_progress {
   const char *phase;       /* push: "scan", "hash", "compare", "send", "commit";
-                            * pull: "manifest", "check", "fetch"; then "done" or "failed" */
+                            * pull: "manifest", ("waiting"), "check", "fetch";
+                            * then "done" or "failed" */
   int64_t files_done, files_total;
   int64_t bytes_done, bytes_total; /* bytes of the tree accounted for */
   int64_t bytes_moved;     /* bytes that went over the network (payload) */
@@ -211,7 +212,8 @@ int br_xfer_push(const char *dir, const char *target, const br_xfer_opts *opts,
                  br_xfer_result *res, br_error *err);
 
 /* Pulls sources[i] into dirs[i] (n pairs) together. Files in a destination
- * that are not in the snapshot are left alone. */
+ * that are not in the snapshot are left alone. A pull into a directory
+ * another pull is writing waits for it (phase "waiting"). */
 int br_xfer_pull_many(const char *const *sources, const char *const *dirs, size_t n,
                       const br_xfer_opts *opts, br_xfer_result *res, br_error *err);
 int br_xfer_pull(const char *source, const char *dir, const br_xfer_opts *opts,

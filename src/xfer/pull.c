@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <jansson.h>
 #include <stdatomic.h>
 #include <openssl/evp.h>
@@ -751,6 +752,29 @@ static int make_symlink(ljob *j, const br_xfer_entry *e, br_error *err) {
   return rc;
 }
 
+/* Two pulls into one destination at once would share partial names; the
+ * second waits for the first (a lock on the directory, released when the
+ * pull closes it, or dies), then finds its files in place. Several jobs of
+ * this pull into one directory take the lock once. */
+static int lock_destination(pull *p, size_t j, br_error *err) {
+  struct stat st, other;
+  if (fstat(p->jobs[j].rootfd, &st) != 0) return BR_OK;
+  for (size_t k = 0; k < j; k++)
+    if (fstat(p->jobs[k].rootfd, &other) == 0 && other.st_dev == st.st_dev &&
+        other.st_ino == st.st_ino)
+      return BR_OK;
+  const char *phase = p->eng.prog.phase;
+  while (flock(p->jobs[j].rootfd, LOCK_EX | LOCK_NB) != 0) {
+    if (errno != EWOULDBLOCK && errno != EINTR) return BR_OK; /* no locks here: go on */
+    p->eng.prog.phase = "waiting";
+    br_xfer__engine_progress(&p->eng, false);
+    if (br_xfer__cancelled(&p->eng)) return br_error_set(err, BR_ECANCEL, "cancelled");
+    usleep(50000);
+  }
+  p->eng.prog.phase = phase;
+  return BR_OK;
+}
+
 static int run_pull(pull *p, const char *const *sources, const char *const *dirs,
                     br_error *err) {
   const br_xfer_opts *o = p->o;
@@ -786,6 +810,7 @@ static int run_pull(pull *p, const char *const *sources, const char *const *dirs
     if ((rc = br_xfer__mkdirs(jb->dir, err))) return rc;
     jb->rootfd = open(jb->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (jb->rootfd < 0) return br_error_set(err, BR_EIO, "open %s: %s", jb->dir, strerror(errno));
+    if ((rc = lock_destination(p, j, err))) return rc;
     jb->files = calloc(jb->m->nentries ? jb->m->nentries : 1, sizeof *jb->files);
     if (!jb->files) return br_error_set(err, BR_ENOMEM, "out of memory");
     for (size_t i = 0; i < jb->m->nentries; i++) {
