@@ -264,3 +264,47 @@ TEST(permanent_statuses_fail_clearly) {
     fx_teardown(&f);
   }
 }
+
+typedef struct puller {
+  const char *ref, *dst;
+  br_xfer_opts *o;
+  int rc;
+} puller;
+
+static void *pull_thread(void *arg) {
+  puller *pl = arg;
+  br_xfer_result res;
+  br_error err;
+  br_error_clear(&err);
+  pl->rc = br_xfer_pull(pl->ref, pl->dst, pl->o, &res, &err);
+  if (pl->rc) fprintf(stderr, "pull: %s\n", err.msg);
+  return NULL;
+}
+
+TEST(two_pulls_into_one_directory_at_once) {
+  /* Two tasks on one host fetch the same asset into the same place: both
+   * succeed, and the watcher never sees a wrong file. */
+  fx f;
+  fx_setup(&f, "xfer-fx-twopulls", 19);
+  f.o.bwlimit = 8 * 1024 * 1024; /* long enough to overlap */
+  xp_fault none = {XP_NONE, NULL, NULL, 0, 0, 0, 0, 0};
+  xp_set(&f.proxy, none);
+  atomic_store(&f.stop, 0);
+  pthread_create(&f.th, NULL, watcher, &f);
+  br_xfer_opts o2 = f.o;
+  puller a = {f.ref, f.dst, &f.o, -1}, b = {f.ref, f.dst, &o2, -1};
+  pthread_t ta, tb;
+  pthread_create(&ta, NULL, pull_thread, &a);
+  pthread_create(&tb, NULL, pull_thread, &b);
+  pthread_join(ta, NULL);
+  pthread_join(tb, NULL);
+  atomic_store(&f.stop, 1);
+  pthread_join(f.th, NULL);
+  if (atomic_load(&f.violations))
+    br_test_fail(__FILE__, __LINE__, "watcher saw a wrong file: %s", f.bad);
+  CHECK_EQ_INT(a.rc, BR_OK);
+  CHECK_EQ_INT(b.rc, BR_OK);
+  CHECK_EQ_INT(xu_tree_diff(f.src, f.dst), 0);
+  CHECK_EQ_INT(xu_count_prefix(f.dst, ".braid-partial-"), 0);
+  fx_teardown(&f);
+}

@@ -334,3 +334,46 @@ TEST(disk_full_mid_pull) {
   xu_depot_stop(&x);
   kx_free(&k);
 }
+
+TEST(disk_full_with_small_files_only) {
+  /* Small files are written by installer threads: their errors must stop
+   * the pull as clearly, and never put a file in place. */
+  char *tmp = br_test_tmpdir("xfer-kill-diskfull-small");
+  setenv("BRAID_CACHE_DIR", tmp, 1);
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "small");
+  for (int i = 0; i < 120; i++) {
+    char rel[32];
+    snprintf(rel, sizeof rel, "f.%04d.exr", i);
+    xu_make_file(src, rel, 20000, (uint64_t)i);
+  }
+  br_xfer_opts o;
+  xu_opts(&o, tmp);
+  br_xfer_result res;
+  br_error err;
+  br_error_clear(&err);
+  CHECK_EQ_INT(br_xfer_push(src, ref, &o, &res, &err), BR_OK);
+  mkdir(dst, 0755);
+  if (mount("tmpfs", dst, "tmpfs", 0, "size=1m") != 0) {
+    printf("skipped: cannot mount a small tmpfs here (%s)\n", strerror(errno));
+  } else {
+    br_error_clear(&err);
+    CHECK_EQ_INT(br_xfer_pull(ref, dst, &o, &res, &err), BR_EIO);
+    CHECK_CONTAINS(err.msg, "disk full");
+    /* Whatever is visible is whole and right. */
+    CHECK(xu_tree_diff(src, dst) != 0);
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "cd '%s' && for f in *.exr; do [ -e \"$f\" ] || continue; cmp -s \"$f\" '%s'/\"$f\" || exit 1; done", dst, src);
+    CHECK_EQ_INT(system(cmd), 0);
+    CHECK(mount("tmpfs", dst, "tmpfs", MS_REMOUNT, "size=16m") == 0);
+    br_error_clear(&err);
+    CHECK_EQ_INT(br_xfer_pull(ref, dst, &o, &res, &err), BR_OK);
+    CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+    umount(dst);
+  }
+  free(src), free(dst), free(ref);
+  xu_depot_stop(&x);
+  xu_done(tmp);
+}

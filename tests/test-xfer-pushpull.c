@@ -645,3 +645,30 @@ TEST(default_sizes_round_trip) {
   xu_depot_stop(&x);
   xu_done(tmp);
 }
+
+TEST(empty_trees_and_odd_names) {
+  char *tmp = br_test_tmpdir("xfer-pp-odd");
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "odd");
+  mkdir(src, 0755);
+  br_xfer_opts o;
+  xu_opts(&o, tmp);
+  br_xfer_result res;
+  CHECK_EQ_INT(push_ok(src, ref, &o, &res), 1); /* an empty tree is a snapshot too */
+  pull_ok(ref, dst, &o, &res);
+  CHECK_EQ_INT(res.files, 0);
+  /* Spaces and UTF-8 names travel; a name that is not UTF-8 is refused. */
+  xu_make_file(src, "plate v2/caf\xc3\xa9 \xe2\x80\x94 001.exr", 100, 1);
+  CHECK_EQ_INT(push_ok(src, ref, &o, &res), 2);
+  pull_ok(ref, dst, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+  xu_make_file(src, "latin1-\xe9t\xe9.exr", 10, 2);
+  br_error err;
+  br_error_clear(&err);
+  CHECK_EQ_INT(br_xfer_push(src, ref, &o, &res, &err), BR_EINVAL);
+  CHECK_CONTAINS(err.msg, "UTF-8");
+  free(src), free(dst), free(ref);
+  xu_depot_stop(&x);
+  xu_done(tmp);
+}

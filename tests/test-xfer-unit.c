@@ -229,6 +229,25 @@ TEST(tokens_hashed_and_checked) {
   br_xfer__tokens_free(&t);
   xu_write_file(file, "\n# only comments\n", 17);
   CHECK(br_xfer__tokens_load(&t, file, NULL) != BR_OK);
+  /* The braid server's token file (JSON lines) serves the depot too, and a
+   * token added while the depot runs counts at once. */
+  char other[80], ohash[80], json[400];
+  CHECK_EQ_INT(br_xfer_token_new(other, sizeof other, NULL), BR_OK);
+  br_xfer_token_hash(other, ohash, sizeof ohash);
+  snprintf(json, sizeof json,
+           "{\"id\":\"a1\",\"role\":\"user\",\"name\":\"x\",\"sha256\":\"%s\"}\n"
+           "{not json}\n",
+           line + 7);
+  xu_write_file(file, json, strlen(json));
+  CHECK_EQ_INT(br_xfer__tokens_load(&t, file, NULL), BR_OK);
+  CHECK(br_xfer__tokens_check(&t, tok));
+  CHECK(!br_xfer__tokens_check(&t, other));
+  usleep(20000); /* a new mtime */
+  snprintf(json + strlen(json), sizeof json - strlen(json), "%s\n", ohash);
+  xu_write_file(file, json, strlen(json));
+  CHECK(br_xfer__tokens_check(&t, other));
+  CHECK(br_xfer__tokens_check(&t, tok));
+  br_xfer__tokens_free(&t);
   free(file);
   xu_done(tmp);
 }

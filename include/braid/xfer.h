@@ -108,9 +108,10 @@ typedef struct br_depot br_depot;
 typedef struct br_depot_opts {
   const char *root;        /* directory of objects and snapshots (created) */
   const char *listen;      /* "127.0.0.1:7871"; port 0 picks one */
-  const char *token_file;  /* lines "sha256:<hex>" (or a plain token); required */
-  int threads;             /* worker threads, 0 = default */
-  int64_t max_request;     /* bytes of one request body, 0 = default 64 MiB */
+  const char *token_file;  /* lines "sha256:<hex>", a plain token, or the braid
+                            * server's JSON lines ({"sha256": ...}); re-read when it
+                            * changes; required */
+  int64_t max_request;     /* bytes of one request body, 0 = default 65 MiB */
   int64_t max_manifest;    /* bytes of one manifest, 0 = BR_XFER_MAX_MANIFEST_BYTES */
   int64_t max_memory;      /* request and response bodies held at once, 0 = 1 GiB;
                             * past it requests get 503 and clients retry */
@@ -142,7 +143,8 @@ void br_depot_stop(br_depot *d);
 
 typedef struct br_xfer_progress {
   const char *phase;       /* push: "scan", "hash", "compare", "send", "commit";
-                            * pull: "manifest", "check", "fetch"; then "done" or "failed" */
+                            * pull: "manifest", ("waiting"), "check", "fetch";
+                            * then "done" or "failed" */
   int64_t files_done, files_total;
   int64_t bytes_done, bytes_total; /* bytes of the tree accounted for */
   int64_t bytes_moved;     /* bytes that went over the network (payload) */
@@ -200,8 +202,9 @@ typedef struct br_xfer_ref {
 int br_xfer_ref_parse(const char *s, br_xfer_ref *out, br_error *err);
 void br_xfer_ref_free(br_xfer_ref *r);
 
-/* Pushes dirs[i] to targets[i] (n pairs) with one bound on parallel work and
- * commits each as a new version; versions[i] receives it (may be NULL). */
+/* Pushes dirs[i] to targets[i] (n pairs, all on one depot) with one bound
+ * on parallel work and commits each as a new version; versions[i] receives
+ * it (may be NULL). Nothing is committed unless every chunk arrived. */
 int br_xfer_push_many(const char *const *dirs, const char *const *targets, size_t n,
                       const br_xfer_opts *opts, int64_t *versions, br_xfer_result *res,
                       br_error *err);
@@ -209,7 +212,8 @@ int br_xfer_push(const char *dir, const char *target, const br_xfer_opts *opts,
                  br_xfer_result *res, br_error *err);
 
 /* Pulls sources[i] into dirs[i] (n pairs) together. Files in a destination
- * that are not in the snapshot are left alone. */
+ * that are not in the snapshot are left alone. A pull into a directory
+ * another pull is writing waits for it (phase "waiting"). */
 int br_xfer_pull_many(const char *const *sources, const char *const *dirs, size_t n,
                       const br_xfer_opts *opts, br_xfer_result *res, br_error *err);
 int br_xfer_pull(const char *source, const char *dir, const br_xfer_opts *opts,

@@ -424,14 +424,15 @@ int br_cli_depot(int argc, char **argv) {
            "       braid depot fsck --root DIR\n\n"
            "Serves content-addressed snapshots over HTTP until interrupted. The token\n"
            "file holds one \"sha256:<hex>\" line per accepted token (a plain token line\n"
-           "is accepted too); `braid depot token` makes a token, appends its hash to\n"
+           "is accepted too), or is the braid server's token file; it is read again\n"
+           "when it changes. `braid depot token` makes a token, appends its hash to\n"
            "FILE and prints the token for clients (BRAID_TOKEN or --token-file).\n"
            "`braid depot fsck` reads every object back and checks its digest.\n\n"
            "options:\n"
            "  --root DIR          where objects and snapshots are kept (created)\n"
            "  --listen HOST:PORT  default 127.0.0.1:7871; port 0 picks a free one\n"
            "  --token-file FILE   accepted tokens (required)\n"
-           "  --max-request SIZE  largest request body (default 64M)\n"
+           "  --max-request SIZE  largest request body (default 65M)\n"
            "  --max-memory SIZE   bodies held at once (default 1G); past it, 503 and\n"
            "                      clients retry\n");
     return BR_EXIT_OK;

@@ -25,7 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define DEFAULT_MAX_REQUEST (64 * 1024 * 1024)
+#define DEFAULT_MAX_REQUEST (BR_XFER__MAX_CHUNK + 1024 * 1024) /* a largest chunk fits */
 #define MAX_LIST 100000 /* digests in one missing/fetch question */
 
 struct br_depot {
@@ -131,11 +131,13 @@ static enum MHD_Result do_missing(br_depot *d, struct MHD_Connection *c, request
   }
   json_t *missing = json_array();
   char hex[BR_XFER_HEX_LEN + 1];
+  br_xfer__index_batch_begin(&d->store);
   for (size_t i = 0; i < n; i++)
     if (!br_xfer__store_has(&d->store, &ds[i])) {
       br_xfer_digest_hex(&ds[i], hex);
       json_array_append_new(missing, json_string(hex));
     }
+  br_xfer__index_batch_end(&d->store);
   free(ds);
   json_decref(root);
   return reply_json(c, MHD_HTTP_OK, json_pack("{so}", "missing", missing));
@@ -350,12 +352,14 @@ static enum MHD_Result do_commit(br_depot *d, struct MHD_Connection *c, request 
   /* A snapshot must never name a chunk the depot lacks. */
   json_t *missing = json_array();
   char hex[BR_XFER_HEX_LEN + 1];
+  br_xfer__index_batch_begin(&d->store);
   for (size_t i = 0; i < m->nentries && json_array_size(missing) < 1000; i++)
     for (size_t k = 0; k < m->entries[i].nchunks; k++)
       if (!br_xfer__store_has(&d->store, &m->entries[i].chunks[k])) {
         br_xfer_digest_hex(&m->entries[i].chunks[k], hex);
         json_array_append_new(missing, json_string(hex));
       }
+  br_xfer__index_batch_end(&d->store);
   br_xfer_manifest_free(m);
   if (json_array_size(missing))
     return reply_json(c, MHD_HTTP_CONFLICT,

@@ -30,7 +30,12 @@ int br_xfer__index_open(br_xfer__store *s, br_error *err) {
     return br_error_set(err, BR_EIO, "mkdir %s: %s", path, strerror(errno));
   br_xfer__index *x = calloc(1, sizeof *x);
   if (!x) return br_error_set(err, BR_ENOMEM, "out of memory");
-  pthread_mutex_init(&x->mu, NULL);
+  /* Recursive: a batch of lookups holds it around single lookups. */
+  pthread_mutexattr_t ma;
+  pthread_mutexattr_init(&ma);
+  pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_RECURSIVE);
+  pthread_mutex_init(&x->mu, &ma);
+  pthread_mutexattr_destroy(&ma);
   snprintf(path, sizeof path, "%s/index.db", s->root);
   int rc = sqlite3_open_v2(path, &x->db,
                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
@@ -80,6 +85,18 @@ void br_xfer__index_close(br_xfer__store *s) {
   pthread_mutex_destroy(&x->mu);
   free(x);
   s->index = NULL;
+}
+
+void br_xfer__index_batch_begin(br_xfer__store *s) {
+  br_xfer__index *x = s->index;
+  pthread_mutex_lock(&x->mu);
+  sqlite3_exec(x->db, "BEGIN", NULL, NULL, NULL);
+}
+
+void br_xfer__index_batch_end(br_xfer__store *s) {
+  br_xfer__index *x = s->index;
+  sqlite3_exec(x->db, "COMMIT", NULL, NULL, NULL);
+  pthread_mutex_unlock(&x->mu);
 }
 
 bool br_xfer__index_has(br_xfer__store *s, const br_xfer_digest *d) {

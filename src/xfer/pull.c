@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <jansson.h>
 #include <stdatomic.h>
 #include <openssl/evp.h>
@@ -177,6 +178,7 @@ static void *installer_main(void *arg) {
       in->busy++;
       pthread_cond_broadcast(&in->cv);
     }
+    bool failed = in->rc != 0;
     pthread_mutex_unlock(&in->mu);
     if (!j) break;
     const br_xfer_entry *e = j->lf->e;
@@ -184,9 +186,13 @@ static void *installer_main(void *arg) {
     br_error_clear(&err);
     int rc = BR_OK;
     struct stat st;
-    if (j->fd < 0) rc = write_partial(j, &err);
-    if (rc == BR_OK && fsync(j->fd) != 0) rc = fail_io(&err, "sync", j->lf->job, e->path, errno);
-    else if (renameat(j->dirfd, j->pn, j->dirfd, j->base) != 0)
+    /* After a failure the pull is stopping: put nothing more in place (a
+     * partial written already stays for the resume). */
+    if (failed) rc = BR_ECANCEL;
+    if (rc == BR_OK && j->fd < 0) rc = write_partial(j, &err);
+    if (rc == BR_OK && fsync(j->fd) != 0)
+      rc = fail_io(&err, "sync", j->lf->job, e->path, errno);
+    if (rc == BR_OK && renameat(j->dirfd, j->pn, j->dirfd, j->base) != 0)
       rc = fail_io(&err, "rename to", j->lf->job, e->path, errno);
     if (rc == BR_OK) {
       br_xfer__fsync_dirfd(j->dirfd);
@@ -206,7 +212,7 @@ static void *installer_main(void *arg) {
     in->busy--;
     in->queued_bytes -= (int64_t)bytes;
     if (rc == BR_OK) in->done++;
-    else if (!in->rc) {
+    else if (!in->rc && rc != BR_ECANCEL) {
       in->rc = rc;
       in->err = err;
     }
@@ -259,9 +265,8 @@ static void installer_tick(br_xfer__engine *e, void *ud) {
   if (rc) br_xfer__engine_fail(e, &err);
 }
 
-/* Sets mode and mtime, starts write-back, and hands the partial to an
- * installer that syncs it and renames it over the final name. dirfd and fd
- * stay the caller's. */
+/* Queues a job for the installers; waits while the queue is full (it is
+ * bounded in jobs and in bytes held). */
 static void enqueue(pull *p, install_job *j) {
   installer *in = &p->inst;
   pthread_mutex_lock(&in->mu);
@@ -657,6 +662,10 @@ static int chunk_sink(br_xfer__req *r, const uint8_t *data, size_t len) {
     int e2 = errno;
     close(dirfd);
     if (lf->fd < 0) return fail_io(&r->sink_err, "create", lf->job, e->path, e2);
+    /* Reserve the whole file at once: chunks land in parallel at scattered
+     * offsets, and a full disk shows now rather than midway. */
+    if (fallocate(lf->fd, 0, 0, e->size) != 0 && (errno == ENOSPC || errno == EDQUOT))
+      return fail_io(&r->sink_err, "write", lf->job, e->path, errno);
   }
   int w = br_xfer__pwrite_all(lf->fd, data, len, (int64_t)f->chunk * cs + r->received);
   if (w) return fail_io(&r->sink_err, "write", lf->job, e->path, -w);
@@ -743,6 +752,29 @@ static int make_symlink(ljob *j, const br_xfer_entry *e, br_error *err) {
   return rc;
 }
 
+/* Two pulls into one destination at once would share partial names; the
+ * second waits for the first (a lock on the directory, released when the
+ * pull closes it, or dies), then finds its files in place. Several jobs of
+ * this pull into one directory take the lock once. */
+static int lock_destination(pull *p, size_t j, br_error *err) {
+  struct stat st, other;
+  if (fstat(p->jobs[j].rootfd, &st) != 0) return BR_OK;
+  for (size_t k = 0; k < j; k++)
+    if (fstat(p->jobs[k].rootfd, &other) == 0 && other.st_dev == st.st_dev &&
+        other.st_ino == st.st_ino)
+      return BR_OK;
+  const char *phase = p->eng.prog.phase;
+  while (flock(p->jobs[j].rootfd, LOCK_EX | LOCK_NB) != 0) {
+    if (errno != EWOULDBLOCK && errno != EINTR) return BR_OK; /* no locks here: go on */
+    p->eng.prog.phase = "waiting";
+    br_xfer__engine_progress(&p->eng, false);
+    if (br_xfer__cancelled(&p->eng)) return br_error_set(err, BR_ECANCEL, "cancelled");
+    usleep(50000);
+  }
+  p->eng.prog.phase = phase;
+  return BR_OK;
+}
+
 static int run_pull(pull *p, const char *const *sources, const char *const *dirs,
                     br_error *err) {
   const br_xfer_opts *o = p->o;
@@ -778,6 +810,7 @@ static int run_pull(pull *p, const char *const *sources, const char *const *dirs
     if ((rc = br_xfer__mkdirs(jb->dir, err))) return rc;
     jb->rootfd = open(jb->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (jb->rootfd < 0) return br_error_set(err, BR_EIO, "open %s: %s", jb->dir, strerror(errno));
+    if ((rc = lock_destination(p, j, err))) return rc;
     jb->files = calloc(jb->m->nentries ? jb->m->nentries : 1, sizeof *jb->files);
     if (!jb->files) return br_error_set(err, BR_ENOMEM, "out of memory");
     for (size_t i = 0; i < jb->m->nentries; i++) {

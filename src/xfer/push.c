@@ -117,7 +117,11 @@ static int scan(pjob *j, const char *rel, br_error *err) {
       break;
     }
     struct stat st;
-    if (lstat(cabs, &st) != 0) {
+    json_t *utf8 = json_string(crel); /* NULL when the name is not UTF-8 */
+    if (!utf8) {
+      rc = br_error_set(err, BR_EINVAL, "refusing to push '%s': the name is not valid UTF-8",
+                        cabs);
+    } else if (lstat(cabs, &st) != 0) {
       rc = br_error_set(err, BR_EIO, "%s: %s", cabs, strerror(errno));
     } else if ((rc = br_xfer_path_check(crel, err)) != BR_OK) {
       /* the message names the path */
@@ -140,6 +144,7 @@ static int scan(pjob *j, const char *rel, br_error *err) {
       rc = br_error_set(err, BR_EINVAL, "refusing to push '%s': not a regular file, "
                         "directory or symlink (device, fifo or socket)", cabs);
     }
+    json_decref(utf8);
     free(crel);
     free(cabs);
   }
@@ -210,6 +215,7 @@ static int hash_all(push *p, br_error *err) {
   p->todo = calloc(total ? total : 1, sizeof *p->todo);
   if (!p->todo) return br_error_set(err, BR_ENOMEM, "out of memory");
   p->eng.prog.phase = "hash";
+  br_xfer__hcache_begin(p->hc); /* one read transaction for all lookups */
   for (size_t j = 0; j < p->njobs; j++)
     for (size_t i = 0; i < p->jobs[j].n; i++) {
       pfile *f = &p->jobs[j].files[i];
@@ -219,10 +225,12 @@ static int hash_all(push *p, br_error *err) {
         continue;
       if (asprintf(&f->abs, "%s/%s", p->jobs[j].dir, f->rel) < 0) {
         f->abs = NULL;
+        br_xfer__hcache_commit(p->hc);
         return br_error_set(err, BR_ENOMEM, "out of memory");
       }
       p->todo[p->ntodo++] = f;
     }
+  br_xfer__hcache_commit(p->hc);
   int nt = p->o->hash_threads > 0 ? p->o->hash_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
   if (nt < 1) nt = 1;
   if (nt > 16) nt = 16;
@@ -487,7 +495,7 @@ static int run_push(push *p, const char *const *dirs, const char *const *targets
     size_t dl = strlen(jb->dir);
     while (dl > 1 && jb->dir[dl - 1] == '/') jb->dir[--dl] = 0;
     if ((rc = scan(jb, "", err))) return rc;
-    qsort(jb->files, jb->n, sizeof *jb->files, cmp_pfile);
+    if (jb->n) qsort(jb->files, jb->n, sizeof *jb->files, cmp_pfile);
     for (size_t i = 0; i < jb->n; i++)
       if (jb->files[i].type == BR_XFER_FILE) {
         p->eng.prog.files_total++;

@@ -81,10 +81,14 @@ double br_xfer__now(void);
 typedef struct br_xfer__tokens {
   char (*hashes)[80];
   size_t n;
+  char *path;
+  struct stat seen; /* the file as last read */
+  pthread_mutex_t mu;
+  bool live;
 } br_xfer__tokens;
 int br_xfer__tokens_load(br_xfer__tokens *t, const char *path, br_error *err);
 /* True when token's hash is one of t's (constant time per entry). */
-bool br_xfer__tokens_check(const br_xfer__tokens *t, const char *token);
+bool br_xfer__tokens_check(br_xfer__tokens *t, const char *token);
 void br_xfer__tokens_free(br_xfer__tokens *t);
 
 /* ---- rate limiter (ratelimit.c): a token bucket shared by all transfers ---- */
@@ -162,6 +166,10 @@ typedef struct br_xfer__packed {
 int br_xfer__index_open(br_xfer__store *s, br_error *err);
 void br_xfer__index_close(br_xfer__store *s);
 bool br_xfer__index_has(br_xfer__store *s, const br_xfer_digest *d);
+/* Many lookups in one read transaction (one file lock, not one per lookup);
+ * other threads' index use waits until the end. */
+void br_xfer__index_batch_begin(br_xfer__store *s);
+void br_xfer__index_batch_end(br_xfer__store *s);
 int br_xfer__index_open_object(br_xfer__store *s, const br_xfer_digest *d, int *fd,
                                int64_t *off, int64_t *len);
 /* Writes pack (the objects' bytes end to end, as objs locate them) as one
