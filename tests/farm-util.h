@@ -220,3 +220,104 @@ static inline bool farm_settle(farm *f, double timeout) {
 }
 
 #endif
+
+/* A graph: a "start" task spawns count children (attribute index 0..N-1)
+ * that run the command node "job" with these params (JSON text). */
+static inline json_t *farm_jobs_graph(const char *name, int count, const char *job_params) {
+  char text[8192];
+  snprintf(text, sizeof text,
+           "{\"name\":\"%s\",\"start\":{\"node\":\"start\",\"attrs\":{}},"
+           "\"nodes\":[{\"name\":\"start\",\"type\":\"spawn\",\"params\":{\"count\":%d}},"
+           "{\"name\":\"job\",\"type\":\"command\",\"params\":%s}],"
+           "\"wires\":[[\"start.children\",\"job\"]]}",
+           name, count, job_params);
+  json_error_t jerr;
+  json_t *g = json_loads(text, 0, &jerr);
+  if (!g) br_test_fail(__FILE__, __LINE__, "test graph: %s", jerr.text);
+  return g;
+}
+
+/* Submits a graph object (stolen) with attributes (stolen, may be NULL). */
+static inline int64_t farm_submit_graph(farm *f, json_t *g, json_t *attrs, int priority,
+                                        const char *group) {
+  json_t *body = json_pack("{sosisO}", "graph", g, "priority", priority, "attrs",
+                           attrs ? attrs : json_object());
+  json_decref(attrs);
+  if (group) json_object_set_new(body, "group", json_string(group));
+  json_t *out = NULL;
+  int st = farm_call(f, f->user, "POST", "/api/v1/submissions", body, &out);
+  json_decref(body);
+  if (st != 201) br_test_fail(__FILE__, __LINE__, "submission: HTTP %d", st);
+  int64_t id = json_integer_value(json_object_get(out, "task"));
+  json_decref(out);
+  return id;
+}
+
+/* Job records: each job of the test graphs writes "WORKER START_NS END_NS"
+ * into DIR/KIND-INDEX.rec. */
+typedef struct farm_rec {
+  char worker[64];
+  long long start, end;
+  int index;
+} farm_rec;
+
+static inline int farm_recs(const char *dir, const char *kind, farm_rec *out, int max) {
+  int n = 0;
+  for (int i = 0; i < 1000 && n < max; i++) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s-%d.rec", dir, kind, i);
+    FILE *fp = fopen(path, "r");
+    if (!fp) continue;
+    if (fscanf(fp, "%63s %lld %lld", out[n].worker, &out[n].start, &out[n].end) == 3) {
+      out[n].index = i;
+      n++;
+    }
+    fclose(fp);
+  }
+  return n;
+}
+
+/* The most records whose [start, end] overlap at one moment. */
+static inline int farm_max_overlap(const farm_rec *r, int n) {
+  int best = 0;
+  for (int i = 0; i < n; i++) {
+    int c = 0;
+    for (int k = 0; k < n; k++)
+      if (r[k].start <= r[i].start && r[k].end > r[i].start) c++;
+    if (c > best) best = c;
+  }
+  return best;
+}
+
+/* The shell of a test job: records itself, sleeps. */
+#define FARM_REC_SHELL(kind, secs)                                                          \
+  "s=$(date +%s%N); sleep " secs "; echo \\\"$BRAID_WORKER $s $(date +%s%N)\\\" > {out}/" kind \
+  "-{index}.rec"
+
+typedef struct farm_invs {
+  int total, ok, lost, failed, running;
+  int dup_ok; /* a (task, node) with two ok invocations */
+  char workers[512];
+} farm_invs;
+
+/* Counts invocations by status (all tasks); dup_ok: tasks with two ok. */
+static inline farm_invs farm_invocations(farm *f) {
+  farm_invs c;
+  memset(&c, 0, sizeof c);
+  char path[1024];
+  snprintf(path, sizeof path, "%s/farm.braid.db", f->dir);
+  char cmd[2048];
+  snprintf(cmd, sizeof cmd,
+           "sqlite3 '%s' \"select count(*), sum(status='ok'), sum(status='lost'), "
+           "sum(status in ('failed','retry','timeout','spawn_error')), sum(status='running') from invocations; "
+           "select count(*) from (select task_id, node from invocations where status='ok' "
+           "group by task_id, node having count(*) > 1); "
+           "select group_concat(w) from (select distinct worker w from invocations order by w)\"",
+           path);
+  char *out = farm_capture(cmd);
+  sscanf(out, "%d|%d|%d|%d|%d\n%d", &c.total, &c.ok, &c.lost, &c.failed, &c.running, &c.dup_ok);
+  char *last = strrchr(out, '\n');
+  snprintf(c.workers, sizeof c.workers, "%s", last ? last + 1 : "");
+  free(out);
+  return c;
+}
