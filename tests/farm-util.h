@@ -178,7 +178,7 @@ static inline int64_t farm_submit(farm *f, const char *graph, json_t *attrs, int
   json_error_t jerr;
   json_t *g = json_load_file(path, 0, &jerr);
   CHECK(g != NULL);
-  json_t *body = json_pack("{sosisO}", "graph", g, "priority", priority, "attrs",
+  json_t *body = json_pack("{sosiso}", "graph", g, "priority", priority, "attrs",
                            attrs ? attrs : json_object());
   if (group) json_object_set_new(body, "group", json_string(group));
   json_t *out = NULL;
@@ -240,9 +240,8 @@ static inline json_t *farm_jobs_graph(const char *name, int count, const char *j
 /* Submits a graph object (stolen) with attributes (stolen, may be NULL). */
 static inline int64_t farm_submit_graph(farm *f, json_t *g, json_t *attrs, int priority,
                                         const char *group) {
-  json_t *body = json_pack("{sosisO}", "graph", g, "priority", priority, "attrs",
+  json_t *body = json_pack("{sosiso}", "graph", g, "priority", priority, "attrs",
                            attrs ? attrs : json_object());
-  json_decref(attrs);
   if (group) json_object_set_new(body, "group", json_string(group));
   json_t *out = NULL;
   int st = farm_call(f, f->user, "POST", "/api/v1/submissions", body, &out);
