@@ -173,6 +173,11 @@ int br_http_client_call(br_http_client *c, const char *method, const char *path,
 int br_http_client_get_stream(br_http_client *c, const char *path,
                               int (*fn)(void *ud, const char *data, size_t len), void *ud,
                               br_error *err);
+/* A GET whose whole answer comes back as text (*body, malloc'd, NUL
+ * terminated; *len) with its headers (*headers: {"lower-case-name": value},
+ * new reference; may be NULL). Returns the status or a negative code. */
+int br_http_client_get_text(br_http_client *c, const char *path, char **body, size_t *len,
+                            json_t **headers, br_error *err);
 /* The message of an error answer ({"error": "..."}), or a generic one. */
 const char *br_http_error_message(const json_t *answer, int status);
 

@@ -31,5 +31,17 @@ int br_cli_ctl(int argc, char **argv);
 int br_cli_token(int argc, char **argv);
 int br_cli_server(int argc, char **argv);
 int br_cli_agent(int argc, char **argv);
+int br_cli_submit(int argc, char **argv);
+int br_cli_ls(int argc, char **argv);
+int br_cli_cancel(int argc, char **argv);
+int br_cli_retry(int argc, char **argv);
+int br_cli_pause(int argc, char **argv);
+int br_cli_resume(int argc, char **argv);
+int br_cli_workers(int argc, char **argv);
+/* show and log on a server (farm.c): when --server is given, or
+ * $BRAID_SERVER is set and --store is not. */
+int br_cli_wants_remote(int argc, char **argv);
+int br_cli_show_remote(int argc, char **argv);
+int br_cli_log_remote(int argc, char **argv);
 
 #endif

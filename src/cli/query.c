@@ -194,10 +194,14 @@ static int open_task_command(int argc, char **argv, const char *usage, qopts *q,
 }
 
 static const char *show_usage =
-    "usage: braid show TASK [--store PATH] [--json]\n\n"
-    "Everything about one task: state, node, attributes, parent, split, error.\n";
+    "usage: braid show TASK [--store PATH] [--json]\n"
+    "       braid show TASK --server URL [--token TOKEN] [--json]\n\n"
+    "Everything about one task: state, node, attributes, parent, split, error.\n"
+    "With --server (or $BRAID_SERVER and no --store), a braid server's task and its\n"
+    "invocations (braid show --server URL --help).\n";
 
 int br_cli_show(int argc, char **argv) {
+  if (br_cli_wants_remote(argc, argv)) return br_cli_show_remote(argc, argv);
   qopts q;
   long long id;
   char *path;
@@ -251,11 +255,15 @@ static int collect_inv(void *ud, br_inv_info *i) {
 }
 
 static const char *log_usage =
-    "usage: braid log TASK [--all] [--store PATH] [--json]\n\n"
+    "usage: braid log TASK [--all] [--store PATH] [--json]\n"
+    "       braid log TASK [-f] --server URL [--token TOKEN]\n\n"
     "Prints the log of the task's last invocation (stdout and stderr of its job);\n"
-    "--all prints every attempt's. --json lists the invocations instead.\n";
+    "--all prints every attempt's. --json lists the invocations instead.\n"
+    "With --server (or $BRAID_SERVER and no --store), a braid server's log; -f\n"
+    "follows it while the job runs (braid log --server URL --help).\n";
 
 int br_cli_log(int argc, char **argv) {
+  if (br_cli_wants_remote(argc, argv)) return br_cli_log_remote(argc, argv);
   int all = 0;
   for (int k = 1; k < argc; k++)
     if (strcmp(argv[k], "--all") == 0) {

@@ -514,8 +514,8 @@ static bool has_tags(agent *a, json_t *need) {
 }
 
 static int cores_on(const job *j, const agent *a) {
-  int c = j->cores > 0 ? j->cores : 1;
-  return c > a->cores ? a->cores : c; /* a job wider than the machine takes all of it */
+  (void)a;
+  return j->cores > 0 ? j->cores : 1;
 }
 
 static bool eligible(const agent *a) { return a->state == A_ONLINE && !a->drain; }
@@ -532,7 +532,9 @@ static bool avoided(br_executor *ex, group *g, agent *a) {
 static bool fits(br_executor *ex, job *j, agent *a, const resources *fr) {
   if (fr->slots < 1) return false;
   if (fr->cores < cores_on(j, a) || fr->memory_mb < j->memory_mb || fr->gpus < j->gpus) return false;
-  if (j->memory_mb > a->memory_mb && a->memory_mb > 0) return false;
+  /* needs are hard: a job waits for a machine big enough */
+  if (j->cores > a->cores || (j->memory_mb > a->memory_mb && a->memory_mb > 0) || j->gpus > a->gpus)
+    return false;
   if (!has_tags(a, j->tags)) return false;
   size_t i;
   json_t *x;
@@ -922,6 +924,7 @@ static void done_event(br_executor *ex, agent *a, job *j, const json_t *e) {
     p->free.cores += c;
     p->free.memory_mb += j->memory_mb;
     p->free.gpus += j->gpus;
+    a->free = p->free;
   }
   json_t *keep = json_incref((json_t *)e); /* res borrows from it */
   job_free(ex, j);

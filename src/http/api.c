@@ -1072,7 +1072,7 @@ static void op_limit_set(br_server *s, op *o) {
     return answer_error(o, &err);
   settings_save(s);
   json_t *all = br_farm_limits(s->ex), *l = json_object_get(all, o->name);
-  br_http_reply_json(o->rq, 200, json_pack("{ssO}", "name", o->name, "limit", l ? l : json_null()));
+  br_http_reply_json(o->rq, 200, json_pack("{sssO}", "name", o->name, "limit", l ? l : json_null()));
   json_decref(all);
   op_free(o);
 }

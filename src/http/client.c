@@ -21,6 +21,7 @@ struct br_http_client {
 typedef struct sink {
   char *p;
   size_t n, cap;
+  json_t *headers;
   int (*fn)(void *ud, const char *data, size_t len);
   void *ud;
   int stopped;
@@ -50,6 +51,29 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *ud) {
   memcpy(s->p + s->n, data, n);
   s->n += n;
   s->p[s->n] = 0;
+  return n;
+}
+
+static size_t on_header(char *data, size_t size, size_t nmemb, void *ud) {
+  sink *s = ud;
+  size_t n = size * nmemb;
+  if (!s->headers) return n;
+  if (n > 5 && memcmp(data, "HTTP/", 5) == 0) { /* a new answer (after a redirect or 100) */
+    json_object_clear(s->headers);
+    return n;
+  }
+  const char *colon = memchr(data, ':', n);
+  if (!colon) return n;
+  char name[128];
+  size_t nl = (size_t)(colon - data);
+  if (nl >= sizeof name) return n;
+  for (size_t i = 0; i < nl; i++) name[i] = (char)(data[i] >= 'A' && data[i] <= 'Z' ? data[i] + 32 : data[i]);
+  name[nl] = 0;
+  const char *v = colon + 1, *end = data + n;
+  while (v < end && (*v == ' ' || *v == '\t')) v++;
+  while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ')) end--;
+  json_t *js = json_stringn(v, (size_t)(end - v));
+  if (js) json_object_set_new(s->headers, name, js);
   return n;
 }
 
@@ -122,6 +146,10 @@ static int perform(br_http_client *c, const char *method, const char *path, cons
   curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, c->timeout_ms);
   curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
   curl_easy_setopt(e, CURLOPT_WRITEDATA, s);
+  if (s->headers) {
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, s);
+  }
   curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
   if (c->ca) curl_easy_setopt(e, CURLOPT_CAINFO, c->ca);
   if (c->abort_flag) {
@@ -168,6 +196,24 @@ int br_http_client_get_stream(br_http_client *c, const char *path,
                               br_error *err) {
   sink s = {.fn = fn, .ud = ud};
   return perform(c, "GET", path, NULL, 0, &s, err);
+}
+
+int br_http_client_get_text(br_http_client *c, const char *path, char **body, size_t *len,
+                            json_t **headers, br_error *err) {
+  sink s = {.headers = headers ? json_object() : NULL};
+  int st = perform(c, "GET", path, NULL, 0, &s, err);
+  if (st < 0) {
+    free(s.p);
+    json_decref(s.headers);
+    *body = NULL;
+    *len = 0;
+    if (headers) *headers = NULL;
+    return st;
+  }
+  *body = s.p ? s.p : strdup("");
+  *len = s.n;
+  if (headers) *headers = s.headers;
+  return st;
 }
 
 const char *br_http_error_message(const json_t *answer, int status) {

@@ -1,0 +1,342 @@
+/* The command line over a real server (braid submit, ls, show, log -f,
+ * cancel, retry, pause, resume, workers, token; --json; the server and token
+ * from flags, the environment or a config file), and the server's security:
+ * no token, a wrong token, an agent token on user or admin endpoints get
+ * 401 or 403 and change nothing; oversized and malformed requests get 4xx
+ * and the server stays up. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include "farm-util.h"
+
+static farm F;
+
+/* Runs braid with ARGS against the farm (env server and token); returns the
+ * exit status, output in *out (caller frees). */
+static int braid(char **out, const char *token, const char *fmt, ...) {
+  char args[4096], cmd[16384], path[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(args, sizeof args, fmt, ap);
+  va_end(ap);
+  snprintf(path, sizeof path, "%s/cli.out", F.dir);
+  snprintf(cmd, sizeof cmd, "cd '%s' && BRAID_SERVER='%s' BRAID_TOKEN='%s' '%s' %s > '%s' 2> '%s.err'; st=$?; "
+           "cat '%s.err' >> '%s'; exit $st", F.dir, F.url, token ? token : "", farm_bin(), args, path, path,
+           path, path);
+  int st = system(cmd);
+  if (out) *out = farm_slurp(path);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static json_t *braid_json(const char *fmt, const char *arg) {
+  char *out;
+  char args[1024];
+  snprintf(args, sizeof args, fmt, arg);
+  int st = braid(&out, F.user, "%s", args);
+  if (st != 0) br_test_fail(__FILE__, __LINE__, "braid %s: exit %d: %s", args, st, out);
+  json_t *j = json_loads(out, 0, NULL);
+  if (!j) br_test_fail(__FILE__, __LINE__, "braid %s: not JSON: %s", args, out);
+  free(out);
+  return j;
+}
+
+TEST(farm_command_line) {
+  farm_start(&F, "farm-cli", "--poll-wait 1 --lost-after 10");
+  char gpath[1024];
+  snprintf(gpath, sizeof gpath, "%s/g.json", F.dir);
+  FILE *g = fopen(gpath, "w");
+  fputs("{\"name\":\"cli\",\"start\":{\"node\":\"start\",\"attrs\":{\"n\":3}},\n"
+        " \"nodes\":[{\"name\":\"start\",\"type\":\"null\"},\n"
+        "  {\"name\":\"job\",\"type\":\"command\",\"params\":{\"shell\":"
+        "\"for i in $(seq {n}); do echo line $i of {n} from {who}; sleep 0.3; done\"}}],\n"
+        " \"wires\":[[\"start\",\"job\"]]}\n", g);
+  fclose(g);
+  char *out;
+  /* no agent yet: the task waits queued */
+  CHECK_EQ_INT(braid(&out, F.user, "submit g.json --set who=cli --priority 2"), 0);
+  long long t = atoll(out);
+  CHECK(t > 0);
+  free(out);
+  json_t *j = braid_json("show %s --json", "1");
+  CHECK_EQ_STR(json_string_value(json_object_get(json_object_get(j, "attrs"), "who")), "cli");
+  CHECK_EQ_INT(json_integer_value(json_object_get(j, "priority")), 2);
+  CHECK(json_object_get(json_object_get(j, "attrs"), "graph_dir") != NULL);
+  json_decref(j);
+  for (int i = 0; i < 100; i++) { /* the engine queues it */
+    j = braid_json("ls --state %s --json", "queued");
+    size_t n = json_array_size(j);
+    json_decref(j);
+    if (n == 1) break;
+    usleep(30000);
+  }
+  char ts[32];
+  snprintf(ts, sizeof ts, "%lld", t);
+  CHECK_EQ_INT(braid(&out, F.user, "pause %s", ts), 0);
+  free(out);
+  j = braid_json("show %s --json", ts);
+  CHECK(json_is_true(json_object_get(j, "paused")));
+  json_decref(j);
+  CHECK_EQ_INT(braid(&out, F.user, "resume %s --json", ts), 0);
+  free(out);
+  /* an agent comes: the job runs; follow its log to the end */
+  farm_agent(&F, "cli-agent", "--slots 1");
+  CHECK_EQ_INT(braid(&out, F.user, "log -f %s", ts), 0);
+  CHECK_CONTAINS(out, "line 1 of 3 from cli\nline 2 of 3 from cli\nline 3 of 3 from cli\n");
+  free(out);
+  CHECK(farm_settle(&F, 30));
+  CHECK_EQ_INT(braid(&out, F.user, "ls"), 0);
+  CHECK_CONTAINS(out, "done");
+  free(out);
+  CHECK_EQ_INT(braid(&out, F.user, "show %s", ts), 0);
+  CHECK_CONTAINS(out, "on cli-agent");
+  free(out);
+  CHECK_EQ_INT(braid(&out, F.user, "log %s", ts), 0);
+  CHECK_CONTAINS(out, "line 3 of 3");
+  free(out);
+  /* retry, then cancel it while it runs */
+  CHECK_EQ_INT(braid(&out, F.user, "retry %s", ts), 0);
+  free(out);
+  for (int i = 0; i < 200; i++) {
+    j = braid_json("show %s --json", ts);
+    bool running = strcmp(json_string_value(json_object_get(j, "state")), "running") == 0;
+    json_decref(j);
+    if (running) break;
+    usleep(20000);
+  }
+  CHECK_EQ_INT(braid(&out, F.user, "cancel %s", ts), 0);
+  free(out);
+  for (int i = 0; i < 200; i++) {
+    j = braid_json("show %s --json", ts);
+    bool c = strcmp(json_string_value(json_object_get(j, "state")), "cancelled") == 0;
+    json_decref(j);
+    if (c) break;
+    usleep(20000);
+  }
+  j = braid_json("show %s --json", ts);
+  CHECK_EQ_STR(json_string_value(json_object_get(j, "state")), "cancelled");
+  json_t *invs = json_object_get(j, "invocations");
+  CHECK_EQ_STR(json_string_value(json_object_get(json_array_get(invs, json_array_size(invs) - 1), "status")),
+               "cancelled");
+  json_decref(j);
+  /* workers */
+  j = braid_json("workers %s", "--json");
+  CHECK_EQ_STR(json_string_value(json_object_get(json_array_get(j, 0), "id")), "cli-agent");
+  json_decref(j);
+  CHECK_EQ_INT(braid(&out, F.user, "workers drain cli-agent"), 0);
+  free(out);
+  CHECK_EQ_INT(braid(&out, F.user, "workers tags cli-agent gpu nuke"), 0);
+  free(out);
+  CHECK_EQ_INT(braid(&out, F.user, "workers"), 0);
+  CHECK_CONTAINS(out, "draining");
+  CHECK_CONTAINS(out, "gpu,nuke");
+  free(out);
+  /* errors: exit 2 and a message */
+  CHECK_EQ_INT(braid(&out, F.user, "cancel 999999"), 2);
+  CHECK_CONTAINS(out, "999999");
+  free(out);
+  CHECK_EQ_INT(braid(&out, F.user, "cancel abc"), 2);
+  free(out);
+  CHECK_EQ_INT(braid(&out, F.user, "submit /nonexistent.json"), 2);
+  free(out);
+  CHECK_EQ_INT(braid(&out, F.agent, "ls"), 1); /* an agent token may not */
+  CHECK_CONTAINS(out, "403");
+  free(out);
+  CHECK_EQ_INT(braid(&out, "brt_wrong", "ls"), 1);
+  CHECK_CONTAINS(out, "401");
+  free(out);
+  CHECK_EQ_INT(braid(&out, NULL, "ls --server http://127.0.0.1:1"), 1); /* nobody there */
+  free(out);
+  /* every command has --help */
+  const char *cmds[] = {"submit", "ls", "show", "log", "cancel", "retry", "pause", "resume",
+                        "workers", "server", "agent", "token"};
+  for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++) {
+    CHECK_EQ_INT(braid(&out, F.user, "%s --help", cmds[i]), 0);
+    CHECK_CONTAINS(out, "usage: braid");
+    free(out);
+  }
+  /* the config file, and tokens made over the API */
+  CHECK_EQ_INT(braid(&out, F.admin, "token create --role user --name cfg --json"), 0);
+  json_t *tok = json_loads(out, 0, NULL);
+  free(out);
+  CHECK(tok != NULL);
+  char cfg[1024], cmd[4096];
+  snprintf(cfg, sizeof cfg, "%s/config.json", F.dir);
+  FILE *cf = fopen(cfg, "w");
+  fprintf(cf, "{\"server\": \"%s\", \"token\": \"%s\"}\n", F.url, json_string_value(json_object_get(tok, "token")));
+  fclose(cf);
+  snprintf(cmd, sizeof cmd, "env -u BRAID_SERVER -u BRAID_TOKEN BRAID_CONFIG='%s' '%s' ls --json > '%s/cfg.out' 2>&1",
+           cfg, farm_bin(), F.dir);
+  CHECK_EQ_INT(system(cmd), 0);
+  snprintf(cmd, sizeof cmd, "%s/cfg.out", F.dir);
+  out = farm_slurp(cmd);
+  json_t *ls = json_loads(out, 0, NULL);
+  CHECK(json_is_array(ls));
+  json_decref(ls);
+  free(out);
+  CHECK_EQ_INT(braid(&out, F.admin, "token revoke %s", json_string_value(json_object_get(tok, "id"))), 0);
+  free(out);
+  snprintf(cmd, sizeof cmd, "env -u BRAID_SERVER -u BRAID_TOKEN BRAID_CONFIG='%s' '%s' ls > /dev/null 2>&1", cfg,
+           farm_bin());
+  CHECK_EQ_INT(WEXITSTATUS(system(cmd)), 1); /* revoked */
+  json_decref(tok);
+  farm_stop(&F);
+}
+
+static int raw(const char *data, size_t len) {
+  int port = atoi(strrchr(F.url, ':') + 1);
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+  inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+  if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+    close(fd);
+    return -1;
+  }
+  size_t off = 0;
+  while (off < len) {
+    ssize_t n = send(fd, data + off, len - off, MSG_NOSIGNAL);
+    if (n <= 0) break;
+    off += (size_t)n;
+  }
+  shutdown(fd, SHUT_WR);
+  char buf[2048];
+  ssize_t n = recv(fd, buf, sizeof buf - 1, 0);
+  close(fd);
+  if (n < 12) return 0;
+  buf[n] = 0;
+  return atoi(buf + 9);
+}
+
+static void snapshot(json_t **tasks, json_t **graphs, json_t **workers) {
+  CHECK_EQ_INT(farm_call(&F, F.admin, "GET", "/api/v1/tasks?attrs=1&limit=1000", NULL, tasks), 200);
+  CHECK_EQ_INT(farm_call(&F, F.admin, "GET", "/api/v1/graphs", NULL, graphs), 200);
+  CHECK_EQ_INT(farm_call(&F, F.admin, "GET", "/api/v1/workers", NULL, workers), 200);
+  /* what changes by itself */
+  size_t i;
+  json_t *w;
+  json_array_foreach(json_object_get(*workers, "workers"), i, w) json_object_del(w, "last_seen_ms");
+}
+
+TEST(farm_security) {
+  farm_start(&F, "farm-security", "--poll-wait 1 --lost-after 30 --limit lic=1");
+  char *other = farm_token(&F, "agent");
+  json_t *g = farm_jobs_graph("sec", 2, "{\"shell\":\"true\"}");
+  farm_submit_graph(&F, json_incref(g), NULL, 0, NULL);
+  usleep(500000); /* processed: queued, waiting for an agent that never comes */
+  json_t *t0, *g0, *w0;
+  snapshot(&t0, &g0, &w0);
+  json_t *task = json_array_get(json_object_get(t0, "tasks"), 1);
+  char id[32];
+  snprintf(id, sizeof id, "%lld", (long long)json_integer_value(json_object_get(task, "id")));
+  struct {
+    const char *method, *path;
+    json_t *body;
+  } changes[] = {
+      {"POST", "/api/v1/submissions", json_pack("{sO}", "graph", g)},
+      {"POST", "/api/v1/graphs", json_incref(g)},
+      {"POST", "/api/v1/tasks/ID/cancel", NULL},
+      {"POST", "/api/v1/tasks/ID/retry", NULL},
+      {"POST", "/api/v1/tasks/ID/pause", NULL},
+      {"PUT", "/api/v1/tasks/ID/priority", json_pack("{si}", "priority", 9)},
+      {"POST", "/api/v1/tasks/ID/attrs", json_pack("{s{si}}", "attrs", "x", 1)},
+      {"POST", "/api/v1/tasks/ID/move", json_pack("{ss}", "node", "start")},
+      {"POST", "/api/v1/workers/w1/drain", NULL},
+      {"PUT", "/api/v1/workers/w1/tags", json_pack("{s[s]}", "tags", "x")},
+      {"PUT", "/api/v1/limits/lic", json_pack("{si}", "max", 9)},
+      {"POST", "/api/v1/tokens", json_pack("{ss}", "role", "admin")},
+      {"GET", "/api/v1/tasks", NULL},
+      {"GET", "/api/v1/events", NULL},
+      {"GET", "/metrics", NULL},
+  };
+  for (size_t i = 0; i < sizeof changes / sizeof *changes; i++) {
+    char path[256];
+    const char *p = changes[i].path, *at = strstr(p, "ID");
+    if (at) snprintf(path, sizeof path, "%.*s%s%s", (int)(at - p), p, id, at + 2);
+    else snprintf(path, sizeof path, "%s", p);
+    /* no token, a wrong one, an agent's */
+    CHECK_EQ_INT(farm_call(&F, NULL, changes[i].method, path, changes[i].body, NULL), 401);
+    CHECK_EQ_INT(farm_call(&F, "brt_0000000000000000000000000000000000000000000000000000000000000000",
+                           changes[i].method, path, changes[i].body, NULL), 401);
+    CHECK_EQ_INT(farm_call(&F, F.agent, changes[i].method, path, changes[i].body, NULL), 403);
+    if (strstr(path, "limits") || strstr(path, "tokens")) /* admin only */
+      CHECK_EQ_INT(farm_call(&F, F.user, changes[i].method, path, changes[i].body, NULL), 403);
+    json_decref(changes[i].body);
+  }
+  /* agents' endpoints: not for users */
+  json_t *reg = json_pack("{ss}", "id", "intruder");
+  CHECK_EQ_INT(farm_call(&F, F.user, "POST", "/api/v1/agents/register", reg, NULL), 403);
+  CHECK_EQ_INT(farm_call(&F, NULL, "POST", "/api/v1/agents/register", reg, NULL), 401);
+  json_decref(reg);
+  /* malformed and oversized: 4xx, and the server stays up */
+  char req[2048];
+  int n = snprintf(req, sizeof req,
+                   "POST /api/v1/submissions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+                   "Content-Length: 9\r\n\r\n{\"graph\":", F.user);
+  CHECK_EQ_INT(raw(req, (size_t)n), 400);
+  n = snprintf(req, sizeof req,
+               "POST /api/v1/agents/x/report HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+               "Content-Length: 999999999999\r\n\r\n", other);
+  CHECK_EQ_INT(raw(req, (size_t)n), 413);
+  size_t big = 17u << 20;
+  char *huge = malloc(big + 1024);
+  n = snprintf(huge, 1024,
+               "POST /api/v1/submissions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+               "Transfer-Encoding: chunked\r\n\r\n", F.user);
+  size_t off = (size_t)n;
+  for (int k = 0; k < 17; k++) { /* 17 chunks of 1 MiB: past the 16 MiB limit */
+    off += (size_t)sprintf(huge + off, "100000\r\n");
+    memset(huge + off, ' ', 1 << 20);
+    off += 1 << 20;
+    off += (size_t)sprintf(huge + off, "\r\n");
+  }
+  off += (size_t)sprintf(huge + off, "0\r\n\r\n");
+  int st = raw(huge, off);
+  CHECK(st == 413 || st == 0); /* answered 413, or cut off */
+  free(huge);
+  const char *junk[] = {"GARBAGE\r\n\r\n", "GET /health HTTP/1.1\r\nAuthorization: Bearer\r\n\r\n",
+                        "\xff\xfe\r\n\r\n", "POST /api/v1/tasks/1/attrs HTTP/1.1\r\n\r\n{{{{"};
+  for (size_t i = 0; i < sizeof junk / sizeof *junk; i++) {
+    st = raw(junk[i], strlen(junk[i]));
+    CHECK(st == 0 || (st >= 400 && st < 500));
+  }
+  json_t *bad[] = {json_pack("[i]", 1), json_pack("{s[]}", "graph"), json_pack("{sss{ss}}", "graph", "sec", "attrs", "a", "b"),
+                   json_pack("{sssi}", "graph", "sec", "priority", 1) /* fine: a control */};
+  int want[] = {400, 400, 201, 201};
+  for (size_t i = 0; i < 4; i++) {
+    CHECK_EQ_INT(farm_call(&F, F.user, "POST", "/api/v1/submissions", bad[i], NULL), want[i]);
+    json_decref(bad[i]);
+  }
+  json_t *h = NULL;
+  CHECK_EQ_INT(farm_call(&F, F.agent, "GET", "/health", NULL, &h), 200);
+  CHECK(json_is_true(json_object_get(h, "ok")));
+  json_decref(h);
+  /* nothing changed by the refused requests (the two good submissions aside) */
+  json_t *t1, *g1, *w1;
+  snapshot(&t1, &g1, &w1);
+  CHECK(json_equal(g0, g1));
+  CHECK(json_equal(w0, w1));
+  json_t *a0 = json_object_get(t0, "tasks"), *a1 = json_object_get(t1, "tasks");
+  for (size_t i = 0; i < json_array_size(a0); i++) {
+    json_t *x = json_array_get(a0, i), *y = json_array_get(a1, i);
+    json_object_del(x, "updated_ms");
+    json_object_del(y, "updated_ms");
+    CHECK(json_equal(x, y));
+  }
+  json_t *l = NULL;
+  CHECK_EQ_INT(farm_call(&F, F.user, "GET", "/api/v1/limits", NULL, &l), 200);
+  CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(json_object_get(l, "limits"), "lic"), "max")), 1);
+  json_decref(l);
+  json_t *toks = NULL;
+  CHECK_EQ_INT(farm_call(&F, F.admin, "GET", "/api/v1/tokens", NULL, &toks), 200);
+  CHECK_EQ_INT(json_array_size(json_object_get(toks, "tokens")), 4); /* admin, user, two agents */
+  json_decref(toks);
+  json_decref(t0);
+  json_decref(g0);
+  json_decref(w0);
+  json_decref(t1);
+  json_decref(g1);
+  json_decref(w1);
+  json_decref(g);
+  free(other);
+  farm_stop(&F);
+}
