@@ -84,6 +84,7 @@ typedef struct poll {
   json_t *work, *cancel;
   resources free;
   int64_t deadline_ms;
+  bool with_events; /* it carried events: answered (with "ack") only after a commit */
   struct poll *prev, *next;
 } poll;
 
@@ -649,6 +650,7 @@ static void waiting_remove(br_executor *ex, poll *p) {
 
 static json_t *poll_body(poll *p) {
   json_t *b = json_pack("{sOsO}", "work", p->work, "cancel", p->cancel);
+  if (p->with_events) json_object_set_new(b, "ack", json_integer(p->a->last_seq));
   return b;
 }
 
@@ -658,10 +660,12 @@ static void poll_free(poll *p) {
   free(p);
 }
 
-/* Answers a waiting poll now (nothing in it needs a commit). */
+/* Answers a waiting poll now, or after the next commit when it carried
+ * events (their acknowledgement must not come before they are durable). */
 static void poll_answer_now(br_executor *ex, poll *p, unsigned status, json_t *body) {
   waiting_remove(ex, p);
-  reply_now(p->fn, p->ud, status, body ? body : poll_body(p));
+  if (p->with_events && status == 200 && !body) reply_later(ex, p->fn, p->ud, poll_body(p));
+  else reply_now(p->fn, p->ud, status, body ? body : poll_body(p));
   poll_free(p);
 }
 
@@ -832,19 +836,28 @@ static void read_free(const json_t *req, agent *a, resources *r) {
   r->gpus = (int)jint(f, "gpus", a->gpus);
 }
 
+static void apply_events(br_executor *ex, agent *a, const json_t *events);
+
 void br_farm_poll(br_executor *ex, const char *agent_id, const json_t *req, br_farm_reply fn,
                   void *ud) {
   agent *a = agent_find(ex, agent_id);
   if (!session_ok(a, req))
     return reply_now(fn, ud, 409, error_body("unknown agent or session: register again"));
   if (ex->stopping) return reply_now(fn, ud, 503, error_body("the server is stopping"));
+  json_t *events = json_object_get(req, "events");
+  if (events && !json_is_array(events))
+    return reply_now(fn, ud, 400, error_body("poll: \"events\" must be a list"));
   a->last_seen_ms = now_ms();
   if (a->poll) poll_answer_now(ex, a->poll, 200, NULL); /* superseded: the agent gave up on it */
+  /* what happened since (a result, say) comes with the request for more:
+   * one request instead of two; the answer then waits for the commit */
+  if (events) apply_events(ex, a, events);
   poll *p = xcalloc(1, sizeof *p);
   p->a = a;
   p->fn = fn;
   p->ud = ud;
   p->work = json_array();
+  p->with_events = events != NULL;
   p->cancel = a->cancels;
   a->cancels = json_array();
   read_free(req, a, &p->free);
@@ -932,14 +945,9 @@ static void done_event(br_executor *ex, agent *a, job *j, const json_t *e) {
   json_decref(keep);
 }
 
-void br_farm_report(br_executor *ex, const char *agent_id, const json_t *req, br_farm_reply fn,
-                    void *ud) {
-  agent *a = agent_find(ex, agent_id);
-  if (!session_ok(a, req))
-    return reply_now(fn, ud, 409, error_body("unknown agent or session: register again"));
-  json_t *events = json_object_get(req, "events");
-  if (!json_is_array(events)) return reply_now(fn, ud, 400, error_body("report: \"events\" must be a list"));
-  a->last_seen_ms = now_ms();
+/* Applies an agent's events in order; those at or below its last sequence
+ * number were applied already. */
+static void apply_events(br_executor *ex, agent *a, const json_t *events) {
   size_t i;
   json_t *e;
   json_array_foreach(events, i, e) {
@@ -967,6 +975,17 @@ void br_farm_report(br_executor *ex, const char *agent_id, const json_t *req, br
       done_event(ex, a, j, e);
     }
   }
+}
+
+void br_farm_report(br_executor *ex, const char *agent_id, const json_t *req, br_farm_reply fn,
+                    void *ud) {
+  agent *a = agent_find(ex, agent_id);
+  if (!session_ok(a, req))
+    return reply_now(fn, ud, 409, error_body("unknown agent or session: register again"));
+  json_t *events = json_object_get(req, "events");
+  if (!json_is_array(events)) return reply_now(fn, ud, 400, error_body("report: \"events\" must be a list"));
+  a->last_seen_ms = now_ms();
+  apply_events(ex, a, events);
   reply_later(ex, fn, ud, json_pack("{sI}", "ack", (json_int_t)a->last_seq));
 }
 
