@@ -340,3 +340,44 @@ TEST(farm_security) {
   free(other);
   farm_stop(&F);
 }
+
+TEST(farm_tls) {
+  /* a private CA's certificate for 127.0.0.1; the server serves HTTPS */
+  char *dir = br_test_tmpdir("farm-tls-cert");
+  char cmd[4096];
+  snprintf(cmd, sizeof cmd,
+           "cd '%s' && openssl req -x509 -newkey rsa:2048 -nodes -keyout key.pem -out cert.pem -days 2 "
+           "-subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 > openssl.log 2>&1",
+           dir);
+  CHECK_EQ_INT(system(cmd), 0);
+  char args[2048];
+  snprintf(args, sizeof args, "--poll-wait 1 --tls-cert '%s/cert.pem' --tls-key '%s/key.pem'", dir, dir);
+  farm_start(&F, "farm-tls", args);
+  CHECK(strncmp(F.url, "https://", 8) == 0);
+  char ca[1024];
+  snprintf(ca, sizeof ca, "%s/cert.pem", dir);
+  setenv("BRAID_CA", ca, 1); /* for the agent and the command line */
+  farm_agent(&F, "tls-agent", "--slots 1");
+  char gpath[1024];
+  snprintf(gpath, sizeof gpath, "%s/g.json", F.dir);
+  FILE *g = fopen(gpath, "w");
+  fputs("{\"name\":\"tls\",\"start\":{\"node\":\"start\",\"attrs\":{}},\"nodes\":[{\"name\":\"start\",\"type\":\"null\"},"
+        "{\"name\":\"job\",\"type\":\"command\",\"params\":{\"shell\":\"echo over tls\"}}],\"wires\":[[\"start\",\"job\"]]}\n",
+        g);
+  fclose(g);
+  char *out;
+  CHECK_EQ_INT(braid(&out, F.user, "submit g.json"), 0);
+  long long t = atoll(out);
+  free(out);
+  CHECK(farm_settle(&F, 30));
+  char ts[32];
+  snprintf(ts, sizeof ts, "%lld", t);
+  CHECK_EQ_INT(braid(&out, F.user, "log %s", ts), 0);
+  CHECK_CONTAINS(out, "over tls");
+  free(out);
+  unsetenv("BRAID_CA"); /* without the CA the certificate is refused */
+  CHECK_EQ_INT(braid(&out, F.user, "ls"), 1);
+  free(out);
+  free(dir);
+  farm_stop(&F);
+}

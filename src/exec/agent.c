@@ -1179,6 +1179,10 @@ static void agent_committed(br_executor *ex) {
   if (ex->want_match) match_waiting(ex);
 }
 
+static void agent_schedule(br_executor *ex) {
+  if (ex->want_match) match_waiting(ex); /* assignments join the coming commit */
+}
+
 static void timer_closed(uv_handle_t *h) { free(h->data); }
 
 static void agent_destroy(br_executor *ex) {
@@ -1272,6 +1276,7 @@ const br_executor_ops br_exec_agent = {
     .schedules = true,
     .adopt = agent_adopt,
     .committed = agent_committed,
+    .schedule = agent_schedule,
 };
 
 bool br_farm_is(const br_executor_ops *ops) { return ops == &br_exec_agent; }
