@@ -190,6 +190,7 @@ struct br_executor {
   poll *waiting_head, *waiting_tail;
   uv_timer_t timer;
   int64_t pending, running, seq;
+  int64_t unconfirmed; /* adopted jobs whose agent has not come back yet */
   bool want_match, stopping;
   br_farm_stats st;
 };
@@ -456,6 +457,7 @@ static void agent_drop(job *j) {
 }
 
 static void job_free(br_executor *ex, job *j) {
+  if (j->unconfirmed) ex->unconfirmed--;
   if (j->sh) dequeue(ex, j);
   if (j->a) {
     agent_drop(j);
@@ -796,6 +798,7 @@ void br_farm_register(br_executor *ex, const json_t *req, br_farm_reply fn, void
     }
     if (j->unconfirmed) { /* adopted after a restart: count it as it was */
       j->unconfirmed = false;
+      ex->unconfirmed--;
       count_job(ex, j, -1);
       json_decref(j->limits);
       j->limits = names_of(json_object_get(h, "limits"));
@@ -815,6 +818,7 @@ void br_farm_register(br_executor *ex, const json_t *req, br_farm_reply fn, void
   json_array_clear(a->cancels);
   for (job *j = a->jobs; j; j = j->a_next)
     if (j->cancel_asked) json_array_append_new(a->cancels, json_integer(j->id));
+  if (ex->recover_until_ms && ex->unconfirmed == 0) ex->recover_until_ms = 0; /* all are back */
   unsigned char raw[16];
   RAND_bytes(raw, sizeof raw);
   for (int k = 0; k < 16; k++) snprintf(a->session + 2 * k, 3, "%02x", raw[k]);
@@ -1011,7 +1015,8 @@ static void tick(uv_timer_t *t) {
       lose_agent(ex, a, why);
     }
   }
-  if (ex->recover_until_ms && now >= ex->recover_until_ms) {
+  /* recovery ends when every adopted job is accounted for, or at its end */
+  if (ex->recover_until_ms && (now >= ex->recover_until_ms || ex->unconfirmed == 0)) {
     ex->recover_until_ms = 0;
     ex->want_match = true;
   }
@@ -1167,6 +1172,7 @@ static int agent_adopt(br_executor *ex, const br_invocation *inv, const char *wo
   j->ready_ms = started_ms;
   j->state = J_ASSIGNED;
   j->unconfirmed = true;
+  ex->unconfirmed++;
   agent_take(a, j);
   ex->running++;
   count_job(ex, j, +1); /* its group only, until its agent says what else it holds */
