@@ -6,6 +6,7 @@
  * and the server stays up. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <sys/socket.h>
 
 #include "farm-util.h"
@@ -379,5 +380,50 @@ TEST(farm_tls) {
   CHECK_EQ_INT(braid(&out, F.user, "ls"), 1);
   free(out);
   free(dir);
+  farm_stop(&F);
+}
+
+typedef struct evbuf {
+  char buf[1 << 16];
+  size_t n;
+} evbuf;
+
+static int on_ev(void *ud, const char *d, size_t len) {
+  evbuf *e = ud;
+  if (e->n + len < sizeof e->buf) {
+    memcpy(e->buf + e->n, d, len);
+    e->n += len;
+    e->buf[e->n] = 0;
+  }
+  return strstr(e->buf, "event: progress") && strstr(e->buf, "event: worker") &&
+         strstr(e->buf, "\"state\":\"done\"");
+}
+
+static void *listen_ev(void *ud) {
+  br_http_client *c;
+  br_error err;
+  if (br_http_client_open(F.url, F.user, &c, &err)) return NULL;
+  br_http_client_set_timeout(c, 30);
+  br_http_client_get_stream(c, "/api/v1/events", on_ev, ud, &err);
+  br_http_client_close(c);
+  return NULL;
+}
+
+TEST(farm_event_stream) {
+  farm_start(&F, "farm-events", "--poll-wait 1");
+  pthread_t th;
+  evbuf *e = calloc(1, sizeof *e);
+  pthread_create(&th, NULL, listen_ev, e);
+  usleep(300000);
+  farm_agent(&F, "ev-agent", "--slots 1"); /* a worker event */
+  farm_submit_graph(&F, farm_jobs_graph("ev", 1, "{\"shell\":\"braid ctl progress 0.5; sleep 0.3\"}"), NULL, 0,
+                    NULL);
+  pthread_join(th, NULL);
+  CHECK_CONTAINS(e->buf, "event: worker\ndata: {\"id\":\"ev-agent\"");
+  CHECK_CONTAINS(e->buf, "event: progress\ndata: {\"task\":");
+  CHECK_CONTAINS(e->buf, "\"value\":0.5");
+  CHECK_CONTAINS(e->buf, "event: task");
+  CHECK_CONTAINS(e->buf, "\"state\":\"running\"");
+  free(e);
   farm_stop(&F);
 }

@@ -965,8 +965,11 @@ static void apply_events(br_executor *ex, agent *a, const json_t *events) {
     if (strcmp(type, "start") == 0) {
       if (ex->ev.on_start) ex->ev.on_start(ex->ev.ud, j->id, j->task_id);
     } else if (strcmp(type, "progress") == 0) {
-      if (ex->ev.on_progress)
-        ex->ev.on_progress(ex->ev.ud, j->id, j->task_id, json_number_value(json_object_get(e, "value")));
+      double v = json_number_value(json_object_get(e, "value"));
+      if (ex->ev.on_progress) ex->ev.on_progress(ex->ev.ud, j->id, j->task_id, v);
+      if (ex->notify) /* for event streams: progress is not stored */
+        notify(ex, "progress", json_pack("{sIsIsf}", "task", (json_int_t)j->task_id, "invocation",
+                                         (json_int_t)j->id, "value", v));
     } else if (strcmp(type, "output") == 0) {
       json_t *d = json_object_get(e, "data");
       if (json_is_string(d)) write_output(ex, j, jint(e, "offset", -1), json_string_value(d), json_string_length(d));
