@@ -11,7 +11,7 @@ PKGS=(
   liblua5.4-dev                   # expressions and the script node
   libmicrohttpd-dev               # HTTP server (farm server, depot)
   libcurl4-openssl-dev            # HTTP client (agent, push/pull)
-  libssl-dev                      # SHA-256, tokens
+  libssl-dev openssl              # SHA-256, tokens; certificates for the TLS test
   libzstd-dev libxxhash-dev       # chunk compression, fast hashes
   uthash-dev                      # hash tables for the engine's indexes
   ffmpeg fonts-dejavu-core        # the program (jobs, tests, the mosaic) and a font for drawtext

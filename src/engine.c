@@ -1683,8 +1683,13 @@ int br_engine_run(br_engine *e, br_error *err) {
     work(e, batch_max, batch_ms);
     e->now_ms = clock_ms();
     prepare_dispatch(e);
+    int schedules = e->ex && e->exops->schedules;
+    if (schedules) { /* held, not run: they may be assigned in this very commit */
+      submit_started(e);
+      if (e->exops->schedule) e->exops->schedule(e->ex);
+    }
     if (commit(e, &e->store_err)) break;
-    submit_started(e);
+    if (!schedules) submit_started(e);
     if (e->ex && e->exops->committed) e->exops->committed(e->ex);
     run_on_commit(e);
     int active = e->ex ? e->exops->active(e->ex) : 0;

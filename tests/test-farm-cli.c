@@ -6,6 +6,7 @@
  * and the server stays up. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <sys/socket.h>
 
 #include "farm-util.h"
@@ -338,5 +339,91 @@ TEST(farm_security) {
   json_decref(w1);
   json_decref(g);
   free(other);
+  farm_stop(&F);
+}
+
+TEST(farm_tls) {
+  /* a private CA's certificate for 127.0.0.1; the server serves HTTPS */
+  char *dir = br_test_tmpdir("farm-tls-cert");
+  char cmd[4096];
+  snprintf(cmd, sizeof cmd,
+           "cd '%s' && openssl req -x509 -newkey rsa:2048 -nodes -keyout key.pem -out cert.pem -days 2 "
+           "-subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 > openssl.log 2>&1",
+           dir);
+  CHECK_EQ_INT(system(cmd), 0);
+  char args[2048];
+  snprintf(args, sizeof args, "--poll-wait 1 --tls-cert '%s/cert.pem' --tls-key '%s/key.pem'", dir, dir);
+  farm_start(&F, "farm-tls", args);
+  CHECK(strncmp(F.url, "https://", 8) == 0);
+  char ca[1024];
+  snprintf(ca, sizeof ca, "%s/cert.pem", dir);
+  setenv("BRAID_CA", ca, 1); /* for the agent and the command line */
+  farm_agent(&F, "tls-agent", "--slots 1");
+  char gpath[1024];
+  snprintf(gpath, sizeof gpath, "%s/g.json", F.dir);
+  FILE *g = fopen(gpath, "w");
+  fputs("{\"name\":\"tls\",\"start\":{\"node\":\"start\",\"attrs\":{}},\"nodes\":[{\"name\":\"start\",\"type\":\"null\"},"
+        "{\"name\":\"job\",\"type\":\"command\",\"params\":{\"shell\":\"echo over tls\"}}],\"wires\":[[\"start\",\"job\"]]}\n",
+        g);
+  fclose(g);
+  char *out;
+  CHECK_EQ_INT(braid(&out, F.user, "submit g.json"), 0);
+  long long t = atoll(out);
+  free(out);
+  CHECK(farm_settle(&F, 30));
+  char ts[32];
+  snprintf(ts, sizeof ts, "%lld", t);
+  CHECK_EQ_INT(braid(&out, F.user, "log %s", ts), 0);
+  CHECK_CONTAINS(out, "over tls");
+  free(out);
+  unsetenv("BRAID_CA"); /* without the CA the certificate is refused */
+  CHECK_EQ_INT(braid(&out, F.user, "ls"), 1);
+  free(out);
+  free(dir);
+  farm_stop(&F);
+}
+
+typedef struct evbuf {
+  char buf[1 << 16];
+  size_t n;
+} evbuf;
+
+static int on_ev(void *ud, const char *d, size_t len) {
+  evbuf *e = ud;
+  if (e->n + len < sizeof e->buf) {
+    memcpy(e->buf + e->n, d, len);
+    e->n += len;
+    e->buf[e->n] = 0;
+  }
+  return strstr(e->buf, "event: progress") && strstr(e->buf, "event: worker") &&
+         strstr(e->buf, "\"state\":\"done\"");
+}
+
+static void *listen_ev(void *ud) {
+  br_http_client *c;
+  br_error err;
+  if (br_http_client_open(F.url, F.user, &c, &err)) return NULL;
+  br_http_client_set_timeout(c, 30);
+  br_http_client_get_stream(c, "/api/v1/events", on_ev, ud, &err);
+  br_http_client_close(c);
+  return NULL;
+}
+
+TEST(farm_event_stream) {
+  farm_start(&F, "farm-events", "--poll-wait 1");
+  pthread_t th;
+  evbuf *e = calloc(1, sizeof *e);
+  pthread_create(&th, NULL, listen_ev, e);
+  usleep(300000);
+  farm_agent(&F, "ev-agent", "--slots 1"); /* a worker event */
+  farm_submit_graph(&F, farm_jobs_graph("ev", 1, "{\"shell\":\"braid ctl progress 0.5; sleep 0.3\"}"), NULL, 0,
+                    NULL);
+  pthread_join(th, NULL);
+  CHECK_CONTAINS(e->buf, "event: worker\ndata: {\"id\":\"ev-agent\"");
+  CHECK_CONTAINS(e->buf, "event: progress\ndata: {\"task\":");
+  CHECK_CONTAINS(e->buf, "\"value\":0.5");
+  CHECK_CONTAINS(e->buf, "event: task");
+  CHECK_CONTAINS(e->buf, "\"state\":\"running\"");
+  free(e);
   farm_stop(&F);
 }

@@ -155,3 +155,43 @@ TEST(farm_failing_agent_is_avoided) {
   free(n);
   farm_stop(&f);
 }
+
+TEST(farm_lost_agent_comes_back) {
+  farm f;
+  farm_start(&f, "farm-back", "--poll-wait 1 --lost-after 2");
+  pid_t a1 = farm_agent(&f, "b1", "--slots 1");
+  usleep(300000);
+  json_t *out = json_pack("{ss}", "out", f.dir);
+  farm_submit_graph(&f, farm_jobs_graph("back", 1, "{\"shell\":\"" FARM_REC_SHELL("back", "1") "\"}"), out, 0,
+                    NULL);
+  CHECK(wait_running(&f, 1, 30));
+  kill(a1, SIGSTOP); /* silent: lost after 2 s; its job goes on and ends meanwhile */
+  farm_agent(&f, "b2", "--slots 1");
+  CHECK(farm_settle(&f, 30)); /* run again on b2 */
+  kill(a1, SIGCONT); /* b1 comes back with a result nobody wants any more */
+  double end = farm_now() + 20;
+  bool back = false;
+  while (farm_now() < end && !back) {
+    json_t *ws = NULL;
+    CHECK_EQ_INT(farm_call(&f, f.user, "GET", "/api/v1/workers", NULL, &ws), 200);
+    size_t i;
+    json_t *w;
+    json_array_foreach(json_object_get(ws, "workers"), i, w)
+      if (strcmp(json_string_value(json_object_get(w, "id")), "b1") == 0)
+        back = strcmp(json_string_value(json_object_get(w, "state")), "idle") == 0;
+    json_decref(ws);
+    usleep(100000);
+  }
+  CHECK(back); /* registered again */
+  usleep(500000); /* its stale report has been sent */
+  farm_invs iv = farm_invocations(&f);
+  CHECK_EQ_INT(iv.ok, 1); /* b2's: b1's late result was not taken */
+  CHECK_EQ_INT(iv.lost, 1);
+  CHECK_EQ_INT(iv.dup_ok, 0);
+  char cmd[1024];
+  snprintf(cmd, sizeof cmd, "sqlite3 '%s/farm.braid.db' \"select worker from invocations where status='ok'\"", f.dir);
+  char *w = farm_capture(cmd);
+  CHECK_EQ_STR(w, "b2");
+  free(w);
+  farm_stop(&f);
+}

@@ -141,20 +141,25 @@ typedef struct br_executor_ops {
   void (*destroy)(br_executor *ex);
 
   /* Scheduling executors (the farm) choose where and when each invocation
-   * runs: the engine hands them every queued invocation (up to capacity),
-   * the task stays queued until on_assign, and the engine withdraws one
-   * with cancel() when its task changes (a later on_done for it is
-   * ignored). Optional members below may be NULL. */
+   * runs: the engine hands them every queued invocation (up to capacity)
+   * before its commit (nothing runs before an assignment is committed), the
+   * task stays queued until on_assign, and the engine withdraws one with
+   * cancel() when its task changes (a later on_done for it is ignored).
+   * Optional members below may be NULL. */
   bool schedules;
   /* An invocation that was running on `worker` when the previous engine
    * stopped: the executor waits for that worker to report it, or reports it
    * lost. inv carries ids, node, log path and task name only. */
   int (*adopt)(br_executor *ex, const br_invocation *inv, const char *worker, int64_t started_ms,
                br_error *err);
-  /* Called after each commit of the engine (and after the executor's
-   * invocations of that turn were submitted): what waited for durability
+  /* Called after each commit of the engine: what waited for durability
    * may go out now. */
   void (*committed)(br_executor *ex);
+  /* Scheduling executors: called before each commit, after the turn's
+   * queued invocations were submitted, so assignments made here (on_assign)
+   * are committed with the turn that made the work ready: one commit from
+   * ready to running. May call on_assign. */
+  void (*schedule)(br_executor *ex);
 } br_executor_ops;
 
 const br_executor_ops *br_executor_find(const char *name);

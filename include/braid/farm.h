@@ -18,6 +18,10 @@
  *   report   {session, events: [{seq, inv, task, type: start | progress |
  *             output | spawn | done, ...}]} -> {ack: seq}
  *
+ * News (br_exec_config.notify): "worker" (a worker's state changed: the
+ * worker as in br_farm_workers), "progress" ({task, invocation, value}),
+ * "output" ({inv, task, size}: a log grew).
+ *
  * Everything here runs on the engine's thread: call it from a function
  * handed over with br_engine_post. Answers go to a callback, at once or
  * later (after the engine's next commit), on the same thread. */

@@ -122,6 +122,7 @@ int br_cli_agent(int argc, char **argv) {
   exe[n > 0 ? n : 0] = '\0';
   o.server = r.server;
   o.token = r.token;
+  if (!o.ca_file && getenv("BRAID_CA") && *getenv("BRAID_CA")) o.ca_file = getenv("BRAID_CA");
   o.tags = tags;
   o.braid_exe = exe;
   br_error err;

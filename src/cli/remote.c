@@ -70,13 +70,20 @@ int br_remote_open(br_remote *r, const char *server_flag, const char *token_flag
     br_remote_close(r);
     return -1;
   }
-  json_decref(cfg);
+  const char *ca = getenv("BRAID_CA");
+  if (!ca || !*ca) {
+    if (!cfg) cfg = config();
+    ca = json_string_value(json_object_get(cfg, "ca"));
+  }
   br_error err;
   if (br_http_client_open(r->server, r->token, &r->c, &err)) {
     br_cli_errorf("%s", err.msg);
+    json_decref(cfg);
     br_remote_close(r);
     return -1;
   }
+  if (ca && *ca) br_http_client_set_ca(r->c, ca); /* a server with a private CA */
+  json_decref(cfg);
   return 0;
 }
 

@@ -19,7 +19,8 @@ typedef struct br_remote {
   "  --server URL   the braid server (default: $BRAID_SERVER, or \"server\" in the\n"     \
   "                 config file $BRAID_CONFIG or ~/.config/braid/config.json)\n"          \
   "  --token TOKEN  the token (default: $BRAID_TOKEN, $BRAID_TOKEN_FILE, or \"token\"\n"   \
-  "                 / \"token_file\" in the config file)\n"                                \
+  "                 / \"token_file\" in the config file); an HTTPS server with a private\n"  \
+  "                 CA: $BRAID_CA or \"ca\" in the config file names its certificate\n"      \
   "  --json         print the answer as JSON\n"
 
 /* True when a server was named by a flag or $BRAID_SERVER (not the config

@@ -84,6 +84,7 @@ typedef struct poll {
   json_t *work, *cancel;
   resources free;
   int64_t deadline_ms;
+  bool with_events; /* it carried events: answered (with "ack") only after a commit */
   struct poll *prev, *next;
 } poll;
 
@@ -189,6 +190,7 @@ struct br_executor {
   poll *waiting_head, *waiting_tail;
   uv_timer_t timer;
   int64_t pending, running, seq;
+  int64_t unconfirmed; /* adopted jobs whose agent has not come back yet */
   bool want_match, stopping;
   br_farm_stats st;
 };
@@ -455,6 +457,7 @@ static void agent_drop(job *j) {
 }
 
 static void job_free(br_executor *ex, job *j) {
+  if (j->unconfirmed) ex->unconfirmed--;
   if (j->sh) dequeue(ex, j);
   if (j->a) {
     agent_drop(j);
@@ -649,6 +652,7 @@ static void waiting_remove(br_executor *ex, poll *p) {
 
 static json_t *poll_body(poll *p) {
   json_t *b = json_pack("{sOsO}", "work", p->work, "cancel", p->cancel);
+  if (p->with_events) json_object_set_new(b, "ack", json_integer(p->a->last_seq));
   return b;
 }
 
@@ -658,10 +662,12 @@ static void poll_free(poll *p) {
   free(p);
 }
 
-/* Answers a waiting poll now (nothing in it needs a commit). */
+/* Answers a waiting poll now, or after the next commit when it carried
+ * events (their acknowledgement must not come before they are durable). */
 static void poll_answer_now(br_executor *ex, poll *p, unsigned status, json_t *body) {
   waiting_remove(ex, p);
-  reply_now(p->fn, p->ud, status, body ? body : poll_body(p));
+  if (p->with_events && status == 200 && !body) reply_later(ex, p->fn, p->ud, poll_body(p));
+  else reply_now(p->fn, p->ud, status, body ? body : poll_body(p));
   poll_free(p);
 }
 
@@ -792,6 +798,7 @@ void br_farm_register(br_executor *ex, const json_t *req, br_farm_reply fn, void
     }
     if (j->unconfirmed) { /* adopted after a restart: count it as it was */
       j->unconfirmed = false;
+      ex->unconfirmed--;
       count_job(ex, j, -1);
       json_decref(j->limits);
       j->limits = names_of(json_object_get(h, "limits"));
@@ -811,6 +818,7 @@ void br_farm_register(br_executor *ex, const json_t *req, br_farm_reply fn, void
   json_array_clear(a->cancels);
   for (job *j = a->jobs; j; j = j->a_next)
     if (j->cancel_asked) json_array_append_new(a->cancels, json_integer(j->id));
+  if (ex->recover_until_ms && ex->unconfirmed == 0) ex->recover_until_ms = 0; /* all are back */
   unsigned char raw[16];
   RAND_bytes(raw, sizeof raw);
   for (int k = 0; k < 16; k++) snprintf(a->session + 2 * k, 3, "%02x", raw[k]);
@@ -832,19 +840,28 @@ static void read_free(const json_t *req, agent *a, resources *r) {
   r->gpus = (int)jint(f, "gpus", a->gpus);
 }
 
+static void apply_events(br_executor *ex, agent *a, const json_t *events);
+
 void br_farm_poll(br_executor *ex, const char *agent_id, const json_t *req, br_farm_reply fn,
                   void *ud) {
   agent *a = agent_find(ex, agent_id);
   if (!session_ok(a, req))
     return reply_now(fn, ud, 409, error_body("unknown agent or session: register again"));
   if (ex->stopping) return reply_now(fn, ud, 503, error_body("the server is stopping"));
+  json_t *events = json_object_get(req, "events");
+  if (events && !json_is_array(events))
+    return reply_now(fn, ud, 400, error_body("poll: \"events\" must be a list"));
   a->last_seen_ms = now_ms();
   if (a->poll) poll_answer_now(ex, a->poll, 200, NULL); /* superseded: the agent gave up on it */
+  /* what happened since (a result, say) comes with the request for more:
+   * one request instead of two; the answer then waits for the commit */
+  if (events) apply_events(ex, a, events);
   poll *p = xcalloc(1, sizeof *p);
   p->a = a;
   p->fn = fn;
   p->ud = ud;
   p->work = json_array();
+  p->with_events = events != NULL;
   p->cancel = a->cancels;
   a->cancels = json_array();
   read_free(req, a, &p->free);
@@ -932,14 +949,9 @@ static void done_event(br_executor *ex, agent *a, job *j, const json_t *e) {
   json_decref(keep);
 }
 
-void br_farm_report(br_executor *ex, const char *agent_id, const json_t *req, br_farm_reply fn,
-                    void *ud) {
-  agent *a = agent_find(ex, agent_id);
-  if (!session_ok(a, req))
-    return reply_now(fn, ud, 409, error_body("unknown agent or session: register again"));
-  json_t *events = json_object_get(req, "events");
-  if (!json_is_array(events)) return reply_now(fn, ud, 400, error_body("report: \"events\" must be a list"));
-  a->last_seen_ms = now_ms();
+/* Applies an agent's events in order; those at or below its last sequence
+ * number were applied already. */
+static void apply_events(br_executor *ex, agent *a, const json_t *events) {
   size_t i;
   json_t *e;
   json_array_foreach(events, i, e) {
@@ -953,8 +965,11 @@ void br_farm_report(br_executor *ex, const char *agent_id, const json_t *req, br
     if (strcmp(type, "start") == 0) {
       if (ex->ev.on_start) ex->ev.on_start(ex->ev.ud, j->id, j->task_id);
     } else if (strcmp(type, "progress") == 0) {
-      if (ex->ev.on_progress)
-        ex->ev.on_progress(ex->ev.ud, j->id, j->task_id, json_number_value(json_object_get(e, "value")));
+      double v = json_number_value(json_object_get(e, "value"));
+      if (ex->ev.on_progress) ex->ev.on_progress(ex->ev.ud, j->id, j->task_id, v);
+      if (ex->notify) /* for event streams: progress is not stored */
+        notify(ex, "progress", json_pack("{sIsIsf}", "task", (json_int_t)j->task_id, "invocation",
+                                         (json_int_t)j->id, "value", v));
     } else if (strcmp(type, "output") == 0) {
       json_t *d = json_object_get(e, "data");
       if (json_is_string(d)) write_output(ex, j, jint(e, "offset", -1), json_string_value(d), json_string_length(d));
@@ -967,6 +982,17 @@ void br_farm_report(br_executor *ex, const char *agent_id, const json_t *req, br
       done_event(ex, a, j, e);
     }
   }
+}
+
+void br_farm_report(br_executor *ex, const char *agent_id, const json_t *req, br_farm_reply fn,
+                    void *ud) {
+  agent *a = agent_find(ex, agent_id);
+  if (!session_ok(a, req))
+    return reply_now(fn, ud, 409, error_body("unknown agent or session: register again"));
+  json_t *events = json_object_get(req, "events");
+  if (!json_is_array(events)) return reply_now(fn, ud, 400, error_body("report: \"events\" must be a list"));
+  a->last_seen_ms = now_ms();
+  apply_events(ex, a, events);
   reply_later(ex, fn, ud, json_pack("{sI}", "ack", (json_int_t)a->last_seq));
 }
 
@@ -992,7 +1018,8 @@ static void tick(uv_timer_t *t) {
       lose_agent(ex, a, why);
     }
   }
-  if (ex->recover_until_ms && now >= ex->recover_until_ms) {
+  /* recovery ends when every adopted job is accounted for, or at its end */
+  if (ex->recover_until_ms && (now >= ex->recover_until_ms || ex->unconfirmed == 0)) {
     ex->recover_until_ms = 0;
     ex->want_match = true;
   }
@@ -1148,6 +1175,7 @@ static int agent_adopt(br_executor *ex, const br_invocation *inv, const char *wo
   j->ready_ms = started_ms;
   j->state = J_ASSIGNED;
   j->unconfirmed = true;
+  ex->unconfirmed++;
   agent_take(a, j);
   ex->running++;
   count_job(ex, j, +1); /* its group only, until its agent says what else it holds */
@@ -1158,6 +1186,10 @@ static int agent_adopt(br_executor *ex, const br_invocation *inv, const char *wo
 static void agent_committed(br_executor *ex) {
   flush_deferred(ex); /* made before the commit that just ended: durable now */
   if (ex->want_match) match_waiting(ex);
+}
+
+static void agent_schedule(br_executor *ex) {
+  if (ex->want_match) match_waiting(ex); /* assignments join the coming commit */
 }
 
 static void timer_closed(uv_handle_t *h) { free(h->data); }
@@ -1253,6 +1285,7 @@ const br_executor_ops br_exec_agent = {
     .schedules = true,
     .adopt = agent_adopt,
     .committed = agent_committed,
+    .schedule = agent_schedule,
 };
 
 bool br_farm_is(const br_executor_ops *ops) { return ops == &br_exec_agent; }

@@ -50,6 +50,7 @@ typedef struct ajob {
   char hold[4];
   int nhold;
   bool submitted, done, cancel_asked;
+  bool output_dropped; /* the server's log lacks some: keep ours */
   int64_t done_seq;
   UT_hash_handle hh;
 } ajob;
@@ -246,6 +247,7 @@ static void forward_output(br_agent *a, ajob *j, const char *data, size_t len, b
   pthread_mutex_lock(&a->mu);
   if (a->queued_output + o > MAX_QUEUED_OUTPUT) { /* the server is away for long: keep the local log only */
     j->out_off += (int64_t)o;
+    j->output_dropped = true;
     pthread_mutex_unlock(&a->mu);
     free(out);
     return;
@@ -662,7 +664,12 @@ static void acked(br_agent *a, int64_t upto) { /* lock held */
   }
   ajob *j, *tmp;
   HASH_ITER(hh, a->jobs, j, tmp) if (j->done && j->done_seq && j->done_seq <= upto) {
-    HASH_DEL(a->jobs, j); /* its result is safe on the server: forget it */
+    /* its result and log are safe on the server: forget it, and its local log */
+    char log_path[4096];
+    snprintf(log_path, sizeof log_path, "%s/%lld/%lld.%lld.log", a->log_dir,
+             (long long)(j->task_id / 1000), (long long)j->task_id, (long long)j->id);
+    if (!j->output_dropped) unlink(log_path);
+    HASH_DEL(a->jobs, j);
     json_decref(j->work);
     free(j);
   }
