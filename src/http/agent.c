@@ -115,7 +115,7 @@ static int mkdirs(const char *path) {
   return 0;
 }
 
-/* Waits up to ms on the condition (lock held); false when asked to stop. */
+/* Waits up to ms on the condition (lock held); a stop wakes it early. */
 static void nap(br_agent *a, int ms) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
@@ -182,6 +182,7 @@ static int64_t push_event(br_agent *a, json_t *j, int64_t inv, bool output) {
 }
 
 static void job_event(br_agent *a, ajob *j, json_t *ev) {
+  if (!ev) return; /* out of memory */
   pthread_mutex_lock(&a->mu);
   json_object_set_new(ev, "task", json_integer(j->task_id));
   push_event(a, ev, j->id, false);
@@ -319,8 +320,8 @@ static void ev_spawn(void *ud, int64_t inv, int64_t task, const char *name, json
     snprintf(buf, sizeof buf, "%s/%d", tn && *tn ? tn : "task", k);
     name = buf;
   }
-  job_event(a, j, json_pack("{sssssO}", "type", "spawn", "name", name, "attrs", attrs ? attrs : json_object()));
-  json_decref(attrs);
+  /* the event takes the attributes: one owner, freed on the report thread */
+  job_event(a, j, json_pack("{ssssso}", "type", "spawn", "name", name, "attrs", attrs ? attrs : json_object()));
 }
 
 static void ev_output(void *ud, int64_t inv, int64_t task, const char *data, size_t len) {
@@ -503,10 +504,14 @@ static void on_async(uv_async_t *h) {
     }
   }
   json_array_foreach(cancel, i, x) {
-    ajob *j = job_of(a, json_integer_value(x));
-    if (!j || j->done) continue;
-    j->cancel_asked = true;
-    if (j->submitted) a->lops->cancel(a->lex, j->id);
+    int64_t id = json_integer_value(x);
+    ajob *j = NULL;
+    pthread_mutex_lock(&a->mu); /* a finished job may go away meanwhile (acknowledged) */
+    HASH_FIND(hh, a->jobs, &id, sizeof id, j);
+    bool kill_it = j && !j->done && j->submitted;
+    if (j && !j->done) j->cancel_asked = true;
+    pthread_mutex_unlock(&a->mu);
+    if (kill_it) a->lops->cancel(a->lex, id);
   }
   json_decref(work);
   json_decref(cancel);
@@ -604,7 +609,7 @@ static void *poll_main(void *ud) {
   int backoff = 100;
   char path[512];
   snprintf(path, sizeof path, "/api/v1/agents/%s/poll", a->id);
-  while (!a->stop) {
+  while (!__atomic_load_n(&a->stop, __ATOMIC_ACQUIRE)) {
     pthread_mutex_lock(&a->mu);
     bool reg = a->need_register || !a->session[0];
     pthread_mutex_unlock(&a->mu);
@@ -639,7 +644,7 @@ static void *poll_main(void *ud) {
       pthread_mutex_lock(&a->mu);
       a->need_register = true;
       pthread_mutex_unlock(&a->mu);
-    } else if (!a->stop) { /* the server is away or stopping: try again soon */
+    } else if (!__atomic_load_n(&a->stop, __ATOMIC_ACQUIRE)) { /* the server is away: again soon */
       pthread_mutex_lock(&a->mu);
       nap(a, backoff);
       pthread_mutex_unlock(&a->mu);
@@ -823,7 +828,7 @@ int br_agent_run(br_agent *a, br_error *err) {
 
 void br_agent_stop(br_agent *a) {
   pthread_mutex_lock(&a->mu);
-  a->stop = 1;
+  __atomic_store_n(&a->stop, 1, __ATOMIC_SEQ_CST); /* read by curl callbacks without the lock */
   pthread_cond_broadcast(&a->cv);
   pthread_mutex_unlock(&a->mu);
   uv_async_send(&a->async);
