@@ -465,6 +465,27 @@ TEST(farm_event_stream) {
   CHECK_CONTAINS(e->buf, "\"value\":0.5");
   CHECK_CONTAINS(e->buf, "event: task");
   CHECK_CONTAINS(e->buf, "\"state\":\"running\"");
+  /* reconnecting with the last id seen gets what came since, and no gap */
+  const char *first = strstr(e->buf, "id: ");
+  CHECK(first != NULL);
+  long long first_id = atoll(first + 4);
+  farm_submit_graph(&F, farm_jobs_graph("ev2", 1, "{\"shell\":\"true\"}"), NULL, 0, NULL);
+  CHECK(farm_settle(&F, 20));
+  br_http_client *c;
+  br_error err;
+  CHECK(br_http_client_open(F.url, F.user, &c, &err) == BR_OK);
+  char path[128];
+  snprintf(path, sizeof path, "/api/v1/events?since=%lld", first_id - 1);
+  evbuf *e2 = calloc(1, sizeof *e2);
+  br_http_client_set_timeout(c, 10);
+  br_http_client_get_stream(c, path, on_ev, e2, &err);
+  br_http_client_close(c);
+  CHECK(strstr(e2->buf, "event: gap") == NULL);
+  char want[64];
+  snprintf(want, sizeof want, "id: %lld\n", first_id);
+  CHECK_CONTAINS(e2->buf, want);
+  CHECK_CONTAINS(e2->buf, "\"name\":\"ev2\"");
+  free(e2);
   free(e);
   farm_stop(&F);
 }
