@@ -768,6 +768,15 @@ void br_farm_register(br_executor *ex, const json_t *req, br_farm_reply fn, void
     return reply_now(fn, ud, 400, error_body("register: \"tags\" must be a list of names"));
   if (ex->stopping) return reply_now(fn, ud, 503, error_body("the server is stopping"));
   agent *a = agent_find(ex, id);
+  const char *host_given = json_string_value(json_object_get(req, "host"));
+  if (a && a->state == A_ONLINE && host_given && strcmp(a->host, host_given) != 0 &&
+      now_ms() - a->last_seen_ms < (int64_t)(ex->lost_after * 1000)) {
+    /* two machines with one id would take each other's work away */
+    char msg[512];
+    snprintf(msg, sizeof msg, "agent id '%s' is in use by host '%s': give this agent another --id", id,
+             a->host);
+    return reply_now(fn, ud, 409, error_body(msg));
+  }
   if (!a) a = agent_new(ex, id);
   if (a->poll) poll_answer_now(ex, a->poll, 409, error_body("superseded by a new registration"));
   free(a->host);

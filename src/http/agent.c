@@ -36,6 +36,8 @@
 
 #define MAX_GPUS 64
 #define BATCH_EVENTS 1000
+#define BATCH_BYTES (4 << 20)  /* output per report: well under the server's 32 MiB */
+#define CHUNK_BYTES (1 << 20)  /* output per event */
 #define MAX_QUEUED_OUTPUT (64 << 20)
 #define FINAL_FLUSH_MS 5000
 
@@ -92,7 +94,10 @@ struct br_agent {
   bool stopping, finished, final;
   pthread_t poll_th, report_th;
   bool threads;
+  char fatal[512]; /* why it stopped by itself (a refused registration), or "" */
 };
+
+void br_agent_stop(br_agent *a);
 
 static int64_t now_ms(void) {
   struct timespec ts;
@@ -256,8 +261,8 @@ static void forward_output(br_agent *a, ajob *j, const char *data, size_t len, b
   event *t = a->ev_tail;
   json_t *d;
   if (t && t->output && t->inv == j->id && !t->in_flight &&
-      json_integer_value(json_object_get(t->j, "offset")) +
-              (int64_t)json_string_length(d = json_object_get(t->j, "data")) ==
+      json_string_length(d = json_object_get(t->j, "data")) + o <= CHUNK_BYTES &&
+      json_integer_value(json_object_get(t->j, "offset")) + (int64_t)json_string_length(d) ==
           j->out_off) { /* append to the last chunk not yet sent */
     size_t old = json_string_length(d);
     char *joined = malloc(old + o);
@@ -551,6 +556,15 @@ static bool do_register(br_agent *a, br_http_client *c) {
   snprintf(path, sizeof path, "/api/v1/agents/register");
   int st = br_http_client_call(c, "POST", path, body, &ans, &err);
   json_decref(body);
+  if (st == 401 || st == 403 || st == 409 || st == 400) { /* asking again will not help */
+    pthread_mutex_lock(&a->mu);
+    snprintf(a->fatal, sizeof a->fatal, "the server refused the registration (HTTP %d): %s", st,
+             br_http_error_message(ans, st));
+    pthread_mutex_unlock(&a->mu);
+    json_decref(ans);
+    br_agent_stop(a);
+    return false;
+  }
   const char *session = json_string_value(json_object_get(ans, "session"));
   bool ok = st == 200 && session;
   if (ok) {
@@ -703,7 +717,12 @@ static void *report_main(void *ud) {
     json_t *events = json_array();
     event *last = NULL;
     int n = 0;
+    size_t bytes = 0;
     for (event *e = a->ev_head; e && n < BATCH_EVENTS; e = e->next, n++) {
+      if (e->output) {
+        bytes += json_string_length(json_object_get(e->j, "data"));
+        if (n && bytes > BATCH_BYTES) break; /* the rest in the next report */
+      }
       e->in_flight = true;
       json_array_append(events, e->j);
       last = e;
@@ -811,7 +830,6 @@ int br_agent_open(const br_agent_opts *o, br_agent **out, br_error *err) {
 uv_loop_t *br_agent_loop(br_agent *a) { return &a->loop; }
 
 int br_agent_run(br_agent *a, br_error *err) {
-  (void)err;
   a->threads = true;
   pthread_create(&a->poll_th, NULL, poll_main, a);
   pthread_create(&a->report_th, NULL, report_main, a);
@@ -823,6 +841,7 @@ int br_agent_run(br_agent *a, br_error *err) {
   pthread_mutex_unlock(&a->mu);
   pthread_join(a->report_th, NULL);
   a->threads = false;
+  if (a->fatal[0]) return br_error_set(err, BR_EAUTH, "%s", a->fatal);
   return BR_OK;
 }
 
