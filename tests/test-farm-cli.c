@@ -331,6 +331,47 @@ TEST(farm_security) {
   CHECK_EQ_INT(farm_call(&F, F.admin, "GET", "/api/v1/tokens", NULL, &toks), 200);
   CHECK_EQ_INT(json_array_size(json_object_get(toks, "tokens")), 4); /* admin, user, two agents */
   json_decref(toks);
+  /* every route, odd bodies, as admin (allowed everywhere): never a 5xx, never a crash */
+  json_t *reg2 = json_pack("{sss[{ss}]}", "id", "fuzz", "held", "id", "abc");
+  json_t *ra = NULL;
+  CHECK_EQ_INT(farm_call(&F, F.admin, "POST", "/api/v1/agents/register", reg2, &ra), 200);
+  char sess[64];
+  snprintf(sess, sizeof sess, "%s", json_string_value(json_object_get(ra, "session")));
+  json_decref(ra);
+  json_decref(reg2);
+  const char *bodies[] = {"{}", "[]", "\"x\"", "1", "null", "{\"graph\":[]}", "{\"graph\":{\"nodes\":7}}",
+                          "{\"attrs\":[],\"priority\":\"x\",\"node\":null,\"tags\":{}}",
+                          "{\"id\":[],\"held\":7,\"tags\":[1,2]}",
+                          "{\"session\":\"SESS\",\"events\":[1,\"x\",{\"type\":5},{\"seq\":\"a\",\"inv\":{}}],"
+                          "\"free\":[],\"wait_ms\":-5}",
+                          "{\"session\":\"SESS\",\"events\":{},\"free\":{\"slots\":\"many\"},\"wait_ms\":0}",
+                          "{\"max\":\"x\",\"drain\":\"yes\",\"role\":7,\"node\":7}"};
+  const char *routes[][2] = {
+      {"POST", "/api/v1/graphs"}, {"POST", "/api/v1/submissions"}, {"POST", "/api/v1/tasks/1/cancel"},
+      {"PUT", "/api/v1/tasks/1/priority"}, {"POST", "/api/v1/tasks/1/attrs"}, {"POST", "/api/v1/tasks/1/move"},
+      {"POST", "/api/v1/workers/fuzz/drain"}, {"PUT", "/api/v1/workers/fuzz/tags"}, {"PUT", "/api/v1/limits/x"},
+      {"POST", "/api/v1/tokens"}, {"POST", "/api/v1/agents/register"}, {"POST", "/api/v1/agents/fuzz/poll"},
+      {"POST", "/api/v1/agents/fuzz/report"}, {"GET", "/api/v1/tasks?state=x&limit=-1&after=q&graph=z"},
+      {"GET", "/api/v1/tasks/0/log?offset=-1&wait=99&invocation=x"}, {"GET", "/api/v1/graphs/%00?version=-1"},
+      {"POST", "/api/v1/tasks/99999999999999999999999/retry"}, {"DELETE", "/api/v1/tokens/..%2F..%2Fetc"}};
+  for (size_t r = 0; r < sizeof routes / sizeof *routes; r++)
+    for (size_t b = 0; b < sizeof bodies / sizeof *bodies; b++) {
+      char text[1024];
+      snprintf(text, sizeof text, "%s", bodies[b]);
+      char *at = strstr(text, "SESS");
+      if (at) { /* the real session, so the body is looked at */
+        char rest[1024];
+        snprintf(rest, sizeof rest, "%s", at + 4);
+        snprintf(at, sizeof text - (size_t)(at - text), "%s%s", sess, rest);
+      }
+      json_t *body = json_loads(text, JSON_DECODE_ANY, NULL);
+      CHECK(body != NULL);
+      int fst = farm_call(&F, F.admin, routes[r][0], routes[r][1], strcmp(routes[r][0], "GET") ? body : NULL, NULL);
+      if (fst < 200 || fst >= 500)
+        br_test_fail(__FILE__, __LINE__, "%s %s %s: %d", routes[r][0], routes[r][1], text, fst);
+      json_decref(body);
+    }
+  CHECK_EQ_INT(farm_call(&F, F.agent, "GET", "/health", NULL, NULL), 200); /* still up */
   json_decref(t0);
   json_decref(g0);
   json_decref(w0);
@@ -424,6 +465,27 @@ TEST(farm_event_stream) {
   CHECK_CONTAINS(e->buf, "\"value\":0.5");
   CHECK_CONTAINS(e->buf, "event: task");
   CHECK_CONTAINS(e->buf, "\"state\":\"running\"");
+  /* reconnecting with the last id seen gets what came since, and no gap */
+  const char *first = strstr(e->buf, "id: ");
+  CHECK(first != NULL);
+  long long first_id = atoll(first + 4);
+  farm_submit_graph(&F, farm_jobs_graph("ev2", 1, "{\"shell\":\"true\"}"), NULL, 0, NULL);
+  CHECK(farm_settle(&F, 20));
+  br_http_client *c;
+  br_error err;
+  CHECK(br_http_client_open(F.url, F.user, &c, &err) == BR_OK);
+  char path[128];
+  snprintf(path, sizeof path, "/api/v1/events?since=%lld", first_id - 1);
+  evbuf *e2 = calloc(1, sizeof *e2);
+  br_http_client_set_timeout(c, 10);
+  br_http_client_get_stream(c, path, on_ev, e2, &err);
+  br_http_client_close(c);
+  CHECK(strstr(e2->buf, "event: gap") == NULL);
+  char want[64];
+  snprintf(want, sizeof want, "id: %lld\n", first_id);
+  CHECK_CONTAINS(e2->buf, want);
+  CHECK_CONTAINS(e2->buf, "\"name\":\"ev2\"");
+  free(e2);
   free(e);
   farm_stop(&F);
 }

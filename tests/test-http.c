@@ -38,7 +38,7 @@ static void h_defer(void *ud, br_http_req *rq) {
 static br_http_stream *g_stream;
 static void h_stream(void *ud, br_http_req *rq) {
   (void)ud;
-  g_stream = br_http_reply_stream(rq, "text/event-stream");
+  __atomic_store_n(&g_stream, br_http_reply_stream(rq, "text/event-stream"), __ATOMIC_RELEASE);
 }
 
 static const br_http_route routes[] = {

@@ -386,6 +386,11 @@ TEST(server_api_matches_openapi) {
   b = json_pack("{ss}", "host", "no-id");
   api(F.agent, "POST", "/api/v1/agents/register", b, NULL, 400, NOQ);
   json_decref(b);
+  b = json_pack("{ssss}", "id", "t1", "host", "another-machine"); /* t1 is alive elsewhere */
+  api(F.agent, "POST", "/api/v1/agents/register", b, &a, 409, NOQ);
+  CHECK_CONTAINS(json_string_value(json_object_get(a, "error")), "in use");
+  json_decref(a);
+  json_decref(b);
   b = json_pack("{sss{si}si}", "session", session, "free", "slots", 2, "wait_ms", 2000);
   api(F.agent, "POST", "/api/v1/agents/{id}/poll", b, &a, 200, "t1", NOQ);
   json_t *work = json_object_get(a, "work");

@@ -142,7 +142,9 @@ int br_cli_agent(int argc, char **argv) {
   uv_unref((uv_handle_t *)&sig_int);
   uv_unref((uv_handle_t *)&sig_term);
   fprintf(stderr, "braid: agent working for %s\n", r.server);
+  br_error_clear(&err);
   int rc = br_agent_run(a, &err);
+  if (rc) br_cli_errorf("%s", err.msg);
   uv_close((uv_handle_t *)&sig_int, closed);
   uv_close((uv_handle_t *)&sig_term, closed);
   br_agent_close(a);

@@ -119,10 +119,21 @@ struct agent {
 
 enum { J_PENDING, J_ASSIGNED };
 
+/* What an agent needs to run a job, kept compact while it waits (a backlog
+ * can be large) and made into JSON when it is handed out. */
+typedef struct spec {
+  char **argv, **env;
+  char *cwd, *progress, *task_name, *node;
+  double timeout;
+  int *codes; /* good codes, then retry codes */
+  int n_good, n_retry;
+  json_t *attrs; /* the task's attributes when it was queued (shared, read only) */
+} spec;
+
 struct job {
   int64_t id, task_id;
   int state;
-  json_t *work;
+  spec *spec; /* while pending */
   int cores, gpus;
   int64_t memory_mb;
   json_t *tags, *limits; /* arrays of names */
@@ -456,6 +467,56 @@ static void agent_drop(job *j) {
   a->n_jobs--;
 }
 
+static void strv_free(char **v) {
+  for (size_t i = 0; v && v[i]; i++) free(v[i]);
+  free(v);
+}
+
+static char **strv_dup(char *const *v) {
+  if (!v) return NULL;
+  size_t n = 0;
+  while (v[n]) n++;
+  char **d = xcalloc(n + 1, sizeof *d);
+  for (size_t i = 0; i < n; i++) d[i] = xstrdup(v[i]);
+  return d;
+}
+
+static void spec_free(spec *sp) {
+  if (!sp) return;
+  strv_free(sp->argv);
+  strv_free(sp->env);
+  free(sp->cwd);
+  free(sp->progress);
+  free(sp->task_name);
+  free(sp->node);
+  free(sp->codes);
+  json_decref(sp->attrs);
+  free(sp);
+}
+
+/* The work item an agent gets (see farm.h). */
+static json_t *work_item(const job *j, int cores) {
+  const spec *sp = j->spec;
+  json_t *w = json_pack("{sIsIsssss[]sfsososisIsisOsOsIsisisIsI}", "id", (json_int_t)j->id, "task",
+                        (json_int_t)j->task_id, "task_name", sp->task_name ? sp->task_name : "", "node",
+                        sp->node ? sp->node : "", "argv", "timeout", sp->timeout, "good_codes",
+                        ints_json(sp->codes, sp->n_good), "retry_codes",
+                        ints_json(sp->codes + sp->n_good, sp->n_retry), "cores", cores, "memory_mb",
+                        (json_int_t)j->memory_mb, "gpus", j->gpus, "tags", j->tags, "limits", j->limits,
+                        "group", (json_int_t)j->group_id, "priority", (int)j->priority, "node_limit",
+                        j->node_limit, "ready_ms", (json_int_t)j->ready_ms, "assigned_ms",
+                        (json_int_t)now_ms());
+  if (!w) return NULL;
+  json_t *argv = json_object_get(w, "argv");
+  for (size_t i = 0; sp->argv && sp->argv[i]; i++) json_array_append_new(argv, json_string(sp->argv[i]));
+  json_object_set(w, "attrs", sp->attrs ? sp->attrs : json_object());
+  if (sp->env && sp->env[0]) json_object_set_new(w, "env", strv_json(sp->env));
+  if (sp->cwd) json_object_set_new(w, "cwd", json_string(sp->cwd));
+  if (sp->progress) json_object_set_new(w, "progress", json_string(sp->progress));
+  if (j->node_key) json_object_set_new(w, "node_key", json_string(j->node_key));
+  return w;
+}
+
 static void job_free(br_executor *ex, job *j) {
   if (j->unconfirmed) ex->unconfirmed--;
   if (j->sh) dequeue(ex, j);
@@ -466,7 +527,7 @@ static void job_free(br_executor *ex, job *j) {
   count_job(ex, j, -1);
   HASH_DEL(ex->jobs, j);
   if (j->log_fd >= 0) close(j->log_fd);
-  json_decref(j->work);
+  spec_free(j->spec);
   json_decref(j->tags);
   json_decref(j->limits);
   free(j->node_key);
@@ -587,9 +648,10 @@ static bool assign(br_executor *ex, job *j, agent *a, poll *p) {
   p->free.cores -= c;
   p->free.memory_mb -= j->memory_mb;
   p->free.gpus -= j->gpus;
-  json_object_set_new(j->work, "cores", json_integer(c));
-  json_object_set_new(j->work, "assigned_ms", json_integer(now_ms()));
-  json_array_append(p->work, j->work);
+  json_t *w = work_item(j, c);
+  if (w) json_array_append_new(p->work, w);
+  spec_free(j->spec); /* the agent has it now */
+  j->spec = NULL;
   record_latency(ex, now_ms() - j->ready_ms);
   ex->st.dispatched++;
   return true;
@@ -768,6 +830,15 @@ void br_farm_register(br_executor *ex, const json_t *req, br_farm_reply fn, void
     return reply_now(fn, ud, 400, error_body("register: \"tags\" must be a list of names"));
   if (ex->stopping) return reply_now(fn, ud, 503, error_body("the server is stopping"));
   agent *a = agent_find(ex, id);
+  const char *host_given = json_string_value(json_object_get(req, "host"));
+  if (a && a->state == A_ONLINE && host_given && strcmp(a->host, host_given) != 0 &&
+      now_ms() - a->last_seen_ms < (int64_t)(ex->lost_after * 1000)) {
+    /* two machines with one id would take each other's work away */
+    char msg[512];
+    snprintf(msg, sizeof msg, "agent id '%s' is in use by host '%s': give this agent another --id", id,
+             a->host);
+    return reply_now(fn, ud, 409, error_body(msg));
+  }
   if (!a) a = agent_new(ex, id);
   if (a->poll) poll_answer_now(ex, a->poll, 409, error_body("superseded by a new registration"));
   free(a->host);
@@ -1096,27 +1167,22 @@ static int agent_submit(br_executor *ex, const br_invocation *inv, br_error *err
   j->ready_ms = inv->ready_ms ? inv->ready_ms : now_ms();
   j->seq = ++ex->seq;
   j->log_path = inv->log_path ? xstrdup(inv->log_path) : NULL;
-  j->work = json_pack("{sIsIsssss[]sfsososo*sisIsisOsOsIsisiso*sI}", "id", (json_int_t)inv->id,
-                      "task", (json_int_t)inv->task_id, "task_name",
-                      inv->task_name ? inv->task_name : "", "node", inv->node ? inv->node : "",
-                      "argv", "timeout", inv->timeout, "good_codes", ints_json(inv->good_codes, inv->n_good),
-                      "retry_codes", ints_json(inv->retry_codes, inv->n_retry), "progress",
-                      inv->progress_regex ? json_string(inv->progress_regex) : NULL, "cores",
-                      j->cores, "memory_mb", (json_int_t)j->memory_mb, "gpus", j->gpus, "tags",
-                      j->tags, "limits", j->limits, "group", (json_int_t)j->group_id, "priority",
-                      (int)j->priority, "node_limit", j->node_limit, "node_key",
-                      j->node_key ? json_string(j->node_key) : NULL, "ready_ms",
-                      (json_int_t)j->ready_ms);
-  if (!j->work) {
-    job_free(ex, j);
-    return br_error_set(err, BR_ENOMEM, "invocation %lld: cannot describe it", (long long)inv->id);
-  }
+  spec *sp = xcalloc(1, sizeof *sp);
+  sp->argv = strv_dup(inv->argv);
+  sp->env = strv_dup(inv->env);
+  sp->cwd = inv->cwd && *inv->cwd ? xstrdup(inv->cwd) : NULL;
+  sp->progress = inv->progress_regex && *inv->progress_regex ? xstrdup(inv->progress_regex) : NULL;
+  sp->task_name = xstrdup(inv->task_name);
+  sp->node = xstrdup(inv->node);
+  sp->timeout = inv->timeout;
+  sp->n_good = inv->n_good > 0 ? inv->n_good : 0;
+  sp->n_retry = inv->n_retry > 0 ? inv->n_retry : 0;
+  sp->codes = xcalloc((size_t)(sp->n_good + sp->n_retry) + 1, sizeof *sp->codes);
+  for (int i = 0; i < sp->n_good; i++) sp->codes[i] = inv->good_codes[i];
+  for (int i = 0; i < sp->n_retry; i++) sp->codes[sp->n_good + i] = inv->retry_codes[i];
   /* the attributes as they are now (the engine copies before it writes) */
-  json_object_set_new(j->work, "attrs", inv->attrs ? json_incref(inv->attrs) : json_object());
-  json_t *argv = json_object_get(j->work, "argv");
-  for (size_t i = 0; inv->argv[i]; i++) json_array_append_new(argv, json_string(inv->argv[i]));
-  if (inv->env && inv->env[0]) json_object_set_new(j->work, "env", strv_json(inv->env));
-  if (inv->cwd && *inv->cwd) json_object_set_new(j->work, "cwd", json_string(inv->cwd));
+  sp->attrs = inv->attrs ? json_incref(inv->attrs) : NULL;
+  j->spec = sp;
   j->state = J_PENDING;
   enqueue(ex, j);
   ex->want_match = true;
@@ -1207,7 +1273,7 @@ static void agent_destroy(br_executor *ex) {
     j->counted = false;
     HASH_DEL(ex->jobs, j);
     if (j->log_fd >= 0) close(j->log_fd);
-    json_decref(j->work);
+    spec_free(j->spec);
     json_decref(j->tags);
     json_decref(j->limits);
     free(j->node_key);

@@ -36,6 +36,8 @@
 
 #define MAX_GPUS 64
 #define BATCH_EVENTS 1000
+#define BATCH_BYTES (4 << 20)  /* output per report: well under the server's 32 MiB */
+#define CHUNK_BYTES (1 << 20)  /* output per event */
 #define MAX_QUEUED_OUTPUT (64 << 20)
 #define FINAL_FLUSH_MS 5000
 
@@ -92,7 +94,10 @@ struct br_agent {
   bool stopping, finished, final;
   pthread_t poll_th, report_th;
   bool threads;
+  char fatal[512]; /* why it stopped by itself (a refused registration), or "" */
 };
+
+void br_agent_stop(br_agent *a);
 
 static int64_t now_ms(void) {
   struct timespec ts;
@@ -115,7 +120,7 @@ static int mkdirs(const char *path) {
   return 0;
 }
 
-/* Waits up to ms on the condition (lock held); false when asked to stop. */
+/* Waits up to ms on the condition (lock held); a stop wakes it early. */
 static void nap(br_agent *a, int ms) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
@@ -182,6 +187,7 @@ static int64_t push_event(br_agent *a, json_t *j, int64_t inv, bool output) {
 }
 
 static void job_event(br_agent *a, ajob *j, json_t *ev) {
+  if (!ev) return; /* out of memory */
   pthread_mutex_lock(&a->mu);
   json_object_set_new(ev, "task", json_integer(j->task_id));
   push_event(a, ev, j->id, false);
@@ -255,8 +261,8 @@ static void forward_output(br_agent *a, ajob *j, const char *data, size_t len, b
   event *t = a->ev_tail;
   json_t *d;
   if (t && t->output && t->inv == j->id && !t->in_flight &&
-      json_integer_value(json_object_get(t->j, "offset")) +
-              (int64_t)json_string_length(d = json_object_get(t->j, "data")) ==
+      json_string_length(d = json_object_get(t->j, "data")) + o <= CHUNK_BYTES &&
+      json_integer_value(json_object_get(t->j, "offset")) + (int64_t)json_string_length(d) ==
           j->out_off) { /* append to the last chunk not yet sent */
     size_t old = json_string_length(d);
     char *joined = malloc(old + o);
@@ -319,8 +325,8 @@ static void ev_spawn(void *ud, int64_t inv, int64_t task, const char *name, json
     snprintf(buf, sizeof buf, "%s/%d", tn && *tn ? tn : "task", k);
     name = buf;
   }
-  job_event(a, j, json_pack("{sssssO}", "type", "spawn", "name", name, "attrs", attrs ? attrs : json_object()));
-  json_decref(attrs);
+  /* the event takes the attributes: one owner, freed on the report thread */
+  job_event(a, j, json_pack("{ssssso}", "type", "spawn", "name", name, "attrs", attrs ? attrs : json_object()));
 }
 
 static void ev_output(void *ud, int64_t inv, int64_t task, const char *data, size_t len) {
@@ -503,10 +509,14 @@ static void on_async(uv_async_t *h) {
     }
   }
   json_array_foreach(cancel, i, x) {
-    ajob *j = job_of(a, json_integer_value(x));
-    if (!j || j->done) continue;
-    j->cancel_asked = true;
-    if (j->submitted) a->lops->cancel(a->lex, j->id);
+    int64_t id = json_integer_value(x);
+    ajob *j = NULL;
+    pthread_mutex_lock(&a->mu); /* a finished job may go away meanwhile (acknowledged) */
+    HASH_FIND(hh, a->jobs, &id, sizeof id, j);
+    bool kill_it = j && !j->done && j->submitted;
+    if (j && !j->done) j->cancel_asked = true;
+    pthread_mutex_unlock(&a->mu);
+    if (kill_it) a->lops->cancel(a->lex, id);
   }
   json_decref(work);
   json_decref(cancel);
@@ -546,6 +556,15 @@ static bool do_register(br_agent *a, br_http_client *c) {
   snprintf(path, sizeof path, "/api/v1/agents/register");
   int st = br_http_client_call(c, "POST", path, body, &ans, &err);
   json_decref(body);
+  if (st == 401 || st == 403 || st == 409 || st == 400) { /* asking again will not help */
+    pthread_mutex_lock(&a->mu);
+    snprintf(a->fatal, sizeof a->fatal, "the server refused the registration (HTTP %d): %s", st,
+             br_http_error_message(ans, st));
+    pthread_mutex_unlock(&a->mu);
+    json_decref(ans);
+    br_agent_stop(a);
+    return false;
+  }
   const char *session = json_string_value(json_object_get(ans, "session"));
   bool ok = st == 200 && session;
   if (ok) {
@@ -604,7 +623,7 @@ static void *poll_main(void *ud) {
   int backoff = 100;
   char path[512];
   snprintf(path, sizeof path, "/api/v1/agents/%s/poll", a->id);
-  while (!a->stop) {
+  while (!__atomic_load_n(&a->stop, __ATOMIC_ACQUIRE)) {
     pthread_mutex_lock(&a->mu);
     bool reg = a->need_register || !a->session[0];
     pthread_mutex_unlock(&a->mu);
@@ -639,7 +658,7 @@ static void *poll_main(void *ud) {
       pthread_mutex_lock(&a->mu);
       a->need_register = true;
       pthread_mutex_unlock(&a->mu);
-    } else if (!a->stop) { /* the server is away or stopping: try again soon */
+    } else if (!__atomic_load_n(&a->stop, __ATOMIC_ACQUIRE)) { /* the server is away: again soon */
       pthread_mutex_lock(&a->mu);
       nap(a, backoff);
       pthread_mutex_unlock(&a->mu);
@@ -698,7 +717,12 @@ static void *report_main(void *ud) {
     json_t *events = json_array();
     event *last = NULL;
     int n = 0;
+    size_t bytes = 0;
     for (event *e = a->ev_head; e && n < BATCH_EVENTS; e = e->next, n++) {
+      if (e->output) {
+        bytes += json_string_length(json_object_get(e->j, "data"));
+        if (n && bytes > BATCH_BYTES) break; /* the rest in the next report */
+      }
       e->in_flight = true;
       json_array_append(events, e->j);
       last = e;
@@ -806,7 +830,6 @@ int br_agent_open(const br_agent_opts *o, br_agent **out, br_error *err) {
 uv_loop_t *br_agent_loop(br_agent *a) { return &a->loop; }
 
 int br_agent_run(br_agent *a, br_error *err) {
-  (void)err;
   a->threads = true;
   pthread_create(&a->poll_th, NULL, poll_main, a);
   pthread_create(&a->report_th, NULL, report_main, a);
@@ -818,12 +841,13 @@ int br_agent_run(br_agent *a, br_error *err) {
   pthread_mutex_unlock(&a->mu);
   pthread_join(a->report_th, NULL);
   a->threads = false;
+  if (a->fatal[0]) return br_error_set(err, BR_EAUTH, "%s", a->fatal);
   return BR_OK;
 }
 
 void br_agent_stop(br_agent *a) {
   pthread_mutex_lock(&a->mu);
-  a->stop = 1;
+  __atomic_store_n(&a->stop, 1, __ATOMIC_SEQ_CST); /* read by curl callbacks without the lock */
   pthread_cond_broadcast(&a->cv);
   pthread_mutex_unlock(&a->mu);
   uv_async_send(&a->async);

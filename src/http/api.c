@@ -73,6 +73,7 @@ struct br_server {
   pthread_mutex_t ev_mu;
   sub *subs;
   atomic_int nsubs;
+  atomic_llong last_sub_ms; /* when a subscriber was last there */
   uint64_t ev_seq;
   char *ring[RING];
   uint64_t ring_seq[RING];
@@ -249,6 +250,7 @@ static void publish(br_server *s, const char *type, json_t *data /* stolen */) {
       br_http_stream_release(x->stream);
       free(x);
       atomic_fetch_sub(&s->nsubs, 1);
+      atomic_store(&s->last_sub_ms, now_ms());
     } else {
       pp = &x->next;
     }
@@ -258,10 +260,25 @@ static void publish(br_server *s, const char *type, json_t *data /* stolen */) {
 
 static void wake_waiters(br_server *s, int64_t task_id, int64_t inv_id, bool all);
 
+/* Events are written out (and kept for replay) while someone listens, and
+ * for a while after the last one left, so a client that reconnects gets
+ * what it missed. Otherwise they are only numbered: a client that comes
+ * back later learns from the missing numbers that it lost some (a gap). */
+static bool recording(br_server *s) {
+  if (atomic_load(&s->nsubs)) return true;
+  return now_ms() - atomic_load(&s->last_sub_ms) < 300000;
+}
+
+static void skip_event(br_server *s) {
+  pthread_mutex_lock(&s->ev_mu);
+  s->ev_seq++;
+  pthread_mutex_unlock(&s->ev_mu);
+}
+
 static void observe(void *ud, const br_task_info *t) {
   br_server *s = ud;
   wake_waiters(s, t->id, 0, false);
-  if (atomic_load(&s->nsubs) == 0) return;
+  if (!recording(s)) return skip_event(s);
   json_t *j = br_task_info_json(t, false);
   if (j) publish(s, "task", j);
 }
@@ -273,7 +290,7 @@ static void executor_news(void *ud, const char *kind, json_t *news) {
                  json_integer_value(json_object_get(news, "inv")), false);
     return;
   }
-  if (atomic_load(&s->nsubs) == 0) return;
+  if (!recording(s)) return skip_event(s);
   publish(s, kind, json_incref(news));
 }
 
@@ -296,14 +313,20 @@ static void h_events(void *ud, br_http_req *rq) {
   x->stream = st;
   pthread_mutex_lock(&s->ev_mu);
   br_http_stream_write(st, ": braid events\n\n", 16);
-  if (last) { /* replay what it missed, if we still have it */
+  if (last) { /* replay what it missed, as far as it is kept */
     uint64_t from = since + 1, oldest = s->ev_seq >= RING ? s->ev_seq - RING + 1 : 1;
+    uint64_t lost = 0; /* events it missed that are not kept */
     if (from < oldest) {
-      char note[128];
-      int n = snprintf(note, sizeof note, "event: gap\ndata: {\"lost_before\":%llu}\n\n",
-                       (unsigned long long)oldest);
-      br_http_stream_write(st, note, (size_t)n);
+      lost = oldest - from;
       from = oldest;
+    }
+    for (uint64_t q = from; q <= s->ev_seq; q++)
+      if (!s->ring[q % RING] || s->ring_seq[q % RING] != q) lost++;
+    if (lost) {
+      char note[160];
+      int n = snprintf(note, sizeof note, "event: gap\ndata: {\"since\":%llu,\"lost\":%llu}\n\n",
+                       since, (unsigned long long)lost);
+      br_http_stream_write(st, note, (size_t)n);
     }
     for (uint64_t q = from; q <= s->ev_seq; q++) {
       const char *l = s->ring[q % RING];
@@ -1205,6 +1228,7 @@ static void on_timer(uv_timer_t *t) {
         br_http_stream_release(x->stream);
         free(x);
         atomic_fetch_sub(&s->nsubs, 1);
+        atomic_store(&s->last_sub_ms, now_ms());
       } else {
         pp = &x->next;
       }

@@ -121,7 +121,7 @@ static int on_progress(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut, cu
   (void)dn;
   (void)ut;
   (void)un;
-  return c->abort_flag && *c->abort_flag ? 1 : 0;
+  return c->abort_flag && __atomic_load_n(c->abort_flag, __ATOMIC_ACQUIRE) ? 1 : 0;
 }
 
 void br_http_client_set_ca(br_http_client *c, const char *ca_file) {
@@ -181,7 +181,7 @@ static int perform(br_http_client *c, const char *method, const char *path, cons
 int br_http_client_call(br_http_client *c, const char *method, const char *path,
                         const json_t *body, json_t **out, br_error *err) {
   if (out) *out = NULL;
-  char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+  char *text = body ? json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
   if (body && !text) return br_error_set(err, BR_ENOMEM, "out of memory");
   sink s = {0};
   int status = perform(c, method, path, text, text ? strlen(text) : 0, &s, err);

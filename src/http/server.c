@@ -112,6 +112,7 @@ static void set_answer(br_http_req *rq, unsigned status, struct MHD_Response *r)
   rq->answered = true;
   rq->status = status;
   rq->resp = r;
+  struct MHD_Connection *resume = NULL;
   if (rq->suspended) {
     br_http_server *srv = rq->srv;
     rq->suspended = false;
@@ -122,9 +123,12 @@ static void set_answer(br_http_req *rq, unsigned status, struct MHD_Response *r)
     rq->prev = rq->next = NULL;
     pthread_mutex_unlock(&srv->mu);
     atomic_fetch_sub(&srv->pending, 1);
-    MHD_resume_connection(rq->conn);
+    resume = rq->conn;
   }
   pthread_mutex_unlock(&rq->mu);
+  /* after the unlock: once resumed, the request may be finished and freed
+   * by a libmicrohttpd thread at any moment */
+  if (resume) MHD_resume_connection(resume);
 }
 
 void br_http_reply_json(br_http_req *rq, unsigned status, json_t *body) {
