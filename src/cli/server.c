@@ -26,7 +26,8 @@ static void server_usage(FILE *out) {
           "  --store PATH        the store (default " BR_CLI_SERVER_STORE "); beside it, named after\n"
           "                      it without .db: .tokens, .admin-token (made on first\n"
           "                      start), .logs/ (job logs), .farm.json (worker settings,\n"
-          "                      limits, group names)\n"
+          "                      limits, group names); for a database URI they are here,\n"
+          "                      named farm.braid.*\n"
           "  --token-file FILE   the token file (default beside the store)\n"
           "  --limit NAME=N      a farm-wide limit: at most N invocations that take NAME at\n"
           "                      once (a node's \"limits\": [\"NAME\"]), e.g. houdini=5\n"
@@ -143,16 +144,20 @@ int br_cli_server(int argc, char **argv) {
     goto out;
   }
   rc = BR_EXIT_FAILED;
-  if (br_cli_mkdirs_for(store)) {
+  /* a file store has its companions beside it; a database server's (a URI)
+   * are here, named farm.braid.* */
+  int is_uri = strstr(store, "://") != NULL;
+  const char *side = is_uri ? BR_CLI_SERVER_STORE : store;
+  if (!is_uri && br_cli_mkdirs_for(store)) {
     br_cli_errorf("cannot create the folder for %s", store);
     goto out;
   }
-  char *tokens = token_file ? strdup(token_file) : br_cli_store_side(store, ".tokens");
-  char *admin = br_cli_store_side(store, ".admin-token");
-  char *logs = br_cli_store_side(store, ".logs");
-  char *settings = br_cli_store_side(store, ".farm.json");
+  char *tokens = token_file ? strdup(token_file) : br_cli_store_side(side, ".tokens");
+  char *admin = br_cli_store_side(side, ".admin-token");
+  char *logs = br_cli_store_side(side, ".logs");
+  char *settings = br_cli_store_side(side, ".farm.json");
   char uri[4200];
-  snprintf(uri, sizeof uri, "%s%s", store, strchr(store, '?') ? "" : "?sync=normal");
+  snprintf(uri, sizeof uri, "%s%s", store, is_uri || strchr(store, '?') ? "" : "?sync=normal");
   br_error err;
   br_auth *auth = NULL;
   if (br_auth_open(tokens, &auth, &err)) {

@@ -87,7 +87,8 @@ int br_cli_token(int argc, char **argv) {
     }
     br_remote_close(&r);
   } else {
-    char *path = file ? strdup(file) : br_cli_store_side(store ? store : BR_CLI_SERVER_STORE, ".tokens");
+    const char *side = store && !strstr(store, "://") ? store : BR_CLI_SERVER_STORE; /* a URI: here */
+    char *path = file ? strdup(file) : br_cli_store_side(side, ".tokens");
     br_auth *a;
     br_error err;
     if (br_auth_open(path, &a, &err)) {
