@@ -33,6 +33,7 @@
 #include <pthread.h>
 #include <uthash.h>
 
+#include "fs.h"
 #include "graph_internal.h"
 
 #define ENGINE_ASSERT(c)                                                          \
@@ -423,6 +424,43 @@ static br_task *task_find(br_engine *e, int64_t id) {
   br_task *t = NULL;
   HASH_FIND(hh, e->tasks, &id, sizeof id, t);
   return t;
+}
+
+/* A live task from its stored row (at node index `node` of gs), added to the
+ * id hash but to no list or queue. Takes r's attributes, name and error. */
+static br_task *task_from_row(br_engine *e, gslot *gs, int node, br_task_info *r) {
+  br_task *t = task_alloc(e);
+  t->id = r->id;
+  t->gs = gs;
+  t->node = node;
+  t->port = r->port;
+  t->state = (uint8_t)r->state;
+  t->paused = r->paused;
+  t->priority = r->priority;
+  t->attrs = r->attrs;
+  r->attrs = NULL;
+  t->name = r->name;
+  r->name = NULL;
+  t->error = r->error;
+  r->error = NULL;
+  t->parent = r->parent;
+  t->group_id = r->group_id;
+  t->wait_key = r->wait_key;
+  t->live_children = r->live_children;
+  t->attempts = r->attempts;
+  t->created_ms = r->created_ms;
+  t->updated_ms = r->updated_ms;
+  t->split_id = r->split_id;
+  t->split_elem = r->split_elem;
+  t->split_count = r->split_count;
+  t->split = split_ref(e, t->split_id);
+  HASH_ADD(hh, e->tasks, id, sizeof t->id, t);
+  return t;
+}
+
+/* The output index a node's children leave by, or -1. */
+static int children_port(const br_node *n) {
+  return n->type->children_port == BR_CHILDREN_LAST ? n->n_outputs - 1 : n->type->children_port;
 }
 
 /* A new task at node `node` in state `state` (not yet in any list). */
@@ -994,21 +1032,6 @@ static void queue_invocation(br_engine *e, br_task *t) {
   if (!t->paused) heap_push(&e->queued, t);
 }
 
-static int mkdirs(const char *dir) {
-  char buf[4096];
-  snprintf(buf, sizeof buf, "%s", dir);
-  for (char *p = buf + 1;; p++) {
-    if (*p == '/' || *p == '\0') {
-      char c = *p;
-      *p = '\0';
-      if (mkdir(buf, 0755) != 0 && errno != EEXIST) return -1;
-      *p = c;
-      if (!c) break;
-    }
-  }
-  return 0;
-}
-
 /* Dispatch happens in two halves around a commit: prepare_dispatch() moves
  * as many queued tasks as the executor has room for to running (and queues
  * their invocation rows), the caller commits (together with whatever else the
@@ -1083,7 +1106,7 @@ static void submit_started(br_engine *e) {
     if (slash) {
       *slash = '\0';
       if (!e->last_log_dir || strcmp(e->last_log_dir, dir) != 0) {
-        mkdirs(dir);
+        br__mkdirs(dir, 0755);
         free(e->last_log_dir);
         e->last_log_dir = xstrdup(dir);
       }
@@ -1148,7 +1171,7 @@ static void ev_spawn(void *ud, int64_t inv_id, int64_t task_id, const char *name
     return;
   }
   br_node *n = task_node(t);
-  int port = n->type->children_port == BR_CHILDREN_LAST ? n->n_outputs - 1 : n->type->children_port;
+  int port = children_port(n);
   e->now_ms = clock_ms();
   char nbuf[256];
   int k = t->inv->n_spawned++;
@@ -1385,10 +1408,9 @@ static void apply_result(br_engine *e, br_node_ctx *c, br_task *t) {
     return;
   }
   /* children first: they exist before their parent moves on */
-  int children_port =
-      n->type->children_port == BR_CHILDREN_LAST ? n->n_outputs - 1 : n->type->children_port;
+  int cport = children_port(n);
   for (size_t i = 0; i < c->n_spawns; i++) {
-    if (children_port < 0) {
+    if (cport < 0) {
       fail_task(e, t, "this node type cannot create children");
       return;
     }
@@ -1403,7 +1425,7 @@ static void apply_result(br_engine *e, br_node_ctx *c, br_task *t) {
     c->spawns[i].attrs = NULL;
     t->live_children++;
     mark_dirty(e, t);
-    route(e, ch, children_port);
+    route(e, ch, cport);
   }
   size_t ne = c->split_n >= 1 ? c->split_n : 1;
   br_task *stack_el[16];
@@ -1733,31 +1755,7 @@ static br_task *task_get_live(br_engine *e, int64_t id, int load, br_error *err)
     br_task_info_free(&r);
     return NULL;
   }
-  t = task_alloc(e);
-  t->id = r.id;
-  t->gs = gs;
-  t->node = (int)n->index;
-  t->port = r.port;
-  t->state = (uint8_t)r.state;
-  t->paused = r.paused;
-  t->priority = r.priority;
-  t->attrs = r.attrs;
-  r.attrs = NULL;
-  t->name = r.name;
-  r.name = NULL;
-  t->error = r.error;
-  r.error = NULL;
-  t->parent = r.parent;
-  t->group_id = r.group_id;
-  t->live_children = r.live_children;
-  t->attempts = r.attempts;
-  t->created_ms = r.created_ms;
-  t->updated_ms = r.updated_ms;
-  t->split_id = r.split_id;
-  t->split_elem = r.split_elem;
-  t->split_count = r.split_count;
-  t->split = split_ref(e, t->split_id);
-  HASH_ADD(hh, e->tasks, id, sizeof t->id, t);
+  t = task_from_row(e, gs, (int)n->index, &r);
   br_task_info_free(&r);
   count_memory(e);
   return t;
@@ -2016,32 +2014,7 @@ static int load_one(void *ud, br_task_info *r) {
     return 1;
   }
   br_node *n = br_graph_find_node(gs->g, r->node);
-  br_task *t = task_alloc(e);
-  t->id = r->id;
-  t->gs = gs;
-  t->node = n ? (int)n->index : 0;
-  t->port = r->port;
-  t->state = (uint8_t)r->state;
-  t->paused = r->paused;
-  t->priority = r->priority;
-  t->attrs = r->attrs;
-  r->attrs = NULL;
-  t->name = r->name;
-  r->name = NULL;
-  t->error = r->error;
-  r->error = NULL;
-  t->parent = r->parent;
-  t->group_id = r->group_id;
-  t->wait_key = r->wait_key;
-  t->live_children = r->live_children;
-  t->attempts = r->attempts;
-  t->created_ms = r->created_ms;
-  t->updated_ms = r->updated_ms;
-  t->split_id = r->split_id;
-  t->split_elem = r->split_elem;
-  t->split_count = r->split_count;
-  t->split = split_ref(e, t->split_id);
-  HASH_ADD(hh, e->tasks, id, sizeof t->id, t);
+  br_task *t = task_from_row(e, gs, n ? (int)n->index : 0, r);
   if (!n) {
     char msg[512];
     snprintf(msg, sizeof msg, "node '%s' no longer exists in graph %lld", r->node,

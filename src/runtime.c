@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
+#include "fs.h"
 
 /* Longest request line accepted; a longer one is answered with an error and
  * the connection is closed. */
@@ -368,23 +369,6 @@ static void on_connection(uv_stream_t *server, int status) {
     conn_close(c);
 }
 
-static int mkdir_p(const char *dir, mode_t mode) {
-  char *p = strdup(dir);
-  if (!p) return -1;
-  for (char *s = p + 1; *s; s++) {
-    if (*s != '/') continue;
-    *s = 0;
-    if (mkdir(p, mode) != 0 && errno != EEXIST) {
-      free(p);
-      return -1;
-    }
-    *s = '/';
-  }
-  int rc = mkdir(p, mode);
-  free(p);
-  return (rc == 0 || errno == EEXIST) ? 0 : -1;
-}
-
 static void server_closed(uv_handle_t *h) {
   br_runtime *rt = h->data;
   rt->handles--;
@@ -393,7 +377,7 @@ static void server_closed(uv_handle_t *h) {
 
 int br_runtime_listen(br_runtime *rt, uv_loop_t *loop, const char *dir, br_error *err) {
   if (rt->listening) return br_error_set(err, BR_ESTATE, "the runtime already listens");
-  if (mkdir_p(dir, 0700) != 0)
+  if (br__mkdirs(dir, 0700) != 0)
     return br_error_set(err, BR_EIO, "cannot create runtime folder '%s': %s", dir,
                         strerror(errno));
   char *path = NULL;

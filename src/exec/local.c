@@ -45,6 +45,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include "../fs.h"
 
 extern char **environ;
 
@@ -157,23 +158,6 @@ static char **dup_strv(char *const *v) {
       return NULL;
     }
   return out;
-}
-
-static int mkdir_p(const char *dir) {
-  char *p = strdup(dir);
-  if (!p) return -1;
-  for (char *s = p + 1; *s; s++) {
-    if (*s != '/') continue;
-    *s = 0;
-    if (mkdir(p, 0755) != 0 && errno != EEXIST) {
-      free(p);
-      return -1;
-    }
-    *s = '/';
-  }
-  int rc = mkdir(p, 0755);
-  free(p);
-  return (rc == 0 || errno == EEXIST) ? 0 : -1;
 }
 
 /* Length of the name part of "NAME=value". */
@@ -702,7 +686,7 @@ static int open_log_file(const char *path) {
     char *slash = dir ? strrchr(dir, '/') : NULL;
     if (slash && slash != dir) {
       *slash = 0;
-      mkdir_p(dir);
+      br__mkdirs(dir, 0755);
     }
     free(dir);
     fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
@@ -735,7 +719,7 @@ static int log_folder(job *j) {
   if (!dir) return -1;
   struct stat st;
   errno = 0;
-  if (mkdir_p(dir) != 0 || stat(dir, &st) != 0 || !S_ISDIR(st.st_mode) ||
+  if (br__mkdirs(dir, 0755) != 0 || stat(dir, &st) != 0 || !S_ISDIR(st.st_mode) ||
       access(dir, W_OK) != 0) {
     set_error(j, "cannot write log file '%s': %s", j->log_path,
               errno ? strerror(errno) : "not a folder");
@@ -1009,7 +993,7 @@ static int local_create(const br_exec_config *cfg, const br_exec_events *ev, br_
     ex->n_base_env++;
   }
 
-  if (mkdir_p(ex->runtime_dir) != 0) {
+  if (br__mkdirs(ex->runtime_dir, 0755) != 0) {
     rc = br_error_set(err, BR_EIO, "cannot create runtime folder '%s': %s", ex->runtime_dir,
                       strerror(errno));
     goto fail;

@@ -33,6 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <uthash.h>
+#include "../fs.h"
 
 #define MAX_GPUS 64
 #define BATCH_EVENTS 1000
@@ -103,21 +104,6 @@ static int64_t now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int mkdirs(const char *path) {
-  char buf[4096];
-  snprintf(buf, sizeof buf, "%s", path);
-  for (char *p = buf + 1;; p++) {
-    if (*p == '/' || !*p) {
-      char c = *p;
-      *p = 0;
-      if (mkdir(buf, 0755) != 0 && errno != EEXIST) return -1;
-      *p = c;
-      if (!c) break;
-    }
-  }
-  return 0;
 }
 
 /* Waits up to ms on the condition (lock held); a stop wakes it early. */
@@ -796,7 +782,7 @@ int br_agent_open(const br_agent_opts *o, br_agent **out, br_error *err) {
     if (asprintf(&a->work_dir, "%s/braid-agent-%s", tmp && *tmp ? tmp : "/tmp", a->id) < 0) a->work_dir = NULL;
   }
   if (!a->work_dir || asprintf(&a->log_dir, "%s/logs", a->work_dir) < 0 ||
-      asprintf(&a->run_dir, "%s/run", a->work_dir) < 0 || mkdirs(a->log_dir) || mkdirs(a->run_dir)) {
+      asprintf(&a->run_dir, "%s/run", a->work_dir) < 0 || br__mkdirs(a->log_dir, 0755) || br__mkdirs(a->run_dir, 0755)) {
     int rc = br_error_set(err, BR_EIO, "agent: cannot make its folder %s: %s",
                           a->work_dir ? a->work_dir : "", strerror(errno));
     br_agent_close(a);

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include "../fs.h"
 
 int br_xfer__fsync_dirfd(int dirfd) {
   if (fsync(dirfd) != 0 && errno != EINVAL && errno != EROFS) return -errno;
@@ -25,22 +26,10 @@ int br_xfer__fsync_dir(const char *dir) {
 }
 
 int br_xfer__mkdirs(const char *path, br_error *err) {
-  char *p = strdup(path);
-  if (!p) return br_error_set(err, BR_ENOMEM, "out of memory");
-  for (char *s = p + 1;; s++) {
-    if (*s == '/' || *s == 0) {
-      char save = *s;
-      *s = 0;
-      if (mkdir(p, 0755) != 0 && errno != EEXIST) {
-        int e = errno;
-        free(p);
-        return br_error_set(err, BR_EIO, "mkdir %s: %s", path, strerror(e));
-      }
-      *s = save;
-      if (!save) break;
-    }
+  if (br__mkdirs(path, 0755) != 0) {
+    if (errno == ENOMEM) return br_error_set(err, BR_ENOMEM, "out of memory");
+    return br_error_set(err, BR_EIO, "mkdir %s: %s", path, strerror(errno));
   }
-  free(p);
   struct stat st;
   if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
     return br_error_set(err, BR_EIO, "%s is not a directory", path);
