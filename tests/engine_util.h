@@ -124,4 +124,75 @@ static inline char *tenv_attr(tenv *t, const char *node, int state, const char *
   return s;
 }
 
+/* ---- the stand-in scenario and crash runs, shared by the engine and store
+ * tests ---- */
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static inline char *read_file(const char *path) {
+  FILE *f = fopen(path, "rb");
+  if (!f) br_test_fail(__FILE__, __LINE__, "cannot open %s", path);
+  fseek(f, 0, SEEK_END);
+  long n = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  char *buf = calloc(1, (size_t)n + 1);
+  if (fread(buf, 1, (size_t)n, f) != (size_t)n) abort();
+  fclose(f);
+  return buf;
+}
+
+/* examples/standin.json (caller frees). */
+static inline char *standin_text(void) {
+  const char *src = getenv("BRAID_SOURCE_DIR");
+  char path[1024];
+  snprintf(path, sizeof path, "%s/examples/standin.json", src ? src : "..");
+  return read_file(path);
+}
+
+typedef struct crash_plan {
+  const char *point;
+  int64_t at;
+} crash_plan;
+
+static inline void crash_hook(void *ud, const char *point, int64_t n) {
+  crash_plan *p = ud;
+  if (strcmp(point, p->point) == 0 && n == p->at) kill(getpid(), SIGKILL);
+}
+
+/* Runs the stand-in on the store at uri (a path or a postgres URI) in a
+ * child process that kills itself at hook `point` number `at`; with submit,
+ * it first submits the root task. Returns the exit status, or -SIGNAL. */
+static inline int crash_run(const char *uri, const char *point, int64_t at, int submit, int batch) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    br_error err;
+    br_store *s;
+    if (br_store_open(uri, 0, &s, &err)) _exit(3);
+    crash_plan plan = {point, at};
+    br_engine_opts o = {.batch_max = batch, .hook = crash_hook, .hook_ud = &plan};
+    br_engine *e = br_engine_open(s, &o, &err);
+    if (!e) _exit(4);
+    char *text = standin_text();
+    br_graph *g = br_graph_load_string(text, "standin", &err);
+    free(text);
+    int64_t gid;
+    if (!g || br_engine_add_graph(e, g, &gid, &err)) _exit(5);
+    if (submit) {
+      json_t *a = json_pack("{sisi}", "frame_start", 1, "frame_end", 100);
+      int64_t id;
+      if (br_engine_submit(e, gid, "start", a, NULL, &id, &err)) _exit(6);
+      json_decref(a);
+    }
+    if (br_engine_run(e, &err)) _exit(7);
+    br_engine_free(e);
+    br_store_close(s);
+    _exit(0);
+  }
+  int st;
+  waitpid(pid, &st, 0);
+  return WIFSIGNALED(st) ? -WTERMSIG(st) : WEXITSTATUS(st);
+}
+
 #endif

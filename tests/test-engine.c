@@ -1,29 +1,6 @@
 /* The engine: the stand-in reference scenario, waiter corner cases, fan-out,
  * cycles, parking, restarts, and crash safety under SIGKILL. */
-#include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include "engine_util.h"
-
-static char *read_file(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f) br_test_fail(__FILE__, __LINE__, "cannot open %s", path);
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *buf = calloc(1, (size_t)n + 1);
-  if (fread(buf, 1, (size_t)n, f) != (size_t)n) abort();
-  fclose(f);
-  return buf;
-}
-
-static char *standin_text(void) {
-  const char *src = getenv("BRAID_SOURCE_DIR");
-  char path[1024];
-  snprintf(path, sizeof path, "%s/examples/standin.json", src ? src : "..");
-  return read_file(path);
-}
 
 static char *expected_frames(void) {
   char *buf = malloc(8192), *p = buf;
@@ -272,51 +249,6 @@ TEST(submit_errors) {
 
 /* ---- restart and crash safety ---- */
 
-typedef struct crash_plan {
-  const char *point;
-  int64_t at;
-} crash_plan;
-
-static void crash_hook(void *ud, const char *point, int64_t n) {
-  crash_plan *p = ud;
-  if (strcmp(point, p->point) == 0 && n == p->at) kill(getpid(), SIGKILL);
-}
-
-/* Runs the stand-in in a child process that kills itself at `point` number
- * `at` (when submit is set it also submits the root first). */
-static int run_child(const char *store_path, const char *point, int64_t at, int submit,
-                     int batch) {
-  pid_t pid = fork();
-  if (pid == 0) {
-    br_error err;
-    br_store *s;
-    if (br_store_open(store_path, 0, &s, &err)) _exit(3);
-    crash_plan plan = {point, at};
-    br_engine_opts o = {.batch_max = batch, .hook = crash_hook, .hook_ud = &plan};
-    br_engine *e = br_engine_open(s, &o, &err);
-    if (!e) _exit(4);
-    char *text = standin_text();
-    br_graph *g = br_graph_load_string(text, "standin", &err);
-    free(text);
-    int64_t gid;
-    if (!g || br_engine_add_graph(e, g, &gid, &err)) _exit(5);
-    if (submit) {
-      json_t *a = json_pack("{sisi}", "frame_start", 1, "frame_end", 100);
-      int64_t id;
-      if (br_engine_submit(e, gid, "start", a, NULL, &id, &err)) _exit(6);
-      json_decref(a);
-    }
-    if (br_engine_run(e, &err)) _exit(7);
-    br_engine_free(e);
-    br_store_close(s);
-    _exit(0);
-  }
-  int st;
-  waitpid(pid, &st, 0);
-  if (WIFSIGNALED(st)) return -WTERMSIG(st);
-  return WEXITSTATUS(st);
-}
-
 TEST(restart_continues_where_it_stopped) {
   tenv t;
   tenv_open(&t, "restart");
@@ -349,11 +281,11 @@ TEST(sigkill_at_many_points) {
       char path[480];
       snprintf(path, sizeof path, "%.400s/crash-%lld-%d.db", dir, (long long)at, before);
       const char *point = before ? "commit-before" : "commit-after";
-      int rc = run_child(path, point, at, 1, 16);
+      int rc = crash_run(path, point, at, 1, 16);
       /* restart; kill it twice more at other points, then let it finish */
       for (int k = 0; k < 2 && rc == -SIGKILL; k++)
-        rc = run_child(path, k ? "commit-after" : "commit-before", 2 + (at + k) % 5, 0, 16);
-      if (rc == -SIGKILL) rc = run_child(path, "none", 0, 0, 16);
+        rc = crash_run(path, k ? "commit-after" : "commit-before", 2 + (at + k) % 5, 0, 16);
+      if (rc == -SIGKILL) rc = crash_run(path, "none", 0, 0, 16);
       if (rc != 0) br_test_fail(__FILE__, __LINE__, "child exit %d at %lld", rc, (long long)at);
       tenv t;
       memset(&t, 0, sizeof t);

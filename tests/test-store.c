@@ -205,58 +205,6 @@ TEST(store_suite_postgres) {
   pg_stop(&pg);
 }
 
-static char *standin(void) {
-  char path[1024];
-  const char *src = getenv("BRAID_SOURCE_DIR");
-  snprintf(path, sizeof path, "%s/examples/standin.json", src ? src : "..");
-  FILE *f = fopen(path, "rb");
-  CHECK(f != NULL);
-  char *buf = calloc(1, 65536);
-  if (fread(buf, 1, 65535, f) == 0) abort();
-  fclose(f);
-  return buf;
-}
-
-typedef struct crash_plan {
-  const char *point;
-  int64_t at;
-} crash_plan;
-
-static void crash_hook(void *ud, const char *point, int64_t n) {
-  crash_plan *p = ud;
-  if (strcmp(point, p->point) == 0 && n == p->at) kill(getpid(), SIGKILL);
-}
-
-static int run_child(const char *uri, const char *point, int64_t at, int submit) {
-  pid_t pid = fork();
-  if (pid == 0) {
-    br_error err;
-    br_store *s;
-    if (br_store_open(uri, 0, &s, &err)) _exit(3);
-    crash_plan plan = {point, at};
-    br_engine_opts o = {.batch_max = 64, .hook = crash_hook, .hook_ud = &plan};
-    br_engine *e = br_engine_open(s, &o, &err);
-    char *text = standin();
-    br_graph *g = br_graph_load_string(text, "standin", &err);
-    free(text);
-    int64_t gid;
-    if (!e || !g || br_engine_add_graph(e, g, &gid, &err)) _exit(5);
-    if (submit) {
-      json_t *a = json_pack("{sisi}", "frame_start", 1, "frame_end", 100);
-      int64_t id;
-      if (br_engine_submit(e, gid, "start", a, NULL, &id, &err)) _exit(6);
-      json_decref(a);
-    }
-    if (br_engine_run(e, &err)) _exit(7);
-    br_engine_free(e);
-    br_store_close(s);
-    _exit(0);
-  }
-  int st;
-  waitpid(pid, &st, 0);
-  return WIFSIGNALED(st) ? -WTERMSIG(st) : WEXITSTATUS(st);
-}
-
 static void check_result(const char *uri) {
   br_store *s;
   br_error err;
@@ -292,11 +240,11 @@ TEST(engine_standin_and_crashes_on_postgres) {
     CHECK(system(cmd) == 0);
     char uri[1200];
     snprintf(uri, sizeof uri, "postgresql://braid@/r%d?host=%s", round, pg.dir);
-    int rc = run_child(uri, round % 2 ? "commit-before" : "commit-after", round ? 1 + round * 3 : 0,
-                       1);
+    int rc = crash_run(uri, round % 2 ? "commit-before" : "commit-after", round ? 1 + round * 3 : 0,
+                       1, 64);
     for (int k = 0; k < 2 && rc == -SIGKILL; k++)
-      rc = run_child(uri, k ? "commit-after" : "commit-before", 2 + (round + k) % 4, 0);
-    if (rc == -SIGKILL) rc = run_child(uri, "none", 0, 0);
+      rc = crash_run(uri, k ? "commit-after" : "commit-before", 2 + (round + k) % 4, 0, 64);
+    if (rc == -SIGKILL) rc = crash_run(uri, "none", 0, 0, 64);
     CHECK_EQ_INT(rc, 0);
     check_result(uri);
   }
