@@ -45,8 +45,10 @@
     }                                                                             \
   } while (0)
 
-/* F_NEW: no row yet (insert at commit); F_LISTED: in a node/state list. */
-enum { F_NEW = 1, F_DIRTY = 2, F_ATTRS = 4, F_LISTED = 8 };
+/* F_NEW: no row yet (insert at commit); F_LISTED: in a node/state list;
+ * F_RERUN: its node's job may have run before (recovered after a stop or a
+ * crash, or retried by hand), so the children it spawns may exist already. */
+enum { F_NEW = 1, F_DIRTY = 2, F_ATTRS = 4, F_LISTED = 8, F_RERUN = 16 };
 
 typedef struct gslot gslot;
 typedef struct wgroup wgroup;
@@ -577,6 +579,7 @@ static void move_to(br_engine *e, br_task *t, const br_wire *w) {
   t->node = w->node;
   t->port = w->port;
   t->attempts = 0; /* attempts count per node */
+  t->flags &= (uint16_t)~F_RERUN;
   t->state = BR_TASK_WAITING;
   t->wait_key = 0;
   list_add(t);
@@ -1092,7 +1095,7 @@ static void submit_started(br_engine *e) {
     r->inv.graph_id = t->gs->id;
     r->n_spawned = 0;
     names_free(&r->known_children);
-    if (t->live_children > 0) {
+    if (t->live_children > 0 && (t->attempts > 1 || (t->flags & F_RERUN))) {
       /* a job run again (a retry, or after a crash) spawns what it spawned
        * before: remember those children so they are not made twice */
       br_task_filter f = BR_TASK_FILTER_ALL;
@@ -1293,6 +1296,7 @@ static void orphans_resolve(br_engine *e) {
     br_task *t = task_find(e, v[i]);
     if (!t || t->state != BR_TASK_RUNNING || t->inv) continue;
     if (e->ex && e->exops->adopt && adopt_one(e, t)) continue;
+    t->flags |= F_RERUN;
     set_state(e, t, BR_TASK_WAITING);
   }
   free(v);
@@ -1806,6 +1810,7 @@ int br_engine_task_retry(br_engine *e, int64_t id, br_error *err) {
   free(t->error);
   t->error = NULL;
   t->attempts = 0;
+  t->flags |= F_RERUN;
   set_state(e, t, BR_TASK_WAITING); /* processed again at its node */
   return BR_OK;
 }
@@ -1889,6 +1894,7 @@ size_t br_engine_retry_failed(br_engine *e) {
         free(t->error);
         t->error = NULL;
         t->attempts = 0;
+        t->flags |= F_RERUN;
         set_state(e, t, BR_TASK_WAITING);
         n++;
       }
@@ -2041,6 +2047,7 @@ static int load_one(void *ud, br_task_info *r) {
     case BR_TASK_POST:
       /* the invocation was lost with the previous engine: process again */
       t->state = BR_TASK_WAITING;
+      t->flags |= F_RERUN;
       list_add(t);
       if (!t->paused) heap_push(&e->ready, t);
       mark_dirty(e, t);
