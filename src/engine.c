@@ -904,6 +904,7 @@ typedef struct inv_rec {
   char *strs[4]; /* node, cwd, progress_regex, log_path */
   int *codes;    /* good codes then retry codes */
   char **tags_own, **limits_own;
+  json_t *slurm_own;
   char *worker;  /* where it runs (scheduling executors); NULL: the executor's name */
   br_inv_result res;
   int done;
@@ -965,6 +966,7 @@ static void inv_free(inv_rec *r) {
   strv_free(r->env_own);
   strv_free(r->tags_own);
   strv_free(r->limits_own);
+  json_decref(r->slurm_own);
   free(r->worker);
   for (size_t i = 0; i < 4; i++) free(r->strs[i]);
   free(r->codes);
@@ -981,6 +983,7 @@ static inv_rec *inv_copy(const br_invocation *in) {
   r->inv.env = r->env_own = strv_dup(in->env);
   r->inv.tags = r->tags_own = strv_dup(in->tags);
   r->inv.limits = r->limits_own = strv_dup(in->limits);
+  r->inv.slurm = r->slurm_own = json_object_size(in->slurm) ? json_deep_copy(in->slurm) : NULL;
   r->inv.task_name = NULL; /* set at dispatch, like attrs */
   r->inv.node = r->strs[0] = xstrdup(in->node);
   r->inv.cwd = r->strs[1] = xstrdup(in->cwd);

@@ -11,6 +11,7 @@
 #define BRAID_AGENT_H
 
 #include <braid/error.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -33,6 +34,8 @@ typedef struct br_agent_opts {
   const char *work_dir;  /* logs and runtime files (default: $TMPDIR/braid-agent-ID) */
   const char *braid_exe; /* for `braid ctl` in jobs */
   double grace;          /* SIGTERM to SIGKILL (0: 10 s) */
+  bool once;             /* take one job, report it, and stop (a batch system's job) */
+  double idle_exit;      /* with once: stop when no work came for this long (0: never) */
 } br_agent_opts;
 
 int br_agent_open(const br_agent_opts *opts, br_agent **out, br_error *err);

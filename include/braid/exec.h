@@ -40,6 +40,8 @@ typedef struct br_invocation {
   char **tags;         /* worker tags it needs (all of them), NULL-terminated; may be NULL */
   char **limits;       /* named farm-wide limits it takes one token of; may be NULL */
   int node_limit;      /* at most this many of its node's invocations at once; 0 = none */
+  json_t *slurm;       /* the node's "slurm" settings (partition, account, qos, time,
+                          args), borrowed; NULL or {} when none (other executors ignore it) */
   /* Set by the engine when it hands the invocation over. */
   const char *task_name; /* children a job spawns without a name are named TASK_NAME/K */
   int32_t priority;    /* the task's */
@@ -167,6 +169,7 @@ const br_executor_ops *br_executor_find(const char *name);
 /* The executors compiled in (also found by name through br_executor_find). */
 extern const br_executor_ops br_exec_local; /* "local": child processes of this braid */
 extern const br_executor_ops br_exec_agent; /* "agent": remote braid agents (see farm.h) */
+extern const br_executor_ops br_exec_slurm; /* "slurm": Slurm jobs running one-shot agents */
 
 #ifdef __cplusplus
 }

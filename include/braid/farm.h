@@ -54,6 +54,17 @@ typedef void (*br_farm_reply)(void *ud, unsigned status, json_t *body);
 
 /* Is this executor the farm's? */
 bool br_farm_is(const br_executor_ops *ops);
+/* The farm inside an executor: itself for the agent executor, the farm a
+ * slurm executor runs its jobs' agents on, or NULL. */
+br_executor *br_farm_of(const br_executor_ops *ops, br_executor *ex);
+
+/* Ends an invocation the farm holds as if its agent had reported it (the
+ * agent is gone, e.g. its Slurm job ended): on_done with this status and
+ * message, and the agent, if it is still there, is told to cancel it.
+ * BR_ENOTFOUND when the farm does not hold it. */
+int br_farm_end(br_executor *ex, int64_t invocation_id, br_inv_status status, const char *msg);
+/* Has the invocation been given to an agent? (false: still pending, or unknown) */
+bool br_farm_assigned(br_executor *ex, int64_t invocation_id);
 
 void br_farm_register(br_executor *ex, const json_t *req, br_farm_reply fn, void *ud);
 void br_farm_poll(br_executor *ex, const char *agent, const json_t *req, br_farm_reply fn,

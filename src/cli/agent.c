@@ -31,7 +31,10 @@ static void agent_usage(FILE *out) {
           "  --tag TAG        a tag jobs can ask for (a node's \"tags\"), repeatable\n"
           "  --work-dir DIR   job logs and runtime files (default $TMPDIR/braid-agent-ID)\n"
           "  --grace SECONDS  on stop, time between SIGTERM and SIGKILL for jobs (default 10)\n"
-          "  --ca FILE        verify an HTTPS server against this CA certificate\n\n"
+          "  --ca FILE        verify an HTTPS server against this CA certificate\n"
+          "  --once           take one job, report it, and exit (how a Slurm job of the\n"
+          "                   slurm executor runs; its tag pins the job it takes)\n"
+          "  --idle-exit S    with --once: exit when no work came for S seconds\n\n"
           "Jobs get BRAID_WORKER (this agent's id) and CUDA_VISIBLE_DEVICES when they asked\n"
           "for GPUs. SIGINT or SIGTERM stops the agent: running jobs are killed and reported\n"
           "lost, so they run elsewhere.\n");
@@ -58,6 +61,7 @@ int br_cli_agent(int argc, char **argv) {
       {"gpus", required_argument, NULL, 'g'},   {"tag", required_argument, NULL, 'T'},
       {"work-dir", required_argument, NULL, 'w'}, {"grace", required_argument, NULL, 'G'},
       {"ca", required_argument, NULL, 'C'},     {"help", no_argument, NULL, 'h'},
+      {"once", no_argument, NULL, 'O'},         {"idle-exit", required_argument, NULL, 'I'},
       {NULL, 0, NULL, 0},
   };
   br_agent_opts o = {.gpus = -1};
@@ -97,6 +101,14 @@ int br_cli_agent(int argc, char **argv) {
       o.grace = strtod(optarg, &end);
       if (*end || o.grace <= 0) {
         br_cli_errorf("--grace needs seconds (a positive number)");
+        return BR_EXIT_USAGE;
+      }
+      break;
+    case 'O': o.once = true; break;
+    case 'I':
+      o.idle_exit = strtod(optarg, &end);
+      if (*end || o.idle_exit <= 0) {
+        br_cli_errorf("--idle-exit needs seconds (a positive number)");
         return BR_EXIT_USAGE;
       }
       break;

@@ -160,7 +160,8 @@ static void view_stop(runview *v, int quiet) {
 static void run_usage(FILE *out) {
   fprintf(out,
           "usage: braid run GRAPH [--set NAME=VALUE]... [--store PATH] [--node NODE]\n"
-          "                 [--slots N] [--grace SECONDS] [--new] [--quiet] [--json]\n\n"
+          "                 [--slots N] [--grace SECONDS] [--new] [--quiet] [--json]\n"
+          "                 [--executor local|slurm] [--slurm-... OPTIONS]\n\n"
           "Runs a graph on this machine, in one process, until nothing can move.\n"
           "The first run submits one task (to the graph's \"start\" node, with its\n"
           "\"start\" attributes and --set on top); running it again on the same store\n"
@@ -176,7 +177,19 @@ static void run_usage(FILE *out) {
           "  --grace SECONDS   on Ctrl-C, time between SIGTERM and SIGKILL (default 10)\n"
           "  --quiet           no progress display\n"
           "  --new             submit a new task even if the store has a finished run\n"
-          "  --json            print the summary as JSON\n\n"
+          "  --json            print the summary as JSON\n"
+          "  --executor NAME   where jobs run: local (default: this machine's slots) or\n"
+          "                    slurm (each job a Slurm job, many as job arrays; see\n"
+          "                    docs/slurm.md). With slurm:\n"
+          "  --slurm-listen HOST:PORT  where the jobs report back (default 0.0.0.0:0: every\n"
+          "                    interface, a free port; a fixed port lets running jobs\n"
+          "                    report to a resumed run)\n"
+          "  --slurm-url URL   how the compute nodes reach it (default http://HOSTNAME:PORT)\n"
+          "  --slurm-partition P, --slurm-account A, --slurm-qos Q, --slurm-time T\n"
+          "                    defaults for every job (a node's \"slurm\" parameter wins)\n"
+          "  --slurm-arg ARG   an extra sbatch option for every job, repeatable\n"
+          "  --slurm-opt K=V   any other slurm executor option (reconcile=S, max_array=N,\n"
+          "                    output=PATTERN, lost_after=S, braid=PATH, ...)\n\n"
           "Job logs go to STORE.logs/ (braid log TASK shows them).\n"
           "Ctrl-C stops: running jobs get SIGTERM, then SIGKILL after the grace period,\n"
           "and are recorded as cancelled; run again to resume. A second Ctrl-C kills at once.\n\n"
@@ -231,8 +244,15 @@ int br_cli_run(int argc, char **argv) {
       {"node", required_argument, NULL, 'n'}, {"new", no_argument, NULL, 'N'},
       {"json", no_argument, NULL, 'j'},       {"help", no_argument, NULL, 'h'},
       {"slots", required_argument, NULL, 'l'}, {"grace", required_argument, NULL, 'g'},
-      {"quiet", no_argument, NULL, 'q'},      {NULL, 0, NULL, 0},
+      {"quiet", no_argument, NULL, 'q'},      {"executor", required_argument, NULL, 'E'},
+      {"slurm-listen", required_argument, NULL, 1}, {"slurm-url", required_argument, NULL, 2},
+      {"slurm-partition", required_argument, NULL, 3}, {"slurm-account", required_argument, NULL, 4},
+      {"slurm-qos", required_argument, NULL, 5}, {"slurm-time", required_argument, NULL, 6},
+      {"slurm-arg", required_argument, NULL, 7}, {"slurm-opt", required_argument, NULL, 8},
+      {NULL, 0, NULL, 0},
   };
+  const char *executor = "local";
+  json_t *xopts = json_object();
   int slots = 0, quiet = 0;
   double grace = 10;
   json_t *sets = json_object();
@@ -260,18 +280,47 @@ int br_cli_run(int argc, char **argv) {
       break;
     case 'g': grace = atof(optarg); break;
     case 'q': quiet = 1; break;
+    case 'E': executor = optarg; break;
+    case 1: json_object_set_new(xopts, "listen", json_string(optarg)); break;
+    case 2: json_object_set_new(xopts, "url", json_string(optarg)); break;
+    case 3: json_object_set_new(xopts, "partition", json_string(optarg)); break;
+    case 4: json_object_set_new(xopts, "account", json_string(optarg)); break;
+    case 5: json_object_set_new(xopts, "qos", json_string(optarg)); break;
+    case 6: json_object_set_new(xopts, "time", json_string(optarg)); break;
+    case 7:
+      if (!json_object_get(xopts, "args")) json_object_set_new(xopts, "args", json_array());
+      json_array_append_new(json_object_get(xopts, "args"), json_string(optarg));
+      break;
+    case 8:
+      if (br_cli_set_kv(xopts, optarg)) {
+        json_decref(sets);
+        json_decref(xopts);
+        return BR_EXIT_USAGE;
+      }
+      break;
     case 'h':
       run_usage(stdout);
+      json_decref(xopts);
       json_decref(sets);
       return BR_EXIT_OK;
     default:
       run_usage(stderr);
+      json_decref(xopts);
       json_decref(sets);
       return BR_EXIT_USAGE;
     }
   }
-  if (optind != argc - 1) {
-    run_usage(stderr);
+  const br_executor_ops *xops = br_executor_find(executor);
+  if (optind != argc - 1 || !xops || (strcmp(executor, "local") && strcmp(executor, "slurm"))) {
+    if (optind == argc - 1) br_cli_errorf("--executor: '%s' is not one of local, slurm", executor);
+    else run_usage(stderr);
+    json_decref(xopts);
+    json_decref(sets);
+    return BR_EXIT_USAGE;
+  }
+  if (json_object_size(xopts) && strcmp(executor, "slurm")) {
+    br_cli_errorf("--slurm-... options need --executor slurm");
+    json_decref(xopts);
     json_decref(sets);
     return BR_EXIT_USAGE;
   }
@@ -353,11 +402,10 @@ int br_cli_run(int argc, char **argv) {
              access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp");
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
     exe[n > 0 ? n : 0] = '\0';
-    const br_executor_ops *local = br_executor_find("local");
     br_exec_config cfg = {.slots = slots, .runtime_dir = mkdtemp(runtime_dir), .braid_exe = exe,
-                          .grace = grace};
-    if (!local || !cfg.runtime_dir || br_engine_set_executor(e, local, &cfg, &err)) {
-      br_cli_errorf("cannot start the local executor: %s",
+                          .grace = grace, .options = xopts};
+    if (!cfg.runtime_dir || br_engine_set_executor(e, xops, &cfg, &err)) {
+      br_cli_errorf("cannot start the %s executor: %s", executor,
                     cfg.runtime_dir ? br_error_format(&err, buf, sizeof buf) : "no runtime folder");
       rc = BR_EXIT_FAILED;
     }
@@ -443,6 +491,7 @@ int br_cli_run(int argc, char **argv) {
   free(start_name);
   json_decref(attrs);
   br_engine_free(e);
+  json_decref(xopts);
   br_store_close(store);
   if (runtime_dir[0] && !strstr(runtime_dir, "XXXXXX")) {
     char cmd[128];

@@ -1249,6 +1249,27 @@ static int agent_adopt(br_executor *ex, const br_invocation *inv, const char *wo
   return BR_OK;
 }
 
+int br_farm_end(br_executor *ex, int64_t id, br_inv_status status, const char *msg) {
+  job *j = job_find(ex, id);
+  if (!j) return BR_ENOTFOUND;
+  agent *a = j->a;
+  if (a && a->state == A_ONLINE) { /* if it still runs there, it goes */
+    json_array_append_new(a->cancels, json_integer(id));
+    if (a->poll) {
+      json_array_extend(a->poll->cancel, a->cancels);
+      json_array_clear(a->cancels);
+      poll_answer_now(ex, a->poll, 200, NULL);
+    }
+  }
+  job_end(ex, j, status, msg);
+  return BR_OK;
+}
+
+bool br_farm_assigned(br_executor *ex, int64_t id) {
+  job *j = job_find(ex, id);
+  return j && j->a;
+}
+
 static void agent_committed(br_executor *ex) {
   flush_deferred(ex); /* made before the commit that just ended: durable now */
   if (ex->want_match) match_waiting(ex);

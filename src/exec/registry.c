@@ -7,6 +7,7 @@
 static const br_executor_ops *const executors[] = {
     &br_exec_local,
     &br_exec_agent,
+    &br_exec_slurm,
     NULL,
 };
 

@@ -73,6 +73,9 @@ struct br_agent {
   int64_t memory_mb;
   json_t *tags;
   double grace;
+  bool once, got_work;   /* one-shot: one job, then stop */
+  double idle_exit;
+  int64_t start_ms;
   uv_loop_t loop;
   uv_async_t async;
   const br_executor_ops *lops;
@@ -593,6 +596,7 @@ static void take_work(br_agent *a, json_t *ans) {
     a->used_memory += j->memory_mb;
     a->used_gpus += j->gpus;
     json_array_append_new(a->inbox_work, json_integer(id));
+    a->got_work = true;
   }
   json_array_extend(a->inbox_cancel, json_object_get(ans, "cancel"));
   pthread_mutex_unlock(&a->mu);
@@ -628,6 +632,13 @@ static void *poll_main(void *ud) {
     pthread_mutex_lock(&a->mu);
     int wait_ms = (int)(a->poll_wait * 1000);
     int free_slots = a->slots - a->used_slots;
+    if (a->once && a->got_work) free_slots = 0; /* its one job came: it only reports now */
+    if (a->once && !a->got_work && a->idle_exit > 0 && now_ms() - a->start_ms > a->idle_exit * 1000) {
+      pthread_mutex_unlock(&a->mu);
+      fprintf(stderr, "braid: agent: no work came in %.0f s: stopping\n", a->idle_exit);
+      br_agent_stop(a);
+      break;
+    }
     json_t *body = json_pack("{sss{sisisIsi}si}", "session", a->session, "free", "slots",
                              free_slots > 0 ? free_slots : 0, "cores", a->cores - a->used_cores,
                              "memory_mb", (json_int_t)(a->memory_mb - a->used_memory), "gpus",
@@ -727,6 +738,11 @@ static void *report_main(void *ud) {
     if (st == 200) {
       backoff = 100;
       acked(a, last->seq);
+      if (a->once && a->got_work && !a->jobs && !a->stop) { /* its job is reported: done */
+        __atomic_store_n(&a->stop, 1, __ATOMIC_SEQ_CST);
+        pthread_cond_broadcast(&a->cv);
+        uv_async_send(&a->async);
+      }
     } else if (st == 409) {
       a->need_register = true; /* the poll thread registers; then we go on */
       nap(a, 200);
@@ -773,6 +789,9 @@ int br_agent_open(const br_agent_opts *o, br_agent **out, br_error *err) {
   a->gpus = o->gpus < 0 ? gpus : o->gpus;
   if (a->gpus > MAX_GPUS) a->gpus = MAX_GPUS;
   a->grace = o->grace;
+  a->once = o->once;
+  a->idle_exit = o->idle_exit;
+  a->start_ms = now_ms();
   a->tags = json_array();
   for (size_t i = 0; o->tags && o->tags[i]; i++) json_array_append_new(a->tags, json_string(o->tags[i]));
   if (o->work_dir && *o->work_dir) {

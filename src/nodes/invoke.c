@@ -161,6 +161,7 @@ int br_invoke_run(br_node_ctx *ctx, char **argv) {
       .tags = tags,
       .limits = limits,
       .node_limit = (int)br_ctx_param_int(ctx, "max_running", 0),
+      .slurm = br_ctx_param(ctx, "slurm"),
   };
   rc = br_ctx_invoke(ctx, &inv) ? -1 : 0;
   free(cwd);

@@ -23,7 +23,9 @@
   {"limits", BR_PARAM_LIST, "[]", false,                                                      \
    "named farm-wide limits the job takes one token of, e.g. [\"houdini\"] (farm)"},         \
   {"max_running", BR_PARAM_INT, "0", false,                                                   \
-   "at most this many of this node's jobs at once across the farm (0: no limit)"}
+   "at most this many of this node's jobs at once across the farm (0: no limit)"},          \
+  {"slurm", BR_PARAM_OBJECT, "{}", false,                                                    \
+   "Slurm settings: partition, account, qos, time (minutes or D-HH:MM:SS), args (list)"}
 
 /* Substitutes {name} with the task's attribute (strings as they are, other
  * values as JSON; lists joined by spaces); "{{" and "}}" are literal braces.
