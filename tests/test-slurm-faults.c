@@ -1,6 +1,7 @@
 /* The slurm executor when Slurm ends jobs on its own: a job scancelled from
  * outside braid is seen and retried, a job past its Slurm time limit is
  * recorded as timed out, and sbatch refusing a job is a clear error. */
+#include "farm-util.h"
 #include "slurm-util.h"
 
 /* The Slurm job id of the running invocation of node. */
@@ -102,4 +103,51 @@ TEST(sbatch_refusing_a_job_is_a_clear_error) {
   free(log);
   free(graph);
   free(dir);
+}
+
+/* braid server with the slurm executor: jobs are Slurm jobs, the workers
+ * list shows them, and `braid cancel` removes them from Slurm. */
+TEST(server_on_slurm_cancel_removes_jobs) {
+  need_cluster();
+  farm f;
+  farm_start(&f, "slurm-server", "--executor slurm --slurm-listen 127.0.0.1:0 --slurm-opt reconcile=1");
+  int64_t root = farm_submit_graph(&f, farm_jobs_graph("sleepers", 3, "{\"argv\": [\"sleep\", \"317\"]}"),
+                                   NULL, 0, NULL);
+  CHECK(root > 0);
+  double end = mono_s() + 60;
+  int64_t c[BR_TASK_NSTATES];
+  do {
+    usleep(100 * 1000);
+    farm_counts(&f, c);
+  } while (c[BR_TASK_RUNNING] < 3 && mono_s() < end);
+  CHECK_EQ_INT(c[BR_TASK_RUNNING], 3);
+  CHECK_EQ_INT(slurm_active("job"), 3);
+  json_t *ws = NULL;
+  CHECK_EQ_INT(farm_call(&f, f.user, "GET", "/api/v1/workers", NULL, &ws), 200);
+  char *text = json_dumps(ws, JSON_COMPACT);
+  CHECK_CONTAINS(text, "\"id\":\"slurm-");
+  free(text);
+  json_decref(ws);
+  /* cancel the running tasks with the command line */
+  json_t *ts = NULL;
+  CHECK_EQ_INT(farm_call(&f, f.user, "GET", "/api/v1/tasks?state=running", NULL, &ts), 200);
+  size_t i;
+  json_t *t;
+  int n = 0;
+  json_array_foreach(json_object_get(ts, "tasks"), i, t) {
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "'%s' cancel %lld --server '%s' --token '%s' >/dev/null", braid_bin(),
+             (long long)json_integer_value(json_object_get(t, "id")), f.url, f.user);
+    CHECK_EQ_INT(system(cmd), 0);
+    n++;
+  }
+  json_decref(ts);
+  CHECK_EQ_INT(n, 3);
+  end = mono_s() + 30;
+  while ((slurm_active("job") > 0 || procs_with("[s]leep 317") > 0) && mono_s() < end) usleep(100 * 1000);
+  CHECK_EQ_INT(slurm_active("job"), 0);
+  CHECK_EQ_INT(procs_with("[s]leep 317"), 0);
+  farm_counts(&f, c);
+  CHECK_EQ_INT(c[BR_TASK_CANCELLED], 3);
+  farm_stop(&f);
 }

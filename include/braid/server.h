@@ -28,7 +28,10 @@ typedef struct br_server_opts {
   const char *token_file;  /* the tokens (see br_auth) */
   const char *log_dir;     /* invocation logs */
   const char *settings_file; /* worker settings, limits, group names: kept across restarts */
-  json_t *farm;            /* options of the agent executor (borrowed; see farm.h) */
+  json_t *farm;            /* options of the executor (borrowed; see farm.h, and
+                              src/exec/slurm.c for slurm's) */
+  const char *executor;    /* "agent" (default: braid agents) or "slurm" (Slurm jobs) */
+  const char *braid_exe;   /* this program (the slurm executor's jobs run it) */
   int batch_ms;            /* engine group commit interval (0: default) */
 } br_server_opts;
 

@@ -97,3 +97,29 @@ char *br_cli_store_side(const char *store, const char *suffix) {
   if (asprintf(&out, "%s%s", base, suffix) < 0) return NULL;
   return out;
 }
+
+const char br_cli_slurm_help[] =
+    "  --slurm-listen HOST:PORT  where the Slurm jobs report back (default 0.0.0.0:0:\n"
+    "                    every interface, a free port; a fixed port lets running jobs\n"
+    "                    report to braid after it restarts)\n"
+    "  --slurm-url URL   how the compute nodes reach it (default http://HOSTNAME:PORT)\n"
+    "  --slurm-partition P, --slurm-account A, --slurm-qos Q, --slurm-time T\n"
+    "                    defaults for every job (a node's \"slurm\" parameter wins)\n"
+    "  --slurm-arg ARG   an extra sbatch option for every job, repeatable\n"
+    "  --slurm-opt K=V   any other slurm executor option (reconcile=S, max_array=N,\n"
+    "                    output=PATTERN, lost_after=S, braid=PATH; see docs/slurm.md)\n";
+
+int br_cli_slurm_option(int c, const char *arg, json_t *opts) {
+  static const char *const keys[] = {"listen", "url", "partition", "account", "qos", "time"};
+  if (c < BR_CLI_SLURM_BASE || c > BR_CLI_SLURM_BASE + 7) return 0;
+  int k = c - BR_CLI_SLURM_BASE;
+  if (k < 6) {
+    json_object_set_new(opts, keys[k], json_string(arg));
+  } else if (k == 6) {
+    if (!json_object_get(opts, "args")) json_object_set_new(opts, "args", json_array());
+    json_array_append_new(json_object_get(opts, "args"), json_string(arg));
+  } else if (br_cli_set_kv(opts, arg)) {
+    return -1;
+  }
+  return 1;
+}

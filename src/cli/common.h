@@ -29,4 +29,18 @@ char *br_cli_store_side(const char *store, const char *suffix);
 #define BR_CLI_SERVER_STORE "farm.braid.db"
 void br_cli_print_json(json_t *j);
 
+/* The --slurm-... options of `braid run` and `braid server` (getopt values
+ * from BR_CLI_SLURM_BASE): they fill the slurm executor's options. */
+#define BR_CLI_SLURM_BASE 1000
+#define BR_CLI_SLURM_OPTIONS                                                                      \
+  {"slurm-listen", required_argument, NULL, 1000}, {"slurm-url", required_argument, NULL, 1001},  \
+  {"slurm-partition", required_argument, NULL, 1002},                                            \
+  {"slurm-account", required_argument, NULL, 1003}, {"slurm-qos", required_argument, NULL, 1004}, \
+  {"slurm-time", required_argument, NULL, 1005}, {"slurm-arg", required_argument, NULL, 1006},    \
+  {"slurm-opt", required_argument, NULL, 1007}
+/* Handles one of them: 1 done, 0 not one of them, -1 bad (error printed). */
+int br_cli_slurm_option(int c, const char *arg, json_t *opts);
+/* Their --help text. */
+extern const char br_cli_slurm_help[];
+
 #endif

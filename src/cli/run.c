@@ -180,20 +180,13 @@ static void run_usage(FILE *out) {
           "  --json            print the summary as JSON\n"
           "  --executor NAME   where jobs run: local (default: this machine's slots) or\n"
           "                    slurm (each job a Slurm job, many as job arrays; see\n"
-          "                    docs/slurm.md). With slurm:\n"
-          "  --slurm-listen HOST:PORT  where the jobs report back (default 0.0.0.0:0: every\n"
-          "                    interface, a free port; a fixed port lets running jobs\n"
-          "                    report to a resumed run)\n"
-          "  --slurm-url URL   how the compute nodes reach it (default http://HOSTNAME:PORT)\n"
-          "  --slurm-partition P, --slurm-account A, --slurm-qos Q, --slurm-time T\n"
-          "                    defaults for every job (a node's \"slurm\" parameter wins)\n"
-          "  --slurm-arg ARG   an extra sbatch option for every job, repeatable\n"
-          "  --slurm-opt K=V   any other slurm executor option (reconcile=S, max_array=N,\n"
-          "                    output=PATTERN, lost_after=S, braid=PATH, ...)\n\n"
+          "                    docs/slurm.md); with slurm:\n"
+          "%s\n"
           "Job logs go to STORE.logs/ (braid log TASK shows them).\n"
           "Ctrl-C stops: running jobs get SIGTERM, then SIGKILL after the grace period,\n"
           "and are recorded as cancelled; run again to resume. A second Ctrl-C kills at once.\n\n"
-          "exit status: 0 all finished, 1 some failed, 2 usage or graph error, 130 cancelled\n");
+          "exit status: 0 all finished, 1 some failed, 2 usage or graph error, 130 cancelled\n",
+          br_cli_slurm_help);
 }
 
 typedef struct err_list {
@@ -245,11 +238,7 @@ int br_cli_run(int argc, char **argv) {
       {"json", no_argument, NULL, 'j'},       {"help", no_argument, NULL, 'h'},
       {"slots", required_argument, NULL, 'l'}, {"grace", required_argument, NULL, 'g'},
       {"quiet", no_argument, NULL, 'q'},      {"executor", required_argument, NULL, 'E'},
-      {"slurm-listen", required_argument, NULL, 1}, {"slurm-url", required_argument, NULL, 2},
-      {"slurm-partition", required_argument, NULL, 3}, {"slurm-account", required_argument, NULL, 4},
-      {"slurm-qos", required_argument, NULL, 5}, {"slurm-time", required_argument, NULL, 6},
-      {"slurm-arg", required_argument, NULL, 7}, {"slurm-opt", required_argument, NULL, 8},
-      {NULL, 0, NULL, 0},
+      BR_CLI_SLURM_OPTIONS,                   {NULL, 0, NULL, 0},
   };
   const char *executor = "local";
   json_t *xopts = json_object();
@@ -281,29 +270,13 @@ int br_cli_run(int argc, char **argv) {
     case 'g': grace = atof(optarg); break;
     case 'q': quiet = 1; break;
     case 'E': executor = optarg; break;
-    case 1: json_object_set_new(xopts, "listen", json_string(optarg)); break;
-    case 2: json_object_set_new(xopts, "url", json_string(optarg)); break;
-    case 3: json_object_set_new(xopts, "partition", json_string(optarg)); break;
-    case 4: json_object_set_new(xopts, "account", json_string(optarg)); break;
-    case 5: json_object_set_new(xopts, "qos", json_string(optarg)); break;
-    case 6: json_object_set_new(xopts, "time", json_string(optarg)); break;
-    case 7:
-      if (!json_object_get(xopts, "args")) json_object_set_new(xopts, "args", json_array());
-      json_array_append_new(json_object_get(xopts, "args"), json_string(optarg));
-      break;
-    case 8:
-      if (br_cli_set_kv(xopts, optarg)) {
-        json_decref(sets);
-        json_decref(xopts);
-        return BR_EXIT_USAGE;
-      }
-      break;
     case 'h':
       run_usage(stdout);
       json_decref(xopts);
       json_decref(sets);
       return BR_EXIT_OK;
     default:
+      if (br_cli_slurm_option(c, optarg, xopts) > 0) break;
       run_usage(stderr);
       json_decref(xopts);
       json_decref(sets);

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,10 +41,14 @@ static void server_usage(FILE *out) {
           "  --avoid-after N     a submission's jobs failing N times on one agent avoid it\n"
           "                      (default 3)\n"
           "  --url-file FILE     write the server's URL there once it listens\n"
-          "  --quiet             print nothing but errors\n\n"
+          "  --quiet             print nothing but errors\n"
+          "  --executor NAME     agent (default: braid agents take the work) or slurm\n"
+          "                      (every job a Slurm job; see docs/slurm.md); with slurm:\n"
+          "%s\n"
           "Tokens: every request needs one (braid token create --role agent|user|admin).\n"
           "SIGINT or SIGTERM stops the server; agents keep running their jobs and report\n"
-          "them when it comes back.\n");
+          "them when it comes back.\n",
+          br_cli_slurm_help);
 }
 
 static uv_signal_t sig_int, sig_term;
@@ -75,8 +80,10 @@ int br_cli_server(int argc, char **argv) {
       {"threads", required_argument, NULL, 't'},    {"poll-wait", required_argument, NULL, 'p'},
       {"lost-after", required_argument, NULL, 'o'}, {"avoid-after", required_argument, NULL, 'a'},
       {"url-file", required_argument, NULL, 'u'},   {"quiet", no_argument, NULL, 'q'},
-      {"help", no_argument, NULL, 'h'},             {NULL, 0, NULL, 0},
+      {"help", no_argument, NULL, 'h'},             {"executor", required_argument, NULL, 'E'},
+      BR_CLI_SLURM_OPTIONS,                         {NULL, 0, NULL, 0},
   };
+  const char *executor = "agent";
   const char *listen = "127.0.0.1:7870", *store = BR_CLI_SERVER_STORE, *token_file = NULL,
              *cert = NULL, *key = NULL, *url_file = NULL;
   int threads = 0, quiet = 0, c;
@@ -132,8 +139,16 @@ int br_cli_server(int argc, char **argv) {
       server_usage(stdout);
       rc = BR_EXIT_OK;
       goto out;
-    default: server_usage(stderr); goto out;
+    case 'E': executor = optarg; break;
+    default:
+      if (br_cli_slurm_option(c, optarg, farm) > 0) break;
+      server_usage(stderr);
+      goto out;
     }
+  }
+  if (strcmp(executor, "agent") && strcmp(executor, "slurm")) {
+    br_cli_errorf("--executor: '%s' is not one of agent, slurm", executor);
+    goto out;
   }
   if (optind != argc) {
     server_usage(stderr);
@@ -184,9 +199,13 @@ int br_cli_server(int argc, char **argv) {
                     "       braid token create --role agent|user|admin --store %s\n", admin, store);
   }
   br_auth_close(auth);
+  char exe[PATH_MAX] = "";
+  ssize_t en = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  exe[en > 0 ? en : 0] = '\0';
   br_server_opts so = {.store = uri, .listen = listen, .tls_cert = cert, .tls_key = key,
                        .threads = threads, .token_file = tokens, .log_dir = logs,
-                       .settings_file = settings, .farm = farm};
+                       .settings_file = settings, .farm = farm, .executor = executor,
+                       .braid_exe = exe};
   br_server *s;
   char buf[1400];
   if (br_server_open(&so, &s, &err)) {

@@ -1265,13 +1265,22 @@ int br_server_open(const br_server_opts *o, br_server **out, br_error *err) {
     return rc;
   }
   if (o->log_dir) br_engine_set_log_dir(s->e, o->log_dir);
-  br_exec_config cfg = {.options = o->farm, .notify = executor_news, .notify_ud = s};
-  rc = br_engine_set_executor(s->e, &br_exec_agent, &cfg, err);
+  const br_executor_ops *xops = br_executor_find(o->executor ? o->executor : "agent");
+  if (!xops || (xops != &br_exec_agent && xops != &br_exec_slurm)) {
+    br_server_close(s);
+    return br_error_set(err, BR_EINVAL, "server: executor '%s' is not one of agent, slurm", o->executor);
+  }
+  json_t *xo = o->farm ? json_deep_copy(o->farm) : json_object();
+  if (xops == &br_exec_slurm && !json_object_get(xo, "cancel_on_stop")) /* jobs outlive a restart */
+    json_object_set_new(xo, "cancel_on_stop", json_false());
+  br_exec_config cfg = {.options = xo, .notify = executor_news, .notify_ud = s, .braid_exe = o->braid_exe};
+  rc = br_engine_set_executor(s->e, xops, &cfg, err);
+  json_decref(xo);
   if (rc) {
     br_server_close(s);
     return rc;
   }
-  s->ex = br_engine_executor(s->e, NULL);
+  s->ex = br_farm_of(xops, br_engine_executor(s->e, NULL));
   /* settings kept from before, then limits given now */
   const char *k;
   json_t *v;
