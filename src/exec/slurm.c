@@ -25,6 +25,9 @@
  *               "slurm" parameter overrides them; args are added)
  *   braid       the braid program on the compute nodes (default: this one)
  *   max_array   elements per job array (default 1000)
+ *   batch_wait  seconds ready work waits for more of its kind before its
+ *               sbatch, so a stream of small batches becomes few arrays
+ *               (default 0.5)
  *   max_jobs    invocations held at once (default 100000)
  *   reconcile   seconds between squeue rounds (default 10)
  *   output      Slurm's output file for the agents' own messages
@@ -89,6 +92,7 @@ struct batch {
   int64_t memory_mb;
   int64_t *ids;
   size_t n, cap;
+  size_t sealed; /* ids[0..sealed) are committed: they may go */
   int attempts;
   int64_t not_before_ms; /* a retry after a transient sbatch error */
   batch *next;           /* in the send list */
@@ -142,7 +146,8 @@ struct br_executor {
   proc *procs;
   int nprocs;
   bool reconciling, reconcile_soon;
-  uv_timer_t timer, soon;
+  double batch_wait; /* seconds committed work waits for more of its shape */
+  uv_timer_t timer, soon, gather;
   br_auth *auth;
   br_http_server *http;
   uv_async_t async;
@@ -394,7 +399,9 @@ static void sjob_free(br_executor *ex, sjob *s) {
 static void batch_drop(batch *b, int64_t id) {
   for (size_t i = 0; i < b->n; i++)
     if (b->ids[i] == id) {
-      b->ids[i] = b->ids[--b->n];
+      memmove(b->ids + i, b->ids + i + 1, (b->n - i - 1) * sizeof *b->ids);
+      b->n--;
+      if (i < b->sealed) b->sealed--;
       return;
     }
 }
@@ -673,16 +680,53 @@ static void send_batches(br_executor *ex) {
   }
 }
 
-/* Batches filled before a commit go out after it: their invocations are
- * durable then. */
+/* A copy of b's shape with its first k ids (which leave b). */
+static batch *batch_take(batch *b, size_t k) {
+  batch *c = calloc(1, sizeof *c);
+  if (!c) abort();
+  size_t no = 0;
+  while (b->opts[no]) no++;
+  c->opts = calloc(no + 1, sizeof *c->opts);
+  if (!c->opts) abort();
+  for (size_t i = 0; i < no; i++) c->opts[i] = xstrdup(b->opts[i]);
+  c->key = xstrdup(b->key);
+  c->name = xstrdup(b->name);
+  c->cores = b->cores;
+  c->gpus = b->gpus;
+  c->memory_mb = b->memory_mb;
+  c->cap = c->n = c->sealed = k;
+  c->ids = malloc((k ? k : 1) * sizeof *c->ids);
+  if (!c->ids) abort();
+  memcpy(c->ids, b->ids, k * sizeof *c->ids);
+  memmove(b->ids, b->ids + k, (b->n - k) * sizeof *b->ids);
+  b->n -= k;
+  b->sealed -= k;
+  return c;
+}
+
+/* Committed work goes out: whole batches, or their committed part. */
 static void flush_batches(br_executor *ex) {
   batch *b, *tmp;
   HASH_ITER(hh, ex->batches, b, tmp) {
-    HASH_DEL(ex->batches, b);
-    if (b->n) send_push(ex, b);
-    else batch_free(b);
+    if (!b->sealed) continue;
+    if (b->sealed == b->n) {
+      HASH_DEL(ex->batches, b);
+      send_push(ex, b);
+    } else {
+      batch *c = batch_take(b, b->sealed);
+      for (size_t i = 0; i < c->n; i++) {
+        sjob *s = sjob_find(ex, c->ids[i]);
+        if (s) s->b = c;
+      }
+      send_push(ex, c);
+    }
   }
   send_batches(ex);
+}
+
+static void on_gather(uv_timer_t *t) {
+  br_executor *ex = t->data;
+  if (!ex->closing) flush_batches(ex);
 }
 
 /* ---- reconciling with Slurm ---- */
@@ -1089,6 +1133,7 @@ static int slurm_create(const br_exec_config *cfg, const br_exec_events *ev, br_
   ex->max_jobs = (int64_t)opt_num(o, "max_jobs", 100000);
   ex->reconcile_s = opt_num(o, "reconcile", 10);
   ex->idle_exit = opt_num(o, "idle_exit", 300);
+  ex->batch_wait = opt_num(o, "batch_wait", 0.5);
   json_t *cos = json_object_get(o, "cancel_on_stop");
   ex->cancel_on_stop = cos ? json_is_true(cos) : true;
   ex->output = xstrdup(opt_str(o, "output", "/dev/null"));
@@ -1164,6 +1209,9 @@ static int slurm_create(const br_exec_config *cfg, const br_exec_events *ev, br_
   }
   uv_timer_init(ex->loop, &ex->timer);
   uv_timer_init(ex->loop, &ex->soon);
+  uv_timer_init(ex->loop, &ex->gather);
+  ex->gather.data = ex;
+  uv_unref((uv_handle_t *)&ex->gather);
   uv_async_init(ex->loop, &ex->async, on_async);
   ex->timer.data = ex->soon.data = ex->async.data = ex;
   uint64_t every = (uint64_t)(ex->reconcile_s * 1000);
@@ -1223,13 +1271,12 @@ static int slurm_submit(br_executor *ex, const br_invocation *inv, br_error *err
   s->b = b;
   HASH_ADD(hh, ex->jobs, id, sizeof s->id, s);
   ex->njobs++;
-  if ((int)b->n >= ex->max_array) { /* full: it goes with the next commit */
+  if ((int)b->n >= ex->max_array) { /* full: a new one fills; this one goes after the commit */
     HASH_DEL(ex->batches, b);
     char *k = b->key; /* keep the shape, under a key no later batch has */
     if (asprintf(&b->key, "%s#%lld", k, (long long)inv->id) < 0) abort();
     free(k);
-    send_push(ex, b);
-    b->not_before_ms = INT64_MAX; /* not before the commit */
+    HASH_ADD_KEYPTR(hh, ex->batches, b->key, strlen(b->key), b);
   }
   return BR_OK;
 }
@@ -1306,9 +1353,18 @@ static int slurm_adopt(br_executor *ex, const br_invocation *inv, const char *wo
 
 static void slurm_committed(br_executor *ex) {
   br_exec_agent.committed(ex->farm);
-  for (batch *b = ex->send_head; b; b = b->next)
-    if (b->not_before_ms == INT64_MAX) b->not_before_ms = 0;
-  flush_batches(ex);
+  /* what was submitted is durable now; it goes once more of its shape had
+   * a moment to join it (fewer, bigger arrays), or at once when full */
+  bool some = false, full = false;
+  batch *b, *tmp;
+  HASH_ITER(hh, ex->batches, b, tmp) {
+    b->sealed = b->n;
+    some |= b->n > 0;
+    full |= (int)b->n >= ex->max_array;
+  }
+  if (full || (some && ex->batch_wait <= 0)) flush_batches(ex);
+  else if (some && !uv_is_active((uv_handle_t *)&ex->gather))
+    uv_timer_start(&ex->gather, on_gather, (uint64_t)(ex->batch_wait * 1000), 0);
 }
 
 static void slurm_schedule(br_executor *ex) { br_exec_agent.schedule(ex->farm); }
@@ -1357,7 +1413,8 @@ static void slurm_destroy(br_executor *ex) {
     unlink(tokfile);
     rmdir(ex->dir);
   }
-  ex->closing = 4; /* three handles, then free_ex */
+  ex->closing = 5; /* four handles, then free_ex */
+  uv_close((uv_handle_t *)&ex->gather, handle_closed);
   uv_close((uv_handle_t *)&ex->timer, handle_closed);
   uv_close((uv_handle_t *)&ex->soon, handle_closed);
   uv_close((uv_handle_t *)&ex->async, handle_closed);
