@@ -1,6 +1,10 @@
 /* The slurm executor when Slurm ends jobs on its own: a job scancelled from
  * outside braid is seen and retried, a job past its Slurm time limit is
  * recorded as timed out, and sbatch refusing a job is a clear error. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include "farm-util.h"
 #include "slurm-util.h"
 
@@ -150,4 +154,52 @@ TEST(server_on_slurm_cancel_removes_jobs) {
   farm_counts(&f, c);
   CHECK_EQ_INT(c[BR_TASK_CANCELLED], 3);
   farm_stop(&f);
+}
+
+/* A free TCP port on loopback (bound, then released). */
+static int free_port(void) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t len = sizeof a;
+  if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) || getsockname(fd, (struct sockaddr *)&a, &len))
+    br_test_fail(__FILE__, __LINE__, "no free port");
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+/* braid SIGKILLed while its Slurm jobs run; the same command again (same
+ * port) adopts them: each job runs once, their results are kept. */
+TEST(sigkill_then_resume_adopts_running_jobs) {
+  need_cluster();
+  char *dir = br_test_tmpdir("slurm-sigkill");
+  char *graph = write_graph(dir, "naps",
+                            "{\"name\": \"naps\", \"start\": {\"node\": \"fan\", \"attrs\": {\"n\": 4}},\n"
+                            " \"nodes\": [{\"name\": \"fan\", \"type\": \"spawn\", \"params\": {\"count\": {\"expr\": \"attr.n\"}}},\n"
+                            "  {\"name\": \"nap\", \"type\": \"command\", \"params\": {\"shell\": "
+                            "\"sleep 4; echo $BRAID_TASK_ID >> ran.txt\"}}],\n"
+                            " \"wires\": [[\"fan.children\", \"nap\"]]}\n");
+  char extra[128];
+  snprintf(extra, sizeof extra, "--slurm-listen 127.0.0.1:%d", free_port());
+  pid_t pid = start_slurm_run(dir, graph, extra);
+  wait_running(dir, 4, 60);
+  kill(pid, SIGKILL);
+  wait_exit(pid);
+  CHECK_EQ_INT(slurm_active("nap"), 4); /* the jobs go on without braid */
+  double t0 = mono_s();
+  int rc = wait_exit(start_slurm_run(dir, graph, extra));
+  if (rc != 0) fail_with_log(dir, "the resumed run failed", rc);
+  fprintf(stderr, "  resumed in %.1f s\n", mono_s() - t0);
+  invs *l = invocations(dir);
+  CHECK_EQ_INT(l->n, 4); /* adopted, not run again */
+  CHECK_EQ_INT(count_status(l, "ok"), 4);
+  invs_free(l);
+  char path[1100];
+  snprintf(path, sizeof path, "%s/ran.txt", dir);
+  char *ran = slurp(path);
+  int lines = 0;
+  for (char *p = ran; *p; p++) lines += *p == '\n';
+  CHECK_EQ_INT(lines, 4);
+  free(ran);
+  free(graph);
+  free(dir);
 }

@@ -375,6 +375,13 @@ int br_cli_run(int argc, char **argv) {
              access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp");
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
     exe[n > 0 ? n : 0] = '\0';
+    if (strcmp(executor, "slurm") == 0 && !json_object_get(xopts, "state_dir")) {
+      /* the Slurm jobs' token, beside the store: jobs still running when
+       * this run is killed report to the resumed one */
+      char sd[PATH_MAX + 32];
+      snprintf(sd, sizeof sd, "%.*s.slurm", (int)(strlen(log_dir) - 5), log_dir);
+      json_object_set_new(xopts, "state_dir", json_string(sd));
+    }
     br_exec_config cfg = {.slots = slots, .runtime_dir = mkdtemp(runtime_dir), .braid_exe = exe,
                           .grace = grace, .options = xopts};
     if (!cfg.runtime_dir || br_engine_set_executor(e, xops, &cfg, &err)) {

@@ -202,6 +202,10 @@ int br_cli_server(int argc, char **argv) {
   char exe[PATH_MAX] = "";
   ssize_t en = readlink("/proc/self/exe", exe, sizeof exe - 1);
   exe[en > 0 ? en : 0] = '\0';
+  char *slurm_state = br_cli_store_side(side, ".slurm");
+  if (strcmp(executor, "slurm") == 0 && !json_object_get(farm, "state_dir"))
+    json_object_set_new(farm, "state_dir", json_string(slurm_state));
+  free(slurm_state);
   br_server_opts so = {.store = uri, .listen = listen, .tls_cert = cert, .tls_key = key,
                        .threads = threads, .token_file = tokens, .log_dir = logs,
                        .settings_file = settings, .farm = farm, .executor = executor,

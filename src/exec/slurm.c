@@ -35,6 +35,9 @@
  *   cancel_on_stop  stopping cancels the jobs (default true; a server
  *               sets false: its jobs go on and report to the next server)
  *   idle_exit   seconds a job's agent waits for its work (default 300)
+ *   state_dir   where the jobs' token is kept (mode 0700), so that jobs
+ *               still running when braid restarts report to the next one
+ *               (default: a private folder, a new token each run)
  *   sbatch, squeue, scancel, sacct   the programs (default: from PATH)
  *   poll_wait, lost_after, recover   the inner farm's (see farm.h) */
 #include <braid/exec.h>
@@ -1144,9 +1147,14 @@ static int slurm_create(const br_exec_config *cfg, const br_exec_events *ev, br_
     return br_error_set(err, BR_EINVAL,
                         "slurm executor: max_array, max_jobs, reconcile and idle_exit must be positive");
   }
-  /* a private token for the jobs' agents */
+  /* the jobs' agents' token: kept in state_dir (beside the store) when
+   * given, so that jobs still running when braid restarts can report to the
+   * next braid; else private to this run */
+  const char *state = opt_str(o, "state_dir", NULL);
   const char *base = cfg->runtime_dir;
-  if (base && *base) {
+  if (state) {
+    ex->dir = xstrdup(state);
+  } else if (base && *base) {
     if (asprintf(&ex->dir, "%s/slurm", base) < 0) abort();
   } else {
     const char *tmp = getenv("TMPDIR");
@@ -1158,16 +1166,36 @@ static int slurm_create(const br_exec_config *cfg, const br_exec_events *ev, br_
     }
     ex->own_dir = true;
   }
-  char tokfile[4200];
+  char tokfile[4200], rawfile[4200];
   snprintf(tokfile, sizeof tokfile, "%s/tokens", ex->dir);
+  snprintf(rawfile, sizeof rawfile, "%s/token", ex->dir);
   int rc = br__mkdirs(ex->dir, 0700) ? br_error_set(err, BR_EIO, "slurm executor: cannot make %s: %s",
                                                      ex->dir, strerror(errno))
                                      : BR_OK;
-  if (!rc) {
-    unlink(tokfile); /* a fresh token each time */
-    rc = br_auth_open(tokfile, &ex->auth, err);
+  if (!rc && state) { /* the token of the previous run, if it is still good */
+    FILE *f = fopen(rawfile, "r");
+    char tok[256] = "";
+    if (f) {
+      if (!fgets(tok, sizeof tok, f)) tok[0] = '\0';
+      fclose(f);
+      tok[strcspn(tok, "\n")] = '\0';
+    }
+    if (tok[0] && br_auth_open(tokfile, &ex->auth, err) == BR_OK) {
+      if (br_auth_check(ex->auth, tok) == BR_ROLE_AGENT) ex->token = xstrdup(tok);
+      else br_auth_close(ex->auth), ex->auth = NULL;
+    }
   }
-  if (!rc) rc = br_auth_create(ex->auth, BR_ROLE_AGENT, "slurm jobs", &ex->token, NULL, err);
+  if (!rc && !ex->token) {
+    unlink(tokfile); /* a fresh token */
+    rc = br_auth_open(tokfile, &ex->auth, err);
+    if (!rc) rc = br_auth_create(ex->auth, BR_ROLE_AGENT, "slurm jobs", &ex->token, NULL, err);
+    if (!rc && state) {
+      int fd = open(rawfile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+      if (fd < 0 || dprintf(fd, "%s\n", ex->token) < 0 || fsync(fd) != 0)
+        rc = br_error_set(err, BR_EIO, "slurm executor: cannot write %s: %s", rawfile, strerror(errno));
+      if (fd >= 0) close(fd);
+    }
+  }
   /* the farm the jobs' agents work for */
   json_t *fo = json_object();
   json_object_set_new(fo, "poll_wait", json_real(opt_num(o, "poll_wait", 15)));
