@@ -1,0 +1,276 @@
+#!/usr/bin/env bash
+# A private one-node Slurm cluster for braid's tests and benchmarks.
+#
+#   scripts/slurm-cluster.sh start DIR   # start it under DIR (created); waits until the node is idle
+#   scripts/slurm-cluster.sh stop DIR    # cancel every job, shut it all down, wait (idempotent)
+#   scripts/slurm-cluster.sh env DIR     # print `export SLURM_CONF=...` (also in DIR/env)
+#   eval "$(scripts/slurm-cluster.sh env DIR)"; sbatch --wrap true
+#
+# Everything lives in DIR: its own munge key and socket, slurm.conf, state,
+# spool, logs and pid files (the sockets go to /tmp when DIR's path is long).
+# The daemons listen on loopback (see write_conf), on free ports chosen at
+# each start, so two clusters, or a studio's own Slurm on this machine, do not
+# collide. The node declares more CPUs than the machine has
+# (SlurmdParameters=config_overrides; BRAID_SLURM_CPUS, default 8) and plenty
+# of memory (BRAID_SLURM_MEMORY_MB, default 16384; nothing enforces it), so
+# many small test jobs run at once. No accounting: squeue only, and finished
+# jobs stay visible to it for MinJobAge (300 s).
+#
+# Slurm 22.05 starts pending jobs mostly on its 1-second background tick, not
+# at once when others finish: short jobs run about BRAID_SLURM_CPUS per second.
+#
+# Needs root (slurmd starts jobs as their user; munged runs as `munge`) and
+# Debian's slurmctld, slurmd, slurm-client and munge (scripts/deps.sh).
+# Every daemon carries BRAID_SLURM_CLUSTER=DIR in its environment, so `stop`
+# finds them (and their slurmstepd) even after a partial start without pid files.
+set -euo pipefail
+
+usage() { echo "usage: $0 start|stop|env DIR" >&2; exit 2; }
+[ $# -eq 2 ] || usage
+cmd=$1
+mkdir -p "$2"
+DIR=$(cd "$2" && pwd)
+CONF=$DIR/slurm.conf
+CPUS=${BRAID_SLURM_CPUS:-8}
+MEM=${BRAID_SLURM_MEMORY_MB:-16384}
+START_TIMEOUT=${BRAID_SLURM_START_TIMEOUT:-30}
+# Unix socket paths are limited to 107 bytes: munged's socket and slurmd's
+# spool (slurmstepd's sockets) live in DIR when its path is short, else in a
+# folder in /tmp named after it.
+if [ ${#DIR} -le 60 ]; then
+  SOCK=$DIR
+else
+  SOCK=/tmp/braid-slurm-$(printf %s "$DIR" | sha256sum | cut -c1-16)
+fi
+MUNGE=$SOCK/munge
+
+die() { echo "slurm-cluster: $*" >&2; exit 1; }
+
+# The tail of every log in DIR, for an error message.
+logs_tail() {
+  local f
+  for f in "$DIR"/log/*.log "$MUNGE/munged.log"; do
+    [ -s "$f" ] || continue
+    echo "--- tail of $f" >&2
+    tail -n 15 "$f" >&2
+  done
+}
+
+# Processes started for this cluster: their environment holds the marker.
+# (slurmd passes its environment to slurmstepd; jobs themselves get the
+# submitter's environment and end with their slurmstepd.)
+marked_pids() {
+  local p
+  for p in /proc/[0-9]*; do
+    [ -r "$p/environ" ] || continue
+    if tr '\0' '\n' 2>/dev/null <"$p/environ" | grep -qxF "BRAID_SLURM_CLUSTER=$DIR"; then
+      echo "${p#/proc/}"
+    fi
+  done
+}
+
+alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
+
+pidfile_pid() { [ -s "$1" ] && cat "$1" 2>/dev/null || true; }
+
+# A port nobody listens on (TCP, any address), and not in the list given.
+free_port() {
+  local used p
+  used=$(ss -Htan 2>/dev/null | awk '{n = split($4, a, ":"); print a[n]}' | sort -u)
+  while :; do
+    p=$((20000 + RANDOM % 30000))
+    case " $* " in *" $p "*) continue ;; esac
+    grep -qx "$p" <<<"$used" || { echo "$p"; return; }
+  done
+}
+
+do_stop() {
+  local quiet=${1:-}
+  if alive "$(pidfile_pid "$DIR/run/slurmctld.pid")" && [ -S "$MUNGE/munge.sock" ] &&
+    command -v scontrol >/dev/null; then
+    export SLURM_CONF=$CONF
+    # cancel every job and give them KillWait (5 s) to end, then shut down
+    # the controller and the node daemon
+    if timeout 5 squeue -h -o %i >/dev/null 2>&1; then
+      local u
+      for u in $(timeout 5 squeue -h -o %u 2>/dev/null | sort -u); do
+        timeout 10 scancel --quiet --user="$u" 2>/dev/null || true
+      done
+      local i
+      for i in $(seq 40); do
+        [ -z "$(timeout 5 squeue -h -t R,CG,CF,PD,S -o %i 2>/dev/null)" ] && break
+        sleep 0.25
+      done
+      timeout 10 scontrol shutdown >/dev/null 2>&1 || true
+    fi
+  fi
+  # whatever is left: the daemons by pid file, then anything carrying the marker
+  local pids p
+  pids="$(pidfile_pid "$DIR/run/slurmctld.pid") $(pidfile_pid "$DIR/run/slurmd.pid") $(pidfile_pid "$MUNGE/munged.pid") $(marked_pids)"
+  for p in $pids; do alive "$p" && kill -TERM "$p" 2>/dev/null || true; done
+  local left=
+  for i in $(seq 50); do
+    left=
+    for p in $pids; do
+      # a zombie has exited: only its parent can reap it
+      if alive "$p" && [ "$(awk '{print $3}' "/proc/$p/stat" 2>/dev/null)" != Z ]; then left="$left $p"; fi
+    done
+    [ -z "$left" ] && break
+    sleep 0.2
+  done
+  for p in $left; do kill -KILL "$p" 2>/dev/null || true; done
+  rm -f "$DIR"/run/*.pid "$MUNGE/munged.pid"
+  [ "$SOCK" = "$DIR" ] || rm -rf "$SOCK"
+  [ -n "$quiet" ] || echo "slurm-cluster: stopped ($DIR)"
+}
+
+# Loopback only where Slurm allows it: with NoCtldInAddrAny/NoInAddrAny the
+# daemons bind to the address the host name resolves to (not to the configured
+# addresses), so that is used when it is a loopback address (127.0.0.1 or
+# Debian's 127.0.1.1). Otherwise they bind to every address; only holders of
+# this cluster's own munge key can talk to them.
+write_conf() {
+  local host=$1 ctld_port=$2 d_port=$3 addr comm=
+  addr=$(getent ahostsv4 "$host" 2>/dev/null | awk 'NR == 1 {print $1}')
+  case $addr in
+    127.*) comm="CommunicationParameters=NoCtldInAddrAny,NoInAddrAny" ;;
+    *) addr=127.0.0.1 ;;
+  esac
+  cat >"$CONF" <<EOF
+# A private one-node cluster (braid scripts/slurm-cluster.sh). Loopback only.
+ClusterName=braid
+SlurmctldHost=$host($addr)
+SlurmctldAddr=$addr
+$comm
+SlurmUser=root
+SlurmdUser=root
+SlurmctldPort=$ctld_port
+SlurmdPort=$d_port
+AuthType=auth/munge
+AuthInfo=socket=$MUNGE/munge.sock
+CredType=cred/munge
+StateSaveLocation=$DIR/state
+SlurmdSpoolDir=$SOCK/spool
+SlurmctldPidFile=$DIR/run/slurmctld.pid
+SlurmdPidFile=$DIR/run/slurmd.pid
+SlurmctldLogFile=$DIR/log/slurmctld.log
+SlurmdLogFile=$DIR/log/slurmd.log
+SlurmctldDebug=info
+SlurmdDebug=info
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+MpiDefault=none
+SchedulerType=sched/backfill
+SchedulerParameters=sched_min_interval=0,batch_sched_delay=0
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+# without a default every job takes all the node's memory and they run one at a time
+DefMemPerCPU=100
+# the node declares the CPUs and memory below even if the machine has fewer
+SlurmdParameters=config_overrides
+ReturnToService=2
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/none
+MaxArraySize=10001
+MaxJobCount=100000
+# finished jobs stay visible to squeue for 5 minutes (there is no sacct here)
+MinJobAge=300
+KillWait=5
+InactiveLimit=0
+OverTimeLimit=0
+NodeName=$host NodeAddr=$addr CPUs=$CPUS Boards=1 SocketsPerBoard=1 CoresPerSocket=$CPUS ThreadsPerCore=1 RealMemory=$MEM State=UNKNOWN
+PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
+EOF
+}
+
+start_munge() {
+  mkdir -p "$MUNGE"
+  chown munge:munge "$MUNGE"
+  chmod 711 "$MUNGE" # munged wants its socket reachable by all (the key is 0400)
+  rm -f "$MUNGE/munge.key"
+  dd if=/dev/urandom of="$MUNGE/munge.key" bs=1024 count=1 status=none
+  chown munge:munge "$MUNGE/munge.key"
+  chmod 400 "$MUNGE/munge.key"
+  env BRAID_SLURM_CLUSTER="$DIR" runuser -u munge -- /usr/sbin/munged \
+    --key-file="$MUNGE/munge.key" --socket="$MUNGE/munge.sock" \
+    --pid-file="$MUNGE/munged.pid" --seed-file="$MUNGE/seed" \
+    --log-file="$MUNGE/munged.log" \
+    || { logs_tail; die "munged did not start"; }
+  local i
+  for i in $(seq 50); do
+    [ -S "$MUNGE/munge.sock" ] && return 0
+    sleep 0.1
+  done
+  logs_tail
+  die "munged did not create its socket $MUNGE/munge.sock"
+}
+
+# Starts slurmctld and slurmd on fresh ports; returns 1 if a port was taken
+# meanwhile (the caller tries other ports).
+start_slurm() {
+  local host=$1 ctld_port d_port
+  ctld_port=$(free_port)
+  d_port=$(free_port "$ctld_port")
+  write_conf "$host" "$ctld_port" "$d_port"
+  rm -rf "$DIR/state" "$SOCK/spool" "$DIR/log"
+  mkdir -p "$DIR/state" "$SOCK/spool" "$DIR/log" "$DIR/run"
+  # an absolute -f: with a relative one slurmctld dies after a minute
+  env BRAID_SLURM_CLUSTER="$DIR" SLURM_CONF="$CONF" /usr/sbin/slurmctld -f "$CONF" -i \
+    || { logs_tail; die "slurmctld did not start"; }
+  env BRAID_SLURM_CLUSTER="$DIR" SLURM_CONF="$CONF" /usr/sbin/slurmd -f "$CONF" \
+    || { logs_tail; die "slurmd did not start"; }
+  export SLURM_CONF=$CONF
+  local deadline=$((SECONDS + START_TIMEOUT)) state=
+  while [ $SECONDS -lt $deadline ]; do
+    if grep -qs 'Address already in use' "$DIR/log/slurmctld.log" "$DIR/log/slurmd.log"; then
+      return 1
+    fi
+    state=$(timeout 5 sinfo -h -N -o %T 2>/dev/null || true)
+    [ "$state" = idle ] && return 0
+    sleep 0.2
+  done
+  logs_tail
+  die "the node is not idle after ${START_TIMEOUT} s (sinfo says: '${state:-no answer}'); logs above, all in $DIR"
+}
+
+do_start() {
+  [ "$(id -u)" -eq 0 ] || die "needs root (slurmd runs jobs as their user, munged as munge)"
+  local missing=() b
+  for b in /usr/sbin/munged /usr/sbin/slurmctld /usr/sbin/slurmd; do
+    [ -x "$b" ] || missing+=("$b")
+  done
+  for b in sbatch squeue sinfo scontrol scancel; do
+    command -v "$b" >/dev/null || missing+=("$b")
+  done
+  id munge >/dev/null 2>&1 || missing+=("user munge")
+  [ ${#missing[@]} -eq 0 ] ||
+    die "Slurm or munge is not installed (missing: ${missing[*]}); scripts/deps.sh installs slurmctld slurmd slurm-client munge"
+  # a cluster left running in DIR (a crashed run): stop it first
+  do_stop quiet
+  if [ "$SOCK" != "$DIR" ]; then
+    mkdir -m 700 "$SOCK" || die "cannot make $SOCK (for the daemons' sockets: DIR's path is long)"
+  fi
+  local host attempt
+  host=$(hostname -s)
+  start_munge
+  for attempt in 1 2 3; do
+    if start_slurm "$host"; then
+      printf 'export SLURM_CONF=%q\n' "$CONF" >"$DIR/env"
+      echo "slurm-cluster: up in $DIR (node $host: $CPUS CPUs, $MEM MB; ports $(grep -E '^Slurm(ctld|d)Port=' "$CONF" | cut -d= -f2 | paste -sd/)); eval \"\$($0 env $DIR)\""
+      return 0
+    fi
+    echo "slurm-cluster: a port was taken meanwhile, trying others" >&2
+    do_stop quiet
+    start_munge
+  done
+  logs_tail
+  die "could not find free ports after 3 attempts"
+}
+
+case $cmd in
+  start) do_start ;;
+  stop) do_stop ;;
+  env) printf 'export SLURM_CONF=%q\n' "$CONF" ;;
+  *) usage ;;
+esac
