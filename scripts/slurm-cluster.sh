@@ -34,15 +34,21 @@ CONF=$DIR/slurm.conf
 CPUS=${BRAID_SLURM_CPUS:-8}
 MEM=${BRAID_SLURM_MEMORY_MB:-16384}
 START_TIMEOUT=${BRAID_SLURM_START_TIMEOUT:-30}
-# Unix socket paths are limited to 107 bytes: munged's socket and slurmd's
-# spool (slurmstepd's sockets) live in DIR when its path is short, else in a
-# folder in /tmp named after it.
-if [ ${#DIR} -le 60 ]; then
-  SOCK=$DIR
-else
-  SOCK=/tmp/braid-slurm-$(printf %s "$DIR" | sha256sum | cut -c1-16)
-fi
-MUNGE=$SOCK/munge
+# munged's socket and slurmd's spool (slurmstepd's sockets) live in DIR when
+# its path is short (unix socket paths are limited to 107 bytes) and the munge
+# user can reach it; else in a folder in /tmp named after DIR. The choice made
+# at start is kept in DIR/sockdir for stop.
+set_sock() {
+  if [ -s "$DIR/sockdir" ]; then
+    SOCK=$(cat "$DIR/sockdir")
+  elif [ ${#DIR} -le 60 ] && runuser -u munge -- test -x "$DIR" 2>/dev/null; then
+    SOCK=$DIR
+  else
+    SOCK=/tmp/braid-slurmcluster-$(printf %s "$DIR" | sha256sum | cut -c1-16)
+  fi
+  MUNGE=$SOCK/munge
+}
+set_sock
 
 die() { echo "slurm-cluster: $*" >&2; exit 1; }
 
@@ -121,6 +127,7 @@ do_stop() {
   for p in $left; do kill -KILL "$p" 2>/dev/null || true; done
   rm -f "$DIR"/run/*.pid "$MUNGE/munged.pid"
   [ "$SOCK" = "$DIR" ] || rm -rf "$SOCK"
+  rm -f "$DIR/sockdir"
   [ -n "$quiet" ] || echo "slurm-cluster: stopped ($DIR)"
 }
 
@@ -248,9 +255,12 @@ do_start() {
     die "Slurm or munge is not installed (missing: ${missing[*]}); scripts/deps.sh installs slurmctld slurmd slurm-client munge"
   # a cluster left running in DIR (a crashed run): stop it first
   do_stop quiet
+  set_sock
   if [ "$SOCK" != "$DIR" ]; then
-    mkdir -m 700 "$SOCK" || die "cannot make $SOCK (for the daemons' sockets: DIR's path is long)"
+    rm -rf "$SOCK"
+    mkdir -m 711 "$SOCK" || die "cannot make $SOCK (for the daemons' sockets: DIR's path is long or closed to munge)"
   fi
+  echo "$SOCK" >"$DIR/sockdir"
   local host attempt
   host=$(hostname -s)
   start_munge
