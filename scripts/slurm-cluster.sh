@@ -75,14 +75,21 @@ marked_pids() {
   done
 }
 
-alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
+# $1 runs (a zombie has exited: only its parent can reap it)
+alive() {
+  [ -n "$1" ] && kill -0 "$1" 2>/dev/null &&
+    [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]
+}
 
 pidfile_pid() { [ -s "$1" ] && cat "$1" 2>/dev/null || true; }
 
-# A port nobody listens on (TCP, any address), and not in the list given.
+# A port no TCP socket uses (from /proc/net/tcp*: no iproute2 needed), and
+# not one of those given.
 free_port() {
-  local used p
-  used=$(ss -Htan 2>/dev/null | awk '{n = split($4, a, ":"); print a[n]}' | sort -u)
+  local used p f
+  used=$(for f in /proc/net/tcp /proc/net/tcp6; do
+    [ -r "$f" ] && tail -n +2 "$f"
+  done | while read -r _ local _; do echo $((16#${local##*:})); done | sort -u)
   while :; do
     p=$((20000 + RANDOM % 30000))
     case " $* " in *" $p "*) continue ;; esac
@@ -118,8 +125,7 @@ do_stop() {
   for i in $(seq 50); do
     left=
     for p in $pids; do
-      # a zombie has exited: only its parent can reap it
-      if alive "$p" && [ "$(awk '{print $3}' "/proc/$p/stat" 2>/dev/null)" != Z ]; then left="$left $p"; fi
+      if alive "$p"; then left="$left $p"; fi
     done
     [ -z "$left" ] && break
     sleep 0.2
@@ -195,7 +201,7 @@ start_munge() {
   mkdir -p "$MUNGE"
   chown munge:munge "$MUNGE"
   chmod 711 "$MUNGE" # munged wants its socket reachable by all (the key is 0400)
-  rm -f "$MUNGE/munge.key"
+  rm -f "$MUNGE/munge.key" "$MUNGE/munged.log"
   dd if=/dev/urandom of="$MUNGE/munge.key" bs=1024 count=1 status=none
   chown munge:munge "$MUNGE/munge.key"
   chmod 400 "$MUNGE/munge.key"
@@ -233,6 +239,13 @@ start_slurm() {
     if grep -qs 'Address already in use' "$DIR/log/slurmctld.log" "$DIR/log/slurmd.log"; then
       return 1
     fi
+    local d
+    for d in slurmctld slurmd; do
+      if [ -s "$DIR/run/$d.pid" ] && ! alive "$(pidfile_pid "$DIR/run/$d.pid")"; then
+        logs_tail
+        die "$d exited (logs above, all in $DIR)"
+      fi
+    done
     state=$(timeout 5 sinfo -h -N -o %T 2>/dev/null || true)
     [ "$state" = idle ] && return 0
     sleep 0.2
@@ -243,6 +256,8 @@ start_slurm() {
 
 do_start() {
   [ "$(id -u)" -eq 0 ] || die "needs root (slurmd runs jobs as their user, munged as munge)"
+  [[ $CPUS =~ ^[1-9][0-9]*$ && $MEM =~ ^[1-9][0-9]*$ ]] ||
+    die "BRAID_SLURM_CPUS ($CPUS) and BRAID_SLURM_MEMORY_MB ($MEM) must be whole numbers"
   local missing=() b
   for b in /usr/sbin/munged /usr/sbin/slurmctld /usr/sbin/slurmd; do
     [ -x "$b" ] || missing+=("$b")
@@ -263,9 +278,12 @@ do_start() {
   echo "$SOCK" >"$DIR/sockdir"
   local host attempt
   host=$(hostname -s)
+  # a failed start stops what it started (the logs stay)
+  trap 'do_stop quiet' EXIT
   start_munge
   for attempt in 1 2 3; do
     if start_slurm "$host"; then
+      trap - EXIT
       printf 'export SLURM_CONF=%q\n' "$CONF" >"$DIR/env"
       echo "slurm-cluster: up in $DIR (node $host: $CPUS CPUs, $MEM MB; ports $(grep -E '^Slurm(ctld|d)Port=' "$CONF" | cut -d= -f2 | paste -sd/)); eval \"\$($0 env $DIR)\""
       return 0
