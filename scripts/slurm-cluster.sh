@@ -21,15 +21,14 @@
 #
 # Needs root (slurmd starts jobs as their user; munged runs as `munge`) and
 # Debian's slurmctld, slurmd, slurm-client and munge (scripts/deps.sh).
-# Every daemon carries BRAID_SLURM_CLUSTER=DIR in its environment, so `stop`
-# finds them (and their slurmstepd) even after a partial start without pid files.
+# Every daemon carries BRAID_SLURM_CLUSTER=DIR in its environment: `stop`
+# ends exactly those, their slurmstepd and jobs, even after a partial start.
 set -euo pipefail
 
 usage() { echo "usage: $0 start|stop|env DIR" >&2; exit 2; }
 [ $# -eq 2 ] || usage
 cmd=$1
-mkdir -p "$2"
-DIR=$(cd "$2" && pwd)
+DIR=$(realpath -m "$2")
 CONF=$DIR/slurm.conf
 CPUS=${BRAID_SLURM_CPUS:-8}
 MEM=${BRAID_SLURM_MEMORY_MB:-16384}
@@ -62,23 +61,65 @@ logs_tail() {
   done
 }
 
-# Processes started for this cluster: their environment holds the marker.
-# (slurmd passes its environment to slurmstepd; jobs themselves get the
-# submitter's environment and end with their slurmstepd.)
-marked_pids() {
-  local p
-  for p in /proc/[0-9]*; do
-    [ -r "$p/environ" ] || continue
-    if tr '\0' '\n' 2>/dev/null <"$p/environ" | grep -qxF "BRAID_SLURM_CLUSTER=$DIR"; then
-      echo "${p#/proc/}"
-    fi
-  done
-}
-
 # $1 runs (a zombie has exited: only its parent can reap it)
 alive() {
   [ -n "$1" ] && kill -0 "$1" 2>/dev/null &&
     [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]
+}
+
+# $1's environment in ENV, one variable per line, between newlines.
+environ_of() {
+  local -a vars=()
+  ENV=
+  mapfile -d '' vars 2>/dev/null <"/proc/$1/environ" || return 1
+  local IFS=$'\n'
+  ENV=$'\n'"${vars[*]}"$'\n'
+}
+
+# $1 runs and was started for this cluster: its environment holds the marker
+# (so a stale pid file never names a stranger).
+ours() {
+  alive "$1" && environ_of "$1" && [[ $ENV == *$'\n'"BRAID_SLURM_CLUSTER=$DIR"$'\n'* ]]
+}
+
+# Every process of this cluster: those carrying the marker (the daemons),
+# its slurmstepd (by their working folder), jobs of this cluster (SLURM_JOB_ID
+# and this SLURM_CONF; still there if their slurmstepd died), and all their
+# descendants.
+our_pids() {
+  local p st
+  local -a f
+  local -A parent=() mine=()
+  for p in /proc/[0-9]*; do
+    p=${p#/proc/}
+    [ "$p" = $$ ] && continue
+    read -r st 2>/dev/null <"/proc/$p/stat" || continue
+    read -ra f <<<"${st##*) }" # state ppid ...
+    [ "${f[0]}" = Z ] && continue
+    parent[$p]=${f[1]}
+    environ_of "$p" || continue
+    if [[ $ENV == *$'\n'"BRAID_SLURM_CLUSTER=$DIR"$'\n'* ]] ||
+      [[ $ENV == *$'\n'"SLURM_CONF=$CONF"$'\n'* && $ENV == *$'\n'SLURM_JOB_ID=* ]]; then
+      mine[$p]=1
+    elif [ "/proc/$p/exe" -ef /usr/sbin/slurmstepd ]; then
+      # slurmstepd overwrites its environment (its title): it is ours if it
+      # works in this cluster's folders (slurmd's working folder, the log's)
+      case $(readlink "/proc/$p/cwd" 2>/dev/null) in
+        "$DIR" | "$DIR"/* | "$SOCK" | "$SOCK"/*) mine[$p]=1 ;;
+      esac
+    fi
+  done
+  local more=1
+  while [ $more = 1 ]; do
+    more=0
+    for p in "${!parent[@]}"; do
+      if [ -z "${mine[$p]:-}" ] && [ -n "${mine[${parent[$p]}]:-}" ]; then
+        mine[$p]=1
+        more=1
+      fi
+    done
+  done
+  echo "${!mine[@]}"
 }
 
 pidfile_pid() { [ -s "$1" ] && cat "$1" 2>/dev/null || true; }
@@ -99,7 +140,7 @@ free_port() {
 
 do_stop() {
   local quiet=${1:-}
-  if alive "$(pidfile_pid "$DIR/run/slurmctld.pid")" && [ -S "$MUNGE/munge.sock" ] &&
+  if ours "$(pidfile_pid "$DIR/run/slurmctld.pid")" && [ -S "$MUNGE/munge.sock" ] &&
     command -v scontrol >/dev/null; then
     export SLURM_CONF=$CONF
     # cancel every job and give them KillWait (5 s) to end, then shut down
@@ -117,12 +158,13 @@ do_stop() {
       timeout 10 scontrol shutdown >/dev/null 2>&1 || true
     fi
   fi
-  # whatever is left: the daemons by pid file, then anything carrying the marker
+  # whatever is left (munged; after a partial start or a crash, daemons, slurmstepd
+  # and jobs): SIGTERM, SIGKILL after 5 s
   local pids p
-  pids="$(pidfile_pid "$DIR/run/slurmctld.pid") $(pidfile_pid "$DIR/run/slurmd.pid") $(pidfile_pid "$MUNGE/munged.pid") $(marked_pids)"
-  for p in $pids; do alive "$p" && kill -TERM "$p" 2>/dev/null || true; done
+  pids=$(our_pids)
+  for p in $pids; do kill -TERM "$p" 2>/dev/null || true; done
   local left=
-  for i in $(seq 50); do
+  for i in $(seq 25); do
     left=
     for p in $pids; do
       if alive "$p"; then left="$left $p"; fi
@@ -268,6 +310,7 @@ do_start() {
   id munge >/dev/null 2>&1 || missing+=("user munge")
   [ ${#missing[@]} -eq 0 ] ||
     die "Slurm or munge is not installed (missing: ${missing[*]}); scripts/deps.sh installs slurmctld slurmd slurm-client munge"
+  mkdir -p "$DIR"
   # a cluster left running in DIR (a crashed run): stop it first
   do_stop quiet
   set_sock
