@@ -17,6 +17,7 @@ PKGS=(
   ffmpeg fonts-dejavu-core        # the program (jobs, tests, the mosaic) and a font for drawtext
   bc                              # arithmetic in bench scripts
   rsync                           # baseline for bench/transfer
+  slurmctld slurmd slurm-client munge   # the slurm executor: a private test cluster (scripts/slurm-cluster.sh)
 )
 missing=()
 for p in "${PKGS[@]}"; do
