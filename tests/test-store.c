@@ -250,3 +250,30 @@ TEST(engine_standin_and_crashes_on_postgres) {
   }
   pg_stop(&pg);
 }
+
+/* The command line on PostgreSQL: braid run, then the readers, with
+ * nothing made in the working folder but the logs. */
+TEST(braid_run_and_readers_on_postgres) {
+  pg_fixture pg;
+  pg_start(&pg, "run-pg");
+  char *dir = br_test_tmpdir("run-pg-cwd");
+  const char *bin = getenv("BRAID_BIN") ? getenv("BRAID_BIN") : "braid";
+  const char *src = getenv("BRAID_SOURCE_DIR") ? getenv("BRAID_SOURCE_DIR") : "..";
+  char cmd[4096];
+  snprintf(cmd, sizeof cmd, "cd '%s' && '%s' run '%s/bench/exec-true.json' --set n=20 --quiet --store '%s' 2>&1",
+           dir, bin, src, pg.uri);
+  CHECK_EQ_INT(system(cmd), 0);
+  snprintf(cmd, sizeof cmd, "cd '%s' && '%s' tasks --state done --json --store '%s' | grep -c '\"state\": \"done\"'",
+           dir, bin, pg.uri);
+  FILE *p = popen(cmd, "r");
+  char out[64] = "";
+  CHECK(p && fgets(out, sizeof out, p));
+  pclose(p);
+  CHECK_EQ_INT(atoi(out), 21);
+  snprintf(cmd, sizeof cmd, "cd '%s' && '%s' status --store '%s' >/dev/null", dir, bin, pg.uri);
+  CHECK_EQ_INT(system(cmd), 0);
+  snprintf(cmd, sizeof cmd, "%s/postgresql:", dir);
+  CHECK(access(cmd, F_OK) != 0); /* no folder named after the URI */
+  free(dir);
+  pg_stop(&pg);
+}

@@ -66,7 +66,7 @@ br_store *br_cli_open_store(const char *path, int flags) {
   br_error err;
   br_store *s = NULL;
   struct stat sb;
-  if ((flags & BR_STORE_READONLY) && stat(path, &sb) != 0) {
+  if ((flags & BR_STORE_READONLY) && !strstr(path, "://") && stat(path, &sb) != 0) {
     br_cli_errorf("no store at %s", path);
     return NULL;
   }

@@ -308,7 +308,9 @@ int br_cli_run(int argc, char **argv) {
     snprintf(default_store, sizeof default_store, "%s.braid.db", br_graph_name(g));
     store_path = default_store;
   }
-  if (br_cli_mkdirs_for(store_path)) {
+  char graph_name[256];
+  snprintf(graph_name, sizeof graph_name, "%s", br_graph_name(g));
+  if (!strstr(store_path, "://") && br_cli_mkdirs_for(store_path)) {
     br_cli_errorf("cannot create the folder for %s", store_path);
     br_graph_free(g);
     json_decref(sets);
@@ -340,7 +342,9 @@ int br_cli_run(int argc, char **argv) {
    * survives any crash or kill of braid; only a power cut may lose the last
    * ones (never consistency). "PATH?sync=full" syncs every commit. */
   char store_uri[1100];
-  snprintf(store_uri, sizeof store_uri, "%s%s", store_path, strchr(store_path, '?') ? "" : "?sync=normal");
+  bool db_server = strstr(store_path, "://") != NULL; /* postgres://...: no file here */
+  snprintf(store_uri, sizeof store_uri, "%s%s", store_path,
+           db_server || strchr(store_path, '?') ? "" : "?sync=normal");
   br_store *store = br_cli_open_store(store_uri, 0);
   br_error err;
   br_engine *e = store ? br_engine_open(store, NULL, &err) : NULL;
@@ -362,7 +366,10 @@ int br_cli_run(int argc, char **argv) {
   if (rc == BR_EXIT_OK) {
     /* jobs run through the local executor: logs beside the store, the control
      * socket in a short private folder (socket paths are limited in length) */
-    snprintf(log_dir, sizeof log_dir, "%s", store_path);
+    if (db_server) /* a database server's run keeps its logs here */
+      snprintf(log_dir, sizeof log_dir, "%s.braid.db", graph_name);
+    else
+      snprintf(log_dir, sizeof log_dir, "%s", store_path);
     char *q = strchr(log_dir, '?'); /* options of the store URI */
     if (q) *q = '\0';
     size_t len = strlen(log_dir);
