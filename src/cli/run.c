@@ -252,6 +252,7 @@ int br_cli_run(int argc, char **argv) {
     case 's':
       if (br_cli_set_kv(sets, optarg)) {
         json_decref(sets);
+        json_decref(xopts);
         return BR_EXIT_USAGE;
       }
       break;
@@ -264,6 +265,7 @@ int br_cli_run(int argc, char **argv) {
       if (slots < 1) {
         br_cli_errorf("--slots needs a positive number");
         json_decref(sets);
+        json_decref(xopts);
         return BR_EXIT_USAGE;
       }
       break;
@@ -301,6 +303,7 @@ int br_cli_run(int argc, char **argv) {
   br_graph *g = load_graph(graph_path);
   if (!g) {
     json_decref(sets);
+    json_decref(xopts);
     return BR_EXIT_USAGE;
   }
   char default_store[1024];
@@ -314,6 +317,7 @@ int br_cli_run(int argc, char **argv) {
     br_cli_errorf("cannot create the folder for %s", store_path);
     br_graph_free(g);
     json_decref(sets);
+    json_decref(xopts);
     return BR_EXIT_FAILED;
   }
   const char *start = node ? node : br_graph_start_node(g);
@@ -321,6 +325,7 @@ int br_cli_run(int argc, char **argv) {
     br_cli_errorf("%s: no node '%s' to start at", graph_path, start ? start : "");
     br_graph_free(g);
     json_decref(sets);
+    json_decref(xopts);
     return BR_EXIT_USAGE;
   }
   char *start_name = strdup(start);
