@@ -632,7 +632,12 @@ static void *poll_main(void *ud) {
     pthread_mutex_lock(&a->mu);
     int wait_ms = (int)(a->poll_wait * 1000);
     int free_slots = a->slots - a->used_slots;
-    if (a->once && a->got_work) free_slots = 0; /* its one job came: it only reports now */
+    bool heartbeat = a->once && a->got_work;
+    if (heartbeat) { /* its one job came: polls are only heartbeats now, and a stop must not
+                        wait for a long poll to end */
+      free_slots = 0;
+      wait_ms = 0;
+    }
     if (a->once && !a->got_work && a->idle_exit > 0 && now_ms() - a->start_ms > a->idle_exit * 1000) {
       pthread_mutex_unlock(&a->mu);
       fprintf(stderr, "braid: agent: no work came in %.0f s: stopping\n", a->idle_exit);
@@ -651,6 +656,11 @@ static void *poll_main(void *ud) {
     if (st == 200) {
       backoff = 100;
       take_work(a, ans);
+      if (heartbeat) { /* the next one in a while; a stop wakes it at once */
+        pthread_mutex_lock(&a->mu);
+        if (!a->stop) nap(a, (int)(a->poll_wait * 500));
+        pthread_mutex_unlock(&a->mu);
+      }
     } else if (st == 409) {
       pthread_mutex_lock(&a->mu);
       a->need_register = true;
