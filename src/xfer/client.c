@@ -325,8 +325,15 @@ static void retry_or_fail(br_xfer__engine *e, br_xfer__req *r) {
   if (r->attempts > max) {
     br_error err;
     br_error_clear(&err);
-    br_error_set(&err, BR_ENET, "%s: giving up after %d attempts: %s", r->url, r->attempts,
-                 r->last_error);
+    const char *path = strstr(r->url, "://");
+    path = path ? strchr(path + 3, '/') : NULL;
+    if (!r->status) /* never an answer: say which depot, not which request */
+      br_error_set(&err, BR_ENET, "cannot reach the depot at %.*s: %s (gave up after %d attempt%s)",
+                   path ? (int)(path - r->url) : (int)strlen(r->url), r->url, r->last_error,
+                   r->attempts, r->attempts == 1 ? "" : "s");
+    else
+      br_error_set(&err, BR_ENET, "%s: giving up after %d attempts: %s", r->url, r->attempts,
+                   r->last_error);
     br_xfer__engine_fail(e, &err);
     req_free(r);
     return;
