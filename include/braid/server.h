@@ -29,6 +29,9 @@ typedef struct br_server_opts {
   const char *log_dir;     /* invocation logs */
   const char *settings_file; /* worker settings, limits, group names: kept across restarts */
   json_t *farm;            /* options of the agent executor (borrowed; see farm.h) */
+  const char *depot_root;  /* also serve a transfer depot kept there (NULL: none),
+                            * under the same port and tokens: any role may pull,
+                            * user and admin tokens may push */
   int batch_ms;            /* engine group commit interval (0: default) */
 } br_server_opts;
 

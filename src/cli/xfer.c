@@ -154,6 +154,7 @@ static int parse_common(int argc, char **argv, common *c) {
   c->pos = calloc((size_t)argc, sizeof *c->pos);
   const char *env = getenv("BRAID_TOKEN");
   if (env) snprintf(c->token, sizeof c->token, "%s", env);
+  c->o.ca_file = getenv("BRAID_CA");
   const char *tf = getenv("BRAID_TOKEN_FILE");
   if (!c->token[0] && tf && read_token_file(tf, c->token, sizeof c->token)) return -1;
   int dashdash = 0;
@@ -190,6 +191,9 @@ static int parse_common(int argc, char **argv, common *c) {
         return -1;
       }
       snprintf(c->token, sizeof c->token, "%s", t);
+    } else if (strcmp(a, "--ca") == 0) {
+      NEED_VALUE();
+      c->o.ca_file = v;
     } else if (strcmp(a, "--report-progress") == 0) {
       c->report_progress = 1;
     } else if (strcmp(a, "--set-attr") == 0) {
@@ -263,6 +267,7 @@ static const char *common_help =
     "  --token-file FILE   the depot token (or BRAID_TOKEN, BRAID_TOKEN_FILE)\n"
     "  --token TOKEN       the depot token itself\n"
     "  --token-env NAME    the depot token is in the environment variable NAME\n"
+    "  --ca FILE           HTTPS (depots://): a private CA's certificate (or BRAID_CA)\n"
     "  -j, --parallel N    requests in flight (default 8)\n"
     "  --bwlimit RATE      bytes per second over all transfers, e.g. 20M\n"
     "  --max-memory SIZE   bound on buffered data (default 256M)\n"

@@ -268,6 +268,7 @@ static int start(br_xfer__engine *e, br_xfer__req *r, br_error *err) {
   curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
   curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+  if (e->o->ca_file && *e->o->ca_file) curl_easy_setopt(c, CURLOPT_CAINFO, e->o->ca_file);
   r->hdrs = curl_slist_append(NULL, "Expect:");
   if (e->auth[0]) r->hdrs = curl_slist_append(r->hdrs, e->auth);
   if (r->content_type) {
@@ -374,6 +375,14 @@ static void finish(br_xfer__engine *e, br_xfer__req *r, CURLcode cc) {
     if (r->too_big) {
       br_error_set(&err, BR_EINVAL, "%s: response larger than %zu bytes", r->url,
                    r->resp_limit);
+      br_xfer__engine_fail(e, &err);
+      req_free(r);
+      return;
+    }
+    if (cc == CURLE_PEER_FAILED_VERIFICATION || cc == CURLE_SSL_CACERT_BADFILE) {
+      /* the same certificate fails the same way: no retry */
+      br_error_set(&err, BR_EINVAL, "the depot's certificate was refused (%s): give its CA "
+                   "with --ca or BRAID_CA", curl_easy_strerror(cc));
       br_xfer__engine_fail(e, &err);
       req_free(r);
       return;
