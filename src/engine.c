@@ -770,6 +770,7 @@ const char *br_task_name(const br_task *t) { return t->name; }
 int br_task_port(const br_task *t) { return t->port; }
 int64_t br_task_parent(const br_task *t) { return t->parent; }
 int32_t br_task_live_children(const br_task *t) { return t->live_children; }
+int32_t br_task_attempts(const br_task *t) { return t->attempts; }
 const json_t *br_task_attrs(const br_task *t) { return t->attrs; }
 
 void br_task_split(const br_task *t, int64_t *split_id, int32_t *elem, int32_t *count) {

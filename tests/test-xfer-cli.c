@@ -66,6 +66,9 @@ TEST(bad_input_is_refused_clearly) {
   expect("push --chunk-size 1 a depot://h/x", 2, "--chunk-size");
   expect("pull --frobnicate a b", 2, "unknown option");
   expect("push --token-file", 2, "needs a value");
+  expect("push --set-attr snap a depot://h/x", 2, "inside a braid job only");
+  expect("pull --set-attr snap depot://h/x b", 2, "push options");
+  expect("pull --token-env BRAID_NO_SUCH_VARIABLE depot://h/x b", 2, "is not set");
   expect("push --token-file /nonexistent/tok a depot://h/x", 2, "token file");
   expect("push /nonexistent depot://127.0.0.1:1/x", 1, "not a directory");
   expect("pull notaref /tmp/x", 1, "not a depot location");

@@ -83,6 +83,19 @@ typedef struct br_http_route {
   bool raw_body;       /* do not parse the body as JSON */
 } br_http_route;
 
+/* A whole other handler mounted beside the routes (the depot inside braid
+ * server, see br_depot_handle): every request whose path `owns` accepts
+ * goes to it from its first callback on, token check included, with
+ * libmicrohttpd's own arguments; `done` runs when such a request ends. */
+struct MHD_Connection;
+typedef struct br_http_mount {
+  int (*owns)(const char *url);
+  int (*handle)(void *ud, struct MHD_Connection *c, const char *url, const char *method,
+                const char *upload_data, size_t *upload_data_size, void **con_cls);
+  void (*done)(void **con_cls);
+  void *ud;
+} br_http_mount;
+
 typedef struct br_http_opts {
   const char *listen;   /* "HOST:PORT" ("[v6]:PORT"); port 0 picks a free one */
   const char *tls_cert; /* PEM certificate and key files: serve HTTPS */
@@ -93,6 +106,7 @@ typedef struct br_http_opts {
   br_auth *auth;        /* required */
   const br_http_route *routes; /* terminated by a route with fn == NULL */
   void *ud;             /* handed to every handler */
+  const br_http_mount *mount; /* may be NULL; copied */
 } br_http_opts;
 
 int br_http_start(const br_http_opts *opts, br_http_server **out, br_error *err);

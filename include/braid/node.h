@@ -121,6 +121,9 @@ const char *br_task_name(const br_task *t);
 int br_task_port(const br_task *t);
 int64_t br_task_parent(const br_task *t);
 int32_t br_task_live_children(const br_task *t);
+/* Invocations started for the task at its current node (in postprocess():
+ * counting the one that just finished). */
+int32_t br_task_attempts(const br_task *t);
 void br_task_split(const br_task *t, int64_t *split_id, int32_t *elem, int32_t *count);
 /* Read-only view of the attributes (borrowed). */
 const json_t *br_task_attrs(const br_task *t);

@@ -32,6 +32,9 @@ typedef struct br_server_opts {
                               src/exec/slurm.c for slurm's) */
   const char *executor;    /* "agent" (default: braid agents) or "slurm" (Slurm jobs) */
   const char *braid_exe;   /* this program (the slurm executor's jobs run it) */
+  const char *depot_root;  /* also serve a transfer depot kept there (NULL: none),
+                            * under the same port and tokens: any role may pull,
+                            * user and admin tokens may push */
   int batch_ms;            /* engine group commit interval (0: default) */
 } br_server_opts;
 

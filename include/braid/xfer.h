@@ -15,6 +15,7 @@
 #include <braid/error.h>
 
 #include <signal.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -110,7 +111,15 @@ typedef struct br_depot_opts {
   const char *listen;      /* "127.0.0.1:7871"; port 0 picks one */
   const char *token_file;  /* lines "sha256:<hex>", a plain token, or the braid
                             * server's JSON lines ({"sha256": ...}); re-read when it
-                            * changes; required */
+                            * changes; required unless authorize is given */
+  /* Instead of token_file (a depot mounted in braid server, whose tokens have
+   * roles): decides every request from its bearer token (NULL when none);
+   * write is true for requests that store (chunk uploads, snapshot
+   * commits). Returns 0 to allow, or the HTTP status to refuse with (401:
+   * no or unknown token, 403: the token may not do this). Called from the
+   * server's threads. */
+  int (*authorize)(void *ud, const char *token, bool write);
+  void *authorize_ud;
   int64_t max_request;     /* bytes of one request body, 0 = default 65 MiB */
   int64_t max_manifest;    /* bytes of one manifest, 0 = BR_XFER_MAX_MANIFEST_BYTES */
   int64_t max_memory;      /* request and response bodies held at once, 0 = 1 GiB;
@@ -156,6 +165,8 @@ typedef void (*br_xfer_progress_fn)(const br_xfer_progress *p, void *ud);
 
 typedef struct br_xfer_opts {
   const char *token;        /* bearer token; required by the depot */
+  const char *ca_file;      /* HTTPS: verify the depot against this CA file (PEM);
+                             * NULL = the system's */
   int parallel;             /* requests in flight, default 8 */
   int64_t bwlimit;          /* bytes per second over all transfers, 0 = none */
   int64_t max_memory;       /* bound on buffered payload, default 256 MiB */

@@ -41,6 +41,9 @@ static void server_usage(FILE *out) {
           "  --avoid-after N     a submission's jobs failing N times on one agent avoid it\n"
           "                      (default 3)\n"
           "  --url-file FILE     write the server's URL there once it listens\n"
+          "  --depot-root DIR    also serve a transfer depot kept in DIR, on the same port\n"
+          "                      and tokens (braid push/pull depot://HOST:PORT/NAME): any\n"
+          "                      token may pull, user and admin tokens may push\n"
           "  --quiet             print nothing but errors\n"
           "  --executor NAME     agent (default: braid agents take the work) or slurm\n"
           "                      (every job a Slurm job; see docs/slurm.md); with slurm:\n"
@@ -80,12 +83,13 @@ int br_cli_server(int argc, char **argv) {
       {"threads", required_argument, NULL, 't'},    {"poll-wait", required_argument, NULL, 'p'},
       {"lost-after", required_argument, NULL, 'o'}, {"avoid-after", required_argument, NULL, 'a'},
       {"url-file", required_argument, NULL, 'u'},   {"quiet", no_argument, NULL, 'q'},
+      {"depot-root", required_argument, NULL, 'D'},
       {"help", no_argument, NULL, 'h'},             {"executor", required_argument, NULL, 'E'},
       BR_CLI_SLURM_OPTIONS,                         {NULL, 0, NULL, 0},
   };
   const char *executor = "agent";
   const char *listen = "127.0.0.1:7870", *store = BR_CLI_SERVER_STORE, *token_file = NULL,
-             *cert = NULL, *key = NULL, *url_file = NULL;
+             *cert = NULL, *key = NULL, *url_file = NULL, *depot_root = NULL;
   int threads = 0, quiet = 0, c;
   json_t *farm = json_object(), *limits = json_object();
   json_object_set(farm, "limits", limits);
@@ -99,6 +103,7 @@ int br_cli_server(int argc, char **argv) {
     case 'c': cert = optarg; break;
     case 'k': key = optarg; break;
     case 'u': url_file = optarg; break;
+    case 'D': depot_root = optarg; break;
     case 'q': quiet = 1; break;
     case 't':
       threads = atoi(optarg);
@@ -209,7 +214,7 @@ int br_cli_server(int argc, char **argv) {
   br_server_opts so = {.store = uri, .listen = listen, .tls_cert = cert, .tls_key = key,
                        .threads = threads, .token_file = tokens, .log_dir = logs,
                        .settings_file = settings, .farm = farm, .executor = executor,
-                       .braid_exe = exe};
+                       .braid_exe = exe, .depot_root = depot_root};
   br_server *s;
   char buf[1400];
   if (br_server_open(&so, &s, &err)) {
@@ -239,6 +244,9 @@ int br_cli_server(int argc, char **argv) {
       br_cli_errorf("cannot write %s", url_file);
   }
   if (!quiet) fprintf(stderr, "braid: serving %s on %s (store %s)\n", store, url, store);
+  if (!quiet && depot_root)
+    fprintf(stderr, "braid: and the depot %s: braid push DIR %s%s/NAME\n", depot_root,
+            cert ? "depots:" : "depot:", strchr(url, ':') + 1);
   rc = br_server_run(s, &err) ? BR_EXIT_FAILED : BR_EXIT_OK;
   if (rc) br_cli_errorf("%s", br_error_format(&err, buf, sizeof buf));
   uv_close((uv_handle_t *)&sig_int, closed);

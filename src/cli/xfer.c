@@ -1,8 +1,11 @@
 /* braid depot / push / pull: thin command-line clients of include/braid/xfer.h.
  * Progress goes to stderr: a rewritten line on a terminal, plain lines
- * otherwise, JSON lines on stdout with --json. */
+ * otherwise, JSON lines on stdout with --json. Inside a braid job (the push
+ * and pull nodes run these), push can report the version it committed to
+ * the job's task through the runtime channel (--set-attr). */
 #include "cli.h"
 
+#include <braid/runtime.h>
 #include <braid/xfer.h>
 
 #include <errno.h>
@@ -12,7 +15,17 @@
 #include <string.h>
 #include <unistd.h>
 
+/* A failure that may pass (the depot unreachable or busy past the retries):
+ * running the command again later may succeed. EX_TEMPFAIL of sysexits.h. */
+#define EXIT_TRANSIENT 75
+
 static volatile sig_atomic_t cancel_flag;
+
+/* Inside a braid job: BRAID_CTL and BRAID_CTL_TOKEN name the channel. */
+static int in_job(void) {
+  const char *p = getenv("BRAID_CTL"), *t = getenv("BRAID_CTL_TOKEN");
+  return p && *p && t && *t;
+}
 
 static void on_signal(int sig) {
   (void)sig;
@@ -72,10 +85,27 @@ typedef struct progress_state {
   int mode; /* 0 quiet, 1 terminal, 2 plain lines, 3 json */
   const char *verb;
   int drawn;
+  int report; /* also to the job's task, through the runtime channel */
+  double last_report;
 } progress_state;
+
+/* The fraction of bytes done, as the job's progress (at most every 2 s). */
+static void report_progress(progress_state *s, const br_xfer_progress *p) {
+  if (p->elapsed - s->last_report < 2.0 && strcmp(p->phase, "done") != 0) return;
+  s->last_report = p->elapsed;
+  double f = p->bytes_total > 0 ? (double)p->bytes_done / (double)p->bytes_total : 0;
+  if (f > 1) f = 1;
+  if (f < 0) f = 0;
+  json_t *req = json_pack("{ss ss sf}", "op", "progress", "token", getenv("BRAID_CTL_TOKEN"),
+                          "value", f);
+  json_t *resp = NULL;
+  if (req && br_runtime_call(getenv("BRAID_CTL"), req, &resp, NULL) == BR_OK) json_decref(resp);
+  json_decref(req);
+}
 
 static void on_progress(const br_xfer_progress *p, void *ud) {
   progress_state *s = ud;
+  if (s->report) report_progress(s, p);
   double rate = p->elapsed > 0 ? (double)p->bytes_moved / p->elapsed : 0;
   if (s->mode == 3) {
     printf("{\"event\":\"progress\",\"phase\":\"%s\",\"files_done\":%lld,\"files_total\":%lld,"
@@ -114,6 +144,8 @@ typedef struct common {
   int json, quiet;
   char **pos;
   int npos;
+  const char *set_attr, *set_version_attr; /* push, inside a job */
+  int report_progress;
 } common;
 
 /* Parses the options push and pull share; positional arguments to c->pos. */
@@ -122,11 +154,21 @@ static int parse_common(int argc, char **argv, common *c) {
   c->pos = calloc((size_t)argc, sizeof *c->pos);
   const char *env = getenv("BRAID_TOKEN");
   if (env) snprintf(c->token, sizeof c->token, "%s", env);
+  c->o.ca_file = getenv("BRAID_CA");
   const char *tf = getenv("BRAID_TOKEN_FILE");
   if (!c->token[0] && tf && read_token_file(tf, c->token, sizeof c->token)) return -1;
+  int dashdash = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (dashdash || strcmp(a, "-") == 0 || a[0] != '-') {
+      c->pos[c->npos++] = argv[i];
+      continue;
+    }
+    if (strcmp(a, "--") == 0) {
+      dashdash = 1;
+      continue;
+    }
 #define NEED_VALUE()                                     \
   do {                                                   \
     if (!v) {                                            \
@@ -141,6 +183,25 @@ static int parse_common(int argc, char **argv, common *c) {
     } else if (strcmp(a, "--token") == 0) {
       NEED_VALUE();
       snprintf(c->token, sizeof c->token, "%s", v);
+    } else if (strcmp(a, "--token-env") == 0) {
+      NEED_VALUE();
+      const char *t = getenv(v);
+      if (!t || !*t) {
+        br_cli_errorf("--token-env: the environment variable %s is not set", v);
+        return -1;
+      }
+      snprintf(c->token, sizeof c->token, "%s", t);
+    } else if (strcmp(a, "--ca") == 0) {
+      NEED_VALUE();
+      c->o.ca_file = v;
+    } else if (strcmp(a, "--report-progress") == 0) {
+      c->report_progress = 1;
+    } else if (strcmp(a, "--set-attr") == 0) {
+      NEED_VALUE();
+      c->set_attr = v;
+    } else if (strcmp(a, "--set-version-attr") == 0) {
+      NEED_VALUE();
+      c->set_version_attr = v;
     } else if (strcmp(a, "--parallel") == 0 || strcmp(a, "-j") == 0) {
       NEED_VALUE();
       c->o.parallel = atoi(v);
@@ -205,6 +266,8 @@ static const char *common_help =
     "options:\n"
     "  --token-file FILE   the depot token (or BRAID_TOKEN, BRAID_TOKEN_FILE)\n"
     "  --token TOKEN       the depot token itself\n"
+    "  --token-env NAME    the depot token is in the environment variable NAME\n"
+    "  --ca FILE           HTTPS (depots://): a private CA's certificate (or BRAID_CA)\n"
     "  -j, --parallel N    requests in flight (default 8)\n"
     "  --bwlimit RATE      bytes per second over all transfers, e.g. 20M\n"
     "  --max-memory SIZE   bound on buffered data (default 256M)\n"
@@ -217,7 +280,11 @@ static const char *common_help =
     "  --content-cache DIR pull: reuse files other pulls fetched (hard links) and add\n"
     "                      to DIR; treat pulled files as read-only\n"
     "  --json              progress and result as JSON lines on stdout\n"
-    "  -q, --quiet         no progress\n";
+    "  -q, --quiet         no progress\n"
+    "  --report-progress   inside a braid job: the job's progress is the bytes done\n\n"
+    "Exit status: 0 done, 1 failed (a bad token, a missing snapshot, a path or\n"
+    "disk problem: the same command fails the same way), 2 usage, 75 the depot\n"
+    "was unreachable or busy past the retries (try again later), 130 cancelled.\n";
 
 static int finish(common *c, const char *verb, int rc, const br_error *err,
                   const br_xfer_result *res, progress_state *ps) {
@@ -246,7 +313,7 @@ static int finish(common *c, const char *verb, int rc, const br_error *err,
   }
   if (rc) {
     br_cli_errorf("%s failed: %s", verb, br_error_format(err, buf, sizeof buf));
-    return BR_EXIT_FAILED;
+    return rc == BR_ENET ? EXIT_TRANSIENT : BR_EXIT_FAILED;
   }
   if (!c->json && !c->quiet) {
     char moved[32];
@@ -267,10 +334,54 @@ static void setup_progress(common *c, progress_state *ps, const char *verb) {
   memset(ps, 0, sizeof *ps);
   ps->verb = verb;
   ps->mode = c->json ? 3 : c->quiet ? 0 : isatty(2) ? 1 : 2;
+  ps->report = c->report_progress && in_job();
   c->o.progress = on_progress;
   c->o.progress_ud = ps;
   c->o.progress_interval = ps->mode == 1 ? 0.25 : ps->mode == 2 ? 2.0 : 1.0;
   c->o.cancel = &cancel_flag;
+}
+
+/* Sets the job's task attributes to what was committed: set_attr gets
+ * "DEPOT/NAME@vN" (a list for several pairs), set_version_attr gets N. */
+static int report_versions(const common *c, const char *const *targets,
+                           const int64_t *versions, size_t n) {
+  json_t *refs = json_array(), *vers = json_array(), *attrs = json_object();
+  for (size_t i = 0; i < n; i++) {
+    const char *t = targets[i], *slash = strrchr(t, '/');
+    const char *at = slash ? strchr(slash, '@') : NULL;
+    char *ref = NULL;
+    if (asprintf(&ref, "%.*s@v%lld", (int)(at ? (size_t)(at - t) : strlen(t)), t,
+                 (long long)versions[i]) < 0)
+      abort();
+    json_array_append_new(refs, json_string(ref));
+    json_array_append_new(vers, json_integer(versions[i]));
+    free(ref);
+  }
+  if (c->set_attr)
+    json_object_set(attrs, c->set_attr, n == 1 ? json_array_get(refs, 0) : refs);
+  if (c->set_version_attr)
+    json_object_set(attrs, c->set_version_attr, n == 1 ? json_array_get(vers, 0) : vers);
+  json_decref(refs);
+  json_decref(vers);
+  json_t *req = json_pack("{ss ss so}", "op", "set", "token", getenv("BRAID_CTL_TOKEN"), "attrs",
+                          attrs);
+  json_t *resp = NULL;
+  br_error err;
+  br_error_clear(&err);
+  int rc = br_runtime_call(getenv("BRAID_CTL"), req, &resp, &err);
+  json_decref(req);
+  if (rc != BR_OK) {
+    br_cli_errorf("push: committed, but telling braid failed: %s", err.msg);
+    return -1;
+  }
+  if (!json_is_true(json_object_get(resp, "ok"))) {
+    const char *m = json_string_value(json_object_get(resp, "error"));
+    br_cli_errorf("push: committed, but braid refused the attributes: %s", m ? m : "no reason");
+    json_decref(resp);
+    return -1;
+  }
+  json_decref(resp);
+  return 0;
 }
 
 int br_cli_push(int argc, char **argv) {
@@ -278,7 +389,10 @@ int br_cli_push(int argc, char **argv) {
     printf("usage: braid push [options] DIR DEPOT/NAME [DIR DEPOT/NAME ...]\n\n"
            "Checks DIR in as a new version of the snapshot NAME, sending only the\n"
            "chunks the depot lacks. DEPOT is depot://HOST:PORT (or http://).\n"
-           "Prints the version committed, e.g. shot010/cloth@v3.\n\n%s",
+           "Prints the version committed, e.g. shot010/cloth@v3.\n\n"
+           "Inside a braid job (the push node):\n"
+           "  --set-attr KEY          set the task's attribute KEY to DEPOT/NAME@vN\n"
+           "  --set-version-attr KEY  set the task's attribute KEY to N\n\n%s",
            common_help);
     return BR_EXIT_OK;
   }
@@ -290,6 +404,12 @@ int br_cli_push(int argc, char **argv) {
   }
   if (c.npos < 2 || c.npos % 2) {
     br_cli_errorf("push wants DIR DEPOT/NAME pairs (see `braid push --help`)");
+    free(c.pos);
+    return BR_EXIT_USAGE;
+  }
+  if ((c.set_attr || c.set_version_attr) && !in_job()) {
+    br_cli_errorf("--set-attr and --set-version-attr work inside a braid job only "
+                  "(BRAID_CTL is not set)");
     free(c.pos);
     return BR_EXIT_USAGE;
   }
@@ -307,6 +427,14 @@ int br_cli_push(int argc, char **argv) {
   if (ps.drawn) {
     fputc('\n', stderr); /* end the progress line before the result */
     ps.drawn = 0;
+  }
+  if (rc == BR_OK && (c.set_attr || c.set_version_attr) &&
+      report_versions(&c, targets, versions, n)) {
+    free(dirs);
+    free(targets);
+    free(versions);
+    free(c.pos);
+    return BR_EXIT_FAILED;
   }
   if (rc == BR_OK && !c.json)
     for (size_t i = 0; i < n; i++) {
@@ -342,6 +470,11 @@ int br_cli_pull(int argc, char **argv) {
   }
   if (c.npos < 2 || c.npos % 2) {
     br_cli_errorf("pull wants DEPOT/NAME DIR pairs (see `braid pull --help`)");
+    free(c.pos);
+    return BR_EXIT_USAGE;
+  }
+  if (c.set_attr || c.set_version_attr) {
+    br_cli_errorf("--set-attr and --set-version-attr are push options");
     free(c.pos);
     return BR_EXIT_USAGE;
   }

@@ -22,6 +22,7 @@
 #include <braid/runtime.h>
 #include <braid/server.h>
 #include <braid/store.h>
+#include <braid/xfer.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -53,6 +54,7 @@ typedef struct logwait {
 } logwait;
 
 struct br_server {
+  br_depot *depot; /* mounted under /v1/ when the server keeps one */
   br_store *store;
   br_engine *e;
   br_executor *ex;
@@ -1237,6 +1239,28 @@ static void on_timer(uv_timer_t *t) {
   }
 }
 
+/* The mounted depot's token rule: the server's tokens, by role. Any role
+ * may read (pull); storing (push) takes a user or an admin token, so a
+ * farm agent's token cannot change what the studio has checked in. */
+static int depot_authorize(void *ud, const char *token, bool write) {
+  br_server *s = ud;
+  br_role r = token ? br_auth_check(s->auth, token) : BR_ROLE_NONE;
+  if (r == BR_ROLE_NONE) return 401;
+  if (write && r != BR_ROLE_USER && r != BR_ROLE_ADMIN) return 403;
+  return 0;
+}
+
+static int depot_handle(void *ud, struct MHD_Connection *c, const char *url, const char *method,
+                        const char *upload_data, size_t *upload_data_size, void **con_cls) {
+  return br_depot_handle(ud, c, url, method, upload_data, upload_data_size, con_cls);
+}
+
+static const br_http_mount depot_mount = {
+    .owns = br_depot_owns_url,
+    .handle = depot_handle,
+    .done = br_depot_request_done,
+};
+
 int br_server_open(const br_server_opts *o, br_server **out, br_error *err) {
   *out = NULL;
   if (!o->store || !o->token_file) return br_error_set(err, BR_EINVAL, "server: a store and a token file are needed");
@@ -1299,6 +1323,20 @@ int br_server_open(const br_server_opts *o, br_server **out, br_error *err) {
   uv_unref((uv_handle_t *)&s->timer);
   br_http_opts ho = {.listen = o->listen, .tls_cert = o->tls_cert, .tls_key = o->tls_key,
                      .threads = o->threads, .auth = s->auth, .routes = routes, .ud = s};
+  br_http_mount mount = depot_mount;
+  if (o->depot_root) {
+    br_depot_opts dopt = {.root = o->depot_root, .authorize = depot_authorize, .authorize_ud = s};
+    rc = br_depot_open(&dopt, &s->depot, err);
+    if (rc) {
+      br_server_close(s);
+      return rc;
+    }
+    mount.ud = s->depot;
+    ho.mount = &mount;
+    /* a depot request may wait on the disk (a sync): more threads, so
+     * agents and the command line do not wait behind it */
+    if (!o->threads) ho.threads = 4;
+  }
   rc = br_http_start(&ho, &s->http, err);
   if (rc) {
     br_server_close(s);
@@ -1340,6 +1378,7 @@ void br_server_close(br_server *s) {
     br_engine_free(s->e); /* runs posted work, answers the agents' waiting polls */
   }
   br_http_stop(s->http); /* answers whatever still waits (log followers) */
+  br_depot_stop(s->depot); /* after the threads that call it */
   for (logwait *w = s->waiters; w;) {
     logwait *n = w->next;
     free(w->path);

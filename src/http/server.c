@@ -60,6 +60,8 @@ struct br_http_req {
   bool dispatched;
   bool in_handler;
   pthread_mutex_t mu;
+  bool mounted;   /* the mount's request: mount_cls is its state */
+  void *mount_cls;
   bool suspended; /* waiting for a deferred answer */
   bool answered;  /* an answer is stored (resp) */
   bool queued;    /* handed to libmicrohttpd */
@@ -73,6 +75,7 @@ struct br_http_server {
   br_auth *auth;
   const br_http_route *routes;
   void *ud;
+  br_http_mount mount;
   size_t max_body;
   int port;
   char *cert, *key;
@@ -446,11 +449,22 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *c, const char
     rq->path = strdup(url);
     atomic_fetch_add(&srv->requests, 1);
     if (!rq->path) return MHD_NO;
+    rq->mounted = srv->mount.owns && srv->mount.owns(url);
+    if (rq->mounted)
+      return srv->mount.handle(srv->mount.ud, c, url, method, upload_data, upload_data_size,
+                               &rq->mount_cls)
+                 ? MHD_YES
+                 : MHD_NO;
     first_call(srv, rq, url, method);
     /* refuse before reading a body nobody will use */
     if (rq->reject) return queue_reject(rq);
     return MHD_YES;
   }
+  if (rq->mounted)
+    return srv->mount.handle(srv->mount.ud, c, url, method, upload_data, upload_data_size,
+                             &rq->mount_cls)
+               ? MHD_YES
+               : MHD_NO;
   if (*upload_data_size) {
     size_t n = *upload_data_size;
     *upload_data_size = 0;
@@ -526,6 +540,11 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *c, const char
   return MHD_YES;
 }
 
+static void srv_mount_done(void *cls, br_http_req *rq) {
+  br_http_server *srv = cls;
+  if (srv->mount.done) srv->mount.done(&rq->mount_cls);
+}
+
 static void completed_cb(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
   br_http_req *rq = *con_cls;
@@ -534,6 +553,7 @@ static void completed_cb(void *cls, struct MHD_Connection *c, void **con_cls,
   (void)toe;
   if (!rq) return;
   *con_cls = NULL;
+  if (rq->mounted) srv_mount_done(cls, rq);
   if (rq->resp) MHD_destroy_response(rq->resp);
   for (int i = 0; i < rq->nargs; i++) free(rq->args[i]);
   json_decref(rq->json);
@@ -610,6 +630,7 @@ int br_http_start(const br_http_opts *o, br_http_server **out, br_error *err) {
   srv->auth = o->auth;
   srv->routes = o->routes;
   srv->ud = o->ud;
+  if (o->mount) srv->mount = *o->mount;
   srv->max_body = o->max_body ? o->max_body : DEFAULT_MAX_BODY;
   pthread_mutex_init(&srv->mu, NULL);
   unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME;

@@ -109,7 +109,9 @@ static int codes(br_node_ctx *ctx, const char *name, int **out, int *n) {
   return 0;
 }
 
-int br_invoke_run(br_node_ctx *ctx, char **argv) {
+int br_invoke_run(br_node_ctx *ctx, char **argv) { return br_invoke_run_env(ctx, argv, NULL); }
+
+int br_invoke_run_env(br_node_ctx *ctx, char **argv, char *const *extra_env) {
   br_task *t = br_ctx_task(ctx);
   const json_t *attrs = br_task_attrs(t);
   char msg[1024];
@@ -131,6 +133,7 @@ int br_invoke_run(br_node_ctx *ctx, char **argv) {
     free(val);
     br_argv_push(&env, &nenv, kv);
   }
+  for (size_t i = 0; extra_env && extra_env[i]; i++) br_argv_push(&env, &nenv, strdup(extra_env[i]));
   if (codes(ctx, "good_codes", &good, &ngood) || codes(ctx, "retry_codes", &retry, &nretry) ||
       names(ctx, "tags", &tags) || names(ctx, "limits", &limits)) {
     rc = -1;

@@ -1,4 +1,4 @@
-/* What the nodes that run jobs (command, ffmpeg) share: the invocation
+/* What the nodes that run jobs (command, ffmpeg, push, pull) share: the invocation
  * parameters (environment, folder, resources, timeout, exit codes, retries,
  * progress) and {attr} substitution in arguments. */
 #ifndef BR_NODES_INVOKE_H
@@ -7,24 +7,35 @@
 #include <braid/exec.h>
 #include <braid/node.h>
 
-#define BR_INVOKE_PARAMS                                                                      \
+#define BR_INVOKE_PARAMS \
+  BR_INVOKE_PARAMS_HEAD, \
+  {"retry_codes", BR_PARAM_LIST, "[]", false, "exit codes that mean: run it again"}, \
+  {"retries", BR_PARAM_INT, "2", false, \
+   "how many times a failed job runs again (not for timeouts or missing programs)"}, \
+  BR_INVOKE_PARAMS_TAIL
+
+/* The same without retry_codes and retries, for node types that choose
+ * their own defaults (push and pull retry only what may pass). */
+#define BR_INVOKE_PARAMS_BASE BR_INVOKE_PARAMS_HEAD, BR_INVOKE_PARAMS_TAIL
+
+#define BR_INVOKE_PARAMS_HEAD \
   {"env", BR_PARAM_OBJECT, "{}", false, "extra environment: {NAME: value} ({attr} substituted)"}, \
-  {"cwd", BR_PARAM_STRING, "\"\"", false, "working folder (default: braid's)"},                \
-  {"cores", BR_PARAM_INT, "1", false, "slots the job takes"},                                 \
-  {"memory_mb", BR_PARAM_INT, "0", false, "memory the job needs (for scheduling)"},           \
-  {"timeout", BR_PARAM_FLOAT, "0", false, "seconds before the job is killed (0: never)"},     \
-  {"good_codes", BR_PARAM_LIST, "[0]", false, "exit codes that mean success"},                \
-  {"retry_codes", BR_PARAM_LIST, "[]", false, "exit codes that mean: run it again"},          \
-  {"retries", BR_PARAM_INT, "2", false, "how many times a failed job runs again (not for timeouts or missing programs)"}, \
-  {"progress", BR_PARAM_STRING, "\"\"", false,                                                \
-   "regex over stdout whose first group is the progress (0-1, or 0-100 with %)"},             \
-  {"gpus", BR_PARAM_INT, "0", false, "GPUs the job needs (farm)"},                            \
-  {"tags", BR_PARAM_LIST, "[]", false, "worker tags the job needs, all of them (farm)"},      \
-  {"limits", BR_PARAM_LIST, "[]", false,                                                      \
-   "named farm-wide limits the job takes one token of, e.g. [\"houdini\"] (farm)"},         \
-  {"max_running", BR_PARAM_INT, "0", false,                                                   \
-   "at most this many of this node's jobs at once across the farm (0: no limit)"},          \
-  {"slurm", BR_PARAM_OBJECT, "{}", false,                                                    \
+  {"cwd", BR_PARAM_STRING, "\"\"", false, "working folder (default: braid's)"}, \
+  {"cores", BR_PARAM_INT, "1", false, "slots the job takes"}, \
+  {"memory_mb", BR_PARAM_INT, "0", false, "memory the job needs (for scheduling)"}, \
+  {"timeout", BR_PARAM_FLOAT, "0", false, "seconds before the job is killed (0: never)"}, \
+  {"good_codes", BR_PARAM_LIST, "[0]", false, "exit codes that mean success"}
+
+#define BR_INVOKE_PARAMS_TAIL \
+  {"progress", BR_PARAM_STRING, "\"\"", false, \
+   "regex over stdout whose first group is the progress (0-1, or 0-100 with %)"}, \
+  {"gpus", BR_PARAM_INT, "0", false, "GPUs the job needs (farm)"}, \
+  {"tags", BR_PARAM_LIST, "[]", false, "worker tags the job needs, all of them (farm)"}, \
+  {"limits", BR_PARAM_LIST, "[]", false, \
+   "named farm-wide limits the job takes one token of, e.g. [\"houdini\"] (farm)"}, \
+  {"max_running", BR_PARAM_INT, "0", false, \
+   "at most this many of this node's jobs at once across the farm (0: no limit)"}, \
+  {"slurm", BR_PARAM_OBJECT, "{}", false, \
    "Slurm settings: partition, account, qos, time (minutes or D-HH:MM:SS), args (list)"}
 
 /* Substitutes {name} with the task's attribute (strings as they are, other
@@ -36,6 +47,9 @@ char *br_invoke_subst(const json_t *attrs, const char *s, char *err, size_t errs
  * borrowed until the call returns), then br_ctx_invoke(). Returns 0 or -1
  * (the task is failed with a message). */
 int br_invoke_run(br_node_ctx *ctx, char **argv);
+/* The same with extra "NAME=value" entries (NULL-terminated, borrowed) after
+ * the node's own environment; for what must not be on a command line. */
+int br_invoke_run_env(br_node_ctx *ctx, char **argv, char *const *extra_env);
 
 /* Appends to a growable NULL-terminated argv. */
 void br_argv_push(char ***argv, size_t *n, char *arg /* owned */);

@@ -268,6 +268,7 @@ static int start(br_xfer__engine *e, br_xfer__req *r, br_error *err) {
   curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
   curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+  if (e->o->ca_file && *e->o->ca_file) curl_easy_setopt(c, CURLOPT_CAINFO, e->o->ca_file);
   r->hdrs = curl_slist_append(NULL, "Expect:");
   if (e->auth[0]) r->hdrs = curl_slist_append(r->hdrs, e->auth);
   if (r->content_type) {
@@ -325,8 +326,15 @@ static void retry_or_fail(br_xfer__engine *e, br_xfer__req *r) {
   if (r->attempts > max) {
     br_error err;
     br_error_clear(&err);
-    br_error_set(&err, BR_ENET, "%s: giving up after %d attempts: %s", r->url, r->attempts,
-                 r->last_error);
+    const char *path = strstr(r->url, "://");
+    path = path ? strchr(path + 3, '/') : NULL;
+    if (!r->status) /* never an answer: say which depot, not which request */
+      br_error_set(&err, BR_ENET, "cannot reach the depot at %.*s: %s (gave up after %d attempt%s)",
+                   path ? (int)(path - r->url) : (int)strlen(r->url), r->url, r->last_error,
+                   r->attempts, r->attempts == 1 ? "" : "s");
+    else
+      br_error_set(&err, BR_ENET, "%s: giving up after %d attempts: %s", r->url, r->attempts,
+                   r->last_error);
     br_xfer__engine_fail(e, &err);
     req_free(r);
     return;
@@ -367,6 +375,14 @@ static void finish(br_xfer__engine *e, br_xfer__req *r, CURLcode cc) {
     if (r->too_big) {
       br_error_set(&err, BR_EINVAL, "%s: response larger than %zu bytes", r->url,
                    r->resp_limit);
+      br_xfer__engine_fail(e, &err);
+      req_free(r);
+      return;
+    }
+    if (cc == CURLE_PEER_FAILED_VERIFICATION || cc == CURLE_SSL_CACERT_BADFILE) {
+      /* the same certificate fails the same way: no retry */
+      br_error_set(&err, BR_EINVAL, "the depot's certificate was refused (%s): give its CA "
+                   "with --ca or BRAID_CA", curl_easy_strerror(cc));
       br_xfer__engine_fail(e, &err);
       req_free(r);
       return;

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -32,6 +33,8 @@ struct br_depot {
   struct MHD_Daemon *mhd;
   br_xfer__store store;
   br_xfer__tokens tokens;
+  int (*authorize)(void *ud, const char *token, bool write);
+  void *authorize_ud;
   int64_t max_request, max_manifest;
   int port;
   /* The memory bound: bytes of request and response bodies held at once. */
@@ -96,10 +99,20 @@ static bool charge(br_depot *d, request *rq, int64_t n) {
   return ok;
 }
 
-static bool authorised(br_depot *d, struct MHD_Connection *c) {
+/* Requests that store something; the others only read. */
+static bool writes(const char *url, const char *method) {
+  return strcmp(method, "POST") == 0 &&
+         (strcmp(url, "/v1/chunks") == 0 || strcmp(url, "/v1/snapshot") == 0);
+}
+
+/* 0 when the request may go on, else the HTTP status that refuses it. */
+static unsigned authorised(br_depot *d, struct MHD_Connection *c, const char *url,
+                           const char *method) {
   const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
-  if (!h || strncmp(h, "Bearer ", 7) != 0) return false;
-  return br_xfer__tokens_check(&d->tokens, h + 7);
+  const char *tok = h && strncasecmp(h, "Bearer ", 7) == 0 ? h + 7 : NULL;
+  while (tok && *tok == ' ') tok++;
+  if (d->authorize) return (unsigned)d->authorize(d->authorize_ud, tok, writes(url, method));
+  return tok && br_xfer__tokens_check(&d->tokens, tok) ? 0 : MHD_HTTP_UNAUTHORIZED;
 }
 
 /* Parses {"chunks":[hex...]} into a digest array. */
@@ -405,9 +418,11 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
     *con_cls = rq;
     rq->d = d;
     rq->limit = strcmp(url, "/v1/snapshot") == 0 ? d->max_manifest : d->max_request;
-    if (!authorised(d, c)) {
-      rq->reject = MHD_HTTP_UNAUTHORIZED;
-      rq->reject_msg = "missing or wrong token";
+    unsigned refused = authorised(d, c, url, method);
+    if (refused) {
+      rq->reject = (int)refused;
+      rq->reject_msg = refused == MHD_HTTP_FORBIDDEN ? "this token may only read from the depot"
+                                                     : "missing or wrong token";
     } else {
       const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
       long long n = cl ? strtoll(cl, NULL, 10) : 0;
@@ -515,7 +530,7 @@ static void clean_tmp(br_xfer__store *s) {
 int br_depot_open(const br_depot_opts *opts, br_depot **out, br_error *err) {
   *out = NULL;
   if (!opts->root || !*opts->root) return br_error_set(err, BR_EINVAL, "depot: no --root");
-  if (!opts->token_file || !*opts->token_file)
+  if ((!opts->token_file || !*opts->token_file) && !opts->authorize)
     return br_error_set(err, BR_EINVAL, "depot: a token file is required");
   br_depot *d = calloc(1, sizeof *d);
   if (!d) return br_error_set(err, BR_ENOMEM, "out of memory");
@@ -523,7 +538,9 @@ int br_depot_open(const br_depot_opts *opts, br_depot **out, br_error *err) {
   d->max_manifest = opts->max_manifest > 0 ? opts->max_manifest : BR_XFER_MAX_MANIFEST_BYTES;
   d->max_buffered = opts->max_memory > 0 ? opts->max_memory : (int64_t)1 << 30;
   pthread_mutex_init(&d->mem_mu, NULL);
-  int rc = br_xfer__tokens_load(&d->tokens, opts->token_file, err);
+  d->authorize = opts->authorize;
+  d->authorize_ud = opts->authorize_ud;
+  int rc = d->authorize ? BR_OK : br_xfer__tokens_load(&d->tokens, opts->token_file, err);
   if (rc) {
     free(d);
     return rc;

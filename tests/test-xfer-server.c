@@ -1,0 +1,156 @@
+/* The depot mounted inside `braid server --depot-root`: a real server on
+ * loopback serves the API and the depot on one port with its own tokens
+ * (any role pulls, user and admin push), and a farm agent runs push and
+ * pull nodes against it. */
+#include "farm-util.h"
+#include "xfer-util.h"
+
+static farm F;
+
+static void opts(br_xfer_opts *o, const char *tmp, const char *token) {
+  xu_opts(o, tmp);
+  o->token = token;
+  o->retries = 1;
+}
+
+static char *ref(const char *name) {
+  char *r = NULL;
+  if (asprintf(&r, "depot://%s/%s", F.url + strlen("http://"), name) < 0) abort();
+  return r;
+}
+
+TEST(server_serves_the_depot_with_its_tokens) {
+  farm_start(&F, "xfer-server", "--depot-root depot");
+  char *src = xu_path(F.dir, "src"), *dst = xu_path(F.dir, "dst");
+  xu_make_file(src, "a/one.0001.bgeo", 5000, 1);
+  xu_make_file(src, "a/two.0001.vdb", 900000, 2);
+  char *r = ref("sh/cloth");
+  br_xfer_opts o;
+  br_xfer_result res;
+  br_error err;
+  /* user pushes, agent pulls */
+  opts(&o, F.dir, F.user);
+  CHECK_EQ_INT(br_xfer_push(src, r, &o, &res, &err), BR_OK);
+  CHECK_EQ_INT(res.version, 1);
+  opts(&o, F.dir, F.agent);
+  CHECK_EQ_INT(br_xfer_pull(r, dst, &o, &res, &err), BR_OK);
+  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+  /* an agent token may not store; an unknown token gets nothing */
+  xu_make_file(src, "a/three.0001.bgeo", 100, 3);
+  CHECK_EQ_INT(br_xfer_push(src, r, &o, &res, &err), BR_EAUTH);
+  CHECK_CONTAINS(err.msg, "403");
+  CHECK_CONTAINS(err.msg, "only read");
+  opts(&o, F.dir, "brt_not_a_token");
+  CHECK_EQ_INT(br_xfer_pull(r, dst, &o, &res, &err), BR_EAUTH);
+  CHECK_CONTAINS(err.msg, "401");
+  /* admin pushes too; the API is still there beside the depot */
+  opts(&o, F.dir, F.admin);
+  CHECK_EQ_INT(br_xfer_push(src, r, &o, &res, &err), BR_OK);
+  CHECK_EQ_INT(res.version, 2);
+  json_t *out = NULL;
+  CHECK_EQ_INT(farm_call(&F, F.agent, "GET", "/health", NULL, &out), 200);
+  json_decref(out);
+  CHECK_EQ_INT(farm_call(&F, F.user, "GET", "/v1/nothing", NULL, NULL), 404);
+  /* what the server keeps checks out */
+  char *root = xu_path(F.dir, "depot");
+  int64_t n = 0;
+  CHECK_EQ_INT(br_depot_fsck(root, &n, &err), BR_OK);
+  CHECK(n >= 3);
+  free(root);
+  free(r);
+  free(src);
+  free(dst);
+  farm_stop(&F);
+}
+
+TEST(push_and_pull_nodes_on_an_agent_against_the_server) {
+  farm_start(&F, "xfer-server-nodes", "--depot-root depot");
+  setenv("BRAID_CACHE_DIR", F.dir, 1); /* the agent's jobs inherit it */
+  farm_agent(&F, "a1", "--slots 2");
+  char *src = xu_path(F.dir, "src");
+  xu_make_file(src, "cache/cloth.0001.bgeo", 3000, 1);
+  xu_make_file(src, "cache/cloth.0002.bgeo", 300000, 2);
+  char *utok = xu_path(F.dir, "user-token"), *atok = xu_path(F.dir, "agent-token");
+  xu_write_file(utok, F.user, strlen(F.user));
+  xu_write_file(atok, F.agent, strlen(F.agent));
+  char *depot = NULL;
+  if (asprintf(&depot, "depot://%s", F.url + strlen("http://")) < 0) abort();
+  char text[8192];
+  snprintf(text, sizeof text,
+           "{\"name\": \"xs\", \"start\": {\"node\": \"push\"},"
+           " \"nodes\": ["
+           "  {\"name\": \"push\", \"type\": \"push\", \"params\": {\"src\": \"%s\", \"depot\": \"%s\","
+           "   \"name\": \"sh/fx\", \"token_file\": \"%s\"}},"
+           "  {\"name\": \"pull\", \"type\": \"pull\", \"params\": {\"snapshots\": \"{snapshot}\","
+           "   \"dest\": \"%s/out\", \"token_file\": \"%s\"}},"
+           "  {\"name\": \"refused\", \"type\": \"push\", \"params\": {\"src\": \"%s\", \"depot\": \"%s\","
+           "   \"name\": \"sh/fx\", \"token_file\": \"%s\"}}],"
+           " \"wires\": [[\"push\", \"pull\"], [\"push\", \"refused\"]]}",
+           src, depot, utok, F.dir, atok, src, depot, atok);
+  json_error_t jerr;
+  json_t *g = json_loads(text, 0, &jerr);
+  if (!g) br_test_fail(__FILE__, __LINE__, "graph: %s", jerr.text);
+  farm_submit_graph(&F, g, NULL, 0, NULL);
+  CHECK(farm_settle(&F, 60));
+  int64_t c[BR_TASK_NSTATES];
+  farm_counts(&F, c);
+  CHECK_EQ_INT(c[BR_TASK_DONE], 1);  /* pushed, then pulled */
+  CHECK_EQ_INT(c[BR_TASK_ERROR], 1); /* an agent token cannot push */
+  char *out = xu_path(F.dir, "out");
+  CHECK_EQ_INT(xu_tree_diff(src, out), 0);
+  char cmd[2048];
+  snprintf(cmd, sizeof cmd, "sqlite3 '%s/farm.braid.db' \"select error from tasks where node='refused'\"",
+           F.dir);
+  char *msg = farm_capture(cmd);
+  CHECK_CONTAINS(msg, "push failed: the depot forbids this (HTTP 403");
+  free(msg);
+  farm_invs inv = farm_invocations(&F);
+  CHECK_EQ_INT(inv.total, 3); /* the refused push ran once */
+  CHECK_CONTAINS(inv.workers, "a1");
+  free(out);
+  free(depot);
+  free(utok);
+  free(atok);
+  free(src);
+  farm_stop(&F);
+}
+
+TEST(depot_in_a_server_over_https) {
+  char *dir = br_test_tmpdir("xfer-server-tls-cert");
+  char cmd[4096];
+  snprintf(cmd, sizeof cmd,
+           "cd '%s' && openssl req -x509 -newkey rsa:2048 -nodes -keyout key.pem -out cert.pem -days 2 "
+           "-subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 > openssl.log 2>&1",
+           dir);
+  CHECK_EQ_INT(system(cmd), 0);
+  char args[2048];
+  snprintf(args, sizeof args, "--depot-root depot --tls-cert '%s/cert.pem' --tls-key '%s/key.pem'",
+           dir, dir);
+  farm_start(&F, "xfer-server-tls", args);
+  CHECK(strncmp(F.url, "https://", 8) == 0);
+  char *ca = xu_path(dir, "cert.pem");
+  char *src = xu_path(F.dir, "src"), *dst = xu_path(F.dir, "dst");
+  xu_make_file(src, "a/one.0001.bgeo", 5000, 1);
+  xu_make_file(src, "a/two.0001.vdb", 600000, 2);
+  char *r = NULL;
+  if (asprintf(&r, "depots://%s/sh/tls", F.url + strlen("https://")) < 0) abort();
+  br_xfer_opts o;
+  br_xfer_result res;
+  br_error err;
+  opts(&o, F.dir, F.user);
+  /* without the CA: refused at once, with what to do */
+  CHECK_EQ_INT(br_xfer_push(src, r, &o, &res, &err), BR_EINVAL);
+  CHECK_CONTAINS(err.msg, "certificate");
+  CHECK_CONTAINS(err.msg, "--ca");
+  o.ca_file = ca;
+  CHECK_EQ_INT(br_xfer_push(src, r, &o, &res, &err), BR_OK);
+  o.token = F.agent;
+  CHECK_EQ_INT(br_xfer_pull(r, dst, &o, &res, &err), BR_OK);
+  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+  free(r);
+  free(src);
+  free(dst);
+  free(ca);
+  farm_stop(&F);
+  xu_done(dir);
+}
