@@ -175,16 +175,16 @@ TEST(sigkill_then_resume_adopts_running_jobs) {
   char *graph = write_graph(dir, "naps",
                             "{\"name\": \"naps\", \"start\": {\"node\": \"fan\", \"attrs\": {\"n\": 4}},\n"
                             " \"nodes\": [{\"name\": \"fan\", \"type\": \"spawn\", \"params\": {\"count\": {\"expr\": \"attr.n\"}}},\n"
-                            "  {\"name\": \"nap\", \"type\": \"command\", \"params\": {\"shell\": "
+                            "  {\"name\": \"kept\", \"type\": \"command\", \"params\": {\"shell\": "
                             "\"sleep 4; echo $BRAID_TASK_ID >> ran.txt\"}}],\n"
-                            " \"wires\": [[\"fan.children\", \"nap\"]]}\n");
+                            " \"wires\": [[\"fan.children\", \"kept\"]]}\n");
   char extra[128];
   snprintf(extra, sizeof extra, "--slurm-listen 127.0.0.1:%d", free_port());
   pid_t pid = start_slurm_run(dir, graph, extra);
   wait_running(dir, 4, 60);
   kill(pid, SIGKILL);
   wait_exit(pid);
-  CHECK_EQ_INT(slurm_active("nap"), 4); /* the jobs go on without braid */
+  CHECK_EQ_INT(slurm_active("kept"), 4); /* the jobs go on without braid */
   double t0 = mono_s();
   int rc = wait_exit(start_slurm_run(dir, graph, extra));
   if (rc != 0) fail_with_log(dir, "the resumed run failed", rc);

@@ -451,6 +451,12 @@ static void ev_done(void *ud, const br_inv_result *r) {
   }
   bool killed = r->status == BR_INV_LOST || (r->status == BR_INV_FAILED && r->term_signal) ||
                 (r->status == BR_INV_CANCELLED && !s->cancel);
+  if (s->cancel && r->status != BR_INV_CANCELLED) { /* braid cancelled it, however it ended */
+    br_inv_result c = *r;
+    c.status = BR_INV_CANCELLED;
+    deliver(ex, s, &c);
+    return;
+  }
   if (!killed || s->ending || s->cancel || !s->jobid[0] || ex->stopping || s->held) {
     deliver(ex, s, r);
     return;
