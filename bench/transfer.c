@@ -4,12 +4,15 @@
  * added latency and a bandwidth cap (files per second against what the cap
  * allows).
  *
- *   bench-transfer [--quick] [--scale F] [--dir DIR] [--keep] [--only CASE]
+ *   bench-transfer [--quick] [--scale F] [--repeat N] [--dir DIR] [--keep] [--only CASE]
  *
  * Full size (the issue's cases): 10,000 x 64 KiB, 1,000 x 10 MB, 2 x 2 GiB,
  * an unchanged push of the 10,000, and 2,000 x 100 KiB at 30 ms RTT and
  * 200 Mbit/s. --quick divides the counts and sizes so a run takes minutes.
- * Note: braid fsyncs every file it writes (depot and pull); rsync does not. */
+ * --repeat N measures every row N times (a fresh depot and rsync module
+ * each time, braid first and rsync first in turn) and prints medians: on a
+ * shared machine one run says little.
+ * Note: braid syncs every file it writes (depot and pull); rsync does not. */
 #include <braid/xfer.h>
 
 #include "../tests/xfer-proxy.h"
@@ -29,7 +32,9 @@ typedef struct bench {
   int dport, rport;
   pid_t rsyncd;
   char cache[600];
+  char tokens[600];
   br_xfer_opts o;
+  int repeat;
 } bench;
 
 static double now(void) { return xp_now(); }
@@ -100,22 +105,28 @@ static int free_port(void) {
   return ntohs(sa.sin_port);
 }
 
-static void start(bench *b) {
-  char path[1024], cmd[2048];
-  snprintf(path, sizeof path, "%s/tokens", b->dir);
-  FILE *f = fopen(path, "w");
-  fprintf(f, "%s\n", TOKEN);
-  fclose(f);
+/* A depot on a fresh root (the last one stops). */
+static void depot_at(bench *b, const char *name) {
+  if (b->depot) br_depot_stop(b->depot);
   br_depot_opts o = {0};
   char root[1024];
-  snprintf(root, sizeof root, "%s/depot", b->dir);
+  snprintf(root, sizeof root, "%s/%s", b->dir, name);
   o.root = root;
   o.listen = "127.0.0.1:0";
-  o.token_file = path;
+  o.token_file = b->tokens;
   br_error err;
   br_error_clear(&err);
   if (br_depot_start(&o, &b->depot, &err)) die("depot: %s", err.msg);
   b->dport = br_depot_port(b->depot);
+}
+
+static void start(bench *b) {
+  char path[1024], cmd[2048];
+  snprintf(b->tokens, sizeof b->tokens, "%s/tokens", b->dir);
+  FILE *f = fopen(b->tokens, "w");
+  fprintf(f, "%s\n", TOKEN);
+  fclose(f);
+  depot_at(b, "depot");
   /* rsync daemon on loopback */
   snprintf(cmd, sizeof cmd, "mkdir -p '%s/rsyncd'", b->dir);
   sh(cmd);
@@ -192,48 +203,91 @@ static double timed_rsync(const char *cmd) {
   return t;
 }
 
-static void row(const char *what, double braid, double other, const char *vs) {
+static void row(const char *what, double braid, double other, double other_sync,
+                const char *vs) {
   printf("  %-24s braid %7.2fs  %s %7.2fs  ratio %5.2fx  (%s+sync %7.2fs: %5.2fx)\n", what,
-         braid, vs, other, other / braid, vs, other + last_sync, (other + last_sync) / braid);
+         braid, vs, other, other / braid, vs, other_sync, other_sync / braid);
   fflush(stdout);
 }
 
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n) {
+  qsort(v, (size_t)n, sizeof *v, cmp_double);
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+#define MAX_REPEAT 15
+
+/* One measurement of each row per repetition: a fresh depot and rsync
+ * module each time; braid goes first on even repetitions, rsync on odd. */
 static void case_files(bench *b, const char *label, const char *name, int n, int64_t size,
                        bool unchanged) {
-  char src[1024], dst[1024], cmd[8192];
+  char src[1024], dst[1024], cmd[8192], sub[300];
+  double bp[MAX_REPEAT], rp[MAX_REPEAT], rps[MAX_REPEAT], bl[MAX_REPEAT], rl[MAX_REPEAT],
+      rls[MAX_REPEAT], bu[MAX_REPEAT], ru[MAX_REPEAT], rus[MAX_REPEAT], cp[MAX_REPEAT];
+  int reps = b->repeat;
+  /* trees of many small files are kept until the end: removing 10,000
+   * files makes the next creations slower on some file systems */
+  bool keep = (int64_t)n * size < (int64_t)4 << 30 && n >= 100;
   snprintf(src, sizeof src, "%s/%s-src", b->dir, name);
   make_tree(src, n, size, (uint64_t)n * 7 + (uint64_t)size);
   sh("sync");
-  unlink(b->cache); /* cold hash cache: the first push reads everything, as rsync does */
-  printf("%s (%d files of %lld bytes)\n", label, n, (long long)size);
-  double bp = braid_push(b, src, name, NULL, 0);
-  snprintf(cmd, sizeof cmd, "rsync -a '%s/' rsync://127.0.0.1:%d/bench/%s/", src, b->rport,
-           name);
-  double rp = timed_rsync(cmd);
-  row("push", bp, rp, "rsync");
-  snprintf(dst, sizeof dst, "%s/%s-pull", b->dir, name);
-  double bl = braid_pull(b, name, dst, NULL, 0);
-  snprintf(cmd, sizeof cmd, "rsync -a rsync://127.0.0.1:%d/bench/%s/ '%s/%s-rsyncpull/'",
-           b->rport, name, b->dir, name);
-  double rl = timed_rsync(cmd);
-  row("pull", bl, rl, "rsync");
-  if (unchanged) {
-    double bu = braid_push(b, src, name, NULL, 0);
-    snprintf(cmd, sizeof cmd, "rsync -a '%s/' rsync://127.0.0.1:%d/bench/%s/", src, b->rport,
-             name);
-    double ru = timed_rsync(cmd);
-    row("push, nothing changed", bu, ru, "rsync");
+  printf("%s (%d files of %lld bytes%s)\n", label, n, (long long)size,
+         reps > 1 ? ", medians" : "");
+  for (int r = 0; r < reps; r++) {
+    bool rsync_first = r % 2 == 1;
+    snprintf(sub, sizeof sub, "depot-%s-%d", name, r);
+    depot_at(b, sub);
+    unlink(b->cache); /* cold hash cache: the first push reads everything, as rsync does */
+    char rpush[2048], rpull[2048];
+    snprintf(rpush, sizeof rpush, "rsync -a '%s/' rsync://127.0.0.1:%d/bench/%s-%d/", src,
+             b->rport, name, r);
+    snprintf(rpull, sizeof rpull, "rsync -a rsync://127.0.0.1:%d/bench/%s-%d/ '%s/%s-rsyncpull-%d/'",
+             b->rport, name, r, b->dir, name, r);
+    snprintf(dst, sizeof dst, "%s/%s-pull-%d", b->dir, name, r);
+    if (rsync_first) rp[r] = timed_rsync(rpush), rps[r] = rp[r] + last_sync;
+    bp[r] = braid_push(b, src, name, NULL, 0);
+    if (!rsync_first) rp[r] = timed_rsync(rpush), rps[r] = rp[r] + last_sync;
+    if (rsync_first) rl[r] = timed_rsync(rpull), rls[r] = rl[r] + last_sync;
+    bl[r] = braid_pull(b, name, dst, NULL, 0);
+    if (!rsync_first) rl[r] = timed_rsync(rpull), rls[r] = rl[r] + last_sync;
+    if (unchanged) {
+      if (rsync_first) ru[r] = timed_rsync(rpush), rus[r] = ru[r] + last_sync;
+      bu[r] = braid_push(b, src, name, NULL, 0);
+      if (!rsync_first) ru[r] = timed_rsync(rpush), rus[r] = ru[r] + last_sync;
+    }
+    if (size >= 100 * 1000 * 1000) {
+      /* cp with a final sync, as braid syncs what it writes */
+      snprintf(cmd, sizeof cmd, "cp -r '%s' '%s/%s-cp' && sync", src, b->dir, name);
+      cp[r] = timed_sh(cmd);
+      snprintf(cmd, sizeof cmd, "rm -rf '%s/%s-cp'", b->dir, name);
+      sh(cmd);
+    }
+    if (reps > 1)
+      printf("    run %d: push %.2fs / rsync %.2fs, pull %.2fs / rsync %.2fs\n", r + 1, bp[r],
+             rp[r], bl[r], rl[r]);
+    if (!keep) {
+      snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s/%s-rsyncpull-%d' '%s/rsyncd/%s-%d' '%s/%s'", dst,
+               b->dir, name, r, b->dir, name, r, b->dir, sub);
+      sh(cmd);
+    }
   }
+  double mbp = median(bp, reps), mbl = median(bl, reps);
+  row("push", mbp, median(rp, reps), median(rps, reps), "rsync");
+  row("pull", mbl, median(rl, reps), median(rls, reps), "rsync");
+  if (unchanged) row("push, nothing changed", median(bu, reps), median(ru, reps), median(rus, reps), "rsync");
   if (size >= 100 * 1000 * 1000) {
-    /* cp with a final sync, as braid syncs what it writes */
-    snprintf(cmd, sizeof cmd, "cp -r '%s' '%s/%s-cp' && sync", src, b->dir, name);
-    double cp = timed_sh(cmd);
-    double mb = (double)n * (double)size / 1e6;
+    double mb = (double)n * (double)size / 1e6, mcp = median(cp, reps);
     printf("  %-24s braid %7.0f MB/s  cp+sync %7.0f MB/s  ratio %5.2f (pull/cp)\n",
-           "large-file throughput", mb / bl, mb / cp, cp / bl);
+           "large-file throughput", mb / mbl, mb / mcp, mcp / mbl);
   }
-  snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s' '%s/%s-rsyncpull' '%s/%s-cp' '%s/rsyncd/%s'",
-           src, dst, b->dir, name, b->dir, name, b->dir, name);
+  depot_at(b, "depot");
+  snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'/%s-pull-* '%s'/%s-rsyncpull-* '%s'/rsyncd/%s-* '%s'/depot-%s-*",
+           src, b->dir, name, b->dir, name, b->dir, name, b->dir, name);
   sh(cmd);
 }
 
@@ -263,16 +317,18 @@ static void case_latency(bench *b, int n, int64_t size) {
 
 int main(int argc, char **argv) {
   double scale = 1;
+  int repeat = 1;
   bool keep = false;
   const char *dir = NULL, *only = NULL;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--quick")) scale = 0.1;
     else if (!strcmp(argv[i], "--scale") && i + 1 < argc) scale = atof(argv[++i]);
+    else if (!strcmp(argv[i], "--repeat") && i + 1 < argc) repeat = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--dir") && i + 1 < argc) dir = argv[++i];
     else if (!strcmp(argv[i], "--keep")) keep = true;
     else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
     else {
-      printf("usage: bench-transfer [--quick] [--scale F] [--dir DIR] [--keep]\n"
+      printf("usage: bench-transfer [--quick] [--scale F] [--repeat N] [--dir DIR] [--keep]\n"
              "                      [--only small|medium|large|latency]\n");
       return strcmp(argv[i], "--help") == 0 ? 0 : 2;
     }
@@ -281,6 +337,7 @@ int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
   bench b;
   memset(&b, 0, sizeof b);
+  b.repeat = repeat < 1 ? 1 : repeat > MAX_REPEAT ? MAX_REPEAT : repeat;
   if (dir) snprintf(b.dir, sizeof b.dir, "%s", dir);
   else snprintf(b.dir, sizeof b.dir, "/var/tmp/braid-bench-%d", (int)getpid());
   char cmd[8192];
@@ -289,6 +346,7 @@ int main(int argc, char **argv) {
   start(&b);
   printf("bench-transfer: scale %.2f, work dir %s, ratio = rsync time / braid time\n", scale,
          b.dir);
+  if (b.repeat > 1) printf("each row: the median of %d runs\n", b.repeat);
   int n1 = (int)(10000 * scale), n2 = (int)(1000 * scale), n4 = (int)(2000 * scale);
   int64_t big = (int64_t)(2048.0 * 1024 * 1024 * scale);
 #define WANT(c) (!only || !strcmp(only, c))

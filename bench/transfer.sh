@@ -5,6 +5,7 @@
 #   bench/transfer.sh --quick            # about a tenth of the sizes: minutes
 #   bench/transfer.sh                    # the full cases (needs ~60 GB of disk)
 #   bench/transfer.sh --only large       # one case: small, medium, large, latency
+#   bench/transfer.sh --repeat 5         # medians of 5 runs (a shared machine is noisy)
 # Work files go to /var/tmp (same disk as cp's baseline) unless --dir DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -185,6 +185,11 @@ typedef struct br_xfer_opts {
    * copied across file systems) instead of fetched again; pulled files go
    * into it. Hard links share one inode: treat pulled files as read-only. */
   const char *content_cache;
+  /* pull: write files with direct I/O (O_DIRECT) where the file system
+   * allows it, default 1: nothing to copy into the page cache and nothing
+   * left for the sync to write; 0 leaves the files in the page cache (for a
+   * reader right after). */
+  int direct_io;
   br_xfer_progress_fn progress;
   void *progress_ud;
   double progress_interval; /* seconds between progress calls, default 0.5 */

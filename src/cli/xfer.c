@@ -238,6 +238,8 @@ static int parse_common(int argc, char **argv, common *c) {
       c->o.timeout_s = atoi(v);
     } else if (strcmp(a, "--no-compress") == 0) {
       c->o.compress = 0;
+    } else if (strcmp(a, "--no-direct") == 0) {
+      c->o.direct_io = 0;
     } else if (strcmp(a, "--cache") == 0) {
       NEED_VALUE();
       c->o.cache_path = v;
@@ -275,6 +277,9 @@ static const char *common_help =
     "  --retries N         attempts after the first for transient errors (default 6)\n"
     "  --timeout S         a request that moves nothing for S seconds fails (default 30)\n"
     "  --no-compress       no zstd per chunk\n"
+    "  --no-direct         pull: write through the page cache (default: direct I/O\n"
+    "                      where the file system allows; keeps pulled files out of\n"
+    "                      the cache, and the sync has nothing left to write)\n"
     "  --cache PATH        hash cache (default ~/.cache/braid/hashcache.db)\n"
     "  --no-cache          no hash cache\n"
     "  --content-cache DIR pull: reuse files other pulls fetched (hard links) and add\n"

@@ -10,6 +10,7 @@
 
 #define MAGIC "BRB1"
 #define HDR (BR_XFER_DIGEST_LEN + 12)
+#define PROBE 4096 /* bytes compressed to guess whether a chunk compresses */
 
 int br_xfer__buf_reserve(br_xfer__buf *b, size_t extra) {
   if (b->len + extra <= b->cap) return BR_OK;
@@ -60,6 +61,12 @@ int br_xfer__bundle_add(br_xfer__buf *b, const br_xfer_digest *d, const void *da
   uint8_t *payload = h + HDR;
   uint32_t flags = 0;
   size_t wire = len;
+  /* A sample first: data that does not compress (most caches are stored
+   * compressed already) then costs one small compression, not a whole one. */
+  if (compress && len >= 4 * PROBE) {
+    size_t z = ZSTD_compress(payload, bound, data, PROBE, 1);
+    if (ZSTD_isError(z) || z >= PROBE - PROBE / 10) compress = false;
+  }
   if (compress && len >= 512) {
     size_t z = ZSTD_compress(payload, bound, data, len, 1);
     /* Keep it only when it saves at least a tenth. */

@@ -25,6 +25,7 @@ void br_xfer_opts_init(br_xfer_opts *o) {
   o->backoff_ms = 200;
   o->timeout_s = 30;
   o->compress = 1;
+  o->direct_io = 1;
   o->progress_interval = 0.5;
 }
 

@@ -93,6 +93,51 @@ int br_xfer__pwrite_all(int fd, const void *buf, size_t len, int64_t off) {
   return 0;
 }
 
+int br_xfer__pwrite_direct(int fd, const void *data, size_t len, int64_t off, uint8_t **buf,
+                           size_t *cap) {
+  size_t padded = (len + BR_XFER__DIO_ALIGN - 1) / BR_XFER__DIO_ALIGN * BR_XFER__DIO_ALIGN;
+  if (off % BR_XFER__DIO_ALIGN) return -EINVAL;
+  if (!padded) return 0;
+  if (padded > *cap) {
+    free(*buf);
+    *buf = NULL;
+    *cap = 0;
+    void *p = NULL;
+    if (posix_memalign(&p, BR_XFER__DIO_ALIGN, padded) != 0) return -ENOMEM;
+    *buf = p;
+    *cap = padded;
+  }
+  if (data != *buf) memcpy(*buf, data, len);
+  memset(*buf + len, 0, padded - len);
+  return br_xfer__pwrite_all(fd, *buf, padded, off);
+}
+
+int br_xfer__open_new(int dirfd, const char *name, int flags, mode_t mode, bool *direct) {
+  int fd = openat(dirfd, name, flags | O_DIRECT, mode);
+  *direct = fd >= 0;
+  if (fd < 0 && errno == EINVAL) fd = openat(dirfd, name, flags, mode);
+  return fd;
+}
+
+int br_xfer__write_whole(int fd, bool direct, const void *data, size_t len) {
+  if (direct) {
+    uint8_t *buf = NULL;
+    size_t cap = 0;
+    int w = br_xfer__pwrite_direct(fd, data, len, 0, &buf, &cap);
+    free(buf);
+    if (w == 0 && len % BR_XFER__DIO_ALIGN && ftruncate(fd, (off_t)len) != 0) w = -errno;
+    if (w != -EINVAL) return w;
+    if (br_xfer__direct_off(fd)) return -EINVAL;
+  }
+  return br_xfer__pwrite_all(fd, data, len, 0);
+}
+
+int br_xfer__direct_off(int fd) {
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_DIRECT) != 0) return -errno;
+  return 0;
+}
+
 int br_xfer__pread_all(int fd, void *buf, size_t len, int64_t off) {
   uint8_t *p = buf;
   while (len) {

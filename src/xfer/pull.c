@@ -8,6 +8,7 @@
  * bundles, many to a request; large files as parallel ranged chunk GETs. */
 #include "client_int.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/file.h>
@@ -29,6 +30,7 @@ typedef struct lfile {
   bool *ok;    /* per chunk: verified in the partial */
   size_t left; /* chunks still to fetch */
   int fd;      /* the partial, while chunks arrive */
+  bool direct; /* fd has O_DIRECT */
   bool done;
 } lfile;
 
@@ -44,18 +46,22 @@ struct ljob {
 typedef struct installer {
   pthread_mutex_t mu;
   pthread_cond_t cv;
-  struct install_job *head, *tail;
-  int queued, busy, stop, nth;
+  struct install_job *head, *tail; /* to write */
+  struct install_job *ready;       /* written, to commit (newest first) */
+  size_t nready;
+  size_t committing; /* jobs in the committer's hands */
+  int queued, busy, stop, nth, cstop, has_committer;
   int64_t queued_bytes;
   int64_t done;
   int rc;
   br_error err;
-  pthread_t th[16];
+  pthread_t th[16], committer;
 } installer;
 
 typedef struct pull {
   br_xfer__engine eng;
   installer inst;
+  atomic_bool buffered; /* no direct I/O (asked, or the file system refused it) */
   int64_t files_skipped;
   const br_xfer_opts *o;
   ljob *jobs;
@@ -73,6 +79,11 @@ typedef struct fetch {
   size_t nsent;
   size_t chunk;
   EVP_MD_CTX *md; /* chunk: digest of the bytes received so far */
+  /* chunk, direct I/O: bytes waiting to be written as one aligned piece at
+   * file offset doff */
+  uint8_t *dbuf;
+  size_t dlen, dcap;
+  int64_t doff;
 } fetch;
 
 static void fetch_destroy(br_xfer__req *r) {
@@ -80,6 +91,7 @@ static void fetch_destroy(br_xfer__req *r) {
   free(f->files);
   free(f->sent);
   if (f->md) EVP_MD_CTX_free(f->md);
+  free(f->dbuf);
   free(f);
 }
 
@@ -90,12 +102,17 @@ static int fail_io(br_error *err, const char *what, const ljob *j, const char *p
   return br_error_set(err, BR_EIO, "%s %s/%s: %s", what, j->dir, path, strerror(e));
 }
 
-/* ---- installing: fsync and rename off the event loop ----
- * Syncing a file can take as long as writing it; done on the loop thread it
- * would stall every transfer. Installer threads sync, rename and sync the
- * directory, several at once (the file system folds concurrent syncs into
- * fewer journal commits). The loop thread has set mode and mtime and started
- * write-back already. */
+/* ---- installing: write, sync and rename off the event loop ----
+ * Writers create and fill small files' partials, several at once (creating
+ * files is most of the kernel's work for a tree of small files). A
+ * committer takes every partial that is complete, makes them all durable at
+ * once, renames them and syncs each directory touched once. "Durable at
+ * once": one syncfs() of the destination's file system for a batch of
+ * files (a single file is fsync'ed), so a batch costs two journal commits
+ * rather than two per file. The guarantee stays: no file appears under its
+ * final name before its content is on disk. While the committer syncs, the
+ * writers fill the next batch. The loop thread has set mode and mtime and
+ * started write-back of large files already. */
 
 /* A received bundle body, shared by the install jobs of its files. */
 typedef struct blob {
@@ -121,10 +138,16 @@ typedef struct install_job {
   size_t len;
   blob *blob;
   uint8_t *owned;
+  ino_t ino; /* the partial's inode, once written */
+  int rc;    /* the write stage's result */
+  br_error err;
 } install_job;
 
-#define INSTALLERS 8
-#define INSTALL_QUEUE 1024
+#define WRITERS 4 /* with direct I/O a writer mostly waits for the disk */
+/* Jobs between the loop thread and the end of their commit, at most: each
+ * holds a directory fd (and a large file its own), so this bounds the fds
+ * too; a commit takes all that are written, up to this many. */
+#define INSTALL_INFLIGHT 512
 #define INSTALL_QUEUE_BYTES (64 * 1024 * 1024)
 
 static char *content_path(const char *cache, const br_xfer_digest *d, bool mkdir_);
@@ -150,23 +173,71 @@ static void set_times(int fd, const br_xfer_entry *e) {
   futimens(fd, ts);
 }
 
-/* A small file's bytes (verified already) into a new partial. */
-static int write_partial(install_job *j, br_error *err) {
+/* Opens a partial for writing, with direct I/O unless the pull is
+ * buffered; a file system that refuses O_DIRECT makes the pull buffered. */
+static int open_partial(pull *p, int dirfd, const char *pn, int flags, bool *direct) {
+  *direct = !atomic_load(&p->buffered);
+  int fd = openat(dirfd, pn, flags | (*direct ? O_DIRECT : 0), 0600);
+  if (fd < 0 && *direct && errno == EINVAL) {
+    atomic_store(&p->buffered, true);
+    *direct = false;
+    fd = openat(dirfd, pn, flags, 0600);
+  }
+  return fd;
+}
+
+/* Writes at off through fd, directly when *direct (padded to the
+ * alignment; buf is the caller's aligned buffer), else buffered. A direct
+ * write the file system refuses turns fd buffered. 0 or -errno. */
+static int write_at(pull *p, int fd, bool *direct, const void *data, size_t len, int64_t off,
+                    uint8_t **buf, size_t *cap) {
+  if (*direct) {
+    int w = br_xfer__pwrite_direct(fd, data, len, off, buf, cap);
+    if (w != -EINVAL) return w;
+    atomic_store(&p->buffered, true);
+    *direct = false;
+    if (br_xfer__direct_off(fd)) return -EINVAL;
+  }
+  return br_xfer__pwrite_all(fd, data, len, off);
+}
+
+/* A small file's bytes (verified already) into a new partial. buf: the
+ * writer's aligned buffer for direct I/O. */
+static int write_partial(install_job *j, uint8_t **buf, size_t *cap, br_error *err) {
   const br_xfer_entry *e = j->lf->e;
-  j->fd = openat(j->dirfd, j->pn, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+  bool direct;
+  j->fd = open_partial(j->p, j->dirfd, j->pn, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
+                       &direct);
   if (j->fd < 0) return fail_io(err, "create", j->lf->job, e->path, errno);
-  int w = br_xfer__pwrite_all(j->fd, j->data, j->len, 0);
+  int w = write_at(j->p, j->fd, &direct, j->data, j->len, 0, buf, cap);
+  /* a direct write is padded to the alignment */
+  if (w == 0 && direct && j->len % BR_XFER__DIO_ALIGN && ftruncate(j->fd, (off_t)j->len) != 0)
+    w = -errno;
   if (w) {
     unlinkat(j->dirfd, j->pn, 0);
     return fail_io(err, "write", j->lf->job, e->path, -w);
   }
   if (fchmod(j->fd, e->mode & 0777) != 0) return fail_io(err, "chmod", j->lf->job, e->path, errno);
   set_times(j->fd, e);
+  /* buffered: start the write-back now, the batch's sync has less to do */
+  if (!direct) sync_file_range(j->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
   return BR_OK;
 }
 
-static void *installer_main(void *arg) {
+static void job_free(install_job *j) {
+  if (j->fd >= 0) close(j->fd);
+  close(j->dirfd);
+  free(j->base);
+  free(j->owned);
+  blob_release(j->blob);
+  free(j);
+}
+
+/* Writers: the write stage, then hand the job to the committer. */
+static void *writer_main(void *arg) {
   installer *in = arg;
+  uint8_t *buf = NULL; /* aligned, for direct writes */
+  size_t cap = 0;
   for (;;) {
     pthread_mutex_lock(&in->mu);
     while (!in->head && !in->stop) pthread_cond_wait(&in->cv, &in->mu);
@@ -181,43 +252,171 @@ static void *installer_main(void *arg) {
     bool failed = in->rc != 0;
     pthread_mutex_unlock(&in->mu);
     if (!j) break;
-    const br_xfer_entry *e = j->lf->e;
-    br_error err;
-    br_error_clear(&err);
-    int rc = BR_OK;
-    struct stat st;
+    br_error_clear(&j->err);
     /* After a failure the pull is stopping: put nothing more in place (a
      * partial written already stays for the resume). */
-    if (failed) rc = BR_ECANCEL;
-    if (rc == BR_OK && j->fd < 0) rc = write_partial(j, &err);
-    if (rc == BR_OK && fsync(j->fd) != 0)
-      rc = fail_io(&err, "sync", j->lf->job, e->path, errno);
-    if (rc == BR_OK && renameat(j->dirfd, j->pn, j->dirfd, j->base) != 0)
-      rc = fail_io(&err, "rename to", j->lf->job, e->path, errno);
-    if (rc == BR_OK) {
-      br_xfer__fsync_dirfd(j->dirfd);
-      if (fstat(j->fd, &st) == 0)
-        br_xfer__hcache_put(j->p->hc, &st, j->lf->job->m->chunk_size, &e->digest, e->chunks,
-                            e->nchunks);
-      if (j->p->o->content_cache && e->size > 0) add_to_content_cache(j, e);
+    j->rc = failed ? BR_ECANCEL : BR_OK;
+    if (j->rc == BR_OK && j->fd < 0) {
+      j->rc = write_partial(j, &buf, &cap, &j->err);
+      /* the bytes are in the file: let go of them (and of the fd) while
+       * the job waits for its commit */
+      struct stat st;
+      if (j->rc == BR_OK) j->ino = fstat(j->fd, &st) == 0 ? st.st_ino : 0;
+      if (j->fd >= 0) close(j->fd);
+      j->fd = -1;
+      free(j->owned);
+      j->owned = NULL;
+      blob_release(j->blob);
+      j->blob = NULL;
+      j->data = NULL;
+    } else if (j->rc == BR_OK) {
+      struct stat st;
+      j->ino = fstat(j->fd, &st) == 0 ? st.st_ino : 0;
     }
-    if (j->fd >= 0) close(j->fd);
-    close(j->dirfd);
-    size_t bytes = j->len;
-    free(j->base);
-    free(j->owned);
-    blob_release(j->blob);
-    free(j);
     pthread_mutex_lock(&in->mu);
     in->busy--;
-    in->queued_bytes -= (int64_t)bytes;
-    if (rc == BR_OK) in->done++;
-    else if (!in->rc && rc != BR_ECANCEL) {
-      in->rc = rc;
-      in->err = err;
-    }
+    in->queued_bytes -= (int64_t)j->len;
+    j->next = in->ready;
+    in->ready = j;
+    in->nready++;
     pthread_cond_broadcast(&in->cv);
     pthread_mutex_unlock(&in->mu);
+  }
+  free(buf);
+  return NULL;
+}
+
+/* Makes the batch's partials durable: 0 or an errno. */
+static int sync_batch(install_job **v, size_t n) {
+  if (n == 1 && v[0]->fd >= 0) return fsync(v[0]->fd) != 0 ? errno : 0;
+  /* one syncfs per file system the batch writes to (a directory is on
+   * its files' file system) */
+  dev_t done[8];
+  size_t ndone = 0;
+  for (size_t i = 0; i < n; i++) {
+    struct stat st;
+    if (fstat(v[i]->dirfd, &st) != 0) return errno;
+    bool seen = false;
+    for (size_t k = 0; k < ndone && !seen; k++) seen = done[k] == st.st_dev;
+    if (seen) continue;
+    if (ndone == sizeof done / sizeof done[0]) return syncfs(v[i]->dirfd) != 0 ? errno : 0;
+    if (syncfs(v[i]->dirfd) != 0) return errno;
+    done[ndone++] = st.st_dev;
+  }
+  return 0;
+}
+
+/* The commit stage for a batch of written partials. */
+static void commit_batch(installer *in, install_job **v, size_t n) {
+  pull *p = v[0]->p;
+  pthread_mutex_lock(&in->mu);
+  bool failed = in->rc != 0;
+  pthread_mutex_unlock(&in->mu);
+  int rc = BR_OK;
+  br_error err;
+  br_error_clear(&err);
+  /* jobs whose write failed drop out; the first error is the pull's */
+  size_t m = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (v[i]->rc != BR_OK) {
+      if (rc == BR_OK && v[i]->rc != BR_ECANCEL) rc = v[i]->rc, err = v[i]->err;
+      job_free(v[i]);
+    } else {
+      v[m++] = v[i];
+    }
+  }
+  n = m;
+  if (failed && n) rc = rc ? rc : BR_ECANCEL;
+  if (rc == BR_OK && n) {
+    int e = sync_batch(v, n);
+    if (e) rc = fail_io(&err, "sync", v[0]->lf->job, v[0]->lf->e->path, e);
+  }
+  size_t renamed = 0;
+  for (size_t i = 0; rc == BR_OK && i < n; i++) {
+    if (renameat(v[i]->dirfd, v[i]->pn, v[i]->dirfd, v[i]->base) != 0) {
+      rc = fail_io(&err, "rename to", v[i]->lf->job, v[i]->lf->e->path, errno);
+      break;
+    }
+    renamed++;
+  }
+  /* each directory touched once (past 64 of them, some twice) */
+  struct {
+    dev_t dev;
+    ino_t ino;
+  } seen[64];
+  size_t nseen = 0;
+  for (size_t i = 0; i < renamed; i++) {
+    struct stat st = {0};
+    bool dup = false;
+    if (fstat(v[i]->dirfd, &st) == 0)
+      for (size_t k = 0; k < nseen && !dup; k++)
+        dup = seen[k].dev == st.st_dev && seen[k].ino == st.st_ino;
+    if (dup) continue;
+    br_xfer__fsync_dirfd(v[i]->dirfd);
+    if (nseen < sizeof seen / sizeof seen[0]) {
+      seen[nseen].dev = st.st_dev;
+      seen[nseen++].ino = st.st_ino;
+    }
+  }
+  if (renamed) {
+    br_xfer__hcache_begin(p->hc);
+    for (size_t i = 0; i < renamed; i++) {
+      const br_xfer_entry *e = v[i]->lf->e;
+      struct stat st; /* after the rename: it changes the ctime */
+      if (fstatat(v[i]->dirfd, v[i]->base, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+          st.st_ino == v[i]->ino && S_ISREG(st.st_mode))
+        br_xfer__hcache_put(p->hc, &st, v[i]->lf->job->m->chunk_size, &e->digest, e->chunks,
+                            e->nchunks);
+    }
+    br_xfer__hcache_commit(p->hc);
+    for (size_t i = 0; i < renamed; i++)
+      if (p->o->content_cache && v[i]->lf->e->size > 0) add_to_content_cache(v[i], v[i]->lf->e);
+  }
+  for (size_t i = 0; i < n; i++) job_free(v[i]);
+  pthread_mutex_lock(&in->mu);
+  in->done += (int64_t)renamed;
+  if (rc != BR_OK && rc != BR_ECANCEL && !in->rc) {
+    in->rc = rc;
+    in->err = err;
+  }
+  in->committing = 0;
+  pthread_cond_broadcast(&in->cv);
+  pthread_mutex_unlock(&in->mu);
+}
+
+static void *committer_main(void *arg) {
+  installer *in = arg;
+  install_job *v[INSTALL_INFLIGHT];
+  for (;;) {
+    pthread_mutex_lock(&in->mu);
+    while (!in->ready && !in->cstop) pthread_cond_wait(&in->cv, &in->mu);
+    if (!in->ready) {
+      pthread_mutex_unlock(&in->mu);
+      break;
+    }
+    /* the oldest first: the list is newest first */
+    size_t n = 0;
+    install_job *rest = NULL;
+    for (install_job *j = in->ready, *next; j; j = next) {
+      next = j->next;
+      j->next = rest;
+      rest = j;
+    }
+    while (rest && n < INSTALL_INFLIGHT) {
+      v[n++] = rest;
+      rest = rest->next;
+    }
+    install_job *back = NULL; /* what did not fit waits, newest first again */
+    for (install_job *j = rest, *next; j; j = next) {
+      next = j->next;
+      j->next = back;
+      back = j;
+    }
+    in->ready = back;
+    in->nready -= n;
+    in->committing = n;
+    pthread_mutex_unlock(&in->mu);
+    commit_batch(in, v, n);
   }
   return NULL;
 }
@@ -226,15 +425,18 @@ static int installer_start(installer *in) {
   memset(in, 0, sizeof *in);
   pthread_mutex_init(&in->mu, NULL);
   pthread_cond_init(&in->cv, NULL);
-  for (int i = 0; i < INSTALLERS; i++)
-    if (pthread_create(&in->th[in->nth], NULL, installer_main, in) == 0) in->nth++;
+  if (pthread_create(&in->committer, NULL, committer_main, in) != 0) return BR_ENOMEM;
+  in->has_committer = 1;
+  for (int i = 0; i < WRITERS; i++)
+    if (pthread_create(&in->th[in->nth], NULL, writer_main, in) == 0) in->nth++;
   return in->nth ? BR_OK : BR_ENOMEM;
 }
 
 /* Waits until every queued install finished; its first error, if any. */
 static int installer_drain(installer *in, br_error *err) {
   pthread_mutex_lock(&in->mu);
-  while (in->queued || in->busy) pthread_cond_wait(&in->cv, &in->mu);
+  while (in->queued || in->busy || in->ready || in->committing)
+    pthread_cond_wait(&in->cv, &in->mu);
   int rc = in->rc;
   if (rc && err) *err = in->err;
   pthread_mutex_unlock(&in->mu);
@@ -242,14 +444,20 @@ static int installer_drain(installer *in, br_error *err) {
 }
 
 static void installer_stop(installer *in) {
-  if (!in->nth) return;
-  installer_drain(in, NULL);
+  if (!in->nth && !in->has_committer) return;
+  if (in->nth) installer_drain(in, NULL);
   pthread_mutex_lock(&in->mu);
   in->stop = 1;
   pthread_cond_broadcast(&in->cv);
   pthread_mutex_unlock(&in->mu);
   for (int i = 0; i < in->nth; i++) pthread_join(in->th[i], NULL);
   in->nth = 0;
+  pthread_mutex_lock(&in->mu);
+  in->cstop = 1;
+  pthread_cond_broadcast(&in->cv);
+  pthread_mutex_unlock(&in->mu);
+  if (in->has_committer) pthread_join(in->committer, NULL);
+  in->has_committer = 0;
   pthread_mutex_destroy(&in->mu);
   pthread_cond_destroy(&in->cv);
 }
@@ -270,15 +478,15 @@ static void installer_tick(br_xfer__engine *e, void *ud) {
 static void enqueue(pull *p, install_job *j) {
   installer *in = &p->inst;
   pthread_mutex_lock(&in->mu);
-  while (in->queued && (in->queued >= INSTALL_QUEUE ||
-                        in->queued_bytes + (int64_t)j->len > INSTALL_QUEUE_BYTES))
+  while ((size_t)in->queued + (size_t)in->busy + in->nready + in->committing >= INSTALL_INFLIGHT ||
+         (in->queued && in->queued_bytes + (int64_t)j->len > INSTALL_QUEUE_BYTES))
     pthread_cond_wait(&in->cv, &in->mu);
   if (in->tail) in->tail->next = j;
   else in->head = j;
   in->tail = j;
   in->queued++;
   in->queued_bytes += (int64_t)j->len;
-  pthread_cond_signal(&in->cv);
+  pthread_cond_broadcast(&in->cv); /* one condition for writers and waiters */
   pthread_mutex_unlock(&in->mu);
 }
 
@@ -357,6 +565,10 @@ static int finalize(pull *p, lfile *lf, br_error *err) {
   if (fd >= 0) close(fd);
   close(dirfd);
   return rc;
+}
+
+static int cmp_name(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
 static int64_t chunk_len(const br_xfer_entry *e, size_t c, int64_t cs) {
@@ -448,15 +660,85 @@ static int from_content_cache(pull *p, lfile *lf, int dirfd, const char *pn, con
   return rc;
 }
 
+/* The names in one destination directory, read once: most files of a
+ * fresh pull are neither there nor partial there, and then need no stat. */
+typedef struct dirlist {
+  ljob *job;
+  char *rel; /* the directory, relative to the job's root ("" for it) */
+  char **names; /* sorted */
+  size_t n;
+  bool known;   /* the listing worked */
+} dirlist;
+
+static void dirlist_clear(dirlist *dl) {
+  for (size_t i = 0; i < dl->n; i++) free(dl->names[i]);
+  free(dl->names);
+  free(dl->rel);
+  memset(dl, 0, sizeof *dl);
+}
+
+/* Lists the directory of e's path (made when missing); false when the
+ * listing is not available (then every name must be looked at). */
+static bool dirlist_for(dirlist *dl, ljob *j, const char *path) {
+  const char *slash = strrchr(path, '/');
+  size_t len = slash ? (size_t)(slash - path) : 0;
+  if (dl->job == j && dl->rel && strlen(dl->rel) == len && strncmp(dl->rel, path, len) == 0)
+    return dl->known;
+  dirlist_clear(dl);
+  dl->job = j;
+  dl->rel = strndup(path, len);
+  const char *base;
+  int fd = dl->rel ? br_xfer__open_parent(j->rootfd, path, true, &base, NULL) : -1;
+  DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+  if (!d) {
+    if (fd >= 0) close(fd);
+    return false;
+  }
+  size_t cap = 0;
+  struct dirent *de;
+  dl->known = true;
+  while ((de = readdir(d))) {
+    if (dl->n == cap) {
+      cap = cap ? cap * 2 : 256;
+      char **g = realloc(dl->names, cap * sizeof *g);
+      if (!g) {
+        dl->known = false;
+        break;
+      }
+      dl->names = g;
+    }
+    if (!(dl->names[dl->n] = strdup(de->d_name))) {
+      dl->known = false;
+      break;
+    }
+    dl->n++;
+  }
+  closedir(d);
+  if (dl->n) qsort(dl->names, dl->n, sizeof *dl->names, cmp_name);
+  return dl->known;
+}
+
+static bool dirlist_has(const dirlist *dl, const char *name) {
+  return dl->n && bsearch(&name, dl->names, dl->n, sizeof *dl->names, cmp_name) != NULL;
+}
+
 /* Looks at what is on disk: the final file (skip it when its digest is
  * right) and a partial from an earlier attempt (keep its verified chunks). */
-static int prepare_file(pull *p, lfile *lf, br_error *err) {
+static int prepare_file(pull *p, lfile *lf, dirlist *dl, br_error *err) {
   const br_xfer_entry *e = lf->e;
   int64_t cs = lf->job->m->chunk_size;
   lf->fd = -1;
   lf->ok = calloc(e->nchunks ? e->nchunks : 1, sizeof *lf->ok);
   if (!lf->ok) return br_error_set(err, BR_ENOMEM, "out of memory");
   lf->left = e->nchunks;
+  if (e->size > 0 && !p->o->content_cache && dirlist_for(dl, lf->job, e->path)) {
+    /* neither the file nor a partial of it: nothing to look at */
+    const char *slash = strrchr(e->path, '/');
+    const char *name = slash ? slash + 1 : e->path;
+    char pname[64];
+    br_xfer__partial_name(name, pname, sizeof pname);
+    if (!dirlist_has(dl, name) && !dirlist_has(dl, pname)) return BR_OK;
+  }
   const char *base;
   int dirfd = br_xfer__open_parent(lf->job->rootfd, e->path, true, &base, err);
   if (dirfd < 0) return dirfd;
@@ -642,9 +924,25 @@ static void bundle_salvage(br_xfer__req *r) {
 /* A chunk streams straight into the partial at its offset while its digest
  * is computed: no chunk-sized buffer, one pass. Bytes that fail verification
  * stay unmarked in the partial and are fetched again. */
+#define DIRECT_PIECE (1024 * 1024) /* direct writes of a chunk, at most */
+
 static void chunk_restart(br_xfer__req *r) {
   fetch *f = r->ctx;
   EVP_DigestInit_ex(f->md, EVP_sha256(), NULL);
+  f->dlen = 0;
+  f->doff = (int64_t)f->chunk * f->files[0]->job->m->chunk_size;
+}
+
+/* Writes what the chunk holds back for direct I/O (at the chunk's end,
+ * padded: only a file's last chunk ends unaligned, and finalize truncates). */
+static int chunk_flush(fetch *f, br_error *err) {
+  lfile *lf = f->files[0];
+  if (!f->dlen) return 0;
+  int w = write_at(f->p, lf->fd, &lf->direct, f->dbuf, f->dlen, f->doff, &f->dbuf, &f->dcap);
+  if (w) return fail_io(err, "write", lf->job, lf->e->path, -w);
+  f->doff += (int64_t)f->dlen;
+  f->dlen = 0;
+  return 0;
 }
 
 static int chunk_sink(br_xfer__req *r, const uint8_t *data, size_t len) {
@@ -658,7 +956,13 @@ static int chunk_sink(br_xfer__req *r, const uint8_t *data, size_t len) {
     if (dirfd < 0) return dirfd;
     char pn[64];
     br_xfer__partial_name(base, pn, sizeof pn);
-    lf->fd = openat(dirfd, pn, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (cs % BR_XFER__DIO_ALIGN == 0) {
+      lf->fd = open_partial(f->p, dirfd, pn, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC,
+                            &lf->direct);
+    } else {
+      lf->direct = false;
+      lf->fd = openat(dirfd, pn, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    }
     int e2 = errno;
     close(dirfd);
     if (lf->fd < 0) return fail_io(&r->sink_err, "create", lf->job, e->path, e2);
@@ -667,9 +971,28 @@ static int chunk_sink(br_xfer__req *r, const uint8_t *data, size_t len) {
     if (fallocate(lf->fd, 0, 0, e->size) != 0 && (errno == ENOSPC || errno == EDQUOT))
       return fail_io(&r->sink_err, "write", lf->job, e->path, errno);
   }
-  int w = br_xfer__pwrite_all(lf->fd, data, len, (int64_t)f->chunk * cs + r->received);
-  if (w) return fail_io(&r->sink_err, "write", lf->job, e->path, -w);
   EVP_DigestUpdate(f->md, data, len);
+  if (!lf->direct) {
+    if (f->dlen && chunk_flush(f, &r->sink_err)) return -1; /* it just turned buffered */
+    int w = br_xfer__pwrite_all(lf->fd, data, len, (int64_t)f->chunk * cs + r->received);
+    return w ? fail_io(&r->sink_err, "write", lf->job, e->path, -w) : 0;
+  }
+  /* Direct I/O: gathered into aligned pieces, written whole. */
+  if (!f->dbuf) {
+    void *b = NULL;
+    if (posix_memalign(&b, BR_XFER__DIO_ALIGN, DIRECT_PIECE) != 0)
+      return br_error_set(&r->sink_err, BR_ENOMEM, "out of memory");
+    f->dbuf = b;
+    f->dcap = DIRECT_PIECE;
+  }
+  while (len) {
+    size_t take = f->dcap - f->dlen < len ? f->dcap - f->dlen : len;
+    memcpy(f->dbuf + f->dlen, data, take);
+    f->dlen += take;
+    data += take;
+    len -= take;
+    if (f->dlen == f->dcap && chunk_flush(f, &r->sink_err)) return -1;
+  }
   return 0;
 }
 
@@ -685,6 +1008,8 @@ static int chunk_done(br_xfer__req *r, br_error *err) {
                  e->path, (long long)r->received, (long long)len);
     return BR_XFER__RETRY;
   }
+  int frc = chunk_flush(f, err);
+  if (frc) return frc;
   unsigned int dl = 0;
   EVP_DigestFinal_ex(f->md, got.b, &dl);
   if (br_xfer__digest_cmp(&got, &e->chunks[f->chunk]) != 0) {
@@ -692,8 +1017,8 @@ static int chunk_done(br_xfer__req *r, br_error *err) {
     return BR_XFER__RETRY;
   }
   if (lf->ok[f->chunk]) return BR_OK;
-  /* Start the chunk's write-back now, so the final sync has little left. */
-  sync_file_range(lf->fd, (int64_t)f->chunk * cs, len, SYNC_FILE_RANGE_WRITE);
+  /* Buffered: start the chunk's write-back now, the final sync has less left. */
+  if (!lf->direct) sync_file_range(lf->fd, (int64_t)f->chunk * cs, len, SYNC_FILE_RANGE_WRITE);
   lf->ok[f->chunk] = true;
   lf->left--;
   p->res->chunks_moved++;
@@ -824,6 +1149,8 @@ static int run_pull(pull *p, const char *const *sources, const char *const *dirs
       }
     }
   }
+  dirlist dl;
+  memset(&dl, 0, sizeof dl);
   for (size_t j = 0; j < p->njobs; j++) {
     ljob *jb = &p->jobs[j];
     for (size_t i = 0; i < jb->m->nentries; i++) {
@@ -834,15 +1161,25 @@ static int run_pull(pull *p, const char *const *sources, const char *const *dirs
         const char *base;
         int fd = br_xfer__open_parent(jb->rootfd, sub, true, &base, err);
         free(sub);
-        if (fd < 0) return fd;
+        if (fd < 0) {
+          dirlist_clear(&dl);
+          return fd;
+        }
         close(fd);
       } else if (e->type == BR_XFER_FILE) {
-        if ((rc = prepare_file(p, &jb->files[i], err))) return rc;
+        if ((rc = prepare_file(p, &jb->files[i], &dl, err))) {
+          dirlist_clear(&dl);
+          return rc;
+        }
       }
       br_xfer__engine_progress(&p->eng, false);
-      if (br_xfer__cancelled(&p->eng)) return br_error_set(err, BR_ECANCEL, "cancelled");
+      if (br_xfer__cancelled(&p->eng)) {
+        dirlist_clear(&dl);
+        return br_error_set(err, BR_ECANCEL, "cancelled");
+      }
     }
   }
+  dirlist_clear(&dl);
 
   p->eng.prog.phase = "fetch";
   /* Enough bundles to keep every connection busy: small trees get smaller
@@ -861,6 +1198,10 @@ static int run_pull(pull *p, const char *const *sources, const char *const *dirs
   int64_t bundle = o->bundle_bytes > 0 ? o->bundle_bytes : 8 * 1024 * 1024;
   int64_t spread = small_bytes / (2 * (int64_t)p->eng.max_running);
   if (spread < bundle) bundle = spread > 256 * 1024 ? spread : 256 * 1024;
+  /* The first wave smaller, so writing starts after a short round trip
+   * rather than after a whole large bundle. */
+  int nbundles = 0;
+  int64_t first = bundle / 8 > 256 * 1024 ? bundle / 8 : 256 * 1024;
   for (size_t j = 0; j < p->njobs; j++) {
     ljob *jb = &p->jobs[j];
     size_t n = jb->m->nentries;
@@ -872,12 +1213,12 @@ static int run_pull(pull *p, const char *const *sources, const char *const *dirs
       }
       if (lf->e->size <= o->small_file && lf->e->nchunks == 1) {
         size_t k = i, count = 0;
-        int64_t bytes = 0;
+        int64_t bytes = 0, limit = nbundles++ < p->eng.max_running ? first : bundle;
         while (k < n && count < MAX_BUNDLE_ENTRIES) {
           lfile *x = &jb->files[k];
           if (x->e->type == BR_XFER_FILE && !x->done) {
             if (x->e->size > o->small_file || x->e->nchunks != 1) break;
-            if (count && bytes + x->e->size > bundle) break;
+            if (count && bytes + x->e->size > limit) break;
             bytes += x->e->size;
             count++;
           }
@@ -894,7 +1235,7 @@ static int run_pull(pull *p, const char *const *sources, const char *const *dirs
         r->build = bundle_build;
         r->done = bundle_take;
         r->salvage = bundle_salvage;
-        r->resp_limit = (size_t)bundle + 64 * (size_t)count + 1024 * 1024;
+        r->resp_limit = (size_t)(bytes > limit ? bytes : limit) + 64 * (size_t)count + 1024 * 1024;
         r->resp_hint = (size_t)bytes + 48 * (size_t)count + 64;
         br_xfer__engine_submit(&p->eng, r);
         i = k;
@@ -959,6 +1300,7 @@ int br_xfer_pull_many(const char *const *sources, const char *const *dirs, size_
   p.o = opts;
   p.res = res;
   p.njobs = n;
+  atomic_init(&p.buffered, !opts->direct_io);
   double t0 = br_xfer__now();
   int64_t per = opts->bundle_bytes > BR_XFER_CHUNK_SIZE ? opts->bundle_bytes : BR_XFER_CHUNK_SIZE;
   int rc = br_xfer__engine_init(&p.eng, opts, per * 2, err);

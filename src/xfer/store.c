@@ -75,6 +75,7 @@ static int write_tmp_sync(br_xfer__store *s, const void *data, size_t len, char 
                           size_t size, bool sync, br_error *err) {
   static const char letters[] = "abcdefghijklmnopqrstuvwxyz";
   int fd = -1;
+  bool direct = false;
   for (int attempt = 0; attempt < 100 && fd < 0; attempt++) {
     uint8_t r[12];
     br_xfer_digest d;
@@ -87,14 +88,15 @@ static int write_tmp_sync(br_xfer__store *s, const void *data, size_t len, char 
     for (int i = 0; i < 12; i++) name[i] = letters[r[i] % 26];
     name[12] = 0;
     snprintf(tmpname, size, "tmp/%s", name);
-    fd = openat(s->rootfd, tmpname, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    fd = br_xfer__open_new(s->rootfd, tmpname, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644,
+                           &direct);
     if (fd < 0 && errno != EEXIST)
       return br_error_set(err, BR_EIO, "create %s/%s: %s", s->root, tmpname, strerror(errno));
   }
   if (fd < 0) return br_error_set(err, BR_EIO, "no temporary name in %s/tmp", s->root);
-  int w = br_xfer__pwrite_all(fd, data, len, 0);
+  int w = br_xfer__write_whole(fd, direct, data, len);
   if (w == 0 && sync && fsync(fd) != 0) w = -errno;
-  if (w == 0 && !sync) sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+  if (w == 0 && !sync && !direct) sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
   if (w != 0) {
     close(fd);
     unlinkat(s->rootfd, tmpname, 0);

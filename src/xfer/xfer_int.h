@@ -69,6 +69,24 @@ int br_xfer__open_parent(int rootfd, const char *rel, bool create, const char **
 /* Writes len bytes fully at offset (pwrite loop). 0 or -errno. */
 int br_xfer__pwrite_all(int fd, const void *buf, size_t len, int64_t off);
 int br_xfer__pread_all(int fd, void *buf, size_t len, int64_t off);
+/* Direct I/O (O_DIRECT): offsets, lengths and memory aligned to this. */
+#define BR_XFER__DIO_ALIGN 4096
+/* Writes len bytes at off (aligned) through an O_DIRECT fd: the bytes go
+ * through *buf (aligned, grown as needed, the caller frees; data may be
+ * *buf itself) padded with zeros to the alignment, so a file whose size is
+ * not aligned must be truncated to its size after. 0 or -errno (-EINVAL:
+ * the file system wants another alignment: clear O_DIRECT and write again). */
+int br_xfer__pwrite_direct(int fd, const void *data, size_t len, int64_t off, uint8_t **buf,
+                           size_t *cap);
+/* Clears O_DIRECT on fd. */
+int br_xfer__direct_off(int fd);
+/* openat with O_DIRECT, or without when the file system refuses it
+ * (*direct tells which). */
+int br_xfer__open_new(int dirfd, const char *name, int flags, mode_t mode, bool *direct);
+/* Writes a new file's whole content from offset 0: directly (through an
+ * aligned copy, then truncated to len) when direct, else buffered. A file
+ * system that refuses the direct write gets a buffered one. 0 or -errno. */
+int br_xfer__write_whole(int fd, bool direct, const void *data, size_t len);
 /* The hidden temporary name for the file named base: BR_XFER__PARTIAL_PREFIX
  * + 16 letters derived from base. out holds 64 bytes. */
 void br_xfer__partial_name(const char *base, char *out, size_t size);
