@@ -110,21 +110,27 @@ bool br_xfer__index_has(br_xfer__store *s, const br_xfer_digest *d) {
   return found;
 }
 
-int br_xfer__index_open_object(br_xfer__store *s, const br_xfer_digest *d, int *fd,
-                               int64_t *off, int64_t *len) {
+int br_xfer__index_locate(br_xfer__store *s, const br_xfer_digest *d, char *rel, size_t size,
+                          int64_t *off, int64_t *len) {
   br_xfer__index *x = s->index;
-  char rel[128] = "";
+  rel[0] = 0;
   pthread_mutex_lock(&x->mu);
   sqlite3_reset(x->find);
   sqlite3_bind_blob(x->find, 1, d->b, BR_XFER_DIGEST_LEN, SQLITE_STATIC);
   if (sqlite3_step(x->find) == SQLITE_ROW) {
-    snprintf(rel, sizeof rel, "packs/%s", (const char *)sqlite3_column_text(x->find, 0));
+    snprintf(rel, size, "packs/%s", (const char *)sqlite3_column_text(x->find, 0));
     *off = sqlite3_column_int64(x->find, 1);
     *len = sqlite3_column_int64(x->find, 2);
   }
   sqlite3_reset(x->find);
   pthread_mutex_unlock(&x->mu);
-  if (!rel[0]) return BR_ENOTFOUND;
+  return rel[0] ? BR_OK : BR_ENOTFOUND;
+}
+
+int br_xfer__index_open_object(br_xfer__store *s, const br_xfer_digest *d, int *fd,
+                               int64_t *off, int64_t *len) {
+  char rel[128];
+  if (br_xfer__index_locate(s, d, rel, sizeof rel, off, len)) return BR_ENOTFOUND;
   *fd = openat(s->rootfd, rel, O_RDONLY | O_CLOEXEC);
   return *fd < 0 ? BR_EIO : BR_OK;
 }
@@ -148,7 +154,7 @@ int br_xfer__pack_write(br_xfer__store *s, const br_xfer__buf *pack,
   int fd = br_xfer__open_new(s->rootfd, rel, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644,
                              &direct);
   if (fd < 0) return br_error_set(err, BR_EIO, "create %s/%s: %s", s->root, rel, strerror(errno));
-  int w = br_xfer__write_whole(fd, direct, pack->data, pack->len);
+  int w = br_xfer__write_whole_buf(fd, direct, pack->data, pack->len, pack->cap);
   if (w == 0 && fsync(fd) != 0) w = -errno;
   close(fd);
   if (w) {

@@ -47,6 +47,9 @@ typedef struct br_xfer__bundle_iter {
 } br_xfer__bundle_iter;
 int br_xfer__bundle_open(br_xfer__bundle_iter *it, const void *data, size_t len,
                          br_error *err);
+/* The raw bytes of a bundle's entries smaller than limit, from their
+ * headers alone (a bound for a buffer; the entries are checked later). */
+size_t br_xfer__bundle_raw_below(const void *data, size_t len, size_t limit);
 /* Next entry: 1 and data, len (raw, decompressed, not yet verified), 0 at
  * the end, or a negative code for a malformed bundle. */
 int br_xfer__bundle_next(br_xfer__bundle_iter *it, br_xfer_digest *d, const uint8_t **data,
@@ -87,6 +90,9 @@ int br_xfer__open_new(int dirfd, const char *name, int flags, mode_t mode, bool 
  * aligned copy, then truncated to len) when direct, else buffered. A file
  * system that refuses the direct write gets a buffered one. 0 or -errno. */
 int br_xfer__write_whole(int fd, bool direct, const void *data, size_t len);
+/* The same from a buffer of capacity cap: aligned, with room for the
+ * padding, it is written in place (its bytes past len are zeroed). */
+int br_xfer__write_whole_buf(int fd, bool direct, uint8_t *data, size_t len, size_t cap);
 /* The hidden temporary name for the file named base: BR_XFER__PARTIAL_PREFIX
  * + 16 letters derived from base. out holds 64 bytes. */
 void br_xfer__partial_name(const char *base, char *out, size_t size);
@@ -190,6 +196,10 @@ void br_xfer__index_batch_begin(br_xfer__store *s);
 void br_xfer__index_batch_end(br_xfer__store *s);
 int br_xfer__index_open_object(br_xfer__store *s, const br_xfer_digest *d, int *fd,
                                int64_t *off, int64_t *len);
+/* Where a packed object is: rel ("packs/NAME"), off, len; BR_ENOTFOUND when
+ * it is not in a pack. */
+int br_xfer__index_locate(br_xfer__store *s, const br_xfer_digest *d, char *rel, size_t size,
+                          int64_t *off, int64_t *len);
 /* Writes pack (the objects' bytes end to end, as objs locate them) as one
  * new pack file, durably, then indexes them in one transaction. */
 int br_xfer__pack_write(br_xfer__store *s, const br_xfer__buf *pack,
