@@ -155,16 +155,13 @@ int br_xfer__pack_write(br_xfer__store *s, const br_xfer__buf *pack,
                              &direct);
   if (fd < 0) return br_error_set(err, BR_EIO, "create %s/%s: %s", s->root, rel, strerror(errno));
   int w = br_xfer__write_whole_buf(fd, direct, pack->data, pack->len, pack->cap);
-  if (w == 0 && fsync(fd) != 0) w = -errno;
   close(fd);
+  /* the pack and its name on disk, in a sync shared with the uploads
+   * running at the same time */
+  if (w == 0) w = br_xfer__store_sync(s);
   if (w) {
     unlinkat(s->rootfd, rel, 0);
     return br_error_set(err, BR_EIO, "write %s/%s: %s", s->root, rel, strerror(-w));
-  }
-  int dfd = openat(s->rootfd, "packs", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    br_xfer__fsync_dirfd(dfd);
-    close(dfd);
   }
   /* The pack is durable; now make it reachable, all at once. */
   pthread_mutex_lock(&x->mu);

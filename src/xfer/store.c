@@ -39,6 +39,8 @@ int br_xfer__store_open(br_xfer__store *s, const char *root, br_error *err) {
     return br_error_set(err, BR_EIO, "open %s: %s", root, strerror(errno));
   }
   pthread_mutex_init(&s->commit_mu, NULL);
+  pthread_mutex_init(&s->sync_mu, NULL);
+  pthread_cond_init(&s->sync_cv, NULL);
   rc = br_xfer__index_open(s, err);
   if (rc) br_xfer__store_close(s);
   return rc;
@@ -49,6 +51,8 @@ void br_xfer__store_close(br_xfer__store *s) {
   if (s->rootfd >= 0) {
     close(s->rootfd);
     pthread_mutex_destroy(&s->commit_mu);
+    pthread_mutex_destroy(&s->sync_mu);
+    pthread_cond_destroy(&s->sync_cv);
   }
   free(s->root);
   s->root = NULL;
@@ -122,33 +126,53 @@ int br_xfer__store_stage(br_xfer__store *s, const br_xfer_digest *d, const void 
   return BR_OK;
 }
 
+int br_xfer__store_sync(br_xfer__store *s) {
+  pthread_mutex_lock(&s->sync_mu);
+  /* what this thread wrote is covered by any sync that starts after now */
+  uint64_t mine = ++s->sync_ticket;
+  int e;
+  while (s->sync_done < mine) {
+    if (s->syncing) {
+      pthread_cond_wait(&s->sync_cv, &s->sync_mu);
+      continue;
+    }
+    s->syncing = true;
+    uint64_t upto = s->sync_ticket;
+    pthread_mutex_unlock(&s->sync_mu);
+    int r = syncfs(s->rootfd) != 0 ? errno : 0;
+    pthread_mutex_lock(&s->sync_mu);
+    s->syncing = false;
+    s->sync_done = upto;
+    if (r) s->sync_err = r; /* sticky: a disk that lost writes is not trusted again */
+    pthread_cond_broadcast(&s->sync_cv);
+  }
+  e = s->sync_err;
+  pthread_mutex_unlock(&s->sync_mu);
+  return e ? -e : 0;
+}
+
 int br_xfer__store_commit_staged(br_xfer__store *s, br_xfer__staged *st, size_t n,
                                  br_error *err) {
   int rc = BR_OK;
-  bool dirs[256] = {false};
+  size_t todo = 0;
+  for (size_t i = 0; i < n; i++) todo += st[i].fd >= 0;
+  /* the bytes on disk, then the names, then the names on disk */
+  int e = todo ? br_xfer__store_sync(s) : 0;
+  if (e) rc = br_error_set(err, BR_EIO, "sync %s: %s", s->root, strerror(-e));
+  size_t renamed = 0;
   for (size_t i = 0; i < n; i++) {
     if (st[i].fd < 0) continue;
     char rel[128];
     object_rel(&st[i].d, rel, sizeof rel);
-    if (rc == BR_OK && fsync(st[i].fd) != 0)
-      rc = br_error_set(err, BR_EIO, "sync %s/%s: %s", s->root, st[i].tmp, strerror(errno));
     close(st[i].fd);
     st[i].fd = -1;
     if (rc == BR_OK && renameat(s->rootfd, st[i].tmp, s->rootfd, rel) != 0)
       rc = br_error_set(err, BR_EIO, "rename to %s/%s: %s", s->root, rel, strerror(errno));
     if (rc != BR_OK) unlinkat(s->rootfd, st[i].tmp, 0);
-    else dirs[st[i].d.b[0]] = true;
+    else renamed++;
   }
-  for (int i = 0; i < 256; i++) {
-    if (!dirs[i]) continue;
-    char dir[32];
-    snprintf(dir, sizeof dir, "objects/%02x", i);
-    int dfd = openat(s->rootfd, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-      br_xfer__fsync_dirfd(dfd);
-      close(dfd);
-    }
-  }
+  if (renamed && (e = br_xfer__store_sync(s)) && rc == BR_OK)
+    rc = br_error_set(err, BR_EIO, "sync %s: %s", s->root, strerror(-e));
   return rc;
 }
 

@@ -157,6 +157,12 @@ typedef struct br_xfer__store {
   int rootfd;
   pthread_mutex_t commit_mu;
   br_xfer__index *index; /* packs of small chunks (pack.c) */
+  /* group sync (br_xfer__store_sync) */
+  pthread_mutex_t sync_mu;
+  pthread_cond_t sync_cv;
+  uint64_t sync_ticket, sync_done;
+  bool syncing;
+  int sync_err;
 } br_xfer__store;
 int br_xfer__store_open(br_xfer__store *s, const char *root, br_error *err);
 void br_xfer__store_close(br_xfer__store *s);
@@ -174,6 +180,11 @@ int br_xfer__store_stage(br_xfer__store *s, const br_xfer_digest *d, const void 
                          size_t len, br_xfer__staged *out, br_error *err);
 int br_xfer__store_commit_staged(br_xfer__store *s, br_xfer__staged *st, size_t n,
                                  br_error *err);
+/* Makes everything written under the root before the call durable (data,
+ * new names, renames): one syncfs() of the depot's file system shared by
+ * every thread that asks while it runs (a group commit), so concurrent
+ * uploads pay one flush, not one per file and directory. 0 or -errno. */
+int br_xfer__store_sync(br_xfer__store *s);
 /* Opens an object for reading: fd, and where its bytes are in it. */
 int br_xfer__store_open_object(br_xfer__store *s, const br_xfer_digest *d, int *fd,
                                int64_t *off, int64_t *size);
