@@ -54,6 +54,7 @@ typedef struct installer {
   struct install_job *ready;       /* written, to commit (newest first) */
   size_t nready;
   size_t committing; /* jobs in the committer's hands */
+  bool draining;     /* someone waits for the end: commit at once */
   int queued, busy, stop, nth, cstop, has_committer;
   int64_t queued_bytes;
   int64_t done;
@@ -165,6 +166,8 @@ typedef struct install_job {
  * too; a commit takes all that are written, up to this many. */
 #define INSTALL_INFLIGHT 512
 #define INSTALL_QUEUE_BYTES (64 * 1024 * 1024)
+#define COMMIT_GATHER 128  /* files a commit waits for ... */
+#define COMMIT_GATHER_MS 8 /* ... for at most this long, while writers are busy */
 
 static char *content_path(const char *cache, const br_xfer_digest *d, bool mkdir_);
 
@@ -462,6 +465,16 @@ static void *committer_main(void *arg) {
       pthread_mutex_unlock(&in->mu);
       break;
     }
+    /* A sync costs about the same for 10 files or 200: while more are
+     * being written, let the batch grow a little. */
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += COMMIT_GATHER_MS * 1000000L;
+    if (until.tv_nsec >= 1000000000L) until.tv_sec++, until.tv_nsec -= 1000000000L;
+    while (in->nready < COMMIT_GATHER && !in->draining && !in->cstop && !in->rc &&
+           (in->queued || in->busy) && (size_t)in->queued + (size_t)in->busy + in->nready < INSTALL_INFLIGHT &&
+           pthread_cond_timedwait(&in->cv, &in->mu, &until) == 0) {
+    }
     /* the oldest first: the list is newest first */
     size_t n = 0;
     install_job *rest = NULL;
@@ -503,8 +516,11 @@ static int installer_start(installer *in) {
 /* Waits until every queued install finished; its first error, if any. */
 static int installer_drain(installer *in, br_error *err) {
   pthread_mutex_lock(&in->mu);
+  in->draining = true;
+  pthread_cond_broadcast(&in->cv);
   while (in->queued || in->busy || in->ready || in->committing)
     pthread_cond_wait(&in->cv, &in->mu);
+  in->draining = false;
   int rc = in->rc;
   if (rc && err) *err = in->err;
   pthread_mutex_unlock(&in->mu);
