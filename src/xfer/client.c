@@ -418,6 +418,11 @@ static void finish(br_xfer__engine *e, br_xfer__req *r, CURLcode cc) {
     retry_or_fail(e, r);
     return;
   }
+  if (r->refused && st / 100 == 4 && r->refused(r, st, &err) == BR_OK) {
+    req_free(r);
+    return;
+  }
+  br_error_clear(&err);
   int code = st == 401 || st == 403 ? BR_EAUTH : st == 404 ? BR_ENOTFOUND
                                                             : st == 413 || st / 100 == 4
                                                                   ? BR_EINVAL

@@ -409,7 +409,13 @@ static enum MHD_Result do_commit(br_depot *d, struct MHD_Connection *c, request 
   br_xfer_manifest *m = NULL;
   if (br_xfer_manifest_parse((const char *)rq->body.data, rq->body.len, &m, &err))
     return reply_error(c, MHD_HTTP_BAD_REQUEST, err.msg);
-  /* A snapshot must never name a chunk the depot lacks. */
+  /* A snapshot must never name a chunk the depot lacks: the check and the
+   * commit hold the gc lock, so no gc removes a chunk between them. */
+  int lock = br_xfer__store_lock(&d->store, false);
+  if (lock < 0) {
+    br_xfer_manifest_free(m);
+    return reply_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "depot lock unavailable");
+  }
   json_t *missing = json_array();
   char hex[BR_XFER_HEX_LEN + 1];
   br_xfer__index_batch_begin(&d->store);
@@ -421,15 +427,18 @@ static enum MHD_Result do_commit(br_depot *d, struct MHD_Connection *c, request 
       }
   br_xfer__index_batch_end(&d->store);
   br_xfer_manifest_free(m);
-  if (json_array_size(missing))
+  if (json_array_size(missing)) {
+    br_xfer__store_unlock(lock);
     return reply_json(c, MHD_HTTP_CONFLICT,
                       json_pack("{ss so}", "error", "snapshot names missing chunks",
                                 "missing", missing));
+  }
   json_decref(missing);
   int64_t v = 0;
-  if (br_xfer__store_commit(&d->store, name, (const char *)rq->body.data, rq->body.len, &v,
-                            &err))
-    return reply_error(c, (unsigned)status_of(err.code), err.msg);
+  int rc = br_xfer__store_commit(&d->store, name, (const char *)rq->body.data, rq->body.len, &v,
+                                 &err);
+  br_xfer__store_unlock(lock);
+  if (rc) return reply_error(c, (unsigned)status_of(err.code), err.msg);
   return reply_json(c, MHD_HTTP_OK, json_pack("{sI}", "version", (json_int_t)v));
 }
 

@@ -130,13 +130,23 @@ int br_xfer__index_locate(br_xfer__store *s, const br_xfer_digest *d, char *rel,
 int br_xfer__index_open_object(br_xfer__store *s, const br_xfer_digest *d, int *fd,
                                int64_t *off, int64_t *len) {
   char rel[128];
-  if (br_xfer__index_locate(s, d, rel, sizeof rel, off, len)) return BR_ENOTFOUND;
-  *fd = openat(s->rootfd, rel, O_RDONLY | O_CLOEXEC);
-  return *fd < 0 ? BR_EIO : BR_OK;
+  /* twice: a gc may have moved the object to a new pack in between */
+  for (int attempt = 0; attempt < 2; attempt++) {
+    if (br_xfer__index_locate(s, d, rel, sizeof rel, off, len)) return BR_ENOTFOUND;
+    *fd = openat(s->rootfd, rel, O_RDONLY | O_CLOEXEC);
+    if (*fd >= 0) return BR_OK;
+    if (errno != ENOENT) return BR_EIO;
+  }
+  return BR_ENOTFOUND;
 }
 
 int br_xfer__pack_write(br_xfer__store *s, const br_xfer__buf *pack,
                         const br_xfer__packed *objs, size_t n, br_error *err) {
+  return br_xfer__pack_write_ex(s, pack, objs, n, false, err);
+}
+
+int br_xfer__pack_write_ex(br_xfer__store *s, const br_xfer__buf *pack,
+                           const br_xfer__packed *objs, size_t n, bool move, br_error *err) {
   if (n == 0) return BR_OK;
   br_xfer__index *x = s->index;
   /* A fresh name: letters from a digest of time, pid and this call. */
@@ -173,15 +183,22 @@ int br_xfer__pack_write(br_xfer__store *s, const br_xfer__buf *pack,
     sqlite3_reset(x->add_pack);
   }
   sqlite3_int64 id = sqlite3_last_insert_rowid(x->db);
-  for (size_t i = 0; i < n && rc == SQLITE_OK; i++) {
-    sqlite3_reset(x->add_obj);
-    sqlite3_bind_blob(x->add_obj, 1, objs[i].d.b, BR_XFER_DIGEST_LEN, SQLITE_STATIC);
-    sqlite3_bind_int64(x->add_obj, 2, id);
-    sqlite3_bind_int64(x->add_obj, 3, objs[i].off);
-    sqlite3_bind_int64(x->add_obj, 4, objs[i].len);
-    rc = sqlite3_step(x->add_obj) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
-    sqlite3_reset(x->add_obj);
+  sqlite3_stmt *add = x->add_obj, *mv = NULL;
+  if (move && rc == SQLITE_OK) { /* gc's repack: the objects now live here */
+    rc = sqlite3_prepare_v2(x->db, "INSERT OR REPLACE INTO objects VALUES (?,?,?,?)", -1, &mv,
+                            NULL);
+    add = mv;
   }
+  for (size_t i = 0; i < n && rc == SQLITE_OK; i++) {
+    sqlite3_reset(add);
+    sqlite3_bind_blob(add, 1, objs[i].d.b, BR_XFER_DIGEST_LEN, SQLITE_STATIC);
+    sqlite3_bind_int64(add, 2, id);
+    sqlite3_bind_int64(add, 3, objs[i].off);
+    sqlite3_bind_int64(add, 4, objs[i].len);
+    rc = sqlite3_step(add) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
+    sqlite3_reset(add);
+  }
+  sqlite3_finalize(mv);
   if (rc == SQLITE_OK) rc = sqlite3_exec(x->db, "COMMIT", NULL, NULL, NULL);
   if (rc != SQLITE_OK) {
     br_error_set(err, BR_EIO, "depot index: %s", sqlite3_errmsg(x->db));
@@ -263,4 +280,61 @@ void br_xfer__pack_clean(br_xfer__store *s) {
   sqlite3_finalize(q);
   pthread_mutex_unlock(&x->mu);
   closedir(dir);
+}
+
+int br_xfer__index_scan(br_xfer__store *s,
+                        int (*cb)(void *ud, int64_t pack, const char *name,
+                                  const br_xfer_digest *d, int64_t off, int64_t len),
+                        void *ud, br_error *err) {
+  br_xfer__index *x = s->index;
+  sqlite3_stmt *q = NULL;
+  pthread_mutex_lock(&x->mu);
+  int rc = sqlite3_prepare_v2(x->db,
+                              "SELECT p.id, p.name, o.digest, o.off, o.len FROM objects o JOIN "
+                              "packs p ON p.id = o.pack ORDER BY p.id, o.off",
+                              -1, &q, NULL);
+  int out = rc == SQLITE_OK ? BR_OK : br_error_set(err, BR_EIO, "depot index unreadable");
+  while (out == BR_OK && (rc = sqlite3_step(q)) == SQLITE_ROW) {
+    br_xfer_digest d;
+    if (sqlite3_column_bytes(q, 2) != BR_XFER_DIGEST_LEN) continue;
+    memcpy(d.b, sqlite3_column_blob(q, 2), BR_XFER_DIGEST_LEN);
+    out = cb(ud, sqlite3_column_int64(q, 0), (const char *)sqlite3_column_text(q, 1), &d,
+             sqlite3_column_int64(q, 3), sqlite3_column_int64(q, 4));
+  }
+  if (out == BR_OK && rc != SQLITE_DONE)
+    out = br_error_set(err, BR_EIO, "depot index: %s", sqlite3_errmsg(x->db));
+  sqlite3_finalize(q);
+  pthread_mutex_unlock(&x->mu);
+  return out;
+}
+
+int br_xfer__index_drop_packs(br_xfer__store *s, const int64_t *ids, size_t n, br_error *err) {
+  if (!n) return BR_OK;
+  br_xfer__index *x = s->index;
+  pthread_mutex_lock(&x->mu);
+  int rc = sqlite3_exec(x->db,
+                        "BEGIN IMMEDIATE; CREATE TEMP TABLE IF NOT EXISTS dead (id INTEGER "
+                        "PRIMARY KEY); DELETE FROM dead;",
+                        NULL, NULL, NULL);
+  sqlite3_stmt *ins = NULL;
+  if (rc == SQLITE_OK)
+    rc = sqlite3_prepare_v2(x->db, "INSERT OR IGNORE INTO dead VALUES (?)", -1, &ins, NULL);
+  for (size_t i = 0; i < n && rc == SQLITE_OK; i++) {
+    sqlite3_reset(ins);
+    sqlite3_bind_int64(ins, 1, ids[i]);
+    rc = sqlite3_step(ins) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
+  }
+  sqlite3_finalize(ins);
+  /* the rows still pointing at them: moved objects point elsewhere now */
+  if (rc == SQLITE_OK)
+    rc = sqlite3_exec(x->db,
+                      "DELETE FROM objects WHERE pack IN (SELECT id FROM dead);"
+                      "DELETE FROM packs WHERE id IN (SELECT id FROM dead); COMMIT;",
+                      NULL, NULL, NULL);
+  if (rc != SQLITE_OK) {
+    br_error_set(err, BR_EIO, "depot index: %s", sqlite3_errmsg(x->db));
+    sqlite3_exec(x->db, "ROLLBACK", NULL, NULL, NULL);
+  }
+  pthread_mutex_unlock(&x->mu);
+  return rc == SQLITE_OK ? BR_OK : BR_EIO;
 }

@@ -216,11 +216,32 @@ int br_xfer__index_locate(br_xfer__store *s, const br_xfer_digest *d, char *rel,
 int br_xfer__pack_write(br_xfer__store *s, const br_xfer__buf *pack,
                         const br_xfer__packed *objs, size_t n, br_error *err);
 int br_xfer__index_fsck(br_xfer__store *s, int64_t *checked, br_error *err);
+/* The same as pack_write; move: the objects may be indexed already (in
+ * another pack) and now live in this one (gc's repack). */
+int br_xfer__pack_write_ex(br_xfer__store *s, const br_xfer__buf *pack,
+                           const br_xfer__packed *objs, size_t n, bool move, br_error *err);
+/* Every packed object, ordered by pack and offset; cb returns BR_OK to go
+ * on. The index is held meanwhile. */
+int br_xfer__index_scan(br_xfer__store *s,
+                        int (*cb)(void *ud, int64_t pack, const char *name,
+                                  const br_xfer_digest *d, int64_t off, int64_t len),
+                        void *ud, br_error *err);
+/* Removes packs from the index (the objects still in them with them), in
+ * one durable transaction; their files are the caller's to remove after. */
+int br_xfer__index_drop_packs(br_xfer__store *s, const int64_t *ids, size_t n, br_error *err);
 /* Removes packs a crash left unindexed (older than an hour). */
 void br_xfer__pack_clean(br_xfer__store *s);
 /* Commits manifest JSON under name as the next version (*version). */
 int br_xfer__store_commit(br_xfer__store *s, const char *name, const char *json, size_t len,
                           int64_t *version, br_error *err);
+/* Removes a version: vN.json becomes vN.deleted (its number is never
+ * given again; its chunks go at the next gc). */
+int br_xfer__store_rm(br_xfer__store *s, const char *name, int64_t version, br_error *err);
+/* The lock between snapshot commits (shared) and gc (exclusive), across
+ * processes: a commit's check that its chunks exist and its link are never
+ * split by a gc. Returns a fd to give to unlock, or -errno. */
+int br_xfer__store_lock(br_xfer__store *s, bool exclusive);
+void br_xfer__store_unlock(int fd);
 /* Reads a version (0 = latest): malloc'd JSON and the version found. */
 int br_xfer__store_get(br_xfer__store *s, const char *name, int64_t version, char **json,
                        size_t *len, int64_t *found, br_error *err);
