@@ -644,6 +644,13 @@ static int install(pull *p, lfile *lf, int dirfd, int fd, const char *pn, const 
 /* All chunks are in the partial: verify the whole file and install it. */
 static int finalize(pull *p, lfile *lf, br_error *err) {
   const br_xfer_entry *e = lf->e;
+  /* The file's last pieces may still be with the writers (the padded last
+   * one grows the file until its writer cuts it back): wait for them
+   * before the size is set and checked. */
+  installer *in = &p->inst;
+  pthread_mutex_lock(&in->mu);
+  while (atomic_load(&lf->inflight) > 0) pthread_cond_wait(&in->cv, &in->mu);
+  pthread_mutex_unlock(&in->mu);
   const char *base;
   int dirfd = br_xfer__open_parent(lf->job->rootfd, e->path, true, &base, err);
   if (dirfd < 0) return dirfd;
