@@ -672,3 +672,43 @@ TEST(empty_trees_and_odd_names) {
   xu_depot_stop(&x);
   xu_done(tmp);
 }
+
+TEST(odd_sizes_direct_and_buffered) {
+  /* Direct I/O writes whole aligned pieces and truncates a file back to its
+   * size: sizes around the alignment and the chunk size, a chunk size that
+   * is not aligned (those files are written buffered), and a pull that asks
+   * for no direct I/O all give the same bytes. */
+  char *tmp = br_test_tmpdir("xfer-pp-odd-sizes");
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  char *src = xu_path(tmp, "src");
+  static const size_t sizes[] = {1, 4095, 4096, 4097, 65537, 262144 * 3 + 1,
+                                 1024 * 1024 + 5, 2621447};
+  for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+    char rel[32];
+    snprintf(rel, sizeof rel, "f.%04zu.bin", i);
+    xu_make_file(src, rel, sizes[i], 700 + i);
+  }
+  static const int64_t chunks[] = {256 * 1024, 100000};
+  for (int c = 0; c < 2; c++)
+    for (int direct = 0; direct < 2; direct++) {
+      br_xfer_opts o;
+      xu_opts(&o, tmp);
+      o.chunk_size = chunks[c];
+      o.small_file = 4096; /* most files go as chunks, not bundles */
+      o.direct_io = direct;
+      char name[32], dname[32];
+      snprintf(name, sizeof name, "odd%d", c);
+      snprintf(dname, sizeof dname, "dst-%d-%d", c, direct);
+      char *ref = xu_ref(x.url, name), *dst = xu_path(tmp, dname);
+      br_xfer_result res;
+      if (!direct) push_ok(src, ref, &o, &res);
+      pull_ok(ref, dst, &o, &res);
+      CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+      free(ref);
+      free(dst);
+    }
+  free(src);
+  xu_depot_stop(&x);
+  xu_done(tmp);
+}

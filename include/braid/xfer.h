@@ -144,6 +144,27 @@ void br_depot_request_done(void **con_cls);
 /* Reads every object of the depot at root back and checks it against its
  * digest; *checked counts the good ones. */
 int br_depot_fsck(const char *root, int64_t *checked, br_error *err);
+/* Removes version `version` of snapshot `name` from the depot at root (a
+ * running depot may use it meanwhile). Its number is never given again;
+ * chunks only it named go at the next br_depot_gc. */
+int br_depot_rm(const char *root, const char *name, int64_t version, br_error *err);
+
+typedef struct br_depot_gc_result {
+  int64_t snapshots;       /* live versions read */
+  int64_t live_chunks;     /* distinct chunks they name */
+  int64_t objects_removed; /* chunks removed (loose, or in packs dropped or rewritten) */
+  int64_t packs_removed;   /* pack files removed (dropped, or rewritten elsewhere) */
+  int64_t packs_rewritten; /* packs whose live part moved to a new pack */
+  int64_t bytes_freed;
+  int64_t kept_young;      /* unnamed chunks kept: younger than the grace period */
+} br_depot_gc_result;
+
+/* Removes the chunks no live snapshot names and that are older than
+ * grace_s seconds (the chunks of a push not yet committed are young), from
+ * the depot at root; safe beside a running depot (see src/xfer/gc.c).
+ * dry_run: count only. */
+int br_depot_gc(const char *root, int64_t grace_s, bool dry_run, br_depot_gc_result *res,
+                br_error *err);
 /* The port actually listened on (0 for a depot from br_depot_open). */
 int br_depot_port(const br_depot *d);
 void br_depot_stop(br_depot *d);

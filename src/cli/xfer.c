@@ -555,17 +555,123 @@ static int depot_fsck(int argc, char **argv) {
   return BR_EXIT_OK;
 }
 
+/* "90", "90s", "15m", "24h", "7d": seconds, or -1. */
+static int64_t parse_duration(const char *s) {
+  char *end;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (errno || end == s || v < 0) return -1;
+  double mul = 1;
+  if (*end == 's') end++;
+  else if (*end == 'm') mul = 60, end++;
+  else if (*end == 'h') mul = 3600, end++;
+  else if (*end == 'd') mul = 86400, end++;
+  return *end ? -1 : (int64_t)(v * mul);
+}
+
+static int depot_rm(int argc, char **argv) {
+  const char *root = NULL;
+  int n = 0, rc = BR_EXIT_OK;
+  for (int i = 1; i < argc; i++)
+    if (strcmp(argv[i], "--root") == 0 && i + 1 < argc) root = argv[++i];
+    else if (argv[i][0] == '-') {
+      br_cli_errorf("depot rm: unexpected '%s'", argv[i]);
+      return BR_EXIT_USAGE;
+    }
+  if (!root) {
+    br_cli_errorf("depot rm needs --root DIR and NAME@vN...");
+    return BR_EXIT_USAGE;
+  }
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--root") == 0) {
+      i++;
+      continue;
+    }
+    n++;
+    char *name = strdup(argv[i]), *at = strrchr(name, '@');
+    char *end = NULL;
+    long long v = at ? strtoll(at + 1 + (at[1] == 'v'), &end, 10) : 0;
+    if (!at || !end || *end || v <= 0) {
+      br_cli_errorf("depot rm: '%s' is not NAME@vN", argv[i]);
+      free(name);
+      return BR_EXIT_USAGE;
+    }
+    *at = 0;
+    br_error err;
+    br_error_clear(&err);
+    if (br_depot_rm(root, name, v, &err)) {
+      br_cli_errorf("depot rm: %s", err.msg);
+      rc = BR_EXIT_FAILED;
+    } else {
+      printf("removed %s@v%lld\n", name, v);
+    }
+    free(name);
+  }
+  if (!n) {
+    br_cli_errorf("depot rm: name the versions to remove (NAME@vN...)");
+    return BR_EXIT_USAGE;
+  }
+  return rc;
+}
+
+static int depot_gc(int argc, char **argv) {
+  const char *root = NULL;
+  int64_t grace = 86400;
+  bool dry = false;
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--root") == 0 && i + 1 < argc) {
+      root = argv[++i];
+    } else if (strcmp(argv[i], "--grace") == 0 && i + 1 < argc) {
+      grace = parse_duration(argv[++i]);
+      if (grace < 0) {
+        br_cli_errorf("--grace wants a duration like 24h, 90m or 3600");
+        return BR_EXIT_USAGE;
+      }
+    } else if (strcmp(argv[i], "--dry-run") == 0 || strcmp(argv[i], "-n") == 0) {
+      dry = true;
+    } else {
+      br_cli_errorf("depot gc: unexpected '%s'", argv[i]);
+      return BR_EXIT_USAGE;
+    }
+  }
+  if (!root) {
+    br_cli_errorf("depot gc needs --root DIR");
+    return BR_EXIT_USAGE;
+  }
+  br_error err;
+  br_error_clear(&err);
+  br_depot_gc_result r;
+  if (br_depot_gc(root, grace, dry, &r, &err)) {
+    br_cli_errorf("depot gc: %s", err.msg);
+    return BR_EXIT_FAILED;
+  }
+  char freed[32];
+  human((double)r.bytes_freed, freed, sizeof freed);
+  printf("%s%lld snapshots name %lld chunks; %s %lld chunks (%s), %lld pack files (%lld "
+         "rewritten); kept %lld unnamed chunks younger than the grace period\n",
+         dry ? "dry run: " : "", (long long)r.snapshots, (long long)r.live_chunks,
+         dry ? "would remove" : "removed", (long long)r.objects_removed, freed,
+         (long long)r.packs_removed, (long long)r.packs_rewritten, (long long)r.kept_young);
+  return BR_EXIT_OK;
+}
+
 int br_cli_depot(int argc, char **argv) {
   if (br_cli_wants_help(argc, argv)) {
     printf("usage: braid depot --root DIR --token-file FILE [--listen HOST:PORT]\n"
            "       braid depot token --token-file FILE\n"
-           "       braid depot fsck --root DIR\n\n"
+           "       braid depot fsck --root DIR\n"
+           "       braid depot rm --root DIR NAME@vN...\n"
+           "       braid depot gc --root DIR [--grace 24h] [--dry-run]\n\n"
            "Serves content-addressed snapshots over HTTP until interrupted. The token\n"
            "file holds one \"sha256:<hex>\" line per accepted token (a plain token line\n"
            "is accepted too), or is the braid server's token file; it is read again\n"
            "when it changes. `braid depot token` makes a token, appends its hash to\n"
            "FILE and prints the token for clients (BRAID_TOKEN or --token-file).\n"
-           "`braid depot fsck` reads every object back and checks its digest.\n\n"
+           "`braid depot fsck` reads every object back and checks its digest.\n"
+           "`braid depot rm` removes versions (their numbers are never given again);\n"
+           "`braid depot gc` then removes the chunks no remaining version names, if they\n"
+           "are older than the grace period (default 24h: a push still uploading keeps\n"
+           "its chunks). Both work beside a running depot on the same root.\n\n"
            "options:\n"
            "  --root DIR          where objects and snapshots are kept (created)\n"
            "  --listen HOST:PORT  default 127.0.0.1:7871; port 0 picks a free one\n"
@@ -577,6 +683,8 @@ int br_cli_depot(int argc, char **argv) {
   }
   if (argc > 1 && strcmp(argv[1], "token") == 0) return depot_token(argc - 1, argv + 1);
   if (argc > 1 && strcmp(argv[1], "fsck") == 0) return depot_fsck(argc - 1, argv + 1);
+  if (argc > 1 && strcmp(argv[1], "rm") == 0) return depot_rm(argc - 1, argv + 1);
+  if (argc > 1 && strcmp(argv[1], "gc") == 0) return depot_gc(argc - 1, argv + 1);
   br_depot_opts o;
   memset(&o, 0, sizeof o);
   for (int i = 1; i < argc; i++) {

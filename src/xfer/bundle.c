@@ -85,6 +85,19 @@ int br_xfer__bundle_add(br_xfer__buf *b, const br_xfer_digest *d, const void *da
   return BR_OK;
 }
 
+size_t br_xfer__bundle_raw_below(const void *data, size_t len, size_t limit) {
+  if (len < 4 || memcmp(data, MAGIC, 4) != 0) return 0;
+  const uint8_t *p = (const uint8_t *)data + 4, *end = (const uint8_t *)data + len;
+  size_t total = 0;
+  while ((size_t)(end - p) >= HDR) {
+    uint32_t raw = get32(p + 36), wire = get32(p + 40);
+    if ((size_t)(end - p) - HDR < wire) break;
+    if (raw < limit) total += raw;
+    p += HDR + wire;
+  }
+  return total;
+}
+
 int br_xfer__bundle_open(br_xfer__bundle_iter *it, const void *data, size_t len,
                          br_error *err) {
   memset(it, 0, sizeof *it);

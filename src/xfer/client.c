@@ -267,6 +267,8 @@ static int start(br_xfer__engine *e, br_xfer__req *r, br_error *err) {
   curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
   curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, timeout);
   curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
+  /* larger reads: a quarter of the system calls for chunks and bundles */
+  curl_easy_setopt(c, CURLOPT_BUFFERSIZE, 256L * 1024);
   curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
   if (e->o->ca_file && *e->o->ca_file) curl_easy_setopt(c, CURLOPT_CAINFO, e->o->ca_file);
@@ -416,6 +418,11 @@ static void finish(br_xfer__engine *e, br_xfer__req *r, CURLcode cc) {
     retry_or_fail(e, r);
     return;
   }
+  if (r->refused && st / 100 == 4 && r->refused(r, st, &err) == BR_OK) {
+    req_free(r);
+    return;
+  }
+  br_error_clear(&err);
   int code = st == 401 || st == 403 ? BR_EAUTH : st == 404 ? BR_ENOTFOUND
                                                             : st == 413 || st / 100 == 4
                                                                   ? BR_EINVAL

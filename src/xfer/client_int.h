@@ -28,6 +28,9 @@ struct br_xfer__req {
   /* A transfer failed mid-body: keep what verified (may be NULL). */
   void (*salvage)(br_xfer__req *r);
   void (*destroy)(br_xfer__req *r); /* frees ctx (may be NULL) */
+  /* A 4xx answer that is not retried: BR_OK takes it as handled (the
+   * request is done), anything else fails the run as usual (may be NULL). */
+  int (*refused)(br_xfer__req *r, long status, br_error *err);
   /* Streams a 2xx body instead of keeping it in resp (may be NULL); a
    * non-zero return (with sink_err filled) fails the whole run. */
   int (*sink)(br_xfer__req *r, const uint8_t *data, size_t len);

@@ -167,6 +167,17 @@ static enum MHD_Result do_upload(br_depot *d, struct MHD_Connection *c, request 
   br_xfer__packed *pk = NULL;
   br_xfer__buf pack = {0};
   size_t n = 0, cap = 0, npk = 0;
+  /* The pack in aligned memory of its final size: written as it is with
+   * direct I/O, no copy. */
+  size_t need = br_xfer__bundle_raw_below(rq->body.data, rq->body.len, BR_XFER__PACK_MAX_ENTRY);
+  if (need) {
+    size_t al = (need + BR_XFER__DIO_ALIGN - 1) / BR_XFER__DIO_ALIGN * BR_XFER__DIO_ALIGN;
+    void *b = NULL;
+    if (posix_memalign(&b, BR_XFER__DIO_ALIGN, al) == 0) {
+      pack.data = b;
+      pack.cap = al;
+    }
+  }
   int r;
   unsigned status = 0;
   const char *msg = NULL;
@@ -192,11 +203,14 @@ static enum MHD_Result do_upload(br_depot *d, struct MHD_Connection *c, request 
         break;
       }
     }
-    if (br_xfer__store_has(&d->store, &dg)) continue;
-    bool dup = false; /* the same chunk twice in one bundle */
-    for (size_t i = 0; i < npk && !dup; i++) dup = br_xfer__digest_cmp(&pk[i].d, &dg) == 0;
-    if (dup) continue;
     if (len < BR_XFER__PACK_MAX_ENTRY) {
+      /* No lookup: the client sends what "missing" said is missing; one
+       * another client stored meanwhile is indexed once (the first copy
+       * wins) and its bytes here stay unused. */
+      bool dup = false; /* the same chunk twice in one bundle */
+      for (size_t i = npk; i-- > 0 && !dup && npk - i <= 64;)
+        dup = br_xfer__digest_cmp(&pk[i].d, &dg) == 0;
+      if (dup) continue;
       pk[npk].d = dg;
       pk[npk].off = (int64_t)pack.len;
       pk[npk].len = (int64_t)len;
@@ -208,6 +222,10 @@ static enum MHD_Result do_upload(br_depot *d, struct MHD_Connection *c, request 
       npk++;
       continue;
     }
+    if (br_xfer__store_has(&d->store, &dg)) continue;
+    bool dup = false; /* the same chunk twice in one bundle */
+    for (size_t i = 0; i < n && !dup; i++) dup = br_xfer__digest_cmp(&st[i].d, &dg) == 0;
+    if (dup) continue;
     if (br_xfer__store_stage(&d->store, &dg, data, len, &st[n], &err)) {
       status = MHD_HTTP_INSUFFICIENT_STORAGE;
       msg = err.msg;
@@ -261,17 +279,44 @@ static enum MHD_Result do_fetch(br_depot *d, struct MHD_Connection *c, request *
   int64_t total = 0;
   unsigned status = MHD_HTTP_OK;
   const char *msg = NULL;
+  /* Where the packed ones are, in one read transaction; then read, with
+   * the pack of the last one still open (a bundle's chunks are mostly
+   * neighbours in one pack). */
+  typedef struct loc {
+    char rel[64];
+    int64_t off, len;
+  } loc;
+  loc *locs = calloc(n ? n : 1, sizeof *locs);
+  if (locs) {
+    br_xfer__index_batch_begin(&d->store);
+    for (size_t i = 0; i < n; i++)
+      br_xfer__index_locate(&d->store, &ds[i], locs[i].rel, sizeof locs[i].rel, &locs[i].off,
+                            &locs[i].len);
+    br_xfer__index_batch_end(&d->store);
+  }
+  char open_rel[64] = "";
+  int pfd = -1;
   for (size_t i = 0; i < n && !msg; i++) {
-    int fd;
+    int fd = -1;
     int64_t off, size;
-    if (br_xfer__store_open_object(&d->store, &ds[i], &fd, &off, &size)) {
+    if (locs && locs[i].rel[0]) {
+      if (strcmp(locs[i].rel, open_rel) != 0) {
+        if (pfd >= 0) close(pfd);
+        pfd = openat(d->store.rootfd, locs[i].rel, O_RDONLY | O_CLOEXEC);
+        snprintf(open_rel, sizeof open_rel, "%s", pfd >= 0 ? locs[i].rel : "");
+      }
+      fd = pfd;
+      off = locs[i].off;
+      size = locs[i].len;
+    }
+    if (fd < 0 && br_xfer__store_open_object(&d->store, &ds[i], &fd, &off, &size)) {
       status = MHD_HTTP_NOT_FOUND;
       msg = "chunk not in the depot";
       break;
     }
     total += size;
     if (total > d->max_request || size > BR_XFER__MAX_CHUNK) {
-      close(fd);
+      if (fd != pfd) close(fd);
       status = MHD_HTTP_CONTENT_TOO_LARGE;
       msg = "fetch asks for too many bytes at once";
       break;
@@ -286,8 +331,10 @@ static enum MHD_Result do_fetch(br_depot *d, struct MHD_Connection *c, request *
       status = MHD_HTTP_INTERNAL_SERVER_ERROR;
       msg = "reading a chunk failed";
     }
-    close(fd);
+    if (fd != pfd) close(fd);
   }
+  if (pfd >= 0) close(pfd);
+  free(locs);
   free(tmp);
   free(ds);
   if (!msg && !charge(d, rq, (int64_t)out.len)) {
@@ -362,7 +409,13 @@ static enum MHD_Result do_commit(br_depot *d, struct MHD_Connection *c, request 
   br_xfer_manifest *m = NULL;
   if (br_xfer_manifest_parse((const char *)rq->body.data, rq->body.len, &m, &err))
     return reply_error(c, MHD_HTTP_BAD_REQUEST, err.msg);
-  /* A snapshot must never name a chunk the depot lacks. */
+  /* A snapshot must never name a chunk the depot lacks: the check and the
+   * commit hold the gc lock, so no gc removes a chunk between them. */
+  int lock = br_xfer__store_lock(&d->store, false);
+  if (lock < 0) {
+    br_xfer_manifest_free(m);
+    return reply_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "depot lock unavailable");
+  }
   json_t *missing = json_array();
   char hex[BR_XFER_HEX_LEN + 1];
   br_xfer__index_batch_begin(&d->store);
@@ -374,15 +427,18 @@ static enum MHD_Result do_commit(br_depot *d, struct MHD_Connection *c, request 
       }
   br_xfer__index_batch_end(&d->store);
   br_xfer_manifest_free(m);
-  if (json_array_size(missing))
+  if (json_array_size(missing)) {
+    br_xfer__store_unlock(lock);
     return reply_json(c, MHD_HTTP_CONFLICT,
                       json_pack("{ss so}", "error", "snapshot names missing chunks",
                                 "missing", missing));
+  }
   json_decref(missing);
   int64_t v = 0;
-  if (br_xfer__store_commit(&d->store, name, (const char *)rq->body.data, rq->body.len, &v,
-                            &err))
-    return reply_error(c, (unsigned)status_of(err.code), err.msg);
+  int rc = br_xfer__store_commit(&d->store, name, (const char *)rq->body.data, rq->body.len, &v,
+                                 &err);
+  br_xfer__store_unlock(lock);
+  if (rc) return reply_error(c, (unsigned)status_of(err.code), err.msg);
   return reply_json(c, MHD_HTTP_OK, json_pack("{sI}", "version", (json_int_t)v));
 }
 
@@ -584,6 +640,8 @@ int br_depot_start(const br_depot_opts *opts, br_depot **out, br_error *err) {
       (uint16_t)port, NULL, NULL, handler, d, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
       MHD_OPTION_NOTIFY_COMPLETED, completed, d, MHD_OPTION_CONNECTION_TIMEOUT,
       (unsigned int)120, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)512,
+      /* bodies arrive in large reads, not 16 KiB ones */
+      MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(512 * 1024),
       MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int)1, MHD_OPTION_END);
   if (!d->mhd) {
     br_depot_stop(d);

@@ -132,6 +132,19 @@ int br_xfer__write_whole(int fd, bool direct, const void *data, size_t len) {
   return br_xfer__pwrite_all(fd, data, len, 0);
 }
 
+int br_xfer__write_whole_buf(int fd, bool direct, uint8_t *data, size_t len, size_t cap) {
+  size_t padded = (len + BR_XFER__DIO_ALIGN - 1) / BR_XFER__DIO_ALIGN * BR_XFER__DIO_ALIGN;
+  if (!direct || (uintptr_t)data % BR_XFER__DIO_ALIGN || cap < padded)
+    return br_xfer__write_whole(fd, direct, data, len);
+  uint8_t *buf = data;
+  size_t bcap = cap;
+  int w = br_xfer__pwrite_direct(fd, data, len, 0, &buf, &bcap);
+  if (w == 0 && len % BR_XFER__DIO_ALIGN && ftruncate(fd, (off_t)len) != 0) w = -errno;
+  if (w != -EINVAL) return w;
+  if (br_xfer__direct_off(fd)) return -EINVAL;
+  return br_xfer__pwrite_all(fd, data, len, 0);
+}
+
 int br_xfer__direct_off(int fd) {
   int fl = fcntl(fd, F_GETFL);
   if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_DIRECT) != 0) return -errno;

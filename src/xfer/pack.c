@@ -110,27 +110,43 @@ bool br_xfer__index_has(br_xfer__store *s, const br_xfer_digest *d) {
   return found;
 }
 
-int br_xfer__index_open_object(br_xfer__store *s, const br_xfer_digest *d, int *fd,
-                               int64_t *off, int64_t *len) {
+int br_xfer__index_locate(br_xfer__store *s, const br_xfer_digest *d, char *rel, size_t size,
+                          int64_t *off, int64_t *len) {
   br_xfer__index *x = s->index;
-  char rel[128] = "";
+  rel[0] = 0;
   pthread_mutex_lock(&x->mu);
   sqlite3_reset(x->find);
   sqlite3_bind_blob(x->find, 1, d->b, BR_XFER_DIGEST_LEN, SQLITE_STATIC);
   if (sqlite3_step(x->find) == SQLITE_ROW) {
-    snprintf(rel, sizeof rel, "packs/%s", (const char *)sqlite3_column_text(x->find, 0));
+    snprintf(rel, size, "packs/%s", (const char *)sqlite3_column_text(x->find, 0));
     *off = sqlite3_column_int64(x->find, 1);
     *len = sqlite3_column_int64(x->find, 2);
   }
   sqlite3_reset(x->find);
   pthread_mutex_unlock(&x->mu);
-  if (!rel[0]) return BR_ENOTFOUND;
-  *fd = openat(s->rootfd, rel, O_RDONLY | O_CLOEXEC);
-  return *fd < 0 ? BR_EIO : BR_OK;
+  return rel[0] ? BR_OK : BR_ENOTFOUND;
+}
+
+int br_xfer__index_open_object(br_xfer__store *s, const br_xfer_digest *d, int *fd,
+                               int64_t *off, int64_t *len) {
+  char rel[128];
+  /* twice: a gc may have moved the object to a new pack in between */
+  for (int attempt = 0; attempt < 2; attempt++) {
+    if (br_xfer__index_locate(s, d, rel, sizeof rel, off, len)) return BR_ENOTFOUND;
+    *fd = openat(s->rootfd, rel, O_RDONLY | O_CLOEXEC);
+    if (*fd >= 0) return BR_OK;
+    if (errno != ENOENT) return BR_EIO;
+  }
+  return BR_ENOTFOUND;
 }
 
 int br_xfer__pack_write(br_xfer__store *s, const br_xfer__buf *pack,
                         const br_xfer__packed *objs, size_t n, br_error *err) {
+  return br_xfer__pack_write_ex(s, pack, objs, n, false, err);
+}
+
+int br_xfer__pack_write_ex(br_xfer__store *s, const br_xfer__buf *pack,
+                           const br_xfer__packed *objs, size_t n, bool move, br_error *err) {
   if (n == 0) return BR_OK;
   br_xfer__index *x = s->index;
   /* A fresh name: letters from a digest of time, pid and this call. */
@@ -148,17 +164,14 @@ int br_xfer__pack_write(br_xfer__store *s, const br_xfer__buf *pack,
   int fd = br_xfer__open_new(s->rootfd, rel, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644,
                              &direct);
   if (fd < 0) return br_error_set(err, BR_EIO, "create %s/%s: %s", s->root, rel, strerror(errno));
-  int w = br_xfer__write_whole(fd, direct, pack->data, pack->len);
-  if (w == 0 && fsync(fd) != 0) w = -errno;
+  int w = br_xfer__write_whole_buf(fd, direct, pack->data, pack->len, pack->cap);
   close(fd);
+  /* the pack and its name on disk, in a sync shared with the uploads
+   * running at the same time */
+  if (w == 0) w = br_xfer__store_sync(s);
   if (w) {
     unlinkat(s->rootfd, rel, 0);
     return br_error_set(err, BR_EIO, "write %s/%s: %s", s->root, rel, strerror(-w));
-  }
-  int dfd = openat(s->rootfd, "packs", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    br_xfer__fsync_dirfd(dfd);
-    close(dfd);
   }
   /* The pack is durable; now make it reachable, all at once. */
   pthread_mutex_lock(&x->mu);
@@ -170,15 +183,22 @@ int br_xfer__pack_write(br_xfer__store *s, const br_xfer__buf *pack,
     sqlite3_reset(x->add_pack);
   }
   sqlite3_int64 id = sqlite3_last_insert_rowid(x->db);
-  for (size_t i = 0; i < n && rc == SQLITE_OK; i++) {
-    sqlite3_reset(x->add_obj);
-    sqlite3_bind_blob(x->add_obj, 1, objs[i].d.b, BR_XFER_DIGEST_LEN, SQLITE_STATIC);
-    sqlite3_bind_int64(x->add_obj, 2, id);
-    sqlite3_bind_int64(x->add_obj, 3, objs[i].off);
-    sqlite3_bind_int64(x->add_obj, 4, objs[i].len);
-    rc = sqlite3_step(x->add_obj) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
-    sqlite3_reset(x->add_obj);
+  sqlite3_stmt *add = x->add_obj, *mv = NULL;
+  if (move && rc == SQLITE_OK) { /* gc's repack: the objects now live here */
+    rc = sqlite3_prepare_v2(x->db, "INSERT OR REPLACE INTO objects VALUES (?,?,?,?)", -1, &mv,
+                            NULL);
+    add = mv;
   }
+  for (size_t i = 0; i < n && rc == SQLITE_OK; i++) {
+    sqlite3_reset(add);
+    sqlite3_bind_blob(add, 1, objs[i].d.b, BR_XFER_DIGEST_LEN, SQLITE_STATIC);
+    sqlite3_bind_int64(add, 2, id);
+    sqlite3_bind_int64(add, 3, objs[i].off);
+    sqlite3_bind_int64(add, 4, objs[i].len);
+    rc = sqlite3_step(add) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
+    sqlite3_reset(add);
+  }
+  sqlite3_finalize(mv);
   if (rc == SQLITE_OK) rc = sqlite3_exec(x->db, "COMMIT", NULL, NULL, NULL);
   if (rc != SQLITE_OK) {
     br_error_set(err, BR_EIO, "depot index: %s", sqlite3_errmsg(x->db));
@@ -260,4 +280,61 @@ void br_xfer__pack_clean(br_xfer__store *s) {
   sqlite3_finalize(q);
   pthread_mutex_unlock(&x->mu);
   closedir(dir);
+}
+
+int br_xfer__index_scan(br_xfer__store *s,
+                        int (*cb)(void *ud, int64_t pack, const char *name,
+                                  const br_xfer_digest *d, int64_t off, int64_t len),
+                        void *ud, br_error *err) {
+  br_xfer__index *x = s->index;
+  sqlite3_stmt *q = NULL;
+  pthread_mutex_lock(&x->mu);
+  int rc = sqlite3_prepare_v2(x->db,
+                              "SELECT p.id, p.name, o.digest, o.off, o.len FROM objects o JOIN "
+                              "packs p ON p.id = o.pack ORDER BY p.id, o.off",
+                              -1, &q, NULL);
+  int out = rc == SQLITE_OK ? BR_OK : br_error_set(err, BR_EIO, "depot index unreadable");
+  while (out == BR_OK && (rc = sqlite3_step(q)) == SQLITE_ROW) {
+    br_xfer_digest d;
+    if (sqlite3_column_bytes(q, 2) != BR_XFER_DIGEST_LEN) continue;
+    memcpy(d.b, sqlite3_column_blob(q, 2), BR_XFER_DIGEST_LEN);
+    out = cb(ud, sqlite3_column_int64(q, 0), (const char *)sqlite3_column_text(q, 1), &d,
+             sqlite3_column_int64(q, 3), sqlite3_column_int64(q, 4));
+  }
+  if (out == BR_OK && rc != SQLITE_DONE)
+    out = br_error_set(err, BR_EIO, "depot index: %s", sqlite3_errmsg(x->db));
+  sqlite3_finalize(q);
+  pthread_mutex_unlock(&x->mu);
+  return out;
+}
+
+int br_xfer__index_drop_packs(br_xfer__store *s, const int64_t *ids, size_t n, br_error *err) {
+  if (!n) return BR_OK;
+  br_xfer__index *x = s->index;
+  pthread_mutex_lock(&x->mu);
+  int rc = sqlite3_exec(x->db,
+                        "BEGIN IMMEDIATE; CREATE TEMP TABLE IF NOT EXISTS dead (id INTEGER "
+                        "PRIMARY KEY); DELETE FROM dead;",
+                        NULL, NULL, NULL);
+  sqlite3_stmt *ins = NULL;
+  if (rc == SQLITE_OK)
+    rc = sqlite3_prepare_v2(x->db, "INSERT OR IGNORE INTO dead VALUES (?)", -1, &ins, NULL);
+  for (size_t i = 0; i < n && rc == SQLITE_OK; i++) {
+    sqlite3_reset(ins);
+    sqlite3_bind_int64(ins, 1, ids[i]);
+    rc = sqlite3_step(ins) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
+  }
+  sqlite3_finalize(ins);
+  /* the rows still pointing at them: moved objects point elsewhere now */
+  if (rc == SQLITE_OK)
+    rc = sqlite3_exec(x->db,
+                      "DELETE FROM objects WHERE pack IN (SELECT id FROM dead);"
+                      "DELETE FROM packs WHERE id IN (SELECT id FROM dead); COMMIT;",
+                      NULL, NULL, NULL);
+  if (rc != SQLITE_OK) {
+    br_error_set(err, BR_EIO, "depot index: %s", sqlite3_errmsg(x->db));
+    sqlite3_exec(x->db, "ROLLBACK", NULL, NULL, NULL);
+  }
+  pthread_mutex_unlock(&x->mu);
+  return rc == SQLITE_OK ? BR_OK : BR_EIO;
 }

@@ -2,10 +2,13 @@
  * right digest, fetch its missing chunks into a hidden partial file beside
  * the destination (.braid-partial-<letters>: no digits, so no frame pattern
  * ever matches it), verify each chunk and then the whole file, set mode and
- * mtime, fsync, rename over the final name and fsync the directory. A
- * partial left by a cut or a cancel is re-verified chunk by chunk on the
- * next pull and only what failed is fetched again. Small files come in
- * bundles, many to a request; large files as parallel ranged chunk GETs. */
+ * mtime, make it durable, rename it over the final name, and make the
+ * rename durable (see "installing" below: in batches). A partial left by a
+ * cut or a cancel is re-verified chunk by chunk on the next pull and only
+ * what failed is fetched again. Small files come in bundles, many to a
+ * request; large files as parallel ranged chunk GETs. Files are written
+ * with direct I/O where the file system allows: no page cache to fill, and
+ * nothing left for the sync to write. */
 #include "client_int.h"
 
 #include <dirent.h>
@@ -30,7 +33,8 @@ typedef struct lfile {
   bool *ok;    /* per chunk: verified in the partial */
   size_t left; /* chunks still to fetch */
   int fd;      /* the partial, while chunks arrive */
-  bool direct; /* fd has O_DIRECT */
+  atomic_bool direct;  /* fd has O_DIRECT (cleared by a writer if refused) */
+  atomic_int inflight; /* pieces handed to the writers, not yet written */
   bool done;
 } lfile;
 
@@ -50,12 +54,20 @@ typedef struct installer {
   struct install_job *ready;       /* written, to commit (newest first) */
   size_t nready;
   size_t committing; /* jobs in the committer's hands */
+  bool draining;     /* someone waits for the end: commit at once */
   int queued, busy, stop, nth, cstop, has_committer;
   int64_t queued_bytes;
   int64_t done;
   int rc;
   br_error err;
   pthread_t th[16], committer;
+  void *spare; /* piece buffers written and free again (a list through their first bytes) */
+  int nspare;
+  /* one directory fd per file system renamed into (synced at the end; past
+   * eight file systems, a batch syncs its own directories) */
+  int devfd[8];
+  dev_t dev[8];
+  int ndev;
 } installer;
 
 typedef struct pull {
@@ -104,15 +116,15 @@ static int fail_io(br_error *err, const char *what, const ljob *j, const char *p
 
 /* ---- installing: write, sync and rename off the event loop ----
  * Writers create and fill small files' partials, several at once (creating
- * files is most of the kernel's work for a tree of small files). A
- * committer takes every partial that is complete, makes them all durable at
- * once, renames them and syncs each directory touched once. "Durable at
- * once": one syncfs() of the destination's file system for a batch of
- * files (a single file is fsync'ed), so a batch costs two journal commits
- * rather than two per file. The guarantee stays: no file appears under its
- * final name before its content is on disk. While the committer syncs, the
- * writers fill the next batch. The loop thread has set mode and mtime and
- * started write-back of large files already. */
+ * files is most of the kernel's work for a tree of small files), and write
+ * large files' pieces. A committer takes every partial that is complete,
+ * makes them all durable at once, and renames them: one syncfs() of the
+ * destination's file system for the batch (a lone file is fsync'ed), not an
+ * fsync per file and per directory. That same syncfs also makes the previous
+ * batch's renames durable; the last batch's are synced when the pull ends.
+ * The guarantee stays: no file appears under its final name before its
+ * content is on disk, and a pull that reports success has everything on
+ * disk. While the committer syncs, the writers fill the next batch. */
 
 /* A received bundle body, shared by the install jobs of its files. */
 typedef struct blob {
@@ -141,14 +153,21 @@ typedef struct install_job {
   ino_t ino; /* the partial's inode, once written */
   int rc;    /* the write stage's result */
   br_error err;
+  /* A piece of a large file (direct I/O): owned, aligned bytes to write at
+   * off through fd (a dup of the partial's); no commit follows. */
+  bool piece;
+  int64_t off;
 } install_job;
 
 #define WRITERS 4 /* with direct I/O a writer mostly waits for the disk */
+#define DIRECT_PIECE (1024 * 1024) /* direct writes of a large file's chunk, at most */
 /* Jobs between the loop thread and the end of their commit, at most: each
  * holds a directory fd (and a large file its own), so this bounds the fds
  * too; a commit takes all that are written, up to this many. */
 #define INSTALL_INFLIGHT 512
 #define INSTALL_QUEUE_BYTES (64 * 1024 * 1024)
+#define COMMIT_GATHER 128  /* files a commit waits for ... */
+#define COMMIT_GATHER_MS 8 /* ... for at most this long, while writers are busy */
 
 static char *content_path(const char *cache, const br_xfer_digest *d, bool mkdir_);
 
@@ -233,6 +252,48 @@ static void job_free(install_job *j) {
   free(j);
 }
 
+/* A piece of a large file: written (unless the pull is stopping), then the
+ * file has one piece less in flight. */
+static void write_piece(installer *in, install_job *j, bool failed) {
+  lfile *lf = j->lf;
+  int w = 0;
+  size_t cap = DIRECT_PIECE; /* write_at may only grow it (never for a piece) */
+  if (!failed) {
+    bool direct = atomic_load(&lf->direct);
+    w = write_at(j->p, j->fd, &direct, j->owned, j->len, j->off, &j->owned, &cap);
+    if (!direct) atomic_store(&lf->direct, false);
+    /* the file's last piece was padded past its end: cut it back (finalize
+     * may have truncated before this write) */
+    if (w == 0 && direct && j->off + (int64_t)j->len == lf->e->size &&
+        j->len % BR_XFER__DIO_ALIGN && ftruncate(j->fd, (off_t)lf->e->size) != 0)
+      w = -errno;
+  }
+  br_error err;
+  br_error_clear(&err);
+  if (w) fail_io(&err, "write", lf->job, lf->e->path, -w);
+  close(j->fd);
+  size_t len = j->len;
+  pthread_mutex_lock(&in->mu);
+  /* keep the buffer for the next piece: fresh memory costs a page fault a page */
+  if (in->nspare < INSTALL_QUEUE_BYTES / DIRECT_PIECE && cap == DIRECT_PIECE) {
+    *(void **)j->owned = in->spare;
+    in->spare = j->owned;
+    in->nspare++;
+  } else {
+    free(j->owned);
+  }
+  free(j);
+  in->busy--;
+  in->queued_bytes -= (int64_t)len;
+  atomic_fetch_sub(&lf->inflight, 1);
+  if (w && !in->rc) {
+    in->rc = err.code;
+    in->err = err;
+  }
+  pthread_cond_broadcast(&in->cv);
+  pthread_mutex_unlock(&in->mu);
+}
+
 /* Writers: the write stage, then hand the job to the committer. */
 static void *writer_main(void *arg) {
   installer *in = arg;
@@ -253,6 +314,10 @@ static void *writer_main(void *arg) {
     pthread_mutex_unlock(&in->mu);
     if (!j) break;
     br_error_clear(&j->err);
+    if (j->piece) {
+      write_piece(in, j, failed);
+      continue;
+    }
     /* After a failure the pull is stopping: put nothing more in place (a
      * partial written already stays for the resume). */
     j->rc = failed ? BR_ECANCEL : BR_OK;
@@ -326,6 +391,12 @@ static void commit_batch(installer *in, install_job **v, size_t n) {
     }
   }
   n = m;
+  /* a large file's last pieces may still be with the writers */
+  pthread_mutex_lock(&in->mu);
+  for (size_t i = 0; i < n; i++)
+    while (atomic_load(&v[i]->lf->inflight) > 0) pthread_cond_wait(&in->cv, &in->mu);
+  failed = failed || in->rc != 0;
+  pthread_mutex_unlock(&in->mu);
   if (failed && n) rc = rc ? rc : BR_ECANCEL;
   if (rc == BR_OK && n) {
     int e = sync_batch(v, n);
@@ -339,24 +410,24 @@ static void commit_batch(installer *in, install_job **v, size_t n) {
     }
     renamed++;
   }
-  /* each directory touched once (past 64 of them, some twice) */
-  struct {
-    dev_t dev;
-    ino_t ino;
-  } seen[64];
-  size_t nseen = 0;
+  /* the renames become durable with the next batch's syncfs, or at the
+   * end (installer_sync): remember a directory on each file system */
   for (size_t i = 0; i < renamed; i++) {
-    struct stat st = {0};
-    bool dup = false;
-    if (fstat(v[i]->dirfd, &st) == 0)
-      for (size_t k = 0; k < nseen && !dup; k++)
-        dup = seen[k].dev == st.st_dev && seen[k].ino == st.st_ino;
-    if (dup) continue;
-    br_xfer__fsync_dirfd(v[i]->dirfd);
-    if (nseen < sizeof seen / sizeof seen[0]) {
-      seen[nseen].dev = st.st_dev;
-      seen[nseen++].ino = st.st_ino;
+    struct stat st;
+    if (fstat(v[i]->dirfd, &st) != 0) {
+      br_xfer__fsync_dirfd(v[i]->dirfd);
+      continue;
     }
+    bool known = false;
+    for (int k = 0; k < in->ndev && !known; k++) known = in->dev[k] == st.st_dev;
+    if (known) continue;
+    int fd = in->ndev < 8 ? dup(v[i]->dirfd) : -1;
+    if (fd < 0) { /* too many file systems: this one now */
+      br_xfer__fsync_dirfd(v[i]->dirfd);
+      continue;
+    }
+    in->devfd[in->ndev] = fd;
+    in->dev[in->ndev++] = st.st_dev;
   }
   if (renamed) {
     br_xfer__hcache_begin(p->hc);
@@ -393,6 +464,16 @@ static void *committer_main(void *arg) {
     if (!in->ready) {
       pthread_mutex_unlock(&in->mu);
       break;
+    }
+    /* A sync costs about the same for 10 files or 200: while more are
+     * being written, let the batch grow a little. */
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += COMMIT_GATHER_MS * 1000000L;
+    if (until.tv_nsec >= 1000000000L) until.tv_sec++, until.tv_nsec -= 1000000000L;
+    while (in->nready < COMMIT_GATHER && !in->draining && !in->cstop && !in->rc &&
+           (in->queued || in->busy) && (size_t)in->queued + (size_t)in->busy + in->nready < INSTALL_INFLIGHT &&
+           pthread_cond_timedwait(&in->cv, &in->mu, &until) == 0) {
     }
     /* the oldest first: the list is newest first */
     size_t n = 0;
@@ -435,12 +516,27 @@ static int installer_start(installer *in) {
 /* Waits until every queued install finished; its first error, if any. */
 static int installer_drain(installer *in, br_error *err) {
   pthread_mutex_lock(&in->mu);
+  in->draining = true;
+  pthread_cond_broadcast(&in->cv);
   while (in->queued || in->busy || in->ready || in->committing)
     pthread_cond_wait(&in->cv, &in->mu);
+  in->draining = false;
   int rc = in->rc;
   if (rc && err) *err = in->err;
   pthread_mutex_unlock(&in->mu);
   return rc;
+}
+
+/* After a drain: the last renames made durable (one syncfs per file
+ * system renamed into). 0 or an errno. */
+static int installer_sync(installer *in) {
+  int e = 0;
+  for (int k = 0; k < in->ndev; k++) {
+    if (syncfs(in->devfd[k]) != 0 && !e) e = errno;
+    close(in->devfd[k]);
+  }
+  in->ndev = 0;
+  return e;
 }
 
 static void installer_stop(installer *in) {
@@ -458,6 +554,13 @@ static void installer_stop(installer *in) {
   pthread_mutex_unlock(&in->mu);
   if (in->has_committer) pthread_join(in->committer, NULL);
   in->has_committer = 0;
+  while (in->spare) {
+    void *next = *(void **)in->spare;
+    free(in->spare);
+    in->spare = next;
+  }
+  for (int k = 0; k < in->ndev; k++) close(in->devfd[k]);
+  in->ndev = 0;
   pthread_mutex_destroy(&in->mu);
   pthread_cond_destroy(&in->cv);
 }
@@ -541,6 +644,13 @@ static int install(pull *p, lfile *lf, int dirfd, int fd, const char *pn, const 
 /* All chunks are in the partial: verify the whole file and install it. */
 static int finalize(pull *p, lfile *lf, br_error *err) {
   const br_xfer_entry *e = lf->e;
+  /* The file's last pieces may still be with the writers (the padded last
+   * one grows the file until its writer cuts it back): wait for them
+   * before the size is set and checked. */
+  installer *in = &p->inst;
+  pthread_mutex_lock(&in->mu);
+  while (atomic_load(&lf->inflight) > 0) pthread_cond_wait(&in->cv, &in->mu);
+  pthread_mutex_unlock(&in->mu);
   const char *base;
   int dirfd = br_xfer__open_parent(lf->job->rootfd, e->path, true, &base, err);
   if (dirfd < 0) return dirfd;
@@ -924,22 +1034,49 @@ static void bundle_salvage(br_xfer__req *r) {
 /* A chunk streams straight into the partial at its offset while its digest
  * is computed: no chunk-sized buffer, one pass. Bytes that fail verification
  * stay unmarked in the partial and are fetched again. */
-#define DIRECT_PIECE (1024 * 1024) /* direct writes of a chunk, at most */
-
 static void chunk_restart(br_xfer__req *r) {
   fetch *f = r->ctx;
+  lfile *lf = f->files[0];
   EVP_DigestInit_ex(f->md, EVP_sha256(), NULL);
   f->dlen = 0;
-  f->doff = (int64_t)f->chunk * f->files[0]->job->m->chunk_size;
+  f->doff = (int64_t)f->chunk * lf->job->m->chunk_size;
+  /* Bytes of an earlier attempt may still be with the writers: they must
+   * land before this attempt's bytes at the same offsets. */
+  installer *in = &f->p->inst;
+  pthread_mutex_lock(&in->mu);
+  while (atomic_load(&lf->inflight) > 0) pthread_cond_wait(&in->cv, &in->mu);
+  pthread_mutex_unlock(&in->mu);
 }
 
-/* Writes what the chunk holds back for direct I/O (at the chunk's end,
- * padded: only a file's last chunk ends unaligned, and finalize truncates). */
+/* Hands what the chunk holds back for direct I/O to a writer as one piece
+ * (at the chunk's end padded: only a file's last chunk ends unaligned, and
+ * finalize truncates). A pull turned buffered writes it here. */
 static int chunk_flush(fetch *f, br_error *err) {
   lfile *lf = f->files[0];
   if (!f->dlen) return 0;
-  int w = write_at(f->p, lf->fd, &lf->direct, f->dbuf, f->dlen, f->doff, &f->dbuf, &f->dcap);
-  if (w) return fail_io(err, "write", lf->job, lf->e->path, -w);
+  if (!atomic_load(&lf->direct)) {
+    int w = br_xfer__pwrite_all(lf->fd, f->dbuf, f->dlen, f->doff);
+    if (w) return fail_io(err, "write", lf->job, lf->e->path, -w);
+  } else {
+    install_job *j = calloc(1, sizeof *j);
+    int fd = j ? dup(lf->fd) : -1;
+    if (fd < 0) {
+      free(j);
+      return fail_io(err, "write", lf->job, lf->e->path, j ? errno : ENOMEM);
+    }
+    j->p = f->p;
+    j->lf = lf;
+    j->piece = true;
+    j->fd = fd;
+    j->dirfd = -1;
+    j->owned = f->dbuf; /* the writer frees it */
+    j->len = f->dlen;
+    j->off = f->doff;
+    f->dbuf = NULL;
+    f->dcap = 0;
+    atomic_fetch_add(&lf->inflight, 1);
+    enqueue(f->p, j);
+  }
   f->doff += (int64_t)f->dlen;
   f->dlen = 0;
   return 0;
@@ -956,13 +1093,12 @@ static int chunk_sink(br_xfer__req *r, const uint8_t *data, size_t len) {
     if (dirfd < 0) return dirfd;
     char pn[64];
     br_xfer__partial_name(base, pn, sizeof pn);
-    if (cs % BR_XFER__DIO_ALIGN == 0) {
-      lf->fd = open_partial(f->p, dirfd, pn, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC,
-                            &lf->direct);
-    } else {
-      lf->direct = false;
+    bool direct = false;
+    if (cs % BR_XFER__DIO_ALIGN == 0)
+      lf->fd = open_partial(f->p, dirfd, pn, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, &direct);
+    else
       lf->fd = openat(dirfd, pn, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
-    }
+    atomic_store(&lf->direct, direct);
     int e2 = errno;
     close(dirfd);
     if (lf->fd < 0) return fail_io(&r->sink_err, "create", lf->job, e->path, e2);
@@ -972,20 +1108,28 @@ static int chunk_sink(br_xfer__req *r, const uint8_t *data, size_t len) {
       return fail_io(&r->sink_err, "write", lf->job, e->path, errno);
   }
   EVP_DigestUpdate(f->md, data, len);
-  if (!lf->direct) {
+  if (!atomic_load(&lf->direct)) {
     if (f->dlen && chunk_flush(f, &r->sink_err)) return -1; /* it just turned buffered */
     int w = br_xfer__pwrite_all(lf->fd, data, len, (int64_t)f->chunk * cs + r->received);
     return w ? fail_io(&r->sink_err, "write", lf->job, e->path, -w) : 0;
   }
-  /* Direct I/O: gathered into aligned pieces, written whole. */
-  if (!f->dbuf) {
-    void *b = NULL;
-    if (posix_memalign(&b, BR_XFER__DIO_ALIGN, DIRECT_PIECE) != 0)
-      return br_error_set(&r->sink_err, BR_ENOMEM, "out of memory");
-    f->dbuf = b;
-    f->dcap = DIRECT_PIECE;
-  }
+  /* Direct I/O: gathered into aligned pieces, each handed to a writer. */
   while (len) {
+    if (!f->dbuf) {
+      installer *in = &f->p->inst;
+      void *b = NULL;
+      pthread_mutex_lock(&in->mu);
+      if (in->spare) {
+        b = in->spare;
+        in->spare = *(void **)b;
+        in->nspare--;
+      }
+      pthread_mutex_unlock(&in->mu);
+      if (!b && posix_memalign(&b, BR_XFER__DIO_ALIGN, DIRECT_PIECE) != 0)
+        return br_error_set(&r->sink_err, BR_ENOMEM, "out of memory");
+      f->dbuf = b;
+      f->dcap = DIRECT_PIECE;
+    }
     size_t take = f->dcap - f->dlen < len ? f->dcap - f->dlen : len;
     memcpy(f->dbuf + f->dlen, data, take);
     f->dlen += take;
@@ -1018,7 +1162,8 @@ static int chunk_done(br_xfer__req *r, br_error *err) {
   }
   if (lf->ok[f->chunk]) return BR_OK;
   /* Buffered: start the chunk's write-back now, the final sync has less left. */
-  if (!lf->direct) sync_file_range(lf->fd, (int64_t)f->chunk * cs, len, SYNC_FILE_RANGE_WRITE);
+  if (!atomic_load(&lf->direct))
+    sync_file_range(lf->fd, (int64_t)f->chunk * cs, len, SYNC_FILE_RANGE_WRITE);
   lf->ok[f->chunk] = true;
   lf->left--;
   p->res->chunks_moved++;
@@ -1272,6 +1417,8 @@ static int run_pull(pull *p, const char *const *sources, const char *const *dirs
   }
   if ((rc = br_xfer__engine_run(&p->eng, err))) return rc;
   if ((rc = installer_drain(&p->inst, err))) return rc;
+  int se = installer_sync(&p->inst);
+  if (se) return br_error_set(err, BR_EIO, "sync %s: %s", p->jobs[0].dir, strerror(se));
   installer_tick(&p->eng, p);
 
   for (size_t j = 0; j < p->njobs; j++) {

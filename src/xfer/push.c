@@ -39,6 +39,7 @@ typedef struct pjob {
   pfile *files;
   size_t n, cap;
   int64_t version;
+  bool conflict; /* its commit was refused: chunks went missing */
 } pjob;
 
 typedef struct cref {
@@ -441,6 +442,13 @@ static int commit_build(br_xfer__req *r, br_xfer__buf *body, br_error *err) {
   return rc ? br_error_set(err, BR_ENOMEM, "out of memory") : BR_OK;
 }
 
+static int commit_refused(br_xfer__req *r, long status, br_error *err) {
+  batch *b = r->ctx;
+  if (status != 409) return BR_EINVAL; /* the usual error */
+  b->p->jobs[b->job].conflict = true;
+  return BR_OK;
+}
+
 static int commit_done(br_xfer__req *r, br_error *err) {
   batch *b = r->ctx;
   json_t *o = json_loadb((const char *)r->resp.data, r->resp.len, 0, NULL);
@@ -455,6 +463,9 @@ static int commit_done(br_xfer__req *r, br_error *err) {
 }
 
 /* ---- the whole push ---- */
+
+static int send_missing(push *p, br_error *err);
+static int commit_jobs(push *p, bool again, br_error *err);
 
 static br_xfer__req *new_req(push *p, const char *base, const char *path, batch **bout) {
   br_xfer__req *r = br_xfer__req_new(base, path);
@@ -475,7 +486,6 @@ static br_xfer__req *new_req(push *p, const char *base, const char *path, batch 
 
 static int run_push(push *p, const char *const *dirs, const char *const *targets,
                     br_error *err) {
-  const br_xfer_opts *o = p->o;
   int rc;
   p->eng.prog.phase = "scan";
   br_xfer__engine_progress(&p->eng, true);
@@ -529,7 +539,30 @@ static int run_push(push *p, const char *const *dirs, const char *const *targets
     if (u == 0 || br_xfer__digest_cmp(&p->uniq[u - 1]->d, &p->uniq[i]->d) != 0)
       p->uniq[u++] = p->uniq[i];
   p->nuniq = u;
+  if ((rc = send_missing(p, err))) return rc;
+  /* A commit refused for chunks the depot no longer has (a gc ran since it
+   * said it had them): ask and send again, then commit those again. */
+  for (int round = 0;; round++) {
+    if ((rc = commit_jobs(p, round > 0, err))) return rc;
+    bool again = false;
+    for (size_t j = 0; j < p->njobs; j++) again = again || p->jobs[j].conflict;
+    if (!again) return BR_OK;
+    if (round == 3)
+      return br_error_set(err, BR_ENET, "the depot kept losing chunks of this push before its "
+                          "commit (is a depot gc running with a short grace period?)");
+    for (size_t i = 0; i < p->nuniq; i++) p->uniq[i]->need = false;
+    p->res->chunks_skipped = p->res->files_moved = 0; /* counted again */
+    p->eng.prog.files_done = p->eng.prog.bytes_done = 0;
+    for (size_t j = 0; j < p->njobs; j++)
+      for (size_t i = 0; i < p->jobs[j].n; i++) p->jobs[j].files[i].pending = 0;
+    if ((rc = send_missing(p, err))) return rc;
+  }
+}
 
+/* Asks which chunks the depot lacks and sends them. */
+static int send_missing(push *p, br_error *err) {
+  const br_xfer_opts *o = p->o;
+  int rc;
   p->eng.prog.phase = "compare";
   const char *base = p->jobs[0].ref.base;
   for (size_t from = 0; from < p->nuniq; from += MISSING_BATCH) {
@@ -605,10 +638,15 @@ static int run_push(push *p, const char *const *dirs, const char *const *targets
     i = k;
   }
   free(send);
-  if ((rc = br_xfer__engine_run(&p->eng, err))) return rc;
+  return br_xfer__engine_run(&p->eng, err);
+}
 
+/* Commits every job (again: only those whose commit was refused). */
+static int commit_jobs(push *p, bool again, br_error *err) {
   p->eng.prog.phase = "commit";
   for (size_t j = 0; j < p->njobs; j++) {
+    if (again && !p->jobs[j].conflict) continue;
+    p->jobs[j].conflict = false;
     char *path = NULL;
     if (asprintf(&path, "/v1/snapshot?name=%s", p->jobs[j].ref.name) < 0)
       return br_error_set(err, BR_ENOMEM, "out of memory");
@@ -620,6 +658,7 @@ static int run_push(push *p, const char *const *dirs, const char *const *targets
     r->content_type = "application/json";
     r->build = commit_build;
     r->done = commit_done;
+    r->refused = commit_refused;
     br_xfer__engine_submit(&p->eng, r);
   }
   return br_xfer__engine_run(&p->eng, err);

@@ -1,6 +1,7 @@
 /* The depot's store: content-addressed objects and snapshots. Large chunks
  * are loose files named by their SHA-256 under objects/ab/; small ones live
- * in packs (pack.c); snapshots are snapshots/NAME/vN.json.
+ * in packs (pack.c); snapshots are snapshots/NAME/vN.json, and a removed
+ * version leaves vN.deleted behind so its number is never given again.
  * Everything is written durably and atomically: a temporary file in tmp/
  * (same file system), fsync, rename (objects) or link (snapshots, which
  * fails if the version exists, so two commits at once take consecutive
@@ -10,6 +11,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +41,8 @@ int br_xfer__store_open(br_xfer__store *s, const char *root, br_error *err) {
     return br_error_set(err, BR_EIO, "open %s: %s", root, strerror(errno));
   }
   pthread_mutex_init(&s->commit_mu, NULL);
+  pthread_mutex_init(&s->sync_mu, NULL);
+  pthread_cond_init(&s->sync_cv, NULL);
   rc = br_xfer__index_open(s, err);
   if (rc) br_xfer__store_close(s);
   return rc;
@@ -49,6 +53,8 @@ void br_xfer__store_close(br_xfer__store *s) {
   if (s->rootfd >= 0) {
     close(s->rootfd);
     pthread_mutex_destroy(&s->commit_mu);
+    pthread_mutex_destroy(&s->sync_mu);
+    pthread_cond_destroy(&s->sync_cv);
   }
   free(s->root);
   s->root = NULL;
@@ -122,33 +128,53 @@ int br_xfer__store_stage(br_xfer__store *s, const br_xfer_digest *d, const void 
   return BR_OK;
 }
 
+int br_xfer__store_sync(br_xfer__store *s) {
+  pthread_mutex_lock(&s->sync_mu);
+  /* what this thread wrote is covered by any sync that starts after now */
+  uint64_t mine = ++s->sync_ticket;
+  int e;
+  while (s->sync_done < mine) {
+    if (s->syncing) {
+      pthread_cond_wait(&s->sync_cv, &s->sync_mu);
+      continue;
+    }
+    s->syncing = true;
+    uint64_t upto = s->sync_ticket;
+    pthread_mutex_unlock(&s->sync_mu);
+    int r = syncfs(s->rootfd) != 0 ? errno : 0;
+    pthread_mutex_lock(&s->sync_mu);
+    s->syncing = false;
+    s->sync_done = upto;
+    if (r) s->sync_err = r; /* sticky: a disk that lost writes is not trusted again */
+    pthread_cond_broadcast(&s->sync_cv);
+  }
+  e = s->sync_err;
+  pthread_mutex_unlock(&s->sync_mu);
+  return e ? -e : 0;
+}
+
 int br_xfer__store_commit_staged(br_xfer__store *s, br_xfer__staged *st, size_t n,
                                  br_error *err) {
   int rc = BR_OK;
-  bool dirs[256] = {false};
+  size_t todo = 0;
+  for (size_t i = 0; i < n; i++) todo += st[i].fd >= 0;
+  /* the bytes on disk, then the names, then the names on disk */
+  int e = todo ? br_xfer__store_sync(s) : 0;
+  if (e) rc = br_error_set(err, BR_EIO, "sync %s: %s", s->root, strerror(-e));
+  size_t renamed = 0;
   for (size_t i = 0; i < n; i++) {
     if (st[i].fd < 0) continue;
     char rel[128];
     object_rel(&st[i].d, rel, sizeof rel);
-    if (rc == BR_OK && fsync(st[i].fd) != 0)
-      rc = br_error_set(err, BR_EIO, "sync %s/%s: %s", s->root, st[i].tmp, strerror(errno));
     close(st[i].fd);
     st[i].fd = -1;
     if (rc == BR_OK && renameat(s->rootfd, st[i].tmp, s->rootfd, rel) != 0)
       rc = br_error_set(err, BR_EIO, "rename to %s/%s: %s", s->root, rel, strerror(errno));
     if (rc != BR_OK) unlinkat(s->rootfd, st[i].tmp, 0);
-    else dirs[st[i].d.b[0]] = true;
+    else renamed++;
   }
-  for (int i = 0; i < 256; i++) {
-    if (!dirs[i]) continue;
-    char dir[32];
-    snprintf(dir, sizeof dir, "objects/%02x", i);
-    int dfd = openat(s->rootfd, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-      br_xfer__fsync_dirfd(dfd);
-      close(dfd);
-    }
-  }
+  if (renamed && (e = br_xfer__store_sync(s)) && rc == BR_OK)
+    rc = br_error_set(err, BR_EIO, "sync %s: %s", s->root, strerror(-e));
   return rc;
 }
 
@@ -206,8 +232,9 @@ int br_xfer__store_fsck(br_xfer__store *s, int64_t *checked, br_error *err) {
   return rc;
 }
 
-/* Highest committed version of a snapshot directory (0 if none). */
-static int64_t latest_version(int dirfd) {
+/* Highest version of a snapshot directory (0 if none): the live ones only,
+ * or counting removed ones too (for the next number). */
+static int64_t latest_version(int dirfd, bool with_removed) {
   int fd = dup(dirfd);
   if (fd < 0) return 0;
   DIR *d = fdopendir(fd);
@@ -220,7 +247,8 @@ static int64_t latest_version(int dirfd) {
   while ((de = readdir(d))) {
     long long v = 0;
     char tail[8] = {0};
-    if (sscanf(de->d_name, "v%lld.%7s", &v, tail) == 2 && strcmp(tail, "json") == 0 &&
+    if (sscanf(de->d_name, "v%lld.%7s", &v, tail) == 2 &&
+        (strcmp(tail, "json") == 0 || (with_removed && strcmp(tail, "deleted") == 0)) &&
         v > best)
       best = v;
   }
@@ -250,10 +278,13 @@ int br_xfer__store_commit(br_xfer__store *s, const char *name, const char *json,
   }
   close(fd);
   /* link() refuses an existing name: the first to link vN owns it. */
-  int64_t v = latest_version(dfd) + 1;
+  int64_t v = latest_version(dfd, true) + 1;
   for (;; v++) {
-    char vname[40];
+    char vname[40], dname[40];
     snprintf(vname, sizeof vname, "v%lld.json", (long long)v);
+    snprintf(dname, sizeof dname, "v%lld.deleted", (long long)v);
+    struct stat st;
+    if (fstatat(dfd, dname, &st, AT_SYMLINK_NOFOLLOW) == 0) continue; /* removed meanwhile */
     if (linkat(s->rootfd, tmp, dfd, vname, 0) == 0) break;
     if (errno != EEXIST) {
       rc = br_error_set(err, BR_EIO, "commit %s: %s", name, strerror(errno));
@@ -277,18 +308,22 @@ int br_xfer__store_get(br_xfer__store *s, const char *name, int64_t version, cha
   br_error e2;
   int dfd = open_snapdir(s, name, false, &e2);
   if (dfd < 0) return br_error_set(err, BR_ENOTFOUND, "no snapshot named '%s'", name);
-  if (version <= 0) version = latest_version(dfd);
+  if (version <= 0) version = latest_version(dfd, false);
   if (version <= 0) {
     close(dfd);
     return br_error_set(err, BR_ENOTFOUND, "no snapshot named '%s'", name);
   }
-  char vname[40];
+  char vname[40], dname[40];
   snprintf(vname, sizeof vname, "v%lld.json", (long long)version);
+  snprintf(dname, sizeof dname, "v%lld.deleted", (long long)version);
   int fd = openat(dfd, vname, O_RDONLY | O_CLOEXEC);
+  struct stat dst;
+  bool removed = fd < 0 && fstatat(dfd, dname, &dst, AT_SYMLINK_NOFOLLOW) == 0;
   close(dfd);
   if (fd < 0)
-    return br_error_set(err, BR_ENOTFOUND, "no version %lld of '%s'", (long long)version,
-                        name);
+    return br_error_set(err, BR_ENOTFOUND, removed ? "version %lld of '%s' was removed"
+                                                   : "no version %lld of '%s'",
+                        (long long)version, name);
   struct stat st;
   if (fstat(fd, &st) != 0 || st.st_size > BR_XFER_MAX_MANIFEST_BYTES) {
     close(fd);
@@ -310,4 +345,44 @@ int br_xfer__store_get(br_xfer__store *s, const char *name, int64_t version, cha
   *len = (size_t)st.st_size;
   *found = version;
   return BR_OK;
+}
+
+int br_xfer__store_rm(br_xfer__store *s, const char *name, int64_t version, br_error *err) {
+  int rc = br_xfer_name_check(name, err);
+  if (rc) return rc;
+  br_error e2;
+  int dfd = open_snapdir(s, name, false, &e2);
+  if (dfd < 0) return br_error_set(err, BR_ENOTFOUND, "no snapshot named '%s'", name);
+  char vname[40], dname[40];
+  snprintf(vname, sizeof vname, "v%lld.json", (long long)version);
+  snprintf(dname, sizeof dname, "v%lld.deleted", (long long)version);
+  /* the tombstone keeps the number: a later commit never reuses it */
+  if (renameat(dfd, vname, dfd, dname) != 0) {
+    int e = errno;
+    close(dfd);
+    if (e == ENOENT)
+      return br_error_set(err, BR_ENOTFOUND, "no version %lld of '%s'", (long long)version, name);
+    return br_error_set(err, BR_EIO, "remove %s@v%lld: %s", name, (long long)version, strerror(e));
+  }
+  br_xfer__fsync_dirfd(dfd);
+  close(dfd);
+  return BR_OK;
+}
+
+int br_xfer__store_lock(br_xfer__store *s, bool exclusive) {
+  /* one open file per holder: flock belongs to the open file, so threads
+   * of one depot each take their own */
+  int fd = openat(s->rootfd, "gc.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return -errno;
+  while (flock(fd, exclusive ? LOCK_EX : LOCK_SH) != 0) {
+    if (errno == EINTR) continue;
+    int e = errno;
+    close(fd);
+    return -e;
+  }
+  return fd;
+}
+
+void br_xfer__store_unlock(int fd) {
+  if (fd >= 0) close(fd);
 }

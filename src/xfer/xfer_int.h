@@ -47,6 +47,9 @@ typedef struct br_xfer__bundle_iter {
 } br_xfer__bundle_iter;
 int br_xfer__bundle_open(br_xfer__bundle_iter *it, const void *data, size_t len,
                          br_error *err);
+/* The raw bytes of a bundle's entries smaller than limit, from their
+ * headers alone (a bound for a buffer; the entries are checked later). */
+size_t br_xfer__bundle_raw_below(const void *data, size_t len, size_t limit);
 /* Next entry: 1 and data, len (raw, decompressed, not yet verified), 0 at
  * the end, or a negative code for a malformed bundle. */
 int br_xfer__bundle_next(br_xfer__bundle_iter *it, br_xfer_digest *d, const uint8_t **data,
@@ -87,6 +90,9 @@ int br_xfer__open_new(int dirfd, const char *name, int flags, mode_t mode, bool 
  * aligned copy, then truncated to len) when direct, else buffered. A file
  * system that refuses the direct write gets a buffered one. 0 or -errno. */
 int br_xfer__write_whole(int fd, bool direct, const void *data, size_t len);
+/* The same from a buffer of capacity cap: aligned, with room for the
+ * padding, it is written in place (its bytes past len are zeroed). */
+int br_xfer__write_whole_buf(int fd, bool direct, uint8_t *data, size_t len, size_t cap);
 /* The hidden temporary name for the file named base: BR_XFER__PARTIAL_PREFIX
  * + 16 letters derived from base. out holds 64 bytes. */
 void br_xfer__partial_name(const char *base, char *out, size_t size);
@@ -151,6 +157,12 @@ typedef struct br_xfer__store {
   int rootfd;
   pthread_mutex_t commit_mu;
   br_xfer__index *index; /* packs of small chunks (pack.c) */
+  /* group sync (br_xfer__store_sync) */
+  pthread_mutex_t sync_mu;
+  pthread_cond_t sync_cv;
+  uint64_t sync_ticket, sync_done;
+  bool syncing;
+  int sync_err;
 } br_xfer__store;
 int br_xfer__store_open(br_xfer__store *s, const char *root, br_error *err);
 void br_xfer__store_close(br_xfer__store *s);
@@ -168,6 +180,11 @@ int br_xfer__store_stage(br_xfer__store *s, const br_xfer_digest *d, const void 
                          size_t len, br_xfer__staged *out, br_error *err);
 int br_xfer__store_commit_staged(br_xfer__store *s, br_xfer__staged *st, size_t n,
                                  br_error *err);
+/* Makes everything written under the root before the call durable (data,
+ * new names, renames): one syncfs() of the depot's file system shared by
+ * every thread that asks while it runs (a group commit), so concurrent
+ * uploads pay one flush, not one per file and directory. 0 or -errno. */
+int br_xfer__store_sync(br_xfer__store *s);
 /* Opens an object for reading: fd, and where its bytes are in it. */
 int br_xfer__store_open_object(br_xfer__store *s, const br_xfer_digest *d, int *fd,
                                int64_t *off, int64_t *size);
@@ -190,16 +207,41 @@ void br_xfer__index_batch_begin(br_xfer__store *s);
 void br_xfer__index_batch_end(br_xfer__store *s);
 int br_xfer__index_open_object(br_xfer__store *s, const br_xfer_digest *d, int *fd,
                                int64_t *off, int64_t *len);
+/* Where a packed object is: rel ("packs/NAME"), off, len; BR_ENOTFOUND when
+ * it is not in a pack. */
+int br_xfer__index_locate(br_xfer__store *s, const br_xfer_digest *d, char *rel, size_t size,
+                          int64_t *off, int64_t *len);
 /* Writes pack (the objects' bytes end to end, as objs locate them) as one
  * new pack file, durably, then indexes them in one transaction. */
 int br_xfer__pack_write(br_xfer__store *s, const br_xfer__buf *pack,
                         const br_xfer__packed *objs, size_t n, br_error *err);
 int br_xfer__index_fsck(br_xfer__store *s, int64_t *checked, br_error *err);
+/* The same as pack_write; move: the objects may be indexed already (in
+ * another pack) and now live in this one (gc's repack). */
+int br_xfer__pack_write_ex(br_xfer__store *s, const br_xfer__buf *pack,
+                           const br_xfer__packed *objs, size_t n, bool move, br_error *err);
+/* Every packed object, ordered by pack and offset; cb returns BR_OK to go
+ * on. The index is held meanwhile. */
+int br_xfer__index_scan(br_xfer__store *s,
+                        int (*cb)(void *ud, int64_t pack, const char *name,
+                                  const br_xfer_digest *d, int64_t off, int64_t len),
+                        void *ud, br_error *err);
+/* Removes packs from the index (the objects still in them with them), in
+ * one durable transaction; their files are the caller's to remove after. */
+int br_xfer__index_drop_packs(br_xfer__store *s, const int64_t *ids, size_t n, br_error *err);
 /* Removes packs a crash left unindexed (older than an hour). */
 void br_xfer__pack_clean(br_xfer__store *s);
 /* Commits manifest JSON under name as the next version (*version). */
 int br_xfer__store_commit(br_xfer__store *s, const char *name, const char *json, size_t len,
                           int64_t *version, br_error *err);
+/* Removes a version: vN.json becomes vN.deleted (its number is never
+ * given again; its chunks go at the next gc). */
+int br_xfer__store_rm(br_xfer__store *s, const char *name, int64_t version, br_error *err);
+/* The lock between snapshot commits (shared) and gc (exclusive), across
+ * processes: a commit's check that its chunks exist and its link are never
+ * split by a gc. Returns a fd to give to unlock, or -errno. */
+int br_xfer__store_lock(br_xfer__store *s, bool exclusive);
+void br_xfer__store_unlock(int fd);
 /* Reads a version (0 = latest): malloc'd JSON and the version found. */
 int br_xfer__store_get(br_xfer__store *s, const char *name, int64_t version, char **json,
                        size_t *len, int64_t *found, br_error *err);
