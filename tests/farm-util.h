@@ -219,7 +219,6 @@ static inline bool farm_settle(farm *f, double timeout) {
   return false;
 }
 
-#endif
 
 /* A graph: a "start" task spawns count children (attribute index 0..N-1)
  * that run the command node "job" with these params (JSON text). */
@@ -320,3 +319,5 @@ static inline farm_invs farm_invocations(farm *f) {
   free(out);
   return c;
 }
+
+#endif

@@ -14,17 +14,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "harness.h"
+#include "farm-util.h" /* farm_bin, farm_src, farm_now, farm_spawn, farm_wait, farm_slurp */
 
-static __attribute__((unused)) const char *braid_bin(void) {
-  const char *b = getenv("BRAID_BIN");
-  return b ? b : "braid";
-}
 
-static __attribute__((unused)) const char *src_dir(void) {
-  const char *s = getenv("BRAID_SOURCE_DIR");
-  return s ? s : "..";
-}
 
 /* The cluster must be there: a missing one is a failure, never a skip. */
 static __attribute__((unused)) void need_cluster(void) {
@@ -34,45 +26,24 @@ static __attribute__((unused)) void need_cluster(void) {
                  "fixture 'slurm' (scripts/slurm-cluster.sh) starts one", conf ? conf : "unset");
 }
 
-static __attribute__((unused)) double mono_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 /* `braid run GRAPH --store braid.db --executor slurm ... EXTRA` in dir,
  * output to dir/run.log. */
 static __attribute__((unused)) pid_t start_slurm_run(const char *dir, const char *graph, const char *extra) {
-  pid_t pid = fork();
-  if (pid == 0) {
-    if (chdir(dir) != 0) _exit(99);
-    int fd = open("run.log", O_WRONLY | O_CREAT | O_APPEND, 0644);
-    int null = open("/dev/null", O_RDONLY);
-    dup2(null, 0);
-    dup2(fd, 1);
-    dup2(fd, 2);
-    char cmd[8192];
-    snprintf(cmd, sizeof cmd,
-             "exec '%s' run '%s' --store braid.db --executor slurm --slurm-listen 127.0.0.1:0 "
-             "--slurm-opt reconcile=1 --slurm-opt output=%s/slurm-%%A_%%a.out --quiet %s",
-             braid_bin(), graph, dir, extra ? extra : "");
-    execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-    _exit(98);
-  }
-  return pid;
+  char cmd[8192];
+  snprintf(cmd, sizeof cmd,
+           "exec '%s' run '%s' --store braid.db --executor slurm --slurm-listen 127.0.0.1:0 "
+           "--slurm-opt reconcile=1 --slurm-opt output=%s/slurm-%%A_%%a.out --quiet %s",
+           farm_bin(), graph, dir, extra ? extra : "");
+  return farm_spawn(dir, "run.log", cmd);
 }
 
-static __attribute__((unused)) int wait_exit(pid_t pid) {
-  int st;
-  waitpid(pid, &st, 0);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
 
 /* Waits up to secs for the process; -1 when it is still running. */
 static __attribute__((unused)) int wait_exit_for(pid_t pid, double secs) {
-  double end = mono_s() + secs;
+  double end = farm_now() + secs;
   int st;
-  while (mono_s() < end) {
+  while (farm_now() < end) {
     pid_t r = waitpid(pid, &st, WNOHANG);
     if (r == pid) return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
     usleep(50 * 1000);
@@ -80,15 +51,6 @@ static __attribute__((unused)) int wait_exit_for(pid_t pid, double secs) {
   return -1;
 }
 
-static __attribute__((unused)) char *slurp(const char *path) {
-  FILE *f = fopen(path, "r");
-  if (!f) return strdup("");
-  char *buf = calloc(1, 1 << 20);
-  size_t n = fread(buf, 1, (1 << 20) - 1, f);
-  buf[n] = '\0';
-  fclose(f);
-  return buf;
-}
 
 static __attribute__((unused)) char *capture(const char *cmd) {
   FILE *p = popen(cmd, "r");
@@ -102,7 +64,7 @@ static __attribute__((unused)) char *capture(const char *cmd) {
 static __attribute__((unused)) void fail_with_log(const char *dir, const char *what, int rc) {
   char path[1024];
   snprintf(path, sizeof path, "%s/run.log", dir);
-  char *text = slurp(path);
+  char *text = farm_slurp(path);
   br_test_fail(__FILE__, __LINE__, "%s (exit %d); run.log:\n%s", what, rc, text);
 }
 
@@ -158,8 +120,8 @@ static __attribute__((unused)) int count_status(const invs *l, const char *statu
 /* Waits until n invocations of this run are running (their Slurm jobs
  * took them). */
 static __attribute__((unused)) void wait_running(const char *dir, int n, double secs) {
-  double end = mono_s() + secs;
-  while (mono_s() < end) {
+  double end = farm_now() + secs;
+  while (farm_now() < end) {
     invs *l = invocations(dir);
     int r = count_status(l, "running");
     invs_free(l);

@@ -5,7 +5,6 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
-#include "farm-util.h"
 #include "slurm-util.h"
 
 /* The Slurm job id of the running invocation of node. */
@@ -60,10 +59,10 @@ TEST(past_the_slurm_time_limit_is_timed_out) {
                             "{\"name\": \"slow\", \"start\": {\"node\": \"slow\"},\n"
                             " \"nodes\": [{\"name\": \"slow\", \"type\": \"command\", \"params\": {\n"
                             "   \"argv\": [\"sleep\", \"313\"], \"slurm\": {\"time\": 1}}}]}\n");
-  double t0 = mono_s();
+  double t0 = farm_now();
   int rc = wait_exit_for(start_slurm_run(dir, graph, ""), 240);
   if (rc != 1) fail_with_log(dir, "braid run should fail (exit 1) with the task timed out", rc);
-  fprintf(stderr, "  timed out after %.0f s\n", mono_s() - t0);
+  fprintf(stderr, "  timed out after %.0f s\n", farm_now() - t0);
   invs *l = invocations(dir);
   CHECK_EQ_INT(l->n, 1); /* timeouts are not retried */
   CHECK_EQ_STR(l->v[0].row.status, "timeout");
@@ -71,7 +70,7 @@ TEST(past_the_slurm_time_limit_is_timed_out) {
   invs_free(l);
   char path[1100];
   snprintf(path, sizeof path, "%s/run.log", dir);
-  char *log = slurp(path);
+  char *log = farm_slurp(path);
   CHECK_CONTAINS(log, "timed out");
   free(log);
   CHECK_EQ_INT(procs_with("[s]leep 313"), 0);
@@ -90,7 +89,7 @@ TEST(sbatch_refusing_a_job_is_a_clear_error) {
   if (rc != 1) fail_with_log(dir, "braid run should fail (exit 1)", rc);
   char path[1100];
   snprintf(path, sizeof path, "%s/run.log", dir);
-  char *log = slurp(path);
+  char *log = farm_slurp(path);
   CHECK_CONTAINS(log, "sbatch failed");
   CHECK_CONTAINS(log, "no_such_partition");
   free(log);
@@ -102,7 +101,7 @@ TEST(sbatch_refusing_a_job_is_a_clear_error) {
                       "   \"argv\": [\"true\"], \"slurm\": {\"partitoin\": \"debug\"}}}]}\n");
   rc = wait_exit_for(start_slurm_run(dir, graph, "--new"), 60);
   if (rc != 1) fail_with_log(dir, "braid run should fail (exit 1) on an unknown slurm setting", rc);
-  log = slurp(path);
+  log = farm_slurp(path);
   CHECK_CONTAINS(log, "unknown slurm setting 'partitoin'");
   free(log);
   free(graph);
@@ -118,12 +117,12 @@ TEST(server_on_slurm_cancel_removes_jobs) {
   int64_t root = farm_submit_graph(&f, farm_jobs_graph("sleepers", 3, "{\"argv\": [\"sleep\", \"317\"]}"),
                                    NULL, 0, NULL);
   CHECK(root > 0);
-  double end = mono_s() + 60;
+  double end = farm_now() + 60;
   int64_t c[BR_TASK_NSTATES];
   do {
     usleep(100 * 1000);
     farm_counts(&f, c);
-  } while (c[BR_TASK_RUNNING] < 3 && mono_s() < end);
+  } while (c[BR_TASK_RUNNING] < 3 && farm_now() < end);
   CHECK_EQ_INT(c[BR_TASK_RUNNING], 3);
   CHECK_EQ_INT(slurm_active("job"), 3);
   json_t *ws = NULL;
@@ -140,15 +139,15 @@ TEST(server_on_slurm_cancel_removes_jobs) {
   int n = 0;
   json_array_foreach(json_object_get(ts, "tasks"), i, t) {
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "'%s' cancel %lld --server '%s' --token '%s' >/dev/null", braid_bin(),
+    snprintf(cmd, sizeof cmd, "'%s' cancel %lld --server '%s' --token '%s' >/dev/null", farm_bin(),
              (long long)json_integer_value(json_object_get(t, "id")), f.url, f.user);
     CHECK_EQ_INT(system(cmd), 0);
     n++;
   }
   json_decref(ts);
   CHECK_EQ_INT(n, 3);
-  end = mono_s() + 30;
-  while ((slurm_active("job") > 0 || procs_with("[s]leep 317") > 0) && mono_s() < end) usleep(100 * 1000);
+  end = farm_now() + 30;
+  while ((slurm_active("job") > 0 || procs_with("[s]leep 317") > 0) && farm_now() < end) usleep(100 * 1000);
   CHECK_EQ_INT(slurm_active("job"), 0);
   CHECK_EQ_INT(procs_with("[s]leep 317"), 0);
   farm_counts(&f, c);
@@ -183,19 +182,19 @@ TEST(sigkill_then_resume_adopts_running_jobs) {
   pid_t pid = start_slurm_run(dir, graph, extra);
   wait_running(dir, 4, 60);
   kill(pid, SIGKILL);
-  wait_exit(pid);
+  farm_wait(pid);
   CHECK_EQ_INT(slurm_active("kept"), 4); /* the jobs go on without braid */
-  double t0 = mono_s();
-  int rc = wait_exit(start_slurm_run(dir, graph, extra));
+  double t0 = farm_now();
+  int rc = farm_wait(start_slurm_run(dir, graph, extra));
   if (rc != 0) fail_with_log(dir, "the resumed run failed", rc);
-  fprintf(stderr, "  resumed in %.1f s\n", mono_s() - t0);
+  fprintf(stderr, "  resumed in %.1f s\n", farm_now() - t0);
   invs *l = invocations(dir);
   CHECK_EQ_INT(l->n, 4); /* adopted, not run again */
   CHECK_EQ_INT(count_status(l, "ok"), 4);
   invs_free(l);
   char path[1100];
   snprintf(path, sizeof path, "%s/ran.txt", dir);
-  char *ran = slurp(path);
+  char *ran = farm_slurp(path);
   int lines = 0;
   for (char *p = ran; *p; p++) lines += *p == '\n';
   CHECK_EQ_INT(lines, 4);

@@ -9,8 +9,8 @@ TEST(reference_scenario_on_slurm) {
   need_cluster();
   char *dir = br_test_tmpdir("slurm-ref");
   char graph[1024];
-  snprintf(graph, sizeof graph, "%s/examples/wedge-mosaic.json", src_dir());
-  int rc = wait_exit(start_slurm_run(dir, graph, ""));
+  snprintf(graph, sizeof graph, "%s/examples/wedge-mosaic.json", farm_src());
+  int rc = farm_wait(start_slurm_run(dir, graph, ""));
   if (rc != 0) fail_with_log(dir, "braid run --executor slurm failed", rc);
   char cmd[2048];
   snprintf(cmd, sizeof cmd,
@@ -64,11 +64,11 @@ TEST(ctrl_c_removes_the_slurm_jobs_and_resume_finishes) {
   wait_running(dir, 4, 60);
   CHECK_EQ_INT(slurm_active("nap"), 4);
   CHECK(procs_with("[s]leep 307") >= 4);
-  double t0 = mono_s();
+  double t0 = farm_now();
   kill(pid, SIGINT);
   int rc = wait_exit_for(pid, 30);
   if (rc != 130) fail_with_log(dir, "Ctrl-C did not stop braid run with 130", rc);
-  fprintf(stderr, "  stopped in %.2f s\n", mono_s() - t0);
+  fprintf(stderr, "  stopped in %.2f s\n", farm_now() - t0);
   /* scancelled before braid exited; Slurm may still be finishing them off
    * (COMPLETING) for a moment */
   for (int i = 0; i < 100 && (slurm_active("nap") > 0 || procs_with("[s]leep 307") > 0); i++)
@@ -83,7 +83,7 @@ TEST(ctrl_c_removes_the_slurm_jobs_and_resume_finishes) {
   char path[1100];
   snprintf(path, sizeof path, "%s/resume", dir);
   fclose(fopen(path, "w"));
-  rc = wait_exit(start_slurm_run(dir, graph, ""));
+  rc = farm_wait(start_slurm_run(dir, graph, ""));
   if (rc != 0) fail_with_log(dir, "the resumed run failed", rc);
   l = invocations(dir);
   CHECK_EQ_INT(count_status(l, "ok"), 4);
