@@ -371,15 +371,13 @@ int br_cli_run(int argc, char **argv) {
   if (rc == BR_EXIT_OK) {
     /* jobs run through the local executor: logs beside the store, the control
      * socket in a short private folder (socket paths are limited in length) */
-    if (db_server) /* a database server's run keeps its logs here */
-      snprintf(log_dir, sizeof log_dir, "%s.braid.db", graph_name);
-    else
-      snprintf(log_dir, sizeof log_dir, "%s", store_path);
-    char *q = strchr(log_dir, '?'); /* options of the store URI */
-    if (q) *q = '\0';
-    size_t len = strlen(log_dir);
-    if (len > 3 && strcmp(log_dir + len - 3, ".db") == 0) log_dir[len - 3] = '\0';
-    strcat(log_dir, ".logs");
+    /* a database server's run keeps its files here, named after the graph */
+    char here[300];
+    snprintf(here, sizeof here, "%s.braid.db", graph_name);
+    const char *side = db_server ? here : store_path;
+    char *logs = br_cli_store_side(side, ".logs");
+    snprintf(log_dir, sizeof log_dir, "%s", logs ? logs : "braid.logs");
+    free(logs);
     br_engine_set_log_dir(e, log_dir);
     /* attribute files and the control socket: on tmpfs when there is one
      * (creating files there is cheap), else in /tmp */
@@ -390,9 +388,9 @@ int br_cli_run(int argc, char **argv) {
     if (strcmp(executor, "slurm") == 0 && !json_object_get(xopts, "state_dir")) {
       /* the Slurm jobs' token, beside the store: jobs still running when
        * this run is killed report to the resumed one */
-      char sd[PATH_MAX + 32];
-      snprintf(sd, sizeof sd, "%.*s.slurm", (int)(strlen(log_dir) - 5), log_dir);
-      json_object_set_new(xopts, "state_dir", json_string(sd));
+      char *sd = br_cli_store_side(side, ".slurm");
+      if (sd) json_object_set_new(xopts, "state_dir", json_string(sd));
+      free(sd);
     }
     br_exec_config cfg = {.slots = slots, .runtime_dir = mkdtemp(runtime_dir), .braid_exe = exe,
                           .grace = grace, .options = xopts};

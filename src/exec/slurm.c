@@ -79,7 +79,6 @@ typedef struct sjob {
   char jobid[48]; /* "JOB_INDEX" once sbatch answered */
   bool cancel;    /* braid cancelled it */
   bool ending;    /* ended by us through br_farm_end: its on_done passes */
-  bool active;    /* Slurm said last: pending or running */
   br_inv_result *held; /* a lost or killed result, waiting for Slurm's word */
   int64_t held_ms, final_ms;
   batch *b;       /* while queued or submitting */
@@ -140,7 +139,7 @@ struct br_executor {
   int max_array;
   int64_t max_jobs;
   double reconcile_s, idle_exit;
-  bool cancel_on_stop, stopping, sacct_off, dead;
+  bool cancel_on_stop, stopping, sacct_off;
   sjob *jobs, *by_jobid;
   int64_t njobs;
   batch *batches; /* queued, by shape, until the next commit */
@@ -391,6 +390,17 @@ static void result_free(br_inv_result *r) {
   free(r);
 }
 
+static sjob *sjob_new(br_executor *ex, const br_invocation *inv, sj_state state) {
+  sjob *s = calloc(1, sizeof *s);
+  if (!s) abort();
+  s->id = inv->id;
+  s->task_id = inv->task_id;
+  s->state = state;
+  HASH_ADD(hh, ex->jobs, id, sizeof s->id, s);
+  ex->njobs++;
+  return s;
+}
+
 static void sjob_free(br_executor *ex, sjob *s) {
   HASH_DELETE(hh, ex->jobs, s);
   if (s->jobid[0]) HASH_DELETE(hj, ex->by_jobid, s);
@@ -638,7 +648,6 @@ static void sbatch_done(br_executor *ex, proc *p, int64_t status, const char *ou
       continue;
     }
     s->state = SJ_SUBMITTED;
-    s->active = true;
     HASH_ADD(hj, ex->by_jobid, jobid, strlen(s->jobid), s);
   }
   batch_free(b);
@@ -787,7 +796,6 @@ static br_inv_status explain(const sjob *s, const char *state, const char *reaso
 
 /* Slurm says the job is over (state, reason). */
 static void job_over(br_executor *ex, sjob *s, const char *state, const char *reason) {
-  s->active = false;
   char msg[768];
   bool assigned = br_farm_assigned(ex->farm, s->id) || s->held;
   br_inv_status st = explain(s, state, reason, assigned, ex->url, msg, sizeof msg);
@@ -817,7 +825,6 @@ static void job_over(br_executor *ex, sjob *s, const char *state, const char *re
 }
 
 static void still_active(br_executor *ex, sjob *s) {
-  s->active = true;
   if (s->held && now_ms() - s->held_ms > HOLD_MAX_MS) { /* Slurm says nothing: as the agent said */
     br_inv_result *h = s->held;
     s->held = NULL;
@@ -839,6 +846,28 @@ static void vanished(br_executor *ex) {
     if (m) job_over(ex, m, "VANISHED", "squeue no longer lists it");
   }
   json_array_clear(ex->missing);
+}
+
+/* "a,b,c" of a list of strings (malloc'd). */
+static char *join_ids(const json_t *list) {
+  size_t len = 0, cap = 256, i;
+  char *ids = malloc(cap);
+  if (!ids) abort();
+  ids[0] = '\0';
+  json_t *v;
+  json_array_foreach(list, i, v) app(&ids, &len, &cap, "%s%s", i ? "," : "", json_string_value(v));
+  return ids;
+}
+
+/* scancel and the job ids of ex->to_cancel (NULL-terminated; the strings
+ * are borrowed from the list). */
+static char **scancel_argv(br_executor *ex) {
+  size_t n = json_array_size(ex->to_cancel);
+  char **argv = calloc(n + 2, sizeof *argv);
+  if (!argv) abort();
+  argv[0] = (char *)ex->scancel;
+  for (size_t i = 0; i < n; i++) argv[i + 1] = (char *)json_string_value(json_array_get(ex->to_cancel, i));
+  return argv;
 }
 
 static void sacct_done(br_executor *ex, proc *p, int64_t status, const char *out, const char *err) {
@@ -913,12 +942,7 @@ static void squeue_done(br_executor *ex, proc *p, int64_t status, const char *ou
   if (!json_array_size(ex->missing)) return;
   if (ex->sacct_off) return vanished(ex);
   /* gone from squeue (MinJobAge): accounting may know */
-  size_t len = 0, cap = 256, i;
-  char *ids = malloc(cap), err2[256];
-  if (!ids) abort();
-  ids[0] = '\0';
-  json_t *v;
-  json_array_foreach(ex->missing, i, v) app(&ids, &len, &cap, "%s%s", i ? "," : "", json_string_value(v));
+  char *ids = join_ids(ex->missing), err2[256];
   char *argv[] = {(char *)ex->sacct, "-n", "-P", "-X", "-j", ids, "-o", "JobID,State", NULL};
   ex->reconciling = true;
   if (proc_run(ex, argv, NULL, sacct_done, NULL, err2, sizeof err2)) {
@@ -936,23 +960,21 @@ static void reconcile(br_executor *ex) {
     return;
   }
   ex->reconcile_soon = false;
-  json_t *arrays = json_object();
+  json_t *seen = json_object(), *arrays = json_array();
   sjob *s, *tmp;
   HASH_ITER(hh, ex->jobs, s, tmp) if (s->state == SJ_SUBMITTED) {
     char arr[48];
     snprintf(arr, sizeof arr, "%s", s->jobid);
     char *us = strchr(arr, '_');
     if (us) *us = '\0';
-    json_object_set_new(arrays, arr, json_true());
+    if (!json_object_get(seen, arr)) {
+      json_object_set_new(seen, arr, json_true());
+      json_array_append_new(arrays, json_string(arr));
+    }
   }
-  if (json_object_size(arrays)) {
-    size_t len = 0, cap = 256;
-    char *ids = malloc(cap), err[256];
-    if (!ids) abort();
-    ids[0] = '\0';
-    const char *k;
-    json_t *v;
-    json_object_foreach(arrays, k, v) app(&ids, &len, &cap, "%s%s", len ? "," : "", k);
+  json_decref(seen);
+  if (json_array_size(arrays)) {
+    char *ids = join_ids(arrays), err[256];
     char *argv[] = {(char *)ex->squeue, "-h", "-r", "-t", "all", "-j", ids, "-o", "%i|%T|%r", NULL};
     ex->reconciling = true;
     if (proc_run(ex, argv, NULL, squeue_done, NULL, err, sizeof err)) {
@@ -977,12 +999,8 @@ static void scancel_done(br_executor *ex, proc *p, int64_t status, const char *o
 
 /* Sends the scancels asked for, in one call. */
 static void flush_cancels(br_executor *ex) {
-  size_t n = json_array_size(ex->to_cancel);
-  if (!n) return;
-  char **argv = calloc(n + 3, sizeof *argv), err[256];
-  if (!argv) abort();
-  argv[0] = (char *)ex->scancel;
-  for (size_t i = 0; i < n; i++) argv[i + 1] = (char *)json_string_value(json_array_get(ex->to_cancel, i));
+  if (!json_array_size(ex->to_cancel)) return;
+  char **argv = scancel_argv(ex), err[256];
   if (proc_run(ex, argv, NULL, scancel_done, NULL, err, sizeof err)) fprintf(stderr, "braid: slurm: %s\n", err);
   free(argv);
   json_array_clear(ex->to_cancel);
@@ -1297,14 +1315,8 @@ static int slurm_submit(br_executor *ex, const br_invocation *inv, br_error *err
     if (!b->ids) abort();
   }
   b->ids[b->n++] = inv->id;
-  sjob *s = calloc(1, sizeof *s);
-  if (!s) abort();
-  s->id = inv->id;
-  s->task_id = inv->task_id;
-  s->state = SJ_QUEUED;
+  sjob *s = sjob_new(ex, inv, SJ_QUEUED);
   s->b = b;
-  HASH_ADD(hh, ex->jobs, id, sizeof s->id, s);
-  ex->njobs++;
   if ((int)b->n >= ex->max_array) { /* full: a new one fills; this one goes after the commit */
     HASH_DEL(ex->batches, b);
     char *k = b->key; /* keep the shape, under a key no later batch has */
@@ -1342,16 +1354,15 @@ static void slurm_cancel_all(br_executor *ex, bool hard) {
   ex->stopping = true;
   if (ex->cancel_on_stop) {
     /* the jobs go at once, before braid exits */
-    size_t n = 0;
     sjob *s, *tmp;
-    HASH_ITER(hh, ex->jobs, s, tmp) if (s->state == SJ_SUBMITTED) n++;
-    char **argv = calloc(n + 2, sizeof *argv);
-    if (!argv) abort();
-    size_t k = 0;
-    argv[k++] = (char *)ex->scancel;
-    HASH_ITER(hh, ex->jobs, s, tmp) if (s->state == SJ_SUBMITTED) argv[k++] = s->jobid;
-    if (n && run_wait(argv) != 0) fprintf(stderr, "braid: slurm: scancel did not succeed for all jobs\n");
-    free(argv);
+    HASH_ITER(hh, ex->jobs, s, tmp) if (s->state == SJ_SUBMITTED)
+      json_array_append_new(ex->to_cancel, json_string(s->jobid));
+    if (json_array_size(ex->to_cancel)) {
+      char **argv = scancel_argv(ex);
+      if (run_wait(argv) != 0) fprintf(stderr, "braid: slurm: scancel did not succeed for all jobs\n");
+      free(argv);
+      json_array_clear(ex->to_cancel);
+    }
     kick(ex); /* reports them cancelled (not from inside this call) */
   }
   br_exec_agent.cancel_all(ex->farm, hard);
@@ -1371,16 +1382,9 @@ static int slurm_adopt(br_executor *ex, const br_invocation *inv, const char *wo
                        br_error *err) {
   int rc = br_exec_agent.adopt(ex->farm, inv, worker, started_ms, err);
   if (rc || !worker || strncmp(worker, "slurm-", 6) || sjob_find(ex, inv->id)) return rc;
-  sjob *s = calloc(1, sizeof *s);
-  if (!s) abort();
-  s->id = inv->id;
-  s->task_id = inv->task_id;
-  s->state = SJ_SUBMITTED;
-  s->active = true;
+  sjob *s = sjob_new(ex, inv, SJ_SUBMITTED);
   snprintf(s->jobid, sizeof s->jobid, "%s", worker + 6);
-  HASH_ADD(hh, ex->jobs, id, sizeof s->id, s);
   HASH_ADD(hj, ex->by_jobid, jobid, strlen(s->jobid), s);
-  ex->njobs++;
   schedule_reconcile(ex, 1000);
   return BR_OK;
 }
@@ -1422,7 +1426,6 @@ static void slurm_destroy(br_executor *ex) {
   ex->farm = NULL;
   br_http_stop(ex->http);
   br_auth_close(ex->auth);
-  ex->dead = true;
   for (proc *p = ex->procs, *next; p; p = next) { /* they close by themselves */
     next = p->next;
     if (!p->exited) uv_process_kill(&p->h, SIGKILL);
