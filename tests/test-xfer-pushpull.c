@@ -566,9 +566,11 @@ TEST(file_changed_during_push_is_reported) {
   xu_opts(&o, tmp);
   o.parallel = 1;
   o.bundle_bytes = 1; /* one file per request */
+  o.small_file = 4096; /* read again to be sent, not kept from the hashing */
   o.progress = change_file_while_sending;
   o.progress_interval = 0.000001;
-  change_me = xu_path(src, "f.0019.exr");
+  o.hash_threads = 1; /* f.0000 is hashed first, before anything is sent */
+  change_me = xu_path(src, "f.0000.exr");
   br_xfer_result res;
   br_error err;
   br_error_clear(&err);
@@ -581,6 +583,47 @@ TEST(file_changed_during_push_is_reported) {
   pull_ok(ref, dst, &o, &res);
   CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
   free(dst), free(src), free(ref);
+  xu_depot_stop(&x);
+  xu_done(tmp);
+}
+
+TEST(small_file_changed_after_hashing_goes_as_hashed) {
+  /* A small file's bytes are kept from its hashing to its upload: a change
+   * after that is not in this version (which is consistent: the bytes it
+   * names are the bytes hashed), and the next push takes it. */
+  char *tmp = br_test_tmpdir("xfer-pp-kept");
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  char *src = xu_path(tmp, "src"), *ref = xu_ref(x.url, "kept");
+  char rel[32];
+  for (int i = 0; i < 20; i++) {
+    snprintf(rel, sizeof rel, "f.%04d.exr", i);
+    xu_make_file(src, rel, 20000, (uint64_t)i);
+  }
+  char *before = xu_path(tmp, "before");
+  char cmd[2048];
+  snprintf(cmd, sizeof cmd, "cp -a '%s' '%s'", src, before);
+  CHECK_EQ_INT(system(cmd), 0);
+  br_xfer_opts o;
+  xu_opts(&o, tmp);
+  o.parallel = 1;
+  o.bundle_bytes = 1; /* one file per request */
+  o.progress = change_file_while_sending;
+  o.progress_interval = 0.000001;
+  o.hash_threads = 1; /* f.0000 is hashed first, before anything is sent */
+  change_me = xu_path(src, "f.0000.exr");
+  br_xfer_result res;
+  CHECK_EQ_INT(push_ok(src, ref, &o, &res), 1);
+  CHECK(change_me == NULL); /* it did change during the push */
+  char *dst = xu_path(tmp, "dst");
+  pull_ok(ref, dst, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(before, dst), 0);
+  o.progress = NULL;
+  CHECK_EQ_INT(push_ok(src, ref, &o, &res), 2);
+  CHECK_EQ_INT(res.files_moved, 1);
+  pull_ok(ref, dst, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+  free(dst), free(before), free(src), free(ref);
   xu_depot_stop(&x);
   xu_done(tmp);
 }

@@ -4,6 +4,8 @@
  * ones when a body is cut or corrupted. Entries may be zstd-compressed. */
 #include "xfer_int.h"
 
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zstd.h>
@@ -12,14 +14,84 @@
 #define HDR (BR_XFER_DIGEST_LEN + 12)
 #define PROBE 4096 /* bytes compressed to guess whether a chunk compresses */
 
+/* ---- big buffers: request and response bodies, packs ----
+ * Fresh memory costs a page fault and a page clear per 4 KiB, and glibc
+ * gives big blocks back to the kernel when they are freed; bodies of a
+ * few MiB come and go for every request. So buffers of 1 MiB and more
+ * (powers of two, 4 KiB aligned for direct I/O) are kept for reuse, up to
+ * POOL_KEEP bytes per process. */
+#define POOL_MIN ((size_t)1 << 20)
+#define POOL_CLASSES 8 /* 1 MiB .. 128 MiB */
+#define POOL_KEEP ((size_t)128 << 20)
+
+static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static void *pool[POOL_CLASSES]; /* a list through the buffers' first bytes */
+static size_t pooled;
+
+static int pool_class(size_t cap) {
+  int k = 0;
+  while (k < POOL_CLASSES && (POOL_MIN << k) != cap) k++;
+  return k < POOL_CLASSES ? k : -1;
+}
+
+void *br_xfer__mem_get(size_t size, size_t *cap) {
+  if (size < POOL_MIN) {
+    *cap = size ? size : 1;
+    return malloc(*cap);
+  }
+  size_t c = POOL_MIN;
+  while (c < size) c *= 2;
+  int k = pool_class(c);
+  void *b = NULL;
+  if (k >= 0) {
+    pthread_mutex_lock(&pool_mu);
+    if (pool[k]) {
+      b = pool[k];
+      memcpy(&pool[k], b, sizeof b);
+      pooled -= c;
+    }
+    pthread_mutex_unlock(&pool_mu);
+  }
+  if (!b && posix_memalign(&b, 4096, c) != 0) b = NULL;
+  *cap = c;
+  return b;
+}
+
+void br_xfer__mem_put(void *b, size_t cap) {
+  if (!b) return;
+  int k = cap >= POOL_MIN ? pool_class(cap) : -1;
+  if (k >= 0) {
+    pthread_mutex_lock(&pool_mu);
+    bool keep = pooled + cap <= POOL_KEEP;
+    if (keep) {
+      memcpy(b, &pool[k], sizeof b);
+      pool[k] = b;
+      pooled += cap;
+    }
+    pthread_mutex_unlock(&pool_mu);
+    if (keep) return;
+  }
+  free(b);
+}
+
 int br_xfer__buf_reserve(br_xfer__buf *b, size_t extra) {
   if (b->len + extra <= b->cap) return BR_OK;
   size_t cap = b->cap ? b->cap : 4096;
   while (cap < b->len + extra) cap *= 2;
-  void *p = realloc(b->data, cap);
+  if (cap < POOL_MIN) {
+    void *p = realloc(b->data, cap);
+    if (!p) return BR_ENOMEM;
+    b->data = p;
+    b->cap = cap;
+    return BR_OK;
+  }
+  size_t got;
+  uint8_t *p = br_xfer__mem_get(cap, &got);
   if (!p) return BR_ENOMEM;
+  if (b->len) memcpy(p, b->data, b->len);
+  br_xfer__mem_put(b->data, b->cap);
   b->data = p;
-  b->cap = cap;
+  b->cap = got;
   return BR_OK;
 }
 
@@ -31,7 +103,7 @@ int br_xfer__buf_append(br_xfer__buf *b, const void *data, size_t len) {
 }
 
 void br_xfer__buf_free(br_xfer__buf *b) {
-  free(b->data);
+  br_xfer__mem_put(b->data, b->cap);
   memset(b, 0, sizeof *b);
 }
 

@@ -106,7 +106,10 @@ void br_xfer__engine_submit(br_xfer__engine *e, br_xfer__req *r) {
   if (e->tail) e->tail->next = r;
   else e->head = r;
   e->tail = r;
+  e->submitted++;
 }
+
+void br_xfer__engine_wake(br_xfer__engine *e) { curl_multi_wakeup(e->multi); }
 
 int br_xfer__engine_fail(br_xfer__engine *e, const br_error *err) {
   if (!e->fatal) {
@@ -124,6 +127,12 @@ void br_xfer__engine_progress(br_xfer__engine *e, bool force) {
   e->last_progress = now;
   e->prog.elapsed = now - e->start;
   e->o->progress(&e->prog, e->o->progress_ud);
+}
+
+void br_xfer__engine_phase(br_xfer__engine *e, const char *phase) {
+  if (e->prog.phase && strcmp(e->prog.phase, phase) == 0) return;
+  e->prog.phase = phase;
+  br_xfer__engine_progress(e, true); /* a phase change always shows */
 }
 
 /* ---- curl callbacks ---- */
@@ -475,7 +484,7 @@ int br_xfer__engine_run(br_xfer__engine *e, br_error *err) {
       r = next;
     }
     if (e->fatal) break;
-    if (!e->nrunning && !e->head) break;
+    if (!e->nrunning && !e->head && !(e->more && e->more(e, e->tick_ud))) break;
     int still = 0;
     curl_multi_perform(e->multi, &still);
     CURLMsg *m;
@@ -499,13 +508,15 @@ int br_xfer__engine_run(br_xfer__engine *e, br_error *err) {
     } else if (now + bw < wake) {
       wake = now + bw;
     }
+    uint64_t before = e->submitted;
     if (e->tick) e->tick(e, e->tick_ud);
     br_xfer__engine_progress(e, false);
-    if (finished) continue; /* start what can start now, without waiting */
+    /* start what can start now, without waiting */
+    if (finished || (e->submitted != before && e->nrunning < e->max_running)) continue;
     int ms = (int)((wake - br_xfer__now()) * 1000);
     if (ms < 1) ms = 1;
-    if (e->nrunning) curl_multi_poll(e->multi, NULL, 0, ms, NULL);
-    else usleep((useconds_t)ms * 1000);
+    /* with nothing running it still waits: for the timeout or a wake */
+    curl_multi_poll(e->multi, NULL, 0, ms, NULL);
   }
   if (e->fatal) {
     /* Stop everything in flight; partial results stay for a resume. */

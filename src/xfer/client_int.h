@@ -75,9 +75,14 @@ struct br_xfer__engine {
   br_error err;
   br_xfer_progress prog;
   double start, last_progress;
-  /* Called on every turn of the loop (may be NULL). */
+  /* Called on every turn of the loop (may be NULL); it may submit. */
   void (*tick)(br_xfer__engine *e, void *ud);
+  /* While it returns true, run goes on with nothing queued or running:
+   * more work is coming (another thread calls br_xfer__engine_wake when
+   * it has some). May be NULL. */
+  bool (*more)(br_xfer__engine *e, void *ud);
   void *tick_ud;
+  uint64_t submitted; /* requests ever submitted */
 };
 
 int br_xfer__engine_init(br_xfer__engine *e, const br_xfer_opts *o, int64_t per_request,
@@ -86,12 +91,16 @@ void br_xfer__engine_free(br_xfer__engine *e);
 /* A new request (calloc'd, range_from = -1); the engine owns it once submitted. */
 br_xfer__req *br_xfer__req_new(const char *base, const char *path_and_query);
 void br_xfer__engine_submit(br_xfer__engine *e, br_xfer__req *r);
+/* From any thread: the loop runs its tick now instead of waiting. */
+void br_xfer__engine_wake(br_xfer__engine *e);
 /* Runs until nothing is queued or running; the first fatal error or a
  * cancel stops everything (BR_ECANCEL). */
 int br_xfer__engine_run(br_xfer__engine *e, br_error *err);
 /* Records a fatal error from a callback (the first one wins). */
 int br_xfer__engine_fail(br_xfer__engine *e, const br_error *err);
 void br_xfer__engine_progress(br_xfer__engine *e, bool force);
+/* Enters a phase (scan, hash, send...): a progress line shows it at once. */
+void br_xfer__engine_phase(br_xfer__engine *e, const char *phase);
 bool br_xfer__cancelled(const br_xfer__engine *e);
 
 #endif

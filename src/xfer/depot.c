@@ -172,10 +172,12 @@ static enum MHD_Result do_upload(br_depot *d, struct MHD_Connection *c, request 
   size_t need = br_xfer__bundle_raw_below(rq->body.data, rq->body.len, BR_XFER__PACK_MAX_ENTRY);
   if (need) {
     size_t al = (need + BR_XFER__DIO_ALIGN - 1) / BR_XFER__DIO_ALIGN * BR_XFER__DIO_ALIGN;
-    void *b = NULL;
-    if (posix_memalign(&b, BR_XFER__DIO_ALIGN, al) == 0) {
+    size_t got = 0;
+    void *b = al >= ((size_t)1 << 20) ? br_xfer__mem_get(al, &got) : NULL;
+    if (!b && posix_memalign(&b, BR_XFER__DIO_ALIGN, al) == 0) got = al;
+    if (b) {
       pack.data = b;
-      pack.cap = al;
+      pack.cap = got;
     }
   }
   int r;

@@ -130,11 +130,12 @@ static int fail_io(br_error *err, const char *what, const ljob *j, const char *p
 typedef struct blob {
   atomic_int refs;
   uint8_t *data;
+  size_t cap;
 } blob;
 
 static void blob_release(blob *b) {
   if (b && atomic_fetch_sub(&b->refs, 1) == 1) {
-    free(b->data);
+    br_xfer__mem_put(b->data, b->cap);
     free(b);
   }
 }
@@ -970,6 +971,7 @@ static int bundle_take(br_xfer__req *r, br_error *err) {
   if (!b) return br_error_set(err, BR_ENOMEM, "out of memory");
   atomic_init(&b->refs, 1);
   b->data = r->resp.data;
+  b->cap = r->resp.cap;
   const uint8_t *body = r->resp.data, *body_end = r->resp.data + r->resp.len;
   memset(&r->resp, 0, sizeof r->resp);
   int dirfd = -1;
@@ -1236,7 +1238,7 @@ static int lock_destination(pull *p, size_t j, br_error *err) {
   const char *phase = p->eng.prog.phase;
   while (flock(p->jobs[j].rootfd, LOCK_EX | LOCK_NB) != 0) {
     if (errno != EWOULDBLOCK && errno != EINTR) return BR_OK; /* no locks here: go on */
-    p->eng.prog.phase = "waiting";
+    br_xfer__engine_phase(&p->eng, "waiting");
     br_xfer__engine_progress(&p->eng, false);
     if (br_xfer__cancelled(&p->eng)) return br_error_set(err, BR_ECANCEL, "cancelled");
     usleep(50000);
@@ -1249,7 +1251,7 @@ static int run_pull(pull *p, const char *const *sources, const char *const *dirs
                     br_error *err) {
   const br_xfer_opts *o = p->o;
   int rc;
-  p->eng.prog.phase = "manifest";
+  br_xfer__engine_phase(&p->eng, "manifest");
   for (size_t j = 0; j < p->njobs; j++) {
     ljob *jb = &p->jobs[j];
     if ((rc = br_xfer_ref_parse(sources[j], &jb->ref, err))) return rc;
@@ -1274,7 +1276,7 @@ static int run_pull(pull *p, const char *const *sources, const char *const *dirs
   }
   if ((rc = br_xfer__engine_run(&p->eng, err))) return rc;
 
-  p->eng.prog.phase = "check";
+  br_xfer__engine_phase(&p->eng, "check");
   for (size_t j = 0; j < p->njobs; j++) {
     ljob *jb = &p->jobs[j];
     if ((rc = br_xfer__mkdirs(jb->dir, err))) return rc;
@@ -1326,7 +1328,7 @@ static int run_pull(pull *p, const char *const *sources, const char *const *dirs
   }
   dirlist_clear(&dl);
 
-  p->eng.prog.phase = "fetch";
+  br_xfer__engine_phase(&p->eng, "fetch");
   /* Enough bundles to keep every connection busy: small trees get smaller
    * bundles (but not tiny ones). */
   int64_t small_bytes = 0;

@@ -1,15 +1,22 @@
-/* Push: scan a tree, hash what the hash cache does not know (in parallel),
- * ask the depot which chunks it lacks (batched), send only those (small
- * chunks bundled many to a request, large ones one per request, several
- * requests in flight), then commit each manifest as a new version. A file
- * that changes while it is pushed is caught (its chunk no longer matches the
- * digest) and reported, never committed. */
+/* Push: scan a tree, then a pipeline. Hashing threads hash what the hash
+ * cache does not know and hand each file over as soon as it is hashed; the
+ * event loop asks the depot which of those chunks it lacks (many files to a
+ * question, while the threads go on hashing) and sends them (small chunks
+ * bundled many to a request, large ones one per request, several requests
+ * in flight); at the end each manifest is committed as a new version. A
+ * small file's bytes are kept from its hashing until they are sent, within
+ * a memory bound, so it is read once; the bytes sent are the bytes hashed.
+ * A file that changes while it is pushed is caught (its size, times or
+ * inode differ from when it was hashed) and reported, never committed. When
+ * the hash cache knew every file, the commit is tried first: a depot that
+ * has every chunk takes it in one round trip. */
 #include "client_int.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <openssl/evp.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +25,17 @@
 
 #define MISSING_BATCH 20000
 #define MAX_BUNDLE_ENTRIES 4096
+#define WAKE_EVERY 64 /* hashed files that wake the event loop */
+#define POOL_CLASSES 15 /* buffer sizes 4 KiB .. 64 MiB */
+#define ASK_MIN 1024
+#define ASK_WAIT 0.02 /* seconds: a question that waits no more goes as it is */ /* chunks per 'missing' question while hashing goes on */
+
+typedef struct cref {
+  br_xfer_digest d;
+  struct pfile *f;
+  uint32_t chunk;
+  bool need;
+} cref;
 
 typedef struct pfile {
   char *rel;
@@ -27,9 +45,13 @@ typedef struct pfile {
   br_xfer_digest digest;
   br_xfer_digest *chunks;
   size_t nchunks;
-  int zstate; /* zstd for this file: 0 undecided, 1 yes, -1 no */
-  int pending; /* chunks of this file still to upload */
-  char *abs;   /* while waiting to be hashed: its path */
+  cref *refs;     /* its chunks, once hashed (event loop) */
+  uint32_t job;
+  int zstate;     /* zstd for this file: 0 undecided, 1 yes, -1 no */
+  int unresolved; /* chunks not yet found in the depot or sent */
+  bool moved;     /* some chunk of it was sent */
+  uint8_t *data;  /* a small file's bytes, from its hashing until sent */
+  char *abs;      /* while waiting to be hashed: its path */
   bool hashed;
 } pfile;
 
@@ -42,32 +64,45 @@ typedef struct pjob {
   bool conflict; /* its commit was refused: chunks went missing */
 } pjob;
 
-typedef struct cref {
-  br_xfer_digest d;
-  uint32_t job, file, chunk;
-  bool need;
-} cref;
-
 typedef struct push {
   br_xfer__engine eng;
   const br_xfer_opts *o;
   pjob *jobs;
   size_t njobs;
-  cref *refs; /* every chunk of every file */
-  size_t nrefs;
-  cref **uniq; /* one per distinct digest, sorted by digest */
-  size_t nuniq;
   br_xfer__hcache *hc;
   br_xfer_result *res;
   int64_t chunk_size;
-  /* hashing threads */
+  /* hashing threads (todo, next: theirs; the rest under mu) */
   pfile **todo;
   size_t ntodo;
   atomic_size_t next;
   pthread_mutex_t mu;
+  pthread_cond_t mem_cv;
+  pfile **ready; /* hashed, for the event loop */
+  pfile **taking; /* the loop's copy of ready */
+  size_t nready;
+  int64_t mem_used, mem_cap; /* small files' buffers (see buf_get) */
+  uint8_t *pool[POOL_CLASSES]; /* free buffers, a list through their first bytes */
+  int mem_waiting;           /* threads waiting for memory */
+  int hashing;               /* threads still running */
+  bool stop;
   int hash_rc;
   br_error hash_err;
   atomic_llong hashed_bytes;
+  /* event loop: the chunks seen (one per digest), the chunks to ask
+   * about, the chunks to send */
+  cref **seen;
+  size_t nseen, seen_cap;
+  cref **ask;
+  size_t nask, ask_cap;
+  cref **sendq;
+  size_t nsend, send_cap;
+  int64_t send_small; /* bytes of small chunks in sendq */
+  int asking;         /* 'missing' questions in flight */
+  double ask_since;   /* when ask got its first chunk */
+  int sending;        /* uploads in flight */
+  int64_t bundle;     /* bytes of small chunks per upload */
+  int64_t small_total;
 } push;
 
 /* ---- scanning ---- */
@@ -158,7 +193,95 @@ static int cmp_pfile(const void *a, const void *b) {
   return strcmp(((const pfile *)a)->rel, ((const pfile *)b)->rel);
 }
 
-/* ---- hashing ---- */
+/* ---- hashing (threads) ---- */
+
+static bool keeps_data(const push *p, const pfile *f) {
+  return f->st.st_size > 0 && f->st.st_size <= p->o->small_file &&
+         f->st.st_size <= p->chunk_size;
+}
+
+/* Buffers for small files' bytes, by size class (4 KiB << k), are reused:
+ * fresh memory costs a page fault per page. All of them, in use or free,
+ * count against mem_cap. Under p->mu. */
+static int size_class(int64_t size) {
+  int k = 0;
+  while (k < POOL_CLASSES - 1 && ((int64_t)4096 << k) < size) k++;
+  return k;
+}
+
+static uint8_t *buf_get(push *p, int64_t size) {
+  int k = size_class(size);
+  int64_t cls = (int64_t)4096 << k;
+  pthread_mutex_lock(&p->mu);
+  for (;;) {
+    if (p->pool[k]) {
+      uint8_t *b = p->pool[k];
+      memcpy(&p->pool[k], b, sizeof(void *));
+      pthread_mutex_unlock(&p->mu);
+      return b;
+    }
+    if (p->stop || p->mem_used == 0 || p->mem_used + cls <= p->mem_cap) break;
+    bool freed = false; /* free buffers of other sizes make room */
+    for (int c = 0; c < POOL_CLASSES && !freed; c++)
+      while (p->pool[c]) {
+        uint8_t *b = p->pool[c];
+        memcpy(&p->pool[c], b, sizeof(void *));
+        free(b);
+        p->mem_used -= (int64_t)4096 << c;
+        freed = true;
+      }
+    if (freed) continue;
+    p->mem_waiting++;
+    br_xfer__engine_wake(&p->eng); /* the loop sends what it holds */
+    pthread_cond_wait(&p->mem_cv, &p->mu);
+    p->mem_waiting--;
+  }
+  p->mem_used += cls;
+  pthread_mutex_unlock(&p->mu);
+  uint8_t *b = malloc((size_t)cls);
+  if (!b) {
+    pthread_mutex_lock(&p->mu);
+    p->mem_used -= cls;
+    pthread_mutex_unlock(&p->mu);
+  }
+  return b;
+}
+
+static void buf_put(push *p, uint8_t *b, int64_t size) {
+  if (!b) return;
+  int k = size_class(size);
+  pthread_mutex_lock(&p->mu);
+  memcpy(b, &p->pool[k], sizeof(void *));
+  p->pool[k] = b;
+  pthread_cond_broadcast(&p->mem_cv);
+  pthread_mutex_unlock(&p->mu);
+}
+
+/* A small file: read whole (its bytes are kept for the upload) and hashed. */
+static int hash_small(push *p, pfile *f, int fd, int64_t size, br_error *err) {
+  uint8_t *buf = buf_get(p, size);
+  br_xfer_digest *cs = calloc(1, sizeof *cs);
+  int rc = BR_OK;
+  if (!buf || !cs) {
+    rc = br_error_set(err, BR_ENOMEM, "out of memory hashing a file");
+  } else {
+    int e = br_xfer__pread_all(fd, buf, (size_t)size, 0);
+    unsigned int dl = 0;
+    if (e) rc = br_error_set(err, BR_EIO, "read failed or file shrank (%s)", strerror(-e));
+    else if (!EVP_Digest(buf, (size_t)size, cs[0].b, &dl, EVP_sha256(), NULL))
+      rc = br_error_set(err, BR_EIO, "SHA-256 failed");
+  }
+  if (rc) {
+    buf_put(p, buf, size);
+    free(cs);
+    return rc;
+  }
+  br_xfer_file_digest(cs, 1, &f->digest);
+  f->chunks = cs;
+  f->nchunks = 1;
+  f->data = buf;
+  return BR_OK;
+}
 
 static void *hash_worker(void *arg) {
   push *p = arg;
@@ -166,24 +289,27 @@ static void *hash_worker(void *arg) {
     size_t i = atomic_fetch_add(&p->next, 1);
     if (i >= p->ntodo || br_xfer__cancelled(&p->eng)) break;
     pthread_mutex_lock(&p->mu);
-    bool stop = p->hash_rc != 0;
+    bool stop = p->hash_rc != 0 || p->stop;
     pthread_mutex_unlock(&p->mu);
     if (stop) break;
     pfile *f = p->todo[i];
     br_error err;
     br_error_clear(&err);
     int rc = BR_OK;
-    int fd = -1;
     const char *abs = f->abs;
-    fd = open(abs, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    int fd = open(abs, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     struct stat before, after;
     if (fd < 0) {
       rc = br_error_set(&err, BR_EIO, "open %s: %s", abs, strerror(errno));
     } else if (fstat(fd, &before) != 0) {
       rc = br_error_set(&err, BR_EIO, "stat %s: %s", abs, strerror(errno));
     } else {
-      rc = br_xfer__hash_fd(fd, before.st_size, p->chunk_size, &f->digest, &f->chunks,
-                            &f->nchunks, &err);
+      f->st.st_size = before.st_size; /* keeps_data looks at the size read */
+      if (keeps_data(p, f))
+        rc = hash_small(p, f, fd, before.st_size, &err);
+      else
+        rc = br_xfer__hash_fd(fd, before.st_size, p->chunk_size, &f->digest, &f->chunks,
+                              &f->nchunks, &err);
       if (rc == BR_OK && (fstat(fd, &after) != 0 || after.st_size != before.st_size ||
                           br_xfer__mtime_ns(&after) != br_xfer__mtime_ns(&before)))
         rc = br_error_set(&err, BR_EIO, "%s changed while it was hashed", abs);
@@ -198,92 +324,159 @@ static void *hash_worker(void *arg) {
       }
     }
     if (fd >= 0) close(fd);
+    pthread_mutex_lock(&p->mu);
     if (rc) {
-      pthread_mutex_lock(&p->mu);
       if (!p->hash_rc) {
         p->hash_rc = rc;
         p->hash_err = err;
       }
-      pthread_mutex_unlock(&p->mu);
+    } else {
+      p->ready[p->nready++] = f;
     }
+    /* the loop is woken for a handful of files, not for each (it also
+     * looks on its own every 100 ms) */
+    bool wake = rc || p->nready == WAKE_EVERY;
+    pthread_mutex_unlock(&p->mu);
+    if (wake) br_xfer__engine_wake(&p->eng);
   }
+  pthread_mutex_lock(&p->mu);
+  p->hashing--;
+  pthread_mutex_unlock(&p->mu);
+  br_xfer__engine_wake(&p->eng);
   return NULL;
 }
 
-static int hash_all(push *p, br_error *err) {
-  size_t total = 0;
-  for (size_t j = 0; j < p->njobs; j++) total += p->jobs[j].n;
-  p->todo = calloc(total ? total : 1, sizeof *p->todo);
-  if (!p->todo) return br_error_set(err, BR_ENOMEM, "out of memory");
-  p->eng.prog.phase = "hash";
-  br_xfer__hcache_begin(p->hc); /* one read transaction for all lookups */
-  for (size_t j = 0; j < p->njobs; j++)
-    for (size_t i = 0; i < p->jobs[j].n; i++) {
-      pfile *f = &p->jobs[j].files[i];
-      if (f->type != BR_XFER_FILE) continue;
-      if (br_xfer__hcache_get(p->hc, &f->st, p->chunk_size, &f->digest, &f->chunks,
-                              &f->nchunks))
-        continue;
-      if (asprintf(&f->abs, "%s/%s", p->jobs[j].dir, f->rel) < 0) {
-        f->abs = NULL;
-        br_xfer__hcache_commit(p->hc);
-        return br_error_set(err, BR_ENOMEM, "out of memory");
-      }
-      p->todo[p->ntodo++] = f;
+/* ---- the event loop's side ---- */
+
+/* The chunks seen so far, one per digest: open addressing on the digest. */
+static cref **seen_slot(push *p, const br_xfer_digest *d) {
+  uint64_t h;
+  memcpy(&h, d->b, sizeof h);
+  size_t mask = p->seen_cap - 1;
+  for (size_t i = (size_t)h & mask;; i = (i + 1) & mask)
+    if (!p->seen[i] || br_xfer__digest_cmp(&p->seen[i]->d, d) == 0) return &p->seen[i];
+}
+
+/* Adds c unless a chunk with its digest was seen: false then. */
+static int seen_add(push *p, cref *c, bool *added) {
+  if ((p->nseen + 1) * 2 > p->seen_cap) {
+    size_t cap = p->seen_cap ? p->seen_cap * 2 : 1024;
+    cref **old = p->seen;
+    size_t ocap = p->seen_cap;
+    p->seen = calloc(cap, sizeof *p->seen);
+    if (!p->seen) {
+      p->seen = old;
+      return BR_ENOMEM;
     }
-  br_xfer__hcache_commit(p->hc);
-  int nt = p->o->hash_threads > 0 ? p->o->hash_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
-  if (nt < 1) nt = 1;
-  if (nt > 16) nt = 16;
-  if ((size_t)nt > p->ntodo) nt = (int)p->ntodo;
-  pthread_t th[16];
-  int started = 0;
-  for (int i = 0; i < nt; i++)
-    if (pthread_create(&th[i], NULL, hash_worker, p) == 0) started++;
-  if (p->ntodo && !started) hash_worker(p);
-  for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
-  for (size_t i = 0; i < p->ntodo; i++) {
-    free(p->todo[i]->abs);
-    p->todo[i]->abs = NULL;
+    p->seen_cap = cap;
+    for (size_t i = 0; i < ocap; i++)
+      if (old[i]) *seen_slot(p, &old[i]->d) = old[i];
+    free(old);
   }
-  p->res->hashed_bytes = atomic_load(&p->hashed_bytes);
-  if (br_xfer__cancelled(&p->eng)) return br_error_set(err, BR_ECANCEL, "cancelled");
-  if (p->hash_rc) {
-    *err = p->hash_err;
-    return p->hash_rc;
-  }
-  br_xfer__hcache_begin(p->hc);
-  for (size_t i = 0; i < p->ntodo; i++) {
-    pfile *f = p->todo[i];
-    br_xfer__hcache_put(p->hc, &f->st, p->chunk_size, &f->digest, f->chunks, f->nchunks);
-  }
-  br_xfer__hcache_commit(p->hc);
+  cref **s = seen_slot(p, &c->d);
+  *added = !*s;
+  if (!*s) *s = c, p->nseen++;
   return BR_OK;
 }
 
-/* ---- which chunks the depot lacks ---- */
+static int append(cref ***list, size_t *n, size_t *cap, cref *c) {
+  if (*n == *cap) {
+    size_t nc = *cap ? *cap * 2 : 1024;
+    void *q = realloc(*list, nc * sizeof **list);
+    if (!q) return BR_ENOMEM;
+    *list = q;
+    *cap = nc;
+  }
+  (*list)[(*n)++] = c;
+  return BR_OK;
+}
+
+static int64_t chunk_len(const pfile *f, uint32_t c, int64_t cs) {
+  int64_t off = (int64_t)c * cs;
+  return f->st.st_size - off < cs ? f->st.st_size - off : cs;
+}
+
+static void drop_data(push *p, pfile *f) {
+  buf_put(p, f->data, f->st.st_size);
+  f->data = NULL;
+}
+
+/* A chunk is in the depot now (sent, or found there). */
+static void resolved(push *p, cref *c, bool sent) {
+  pfile *f = c->f;
+  p->eng.prog.bytes_done += chunk_len(f, c->chunk, p->chunk_size);
+  if (sent) f->moved = true, p->res->chunks_moved++;
+  else p->res->chunks_skipped++;
+  if (--f->unresolved == 0) {
+    drop_data(p, f);
+    p->eng.prog.files_done++;
+    if (f->moved) p->res->files_moved++;
+  }
+}
+
+/* A hashed file enters the loop: its chunks go to the next question, but
+ * a digest seen before is already taken care of. */
+static int take_file(push *p, pfile *f) {
+  if (f->type != BR_XFER_FILE) return BR_OK;
+  f->unresolved = (int)f->nchunks;
+  f->moved = false;
+  if (f->nchunks == 0) {
+    p->eng.prog.files_done++;
+    return BR_OK;
+  }
+  free(f->refs);
+  f->refs = calloc(f->nchunks, sizeof *f->refs);
+  if (!f->refs) return BR_ENOMEM;
+  for (size_t c = 0; c < f->nchunks; c++) {
+    cref *r = &f->refs[c];
+    r->d = f->chunks[c];
+    r->f = f;
+    r->chunk = (uint32_t)c;
+    bool added;
+    if (seen_add(p, r, &added)) return BR_ENOMEM;
+    if (!added) resolved(p, r, false); /* another file has the same bytes */
+    else if (append(&p->ask, &p->nask, &p->ask_cap, r)) return BR_ENOMEM;
+  }
+  return BR_OK;
+}
+
+typedef struct batch {
+  push *p;
+  cref **refs; /* missing: the chunks asked about; upload: those sent */
+  size_t nrefs;
+  size_t job;  /* commit: the job */
+} batch;
+
+static void batch_destroy(br_xfer__req *r) { free(((batch *)r->ctx)->refs), free(r->ctx); }
+
+static br_xfer__req *new_req(push *p, const char *base, const char *path, batch **bout) {
+  br_xfer__req *r = br_xfer__req_new(base, path);
+  batch *b = calloc(1, sizeof *b);
+  if (!r || !b) {
+    free(b);
+    if (r) free(r->url);
+    free(r);
+    return NULL;
+  }
+  b->p = p;
+  r->ctx = b;
+  r->destroy = batch_destroy;
+  r->post = true;
+  *bout = b;
+  return r;
+}
 
 static int cmp_cref_digest(const void *a, const void *b) {
   return br_xfer__digest_cmp(&(*(cref *const *)a)->d, &(*(cref *const *)b)->d);
 }
 
-typedef struct batch {
-  push *p;
-  size_t from, to; /* range of p->uniq */
-  cref **refs;     /* upload: the chunks of this request */
-  size_t nrefs;
-  size_t job;      /* commit: the job */
-} batch;
-
-static void batch_destroy(br_xfer__req *r) { free(((batch *)r->ctx)->refs), free(r->ctx); }
-
 static int missing_build(br_xfer__req *r, br_xfer__buf *body, br_error *err) {
   batch *b = r->ctx;
   char hex[BR_XFER_HEX_LEN + 1];
   if (br_xfer__buf_append(body, "{\"chunks\":[", 11)) goto oom;
-  for (size_t i = b->from; i < b->to; i++) {
-    br_xfer_digest_hex(&b->p->uniq[i]->d, hex);
-    if (br_xfer__buf_append(body, i > b->from ? ",\"" : "\"", i > b->from ? 2 : 1) ||
+  for (size_t i = 0; i < b->nrefs; i++) {
+    br_xfer_digest_hex(&b->refs[i]->d, hex);
+    if (br_xfer__buf_append(body, i ? ",\"" : "\"", i ? 2 : 1) ||
         br_xfer__buf_append(body, hex, BR_XFER_HEX_LEN) || br_xfer__buf_append(body, "\"", 1))
       goto oom;
   }
@@ -295,6 +488,7 @@ oom:
 
 static int missing_done(br_xfer__req *r, br_error *err) {
   batch *b = r->ctx;
+  push *p = b->p;
   json_t *o = json_loadb((const char *)r->resp.data, r->resp.len, 0, NULL);
   json_t *list = o ? json_object_get(o, "missing") : NULL;
   if (!json_is_array(list)) {
@@ -302,24 +496,32 @@ static int missing_done(br_xfer__req *r, br_error *err) {
     br_error_set(err, BR_ENET, "depot: malformed answer to 'missing'");
     return BR_XFER__RETRY;
   }
+  qsort(b->refs, b->nrefs, sizeof *b->refs, cmp_cref_digest);
+  for (size_t i = 0; i < b->nrefs; i++) b->refs[i]->need = false;
   for (size_t i = 0; i < json_array_size(list); i++) {
     cref key;
     cref *kp = &key;
     if (br_xfer_digest_parse(json_string_value(json_array_get(list, i)), &key.d)) continue;
-    cref **hit = bsearch(&kp, b->p->uniq + b->from, b->to - b->from, sizeof *b->p->uniq,
-                         cmp_cref_digest);
+    cref **hit = bsearch(&kp, b->refs, b->nrefs, sizeof *b->refs, cmp_cref_digest);
     if (hit) (*hit)->need = true;
   }
   json_decref(o);
+  p->asking--;
+  for (size_t i = 0; i < b->nrefs; i++) {
+    cref *c = b->refs[i];
+    if (!c->need) {
+      resolved(p, c, false);
+      continue;
+    }
+    if (append(&p->sendq, &p->nsend, &p->send_cap, c))
+      return br_error_set(err, BR_ENOMEM, "out of memory");
+    int64_t l = chunk_len(c->f, c->chunk, p->chunk_size);
+    if (l <= p->o->small_file) p->send_small += l;
+  }
   return BR_OK;
 }
 
 /* ---- sending ---- */
-
-static int64_t chunk_len(const pfile *f, uint32_t c, int64_t cs) {
-  int64_t off = (int64_t)c * cs;
-  return f->st.st_size - off < cs ? f->st.st_size - off : cs;
-}
 
 static int upload_build(br_xfer__req *r, br_xfer__buf *body, br_error *err) {
   batch *b = r->ctx;
@@ -332,49 +534,53 @@ static int upload_build(br_xfer__req *r, br_xfer__buf *body, br_error *err) {
   int rc = BR_OK;
   for (size_t i = 0; i < b->nrefs && rc == BR_OK; i++) {
     cref *c = b->refs[i];
-    pjob *j = &p->jobs[c->job];
-    pfile *f = &j->files[c->file];
-    if (f != open_f) {
-      if (fd >= 0) close(fd);
-      char *abs = NULL;
-      if (asprintf(&abs, "%s/%s", j->dir, f->rel) < 0) {
-        rc = br_error_set(err, BR_ENOMEM, "out of memory");
-        break;
-      }
-      fd = open(abs, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-      struct stat st;
-      if (fd < 0) {
-        rc = br_error_set(err, BR_EIO, "open %s: %s", abs, strerror(errno));
-      } else if (fstat(fd, &st) != 0 || st.st_size != f->st.st_size ||
-                 br_xfer__mtime_ns(&st) != br_xfer__mtime_ns(&f->st) ||
-                 br_xfer__ctime_ns(&st) != br_xfer__ctime_ns(&f->st) ||
-                 st.st_ino != f->st.st_ino) {
-        /* The same identity the hash cache trusts: unchanged since hashed. */
-        rc = br_error_set(err, BR_EIO, "%s changed while it was pushed; push again", abs);
-      }
-      free(abs);
-      open_f = f;
-      if (rc) break;
-    }
+    pfile *f = c->f;
+    pjob *j = &p->jobs[f->job];
     size_t len = (size_t)chunk_len(f, c->chunk, p->chunk_size);
-    if (len > cap) {
-      free(buf);
-      cap = len;
-      buf = malloc(cap);
-      if (!buf) {
-        rc = br_error_set(err, BR_ENOMEM, "out of memory");
+    const uint8_t *data = f->data; /* the bytes hashed, kept */
+    if (!data) {
+      if (f != open_f) {
+        if (fd >= 0) close(fd);
+        char *abs = NULL;
+        if (asprintf(&abs, "%s/%s", j->dir, f->rel) < 0) {
+          rc = br_error_set(err, BR_ENOMEM, "out of memory");
+          break;
+        }
+        fd = open(abs, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        struct stat st;
+        if (fd < 0) {
+          rc = br_error_set(err, BR_EIO, "open %s: %s", abs, strerror(errno));
+        } else if (fstat(fd, &st) != 0 || st.st_size != f->st.st_size ||
+                   br_xfer__mtime_ns(&st) != br_xfer__mtime_ns(&f->st) ||
+                   br_xfer__ctime_ns(&st) != br_xfer__ctime_ns(&f->st) ||
+                   st.st_ino != f->st.st_ino) {
+          /* The same identity the hash cache trusts: unchanged since hashed. */
+          rc = br_error_set(err, BR_EIO, "%s changed while it was pushed; push again", abs);
+        }
+        free(abs);
+        open_f = f;
+        if (rc) break;
+      }
+      if (len > cap) {
+        free(buf);
+        cap = len;
+        buf = malloc(cap);
+        if (!buf) {
+          rc = br_error_set(err, BR_ENOMEM, "out of memory");
+          break;
+        }
+      }
+      int e = br_xfer__pread_all(fd, buf, len, (int64_t)c->chunk * p->chunk_size);
+      if (e) {
+        rc = br_error_set(err, BR_EIO, "%s/%s: read failed or file shrank (%s); push again",
+                          j->dir, f->rel, strerror(-e));
         break;
       }
-    }
-    int e = br_xfer__pread_all(fd, buf, len, (int64_t)c->chunk * p->chunk_size);
-    if (e) {
-      rc = br_error_set(err, BR_EIO, "%s/%s: read failed or file shrank (%s); push again",
-                        j->dir, f->rel, strerror(-e));
-      break;
+      data = buf;
     }
     bool try_z = p->o->compress && f->zstate >= 0;
     bool saved = false;
-    if (br_xfer__bundle_add(body, &c->d, buf, len, try_z, &saved)) {
+    if (br_xfer__bundle_add(body, &c->d, data, len, try_z, &saved)) {
       rc = br_error_set(err, BR_ENOMEM, "out of memory");
       break;
     }
@@ -388,23 +594,243 @@ static int upload_build(br_xfer__req *r, br_xfer__buf *body, br_error *err) {
 
 static int upload_done(br_xfer__req *r, br_error *err) {
   batch *b = r->ctx;
-  push *p = b->p;
-  for (size_t i = 0; i < b->nrefs; i++) {
-    cref *c = b->refs[i];
-    pfile *f = &p->jobs[c->job].files[c->file];
-    int64_t len = chunk_len(f, c->chunk, p->chunk_size);
-    p->res->chunks_moved++;
-    p->eng.prog.bytes_done += len;
-    if (--f->pending == 0) p->eng.prog.files_done++;
-  }
+  b->p->sending--;
+  for (size_t i = 0; i < b->nrefs; i++) resolved(b->p, b->refs[i], true);
   return BR_OK;
 }
 
 static int cmp_cref_order(const void *a, const void *b) {
   const cref *x = *(cref *const *)a, *y = *(cref *const *)b;
-  if (x->job != y->job) return x->job < y->job ? -1 : 1;
-  if (x->file != y->file) return x->file < y->file ? -1 : 1;
+  if (x->f->job != y->f->job) return x->f->job < y->f->job ? -1 : 1;
+  if (x->f != y->f) return x->f < y->f ? -1 : 1; /* files are in order in their job */
   return x->chunk < y->chunk ? -1 : x->chunk > y->chunk;
+}
+
+/* Nothing more will be asked about: no file left to hash or to take, no
+ * question waiting or in flight. */
+static bool all_asked(push *p) {
+  pthread_mutex_lock(&p->mu);
+  bool more = p->hashing > 0 || p->nready > 0;
+  pthread_mutex_unlock(&p->mu);
+  return !more && p->nask == 0 && p->asking == 0;
+}
+
+static int submit_upload(push *p, size_t from, size_t to) {
+  batch *b;
+  br_xfer__req *r = new_req(p, p->jobs[0].ref.base, "/v1/chunks", &b);
+  if (r) b->refs = malloc((to - from) * sizeof *b->refs);
+  if (!r || !b->refs) {
+    if (r) br_xfer__engine_submit(&p->eng, r); /* freed by the engine */
+    return BR_ENOMEM;
+  }
+  memcpy(b->refs, p->sendq + from, (to - from) * sizeof *b->refs);
+  b->nrefs = to - from;
+  r->content_type = "application/octet-stream";
+  r->build = upload_build;
+  r->done = upload_done;
+  br_xfer__engine_submit(&p->eng, r);
+  p->sending++;
+  br_xfer__engine_phase(&p->eng, "send");
+  return BR_OK;
+}
+
+/* Sends what is queued: large chunks one per request, small ones in
+ * bundles of p->bundle bytes; a last short bundle waits for more unless
+ * nothing more can come, or hashing threads wait for the memory it holds,
+ * or nothing is being sent. */
+static int flush_sends(push *p) {
+  if (!p->nsend) return BR_OK;
+  pthread_mutex_lock(&p->mu);
+  bool starved = p->mem_waiting > 0;
+  pthread_mutex_unlock(&p->mu);
+  bool all = starved || p->sending == 0 || all_asked(p);
+  if (!all && p->send_small < p->bundle) {
+    /* only large chunks go now */
+    bool large = false;
+    for (size_t i = 0; i < p->nsend && !large; i++)
+      large = chunk_len(p->sendq[i]->f, p->sendq[i]->chunk, p->chunk_size) > p->o->small_file;
+    if (!large) return BR_OK;
+  }
+  qsort(p->sendq, p->nsend, sizeof *p->sendq, cmp_cref_order);
+  size_t keep = 0; /* small chunks left for a later bundle */
+  for (size_t i = 0; i < p->nsend;) {
+    int64_t first = chunk_len(p->sendq[i]->f, p->sendq[i]->chunk, p->chunk_size);
+    size_t k = i + 1;
+    if (first <= p->o->small_file) {
+      int64_t bytes = first;
+      while (k < p->nsend && k - i < MAX_BUNDLE_ENTRIES) {
+        int64_t l = chunk_len(p->sendq[k]->f, p->sendq[k]->chunk, p->chunk_size);
+        if (l > p->o->small_file || bytes + l > p->bundle) break;
+        bytes += l;
+        k++;
+      }
+      if (!all && bytes < p->bundle && k == p->nsend) {
+        /* a short bundle at the end: kept for more */
+        memmove(p->sendq, p->sendq + i, (k - i) * sizeof *p->sendq);
+        keep = k - i;
+        break;
+      }
+      p->send_small -= bytes;
+    }
+    if (submit_upload(p, i, k)) return BR_ENOMEM;
+    i = k;
+  }
+  p->nsend = keep;
+  return BR_OK;
+}
+
+static int submit_question(push *p) {
+  size_t n = p->nask < MISSING_BATCH ? p->nask : MISSING_BATCH;
+  batch *b;
+  br_xfer__req *r = new_req(p, p->jobs[0].ref.base, "/v1/missing", &b);
+  if (r) b->refs = malloc(n * sizeof *b->refs);
+  if (!r || !b->refs) {
+    if (r) br_xfer__engine_submit(&p->eng, r);
+    return BR_ENOMEM;
+  }
+  memcpy(b->refs, p->ask, n * sizeof *b->refs);
+  b->nrefs = n;
+  memmove(p->ask, p->ask + n, (p->nask - n) * sizeof *p->ask);
+  p->nask -= n;
+  r->content_type = "application/json";
+  r->build = missing_build;
+  r->done = missing_done;
+  br_xfer__engine_submit(&p->eng, r);
+  p->asking++;
+  return BR_OK;
+}
+
+static void pipeline_tick(br_xfer__engine *e, void *ud) {
+  push *p = ud;
+  br_error err;
+  br_error_clear(&err);
+  pthread_mutex_lock(&p->mu);
+  int hrc = p->hash_rc;
+  if (hrc) err = p->hash_err;
+  size_t n = p->nready;
+  memcpy(p->taking, p->ready, n * sizeof *p->ready);
+  p->nready = 0;
+  pthread_mutex_unlock(&p->mu);
+  if (hrc) {
+    br_xfer__engine_fail(e, &err);
+    return;
+  }
+  for (size_t i = 0; i < n; i++)
+    if (take_file(p, p->taking[i])) {
+      br_error_set(&err, BR_ENOMEM, "out of memory");
+      br_xfer__engine_fail(e, &err);
+      return;
+    }
+  /* A question goes when it is big enough, or when it is the last, or
+   * when none is in flight and its first chunk waited ASK_WAIT: the
+   * answers come while the threads hash, and the depot is not asked about
+   * a few chunks at a time. */
+  pthread_mutex_lock(&p->mu);
+  bool hashing = p->hashing > 0 || p->nready > 0;
+  pthread_mutex_unlock(&p->mu);
+  double now = br_xfer__now();
+  if (!p->nask) p->ask_since = now;
+  bool waited = p->asking == 0 && now - p->ask_since >= ASK_WAIT;
+  while (p->nask && (p->nask >= ASK_MIN || !hashing || waited))
+    if (submit_question(p)) {
+      br_error_set(&err, BR_ENOMEM, "out of memory");
+      br_xfer__engine_fail(e, &err);
+      return;
+    }
+  if (flush_sends(p)) {
+    br_error_set(&err, BR_ENOMEM, "out of memory");
+    br_xfer__engine_fail(e, &err);
+  }
+}
+
+static bool pipeline_more(br_xfer__engine *e, void *ud) {
+  push *p = ud;
+  return !all_asked(p) || p->nsend > 0;
+}
+
+/* Runs the pipeline over every file: those in p->todo are hashed by
+ * threads first, the others (digests known) are taken at once. */
+static int run_pipeline(push *p, br_error *err) {
+  size_t total = 0;
+  for (size_t j = 0; j < p->njobs; j++) total += p->jobs[j].n;
+  free(p->ready);
+  free(p->taking);
+  p->ready = calloc(total ? total : 1, sizeof *p->ready);
+  p->taking = calloc(total ? total : 1, sizeof *p->taking);
+  if (!p->ready || !p->taking) return br_error_set(err, BR_ENOMEM, "out of memory");
+  p->nready = 0;
+  if (p->seen) memset(p->seen, 0, p->seen_cap * sizeof *p->seen);
+  p->nseen = p->nask = p->nsend = 0;
+  p->send_small = 0;
+  p->asking = p->sending = 0;
+  p->stop = false;
+  int64_t bundle = p->o->bundle_bytes > 0 ? p->o->bundle_bytes : 8 * 1024 * 1024;
+  /* Enough bundles to keep every connection busy. */
+  int64_t spread = p->small_total / (2 * (int64_t)p->eng.max_running);
+  if (spread < bundle) bundle = spread > 256 * 1024 ? spread : 256 * 1024;
+  p->bundle = bundle;
+  int64_t mem = p->o->max_memory > 0 ? p->o->max_memory : 256 * 1024 * 1024;
+  p->mem_cap = mem / 2 > bundle * 2 ? mem / 2 : bundle * 2;
+  br_xfer__engine_phase(&p->eng, p->ntodo ? "hash" : "compare");
+
+  int rc = BR_OK;
+  for (size_t j = 0; j < p->njobs && !rc; j++)
+    for (size_t i = 0; i < p->jobs[j].n && !rc; i++) {
+      pfile *f = &p->jobs[j].files[i];
+      if (f->type == BR_XFER_FILE && !f->abs) rc = take_file(p, f);
+    }
+  if (rc) return br_error_set(err, BR_ENOMEM, "out of memory");
+
+  int nt = p->o->hash_threads > 0 ? p->o->hash_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+  if (nt < 1) nt = 1;
+  if (nt > 16) nt = 16;
+  if ((size_t)nt > p->ntodo) nt = (int)p->ntodo;
+  pthread_t th[16];
+  int started = 0;
+  atomic_store(&p->next, 0);
+  p->hashing = nt; /* each thread takes itself off as it ends */
+  for (int i = 0; i < nt; i++) {
+    if (pthread_create(&th[i], NULL, hash_worker, p) == 0) {
+      th[started++] = th[i];
+      continue;
+    }
+    pthread_mutex_lock(&p->mu);
+    p->hashing--;
+    pthread_mutex_unlock(&p->mu);
+  }
+  if (p->ntodo && !started) return br_error_set(err, BR_ENOMEM, "no hashing threads");
+  p->eng.tick = pipeline_tick;
+  p->eng.more = pipeline_more;
+  p->eng.tick_ud = p;
+  rc = br_xfer__engine_run(&p->eng, err);
+  pthread_mutex_lock(&p->mu);
+  p->stop = true; /* on an error: threads waiting for memory go */
+  pthread_cond_broadcast(&p->mem_cv);
+  pthread_mutex_unlock(&p->mu);
+  for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
+  p->eng.tick = NULL;
+  p->eng.more = NULL;
+
+  /* What was hashed is remembered, even when the push failed: a second
+   * attempt does not hash it again. */
+  p->res->hashed_bytes = atomic_load(&p->hashed_bytes);
+  br_xfer__hcache_begin(p->hc);
+  for (size_t i = 0; i < p->ntodo; i++) {
+    pfile *f = p->todo[i];
+    free(f->abs);
+    f->abs = NULL;
+    if (f->hashed)
+      br_xfer__hcache_put(p->hc, &f->st, p->chunk_size, &f->digest, f->chunks, f->nchunks);
+  }
+  br_xfer__hcache_commit(p->hc);
+  p->ntodo = 0; /* a round after a refused commit hashes nothing */
+  if (rc) return rc;
+  if (br_xfer__cancelled(&p->eng)) return br_error_set(err, BR_ECANCEL, "cancelled");
+  if (p->hash_rc) {
+    *err = p->hash_err;
+    return p->hash_rc;
+  }
+  return BR_OK;
 }
 
 /* ---- committing ---- */
@@ -464,31 +890,41 @@ static int commit_done(br_xfer__req *r, br_error *err) {
 
 /* ---- the whole push ---- */
 
-static int send_missing(push *p, br_error *err);
-static int commit_jobs(push *p, bool again, br_error *err);
-
-static br_xfer__req *new_req(push *p, const char *base, const char *path, batch **bout) {
-  br_xfer__req *r = br_xfer__req_new(base, path);
-  batch *b = calloc(1, sizeof *b);
-  if (!r || !b) {
-    free(b);
-    if (r) free(r->url);
-    free(r);
-    return NULL;
-  }
-  b->p = p;
-  r->ctx = b;
-  r->destroy = batch_destroy;
-  r->post = true;
-  *bout = b;
-  return r;
+/* Looks every file up in the hash cache; those it does not know go to
+ * p->todo for the hashing threads. */
+static int plan_hashing(push *p, br_error *err) {
+  size_t total = 0;
+  for (size_t j = 0; j < p->njobs; j++) total += p->jobs[j].n;
+  p->todo = calloc(total ? total : 1, sizeof *p->todo);
+  if (!p->todo) return br_error_set(err, BR_ENOMEM, "out of memory");
+  br_xfer__hcache_begin(p->hc); /* one read transaction for all lookups */
+  int rc = BR_OK;
+  for (size_t j = 0; j < p->njobs && !rc; j++)
+    for (size_t i = 0; i < p->jobs[j].n && !rc; i++) {
+      pfile *f = &p->jobs[j].files[i];
+      f->job = (uint32_t)j;
+      if (f->type != BR_XFER_FILE) continue;
+      if (f->st.st_size <= p->o->small_file) p->small_total += f->st.st_size;
+      if (br_xfer__hcache_get(p->hc, &f->st, p->chunk_size, &f->digest, &f->chunks,
+                              &f->nchunks))
+        continue;
+      if (asprintf(&f->abs, "%s/%s", p->jobs[j].dir, f->rel) < 0) {
+        f->abs = NULL;
+        rc = br_error_set(err, BR_ENOMEM, "out of memory");
+      } else {
+        p->todo[p->ntodo++] = f;
+      }
+    }
+  br_xfer__hcache_commit(p->hc);
+  return rc;
 }
+
+static int commit_jobs(push *p, bool again, br_error *err);
 
 static int run_push(push *p, const char *const *dirs, const char *const *targets,
                     br_error *err) {
   int rc;
-  p->eng.prog.phase = "scan";
-  br_xfer__engine_progress(&p->eng, true);
+  br_xfer__engine_phase(&p->eng, "scan");
   for (size_t j = 0; j < p->njobs; j++) {
     pjob *jb = &p->jobs[j];
     if ((rc = br_xfer_ref_parse(targets[j], &jb->ref, err))) return rc;
@@ -512,138 +948,45 @@ static int run_push(push *p, const char *const *dirs, const char *const *targets
         p->eng.prog.bytes_total += jb->files[i].st.st_size;
       }
   }
-  if ((rc = hash_all(p, err))) return rc;
+  if ((rc = plan_hashing(p, err))) return rc;
 
-  /* Every chunk, then one representative per digest. */
-  size_t total = 0;
-  for (size_t j = 0; j < p->njobs; j++)
-    for (size_t i = 0; i < p->jobs[j].n; i++) total += p->jobs[j].files[i].nchunks;
-  p->refs = calloc(total ? total : 1, sizeof *p->refs);
-  p->uniq = calloc(total ? total : 1, sizeof *p->uniq);
-  if (!p->refs || !p->uniq) return br_error_set(err, BR_ENOMEM, "out of memory");
-  for (size_t j = 0; j < p->njobs; j++)
-    for (size_t i = 0; i < p->jobs[j].n; i++) {
-      pfile *f = &p->jobs[j].files[i];
-      for (size_t c = 0; c < f->nchunks; c++) {
-        cref *r = &p->refs[p->nrefs++];
-        r->d = f->chunks[c];
-        r->job = (uint32_t)j;
-        r->file = (uint32_t)i;
-        r->chunk = (uint32_t)c;
-        p->uniq[p->nuniq++] = r;
-      }
+  /* Every digest known from the cache: most likely pushed before, so the
+   * commit goes first; the depot refuses it if it lacks a chunk. */
+  bool try_commit = p->ntodo == 0;
+  if (try_commit) {
+    if ((rc = commit_jobs(p, false, err))) return rc;
+    bool refused = false;
+    for (size_t j = 0; j < p->njobs; j++) refused = refused || p->jobs[j].conflict;
+    if (!refused) {
+      for (size_t j = 0; j < p->njobs; j++)
+        for (size_t i = 0; i < p->jobs[j].n; i++) p->res->chunks_skipped += p->jobs[j].files[i].nchunks;
+      p->eng.prog.files_done = p->eng.prog.files_total;
+      p->eng.prog.bytes_done = p->eng.prog.bytes_total;
+      return BR_OK;
     }
-  qsort(p->uniq, p->nuniq, sizeof *p->uniq, cmp_cref_digest);
-  size_t u = 0;
-  for (size_t i = 0; i < p->nuniq; i++)
-    if (u == 0 || br_xfer__digest_cmp(&p->uniq[u - 1]->d, &p->uniq[i]->d) != 0)
-      p->uniq[u++] = p->uniq[i];
-  p->nuniq = u;
-  if ((rc = send_missing(p, err))) return rc;
-  /* A commit refused for chunks the depot no longer has (a gc ran since it
-   * said it had them): ask and send again, then commit those again. */
+  }
+  /* A commit refused for chunks the depot does not have (not pushed yet,
+   * or a gc ran since it said it had them): ask and send, then commit
+   * those again. */
   for (int round = 0;; round++) {
-    if ((rc = commit_jobs(p, round > 0, err))) return rc;
+    if (round > 0 || try_commit) {
+      p->res->chunks_skipped = p->res->files_moved = 0; /* counted again */
+      p->eng.prog.files_done = p->eng.prog.bytes_done = 0;
+    }
+    if ((rc = run_pipeline(p, err))) return rc;
+    if ((rc = commit_jobs(p, round > 0 || try_commit, err))) return rc;
     bool again = false;
     for (size_t j = 0; j < p->njobs; j++) again = again || p->jobs[j].conflict;
     if (!again) return BR_OK;
     if (round == 3)
       return br_error_set(err, BR_ENET, "the depot kept losing chunks of this push before its "
                           "commit (is a depot gc running with a short grace period?)");
-    for (size_t i = 0; i < p->nuniq; i++) p->uniq[i]->need = false;
-    p->res->chunks_skipped = p->res->files_moved = 0; /* counted again */
-    p->eng.prog.files_done = p->eng.prog.bytes_done = 0;
-    for (size_t j = 0; j < p->njobs; j++)
-      for (size_t i = 0; i < p->jobs[j].n; i++) p->jobs[j].files[i].pending = 0;
-    if ((rc = send_missing(p, err))) return rc;
   }
-}
-
-/* Asks which chunks the depot lacks and sends them. */
-static int send_missing(push *p, br_error *err) {
-  const br_xfer_opts *o = p->o;
-  int rc;
-  p->eng.prog.phase = "compare";
-  const char *base = p->jobs[0].ref.base;
-  for (size_t from = 0; from < p->nuniq; from += MISSING_BATCH) {
-    batch *b;
-    br_xfer__req *r = new_req(p, base, "/v1/missing", &b);
-    if (!r) return br_error_set(err, BR_ENOMEM, "out of memory");
-    b->from = from;
-    b->to = from + MISSING_BATCH < p->nuniq ? from + MISSING_BATCH : p->nuniq;
-    r->content_type = "application/json";
-    r->build = missing_build;
-    r->done = missing_done;
-    br_xfer__engine_submit(&p->eng, r);
-  }
-  if ((rc = br_xfer__engine_run(&p->eng, err))) return rc;
-
-  /* Send what is missing, in file order; small chunks share a request. */
-  p->eng.prog.phase = "send";
-  cref **send = calloc(p->nuniq ? p->nuniq : 1, sizeof *send);
-  if (!send) return br_error_set(err, BR_ENOMEM, "out of memory");
-  size_t nsend = 0;
-  for (size_t i = 0; i < p->nuniq; i++)
-    if (p->uniq[i]->need) send[nsend++] = p->uniq[i];
-    else p->res->chunks_skipped++;
-  qsort(send, nsend, sizeof *send, cmp_cref_order);
-  for (size_t i = 0; i < nsend; i++) p->jobs[send[i]->job].files[send[i]->file].pending++;
-  for (size_t j = 0; j < p->njobs; j++)
-    for (size_t i = 0; i < p->jobs[j].n; i++) {
-      pfile *f = &p->jobs[j].files[i];
-      if (f->type != BR_XFER_FILE) continue;
-      if (f->pending) p->res->files_moved++;
-      else p->eng.prog.files_done++, p->eng.prog.bytes_done += f->st.st_size;
-    }
-  int64_t bundle = o->bundle_bytes > 0 ? o->bundle_bytes : 8 * 1024 * 1024;
-  /* Enough bundles to keep every connection busy. */
-  int64_t small_bytes = 0;
-  for (size_t i = 0; i < nsend; i++) {
-    int64_t l = chunk_len(&p->jobs[send[i]->job].files[send[i]->file], send[i]->chunk,
-                          p->chunk_size);
-    if (l <= o->small_file) small_bytes += l;
-  }
-  int64_t spread = small_bytes / (2 * (int64_t)p->eng.max_running);
-  if (spread < bundle) bundle = spread > 256 * 1024 ? spread : 256 * 1024;
-  for (size_t i = 0; i < nsend;) {
-    size_t k = i;
-    int64_t bytes = 0;
-    int64_t first = chunk_len(&p->jobs[send[i]->job].files[send[i]->file], send[i]->chunk,
-                              p->chunk_size);
-    if (first > o->small_file) {
-      k = i + 1; /* a large chunk goes alone */
-    } else {
-      while (k < nsend && k - i < MAX_BUNDLE_ENTRIES) {
-        int64_t l = chunk_len(&p->jobs[send[k]->job].files[send[k]->file], send[k]->chunk,
-                              p->chunk_size);
-        if (l > o->small_file || (k > i && bytes + l > bundle)) break;
-        bytes += l;
-        k++;
-      }
-    }
-    batch *b;
-    br_xfer__req *r = new_req(p, base, "/v1/chunks", &b);
-    if (r) b->refs = malloc((k - i) * sizeof *b->refs);
-    if (!r || !b->refs) {
-      if (r) br_xfer__engine_submit(&p->eng, r); /* freed by the engine */
-      free(send);
-      return br_error_set(err, BR_ENOMEM, "out of memory");
-    }
-    memcpy(b->refs, send + i, (k - i) * sizeof *b->refs);
-    b->nrefs = k - i;
-    r->content_type = "application/octet-stream";
-    r->build = upload_build;
-    r->done = upload_done;
-    br_xfer__engine_submit(&p->eng, r);
-    i = k;
-  }
-  free(send);
-  return br_xfer__engine_run(&p->eng, err);
 }
 
 /* Commits every job (again: only those whose commit was refused). */
 static int commit_jobs(push *p, bool again, br_error *err) {
-  p->eng.prog.phase = "commit";
+  br_xfer__engine_phase(&p->eng, "commit");
   for (size_t j = 0; j < p->njobs; j++) {
     if (again && !p->jobs[j].conflict) continue;
     p->jobs[j].conflict = false;
@@ -685,6 +1028,7 @@ int br_xfer_push_many(const char *const *dirs, const char *const *targets, size_
   if (p.chunk_size < 65536 || p.chunk_size > BR_XFER__MAX_CHUNK)
     return br_error_set(err, BR_EINVAL, "chunk size must be 64 KiB .. 64 MiB");
   pthread_mutex_init(&p.mu, NULL);
+  pthread_cond_init(&p.mem_cv, NULL);
   double t0 = br_xfer__now();
   int64_t per = opts->bundle_bytes > p.chunk_size ? opts->bundle_bytes : p.chunk_size;
   int rc = br_xfer__engine_init(&p.eng, opts, per * 2, err);
@@ -708,18 +1052,30 @@ int br_xfer_push_many(const char *const *dirs, const char *const *targets, size_
       free(f->abs);
       free(f->target);
       free(f->chunks);
+      free(f->refs);
+      buf_put(&p, f->data, f->st.st_size);
     }
     free(jb->files);
     free(jb->dir);
     br_xfer_ref_free(&jb->ref);
   }
   free(p.jobs);
-  free(p.refs);
-  free(p.uniq);
+  for (int k = 0; k < POOL_CLASSES; k++)
+    while (p.pool[k]) {
+      uint8_t *b = p.pool[k];
+      memcpy(&p.pool[k], b, sizeof(void *));
+      free(b);
+    }
   free(p.todo);
+  free(p.ready);
+  free(p.taking);
+  free(p.seen);
+  free(p.ask);
+  free(p.sendq);
   br_xfer__hcache_close(p.hc);
   br_xfer__engine_free(&p.eng);
   pthread_mutex_destroy(&p.mu);
+  pthread_cond_destroy(&p.mem_cv);
   return rc;
 }
 
