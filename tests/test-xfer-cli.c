@@ -65,6 +65,7 @@ TEST(bad_input_is_refused_clearly) {
   expect("push --bwlimit fast a depot://h/x", 2, "--bwlimit");
   expect("push --chunk-size 1 a depot://h/x", 2, "--chunk-size");
   expect("pull --frobnicate a b", 2, "unknown option");
+  expect("pull --sync always depot://h/x b", 2, "--sync takes");
   expect("push --token-file", 2, "needs a value");
   expect("push --set-attr snap a depot://h/x", 2, "inside a braid job only");
   expect("pull --set-attr snap depot://h/x b", 2, "push options");

@@ -587,6 +587,31 @@ TEST(file_changed_during_push_is_reported) {
   xu_done(tmp);
 }
 
+TEST(pull_with_an_fsync_per_file) {
+  /* --sync files: every file and folder synced on its own, no syncfs; the
+   * tree comes out the same, big files and small, in several folders. */
+  char *tmp = br_test_tmpdir("xfer-pp-syncfiles");
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "sync");
+  make_tree(src, 3);
+  br_xfer_opts o;
+  xu_opts(&o, tmp);
+  br_xfer_result res;
+  CHECK_EQ_INT(push_ok(src, ref, &o, &res), 1);
+  o.sync_files = 1;
+  pull_ok(ref, dst, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+  CHECK_EQ_INT(xu_count_prefix(dst, ".braid-partial-"), 0);
+  o.direct_io = 0; /* and through the page cache */
+  char *dst2 = xu_path(tmp, "dst2");
+  pull_ok(ref, dst2, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(src, dst2), 0);
+  free(dst2), free(src), free(dst), free(ref);
+  xu_depot_stop(&x);
+  xu_done(tmp);
+}
+
 TEST(small_file_changed_after_hashing_goes_as_hashed) {
   /* A small file's bytes are kept from its hashing to its upload: a change
    * after that is not in this version (which is consistent: the bytes it

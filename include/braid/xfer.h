@@ -211,6 +211,12 @@ typedef struct br_xfer_opts {
    * left for the sync to write; 0 leaves the files in the page cache (for a
    * reader right after). */
   int direct_io;
+  /* pull: how pulled files are made durable before their renames. 0 (the
+   * default): one syncfs() of the destination's file system per batch of
+   * files, the fastest for many files, but it also writes back whatever
+   * other programs left dirty on that file system; 1: an fsync() per file
+   * and per directory renamed into, nothing else is flushed. */
+  int sync_files;
   br_xfer_progress_fn progress;
   void *progress_ud;
   double progress_interval; /* seconds between progress calls, default 0.5 */

@@ -240,6 +240,17 @@ static int parse_common(int argc, char **argv, common *c) {
       c->o.compress = 0;
     } else if (strcmp(a, "--no-direct") == 0) {
       c->o.direct_io = 0;
+    } else if (strcmp(a, "--sync") == 0) {
+      NEED_VALUE();
+      if (strcmp(v, "files") == 0) {
+        c->o.sync_files = 1;
+      } else if (strcmp(v, "fs") == 0) {
+        c->o.sync_files = 0;
+      } else {
+        br_cli_errorf("--sync takes 'fs' (one syncfs per batch, the default) or 'files' "
+                      "(an fsync per file), not '%s'", v);
+        return -1;
+      }
     } else if (strcmp(a, "--cache") == 0) {
       NEED_VALUE();
       c->o.cache_path = v;
@@ -280,6 +291,10 @@ static const char *common_help =
     "  --no-direct         pull: write through the page cache (default: direct I/O\n"
     "                      where the file system allows; keeps pulled files out of\n"
     "                      the cache, and the sync has nothing left to write)\n"
+    "  --sync fs|files     pull: how files are made durable before their rename:\n"
+    "                      fs (default) one syncfs per batch, fastest for many\n"
+    "                      files, but it also writes back other programs' unsaved\n"
+    "                      data on that disk; files: an fsync per file and folder\n"
     "  --cache PATH        hash cache (default ~/.cache/braid/hashcache.db)\n"
     "  --no-cache          no hash cache\n"
     "  --content-cache DIR pull: reuse files other pulls fetched (hard links) and add\n"

@@ -353,7 +353,18 @@ static void *writer_main(void *arg) {
 }
 
 /* Makes the batch's partials durable: 0 or an errno. */
-static int sync_batch(install_job **v, size_t n) {
+static int sync_batch(install_job **v, size_t n, bool per_file) {
+  if (per_file) { /* --sync files: nothing but these files is written back */
+    for (size_t i = 0; i < n; i++) {
+      int fd = v[i]->fd >= 0 ? v[i]->fd
+                             : openat(v[i]->dirfd, v[i]->pn, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+      if (fd < 0) return errno;
+      int e = fsync(fd) != 0 ? errno : 0;
+      if (fd != v[i]->fd) close(fd);
+      if (e) return e;
+    }
+    return 0;
+  }
   if (n == 1 && v[0]->fd >= 0) return fsync(v[0]->fd) != 0 ? errno : 0;
   /* one syncfs per file system the batch writes to (a directory is on
    * its files' file system) */
@@ -399,8 +410,9 @@ static void commit_batch(installer *in, install_job **v, size_t n) {
   failed = failed || in->rc != 0;
   pthread_mutex_unlock(&in->mu);
   if (failed && n) rc = rc ? rc : BR_ECANCEL;
+  bool per_file = p->o->sync_files;
   if (rc == BR_OK && n) {
-    int e = sync_batch(v, n);
+    int e = sync_batch(v, n, per_file);
     if (e) rc = fail_io(&err, "sync", v[0]->lf->job, v[0]->lf->e->path, e);
   }
   size_t renamed = 0;
@@ -411,9 +423,20 @@ static void commit_batch(installer *in, install_job **v, size_t n) {
     }
     renamed++;
   }
-  /* the renames become durable with the next batch's syncfs, or at the
-   * end (installer_sync): remember a directory on each file system */
-  for (size_t i = 0; i < renamed; i++) {
+  /* --sync files: the renames are made durable now, one fsync per
+   * directory renamed into */
+  for (size_t i = 0; per_file && i < renamed; i++) {
+    struct stat st, other;
+    bool dup = false;
+    if (fstat(v[i]->dirfd, &st) == 0)
+      for (size_t k = 0; k < i && !dup; k++)
+        dup = fstat(v[k]->dirfd, &other) == 0 && other.st_dev == st.st_dev &&
+              other.st_ino == st.st_ino;
+    if (!dup) br_xfer__fsync_dirfd(v[i]->dirfd);
+  }
+  /* otherwise they become durable with the next batch's syncfs, or at
+   * the end (installer_sync): remember a directory on each file system */
+  for (size_t i = 0; !per_file && i < renamed; i++) {
     struct stat st;
     if (fstat(v[i]->dirfd, &st) != 0) {
       br_xfer__fsync_dirfd(v[i]->dirfd);
