@@ -1,10 +1,13 @@
 /* Removing snapshot versions and collecting the chunks nobody names: what
  * remains still pulls and checks out, numbers are never given twice, young
  * chunks stay, mostly dead packs are rewritten, and a gc running beside
- * pushes never leaves a committed snapshot without its chunks. */
+ * pushes never leaves a committed snapshot without its chunks; rm and gc
+ * also run remotely, over HTTP, with an admin token. */
+#include "farm-util.h"
 #include "xfer-util.h"
 
 #include <pthread.h>
+#include <stdarg.h>
 #include <sys/wait.h>
 
 static void tree(const char *dir, int first, int count, size_t size, uint64_t seed) {
@@ -268,5 +271,176 @@ TEST(gc_and_rm_from_the_command_line) {
   free(ref);
   free(a);
   xu_depot_stop(&x);
+  xu_done(tmp);
+}
+
+/* Runs `braid ARGS` (a shell line after the binary) in tmp; its exit
+ * status, and stdout+stderr in *out (the caller frees it). */
+static int braid(const char *tmp, char **out, const char *fmt, ...) {
+  char args[4096], cmd[8192];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(args, sizeof args, fmt, ap);
+  va_end(ap);
+  snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s > cmd.out 2>&1", tmp, farm_bin(), args);
+  int st = system(cmd);
+  char *p = xu_path(tmp, "cmd.out");
+  *out = xu_read_file(p, NULL);
+  free(p);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* The status of GET /v1/chunk/HEX of the chunk holding the whole of file
+ * rel (smaller than a chunk) under dir. */
+static int chunk_status(const char *base, const char *dir, const char *rel) {
+  char *p = xu_path(dir, rel);
+  size_t len = 0;
+  char *data = xu_read_file(p, &len);
+  br_xfer_digest d;
+  br_xfer_sha256(data, len, &d);
+  char hex[BR_XFER_HEX_LEN + 1], path[128];
+  br_xfer_digest_hex(&d, hex);
+  snprintf(path, sizeof path, "/v1/chunk/%s", hex);
+  br_http_client *c = NULL;
+  br_error err;
+  CHECK_EQ_INT(br_http_client_open(base, XU_TOKEN, &c, &err), BR_OK);
+  char *body = NULL;
+  size_t blen = 0;
+  int st = br_http_client_get_text(c, path, &body, &blen, NULL, &err);
+  br_http_client_close(c);
+  free(body);
+  free(data);
+  free(p);
+  return st;
+}
+
+#define ADMIN_TOKEN "admin-token-9876543210"
+
+TEST(gc_and_rm_over_http_with_an_admin_token) {
+  char *tmp = br_test_tmpdir("xfer-gc-remote");
+  setenv("BRAID_CACHE_DIR", tmp, 1);
+  /* `braid depot` with an admin token file beside its token file */
+  char line[128];
+  br_xfer_token_hash(XU_TOKEN, line, sizeof line);
+  strcat(line, "\n");
+  char *tokens = xu_path(tmp, "tokens"), *admins = xu_path(tmp, "admins");
+  xu_write_file(tokens, line, strlen(line));
+  br_xfer_token_hash(ADMIN_TOKEN, line, sizeof line);
+  strcat(line, "\n");
+  xu_write_file(admins, line, strlen(line));
+  char *admin_tok = xu_path(tmp, "admin-token");
+  xu_write_file(admin_tok, ADMIN_TOKEN "\n", strlen(ADMIN_TOKEN) + 1);
+  char cmd[4096];
+  snprintf(cmd, sizeof cmd,
+           "exec '%s' depot --root depot --token-file tokens --admin-token-file admins "
+           "--listen 127.0.0.1:0",
+           farm_bin());
+  pid_t depot = farm_spawn(tmp, "depot.out", cmd);
+  char *outp = xu_path(tmp, "depot.out");
+  int port = 0;
+  for (int i = 0; i < 200 && !port; i++) {
+    usleep(50000);
+    char *o = farm_slurp(outp);
+    const char *c = strstr(o, "127.0.0.1:");
+    if (c) port = atoi(c + 10);
+    free(o);
+  }
+  CHECK(port > 0);
+  char url[64], base[64];
+  snprintf(url, sizeof url, "depot://127.0.0.1:%d", port);
+  snprintf(base, sizeof base, "http://127.0.0.1:%d", port);
+  /* v1 has files 0..9, v2 files 7..16: files 0..6 are v1's alone (and
+   * v1's pack, mostly dead, is rewritten) */
+  br_xfer_opts o;
+  xu_opts(&o, tmp);
+  char *a = xu_path(tmp, "a"), *b = xu_path(tmp, "b"), *dst = xu_path(tmp, "dst");
+  tree(a, 0, 10, 3000, 4);
+  tree(b, 7, 10, 3000, 4);
+  char *ref = xu_ref(url, "remote/fx");
+  push_ok(a, ref, &o, 1);
+  push_ok(b, ref, &o, 2);
+  CHECK_EQ_INT(chunk_status(base, a, "f/f.0000.bgeo"), 200);
+  char *out = NULL;
+  /* a plain token may not: 403, and what to do about it */
+  CHECK_EQ_INT(braid(tmp, &out, "depot rm %s remote/fx@v1 --token %s", url, XU_TOKEN), 1);
+  CHECK_CONTAINS(out, "HTTP 403");
+  CHECK_CONTAINS(out, "--admin-token-file");
+  free(out);
+  CHECK_EQ_INT(braid(tmp, &out, "depot gc %s --grace 0 --token %s", url, XU_TOKEN), 1);
+  CHECK_CONTAINS(out, "HTTP 403");
+  free(out);
+  CHECK_EQ_INT(braid(tmp, &out, "depot gc %s --token wrong-token", url), 1);
+  CHECK_CONTAINS(out, "HTTP 401");
+  free(out);
+  /* an unknown version is named, and nothing else changes */
+  CHECK_EQ_INT(braid(tmp, &out, "depot rm %s remote/fx@v7 --token-file admin-token", url), 1);
+  CHECK_CONTAINS(out, "no version 7 of 'remote/fx'");
+  free(out);
+  CHECK_EQ_INT(braid(tmp, &out, "depot rm %s nosuch@v1 --token-file admin-token", url), 1);
+  CHECK_CONTAINS(out, "nosuch");
+  free(out);
+  CHECK_EQ_INT(braid(tmp, &out, "depot rm %s remote/fx --token-file admin-token", url), 2);
+  CHECK_CONTAINS(out, "is not NAME@vN");
+  free(out);
+  /* the admin token removes v1; a dry run counts, the gc frees v1's own chunks */
+  CHECK_EQ_INT(braid(tmp, &out, "depot rm %s remote/fx@v1 --token-file admin-token", url), 0);
+  CHECK_CONTAINS(out, "removed remote/fx@v1");
+  free(out);
+  CHECK_EQ_INT(
+      braid(tmp, &out, "depot gc %s --grace 0 --dry-run --token-file admin-token", url), 0);
+  CHECK_CONTAINS(out, "dry run: 1 snapshots name 10 chunks; would remove 7 chunks");
+  free(out);
+  CHECK_EQ_INT(chunk_status(base, a, "f/f.0000.bgeo"), 200);
+  CHECK_EQ_INT(braid(tmp, &out, "depot gc http://127.0.0.1:%d/ --grace 0", port), 1); /* no token */
+  CHECK_CONTAINS(out, "HTTP 401");
+  free(out);
+  setenv("BRAID_TOKEN", ADMIN_TOKEN, 1);
+  CHECK_EQ_INT(braid(tmp, &out, "depot gc %s --grace 0", url), 0);
+  unsetenv("BRAID_TOKEN");
+  CHECK_CONTAINS(out, "1 snapshots name 10 chunks; removed 7 chunks");
+  free(out);
+  for (int i = 0; i < 7; i++) {
+    char rel[48];
+    snprintf(rel, sizeof rel, "f/f.%04d.bgeo", i);
+    CHECK_EQ_INT(chunk_status(base, a, rel), 404); /* v1's alone: gone */
+  }
+  CHECK_EQ_INT(chunk_status(base, a, "f/f.0007.bgeo"), 200); /* v2 names it too */
+  char *r2 = NULL;
+  if (asprintf(&r2, "%s@v2", ref) < 0) abort();
+  pull_same(r2, dst, b, &o);
+  char *root = xu_path(tmp, "depot");
+  fsck_ok(root);
+  /* --root still works on the depot's machine; a depot that is not there: 75 */
+  CHECK_EQ_INT(braid(tmp, &out, "depot gc --root depot --grace 0"), 0);
+  CHECK_CONTAINS(out, "removed 0 chunks");
+  free(out);
+  CHECK_EQ_INT(braid(tmp, &out, "depot gc depot://127.0.0.1:1 --token-file admin-token"), 75);
+  free(out);
+  CHECK_EQ_INT(braid(tmp, &out, "depot gc depot://127.0.0.1:1/x --token-file admin-token"), 2);
+  CHECK_CONTAINS(out, "not a depot's address");
+  free(out);
+  CHECK_EQ_INT(braid(tmp, &out, "depot gc --grace 0"), 2);
+  CHECK_CONTAINS(out, "needs a depot");
+  free(out);
+  kill(depot, SIGTERM);
+  CHECK_EQ_INT(farm_wait(depot), 0);
+  /* a depot without an admin token file takes no admin requests */
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  CHECK_EQ_INT(braid(tmp, &out, "depot gc %s --token %s", x.url, XU_TOKEN), 1);
+  CHECK_CONTAINS(out, "start it with --admin-token-file");
+  free(out);
+  xu_depot_stop(&x);
+  unsetenv("BRAID_CACHE_DIR");
+  free(r2);
+  free(root);
+  free(ref);
+  free(a);
+  free(b);
+  free(dst);
+  free(outp);
+  free(admin_tok);
+  free(tokens);
+  free(admins);
   xu_done(tmp);
 }

@@ -1,7 +1,7 @@
 /* The depot mounted inside `braid server --depot-root`: a real server on
  * loopback serves the API and the depot on one port with its own tokens
- * (any role pulls, user and admin push), and a farm agent runs push and
- * pull nodes against it. */
+ * (any role pulls, user and admin push, only admin removes versions and
+ * collects garbage), and a farm agent runs push and pull nodes against it. */
 #include "farm-util.h"
 #include "xfer-util.h"
 
@@ -56,6 +56,75 @@ TEST(server_serves_the_depot_with_its_tokens) {
   int64_t n = 0;
   CHECK_EQ_INT(br_depot_fsck(root, &n, &err), BR_OK);
   CHECK(n >= 3);
+  free(root);
+  free(r);
+  free(src);
+  free(dst);
+  farm_stop(&F);
+}
+
+/* `braid depot rm|gc DEPOT` with a token of the given role; the exit status
+ * and the output in *out. */
+static int depot_admin(const char *token, const char *args, char **out) {
+  char cmd[4096];
+  snprintf(cmd, sizeof cmd, "BRAID_TOKEN='%s' '%s' depot %s depot://%s 2>&1; echo \"exit=$?\"",
+           token, farm_bin(), args, F.url + strlen("http://"));
+  *out = farm_capture(cmd);
+  const char *e = strstr(*out, "exit=");
+  return e ? atoi(e + 5) : -1;
+}
+
+TEST(server_depot_rm_and_gc_need_an_admin_token) {
+  farm_start(&F, "xfer-server-admin", "--depot-root depot");
+  char *src = xu_path(F.dir, "src"), *dst = xu_path(F.dir, "dst");
+  xu_make_file(src, "a/one.0001.bgeo", 5000, 1);
+  char *r = ref("sh/gc");
+  br_xfer_opts o;
+  br_xfer_result res;
+  br_error err;
+  opts(&o, F.dir, F.user);
+  CHECK_EQ_INT(br_xfer_push(src, r, &o, &res, &err), BR_OK);
+  xu_make_file(src, "a/one.0001.bgeo", 7000, 2); /* v2 no longer names v1's chunk */
+  CHECK_EQ_INT(br_xfer_push(src, r, &o, &res, &err), BR_OK);
+  CHECK_EQ_INT(res.version, 2);
+  char *out = NULL;
+  /* user and agent tokens: 403, nothing removed */
+  const char *refused[] = {F.user, F.agent};
+  for (int i = 0; i < 2; i++) {
+    CHECK_EQ_INT(depot_admin(refused[i], "gc --grace 0", &out), 1);
+    CHECK_CONTAINS(out, "HTTP 403");
+    CHECK_CONTAINS(out, "admin token");
+    free(out);
+    CHECK_EQ_INT(depot_admin(refused[i], "rm sh/gc@v1", &out), 1);
+    CHECK_CONTAINS(out, "HTTP 403");
+    free(out);
+  }
+  CHECK_EQ_INT(depot_admin("brt_not_a_token", "gc", &out), 1);
+  CHECK_CONTAINS(out, "HTTP 401");
+  free(out);
+  /* the admin token removes v1 and collects its chunk */
+  CHECK_EQ_INT(depot_admin(F.admin, "rm sh/gc@v1", &out), 0);
+  CHECK_CONTAINS(out, "removed sh/gc@v1");
+  free(out);
+  CHECK_EQ_INT(depot_admin(F.admin, "rm sh/gc@v1", &out), 1);
+  CHECK_CONTAINS(out, "no version 1 of 'sh/gc'");
+  free(out);
+  CHECK_EQ_INT(depot_admin(F.admin, "gc --grace 0", &out), 0);
+  CHECK_CONTAINS(out, "1 snapshots name 1 chunks; removed 1 chunks");
+  free(out);
+  opts(&o, F.dir, F.agent);
+  CHECK_EQ_INT(br_xfer_pull(r, dst, &o, &res, &err), BR_OK);
+  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+  /* bad input is refused before any work */
+  json_t *body = json_pack("{sI}", "grace_s", (json_int_t)-1), *ans = NULL;
+  CHECK_EQ_INT(farm_call(&F, F.admin, "POST", "/v1/admin/gc", body, &ans), 400);
+  CHECK_CONTAINS(json_string_value(json_object_get(ans, "error")), "grace_s");
+  json_decref(ans);
+  json_decref(body);
+  char *root = xu_path(F.dir, "depot");
+  int64_t n = 0;
+  CHECK_EQ_INT(br_depot_fsck(root, &n, &err), BR_OK);
+  CHECK_EQ_INT(n, 1);
   free(root);
   free(r);
   free(src);

@@ -106,19 +106,31 @@ void br_xfer_token_hash(const char *token, char *buf, size_t size);
 
 typedef struct br_depot br_depot;
 
+/* What a depot request does, for the token check: reads (pull), writes
+ * (chunk uploads, snapshot commits) or administers (removing versions,
+ * garbage collection: /v1/admin/...). */
+typedef enum br_depot_access {
+  BR_DEPOT_READ = 0,
+  BR_DEPOT_WRITE = 1,
+  BR_DEPOT_ADMIN = 2,
+} br_depot_access;
+
 typedef struct br_depot_opts {
   const char *root;        /* directory of objects and snapshots (created) */
   const char *listen;      /* "127.0.0.1:7871"; port 0 picks one */
   const char *token_file;  /* lines "sha256:<hex>", a plain token, or the braid
                             * server's JSON lines ({"sha256": ...}); re-read when it
                             * changes; required unless authorize is given */
+  const char *admin_token_file; /* beside token_file: its tokens (same format)
+                            * may also remove versions and collect garbage
+                            * over HTTP (and read and write); NULL = no admin
+                            * requests (403) */
   /* Instead of token_file (a depot mounted in braid server, whose tokens have
-   * roles): decides every request from its bearer token (NULL when none);
-   * write is true for requests that store (chunk uploads, snapshot
-   * commits). Returns 0 to allow, or the HTTP status to refuse with (401:
-   * no or unknown token, 403: the token may not do this). Called from the
-   * server's threads. */
-  int (*authorize)(void *ud, const char *token, bool write);
+   * roles): decides every request from its bearer token (NULL when none)
+   * and what the request does. Returns 0 to allow, or the HTTP status to
+   * refuse with (401: no or unknown token, 403: the token may not do this).
+   * Called from the server's threads. */
+  int (*authorize)(void *ud, const char *token, br_depot_access access);
   void *authorize_ud;
   int64_t max_request;     /* bytes of one request body, 0 = default 65 MiB */
   int64_t max_manifest;    /* bytes of one manifest, 0 = BR_XFER_MAX_MANIFEST_BYTES */

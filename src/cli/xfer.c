@@ -5,6 +5,7 @@
  * the job's task through the runtime channel (--set-attr). */
 #include "cli.h"
 
+#include <braid/http.h>
 #include <braid/runtime.h>
 #include <braid/xfer.h>
 
@@ -71,6 +72,47 @@ static int read_token_file(const char *path, char *buf, size_t size) {
     br_cli_errorf("token file %s is empty", path);
     return -1;
   }
+  return 0;
+}
+
+/* The depot token and CA options push, pull and the remote depot commands
+ * share. argv[*i] is an option: 1 when it was one of these (its value
+ * taken, *i moved on), 0 when not, -1 on error (said). */
+static int token_option(int argc, char **argv, int *i, char *token, size_t size,
+                        const char **ca) {
+  const char *a = argv[*i], *v = *i + 1 < argc ? argv[*i + 1] : NULL;
+  if (strcmp(a, "--token-file") != 0 && strcmp(a, "--token") != 0 &&
+      strcmp(a, "--token-env") != 0 && strcmp(a, "--ca") != 0)
+    return 0;
+  if (!v) {
+    br_cli_errorf("%s needs a value", a);
+    return -1;
+  }
+  (*i)++;
+  if (strcmp(a, "--token-file") == 0) return read_token_file(v, token, size) ? -1 : 1;
+  if (strcmp(a, "--ca") == 0) {
+    *ca = v;
+    return 1;
+  }
+  if (strcmp(a, "--token-env") == 0) {
+    v = getenv(v);
+    if (!v || !*v) {
+      br_cli_errorf("--token-env: the environment variable %s is not set", argv[*i]);
+      return -1;
+    }
+  }
+  snprintf(token, size, "%s", v);
+  return 1;
+}
+
+/* What the options left open comes from BRAID_TOKEN (or BRAID_TOKEN_FILE)
+ * and BRAID_CA. */
+static int token_from_env(char *token, size_t size, const char **ca) {
+  if (!*ca) *ca = getenv("BRAID_CA");
+  if (token[0]) return 0;
+  const char *env = getenv("BRAID_TOKEN"), *tf = getenv("BRAID_TOKEN_FILE");
+  if (env && *env) snprintf(token, size, "%s", env);
+  else if (tf && *tf && read_token_file(tf, token, size)) return -1;
   return 0;
 }
 
@@ -152,11 +194,6 @@ typedef struct common {
 static int parse_common(int argc, char **argv, common *c) {
   br_xfer_opts_init(&c->o);
   c->pos = calloc((size_t)argc, sizeof *c->pos);
-  const char *env = getenv("BRAID_TOKEN");
-  if (env) snprintf(c->token, sizeof c->token, "%s", env);
-  c->o.ca_file = getenv("BRAID_CA");
-  const char *tf = getenv("BRAID_TOKEN_FILE");
-  if (!c->token[0] && tf && read_token_file(tf, c->token, sizeof c->token)) return -1;
   int dashdash = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -169,6 +206,9 @@ static int parse_common(int argc, char **argv, common *c) {
       dashdash = 1;
       continue;
     }
+    int t = token_option(argc, argv, &i, c->token, sizeof c->token, &c->o.ca_file);
+    if (t < 0) return -1;
+    if (t) continue;
 #define NEED_VALUE()                                     \
   do {                                                   \
     if (!v) {                                            \
@@ -177,24 +217,7 @@ static int parse_common(int argc, char **argv, common *c) {
     }                                                    \
     i++;                                                 \
   } while (0)
-    if (strcmp(a, "--token-file") == 0) {
-      NEED_VALUE();
-      if (read_token_file(v, c->token, sizeof c->token)) return -1;
-    } else if (strcmp(a, "--token") == 0) {
-      NEED_VALUE();
-      snprintf(c->token, sizeof c->token, "%s", v);
-    } else if (strcmp(a, "--token-env") == 0) {
-      NEED_VALUE();
-      const char *t = getenv(v);
-      if (!t || !*t) {
-        br_cli_errorf("--token-env: the environment variable %s is not set", v);
-        return -1;
-      }
-      snprintf(c->token, sizeof c->token, "%s", t);
-    } else if (strcmp(a, "--ca") == 0) {
-      NEED_VALUE();
-      c->o.ca_file = v;
-    } else if (strcmp(a, "--report-progress") == 0) {
+    if (strcmp(a, "--report-progress") == 0) {
       c->report_progress = 1;
     } else if (strcmp(a, "--set-attr") == 0) {
       NEED_VALUE();
@@ -271,6 +294,7 @@ static int parse_common(int argc, char **argv, common *c) {
     }
 #undef NEED_VALUE
   }
+  if (token_from_env(c->token, sizeof c->token, &c->o.ca_file)) return -1;
   if (c->token[0]) c->o.token = c->token;
   return 0;
 }
@@ -584,99 +608,257 @@ static int64_t parse_duration(const char *s) {
   return *end ? -1 : (int64_t)(v * mul);
 }
 
-static int depot_rm(int argc, char **argv) {
-  const char *root = NULL;
-  int n = 0, rc = BR_EXIT_OK;
-  for (int i = 1; i < argc; i++)
-    if (strcmp(argv[i], "--root") == 0 && i + 1 < argc) root = argv[++i];
-    else if (argv[i][0] == '-') {
-      br_cli_errorf("depot rm: unexpected '%s'", argv[i]);
-      return BR_EXIT_USAGE;
-    }
-  if (!root) {
-    br_cli_errorf("depot rm needs --root DIR and NAME@vN...");
-    return BR_EXIT_USAGE;
-  }
+/* A depot for the admin commands: --root DIR (on this machine) or a URL
+ * (depot://HOST:PORT, depots://, http://, https://) with a token. */
+typedef struct depot_target {
+  const char *root;
+  char *base; /* "http[s]://HOST:PORT", malloc'd */
+  char token[600];
+  const char *ca;
+} depot_target;
+
+/* "depot://HOST:PORT[/]" into "http://HOST:PORT" (depots:// into https://);
+ * NULL when s is not a depot's address. */
+static char *depot_base(const char *s) {
+  const char *scheme, *rest;
+  if (strncmp(s, "depot://", 8) == 0) scheme = "http://", rest = s + 8;
+  else if (strncmp(s, "depots://", 9) == 0) scheme = "https://", rest = s + 9;
+  else if (strncmp(s, "http://", 7) == 0) scheme = "http://", rest = s + 7;
+  else if (strncmp(s, "https://", 8) == 0) scheme = "https://", rest = s + 8;
+  else return NULL;
+  size_t n = strcspn(rest, "/");
+  if (!n || (rest[n] && strcmp(rest + n, "/") != 0)) return NULL;
+  char *b = NULL;
+  if (asprintf(&b, "%s%.*s", scheme, (int)n, rest) < 0) return NULL;
+  return b;
+}
+
+/* Parses the options of `depot rm` and `depot gc`: the target, and the
+ * other arguments in pos (the caller frees it). `extra` takes the
+ * command's own options (1: taken, 0: not one, -1: error said). */
+static int parse_target(int argc, char **argv, const char *verb, depot_target *t, char ***pos,
+                        int *npos, int (*extra)(int argc, char **argv, int *i, void *ud),
+                        void *ud) {
+  memset(t, 0, sizeof *t);
+  *npos = 0;
+  *pos = calloc((size_t)argc + 1, sizeof **pos);
   for (int i = 1; i < argc; i++) {
-    if (strcmp(argv[i], "--root") == 0) {
-      i++;
+    const char *a = argv[i];
+    if (strcmp(a, "--root") == 0) {
+      if (i + 1 >= argc) {
+        br_cli_errorf("--root needs a value");
+        return -1;
+      }
+      t->root = argv[++i];
       continue;
     }
-    n++;
-    char *name = strdup(argv[i]), *at = strrchr(name, '@');
-    char *end = NULL;
-    long long v = at ? strtoll(at + 1 + (at[1] == 'v'), &end, 10) : 0;
-    if (!at || !end || *end || v <= 0) {
-      br_cli_errorf("depot rm: '%s' is not NAME@vN", argv[i]);
-      free(name);
-      return BR_EXIT_USAGE;
+    int r = token_option(argc, argv, &i, t->token, sizeof t->token, &t->ca);
+    if (!r && extra) r = extra(argc, argv, &i, ud);
+    if (r < 0) return -1;
+    if (r) continue;
+    if (a[0] == '-') {
+      br_cli_errorf("depot %s: unexpected '%s'", verb, a);
+      return -1;
     }
-    *at = 0;
-    br_error err;
-    br_error_clear(&err);
-    if (br_depot_rm(root, name, v, &err)) {
-      br_cli_errorf("depot rm: %s", err.msg);
-      rc = BR_EXIT_FAILED;
-    } else {
-      printf("removed %s@v%lld\n", name, v);
+    if (!t->root && !t->base && strstr(a, "://")) {
+      t->base = depot_base(a);
+      if (!t->base) {
+        br_cli_errorf("depot %s: '%s' is not a depot's address (want depot://HOST:PORT)", verb, a);
+        return -1;
+      }
+      continue;
     }
-    free(name);
+    (*pos)[(*npos)++] = argv[i];
+  }
+  if (!t->root == !t->base) {
+    br_cli_errorf("depot %s needs a depot: depot://HOST:PORT, or --root DIR on its machine",
+                  verb);
+    return -1;
+  }
+  if (t->base && token_from_env(t->token, sizeof t->token, &t->ca)) return -1;
+  return 0;
+}
+
+/* One admin request to a running depot: 0 and *out on success (2xx); else
+ * the exit status, the failure said (*out may still hold the answer). */
+static int admin_call(const depot_target *t, const char *verb, const char *path, json_t *body,
+                      double timeout_s, json_t **out) {
+  *out = NULL;
+  br_error err;
+  br_error_clear(&err);
+  br_http_client *c = NULL;
+  if (br_http_client_open(t->base, t->token[0] ? t->token : NULL, &c, &err)) {
+    br_cli_errorf("depot %s: %s", verb, err.msg);
+    return BR_EXIT_FAILED;
+  }
+  if (t->ca && *t->ca) br_http_client_set_ca(c, t->ca);
+  br_http_client_set_timeout(c, timeout_s);
+  int st = br_http_client_call(c, "POST", path, body, out, &err);
+  br_http_client_close(c);
+  if (st < 0) {
+    br_cli_errorf("depot %s: %s", verb, err.msg);
+    return st == BR_ENET ? EXIT_TRANSIENT : BR_EXIT_FAILED;
+  }
+  if (st >= 200 && st < 300) return 0;
+  br_cli_errorf("depot %s: %s (HTTP %d)", verb, br_http_error_message(*out, st), st);
+  return st == 503 ? EXIT_TRANSIENT : BR_EXIT_FAILED;
+}
+
+/* NAME@vN (or NAME@N) into a fresh name and N; -1 if it is not one. */
+static int parse_version(const char *s, char **name, int64_t *version) {
+  char *n = strdup(s), *at = n ? strrchr(n, '@') : NULL;
+  char *end = NULL;
+  long long v = at ? strtoll(at + 1 + (at[1] == 'v'), &end, 10) : 0;
+  if (!at || !end || *end || v <= 0) {
+    br_cli_errorf("depot rm: '%s' is not NAME@vN", s);
+    free(n);
+    return -1;
+  }
+  *at = 0;
+  *name = n;
+  *version = v;
+  return 0;
+}
+
+static int depot_rm(int argc, char **argv) {
+  depot_target t;
+  char **pos = NULL;
+  int n = 0, rc = BR_EXIT_OK;
+  if (parse_target(argc, argv, "rm", &t, &pos, &n, NULL, NULL)) {
+    free(pos);
+    free(t.base);
+    return BR_EXIT_USAGE;
   }
   if (!n) {
     br_cli_errorf("depot rm: name the versions to remove (NAME@vN...)");
+    free(pos);
+    free(t.base);
     return BR_EXIT_USAGE;
   }
+  json_t *list = json_array();
+  for (int i = 0; i < n && rc == BR_EXIT_OK; i++) {
+    char *name = NULL;
+    int64_t v;
+    if (parse_version(pos[i], &name, &v)) rc = BR_EXIT_USAGE;
+    else json_array_append_new(list, json_pack("{ss sI}", "name", name, "version", (json_int_t)v));
+    free(name);
+  }
+  bool local = t.root && rc == BR_EXIT_OK;
+  for (size_t i = 0; local && i < json_array_size(list); i++) {
+    json_t *e = json_array_get(list, i);
+    const char *name = json_string_value(json_object_get(e, "name"));
+    long long v = (long long)json_integer_value(json_object_get(e, "version"));
+    br_error err;
+    br_error_clear(&err);
+    if (br_depot_rm(t.root, name, v, &err)) {
+      br_cli_errorf("depot rm: %s", err.msg);
+      rc = BR_EXIT_FAILED; /* the others are still removed */
+    } else {
+      printf("removed %s@v%lld\n", name, v);
+    }
+  }
+  if (t.base && rc == BR_EXIT_OK) {
+    json_t *body = json_pack("{sO}", "versions", list), *ans = NULL;
+    rc = admin_call(&t, "rm", "/v1/admin/rm", body, 600, &ans);
+    json_t *removed = json_object_get(ans, "removed"), *e;
+    size_t i;
+    json_array_foreach(removed, i, e) {
+      printf("removed %s@v%lld\n", json_string_value(json_object_get(e, "name")),
+             (long long)json_integer_value(json_object_get(e, "version")));
+    }
+    json_decref(ans);
+    json_decref(body);
+  }
+  json_decref(list);
+  free(pos);
+  free(t.base);
   return rc;
 }
 
-static int depot_gc(int argc, char **argv) {
-  const char *root = NULL;
-  int64_t grace = 86400;
-  bool dry = false;
-  for (int i = 1; i < argc; i++) {
-    if (strcmp(argv[i], "--root") == 0 && i + 1 < argc) {
-      root = argv[++i];
-    } else if (strcmp(argv[i], "--grace") == 0 && i + 1 < argc) {
-      grace = parse_duration(argv[++i]);
-      if (grace < 0) {
-        br_cli_errorf("--grace wants a duration like 24h, 90m or 3600");
-        return BR_EXIT_USAGE;
-      }
-    } else if (strcmp(argv[i], "--dry-run") == 0 || strcmp(argv[i], "-n") == 0) {
-      dry = true;
-    } else {
-      br_cli_errorf("depot gc: unexpected '%s'", argv[i]);
-      return BR_EXIT_USAGE;
-    }
+typedef struct gc_args {
+  int64_t grace;
+  bool dry;
+} gc_args;
+
+static int gc_option(int argc, char **argv, int *i, void *ud) {
+  gc_args *g = ud;
+  const char *a = argv[*i];
+  if (strcmp(a, "--dry-run") == 0 || strcmp(a, "-n") == 0) {
+    g->dry = true;
+    return 1;
   }
-  if (!root) {
-    br_cli_errorf("depot gc needs --root DIR");
+  if (strcmp(a, "--grace") != 0) return 0;
+  if (*i + 1 >= argc) {
+    br_cli_errorf("--grace needs a value");
+    return -1;
+  }
+  g->grace = parse_duration(argv[++*i]);
+  if (g->grace < 0) {
+    br_cli_errorf("--grace wants a duration like 24h, 90m or 3600");
+    return -1;
+  }
+  return 1;
+}
+
+static int depot_gc(int argc, char **argv) {
+  depot_target t;
+  char **pos = NULL;
+  int n = 0;
+  gc_args g = {.grace = 86400};
+  int rc = parse_target(argc, argv, "gc", &t, &pos, &n, gc_option, &g);
+  if (rc == 0 && n) br_cli_errorf("depot gc: unexpected '%s'", pos[0]);
+  free(pos);
+  if (rc || n) {
+    free(t.base);
     return BR_EXIT_USAGE;
   }
-  br_error err;
-  br_error_clear(&err);
   br_depot_gc_result r;
-  if (br_depot_gc(root, grace, dry, &r, &err)) {
-    br_cli_errorf("depot gc: %s", err.msg);
-    return BR_EXIT_FAILED;
+  memset(&r, 0, sizeof r);
+  if (t.root) {
+    br_error err;
+    br_error_clear(&err);
+    if (br_depot_gc(t.root, g.grace, g.dry, &r, &err)) {
+      br_cli_errorf("depot gc: %s", err.msg);
+      return BR_EXIT_FAILED;
+    }
+  } else {
+    json_t *body = json_pack("{sI sb}", "grace_s", (json_int_t)g.grace, "dry_run", g.dry);
+    json_t *ans = NULL;
+    /* no time limit: a gc of a large depot takes as long as it takes */
+    rc = admin_call(&t, "gc", "/v1/admin/gc", body, 0, &ans);
+    json_decref(body);
+    free(t.base);
+    if (rc) {
+      json_decref(ans);
+      return rc;
+    }
+    r.snapshots = json_integer_value(json_object_get(ans, "snapshots"));
+    r.live_chunks = json_integer_value(json_object_get(ans, "live_chunks"));
+    r.objects_removed = json_integer_value(json_object_get(ans, "objects_removed"));
+    r.packs_removed = json_integer_value(json_object_get(ans, "packs_removed"));
+    r.packs_rewritten = json_integer_value(json_object_get(ans, "packs_rewritten"));
+    r.bytes_freed = json_integer_value(json_object_get(ans, "bytes_freed"));
+    r.kept_young = json_integer_value(json_object_get(ans, "kept_young"));
+    json_decref(ans);
   }
   char freed[32];
   human((double)r.bytes_freed, freed, sizeof freed);
   printf("%s%lld snapshots name %lld chunks; %s %lld chunks (%s), %lld pack files (%lld "
          "rewritten); kept %lld unnamed chunks younger than the grace period\n",
-         dry ? "dry run: " : "", (long long)r.snapshots, (long long)r.live_chunks,
-         dry ? "would remove" : "removed", (long long)r.objects_removed, freed,
+         g.dry ? "dry run: " : "", (long long)r.snapshots, (long long)r.live_chunks,
+         g.dry ? "would remove" : "removed", (long long)r.objects_removed, freed,
          (long long)r.packs_removed, (long long)r.packs_rewritten, (long long)r.kept_young);
   return BR_EXIT_OK;
 }
 
 int br_cli_depot(int argc, char **argv) {
   if (br_cli_wants_help(argc, argv)) {
-    printf("usage: braid depot --root DIR --token-file FILE [--listen HOST:PORT]\n"
+    printf("usage: braid depot --root DIR --token-file FILE [--admin-token-file FILE]\n"
+           "                   [--listen HOST:PORT]\n"
            "       braid depot token --token-file FILE\n"
            "       braid depot fsck --root DIR\n"
-           "       braid depot rm --root DIR NAME@vN...\n"
-           "       braid depot gc --root DIR [--grace 24h] [--dry-run]\n\n"
+           "       braid depot rm DEPOT NAME@vN...\n"
+           "       braid depot gc DEPOT [--grace 24h] [--dry-run]\n\n"
            "Serves content-addressed snapshots over HTTP until interrupted. The token\n"
            "file holds one \"sha256:<hex>\" line per accepted token (a plain token line\n"
            "is accepted too), or is the braid server's token file; it is read again\n"
@@ -687,10 +869,20 @@ int br_cli_depot(int argc, char **argv) {
            "`braid depot gc` then removes the chunks no remaining version names, if they\n"
            "are older than the grace period (default 24h: a push still uploading keeps\n"
            "its chunks). Both work beside a running depot on the same root.\n\n"
+           "DEPOT, for rm and gc, is a running depot, depot://HOST:PORT (depots://,\n"
+           "http://, https://; a braid server with --depot-root too), asked with an\n"
+           "admin token: one of the depot's --admin-token-file, or a braid server's\n"
+           "admin token (--token-file FILE, --token TOKEN, --token-env NAME,\n"
+           "BRAID_TOKEN or BRAID_TOKEN_FILE; --ca FILE or BRAID_CA for HTTPS). Or\n"
+           "--root DIR, on the depot's machine. Exit status: 0 done, 1 failed, 2 usage,\n"
+           "75 the depot was unreachable.\n\n"
            "options:\n"
            "  --root DIR          where objects and snapshots are kept (created)\n"
            "  --listen HOST:PORT  default 127.0.0.1:7871; port 0 picks a free one\n"
            "  --token-file FILE   accepted tokens (required)\n"
+           "  --admin-token-file FILE\n"
+           "                      tokens that may also remove versions and collect\n"
+           "                      garbage remotely (braid depot rm/gc DEPOT)\n"
            "  --max-request SIZE  largest request body (default 65M)\n"
            "  --max-memory SIZE   bodies held at once (default 1G); past it, 503 and\n"
            "                      clients retry\n");
@@ -711,6 +903,7 @@ int br_cli_depot(int argc, char **argv) {
     if (strcmp(a, "--root") == 0) o.root = v;
     else if (strcmp(a, "--listen") == 0) o.listen = v;
     else if (strcmp(a, "--token-file") == 0) o.token_file = v;
+    else if (strcmp(a, "--admin-token-file") == 0) o.admin_token_file = v;
     else if (strcmp(a, "--max-memory") == 0) {
       o.max_memory = parse_size(v);
       if (o.max_memory <= 0) {

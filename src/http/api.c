@@ -1241,12 +1241,14 @@ static void on_timer(uv_timer_t *t) {
 
 /* The mounted depot's token rule: the server's tokens, by role. Any role
  * may read (pull); storing (push) takes a user or an admin token, so a
- * farm agent's token cannot change what the studio has checked in. */
-static int depot_authorize(void *ud, const char *token, bool write) {
+ * farm agent's token cannot change what the studio has checked in;
+ * removing versions and gc take an admin token. */
+static int depot_authorize(void *ud, const char *token, br_depot_access access) {
   br_server *s = ud;
   br_role r = token ? br_auth_check(s->auth, token) : BR_ROLE_NONE;
   if (r == BR_ROLE_NONE) return 401;
-  if (write && r != BR_ROLE_USER && r != BR_ROLE_ADMIN) return 403;
+  if (access == BR_DEPOT_WRITE && r != BR_ROLE_USER && r != BR_ROLE_ADMIN) return 403;
+  if (access == BR_DEPOT_ADMIN && r != BR_ROLE_ADMIN) return 403;
   return 0;
 }
 

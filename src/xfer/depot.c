@@ -7,9 +7,14 @@
  *   GET  /v1/chunk/HEX          one chunk, with Range (206 + Content-Range)
  *   POST /v1/snapshot?name=N    manifest            -> {"version":v}
  *   GET  /v1/snapshot?name=N[&version=V]            -> manifest, X-Braid-Version
+ *   POST /v1/admin/rm  {"versions":[{"name":N,"version":V}...]} -> {"removed":[...]}
+ *   POST /v1/admin/gc  {"grace_s":S,"dry_run":b}    -> br_depot_gc_result's fields
  *
  * Every request needs "Authorization: Bearer TOKEN" with a token whose hash
- * is in the token file; bodies are bounded before they are read. */
+ * is in the token file; /v1/admin/ requests need one from the admin token
+ * file (or, mounted in braid server, an admin role). Bodies are bounded
+ * before they are read. A gc may take long: it holds only its connection's
+ * thread. */
 #include "xfer_int.h"
 
 #include <arpa/inet.h>
@@ -28,12 +33,15 @@
 
 #define DEFAULT_MAX_REQUEST (BR_XFER__MAX_CHUNK + 1024 * 1024) /* a largest chunk fits */
 #define MAX_LIST 100000 /* digests in one missing/fetch question */
+#define MAX_ADMIN_REQUEST (4 * 1024 * 1024) /* an rm's list of versions */
 
 struct br_depot {
   struct MHD_Daemon *mhd;
   br_xfer__store store;
   br_xfer__tokens tokens;
-  int (*authorize)(void *ud, const char *token, bool write);
+  br_xfer__tokens admin_tokens; /* loaded when has_admin */
+  bool has_admin;
+  int (*authorize)(void *ud, const char *token, br_depot_access access);
   void *authorize_ud;
   int64_t max_request, max_manifest;
   int port;
@@ -99,20 +107,38 @@ static bool charge(br_depot *d, request *rq, int64_t n) {
   return ok;
 }
 
-/* Requests that store something; the others only read. */
-static bool writes(const char *url, const char *method) {
-  return strcmp(method, "POST") == 0 &&
-         (strcmp(url, "/v1/chunks") == 0 || strcmp(url, "/v1/snapshot") == 0);
+/* What a request does: /v1/admin/ administers, uploads and commits store
+ * something, the rest only read. */
+static br_depot_access access_of(const char *url, const char *method) {
+  if (strncmp(url, "/v1/admin/", 10) == 0) return BR_DEPOT_ADMIN;
+  if (strcmp(method, "POST") == 0 &&
+      (strcmp(url, "/v1/chunks") == 0 || strcmp(url, "/v1/snapshot") == 0))
+    return BR_DEPOT_WRITE;
+  return BR_DEPOT_READ;
 }
 
-/* 0 when the request may go on, else the HTTP status that refuses it. */
-static unsigned authorised(br_depot *d, struct MHD_Connection *c, const char *url,
-                           const char *method) {
+/* 0 when the request may go on, else the HTTP status that refuses it. A
+ * token of the admin token file may do everything; one of the token file
+ * anything but administer. */
+static unsigned authorised(br_depot *d, struct MHD_Connection *c, br_depot_access access) {
   const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
   const char *tok = h && strncasecmp(h, "Bearer ", 7) == 0 ? h + 7 : NULL;
   while (tok && *tok == ' ') tok++;
-  if (d->authorize) return (unsigned)d->authorize(d->authorize_ud, tok, writes(url, method));
-  return tok && br_xfer__tokens_check(&d->tokens, tok) ? 0 : MHD_HTTP_UNAUTHORIZED;
+  if (d->authorize) return (unsigned)d->authorize(d->authorize_ud, tok, access);
+  if (!tok) return MHD_HTTP_UNAUTHORIZED;
+  if (d->has_admin && br_xfer__tokens_check(&d->admin_tokens, tok)) return 0;
+  if (!br_xfer__tokens_check(&d->tokens, tok)) return MHD_HTTP_UNAUTHORIZED;
+  return access == BR_DEPOT_ADMIN ? MHD_HTTP_FORBIDDEN : 0;
+}
+
+/* Why a 403: the message tells an admin what to do. */
+static const char *forbidden_msg(const br_depot *d, br_depot_access access) {
+  if (access != BR_DEPOT_ADMIN) return "this token may only read from the depot";
+  if (d->authorize) return "removing versions and gc need an admin token (this token's role may not)";
+  if (d->has_admin)
+    return "removing versions and gc need a token from the depot's --admin-token-file";
+  return "this depot takes no admin requests: start it with --admin-token-file FILE "
+         "(or use braid server's depot with an admin token)";
 }
 
 /* Parses {"chunks":[hex...]} into a digest array. */
@@ -464,6 +490,80 @@ static enum MHD_Result do_get(br_depot *d, struct MHD_Connection *c, const char 
   return reply(c, MHD_HTTP_OK, "application/json", json, len, "X-Braid-Version", vbuf);
 }
 
+/* {"versions":[{"name":N,"version":V}...]}: removes each; those removed are
+ * listed even when another fails (the first failure gives the status, every
+ * failure is named in the error). */
+static enum MHD_Result do_admin_rm(br_depot *d, struct MHD_Connection *c, request *rq) {
+  json_t *root = json_loadb((const char *)rq->body.data, rq->body.len, 0, NULL);
+  json_t *list = json_object_get(root, "versions");
+  size_t n = json_array_size(list);
+  bool ok = json_is_array(list) && n > 0;
+  for (size_t i = 0; ok && i < n; i++) {
+    json_t *e = json_array_get(list, i);
+    json_t *v = json_object_get(e, "version");
+    ok = json_is_string(json_object_get(e, "name")) && json_is_integer(v) &&
+         json_integer_value(v) > 0;
+  }
+  if (!ok) {
+    json_decref(root);
+    return reply_error(c, MHD_HTTP_BAD_REQUEST,
+                       "expected {\"versions\":[{\"name\":NAME,\"version\":N},...]}");
+  }
+  json_t *removed = json_array();
+  br_xfer__buf errs = {0};
+  unsigned status = 0;
+  for (size_t i = 0; i < n; i++) {
+    json_t *e = json_array_get(list, i);
+    const char *name = json_string_value(json_object_get(e, "name"));
+    int64_t v = (int64_t)json_integer_value(json_object_get(e, "version"));
+    br_error err;
+    br_error_clear(&err);
+    /* br_depot_rm's work on the depot's open store */
+    if (br_xfer__store_rm(&d->store, name, v, &err) == BR_OK) {
+      json_array_append_new(removed, json_pack("{ss sI}", "name", name, "version", (json_int_t)v));
+      continue;
+    }
+    if (!status) status = (unsigned)status_of(err.code);
+    if (errs.len) br_xfer__buf_append(&errs, "; ", 2);
+    br_xfer__buf_append(&errs, err.msg, strlen(err.msg));
+  }
+  json_decref(root);
+  if (!status) return reply_json(c, MHD_HTTP_OK, json_pack("{so}", "removed", removed));
+  json_t *o = json_pack("{s:s%, s:o}", "error", errs.len ? (const char *)errs.data : "",
+                        errs.len, "removed", removed);
+  br_xfer__buf_free(&errs);
+  return reply_json(c, status, o);
+}
+
+/* {"grace_s":S,"dry_run":b} (both optional: a day, false): br_depot_gc on
+ * the depot's root, in this connection's thread however long it takes. */
+static enum MHD_Result do_admin_gc(br_depot *d, struct MHD_Connection *c, request *rq) {
+  json_t *root = rq->body.len ? json_loadb((const char *)rq->body.data, rq->body.len, 0, NULL)
+                              : json_object();
+  json_t *g = json_object_get(root, "grace_s"), *dry = json_object_get(root, "dry_run");
+  const char *bad = NULL;
+  if (!json_is_object(root)) bad = "expected {\"grace_s\":SECONDS,\"dry_run\":BOOL}";
+  else if (g && (!json_is_integer(g) || json_integer_value(g) < 0))
+    bad = "grace_s must be a number of seconds, 0 or more";
+  else if (dry && !json_is_boolean(dry)) bad = "dry_run must be true or false";
+  int64_t grace = g ? (int64_t)json_integer_value(g) : 86400;
+  bool dry_run = json_is_true(dry);
+  json_decref(root);
+  if (bad) return reply_error(c, MHD_HTTP_BAD_REQUEST, bad);
+  br_error err;
+  br_error_clear(&err);
+  br_depot_gc_result r;
+  if (br_depot_gc(d->store.root, grace, dry_run, &r, &err))
+    return reply_error(c, (unsigned)status_of(err.code), err.msg);
+  return reply_json(c, MHD_HTTP_OK,
+                    json_pack("{sb sI sI sI sI sI sI sI}", "dry_run", dry_run, "snapshots",
+                              (json_int_t)r.snapshots, "live_chunks", (json_int_t)r.live_chunks,
+                              "objects_removed", (json_int_t)r.objects_removed, "packs_removed",
+                              (json_int_t)r.packs_removed, "packs_rewritten",
+                              (json_int_t)r.packs_rewritten, "bytes_freed",
+                              (json_int_t)r.bytes_freed, "kept_young", (json_int_t)r.kept_young));
+}
+
 static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *url,
                                const char *method, const char *version,
                                const char *upload_data, size_t *upload_data_size,
@@ -475,11 +575,14 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
     if (!rq) return MHD_NO;
     *con_cls = rq;
     rq->d = d;
-    rq->limit = strcmp(url, "/v1/snapshot") == 0 ? d->max_manifest : d->max_request;
-    unsigned refused = authorised(d, c, url, method);
+    br_depot_access access = access_of(url, method);
+    rq->limit = strcmp(url, "/v1/snapshot") == 0 ? d->max_manifest
+                : access == BR_DEPOT_ADMIN       ? MAX_ADMIN_REQUEST
+                                                 : d->max_request;
+    unsigned refused = authorised(d, c, access);
     if (refused) {
       rq->reject = (int)refused;
-      rq->reject_msg = refused == MHD_HTTP_FORBIDDEN ? "this token may only read from the depot"
+      rq->reject_msg = refused == MHD_HTTP_FORBIDDEN ? forbidden_msg(d, access)
                                                      : "missing or wrong token";
     } else {
       const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
@@ -528,6 +631,8 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
   if (get && strncmp(url, "/v1/chunk/", 10) == 0) return do_chunk(d, c, url + 10);
   if (post && strcmp(url, "/v1/snapshot") == 0) return do_commit(d, c, rq, name);
   if (get && strcmp(url, "/v1/snapshot") == 0) return do_get(d, c, name);
+  if (post && strcmp(url, "/v1/admin/rm") == 0) return do_admin_rm(d, c, rq);
+  if (post && strcmp(url, "/v1/admin/gc") == 0) return do_admin_gc(d, c, rq);
   return reply_error(c, MHD_HTTP_NOT_FOUND, "no such endpoint");
 }
 
@@ -539,7 +644,8 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
 int br_depot_owns_url(const char *url) {
   return url && (strcmp(url, "/v1/missing") == 0 || strcmp(url, "/v1/chunks") == 0 ||
                  strcmp(url, "/v1/fetch") == 0 || strcmp(url, "/v1/snapshot") == 0 ||
-                 strncmp(url, "/v1/chunk/", 10) == 0);
+                 strncmp(url, "/v1/chunk/", 10) == 0 || strcmp(url, "/v1/admin/rm") == 0 ||
+                 strcmp(url, "/v1/admin/gc") == 0);
 }
 
 int br_depot_handle(br_depot *d, struct MHD_Connection *c, const char *url, const char *method,
@@ -603,9 +709,19 @@ int br_depot_open(const br_depot_opts *opts, br_depot **out, br_error *err) {
     free(d);
     return rc;
   }
+  if (!d->authorize && opts->admin_token_file && *opts->admin_token_file) {
+    rc = br_xfer__tokens_load(&d->admin_tokens, opts->admin_token_file, err);
+    if (rc) {
+      br_xfer__tokens_free(&d->tokens);
+      free(d);
+      return rc;
+    }
+    d->has_admin = true;
+  }
   rc = br_xfer__store_open(&d->store, opts->root, err);
   if (rc) {
     br_xfer__tokens_free(&d->tokens);
+    br_xfer__tokens_free(&d->admin_tokens);
     free(d);
     return rc;
   }
@@ -662,6 +778,7 @@ void br_depot_stop(br_depot *d) {
   if (d->mhd) MHD_stop_daemon(d->mhd);
   br_xfer__store_close(&d->store);
   br_xfer__tokens_free(&d->tokens);
+  br_xfer__tokens_free(&d->admin_tokens);
   pthread_mutex_destroy(&d->mem_mu);
   free(d);
 }
