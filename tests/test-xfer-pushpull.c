@@ -552,25 +552,31 @@ static void change_file_while_sending(const br_xfer_progress *p, void *ud) {
   }
 }
 
-TEST(file_changed_during_push_is_reported) {
-  char *tmp = br_test_tmpdir("xfer-pp-changed");
-  xu_depot x;
-  xu_depot_start(&x, tmp);
-  char *src = xu_path(tmp, "src"), *ref = xu_ref(x.url, "changed");
+/* 20 frames in src, and options under which f.0000.exr is rewritten when
+ * the first upload starts: after it was hashed, before it is sent. */
+static void frames_changed_while_sending(const char *tmp, const char *src, br_xfer_opts *o) {
   char rel[32];
   for (int i = 0; i < 20; i++) {
     snprintf(rel, sizeof rel, "f.%04d.exr", i);
     xu_make_file(src, rel, 20000, (uint64_t)i);
   }
-  br_xfer_opts o;
-  xu_opts(&o, tmp);
-  o.parallel = 1;
-  o.bundle_bytes = 1; /* one file per request */
-  o.small_file = 4096; /* read again to be sent, not kept from the hashing */
-  o.progress = change_file_while_sending;
-  o.progress_interval = 0.000001;
-  o.hash_threads = 1; /* f.0000 is hashed first, before anything is sent */
+  xu_opts(o, tmp);
+  o->parallel = 1;
+  o->bundle_bytes = 1; /* one file per request */
+  o->progress = change_file_while_sending;
+  o->progress_interval = 0.000001;
+  o->hash_threads = 1; /* f.0000 is hashed first, before anything is sent */
   change_me = xu_path(src, "f.0000.exr");
+}
+
+TEST(file_changed_during_push_is_reported) {
+  char *tmp = br_test_tmpdir("xfer-pp-changed");
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  char *src = xu_path(tmp, "src"), *ref = xu_ref(x.url, "changed");
+  br_xfer_opts o;
+  frames_changed_while_sending(tmp, src, &o);
+  o.small_file = 4096; /* read again to be sent, not kept from the hashing */
   br_xfer_result res;
   br_error err;
   br_error_clear(&err);
@@ -620,23 +626,12 @@ TEST(small_file_changed_after_hashing_goes_as_hashed) {
   xu_depot x;
   xu_depot_start(&x, tmp);
   char *src = xu_path(tmp, "src"), *ref = xu_ref(x.url, "kept");
-  char rel[32];
-  for (int i = 0; i < 20; i++) {
-    snprintf(rel, sizeof rel, "f.%04d.exr", i);
-    xu_make_file(src, rel, 20000, (uint64_t)i);
-  }
+  br_xfer_opts o;
+  frames_changed_while_sending(tmp, src, &o);
   char *before = xu_path(tmp, "before");
   char cmd[2048];
   snprintf(cmd, sizeof cmd, "cp -a '%s' '%s'", src, before);
   CHECK_EQ_INT(system(cmd), 0);
-  br_xfer_opts o;
-  xu_opts(&o, tmp);
-  o.parallel = 1;
-  o.bundle_bytes = 1; /* one file per request */
-  o.progress = change_file_while_sending;
-  o.progress_interval = 0.000001;
-  o.hash_threads = 1; /* f.0000 is hashed first, before anything is sent */
-  change_me = xu_path(src, "f.0000.exr");
   br_xfer_result res;
   CHECK_EQ_INT(push_ok(src, ref, &o, &res), 1);
   CHECK(change_me == NULL); /* it did change during the push */

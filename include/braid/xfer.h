@@ -256,6 +256,10 @@ typedef struct br_xfer_ref {
 } br_xfer_ref;
 int br_xfer_ref_parse(const char *s, br_xfer_ref *out, br_error *err);
 void br_xfer_ref_free(br_xfer_ref *r);
+/* A depot's address alone, "depot://HOST:PORT[/]" (or depots://, http://,
+ * https://), as the base a ref has ("http://HOST:PORT", malloc'd); NULL
+ * when s is not one. */
+char *br_xfer_depot_base(const char *s);
 
 /* Pushes dirs[i] to targets[i] (n pairs, all on one depot) with one bound
  * on parallel work and commits each as a new version; versions[i] receives

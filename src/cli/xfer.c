@@ -617,22 +617,6 @@ typedef struct depot_target {
   const char *ca;
 } depot_target;
 
-/* "depot://HOST:PORT[/]" into "http://HOST:PORT" (depots:// into https://);
- * NULL when s is not a depot's address. */
-static char *depot_base(const char *s) {
-  const char *scheme, *rest;
-  if (strncmp(s, "depot://", 8) == 0) scheme = "http://", rest = s + 8;
-  else if (strncmp(s, "depots://", 9) == 0) scheme = "https://", rest = s + 9;
-  else if (strncmp(s, "http://", 7) == 0) scheme = "http://", rest = s + 7;
-  else if (strncmp(s, "https://", 8) == 0) scheme = "https://", rest = s + 8;
-  else return NULL;
-  size_t n = strcspn(rest, "/");
-  if (!n || (rest[n] && strcmp(rest + n, "/") != 0)) return NULL;
-  char *b = NULL;
-  if (asprintf(&b, "%s%.*s", scheme, (int)n, rest) < 0) return NULL;
-  return b;
-}
-
 /* Parses the options of `depot rm` and `depot gc`: the target, and the
  * other arguments in pos (the caller frees it). `extra` takes the
  * command's own options (1: taken, 0: not one, -1: error said). */
@@ -661,7 +645,7 @@ static int parse_target(int argc, char **argv, const char *verb, depot_target *t
       return -1;
     }
     if (!t->root && !t->base && strstr(a, "://")) {
-      t->base = depot_base(a);
+      t->base = br_xfer_depot_base(a);
       if (!t->base) {
         br_cli_errorf("depot %s: '%s' is not a depot's address (want depot://HOST:PORT)", verb, a);
         return -1;

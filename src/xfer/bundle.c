@@ -14,14 +14,15 @@
 #define HDR (BR_XFER_DIGEST_LEN + 12)
 #define PROBE 4096 /* bytes compressed to guess whether a chunk compresses */
 
-/* ---- big buffers: request and response bodies, packs ----
+/* ---- buffers: request and response bodies, packs, push's kept files ----
  * Fresh memory costs a page fault and a page clear per 4 KiB, and glibc
  * gives big blocks back to the kernel when they are freed; bodies of a
- * few MiB come and go for every request. So buffers of 1 MiB and more
- * (powers of two, 4 KiB aligned for direct I/O) are kept for reuse, up to
+ * few MiB, and small files' bytes, come and go by the thousand. So every
+ * buffer has a power-of-two capacity from 4 KiB, is 4 KiB aligned (for
+ * direct I/O), and is kept for reuse when it is given back, up to
  * POOL_KEEP bytes per process. */
-#define POOL_MIN ((size_t)1 << 20)
-#define POOL_CLASSES 8 /* 1 MiB .. 128 MiB */
+#define POOL_MIN ((size_t)4096)
+#define POOL_CLASSES 16 /* 4 KiB .. 128 MiB */
 #define POOL_KEEP ((size_t)128 << 20)
 
 static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -34,13 +35,14 @@ static int pool_class(size_t cap) {
   return k < POOL_CLASSES ? k : -1;
 }
 
-void *br_xfer__mem_get(size_t size, size_t *cap) {
-  if (size < POOL_MIN) {
-    *cap = size ? size : 1;
-    return malloc(*cap);
-  }
+size_t br_xfer__mem_cap(size_t size) {
   size_t c = POOL_MIN;
   while (c < size) c *= 2;
+  return c;
+}
+
+void *br_xfer__mem_get(size_t size, size_t *cap) {
+  size_t c = br_xfer__mem_cap(size);
   int k = pool_class(c);
   void *b = NULL;
   if (k >= 0) {
@@ -52,14 +54,14 @@ void *br_xfer__mem_get(size_t size, size_t *cap) {
     }
     pthread_mutex_unlock(&pool_mu);
   }
-  if (!b && posix_memalign(&b, 4096, c) != 0) b = NULL;
+  if (!b && posix_memalign(&b, POOL_MIN, c) != 0) b = NULL;
   *cap = c;
   return b;
 }
 
 void br_xfer__mem_put(void *b, size_t cap) {
   if (!b) return;
-  int k = cap >= POOL_MIN ? pool_class(cap) : -1;
+  int k = pool_class(cap);
   if (k >= 0) {
     pthread_mutex_lock(&pool_mu);
     bool keep = pooled + cap <= POOL_KEEP;
@@ -76,17 +78,8 @@ void br_xfer__mem_put(void *b, size_t cap) {
 
 int br_xfer__buf_reserve(br_xfer__buf *b, size_t extra) {
   if (b->len + extra <= b->cap) return BR_OK;
-  size_t cap = b->cap ? b->cap : 4096;
-  while (cap < b->len + extra) cap *= 2;
-  if (cap < POOL_MIN) {
-    void *p = realloc(b->data, cap);
-    if (!p) return BR_ENOMEM;
-    b->data = p;
-    b->cap = cap;
-    return BR_OK;
-  }
   size_t got;
-  uint8_t *p = br_xfer__mem_get(cap, &got);
+  uint8_t *p = br_xfer__mem_get(b->len + extra, &got);
   if (!p) return BR_ENOMEM;
   if (b->len) memcpy(p, b->data, b->len);
   br_xfer__mem_put(b->data, b->cap);

@@ -193,18 +193,12 @@ static enum MHD_Result do_upload(br_depot *d, struct MHD_Connection *c, request 
   br_xfer__packed *pk = NULL;
   br_xfer__buf pack = {0};
   size_t n = 0, cap = 0, npk = 0;
-  /* The pack in aligned memory of its final size: written as it is with
-   * direct I/O, no copy. */
+  /* The pack in aligned memory that holds it whole, padding included:
+   * written as it is with direct I/O, no copy. */
   size_t need = br_xfer__bundle_raw_below(rq->body.data, rq->body.len, BR_XFER__PACK_MAX_ENTRY);
   if (need) {
-    size_t al = (need + BR_XFER__DIO_ALIGN - 1) / BR_XFER__DIO_ALIGN * BR_XFER__DIO_ALIGN;
-    size_t got = 0;
-    void *b = al >= ((size_t)1 << 20) ? br_xfer__mem_get(al, &got) : NULL;
-    if (!b && posix_memalign(&b, BR_XFER__DIO_ALIGN, al) == 0) got = al;
-    if (b) {
-      pack.data = b;
-      pack.cap = got;
-    }
+    pack.data = br_xfer__mem_get(need, &pack.cap);
+    if (!pack.data) pack.cap = 0;
   }
   int r;
   unsigned status = 0;

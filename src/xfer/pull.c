@@ -423,22 +423,25 @@ static void commit_batch(installer *in, install_job **v, size_t n) {
     }
     renamed++;
   }
-  /* --sync files: the renames are made durable now, one fsync per
-   * directory renamed into */
-  for (size_t i = 0; per_file && i < renamed; i++) {
-    struct stat st, other;
-    bool dup = false;
-    if (fstat(v[i]->dirfd, &st) == 0)
-      for (size_t k = 0; k < i && !dup; k++)
-        dup = fstat(v[k]->dirfd, &other) == 0 && other.st_dev == st.st_dev &&
-              other.st_ino == st.st_ino;
-    if (!dup) br_xfer__fsync_dirfd(v[i]->dirfd);
-  }
-  /* otherwise they become durable with the next batch's syncfs, or at
-   * the end (installer_sync): remember a directory on each file system */
-  for (size_t i = 0; !per_file && i < renamed; i++) {
+  /* The renames become durable: with --sync files now, one fsync per
+   * directory renamed into; otherwise with the next batch's syncfs, or at
+   * the end (installer_sync), so a directory on each file system is kept.
+   * Each directory is looked at once per batch. */
+  dev_t ddev[INSTALL_INFLIGHT];
+  ino_t dino[INSTALL_INFLIGHT];
+  size_t nd = 0;
+  for (size_t i = 0; i < renamed; i++) {
     struct stat st;
     if (fstat(v[i]->dirfd, &st) != 0) {
+      br_xfer__fsync_dirfd(v[i]->dirfd);
+      continue;
+    }
+    bool seen = false;
+    for (size_t k = 0; k < nd && !seen; k++) seen = ddev[k] == st.st_dev && dino[k] == st.st_ino;
+    if (seen) continue;
+    ddev[nd] = st.st_dev;
+    dino[nd++] = st.st_ino;
+    if (per_file) {
       br_xfer__fsync_dirfd(v[i]->dirfd);
       continue;
     }

@@ -26,7 +26,6 @@
 #define MISSING_BATCH 20000
 #define MAX_BUNDLE_ENTRIES 4096
 #define WAKE_EVERY 64 /* hashed files that wake the event loop */
-#define POOL_CLASSES 15 /* buffer sizes 4 KiB .. 64 MiB */
 #define ASK_MIN 1024
 #define ASK_WAIT 0.02 /* seconds: a question that waits no more goes as it is */ /* chunks per 'missing' question while hashing goes on */
 
@@ -81,8 +80,7 @@ typedef struct push {
   pfile **ready; /* hashed, for the event loop */
   pfile **taking; /* the loop's copy of ready */
   size_t nready;
-  int64_t mem_used, mem_cap; /* small files' buffers (see buf_get) */
-  uint8_t *pool[POOL_CLASSES]; /* free buffers, a list through their first bytes */
+  int64_t mem_used, mem_cap; /* small files' buffers in use (see buf_get) */
   int mem_waiting;           /* threads waiting for memory */
   int hashing;               /* threads still running */
   bool stop;
@@ -200,61 +198,33 @@ static bool keeps_data(const push *p, const pfile *f) {
          f->st.st_size <= p->chunk_size;
 }
 
-/* Buffers for small files' bytes, by size class (4 KiB << k), are reused:
- * fresh memory costs a page fault per page. All of them, in use or free,
- * count against mem_cap. Under p->mu. */
-static int size_class(int64_t size) {
-  int k = 0;
-  while (k < POOL_CLASSES - 1 && ((int64_t)4096 << k) < size) k++;
-  return k;
+/* Small files' bytes are kept within mem_cap: a hashing thread waits while
+ * the buffers in use would pass it (unless none is). The buffers come from
+ * the shared pool and count with their capacity. */
+static void buf_put(push *p, uint8_t *b, int64_t size) {
+  size_t cap = br_xfer__mem_cap((size_t)size);
+  br_xfer__mem_put(b, cap);
+  pthread_mutex_lock(&p->mu);
+  p->mem_used -= (int64_t)cap;
+  pthread_cond_broadcast(&p->mem_cv);
+  pthread_mutex_unlock(&p->mu);
 }
 
 static uint8_t *buf_get(push *p, int64_t size) {
-  int k = size_class(size);
-  int64_t cls = (int64_t)4096 << k;
+  int64_t cap = (int64_t)br_xfer__mem_cap((size_t)size);
   pthread_mutex_lock(&p->mu);
-  for (;;) {
-    if (p->pool[k]) {
-      uint8_t *b = p->pool[k];
-      memcpy(&p->pool[k], b, sizeof(void *));
-      pthread_mutex_unlock(&p->mu);
-      return b;
-    }
-    if (p->stop || p->mem_used == 0 || p->mem_used + cls <= p->mem_cap) break;
-    bool freed = false; /* free buffers of other sizes make room */
-    for (int c = 0; c < POOL_CLASSES && !freed; c++)
-      while (p->pool[c]) {
-        uint8_t *b = p->pool[c];
-        memcpy(&p->pool[c], b, sizeof(void *));
-        free(b);
-        p->mem_used -= (int64_t)4096 << c;
-        freed = true;
-      }
-    if (freed) continue;
+  while (!p->stop && p->mem_used > 0 && p->mem_used + cap > p->mem_cap) {
     p->mem_waiting++;
     br_xfer__engine_wake(&p->eng); /* the loop sends what it holds */
     pthread_cond_wait(&p->mem_cv, &p->mu);
     p->mem_waiting--;
   }
-  p->mem_used += cls;
+  p->mem_used += cap;
   pthread_mutex_unlock(&p->mu);
-  uint8_t *b = malloc((size_t)cls);
-  if (!b) {
-    pthread_mutex_lock(&p->mu);
-    p->mem_used -= cls;
-    pthread_mutex_unlock(&p->mu);
-  }
+  size_t got;
+  uint8_t *b = br_xfer__mem_get((size_t)size, &got);
+  if (!b) buf_put(p, NULL, size);
   return b;
-}
-
-static void buf_put(push *p, uint8_t *b, int64_t size) {
-  if (!b) return;
-  int k = size_class(size);
-  pthread_mutex_lock(&p->mu);
-  memcpy(b, &p->pool[k], sizeof(void *));
-  p->pool[k] = b;
-  pthread_cond_broadcast(&p->mem_cv);
-  pthread_mutex_unlock(&p->mu);
 }
 
 /* A small file: read whole (its bytes are kept for the upload) and hashed. */
@@ -606,13 +576,18 @@ static int cmp_cref_order(const void *a, const void *b) {
   return x->chunk < y->chunk ? -1 : x->chunk > y->chunk;
 }
 
-/* Nothing more will be asked about: no file left to hash or to take, no
- * question waiting or in flight. */
-static bool all_asked(push *p) {
+/* Files are still being hashed, or hashed and not taken yet. */
+static bool files_coming(push *p) {
   pthread_mutex_lock(&p->mu);
   bool more = p->hashing > 0 || p->nready > 0;
   pthread_mutex_unlock(&p->mu);
-  return !more && p->nask == 0 && p->asking == 0;
+  return more;
+}
+
+/* Nothing more will be asked about: no file left to hash or to take, no
+ * question waiting or in flight. */
+static bool all_asked(push *p) {
+  return !files_coming(p) && p->nask == 0 && p->asking == 0;
 }
 
 static int submit_upload(push *p, size_t from, size_t to) {
@@ -716,31 +691,22 @@ static void pipeline_tick(br_xfer__engine *e, void *ud) {
     return;
   }
   for (size_t i = 0; i < n; i++)
-    if (take_file(p, p->taking[i])) {
-      br_error_set(&err, BR_ENOMEM, "out of memory");
-      br_xfer__engine_fail(e, &err);
-      return;
-    }
+    if (take_file(p, p->taking[i])) goto oom;
   /* A question goes when it is big enough, or when it is the last, or
    * when none is in flight and its first chunk waited ASK_WAIT: the
    * answers come while the threads hash, and the depot is not asked about
    * a few chunks at a time. */
-  pthread_mutex_lock(&p->mu);
-  bool hashing = p->hashing > 0 || p->nready > 0;
-  pthread_mutex_unlock(&p->mu);
+  bool hashing = files_coming(p);
   double now = br_xfer__now();
   if (!p->nask) p->ask_since = now;
   bool waited = p->asking == 0 && now - p->ask_since >= ASK_WAIT;
   while (p->nask && (p->nask >= ASK_MIN || !hashing || waited))
-    if (submit_question(p)) {
-      br_error_set(&err, BR_ENOMEM, "out of memory");
-      br_xfer__engine_fail(e, &err);
-      return;
-    }
-  if (flush_sends(p)) {
-    br_error_set(&err, BR_ENOMEM, "out of memory");
-    br_xfer__engine_fail(e, &err);
-  }
+    if (submit_question(p)) goto oom;
+  if (flush_sends(p)) goto oom;
+  return;
+oom:
+  br_error_set(&err, BR_ENOMEM, "out of memory");
+  br_xfer__engine_fail(e, &err);
 }
 
 static bool pipeline_more(br_xfer__engine *e, void *ud) {
@@ -1060,12 +1026,6 @@ int br_xfer_push_many(const char *const *dirs, const char *const *targets, size_
     br_xfer_ref_free(&jb->ref);
   }
   free(p.jobs);
-  for (int k = 0; k < POOL_CLASSES; k++)
-    while (p.pool[k]) {
-      uint8_t *b = p.pool[k];
-      memcpy(&p.pool[k], b, sizeof(void *));
-      free(b);
-    }
   free(p.todo);
   free(p.ready);
   free(p.taking);

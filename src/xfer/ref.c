@@ -6,15 +6,41 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The http(s) scheme of a depot location, and *rest where its host
+ * starts; NULL when s has none of the depot schemes. */
+static const char *scheme_of(const char *s, const char **rest) {
+  static const struct {
+    const char *prefix, *scheme;
+  } schemes[] = {{"http://", "http://"},
+                 {"https://", "https://"},
+                 {"depot://", "http://"},
+                 {"depots://", "https://"}};
+  for (size_t i = 0; i < sizeof schemes / sizeof schemes[0]; i++) {
+    size_t n = strlen(schemes[i].prefix);
+    if (strncmp(s, schemes[i].prefix, n) == 0) {
+      *rest = s + n;
+      return schemes[i].scheme;
+    }
+  }
+  return NULL;
+}
+
+char *br_xfer_depot_base(const char *s) {
+  const char *rest = NULL, *scheme = s ? scheme_of(s, &rest) : NULL;
+  if (!scheme) return NULL;
+  size_t n = strcspn(rest, "/");
+  if (!n || (rest[n] && strcmp(rest + n, "/") != 0)) return NULL;
+  char *b = NULL;
+  if (asprintf(&b, "%s%.*s", scheme, (int)n, rest) < 0) return NULL;
+  return b;
+}
+
 int br_xfer_ref_parse(const char *s, br_xfer_ref *out, br_error *err) {
   memset(out, 0, sizeof *out);
   if (!s) return br_error_set(err, BR_EINVAL, "no depot location");
-  const char *scheme = NULL, *rest = NULL;
-  if (strncmp(s, "http://", 7) == 0) scheme = "http://", rest = s + 7;
-  else if (strncmp(s, "https://", 8) == 0) scheme = "https://", rest = s + 8;
-  else if (strncmp(s, "depot://", 8) == 0) scheme = "http://", rest = s + 8;
-  else if (strncmp(s, "depots://", 9) == 0) scheme = "https://", rest = s + 9;
-  else
+  const char *rest = NULL;
+  const char *scheme = scheme_of(s, &rest);
+  if (!scheme)
     return br_error_set(err, BR_EINVAL,
                         "'%s' is not a depot location (want depot://HOST:PORT/NAME[@vN])", s);
   const char *slash = strchr(rest, '/');

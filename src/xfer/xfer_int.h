@@ -33,10 +33,12 @@ typedef struct br_xfer__buf {
 int br_xfer__buf_reserve(br_xfer__buf *b, size_t extra);
 int br_xfer__buf_append(br_xfer__buf *b, const void *data, size_t len);
 void br_xfer__buf_free(br_xfer__buf *b);
-/* Memory for big bodies, reused (bundle.c): get gives at least size bytes
- * (4 KiB aligned from 1 MiB on) and their capacity; put takes them back
- * with that capacity. A br_xfer__buf's data is freed this way. */
+/* Buffers, reused (bundle.c): get gives at least size bytes, 4 KiB
+ * aligned, and their capacity (a power of two); put takes them back with
+ * that capacity. A br_xfer__buf's data comes and goes this way. */
 void *br_xfer__mem_get(size_t size, size_t *cap);
+/* The capacity br_xfer__mem_get gives for size bytes. */
+size_t br_xfer__mem_cap(size_t size);
 void br_xfer__mem_put(void *b, size_t cap);
 
 int br_xfer__bundle_begin(br_xfer__buf *b);
