@@ -5,6 +5,7 @@
 #include "xfer_int.h"
 
 #include <pthread.h>
+#include <stdint.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,43 +112,114 @@ static uint32_t get32(const uint8_t *p) {
   return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
+/* ---- zstd contexts, one of each per thread ----
+ * ZSTD_compress and ZSTD_decompress make and free a context on every call,
+ * and making one runs CPUID, which in a virtual machine traps to the
+ * hypervisor: a probe of every small file cost more than its compression.
+ * A thread keeps its contexts until it exits. */
+typedef struct zctx {
+  ZSTD_CCtx *c;
+  ZSTD_DCtx *d;
+} zctx;
+
+static pthread_key_t zkey;
+static pthread_once_t zonce = PTHREAD_ONCE_INIT;
+static bool zkey_ok;
+
+static void zctx_free(void *p) {
+  zctx *z = p;
+  ZSTD_freeCCtx(z->c);
+  ZSTD_freeDCtx(z->d);
+  free(z);
+}
+
+static void zkey_make(void) { zkey_ok = pthread_key_create(&zkey, zctx_free) == 0; }
+
+static zctx *zctx_get(void) {
+  pthread_once(&zonce, zkey_make);
+  if (!zkey_ok) return NULL;
+  zctx *z = pthread_getspecific(zkey);
+  if (!z && (z = calloc(1, sizeof *z)) && pthread_setspecific(zkey, z) != 0) {
+    free(z);
+    z = NULL;
+  }
+  return z;
+}
+
+static size_t zcompress(void *dst, size_t cap, const void *src, size_t len) {
+  zctx *z = zctx_get();
+  if (z && !z->c) z->c = ZSTD_createCCtx();
+  if (!z || !z->c) return ZSTD_compress(dst, cap, src, len, 1);
+  return ZSTD_compressCCtx(z->c, dst, cap, src, len, 1);
+}
+
+static size_t zdecompress(void *dst, size_t cap, const void *src, size_t len) {
+  zctx *z = zctx_get();
+  if (z && !z->d) z->d = ZSTD_createDCtx();
+  if (!z || !z->d) return ZSTD_decompress(dst, cap, src, len);
+  return ZSTD_decompressDCtx(z->d, dst, cap, src, len);
+}
+
 int br_xfer__bundle_begin(br_xfer__buf *b) {
   b->len = 0;
   return br_xfer__buf_append(b, MAGIC, 4);
 }
 
-int br_xfer__bundle_add(br_xfer__buf *b, const br_xfer_digest *d, const void *data,
-                        size_t len, bool compress, bool *saved) {
+int br_xfer__bundle_reserve(br_xfer__buf *b, size_t entries, size_t bytes) {
+  if (entries > SIZE_MAX / 2 / HDR || bytes > SIZE_MAX / 2) return BR_ENOMEM;
+  return br_xfer__buf_reserve(b, entries * HDR + bytes);
+}
+
+uint8_t *br_xfer__bundle_slot(br_xfer__buf *b, size_t len) {
+  if (len > BR_XFER__MAX_CHUNK || br_xfer__buf_reserve(b, HDR + len)) return NULL;
+  return b->data + b->len + HDR;
+}
+
+int br_xfer__bundle_put(br_xfer__buf *b, const br_xfer_digest *d, size_t len, bool compress,
+                        bool *saved) {
   if (saved) *saved = false;
-  if (len > BR_XFER__MAX_CHUNK) return BR_EINVAL;
-  size_t bound = compress ? ZSTD_compressBound(len) : 0;
-  if (br_xfer__buf_reserve(b, HDR + (bound > len ? bound : len))) return BR_ENOMEM;
+  if (len > BR_XFER__MAX_CHUNK || b->len + HDR + len > b->cap) return BR_EINVAL;
   uint8_t *h = b->data + b->len;
   uint8_t *payload = h + HDR;
   uint32_t flags = 0;
   size_t wire = len;
-  /* A sample first: data that does not compress (most caches are stored
-   * compressed already) then costs one small compression, not a whole one. */
-  if (compress && len >= 4 * PROBE) {
-    size_t z = ZSTD_compress(payload, bound, data, PROBE, 1);
-    if (ZSTD_isError(z) || z >= PROBE - PROBE / 10) compress = false;
-  }
   if (compress && len >= 512) {
-    size_t z = ZSTD_compress(payload, bound, data, len, 1);
-    /* Keep it only when it saves at least a tenth. */
-    if (!ZSTD_isError(z) && z < len - len / 10) {
-      flags = 1;
-      wire = z;
-      if (saved) *saved = true;
+    size_t zcap, bound = ZSTD_compressBound(len);
+    uint8_t *z = br_xfer__mem_get(bound, &zcap);
+    if (!z) return BR_ENOMEM;
+    /* A sample first: data that does not compress (most caches are stored
+     * compressed already) then costs one small compression, not a whole one. */
+    size_t zl = 0;
+    if (len >= 4 * PROBE) {
+      zl = zcompress(z, zcap, payload, PROBE);
+      if (ZSTD_isError(zl) || zl >= PROBE - PROBE / 10) compress = false;
     }
+    if (compress) {
+      zl = zcompress(z, zcap, payload, len);
+      /* Keep it only when it saves at least a tenth. */
+      if (!ZSTD_isError(zl) && zl < len - len / 10) {
+        memcpy(payload, z, zl);
+        flags = 1;
+        wire = zl;
+        if (saved) *saved = true;
+      }
+    }
+    br_xfer__mem_put(z, zcap);
   }
-  if (!flags && len) memcpy(payload, data, len);
   memcpy(h, d->b, BR_XFER_DIGEST_LEN);
   put32(h + 32, flags);
   put32(h + 36, (uint32_t)len);
   put32(h + 40, (uint32_t)wire);
   b->len += HDR + wire;
   return BR_OK;
+}
+
+int br_xfer__bundle_add(br_xfer__buf *b, const br_xfer_digest *d, const void *data,
+                        size_t len, bool compress, bool *saved) {
+  uint8_t *slot = br_xfer__bundle_slot(b, len);
+  if (!slot) return len > BR_XFER__MAX_CHUNK ? BR_EINVAL : BR_ENOMEM;
+  if (len) memcpy(slot, data, len);
+  return br_xfer__bundle_put(b, d, len, compress, saved);
 }
 
 size_t br_xfer__bundle_raw_below(const void *data, size_t len, size_t limit) {
@@ -198,7 +270,7 @@ int br_xfer__bundle_next(br_xfer__bundle_iter *it, br_xfer_digest *d, const uint
     it->scratch_cap = raw;
     if (!it->scratch) return br_error_set(err, BR_ENOMEM, "out of memory");
   }
-  size_t got = ZSTD_decompress(it->scratch, raw, payload, wire);
+  size_t got = zdecompress(it->scratch, raw, payload, wire);
   if (ZSTD_isError(got) || got != raw)
     return br_error_set(err, BR_ENET, "bundle entry does not decompress");
   *data = it->scratch;

@@ -296,8 +296,6 @@ static enum MHD_Result do_fetch(br_depot *d, struct MHD_Connection *c, request *
   json_decref(root);
   br_xfer__buf out = {0};
   br_xfer__bundle_begin(&out);
-  uint8_t *tmp = NULL;
-  size_t tmpcap = 0;
   int64_t total = 0;
   unsigned status = MHD_HTTP_OK;
   const char *msg = NULL;
@@ -315,6 +313,11 @@ static enum MHD_Result do_fetch(br_depot *d, struct MHD_Connection *c, request *
       br_xfer__index_locate(&d->store, &ds[i], locs[i].rel, sizeof locs[i].rel, &locs[i].off,
                             &locs[i].len);
     br_xfer__index_batch_end(&d->store);
+    size_t bytes = 0;
+    for (size_t i = 0; i < n; i++)
+      if (locs[i].rel[0] && locs[i].len > 0 && locs[i].len <= BR_XFER__MAX_CHUNK)
+        bytes += (size_t)locs[i].len;
+    if (bytes <= (size_t)d->max_request) br_xfer__bundle_reserve(&out, n, bytes);
   }
   char open_rel[64] = "";
   int pfd = -1;
@@ -343,13 +346,9 @@ static enum MHD_Result do_fetch(br_depot *d, struct MHD_Connection *c, request *
       msg = "fetch asks for too many bytes at once";
       break;
     }
-    if ((size_t)size > tmpcap) {
-      free(tmp);
-      tmpcap = (size_t)size;
-      tmp = malloc(tmpcap);
-    }
-    if (!tmp || br_xfer__pread_all(fd, tmp, (size_t)size, off) ||
-        br_xfer__bundle_add(&out, &ds[i], tmp, (size_t)size, zstd, NULL)) {
+    uint8_t *slot = br_xfer__bundle_slot(&out, (size_t)size);
+    if (!slot || br_xfer__pread_all(fd, slot, (size_t)size, off) ||
+        br_xfer__bundle_put(&out, &ds[i], (size_t)size, zstd, NULL)) {
       status = MHD_HTTP_INTERNAL_SERVER_ERROR;
       msg = "reading a chunk failed";
     }
@@ -357,7 +356,6 @@ static enum MHD_Result do_fetch(br_depot *d, struct MHD_Connection *c, request *
   }
   if (pfd >= 0) close(pfd);
   free(locs);
-  free(tmp);
   free(ds);
   if (!msg && !charge(d, rq, (int64_t)out.len)) {
     status = MHD_HTTP_SERVICE_UNAVAILABLE;

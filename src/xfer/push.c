@@ -496,19 +496,27 @@ static int missing_done(br_xfer__req *r, br_error *err) {
 static int upload_build(br_xfer__req *r, br_xfer__buf *body, br_error *err) {
   batch *b = r->ctx;
   push *p = b->p;
-  br_xfer__bundle_begin(body);
+  size_t bytes = 0;
+  for (size_t i = 0; i < b->nrefs; i++)
+    bytes += (size_t)chunk_len(b->refs[i]->f, b->refs[i]->chunk, p->chunk_size);
+  if (br_xfer__bundle_begin(body) || br_xfer__bundle_reserve(body, b->nrefs, bytes))
+    return br_error_set(err, BR_ENOMEM, "out of memory");
   int fd = -1;
   const pfile *open_f = NULL;
-  uint8_t *buf = NULL;
-  size_t cap = 0;
   int rc = BR_OK;
   for (size_t i = 0; i < b->nrefs && rc == BR_OK; i++) {
     cref *c = b->refs[i];
     pfile *f = c->f;
     pjob *j = &p->jobs[f->job];
     size_t len = (size_t)chunk_len(f, c->chunk, p->chunk_size);
-    const uint8_t *data = f->data; /* the bytes hashed, kept */
-    if (!data) {
+    uint8_t *slot = br_xfer__bundle_slot(body, len);
+    if (!slot) {
+      rc = br_error_set(err, BR_ENOMEM, "out of memory");
+      break;
+    }
+    if (f->data) { /* the bytes hashed, kept */
+      memcpy(slot, f->data, len);
+    } else {
       if (f != open_f) {
         if (fd >= 0) close(fd);
         char *abs = NULL;
@@ -531,26 +539,16 @@ static int upload_build(br_xfer__req *r, br_xfer__buf *body, br_error *err) {
         open_f = f;
         if (rc) break;
       }
-      if (len > cap) {
-        free(buf);
-        cap = len;
-        buf = malloc(cap);
-        if (!buf) {
-          rc = br_error_set(err, BR_ENOMEM, "out of memory");
-          break;
-        }
-      }
-      int e = br_xfer__pread_all(fd, buf, len, (int64_t)c->chunk * p->chunk_size);
+      int e = br_xfer__pread_all(fd, slot, len, (int64_t)c->chunk * p->chunk_size);
       if (e) {
         rc = br_error_set(err, BR_EIO, "%s/%s: read failed or file shrank (%s); push again",
                           j->dir, f->rel, strerror(-e));
         break;
       }
-      data = buf;
     }
     bool try_z = p->o->compress && f->zstate >= 0;
     bool saved = false;
-    if (br_xfer__bundle_add(body, &c->d, data, len, try_z, &saved)) {
+    if (br_xfer__bundle_put(body, &c->d, len, try_z, &saved)) {
       rc = br_error_set(err, BR_ENOMEM, "out of memory");
       break;
     }
@@ -558,7 +556,6 @@ static int upload_build(br_xfer__req *r, br_xfer__buf *body, br_error *err) {
     if (try_z && f->zstate == 0 && c->chunk == 0) f->zstate = saved ? 1 : -1;
   }
   if (fd >= 0) close(fd);
-  free(buf);
   return rc;
 }
 

@@ -46,6 +46,15 @@ int br_xfer__bundle_begin(br_xfer__buf *b);
  * (may be NULL) tells whether it did. */
 int br_xfer__bundle_add(br_xfer__buf *b, const br_xfer_digest *d, const void *data,
                         size_t len, bool compress, bool *saved);
+/* Room for entries more entries of bytes raw bytes in all, at once: no
+ * growing (a copy of all before) entry by entry. */
+int br_xfer__bundle_reserve(br_xfer__buf *b, size_t entries, size_t bytes);
+/* An entry in two steps, with no copy: slot gives where len raw bytes go
+ * (NULL if out of memory or too long); put, once they are there, writes
+ * the entry's header and compresses it in place as bundle_add does. */
+uint8_t *br_xfer__bundle_slot(br_xfer__buf *b, size_t len);
+int br_xfer__bundle_put(br_xfer__buf *b, const br_xfer_digest *d, size_t len, bool compress,
+                        bool *saved);
 
 typedef struct br_xfer__bundle_iter {
   const uint8_t *p, *end;
