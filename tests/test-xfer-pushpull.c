@@ -6,6 +6,7 @@
 #include "xfer-util.h"
 
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include "xfer/xfer_int.h"
@@ -772,6 +773,93 @@ TEST(odd_sizes_direct_and_buffered) {
       free(dst);
     }
   free(src);
+  xu_depot_stop(&x);
+  xu_done(tmp);
+}
+
+/* Modes and times of small files written through unnamed partials (each
+ * file's own mode from its creation, chmod only when the umask takes bits
+ * away), under a umask that takes some, and with so few fds that only some
+ * partials can be unnamed; a destination that already holds older files
+ * and a stale partial of one gets them replaced by name. */
+static const mode_t modes[] = {0644, 0600, 0755, 0664, 0444, 0640, 0711};
+#define NMODES (sizeof modes / sizeof modes[0])
+
+static void check_modes(const char *src, const char *dst, int n) {
+  for (int i = 0; i < n; i++) {
+    char rel[64];
+    snprintf(rel, sizeof rel, "m/f.%04d.bgeo", i);
+    char *a = xu_path(src, rel), *b = xu_path(dst, rel);
+    struct stat sa, sb;
+    CHECK(stat(a, &sa) == 0 && stat(b, &sb) == 0);
+    CHECK_EQ_INT(sb.st_mode & 0777, modes[i % NMODES]);
+    CHECK_EQ_INT(sb.st_mtim.tv_sec, sa.st_mtim.tv_sec);
+    CHECK_EQ_INT(sb.st_mtim.tv_nsec, sa.st_mtim.tv_nsec);
+    free(a), free(b);
+  }
+}
+
+TEST(small_files_keep_modes_through_unnamed_partials) {
+  char *tmp = br_test_tmpdir("xfer-pp-modes");
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  char *src = xu_path(tmp, "src"), *ref = xu_ref(x.url, "modes");
+  enum { N = 300 };
+  for (int i = 0; i < N; i++) {
+    char rel[64];
+    snprintf(rel, sizeof rel, "m/f.%04d.bgeo", i);
+    xu_make_file(src, rel, 500 + (size_t)i * 13, 4000 + (uint64_t)i);
+    char *p = xu_path(src, rel);
+    struct timespec ts[2] = {{1700000000 + i, 123456789}, {1700000000 + i, 987654321}};
+    CHECK(utimensat(AT_FDCWD, p, ts, 0) == 0);
+    CHECK(chmod(p, modes[i % NMODES]) == 0);
+    free(p);
+  }
+  br_xfer_opts o;
+  xu_opts(&o, tmp);
+  br_xfer_result res;
+  push_ok(src, ref, &o, &res);
+  char *dst = xu_path(tmp, "dst");
+  pull_ok(ref, dst, &o, &res); /* a fresh destination */
+  CHECK_EQ_INT(res.files_moved, N);
+  check_modes(src, dst, N);
+  CHECK_EQ_INT(xu_count_prefix(dst, ".braid-partial-"), 0);
+  pull_ok(ref, dst, &o, &res); /* known to the hash cache: nothing moves */
+  CHECK_EQ_INT(res.files_moved, 0);
+  CHECK_EQ_INT(res.hashed_bytes, 0);
+
+  mode_t old = umask(0027); /* takes bits from 0644, 0664, 0755 ... */
+  struct rlimit rl, low;
+  CHECK(getrlimit(RLIMIT_NOFILE, &rl) == 0);
+  low = rl;
+  low.rlim_cur = 530; /* room for a few unnamed partials at a time */
+  CHECK(setrlimit(RLIMIT_NOFILE, &low) == 0);
+  char *dst2 = xu_path(tmp, "dst2");
+  pull_ok(ref, dst2, &o, &res);
+  CHECK(setrlimit(RLIMIT_NOFILE, &rl) == 0);
+  umask(old);
+  CHECK_EQ_INT(res.files_moved, N);
+  check_modes(src, dst2, N);
+  CHECK_EQ_INT(xu_tree_diff(src, dst2), 0);
+
+  /* Older content in place, and a stale partial beside one file. */
+  char *dst3 = xu_path(tmp, "dst3");
+  for (int i = 0; i < N; i += 3) {
+    char rel[64];
+    snprintf(rel, sizeof rel, "m/f.%04d.bgeo", i);
+    xu_make_file(dst3, rel, 77, 99 + (uint64_t)i);
+  }
+  char pn[64];
+  br_xfer__partial_name("f.0001.bgeo", pn, sizeof pn);
+  char prel[96];
+  snprintf(prel, sizeof prel, "m/%s", pn);
+  xu_make_file(dst3, prel, 10, 5);
+  pull_ok(ref, dst3, &o, &res);
+  CHECK_EQ_INT(res.files_moved, N);
+  check_modes(src, dst3, N);
+  CHECK_EQ_INT(xu_tree_diff(src, dst3), 0);
+  CHECK_EQ_INT(xu_count_prefix(dst3, ".braid-partial-"), 0);
+  free(dst3), free(dst2), free(dst), free(src), free(ref);
   xu_depot_stop(&x);
   xu_done(tmp);
 }

@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <jansson.h>
 #include <stdatomic.h>
 #include <openssl/evp.h>
@@ -36,6 +37,7 @@ typedef struct lfile {
   atomic_bool direct;  /* fd has O_DIRECT (cleared by a writer if refused) */
   atomic_int inflight; /* pieces handed to the writers, not yet written */
   bool done;
+  bool fresh; /* neither the file nor a partial of it was there */
 } lfile;
 
 struct ljob {
@@ -68,12 +70,15 @@ typedef struct installer {
   int devfd[8];
   dev_t dev[8];
   int ndev;
+  int anon, anon_max; /* unnamed partials open (each holds an fd), at most */
 } installer;
 
 typedef struct pull {
   br_xfer__engine eng;
   installer inst;
   atomic_bool buffered; /* no direct I/O (asked, or the file system refused it) */
+  atomic_bool named;    /* no unnamed partials (O_TMPFILE refused) */
+  int umask;            /* the process's, or -1 when unknown */
   int64_t files_skipped;
   const br_xfer_opts *o;
   ljob *jobs;
@@ -140,11 +145,45 @@ static void blob_release(blob *b) {
   }
 }
 
+/* A destination directory, shared by the install jobs of its files: one
+ * fd and one stat for them all. */
+typedef struct pdir {
+  atomic_int refs;
+  int fd;
+  dev_t dev;
+  ino_t ino;
+} pdir;
+
+/* Takes fd (closed on failure): NULL and errno set if it cannot. */
+static pdir *pdir_new(int fd) {
+  struct stat st;
+  pdir *d = fd >= 0 && fstat(fd, &st) == 0 ? malloc(sizeof *d) : NULL;
+  if (!d) {
+    int e = fd >= 0 ? errno : EBADF;
+    if (fd >= 0) close(fd);
+    errno = e ? e : ENOMEM;
+    return NULL;
+  }
+  atomic_init(&d->refs, 1);
+  d->fd = fd;
+  d->dev = st.st_dev;
+  d->ino = st.st_ino;
+  return d;
+}
+
+static void pdir_release(pdir *d) {
+  if (d && atomic_fetch_sub(&d->refs, 1) == 1) {
+    close(d->fd);
+    free(d);
+  }
+}
+
 typedef struct install_job {
   struct install_job *next;
   pull *p;
   lfile *lf;
-  int dirfd, fd; /* fd < 0: the job writes data into a new partial first */
+  pdir *dir;
+  int dirfd, fd; /* dir's fd; fd < 0: the job writes data into a new partial first */
   char pn[64];
   char *base;
   const uint8_t *data; /* small file: its bytes, in blob or owned */
@@ -152,6 +191,10 @@ typedef struct install_job {
   blob *blob;
   uint8_t *owned;
   ino_t ino; /* the partial's inode, once written */
+  /* A new small file's partial has no name (O_TMPFILE): nothing to clean
+   * up after a cut, and linking it in is half a rename's directory work.
+   * fd stays open until the link. */
+  bool anon;
   int rc;    /* the write stage's result */
   br_error err;
   /* A piece of a large file (direct I/O): owned, aligned bytes to write at
@@ -195,13 +238,14 @@ static void set_times(int fd, const br_xfer_entry *e) {
 
 /* Opens a partial for writing, with direct I/O unless the pull is
  * buffered; a file system that refuses O_DIRECT makes the pull buffered. */
-static int open_partial(pull *p, int dirfd, const char *pn, int flags, bool *direct) {
+static int open_partial(pull *p, int dirfd, const char *pn, int flags, mode_t mode,
+                        bool *direct) {
   *direct = !atomic_load(&p->buffered);
-  int fd = openat(dirfd, pn, flags | (*direct ? O_DIRECT : 0), 0600);
+  int fd = openat(dirfd, pn, flags | (*direct ? O_DIRECT : 0), mode);
   if (fd < 0 && *direct && errno == EINVAL) {
     atomic_store(&p->buffered, true);
     *direct = false;
-    fd = openat(dirfd, pn, flags, 0600);
+    fd = openat(dirfd, pn, flags, mode);
   }
   return fd;
 }
@@ -221,23 +265,90 @@ static int write_at(pull *p, int fd, bool *direct, const void *data, size_t len,
   return br_xfer__pwrite_all(fd, data, len, off);
 }
 
+/* The umask, read without changing it (umask() would, for every thread):
+ * -1 when /proc does not say. */
+static int read_umask(void) {
+  FILE *f = fopen("/proc/self/status", "re");
+  if (!f) return -1;
+  char line[256];
+  int m = -1;
+  while (fgets(line, sizeof line, f))
+    if (strncmp(line, "Umask:", 6) == 0) {
+      char *end;
+      long v = strtol(line + 6, &end, 8);
+      if (end != line + 6 && v >= 0 && v <= 0777) m = (int)v;
+      break;
+    }
+  fclose(f);
+  return m;
+}
+
+/* Whether a new small file's partial may be unnamed: the file system
+ * allows it, and the fds such partials hold stay within their budget. */
+static bool anon_begin(installer *in, pull *p) {
+  if (atomic_load(&p->named)) return false;
+  pthread_mutex_lock(&in->mu);
+  bool ok = in->anon < in->anon_max;
+  if (ok) in->anon++;
+  pthread_mutex_unlock(&in->mu);
+  return ok;
+}
+
+static void anon_end(installer *in, install_job *j) {
+  if (!j->anon) return;
+  j->anon = false;
+  pthread_mutex_lock(&in->mu);
+  in->anon--;
+  pthread_mutex_unlock(&in->mu);
+}
+
+/* Puts an unnamed partial under its final name: linked through /proc (a
+ * link cannot replace a name, so a file there now, put there by someone
+ * else meanwhile, is replaced by a rename from the partial name). */
+static int link_anon(install_job *j) {
+  char fdpath[64];
+  snprintf(fdpath, sizeof fdpath, "/proc/self/fd/%d", j->fd);
+  if (linkat(AT_FDCWD, fdpath, j->dirfd, j->base, AT_SYMLINK_FOLLOW) == 0) return 0;
+  if (errno != EEXIST) return errno;
+  unlinkat(j->dirfd, j->pn, 0);
+  if (linkat(AT_FDCWD, fdpath, j->dirfd, j->pn, AT_SYMLINK_FOLLOW) != 0 ||
+      renameat(j->dirfd, j->pn, j->dirfd, j->base) != 0)
+    return errno;
+  return 0;
+}
+
 /* A small file's bytes (verified already) into a new partial. buf: the
  * writer's aligned buffer for direct I/O. */
 static int write_partial(install_job *j, uint8_t **buf, size_t *cap, br_error *err) {
   const br_xfer_entry *e = j->lf->e;
   bool direct;
-  j->fd = open_partial(j->p, j->dirfd, j->pn, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
-                       &direct);
+  j->fd = -1;
+  /* An unnamed partial may have its mode from the start (nobody can open
+   * it): no chmod when the umask leaves the mode as it is. */
+  mode_t mode = e->mode & 0777;
+  bool chmod_needed = true;
+  if (j->anon) {
+    j->fd = open_partial(j->p, j->dirfd, ".", O_WRONLY | O_TMPFILE | O_CLOEXEC, mode, &direct);
+    chmod_needed = j->p->umask < 0 || (mode & ~(mode_t)j->p->umask) != mode;
+    if (j->fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL))
+      atomic_store(&j->p->named, true); /* this file system cannot: named from now on */
+    if (j->fd < 0) anon_end(&j->p->inst, j);
+  }
+  if (j->fd < 0)
+    j->fd = open_partial(j->p, j->dirfd, j->pn, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
+                         0600, &direct);
   if (j->fd < 0) return fail_io(err, "create", j->lf->job, e->path, errno);
   int w = write_at(j->p, j->fd, &direct, j->data, j->len, 0, buf, cap);
   /* a direct write is padded to the alignment */
   if (w == 0 && direct && j->len % BR_XFER__DIO_ALIGN && ftruncate(j->fd, (off_t)j->len) != 0)
     w = -errno;
   if (w) {
-    unlinkat(j->dirfd, j->pn, 0);
+    if (!j->anon) unlinkat(j->dirfd, j->pn, 0);
     return fail_io(err, "write", j->lf->job, e->path, -w);
   }
-  if (fchmod(j->fd, e->mode & 0777) != 0) return fail_io(err, "chmod", j->lf->job, e->path, errno);
+  if (j->fd >= 0 && !j->anon) chmod_needed = true; /* named after all */
+  if (chmod_needed && fchmod(j->fd, mode) != 0)
+    return fail_io(err, "chmod", j->lf->job, e->path, errno);
   set_times(j->fd, e);
   /* buffered: start the write-back now, the batch's sync has less to do */
   if (!direct) sync_file_range(j->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
@@ -245,8 +356,9 @@ static int write_partial(install_job *j, uint8_t **buf, size_t *cap, br_error *e
 }
 
 static void job_free(install_job *j) {
+  if (j->anon) anon_end(&j->p->inst, j);
   if (j->fd >= 0) close(j->fd);
-  close(j->dirfd);
+  pdir_release(j->dir);
   free(j->base);
   free(j->owned);
   blob_release(j->blob);
@@ -327,9 +439,11 @@ static void *writer_main(void *arg) {
       /* the bytes are in the file: let go of them (and of the fd) while
        * the job waits for its commit */
       struct stat st;
-      if (j->rc == BR_OK) j->ino = fstat(j->fd, &st) == 0 ? st.st_ino : 0;
-      if (j->fd >= 0) close(j->fd);
-      j->fd = -1;
+      if (j->rc == BR_OK && !j->anon) j->ino = fstat(j->fd, &st) == 0 ? st.st_ino : 0;
+      if (j->fd >= 0 && !j->anon) {
+        close(j->fd);
+        j->fd = -1;
+      }
       free(j->owned);
       j->owned = NULL;
       blob_release(j->blob);
@@ -371,14 +485,12 @@ static int sync_batch(install_job **v, size_t n, bool per_file) {
   dev_t done[8];
   size_t ndone = 0;
   for (size_t i = 0; i < n; i++) {
-    struct stat st;
-    if (fstat(v[i]->dirfd, &st) != 0) return errno;
     bool seen = false;
-    for (size_t k = 0; k < ndone && !seen; k++) seen = done[k] == st.st_dev;
+    for (size_t k = 0; k < ndone && !seen; k++) seen = done[k] == v[i]->dir->dev;
     if (seen) continue;
     if (ndone == sizeof done / sizeof done[0]) return syncfs(v[i]->dirfd) != 0 ? errno : 0;
     if (syncfs(v[i]->dirfd) != 0) return errno;
-    done[ndone++] = st.st_dev;
+    done[ndone++] = v[i]->dir->dev;
   }
   return 0;
 }
@@ -417,8 +529,10 @@ static void commit_batch(installer *in, install_job **v, size_t n) {
   }
   size_t renamed = 0;
   for (size_t i = 0; rc == BR_OK && i < n; i++) {
-    if (renameat(v[i]->dirfd, v[i]->pn, v[i]->dirfd, v[i]->base) != 0) {
-      rc = fail_io(&err, "rename to", v[i]->lf->job, v[i]->lf->e->path, errno);
+    int e = v[i]->anon ? link_anon(v[i])
+                       : renameat(v[i]->dirfd, v[i]->pn, v[i]->dirfd, v[i]->base) != 0 ? errno : 0;
+    if (e) {
+      rc = fail_io(&err, "rename to", v[i]->lf->job, v[i]->lf->e->path, e);
       break;
     }
     renamed++;
@@ -427,26 +541,20 @@ static void commit_batch(installer *in, install_job **v, size_t n) {
    * directory renamed into; otherwise with the next batch's syncfs, or at
    * the end (installer_sync), so a directory on each file system is kept.
    * Each directory is looked at once per batch. */
-  dev_t ddev[INSTALL_INFLIGHT];
-  ino_t dino[INSTALL_INFLIGHT];
+  const pdir *dirs[INSTALL_INFLIGHT];
   size_t nd = 0;
   for (size_t i = 0; i < renamed; i++) {
-    struct stat st;
-    if (fstat(v[i]->dirfd, &st) != 0) {
-      br_xfer__fsync_dirfd(v[i]->dirfd);
-      continue;
-    }
-    bool seen = false;
-    for (size_t k = 0; k < nd && !seen; k++) seen = ddev[k] == st.st_dev && dino[k] == st.st_ino;
+    const pdir *d = v[i]->dir;
+    bool seen = i > 0 && v[i - 1]->dir == d; /* files of a directory come together */
+    for (size_t k = 0; k < nd && !seen; k++) seen = dirs[k]->dev == d->dev && dirs[k]->ino == d->ino;
     if (seen) continue;
-    ddev[nd] = st.st_dev;
-    dino[nd++] = st.st_ino;
+    dirs[nd++] = d;
     if (per_file) {
       br_xfer__fsync_dirfd(v[i]->dirfd);
       continue;
     }
     bool known = false;
-    for (int k = 0; k < in->ndev && !known; k++) known = in->dev[k] == st.st_dev;
+    for (int k = 0; k < in->ndev && !known; k++) known = in->dev[k] == d->dev;
     if (known) continue;
     int fd = in->ndev < 8 ? dup(v[i]->dirfd) : -1;
     if (fd < 0) { /* too many file systems: this one now */
@@ -454,15 +562,17 @@ static void commit_batch(installer *in, install_job **v, size_t n) {
       continue;
     }
     in->devfd[in->ndev] = fd;
-    in->dev[in->ndev++] = st.st_dev;
+    in->dev[in->ndev++] = d->dev;
   }
   if (renamed) {
     br_xfer__hcache_begin(p->hc);
     for (size_t i = 0; i < renamed; i++) {
       const br_xfer_entry *e = v[i]->lf->e;
-      struct stat st; /* after the rename: it changes the ctime */
-      if (fstatat(v[i]->dirfd, v[i]->base, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-          st.st_ino == v[i]->ino && S_ISREG(st.st_mode))
+      struct stat st; /* after the rename or link: it changes the ctime */
+      bool known = v[i]->anon ? fstat(v[i]->fd, &st) == 0
+                              : fstatat(v[i]->dirfd, v[i]->base, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+                                    st.st_ino == v[i]->ino;
+      if (known && S_ISREG(st.st_mode))
         br_xfer__hcache_put(p->hc, &st, v[i]->lf->job->m->chunk_size, &e->digest, e->chunks,
                             e->nchunks);
     }
@@ -533,6 +643,14 @@ static int installer_start(installer *in) {
   memset(in, 0, sizeof *in);
   pthread_mutex_init(&in->mu, NULL);
   pthread_cond_init(&in->cv, NULL);
+  /* An unnamed partial holds an fd until it is linked: as many as the fd
+   * limit leaves room for, past a reserve (sockets, directories, the
+   * large files' partials). */
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+    rlim_t room = rl.rlim_cur > 512 ? rl.rlim_cur - 512 : 0;
+    in->anon_max = room < INSTALL_INFLIGHT ? (int)room : INSTALL_INFLIGHT;
+  }
   if (pthread_create(&in->committer, NULL, committer_main, in) != 0) return BR_ENOMEM;
   in->has_committer = 1;
   for (int i = 0; i < WRITERS; i++)
@@ -620,7 +738,7 @@ static void enqueue(pull *p, install_job *j) {
   pthread_mutex_unlock(&in->mu);
 }
 
-static install_job *new_job(pull *p, lfile *lf, int dirfd, const char *pn, const char *base,
+static install_job *new_job(pull *p, lfile *lf, pdir *dir, const char *pn, const char *base,
                             br_error *err) {
   install_job *j = calloc(1, sizeof *j);
   if (!j) {
@@ -630,17 +748,29 @@ static install_job *new_job(pull *p, lfile *lf, int dirfd, const char *pn, const
   j->p = p;
   j->lf = lf;
   j->fd = -1;
-  j->dirfd = dup(dirfd);
   j->base = strdup(base);
   snprintf(j->pn, sizeof j->pn, "%s", pn);
-  if (j->dirfd < 0 || !j->base) {
-    int e2 = errno;
-    if (j->dirfd >= 0) close(j->dirfd);
-    free(j->base);
+  if (!j->base) {
     free(j);
-    fail_io(err, "install", lf->job, lf->e->path, e2);
+    fail_io(err, "install", lf->job, lf->e->path, ENOMEM);
     return NULL;
   }
+  atomic_fetch_add(&dir->refs, 1);
+  j->dir = dir;
+  j->dirfd = dir->fd;
+  return j;
+}
+
+/* A job whose directory is known by a plain fd (the caller's). */
+static install_job *new_job_at(pull *p, lfile *lf, int dirfd, const char *pn, const char *base,
+                               br_error *err) {
+  pdir *d = pdir_new(dup(dirfd));
+  if (!d) {
+    fail_io(err, "install", lf->job, lf->e->path, errno);
+    return NULL;
+  }
+  install_job *j = new_job(p, lf, d, pn, base, err);
+  pdir_release(d);
   return j;
 }
 
@@ -653,14 +783,12 @@ static int install(pull *p, lfile *lf, int dirfd, int fd, const char *pn, const 
   if (fchmod(fd, e->mode & 0777) != 0) return fail_io(err, "chmod", lf->job, e->path, errno);
   set_times(fd, e);
   sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
-  install_job *j = new_job(p, lf, dirfd, pn, base, err);
+  install_job *j = new_job_at(p, lf, dirfd, pn, base, err);
   if (!j) return err->code ? err->code : BR_EIO;
   j->fd = dup(fd);
   if (j->fd < 0) {
     int e2 = errno;
-    close(j->dirfd);
-    free(j->base);
-    free(j);
+    job_free(j);
     return fail_io(err, "install", lf->job, e->path, e2);
   }
   lf->done = true;
@@ -874,7 +1002,10 @@ static int prepare_file(pull *p, lfile *lf, dirlist *dl, br_error *err) {
     const char *name = slash ? slash + 1 : e->path;
     char pname[64];
     br_xfer__partial_name(name, pname, sizeof pname);
-    if (!dirlist_has(dl, name) && !dirlist_has(dl, pname)) return BR_OK;
+    if (!dirlist_has(dl, name) && !dirlist_has(dl, pname)) {
+      lf->fresh = true;
+      return BR_OK;
+    }
   }
   const char *base;
   int dirfd = br_xfer__open_parent(lf->job->rootfd, e->path, true, &base, err);
@@ -958,19 +1089,18 @@ static int bundle_build(br_xfer__req *r, br_xfer__buf *body, br_error *err) {
  * partial, syncs and renames it: the loop thread never waits on creating
  * files. The bytes stay in the bundle's blob, or are copied when they were
  * decompressed into the iterator's scratch. */
-static int write_small(pull *p, lfile *lf, int dirfd, const char *base, const uint8_t *data,
+static int write_small(pull *p, lfile *lf, pdir *dir, const char *base, const uint8_t *data,
                        size_t len, blob *b, bool copy, br_error *err) {
   char pn[64];
   br_xfer__partial_name(base, pn, sizeof pn);
-  install_job *j = new_job(p, lf, dirfd, pn, base, err);
+  install_job *j = new_job(p, lf, dir, pn, base, err);
   if (!j) return err->code ? err->code : BR_EIO;
   j->len = len;
+  j->anon = lf->fresh && anon_begin(&p->inst, p);
   if (copy) {
     j->owned = malloc(len ? len : 1);
     if (!j->owned) {
-      close(j->dirfd);
-      free(j->base);
-      free(j);
+      job_free(j);
       return br_error_set(err, BR_ENOMEM, "out of memory");
     }
     memcpy(j->owned, data, len);
@@ -1000,7 +1130,7 @@ static int bundle_take(br_xfer__req *r, br_error *err) {
   b->cap = r->resp.cap;
   const uint8_t *body = r->resp.data, *body_end = r->resp.data + r->resp.len;
   memset(&r->resp, 0, sizeof r->resp);
-  int dirfd = -1;
+  pdir *dir = NULL;
   char dirpath[4200] = "";
   size_t i = 0;
   int n = 0;
@@ -1021,25 +1151,30 @@ static int bundle_take(br_xfer__req *r, br_error *err) {
     /* Entries come in path order: keep the directory open while it lasts. */
     const char *slash = strrchr(e->path, '/');
     size_t dl = slash ? (size_t)(slash - e->path) : 0;
-    if (dirfd < 0 || strlen(dirpath) != dl || strncmp(dirpath, e->path, dl) != 0) {
-      if (dirfd >= 0) close(dirfd);
+    if (!dir || strlen(dirpath) != dl || strncmp(dirpath, e->path, dl) != 0) {
+      pdir_release(dir);
+      dir = NULL;
       const char *base;
-      dirfd = br_xfer__open_parent(lf->job->rootfd, e->path, true, &base, err);
+      int dirfd = br_xfer__open_parent(lf->job->rootfd, e->path, true, &base, err);
       if (dirfd < 0) {
         rc = dirfd;
+        break;
+      }
+      if (!(dir = pdir_new(dirfd))) {
+        rc = fail_io(err, "open the folder of", lf->job, e->path, errno);
         break;
       }
       snprintf(dirpath, sizeof dirpath, "%.*s", (int)dl, e->path);
     }
     uintptr_t at = (uintptr_t)data;
     bool in_body = at >= (uintptr_t)body && at + len <= (uintptr_t)body_end;
-    rc = write_small(p, lf, dirfd, slash ? slash + 1 : e->path, data, len, b, !in_body, err);
+    rc = write_small(p, lf, dir, slash ? slash + 1 : e->path, data, len, b, !in_body, err);
     if (rc) break;
     lf->left = 0;
     p->res->chunks_moved++;
     p->eng.prog.bytes_done += e->size;
   }
-  if (dirfd >= 0) close(dirfd);
+  pdir_release(dir);
   br_xfer__bundle_close(&it);
   blob_release(b);
   if (rc < 0) return rc;
@@ -1123,7 +1258,7 @@ static int chunk_sink(br_xfer__req *r, const uint8_t *data, size_t len) {
     br_xfer__partial_name(base, pn, sizeof pn);
     bool direct = false;
     if (cs % BR_XFER__DIO_ALIGN == 0)
-      lf->fd = open_partial(f->p, dirfd, pn, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, &direct);
+      lf->fd = open_partial(f->p, dirfd, pn, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600, &direct);
     else
       lf->fd = openat(dirfd, pn, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
     atomic_store(&lf->direct, direct);
@@ -1476,6 +1611,9 @@ int br_xfer_pull_many(const char *const *sources, const char *const *dirs, size_
   p.res = res;
   p.njobs = n;
   atomic_init(&p.buffered, !opts->direct_io);
+  /* unnamed partials are linked in through /proc/self/fd */
+  atomic_init(&p.named, access("/proc/self/fd", X_OK) != 0);
+  p.umask = read_umask();
   double t0 = br_xfer__now();
   int64_t per = opts->bundle_bytes > BR_XFER_CHUNK_SIZE ? opts->bundle_bytes : BR_XFER_CHUNK_SIZE;
   int rc = br_xfer__engine_init(&p.eng, opts, per * 2, err);
