@@ -3,6 +3,8 @@
  * limiter and the hash cache. */
 #include "xfer-util.h"
 
+#include <sys/uio.h>
+
 #include "xfer/xfer_int.h"
 
 TEST(digest_hex_roundtrip) {
@@ -204,6 +206,74 @@ TEST(bundle_roundtrip_and_truncation) {
   br_xfer__bundle_close(&it);
   CHECK(br_xfer__bundle_open(&it, "<html>", 6, NULL) != BR_OK);
   br_xfer__buf_free(&b);
+}
+
+TEST(bundle_entries_read_as_one_run_then_put_in_place) {
+  /* The depot reads neighbouring chunks of a pack at once, laid out as if
+   * none compressed, then puts each: compressed ones shrink and the ones
+   * after them move down; the bundle reads back the same bytes. */
+  enum { N = 6, LEN = 20000 };
+  static uint8_t src[N][LEN];
+  br_xfer_digest d[N];
+  for (int i = 0; i < N; i++) {
+    if (i % 2) xu_fill(src[i], LEN, 30 + (uint64_t)i); /* random: stays raw */
+    else memset(src[i], 'a' + i, LEN);                 /* compresses */
+    br_xfer_sha256(src[i], LEN, &d[i]);
+  }
+  for (int z = 0; z < 2; z++) {
+    br_xfer__buf b = {0};
+    CHECK_EQ_INT(br_xfer__bundle_begin(&b), BR_OK);
+    CHECK_EQ_INT(br_xfer__buf_reserve(&b, N * (BR_XFER__BUNDLE_HDR + LEN)), BR_OK);
+    uint8_t *at = b.data + b.len + BR_XFER__BUNDLE_HDR;
+    struct iovec iov[N];
+    for (int i = 0; i < N; i++) {
+      iov[i] = (struct iovec){at + (size_t)i * (BR_XFER__BUNDLE_HDR + LEN), LEN};
+      memcpy(iov[i].iov_base, src[i], LEN); /* as a preadv would */
+    }
+    for (int i = 0; i < N; i++) {
+      bool saved = false;
+      CHECK_EQ_INT(br_xfer__bundle_put_at(&b, &d[i], iov[i].iov_base, LEN, z, &saved), BR_OK);
+      CHECK(saved == (z && i % 2 == 0));
+    }
+    if (z) CHECK(b.len < (size_t)N * LEN * 3 / 5);
+    br_xfer__bundle_iter it;
+    br_xfer_digest got;
+    const uint8_t *data;
+    size_t len;
+    CHECK_EQ_INT(br_xfer__bundle_open(&it, b.data, b.len, NULL), BR_OK);
+    for (int i = 0; i < N; i++) {
+      CHECK_EQ_INT(br_xfer__bundle_next(&it, &got, &data, &len, NULL), 1);
+      CHECK_EQ_INT(len, LEN);
+      CHECK(memcmp(data, src[i], LEN) == 0);
+      CHECK(br_xfer__digest_cmp(&got, &d[i]) == 0);
+    }
+    CHECK_EQ_INT(br_xfer__bundle_next(&it, &got, &data, &len, NULL), 0);
+    br_xfer__bundle_close(&it);
+    /* bytes before the entry's own place are refused */
+    CHECK(br_xfer__bundle_put_at(&b, &d[0], b.data, 10, false, NULL) != BR_OK);
+    br_xfer__buf_free(&b);
+  }
+}
+
+TEST(preadv_all_fills_every_piece) {
+  char *tmp = br_test_tmpdir("xfer-preadv");
+  char *p = xu_path(tmp, "f");
+  uint8_t src[50000];
+  xu_fill(src, sizeof src, 3);
+  xu_write_file(p, src, sizeof src);
+  int fd = open(p, O_RDONLY);
+  CHECK(fd >= 0);
+  uint8_t a[7], b[30000], c[19990];
+  struct iovec iov[3] = {{a, sizeof a}, {b, sizeof b}, {c, sizeof c}};
+  CHECK_EQ_INT(br_xfer__preadv_all(fd, iov, 3, 3), 0);
+  CHECK(memcmp(a, src + 3, sizeof a) == 0);
+  CHECK(memcmp(b, src + 10, sizeof b) == 0);
+  CHECK(memcmp(c, src + 30010, sizeof c) == 0);
+  struct iovec past[1] = {{a, sizeof a}};
+  CHECK_EQ_INT(br_xfer__preadv_all(fd, past, 1, 49995), -ENODATA);
+  close(fd);
+  free(p);
+  xu_done(tmp);
 }
 
 TEST(tokens_hashed_and_checked) {

@@ -12,7 +12,7 @@
 #include <zstd.h>
 
 #define MAGIC "BRB1"
-#define HDR (BR_XFER_DIGEST_LEN + 12)
+#define HDR BR_XFER__BUNDLE_HDR
 #define PROBE 4096 /* bytes compressed to guess whether a chunk compresses */
 
 /* ---- buffers: request and response bodies, packs, push's kept files ----
@@ -177,10 +177,17 @@ uint8_t *br_xfer__bundle_slot(br_xfer__buf *b, size_t len) {
 
 int br_xfer__bundle_put(br_xfer__buf *b, const br_xfer_digest *d, size_t len, bool compress,
                         bool *saved) {
+  return br_xfer__bundle_put_at(b, d, b->data ? b->data + b->len + HDR : NULL, len, compress,
+                                saved);
+}
+
+int br_xfer__bundle_put_at(br_xfer__buf *b, const br_xfer_digest *d, const uint8_t *at,
+                           size_t len, bool compress, bool *saved) {
   if (saved) *saved = false;
   if (len > BR_XFER__MAX_CHUNK || b->len + HDR + len > b->cap) return BR_EINVAL;
   uint8_t *h = b->data + b->len;
   uint8_t *payload = h + HDR;
+  if (at < payload || at + len > b->data + b->cap) return BR_EINVAL;
   uint32_t flags = 0;
   size_t wire = len;
   if (compress && len >= 512) {
@@ -191,11 +198,11 @@ int br_xfer__bundle_put(br_xfer__buf *b, const br_xfer_digest *d, size_t len, bo
      * compressed already) then costs one small compression, not a whole one. */
     size_t zl = 0;
     if (len >= 4 * PROBE) {
-      zl = zcompress(z, zcap, payload, PROBE);
+      zl = zcompress(z, zcap, at, PROBE);
       if (ZSTD_isError(zl) || zl >= PROBE - PROBE / 10) compress = false;
     }
     if (compress) {
-      zl = zcompress(z, zcap, payload, len);
+      zl = zcompress(z, zcap, at, len);
       /* Keep it only when it saves at least a tenth. */
       if (!ZSTD_isError(zl) && zl < len - len / 10) {
         memcpy(payload, z, zl);
@@ -206,6 +213,7 @@ int br_xfer__bundle_put(br_xfer__buf *b, const br_xfer_digest *d, size_t len, bo
     }
     br_xfer__mem_put(z, zcap);
   }
+  if (!flags && at != payload) memmove(payload, at, len);
   memcpy(h, d->b, BR_XFER_DIGEST_LEN);
   put32(h + 32, flags);
   put32(h + 36, (uint32_t)len);

@@ -19,8 +19,8 @@
 
 #include <arpa/inet.h>
 #include <dirent.h>
-#include <fcntl.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
@@ -28,11 +28,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
 #define DEFAULT_MAX_REQUEST (BR_XFER__MAX_CHUNK + 1024 * 1024) /* a largest chunk fits */
 #define MAX_LIST 100000 /* digests in one missing/fetch question */
+#define FETCH_RUN 256                     /* chunks read from a pack at once, at most */
+#define FETCH_RUN_BYTES (8 * 1024 * 1024) /* ... and bytes */
 #define MAX_ADMIN_REQUEST (4 * 1024 * 1024) /* an rm's list of versions */
 
 struct br_depot {
@@ -70,6 +73,38 @@ static enum MHD_Result reply(struct MHD_Connection *c, unsigned int status, cons
   MHD_add_response_header(r, "Content-Type", type);
   if (hname) MHD_add_response_header(r, hname, hval);
   enum MHD_Result ret = MHD_queue_response(c, status, r);
+  MHD_destroy_response(r);
+  return ret;
+}
+
+/* A body from the buffer pool goes back to it once sent (freed, its pages
+ * would be faulted in and cleared again for the next body). */
+typedef struct pooled {
+  void *data;
+  size_t cap;
+} pooled;
+
+static void pooled_free(void *cls) {
+  pooled *p = cls;
+  br_xfer__mem_put(p->data, p->cap);
+  free(p);
+}
+
+static enum MHD_Result reply_buf(struct MHD_Connection *c, br_xfer__buf *b) {
+  pooled *p = malloc(sizeof *p);
+  struct MHD_Response *r = p ? MHD_create_response_from_buffer_with_free_callback_cls(
+                                   b->len, b->data, pooled_free, p)
+                             : NULL;
+  if (!r) {
+    free(p);
+    br_xfer__buf_free(b);
+    return MHD_NO;
+  }
+  p->data = b->data;
+  p->cap = b->cap;
+  memset(b, 0, sizeof *b);
+  MHD_add_response_header(r, "Content-Type", "application/octet-stream");
+  enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, r);
   MHD_destroy_response(r);
   return ret;
 }
@@ -321,27 +356,63 @@ static enum MHD_Result do_fetch(br_depot *d, struct MHD_Connection *c, request *
   }
   char open_rel[64] = "";
   int pfd = -1;
-  for (size_t i = 0; i < n && !msg; i++) {
-    int fd = -1;
-    int64_t off, size;
-    if (locs && locs[i].rel[0]) {
-      if (strcmp(locs[i].rel, open_rel) != 0) {
-        if (pfd >= 0) close(pfd);
-        pfd = openat(d->store.rootfd, locs[i].rel, O_RDONLY | O_CLOEXEC);
-        snprintf(open_rel, sizeof open_rel, "%s", pfd >= 0 ? locs[i].rel : "");
-      }
-      fd = pfd;
-      off = locs[i].off;
-      size = locs[i].len;
+  struct iovec iov[FETCH_RUN];
+  for (size_t i = 0; i < n && !msg;) {
+    if (locs && locs[i].rel[0] && strcmp(locs[i].rel, open_rel) != 0) {
+      if (pfd >= 0) close(pfd);
+      pfd = openat(d->store.rootfd, locs[i].rel, O_RDONLY | O_CLOEXEC);
+      snprintf(open_rel, sizeof open_rel, "%s", pfd >= 0 ? locs[i].rel : "");
     }
-    if (fd < 0 && br_xfer__store_open_object(&d->store, &ds[i], &fd, &off, &size)) {
+    if (locs && locs[i].rel[0] && pfd >= 0) {
+      /* Neighbours in one pack (a bundle's chunks mostly are): one read for
+       * a run of them, into their entries as if none compressed. */
+      size_t k = i;
+      int64_t end = locs[i].off, bytes = 0;
+      while (k < n && k - i < FETCH_RUN && strcmp(locs[k].rel, open_rel) == 0 &&
+             locs[k].off == end && locs[k].len >= 0 && locs[k].len <= BR_XFER__MAX_CHUNK &&
+             (k == i || bytes + locs[k].len <= FETCH_RUN_BYTES) &&
+             total + locs[k].len <= d->max_request) {
+        total += locs[k].len;
+        bytes += locs[k].len;
+        end += locs[k].len;
+        k++;
+      }
+      if (k == i) {
+        status = MHD_HTTP_CONTENT_TOO_LARGE;
+        msg = "fetch asks for too many bytes at once";
+        break;
+      }
+      uint8_t *first = NULL;
+      if (br_xfer__buf_reserve(&out, (k - i) * BR_XFER__BUNDLE_HDR + (size_t)bytes) == BR_OK)
+        first = out.data + out.len + BR_XFER__BUNDLE_HDR;
+      uint8_t *at = first;
+      for (size_t m = i; at && m < k; m++) {
+        iov[m - i] = (struct iovec){at, (size_t)locs[m].len};
+        at += locs[m].len + BR_XFER__BUNDLE_HDR;
+      }
+      int rc = first ? br_xfer__preadv_all(pfd, iov, (int)(k - i), locs[i].off) : -ENOMEM;
+      at = first;
+      for (size_t m = i; rc == 0 && m < k; m++) {
+        rc = br_xfer__bundle_put_at(&out, &ds[m], at, (size_t)locs[m].len, zstd, NULL);
+        at += locs[m].len + BR_XFER__BUNDLE_HDR;
+      }
+      if (rc) {
+        status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+        msg = "reading a chunk failed";
+      }
+      i = k;
+      continue;
+    }
+    int fd;
+    int64_t off, size;
+    if (br_xfer__store_open_object(&d->store, &ds[i], &fd, &off, &size)) {
       status = MHD_HTTP_NOT_FOUND;
       msg = "chunk not in the depot";
       break;
     }
     total += size;
     if (total > d->max_request || size > BR_XFER__MAX_CHUNK) {
-      if (fd != pfd) close(fd);
+      close(fd);
       status = MHD_HTTP_CONTENT_TOO_LARGE;
       msg = "fetch asks for too many bytes at once";
       break;
@@ -352,7 +423,8 @@ static enum MHD_Result do_fetch(br_depot *d, struct MHD_Connection *c, request *
       status = MHD_HTTP_INTERNAL_SERVER_ERROR;
       msg = "reading a chunk failed";
     }
-    if (fd != pfd) close(fd);
+    close(fd);
+    i++;
   }
   if (pfd >= 0) close(pfd);
   free(locs);
@@ -365,7 +437,7 @@ static enum MHD_Result do_fetch(br_depot *d, struct MHD_Connection *c, request *
     br_xfer__buf_free(&out);
     return reply_error(c, status, msg);
   }
-  return reply(c, MHD_HTTP_OK, "application/octet-stream", out.data, out.len, NULL, NULL);
+  return reply_buf(c, &out);
 }
 
 static enum MHD_Result do_chunk(br_depot *d, struct MHD_Connection *c, const char *hex) {

@@ -5,9 +5,11 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 #include "../fs.h"
@@ -161,6 +163,26 @@ int br_xfer__pread_all(int fd, void *buf, size_t len, int64_t off) {
     p += n;
     len -= (size_t)n;
     off += n;
+  }
+  return 0;
+}
+
+int br_xfer__preadv_all(int fd, struct iovec *iov, int cnt, int64_t off) {
+  while (cnt > 0) {
+    ssize_t n = preadv(fd, iov, cnt > IOV_MAX ? IOV_MAX : cnt, off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return -errno;
+    if (n == 0) return -ENODATA;
+    off += n;
+    while (cnt > 0 && (size_t)n >= iov->iov_len) {
+      n -= (ssize_t)iov->iov_len;
+      iov++;
+      cnt--;
+    }
+    if (cnt > 0) {
+      iov->iov_base = (uint8_t *)iov->iov_base + n;
+      iov->iov_len -= (size_t)n;
+    }
   }
   return 0;
 }

@@ -26,6 +26,7 @@ int br_xfer__digest_cmp(const br_xfer_digest *a, const br_xfer_digest *b);
 /* ---- bundles (bundle.c): many chunks in one request or response:
  * "BRB1", then per entry: digest[32], flags u32 (1 = zstd), raw length u32,
  * wire length u32, wire bytes. Integers little-endian. */
+#define BR_XFER__BUNDLE_HDR (BR_XFER_DIGEST_LEN + 12) /* an entry's header */
 typedef struct br_xfer__buf {
   uint8_t *data;
   size_t len, cap;
@@ -55,6 +56,11 @@ int br_xfer__bundle_reserve(br_xfer__buf *b, size_t entries, size_t bytes);
 uint8_t *br_xfer__bundle_slot(br_xfer__buf *b, size_t len);
 int br_xfer__bundle_put(br_xfer__buf *b, const br_xfer_digest *d, size_t len, bool compress,
                         bool *saved);
+/* put, for raw bytes that lie further on in the buffer (read there for
+ * several entries at once, as if none would compress): they are moved
+ * down to the entry, or compressed into it. */
+int br_xfer__bundle_put_at(br_xfer__buf *b, const br_xfer_digest *d, const uint8_t *at,
+                           size_t len, bool compress, bool *saved);
 
 typedef struct br_xfer__bundle_iter {
   const uint8_t *p, *end;
@@ -88,6 +94,10 @@ int br_xfer__open_parent(int rootfd, const char *rel, bool create, const char **
 /* Writes len bytes fully at offset (pwrite loop). 0 or -errno. */
 int br_xfer__pwrite_all(int fd, const void *buf, size_t len, int64_t off);
 int br_xfer__pread_all(int fd, void *buf, size_t len, int64_t off);
+/* preadv until every iovec is full (iov is changed on the way): 0 or -errno
+ * (-ENODATA at the end of the file). */
+struct iovec;
+int br_xfer__preadv_all(int fd, struct iovec *iov, int cnt, int64_t off);
 /* Direct I/O (O_DIRECT): offsets, lengths and memory aligned to this. */
 #define BR_XFER__DIO_ALIGN 4096
 /* Writes len bytes at off (aligned) through an O_DIRECT fd: the bytes go
