@@ -225,10 +225,14 @@ static double median(double *v, int n) {
 
 /* The least any verified, durable checkout of n files of size bytes costs
  * on this disk, with no network and no depot: hash each file's bytes
- * (from memory), create a temporary, write, rename (one thread per CPU,
- * as braid's writers), then one syncfs. Both braid pull and rsync pay
- * these creations; when they dominate, no client can be many times faster
- * than another. */
+ * (from memory), then write it as braid's writers do at best: an unnamed
+ * file (O_TMPFILE) written with direct I/O and linked in under its name,
+ * FLOOR_THREADS at once, then one syncfs. Where the file system refuses
+ * either, a named temporary written through the page cache and renamed.
+ * Both braid pull and rsync pay these creations; when they dominate, no
+ * client can be many times faster than another. */
+#define FLOOR_THREADS 4 /* braid's writers */
+
 typedef struct floor_arg {
   int dfd, n, step, first;
   int64_t size;
@@ -236,16 +240,27 @@ typedef struct floor_arg {
 
 static void *floor_worker(void *arg) {
   floor_arg *a = arg;
-  uint8_t *buf = malloc((size_t)a->size);
+  uint8_t *buf = NULL;
+  if (posix_memalign((void **)&buf, 4096, (size_t)a->size + 4096) != 0) die("%s", "floor: no memory");
   for (int64_t i = 0; i < a->size; i++) buf[i] = (uint8_t)(i * 2654435761u >> 13);
-  char tmp[64], fin[64];
+  size_t padded = ((size_t)a->size + 4095) & ~(size_t)4095;
+  char tmp[64], fin[64], fdp[64];
   for (int i = a->first; i < a->n; i += a->step) {
     br_xfer_digest d;
     buf[0] = (uint8_t)i;
     br_xfer_sha256(buf, (size_t)a->size, &d);
-    snprintf(tmp, sizeof tmp, ".partial-%d", i);
     snprintf(fin, sizeof fin, "f.%05d.bgeo", i + 1);
-    int fd = openat(a->dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    int fd = openat(a->dfd, ".", O_WRONLY | O_TMPFILE | O_DIRECT | O_CLOEXEC, 0644);
+    if (fd >= 0) {
+      if (write(fd, buf, padded) != (ssize_t)padded || ftruncate(fd, a->size) != 0)
+        die("%s", "floor: write failed");
+      snprintf(fdp, sizeof fdp, "/proc/self/fd/%d", fd);
+      if (linkat(AT_FDCWD, fdp, a->dfd, fin, AT_SYMLINK_FOLLOW) != 0) die("%s", "floor: link failed");
+      close(fd);
+      continue;
+    }
+    snprintf(tmp, sizeof tmp, ".partial-%d", i);
+    fd = openat(a->dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0 || write(fd, buf, (size_t)a->size) != (ssize_t)a->size) die("%s", "floor: write failed");
     close(fd);
     if (renameat(a->dfd, tmp, a->dfd, fin) != 0) die("%s", "floor: rename failed");
@@ -258,20 +273,17 @@ static double floor_tree(const char *dir, int n, int64_t size) {
   char cmd[4200];
   snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s'", dir, dir);
   sh(cmd);
-  int nt = (int)sysconf(_SC_NPROCESSORS_ONLN);
-  if (nt < 1) nt = 1;
-  if (nt > 16) nt = 16;
-  pthread_t th[16];
-  floor_arg args[16];
+  pthread_t th[FLOOR_THREADS];
+  floor_arg args[FLOOR_THREADS];
   sync();
   double t = now();
   int dfd = open(dir, O_RDONLY | O_DIRECTORY);
   if (dfd < 0) die("cannot open %s", dir);
-  for (int i = 0; i < nt; i++) {
-    args[i] = (floor_arg){dfd, n, nt, i, size};
+  for (int i = 0; i < FLOOR_THREADS; i++) {
+    args[i] = (floor_arg){dfd, n, FLOOR_THREADS, i, size};
     pthread_create(&th[i], NULL, floor_worker, &args[i]);
   }
-  for (int i = 0; i < nt; i++) pthread_join(th[i], NULL);
+  for (int i = 0; i < FLOOR_THREADS; i++) pthread_join(th[i], NULL);
   syncfs(dfd);
   close(dfd);
   return now() - t;
@@ -344,7 +356,7 @@ static void case_files(bench *b, const char *label, const char *name, int n, int
   if (unchanged) row("push, nothing changed", median(bu, reps), median(ru, reps), median(rus, reps), "rsync");
   if (n >= 100 && size <= 1024 * 1024) {
     double mfl = median(fl, reps);
-    printf("  %-24s %7.2fs  (hash, create, write, rename, syncfs from memory: no network)\n"
+    printf("  %-24s %7.2fs  (hash, create unnamed, direct write, link, syncfs from memory: no network)\n"
            "  %-24s braid pull %.2fx of it, rsync pull %.2fx; a pull %.0fx faster than rsync"
            " would take %.2fs\n",
            "checkout floor", mfl, "", mbl / mfl, median(rl, reps) / mfl, 3.0,

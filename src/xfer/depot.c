@@ -317,6 +317,75 @@ static enum MHD_Result do_upload(br_depot *d, struct MHD_Connection *c, request 
   return reply_json(c, MHD_HTTP_OK, json_pack("{si}", "stored", (int)(n + npk)));
 }
 
+/* Where a packed chunk is. */
+typedef struct loc {
+  char rel[64];
+  int64_t off, len;
+} loc;
+
+/* The places of n entries' raw bytes from the end of out on, laid out as
+ * if none compressed (the room is reserved). */
+static void places(const br_xfer__buf *out, const loc *l, size_t n, struct iovec *iov) {
+  uint8_t *at = out->data + out->len + BR_XFER__BUNDLE_HDR;
+  for (size_t m = 0; m < n; m++) {
+    iov[m] = (struct iovec){at, (size_t)l[m].len};
+    at += l[m].len + BR_XFER__BUNDLE_HDR;
+  }
+}
+
+/* Reads the aligned span of n neighbours (bytes in all) with direct I/O
+ * past their entries' places (pool buffers are aligned); iov says where
+ * each chunk's bytes are. 0, -EINVAL if the file refuses direct I/O, or
+ * -errno. */
+static int read_direct(br_xfer__buf *out, int dfd, const loc *l, size_t n, int64_t bytes,
+                       struct iovec *iov) {
+  const int64_t A = BR_XFER__DIO_ALIGN;
+  int64_t a0 = l[0].off & ~(A - 1), need = l[0].off + bytes - a0, span = (need + A - 1) & ~(A - 1);
+  size_t pos = (out->len + n * BR_XFER__BUNDLE_HDR + (size_t)A - 1) & ~(size_t)(A - 1);
+  if (br_xfer__buf_reserve(out, pos - out->len + (size_t)span)) return -ENOMEM;
+  uint8_t *dst = out->data + pos;
+  for (int64_t got = 0; got < need;) {
+    ssize_t r = pread(dfd, dst + got, (size_t)(span - got), a0 + got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return -errno;
+    if (r == 0) return -ENODATA;
+    got += r;
+  }
+  for (size_t m = 0; m < n; m++) iov[m] = (struct iovec){dst + (l[m].off - a0), (size_t)l[m].len};
+  return 0;
+}
+
+/* Puts n entries whose raw bytes are where iov says. */
+static int put_run(br_xfer__buf *out, const struct iovec *iov, const br_xfer_digest *ds, size_t n,
+                   bool zstd) {
+  for (size_t m = 0; m < n; m++)
+    if (br_xfer__bundle_put_at(out, &ds[m], iov[m].iov_base, iov[m].iov_len, zstd, NULL))
+      return -EIO;
+  return 0;
+}
+
+/* Reads n chunks that are neighbours in one pack, bytes in all, into out
+ * as bundle entries: with direct I/O when the pack allows it (*dfd >= 0),
+ * as packs are written, since filling the page cache costs more than the
+ * copy here and a depot's packs are mostly cold; otherwise one preadv into
+ * the entries' places. 0 or -errno. */
+static int read_run(br_xfer__buf *out, int pfd, int *dfd, const loc *l,
+                    const br_xfer_digest *ds, size_t n, int64_t bytes, bool zstd) {
+  struct iovec iov[FETCH_RUN], v[FETCH_RUN];
+  if (*dfd >= 0) {
+    int rc = read_direct(out, *dfd, l, n, bytes, iov);
+    if (rc == 0) return put_run(out, iov, ds, n, zstd);
+    if (rc != -EINVAL) return rc;
+    close(*dfd); /* the file system refuses direct I/O */
+    *dfd = -1;
+  }
+  if (br_xfer__buf_reserve(out, n * BR_XFER__BUNDLE_HDR + (size_t)bytes)) return -ENOMEM;
+  places(out, l, n, iov);
+  memcpy(v, iov, n * sizeof *iov); /* preadv_all moves along v */
+  int rc = br_xfer__preadv_all(pfd, v, (int)n, l[0].off);
+  return rc ? rc : put_run(out, iov, ds, n, zstd);
+}
+
 static enum MHD_Result do_fetch(br_depot *d, struct MHD_Connection *c, request *rq) {
   br_error err = {0};
   br_xfer_digest *ds = NULL;
@@ -337,10 +406,6 @@ static enum MHD_Result do_fetch(br_depot *d, struct MHD_Connection *c, request *
   /* Where the packed ones are, in one read transaction; then read, with
    * the pack of the last one still open (a bundle's chunks are mostly
    * neighbours in one pack). */
-  typedef struct loc {
-    char rel[64];
-    int64_t off, len;
-  } loc;
   loc *locs = calloc(n ? n : 1, sizeof *locs);
   if (locs) {
     br_xfer__index_batch_begin(&d->store);
@@ -355,12 +420,13 @@ static enum MHD_Result do_fetch(br_depot *d, struct MHD_Connection *c, request *
     if (bytes <= (size_t)d->max_request) br_xfer__bundle_reserve(&out, n, bytes);
   }
   char open_rel[64] = "";
-  int pfd = -1;
-  struct iovec iov[FETCH_RUN];
+  int pfd = -1, dfd = -1;
   for (size_t i = 0; i < n && !msg;) {
     if (locs && locs[i].rel[0] && strcmp(locs[i].rel, open_rel) != 0) {
       if (pfd >= 0) close(pfd);
+      if (dfd >= 0) close(dfd);
       pfd = openat(d->store.rootfd, locs[i].rel, O_RDONLY | O_CLOEXEC);
+      dfd = pfd >= 0 ? openat(d->store.rootfd, locs[i].rel, O_RDONLY | O_DIRECT | O_CLOEXEC) : -1;
       snprintf(open_rel, sizeof open_rel, "%s", pfd >= 0 ? locs[i].rel : "");
     }
     if (locs && locs[i].rel[0] && pfd >= 0) {
@@ -382,21 +448,7 @@ static enum MHD_Result do_fetch(br_depot *d, struct MHD_Connection *c, request *
         msg = "fetch asks for too many bytes at once";
         break;
       }
-      uint8_t *first = NULL;
-      if (br_xfer__buf_reserve(&out, (k - i) * BR_XFER__BUNDLE_HDR + (size_t)bytes) == BR_OK)
-        first = out.data + out.len + BR_XFER__BUNDLE_HDR;
-      uint8_t *at = first;
-      for (size_t m = i; at && m < k; m++) {
-        iov[m - i] = (struct iovec){at, (size_t)locs[m].len};
-        at += locs[m].len + BR_XFER__BUNDLE_HDR;
-      }
-      int rc = first ? br_xfer__preadv_all(pfd, iov, (int)(k - i), locs[i].off) : -ENOMEM;
-      at = first;
-      for (size_t m = i; rc == 0 && m < k; m++) {
-        rc = br_xfer__bundle_put_at(&out, &ds[m], at, (size_t)locs[m].len, zstd, NULL);
-        at += locs[m].len + BR_XFER__BUNDLE_HDR;
-      }
-      if (rc) {
+      if (read_run(&out, pfd, &dfd, &locs[i], &ds[i], k - i, bytes, zstd)) {
         status = MHD_HTTP_INTERNAL_SERVER_ERROR;
         msg = "reading a chunk failed";
       }
@@ -427,6 +479,7 @@ static enum MHD_Result do_fetch(br_depot *d, struct MHD_Connection *c, request *
     i++;
   }
   if (pfd >= 0) close(pfd);
+  if (dfd >= 0) close(dfd);
   free(locs);
   free(ds);
   if (!msg && !charge(d, rq, (int64_t)out.len)) {
