@@ -6,9 +6,10 @@
  * rename durable (see "installing" below: in batches). A partial left by a
  * cut or a cancel is re-verified chunk by chunk on the next pull and only
  * what failed is fetched again. Small files come in bundles, many to a
- * request; large files as parallel ranged chunk GETs. Files are written
- * with direct I/O where the file system allows: no page cache to fill, and
- * nothing left for the sync to write. */
+ * request; large files as parallel ranged chunk GETs. A new small file's
+ * partial has no name at all (O_TMPFILE, linked in after the sync). Files
+ * are written with direct I/O where the file system allows: no page cache
+ * to fill, and nothing left for the sync to write. */
 #include "client_int.h"
 
 #include <dirent.h>
