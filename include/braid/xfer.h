@@ -278,6 +278,36 @@ int br_xfer_pull_many(const char *const *sources, const char *const *dirs, size_
 int br_xfer_pull(const char *source, const char *dir, const br_xfer_opts *opts,
                  br_xfer_result *res, br_error *err);
 
+/* ---- administering a running depot ----------------------------------- */
+
+/* br_depot_rm and br_depot_gc, asked of a running depot over HTTP (POST
+ * /v1/admin/rm and /v1/admin/gc) instead of done on its root: from any
+ * machine, with an admin token (one of the depot's admin_token_file, or a
+ * braid server's admin token). depot is "depot://HOST:PORT[/]" (depots://,
+ * http://, https://). Of opts (may be NULL) only token and ca_file are
+ * used. One request, no retries; an rm may take 10 minutes, a gc as long
+ * as it needs. Errors: the depot's message and "(HTTP <status>)", coded
+ * BR_EAUTH (401, 403), BR_ENOTFOUND (404), BR_EINVAL (other 4xx), BR_EIO
+ * (the depot failed); BR_ENET when the depot could not be reached or was
+ * busy (503): the same call may succeed later. */
+
+/* One version of a snapshot. */
+typedef struct br_xfer_version {
+  const char *name;  /* "shot010/cloth" */
+  int64_t version;   /* N of vN, >= 1 */
+} br_xfer_version;
+
+/* Removes versions[0..n-1] from the depot. The depot goes on past a
+ * version it cannot remove (its error names each such version, the first
+ * gives the status): removed[i] (n entries, may be NULL) says whether
+ * versions[i] went, on failure too. */
+int br_xfer_depot_rm(const char *depot, const br_xfer_version *versions, size_t n,
+                     const br_xfer_opts *opts, bool *removed, br_error *err);
+/* A gc of the depot, as br_depot_gc on its root: *res gets the depot's
+ * counts (all zero on failure). */
+int br_xfer_depot_gc(const char *depot, int64_t grace_s, bool dry_run, const br_xfer_opts *opts,
+                     br_depot_gc_result *res, br_error *err);
+
 #ifdef __cplusplus
 }
 #endif
