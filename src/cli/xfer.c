@@ -5,7 +5,6 @@
  * the job's task through the runtime channel (--set-attr). */
 #include "cli.h"
 
-#include <braid/http.h>
 #include <braid/runtime.h>
 #include <braid/xfer.h>
 
@@ -21,6 +20,9 @@
 #define EXIT_TRANSIENT 75
 
 static volatile sig_atomic_t cancel_flag;
+
+/* The exit status of a failed library call: transient or not. */
+static int exit_of(int rc) { return rc == BR_ENET ? EXIT_TRANSIENT : BR_EXIT_FAILED; }
 
 /* Inside a braid job: BRAID_CTL and BRAID_CTL_TOKEN name the channel. */
 static int in_job(void) {
@@ -357,7 +359,7 @@ static int finish(common *c, const char *verb, int rc, const br_error *err,
   }
   if (rc) {
     br_cli_errorf("%s failed: %s", verb, br_error_format(err, buf, sizeof buf));
-    return rc == BR_ENET ? EXIT_TRANSIENT : BR_EXIT_FAILED;
+    return exit_of(rc);
   }
   if (!c->json && !c->quiet) {
     char moved[32];
@@ -663,29 +665,11 @@ static int parse_target(int argc, char **argv, const char *verb, depot_target *t
   return 0;
 }
 
-/* One admin request to a running depot: 0 and *out on success (2xx); else
- * the exit status, the failure said (*out may still hold the answer). */
-static int admin_call(const depot_target *t, const char *verb, const char *path, json_t *body,
-                      double timeout_s, json_t **out) {
-  *out = NULL;
-  br_error err;
-  br_error_clear(&err);
-  br_http_client *c = NULL;
-  if (br_http_client_open(t->base, t->token[0] ? t->token : NULL, &c, &err)) {
-    br_cli_errorf("depot %s: %s", verb, err.msg);
-    return BR_EXIT_FAILED;
-  }
-  if (t->ca && *t->ca) br_http_client_set_ca(c, t->ca);
-  br_http_client_set_timeout(c, timeout_s);
-  int st = br_http_client_call(c, "POST", path, body, out, &err);
-  br_http_client_close(c);
-  if (st < 0) {
-    br_cli_errorf("depot %s: %s", verb, err.msg);
-    return st == BR_ENET ? EXIT_TRANSIENT : BR_EXIT_FAILED;
-  }
-  if (st >= 200 && st < 300) return 0;
-  br_cli_errorf("depot %s: %s (HTTP %d)", verb, br_http_error_message(*out, st), st);
-  return st == 503 ? EXIT_TRANSIENT : BR_EXIT_FAILED;
+/* The options br_xfer_depot_rm and br_xfer_depot_gc take from a target. */
+static void target_opts(const depot_target *t, br_xfer_opts *o) {
+  br_xfer_opts_init(o);
+  o->token = t->token[0] ? t->token : NULL;
+  o->ca_file = t->ca;
 }
 
 /* NAME@vN (or NAME@N) into a fresh name and N; -1 if it is not one. */
@@ -719,41 +703,41 @@ static int depot_rm(int argc, char **argv) {
     free(t.base);
     return BR_EXIT_USAGE;
   }
-  json_t *list = json_array();
+  char **names = calloc((size_t)n, sizeof *names);
+  br_xfer_version *vs = calloc((size_t)n, sizeof *vs);
+  bool *removed = calloc((size_t)n, sizeof *removed);
+  if (!names || !vs || !removed) abort();
   for (int i = 0; i < n && rc == BR_EXIT_OK; i++) {
-    char *name = NULL;
-    int64_t v;
-    if (parse_version(pos[i], &name, &v)) rc = BR_EXIT_USAGE;
-    else json_array_append_new(list, json_pack("{ss sI}", "name", name, "version", (json_int_t)v));
-    free(name);
+    if (parse_version(pos[i], &names[i], &vs[i].version)) rc = BR_EXIT_USAGE;
+    vs[i].name = names[i];
   }
-  bool local = t.root && rc == BR_EXIT_OK;
-  for (size_t i = 0; local && i < json_array_size(list); i++) {
-    json_t *e = json_array_get(list, i);
-    const char *name = json_string_value(json_object_get(e, "name"));
-    long long v = (long long)json_integer_value(json_object_get(e, "version"));
+  for (int i = 0; t.root && rc == BR_EXIT_OK && i < n; i++) {
     br_error err;
     br_error_clear(&err);
-    if (br_depot_rm(t.root, name, v, &err)) {
+    if (br_depot_rm(t.root, vs[i].name, vs[i].version, &err)) {
       br_cli_errorf("depot rm: %s", err.msg);
       rc = BR_EXIT_FAILED; /* the others are still removed */
     } else {
-      printf("removed %s@v%lld\n", name, v);
+      printf("removed %s@v%lld\n", vs[i].name, (long long)vs[i].version);
     }
   }
   if (t.base && rc == BR_EXIT_OK) {
-    json_t *body = json_pack("{sO}", "versions", list), *ans = NULL;
-    rc = admin_call(&t, "rm", "/v1/admin/rm", body, 600, &ans);
-    json_t *removed = json_object_get(ans, "removed"), *e;
-    size_t i;
-    json_array_foreach(removed, i, e) {
-      printf("removed %s@v%lld\n", json_string_value(json_object_get(e, "name")),
-             (long long)json_integer_value(json_object_get(e, "version")));
+    br_xfer_opts o;
+    target_opts(&t, &o);
+    br_error err;
+    br_error_clear(&err);
+    int r = br_xfer_depot_rm(t.base, vs, (size_t)n, &o, removed, &err);
+    if (r) {
+      br_cli_errorf("depot rm: %s", err.msg);
+      rc = exit_of(r);
     }
-    json_decref(ans);
-    json_decref(body);
+    for (int i = 0; i < n; i++) /* on failure too: the depot went past it */
+      if (removed[i]) printf("removed %s@v%lld\n", vs[i].name, (long long)vs[i].version);
   }
-  json_decref(list);
+  for (int i = 0; i < n; i++) free(names[i]);
+  free(names);
+  free(vs);
+  free(removed);
   free(pos);
   free(t.base);
   return rc;
@@ -797,33 +781,19 @@ static int depot_gc(int argc, char **argv) {
     return BR_EXIT_USAGE;
   }
   br_depot_gc_result r;
-  memset(&r, 0, sizeof r);
+  br_error err;
+  br_error_clear(&err);
   if (t.root) {
-    br_error err;
-    br_error_clear(&err);
-    if (br_depot_gc(t.root, g.grace, g.dry, &r, &err)) {
-      br_cli_errorf("depot gc: %s", err.msg);
-      return BR_EXIT_FAILED;
-    }
+    rc = br_depot_gc(t.root, g.grace, g.dry, &r, &err);
   } else {
-    json_t *body = json_pack("{sI sb}", "grace_s", (json_int_t)g.grace, "dry_run", g.dry);
-    json_t *ans = NULL;
-    /* no time limit: a gc of a large depot takes as long as it takes */
-    rc = admin_call(&t, "gc", "/v1/admin/gc", body, 0, &ans);
-    json_decref(body);
+    br_xfer_opts o;
+    target_opts(&t, &o);
+    rc = br_xfer_depot_gc(t.base, g.grace, g.dry, &o, &r, &err);
     free(t.base);
-    if (rc) {
-      json_decref(ans);
-      return rc;
-    }
-    r.snapshots = json_integer_value(json_object_get(ans, "snapshots"));
-    r.live_chunks = json_integer_value(json_object_get(ans, "live_chunks"));
-    r.objects_removed = json_integer_value(json_object_get(ans, "objects_removed"));
-    r.packs_removed = json_integer_value(json_object_get(ans, "packs_removed"));
-    r.packs_rewritten = json_integer_value(json_object_get(ans, "packs_rewritten"));
-    r.bytes_freed = json_integer_value(json_object_get(ans, "bytes_freed"));
-    r.kept_young = json_integer_value(json_object_get(ans, "kept_young"));
-    json_decref(ans);
+  }
+  if (rc) {
+    br_cli_errorf("depot gc: %s", err.msg);
+    return exit_of(rc);
   }
   char freed[32];
   human((double)r.bytes_freed, freed, sizeof freed);
