@@ -444,3 +444,117 @@ TEST(gc_and_rm_over_http_with_an_admin_token) {
   free(admins);
   xu_done(tmp);
 }
+
+/* A file of one token's hash, as a depot's token file. */
+static char *token_file(const char *tmp, const char *name, const char *token) {
+  char line[128];
+  br_xfer_token_hash(token, line, sizeof line);
+  strcat(line, "\n");
+  char *p = xu_path(tmp, name);
+  xu_write_file(p, line, strlen(line));
+  return p;
+}
+
+/* Counts of a gc equal field by field (a remote gc fills what a local one does). */
+static void gc_same(const br_depot_gc_result *a, const br_depot_gc_result *b) {
+  CHECK_EQ_INT(a->snapshots, b->snapshots);
+  CHECK_EQ_INT(a->live_chunks, b->live_chunks);
+  CHECK_EQ_INT(a->objects_removed, b->objects_removed);
+  CHECK_EQ_INT(a->packs_removed, b->packs_removed);
+  CHECK_EQ_INT(a->packs_rewritten, b->packs_rewritten);
+  CHECK_EQ_INT(a->bytes_freed, b->bytes_freed);
+  CHECK_EQ_INT(a->kept_young, b->kept_young);
+}
+
+TEST(depot_rm_and_gc_from_the_library_over_http) {
+  char *tmp = br_test_tmpdir("xfer-gc-library");
+  char *tokens = token_file(tmp, "tokens", XU_TOKEN);
+  char *admins = token_file(tmp, "admins", ADMIN_TOKEN);
+  char *root = xu_path(tmp, "depot");
+  br_depot_opts dopts;
+  memset(&dopts, 0, sizeof dopts);
+  dopts.root = root;
+  dopts.listen = "127.0.0.1:0";
+  dopts.token_file = tokens;
+  dopts.admin_token_file = admins;
+  br_depot *d = NULL;
+  br_error err;
+  br_error_clear(&err);
+  CHECK_EQ_INT(br_depot_start(&dopts, &d, &err), BR_OK);
+  char url[64];
+  snprintf(url, sizeof url, "depot://127.0.0.1:%d", br_depot_port(d));
+  /* v1 files 0..9, v2 and v3 files 7..16: files 0..6 are v1's alone */
+  br_xfer_opts o;
+  xu_opts(&o, tmp);
+  char *a = xu_path(tmp, "a"), *b = xu_path(tmp, "b"), *dst = xu_path(tmp, "dst");
+  tree(a, 0, 10, 3000, 6);
+  tree(b, 7, 10, 3000, 6);
+  char *ref = xu_ref(url, "lib/fx");
+  push_ok(a, ref, &o, 1);
+  push_ok(b, ref, &o, 2);
+  push_ok(b, ref, &o, 3);
+  br_xfer_version v1[] = {{"lib/fx", 1}}, v1_v9[] = {{"lib/fx", 1}, {"lib/fx", 9}},
+                  v3[] = {{"lib/fx", 3}};
+  bool removed[2] = {true, true};
+  br_depot_gc_result r, local;
+  /* a plain token may not: 403, and nothing goes */
+  CHECK_EQ_INT(br_xfer_depot_rm(url, v1, 1, &o, removed, &err), BR_EAUTH);
+  CHECK_CONTAINS(err.msg, "HTTP 403");
+  CHECK_CONTAINS(err.msg, "--admin-token-file");
+  CHECK(!removed[0]);
+  CHECK_EQ_INT(br_xfer_depot_gc(url, 0, true, &o, &r, &err), BR_EAUTH);
+  CHECK_CONTAINS(err.msg, "HTTP 403");
+  o.token = "not-a-token";
+  CHECK_EQ_INT(br_xfer_depot_gc(url, 0, true, &o, &r, &err), BR_EAUTH);
+  CHECK_CONTAINS(err.msg, "HTTP 401");
+  /* the admin token: an unknown version is named, the others still go */
+  o.token = ADMIN_TOKEN;
+  CHECK_EQ_INT(br_xfer_depot_rm(url, v1_v9, 2, &o, removed, &err), BR_ENOTFOUND);
+  CHECK_CONTAINS(err.msg, "no version 9 of 'lib/fx'");
+  CHECK_CONTAINS(err.msg, "HTTP 404");
+  CHECK(removed[0]);
+  CHECK(!removed[1]);
+  CHECK_EQ_INT(br_xfer_depot_rm(url, v1, 1, &o, removed, &err), BR_ENOTFOUND);
+  CHECK_CONTAINS(err.msg, "no version 1 of 'lib/fx'");
+  CHECK(!removed[0]);
+  CHECK_EQ_INT(br_xfer_depot_rm(url, v3, 1, &o, removed, &err), BR_OK);
+  CHECK(removed[0]);
+  /* a dry run counts what the local one counts; the gc frees v1's own chunks */
+  CHECK_EQ_INT(br_xfer_depot_gc(url, 0, true, &o, &r, &err), BR_OK);
+  CHECK_EQ_INT(r.snapshots, 1);
+  CHECK_EQ_INT(r.live_chunks, 10);
+  CHECK_EQ_INT(r.objects_removed, 7);
+  CHECK_EQ_INT(br_depot_gc(root, 0, true, &local, &err), BR_OK);
+  gc_same(&r, &local);
+  CHECK_EQ_INT(br_xfer_depot_gc(url, 3600, false, &o, &r, &err), BR_OK);
+  CHECK_EQ_INT(r.objects_removed, 0); /* all young */
+  CHECK(r.kept_young >= 7);
+  CHECK_EQ_INT(br_xfer_depot_gc(url, 0, false, &o, &r, &err), BR_OK);
+  CHECK_EQ_INT(r.objects_removed, 7);
+  CHECK_EQ_INT(r.bytes_freed, 7 * 3000);
+  CHECK_EQ_INT(br_xfer_depot_gc(url, 0, true, &o, &r, &err), BR_OK);
+  CHECK_EQ_INT(r.objects_removed, 0);
+  fsck_ok(root);
+  char *r2 = NULL;
+  if (asprintf(&r2, "%s@v2", ref) < 0) abort();
+  pull_same(r2, dst, b, &o);
+  /* refused before asking: not a depot's address, a negative grace */
+  CHECK_EQ_INT(br_xfer_depot_gc("depot://127.0.0.1:1/x", 0, true, &o, &r, &err), BR_EINVAL);
+  CHECK_CONTAINS(err.msg, "not a depot's address");
+  CHECK_EQ_INT(br_xfer_depot_gc(url, -1, true, &o, &r, &err), BR_EINVAL);
+  /* a depot that is not there: BR_ENET, try again later */
+  br_depot_stop(d);
+  CHECK_EQ_INT(br_xfer_depot_rm(url, v1, 1, &o, removed, &err), BR_ENET);
+  CHECK(!removed[0]);
+  CHECK_EQ_INT(br_xfer_depot_gc(url, 0, false, &o, &r, &err), BR_ENET);
+  CHECK_EQ_INT(r.objects_removed, 0);
+  free(r2);
+  free(ref);
+  free(a);
+  free(b);
+  free(dst);
+  free(root);
+  free(tokens);
+  free(admins);
+  xu_done(tmp);
+}
