@@ -184,20 +184,30 @@ TEST(push_and_pull_nodes_on_an_agent_against_the_server) {
   farm_stop(&F);
 }
 
-TEST(depot_in_a_server_over_https) {
-  char *dir = br_test_tmpdir("xfer-server-tls-cert");
+/* Starts F, a server with a depot over HTTPS whose self-signed certificate
+ * (its own private CA) is made in *dir (name-cert; xu_done removes it).
+ * Returns the CA file's path (the caller frees it). */
+static char *tls_farm_start(const char *name, char **dir) {
+  char certdir[256];
+  snprintf(certdir, sizeof certdir, "%s-cert", name);
+  *dir = br_test_tmpdir(certdir);
   char cmd[4096];
   snprintf(cmd, sizeof cmd,
            "cd '%s' && openssl req -x509 -newkey rsa:2048 -nodes -keyout key.pem -out cert.pem -days 2 "
            "-subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 > openssl.log 2>&1",
-           dir);
+           *dir);
   CHECK_EQ_INT(system(cmd), 0);
   char args[2048];
   snprintf(args, sizeof args, "--depot-root depot --tls-cert '%s/cert.pem' --tls-key '%s/key.pem'",
-           dir, dir);
-  farm_start(&F, "xfer-server-tls", args);
+           *dir, *dir);
+  farm_start(&F, name, args);
   CHECK(strncmp(F.url, "https://", 8) == 0);
-  char *ca = xu_path(dir, "cert.pem");
+  return xu_path(*dir, "cert.pem");
+}
+
+TEST(depot_in_a_server_over_https) {
+  char *dir = NULL;
+  char *ca = tls_farm_start("xfer-server-tls", &dir);
   char *src = xu_path(F.dir, "src"), *dst = xu_path(F.dir, "dst");
   xu_make_file(src, "a/one.0001.bgeo", 5000, 1);
   xu_make_file(src, "a/two.0001.vdb", 600000, 2);
@@ -217,6 +227,77 @@ TEST(depot_in_a_server_over_https) {
   CHECK_EQ_INT(br_xfer_pull(r, dst, &o, &res, &err), BR_OK);
   CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
   free(r);
+  free(src);
+  free(dst);
+  free(ca);
+  farm_stop(&F);
+  xu_done(dir);
+}
+
+/* `braid depot ARGS` against the server's depot over HTTPS, with its CA and
+ * the admin token; the exit status and the output in *out. */
+static int depot_admin_tls(const char *ca, const char *args, char **out) {
+  char cmd[4096];
+  snprintf(cmd, sizeof cmd, "'%s' depot %s depots://%s --ca '%s' --token '%s' 2>&1; echo \"exit=$?\"",
+           farm_bin(), args, F.url + strlen("https://"), ca, F.admin);
+  *out = farm_capture(cmd);
+  const char *e = strstr(*out, "exit=");
+  return e ? atoi(e + 5) : -1;
+}
+
+TEST(depot_rm_and_gc_over_https) {
+  char *dir = NULL;
+  char *ca = tls_farm_start("xfer-server-tls-admin", &dir);
+  char *src = xu_path(F.dir, "src"), *dst = xu_path(F.dir, "dst");
+  char *depot = NULL, *r = NULL;
+  if (asprintf(&depot, "depots://%s", F.url + strlen("https://")) < 0 ||
+      asprintf(&r, "%s/sh/tlsgc", depot) < 0)
+    abort();
+  br_xfer_opts o;
+  br_xfer_result res;
+  br_error err;
+  opts(&o, F.dir, F.user);
+  o.ca_file = ca;
+  /* each version names a chunk of its own */
+  for (int v = 1; v <= 3; v++) {
+    xu_make_file(src, "a/one.0001.bgeo", 5000 + (size_t)v, (uint64_t)v);
+    CHECK_EQ_INT(br_xfer_push(src, r, &o, &res, &err), BR_OK);
+    CHECK_EQ_INT(res.version, v);
+  }
+  /* the command line, with --ca and the admin token */
+  char *out = NULL;
+  CHECK_EQ_INT(depot_admin_tls(ca, "rm sh/tlsgc@v1", &out), 0);
+  CHECK_CONTAINS(out, "removed sh/tlsgc@v1");
+  free(out);
+  CHECK_EQ_INT(depot_admin_tls(ca, "gc --grace 0", &out), 0);
+  CHECK_CONTAINS(out, "2 snapshots name 2 chunks; removed 1 chunks");
+  free(out);
+  /* the library, with the CA */
+  o.token = F.admin;
+  br_xfer_version v2[] = {{"sh/tlsgc", 2}};
+  bool removed = false;
+  CHECK_EQ_INT(br_xfer_depot_rm(depot, v2, 1, &o, &removed, &err), BR_OK);
+  CHECK(removed);
+  br_depot_gc_result g;
+  CHECK_EQ_INT(br_xfer_depot_gc(depot, 0, true, &o, &g, &err), BR_OK);
+  CHECK_EQ_INT(g.snapshots, 1);
+  CHECK_EQ_INT(g.objects_removed, 1);
+  CHECK_EQ_INT(br_xfer_depot_gc(depot, 0, false, &o, &g, &err), BR_OK);
+  CHECK_EQ_INT(g.objects_removed, 1);
+  /* without the CA the depot's certificate is refused */
+  o.ca_file = NULL;
+  CHECK(br_xfer_depot_gc(depot, 0, true, &o, &g, &err) != BR_OK);
+  CHECK_CONTAINS(err.msg, "certificate");
+  o.ca_file = ca;
+  CHECK_EQ_INT(br_xfer_pull(r, dst, &o, &res, &err), BR_OK); /* v3 */
+  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+  char *root = xu_path(F.dir, "depot");
+  int64_t n = 0;
+  CHECK_EQ_INT(br_depot_fsck(root, &n, &err), BR_OK);
+  CHECK_EQ_INT(n, 1);
+  free(root);
+  free(r);
+  free(depot);
   free(src);
   free(dst);
   free(ca);
