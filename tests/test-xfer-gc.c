@@ -483,16 +483,22 @@ TEST(depot_rm_and_gc_from_the_library_over_http) {
   CHECK_EQ_INT(br_depot_start(&dopts, &d, &err), BR_OK);
   char url[64];
   snprintf(url, sizeof url, "depot://127.0.0.1:%d", br_depot_port(d));
-  /* v1 files 0..9, v2 and v3 files 7..16: files 0..6 are v1's alone */
+  /* v1 has files 0..9; then 0..6 go and 10..16 come: v2 and v3 */
   br_xfer_opts o;
   xu_opts(&o, tmp);
-  char *a = xu_path(tmp, "a"), *b = xu_path(tmp, "b"), *dst = xu_path(tmp, "dst");
-  tree(a, 0, 10, 3000, 6);
-  tree(b, 7, 10, 3000, 6);
+  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst");
   char *ref = xu_ref(url, "lib/fx");
-  push_ok(a, ref, &o, 1);
-  push_ok(b, ref, &o, 2);
-  push_ok(b, ref, &o, 3);
+  tree(src, 0, 10, 3000, 6);
+  push_ok(src, ref, &o, 1);
+  for (int i = 0; i < 7; i++) {
+    char rel[48];
+    snprintf(rel, sizeof rel, "f/f.%04d.bgeo", i);
+    char *p = xu_path(src, rel);
+    CHECK_EQ_INT(unlink(p), 0);
+    free(p);
+  }
+  tree(src, 10, 7, 3000, 6);
+  for (int v = 2; v <= 3; v++) push_ok(src, ref, &o, v);
   br_xfer_version v1[] = {{"lib/fx", 1}}, v1_v9[] = {{"lib/fx", 1}, {"lib/fx", 9}},
                   v3[] = {{"lib/fx", 3}};
   bool removed[2] = {true, true};
@@ -537,7 +543,7 @@ TEST(depot_rm_and_gc_from_the_library_over_http) {
   fsck_ok(root);
   char *r2 = NULL;
   if (asprintf(&r2, "%s@v2", ref) < 0) abort();
-  pull_same(r2, dst, b, &o);
+  pull_same(r2, dst, src, &o);
   /* refused before asking: not a depot's address, a negative grace */
   CHECK_EQ_INT(br_xfer_depot_gc("depot://127.0.0.1:1/x", 0, true, &o, &r, &err), BR_EINVAL);
   CHECK_CONTAINS(err.msg, "not a depot's address");
@@ -550,8 +556,7 @@ TEST(depot_rm_and_gc_from_the_library_over_http) {
   CHECK_EQ_INT(r.objects_removed, 0);
   free(r2);
   free(ref);
-  free(a);
-  free(b);
+  free(src);
   free(dst);
   free(root);
   free(tokens);
