@@ -173,6 +173,10 @@ static int perform(br_http_client *c, const char *method, const char *path, cons
   curl_slist_free_all(h);
   free(url);
   if (rc == CURLE_ABORTED_BY_CALLBACK) return br_error_set(err, BR_ECANCEL, "cancelled");
+  if (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE)
+    /* the same certificate fails the same way: not a transient failure */
+    return br_error_set(err, BR_EINVAL, "%s: the certificate was refused (%s): give its CA "
+                        "with --ca or BRAID_CA", c->base, curl_easy_strerror(rc));
   if (rc != CURLE_OK && !(rc == CURLE_WRITE_ERROR && s->stopped))
     return br_error_set(err, BR_ENET, "%s%s: %s", c->base, path, curl_easy_strerror(rc));
   return (int)status;
