@@ -97,6 +97,11 @@ typedef struct fetch {
   size_t nsent;
   size_t chunk;
   EVP_MD_CTX *md; /* chunk: digest of the bytes received so far */
+  /* chunk, direct I/O: pieces handed to the writers in this attempt, and
+   * how many of them the writers have hashed into md (in order: the loop
+   * thread does not hash what it hands over) */
+  int64_t pieces;
+  atomic_llong hashed;
   /* chunk, direct I/O: bytes waiting to be written as one aligned piece at
    * file offset doff */
   uint8_t *dbuf;
@@ -104,8 +109,18 @@ typedef struct fetch {
   int64_t doff;
 } fetch;
 
+/* Waits until the writers have hashed every piece of f handed to them. */
+static void wait_hashed(fetch *f) {
+  if (atomic_load(&f->hashed) == f->pieces) return;
+  installer *in = &f->p->inst;
+  pthread_mutex_lock(&in->mu);
+  while (atomic_load(&f->hashed) != f->pieces) pthread_cond_wait(&in->cv, &in->mu);
+  pthread_mutex_unlock(&in->mu);
+}
+
 static void fetch_destroy(br_xfer__req *r) {
   fetch *f = r->ctx;
+  wait_hashed(f); /* no writer still hashes into f->md */
   free(f->files);
   free(f->sent);
   if (f->md) EVP_MD_CTX_free(f->md);
@@ -199,9 +214,12 @@ typedef struct install_job {
   int rc;    /* the write stage's result */
   br_error err;
   /* A piece of a large file (direct I/O): owned, aligned bytes to write at
-   * off through fd (a dup of the partial's); no commit follows. */
+   * off through fd (a dup of the partial's); no commit follows. The writer
+   * also hashes it into its chunk's digest, as piece seq of hash_into. */
   bool piece;
   int64_t off;
+  struct fetch *hash_into;
+  int64_t seq;
 } install_job;
 
 #define WRITERS 4 /* with direct I/O a writer mostly waits for the disk */
@@ -387,7 +405,15 @@ static void write_piece(installer *in, install_job *j, bool failed) {
   if (w) fail_io(&err, "write", lf->job, lf->e->path, -w);
   close(j->fd);
   size_t len = j->len;
+  fetch *f = j->hash_into;
+  if (f) { /* the chunk's pieces are hashed in their order: wait for this one's turn */
+    pthread_mutex_lock(&in->mu);
+    while (atomic_load(&f->hashed) != j->seq) pthread_cond_wait(&in->cv, &in->mu);
+    pthread_mutex_unlock(&in->mu);
+    if (!failed && !w) EVP_DigestUpdate(f->md, j->owned, len);
+  }
   pthread_mutex_lock(&in->mu);
+  if (f) atomic_store(&f->hashed, j->seq + 1);
   /* keep the buffer for the next piece: fresh memory costs a page fault a page */
   if (in->nspare < INSTALL_QUEUE_BYTES / DIRECT_PIECE && cap == DIRECT_PIECE) {
     *(void **)j->owned = in->spare;
@@ -1210,6 +1236,8 @@ static void chunk_restart(br_xfer__req *r) {
   pthread_mutex_lock(&in->mu);
   while (atomic_load(&lf->inflight) > 0) pthread_cond_wait(&in->cv, &in->mu);
   pthread_mutex_unlock(&in->mu);
+  f->pieces = 0; /* every piece of the earlier attempt is written and hashed */
+  atomic_store(&f->hashed, 0);
 }
 
 /* Hands what the chunk holds back for direct I/O to a writer as one piece
@@ -1218,7 +1246,9 @@ static void chunk_restart(br_xfer__req *r) {
 static int chunk_flush(fetch *f, br_error *err) {
   lfile *lf = f->files[0];
   if (!f->dlen) return 0;
-  if (!atomic_load(&lf->direct)) {
+  if (!atomic_load(&lf->direct)) { /* turned buffered: written and hashed here */
+    wait_hashed(f);
+    EVP_DigestUpdate(f->md, f->dbuf, f->dlen);
     int w = br_xfer__pwrite_all(lf->fd, f->dbuf, f->dlen, f->doff);
     if (w) return fail_io(err, "write", lf->job, lf->e->path, -w);
   } else {
@@ -1236,6 +1266,8 @@ static int chunk_flush(fetch *f, br_error *err) {
     j->owned = f->dbuf; /* the writer frees it */
     j->len = f->dlen;
     j->off = f->doff;
+    j->hash_into = f;
+    j->seq = f->pieces++;
     f->dbuf = NULL;
     f->dcap = 0;
     atomic_fetch_add(&lf->inflight, 1);
@@ -1271,9 +1303,10 @@ static int chunk_sink(br_xfer__req *r, const uint8_t *data, size_t len) {
     if (fallocate(lf->fd, 0, 0, e->size) != 0 && (errno == ENOSPC || errno == EDQUOT))
       return fail_io(&r->sink_err, "write", lf->job, e->path, errno);
   }
-  EVP_DigestUpdate(f->md, data, len);
   if (!atomic_load(&lf->direct)) {
     if (f->dlen && chunk_flush(f, &r->sink_err)) return -1; /* it just turned buffered */
+    wait_hashed(f); /* the pieces before these bytes */
+    EVP_DigestUpdate(f->md, data, len);
     int w = br_xfer__pwrite_all(lf->fd, data, len, (int64_t)f->chunk * cs + r->received);
     return w ? fail_io(&r->sink_err, "write", lf->job, e->path, -w) : 0;
   }
@@ -1318,6 +1351,7 @@ static int chunk_done(br_xfer__req *r, br_error *err) {
   }
   int frc = chunk_flush(f, err);
   if (frc) return frc;
+  wait_hashed(f);
   unsigned int dl = 0;
   EVP_DigestFinal_ex(f->md, got.b, &dl);
   if (br_xfer__digest_cmp(&got, &e->chunks[f->chunk]) != 0) {
