@@ -342,13 +342,9 @@ static int write_partial(install_job *j, uint8_t **buf, size_t *cap, br_error *e
   const br_xfer_entry *e = j->lf->e;
   bool direct;
   j->fd = -1;
-  /* An unnamed partial may have its mode from the start (nobody can open
-   * it): no chmod when the umask leaves the mode as it is. */
   mode_t mode = e->mode & 0777;
-  bool chmod_needed = true;
   if (j->anon) {
     j->fd = open_partial(j->p, j->dirfd, ".", O_WRONLY | O_TMPFILE | O_CLOEXEC, mode, &direct);
-    chmod_needed = j->p->umask < 0 || (mode & ~(mode_t)j->p->umask) != mode;
     if (j->fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL))
       atomic_store(&j->p->named, true); /* this file system cannot: named from now on */
     if (j->fd < 0) anon_end(&j->p->inst, j);
@@ -365,7 +361,9 @@ static int write_partial(install_job *j, uint8_t **buf, size_t *cap, br_error *e
     if (!j->anon) unlinkat(j->dirfd, j->pn, 0);
     return fail_io(err, "write", j->lf->job, e->path, -w);
   }
-  if (j->fd >= 0 && !j->anon) chmod_needed = true; /* named after all */
+  /* An unnamed partial has its mode from the start (nobody can open it):
+   * no chmod when the umask left the mode as it is. */
+  bool chmod_needed = !j->anon || j->p->umask < 0 || (mode & ~(mode_t)j->p->umask) != mode;
   if (chmod_needed && fchmod(j->fd, mode) != 0)
     return fail_io(err, "chmod", j->lf->job, e->path, errno);
   set_times(j->fd, e);
@@ -1394,8 +1392,7 @@ static br_xfer__req *new_fetch(pull *p, ljob *j, const char *path, size_t nfiles
   if (!r || !f || !f->files || !f->sent) {
     if (f) free(f->files), free(f->sent);
     free(f);
-    if (r) free(r->url);
-    free(r);
+    br_xfer__req_free(r);
     return NULL;
   }
   f->p = p;
