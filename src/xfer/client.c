@@ -60,7 +60,7 @@ int br_xfer__engine_init(br_xfer__engine *e, const br_xfer_opts *o, int64_t per_
   return BR_OK;
 }
 
-static void req_free(br_xfer__req *r) {
+void br_xfer__req_free(br_xfer__req *r) {
   if (!r) return;
   if (r->easy) curl_easy_cleanup(r->easy);
   curl_slist_free_all(r->hdrs);
@@ -74,12 +74,12 @@ static void req_free(br_xfer__req *r) {
 void br_xfer__engine_free(br_xfer__engine *e) {
   for (int i = 0; i < e->nrunning; i++) {
     curl_multi_remove_handle(e->multi, e->running[i]->easy);
-    req_free(e->running[i]);
+    br_xfer__req_free(e->running[i]);
   }
   e->nrunning = 0;
   while (e->head) {
     br_xfer__req *n = e->head->next;
-    req_free(e->head);
+    br_xfer__req_free(e->head);
     e->head = n;
   }
   free(e->running);
@@ -348,7 +348,7 @@ static void retry_or_fail(br_xfer__engine *e, br_xfer__req *r) {
       br_error_set(&err, BR_ENET, "%s: giving up after %d attempts: %s", r->url, r->attempts,
                    r->last_error);
     br_xfer__engine_fail(e, &err);
-    req_free(r);
+    br_xfer__req_free(r);
     return;
   }
   r->not_before = br_xfer__now() + backoff(e, r->attempts);
@@ -369,14 +369,14 @@ static void finish(br_xfer__engine *e, br_xfer__req *r, CURLcode cc) {
   r->hdrs = NULL;
   br_xfer__buf_free(&r->body);
   if (br_xfer__cancelled(e)) {
-    req_free(r);
+    br_xfer__req_free(r);
     return;
   }
   br_error err;
   br_error_clear(&err);
   if (r->sink_failed) {
     br_xfer__engine_fail(e, &r->sink_err);
-    req_free(r);
+    br_xfer__req_free(r);
     return;
   }
   if (r->bad_range) {
@@ -388,7 +388,7 @@ static void finish(br_xfer__engine *e, br_xfer__req *r, CURLcode cc) {
       br_error_set(&err, BR_EINVAL, "%s: response larger than %zu bytes", r->url,
                    r->resp_limit);
       br_xfer__engine_fail(e, &err);
-      req_free(r);
+      br_xfer__req_free(r);
       return;
     }
     if (cc == CURLE_PEER_FAILED_VERIFICATION || cc == CURLE_SSL_CACERT_BADFILE) {
@@ -396,7 +396,7 @@ static void finish(br_xfer__engine *e, br_xfer__req *r, CURLcode cc) {
       br_error_set(&err, BR_EINVAL, "the depot's certificate was refused (%s): give its CA "
                    "with --ca or BRAID_CA", curl_easy_strerror(cc));
       br_xfer__engine_fail(e, &err);
-      req_free(r);
+      br_xfer__req_free(r);
       return;
     }
     snprintf(r->last_error, sizeof r->last_error, "%s", curl_easy_strerror(cc));
@@ -417,7 +417,7 @@ static void finish(br_xfer__engine *e, br_xfer__req *r, CURLcode cc) {
       return;
     }
     if (rc < 0) br_xfer__engine_fail(e, &err);
-    req_free(r);
+    br_xfer__req_free(r);
     return;
   }
   char msg[600];
@@ -428,7 +428,7 @@ static void finish(br_xfer__engine *e, br_xfer__req *r, CURLcode cc) {
     return;
   }
   if (r->refused && st / 100 == 4 && r->refused(r, st, &err) == BR_OK) {
-    req_free(r);
+    br_xfer__req_free(r);
     return;
   }
   br_error_clear(&err);
@@ -443,7 +443,7 @@ static void finish(br_xfer__engine *e, br_xfer__req *r, CURLcode cc) {
   else
     br_error_set(&err, code, "%s: HTTP %ld%s", r->url, st, msg);
   br_xfer__engine_fail(e, &err);
-  req_free(r);
+  br_xfer__req_free(r);
 }
 
 int br_xfer__engine_run(br_xfer__engine *e, br_error *err) {
@@ -474,7 +474,7 @@ int br_xfer__engine_run(br_xfer__engine *e, br_error *err) {
             curl_easy_cleanup(r->easy);
             r->easy = NULL;
           }
-          req_free(r);
+          br_xfer__req_free(r);
           break;
         }
       } else {
@@ -522,12 +522,12 @@ int br_xfer__engine_run(br_xfer__engine *e, br_error *err) {
     /* Stop everything in flight; partial results stay for a resume. */
     for (int i = 0; i < e->nrunning; i++) {
       curl_multi_remove_handle(e->multi, e->running[i]->easy);
-      req_free(e->running[i]);
+      br_xfer__req_free(e->running[i]);
     }
     e->nrunning = 0;
     while (e->head) {
       br_xfer__req *n = e->head->next;
-      req_free(e->head);
+      br_xfer__req_free(e->head);
       e->head = n;
     }
     e->tail = NULL;

@@ -90,6 +90,9 @@ int br_xfer__engine_init(br_xfer__engine *e, const br_xfer_opts *o, int64_t per_
 void br_xfer__engine_free(br_xfer__engine *e);
 /* A new request (calloc'd, range_from = -1); the engine owns it once submitted. */
 br_xfer__req *br_xfer__req_new(const char *base, const char *path_and_query);
+/* Frees a request never submitted (or done with): its handles, bodies, ctx
+ * (through destroy, if set), url. */
+void br_xfer__req_free(br_xfer__req *r);
 void br_xfer__engine_submit(br_xfer__engine *e, br_xfer__req *r);
 /* From any thread: the loop runs its tick now instead of waiting. */
 void br_xfer__engine_wake(br_xfer__engine *e);

@@ -424,8 +424,7 @@ static br_xfer__req *new_req(push *p, const char *base, const char *path, batch 
   batch *b = calloc(1, sizeof *b);
   if (!r || !b) {
     free(b);
-    if (r) free(r->url);
-    free(r);
+    br_xfer__req_free(r);
     return NULL;
   }
   b->p = p;
