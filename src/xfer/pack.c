@@ -212,45 +212,47 @@ int br_xfer__pack_write_ex(br_xfer__store *s, const br_xfer__buf *pack,
   return BR_OK;
 }
 
-int br_xfer__index_fsck(br_xfer__store *s, int64_t *checked, br_error *err) {
-  br_xfer__index *x = s->index;
-  sqlite3_stmt *all = NULL;
-  pthread_mutex_lock(&x->mu);
-  int rc = sqlite3_prepare_v2(x->db,
-                              "SELECT o.digest, p.name, o.off, o.len FROM objects o JOIN "
-                              "packs p ON p.id = o.pack ORDER BY p.id, o.off",
-                              -1, &all, NULL);
-  int out = BR_OK;
-  uint8_t *buf = NULL;
-  size_t cap = 0;
-  while (rc == SQLITE_OK && out == BR_OK && sqlite3_step(all) == SQLITE_ROW) {
-    br_xfer_digest want, got;
-    memcpy(want.b, sqlite3_column_blob(all, 0), BR_XFER_DIGEST_LEN);
-    char rel[128];
-    snprintf(rel, sizeof rel, "packs/%s", (const char *)sqlite3_column_text(all, 1));
-    int64_t off = sqlite3_column_int64(all, 2), len = sqlite3_column_int64(all, 3);
-    if ((size_t)len > cap) {
-      free(buf);
-      cap = (size_t)len;
-      buf = malloc(cap);
-    }
-    int fd = openat(s->rootfd, rel, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || !buf || br_xfer__pread_all(fd, buf, (size_t)len, off) != 0) {
-      out = br_error_set(err, BR_EIO, "%s: cannot read an indexed object", rel);
-    } else {
-      br_xfer_sha256(buf, (size_t)len, &got);
-      if (br_xfer__digest_cmp(&want, &got) != 0)
-        out = br_error_set(err, BR_EIO, "%s at %lld: bytes do not match their digest", rel,
-                           (long long)off);
-      else (*checked)++;
-    }
-    if (fd >= 0) close(fd);
+/* fsck's reading of every packed object, as an index scan goes. */
+typedef struct fsck_state {
+  br_xfer__store *s;
+  int64_t *checked;
+  br_error *err;
+  uint8_t *buf;
+  size_t cap;
+} fsck_state;
+
+static int fsck_one(void *ud, int64_t pack, const char *name, const br_xfer_digest *want,
+                    int64_t off, int64_t len) {
+  (void)pack;
+  fsck_state *f = ud;
+  char rel[128];
+  snprintf(rel, sizeof rel, "packs/%s", name);
+  if ((size_t)len > f->cap) {
+    free(f->buf);
+    f->cap = (size_t)len;
+    f->buf = malloc(f->cap);
   }
-  sqlite3_finalize(all);
-  pthread_mutex_unlock(&x->mu);
-  free(buf);
-  if (rc != SQLITE_OK) return br_error_set(err, BR_EIO, "depot index unreadable");
+  int fd = openat(f->s->rootfd, rel, O_RDONLY | O_CLOEXEC);
+  int out = BR_OK;
+  br_xfer_digest got;
+  if (fd < 0 || !f->buf || br_xfer__pread_all(fd, f->buf, (size_t)len, off) != 0) {
+    out = br_error_set(f->err, BR_EIO, "%s: cannot read an indexed object", rel);
+  } else {
+    br_xfer_sha256(f->buf, (size_t)len, &got);
+    if (br_xfer__digest_cmp(want, &got) != 0)
+      out = br_error_set(f->err, BR_EIO, "%s at %lld: bytes do not match their digest", rel,
+                         (long long)off);
+    else (*f->checked)++;
+  }
+  if (fd >= 0) close(fd);
   return out;
+}
+
+int br_xfer__index_fsck(br_xfer__store *s, int64_t *checked, br_error *err) {
+  fsck_state f = {s, checked, err, NULL, 0};
+  int rc = br_xfer__index_scan(s, fsck_one, &f, err);
+  free(f.buf);
+  return rc;
 }
 
 void br_xfer__pack_clean(br_xfer__store *s) {
