@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -493,6 +494,95 @@ static enum MHD_Result do_fetch(br_depot *d, struct MHD_Connection *c, request *
   return reply_buf(c, &out);
 }
 
+/* A chunk whose bytes are not in the page cache is streamed with direct
+ * I/O through one pooled buffer: reading it through the cache would fill
+ * fresh cache pages, which costs more than the disk on a VM, and push the
+ * depot's hot objects out. A cached chunk goes out with sendfile. */
+#define STREAM_READ (1024 * 1024) /* direct reads of a streamed chunk */
+#define STREAM_BLOCK (256 * 1024) /* MHD's send buffer for it */
+
+typedef struct dstream {
+  int fd;       /* O_DIRECT until the file system refuses a read */
+  int64_t base; /* the file offset of the body's first byte */
+  uint8_t *buf;
+  size_t cap;
+  int64_t at, n; /* buf holds the file's bytes [at, at + n) */
+} dstream;
+
+static ssize_t dstream_read(void *cls, uint64_t pos, char *out, size_t max) {
+  dstream *s = cls;
+  int64_t f = s->base + (int64_t)pos;
+  if (f < s->at || f >= s->at + s->n) {
+    int64_t a = f & ~(int64_t)(BR_XFER__DIO_ALIGN - 1);
+    ssize_t r;
+    do r = pread(s->fd, s->buf, s->cap, a);
+    while (r < 0 && errno == EINTR);
+    if (r < 0 && errno == EINVAL && br_xfer__direct_off(s->fd) == 0) {
+      do r = pread(s->fd, s->buf, s->cap, a);
+      while (r < 0 && errno == EINTR);
+    }
+    if (r <= 0 || f >= a + r) return MHD_CONTENT_READER_END_WITH_ERROR;
+    s->at = a;
+    s->n = r;
+  }
+  size_t k = (size_t)(s->at + s->n - f);
+  if (k > max) k = max;
+  memcpy(out, s->buf + (f - s->at), k);
+  return (ssize_t)k;
+}
+
+static void dstream_free(void *cls) {
+  dstream *s = cls;
+  close(s->fd);
+  br_xfer__mem_put(s->buf, s->cap);
+  free(s);
+}
+
+/* Whether every page of fd's bytes [off, off + len) is in the page cache
+ * (mincore on a mapping: reading a byte to find out would start a
+ * read-ahead). Unknown counts as cached. */
+static bool cached(int fd, int64_t off, uint64_t len) {
+  long pg = sysconf(_SC_PAGESIZE);
+  int64_t a = off & ~(int64_t)(pg - 1);
+  size_t span = (size_t)(off - a) + (size_t)len, npages = (span + (size_t)pg - 1) / (size_t)pg;
+  void *m = mmap(NULL, span, PROT_READ, MAP_SHARED, fd, a);
+  if (m == MAP_FAILED) return true;
+  unsigned char vec[2048], *v = npages <= sizeof vec ? vec : malloc(npages);
+  bool all = true;
+  if (v && mincore(m, span, v) == 0) {
+    for (size_t i = 0; i < npages && all; i++) all = v[i] & 1;
+  }
+  if (v != vec) free(v);
+  munmap(m, span);
+  return all;
+}
+
+/* The body: len bytes of fd from off, as a stream with direct I/O when they
+ * are not cached (fd is then the stream's), else with sendfile. NULL when
+ * MHD has no memory; fd is closed either way. */
+static struct MHD_Response *chunk_body(int fd, int64_t off, uint64_t len) {
+  int fl = len >= STREAM_BLOCK && !cached(fd, off, len) ? fcntl(fd, F_GETFL) : -1;
+  if (fl >= 0 && fcntl(fd, F_SETFL, fl | O_DIRECT) == 0) {
+    dstream *s = calloc(1, sizeof *s);
+    if (s) s->buf = br_xfer__mem_get(STREAM_READ, &s->cap);
+    struct MHD_Response *r =
+        s && s->buf ? MHD_create_response_from_callback(len, STREAM_BLOCK, dstream_read, s,
+                                                        dstream_free)
+                    : NULL;
+    if (r) {
+      s->fd = fd;
+      s->base = off;
+      return r;
+    }
+    if (s) br_xfer__mem_put(s->buf, s->cap);
+    free(s);
+    br_xfer__direct_off(fd);
+  }
+  struct MHD_Response *r = MHD_create_response_from_fd_at_offset64(len, fd, (uint64_t)off);
+  if (!r) close(fd);
+  return r;
+}
+
 static enum MHD_Result do_chunk(br_depot *d, struct MHD_Connection *c, const char *hex) {
   br_xfer_digest dg;
   if (br_xfer_digest_parse(hex, &dg)) return reply_error(c, MHD_HTTP_BAD_REQUEST, "bad digest");
@@ -525,12 +615,8 @@ static enum MHD_Result do_chunk(br_depot *d, struct MHD_Connection *c, const cha
     status = MHD_HTTP_PARTIAL_CONTENT;
   }
   uint64_t len = size ? (uint64_t)(to - from + 1) : 0;
-  struct MHD_Response *r =
-      MHD_create_response_from_fd_at_offset64(len, fd, (uint64_t)(off + from));
-  if (!r) {
-    close(fd);
-    return MHD_NO;
-  }
+  struct MHD_Response *r = chunk_body(fd, off + from, len);
+  if (!r) return MHD_NO;
   MHD_add_response_header(r, "Content-Type", "application/octet-stream");
   MHD_add_response_header(r, "Accept-Ranges", "bytes");
   if (status == MHD_HTTP_PARTIAL_CONTENT) {
