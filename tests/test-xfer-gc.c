@@ -6,9 +6,14 @@
 #include "farm-util.h"
 #include "xfer-util.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 
 static void tree(const char *dir, int first, int count, size_t size, uint64_t seed) {
   for (int i = first; i < first + count; i++) {
@@ -468,6 +473,18 @@ static void gc_same(const br_depot_gc_result *a, const br_depot_gc_result *b) {
   CHECK_EQ_INT(a->kept_young, b->kept_young);
 }
 
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void *cancel_later(void *arg) {
+  usleep(200000);
+  *(volatile sig_atomic_t *)arg = 1;
+  return NULL;
+}
+
 TEST(depot_rm_and_gc_from_the_library_over_http) {
   char *tmp = br_test_tmpdir("xfer-gc-library");
   char *tokens = token_file(tmp, "tokens", XU_TOKEN);
@@ -543,9 +560,36 @@ TEST(depot_rm_and_gc_from_the_library_over_http) {
   CHECK_EQ_INT(br_xfer_depot_gc(url, 0, true, &o, &r, &err), BR_OK);
   CHECK_EQ_INT(r.objects_removed, 0);
   fsck_ok(root);
+  /* a cancel before the call sends nothing: v2 stays (pulled below) */
+  volatile sig_atomic_t stop = 1;
+  o.cancel = &stop;
+  br_xfer_version v2[] = {{"lib/fx", 2}};
+  CHECK_EQ_INT(br_xfer_depot_rm(url, v2, 1, &o, removed, &err), BR_ECANCEL);
+  CHECK(!removed[0]);
+  CHECK_EQ_INT(br_xfer_depot_gc(url, 0, false, &o, &r, &err), BR_ECANCEL);
+  o.cancel = NULL;
   char *r2 = NULL;
   if (asprintf(&r2, "%s@v2", ref) < 0) abort();
   pull_same(r2, dst, src, &o);
+  /* a cancel during the call: a gc has no time limit, and this "depot"
+   * never answers; the call stops waiting at once */
+  int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t sl = sizeof sa;
+  CHECK(ls >= 0 && bind(ls, (struct sockaddr *)&sa, sizeof sa) == 0 && listen(ls, 4) == 0 &&
+        getsockname(ls, (struct sockaddr *)&sa, &sl) == 0);
+  char mute[64];
+  snprintf(mute, sizeof mute, "depot://127.0.0.1:%d", ntohs(sa.sin_port));
+  stop = 0;
+  o.cancel = &stop;
+  pthread_t th;
+  CHECK_EQ_INT(pthread_create(&th, NULL, cancel_later, (void *)&stop), 0);
+  double t0 = now_s();
+  CHECK_EQ_INT(br_xfer_depot_gc(mute, 0, false, &o, &r, &err), BR_ECANCEL);
+  CHECK(now_s() - t0 < 20); /* not the no-limit wait */
+  pthread_join(th, NULL);
+  close(ls);
+  o.cancel = NULL;
   /* refused before asking: not a depot's address, a negative grace */
   CHECK_EQ_INT(br_xfer_depot_gc("depot://127.0.0.1:1/x", 0, true, &o, &r, &err), BR_EINVAL);
   CHECK_CONTAINS(err.msg, "not a depot's address");

@@ -284,9 +284,11 @@ int br_xfer_pull(const char *source, const char *dir, const br_xfer_opts *opts,
  * /v1/admin/rm and /v1/admin/gc) instead of done on its root: from any
  * machine, with an admin token (one of the depot's admin_token_file, or a
  * braid server's admin token). depot is "depot://HOST:PORT[/]" (depots://,
- * http://, https://). Of opts (may be NULL) only token and ca_file are
- * used. One request, no retries; an rm may take 10 minutes, a gc as long
- * as it needs. Errors: the depot's message and "(HTTP <status>)", coded
+ * http://, https://). Of opts (may be NULL) only token, ca_file and cancel
+ * are used. One request, no retries; an rm may take 10 minutes, a gc as
+ * long as it needs. A cancel before the call sends nothing; during it, the
+ * call stops waiting (BR_ECANCEL) but the depot may still finish what it
+ * was asked. Errors: the depot's message and "(HTTP <status>)", coded
  * BR_EAUTH (401, 403), BR_ENOTFOUND (404), BR_EINVAL (other 4xx), BR_EIO
  * (the depot failed); BR_ENET when the depot could not be reached or was
  * busy (503): the same call may succeed later. */

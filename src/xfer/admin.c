@@ -35,6 +35,7 @@ static int code_of_status(int st) {
 static int admin_call(const char *depot, const br_xfer_opts *opts, const char *path,
                       const json_t *body, double timeout_s, json_t **out, br_error *err) {
   *out = NULL;
+  if (opts && opts->cancel && *opts->cancel) return br_error_set(err, BR_ECANCEL, "cancelled");
   char *base = br_xfer_depot_base(depot);
   if (!base)
     return br_error_set(err, BR_EINVAL, "'%s' is not a depot's address (want depot://HOST:PORT)",
@@ -46,6 +47,7 @@ static int admin_call(const char *depot, const br_xfer_opts *opts, const char *p
   if (rc) return rc;
   if (opts && opts->ca_file && *opts->ca_file) br_http_client_set_ca(c, opts->ca_file);
   br_http_client_set_timeout(c, timeout_s);
+  if (opts && opts->cancel) br_http_client_set_abort(c, opts->cancel);
   int st = br_http_client_call(c, "POST", path, body, out, err);
   br_http_client_close(c);
   if (st < 0) return st;
