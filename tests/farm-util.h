@@ -287,6 +287,21 @@ static inline int farm_max_overlap(const farm_rec *r, int n) {
   return best;
 }
 
+/* The overlap of r's intervals, printed with the intervals (and the
+ * invocations' counts, see farm_invocations) when it passes max: a failed
+ * overlap check then tells what ran when. */
+static inline int farm_overlap_at_most(const farm_rec *r, int n, int max, const char *kind) {
+  int o = farm_max_overlap(r, n);
+  if (o > max) {
+    fprintf(stderr, "%s: %d at once (at most %d wanted); worker, start, end (ns, wall clock):\n",
+            kind, o, max);
+    for (int i = 0; i < n; i++)
+      fprintf(stderr, "  %s-%d %s %lld %lld\n", kind, r[i].index, r[i].worker, r[i].start,
+              r[i].end);
+  }
+  return o;
+}
+
 /* The shell of a test job: records itself, sleeps. */
 #define FARM_REC_SHELL(kind, secs)                                                          \
   "s=$(date +%s%N); sleep " secs "; echo \\\"$BRAID_WORKER $s $(date +%s%N)\\\" > {out}/" kind \
