@@ -558,10 +558,14 @@ static bool cached(int fd, int64_t off, uint64_t len) {
 }
 
 /* The body: len bytes of fd from off, as a stream with direct I/O when they
- * are not cached (fd is then the stream's), else with sendfile. NULL when
- * MHD has no memory; fd is closed either way. */
-static struct MHD_Response *chunk_body(int fd, int64_t off, uint64_t len) {
-  int fl = len >= STREAM_BLOCK && !cached(fd, off, len) ? fcntl(fd, F_GETFL) : -1;
+ * are not cached (fd is then the stream's) and its buffer fits the memory
+ * bound, else with sendfile. NULL when MHD has no memory; fd is closed
+ * either way. */
+static struct MHD_Response *chunk_body(br_depot *d, request *rq, int fd, int64_t off,
+                                       uint64_t len) {
+  int fl = len >= STREAM_BLOCK && !cached(fd, off, len) && charge(d, rq, STREAM_READ)
+               ? fcntl(fd, F_GETFL)
+               : -1;
   if (fl >= 0 && fcntl(fd, F_SETFL, fl | O_DIRECT) == 0) {
     dstream *s = calloc(1, sizeof *s);
     if (s) s->buf = br_xfer__mem_get(STREAM_READ, &s->cap);
@@ -583,7 +587,8 @@ static struct MHD_Response *chunk_body(int fd, int64_t off, uint64_t len) {
   return r;
 }
 
-static enum MHD_Result do_chunk(br_depot *d, struct MHD_Connection *c, const char *hex) {
+static enum MHD_Result do_chunk(br_depot *d, struct MHD_Connection *c, request *rq,
+                                const char *hex) {
   br_xfer_digest dg;
   if (br_xfer_digest_parse(hex, &dg)) return reply_error(c, MHD_HTTP_BAD_REQUEST, "bad digest");
   int fd;
@@ -615,7 +620,7 @@ static enum MHD_Result do_chunk(br_depot *d, struct MHD_Connection *c, const cha
     status = MHD_HTTP_PARTIAL_CONTENT;
   }
   uint64_t len = size ? (uint64_t)(to - from + 1) : 0;
-  struct MHD_Response *r = chunk_body(fd, off + from, len);
+  struct MHD_Response *r = chunk_body(d, rq, fd, off + from, len);
   if (!r) return MHD_NO;
   MHD_add_response_header(r, "Content-Type", "application/octet-stream");
   MHD_add_response_header(r, "Accept-Ranges", "bytes");
@@ -831,7 +836,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
   if (post && strcmp(url, "/v1/missing") == 0) return do_missing(d, c, rq);
   if (post && strcmp(url, "/v1/chunks") == 0) return do_upload(d, c, rq);
   if (post && strcmp(url, "/v1/fetch") == 0) return do_fetch(d, c, rq);
-  if (get && strncmp(url, "/v1/chunk/", 10) == 0) return do_chunk(d, c, url + 10);
+  if (get && strncmp(url, "/v1/chunk/", 10) == 0) return do_chunk(d, c, rq, url + 10);
   if (post && strcmp(url, "/v1/snapshot") == 0) return do_commit(d, c, rq, name);
   if (get && strcmp(url, "/v1/snapshot") == 0) return do_get(d, c, name);
   if (post && strcmp(url, "/v1/admin/rm") == 0) return do_admin_rm(d, c, rq);
