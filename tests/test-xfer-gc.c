@@ -366,16 +366,26 @@ TEST(gc_and_rm_over_http_with_an_admin_token) {
   char url[64], base[64];
   snprintf(url, sizeof url, "depot://127.0.0.1:%d", port);
   snprintf(base, sizeof base, "http://127.0.0.1:%d", port);
-  /* v1 has files 0..9, v2 files 7..16: files 0..6 are v1's alone (and
-   * v1's pack, mostly dead, is rewritten) */
+  /* v1 has files 0..9, v2 files 7..16: files 0..6 are v1's alone. The
+   * shared 7..9 go up first under a name removed at once, so v1's own
+   * chunks are packed apart from them whatever bundles push cuts (a pack
+   * of both would be kept while half named). */
   br_xfer_opts o;
   xu_opts(&o, tmp);
   char *a = xu_path(tmp, "a"), *b = xu_path(tmp, "b"), *dst = xu_path(tmp, "dst");
+  char *seed = xu_path(tmp, "seed"), *rs = xu_ref(url, "seed/x"), *droot = xu_path(tmp, "depot");
   tree(a, 0, 10, 3000, 4);
   tree(b, 7, 10, 3000, 4);
+  tree(seed, 7, 3, 3000, 4);
   char *ref = xu_ref(url, "remote/fx");
+  push_ok(seed, rs, &o, 1);
   push_ok(a, ref, &o, 1);
   push_ok(b, ref, &o, 2);
+  br_error serr;
+  CHECK_EQ_INT(br_depot_rm(droot, "seed/x", 1, &serr), BR_OK);
+  free(seed);
+  free(rs);
+  free(droot);
   CHECK_EQ_INT(chunk_status(base, a, "f/f.0000.bgeo"), 200);
   char *out = NULL;
   /* a plain token may not: 403, and what to do about it */
@@ -512,11 +522,19 @@ TEST(depot_rm_and_gc_from_the_library_over_http) {
   CHECK_EQ_INT(br_depot_start(&dopts, &d, &err), BR_OK);
   char url[64];
   snprintf(url, sizeof url, "depot://127.0.0.1:%d", br_depot_port(d));
-  /* v1 has files 0..9; then 0..6 go and 10..16 come: v2 and v3 */
+  /* v1 has files 0..9; then 0..6 go and 10..16 come: v2 and v3. The
+   * shared 7..9 go up first, alone, under a name removed at once: v1's own
+   * chunks are then packed apart from them, whatever bundles push cuts. */
   br_xfer_opts o;
   xu_opts(&o, tmp);
   char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst");
   char *ref = xu_ref(url, "lib/fx");
+  char *seed = xu_path(tmp, "seed"), *rs = xu_ref(url, "seed/x");
+  tree(seed, 7, 3, 3000, 6);
+  push_ok(seed, rs, &o, 1);
+  CHECK_EQ_INT(br_depot_rm(root, "seed/x", 1, &err), BR_OK);
+  free(seed);
+  free(rs);
   tree(src, 0, 10, 3000, 6);
   push_ok(src, ref, &o, 1);
   for (int i = 0; i < 7; i++) {
