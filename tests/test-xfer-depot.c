@@ -304,6 +304,21 @@ TEST(commit_rules) {
   CHECK_EQ_STR(r.version, "1");
   http(&x, "GET", "/v1/snapshot?name=shot/a&version=9", XU_TOKEN, NULL, 0, NULL, &r);
   CHECK_EQ_INT(r.status, 404);
+  /* v2 was v1 byte for byte, taken without a second check. With no version
+   * left to name the chunk and a gc past, the same manifest is checked
+   * again, and refused. */
+  br_error err;
+  br_depot_gc_result g;
+  CHECK_EQ_INT(br_depot_rm(x.root, "shot/a", 2, &err), BR_OK);
+  http(&x, "POST", "/v1/snapshot?name=shot/a", XU_TOKEN, m, strlen(m), NULL, &r);
+  CHECK_CONTAINS(r.body, "\"version\":3"); /* v1 is the latest now, and the same */
+  CHECK_EQ_INT(br_depot_rm(x.root, "shot/a", 1, &err), BR_OK);
+  CHECK_EQ_INT(br_depot_rm(x.root, "shot/a", 3, &err), BR_OK);
+  CHECK_EQ_INT(br_depot_gc(x.root, 0, false, &g, &err), BR_OK);
+  CHECK_EQ_INT(g.objects_removed, 1);
+  http(&x, "POST", "/v1/snapshot?name=shot/a", XU_TOKEN, m, strlen(m), NULL, &r);
+  CHECK_EQ_INT(r.status, 409);
+  CHECK_CONTAINS(r.body, hex);
   /* Bad names and hostile manifests. */
   http(&x, "POST", "/v1/snapshot?name=../etc", XU_TOKEN, m, strlen(m), NULL, &r);
   CHECK_EQ_INT(r.status, 400);
