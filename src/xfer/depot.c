@@ -365,25 +365,25 @@ static int put_run(br_xfer__buf *out, const struct iovec *iov, const br_xfer_dig
   return 0;
 }
 
-/* Reads n chunks that are neighbours in one pack, bytes in all, into out
- * as bundle entries: with direct I/O when the pack allows it (*dfd >= 0),
+/* Reads n chunks that are neighbours in one pack (fd), bytes in all, into
+ * out as bundle entries: with direct I/O while *direct (fd has O_DIRECT),
  * as packs are written, since filling the page cache costs more than the
  * copy here and a depot's packs are mostly cold; otherwise one preadv into
  * the entries' places. 0 or -errno. */
-static int read_run(br_xfer__buf *out, int pfd, int *dfd, const loc *l,
+static int read_run(br_xfer__buf *out, int fd, bool *direct, const loc *l,
                     const br_xfer_digest *ds, size_t n, int64_t bytes, bool zstd) {
   struct iovec iov[FETCH_RUN], v[FETCH_RUN];
-  if (*dfd >= 0) {
-    int rc = read_direct(out, *dfd, l, n, bytes, iov);
+  if (*direct) {
+    int rc = read_direct(out, fd, l, n, bytes, iov);
     if (rc == 0) return put_run(out, iov, ds, n, zstd);
     if (rc != -EINVAL) return rc;
-    close(*dfd); /* the file system refuses direct I/O */
-    *dfd = -1;
+    br_xfer__direct_off(fd); /* the file system refuses direct I/O */
+    *direct = false;
   }
   if (br_xfer__buf_reserve(out, n * BR_XFER__BUNDLE_HDR + (size_t)bytes)) return -ENOMEM;
   places(out, l, n, iov);
   memcpy(v, iov, n * sizeof *iov); /* preadv_all moves along v */
-  int rc = br_xfer__preadv_all(pfd, v, (int)n, l[0].off);
+  int rc = br_xfer__preadv_all(fd, v, (int)n, l[0].off);
   return rc ? rc : put_run(out, iov, ds, n, zstd);
 }
 
@@ -421,13 +421,13 @@ static enum MHD_Result do_fetch(br_depot *d, struct MHD_Connection *c, request *
     if (bytes <= (size_t)d->max_request) br_xfer__bundle_reserve(&out, n, bytes);
   }
   char open_rel[64] = "";
-  int pfd = -1, dfd = -1;
+  int pfd = -1;
+  bool direct = false; /* pfd has O_DIRECT */
   for (size_t i = 0; i < n && !msg;) {
     if (locs && locs[i].rel[0] && strcmp(locs[i].rel, open_rel) != 0) {
       if (pfd >= 0) close(pfd);
-      if (dfd >= 0) close(dfd);
       pfd = openat(d->store.rootfd, locs[i].rel, O_RDONLY | O_CLOEXEC);
-      dfd = pfd >= 0 ? openat(d->store.rootfd, locs[i].rel, O_RDONLY | O_DIRECT | O_CLOEXEC) : -1;
+      direct = pfd >= 0 && br_xfer__direct_on(pfd) == 0;
       snprintf(open_rel, sizeof open_rel, "%s", pfd >= 0 ? locs[i].rel : "");
     }
     if (locs && locs[i].rel[0] && pfd >= 0) {
@@ -449,7 +449,7 @@ static enum MHD_Result do_fetch(br_depot *d, struct MHD_Connection *c, request *
         msg = "fetch asks for too many bytes at once";
         break;
       }
-      if (read_run(&out, pfd, &dfd, &locs[i], &ds[i], k - i, bytes, zstd)) {
+      if (read_run(&out, pfd, &direct, &locs[i], &ds[i], k - i, bytes, zstd)) {
         status = MHD_HTTP_INTERNAL_SERVER_ERROR;
         msg = "reading a chunk failed";
       }
@@ -480,7 +480,6 @@ static enum MHD_Result do_fetch(br_depot *d, struct MHD_Connection *c, request *
     i++;
   }
   if (pfd >= 0) close(pfd);
-  if (dfd >= 0) close(dfd);
   free(locs);
   free(ds);
   if (!msg && !charge(d, rq, (int64_t)out.len)) {
@@ -563,10 +562,8 @@ static bool cached(int fd, int64_t off, uint64_t len) {
  * either way. */
 static struct MHD_Response *chunk_body(br_depot *d, request *rq, int fd, int64_t off,
                                        uint64_t len) {
-  int fl = len >= STREAM_BLOCK && !cached(fd, off, len) && charge(d, rq, STREAM_READ)
-               ? fcntl(fd, F_GETFL)
-               : -1;
-  if (fl >= 0 && fcntl(fd, F_SETFL, fl | O_DIRECT) == 0) {
+  if (len >= STREAM_BLOCK && !cached(fd, off, len) && charge(d, rq, STREAM_READ) &&
+      br_xfer__direct_on(fd) == 0) {
     dstream *s = calloc(1, sizeof *s);
     if (s) s->buf = br_xfer__mem_get(STREAM_READ, &s->cap);
     struct MHD_Response *r =

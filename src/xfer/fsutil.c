@@ -147,6 +147,12 @@ int br_xfer__write_whole_buf(int fd, bool direct, uint8_t *data, size_t len, siz
   return br_xfer__pwrite_all(fd, data, len, 0);
 }
 
+int br_xfer__direct_on(int fd) {
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0 || fcntl(fd, F_SETFL, fl | O_DIRECT) != 0) return -errno;
+  return 0;
+}
+
 int br_xfer__direct_off(int fd) {
   int fl = fcntl(fd, F_GETFL);
   if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_DIRECT) != 0) return -errno;

@@ -107,7 +107,9 @@ int br_xfer__preadv_all(int fd, struct iovec *iov, int cnt, int64_t off);
  * the file system wants another alignment: clear O_DIRECT and write again). */
 int br_xfer__pwrite_direct(int fd, const void *data, size_t len, int64_t off, uint8_t **buf,
                            size_t *cap);
-/* Clears O_DIRECT on fd. */
+/* Sets, or clears, O_DIRECT on fd: 0 or -errno (-EINVAL: the file system
+ * has no direct I/O). */
+int br_xfer__direct_on(int fd);
 int br_xfer__direct_off(int fd);
 /* openat with O_DIRECT, or without when the file system refuses it
  * (*direct tells which). */
