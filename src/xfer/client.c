@@ -129,6 +129,13 @@ void br_xfer__engine_progress(br_xfer__engine *e, bool force) {
   e->o->progress(&e->prog, e->o->progress_ud);
 }
 
+int64_t br_xfer__engine_bundle_bytes(const br_xfer__engine *e, int64_t small_bytes) {
+  int64_t bundle = e->o->bundle_bytes > 0 ? e->o->bundle_bytes : 8 * 1024 * 1024;
+  int64_t spread = small_bytes / (2 * (int64_t)e->max_running);
+  if (spread < bundle) bundle = spread > 256 * 1024 ? spread : 256 * 1024;
+  return bundle;
+}
+
 void br_xfer__engine_phase(br_xfer__engine *e, const char *phase) {
   if (e->prog.phase && strcmp(e->prog.phase, phase) == 0) return;
   e->prog.phase = phase;

@@ -102,6 +102,11 @@ int br_xfer__engine_run(br_xfer__engine *e, br_error *err);
 /* Records a fatal error from a callback (the first one wins). */
 int br_xfer__engine_fail(br_xfer__engine *e, const br_error *err);
 void br_xfer__engine_progress(br_xfer__engine *e, bool force);
+/* The small files' bytes per bundle when small_bytes of them are to move:
+ * the bundle_bytes option (8 MiB by default), or less, so that there are
+ * enough bundles to keep every connection busy twice over (but not below
+ * 256 KiB). Push and pull cut their bundles by it. */
+int64_t br_xfer__engine_bundle_bytes(const br_xfer__engine *e, int64_t small_bytes);
 /* Enters a phase (scan, hash, send...): a progress line shows it at once. */
 void br_xfer__engine_phase(br_xfer__engine *e, const char *phase);
 bool br_xfer__cancelled(const br_xfer__engine *e);

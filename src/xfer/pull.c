@@ -1535,9 +1535,7 @@ static int run_pull(pull *p, const char *const *sources, const char *const *dirs
     for (size_t i = 0; i < p->jobs[j].m->nentries; i++)
       if (p->jobs[j].m->entries[i].type == BR_XFER_FILE && !p->jobs[j].files[i].done)
         p->res->files_moved++;
-  int64_t bundle = o->bundle_bytes > 0 ? o->bundle_bytes : 8 * 1024 * 1024;
-  int64_t spread = small_bytes / (2 * (int64_t)p->eng.max_running);
-  if (spread < bundle) bundle = spread > 256 * 1024 ? spread : 256 * 1024;
+  int64_t bundle = br_xfer__engine_bundle_bytes(&p->eng, small_bytes);
   /* The first wave smaller, so writing starts after a short round trip
    * rather than after a whole large bundle. */
   int nbundles = 0;

@@ -26,8 +26,8 @@
 #define MISSING_BATCH 20000
 #define MAX_BUNDLE_ENTRIES 4096
 #define WAKE_EVERY 64 /* hashed files that wake the event loop */
-#define ASK_MIN 1024
-#define ASK_WAIT 0.02 /* seconds: a question that waits no more goes as it is */ /* chunks per 'missing' question while hashing goes on */
+#define ASK_MIN 1024 /* chunks per 'missing' question while hashing goes on */
+#define ASK_WAIT 0.02 /* seconds: a question that waits no more goes as it is */
 
 typedef struct cref {
   br_xfer_digest d;
@@ -726,10 +726,7 @@ static int run_pipeline(push *p, br_error *err) {
   p->send_small = 0;
   p->asking = p->sending = 0;
   p->stop = false;
-  int64_t bundle = p->o->bundle_bytes > 0 ? p->o->bundle_bytes : 8 * 1024 * 1024;
-  /* Enough bundles to keep every connection busy. */
-  int64_t spread = p->small_total / (2 * (int64_t)p->eng.max_running);
-  if (spread < bundle) bundle = spread > 256 * 1024 ? spread : 256 * 1024;
+  int64_t bundle = br_xfer__engine_bundle_bytes(&p->eng, p->small_total);
   p->bundle = bundle;
   int64_t mem = p->o->max_memory > 0 ? p->o->max_memory : 256 * 1024 * 1024;
   p->mem_cap = mem / 2 > bundle * 2 ? mem / 2 : bundle * 2;
