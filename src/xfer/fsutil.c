@@ -160,17 +160,8 @@ int br_xfer__direct_off(int fd) {
 }
 
 int br_xfer__pread_all(int fd, void *buf, size_t len, int64_t off) {
-  uint8_t *p = buf;
-  while (len) {
-    ssize_t n = pread(fd, p, len, off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return -errno;
-    if (n == 0) return -ENODATA;
-    p += n;
-    len -= (size_t)n;
-    off += n;
-  }
-  return 0;
+  struct iovec v = {buf, len};
+  return len ? br_xfer__preadv_all(fd, &v, 1, off) : 0;
 }
 
 int br_xfer__preadv_all(int fd, struct iovec *iov, int cnt, int64_t off) {
