@@ -298,6 +298,7 @@ static void case_files(bench *b, const char *label, const char *name, int n, int
       rls[MAX_REPEAT], bu[MAX_REPEAT], ru[MAX_REPEAT], rus[MAX_REPEAT], cp[MAX_REPEAT],
       fl[MAX_REPEAT];
   int reps = b->repeat;
+  bool with_floor = n >= 100 && size <= 1024 * 1024; /* many small files: their checkout floor too */
   /* trees of many small files are kept until the end: removing 10,000
    * files makes the next creations slower on some file systems */
   bool keep = (int64_t)n * size < (int64_t)4 << 30 && n >= 100;
@@ -328,8 +329,7 @@ static void case_files(bench *b, const char *label, const char *name, int n, int
       bu[r] = braid_push(b, src, name, NULL, 0);
       if (!rsync_first) ru[r] = timed_rsync(rpush), rus[r] = ru[r] + last_sync;
     }
-    bool small = n >= 100 && size <= 1024 * 1024;
-    if (small) {
+    if (with_floor) {
       char fdir[1100];
       snprintf(fdir, sizeof fdir, "%s/%s-floor-%d", b->dir, name, r);
       fl[r] = floor_tree(fdir, n, size);
@@ -354,7 +354,7 @@ static void case_files(bench *b, const char *label, const char *name, int n, int
   row("push", mbp, median(rp, reps), median(rps, reps), "rsync");
   row("pull", mbl, median(rl, reps), median(rls, reps), "rsync");
   if (unchanged) row("push, nothing changed", median(bu, reps), median(ru, reps), median(rus, reps), "rsync");
-  if (n >= 100 && size <= 1024 * 1024) {
+  if (with_floor) {
     double mfl = median(fl, reps);
     printf("  %-24s %7.2fs  (hash, create unnamed, direct write, link, syncfs from memory: no network)\n"
            "  %-24s braid pull %.2fx of it, rsync pull %.2fx; a pull %.0fx faster than rsync"
