@@ -50,20 +50,33 @@ struct ljob {
   lfile *files;
 };
 
+/* A batch of written partials between the commit's two stages: synced by
+ * the committer, then renamed or linked in by the linker, so the next
+ * batch's sync (the disk's time) overlaps this batch's renames (the
+ * directory's). */
+typedef struct cbatch {
+  struct cbatch *next;
+  size_t n, taken; /* jobs to put in place; jobs taken from ready */
+  int rc;          /* a write or sync failed: nothing is put in place */
+  br_error err;
+  struct install_job *v[];
+} cbatch;
+
 typedef struct installer {
   pthread_mutex_t mu;
   pthread_cond_t cv;
   struct install_job *head, *tail; /* to write */
   struct install_job *ready;       /* written, to commit (newest first) */
   size_t nready;
-  size_t committing; /* jobs in the committer's hands */
+  size_t committing; /* jobs in the committer's or the linker's hands */
+  cbatch *synced, *synced_tail; /* synced, for the linker (oldest first) */
   bool draining;     /* someone waits for the end: commit at once */
-  int queued, busy, stop, nth, cstop, has_committer;
+  int queued, busy, stop, nth, cstop, lstop, has_committer, has_linker;
   int64_t queued_bytes;
   int64_t done;
   int rc;
   br_error err;
-  pthread_t th[16], committer;
+  pthread_t th[16], committer, linker;
   void *spare; /* piece buffers written and free again (a list through their first bytes) */
   int nspare;
   /* one directory fd per file system renamed into (synced at the end; past
@@ -222,7 +235,7 @@ typedef struct install_job {
   int64_t seq;
 } install_job;
 
-#define WRITERS 4 /* with direct I/O a writer mostly waits for the disk */
+#define WRITERS 8 /* with direct I/O a writer mostly waits for the disk */
 #define DIRECT_PIECE (1024 * 1024) /* direct writes of a large file's chunk, at most */
 /* Jobs between the loop thread and the end of their commit, at most: each
  * holds a directory fd (and a large file its own), so this bounds the fds
@@ -520,8 +533,11 @@ static int sync_batch(install_job **v, size_t n, bool per_file) {
   return 0;
 }
 
-/* The commit stage for a batch of written partials. */
-static void commit_batch(installer *in, install_job **v, size_t n) {
+/* The commit's first stage for a batch of written partials: failed writes
+ * drop out, the rest is made durable; then the batch goes to the linker. */
+static void sync_stage(installer *in, cbatch *b) {
+  install_job **v = b->v;
+  size_t n = b->n;
   pull *p = v[0]->p;
   pthread_mutex_lock(&in->mu);
   bool failed = in->rc != 0;
@@ -547,11 +563,29 @@ static void commit_batch(installer *in, install_job **v, size_t n) {
   failed = failed || in->rc != 0;
   pthread_mutex_unlock(&in->mu);
   if (failed && n) rc = rc ? rc : BR_ECANCEL;
-  bool per_file = p->o->sync_files;
   if (rc == BR_OK && n) {
-    int e = sync_batch(v, n, per_file);
+    int e = sync_batch(v, n, p->o->sync_files);
     if (e) rc = fail_io(&err, "sync", v[0]->lf->job, v[0]->lf->e->path, e);
   }
+  b->n = n;
+  b->rc = rc;
+  b->err = err;
+  pthread_mutex_lock(&in->mu);
+  if (in->synced_tail) in->synced_tail->next = b;
+  else in->synced = b;
+  in->synced_tail = b;
+  pthread_cond_broadcast(&in->cv);
+  pthread_mutex_unlock(&in->mu);
+}
+
+/* The commit's second stage: a synced batch's partials under their names. */
+static void link_stage(installer *in, cbatch *b) {
+  install_job **v = b->v;
+  size_t n = b->n;
+  pull *p = n ? v[0]->p : NULL;
+  int rc = b->rc;
+  br_error err = b->err;
+  bool per_file = p && p->o->sync_files;
   size_t renamed = 0;
   for (size_t i = 0; rc == BR_OK && i < n; i++) {
     int e = v[i]->anon ? link_anon(v[i])
@@ -563,7 +597,7 @@ static void commit_batch(installer *in, install_job **v, size_t n) {
     renamed++;
   }
   /* The renames become durable: with --sync files now, one fsync per
-   * directory renamed into; otherwise with the next batch's syncfs, or at
+   * directory renamed into; otherwise with a later batch's syncfs, or at
    * the end (installer_sync), so a directory on each file system is kept.
    * Each directory is looked at once per batch. */
   const pdir *dirs[INSTALL_INFLIGHT];
@@ -612,14 +646,31 @@ static void commit_batch(installer *in, install_job **v, size_t n) {
     in->rc = rc;
     in->err = err;
   }
-  in->committing = 0;
+  in->committing -= b->taken;
   pthread_cond_broadcast(&in->cv);
   pthread_mutex_unlock(&in->mu);
+  free(b);
+}
+
+static void *linker_main(void *arg) {
+  installer *in = arg;
+  for (;;) {
+    pthread_mutex_lock(&in->mu);
+    while (!in->synced && !in->lstop) pthread_cond_wait(&in->cv, &in->mu);
+    cbatch *b = in->synced;
+    if (b) {
+      in->synced = b->next;
+      if (!in->synced) in->synced_tail = NULL;
+    }
+    pthread_mutex_unlock(&in->mu);
+    if (!b) break;
+    link_stage(in, b);
+  }
+  return NULL;
 }
 
 static void *committer_main(void *arg) {
   installer *in = arg;
-  install_job *v[INSTALL_INFLIGHT];
   for (;;) {
     pthread_mutex_lock(&in->mu);
     while (!in->ready && !in->cstop) pthread_cond_wait(&in->cv, &in->mu);
@@ -637,6 +688,15 @@ static void *committer_main(void *arg) {
            (in->queued || in->busy) && (size_t)in->queued + (size_t)in->busy + in->nready < INSTALL_INFLIGHT &&
            pthread_cond_timedwait(&in->cv, &in->mu, &until) == 0) {
     }
+    cbatch *b = malloc(sizeof *b + (in->nready < INSTALL_INFLIGHT ? in->nready : INSTALL_INFLIGHT) *
+                                     sizeof(install_job *));
+    if (!b) { /* try again once memory is back */
+      pthread_mutex_unlock(&in->mu);
+      usleep(1000);
+      continue;
+    }
+    memset(b, 0, sizeof *b);
+    install_job **v = b->v;
     /* the oldest first: the list is newest first */
     size_t n = 0;
     install_job *rest = NULL;
@@ -657,9 +717,10 @@ static void *committer_main(void *arg) {
     }
     in->ready = back;
     in->nready -= n;
-    in->committing = n;
+    in->committing += n;
     pthread_mutex_unlock(&in->mu);
-    commit_batch(in, v, n);
+    b->n = b->taken = n;
+    sync_stage(in, b);
   }
   return NULL;
 }
@@ -676,6 +737,8 @@ static int installer_start(installer *in) {
     rlim_t room = rl.rlim_cur > 512 ? rl.rlim_cur - 512 : 0;
     in->anon_max = room < INSTALL_INFLIGHT ? (int)room : INSTALL_INFLIGHT;
   }
+  if (pthread_create(&in->linker, NULL, linker_main, in) != 0) return BR_ENOMEM;
+  in->has_linker = 1;
   if (pthread_create(&in->committer, NULL, committer_main, in) != 0) return BR_ENOMEM;
   in->has_committer = 1;
   for (int i = 0; i < WRITERS; i++)
@@ -710,7 +773,7 @@ static int installer_sync(installer *in) {
 }
 
 static void installer_stop(installer *in) {
-  if (!in->nth && !in->has_committer) return;
+  if (!in->nth && !in->has_committer && !in->has_linker) return;
   if (in->nth) installer_drain(in, NULL);
   pthread_mutex_lock(&in->mu);
   in->stop = 1;
@@ -724,6 +787,12 @@ static void installer_stop(installer *in) {
   pthread_mutex_unlock(&in->mu);
   if (in->has_committer) pthread_join(in->committer, NULL);
   in->has_committer = 0;
+  pthread_mutex_lock(&in->mu);
+  in->lstop = 1; /* after the committer: it hands the linker its last batch */
+  pthread_cond_broadcast(&in->cv);
+  pthread_mutex_unlock(&in->mu);
+  if (in->has_linker) pthread_join(in->linker, NULL);
+  in->has_linker = 0;
   while (in->spare) {
     void *next = *(void **)in->spare;
     free(in->spare);
