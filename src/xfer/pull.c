@@ -64,7 +64,11 @@ typedef struct cbatch {
 
 typedef struct installer {
   pthread_mutex_t mu;
-  pthread_cond_t cv;
+  /* Writers, the committer and the linker each wait on a condition of
+   * their own and are woken when they have work: a job for one writer
+   * wakes one writer, not every thread. cv is for everyone else (room in
+   * the queue, the end of a drain, pieces hashed or written). */
+  pthread_cond_t cv, wcv, ccv, lcv;
   struct install_job *head, *tail; /* to write */
   struct install_job *ready;       /* written, to commit (newest first) */
   size_t nready;
@@ -99,6 +103,10 @@ typedef struct pull {
   size_t njobs;
   br_xfer__hcache *hc;
   br_xfer_result *res;
+  /* the loop thread's jobs not yet queued (stage_job) */
+  struct install_job *stage, *stage_tail;
+  size_t nstage;
+  int64_t stage_bytes;
 } pull;
 
 typedef struct fetch {
@@ -244,6 +252,14 @@ typedef struct install_job {
 #define INSTALL_QUEUE_BYTES (64 * 1024 * 1024)
 #define COMMIT_GATHER 128  /* files a commit waits for ... */
 #define COMMIT_GATHER_MS 8 /* ... for at most this long, while writers are busy */
+
+/* With mu held: wakes the committer when it has a reason to stop waiting
+ * (the first written jobs, when there were none ready before; a full
+ * batch; the writers idle; a failure). */
+static void wake_committer(installer *in, size_t ready_before) {
+  if (!ready_before || in->nready >= COMMIT_GATHER || (!in->queued && !in->busy) || in->rc)
+    pthread_cond_signal(&in->ccv);
+}
 
 static char *content_path(const char *cache, const br_xfer_digest *d, bool mkdir_);
 
@@ -441,62 +457,88 @@ static void write_piece(installer *in, install_job *j, bool failed) {
     in->rc = err.code;
     in->err = err;
   }
+  wake_committer(in, in->nready);
   pthread_cond_broadcast(&in->cv);
   pthread_mutex_unlock(&in->mu);
 }
 
-/* Writers: the write stage, then hand the job to the committer. */
+/* A small file's job in a writer: its partial written (unless the pull
+ * is stopping), its bytes let go of; then it waits for its commit. */
+static void write_job(install_job *j, bool failed, uint8_t **buf, size_t *cap) {
+  br_error_clear(&j->err);
+  /* After a failure the pull is stopping: put nothing more in place (a
+   * partial written already stays for the resume). */
+  j->rc = failed ? BR_ECANCEL : BR_OK;
+  if (j->rc == BR_OK && j->fd < 0) {
+    j->rc = write_partial(j, buf, cap, &j->err);
+    /* the bytes are in the file: let go of them (and of the fd) while
+     * the job waits for its commit */
+    struct stat st;
+    if (j->rc == BR_OK && !j->anon) j->ino = fstat(j->fd, &st) == 0 ? st.st_ino : 0;
+    if (j->fd >= 0 && !j->anon) {
+      close(j->fd);
+      j->fd = -1;
+    }
+    free(j->owned);
+    j->owned = NULL;
+    blob_release(j->blob);
+    j->blob = NULL;
+    j->data = NULL;
+  } else if (j->rc == BR_OK) {
+    struct stat st;
+    j->ino = fstat(j->fd, &st) == 0 ? st.st_ino : 0;
+  }
+}
+
+/* Jobs a writer takes at once, at most: while the queue is long, a few at
+ * a time, for fewer turns of the lock; never more than its share. */
+#define WRITER_TAKE 4
+
+/* Writers: the write stage, then hand the jobs to the committer. */
 static void *writer_main(void *arg) {
   installer *in = arg;
   uint8_t *buf = NULL; /* aligned, for direct writes */
   size_t cap = 0;
   for (;;) {
     pthread_mutex_lock(&in->mu);
-    while (!in->head && !in->stop) pthread_cond_wait(&in->cv, &in->mu);
+    while (!in->head && !in->stop) pthread_cond_wait(&in->wcv, &in->mu);
     install_job *j = in->head;
-    if (j) {
-      in->head = j->next;
-      if (!in->head) in->tail = NULL;
-      in->queued--;
-      in->busy++;
-      pthread_cond_broadcast(&in->cv);
+    if (!j) {
+      pthread_mutex_unlock(&in->mu);
+      break;
     }
+    /* a piece goes alone (pieces are hashed in order: see write_piece) */
+    size_t want = j->piece ? 1 : (size_t)in->queued / WRITERS;
+    if (want < 1) want = 1;
+    if (want > WRITER_TAKE) want = WRITER_TAKE;
+    install_job *last = j;
+    size_t n = 1;
+    while (n < want && last->next && !last->next->piece) last = last->next, n++;
+    in->head = last->next;
+    if (!in->head) in->tail = NULL;
+    last->next = NULL;
+    in->queued -= (int)n;
+    in->busy += (int)n;
+    pthread_cond_broadcast(&in->cv);
     bool failed = in->rc != 0;
     pthread_mutex_unlock(&in->mu);
-    if (!j) break;
-    br_error_clear(&j->err);
     if (j->piece) {
       write_piece(in, j, failed);
       continue;
     }
-    /* After a failure the pull is stopping: put nothing more in place (a
-     * partial written already stays for the resume). */
-    j->rc = failed ? BR_ECANCEL : BR_OK;
-    if (j->rc == BR_OK && j->fd < 0) {
-      j->rc = write_partial(j, &buf, &cap, &j->err);
-      /* the bytes are in the file: let go of them (and of the fd) while
-       * the job waits for its commit */
-      struct stat st;
-      if (j->rc == BR_OK && !j->anon) j->ino = fstat(j->fd, &st) == 0 ? st.st_ino : 0;
-      if (j->fd >= 0 && !j->anon) {
-        close(j->fd);
-        j->fd = -1;
-      }
-      free(j->owned);
-      j->owned = NULL;
-      blob_release(j->blob);
-      j->blob = NULL;
-      j->data = NULL;
-    } else if (j->rc == BR_OK) {
-      struct stat st;
-      j->ino = fstat(j->fd, &st) == 0 ? st.st_ino : 0;
+    int64_t bytes = 0;
+    for (install_job *x = j; x; x = x->next) {
+      write_job(x, failed, &buf, &cap);
+      bytes += (int64_t)x->len;
     }
     pthread_mutex_lock(&in->mu);
-    in->busy--;
-    in->queued_bytes -= (int64_t)j->len;
-    j->next = in->ready;
+    in->busy -= (int)n;
+    in->queued_bytes -= bytes;
+    last->next = in->ready;
     in->ready = j;
-    in->nready++;
+    size_t before = in->nready;
+    in->nready += n;
+    wake_committer(in, before);
     pthread_cond_broadcast(&in->cv);
     pthread_mutex_unlock(&in->mu);
   }
@@ -574,7 +616,7 @@ static void sync_stage(installer *in, cbatch *b) {
   if (in->synced_tail) in->synced_tail->next = b;
   else in->synced = b;
   in->synced_tail = b;
-  pthread_cond_broadcast(&in->cv);
+  pthread_cond_signal(&in->lcv);
   pthread_mutex_unlock(&in->mu);
 }
 
@@ -645,6 +687,7 @@ static void link_stage(installer *in, cbatch *b) {
   if (rc != BR_OK && rc != BR_ECANCEL && !in->rc) {
     in->rc = rc;
     in->err = err;
+    wake_committer(in, in->nready);
   }
   in->committing -= b->taken;
   pthread_cond_broadcast(&in->cv);
@@ -656,7 +699,7 @@ static void *linker_main(void *arg) {
   installer *in = arg;
   for (;;) {
     pthread_mutex_lock(&in->mu);
-    while (!in->synced && !in->lstop) pthread_cond_wait(&in->cv, &in->mu);
+    while (!in->synced && !in->lstop) pthread_cond_wait(&in->lcv, &in->mu);
     cbatch *b = in->synced;
     if (b) {
       in->synced = b->next;
@@ -673,7 +716,7 @@ static void *committer_main(void *arg) {
   installer *in = arg;
   for (;;) {
     pthread_mutex_lock(&in->mu);
-    while (!in->ready && !in->cstop) pthread_cond_wait(&in->cv, &in->mu);
+    while (!in->ready && !in->cstop) pthread_cond_wait(&in->ccv, &in->mu);
     if (!in->ready) {
       pthread_mutex_unlock(&in->mu);
       break;
@@ -686,7 +729,7 @@ static void *committer_main(void *arg) {
     if (until.tv_nsec >= 1000000000L) until.tv_sec++, until.tv_nsec -= 1000000000L;
     while (in->nready < COMMIT_GATHER && !in->draining && !in->cstop && !in->rc &&
            (in->queued || in->busy) && (size_t)in->queued + (size_t)in->busy + in->nready < INSTALL_INFLIGHT &&
-           pthread_cond_timedwait(&in->cv, &in->mu, &until) == 0) {
+           pthread_cond_timedwait(&in->ccv, &in->mu, &until) == 0) {
     }
     cbatch *b = malloc(sizeof *b + (in->nready < INSTALL_INFLIGHT ? in->nready : INSTALL_INFLIGHT) *
                                      sizeof(install_job *));
@@ -729,6 +772,9 @@ static int installer_start(installer *in) {
   memset(in, 0, sizeof *in);
   pthread_mutex_init(&in->mu, NULL);
   pthread_cond_init(&in->cv, NULL);
+  pthread_cond_init(&in->wcv, NULL);
+  pthread_cond_init(&in->ccv, NULL);
+  pthread_cond_init(&in->lcv, NULL);
   /* An unnamed partial holds an fd until it is linked: as many as the fd
    * limit leaves room for, past a reserve (sockets, directories, the
    * large files' partials). */
@@ -750,7 +796,7 @@ static int installer_start(installer *in) {
 static int installer_drain(installer *in, br_error *err) {
   pthread_mutex_lock(&in->mu);
   in->draining = true;
-  pthread_cond_broadcast(&in->cv);
+  pthread_cond_signal(&in->ccv);
   while (in->queued || in->busy || in->ready || in->committing)
     pthread_cond_wait(&in->cv, &in->mu);
   in->draining = false;
@@ -777,19 +823,19 @@ static void installer_stop(installer *in) {
   if (in->nth) installer_drain(in, NULL);
   pthread_mutex_lock(&in->mu);
   in->stop = 1;
-  pthread_cond_broadcast(&in->cv);
+  pthread_cond_broadcast(&in->wcv);
   pthread_mutex_unlock(&in->mu);
   for (int i = 0; i < in->nth; i++) pthread_join(in->th[i], NULL);
   in->nth = 0;
   pthread_mutex_lock(&in->mu);
   in->cstop = 1;
-  pthread_cond_broadcast(&in->cv);
+  pthread_cond_signal(&in->ccv);
   pthread_mutex_unlock(&in->mu);
   if (in->has_committer) pthread_join(in->committer, NULL);
   in->has_committer = 0;
   pthread_mutex_lock(&in->mu);
   in->lstop = 1; /* after the committer: it hands the linker its last batch */
-  pthread_cond_broadcast(&in->cv);
+  pthread_cond_signal(&in->lcv);
   pthread_mutex_unlock(&in->mu);
   if (in->has_linker) pthread_join(in->linker, NULL);
   in->has_linker = 0;
@@ -802,6 +848,9 @@ static void installer_stop(installer *in) {
   in->ndev = 0;
   pthread_mutex_destroy(&in->mu);
   pthread_cond_destroy(&in->cv);
+  pthread_cond_destroy(&in->wcv);
+  pthread_cond_destroy(&in->ccv);
+  pthread_cond_destroy(&in->lcv);
 }
 
 /* Engine tick: progress from the installers, and their errors. */
@@ -815,21 +864,50 @@ static void installer_tick(br_xfer__engine *e, void *ud) {
   if (rc) br_xfer__engine_fail(e, &err);
 }
 
-/* Queues a job for the installers; waits while the queue is full (it is
- * bounded in jobs and in bytes held). */
-static void enqueue(pull *p, install_job *j) {
+/* Queues n jobs (a list from first to last) for the installers; waits
+ * while the queue is full (it is bounded in jobs and in bytes held). */
+static void enqueue_list(pull *p, install_job *first, install_job *last, size_t n, int64_t bytes) {
   installer *in = &p->inst;
   pthread_mutex_lock(&in->mu);
-  while ((size_t)in->queued + (size_t)in->busy + in->nready + in->committing >= INSTALL_INFLIGHT ||
-         (in->queued && in->queued_bytes + (int64_t)j->len > INSTALL_QUEUE_BYTES))
+  while ((size_t)in->queued + (size_t)in->busy + in->nready + in->committing + n > INSTALL_INFLIGHT ||
+         (in->queued && in->queued_bytes + bytes > INSTALL_QUEUE_BYTES))
     pthread_cond_wait(&in->cv, &in->mu);
-  if (in->tail) in->tail->next = j;
-  else in->head = j;
-  in->tail = j;
-  in->queued++;
-  in->queued_bytes += (int64_t)j->len;
-  pthread_cond_broadcast(&in->cv); /* one condition for writers and waiters */
+  last->next = NULL;
+  if (in->tail) in->tail->next = first;
+  else in->head = first;
+  in->tail = last;
+  in->queued += (int)n;
+  in->queued_bytes += bytes;
+  if (n == 1) pthread_cond_signal(&in->wcv); /* one job: one writer */
+  else pthread_cond_broadcast(&in->wcv);
   pthread_mutex_unlock(&in->mu);
+}
+
+/* The small files of a bundle go to the installers a few at a time: one
+ * lock and one wake-up for the group, not for every file. */
+#define STAGE_MAX 32
+
+static void flush_stage(pull *p) {
+  if (!p->nstage) return;
+  enqueue_list(p, p->stage, p->stage_tail, p->nstage, p->stage_bytes);
+  p->stage = p->stage_tail = NULL;
+  p->nstage = 0;
+  p->stage_bytes = 0;
+}
+
+static void stage_job(pull *p, install_job *j) {
+  j->next = NULL;
+  if (p->stage_tail) p->stage_tail->next = j;
+  else p->stage = j;
+  p->stage_tail = j;
+  p->nstage++;
+  p->stage_bytes += (int64_t)j->len;
+  if (p->nstage >= STAGE_MAX) flush_stage(p);
+}
+
+static void enqueue(pull *p, install_job *j) {
+  flush_stage(p);
+  enqueue_list(p, j, j, 1, (int64_t)j->len);
 }
 
 static install_job *new_job(pull *p, lfile *lf, pdir *dir, const char *pn, const char *base,
@@ -1205,7 +1283,7 @@ static int write_small(pull *p, lfile *lf, pdir *dir, const char *base, const ui
     j->data = data;
   }
   lf->done = true;
-  enqueue(p, j);
+  stage_job(p, j);
   return BR_OK;
 }
 
@@ -1268,6 +1346,7 @@ static int bundle_take(br_xfer__req *r, br_error *err) {
     p->res->chunks_moved++;
     p->eng.prog.bytes_done += e->size;
   }
+  flush_stage(p);
   pdir_release(dir);
   br_xfer__bundle_close(&it);
   blob_release(b);
