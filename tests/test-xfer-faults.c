@@ -209,6 +209,34 @@ TEST(fault_that_never_stops_gives_a_clear_error) {
   fx_teardown(&f);
 }
 
+TEST(bundle_entry_corrupt_every_time_gives_a_clear_error) {
+  /* The first entry's bytes (not its header) are flipped in every
+   * bundle: each such file fails the writer's check and is fetched again
+   * (alone, so again first), and past the retries the pull stops with the
+   * file's name; that file never appears, and no partial is left. */
+  fx f;
+  fx_setup(&f, "xfer-fx-corrupt-forever", 19);
+  f.o.retries = 2;
+  xp_fault fault = {XP_FLIP, BUNDLES, CHUNKS, 0, 1000000, 4 + BR_XFER_DIGEST_LEN + 12 + 50, 0, 0};
+  br_error err;
+  int rc = fx_pull(&f, fault, &err);
+  CHECK_EQ_INT(rc, BR_ENET);
+  CHECK_CONTAINS(err.msg, "failed verification 3 times");
+  char bad[64] = "";
+  CHECK_EQ_INT(sscanf(err.msg, "frames/%40[^: ]", bad), 1);
+  char rel[80];
+  snprintf(rel, sizeof rel, "frames/%s", bad);
+  char *path = xu_path(f.dst, rel);
+  struct stat st;
+  CHECK(stat(path, &st) != 0);
+  free(path);
+  CHECK_EQ_INT(xu_count_prefix(f.dst, ".braid-partial-"), 0);
+  xp_fault none = {XP_NONE, NULL, NULL, 0, 0, 0, 0, 0};
+  CHECK_EQ_INT(fx_pull(&f, none, &err), BR_OK);
+  CHECK_EQ_INT(xu_tree_diff(f.src, f.dst), 0);
+  fx_teardown(&f);
+}
+
 TEST(push_through_cuts) {
   /* Upload bodies cut on the way in (the connection dies mid-request) and
    * answers cut on the way out: the push still commits a complete snapshot. */

@@ -39,6 +39,10 @@ typedef struct lfile {
   atomic_int inflight; /* pieces handed to the writers, not yet written */
   bool done;
   bool fresh; /* neither the file nor a partial of it was there */
+  /* small file: times its bytes failed the writer's verification, and
+   * the installer's list of files to fetch again */
+  int corrupt;
+  struct lfile *refetch_next;
 } lfile;
 
 struct ljob {
@@ -89,6 +93,7 @@ typedef struct installer {
   dev_t dev[8];
   int ndev;
   int anon, anon_max; /* unnamed partials open (each holds an fd), at most */
+  lfile *refetch; /* small files whose bytes failed verification: fetched again */
 } installer;
 
 typedef struct pull {
@@ -225,6 +230,10 @@ typedef struct install_job {
   char *base;
   const uint8_t *data; /* small file: its bytes, in blob or owned */
   size_t len;
+  /* The writer checks data against the file's digest before it writes:
+   * the loop thread only checks the bundle entry's header. A mismatch
+   * writes nothing, and the file is fetched again. */
+  bool verify, corrupt;
   blob *blob;
   uint8_t *owned;
   ino_t ino; /* the partial's inode, once written */
@@ -469,7 +478,12 @@ static void write_job(install_job *j, bool failed, uint8_t **buf, size_t *cap) {
   /* After a failure the pull is stopping: put nothing more in place (a
    * partial written already stays for the resume). */
   j->rc = failed ? BR_ECANCEL : BR_OK;
-  if (j->rc == BR_OK && j->fd < 0) {
+  if (j->rc == BR_OK && j->verify) {
+    br_xfer_digest got;
+    br_xfer_sha256(j->data, j->len, &got);
+    j->corrupt = br_xfer__digest_cmp(&got, &j->lf->e->chunks[0]) != 0;
+  }
+  if (j->rc == BR_OK && j->fd < 0 && !j->corrupt) {
     j->rc = write_partial(j, buf, cap, &j->err);
     /* the bytes are in the file: let go of them (and of the fd) while
      * the job waits for its commit */
@@ -575,6 +589,29 @@ static int sync_batch(install_job **v, size_t n, bool per_file) {
   return 0;
 }
 
+/* A small file whose bytes failed verification goes back to the loop
+ * thread to be fetched again (installer_tick), as a retry: past the
+ * retries, the pull fails. */
+static void refetch(installer *in, install_job *j) {
+  pull *p = j->p;
+  lfile *lf = j->lf;
+  int max = p->o->retries >= 0 ? p->o->retries : 6;
+  pthread_mutex_lock(&in->mu);
+  if (++lf->corrupt > max) {
+    if (!in->rc) {
+      in->rc = br_error_set(&in->err, BR_ENET,
+                            "%s: the bytes received failed verification %d times", lf->e->path,
+                            lf->corrupt);
+      wake_committer(in, in->nready);
+    }
+  } else {
+    lf->refetch_next = in->refetch;
+    in->refetch = lf;
+  }
+  pthread_mutex_unlock(&in->mu);
+  br_xfer__engine_wake(&p->eng);
+}
+
 /* The commit's first stage for a batch of written partials: failed writes
  * drop out, the rest is made durable; then the batch goes to the linker. */
 static void sync_stage(installer *in, cbatch *b) {
@@ -590,7 +627,10 @@ static void sync_stage(installer *in, cbatch *b) {
   /* jobs whose write failed drop out; the first error is the pull's */
   size_t m = 0;
   for (size_t i = 0; i < n; i++) {
-    if (v[i]->rc != BR_OK) {
+    if (v[i]->rc == BR_OK && v[i]->corrupt) {
+      refetch(in, v[i]);
+      job_free(v[i]);
+    } else if (v[i]->rc != BR_OK) {
       if (rc == BR_OK && v[i]->rc != BR_ECANCEL) rc = v[i]->rc, err = v[i]->err;
       job_free(v[i]);
     } else {
@@ -853,15 +893,20 @@ static void installer_stop(installer *in) {
   pthread_cond_destroy(&in->lcv);
 }
 
-/* Engine tick: progress from the installers, and their errors. */
+static size_t refetch_corrupt(pull *p);
+
+/* Engine tick: progress from the installers, their errors, and the files
+ * they found corrupt. */
 static void installer_tick(br_xfer__engine *e, void *ud) {
   pull *p = ud;
   pthread_mutex_lock(&p->inst.mu);
   e->prog.files_done = p->files_skipped + p->inst.done;
   int rc = p->inst.rc;
   br_error err = p->inst.err;
+  bool again = p->inst.refetch != NULL;
   pthread_mutex_unlock(&p->inst.mu);
   if (rc) br_xfer__engine_fail(e, &err);
+  else if (again) refetch_corrupt(p);
 }
 
 /* Queues n jobs (a list from first to last) for the installers; waits
@@ -1268,6 +1313,7 @@ static int write_small(pull *p, lfile *lf, pdir *dir, const char *base, const ui
   install_job *j = new_job(p, lf, dir, pn, base, err);
   if (!j) return err->code ? err->code : BR_EIO;
   j->len = len;
+  j->verify = true;
   j->anon = lf->fresh && anon_begin(&p->inst, p);
   if (copy) {
     j->owned = malloc(len ? len : 1);
@@ -1306,16 +1352,16 @@ static int bundle_take(br_xfer__req *r, br_error *err) {
   char dirpath[4200] = "";
   size_t i = 0;
   int n = 0;
-  br_xfer_digest d, got;
+  br_xfer_digest d;
   const uint8_t *data;
   size_t len;
   while (i < f->nsent && (n = br_xfer__bundle_next(&it, &d, &data, &len, err)) == 1) {
     lfile *lf = f->sent[i++];
     const br_xfer_entry *e = lf->e;
-    br_xfer_sha256(data, len, &got);
-    if (br_xfer__digest_cmp(&d, &e->chunks[0]) != 0 ||
-        br_xfer__digest_cmp(&got, &d) != 0 || (int64_t)len != e->size) {
-      br_error_set(err, BR_ENET, "bundle entry for %s failed verification", e->path);
+    /* The entry is the one asked for; its bytes are verified by the
+     * writer (write_job), off this thread. */
+    if (br_xfer__digest_cmp(&d, &e->chunks[0]) != 0 || (int64_t)len != e->size) {
+      br_error_set(err, BR_ENET, "bundle entry for %s is not the one asked for", e->path);
       n = -1;
       break;
     }
@@ -1550,6 +1596,50 @@ static br_xfer__req *new_fetch(pull *p, ljob *j, const char *path, size_t nfiles
   return r;
 }
 
+/* A bundle request for count small files of bytes in all (f->files is
+ * the caller's to fill); limit: the bundle size they were cut by. */
+static br_xfer__req *new_bundle(pull *p, ljob *jb, size_t count, int64_t bytes, int64_t limit) {
+  br_xfer__req *r = new_fetch(p, jb, "/v1/fetch", count);
+  if (!r) return NULL;
+  r->post = true;
+  r->content_type = "application/json";
+  r->build = bundle_build;
+  r->done = bundle_take;
+  r->salvage = bundle_salvage;
+  r->resp_limit = (size_t)(bytes > limit ? bytes : limit) + 64 * count + 1024 * 1024;
+  r->resp_hint = (size_t)bytes + 48 * count + 64;
+  return r;
+}
+
+/* On the loop thread: the small files the writers found corrupt are
+ * fetched again, each in a bundle of its own. Returns how many. */
+static size_t refetch_corrupt(pull *p) {
+  installer *in = &p->inst;
+  pthread_mutex_lock(&in->mu);
+  lfile *list = in->refetch;
+  in->refetch = NULL;
+  pthread_mutex_unlock(&in->mu);
+  size_t n = 0;
+  for (lfile *lf = list, *next; lf; lf = next) {
+    next = lf->refetch_next;
+    lf->done = false;
+    p->eng.prog.bytes_done -= lf->e->size;
+    p->res->chunks_moved--;
+    br_xfer__req *r = new_bundle(p, lf->job, 1, lf->e->size, lf->e->size);
+    if (!r) {
+      br_error err;
+      br_error_set(&err, BR_ENOMEM, "out of memory");
+      br_xfer__engine_fail(&p->eng, &err);
+      continue;
+    }
+    fetch *f = r->ctx;
+    f->files[f->nfiles++] = lf;
+    br_xfer__engine_submit(&p->eng, r);
+    n++;
+  }
+  return n;
+}
+
 static int make_symlink(ljob *j, const br_xfer_entry *e, br_error *err) {
   const char *base;
   int dirfd = br_xfer__open_parent(j->rootfd, e->path, true, &base, err);
@@ -1710,19 +1800,12 @@ static int run_pull(pull *p, const char *const *sources, const char *const *dirs
           }
           k++;
         }
-        br_xfer__req *r = new_fetch(p, jb, "/v1/fetch", count);
+        br_xfer__req *r = new_bundle(p, jb, count, bytes, limit);
         if (!r) return br_error_set(err, BR_ENOMEM, "out of memory");
         fetch *f = r->ctx;
         for (size_t x = i; x < k; x++)
           if (jb->files[x].e->type == BR_XFER_FILE && !jb->files[x].done)
             f->files[f->nfiles++] = &jb->files[x];
-        r->post = true;
-        r->content_type = "application/json";
-        r->build = bundle_build;
-        r->done = bundle_take;
-        r->salvage = bundle_salvage;
-        r->resp_limit = (size_t)(bytes > limit ? bytes : limit) + 64 * (size_t)count + 1024 * 1024;
-        r->resp_hint = (size_t)bytes + 48 * (size_t)count + 64;
         br_xfer__engine_submit(&p->eng, r);
         i = k;
         continue;
@@ -1756,8 +1839,12 @@ static int run_pull(pull *p, const char *const *sources, const char *const *dirs
       i++;
     }
   }
-  if ((rc = br_xfer__engine_run(&p->eng, err))) return rc;
-  if ((rc = installer_drain(&p->inst, err))) return rc;
+  /* A file the writers found corrupt after the last request ended is
+   * fetched in one more run. */
+  do {
+    if ((rc = br_xfer__engine_run(&p->eng, err))) return rc;
+    if ((rc = installer_drain(&p->inst, err))) return rc;
+  } while (refetch_corrupt(p));
   int se = installer_sync(&p->inst);
   if (se) return br_error_set(err, BR_EIO, "sync %s: %s", p->jobs[0].dir, strerror(se));
   installer_tick(&p->eng, p);
