@@ -5,6 +5,7 @@
 #include "xfer-util.h"
 
 #include <curl/curl.h>
+#include <dirent.h>
 #include <microhttpd.h>
 #include <pthread.h>
 #include <strings.h>
@@ -171,6 +172,104 @@ TEST(upload_verified_missing_and_range) {
   CHECK_EQ_INT(br_xfer__store_fsck(&st, &checked, NULL), BR_OK);
   CHECK_EQ_INT(checked, 1);
   br_xfer__store_close(&st);
+  xu_depot_stop(&x);
+  xu_done(tmp);
+}
+
+/* Fetches the chunks ds[idx[0..n)] in one bundle and checks every entry. */
+static void fetch_check(const xu_depot *x, const br_xfer_digest *ds, uint8_t *const *data,
+                        const size_t *len, const size_t *idx, size_t n) {
+  char body[4096] = "{\"chunks\":[", hex[65];
+  for (size_t i = 0; i < n; i++) {
+    br_xfer_digest_hex(&ds[idx[i]], hex);
+    snprintf(body + strlen(body), sizeof body - strlen(body), "%s\"%s\"", i ? "," : "", hex);
+  }
+  snprintf(body + strlen(body), sizeof body - strlen(body), "]}");
+  http_res *r = malloc(sizeof *r);
+  http(x, "POST", "/v1/fetch", XU_TOKEN, body, strlen(body), NULL, r);
+  CHECK_EQ_INT(r->status, 200);
+  br_xfer__bundle_iter it;
+  br_error err = {0};
+  CHECK_EQ_INT(br_xfer__bundle_open(&it, r->body, r->len, &err), BR_OK);
+  br_xfer_digest d;
+  const uint8_t *got;
+  size_t glen, i = 0;
+  while (br_xfer__bundle_next(&it, &d, &got, &glen, &err) == 1 && i < n) {
+    CHECK(br_xfer__digest_cmp(&d, &ds[idx[i]]) == 0);
+    CHECK_EQ_INT(glen, len[idx[i]]);
+    CHECK(memcmp(got, data[idx[i]], glen) == 0);
+    i++;
+  }
+  CHECK_EQ_INT(i, n);
+  br_xfer__bundle_close(&it);
+  free(r);
+}
+
+TEST(plain_bundle_is_its_own_pack) {
+  /* An upload of plain chunks is written as it came, entry headers and
+   * all: the pack is the body, and fetches read its chunks from between
+   * the headers, also mixed with a pack put together the other way (a
+   * compressed upload) and in any order. */
+  char *tmp = br_test_tmpdir("xfer-depot-wholepack");
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  enum { N = 6 };
+  size_t len[N] = {5000, 1, 20000, 4096, 12345, 9000};
+  uint8_t *data[N];
+  br_xfer_digest ds[N];
+  br_xfer__buf b = {0};
+  br_xfer__bundle_begin(&b);
+  for (int i = 0; i < N; i++) {
+    data[i] = malloc(len[i]);
+    if (i < N - 1) xu_fill(data[i], len[i], 40 + (uint64_t)i);
+    else memset(data[i], 'z', len[i]); /* compresses */
+    br_xfer_sha256(data[i], len[i], &ds[i]);
+    if (i < N - 1) CHECK_EQ_INT(br_xfer__bundle_add(&b, &ds[i], data[i], len[i], false, NULL), 0);
+  }
+  http_res *r = malloc(sizeof *r);
+  http(&x, "POST", "/v1/chunks", XU_TOKEN, b.data, b.len, NULL, r);
+  CHECK_EQ_INT(r->status, 200);
+  /* one pack so far, and it is the body byte for byte */
+  char *packs = xu_path(x.root, "packs");
+  DIR *dir = opendir(packs);
+  struct dirent *de;
+  int npacks = 0;
+  while (dir && (de = readdir(dir))) {
+    if (de->d_name[0] == '.') continue;
+    npacks++;
+    char *p = xu_path(packs, de->d_name);
+    size_t plen = 0;
+    char *pd = xu_read_file(p, &plen);
+    CHECK_EQ_INT(plen, b.len);
+    CHECK(pd && memcmp(pd, b.data, b.len) == 0);
+    free(pd);
+    free(p);
+  }
+  if (dir) closedir(dir);
+  CHECK_EQ_INT(npacks, 1);
+  free(packs);
+  br_xfer__buf_free(&b);
+  br_xfer__bundle_begin(&b);
+  bool saved = false;
+  CHECK_EQ_INT(br_xfer__bundle_add(&b, &ds[N - 1], data[N - 1], len[N - 1], true, &saved), 0);
+  CHECK(saved);
+  http(&x, "POST", "/v1/chunks", XU_TOKEN, b.data, b.len, NULL, r);
+  CHECK_EQ_INT(r->status, 200);
+  br_xfer__buf_free(&b);
+  size_t all[N] = {0, 1, 2, 3, 4, 5}, back[N] = {5, 4, 3, 2, 1, 0}, gaps[3] = {0, 2, 4},
+         tail[2] = {3, 4};
+  fetch_check(&x, ds, data, len, all, N);
+  fetch_check(&x, ds, data, len, back, N);
+  fetch_check(&x, ds, data, len, gaps, 3);
+  fetch_check(&x, ds, data, len, tail, 2);
+  br_xfer__store st;
+  CHECK_EQ_INT(br_xfer__store_open(&st, x.root, NULL), BR_OK);
+  int64_t checked = 0;
+  CHECK_EQ_INT(br_xfer__store_fsck(&st, &checked, NULL), BR_OK);
+  CHECK_EQ_INT(checked, N);
+  br_xfer__store_close(&st);
+  for (int i = 0; i < N; i++) free(data[i]);
+  free(r);
   xu_depot_stop(&x);
   xu_done(tmp);
 }

@@ -243,6 +243,17 @@ size_t br_xfer__bundle_raw_below(const void *data, size_t len, size_t limit) {
   return total;
 }
 
+bool br_xfer__bundle_plain(const void *data, size_t len, size_t limit) {
+  if (len < 4 || memcmp(data, MAGIC, 4) != 0) return false;
+  const uint8_t *p = (const uint8_t *)data + 4, *end = (const uint8_t *)data + len;
+  while ((size_t)(end - p) >= HDR) {
+    uint32_t flags = get32(p + 32), raw = get32(p + 36), wire = get32(p + 40);
+    if (flags || raw != wire || raw >= limit || (size_t)(end - p) - HDR < wire) return false;
+    p += HDR + wire;
+  }
+  return p == end;
+}
+
 int br_xfer__bundle_open(br_xfer__bundle_iter *it, const void *data, size_t len,
                          br_error *err) {
   memset(it, 0, sizeof *it);

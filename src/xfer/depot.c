@@ -229,9 +229,15 @@ static enum MHD_Result do_upload(br_depot *d, struct MHD_Connection *c, request 
   br_xfer__packed *pk = NULL;
   br_xfer__buf pack = {0};
   size_t n = 0, cap = 0, npk = 0;
-  /* The pack in aligned memory that holds it whole, padding included:
-   * written as it is with direct I/O, no copy. */
-  size_t need = br_xfer__bundle_raw_below(rq->body.data, rq->body.len, BR_XFER__PACK_MAX_ENTRY);
+  /* A bundle of plain chunks that all go into the pack is the pack: it
+   * is written as it came, its entries' headers between the chunks (the
+   * index says where each chunk is), and nothing is copied. Otherwise the
+   * pack is put together in aligned memory that holds it whole, padding
+   * included, and written as it is with direct I/O. */
+  bool whole = br_xfer__bundle_plain(rq->body.data, rq->body.len, BR_XFER__PACK_MAX_ENTRY);
+  size_t need =
+      whole ? 0 : br_xfer__bundle_raw_below(rq->body.data, rq->body.len, BR_XFER__PACK_MAX_ENTRY);
+  if (whole) pack = rq->body;
   if (need) {
     pack.data = br_xfer__mem_get(need, &pack.cap);
     if (!pack.data) pack.cap = 0;
@@ -270,9 +276,9 @@ static enum MHD_Result do_upload(br_depot *d, struct MHD_Connection *c, request 
         dup = br_xfer__digest_cmp(&pk[i].d, &dg) == 0;
       if (dup) continue;
       pk[npk].d = dg;
-      pk[npk].off = (int64_t)pack.len;
+      pk[npk].off = whole ? (int64_t)(data - rq->body.data) : (int64_t)pack.len;
       pk[npk].len = (int64_t)len;
-      if (br_xfer__buf_append(&pack, data, len)) {
+      if (!whole && br_xfer__buf_append(&pack, data, len)) {
         status = MHD_HTTP_SERVICE_UNAVAILABLE;
         msg = "out of memory";
         break;
@@ -301,7 +307,7 @@ static enum MHD_Result do_upload(br_depot *d, struct MHD_Connection *c, request 
     status = MHD_HTTP_INSUFFICIENT_STORAGE;
     msg = cerr.msg;
   }
-  br_xfer__buf_free(&pack);
+  if (!whole) br_xfer__buf_free(&pack); /* else the request's body, freed with it */
   free(pk);
   if (msg) {
     for (size_t i = 0; i < n; i++)
@@ -334,14 +340,13 @@ static void places(const br_xfer__buf *out, const loc *l, size_t n, struct iovec
   }
 }
 
-/* Reads the aligned span of n neighbours (bytes in all) with direct I/O
- * past their entries' places (pool buffers are aligned); iov says where
- * each chunk's bytes are. 0, -EINVAL if the file refuses direct I/O, or
- * -errno. */
-static int read_direct(br_xfer__buf *out, int dfd, const loc *l, size_t n, int64_t bytes,
-                       struct iovec *iov) {
+/* Reads the aligned span of n neighbours with direct I/O past their
+ * entries' places (pool buffers are aligned); iov says where each chunk's
+ * bytes are. 0, -EINVAL if the file refuses direct I/O, or -errno. */
+static int read_direct(br_xfer__buf *out, int dfd, const loc *l, size_t n, struct iovec *iov) {
   const int64_t A = BR_XFER__DIO_ALIGN;
-  int64_t a0 = l[0].off & ~(A - 1), need = l[0].off + bytes - a0, span = (need + A - 1) & ~(A - 1);
+  int64_t a0 = l[0].off & ~(A - 1), need = l[n - 1].off + l[n - 1].len - a0,
+          span = (need + A - 1) & ~(A - 1);
   size_t pos = (out->len + n * BR_XFER__BUNDLE_HDR + (size_t)A - 1) & ~(size_t)(A - 1);
   if (br_xfer__buf_reserve(out, pos - out->len + (size_t)span)) return -ENOMEM;
   uint8_t *dst = out->data + pos;
@@ -369,12 +374,13 @@ static int put_run(br_xfer__buf *out, const struct iovec *iov, const br_xfer_dig
  * out as bundle entries: with direct I/O while *direct (fd has O_DIRECT),
  * as packs are written, since filling the page cache costs more than the
  * copy here and a depot's packs are mostly cold; otherwise one preadv into
- * the entries' places. 0 or -errno. */
+ * the entries' places (one pread each when entry headers lie between them:
+ * a pack written as its upload came). 0 or -errno. */
 static int read_run(br_xfer__buf *out, int fd, bool *direct, const loc *l,
                     const br_xfer_digest *ds, size_t n, int64_t bytes, bool zstd) {
   struct iovec iov[FETCH_RUN], v[FETCH_RUN];
   if (*direct) {
-    int rc = read_direct(out, fd, l, n, bytes, iov);
+    int rc = read_direct(out, fd, l, n, iov);
     if (rc == 0) return put_run(out, iov, ds, n, zstd);
     if (rc != -EINVAL) return rc;
     br_xfer__direct_off(fd); /* the file system refuses direct I/O */
@@ -382,8 +388,14 @@ static int read_run(br_xfer__buf *out, int fd, bool *direct, const loc *l,
   }
   if (br_xfer__buf_reserve(out, n * BR_XFER__BUNDLE_HDR + (size_t)bytes)) return -ENOMEM;
   places(out, l, n, iov);
-  memcpy(v, iov, n * sizeof *iov); /* preadv_all moves along v */
-  int rc = br_xfer__preadv_all(fd, v, (int)n, l[0].off);
+  int rc = 0;
+  if (l[n - 1].off + l[n - 1].len - l[0].off == bytes) {
+    memcpy(v, iov, n * sizeof *iov); /* preadv_all moves along v */
+    rc = br_xfer__preadv_all(fd, v, (int)n, l[0].off);
+  } else {
+    for (size_t m = 0; m < n && !rc; m++)
+      rc = br_xfer__pread_all(fd, iov[m].iov_base, iov[m].iov_len, l[m].off);
+  }
   return rc ? rc : put_run(out, iov, ds, n, zstd);
 }
 
@@ -431,17 +443,20 @@ static enum MHD_Result do_fetch(br_depot *d, struct MHD_Connection *c, request *
       snprintf(open_rel, sizeof open_rel, "%s", pfd >= 0 ? locs[i].rel : "");
     }
     if (locs && locs[i].rel[0] && pfd >= 0) {
-      /* Neighbours in one pack (a bundle's chunks mostly are): one read for
-       * a run of them, into their entries as if none compressed. */
+      /* Neighbours in one pack (a bundle's chunks mostly are; in a pack
+       * written as its upload came, an entry header lies between two):
+       * one read for a run of them, into their entries as if none
+       * compressed. */
       size_t k = i;
       int64_t end = locs[i].off, bytes = 0;
       while (k < n && k - i < FETCH_RUN && strcmp(locs[k].rel, open_rel) == 0 &&
-             locs[k].off == end && locs[k].len >= 0 && locs[k].len <= BR_XFER__MAX_CHUNK &&
+             (locs[k].off == end || (k > i && locs[k].off == end + BR_XFER__BUNDLE_HDR)) &&
+             locs[k].len >= 0 && locs[k].len <= BR_XFER__MAX_CHUNK &&
              (k == i || bytes + locs[k].len <= FETCH_RUN_BYTES) &&
              total + locs[k].len <= d->max_request) {
         total += locs[k].len;
         bytes += locs[k].len;
-        end += locs[k].len;
+        end = locs[k].off + locs[k].len;
         k++;
       }
       if (k == i) {
