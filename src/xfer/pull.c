@@ -164,14 +164,17 @@ static int fail_io(br_error *err, const char *what, const ljob *j, const char *p
 /* ---- installing: write, sync and rename off the event loop ----
  * Writers create and fill small files' partials, several at once (creating
  * files is most of the kernel's work for a tree of small files), and write
- * large files' pieces. A committer takes every partial that is complete,
- * makes them all durable at once, and renames them: one syncfs() of the
- * destination's file system for the batch (a lone file is fsync'ed), not an
- * fsync per file and per directory. That same syncfs also makes the previous
- * batch's renames durable; the last batch's are synced when the pull ends.
- * The guarantee stays: no file appears under its final name before its
- * content is on disk, and a pull that reports success has everything on
- * disk. While the committer syncs, the writers fill the next batch. */
+ * large files' pieces; a writer checks a small file's bytes against its
+ * digest before it writes them. A committer takes every partial that is
+ * complete and makes them all durable at once: one syncfs() of the
+ * destination's file system for the batch (a lone file is fsync'ed), not
+ * an fsync per file and per directory; a linker then renames them (or
+ * links them in) while the committer syncs the next batch. A later syncfs
+ * also makes a batch's renames durable; the last ones are synced when the
+ * pull ends. The guarantee stays: no file appears under its final name
+ * before its content is on disk, and a pull that reports success has
+ * everything on disk. While the committer syncs, the writers fill the next
+ * batch. */
 
 /* A received bundle body, shared by the install jobs of its files. */
 typedef struct blob {
