@@ -230,28 +230,21 @@ int br_xfer__bundle_add(br_xfer__buf *b, const br_xfer_digest *d, const void *da
   return br_xfer__bundle_put(b, d, len, compress, saved);
 }
 
-size_t br_xfer__bundle_raw_below(const void *data, size_t len, size_t limit) {
+size_t br_xfer__bundle_raw_below(const void *data, size_t len, size_t limit, bool *plain) {
+  *plain = false;
   if (len < 4 || memcmp(data, MAGIC, 4) != 0) return 0;
   const uint8_t *p = (const uint8_t *)data + 4, *end = (const uint8_t *)data + len;
   size_t total = 0;
-  while ((size_t)(end - p) >= HDR) {
-    uint32_t raw = get32(p + 36), wire = get32(p + 40);
-    if ((size_t)(end - p) - HDR < wire) break;
-    if (raw < limit) total += raw;
-    p += HDR + wire;
-  }
-  return total;
-}
-
-bool br_xfer__bundle_plain(const void *data, size_t len, size_t limit) {
-  if (len < 4 || memcmp(data, MAGIC, 4) != 0) return false;
-  const uint8_t *p = (const uint8_t *)data + 4, *end = (const uint8_t *)data + len;
+  bool all_plain = true;
   while ((size_t)(end - p) >= HDR) {
     uint32_t flags = get32(p + 32), raw = get32(p + 36), wire = get32(p + 40);
-    if (flags || raw != wire || raw >= limit || (size_t)(end - p) - HDR < wire) return false;
+    if ((size_t)(end - p) - HDR < wire) break;
+    if (raw < limit) total += raw;
+    if (flags || raw != wire || raw >= limit) all_plain = false;
     p += HDR + wire;
   }
-  return p == end;
+  *plain = all_plain && p == end;
+  return total;
 }
 
 int br_xfer__bundle_open(br_xfer__bundle_iter *it, const void *data, size_t len,

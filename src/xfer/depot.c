@@ -234,11 +234,11 @@ static enum MHD_Result do_upload(br_depot *d, struct MHD_Connection *c, request 
    * index says where each chunk is), and nothing is copied. Otherwise the
    * pack is put together in aligned memory that holds it whole, padding
    * included, and written as it is with direct I/O. */
-  bool whole = br_xfer__bundle_plain(rq->body.data, rq->body.len, BR_XFER__PACK_MAX_ENTRY);
+  bool whole;
   size_t need =
-      whole ? 0 : br_xfer__bundle_raw_below(rq->body.data, rq->body.len, BR_XFER__PACK_MAX_ENTRY);
+      br_xfer__bundle_raw_below(rq->body.data, rq->body.len, BR_XFER__PACK_MAX_ENTRY, &whole);
   if (whole) pack = rq->body;
-  if (need) {
+  else if (need) {
     pack.data = br_xfer__mem_get(need, &pack.cap);
     if (!pack.data) pack.cap = 0;
   }

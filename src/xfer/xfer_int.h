@@ -70,11 +70,10 @@ typedef struct br_xfer__bundle_iter {
 int br_xfer__bundle_open(br_xfer__bundle_iter *it, const void *data, size_t len,
                          br_error *err);
 /* The raw bytes of a bundle's entries smaller than limit, from their
- * headers alone (a bound for a buffer; the entries are checked later). */
-size_t br_xfer__bundle_raw_below(const void *data, size_t len, size_t limit);
-/* Whether every entry of a whole bundle is stored plain (not compressed)
- * and is smaller than limit. */
-bool br_xfer__bundle_plain(const void *data, size_t len, size_t limit);
+ * headers alone (a bound for a buffer; the entries are checked later);
+ * *plain: the bundle is whole and every entry is stored plain (not
+ * compressed) and smaller than limit. */
+size_t br_xfer__bundle_raw_below(const void *data, size_t len, size_t limit, bool *plain);
 /* Next entry: 1 and data, len (raw, decompressed, not yet verified), 0 at
  * the end, or a negative code for a malformed bundle. */
 int br_xfer__bundle_next(br_xfer__bundle_iter *it, br_xfer_digest *d, const uint8_t **data,
