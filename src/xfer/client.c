@@ -338,10 +338,14 @@ static void server_message(br_xfer__req *r, char *out, size_t size) {
   json_decref(o);
 }
 
+int br_xfer__engine_retries(const br_xfer__engine *e) {
+  return e->o->retries >= 0 ? e->o->retries : 6;
+}
+
 static void retry_or_fail(br_xfer__engine *e, br_xfer__req *r) {
   r->attempts++;
   e->prog.retries++;
-  int max = e->o->retries >= 0 ? e->o->retries : 6;
+  int max = br_xfer__engine_retries(e);
   if (r->attempts > max) {
     br_error err;
     br_error_clear(&err);

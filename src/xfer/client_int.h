@@ -107,6 +107,9 @@ void br_xfer__engine_progress(br_xfer__engine *e, bool force);
  * enough bundles to keep every connection busy twice over (but not below
  * 256 KiB). Push and pull cut their bundles by it. */
 int64_t br_xfer__engine_bundle_bytes(const br_xfer__engine *e, int64_t small_bytes);
+/* Attempts after the first for a transient failure: the retries option,
+ * or 6 by default. */
+int br_xfer__engine_retries(const br_xfer__engine *e);
 /* Enters a phase (scan, hash, send...): a progress line shows it at once. */
 void br_xfer__engine_phase(br_xfer__engine *e, const char *phase);
 bool br_xfer__cancelled(const br_xfer__engine *e);

@@ -265,11 +265,20 @@ typedef struct install_job {
 #define COMMIT_GATHER 128  /* files a commit waits for ... */
 #define COMMIT_GATHER_MS 8 /* ... for at most this long, while writers are busy */
 
+/* With mu held: records the pull's first failure (later ones are dropped)
+ * and stops the committer's wait for a fuller batch. */
+static void installer_fail(installer *in, const br_error *err) {
+  if (in->rc) return;
+  in->rc = err->code;
+  in->err = *err;
+  pthread_cond_signal(&in->ccv);
+}
+
 /* With mu held: wakes the committer when it has a reason to stop waiting
  * (the first written jobs, when there were none ready before; a full
- * batch; the writers idle; a failure). */
+ * batch; the writers idle; a failure wakes it in installer_fail). */
 static void wake_committer(installer *in, size_t ready_before) {
-  if (!ready_before || in->nready >= COMMIT_GATHER || (!in->queued && !in->busy) || in->rc)
+  if (!ready_before || in->nready >= COMMIT_GATHER || (!in->queued && !in->busy))
     pthread_cond_signal(&in->ccv);
 }
 
@@ -465,10 +474,7 @@ static void write_piece(installer *in, install_job *j, bool failed) {
   in->busy--;
   in->queued_bytes -= (int64_t)len;
   atomic_fetch_sub(&lf->inflight, 1);
-  if (w && !in->rc) {
-    in->rc = err.code;
-    in->err = err;
-  }
+  if (w) installer_fail(in, &err);
   wake_committer(in, in->nready);
   pthread_cond_broadcast(&in->cv);
   pthread_mutex_unlock(&in->mu);
@@ -598,15 +604,12 @@ static int sync_batch(install_job **v, size_t n, bool per_file) {
 static void refetch(installer *in, install_job *j) {
   pull *p = j->p;
   lfile *lf = j->lf;
-  int max = p->o->retries >= 0 ? p->o->retries : 6;
   pthread_mutex_lock(&in->mu);
-  if (++lf->corrupt > max) {
-    if (!in->rc) {
-      in->rc = br_error_set(&in->err, BR_ENET,
-                            "%s: the bytes received failed verification %d times", lf->e->path,
-                            lf->corrupt);
-      wake_committer(in, in->nready);
-    }
+  if (++lf->corrupt > br_xfer__engine_retries(&p->eng)) {
+    br_error err;
+    br_error_set(&err, BR_ENET, "%s: the bytes received failed verification %d times",
+                 lf->e->path, lf->corrupt);
+    installer_fail(in, &err);
   } else {
     lf->refetch_next = in->refetch;
     in->refetch = lf;
@@ -727,11 +730,7 @@ static void link_stage(installer *in, cbatch *b) {
   for (size_t i = 0; i < n; i++) job_free(v[i]);
   pthread_mutex_lock(&in->mu);
   in->done += (int64_t)renamed;
-  if (rc != BR_OK && rc != BR_ECANCEL && !in->rc) {
-    in->rc = rc;
-    in->err = err;
-    wake_committer(in, in->nready);
-  }
+  if (rc != BR_OK && rc != BR_ECANCEL) installer_fail(in, &err);
   in->committing -= b->taken;
   pthread_cond_broadcast(&in->cv);
   pthread_mutex_unlock(&in->mu);
