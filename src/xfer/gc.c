@@ -90,6 +90,9 @@ static int mark_dir(int dirfd, const char *rel, dvec *marks, int64_t *snapshots,
       break;
     }
     int vfd = openat(dirfd, nm, O_RDONLY | O_CLOEXEC);
+    /* gone since readdir: removed meanwhile (rm renames it to vN.deleted;
+     * nothing else takes a version's name away), so it names nothing */
+    if (vfd < 0 && errno == ENOENT) continue;
     char *buf = vfd >= 0 ? malloc((size_t)st.st_size + 1) : NULL;
     if (!buf || br_xfer__pread_all(vfd, buf, (size_t)st.st_size, 0) != 0) {
       rc = br_error_set(err, BR_EIO, "snapshots/%s unreadable; nothing removed", sub);
