@@ -3,6 +3,7 @@
  * limiter and the hash cache. */
 #include "xfer-util.h"
 
+#include <jansson.h>
 #include <sys/uio.h>
 
 #include "xfer/xfer_int.h"
@@ -171,6 +172,219 @@ TEST(manifest_size_limits) {
   CHECK(br_xfer_manifest_parse("{}", (size_t)BR_XFER_MAX_MANIFEST_BYTES + 1, &p, &err) !=
         BR_OK);
   CHECK_CONTAINS(err.msg, "too large");
+}
+
+/* The manifest writer gives what jansson's compact form of the same
+ * document is, byte for byte: a depot compares an unchanged push's
+ * manifest with the stored one as bytes, and stored ones came from jansson. */
+TEST(manifest_text_is_janssons) {
+  br_xfer_manifest *m = br_xfer_manifest_new();
+  m->name = strdup("shot010/cloth");
+  br_xfer_digest cs[3];
+  for (int i = 0; i < 3; i++) br_xfer_sha256(&i, sizeof i, &cs[i]);
+  const char *paths[] = {"a/f.0001.bgeo", "caf\xc3\xa9/say hi", "\xe2\x82\xac/x y"};
+  for (int i = 0; i < 3; i++) {
+    br_xfer_entry e = {0};
+    e.path = (char *)paths[i];
+    e.type = BR_XFER_FILE;
+    e.size = i == 0 ? 0 : 2 * 65536 + i;
+    e.nchunks = i == 0 ? 0 : 3;
+    e.chunks = e.nchunks ? cs : NULL;
+    e.mode = i == 2 ? 0755 : 0644;
+    e.mtime_ns = i == 1 ? -5 : INT64_MAX;
+    br_xfer_file_digest(cs, e.nchunks, &e.digest);
+    CHECK_EQ_INT(br_xfer_manifest_add(m, &e, NULL), BR_OK);
+  }
+  br_xfer_entry l = {.path = (char *)"a/link", .type = BR_XFER_SYMLINK, .mode = 0777,
+                     .target = (char *)"f.0001.bgeo"};
+  br_xfer_entry d = {.path = (char *)"empty", .type = BR_XFER_DIR, .mode = 0700};
+  CHECK_EQ_INT(br_xfer_manifest_add(m, &l, NULL), BR_OK);
+  CHECK_EQ_INT(br_xfer_manifest_add(m, &d, NULL), BR_OK);
+  m->chunk_size = 65536;
+  char *mine = br_xfer_manifest_dump(m);
+  /* the same document through jansson */
+  json_t *root = json_object(), *files = json_array();
+  json_object_set_new(root, "format", json_integer(1));
+  json_object_set_new(root, "name", json_string(m->name));
+  json_object_set_new(root, "chunk_size", json_integer(65536));
+  char hex[65];
+  for (size_t i = 0; i < m->nentries; i++) {
+    const br_xfer_entry *e = &m->entries[i];
+    json_t *o = json_object();
+    json_object_set_new(o, "path", json_string(e->path));
+    json_object_set_new(o, "type", json_string(e->type == BR_XFER_FILE      ? "file"
+                                               : e->type == BR_XFER_SYMLINK ? "symlink"
+                                                                             : "dir"));
+    json_object_set_new(o, "mode", json_integer(e->mode));
+    if (e->type == BR_XFER_FILE) {
+      json_object_set_new(o, "size", json_integer(e->size));
+      json_object_set_new(o, "mtime_ns", json_integer(e->mtime_ns));
+      br_xfer_digest_hex(&e->digest, hex);
+      json_object_set_new(o, "digest", json_string(hex));
+      json_t *a = json_array();
+      for (size_t c = 0; c < e->nchunks; c++) {
+        br_xfer_digest_hex(&e->chunks[c], hex);
+        json_array_append_new(a, json_string(hex));
+      }
+      json_object_set_new(o, "chunks", a);
+    } else if (e->type == BR_XFER_SYMLINK) {
+      json_object_set_new(o, "target", json_string(e->target));
+    }
+    json_array_append_new(files, o);
+  }
+  json_object_set_new(root, "files", files);
+  char *theirs = json_dumps(root, JSON_COMPACT);
+  CHECK_EQ_STR(mine, theirs);
+  /* and it reads back whole */
+  br_xfer_manifest *p = NULL;
+  br_error err;
+  br_error_clear(&err);
+  if (br_xfer_manifest_parse(mine, strlen(mine), &p, &err) != BR_OK)
+    br_test_fail(__FILE__, __LINE__, "%s", err.msg);
+  CHECK_EQ_INT(p->nentries, 5);
+  CHECK_EQ_STR(p->name, "shot010/cloth");
+  CHECK_EQ_STR(p->entries[1].path, paths[1]);
+  CHECK_EQ_INT(p->entries[1].mtime_ns, -5);
+  CHECK_EQ_INT(p->entries[2].mtime_ns, INT64_MAX);
+  CHECK_EQ_INT(p->entries[2].nchunks, 3);
+  CHECK(memcmp(&p->entries[2].chunks[2], &cs[2], sizeof cs[2]) == 0);
+  CHECK_EQ_INT(p->entries[2].mode, 0755);
+  CHECK_EQ_STR(p->entries[3].target, "f.0001.bgeo");
+  CHECK_EQ_INT(p->entries[4].type, BR_XFER_DIR);
+  br_xfer_manifest_free(p);
+  json_decref(root);
+  free(theirs);
+  free(mine);
+  /* escapes as jansson writes them (no path may hold these) */
+  free(m->name);
+  m->name = strdup("q\"b\\s\x01\x1f\n\t\b\f\r/\x7f");
+  m->nentries = 0;
+  mine = br_xfer_manifest_dump(m);
+  root = json_pack("{si ss si s[]}", "format", 1, "name", m->name, "chunk_size", 65536, "files");
+  theirs = json_dumps(root, JSON_COMPACT);
+  CHECK_EQ_STR(mine, theirs);
+  json_decref(root);
+  free(theirs);
+  free(mine);
+  m->nentries = 5;
+  br_xfer_manifest_free(m);
+}
+
+/* Whatever the order of members, whitespace, escapes or unknown keys, a
+ * manifest means the same; JSON that is not (RFC 8259) is refused with
+ * its line and column. */
+TEST(manifest_json_read_strictly) {
+  const char *ok[] = {
+      /* the chunk size after the files, unknown members, spaces, escapes */
+      "{ \"files\" : [ {\"chunks\":[],\"x\":{\"y\":[1,2.5e3,true,null]},\"digest\":\"" D64 "\","
+      "\"size\":0,\"path\":\"caf\\u00e9\\/\\ud83d\\ude00\"} ] ,\n\t\"chunk_size\":65536,"
+      "\"format\":1 }\r\n",
+      "{\"format\":1,\"chunk_size\":65536,\"files\":[],\"more\":\"\\\"\\\\\\b\\f\\n\\r\\t\"}",
+  };
+  for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
+    br_xfer_manifest *p = NULL;
+    br_error err;
+    br_error_clear(&err);
+    if (br_xfer_manifest_parse(ok[i], strlen(ok[i]), &p, &err) != BR_OK)
+      br_test_fail(__FILE__, __LINE__, "refused %s: %s", ok[i], err.msg);
+    br_xfer_manifest_free(p);
+  }
+  br_xfer_manifest *p = NULL;
+  br_error err;
+  CHECK_EQ_INT(br_xfer_manifest_parse(ok[0], strlen(ok[0]), &p, &err), BR_OK);
+  CHECK_EQ_STR(p->entries[0].path, "caf\xc3\xa9/\xf0\x9f\x98\x80");
+  CHECK_EQ_INT(p->chunk_size, 65536);
+  br_xfer_manifest_free(p);
+  /* files before the chunk size: their chunks are still checked */
+  const char *late = "{\"files\":[{\"path\":\"x\",\"size\":1,\"digest\":\"" D64 "\","
+                     "\"chunks\":[\"" D64 "\"]}],\"chunk_size\":65536,\"format\":1}";
+  CHECK(br_xfer_manifest_parse(late, strlen(late), &p, &err) != BR_OK);
+  CHECK_CONTAINS(err.msg, "does not match its chunks");
+  const char *bad[] = {
+      "{\"format\":1,\"chunk_size\":65536,\"files\":[],}",       /* trailing comma */
+      "{\"format\":1,\"chunk_size\":65536,\"files\":[,]}",
+      "{\"format\":01,\"chunk_size\":65536,\"files\":[]}",       /* leading zero */
+      "{\"format\":1,\"chunk_size\":65536,\"files\":[]}x",       /* text after */
+      "{\"format\":1,\"chunk_size\":65536,\"files\":[]",         /* cut */
+      "{\"format\":1,\"chunk_size\":65536,\"files\":[],\"s\":\"a\\x\"}", /* bad escape */
+      "{\"format\":1,\"chunk_size\":65536,\"files\":[],\"s\":\"\\ud800\"}", /* lone surrogate */
+      "{\"format\":1,\"chunk_size\":65536,\"files\":[],\"s\":\"\\u0000\"}", /* NUL */
+      "{\"format\":1,\"chunk_size\":65536,\"files\":[],\"s\":\"\xc3\x28\"}", /* bad UTF-8 */
+      "{\"format\":1,\"chunk_size\":65536,\"files\":[],\"s\":\"\xed\xa0\x80\"}", /* surrogate */
+      "{\"format\":1,\"chunk_size\":65536,\"files\":[],\"s\":\"\xc0\xaf\"}", /* overlong */
+      "{\"format\":1,\"chunk_size\":65536,\"files\":[],\"s\":\"a\tb\"}", /* raw tab */
+      "{\"format\":1,\"chunk_size\":65536,\"files\":[],\"n\":99999999999999999999}",
+      "{\"format\":1,\"chunk_size\":65536,\"files\":[],\"n\":-}",
+      "{\"format\":1,\"chunk_size\":65536,\"files\":[],\"n\":1.}",
+      "{\"format\":1,\"chunk_size\":65536,\"files\":[],\"n\":tru}",
+      "{\"format\":1,\"format\":1,\"chunk_size\":65536,\"files\":[]}", /* a key twice */
+      "{\"format\":1,\"chunk_size\":65536,\"files\":[{\"path\":\"a\",\"path\":\"b\"}]}",
+      "{\"format\":1,\"chunk_size\":65536,\"files\":[]}\n{}",
+      "[{\"format\":1}]",
+      "",
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    br_error_clear(&err);
+    p = NULL;
+    if (br_xfer_manifest_parse(bad[i], strlen(bad[i]), &p, &err) == BR_OK)
+      br_test_fail(__FILE__, __LINE__, "accepted %s", bad[i]);
+    CHECK(p == NULL);
+    CHECK_CONTAINS(err.msg, "manifest");
+  }
+  /* where: line and column of the fault */
+  const char *two = "{\"format\":1,\n  \"chunk_size\":65536,\n  \"files\":[],,}";
+  CHECK(br_xfer_manifest_parse(two, strlen(two), &p, &err) != BR_OK);
+  CHECK_CONTAINS(err.msg, "line 3, column 14");
+  /* nesting is bounded */
+  char deep[400] = "{\"format\":1,\"chunk_size\":65536,\"files\":[],\"d\":";
+  size_t n = strlen(deep);
+  for (int i = 0; i < 100; i++) deep[n++] = '[';
+  for (int i = 0; i < 100; i++) deep[n++] = ']';
+  deep[n++] = '}';
+  CHECK(br_xfer_manifest_parse(deep, n, &p, &err) != BR_OK);
+  CHECK_CONTAINS(err.msg, "nested too deep");
+}
+
+/* Byte flips, cuts and insertions in a valid manifest: whatever the scanner
+ * takes as JSON, jansson takes too (it is never looser than the library
+ * it replaced), and what it refuses gets a message. */
+TEST(manifest_mutations_never_looser_than_jansson) {
+  const char *base = "{\"format\":1,\"name\":\"s/c\",\"chunk_size\":65536,\"files\":[{\"path\":"
+                     "\"d/f.0001.exr\",\"type\":\"file\",\"mode\":420,\"size\":0,\"mtime_ns\":12,"
+                     "\"digest\":\"" D64 "\",\"chunks\":[]},{\"path\":\"caf\\u00e9\",\"type\":"
+                     "\"symlink\",\"mode\":511,\"target\":\"d/f.0001.exr\",\"x\":[1.5e-3,null]}]}";
+  size_t blen = strlen(base);
+  static const char alphabet[] = "{}[],:\"\\0123456789.-+eEtrufalsn \n\xc3\xa9\x80\xff/u";
+  uint64_t seed = 12345;
+  char buf[1024];
+  int accepted = 0;
+  for (int i = 0; i < 20000; i++) {
+    seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+    size_t at = (size_t)(seed >> 33) % blen;
+    char c = alphabet[(seed >> 13) % (sizeof alphabet - 1)];
+    size_t len = blen;
+    memcpy(buf, base, blen);
+    switch ((seed >> 7) % 3) {
+    case 0: buf[at] = c; break; /* flip */
+    case 1: len = at; break;    /* cut */
+    default:                    /* insert */
+      memmove(buf + at + 1, buf + at, blen - at);
+      buf[at] = c;
+      len = blen + 1;
+    }
+    br_xfer_manifest *p = NULL;
+    br_error err;
+    br_error_clear(&err);
+    int rc = br_xfer_manifest_parse(buf, len, &p, &err);
+    json_t *j = json_loadb(buf, len, JSON_REJECT_DUPLICATES, NULL);
+    if (rc == BR_OK && !j)
+      br_test_fail(__FILE__, __LINE__, "took what jansson refuses: %.*s", (int)len, buf);
+    if (rc != BR_OK && !err.msg[0]) br_test_fail(__FILE__, __LINE__, "refused with no message");
+    accepted += rc == BR_OK;
+    json_decref(j);
+    br_xfer_manifest_free(p);
+  }
+  CHECK(accepted > 0); /* some mutations keep it valid (a digit, a space) */
 }
 
 TEST(bundle_roundtrip_and_truncation) {

@@ -179,6 +179,43 @@ int br_xfer__hcache_put(br_xfer__hcache *c, const struct stat *st, int64_t chunk
 int br_xfer__hcache_begin(br_xfer__hcache *c);
 int br_xfer__hcache_commit(br_xfer__hcache *c);
 
+/* ---- JSON scanner (jscan.c): manifests and digest lists, read in place ----
+ * Values are taken in document order: begin an object or array, then
+ * member()/element() until they return 0 (the close), reading each value
+ * with string/int/digest/skip or a nested begin. The typed readers return
+ * 1 with the value, 0 when the value is valid JSON of another type (it is
+ * skipped), -1 on a syntax error. After any error every call fails and
+ * msg says what and where ("JSON error at line L, column C: ..."). */
+#define BR_XFER__JSCAN_DEPTH 64
+typedef struct br_xfer__jscan {
+  const char *begin, *p, *end;
+  char *str; /* the last string or key read, decoded and NUL-terminated */
+  size_t str_len, str_cap;
+  int depth;
+  bool failed;
+  char msg[160];
+} br_xfer__jscan;
+void br_xfer__jscan_init(br_xfer__jscan *s, const char *text, size_t len);
+void br_xfer__jscan_free(br_xfer__jscan *s);
+/* The next character that is not whitespace (not taken), 0 at the end. */
+int br_xfer__jscan_peek(br_xfer__jscan *s);
+/* Takes '{' or '['. */
+bool br_xfer__jscan_begin(br_xfer__jscan *s, char open);
+/* 1: a member follows, its key in s->str; 0: '}' taken; -1: an error.
+ * *first starts true for each object. */
+int br_xfer__jscan_member(br_xfer__jscan *s, bool *first);
+/* 1: an element follows; 0: ']' taken; -1: an error. */
+int br_xfer__jscan_element(br_xfer__jscan *s, bool *first);
+int br_xfer__jscan_string(br_xfer__jscan *s);
+int br_xfer__jscan_int(br_xfer__jscan *s, int64_t *v);
+/* A string of 64 hex digits; 0 for any other value (taken). */
+int br_xfer__jscan_digest(br_xfer__jscan *s, br_xfer_digest *d);
+bool br_xfer__jscan_skip(br_xfer__jscan *s);
+/* Only whitespace is left. */
+bool br_xfer__jscan_end(br_xfer__jscan *s);
+/* Records an error of the caller's at the scanner's place; returns -1. */
+int br_xfer__jscan_error(br_xfer__jscan *s, const char *what);
+
 /* ---- depot object store (store.c) ---- */
 
 typedef struct br_xfer__index br_xfer__index;
