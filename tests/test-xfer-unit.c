@@ -387,6 +387,63 @@ TEST(manifest_mutations_never_looser_than_jansson) {
   CHECK(accepted > 0); /* some mutations keep it valid (a digit, a space) */
 }
 
+/* The lists of the missing and fetch questions: read back what is written,
+ * bounded, every digest checked, the flag beside the list read. */
+TEST(digest_lists_read_and_written) {
+  br_xfer_digest ds[3], *got = NULL;
+  for (int i = 0; i < 3; i++) br_xfer_sha256(&i, sizeof i, &ds[i]);
+  size_t len = 0, n = 0;
+  char *js = br_xfer__digest_list_json("missing", ds, 3, &len);
+  CHECK_EQ_INT(strlen(js), len);
+  json_t *j = json_loadb(js, len, 0, NULL); /* what jansson reads too */
+  CHECK(json_array_size(json_object_get(j, "missing")) == 3);
+  json_decref(j);
+  br_error err;
+  br_error_clear(&err);
+  CHECK_EQ_INT(br_xfer__digest_list_parse(js, len, "missing", 10, &got, &n, NULL, NULL, &err),
+               BR_OK);
+  CHECK_EQ_INT(n, 3);
+  CHECK(memcmp(got, ds, sizeof ds) == 0);
+  free(got);
+  CHECK(br_xfer__digest_list_parse(js, len, "missing", 2, &got, &n, NULL, NULL, &err) != BR_OK);
+  CHECK_CONTAINS(err.msg, "too many digests");
+  CHECK(got == NULL && n == 0);
+  free(js);
+  js = br_xfer__digest_list_json("missing", NULL, 0, &len);
+  CHECK_EQ_STR(js, "{\"missing\":[]}");
+  CHECK_EQ_INT(br_xfer__digest_list_parse(js, len, "missing", 10, &got, &n, NULL, NULL, &err),
+               BR_OK);
+  CHECK_EQ_INT(n, 0);
+  free(got);
+  free(js);
+  bool z = false;
+  const char *fetch = " {\"zstd\" : true, \"other\":[{}], \"chunks\":[\"" D64 "\"]} ";
+  CHECK_EQ_INT(br_xfer__digest_list_parse(fetch, strlen(fetch), "chunks", 10, &got, &n, "zstd",
+                                          &z, &err),
+               BR_OK);
+  CHECK(z);
+  CHECK_EQ_INT(n, 1);
+  free(got);
+  const char *bad[] = {
+      "{\"chunks\":[\"" D64 "\",\"abc\"]}", /* a short digest */
+      "{\"chunks\":[\"" D64 "\",7]}",       /* not a string */
+      "{\"chunks\":\"" D64 "\"}",           /* not a list */
+      "{\"list\":[]}",                      /* no chunks */
+      "{\"chunks\":[]",                     /* cut */
+      "{\"chunks\":[]} []",                 /* more after */
+      "[\"" D64 "\"]",
+      "",
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    br_error_clear(&err);
+    if (br_xfer__digest_list_parse(bad[i], strlen(bad[i]), "chunks", 10, &got, &n, NULL, NULL,
+                                   &err) == BR_OK)
+      br_test_fail(__FILE__, __LINE__, "accepted %s", bad[i]);
+    CHECK(err.msg[0] != 0);
+    CHECK(got == NULL);
+  }
+}
+
 TEST(bundle_roundtrip_and_truncation) {
   br_xfer__buf b = {0};
   CHECK_EQ_INT(br_xfer__bundle_begin(&b), BR_OK);

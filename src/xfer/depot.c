@@ -177,45 +177,28 @@ static const char *forbidden_msg(const br_depot *d, br_depot_access access) {
          "(or use braid server's depot with an admin token)";
 }
 
-/* Parses {"chunks":[hex...]} into a digest array. */
-static int parse_list(const request *rq, br_xfer_digest **out, size_t *n, json_t **root,
+/* Parses {"chunks":[hex...]} into a digest array (and "zstd", when asked). */
+static int parse_list(const request *rq, br_xfer_digest **out, size_t *n, bool *zstd,
                       br_error *err) {
-  json_error_t je;
-  *root = json_loadb((const char *)rq->body.data, rq->body.len, 0, &je);
-  json_t *list = *root ? json_object_get(*root, "chunks") : NULL;
-  if (!json_is_array(list)) return br_error_set(err, BR_EINVAL, "expected {\"chunks\":[...]}");
-  *n = json_array_size(list);
-  if (*n > MAX_LIST) return br_error_set(err, BR_EINVAL, "too many digests in one request");
-  *out = calloc(*n ? *n : 1, sizeof **out);
-  if (!*out) return br_error_set(err, BR_ENOMEM, "out of memory");
-  for (size_t i = 0; i < *n; i++)
-    if (br_xfer_digest_parse(json_string_value(json_array_get(list, i)), &(*out)[i]))
-      return br_error_set(err, BR_EINVAL, "bad digest at %zu", i);
-  return BR_OK;
+  return br_xfer__digest_list_parse((const char *)rq->body.data, rq->body.len, "chunks",
+                                    MAX_LIST, out, n, zstd ? "zstd" : NULL, zstd, err);
 }
 
 static enum MHD_Result do_missing(br_depot *d, struct MHD_Connection *c, request *rq) {
   br_error err = {0};
   br_xfer_digest *ds = NULL;
-  size_t n = 0;
-  json_t *root = NULL;
-  if (parse_list(rq, &ds, &n, &root, &err)) {
-    free(ds);
-    json_decref(root);
+  size_t n = 0, k = 0;
+  if (parse_list(rq, &ds, &n, NULL, &err))
     return reply_error(c, (unsigned)status_of(err.code), err.msg);
-  }
-  json_t *missing = json_array();
-  char hex[BR_XFER_HEX_LEN + 1];
   br_xfer__index_batch_begin(&d->store);
   for (size_t i = 0; i < n; i++)
-    if (!br_xfer__store_has(&d->store, &ds[i])) {
-      br_xfer_digest_hex(&ds[i], hex);
-      json_array_append_new(missing, json_string(hex));
-    }
+    if (!br_xfer__store_has(&d->store, &ds[i])) ds[k++] = ds[i];
   br_xfer__index_batch_end(&d->store);
+  size_t len = 0;
+  char *body = br_xfer__digest_list_json("missing", ds, k, &len);
   free(ds);
-  json_decref(root);
-  return reply_json(c, MHD_HTTP_OK, json_pack("{so}", "missing", missing));
+  if (!body) return reply_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "out of memory");
+  return reply(c, MHD_HTTP_OK, "application/json", body, len, NULL, NULL);
 }
 
 static enum MHD_Result do_upload(br_depot *d, struct MHD_Connection *c, request *rq) {
@@ -403,14 +386,9 @@ static enum MHD_Result do_fetch(br_depot *d, struct MHD_Connection *c, request *
   br_error err = {0};
   br_xfer_digest *ds = NULL;
   size_t n = 0;
-  json_t *root = NULL;
-  if (parse_list(rq, &ds, &n, &root, &err)) {
-    free(ds);
-    json_decref(root);
+  bool zstd = false;
+  if (parse_list(rq, &ds, &n, &zstd, &err))
     return reply_error(c, (unsigned)status_of(err.code), err.msg);
-  }
-  bool zstd = json_is_true(json_object_get(root, "zstd"));
-  json_decref(root);
   br_xfer__buf out = {0};
   br_xfer__bundle_begin(&out);
   int64_t total = 0;

@@ -347,3 +347,90 @@ bool br_xfer__jscan_end(br_xfer__jscan *s) {
 }
 
 int br_xfer__jscan_error(br_xfer__jscan *s, const char *what) { return fail(s, "%s", what); }
+
+int br_xfer__jscan_bool(br_xfer__jscan *s, bool *v) {
+  int c = br_xfer__jscan_peek(s);
+  if (s->failed) return -1;
+  if (c != 't' && c != 'f') return skip_value(s) ? -1 : 0;
+  *v = c == 't';
+  return literal(s, *v ? "true" : "false") ? -1 : 1;
+}
+
+int br_xfer__digest_list_parse(const char *text, size_t len, const char *key, size_t max,
+                               br_xfer_digest **out, size_t *n, const char *flag, bool *flagv,
+                               br_error *err) {
+  *out = NULL;
+  *n = 0;
+  br_xfer__jscan s;
+  br_xfer__jscan_init(&s, text, len);
+  size_t cap = 0;
+  bool first = true, found = false;
+  int r, rc = BR_OK;
+  if (br_xfer__jscan_peek(&s) != '{') goto shape;
+  br_xfer__jscan_begin(&s, '{');
+  while (!rc && (r = br_xfer__jscan_member(&s, &first)) == 1) {
+    if (flag && strcmp(s.str, flag) == 0) {
+      if (br_xfer__jscan_bool(&s, flagv) < 0) break;
+      continue;
+    }
+    if (strcmp(s.str, key) != 0 || found) {
+      br_xfer__jscan_skip(&s);
+      continue;
+    }
+    found = true;
+    if (br_xfer__jscan_peek(&s) != '[') goto shape;
+    br_xfer__jscan_begin(&s, '[');
+    for (bool efirst = true; !rc && (r = br_xfer__jscan_element(&s, &efirst)) == 1;) {
+      if (*n == max) {
+        rc = br_error_set(err, BR_EINVAL, "too many digests in one request (limit %zu)", max);
+      } else if (*n == cap) {
+        cap = cap ? cap * 2 : 1024;
+        void *p = realloc(*out, cap * sizeof **out);
+        if (p) *out = p;
+        else rc = br_error_set(err, BR_ENOMEM, "out of memory");
+      }
+      if (rc || (r = br_xfer__jscan_digest(&s, &(*out)[*n])) < 0) break;
+      if (r == 0) rc = br_error_set(err, BR_EINVAL, "bad digest at %zu", *n);
+      (*n)++;
+    }
+  }
+  if (!rc && !br_xfer__jscan_end(&s))
+    rc = br_error_set(err, BR_EINVAL, "%s", s.msg);
+  if (!rc && !found) goto shape;
+  br_xfer__jscan_free(&s);
+  if (rc) {
+    free(*out);
+    *out = NULL;
+    *n = 0;
+  }
+  return rc;
+shape:
+  br_xfer__jscan_free(&s);
+  free(*out);
+  *out = NULL;
+  *n = 0;
+  return br_error_set(err, BR_EINVAL, "expected {\"%s\":[digests...]}", key);
+}
+
+char *br_xfer__digest_list_json(const char *key, const br_xfer_digest *ds, size_t n,
+                                size_t *len) {
+  size_t klen = strlen(key), cap = klen + 8 + n * (BR_XFER_HEX_LEN + 3);
+  char *s = malloc(cap), *q = s;
+  if (!s) return NULL;
+  *q++ = '{';
+  *q++ = '"';
+  memcpy(q, key, klen);
+  q += klen;
+  memcpy(q, "\":[", 3);
+  q += 3;
+  for (size_t i = 0; i < n; i++) {
+    if (i) *q++ = ',';
+    *q++ = '"';
+    br_xfer_digest_hex(&ds[i], q); /* writes a NUL after, overwritten next */
+    q += BR_XFER_HEX_LEN;
+    *q++ = '"';
+  }
+  memcpy(q, "]}", 3);
+  *len = (size_t)(q + 2 - s);
+  return s;
+}

@@ -458,23 +458,25 @@ oom:
 static int missing_done(br_xfer__req *r, br_error *err) {
   batch *b = r->ctx;
   push *p = b->p;
-  json_t *o = json_loadb((const char *)r->resp.data, r->resp.len, 0, NULL);
-  json_t *list = o ? json_object_get(o, "missing") : NULL;
-  if (!json_is_array(list)) {
-    json_decref(o);
-    br_error_set(err, BR_ENET, "depot: malformed answer to 'missing'");
+  br_xfer_digest *list = NULL;
+  size_t n = 0;
+  br_error perr;
+  br_error_clear(&perr);
+  if (br_xfer__digest_list_parse((const char *)r->resp.data, r->resp.len, "missing", b->nrefs,
+                                 &list, &n, NULL, NULL, &perr)) {
+    br_error_set(err, BR_ENET, "depot: malformed answer to 'missing': %s", perr.msg);
     return BR_XFER__RETRY;
   }
   qsort(b->refs, b->nrefs, sizeof *b->refs, cmp_cref_digest);
   for (size_t i = 0; i < b->nrefs; i++) b->refs[i]->need = false;
-  for (size_t i = 0; i < json_array_size(list); i++) {
+  for (size_t i = 0; i < n; i++) {
     cref key;
     cref *kp = &key;
-    if (br_xfer_digest_parse(json_string_value(json_array_get(list, i)), &key.d)) continue;
+    key.d = list[i];
     cref **hit = bsearch(&kp, b->refs, b->nrefs, sizeof *b->refs, cmp_cref_digest);
     if (hit) (*hit)->need = true;
   }
-  json_decref(o);
+  free(list);
   p->asking--;
   for (size_t i = 0; i < b->nrefs; i++) {
     cref *c = b->refs[i];

@@ -213,8 +213,18 @@ int br_xfer__jscan_digest(br_xfer__jscan *s, br_xfer_digest *d);
 bool br_xfer__jscan_skip(br_xfer__jscan *s);
 /* Only whitespace is left. */
 bool br_xfer__jscan_end(br_xfer__jscan *s);
+int br_xfer__jscan_bool(br_xfer__jscan *s, bool *v);
 /* Records an error of the caller's at the scanner's place; returns -1. */
 int br_xfer__jscan_error(br_xfer__jscan *s, const char *what);
+/* {"KEY":[hex...], ...}: a malloc'd array of the digests listed under key
+ * (at most max of them). Other members are skipped, except flag (may be
+ * NULL), read as a boolean into *flagv when it is there. */
+int br_xfer__digest_list_parse(const char *text, size_t len, const char *key, size_t max,
+                               br_xfer_digest **out, size_t *n, const char *flag, bool *flagv,
+                               br_error *err);
+/* The text {"KEY":["hex",...]} (malloc'd, NUL-terminated, *len bytes). */
+char *br_xfer__digest_list_json(const char *key, const br_xfer_digest *ds, size_t n,
+                                size_t *len);
 
 /* ---- depot object store (store.c) ---- */
 
