@@ -29,7 +29,9 @@
 
 typedef struct bench {
   char dir[512];
-  br_depot *depot;
+  br_depot *depot;   /* in this process, without --braid */
+  const char *braid; /* else the depot is `braid depot`, a process of its own */
+  pid_t depot_pid;
   int dport, rport;
   pid_t rsyncd;
   char cache[600];
@@ -40,10 +42,11 @@ typedef struct bench {
 
 static double now(void) { return xp_now(); }
 
-static pid_t rsyncd_pid; /* stopped on the way out, even by die() */
+static pid_t rsyncd_pid, depot_pid; /* stopped on the way out, even by die() */
 
 static void die(const char *fmt, const char *arg) {
   if (rsyncd_pid > 0) kill(rsyncd_pid, SIGTERM);
+  if (depot_pid > 0) kill(depot_pid, SIGTERM);
   fprintf(stderr, "bench-transfer: ");
   fprintf(stderr, fmt, arg);
   fputc('\n', stderr);
@@ -107,11 +110,52 @@ static int free_port(void) {
 }
 
 /* A depot on a fresh root (the last one stops). */
-static void depot_at(bench *b, const char *name) {
+static void depot_stop(bench *b) {
   if (b->depot) br_depot_stop(b->depot);
-  br_depot_opts o = {0};
+  b->depot = NULL;
+  if (b->depot_pid > 0) {
+    kill(b->depot_pid, SIGTERM);
+    waitpid(b->depot_pid, NULL, 0);
+  }
+  b->depot_pid = depot_pid = 0;
+}
+
+/* A fresh depot on DIR/name: `braid depot` in a process of its own, as a
+ * studio runs it (with --braid), or a depot in this process. */
+static void depot_at(bench *b, const char *name) {
+  depot_stop(b);
   char root[1024];
   snprintf(root, sizeof root, "%s/%s", b->dir, name);
+  if (b->braid) {
+    char listen[64], log[1100];
+    b->dport = free_port();
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", b->dport);
+    snprintf(log, sizeof log, "%s.log", root);
+    b->depot_pid = depot_pid = fork();
+    if (b->depot_pid == 0) {
+      int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      if (fd >= 0) dup2(fd, 1), dup2(fd, 2);
+      execl(b->braid, b->braid, "depot", "--root", root, "--listen", listen, "--token-file",
+            b->tokens, (char *)NULL);
+      _exit(127);
+    }
+    /* ready once it accepts a connection */
+    for (int i = 0;; i++) {
+      int fd = socket(AF_INET, SOCK_STREAM, 0);
+      struct sockaddr_in sa = {0};
+      sa.sin_family = AF_INET;
+      sa.sin_port = htons((uint16_t)b->dport);
+      sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      int ok = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+      close(fd);
+      if (ok) break;
+      if (i == 500 || waitpid(b->depot_pid, NULL, WNOHANG) != 0)
+        die("braid depot did not start: see %s", log);
+      usleep(10000);
+    }
+    return;
+  }
+  br_depot_opts o = {0};
   o.root = root;
   o.listen = "127.0.0.1:0";
   o.token_file = b->tokens;
@@ -158,7 +202,7 @@ static void start(bench *b) {
 }
 
 static void stop(bench *b) {
-  br_depot_stop(b->depot);
+  depot_stop(b);
   if (b->rsyncd > 0) {
     kill(b->rsyncd, SIGTERM);
     waitpid(b->rsyncd, NULL, 0);
@@ -401,7 +445,7 @@ int main(int argc, char **argv) {
   double scale = 1;
   int repeat = 1;
   bool keep = false;
-  const char *dir = NULL, *only = NULL;
+  const char *dir = NULL, *only = NULL, *braid = NULL;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--quick")) scale = 0.1;
     else if (!strcmp(argv[i], "--scale") && i + 1 < argc) scale = atof(argv[++i]);
@@ -409,9 +453,12 @@ int main(int argc, char **argv) {
     else if (!strcmp(argv[i], "--dir") && i + 1 < argc) dir = argv[++i];
     else if (!strcmp(argv[i], "--keep")) keep = true;
     else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
+    else if (!strcmp(argv[i], "--braid") && i + 1 < argc) braid = argv[++i];
     else {
       printf("usage: bench-transfer [--quick] [--scale F] [--repeat N] [--dir DIR] [--keep]\n"
-             "                      [--only small|medium|large|latency]\n");
+             "                      [--only small|medium|large|latency] [--braid PATH]\n"
+             "  --braid PATH: the depot is `PATH depot`, a process of its own (as deployed);\n"
+             "                without it, a depot in this process\n");
       return strcmp(argv[i], "--help") == 0 ? 0 : 2;
     }
   }
@@ -420,6 +467,7 @@ int main(int argc, char **argv) {
   bench b;
   memset(&b, 0, sizeof b);
   b.repeat = repeat < 1 ? 1 : repeat > MAX_REPEAT ? MAX_REPEAT : repeat;
+  b.braid = braid;
   if (dir) snprintf(b.dir, sizeof b.dir, "%s", dir);
   else snprintf(b.dir, sizeof b.dir, "/var/tmp/braid-bench-%d", (int)getpid());
   char cmd[8192];
@@ -428,6 +476,7 @@ int main(int argc, char **argv) {
   start(&b);
   printf("bench-transfer: scale %.2f, work dir %s, ratio = rsync time / braid time\n", scale,
          b.dir);
+  printf("depot: %s\n", braid ? "braid depot, a process of its own" : "in the bench's process");
   if (b.repeat > 1) printf("each row: the median of %d runs\n", b.repeat);
   int n1 = (int)(10000 * scale), n2 = (int)(1000 * scale), n4 = (int)(2000 * scale);
   int64_t big = (int64_t)(2048.0 * 1024 * 1024 * scale);
