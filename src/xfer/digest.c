@@ -45,6 +45,18 @@ int br_xfer__digest_cmp(const br_xfer_digest *a, const br_xfer_digest *b) {
   return memcmp(a->b, b->b, BR_XFER_DIGEST_LEN);
 }
 
+int br_xfer__dvec_add(br_xfer__dvec *d, const br_xfer_digest *x) {
+  if (d->n == d->cap) {
+    size_t cap = d->cap ? d->cap * 2 : 256;
+    void *p = realloc(d->v, cap * sizeof *d->v);
+    if (!p) return BR_ENOMEM;
+    d->v = p;
+    d->cap = cap;
+  }
+  d->v[d->n++] = *x;
+  return BR_OK;
+}
+
 void br_xfer_file_digest(const br_xfer_digest *chunks, size_t n, br_xfer_digest *out) {
   br_xfer_sha256(chunks, n * sizeof *chunks, out);
 }

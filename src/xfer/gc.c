@@ -25,33 +25,16 @@
 #include <time.h>
 #include <unistd.h>
 
-typedef struct dvec {
-  br_xfer_digest *v;
-  size_t n, cap;
-} dvec;
-
-static int dvec_add(dvec *d, const br_xfer_digest *x) {
-  if (d->n == d->cap) {
-    size_t cap = d->cap ? d->cap * 2 : 4096;
-    void *p = realloc(d->v, cap * sizeof *d->v);
-    if (!p) return BR_ENOMEM;
-    d->v = p;
-    d->cap = cap;
-  }
-  d->v[d->n++] = *x;
-  return BR_OK;
-}
-
 static int cmp_digest(const void *a, const void *b) {
   return br_xfer__digest_cmp(a, b);
 }
 
-static bool live(const dvec *d, const br_xfer_digest *x) {
+static bool live(const br_xfer__dvec *d, const br_xfer_digest *x) {
   return d->n && bsearch(x, d->v, d->n, sizeof *d->v, cmp_digest) != NULL;
 }
 
 /* Marks the chunks of every live version under dirfd (a snapshots/ tree). */
-static int mark_dir(int dirfd, const char *rel, dvec *marks, int64_t *snapshots,
+static int mark_dir(int dirfd, const char *rel, br_xfer__dvec *marks, int64_t *snapshots,
                     br_error *err) {
   int fd = dup(dirfd);
   DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
@@ -106,7 +89,7 @@ static int mark_dir(int dirfd, const char *rel, dvec *marks, int64_t *snapshots,
         (*snapshots)++;
         for (size_t i = 0; i < m->nentries && rc == BR_OK; i++)
           for (size_t c = 0; c < m->entries[i].nchunks && rc == BR_OK; c++)
-            if (dvec_add(marks, &m->entries[i].chunks[c]))
+            if (br_xfer__dvec_add(marks, &m->entries[i].chunks[c]))
               rc = br_error_set(err, BR_ENOMEM, "out of memory");
         br_xfer_manifest_free(m);
       }
@@ -150,7 +133,7 @@ static int take_obj(void *ud, int64_t pack, const char *name, const br_xfer_dige
 }
 
 /* Moves the live objects of one pack (objs[0..n), all of it) to a new pack. */
-static int repack(br_xfer__store *s, const pobj *objs, size_t n, const dvec *marks,
+static int repack(br_xfer__store *s, const pobj *objs, size_t n, const br_xfer__dvec *marks,
                   br_error *err) {
   char rel[80];
   snprintf(rel, sizeof rel, "packs/%s", objs[0].name);
@@ -208,7 +191,7 @@ int br_depot_gc(const char *root, int64_t grace_s, bool dry_run, br_depot_gc_res
     return br_error_set(err, BR_EIO, "%s/gc.lock: %s", root, strerror(-lock));
   }
   time_t cutoff = time(NULL) - (time_t)grace_s;
-  dvec marks = {0};
+  br_xfer__dvec marks = {0};
   pvec objs = {0};
   int64_t *dead = NULL;
   size_t ndead = 0;

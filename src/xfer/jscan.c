@@ -359,57 +359,44 @@ int br_xfer__jscan_bool(br_xfer__jscan *s, bool *v) {
 int br_xfer__digest_list_parse(const char *text, size_t len, const char *key, size_t max,
                                br_xfer_digest **out, size_t *n, const char *flag, bool *flagv,
                                br_error *err) {
-  *out = NULL;
-  *n = 0;
   br_xfer__jscan s;
   br_xfer__jscan_init(&s, text, len);
-  size_t cap = 0;
-  bool first = true, found = false;
+  br_xfer__dvec ds = {0};
+  bool first = true, found = false, shape = br_xfer__jscan_peek(&s) != '{';
   int r, rc = BR_OK;
-  if (br_xfer__jscan_peek(&s) != '{') goto shape;
-  br_xfer__jscan_begin(&s, '{');
-  while (!rc && (r = br_xfer__jscan_member(&s, &first)) == 1) {
+  if (!shape) br_xfer__jscan_begin(&s, '{');
+  while (!shape && !rc && (r = br_xfer__jscan_member(&s, &first)) == 1) {
     if (flag && strcmp(s.str, flag) == 0) {
       if (br_xfer__jscan_bool(&s, flagv) < 0) break;
-      continue;
-    }
-    if (strcmp(s.str, key) != 0 || found) {
+    } else if (strcmp(s.str, key) != 0 || found) {
       br_xfer__jscan_skip(&s);
-      continue;
-    }
-    found = true;
-    if (br_xfer__jscan_peek(&s) != '[') goto shape;
-    br_xfer__jscan_begin(&s, '[');
-    for (bool efirst = true; !rc && (r = br_xfer__jscan_element(&s, &efirst)) == 1;) {
-      if (*n == max) {
-        rc = br_error_set(err, BR_EINVAL, "too many digests in one request (limit %zu)", max);
-      } else if (*n == cap) {
-        cap = cap ? cap * 2 : 1024;
-        void *p = realloc(*out, cap * sizeof **out);
-        if (p) *out = p;
-        else rc = br_error_set(err, BR_ENOMEM, "out of memory");
+    } else if (!(shape = br_xfer__jscan_peek(&s) != '[')) {
+      found = true;
+      br_xfer__jscan_begin(&s, '[');
+      for (bool efirst = true; !rc && (r = br_xfer__jscan_element(&s, &efirst)) == 1;) {
+        br_xfer_digest d = {{0}};
+        if (ds.n == max)
+          rc = br_error_set(err, BR_EINVAL, "too many digests in one request (limit %zu)", max);
+        else if ((r = br_xfer__jscan_digest(&s, &d)) < 0)
+          break;
+        else if (r == 0)
+          rc = br_error_set(err, BR_EINVAL, "bad digest at %zu", ds.n);
+        else if (br_xfer__dvec_add(&ds, &d))
+          rc = br_error_set(err, BR_ENOMEM, "out of memory");
       }
-      if (rc || (r = br_xfer__jscan_digest(&s, &(*out)[*n])) < 0) break;
-      if (r == 0) rc = br_error_set(err, BR_EINVAL, "bad digest at %zu", *n);
-      (*n)++;
     }
   }
-  if (!rc && !br_xfer__jscan_end(&s))
-    rc = br_error_set(err, BR_EINVAL, "%s", s.msg);
-  if (!rc && !found) goto shape;
+  if (!rc && !shape && !br_xfer__jscan_end(&s)) rc = br_error_set(err, BR_EINVAL, "%s", s.msg);
+  if (!rc && (shape || !found))
+    rc = br_error_set(err, BR_EINVAL, "expected {\"%s\":[digests...]}", key);
   br_xfer__jscan_free(&s);
   if (rc) {
-    free(*out);
-    *out = NULL;
-    *n = 0;
+    free(ds.v);
+    ds = (br_xfer__dvec){0};
   }
+  *out = ds.v;
+  *n = ds.n;
   return rc;
-shape:
-  br_xfer__jscan_free(&s);
-  free(*out);
-  *out = NULL;
-  *n = 0;
-  return br_error_set(err, BR_EINVAL, "expected {\"%s\":[digests...]}", key);
 }
 
 char *br_xfer__digest_list_json(const char *key, const br_xfer_digest *ds, size_t n,

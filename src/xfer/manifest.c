@@ -228,16 +228,11 @@ static int check_chunks(const br_xfer_entry *e, int64_t chunk_size, br_error *er
   return BR_OK;
 }
 
-typedef struct scratch {
-  br_xfer_digest *v;
-  size_t n, cap;
-} scratch;
-
 /* One entry, members in any order; checked once its '}' is read. The
  * chunk count needs the chunk size: checked here when it came before the
  * files (as braid writes it), else by the caller at the end. */
 static int parse_entry(br_xfer__jscan *s, int64_t chunk_size, br_xfer_entry *e, size_t idx,
-                       scratch *cs, br_error *err) {
+                       br_xfer__dvec *cs, br_error *err) {
   memset(e, 0, sizeof *e);
   if (br_xfer__jscan_peek(s) != '{') {
     if (s->failed || !br_xfer__jscan_skip(s)) return syntax(s, err);
@@ -296,16 +291,10 @@ static int parse_entry(br_xfer__jscan *s, int64_t chunk_size, br_xfer_entry *e, 
       }
       chunks_ok = br_xfer__jscan_begin(s, '[');
       for (bool cfirst = true; (r = br_xfer__jscan_element(s, &cfirst)) == 1;) {
-        if (cs->n == cs->cap) {
-          size_t cap = cs->cap ? cs->cap * 2 : 64;
-          void *p = realloc(cs->v, cap * sizeof *cs->v);
-          if (!p) return br_error_set(err, BR_ENOMEM, "out of memory");
-          cs->v = p;
-          cs->cap = cap;
-        }
-        if ((r = br_xfer__jscan_digest(s, &cs->v[cs->n])) < 0) break;
+        br_xfer_digest d = {{0}};
+        if ((r = br_xfer__jscan_digest(s, &d)) < 0) break;
         if (r == 0) chunk_bad = true;
-        cs->n++;
+        if (br_xfer__dvec_add(cs, &d)) return br_error_set(err, BR_ENOMEM, "out of memory");
       }
       break;
     case K_TARGET:
@@ -355,7 +344,7 @@ static int parse_entry(br_xfer__jscan *s, int64_t chunk_size, br_xfer_entry *e, 
 static int parse_files(br_xfer__jscan *s, br_xfer_manifest *m, int64_t chunk_size,
                        br_error *err) {
   if (!br_xfer__jscan_begin(s, '[')) return syntax(s, err);
-  scratch cs = {0};
+  br_xfer__dvec cs = {0};
   bool first = true;
   int r, rc = BR_OK;
   while (!rc && (r = br_xfer__jscan_element(s, &first)) == 1) {

@@ -22,6 +22,13 @@
 int br_xfer__hash_fd(int fd, int64_t size, int64_t chunk_size, br_xfer_digest *file,
                      br_xfer_digest **chunks, size_t *nchunks, br_error *err);
 int br_xfer__digest_cmp(const br_xfer_digest *a, const br_xfer_digest *b);
+/* A growing array of digests; free v when done. */
+typedef struct br_xfer__dvec {
+  br_xfer_digest *v;
+  size_t n, cap;
+} br_xfer__dvec;
+/* Appends x: BR_OK or BR_ENOMEM (d is as it was). */
+int br_xfer__dvec_add(br_xfer__dvec *d, const br_xfer_digest *x);
 
 /* ---- bundles (bundle.c): many chunks in one request or response:
  * "BRB1", then per entry: digest[32], flags u32 (1 = zstd), raw length u32,
