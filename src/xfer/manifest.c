@@ -33,14 +33,20 @@ void br_xfer_manifest_free(br_xfer_manifest *m) {
   free(m);
 }
 
+/* Room for one more entry. */
+static int entry_room(br_xfer_manifest *m, br_error *err) {
+  if (m->nentries < m->cap) return BR_OK;
+  size_t cap = m->cap ? m->cap * 2 : 64;
+  void *p = realloc(m->entries, cap * sizeof *m->entries);
+  if (!p) return br_error_set(err, BR_ENOMEM, "out of memory");
+  m->entries = p;
+  m->cap = cap;
+  return BR_OK;
+}
+
 int br_xfer_manifest_add(br_xfer_manifest *m, const br_xfer_entry *e, br_error *err) {
-  if (m->nentries == m->cap) {
-    size_t cap = m->cap ? m->cap * 2 : 64;
-    void *p = realloc(m->entries, cap * sizeof *m->entries);
-    if (!p) return br_error_set(err, BR_ENOMEM, "out of memory");
-    m->entries = p;
-    m->cap = cap;
-  }
+  int rc = entry_room(m, err);
+  if (rc) return rc;
   br_xfer_entry *d = &m->entries[m->nentries];
   *d = *e;
   d->path = strdup(e->path);
@@ -353,16 +359,7 @@ static int parse_files(br_xfer__jscan *s, br_xfer_manifest *m, int64_t chunk_siz
                         BR_XFER_MAX_ENTRIES);
       break;
     }
-    if (m->nentries == m->cap) {
-      size_t cap = m->cap ? m->cap * 2 : 1024;
-      void *p = realloc(m->entries, cap * sizeof *m->entries);
-      if (!p) {
-        rc = br_error_set(err, BR_ENOMEM, "out of memory");
-        break;
-      }
-      m->entries = p;
-      m->cap = cap;
-    }
+    if ((rc = entry_room(m, err))) break;
     rc = parse_entry(s, chunk_size, &m->entries[m->nentries], m->nentries, &cs, err);
     m->nentries++; /* freed with the manifest, whole or not */
   }
