@@ -70,33 +70,23 @@ static const char *type_name(int t) {
 
 /* ---- writing ---- */
 
+/* The text so far; once out of memory, every write is dropped. */
 typedef struct wbuf {
-  char *s;
-  size_t len, cap;
+  br_xfer__buf b;
   bool oom;
 } wbuf;
 
+/* Where n more bytes go (and a NUL after them), or NULL. */
 static char *room(wbuf *o, size_t n) {
-  if (o->oom) return NULL;
-  if (o->len + n + 1 > o->cap) {
-    size_t cap = o->cap ? o->cap : 4096;
-    while (cap < o->len + n + 1) cap *= 2;
-    char *p = realloc(o->s, cap);
-    if (!p) {
-      o->oom = true;
-      return NULL;
-    }
-    o->s = p;
-    o->cap = cap;
-  }
-  return o->s + o->len;
+  if (!o->oom && br_xfer__buf_reserve(&o->b, n + 1)) o->oom = true;
+  return o->oom ? NULL : (char *)o->b.data + o->b.len;
 }
 
 static void put(wbuf *o, const char *s, size_t n) {
   char *p = room(o, n);
   if (!p) return;
   memcpy(p, s, n);
-  o->len += n;
+  o->b.len += n;
 }
 
 #define PUT_LIT(o, lit) put(o, lit, sizeof lit - 1)
@@ -130,7 +120,7 @@ static void put_str(wbuf *o, const char *s) {
     }
   }
   *q++ = '"';
-  o->len += (size_t)(q - p);
+  o->b.len += (size_t)(q - p);
 }
 
 static void put_int(wbuf *o, int64_t v) {
@@ -145,7 +135,7 @@ static void put_digest(wbuf *o, const br_xfer_digest *d) {
   p[0] = '"';
   br_xfer_digest_hex(d, p + 1);
   p[BR_XFER_HEX_LEN + 1] = '"';
-  o->len += BR_XFER_HEX_LEN + 2;
+  o->b.len += BR_XFER_HEX_LEN + 2;
 }
 
 char *br_xfer_manifest_dump(const br_xfer_manifest *m) {
@@ -191,11 +181,11 @@ char *br_xfer_manifest_dump(const br_xfer_manifest *m) {
   }
   PUT_LIT(&o, "]}");
   if (o.oom) {
-    free(o.s);
+    br_xfer__buf_free(&o.b);
     return NULL;
   }
-  o.s[o.len] = 0; /* room() always leaves a byte for it */
-  return o.s;
+  o.b.data[o.b.len] = 0; /* room() always leaves a byte for it */
+  return (char *)o.b.data; /* pool memory is malloc'd: the caller frees it */
 }
 
 /* ---- reading ---- */
