@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one list of braid's dependencies: Debian packages only.
-# Installs whatever is missing (needs root, or sudo). Called by bootstrap.sh and test.sh.
+# Installs whatever is missing (needs root, or sudo). Called by bootstrap.sh and test.sh;
+# `deps.sh --fuzz` also installs what scripts/fuzz.sh needs.
 set -euo pipefail
 PKGS=(
   build-essential cmake pkg-config git
@@ -19,6 +20,9 @@ PKGS=(
   rsync                           # baseline for bench/transfer
   slurmctld slurmd slurm-client munge   # the slurm executor: a private test cluster (scripts/slurm-cluster.sh)
 )
+if [ "${1:-}" = "--fuzz" ]; then
+  PKGS+=(clang libclang-rt-dev)   # libFuzzer (scripts/fuzz.sh; the tests replay without it)
+fi
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -316,6 +316,7 @@ TEST(manifest_json_read_strictly) {
       "{\"format\":1,\"chunk_size\":65536,\"files\":[],\"n\":99999999999999999999}",
       "{\"format\":1,\"chunk_size\":65536,\"files\":[],\"n\":-}",
       "{\"format\":1,\"chunk_size\":65536,\"files\":[],\"n\":1.}",
+      "{\"format\":1,\"chunk_size\":65536,\"files\":[],\"n\":-1.5E309}", /* past a double */
       "{\"format\":1,\"chunk_size\":65536,\"files\":[],\"n\":tru}",
       "{\"format\":1,\"format\":1,\"chunk_size\":65536,\"files\":[]}", /* a key twice */
       "{\"format\":1,\"chunk_size\":65536,\"files\":[{\"path\":\"a\",\"path\":\"b\"}]}",

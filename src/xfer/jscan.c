@@ -4,11 +4,12 @@
  * MB/s here, on the path of every commit, pull and gc; this reads the text
  * once, in place, and hands the caller each value as it comes, with no tree.
  * It checks what RFC 8259 asks (UTF-8, escapes, no control characters,
- * number syntax) and refuses NUL in strings, integers beyond int64 and
- * nesting deeper than BR_XFER__JSCAN_DEPTH. The first error is kept, with
+ * number syntax) and refuses NUL in strings, integers beyond int64, reals
+ * beyond a double and nesting deeper than BR_XFER__JSCAN_DEPTH. The first error is kept, with
  * its line and column; every call after it fails. */
 #include "xfer_int.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -203,6 +204,7 @@ static bool digit(const br_xfer__jscan *s) {
 /* A number at s->p: 1 and *v for an integer, 0 for a fraction or an
  * exponent (valid, not an integer), -1 on bad syntax or beyond int64. */
 static int scan_number(br_xfer__jscan *s, int64_t *v) {
+  const char *start = s->p;
   bool neg = s->p < s->end && *s->p == '-';
   if (neg) s->p++;
   if (!digit(s)) return fail(s, "bad number");
@@ -232,7 +234,18 @@ static int scan_number(br_xfer__jscan *s, int64_t *v) {
     while (digit(s)) s->p++;
     integer = false;
   }
-  if (!integer) return 0;
+  if (!integer) {
+    /* A real beyond a double's range is an error, as jansson has it (one
+     * that underflows to 0 is not). */
+    size_t n = (size_t)(s->p - start);
+    char small[64], *t = n < sizeof small ? small : malloc(n + 1);
+    if (!t) return fail(s, "out of memory");
+    memcpy(t, start, n);
+    t[n] = 0;
+    bool inf = isinf(strtod(t, NULL));
+    if (t != small) free(t);
+    return inf ? fail(s, "real number out of range") : 0;
+  }
   if (big) return fail(s, "integer out of range");
   *v = neg ? (int64_t)(0 - u) : (int64_t)u;
   return 1;
