@@ -5,8 +5,8 @@
  * once, in place, and hands the caller each value as it comes, with no tree.
  * It checks what RFC 8259 asks (UTF-8, escapes, no control characters,
  * number syntax) and refuses NUL in strings, integers beyond int64, reals
- * beyond a double and nesting deeper than BR_XFER__JSCAN_DEPTH. The first error is kept, with
- * its line and column; every call after it fails. */
+ * beyond a double and nesting deeper than BR_XFER__JSCAN_DEPTH. The first
+ * error is kept, with its line and column; every call after it fails. */
 #include "xfer_int.h"
 
 #include <math.h>
