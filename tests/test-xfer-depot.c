@@ -258,10 +258,26 @@ TEST(plain_bundle_is_its_own_pack) {
   br_xfer__buf_free(&b);
   size_t all[N] = {0, 1, 2, 3, 4, 5}, back[N] = {5, 4, 3, 2, 1, 0}, gaps[3] = {0, 2, 4},
          tail[2] = {3, 4};
-  fetch_check(&x, ds, data, len, all, N);
-  fetch_check(&x, ds, data, len, back, N);
-  fetch_check(&x, ds, data, len, gaps, 3);
-  fetch_check(&x, ds, data, len, tail, 2);
+  /* From the pack cache (both packs were kept as written), then from the
+   * disk (no cache), then read whole into the cache by the first fetch. */
+  for (int pass = 0; pass < 3; pass++) {
+    if (pass) {
+      xu_depot_stop(&x);
+      xu_depot_start_cache(&x, tmp, pass == 1 ? -1 : 0);
+    }
+    fetch_check(&x, ds, data, len, all, N);
+    fetch_check(&x, ds, data, len, back, N);
+    fetch_check(&x, ds, data, len, gaps, 3);
+    fetch_check(&x, ds, data, len, tail, 2);
+    br_depot_cache_stats cs;
+    br_depot_cache_stats_get(x.d, &cs);
+    CHECK_EQ_INT(cs.max, pass == 1 ? 0 : BR_DEPOT_CACHE_DEFAULT);
+    CHECK_EQ_INT(cs.kept, pass == 0 ? 2 : 0);
+    CHECK_EQ_INT(cs.loaded, pass == 2 ? 2 : 0);
+    CHECK_EQ_INT(cs.packs, pass == 1 ? 0 : 2);
+    CHECK_EQ_INT(cs.hits, pass == 0 ? 6 : pass == 1 ? 0 : 4);
+    CHECK_EQ_INT(cs.misses, pass == 2 ? 2 : 0);
+  }
   br_xfer__store st;
   CHECK_EQ_INT(br_xfer__store_open(&st, x.root, NULL), BR_OK);
   int64_t checked = 0;
@@ -271,6 +287,153 @@ TEST(plain_bundle_is_its_own_pack) {
   for (int i = 0; i < N; i++) free(data[i]);
   free(r);
   xu_depot_stop(&x);
+  xu_done(tmp);
+}
+
+/* One upload of m chunks of len bytes (data from seed on): one pack. */
+static void upload_pack(const xu_depot *x, size_t m, size_t len, uint64_t seed, uint8_t **data,
+                        br_xfer_digest *ds) {
+  br_xfer__buf b = {0};
+  br_xfer__bundle_begin(&b);
+  for (size_t i = 0; i < m; i++) {
+    data[i] = malloc(len);
+    xu_fill(data[i], len, seed + i);
+    br_xfer_sha256(data[i], len, &ds[i]);
+    CHECK_EQ_INT(br_xfer__bundle_add(&b, &ds[i], data[i], len, false, NULL), 0);
+  }
+  http_res *r = malloc(sizeof *r);
+  http(x, "POST", "/v1/chunks", XU_TOKEN, b.data, b.len, NULL, r);
+  CHECK_EQ_INT(r->status, 200);
+  free(r);
+  br_xfer__buf_free(&b);
+}
+
+enum { PC_PACKS = 12, PC_M = 4, PC_LEN = 12000 }; /* a body of ~48 KB: a 64 KiB buffer */
+
+typedef struct pc_fetch {
+  const xu_depot *x;
+  const br_xfer_digest *ds;
+  uint8_t *const *data;
+  const size_t *len;
+  const size_t *idx;
+} pc_fetch;
+
+static void *pc_fetch_thread(void *arg) {
+  pc_fetch *f = arg;
+  fetch_check(f->x, f->ds, f->data, f->len, f->idx, PC_M);
+  return NULL;
+}
+
+TEST(pack_cache_keeps_what_was_pushed_within_its_bound) {
+  /* Packs just written are kept, least recently used dropped first; a
+   * fetch of a dropped one reads the disk and does not push the kept ones
+   * out; a fetch of most of a pack reads it whole, once, however many
+   * fetch it at the same time; one of a small part of it does not. */
+  char *tmp = br_test_tmpdir("xfer-depot-pcache");
+  xu_depot x;
+  xu_depot_start_cache(&x, tmp, 512 * 1024); /* 8 packs' buffers */
+  enum { N = PC_PACKS * PC_M };
+  uint8_t *data[N];
+  br_xfer_digest ds[N];
+  size_t len[N], idx[PC_PACKS][PC_M];
+  for (int i = 0; i < N; i++) len[i] = PC_LEN;
+  for (int p = 0; p < PC_PACKS; p++) {
+    upload_pack(&x, PC_M, PC_LEN, 1000 + (uint64_t)p * PC_M, &data[p * PC_M], &ds[p * PC_M]);
+    for (int m = 0; m < PC_M; m++) idx[p][m] = (size_t)(p * PC_M + m);
+  }
+  br_depot_cache_stats cs;
+  br_depot_cache_stats_get(x.d, &cs);
+  CHECK_EQ_INT(cs.kept, PC_PACKS);
+  CHECK_EQ_INT(cs.evicted, PC_PACKS - 8);
+  CHECK_EQ_INT(cs.packs, 8);
+  CHECK_EQ_INT(cs.bytes, 8 * 64 * 1024);
+  fetch_check(&x, ds, data, len, idx[0], PC_M); /* dropped: from the disk */
+  fetch_check(&x, ds, data, len, idx[PC_PACKS - 1], PC_M); /* kept */
+  br_depot_cache_stats_get(x.d, &cs);
+  CHECK_EQ_INT(cs.misses, 1);
+  CHECK_EQ_INT(cs.loaded, 0);
+  CHECK_EQ_INT(cs.hits, 1);
+  CHECK_EQ_INT(cs.packs, 8);
+  xu_depot_stop(&x);
+
+  xu_depot_start_cache(&x, tmp, 0); /* empty */
+  size_t one[1] = {idx[5][1]};
+  fetch_check(&x, ds, data, len, one, 1); /* a quarter of a pack: read in part */
+  br_depot_cache_stats_get(x.d, &cs);
+  CHECK_EQ_INT(cs.loaded, 0);
+  fetch_check(&x, ds, data, len, idx[5], PC_M); /* all of it: read whole */
+  fetch_check(&x, ds, data, len, idx[5], PC_M); /* then from memory */
+  br_depot_cache_stats_get(x.d, &cs);
+  CHECK_EQ_INT(cs.loaded, 1);
+  CHECK_EQ_INT(cs.hits, 1);
+  /* four fetches of one pack at once: one read */
+  pthread_t th[4];
+  pc_fetch f = {&x, ds, data, len, idx[7]};
+  for (int i = 0; i < 4; i++) pthread_create(&th[i], NULL, pc_fetch_thread, &f);
+  for (int i = 0; i < 4; i++) pthread_join(th[i], NULL);
+  br_depot_cache_stats_get(x.d, &cs);
+  CHECK_EQ_INT(cs.loaded, 2);
+  CHECK_EQ_INT(cs.hits, 1 + 3);
+  xu_depot_stop(&x);
+  for (int i = 0; i < N; i++) free(data[i]);
+  xu_done(tmp);
+}
+
+TEST(pack_cache_frees_a_dropped_pack_after_its_last_reader) {
+  br_xfer__pcache *c = br_xfer__pcache_new(256 * 1024); /* packs up to 64 KiB */
+  CHECK(c != NULL);
+  CHECK(br_xfer__pcache_new(0) == NULL);
+  br_xfer__buf b = {0};
+  uint8_t fill[40000];
+  memset(fill, 'a', sizeof fill);
+  CHECK_EQ_INT(br_xfer__buf_append(&b, fill, sizeof fill), BR_OK);
+  br_xfer__pcache_put(c, "packs/a", &b);
+  CHECK(b.data == NULL); /* taken */
+  const br_xfer__pcpack *pa = br_xfer__pcache_get(c, "packs/a", -1, 0, false);
+  CHECK(pa != NULL);
+  const char *names[4] = {"packs/b", "packs/c", "packs/d", "packs/e"};
+  for (int i = 0; i < 4; i++) {
+    memset(fill, 'b' + i, sizeof fill);
+    CHECK_EQ_INT(br_xfer__buf_append(&b, fill, sizeof fill), BR_OK);
+    br_xfer__pcache_put(c, names[i], &b);
+  }
+  br_xfer__pcache_stats cs;
+  br_xfer__pcache_stats_get(c, &cs);
+  CHECK_EQ_INT(cs.evicted, 1); /* a, the least recently used, though in use */
+  CHECK_EQ_INT(cs.packs, 4);
+  CHECK(br_xfer__pcache_get(c, "packs/a", -1, 0, false) == NULL);
+  size_t n;
+  const uint8_t *bytes = br_xfer__pcpack_bytes(pa, &n);
+  CHECK_EQ_INT(n, sizeof fill);
+  CHECK(bytes[0] == 'a' && bytes[n - 1] == 'a'); /* still readable by its reader */
+  br_xfer__pcache_release(c, pa);                /* freed now (ASan would tell) */
+  /* too big for this cache: not kept */
+  uint8_t big[70000] = {0};
+  CHECK_EQ_INT(br_xfer__buf_append(&b, big, sizeof big), BR_OK);
+  br_xfer__pcache_put(c, "packs/big", &b);
+  CHECK(br_xfer__pcache_get(c, "packs/big", -1, 0, false) == NULL);
+  br_xfer__pcache_free(c);
+  /* read whole from a file; a file shorter than said is not kept */
+  c = br_xfer__pcache_new(256 * 1024);
+  char *tmp = br_test_tmpdir("xfer-pcache-unit");
+  char *path = xu_path(tmp, "p");
+  memset(fill, 'f', sizeof fill);
+  xu_write_file(path, (const char *)fill, sizeof fill);
+  int fd = open(path, O_RDONLY);
+  CHECK(fd >= 0);
+  CHECK(br_xfer__pcache_get(c, "packs/f", fd, sizeof fill + 4096, true) == NULL);
+  const br_xfer__pcpack *pf = br_xfer__pcache_get(c, "packs/f", fd, sizeof fill, true);
+  CHECK(pf != NULL);
+  bytes = br_xfer__pcpack_bytes(pf, &n);
+  CHECK_EQ_INT(n, sizeof fill);
+  CHECK(memcmp(bytes, fill, n) == 0);
+  br_xfer__pcache_release(c, pf);
+  close(fd);
+  br_xfer__pcache_stats_get(c, &cs);
+  CHECK_EQ_INT(cs.loaded, 1);
+  CHECK_EQ_INT(cs.packs, 1);
+  br_xfer__pcache_free(c);
+  free(path);
   xu_done(tmp);
 }
 

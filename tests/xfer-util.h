@@ -97,7 +97,9 @@ XU_UNUSED static void xu_done(char *tmp) {
   free(tmp);
 }
 
-XU_UNUSED static void xu_depot_start(xu_depot *x, const char *tmp) {
+/* A depot on tmp/depot; cache: its pack cache's size (0: the default,
+ * negative: none). */
+XU_UNUSED static void xu_depot_start_cache(xu_depot *x, const char *tmp, int64_t cache) {
   memset(x, 0, sizeof *x);
   x->root = xu_path(tmp, "depot");
   x->tokens = xu_path(tmp, "tokens");
@@ -110,6 +112,7 @@ XU_UNUSED static void xu_depot_start(xu_depot *x, const char *tmp) {
   o.root = x->root;
   o.listen = "127.0.0.1:0";
   o.token_file = x->tokens;
+  o.cache = cache;
   br_error err;
   br_error_clear(&err);
   int rc = br_depot_start(&o, &x->d, &err);
@@ -117,6 +120,10 @@ XU_UNUSED static void xu_depot_start(xu_depot *x, const char *tmp) {
   CHECK_EQ_INT(rc, BR_OK);
   x->port = br_depot_port(x->d);
   snprintf(x->url, sizeof x->url, "depot://127.0.0.1:%d", x->port);
+}
+
+XU_UNUSED static void xu_depot_start(xu_depot *x, const char *tmp) {
+  xu_depot_start_cache(x, tmp, 0);
 }
 
 XU_UNUSED static void xu_depot_stop(xu_depot *x) {

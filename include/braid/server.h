@@ -35,6 +35,8 @@ typedef struct br_server_opts {
   const char *depot_root;  /* also serve a transfer depot kept there (NULL: none),
                             * under the same port and tokens: any role may pull,
                             * user and admin tokens may push */
+  int64_t depot_cache;     /* its pack cache (br_depot_opts.cache): 0 default,
+                            * negative none */
   int batch_ms;            /* engine group commit interval (0: default) */
 } br_server_opts;
 

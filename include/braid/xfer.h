@@ -136,7 +136,12 @@ typedef struct br_depot_opts {
   int64_t max_manifest;    /* bytes of one manifest, 0 = BR_XFER_MAX_MANIFEST_BYTES */
   int64_t max_memory;      /* request and response bodies held at once, 0 = 1 GiB;
                             * past it requests get 503 and clients retry */
+  int64_t cache;           /* bytes of packs kept in memory for fetches: packs
+                            * just written, and those fetches read whole (what
+                            * a farm pulls next, or many machines at once);
+                            * 0 = BR_DEPOT_CACHE_DEFAULT, negative = none */
 } br_depot_opts;
+#define BR_DEPOT_CACHE_DEFAULT ((int64_t)512 << 20)
 
 /* Starts serving in background threads. */
 int br_depot_start(const br_depot_opts *opts, br_depot **out, br_error *err);
@@ -179,6 +184,16 @@ int br_depot_gc(const char *root, int64_t grace_s, bool dry_run, br_depot_gc_res
                 br_error *err);
 /* The port actually listened on (0 for a depot from br_depot_open). */
 int br_depot_port(const br_depot *d);
+/* What the pack cache (br_depot_opts.cache) did since the depot started,
+ * and what it holds now. */
+typedef struct br_depot_cache_stats {
+  int64_t hits, misses;  /* fetches' lookups of a pack (misses: not kept) */
+  int64_t waited;        /* hits that waited for another fetch's read of it */
+  int64_t kept, loaded;  /* packs kept when written; packs read whole */
+  int64_t evicted;       /* packs dropped for room */
+  int64_t bytes, max, packs; /* now */
+} br_depot_cache_stats;
+void br_depot_cache_stats_get(br_depot *d, br_depot_cache_stats *out);
 void br_depot_stop(br_depot *d);
 
 /* ---- push and pull --------------------------------------------------- */

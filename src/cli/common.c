@@ -123,3 +123,17 @@ int br_cli_slurm_option(int c, const char *arg, json_t *opts) {
   }
   return 1;
 }
+
+int64_t br_cli_parse_size(const char *s) {
+  char *end;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (errno || end == s || !(v >= 0)) return -1; /* also NaN */
+  double mul = 1;
+  if (*end == 'k' || *end == 'K') mul = 1024, end++;
+  else if (*end == 'm' || *end == 'M') mul = 1024.0 * 1024, end++;
+  else if (*end == 'g' || *end == 'G') mul = 1024.0 * 1024 * 1024, end++;
+  if (*end == 'B' || *end == 'b') end++;
+  if (*end || !(v * mul < 9e18)) return -1; /* also inf: no int64_t holds it */
+  return (int64_t)(v * mul);
+}

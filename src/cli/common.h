@@ -28,6 +28,8 @@ char *br_cli_store_side(const char *store, const char *suffix);
 /* The farm server's default store. */
 #define BR_CLI_SERVER_STORE "farm.braid.db"
 void br_cli_print_json(json_t *j);
+/* "10M", "200k", "1.5G", "0" (bytes, powers of 1024). -1 if bad. */
+int64_t br_cli_parse_size(const char *s);
 
 /* The --slurm-... options of `braid run` and `braid server` (getopt values
  * from BR_CLI_SLURM_BASE): they fill the slurm executor's options. */

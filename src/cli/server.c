@@ -44,6 +44,8 @@ static void server_usage(FILE *out) {
           "  --depot-root DIR    also serve a transfer depot kept in DIR, on the same port\n"
           "                      and tokens (braid push/pull depot://HOST:PORT/NAME): any\n"
           "                      token may pull, user and admin tokens may push\n"
+          "  --depot-cache SIZE  packs of small files the depot keeps in memory for\n"
+          "                      pulls (default 512M; 0 turns it off)\n"
           "  --quiet             print nothing but errors\n"
           "  --executor NAME     agent (default: braid agents take the work) or slurm\n"
           "                      (every job a Slurm job; see docs/slurm.md); with slurm:\n"
@@ -83,7 +85,7 @@ int br_cli_server(int argc, char **argv) {
       {"threads", required_argument, NULL, 't'},    {"poll-wait", required_argument, NULL, 'p'},
       {"lost-after", required_argument, NULL, 'o'}, {"avoid-after", required_argument, NULL, 'a'},
       {"url-file", required_argument, NULL, 'u'},   {"quiet", no_argument, NULL, 'q'},
-      {"depot-root", required_argument, NULL, 'D'},
+      {"depot-root", required_argument, NULL, 'D'}, {"depot-cache", required_argument, NULL, 'C'},
       {"help", no_argument, NULL, 'h'},             {"executor", required_argument, NULL, 'E'},
       BR_CLI_SLURM_OPTIONS,                         {NULL, 0, NULL, 0},
   };
@@ -91,6 +93,7 @@ int br_cli_server(int argc, char **argv) {
   const char *listen = "127.0.0.1:7870", *store = BR_CLI_SERVER_STORE, *token_file = NULL,
              *cert = NULL, *key = NULL, *url_file = NULL, *depot_root = NULL;
   int threads = 0, quiet = 0, c;
+  int64_t depot_cache = 0;
   json_t *farm = json_object(), *limits = json_object();
   json_object_set(farm, "limits", limits);
   int rc = BR_EXIT_USAGE;
@@ -104,6 +107,14 @@ int br_cli_server(int argc, char **argv) {
     case 'k': key = optarg; break;
     case 'u': url_file = optarg; break;
     case 'D': depot_root = optarg; break;
+    case 'C':
+      depot_cache = br_cli_parse_size(optarg);
+      if (depot_cache < 0) {
+        br_cli_errorf("--depot-cache wants a size like 512M (0: none)");
+        goto out;
+      }
+      if (depot_cache == 0) depot_cache = -1;
+      break;
     case 'q': quiet = 1; break;
     case 't':
       threads = atoi(optarg);
@@ -214,7 +225,8 @@ int br_cli_server(int argc, char **argv) {
   br_server_opts so = {.store = uri, .listen = listen, .tls_cert = cert, .tls_key = key,
                        .threads = threads, .token_file = tokens, .log_dir = logs,
                        .settings_file = settings, .farm = farm, .executor = executor,
-                       .braid_exe = exe, .depot_root = depot_root};
+                       .braid_exe = exe, .depot_root = depot_root,
+                       .depot_cache = depot_cache};
   br_server *s;
   char buf[1400];
   if (br_server_open(&so, &s, &err)) {

@@ -4,6 +4,7 @@
  * and pull nodes run these), push can report the version it committed to
  * the job's task through the runtime channel (--set-attr). */
 #include "cli.h"
+#include "common.h"
 
 #include <braid/runtime.h>
 #include <braid/xfer.h>
@@ -42,21 +43,6 @@ static void catch_signals(void) {
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
   signal(SIGPIPE, SIG_IGN);
-}
-
-/* "10M", "200k", "1.5G" (bytes per second, powers of 1024). -1 if bad. */
-static int64_t parse_size(const char *s) {
-  char *end;
-  errno = 0;
-  double v = strtod(s, &end);
-  if (errno || end == s || v < 0) return -1;
-  double mul = 1;
-  if (*end == 'k' || *end == 'K') mul = 1024, end++;
-  else if (*end == 'm' || *end == 'M') mul = 1024.0 * 1024, end++;
-  else if (*end == 'g' || *end == 'G') mul = 1024.0 * 1024 * 1024, end++;
-  if (*end == 'B' || *end == 'b') end++;
-  if (*end) return -1;
-  return (int64_t)(v * mul);
 }
 
 static int read_token_file(const char *path, char *buf, size_t size) {
@@ -236,21 +222,21 @@ static int parse_common(int argc, char **argv, common *c) {
       }
     } else if (strcmp(a, "--bwlimit") == 0) {
       NEED_VALUE();
-      c->o.bwlimit = parse_size(v);
+      c->o.bwlimit = br_cli_parse_size(v);
       if (c->o.bwlimit < 0) {
         br_cli_errorf("--bwlimit wants a rate like 20M (bytes per second)");
         return -1;
       }
     } else if (strcmp(a, "--max-memory") == 0) {
       NEED_VALUE();
-      c->o.max_memory = parse_size(v);
+      c->o.max_memory = br_cli_parse_size(v);
       if (c->o.max_memory <= 0) {
         br_cli_errorf("--max-memory wants a size like 256M");
         return -1;
       }
     } else if (strcmp(a, "--chunk-size") == 0) {
       NEED_VALUE();
-      c->o.chunk_size = parse_size(v);
+      c->o.chunk_size = br_cli_parse_size(v);
       if (c->o.chunk_size < 65536 || c->o.chunk_size > 64 * 1024 * 1024) {
         br_cli_errorf("--chunk-size wants 64K..64M");
         return -1;
@@ -839,7 +825,10 @@ int br_cli_depot(int argc, char **argv) {
            "                      garbage remotely (braid depot rm/gc DEPOT)\n"
            "  --max-request SIZE  largest request body (default 65M)\n"
            "  --max-memory SIZE   bodies held at once (default 1G); past it, 503 and\n"
-           "                      clients retry\n");
+           "                      clients retry\n"
+           "  --cache SIZE        packs of small files kept in memory for pulls: those\n"
+           "                      just pushed, and those pulls read whole (default\n"
+           "                      512M; 0 turns it off)\n");
     return BR_EXIT_OK;
   }
   if (argc > 1 && strcmp(argv[1], "token") == 0) return depot_token(argc - 1, argv + 1);
@@ -859,13 +848,20 @@ int br_cli_depot(int argc, char **argv) {
     else if (strcmp(a, "--token-file") == 0) o.token_file = v;
     else if (strcmp(a, "--admin-token-file") == 0) o.admin_token_file = v;
     else if (strcmp(a, "--max-memory") == 0) {
-      o.max_memory = parse_size(v);
+      o.max_memory = br_cli_parse_size(v);
       if (o.max_memory <= 0) {
         br_cli_errorf("--max-memory wants a size like 1G");
         return BR_EXIT_USAGE;
       }
+    } else if (strcmp(a, "--cache") == 0) {
+      o.cache = br_cli_parse_size(v);
+      if (o.cache < 0) {
+        br_cli_errorf("--cache wants a size like 512M (0: none)");
+        return BR_EXIT_USAGE;
+      }
+      if (o.cache == 0) o.cache = -1;
     } else if (strcmp(a, "--max-request") == 0) {
-      o.max_request = parse_size(v);
+      o.max_request = br_cli_parse_size(v);
       if (o.max_request <= 0) {
         br_cli_errorf("--max-request wants a size like 64M");
         return BR_EXIT_USAGE;
@@ -899,6 +895,15 @@ int br_cli_depot(int argc, char **argv) {
   fflush(stdout);
   int sig = 0;
   sigwait(&set, &sig);
+  br_depot_cache_stats cs;
+  br_depot_cache_stats_get(d, &cs);
+  if (cs.max > 0)
+    fprintf(stderr,
+            "braid: depot pack cache: %lld hits (%lld waited for a read), %lld misses; "
+            "%lld packs kept as written, %lld read whole, %lld dropped; %lld MiB of %lld held\n",
+            (long long)cs.hits, (long long)cs.waited, (long long)cs.misses, (long long)cs.kept,
+            (long long)cs.loaded, (long long)cs.evicted, (long long)(cs.bytes >> 20),
+            (long long)(cs.max >> 20));
   br_depot_stop(d);
   return BR_EXIT_OK;
 }

@@ -1327,7 +1327,8 @@ int br_server_open(const br_server_opts *o, br_server **out, br_error *err) {
                      .threads = o->threads, .auth = s->auth, .routes = routes, .ud = s};
   br_http_mount mount = depot_mount;
   if (o->depot_root) {
-    br_depot_opts dopt = {.root = o->depot_root, .authorize = depot_authorize, .authorize_ud = s};
+    br_depot_opts dopt = {.root = o->depot_root, .authorize = depot_authorize, .authorize_ud = s,
+                          .cache = o->depot_cache};
     rc = br_depot_open(&dopt, &s->depot, err);
     if (rc) {
       br_server_close(s);

@@ -29,6 +29,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -52,6 +53,7 @@ struct br_depot {
   /* The memory bound: bytes of request and response bodies held at once. */
   pthread_mutex_t mem_mu;
   int64_t buffered, max_buffered;
+  br_xfer__pcache *cache; /* packs in memory (pcache.c); NULL: none */
 };
 
 typedef struct request {
@@ -286,10 +288,14 @@ static enum MHD_Result do_upload(br_depot *d, struct MHD_Connection *c, request 
     msg = err.msg;
   }
   br_error cerr = {0};
-  if (!msg && br_xfer__pack_write(&d->store, &pack, pk, npk, &cerr)) {
+  char rel[64] = "";
+  if (!msg && br_xfer__pack_write(&d->store, &pack, pk, npk, rel, &cerr)) {
     status = MHD_HTTP_INSUFFICIENT_STORAGE;
     msg = cerr.msg;
   }
+  /* What was just pushed is what gets pulled next: the pack's bytes stay
+   * in memory (the request's body, when it is the pack). */
+  if (!msg && rel[0]) br_xfer__pcache_put(d->cache, rel, whole ? &rq->body : &pack);
   if (!whole) br_xfer__buf_free(&pack); /* else the request's body, freed with it */
   free(pk);
   if (msg) {
@@ -382,6 +388,44 @@ static int read_run(br_xfer__buf *out, int fd, bool *direct, const loc *l,
   return rc ? rc : put_run(out, iov, ds, n, zstd);
 }
 
+/* read_run for a pack in memory: n chunks copied from it. */
+static int copy_run(br_xfer__buf *out, const br_xfer__pcpack *p, const loc *l,
+                    const br_xfer_digest *ds, size_t n, bool zstd) {
+  size_t plen;
+  const uint8_t *pb = br_xfer__pcpack_bytes(p, &plen);
+  for (size_t m = 0; m < n; m++) {
+    if (l[m].off < 0 || (uint64_t)l[m].off + (uint64_t)l[m].len > plen) return -EIO;
+    uint8_t *slot = br_xfer__bundle_slot(out, (size_t)l[m].len);
+    if (!slot) return -ENOMEM;
+    memcpy(slot, pb + l[m].off, (size_t)l[m].len);
+    if (br_xfer__bundle_put(out, &ds[m], (size_t)l[m].len, zstd, NULL)) return -EIO;
+  }
+  return 0;
+}
+
+/* The pack of locs[i] for a fetch: from the cache, else open (pfd, with
+ * O_DIRECT when it takes it); read whole into the cache when the fetch
+ * wants a quarter of it or more from this point on (a pull of a snapshot
+ * wants it all; a pull of one file does not need 8 MiB read). */
+static void open_pack(br_depot *d, const loc *locs, size_t i, size_t n, int *pfd,
+                      bool *direct, const br_xfer__pcpack **hot) {
+  *pfd = -1;
+  *hot = br_xfer__pcache_get(d->cache, locs[i].rel, -1, 0, false);
+  if (*hot) return;
+  *pfd = openat(d->store.rootfd, locs[i].rel, O_RDONLY | O_CLOEXEC);
+  *direct = *pfd >= 0 && br_xfer__direct_on(*pfd) == 0;
+  struct stat st;
+  if (!d->cache || *pfd < 0 || fstat(*pfd, &st) != 0) return;
+  int64_t want = 0;
+  for (size_t k = i; k < n && strcmp(locs[k].rel, locs[i].rel) == 0; k++) want += locs[k].len;
+  if (want * 4 < (int64_t)st.st_size) return;
+  *hot = br_xfer__pcache_get(d->cache, locs[i].rel, *pfd, (int64_t)st.st_size, true);
+  if (*hot) {
+    close(*pfd);
+    *pfd = -1;
+  }
+}
+
 static enum MHD_Result do_fetch(br_depot *d, struct MHD_Connection *c, request *rq) {
   br_error err = {0};
   br_xfer_digest *ds = NULL;
@@ -412,15 +456,16 @@ static enum MHD_Result do_fetch(br_depot *d, struct MHD_Connection *c, request *
   }
   char open_rel[64] = "";
   int pfd = -1;
-  bool direct = false; /* pfd has O_DIRECT */
+  bool direct = false;             /* pfd has O_DIRECT */
+  const br_xfer__pcpack *hot = NULL; /* or the pack is in memory */
   for (size_t i = 0; i < n && !msg;) {
     if (locs && locs[i].rel[0] && strcmp(locs[i].rel, open_rel) != 0) {
       if (pfd >= 0) close(pfd);
-      pfd = openat(d->store.rootfd, locs[i].rel, O_RDONLY | O_CLOEXEC);
-      direct = pfd >= 0 && br_xfer__direct_on(pfd) == 0;
-      snprintf(open_rel, sizeof open_rel, "%s", pfd >= 0 ? locs[i].rel : "");
+      br_xfer__pcache_release(d->cache, hot);
+      open_pack(d, locs, i, n, &pfd, &direct, &hot);
+      snprintf(open_rel, sizeof open_rel, "%s", pfd >= 0 || hot ? locs[i].rel : "");
     }
-    if (locs && locs[i].rel[0] && pfd >= 0) {
+    if (locs && locs[i].rel[0] && (pfd >= 0 || hot)) {
       /* Neighbours in one pack (a bundle's chunks mostly are; in a pack
        * written as its upload came, an entry header lies between two):
        * one read for a run of them, into their entries as if none
@@ -442,7 +487,8 @@ static enum MHD_Result do_fetch(br_depot *d, struct MHD_Connection *c, request *
         msg = "fetch asks for too many bytes at once";
         break;
       }
-      if (read_run(&out, pfd, &direct, &locs[i], &ds[i], k - i, bytes, zstd)) {
+      if (hot ? copy_run(&out, hot, &locs[i], &ds[i], k - i, zstd)
+              : read_run(&out, pfd, &direct, &locs[i], &ds[i], k - i, bytes, zstd)) {
         status = MHD_HTTP_INTERNAL_SERVER_ERROR;
         msg = "reading a chunk failed";
       }
@@ -473,6 +519,7 @@ static enum MHD_Result do_fetch(br_depot *d, struct MHD_Connection *c, request *
     i++;
   }
   if (pfd >= 0) close(pfd);
+  br_xfer__pcache_release(d->cache, hot);
   free(locs);
   free(ds);
   if (!msg && !charge(d, rq, (int64_t)out.len)) {
@@ -954,6 +1001,7 @@ int br_depot_open(const br_depot_opts *opts, br_depot **out, br_error *err) {
   }
   clean_tmp(&d->store);
   br_xfer__pack_clean(&d->store);
+  d->cache = br_xfer__pcache_new(opts->cache ? opts->cache : BR_DEPOT_CACHE_DEFAULT);
   *out = d;
   return BR_OK;
 }
@@ -1007,7 +1055,12 @@ void br_depot_stop(br_depot *d) {
   br_xfer__tokens_free(&d->tokens);
   br_xfer__tokens_free(&d->admin_tokens);
   pthread_mutex_destroy(&d->mem_mu);
+  br_xfer__pcache_free(d->cache);
   free(d);
+}
+
+void br_depot_cache_stats_get(br_depot *d, br_depot_cache_stats *st) {
+  br_xfer__pcache_stats_get(d->cache, st);
 }
 
 int br_depot_fsck(const char *root, int64_t *checked, br_error *err) {

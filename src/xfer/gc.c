@@ -168,7 +168,7 @@ static int repack(br_xfer__store *s, const pobj *objs, size_t n, const br_xfer__
     npk++;
   }
   close(fd);
-  if (rc == BR_OK) rc = br_xfer__pack_write_ex(s, &buf, pk, npk, true, err);
+  if (rc == BR_OK) rc = br_xfer__pack_write_ex(s, &buf, pk, npk, true, NULL, err);
   br_xfer__buf_free(&buf);
   free(pk);
   return rc;

@@ -141,12 +141,14 @@ int br_xfer__index_open_object(br_xfer__store *s, const br_xfer_digest *d, int *
 }
 
 int br_xfer__pack_write(br_xfer__store *s, const br_xfer__buf *pack,
-                        const br_xfer__packed *objs, size_t n, br_error *err) {
-  return br_xfer__pack_write_ex(s, pack, objs, n, false, err);
+                        const br_xfer__packed *objs, size_t n, char rel[64], br_error *err) {
+  return br_xfer__pack_write_ex(s, pack, objs, n, false, rel, err);
 }
 
 int br_xfer__pack_write_ex(br_xfer__store *s, const br_xfer__buf *pack,
-                           const br_xfer__packed *objs, size_t n, bool move, br_error *err) {
+                           const br_xfer__packed *objs, size_t n, bool move, char rel_out[64],
+                           br_error *err) {
+  if (rel_out) rel_out[0] = 0;
   if (n == 0) return BR_OK;
   br_xfer__index *x = s->index;
   /* A fresh name: letters from a digest of time, pid and this call. */
@@ -209,6 +211,7 @@ int br_xfer__pack_write_ex(br_xfer__store *s, const br_xfer__buf *pack,
     unlinkat(s->rootfd, rel, 0);
     return BR_EIO;
   }
+  if (rel_out) snprintf(rel_out, 64, "%s", rel);
   return BR_OK;
 }
 

@@ -301,14 +301,36 @@ int br_xfer__index_open_object(br_xfer__store *s, const br_xfer_digest *d, int *
 int br_xfer__index_locate(br_xfer__store *s, const br_xfer_digest *d, char *rel, size_t size,
                           int64_t *off, int64_t *len);
 /* Writes pack (the objects' bytes end to end, as objs locate them) as one
- * new pack file, durably, then indexes them in one transaction. */
+ * new pack file, durably, then indexes them in one transaction; rel (may
+ * be NULL) gets its name ("packs/NAME"), or "" when nothing was written. */
 int br_xfer__pack_write(br_xfer__store *s, const br_xfer__buf *pack,
-                        const br_xfer__packed *objs, size_t n, br_error *err);
+                        const br_xfer__packed *objs, size_t n, char rel[64], br_error *err);
 int br_xfer__index_fsck(br_xfer__store *s, int64_t *checked, br_error *err);
 /* The same as pack_write; move: the objects may be indexed already (in
  * another pack) and now live in this one (gc's repack). */
 int br_xfer__pack_write_ex(br_xfer__store *s, const br_xfer__buf *pack,
-                           const br_xfer__packed *objs, size_t n, bool move, br_error *err);
+                           const br_xfer__packed *objs, size_t n, bool move, char rel[64],
+                           br_error *err);
+
+/* ---- the depot's pack cache (pcache.c): whole packs in memory ---- */
+typedef struct br_xfer__pcache br_xfer__pcache;
+typedef struct br_xfer__pcpack br_xfer__pcpack;
+typedef br_depot_cache_stats br_xfer__pcache_stats;
+/* A cache of at most max_bytes (buffer capacities); NULL when max_bytes <= 0
+ * (every call below takes NULL as "no cache"). */
+br_xfer__pcache *br_xfer__pcache_new(int64_t max_bytes);
+void br_xfer__pcache_free(br_xfer__pcache *c);
+/* Takes buf, the whole pack rel just written, or frees it. */
+void br_xfer__pcache_put(br_xfer__pcache *c, const char *rel, br_xfer__buf *buf);
+/* The pack rel, held until release: kept, or (load) read whole from fd, of
+ * size bytes, while other fetches of it wait for that read. NULL when it is
+ * not kept and not read: read the disk. */
+const br_xfer__pcpack *br_xfer__pcache_get(br_xfer__pcache *c, const char *rel, int fd,
+                                           int64_t size, bool load);
+const uint8_t *br_xfer__pcpack_bytes(const br_xfer__pcpack *p, size_t *len);
+void br_xfer__pcache_release(br_xfer__pcache *c, const br_xfer__pcpack *p);
+void br_xfer__pcache_stats_get(br_xfer__pcache *c, br_xfer__pcache_stats *out);
+
 /* Every packed object, ordered by pack and offset; cb returns BR_OK to go
  * on. The index is held meanwhile. */
 int br_xfer__index_scan(br_xfer__store *s,
