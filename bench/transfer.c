@@ -209,6 +209,20 @@ static void stop(bench *b) {
   }
 }
 
+/* Removes every version of name from the depot at DIR/sub, and the
+ * chunks they named (no grace): the depot is as empty as a new one, but
+ * its process goes on. */
+static void depot_empty(bench *b, const char *sub, const char *name) {
+  char root[1024];
+  snprintf(root, sizeof root, "%s/%s", b->dir, sub);
+  br_error err;
+  br_error_clear(&err);
+  for (int64_t v = 1; br_depot_rm(root, name, v, &err) == BR_OK; v++) br_error_clear(&err);
+  br_depot_gc_result gr;
+  br_error_clear(&err);
+  if (br_depot_gc(root, 0, false, &gr, &err)) die("gc: %s", err.msg);
+}
+
 static double braid_push(bench *b, const char *src, const char *name, br_xfer_opts *o,
                          int port) {
   char ref[256];
@@ -333,8 +347,13 @@ static double floor_tree(const char *dir, int n, int64_t size) {
   return now() - t;
 }
 
-/* One measurement of each row per repetition: a fresh depot and rsync
- * module each time; braid goes first on even repetitions, rsync on odd. */
+/* One measurement of each row per repetition; braid goes first on even
+ * repetitions, rsync on odd. The depot runs through all of them, as a
+ * studio's does (and as the rsync daemon does): each repetition pushes to
+ * a name of its own, which is removed and collected (br_depot_rm, gc with
+ * no grace) afterwards, so the next push finds an empty depot again. The
+ * first repetition meets a depot just started (its memory not yet touched,
+ * its pack cache empty); the medians are of warm and cold together. */
 static void case_files(bench *b, const char *label, const char *name, int n, int64_t size,
                        bool unchanged) {
   char src[1024], dst[1024], cmd[8192], sub[300];
@@ -351,10 +370,12 @@ static void case_files(bench *b, const char *label, const char *name, int n, int
   sh("sync");
   printf("%s (%d files of %lld bytes%s)\n", label, n, (long long)size,
          reps > 1 ? ", medians" : "");
+  snprintf(sub, sizeof sub, "depot-%s", name);
+  depot_at(b, sub);
   for (int r = 0; r < reps; r++) {
     bool rsync_first = r % 2 == 1;
-    snprintf(sub, sizeof sub, "depot-%s-%d", name, r);
-    depot_at(b, sub);
+    char rname[300];
+    snprintf(rname, sizeof rname, "%s-%d", name, r);
     unlink(b->cache); /* cold hash cache: the first push reads everything, as rsync does */
     char rpush[2048], rpull[2048];
     snprintf(rpush, sizeof rpush, "rsync -a '%s/' rsync://127.0.0.1:%d/bench/%s-%d/", src,
@@ -363,16 +384,17 @@ static void case_files(bench *b, const char *label, const char *name, int n, int
              b->rport, name, r, b->dir, name, r);
     snprintf(dst, sizeof dst, "%s/%s-pull-%d", b->dir, name, r);
     if (rsync_first) rp[r] = timed_rsync(rpush), rps[r] = rp[r] + last_sync;
-    bp[r] = braid_push(b, src, name, NULL, 0);
+    bp[r] = braid_push(b, src, rname, NULL, 0);
     if (!rsync_first) rp[r] = timed_rsync(rpush), rps[r] = rp[r] + last_sync;
     if (rsync_first) rl[r] = timed_rsync(rpull), rls[r] = rl[r] + last_sync;
-    bl[r] = braid_pull(b, name, dst, NULL, 0);
+    bl[r] = braid_pull(b, rname, dst, NULL, 0);
     if (!rsync_first) rl[r] = timed_rsync(rpull), rls[r] = rl[r] + last_sync;
     if (unchanged) {
       if (rsync_first) ru[r] = timed_rsync(rpush), rus[r] = ru[r] + last_sync;
-      bu[r] = braid_push(b, src, name, NULL, 0);
+      bu[r] = braid_push(b, src, rname, NULL, 0);
       if (!rsync_first) ru[r] = timed_rsync(rpush), rus[r] = ru[r] + last_sync;
     }
+    depot_empty(b, sub, rname);
     if (with_floor) {
       char fdir[1100];
       snprintf(fdir, sizeof fdir, "%s/%s-floor-%d", b->dir, name, r);
@@ -389,8 +411,8 @@ static void case_files(bench *b, const char *label, const char *name, int n, int
       printf("    run %d: push %.2fs / rsync %.2fs, pull %.2fs / rsync %.2fs\n", r + 1, bp[r],
              rp[r], bl[r], rl[r]);
     if (!keep) {
-      snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s/%s-rsyncpull-%d' '%s/rsyncd/%s-%d' '%s/%s'", dst,
-               b->dir, name, r, b->dir, name, r, b->dir, sub);
+      snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s/%s-rsyncpull-%d' '%s/rsyncd/%s-%d'", dst,
+               b->dir, name, r, b->dir, name, r);
       sh(cmd);
     }
   }
@@ -412,7 +434,7 @@ static void case_files(bench *b, const char *label, const char *name, int n, int
            "large-file throughput", mb / mbl, mb / mcp, mcp / mbl);
   }
   depot_at(b, "depot");
-  snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'/%s-pull-* '%s'/%s-rsyncpull-* '%s'/rsyncd/%s-* '%s'/depot-%s-* '%s'/%s-floor-*",
+  snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'/%s-pull-* '%s'/%s-rsyncpull-* '%s'/rsyncd/%s-* '%s'/depot-%s* '%s'/%s-floor-*",
            src, b->dir, name, b->dir, name, b->dir, name, b->dir, name, b->dir, name);
   sh(cmd);
 }
