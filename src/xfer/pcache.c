@@ -130,11 +130,13 @@ static br_xfer__pcpack *find(br_xfer__pcache *c, const char *rel) {
   return p;
 }
 
-/* A new entry for rel holding cap bytes, newest, in the map (mu held). */
+/* A new entry for rel whose buffer has cap bytes (counted now; drop
+ * uncounts buf.cap), newest, in the map (mu held). */
 static br_xfer__pcpack *add(br_xfer__pcache *c, const char *rel, size_t cap) {
   br_xfer__pcpack *p = calloc(1, sizeof *p);
   if (!p) return NULL;
   snprintf(p->rel, sizeof p->rel, "%s", rel);
+  p->buf.cap = cap;
   unsigned k = slot_of(rel);
   p->chain = c->slot[k];
   c->slot[k] = p;
@@ -217,9 +219,7 @@ const br_xfer__pcpack *br_xfer__pcache_get(br_xfer__pcache *c, const char *rel, 
   p->refs = 1;
   pthread_mutex_unlock(&c->mu);
   /* Read it without the lock; fetches of other packs go on. */
-  size_t got = 0;
-  p->buf.data = br_xfer__mem_get((size_t)size, &got);
-  p->buf.cap = got;
+  p->buf.data = br_xfer__mem_get((size_t)size, &p->buf.cap); /* the cap counted */
   int rc = p->buf.data ? read_whole(fd, size, &p->buf) : -ENOMEM;
   pthread_mutex_lock(&c->mu);
   p->loading = false;

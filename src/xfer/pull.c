@@ -1791,13 +1791,14 @@ static int run_pull(pull *p, const char *const *sources, const char *const *dirs
       }
       if (lf->e->size <= o->small_file && lf->e->nchunks == 1) {
         size_t k = i, count = 0;
-        int64_t bytes = 0, body = 0, limit = nbundles++ < p->eng.max_running ? first : bundle;
+        int64_t bytes = 0, limit = nbundles++ < p->eng.max_running ? first : bundle;
         while (k < n && count < MAX_BUNDLE_ENTRIES) {
           lfile *x = &jb->files[k];
           if (x->e->type == BR_XFER_FILE && !x->done) {
             if (x->e->size > o->small_file || x->e->nchunks != 1) break;
-            body += BR_XFER__BUNDLE_HDR + x->e->size; /* the reply, headers included */
-            if (count && body > BR_XFER__BUNDLE_ROOM(limit)) break;
+            if (count && BR_XFER__BUNDLE_BODY(count + 1, bytes + x->e->size) >
+                             BR_XFER__BUNDLE_ROOM(limit))
+              break;
             bytes += x->e->size;
             count++;
           }

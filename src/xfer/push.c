@@ -630,16 +630,14 @@ static int flush_sends(push *p) {
     int64_t first = chunk_len(p->sendq[i]->f, p->sendq[i]->chunk, p->chunk_size);
     size_t k = i + 1;
     if (first <= p->o->small_file) {
-      int64_t bytes = first, body = first + BR_XFER__BUNDLE_HDR; /* body: with headers */
+      int64_t bytes = first, room = BR_XFER__BUNDLE_ROOM(p->bundle);
       while (k < p->nsend && k - i < MAX_BUNDLE_ENTRIES) {
         int64_t l = chunk_len(p->sendq[k]->f, p->sendq[k]->chunk, p->chunk_size);
-        if (l > p->o->small_file || body + BR_XFER__BUNDLE_HDR + l > BR_XFER__BUNDLE_ROOM(p->bundle))
-          break;
+        if (l > p->o->small_file || BR_XFER__BUNDLE_BODY(k - i + 1, bytes + l) > room) break;
         bytes += l;
-        body += BR_XFER__BUNDLE_HDR + l;
         k++;
       }
-      if (!all && body < BR_XFER__BUNDLE_ROOM(p->bundle) && k == p->nsend) {
+      if (!all && BR_XFER__BUNDLE_BODY(k - i, bytes) < room && k == p->nsend) {
         /* a short bundle at the end: kept for more */
         memmove(p->sendq, p->sendq + i, (k - i) * sizeof *p->sendq);
         keep = k - i;

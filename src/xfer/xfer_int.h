@@ -34,11 +34,14 @@ int br_xfer__dvec_add(br_xfer__dvec *d, const br_xfer_digest *x);
  * "BRB1", then per entry: digest[32], flags u32 (1 = zstd), raw length u32,
  * wire length u32, wire bytes. Integers little-endian. */
 #define BR_XFER__BUNDLE_HDR (BR_XFER_DIGEST_LEN + 12) /* an entry's header */
-/* What the entries of a bundle cut at limit bytes may take, headers
- * included, so that its body (and a depot's aligned direct reads into its
- * reply) fits a buffer of limit bytes: buffers come in powers of two, and
- * a body a little over 8 MiB would take 16. */
-#define BR_XFER__BUNDLE_ROOM(limit) ((int64_t)(limit) - 4 - 3 * BR_XFER__DIO_ALIGN)
+/* The body of a bundle of entries chunks of bytes in all (none compressed). */
+#define BR_XFER__BUNDLE_BODY(entries, bytes) \
+  (4 + (int64_t)(entries) * BR_XFER__BUNDLE_HDR + (int64_t)(bytes))
+/* The most a bundle cut at limit bytes may take, so that its body (and a
+ * depot's aligned direct reads into its reply) fits a buffer of limit
+ * bytes: buffers come in powers of two, and a body a little over 8 MiB
+ * would take 16. */
+#define BR_XFER__BUNDLE_ROOM(limit) ((int64_t)(limit) - 3 * BR_XFER__DIO_ALIGN)
 typedef struct br_xfer__buf {
   uint8_t *data;
   size_t len, cap;
