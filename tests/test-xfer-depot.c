@@ -380,9 +380,10 @@ TEST(pack_cache_keeps_what_was_pushed_within_its_bound) {
 }
 
 TEST(pack_cache_frees_a_dropped_pack_after_its_last_reader) {
-  br_xfer__pcache *c = br_xfer__pcache_new(256 * 1024); /* packs up to 64 KiB */
+  /* packs up to 64 KiB */
+  br_xfer__pcache *c = br_xfer__pcache_new(256 * 1024, BR_XFER__PCACHE_IDLE);
   CHECK(c != NULL);
-  CHECK(br_xfer__pcache_new(0) == NULL);
+  CHECK(br_xfer__pcache_new(0, BR_XFER__PCACHE_IDLE) == NULL);
   br_xfer__buf b = {0};
   uint8_t fill[40000];
   memset(fill, 'a', sizeof fill);
@@ -414,7 +415,7 @@ TEST(pack_cache_frees_a_dropped_pack_after_its_last_reader) {
   CHECK(br_xfer__pcache_get(c, "packs/big", -1, 0, false) == NULL);
   br_xfer__pcache_free(c);
   /* read whole from a file; a file shorter than said is not kept */
-  c = br_xfer__pcache_new(256 * 1024);
+  c = br_xfer__pcache_new(256 * 1024, BR_XFER__PCACHE_IDLE);
   char *tmp = br_test_tmpdir("xfer-pcache-unit");
   char *path = xu_path(tmp, "p");
   memset(fill, 'f', sizeof fill);
@@ -432,6 +433,77 @@ TEST(pack_cache_frees_a_dropped_pack_after_its_last_reader) {
   br_xfer__pcache_stats_get(c, &cs);
   CHECK_EQ_INT(cs.loaded, 1);
   CHECK_EQ_INT(cs.packs, 1);
+  br_xfer__pcache_free(c);
+  free(path);
+  xu_done(tmp);
+}
+
+/* A pull's whole read may push out only packs nobody used for the idle
+ * time (the depot's is a minute; here it is IDLE seconds): a snapshot
+ * bigger than the cache, pulled in order, would otherwise drop each pack
+ * just before it is wanted. A push's new pack takes the least recently
+ * used one's place whatever its age. */
+TEST(pack_cache_reads_push_out_only_idle_packs) {
+  const double IDLE = 2.0; /* far above the few microseconds between the steps */
+  br_xfer__pcache *c = br_xfer__pcache_new(256 * 1024, IDLE); /* four 64 KiB buffers */
+  CHECK(c != NULL);
+  uint8_t fill[40000];
+  const char *names[4] = {"packs/a", "packs/b", "packs/c", "packs/d"};
+  br_xfer__buf b = {0};
+  for (int i = 0; i < 4; i++) {
+    memset(fill, 'a' + i, sizeof fill);
+    CHECK_EQ_INT(br_xfer__buf_append(&b, fill, sizeof fill), BR_OK);
+    br_xfer__pcache_put(c, names[i], &b);
+  }
+  char *tmp = br_test_tmpdir("xfer-pcache-idle");
+  char *path = xu_path(tmp, "p");
+  memset(fill, 'f', sizeof fill);
+  xu_write_file(path, (const char *)fill, sizeof fill);
+  int fd = open(path, O_RDONLY);
+  CHECK(fd >= 0);
+  /* full, and every pack used just now: the read is not kept */
+  CHECK(br_xfer__pcache_get(c, "packs/f", fd, sizeof fill, true) == NULL);
+  br_xfer__pcache_stats cs;
+  br_xfer__pcache_stats_get(c, &cs);
+  CHECK_EQ_INT(cs.loaded, 0);
+  CHECK_EQ_INT(cs.evicted, 0);
+  CHECK_EQ_INT(cs.packs, 4);
+  /* once they are idle, the least recently used one makes room; b, used
+   * again meanwhile, is the oldest by insertion but not by use */
+  usleep((useconds_t)(IDLE * 1e6) + 100000);
+  const br_xfer__pcpack *pb = br_xfer__pcache_get(c, "packs/b", -1, 0, false);
+  CHECK(pb != NULL);
+  br_xfer__pcache_release(c, pb);
+  const br_xfer__pcpack *pa = br_xfer__pcache_get(c, "packs/a", -1, 0, false);
+  CHECK(pa != NULL);
+  br_xfer__pcache_release(c, pa);
+  const br_xfer__pcpack *pf = br_xfer__pcache_get(c, "packs/f", fd, sizeof fill, true);
+  CHECK(pf != NULL);
+  size_t n;
+  const uint8_t *bytes = br_xfer__pcpack_bytes(pf, &n);
+  CHECK(n == sizeof fill && memcmp(bytes, fill, n) == 0);
+  br_xfer__pcache_release(c, pf);
+  br_xfer__pcache_stats_get(c, &cs);
+  CHECK_EQ_INT(cs.loaded, 1);
+  CHECK_EQ_INT(cs.evicted, 1);
+  CHECK_EQ_INT(cs.packs, 4);
+  CHECK(br_xfer__pcache_get(c, "packs/c", -1, 0, false) == NULL); /* c went: idle longest */
+  const char *stay[3] = {"packs/a", "packs/b", "packs/d"};
+  for (int i = 0; i < 3; i++) {
+    const br_xfer__pcpack *p = br_xfer__pcache_get(c, stay[i], -1, 0, false);
+    CHECK(p != NULL);
+    br_xfer__pcache_release(c, p);
+  }
+  /* a push's pack pushes out the least recently used (f now, just read:
+   * a, b and d were used after it), idle or not */
+  memset(fill, 'g', sizeof fill);
+  CHECK_EQ_INT(br_xfer__buf_append(&b, fill, sizeof fill), BR_OK);
+  br_xfer__pcache_put(c, "packs/g", &b);
+  br_xfer__pcache_stats_get(c, &cs);
+  CHECK_EQ_INT(cs.kept, 5);
+  CHECK_EQ_INT(cs.evicted, 2);
+  CHECK(br_xfer__pcache_get(c, "packs/f", -1, 0, false) == NULL);
+  close(fd);
   br_xfer__pcache_free(c);
   free(path);
   xu_done(tmp);

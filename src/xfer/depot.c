@@ -1001,7 +1001,8 @@ int br_depot_open(const br_depot_opts *opts, br_depot **out, br_error *err) {
   }
   clean_tmp(&d->store);
   br_xfer__pack_clean(&d->store);
-  d->cache = br_xfer__pcache_new(opts->cache ? opts->cache : BR_DEPOT_CACHE_DEFAULT);
+  d->cache = br_xfer__pcache_new(opts->cache ? opts->cache : BR_DEPOT_CACHE_DEFAULT,
+                                 BR_XFER__PCACHE_IDLE);
   *out = d;
   return BR_OK;
 }

@@ -25,7 +25,6 @@
 #include <unistd.h>
 
 #define SLOTS 4096 /* hash slots; chains are short at any sane bound */
-#define IDLE_S 60  /* a pack unused this long may make room for a read */
 
 struct br_xfer__pcpack {
   struct br_xfer__pcpack *prev, *next; /* recency: next is older */
@@ -42,6 +41,7 @@ struct br_xfer__pcache {
   pthread_mutex_t mu;
   pthread_cond_t loaded;
   int64_t max, bytes;
+  double idle_s; /* a pack unused this long may make room for a read */
   br_xfer__pcpack *newest, *oldest;
   br_xfer__pcpack *slot[SLOTS];
   br_xfer__pcache_stats st;
@@ -53,13 +53,14 @@ static unsigned slot_of(const char *rel) {
   return h % SLOTS;
 }
 
-br_xfer__pcache *br_xfer__pcache_new(int64_t max_bytes) {
+br_xfer__pcache *br_xfer__pcache_new(int64_t max_bytes, double idle_s) {
   if (max_bytes <= 0) return NULL;
   br_xfer__pcache *c = calloc(1, sizeof *c);
   if (!c) return NULL;
   pthread_mutex_init(&c->mu, NULL);
   pthread_cond_init(&c->loaded, NULL);
   c->max = max_bytes;
+  c->idle_s = idle_s;
   return c;
 }
 
@@ -100,7 +101,7 @@ static void drop(br_xfer__pcache *c, br_xfer__pcpack *p) {
 
 /* Makes room for size more bytes (mu held): drops the least recently used
  * packs that are not being read; for a read (idle_only), only those unused
- * for IDLE_S. False when that is not enough.
+ * for idle_s. False when that is not enough.
  *
  * Why reads may not push out what was used lately: a pull reads a
  * snapshot's packs in order, so a snapshot larger than the cache would
@@ -113,7 +114,7 @@ static bool room(br_xfer__pcache *c, int64_t size, bool idle_only) {
   double now = br_xfer__now();
   br_xfer__pcpack *p = c->oldest;
   while (c->bytes + size > c->max && p) {
-    if (idle_only && now - p->used < IDLE_S) break; /* newer ones are not idle either */
+    if (idle_only && now - p->used < c->idle_s) break; /* newer ones are not idle either */
     br_xfer__pcpack *newer = p->prev;
     if (!p->loading) {
       drop(c, p);

@@ -320,8 +320,10 @@ typedef struct br_xfer__pcache br_xfer__pcache;
 typedef struct br_xfer__pcpack br_xfer__pcpack;
 typedef br_depot_cache_stats br_xfer__pcache_stats;
 /* A cache of at most max_bytes (buffer capacities); NULL when max_bytes <= 0
- * (every call below takes NULL as "no cache"). */
-br_xfer__pcache *br_xfer__pcache_new(int64_t max_bytes);
+ * (every call below takes NULL as "no cache"). A read may only push out
+ * packs unused for idle_s seconds (the depot's: BR_XFER__PCACHE_IDLE). */
+#define BR_XFER__PCACHE_IDLE 60.0
+br_xfer__pcache *br_xfer__pcache_new(int64_t max_bytes, double idle_s);
 void br_xfer__pcache_free(br_xfer__pcache *c);
 /* Takes buf, the whole pack rel just written, or frees it. */
 void br_xfer__pcache_put(br_xfer__pcache *c, const char *rel, br_xfer__buf *buf);
