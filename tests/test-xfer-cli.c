@@ -191,6 +191,30 @@ TEST(round_trip_with_the_commands) {
   CHECK_EQ_INT(run(cmd, NULL), 0);
   CHECK_EQ_INT(xu_tree_diff(src, dst2), 0);
   free(cmd), free(pout), free(outp2), free(finalbig), free(dst2), free(big);
+  /* A damaged hash cache costs hashing, not the push: it is put aside, a
+   * new one started, and the user told (also in --json). */
+  char *cache = xu_path(tmp, "cache.db");
+  xu_write_file(cache, "not a database, a cut-off write\n", 32);
+  if (asprintf(&cmd, "cd '%s' && '%s' push -q --cache cache.db --token-file client-token "
+                     "src depot://127.0.0.1:%d/shot/cli",
+               tmp, bin(), port) < 0)
+    abort();
+  CHECK_EQ_INT(run(cmd, &out), 0);
+  CHECK_CONTAINS(out, "push: warning: hash cache cache.db was damaged");
+  CHECK_CONTAINS(out, "moved to cache.db.damaged");
+  free(out);
+  free(cmd);
+  xu_write_file(cache, "damaged again", 13);
+  if (asprintf(&cmd, "cd '%s' && '%s' push --json --cache cache.db --token-file client-token "
+                     "src depot://127.0.0.1:%d/shot/cli",
+               tmp, bin(), port) < 0)
+    abort();
+  CHECK_EQ_INT(run(cmd, &out), 0);
+  CHECK_CONTAINS(out, "{\"event\":\"warning\",\"message\":\"hash cache cache.db was damaged");
+  CHECK_CONTAINS(out, "\"event\":\"done\"");
+  free(out);
+  free(cmd);
+  free(cache);
   /* Wrong token: exit 1 and a clear message. */
   if (asprintf(&cmd, "'%s' pull --token nope depot://127.0.0.1:%d/shot/cli '%s'", bin(), port,
                dst) < 0)

@@ -638,6 +638,55 @@ TEST(hash_cache_hits_only_on_same_identity) {
   xu_done(tmp);
 }
 
+/* A cache is only a cache: a damaged one is put aside and started again,
+ * one that cannot be opened at all is done without; both are said. */
+TEST(hash_cache_damaged_or_unusable_never_stops_a_transfer) {
+  char *tmp = br_test_tmpdir("xfer-hcache-bad");
+  char *db = xu_path(tmp, "c.db"), *aside = xu_path(tmp, "c.db.damaged");
+  char junk[5000];
+  for (size_t i = 0; i < sizeof junk; i++) junk[i] = (char)(i * 131 + 7);
+  xu_write_file(db, junk, sizeof junk);
+  br_xfer__hcache *c = NULL;
+  br_error err;
+  br_error_clear(&err);
+  CHECK_EQ_INT(br_xfer__hcache_open(db, &c, &err), BR_OK);
+  CHECK(c != NULL);
+  CHECK_CONTAINS(br_xfer__hcache_note(c), "was damaged");
+  CHECK_CONTAINS(br_xfer__hcache_note(c), "c.db.damaged");
+  char *kept = xu_read_file(aside, NULL); /* put aside as it was */
+  CHECK(kept != NULL && memcmp(kept, junk, 100) == 0);
+  free(kept);
+  struct stat st;
+  CHECK(stat(db, &st) == 0);
+  br_xfer_digest d, got, *cs = NULL;
+  size_t n = 0;
+  br_xfer_sha256("x", 1, &d);
+  CHECK_EQ_INT(br_xfer__hcache_put(c, &st, 65536, &d, &d, 1), BR_OK); /* the new one works */
+  CHECK_EQ_INT(br_xfer__hcache_get(c, &st, 65536, &got, &cs, &n), 1);
+  free(cs);
+  br_xfer__hcache_close(c);
+  /* reopened: no note, the entry is there */
+  CHECK_EQ_INT(br_xfer__hcache_open(db, &c, &err), BR_OK);
+  CHECK(br_xfer__hcache_note(c) == NULL);
+  CHECK_EQ_INT(br_xfer__hcache_get(c, &st, 65536, &got, &cs, &n), 1);
+  free(cs);
+  br_xfer__hcache_close(c);
+  /* nowhere to keep it: every lookup misses, every store is a no-op */
+  char *nowhere = xu_path(tmp, "no/such/folder/c.db");
+  CHECK_EQ_INT(br_xfer__hcache_open(nowhere, &c, &err), BR_OK);
+  CHECK(c != NULL);
+  CHECK_CONTAINS(br_xfer__hcache_note(c), "going on without it");
+  CHECK_EQ_INT(br_xfer__hcache_begin(c), BR_OK);
+  CHECK_EQ_INT(br_xfer__hcache_put(c, &st, 65536, &d, &d, 1), BR_OK);
+  CHECK_EQ_INT(br_xfer__hcache_get(c, &st, 65536, &got, &cs, &n), 0);
+  CHECK_EQ_INT(br_xfer__hcache_commit(c), BR_OK);
+  br_xfer__hcache_close(c);
+  free(nowhere);
+  free(db);
+  free(aside);
+  xu_done(tmp);
+}
+
 TEST(partial_names_never_look_like_frames) {
   char pn[64];
   const char *names[] = {"cloth.0001.bgeo.sc", "img_0042.exr", "a", "x.1001.vdb"};

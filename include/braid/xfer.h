@@ -261,6 +261,7 @@ typedef struct br_xfer_result {
   int64_t hashed_bytes;    /* push: bytes hashed (cache misses) */
   int retries;
   double seconds;
+  char warning[1280]; /* what the user should know that did not stop it ("" none) */
 } br_xfer_result;
 
 /* A snapshot location: "http://host:port/NAME[@vN|@latest]" (also depot://). */

@@ -10,6 +10,7 @@
 #include <braid/xfer.h>
 
 #include <errno.h>
+#include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -322,6 +323,17 @@ static int finish(common *c, const char *verb, int rc, const br_error *err,
                   const br_xfer_result *res, progress_state *ps) {
   if (ps->drawn) fputc('\n', stderr);
   char buf[1400];
+  if (res->warning[0]) {
+    if (c->json) {
+      json_t *w = json_pack("{ssss}", "event", "warning", "message", res->warning);
+      char *t = w ? json_dumps(w, JSON_COMPACT) : NULL;
+      if (t) printf("%s\n", t);
+      free(t);
+      json_decref(w);
+    } else {
+      br_cli_errorf("%s: warning: %s", verb, res->warning);
+    }
+  }
   if (c->json) {
     if (rc)
       printf("{\"event\":\"error\",\"code\":%d,\"message\":\"%s\"}\n", rc,

@@ -2,9 +2,12 @@
  * inode, size, mtime, ctime, all in nanoseconds) to its digests, so a push
  * of an unchanged tree hashes nothing. ctime catches a rewrite that restored
  * the mtime. A missing or broken cache only costs hashing, never a wrong
- * answer: any mismatch of the key is a miss. */
+ * answer: any mismatch of the key is a miss. A damaged file is put aside
+ * and started again; one that cannot be used at all is done without. Both
+ * are said in the transfer's warning. */
 #include "xfer_int.h"
 
+#include <errno.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,7 +17,40 @@ struct br_xfer__hcache {
   sqlite3 *db;
   sqlite3_stmt *get, *put;
   pthread_mutex_t mu;
+  char note[1200]; /* what opening it had to do, for the user */
 };
+
+static void close_db(br_xfer__hcache *c) {
+  sqlite3_finalize(c->get);
+  sqlite3_finalize(c->put);
+  sqlite3_close(c->db);
+  c->get = c->put = NULL;
+  c->db = NULL;
+}
+
+/* Opens (or makes) the cache at path: a SQLite result code. */
+static int open_db(br_xfer__hcache *c, const char *path) {
+  int rc = sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+                                             SQLITE_OPEN_FULLMUTEX, NULL);
+  if (rc == SQLITE_OK) {
+    sqlite3_busy_timeout(c->db, 10000);
+    rc = sqlite3_exec(c->db,
+                      "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+                      "CREATE TABLE IF NOT EXISTS files (dev INTEGER, ino INTEGER,"
+                      " size INTEGER, mtime INTEGER, ctime INTEGER, chunk_size INTEGER,"
+                      " digest BLOB, chunks BLOB, PRIMARY KEY (dev, ino))",
+                      NULL, NULL, NULL);
+  }
+  if (rc == SQLITE_OK)
+    rc = sqlite3_prepare_v2(c->db,
+                            "SELECT digest, chunks FROM files WHERE dev=? AND ino=? AND "
+                            "size=? AND mtime=? AND ctime=? AND chunk_size=?",
+                            -1, &c->get, NULL);
+  if (rc == SQLITE_OK)
+    rc = sqlite3_prepare_v2(c->db, "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?)",
+                            -1, &c->put, NULL);
+  return rc == SQLITE_OK ? rc : sqlite3_errcode(c->db) & 0xff;
+}
 
 int br_xfer__hcache_open(const char *path, br_xfer__hcache **out, br_error *err) {
   *out = NULL;
@@ -49,41 +85,52 @@ int br_xfer__hcache_open(const char *path, br_xfer__hcache **out, br_error *err)
     return br_error_set(err, BR_ENOMEM, "out of memory");
   }
   pthread_mutex_init(&c->mu, NULL);
-  int rc = sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-                                             SQLITE_OPEN_FULLMUTEX, NULL);
-  if (rc == SQLITE_OK) {
-    sqlite3_busy_timeout(c->db, 10000);
-    rc = sqlite3_exec(c->db,
-                      "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
-                      "CREATE TABLE IF NOT EXISTS files (dev INTEGER, ino INTEGER,"
-                      " size INTEGER, mtime INTEGER, ctime INTEGER, chunk_size INTEGER,"
-                      " digest BLOB, chunks BLOB, PRIMARY KEY (dev, ino))",
-                      NULL, NULL, NULL);
+  int rc = open_db(c, path);
+  char why[400] = "";
+  if (rc == SQLITE_NOTADB || rc == SQLITE_CORRUPT) {
+    /* A damaged cache (a disk that filled up, a crash on a file system
+     * that lost the order of writes): put aside where it can be looked
+     * at, and start a new one. Only hashing is lost. */
+    char *aside = NULL;
+    snprintf(why, sizeof why, "%s", sqlite3_errmsg(c->db));
+    close_db(c);
+    if (asprintf(&aside, "%s.damaged", path) < 0) aside = NULL;
+    if (aside && rename(path, aside) == 0) {
+      for (int i = 0; i < 2; i++) {
+        char *side = NULL;
+        if (asprintf(&side, "%s%s", path, i ? "-shm" : "-wal") >= 0) unlink(side);
+        free(side);
+      }
+      rc = open_db(c, path);
+      if (rc == SQLITE_OK)
+        snprintf(c->note, sizeof c->note,
+                 "hash cache %s was damaged (%s): moved to %s, a new one started", path, why,
+                 aside);
+    } else {
+      size_t l = strlen(why);
+      snprintf(why + l, sizeof why - l, ", and it could not be moved aside (%s)",
+               strerror(errno));
+    }
+    free(aside);
   }
-  if (rc == SQLITE_OK)
-    rc = sqlite3_prepare_v2(c->db,
-                            "SELECT digest, chunks FROM files WHERE dev=? AND ino=? AND "
-                            "size=? AND mtime=? AND ctime=? AND chunk_size=?",
-                            -1, &c->get, NULL);
-  if (rc == SQLITE_OK)
-    rc = sqlite3_prepare_v2(c->db, "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?)",
-                            -1, &c->put, NULL);
   if (rc != SQLITE_OK) {
-    br_error_set(err, BR_EIO, "hash cache %s: %s", path, sqlite3_errmsg(c->db));
-    free(def);
-    br_xfer__hcache_close(c);
-    return BR_EIO;
+    /* Unusable (a folder that cannot be written, a damaged file that
+     * cannot be moved): the transfer goes on without it, and says so. */
+    if (c->db) snprintf(why, sizeof why, "%s", sqlite3_errmsg(c->db));
+    close_db(c);
+    snprintf(c->note, sizeof c->note,
+             "hash cache %s: %s; going on without it (every file is hashed)", path, why);
   }
   free(def);
   *out = c;
   return BR_OK;
 }
 
+const char *br_xfer__hcache_note(const br_xfer__hcache *c) { return c && c->note[0] ? c->note : NULL; }
+
 void br_xfer__hcache_close(br_xfer__hcache *c) {
   if (!c) return;
-  sqlite3_finalize(c->get);
-  sqlite3_finalize(c->put);
-  sqlite3_close(c->db);
+  close_db(c);
   pthread_mutex_destroy(&c->mu);
   free(c);
 }
@@ -101,7 +148,7 @@ int br_xfer__hcache_get(br_xfer__hcache *c, const struct stat *st, int64_t chunk
                         br_xfer_digest *file, br_xfer_digest **chunks, size_t *nchunks) {
   *chunks = NULL;
   *nchunks = 0;
-  if (!c) return 0;
+  if (!c || !c->db) return 0;
   int found = 0;
   pthread_mutex_lock(&c->mu);
   sqlite3_reset(c->get);
@@ -134,7 +181,7 @@ int br_xfer__hcache_get(br_xfer__hcache *c, const struct stat *st, int64_t chunk
 int br_xfer__hcache_put(br_xfer__hcache *c, const struct stat *st, int64_t chunk_size,
                         const br_xfer_digest *file, const br_xfer_digest *chunks,
                         size_t nchunks) {
-  if (!c) return BR_OK;
+  if (!c || !c->db) return BR_OK;
   pthread_mutex_lock(&c->mu);
   sqlite3_reset(c->put);
   bind_key(c->put, st, chunk_size);
@@ -148,7 +195,7 @@ int br_xfer__hcache_put(br_xfer__hcache *c, const struct stat *st, int64_t chunk
 }
 
 int br_xfer__hcache_begin(br_xfer__hcache *c) {
-  if (!c) return BR_OK;
+  if (!c || !c->db) return BR_OK;
   pthread_mutex_lock(&c->mu);
   int rc = sqlite3_exec(c->db, "BEGIN", NULL, NULL, NULL);
   pthread_mutex_unlock(&c->mu);
@@ -156,7 +203,7 @@ int br_xfer__hcache_begin(br_xfer__hcache *c) {
 }
 
 int br_xfer__hcache_commit(br_xfer__hcache *c) {
-  if (!c) return BR_OK;
+  if (!c || !c->db) return BR_OK;
   pthread_mutex_lock(&c->mu);
   int rc = sqlite3_exec(c->db, "COMMIT", NULL, NULL, NULL);
   pthread_mutex_unlock(&c->mu);

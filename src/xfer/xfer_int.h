@@ -184,6 +184,9 @@ typedef struct br_xfer__hcache br_xfer__hcache;
 /* path NULL = default location ($BRAID_CACHE_DIR or ~/.cache/braid), "" = none
  * (returns BR_OK with *out NULL). */
 int br_xfer__hcache_open(const char *path, br_xfer__hcache **out, br_error *err);
+/* What opening it had to do that the user should hear of (a damaged cache
+ * put aside), or NULL. */
+const char *br_xfer__hcache_note(const br_xfer__hcache *c);
 void br_xfer__hcache_close(br_xfer__hcache *c);
 /* 1 found (chunks malloc'd), 0 not found. */
 int br_xfer__hcache_get(br_xfer__hcache *c, const struct stat *st, int64_t chunk_size,
