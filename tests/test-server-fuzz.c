@@ -9,161 +9,9 @@
 #include <curl/curl.h>
 
 #include "farm-util.h"
+#include "json-mutate.h"
 
 static farm F;
-static uint64_t rng;
-
-static uint64_t next(void) {
-  rng ^= rng << 13;
-  rng ^= rng >> 7;
-  rng ^= rng << 17;
-  return rng;
-}
-
-static size_t pick(size_t n) { return n ? (size_t)(next() % n) : 0; }
-
-/* ---- mutations ---- */
-
-static json_t *deep(int levels, bool arrays) {
-  json_t *v = json_integer(1);
-  for (int i = 0; i < levels; i++) {
-    json_t *o = arrays ? json_array() : json_object();
-    if (arrays) json_array_append_new(o, v);
-    else json_object_set_new(o, "a", v);
-    v = o;
-  }
-  return v;
-}
-
-/* A value a careless handler would trip on. */
-static json_t *odd_value(void) {
-  static const char *strs[] = {"", "x", "../../../etc/passwd", "/abs", "C:\\con", "{n}",
-                               "%s%s%n", "\xc3\xa9\xe2\x80\xa8", "start", "one-job", "user",
-                               "admin", "done", "failed", "9223372036854775807", "-1", "null"};
-  switch (pick(17)) {
-  case 0: return json_null();
-  case 1: return json_true();
-  case 2: return json_false();
-  case 3: return json_integer(0);
-  case 4: return json_integer(-1);
-  case 5: return json_integer(INT64_MAX);
-  case 6: return json_integer(INT64_MIN);
-  case 7: return json_integer((json_int_t)1 << 31);
-  case 8: return json_real(1e300);
-  case 9: return json_real(-0.5);
-  case 10: {
-    size_t n = 1 + pick(3) * 20000;
-    char *s = malloc(n + 1);
-    memset(s, 'a' + (int)pick(26), n);
-    s[n] = 0;
-    json_t *v = json_string(s);
-    free(s);
-    return v;
-  }
-  case 11: return json_array();
-  case 12: return json_object();
-  case 13: return deep(20 + (int)pick(200), true);
-  case 14: return deep(20 + (int)pick(200), false);
-  case 15: return json_pack("[iii]", 1, 2, 3);
-  default: return json_string(strs[pick(sizeof strs / sizeof *strs)]);
-  }
-}
-
-static const char *keys[] = {"id",     "session", "events",  "priority", "attrs", "node",
-                             "graph",  "version", "seq",     "inv",      "type",  "task",
-                             "status", "slots",   "free",    "wait_ms",  "tags",  "max",
-                             "role",   "name",    "drain",   "held",     "cores", "memory_mb",
-                             "gpus",   "offset",  "data",    "exit_code", "set_attrs", "runtime",
-                             "group",  "nodes",   "params", "",         "\xc3\xa9"};
-
-/* Every container and value in v, depth first (v itself first). */
-static void collect(json_t *v, json_t ***all, size_t *n, size_t *cap) {
-  if (*n == *cap) {
-    *cap = *cap ? *cap * 2 : 64;
-    *all = realloc(*all, *cap * sizeof **all);
-  }
-  (*all)[(*n)++] = v;
-  size_t i;
-  json_t *x;
-  const char *k;
-  if (json_is_object(v)) json_object_foreach(v, k, x) collect(x, all, n, cap);
-  if (json_is_array(v)) json_array_foreach(v, i, x) collect(x, all, n, cap);
-}
-
-/* One structural change somewhere in root (which stays a valid JSON
- * value): a member or element replaced, dropped, added or repeated. */
-static void mutate_once(json_t *root) {
-  json_t **all = NULL;
-  size_t n = 0, cap = 0;
-  collect(root, &all, &n, &cap);
-  /* a container to change one of its members or elements */
-  json_t *c = NULL;
-  for (int tries = 0; tries < 8 && !c; tries++) {
-    json_t *v = all[pick(n)];
-    if (json_is_object(v) || json_is_array(v)) c = v;
-  }
-  if (!c) c = root;
-  size_t size = json_is_object(c) ? json_object_size(c) : json_array_size(c);
-  int op = (int)pick(4);
-  if (json_is_object(c)) {
-    const char *victim = NULL;
-    size_t at = pick(size), i = 0;
-    const char *k;
-    json_t *x;
-    json_object_foreach(c, k, x) if (i++ == at) victim = k;
-    char key[64];
-    snprintf(key, sizeof key, "%s", victim ? victim : keys[pick(sizeof keys / sizeof *keys)]);
-    if (op == 0 || !victim) json_object_set_new(c, keys[pick(sizeof keys / sizeof *keys)], odd_value());
-    else if (op == 1) json_object_del(c, key);
-    else json_object_set_new(c, key, odd_value());
-  } else if (json_is_array(c)) {
-    if (op == 0 || size == 0) json_array_append_new(c, odd_value());
-    else if (op == 1) json_array_remove(c, pick(size));
-    else if (op == 2) json_array_set_new(c, pick(size), odd_value());
-    else {
-      json_t *x = json_array_get(c, pick(size));
-      size_t times = 1 + pick(300);
-      for (size_t t = 0; t < times; t++) json_array_append(c, x);
-    }
-  }
-  free(all);
-}
-
-/* The text to send: a mutated copy of seed, sometimes damaged byte-wise
- * (the parser's errors), sometimes not JSON's top-level object at all. */
-static char *mutated_text(const json_t *seed, size_t *len) {
-  json_t *v = json_deep_copy(seed);
-  int rounds = 1 + (int)pick(3);
-  for (int i = 0; i < rounds; i++) mutate_once(v);
-  if (pick(20) == 0) { /* another top-level value */
-    json_decref(v);
-    v = odd_value();
-  }
-  char *t = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-  json_decref(v);
-  *len = strlen(t);
-  if (pick(4) == 0 && *len > 0) {
-    switch (pick(4)) {
-    case 0: /* cut */
-      *len = pick(*len);
-      break;
-    case 1: /* flipped bytes */
-      for (int i = 0; i < 1 + (int)pick(4); i++) t[pick(*len)] ^= (char)(1 << pick(8));
-      break;
-    case 2: /* a byte the JSON grammar never takes there */
-      t[pick(*len)] = "\0\x01\x7f\xff\"\\{}[],:"[pick(12)];
-      break;
-    default: /* doubled */
-      t = realloc(t, 2 * *len + 1);
-      memcpy(t + *len, t, *len);
-      *len *= 2;
-      t[*len] = 0;
-      break;
-    }
-  }
-  return t;
-}
-
 /* ---- raw calls: any body, any method ---- */
 
 typedef struct answer {
@@ -236,7 +84,7 @@ static void storm(const seed *s, int count, uint64_t run_seed, int *by_class) {
   CHECK_EQ_INT(st, s->expect);
   free(text);
   for (int i = 0; i < count; i++) {
-    text = mutated_text(s->body, &len);
+    text = jm_mutated_text(s->body, &len);
     st = send_raw(s->token, s->method, s->path, text, len, &a);
     if (st < 200 || st >= 500) {
       fprintf(stderr,
@@ -254,7 +102,7 @@ TEST(server_api_survives_mutated_bodies) {
   uint64_t run_seed = 0x5eed0f00dULL;
   const char *env = getenv("BRAID_FUZZ_SEED");
   if (env && *env) run_seed = strtoull(env, NULL, 10);
-  rng = run_seed ? run_seed : 1;
+  jm_rng = run_seed ? run_seed : 1;
   printf("mutations seeded with BRAID_FUZZ_SEED=%llu\n", (unsigned long long)run_seed);
   farm_start(&F, "server-fuzz", "--poll-wait 1 --lost-after 30 --limit lic=2");
   curl_global_init(CURL_GLOBAL_DEFAULT);

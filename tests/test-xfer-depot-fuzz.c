@@ -1,0 +1,284 @@
+/* The depot's HTTP surface under damaged input: seeded mutations of valid
+ * requests to every endpoint (the missing and fetch lists, a snapshot
+ * commit, an upload bundle, the admin rm and gc bodies, chunk GETs with
+ * odd ranges, snapshot GETs with odd names), sent with the tokens allowed
+ * to make them. The depot runs in this process, so ASan and UBSan watch
+ * it. Every answer must be a success or a client error, never a 5xx or a
+ * dropped connection; afterwards the depot still checks clean (fsck) and
+ * serves a pull of the snapshot it held. BRAID_FUZZ_SEED repeats a run. */
+#include "xfer-util.h"
+
+#include <curl/curl.h>
+
+#include "json-mutate.h"
+#include "xfer/xfer_int.h"
+
+#define ADMIN "fuzz-admin-token"
+#define D64_ZERO "0000000000000000000000000000000000000000000000000000000000000000"
+
+typedef struct answer {
+  char buf[4096];
+  size_t n;
+} answer;
+
+static size_t on_body(char *p, size_t s, size_t n, void *ud) {
+  answer *a = ud;
+  size_t len = s * n, room = sizeof a->buf - 1 - a->n;
+  size_t take = len < room ? len : room;
+  memcpy(a->buf + a->n, p, take);
+  a->n += take;
+  a->buf[a->n] = 0;
+  return len;
+}
+
+static int port;
+
+/* The status (0: no answer, the connection dropped). body NULL: a GET. */
+static long call(const char *token, const char *path, const void *body, size_t len,
+                 const char *range, answer *a) {
+  a->n = 0;
+  a->buf[0] = 0;
+  CURL *c = curl_easy_init();
+  char url[1024], auth[256], rh[512];
+  snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, path);
+  snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
+  struct curl_slist *h = curl_slist_append(NULL, auth);
+  if (range) {
+    snprintf(rh, sizeof rh, "Range: %s", range);
+    h = curl_slist_append(h, rh);
+  }
+  curl_easy_setopt(c, CURLOPT_URL, url);
+  if (body) {
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, (const char *)body);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+  }
+  curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, a);
+  curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
+  long status = 0;
+  CURLcode cc = curl_easy_perform(c);
+  if (cc == CURLE_OK) curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+  else snprintf(a->buf, sizeof a->buf, "curl: %s", curl_easy_strerror(cc));
+  curl_slist_free_all(h);
+  curl_easy_cleanup(c);
+  return status;
+}
+
+static uint64_t run_seed;
+static int by_class[6];
+
+static void check_answer(long st, const char *what, const char *path, const void *body,
+                         size_t len, const answer *a) {
+  if (st >= 200 && st < 500) {
+    by_class[st / 100]++;
+    return;
+  }
+  fprintf(stderr, "BRAID_FUZZ_SEED=%llu: %s %s answered %ld (%s) to a %zu-byte body: %.*s\n",
+          (unsigned long long)run_seed, what, path, st, a->buf, len,
+          (int)(len < 600 ? len : 600), body ? (const char *)body : "");
+  CHECK(st >= 200 && st < 500);
+}
+
+/* Mutations of a JSON body posted to path. */
+static void storm_json(const char *token, const char *path, const char *seed_text, long expect,
+                       int count) {
+  answer a;
+  long st = call(token, path, seed_text, strlen(seed_text), NULL, &a);
+  if (st != expect) fprintf(stderr, "seed %s: %ld %s\n", path, st, a.buf);
+  CHECK_EQ_INT(st, expect);
+  json_t *seed = json_loads(seed_text, 0, NULL);
+  CHECK(seed != NULL);
+  for (int i = 0; i < count; i++) {
+    size_t len;
+    char *text = jm_mutated_text(seed, &len);
+    st = call(token, path, text, len, NULL, &a);
+    check_answer(st, "POST", path, text, len, &a);
+    free(text);
+  }
+  json_decref(seed);
+}
+
+/* Byte-level damage to a binary body: cut, flipped, a run overwritten,
+ * lengths in headers made huge. */
+static void storm_bytes(const char *token, const char *path, const uint8_t *seed, size_t len,
+                        long expect, int count) {
+  answer a;
+  long st = call(token, path, seed, len, NULL, &a);
+  if (st != expect) fprintf(stderr, "seed %s: %ld %s\n", path, st, a.buf);
+  CHECK_EQ_INT(st, expect);
+  uint8_t *b = malloc(len + 64);
+  for (int i = 0; i < count; i++) {
+    memcpy(b, seed, len);
+    size_t n = len;
+    switch (jm_pick(4)) {
+    case 0: n = jm_pick(len); break;
+    case 1:
+      for (int k = 0; k < 1 + (int)jm_pick(8); k++) b[jm_pick(n)] ^= (uint8_t)(1u << jm_pick(8));
+      break;
+    case 2: {
+      size_t at = jm_pick(n), run = 1 + jm_pick(16);
+      for (size_t k = at; k < n && k < at + run; k++) b[k] = (uint8_t)(jm_pick(2) ? 0xff : 0);
+      break;
+    }
+    default: /* a few bytes more */
+      for (int k = 0; k < 1 + (int)jm_pick(60); k++) b[n++] = (uint8_t)jm_next();
+      break;
+    }
+    st = call(token, path, b, n, NULL, &a);
+    check_answer(st, "POST", path, NULL, 0, &a);
+  }
+  free(b);
+}
+
+TEST(depot_api_survives_mutated_requests) {
+  run_seed = 0xdeb07f00dULL;
+  const char *env = getenv("BRAID_FUZZ_SEED");
+  if (env && *env) run_seed = strtoull(env, NULL, 10);
+  jm_rng = run_seed ? run_seed : 1;
+  printf("mutations seeded with BRAID_FUZZ_SEED=%llu\n", (unsigned long long)run_seed);
+  char *tmp = br_test_tmpdir("xfer-depot-fuzz");
+  /* a depot with an admin token too */
+  char *root = xu_path(tmp, "depot"), *tokens = xu_path(tmp, "tokens"),
+       *admins = xu_path(tmp, "admins");
+  char line[128];
+  br_xfer_token_hash(XU_TOKEN, line, sizeof line);
+  strcat(line, "\n");
+  xu_write_file(tokens, line, strlen(line));
+  br_xfer_token_hash(ADMIN, line, sizeof line);
+  strcat(line, "\n");
+  xu_write_file(admins, line, strlen(line));
+  br_depot_opts o;
+  memset(&o, 0, sizeof o);
+  o.root = root;
+  o.listen = "127.0.0.1:0";
+  o.token_file = tokens;
+  o.admin_token_file = admins;
+  br_depot *d = NULL;
+  br_error err;
+  br_error_clear(&err);
+  CHECK_EQ_INT(br_depot_start(&o, &d, &err), BR_OK);
+  port = br_depot_port(d);
+  curl_global_init(CURL_GLOBAL_DEFAULT);
+  /* a snapshot to work on: small files (packed) and one of two chunks */
+  char *src = xu_path(tmp, "src");
+  for (int i = 0; i < 6; i++) {
+    char rel[32];
+    snprintf(rel, sizeof rel, "f.%04d.bgeo", i + 1);
+    xu_make_file(src, rel, 3000 + (size_t)i * 1000, (uint64_t)i + 1);
+  }
+  xu_make_file(src, "big.vdb", 70000, 99);
+  br_xfer_opts xo;
+  xu_opts(&xo, tmp);
+  xo.chunk_size = 65536;
+  char base[64];
+  snprintf(base, sizeof base, "depot://127.0.0.1:%d", port);
+  char *ref = xu_ref(base, "shot/fz");
+  br_xfer_result res;
+  CHECK_EQ_INT(br_xfer_push(src, ref, &xo, &res, &err), BR_OK);
+  answer a;
+  CHECK_EQ_INT(call(XU_TOKEN, "/v1/snapshot?name=shot/fz", NULL, 0, NULL, &a), 200);
+  char *manifest = strdup(a.buf);
+  br_xfer_manifest *m = NULL;
+  CHECK_EQ_INT(br_xfer_manifest_parse(manifest, strlen(manifest), &m, &err), BR_OK);
+  CHECK(m->nentries >= 7);
+  /* the digests of two chunks: a small file's, and the big file's first */
+  char h1[BR_XFER_HEX_LEN + 1] = "", h2[BR_XFER_HEX_LEN + 1] = "";
+  for (size_t i = 0; i < m->nentries; i++) {
+    if (!m->entries[i].nchunks) continue;
+    if (m->entries[i].size > 65536) br_xfer_digest_hex(&m->entries[i].chunks[0], h2);
+    else if (!h1[0]) br_xfer_digest_hex(&m->entries[i].chunks[0], h1);
+  }
+  CHECK(h1[0] && h2[0]);
+  char list[400], fetch[400];
+  snprintf(list, sizeof list, "{\"chunks\":[\"%s\",\"%s\",\"%s\"]}", h1, h2, D64_ZERO);
+  snprintf(fetch, sizeof fetch, "{\"chunks\":[\"%s\",\"%s\"],\"zstd\":true}", h1, h1);
+  int N = 600;
+  storm_json(XU_TOKEN, "/v1/missing", list, 200, N);
+  storm_json(XU_TOKEN, "/v1/fetch", fetch, 200, N);
+  storm_json(XU_TOKEN, "/v1/snapshot?name=shot/fz2", manifest, 200, N);
+  storm_json(ADMIN, "/v1/admin/rm", "{\"versions\":[{\"name\":\"nothing/here\",\"version\":1}]}",
+             404, N / 2);
+  storm_json(ADMIN, "/v1/admin/gc", "{\"grace_s\":86400,\"dry_run\":true}", 200, N / 4);
+  /* an upload: a bundle of three chunks, one compressible */
+  br_xfer__buf bundle = {0};
+  CHECK_EQ_INT(br_xfer__bundle_begin(&bundle), BR_OK);
+  uint8_t data[3][5000];
+  for (int i = 0; i < 3; i++) {
+    xu_fill(data[i], sizeof data[i], 1000 + (uint64_t)i);
+    if (i == 2) memset(data[i], 'z', sizeof data[i]);
+    br_xfer_digest dg;
+    br_xfer_sha256(data[i], sizeof data[i], &dg);
+    CHECK_EQ_INT(br_xfer__bundle_add(&bundle, &dg, data[i], sizeof data[i], true, NULL), BR_OK);
+  }
+  storm_bytes(XU_TOKEN, "/v1/chunks", bundle.data, bundle.len, 200, N);
+  br_xfer__buf_free(&bundle);
+  /* chunk GETs: odd ranges, odd digests */
+  static const char *ranges[] = {"bytes=0-10", "bytes=-5", "bytes=999999999-", "bytes=5-1",
+                                 "bytes=0-0,2-3", "bytes=", "bytes=-", "items=0-1",
+                                 "bytes=18446744073709551615-", "bytes=-0", "bytes=1-2-3",
+                                 "bytes=0-9223372036854775807", " bytes = 1 - 2 "};
+  char path[300];
+  for (int i = 0; i < N; i++) {
+    const char *h = jm_pick(2) ? h1 : h2;
+    char hex[BR_XFER_HEX_LEN + 8];
+    snprintf(hex, sizeof hex, "%s", h);
+    if (jm_pick(3) == 0) hex[jm_pick(BR_XFER_HEX_LEN)] = "gG/.Z0-_"[jm_pick(8)];
+    if (jm_pick(5) == 0) hex[jm_pick(BR_XFER_HEX_LEN)] = 0;
+    snprintf(path, sizeof path, "/v1/chunk/%s", hex);
+    const char *r = jm_pick(4) ? ranges[jm_pick(sizeof ranges / sizeof *ranges)] : NULL;
+    long st = call(XU_TOKEN, path, NULL, 0, r, &a);
+    check_answer(st, "GET", path, r, r ? strlen(r) : 0, &a);
+  }
+  /* snapshot GETs: odd names and versions */
+  static const char *names[] = {"shot/fz",   "shot/fz@v1", "shot/fz@v0", "shot/fz@v-1",
+                                "../etc",    "/abs",       "",           "a//b",
+                                "shot/fz@latest", "shot/fz@v99999999999999999999",
+                                "con",       "a%00b",      "%2e%2e/x"};
+  for (int i = 0; i < N; i++) {
+    const char *nm = names[jm_pick(sizeof names / sizeof *names)];
+    const char *at = strchr(nm, '@');
+    if (at)
+      snprintf(path, sizeof path, "/v1/snapshot?name=%.*s&version=%s", (int)(at - nm), nm,
+               at + 2);
+    else snprintf(path, sizeof path, "/v1/snapshot?name=%s", nm);
+    long st = call(XU_TOKEN, path, NULL, 0, NULL, &a);
+    check_answer(st, "GET", path, NULL, 0, &a);
+  }
+  printf("%d requests: %d answered 2xx, %d 4xx\n", by_class[2] + by_class[4], by_class[2],
+         by_class[4]);
+  CHECK(by_class[2] > 0 && by_class[4] > 0);
+  /* every version a mutated commit made is one a pull can check out */
+  char *ref2 = xu_ref(base, "shot/fz2");
+  int64_t latest = 0;
+  CHECK_EQ_INT(call(XU_TOKEN, "/v1/snapshot?name=shot/fz2", NULL, 0, NULL, &a), 200);
+  for (int64_t v = 1;; v++) {
+    snprintf(path, sizeof path, "/v1/snapshot?name=shot/fz2&version=%lld", (long long)v);
+    if (call(XU_TOKEN, path, NULL, 0, NULL, &a) != 200) break;
+    latest = v;
+    char vref[300], vdir[64];
+    snprintf(vref, sizeof vref, "%s@v%lld", ref2, (long long)v);
+    snprintf(vdir, sizeof vdir, "fz2-v%lld", (long long)v);
+    char *dir = xu_path(tmp, vdir);
+    br_error_clear(&err);
+    int rc = br_xfer_pull(vref, dir, &xo, &res, &err);
+    if (rc) fprintf(stderr, "pull of %s: %s\n", vref, err.msg);
+    CHECK_EQ_INT(rc, BR_OK);
+    free(dir);
+  }
+  printf("%lld versions committed from mutated manifests, all pulled\n", (long long)latest);
+  CHECK(latest >= 1);
+  free(ref2);
+  /* still whole: the snapshot pulls back equal, and the store checks clean */
+  char *dst = xu_path(tmp, "dst");
+  CHECK_EQ_INT(br_xfer_pull(ref, dst, &xo, &res, &err), BR_OK);
+  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+  br_depot_stop(d);
+  int64_t checked = 0;
+  CHECK_EQ_INT(br_depot_fsck(root, &checked, &err), BR_OK);
+  CHECK(checked > 0);
+  curl_global_cleanup();
+  br_xfer_manifest_free(m);
+  free(manifest), free(ref), free(src), free(dst), free(root), free(tokens), free(admins);
+  xu_done(tmp);
+}
