@@ -615,7 +615,7 @@ TEST(hash_cache_hits_only_on_same_identity) {
   struct stat st;
   CHECK(stat(f, &st) == 0);
   br_xfer__hcache *c = NULL;
-  CHECK_EQ_INT(br_xfer__hcache_open(db, &c, NULL), BR_OK);
+  CHECK_EQ_INT(br_xfer__hcache_open(db, &c, NULL, 0, NULL), BR_OK);
   br_xfer_digest d, got, *cs = NULL;
   size_t n = 0;
   br_xfer_sha256("x", 1, &d);
@@ -649,10 +649,11 @@ TEST(hash_cache_damaged_or_unusable_never_stops_a_transfer) {
   br_xfer__hcache *c = NULL;
   br_error err;
   br_error_clear(&err);
-  CHECK_EQ_INT(br_xfer__hcache_open(db, &c, &err), BR_OK);
+  char warn[1280] = "";
+  CHECK_EQ_INT(br_xfer__hcache_open(db, &c, warn, sizeof warn, &err), BR_OK);
   CHECK(c != NULL);
-  CHECK_CONTAINS(br_xfer__hcache_note(c), "was damaged");
-  CHECK_CONTAINS(br_xfer__hcache_note(c), "c.db.damaged");
+  CHECK_CONTAINS(warn, "was damaged");
+  CHECK_CONTAINS(warn, "c.db.damaged");
   char *kept = xu_read_file(aside, NULL); /* put aside as it was */
   CHECK(kept != NULL && memcmp(kept, junk, 100) == 0);
   free(kept);
@@ -665,17 +666,19 @@ TEST(hash_cache_damaged_or_unusable_never_stops_a_transfer) {
   CHECK_EQ_INT(br_xfer__hcache_get(c, &st, 65536, &got, &cs, &n), 1);
   free(cs);
   br_xfer__hcache_close(c);
-  /* reopened: no note, the entry is there */
-  CHECK_EQ_INT(br_xfer__hcache_open(db, &c, &err), BR_OK);
-  CHECK(br_xfer__hcache_note(c) == NULL);
+  /* reopened: no warning, the entry is there */
+  warn[0] = 0;
+  CHECK_EQ_INT(br_xfer__hcache_open(db, &c, warn, sizeof warn, &err), BR_OK);
+  CHECK(warn[0] == 0);
   CHECK_EQ_INT(br_xfer__hcache_get(c, &st, 65536, &got, &cs, &n), 1);
   free(cs);
   br_xfer__hcache_close(c);
-  /* nowhere to keep it: every lookup misses, every store is a no-op */
+  /* nowhere to keep it: no cache (every lookup misses, every store is a
+   * no-op), and a warning */
   char *nowhere = xu_path(tmp, "no/such/folder/c.db");
-  CHECK_EQ_INT(br_xfer__hcache_open(nowhere, &c, &err), BR_OK);
-  CHECK(c != NULL);
-  CHECK_CONTAINS(br_xfer__hcache_note(c), "going on without it");
+  CHECK_EQ_INT(br_xfer__hcache_open(nowhere, &c, warn, sizeof warn, &err), BR_OK);
+  CHECK(c == NULL);
+  CHECK_CONTAINS(warn, "going on without it");
   CHECK_EQ_INT(br_xfer__hcache_begin(c), BR_OK);
   CHECK_EQ_INT(br_xfer__hcache_put(c, &st, 65536, &d, &d, 1), BR_OK);
   CHECK_EQ_INT(br_xfer__hcache_get(c, &st, 65536, &got, &cs, &n), 0);

@@ -17,7 +17,6 @@ struct br_xfer__hcache {
   sqlite3 *db;
   sqlite3_stmt *get, *put;
   pthread_mutex_t mu;
-  char note[1200]; /* what opening it had to do, for the user */
 };
 
 static void close_db(br_xfer__hcache *c) {
@@ -52,7 +51,8 @@ static int open_db(br_xfer__hcache *c, const char *path) {
   return rc == SQLITE_OK ? rc : sqlite3_errcode(c->db) & 0xff;
 }
 
-int br_xfer__hcache_open(const char *path, br_xfer__hcache **out, br_error *err) {
+int br_xfer__hcache_open(const char *path, br_xfer__hcache **out, char *warn, size_t warn_size,
+                         br_error *err) {
   *out = NULL;
   if (path && !*path) return BR_OK;
   char *def = NULL;
@@ -102,10 +102,9 @@ int br_xfer__hcache_open(const char *path, br_xfer__hcache **out, br_error *err)
         free(side);
       }
       rc = open_db(c, path);
-      if (rc == SQLITE_OK)
-        snprintf(c->note, sizeof c->note,
-                 "hash cache %s was damaged (%s): moved to %s, a new one started", path, why,
-                 aside);
+      if (rc == SQLITE_OK && warn)
+        snprintf(warn, warn_size, "hash cache %s was damaged (%s): moved to %s, a new one started",
+                 path, why, aside);
     } else {
       size_t l = strlen(why);
       snprintf(why + l, sizeof why - l, ", and it could not be moved aside (%s)",
@@ -117,16 +116,16 @@ int br_xfer__hcache_open(const char *path, br_xfer__hcache **out, br_error *err)
     /* Unusable (a folder that cannot be written, a damaged file that
      * cannot be moved): the transfer goes on without it, and says so. */
     if (c->db) snprintf(why, sizeof why, "%s", sqlite3_errmsg(c->db));
-    close_db(c);
-    snprintf(c->note, sizeof c->note,
-             "hash cache %s: %s; going on without it (every file is hashed)", path, why);
+    if (warn)
+      snprintf(warn, warn_size, "hash cache %s: %s; going on without it (every file is hashed)",
+               path, why);
+    br_xfer__hcache_close(c);
+    c = NULL;
   }
   free(def);
   *out = c;
   return BR_OK;
 }
-
-const char *br_xfer__hcache_note(const br_xfer__hcache *c) { return c && c->note[0] ? c->note : NULL; }
 
 void br_xfer__hcache_close(br_xfer__hcache *c) {
   if (!c) return;
@@ -148,7 +147,7 @@ int br_xfer__hcache_get(br_xfer__hcache *c, const struct stat *st, int64_t chunk
                         br_xfer_digest *file, br_xfer_digest **chunks, size_t *nchunks) {
   *chunks = NULL;
   *nchunks = 0;
-  if (!c || !c->db) return 0;
+  if (!c) return 0;
   int found = 0;
   pthread_mutex_lock(&c->mu);
   sqlite3_reset(c->get);
@@ -181,7 +180,7 @@ int br_xfer__hcache_get(br_xfer__hcache *c, const struct stat *st, int64_t chunk
 int br_xfer__hcache_put(br_xfer__hcache *c, const struct stat *st, int64_t chunk_size,
                         const br_xfer_digest *file, const br_xfer_digest *chunks,
                         size_t nchunks) {
-  if (!c || !c->db) return BR_OK;
+  if (!c) return BR_OK;
   pthread_mutex_lock(&c->mu);
   sqlite3_reset(c->put);
   bind_key(c->put, st, chunk_size);
@@ -195,7 +194,7 @@ int br_xfer__hcache_put(br_xfer__hcache *c, const struct stat *st, int64_t chunk
 }
 
 int br_xfer__hcache_begin(br_xfer__hcache *c) {
-  if (!c || !c->db) return BR_OK;
+  if (!c) return BR_OK;
   pthread_mutex_lock(&c->mu);
   int rc = sqlite3_exec(c->db, "BEGIN", NULL, NULL, NULL);
   pthread_mutex_unlock(&c->mu);
@@ -203,7 +202,7 @@ int br_xfer__hcache_begin(br_xfer__hcache *c) {
 }
 
 int br_xfer__hcache_commit(br_xfer__hcache *c) {
-  if (!c || !c->db) return BR_OK;
+  if (!c) return BR_OK;
   pthread_mutex_lock(&c->mu);
   int rc = sqlite3_exec(c->db, "COMMIT", NULL, NULL, NULL);
   pthread_mutex_unlock(&c->mu);

@@ -1889,9 +1889,8 @@ int br_xfer_pull_many(const char *const *sources, const char *const *dirs, size_
   p.jobs = rc ? NULL : calloc(n, sizeof *p.jobs);
   if (!rc && !p.jobs) rc = br_error_set(err, BR_ENOMEM, "out of memory");
   for (size_t j = 0; p.jobs && j < n; j++) p.jobs[j].rootfd = -1;
-  if (!rc) rc = br_xfer__hcache_open(opts->cache_path, &p.hc, err);
-  if (!rc && br_xfer__hcache_note(p.hc))
-    snprintf(res->warning, sizeof res->warning, "%s", br_xfer__hcache_note(p.hc));
+  if (!rc)
+    rc = br_xfer__hcache_open(opts->cache_path, &p.hc, res->warning, sizeof res->warning, err);
   if (!rc && installer_start(&p.inst)) rc = br_error_set(err, BR_ENOMEM, "no installer threads");
   p.eng.tick = installer_tick;
   p.eng.tick_ud = &p;

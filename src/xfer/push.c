@@ -995,9 +995,8 @@ int br_xfer_push_many(const char *const *dirs, const char *const *targets, size_
   int rc = br_xfer__engine_init(&p.eng, opts, per * 2, err);
   p.jobs = rc ? NULL : calloc(n, sizeof *p.jobs);
   if (!rc && !p.jobs) rc = br_error_set(err, BR_ENOMEM, "out of memory");
-  if (!rc) rc = br_xfer__hcache_open(opts->cache_path, &p.hc, err);
-  if (!rc && br_xfer__hcache_note(p.hc))
-    snprintf(res->warning, sizeof res->warning, "%s", br_xfer__hcache_note(p.hc));
+  if (!rc)
+    rc = br_xfer__hcache_open(opts->cache_path, &p.hc, res->warning, sizeof res->warning, err);
   if (!rc) rc = run_push(&p, dirs, targets, err);
   p.eng.prog.phase = rc ? "failed" : "done";
   res->retries = p.eng.prog.retries;

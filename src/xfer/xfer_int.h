@@ -182,11 +182,11 @@ double br_xfer__bucket_wait(br_xfer__bucket *b);
 
 typedef struct br_xfer__hcache br_xfer__hcache;
 /* path NULL = default location ($BRAID_CACHE_DIR or ~/.cache/braid), "" = none
- * (returns BR_OK with *out NULL). */
-int br_xfer__hcache_open(const char *path, br_xfer__hcache **out, br_error *err);
-/* What opening it had to do that the user should hear of (a damaged cache
- * put aside), or NULL. */
-const char *br_xfer__hcache_note(const br_xfer__hcache *c);
+ * (returns BR_OK with *out NULL). A damaged cache is put aside and started
+ * again, one that cannot be opened is done without (*out NULL); either way
+ * warn (warn_size bytes, may be NULL) says so. */
+int br_xfer__hcache_open(const char *path, br_xfer__hcache **out, char *warn, size_t warn_size,
+                         br_error *err);
 void br_xfer__hcache_close(br_xfer__hcache *c);
 /* 1 found (chunks malloc'd), 0 not found. */
 int br_xfer__hcache_get(br_xfer__hcache *c, const struct stat *st, int64_t chunk_size,
