@@ -137,3 +137,10 @@ int64_t br_cli_parse_size(const char *s) {
   if (*end || !(v * mul < 9e18)) return -1; /* also inf: no int64_t holds it */
   return (int64_t)(v * mul);
 }
+
+int br_cli_parse_cache_size(const char *s, int64_t *out) {
+  int64_t v = br_cli_parse_size(s);
+  if (v < 0) return -1;
+  *out = v ? v : -1; /* 0 on the command line is none: br_depot_opts.cache's -1 */
+  return 0;
+}

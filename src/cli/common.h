@@ -30,6 +30,9 @@ char *br_cli_store_side(const char *store, const char *suffix);
 void br_cli_print_json(json_t *j);
 /* "10M", "200k", "1.5G", "0" (bytes, powers of 1024). -1 if bad. */
 int64_t br_cli_parse_size(const char *s);
+/* The depot's pack cache size (--cache, --depot-cache): a size, "0" for none,
+ * which is br_depot_opts.cache's -1. -1 if bad. */
+int br_cli_parse_cache_size(const char *s, int64_t *out);
 
 /* The --slurm-... options of `braid run` and `braid server` (getopt values
  * from BR_CLI_SLURM_BASE): they fill the slurm executor's options. */

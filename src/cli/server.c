@@ -108,12 +108,10 @@ int br_cli_server(int argc, char **argv) {
     case 'u': url_file = optarg; break;
     case 'D': depot_root = optarg; break;
     case 'C':
-      depot_cache = br_cli_parse_size(optarg);
-      if (depot_cache < 0) {
+      if (br_cli_parse_cache_size(optarg, &depot_cache)) {
         br_cli_errorf("--depot-cache wants a size like 512M (0: none)");
         goto out;
       }
-      if (depot_cache == 0) depot_cache = -1;
       break;
     case 'q': quiet = 1; break;
     case 't':

@@ -866,12 +866,10 @@ int br_cli_depot(int argc, char **argv) {
         return BR_EXIT_USAGE;
       }
     } else if (strcmp(a, "--cache") == 0) {
-      o.cache = br_cli_parse_size(v);
-      if (o.cache < 0) {
+      if (br_cli_parse_cache_size(v, &o.cache)) {
         br_cli_errorf("--cache wants a size like 512M (0: none)");
         return BR_EXIT_USAGE;
       }
-      if (o.cache == 0) o.cache = -1;
     } else if (strcmp(a, "--max-request") == 0) {
       o.max_request = br_cli_parse_size(v);
       if (o.max_request <= 0) {
