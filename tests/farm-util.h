@@ -170,14 +170,20 @@ static inline int farm_call(farm *f, const char *token, const char *method, cons
   return st;
 }
 
-/* Submits graph file path (relative to the source tree) with extra attrs. */
-static inline int64_t farm_submit(farm *f, const char *graph, json_t *attrs, int priority,
-                                  const char *group) {
+/* The graph file at rel (relative to the source tree), read. */
+static inline json_t *farm_graph(const char *rel) {
   char path[1024];
-  snprintf(path, sizeof path, "%s/%s", farm_src(), graph);
+  snprintf(path, sizeof path, "%s/%s", farm_src(), rel);
   json_error_t jerr;
   json_t *g = json_load_file(path, 0, &jerr);
   CHECK(g != NULL);
+  return g;
+}
+
+/* Submits graph file path (relative to the source tree) with extra attrs. */
+static inline int64_t farm_submit(farm *f, const char *graph, json_t *attrs, int priority,
+                                  const char *group) {
+  json_t *g = farm_graph(graph);
   json_t *body = json_pack("{sosiso}", "graph", g, "priority", priority, "attrs",
                            attrs ? attrs : json_object());
   if (group) json_object_set_new(body, "group", json_string(group));

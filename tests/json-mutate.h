@@ -1,11 +1,12 @@
 /* Seeded mutations of JSON bodies, for tests that throw damaged input at a
  * server (test-server-fuzz, test-xfer-depot-fuzz): values of other types,
  * out of range or odd, members dropped, added or repeated, deep nesting,
- * and byte-level damage to the text. jm_rng is the state: set it to a
- * run's seed (not 0) first. */
+ * and byte-level damage to the text; and the raw HTTP call that sends
+ * them, with the rule every answer is held to. jm_start seeds a run. */
 #ifndef BR_TEST_JSON_MUTATE_H
 #define BR_TEST_JSON_MUTATE_H
 
+#include <curl/curl.h>
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -16,7 +17,18 @@
 #define JM_UNUSED __attribute__((unused))
 #endif
 
-JM_UNUSED static uint64_t jm_rng;
+#include "harness.h"
+
+JM_UNUSED static uint64_t jm_rng, jm_seed;
+
+/* Seeds the mutations: BRAID_FUZZ_SEED when set (to repeat a run), else
+ * the test's own seed; printed either way. */
+JM_UNUSED static void jm_start(uint64_t seed) {
+  const char *env = getenv("BRAID_FUZZ_SEED");
+  jm_seed = env && *env ? strtoull(env, NULL, 10) : seed;
+  jm_rng = jm_seed ? jm_seed : 1;
+  printf("mutations seeded with BRAID_FUZZ_SEED=%llu\n", (unsigned long long)jm_seed);
+}
 
 JM_UNUSED static uint64_t jm_next(void) {
   jm_rng ^= jm_rng << 13;
@@ -173,6 +185,80 @@ JM_UNUSED static char *jm_mutated_text(const json_t *seed, size_t *len) {
     }
   }
   return t;
+}
+
+/* ---- sending them ---- */
+
+/* An answer's first bytes, NUL-terminated (or why none came). */
+typedef struct jm_answer {
+  char buf[4096];
+  size_t n;
+} jm_answer;
+
+JM_UNUSED static size_t jm_on_body(char *p, size_t s, size_t n, void *ud) {
+  jm_answer *a = ud;
+  size_t len = s * n, room = sizeof a->buf - 1 - a->n;
+  size_t take = len < room ? len : room;
+  memcpy(a->buf + a->n, p, take);
+  a->n += take;
+  a->buf[a->n] = 0;
+  return len;
+}
+
+/* One request to base+path with a bearer token: method (NULL: GET without
+ * a body, POST with one), body of len bytes (NULL: none) of content type
+ * type (NULL: curl's), a Range header (NULL: none). The status; 0 when no
+ * answer came (a dropped connection), a->buf then says curl's reason. */
+JM_UNUSED static long jm_call(const char *base, const char *token, const char *method,
+                              const char *path, const void *body, size_t len, const char *type,
+                              const char *range, jm_answer *a) {
+  a->n = 0;
+  a->buf[0] = 0;
+  CURL *c = curl_easy_init();
+  char url[1024], hdr[512];
+  snprintf(url, sizeof url, "%s%s", base, path);
+  snprintf(hdr, sizeof hdr, "Authorization: Bearer %s", token);
+  struct curl_slist *h = curl_slist_append(NULL, hdr);
+  if (type) {
+    snprintf(hdr, sizeof hdr, "Content-Type: %s", type);
+    h = curl_slist_append(h, hdr);
+  }
+  if (range) {
+    snprintf(hdr, sizeof hdr, "Range: %s", range);
+    h = curl_slist_append(h, hdr);
+  }
+  curl_easy_setopt(c, CURLOPT_URL, url);
+  if (method) curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+  if (body) {
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, (const char *)body);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+  }
+  curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, jm_on_body);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, a);
+  curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
+  long status = 0;
+  CURLcode cc = curl_easy_perform(c);
+  if (cc == CURLE_OK) curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+  else snprintf(a->buf, sizeof a->buf, "curl: %s", curl_easy_strerror(cc));
+  curl_slist_free_all(h);
+  curl_easy_cleanup(c);
+  return status;
+}
+
+/* The rule for every answer to damaged input: a success or a client error
+ * (counted in by_class[status / 100]), never a 5xx or a dropped
+ * connection; a failure says how to repeat the run and what was sent. */
+JM_UNUSED static void jm_check(long st, const char *method, const char *path, const void *body,
+                               size_t len, const jm_answer *a, int by_class[6]) {
+  if (st >= 200 && st < 500) {
+    by_class[st / 100]++;
+    return;
+  }
+  fprintf(stderr, "BRAID_FUZZ_SEED=%llu: %s %s answered %ld (%s) to a %zu-byte body: %.*s\n",
+          (unsigned long long)jm_seed, method, path, st, a->buf, len,
+          (int)(len < 600 ? len : 600), body ? (const char *)body : "");
+  CHECK(st >= 200 && st < 500);
 }
 
 #endif

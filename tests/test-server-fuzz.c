@@ -6,54 +6,10 @@
  * watch it) must answer every one with a success or a client error, never
  * a 5xx or a dropped connection, keep working, and exit cleanly. The seed
  * of the mutations is printed, and BRAID_FUZZ_SEED repeats a run. */
-#include <curl/curl.h>
-
 #include "farm-util.h"
 #include "json-mutate.h"
 
 static farm F;
-/* ---- raw calls: any body, any method ---- */
-
-typedef struct answer {
-  char buf[2048];
-  size_t n;
-} answer;
-
-static size_t on_body(char *p, size_t s, size_t n, void *ud) {
-  answer *a = ud;
-  size_t len = s * n, room = sizeof a->buf - 1 - a->n;
-  size_t take = len < room ? len : room;
-  memcpy(a->buf + a->n, p, take);
-  a->n += take;
-  a->buf[a->n] = 0;
-  return len;
-}
-
-/* The status (0: no answer at all, the connection dropped). */
-static long send_raw(const char *token, const char *method, const char *path, const char *body,
-                     size_t len, answer *a) {
-  a->n = 0;
-  a->buf[0] = 0;
-  CURL *c = curl_easy_init();
-  char url[512], auth[256];
-  snprintf(url, sizeof url, "%s%s", F.url, path);
-  snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
-  struct curl_slist *h = curl_slist_append(NULL, auth);
-  h = curl_slist_append(h, "Content-Type: application/json");
-  curl_easy_setopt(c, CURLOPT_URL, url);
-  curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-  curl_easy_setopt(c, CURLOPT_POSTFIELDS, body ? body : "");
-  curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(body ? len : 0));
-  curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-  curl_easy_setopt(c, CURLOPT_WRITEDATA, a);
-  curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
-  long status = 0;
-  if (curl_easy_perform(c) == CURLE_OK) curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-  curl_slist_free_all(h);
-  curl_easy_cleanup(c);
-  return status;
-}
 
 typedef struct seed {
   const char *method;
@@ -63,50 +19,32 @@ typedef struct seed {
   int expect; /* the seed's own status: it must be accepted */
 } seed;
 
-static json_t *graph_file(const char *name) {
-  char path[1024];
-  snprintf(path, sizeof path, "%s/tests/farm/%s", farm_src(), name);
-  json_error_t jerr;
-  json_t *g = json_load_file(path, 0, &jerr);
-  CHECK(g != NULL);
-  return g;
-}
-
 /* Mutations of one seed; a 5xx or a dropped connection fails the test
  * with the seed, the request and the answer. */
-static void storm(const seed *s, int count, uint64_t run_seed, int *by_class) {
-  answer a;
+static void storm(const seed *s, int count, int *by_class) {
+  jm_answer a;
   size_t len = 0;
   char *text = json_dumps(s->body, JSON_COMPACT);
-  long st = send_raw(s->token, s->method, s->path, text, strlen(text), &a);
+  long st = jm_call(F.url, s->token, s->method, s->path, text, strlen(text), "application/json",
+                    NULL, &a);
   if (st != s->expect)
     fprintf(stderr, "seed %s %s: %ld %s (body %.300s)\n", s->method, s->path, st, a.buf, text);
   CHECK_EQ_INT(st, s->expect);
   free(text);
   for (int i = 0; i < count; i++) {
     text = jm_mutated_text(s->body, &len);
-    st = send_raw(s->token, s->method, s->path, text, len, &a);
-    if (st < 200 || st >= 500) {
-      fprintf(stderr,
-              "BRAID_FUZZ_SEED=%llu: %s %s answered %ld (%s) to a %zu-byte body: %.600s\n",
-              (unsigned long long)run_seed, s->method, s->path, st, a.buf, len, text);
-      CHECK(st >= 200 && st < 500);
-    }
-    by_class[st / 100]++;
+    st = jm_call(F.url, s->token, s->method, s->path, text, len, "application/json", NULL, &a);
+    jm_check(st, s->method, s->path, text, len, &a, by_class);
     free(text);
     if (i % 50 == 49) CHECK_EQ_INT(farm_call(&F, F.agent, "GET", "/health", NULL, NULL), 200);
   }
 }
 
 TEST(server_api_survives_mutated_bodies) {
-  uint64_t run_seed = 0x5eed0f00dULL;
-  const char *env = getenv("BRAID_FUZZ_SEED");
-  if (env && *env) run_seed = strtoull(env, NULL, 10);
-  jm_rng = run_seed ? run_seed : 1;
-  printf("mutations seeded with BRAID_FUZZ_SEED=%llu\n", (unsigned long long)run_seed);
+  jm_start(0x5eed0f00dULL);
   farm_start(&F, "server-fuzz", "--poll-wait 1 --lost-after 30 --limit lic=2");
   curl_global_init(CURL_GLOBAL_DEFAULT);
-  json_t *g = graph_file("one-job.json"), *a = NULL;
+  json_t *g = farm_graph("tests/farm/one-job.json"), *a = NULL;
   CHECK_EQ_INT(farm_call(&F, F.user, "POST", "/api/v1/graphs", g, NULL), 201);
   json_t *sub = json_pack("{sssisss{si}}", "graph", "one-job", "priority", 5, "group", "fz",
                           "attrs", "n", 1);
@@ -156,7 +94,7 @@ TEST(server_api_survives_mutated_bodies) {
   snprintf(seeds[4].path, sizeof seeds[4].path, "%s/move", tp);
   int by_class[6] = {0};
   int per_seed = 150;
-  for (size_t i = 0; i < sizeof seeds / sizeof *seeds; i++) storm(&seeds[i], per_seed, run_seed, by_class);
+  for (size_t i = 0; i < sizeof seeds / sizeof *seeds; i++) storm(&seeds[i], per_seed, by_class);
   printf("%d mutated bodies: %d answered 2xx, %d 4xx\n", by_class[2] + by_class[4], by_class[2],
          by_class[4]);
   CHECK(by_class[4] > 0 && by_class[2] > 0); /* both kinds of answer were reached */

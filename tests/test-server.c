@@ -190,14 +190,6 @@ static int raw_status(const char *req) {
   return atoi(buf + 9);
 }
 
-static json_t *graph_file(const char *name) {
-  char path[1024];
-  snprintf(path, sizeof path, "%s/tests/farm/%s", farm_src(), name);
-  json_t *g = json_load_file(path, 0, NULL);
-  CHECK(g != NULL);
-  return g;
-}
-
 typedef struct evs {
   char buf[65536];
   size_t n;
@@ -241,7 +233,7 @@ TEST(server_api_matches_openapi) {
   api(NULL, "GET", "/metrics", NULL, NULL, 401, NOQ);
 
   /* graphs */
-  json_t *g = graph_file("one-job.json");
+  json_t *g = farm_graph("tests/farm/one-job.json");
   api(F.user, "POST", "/api/v1/graphs", g, &a, 201, NOQ);
   CHECK_EQ_STR(json_string_value(json_object_get(a, "name")), "one-job");
   json_decref(a);

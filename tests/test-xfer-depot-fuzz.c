@@ -8,82 +8,25 @@
  * serves a pull of the snapshot it held. BRAID_FUZZ_SEED repeats a run. */
 #include "xfer-util.h"
 
-#include <curl/curl.h>
-
 #include "json-mutate.h"
 #include "xfer/xfer_int.h"
 
 #define ADMIN "fuzz-admin-token"
 #define D64_ZERO "0000000000000000000000000000000000000000000000000000000000000000"
 
-typedef struct answer {
-  char buf[4096];
-  size_t n;
-} answer;
-
-static size_t on_body(char *p, size_t s, size_t n, void *ud) {
-  answer *a = ud;
-  size_t len = s * n, room = sizeof a->buf - 1 - a->n;
-  size_t take = len < room ? len : room;
-  memcpy(a->buf + a->n, p, take);
-  a->n += take;
-  a->buf[a->n] = 0;
-  return len;
-}
-
-static int port;
-
-/* The status (0: no answer, the connection dropped). body NULL: a GET. */
-static long call(const char *token, const char *path, const void *body, size_t len,
-                 const char *range, answer *a) {
-  a->n = 0;
-  a->buf[0] = 0;
-  CURL *c = curl_easy_init();
-  char url[1024], auth[256], rh[512];
-  snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, path);
-  snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
-  struct curl_slist *h = curl_slist_append(NULL, auth);
-  if (range) {
-    snprintf(rh, sizeof rh, "Range: %s", range);
-    h = curl_slist_append(h, rh);
-  }
-  curl_easy_setopt(c, CURLOPT_URL, url);
-  if (body) {
-    curl_easy_setopt(c, CURLOPT_POSTFIELDS, (const char *)body);
-    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
-  }
-  curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-  curl_easy_setopt(c, CURLOPT_WRITEDATA, a);
-  curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
-  long status = 0;
-  CURLcode cc = curl_easy_perform(c);
-  if (cc == CURLE_OK) curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-  else snprintf(a->buf, sizeof a->buf, "curl: %s", curl_easy_strerror(cc));
-  curl_slist_free_all(h);
-  curl_easy_cleanup(c);
-  return status;
-}
-
-static uint64_t run_seed;
+static char base[64]; /* "http://127.0.0.1:PORT" */
 static int by_class[6];
 
-static void check_answer(long st, const char *what, const char *path, const void *body,
-                         size_t len, const answer *a) {
-  if (st >= 200 && st < 500) {
-    by_class[st / 100]++;
-    return;
-  }
-  fprintf(stderr, "BRAID_FUZZ_SEED=%llu: %s %s answered %ld (%s) to a %zu-byte body: %.*s\n",
-          (unsigned long long)run_seed, what, path, st, a->buf, len,
-          (int)(len < 600 ? len : 600), body ? (const char *)body : "");
-  CHECK(st >= 200 && st < 500);
+/* A request to the depot: a POST with a body, else a GET. */
+static long call(const char *token, const char *path, const void *body, size_t len,
+                 const char *range, jm_answer *a) {
+  return jm_call(base, token, NULL, path, body, len, NULL, range, a);
 }
 
 /* Mutations of a JSON body posted to path. */
 static void storm_json(const char *token, const char *path, const char *seed_text, long expect,
                        int count) {
-  answer a;
+  jm_answer a;
   long st = call(token, path, seed_text, strlen(seed_text), NULL, &a);
   if (st != expect) fprintf(stderr, "seed %s: %ld %s\n", path, st, a.buf);
   CHECK_EQ_INT(st, expect);
@@ -93,7 +36,7 @@ static void storm_json(const char *token, const char *path, const char *seed_tex
     size_t len;
     char *text = jm_mutated_text(seed, &len);
     st = call(token, path, text, len, NULL, &a);
-    check_answer(st, "POST", path, text, len, &a);
+    jm_check(st, "POST", path, text, len, &a, by_class);
     free(text);
   }
   json_decref(seed);
@@ -103,7 +46,7 @@ static void storm_json(const char *token, const char *path, const char *seed_tex
  * lengths in headers made huge. */
 static void storm_bytes(const char *token, const char *path, const uint8_t *seed, size_t len,
                         long expect, int count) {
-  answer a;
+  jm_answer a;
   long st = call(token, path, seed, len, NULL, &a);
   if (st != expect) fprintf(stderr, "seed %s: %ld %s\n", path, st, a.buf);
   CHECK_EQ_INT(st, expect);
@@ -126,40 +69,20 @@ static void storm_bytes(const char *token, const char *path, const uint8_t *seed
       break;
     }
     st = call(token, path, b, n, NULL, &a);
-    check_answer(st, "POST", path, NULL, 0, &a);
+    jm_check(st, "POST", path, NULL, 0, &a, by_class);
   }
   free(b);
 }
 
 TEST(depot_api_survives_mutated_requests) {
-  run_seed = 0xdeb07f00dULL;
-  const char *env = getenv("BRAID_FUZZ_SEED");
-  if (env && *env) run_seed = strtoull(env, NULL, 10);
-  jm_rng = run_seed ? run_seed : 1;
-  printf("mutations seeded with BRAID_FUZZ_SEED=%llu\n", (unsigned long long)run_seed);
+  jm_start(0xdeb07f00dULL);
   char *tmp = br_test_tmpdir("xfer-depot-fuzz");
-  /* a depot with an admin token too */
-  char *root = xu_path(tmp, "depot"), *tokens = xu_path(tmp, "tokens"),
-       *admins = xu_path(tmp, "admins");
-  char line[128];
-  br_xfer_token_hash(XU_TOKEN, line, sizeof line);
-  strcat(line, "\n");
-  xu_write_file(tokens, line, strlen(line));
-  br_xfer_token_hash(ADMIN, line, sizeof line);
-  strcat(line, "\n");
-  xu_write_file(admins, line, strlen(line));
-  br_depot_opts o;
-  memset(&o, 0, sizeof o);
-  o.root = root;
-  o.listen = "127.0.0.1:0";
-  o.token_file = tokens;
-  o.admin_token_file = admins;
-  br_depot *d = NULL;
+  xu_depot x;
+  xu_depot_start_with(&x, tmp, 0, ADMIN);
+  snprintf(base, sizeof base, "http://127.0.0.1:%d", x.port);
+  curl_global_init(CURL_GLOBAL_DEFAULT);
   br_error err;
   br_error_clear(&err);
-  CHECK_EQ_INT(br_depot_start(&o, &d, &err), BR_OK);
-  port = br_depot_port(d);
-  curl_global_init(CURL_GLOBAL_DEFAULT);
   /* a snapshot to work on: small files (packed) and one of two chunks */
   char *src = xu_path(tmp, "src");
   for (int i = 0; i < 6; i++) {
@@ -171,12 +94,10 @@ TEST(depot_api_survives_mutated_requests) {
   br_xfer_opts xo;
   xu_opts(&xo, tmp);
   xo.chunk_size = 65536;
-  char base[64];
-  snprintf(base, sizeof base, "depot://127.0.0.1:%d", port);
-  char *ref = xu_ref(base, "shot/fz");
+  char *ref = xu_ref(x.url, "shot/fz");
   br_xfer_result res;
   CHECK_EQ_INT(br_xfer_push(src, ref, &xo, &res, &err), BR_OK);
-  answer a;
+  jm_answer a;
   CHECK_EQ_INT(call(XU_TOKEN, "/v1/snapshot?name=shot/fz", NULL, 0, NULL, &a), 200);
   char *manifest = strdup(a.buf);
   br_xfer_manifest *m = NULL;
@@ -228,7 +149,7 @@ TEST(depot_api_survives_mutated_requests) {
     snprintf(path, sizeof path, "/v1/chunk/%s", hex);
     const char *r = jm_pick(4) ? ranges[jm_pick(sizeof ranges / sizeof *ranges)] : NULL;
     long st = call(XU_TOKEN, path, NULL, 0, r, &a);
-    check_answer(st, "GET", path, r, r ? strlen(r) : 0, &a);
+    jm_check(st, "GET", path, r, r ? strlen(r) : 0, &a, by_class);
   }
   /* snapshot GETs: odd names and versions */
   static const char *names[] = {"shot/fz",   "shot/fz@v1", "shot/fz@v0", "shot/fz@v-1",
@@ -243,13 +164,13 @@ TEST(depot_api_survives_mutated_requests) {
                at + 2);
     else snprintf(path, sizeof path, "/v1/snapshot?name=%s", nm);
     long st = call(XU_TOKEN, path, NULL, 0, NULL, &a);
-    check_answer(st, "GET", path, NULL, 0, &a);
+    jm_check(st, "GET", path, NULL, 0, &a, by_class);
   }
   printf("%d requests: %d answered 2xx, %d 4xx\n", by_class[2] + by_class[4], by_class[2],
          by_class[4]);
   CHECK(by_class[2] > 0 && by_class[4] > 0);
   /* every version a mutated commit made is one a pull can check out */
-  char *ref2 = xu_ref(base, "shot/fz2");
+  char *ref2 = xu_ref(x.url, "shot/fz2");
   int64_t latest = 0;
   CHECK_EQ_INT(call(XU_TOKEN, "/v1/snapshot?name=shot/fz2", NULL, 0, NULL, &a), 200);
   for (int64_t v = 1;; v++) {
@@ -273,12 +194,13 @@ TEST(depot_api_survives_mutated_requests) {
   char *dst = xu_path(tmp, "dst");
   CHECK_EQ_INT(br_xfer_pull(ref, dst, &xo, &res, &err), BR_OK);
   CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
-  br_depot_stop(d);
+  char *root = strdup(x.root);
+  xu_depot_stop(&x);
   int64_t checked = 0;
   CHECK_EQ_INT(br_depot_fsck(root, &checked, &err), BR_OK);
   CHECK(checked > 0);
   curl_global_cleanup();
   br_xfer_manifest_free(m);
-  free(manifest), free(ref), free(src), free(dst), free(root), free(tokens), free(admins);
+  free(manifest), free(ref), free(src), free(dst), free(root);
   xu_done(tmp);
 }

@@ -379,25 +379,40 @@ TEST(pack_cache_keeps_what_was_pushed_within_its_bound) {
   xu_done(tmp);
 }
 
+#define PC_PACK 40000 /* the pack size of the unit tests: a 64 KiB buffer */
+
+/* Keeps a pack of PC_PACK bytes ch under name, as a push would. */
+static void pc_put(br_xfer__pcache *c, const char *name, int ch) {
+  uint8_t fill[PC_PACK];
+  memset(fill, ch, sizeof fill);
+  br_xfer__buf b = {0};
+  CHECK_EQ_INT(br_xfer__buf_append(&b, fill, sizeof fill), BR_OK);
+  br_xfer__pcache_put(c, name, &b);
+  CHECK(b.data == NULL); /* taken, or freed */
+}
+
+/* A pack file of PC_PACK bytes 'f' in tmp, open for reading. */
+static int pc_file(const char *tmp) {
+  uint8_t fill[PC_PACK];
+  memset(fill, 'f', sizeof fill);
+  char *path = xu_path(tmp, "p");
+  xu_write_file(path, (const char *)fill, sizeof fill);
+  int fd = open(path, O_RDONLY);
+  CHECK(fd >= 0);
+  free(path);
+  return fd;
+}
+
 TEST(pack_cache_frees_a_dropped_pack_after_its_last_reader) {
   /* packs up to 64 KiB */
   br_xfer__pcache *c = br_xfer__pcache_new(256 * 1024, BR_XFER__PCACHE_IDLE);
   CHECK(c != NULL);
   CHECK(br_xfer__pcache_new(0, BR_XFER__PCACHE_IDLE) == NULL);
-  br_xfer__buf b = {0};
-  uint8_t fill[40000];
-  memset(fill, 'a', sizeof fill);
-  CHECK_EQ_INT(br_xfer__buf_append(&b, fill, sizeof fill), BR_OK);
-  br_xfer__pcache_put(c, "packs/a", &b);
-  CHECK(b.data == NULL); /* taken */
+  pc_put(c, "packs/a", 'a');
   const br_xfer__pcpack *pa = br_xfer__pcache_get(c, "packs/a", -1, 0, false);
   CHECK(pa != NULL);
   const char *names[4] = {"packs/b", "packs/c", "packs/d", "packs/e"};
-  for (int i = 0; i < 4; i++) {
-    memset(fill, 'b' + i, sizeof fill);
-    CHECK_EQ_INT(br_xfer__buf_append(&b, fill, sizeof fill), BR_OK);
-    br_xfer__pcache_put(c, names[i], &b);
-  }
+  for (int i = 0; i < 4; i++) pc_put(c, names[i], 'b' + i);
   br_xfer__pcache_stats cs;
   br_xfer__pcache_stats_get(c, &cs);
   CHECK_EQ_INT(cs.evicted, 1); /* a, the least recently used, though in use */
@@ -405,11 +420,12 @@ TEST(pack_cache_frees_a_dropped_pack_after_its_last_reader) {
   CHECK(br_xfer__pcache_get(c, "packs/a", -1, 0, false) == NULL);
   size_t n;
   const uint8_t *bytes = br_xfer__pcpack_bytes(pa, &n);
-  CHECK_EQ_INT(n, sizeof fill);
+  CHECK_EQ_INT(n, PC_PACK);
   CHECK(bytes[0] == 'a' && bytes[n - 1] == 'a'); /* still readable by its reader */
   br_xfer__pcache_release(c, pa);                /* freed now (ASan would tell) */
   /* too big for this cache: not kept */
   uint8_t big[70000] = {0};
+  br_xfer__buf b = {0};
   CHECK_EQ_INT(br_xfer__buf_append(&b, big, sizeof big), BR_OK);
   br_xfer__pcache_put(c, "packs/big", &b);
   CHECK(br_xfer__pcache_get(c, "packs/big", -1, 0, false) == NULL);
@@ -417,24 +433,19 @@ TEST(pack_cache_frees_a_dropped_pack_after_its_last_reader) {
   /* read whole from a file; a file shorter than said is not kept */
   c = br_xfer__pcache_new(256 * 1024, BR_XFER__PCACHE_IDLE);
   char *tmp = br_test_tmpdir("xfer-pcache-unit");
-  char *path = xu_path(tmp, "p");
-  memset(fill, 'f', sizeof fill);
-  xu_write_file(path, (const char *)fill, sizeof fill);
-  int fd = open(path, O_RDONLY);
-  CHECK(fd >= 0);
-  CHECK(br_xfer__pcache_get(c, "packs/f", fd, sizeof fill + 4096, true) == NULL);
-  const br_xfer__pcpack *pf = br_xfer__pcache_get(c, "packs/f", fd, sizeof fill, true);
+  int fd = pc_file(tmp);
+  CHECK(br_xfer__pcache_get(c, "packs/f", fd, PC_PACK + 4096, true) == NULL);
+  const br_xfer__pcpack *pf = br_xfer__pcache_get(c, "packs/f", fd, PC_PACK, true);
   CHECK(pf != NULL);
   bytes = br_xfer__pcpack_bytes(pf, &n);
-  CHECK_EQ_INT(n, sizeof fill);
-  CHECK(memcmp(bytes, fill, n) == 0);
+  CHECK_EQ_INT(n, PC_PACK);
+  for (size_t i = 0; i < n; i++) CHECK(bytes[i] == 'f');
   br_xfer__pcache_release(c, pf);
   close(fd);
   br_xfer__pcache_stats_get(c, &cs);
   CHECK_EQ_INT(cs.loaded, 1);
   CHECK_EQ_INT(cs.packs, 1);
   br_xfer__pcache_free(c);
-  free(path);
   xu_done(tmp);
 }
 
@@ -447,22 +458,12 @@ TEST(pack_cache_reads_push_out_only_idle_packs) {
   const double IDLE = 2.0; /* far above the few microseconds between the steps */
   br_xfer__pcache *c = br_xfer__pcache_new(256 * 1024, IDLE); /* four 64 KiB buffers */
   CHECK(c != NULL);
-  uint8_t fill[40000];
   const char *names[4] = {"packs/a", "packs/b", "packs/c", "packs/d"};
-  br_xfer__buf b = {0};
-  for (int i = 0; i < 4; i++) {
-    memset(fill, 'a' + i, sizeof fill);
-    CHECK_EQ_INT(br_xfer__buf_append(&b, fill, sizeof fill), BR_OK);
-    br_xfer__pcache_put(c, names[i], &b);
-  }
+  for (int i = 0; i < 4; i++) pc_put(c, names[i], 'a' + i);
   char *tmp = br_test_tmpdir("xfer-pcache-idle");
-  char *path = xu_path(tmp, "p");
-  memset(fill, 'f', sizeof fill);
-  xu_write_file(path, (const char *)fill, sizeof fill);
-  int fd = open(path, O_RDONLY);
-  CHECK(fd >= 0);
+  int fd = pc_file(tmp);
   /* full, and every pack used just now: the read is not kept */
-  CHECK(br_xfer__pcache_get(c, "packs/f", fd, sizeof fill, true) == NULL);
+  CHECK(br_xfer__pcache_get(c, "packs/f", fd, PC_PACK, true) == NULL);
   br_xfer__pcache_stats cs;
   br_xfer__pcache_stats_get(c, &cs);
   CHECK_EQ_INT(cs.loaded, 0);
@@ -477,11 +478,12 @@ TEST(pack_cache_reads_push_out_only_idle_packs) {
   const br_xfer__pcpack *pa = br_xfer__pcache_get(c, "packs/a", -1, 0, false);
   CHECK(pa != NULL);
   br_xfer__pcache_release(c, pa);
-  const br_xfer__pcpack *pf = br_xfer__pcache_get(c, "packs/f", fd, sizeof fill, true);
+  const br_xfer__pcpack *pf = br_xfer__pcache_get(c, "packs/f", fd, PC_PACK, true);
   CHECK(pf != NULL);
   size_t n;
   const uint8_t *bytes = br_xfer__pcpack_bytes(pf, &n);
-  CHECK(n == sizeof fill && memcmp(bytes, fill, n) == 0);
+  CHECK_EQ_INT(n, PC_PACK);
+  for (size_t i = 0; i < n; i++) CHECK(bytes[i] == 'f');
   br_xfer__pcache_release(c, pf);
   br_xfer__pcache_stats_get(c, &cs);
   CHECK_EQ_INT(cs.loaded, 1);
@@ -496,16 +498,13 @@ TEST(pack_cache_reads_push_out_only_idle_packs) {
   }
   /* a push's pack pushes out the least recently used (f now, just read:
    * a, b and d were used after it), idle or not */
-  memset(fill, 'g', sizeof fill);
-  CHECK_EQ_INT(br_xfer__buf_append(&b, fill, sizeof fill), BR_OK);
-  br_xfer__pcache_put(c, "packs/g", &b);
+  pc_put(c, "packs/g", 'g');
   br_xfer__pcache_stats_get(c, &cs);
   CHECK_EQ_INT(cs.kept, 5);
   CHECK_EQ_INT(cs.evicted, 2);
   CHECK(br_xfer__pcache_get(c, "packs/f", -1, 0, false) == NULL);
   close(fd);
   br_xfer__pcache_free(c);
-  free(path);
   xu_done(tmp);
 }
 

@@ -336,14 +336,8 @@ TEST(gc_and_rm_over_http_with_an_admin_token) {
   char *tmp = br_test_tmpdir("xfer-gc-remote");
   setenv("BRAID_CACHE_DIR", tmp, 1);
   /* `braid depot` with an admin token file beside its token file */
-  char line[128];
-  br_xfer_token_hash(XU_TOKEN, line, sizeof line);
-  strcat(line, "\n");
-  char *tokens = xu_path(tmp, "tokens"), *admins = xu_path(tmp, "admins");
-  xu_write_file(tokens, line, strlen(line));
-  br_xfer_token_hash(ADMIN_TOKEN, line, sizeof line);
-  strcat(line, "\n");
-  xu_write_file(admins, line, strlen(line));
+  char *tokens = xu_token_file(tmp, "tokens", XU_TOKEN);
+  char *admins = xu_token_file(tmp, "admins", ADMIN_TOKEN);
   char *admin_tok = xu_path(tmp, "admin-token");
   xu_write_file(admin_tok, ADMIN_TOKEN "\n", strlen(ADMIN_TOKEN) + 1);
   char cmd[4096];
@@ -471,16 +465,6 @@ TEST(gc_and_rm_over_http_with_an_admin_token) {
   xu_done(tmp);
 }
 
-/* A file of one token's hash, as a depot's token file. */
-static char *token_file(const char *tmp, const char *name, const char *token) {
-  char line[128];
-  br_xfer_token_hash(token, line, sizeof line);
-  strcat(line, "\n");
-  char *p = xu_path(tmp, name);
-  xu_write_file(p, line, strlen(line));
-  return p;
-}
-
 /* Counts of a gc equal field by field (a remote gc fills what a local one does). */
 static void gc_same(const br_depot_gc_result *a, const br_depot_gc_result *b) {
   CHECK_EQ_INT(a->snapshots, b->snapshots);
@@ -500,21 +484,11 @@ static void *cancel_later(void *arg) {
 
 TEST(depot_rm_and_gc_from_the_library_over_http) {
   char *tmp = br_test_tmpdir("xfer-gc-library");
-  char *tokens = token_file(tmp, "tokens", XU_TOKEN);
-  char *admins = token_file(tmp, "admins", ADMIN_TOKEN);
-  char *root = xu_path(tmp, "depot");
-  br_depot_opts dopts;
-  memset(&dopts, 0, sizeof dopts);
-  dopts.root = root;
-  dopts.listen = "127.0.0.1:0";
-  dopts.token_file = tokens;
-  dopts.admin_token_file = admins;
-  br_depot *d = NULL;
+  xu_depot x;
+  xu_depot_start_with(&x, tmp, 0, ADMIN_TOKEN);
+  const char *root = x.root, *url = x.url;
   br_error err;
   br_error_clear(&err);
-  CHECK_EQ_INT(br_depot_start(&dopts, &d, &err), BR_OK);
-  char url[64];
-  snprintf(url, sizeof url, "depot://127.0.0.1:%d", br_depot_port(d));
   /* v1 has files 0..9; then 0..6 go and 10..16 come: v2 and v3. The
    * shared 7..9 go up first, alone, under a name removed at once: v1's own
    * chunks are then packed apart from them, whatever bundles push cuts. */
@@ -616,7 +590,7 @@ TEST(depot_rm_and_gc_from_the_library_over_http) {
   CHECK_CONTAINS(err.msg, "not a depot's address");
   CHECK_EQ_INT(br_xfer_depot_gc(url, -1, true, &o, &r, &err), BR_EINVAL);
   /* a depot that is not there: BR_ENET, try again later */
-  br_depot_stop(d);
+  xu_depot_stop(&x); /* x.url stays: the address it served */
   CHECK_EQ_INT(br_xfer_depot_rm(url, v1, 1, &o, removed, &err), BR_ENET);
   CHECK(!removed[0]);
   CHECK_EQ_INT(br_xfer_depot_gc(url, 0, false, &o, &r, &err), BR_ENET);
@@ -625,8 +599,5 @@ TEST(depot_rm_and_gc_from_the_library_over_http) {
   free(ref);
   free(src);
   free(dst);
-  free(root);
-  free(tokens);
-  free(admins);
   xu_done(tmp);
 }

@@ -21,6 +21,7 @@ typedef struct xu_depot {
   br_depot *d;
   char *root;
   char *tokens;
+  char *admins;  /* its admin token file, or NULL */
   char url[128]; /* "depot://127.0.0.1:PORT" */
   int port;
 } xu_depot;
@@ -97,21 +98,31 @@ XU_UNUSED static void xu_done(char *tmp) {
   free(tmp);
 }
 
-/* A depot on tmp/depot; cache: its pack cache's size (0: the default,
- * negative: none). */
-XU_UNUSED static void xu_depot_start_cache(xu_depot *x, const char *tmp, int64_t cache) {
+/* A depot's token file dir/name: token's hash (a depot keeps no tokens). */
+XU_UNUSED static char *xu_token_file(const char *dir, const char *name, const char *token) {
+  char line[128];
+  br_xfer_token_hash(token, line, sizeof line);
+  strcat(line, "\n");
+  char *p = xu_path(dir, name);
+  xu_write_file(p, line, strlen(line));
+  return p;
+}
+
+/* A depot on tmp/depot taking XU_TOKEN; cache: its pack cache's size (0:
+ * the default, negative: none); admin: a token that may also rm and gc
+ * over HTTP (NULL: none). */
+XU_UNUSED static void xu_depot_start_with(xu_depot *x, const char *tmp, int64_t cache,
+                                          const char *admin) {
   memset(x, 0, sizeof *x);
   x->root = xu_path(tmp, "depot");
-  x->tokens = xu_path(tmp, "tokens");
-  char line[128];
-  br_xfer_token_hash(XU_TOKEN, line, sizeof line);
-  strcat(line, "\n");
-  xu_write_file(x->tokens, line, strlen(line));
+  x->tokens = xu_token_file(tmp, "tokens", XU_TOKEN);
+  if (admin) x->admins = xu_token_file(tmp, "admins", admin);
   br_depot_opts o;
   memset(&o, 0, sizeof o);
   o.root = x->root;
   o.listen = "127.0.0.1:0";
   o.token_file = x->tokens;
+  o.admin_token_file = x->admins;
   o.cache = cache;
   br_error err;
   br_error_clear(&err);
@@ -122,14 +133,19 @@ XU_UNUSED static void xu_depot_start_cache(xu_depot *x, const char *tmp, int64_t
   snprintf(x->url, sizeof x->url, "depot://127.0.0.1:%d", x->port);
 }
 
+XU_UNUSED static void xu_depot_start_cache(xu_depot *x, const char *tmp, int64_t cache) {
+  xu_depot_start_with(x, tmp, cache, NULL);
+}
+
 XU_UNUSED static void xu_depot_start(xu_depot *x, const char *tmp) {
-  xu_depot_start_cache(x, tmp, 0);
+  xu_depot_start_with(x, tmp, 0, NULL);
 }
 
 XU_UNUSED static void xu_depot_stop(xu_depot *x) {
   br_depot_stop(x->d);
   free(x->root);
   free(x->tokens);
+  free(x->admins);
 }
 
 XU_UNUSED static char *xu_ref(const char *base, const char *name) {
