@@ -17,8 +17,32 @@ TEST(digest_hex_roundtrip) {
   CHECK_EQ_INT(br_xfer_digest_parse(hex, &e), BR_OK);
   CHECK(memcmp(d.b, e.b, 32) == 0);
   CHECK(br_xfer_digest_parse("zz", &e) != BR_OK);
-  hex[10] = 'g';
+  /* upper case is the same digest */
+  char up[65];
+  for (int i = 0; i < 65; i++) up[i] = (char)(hex[i] >= 'a' ? hex[i] - 32 : hex[i]);
+  CHECK_EQ_INT(br_xfer_digest_parse(up, &e), BR_OK);
+  CHECK(memcmp(d.b, e.b, 32) == 0);
+  /* every byte that is not a hex digit, at the first, a middle and the last place */
+  for (int c = 1; c < 256; c++) {
+    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')) continue;
+    int at[] = {0, 31, 63};
+    for (int k = 0; k < 3; k++) {
+      char bad[65];
+      memcpy(bad, hex, sizeof bad);
+      bad[at[k]] = (char)c;
+      if (br_xfer_digest_parse(bad, &e) == BR_OK || br_xfer__digest_parse_n(bad, 64, &e) == BR_OK)
+        br_test_fail(__FILE__, __LINE__, "accepted byte %d at %d", c, at[k]);
+    }
+  }
+  /* a length other than 64 */
+  CHECK(br_xfer__digest_parse_n(hex, 63, &e) != BR_OK);
+  hex[63] = 0;
   CHECK(br_xfer_digest_parse(hex, &e) != BR_OK);
+  CHECK(br_xfer_digest_parse(NULL, &e) != BR_OK);
+  char longer[70];
+  memset(longer, 'a', sizeof longer - 1);
+  longer[sizeof longer - 1] = 0;
+  CHECK(br_xfer_digest_parse(longer, &e) != BR_OK);
 }
 
 TEST(path_attacks_rejected) {

@@ -348,7 +348,7 @@ int br_xfer__jscan_int(br_xfer__jscan *s, int64_t *v) {
 int br_xfer__jscan_digest(br_xfer__jscan *s, br_xfer_digest *d) {
   int r = br_xfer__jscan_string(s);
   if (r != 1) return r;
-  return s->str_len == BR_XFER_HEX_LEN && br_xfer_digest_parse(s->str, d) == BR_OK ? 1 : 0;
+  return br_xfer__digest_parse_n(s->str, s->str_len, d) == BR_OK ? 1 : 0;
 }
 
 bool br_xfer__jscan_end(br_xfer__jscan *s) {

@@ -1421,7 +1421,7 @@ static void bundle_salvage(br_xfer__req *r) {
 static void chunk_restart(br_xfer__req *r) {
   fetch *f = r->ctx;
   lfile *lf = f->files[0];
-  EVP_DigestInit_ex(f->md, EVP_sha256(), NULL);
+  EVP_DigestInit_ex(f->md, br_xfer__sha256_md(), NULL);
   f->dlen = 0;
   f->doff = (int64_t)f->chunk * lf->job->m->chunk_size;
   /* Bytes of an earlier attempt may still be with the writers: they must

@@ -238,7 +238,7 @@ static int hash_small(push *p, pfile *f, int fd, int64_t size, br_error *err) {
     int e = br_xfer__pread_all(fd, buf, (size_t)size, 0);
     unsigned int dl = 0;
     if (e) rc = br_error_set(err, BR_EIO, "read failed or file shrank (%s)", strerror(-e));
-    else if (!EVP_Digest(buf, (size_t)size, cs[0].b, &dl, EVP_sha256(), NULL))
+    else if (!EVP_Digest(buf, (size_t)size, cs[0].b, &dl, br_xfer__sha256_md(), NULL))
       rc = br_error_set(err, BR_EIO, "SHA-256 failed");
   }
   if (rc) {

@@ -22,6 +22,11 @@
 int br_xfer__hash_fd(int fd, int64_t size, int64_t chunk_size, br_xfer_digest *file,
                      br_xfer_digest **chunks, size_t *nchunks, br_error *err);
 int br_xfer__digest_cmp(const br_xfer_digest *a, const br_xfer_digest *b);
+/* hex of exactly len characters (no NUL needed) into out */
+int br_xfer__digest_parse_n(const char *hex, size_t len, br_xfer_digest *out);
+/* OpenSSL's SHA-256, fetched once for the process (EVP_MD) */
+struct evp_md_st;
+const struct evp_md_st *br_xfer__sha256_md(void);
 /* A growing array of digests; free v when done. */
 typedef struct br_xfer__dvec {
   br_xfer_digest *v;
