@@ -432,6 +432,8 @@ static void case_files(bench *b, const char *label, const char *name, int n, int
     double mb = (double)n * (double)size / 1e6, mcp = median(cp, reps);
     printf("  %-24s braid %7.0f MB/s  cp+sync %7.0f MB/s  ratio %5.2f (pull/cp)\n",
            "large-file throughput", mb / mbl, mb / mcp, mcp / mbl);
+    printf("  %-24s braid %7.0f MB/s  cp+sync %7.0f MB/s  ratio %5.2f (push/cp)\n", "", mb / mbp,
+           mb / mcp, mcp / mbp);
   }
   depot_at(b, "depot");
   snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'/%s-pull-* '%s'/%s-rsyncpull-* '%s'/rsyncd/%s-* '%s'/depot-%s* '%s'/%s-floor-*",
