@@ -691,13 +691,17 @@ static void pipeline_tick(br_xfer__engine *e, void *ud) {
   for (size_t i = 0; i < n; i++)
     if (take_file(p, p->taking[i])) goto oom;
   /* A question goes when it is big enough, or when it is the last, or
-   * when none is in flight and its first chunk waited ASK_WAIT: the
+   * when none is in flight and its first chunk waited ASK_WAIT, or at
+   * once when the hashing threads wait for the memory its files hold: the
    * answers come while the threads hash, and the depot is not asked about
    * a few chunks at a time. */
   bool hashing = files_coming(p);
   double now = br_xfer__now();
   if (!p->nask) p->ask_since = now;
-  bool waited = p->asking == 0 && now - p->ask_since >= ASK_WAIT;
+  pthread_mutex_lock(&p->mu);
+  bool starved = p->mem_waiting > 0; /* hashing waits for what is held here */
+  pthread_mutex_unlock(&p->mu);
+  bool waited = p->asking == 0 && (starved || now - p->ask_since >= ASK_WAIT);
   while (p->nask && (p->nask >= ASK_MIN || !hashing || waited))
     if (submit_question(p)) goto oom;
   if (flush_sends(p)) goto oom;
