@@ -33,6 +33,32 @@ void br_test_fail(const char *file, int line, const char *fmt, ...) {
   _exit(1);
 }
 
+void br_test_warn(void *ud, const char *msg) {
+  br_test_warnings *w = ud;
+  size_t n = strlen(msg);
+  char *grown = realloc(w->text, w->len + n + 2);
+  if (!grown) abort();
+  memcpy(grown + w->len, msg, n);
+  w->len += n;
+  grown[w->len++] = '\n';
+  grown[w->len] = 0;
+  w->text = grown;
+}
+
+char *br_test_warnings_take(br_test_warnings *w) {
+  char *text = w->text ? w->text : strdup("");
+  if (!text) abort();
+  w->text = NULL;
+  w->len = 0;
+  return text;
+}
+
+int br_test_count(const char *hay, const char *needle) {
+  int n = 0;
+  for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle)) n++;
+  return n;
+}
+
 char *br_test_tmpdir(const char *name) {
   const char *base = getenv("TMPDIR");
   char *path = NULL;

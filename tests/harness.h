@@ -14,6 +14,17 @@ void br_test_fail(const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4), noreturn));
 /* A fresh empty directory for this test under $TMPDIR; the caller frees it. */
 char *br_test_tmpdir(const char *name);
+/* Warnings the library tells (a br_warn_fn: br_test_warn with a
+ * br_test_warnings as ud), one per line, until br_test_warnings_take hands
+ * them over as a string the caller frees ("" when none). */
+typedef struct br_test_warnings {
+  char *text;
+  size_t len;
+} br_test_warnings;
+void br_test_warn(void *ud, const char *msg);
+char *br_test_warnings_take(br_test_warnings *w);
+/* How many times needle is in hay (not overlapping). */
+int br_test_count(const char *hay, const char *needle);
 
 #define TEST(name)                                                     \
   static void test_##name(void);                                       \
@@ -49,6 +60,14 @@ char *br_test_tmpdir(const char *name);
     if (!h_ || !strstr(h_, n_))                                        \
       br_test_fail(__FILE__, __LINE__, "%s == \"%s\" does not contain \"%s\"", \
                    #hay, h_ ? h_ : "(null)", n_);                      \
+  } while (0)
+
+/* CHECK_CONTAINS with a needle made by printf. */
+#define CHECK_CONTAINSF(hay, ...)                                      \
+  do {                                                                 \
+    char nf_[2048];                                                    \
+    snprintf(nf_, sizeof nf_, __VA_ARGS__);                            \
+    CHECK_CONTAINS(hay, nf_);                                          \
   } while (0)
 
 #endif

@@ -181,6 +181,21 @@ TEST(farm_command_line) {
            farm_bin());
   CHECK_EQ_INT(WEXITSTATUS(system(cmd)), 1); /* revoked */
   json_decref(tok);
+  /* a token file edited by hand: the typo is told with where, the rest counts */
+  char tf[1024];
+  snprintf(tf, sizeof tf, "%s/hand.tokens", F.dir);
+  FILE *hf = fopen(tf, "w");
+  fprintf(hf, "{\"id\":\"h1\",\"sha256\":\"%064d\",\"role\":\"usr\"}\n"
+              "{\"id\":\"h2\",\"sha256\":\"%064d\",\"role\":\"user\",\"name\":\"kept\"}\n", 1, 2);
+  fclose(hf);
+  CHECK_EQ_INT(braid(&out, NULL, "token list --token-file '%s'", tf), 0);
+  CHECK_CONTAINSF(out,
+                  "braid: warning: token file %s:1: unknown role \"usr\" (roles: agent, user, admin); "
+                  "line skipped",
+                  tf);
+  CHECK_CONTAINS(out, "h2");
+  CHECK_CONTAINS(out, "kept");
+  free(out);
   farm_stop(&F);
 }
 

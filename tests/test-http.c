@@ -5,6 +5,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <openssl/evp.h>
 #include <pthread.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -321,5 +322,111 @@ TEST(http_token_file) {
   free(tok);
   br_auth_close(a);
   br_auth_close(b);
+  free(dir);
+}
+
+/* The SHA-256 of token in hex, as the token file holds it. */
+static void token_hash(const char *token, char out[65]) {
+  unsigned char h[32];
+  unsigned len = sizeof h;
+  CHECK(EVP_Digest(token, strlen(token), h, &len, EVP_sha256(), NULL) == 1);
+  for (int i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", h[i]);
+}
+
+/* A token file edited by hand: each line that cannot be used is told with
+ * its file and line (and column where JSON does not parse),
+ * once per read, and the other lines still count. */
+TEST(http_token_file_bad_lines_told) {
+  char *dir = br_test_tmpdir("http-tokens-bad");
+  char path[1024];
+  snprintf(path, sizeof path, "%s/tokens", dir);
+  const char *tok[] = {"brt_admin", "brt_typo", "brt_comma", "brt_noid", "brt_short", "brt_agent"};
+  char h[6][65];
+  for (int i = 0; i < 6; i++) token_hash(tok[i], h[i]);
+  char content[2048];
+  int n = snprintf(content, sizeof content,
+                   "{\"id\":\"a1\",\"sha256\":\"%s\",\"role\":\"admin\",\"name\":\"x\"}\r\n" /* CRLF */
+                   "{\"id\":\"a2\",\"sha256\":\"%s\",\"role\":\"admn\"}\n"
+                   "{\"id\":\"a3\",\"sha256\":\"%s\",\"role\":\"user\",}\n"
+                   "{\"sha256\":\"%s\",\"role\":\"user\"}\n"
+                   "{\"id\":\"a5\",\"sha256\":\"%.63s\",\"role\":\"user\"}\n"
+                   "{\"id\":\"a6\",\"role\":\"user\"}\n"
+                   "{\"id\":\"a7\",%c\"sha256\":\"%s\",\"role\":\"user\"}\n"
+                   "\n"
+                   "{\"id\":\"a9\",\"sha256\":\"%s\",\"role\":\"agent\"}", /* no newline */
+                   h[0], h[1], h[2], h[3], h[4], 0, h[2], h[5]);
+  FILE *fp = fopen(path, "w");
+  CHECK(fp && fwrite(content, 1, (size_t)n, fp) == (size_t)n);
+  fclose(fp);
+  br_auth *a = NULL;
+  br_error err;
+  br_test_warnings c = {NULL, 0};
+  int rc = br_auth_open_warn(path, br_test_warn, &c, &a, &err);
+  char *text = br_test_warnings_take(&c);
+  CHECK_EQ_INT(rc, BR_OK);
+  CHECK_EQ_INT(br_auth_count(a), 2);
+  char id[17];
+  CHECK_EQ_INT(br_auth_check_id(a, "brt_admin", id), BR_ROLE_ADMIN);
+  CHECK_EQ_STR(id, "a1");
+  CHECK_EQ_INT(br_auth_check_id(a, "brt_agent", id), BR_ROLE_AGENT);
+  CHECK_EQ_STR(id, "a9");
+  for (int i = 1; i < 5; i++) CHECK_EQ_INT(br_auth_check(a, tok[i]), BR_ROLE_NONE);
+  CHECK_CONTAINSF(text,
+                  "token file %s:2: unknown role \"admn\" (roles: agent, user, admin); line skipped\n",
+                  path);
+  char want[1200];
+  snprintf(want, sizeof want, "token file %s:3:", path);
+  CHECK_CONTAINS(text, want);
+  const char *col = strstr(text, want) + strlen(want);
+  CHECK(*col >= '1' && *col <= '9'); /* jansson's column */
+  CHECK_CONTAINS(col, ": not JSON: ");
+  CHECK_CONTAINSF(text, "token file %s:4: no \"id\" string; line skipped\n", path);
+  CHECK_CONTAINSF(text,
+                  "token file %s:5: sha256 is not 64 hex digits (63 of them); line skipped\n",
+                  path);
+  CHECK_CONTAINSF(text, "token file %s:6: no \"sha256\" string; line skipped\n", path);
+  CHECK_CONTAINSF(text, "token file %s:7:12: holds a NUL byte; line skipped\n", path);
+  CHECK_EQ_INT(br_test_count(text, "line skipped\n"), 6);
+  CHECK_EQ_INT(br_test_count(text, "\n"), 6);
+  free(text);
+  /* looks at an unchanged file tell nothing; a changed one is told once */
+  br_role r1 = br_auth_check(a, "brt_admin");
+  size_t n1 = br_auth_count(a);
+  text = br_test_warnings_take(&c);
+  CHECK_EQ_INT(r1, BR_ROLE_ADMIN);
+  CHECK_EQ_INT(n1, 2);
+  CHECK_EQ_STR(text, "");
+  free(text);
+  fp = fopen(path, "a");
+  CHECK(fp != NULL);
+  fprintf(fp, "\n{\"id\":\"b1\",\"sha256\":\"%s\",\"role\":\"root\"}\n", h[1]);
+  fprintf(fp, "{\"id\":\"0123456789abcdef0\",\"sha256\":\"%s\",\"role\":\"user\"}\n", h[1]);
+  fclose(fp);
+  r1 = br_auth_check(a, "brt_typo");
+  n1 = br_auth_count(a);
+  text = br_test_warnings_take(&c);
+  CHECK_EQ_INT(r1, BR_ROLE_NONE);
+  CHECK_EQ_INT(n1, 2);
+  CHECK_CONTAINSF(text,
+                  "token file %s:10: unknown role \"root\" (roles: agent, user, admin); line skipped\n",
+                  path);
+  CHECK_CONTAINSF(text,
+                  "token file %s:11: an \"id\" longer than 16 characters; line skipped\n",
+                  path);
+  CHECK_EQ_INT(br_test_count(text, "line skipped\n"), 8);
+  free(text);
+  /* a name too long for a line of the file is refused, not written to be skipped */
+  char *name = malloc(70000);
+  CHECK(name != NULL);
+  memset(name, 'n', 69999);
+  name[69999] = 0;
+  char *made = NULL;
+  CHECK_EQ_INT(br_auth_create(a, BR_ROLE_USER, name, &made, NULL, &err), BR_EINVAL);
+  CHECK(made == NULL);
+  free(name);
+  br_auth_close(a);
+  char cmd[1100];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  CHECK(system(cmd) == 0);
   free(dir);
 }

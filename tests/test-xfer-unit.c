@@ -585,7 +585,7 @@ TEST(tokens_hashed_and_checked) {
   snprintf(content, sizeof content, "# comment\n%s\nplain-token\n", line);
   xu_write_file(file, content, strlen(content));
   br_xfer__tokens t;
-  CHECK_EQ_INT(br_xfer__tokens_load(&t, file, NULL), BR_OK);
+  CHECK_EQ_INT(br_xfer__tokens_load(&t, file, NULL, NULL, NULL), BR_OK);
   CHECK_EQ_INT(t.n, 2);
   CHECK(br_xfer__tokens_check(&t, tok));
   CHECK(br_xfer__tokens_check(&t, "plain-token"));
@@ -594,7 +594,7 @@ TEST(tokens_hashed_and_checked) {
   CHECK(!br_xfer__tokens_check(&t, NULL));
   br_xfer__tokens_free(&t);
   xu_write_file(file, "\n# only comments\n", 17);
-  CHECK(br_xfer__tokens_load(&t, file, NULL) != BR_OK);
+  CHECK(br_xfer__tokens_load(&t, file, NULL, NULL, NULL) != BR_OK);
   /* The braid server's token file (JSON lines) serves the depot too, and a
    * token added while the depot runs counts at once. */
   char other[80], ohash[80], json[400];
@@ -605,7 +605,7 @@ TEST(tokens_hashed_and_checked) {
            "{not json}\n",
            line + 7);
   xu_write_file(file, json, strlen(json));
-  CHECK_EQ_INT(br_xfer__tokens_load(&t, file, NULL), BR_OK);
+  CHECK_EQ_INT(br_xfer__tokens_load(&t, file, NULL, NULL, NULL), BR_OK);
   CHECK(br_xfer__tokens_check(&t, tok));
   CHECK(!br_xfer__tokens_check(&t, other));
   usleep(20000); /* a new mtime */
@@ -614,6 +614,103 @@ TEST(tokens_hashed_and_checked) {
   CHECK(br_xfer__tokens_check(&t, other));
   CHECK(br_xfer__tokens_check(&t, tok));
   br_xfer__tokens_free(&t);
+  free(file);
+  xu_done(tmp);
+}
+
+/* A token file edited by hand: each line that cannot be used is told with
+ * its file and line (and column where JSON does not parse),
+ * once per read, and the other lines still count. */
+TEST(tokens_bad_lines_told) {
+  char *tmp = br_test_tmpdir("xfer-tokens-bad");
+  char *file = xu_path(tmp, "tokens");
+  char tok[80], line[80], other[80], ohash[80];
+  CHECK_EQ_INT(br_xfer_token_new(tok, sizeof tok, NULL), BR_OK);
+  CHECK_EQ_INT(br_xfer_token_new(other, sizeof other, NULL), BR_OK);
+  br_xfer_token_hash(tok, line, sizeof line);
+  br_xfer_token_hash(other, ohash, sizeof ohash);
+  char short63[80]; /* a hash that lost its last digit: a hash, not a token */
+  snprintf(short63, sizeof short63, "%s", ohash);
+  short63[strlen(short63) - 1] = 0;
+  char content[1024];
+  int n = snprintf(content, sizeof content,
+                   "# depot tokens\n"
+                   "%s\n"                                          /* 2: good */
+                   "{\"id\":\"a1\",\"sha256\":\"%s\" \"role\":\"user\"}\n" /* 3: no comma */
+                   "%s\n"                                          /* 4: 63 digits */
+                   "plain-token\r\n"                               /* 5: CRLF, good */
+                   "{\"id\":\"a2\",\"role\":\"user\"}\n"            /* 6: no sha256 */
+                   "bad%ctoken\n"                                  /* 7: a NUL */
+                   "\n"
+                   "last-token",                                   /* 9: no newline */
+                   line, ohash + 7, short63, 0);
+  xu_write_file(file, content, (size_t)n);
+  br_xfer__tokens t;
+  br_test_warnings c = {NULL, 0};
+  int rc = br_xfer__tokens_load(&t, file, br_test_warn, &c, NULL);
+  char *text = br_test_warnings_take(&c);
+  CHECK_EQ_INT(rc, BR_OK);
+  CHECK_EQ_INT(t.n, 3);
+  CHECK(br_xfer__tokens_check(&t, tok));
+  CHECK(br_xfer__tokens_check(&t, "plain-token"));
+  CHECK(br_xfer__tokens_check(&t, "last-token"));
+  CHECK(!br_xfer__tokens_check(&t, other));
+  CHECK(!br_xfer__tokens_check(&t, short63)); /* not taken as a plain token */
+  CHECK(!br_xfer__tokens_check(&t, "bad"));
+  CHECK(!br_xfer__tokens_check(&t, "plain-token\r"));
+  char want[1024];
+  snprintf(want, sizeof want, "token file %s:3:", file);
+  CHECK_CONTAINS(text, want);
+  const char *col = strstr(text, want) + strlen(want);
+  CHECK(*col >= '1' && *col <= '9'); /* jansson's column */
+  CHECK_CONTAINS(col, ": not JSON: ");
+  CHECK_CONTAINSF(text,
+                  "token file %s:4: sha256 is not 64 hex digits (63 of them); line skipped\n",
+                  file);
+  CHECK_CONTAINSF(text, "token file %s:6: no \"sha256\" string; line skipped\n", file);
+  CHECK_CONTAINSF(text, "token file %s:7:4: holds a NUL byte; line skipped\n", file);
+  CHECK_EQ_INT(br_test_count(text, "line skipped\n"), 4);
+  CHECK_EQ_INT(br_test_count(text, "\n"), 4);
+  free(text);
+  /* checks of an unchanged file read nothing and tell nothing */
+  bool ok = br_xfer__tokens_check(&t, tok);
+  text = br_test_warnings_take(&c);
+  CHECK(ok);
+  CHECK_EQ_STR(text, "");
+  free(text);
+  /* a change is read again (and told again) at the next check: a line
+   * longer than the limit is skipped, the line after it still counts */
+  size_t big = 70000;
+  char *grown = malloc((size_t)n + big + 64);
+  CHECK(grown != NULL);
+  memcpy(grown, content, (size_t)n);
+  size_t len = (size_t)n;
+  len += (size_t)sprintf(grown + len, "\n");
+  memset(grown + len, 'x', big);
+  len += big;
+  len += (size_t)sprintf(grown + len, "\nafter-long\n");
+  usleep(20000); /* a new mtime */
+  xu_write_file(file, grown, len);
+  ok = br_xfer__tokens_check(&t, "after-long");
+  bool last = br_xfer__tokens_check(&t, "last-token");
+  text = br_test_warnings_take(&c);
+  CHECK(ok && last);
+  CHECK_EQ_INT(t.n, 4);
+  CHECK_CONTAINSF(text, "token file %s:10: longer than 65536 bytes; line skipped\n", file);
+  CHECK_EQ_INT(br_test_count(text, "line skipped\n"), 5);
+  free(text);
+  free(grown);
+  br_xfer__tokens_free(&t);
+  /* only comments and bad lines: no token, as before */
+  xu_write_file(file, "# none\nsha256:abc\n", 18);
+  br_error err;
+  br_error_clear(&err);
+  rc = br_xfer__tokens_load(&t, file, br_test_warn, &c, &err);
+  text = br_test_warnings_take(&c);
+  CHECK(rc != BR_OK);
+  CHECK_CONTAINS(err.msg, "holds no token");
+  CHECK_CONTAINS(text, ":2: sha256 is not 64 hex digits (3 of them)");
+  free(text);
   free(file);
   xu_done(tmp);
 }

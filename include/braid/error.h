@@ -40,6 +40,11 @@ typedef struct br_error {
   char node[128];
 } br_error;
 
+/* What the user should know that did not stop a call (a line of a file
+ * skipped, say), told to whoever gave the callback: the library never
+ * prints. msg is one line without its end; it may come from any thread. */
+typedef void br_warn_fn(void *ud, const char *msg);
+
 /* Clears err (may be NULL). */
 void br_error_clear(br_error *err);
 

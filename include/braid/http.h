@@ -50,8 +50,12 @@ br_role br_role_parse(const char *s);
  * server runs work at once). Thread safe. */
 typedef struct br_auth br_auth;
 
-/* Opens (creates when missing, mode 0600) a token file. */
+/* Opens (creates when missing, mode 0600) a token file. A line that cannot
+ * be used is skipped (one typo must not lock everyone out) and told through
+ * warn, with its file and line, at each read; br_auth_open tells nobody. */
 int br_auth_open(const char *path, br_auth **out, br_error *err);
+int br_auth_open_warn(const char *path, br_warn_fn *warn, void *warn_ud, br_auth **out,
+                      br_error *err);
 void br_auth_close(br_auth *a);
 /* The role of a token (constant-time comparison of hashes). */
 br_role br_auth_check(br_auth *a, const char *token);

@@ -38,6 +38,9 @@ typedef struct br_server_opts {
   int64_t depot_cache;     /* its pack cache (br_depot_opts.cache): 0 default,
                             * negative none */
   int batch_ms;            /* engine group commit interval (0: default) */
+  br_warn_fn *warn;        /* told of what the operator should fix (a token
+                            * file's line skipped, at each read); may be NULL */
+  void *warn_ud;
 } br_server_opts;
 
 int br_server_open(const br_server_opts *opts, br_server **out, br_error *err);

@@ -140,6 +140,9 @@ typedef struct br_depot_opts {
                             * just written, and those fetches read whole (what
                             * a farm pulls next, or many machines at once);
                             * 0 = BR_DEPOT_CACHE_DEFAULT, negative = none */
+  br_warn_fn *warn;        /* told of what the operator should fix (a token
+                            * file's line skipped, at each read); may be NULL */
+  void *warn_ud;
 } br_depot_opts;
 #define BR_DEPOT_CACHE_DEFAULT ((int64_t)512 << 20)
 

@@ -16,6 +16,8 @@ enum { BR_EXIT_OK = 0, BR_EXIT_FAILED = 1, BR_EXIT_USAGE = 2, BR_EXIT_CANCELLED 
 int br_cli_wants_help(int argc, char **argv);
 /* Prints "braid: <message>" to stderr. */
 void br_cli_errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Prints "braid: warning: <msg>" to stderr: the library's br_warn_fn. */
+void br_cli_warn(void *ud, const char *msg);
 
 int br_cli_validate(int argc, char **argv);
 int br_cli_run(int argc, char **argv);

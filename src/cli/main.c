@@ -53,6 +53,11 @@ void br_cli_errorf(const char *fmt, ...) {
   fputc('\n', stderr);
 }
 
+void br_cli_warn(void *ud, const char *msg) {
+  (void)ud;
+  fprintf(stderr, "braid: warning: %s\n", msg);
+}
+
 static int cmd_version(int argc, char **argv) {
   (void)argc;
   (void)argv;

@@ -91,7 +91,7 @@ int br_cli_token(int argc, char **argv) {
     char *path = file ? strdup(file) : br_cli_store_side(side, ".tokens");
     br_auth *a;
     br_error err;
-    if (br_auth_open(path, &a, &err)) {
+    if (br_auth_open_warn(path, br_cli_warn, NULL, &a, &err)) {
       br_cli_errorf("%s", err.msg);
       free(path);
       return BR_EXIT_FAILED;

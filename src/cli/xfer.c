@@ -849,6 +849,7 @@ int br_cli_depot(int argc, char **argv) {
   if (argc > 1 && strcmp(argv[1], "gc") == 0) return depot_gc(argc - 1, argv + 1);
   br_depot_opts o;
   memset(&o, 0, sizeof o);
+  o.warn = br_cli_warn;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!v) {

@@ -1,10 +1,14 @@
 /* Tokens and roles (see http.h). The token file holds one JSON object per
  * line with the SHA-256 of each token, never the token itself. The table is
  * kept in memory and read again when the file changes (its size, mtime or
- * inode), so `braid token create` works beside a running server. A lookup
- * hashes the presented token and compares it with every hash in constant
- * time; the table is small (people and machines, not requests). */
+ * inode), so `braid token create` works beside a running server. A line that
+ * cannot be used is skipped and told, with where it is, each time the file
+ * is read (tokfile.c). A lookup hashes the presented token and compares it with
+ * every hash in constant time; the table is small (people and machines, not
+ * requests). */
 #include <braid/http.h>
+
+#include "tokfile.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -35,6 +39,8 @@ struct br_auth {
   entry *v;
   size_t n;
   struct stat seen; /* the file as last read */
+  br_warn_fn *warn; /* told of the lines skipped at each read (may be NULL) */
+  void *warn_ud;
 };
 
 const char *br_role_name(br_role r) {
@@ -102,42 +108,76 @@ static bool same_file(const struct stat *x, const struct stat *y) {
          x->st_mtim.tv_sec == y->st_mtim.tv_sec && x->st_mtim.tv_nsec == y->st_mtim.tv_nsec;
 }
 
-/* Reads the file (under the lock). Malformed lines are skipped: one bad
- * line must not lock everyone out. */
-static int load(br_auth *a, br_error *err) {
-  FILE *f = fopen(a->path, "r");
-  if (!f) return br_error_set(err, BR_EIO, "token file %s: %s", a->path, strerror(errno));
-  struct stat st;
-  fstat(fileno(f), &st);
-  clear(a);
-  char *line = NULL;
-  size_t cap = 0;
-  ssize_t len;
-  while ((len = getline(&line, &cap, f)) > 0) {
-    json_t *j = json_loadb(line, (size_t)len, 0, NULL);
-    const char *id = json_string_value(json_object_get(j, "id"));
-    const char *h = json_string_value(json_object_get(j, "sha256"));
-    br_role role = br_role_parse(json_string_value(json_object_get(j, "role")));
+/* A line's entry (br_tokfile_read's callback): a JSON object with "id",
+ * "sha256" and "role"; any other line is told and skipped. */
+typedef struct table {
+  entry *v;
+  size_t n;
+} table;
+
+static int one_line(void *ctx, const br_tokfile_line *l) {
+  table *a = ctx;
+  json_error_t je;
+  json_t *j = json_loadb(l->text, l->len, 0, &je);
+  const char *id = json_string_value(json_object_get(j, "id"));
+  const char *h = json_string_value(json_object_get(j, "sha256"));
+  const char *role = json_string_value(json_object_get(j, "role"));
+  char why[128];
+  int rc = BR_OK;
+  if (!j) {
+    br_tokfile_skip(l, je.column, "not JSON: %s", je.text);
+  } else if (!json_is_object(j)) {
+    br_tokfile_skip(l, 0, "not a JSON object");
+  } else if (!id) {
+    br_tokfile_skip(l, 0, "no \"id\" string");
+  } else if (strlen(id) >= sizeof ((entry *)0)->id) { /* cut short, two could meet */
+    br_tokfile_skip(l, 0, "an \"id\" longer than %zu characters", sizeof ((entry *)0)->id - 1);
+  } else if (!h) {
+    br_tokfile_skip(l, 0, "no \"sha256\" string");
+  } else if (br_tokfile_bad_hex64(h, why, sizeof why)) {
+    br_tokfile_skip(l, 0, "%s", why);
+  } else if (br_role_parse(role) == BR_ROLE_NONE) {
+    br_tokfile_skip(l, 0, "%s%.40s%s (roles: agent, user, admin)",
+                    role ? "unknown role \"" : "no \"role\" string", role ? role : "",
+                    role ? "\"" : "");
+  } else {
     entry e;
     memset(&e, 0, sizeof e);
-    if (id && h && role != BR_ROLE_NONE && unhex(h, e.hash, 32) == 0) {
-      snprintf(e.id, sizeof e.id, "%s", id);
-      e.role = role;
-      const char *name = json_string_value(json_object_get(j, "name"));
-      e.name = strdup(name ? name : "");
-      e.created_ms = json_integer_value(json_object_get(j, "created_ms"));
-      entry *grown = realloc(a->v, (a->n + 1) * sizeof *a->v);
-      if (grown) {
-        a->v = grown;
-        a->v[a->n++] = e;
-      } else {
-        free(e.name);
-      }
+    snprintf(e.id, sizeof e.id, "%s", id);
+    e.role = br_role_parse(role);
+    unhex(h, e.hash, 32);
+    const char *name = json_string_value(json_object_get(j, "name"));
+    e.name = strdup(name ? name : "");
+    e.created_ms = json_integer_value(json_object_get(j, "created_ms"));
+    entry *grown = e.name ? realloc(a->v, (a->n + 1) * sizeof *a->v) : NULL;
+    if (grown) {
+      a->v = grown;
+      a->v[a->n++] = e;
+    } else {
+      free(e.name);
+      rc = BR_ENOMEM;
     }
-    json_decref(j);
   }
-  free(line);
-  fclose(f);
+  json_decref(j);
+  return rc;
+}
+
+/* Reads the file (under the lock). A line that cannot be used is told
+ * through a->warn and skipped: one bad line must not lock everyone out.
+ * When the file cannot be read, the table is kept, and read again at the
+ * next look. */
+static int load(br_auth *a, br_error *err) {
+  struct stat st;
+  table t = {NULL, 0};
+  int rc = br_tokfile_read(a->path, a->warn, a->warn_ud, one_line, &t, &st, err);
+  if (rc) {
+    for (size_t i = 0; i < t.n; i++) free(t.v[i].name);
+    free(t.v);
+    return rc;
+  }
+  clear(a);
+  a->v = t.v;
+  a->n = t.n;
   a->seen = st;
   return BR_OK;
 }
@@ -151,6 +191,11 @@ static void refresh(br_auth *a) {
 }
 
 int br_auth_open(const char *path, br_auth **out, br_error *err) {
+  return br_auth_open_warn(path, NULL, NULL, out, err);
+}
+
+int br_auth_open_warn(const char *path, br_warn_fn *warn, void *warn_ud, br_auth **out,
+                      br_error *err) {
   *out = NULL;
   int fd = open(path, O_RDONLY | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0) return br_error_set(err, BR_EIO, "token file %s: %s", path, strerror(errno));
@@ -160,6 +205,8 @@ int br_auth_open(const char *path, br_auth **out, br_error *err) {
     free(a);
     return br_error_set(err, BR_ENOMEM, "out of memory");
   }
+  a->warn = warn;
+  a->warn_ud = warn_ud;
   pthread_mutex_init(&a->mu, NULL);
   int rc = load(a, err);
   if (rc) {
@@ -237,6 +284,12 @@ int br_auth_create(br_auth *a, br_role role, const char *name, char **token, cha
   char *line = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
   json_decref(j);
   if (!line) return br_error_set(err, BR_ENOMEM, "out of memory");
+  if (strlen(line) > BR_TOKFILE_LINE_MAX) { /* load would skip it */
+    free(line);
+    return br_error_set(err, BR_EINVAL,
+                        "the name is too long for a line of the token file (%d bytes)",
+                        BR_TOKFILE_LINE_MAX);
+  }
   pthread_mutex_lock(&a->mu);
   int rc = BR_OK;
   int fd = open(a->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);

@@ -978,13 +978,15 @@ int br_depot_open(const br_depot_opts *opts, br_depot **out, br_error *err) {
   pthread_mutex_init(&d->mem_mu, NULL);
   d->authorize = opts->authorize;
   d->authorize_ud = opts->authorize_ud;
-  int rc = d->authorize ? BR_OK : br_xfer__tokens_load(&d->tokens, opts->token_file, err);
+  int rc = d->authorize ? BR_OK : br_xfer__tokens_load(&d->tokens, opts->token_file, opts->warn,
+                                                                 opts->warn_ud, err);
   if (rc) {
     free(d);
     return rc;
   }
   if (!d->authorize && opts->admin_token_file && *opts->admin_token_file) {
-    rc = br_xfer__tokens_load(&d->admin_tokens, opts->admin_token_file, err);
+    rc = br_xfer__tokens_load(&d->admin_tokens, opts->admin_token_file, opts->warn,
+                              opts->warn_ud, err);
     if (rc) {
       br_xfer__tokens_free(&d->tokens);
       free(d);

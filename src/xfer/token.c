@@ -3,16 +3,19 @@
  * lines with a "sha256" member, so a depot mounted beside the server takes
  * the server's tokens), so a leaked token file does not leak tokens; a plain
  * line is accepted too and hashed on load. Comparison is constant time; the
- * file is read again when it changes. */
+ * file is read again when it changes. A line that cannot be used is skipped
+ * and told, with where it is, each time the file is read (tokfile.c). */
 #include "xfer_int.h"
+#include "tokfile.h"
 
-#include <errno.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define TOKEN_MAX 512 /* bytes in a token a check takes */
 
 int br_xfer_token_new(char *buf, size_t size, br_error *err) {
   uint8_t raw[32];
@@ -36,69 +39,75 @@ void br_xfer_token_hash(const char *token, char *buf, size_t size) {
   snprintf(buf, size, "sha256:%s", hex);
 }
 
-/* Reads the file into a fresh table. Lines: "sha256:<hex>", a JSON object
- * with a "sha256" member (the braid server's token file, so one file serves
- * both), or a plain token. Comments (#) and blank lines are skipped. */
-static int load(const char *path, char (**out)[80], size_t *count, struct stat *seen,
-                br_error *err) {
-  *out = NULL;
-  *count = 0;
-  FILE *f = fopen(path, "r");
-  if (!f) return br_error_set(err, BR_EIO, "token file %s: %s", path, strerror(errno));
-  fstat(fileno(f), seen);
-  char (*hashes)[80] = NULL;
-  size_t n = 0;
-  char *line = NULL;
-  size_t cap = 0;
-  ssize_t len;
-  int rc = BR_OK;
-  while ((len = getline(&line, &cap, f)) > 0) {
-    while (len && (line[len - 1] == '\n' || line[len - 1] == '\r' || line[len - 1] == ' '))
-      line[--len] = 0;
-    char *s = line;
-    while (*s == ' ' || *s == '\t') s++;
-    if (!*s || *s == '#') continue;
-    char entry[80] = {0}; /* compared whole: zero-filled */
+/* The table being read (br_tokfile_read's ctx). */
+typedef struct table {
+  char (*hashes)[80];
+  size_t n;
+} table;
+
+/* A line's table entry. "sha256:<hex>", a JSON object with a "sha256"
+ * member (the braid server's token file, so one file serves both), or a
+ * plain token, hashed here. A "sha256:" line is a hash whatever follows: a
+ * broken one is told, not taken for a token nobody would type. */
+static int one_line(void *ctx, const br_tokfile_line *l) {
+  table *t = ctx;
+  const char *s = l->rest, *h = NULL;
+  char entry[80] = {0}; /* compared whole: zero-filled */
+  char why[128];
+  json_t *j = NULL;
+  if (*s == '{') {
+    json_error_t je;
+    j = json_loadb(l->text, l->len, 0, &je); /* columns count from the line's start */
+    if (!j) return br_tokfile_skip(l, je.column, "not JSON: %s", je.text), BR_OK;
+    h = json_string_value(json_object_get(j, "sha256"));
+    if (!h) br_tokfile_skip(l, 0, "no \"sha256\" string");
+  } else if (strncmp(s, "sha256:", 7) == 0) {
+    h = s + 7;
+  } else if (strlen(s) > TOKEN_MAX) {
+    br_tokfile_skip(l, 0, "a token longer than %d bytes, which no check takes", TOKEN_MAX);
+  } else {
+    br_xfer_token_hash(s, entry, sizeof entry);
+  }
+  if (h && br_tokfile_bad_hex64(h, why, sizeof why)) {
+    br_tokfile_skip(l, 0, "%s", why);
+  } else if (h) {
     br_xfer_digest d;
-    if (*s == '{') {
-      json_t *j = json_loads(s, 0, NULL);
-      const char *h = json_string_value(json_object_get(j, "sha256"));
-      if (h && br_xfer_digest_parse(h, &d) == BR_OK) {
-        char hex[BR_XFER_HEX_LEN + 1];
-        br_xfer_digest_hex(&d, hex);
-        snprintf(entry, sizeof entry, "sha256:%s", hex);
-      }
-      json_decref(j);
-      if (!entry[0]) continue; /* one bad line must not lock everyone out */
-    } else if (strncmp(s, "sha256:", 7) == 0 && br_xfer_digest_parse(s + 7, &d) == BR_OK) {
-      char hex[BR_XFER_HEX_LEN + 1];
-      br_xfer_digest_hex(&d, hex); /* normalise case */
-      snprintf(entry, sizeof entry, "sha256:%s", hex);
-    } else {
-      br_xfer_token_hash(s, entry, sizeof entry);
-    }
-    void *grown = realloc(hashes, (n + 1) * sizeof *hashes);
-    if (!grown) {
-      rc = br_error_set(err, BR_ENOMEM, "out of memory");
-      break;
-    }
-    hashes = grown;
-    memcpy(hashes[n++], entry, sizeof entry);
+    char hex[BR_XFER_HEX_LEN + 1];
+    br_xfer_digest_parse(h, &d); /* 64 hex digits: parses */
+    br_xfer_digest_hex(&d, hex); /* normalise case */
+    snprintf(entry, sizeof entry, "sha256:%s", hex);
   }
-  free(line);
-  fclose(f);
-  if (rc) {
-    free(hashes);
-    return rc;
-  }
-  *out = hashes;
-  *count = n;
+  json_decref(j);
+  if (!entry[0]) return BR_OK;
+  void *grown = realloc(t->hashes, (t->n + 1) * sizeof *t->hashes);
+  if (!grown) return BR_ENOMEM;
+  t->hashes = grown;
+  memcpy(t->hashes[t->n++], entry, sizeof entry);
   return BR_OK;
 }
 
-int br_xfer__tokens_load(br_xfer__tokens *t, const char *path, br_error *err) {
+/* Reads the file into a fresh table; a line that cannot be used is told
+ * through warn and skipped. */
+static int load(const char *path, br_warn_fn *warn, void *warn_ud, char (**out)[80],
+                size_t *count, struct stat *seen, br_error *err) {
+  table t = {NULL, 0};
+  int rc = br_tokfile_read(path, warn, warn_ud, one_line, &t, seen, err);
+  if (rc) {
+    free(t.hashes);
+    t.hashes = NULL;
+    t.n = 0;
+  }
+  *out = t.hashes;
+  *count = t.n;
+  return rc;
+}
+
+int br_xfer__tokens_load(br_xfer__tokens *t, const char *path, br_warn_fn *warn, void *warn_ud,
+                         br_error *err) {
   memset(t, 0, sizeof *t);
-  int rc = load(path, &t->hashes, &t->n, &t->seen, err);
+  t->warn = warn;
+  t->warn_ud = warn_ud;
+  int rc = load(path, warn, warn_ud, &t->hashes, &t->n, &t->seen, err);
   if (rc == BR_OK && t->n == 0) {
     free(t->hashes);
     t->hashes = NULL;
@@ -122,7 +131,8 @@ static void refresh(br_xfer__tokens *t) {
   char (*hashes)[80];
   size_t n;
   struct stat seen;
-  if (load(t->path, &hashes, &n, &seen, NULL) != BR_OK) return; /* keep the old table */
+  if (load(t->path, t->warn, t->warn_ud, &hashes, &n, &seen, NULL) != BR_OK)
+    return; /* keep the old table */
   free(t->hashes);
   t->hashes = hashes;
   t->n = n;
@@ -130,7 +140,7 @@ static void refresh(br_xfer__tokens *t) {
 }
 
 bool br_xfer__tokens_check(br_xfer__tokens *t, const char *token) {
-  if (!token || !*token || strlen(token) > 512) return false;
+  if (!token || !*token || strlen(token) > TOKEN_MAX) return false;
   char h[80] = {0};
   br_xfer_token_hash(token, h, sizeof h);
   bool ok = false;

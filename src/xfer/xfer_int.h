@@ -159,8 +159,11 @@ typedef struct br_xfer__tokens {
   struct stat seen; /* the file as last read */
   pthread_mutex_t mu;
   bool live;
+  br_warn_fn *warn; /* told of the lines skipped at each read (may be NULL) */
+  void *warn_ud;
 } br_xfer__tokens;
-int br_xfer__tokens_load(br_xfer__tokens *t, const char *path, br_error *err);
+int br_xfer__tokens_load(br_xfer__tokens *t, const char *path, br_warn_fn *warn, void *warn_ud,
+                         br_error *err);
 /* True when token's hash is one of t's (constant time per entry). */
 bool br_xfer__tokens_check(br_xfer__tokens *t, const char *token);
 void br_xfer__tokens_free(br_xfer__tokens *t);
