@@ -2,9 +2,12 @@
 #include "fs.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 int br__mkdirs(const char *dir, mode_t mode) {
   char *p = strdup(dir);
@@ -26,4 +29,21 @@ int br__mkdirs(const char *dir, mode_t mode) {
   if (rc == 0 || e == EEXIST) return 0;
   errno = e;
   return -1;
+}
+
+int br__fsync_parent(const char *path) {
+  char *copy = strdup(path);
+  if (!copy) return -1;
+  int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  int e = errno;
+  free(copy);
+  if (fd < 0) {
+    errno = e;
+    return -1;
+  }
+  int rc = fsync(fd) == 0 || errno == EINVAL || errno == EROFS ? 0 : -1;
+  e = errno;
+  close(fd);
+  errno = e;
+  return rc;
 }

@@ -8,4 +8,8 @@
  * errno set. An existing directory is fine. */
 int br__mkdirs(const char *dir, mode_t mode);
 
+/* Syncs the directory that holds path (after a rename into it, say), so the
+ * new name survives a crash. Returns 0, or -1 with errno set. */
+int br__fsync_parent(const char *path);
+
 #endif

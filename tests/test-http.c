@@ -333,6 +333,18 @@ static void token_hash(const char *token, char out[65]) {
   for (int i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", h[i]);
 }
 
+/* A file's bytes (NULs too) and their count; the caller frees. */
+static char *file_bytes(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  CHECK(f != NULL);
+  char *buf = malloc(1 << 20);
+  CHECK(buf != NULL);
+  *len = fread(buf, 1, (1 << 20) - 1, f);
+  buf[*len] = 0;
+  fclose(f);
+  return buf;
+}
+
 /* A token file edited by hand: each line that cannot be used is told with
  * its file and line (and column where JSON does not parse),
  * once per read, and the other lines still count. */
@@ -424,6 +436,43 @@ TEST(http_token_file_bad_lines_told) {
   CHECK_EQ_INT(br_auth_create(a, BR_ROLE_USER, name, &made, NULL, &err), BR_EINVAL);
   CHECK(made == NULL);
   free(name);
+  /* a revoke takes out its line and changes no other byte: comments, the
+   * lines a hand made wrong (a NUL in one), CRLF and the order stay */
+  size_t before_len, after_len;
+  char *before = file_bytes(path, &before_len);
+  size_t first = (size_t)(strchr(before, '\n') - before) + 1; /* a1's line, CRLF */
+  CHECK_EQ_INT(br_auth_revoke(a, "a1", &err), BR_OK);
+  text = br_test_warnings_take(&c); /* read again: the bad lines are told again */
+  CHECK_EQ_INT(br_test_count(text, "line skipped\n"), 8);
+  free(text);
+  char *after = file_bytes(path, &after_len);
+  CHECK_EQ_INT(after_len, before_len - first);
+  CHECK(memcmp(after, before + first, after_len) == 0);
+  CHECK_EQ_INT(br_auth_check(a, "brt_admin"), BR_ROLE_NONE);
+  CHECK_EQ_INT(br_auth_check(a, "brt_agent"), BR_ROLE_AGENT);
+  CHECK_EQ_INT(br_auth_revoke(a, "a1", &err), BR_ENOTFOUND);
+  free(after);
+  after = file_bytes(path, &after_len); /* nothing found: nothing changed */
+  CHECK_EQ_INT(after_len, before_len - first);
+  free(before);
+  free(after);
+  br_auth_close(a);
+  /* a token made after a last line without its newline is not glued to it */
+  fp = fopen(path, "w");
+  CHECK(fp != NULL);
+  fprintf(fp, "# kept\n{\"id\":\"a9\",\"sha256\":\"%s\",\"role\":\"agent\"}", h[5]);
+  fclose(fp);
+  CHECK_EQ_INT(br_auth_open(path, &a, &err), BR_OK);
+  char made_id[17];
+  CHECK_EQ_INT(br_auth_create(a, BR_ROLE_USER, "new", &made, made_id, &err), BR_OK);
+  CHECK_EQ_INT(br_auth_count(a), 2);
+  CHECK_EQ_INT(br_auth_check(a, "brt_agent"), BR_ROLE_AGENT);
+  CHECK_EQ_INT(br_auth_check(a, made), BR_ROLE_USER);
+  before = file_bytes(path, &before_len);
+  CHECK(strncmp(before, "# kept\n{\"id\":\"a9\"", 17) == 0);
+  CHECK_EQ_INT(br_test_count(before, "\n"), 3);
+  free(before);
+  free(made);
   br_auth_close(a);
   char cmd[1100];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

@@ -8,7 +8,8 @@
  * requests). */
 #include <braid/http.h>
 
-#include "tokfile.h"
+#include "../fs.h"
+#include "../tokfile.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -261,6 +262,28 @@ static json_t *entry_json(const entry *e, const char *hash_hex) {
   return j;
 }
 
+/* Whether one line of the file (its bytes, the end cut off) is the entry
+ * named id: a JSON object whose "id" is id. */
+static bool line_is(const char *line, size_t len, const char *id) {
+  json_t *j = json_loadb(line, len, 0, NULL);
+  bool is = json_is_object(j) && json_is_string(json_object_get(j, "id")) &&
+            strcmp(json_string_value(json_object_get(j, "id")), id) == 0;
+  json_decref(j);
+  return is;
+}
+
+/* Writes all of buf to fd. */
+static int write_all(int fd, const char *buf, size_t len) {
+  while (len) {
+    ssize_t w = write(fd, buf, len);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return -1;
+    buf += w;
+    len -= (size_t)w;
+  }
+  return 0;
+}
+
 int br_auth_create(br_auth *a, br_role role, const char *name, char **token, char *id,
                    br_error *err) {
   *token = NULL;
@@ -298,7 +321,16 @@ int br_auth_create(br_auth *a, br_role role, const char *name, char **token, cha
   } else {
     size_t n = strlen(line);
     line[n] = '\n'; /* json_dumps leaves room: the NUL becomes the newline */
-    if (write(fd, line, n + 1) != (ssize_t)(n + 1) || fsync(fd) != 0)
+    /* a last line edited by hand without its newline is not glued to this one */
+    struct stat st;
+    char last = '\n';
+    if (fstat(fd, &st) == 0 && st.st_size > 0) {
+      int rd = open(a->path, O_RDONLY | O_CLOEXEC);
+      if (rd < 0 || pread(rd, &last, 1, st.st_size - 1) != 1) last = '\n';
+      if (rd >= 0) close(rd);
+    }
+    if ((last != '\n' && write_all(fd, "\n", 1) != 0) || write_all(fd, line, n + 1) != 0 ||
+        fsync(fd) != 0)
       rc = br_error_set(err, BR_EIO, "writing %s: %s", a->path, strerror(errno));
     close(fd);
   }
@@ -320,41 +352,67 @@ json_t *br_auth_list(br_auth *a) {
   return arr;
 }
 
+/* Rewrites the file without the lines naming id, every other byte as it
+ * was (comments, lines a hand made wrong and the order stay: a revoke
+ * changes nothing else), through a new file renamed over it. */
 int br_auth_revoke(br_auth *a, const char *id, br_error *err) {
   pthread_mutex_lock(&a->mu);
-  refresh(a);
-  int rc = BR_OK, found = 0;
-  char tmp[4096];
-  snprintf(tmp, sizeof tmp, "%s.tmp", a->path);
-  FILE *f = fopen(tmp, "w");
+  int rc = BR_OK, found = 0, fd = -1;
+  char *text = NULL, tmp[4200];
+  size_t len = 0, cap = 0;
+  snprintf(tmp, sizeof tmp, "%s.%d.tmp", a->path, (int)getpid());
+  FILE *f = fopen(a->path, "r");
   if (!f) {
+    rc = br_error_set(err, BR_EIO, "token file %s: %s", a->path, strerror(errno));
+    goto out;
+  }
+  for (;;) {
+    if (len == cap) {
+      char *grown = realloc(text, cap = cap ? 2 * cap : 65536);
+      if (!grown) {
+        rc = br_error_set(err, BR_ENOMEM, "out of memory");
+        break;
+      }
+      text = grown;
+    }
+    size_t got = fread(text + len, 1, cap - len, f);
+    len += got;
+    if (got == 0) break;
+  }
+  if (!rc && ferror(f)) rc = br_error_set(err, BR_EIO, "reading %s", a->path);
+  fclose(f);
+  if (rc) goto out;
+  fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) {
     rc = br_error_set(err, BR_EIO, "%s: %s", tmp, strerror(errno));
     goto out;
   }
-  fchmod(fileno(f), 0600);
-  for (size_t i = 0; i < a->n; i++) {
-    if (strcmp(a->v[i].id, id) == 0) {
-      found = 1;
-      continue;
-    }
-    char hh[65];
-    hex(a->v[i].hash, 32, hh);
-    json_t *j = entry_json(&a->v[i], hh);
-    char *line = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    json_decref(j);
-    if (line) fprintf(f, "%s\n", line);
-    free(line);
+  for (size_t at = 0; at < len && !rc;) {
+    const char *nl = memchr(text + at, '\n', len - at);
+    size_t end = nl ? (size_t)(nl - text) + 1 : len, body = end - at;
+    while (body && (text[at + body - 1] == '\n' || text[at + body - 1] == '\r')) body--;
+    if (line_is(text + at, body, id)) found = 1;
+    else if (write_all(fd, text + at, end - at) != 0)
+      rc = br_error_set(err, BR_EIO, "writing %s: %s", tmp, strerror(errno));
+    at = end;
   }
-  if (fflush(f) != 0 || fsync(fileno(f)) != 0) rc = br_error_set(err, BR_EIO, "writing %s", tmp);
-  fclose(f);
-  if (!found) {
+  if (!rc && fsync(fd) != 0) rc = br_error_set(err, BR_EIO, "writing %s: %s", tmp, strerror(errno));
+  close(fd);
+  if (!rc && !found) rc = br_error_set(err, BR_ENOTFOUND, "no token with id '%s'", id);
+  if (rc) {
     unlink(tmp);
-    rc = br_error_set(err, BR_ENOTFOUND, "no token with id '%s'", id);
-  } else if (!rc && rename(tmp, a->path) != 0) {
-    rc = br_error_set(err, BR_EIO, "renaming %s: %s", tmp, strerror(errno));
+    goto out;
   }
-  if (!rc) rc = load(a, err);
+  if (rename(tmp, a->path) != 0) {
+    rc = br_error_set(err, BR_EIO, "renaming %s: %s", tmp, strerror(errno));
+    unlink(tmp);
+    goto out;
+  }
+  if (br__fsync_parent(a->path) != 0)
+    rc = br_error_set(err, BR_EIO, "syncing the folder of %s: %s", a->path, strerror(errno));
+  else rc = load(a, err);
 out:
+  free(text);
   pthread_mutex_unlock(&a->mu);
   return rc;
 }

@@ -6,7 +6,7 @@
  * file is read again when it changes. A line that cannot be used is skipped
  * and told, with where it is, each time the file is read (tokfile.c). */
 #include "xfer_int.h"
-#include "tokfile.h"
+#include "../tokfile.h"
 
 #include <jansson.h>
 #include <openssl/crypto.h>
