@@ -47,3 +47,36 @@ int br__fsync_parent(const char *path) {
   errno = e;
   return rc;
 }
+
+int br__write_all(int fd, const void *data, size_t len) {
+  const char *buf = data;
+  while (len) {
+    ssize_t w = write(fd, buf, len);
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0) return -1;
+    if (w == 0) {
+      errno = EIO;
+      return -1;
+    }
+    buf += w;
+    len -= (size_t)w;
+  }
+  return 0;
+}
+
+int br__append_line(const char *path, const char *line, size_t len, mode_t mode) {
+  int fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, mode);
+  if (fd < 0) return -1;
+  struct stat st;
+  char last = '\n';
+  int rc = fstat(fd, &st);
+  if (rc == 0 && st.st_size > 0 && pread(fd, &last, 1, st.st_size - 1) != 1) rc = -1;
+  if (rc == 0 && last != '\n') rc = br__write_all(fd, "\n", 1);
+  if (rc == 0) rc = br__write_all(fd, line, len);
+  if (rc == 0) rc = br__write_all(fd, "\n", 1);
+  if (rc == 0) rc = fsync(fd);
+  int e = errno;
+  close(fd);
+  errno = e;
+  return rc == 0 ? 0 : -1;
+}

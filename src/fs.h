@@ -2,6 +2,7 @@
 #ifndef BR_FS_H
 #define BR_FS_H
 
+#include <stddef.h>
 #include <sys/types.h>
 
 /* Creates dir and its missing parents (like mkdir -p). Returns 0, or -1 with
@@ -11,5 +12,15 @@ int br__mkdirs(const char *dir, mode_t mode);
 /* Syncs the directory that holds path (after a rename into it, say), so the
  * new name survives a crash. Returns 0, or -1 with errno set. */
 int br__fsync_parent(const char *path);
+
+/* Writes all len bytes (again after a short write or EINTR). Returns 0, or
+ * -1 with errno set. */
+int br__write_all(int fd, const void *data, size_t len);
+
+/* Appends len bytes of line and a newline to the file at path (created
+ * with mode when missing), as a line of its own: when the file's last line
+ * has no newline (edited by hand), one is written first. Synced before it
+ * returns. Returns 0, or -1 with errno set. */
+int br__append_line(const char *path, const char *line, size_t len, mode_t mode);
 
 #endif

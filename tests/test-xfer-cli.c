@@ -88,15 +88,19 @@ TEST(round_trip_with_the_commands) {
   char *tmp = br_test_tmpdir("xfer-cli");
   setenv("BRAID_CACHE_DIR", tmp, 1);
   char *cmd = NULL, *out = NULL;
-  /* A token for the depot (hash kept) and the client (token kept). */
+  /* A token for the depot (hash kept) and the client (token kept), added
+   * to a file whose last line, edited by hand, has no newline: a line of
+   * its own all the same. */
+  char *tokens = xu_path(tmp, "tokens");
+  xu_write_file(tokens, "# by hand", 9);
   if (asprintf(&cmd, "cd '%s' && '%s' depot token --token-file tokens > client-token", tmp,
                bin()) < 0)
     abort();
   CHECK_EQ_INT(run(cmd, NULL), 0);
   free(cmd);
-  char *tokens = xu_path(tmp, "tokens");
   char *hashed = xu_read_file(tokens, NULL);
-  CHECK(strncmp(hashed, "sha256:", 7) == 0);
+  CHECK(strncmp(hashed, "# by hand\nsha256:", 17) == 0);
+  CHECK_EQ_INT(strlen(hashed), 9 + 1 + 7 + 64 + 1);
   free(hashed);
   /* The depot, in the background, on an ephemeral port. */
   if (asprintf(&cmd, "cd '%s' && ('%s' depot --root depot --token-file tokens --listen "

@@ -3,6 +3,7 @@
  * otherwise, JSON lines on stdout with --json. Inside a braid job (the push
  * and pull nodes run these), push can report the version it committed to
  * the job's task through the runtime channel (--set-attr). */
+#include "fs.h"
 #include "cli.h"
 #include "common.h"
 
@@ -557,13 +558,7 @@ static int depot_token(int argc, char **argv) {
     return BR_EXIT_FAILED;
   }
   br_xfer_token_hash(tok, hash, sizeof hash);
-  FILE *f = fopen(file, "a");
-  if (!f) {
-    br_cli_errorf("%s: %s", file, strerror(errno));
-    return BR_EXIT_FAILED;
-  }
-  fprintf(f, "%s\n", hash);
-  if (fclose(f) != 0) {
+  if (br__append_line(file, hash, strlen(hash), 0600) != 0) {
     br_cli_errorf("%s: %s", file, strerror(errno));
     return BR_EXIT_FAILED;
   }

@@ -272,18 +272,6 @@ static bool line_is(const char *line, size_t len, const char *id) {
   return is;
 }
 
-/* Writes all of buf to fd. */
-static int write_all(int fd, const char *buf, size_t len) {
-  while (len) {
-    ssize_t w = write(fd, buf, len);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return -1;
-    buf += w;
-    len -= (size_t)w;
-  }
-  return 0;
-}
-
 int br_auth_create(br_auth *a, br_role role, const char *name, char **token, char *id,
                    br_error *err) {
   *token = NULL;
@@ -315,25 +303,8 @@ int br_auth_create(br_auth *a, br_role role, const char *name, char **token, cha
   }
   pthread_mutex_lock(&a->mu);
   int rc = BR_OK;
-  int fd = open(a->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    rc = br_error_set(err, BR_EIO, "token file %s: %s", a->path, strerror(errno));
-  } else {
-    size_t n = strlen(line);
-    line[n] = '\n'; /* json_dumps leaves room: the NUL becomes the newline */
-    /* a last line edited by hand without its newline is not glued to this one */
-    struct stat st;
-    char last = '\n';
-    if (fstat(fd, &st) == 0 && st.st_size > 0) {
-      int rd = open(a->path, O_RDONLY | O_CLOEXEC);
-      if (rd < 0 || pread(rd, &last, 1, st.st_size - 1) != 1) last = '\n';
-      if (rd >= 0) close(rd);
-    }
-    if ((last != '\n' && write_all(fd, "\n", 1) != 0) || write_all(fd, line, n + 1) != 0 ||
-        fsync(fd) != 0)
-      rc = br_error_set(err, BR_EIO, "writing %s: %s", a->path, strerror(errno));
-    close(fd);
-  }
+  if (br__append_line(a->path, line, strlen(line), 0600) != 0)
+    rc = br_error_set(err, BR_EIO, "writing %s: %s", a->path, strerror(errno));
   if (!rc) rc = load(a, err);
   pthread_mutex_unlock(&a->mu);
   free(line);
@@ -392,7 +363,7 @@ int br_auth_revoke(br_auth *a, const char *id, br_error *err) {
     size_t end = nl ? (size_t)(nl - text) + 1 : len, body = end - at;
     while (body && (text[at + body - 1] == '\n' || text[at + body - 1] == '\r')) body--;
     if (line_is(text + at, body, id)) found = 1;
-    else if (write_all(fd, text + at, end - at) != 0)
+    else if (br__write_all(fd, text + at, end - at) != 0)
       rc = br_error_set(err, BR_EIO, "writing %s: %s", tmp, strerror(errno));
     at = end;
   }
