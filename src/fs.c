@@ -31,6 +31,10 @@ int br__mkdirs(const char *dir, mode_t mode) {
   return -1;
 }
 
+int br__fsync_dirfd(int dirfd) {
+  return fsync(dirfd) == 0 || errno == EINVAL || errno == EROFS ? 0 : -1;
+}
+
 int br__fsync_parent(const char *path) {
   char *copy = strdup(path);
   if (!copy) return -1;
@@ -41,11 +45,45 @@ int br__fsync_parent(const char *path) {
     errno = e;
     return -1;
   }
-  int rc = fsync(fd) == 0 || errno == EINVAL || errno == EROFS ? 0 : -1;
+  int rc = br__fsync_dirfd(fd);
   e = errno;
   close(fd);
   errno = e;
   return rc;
+}
+
+char *br__read_file(const char *path, size_t *len) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return NULL;
+  char *buf = NULL;
+  size_t n = 0, cap = 0;
+  for (;;) {
+    if (n + 1 >= cap) {
+      char *grown = realloc(buf, cap = cap ? 2 * cap : 65536);
+      if (!grown) {
+        errno = ENOMEM;
+        break;
+      }
+      buf = grown;
+    }
+    ssize_t got = read(fd, buf + n, cap - n - 1);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) {
+      if (got == 0) {
+        buf[n] = 0;
+        close(fd);
+        if (len) *len = n;
+        return buf;
+      }
+      break;
+    }
+    n += (size_t)got;
+  }
+  int e = errno;
+  free(buf);
+  close(fd);
+  errno = e;
+  return NULL;
 }
 
 int br__write_all(int fd, const void *data, size_t len) {

@@ -9,9 +9,19 @@
  * errno set. An existing directory is fine. */
 int br__mkdirs(const char *dir, mode_t mode);
 
+/* Syncs an open directory, so the names just made or removed in it survive
+ * a crash; a file system that cannot sync directories (EINVAL, EROFS) is
+ * not an error. Returns 0, or -1 with errno set. */
+int br__fsync_dirfd(int dirfd);
+
 /* Syncs the directory that holds path (after a rename into it, say), so the
  * new name survives a crash. Returns 0, or -1 with errno set. */
 int br__fsync_parent(const char *path);
+
+/* The whole file at path, NUL-terminated (the caller frees), its length in
+ * *len (may be NULL; NUL bytes in the file count). NULL with errno set when
+ * it cannot be read. */
+char *br__read_file(const char *path, size_t *len);
 
 /* Writes all len bytes (again after a short write or EINTR). Returns 0, or
  * -1 with errno set. */

@@ -8,10 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* One line of f into *buf (grown as needed, up to LINE_MAX + 1 bytes, and
- * NUL-terminated), without its "\n"; *len is its length, which a NUL byte in
- * the line does not end. 1 for a line, 0 at the end of the file, -1 for a
- * line longer than LINE_MAX (read to its end and dropped: a huge line costs
+/* One line of f into *buf (grown as needed, up to BR_TOKFILE_LINE_MAX + 1
+ * bytes, and NUL-terminated), without its "\n"; *len is its length, which a
+ * NUL byte in the line does not end. 1 for a line, 0 at the end of the file,
+ * -1 for a line longer than BR_TOKFILE_LINE_MAX (read to its end and dropped: a huge line costs
  * no memory), -2 when out of memory. */
 static int read_line(FILE *f, char **buf, size_t *cap, size_t *len) {
   size_t n = 0;
@@ -57,12 +57,13 @@ int br_tokfile_read(const char *path, br_warn_fn *warn, void *warn_ud,
   int r, rc = BR_OK;
   while (rc == BR_OK && (r = read_line(f, &line, &cap, &len)) != 0) {
     l.no++;
+    const char *nul = r == 1 ? memchr(line, 0, len) : NULL;
     if (r == -2) {
       rc = br_error_set(err, BR_ENOMEM, "out of memory");
     } else if (r < 0) {
       br_tokfile_skip(&l, 0, "longer than %d bytes", BR_TOKFILE_LINE_MAX);
-    } else if (memchr(line, 0, len)) { /* as a C string, only its start would count */
-      br_tokfile_skip(&l, (int)((char *)memchr(line, 0, len) - line) + 1, "holds a NUL byte");
+    } else if (nul) { /* as a C string, only its start would count */
+      br_tokfile_skip(&l, (int)(nul - line) + 1, "holds a NUL byte");
     } else {
       while (len && (line[len - 1] == '\r' || line[len - 1] == ' ' || line[len - 1] == '\t'))
         line[--len] = 0;
@@ -80,8 +81,8 @@ int br_tokfile_read(const char *path, br_warn_fn *warn, void *warn_ud,
   return rc;
 }
 
-bool br_tokfile_skip(const br_tokfile_line *l, int column, const char *fmt, ...) {
-  if (!l->warn) return false;
+void br_tokfile_skip(const br_tokfile_line *l, int column, const char *fmt, ...) {
+  if (!l->warn) return;
   char why[256], at[16] = "", msg[sizeof why + 4200];
   va_list ap;
   va_start(ap, fmt);
@@ -93,7 +94,6 @@ bool br_tokfile_skip(const br_tokfile_line *l, int column, const char *fmt, ...)
   snprintf(msg, sizeof msg, "token file %.4000s:%zu%s: %s; line skipped", l->path, l->no, at,
            why);
   l->warn(l->warn_ud, msg);
-  return false;
 }
 
 bool br_tokfile_bad_hex64(const char *h, char *why, size_t size) {

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 
 #define BR_TOKFILE_LINE_MAX 65536 /* bytes in a line, without its end */
+#define BR_TOKFILE_TOKEN_MAX 512  /* bytes in a token a check takes */
 
 /* One line that is not blank nor a # comment. */
 typedef struct br_tokfile_line {
@@ -36,8 +37,8 @@ int br_tokfile_read(const char *path, br_warn_fn *warn, void *warn_ud,
 
 /* Tells, through l->warn, "token file PATH:LINE[:COLUMN]: WHY; line
  * skipped" (column 0: none). Control bytes in WHY become '?', so the report
- * is one line whatever the file holds. Always false, for `return skip(...)`. */
-bool br_tokfile_skip(const br_tokfile_line *l, int column, const char *fmt, ...)
+ * is one line whatever the file holds. */
+void br_tokfile_skip(const br_tokfile_line *l, int column, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* False when h is 64 hex digits; else true, with why it is not in why. */

@@ -24,8 +24,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define TOKEN_MAX 512
-
 typedef struct entry {
   char id[17];
   br_role role;
@@ -137,10 +135,10 @@ static int one_line(void *ctx, const br_tokfile_line *l) {
     br_tokfile_skip(l, 0, "no \"sha256\" string");
   } else if (br_tokfile_bad_hex64(h, why, sizeof why)) {
     br_tokfile_skip(l, 0, "%s", why);
+  } else if (!role) {
+    br_tokfile_skip(l, 0, "no \"role\" string (roles: agent, user, admin)");
   } else if (br_role_parse(role) == BR_ROLE_NONE) {
-    br_tokfile_skip(l, 0, "%s%.40s%s (roles: agent, user, admin)",
-                    role ? "unknown role \"" : "no \"role\" string", role ? role : "",
-                    role ? "\"" : "");
+    br_tokfile_skip(l, 0, "unknown role \"%.40s\" (roles: agent, user, admin)", role);
   } else {
     entry e;
     memset(&e, 0, sizeof e);
@@ -232,7 +230,7 @@ br_role br_auth_check(br_auth *a, const char *token) {
 
 br_role br_auth_check_id(br_auth *a, const char *token, char *id) {
   if (id) id[0] = 0;
-  if (!token || !*token || strlen(token) > TOKEN_MAX) return BR_ROLE_NONE;
+  if (!token || !*token || strlen(token) > BR_TOKFILE_TOKEN_MAX) return BR_ROLE_NONE;
   uint8_t h[32];
   sha256(token, strlen(token), h);
   br_role role = BR_ROLE_NONE;
@@ -328,31 +326,15 @@ json_t *br_auth_list(br_auth *a) {
  * changes nothing else), through a new file renamed over it. */
 int br_auth_revoke(br_auth *a, const char *id, br_error *err) {
   pthread_mutex_lock(&a->mu);
-  int rc = BR_OK, found = 0, fd = -1;
-  char *text = NULL, tmp[4200];
-  size_t len = 0, cap = 0;
+  int rc = BR_OK, found = 0, fd;
+  char tmp[4200];
+  size_t len = 0;
   snprintf(tmp, sizeof tmp, "%s.%d.tmp", a->path, (int)getpid());
-  FILE *f = fopen(a->path, "r");
-  if (!f) {
+  char *text = br__read_file(a->path, &len);
+  if (!text) {
     rc = br_error_set(err, BR_EIO, "token file %s: %s", a->path, strerror(errno));
     goto out;
   }
-  for (;;) {
-    if (len == cap) {
-      char *grown = realloc(text, cap = cap ? 2 * cap : 65536);
-      if (!grown) {
-        rc = br_error_set(err, BR_ENOMEM, "out of memory");
-        break;
-      }
-      text = grown;
-    }
-    size_t got = fread(text + len, 1, cap - len, f);
-    len += got;
-    if (got == 0) break;
-  }
-  if (!rc && ferror(f)) rc = br_error_set(err, BR_EIO, "reading %s", a->path);
-  fclose(f);
-  if (rc) goto out;
   fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) {
     rc = br_error_set(err, BR_EIO, "%s: %s", tmp, strerror(errno));

@@ -13,6 +13,8 @@
  * when it has nothing to send; a write resumes it. */
 #include <braid/http.h>
 
+#include "../fs.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <microhttpd.h>
@@ -566,27 +568,15 @@ static void completed_cb(void *cls, struct MHD_Connection *c, void **con_cls,
 /* ---- start / stop ---- */
 
 static char *read_file(const char *path, br_error *err) {
-  FILE *f = fopen(path, "r");
-  if (!f) {
+  size_t len;
+  char *buf = br__read_file(path, &len);
+  if (!buf) {
     br_error_set(err, BR_EIO, "%s: %s", path, strerror(errno));
-    return NULL;
+  } else if (!len) {
+    free(buf);
+    buf = NULL;
+    br_error_set(err, BR_EIO, "%s is empty", path);
   }
-  char *buf = NULL;
-  size_t len = 0, cap = 0, n;
-  char tmp[4096];
-  while ((n = fread(tmp, 1, sizeof tmp, f)) > 0) {
-    if (len + n + 1 > cap) {
-      cap = (len + n + 1) * 2;
-      char *b = realloc(buf, cap);
-      if (!b) break;
-      buf = b;
-    }
-    memcpy(buf + len, tmp, n);
-    len += n;
-    buf[len] = 0;
-  }
-  fclose(f);
-  if (!buf) br_error_set(err, BR_EIO, "%s is empty", path);
   return buf;
 }
 

@@ -14,19 +14,6 @@
 #include <unistd.h>
 #include "../fs.h"
 
-int br_xfer__fsync_dirfd(int dirfd) {
-  if (fsync(dirfd) != 0 && errno != EINVAL && errno != EROFS) return -errno;
-  return 0;
-}
-
-int br_xfer__fsync_dir(const char *dir) {
-  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return -errno;
-  int rc = br_xfer__fsync_dirfd(fd);
-  close(fd);
-  return rc;
-}
-
 int br_xfer__mkdirs(const char *path, br_error *err) {
   if (br__mkdirs(path, 0755) != 0) {
     if (errno == ENOMEM) return br_error_set(err, BR_ENOMEM, "out of memory");

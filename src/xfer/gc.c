@@ -15,6 +15,7 @@
  * - nothing younger than the grace period (a day by default) is removed:
  *   the chunks of a push still uploading, not yet committed, stay. */
 #include "xfer_int.h"
+#include "../fs.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -236,7 +237,7 @@ int br_depot_gc(const char *root, int64_t grace_s, bool dry_run, br_depot_gc_res
       res->objects_removed++;
       res->bytes_freed += st.st_size;
     }
-    if (removed && !dry_run) br_xfer__fsync_dirfd(dfd);
+    if (removed && !dry_run) br__fsync_dirfd(dfd);
     closedir(d);
   }
 
@@ -289,7 +290,7 @@ int br_depot_gc(const char *root, int64_t grace_s, bool dry_run, br_depot_gc_res
     if (!dry_run) {
       int dfd = openat(s.rootfd, "packs", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
       if (dfd >= 0) {
-        br_xfer__fsync_dirfd(dfd);
+        br__fsync_dirfd(dfd);
         close(dfd);
       }
     }

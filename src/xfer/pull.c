@@ -11,6 +11,7 @@
  * are written with direct I/O where the file system allows: no page cache
  * to fill, and nothing left for the sync to write. */
 #include "client_int.h"
+#include "../fs.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -697,7 +698,7 @@ static void link_stage(installer *in, cbatch *b) {
     if (seen) continue;
     dirs[nd++] = d;
     if (per_file) {
-      br_xfer__fsync_dirfd(v[i]->dirfd);
+      br__fsync_dirfd(v[i]->dirfd);
       continue;
     }
     bool known = false;
@@ -705,7 +706,7 @@ static void link_stage(installer *in, cbatch *b) {
     if (known) continue;
     int fd = in->ndev < 8 ? dup(v[i]->dirfd) : -1;
     if (fd < 0) { /* too many file systems: this one now */
-      br_xfer__fsync_dirfd(v[i]->dirfd);
+      br__fsync_dirfd(v[i]->dirfd);
       continue;
     }
     in->devfd[in->ndev] = fd;
@@ -1652,7 +1653,7 @@ static int make_symlink(ljob *j, const br_xfer_entry *e, br_error *err) {
   int rc = BR_OK;
   if (symlinkat(e->target, dirfd, pn) != 0 || renameat(dirfd, pn, dirfd, base) != 0)
     rc = fail_io(err, "symlink", j, e->path, errno);
-  else br_xfer__fsync_dirfd(dirfd);
+  else br__fsync_dirfd(dirfd);
   close(dirfd);
   return rc;
 }

@@ -7,6 +7,7 @@
  * fails if the version exists, so two commits at once take consecutive
  * versions even across processes), then fsync of the directory. */
 #include "xfer_int.h"
+#include "../fs.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -293,7 +294,7 @@ int br_xfer__store_commit(br_xfer__store *s, const char *name, const char *json,
   }
   unlinkat(s->rootfd, tmp, 0);
   if (rc == BR_OK) {
-    br_xfer__fsync_dirfd(dfd);
+    br__fsync_dirfd(dfd);
     *version = v;
   }
   close(dfd);
@@ -364,7 +365,7 @@ int br_xfer__store_rm(br_xfer__store *s, const char *name, int64_t version, br_e
       return br_error_set(err, BR_ENOTFOUND, "no version %lld of '%s'", (long long)version, name);
     return br_error_set(err, BR_EIO, "remove %s@v%lld: %s", name, (long long)version, strerror(e));
   }
-  br_xfer__fsync_dirfd(dfd);
+  br__fsync_dirfd(dfd);
   close(dfd);
   return BR_OK;
 }

@@ -15,8 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define TOKEN_MAX 512 /* bytes in a token a check takes */
-
 int br_xfer_token_new(char *buf, size_t size, br_error *err) {
   uint8_t raw[32];
   if (size < 65) return br_error_set(err, BR_EINVAL, "token buffer too small");
@@ -58,13 +56,17 @@ static int one_line(void *ctx, const br_tokfile_line *l) {
   if (*s == '{') {
     json_error_t je;
     j = json_loadb(l->text, l->len, 0, &je); /* columns count from the line's start */
-    if (!j) return br_tokfile_skip(l, je.column, "not JSON: %s", je.text), BR_OK;
+    if (!j) {
+      br_tokfile_skip(l, je.column, "not JSON: %s", je.text);
+      return BR_OK;
+    }
     h = json_string_value(json_object_get(j, "sha256"));
     if (!h) br_tokfile_skip(l, 0, "no \"sha256\" string");
   } else if (strncmp(s, "sha256:", 7) == 0) {
     h = s + 7;
-  } else if (strlen(s) > TOKEN_MAX) {
-    br_tokfile_skip(l, 0, "a token longer than %d bytes, which no check takes", TOKEN_MAX);
+  } else if (strlen(s) > BR_TOKFILE_TOKEN_MAX) {
+    br_tokfile_skip(l, 0, "a token longer than %d bytes, which no check takes",
+                    BR_TOKFILE_TOKEN_MAX);
   } else {
     br_xfer_token_hash(s, entry, sizeof entry);
   }
@@ -140,7 +142,7 @@ static void refresh(br_xfer__tokens *t) {
 }
 
 bool br_xfer__tokens_check(br_xfer__tokens *t, const char *token) {
-  if (!token || !*token || strlen(token) > TOKEN_MAX) return false;
+  if (!token || !*token || strlen(token) > BR_TOKFILE_TOKEN_MAX) return false;
   char h[80] = {0};
   br_xfer_token_hash(token, h, sizeof h);
   bool ok = false;

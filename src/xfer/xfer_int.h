@@ -102,8 +102,6 @@ void br_xfer__bundle_close(br_xfer__bundle_iter *it);
 
 /* ---- file system (fsutil.c) ---- */
 
-int br_xfer__fsync_dir(const char *dir);
-int br_xfer__fsync_dirfd(int dirfd);
 /* mkdir -p (mode 0755). */
 int br_xfer__mkdirs(const char *path, br_error *err);
 /* Opens the directory that holds rel (a checked relative path) under the
