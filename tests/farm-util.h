@@ -3,6 +3,8 @@
 #ifndef BR_TEST_FARM_UTIL_H
 #define BR_TEST_FARM_UTIL_H
 
+#include "fs.h"
+
 #include <braid/http.h>
 #include <braid/store.h>
 #include <fcntl.h>
@@ -57,16 +59,8 @@ static inline int farm_wait(pid_t pid) {
 }
 
 static inline char *farm_slurp(const char *path) {
-  FILE *f = fopen(path, "r");
-  if (!f) return strdup("");
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *buf = calloc(1, (size_t)n + 1);
-  size_t got = fread(buf, 1, (size_t)n, f);
-  buf[got] = 0;
-  fclose(f);
-  return buf;
+  char *text = br__read_file(path, NULL);
+  return text ? text : strdup("");
 }
 
 static inline char *farm_capture(const char *cmd) {

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fs.h"
 #include "harness.h"
 
 static void h_echo(void *ud, br_http_req *rq) {
@@ -333,18 +334,6 @@ static void token_hash(const char *token, char out[65]) {
   for (int i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", h[i]);
 }
 
-/* A file's bytes (NULs too) and their count; the caller frees. */
-static char *file_bytes(const char *path, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  CHECK(f != NULL);
-  char *buf = malloc(1 << 20);
-  CHECK(buf != NULL);
-  *len = fread(buf, 1, (1 << 20) - 1, f);
-  buf[*len] = 0;
-  fclose(f);
-  return buf;
-}
-
 /* A token file edited by hand: each line that cannot be used is told with
  * its file and line (and column where JSON does not parse),
  * once per read, and the other lines still count. */
@@ -439,20 +428,23 @@ TEST(http_token_file_bad_lines_told) {
   /* a revoke takes out its line and changes no other byte: comments, the
    * lines a hand made wrong (a NUL in one), CRLF and the order stay */
   size_t before_len, after_len;
-  char *before = file_bytes(path, &before_len);
+  char *before = br__read_file(path, &before_len);
+  CHECK(before != NULL);
   size_t first = (size_t)(strchr(before, '\n') - before) + 1; /* a1's line, CRLF */
   CHECK_EQ_INT(br_auth_revoke(a, "a1", &err), BR_OK);
   text = br_test_warnings_take(&c); /* read again: the bad lines are told again */
   CHECK_EQ_INT(br_test_count(text, "line skipped\n"), 8);
   free(text);
-  char *after = file_bytes(path, &after_len);
+  char *after = br__read_file(path, &after_len);
+  CHECK(after != NULL);
   CHECK_EQ_INT(after_len, before_len - first);
   CHECK(memcmp(after, before + first, after_len) == 0);
   CHECK_EQ_INT(br_auth_check(a, "brt_admin"), BR_ROLE_NONE);
   CHECK_EQ_INT(br_auth_check(a, "brt_agent"), BR_ROLE_AGENT);
   CHECK_EQ_INT(br_auth_revoke(a, "a1", &err), BR_ENOTFOUND);
   free(after);
-  after = file_bytes(path, &after_len); /* nothing found: nothing changed */
+  after = br__read_file(path, &after_len); /* nothing found: nothing changed */
+  CHECK(after != NULL);
   CHECK_EQ_INT(after_len, before_len - first);
   free(before);
   free(after);
@@ -468,7 +460,8 @@ TEST(http_token_file_bad_lines_told) {
   CHECK_EQ_INT(br_auth_count(a), 2);
   CHECK_EQ_INT(br_auth_check(a, "brt_agent"), BR_ROLE_AGENT);
   CHECK_EQ_INT(br_auth_check(a, made), BR_ROLE_USER);
-  before = file_bytes(path, &before_len);
+  before = br__read_file(path, &before_len);
+  CHECK(before != NULL);
   CHECK(strncmp(before, "# kept\n{\"id\":\"a9\"", 17) == 0);
   CHECK_EQ_INT(br_test_count(before, "\n"), 3);
   free(before);

@@ -98,7 +98,7 @@ TEST(round_trip_with_the_commands) {
     abort();
   CHECK_EQ_INT(run(cmd, NULL), 0);
   free(cmd);
-  char *hashed = xu_read_file(tokens, NULL);
+  char *hashed = br__read_file(tokens, NULL);
   CHECK(strncmp(hashed, "# by hand\nsha256:", 17) == 0);
   CHECK_EQ_INT(strlen(hashed), 9 + 1 + 7 + 64 + 1);
   free(hashed);
@@ -113,13 +113,13 @@ TEST(round_trip_with_the_commands) {
   int port = 0;
   for (int i = 0; i < 100 && !port; i++) {
     usleep(50000);
-    char *o = xu_read_file(outp, NULL);
+    char *o = br__read_file(outp, NULL);
     const char *c = o ? strstr(o, "127.0.0.1:") : NULL;
     if (c) port = atoi(c + 10);
     free(o);
   }
   CHECK(port > 0);
-  char *pids = xu_read_file(pidp, NULL);
+  char *pids = br__read_file(pidp, NULL);
   pid_t depot = (pid_t)atoi(pids);
   free(pids);
   char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst");
@@ -180,7 +180,7 @@ TEST(round_trip_with_the_commands) {
   waitpid(pid, &wst, 0);
   char rcs[16];
   snprintf(rcs, sizeof rcs, "%d", WIFEXITED(wst) ? WEXITSTATUS(wst) : -1);
-  char *pout = xu_read_file(outp2, NULL);
+  char *pout = br__read_file(outp2, NULL);
   free(tokp);
   free(pref);
   if (atoi(rcs) != 130) br_test_fail(__FILE__, __LINE__, "pull after SIGINT: %s\n%s", rcs, pout);

@@ -103,7 +103,7 @@ TEST(token_required) {
   http(&x, "GET", "/nope", XU_TOKEN, NULL, 0, NULL, &r);
   CHECK_EQ_INT(r.status, 404);
   /* The token file holds hashes, not the token. */
-  char *content = xu_read_file(x.tokens, NULL);
+  char *content = br__read_file(x.tokens, NULL);
   CHECK(strstr(content, XU_TOKEN) == NULL);
   free(content);
   xu_depot_stop(&x);
@@ -239,7 +239,7 @@ TEST(plain_bundle_is_its_own_pack) {
     npacks++;
     char *p = xu_path(packs, de->d_name);
     size_t plen = 0;
-    char *pd = xu_read_file(p, &plen);
+    char *pd = br__read_file(p, &plen);
     CHECK_EQ_INT(plen, b.len);
     CHECK(pd && memcmp(pd, b.data, b.len) == 0);
     free(pd);

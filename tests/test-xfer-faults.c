@@ -49,7 +49,7 @@ static void fx_setup(fx *f, const char *name, unsigned seed) {
   for (int i = 0; i < f->npaths; i++) {
     char *p = xu_path(f->src, f->paths[i]);
     size_t len = 0;
-    char *d = xu_read_file(p, &len);
+    char *d = br__read_file(p, &len);
     br_xfer_sha256(d, len, &f->want[i]);
     free(d);
     free(p);
@@ -77,7 +77,7 @@ static void *watcher(void *arg) {
     for (int i = 0; i < f->npaths; i++) {
       char *p = xu_path(f->dst, f->paths[i]);
       size_t len = 0;
-      char *d = xu_read_file(p, &len);
+      char *d = br__read_file(p, &len);
       if (d) {
         br_xfer_digest got;
         br_xfer_sha256(d, len, &got);

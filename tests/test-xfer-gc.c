@@ -276,7 +276,7 @@ TEST(gc_and_rm_from_the_command_line) {
            x.root, tmp);
   CHECK(WEXITSTATUS(system(cmd)) == 2);
   char *outp = xu_path(tmp, "out");
-  char *out = xu_read_file(outp, NULL);
+  char *out = br__read_file(outp, NULL);
   CHECK_CONTAINS(out, "removed cli/t@v1");
   CHECK_CONTAINS(out, "no version 1 of 'cli/t'");
   CHECK_CONTAINS(out, "is not NAME@vN");
@@ -301,7 +301,7 @@ static int braid(const char *tmp, char **out, const char *fmt, ...) {
   snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s > cmd.out 2>&1", tmp, farm_bin(), args);
   int st = system(cmd);
   char *p = xu_path(tmp, "cmd.out");
-  *out = xu_read_file(p, NULL);
+  *out = br__read_file(p, NULL);
   free(p);
   return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
@@ -311,7 +311,7 @@ static int braid(const char *tmp, char **out, const char *fmt, ...) {
 static int chunk_status(const char *base, const char *dir, const char *rel) {
   char *p = xu_path(dir, rel);
   size_t len = 0;
-  char *data = xu_read_file(p, &len);
+  char *data = br__read_file(p, &len);
   br_xfer_digest d;
   br_xfer_sha256(data, len, &d);
   char hex[BR_XFER_HEX_LEN + 1], path[128];

@@ -48,7 +48,7 @@ static void kx_tree(kx *k, const char *name) {
   for (int i = 0; i < k->npaths; i++) {
     char *p = xu_path(k->src, k->paths[i]);
     size_t len = 0;
-    char *d = xu_read_file(p, &len);
+    char *d = br__read_file(p, &len);
     br_xfer_sha256(d, len, &k->want[i]);
     free(d);
     free(p);
@@ -66,7 +66,7 @@ static void check_visible(kx *k, const char *dir) {
   for (int i = 0; i < k->npaths; i++) {
     char *p = xu_path(dir, k->paths[i]);
     size_t len = 0;
-    char *d = xu_read_file(p, &len);
+    char *d = br__read_file(p, &len);
     if (d) {
       br_xfer_digest got;
       br_xfer_sha256(d, len, &got);

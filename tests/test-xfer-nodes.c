@@ -46,7 +46,7 @@ static int run_graph(env *e, const char *graph, const char *extra, char **out) {
     abort();
   int st = system(cmd);
   free(cmd);
-  char *text = xu_read_file(log, NULL);
+  char *text = br__read_file(log, NULL);
   if (out) *out = text;
   else free(text);
   free(gp);

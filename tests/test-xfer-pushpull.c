@@ -147,7 +147,7 @@ TEST(resume_keeps_verified_chunks_of_a_partial) {
   /* A partial as a cut pull leaves it: chunks 0 and 1 good, chunk 2 torn. */
   size_t len;
   char *sp = xu_path(src, "big.0001.vdb");
-  char *data = xu_read_file(sp, &len);
+  char *data = br__read_file(sp, &len);
   char pn[64];
   br_xfer__partial_name("big.0001.vdb", pn, sizeof pn); /* derived from the name */
   char *pp = xu_path(dst, pn);

@@ -775,7 +775,7 @@ TEST(hash_cache_damaged_or_unusable_never_stops_a_transfer) {
   CHECK(c != NULL);
   CHECK_CONTAINS(warn, "was damaged");
   CHECK_CONTAINS(warn, "c.db.damaged");
-  char *kept = xu_read_file(aside, NULL); /* put aside as it was */
+  char *kept = br__read_file(aside, NULL); /* put aside as it was */
   CHECK(kept != NULL && memcmp(kept, junk, 100) == 0);
   free(kept);
   struct stat st;

@@ -4,6 +4,7 @@
 #ifndef BR_TEST_XFER_UTIL_H
 #define BR_TEST_XFER_UTIL_H
 
+#include "fs.h"
 #include "harness.h"
 
 #include <braid/xfer.h>
@@ -68,24 +69,6 @@ XU_UNUSED static void xu_make_file(const char *dir, const char *rel, size_t len,
   xu_write_file(p, b, len);
   free(p);
   free(b);
-}
-
-XU_UNUSED static char *xu_read_file(const char *path, size_t *len) {
-  int fd = open(path, O_RDONLY);
-  if (fd < 0) return NULL;
-  struct stat st;
-  fstat(fd, &st);
-  char *b = malloc((size_t)st.st_size + 1);
-  size_t got = 0;
-  while (got < (size_t)st.st_size) {
-    ssize_t n = read(fd, b + got, (size_t)st.st_size - got);
-    if (n <= 0) break;
-    got += (size_t)n;
-  }
-  close(fd);
-  b[got] = 0;
-  if (len) *len = got;
-  return b;
 }
 
 /* Removes a test's directory and frees its name (on success only: a failed
