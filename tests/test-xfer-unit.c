@@ -6,6 +6,7 @@
 #include <jansson.h>
 #include <sys/uio.h>
 
+#include "xfer/client_int.h"
 #include "xfer/xfer_int.h"
 
 TEST(digest_hex_roundtrip) {
@@ -548,6 +549,64 @@ TEST(bundle_entries_read_as_one_run_then_put_in_place) {
     /* bytes before the entry's own place are refused */
     CHECK(br_xfer__bundle_put_at(&b, &d[0], b.data, 10, false, NULL) != BR_OK);
     br_xfer__buf_free(&b);
+  }
+}
+
+TEST(bundle_body_by_reference_reads_as_the_bundle_built_in_place) {
+  /* Push sends small files' kept bytes by reference: only the entries'
+   * headers (and what compresses) are in the body's buffer. Read in pieces
+   * of any size, the body is byte for byte the bundle built in one buffer. */
+  enum { N = 7, LEN = 20000 };
+  static uint8_t src[N][LEN];
+  br_xfer_digest d[N];
+  size_t len[N];
+  for (int i = 0; i < N; i++) {
+    len[i] = i == 3 ? 100 : LEN - (size_t)i * 999; /* one too short to try zstd */
+    if (i % 3 == 1) memset(src[i], 'a' + i, len[i]); /* compresses */
+    else xu_fill(src[i], len[i], 60 + (uint64_t)i);
+    br_xfer_sha256(src[i], len[i], &d[i]);
+  }
+  for (int z = 0; z < 2; z++) {
+    br_xfer__buf whole = {0};
+    br_xfer__req *r = br_xfer__req_new("http://127.0.0.1:1", "/v1/chunks");
+    CHECK(r != NULL);
+    CHECK_EQ_INT(br_xfer__bundle_begin(&whole), BR_OK);
+    CHECK_EQ_INT(br_xfer__bundle_begin(&r->body), BR_OK);
+    size_t nref = 0;
+    for (int i = 0; i < N; i++) {
+      bool saved = false, by_ref = false;
+      CHECK_EQ_INT(br_xfer__bundle_add(&whole, &d[i], src[i], len[i], z, NULL), BR_OK);
+      if (i == 5) { /* read into the buffer, as a file not kept is */
+        CHECK_EQ_INT(br_xfer__bundle_add(&r->body, &d[i], src[i], len[i], z, NULL), BR_OK);
+        continue;
+      }
+      CHECK_EQ_INT(br_xfer__bundle_put_ref(&r->body, &d[i], src[i], len[i], z, &saved, &by_ref),
+                   BR_OK);
+      CHECK(saved == (z && i % 3 == 1));
+      CHECK(by_ref == !saved);
+      if (by_ref) {
+        CHECK_EQ_INT(br_xfer__req_ref(r, src[i], len[i]), BR_OK);
+        nref++;
+      }
+    }
+    CHECK_EQ_INT(r->nsegs, nref);
+    CHECK_EQ_INT(br_xfer__req_body_len(r), whole.len);
+    uint8_t *got = malloc(whole.len + 10);
+    size_t n = 0, step[] = {1, 7, 44, 4096, 3, 65536, 20000};
+    for (int k = 0; n < whole.len; k++) {
+      size_t room = step[k % 7] < whole.len + 10 - n ? step[k % 7] : whole.len + 10 - n;
+      size_t m = br_xfer__req_body_read(r, got + n, room);
+      CHECK(m == room || n + m == whole.len);
+      CHECK(m > 0);
+      if (!m) break;
+      n += m;
+    }
+    CHECK_EQ_INT(n, whole.len);
+    CHECK_EQ_INT(br_xfer__req_body_read(r, got + n, 10), 0);
+    CHECK(memcmp(got, whole.data, whole.len) == 0);
+    free(got);
+    br_xfer__buf_free(&whole);
+    br_xfer__req_free(r);
   }
 }
 

@@ -181,6 +181,43 @@ int br_xfer__bundle_put(br_xfer__buf *b, const br_xfer_digest *d, size_t len, bo
                                 saved);
 }
 
+/* zstd of len bytes at src, kept only when it saves at least a tenth: then
+ * *z (a buffer of capacity *zcap, to give back) holds *zl bytes; else *z
+ * is NULL. */
+static int compress_entry(const uint8_t *src, size_t len, uint8_t **z, size_t *zcap,
+                          size_t *zl) {
+  *z = NULL;
+  if (len < 512) return BR_OK;
+  size_t cap;
+  uint8_t *buf = br_xfer__mem_get(ZSTD_compressBound(len), &cap);
+  if (!buf) return BR_ENOMEM;
+  /* A sample first: data that does not compress (most caches are stored
+   * compressed already) then costs one small compression, not a whole one. */
+  size_t n = 0;
+  bool go = true;
+  if (len >= 4 * PROBE) {
+    n = zcompress(buf, cap, src, PROBE);
+    go = !ZSTD_isError(n) && n < PROBE - PROBE / 10;
+  }
+  if (go) n = zcompress(buf, cap, src, len);
+  if (!go || ZSTD_isError(n) || n >= len - len / 10) {
+    br_xfer__mem_put(buf, cap);
+    return BR_OK;
+  }
+  *z = buf;
+  *zcap = cap;
+  *zl = n;
+  return BR_OK;
+}
+
+static void put_header(uint8_t *h, const br_xfer_digest *d, uint32_t flags, size_t raw,
+                       size_t wire) {
+  memcpy(h, d->b, BR_XFER_DIGEST_LEN);
+  put32(h + 32, flags);
+  put32(h + 36, (uint32_t)raw);
+  put32(h + 40, (uint32_t)wire);
+}
+
 int br_xfer__bundle_put_at(br_xfer__buf *b, const br_xfer_digest *d, const uint8_t *at,
                            size_t len, bool compress, bool *saved) {
   if (saved) *saved = false;
@@ -188,37 +225,43 @@ int br_xfer__bundle_put_at(br_xfer__buf *b, const br_xfer_digest *d, const uint8
   uint8_t *h = b->data + b->len;
   uint8_t *payload = h + HDR;
   if (at < payload || at + len > b->data + b->cap) return BR_EINVAL;
-  uint32_t flags = 0;
-  size_t wire = len;
-  if (compress && len >= 512) {
-    size_t zcap, bound = ZSTD_compressBound(len);
-    uint8_t *z = br_xfer__mem_get(bound, &zcap);
-    if (!z) return BR_ENOMEM;
-    /* A sample first: data that does not compress (most caches are stored
-     * compressed already) then costs one small compression, not a whole one. */
-    size_t zl = 0;
-    if (len >= 4 * PROBE) {
-      zl = zcompress(z, zcap, at, PROBE);
-      if (ZSTD_isError(zl) || zl >= PROBE - PROBE / 10) compress = false;
-    }
-    if (compress) {
-      zl = zcompress(z, zcap, at, len);
-      /* Keep it only when it saves at least a tenth. */
-      if (!ZSTD_isError(zl) && zl < len - len / 10) {
-        memcpy(payload, z, zl);
-        flags = 1;
-        wire = zl;
-        if (saved) *saved = true;
-      }
-    }
+  uint8_t *z = NULL;
+  size_t zcap = 0, wire = len;
+  if (compress && compress_entry(at, len, &z, &zcap, &wire)) return BR_ENOMEM;
+  if (z) {
+    memcpy(payload, z, wire);
     br_xfer__mem_put(z, zcap);
+    if (saved) *saved = true;
+  } else if (at != payload) {
+    memmove(payload, at, len);
   }
-  if (!flags && at != payload) memmove(payload, at, len);
-  memcpy(h, d->b, BR_XFER_DIGEST_LEN);
-  put32(h + 32, flags);
-  put32(h + 36, (uint32_t)len);
-  put32(h + 40, (uint32_t)wire);
+  put_header(h, d, z ? 1 : 0, len, wire);
   b->len += HDR + wire;
+  return BR_OK;
+}
+
+int br_xfer__bundle_put_ref(br_xfer__buf *b, const br_xfer_digest *d, const uint8_t *data,
+                            size_t len, bool compress, bool *saved, bool *by_ref) {
+  if (saved) *saved = false;
+  *by_ref = false;
+  if (len > BR_XFER__MAX_CHUNK) return BR_EINVAL;
+  uint8_t *z = NULL;
+  size_t zcap = 0, wire = len;
+  if (compress && compress_entry(data, len, &z, &zcap, &wire)) return BR_ENOMEM;
+  if (br_xfer__buf_reserve(b, HDR + (z ? wire : 0))) {
+    br_xfer__mem_put(z, zcap);
+    return BR_ENOMEM;
+  }
+  put_header(b->data + b->len, d, z ? 1 : 0, len, wire);
+  b->len += HDR;
+  if (z) {
+    memcpy(b->data + b->len, z, wire);
+    b->len += wire;
+    br_xfer__mem_put(z, zcap);
+    if (saved) *saved = true;
+  } else {
+    *by_ref = true;
+  }
   return BR_OK;
 }
 

@@ -65,6 +65,7 @@ void br_xfer__req_free(br_xfer__req *r) {
   if (r->easy) curl_easy_cleanup(r->easy);
   curl_slist_free_all(r->hdrs);
   br_xfer__buf_free(&r->body);
+  free(r->segs);
   br_xfer__buf_free(&r->resp);
   if (r->destroy) r->destroy(r);
   free(r->url);
@@ -220,11 +221,51 @@ static size_t on_write(char *buf, size_t size, size_t n, void *ud) {
   return len;
 }
 
+size_t br_xfer__req_body_len(const br_xfer__req *r) { return r->body.len + r->seg_bytes; }
+
+size_t br_xfer__req_body_read(br_xfer__req *r, void *dst, size_t room) {
+  uint8_t *out = dst;
+  size_t n = 0;
+  while (n < room) {
+    size_t at = r->seg < r->nsegs ? r->segs[r->seg].at : r->body.len;
+    size_t k;
+    if (r->sent_buf < at) {
+      k = at - r->sent_buf < room - n ? at - r->sent_buf : room - n;
+      memcpy(out + n, r->body.data + r->sent_buf, k);
+      r->sent_buf += k;
+    } else if (r->seg < r->nsegs) {
+      const br_xfer__ref_seg *s = &r->segs[r->seg];
+      k = s->len - r->sent_seg < room - n ? s->len - r->sent_seg : room - n;
+      memcpy(out + n, s->data + r->sent_seg, k);
+      if ((r->sent_seg += k) == s->len) r->seg++, r->sent_seg = 0;
+    } else {
+      break;
+    }
+    n += k;
+  }
+  r->sent += n;
+  return n;
+}
+
+int br_xfer__req_ref(br_xfer__req *r, const void *data, size_t len) {
+  if (!len) return BR_OK;
+  if (r->nsegs == r->segs_cap) {
+    size_t cap = r->segs_cap ? r->segs_cap * 2 : 64;
+    br_xfer__ref_seg *v = realloc(r->segs, cap * sizeof *v);
+    if (!v) return BR_ENOMEM;
+    r->segs = v;
+    r->segs_cap = cap;
+  }
+  r->segs[r->nsegs++] = (br_xfer__ref_seg){data, r->body.len, len};
+  r->seg_bytes += len;
+  return BR_OK;
+}
+
 static size_t on_read(char *buf, size_t size, size_t n, void *ud) {
   br_xfer__req *r = ud;
   br_xfer__engine *e = r->eng;
   if (br_xfer__cancelled(e)) return CURL_READFUNC_ABORT;
-  size_t want = r->body.len - r->sent;
+  size_t want = br_xfer__req_body_len(r) - r->sent;
   if (want > size * n) want = size * n;
   if (want && e->bucket.rate > 0) {
     want = br_xfer__bucket_take(&e->bucket, want);
@@ -233,8 +274,7 @@ static size_t on_read(char *buf, size_t size, size_t n, void *ud) {
       return CURL_READFUNC_PAUSE;
     }
   }
-  memcpy(buf, r->body.data + r->sent, want);
-  r->sent += want;
+  want = br_xfer__req_body_read(r, buf, want);
   e->prog.bytes_moved += (int64_t)want;
   return want;
 }
@@ -250,8 +290,9 @@ static int start(br_xfer__engine *e, br_xfer__req *r, br_error *err) {
   r->checked = r->bad_range = r->range_ok = r->too_big = r->paused = false;
   r->status = 0;
   r->content_range[0] = 0;
-  r->sent = 0;
+  r->sent = r->sent_buf = r->sent_seg = r->seg = 0;
   r->body.len = 0;
+  r->nsegs = r->seg_bytes = 0;
   if (r->build) {
     int rc = r->build(r, &r->body, err);
     if (rc) return rc;
@@ -307,7 +348,7 @@ static int start(br_xfer__engine *e, br_xfer__req *r, br_error *err) {
     curl_easy_setopt(c, CURLOPT_POST, 1L);
     curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
     curl_easy_setopt(c, CURLOPT_READDATA, r);
-    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body.len);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)br_xfer__req_body_len(r));
   }
   if (curl_multi_add_handle(e->multi, c) != CURLM_OK)
     return br_error_set(err, BR_ENET, "curl_multi_add_handle failed");
@@ -379,6 +420,7 @@ static void finish(br_xfer__engine *e, br_xfer__req *r, CURLcode cc) {
   curl_slist_free_all(r->hdrs);
   r->hdrs = NULL;
   br_xfer__buf_free(&r->body);
+  r->nsegs = r->seg_bytes = 0; /* the referenced bytes may go from now */
   if (br_xfer__cancelled(e)) {
     br_xfer__req_free(r);
     return;

@@ -16,6 +16,13 @@
 typedef struct br_xfer__req br_xfer__req;
 typedef struct br_xfer__engine br_xfer__engine;
 
+/* Bytes kept elsewhere that a request body takes in by reference, inserted
+ * at offset at of the body buffer (see br_xfer__req_ref). */
+typedef struct br_xfer__ref_seg {
+  const uint8_t *data;
+  size_t at, len;
+} br_xfer__ref_seg;
+
 struct br_xfer__req {
   /* Set by the submitter. */
   char *url;              /* owned, freed with the request */
@@ -53,7 +60,11 @@ struct br_xfer__req {
   CURL *easy;
   struct curl_slist *hdrs;
   br_xfer__buf body;
-  size_t sent;
+  br_xfer__ref_seg *segs; /* the body's bytes by reference, by offset */
+  size_t nsegs, segs_cap, seg_bytes;
+  size_t sent;                /* body bytes sent in all... */
+  size_t sent_buf, sent_seg;  /* ...of them from the buffer, from segs[seg] */
+  size_t seg;
   int attempts;
   double not_before;
   bool checked, bad_range, range_ok, too_big, paused, keep_resp;
@@ -94,6 +105,16 @@ br_xfer__req *br_xfer__req_new(const char *base, const char *path_and_query);
  * (through destroy, if set), url. */
 void br_xfer__req_free(br_xfer__req *r);
 void br_xfer__engine_submit(br_xfer__engine *e, br_xfer__req *r);
+/* From a build callback: len bytes at data go into the body here (after
+ * what the body buffer holds so far) without a copy. They must stay as
+ * they are until the request is done or freed. */
+int br_xfer__req_ref(br_xfer__req *r, const void *data, size_t len);
+/* The body's length: its buffer's bytes and those it takes by reference. */
+size_t br_xfer__req_body_len(const br_xfer__req *r);
+/* Copies up to room bytes of the body from where the last read stopped
+ * (the buffer's bytes, with the referenced ones at their offsets); gives
+ * how many. A new attempt starts again from the first byte. */
+size_t br_xfer__req_body_read(br_xfer__req *r, void *dst, size_t room);
 /* From any thread: the loop runs its tick now instead of waiting. */
 void br_xfer__engine_wake(br_xfer__engine *e);
 /* Runs until nothing is queued or running; the first fatal error or a

@@ -497,9 +497,10 @@ static int missing_done(br_xfer__req *r, br_error *err) {
 static int upload_build(br_xfer__req *r, br_xfer__buf *body, br_error *err) {
   batch *b = r->ctx;
   push *p = b->p;
-  size_t bytes = 0;
+  size_t bytes = 0; /* read into the body; kept bytes go by reference */
   for (size_t i = 0; i < b->nrefs; i++)
-    bytes += (size_t)chunk_len(b->refs[i]->f, b->refs[i]->chunk, p->chunk_size);
+    if (!b->refs[i]->f->data)
+      bytes += (size_t)chunk_len(b->refs[i]->f, b->refs[i]->chunk, p->chunk_size);
   if (br_xfer__bundle_begin(body) || br_xfer__bundle_reserve(body, b->nrefs, bytes))
     return br_error_set(err, BR_ENOMEM, "out of memory");
   int fd = -1;
@@ -510,45 +511,51 @@ static int upload_build(br_xfer__req *r, br_xfer__buf *body, br_error *err) {
     pfile *f = c->f;
     pjob *j = &p->jobs[f->job];
     size_t len = (size_t)chunk_len(f, c->chunk, p->chunk_size);
+    bool try_z = p->o->compress && f->zstate >= 0;
+    bool saved = false;
+    if (f->data) { /* the bytes hashed, kept until the upload is done */
+      bool by_ref;
+      if (br_xfer__bundle_put_ref(body, &c->d, f->data, len, try_z, &saved, &by_ref) ||
+          (by_ref && br_xfer__req_ref(r, f->data, len))) {
+        rc = br_error_set(err, BR_ENOMEM, "out of memory");
+        break;
+      }
+      if (try_z && f->zstate == 0) f->zstate = saved ? 1 : -1; /* its only chunk */
+      continue;
+    }
     uint8_t *slot = br_xfer__bundle_slot(body, len);
     if (!slot) {
       rc = br_error_set(err, BR_ENOMEM, "out of memory");
       break;
     }
-    if (f->data) { /* the bytes hashed, kept */
-      memcpy(slot, f->data, len);
-    } else {
-      if (f != open_f) {
-        if (fd >= 0) close(fd);
-        char *abs = NULL;
-        if (asprintf(&abs, "%s/%s", j->dir, f->rel) < 0) {
-          rc = br_error_set(err, BR_ENOMEM, "out of memory");
-          break;
-        }
-        fd = open(abs, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-        struct stat st;
-        if (fd < 0) {
-          rc = br_error_set(err, BR_EIO, "open %s: %s", abs, strerror(errno));
-        } else if (fstat(fd, &st) != 0 || st.st_size != f->st.st_size ||
-                   br_xfer__mtime_ns(&st) != br_xfer__mtime_ns(&f->st) ||
-                   br_xfer__ctime_ns(&st) != br_xfer__ctime_ns(&f->st) ||
-                   st.st_ino != f->st.st_ino) {
-          /* The same identity the hash cache trusts: unchanged since hashed. */
-          rc = br_error_set(err, BR_EIO, "%s changed while it was pushed; push again", abs);
-        }
-        free(abs);
-        open_f = f;
-        if (rc) break;
-      }
-      int e = br_xfer__pread_all(fd, slot, len, (int64_t)c->chunk * p->chunk_size);
-      if (e) {
-        rc = br_error_set(err, BR_EIO, "%s/%s: read failed or file shrank (%s); push again",
-                          j->dir, f->rel, strerror(-e));
+    if (f != open_f) {
+      if (fd >= 0) close(fd);
+      char *abs = NULL;
+      if (asprintf(&abs, "%s/%s", j->dir, f->rel) < 0) {
+        rc = br_error_set(err, BR_ENOMEM, "out of memory");
         break;
       }
+      fd = open(abs, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+      struct stat st;
+      if (fd < 0) {
+        rc = br_error_set(err, BR_EIO, "open %s: %s", abs, strerror(errno));
+      } else if (fstat(fd, &st) != 0 || st.st_size != f->st.st_size ||
+                 br_xfer__mtime_ns(&st) != br_xfer__mtime_ns(&f->st) ||
+                 br_xfer__ctime_ns(&st) != br_xfer__ctime_ns(&f->st) ||
+                 st.st_ino != f->st.st_ino) {
+        /* The same identity the hash cache trusts: unchanged since hashed. */
+        rc = br_error_set(err, BR_EIO, "%s changed while it was pushed; push again", abs);
+      }
+      free(abs);
+      open_f = f;
+      if (rc) break;
     }
-    bool try_z = p->o->compress && f->zstate >= 0;
-    bool saved = false;
+    int e = br_xfer__pread_all(fd, slot, len, (int64_t)c->chunk * p->chunk_size);
+    if (e) {
+      rc = br_error_set(err, BR_EIO, "%s/%s: read failed or file shrank (%s); push again",
+                        j->dir, f->rel, strerror(-e));
+      break;
+    }
     if (br_xfer__bundle_put(body, &c->d, len, try_z, &saved)) {
       rc = br_error_set(err, BR_ENOMEM, "out of memory");
       break;

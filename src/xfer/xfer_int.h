@@ -81,6 +81,12 @@ int br_xfer__bundle_put(br_xfer__buf *b, const br_xfer_digest *d, size_t len, bo
  * down to the entry, or compressed into it. */
 int br_xfer__bundle_put_at(br_xfer__buf *b, const br_xfer_digest *d, const uint8_t *at,
                            size_t len, bool compress, bool *saved);
+/* put, for raw bytes kept outside the buffer: compressed into it when that
+ * saves; otherwise only the entry's header is written and *by_ref is set:
+ * the len bytes at data must follow it in the body, by reference
+ * (br_xfer__req_ref), with nothing appended in between. */
+int br_xfer__bundle_put_ref(br_xfer__buf *b, const br_xfer_digest *d, const uint8_t *data,
+                            size_t len, bool compress, bool *saved, bool *by_ref);
 
 typedef struct br_xfer__bundle_iter {
   const uint8_t *p, *end;
