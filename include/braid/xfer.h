@@ -262,6 +262,7 @@ typedef struct br_xfer_result {
   int64_t chunks_skipped;  /* already present (push) or verified locally (pull) */
   int64_t files_reused;    /* pull: taken from the content cache */
   int64_t hashed_bytes;    /* push: bytes hashed (cache misses) */
+  int64_t files_read_ahead; /* push: small files not in memory, read while others hashed */
   int retries;
   double seconds;
   char warning[1280]; /* what the user should know that did not stop it ("" none) */

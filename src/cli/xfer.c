@@ -343,12 +343,12 @@ static int finish(common *c, const char *verb, int rc, const br_error *err,
       printf("{\"event\":\"done\",\"version\":%lld,\"files\":%lld,\"bytes\":%lld,"
              "\"files_moved\":%lld,\"bytes_moved\":%lld,\"chunks_moved\":%lld,"
              "\"chunks_skipped\":%lld,\"files_reused\":%lld,\"hashed_bytes\":%lld,"
-             "\"retries\":%d,"
-             "\"seconds\":%.3f}\n",
+             "\"files_read_ahead\":%lld,\"retries\":%d,\"seconds\":%.3f}\n",
              (long long)res->version, (long long)res->files, (long long)res->bytes,
              (long long)res->files_moved, (long long)res->bytes_moved,
              (long long)res->chunks_moved, (long long)res->chunks_skipped,
-             (long long)res->files_reused, (long long)res->hashed_bytes, res->retries, res->seconds);
+             (long long)res->files_reused, (long long)res->hashed_bytes,
+             (long long)res->files_read_ahead, res->retries, res->seconds);
     fflush(stdout);
   }
   free(c->pos);

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #define MISSING_BATCH 20000
@@ -28,6 +29,7 @@
 #define WAKE_EVERY 64 /* hashed files that wake the event loop */
 #define ASK_MIN 1024 /* chunks per 'missing' question while hashing goes on */
 #define ASK_WAIT 0.02 /* seconds: a question that waits no more goes as it is */
+#define DEFER_MAX 16 /* small files per hashing thread whose reads are started */
 
 typedef struct cref {
   br_xfer_digest d;
@@ -87,6 +89,8 @@ typedef struct push {
   int hash_rc;
   br_error hash_err;
   atomic_llong hashed_bytes;
+  atomic_bool no_nowait; /* the file system refuses RWF_NOWAIT reads */
+  atomic_llong read_ahead; /* small files deferred: see hash_worker */
   /* event loop: the chunks seen (one per digest), the chunks to ask
    * about, the chunks to send */
   cref **seen;
@@ -227,15 +231,31 @@ static uint8_t *buf_get(push *p, int64_t size) {
   return b;
 }
 
-/* A small file: read whole (its bytes are kept for the upload) and hashed. */
-static int hash_small(push *p, pfile *f, int fd, int64_t size, br_error *err) {
+/* Reads a small file whole if its bytes are all in the page cache: 0, or
+ * 1 when a read would wait for the disk. */
+static int read_cached(push *p, int fd, uint8_t *buf, int64_t size) {
+  if (atomic_load(&p->no_nowait)) return 1;
+  struct iovec v = {buf, (size_t)size};
+  ssize_t n = preadv2(fd, &v, 1, 0, RWF_NOWAIT);
+  if (n < 0 && (errno == EOPNOTSUPP || errno == EINVAL || errno == ENOSYS))
+    atomic_store(&p->no_nowait, true);
+  return n == size ? 0 : 1;
+}
+
+#define NOT_CACHED 1 /* hash_small: not read, its bytes are not in memory */
+
+/* A small file: read whole (its bytes are kept for the upload) and hashed.
+ * nowait: only from the page cache, else NOT_CACHED. */
+static int hash_small(push *p, pfile *f, int fd, int64_t size, bool nowait, br_error *err) {
   uint8_t *buf = buf_get(p, size);
   br_xfer_digest *cs = calloc(1, sizeof *cs);
   int rc = BR_OK;
   if (!buf || !cs) {
     rc = br_error_set(err, BR_ENOMEM, "out of memory hashing a file");
+  } else if (nowait && read_cached(p, fd, buf, size)) {
+    rc = NOT_CACHED;
   } else {
-    int e = br_xfer__pread_all(fd, buf, (size_t)size, 0);
+    int e = nowait ? 0 : br_xfer__pread_all(fd, buf, (size_t)size, 0);
     unsigned int dl = 0;
     if (e) rc = br_error_set(err, BR_EIO, "read failed or file shrank (%s)", strerror(-e));
     else if (!EVP_Digest(buf, (size_t)size, cs[0].b, &dl, br_xfer__sha256_md(), NULL))
@@ -253,45 +273,87 @@ static int hash_small(push *p, pfile *f, int fd, int64_t size, br_error *err) {
   return BR_OK;
 }
 
+/* Hashes f, open as fd and as before says; nowait: a small file whose
+ * bytes are not all in memory gives NOT_CACHED. On an error, err names
+ * the file. */
+static int hash_open(push *p, pfile *f, int fd, const struct stat *before, bool nowait,
+                     br_error *err) {
+  const char *abs = f->abs;
+  int rc;
+  f->st.st_size = before->st_size; /* keeps_data looks at the size read */
+  if (keeps_data(p, f))
+    rc = hash_small(p, f, fd, before->st_size, nowait, err);
+  else
+    rc = br_xfer__hash_fd(fd, before->st_size, p->chunk_size, &f->digest, &f->chunks,
+                          &f->nchunks, err);
+  if (rc == NOT_CACHED) return rc;
+  struct stat after;
+  if (rc == BR_OK && (fstat(fd, &after) != 0 || after.st_size != before->st_size ||
+                      br_xfer__mtime_ns(&after) != br_xfer__mtime_ns(before)))
+    rc = br_error_set(err, BR_EIO, "%s changed while it was hashed", abs);
+  if (rc == BR_OK) {
+    f->st = *before;
+    f->hashed = true;
+    atomic_fetch_add(&p->hashed_bytes, (long long)before->st_size);
+  } else if (err->msg[0] && !strstr(err->msg, abs)) {
+    char m[1024];
+    snprintf(m, sizeof m, "%s: %.900s", abs, err->msg);
+    snprintf(err->msg, sizeof err->msg, "%s", m);
+  }
+  return rc;
+}
+
+/* A small file whose bytes were not in memory: its read is started
+ * (POSIX_FADV_WILLNEED) and it waits in its thread's ring while the thread
+ * hashes others, so a tree the page cache has lost is read with many reads
+ * in flight, not one per thread. */
+typedef struct deferred {
+  pfile *f;
+  int fd;
+  struct stat before;
+} deferred;
+
 static void *hash_worker(void *arg) {
   push *p = arg;
+  deferred ring[DEFER_MAX];
+  size_t head = 0, nring = 0;
   for (;;) {
-    size_t i = atomic_fetch_add(&p->next, 1);
-    if (i >= p->ntodo || br_xfer__cancelled(&p->eng)) break;
+    if (br_xfer__cancelled(&p->eng)) break;
     pthread_mutex_lock(&p->mu);
     bool stop = p->hash_rc != 0 || p->stop;
     pthread_mutex_unlock(&p->mu);
     if (stop) break;
-    pfile *f = p->todo[i];
+    /* the next file, or the oldest deferred one when the ring is full or
+     * no file is left */
+    size_t i = nring == DEFER_MAX ? p->ntodo : atomic_fetch_add(&p->next, 1);
+    pfile *f;
+    int fd;
+    struct stat before;
+    bool nowait = false;
     br_error err;
     br_error_clear(&err);
     int rc = BR_OK;
-    const char *abs = f->abs;
-    int fd = open(abs, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    struct stat before, after;
-    if (fd < 0) {
-      rc = br_error_set(&err, BR_EIO, "open %s: %s", abs, strerror(errno));
-    } else if (fstat(fd, &before) != 0) {
-      rc = br_error_set(&err, BR_EIO, "stat %s: %s", abs, strerror(errno));
+    if (i >= p->ntodo) {
+      if (!nring) break;
+      deferred *d = &ring[head];
+      head = (head + 1) % DEFER_MAX;
+      nring--;
+      f = d->f, fd = d->fd, before = d->before;
     } else {
-      f->st.st_size = before.st_size; /* keeps_data looks at the size read */
-      if (keeps_data(p, f))
-        rc = hash_small(p, f, fd, before.st_size, &err);
-      else
-        rc = br_xfer__hash_fd(fd, before.st_size, p->chunk_size, &f->digest, &f->chunks,
-                              &f->nchunks, &err);
-      if (rc == BR_OK && (fstat(fd, &after) != 0 || after.st_size != before.st_size ||
-                          br_xfer__mtime_ns(&after) != br_xfer__mtime_ns(&before)))
-        rc = br_error_set(&err, BR_EIO, "%s changed while it was hashed", abs);
-      if (rc == BR_OK) {
-        f->st = before;
-        f->hashed = true;
-        atomic_fetch_add(&p->hashed_bytes, (long long)before.st_size);
-      } else if (err.msg[0] && !strstr(err.msg, abs)) {
-        char m[1024];
-        snprintf(m, sizeof m, "%s: %.900s", abs, err.msg);
-        snprintf(err.msg, sizeof err.msg, "%s", m);
-      }
+      f = p->todo[i];
+      nowait = true;
+      fd = open(f->abs, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+      if (fd < 0)
+        rc = br_error_set(&err, BR_EIO, "open %s: %s", f->abs, strerror(errno));
+      else if (fstat(fd, &before) != 0)
+        rc = br_error_set(&err, BR_EIO, "stat %s: %s", f->abs, strerror(errno));
+    }
+    if (rc == BR_OK) rc = hash_open(p, f, fd, &before, nowait, &err);
+    if (rc == NOT_CACHED) {
+      posix_fadvise(fd, 0, before.st_size, POSIX_FADV_WILLNEED);
+      atomic_fetch_add(&p->read_ahead, 1);
+      ring[(head + nring++) % DEFER_MAX] = (deferred){f, fd, before};
+      continue;
     }
     if (fd >= 0) close(fd);
     pthread_mutex_lock(&p->mu);
@@ -309,6 +371,7 @@ static void *hash_worker(void *arg) {
     pthread_mutex_unlock(&p->mu);
     if (wake) br_xfer__engine_wake(&p->eng);
   }
+  for (; nring; nring--, head = (head + 1) % DEFER_MAX) close(ring[head].fd);
   pthread_mutex_lock(&p->mu);
   p->hashing--;
   pthread_mutex_unlock(&p->mu);
@@ -786,6 +849,7 @@ static int run_pipeline(push *p, br_error *err) {
   /* What was hashed is remembered, even when the push failed: a second
    * attempt does not hash it again. */
   p->res->hashed_bytes = atomic_load(&p->hashed_bytes);
+  p->res->files_read_ahead = atomic_load(&p->read_ahead);
   br_xfer__hcache_begin(p->hc);
   for (size_t i = 0; i < p->ntodo; i++) {
     pfile *f = p->todo[i];
