@@ -231,36 +231,38 @@ static uint8_t *buf_get(push *p, int64_t size) {
   return b;
 }
 
-/* Reads a small file whole if its bytes are all in the page cache: 0, or
- * 1 when a read would wait for the disk. */
-static int read_cached(push *p, int fd, uint8_t *buf, int64_t size) {
-  if (atomic_load(&p->no_nowait)) return 1;
-  struct iovec v = {buf, (size_t)size};
-  ssize_t n = preadv2(fd, &v, 1, 0, RWF_NOWAIT);
-  if (n < 0 && (errno == EOPNOTSUPP || errno == EINVAL || errno == ENOSYS))
-    atomic_store(&p->no_nowait, true);
-  return n == size ? 0 : 1;
-}
+#define NOT_CACHED 1 /* read_small, hash_small: not read, its bytes are not in memory */
 
-#define NOT_CACHED 1 /* hash_small: not read, its bytes are not in memory */
+/* Reads a small file whole: 0 or -errno; nowait: only if its bytes are all
+ * in the page cache, else NOT_CACHED. Where the file system refuses
+ * RWF_NOWAIT, it reads as without nowait, and so do later calls. */
+static int read_small(push *p, int fd, uint8_t *buf, int64_t size, bool nowait) {
+  if (nowait && !atomic_load(&p->no_nowait)) {
+    struct iovec v = {buf, (size_t)size};
+    ssize_t n = preadv2(fd, &v, 1, 0, RWF_NOWAIT);
+    if (n == size) return 0;
+    if (n >= 0 || errno == EAGAIN) return NOT_CACHED;
+    if (errno == EOPNOTSUPP || errno == EINVAL || errno == ENOSYS)
+      atomic_store(&p->no_nowait, true);
+  }
+  return br_xfer__pread_all(fd, buf, (size_t)size, 0);
+}
 
 /* A small file: read whole (its bytes are kept for the upload) and hashed.
  * nowait: only from the page cache, else NOT_CACHED. */
 static int hash_small(push *p, pfile *f, int fd, int64_t size, bool nowait, br_error *err) {
   uint8_t *buf = buf_get(p, size);
   br_xfer_digest *cs = calloc(1, sizeof *cs);
-  int rc = BR_OK;
-  if (!buf || !cs) {
+  int rc = BR_OK, e;
+  unsigned int dl = 0;
+  if (!buf || !cs)
     rc = br_error_set(err, BR_ENOMEM, "out of memory hashing a file");
-  } else if (nowait && read_cached(p, fd, buf, size)) {
+  else if ((e = read_small(p, fd, buf, size, nowait)) == NOT_CACHED)
     rc = NOT_CACHED;
-  } else {
-    int e = nowait ? 0 : br_xfer__pread_all(fd, buf, (size_t)size, 0);
-    unsigned int dl = 0;
-    if (e) rc = br_error_set(err, BR_EIO, "read failed or file shrank (%s)", strerror(-e));
-    else if (!EVP_Digest(buf, (size_t)size, cs[0].b, &dl, br_xfer__sha256_md(), NULL))
-      rc = br_error_set(err, BR_EIO, "SHA-256 failed");
-  }
+  else if (e)
+    rc = br_error_set(err, BR_EIO, "read failed or file shrank (%s)", strerror(-e));
+  else if (!EVP_Digest(buf, (size_t)size, cs[0].b, &dl, br_xfer__sha256_md(), NULL))
+    rc = br_error_set(err, BR_EIO, "SHA-256 failed");
   if (rc) {
     buf_put(p, buf, size);
     free(cs);
