@@ -326,6 +326,10 @@ static int start(br_xfer__engine *e, br_xfer__req *r, br_error *err) {
   curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
   /* larger reads: a quarter of the system calls for chunks and bundles */
   curl_easy_setopt(c, CURLOPT_BUFFERSIZE, 256L * 1024);
+  /* and larger sends: with curl's 64 KiB, each send of a body went
+   * through the loopback's whole path on its own (a push of 10,000 small
+   * files took about a tenth longer) */
+  curl_easy_setopt(c, CURLOPT_UPLOAD_BUFFERSIZE, 1024L * 1024);
   curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
   if (e->o->ca_file && *e->o->ca_file) curl_easy_setopt(c, CURLOPT_CAINFO, e->o->ca_file);
