@@ -631,6 +631,42 @@ TEST(preadv_all_fills_every_piece) {
   xu_done(tmp);
 }
 
+TEST(page_cache_asked_without_reading) {
+  /* br_xfer__cached answers for a range, and asking starts no read: a
+   * file dropped from the page cache stays out until it is read. */
+  char *tmp = br_test_tmpdir("xfer-cached");
+  char *p = xu_path(tmp, "f");
+  uint8_t src[5 * 4096 + 100], back[sizeof src];
+  xu_fill(src, sizeof src, 5);
+  xu_write_file(p, src, sizeof src);
+  int fd = open(p, O_RDONLY);
+  CHECK(fd >= 0);
+  int whole = br_xfer__cached(fd, 0, sizeof src);
+  CHECK(whole == 1 || whole == -1);
+  CHECK_EQ_INT(br_xfer__cached(fd, 0, 0), 1); /* nothing asked for */
+  CHECK(fdatasync(fd) == 0);
+  CHECK(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0);
+  int dropped = br_xfer__cached(fd, 0, sizeof src);
+  if (whole == 1 && dropped == 0) {
+    CHECK_EQ_INT(br_xfer__cached(fd, 4096, 4096), 0);
+    CHECK_EQ_INT(br_xfer__cached(fd, sizeof src - 1, 1), 0);
+    CHECK_EQ_INT(br_xfer__cached(fd, 0, sizeof src), 0); /* still out */
+    CHECK_EQ_INT(br_xfer__cached(fd, 0, 0), 1);
+    CHECK_EQ_INT(pread(fd, back, sizeof back, 0), (long)sizeof back);
+    CHECK_EQ_INT(br_xfer__cached(fd, 0, sizeof src), 1);
+    CHECK_EQ_INT(br_xfer__cached(fd, 3 * 4096 + 5, 7000), 1);
+  } else if (whole == 1) {
+    CHECK_EQ_INT(dropped, 1);
+    fprintf(stderr, "  (this file system keeps the pages)\n");
+  } else {
+    CHECK_EQ_INT(dropped, -1);
+    fprintf(stderr, "  (no cachestat here: the page cache cannot be asked)\n");
+  }
+  close(fd);
+  free(p);
+  xu_done(tmp);
+}
+
 TEST(tokens_hashed_and_checked) {
   char *tmp = br_test_tmpdir("xfer-tokens");
   char tok[80], line[200];

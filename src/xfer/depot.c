@@ -578,9 +578,11 @@ static void dstream_free(void *cls) {
 }
 
 /* Whether every page of fd's bytes [off, off + len) is in the page cache
- * (mincore on a mapping: reading a byte to find out would start a
- * read-ahead). Unknown counts as cached. */
+ * (cachestat, else mincore on a mapping: reading a byte to find out would
+ * start a read-ahead). Unknown counts as cached. */
 static bool cached(int fd, int64_t off, uint64_t len) {
+  int known = br_xfer__cached(fd, off, (int64_t)len);
+  if (known >= 0) return known;
   long pg = sysconf(_SC_PAGESIZE);
   int64_t a = off & ~(int64_t)(pg - 1);
   size_t span = (size_t)(off - a) + (size_t)len, npages = (span + (size_t)pg - 1) / (size_t)pg;

@@ -6,9 +6,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -132,6 +134,34 @@ int br_xfer__write_whole_buf(int fd, bool direct, uint8_t *data, size_t len, siz
   if (w != -EINVAL) return w;
   if (br_xfer__direct_off(fd)) return -EINVAL;
   return br_xfer__pwrite_all(fd, data, len, 0);
+}
+
+/* cachestat is 451 on every architecture but alpha; the C library
+ * (glibc 2.36) has no wrapper and older kernel headers no number. */
+#if !defined(__NR_cachestat) && defined(__linux__) && !defined(__alpha__)
+#define __NR_cachestat 451
+#endif
+
+int br_xfer__cached(int fd, int64_t off, int64_t len) {
+#ifdef __NR_cachestat
+  static atomic_bool missing; /* ENOSYS, or refused (a seccomp filter) once */
+  if (len <= 0) return 1;
+  if (atomic_load_explicit(&missing, memory_order_relaxed)) return -1;
+  long pg = sysconf(_SC_PAGESIZE);
+  int64_t a = off & ~(int64_t)(pg - 1);
+  uint64_t pages = (uint64_t)((off + len - a + pg - 1) / pg);
+  struct {
+    uint64_t off, len;
+  } range = {(uint64_t)a, pages * (uint64_t)pg};
+  struct {
+    uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
+  } cs;
+  if (syscall(__NR_cachestat, fd, &range, &cs, 0) == 0) return cs.nr_cache >= pages;
+  if (errno == ENOSYS || errno == EPERM) atomic_store(&missing, true);
+#else
+  (void)fd, (void)off, (void)len;
+#endif
+  return -1;
 }
 
 int br_xfer__direct_on(int fd) {

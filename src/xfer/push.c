@@ -234,10 +234,15 @@ static uint8_t *buf_get(push *p, int64_t size) {
 #define NOT_CACHED 1 /* read_small, hash_small: not read, its bytes are not in memory */
 
 /* Reads a small file whole: 0 or -errno; nowait: only if its bytes are all
- * in the page cache, else NOT_CACHED. Where the file system refuses
- * RWF_NOWAIT, it reads as without nowait, and so do later calls. */
+ * in the page cache, else NOT_CACHED. The page cache is asked first
+ * (br_xfer__cached); where it cannot be, the read is tried with
+ * RWF_NOWAIT, which starts a read of what is missing and may find it done
+ * on a fast disk. Where the file system refuses RWF_NOWAIT, it reads as
+ * without nowait, and so do later calls. */
 static int read_small(push *p, int fd, uint8_t *buf, int64_t size, bool nowait) {
-  if (nowait && !atomic_load(&p->no_nowait)) {
+  int cached = nowait ? br_xfer__cached(fd, 0, size) : 1;
+  if (cached == 0) return NOT_CACHED;
+  if (cached < 0 && !atomic_load(&p->no_nowait)) {
     struct iovec v = {buf, (size_t)size};
     ssize_t n = preadv2(fd, &v, 1, 0, RWF_NOWAIT);
     if (n == size) return 0;

@@ -133,6 +133,10 @@ int br_xfer__preadv_all(int fd, struct iovec *iov, int cnt, int64_t off);
  * the file system wants another alignment: clear O_DIRECT and write again). */
 int br_xfer__pwrite_direct(int fd, const void *data, size_t len, int64_t off, uint8_t **buf,
                            size_t *cap);
+/* Whether every page of fd's bytes [off, off + len) is in the page cache,
+ * asked without reading and without starting a read (cachestat, Linux 6.5
+ * and later): 1 yes, 0 no, -1 unknown (no cachestat here, or refused). */
+int br_xfer__cached(int fd, int64_t off, int64_t len);
 /* Sets, or clears, O_DIRECT on fd: 0 or -errno (-EINVAL: the file system
  * has no direct I/O). */
 int br_xfer__direct_on(int fd);
