@@ -234,15 +234,12 @@ static uint8_t *buf_get(push *p, int64_t size) {
 #define NOT_CACHED 1 /* read_small, hash_small: not read, its bytes are not in memory */
 
 /* Reads a small file whole: 0 or -errno; nowait: only if its bytes are all
- * in the page cache, else NOT_CACHED. The page cache is asked first
- * (br_xfer__cached); where it cannot be, the read is tried with
- * RWF_NOWAIT, which starts a read of what is missing and may find it done
- * on a fast disk. Where the file system refuses RWF_NOWAIT, it reads as
- * without nowait, and so do later calls. */
+ * in the page cache, else NOT_CACHED, told by a read with RWF_NOWAIT (for
+ * where the page cache cannot be asked: that read starts one of what is
+ * missing, and may find it done on a fast disk). Where the file system
+ * refuses RWF_NOWAIT, it reads as without nowait, and so do later calls. */
 static int read_small(push *p, int fd, uint8_t *buf, int64_t size, bool nowait) {
-  int cached = nowait ? br_xfer__cached(fd, 0, size) : 1;
-  if (cached == 0) return NOT_CACHED;
-  if (cached < 0 && !atomic_load(&p->no_nowait)) {
+  if (nowait && !atomic_load(&p->no_nowait)) {
     struct iovec v = {buf, (size_t)size};
     ssize_t n = preadv2(fd, &v, 1, 0, RWF_NOWAIT);
     if (n == size) return 0;
@@ -254,15 +251,19 @@ static int read_small(push *p, int fd, uint8_t *buf, int64_t size, bool nowait) 
 }
 
 /* A small file: read whole (its bytes are kept for the upload) and hashed.
- * nowait: only from the page cache, else NOT_CACHED. */
+ * nowait: only from the page cache, else NOT_CACHED. The page cache is
+ * asked first (br_xfer__cached), before a buffer is taken: a file not in
+ * memory neither holds one nor waits for the memory bound. */
 static int hash_small(push *p, pfile *f, int fd, int64_t size, bool nowait, br_error *err) {
+  int cached = nowait ? br_xfer__cached(fd, 0, size) : 1;
+  if (cached == 0) return NOT_CACHED;
   uint8_t *buf = buf_get(p, size);
   br_xfer_digest *cs = calloc(1, sizeof *cs);
   int rc = BR_OK, e;
   unsigned int dl = 0;
   if (!buf || !cs)
     rc = br_error_set(err, BR_ENOMEM, "out of memory hashing a file");
-  else if ((e = read_small(p, fd, buf, size, nowait)) == NOT_CACHED)
+  else if ((e = read_small(p, fd, buf, size, cached < 0)) == NOT_CACHED)
     rc = NOT_CACHED;
   else if (e)
     rc = br_error_set(err, BR_EIO, "read failed or file shrank (%s)", strerror(-e));
