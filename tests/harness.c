@@ -14,6 +14,13 @@ static struct {
 static int ntests;
 static const char *current;
 
+/* The directories this test made (in its forked child): removed when it
+ * passes, kept when it fails (and named, for a look), or always kept with
+ * BRAID_TEST_KEEP=1. */
+#define MAX_DIRS 16
+static char *dirs[MAX_DIRS];
+static int ndirs;
+
 void br_test_register(const char *name, br_test_fn fn) {
   if (ntests < MAX_TESTS) {
     tests[ntests].name = name;
@@ -29,6 +36,7 @@ void br_test_fail(const char *file, int line, const char *fmt, ...) {
   vfprintf(stderr, fmt, ap);
   va_end(ap);
   fputc('\n', stderr);
+  for (int i = 0; i < ndirs; i++) fprintf(stderr, "  its files are kept in %s\n", dirs[i]);
   fflush(stderr);
   _exit(1);
 }
@@ -69,7 +77,23 @@ char *br_test_tmpdir(const char *name) {
   if (system(cmd) != 0) abort();
   free(cmd);
   if (mkdir(path, 0755) != 0) abort();
+  if (ndirs < MAX_DIRS) dirs[ndirs++] = strdup(path);
   return path;
+}
+
+/* Best effort: a passing test's files are not worth keeping. */
+static void remove_dirs(void) {
+  const char *keep = getenv("BRAID_TEST_KEEP");
+  for (int i = 0; i < ndirs; i++) {
+    char *cmd = NULL;
+    if (!(keep && *keep && strcmp(keep, "0") != 0) && dirs[i] &&
+        asprintf(&cmd, "rm -rf '%s'", dirs[i]) >= 0) {
+      if (system(cmd) != 0) fprintf(stderr, "note: could not remove %s\n", dirs[i]);
+    }
+    free(cmd);
+    free(dirs[i]);
+  }
+  ndirs = 0;
 }
 
 /* Each test runs in a forked child so that one failure or crash does not hide
@@ -83,6 +107,7 @@ static int run_one(int i) {
     current = tests[i].name;
     tests[i].fn();
     fflush(stdout);
+    remove_dirs();
     exit(0);
   }
   int st = 0;
