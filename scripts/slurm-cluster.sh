@@ -143,7 +143,7 @@ do_stop() {
   if ours "$(pidfile_pid "$DIR/run/slurmctld.pid")" && [ -S "$MUNGE/munge.sock" ] &&
     command -v scontrol >/dev/null; then
     export SLURM_CONF=$CONF
-    # cancel every job and give them KillWait (5 s) to end, then shut down
+    # cancel every job and give them up to 10 s to end, then shut down
     # the controller and the node daemon
     if timeout 5 squeue -h -o %i >/dev/null 2>&1; then
       local u
@@ -231,7 +231,10 @@ MaxArraySize=10001
 MaxJobCount=100000
 # finished jobs stay visible to squeue for 5 minutes (there is no sacct here)
 MinJobAge=300
-KillWait=5
+# SIGTERM to SIGKILL: longer than an agent takes to stop when its server is
+# gone (its final report is tried for 5 s), so the job script's trap still
+# removes the job's work dir (Slurm's own default is 30 s)
+KillWait=12
 InactiveLimit=0
 OverTimeLimit=0
 NodeName=$host NodeAddr=$addr CPUs=$CPUS Boards=1 SocketsPerBoard=1 CoresPerSocket=$CPUS ThreadsPerCore=1 RealMemory=$MEM State=UNKNOWN

@@ -2,8 +2,17 @@
  * fixture "slurm"): the reference scenario, job arrays, and Ctrl-C removing
  * the Slurm jobs. */
 #include <glob.h>
+#include <sys/stat.h>
 
 #include "slurm-util.h"
+
+/* How many paths match a glob pattern. */
+static int count_paths(const char *pattern) {
+  glob_t g;
+  int n = glob(pattern, 0, NULL, &g) == 0 ? (int)g.gl_pathc : 0;
+  globfree(&g);
+  return n;
+}
 
 TEST(reference_scenario_on_slurm) {
   need_cluster();
@@ -60,10 +69,17 @@ TEST(ctrl_c_removes_the_slurm_jobs_and_resume_finishes) {
                             "  {\"name\": \"nap\", \"type\": \"command\", \"params\": {\"shell\": "
                             "\"if [ -e resume ]; then exit 0; fi; exec sleep 307\"}}],\n"
                             " \"wires\": [[\"fan.children\", \"nap\"]]}\n");
+  /* the jobs' work dirs go under jobtmp (sbatch passes TMPDIR on) */
+  char jobtmp[1100], workdirs[1200];
+  snprintf(jobtmp, sizeof jobtmp, "%s/jobtmp", dir);
+  snprintf(workdirs, sizeof workdirs, "%s/braid-slurm-[0-9]*", jobtmp);
+  CHECK(mkdir(jobtmp, 0755) == 0);
+  setenv("TMPDIR", jobtmp, 1);
   pid_t pid = start_slurm_run(dir, graph, "--grace 2");
   wait_running(dir, 4, 60);
   CHECK_EQ_INT(slurm_active("nap"), 4);
   CHECK(procs_with("[s]leep 307") >= 4);
+  CHECK_EQ_INT(count_paths(workdirs), 4);
   double t0 = farm_now();
   kill(pid, SIGINT);
   int rc = wait_exit_for(pid, 30);
@@ -75,6 +91,9 @@ TEST(ctrl_c_removes_the_slurm_jobs_and_resume_finishes) {
     usleep(100 * 1000);
   CHECK_EQ_INT(slurm_active("nap"), 0);
   CHECK_EQ_INT(procs_with("[s]leep 307"), 0);
+  /* and the scancelled jobs removed their work dirs on the way out */
+  for (int i = 0; i < 50 && count_paths(workdirs) > 0; i++) usleep(100 * 1000);
+  CHECK_EQ_INT(count_paths(workdirs), 0);
   invs *l = invocations(dir);
   CHECK_EQ_INT(count_status(l, "cancelled"), 4);
   CHECK_EQ_INT(count_status(l, "running"), 0);

@@ -577,7 +577,11 @@ static char *script_of(br_executor *ex, batch *b) {
   for (size_t i = 0; i < b->n; i++) app(&s, &len, &cap, " %lld", (long long)b->ids[i]);
   app(&s, &len, &cap, "\nshift \"${SLURM_ARRAY_TASK_ID:-0}\"\nBRAID_TOKEN=");
   sq(&s, &len, &cap, ex->token);
-  app(&s, &len, &cap, "\nexport BRAID_TOKEN\nw=\"${TMPDIR:-/tmp}/braid-slurm-${SLURM_JOB_ID:-$$}\"\n");
+  /* the work dir goes at any end, a scancel's SIGTERM too (the shell runs
+   * the trap once the agent, signalled with it, has stopped) */
+  app(&s, &len, &cap,
+      "\nexport BRAID_TOKEN\nw=\"${TMPDIR:-/tmp}/braid-slurm-${SLURM_JOB_ID:-$$}\"\n"
+      "trap 'rm -rf \"$w\"' EXIT\ntrap 'exit 143' TERM\ntrap 'exit 130' INT\ntrap 'exit 129' HUP\n");
   sq(&s, &len, &cap, ex->braid);
   app(&s, &len, &cap, " agent --once --idle-exit %g --server ", ex->idle_exit);
   sq(&s, &len, &cap, ex->url);
@@ -586,7 +590,7 @@ static char *script_of(br_executor *ex, batch *b) {
       " --tag \"" TAG_PREFIX "$1\" --slots 1 --cores %d --gpus %d",
       b->cores, b->gpus);
   if (b->memory_mb > 0) app(&s, &len, &cap, " --memory %lld", (long long)b->memory_mb);
-  app(&s, &len, &cap, " --work-dir \"$w\"\nrc=$?\nrm -rf \"$w\"\nexit $rc\n");
+  app(&s, &len, &cap, " --work-dir \"$w\"\n");
   return s;
 }
 
