@@ -16,6 +16,7 @@
 #include <braid/xfer.h>
 
 #include "../tests/xfer-proxy.h"
+#include "xfer/xfer_int.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -289,7 +290,7 @@ static double median(double *v, int n) {
  * either, a named temporary written through the page cache and renamed.
  * Both braid pull and rsync pay these creations; when they dominate, no
  * client can be many times faster than another. */
-#define FLOOR_THREADS 4 /* braid's writers */
+#define FLOOR_THREADS 8 /* braid's writers (WRITERS in src/xfer/pull.c) */
 
 typedef struct floor_arg {
   int dfd, n, step, first;
@@ -302,7 +303,7 @@ static void *floor_worker(void *arg) {
   if (posix_memalign((void **)&buf, 4096, (size_t)a->size + 4096) != 0) die("%s", "floor: no memory");
   for (int64_t i = 0; i < a->size; i++) buf[i] = (uint8_t)(i * 2654435761u >> 13);
   size_t padded = ((size_t)a->size + 4095) & ~(size_t)4095;
-  char tmp[64], fin[64], fdp[64];
+  char tmp[64], fin[64];
   for (int i = a->first; i < a->n; i += a->step) {
     br_xfer_digest d;
     buf[0] = (uint8_t)i;
@@ -312,8 +313,7 @@ static void *floor_worker(void *arg) {
     if (fd >= 0) {
       if (write(fd, buf, padded) != (ssize_t)padded || ftruncate(fd, a->size) != 0)
         die("%s", "floor: write failed");
-      snprintf(fdp, sizeof fdp, "/proc/self/fd/%d", fd);
-      if (linkat(AT_FDCWD, fdp, a->dfd, fin, AT_SYMLINK_FOLLOW) != 0) die("%s", "floor: link failed");
+      if (br_xfer__link_fd(fd, a->dfd, fin) != 0) die("%s", "floor: link failed");
       close(fd);
       continue;
     }

@@ -667,6 +667,41 @@ TEST(page_cache_asked_without_reading) {
   xu_done(tmp);
 }
 
+TEST(unnamed_file_linked_by_its_fd) {
+  /* br_xfer__link_fd gives an O_TMPFILE file its name, never over
+   * another's */
+  char *tmp = br_test_tmpdir("xfer-linkfd");
+  int dirfd = open(tmp, O_RDONLY | O_DIRECTORY);
+  CHECK(dirfd >= 0);
+  int fd = openat(dirfd, ".", O_WRONLY | O_TMPFILE, 0644);
+  if (fd < 0) {
+    fprintf(stderr, "  (no O_TMPFILE on this file system: %s)\n", strerror(errno));
+  } else {
+    CHECK_EQ_INT(write(fd, "first", 5), 5);
+    CHECK_EQ_INT(br_xfer__link_fd(fd, dirfd, "a"), 0);
+    int fd2 = openat(dirfd, ".", O_WRONLY | O_TMPFILE, 0644);
+    CHECK(fd2 >= 0);
+    CHECK_EQ_INT(write(fd2, "second", 6), 6);
+    CHECK_EQ_INT(br_xfer__link_fd(fd2, dirfd, "a"), EEXIST);
+    CHECK_EQ_INT(br_xfer__link_fd(fd2, dirfd, "b"), 0);
+    char *a = xu_path(tmp, "a"), *b = xu_path(tmp, "b");
+    char buf[16] = {0};
+    int r = open(a, O_RDONLY);
+    CHECK(r >= 0 && read(r, buf, sizeof buf) == 5 && memcmp(buf, "first", 5) == 0);
+    close(r);
+    r = open(b, O_RDONLY);
+    CHECK(r >= 0 && read(r, buf, sizeof buf) == 6 && memcmp(buf, "second", 6) == 0);
+    close(r);
+    close(fd);
+    close(fd2);
+    free(a);
+    free(b);
+  }
+  CHECK_EQ_INT(br_xfer__link_fd(-1, dirfd, "c"), EBADF);
+  close(dirfd);
+  xu_done(tmp);
+}
+
 TEST(tokens_hashed_and_checked) {
   char *tmp = br_test_tmpdir("xfer-tokens");
   char tok[80], line[200];

@@ -167,6 +167,21 @@ int br_xfer__cached(int fd, int64_t off, int64_t len) {
   return -1;
 }
 
+int br_xfer__link_fd(int fd, int dirfd, const char *name) {
+  static atomic_bool refused; /* AT_EMPTY_PATH once refused where /proc was not */
+  if (!atomic_load_explicit(&refused, memory_order_relaxed)) {
+    if (linkat(fd, "", dirfd, name, AT_EMPTY_PATH) == 0) return 0;
+    if (errno != ENOENT && errno != EPERM && errno != EINVAL) return errno;
+  }
+  char path[64]; /* refused, or some other ENOENT: /proc tells which */
+  snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+  if (linkat(AT_FDCWD, path, dirfd, name, AT_SYMLINK_FOLLOW) == 0) {
+    atomic_store_explicit(&refused, true, memory_order_relaxed);
+    return 0;
+  }
+  return errno;
+}
+
 int br_xfer__direct_on(int fd) {
   int fl = fcntl(fd, F_GETFL);
   if (fl < 0 || fcntl(fd, F_SETFL, fl | O_DIRECT) != 0) return -errno;

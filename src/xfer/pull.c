@@ -372,19 +372,15 @@ static void anon_end(installer *in, install_job *j) {
   pthread_mutex_unlock(&in->mu);
 }
 
-/* Puts an unnamed partial under its final name: linked through /proc (a
+/* Puts an unnamed partial under its final name: linked by its fd (a
  * link cannot replace a name, so a file there now, put there by someone
  * else meanwhile, is replaced by a rename from the partial name). */
 static int link_anon(install_job *j) {
-  char fdpath[64];
-  snprintf(fdpath, sizeof fdpath, "/proc/self/fd/%d", j->fd);
-  if (linkat(AT_FDCWD, fdpath, j->dirfd, j->base, AT_SYMLINK_FOLLOW) == 0) return 0;
-  if (errno != EEXIST) return errno;
+  int e = br_xfer__link_fd(j->fd, j->dirfd, j->base);
+  if (e != EEXIST) return e;
   unlinkat(j->dirfd, j->pn, 0);
-  if (linkat(AT_FDCWD, fdpath, j->dirfd, j->pn, AT_SYMLINK_FOLLOW) != 0 ||
-      renameat(j->dirfd, j->pn, j->dirfd, j->base) != 0)
-    return errno;
-  return 0;
+  if ((e = br_xfer__link_fd(j->fd, j->dirfd, j->pn)) != 0) return e;
+  return renameat(j->dirfd, j->pn, j->dirfd, j->base) != 0 ? errno : 0;
 }
 
 /* A small file's bytes (verified already) into a new partial. buf: the

@@ -137,6 +137,11 @@ int br_xfer__pwrite_direct(int fd, const void *data, size_t len, int64_t off, ui
  * asked without reading and without starting a read (cachestat, Linux 6.5
  * and later): 1 yes, 0 no, -1 unknown (no cachestat here, or refused). */
 int br_xfer__cached(int fd, int64_t off, int64_t len);
+/* Links the open file fd (an O_TMPFILE one) in as dirfd/name: by the fd
+ * itself (AT_EMPTY_PATH: Linux 6.10 and later for any user, earlier ones
+ * only with CAP_DAC_READ_SEARCH), else through /proc/self/fd. 0 or an
+ * errno (EEXIST: name is taken). */
+int br_xfer__link_fd(int fd, int dirfd, const char *name);
 /* Sets, or clears, O_DIRECT on fd: 0 or -errno (-EINVAL: the file system
  * has no direct I/O). */
 int br_xfer__direct_on(int fd);
