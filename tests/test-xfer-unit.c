@@ -667,6 +667,31 @@ TEST(page_cache_asked_without_reading) {
   xu_done(tmp);
 }
 
+TEST(buffer_pool_makes_room_for_sizes_in_use) {
+  /* a pool full of one size (a push's) still keeps the size asked for now
+   * (a pull's), letting go of the older one */
+  size_t big, small;
+  uint8_t *a = br_xfer__mem_get((size_t)64 << 20, &big), *b = br_xfer__mem_get((size_t)64 << 20, &big);
+  CHECK(a && b);
+  br_xfer__mem_put(a, big);
+  br_xfer__mem_put(b, big); /* the pool is full: 128 MiB */
+  uint8_t *x = br_xfer__mem_get((size_t)8 << 20, &small);
+  CHECK(x != NULL);
+  memset(x + 64, 0xab, 8192);
+  br_xfer__mem_put(x, small);
+  uint8_t *y = br_xfer__mem_get((size_t)8 << 20, &small);
+  CHECK(y != NULL);
+  CHECK(y[64] == 0xab && y[64 + 8191] == 0xab); /* the same buffer, kept */
+  br_xfer__mem_put(y, small);
+  /* an older size back, with room for both: both kept */
+  uint8_t *c = br_xfer__mem_get((size_t)64 << 20, &big);
+  CHECK(c != NULL);
+  br_xfer__mem_put(c, big);
+  y = br_xfer__mem_get((size_t)8 << 20, &small);
+  CHECK(y != NULL && y[64] == 0xab);
+  br_xfer__mem_put(y, small);
+}
+
 TEST(unnamed_file_linked_by_its_fd) {
   /* br_xfer__link_fd gives an O_TMPFILE file its name, never over
    * another's */

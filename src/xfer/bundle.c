@@ -21,7 +21,10 @@
  * few MiB, and small files' bytes, come and go by the thousand. So every
  * buffer has a power-of-two capacity from 4 KiB, is 4 KiB aligned (for
  * direct I/O), and is kept for reuse when it is given back, up to
- * POOL_KEEP bytes per process. */
+ * POOL_KEEP bytes per process. A full pool makes room for a size asked
+ * for now by letting go of sizes asked for longer ago: a process that
+ * pushed, then pulls (a depot, a worker), would otherwise keep the push's
+ * sizes and take every buffer of the pull fresh from the kernel. */
 #define POOL_MIN ((size_t)4096)
 #define POOL_CLASSES 16 /* 4 KiB .. 128 MiB */
 #define POOL_KEEP ((size_t)128 << 20)
@@ -29,6 +32,8 @@
 static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
 static void *pool[POOL_CLASSES]; /* a list through the buffers' first bytes */
 static size_t pooled;
+static uint64_t pool_gets;               /* buffers asked for, all sizes */
+static uint64_t last_get[POOL_CLASSES]; /* pool_gets at a size's last ask */
 
 static int pool_class(size_t cap) {
   int k = 0;
@@ -48,6 +53,7 @@ void *br_xfer__mem_get(size_t size, size_t *cap) {
   void *b = NULL;
   if (k >= 0) {
     pthread_mutex_lock(&pool_mu);
+    last_get[k] = ++pool_gets;
     if (pool[k]) {
       b = pool[k];
       memcpy(&pool[k], b, sizeof b);
@@ -64,7 +70,19 @@ void br_xfer__mem_put(void *b, size_t cap) {
   if (!b) return;
   int k = pool_class(cap);
   if (k >= 0) {
+    void *let_go = NULL; /* freed after the lock */
     pthread_mutex_lock(&pool_mu);
+    while (pooled + cap > POOL_KEEP) { /* room from the size asked for longest ago */
+      int v = -1;
+      for (int j = 0; j < POOL_CLASSES; j++)
+        if (j != k && pool[j] && (v < 0 || last_get[j] < last_get[v])) v = j;
+      if (v < 0 || last_get[v] >= last_get[k]) break; /* none older than this one */
+      void *x = pool[v];
+      memcpy(&pool[v], x, sizeof x);
+      pooled -= POOL_MIN << v;
+      memcpy(x, &let_go, sizeof x);
+      let_go = x;
+    }
     bool keep = pooled + cap <= POOL_KEEP;
     if (keep) {
       memcpy(b, &pool[k], sizeof b);
@@ -72,6 +90,11 @@ void br_xfer__mem_put(void *b, size_t cap) {
       pooled += cap;
     }
     pthread_mutex_unlock(&pool_mu);
+    while (let_go) {
+      void *x = let_go;
+      memcpy(&let_go, x, sizeof x);
+      free(x);
+    }
     if (keep) return;
   }
   free(b);
