@@ -6,7 +6,9 @@
 #include <fcntl.h>
 #include <glob.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -222,7 +224,28 @@ TEST(sigkill_then_resume) {
   wait_for_jobs(dir, 150);
   kill(pid, SIGKILL);
   wait_exit(pid);
+  /* the killed run left its runtime folder (its control socket names it);
+   * a folder of a live process is never taken for one */
+  const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
+  char left[1100], live[48], live_sock[96];
+  snprintf(left, sizeof left, "%s/braid-run-*/ctl-%d.sock", base, (int)pid);
+  snprintf(live, sizeof live, "%s/braid-run-test%d", base, (int)getpid());
+  snprintf(live_sock, sizeof live_sock, "%s/ctl-%d.sock", live, (int)getpid());
+  glob_t g;
+  CHECK(glob(left, 0, NULL, &g) == 0 && g.gl_pathc == 1);
+  globfree(&g);
+  CHECK(mkdir(live, 0700) == 0);
+  int lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  memcpy(sa.sun_path, live_sock, strlen(live_sock) + 1);
+  CHECK(lfd >= 0 && bind(lfd, (struct sockaddr *)&sa, sizeof sa) == 0 && listen(lfd, 4) == 0);
   CHECK_EQ_INT(wait_exit(start_run(dir, graph, "--slots 2")), 0);
+  /* the resumed run removed the dead one's folder, not the live one */
+  CHECK_EQ_INT(glob(left, 0, NULL, &g), GLOB_NOMATCH);
+  CHECK(access(live_sock, F_OK) == 0);
+  close(lfd);
+  unlink(live_sock);
+  rmdir(live);
   check_movie(dir);
   inv_count after = invocations(dir);
   CHECK_EQ_INT(after.dup_ok, 0);

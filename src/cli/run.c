@@ -2,6 +2,9 @@
  * machine in one process (the embedded default: SQLite store, local slots). */
 #include <braid/engine.h>
 #include <braid/exec.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <signal.h>
@@ -9,6 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
 
 #include "common.h"
@@ -155,6 +161,65 @@ static void view_stop(runview *v, int quiet) {
   uv_close((uv_handle_t *)&v->timer, close_cb);
   uv_close((uv_handle_t *)&v->sigint, close_cb);
   uv_close((uv_handle_t *)&v->sigterm, close_cb);
+}
+
+/* Whether a process listens on the socket base/dir/name: a run's own
+ * answer, whichever PID namespace it runs in (refused: nobody does). */
+static bool listening(const char *base, const char *dir, const char *name) {
+  struct sockaddr_un a = {.sun_family = AF_UNIX};
+  if ((size_t)snprintf(a.sun_path, sizeof a.sun_path, "%s/%s/%s", base, dir, name) >=
+      sizeof a.sun_path)
+    return true; /* cannot ask: leave it */
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return true;
+  int rc = connect(fd, (struct sockaddr *)&a, sizeof a);
+  int e = errno;
+  close(fd);
+  return rc == 0 || (e != ECONNREFUSED && e != ENOENT);
+}
+
+/* A run killed outright (SIGKILL, a crash) leaves its runtime folder in
+ * base: attribute files and its control socket, ctl-<pid>.sock. Folders of
+ * this user whose socket nobody listens on are removed when a run starts;
+ * one without a socket yet (a run starting now) is left. Best effort. */
+static void sweep_runtime_dirs(const char *base) {
+  DIR *d = opendir(base);
+  if (!d) return;
+  struct dirent *de;
+  while ((de = readdir(d))) {
+    if (strncmp(de->d_name, "braid-run-", 10) != 0) continue;
+    int fd = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0) continue;
+    if (fstat(fd, &st) != 0 || st.st_uid != geteuid()) {
+      close(fd);
+      continue;
+    }
+    DIR *sub = fdopendir(fd);
+    if (!sub) {
+      close(fd);
+      continue;
+    }
+    bool owner_seen = false, alive = false;
+    struct dirent *fe;
+    while ((fe = readdir(sub))) {
+      int pid;
+      char end;
+      if (sscanf(fe->d_name, "ctl-%d.soc%c", &pid, &end) == 2 && end == 'k' && pid > 0) {
+        owner_seen = true;
+        alive = alive || listening(base, de->d_name, fe->d_name);
+      }
+    }
+    if (owner_seen && !alive) {
+      rewinddir(sub);
+      while ((fe = readdir(sub)))
+        if (strcmp(fe->d_name, ".") != 0 && strcmp(fe->d_name, "..") != 0)
+          unlinkat(dirfd(sub), fe->d_name, 0);
+      unlinkat(dirfd(d), de->d_name, AT_REMOVEDIR);
+    }
+    closedir(sub);
+  }
+  closedir(d);
 }
 
 static void run_usage(FILE *out) {
@@ -381,8 +446,9 @@ int br_cli_run(int argc, char **argv) {
     br_engine_set_log_dir(e, log_dir);
     /* attribute files and the control socket: on tmpfs when there is one
      * (creating files there is cheap), else in /tmp */
-    snprintf(runtime_dir, sizeof runtime_dir, "%s/braid-run-XXXXXX",
-             access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp");
+    const char *rbase = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
+    sweep_runtime_dirs(rbase);
+    snprintf(runtime_dir, sizeof runtime_dir, "%s/braid-run-XXXXXX", rbase);
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
     exe[n > 0 ? n : 0] = '\0';
     if (strcmp(executor, "slurm") == 0 && !json_object_get(xopts, "state_dir")) {
