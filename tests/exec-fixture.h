@@ -222,10 +222,7 @@ static inline void fx_fini(fx *f) {
     json_decref(f->done[i].set_attrs);
   }
   json_decref(f->spawns);
-  char *cmd = NULL;
-  if (asprintf(&cmd, "rm -rf '%s'", f->dir) > 0 && system(cmd) != 0) {}
-  free(cmd);
-  free(f->dir);
+  free(f->dir); /* the harness removes it */
 }
 
 static inline void fx_inv_free(fx_inv *x) { free(x->log); }

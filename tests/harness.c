@@ -2,6 +2,7 @@
 #include "harness.h"
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -17,8 +18,7 @@ static const char *current;
 /* The directories this test made (in its forked child): removed when it
  * passes, kept when it fails (and named, for a look), or always kept with
  * BRAID_TEST_KEEP=1. */
-#define MAX_DIRS 16
-static char *dirs[MAX_DIRS];
+static char **dirs;
 static int ndirs;
 
 void br_test_register(const char *name, br_test_fn fn) {
@@ -67,32 +67,40 @@ int br_test_count(const char *hay, const char *needle) {
   return n;
 }
 
+/* rm -rf path: 0 when it is gone. */
+static int rm_rf(const char *path) {
+  char *cmd = NULL;
+  if (asprintf(&cmd, "rm -rf '%s'", path) < 0) abort();
+  int rc = system(cmd);
+  free(cmd);
+  return rc;
+}
+
 char *br_test_tmpdir(const char *name) {
   const char *base = getenv("TMPDIR");
   char *path = NULL;
   if (!base || !*base) base = "/tmp";
   if (asprintf(&path, "%s/braid-test-%s-%d", base, name, (int)getpid()) < 0) abort();
-  char *cmd = NULL;
-  if (asprintf(&cmd, "rm -rf '%s'", path) < 0) abort();
-  if (system(cmd) != 0) abort();
-  free(cmd);
+  if (rm_rf(path) != 0) abort();
   if (mkdir(path, 0755) != 0) abort();
-  if (ndirs < MAX_DIRS) dirs[ndirs++] = strdup(path);
+  char **grown = realloc(dirs, (size_t)(ndirs + 1) * sizeof *dirs);
+  if (!grown || !(grown[ndirs] = strdup(path))) abort();
+  dirs = grown;
+  ndirs++;
   return path;
 }
 
 /* Best effort: a passing test's files are not worth keeping. */
 static void remove_dirs(void) {
   const char *keep = getenv("BRAID_TEST_KEEP");
+  bool keep_all = keep && *keep && strcmp(keep, "0") != 0;
   for (int i = 0; i < ndirs; i++) {
-    char *cmd = NULL;
-    if (!(keep && *keep && strcmp(keep, "0") != 0) && dirs[i] &&
-        asprintf(&cmd, "rm -rf '%s'", dirs[i]) >= 0) {
-      if (system(cmd) != 0) fprintf(stderr, "note: could not remove %s\n", dirs[i]);
-    }
-    free(cmd);
+    if (!keep_all && dirs[i] && rm_rf(dirs[i]) != 0)
+      fprintf(stderr, "note: could not remove %s\n", dirs[i]);
     free(dirs[i]);
   }
+  free(dirs);
+  dirs = NULL;
   ndirs = 0;
 }
 
