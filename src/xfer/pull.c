@@ -1877,7 +1877,9 @@ int br_xfer_pull_many(const char *const *sources, const char *const *dirs, size_
   p.res = res;
   p.njobs = n;
   atomic_init(&p.buffered, !opts->direct_io);
-  /* unnamed partials are linked in through /proc/self/fd */
+  /* unnamed partials are linked in by their fd, or through /proc/self/fd
+   * where the kernel refuses that (br_xfer__link_fd): without /proc, named
+   * partials, as the refusal is only known at the first link */
   atomic_init(&p.named, access("/proc/self/fd", X_OK) != 0);
   p.umask = read_umask();
   double t0 = br_xfer__now();
