@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <limits.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -388,19 +389,113 @@ static int read_run(br_xfer__buf *out, int fd, bool *direct, const loc *l,
   return rc ? rc : put_run(out, iov, ds, n, zstd);
 }
 
-/* read_run for a pack in memory: n chunks copied from it. */
-static int copy_run(br_xfer__buf *out, const br_xfer__pcpack *p, const loc *l,
-                    const br_xfer_digest *ds, size_t n, bool zstd) {
+/* A fetch's response body: the bundle's own bytes in out (entry headers,
+ * chunks read from the disk or compressed) and, between them, chunks sent
+ * straight from packs kept in memory (an iovec response: no copy). */
+typedef struct piece {
+  const uint8_t *at; /* a pack's bytes, or NULL: out's bytes from off */
+  size_t off, len;
+} piece;
+
+typedef struct fbody {
+  br_xfer__buf out;
+  piece *pc;
+  size_t npc, pccap;
+  size_t mark;   /* out's bytes before mark are in pieces already */
+  size_t by_ref; /* bytes of the pieces in packs */
+  const br_xfer__pcpack **held; /* the packs pieces point into, released when sent */
+  size_t nheld, heldcap;
+  br_xfer__pcache *cache;
+} fbody;
+
+static int body_piece(fbody *b, const uint8_t *at, size_t off, size_t len) {
+  if (b->npc == b->pccap) {
+    size_t cap = b->pccap ? 2 * b->pccap : 64;
+    piece *pc = realloc(b->pc, cap * sizeof *pc);
+    if (!pc) return -ENOMEM;
+    b->pc = pc;
+    b->pccap = cap;
+  }
+  b->pc[b->npc++] = (piece){at, off, len};
+  return 0;
+}
+
+/* Sends len bytes at at (in a held pack) next, after out's bytes so far. */
+static int body_ref(fbody *b, const uint8_t *at, size_t len) {
+  if (b->out.len > b->mark && body_piece(b, NULL, b->mark, b->out.len - b->mark)) return -ENOMEM;
+  b->mark = b->out.len;
+  b->by_ref += len;
+  return body_piece(b, at, 0, len);
+}
+
+/* Keeps p (one fetch's reference to it) until the body is sent. */
+static int body_hold(fbody *b, const br_xfer__pcpack *p) {
+  if (b->nheld == b->heldcap) {
+    size_t cap = b->heldcap ? 2 * b->heldcap : 4;
+    const br_xfer__pcpack **h = realloc(b->held, cap * sizeof *h);
+    if (!h) return -ENOMEM;
+    b->held = h;
+    b->heldcap = cap;
+  }
+  b->held[b->nheld++] = p;
+  return 0;
+}
+
+static void body_free(void *cls) {
+  fbody *b = cls;
+  for (size_t i = 0; i < b->nheld; i++) br_xfer__pcache_release(b->cache, b->held[i]);
+  br_xfer__buf_free(&b->out);
+  free(b->held);
+  free(b->pc);
+  free(b);
+}
+
+/* read_run for a pack in memory (p): n chunks that go out from it as they
+ * are, or compressed into out. *used: a chunk points into p. */
+static int copy_run(fbody *b, const br_xfer__pcpack *p, const loc *l, const br_xfer_digest *ds,
+                    size_t n, bool zstd, bool *used) {
   size_t plen;
   const uint8_t *pb = br_xfer__pcpack_bytes(p, &plen);
   for (size_t m = 0; m < n; m++) {
     if (l[m].off < 0 || (uint64_t)l[m].off + (uint64_t)l[m].len > plen) return -EIO;
-    uint8_t *slot = br_xfer__bundle_slot(out, (size_t)l[m].len);
-    if (!slot) return -ENOMEM;
-    memcpy(slot, pb + l[m].off, (size_t)l[m].len);
-    if (br_xfer__bundle_put(out, &ds[m], (size_t)l[m].len, zstd, NULL)) return -EIO;
+    bool by_ref;
+    int rc = br_xfer__bundle_put_ref(&b->out, &ds[m], pb + l[m].off, (size_t)l[m].len, zstd,
+                                     NULL, &by_ref);
+    if (rc) return rc == BR_ENOMEM ? -ENOMEM : -EIO;
+    if (by_ref) {
+      if (body_ref(b, pb + l[m].off, (size_t)l[m].len)) return -ENOMEM;
+      *used = true;
+    }
   }
   return 0;
+}
+
+/* Queues b as the response: one buffer when no chunk points into a pack. */
+static enum MHD_Result reply_body(struct MHD_Connection *c, fbody *b) {
+  if (!b->npc) {
+    enum MHD_Result ret = reply_buf(c, &b->out);
+    body_free(b);
+    return ret;
+  }
+  struct MHD_IoVec *iov = NULL;
+  struct MHD_Response *r = NULL;
+  if (b->out.len == b->mark || body_piece(b, NULL, b->mark, b->out.len - b->mark) == 0)
+    iov = malloc(b->npc * sizeof *iov);
+  if (iov && b->npc <= UINT_MAX) {
+    for (size_t i = 0; i < b->npc; i++)
+      iov[i] = (struct MHD_IoVec){b->pc[i].at ? b->pc[i].at : b->out.data + b->pc[i].off,
+                                  b->pc[i].len};
+    r = MHD_create_response_from_iovec(iov, (unsigned)b->npc, body_free, b);
+  }
+  free(iov);
+  if (!r) {
+    body_free(b);
+    return MHD_NO;
+  }
+  MHD_add_response_header(r, "Content-Type", "application/octet-stream");
+  enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, r);
+  MHD_destroy_response(r);
+  return ret;
 }
 
 /* The pack of locs[i] for a fetch: from the cache, else open (pfd, with
@@ -433,9 +528,16 @@ static enum MHD_Result do_fetch(br_depot *d, struct MHD_Connection *c, request *
   bool zstd = false;
   if (parse_list(rq, &ds, &n, &zstd, &err))
     return reply_error(c, (unsigned)status_of(err.code), err.msg);
-  br_xfer__buf out = {0};
-  br_xfer__bundle_begin(&out);
+  fbody *bd = calloc(1, sizeof *bd);
+  if (!bd) {
+    free(ds);
+    return reply_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "out of memory");
+  }
+  bd->cache = d->cache;
+  br_xfer__buf *out = &bd->out;
+  br_xfer__bundle_begin(out);
   int64_t total = 0;
+  size_t left = 0; /* bytes of the entries from i on that are in packs */
   unsigned status = MHD_HTTP_OK;
   const char *msg = NULL;
   /* Where the packed ones are, in one read transaction; then read, with
@@ -448,20 +550,27 @@ static enum MHD_Result do_fetch(br_depot *d, struct MHD_Connection *c, request *
       br_xfer__index_locate(&d->store, &ds[i], locs[i].rel, sizeof locs[i].rel, &locs[i].off,
                             &locs[i].len);
     br_xfer__index_batch_end(&d->store);
-    size_t bytes = 0;
     for (size_t i = 0; i < n; i++)
       if (locs[i].rel[0] && locs[i].len > 0 && locs[i].len <= BR_XFER__MAX_CHUNK)
-        bytes += (size_t)locs[i].len;
-    if (bytes <= (size_t)d->max_request) br_xfer__bundle_reserve(&out, n, bytes);
+        left += (size_t)locs[i].len;
+    if (left > (size_t)d->max_request) left = 0;
+    br_xfer__bundle_reserve(out, n, 0); /* the chunks read go in when one is */
   }
   char open_rel[64] = "";
   int pfd = -1;
   bool direct = false;             /* pfd has O_DIRECT */
   const br_xfer__pcpack *hot = NULL; /* or the pack is in memory */
+  bool hot_used = false;             /* the body points into hot */
   for (size_t i = 0; i < n && !msg;) {
     if (locs && locs[i].rel[0] && strcmp(locs[i].rel, open_rel) != 0) {
       if (pfd >= 0) close(pfd);
-      br_xfer__pcache_release(d->cache, hot);
+      if (hot_used && body_hold(bd, hot)) {
+        status = MHD_HTTP_SERVICE_UNAVAILABLE;
+        msg = "out of memory";
+        break;
+      }
+      if (!hot_used) br_xfer__pcache_release(d->cache, hot);
+      hot_used = false;
       open_pack(d, locs, i, n, &pfd, &direct, &hot);
       snprintf(open_rel, sizeof open_rel, "%s", pfd >= 0 || hot ? locs[i].rel : "");
     }
@@ -487,8 +596,14 @@ static enum MHD_Result do_fetch(br_depot *d, struct MHD_Connection *c, request *
         msg = "fetch asks for too many bytes at once";
         break;
       }
-      if (hot ? copy_run(&out, hot, &locs[i], &ds[i], k - i, zstd)
-              : read_run(&out, pfd, &direct, &locs[i], &ds[i], k - i, bytes, zstd)) {
+      /* Room for all the rest at the first read from the disk: what goes
+       * out from kept packs is never copied, so a fetch served from them
+       * only needs room for the entry headers. */
+      if (!hot && out->cap - out->len < (size_t)bytes + (k - i) * BR_XFER__BUNDLE_HDR)
+        br_xfer__bundle_reserve(out, n - i, left + 2 * BR_XFER__DIO_ALIGN);
+      left -= left < (size_t)bytes ? left : (size_t)bytes;
+      if (hot ? copy_run(bd, hot, &locs[i], &ds[i], k - i, zstd, &hot_used)
+              : read_run(out, pfd, &direct, &locs[i], &ds[i], k - i, bytes, zstd)) {
         status = MHD_HTTP_INTERNAL_SERVER_ERROR;
         msg = "reading a chunk failed";
       }
@@ -509,9 +624,9 @@ static enum MHD_Result do_fetch(br_depot *d, struct MHD_Connection *c, request *
       msg = "fetch asks for too many bytes at once";
       break;
     }
-    uint8_t *slot = br_xfer__bundle_slot(&out, (size_t)size);
+    uint8_t *slot = br_xfer__bundle_slot(out, (size_t)size);
     if (!slot || br_xfer__pread_all(fd, slot, (size_t)size, off) ||
-        br_xfer__bundle_put(&out, &ds[i], (size_t)size, zstd, NULL)) {
+        br_xfer__bundle_put(out, &ds[i], (size_t)size, zstd, NULL)) {
       status = MHD_HTTP_INTERNAL_SERVER_ERROR;
       msg = "reading a chunk failed";
     }
@@ -519,18 +634,25 @@ static enum MHD_Result do_fetch(br_depot *d, struct MHD_Connection *c, request *
     i++;
   }
   if (pfd >= 0) close(pfd);
-  br_xfer__pcache_release(d->cache, hot);
+  if (hot_used && body_hold(bd, hot)) {
+    status = MHD_HTTP_SERVICE_UNAVAILABLE;
+    msg = "out of memory";
+    hot_used = false;
+  }
+  if (!hot_used) br_xfer__pcache_release(d->cache, hot); /* else the body's */
   free(locs);
   free(ds);
-  if (!msg && !charge(d, rq, (int64_t)out.len)) {
+  /* Counted as if copied: a pack dropped from the cache while its bytes
+   * are sent stays in memory until then. */
+  if (!msg && !charge(d, rq, (int64_t)(out->len + bd->by_ref))) {
     status = MHD_HTTP_SERVICE_UNAVAILABLE;
     msg = "depot busy: too much data in flight";
   }
   if (msg) {
-    br_xfer__buf_free(&out);
+    body_free(bd);
     return reply_error(c, status, msg);
   }
-  return reply_buf(c, &out);
+  return reply_body(c, bd);
 }
 
 /* A chunk whose bytes are not in the page cache is streamed with direct
