@@ -188,6 +188,14 @@ static size_t on_write(char *buf, size_t size, size_t n, void *ud) {
       }
       r->range_ok = true;
     }
+    /* A body kept whole gets its room at once: grown as it comes, it
+     * would be copied into each larger buffer on the way (as many bytes
+     * again as the body). */
+    curl_off_t cl = -1;
+    if (!r->sink && r->status / 100 == 2 &&
+        curl_easy_getinfo(r->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl) == CURLE_OK &&
+        cl > 0 && (uint64_t)cl <= r->resp_limit && (size_t)cl > r->resp.len)
+      br_xfer__buf_reserve(&r->resp, (size_t)cl - r->resp.len);
   }
   if (e->bucket.rate > 0) {
     if (br_xfer__bucket_wait(&e->bucket) > 0) {
