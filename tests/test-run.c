@@ -3,9 +3,11 @@
  * failing jobs (exit codes, retry codes, timeouts, missing programs). */
 #include <braid/store.h>
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <glob.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -239,10 +241,35 @@ TEST(sigkill_then_resume) {
   struct sockaddr_un sa = {.sun_family = AF_UNIX};
   memcpy(sa.sun_path, live_sock, strlen(live_sock) + 1);
   CHECK(lfd >= 0 && bind(lfd, (struct sockaddr *)&sa, sizeof sa) == 0 && listen(lfd, 4) == 0);
+  /* runs of executors without a control socket (slurm) are known by their
+   * lock: one nobody holds (its run was killed), one held (a live run) */
+  char dead_lock[96], held_lock[96];
+  snprintf(dead_lock, sizeof dead_lock, "%s/braid-run-test%dd", base, (int)getpid());
+  snprintf(held_lock, sizeof held_lock, "%s/braid-run-test%dh", base, (int)getpid());
+  CHECK(mkdir(dead_lock, 0700) == 0 && mkdir(held_lock, 0700) == 0);
+  char dead_sub[128]; /* the slurm executor keeps its jobs' tokens in a subfolder */
+  snprintf(dead_sub, sizeof dead_sub, "%s/slurm", dead_lock);
+  CHECK(mkdir(dead_sub, 0700) == 0);
+  snprintf(dead_sub + strlen(dead_sub), sizeof dead_sub - strlen(dead_sub), "/tokens");
+  CHECK(close(open(dead_sub, O_CREAT | O_WRONLY | O_CLOEXEC, 0600)) == 0);
+  snprintf(dead_lock + strlen(dead_lock), sizeof dead_lock - strlen(dead_lock), "/run.lock");
+  snprintf(held_lock + strlen(held_lock), sizeof held_lock - strlen(held_lock), "/run.lock");
+  int dfd = open(dead_lock, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+  int hfd = open(held_lock, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+  CHECK(dfd >= 0 && hfd >= 0 && flock(hfd, LOCK_EX) == 0);
+  close(dfd);
   CHECK_EQ_INT(wait_exit(start_run(dir, graph, "--slots 2")), 0);
-  /* the resumed run removed the dead one's folder, not the live one */
+  /* the resumed run removed the dead ones' folders, not the live ones */
   CHECK_EQ_INT(glob(left, 0, NULL, &g), GLOB_NOMATCH);
   CHECK(access(live_sock, F_OK) == 0);
+  CHECK(access(dead_lock, F_OK) != 0 && errno == ENOENT);
+  *strrchr(dead_lock, '/') = 0;
+  CHECK(access(dead_lock, F_OK) != 0);
+  CHECK(access(held_lock, F_OK) == 0);
+  close(hfd);
+  unlink(held_lock);
+  *strrchr(held_lock, '/') = 0;
+  rmdir(held_lock);
   close(lfd);
   unlink(live_sock);
   rmdir(live);

@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <getopt.h>
 #include <limits.h>
 #include <signal.h>
@@ -12,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -178,10 +180,51 @@ static bool listening(const char *base, const char *dir, const char *name) {
   return rc == 0 || (e != ECONNREFUSED && e != ENOENT);
 }
 
+/* A run holds a lock on RUN_LOCK in its runtime folder for its life (an
+ * flock, let go when the process ends however it ends). It is put in
+ * under a temporary name, locked, so a folder's RUN_LOCK is always held
+ * while its run lives. Every executor has it: a control socket is only
+ * the local executor's. */
+#define RUN_LOCK "run.lock"
+
+static int hold_run_lock(const char *dir) {
+  char tmp[128], lock[128];
+  snprintf(tmp, sizeof tmp, "%s/." RUN_LOCK ".new", dir);
+  snprintf(lock, sizeof lock, "%s/" RUN_LOCK, dir);
+  int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) return -1;
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0 || rename(tmp, lock) != 0) {
+    int e = errno;
+    unlink(tmp);
+    close(fd);
+    errno = e;
+    return -1;
+  }
+  return fd;
+}
+
+/* Whether the run of a runtime folder (its fd) holds its lock. */
+static bool lock_held(int dirfd) {
+  int fd = openat(dirfd, RUN_LOCK, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) return true; /* cannot ask: leave it */
+  bool held = flock(fd, LOCK_SH | LOCK_NB) != 0;
+  close(fd); /* lets go of the shared lock taken, if any */
+  return held;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *f) {
+  (void)st, (void)f;
+  if (type == FTW_DP) rmdir(path);
+  else unlink(path);
+  return 0; /* best effort: go on */
+}
+
 /* A run killed outright (SIGKILL, a crash) leaves its runtime folder in
- * base: attribute files and its control socket, ctl-<pid>.sock. Folders of
- * this user whose socket nobody listens on are removed when a run starts;
- * one without a socket yet (a run starting now) is left. Best effort. */
+ * base: attribute files, its lock, and (local executor) its control
+ * socket, ctl-<pid>.sock. Folders of this user whose lock nobody holds
+ * and whose socket nobody listens on are removed when a run starts; one
+ * with neither yet (a run starting now, or one of a braid before run.lock
+ * that may still run) is left. Best effort. */
 static void sweep_runtime_dirs(const char *base) {
   DIR *d = opendir(base);
   if (!d) return;
@@ -208,14 +251,15 @@ static void sweep_runtime_dirs(const char *base) {
       if (sscanf(fe->d_name, "ctl-%d.soc%c", &pid, &end) == 2 && end == 'k' && pid > 0) {
         owner_seen = true;
         alive = alive || listening(base, de->d_name, fe->d_name);
+      } else if (strcmp(fe->d_name, RUN_LOCK) == 0) {
+        owner_seen = true;
+        alive = alive || lock_held(dirfd(sub));
       }
     }
     if (owner_seen && !alive) {
-      rewinddir(sub);
-      while ((fe = readdir(sub)))
-        if (strcmp(fe->d_name, ".") != 0 && strcmp(fe->d_name, "..") != 0)
-          unlinkat(dirfd(sub), fe->d_name, 0);
-      unlinkat(dirfd(d), de->d_name, AT_REMOVEDIR);
+      char path[PATH_MAX];
+      if ((size_t)snprintf(path, sizeof path, "%s/%s", base, de->d_name) < sizeof path)
+        nftw(path, remove_entry, 8, FTW_DEPTH | FTW_PHYS); /* slurm/ has the jobs' tokens */
     }
     closedir(sub);
   }
@@ -433,6 +477,7 @@ int br_cli_run(int argc, char **argv) {
   }
   g = NULL; /* the engine owns it */
   char runtime_dir[64] = "", exe[PATH_MAX] = "", log_dir[PATH_MAX + 16] = "";
+  int run_lock = -1; /* held while the run lives (hold_run_lock) */
   if (rc == BR_EXIT_OK) {
     /* jobs run through the local executor: logs beside the store, the control
      * socket in a short private folder (socket paths are limited in length) */
@@ -460,9 +505,14 @@ int br_cli_run(int argc, char **argv) {
     }
     br_exec_config cfg = {.slots = slots, .runtime_dir = mkdtemp(runtime_dir), .braid_exe = exe,
                           .grace = grace, .options = xopts};
-    if (!cfg.runtime_dir || br_engine_set_executor(e, xops, &cfg, &err)) {
+    run_lock = cfg.runtime_dir ? hold_run_lock(cfg.runtime_dir) : -1;
+    if (run_lock < 0) {
+      br_cli_errorf("cannot start the %s executor: no runtime folder in %s: %s", executor, rbase,
+                    strerror(errno));
+      rc = BR_EXIT_FAILED;
+    } else if (br_engine_set_executor(e, xops, &cfg, &err)) {
       br_cli_errorf("cannot start the %s executor: %s", executor,
-                    cfg.runtime_dir ? br_error_format(&err, buf, sizeof buf) : "no runtime folder");
+                    br_error_format(&err, buf, sizeof buf));
       rc = BR_EXIT_FAILED;
     }
   }
@@ -554,5 +604,6 @@ int br_cli_run(int argc, char **argv) {
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", runtime_dir);
     if (system(cmd) != 0) br_cli_errorf("could not remove %s", runtime_dir);
   }
+  if (run_lock >= 0) close(run_lock);
   return rc;
 }
