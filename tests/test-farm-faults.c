@@ -131,8 +131,11 @@ TEST(farm_failing_agent_is_avoided) {
   farm_agent(&f, "good", "--slots 1");
   usleep(300000);
   json_t *out = json_pack("{ss}", "out", f.dir);
+  /* good takes its time, so that bad (which fails at once) gets the work
+   * between: with good quick, it could take all of it before bad failed
+   * twice, on a loaded machine */
   farm_submit_graph(&f, farm_jobs_graph("flaky", 6,
-                                        "{\"shell\":\"test $BRAID_WORKER = bad && exit 1; sleep 0.1; "
+                                        "{\"shell\":\"test $BRAID_WORKER = bad && exit 1; sleep 1.5; "
                                         "echo $BRAID_WORKER > {out}/flaky-{index}.ok\",\"retries\":4}"),
                     out, 0, NULL);
   CHECK(farm_settle(&f, 60));
