@@ -338,6 +338,76 @@ static void *pc_fetch_thread(void *arg) {
   return NULL;
 }
 
+static size_t grow_cb(char *b, size_t s, size_t n, void *ud) {
+  return br_xfer__buf_append(ud, b, s * n) == 0 ? s * n : 0;
+}
+
+TEST(fetch_of_thousands_of_tiny_chunks_from_a_kept_pack) {
+  /* Sent from the kept pack piece by piece (a header, then the chunk's
+   * bytes): far more pieces than one sendmsg takes (IOV_MAX, 1024). */
+  char *tmp = br_test_tmpdir("xfer-depot-tiny");
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  enum { M = 3000, LEN = 16 };
+  uint8_t **data = calloc(M, sizeof *data);
+  br_xfer_digest *ds = calloc(M, sizeof *ds);
+  upload_pack(&x, M, LEN, 900, data, ds);
+  br_xfer__buf req = {0}, resp = {0};
+  char hex[65];
+  br_xfer__buf_append(&req, "{\"chunks\":[", 11);
+  for (int i = 0; i < M; i++) {
+    br_xfer_digest_hex(&ds[i], hex);
+    br_xfer__buf_append(&req, i ? ",\"" : "\"", i ? 2 : 1);
+    br_xfer__buf_append(&req, hex, 64);
+    br_xfer__buf_append(&req, "\"", 1);
+  }
+  br_xfer__buf_append(&req, "]}", 2);
+  CURL *c = curl_easy_init();
+  char url[128], auth[256];
+  snprintf(url, sizeof url, "http://127.0.0.1:%d/v1/fetch", x.port);
+  snprintf(auth, sizeof auth, "Authorization: Bearer %s", XU_TOKEN);
+  struct curl_slist *h = curl_slist_append(curl_slist_append(NULL, "Expect:"), auth);
+  curl_easy_setopt(c, CURLOPT_URL, url);
+  curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+  curl_easy_setopt(c, CURLOPT_POSTFIELDS, req.data);
+  curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req.len);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, grow_cb);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &resp);
+  CHECK_EQ_INT(curl_easy_perform(c), CURLE_OK);
+  long status = 0;
+  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+  CHECK_EQ_INT(status, 200);
+  curl_slist_free_all(h);
+  curl_easy_cleanup(c);
+  CHECK_EQ_INT(resp.len, 4 + (size_t)M * (BR_XFER__BUNDLE_HDR + LEN));
+  br_xfer__bundle_iter it;
+  br_error err = {0};
+  CHECK_EQ_INT(br_xfer__bundle_open(&it, resp.data, resp.len, &err), BR_OK);
+  br_xfer_digest d;
+  const uint8_t *got;
+  size_t glen;
+  int i = 0;
+  while (i < M && br_xfer__bundle_next(&it, &d, &got, &glen, &err) == 1) {
+    CHECK(br_xfer__digest_cmp(&d, &ds[i]) == 0);
+    CHECK_EQ_INT(glen, LEN);
+    CHECK(memcmp(got, data[i], LEN) == 0);
+    i++;
+  }
+  CHECK_EQ_INT(i, M);
+  br_xfer__bundle_close(&it);
+  br_depot_cache_stats cs;
+  br_depot_cache_stats_get(x.d, &cs);
+  CHECK_EQ_INT(cs.kept, 1); /* the upload's pack, kept as written */
+  CHECK(cs.hits >= 1);      /* and the fetch was served from it */
+  for (int k = 0; k < M; k++) free(data[k]);
+  free(data);
+  free(ds);
+  br_xfer__buf_free(&req);
+  br_xfer__buf_free(&resp);
+  xu_depot_stop(&x);
+  xu_done(tmp);
+}
+
 TEST(pack_cache_keeps_what_was_pushed_within_its_bound) {
   /* Packs just written are kept, least recently used dropped first; a
    * fetch of a dropped one reads the disk and does not push the kept ones
