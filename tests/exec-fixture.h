@@ -191,26 +191,6 @@ static inline bool fx_exists(const char *path) {
   return stat(path, &st) == 0;
 }
 
-/* True when pid is gone (or a zombie waiting for init to reap it). */
-static inline bool fx_pid_gone(pid_t pid) {
-  for (int i = 0; i < 250; i++) {
-    if (kill(pid, 0) != 0 && errno == ESRCH) return true;
-    char path[64], buf[256];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *fp = fopen(path, "r");
-    if (fp) {
-      size_t n = fread(buf, 1, sizeof buf - 1, fp);
-      fclose(fp);
-      buf[n] = 0;
-      char *rp = strrchr(buf, ')');
-      if (rp && rp[1] == ' ' && (rp[2] == 'Z' || rp[2] == 'X')) return true;
-    }
-    struct timespec ts = {0, 20 * 1000 * 1000};
-    nanosleep(&ts, NULL);
-  }
-  return false;
-}
-
 static inline void fx_fini(fx *f) {
   f->ops->destroy(f->ex);
   uv_close((uv_handle_t *)&f->tick, NULL);

@@ -1,9 +1,11 @@
 /* Runner for the TEST() cases of one test executable. */
 #include "harness.h"
 
+#include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
-#include <stdbool.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_TESTS 512
@@ -65,6 +67,25 @@ int br_test_count(const char *hay, const char *needle) {
   int n = 0;
   for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle)) n++;
   return n;
+}
+
+bool br_test_pid_gone(pid_t pid) {
+  for (int i = 0; i < 250; i++) {
+    if (kill(pid, 0) != 0 && errno == ESRCH) return true;
+    char path[64], buf[256];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *fp = fopen(path, "r");
+    if (fp) {
+      size_t n = fread(buf, 1, sizeof buf - 1, fp);
+      fclose(fp);
+      buf[n] = 0;
+      char *rp = strrchr(buf, ')'); /* the state follows the name */
+      if (rp && rp[1] == ' ' && (rp[2] == 'Z' || rp[2] == 'X')) return true;
+    }
+    struct timespec ts = {0, 20 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  return false;
 }
 
 /* rm -rf path: 0 when it is gone. */

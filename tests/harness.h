@@ -4,9 +4,11 @@
 #ifndef BR_TEST_HARNESS_H
 #define BR_TEST_HARNESS_H
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
 
 typedef void (*br_test_fn)(void);
 void br_test_register(const char *name, br_test_fn fn);
@@ -25,6 +27,10 @@ void br_test_warn(void *ud, const char *msg);
 char *br_test_warnings_take(br_test_warnings *w);
 /* How many times needle is in hay (not overlapping). */
 int br_test_count(const char *hay, const char *needle);
+/* Waits up to 5 s for pid to end: true when it is gone, or a zombie (a
+ * process that is not our child waits for init to reap it, which may be
+ * late). */
+bool br_test_pid_gone(pid_t pid);
 
 #define TEST(name)                                                     \
   static void test_##name(void);                                       \

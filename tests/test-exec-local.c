@@ -159,7 +159,7 @@ TEST(exec_cancel_kills_group_after_grace) {
   char *text = fx_read(p);
   pid_t gc = (pid_t)atoi(text);
   CHECK(gc > 0);
-  CHECK(fx_pid_gone(gc));
+  CHECK(br_test_pid_gone(gc));
   free(text);
   free(p);
   fx_inv_free(&a);
@@ -454,7 +454,7 @@ TEST(exec_leftover_background_killed_at_exit) {
     char *p = fx_path(&F, files[i]);
     char *t = fx_read(p);
     CHECK(t && atoi(t) > 0);
-    CHECK(fx_pid_gone((pid_t)atoi(t)));
+    CHECK(br_test_pid_gone((pid_t)atoi(t)));
     free(t);
     free(p);
   }
@@ -477,7 +477,7 @@ TEST(exec_destroy_while_running) {
   pid_t pid = (pid_t)atoi(t);
   CHECK(pid > 0);
   fx_fini(&F); /* destroy: SIGKILL, no callbacks, no leaks */
-  CHECK(fx_pid_gone(pid));
+  CHECK(br_test_pid_gone(pid));
   CHECK_EQ_INT(F.n_done, 0);
   free(t);
   free(p);

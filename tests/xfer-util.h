@@ -71,8 +71,8 @@ XU_UNUSED static void xu_make_file(const char *dir, const char *rel, size_t len,
   free(b);
 }
 
-/* Removes a test's directory and frees its name (on success only: a failed
- * test exits before, leaving its files to look at). */
+/* Frees a test's directory name; the harness removes the directory when
+ * the test passes (a failed one's files are kept to look at). */
 XU_UNUSED static void xu_done(char *tmp) { free(tmp); /* the harness removes it */ }
 
 /* A depot's token file dir/name: token's hash (a depot keeps no tokens). */
