@@ -219,6 +219,13 @@ static int remove_entry(const char *path, const struct stat *st, int type, struc
   return 0; /* best effort: go on */
 }
 
+/* Removes the tree at path (a runtime folder: slurm/ holds the jobs'
+ * tokens); true when it is gone. */
+static bool remove_tree(const char *path) {
+  nftw(path, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+  return access(path, F_OK) != 0;
+}
+
 /* A run killed outright (SIGKILL, a crash) leaves its runtime folder in
  * base: attribute files, its lock, and (local executor) its control
  * socket, ctl-<pid>.sock. Folders of this user whose lock nobody holds
@@ -259,7 +266,7 @@ static void sweep_runtime_dirs(const char *base) {
     if (owner_seen && !alive) {
       char path[PATH_MAX];
       if ((size_t)snprintf(path, sizeof path, "%s/%s", base, de->d_name) < sizeof path)
-        nftw(path, remove_entry, 8, FTW_DEPTH | FTW_PHYS); /* slurm/ has the jobs' tokens */
+        remove_tree(path);
     }
     closedir(sub);
   }
@@ -599,11 +606,8 @@ int br_cli_run(int argc, char **argv) {
   br_engine_free(e);
   json_decref(xopts);
   br_store_close(store);
-  if (runtime_dir[0] && !strstr(runtime_dir, "XXXXXX")) {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", runtime_dir);
-    if (system(cmd) != 0) br_cli_errorf("could not remove %s", runtime_dir);
-  }
+  if (runtime_dir[0] && !strstr(runtime_dir, "XXXXXX") && !remove_tree(runtime_dir))
+    br_cli_errorf("could not remove %s", runtime_dir);
   if (run_lock >= 0) close(run_lock);
   return rc;
 }
