@@ -94,6 +94,14 @@ static void pooled_free(void *cls) {
   free(p);
 }
 
+/* Queues r, a body of bytes, as a 200 and lets go of it. */
+static enum MHD_Result queue_octets(struct MHD_Connection *c, struct MHD_Response *r) {
+  MHD_add_response_header(r, "Content-Type", "application/octet-stream");
+  enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, r);
+  MHD_destroy_response(r);
+  return ret;
+}
+
 static enum MHD_Result reply_buf(struct MHD_Connection *c, br_xfer__buf *b) {
   pooled *p = malloc(sizeof *p);
   struct MHD_Response *r = p ? MHD_create_response_from_buffer_with_free_callback_cls(
@@ -107,10 +115,7 @@ static enum MHD_Result reply_buf(struct MHD_Connection *c, br_xfer__buf *b) {
   p->data = b->data;
   p->cap = b->cap;
   memset(b, 0, sizeof *b);
-  MHD_add_response_header(r, "Content-Type", "application/octet-stream");
-  enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, r);
-  MHD_destroy_response(r);
-  return ret;
+  return queue_octets(c, r);
 }
 
 static enum MHD_Result reply_json(struct MHD_Connection *c, unsigned int status, json_t *o) {
@@ -441,6 +446,15 @@ static int body_hold(fbody *b, const br_xfer__pcpack *p) {
   return 0;
 }
 
+/* The fetch is done with pack p: held by the body if a piece points into
+ * it (used), else released. -ENOMEM (p released: the body must not be
+ * sent) when it cannot be held. */
+static int body_done_with(fbody *b, const br_xfer__pcpack *p, bool used) {
+  if (used && body_hold(b, p) == 0) return 0;
+  br_xfer__pcache_release(b->cache, p);
+  return used ? -ENOMEM : 0;
+}
+
 static void body_free(void *cls) {
   fbody *b = cls;
   for (size_t i = 0; i < b->nheld; i++) br_xfer__pcache_release(b->cache, b->held[i]);
@@ -492,10 +506,7 @@ static enum MHD_Result reply_body(struct MHD_Connection *c, fbody *b) {
     body_free(b);
     return MHD_NO;
   }
-  MHD_add_response_header(r, "Content-Type", "application/octet-stream");
-  enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, r);
-  MHD_destroy_response(r);
-  return ret;
+  return queue_octets(c, r);
 }
 
 /* The pack of locs[i] for a fetch: from the cache, else open (pfd, with
@@ -564,13 +575,15 @@ static enum MHD_Result do_fetch(br_depot *d, struct MHD_Connection *c, request *
   for (size_t i = 0; i < n && !msg;) {
     if (locs && locs[i].rel[0] && strcmp(locs[i].rel, open_rel) != 0) {
       if (pfd >= 0) close(pfd);
-      if (hot_used && body_hold(bd, hot)) {
+      pfd = -1;
+      int held = body_done_with(bd, hot, hot_used);
+      hot = NULL;
+      hot_used = false;
+      if (held) {
         status = MHD_HTTP_SERVICE_UNAVAILABLE;
         msg = "out of memory";
         break;
       }
-      if (!hot_used) br_xfer__pcache_release(d->cache, hot);
-      hot_used = false;
       open_pack(d, locs, i, n, &pfd, &direct, &hot);
       snprintf(open_rel, sizeof open_rel, "%s", pfd >= 0 || hot ? locs[i].rel : "");
     }
@@ -634,12 +647,10 @@ static enum MHD_Result do_fetch(br_depot *d, struct MHD_Connection *c, request *
     i++;
   }
   if (pfd >= 0) close(pfd);
-  if (hot_used && body_hold(bd, hot)) {
+  if (body_done_with(bd, hot, hot_used)) {
     status = MHD_HTTP_SERVICE_UNAVAILABLE;
     msg = "out of memory";
-    hot_used = false;
   }
-  if (!hot_used) br_xfer__pcache_release(d->cache, hot); /* else the body's */
   free(locs);
   free(ds);
   /* Counted as if copied: a pack dropped from the cache while its bytes
