@@ -6,7 +6,7 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   bool plain = false; /* the depot's first look at an upload, from the headers alone */
-  (void)br_xfer__bundle_raw_below(data, size, BR_XFER__PACK_MAX_ENTRY, &plain);
+  (void)br_xfer__bundle_pack_need(data, size, BR_XFER__PACK_MAX_ENTRY, &plain);
   br_xfer__bundle_iter it;
   br_error err;
   br_error_clear(&err);

@@ -118,28 +118,73 @@ TEST(rm_then_gc_frees_only_what_nobody_names) {
   xu_done(tmp);
 }
 
-TEST(mostly_dead_packs_are_rewritten) {
-  char *tmp = br_test_tmpdir("xfer-gc-repack");
+/* Files of text (zstd shrinks them: they travel and are kept compressed). */
+static void text_tree(const char *dir, int first, int count, size_t size, unsigned seed) {
+  char *buf = malloc(size);
+  for (int i = first; i < first + count; i++) {
+    size_t at = 0;
+    for (unsigned line = 0; at < size; line++) {
+      char l[80];
+      int n = snprintf(l, sizeof l, "file %d line %u value %u\n", i, line, (line * seed) % 1000);
+      size_t k = (size_t)n < size - at ? (size_t)n : size - at;
+      memcpy(buf + at, l, k);
+      at += k;
+    }
+    char rel[48];
+    snprintf(rel, sizeof rel, "f/f.%04d.obj", i);
+    char *sub = xu_path(dir, "f"), *p = xu_path(dir, rel);
+    mkdir(dir, 0755);
+    mkdir(sub, 0755);
+    xu_write_file(p, buf, size);
+    free(sub);
+    free(p);
+  }
+  free(buf);
+}
+
+/* The packed objects of the depot at root stored compressed. */
+static int compressed_objects(const char *root) {
+  char *cmd = NULL;
+  if (asprintf(&cmd, "sqlite3 '%s/index.db' 'SELECT count(*) FROM objects WHERE raw > 0'",
+               root) < 0)
+    abort();
+  FILE *f = popen(cmd, "r");
+  int n = -1;
+  if (!f || fscanf(f, "%d", &n) != 1) n = -1;
+  if (f) pclose(f);
+  free(cmd);
+  return n;
+}
+
+static void repack_case(const char *name, bool text) {
+  char *tmp = br_test_tmpdir(name);
   xu_depot x;
   xu_depot_start(&x, tmp);
   br_xfer_opts o;
   xu_opts(&o, tmp);
   char *a = xu_path(tmp, "a"), *b = xu_path(tmp, "b"), *dst = xu_path(tmp, "dst");
-  tree(a, 0, 60, 10000, 5);
+  if (text) text_tree(a, 0, 60, 10000, 5);
+  else tree(a, 0, 60, 10000, 5);
   /* b keeps every sixth of a's 60 files. How push cuts a into bundles (so
    * packs) depends on timing, but bundles are runs of files in order: any
    * pack of three or more files that holds a kept one is mostly dead. (b
    * keeping a's first ten failed when those ten went as a bundle alone.) */
-  for (int i = 0; i < 60; i += 6) tree(b, i, 1, 10000, 5);
+  for (int i = 0; i < 60; i += 6) {
+    if (text) text_tree(b, i, 1, 10000, 5);
+    else tree(b, i, 1, 10000, 5);
+  }
   char *ra = xu_ref(x.url, "a"), *rb = xu_ref(x.url, "b");
   push_ok(a, ra, &o, 1);
   push_ok(b, rb, &o, 1);
+  CHECK_EQ_INT(compressed_objects(x.root), text ? 60 : 0);
   br_error err;
   br_depot_gc_result r;
   CHECK_EQ_INT(br_depot_rm(x.root, "a", 1, &err), BR_OK);
   CHECK_EQ_INT(br_depot_gc(x.root, 0, false, &r, &err), BR_OK);
   CHECK(r.packs_rewritten >= 1);
   CHECK_EQ_INT(r.objects_removed, 50);
+  /* moved as they were kept */
+  CHECK_EQ_INT(compressed_objects(x.root), text ? 10 : 0);
   fsck_ok(x.root);
   pull_same(rb, dst, b, &o);
   /* and a second gc has nothing left to do */
@@ -154,6 +199,12 @@ TEST(mostly_dead_packs_are_rewritten) {
   free(dst);
   xu_depot_stop(&x);
   xu_done(tmp);
+}
+
+TEST(mostly_dead_packs_are_rewritten) { repack_case("xfer-gc-repack", false); }
+
+TEST(mostly_dead_packs_of_compressed_chunks_are_rewritten) {
+  repack_case("xfer-gc-repack-z", true);
 }
 
 typedef struct gcloop {

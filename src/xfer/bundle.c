@@ -310,21 +310,102 @@ int br_xfer__bundle_add(br_xfer__buf *b, const br_xfer_digest *d, const void *da
   return br_xfer__bundle_put(b, d, len, compress, saved);
 }
 
-size_t br_xfer__bundle_raw_below(const void *data, size_t len, size_t limit, bool *plain) {
-  *plain = false;
+size_t br_xfer__bundle_pack_need(const void *data, size_t len, size_t limit, bool *whole) {
+  *whole = false;
   if (len < 4 || memcmp(data, MAGIC, 4) != 0) return 0;
   const uint8_t *p = (const uint8_t *)data + 4, *end = (const uint8_t *)data + len;
   size_t total = 0;
-  bool all_plain = true;
+  bool all = true;
   while ((size_t)(end - p) >= HDR) {
     uint32_t flags = get32(p + 32), raw = get32(p + 36), wire = get32(p + 40);
     if ((size_t)(end - p) - HDR < wire) break;
-    if (raw < limit) total += raw;
-    if (flags || raw != wire || raw >= limit) all_plain = false;
+    if (raw < limit) total += wire;
+    if (flags > 1 || (!flags && raw != wire) || raw >= limit) all = false;
     p += HDR + wire;
   }
-  *plain = all_plain && p == end;
+  *whole = all && p == end;
   return total;
+}
+
+/* ---- chunks as a depot stores them: raw, or (raw > 0) a zstd frame of
+ * len bytes that holds raw bytes ---- */
+
+bool br_xfer__stored_matches(const uint8_t *stored, size_t len, int64_t raw,
+                             const br_xfer_digest *want, uint8_t **scratch, size_t *cap) {
+  br_xfer_digest got;
+  if (raw <= 0) {
+    br_xfer_sha256(stored, len, &got);
+    return br_xfer__digest_cmp(want, &got) == 0;
+  }
+  if (raw > BR_XFER__MAX_CHUNK) return false;
+  if (*cap < (size_t)raw) {
+    br_xfer__mem_put(*scratch, *cap);
+    *scratch = br_xfer__mem_get((size_t)raw, cap);
+    if (!*scratch) {
+      *cap = 0;
+      return false;
+    }
+  }
+  size_t n = zdecompress(*scratch, (size_t)raw, stored, len);
+  if (ZSTD_isError(n) || n != (size_t)raw) return false;
+  br_xfer_sha256(*scratch, n, &got);
+  return br_xfer__digest_cmp(want, &got) == 0;
+}
+
+/* The entry of a stored zstd frame of raw bytes: decompressed into b (src
+ * is not in b). */
+static int put_inflated(br_xfer__buf *b, const br_xfer_digest *d, const uint8_t *src,
+                        size_t len, size_t raw) {
+  if (raw > BR_XFER__MAX_CHUNK) return BR_EINVAL;
+  if (br_xfer__buf_reserve(b, HDR + raw)) return BR_ENOMEM;
+  uint8_t *h = b->data + b->len;
+  size_t got = zdecompress(h + HDR, raw, src, len);
+  if (ZSTD_isError(got) || got != raw) return BR_EIO;
+  put_header(h, d, 0, raw, raw);
+  b->len += HDR + raw;
+  return BR_OK;
+}
+
+int br_xfer__bundle_put_stored(br_xfer__buf *b, const br_xfer_digest *d, const uint8_t *at,
+                               size_t len, int64_t raw, bool compress, bool *saved) {
+  if (raw <= 0) return br_xfer__bundle_put_at(b, d, at, len, compress, saved);
+  if (saved) *saved = false;
+  if (!compress || raw > BR_XFER__MAX_CHUNK || len > BR_XFER__MAX_CHUNK ||
+      b->len + HDR + len > b->cap)
+    return BR_EINVAL;
+  uint8_t *h = b->data + b->len, *payload = h + HDR;
+  if (at < payload || at + len > b->data + b->cap) return BR_EINVAL;
+  if (at != payload) memmove(payload, at, len);
+  put_header(h, d, 1, (size_t)raw, len);
+  b->len += HDR + len;
+  if (saved) *saved = true;
+  return BR_OK;
+}
+
+int br_xfer__bundle_put_ref_stored(br_xfer__buf *b, const br_xfer_digest *d,
+                                   const uint8_t *data, size_t len, int64_t raw, bool compress,
+                                   bool *saved, bool *by_ref) {
+  if (raw <= 0) return br_xfer__bundle_put_ref(b, d, data, len, compress, saved, by_ref);
+  if (saved) *saved = false;
+  *by_ref = false;
+  if (len > BR_XFER__MAX_CHUNK) return BR_EINVAL;
+  if (!compress) return put_inflated(b, d, data, len, (size_t)raw);
+  if (raw > BR_XFER__MAX_CHUNK) return BR_EINVAL;
+  if (br_xfer__buf_reserve(b, HDR)) return BR_ENOMEM;
+  put_header(b->data + b->len, d, 1, (size_t)raw, len);
+  b->len += HDR;
+  *by_ref = true;
+  if (saved) *saved = true;
+  return BR_OK;
+}
+
+int br_xfer__bundle_add_stored(br_xfer__buf *b, const br_xfer_digest *d, const uint8_t *data,
+                               size_t len, int64_t raw, bool compress) {
+  if (raw > 0 && !compress) return put_inflated(b, d, data, len, (size_t)raw);
+  uint8_t *slot = br_xfer__bundle_slot(b, len);
+  if (!slot) return len > BR_XFER__MAX_CHUNK ? BR_EINVAL : BR_ENOMEM;
+  if (len) memcpy(slot, data, len);
+  return br_xfer__bundle_put_stored(b, d, slot, len, raw, compress, NULL);
 }
 
 int br_xfer__bundle_open(br_xfer__bundle_iter *it, const void *data, size_t len,
@@ -351,6 +432,9 @@ int br_xfer__bundle_next(br_xfer__bundle_iter *it, br_xfer_digest *d, const uint
     return br_error_set(err, BR_ENET, "bundle cut inside an entry");
   const uint8_t *payload = it->p + HDR;
   it->p += HDR + wire;
+  it->wire = payload;
+  it->wire_len = wire;
+  it->zstd = flags == 1;
   if (!flags) {
     *data = payload;
     *len = raw;

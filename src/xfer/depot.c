@@ -220,14 +220,15 @@ static enum MHD_Result do_upload(br_depot *d, struct MHD_Connection *c, request 
   br_xfer__packed *pk = NULL;
   br_xfer__buf pack = {0};
   size_t n = 0, cap = 0, npk = 0;
-  /* A bundle of plain chunks that all go into the pack is the pack: it
-   * is written as it came, its entries' headers between the chunks (the
-   * index says where each chunk is), and nothing is copied. Otherwise the
-   * pack is put together in aligned memory that holds it whole, padding
-   * included, and written as it is with direct I/O. */
+  /* Small chunks are kept as they came, compressed or not (the index
+   * says which). A bundle whose chunks all go into the pack is the pack:
+   * it is written as it came, its entries' headers between the chunks
+   * (the index says where each chunk is), and nothing is copied.
+   * Otherwise the pack is put together in aligned memory that holds it
+   * whole, padding included, and written as it is with direct I/O. */
   bool whole;
   size_t need =
-      br_xfer__bundle_raw_below(rq->body.data, rq->body.len, BR_XFER__PACK_MAX_ENTRY, &whole);
+      br_xfer__bundle_pack_need(rq->body.data, rq->body.len, BR_XFER__PACK_MAX_ENTRY, &whole);
   if (whole) pack = rq->body;
   else if (need) {
     pack.data = br_xfer__mem_get(need, &pack.cap);
@@ -266,10 +267,15 @@ static enum MHD_Result do_upload(br_depot *d, struct MHD_Connection *c, request 
       for (size_t i = npk; i-- > 0 && !dup && npk - i <= 64;)
         dup = br_xfer__digest_cmp(&pk[i].d, &dg) == 0;
       if (dup) continue;
+      /* as it came: a zstd frame stays one (verified above once inflated) */
+      bool z = it.zstd && len > 0;
+      const uint8_t *keep = z ? it.wire : data;
+      size_t klen = z ? it.wire_len : len;
       pk[npk].d = dg;
-      pk[npk].off = whole ? (int64_t)(data - rq->body.data) : (int64_t)pack.len;
-      pk[npk].len = (int64_t)len;
-      if (!whole && br_xfer__buf_append(&pack, data, len)) {
+      pk[npk].off = whole ? (int64_t)(keep - rq->body.data) : (int64_t)pack.len;
+      pk[npk].len = (int64_t)klen;
+      pk[npk].raw = z ? (int64_t)len : 0;
+      if (!whole && br_xfer__buf_append(&pack, keep, klen)) {
         status = MHD_HTTP_SERVICE_UNAVAILABLE;
         msg = "out of memory";
         break;
@@ -319,13 +325,20 @@ static enum MHD_Result do_upload(br_depot *d, struct MHD_Connection *c, request 
   return reply_json(c, MHD_HTTP_OK, json_pack("{si}", "stored", (int)(n + npk)));
 }
 
-/* Where a packed chunk is. */
+/* Where a packed chunk is; raw > 0: its len bytes are a zstd frame of
+ * raw bytes. */
 typedef struct loc {
   char rel[64];
-  int64_t off, len;
+  int64_t off, len, raw;
 } loc;
 
-/* The places of n entries' raw bytes from the end of out on, laid out as
+/* The bytes a chunk puts in a fetch's response: a stored zstd frame goes
+ * as it is where zstd was asked for, else inflated. */
+static int64_t out_bytes(const loc *l, bool zstd) {
+  return l->raw > 0 && !zstd ? l->raw : l->len;
+}
+
+/* The places of n entries' stored bytes from the end of out on, laid out as
  * if none compressed (the room is reserved). */
 static void places(const br_xfer__buf *out, const loc *l, size_t n, struct iovec *iov) {
   uint8_t *at = out->data + out->len + BR_XFER__BUNDLE_HDR;
@@ -356,11 +369,12 @@ static int read_direct(br_xfer__buf *out, int dfd, const loc *l, size_t n, struc
   return 0;
 }
 
-/* Puts n entries whose raw bytes are where iov says. */
-static int put_run(br_xfer__buf *out, const struct iovec *iov, const br_xfer_digest *ds, size_t n,
-                   bool zstd) {
+/* Puts n entries whose stored bytes are where iov says. */
+static int put_run(br_xfer__buf *out, const struct iovec *iov, const loc *l,
+                   const br_xfer_digest *ds, size_t n, bool zstd) {
   for (size_t m = 0; m < n; m++)
-    if (br_xfer__bundle_put_at(out, &ds[m], iov[m].iov_base, iov[m].iov_len, zstd, NULL))
+    if (br_xfer__bundle_put_stored(out, &ds[m], iov[m].iov_base, iov[m].iov_len, l[m].raw, zstd,
+                                   NULL))
       return -EIO;
   return 0;
 }
@@ -376,7 +390,7 @@ static int read_run(br_xfer__buf *out, int fd, bool *direct, const loc *l,
   struct iovec iov[FETCH_RUN], v[FETCH_RUN];
   if (*direct) {
     int rc = read_direct(out, fd, l, n, iov);
-    if (rc == 0) return put_run(out, iov, ds, n, zstd);
+    if (rc == 0) return put_run(out, iov, l, ds, n, zstd);
     if (rc != -EINVAL) return rc;
     br_xfer__direct_off(fd); /* the file system refuses direct I/O */
     *direct = false;
@@ -391,7 +405,28 @@ static int read_run(br_xfer__buf *out, int fd, bool *direct, const loc *l,
     for (size_t m = 0; m < n && !rc; m++)
       rc = br_xfer__pread_all(fd, iov[m].iov_base, iov[m].iov_len, l[m].off);
   }
-  return rc ? rc : put_run(out, iov, ds, n, zstd);
+  return rc ? rc : put_run(out, iov, l, ds, n, zstd);
+}
+
+/* One chunk stored compressed, read from fd (as read_run reads) into out:
+ * inflated unless zstd. 0 or -errno. */
+static int read_stored(br_xfer__buf *out, int fd, bool *direct, const loc *l,
+                       const br_xfer_digest *d, bool zstd) {
+  br_xfer__buf tmp = {0};
+  struct iovec iov = {0};
+  int rc = *direct ? read_direct(&tmp, fd, l, 1, &iov) : -EINVAL;
+  if (rc == -EINVAL) {
+    if (*direct) br_xfer__direct_off(fd); /* the file system refuses direct I/O */
+    *direct = false;
+    rc = br_xfer__buf_reserve(&tmp, (size_t)l->len) ? -ENOMEM
+                                                    : br_xfer__pread_all(fd, tmp.data,
+                                                                         (size_t)l->len, l->off);
+    iov = (struct iovec){tmp.data, (size_t)l->len};
+  }
+  if (rc == 0 && br_xfer__bundle_add_stored(out, d, iov.iov_base, iov.iov_len, l->raw, zstd))
+    rc = -EIO;
+  br_xfer__buf_free(&tmp);
+  return rc;
 }
 
 /* A fetch's response body: the bundle's own bytes in out (entry headers,
@@ -473,8 +508,8 @@ static int copy_run(fbody *b, const br_xfer__pcpack *p, const loc *l, const br_x
   for (size_t m = 0; m < n; m++) {
     if (l[m].off < 0 || (uint64_t)l[m].off + (uint64_t)l[m].len > plen) return -EIO;
     bool by_ref;
-    int rc = br_xfer__bundle_put_ref(&b->out, &ds[m], pb + l[m].off, (size_t)l[m].len, zstd,
-                                     NULL, &by_ref);
+    int rc = br_xfer__bundle_put_ref_stored(&b->out, &ds[m], pb + l[m].off, (size_t)l[m].len,
+                                            l[m].raw, zstd, NULL, &by_ref);
     if (rc) return rc == BR_ENOMEM ? -ENOMEM : -EIO;
     if (by_ref) {
       if (body_ref(b, pb + l[m].off, (size_t)l[m].len)) return -ENOMEM;
@@ -559,11 +594,11 @@ static enum MHD_Result do_fetch(br_depot *d, struct MHD_Connection *c, request *
     br_xfer__index_batch_begin(&d->store);
     for (size_t i = 0; i < n; i++)
       br_xfer__index_locate(&d->store, &ds[i], locs[i].rel, sizeof locs[i].rel, &locs[i].off,
-                            &locs[i].len);
+                            &locs[i].len, &locs[i].raw);
     br_xfer__index_batch_end(&d->store);
     for (size_t i = 0; i < n; i++)
       if (locs[i].rel[0] && locs[i].len > 0 && locs[i].len <= BR_XFER__MAX_CHUNK)
-        left += (size_t)locs[i].len;
+        left += (size_t)out_bytes(&locs[i], zstd);
     if (left > (size_t)d->max_request) left = 0;
     br_xfer__bundle_reserve(out, n, 0); /* the chunks read go in when one is */
   }
@@ -587,19 +622,37 @@ static enum MHD_Result do_fetch(br_depot *d, struct MHD_Connection *c, request *
       open_pack(d, locs, i, n, &pfd, &direct, &hot);
       snprintf(open_rel, sizeof open_rel, "%s", pfd >= 0 || hot ? locs[i].rel : "");
     }
+    if (locs && locs[i].rel[0] && pfd >= 0 && !zstd && locs[i].raw > 0) {
+      /* stored compressed, wanted raw: on its own */
+      total += locs[i].raw;
+      if (locs[i].raw > BR_XFER__MAX_CHUNK || total > d->max_request) {
+        status = MHD_HTTP_CONTENT_TOO_LARGE;
+        msg = "fetch asks for too many bytes at once";
+        break;
+      }
+      left -= left < (size_t)locs[i].raw ? left : (size_t)locs[i].raw;
+      if (read_stored(out, pfd, &direct, &locs[i], &ds[i], false)) {
+        status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+        msg = "reading a chunk failed";
+      }
+      i++;
+      continue;
+    }
     if (locs && locs[i].rel[0] && (pfd >= 0 || hot)) {
       /* Neighbours in one pack (a bundle's chunks mostly are; in a pack
        * written as its upload came, an entry header lies between two):
        * one read for a run of them, into their entries as if none
        * compressed. */
       size_t k = i;
-      int64_t end = locs[i].off, bytes = 0;
+      int64_t end = locs[i].off, bytes = 0, sent = 0;
       while (k < n && k - i < FETCH_RUN && strcmp(locs[k].rel, open_rel) == 0 &&
              (locs[k].off == end || (k > i && locs[k].off == end + BR_XFER__BUNDLE_HDR)) &&
              locs[k].len >= 0 && locs[k].len <= BR_XFER__MAX_CHUNK &&
+             locs[k].raw <= BR_XFER__MAX_CHUNK && (zstd || hot || locs[k].raw <= 0) &&
              (k == i || bytes + locs[k].len <= FETCH_RUN_BYTES) &&
-             total + locs[k].len <= d->max_request) {
-        total += locs[k].len;
+             total + out_bytes(&locs[k], zstd) <= d->max_request) {
+        total += out_bytes(&locs[k], zstd);
+        sent += out_bytes(&locs[k], zstd);
         bytes += locs[k].len;
         end = locs[k].off + locs[k].len;
         k++;
@@ -614,7 +667,7 @@ static enum MHD_Result do_fetch(br_depot *d, struct MHD_Connection *c, request *
        * only needs room for the entry headers. */
       if (!hot && out->cap - out->len < (size_t)bytes + (k - i) * BR_XFER__BUNDLE_HDR)
         br_xfer__bundle_reserve(out, n - i, left + 2 * BR_XFER__DIO_ALIGN);
-      left -= left < (size_t)bytes ? left : (size_t)bytes;
+      left -= left < (size_t)sent ? left : (size_t)sent;
       if (hot ? copy_run(bd, hot, &locs[i], &ds[i], k - i, zstd, &hot_used)
               : read_run(out, pfd, &direct, &locs[i], &ds[i], k - i, bytes, zstd)) {
         status = MHD_HTTP_INTERNAL_SERVER_ERROR;
@@ -624,22 +677,24 @@ static enum MHD_Result do_fetch(br_depot *d, struct MHD_Connection *c, request *
       continue;
     }
     int fd;
-    int64_t off, size;
-    if (br_xfer__store_open_object(&d->store, &ds[i], &fd, &off, &size)) {
+    loc one = {.rel = ""};
+    if (br_xfer__store_open_object(&d->store, &ds[i], &fd, &one.off, &one.len, &one.raw)) {
       status = MHD_HTTP_NOT_FOUND;
       msg = "chunk not in the depot";
       break;
     }
-    total += size;
-    if (total > d->max_request || size > BR_XFER__MAX_CHUNK) {
+    total += out_bytes(&one, zstd);
+    if (total > d->max_request || one.len > BR_XFER__MAX_CHUNK || one.raw > BR_XFER__MAX_CHUNK) {
       close(fd);
       status = MHD_HTTP_CONTENT_TOO_LARGE;
       msg = "fetch asks for too many bytes at once";
       break;
     }
-    uint8_t *slot = br_xfer__bundle_slot(out, (size_t)size);
-    if (!slot || br_xfer__pread_all(fd, slot, (size_t)size, off) ||
-        br_xfer__bundle_put(out, &ds[i], (size_t)size, zstd, NULL)) {
+    bool no_direct = false;
+    uint8_t *slot = one.raw > 0 ? NULL : br_xfer__bundle_slot(out, (size_t)one.len);
+    if (one.raw > 0 ? read_stored(out, fd, &no_direct, &one, &ds[i], zstd) != 0
+                    : !slot || br_xfer__pread_all(fd, slot, (size_t)one.len, one.off) ||
+                          br_xfer__bundle_put(out, &ds[i], (size_t)one.len, zstd, NULL)) {
       status = MHD_HTTP_INTERNAL_SERVER_ERROR;
       msg = "reading a chunk failed";
     }
@@ -764,9 +819,28 @@ static enum MHD_Result do_chunk(br_depot *d, struct MHD_Connection *c, request *
   br_xfer_digest dg;
   if (br_xfer_digest_parse(hex, &dg)) return reply_error(c, MHD_HTTP_BAD_REQUEST, "bad digest");
   int fd;
-  int64_t off, size;
-  if (br_xfer__store_open_object(&d->store, &dg, &fd, &off, &size))
+  loc one = {.rel = ""};
+  if (br_xfer__store_open_object(&d->store, &dg, &fd, &one.off, &one.len, &one.raw))
     return reply_error(c, MHD_HTTP_NOT_FOUND, "chunk not in the depot");
+  /* A chunk stored compressed is answered from its raw bytes. */
+  br_xfer__buf raw = {0};
+  if (one.raw > 0) {
+    bool no_direct = false;
+    int rc = one.raw > BR_XFER__MAX_CHUNK || !charge(d, rq, one.raw + one.len)
+                 ? -ENOMEM
+                 : read_stored(&raw, fd, &no_direct, &one, &dg, false);
+    close(fd);
+    fd = -1;
+    if (rc) {
+      br_xfer__buf_free(&raw);
+      return reply_error(c,
+                         rc == -ENOMEM ? MHD_HTTP_SERVICE_UNAVAILABLE
+                                       : MHD_HTTP_INTERNAL_SERVER_ERROR,
+                         rc == -ENOMEM ? "depot busy: too much data in flight"
+                                       : "reading a chunk failed");
+    }
+  }
+  int64_t off = one.off, size = one.raw > 0 ? one.raw : one.len;
   const char *range = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Range");
   int64_t from = 0, to = size - 1;
   unsigned status = MHD_HTTP_OK;
@@ -776,7 +850,8 @@ static enum MHD_Result do_chunk(br_depot *d, struct MHD_Connection *c, request *
     int k = sscanf(range, "bytes=%lld-%lld%c", &a, &b, &tail);
     if (k == 1 && range[strlen(range) - 1] == '-') b = size - 1;
     if (k < 1 || k > 2 || a < 0 || b < a || a >= size) {
-      close(fd);
+      if (fd >= 0) close(fd);
+      br_xfer__buf_free(&raw);
       char *cr = NULL;
       if (asprintf(&cr, "bytes */%lld", (long long)size) < 0) return MHD_NO;
       struct MHD_Response *r = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
@@ -792,7 +867,15 @@ static enum MHD_Result do_chunk(br_depot *d, struct MHD_Connection *c, request *
     status = MHD_HTTP_PARTIAL_CONTENT;
   }
   uint64_t len = size ? (uint64_t)(to - from + 1) : 0;
-  struct MHD_Response *r = chunk_body(d, rq, fd, off + from, len);
+  struct MHD_Response *r;
+  if (one.raw > 0) { /* raw holds one bundle entry: its header, then the bytes */
+    r = MHD_create_response_from_buffer((size_t)len,
+                                        raw.data + BR_XFER__BUNDLE_HDR + (size_t)from,
+                                        MHD_RESPMEM_MUST_COPY);
+    br_xfer__buf_free(&raw);
+  } else {
+    r = chunk_body(d, rq, fd, off + from, len);
+  }
   if (!r) return MHD_NO;
   MHD_add_response_header(r, "Content-Type", "application/octet-stream");
   MHD_add_response_header(r, "Accept-Ranges", "bytes");

@@ -106,7 +106,7 @@ typedef struct pobj {
   int64_t pack;
   char name[48];
   br_xfer_digest d;
-  int64_t off, len;
+  int64_t off, len, raw;
 } pobj;
 
 typedef struct pvec {
@@ -115,7 +115,7 @@ typedef struct pvec {
 } pvec;
 
 static int take_obj(void *ud, int64_t pack, const char *name, const br_xfer_digest *d,
-                    int64_t off, int64_t len) {
+                    int64_t off, int64_t len, int64_t raw) {
   pvec *p = ud;
   if (p->n == p->cap) {
     size_t cap = p->cap ? p->cap * 2 : 4096;
@@ -130,6 +130,7 @@ static int take_obj(void *ud, int64_t pack, const char *name, const br_xfer_dige
   o->d = *d;
   o->off = off;
   o->len = len;
+  o->raw = raw;
   return BR_OK;
 }
 
@@ -141,6 +142,8 @@ static int repack(br_xfer__store *s, const pobj *objs, size_t n, const br_xfer__
   int fd = openat(s->rootfd, rel, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return br_error_set(err, BR_EIO, "%s/%s: %s", s->root, rel, strerror(errno));
   br_xfer__buf buf = {0};
+  uint8_t *scratch = NULL; /* a compressed object's raw bytes, to check them */
+  size_t scap = 0;
   br_xfer__packed *pk = calloc(n, sizeof *pk);
   size_t npk = 0;
   int rc = pk ? BR_OK : br_error_set(err, BR_ENOMEM, "out of memory");
@@ -155,9 +158,8 @@ static int repack(br_xfer__store *s, const pobj *objs, size_t n, const br_xfer__
       break;
     }
     /* copied bytes are checked: a gc never spreads a corrupted object */
-    br_xfer_digest got;
-    br_xfer_sha256(buf.data + buf.len, (size_t)objs[i].len, &got);
-    if (br_xfer__digest_cmp(&got, &objs[i].d) != 0) {
+    if (!br_xfer__stored_matches(buf.data + buf.len, (size_t)objs[i].len, objs[i].raw,
+                                 &objs[i].d, &scratch, &scap)) {
       rc = br_error_set(err, BR_EIO, "%s/%s at %lld: bytes do not match their digest", s->root,
                         rel, (long long)objs[i].off);
       break;
@@ -165,12 +167,14 @@ static int repack(br_xfer__store *s, const pobj *objs, size_t n, const br_xfer__
     pk[npk].d = objs[i].d;
     pk[npk].off = (int64_t)buf.len;
     pk[npk].len = objs[i].len;
+    pk[npk].raw = objs[i].raw;
     buf.len += (size_t)objs[i].len;
     npk++;
   }
   close(fd);
   if (rc == BR_OK) rc = br_xfer__pack_write_ex(s, &buf, pk, npk, true, NULL, err);
   br_xfer__buf_free(&buf);
+  br_xfer__mem_put(scratch, scap);
   free(pk);
   return rc;
 }

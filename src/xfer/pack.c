@@ -4,7 +4,13 @@
  * one SQLite transaction (index.db: digest -> pack, offset, length). Until
  * that commit the pack is unreferenced, so a crash leaves at most an unused
  * file, never an index entry without its bytes. Large chunks stay loose
- * files under objects/ (store.c). */
+ * files under objects/ (store.c).
+ *
+ * A chunk that came compressed is kept as it came: its index entry says
+ * how long its raw bytes are (raw > 0; len is then the zstd frame's). A
+ * fetch that asks for zstd sends those bytes as they are, so a farm
+ * pulling one snapshot costs the depot no compression per machine, and
+ * the disk holds the smaller form. raw = 0: the bytes are the chunk. */
 #include "xfer_int.h"
 
 #include <dirent.h>
@@ -22,6 +28,43 @@ struct br_xfer__index {
   sqlite3_stmt *has, *find, *add_pack, *add_obj;
   pthread_mutex_t mu;
 };
+
+/* The index's format (PRAGMA user_version): 1 has the raw column. A braid
+ * refuses an index of a format it does not know. */
+#define INDEX_FORMAT 1
+#define INDEX_FORMAT_S "1"
+
+static int index_format(sqlite3 *db) {
+  sqlite3_stmt *q = NULL;
+  int v = 0;
+  if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &q, NULL) == SQLITE_OK &&
+      sqlite3_step(q) == SQLITE_ROW)
+    v = sqlite3_column_int(q, 0);
+  sqlite3_finalize(q);
+  return v;
+}
+
+/* Brings an index of format 0 (a braid before compressed objects: every
+ * entry raw) to this format, in one transaction: a depot and a gc may open
+ * the same root at once. */
+static int upgrade_index(sqlite3 *db) {
+  if (index_format(db) >= INDEX_FORMAT) return SQLITE_OK;
+  int rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+  if (rc != SQLITE_OK) return rc;
+  sqlite3_stmt *q = NULL;
+  rc = sqlite3_prepare_v2(
+      db, "SELECT count(*) FROM pragma_table_info('objects') WHERE name = 'raw'", -1, &q, NULL);
+  bool has = rc == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW && sqlite3_column_int(q, 0) > 0;
+  sqlite3_finalize(q);
+  if (rc == SQLITE_OK && !has)
+    rc = sqlite3_exec(db, "ALTER TABLE objects ADD COLUMN raw INTEGER NOT NULL DEFAULT 0", NULL,
+                      NULL, NULL);
+  if (rc == SQLITE_OK && index_format(db) < INDEX_FORMAT)
+    rc = sqlite3_exec(db, "PRAGMA user_version = " INDEX_FORMAT_S, NULL, NULL, NULL);
+  if (rc == SQLITE_OK) rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+  if (rc != SQLITE_OK) sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+  return rc;
+}
 
 int br_xfer__index_open(br_xfer__store *s, br_error *err) {
   char path[4200];
@@ -47,22 +90,36 @@ int br_xfer__index_open(br_xfer__store *s, br_error *err) {
                       "CREATE TABLE IF NOT EXISTS packs (id INTEGER PRIMARY KEY, name TEXT "
                       " NOT NULL UNIQUE);"
                       "CREATE TABLE IF NOT EXISTS objects (digest BLOB PRIMARY KEY, pack "
-                      " INTEGER NOT NULL, off INTEGER NOT NULL, len INTEGER NOT NULL) "
-                      " WITHOUT ROWID;",
+                      " INTEGER NOT NULL, off INTEGER NOT NULL, len INTEGER NOT NULL, "
+                      " raw INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;",
                       NULL, NULL, NULL);
   }
+  int format = rc == SQLITE_OK ? index_format(x->db) : 0;
+  if (rc == SQLITE_OK && format > INDEX_FORMAT) {
+    br_error_set(err, BR_EIO,
+                 "depot index %s is of format %d, made by a newer braid (this one reads up to "
+                 "%d)",
+                 path, format, INDEX_FORMAT);
+    s->index = x;
+    br_xfer__index_close(s);
+    return BR_EIO;
+  }
+  if (rc == SQLITE_OK) rc = upgrade_index(x->db);
   if (rc == SQLITE_OK)
     rc = sqlite3_prepare_v2(x->db, "SELECT 1 FROM objects WHERE digest=?", -1, &x->has, NULL);
   if (rc == SQLITE_OK)
     rc = sqlite3_prepare_v2(x->db,
-                            "SELECT p.name, o.off, o.len FROM objects o JOIN packs p ON "
+                            "SELECT p.name, o.off, o.len, o.raw FROM objects o JOIN packs p ON "
                             "p.id = o.pack WHERE o.digest=?",
                             -1, &x->find, NULL);
   if (rc == SQLITE_OK)
     rc = sqlite3_prepare_v2(x->db, "INSERT INTO packs (name) VALUES (?)", -1, &x->add_pack,
                             NULL);
   if (rc == SQLITE_OK)
-    rc = sqlite3_prepare_v2(x->db, "INSERT OR IGNORE INTO objects VALUES (?,?,?,?)", -1,
+    rc = sqlite3_prepare_v2(x->db,
+                            "INSERT OR IGNORE INTO objects (digest, pack, off, len, raw) "
+                            "VALUES (?,?,?,?,?)",
+                            -1,
                             &x->add_obj, NULL);
   if (rc != SQLITE_OK) {
     br_error_set(err, BR_EIO, "depot index %s: %s", path, sqlite3_errmsg(x->db));
@@ -111,7 +168,7 @@ bool br_xfer__index_has(br_xfer__store *s, const br_xfer_digest *d) {
 }
 
 int br_xfer__index_locate(br_xfer__store *s, const br_xfer_digest *d, char *rel, size_t size,
-                          int64_t *off, int64_t *len) {
+                          int64_t *off, int64_t *len, int64_t *raw) {
   br_xfer__index *x = s->index;
   rel[0] = 0;
   pthread_mutex_lock(&x->mu);
@@ -121,6 +178,7 @@ int br_xfer__index_locate(br_xfer__store *s, const br_xfer_digest *d, char *rel,
     snprintf(rel, size, "packs/%s", (const char *)sqlite3_column_text(x->find, 0));
     *off = sqlite3_column_int64(x->find, 1);
     *len = sqlite3_column_int64(x->find, 2);
+    *raw = sqlite3_column_int64(x->find, 3);
   }
   sqlite3_reset(x->find);
   pthread_mutex_unlock(&x->mu);
@@ -128,11 +186,11 @@ int br_xfer__index_locate(br_xfer__store *s, const br_xfer_digest *d, char *rel,
 }
 
 int br_xfer__index_open_object(br_xfer__store *s, const br_xfer_digest *d, int *fd,
-                               int64_t *off, int64_t *len) {
+                               int64_t *off, int64_t *len, int64_t *raw) {
   char rel[128];
   /* twice: a gc may have moved the object to a new pack in between */
   for (int attempt = 0; attempt < 2; attempt++) {
-    if (br_xfer__index_locate(s, d, rel, sizeof rel, off, len)) return BR_ENOTFOUND;
+    if (br_xfer__index_locate(s, d, rel, sizeof rel, off, len, raw)) return BR_ENOTFOUND;
     *fd = openat(s->rootfd, rel, O_RDONLY | O_CLOEXEC);
     if (*fd >= 0) return BR_OK;
     if (errno != ENOENT) return BR_EIO;
@@ -187,8 +245,10 @@ int br_xfer__pack_write_ex(br_xfer__store *s, const br_xfer__buf *pack,
   sqlite3_int64 id = sqlite3_last_insert_rowid(x->db);
   sqlite3_stmt *add = x->add_obj, *mv = NULL;
   if (move && rc == SQLITE_OK) { /* gc's repack: the objects now live here */
-    rc = sqlite3_prepare_v2(x->db, "INSERT OR REPLACE INTO objects VALUES (?,?,?,?)", -1, &mv,
-                            NULL);
+    rc = sqlite3_prepare_v2(x->db,
+                            "INSERT OR REPLACE INTO objects (digest, pack, off, len, raw) "
+                            "VALUES (?,?,?,?,?)",
+                            -1, &mv, NULL);
     add = mv;
   }
   for (size_t i = 0; i < n && rc == SQLITE_OK; i++) {
@@ -197,6 +257,7 @@ int br_xfer__pack_write_ex(br_xfer__store *s, const br_xfer__buf *pack,
     sqlite3_bind_int64(add, 2, id);
     sqlite3_bind_int64(add, 3, objs[i].off);
     sqlite3_bind_int64(add, 4, objs[i].len);
+    sqlite3_bind_int64(add, 5, objs[i].raw);
     rc = sqlite3_step(add) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
     sqlite3_reset(add);
   }
@@ -220,12 +281,12 @@ typedef struct fsck_state {
   br_xfer__store *s;
   int64_t *checked;
   br_error *err;
-  uint8_t *buf;
-  size_t cap;
+  uint8_t *buf, *scratch;
+  size_t cap, scap;
 } fsck_state;
 
 static int fsck_one(void *ud, int64_t pack, const char *name, const br_xfer_digest *want,
-                    int64_t off, int64_t len) {
+                    int64_t off, int64_t len, int64_t raw) {
   (void)pack;
   fsck_state *f = ud;
   char rel[128];
@@ -237,24 +298,24 @@ static int fsck_one(void *ud, int64_t pack, const char *name, const br_xfer_dige
   }
   int fd = openat(f->s->rootfd, rel, O_RDONLY | O_CLOEXEC);
   int out = BR_OK;
-  br_xfer_digest got;
   if (fd < 0 || !f->buf || br_xfer__pread_all(fd, f->buf, (size_t)len, off) != 0) {
     out = br_error_set(f->err, BR_EIO, "%s: cannot read an indexed object", rel);
+  } else if (!br_xfer__stored_matches(f->buf, (size_t)len, raw, want, &f->scratch,
+                                      &f->scap)) {
+    out = br_error_set(f->err, BR_EIO, "%s at %lld: bytes do not match their digest", rel,
+                       (long long)off);
   } else {
-    br_xfer_sha256(f->buf, (size_t)len, &got);
-    if (br_xfer__digest_cmp(want, &got) != 0)
-      out = br_error_set(f->err, BR_EIO, "%s at %lld: bytes do not match their digest", rel,
-                         (long long)off);
-    else (*f->checked)++;
+    (*f->checked)++;
   }
   if (fd >= 0) close(fd);
   return out;
 }
 
 int br_xfer__index_fsck(br_xfer__store *s, int64_t *checked, br_error *err) {
-  fsck_state f = {s, checked, err, NULL, 0};
+  fsck_state f = {s, checked, err, NULL, NULL, 0, 0};
   int rc = br_xfer__index_scan(s, fsck_one, &f, err);
   free(f.buf);
+  br_xfer__mem_put(f.scratch, f.scap);
   return rc;
 }
 
@@ -289,13 +350,14 @@ void br_xfer__pack_clean(br_xfer__store *s) {
 
 int br_xfer__index_scan(br_xfer__store *s,
                         int (*cb)(void *ud, int64_t pack, const char *name,
-                                  const br_xfer_digest *d, int64_t off, int64_t len),
+                                  const br_xfer_digest *d, int64_t off, int64_t len,
+                                  int64_t raw),
                         void *ud, br_error *err) {
   br_xfer__index *x = s->index;
   sqlite3_stmt *q = NULL;
   pthread_mutex_lock(&x->mu);
   int rc = sqlite3_prepare_v2(x->db,
-                              "SELECT p.id, p.name, o.digest, o.off, o.len FROM objects o JOIN "
+                              "SELECT p.id, p.name, o.digest, o.off, o.len, o.raw FROM objects o JOIN "
                               "packs p ON p.id = o.pack ORDER BY p.id, o.off",
                               -1, &q, NULL);
   int out = rc == SQLITE_OK ? BR_OK : br_error_set(err, BR_EIO, "depot index unreadable");
@@ -304,7 +366,7 @@ int br_xfer__index_scan(br_xfer__store *s,
     if (sqlite3_column_bytes(q, 2) != BR_XFER_DIGEST_LEN) continue;
     memcpy(d.b, sqlite3_column_blob(q, 2), BR_XFER_DIGEST_LEN);
     out = cb(ud, sqlite3_column_int64(q, 0), (const char *)sqlite3_column_text(q, 1), &d,
-             sqlite3_column_int64(q, 3), sqlite3_column_int64(q, 4));
+             sqlite3_column_int64(q, 3), sqlite3_column_int64(q, 4), sqlite3_column_int64(q, 5));
   }
   if (out == BR_OK && rc != SQLITE_DONE)
     out = br_error_set(err, BR_EIO, "depot index: %s", sqlite3_errmsg(x->db));

@@ -180,9 +180,10 @@ int br_xfer__store_commit_staged(br_xfer__store *s, br_xfer__staged *st, size_t 
 }
 
 int br_xfer__store_open_object(br_xfer__store *s, const br_xfer_digest *d, int *fd,
-                               int64_t *off, int64_t *size) {
-  if (br_xfer__index_open_object(s, d, fd, off, size) == BR_OK) return BR_OK;
+                               int64_t *off, int64_t *size, int64_t *raw) {
+  if (br_xfer__index_open_object(s, d, fd, off, size, raw) == BR_OK) return BR_OK;
   *off = 0;
+  *raw = 0;
   char rel[128];
   object_rel(d, rel, sizeof rel);
   *fd = openat(s->rootfd, rel, O_RDONLY | O_CLOEXEC);

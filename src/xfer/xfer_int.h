@@ -92,14 +92,37 @@ typedef struct br_xfer__bundle_iter {
   const uint8_t *p, *end;
   uint8_t *scratch; /* decompression buffer, owned by the iterator */
   size_t scratch_cap;
+  /* the last entry as it came: its payload (a zstd frame when zstd) */
+  const uint8_t *wire;
+  size_t wire_len;
+  bool zstd;
 } br_xfer__bundle_iter;
 int br_xfer__bundle_open(br_xfer__bundle_iter *it, const void *data, size_t len,
                          br_error *err);
-/* The raw bytes of a bundle's entries smaller than limit, from their
- * headers alone (a bound for a buffer; the entries are checked later);
- * *plain: the bundle is whole and every entry is stored plain (not
- * compressed) and smaller than limit. */
-size_t br_xfer__bundle_raw_below(const void *data, size_t len, size_t limit, bool *plain);
+/* The bytes a depot's pack of a bundle's entries smaller than limit (raw)
+ * takes, each as it came (compressed or not), from their headers alone (a
+ * bound for a buffer; the entries are checked later); *whole: every entry
+ * goes into the pack, so the body, headers and all, can be the pack. */
+size_t br_xfer__bundle_pack_need(const void *data, size_t len, size_t limit, bool *whole);
+/* Chunks as a depot stores them: raw = 0, the len bytes are the chunk;
+ * raw > 0, they are a zstd frame of raw bytes. Whether they are the chunk
+ * want (scratch: a pooled buffer for the raw bytes, kept for the next). */
+bool br_xfer__stored_matches(const uint8_t *stored, size_t len, int64_t raw,
+                             const br_xfer_digest *want, uint8_t **scratch, size_t *cap);
+/* bundle_put_at for a stored chunk at at: a stored zstd frame goes as it
+ * is, as a compressed entry (compress must be set: a fetch that did not
+ * ask for zstd inflates it with bundle_add_stored). */
+int br_xfer__bundle_put_stored(br_xfer__buf *b, const br_xfer_digest *d, const uint8_t *at,
+                               size_t len, int64_t raw, bool compress, bool *saved);
+/* bundle_put_ref for a stored chunk: a zstd frame goes by reference when
+ * compress, else is inflated into b. */
+int br_xfer__bundle_put_ref_stored(br_xfer__buf *b, const br_xfer_digest *d,
+                                   const uint8_t *data, size_t len, int64_t raw, bool compress,
+                                   bool *saved, bool *by_ref);
+/* bundle_add for a stored chunk (data not in b): a zstd frame goes as it
+ * is when compress, else inflated; BR_EIO when it does not inflate. */
+int br_xfer__bundle_add_stored(br_xfer__buf *b, const br_xfer_digest *d, const uint8_t *data,
+                               size_t len, int64_t raw, bool compress);
 /* Next entry: 1 and data, len (raw, decompressed, not yet verified), 0 at
  * the end, or a negative code for a malformed bundle. */
 int br_xfer__bundle_next(br_xfer__bundle_iter *it, br_xfer_digest *d, const uint8_t **data,
@@ -301,9 +324,11 @@ int br_xfer__store_commit_staged(br_xfer__store *s, br_xfer__staged *st, size_t 
  * every thread that asks while it runs (a group commit), so concurrent
  * uploads pay one flush, not one per file and directory. 0 or -errno. */
 int br_xfer__store_sync(br_xfer__store *s);
-/* Opens an object for reading: fd, and where its bytes are in it. */
+/* Opens an object for reading: fd, and where its bytes are in it; *raw >
+ * 0 when they are a zstd frame of raw bytes (a packed chunk that came
+ * compressed). */
 int br_xfer__store_open_object(br_xfer__store *s, const br_xfer_digest *d, int *fd,
-                               int64_t *off, int64_t *size);
+                               int64_t *off, int64_t *size, int64_t *raw);
 /* Checks every object's bytes against its digest; *checked counts them. */
 int br_xfer__store_fsck(br_xfer__store *s, int64_t *checked, br_error *err);
 
@@ -313,6 +338,7 @@ int br_xfer__store_fsck(br_xfer__store *s, int64_t *checked, br_error *err);
 typedef struct br_xfer__packed {
   br_xfer_digest d;
   int64_t off, len;
+  int64_t raw; /* > 0: the len bytes are a zstd frame of raw bytes (pack.c) */
 } br_xfer__packed;
 int br_xfer__index_open(br_xfer__store *s, br_error *err);
 void br_xfer__index_close(br_xfer__store *s);
@@ -322,11 +348,11 @@ bool br_xfer__index_has(br_xfer__store *s, const br_xfer_digest *d);
 void br_xfer__index_batch_begin(br_xfer__store *s);
 void br_xfer__index_batch_end(br_xfer__store *s);
 int br_xfer__index_open_object(br_xfer__store *s, const br_xfer_digest *d, int *fd,
-                               int64_t *off, int64_t *len);
-/* Where a packed object is: rel ("packs/NAME"), off, len; BR_ENOTFOUND when
- * it is not in a pack. */
+                               int64_t *off, int64_t *len, int64_t *raw);
+/* Where a packed object is: rel ("packs/NAME"), off, len, and raw (> 0:
+ * stored compressed); BR_ENOTFOUND when it is not in a pack. */
 int br_xfer__index_locate(br_xfer__store *s, const br_xfer_digest *d, char *rel, size_t size,
-                          int64_t *off, int64_t *len);
+                          int64_t *off, int64_t *len, int64_t *raw);
 /* Writes pack (the objects' bytes end to end, as objs locate them) as one
  * new pack file, durably, then indexes them in one transaction; rel (may
  * be NULL) gets its name ("packs/NAME"), or "" when nothing was written. */
@@ -364,7 +390,8 @@ void br_xfer__pcache_stats_get(br_xfer__pcache *c, br_xfer__pcache_stats *out);
  * on. The index is held meanwhile. */
 int br_xfer__index_scan(br_xfer__store *s,
                         int (*cb)(void *ud, int64_t pack, const char *name,
-                                  const br_xfer_digest *d, int64_t off, int64_t len),
+                                  const br_xfer_digest *d, int64_t off, int64_t len,
+                                  int64_t raw),
                         void *ud, br_error *err);
 /* Removes packs from the index (the objects still in them with them), in
  * one durable transaction; their files are the caller's to remove after. */
