@@ -9,6 +9,7 @@
 #include <microhttpd.h>
 #include <pthread.h>
 #include <strings.h>
+#include <zstd.h>
 
 #include "xfer/xfer_int.h"
 
@@ -451,6 +452,65 @@ TEST(compressed_chunks_are_kept_as_they_came) {
   for (int i = 0; i < N; i++) free(data[i]);
   br_xfer__buf_free(&b);
   free(pack);
+  free(root);
+  free(r);
+  xu_done(tmp);
+}
+
+TEST(empty_chunk_sent_compressed_is_kept_empty) {
+  /* No client compresses an empty chunk, but one may arrive so (a zstd
+   * frame of nothing): it is kept as the empty chunk it is, at a place in
+   * the pack, and fetches of it work from the cache and from the disk. */
+  char *tmp = br_test_tmpdir("xfer-depot-zempty");
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  uint8_t none[1], some[5000];
+  xu_fill(some, sizeof some, 93);
+  uint8_t *data[2] = {none, some};
+  size_t len[2] = {0, sizeof some}, both[2] = {0, 1}, back[2] = {1, 0};
+  br_xfer_digest ds[2];
+  br_xfer_sha256(none, 0, &ds[0]);
+  br_xfer_sha256(some, sizeof some, &ds[1]);
+  uint8_t frame[64];
+  size_t fl = ZSTD_compress(frame, sizeof frame, none, 0, 1);
+  CHECK(!ZSTD_isError(fl));
+  br_xfer__buf b = {0};
+  br_xfer__bundle_begin(&b);
+  uint8_t h[BR_XFER__BUNDLE_HDR] = {0};
+  memcpy(h, ds[0].b, BR_XFER_DIGEST_LEN);
+  h[32] = 1;                       /* zstd */
+  h[40] = (uint8_t)fl;             /* wire length; raw is 0 */
+  CHECK_EQ_INT(br_xfer__buf_append(&b, h, sizeof h), 0);
+  CHECK_EQ_INT(br_xfer__buf_append(&b, frame, fl), 0);
+  CHECK_EQ_INT(br_xfer__bundle_add(&b, &ds[1], some, sizeof some, false, NULL), 0);
+  http_res *r = malloc(sizeof *r);
+  http(&x, "POST", "/v1/chunks", XU_TOKEN, b.data, b.len, NULL, r);
+  CHECK_EQ_INT(r->status, 200);
+  for (int pass = 0; pass < 3; pass++) {
+    if (pass) {
+      xu_depot_stop(&x);
+      xu_depot_start_cache(&x, tmp, pass == 1 ? -1 : 0);
+    }
+    fetch_check(&x, ds, data, len, both, 2);
+    fetch_check(&x, ds, data, len, back, 2);
+    fetch_check_z(&x, ds, data, len, both, 2, true);
+  }
+  xu_depot_stop(&x);
+  char *root = xu_path(tmp, "depot");
+  br_xfer__store st;
+  CHECK_EQ_INT(br_xfer__store_open(&st, root, NULL), BR_OK);
+  int fd;
+  int64_t off, olen, raw;
+  CHECK_EQ_INT(br_xfer__store_open_object(&st, &ds[0], &fd, &off, &olen, &raw), BR_OK);
+  close(fd);
+  CHECK(off >= 0 && off <= (int64_t)b.len);
+  CHECK_EQ_INT(olen, 0);
+  CHECK_EQ_INT(raw, 0);
+  int64_t checked = 0;
+  CHECK_EQ_INT(br_xfer__store_fsck(&st, &checked, NULL), BR_OK);
+  CHECK_EQ_INT(checked, 2);
+  br_xfer__store_close(&st);
+  br_xfer__buf_free(&b);
   free(root);
   free(r);
   xu_done(tmp);

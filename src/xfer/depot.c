@@ -267,9 +267,11 @@ static enum MHD_Result do_upload(br_depot *d, struct MHD_Connection *c, request 
       for (size_t i = npk; i-- > 0 && !dup && npk - i <= 64;)
         dup = br_xfer__digest_cmp(&pk[i].d, &dg) == 0;
       if (dup) continue;
-      /* as it came: a zstd frame stays one (verified above once inflated) */
+      /* as it came: a zstd frame stays one (verified above once inflated),
+       * but an empty chunk is kept empty however it came; either way its
+       * place is in the body, which may be the pack */
       bool z = it.zstd && len > 0;
-      const uint8_t *keep = z ? it.wire : data;
+      const uint8_t *keep = it.wire;
       size_t klen = z ? it.wire_len : len;
       pk[npk].d = dg;
       pk[npk].off = whole ? (int64_t)(keep - rq->body.data) : (int64_t)pack.len;

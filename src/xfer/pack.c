@@ -298,7 +298,8 @@ static int fsck_one(void *ud, int64_t pack, const char *name, const br_xfer_dige
   }
   int fd = openat(f->s->rootfd, rel, O_RDONLY | O_CLOEXEC);
   int out = BR_OK;
-  if (fd < 0 || !f->buf || br_xfer__pread_all(fd, f->buf, (size_t)len, off) != 0) {
+  if (fd < 0 || (!f->buf && len > 0) ||
+      br_xfer__pread_all(fd, f->buf, (size_t)len, off) != 0) {
     out = br_error_set(f->err, BR_EIO, "%s: cannot read an indexed object", rel);
   } else if (!br_xfer__stored_matches(f->buf, (size_t)len, raw, want, &f->scratch,
                                       &f->scap)) {
