@@ -381,35 +381,6 @@ static int put_run(br_xfer__buf *out, const struct iovec *iov, const loc *l,
   return 0;
 }
 
-/* Reads n chunks that are neighbours in one pack (fd), bytes in all, into
- * out as bundle entries: with direct I/O while *direct (fd has O_DIRECT),
- * as packs are written, since filling the page cache costs more than the
- * copy here and a depot's packs are mostly cold; otherwise one preadv into
- * the entries' places (one pread each when entry headers lie between them:
- * a pack written as its upload came). 0 or -errno. */
-static int read_run(br_xfer__buf *out, int fd, bool *direct, const loc *l,
-                    const br_xfer_digest *ds, size_t n, int64_t bytes, bool zstd) {
-  struct iovec iov[FETCH_RUN], v[FETCH_RUN];
-  if (*direct) {
-    int rc = read_direct(out, fd, l, n, iov);
-    if (rc == 0) return put_run(out, iov, l, ds, n, zstd);
-    if (rc != -EINVAL) return rc;
-    br_xfer__direct_off(fd); /* the file system refuses direct I/O */
-    *direct = false;
-  }
-  if (br_xfer__buf_reserve(out, n * BR_XFER__BUNDLE_HDR + (size_t)bytes)) return -ENOMEM;
-  places(out, l, n, iov);
-  int rc = 0;
-  if (l[n - 1].off + l[n - 1].len - l[0].off == bytes) {
-    memcpy(v, iov, n * sizeof *iov); /* preadv_all moves along v */
-    rc = br_xfer__preadv_all(fd, v, (int)n, l[0].off);
-  } else {
-    for (size_t m = 0; m < n && !rc; m++)
-      rc = br_xfer__pread_all(fd, iov[m].iov_base, iov[m].iov_len, l[m].off);
-  }
-  return rc ? rc : put_run(out, iov, l, ds, n, zstd);
-}
-
 /* One chunk stored compressed, read from fd (as read_run reads) into out:
  * inflated unless zstd. 0 or -errno. */
 static int read_stored(br_xfer__buf *out, int fd, bool *direct, const loc *l,
@@ -429,6 +400,37 @@ static int read_stored(br_xfer__buf *out, int fd, bool *direct, const loc *l,
     rc = -EIO;
   br_xfer__buf_free(&tmp);
   return rc;
+}
+
+/* Reads n chunks that are neighbours in one pack (fd), bytes in all, into
+ * out as bundle entries: with direct I/O while *direct (fd has O_DIRECT),
+ * as packs are written, since filling the page cache costs more than the
+ * copy here and a depot's packs are mostly cold; otherwise one preadv into
+ * the entries' places (one pread each when entry headers lie between them:
+ * a pack written as its upload came). A run of one chunk stored compressed
+ * that goes out inflated is read_stored's. 0 or -errno. */
+static int read_run(br_xfer__buf *out, int fd, bool *direct, const loc *l,
+                    const br_xfer_digest *ds, size_t n, int64_t bytes, bool zstd) {
+  struct iovec iov[FETCH_RUN], v[FETCH_RUN];
+  if (n == 1 && l[0].raw > 0 && !zstd) return read_stored(out, fd, direct, l, ds, false);
+  if (*direct) {
+    int rc = read_direct(out, fd, l, n, iov);
+    if (rc == 0) return put_run(out, iov, l, ds, n, zstd);
+    if (rc != -EINVAL) return rc;
+    br_xfer__direct_off(fd); /* the file system refuses direct I/O */
+    *direct = false;
+  }
+  if (br_xfer__buf_reserve(out, n * BR_XFER__BUNDLE_HDR + (size_t)bytes)) return -ENOMEM;
+  places(out, l, n, iov);
+  int rc = 0;
+  if (l[n - 1].off + l[n - 1].len - l[0].off == bytes) {
+    memcpy(v, iov, n * sizeof *iov); /* preadv_all moves along v */
+    rc = br_xfer__preadv_all(fd, v, (int)n, l[0].off);
+  } else {
+    for (size_t m = 0; m < n && !rc; m++)
+      rc = br_xfer__pread_all(fd, iov[m].iov_base, iov[m].iov_len, l[m].off);
+  }
+  return rc ? rc : put_run(out, iov, l, ds, n, zstd);
 }
 
 /* A fetch's response body: the bundle's own bytes in out (entry headers,
@@ -624,33 +626,21 @@ static enum MHD_Result do_fetch(br_depot *d, struct MHD_Connection *c, request *
       open_pack(d, locs, i, n, &pfd, &direct, &hot);
       snprintf(open_rel, sizeof open_rel, "%s", pfd >= 0 || hot ? locs[i].rel : "");
     }
-    if (locs && locs[i].rel[0] && pfd >= 0 && !zstd && locs[i].raw > 0) {
-      /* stored compressed, wanted raw: on its own */
-      total += locs[i].raw;
-      if (locs[i].raw > BR_XFER__MAX_CHUNK || total > d->max_request) {
-        status = MHD_HTTP_CONTENT_TOO_LARGE;
-        msg = "fetch asks for too many bytes at once";
-        break;
-      }
-      left -= left < (size_t)locs[i].raw ? left : (size_t)locs[i].raw;
-      if (read_stored(out, pfd, &direct, &locs[i], &ds[i], false)) {
-        status = MHD_HTTP_INTERNAL_SERVER_ERROR;
-        msg = "reading a chunk failed";
-      }
-      i++;
-      continue;
-    }
     if (locs && locs[i].rel[0] && (pfd >= 0 || hot)) {
       /* Neighbours in one pack (a bundle's chunks mostly are; in a pack
        * written as its upload came, an entry header lies between two):
        * one read for a run of them, into their entries as if none
-       * compressed. */
+       * compressed. A chunk stored compressed that goes out inflated
+       * grows, so from the disk it is a run of its own. */
       size_t k = i;
       int64_t end = locs[i].off, bytes = 0, sent = 0;
-      while (k < n && k - i < FETCH_RUN && strcmp(locs[k].rel, open_rel) == 0 &&
+      bool lone = !hot && !zstd && locs[i].raw > 0;
+      while (k < n && (k == i || !lone) && k - i < FETCH_RUN &&
+             strcmp(locs[k].rel, open_rel) == 0 &&
              (locs[k].off == end || (k > i && locs[k].off == end + BR_XFER__BUNDLE_HDR)) &&
              locs[k].len >= 0 && locs[k].len <= BR_XFER__MAX_CHUNK &&
-             locs[k].raw <= BR_XFER__MAX_CHUNK && (zstd || hot || locs[k].raw <= 0) &&
+             locs[k].raw <= BR_XFER__MAX_CHUNK &&
+             (k == i || zstd || hot || locs[k].raw <= 0) &&
              (k == i || bytes + locs[k].len <= FETCH_RUN_BYTES) &&
              total + out_bytes(&locs[k], zstd) <= d->max_request) {
         total += out_bytes(&locs[k], zstd);

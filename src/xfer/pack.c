@@ -358,8 +358,8 @@ int br_xfer__index_scan(br_xfer__store *s,
   sqlite3_stmt *q = NULL;
   pthread_mutex_lock(&x->mu);
   int rc = sqlite3_prepare_v2(x->db,
-                              "SELECT p.id, p.name, o.digest, o.off, o.len, o.raw FROM objects o JOIN "
-                              "packs p ON p.id = o.pack ORDER BY p.id, o.off",
+                              "SELECT p.id, p.name, o.digest, o.off, o.len, o.raw FROM objects o "
+                              "JOIN packs p ON p.id = o.pack ORDER BY p.id, o.off",
                               -1, &q, NULL);
   int out = rc == SQLITE_OK ? BR_OK : br_error_set(err, BR_EIO, "depot index unreadable");
   while (out == BR_OK && (rc = sqlite3_step(q)) == SQLITE_ROW) {
