@@ -255,13 +255,19 @@ static void put_header(uint8_t *h, const br_xfer_digest *d, uint32_t flags, size
   put32(h + 40, (uint32_t)wire);
 }
 
+/* The next entry's payload place in b when len bytes at at lie in b's
+ * room from there on (put_at moves them there), else NULL. */
+static uint8_t *payload_for(const br_xfer__buf *b, const uint8_t *at, size_t len) {
+  if (len > BR_XFER__MAX_CHUNK || b->len + HDR + len > b->cap) return NULL;
+  uint8_t *payload = b->data + b->len + HDR;
+  return at < payload || at + len > b->data + b->cap ? NULL : payload;
+}
+
 int br_xfer__bundle_put_at(br_xfer__buf *b, const br_xfer_digest *d, const uint8_t *at,
                            size_t len, bool compress, bool *saved) {
   if (saved) *saved = false;
-  if (len > BR_XFER__MAX_CHUNK || b->len + HDR + len > b->cap) return BR_EINVAL;
-  uint8_t *h = b->data + b->len;
-  uint8_t *payload = h + HDR;
-  if (at < payload || at + len > b->data + b->cap) return BR_EINVAL;
+  uint8_t *payload = payload_for(b, at, len);
+  if (!payload) return BR_EINVAL;
   uint8_t *z = NULL;
   size_t zcap = 0, wire = len;
   if (compress && compress_entry(at, len, &z, &zcap, &wire)) return BR_ENOMEM;
@@ -272,7 +278,7 @@ int br_xfer__bundle_put_at(br_xfer__buf *b, const br_xfer_digest *d, const uint8
   } else if (at != payload) {
     memmove(payload, at, len);
   }
-  put_header(h, d, z ? 1 : 0, len, wire);
+  put_header(payload - HDR, d, z ? 1 : 0, len, wire);
   b->len += HDR + wire;
   return BR_OK;
 }
@@ -370,13 +376,10 @@ int br_xfer__bundle_put_stored(br_xfer__buf *b, const br_xfer_digest *d, const u
                                size_t len, int64_t raw, bool compress, bool *saved) {
   if (raw <= 0) return br_xfer__bundle_put_at(b, d, at, len, compress, saved);
   if (saved) *saved = false;
-  if (!compress || raw > BR_XFER__MAX_CHUNK || len > BR_XFER__MAX_CHUNK ||
-      b->len + HDR + len > b->cap)
-    return BR_EINVAL;
-  uint8_t *h = b->data + b->len, *payload = h + HDR;
-  if (at < payload || at + len > b->data + b->cap) return BR_EINVAL;
+  uint8_t *payload = payload_for(b, at, len);
+  if (!compress || raw > BR_XFER__MAX_CHUNK || !payload) return BR_EINVAL;
   if (at != payload) memmove(payload, at, len);
-  put_header(h, d, 1, (size_t)raw, len);
+  put_header(payload - HDR, d, 1, (size_t)raw, len);
   b->len += HDR + len;
   if (saved) *saved = true;
   return BR_OK;

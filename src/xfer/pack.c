@@ -32,7 +32,8 @@ struct br_xfer__index {
 /* The index's format (PRAGMA user_version): 1 has the raw column. A braid
  * refuses an index of a format it does not know. */
 #define INDEX_FORMAT 1
-#define INDEX_FORMAT_S "1"
+#define STR_(x) #x
+#define STR(x) STR_(x)
 
 static int index_format(sqlite3 *db) {
   sqlite3_stmt *q = NULL;
@@ -46,9 +47,9 @@ static int index_format(sqlite3 *db) {
 
 /* Brings an index of format 0 (a braid before compressed objects: every
  * entry raw) to this format, in one transaction: a depot and a gc may open
- * the same root at once. */
-static int upgrade_index(sqlite3 *db) {
-  if (index_format(db) >= INDEX_FORMAT) return SQLITE_OK;
+ * the same root at once, so what format read before it is read again. */
+static int upgrade_index(sqlite3 *db, int format) {
+  if (format >= INDEX_FORMAT) return SQLITE_OK;
   int rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
   if (rc != SQLITE_OK) return rc;
   sqlite3_stmt *q = NULL;
@@ -60,7 +61,7 @@ static int upgrade_index(sqlite3 *db) {
     rc = sqlite3_exec(db, "ALTER TABLE objects ADD COLUMN raw INTEGER NOT NULL DEFAULT 0", NULL,
                       NULL, NULL);
   if (rc == SQLITE_OK && index_format(db) < INDEX_FORMAT)
-    rc = sqlite3_exec(db, "PRAGMA user_version = " INDEX_FORMAT_S, NULL, NULL, NULL);
+    rc = sqlite3_exec(db, "PRAGMA user_version = " STR(INDEX_FORMAT), NULL, NULL, NULL);
   if (rc == SQLITE_OK) rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
   if (rc != SQLITE_OK) sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
   return rc;
@@ -104,7 +105,7 @@ int br_xfer__index_open(br_xfer__store *s, br_error *err) {
     br_xfer__index_close(s);
     return BR_EIO;
   }
-  if (rc == SQLITE_OK) rc = upgrade_index(x->db);
+  if (rc == SQLITE_OK) rc = upgrade_index(x->db, format);
   if (rc == SQLITE_OK)
     rc = sqlite3_prepare_v2(x->db, "SELECT 1 FROM objects WHERE digest=?", -1, &x->has, NULL);
   if (rc == SQLITE_OK)
