@@ -215,6 +215,15 @@ static void fetch_check(const xu_depot *x, const br_xfer_digest *ds, uint8_t *co
   fetch_check_z(x, ds, data, len, idx, n, false);
 }
 
+/* The ways a depot serves a pack, a pass each: 0 kept as the upload wrote
+ * it (the depot as the test started it), 1 from the disk (no cache), 2
+ * read whole into the cache by the first fetch. */
+static void depot_pass(xu_depot *x, const char *tmp, int pass) {
+  if (!pass) return;
+  xu_depot_stop(x);
+  xu_depot_start_cache(x, tmp, pass == 1 ? -1 : 0);
+}
+
 TEST(plain_bundle_is_its_own_pack) {
   /* An upload of plain chunks is written as it came, entry headers and
    * all: the pack is the body, and fetches read its chunks from between
@@ -271,10 +280,7 @@ TEST(plain_bundle_is_its_own_pack) {
   /* From the pack cache (both packs were kept as written), then from the
    * disk (no cache), then read whole into the cache by the first fetch. */
   for (int pass = 0; pass < 3; pass++) {
-    if (pass) {
-      xu_depot_stop(&x);
-      xu_depot_start_cache(&x, tmp, pass == 1 ? -1 : 0);
-    }
+    depot_pass(&x, tmp, pass);
     fetch_check(&x, ds, data, len, all, N);
     fetch_check(&x, ds, data, len, back, N);
     fetch_check(&x, ds, data, len, gaps, 3);
@@ -385,11 +391,8 @@ TEST(compressed_chunks_are_kept_as_they_came) {
   char path[128], hex[BR_XFER_HEX_LEN + 1];
   br_xfer_digest_hex(&ds[0], hex);
   snprintf(path, sizeof path, "/v1/chunk/%s", hex);
-  for (int pass = 0; pass < 3; pass++) { /* kept, from the disk, read whole into the cache */
-    if (pass) {
-      xu_depot_stop(&x);
-      xu_depot_start_cache(&x, tmp, pass == 1 ? -1 : 0);
-    }
+  for (int pass = 0; pass < 3; pass++) {
+    depot_pass(&x, tmp, pass);
     fetch_check(&x, ds, data, len, all, N);
     fetch_check(&x, ds, data, len, back, N);
     fetch_check(&x, ds, data, len, one, 1);
@@ -487,10 +490,7 @@ TEST(empty_chunk_sent_compressed_is_kept_empty) {
   http(&x, "POST", "/v1/chunks", XU_TOKEN, b.data, b.len, NULL, r);
   CHECK_EQ_INT(r->status, 200);
   for (int pass = 0; pass < 3; pass++) {
-    if (pass) {
-      xu_depot_stop(&x);
-      xu_depot_start_cache(&x, tmp, pass == 1 ? -1 : 0);
-    }
+    depot_pass(&x, tmp, pass);
     fetch_check(&x, ds, data, len, both, 2);
     fetch_check(&x, ds, data, len, back, 2);
     fetch_check_z(&x, ds, data, len, both, 2, true);
