@@ -460,6 +460,124 @@ TEST(compressed_chunks_are_kept_as_they_came) {
   xu_done(tmp);
 }
 
+/* raw as the depot's index at root has it for d. */
+static int64_t stored_raw(const char *root, const br_xfer_digest *d) {
+  br_xfer__store st;
+  CHECK_EQ_INT(br_xfer__store_open(&st, root, NULL), BR_OK);
+  int fd;
+  int64_t off, olen, raw = 99;
+  CHECK_EQ_INT(br_xfer__store_open_object(&st, d, &fd, &off, &olen, &raw), BR_OK);
+  close(fd);
+  br_xfer__store_close(&st);
+  return raw;
+}
+
+TEST(plain_chunks_that_did_not_compress_are_not_tried_again) {
+  /* A client with compression on sends a chunk plain because it did not
+   * compress, and says so (?plain=incompressible): the index marks it
+   * (raw < 0) and a fetch that asks for zstd sends it as it is, without
+   * trying. A chunk that came plain without the word (a push with
+   * --no-compress, or an older braid) is still tried: here text, which
+   * then goes compressed. The real push says it only with compression
+   * on. */
+  char *tmp = br_test_tmpdir("xfer-depot-plainmark");
+  char *root = xu_path(tmp, "depot");
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  enum { N = 3 };
+  size_t len[N] = {12000, 9000, 6000};
+  uint8_t *data[N];
+  br_xfer_digest ds[N];
+  br_xfer__buf a = {0}, b = {0};
+  br_xfer__bundle_begin(&a);
+  br_xfer__bundle_begin(&b);
+  for (int i = 0; i < N; i++) {
+    data[i] = malloc(len[i]);
+    if (i < 2) fill_text(data[i], len[i], 40 + (unsigned)i);
+    else xu_fill(data[i], len[i], 41);
+    br_xfer_sha256(data[i], len[i], &ds[i]);
+    CHECK_EQ_INT(br_xfer__bundle_add(i ? &b : &a, &ds[i], data[i], len[i], false, NULL), 0);
+  }
+  http_res *r = malloc(sizeof *r);
+  http(&x, "POST", "/v1/chunks", XU_TOKEN, a.data, a.len, NULL, r);
+  CHECK_EQ_INT(r->status, 200);
+  http(&x, "POST", "/v1/chunks?plain=incompressible", XU_TOKEN, b.data, b.len, NULL, r);
+  CHECK_EQ_INT(r->status, 200);
+  CHECK_EQ_INT(stored_raw(root, &ds[0]), 0);
+  CHECK_EQ_INT(stored_raw(root, &ds[1]), -1);
+  CHECK_EQ_INT(stored_raw(root, &ds[2]), -1);
+  size_t all[N] = {0, 1, 2};
+  const bool want_z[N] = {true, false, false};
+  char body[400] = "{\"chunks\":[", hex[BR_XFER_HEX_LEN + 1];
+  for (int i = 0; i < N; i++) {
+    br_xfer_digest_hex(&ds[i], hex);
+    snprintf(body + strlen(body), sizeof body - strlen(body), "%s\"%s\"", i ? "," : "", hex);
+  }
+  strcat(body, "],\"zstd\":true}");
+  for (int pass = 0; pass < 3; pass++) {
+    depot_pass(&x, tmp, pass);
+    fetch_check(&x, ds, data, len, all, N);
+    http(&x, "POST", "/v1/fetch", XU_TOKEN, body, strlen(body), NULL, r);
+    CHECK_EQ_INT(r->status, 200);
+    br_xfer__bundle_iter it;
+    br_error err = {0};
+    CHECK_EQ_INT(br_xfer__bundle_open(&it, r->body, r->len, &err), BR_OK);
+    br_xfer_digest d;
+    const uint8_t *got;
+    size_t glen;
+    int i = 0;
+    for (; br_xfer__bundle_next(&it, &d, &got, &glen, &err) == 1 && i < N; i++) {
+      CHECK(br_xfer__digest_cmp(&d, &ds[i]) == 0);
+      CHECK_EQ_INT(glen, len[i]);
+      CHECK(memcmp(got, data[i], glen) == 0);
+      CHECK_EQ_INT(it.zstd, want_z[i]);
+    }
+    CHECK_EQ_INT(i, N);
+    br_xfer__bundle_close(&it);
+  }
+  /* The real push: with compression, a random file is marked and a text
+   * file goes compressed; without, a random file is not marked. */
+  char *src = xu_path(tmp, "src"), *src2 = xu_path(tmp, "src2"), *dst = xu_path(tmp, "dst");
+  uint8_t text[30000];
+  fill_text(text, sizeof text, 7);
+  char *tp = xu_path(src, "notes.txt");
+  xu_write_file(tp, text, sizeof text);
+  xu_make_file(src, "f.0001.bgeo", 20000, 8);
+  xu_make_file(src2, "f.0002.bgeo", 20000, 9);
+  br_xfer_opts xo;
+  xu_opts(&xo, tmp);
+  br_xfer_result res;
+  char *ref = xu_ref(x.url, "marks"), *ref2 = xu_ref(x.url, "plain");
+  CHECK_EQ_INT(br_xfer_push(src, ref, &xo, &res, NULL), BR_OK);
+  xo.compress = false;
+  CHECK_EQ_INT(br_xfer_push(src2, ref2, &xo, &res, NULL), BR_OK);
+  xo.compress = true;
+  CHECK_EQ_INT(br_xfer_pull(ref, dst, &xo, &res, NULL), BR_OK);
+  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+  uint8_t rnd[20000];
+  br_xfer_digest dt, d1, d2;
+  br_xfer_sha256(text, sizeof text, &dt);
+  xu_fill(rnd, sizeof rnd, 8);
+  br_xfer_sha256(rnd, sizeof rnd, &d1);
+  xu_fill(rnd, sizeof rnd, 9);
+  br_xfer_sha256(rnd, sizeof rnd, &d2);
+  xu_depot_stop(&x);
+  CHECK(stored_raw(root, &dt) == (int64_t)sizeof text);
+  CHECK_EQ_INT(stored_raw(root, &d1), -1);
+  CHECK_EQ_INT(stored_raw(root, &d2), 0);
+  br_xfer__store st;
+  CHECK_EQ_INT(br_xfer__store_open(&st, root, NULL), BR_OK);
+  int64_t checked = 0;
+  CHECK_EQ_INT(br_xfer__store_fsck(&st, &checked, NULL), BR_OK);
+  CHECK_EQ_INT(checked, N + 3);
+  br_xfer__store_close(&st);
+  for (int i = 0; i < N; i++) free(data[i]);
+  br_xfer__buf_free(&a);
+  br_xfer__buf_free(&b);
+  free(src), free(src2), free(dst), free(tp), free(ref), free(ref2), free(root), free(r);
+  xu_done(tmp);
+}
+
 TEST(empty_chunk_sent_compressed_is_kept_empty) {
   /* No client compresses an empty chunk, but one may arrive so (a zstd
    * frame of nothing): it is kept as the empty chunk it is, at a place in

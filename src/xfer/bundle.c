@@ -374,7 +374,7 @@ static int put_inflated(br_xfer__buf *b, const br_xfer_digest *d, const uint8_t 
 
 int br_xfer__bundle_put_stored(br_xfer__buf *b, const br_xfer_digest *d, const uint8_t *at,
                                size_t len, int64_t raw, bool compress, bool *saved) {
-  if (raw <= 0) return br_xfer__bundle_put_at(b, d, at, len, compress, saved);
+  if (raw <= 0) return br_xfer__bundle_put_at(b, d, at, len, compress && raw == 0, saved);
   if (saved) *saved = false;
   uint8_t *payload = payload_for(b, at, len);
   if (!compress || raw > BR_XFER__MAX_CHUNK || !payload) return BR_EINVAL;
@@ -388,7 +388,8 @@ int br_xfer__bundle_put_stored(br_xfer__buf *b, const br_xfer_digest *d, const u
 int br_xfer__bundle_put_ref_stored(br_xfer__buf *b, const br_xfer_digest *d,
                                    const uint8_t *data, size_t len, int64_t raw, bool compress,
                                    bool *saved, bool *by_ref) {
-  if (raw <= 0) return br_xfer__bundle_put_ref(b, d, data, len, compress, saved, by_ref);
+  if (raw <= 0)
+    return br_xfer__bundle_put_ref(b, d, data, len, compress && raw == 0, saved, by_ref);
   if (saved) *saved = false;
   *by_ref = false;
   if (len > BR_XFER__MAX_CHUNK) return BR_EINVAL;

@@ -2,7 +2,8 @@
  * client's fsync never holds up another's) over the store of store.c.
  *
  *   POST /v1/missing            {"chunks":[hex...]} -> {"missing":[hex...]}
- *   POST /v1/chunks             bundle of chunks    -> {"stored":n}  (each verified)
+ *   POST /v1/chunks[?plain=incompressible]  bundle  -> {"stored":n}  (each verified;
+ *                               plain=: its plain entries were found not to compress)
  *   POST /v1/fetch              {"chunks":[hex...],"zstd":b} -> bundle
  *   GET  /v1/chunk/HEX          one chunk, with Range (206 + Content-Range)
  *   POST /v1/snapshot?name=N    manifest            -> {"version":v}
@@ -226,6 +227,10 @@ static enum MHD_Result do_upload(br_depot *d, struct MHD_Connection *c, request 
    * (the index says where each chunk is), and nothing is copied.
    * Otherwise the pack is put together in aligned memory that holds it
    * whole, padding included, and written as it is with direct I/O. */
+  /* The sender found that its plain chunks do not compress: the index
+   * says so (raw < 0), and fetches that ask for zstd do not try again. */
+  const char *plain = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "plain");
+  int64_t plain_raw = plain && strcmp(plain, "incompressible") == 0 ? -1 : 0;
   bool whole;
   size_t need =
       br_xfer__bundle_pack_need(rq->body.data, rq->body.len, BR_XFER__PACK_MAX_ENTRY, &whole);
@@ -276,7 +281,7 @@ static enum MHD_Result do_upload(br_depot *d, struct MHD_Connection *c, request 
       pk[npk].d = dg;
       pk[npk].off = whole ? (int64_t)(keep - rq->body.data) : (int64_t)pack.len;
       pk[npk].len = (int64_t)klen;
-      pk[npk].raw = z ? (int64_t)len : 0;
+      pk[npk].raw = z ? (int64_t)len : plain_raw;
       if (!whole && br_xfer__buf_append(&pack, keep, klen)) {
         status = MHD_HTTP_SERVICE_UNAVAILABLE;
         msg = "out of memory";

@@ -10,7 +10,10 @@
  * how long its raw bytes are (raw > 0; len is then the zstd frame's). A
  * fetch that asks for zstd sends those bytes as they are, so a farm
  * pulling one snapshot costs the depot no compression per machine, and
- * the disk holds the smaller form. raw = 0: the bytes are the chunk. */
+ * the disk holds the smaller form. raw = 0: the bytes are the chunk;
+ * raw < 0: they are too, and its sender found it does not compress, so
+ * fetches send it as it is without trying zstd (a braid that knows only
+ * raw >= 0 reads it as 0). */
 #include "xfer_int.h"
 
 #include <dirent.h>

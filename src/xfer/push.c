@@ -668,7 +668,12 @@ static bool all_asked(push *p) {
 
 static int submit_upload(push *p, size_t from, size_t to) {
   batch *b;
-  br_xfer__req *r = new_req(p, p->jobs[0].ref.base, "/v1/chunks", &b);
+  /* With compression on, every plain entry is one that was found not to
+   * compress (or whose file's first chunk was not): the depot keeps that,
+   * and does not try again for each pull that asks for zstd. A depot that
+   * does not know the argument ignores it. */
+  const char *path = p->o->compress ? "/v1/chunks?plain=incompressible" : "/v1/chunks";
+  br_xfer__req *r = new_req(p, p->jobs[0].ref.base, path, &b);
   if (r) b->refs = malloc((to - from) * sizeof *b->refs);
   if (!r || !b->refs) {
     if (r) br_xfer__engine_submit(&p->eng, r); /* freed by the engine */

@@ -105,13 +105,15 @@ int br_xfer__bundle_open(br_xfer__bundle_iter *it, const void *data, size_t len,
  * goes into the pack, so the body, headers and all, can be the pack. */
 size_t br_xfer__bundle_pack_need(const void *data, size_t len, size_t limit, bool *whole);
 /* Chunks as a depot stores them: raw = 0, the len bytes are the chunk;
- * raw > 0, they are a zstd frame of raw bytes. Whether they are the chunk
+ * raw > 0, they are a zstd frame of raw bytes; raw < 0, the chunk, which
+ * its sender found does not compress (no fetch tries). Whether they are the chunk
  * want (scratch: a pooled buffer for the raw bytes, kept for the next). */
 bool br_xfer__stored_matches(const uint8_t *stored, size_t len, int64_t raw,
                              const br_xfer_digest *want, uint8_t **scratch, size_t *cap);
 /* bundle_put_at for a stored chunk at at: a stored zstd frame goes as it
  * is, as a compressed entry (compress must be set: a fetch that did not
- * ask for zstd inflates it with bundle_add_stored). */
+ * ask for zstd inflates it with bundle_add_stored); a chunk stored plain
+ * is tried with zstd when compress, unless raw < 0. */
 int br_xfer__bundle_put_stored(br_xfer__buf *b, const br_xfer_digest *d, const uint8_t *at,
                                size_t len, int64_t raw, bool compress, bool *saved);
 /* bundle_put_ref for a stored chunk: a zstd frame goes by reference when
