@@ -221,16 +221,16 @@ static enum MHD_Result do_upload(br_depot *d, struct MHD_Connection *c, request 
   br_xfer__packed *pk = NULL;
   br_xfer__buf pack = {0};
   size_t n = 0, cap = 0, npk = 0;
+  /* The sender found that its plain chunks do not compress: the index
+   * says so (raw < 0), and fetches that ask for zstd do not try again. */
+  const char *plain = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "plain");
+  int64_t plain_raw = plain && strcmp(plain, "incompressible") == 0 ? -1 : 0;
   /* Small chunks are kept as they came, compressed or not (the index
    * says which). A bundle whose chunks all go into the pack is the pack:
    * it is written as it came, its entries' headers between the chunks
    * (the index says where each chunk is), and nothing is copied.
    * Otherwise the pack is put together in aligned memory that holds it
    * whole, padding included, and written as it is with direct I/O. */
-  /* The sender found that its plain chunks do not compress: the index
-   * says so (raw < 0), and fetches that ask for zstd do not try again. */
-  const char *plain = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "plain");
-  int64_t plain_raw = plain && strcmp(plain, "incompressible") == 0 ? -1 : 0;
   bool whole;
   size_t need =
       br_xfer__bundle_pack_need(rq->body.data, rq->body.len, BR_XFER__PACK_MAX_ENTRY, &whole);

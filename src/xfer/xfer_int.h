@@ -106,8 +106,9 @@ int br_xfer__bundle_open(br_xfer__bundle_iter *it, const void *data, size_t len,
 size_t br_xfer__bundle_pack_need(const void *data, size_t len, size_t limit, bool *whole);
 /* Chunks as a depot stores them: raw = 0, the len bytes are the chunk;
  * raw > 0, they are a zstd frame of raw bytes; raw < 0, the chunk, which
- * its sender found does not compress (no fetch tries). Whether they are the chunk
- * want (scratch: a pooled buffer for the raw bytes, kept for the next). */
+ * its sender found does not compress (no fetch tries). Whether they are
+ * the chunk want (scratch: a pooled buffer for the raw bytes, kept for the
+ * next). */
 bool br_xfer__stored_matches(const uint8_t *stored, size_t len, int64_t raw,
                              const br_xfer_digest *want, uint8_t **scratch, size_t *cap);
 /* bundle_put_at for a stored chunk at at: a stored zstd frame goes as it
