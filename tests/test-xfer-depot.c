@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <microhttpd.h>
 #include <pthread.h>
+#include <sqlite3.h>
 #include <strings.h>
 #include <zstd.h>
 
@@ -1331,6 +1332,111 @@ TEST(fsck_finds_corrupt_objects) {
     abort();
   CHECK_EQ_INT(system(cmd), 0);
   free(cmd);
+  free(root);
+  xu_done(tmp);
+}
+
+typedef struct packer {
+  br_xfer__store *st;
+  pthread_barrier_t *go; /* the threads write each round's packs together */
+  int id;
+  br_xfer_digest ds[10][8];
+  int rc[10];
+  br_error err[10];
+} packer;
+
+enum { PACKERS = 6, POISON_OFF = 12345 };
+
+/* Ten packs of eight chunks; the third pack of odd threads is poisoned: its
+ * first entry says offset POISON_OFF, which the test's trigger refuses. */
+static void *packer_main(void *arg) {
+  packer *p = arg;
+  for (int k = 0; k < 10; k++) {
+    uint8_t data[8 * 100];
+    br_xfer__packed objs[8];
+    xu_fill(data, sizeof data, (uint64_t)(p->id * 100 + k));
+    for (int i = 0; i < 8; i++) {
+      br_xfer_sha256(data + i * 100, 100, &p->ds[k][i]);
+      objs[i] = (br_xfer__packed){p->ds[k][i], i * 100, 100, 0};
+    }
+    if (k == 2 && p->id % 2) objs[0].off = POISON_OFF;
+    br_xfer__buf pack = {0};
+    CHECK_EQ_INT(br_xfer__buf_append(&pack, data, sizeof data), 0);
+    br_error_clear(&p->err[k]);
+    pthread_barrier_wait(p->go);
+    p->rc[k] = br_xfer__pack_write(p->st, &pack, objs, 8, NULL, &p->err[k]);
+    br_xfer__buf_free(&pack);
+    /* what was just indexed is found at once, by the lookups' connection */
+    if (p->rc[k] == BR_OK)
+      for (int i = 0; i < 8; i++) CHECK(br_xfer__store_has(p->st, &p->ds[k][i]));
+  }
+  return NULL;
+}
+
+TEST(packs_written_at_once_are_indexed_together) {
+  /* Uploads that end at the same time share an index commit (one sync for
+   * all); a pack whose indexing fails takes only itself back, and the
+   * others of its commit stay. Every pack indexed is found at once. */
+  char *tmp = br_test_tmpdir("xfer-depot-group");
+  char *root = xu_path(tmp, "depot");
+  br_xfer__store st;
+  CHECK_EQ_INT(br_xfer__store_open(&st, root, NULL), BR_OK);
+  char *db = xu_path(root, "index.db");
+  sqlite3 *t = NULL;
+  CHECK_EQ_INT(sqlite3_open(db, &t), SQLITE_OK);
+  CHECK_EQ_INT(sqlite3_exec(t,
+                            "CREATE TRIGGER poison BEFORE INSERT ON objects WHEN NEW.off = "
+                            "12345 BEGIN SELECT RAISE(ABORT, 'poisoned by the test'); END",
+                            NULL, NULL, NULL),
+               SQLITE_OK);
+  sqlite3_close(t);
+  packer *ps = calloc(PACKERS, sizeof *ps);
+  pthread_t th[PACKERS];
+  pthread_barrier_t go;
+  pthread_barrier_init(&go, NULL, PACKERS);
+  for (int i = 0; i < PACKERS; i++) {
+    ps[i] = (packer){.st = &st, .go = &go, .id = i};
+    pthread_create(&th[i], NULL, packer_main, &ps[i]);
+  }
+  for (int i = 0; i < PACKERS; i++) pthread_join(th[i], NULL);
+  pthread_barrier_destroy(&go);
+  int failed = 0;
+  for (int i = 0; i < PACKERS; i++)
+    for (int k = 0; k < 10; k++) {
+      bool poisoned = k == 2 && i % 2;
+      CHECK_EQ_INT(ps[i].rc[k], poisoned ? BR_EIO : BR_OK);
+      if (poisoned) CHECK_CONTAINS(ps[i].err[k].msg, "poisoned by the test");
+      failed += poisoned;
+      for (int c = 0; c < 8; c++) {
+        int fd;
+        int64_t off, len, raw;
+        int rc = br_xfer__store_open_object(&st, &ps[i].ds[k][c], &fd, &off, &len, &raw);
+        CHECK_EQ_INT(rc, poisoned ? BR_ENOTFOUND : BR_OK);
+        if (rc != BR_OK) continue;
+        uint8_t back[100], want[8 * 100];
+        xu_fill(want, sizeof want, (uint64_t)(i * 100 + k));
+        CHECK_EQ_INT(len, 100);
+        CHECK_EQ_INT(br_xfer__pread_all(fd, back, 100, off), 0);
+        CHECK(memcmp(back, want + c * 100, 100) == 0);
+        close(fd);
+      }
+    }
+  CHECK_EQ_INT(failed, PACKERS / 2);
+  /* a failed pack's file is gone: one file per pack indexed */
+  char *packs = xu_path(root, "packs");
+  DIR *dir = opendir(packs);
+  int files = 0;
+  struct dirent *de;
+  while (dir && (de = readdir(dir))) files += de->d_name[0] != '.';
+  if (dir) closedir(dir);
+  CHECK_EQ_INT(files, PACKERS * 10 - failed);
+  int64_t n = 0;
+  CHECK_EQ_INT(br_xfer__store_fsck(&st, &n, NULL), BR_OK);
+  CHECK_EQ_INT(n, (PACKERS * 10 - failed) * 8);
+  br_xfer__store_close(&st);
+  free(packs);
+  free(ps);
+  free(db);
   free(root);
   xu_done(tmp);
 }

@@ -26,10 +26,33 @@
 #include <time.h>
 #include <unistd.h>
 
+/* A pack waiting for its index commit (see index_add). */
+typedef struct pending_pack {
+  const char *name;
+  const br_xfer__packed *objs;
+  size_t n;
+  bool move;
+  bool done;   /* committed or failed: rc, msg */
+  int rc;      /* SQLite's */
+  char msg[160];
+  struct pending_pack *next;
+} pending_pack;
+
+/* Two connections to index.db: db writes (and scans), rdb looks up. In
+ * WAL mode a lookup reads the last commit while a commit is being written
+ * and synced, so the "missing" questions and fetches of other clients do
+ * not wait for an upload's commit. */
 struct br_xfer__index {
-  sqlite3 *db;
-  sqlite3_stmt *has, *find, *add_pack, *add_obj;
-  pthread_mutex_t mu;
+  sqlite3 *db, *rdb;
+  sqlite3_stmt *has, *find;                 /* rdb */
+  sqlite3_stmt *add_pack, *add_obj, *mv_obj; /* db */
+  pthread_mutex_t mu;                       /* db */
+  pthread_mutex_t rmu;                      /* rdb; recursive: batches */
+  /* group commit: packs waiting, and whether a thread is committing */
+  pthread_mutex_t qmu;
+  pthread_cond_t qcv;
+  pending_pack *queue, **tail;
+  bool committing;
 };
 
 /* The index's format (PRAGMA user_version): 1 has the raw column. A braid
@@ -81,8 +104,12 @@ int br_xfer__index_open(br_xfer__store *s, br_error *err) {
   pthread_mutexattr_t ma;
   pthread_mutexattr_init(&ma);
   pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_RECURSIVE);
-  pthread_mutex_init(&x->mu, &ma);
+  pthread_mutex_init(&x->rmu, &ma);
   pthread_mutexattr_destroy(&ma);
+  pthread_mutex_init(&x->mu, NULL);
+  pthread_mutex_init(&x->qmu, NULL);
+  pthread_cond_init(&x->qcv, NULL);
+  x->tail = &x->queue;
   snprintf(path, sizeof path, "%s/index.db", s->root);
   int rc = sqlite3_open_v2(path, &x->db,
                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
@@ -109,10 +136,14 @@ int br_xfer__index_open(br_xfer__store *s, br_error *err) {
     return BR_EIO;
   }
   if (rc == SQLITE_OK) rc = upgrade_index(x->db, format);
+  /* the lookups' connection, once the tables are there */
   if (rc == SQLITE_OK)
-    rc = sqlite3_prepare_v2(x->db, "SELECT 1 FROM objects WHERE digest=?", -1, &x->has, NULL);
+    rc = sqlite3_open_v2(path, &x->rdb, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, NULL);
+  if (rc == SQLITE_OK) sqlite3_busy_timeout(x->rdb, 30000);
   if (rc == SQLITE_OK)
-    rc = sqlite3_prepare_v2(x->db,
+    rc = sqlite3_prepare_v2(x->rdb, "SELECT 1 FROM objects WHERE digest=?", -1, &x->has, NULL);
+  if (rc == SQLITE_OK)
+    rc = sqlite3_prepare_v2(x->rdb,
                             "SELECT p.name, o.off, o.len, o.raw FROM objects o JOIN packs p ON "
                             "p.id = o.pack WHERE o.digest=?",
                             -1, &x->find, NULL);
@@ -125,8 +156,14 @@ int br_xfer__index_open(br_xfer__store *s, br_error *err) {
                             "VALUES (?,?,?,?,?)",
                             -1,
                             &x->add_obj, NULL);
+  if (rc == SQLITE_OK) /* gc's repack: the objects now live in the new pack */
+    rc = sqlite3_prepare_v2(x->db,
+                            "INSERT OR REPLACE INTO objects (digest, pack, off, len, raw) "
+                            "VALUES (?,?,?,?,?)",
+                            -1, &x->mv_obj, NULL);
   if (rc != SQLITE_OK) {
-    br_error_set(err, BR_EIO, "depot index %s: %s", path, sqlite3_errmsg(x->db));
+    br_error_set(err, BR_EIO, "depot index %s: %s", path,
+                 sqlite3_errmsg(x->rdb && sqlite3_errcode(x->rdb) != SQLITE_OK ? x->rdb : x->db));
     s->index = x;
     br_xfer__index_close(s);
     return BR_EIO;
@@ -142,32 +179,37 @@ void br_xfer__index_close(br_xfer__store *s) {
   sqlite3_finalize(x->find);
   sqlite3_finalize(x->add_pack);
   sqlite3_finalize(x->add_obj);
+  sqlite3_finalize(x->mv_obj);
+  sqlite3_close(x->rdb);
   sqlite3_close(x->db);
   pthread_mutex_destroy(&x->mu);
+  pthread_mutex_destroy(&x->rmu);
+  pthread_mutex_destroy(&x->qmu);
+  pthread_cond_destroy(&x->qcv);
   free(x);
   s->index = NULL;
 }
 
 void br_xfer__index_batch_begin(br_xfer__store *s) {
   br_xfer__index *x = s->index;
-  pthread_mutex_lock(&x->mu);
-  sqlite3_exec(x->db, "BEGIN", NULL, NULL, NULL);
+  pthread_mutex_lock(&x->rmu);
+  sqlite3_exec(x->rdb, "BEGIN", NULL, NULL, NULL);
 }
 
 void br_xfer__index_batch_end(br_xfer__store *s) {
   br_xfer__index *x = s->index;
-  sqlite3_exec(x->db, "COMMIT", NULL, NULL, NULL);
-  pthread_mutex_unlock(&x->mu);
+  sqlite3_exec(x->rdb, "COMMIT", NULL, NULL, NULL);
+  pthread_mutex_unlock(&x->rmu);
 }
 
 bool br_xfer__index_has(br_xfer__store *s, const br_xfer_digest *d) {
   br_xfer__index *x = s->index;
-  pthread_mutex_lock(&x->mu);
+  pthread_mutex_lock(&x->rmu);
   sqlite3_reset(x->has);
   sqlite3_bind_blob(x->has, 1, d->b, BR_XFER_DIGEST_LEN, SQLITE_STATIC);
   bool found = sqlite3_step(x->has) == SQLITE_ROW;
   sqlite3_reset(x->has);
-  pthread_mutex_unlock(&x->mu);
+  pthread_mutex_unlock(&x->rmu);
   return found;
 }
 
@@ -175,7 +217,7 @@ int br_xfer__index_locate(br_xfer__store *s, const br_xfer_digest *d, char *rel,
                           int64_t *off, int64_t *len, int64_t *raw) {
   br_xfer__index *x = s->index;
   rel[0] = 0;
-  pthread_mutex_lock(&x->mu);
+  pthread_mutex_lock(&x->rmu);
   sqlite3_reset(x->find);
   sqlite3_bind_blob(x->find, 1, d->b, BR_XFER_DIGEST_LEN, SQLITE_STATIC);
   if (sqlite3_step(x->find) == SQLITE_ROW) {
@@ -185,7 +227,7 @@ int br_xfer__index_locate(br_xfer__store *s, const br_xfer_digest *d, char *rel,
     *raw = sqlite3_column_int64(x->find, 3);
   }
   sqlite3_reset(x->find);
-  pthread_mutex_unlock(&x->mu);
+  pthread_mutex_unlock(&x->rmu);
   return rel[0] ? BR_OK : BR_ENOTFOUND;
 }
 
@@ -200,6 +242,87 @@ int br_xfer__index_open_object(br_xfer__store *s, const br_xfer_digest *d, int *
     if (errno != ENOENT) return BR_EIO;
   }
   return BR_ENOTFOUND;
+}
+
+/* Indexes one pack's objects inside the open transaction. */
+static int add_one(br_xfer__index *x, const pending_pack *p) {
+  sqlite3_reset(x->add_pack);
+  sqlite3_bind_text(x->add_pack, 1, p->name, -1, SQLITE_STATIC);
+  int rc = sqlite3_step(x->add_pack) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
+  sqlite3_reset(x->add_pack);
+  sqlite3_int64 id = sqlite3_last_insert_rowid(x->db);
+  sqlite3_stmt *add = p->move ? x->mv_obj : x->add_obj;
+  for (size_t i = 0; i < p->n && rc == SQLITE_OK; i++) {
+    sqlite3_reset(add);
+    sqlite3_bind_blob(add, 1, p->objs[i].d.b, BR_XFER_DIGEST_LEN, SQLITE_STATIC);
+    sqlite3_bind_int64(add, 2, id);
+    sqlite3_bind_int64(add, 3, p->objs[i].off);
+    sqlite3_bind_int64(add, 4, p->objs[i].len);
+    sqlite3_bind_int64(add, 5, p->objs[i].raw);
+    rc = sqlite3_step(add) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
+    sqlite3_reset(add);
+  }
+  return rc;
+}
+
+/* One transaction for the packs of list, each in a savepoint of its own
+ * (one that fails takes only itself back); rc and msg of each are set. */
+static void commit_group(br_xfer__index *x, pending_pack *list) {
+  pthread_mutex_lock(&x->mu);
+  int rc = sqlite3_exec(x->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+  for (pending_pack *p = list; p; p = p->next) {
+    p->rc = rc;
+    if (rc != SQLITE_OK) {
+      snprintf(p->msg, sizeof p->msg, "%s", sqlite3_errmsg(x->db));
+      continue;
+    }
+    p->rc = sqlite3_exec(x->db, "SAVEPOINT pack", NULL, NULL, NULL);
+    if (p->rc == SQLITE_OK) p->rc = add_one(x, p);
+    if (p->rc != SQLITE_OK) {
+      snprintf(p->msg, sizeof p->msg, "%s", sqlite3_errmsg(x->db));
+      sqlite3_exec(x->db, "ROLLBACK TO pack", NULL, NULL, NULL);
+    }
+    sqlite3_exec(x->db, "RELEASE pack", NULL, NULL, NULL);
+  }
+  if (rc == SQLITE_OK) rc = sqlite3_exec(x->db, "COMMIT", NULL, NULL, NULL);
+  if (rc != SQLITE_OK) {
+    char msg[160];
+    snprintf(msg, sizeof msg, "%s", sqlite3_errmsg(x->db));
+    sqlite3_exec(x->db, "ROLLBACK", NULL, NULL, NULL);
+    for (pending_pack *p = list; p; p = p->next)
+      if (p->rc == SQLITE_OK) p->rc = rc, snprintf(p->msg, sizeof p->msg, "%s", msg);
+  }
+  pthread_mutex_unlock(&x->mu);
+}
+
+/* Group commit: each upload's pack waits in a queue; a thread that finds
+ * no commit running takes the whole queue and commits it as one
+ * transaction (one WAL write and sync), while the packs that come
+ * meanwhile wait for the next one. Under load a sync serves many uploads,
+ * instead of each waiting in turn for its own. */
+static int index_add(br_xfer__index *x, pending_pack *me) {
+  pthread_mutex_lock(&x->qmu);
+  me->next = NULL;
+  *x->tail = me;
+  x->tail = &me->next;
+  while (!me->done) {
+    if (x->committing) {
+      pthread_cond_wait(&x->qcv, &x->qmu);
+      continue;
+    }
+    pending_pack *list = x->queue;
+    x->queue = NULL;
+    x->tail = &x->queue;
+    x->committing = true;
+    pthread_mutex_unlock(&x->qmu);
+    commit_group(x, list);
+    pthread_mutex_lock(&x->qmu);
+    for (pending_pack *p = list; p; p = p->next) p->done = true;
+    x->committing = false;
+    pthread_cond_broadcast(&x->qcv);
+  }
+  pthread_mutex_unlock(&x->qmu);
+  return me->rc;
 }
 
 int br_xfer__pack_write(br_xfer__store *s, const br_xfer__buf *pack,
@@ -238,41 +361,10 @@ int br_xfer__pack_write_ex(br_xfer__store *s, const br_xfer__buf *pack,
     return br_error_set(err, BR_EIO, "write %s/%s: %s", s->root, rel, strerror(-w));
   }
   /* The pack is durable; now make it reachable, all at once. */
-  pthread_mutex_lock(&x->mu);
-  int rc = sqlite3_exec(x->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-  if (rc == SQLITE_OK) {
-    sqlite3_reset(x->add_pack);
-    sqlite3_bind_text(x->add_pack, 1, name, -1, SQLITE_STATIC);
-    rc = sqlite3_step(x->add_pack) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
-    sqlite3_reset(x->add_pack);
-  }
-  sqlite3_int64 id = sqlite3_last_insert_rowid(x->db);
-  sqlite3_stmt *add = x->add_obj, *mv = NULL;
-  if (move && rc == SQLITE_OK) { /* gc's repack: the objects now live here */
-    rc = sqlite3_prepare_v2(x->db,
-                            "INSERT OR REPLACE INTO objects (digest, pack, off, len, raw) "
-                            "VALUES (?,?,?,?,?)",
-                            -1, &mv, NULL);
-    add = mv;
-  }
-  for (size_t i = 0; i < n && rc == SQLITE_OK; i++) {
-    sqlite3_reset(add);
-    sqlite3_bind_blob(add, 1, objs[i].d.b, BR_XFER_DIGEST_LEN, SQLITE_STATIC);
-    sqlite3_bind_int64(add, 2, id);
-    sqlite3_bind_int64(add, 3, objs[i].off);
-    sqlite3_bind_int64(add, 4, objs[i].len);
-    sqlite3_bind_int64(add, 5, objs[i].raw);
-    rc = sqlite3_step(add) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
-    sqlite3_reset(add);
-  }
-  sqlite3_finalize(mv);
-  if (rc == SQLITE_OK) rc = sqlite3_exec(x->db, "COMMIT", NULL, NULL, NULL);
+  pending_pack me = {.name = name, .objs = objs, .n = n, .move = move};
+  int rc = index_add(x, &me);
   if (rc != SQLITE_OK) {
-    br_error_set(err, BR_EIO, "depot index: %s", sqlite3_errmsg(x->db));
-    sqlite3_exec(x->db, "ROLLBACK", NULL, NULL, NULL);
-  }
-  pthread_mutex_unlock(&x->mu);
-  if (rc != SQLITE_OK) {
+    br_error_set(err, BR_EIO, "depot index: %s", me.msg);
     unlinkat(s->rootfd, rel, 0);
     return BR_EIO;
   }

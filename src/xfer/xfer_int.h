@@ -347,7 +347,7 @@ int br_xfer__index_open(br_xfer__store *s, br_error *err);
 void br_xfer__index_close(br_xfer__store *s);
 bool br_xfer__index_has(br_xfer__store *s, const br_xfer_digest *d);
 /* Many lookups in one read transaction (one file lock, not one per lookup);
- * other threads' index use waits until the end. */
+ * other threads' lookups wait until the end (commits do not). */
 void br_xfer__index_batch_begin(br_xfer__store *s);
 void br_xfer__index_batch_end(br_xfer__store *s);
 int br_xfer__index_open_object(br_xfer__store *s, const br_xfer_digest *d, int *fd,
@@ -357,8 +357,10 @@ int br_xfer__index_open_object(br_xfer__store *s, const br_xfer_digest *d, int *
 int br_xfer__index_locate(br_xfer__store *s, const br_xfer_digest *d, char *rel, size_t size,
                           int64_t *off, int64_t *len, int64_t *raw);
 /* Writes pack (the objects' bytes end to end, as objs locate them) as one
- * new pack file, durably, then indexes them in one transaction; rel (may
- * be NULL) gets its name ("packs/NAME"), or "" when nothing was written. */
+ * new pack file, durably, then indexes them in one transaction (shared
+ * with the packs of other threads that wait for a commit at the same
+ * time); rel (may be NULL) gets its name ("packs/NAME"), or "" when nothing
+ * was written. */
 int br_xfer__pack_write(br_xfer__store *s, const br_xfer__buf *pack,
                         const br_xfer__packed *objs, size_t n, char rel[64], br_error *err);
 int br_xfer__index_fsck(br_xfer__store *s, int64_t *checked, br_error *err);
