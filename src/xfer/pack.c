@@ -280,6 +280,12 @@ static void commit_group(br_xfer__index *x, pending_pack *list) {
     if (p->rc == SQLITE_OK) p->rc = add_one(x, p);
     if (p->rc != SQLITE_OK) {
       snprintf(p->msg, sizeof p->msg, "%s", sqlite3_errmsg(x->db));
+      /* An I/O error or a full disk may have rolled back the whole
+       * transaction: then every pack of the group fails. */
+      if (sqlite3_get_autocommit(x->db)) {
+        rc = p->rc;
+        continue;
+      }
       sqlite3_exec(x->db, "ROLLBACK TO pack", NULL, NULL, NULL);
     }
     sqlite3_exec(x->db, "RELEASE pack", NULL, NULL, NULL);
