@@ -258,7 +258,22 @@ TEST(sigkill_then_resume) {
   int hfd = open(held_lock, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
   CHECK(dfd >= 0 && hfd >= 0 && flock(hfd, LOCK_EX) == 0);
   close(dfd);
+  /* folders with neither a lock nor a socket (a run starting, a braid from
+   * before run.lock): left while anything in them changed this week */
+  char old_dir[96], old_file[128], new_dir[96];
+  snprintf(old_dir, sizeof old_dir, "%s/braid-run-test%do", base, (int)getpid());
+  snprintf(old_file, sizeof old_file, "%s/attrs.json", old_dir);
+  snprintf(new_dir, sizeof new_dir, "%s/braid-run-test%dn", base, (int)getpid());
+  CHECK(mkdir(old_dir, 0700) == 0 && mkdir(new_dir, 0700) == 0);
+  CHECK(close(open(old_file, O_CREAT | O_WRONLY | O_CLOEXEC, 0600)) == 0);
+  struct timespec eight_days[2] = {{time(NULL) - 8 * 24 * 3600, 0},
+                                   {time(NULL) - 8 * 24 * 3600, 0}};
+  CHECK(utimensat(AT_FDCWD, old_file, eight_days, 0) == 0);
+  CHECK(utimensat(AT_FDCWD, old_dir, eight_days, 0) == 0);
   CHECK_EQ_INT(wait_exit(start_run(dir, graph, "--slots 2")), 0);
+  CHECK(access(old_dir, F_OK) != 0 && errno == ENOENT);
+  CHECK(access(new_dir, F_OK) == 0);
+  rmdir(new_dir);
   /* the resumed run removed the dead ones' folders, not the live ones */
   CHECK_EQ_INT(glob(left, 0, NULL, &g), GLOB_NOMATCH);
   CHECK(access(live_sock, F_OK) == 0);

@@ -229,9 +229,12 @@ static bool remove_tree(const char *path) {
 /* A run killed outright (SIGKILL, a crash) leaves its runtime folder in
  * base: attribute files, its lock, and (local executor) its control
  * socket, ctl-<pid>.sock. Folders of this user whose lock nobody holds
- * and whose socket nobody listens on are removed when a run starts; one
- * with neither yet (a run starting now, or one of a braid before run.lock
- * that may still run) is left. Best effort. */
+ * and whose socket nobody listens on are removed when a run starts. One
+ * with neither (a run starting now, or one of a braid before run.lock) is
+ * left while anything in it changed in the last OWNERLESS_KEEP seconds;
+ * after that it is taken for the leftover of a dead run (base is often
+ * /dev/shm, memory). Best effort. */
+#define OWNERLESS_KEEP (7 * 24 * 3600)
 static void sweep_runtime_dirs(const char *base) {
   DIR *d = opendir(base);
   if (!d) return;
@@ -251,8 +254,14 @@ static void sweep_runtime_dirs(const char *base) {
       continue;
     }
     bool owner_seen = false, alive = false;
+    time_t newest = st.st_mtime;
     struct dirent *fe;
     while ((fe = readdir(sub))) {
+      struct stat est;
+      if (strcmp(fe->d_name, "..") != 0 &&
+          fstatat(dirfd(sub), fe->d_name, &est, AT_SYMLINK_NOFOLLOW) == 0 &&
+          est.st_mtime > newest)
+        newest = est.st_mtime;
       int pid;
       char end;
       if (sscanf(fe->d_name, "ctl-%d.soc%c", &pid, &end) == 2 && end == 'k' && pid > 0) {
@@ -263,7 +272,7 @@ static void sweep_runtime_dirs(const char *base) {
         alive = alive || lock_held(dirfd(sub));
       }
     }
-    if (owner_seen && !alive) {
+    if (owner_seen ? !alive : time(NULL) - newest > OWNERLESS_KEEP) {
       char path[PATH_MAX];
       if ((size_t)snprintf(path, sizeof path, "%s/%s", base, de->d_name) < sizeof path)
         remove_tree(path);
