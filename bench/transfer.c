@@ -9,9 +9,9 @@
  * Full size (the issue's cases): 10,000 x 64 KiB, 1,000 x 10 MB, 2 x 2 GiB,
  * an unchanged push of the 10,000, and 2,000 x 100 KiB pushed and pulled
  * at 30 ms RTT and 200 Mbit/s each way. --quick divides the counts and
- * sizes so a run takes minutes. --repeat N measures every row N times (a fresh depot and rsync module
- * each time, braid first and rsync first in turn) and prints medians: on a
- * shared machine one run says little.
+ * sizes so a run takes minutes. --repeat N measures every row N times (a
+ * fresh depot and rsync module each time, braid first and rsync first in
+ * turn) and prints medians: on a shared machine one run says little.
  * Note: braid syncs every file it writes (depot and pull); rsync does not. */
 #include <braid/xfer.h>
 
