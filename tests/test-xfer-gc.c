@@ -657,3 +657,46 @@ TEST(depot_rm_and_gc_from_the_library_over_http) {
   free(dst);
   xu_done(tmp);
 }
+
+TEST(packs_a_crash_left_unindexed_are_collected) {
+  /* A crash between a pack's sync and its index commit leaves a pack no
+   * entry names. gc removes it once it is an hour old (a depot only looks
+   * when it starts); a younger one may be a commit on its way, and stays. */
+  char *tmp = br_test_tmpdir("xfer-gc-unindexed");
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  br_xfer_opts o;
+  xu_opts(&o, tmp);
+  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst");
+  char *ref = xu_ref(x.url, "shot/cache");
+  tree(src, 0, 30, 5000, 9);
+  push_ok(src, ref, &o, 1);
+  char *packs = xu_path(x.root, "packs");
+  char *old = xu_path(packs, "cutoffbyacrashaaaaaa.pack");
+  char *young = xu_path(packs, "onitswaytoitsindexaa.pack");
+  xu_make_file(packs, "cutoffbyacrashaaaaaa.pack", 7000, 1);
+  xu_make_file(packs, "onitswaytoitsindexaa.pack", 3000, 2);
+  struct timespec two_hours[2] = {{time(NULL) - 7200, 0}, {time(NULL) - 7200, 0}};
+  CHECK(utimensat(AT_FDCWD, old, two_hours, 0) == 0);
+  br_error err;
+  br_depot_gc_result r;
+  CHECK_EQ_INT(br_depot_gc(x.root, 0, true, &r, &err), BR_OK);
+  CHECK_EQ_INT(r.packs_removed, 1);
+  CHECK_EQ_INT(r.bytes_freed, 7000);
+  CHECK(access(old, F_OK) == 0); /* a dry run only counts */
+  CHECK_EQ_INT(br_depot_gc(x.root, 0, false, &r, &err), BR_OK);
+  CHECK_EQ_INT(r.packs_removed, 1);
+  CHECK_EQ_INT(r.objects_removed, 0);
+  CHECK(access(old, F_OK) != 0 && errno == ENOENT);
+  CHECK(access(young, F_OK) == 0);
+  fsck_ok(x.root);
+  pull_same(ref, dst, src, &o);
+  free(young);
+  free(old);
+  free(packs);
+  free(ref);
+  free(dst);
+  free(src);
+  xu_depot_stop(&x);
+  xu_done(tmp);
+}

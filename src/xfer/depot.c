@@ -1217,7 +1217,7 @@ int br_depot_open(const br_depot_opts *opts, br_depot **out, br_error *err) {
     return rc;
   }
   clean_tmp(&d->store);
-  br_xfer__pack_clean(&d->store);
+  br_xfer__pack_clean(&d->store, false, NULL);
   d->cache = br_xfer__pcache_new(opts->cache ? opts->cache : BR_DEPOT_CACHE_DEFAULT,
                                  BR_XFER__PCACHE_IDLE);
   *out = d;

@@ -5,8 +5,10 @@
  *
  * `gc` marks every chunk a live snapshot names, then removes loose objects
  * nobody names, drops packs whose objects nobody names, and rewrites packs
- * that are mostly dead (their live objects move to a new pack first). It is
- * safe beside a running depot:
+ * that are mostly dead (their live objects move to a new pack first); packs
+ * that no index entry names and older than an hour (a crash came between
+ * their sync and their index commit) go too. It is safe beside a running
+ * depot:
  * - it holds the depot's gc lock exclusively from mark to sweep, and a
  *   snapshot commit holds it (shared) from its check that every chunk exists
  *   to its link: a commit lands before the mark (its chunks are marked) or
@@ -298,6 +300,13 @@ int br_depot_gc(const char *root, int64_t grace_s, bool dry_run, br_depot_gc_res
         close(dfd);
       }
     }
+  }
+  /* packs a crash cut off before their index commit (a depot only looks
+   * when it starts) */
+  if (rc == BR_OK) {
+    int64_t bytes = 0;
+    res->packs_removed += br_xfer__pack_clean(&s, dry_run, &bytes);
+    res->bytes_freed += bytes;
   }
   free(dead);
   free(objs.v);

@@ -15,6 +15,7 @@
  * fetches send it as it is without trying zstd (a braid that knows only
  * raw >= 0 reads it as 0). */
 #include "xfer_int.h"
+#include "../fs.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -422,15 +423,17 @@ int br_xfer__index_fsck(br_xfer__store *s, int64_t *checked, br_error *err) {
   return rc;
 }
 
-void br_xfer__pack_clean(br_xfer__store *s) {
+int64_t br_xfer__pack_clean(br_xfer__store *s, bool dry_run, int64_t *bytes) {
   /* A pack that no index entry names and that is older than an hour was cut
    * off by a crash between its sync and its index commit. */
   br_xfer__index *x = s->index;
+  int64_t removed = 0;
+  if (bytes) *bytes = 0;
   int fd = openat(s->rootfd, "packs", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
   if (!dir) {
     if (fd >= 0) close(fd);
-    return;
+    return 0;
   }
   sqlite3_stmt *q = NULL;
   pthread_mutex_lock(&x->mu);
@@ -444,11 +447,16 @@ void br_xfer__pack_clean(br_xfer__store *s) {
       continue;
     sqlite3_reset(q);
     sqlite3_bind_text(q, 1, de->d_name, -1, SQLITE_TRANSIENT);
-    if (sqlite3_step(q) != SQLITE_ROW) unlinkat(fd, de->d_name, 0);
+    if (sqlite3_step(q) == SQLITE_DONE && (dry_run || unlinkat(fd, de->d_name, 0) == 0)) {
+      removed++;
+      if (bytes) *bytes += st.st_size;
+    }
   }
   sqlite3_finalize(q);
   pthread_mutex_unlock(&x->mu);
+  if (removed && !dry_run) br__fsync_dirfd(fd);
   closedir(dir);
+  return removed;
 }
 
 int br_xfer__index_scan(br_xfer__store *s,

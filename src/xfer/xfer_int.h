@@ -401,8 +401,9 @@ int br_xfer__index_scan(br_xfer__store *s,
 /* Removes packs from the index (the objects still in them with them), in
  * one durable transaction; their files are the caller's to remove after. */
 int br_xfer__index_drop_packs(br_xfer__store *s, const int64_t *ids, size_t n, br_error *err);
-/* Removes packs a crash left unindexed (older than an hour). */
-void br_xfer__pack_clean(br_xfer__store *s);
+/* Removes packs a crash left unindexed (older than an hour): how many
+ * (dry_run: counted only); *bytes (may be NULL) their size. */
+int64_t br_xfer__pack_clean(br_xfer__store *s, bool dry_run, int64_t *bytes);
 /* Commits manifest JSON under name as the next version (*version). */
 int br_xfer__store_commit(br_xfer__store *s, const char *name, const char *json, size_t len,
                           int64_t *version, br_error *err);
