@@ -5,6 +5,8 @@
  * ran; the checks read those records. */
 #include "farm-util.h"
 
+#include <pthread.h>
+
 static bool has_worker(const farm_rec *r, int n, const char *w) {
   for (int i = 0; i < n; i++)
     if (strcmp(r[i].worker, w) == 0) return true;
@@ -140,5 +142,71 @@ TEST(farm_fair_share_and_priority) {
   for (int i = 0; i < na; i++) workers[a[i].worker[1] - '1']++;
   for (int i = 0; i < nb; i++) workers[b[i].worker[1] - '1']++;
   CHECK(workers[0] > 0 && workers[1] > 0 && workers[2] > 0);
+  farm_stop(&f);
+}
+
+typedef struct bg_poll {
+  farm *f;
+  json_t *body, *ans;
+  int status;
+} bg_poll;
+
+static void *bg_poll_main(void *arg) {
+  bg_poll *p = arg;
+  p->status = farm_call(p->f, p->f->agent, "POST", "/api/v1/agents/g1/poll", p->body, &p->ans);
+  return NULL;
+}
+
+TEST(farm_a_job_end_counted_by_a_poll_is_not_counted_again) {
+  /* An agent polls and reports on two connections. A job that ended is in
+   * the free resources of its next poll at once, while its report may come
+   * after that poll: the server must not count the end twice (it gave two
+   * jobs to one GPU). The poll says which ends it counted (released_seq). */
+  farm f;
+  farm_start(&f, "farm-released", "--poll-wait 10 --lost-after 60");
+  json_t *b = json_pack("{sssssisisIsis[]s[]}", "id", "g1", "host", "h", "cores", 4, "slots", 4,
+                        "memory_mb", (json_int_t)8000, "gpus", 1, "tags", "held");
+  json_t *a = NULL;
+  CHECK_EQ_INT(farm_call(&f, f.agent, "POST", "/api/v1/agents/register", b, &a), 200);
+  json_decref(b);
+  char session[64];
+  snprintf(session, sizeof session, "%s", json_string_value(json_object_get(a, "session")));
+  json_decref(a);
+  /* one GPU job, taken */
+  farm_submit_graph(&f, farm_jobs_graph("one", 1, "{\"shell\":\"true\",\"gpus\":1}"), NULL, 0, NULL);
+  b = json_pack("{sss{sisisIsi}si}", "session", session, "free", "slots", 4, "cores", 4, "memory_mb",
+                (json_int_t)8000, "gpus", 1, "wait_ms", 8000);
+  a = NULL;
+  CHECK_EQ_INT(farm_call(&f, f.agent, "POST", "/api/v1/agents/g1/poll", b, &a), 200);
+  json_decref(b);
+  json_t *w = json_array_get(json_object_get(a, "work"), 0);
+  CHECK(w != NULL);
+  json_int_t inv = json_integer_value(json_object_get(w, "id"));
+  json_int_t task = json_integer_value(json_object_get(w, "task"));
+  json_decref(a);
+  /* it ended: the next poll counts its GPU free (its done event is seq 1)
+   * and waits, for nothing is queued */
+  bg_poll p = {.f = &f};
+  p.body = json_pack("{sss{sisisIsi}sisI}", "session", session, "free", "slots", 4, "cores", 4,
+                     "memory_mb", (json_int_t)8000, "gpus", 1, "wait_ms", 8000, "released_seq",
+                     (json_int_t)1);
+  pthread_t th;
+  pthread_create(&th, NULL, bg_poll_main, &p);
+  usleep(300000);
+  /* its report comes after, on the other connection */
+  json_t *ev = json_pack("[{sIsIsssIsssisf}]", "seq", (json_int_t)1, "inv", inv, "type", "done",
+                         "task", task, "status", "ok", "exit_code", 0, "runtime", 0.1);
+  b = json_pack("{ssso}", "session", session, "events", ev);
+  a = NULL;
+  CHECK_EQ_INT(farm_call(&f, f.agent, "POST", "/api/v1/agents/g1/report", b, &a), 200);
+  json_decref(b);
+  json_decref(a);
+  /* two GPU jobs come: the waiting poll gets one, for one GPU */
+  farm_submit_graph(&f, farm_jobs_graph("two", 2, "{\"shell\":\"true\",\"gpus\":1}"), NULL, 0, NULL);
+  pthread_join(th, NULL);
+  CHECK_EQ_INT(p.status, 200);
+  CHECK_EQ_INT(json_array_size(json_object_get(p.ans, "work")), 1);
+  json_decref(p.ans);
+  json_decref(p.body);
   farm_stop(&f);
 }

@@ -83,6 +83,9 @@ typedef struct poll {
   void *ud;
   json_t *work, *cancel;
   resources free;
+  /* free counts the ends of the agent's jobs whose done events have seq up
+   * to this (sent by the agent; 0: unknown, every done event adds) */
+  int64_t released_seq;
   int64_t deadline_ms;
   bool with_events; /* it carried events: answered (with "ack") only after a commit */
   struct poll *prev, *next;
@@ -936,6 +939,7 @@ void br_farm_poll(br_executor *ex, const char *agent_id, const json_t *req, br_f
   p->cancel = a->cancels;
   a->cancels = json_array();
   read_free(req, a, &p->free);
+  p->released_seq = jint(req, "released_seq", 0);
   a->free = p->free;
   int64_t wait = jint(req, "wait_ms", (int64_t)(ex->poll_wait * 1000));
   int64_t cap = (int64_t)(ex->poll_wait * 1000);
@@ -976,7 +980,7 @@ static br_inv_status parse_status(const char *s) {
   return BR_INV_FAILED;
 }
 
-static void done_event(br_executor *ex, agent *a, job *j, const json_t *e) {
+static void done_event(br_executor *ex, agent *a, job *j, const json_t *e, int64_t seq) {
   json_t *set = json_object_get(e, "set_attrs");
   br_inv_result res = {
       .invocation_id = j->id,
@@ -1005,7 +1009,10 @@ static void done_event(br_executor *ex, agent *a, job *j, const json_t *e) {
   }
   ex->st.reported++;
   ex->want_match = true;
-  if (a->poll) { /* the agent waits with what was free when it asked: this is free now too */
+  /* The agent waits with what was free when it asked: this is free now
+   * too, unless the job had ended when it asked (its report went on
+   * another connection and came after the poll): counted already. */
+  if (a->poll && !(seq > 0 && seq <= a->poll->released_seq)) {
     poll *p = a->poll;
     int c = cores_on(j, a);
     p->free.slots++;
@@ -1050,7 +1057,7 @@ static void apply_events(br_executor *ex, agent *a, const json_t *events) {
         ex->ev.on_spawn(ex->ev.ud, j->id, j->task_id, json_string_value(json_object_get(e, "name")),
                         json_is_object(attrs) ? json_deep_copy(attrs) : json_object());
     } else if (strcmp(type, "done") == 0) {
-      done_event(ex, a, j, e);
+      done_event(ex, a, j, e, seq);
     }
   }
 }

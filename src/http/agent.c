@@ -89,6 +89,7 @@ struct br_agent {
   json_t *inbox_work, *inbox_cancel;
   event *ev_head, *ev_tail;
   int64_t next_seq;
+  int64_t released_seq; /* the last done event whose job's resources are free again */
   size_t queued_output;
   char session[64];
   bool need_register;
@@ -370,6 +371,7 @@ static void ev_done(void *ud, const br_inv_result *r) {
   j->done = true;
   j->done_seq = push_event(a, ev, j->id, false);
   release(a, j);
+  a->released_seq = j->done_seq; /* polls say so: their free counts it already */
   pthread_mutex_unlock(&a->mu);
   check_finish(a);
 }
@@ -644,10 +646,11 @@ static void *poll_main(void *ud) {
       br_agent_stop(a);
       break;
     }
-    json_t *body = json_pack("{sss{sisisIsi}si}", "session", a->session, "free", "slots",
+    json_t *body = json_pack("{sss{sisisIsi}sisI}", "session", a->session, "free", "slots",
                              free_slots > 0 ? free_slots : 0, "cores", a->cores - a->used_cores,
                              "memory_mb", (json_int_t)(a->memory_mb - a->used_memory), "gpus",
-                             a->gpus - a->used_gpus, "wait_ms", wait_ms);
+                             a->gpus - a->used_gpus, "wait_ms", wait_ms, "released_seq",
+                             (json_int_t)a->released_seq);
     pthread_mutex_unlock(&a->mu);
     br_http_client_set_timeout(c, wait_ms / 1000.0 + 30);
     json_t *ans = NULL;
