@@ -137,53 +137,54 @@ static void expect_recovery(const char *name, xp_fault fault, unsigned seed) {
 
 TEST(cut_at_random_bytes) {
   for (unsigned seed = 1; seed <= 3; seed++) {
-    xp_fault f = {XP_CUT, "octet-stream", NULL, 0, 3, -1, 0, 0};
+    xp_fault f = {XP_CUT, "octet-stream", NULL, 0, 3, -1, 0, 0, 0};
     expect_recovery("xfer-fx-cut-random", f, seed);
   }
 }
 
 TEST(cut_at_chunk_boundaries) {
-  xp_fault a = {XP_CUT, CHUNKS, NULL, 0, 2, 0, 0, 0}; /* right after the headers */
+  xp_fault a = {XP_CUT, CHUNKS, NULL, 0, 2, 0, 0, 0, 0}; /* right after the headers */
   expect_recovery("xfer-fx-cut-head", a, 1);
-  xp_fault b = {XP_CUT, CHUNKS, NULL, 1, 2, -2, 0, 0}; /* right after a whole chunk */
+  xp_fault b = {XP_CUT, CHUNKS, NULL, 1, 2, -2, 0, 0, 0}; /* right after a whole chunk */
   expect_recovery("xfer-fx-cut-tail", b, 2);
-  xp_fault c = {XP_CUT, BUNDLES, CHUNKS, 0, 1, 4 + 5 * ENTRY, 0, 0}; /* between bundle entries */
+  /* between bundle entries */
+  xp_fault c = {XP_CUT, BUNDLES, CHUNKS, 0, 1, 4 + 5 * ENTRY, 0, 0, 0};
   expect_recovery("xfer-fx-cut-bundle", c, 3);
 }
 
 TEST(stall_longer_than_the_timeout) {
-  xp_fault f = {XP_STALL, CHUNKS, NULL, 0, 1, 1000, 2500, 0};
+  xp_fault f = {XP_STALL, CHUNKS, NULL, 0, 1, 1000, 2500, 0, 0};
   expect_recovery("xfer-fx-stall", f, 4);
 }
 
 TEST(flipped_bit_is_fetched_again) {
-  xp_fault a = {XP_FLIP, CHUNKS, NULL, 0, 2, -1, 0, 0};
+  xp_fault a = {XP_FLIP, CHUNKS, NULL, 0, 2, -1, 0, 0, 0};
   expect_recovery("xfer-fx-flip-chunk", a, 5);
-  xp_fault b = {XP_FLIP, BUNDLES, CHUNKS, 0, 1, 4 + 3 * ENTRY + 100, 0, 0};
+  xp_fault b = {XP_FLIP, BUNDLES, CHUNKS, 0, 1, 4 + 3 * ENTRY + 100, 0, 0, 0};
   expect_recovery("xfer-fx-flip-bundle", b, 6);
 }
 
 TEST(short_body) {
-  xp_fault a = {XP_SHORT, CHUNKS, NULL, 0, 2, 10, 0, 0};
+  xp_fault a = {XP_SHORT, CHUNKS, NULL, 0, 2, 10, 0, 0, 0};
   expect_recovery("xfer-fx-short-chunk", a, 7);
-  xp_fault b = {XP_SHORT, BUNDLES, CHUNKS, 0, 1, 10, 0, 0};
+  xp_fault b = {XP_SHORT, BUNDLES, CHUNKS, 0, 1, 10, 0, 0, 0};
   expect_recovery("xfer-fx-short-bundle", b, 8);
 }
 
 TEST(status_200_in_place_of_206) {
-  xp_fault f = {XP_200, CHUNKS, NULL, 0, 3, 0, 0, 0};
+  xp_fault f = {XP_200, CHUNKS, NULL, 0, 3, 0, 0, 0, 0};
   expect_recovery("xfer-fx-200", f, 9);
 }
 
 TEST(wrong_content_range) {
-  xp_fault f = {XP_BADRANGE, CHUNKS, NULL, 0, 3, 0, 0, 0};
+  xp_fault f = {XP_BADRANGE, CHUNKS, NULL, 0, 3, 0, 0, 0, 0};
   expect_recovery("xfer-fx-badrange", f, 10);
 }
 
 TEST(html_error_page_in_place_of_data) {
-  xp_fault a = {XP_HTML, CHUNKS, NULL, 0, 2, 0, 0, 0};
+  xp_fault a = {XP_HTML, CHUNKS, NULL, 0, 2, 0, 0, 0, 0};
   expect_recovery("xfer-fx-html-chunk", a, 11);
-  xp_fault b = {XP_HTML, BUNDLES, CHUNKS, 0, 2, 0, 0, 0};
+  xp_fault b = {XP_HTML, BUNDLES, CHUNKS, 0, 2, 0, 0, 0, 0};
   expect_recovery("xfer-fx-html-bundle", b, 12);
 }
 
@@ -191,7 +192,7 @@ TEST(fault_that_never_stops_gives_a_clear_error) {
   fx f;
   fx_setup(&f, "xfer-fx-forever", 13);
   f.o.retries = 2;
-  xp_fault fault = {XP_HTML, CHUNKS, NULL, 0, 1000000, 0, 0, 0};
+  xp_fault fault = {XP_HTML, CHUNKS, NULL, 0, 1000000, 0, 0, 0, 0};
   br_error err;
   int rc = fx_pull(&f, fault, &err);
   CHECK_EQ_INT(rc, BR_ENET);
@@ -203,7 +204,7 @@ TEST(fault_that_never_stops_gives_a_clear_error) {
   CHECK(stat(big, &st) != 0);
   free(big);
   f.o.retries = 6;
-  xp_fault none = {XP_NONE, NULL, NULL, 0, 0, 0, 0, 0};
+  xp_fault none = {XP_NONE, NULL, NULL, 0, 0, 0, 0, 0, 0};
   CHECK_EQ_INT(fx_pull(&f, none, &err), BR_OK);
   CHECK_EQ_INT(xu_tree_diff(f.src, f.dst), 0);
   fx_teardown(&f);
@@ -217,7 +218,8 @@ TEST(bundle_entry_corrupt_every_time_gives_a_clear_error) {
   fx f;
   fx_setup(&f, "xfer-fx-corrupt-forever", 19);
   f.o.retries = 2;
-  xp_fault fault = {XP_FLIP, BUNDLES, CHUNKS, 0, 1000000, 4 + BR_XFER_DIGEST_LEN + 12 + 50, 0, 0};
+  xp_fault fault = {XP_FLIP, BUNDLES, CHUNKS, 0, 1000000, 4 + BR_XFER_DIGEST_LEN + 12 + 50,
+                    0, 0, 0};
   br_error err;
   int rc = fx_pull(&f, fault, &err);
   CHECK_EQ_INT(rc, BR_ENET);
@@ -231,7 +233,7 @@ TEST(bundle_entry_corrupt_every_time_gives_a_clear_error) {
   CHECK(stat(path, &st) != 0);
   free(path);
   CHECK_EQ_INT(xu_count_prefix(f.dst, ".braid-partial-"), 0);
-  xp_fault none = {XP_NONE, NULL, NULL, 0, 0, 0, 0, 0};
+  xp_fault none = {XP_NONE, NULL, NULL, 0, 0, 0, 0, 0, 0};
   CHECK_EQ_INT(fx_pull(&f, none, &err), BR_OK);
   CHECK_EQ_INT(xu_tree_diff(f.src, f.dst), 0);
   fx_teardown(&f);
@@ -245,7 +247,7 @@ TEST(push_through_cuts) {
   char *src2 = xu_path(f.tmp, "src2");
   xu_make_file(src2, "new/a.0001.exr", 40000, 99);
   xu_make_file(src2, "new/b.0001.vdb", 600 * 1024, 98);
-  xp_fault fault = {XP_CUT, "application/json", NULL, 0, 3, -1, 0, 0};
+  xp_fault fault = {XP_CUT, "application/json", NULL, 0, 3, -1, 0, 0, 0};
   xp_set(&f.proxy, fault);
   br_xfer_result res;
   br_error err;
@@ -254,7 +256,7 @@ TEST(push_through_cuts) {
   snprintf(url, sizeof url, "depot://127.0.0.1:%d/shot/push", f.proxy.port);
   CHECK_EQ_INT(br_xfer_push(src2, url, &f.o, &res, &err), BR_OK);
   CHECK(xp_hits(&f.proxy) >= 1);
-  xp_fault none = {XP_NONE, NULL, NULL, 0, 0, 0, 0, 0};
+  xp_fault none = {XP_NONE, NULL, NULL, 0, 0, 0, 0, 0, 0};
   xp_set(&f.proxy, none);
   char *d2 = xu_path(f.tmp, "d2");
   CHECK_EQ_INT(br_xfer_pull(url, d2, &f.o, &res, &err), BR_OK);
@@ -264,12 +266,84 @@ TEST(push_through_cuts) {
   fx_teardown(&f);
 }
 
+/* A push through the proxy of NSMALL small files of src2, whose first
+ * `times` upload answers ({"stored":n}, the only short JSON bodies) are
+ * cut: the depot stored the bundle, the client never heard. hook runs as
+ * the first is cut. */
+static int push_cut_uploads(fx *f, const char *src2, int times, void (*hook)(void *),
+                            br_error *err) {
+  char rel[64];
+  for (int i = 0; i < NSMALL; i++) {
+    snprintf(rel, sizeof rel, "sent/s.%04d.exr", i + 1);
+    xu_make_file(src2, rel, SMALL, 500 + (uint64_t)i);
+  }
+  f->proxy.on_hit = hook;
+  f->proxy.on_hit_ud = (void *)src2;
+  xp_fault fault = {XP_CUT, "application/json", "X-Braid-Version", 0, times, 0, 0, 0, 32};
+  xp_set(&f->proxy, fault);
+  br_xfer_result res;
+  br_error_clear(err);
+  char url[128];
+  snprintf(url, sizeof url, "depot://127.0.0.1:%d/shot/sent", f->proxy.port);
+  int rc = br_xfer_push(src2, url, &f->o, &res, err);
+  CHECK_EQ_INT(xp_hits(&f->proxy), times);
+  xp_fault none = {XP_NONE, NULL, NULL, 0, 0, 0, 0, 0, 0};
+  xp_set(&f->proxy, none);
+  f->proxy.on_hit = NULL;
+  return rc;
+}
+
+TEST(push_retry_reads_sent_files_again) {
+  /* A small file's bytes are let go once its bundle is with curl; a retry
+   * of the bundle reads the files again and the snapshot is whole. */
+  fx f;
+  fx_setup(&f, "xfer-fx-resend", 21);
+  char *src2 = xu_path(f.tmp, "src2");
+  br_error err;
+  CHECK_EQ_INT(push_cut_uploads(&f, src2, 2, NULL, &err), BR_OK);
+  char *url = xu_ref(f.depot.url, "shot/sent"), *d2 = xu_path(f.tmp, "d2");
+  br_xfer_result res;
+  CHECK_EQ_INT(br_xfer_pull(url, d2, &f.o, &res, &err), BR_OK);
+  CHECK_EQ_INT(xu_tree_diff(src2, d2), 0);
+  free(url);
+  free(d2);
+  free(src2);
+  fx_teardown(&f);
+}
+
+static void rewrite_sent_files(void *ud) {
+  char rel[64];
+  for (int i = 0; i < NSMALL; i++) {
+    snprintf(rel, sizeof rel, "sent/s.%04d.exr", i + 1);
+    xu_make_file(ud, rel, SMALL, 900 + (uint64_t)i);
+  }
+}
+
+TEST(push_retry_finds_files_changed_after_they_were_sent) {
+  /* The files change between a bundle's sending and its retry: the push
+   * says so and commits nothing, neither the old bytes nor the new. */
+  fx f;
+  fx_setup(&f, "xfer-fx-resend-changed", 22);
+  char *src2 = xu_path(f.tmp, "src2");
+  br_error err;
+  CHECK_EQ_INT(push_cut_uploads(&f, src2, 1, rewrite_sent_files, &err), BR_EIO);
+  CHECK_CONTAINS(err.msg, "changed while it was pushed");
+  CHECK_CONTAINS(err.msg, "sent/s.");
+  char *url = xu_ref(f.depot.url, "shot/sent"), *d2 = xu_path(f.tmp, "d2");
+  br_xfer_result res;
+  CHECK_EQ_INT(br_xfer_pull(url, d2, &f.o, &res, &err), BR_ENOTFOUND);
+  free(url);
+  free(d2);
+  free(src2);
+  fx_teardown(&f);
+}
+
 TEST(transient_statuses_are_retried) {
-  xp_fault a = {XP_STATUS, CHUNKS, NULL, 0, 2, 0, 0, 503};
+  xp_fault a = {XP_STATUS, CHUNKS, NULL, 0, 2, 0, 0, 503, 0};
   expect_recovery("xfer-fx-503", a, 15);
-  xp_fault b = {XP_STATUS, BUNDLES, CHUNKS, 0, 2, 0, 0, 429};
+  xp_fault b = {XP_STATUS, BUNDLES, CHUNKS, 0, 2, 0, 0, 429, 0};
   expect_recovery("xfer-fx-429", b, 16);
-  xp_fault c = {XP_STATUS, "application/json", NULL, 0, 1, 0, 0, 500}; /* the manifest */
+  xp_fault c = {XP_STATUS, "application/json", NULL, 0, 1, 0, 0, 500, 0}; /* the manifest */
   expect_recovery("xfer-fx-500", c, 17);
 }
 
@@ -282,7 +356,7 @@ TEST(permanent_statuses_fail_clearly) {
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
     fx f;
     fx_setup(&f, "xfer-fx-permanent", 18);
-    xp_fault fault = {XP_STATUS, CHUNKS, NULL, 0, 1, 0, 0, cases[i].status};
+    xp_fault fault = {XP_STATUS, CHUNKS, NULL, 0, 1, 0, 0, cases[i].status, 0};
     br_error err;
     int rc = fx_pull(&f, fault, &err);
     if (rc != cases[i].code)
@@ -315,7 +389,7 @@ TEST(two_pulls_into_one_directory_at_once) {
   fx f;
   fx_setup(&f, "xfer-fx-twopulls", 19);
   f.o.bwlimit = 8 * 1024 * 1024; /* long enough to overlap */
-  xp_fault none = {XP_NONE, NULL, NULL, 0, 0, 0, 0, 0};
+  xp_fault none = {XP_NONE, NULL, NULL, 0, 0, 0, 0, 0, 0};
   xp_set(&f.proxy, none);
   atomic_store(&f.stop, 0);
   pthread_create(&f.th, NULL, watcher, &f);

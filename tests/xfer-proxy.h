@@ -5,8 +5,9 @@
  * of its body (random, or a chunk boundary), stall it, flip a bit, shorten
  * it, turn a 206 into a 200, change its Content-Range, or replace it with
  * an HTML error page. A fault hits the responses whose headers contain
- * `match` (and not `nomatch`), after `skip` of them, `times` times.
- * It can also add latency and a bandwidth cap for the benchmark. */
+ * `match` (and not `nomatch`), and whose body is no longer than
+ * `max_body` (if set), after `skip` of them, `times` times. It can also
+ * add latency and a bandwidth cap for the benchmark. */
 #ifndef BR_TEST_XFER_PROXY_H
 #define BR_TEST_XFER_PROXY_H
 
@@ -46,6 +47,7 @@ typedef struct xp_fault {
   long at;
   int stall_ms;
   int status; /* XP_STATUS: 503, 429, 403, 404 ... */
+  long max_body; /* only responses whose body is this long or shorter; 0 = any */
 } xp_fault;
 
 typedef struct xproxy {
@@ -60,6 +62,9 @@ typedef struct xproxy {
   double rate;        /* bytes per second cap across connections, 0 = none */
   double next_free[2]; /* bandwidth cap: when each direction's link is next idle */
   atomic_int conns;
+  /* Called (proxy thread) when a fault hits, before it is done (may be NULL). */
+  void (*on_hit)(void *ud);
+  void *on_hit_ud;
 } xproxy;
 
 typedef struct xp_conn {
@@ -97,7 +102,8 @@ static int xp_decide(xproxy *p, const char *headers, long body_len, long *at) {
   int kind = XP_NONE;
   pthread_mutex_lock(&p->mu);
   if (p->f.kind != XP_NONE && (!p->f.match || strstr(headers, p->f.match)) &&
-      (!p->f.nomatch || !strstr(headers, p->f.nomatch)) && body_len > 0) {
+      (!p->f.nomatch || !strstr(headers, p->f.nomatch)) && body_len > 0 &&
+      (!p->f.max_body || body_len <= p->f.max_body)) {
     if (p->matched++ >= p->f.skip && p->hits < p->f.times) {
       p->hits++;
       kind = p->f.kind;
@@ -108,6 +114,7 @@ static int xp_decide(xproxy *p, const char *headers, long body_len, long *at) {
     }
   }
   pthread_mutex_unlock(&p->mu);
+  if (kind != XP_NONE && p->on_hit) p->on_hit(p->on_hit_ud);
   return kind;
 }
 

@@ -284,6 +284,10 @@ static size_t on_read(char *buf, size_t size, size_t n, void *ud) {
   }
   want = br_xfer__req_body_read(r, buf, want);
   e->prog.bytes_moved += (int64_t)want;
+  if (r->body_sent && !r->told_sent && r->sent == br_xfer__req_body_len(r)) {
+    r->told_sent = true; /* curl copied the last byte: it never reads again */
+    r->body_sent(r);
+  }
   return want;
 }
 
@@ -295,7 +299,7 @@ static int on_xferinfo(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut, cu
 /* ---- running ---- */
 
 static int start(br_xfer__engine *e, br_xfer__req *r, br_error *err) {
-  r->checked = r->bad_range = r->range_ok = r->too_big = r->paused = false;
+  r->checked = r->bad_range = r->range_ok = r->too_big = r->paused = r->told_sent = false;
   r->status = 0;
   r->content_range[0] = 0;
   r->sent = r->sent_buf = r->sent_seg = r->seg = 0;

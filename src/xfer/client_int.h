@@ -43,6 +43,9 @@ struct br_xfer__req {
   int (*sink)(br_xfer__req *r, const uint8_t *data, size_t len);
   /* A new attempt starts from the first byte again (may be NULL). */
   void (*restart)(br_xfer__req *r);
+  /* The whole body is with curl, so the bytes it took by reference may go
+   * (may be NULL); a new attempt builds the body again. */
+  void (*body_sent)(br_xfer__req *r);
   br_error sink_err;
   bool sink_failed;
   int64_t received; /* body bytes accepted, over attempts that resume */
@@ -67,7 +70,7 @@ struct br_xfer__req {
   size_t seg;
   int attempts;
   double not_before;
-  bool checked, bad_range, range_ok, too_big, paused, keep_resp;
+  bool checked, bad_range, range_ok, too_big, paused, keep_resp, told_sent;
   int64_t resume; /* bytes of the range already received before this attempt */
   char last_error[256];
   br_xfer__req *next;
@@ -107,7 +110,7 @@ void br_xfer__req_free(br_xfer__req *r);
 void br_xfer__engine_submit(br_xfer__engine *e, br_xfer__req *r);
 /* From a build callback: len bytes at data go into the body here (after
  * what the body buffer holds so far) without a copy. They must stay as
- * they are until the request is done or freed. */
+ * they are until the request is done or freed, or its body_sent is called. */
 int br_xfer__req_ref(br_xfer__req *r, const void *data, size_t len);
 /* The body's length: its buffer's bytes and those it takes by reference. */
 size_t br_xfer__req_body_len(const br_xfer__req *r);

@@ -5,7 +5,8 @@
  * bundled many to a request, large ones one per request, several requests
  * in flight); at the end each manifest is committed as a new version. A
  * small file's bytes are kept from its hashing until they are sent, within
- * a memory bound, so it is read once; the bytes sent are the bytes hashed.
+ * a memory bound, so it is read once; the bytes sent are the bytes hashed
+ * (a new attempt reads them again, from a file still as it was hashed).
  * A file that changes while it is pushed is caught (its size, times or
  * inode differ from when it was hashed) and reported, never committed. When
  * the hash cache knew every file, the commit is tried first: a depot that
@@ -438,6 +439,7 @@ static int64_t chunk_len(const pfile *f, uint32_t c, int64_t cs) {
 }
 
 static void drop_data(push *p, pfile *f) {
+  if (!f->data) return; /* a large file, or bytes dropped once sent */
   buf_put(p, f->data, f->st.st_size);
   f->data = NULL;
 }
@@ -584,7 +586,7 @@ static int upload_build(br_xfer__req *r, br_xfer__buf *body, br_error *err) {
     size_t len = (size_t)chunk_len(f, c->chunk, p->chunk_size);
     bool try_z = p->o->compress && f->zstate >= 0;
     bool saved = false;
-    if (f->data) { /* the bytes hashed, kept until the upload is done */
+    if (f->data) { /* the bytes hashed, kept until they are sent */
       bool by_ref;
       if (br_xfer__bundle_put_ref(body, &c->d, f->data, len, try_z, &saved, &by_ref) ||
           (by_ref && br_xfer__req_ref(r, f->data, len))) {
@@ -638,6 +640,15 @@ static int upload_build(br_xfer__req *r, br_xfer__buf *body, br_error *err) {
   return rc;
 }
 
+/* The body is with curl: the kept bytes it took go back to the memory
+ * bound now, not when the depot answers (after its sync and commit), so
+ * hashing does not wait for the depot's disk. A new attempt reads the
+ * files again, if they are as they were hashed (upload_build). */
+static void upload_sent(br_xfer__req *r) {
+  batch *b = r->ctx;
+  for (size_t i = 0; i < b->nrefs; i++) drop_data(b->p, b->refs[i]->f);
+}
+
 static int upload_done(br_xfer__req *r, br_error *err) {
   batch *b = r->ctx;
   b->p->sending--;
@@ -683,6 +694,7 @@ static int submit_upload(push *p, size_t from, size_t to) {
   b->nrefs = to - from;
   r->content_type = "application/octet-stream";
   r->build = upload_build;
+  r->body_sent = upload_sent;
   r->done = upload_done;
   br_xfer__engine_submit(&p->eng, r);
   p->sending++;
@@ -1103,7 +1115,7 @@ int br_xfer_push_many(const char *const *dirs, const char *const *targets, size_
       free(f->target);
       free(f->chunks);
       free(f->refs);
-      buf_put(&p, f->data, f->st.st_size);
+      drop_data(&p, f);
     }
     free(jb->files);
     free(jb->dir);
