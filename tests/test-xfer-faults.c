@@ -266,17 +266,22 @@ TEST(push_through_cuts) {
   fx_teardown(&f);
 }
 
+/* NSMALL small files under sent/ in dir, their bytes drawn from seed. */
+static void make_sent_files(const char *dir, uint64_t seed) {
+  char rel[64];
+  for (int i = 0; i < NSMALL; i++) {
+    snprintf(rel, sizeof rel, "sent/s.%04d.exr", i + 1);
+    xu_make_file(dir, rel, SMALL, seed + (uint64_t)i);
+  }
+}
+
 /* A push through the proxy of NSMALL small files of src2, whose first
  * `times` upload answers ({"stored":n}, the only short JSON bodies) are
  * cut: the depot stored the bundle, the client never heard. hook runs as
  * the first is cut. */
 static int push_cut_uploads(fx *f, const char *src2, int times, void (*hook)(void *),
                             br_error *err) {
-  char rel[64];
-  for (int i = 0; i < NSMALL; i++) {
-    snprintf(rel, sizeof rel, "sent/s.%04d.exr", i + 1);
-    xu_make_file(src2, rel, SMALL, 500 + (uint64_t)i);
-  }
+  make_sent_files(src2, 500);
   f->proxy.on_hit = hook;
   f->proxy.on_hit_ud = (void *)src2;
   xp_fault fault = {XP_CUT, "application/json", "X-Braid-Version", 0, times, 0, 0, 0, 32};
@@ -293,6 +298,18 @@ static int push_cut_uploads(fx *f, const char *src2, int times, void (*hook)(voi
   return rc;
 }
 
+/* Pulls what push_cut_uploads committed straight from the depot; when it
+ * is there, it must be src2's tree. */
+static int pull_sent(fx *f, const char *src2, br_error *err) {
+  char *url = xu_ref(f->depot.url, "shot/sent"), *d2 = xu_path(f->tmp, "d2");
+  br_xfer_result res;
+  int rc = br_xfer_pull(url, d2, &f->o, &res, err);
+  if (rc == BR_OK) CHECK_EQ_INT(xu_tree_diff(src2, d2), 0);
+  free(url);
+  free(d2);
+  return rc;
+}
+
 TEST(push_retry_reads_sent_files_again) {
   /* A small file's bytes are let go once its bundle is with curl; a retry
    * of the bundle reads the files again and the snapshot is whole. */
@@ -301,23 +318,12 @@ TEST(push_retry_reads_sent_files_again) {
   char *src2 = xu_path(f.tmp, "src2");
   br_error err;
   CHECK_EQ_INT(push_cut_uploads(&f, src2, 2, NULL, &err), BR_OK);
-  char *url = xu_ref(f.depot.url, "shot/sent"), *d2 = xu_path(f.tmp, "d2");
-  br_xfer_result res;
-  CHECK_EQ_INT(br_xfer_pull(url, d2, &f.o, &res, &err), BR_OK);
-  CHECK_EQ_INT(xu_tree_diff(src2, d2), 0);
-  free(url);
-  free(d2);
+  CHECK_EQ_INT(pull_sent(&f, src2, &err), BR_OK);
   free(src2);
   fx_teardown(&f);
 }
 
-static void rewrite_sent_files(void *ud) {
-  char rel[64];
-  for (int i = 0; i < NSMALL; i++) {
-    snprintf(rel, sizeof rel, "sent/s.%04d.exr", i + 1);
-    xu_make_file(ud, rel, SMALL, 900 + (uint64_t)i);
-  }
-}
+static void rewrite_sent_files(void *ud) { make_sent_files(ud, 900); }
 
 TEST(push_retry_finds_files_changed_after_they_were_sent) {
   /* The files change between a bundle's sending and its retry: the push
@@ -329,11 +335,7 @@ TEST(push_retry_finds_files_changed_after_they_were_sent) {
   CHECK_EQ_INT(push_cut_uploads(&f, src2, 1, rewrite_sent_files, &err), BR_EIO);
   CHECK_CONTAINS(err.msg, "changed while it was pushed");
   CHECK_CONTAINS(err.msg, "sent/s.");
-  char *url = xu_ref(f.depot.url, "shot/sent"), *d2 = xu_path(f.tmp, "d2");
-  br_xfer_result res;
-  CHECK_EQ_INT(br_xfer_pull(url, d2, &f.o, &res, &err), BR_ENOTFOUND);
-  free(url);
-  free(d2);
+  CHECK_EQ_INT(pull_sent(&f, src2, &err), BR_ENOTFOUND);
   free(src2);
   fx_teardown(&f);
 }
