@@ -565,6 +565,56 @@ TEST(plain_chunks_that_did_not_compress_are_not_tried_again) {
   xu_done(tmp);
 }
 
+TEST(push_tries_zstd_again_after_a_run_of_files_that_did_not) {
+  /* A push stops trying zstd on every one-chunk file after a run of them
+   * did not compress (it tries one in 16), and tries each again once one
+   * compresses: 20 random files, then 60 text files, in one push. The
+   * random ones are marked incompressible; of the text files, those sent
+   * untried right after the run are fewer than 16, the rest go
+   * compressed. */
+  char *tmp = br_test_tmpdir("xfer-depot-zguess");
+  char *root = xu_path(tmp, "depot");
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst");
+  enum { NR = 20, NT = 60, LEN = 20000 };
+  br_xfer_digest dr[NR], dt[NT];
+  uint8_t buf[LEN];
+  char name[64];
+  for (int i = 0; i < NR; i++) {
+    snprintf(name, sizeof name, "a.%04d.bgeo", i);
+    xu_make_file(src, name, LEN, 100 + (unsigned)i);
+    xu_fill(buf, LEN, 100 + (unsigned)i);
+    br_xfer_sha256(buf, LEN, &dr[i]);
+  }
+  for (int i = 0; i < NT; i++) {
+    snprintf(name, sizeof name, "b.%04d.txt", i);
+    fill_text(buf, LEN, 200 + (unsigned)i);
+    char *fp = xu_path(src, name);
+    xu_write_file(fp, buf, LEN);
+    free(fp);
+    br_xfer_sha256(buf, LEN, &dt[i]);
+  }
+  br_xfer_opts xo;
+  xu_opts(&xo, tmp);
+  br_xfer_result res;
+  char *ref = xu_ref(x.url, "run");
+  CHECK_EQ_INT(br_xfer_push(src, ref, &xo, &res, NULL), BR_OK);
+  CHECK_EQ_INT(br_xfer_pull(ref, dst, &xo, &res, NULL), BR_OK);
+  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+  xu_depot_stop(&x);
+  for (int i = 0; i < NR; i++) CHECK_EQ_INT(stored_raw(root, &dr[i]), -1);
+  int compressed = 0;
+  for (int i = 0; i < NT; i++) {
+    int64_t raw = stored_raw(root, &dt[i]);
+    CHECK(raw == LEN || raw == -1);
+    compressed += raw == LEN;
+  }
+  CHECK(compressed > NT - 16);
+  free(src), free(dst), free(ref), free(root);
+  xu_done(tmp);
+}
+
 TEST(empty_chunk_sent_compressed_is_kept_empty) {
   /* No client compresses an empty chunk, but one may arrive so (a zstd
    * frame of nothing): it is kept as the empty chunk it is, at a place in

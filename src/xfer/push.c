@@ -106,6 +106,8 @@ typedef struct push {
   int sending;        /* uploads in flight */
   int64_t bundle;     /* bytes of small chunks per upload */
   int64_t small_total;
+  int z_misses;       /* one-chunk files in a row that did not compress (see z_try) */
+  unsigned z_skips;   /* one-chunk files sent raw untried since */
 } push;
 
 /* ---- scanning ---- */
@@ -567,6 +569,29 @@ static int missing_done(br_xfer__req *r, br_error *err) {
 
 /* ---- sending ---- */
 
+/* Files of one chunk that do not compress mostly come in runs (a cache's
+ * frames are all alike): after Z_GUESS_AFTER of them in a row, only every
+ * Z_GUESS_EVERY-th is tried, and the others go raw untried, until one
+ * tried compresses. A file of more chunks is decided by its first chunk. */
+#define Z_GUESS_AFTER 16
+#define Z_GUESS_EVERY 16
+
+static bool z_try(push *p, const pfile *f) {
+  if (!p->o->compress || f->zstate < 0) return false;
+  if (f->zstate > 0 || f->nchunks > 1 || p->z_misses < Z_GUESS_AFTER) return true;
+  return ++p->z_skips % Z_GUESS_EVERY == 0;
+}
+
+/* After a chunk went into a body: what it says of its file and of the
+ * run of one-chunk files. */
+static void z_learn(push *p, pfile *f, uint32_t chunk, bool tried, bool saved) {
+  if (chunk != 0 || f->zstate != 0 || !p->o->compress) return;
+  f->zstate = saved ? 1 : -1; /* untried: sent raw, as a file found not to compress */
+  if (f->nchunks != 1 || !tried) return;
+  p->z_misses = saved ? 0 : p->z_misses + 1;
+  if (saved) p->z_skips = 0;
+}
+
 static int upload_build(br_xfer__req *r, br_xfer__buf *body, br_error *err) {
   batch *b = r->ctx;
   push *p = b->p;
@@ -584,7 +609,7 @@ static int upload_build(br_xfer__req *r, br_xfer__buf *body, br_error *err) {
     pfile *f = c->f;
     pjob *j = &p->jobs[f->job];
     size_t len = (size_t)chunk_len(f, c->chunk, p->chunk_size);
-    bool try_z = p->o->compress && f->zstate >= 0;
+    bool try_z = z_try(p, f);
     bool saved = false;
     if (f->data) { /* the bytes hashed, kept until they are sent */
       bool by_ref;
@@ -593,7 +618,7 @@ static int upload_build(br_xfer__req *r, br_xfer__buf *body, br_error *err) {
         rc = br_error_set(err, BR_ENOMEM, "out of memory");
         break;
       }
-      if (try_z && f->zstate == 0) f->zstate = saved ? 1 : -1; /* its only chunk */
+      z_learn(p, f, c->chunk, try_z, saved);
       continue;
     }
     uint8_t *slot = br_xfer__bundle_slot(body, len);
@@ -634,7 +659,7 @@ static int upload_build(br_xfer__req *r, br_xfer__buf *body, br_error *err) {
       break;
     }
     /* The first chunk decides: a file that does not compress is sent raw. */
-    if (try_z && f->zstate == 0 && c->chunk == 0) f->zstate = saved ? 1 : -1;
+    z_learn(p, f, c->chunk, try_z, saved);
   }
   if (fd >= 0) close(fd);
   return rc;
