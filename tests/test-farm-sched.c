@@ -2,7 +2,9 @@
  * cores, memory, GPUs and tags are respected; named limits and per-node
  * limits are never exceeded; two submissions of equal priority share the
  * agents, and a higher priority goes first. Jobs record where and when they
- * ran; the checks read those records. */
+ * ran; the checks read those records. Fake agents that keep the protocol
+ * with random timing check that no poll is answered with more than is
+ * free. */
 #include "farm-util.h"
 
 #include <pthread.h>
@@ -208,5 +210,212 @@ TEST(farm_a_job_end_counted_by_a_poll_is_not_counted_again) {
   CHECK_EQ_INT(json_array_size(json_object_get(p.ans, "work")), 1);
   json_decref(p.ans);
   json_decref(p.body);
+  farm_stop(&f);
+}
+
+/* ---- fake agents that keep the protocol as the real one does, with
+ * random timing: a poll connection and a report connection; a job's end
+ * frees its resources at once (the next poll's free counts it, and says
+ * so with released_seq), while its report may come later. Each checks
+ * that what the server gives fits what it has free at that moment. ---- */
+
+typedef struct fjob {
+  int64_t id, task;
+  int cores, gpus;
+  int64_t memory_mb;
+  double end;
+} fjob;
+
+typedef struct fake {
+  farm *f;
+  char id[16];
+  int slots, cores, gpus;
+  int64_t memory_mb;
+  char session[64];
+  pthread_mutex_t mu;
+  fjob run[64];
+  int nrun, used_cores, used_gpus;
+  int64_t used_memory;
+  json_t *pending; /* done events not yet acknowledged */
+  int64_t seq, released_seq;
+  unsigned rng;
+  int over;     /* work given beyond what was free */
+  int bad_item; /* work items without their needs */
+  int jobs;     /* work items received */
+  volatile int stop;
+} fake;
+
+static unsigned fake_rand(fake *a) {
+  a->rng = a->rng * 1103515245u + 12345u;
+  return (a->rng >> 8) & 0xffffff;
+}
+
+/* Ends the jobs that are due: resources free now, a done event queued. */
+static void fake_end_due(fake *a) {
+  double now = farm_now();
+  for (int i = 0; i < a->nrun;) {
+    fjob *j = &a->run[i];
+    if (j->end > now) {
+      i++;
+      continue;
+    }
+    a->used_cores -= j->cores;
+    a->used_gpus -= j->gpus;
+    a->used_memory -= j->memory_mb;
+    a->seq++;
+    json_array_append_new(a->pending,
+                          json_pack("{sIsIsssIsssisf}", "seq", (json_int_t)a->seq, "inv",
+                                    (json_int_t)j->id, "type", "done", "task", (json_int_t)j->task,
+                                    "status", "ok", "exit_code", 0, "runtime", 0.01));
+    a->released_seq = a->seq; /* the next poll's free counts it */
+    a->run[i] = a->run[--a->nrun];
+  }
+}
+
+static void *fake_poll_main(void *arg) {
+  fake *a = arg;
+  char path[128];
+  snprintf(path, sizeof path, "/api/v1/agents/%s/poll", a->id);
+  while (!a->stop) {
+    pthread_mutex_lock(&a->mu);
+    fake_end_due(a);
+    int wait_ms = (int)(fake_rand(a) % 300);
+    json_t *b = json_pack("{sss{sisisIsi}sisI}", "session", a->session, "free", "slots",
+                          a->slots - a->nrun, "cores", a->cores - a->used_cores, "memory_mb",
+                          (json_int_t)(a->memory_mb - a->used_memory), "gpus",
+                          a->gpus - a->used_gpus, "wait_ms", wait_ms, "released_seq",
+                          (json_int_t)a->released_seq);
+    pthread_mutex_unlock(&a->mu);
+    json_t *ans = NULL;
+    int st = farm_call(a->f, a->f->agent, "POST", path, b, &ans);
+    json_decref(b);
+    pthread_mutex_lock(&a->mu);
+    fake_end_due(a); /* what ended meanwhile is free too */
+    size_t i;
+    json_t *w;
+    json_array_foreach(st == 200 ? json_object_get(ans, "work") : NULL, i, w) {
+      fjob j = {.id = json_integer_value(json_object_get(w, "id")),
+                .task = json_integer_value(json_object_get(w, "task")),
+                .cores = (int)json_integer_value(json_object_get(w, "cores")),
+                .gpus = (int)json_integer_value(json_object_get(w, "gpus")),
+                .memory_mb = json_integer_value(json_object_get(w, "memory_mb")),
+                .end = farm_now() + (double)(20 + fake_rand(a) % 130) / 1000};
+      a->jobs++;
+      if (j.cores < 1) a->bad_item++;
+      if (a->nrun + 1 > a->slots || a->used_cores + j.cores > a->cores ||
+          a->used_gpus + j.gpus > a->gpus || a->used_memory + j.memory_mb > a->memory_mb ||
+          a->nrun == (int)(sizeof a->run / sizeof *a->run))
+        a->over++;
+      if (a->nrun < (int)(sizeof a->run / sizeof *a->run)) {
+        a->run[a->nrun++] = j; /* run it anyway: its end frees what it took */
+        a->used_cores += j.cores;
+        a->used_gpus += j.gpus;
+        a->used_memory += j.memory_mb;
+      }
+    }
+    pthread_mutex_unlock(&a->mu);
+    json_decref(ans);
+    if (st != 200) usleep(20000);
+  }
+  return NULL;
+}
+
+/* Reports the done events, often late (after polls that counted them),
+ * sometimes twice (an answer lost): the server keeps each once. */
+static void *fake_report_main(void *arg) {
+  fake *a = arg;
+  char path[128];
+  snprintf(path, sizeof path, "/api/v1/agents/%s/report", a->id);
+  while (!a->stop) {
+    usleep(5000 + fake_rand(a) % 60000);
+    pthread_mutex_lock(&a->mu);
+    fake_end_due(a);
+    json_t *ev = json_array_size(a->pending) ? json_deep_copy(a->pending) : NULL;
+    bool forget_ack = fake_rand(a) % 5 == 0;
+    pthread_mutex_unlock(&a->mu);
+    if (!ev) continue;
+    json_t *b = json_pack("{ssso}", "session", a->session, "events", ev);
+    json_t *ans = NULL;
+    int st = farm_call(a->f, a->f->agent, "POST", path, b, &ans);
+    json_decref(b);
+    int64_t ack = st == 200 ? json_integer_value(json_object_get(ans, "ack")) : 0;
+    json_decref(ans);
+    if (forget_ack) continue; /* sent again next time */
+    pthread_mutex_lock(&a->mu);
+    while (json_array_size(a->pending) &&
+           json_integer_value(json_object_get(json_array_get(a->pending, 0), "seq")) <= ack)
+      json_array_remove(a->pending, 0);
+    pthread_mutex_unlock(&a->mu);
+  }
+  return NULL;
+}
+
+static void fake_register(fake *a) {
+  json_t *b = json_pack("{sssssisisIsis[]s[]}", "id", a->id, "host", a->id, "cores", a->cores,
+                        "slots", a->slots, "memory_mb", (json_int_t)a->memory_mb, "gpus", a->gpus,
+                        "tags", "held");
+  json_t *ans = NULL;
+  CHECK_EQ_INT(farm_call(a->f, a->f->agent, "POST", "/api/v1/agents/register", b, &ans), 200);
+  snprintf(a->session, sizeof a->session, "%s", json_string_value(json_object_get(ans, "session")));
+  json_decref(b);
+  json_decref(ans);
+}
+
+TEST(farm_fake_agents_never_get_more_than_they_have_free) {
+  /* Three fake agents of different sizes, 120 short jobs of four shapes,
+   * seeded random timing of polls, ends and reports: no poll is ever
+   * answered with work beyond the agent's free resources at that moment,
+   * and every job runs once (a resource counted free too rarely would
+   * leave jobs waiting forever). */
+  farm f;
+  farm_start(&f, "farm-fakes", "--poll-wait 1 --lost-after 30");
+  static fake ag[3];
+  const int sizes[3][4] = {{2, 2, 2000, 0}, {4, 4, 8000, 1}, {3, 6, 6000, 2}};
+  for (int i = 0; i < 3; i++) {
+    fake *a = &ag[i];
+    memset(a, 0, sizeof *a);
+    a->f = &f;
+    snprintf(a->id, sizeof a->id, "fake%d", i + 1);
+    a->slots = sizes[i][0];
+    a->cores = sizes[i][1];
+    a->memory_mb = sizes[i][2];
+    a->gpus = sizes[i][3];
+    a->rng = 7919u * (unsigned)(i + 1);
+    a->pending = json_array();
+    pthread_mutex_init(&a->mu, NULL);
+    fake_register(a);
+  }
+  farm_submit_graph(&f, farm_jobs_graph("gpu", 40, "{\"shell\":\"true\",\"gpus\":1}"), NULL, 0,
+                    NULL);
+  farm_submit_graph(&f, farm_jobs_graph("wide", 20, "{\"shell\":\"true\",\"cores\":3}"), NULL, 0,
+                    NULL);
+  farm_submit_graph(&f, farm_jobs_graph("mem", 20, "{\"shell\":\"true\",\"memory_mb\":3000}"),
+                    NULL, 0, NULL);
+  farm_submit_graph(&f, farm_jobs_graph("one", 40, "{\"shell\":\"true\"}"), NULL, 0, NULL);
+  pthread_t th[6];
+  for (int i = 0; i < 3; i++) {
+    pthread_create(&th[2 * i], NULL, fake_poll_main, &ag[i]);
+    pthread_create(&th[2 * i + 1], NULL, fake_report_main, &ag[i]);
+  }
+  bool settled = farm_settle(&f, 120);
+  for (int i = 0; i < 3; i++) ag[i].stop = 1;
+  for (int i = 0; i < 6; i++) pthread_join(th[i], NULL);
+  CHECK(settled);
+  int jobs = 0;
+  for (int i = 0; i < 3; i++) {
+    CHECK_EQ_INT(ag[i].over, 0);
+    CHECK_EQ_INT(ag[i].bad_item, 0);
+    jobs += ag[i].jobs;
+    json_decref(ag[i].pending);
+    pthread_mutex_destroy(&ag[i].mu);
+  }
+  CHECK_EQ_INT(jobs, 120);
+  int64_t c[BR_TASK_NSTATES];
+  farm_counts(&f, c);
+  CHECK_EQ_INT(c[BR_TASK_ERROR], 0);
+  farm_invs iv = farm_invocations(&f);
+  CHECK_EQ_INT(iv.ok, 120);
+  CHECK_EQ_INT(iv.dup_ok, 0);
+  CHECK_EQ_INT(iv.lost, 0);
   farm_stop(&f);
 }
