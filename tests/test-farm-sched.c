@@ -8,6 +8,7 @@
 #include "farm-util.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 
 static bool has_worker(const farm_rec *r, int n, const char *w) {
   for (int i = 0; i < n; i++)
@@ -242,7 +243,8 @@ typedef struct fake {
   int over;     /* work given beyond what was free */
   int bad_item; /* work items without their needs */
   int jobs;     /* work items received */
-  volatile int stop;
+  int polls, reregs; /* polls sent; registrations again, holding its jobs */
+  atomic_int stop;
 } fake;
 
 static unsigned fake_rand(fake *a) {
@@ -272,11 +274,43 @@ static void fake_end_due(fake *a) {
   }
 }
 
+/* Registers (again, as after a network cut: then it holds its running
+ * jobs and those whose end is not acknowledged, so the server keeps them).
+ * The poll thread does it, as in the real agent: no poll is in flight. */
+static int fake_register(fake *a) {
+  pthread_mutex_lock(&a->mu);
+  json_t *held = json_array();
+  for (int i = 0; i < a->nrun; i++)
+    json_array_append_new(held, json_pack("{sIsI}", "id", (json_int_t)a->run[i].id, "task",
+                                          (json_int_t)a->run[i].task));
+  size_t i;
+  json_t *e;
+  json_array_foreach(a->pending, i, e)
+    json_array_append_new(held, json_pack("{sOsO}", "id", json_object_get(e, "inv"), "task",
+                                          json_object_get(e, "task")));
+  json_t *b = json_pack("{sssssisisIsis[]so}", "id", a->id, "host", a->id, "cores", a->cores,
+                        "slots", a->slots, "memory_mb", (json_int_t)a->memory_mb, "gpus", a->gpus,
+                        "tags", "held", held);
+  pthread_mutex_unlock(&a->mu);
+  json_t *ans = NULL;
+  int st = farm_call(a->f, a->f->agent, "POST", "/api/v1/agents/register", b, &ans);
+  pthread_mutex_lock(&a->mu);
+  if (st == 200)
+    snprintf(a->session, sizeof a->session, "%s", json_string_value(json_object_get(ans, "session")));
+  pthread_mutex_unlock(&a->mu);
+  json_decref(b);
+  json_decref(ans);
+  return st;
+}
+
 static void *fake_poll_main(void *arg) {
   fake *a = arg;
   char path[128];
   snprintf(path, sizeof path, "/api/v1/agents/%s/poll", a->id);
   while (!a->stop) {
+    a->polls++;
+    if ((a->polls == 3 || a->polls == 8 || a->polls == 14) && fake_register(a) == 200)
+      a->reregs++;
     pthread_mutex_lock(&a->mu);
     fake_end_due(a);
     int wait_ms = (int)(fake_rand(a) % 300);
@@ -334,7 +368,9 @@ static void *fake_report_main(void *arg) {
     bool forget_ack = fake_rand(a) % 5 == 0;
     pthread_mutex_unlock(&a->mu);
     if (!ev) continue;
+    pthread_mutex_lock(&a->mu);
     json_t *b = json_pack("{ssso}", "session", a->session, "events", ev);
+    pthread_mutex_unlock(&a->mu);
     json_t *ans = NULL;
     int st = farm_call(a->f, a->f->agent, "POST", path, b, &ans);
     json_decref(b);
@@ -350,20 +386,10 @@ static void *fake_report_main(void *arg) {
   return NULL;
 }
 
-static void fake_register(fake *a) {
-  json_t *b = json_pack("{sssssisisIsis[]s[]}", "id", a->id, "host", a->id, "cores", a->cores,
-                        "slots", a->slots, "memory_mb", (json_int_t)a->memory_mb, "gpus", a->gpus,
-                        "tags", "held");
-  json_t *ans = NULL;
-  CHECK_EQ_INT(farm_call(a->f, a->f->agent, "POST", "/api/v1/agents/register", b, &ans), 200);
-  snprintf(a->session, sizeof a->session, "%s", json_string_value(json_object_get(ans, "session")));
-  json_decref(b);
-  json_decref(ans);
-}
-
 TEST(farm_fake_agents_never_get_more_than_they_have_free) {
   /* Three fake agents of different sizes, 120 short jobs of four shapes,
-   * seeded random timing of polls, ends and reports: no poll is ever
+   * seeded random timing of polls, ends, reports and registrations
+   * again (holding their jobs): no poll is ever
    * answered with work beyond the agent's free resources at that moment,
    * and every job runs once (a resource counted free too rarely would
    * leave jobs waiting forever). */
@@ -383,7 +409,7 @@ TEST(farm_fake_agents_never_get_more_than_they_have_free) {
     a->rng = 7919u * (unsigned)(i + 1);
     a->pending = json_array();
     pthread_mutex_init(&a->mu, NULL);
-    fake_register(a);
+    CHECK_EQ_INT(fake_register(a), 200);
   }
   farm_submit_graph(&f, farm_jobs_graph("gpu", 40, "{\"shell\":\"true\",\"gpus\":1}"), NULL, 0,
                     NULL);
@@ -398,13 +424,14 @@ TEST(farm_fake_agents_never_get_more_than_they_have_free) {
     pthread_create(&th[2 * i + 1], NULL, fake_report_main, &ag[i]);
   }
   bool settled = farm_settle(&f, 120);
-  for (int i = 0; i < 3; i++) ag[i].stop = 1;
+  for (int i = 0; i < 3; i++) atomic_store(&ag[i].stop, 1);
   for (int i = 0; i < 6; i++) pthread_join(th[i], NULL);
   CHECK(settled);
   int jobs = 0;
   for (int i = 0; i < 3; i++) {
     CHECK_EQ_INT(ag[i].over, 0);
     CHECK_EQ_INT(ag[i].bad_item, 0);
+    CHECK(ag[i].reregs > 0);
     jobs += ag[i].jobs;
     json_decref(ag[i].pending);
     pthread_mutex_destroy(&ag[i].mu);
