@@ -239,7 +239,7 @@ typedef struct fake {
   int64_t used_memory;
   json_t *pending; /* done events not yet acknowledged */
   int64_t seq, released_seq;
-  unsigned rng;
+  unsigned poll_rng, report_rng; /* one per thread: each is its own sequence */
   int over;     /* work given beyond what was free */
   int bad_item; /* work items without their needs */
   int jobs;     /* work items received */
@@ -247,9 +247,9 @@ typedef struct fake {
   atomic_int stop;
 } fake;
 
-static unsigned fake_rand(fake *a) {
-  a->rng = a->rng * 1103515245u + 12345u;
-  return (a->rng >> 8) & 0xffffff;
+static unsigned fake_rand(unsigned *rng) {
+  *rng = *rng * 1103515245u + 12345u;
+  return (*rng >> 8) & 0xffffff;
 }
 
 /* Ends the jobs that are due: resources free now, a done event queued. */
@@ -313,7 +313,7 @@ static void *fake_poll_main(void *arg) {
       a->reregs++;
     pthread_mutex_lock(&a->mu);
     fake_end_due(a);
-    int wait_ms = (int)(fake_rand(a) % 300);
+    int wait_ms = (int)(fake_rand(&a->poll_rng) % 300);
     json_t *b = json_pack("{sss{sisisIsi}sisI}", "session", a->session, "free", "slots",
                           a->slots - a->nrun, "cores", a->cores - a->used_cores, "memory_mb",
                           (json_int_t)(a->memory_mb - a->used_memory), "gpus",
@@ -333,7 +333,7 @@ static void *fake_poll_main(void *arg) {
                 .cores = (int)json_integer_value(json_object_get(w, "cores")),
                 .gpus = (int)json_integer_value(json_object_get(w, "gpus")),
                 .memory_mb = json_integer_value(json_object_get(w, "memory_mb")),
-                .end = farm_now() + (double)(20 + fake_rand(a) % 130) / 1000};
+                .end = farm_now() + (double)(20 + fake_rand(&a->poll_rng) % 130) / 1000};
       a->jobs++;
       if (j.cores < 1) a->bad_item++;
       if (a->nrun + 1 > a->slots || a->used_cores + j.cores > a->cores ||
@@ -361,16 +361,15 @@ static void *fake_report_main(void *arg) {
   char path[128];
   snprintf(path, sizeof path, "/api/v1/agents/%s/report", a->id);
   while (!a->stop) {
-    usleep(5000 + fake_rand(a) % 60000);
+    usleep(5000 + fake_rand(&a->report_rng) % 60000);
+    bool forget_ack = fake_rand(&a->report_rng) % 5 == 0;
     pthread_mutex_lock(&a->mu);
     fake_end_due(a);
-    json_t *ev = json_array_size(a->pending) ? json_deep_copy(a->pending) : NULL;
-    bool forget_ack = fake_rand(a) % 5 == 0;
+    json_t *b = json_array_size(a->pending) ? json_pack("{ssso}", "session", a->session, "events",
+                                                        json_deep_copy(a->pending))
+                                            : NULL;
     pthread_mutex_unlock(&a->mu);
-    if (!ev) continue;
-    pthread_mutex_lock(&a->mu);
-    json_t *b = json_pack("{ssso}", "session", a->session, "events", ev);
-    pthread_mutex_unlock(&a->mu);
+    if (!b) continue;
     json_t *ans = NULL;
     int st = farm_call(a->f, a->f->agent, "POST", path, b, &ans);
     json_decref(b);
@@ -406,7 +405,8 @@ TEST(farm_fake_agents_never_get_more_than_they_have_free) {
     a->cores = sizes[i][1];
     a->memory_mb = sizes[i][2];
     a->gpus = sizes[i][3];
-    a->rng = 7919u * (unsigned)(i + 1);
+    a->poll_rng = 7919u * (unsigned)(i + 1);
+    a->report_rng = 104729u * (unsigned)(i + 1);
     a->pending = json_array();
     pthread_mutex_init(&a->mu, NULL);
     CHECK_EQ_INT(fake_register(a), 200);
