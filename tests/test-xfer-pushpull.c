@@ -4,6 +4,7 @@
  * and the attacks (symlinks out of the tree, device files, hostile
  * manifests served by the depot, symlinks planted in the destination). */
 #include "xfer-util.h"
+#include "xfer-proxy.h"
 
 #include <signal.h>
 #include <sys/mman.h>
@@ -507,6 +508,45 @@ TEST(tight_memory_bound_still_works) {
   push_ok(src, ref, &o, &res);
   pull_ok(ref, dst, &o, &res);
   CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+  free(src), free(dst), free(ref);
+  xu_depot_stop(&x);
+  xu_done(tmp);
+}
+
+/* With the default options a push keeps 16 requests in flight and a pull
+ * at most 8 (BR_XFER_PUSH_PARALLEL, BR_XFER_PULL_PARALLEL): through a proxy
+ * that adds 40 ms to each round trip, one file to a request, each opens a
+ * connection for each request in flight. */
+TEST(push_keeps_16_requests_in_flight_and_pull_8) {
+  char *tmp = br_test_tmpdir("xfer-pp-inflight");
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  xproxy px;
+  CHECK_EQ_INT(xp_start(&px, x.port, 1), 0);
+  px.delay_ms = 20;
+  char url[64];
+  snprintf(url, sizeof url, "depot://127.0.0.1:%d", px.port);
+  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(url, "inflight");
+  for (int i = 0; i < 64; i++) {
+    char rel[32];
+    snprintf(rel, sizeof rel, "f.%04d.bgeo", i);
+    xu_make_file(src, rel, 20000, (uint64_t)i);
+  }
+  br_xfer_opts o;
+  xu_opts(&o, tmp);
+  o.bundle_bytes = 1; /* one file per request */
+  br_xfer_result res;
+  push_ok(src, ref, &o, &res);
+  CHECK_EQ_INT(res.files_moved, 64);
+  CHECK_EQ_INT(atomic_load(&px.max_conns), BR_XFER_PUSH_PARALLEL);
+  for (int i = 0; i < 250 && atomic_load(&px.conns) > 0; i++) xp_sleep(0.02);
+  CHECK_EQ_INT(atomic_load(&px.conns), 0);
+  atomic_store(&px.max_conns, 0);
+  pull_ok(ref, dst, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+  int pulled_by = atomic_load(&px.max_conns);
+  CHECK(pulled_by > 1 && pulled_by <= BR_XFER_PULL_PARALLEL);
+  xp_stop(&px);
   free(src), free(dst), free(ref);
   xu_depot_stop(&x);
   xu_done(tmp);

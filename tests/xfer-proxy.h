@@ -62,6 +62,7 @@ typedef struct xproxy {
   double rate;        /* bytes per second cap across connections, 0 = none */
   double next_free[2]; /* bandwidth cap: when each direction's link is next idle */
   atomic_int conns;
+  atomic_int max_conns; /* the most connections open at once */
   /* Called (proxy thread) when a fault hits, before it is done (may be NULL). */
   void (*on_hit)(void *ud);
   void *on_hit_ud;
@@ -346,7 +347,10 @@ static void *xp_accept_main(void *arg) {
     cn->p = p;
     cn->c = c;
     cn->s = s;
-    atomic_fetch_add(&p->conns, 1);
+    int open_now = atomic_fetch_add(&p->conns, 1) + 1;
+    int most = atomic_load(&p->max_conns);
+    while (open_now > most && !atomic_compare_exchange_weak(&p->max_conns, &most, open_now)) {
+    }
     pthread_t th;
     if (pthread_create(&th, NULL, xp_conn_main, cn) == 0) {
       pthread_detach(th);

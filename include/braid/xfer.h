@@ -24,6 +24,15 @@ extern "C" {
 #endif
 
 #define BR_XFER_CHUNK_SIZE (8 * 1024 * 1024) /* fixed chunk size of files */
+/* Requests in flight by default. A push keeps more: the depot answers an
+ * upload only once its pack is on disk, and uploads that end together share
+ * one sync, so with 8 in flight they all waited on it together and the
+ * machine idled; with 16, half are sent and verified while the others
+ * wait (10,000 files of 64 KiB over loopback: 0.82-0.87 s against
+ * 0.88-0.96 s). A pull's responses are written by threads of its own and
+ * did not gain. */
+#define BR_XFER_PUSH_PARALLEL 16
+#define BR_XFER_PULL_PARALLEL 8
 #define BR_XFER_DIGEST_LEN 32                /* SHA-256 */
 #define BR_XFER_HEX_LEN 64
 
@@ -218,7 +227,8 @@ typedef struct br_xfer_opts {
   const char *token;        /* bearer token; required by the depot */
   const char *ca_file;      /* HTTPS: verify the depot against this CA file (PEM);
                              * NULL = the system's */
-  int parallel;             /* requests in flight, default 8 */
+  int parallel;             /* requests in flight; 0 (default): BR_XFER_PUSH_PARALLEL
+                             * for a push, BR_XFER_PULL_PARALLEL for a pull */
   int64_t bwlimit;          /* bytes per second over all transfers, 0 = none */
   int64_t max_memory;       /* bound on buffered payload, default 256 MiB */
   int64_t bundle_bytes;     /* small files bundled per request, default 8 MiB */

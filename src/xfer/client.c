@@ -16,7 +16,7 @@
 
 void br_xfer_opts_init(br_xfer_opts *o) {
   memset(o, 0, sizeof *o);
-  o->parallel = 8;
+  o->parallel = 0; /* push 16, pull 8 (BR_XFER_PUSH_PARALLEL, BR_XFER_PULL_PARALLEL) */
   o->max_memory = 256 * 1024 * 1024;
   o->bundle_bytes = 8 * 1024 * 1024;
   o->small_file = 1024 * 1024;
@@ -36,14 +36,14 @@ bool br_xfer__cancelled(const br_xfer__engine *e) {
 static void global_init(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
 
 int br_xfer__engine_init(br_xfer__engine *e, const br_xfer_opts *o, int64_t per_request,
-                         br_error *err) {
+                         int parallel, br_error *err) {
   memset(e, 0, sizeof *e);
   e->o = o;
   static pthread_once_t once = PTHREAD_ONCE_INIT;
   pthread_once(&once, global_init);
   e->multi = curl_multi_init();
   if (!e->multi) return br_error_set(err, BR_ENOMEM, "curl_multi_init failed");
-  int par = o->parallel > 0 ? o->parallel : 8;
+  int par = o->parallel > 0 ? o->parallel : parallel;
   int64_t mem = o->max_memory > 0 ? o->max_memory : 256 * 1024 * 1024;
   /* Each request in flight holds a body or a response of up to per_request. */
   int64_t by_mem = per_request > 0 ? mem / per_request : par;

@@ -99,8 +99,9 @@ struct br_xfer__engine {
   uint64_t submitted; /* requests ever submitted */
 };
 
+/* parallel: requests in flight when o->parallel is 0 (the default). */
 int br_xfer__engine_init(br_xfer__engine *e, const br_xfer_opts *o, int64_t per_request,
-                         br_error *err);
+                         int parallel, br_error *err);
 void br_xfer__engine_free(br_xfer__engine *e);
 /* A new request (calloc'd, range_from = -1); the engine owns it once submitted. */
 br_xfer__req *br_xfer__req_new(const char *base, const char *path_and_query);

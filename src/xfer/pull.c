@@ -1884,7 +1884,7 @@ int br_xfer_pull_many(const char *const *sources, const char *const *dirs, size_
   p.umask = read_umask();
   double t0 = br_xfer__now();
   int64_t per = opts->bundle_bytes > BR_XFER_CHUNK_SIZE ? opts->bundle_bytes : BR_XFER_CHUNK_SIZE;
-  int rc = br_xfer__engine_init(&p.eng, opts, per * 2, err);
+  int rc = br_xfer__engine_init(&p.eng, opts, per * 2, BR_XFER_PULL_PARALLEL, err);
   p.jobs = rc ? NULL : calloc(n, sizeof *p.jobs);
   if (!rc && !p.jobs) rc = br_error_set(err, BR_ENOMEM, "out of memory");
   for (size_t j = 0; p.jobs && j < n; j++) p.jobs[j].rootfd = -1;

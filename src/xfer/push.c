@@ -106,6 +106,7 @@ typedef struct push {
   int sending;        /* uploads in flight */
   int64_t bundle;     /* bytes of small chunks per upload */
   int64_t small_total;
+  bool remembered;    /* the hashed files are in the hash cache (remember_hashed) */
   int z_misses;       /* one-chunk files in a row that did not compress (see z_try) */
   unsigned z_skips;   /* one-chunk files sent raw untried since */
 } push;
@@ -324,6 +325,19 @@ typedef struct deferred {
   struct stat before;
 } deferred;
 
+/* What was hashed goes into the hash cache, once (see hash_worker). */
+static void remember_hashed(push *p) {
+  if (p->remembered) return;
+  p->remembered = true;
+  br_xfer__hcache_begin(p->hc);
+  for (size_t i = 0; i < p->ntodo; i++) {
+    pfile *f = p->todo[i];
+    if (f->hashed)
+      br_xfer__hcache_put(p->hc, &f->st, p->chunk_size, &f->digest, f->chunks, f->nchunks);
+  }
+  br_xfer__hcache_commit(p->hc);
+}
+
 static void *hash_worker(void *arg) {
   push *p = arg;
   deferred ring[DEFER_MAX];
@@ -385,8 +399,14 @@ static void *hash_worker(void *arg) {
   for (; nring; nring--, head = (head + 1) % DEFER_MAX) close(ring[head].fd);
   pthread_mutex_lock(&p->mu);
   p->hashing--;
+  bool last = p->hashing == 0 && !p->hash_rc && !p->stop;
   pthread_mutex_unlock(&p->mu);
   br_xfer__engine_wake(&p->eng);
+  /* The last thread to end remembers what was hashed while the event loop
+   * sends the rest (the depot's part of the push, not this machine's), not
+   * after it. Nothing else uses the hash cache until the threads are
+   * joined, and the digests of every file are final now. */
+  if (last && !br_xfer__cancelled(&p->eng)) remember_hashed(p);
   return NULL;
 }
 
@@ -900,15 +920,11 @@ static int run_pipeline(push *p, br_error *err) {
    * attempt does not hash it again. */
   p->res->hashed_bytes = atomic_load(&p->hashed_bytes);
   p->res->files_read_ahead = atomic_load(&p->read_ahead);
-  br_xfer__hcache_begin(p->hc);
+  remember_hashed(p);
   for (size_t i = 0; i < p->ntodo; i++) {
-    pfile *f = p->todo[i];
-    free(f->abs);
-    f->abs = NULL;
-    if (f->hashed)
-      br_xfer__hcache_put(p->hc, &f->st, p->chunk_size, &f->digest, f->chunks, f->nchunks);
+    free(p->todo[i]->abs);
+    p->todo[i]->abs = NULL;
   }
-  br_xfer__hcache_commit(p->hc);
   p->ntodo = 0; /* a round after a refused commit hashes nothing */
   if (rc) return rc;
   if (br_xfer__cancelled(&p->eng)) return br_error_set(err, BR_ECANCEL, "cancelled");
@@ -1117,7 +1133,7 @@ int br_xfer_push_many(const char *const *dirs, const char *const *targets, size_
   pthread_cond_init(&p.mem_cv, NULL);
   double t0 = br_xfer__now();
   int64_t per = opts->bundle_bytes > p.chunk_size ? opts->bundle_bytes : p.chunk_size;
-  int rc = br_xfer__engine_init(&p.eng, opts, per * 2, err);
+  int rc = br_xfer__engine_init(&p.eng, opts, per * 2, BR_XFER_PUSH_PARALLEL, err);
   p.jobs = rc ? NULL : calloc(n, sizeof *p.jobs);
   if (!rc && !p.jobs) rc = br_error_set(err, BR_ENOMEM, "out of memory");
   if (!rc)
