@@ -402,9 +402,9 @@ static void *hash_worker(void *arg) {
   bool last = p->hashing == 0 && !p->hash_rc && !p->stop;
   pthread_mutex_unlock(&p->mu);
   br_xfer__engine_wake(&p->eng);
-  /* The last thread to end remembers what was hashed while the event loop
-   * sends the rest (the depot's part of the push, not this machine's), not
-   * after it. Nothing else uses the hash cache until the threads are
+  /* The last thread to end remembers what was hashed now, while the event
+   * loop only waits for the depot to take the last uploads, rather than
+   * after them. Nothing else uses the hash cache until the threads are
    * joined, and the digests of every file are final now. */
   if (last && !br_xfer__cancelled(&p->eng)) remember_hashed(p);
   return NULL;
