@@ -268,11 +268,7 @@ TEST(push_through_cuts) {
 
 /* NSMALL small files under sent/ in dir, their bytes drawn from seed. */
 static void make_sent_files(const char *dir, uint64_t seed) {
-  char rel[64];
-  for (int i = 0; i < NSMALL; i++) {
-    snprintf(rel, sizeof rel, "sent/s.%04d.exr", i + 1);
-    xu_make_file(dir, rel, SMALL, seed + (uint64_t)i);
-  }
+  xu_make_frames(dir, "sent/s.%04d.exr", 1, NSMALL, SMALL, seed);
 }
 
 /* A push through the proxy of NSMALL small files of src2, whose first

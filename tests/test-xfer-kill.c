@@ -343,11 +343,7 @@ TEST(disk_full_with_small_files_only) {
   xu_depot x;
   xu_depot_start(&x, tmp);
   char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "small");
-  for (int i = 0; i < 120; i++) {
-    char rel[32];
-    snprintf(rel, sizeof rel, "f.%04d.exr", i);
-    xu_make_file(src, rel, 20000, (uint64_t)i);
-  }
+  xu_make_frames(src, "f.%04d.exr", 0, 120, 20000, 0);
   br_xfer_opts o;
   xu_opts(&o, tmp);
   br_xfer_result res;

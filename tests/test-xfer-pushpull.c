@@ -527,11 +527,7 @@ TEST(push_keeps_16_requests_in_flight_and_pull_8) {
   char url[64];
   snprintf(url, sizeof url, "depot://127.0.0.1:%d", px.port);
   char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(url, "inflight");
-  for (int i = 0; i < 64; i++) {
-    char rel[32];
-    snprintf(rel, sizeof rel, "f.%04d.bgeo", i);
-    xu_make_file(src, rel, 20000, (uint64_t)i);
-  }
+  xu_make_frames(src, "f.%04d.bgeo", 0, 64, 20000, 0);
   br_xfer_opts o;
   xu_opts(&o, tmp);
   o.bundle_bytes = 1; /* one file per request */
@@ -633,11 +629,7 @@ TEST(depot_memory_bound_makes_clients_wait) {
   CHECK_EQ_INT(br_depot_start(&d, &depot, NULL), BR_OK);
   char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = NULL;
   if (asprintf(&ref, "depot://127.0.0.1:%d/mem", br_depot_port(depot)) < 0) abort();
-  for (int i = 0; i < 6; i++) {
-    char rel[32];
-    snprintf(rel, sizeof rel, "f.%04d.vdb", i);
-    xu_make_file(src, rel, 600 * 1024, (uint64_t)i);
-  }
+  xu_make_frames(src, "f.%04d.vdb", 0, 6, 600 * 1024, 0);
   br_xfer_opts o;
   xu_opts(&o, tmp);
   o.parallel = 8;
@@ -665,11 +657,7 @@ static void change_file_while_sending(const br_xfer_progress *p, void *ud) {
 /* 20 frames in src, and options under which f.0000.exr is rewritten when
  * the first upload starts: after it was hashed, before it is sent. */
 static void frames_changed_while_sending(const char *tmp, const char *src, br_xfer_opts *o) {
-  char rel[32];
-  for (int i = 0; i < 20; i++) {
-    snprintf(rel, sizeof rel, "f.%04d.exr", i);
-    xu_make_file(src, rel, 20000, (uint64_t)i);
-  }
+  xu_make_frames(src, "f.%04d.exr", 0, 20, 20000, 0);
   xu_opts(o, tmp);
   o->parallel = 1;
   o->bundle_bytes = 1; /* one file per request */

@@ -71,6 +71,17 @@ XU_UNUSED static void xu_make_file(const char *dir, const char *rel, size_t len,
   free(b);
 }
 
+/* n files of len bytes under dir named by pattern (a printf format of one
+ * int) for first, first + 1, ...; file k's bytes drawn from seed + k. */
+XU_UNUSED static void xu_make_frames(const char *dir, const char *pattern, int first, int n,
+                                     size_t len, uint64_t seed) {
+  for (int i = 0; i < n; i++) {
+    char rel[256];
+    snprintf(rel, sizeof rel, pattern, first + i);
+    xu_make_file(dir, rel, len, seed + (uint64_t)i);
+  }
+}
+
 /* Frees a test's directory name; the harness removes the directory when
  * the test passes (a failed one's files are kept to look at). */
 XU_UNUSED static void xu_done(char *tmp) { free(tmp); /* the harness removes it */ }
