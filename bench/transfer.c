@@ -319,7 +319,7 @@ static double median(double *v, int n) {
  * either, a named temporary written through the page cache and renamed.
  * Both braid pull and rsync pay these creations; when they dominate, no
  * client can be many times faster than another. */
-#define FLOOR_THREADS 8 /* braid's writers (WRITERS in src/xfer/pull.c) */
+#define FLOOR_THREADS 16 /* braid's writers (WRITERS in src/xfer/pull.c) */
 
 typedef struct floor_arg {
   int dfd, n, step, first;

@@ -256,7 +256,11 @@ typedef struct install_job {
   int64_t seq;
 } install_job;
 
-#define WRITERS 8 /* with direct I/O a writer mostly waits for the disk */
+/* With direct I/O a writer mostly waits for the disk: on a day the disk
+ * answered slowly, 8 writers left 10-15% of the CPU idle in iowait during
+ * a pull of 10,000 small files, and 16 pulled them 7% faster (medians of
+ * 14 alternated pulls: 1.04 s against 1.12 s); on a fast day, no change. */
+#define WRITERS 16
 #define DIRECT_PIECE (1024 * 1024) /* direct writes of a large file's chunk, at most */
 /* Jobs between the loop thread and the end of their commit, at most: each
  * holds a directory fd (and a large file its own), so this bounds the fds
