@@ -535,8 +535,7 @@ TEST(push_keeps_16_requests_in_flight_and_pull_8) {
   push_ok(src, ref, &o, &res);
   CHECK_EQ_INT(res.files_moved, 64);
   CHECK_EQ_INT(atomic_load(&px.max_conns), BR_XFER_PUSH_PARALLEL);
-  for (int i = 0; i < 250 && atomic_load(&px.conns) > 0; i++) xp_sleep(0.02);
-  CHECK_EQ_INT(atomic_load(&px.conns), 0);
+  CHECK_EQ_INT(xp_wait_closed(&px, 5.0), 0);
   atomic_store(&px.max_conns, 0);
   pull_ok(ref, dst, &o, &res);
   CHECK_EQ_INT(xu_tree_diff(src, dst), 0);

@@ -398,11 +398,18 @@ __attribute__((unused)) static int xp_hits(xproxy *p) {
   return h;
 }
 
+/* Waits up to seconds for every proxied connection to close; returns how
+ * many are still open. */
+__attribute__((unused)) static int xp_wait_closed(xproxy *p, double seconds) {
+  for (double t = 0; t < seconds && atomic_load(&p->conns) > 0; t += 0.02) xp_sleep(0.02);
+  return atomic_load(&p->conns);
+}
+
 __attribute__((unused)) static void xp_stop(xproxy *p) {
   atomic_store(&p->stop, 1);
   pthread_join(p->th, NULL);
   close(p->lfd);
-  for (int i = 0; i < 100 && atomic_load(&p->conns) > 0; i++) xp_sleep(0.02);
+  xp_wait_closed(p, 2.0);
 }
 
 #endif
