@@ -14,12 +14,9 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 
+/* f/f.NNNN.bgeo for NNNN from first; frame i's bytes drawn from seed + i. */
 static void tree(const char *dir, int first, int count, size_t size, uint64_t seed) {
-  for (int i = first; i < first + count; i++) {
-    char rel[48];
-    snprintf(rel, sizeof rel, "f/f.%04d.bgeo", i);
-    xu_make_file(dir, rel, size, seed + (uint64_t)i);
-  }
+  xu_make_frames(dir, "f/f.%04d.bgeo", first, count, size, seed + (uint64_t)first);
 }
 
 static void push_ok(const char *src, const char *ref, br_xfer_opts *o, int64_t want) {

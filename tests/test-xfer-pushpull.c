@@ -786,11 +786,7 @@ TEST(default_sizes_round_trip) {
   char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "def");
   xu_make_file(src, "big.0001.vdb", 9 * 1024 * 1024 + 3, 1);
   xu_make_file(src, "mid.0001.vdb", 1024 * 1024 + 1, 2);
-  for (int i = 0; i < 150; i++) {
-    char rel[32];
-    snprintf(rel, sizeof rel, "s/f.%04d.exr", i);
-    xu_make_file(src, rel, 60000, 10 + (uint64_t)i);
-  }
+  xu_make_frames(src, "s/f.%04d.exr", 0, 150, 60000, 10);
   br_xfer_opts o;
   br_xfer_opts_init(&o);
   o.token = XU_TOKEN;
