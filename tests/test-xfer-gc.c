@@ -212,14 +212,14 @@ TEST(mostly_dead_packs_of_compressed_chunks_are_rewritten) {
 typedef struct gcloop {
   const char *root;
   int64_t grace;
-  volatile int stop;
-  int runs, failures;
+  int stop; /* atomic loads and stores: the test's thread stops the gc's */
+  int runs, failures; /* the gc thread's, read after the join */
   char msg[1024];
 } gcloop;
 
 static void *gc_thread(void *arg) {
   gcloop *g = arg;
-  while (!g->stop) {
+  while (!__atomic_load_n(&g->stop, __ATOMIC_ACQUIRE)) {
     br_error err;
     br_error_clear(&err);
     br_depot_gc_result r;
@@ -275,7 +275,7 @@ static void pushes_beside_gc(const char *name, int64_t grace, bool expect_clean)
     pull_same(rv, dst, src, &o);
     free(rv);
   }
-  g.stop = 1;
+  __atomic_store_n(&g.stop, 1, __ATOMIC_RELEASE);
   pthread_join(th, NULL);
   if (g.failures) br_test_fail(__FILE__, __LINE__, "gc failed %d times: %s", g.failures, g.msg);
   CHECK(g.runs > 0);
@@ -531,7 +531,7 @@ static void gc_same(const br_depot_gc_result *a, const br_depot_gc_result *b) {
 
 static void *cancel_later(void *arg) {
   usleep(200000);
-  *(volatile sig_atomic_t *)arg = 1;
+  __atomic_store_n((volatile sig_atomic_t *)arg, 1, __ATOMIC_RELEASE);
   return NULL;
 }
 

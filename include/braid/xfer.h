@@ -260,7 +260,10 @@ typedef struct br_xfer_opts {
   br_xfer_progress_fn progress;
   void *progress_ud;
   double progress_interval; /* seconds between progress calls, default 0.5 */
-  volatile sig_atomic_t *cancel; /* set non-zero to cancel; may be NULL */
+  /* Set non-zero to cancel; may be NULL. Set it from a signal handler, or
+   * from another thread with an atomic store (__atomic_store_n): transfer
+   * threads read it with an atomic load. */
+  volatile sig_atomic_t *cancel;
 } br_xfer_opts;
 
 void br_xfer_opts_init(br_xfer_opts *o);

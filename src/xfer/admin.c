@@ -35,7 +35,8 @@ static int code_of_status(int st) {
 static int admin_call(const char *depot, const br_xfer_opts *opts, const char *path,
                       const json_t *body, double timeout_s, json_t **out, br_error *err) {
   *out = NULL;
-  if (opts && opts->cancel && *opts->cancel) return br_error_set(err, BR_ECANCEL, "cancelled");
+  if (opts && opts->cancel && __atomic_load_n(opts->cancel, __ATOMIC_ACQUIRE))
+    return br_error_set(err, BR_ECANCEL, "cancelled");
   char *base = br_xfer_depot_base(depot);
   if (!base)
     return br_error_set(err, BR_EINVAL, "'%s' is not a depot's address (want depot://HOST:PORT)",

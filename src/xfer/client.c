@@ -30,7 +30,7 @@ void br_xfer_opts_init(br_xfer_opts *o) {
 }
 
 bool br_xfer__cancelled(const br_xfer__engine *e) {
-  return e->o->cancel && *e->o->cancel;
+  return e->o->cancel && __atomic_load_n(e->o->cancel, __ATOMIC_ACQUIRE);
 }
 
 static void global_init(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
