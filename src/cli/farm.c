@@ -500,7 +500,8 @@ int br_cli_show_remote(int argc, char **argv) {
     const char *st = json_string_value(json_object_get(inv, "status"));
     const char *w = json_string_value(json_object_get(inv, "worker"));
     printf("    %lld  attempt %lld  %-11s on %-12s", (long long)json_integer_value(json_object_get(inv, "id")),
-           (long long)json_integer_value(json_object_get(inv, "attempt")), st, w ? w : "?");
+           (long long)json_integer_value(json_object_get(inv, "attempt")), st ? st : "?",
+           w ? w : "?");
     if (st && strcmp(st, "running") != 0)
       printf(" exit %lld, %.2f s", (long long)json_integer_value(json_object_get(inv, "exit_code")),
              json_number_value(json_object_get(inv, "runtime")));
