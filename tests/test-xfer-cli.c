@@ -145,6 +145,13 @@ TEST(round_trip_with_the_commands) {
   CHECK_CONTAINS(out, "files");
   free(out);
   free(cmd);
+  /* the depot says where clients find it, and logs each commit (stderr) */
+  char *dlog = br__read_file(outp, NULL);
+  CHECK_CONTAINS(dlog, "(clients: braid push DIR depot://127.0.0.1:");
+  CHECK_CONTAINS(dlog, " shot/cli@v1 committed: 2 files, 203000 bytes (from 127.0.0.1)\n");
+  CHECK_CONTAINS(dlog, " shot/cli@v2 committed: the same as v1 (nothing changed) (from 127.0.0.1)");
+  CHECK_CONTAINS(dlog, "braid: depot: 2"); /* the date and time: 2026-... */
+  free(dlog);
   if (asprintf(&cmd, "cd '%s' && '%s' pull -q --token-file client-token "
                      "depot://127.0.0.1:%d/shot/cli@v1 dst",
                tmp, bin(), port) < 0)

@@ -617,6 +617,19 @@ TEST(depot_rm_and_gc_from_the_library_over_http) {
   CHECK_EQ_INT(br_xfer_depot_gc(url, 0, true, &o, &r, &err), BR_OK);
   CHECK_EQ_INT(r.objects_removed, 0);
   fsck_ok(root);
+  /* the depot's log has a line for each change, with the client's address */
+  char *log = xu_depot_log(&x);
+  CHECK_CONTAINS(log, "lib/fx@v1 committed: 10 files, 30000 bytes (from 127.0.0.1)\n");
+  CHECK_CONTAINS(log, "lib/fx@v3 committed: the same as v2 (nothing changed) (from 127.0.0.1)\n");
+  CHECK_CONTAINS(log, "lib/fx@v1 removed (from 127.0.0.1)\n");
+  CHECK_CONTAINS(log, "lib/fx@v3 removed (from 127.0.0.1)\n");
+  CHECK(!strstr(log, "lib/fx@v9"));
+  CHECK_CONTAINS(log, "gc --dry-run (grace 0 s): 7 objects removed, 21000 bytes freed; ");
+  CHECK_CONTAINS(log, "gc (grace 3600 s): 0 objects removed, 0 bytes freed; packs: 0 removed, 0 "
+                      "rewritten; 7 unnamed kept as younger than the grace (from 127.0.0.1)\n");
+  CHECK_CONTAINS(log, "gc (grace 0 s): 7 objects removed, 21000 bytes freed; packs: 1 removed, 0 "
+                      "rewritten; 0 unnamed kept as younger than the grace (from 127.0.0.1)\n");
+  free(log);
   /* a cancel before the call sends nothing: v2 stays (pulled below) */
   volatile sig_atomic_t stop = 1;
   o.cancel = &stop;

@@ -56,6 +56,12 @@ TEST(server_serves_the_depot_with_its_tokens) {
   int64_t n = 0;
   CHECK_EQ_INT(br_depot_fsck(root, &n, &err), BR_OK);
   CHECK(n >= 3);
+  /* the server's log has the depot's commits */
+  char *lp = xu_path(F.dir, "server.log"), *log = br__read_file(lp, NULL);
+  CHECK_CONTAINS(log, " sh/cloth@v1 committed: 2 files, 905000 bytes (from 127.0.0.1)\n");
+  CHECK_CONTAINS(log, " sh/cloth@v2 committed: 3 files, 905100 bytes (from 127.0.0.1)\n");
+  free(log);
+  free(lp);
   free(root);
   free(r);
   free(src);

@@ -11,6 +11,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -25,6 +26,9 @@ typedef struct xu_depot {
   char *admins;  /* its admin token file, or NULL */
   char url[128]; /* "depot://127.0.0.1:PORT" */
   int port;
+  pthread_mutex_t log_mu; /* the depot's change log (br_depot_opts.log): */
+  char log[16384];        /* its lines, as long as they fit (xu_depot_log) */
+  size_t log_len;
 } xu_depot;
 
 XU_UNUSED static char *xu_path(const char *a, const char *b) {
@@ -99,9 +103,27 @@ XU_UNUSED static char *xu_token_file(const char *dir, const char *name, const ch
 /* A depot on tmp/depot taking XU_TOKEN; cache: its pack cache's size (0:
  * the default, negative: none); admin: a token that may also rm and gc
  * over HTTP (NULL: none). */
+XU_UNUSED static void xu_depot_logged(void *ud, const char *msg) {
+  xu_depot *x = ud;
+  pthread_mutex_lock(&x->log_mu);
+  x->log_len += (size_t)snprintf(x->log + x->log_len, sizeof x->log - x->log_len, "%s\n", msg);
+  if (x->log_len >= sizeof x->log) x->log_len = sizeof x->log - 1;
+  pthread_mutex_unlock(&x->log_mu);
+}
+
+/* A copy of the depot's change log so far (the caller frees it). */
+XU_UNUSED static char *xu_depot_log(xu_depot *x) {
+  pthread_mutex_lock(&x->log_mu);
+  char *s = strndup(x->log, x->log_len);
+  pthread_mutex_unlock(&x->log_mu);
+  if (!s) abort();
+  return s;
+}
+
 XU_UNUSED static void xu_depot_start_with(xu_depot *x, const char *tmp, int64_t cache,
                                           const char *admin) {
   memset(x, 0, sizeof *x);
+  pthread_mutex_init(&x->log_mu, NULL);
   x->root = xu_path(tmp, "depot");
   x->tokens = xu_token_file(tmp, "tokens", XU_TOKEN);
   if (admin) x->admins = xu_token_file(tmp, "admins", admin);
@@ -112,6 +134,8 @@ XU_UNUSED static void xu_depot_start_with(xu_depot *x, const char *tmp, int64_t 
   o.token_file = x->tokens;
   o.admin_token_file = x->admins;
   o.cache = cache;
+  o.log = xu_depot_logged;
+  o.log_ud = x;
   br_error err;
   br_error_clear(&err);
   int rc = br_depot_start(&o, &x->d, &err);
@@ -131,6 +155,7 @@ XU_UNUSED static void xu_depot_start(xu_depot *x, const char *tmp) {
 
 XU_UNUSED static void xu_depot_stop(xu_depot *x) {
   br_depot_stop(x->d);
+  pthread_mutex_destroy(&x->log_mu);
   free(x->root);
   free(x->tokens);
   free(x->admins);

@@ -41,6 +41,8 @@ typedef struct br_server_opts {
   br_warn_fn *warn;        /* told of what the operator should fix (a token
                             * file's line skipped, at each read); may be NULL */
   void *warn_ud;
+  br_warn_fn *depot_log;   /* the depot's changes (br_depot_opts.log); may be NULL */
+  void *depot_log_ud;
 } br_server_opts;
 
 int br_server_open(const br_server_opts *opts, br_server **out, br_error *err);

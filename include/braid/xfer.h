@@ -152,6 +152,11 @@ typedef struct br_depot_opts {
   br_warn_fn *warn;        /* told of what the operator should fix (a token
                             * file's line skipped, at each read); may be NULL */
   void *warn_ud;
+  br_warn_fn *log;         /* told of each change to the depot, a line each:
+                            * a version committed (or a push of the latest
+                            * again), versions removed, a gc over HTTP; from
+                            * the server's threads; may be NULL */
+  void *log_ud;
 } br_depot_opts;
 #define BR_DEPOT_CACHE_DEFAULT ((int64_t)512 << 20)
 

@@ -18,6 +18,8 @@ int br_cli_wants_help(int argc, char **argv);
 void br_cli_errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Prints "braid: warning: <msg>" to stderr: the library's br_warn_fn. */
 void br_cli_warn(void *ud, const char *msg);
+/* A depot's change (br_depot_opts.log): a line on stderr with the time. */
+void br_cli_depot_log(void *ud, const char *msg);
 
 int br_cli_validate(int argc, char **argv);
 int br_cli_run(int argc, char **argv);

@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 static int cmd_version(int argc, char **argv);
 static int cmd_help(int argc, char **argv);
@@ -56,6 +57,15 @@ void br_cli_errorf(const char *fmt, ...) {
 void br_cli_warn(void *ud, const char *msg) {
   (void)ud;
   fprintf(stderr, "braid: warning: %s\n", msg);
+}
+
+void br_cli_depot_log(void *ud, const char *msg) {
+  (void)ud;
+  char when[32];
+  time_t t = time(NULL);
+  struct tm tm;
+  strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", localtime_r(&t, &tm));
+  fprintf(stderr, "braid: depot: %s %s\n", when, msg);
 }
 
 static int cmd_version(int argc, char **argv) {

@@ -224,7 +224,8 @@ int br_cli_server(int argc, char **argv) {
                        .threads = threads, .token_file = tokens, .log_dir = logs,
                        .settings_file = settings, .farm = farm, .executor = executor,
                        .braid_exe = exe, .depot_root = depot_root,
-                       .depot_cache = depot_cache, .warn = br_cli_warn};
+                       .depot_cache = depot_cache, .warn = br_cli_warn,
+                       .depot_log = br_cli_depot_log};
   br_server *s;
   char buf[1400];
   if (br_server_open(&so, &s, &err)) {

@@ -846,6 +846,7 @@ int br_cli_depot(int argc, char **argv) {
   br_depot_opts o;
   memset(&o, 0, sizeof o);
   o.warn = br_cli_warn;
+  o.log = br_cli_depot_log;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!v) {
@@ -898,7 +899,15 @@ int br_cli_depot(int argc, char **argv) {
     br_cli_errorf("%s", br_error_format(&err, buf, sizeof buf));
     return BR_EXIT_FAILED;
   }
-  printf("depot listening on http://127.0.0.1:%d root %s\n", br_depot_port(d), o.root);
+  /* the address clients use: the host listened on (loopback for all of them) */
+  char host[300];
+  snprintf(host, sizeof host, "%s", o.listen ? o.listen : "127.0.0.1:7871");
+  char *colon = strrchr(host, ':');
+  if (colon) *colon = 0;
+  if (!*host || strcmp(host, "0.0.0.0") == 0) snprintf(host, sizeof host, "127.0.0.1");
+  else if (strcmp(host, "[::]") == 0) snprintf(host, sizeof host, "[::1]");
+  printf("depot listening on http://%s:%d root %s (clients: braid push DIR depot://%s:%d/NAME)\n",
+         host, br_depot_port(d), o.root, host, br_depot_port(d));
   fflush(stdout);
   int sig = 0;
   sigwait(&set, &sig);

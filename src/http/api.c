@@ -1328,7 +1328,8 @@ int br_server_open(const br_server_opts *o, br_server **out, br_error *err) {
   br_http_mount mount = depot_mount;
   if (o->depot_root) {
     br_depot_opts dopt = {.root = o->depot_root, .authorize = depot_authorize, .authorize_ud = s,
-                          .cache = o->depot_cache};
+                          .cache = o->depot_cache, .log = o->depot_log,
+                          .log_ud = o->depot_log_ud};
     rc = br_depot_open(&dopt, &s->depot, err);
     if (rc) {
       br_server_close(s);

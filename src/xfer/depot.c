@@ -26,6 +26,7 @@
 #include <limits.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,7 +57,32 @@ struct br_depot {
   pthread_mutex_t mem_mu;
   int64_t buffered, max_buffered;
   br_xfer__pcache *cache; /* packs in memory (pcache.c); NULL: none */
+  br_warn_fn *log;        /* opts->log: a line per change */
+  void *log_ud;
 };
+
+/* A line for the operator's log: what changed, and from which address. */
+__attribute__((format(printf, 3, 4))) static void note_change(br_depot *d, struct MHD_Connection *c,
+                                                              const char *fmt, ...) {
+  if (!d->log) return;
+  char msg[1024], addr[INET6_ADDRSTRLEN] = "?";
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  const union MHD_ConnectionInfo *ci =
+      c ? MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS) : NULL;
+  const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+  if (sa && sa->sa_family == AF_INET)
+    inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, addr,
+              sizeof addr);
+  else if (sa && sa->sa_family == AF_INET6)
+    inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, addr,
+              sizeof addr);
+  char line[1200];
+  snprintf(line, sizeof line, "%s (from %s)", msg, addr);
+  d->log(d->log_ud, line);
+}
 
 typedef struct request {
   br_depot *d;
@@ -891,10 +917,10 @@ static enum MHD_Result do_chunk(br_depot *d, struct MHD_Connection *c, request *
  * changed) is committed as it is: that version was checked when it came,
  * and its chunks are still there (a gc removes none while the lock is held
  * here). Parsing and checking 10,000 entries again is most of what such a
- * push costs. 1 committed (*version), 0 not the same (or unknown: the
- * caller checks it the long way), or an error. */
+ * push costs. 1 committed (*version; *prev the version it repeats), 0 not
+ * the same (or unknown: the caller checks it the long way), or an error. */
 static int commit_if_same(br_depot *d, const char *name, const char *body, size_t len,
-                          int64_t *version, br_error *err) {
+                          int64_t *version, int64_t *prev, br_error *err) {
   int lock = br_xfer__store_lock(&d->store, false);
   if (lock < 0) return 0;
   char *old = NULL;
@@ -906,6 +932,7 @@ static int commit_if_same(br_depot *d, const char *name, const char *body, size_
       olen == len && memcmp(old, body, len) == 0) {
     rc = br_xfer__store_commit(&d->store, name, body, len, version, err);
     if (rc == BR_OK) rc = 1;
+    *prev = found;
   }
   free(old);
   br_xfer__store_unlock(lock);
@@ -919,13 +946,22 @@ static enum MHD_Result do_commit(br_depot *d, struct MHD_Connection *c, request 
     return reply_error(c, MHD_HTTP_BAD_REQUEST, name ? err.msg : "no name");
   if ((int64_t)rq->body.len > d->max_manifest)
     return reply_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "manifest too large");
-  int64_t same_v = 0;
-  int same = commit_if_same(d, name, (const char *)rq->body.data, rq->body.len, &same_v, &err);
+  int64_t same_v = 0, prev_v = 0;
+  int same = commit_if_same(d, name, (const char *)rq->body.data, rq->body.len, &same_v, &prev_v,
+                            &err);
   if (same < 0) return reply_error(c, (unsigned)status_of(err.code), err.msg);
-  if (same) return reply_json(c, MHD_HTTP_OK, json_pack("{sI}", "version", (json_int_t)same_v));
+  if (same) {
+    note_change(d, c, "%s@v%lld committed: the same as v%lld (nothing changed)", name,
+                (long long)same_v, (long long)prev_v);
+    return reply_json(c, MHD_HTTP_OK, json_pack("{sI}", "version", (json_int_t)same_v));
+  }
   br_xfer_manifest *m = NULL;
   if (br_xfer_manifest_parse((const char *)rq->body.data, rq->body.len, &m, &err))
     return reply_error(c, MHD_HTTP_BAD_REQUEST, err.msg);
+  size_t nfiles = 0;
+  int64_t bytes = 0;
+  for (size_t i = 0; i < m->nentries; i++)
+    if (m->entries[i].type == BR_XFER_FILE) nfiles++, bytes += m->entries[i].size;
   /* A snapshot must never name a chunk the depot lacks: the check and the
    * commit hold the gc lock, so no gc removes a chunk between them. */
   int lock = br_xfer__store_lock(&d->store, false);
@@ -956,6 +992,8 @@ static enum MHD_Result do_commit(br_depot *d, struct MHD_Connection *c, request 
                                  &err);
   br_xfer__store_unlock(lock);
   if (rc) return reply_error(c, (unsigned)status_of(err.code), err.msg);
+  note_change(d, c, "%s@v%lld committed: %zu files, %lld bytes", name, (long long)v, nfiles,
+              (long long)bytes);
   return reply_json(c, MHD_HTTP_OK, json_pack("{sI}", "version", (json_int_t)v));
 }
 
@@ -1009,6 +1047,7 @@ static enum MHD_Result do_admin_rm(br_depot *d, struct MHD_Connection *c, reques
     br_error_clear(&err);
     /* br_depot_rm's work on the depot's open store */
     if (br_xfer__store_rm(&d->store, name, v, &err) == BR_OK) {
+      note_change(d, c, "%s@v%lld removed", name, (long long)v);
       json_array_append_new(removed, json_pack("{ss sI}", "name", name, "version", (json_int_t)v));
       continue;
     }
@@ -1044,6 +1083,12 @@ static enum MHD_Result do_admin_gc(br_depot *d, struct MHD_Connection *c, reques
   br_depot_gc_result r;
   if (br_depot_gc(d->store.root, grace, dry_run, &r, &err))
     return reply_error(c, (unsigned)status_of(err.code), err.msg);
+  note_change(d, c,
+              "gc%s (grace %lld s): %lld objects removed, %lld bytes freed; packs: %lld "
+              "removed, %lld rewritten; %lld unnamed kept as younger than the grace",
+              dry_run ? " --dry-run" : "", (long long)grace, (long long)r.objects_removed,
+              (long long)r.bytes_freed, (long long)r.packs_removed, (long long)r.packs_rewritten,
+              (long long)r.kept_young);
   return reply_json(c, MHD_HTTP_OK,
                     json_pack("{sb sI sI sI sI sI sI sI}", "dry_run", dry_run, "snapshots",
                               (json_int_t)r.snapshots, "live_chunks", (json_int_t)r.live_chunks,
@@ -1193,6 +1238,8 @@ int br_depot_open(const br_depot_opts *opts, br_depot **out, br_error *err) {
   pthread_mutex_init(&d->mem_mu, NULL);
   d->authorize = opts->authorize;
   d->authorize_ud = opts->authorize_ud;
+  d->log = opts->log;
+  d->log_ud = opts->log_ud;
   int rc = d->authorize ? BR_OK : br_xfer__tokens_load(&d->tokens, opts->token_file, opts->warn,
                                                                  opts->warn_ud, err);
   if (rc) {
