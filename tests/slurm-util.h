@@ -6,6 +6,7 @@
 
 #include <braid/store.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -131,15 +132,24 @@ static __attribute__((unused)) void wait_running(const char *dir, int n, double 
   fail_with_log(dir, "jobs did not start in Slurm", -1);
 }
 
-/* Slurm jobs named braid:NODE still pending or running. */
-static __attribute__((unused)) int slurm_active(const char *node) {
+/* Slurm jobs named braid:NODE still pending or running, of the braid run
+ * in dir (their working directory): not those a test before left to end. */
+static __attribute__((unused)) int slurm_active(const char *dir, const char *node) {
   char cmd[512];
-  snprintf(cmd, sizeof cmd, "squeue -h -r -t PENDING,RUNNING,CONFIGURING,COMPLETING -n 'braid:%s' -o '%%i'",
+  snprintf(cmd, sizeof cmd,
+           "squeue -h -r -t PENDING,RUNNING,CONFIGURING,COMPLETING -n 'braid:%s' -o '%%i|%%Z'",
            node);
-  char *out = capture(cmd);
+  char *out = capture(cmd), real[PATH_MAX];
+  if (!realpath(dir, real)) snprintf(real, sizeof real, "%s", dir);
+  dir = real;
   int n = 0;
-  for (char *p = out; *p; p++)
-    if (*p == '\n') n++;
+  size_t dl = strlen(dir);
+  for (char *line = out; *line;) {
+    char *end = strchr(line, '\n'), *bar = strchr(line, '|');
+    if (!end) break;
+    if (bar && bar < end && (size_t)(end - bar - 1) == dl && strncmp(bar + 1, dir, dl) == 0) n++;
+    line = end + 1;
+  }
   free(out);
   return n;
 }

@@ -124,7 +124,7 @@ TEST(server_on_slurm_cancel_removes_jobs) {
     farm_counts(&f, c);
   } while (c[BR_TASK_RUNNING] < 3 && farm_now() < end);
   CHECK_EQ_INT(c[BR_TASK_RUNNING], 3);
-  CHECK_EQ_INT(slurm_active("job"), 3);
+  CHECK_EQ_INT(slurm_active(f.dir, "job"), 3);
   json_t *ws = NULL;
   CHECK_EQ_INT(farm_call(&f, f.user, "GET", "/api/v1/workers", NULL, &ws), 200);
   char *text = json_dumps(ws, JSON_COMPACT);
@@ -147,8 +147,8 @@ TEST(server_on_slurm_cancel_removes_jobs) {
   json_decref(ts);
   CHECK_EQ_INT(n, 3);
   end = farm_now() + 30;
-  while ((slurm_active("job") > 0 || procs_with("[s]leep 317") > 0) && farm_now() < end) usleep(100 * 1000);
-  CHECK_EQ_INT(slurm_active("job"), 0);
+  while ((slurm_active(f.dir, "job") > 0 || procs_with("[s]leep 317") > 0) && farm_now() < end) usleep(100 * 1000);
+  CHECK_EQ_INT(slurm_active(f.dir, "job"), 0);
   CHECK_EQ_INT(procs_with("[s]leep 317"), 0);
   farm_counts(&f, c);
   CHECK_EQ_INT(c[BR_TASK_CANCELLED], 3);
@@ -171,21 +171,43 @@ static int free_port(void) {
 TEST(sigkill_then_resume_adopts_running_jobs) {
   need_cluster();
   char *dir = br_test_tmpdir("slurm-sigkill");
-  char *graph = write_graph(dir, "naps",
-                            "{\"name\": \"naps\", \"start\": {\"node\": \"fan\", \"attrs\": {\"n\": 4}},\n"
-                            " \"nodes\": [{\"name\": \"fan\", \"type\": \"spawn\", \"params\": {\"count\": {\"expr\": \"attr.n\"}}},\n"
-                            "  {\"name\": \"kept\", \"type\": \"command\", \"params\": {\"shell\": "
-                            "\"sleep 4; echo $BRAID_TASK_ID >> ran.txt\"}}],\n"
-                            " \"wires\": [[\"fan.children\", \"kept\"]]}\n");
+  /* The jobs wait for dir/go, so all 4 still run when braid is killed and
+   * when the resumed run adopts them, however slowly they start (a loaded
+   * machine, ThreadSanitizer); go comes once the resumed run has started. */
+  char json[2048];
+  snprintf(json, sizeof json,
+           "{\"name\": \"naps\", \"start\": {\"node\": \"fan\", \"attrs\": {\"n\": 4}},\n"
+           " \"nodes\": [{\"name\": \"fan\", \"type\": \"spawn\", \"params\": {\"count\": "
+           "{\"expr\": \"attr.n\"}}},\n"
+           "  {\"name\": \"kept\", \"type\": \"command\", \"params\": {\"shell\": "
+           "\"while [ ! -e '%s/go' ]; do sleep 0.2; done; echo $BRAID_TASK_ID >> ran.txt\"}}],\n"
+           " \"wires\": [[\"fan.children\", \"kept\"]]}\n",
+           dir);
+  char *graph = write_graph(dir, "naps", json);
   char extra[128];
   snprintf(extra, sizeof extra, "--slurm-listen 127.0.0.1:%d", free_port());
   pid_t pid = start_slurm_run(dir, graph, extra);
   wait_running(dir, 4, 60);
   kill(pid, SIGKILL);
   farm_wait(pid);
-  CHECK_EQ_INT(slurm_active("kept"), 4); /* the jobs go on without braid */
+  CHECK_EQ_INT(slurm_active(dir, "kept"), 4); /* the jobs go on without braid */
   double t0 = farm_now();
-  int rc = farm_wait(start_slurm_run(dir, graph, extra));
+  pid = start_slurm_run(dir, graph, extra);
+  char logp[1100], gop[1100];
+  snprintf(logp, sizeof logp, "%s/run.log", dir);
+  snprintf(gop, sizeof gop, "%s/go", dir);
+  for (int i = 0; i < 600; i++) { /* the resumed run has taken the store */
+    char *log = farm_slurp(logp);
+    bool resumed = strstr(log, "resuming") != NULL;
+    free(log);
+    if (resumed) break;
+    usleep(50 * 1000);
+  }
+  CHECK_EQ_INT(slurm_active(dir, "kept"), 4);
+  int gofd = open(gop, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  CHECK(gofd >= 0);
+  close(gofd);
+  int rc = farm_wait(pid);
   if (rc != 0) fail_with_log(dir, "the resumed run failed", rc);
   fprintf(stderr, "  resumed in %.1f s\n", farm_now() - t0);
   invs *l = invocations(dir);

@@ -77,7 +77,7 @@ TEST(ctrl_c_removes_the_slurm_jobs_and_resume_finishes) {
   setenv("TMPDIR", jobtmp, 1);
   pid_t pid = start_slurm_run(dir, graph, "--grace 2");
   wait_running(dir, 4, 60);
-  CHECK_EQ_INT(slurm_active("nap"), 4);
+  CHECK_EQ_INT(slurm_active(dir, "nap"), 4);
   CHECK(procs_with("[s]leep 307") >= 4);
   CHECK_EQ_INT(count_paths(workdirs), 4);
   double t0 = farm_now();
@@ -87,9 +87,9 @@ TEST(ctrl_c_removes_the_slurm_jobs_and_resume_finishes) {
   fprintf(stderr, "  stopped in %.2f s\n", farm_now() - t0);
   /* scancelled before braid exited; Slurm may still be finishing them off
    * (COMPLETING) for a moment */
-  for (int i = 0; i < 100 && (slurm_active("nap") > 0 || procs_with("[s]leep 307") > 0); i++)
+  for (int i = 0; i < 100 && (slurm_active(dir, "nap") > 0 || procs_with("[s]leep 307") > 0); i++)
     usleep(100 * 1000);
-  CHECK_EQ_INT(slurm_active("nap"), 0);
+  CHECK_EQ_INT(slurm_active(dir, "nap"), 0);
   CHECK_EQ_INT(procs_with("[s]leep 307"), 0);
   /* and the scancelled jobs removed their work dirs on the way out */
   for (int i = 0; i < 50 && count_paths(workdirs) > 0; i++) usleep(100 * 1000);
