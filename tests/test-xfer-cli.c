@@ -152,6 +152,24 @@ TEST(round_trip_with_the_commands) {
   CHECK_CONTAINS(dlog, " shot/cli@v2 committed: the same as v1 (nothing changed) (from 127.0.0.1)");
   CHECK_CONTAINS(dlog, "braid: depot: 2"); /* the date and time: 2026-... */
   free(dlog);
+  /* depot ls: on the root, and over HTTP with the client's token */
+  if (asprintf(&cmd, "cd '%s' && '%s' depot ls --root depot && '%s' depot ls -l --token-file "
+                     "client-token depot://127.0.0.1:%d shot && '%s' depot ls --json --token-file "
+                     "client-token depot://127.0.0.1:%d shot/cli",
+               tmp, bin(), bin(), port, bin(), port) < 0)
+    abort();
+  CHECK_EQ_INT(run(cmd, &out), 0);
+  CHECK_CONTAINS(out, "shot/cli@v1 ");
+  CHECK_CONTAINS(out, "shot/cli@v2 ");
+  CHECK_CONTAINS(out, "2 files   198.2 KiB\n");
+  CHECK_CONTAINS(out, "{\"name\":\"shot/cli\",\"version\":2,\"time\":");
+  free(out);
+  free(cmd);
+  if (asprintf(&cmd, "'%s' depot ls --root '%s/depot' ../x", bin(), tmp) < 0) abort();
+  CHECK_EQ_INT(run(cmd, &out), 1);
+  CHECK_CONTAINS(out, "bad snapshot name '../x'");
+  free(out);
+  free(cmd);
   if (asprintf(&cmd, "cd '%s' && '%s' pull -q --token-file client-token "
                      "depot://127.0.0.1:%d/shot/cli@v1 dst",
                tmp, bin(), port) < 0)

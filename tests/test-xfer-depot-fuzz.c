@@ -121,6 +121,7 @@ TEST(depot_api_survives_mutated_requests) {
   storm_json(ADMIN, "/v1/admin/rm", "{\"versions\":[{\"name\":\"nothing/here\",\"version\":1}]}",
              404, N / 2);
   storm_json(ADMIN, "/v1/admin/gc", "{\"grace_s\":86400,\"dry_run\":true}", 200, N / 4);
+  storm_json(XU_TOKEN, "/v1/list", "{\"name\":\"shot\",\"detail\":true}", 200, N / 2);
   /* an upload: a bundle of three chunks, one compressible */
   br_xfer__buf bundle = {0};
   CHECK_EQ_INT(br_xfer__bundle_begin(&bundle), BR_OK);

@@ -544,6 +544,81 @@ static void *cancel_later(void *arg) {
   return NULL;
 }
 
+/* The listing's versions, "name@vN" each followed by a space. */
+static char *listed(const br_depot_entry *v, size_t n) {
+  char *s = calloc(1, 4096);
+  if (!s) abort();
+  for (size_t i = 0; i < n; i++)
+    snprintf(s + strlen(s), 4096 - strlen(s), "%s@v%lld ", v[i].name, (long long)v[i].version);
+  return s;
+}
+
+TEST(depot_lists_its_versions_on_its_root_and_over_http) {
+  char *tmp = br_test_tmpdir("xfer-gc-list");
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  br_xfer_opts o;
+  xu_opts(&o, tmp);
+  char *src = xu_path(tmp, "src");
+  xu_make_file(src, "a/one.0001.bgeo", 3000, 1);
+  xu_make_file(src, "a/two.0001.bgeo", 5000, 2);
+  int64_t t0 = (int64_t)time(NULL);
+  const char *names[] = {"shot/a", "shot/a", "shot/b", "shotx", "other"};
+  for (size_t i = 0; i < 5; i++) {
+    char *r = xu_ref(x.url, names[i]);
+    push_ok(src, r, &o, i == 1 ? 2 : 1);
+    free(r);
+  }
+  br_depot_entry *v = NULL, *w = NULL;
+  size_t n = 0, m = 0;
+  br_error err;
+  br_error_clear(&err);
+  /* all, by name then version; a name and those below it, not its siblings */
+  CHECK_EQ_INT(br_depot_list(x.root, NULL, false, &v, &n, &err), BR_OK);
+  char *s = listed(v, n);
+  CHECK_EQ_STR(s, "other@v1 shot/a@v1 shot/a@v2 shot/b@v1 shotx@v1 ");
+  free(s);
+  CHECK(v[0].time >= t0 - 5 && v[0].time <= (int64_t)time(NULL) + 5);
+  CHECK_EQ_INT(v[0].files, -1);
+  /* over HTTP, with a token that may only read and write: the same */
+  CHECK_EQ_INT(br_xfer_depot_list(x.url, "", false, &o, &w, &m, &err), BR_OK);
+  CHECK_EQ_INT(m, n);
+  for (size_t i = 0; i < n && i < m; i++) {
+    CHECK_EQ_STR(w[i].name, v[i].name);
+    CHECK_EQ_INT(w[i].version, v[i].version);
+    CHECK_EQ_INT(w[i].time, v[i].time);
+  }
+  br_depot_list_free(v, n);
+  br_depot_list_free(w, m);
+  CHECK_EQ_INT(br_xfer_depot_list(x.url, "shot", true, &o, &v, &n, &err), BR_OK);
+  s = listed(v, n);
+  CHECK_EQ_STR(s, "shot/a@v1 shot/a@v2 shot/b@v1 ");
+  free(s);
+  CHECK_EQ_INT(v[0].files, 2);
+  CHECK_EQ_INT(v[0].bytes, 8000);
+  br_depot_list_free(v, n);
+  /* a removed version is not listed; an unknown name lists nothing */
+  CHECK_EQ_INT(br_depot_rm(x.root, "shot/a", 1, &err), BR_OK);
+  CHECK_EQ_INT(br_depot_list(x.root, "shot/a", true, &v, &n, &err), BR_OK);
+  s = listed(v, n);
+  CHECK_EQ_STR(s, "shot/a@v2 ");
+  free(s);
+  br_depot_list_free(v, n);
+  CHECK_EQ_INT(br_xfer_depot_list(x.url, "nosuch", false, &o, &v, &n, &err), BR_OK);
+  CHECK_EQ_INT(n, 0);
+  /* no way out of the snapshots, no listing without a token */
+  CHECK_EQ_INT(br_depot_list(x.root, "../objects", false, &v, &n, &err), BR_EINVAL);
+  CHECK_EQ_INT(br_xfer_depot_list(x.url, "shot/../..", false, &o, &v, &n, &err), BR_EINVAL);
+  CHECK_CONTAINS(err.msg, "HTTP 400");
+  o.token = "not-a-token";
+  CHECK_EQ_INT(br_xfer_depot_list(x.url, NULL, false, &o, &v, &n, &err), BR_EAUTH);
+  CHECK_CONTAINS(err.msg, "HTTP 401");
+  CHECK_EQ_INT(br_depot_list("/nonexistent-depot", NULL, false, &v, &n, &err), BR_ENOTFOUND);
+  free(src);
+  xu_depot_stop(&x);
+  xu_done(tmp);
+}
+
 TEST(depot_rm_and_gc_from_the_library_over_http) {
   char *tmp = br_test_tmpdir("xfer-gc-library");
   xu_depot x;

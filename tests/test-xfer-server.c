@@ -56,6 +56,18 @@ TEST(server_serves_the_depot_with_its_tokens) {
   int64_t n = 0;
   CHECK_EQ_INT(br_depot_fsck(root, &n, &err), BR_OK);
   CHECK(n >= 3);
+  /* any role may list the depot's versions */
+  opts(&o, F.dir, F.agent);
+  br_depot_entry *v = NULL;
+  size_t nv = 0;
+  CHECK_EQ_INT(br_xfer_depot_list(F.url, "sh", true, &o, &v, &nv, &err), BR_OK);
+  CHECK_EQ_INT(nv, 2);
+  if (nv == 2) {
+    CHECK_EQ_STR(v[1].name, "sh/cloth");
+    CHECK_EQ_INT(v[1].version, 2);
+    CHECK_EQ_INT(v[1].files, 3);
+  }
+  br_depot_list_free(v, nv);
   /* the server's log has the depot's commits */
   char *lp = xu_path(F.dir, "server.log"), *log = br__read_file(lp, NULL);
   CHECK_CONTAINS(log, " sh/cloth@v1 committed: 2 files, 905000 bytes (from 127.0.0.1)\n");

@@ -183,6 +183,23 @@ int br_depot_fsck(const char *root, int64_t *checked, br_error *err);
  * chunks only it named go at the next br_depot_gc. */
 int br_depot_rm(const char *root, const char *name, int64_t version, br_error *err);
 
+/* One version in a depot's listing. */
+typedef struct br_depot_entry {
+  char *name;      /* "shot010/cloth" */
+  int64_t version; /* N of vN */
+  int64_t time;    /* when it was committed (Unix seconds) */
+  int64_t files;   /* its files and their bytes: with detail, else -1 */
+  int64_t bytes;
+} br_depot_entry;
+
+/* The live versions of the depot at root, by name then version: those of
+ * snapshot `name` and of the names below it (name/...), or all (NULL or
+ * ""). detail: files and bytes too, from each version's manifest (a read of
+ * every one listed). *out: free with br_depot_list_free. */
+int br_depot_list(const char *root, const char *name, bool detail, br_depot_entry **out,
+                  size_t *n, br_error *err);
+void br_depot_list_free(br_depot_entry *v, size_t n);
+
 typedef struct br_depot_gc_result {
   int64_t snapshots;       /* live versions read */
   int64_t live_chunks;     /* distinct chunks they name */
@@ -347,6 +364,10 @@ int br_xfer_depot_rm(const char *depot, const br_xfer_version *versions, size_t 
  * counts (all zero on failure). */
 int br_xfer_depot_gc(const char *depot, int64_t grace_s, bool dry_run, const br_xfer_opts *opts,
                      br_depot_gc_result *res, br_error *err);
+/* br_depot_list asked of a running depot (POST /v1/list): any token that
+ * may pull may list. */
+int br_xfer_depot_list(const char *depot, const char *name, bool detail, const br_xfer_opts *opts,
+                       br_depot_entry **out, size_t *n, br_error *err);
 
 #ifdef __cplusplus
 }

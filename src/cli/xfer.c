@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /* A failure that may pass (the depot unreachable or busy past the retries):
@@ -682,6 +683,82 @@ static int parse_version(const char *s, char **name, int64_t *version) {
   return 0;
 }
 
+typedef struct ls_args {
+  bool detail, json;
+} ls_args;
+
+static int ls_option(int argc, char **argv, int *i, void *ud) {
+  (void)argc;
+  ls_args *l = ud;
+  const char *a = argv[*i];
+  if (strcmp(a, "-l") == 0 || strcmp(a, "--long") == 0) return l->detail = true, 1;
+  if (strcmp(a, "--json") == 0) return l->json = true, 1;
+  return 0;
+}
+
+static int depot_ls(int argc, char **argv) {
+  depot_target t;
+  char **pos = NULL;
+  int n = 0;
+  ls_args l = {0};
+  int rc = parse_target(argc, argv, "ls", &t, &pos, &n, ls_option, &l);
+  if (rc == 0 && n > 1) br_cli_errorf("depot ls: unexpected '%s' (one NAME at most)", pos[1]);
+  const char *name = rc == 0 && n == 1 ? pos[0] : NULL;
+  if (rc || n > 1) {
+    free(pos);
+    free(t.base);
+    return BR_EXIT_USAGE;
+  }
+  br_depot_entry *v = NULL;
+  size_t nv = 0;
+  br_error err;
+  br_error_clear(&err);
+  if (t.root) {
+    rc = br_depot_list(t.root, name, l.detail, &v, &nv, &err);
+  } else {
+    br_xfer_opts o;
+    target_opts(&t, &o);
+    rc = br_xfer_depot_list(t.base, name, l.detail, &o, &v, &nv, &err);
+    free(t.base);
+  }
+  free(pos);
+  if (rc) {
+    br_cli_errorf("depot ls: %s", err.msg);
+    return exit_of(rc);
+  }
+  for (size_t i = 0; i < nv; i++) {
+    if (l.json) {
+      json_t *e = json_pack("{ss sI sI}", "name", v[i].name, "version", (json_int_t)v[i].version,
+                            "time", (json_int_t)v[i].time);
+      if (e && l.detail) {
+        json_object_set_new(e, "files", json_integer(v[i].files));
+        json_object_set_new(e, "bytes", json_integer(v[i].bytes));
+      }
+      char *s = e ? json_dumps(e, JSON_COMPACT) : NULL;
+      if (s) printf("%s\n", s);
+      free(s);
+      json_decref(e);
+      continue;
+    }
+    char when[32], ref[1100];
+    time_t tt = (time_t)v[i].time;
+    struct tm tm;
+    strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", localtime_r(&tt, &tm));
+    snprintf(ref, sizeof ref, "%s@v%lld", v[i].name, (long long)v[i].version);
+    if (l.detail) {
+      char size[32];
+      human((double)v[i].bytes, size, sizeof size);
+      printf("%-40s  %s  %8lld files  %10s\n", ref, when, (long long)v[i].files, size);
+    } else {
+      printf("%-40s  %s\n", ref, when);
+    }
+  }
+  if (!nv && !l.json && isatty(STDERR_FILENO))
+    fprintf(stderr, "braid: depot ls: no versions%s%s\n", name ? " of " : "", name ? name : "");
+  br_depot_list_free(v, nv);
+  return BR_EXIT_OK;
+}
+
 static int depot_rm(int argc, char **argv) {
   depot_target t;
   char **pos = NULL;
@@ -806,7 +883,8 @@ int br_cli_depot(int argc, char **argv) {
            "       braid depot token --token-file FILE\n"
            "       braid depot fsck --root DIR\n"
            "       braid depot rm DEPOT NAME@vN...\n"
-           "       braid depot gc DEPOT [--grace 24h] [--dry-run]\n\n"
+           "       braid depot gc DEPOT [--grace 24h] [--dry-run]\n"
+           "       braid depot ls DEPOT [NAME] [-l] [--json]\n\n"
            "Serves content-addressed snapshots over HTTP until interrupted. The token\n"
            "file holds one \"sha256:<hex>\" line per accepted token (a plain token line\n"
            "is accepted too), or is the braid server's token file; it is read again\n"
@@ -816,11 +894,15 @@ int br_cli_depot(int argc, char **argv) {
            "`braid depot rm` removes versions (their numbers are never given again);\n"
            "`braid depot gc` then removes the chunks no remaining version names, if they\n"
            "are older than the grace period (default 24h: a push still uploading keeps\n"
-           "its chunks). Both work beside a running depot on the same root.\n\n"
-           "DEPOT, for rm and gc, is a running depot, depot://HOST:PORT (depots://,\n"
+           "its chunks). Both work beside a running depot on the same root.\n"
+           "`braid depot ls` lists the versions there are, of NAME and the names\n"
+           "below it (NAME/...) or of all, with the time each was committed; -l adds\n"
+           "their files and bytes (it reads every manifest listed).\n\n"
+           "DEPOT, for rm, gc and ls, is a running depot, depot://HOST:PORT (depots://,\n"
            "http://, https://; a braid server with --depot-root too), asked with an\n"
-           "admin token: one of the depot's --admin-token-file, or a braid server's\n"
-           "admin token (--token-file FILE, --token TOKEN, --token-env NAME,\n"
+           "admin token (ls: any token that may pull): one of the depot's\n"
+           "--admin-token-file, or a braid server's admin token (--token-file FILE,\n"
+           "--token TOKEN, --token-env NAME,\n"
            "BRAID_TOKEN or BRAID_TOKEN_FILE; --ca FILE or BRAID_CA for HTTPS). Or\n"
            "--root DIR, on the depot's machine. Exit status: 0 done, 1 failed, 2 usage,\n"
            "75 the depot was unreachable.\n\n"
@@ -843,6 +925,7 @@ int br_cli_depot(int argc, char **argv) {
   if (argc > 1 && strcmp(argv[1], "fsck") == 0) return depot_fsck(argc - 1, argv + 1);
   if (argc > 1 && strcmp(argv[1], "rm") == 0) return depot_rm(argc - 1, argv + 1);
   if (argc > 1 && strcmp(argv[1], "gc") == 0) return depot_gc(argc - 1, argv + 1);
+  if (argc > 1 && strcmp(argv[1], "ls") == 0) return depot_ls(argc - 1, argv + 1);
   br_depot_opts o;
   memset(&o, 0, sizeof o);
   o.warn = br_cli_warn;

@@ -131,3 +131,41 @@ int br_xfer_depot_gc(const char *depot, int64_t grace_s, bool dry_run, const br_
   json_decref(ans);
   return rc;
 }
+
+int br_xfer_depot_list(const char *depot, const char *name, bool detail, const br_xfer_opts *opts,
+                       br_depot_entry **out, size_t *n, br_error *err) {
+  *out = NULL;
+  *n = 0;
+  json_t *body = name && *name ? json_pack("{ss sb}", "name", name, "detail", detail)
+                               : json_pack("{sb}", "detail", detail);
+  if (!body) return br_error_set(err, BR_ENOMEM, "out of memory");
+  json_t *ans = NULL;
+  int rc = admin_call(depot, opts, "/v1/list", body, RM_TIMEOUT_S, &ans, err);
+  json_decref(body);
+  const json_t *list = rc == BR_OK ? json_object_get(ans, "versions") : NULL;
+  if (rc == BR_OK && !json_is_array(list))
+    rc = br_error_set(err, BR_ENET, "the depot's list has no versions");
+  size_t k = json_array_size(list);
+  br_depot_entry *v = rc == BR_OK && k ? calloc(k, sizeof *v) : NULL;
+  if (rc == BR_OK && k && !v) rc = br_error_set(err, BR_ENOMEM, "out of memory");
+  for (size_t i = 0; rc == BR_OK && i < k; i++) {
+    const json_t *e = json_array_get(list, i);
+    const char *nm = json_string_value(json_object_get(e, "name"));
+    if (!nm || !(v[i].name = strdup(nm))) {
+      rc = br_error_set(err, nm ? BR_ENOMEM : BR_ENET, "the depot's list is malformed");
+      break;
+    }
+    v[i].version = field(e, "version");
+    v[i].time = field(e, "time");
+    v[i].files = field(e, "files");
+    v[i].bytes = field(e, "bytes");
+  }
+  json_decref(ans);
+  if (rc) {
+    br_depot_list_free(v, k);
+    return rc;
+  }
+  *out = v;
+  *n = k;
+  return BR_OK;
+}

@@ -10,6 +10,8 @@
  *   GET  /v1/snapshot?name=N[&version=V]            -> manifest, X-Braid-Version
  *   POST /v1/admin/rm  {"versions":[{"name":N,"version":V}...]} -> {"removed":[...]}
  *   POST /v1/admin/gc  {"grace_s":S,"dry_run":b}    -> br_depot_gc_result's fields
+ *   POST /v1/list      {"name":N,"detail":b}        -> {"versions":[{"name","version",
+ *                      "time","files","bytes"}...]}  (br_depot_list; any token)
  *
  * Every request needs "Authorization: Bearer TOKEN" with a token whose hash
  * is in the token file; /v1/admin/ requests need one from the admin token
@@ -1063,11 +1065,17 @@ static enum MHD_Result do_admin_rm(br_depot *d, struct MHD_Connection *c, reques
   return reply_json(c, status, o);
 }
 
+/* A body whose members are all optional: parsed, an empty object when
+ * there is none, NULL when it is not JSON. */
+static json_t *body_or_empty(const request *rq) {
+  return rq->body.len ? json_loadb((const char *)rq->body.data, rq->body.len, 0, NULL)
+                      : json_object();
+}
+
 /* {"grace_s":S,"dry_run":b} (both optional: a day, false): br_depot_gc on
  * the depot's root, in this connection's thread however long it takes. */
 static enum MHD_Result do_admin_gc(br_depot *d, struct MHD_Connection *c, request *rq) {
-  json_t *root = rq->body.len ? json_loadb((const char *)rq->body.data, rq->body.len, 0, NULL)
-                              : json_object();
+  json_t *root = body_or_empty(rq);
   json_t *g = json_object_get(root, "grace_s"), *dry = json_object_get(root, "dry_run");
   const char *bad = NULL;
   if (!json_is_object(root)) bad = "expected {\"grace_s\":SECONDS,\"dry_run\":BOOL}";
@@ -1096,6 +1104,41 @@ static enum MHD_Result do_admin_gc(br_depot *d, struct MHD_Connection *c, reques
                               (json_int_t)r.packs_removed, "packs_rewritten",
                               (json_int_t)r.packs_rewritten, "bytes_freed",
                               (json_int_t)r.bytes_freed, "kept_young", (json_int_t)r.kept_young));
+}
+
+/* {"name":N,"detail":b} (both optional: all names, no detail):
+ * br_depot_list on the depot's root. */
+static enum MHD_Result do_list(br_depot *d, struct MHD_Connection *c, request *rq) {
+  json_t *root = body_or_empty(rq);
+  json_t *nm = json_object_get(root, "name"), *det = json_object_get(root, "detail");
+  const char *bad = NULL;
+  if (!json_is_object(root)) bad = "expected {\"name\":NAME,\"detail\":BOOL}";
+  else if (nm && !json_is_string(nm)) bad = "name must be a string";
+  else if (det && !json_is_boolean(det)) bad = "detail must be true or false";
+  if (bad) {
+    json_decref(root);
+    return reply_error(c, MHD_HTTP_BAD_REQUEST, bad);
+  }
+  br_error err;
+  br_error_clear(&err);
+  br_depot_entry *v = NULL;
+  size_t n = 0;
+  int rc = br_depot_list(d->store.root, json_string_value(nm), json_is_true(det), &v, &n, &err);
+  json_decref(root);
+  if (rc) return reply_error(c, (unsigned)status_of(err.code), err.msg);
+  json_t *arr = json_array();
+  for (size_t i = 0; arr && i < n; i++)
+    if (json_array_append_new(arr, json_pack("{ss sI sI sI sI}", "name", v[i].name, "version",
+                                             (json_int_t)v[i].version, "time",
+                                             (json_int_t)v[i].time, "files",
+                                             (json_int_t)v[i].files, "bytes",
+                                             (json_int_t)v[i].bytes)) != 0) {
+      json_decref(arr);
+      arr = NULL;
+    }
+  br_depot_list_free(v, n);
+  if (!arr) return reply_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "out of memory");
+  return reply_json(c, MHD_HTTP_OK, json_pack("{so}", "versions", arr));
 }
 
 static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *url,
@@ -1167,6 +1210,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
   if (get && strcmp(url, "/v1/snapshot") == 0) return do_get(d, c, name);
   if (post && strcmp(url, "/v1/admin/rm") == 0) return do_admin_rm(d, c, rq);
   if (post && strcmp(url, "/v1/admin/gc") == 0) return do_admin_gc(d, c, rq);
+  if (post && strcmp(url, "/v1/list") == 0) return do_list(d, c, rq);
   return reply_error(c, MHD_HTTP_NOT_FOUND, "no such endpoint");
 }
 
@@ -1179,7 +1223,7 @@ int br_depot_owns_url(const char *url) {
   return url && (strcmp(url, "/v1/missing") == 0 || strcmp(url, "/v1/chunks") == 0 ||
                  strcmp(url, "/v1/fetch") == 0 || strcmp(url, "/v1/snapshot") == 0 ||
                  strncmp(url, "/v1/chunk/", 10) == 0 || strcmp(url, "/v1/admin/rm") == 0 ||
-                 strcmp(url, "/v1/admin/gc") == 0);
+                 strcmp(url, "/v1/admin/gc") == 0 || strcmp(url, "/v1/list") == 0);
 }
 
 int br_depot_handle(br_depot *d, struct MHD_Connection *c, const char *url, const char *method,

@@ -36,9 +36,12 @@ static bool live(const br_xfer__dvec *d, const br_xfer_digest *x) {
   return d->n && bsearch(x, d->v, d->n, sizeof *d->v, cmp_digest) != NULL;
 }
 
-/* Marks the chunks of every live version under dirfd (a snapshots/ tree). */
-static int mark_dir(int dirfd, const char *rel, br_xfer__dvec *marks, int64_t *snapshots,
-                    br_error *err) {
+/* Calls visit for each live version (snapshots/NAME/vN.json) under dirfd,
+ * a snapshots/ tree whose path below snapshots/ is rel, until one returns
+ * non-zero. dirfd and file: where the version is; a version removed since
+ * readdir may be gone when visit opens it (rm renames it to vN.deleted). */
+int br_xfer__walk_versions(int dirfd, const char *rel, br_xfer__version_fn *visit, void *ud,
+                           br_error *err) {
   int fd = dup(dirfd);
   DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
   if (!d) {
@@ -52,55 +55,77 @@ static int mark_dir(int dirfd, const char *rel, br_xfer__dvec *marks, int64_t *s
     if (nm[0] == '.') continue;
     struct stat st;
     if (fstatat(dirfd, nm, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
-    char sub[4096];
-    snprintf(sub, sizeof sub, "%s%s%s", rel, *rel ? "/" : "", nm);
     if (S_ISDIR(st.st_mode)) {
+      char sub[4096];
+      snprintf(sub, sizeof sub, "%s%s%s", rel, *rel ? "/" : "", nm);
       int cfd = openat(dirfd, nm, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
       if (cfd < 0) {
         rc = br_error_set(err, BR_EIO, "snapshots/%s: %s", sub, strerror(errno));
         break;
       }
-      rc = mark_dir(cfd, sub, marks, snapshots, err);
+      rc = br_xfer__walk_versions(cfd, sub, visit, ud, err);
       close(cfd);
       continue;
     }
     long long v;
     char tail[8] = {0};
-    if (!S_ISREG(st.st_mode) || sscanf(nm, "v%lld.%7s", &v, tail) != 2 ||
-        strcmp(tail, "json") != 0)
-      continue;
-    /* A version that cannot be read stops the gc: never remove what a
-     * snapshot might name. */
-    if (st.st_size > BR_XFER_MAX_MANIFEST_BYTES) {
-      rc = br_error_set(err, BR_EIO, "snapshots/%s is too large to read; nothing removed", sub);
-      break;
-    }
-    int vfd = openat(dirfd, nm, O_RDONLY | O_CLOEXEC);
-    /* gone since readdir: removed meanwhile (rm renames it to vN.deleted;
-     * nothing else takes a version's name away), so it names nothing */
-    if (vfd < 0 && errno == ENOENT) continue;
-    char *buf = vfd >= 0 ? malloc((size_t)st.st_size + 1) : NULL;
-    if (!buf || br_xfer__pread_all(vfd, buf, (size_t)st.st_size, 0) != 0) {
-      rc = br_error_set(err, BR_EIO, "snapshots/%s unreadable; nothing removed", sub);
-    } else {
-      br_xfer_manifest *m = NULL;
-      br_error perr;
-      br_error_clear(&perr);
-      if (br_xfer_manifest_parse(buf, (size_t)st.st_size, &m, &perr) != BR_OK) {
-        rc = br_error_set(err, BR_EIO, "snapshots/%s: %s; nothing removed", sub, perr.msg);
-      } else {
-        (*snapshots)++;
-        for (size_t i = 0; i < m->nentries && rc == BR_OK; i++)
-          for (size_t c = 0; c < m->entries[i].nchunks && rc == BR_OK; c++)
-            if (br_xfer__dvec_add(marks, &m->entries[i].chunks[c]))
-              rc = br_error_set(err, BR_ENOMEM, "out of memory");
-        br_xfer_manifest_free(m);
-      }
-    }
-    free(buf);
-    if (vfd >= 0) close(vfd);
+    if (S_ISREG(st.st_mode) && sscanf(nm, "v%lld.%7s", &v, tail) == 2 &&
+        strcmp(tail, "json") == 0)
+      rc = visit(ud, dirfd, nm, rel, (int64_t)v, &st, err);
   }
   closedir(d);
+  return rc;
+}
+
+/* A version's manifest, read and parsed: BR_OK and *m, 1 when it is gone
+ * (removed since the walk saw it), or an error naming it. */
+int br_xfer__read_version(int dirfd, const char *file, const char *name, const struct stat *st,
+                          br_xfer_manifest **m, br_error *err) {
+  *m = NULL;
+  if (st->st_size > BR_XFER_MAX_MANIFEST_BYTES)
+    return br_error_set(err, BR_EIO, "snapshots/%s/%s is too large to read", name, file);
+  int vfd = openat(dirfd, file, O_RDONLY | O_CLOEXEC);
+  if (vfd < 0 && errno == ENOENT) return 1;
+  char *buf = vfd >= 0 ? malloc((size_t)st->st_size + 1) : NULL;
+  int rc = BR_OK;
+  if (!buf || br_xfer__pread_all(vfd, buf, (size_t)st->st_size, 0) != 0) {
+    rc = br_error_set(err, BR_EIO, "snapshots/%s/%s unreadable", name, file);
+  } else {
+    br_error perr;
+    br_error_clear(&perr);
+    if (br_xfer_manifest_parse(buf, (size_t)st->st_size, m, &perr) != BR_OK)
+      rc = br_error_set(err, BR_EIO, "snapshots/%s/%s: %s", name, file, perr.msg);
+  }
+  free(buf);
+  if (vfd >= 0) close(vfd);
+  return rc;
+}
+
+typedef struct marking {
+  br_xfer__dvec *marks;
+  int64_t *snapshots;
+} marking;
+
+/* Marks the chunks a live version names. A version that cannot be read
+ * stops the gc: never remove what a snapshot might name. */
+static int mark_version(void *ud, int dirfd, const char *file, const char *name, int64_t version,
+                        const struct stat *st, br_error *err) {
+  (void)version;
+  marking *mk = ud;
+  br_xfer_manifest *m;
+  int rc = br_xfer__read_version(dirfd, file, name, st, &m, err);
+  if (rc == 1) return BR_OK; /* gone: it names nothing */
+  if (rc) {
+    char msg[sizeof err->msg];
+    snprintf(msg, sizeof msg, "%s", err->msg);
+    return br_error_set(err, BR_EIO, "%s; nothing removed", msg);
+  }
+  (*mk->snapshots)++;
+  for (size_t i = 0; i < m->nentries && rc == BR_OK; i++)
+    for (size_t c = 0; c < m->entries[i].nchunks && rc == BR_OK; c++)
+      if (br_xfer__dvec_add(mk->marks, &m->entries[i].chunks[c]))
+        rc = br_error_set(err, BR_ENOMEM, "out of memory");
+  br_xfer_manifest_free(m);
   return rc;
 }
 
@@ -204,7 +229,7 @@ int br_depot_gc(const char *root, int64_t grace_s, bool dry_run, br_depot_gc_res
   size_t ndead = 0;
   int sfd = openat(s.rootfd, "snapshots", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (sfd < 0) rc = br_error_set(err, BR_EIO, "%s/snapshots: %s", root, strerror(errno));
-  else rc = mark_dir(sfd, "", &marks, &res->snapshots, err);
+  else rc = br_xfer__walk_versions(sfd, "", mark_version, &(marking){&marks, &res->snapshots}, err);
   if (sfd >= 0) close(sfd);
   if (rc == BR_OK && marks.n) {
     qsort(marks.v, marks.n, sizeof *marks.v, cmp_digest);
@@ -314,6 +339,77 @@ int br_depot_gc(const char *root, int64_t grace_s, bool dry_run, br_depot_gc_res
   br_xfer__store_unlock(lock);
   br_xfer__store_close(&s);
   return rc;
+}
+
+typedef struct listing {
+  br_depot_entry *v;
+  size_t n, cap;
+  bool detail;
+} listing;
+
+static int list_version(void *ud, int dirfd, const char *file, const char *name, int64_t version,
+                        const struct stat *st, br_error *err) {
+  listing *l = ud;
+  if (!*name || version <= 0) return BR_OK; /* not a snapshot's */
+  br_depot_entry e = {NULL, version, (int64_t)st->st_mtime, -1, -1};
+  if (l->detail) {
+    br_xfer_manifest *m;
+    int rc = br_xfer__read_version(dirfd, file, name, st, &m, err);
+    if (rc == 1) return BR_OK; /* removed meanwhile */
+    if (rc) return rc;
+    e.files = e.bytes = 0;
+    for (size_t i = 0; i < m->nentries; i++)
+      if (m->entries[i].type == BR_XFER_FILE) e.files++, e.bytes += m->entries[i].size;
+    br_xfer_manifest_free(m);
+  }
+  if (l->n == l->cap) {
+    size_t cap = l->cap ? l->cap * 2 : 64;
+    br_depot_entry *nv = realloc(l->v, cap * sizeof *nv);
+    if (!nv) return br_error_set(err, BR_ENOMEM, "out of memory");
+    l->v = nv;
+    l->cap = cap;
+  }
+  if (!(e.name = strdup(name))) return br_error_set(err, BR_ENOMEM, "out of memory");
+  l->v[l->n++] = e;
+  return BR_OK;
+}
+
+static int cmp_entry(const void *a, const void *b) {
+  const br_depot_entry *x = a, *y = b;
+  int c = strcmp(x->name, y->name);
+  return c ? c : (x->version > y->version) - (x->version < y->version);
+}
+
+void br_depot_list_free(br_depot_entry *v, size_t n) {
+  for (size_t i = 0; i < n; i++) free(v[i].name);
+  free(v);
+}
+
+int br_depot_list(const char *root, const char *name, bool detail, br_depot_entry **out,
+                  size_t *n, br_error *err) {
+  *out = NULL;
+  *n = 0;
+  struct stat rst;
+  if (stat(root, &rst) != 0 || !S_ISDIR(rst.st_mode))
+    return br_error_set(err, BR_ENOTFOUND, "%s is not a depot directory", root);
+  if (name && *name && br_xfer_name_check(name, err)) return BR_EINVAL;
+  char path[4200];
+  snprintf(path, sizeof path, "%s/snapshots%s%s", root, name && *name ? "/" : "",
+           name && *name ? name : "");
+  int dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0 && errno == ENOENT && name && *name) return BR_OK; /* no such name */
+  if (dfd < 0) return br_error_set(err, BR_EIO, "%s: %s", path, strerror(errno));
+  listing l = {.detail = detail};
+  int rc = br_xfer__walk_versions(dfd, name && *name ? name : "", list_version, &l, err);
+  close(dfd);
+  if (rc) {
+    br_depot_list_free(l.v, l.n);
+    return rc;
+  }
+  if (l.n) qsort(l.v, l.n, sizeof *l.v, cmp_entry);
+  *out = l.v;
+  *n = l.n;
+  return BR_OK;
 }
 
 int br_depot_rm(const char *root, const char *name, int64_t version, br_error *err) {

@@ -35,6 +35,16 @@ typedef struct br_xfer__dvec {
 /* Appends x: BR_OK or BR_ENOMEM (d is as it was). */
 int br_xfer__dvec_add(br_xfer__dvec *d, const br_xfer_digest *x);
 
+/* The depot's live versions (gc.c): br_xfer__walk_versions calls a
+ * version_fn for each snapshots/NAME/vN.json under a snapshots/ tree. */
+struct stat;
+typedef int br_xfer__version_fn(void *ud, int dirfd, const char *file, const char *name,
+                                int64_t version, const struct stat *st, br_error *err);
+int br_xfer__walk_versions(int dirfd, const char *rel, br_xfer__version_fn *visit, void *ud,
+                           br_error *err);
+int br_xfer__read_version(int dirfd, const char *file, const char *name, const struct stat *st,
+                          br_xfer_manifest **m, br_error *err);
+
 /* ---- bundles (bundle.c): many chunks in one request or response:
  * "BRB1", then per entry: digest[32], flags u32 (1 = zstd), raw length u32,
  * wire length u32, wire bytes. Integers little-endian. */
