@@ -3,6 +3,9 @@
 #ifndef BR_CLI_H
 #define BR_CLI_H
 
+#include <stddef.h>
+#include <stdint.h>
+
 typedef struct br_cli_command {
   const char *name;
   int (*fn)(int argc, char **argv); /* argv[0] is the subcommand name */
@@ -20,6 +23,8 @@ void br_cli_errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void br_cli_warn(void *ud, const char *msg);
 /* A depot's change (br_depot_opts.log): a line on stderr with the time. */
 void br_cli_depot_log(void *ud, const char *msg);
+/* t as local "YYYY-MM-DD HH:MM:SS" in buf (20 bytes or more). */
+void br_cli_local_time(int64_t t, char *buf, size_t size);
 
 int br_cli_validate(int argc, char **argv);
 int br_cli_run(int argc, char **argv);

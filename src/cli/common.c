@@ -86,6 +86,13 @@ void br_cli_print_json(json_t *j) {
   free(s);
 }
 
+void br_cli_client_host(const char *listen, char *host, size_t size) {
+  snprintf(host, size, "%s", listen);
+  char *colon = strrchr(host, ':');
+  if (colon) *colon = 0;
+  if (strcmp(host, "0.0.0.0") == 0 || !*host) snprintf(host, size, "127.0.0.1");
+}
+
 char *br_cli_store_side(const char *store, const char *suffix) {
   char base[4096];
   snprintf(base, sizeof base, "%s", store);

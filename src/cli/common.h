@@ -28,6 +28,9 @@ char *br_cli_store_side(const char *store, const char *suffix);
 /* The farm server's default store. */
 #define BR_CLI_SERVER_STORE "farm.braid.db"
 void br_cli_print_json(json_t *j);
+/* The host clients use for a server listening on listen ("HOST:PORT"):
+ * HOST, or 127.0.0.1 for 0.0.0.0 or none. */
+void br_cli_client_host(const char *listen, char *host, size_t size);
 /* "10M", "200k", "1.5G", "0" (bytes, powers of 1024). -1 if bad. */
 int64_t br_cli_parse_size(const char *s);
 /* The depot's pack cache size (--cache, --depot-cache): a size, "0" for none,

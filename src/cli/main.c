@@ -59,12 +59,16 @@ void br_cli_warn(void *ud, const char *msg) {
   fprintf(stderr, "braid: warning: %s\n", msg);
 }
 
+void br_cli_local_time(int64_t t, char *buf, size_t size) {
+  time_t tt = (time_t)t;
+  struct tm tm;
+  strftime(buf, size, "%Y-%m-%d %H:%M:%S", localtime_r(&tt, &tm));
+}
+
 void br_cli_depot_log(void *ud, const char *msg) {
   (void)ud;
   char when[32];
-  time_t t = time(NULL);
-  struct tm tm;
-  strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", localtime_r(&t, &tm));
+  br_cli_local_time((int64_t)time(NULL), when, sizeof when);
   fprintf(stderr, "braid: depot: %s %s\n", when, msg);
 }
 

@@ -242,10 +242,7 @@ int br_cli_server(int argc, char **argv) {
   uv_unref((uv_handle_t *)&sig_int);
   uv_unref((uv_handle_t *)&sig_term);
   char url[512], host[300];
-  snprintf(host, sizeof host, "%s", listen);
-  char *colon = strrchr(host, ':');
-  if (colon) *colon = 0;
-  if (strcmp(host, "0.0.0.0") == 0 || !*host) snprintf(host, sizeof host, "127.0.0.1");
+  br_cli_client_host(listen, host, sizeof host);
   snprintf(url, sizeof url, "%s://%s:%d", cert ? "https" : "http", host, br_server_port(s));
   if (url_file) {
     char tmp[4200];

@@ -16,7 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 /* A failure that may pass (the depot unreachable or busy past the retries):
@@ -741,9 +740,7 @@ static int depot_ls(int argc, char **argv) {
       continue;
     }
     char when[32], ref[1100];
-    time_t tt = (time_t)v[i].time;
-    struct tm tm;
-    strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", localtime_r(&tt, &tm));
+    br_cli_local_time(v[i].time, when, sizeof when);
     snprintf(ref, sizeof ref, "%s@v%lld", v[i].name, (long long)v[i].version);
     if (l.detail) {
       char size[32];
@@ -982,13 +979,8 @@ int br_cli_depot(int argc, char **argv) {
     br_cli_errorf("%s", br_error_format(&err, buf, sizeof buf));
     return BR_EXIT_FAILED;
   }
-  /* the address clients use: the host listened on (loopback for all of them) */
   char host[300];
-  snprintf(host, sizeof host, "%s", o.listen ? o.listen : "127.0.0.1:7871");
-  char *colon = strrchr(host, ':');
-  if (colon) *colon = 0;
-  if (!*host || strcmp(host, "0.0.0.0") == 0) snprintf(host, sizeof host, "127.0.0.1");
-  else if (strcmp(host, "[::]") == 0) snprintf(host, sizeof host, "[::1]");
+  br_cli_client_host(o.listen ? o.listen : "127.0.0.1:7871", host, sizeof host);
   printf("depot listening on http://%s:%d root %s (clients: braid push DIR depot://%s:%d/NAME)\n",
          host, br_depot_port(d), o.root, host, br_depot_port(d));
   fflush(stdout);

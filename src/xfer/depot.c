@@ -960,10 +960,8 @@ static enum MHD_Result do_commit(br_depot *d, struct MHD_Connection *c, request 
   br_xfer_manifest *m = NULL;
   if (br_xfer_manifest_parse((const char *)rq->body.data, rq->body.len, &m, &err))
     return reply_error(c, MHD_HTTP_BAD_REQUEST, err.msg);
-  size_t nfiles = 0;
-  int64_t bytes = 0;
-  for (size_t i = 0; i < m->nentries; i++)
-    if (m->entries[i].type == BR_XFER_FILE) nfiles++, bytes += m->entries[i].size;
+  int64_t nfiles, bytes;
+  br_xfer__manifest_totals(m, &nfiles, &bytes);
   /* A snapshot must never name a chunk the depot lacks: the check and the
    * commit hold the gc lock, so no gc removes a chunk between them. */
   int lock = br_xfer__store_lock(&d->store, false);
@@ -994,8 +992,8 @@ static enum MHD_Result do_commit(br_depot *d, struct MHD_Connection *c, request 
                                  &err);
   br_xfer__store_unlock(lock);
   if (rc) return reply_error(c, (unsigned)status_of(err.code), err.msg);
-  note_change(d, c, "%s@v%lld committed: %zu files, %lld bytes", name, (long long)v, nfiles,
-              (long long)bytes);
+  note_change(d, c, "%s@v%lld committed: %lld files, %lld bytes", name, (long long)v,
+              (long long)nfiles, (long long)bytes);
   return reply_json(c, MHD_HTTP_OK, json_pack("{sI}", "version", (json_int_t)v));
 }
 

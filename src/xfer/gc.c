@@ -357,9 +357,7 @@ static int list_version(void *ud, int dirfd, const char *file, const char *name,
     int rc = br_xfer__read_version(dirfd, file, name, st, &m, err);
     if (rc == 1) return BR_OK; /* removed meanwhile */
     if (rc) return rc;
-    e.files = e.bytes = 0;
-    for (size_t i = 0; i < m->nentries; i++)
-      if (m->entries[i].type == BR_XFER_FILE) e.files++, e.bytes += m->entries[i].size;
+    br_xfer__manifest_totals(m, &e.files, &e.bytes);
     br_xfer_manifest_free(m);
   }
   if (l->n == l->cap) {

@@ -25,6 +25,12 @@ static void entry_free(br_xfer_entry *e) {
   free(e->target);
 }
 
+void br_xfer__manifest_totals(const br_xfer_manifest *m, int64_t *files, int64_t *bytes) {
+  *files = *bytes = 0;
+  for (size_t i = 0; i < m->nentries; i++)
+    if (m->entries[i].type == BR_XFER_FILE) ++*files, *bytes += m->entries[i].size;
+}
+
 void br_xfer_manifest_free(br_xfer_manifest *m) {
   if (!m) return;
   for (size_t i = 0; i < m->nentries; i++) entry_free(&m->entries[i]);

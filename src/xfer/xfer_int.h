@@ -44,6 +44,8 @@ int br_xfer__walk_versions(int dirfd, const char *rel, br_xfer__version_fn *visi
                            br_error *err);
 int br_xfer__read_version(int dirfd, const char *file, const char *name, const struct stat *st,
                           br_xfer_manifest **m, br_error *err);
+/* A manifest's regular files and their bytes (manifest.c). */
+void br_xfer__manifest_totals(const br_xfer_manifest *m, int64_t *files, int64_t *bytes);
 
 /* ---- bundles (bundle.c): many chunks in one request or response:
  * "BRB1", then per entry: digest[32], flags u32 (1 = zstd), raw length u32,
