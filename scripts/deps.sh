@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one list of braid's dependencies: Debian packages only.
 # Installs whatever is missing (needs root, or sudo). Called by bootstrap.sh and test.sh;
-# `deps.sh --fuzz` also installs what scripts/fuzz.sh needs.
+# `deps.sh --fuzz` also installs what scripts/fuzz.sh needs; `deps.sh --runtime` installs
+# only what an installed braid runs with (a farm machine given a built braid: docs/install.md).
 set -euo pipefail
 PKGS=(
   build-essential cmake pkg-config git
@@ -19,7 +20,13 @@ PKGS=(
   bc                              # arithmetic in bench scripts
   rsync                           # baseline for bench/transfer
   slurmctld slurmd slurm-client munge   # the slurm executor: a private test cluster (scripts/slurm-cluster.sh)
+  systemd                         # systemd-analyze and systemd-sysusers: the install test checks the units
 )
+if [ "${1:-}" = "--runtime" ]; then
+  # the shared libraries of the packages above that braid links, and the programs jobs use
+  PKGS=(libsqlite3-0 libpq5 libjansson4 libuv1 liblua5.4-0 libmicrohttpd12 libcurl4 libssl3
+        libzstd1 ffmpeg fonts-dejavu-core)
+fi
 if [ "${1:-}" = "--fuzz" ]; then
   PKGS+=(clang libclang-rt-dev)   # libFuzzer (scripts/fuzz.sh; the tests replay without it)
 fi
