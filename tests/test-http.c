@@ -115,6 +115,23 @@ static int raw(fixture *f, const char *data, size_t len) {
   return atoi(buf + 9);
 }
 
+/* A second server on a port in use fails (no SO_REUSEPORT: the kernel would
+ * split connections between two servers with different stores). */
+TEST(http_port_in_use_is_refused) {
+  fixture f;
+  setup(&f, "http-port-in-use");
+  char listen[64];
+  snprintf(listen, sizeof listen, "127.0.0.1:%d", br_http_port(f.srv));
+  br_http_opts o = {.listen = listen, .auth = f.auth, .routes = routes, .threads = 1};
+  br_http_server *second = NULL;
+  br_error err;
+  br_error_clear(&err);
+  CHECK(br_http_start(&o, &second, &err) != BR_OK);
+  CHECK(second == NULL);
+  CHECK(strstr(err.msg, "Address already in use") != NULL);
+  teardown(&f);
+}
+
 TEST(http_tokens_and_roles) {
   fixture f;
   setup(&f, "http-roles");

@@ -68,13 +68,35 @@ TEST(bad_input_is_refused_clearly) {
   expect("pull --sync always depot://h/x b", 2, "--sync takes");
   expect("push --token-file", 2, "needs a value");
   expect("push --set-attr snap a depot://h/x", 2, "inside a braid job only");
-  expect("pull --set-attr snap depot://h/x b", 2, "push options");
+  expect("pull --set-attr snap depot://h/x b", 2, "--set-attr is a push option");
+  /* each command's own options, not the other's */
+  expect("pull --chunk-size 1M depot://h/x b", 2, "--chunk-size is a push option");
+  expect("push --sync files a depot://h/x", 2, "--sync is a pull option");
+  expect("push --no-direct a depot://h/x", 2, "--no-direct is a pull option");
+  expect("push --content-cache c a depot://h/x", 2, "--content-cache is a pull option");
+  /* numbers and times are read whole */
+  expect("push --retries abc a depot://h/x", 2, "--retries wants");
+  expect("push --retries -1 a depot://h/x", 2, "--retries wants");
+  expect("pull --timeout abc depot://h/x b", 2, "--timeout wants");
+  expect("pull --timeout 0 depot://h/x b", 2, "--timeout wants");
+  expect("pull -j 4x depot://h/x b", 2, "-j wants");
+  /* a malformed depot address is a usage error at once, not an unreachable depot */
+  expect("push a depot://127.0.0.1:abc/x", 2, "bad port 'abc'");
+  expect("push a depot://127.0.0.1:99999/x", 2, "bad port '99999'");
+  expect("pull 'depot://a b:1/x' b", 2, "bad host name 'a b'");
+  expect("pull depot://:7871/x b", 2, "no host");
+  expect("pull depot://[zz]:1/x b", 2, "bad IPv6 address");
+  expect("pull depot://127.0.0.1:1/x@v99999999999999999999 b", 2, "bad version");
+  /* a push makes the next version: it takes no @ */
+  expect("push a depot://127.0.0.1:1/x@v5", 2, "without @");
+  expect("push a depot://127.0.0.1:1/x@latest", 2, "without @");
   expect("pull --token-env BRAID_NO_SUCH_VARIABLE depot://h/x b", 2, "is not set");
   expect("push --token-file /nonexistent/tok a depot://h/x", 2, "token file");
-  expect("push /nonexistent depot://127.0.0.1:1/x", 1, "not a directory");
-  expect("pull notaref /tmp/x", 1, "not a depot location");
-  expect("pull 'depot://127.0.0.1:1/../etc' /tmp/x", 1, "bad snapshot name");
-  expect("pull depot://127.0.0.1:1/x@vzz /tmp/x", 1, "bad version");
+  expect("push /nonexistent depot://127.0.0.1:1/x", 1, "/nonexistent: does not exist");
+  expect("push /etc/hostname depot://127.0.0.1:1/x", 1, "/etc/hostname is not a directory");
+  expect("pull notaref /tmp/x", 2, "not a depot location");
+  expect("pull 'depot://127.0.0.1:1/../etc' /tmp/x", 2, "bad snapshot name");
+  expect("pull depot://127.0.0.1:1/x@vzz /tmp/x", 2, "bad version");
   expect("depot", 2, "--root");
   expect("depot --root", 2, "needs a value");
   expect("depot --root /tmp/x --token-file /nonexistent --listen 127.0.0.1:0", 1,
@@ -143,6 +165,29 @@ TEST(round_trip_with_the_commands) {
   CHECK_EQ_INT(run(cmd, &out), 0);
   CHECK_CONTAINS(out, "shot/cli@v2");
   CHECK_CONTAINS(out, "files");
+  CHECK_CONTAINS(out, "push: shot/cli@v2 holds the same files as v1: nothing changed");
+  free(out);
+  free(cmd);
+  /* two pairs with --json: a "snapshot" event each, with what it became */
+  if (asprintf(&cmd, "cd '%s' && '%s' push --json --cache cache.db --token-file client-token "
+                     "src depot://127.0.0.1:%d/shot/cli src depot://127.0.0.1:%d/shot/other",
+               tmp, bin(), port, port) < 0)
+    abort();
+  CHECK_EQ_INT(run(cmd, &out), 0);
+  char want[200];
+  snprintf(want, sizeof want, "{\"event\":\"snapshot\",\"ref\":\"depot://127.0.0.1:%d/shot/"
+           "cli@v3\",\"name\":\"shot/cli\",\"version\":3,\"dir\":\"src\",\"same_as\":2}", port);
+  CHECK_CONTAINS(out, want);
+  CHECK_CONTAINS(out, "\"name\":\"shot/other\",\"version\":1,\"dir\":\"src\"}");
+  free(out);
+  free(cmd);
+  /* no token at all: said so, not "refused" */
+  if (asprintf(&cmd, "cd '%s' && env -u BRAID_TOKEN -u BRAID_TOKEN_FILE '%s' pull -q "
+                     "depot://127.0.0.1:%d/shot/cli nodst",
+               tmp, bin(), port) < 0)
+    abort();
+  CHECK_EQ_INT(run(cmd, &out), 1);
+  CHECK_CONTAINS(out, "the depot wants a token and none was given (HTTP 401");
   free(out);
   free(cmd);
   /* the depot says where clients find it, and logs each commit (stderr) */

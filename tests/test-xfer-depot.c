@@ -1274,6 +1274,21 @@ TEST(bad_listen_and_missing_token_file) {
   o.listen = "nohost";
   CHECK(br_depot_start(&o, &d, &err) != BR_OK);
   CHECK(d == NULL);
+  /* a port in use is refused, not shared (SO_REUSEPORT would split clients
+   * between two depots with different roots) */
+  o.token_file = xu_token_file(tmp, "tokens", XU_TOKEN);
+  o.listen = "127.0.0.1:0";
+  br_depot *first = NULL;
+  CHECK_EQ_INT(br_depot_start(&o, &first, &err), BR_OK);
+  char listen[64];
+  snprintf(listen, sizeof listen, "127.0.0.1:%d", br_depot_port(first));
+  o.listen = listen;
+  br_error_clear(&err);
+  CHECK(br_depot_start(&o, &d, &err) != BR_OK);
+  CHECK(d == NULL);
+  CHECK(strstr(err.msg, "Address already in use") != NULL);
+  br_depot_stop(first);
+  free((char *)o.token_file);
   xu_done(tmp);
 }
 

@@ -291,7 +291,7 @@ TEST(failures_end_the_task_in_error_with_a_clear_message) {
   }
   /* The summary shows each failure with the tail of its job's log. */
   CHECK_CONTAINS(out, "| braid: pull failed: the depot refused the token");
-  CHECK_CONTAINS(out, "nowhere is not a directory");
+  CHECK_CONTAINS(out, "nowhere: does not exist");
   /* Nothing of the refused pulls reached a final path. */
   char *d1 = xu_path(e.tmp, "d1/cloth/cloth.0001.bgeo");
   struct stat st;

@@ -127,6 +127,38 @@ TEST(resim_uploads_only_changed_files) {
   pull_ok(ref, d1, &o, &res);
   CHECK_EQ_INT(res.files_moved, 3);
   CHECK_EQ_INT(xu_tree_diff(src, d1), 0);
+  /* v3 changes only a frame's mode and another's mtime: pulled over v2's
+   * tree, nothing moves and both files take v3's metadata; v2 pulled back
+   * over it gives v2's again. */
+  char *f5 = xu_path(src, "cloth/cloth.0005.bgeo"), *f6 = xu_path(src, "cloth/cloth.0006.bgeo");
+  char *g5 = xu_path(d1, "cloth/cloth.0005.bgeo"), *g6 = xu_path(d1, "cloth/cloth.0006.bgeo");
+  struct stat s5, s6, st;
+  CHECK(stat(f5, &s5) == 0 && stat(f6, &s6) == 0);
+  CHECK(chmod(f5, 0750) == 0);
+  struct timespec old[2] = {{0, UTIME_OMIT}, {1577836800, 123456789}}; /* 2020-01-01 */
+  CHECK(utimensat(AT_FDCWD, f6, old, 0) == 0);
+  CHECK_EQ_INT(push_ok(src, ref, &o, &res), 3);
+  pull_ok(ref, d1, &o, &res);
+  CHECK_EQ_INT(res.files_moved, 0);
+  CHECK(stat(g5, &st) == 0);
+  CHECK_EQ_INT(st.st_mode & 0777, 0750);
+  CHECK(stat(g6, &st) == 0);
+  CHECK_EQ_INT(st.st_mtim.tv_sec, 1577836800);
+  CHECK_EQ_INT(st.st_mtim.tv_nsec, 123456789);
+  char *r2 = NULL;
+  if (asprintf(&r2, "%s@v2", ref) < 0) abort();
+  pull_ok(r2, d1, &o, &res);
+  CHECK_EQ_INT(res.files_moved, 0);
+  CHECK(stat(g5, &st) == 0);
+  CHECK_EQ_INT(st.st_mode & 0777, s5.st_mode & 0777);
+  CHECK(stat(g6, &st) == 0);
+  CHECK_EQ_INT(st.st_mtim.tv_sec, s6.st_mtim.tv_sec);
+  CHECK_EQ_INT(st.st_mtim.tv_nsec, s6.st_mtim.tv_nsec);
+  free(r2);
+  free(f5);
+  free(f6);
+  free(g5);
+  free(g6);
   free(r1);
   free(d1);
   free(d2);
@@ -257,16 +289,32 @@ TEST(many_snapshots_at_once) {
   br_xfer_opts o;
   xu_opts(&o, tmp);
   const char *dirs[] = {s1, s2}, *refs[] = {r1, r2}, *dsts[] = {d1, d2};
-  int64_t versions[2] = {0, 0};
+  br_xfer_pair pairs[2] = {{0, 0}, {0, 0}};
   br_xfer_result res;
   br_error err;
   br_error_clear(&err);
-  CHECK_EQ_INT(br_xfer_push_many(dirs, refs, 2, &o, versions, &res, &err), BR_OK);
-  CHECK_EQ_INT(versions[0], 1);
-  CHECK_EQ_INT(versions[1], 1);
-  CHECK_EQ_INT(br_xfer_pull_many(refs, dsts, 2, &o, &res, &err), BR_OK);
+  CHECK_EQ_INT(br_xfer_push_many(dirs, refs, 2, &o, pairs, &res, &err), BR_OK);
+  CHECK_EQ_INT(pairs[0].version, 1);
+  CHECK_EQ_INT(pairs[1].version, 1);
+  CHECK_EQ_INT(pairs[0].same_as + pairs[1].same_as, 0);
+  /* again, the second tree changed: each pair says what it became */
+  xu_make_file(s2, "only.0002.exr", 5000, 12);
+  CHECK_EQ_INT(br_xfer_push_many(dirs, refs, 2, &o, pairs, &res, &err), BR_OK);
+  CHECK_EQ_INT(pairs[0].version, 2);
+  CHECK_EQ_INT(pairs[0].same_as, 1);
+  CHECK_EQ_INT(res.same_as, 1);
+  CHECK_EQ_INT(pairs[1].version, 2);
+  CHECK_EQ_INT(pairs[1].same_as, 0);
+  const char *olds[] = {r1, r2};
+  char *r2v1 = NULL;
+  if (asprintf(&r2v1, "%s@v1", r2) < 0) abort();
+  olds[1] = r2v1;
+  CHECK_EQ_INT(br_xfer_pull_many(olds, dsts, 2, &o, pairs, &res, &err), BR_OK);
+  CHECK_EQ_INT(pairs[0].version, 2);
+  CHECK_EQ_INT(pairs[1].version, 1);
   CHECK_EQ_INT(xu_tree_diff(s1, d1), 0);
-  CHECK_EQ_INT(xu_tree_diff(s2, d2), 0);
+  CHECK(xu_tree_diff(s2, d2) != 0); /* v1 lacks only.0002 */
+  free(r2v1);
   free(s1), free(s2), free(d1), free(d2), free(r1), free(r2);
   xu_depot_stop(&x);
   xu_done(tmp);
@@ -337,6 +385,33 @@ TEST(push_refuses_escaping_symlinks_and_devices) {
   char *bad = xu_path(src, "a/CON");
   xu_write_file(bad, "x", 1);
   CHECK_EQ_INT(br_xfer_push(src, ref, &o, &res, &err), BR_EINVAL);
+  CHECK_CONTAINS(err.msg, "'CON' is a reserved device name on Windows");
+  /* one push names every refused path (the first four, then "and more"),
+   * each with its reason, control bytes shown as \xNN */
+  static const char *names[] = {"a/b:c", "a/del\x7f", "a/dot.", "a/q?"};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    char *p = xu_path(src, names[i]);
+    xu_write_file(p, "x", 1);
+    free(p);
+    if (i != 2) continue;
+    br_error_clear(&err);
+    CHECK_EQ_INT(br_xfer_push(src, ref, &o, &res, &err), BR_EINVAL);
+    CHECK_CONTAINS(err.msg, ": 4 paths cannot be pushed: ");
+    CHECK_CONTAINS(err.msg, "'a/CON': 'CON' is a reserved device name");
+    CHECK_CONTAINS(err.msg, "'a/b:c': forbidden character ':'");
+    CHECK_CONTAINS(err.msg, "'a/del\\x7f': control character \\x7f");
+    CHECK_CONTAINS(err.msg, "'a/dot.': a name ends with a dot or a space");
+    CHECK(strstr(err.msg, "and more") == NULL);
+  }
+  br_error_clear(&err);
+  CHECK_EQ_INT(br_xfer_push(src, ref, &o, &res, &err), BR_EINVAL);
+  CHECK_CONTAINS(err.msg, ": 5 paths cannot be pushed: ");
+  CHECK_CONTAINS(err.msg, "; and more");
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    char *p = xu_path(src, names[i]);
+    unlink(p);
+    free(p);
+  }
   unlink(bad);
   CHECK_EQ_INT(push_ok(src, ref, &o, &res), 1);
   free(bad);
@@ -487,6 +562,16 @@ TEST(content_cache_reuses_files_across_pulls) {
   pull_ok(r2, d3, &o, &res);
   CHECK_EQ_INT(xu_tree_diff(s2, d3), 0);
   CHECK_EQ_INT(res.files_reused, 3); /* a.exr, b.exr, and new.exr from task2 */
+  /* A content cache that cannot be made (a file is in the way): the pull
+   * goes on without it and says so. */
+  char *d4 = xu_path(tmp, "d4");
+  o.content_cache = q;
+  pull_ok(r2, d4, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(s2, d4), 0);
+  CHECK_EQ_INT(res.files_reused, 0);
+  CHECK_CONTAINS(res.warning, "content cache: ");
+  CHECK_CONTAINS(res.warning, "; pulled without it");
+  free(d4);
   free(q);
   free(p1), free(p2);
   free(s1), free(s2), free(cc), free(d1), free(d2), free(d3), free(r1), free(r2);

@@ -106,6 +106,30 @@ TEST(refs_parse) {
   CHECK(br_xfer_ref_parse("depot://h", &r, NULL) != BR_OK);
   CHECK(br_xfer_ref_parse("depot://h/x@vx", &r, NULL) != BR_OK);
   CHECK(br_xfer_ref_parse("depot://h/../x", &r, NULL) != BR_OK);
+  /* a depot:// address without a port gets the depot's; http:// keeps 80 */
+  CHECK_EQ_INT(br_xfer_ref_parse("depot://farm/x", &r, NULL), BR_OK);
+  CHECK_EQ_STR(r.base, "http://farm:7871");
+  br_xfer_ref_free(&r);
+  CHECK_EQ_INT(br_xfer_ref_parse("depots://[::1]/x", &r, NULL), BR_OK);
+  CHECK_EQ_STR(r.base, "https://[::1]:7871");
+  br_xfer_ref_free(&r);
+  CHECK_EQ_INT(br_xfer_ref_parse("https://farm.studio.lan:443/x", &r, NULL), BR_OK);
+  CHECK_EQ_STR(r.base, "https://farm.studio.lan:443");
+  br_xfer_ref_free(&r);
+  char *b = br_xfer_depot_base("depot://farm/");
+  CHECK_EQ_STR(b, "http://farm:7871");
+  free(b);
+  /* hosts and ports are checked before anything connects */
+  static const char *bad[] = {"depot://h:abc/x", "depot://h:0/x",     "depot://h:65536/x",
+                              "depot://h:/x",    "depot://:1/x",      "depot://a b:1/x",
+                              "depot://u@h:1/x", "depot://[zz]:1/x",  "depot://[::1]x/x",
+                              "depot://[]:1/x",  "depot://h:1/x@v99999999999999999999"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    if (br_xfer_ref_parse(bad[i], &r, NULL) == BR_OK)
+      br_test_fail(__FILE__, __LINE__, "accepted '%s'", bad[i]);
+    char *base = br_xfer_depot_base(bad[i]);
+    CHECK(base == NULL);
+  }
 }
 
 static char *manifest_with(const char *entry) {

@@ -34,6 +34,7 @@ extern "C" {
 #define BR_XFER_PUSH_PARALLEL 16
 #define BR_XFER_PULL_PARALLEL 8
 #define BR_XFER_DIGEST_LEN 32                /* SHA-256 */
+#define BR_XFER_DEPOT_PORT 7871              /* a depot's port unless told: depot://HOST/NAME */
 #define BR_XFER_HEX_LEN 64
 
 /* ---- digests ---------------------------------------------------------- */
@@ -291,7 +292,8 @@ typedef struct br_xfer_opts {
 void br_xfer_opts_init(br_xfer_opts *o);
 
 typedef struct br_xfer_result {
-  int64_t version;         /* push: the version committed (first of many) */
+  int64_t version;         /* the version committed or checked out (the first of many) */
+  int64_t same_as;         /* push: that version's previous one, when the tree is the same */
   int64_t files, bytes;    /* tree totals */
   int64_t files_moved, bytes_moved, chunks_moved;
   int64_t chunks_skipped;  /* already present (push) or verified locally (pull) */
@@ -316,11 +318,17 @@ void br_xfer_ref_free(br_xfer_ref *r);
  * when s is not one. */
 char *br_xfer_depot_base(const char *s);
 
+/* What became of one pair of a push or pull of many. */
+typedef struct br_xfer_pair {
+  int64_t version; /* committed (push) or checked out (pull) */
+  int64_t same_as; /* push: the version before when this one holds the same tree, else 0 */
+} br_xfer_pair;
+
 /* Pushes dirs[i] to targets[i] (n pairs, all on one depot) with one bound
- * on parallel work and commits each as a new version; versions[i] receives
- * it (may be NULL). Nothing is committed unless every chunk arrived. */
+ * on parallel work and commits each as a new version; pairs[i] (pairs may
+ * be NULL) tells which. Nothing is committed unless every chunk arrived. */
 int br_xfer_push_many(const char *const *dirs, const char *const *targets, size_t n,
-                      const br_xfer_opts *opts, int64_t *versions, br_xfer_result *res,
+                      const br_xfer_opts *opts, br_xfer_pair *pairs, br_xfer_result *res,
                       br_error *err);
 int br_xfer_push(const char *dir, const char *target, const br_xfer_opts *opts,
                  br_xfer_result *res, br_error *err);
@@ -329,7 +337,8 @@ int br_xfer_push(const char *dir, const char *target, const br_xfer_opts *opts,
  * that are not in the snapshot are left alone. A pull into a directory
  * another pull is writing waits for it (phase "waiting"). */
 int br_xfer_pull_many(const char *const *sources, const char *const *dirs, size_t n,
-                      const br_xfer_opts *opts, br_xfer_result *res, br_error *err);
+                      const br_xfer_opts *opts, br_xfer_pair *pairs, br_xfer_result *res,
+                      br_error *err);
 int br_xfer_pull(const char *source, const char *dir, const br_xfer_opts *opts,
                  br_xfer_result *res, br_error *err);
 

@@ -1,6 +1,7 @@
 /* Helpers shared by the subcommands: k=v parsing, store discovery, printing. */
 #include "common.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
@@ -129,6 +130,28 @@ int br_cli_slurm_option(int c, const char *arg, json_t *opts) {
     return -1;
   }
   return 1;
+}
+
+int br_cli_parse_int(const char *s, long long lo, long long hi, long long *out) {
+  char *end;
+  errno = 0;
+  long long v = s ? strtoll(s, &end, 10) : 0;
+  if (!s || errno || end == s || *end || isspace((unsigned char)*s) || v < lo || v > hi) return -1;
+  *out = v;
+  return 0;
+}
+
+double br_cli_parse_duration(const char *s) {
+  char *end;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (errno || end == s || !(v >= 0) || isspace((unsigned char)*s)) return -1; /* also NaN */
+  double mul = 1;
+  if (*end == 's') end++;
+  else if (*end == 'm') mul = 60, end++;
+  else if (*end == 'h') mul = 3600, end++;
+  else if (*end == 'd') mul = 86400, end++;
+  return *end || !(v * mul < 1e15) ? -1 : v * mul;
 }
 
 int64_t br_cli_parse_size(const char *s) {

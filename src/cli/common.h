@@ -31,6 +31,11 @@ void br_cli_print_json(json_t *j);
 /* The host clients use for a server listening on listen ("HOST:PORT"):
  * HOST, or 127.0.0.1 for 0.0.0.0 or none. */
 void br_cli_client_host(const char *listen, char *host, size_t size);
+/* A whole number in lo..hi, all of s ("12", "-3"; not "12x", "", "1e3"):
+ * 0 and *out, or -1. */
+int br_cli_parse_int(const char *s, long long lo, long long hi, long long *out);
+/* "90", "90s", "1.5m", "24h", "7d": seconds, or -1 if bad. */
+double br_cli_parse_duration(const char *s);
 /* "10M", "200k", "1.5G", "0" (bytes, powers of 1024). -1 if bad. */
 int64_t br_cli_parse_size(const char *s);
 /* The depot's pack cache size (--cache, --depot-cache): a size, "0" for none,

@@ -158,9 +158,10 @@ static void on_progress(const br_xfer_progress *p, void *ud) {
   if (drate > 0 && p->bytes_total > p->bytes_done)
     snprintf(eta, sizeof eta, " ETA %.0fs", (double)(p->bytes_total - p->bytes_done) / drate);
   char line[256];
-  snprintf(line, sizeof line, "%s %-8s %lld/%lld files  %s/%s  %s/s%s%s", s->verb, p->phase,
-           (long long)p->files_done, (long long)p->files_total, done, total, r, eta,
-           p->retries ? "  (retrying)" : "");
+  bool ended = strcmp(p->phase, "done") == 0 || strcmp(p->phase, "failed") == 0;
+  snprintf(line, sizeof line, "%s %-8s %lld/%lld file%s  %s/%s  %s/s%s%s", s->verb, p->phase,
+           (long long)p->files_done, (long long)p->files_total, p->files_total == 1 ? "" : "s",
+           done, total, r, ended ? "" : eta, p->retries && !ended ? "  (retrying)" : "");
   if (s->mode == 1) {
     fprintf(stderr, "\r%-79s", line);
     s->drawn = 1;
@@ -180,8 +181,15 @@ typedef struct common {
   int report_progress;
 } common;
 
-/* Parses the options push and pull share; positional arguments to c->pos. */
-static int parse_common(int argc, char **argv, common *c) {
+/* An option of push or pull alone, given to the other: refused. */
+static int not_for(const char *verb, const char *a, const char *owner) {
+  if (strcmp(verb, owner) == 0) return 0;
+  br_cli_errorf("%s is a %s option; %s does not take it", a, owner, verb);
+  return -1;
+}
+
+/* Parses the options of push or pull (verb); positional arguments to c->pos. */
+static int parse_common(int argc, char **argv, const char *verb, common *c) {
   br_xfer_opts_init(&c->o);
   c->pos = calloc((size_t)argc, sizeof *c->pos);
   int dashdash = 0;
@@ -207,21 +215,24 @@ static int parse_common(int argc, char **argv, common *c) {
     }                                                    \
     i++;                                                 \
   } while (0)
+    long long n = 0;
     if (strcmp(a, "--report-progress") == 0) {
       c->report_progress = 1;
     } else if (strcmp(a, "--set-attr") == 0) {
+      if (not_for(verb, a, "push")) return -1;
       NEED_VALUE();
       c->set_attr = v;
     } else if (strcmp(a, "--set-version-attr") == 0) {
+      if (not_for(verb, a, "push")) return -1;
       NEED_VALUE();
       c->set_version_attr = v;
     } else if (strcmp(a, "--parallel") == 0 || strcmp(a, "-j") == 0) {
       NEED_VALUE();
-      c->o.parallel = atoi(v);
-      if (c->o.parallel < 1 || c->o.parallel > 256) {
-        br_cli_errorf("--parallel wants 1..256");
+      if (br_cli_parse_int(v, 1, 256, &n)) {
+        br_cli_errorf("%s wants a number of requests, 1 to 256, not '%s'", a, v);
         return -1;
       }
+      c->o.parallel = (int)n;
     } else if (strcmp(a, "--bwlimit") == 0) {
       NEED_VALUE();
       c->o.bwlimit = br_cli_parse_size(v);
@@ -237,6 +248,7 @@ static int parse_common(int argc, char **argv, common *c) {
         return -1;
       }
     } else if (strcmp(a, "--chunk-size") == 0) {
+      if (not_for(verb, a, "push")) return -1;
       NEED_VALUE();
       c->o.chunk_size = br_cli_parse_size(v);
       if (c->o.chunk_size < 65536 || c->o.chunk_size > 64 * 1024 * 1024) {
@@ -245,15 +257,26 @@ static int parse_common(int argc, char **argv, common *c) {
       }
     } else if (strcmp(a, "--retries") == 0) {
       NEED_VALUE();
-      c->o.retries = atoi(v);
+      if (br_cli_parse_int(v, 0, 100, &n)) {
+        br_cli_errorf("--retries wants a number of attempts, 0 to 100, not '%s'", v);
+        return -1;
+      }
+      c->o.retries = (int)n;
     } else if (strcmp(a, "--timeout") == 0) {
       NEED_VALUE();
-      c->o.timeout_s = atoi(v);
+      double s = br_cli_parse_duration(v);
+      if (s < 1 || s > 86400) {
+        br_cli_errorf("--timeout wants a time from 1s to 24h, like 30, 90s or 2m, not '%s'", v);
+        return -1;
+      }
+      c->o.timeout_s = (int)s;
     } else if (strcmp(a, "--no-compress") == 0) {
       c->o.compress = 0;
     } else if (strcmp(a, "--no-direct") == 0) {
+      if (not_for(verb, a, "pull")) return -1;
       c->o.direct_io = 0;
     } else if (strcmp(a, "--sync") == 0) {
+      if (not_for(verb, a, "pull")) return -1;
       NEED_VALUE();
       if (strcmp(v, "files") == 0) {
         c->o.sync_files = 1;
@@ -268,6 +291,7 @@ static int parse_common(int argc, char **argv, common *c) {
       NEED_VALUE();
       c->o.cache_path = v;
     } else if (strcmp(a, "--content-cache") == 0) {
+      if (not_for(verb, a, "pull")) return -1;
       NEED_VALUE();
       c->o.content_cache = v;
     } else if (strcmp(a, "--no-cache") == 0) {
@@ -299,22 +323,15 @@ static const char *common_help =
     "                      --max-memory does not hold that many)\n"
     "  --bwlimit RATE      bytes per second over all transfers, e.g. 20M\n"
     "  --max-memory SIZE   bound on buffered data (default 256M)\n"
-    "  --chunk-size SIZE   push: chunk size of files (default 8M)\n"
     "  --retries N         attempts after the first for transient errors (default 6)\n"
-    "  --timeout S         a request that moves nothing for S seconds fails (default 30)\n"
+    "  --timeout TIME      a request that moves nothing this long fails (default 30s;\n"
+    "                      90s, 2m)\n"
     "  --no-compress       no zstd per chunk\n"
-    "  --no-direct         pull: write through the page cache (default: direct I/O\n"
-    "                      where the file system allows; keeps pulled files out of\n"
-    "                      the cache, and the sync has nothing left to write)\n"
-    "  --sync fs|files     pull: how files are made durable before their rename:\n"
-    "                      fs (default) one syncfs per batch, fastest for many\n"
-    "                      files, but it also writes back other programs' unsaved\n"
-    "                      data on that disk; files: an fsync per file and folder\n"
     "  --cache PATH        hash cache (default ~/.cache/braid/hashcache.db)\n"
     "  --no-cache          no hash cache\n"
-    "  --content-cache DIR pull: reuse files other pulls fetched (hard links) and add\n"
-    "                      to DIR; treat pulled files as read-only\n"
-    "  --json              progress and result as JSON lines on stdout\n"
+    "  --json              JSON lines on stdout: progress events, one \"snapshot\" event\n"
+    "                      per pair (ref, name, version, dir; same_as for a push\n"
+    "                      that changed nothing), then \"done\" or \"error\"\n"
     "  -q, --quiet         no progress\n"
     "  --report-progress   inside a braid job: the job's progress is the bytes done\n\n"
     "Exit status: 0 done, 1 failed (a bad token, a missing snapshot, a path or\n"
@@ -337,10 +354,16 @@ static int finish(common *c, const char *verb, int rc, const br_error *err,
     }
   }
   if (c->json) {
-    if (rc)
-      printf("{\"event\":\"error\",\"code\":%d,\"message\":\"%s\"}\n", rc,
-             br_error_format(err, buf, sizeof buf));
-    else
+    if (rc) {
+      /* code: braid's (include/braid/error.h), kind: its words, exit: the status */
+      json_t *e = json_pack("{ss si ss ss si}", "event", "error", "code", rc, "kind",
+                            br_strerror(rc), "message", br_error_format(err, buf, sizeof buf),
+                            "exit", rc == BR_ECANCEL ? BR_EXIT_CANCELLED : exit_of(rc));
+      char *t = e ? json_dumps(e, JSON_COMPACT) : NULL;
+      if (t) printf("%s\n", t);
+      free(t);
+      json_decref(e);
+    } else
       printf("{\"event\":\"done\",\"version\":%lld,\"files\":%lld,\"bytes\":%lld,"
              "\"files_moved\":%lld,\"bytes_moved\":%lld,\"chunks_moved\":%lld,"
              "\"chunks_skipped\":%lld,\"files_reused\":%lld,\"hashed_bytes\":%lld,"
@@ -387,20 +410,82 @@ static void setup_progress(common *c, progress_state *ps, const char *verb) {
   c->o.cancel = &cancel_flag;
 }
 
+/* Each DEPOT/NAME[@vN] of a push or pull, checked before anything moves:
+ * 0, or BR_EXIT_USAGE with the error said. A push makes the next version,
+ * so it takes no @. */
+static int check_refs(const char *const *refs, size_t n, const char *verb) {
+  for (size_t i = 0; i < n; i++) {
+    br_xfer_ref ref;
+    br_error err;
+    br_error_clear(&err);
+    if (br_xfer_ref_parse(refs[i], &ref, &err) != BR_OK) {
+      br_cli_errorf("%s: %s", verb, err.msg);
+      return BR_EXIT_USAGE;
+    }
+    br_xfer_ref_free(&ref);
+    if (strcmp(verb, "push") == 0 && strchr(refs[i], '@')) { /* hosts have none */
+      br_cli_errorf("push: '%s': a push makes the next version; give DEPOT/NAME without @",
+                    refs[i]);
+      return BR_EXIT_USAGE;
+    }
+  }
+  return 0;
+}
+
+/* refs[i] (DEPOT/NAME[@...]) as DEPOT/NAME@vN (malloc'd). */
+static char *versioned(const char *ref, int64_t version) {
+  const char *slash = strchr(ref, '/');
+  slash = slash ? strchr(slash + 2, '/') : NULL; /* past the scheme's // */
+  const char *at = slash ? strchr(slash, '@') : NULL;
+  char *out = NULL;
+  if (asprintf(&out, "%.*s@v%lld", (int)(at ? (size_t)(at - ref) : strlen(ref)), ref,
+               (long long)version) < 0)
+    abort();
+  return out;
+}
+
+/* What each pair became. Push: NAME@vN on stdout (scripts read it), and on
+ * stderr when the tree was the same as the version before. With --json,
+ * one "snapshot" event per pair: {"ref","name","version","dir"} and, for
+ * a push of an unchanged tree, "same_as". */
+static void print_pairs(const common *c, const char *const *refs, const br_xfer_pair *pairs,
+                        size_t n, const char *verb) {
+  bool push = strcmp(verb, "push") == 0;
+  for (size_t i = 0; i < n; i++) {
+    br_xfer_ref ref;
+    if (br_xfer_ref_parse(refs[i], &ref, NULL) != BR_OK) continue;
+    if (c->json) {
+      char *v = versioned(refs[i], pairs[i].version);
+      json_t *e = json_pack("{ss ss ss sI ss}", "event", "snapshot", "ref", v, "name", ref.name,
+                            "version", (json_int_t)pairs[i].version, "dir",
+                            c->pos[2 * i + (push ? 0 : 1)]);
+      if (e && pairs[i].same_as)
+        json_object_set_new(e, "same_as", json_integer(pairs[i].same_as));
+      char *t = e ? json_dumps(e, JSON_COMPACT) : NULL;
+      if (t) printf("%s\n", t);
+      free(t);
+      json_decref(e);
+      free(v);
+    } else if (push) {
+      printf("%s@v%lld\n", ref.name, (long long)pairs[i].version);
+      if (pairs[i].same_as && !c->quiet)
+        fprintf(stderr, "push: %s@v%lld holds the same files as v%lld: nothing changed\n",
+                ref.name, (long long)pairs[i].version, (long long)pairs[i].same_as);
+    }
+    br_xfer_ref_free(&ref);
+  }
+  fflush(stdout);
+}
+
 /* Sets the job's task attributes to what was committed: set_attr gets
  * "DEPOT/NAME@vN" (a list for several pairs), set_version_attr gets N. */
-static int report_versions(const common *c, const char *const *targets,
-                           const int64_t *versions, size_t n) {
+static int report_versions(const common *c, const char *const *targets, const br_xfer_pair *pairs,
+                           size_t n) {
   json_t *refs = json_array(), *vers = json_array(), *attrs = json_object();
   for (size_t i = 0; i < n; i++) {
-    const char *t = targets[i], *slash = strrchr(t, '/');
-    const char *at = slash ? strchr(slash, '@') : NULL;
-    char *ref = NULL;
-    if (asprintf(&ref, "%.*s@v%lld", (int)(at ? (size_t)(at - t) : strlen(t)), t,
-                 (long long)versions[i]) < 0)
-      abort();
+    char *ref = versioned(targets[i], pairs[i].version);
     json_array_append_new(refs, json_string(ref));
-    json_array_append_new(vers, json_integer(versions[i]));
+    json_array_append_new(vers, json_integer(pairs[i].version));
     free(ref);
   }
   if (c->set_attr)
@@ -434,8 +519,17 @@ int br_cli_push(int argc, char **argv) {
   if (br_cli_wants_help(argc, argv)) {
     printf("usage: braid push [options] DIR DEPOT/NAME [DIR DEPOT/NAME ...]\n\n"
            "Checks DIR in as a new version of the snapshot NAME, sending only the\n"
-           "chunks the depot lacks. DEPOT is depot://HOST:PORT (or http://).\n"
-           "Prints the version committed, e.g. shot010/cloth@v3.\n\n"
+           "chunks the depot lacks. DEPOT is depot://HOST:PORT (port 7871 when not\n"
+           "given; depots:// for HTTPS, or http://, https://). NAME is letters, digits,\n"
+           ".-_ in /-separated parts. Prints the version committed, e.g.\n"
+           "shot010/cloth@v3, and says so when the tree is the same as the version\n"
+           "before (nothing changed; the version is made all the same).\n\n"
+           "A tree that pushes pulls on Linux, macOS and Windows: a push refuses, and\n"
+           "names, files and folders whose names hold a control character or one of\n"
+           "\\ : < > \" | ? *, end with a dot or a space, are a Windows device name\n"
+           "(CON, PRN, AUX, NUL, COM1-9, LPT1-9) or are not UTF-8; symlinks that point\n"
+           "out of DIR; and devices, fifos and sockets.\n\n"
+           "  --chunk-size SIZE   chunk size of files (default 8M)\n\n"
            "Inside a braid job (the push node):\n"
            "  --set-attr KEY          set the task's attribute KEY to DEPOT/NAME@vN\n"
            "  --set-version-attr KEY  set the task's attribute KEY to N\n\n%s",
@@ -444,7 +538,7 @@ int br_cli_push(int argc, char **argv) {
   }
   common c;
   memset(&c, 0, sizeof c);
-  if (parse_common(argc, argv, &c)) {
+  if (parse_common(argc, argv, "push", &c)) {
     free(c.pos);
     return BR_EXIT_USAGE;
   }
@@ -461,39 +555,39 @@ int br_cli_push(int argc, char **argv) {
   }
   size_t n = (size_t)c.npos / 2;
   const char **dirs = calloc(n, sizeof *dirs), **targets = calloc(n, sizeof *targets);
-  int64_t *versions = calloc(n, sizeof *versions);
+  br_xfer_pair *pairs = calloc(n, sizeof *pairs);
   for (size_t i = 0; i < n; i++) dirs[i] = c.pos[2 * i], targets[i] = c.pos[2 * i + 1];
+  int rc = check_refs(targets, n, "push");
+  if (rc) {
+    free(dirs);
+    free(targets);
+    free(pairs);
+    free(c.pos);
+    return rc;
+  }
   progress_state ps;
   setup_progress(&c, &ps, "push");
   catch_signals();
   br_error err;
   br_error_clear(&err);
   br_xfer_result res;
-  int rc = br_xfer_push_many(dirs, targets, n, &c.o, versions, &res, &err);
+  rc = br_xfer_push_many(dirs, targets, n, &c.o, pairs, &res, &err);
   if (ps.drawn) {
     fputc('\n', stderr); /* end the progress line before the result */
     ps.drawn = 0;
   }
   if (rc == BR_OK && (c.set_attr || c.set_version_attr) &&
-      report_versions(&c, targets, versions, n)) {
+      report_versions(&c, targets, pairs, n)) {
     free(dirs);
     free(targets);
-    free(versions);
+    free(pairs);
     free(c.pos);
     return BR_EXIT_FAILED;
   }
-  if (rc == BR_OK && !c.json)
-    for (size_t i = 0; i < n; i++) {
-      br_xfer_ref ref;
-      if (br_xfer_ref_parse(targets[i], &ref, NULL) == BR_OK) {
-        printf("%s@v%lld\n", ref.name, (long long)versions[i]);
-        br_xfer_ref_free(&ref);
-      }
-    }
-  fflush(stdout);
+  if (rc == BR_OK) print_pairs(&c, targets, pairs, n, "push");
   free(dirs);
   free(targets);
-  free(versions);
+  free(pairs);
   return finish(&c, "push", rc, &err, &res, &ps);
 }
 
@@ -504,13 +598,23 @@ int br_cli_pull(int argc, char **argv) {
            "is written to a hidden temporary, verified, synced and renamed, so no\n"
            "partial or corrupt file ever appears under its name; an interrupted pull\n"
            "resumes where it stopped. Files in DIR that are not in the snapshot are\n"
-           "left alone.\n\n%s",
+           "left alone; files already there with the snapshot's content are kept,\n"
+           "and take its mode and time. DEPOT is as for push.\n\n"
+           "  --no-direct         write through the page cache (default: direct I/O\n"
+           "                      where the file system allows; keeps pulled files out of\n"
+           "                      the cache, and the sync has nothing left to write)\n"
+           "  --sync fs|files     how files are made durable before their rename:\n"
+           "                      fs (default) one syncfs per batch, fastest for many\n"
+           "                      files, but it also writes back other programs' unsaved\n"
+           "                      data on that disk; files: an fsync per file and folder\n"
+           "  --content-cache DIR reuse files other pulls fetched (hard links) and add\n"
+           "                      to DIR; treat pulled files as read-only\n\n%s",
            common_help);
     return BR_EXIT_OK;
   }
   common c;
   memset(&c, 0, sizeof c);
-  if (parse_common(argc, argv, &c)) {
+  if (parse_common(argc, argv, "pull", &c)) {
     free(c.pos);
     return BR_EXIT_USAGE;
   }
@@ -519,23 +623,33 @@ int br_cli_pull(int argc, char **argv) {
     free(c.pos);
     return BR_EXIT_USAGE;
   }
-  if (c.set_attr || c.set_version_attr) {
-    br_cli_errorf("--set-attr and --set-version-attr are push options");
-    free(c.pos);
-    return BR_EXIT_USAGE;
-  }
   size_t n = (size_t)c.npos / 2;
   const char **srcs = calloc(n, sizeof *srcs), **dirs = calloc(n, sizeof *dirs);
+  br_xfer_pair *pairs = calloc(n, sizeof *pairs);
   for (size_t i = 0; i < n; i++) srcs[i] = c.pos[2 * i], dirs[i] = c.pos[2 * i + 1];
+  int rc = check_refs(srcs, n, "pull");
+  if (rc) {
+    free(srcs);
+    free(dirs);
+    free(pairs);
+    free(c.pos);
+    return rc;
+  }
   progress_state ps;
   setup_progress(&c, &ps, "pull");
   catch_signals();
   br_error err;
   br_error_clear(&err);
   br_xfer_result res;
-  int rc = br_xfer_pull_many(srcs, dirs, n, &c.o, &res, &err);
+  rc = br_xfer_pull_many(srcs, dirs, n, &c.o, pairs, &res, &err);
+  if (ps.drawn) {
+    fputc('\n', stderr);
+    ps.drawn = 0;
+  }
+  if (rc == BR_OK) print_pairs(&c, srcs, pairs, n, "pull");
   free(srcs);
   free(dirs);
+  free(pairs);
   return finish(&c, "pull", rc, &err, &res, &ps);
 }
 
@@ -588,20 +702,6 @@ static int depot_fsck(int argc, char **argv) {
   }
   printf("%lld objects, all match their digests\n", (long long)n);
   return BR_EXIT_OK;
-}
-
-/* "90", "90s", "15m", "24h", "7d": seconds, or -1. */
-static int64_t parse_duration(const char *s) {
-  char *end;
-  errno = 0;
-  double v = strtod(s, &end);
-  if (errno || end == s || v < 0) return -1;
-  double mul = 1;
-  if (*end == 's') end++;
-  else if (*end == 'm') mul = 60, end++;
-  else if (*end == 'h') mul = 3600, end++;
-  else if (*end == 'd') mul = 86400, end++;
-  return *end ? -1 : (int64_t)(v * mul);
 }
 
 /* A depot for the admin commands: --root DIR (on this machine) or a URL
@@ -828,7 +928,7 @@ static int gc_option(int argc, char **argv, int *i, void *ud) {
     br_cli_errorf("--grace needs a value");
     return -1;
   }
-  g->grace = parse_duration(argv[++*i]);
+  g->grace = (int64_t)br_cli_parse_duration(argv[++*i]);
   if (g->grace < 0) {
     br_cli_errorf("--grace wants a duration like 24h, 90m or 3600");
     return -1;

@@ -654,7 +654,7 @@ int br_http_start(const br_http_opts *o, br_http_server **out, br_error *err) {
       MHD_OPTION_NOTIFY_COMPLETED, completed_cb, srv, MHD_OPTION_THREAD_POOL_SIZE, threads,
       MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)120, MHD_OPTION_CONNECTION_LIMIT,
       o->max_connections ? o->max_connections : 8192u, MHD_OPTION_LISTEN_BACKLOG_SIZE,
-      (unsigned int)1024, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int)1,
+      (unsigned int)1024,
       MHD_OPTION_ARRAY, srv->cert ? tls : tls + 2, MHD_OPTION_END);
   if (!srv->mhd) {
     int e = errno;

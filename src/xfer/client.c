@@ -505,8 +505,14 @@ static void finish(br_xfer__engine *e, br_xfer__req *r, CURLcode cc) {
                                                             : st == 413 || st / 100 == 4
                                                                   ? BR_EINVAL
                                                                   : BR_ENET;
-  if (st == 401)
+  if (st == 401 && !(e->o->token && *e->o->token))
+    br_error_set(&err, code, "the depot wants a token and none was given (HTTP 401%s)", msg);
+  else if (st == 401)
     br_error_set(&err, code, "the depot refused the token (HTTP 401%s)", msg);
+  else if (st == 413)
+    br_error_set(&err, code, "%s: HTTP 413%s: the depot takes smaller requests (its "
+                 "--max-request); a push with a smaller chunk size (--chunk-size) fits",
+                 r->url, msg);
   else if (st == 403)
     br_error_set(&err, code, "the depot forbids this (HTTP 403%s)", msg);
   else

@@ -6,7 +6,8 @@
  *                               plain=: its plain entries were found not to compress)
  *   POST /v1/fetch              {"chunks":[hex...],"zstd":b} -> bundle
  *   GET  /v1/chunk/HEX          one chunk, with Range (206 + Content-Range)
- *   POST /v1/snapshot?name=N    manifest            -> {"version":v}
+ *   POST /v1/snapshot?name=N    manifest            -> {"version":v}, with "same_as":u
+ *                                                      when it holds the tree vu holds
  *   GET  /v1/snapshot?name=N[&version=V]            -> manifest, X-Braid-Version
  *   POST /v1/admin/rm  {"versions":[{"name":N,"version":V}...]} -> {"removed":[...]}
  *   POST /v1/admin/gc  {"grace_s":S,"dry_run":b}    -> br_depot_gc_result's fields
@@ -955,7 +956,8 @@ static enum MHD_Result do_commit(br_depot *d, struct MHD_Connection *c, request 
   if (same) {
     note_change(d, c, "%s@v%lld committed: the same as v%lld (nothing changed)", name,
                 (long long)same_v, (long long)prev_v);
-    return reply_json(c, MHD_HTTP_OK, json_pack("{sI}", "version", (json_int_t)same_v));
+    return reply_json(c, MHD_HTTP_OK, json_pack("{sIsI}", "version", (json_int_t)same_v, "same_as",
+                                                (json_int_t)prev_v));
   }
   br_xfer_manifest *m = NULL;
   if (br_xfer_manifest_parse((const char *)rq->body.data, rq->body.len, &m, &err))
@@ -1315,7 +1317,9 @@ int br_depot_open(const br_depot_opts *opts, br_depot **out, br_error *err) {
 
 int br_depot_start(const br_depot_opts *opts, br_depot **out, br_error *err) {
   *out = NULL;
-  const char *listen = opts->listen && *opts->listen ? opts->listen : "127.0.0.1:7871";
+  char deflt[32];
+  snprintf(deflt, sizeof deflt, "127.0.0.1:%d", BR_XFER_DEPOT_PORT);
+  const char *listen = opts->listen && *opts->listen ? opts->listen : deflt;
   char host[64];
   const char *colon = strrchr(listen, ':');
   if (!colon || (size_t)(colon - listen) >= sizeof host)
@@ -1342,10 +1346,12 @@ int br_depot_start(const br_depot_opts *opts, br_depot **out, br_error *err) {
       (unsigned int)120, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)512,
       /* bodies arrive in large reads, not 16 KiB ones */
       MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(512 * 1024),
-      MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int)1, MHD_OPTION_END);
+      MHD_OPTION_END);
   if (!d->mhd) {
+    int e = errno;
     br_depot_stop(d);
-    return br_error_set(err, BR_ENET, "depot: cannot listen on %s", listen);
+    return br_error_set(err, BR_ENET, "depot: cannot listen on %s%s%s", listen, e ? ": " : "",
+                        e ? strerror(e) : "");
   }
   const union MHD_DaemonInfo *info = MHD_get_daemon_info(d->mhd, MHD_DAEMON_INFO_BIND_PORT);
   d->port = info ? info->port : (int)port;

@@ -27,8 +27,9 @@ int br_xfer__mkdirs(const char *path, br_error *err) {
   return BR_OK;
 }
 
-int br_xfer__open_parent(int rootfd, const char *rel, bool create, const char **base,
-                         br_error *err) {
+int br_xfer__open_parent(int rootfd, const char *root, const char *rel, bool create,
+                         const char **base, br_error *err) {
+  const char *r = root ? root : "", *sep = root ? "/" : "";
   int fd = dup(rootfd);
   if (fd < 0) return br_error_set(err, BR_EIO, "dup: %s", strerror(errno));
   const char *c = rel;
@@ -48,7 +49,8 @@ int br_xfer__open_parent(int rootfd, const char *rel, bool create, const char **
       if (mkdirat(fd, comp, 0755) != 0 && errno != EEXIST) {
         int e = errno;
         close(fd);
-        return br_error_set(err, BR_EIO, "mkdir '%s' in '%s': %s", comp, rel, strerror(e));
+        return br_error_set(err, BR_EIO, "mkdir %s%s%.*s: %s", r, sep, (int)(slash - rel), rel,
+                            strerror(e));
       }
       next = openat(fd, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     }
@@ -57,11 +59,10 @@ int br_xfer__open_parent(int rootfd, const char *rel, bool create, const char **
       close(fd);
       if (e == ELOOP || e == ENOTDIR)
         return br_error_set(err, BR_EINVAL,
-                            "refusing '%s': '%s' in the destination is not a directory "
-                            "(a symlink or a file)",
-                            rel, comp);
-      return br_error_set(err, e == ENOENT ? BR_ENOTFOUND : BR_EIO, "open '%s' of '%s': %s",
-                          comp, rel, strerror(e));
+                            "refusing %s%s%s: %s%s%.*s is not a directory (a symlink or a file)",
+                            r, sep, rel, r, sep, (int)(slash - rel), rel);
+      return br_error_set(err, e == ENOENT ? BR_ENOTFOUND : BR_EIO, "open %s%s%.*s: %s", r, sep,
+                          (int)(slash - rel), rel, strerror(e));
     }
     close(fd);
     fd = next;

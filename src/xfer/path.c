@@ -6,6 +6,7 @@
 #include "xfer_int.h"
 
 #include <ctype.h>
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
@@ -26,6 +27,20 @@ static bool reserved_windows(const char *c, size_t len) {
   return false;
 }
 
+const char *br_xfer__shown(const char *s, bool high, char *buf, size_t size) {
+  size_t o = 0;
+  for (; *s && o + 5 < size; s++) {
+    unsigned char ch = (unsigned char)*s;
+    if (ch < 0x20 || ch == 0x7f || (high && ch >= 0x80))
+      o += (size_t)snprintf(buf + o, size - o, "\\x%02x", ch);
+    else
+      buf[o++] = (char)ch;
+  }
+  buf[o] = 0;
+  if (*s && size > 4) memcpy(buf + size - 4, "...", 4);
+  return buf;
+}
+
 static int check_component(const char *path, const char *c, size_t len, br_error *err) {
   if (len == 0) return br_error_set(err, BR_EINVAL, "unsafe path '%s': empty component", path);
   if (len > MAX_COMPONENT_BYTES)
@@ -34,14 +49,24 @@ static int check_component(const char *path, const char *c, size_t len, br_error
     return br_error_set(err, BR_EINVAL, "unsafe path '%s': '.' or '..' component", path);
   for (size_t i = 0; i < len; i++) {
     unsigned char ch = (unsigned char)c[i];
-    if (ch < 0x20 || ch == 0x7f || ch == '\\' || ch == ':' || ch == '<' || ch == '>' ||
-        ch == '"' || ch == '|' || ch == '?' || ch == '*')
-      return br_error_set(err, BR_EINVAL, "unsafe path '%s': forbidden character", path);
+    char shown[600];
+    if (ch < 0x20 || ch == 0x7f)
+      return br_error_set(err, BR_EINVAL, "unsafe path '%s': control character \\x%02x",
+                          br_xfer__shown(path, false, shown, sizeof shown), ch);
+    if (ch == '\\' || ch == ':' || ch == '<' || ch == '>' || ch == '"' || ch == '|' ||
+        ch == '?' || ch == '*')
+      return br_error_set(err, BR_EINVAL,
+                          "unsafe path '%s': forbidden character '%c' (Windows refuses it)", path,
+                          ch);
   }
   if (c[len - 1] == '.' || c[len - 1] == ' ')
-    return br_error_set(err, BR_EINVAL, "unsafe path '%s': trailing dot or space", path);
+    return br_error_set(err, BR_EINVAL,
+                        "unsafe path '%s': a name ends with a dot or a space (Windows drops it)",
+                        path);
   if (reserved_windows(c, len))
-    return br_error_set(err, BR_EINVAL, "unsafe path '%s': reserved device name", path);
+    return br_error_set(err, BR_EINVAL,
+                        "unsafe path '%s': '%.*s' is a reserved device name on Windows", path,
+                        (int)len, c);
   if (len >= strlen(BR_XFER__PARTIAL_PREFIX) &&
       strncmp(c, BR_XFER__PARTIAL_PREFIX, strlen(BR_XFER__PARTIAL_PREFIX)) == 0)
     return br_error_set(err, BR_EINVAL, "unsafe path '%s': braid's temporary name", path);

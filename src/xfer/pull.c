@@ -304,9 +304,15 @@ static void add_to_content_cache(install_job *j, const br_xfer_entry *e) {
   free(cp);
 }
 
+/* The times to set for e: its mtime, the access time left as it is. */
+static void entry_times(const br_xfer_entry *e, struct timespec ts[2]) {
+  ts[0] = (struct timespec){0, UTIME_OMIT};
+  ts[1] = (struct timespec){(time_t)(e->mtime_ns / 1000000000), (long)(e->mtime_ns % 1000000000)};
+}
+
 static void set_times(int fd, const br_xfer_entry *e) {
-  struct timespec ts[2] = {{0, UTIME_OMIT},
-                           {(time_t)(e->mtime_ns / 1000000000), (long)(e->mtime_ns % 1000000000)}};
+  struct timespec ts[2];
+  entry_times(e, ts);
   futimens(fd, ts);
 }
 
@@ -1027,7 +1033,7 @@ static int finalize(pull *p, lfile *lf, br_error *err) {
   while (atomic_load(&lf->inflight) > 0) pthread_cond_wait(&in->cv, &in->mu);
   pthread_mutex_unlock(&in->mu);
   const char *base;
-  int dirfd = br_xfer__open_parent(lf->job->rootfd, e->path, true, &base, err);
+  int dirfd = br_xfer__open_parent(lf->job->rootfd, lf->job->dir, e->path, true, &base, err);
   if (dirfd < 0) return dirfd;
   char pn[64];
   br_xfer__partial_name(base, pn, sizeof pn);
@@ -1173,7 +1179,7 @@ static bool dirlist_for(dirlist *dl, ljob *j, const char *path) {
   dl->job = j;
   dl->rel = strndup(path, len);
   const char *base;
-  int fd = dl->rel ? br_xfer__open_parent(j->rootfd, path, true, &base, NULL) : -1;
+  int fd = dl->rel ? br_xfer__open_parent(j->rootfd, j->dir, path, true, &base, NULL) : -1;
   DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
   if (!d) {
     if (fd >= 0) close(fd);
@@ -1209,6 +1215,26 @@ static bool dirlist_has(const dirlist *dl, const char *name) {
 
 /* Looks at what is on disk: the final file (skip it when its digest is
  * right) and a partial from an earlier attempt (keep its verified chunks). */
+/* A file whose content is already the snapshot's gets its mode and mtime
+ * too: pulling a version over a checkout of another leaves the version's
+ * metadata, as a fresh pull would. */
+static int fix_meta(lfile *lf, int dirfd, const char *base, br_error *err) {
+  const br_xfer_entry *e = lf->e;
+  struct stat st;
+  if (fstatat(dirfd, base, &st, AT_SYMLINK_NOFOLLOW) != 0)
+    return fail_io(err, "stat", lf->job, e->path, errno);
+  mode_t mode = (mode_t)(e->mode & 0777);
+  if ((st.st_mode & 07777) != mode && fchmodat(dirfd, base, mode, AT_SYMLINK_NOFOLLOW) != 0 &&
+      (errno == EOPNOTSUPP || fchmodat(dirfd, base, mode, 0) != 0))
+    return fail_io(err, "chmod", lf->job, e->path, errno);
+  struct timespec ts[2];
+  entry_times(e, ts);
+  if ((st.st_mtim.tv_sec != ts[1].tv_sec || st.st_mtim.tv_nsec != ts[1].tv_nsec) &&
+      utimensat(dirfd, base, ts, AT_SYMLINK_NOFOLLOW) != 0)
+    return fail_io(err, "set the time of", lf->job, e->path, errno);
+  return BR_OK;
+}
+
 static int prepare_file(pull *p, lfile *lf, dirlist *dl, br_error *err) {
   const br_xfer_entry *e = lf->e;
   int64_t cs = lf->job->m->chunk_size;
@@ -1228,7 +1254,7 @@ static int prepare_file(pull *p, lfile *lf, dirlist *dl, br_error *err) {
     }
   }
   const char *base;
-  int dirfd = br_xfer__open_parent(lf->job->rootfd, e->path, true, &base, err);
+  int dirfd = br_xfer__open_parent(lf->job->rootfd, lf->job->dir, e->path, true, &base, err);
   if (dirfd < 0) return dirfd;
   int rc = BR_OK;
   struct stat st;
@@ -1238,6 +1264,10 @@ static int prepare_file(pull *p, lfile *lf, dirlist *dl, br_error *err) {
                         e->path);
   }
   if (file_matches(p, dirfd, base, e, cs)) {
+    if ((rc = fix_meta(lf, dirfd, base, err)) != BR_OK) {
+      close(dirfd);
+      return rc;
+    }
     p->res->chunks_skipped += (int64_t)e->nchunks;
     p->eng.prog.bytes_done += e->size;
     lf->done = true;
@@ -1376,7 +1406,8 @@ static int bundle_take(br_xfer__req *r, br_error *err) {
       pdir_release(dir);
       dir = NULL;
       const char *base;
-      int dirfd = br_xfer__open_parent(lf->job->rootfd, e->path, true, &base, err);
+      int dirfd =
+          br_xfer__open_parent(lf->job->rootfd, lf->job->dir, e->path, true, &base, err);
       if (dirfd < 0) {
         rc = dirfd;
         break;
@@ -1480,7 +1511,8 @@ static int chunk_sink(br_xfer__req *r, const uint8_t *data, size_t len) {
   int64_t cs = lf->job->m->chunk_size;
   if (lf->fd < 0) {
     const char *base;
-    int dirfd = br_xfer__open_parent(lf->job->rootfd, e->path, true, &base, &r->sink_err);
+    int dirfd = br_xfer__open_parent(lf->job->rootfd, lf->job->dir, e->path, true, &base,
+                                     &r->sink_err);
     if (dirfd < 0) return dirfd;
     char pn[64];
     br_xfer__partial_name(base, pn, sizeof pn);
@@ -1645,7 +1677,7 @@ static size_t refetch_corrupt(pull *p) {
 
 static int make_symlink(ljob *j, const br_xfer_entry *e, br_error *err) {
   const char *base;
-  int dirfd = br_xfer__open_parent(j->rootfd, e->path, true, &base, err);
+  int dirfd = br_xfer__open_parent(j->rootfd, j->dir, e->path, true, &base, err);
   if (dirfd < 0) return dirfd;
   char pn[64];
   br_xfer__partial_name(base, pn, sizeof pn);
@@ -1740,7 +1772,7 @@ static int run_pull(pull *p, const char *const *sources, const char *const *dirs
         char *sub = NULL;
         if (asprintf(&sub, "%s/x", e->path) < 0) return br_error_set(err, BR_ENOMEM, "oom");
         const char *base;
-        int fd = br_xfer__open_parent(jb->rootfd, sub, true, &base, err);
+        int fd = br_xfer__open_parent(jb->rootfd, jb->dir, sub, true, &base, err);
         free(sub);
         if (fd < 0) {
           dirlist_clear(&dl);
@@ -1865,7 +1897,8 @@ static int run_pull(pull *p, const char *const *sources, const char *const *dirs
 }
 
 int br_xfer_pull_many(const char *const *sources, const char *const *dirs, size_t n,
-                      const br_xfer_opts *opts, br_xfer_result *res, br_error *err) {
+                      const br_xfer_opts *opts, br_xfer_pair *pairs, br_xfer_result *res,
+                      br_error *err) {
   br_xfer_opts defaults;
   if (!opts) {
     br_xfer_opts_init(&defaults);
@@ -1894,6 +1927,20 @@ int br_xfer_pull_many(const char *const *sources, const char *const *dirs, size_
   for (size_t j = 0; p.jobs && j < n; j++) p.jobs[j].rootfd = -1;
   if (!rc)
     rc = br_xfer__hcache_open(opts->cache_path, &p.hc, res->warning, sizeof res->warning, err);
+  /* A content cache that cannot be made is done without, and said, as the
+   * hash cache is: the pull itself does not need it. */
+  br_xfer_opts without;
+  br_error cerr;
+  br_error_clear(&cerr);
+  if (!rc && opts->content_cache && *opts->content_cache &&
+      br_xfer__mkdirs(opts->content_cache, &cerr) != BR_OK) {
+    size_t w = strlen(res->warning);
+    snprintf(res->warning + w, sizeof res->warning - w, "%scontent cache: %s; pulled without it",
+             w ? "; " : "", cerr.msg);
+    without = *opts;
+    without.content_cache = NULL;
+    p.o = &without;
+  }
   if (!rc && installer_start(&p.inst)) rc = br_error_set(err, BR_ENOMEM, "no installer threads");
   p.eng.tick = installer_tick;
   p.eng.tick_ud = &p;
@@ -1908,6 +1955,7 @@ int br_xfer_pull_many(const char *const *sources, const char *const *dirs, size_
   for (size_t j = 0; p.jobs && j < n; j++) {
     ljob *jb = &p.jobs[j];
     if (j == 0) res->version = jb->version;
+    if (pairs) pairs[j] = (br_xfer_pair){jb->version, 0};
     for (size_t i = 0; jb->m && jb->files && i < jb->m->nentries; i++) {
       lfile *lf = &jb->files[i];
       if (lf->e->type == BR_XFER_FILE) {
@@ -1933,5 +1981,5 @@ int br_xfer_pull_many(const char *const *sources, const char *const *dirs, size_
 
 int br_xfer_pull(const char *source, const char *dir, const br_xfer_opts *opts,
                  br_xfer_result *res, br_error *err) {
-  return br_xfer_pull_many(&source, &dir, 1, opts, res, err);
+  return br_xfer_pull_many(&source, &dir, 1, opts, NULL, res, err);
 }

@@ -62,8 +62,10 @@ typedef struct pjob {
   char *dir;
   pfile *files;
   size_t n, cap;
-  int64_t version;
+  int64_t version, same_as; /* committed; the version before when it holds the same tree */
   bool conflict; /* its commit was refused: chunks went missing */
+  int nrefused;  /* paths the scan refused; the first few said in refused */
+  char refused[1300];
 } pjob;
 
 typedef struct push {
@@ -133,6 +135,15 @@ static int add_file(pjob *j, const char *rel, int type, const struct stat *st,
   return BR_OK;
 }
 
+/* A path push refuses (a name Windows or UTF-8 would not take, a link out of
+ * the tree, a device): noted, and the scan goes on, so one push names them. */
+static void refuse(pjob *j, br_error *err) {
+  size_t w = strlen(j->refused);
+  if (j->nrefused++ < 4)
+    snprintf(j->refused + w, sizeof j->refused - w, "%s%.300s", w ? "; " : "", err->msg);
+  br_error_clear(err);
+}
+
 static int scan(pjob *j, const char *rel, br_error *err) {
   char *abs = NULL;
   if (asprintf(&abs, "%s%s%s", j->dir, *rel ? "/" : "", rel) < 0)
@@ -161,8 +172,9 @@ static int scan(pjob *j, const char *rel, br_error *err) {
     struct stat st;
     json_t *utf8 = json_string(crel); /* NULL when the name is not UTF-8 */
     if (!utf8) {
-      rc = br_error_set(err, BR_EINVAL, "refusing to push '%s': the name is not valid UTF-8",
-                        cabs);
+      char shown[600];
+      rc = br_error_set(err, BR_EINVAL, "'%s': the name is not valid UTF-8",
+                        br_xfer__shown(cabs, true, shown, sizeof shown));
     } else if (lstat(cabs, &st) != 0) {
       rc = br_error_set(err, BR_EIO, "%s: %s", cabs, strerror(errno));
     } else if ((rc = br_xfer_path_check(crel, err)) != BR_OK) {
@@ -183,8 +195,12 @@ static int scan(pjob *j, const char *rel, br_error *err) {
         if (rc == BR_OK) rc = add_file(j, crel, BR_XFER_SYMLINK, &st, target, err);
       }
     } else {
-      rc = br_error_set(err, BR_EINVAL, "refusing to push '%s': not a regular file, "
+      rc = br_error_set(err, BR_EINVAL, "'%s': not a regular file, "
                         "directory or symlink (device, fifo or socket)", cabs);
+    }
+    if (rc == BR_EINVAL) { /* every refusal above; errors of the disk stop the scan */
+      refuse(j, err);
+      rc = BR_OK;
     }
     json_decref(utf8);
     free(crel);
@@ -986,6 +1002,7 @@ static int commit_done(br_xfer__req *r, br_error *err) {
     return br_error_set(err, BR_ENET, "depot: malformed answer to a commit");
   }
   b->p->jobs[b->job].version = json_integer_value(v);
+  b->p->jobs[b->job].same_as = json_integer_value(json_object_get(o, "same_as"));
   json_decref(o);
   return BR_OK;
 }
@@ -1036,13 +1053,20 @@ static int run_push(push *p, const char *const *dirs, const char *const *targets
                           "one push goes to one depot: %s and %s differ; push to each "
                           "separately", p->jobs[0].ref.base, jb->ref.base);
     struct stat st;
-    if (stat(dirs[j], &st) != 0 || !S_ISDIR(st.st_mode))
+    if (stat(dirs[j], &st) != 0)
+      return br_error_set(err, BR_EINVAL, "%s: %s", dirs[j],
+                          errno == ENOENT ? "does not exist" : strerror(errno));
+    if (!S_ISDIR(st.st_mode))
       return br_error_set(err, BR_EINVAL, "%s is not a directory", dirs[j]);
     jb->dir = strdup(dirs[j]);
     if (!jb->dir) return br_error_set(err, BR_ENOMEM, "out of memory");
     size_t dl = strlen(jb->dir);
     while (dl > 1 && jb->dir[dl - 1] == '/') jb->dir[--dl] = 0;
     if ((rc = scan(jb, "", err))) return rc;
+    if (jb->nrefused)
+      return br_error_set(err, BR_EINVAL, "refusing to push %s: %d path%s cannot be pushed: %s%s",
+                          jb->dir, jb->nrefused, jb->nrefused > 1 ? "s" : "", jb->refused,
+                          jb->nrefused > 4 ? "; and more" : "");
     if (jb->n) qsort(jb->files, jb->n, sizeof *jb->files, cmp_pfile);
     for (size_t i = 0; i < jb->n; i++)
       if (jb->files[i].type == BR_XFER_FILE) {
@@ -1110,7 +1134,7 @@ static int commit_jobs(push *p, bool again, br_error *err) {
 }
 
 int br_xfer_push_many(const char *const *dirs, const char *const *targets, size_t n,
-                      const br_xfer_opts *opts, int64_t *versions, br_xfer_result *res,
+                      const br_xfer_opts *opts, br_xfer_pair *pairs, br_xfer_result *res,
                       br_error *err) {
   br_xfer_opts defaults;
   if (!opts) {
@@ -1146,8 +1170,8 @@ int br_xfer_push_many(const char *const *dirs, const char *const *targets, size_
   br_xfer__engine_progress(&p.eng, true);
   for (size_t j = 0; p.jobs && j < n; j++) {
     pjob *jb = &p.jobs[j];
-    if (versions) versions[j] = jb->version;
-    if (j == 0) res->version = jb->version;
+    if (pairs) pairs[j] = (br_xfer_pair){jb->version, jb->same_as};
+    if (j == 0) res->version = jb->version, res->same_as = jb->same_as;
     for (size_t i = 0; i < jb->n; i++) {
       pfile *f = &jb->files[i];
       if (f->type == BR_XFER_FILE) res->files++, res->bytes += f->st.st_size;

@@ -262,7 +262,7 @@ static int open_snapdir(br_xfer__store *s, const char *name, bool create, br_err
   char rel[300];
   snprintf(rel, sizeof rel, "snapshots/%s/x", name);
   const char *base;
-  int fd = br_xfer__open_parent(s->rootfd, rel, create, &base, err);
+  int fd = br_xfer__open_parent(s->rootfd, NULL, rel, create, &base, err);
   return fd;
 }
 

@@ -146,15 +146,19 @@ void br_xfer__bundle_close(br_xfer__bundle_iter *it);
 
 /* ---- file system (fsutil.c) ---- */
 
+/* s for a message: control bytes (and, with high, bytes >= 0x80: a name
+ * that is not UTF-8) as \xNN; cut with "..." to fit. Returns buf. */
+const char *br_xfer__shown(const char *s, bool high, char *buf, size_t size);
+
 /* mkdir -p (mode 0755). */
 int br_xfer__mkdirs(const char *path, br_error *err);
 /* Opens the directory that holds rel (a checked relative path) under the
  * directory fd root, one component at a time with O_NOFOLLOW, so a symlink
  * planted in the destination can never redirect a write out of the tree.
  * create: make missing directories. Returns the fd and sets *base to the
- * last component of rel. */
-int br_xfer__open_parent(int rootfd, const char *rel, bool create, const char **base,
-                         br_error *err);
+ * last component of rel. root names the root in errors (NULL: none). */
+int br_xfer__open_parent(int rootfd, const char *root, const char *rel, bool create,
+                         const char **base, br_error *err);
 /* Writes len bytes fully at offset (pwrite loop). 0 or -errno. */
 int br_xfer__pwrite_all(int fd, const void *buf, size_t len, int64_t off);
 int br_xfer__pread_all(int fd, void *buf, size_t len, int64_t off);
