@@ -316,6 +316,17 @@ int br_xfer__bundle_add(br_xfer__buf *b, const br_xfer_digest *d, const void *da
   return br_xfer__bundle_put(b, d, len, compress, saved);
 }
 
+size_t br_xfer__bundle_complete_len(const void *data, size_t len) {
+  if (len < 4 || memcmp(data, MAGIC, 4) != 0) return 0;
+  const uint8_t *p = (const uint8_t *)data + 4, *end = (const uint8_t *)data + len;
+  while ((size_t)(end - p) >= HDR) {
+    uint32_t wire = get32(p + 40);
+    if ((size_t)(end - p) - HDR < wire) break;
+    p += HDR + wire;
+  }
+  return (size_t)(p - (const uint8_t *)data);
+}
+
 size_t br_xfer__bundle_pack_need(const void *data, size_t len, size_t limit, bool *whole) {
   *whole = false;
   if (len < 4 || memcmp(data, MAGIC, 4) != 0) return 0;

@@ -94,6 +94,9 @@ typedef struct request {
   int reject; /* HTTP status decided before the body was read */
   const char *reject_msg;
   int64_t limit;
+  bool upload;        /* POST /v1/chunks */
+  bool handled;       /* its whole body came and was answered */
+  int64_t plain_raw;  /* -1: ?plain=incompressible (the index says so) */
 } request;
 
 static enum MHD_Result reply(struct MHD_Connection *c, unsigned int status, const char *type,
@@ -239,21 +242,25 @@ static enum MHD_Result do_missing(br_depot *d, struct MHD_Connection *c, request
   return reply(c, MHD_HTTP_OK, "application/json", body, len, NULL, NULL);
 }
 
-static enum MHD_Result do_upload(br_depot *d, struct MHD_Connection *c, request *rq) {
+/* Stores the verified chunks of an upload's bundle: 0 and *stored, or the
+ * HTTP status and *msg of the failure (nothing of it is indexed). Called
+ * for a whole body, and for what complete entries a cut one holds. */
+static unsigned store_upload(br_depot *d, request *rq, const char **why, int *stored) {
   br_error err = {0};
   br_xfer__bundle_iter it;
-  if (br_xfer__bundle_open(&it, rq->body.data, rq->body.len, &err))
-    return reply_error(c, MHD_HTTP_BAD_REQUEST, err.msg);
+  *why = NULL;
+  *stored = 0;
+  if (br_xfer__bundle_open(&it, rq->body.data, rq->body.len, &err)) {
+    *why = "not a chunk bundle (bad magic)";
+    return MHD_HTTP_BAD_REQUEST;
+  }
   /* Small chunks go into one new pack (one file, one sync); large ones are
    * written as loose objects first and synced together afterwards. */
   br_xfer__staged *st = NULL;
   br_xfer__packed *pk = NULL;
   br_xfer__buf pack = {0};
   size_t n = 0, cap = 0, npk = 0;
-  /* The sender found that its plain chunks do not compress: the index
-   * says so (raw < 0), and fetches that ask for zstd do not try again. */
-  const char *plain = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "plain");
-  int64_t plain_raw = plain && strcmp(plain, "incompressible") == 0 ? -1 : 0;
+  int64_t plain_raw = rq->plain_raw;
   /* Small chunks are kept as they came, compressed or not (the index
    * says which). A bundle whose chunks all go into the pack is the pack:
    * it is written as it came, its entries' headers between the chunks
@@ -271,6 +278,7 @@ static enum MHD_Result do_upload(br_depot *d, struct MHD_Connection *c, request 
   int r;
   unsigned status = 0;
   const char *msg = NULL;
+  static __thread char emsg[sizeof err.msg];
   br_xfer_digest dg, got;
   const uint8_t *data;
   size_t len;
@@ -325,7 +333,7 @@ static enum MHD_Result do_upload(br_depot *d, struct MHD_Connection *c, request 
     if (dup) continue;
     if (br_xfer__store_stage(&d->store, &dg, data, len, &st[n], &err)) {
       status = MHD_HTTP_INSUFFICIENT_STORAGE;
-      msg = err.msg;
+      msg = strcpy(emsg, err.msg);
       break;
     }
     n++;
@@ -333,13 +341,13 @@ static enum MHD_Result do_upload(br_depot *d, struct MHD_Connection *c, request 
   br_xfer__bundle_close(&it);
   if (!msg && r < 0) {
     status = MHD_HTTP_BAD_REQUEST;
-    msg = err.msg;
+    msg = strcpy(emsg, err.msg);
   }
   br_error cerr = {0};
   char rel[64] = "";
   if (!msg && br_xfer__pack_write(&d->store, &pack, pk, npk, rel, &cerr)) {
     status = MHD_HTTP_INSUFFICIENT_STORAGE;
-    msg = cerr.msg;
+    msg = strcpy(emsg, cerr.msg);
   }
   /* What was just pushed is what gets pulled next: the pack's bytes stay
    * in memory (the request's body, when it is the pack). */
@@ -353,12 +361,39 @@ static enum MHD_Result do_upload(br_depot *d, struct MHD_Connection *c, request 
         unlinkat(d->store.rootfd, st[i].tmp, 0);
       }
     free(st);
-    return reply_error(c, status, msg);
+    *why = msg;
+    return status;
   }
   int rc = br_xfer__store_commit_staged(&d->store, st, n, &cerr);
   free(st);
-  if (rc) return reply_error(c, MHD_HTTP_INSUFFICIENT_STORAGE, cerr.msg);
-  return reply_json(c, MHD_HTTP_OK, json_pack("{si}", "stored", (int)(n + npk)));
+  if (rc) {
+    *why = strcpy(emsg, cerr.msg);
+    return MHD_HTTP_INSUFFICIENT_STORAGE;
+  }
+  *stored = (int)(n + npk);
+  return 0;
+}
+
+static enum MHD_Result do_upload(br_depot *d, struct MHD_Connection *c, request *rq) {
+  const char *msg;
+  int stored;
+  rq->handled = true;
+  unsigned status = store_upload(d, rq, &msg, &stored);
+  if (status) return reply_error(c, status, msg);
+  return reply_json(c, MHD_HTTP_OK, json_pack("{si}", "stored", stored));
+}
+
+/* An upload cut short (the client cancelled, the link dropped, it timed
+ * out): the complete entries it holds are verified and stored all the
+ * same, so a cancelled or cut push loses at most the chunk each of its
+ * requests was sending; the next push finds the others there. */
+static void salvage_upload(br_depot *d, request *rq) {
+  size_t keep = br_xfer__bundle_complete_len(rq->body.data, rq->body.len);
+  if (keep <= 4) return; /* not even one entry */
+  rq->body.len = keep;
+  const char *msg;
+  int stored;
+  store_upload(d, rq, &msg, &stored); /* nobody to tell; a failure stores nothing */
 }
 
 /* Where a packed chunk is; raw > 0: its len bytes are a zstd frame of
@@ -1156,6 +1191,11 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
     rq->limit = strcmp(url, "/v1/snapshot") == 0 ? d->max_manifest
                 : access == BR_DEPOT_ADMIN       ? MAX_ADMIN_REQUEST
                                                  : d->max_request;
+    rq->upload = strcmp(method, "POST") == 0 && strcmp(url, "/v1/chunks") == 0;
+    /* The sender found that its plain chunks do not compress: the index
+     * says so (raw < 0), and fetches that ask for zstd do not try again. */
+    const char *plain = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "plain");
+    rq->plain_raw = plain && strcmp(plain, "incompressible") == 0 ? -1 : 0;
     unsigned refused = authorised(d, c, access);
     if (refused) {
       rq->reject = (int)refused;
@@ -1237,6 +1277,7 @@ int br_depot_handle(br_depot *d, struct MHD_Connection *c, const char *url, cons
 void br_depot_request_done(void **con_cls) {
   request *rq = *con_cls;
   if (!rq) return;
+  if (rq->upload && !rq->handled && !rq->reject && rq->body.len) salvage_upload(rq->d, rq);
   if (rq->charged) {
     pthread_mutex_lock(&rq->d->mem_mu);
     rq->d->buffered -= rq->charged;

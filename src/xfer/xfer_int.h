@@ -116,6 +116,9 @@ int br_xfer__bundle_open(br_xfer__bundle_iter *it, const void *data, size_t len,
  * bound for a buffer; the entries are checked later); *whole: every entry
  * goes into the pack, so the body, headers and all, can be the pack. */
 size_t br_xfer__bundle_pack_need(const void *data, size_t len, size_t limit, bool *whole);
+/* The length of a (possibly cut) bundle's magic and complete entries: what
+ * of an upload cut short can still be used; 0 when it has no magic. */
+size_t br_xfer__bundle_complete_len(const void *data, size_t len);
 /* Chunks as a depot stores them: raw = 0, the len bytes are the chunk;
  * raw > 0, they are a zstd frame of raw bytes; raw < 0, the chunk, which
  * its sender found does not compress (no fetch tries). Whether they are
