@@ -52,6 +52,13 @@ TEST(help_for_every_command) {
   expect("push --help", 0, "usage: braid push");
   expect("pull -h", 0, "usage: braid pull");
   expect("help push", 0, "--bwlimit");
+  /* each depot subcommand has its own */
+  expect("depot token --help", 0, "usage: braid depot token --token-file FILE");
+  expect("depot fsck -h", 0, "usage: braid depot fsck --root DIR");
+  expect("depot rm --help", 0, "usage: braid depot rm DEPOT NAME@vN");
+  expect("depot gc --help", 0, "-n, --dry-run");
+  expect("depot ls --help", 0, "-l       also their files and bytes");
+  expect("depot --help", 0, "`braid depot SUBCOMMAND --help`");
   expect("--help", 0, "push");
 }
 
@@ -208,6 +215,26 @@ TEST(round_trip_with_the_commands) {
   CHECK_CONTAINS(out, "shot/cli@v2 ");
   CHECK_CONTAINS(out, "2 files   198.2 KiB\n");
   CHECK_CONTAINS(out, "{\"name\":\"shot/cli\",\"version\":2,\"time\":");
+  free(out);
+  free(cmd);
+  /* the address as push and pull write it; a name with no versions is said;
+   * an address and --root at once are refused */
+  if (asprintf(&cmd, "cd '%s' && '%s' depot ls --token-file client-token "
+                     "depot://127.0.0.1:%d/shot/other && '%s' depot ls --root depot nosuch",
+               tmp, bin(), port, bin()) < 0)
+    abort();
+  CHECK_EQ_INT(run(cmd, &out), 0);
+  CHECK_CONTAINS(out, "shot/other@v1 ");
+  CHECK(strstr(out, "shot/cli@") == NULL);
+  CHECK_CONTAINS(out, "braid: depot ls: no versions of nosuch");
+  free(out);
+  free(cmd);
+  if (asprintf(&cmd, "cd '%s' && '%s' depot ls --token-file client-token "
+                     "depot://127.0.0.1:%d --root depot",
+               tmp, bin(), port) < 0)
+    abort();
+  CHECK_EQ_INT(run(cmd, &out), 2);
+  CHECK_CONTAINS(out, "give a depot's address or --root DIR, not both");
   free(out);
   free(cmd);
   if (asprintf(&cmd, "'%s' depot ls --root '%s/depot' ../x", bin(), tmp) < 0) abort();

@@ -499,6 +499,9 @@ TEST(gc_and_rm_over_http_with_an_admin_token) {
   CHECK_EQ_INT(braid(tmp, &out, "depot gc depot://127.0.0.1:1 --token-file admin-token"), 75);
   free(out);
   CHECK_EQ_INT(braid(tmp, &out, "depot gc depot://127.0.0.1:1/x --token-file admin-token"), 2);
+  CHECK_CONTAINS(out, "unexpected 'x' (gc works on the whole depot");
+  free(out);
+  CHECK_EQ_INT(braid(tmp, &out, "depot gc depot://127.0.0.1:abc --token-file admin-token"), 2);
   CHECK_CONTAINS(out, "not a depot's address");
   free(out);
   CHECK_EQ_INT(braid(tmp, &out, "depot gc --grace 0"), 2);
@@ -699,7 +702,8 @@ TEST(depot_rm_and_gc_from_the_library_over_http) {
   CHECK_CONTAINS(log, "lib/fx@v1 removed (from 127.0.0.1)\n");
   CHECK_CONTAINS(log, "lib/fx@v3 removed (from 127.0.0.1)\n");
   CHECK(!strstr(log, "lib/fx@v9"));
-  CHECK_CONTAINS(log, "gc --dry-run (grace 0 s): 7 objects removed, 21000 bytes freed; ");
+  CHECK_CONTAINS(log, "gc --dry-run (grace 0 s), nothing removed: it would remove 7 objects and "
+                      "free 21000 bytes; ");
   CHECK_CONTAINS(log, "gc (grace 3600 s): 0 objects removed, 0 bytes freed; packs: 0 removed, 0 "
                       "rewritten; 7 unnamed kept as younger than the grace (from 127.0.0.1)\n");
   CHECK_CONTAINS(log, "gc (grace 0 s): 7 objects removed, 21000 bytes freed; packs: 1 removed, 0 "

@@ -653,6 +653,57 @@ int br_cli_pull(int argc, char **argv) {
   return finish(&c, "pull", rc, &err, &res, &ps);
 }
 
+/* How rm, gc and ls name the depot they ask. */
+#define DEPOT_TARGET_HELP                                                                        \
+  "DEPOT is a running depot, depot://HOST:PORT (depots://, http://, https://; a\n"                \
+  "braid server with --depot-root too), asked with a token: --token-file FILE,\n"                \
+  "--token TOKEN, --token-env NAME, BRAID_TOKEN or BRAID_TOKEN_FILE (--ca FILE or\n"              \
+  "BRAID_CA for HTTPS); or --root DIR, the depot's own folder, on its machine.\n"                 \
+  "Exit status: 0 done, 1 failed, 2 usage, 75 the depot was unreachable.\n"
+
+/* `braid depot SUB --help`: SUB's own text, or NULL for the depot's. */
+static const char *depot_sub_help(const char *sub) {
+  static const struct {
+    const char *sub, *text;
+  } helps[] = {
+      {"token",
+       "usage: braid depot token --token-file FILE\n\n"
+       "Makes a token: appends its hash (a \"sha256:<hex>\" line) to FILE, the\n"
+       "depot's --token-file (or its --admin-token-file, for a token that may also\n"
+       "rm and gc), and prints the token once, for clients (BRAID_TOKEN, or a file\n"
+       "given to --token-file). A running depot sees the new line at once.\n"},
+      {"fsck",
+       "usage: braid depot fsck --root DIR\n\n"
+       "Reads every object of the depot kept in DIR back and checks its digest;\n"
+       "works beside a running depot. Exit status: 0 all match, 1 one does not or\n"
+       "cannot be read (named).\n"},
+      {"rm",
+       "usage: braid depot rm DEPOT NAME@vN... [token options]\n\n"
+       "Removes versions (their numbers are never given again). The chunks only\n"
+       "they named go at the next `braid depot gc`. Over HTTP it needs an admin\n"
+       "token: one of the depot's --admin-token-file, or a braid server's admin\n"
+       "token. DEPOT may also be given as depot://HOST:PORT/NAME@vN.\n\n" DEPOT_TARGET_HELP},
+      {"gc",
+       "usage: braid depot gc DEPOT [--grace 24h] [--dry-run] [token options]\n\n"
+       "Removes the chunks no remaining version names, once older than the grace\n"
+       "period (a push still uploading keeps its chunks), and says what it freed.\n"
+       "Over HTTP it needs an admin token, as rm does.\n\n"
+       "  --grace TIME   how old an unnamed chunk must be to go (default 24h; 90m, 3600)\n"
+       "  -n, --dry-run  count what would go, remove nothing\n\n" DEPOT_TARGET_HELP},
+      {"ls",
+       "usage: braid depot ls DEPOT [NAME] [-l] [--json] [token options]\n\n"
+       "Lists the versions of NAME and of the names below it (NAME/...), or of all,\n"
+       "with the time each was committed. Any token that may pull may list.\n"
+       "DEPOT may also be given as depot://HOST:PORT/NAME.\n\n"
+       "  -l       also their files and bytes (reads every manifest listed)\n"
+       "  --json   one JSON object per version: name, version, time (and files,\n"
+       "           bytes with -l)\n\n" DEPOT_TARGET_HELP},
+  };
+  for (size_t i = 0; i < sizeof helps / sizeof helps[0]; i++)
+    if (strcmp(sub, helps[i].sub) == 0) return helps[i].text;
+  return NULL;
+}
+
 static int depot_token(int argc, char **argv) {
   const char *file = NULL;
   for (int i = 1; i < argc; i++)
@@ -708,7 +759,8 @@ static int depot_fsck(int argc, char **argv) {
  * (depot://HOST:PORT, depots://, http://, https://) with a token. */
 typedef struct depot_target {
   const char *root;
-  char *base; /* "http[s]://HOST:PORT", malloc'd */
+  char *base;  /* "http[s]://HOST:PORT", malloc'd */
+  char *owned; /* the NAME of a depot://HOST:PORT/NAME argument, malloc'd */
   char token[600];
   const char *ca;
 } depot_target;
@@ -740,23 +792,50 @@ static int parse_target(int argc, char **argv, const char *verb, depot_target *t
       br_cli_errorf("depot %s: unexpected '%s'", verb, a);
       return -1;
     }
-    if (!t->root && !t->base && strstr(a, "://")) {
+    if (!t->base && strstr(a, "://")) {
       t->base = br_xfer_depot_base(a);
-      if (!t->base) {
-        br_cli_errorf("depot %s: '%s' is not a depot's address (want depot://HOST:PORT)", verb, a);
+      if (t->base) continue;
+      /* depot://HOST:PORT/REST: the depot, and REST as the first argument
+       * (ls NAME, rm NAME@vN), as push and pull write it */
+      br_xfer_ref ref;
+      br_error err;
+      br_error_clear(&err);
+      const char *slash = strchr(strstr(a, "://") + 3, '/');
+      char *rest = slash ? strdup(slash + 1) : NULL;
+      if (br_xfer_ref_parse(a, &ref, &err) != BR_OK || !rest) {
+        br_cli_errorf("depot %s: '%s' is not a depot's address (want depot://HOST:PORT): %s",
+                      verb, a, err.msg[0] ? err.msg : "no host");
+        free(rest);
         return -1;
       }
+      t->base = ref.base;
+      ref.base = NULL;
+      br_xfer_ref_free(&ref);
+      (*pos)[(*npos)++] = rest;
+      t->owned = rest;
       continue;
     }
     (*pos)[(*npos)++] = argv[i];
   }
-  if (!t->root == !t->base) {
+  if (t->root && t->base) {
+    br_cli_errorf("depot %s: give a depot's address or --root DIR, not both", verb);
+    return -1;
+  }
+  if (!t->root && !t->base) {
     br_cli_errorf("depot %s needs a depot: depot://HOST:PORT, or --root DIR on its machine",
                   verb);
     return -1;
   }
   if (t->base && token_from_env(t->token, sizeof t->token, &t->ca)) return -1;
   return 0;
+}
+
+/* Lets go of what parse_target made. */
+static void target_free(depot_target *t, char **pos) {
+  free(pos);
+  free(t->base);
+  free(t->owned);
+  t->base = t->owned = NULL;
 }
 
 /* The options br_xfer_depot_rm and br_xfer_depot_gc take from a target. */
@@ -804,8 +883,7 @@ static int depot_ls(int argc, char **argv) {
   if (rc == 0 && n > 1) br_cli_errorf("depot ls: unexpected '%s' (one NAME at most)", pos[1]);
   const char *name = rc == 0 && n == 1 ? pos[0] : NULL;
   if (rc || n > 1) {
-    free(pos);
-    free(t.base);
+    target_free(&t, pos);
     return BR_EXIT_USAGE;
   }
   br_depot_entry *v = NULL;
@@ -818,9 +896,11 @@ static int depot_ls(int argc, char **argv) {
     br_xfer_opts o;
     target_opts(&t, &o);
     rc = br_xfer_depot_list(t.base, name, l.detail, &o, &v, &nv, &err);
-    free(t.base);
   }
-  free(pos);
+  bool none = !nv && !l.json;
+  if (none) /* said before name goes */
+    fprintf(stderr, "braid: depot ls: no versions%s%s\n", name ? " of " : "", name ? name : "");
+  target_free(&t, pos);
   if (rc) {
     br_cli_errorf("depot ls: %s", err.msg);
     return exit_of(rc);
@@ -850,8 +930,6 @@ static int depot_ls(int argc, char **argv) {
       printf("%-40s  %s\n", ref, when);
     }
   }
-  if (!nv && !l.json && isatty(STDERR_FILENO))
-    fprintf(stderr, "braid: depot ls: no versions%s%s\n", name ? " of " : "", name ? name : "");
   br_depot_list_free(v, nv);
   return BR_EXIT_OK;
 }
@@ -861,14 +939,12 @@ static int depot_rm(int argc, char **argv) {
   char **pos = NULL;
   int n = 0, rc = BR_EXIT_OK;
   if (parse_target(argc, argv, "rm", &t, &pos, &n, NULL, NULL)) {
-    free(pos);
-    free(t.base);
+    target_free(&t, pos);
     return BR_EXIT_USAGE;
   }
   if (!n) {
     br_cli_errorf("depot rm: name the versions to remove (NAME@vN...)");
-    free(pos);
-    free(t.base);
+    target_free(&t, pos);
     return BR_EXIT_USAGE;
   }
   char **names = calloc((size_t)n, sizeof *names);
@@ -906,8 +982,7 @@ static int depot_rm(int argc, char **argv) {
   free(names);
   free(vs);
   free(removed);
-  free(pos);
-  free(t.base);
+  target_free(&t, pos);
   return rc;
 }
 
@@ -942,10 +1017,11 @@ static int depot_gc(int argc, char **argv) {
   int n = 0;
   gc_args g = {.grace = 86400};
   int rc = parse_target(argc, argv, "gc", &t, &pos, &n, gc_option, &g);
-  if (rc == 0 && n) br_cli_errorf("depot gc: unexpected '%s'", pos[0]);
-  free(pos);
+  if (rc == 0 && n)
+    br_cli_errorf("depot gc: unexpected '%s' (gc works on the whole depot: depot://HOST:PORT)",
+                  pos[0]);
   if (rc || n) {
-    free(t.base);
+    target_free(&t, pos);
     return BR_EXIT_USAGE;
   }
   br_depot_gc_result r;
@@ -957,8 +1033,8 @@ static int depot_gc(int argc, char **argv) {
     br_xfer_opts o;
     target_opts(&t, &o);
     rc = br_xfer_depot_gc(t.base, g.grace, g.dry, &o, &r, &err);
-    free(t.base);
   }
+  target_free(&t, pos);
   if (rc) {
     br_cli_errorf("depot gc: %s", err.msg);
     return exit_of(rc);
@@ -974,6 +1050,11 @@ static int depot_gc(int argc, char **argv) {
 }
 
 int br_cli_depot(int argc, char **argv) {
+  const char *sub_help = argc > 1 ? depot_sub_help(argv[1]) : NULL;
+  if (sub_help && br_cli_wants_help(argc - 1, argv + 1)) {
+    fputs(sub_help, stdout);
+    return BR_EXIT_OK;
+  }
   if (br_cli_wants_help(argc, argv)) {
     printf("usage: braid depot --root DIR --token-file FILE [--admin-token-file FILE]\n"
            "                   [--listen HOST:PORT]\n"
@@ -994,7 +1075,8 @@ int br_cli_depot(int argc, char **argv) {
            "its chunks). Both work beside a running depot on the same root.\n"
            "`braid depot ls` lists the versions there are, of NAME and the names\n"
            "below it (NAME/...) or of all, with the time each was committed; -l adds\n"
-           "their files and bytes (it reads every manifest listed).\n\n"
+           "their files and bytes (it reads every manifest listed).\n"
+           "`braid depot SUBCOMMAND --help` tells more of each.\n\n"
            "DEPOT, for rm, gc and ls, is a running depot, depot://HOST:PORT (depots://,\n"
            "http://, https://; a braid server with --depot-root too), asked with an\n"
            "admin token (ls: any token that may pull): one of the depot's\n"

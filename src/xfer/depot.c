@@ -1126,12 +1126,19 @@ static enum MHD_Result do_admin_gc(br_depot *d, struct MHD_Connection *c, reques
   br_depot_gc_result r;
   if (br_depot_gc(d->store.root, grace, dry_run, &r, &err))
     return reply_error(c, (unsigned)status_of(err.code), err.msg);
-  note_change(d, c,
-              "gc%s (grace %lld s): %lld objects removed, %lld bytes freed; packs: %lld "
-              "removed, %lld rewritten; %lld unnamed kept as younger than the grace",
-              dry_run ? " --dry-run" : "", (long long)grace, (long long)r.objects_removed,
-              (long long)r.bytes_freed, (long long)r.packs_removed, (long long)r.packs_rewritten,
-              (long long)r.kept_young);
+  if (dry_run)
+    note_change(d, c,
+                "gc --dry-run (grace %lld s), nothing removed: it would remove %lld objects and "
+                "free %lld bytes; packs: %lld to remove, %lld to rewrite; %lld unnamed younger "
+                "than the grace",
+                (long long)grace, (long long)r.objects_removed, (long long)r.bytes_freed,
+                (long long)r.packs_removed, (long long)r.packs_rewritten, (long long)r.kept_young);
+  else
+    note_change(d, c,
+                "gc (grace %lld s): %lld objects removed, %lld bytes freed; packs: %lld "
+                "removed, %lld rewritten; %lld unnamed kept as younger than the grace",
+                (long long)grace, (long long)r.objects_removed, (long long)r.bytes_freed,
+                (long long)r.packs_removed, (long long)r.packs_rewritten, (long long)r.kept_young);
   return reply_json(c, MHD_HTTP_OK,
                     json_pack("{sb sI sI sI sI sI sI sI}", "dry_run", dry_run, "snapshots",
                               (json_int_t)r.snapshots, "live_chunks", (json_int_t)r.live_chunks,
