@@ -523,6 +523,34 @@ TEST(pull_never_writes_through_planted_symlinks) {
   xu_done(tmp);
 }
 
+/* A folder where the snapshot has a symlink: the pull fails naming it, and
+ * leaves no temporary link behind. */
+TEST(folder_in_a_links_place_fails_cleanly) {
+  char *tmp = br_test_tmpdir("xfer-pp-linkdir");
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "l");
+  xu_make_file(src, "d/f", 10, 1);
+  char *l = xu_path(src, "dirlink");
+  CHECK(symlink("d", l) == 0);
+  br_xfer_opts o;
+  xu_opts(&o, tmp);
+  br_xfer_result res;
+  push_ok(src, ref, &o, &res);
+  xu_make_file(dst, "dirlink/mine", 5, 2);
+  br_error err;
+  br_error_clear(&err);
+  CHECK(br_xfer_pull(ref, dst, &o, &res, &err) != BR_OK);
+  CHECK_CONTAINS(err.msg, "dst/dirlink exists and is a directory");
+  CHECK_EQ_INT(xu_count_prefix(dst, ".braid-partial-"), 0);
+  free(l);
+  free(src);
+  free(dst);
+  free(ref);
+  xu_depot_stop(&x);
+  xu_done(tmp);
+}
+
 TEST(content_cache_reuses_files_across_pulls) {
   char *tmp = br_test_tmpdir("xfer-pp-ccache");
   xu_depot x;

@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -119,7 +120,27 @@ typedef struct progress_state {
   int drawn;
   int report; /* also to the job's task, through the runtime channel */
   double last_report;
+  /* recent rates (bytes/s, averaged over about RATE_WINDOW seconds) of the
+   * bytes moved and of the bytes done, and the sample they last took */
+  double moved_rate, done_rate, last_t;
+  int64_t last_moved, last_done;
 } progress_state;
+
+#define RATE_WINDOW 5.0
+
+/* Folds a progress report into the recent rates. */
+static void update_rates(progress_state *s, const br_xfer_progress *p) {
+  double dt = p->elapsed - s->last_t;
+  if (dt <= 0) return;
+  double a = 1 - exp(-dt / RATE_WINDOW), mr = (double)(p->bytes_moved - s->last_moved) / dt,
+         dr = (double)(p->bytes_done - s->last_done) / dt;
+  bool first = s->last_t == 0;
+  s->moved_rate = first ? mr : a * mr + (1 - a) * s->moved_rate;
+  s->done_rate = first ? dr : a * dr + (1 - a) * s->done_rate;
+  s->last_t = p->elapsed;
+  s->last_moved = p->bytes_moved;
+  s->last_done = p->bytes_done;
+}
 
 /* The fraction of bytes done, as the job's progress (at most every 2 s). */
 static void report_progress(progress_state *s, const br_xfer_progress *p) {
@@ -150,13 +171,16 @@ static void on_progress(const br_xfer_progress *p, void *ud) {
     return;
   }
   if (s->mode == 0) return;
+  update_rates(s, p);
   char done[32], total[32], r[32], eta[32] = "";
   human((double)p->bytes_done, done, sizeof done);
   human((double)p->bytes_total, total, sizeof total);
-  human(rate, r, sizeof r);
-  double drate = p->elapsed > 0 ? (double)p->bytes_done / p->elapsed : 0;
-  if (drate > 0 && p->bytes_total > p->bytes_done)
-    snprintf(eta, sizeof eta, " ETA %.0fs", (double)(p->bytes_total - p->bytes_done) / drate);
+  human(s->moved_rate, r, sizeof r);
+  /* What is left goes at the recent rate: of the bytes done, or of those
+   * moved while done waits for whole bundles (or trails compression). */
+  double erate = s->done_rate > s->moved_rate ? s->done_rate : s->moved_rate;
+  if (erate > 0 && p->bytes_total > p->bytes_done && p->elapsed >= 1)
+    snprintf(eta, sizeof eta, " ETA %.0fs", (double)(p->bytes_total - p->bytes_done) / erate);
   char line[256];
   bool ended = strcmp(p->phase, "done") == 0 || strcmp(p->phase, "failed") == 0;
   snprintf(line, sizeof line, "%s %-8s %lld/%lld file%s  %s/%s  %s/s%s%s", s->verb, p->phase,

@@ -1683,9 +1683,17 @@ static int make_symlink(ljob *j, const br_xfer_entry *e, br_error *err) {
   br_xfer__partial_name(base, pn, sizeof pn);
   unlinkat(dirfd, pn, 0);
   int rc = BR_OK;
-  if (symlinkat(e->target, dirfd, pn) != 0 || renameat(dirfd, pn, dirfd, base) != 0)
+  if (symlinkat(e->target, dirfd, pn) != 0) {
     rc = fail_io(err, "symlink", j, e->path, errno);
-  else br__fsync_dirfd(dirfd);
+  } else if (renameat(dirfd, pn, dirfd, base) != 0) {
+    int e2 = errno; /* a folder where the link goes: the link made aside goes too */
+    unlinkat(dirfd, pn, 0);
+    rc = e2 == EISDIR || e2 == ENOTEMPTY || e2 == EEXIST
+             ? br_error_set(err, BR_EINVAL, "%s/%s exists and is a directory", j->dir, e->path)
+             : fail_io(err, "symlink", j, e->path, e2);
+  } else {
+    br__fsync_dirfd(dirfd);
+  }
   close(dirfd);
   return rc;
 }
