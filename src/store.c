@@ -10,6 +10,7 @@ static const br_store_ops *const stores[] = {&br_store_sqlite, &br_store_postgre
 
 int br_store_open(const char *uri, int flags, br_store **out, br_error *err) {
   *out = NULL;
+  br_error_clear(err); /* callers format it whole: no position left from before */
   if (!uri || !*uri) return br_error_set(err, BR_EINVAL, "no store given");
   const br_store_ops *ops = stores[0]; /* a plain path is SQLite */
   if (strncmp(uri, "postgres://", 11) == 0 || strncmp(uri, "postgresql://", 13) == 0) {

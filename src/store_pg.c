@@ -7,7 +7,15 @@
  * commit() sends COMMIT with one sync and then reads every result: one round
  * trip per batch. Statements are prepared once per connection. The schema is
  * versioned in braid_meta and migrated forward under an advisory lock, so two
- * servers starting at once do not race. */
+ * servers starting at once do not race.
+ *
+ * One engine per store: a read-write open holds a session advisory lock
+ * (keyed by the schema, so farms in other schemas of one database do not
+ * meet) for as long as its connection lives, and writes who it is in
+ * braid_meta ("owner"); a second braid run or server on the same store is
+ * refused at once, naming the holder (two engines would both dispatch the
+ * same invocations). PostgreSQL drops the lock when the holder's session
+ * ends, a crash included. Read-only opens take no lock. */
 #include <braid/store.h>
 
 #include <libpq-fe.h>
@@ -15,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 typedef struct pg_store {
   br_store base;
@@ -112,6 +121,46 @@ static int migrate(pg_store *s, br_error *err) {
   return rc;
 }
 
+/* The schema's owner lock (see the top of the file): 7870 as the class, a
+ * hash of the schema's name as the object. */
+#define OWNER_KEY "7870, ('x' || left(md5(current_schema()), 8))::bit(32)::int"
+
+static int take_owner_lock(pg_store *s, br_error *err) {
+  PGresult *r = PQexec(s->conn, "SELECT pg_try_advisory_lock(" OWNER_KEY ")");
+  if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+    br_error_set(err, BR_ESTORE, "postgres store: taking the store's lock: %s",
+                 PQresultErrorMessage(r));
+    PQclear(r);
+    return BR_ESTORE;
+  }
+  bool got = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+  PQclear(r);
+  if (!got) {
+    r = PQexec(s->conn, "SELECT value FROM braid_meta WHERE key = 'owner'");
+    char who[300] = "another braid (it has not said which)";
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+      snprintf(who, sizeof who, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return br_error_set(err, BR_ESTORE,
+                        "postgres store %s@%s/%s is in use by %s: one braid server or run at a "
+                        "time owns a store (two would run its jobs twice); stop that one first",
+                        PQuser(s->conn), PQhost(s->conn), PQdb(s->conn), who);
+  }
+  char host[256] = "?", when[32], val[512];
+  gethostname(host, sizeof host - 1);
+  time_t now = time(NULL);
+  struct tm tm;
+  strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", localtime_r(&now, &tm));
+  snprintf(val, sizeof val, "pid %ld on host %s (since %s)", (long)getpid(), host, when);
+  const char *params[] = {val};
+  r = PQexecParams(s->conn,
+                   "INSERT INTO braid_meta(key, value) VALUES ('owner', $1) "
+                   "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                   1, NULL, params, NULL, NULL, 0);
+  PQclear(r); /* best effort: the lock is what counts, the row only names its holder */
+  return BR_OK;
+}
+
 static const struct {
   const char *name, *sql;
 } statements[] = {
@@ -165,6 +214,7 @@ static int pg_open(const char *uri, int flags, br_store **out, br_error *err) {
   PQsetNoticeProcessor(s->conn, notice_quiet, NULL);
   int rc = run(s, "SET client_min_messages = warning", err);
   if (!rc) rc = migrate(s, err);
+  if (!rc && !s->readonly) rc = take_owner_lock(s, err);
   if (!rc && s->readonly) rc = run(s, "SET default_transaction_read_only = on", err);
   for (size_t i = 0; !rc && !s->readonly && i < sizeof statements / sizeof statements[0]; i++) {
     PGresult *r = PQprepare(s->conn, statements[i].name, statements[i].sql, 0, NULL);

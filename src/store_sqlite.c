@@ -3,19 +3,34 @@
  * the engine in one transaction (group commit); statements are prepared once.
  * Durability: synchronous=FULL by default (a commit survives power loss);
  * "?sync=normal" after the path trades that for speed (a commit still
- * survives a crash of braid). */
+ * survives a crash of braid).
+ *
+ * One engine per store: a read-write open takes an exclusive flock on
+ * PATH-lock (a file of its own: a flock on the database could clash with
+ * SQLite's POSIX locks, on NFS where flock is emulated by them) and writes
+ * who holds it there, so a second braid run or server on the same store is
+ * refused at once, naming the holder (two engines would both dispatch the
+ * same invocations). The kernel drops the lock when its holder dies.
+ * Read-only opens (status, show, the server's readers) take no lock. */
 #include <braid/store.h>
 
+#include <errno.h>
+#include <fcntl.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <time.h>
+#include <unistd.h>
+
+#include "fs.h"
 
 typedef struct sqlite_store {
   br_store base;
   sqlite3 *db;
   int readonly;
+  int lock_fd; /* PATH-lock, held while open read-write; -1 otherwise */
   sqlite3_stmt *ins_task, *upd_task, *upd_task_noattrs, *add_live, *put_split, *get_split,
       *get_task, *put_inv;
 } sqlite_store;
@@ -118,7 +133,48 @@ static void sq_close(br_store *bs) {
                          s->put_split, s->get_split, s->get_task, s->put_inv};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) sqlite3_finalize(all[i]);
   sqlite3_close(s->db);
+  if (s->lock_fd >= 0) close(s->lock_fd); /* lets go of the lock */
   free(s);
+}
+
+/* Takes the store's lock (see the top of the file) and says who holds it;
+ * when another does, the error names it from what it wrote. */
+static int take_lock(sqlite_store *s, const char *path, br_error *err) {
+  char lock[4200];
+  snprintf(lock, sizeof lock, "%s-lock", path);
+  int fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+  if (fd < 0)
+    return br_error_set(err, BR_ESTORE, "cannot open the lock of store %s (%s): %s", path, lock,
+                        strerror(errno));
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    int e = errno;
+    close(fd);
+    if (e != EWOULDBLOCK)
+      return br_error_set(err, BR_ESTORE, "cannot lock store %s (%s): %s", path, lock,
+                          strerror(e));
+    char *who = br__read_file(lock, NULL);
+    size_t n = who ? strlen(who) : 0;
+    while (n && (who[n - 1] == '\n' || who[n - 1] == ' ')) who[--n] = '\0';
+    br_error_set(err, BR_ESTORE,
+                 "store %s is in use by %s: one braid server or run at a time owns a store "
+                 "(two would run its jobs twice); stop that one first",
+                 path, n ? who : "another braid (it has not said which yet)");
+    free(who);
+    return BR_ESTORE;
+  }
+  char host[256] = "?", line[512];
+  gethostname(host, sizeof host - 1);
+  time_t now = time(NULL);
+  struct tm tm;
+  char when[32];
+  strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", localtime_r(&now, &tm));
+  int n = snprintf(line, sizeof line, "pid %ld on host %s (since %s)\n", (long)getpid(), host,
+                   when);
+  /* best effort: the lock is what counts, the text only names its holder */
+  bool named = ftruncate(fd, 0) == 0 && br__write_all(fd, line, (size_t)n) == 0;
+  (void)named;
+  s->lock_fd = fd;
+  return BR_OK;
 }
 
 static int sq_open(const char *uri, int flags, br_store **out, br_error *err) {
@@ -137,6 +193,15 @@ static int sq_open(const char *uri, int flags, br_store **out, br_error *err) {
   }
   s->base.uri = strdup(path);
   s->readonly = (flags & BR_STORE_READONLY) != 0;
+  s->lock_fd = -1;
+  if (!s->readonly) {
+    int lrc = take_lock(s, path, err);
+    if (lrc) {
+      free(s->base.uri);
+      free(s);
+      return lrc;
+    }
+  }
   int oflags = s->readonly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
   oflags |= SQLITE_OPEN_NOMUTEX;
   if (sqlite3_open_v2(path, &s->db, oflags, NULL) != SQLITE_OK) {
@@ -144,6 +209,7 @@ static int sq_open(const char *uri, int flags, br_store **out, br_error *err) {
                  s->db ? sqlite3_errmsg(s->db) : "out of memory");
     free(s->base.uri);
     sqlite3_close(s->db);
+    if (s->lock_fd >= 0) close(s->lock_fd);
     free(s);
     return BR_ESTORE;
   }

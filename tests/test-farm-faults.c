@@ -198,3 +198,32 @@ TEST(farm_lost_agent_comes_back) {
   free(w);
   farm_stop(&f);
 }
+
+TEST(farm_second_server_on_a_store_is_refused) {
+  /* two servers on one store would both hand out its jobs: the second is
+   * refused at once, naming the first, and the first goes on */
+  farm f;
+  farm_start(&f, "farm-two-servers", "--poll-wait 1 --lost-after 5");
+  char cmd[4096];
+  snprintf(cmd, sizeof cmd,
+           "cd '%s' && timeout 20 '%s' server --listen 127.0.0.1:0 --store farm.braid.db 2>&1; "
+           "echo exit=$?",
+           f.dir, farm_bin());
+  char *out = farm_capture(cmd);
+  char want[64];
+  snprintf(want, sizeof want, "is in use by pid %d on host ", (int)f.server);
+  CHECK_CONTAINS(out, "braid: store farm.braid.db ");
+  CHECK_CONTAINS(out, want);
+  CHECK_CONTAINS(out, "exit=1");
+  free(out);
+  farm_agent(&f, "s1", "--slots 1");
+  farm_submit_graph(&f, farm_jobs_graph("two", 2, "{\"shell\":\"echo x >> {out}/two-{index}.ran\"}"),
+                    json_pack("{ss}", "out", f.dir), 0, NULL);
+  CHECK(farm_settle(&f, 30));
+  for (int i = 0; i < 2; i++) {
+    char p[1024];
+    snprintf(p, sizeof p, "%s/two-%d.ran", f.dir, i);
+    CHECK_EQ_INT(count_lines(p), 1);
+  }
+  farm_stop(&f);
+}

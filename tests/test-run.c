@@ -367,3 +367,44 @@ TEST(usage_and_graph_errors_exit_2) {
   CHECK_EQ_INT(wait_exit(start_run(dir, "", "--slots 0")), 2);
   free(dir);
 }
+
+/* One engine per store: a second `braid run` on a store a run owns is
+ * refused at once, naming the owner (both would run its jobs), while the
+ * readers go on; once the first ends, the store is free again. */
+TEST(a_second_run_on_a_store_is_refused) {
+  char *dir = br_test_tmpdir("run-twice");
+  char graph[1024];
+  snprintf(graph, sizeof graph, "%s/wait.json", dir);
+  FILE *f = fopen(graph, "w");
+  fprintf(f, "{\"name\": \"wait\", \"nodes\": [{\"name\": \"start\", \"type\": \"null\"},\n"
+             " {\"name\": \"job\", \"type\": \"command\", \"params\": {\"shell\":"
+             " \"echo x >> ran; while [ ! -e go ]; do sleep 0.05; done\"}}],\n"
+             " \"wires\": [[\"start\", \"job\"]]}\n");
+  fclose(f);
+  pid_t first = start_run(dir, graph, "--slots 1");
+  for (int i = 0; i < 600 && invocations(dir).running < 1; i++) usleep(50 * 1000);
+  CHECK_EQ_INT(invocations(dir).running, 1);
+  char cmd[4096], want[64];
+  snprintf(cmd, sizeof cmd, "cd '%s' && timeout 30 '%s' run wait.json --store braid.db 2>&1; echo exit=$?", dir,
+           braid_bin());
+  char *out = capture(cmd);
+  snprintf(want, sizeof want, "is in use by pid %d on host ", (int)first);
+  CHECK_CONTAINS(out, "braid: store braid.db ");
+  CHECK_CONTAINS(out, want);
+  CHECK_CONTAINS(out, "exit=1");
+  free(out);
+  snprintf(cmd, sizeof cmd, "cd '%s' && '%s' status --store braid.db > /dev/null 2>&1; echo exit=$?",
+           dir, braid_bin());
+  out = capture(cmd);
+  CHECK_CONTAINS(out, "exit=0"); /* readers are welcome */
+  free(out);
+  snprintf(cmd, sizeof cmd, "%s/go", dir);
+  close(open(cmd, O_WRONLY | O_CREAT, 0644));
+  CHECK_EQ_INT(wait_exit(first), 0);
+  snprintf(cmd, sizeof cmd, "%s/ran", dir);
+  out = slurp(cmd);
+  CHECK_EQ_STR(out, "x\n"); /* the job ran once */
+  free(out);
+  CHECK_EQ_INT(wait_exit(start_run(dir, graph, "--slots 1")), 0); /* free again: it resumes */
+  free(dir);
+}

@@ -178,12 +178,22 @@ static void store_suite(const char *uri) {
   n = 0;
   CHECK(s->ops->load_active(s, count_cb, &n, &err) == BR_OK);
   CHECK_EQ_INT(n, 48);
-  br_store_close(s);
-  /* read-only readers beside a writer */
-  CHECK(br_store_open(uri, BR_STORE_READONLY, &s, &err) == BR_OK);
-  CHECK(s->ops->task_get(s, 2, &got, &err) == BR_OK);
+  /* one engine per store: a second read-write open is refused, naming the
+   * holder; readers go on; once the first is closed the store is free */
+  br_store *second = NULL, *reader = NULL;
+  CHECK(br_store_open(uri, 0, &second, &err) == BR_ESTORE);
+  CHECK(second == NULL);
+  CHECK_CONTAINS(err.msg, "is in use by pid ");
+  char me[32];
+  snprintf(me, sizeof me, "pid %ld on host ", (long)getpid());
+  CHECK_CONTAINS(err.msg, me);
+  CHECK(br_store_open(uri, BR_STORE_READONLY, &reader, &err) == BR_OK);
+  CHECK(reader->ops->task_get(reader, 2, &got, &err) == BR_OK);
   br_task_info_free(&got);
+  br_store_close(reader);
   br_store_close(s);
+  CHECK(br_store_open(uri, 0, &second, &err) == BR_OK);
+  br_store_close(second);
 }
 
 TEST(store_suite_sqlite) {
