@@ -351,7 +351,7 @@ static msplit *split_ref(br_engine *e, int64_t id) {
   if (!s) {
     s = calloc(1, sizeof *s);
     ENGINE_ASSERT(s);
-    br_error err;
+    br_error err = {0};
     if (e->store->ops->split_get(e->store, id, &s->rec, &err) != BR_OK) {
       /* unknown split: behave as a split of one, so nothing waits forever */
       s->rec.id = id;
@@ -729,7 +729,7 @@ json_t *br_ctx_param(br_node_ctx *c, const char *name) {
   }
   br_script_task st = br_script_task_of(c->task);
   json_t *v = NULL;
-  br_error err;
+  br_error err = {0};
   if (br_script_env_param(env, name, &st, &v, &err) != BR_OK) {
     br_ctx_fail(c, "%s", err.msg);
     return NULL;
@@ -1104,7 +1104,7 @@ static void submit_started(br_engine *e) {
        * before: remember those children so they are not made twice */
       br_task_filter f = BR_TASK_FILTER_ALL;
       f.parent = t->id;
-      br_error qerr;
+      br_error qerr = {0};
       e->store->ops->task_query(e->store, &f, collect_child_name, &r->known_children, &qerr);
     }
     char dir[4096];
@@ -1118,7 +1118,7 @@ static void submit_started(br_engine *e) {
         e->last_log_dir = xstrdup(dir);
       }
     }
-    br_error serr;
+    br_error serr = {0};
     br_error_clear(&serr);
     if (e->exops->submit(e->ex, &r->inv, &serr) != BR_OK) {
       br_inv_result res = {.invocation_id = r->inv.id, .task_id = t->id,
@@ -1254,7 +1254,7 @@ static int last_running_inv(void *ud, br_inv_info *i) {
 static int adopt_one(br_engine *e, br_task *t) {
   br_inv_info last;
   memset(&last, 0, sizeof last);
-  br_error err;
+  br_error err = {0};
   if (e->store->ops->inv_query(e->store, t->id, last_running_inv, &last, &err) != BR_OK ||
       !last.row.id || !last.row.status || strcmp(last.row.status, "running") != 0 ||
       !last.row.worker || !*last.row.worker) {
@@ -1949,7 +1949,7 @@ int br_engine_add_graph(br_engine *e, br_graph *g, int64_t *graph_id, br_error *
     return br_error_set(err, BR_ENOMEM, "out of memory");
   }
   br_graph_row row;
-  br_error ignore;
+  br_error ignore = {0};
   int64_t id = 0;
   if (e->store->ops->graph_get(e->store, 0, g->name, &row, &ignore) == BR_OK) {
     if (strcmp(row.json, json) == 0) id = row.id;
@@ -1975,7 +1975,7 @@ int br_engine_add_graph(br_engine *e, br_graph *g, int64_t *graph_id, br_error *
 }
 
 const br_graph *br_engine_graph(br_engine *e, int64_t graph_id) {
-  br_error err;
+  br_error err = {0};
   gslot *s = gslot_load(e, graph_id, &err);
   return s ? s->g : NULL;
 }
@@ -2071,7 +2071,7 @@ static int load_one(void *ud, br_task_info *r) {
 }
 
 br_engine *br_engine_open(br_store *store, const br_engine_opts *opts, br_error *err) {
-  br_error local;
+  br_error local = {0};
   if (!err) err = &local;
   br_error_clear(err);
   br_engine *e = calloc(1, sizeof *e);

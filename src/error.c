@@ -11,7 +11,11 @@ void br_error_clear(br_error *err) {
 
 int br_error_set(br_error *err, int code, const char *fmt, ...) {
   if (!err) return code;
+  /* a new error: nothing of an earlier one (or of an uncleared struct) stays */
   err->code = code;
+  err->file[0] = err->node[0] = '\0';
+  err->line = err->column = 0;
+  err->task_id = 0;
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(err->msg, sizeof err->msg, fmt, ap);

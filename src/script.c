@@ -692,7 +692,7 @@ static int compile_value(br_script_env *env, const json_t *v, br_param_type type
     free(code.s);
     if (rc == BR_ESCRIPT) {
       /* not an expression: maybe a block with its own return */
-      br_error block_err;
+      br_error block_err = {0};
       br_error_clear(&block_err);
       int rc2 = compile_code(env, src, strlen(src), "=expr", &e->ref, &block_err);
       if (rc2 == BR_OK) rc = BR_OK;

@@ -130,3 +130,22 @@ TEST(unicode_columns) {
   expect_error("{\"nodes\": [{\"name\": \"\xc3\xa9t\xc3\xa9\", \"type\": \"nope\"}]}", 1, 36,
                "unknown node type 'nope'");
 }
+
+TEST(error_set_leaves_no_stale_location) {
+  /* an error struct used before, or never cleared: a new error must not
+   * print an old file, task or node */
+  br_error err;
+  memset(&err, 'x', sizeof err);
+  br_error_set(&err, BR_ENOTFOUND, "no task %d", 999);
+  char buf[2048];
+  CHECK_EQ_STR(br_error_format(&err, buf, sizeof buf), "no task 999");
+  br_error_set(&err, BR_EINVAL, "bad");
+  br_error_at(&err, "g.json", 3, 4);
+  err.task_id = 7;
+  snprintf(err.node, sizeof err.node, "n");
+  br_error_set(&err, BR_EIO, "again");
+  CHECK_EQ_STR(br_error_format(&err, buf, sizeof buf), "again");
+  CHECK_EQ_INT(err.line, 0);
+  CHECK_EQ_INT(err.column, 0);
+  CHECK_EQ_INT(err.task_id, 0);
+}

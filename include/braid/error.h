@@ -48,8 +48,10 @@ typedef void br_warn_fn(void *ud, const char *msg);
 /* Clears err (may be NULL). */
 void br_error_clear(br_error *err);
 
-/* Fills err (may be NULL) with code and a printf-style message; returns code
- * so callers can write `return br_error_set(err, BR_EINVAL, "...")`. */
+/* Fills err (may be NULL) with code and a printf-style message, and clears
+ * where (file, line, column, task, node): set those after it, with
+ * br_error_at. Returns code so callers can write
+ * `return br_error_set(err, BR_EINVAL, "...")`. */
 int br_error_set(br_error *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 

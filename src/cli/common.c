@@ -64,7 +64,7 @@ char *br_cli_find_store(const char *given) {
 }
 
 br_store *br_cli_open_store(const char *path, int flags) {
-  br_error err;
+  br_error err = {0};
   br_store *s = NULL;
   struct stat sb;
   if ((flags & BR_STORE_READONLY) && !strstr(path, "://") && stat(path, &sb) != 0) {

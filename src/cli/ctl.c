@@ -42,7 +42,7 @@ static int parse_assigns(int argc, char **argv, int first, json_t *attrs) {
   for (int i = first; i < argc; i++) {
     char *key = NULL;
     json_t *value = NULL;
-    br_error err;
+    br_error err = {0};
     br_error_clear(&err);
     if (br_runtime_parse_assign(argv[i], &key, &value, &err) != BR_OK) {
       br_cli_errorf("ctl: %s", err.msg);
@@ -143,7 +143,7 @@ int br_cli_ctl(int argc, char **argv) {
   if (!json_object_get(req, "token")) json_object_set_new(req, "token", json_string(token));
 
   json_t *resp = NULL;
-  br_error err;
+  br_error err = {0};
   br_error_clear(&err);
   if (br_runtime_call(path, req, &resp, &err) != BR_OK) {
     br_cli_errorf("ctl %s: %s", op, err.msg);

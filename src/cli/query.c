@@ -84,7 +84,7 @@ int br_cli_status(int argc, char **argv) {
     free(path);
     return BR_EXIT_FAILED;
   }
-  br_error err;
+  br_error err = {0};
   json_t *nodes = json_object();
   int rc = br_store_task_count_nodes(s, 0, add_node, nodes, &err);
   if (rc) {
@@ -158,7 +158,7 @@ int br_cli_tasks(int argc, char **argv) {
   f.parent = q.parent;
   f.limit = q.limit;
   lister l = {.json = q.json, .arr = json_array()};
-  br_error err;
+  br_error err = {0};
   if (!q.json) printf("%8s  %-9s %-20s %-24s %s\n", "id", "state", "node", "name", "error");
   int rc = br_store_task_query(s, &f, list_one, &l, &err);
   if (rc) rc = fail_err(&err);
@@ -209,7 +209,7 @@ int br_cli_show(int argc, char **argv) {
   int rc0 = open_task_command(argc, argv, show_usage, &q, &id, &s, &path);
   if (rc0 >= 0) return rc0;
   br_task_info t;
-  br_error err;
+  br_error err = {0};
   int rc = br_store_task_get(s, id, &t, &err);
   if (rc) {
     rc = fail_err(&err);
@@ -279,7 +279,7 @@ int br_cli_log(int argc, char **argv) {
   int rc0 = open_task_command(argc, argv, log_usage, &q, &id, &s, &path);
   if (rc0 >= 0) return rc0;
   inv_list l = {0};
-  br_error err;
+  br_error err = {0};
   int rc = br_store_inv_query(s, id, collect_inv, &l, &err);
   if (rc) {
     rc = fail_err(&err);

@@ -28,7 +28,7 @@ static double mono(void) {
 }
 
 static br_graph *load_graph(const char *path) {
-  br_error err;
+  br_error err = {0};
   br_graph *g = br_graph_load_file(path, &err);
   if (!g) {
     char buf[2048];
@@ -334,7 +334,7 @@ static int print_error_task(void *ud, br_task_info *t) {
     fprintf(stderr, "  task %lld (%s) at node '%s': %s\n", (long long)t->id, t->name ? t->name : "",
             t->node, t->error ? t->error : "failed");
     br_inv_info last = {0};
-    br_error err;
+    br_error err = {0};
     br_store_inv_query(l->store, t->id, last_inv, &last, &err);
     if (last.row.id) {
       if (last.row.log_tail && *last.row.log_tail) {
@@ -476,7 +476,7 @@ int br_cli_run(int argc, char **argv) {
   snprintf(store_uri, sizeof store_uri, "%s%s", store_path,
            db_server || strchr(store_path, '?') ? "" : "?sync=normal");
   br_store *store = br_cli_open_store(store_uri, 0);
-  br_error err;
+  br_error err = {0};
   br_engine *e = store ? br_engine_open(store, NULL, &err) : NULL;
   int64_t gid = 0;
   int rc = BR_EXIT_OK;

@@ -90,7 +90,7 @@ int br_cli_token(int argc, char **argv) {
     const char *side = store && !strstr(store, "://") ? store : BR_CLI_SERVER_STORE; /* a URI: here */
     char *path = file ? strdup(file) : br_cli_store_side(side, ".tokens");
     br_auth *a;
-    br_error err;
+    br_error err = {0};
     if (br_auth_open_warn(path, br_cli_warn, NULL, &a, &err)) {
       br_cli_errorf("%s", err.msg);
       free(path);

@@ -790,7 +790,7 @@ static int spawn_job(job *j) {
   if (j->log_path && log_folder(j) != 0) goto out;
 
   char token[BR_RUNTIME_TOKEN_LEN + 1] = "";
-  br_error err;
+  br_error err = {0};
   if (br_runtime_register(ex->rt, j->id, j->task_id, token, &err) != BR_OK) {
     set_error(j, "%s", err.msg);
     goto out;

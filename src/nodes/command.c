@@ -17,8 +17,9 @@ static int init(br_node *node, void **state, br_error *err) {
                                                               : json_object_get(p, "shell") != NULL;
   (void)state;
   if (has_argv == has_shell) {
+    br_error_set(err, BR_EINVAL, "give either \"argv\" (a list) or \"shell\" (a command line)");
     br_node_error_at_param(node, err, has_argv ? "shell" : "argv", NULL);
-    return br_error_set(err, BR_EINVAL, "give either \"argv\" (a list) or \"shell\" (a command line)");
+    return BR_EINVAL;
   }
   return BR_OK;
 }

@@ -135,7 +135,7 @@ static int run_chunk(br_node_ctx *ctx, br_task *t, run *r) {
                        .fail = op_fail,
                        .output_index = op_output_index};
   br_script_task st = br_script_task_of(t);
-  br_error err;
+  br_error err = {0};
   br_error_clear(&err);
   int rc = br_script_run(br_node_script_env(br_ctx_node(ctx), NULL), br_ctx_node_state(ctx), &st,
                          &ops, &err);
