@@ -77,7 +77,22 @@ struct br_task {
   double progress;
   br_task *dirty_next;
   wgroup *wg;
+  uint32_t steps;            /* nodes passed since its last job or wait */
+  struct loop_trace *trace;  /* past the bound on steps: the nodes it goes round */
 };
+
+/* The nodes a task visits once it passed the bound on steps, until one
+ * comes again: the loop it is caught in, for its error message. */
+#define TRACE_MAX 32
+typedef struct loop_trace {
+  int n;
+  int32_t nodes[TRACE_MAX];
+} loop_trace;
+
+/* Steps a task may take through nodes that neither run a job nor wait,
+ * when br_engine_opts.max_steps is 0: far more than any sane chain of
+ * instant nodes or bounded loop, few enough to stop in about a second. */
+#define DEFAULT_MAX_STEPS 100000
 
 enum { HEAP_READY = 0, HEAP_QUEUED = 1 };
 
@@ -394,6 +409,7 @@ static struct inv_rec *inv_copy(const br_invocation *in);
 
 static void task_free(br_engine *e, br_task *t) {
   inv_free(t->inv);
+  free(t->trace);
   split_unref(e, t->split);
   json_decref(t->attrs);
   free(t->name);
@@ -531,6 +547,7 @@ static br_task *task_clone(br_engine *e, br_task *t) {
   br_task *c = task_new(e, t->gs, t->node, json_incref(t->attrs), t->name, t->parent, t->priority,
                         t->group_id);
   c->port = t->port;
+  c->steps = t->steps; /* a loop that splits is still a loop */
   if (t->parent) adjust_live(e, t->parent, +1);
   return c;
 }
@@ -684,7 +701,15 @@ static void group_add(br_engine *e, wgroup *g, br_task *t) {
   group_pend(e, g);
 }
 
+/* The task waits or runs a job: its count of instant steps starts again. */
+static void steps_reset(br_task *t) {
+  t->steps = 0;
+  free(t->trace);
+  t->trace = NULL;
+}
+
 static void block_task(br_engine *e, br_task *t, int64_t key) {
+  steps_reset(t);
   t->wait_key = key;
   set_state(e, t, BR_TASK_BLOCKED);
   group_add(e, group_find(e, t->gs, t->node, key, 1), t);
@@ -1034,6 +1059,7 @@ static int node_max_attempts(const br_node *n) {
 }
 
 static void queue_invocation(br_engine *e, br_task *t) {
+  steps_reset(t);
   t->inv->inv.ready_ms = e->now_ms;
   set_state(e, t, BR_TASK_QUEUED);
   if (!t->paused) heap_push(&e->queued, t);
@@ -1430,6 +1456,7 @@ static void apply_result(br_engine *e, br_node_ctx *c, br_task *t) {
     }
     br_task *ch = task_new(e, t->gs, t->node, c->spawns[i].attrs, name, t->id, t->priority,
                            t->group_id);
+    ch->steps = t->steps; /* children made without a job carry on its count */
     c->spawns[i].attrs = NULL;
     t->live_children++;
     mark_dirty(e, t);
@@ -1466,7 +1493,47 @@ static void apply_result(br_engine *e, br_node_ctx *c, br_task *t) {
   if (el != stack_el) free(el);
 }
 
+/* Counts a step of t through a node; past the bound (nodes passed without
+ * a job or a wait in between: a loop of instant nodes that never ends), it
+ * records the nodes until one comes again, then fails the task naming them.
+ * Returns 1 when t failed. */
+static int endless_loop(br_engine *e, br_task *t) {
+  int64_t m = e->opts.max_steps > 0 ? e->opts.max_steps : DEFAULT_MAX_STEPS;
+  uint32_t max = m < UINT32_MAX - 1 ? (uint32_t)m : UINT32_MAX - 1;
+  if (t->steps < UINT32_MAX) t->steps++;
+  if (t->steps <= max) return 0;
+  if (!t->trace) {
+    t->trace = calloc(1, sizeof *t->trace);
+    ENGINE_ASSERT(t->trace);
+  }
+  loop_trace *tr = t->trace;
+  int from = -1;
+  for (int i = 0; i < tr->n && from < 0; i++)
+    if (tr->nodes[i] == t->node) from = i;
+  if (from < 0 && tr->n < TRACE_MAX) {
+    tr->nodes[tr->n++] = t->node;
+    return 0;
+  }
+  char path[768];
+  size_t used = 0;
+  path[0] = '\0';
+  for (int i = from < 0 ? 0 : from; i < tr->n && used < sizeof path; i++)
+    used += (size_t)snprintf(path + used, sizeof path - used, "'%s' -> ",
+                             t->gs->g->nodes[tr->nodes[i]]->name);
+  if (used < sizeof path)
+    snprintf(path + used, sizeof path - used, from < 0 ? "..." : "'%s'",
+             t->gs->g->nodes[t->node]->name);
+  char msg[1024];
+  snprintf(msg, sizeof msg,
+           "went round %s for %u steps without running a job or waiting: an endless loop?",
+           path, max);
+  steps_reset(t);
+  fail_task(e, t, msg);
+  return 1;
+}
+
 static void process_task(br_engine *e, br_task *t) {
+  if (endless_loop(e, t)) return;
   br_node *n = task_node(t);
   br_node_ctx c;
   ctx_init(&c, e, t->gs, n);
@@ -1724,7 +1791,9 @@ int br_engine_run(br_engine *e, br_error *err) {
     run_on_commit(e);
     int active = e->ex ? e->exops->active(e->ex) : 0;
     if (has_work(e)) {
-      if (active) uv_run(e->loop, UV_RUN_NOWAIT);
+      /* also without jobs: a signal (Ctrl-C) or a timer is seen between
+       * batches however long the work goes on */
+      uv_run(e->loop, UV_RUN_NOWAIT);
     } else if (active || (e->serving && !e->stopping)) {
       uv_run(e->loop, UV_RUN_ONCE); /* sleep until a job or another thread reports */
     } else {
@@ -2119,6 +2188,7 @@ void br_engine_free(br_engine *e) {
     HASH_DEL(e->tasks, t);
     t->split = NULL; /* splits are freed below, all at once */
     inv_free(t->inv);
+    free(t->trace);
     json_decref(t->attrs);
     free(t->name);
     free(t->error);

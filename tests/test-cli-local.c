@@ -88,3 +88,91 @@ TEST(missing_task_error_has_no_stale_location) {
   cres_free(&r);
   free(dir);
 }
+
+/* ---- runs ---- */
+
+/* Starts `braid ARGS` in dir in the background (its own process group, so
+ * a signal to it reaches braid only); output to dir/run.out and run.err. */
+static pid_t start_braid(const char *dir, const char *args) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    setpgid(0, 0);
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "cd '%s' && exec '%s' %s </dev/null >run.out 2>run.err", dir,
+             braid_bin(), args);
+    execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+    _exit(98);
+  }
+  return pid;
+}
+
+/* The exit status of pid, or -1 if it has not ended within `secs`. */
+static int wait_exit_within(pid_t pid, int secs) {
+  for (int i = 0; i < secs * 20; i++) {
+    int st;
+    if (waitpid(pid, &st, WNOHANG) == pid)
+      return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    usleep(50000);
+  }
+  return -1;
+}
+
+/* Waits up to 10 s for the file dir/name to hold `text`. */
+static bool wait_for_text(const char *dir, const char *name, const char *text) {
+  char path[1024];
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  for (int i = 0; i < 200; i++) {
+    char *s = slurp(path);
+    bool found = strstr(s, text) != NULL;
+    free(s);
+    if (found) return true;
+    usleep(50000);
+  }
+  return false;
+}
+
+static const char *cycle_graph =
+    "{\"name\":\"cyc\",\"start\":{\"node\":\"a\"},\"nodes\":[{\"name\":\"a\",\"type\":\"null\"},"
+    "{\"name\":\"b\",\"type\":\"null\"}],\"wires\":[[\"a\",\"b\"],[\"b\",\"a\"]]}";
+
+TEST(endless_loop_run_ends_with_an_error_naming_it) {
+  char *dir = br_test_tmpdir("cli-endless");
+  put(dir, "cyc.json", cycle_graph);
+  cres r = braid(dir, "run cyc.json --quiet");
+  CHECK_EQ_INT(r.code, 1);
+  CHECK_CONTAINS(r.err, "task 1 (cyc) at node '");
+  CHECK_CONTAINS(r.err, "for 100000 steps without running a job or waiting: an endless loop?");
+  cres_free(&r);
+  r = braid(dir, "run cyc.json --quiet --max-steps 0");
+  CHECK_EQ_INT(r.code, 2);
+  CHECK_CONTAINS(r.err, "--max-steps");
+  cres_free(&r);
+  free(dir);
+}
+
+TEST(signals_stop_a_run_busy_without_jobs) {
+  /* nodes that never run a job nor wait kept the engine from ever looking
+   * at signals: only SIGKILL stopped it */
+  char *dir = br_test_tmpdir("cli-busy-signal");
+  put(dir, "cyc.json", cycle_graph);
+  int sigs[] = {SIGINT, SIGTERM};
+  for (int k = 0; k < 2; k++) {
+    pid_t pid = start_braid(dir, "run cyc.json --quiet --new --max-steps 4000000000000");
+    CHECK(wait_for_text(dir, "run.err", "submitted"));
+    usleep(200000); /* busy going round */
+    kill(pid, sigs[k]);
+    int rc = wait_exit_within(pid, 20);
+    if (rc < 0) {
+      kill(pid, SIGKILL);
+      waitpid(pid, NULL, 0);
+      br_test_fail(__FILE__, __LINE__, "braid did not stop on signal %d", sigs[k]);
+    }
+    CHECK_EQ_INT(rc, 130);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/run.err", dir);
+    char *err = slurp(path);
+    CHECK_CONTAINS(err, "cancelled; run the same command again to resume");
+    free(err);
+  }
+  free(dir);
+}

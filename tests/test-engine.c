@@ -203,6 +203,81 @@ TEST(cycle_retry_loop) {
   tenv_close(&t);
 }
 
+/* An engine on t's store with a bound on instant steps. */
+static void tenv_max_steps(tenv *t, int64_t max_steps) {
+  br_error err;
+  br_engine_free(t->eng);
+  br_engine_opts o = {.max_steps = max_steps};
+  t->eng = br_engine_open(t->store, &o, &err);
+  CHECK(t->eng != NULL);
+}
+
+TEST(endless_loop_of_instant_nodes_fails_naming_them) {
+  tenv t;
+  tenv_open(&t, "endless");
+  tenv_graph(&t, "{\"nodes\": [{\"name\": \"s\", \"type\": \"null\"},"
+                 "{\"name\": \"a\", \"type\": \"null\"}, {\"name\": \"b\", \"type\": \"null\"}],"
+                 "\"wires\": [[\"s\", \"a\"], [\"a\", \"b\"], [\"b\", \"a\"]]}");
+  int64_t id = tenv_submit(&t, "s", "{}");
+  tenv_run(&t); /* returns: before, it went round for ever */
+  br_task_info ti;
+  br_error err;
+  CHECK(br_store_task_get(t.store, id, &ti, &err) == BR_OK);
+  CHECK_EQ_INT(ti.state, BR_TASK_ERROR);
+  CHECK_CONTAINS(ti.error, "for 100000 steps without running a job or waiting: an endless loop?");
+  if (!strstr(ti.error, "went round 'a' -> 'b' -> 'a'") &&
+      !strstr(ti.error, "went round 'b' -> 'a' -> 'b'"))
+    br_test_fail(__FILE__, __LINE__, "error '%s' does not name the loop", ti.error);
+  br_task_info_free(&ti);
+  tenv_close(&t);
+}
+
+/* A counter that goes round `rounds` times, through a waiter each round
+ * when `wait` is set. */
+static const char *counter_graph(int rounds, int wait, char *buf, size_t size) {
+  snprintf(buf, size,
+           "{\"nodes\": [{\"name\": \"count\", \"type\": \"script\", \"params\": "
+           "{\"outputs\": [\"again\", \"out\"], \"source\": "
+           "\"task.attr.i = (attr.i or 0) + 1 if attr.i < %d then route('again') "
+           "else route('out') end\"}},"
+           "{\"name\": \"back\", \"type\": \"%s\"}, {\"name\": \"end\", \"type\": \"null\"}],"
+           "\"wires\": [[\"count.again\", \"back%s\"], [\"back%s\", \"count\"], "
+           "[\"count.out\", \"end\"]]}",
+           rounds, wait ? "wait_children" : "null", wait ? ".parents" : "",
+           wait ? ".parents" : "");
+  return buf;
+}
+
+TEST(bounded_loops_run_and_a_wait_starts_the_count_again) {
+  char g[2048];
+  tenv t;
+  tenv_open(&t, "bounded");
+  tenv_max_steps(&t, 100);
+  tenv_graph(&t, counter_graph(40, 0, g, sizeof g)); /* 80 steps, and end */
+  tenv_submit(&t, "count", "{}");
+  tenv_run(&t);
+  char *i = tenv_attr(&t, "end", BR_TASK_DONE, "i");
+  CHECK_EQ_STR(i, "40");
+  free(i);
+  tenv_graph(&t, counter_graph(60, 0, g, sizeof g)); /* 120 steps: past the bound */
+  tenv_submit(&t, "count", "{}");
+  tenv_run(&t);
+  tlist l = tenv_tasks(&t, NULL, BR_TASK_ERROR);
+  CHECK_EQ_INT(l.n, 1);
+  CHECK_CONTAINS(l.v[0].error, "for 100 steps");
+  tlist_free(&l);
+  /* 1000 rounds, each through a waiter: never 100 steps in a row */
+  tenv_graph(&t, counter_graph(1000, 1, g, sizeof g));
+  tenv_submit(&t, "count", "{}");
+  tenv_run(&t);
+  CHECK_EQ_INT(tenv_count(&t, NULL, BR_TASK_ERROR), 1);
+  l = tenv_tasks(&t, "end", BR_TASK_DONE);
+  CHECK_EQ_INT(l.n, 2);
+  CHECK_EQ_INT(json_integer_value(json_object_get(l.v[1].attrs, "i")), 1000);
+  tlist_free(&l);
+  tenv_close(&t);
+}
+
 TEST(no_outgoing_wire_parks_task) {
   tenv t;
   tenv_open(&t, "park");

@@ -28,6 +28,10 @@ typedef struct br_engine br_engine;
 typedef struct br_engine_opts {
   int batch_max;    /* transitions per commit at most (0: 4096) */
   int batch_ms;     /* a busy engine commits at least this often (0: 50 ms) */
+  /* Nodes a task may pass without running a job or waiting in between; past
+   * it the task is in error as an endless loop, its message naming the nodes
+   * it goes round (0: 100000). Bounded loops of instant nodes fit below. */
+  int64_t max_steps;
   uv_loop_t *loop;  /* NULL: the engine makes its own */
   /* Test hook, called at named points ("commit-before", "commit-after") with
    * a running count; crash tests kill the process from it. */

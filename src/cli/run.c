@@ -285,7 +285,8 @@ static void sweep_runtime_dirs(const char *base) {
 static void run_usage(FILE *out) {
   fprintf(out,
           "usage: braid run GRAPH [--set NAME=VALUE]... [--store PATH] [--node NODE]\n"
-          "                 [--slots N] [--grace SECONDS] [--new] [--quiet] [--json]\n"
+          "                 [--slots N] [--grace SECONDS] [--max-steps N] [--new] [--quiet]\n"
+          "                 [--json]\n"
           "                 [--executor local|slurm] [--slurm-... OPTIONS]\n\n"
           "Runs a graph on this machine, in one process, until nothing can move.\n"
           "The first run submits one task (to the graph's \"start\" node, with its\n"
@@ -300,6 +301,8 @@ static void run_usage(FILE *out) {
           "  --node NODE       where the task starts (default: the graph's start node)\n"
           "  --slots N         jobs at once on this machine (default: the number of cores)\n"
           "  --grace SECONDS   on Ctrl-C, time between SIGTERM and SIGKILL (default 10)\n"
+          "  --max-steps N     nodes a task may pass without running a job or waiting\n"
+          "                    before it is in error as an endless loop (default 100000)\n"
           "  --quiet           no progress display\n"
           "  --new             submit a new task even if the store has a finished run\n"
           "  --json            print the summary as JSON\n"
@@ -363,11 +366,13 @@ int br_cli_run(int argc, char **argv) {
       {"json", no_argument, NULL, 'j'},       {"help", no_argument, NULL, 'h'},
       {"slots", required_argument, NULL, 'l'}, {"grace", required_argument, NULL, 'g'},
       {"quiet", no_argument, NULL, 'q'},      {"executor", required_argument, NULL, 'E'},
+      {"max-steps", required_argument, NULL, 'M'},
       BR_CLI_SLURM_OPTIONS,                   {NULL, 0, NULL, 0},
   };
   const char *executor = "local";
   json_t *xopts = json_object();
   int slots = 0, quiet = 0;
+  long long max_steps = 0;
   double grace = 10;
   json_t *sets = json_object();
   const char *store_path = NULL, *node = NULL;
@@ -396,6 +401,14 @@ int br_cli_run(int argc, char **argv) {
       break;
     case 'g': grace = atof(optarg); break;
     case 'q': quiet = 1; break;
+    case 'M':
+      if (br_cli_parse_int(optarg, 1, LLONG_MAX, &max_steps)) {
+        br_cli_errorf("--max-steps: '%s' is not a whole number of at least 1", optarg);
+        json_decref(sets);
+        json_decref(xopts);
+        return BR_EXIT_USAGE;
+      }
+      break;
     case 'E': executor = optarg; break;
     case 'h':
       run_usage(stdout);
@@ -477,7 +490,8 @@ int br_cli_run(int argc, char **argv) {
            db_server || strchr(store_path, '?') ? "" : "?sync=normal");
   br_store *store = br_cli_open_store(store_uri, 0);
   br_error err = {0};
-  br_engine *e = store ? br_engine_open(store, NULL, &err) : NULL;
+  br_engine_opts eopts = {.max_steps = max_steps};
+  br_engine *e = store ? br_engine_open(store, &eopts, &err) : NULL;
   int64_t gid = 0;
   int rc = BR_EXIT_OK;
   char buf[2048];
