@@ -936,6 +936,7 @@ typedef struct inv_rec {
   int done;
   int assigned;  /* it runs (or ran): it counts as an attempt */
   int adopted;   /* taken over from a previous engine: no command to run again */
+  int own_log;   /* the engine named its log file: each attempt gets its own */
   int64_t started_ms;
 } inv_rec;
 
@@ -1080,12 +1081,15 @@ static void prepare_dispatch(br_engine *e) {
     r->inv.task_id = t->id;
     r->done = 0;
     inv_result_clear(&r->res);
-    if (!r->inv.log_path) {
-      /* one folder per thousand tasks: few folders, none too large */
+    if (!r->inv.log_path || r->own_log) {
+      /* one file per invocation (a retry's output is its own), one folder
+       * per thousand tasks: few folders, none too large */
       char path[4096];
       snprintf(path, sizeof path, "%s/%lld/%lld.%lld.log", e->log_dir ? e->log_dir : "braid-logs",
                (long long)(t->id / 1000), (long long)t->id, (long long)r->inv.id);
+      free(r->strs[3]);
       r->inv.log_path = r->strs[3] = xstrdup(path);
+      r->own_log = 1;
     }
     if (e->exops->schedules) {
       /* the executor chooses the worker: the task stays queued until then */

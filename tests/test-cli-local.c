@@ -176,3 +176,43 @@ TEST(signals_stop_a_run_busy_without_jobs) {
   }
   free(dir);
 }
+
+/* ---- logs ---- */
+
+static const char *retry_graph =
+    "{\"name\":\"flaky\",\"nodes\":[{\"name\":\"job\",\"type\":\"command\",\"params\":"
+    "{\"shell\":\"echo output of $BRAID_INVOCATION_ID; exit 3\",\"retries\":2}}]}";
+
+TEST(each_attempt_has_its_own_log) {
+  char *dir = br_test_tmpdir("cli-retry-logs");
+  put(dir, "flaky.json", retry_graph);
+  cres r = braid(dir, "run flaky.json --quiet");
+  CHECK_EQ_INT(r.code, 1);
+  cres_free(&r);
+  r = braid(dir, "log 1 --json");
+  CHECK_EQ_INT(r.code, 0);
+  json_error_t jerr;
+  json_t *invs = json_loads(r.out, 0, &jerr);
+  CHECK_EQ_INT(json_array_size(invs), 3);
+  for (size_t i = 0; i < 3; i++) {
+    const char *log = json_string_value(json_object_get(json_array_get(invs, i), "log"));
+    CHECK_CONTAINSF(log, "/1.%lld.log",
+                    (long long)json_integer_value(json_object_get(json_array_get(invs, i), "id")));
+  }
+  json_decref(invs);
+  cres_free(&r);
+  r = braid(dir, "log 1 --all");
+  CHECK_EQ_INT(r.code, 0);
+  CHECK_EQ_INT(br_test_count(r.out, "output of"), 3); /* was 9: each header showed all three */
+  CHECK_EQ_INT(br_test_count(r.out, "== task 1, invocation"), 3);
+  /* under each header, the output of that invocation */
+  for (const char *p = strstr(r.out, "== task 1, invocation "); p;
+       p = strstr(p + 1, "== task 1, invocation ")) {
+    long long inv = atoll(p + strlen("== task 1, invocation "));
+    const char *body = strchr(p, '\n') + 1;
+    CHECK(strncmp(body, "output of ", 10) == 0);
+    CHECK_EQ_INT(atoll(body + 10), inv);
+  }
+  cres_free(&r);
+  free(dir);
+}
