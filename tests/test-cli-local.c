@@ -216,3 +216,112 @@ TEST(each_attempt_has_its_own_log) {
   cres_free(&r);
   free(dir);
 }
+
+typedef struct inv_rows {
+  br_inv_info *v[16];
+  int n;
+} inv_rows;
+
+static int collect_row(void *ud, br_inv_info *i) {
+  inv_rows *w = ud;
+  if (w->n < 16) w->v[w->n++] = i;
+  else br_inv_info_free(i), free(i);
+  return 0;
+}
+
+/* Makes the recorded log paths of the store's invocations what an older
+ * braid wrote: relative to the folder `run` started in (from). */
+static void make_log_paths_relative(const char *store, const char *from) {
+  br_store *s;
+  br_error err;
+  CHECK(br_store_open(store, 0, &s, &err) == BR_OK);
+  inv_rows w = {0};
+  CHECK(br_store_inv_query(s, 0, collect_row, &w, &err) == BR_OK);
+  CHECK(w.n > 0);
+  CHECK(s->ops->begin(s, &err) == BR_OK);
+  size_t n = strlen(from);
+  for (int k = 0; k < w.n; k++) {
+    br_inv_info *i = w.v[k];
+    CHECK(i->row.log_path && strncmp(i->row.log_path, from, n) == 0);
+    char *rel = strdup(i->row.log_path + n + 1);
+    free(i->buf[2]);
+    i->row.log_path = i->buf[2] = rel;
+    CHECK(s->ops->inv_put(s, &i->row, &err) == BR_OK);
+    br_inv_info_free(i);
+    free(i);
+  }
+  CHECK(s->ops->commit(s, &err) == BR_OK);
+  br_store_close(s);
+}
+
+TEST(log_found_beside_the_store_from_anywhere) {
+  char *dir = br_test_tmpdir("cli-log-where");
+  char a[1024], b[1024];
+  snprintf(a, sizeof a, "%s/a", dir);
+  snprintf(b, sizeof b, "%s/b", dir);
+  CHECK(mkdir(a, 0755) == 0 && mkdir(b, 0755) == 0);
+  put(a, "g.json", "{\"name\":\"g\",\"nodes\":[{\"name\":\"job\",\"type\":\"command\","
+                   "\"params\":{\"shell\":\"echo hello from the job\"}}]}");
+  cres r = braid(a, "run g.json --store sub/x.braid.db --quiet");
+  CHECK_EQ_INT(r.code, 0);
+  cres_free(&r);
+  /* from another folder, by a relative and an absolute store path */
+  r = braid(b, "log 1 --store ../a/sub/x.braid.db");
+  CHECK_EQ_INT(r.code, 0);
+  CHECK_CONTAINS(r.out, "hello from the job"); /* was "(no output)" */
+  cres_free(&r);
+  r = braid(b, "log 1 --store %s/sub/x.braid.db", a);
+  CHECK_CONTAINS(r.out, "hello from the job");
+  cres_free(&r);
+  /* a store an older braid wrote: log paths relative to where run started */
+  char store[1200];
+  snprintf(store, sizeof store, "%s/sub/x.braid.db", a);
+  char *real_a = realpath(a, NULL);
+  make_log_paths_relative(store, real_a);
+  free(real_a);
+  r = braid(b, "log 1 --store ../a/sub/x.braid.db --json");
+  CHECK_CONTAINS(r.out, "\"log\": \"sub/x.braid.logs/");
+  cres_free(&r);
+  r = braid(b, "log 1 --store ../a/sub/x.braid.db");
+  CHECK_EQ_INT(r.code, 0);
+  CHECK_CONTAINS(r.out, "hello from the job");
+  cres_free(&r);
+  /* the store and its logs moved together */
+  char a2[1024];
+  snprintf(a2, sizeof a2, "%s/a2", dir);
+  CHECK(rename(a, a2) == 0);
+  r = braid(b, "log 1 --store ../a2/sub/x.braid.db");
+  CHECK_CONTAINS(r.out, "hello from the job");
+  cres_free(&r);
+  /* the file gone: say so, and show the tail the store kept */
+  char cmd[2048];
+  snprintf(cmd, sizeof cmd, "rm -r '%s/sub/x.braid.logs'", a2);
+  CHECK(system(cmd) == 0);
+  r = braid(b, "log 1 --store ../a2/sub/x.braid.db");
+  CHECK_EQ_INT(r.code, 1);
+  CHECK_CONTAINS(r.err, "braid: log file sub/x.braid.logs/0/1.2.log is missing");
+  CHECK_CONTAINS(r.out, "(the last lines the store kept)\nhello from the job\n");
+  cres_free(&r);
+  free(dir);
+}
+
+TEST(log_of_a_task_that_does_not_exist) {
+  char *dir = br_test_tmpdir("cli-log-missing-task");
+  put(dir, "g.json", "{\"name\":\"g\",\"nodes\":[{\"name\":\"a\",\"type\":\"null\"}]}");
+  cres r = braid(dir, "run g.json --quiet");
+  cres_free(&r);
+  r = braid(dir, "log 999");
+  CHECK_EQ_INT(r.code, 1);
+  CHECK_EQ_STR(r.err, "braid: no task 999\n"); /* was "task 999 has run no job" */
+  cres_free(&r);
+  r = braid(dir, "log 999 --json");
+  CHECK_EQ_INT(r.code, 1); /* was [] and 0 */
+  CHECK_EQ_STR(r.out, "");
+  CHECK_EQ_STR(r.err, "braid: no task 999\n");
+  cres_free(&r);
+  r = braid(dir, "log 1"); /* a task that ran no job */
+  CHECK_EQ_INT(r.code, 1);
+  CHECK_EQ_STR(r.err, "braid: task 1 has run no job\n");
+  cres_free(&r);
+  free(dir);
+}

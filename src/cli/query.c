@@ -1,7 +1,10 @@
 /* braid status / tasks / show: read a store, finished or still running. The
  * store is opened read-only (WAL lets readers run beside the engine). */
+#include <errno.h>
 #include <getopt.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -254,6 +257,26 @@ static int collect_inv(void *ud, br_inv_info *i) {
   return 0;
 }
 
+/* Where an invocation's log is: its recorded path, or the same file in the
+ * logs folder beside the store (STORE.logs/K/TASK.INV.log), for paths an
+ * older braid recorded relative to where `run` started and for a store
+ * moved with its logs. NULL when neither exists; caller frees. */
+static char *find_log(const char *recorded, const char *store) {
+  struct stat st;
+  if (recorded[0] == '/' && stat(recorded, &st) == 0) return strdup(recorded);
+  const char *name = strrchr(recorded, '/');
+  const char *k = name;
+  while (k && k > recorded && k[-1] != '/') k--; /* the K/ folder before the name */
+  char *logs = strstr(store, "://") ? NULL : br_cli_store_side(store, ".logs");
+  char *beside = NULL;
+  if (logs && name && asprintf(&beside, "%s/%s", logs, k) < 0) beside = NULL;
+  free(logs);
+  if (beside && stat(beside, &st) == 0) return beside;
+  free(beside);
+  if (recorded[0] != '/' && stat(recorded, &st) == 0) return strdup(recorded);
+  return NULL;
+}
+
 static const char *log_usage =
     "usage: braid log TASK [--all] [--store PATH] [--json]\n"
     "       braid log TASK [-f] --server URL [--token TOKEN]\n\n"
@@ -280,7 +303,12 @@ int br_cli_log(int argc, char **argv) {
   if (rc0 >= 0) return rc0;
   inv_list l = {0};
   br_error err = {0};
-  int rc = br_store_inv_query(s, id, collect_inv, &l, &err);
+  br_task_info t;
+  int rc = br_store_task_get(s, id, &t, &err);
+  if (!rc) {
+    br_task_info_free(&t);
+    rc = br_store_inv_query(s, id, collect_inv, &l, &err);
+  }
   if (rc) {
     rc = fail_err(&err);
   } else if (q.json) {
@@ -308,15 +336,26 @@ int br_cli_log(int argc, char **argv) {
         printf(" (exit %d, %.2f s, %lld MB peak)", r->exit_code, r->runtime,
                (long long)(r->peak_rss_kb / 1024));
       printf("\n");
-      FILE *f = r->log_path ? fopen(r->log_path, "r") : NULL;
-      if (!f) { /* a silent job makes no log file */
+      char *file = r->log_path && *r->log_path ? find_log(r->log_path, path) : NULL;
+      FILE *f = file ? fopen(file, "r") : NULL;
+      bool said = r->log_tail && *r->log_tail; /* the job wrote something */
+      if (!f && (file || said)) {
+        /* its file is gone or unreadable: say so, and show what the store
+         * kept of it */
+        fflush(stdout);
+        if (file) br_cli_errorf("cannot read log file %s: %s", file, strerror(errno));
+        else br_cli_errorf("log file %s is missing", r->log_path);
+        if (said) printf("(the last lines the store kept)\n%s\n", r->log_tail);
+        rc = BR_EXIT_FAILED;
+      } else if (!f) { /* a silent job makes no log file */
         printf("(no output)\n");
-        continue;
+      } else {
+        char buf[65536];
+        size_t n;
+        while ((n = fread(buf, 1, sizeof buf, f)) > 0) fwrite(buf, 1, n, stdout);
+        fclose(f);
       }
-      char buf[65536];
-      size_t n;
-      while ((n = fread(buf, 1, sizeof buf, f)) > 0) fwrite(buf, 1, n, stdout);
-      fclose(f);
+      free(file);
     }
   }
   for (size_t k = 0; k < l.n; k++) br_inv_info_free(&l.v[k]);

@@ -516,7 +516,13 @@ int br_cli_run(int argc, char **argv) {
     snprintf(here, sizeof here, "%s.braid.db", graph_name);
     const char *side = db_server ? here : store_path;
     char *logs = br_cli_store_side(side, ".logs");
-    snprintf(log_dir, sizeof log_dir, "%s", logs ? logs : "braid.logs");
+    /* absolute: the store records each log's path, and `braid log` may run
+     * from another folder */
+    char cwd[PATH_MAX];
+    if (logs && logs[0] != '/' && getcwd(cwd, sizeof cwd))
+      snprintf(log_dir, sizeof log_dir, "%s/%s", strcmp(cwd, "/") ? cwd : "", logs);
+    else
+      snprintf(log_dir, sizeof log_dir, "%s", logs ? logs : "braid.logs");
     free(logs);
     br_engine_set_log_dir(e, log_dir);
     /* attribute files and the control socket: on tmpfs when there is one
