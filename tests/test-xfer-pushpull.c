@@ -600,6 +600,28 @@ TEST(content_cache_reuses_files_across_pulls) {
   CHECK_CONTAINS(res.warning, "content cache: ");
   CHECK_CONTAINS(res.warning, "; pulled without it");
   free(d4);
+  /* The same content with another mode is a copy, not a link: setting the
+   * mode on a link would change it in the cache and in every checkout. */
+  o.content_cache = cc;
+  char *s3 = xu_path(tmp, "s3"), *d5 = xu_path(tmp, "task5"), *r3 = xu_ref(x.url, "asset/x");
+  xu_make_file(s3, "a.exr", 30000, 1);
+  char *x3 = xu_path(s3, "a.exr"), *x5 = xu_path(d5, "a.exr"), *x2 = xu_path(d2, "a.exr");
+  CHECK(chmod(x3, 0750) == 0);
+  push_ok(s3, r3, &o, &res);
+  pull_ok(r3, d5, &o, &res);
+  struct stat s5, s2st, s1st;
+  CHECK(stat(x5, &s5) == 0 && stat(x2, &s2st) == 0 && stat(p1, &s1st) == 0);
+  CHECK_EQ_INT(s5.st_mode & 0777, 0750);
+  CHECK_EQ_INT(s5.st_nlink, 1);
+  CHECK_EQ_INT(s2st.st_mode & 0777, s1st.st_mode & 0777); /* untouched */
+  CHECK(s2st.st_mode != s5.st_mode);
+  /* pulled over task2's checkout, whose a.exr is a link: replaced by a copy */
+  pull_ok(r3, d2, &o, &res);
+  CHECK(stat(x2, &s2st) == 0 && stat(p1, &s1st) == 0);
+  CHECK_EQ_INT(s2st.st_mode & 0777, 0750);
+  CHECK_EQ_INT(s2st.st_nlink, 1);
+  CHECK(s1st.st_mode != s2st.st_mode); /* the cache's and task1's stay */
+  free(s3), free(d5), free(r3), free(x3), free(x5), free(x2);
   free(q);
   free(p1), free(p2);
   free(s1), free(s2), free(cc), free(d1), free(d2), free(d3), free(r1), free(r2);

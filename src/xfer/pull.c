@@ -1105,8 +1105,16 @@ static char *content_path(const char *cache, const br_xfer_digest *d, bool mkdir
 }
 
 /* Copies the file at src into a new file name under dirfd (other file system). */
-static int copy_into(const char *src, int dirfd, const char *name) {
-  int in = open(src, O_RDONLY | O_CLOEXEC);
+/* Whether a file's mode and mtime are e's. */
+static bool meta_matches(const struct stat *st, const br_xfer_entry *e) {
+  struct timespec ts[2];
+  entry_times(e, ts);
+  return (st->st_mode & 07777) == (mode_t)(e->mode & 0777) &&
+         st->st_mtim.tv_sec == ts[1].tv_sec && st->st_mtim.tv_nsec == ts[1].tv_nsec;
+}
+
+static int copy_into(int sdirfd, const char *src, int dirfd, const char *name) {
+  int in = openat(sdirfd, src, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
   if (in < 0) return -1;
   int out = openat(dirfd, name, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
   int rc = out < 0 ? -1 : 0;
@@ -1131,9 +1139,15 @@ static int from_content_cache(pull *p, lfile *lf, int dirfd, const char *pn, con
   const br_xfer_entry *e = lf->e;
   char *cp = content_path(p->o->content_cache, &e->digest, false);
   int rc = 0;
-  if (cp && file_matches(p, AT_FDCWD, cp, e, lf->job->m->chunk_size)) {
+  struct stat st;
+  if (cp && file_matches(p, AT_FDCWD, cp, e, lf->job->m->chunk_size) && stat(cp, &st) == 0) {
     unlinkat(dirfd, pn, 0);
-    if (linkat(AT_FDCWD, cp, dirfd, pn, 0) == 0 || copy_into(cp, dirfd, pn) == 0) {
+    /* a link shares the inode and its mode: only when the mode is this
+     * file's already, or setting it would change every other link's (the
+     * time is shared too: a linked file has the last pull's) */
+    if (((st.st_mode & 07777) == (mode_t)(e->mode & 0777) &&
+         linkat(AT_FDCWD, cp, dirfd, pn, 0) == 0) ||
+        copy_into(AT_FDCWD, cp, dirfd, pn) == 0) {
       int fd = openat(dirfd, pn, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
       if (fd >= 0) {
         rc = install(p, lf, dirfd, fd, pn, base, err);
@@ -1217,12 +1231,28 @@ static bool dirlist_has(const dirlist *dl, const char *name) {
  * right) and a partial from an earlier attempt (keep its verified chunks). */
 /* A file whose content is already the snapshot's gets its mode and mtime
  * too: pulling a version over a checkout of another leaves the version's
- * metadata, as a fresh pull would. */
-static int fix_meta(lfile *lf, int dirfd, const char *base, br_error *err) {
+ * metadata, as a fresh pull would. A file linked from the content cache
+ * (more than one link) whose mode differs is not changed in place, which
+ * would change the cache's and every other checkout's: it is replaced by a
+ * copy (1). */
+static int fix_meta(pull *p, lfile *lf, int dirfd, const char *base, br_error *err) {
   const br_xfer_entry *e = lf->e;
   struct stat st;
   if (fstatat(dirfd, base, &st, AT_SYMLINK_NOFOLLOW) != 0)
     return fail_io(err, "stat", lf->job, e->path, errno);
+  if (meta_matches(&st, e)) return BR_OK;
+  if (st.st_nlink > 1 && p->o->content_cache && (st.st_mode & 07777) != (mode_t)(e->mode & 0777)) {
+    char pn[64];
+    br_xfer__partial_name(base, pn, sizeof pn);
+    unlinkat(dirfd, pn, 0);
+    if (copy_into(dirfd, base, dirfd, pn) != 0)
+      return fail_io(err, "copy", lf->job, e->path, errno);
+    int fd = openat(dirfd, pn, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return fail_io(err, "copy", lf->job, e->path, errno);
+    int rc = install(p, lf, dirfd, fd, pn, base, err);
+    close(fd);
+    return rc ? rc : 1;
+  }
   mode_t mode = (mode_t)(e->mode & 0777);
   if ((st.st_mode & 07777) != mode && fchmodat(dirfd, base, mode, AT_SYMLINK_NOFOLLOW) != 0 &&
       (errno == EOPNOTSUPP || fchmodat(dirfd, base, mode, 0) != 0))
@@ -1264,7 +1294,7 @@ static int prepare_file(pull *p, lfile *lf, dirlist *dl, br_error *err) {
                         e->path);
   }
   if (file_matches(p, dirfd, base, e, cs)) {
-    if ((rc = fix_meta(lf, dirfd, base, err)) != BR_OK) {
+    if ((rc = fix_meta(p, lf, dirfd, base, err)) < 0) {
       close(dirfd);
       return rc;
     }
