@@ -325,3 +325,49 @@ TEST(log_of_a_task_that_does_not_exist) {
   cres_free(&r);
   free(dir);
 }
+
+/* ---- movie ---- */
+
+TEST(movie_options_are_checked) {
+  char *dir = br_test_tmpdir("cli-movie");
+  put(dir, "a.png", "not really");
+  const char *seqs = "--sequences '[[\"a.png\"],[\"a.png\"],[\"a.png\"]]'";
+  static const struct {
+    const char *opt, *says;
+  } bad[] = {
+      /* 99999x99999 overflowed an int (UBSan) and then passed */
+      {"--tile 99999x99999", "--tile: '99999x99999' is not COLSxROWS (whole numbers from 1 to 100"},
+      {"--tile abc", "--tile: 'abc' is not COLSxROWS"},
+      {"--tile 2x", "--tile: '2x' is not COLSxROWS"},
+      {"--tile 1x2", "--tile 1x2 holds 2 sequences, and there are 3"},
+      {"--crf 999", "--crf: '999' is not a whole number from 0 to 51"},
+      {"--fps 0", "--fps: '0' is not a whole number from 1 to 1000"},
+      {"--fps 24x", "--fps: '24x' is not"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    cres r = braid(dir, "movie --output t.mp4 %s %s", bad[i].opt, seqs);
+    CHECK_EQ_INT(r.code, 2);
+    CHECK_CONTAINSF(r.err, "braid: %s", bad[i].says);
+    cres_free(&r);
+  }
+  /* a missing folder is an error, unless --mkdirs */
+  put(dir, "ffmpeg.sh", "#!/bin/sh\nfor a; do last=$a; done\necho movie > \"$last\"\n");
+  char script[1100];
+  snprintf(script, sizeof script, "%s/ffmpeg.sh", dir);
+  CHECK(chmod(script, 0755) == 0);
+  cres r = braid(dir, "movie --output new/t.mp4 --sequences '[\"a.png\"]' --ffmpeg ./ffmpeg.sh");
+  CHECK_EQ_INT(r.code, 1);
+  CHECK_CONTAINS(r.err, "braid: the folder of --output, new, does not exist (--mkdirs makes it)");
+  struct stat st;
+  snprintf(script, sizeof script, "%s/new", dir);
+  CHECK(stat(script, &st) != 0);
+  cres_free(&r);
+  r = braid(dir, "movie --output new/t.mp4 --sequences '[\"a.png\"]' --ffmpeg ./ffmpeg.sh --mkdirs");
+  CHECK_EQ_INT(r.code, 0);
+  snprintf(script, sizeof script, "%s/new/t.mp4", dir);
+  char *movie = slurp(script);
+  CHECK_EQ_STR(movie, "movie\n");
+  free(movie);
+  cres_free(&r);
+  free(dir);
+}

@@ -2,7 +2,9 @@
  * into a movie, or several into an N-up mosaic (xstack), with real ffmpeg.
  * It writes ffmpeg's input lists in a temporary folder beside the output,
  * renders to a temporary name there, and renames it into place, so the movie
- * never exists half-written under its final name. */
+ * never exists half-written under its final name. The folder of the output
+ * must exist (a typo makes no new folders) unless --mkdirs says to make it:
+ * the ffmpeg node does. */
 #include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
@@ -18,13 +20,22 @@
 
 #include "common.h"
 
+#define MAX_FPS 1000
+#define MAX_TILE 100
+
 static void usage(FILE *out) {
   fprintf(out,
           "usage: braid movie --output PATH --sequences JSON [--fps N] [--crf N]\n"
-          "                   [--codec C] [--tile COLSxROWS] [--ffmpeg PROGRAM]\n\n"
+          "                   [--codec C] [--tile COLSxROWS] [--ffmpeg PROGRAM] [--mkdirs]\n\n"
           "Makes a movie from a sequence of images (JSON: a list of paths), or an N-up\n"
           "mosaic from several (a list of lists), in frame order. The grid is the\n"
-          "smallest near-square that holds them unless --tile says otherwise.\n");
+          "smallest near-square that holds them unless --tile says otherwise.\n\n"
+          "  --fps N           frames per second, 1 to %d (default 24)\n"
+          "  --crf N           x264 quality, 0 (lossless) to 51 (default 20)\n"
+          "  --tile COLSxROWS  the mosaic's grid, each 1 to %d\n"
+          "  --mkdirs          make the output's folder if it does not exist (otherwise\n"
+          "                    that is an error)\n",
+          MAX_FPS, MAX_TILE);
 }
 
 /* ffmpeg's concat list quoting: 'path' with ' written as '\'' */
@@ -64,24 +75,55 @@ int br_cli_movie(int argc, char **argv) {
       {"fps", required_argument, NULL, 'f'},    {"crf", required_argument, NULL, 'c'},
       {"codec", required_argument, NULL, 'C'},  {"tile", required_argument, NULL, 't'},
       {"ffmpeg", required_argument, NULL, 'F'}, {"help", no_argument, NULL, 'h'},
-      {NULL, 0, NULL, 0},
+      {"mkdirs", no_argument, NULL, 'm'},       {NULL, 0, NULL, 0},
   };
   const char *output = NULL, *seqs = NULL, *codec = "libx264", *tile = NULL, *ffmpeg = "ffmpeg";
-  int fps = 24, crf = 20, c;
+  int fps = 24, crf = 20, c, mkdirs = 0, cols = 0, rows = 0;
+  long long v, v2;
   while ((c = getopt_long(argc, argv, "ho:", opts, NULL)) != -1) {
     switch (c) {
     case 'o': output = optarg; break;
     case 's': seqs = optarg; break;
-    case 'f': fps = atoi(optarg); break;
-    case 'c': crf = atoi(optarg); break;
+    case 'f':
+      if (br_cli_parse_int(optarg, 1, MAX_FPS, &v)) {
+        br_cli_errorf("--fps: '%s' is not a whole number from 1 to %d", optarg, MAX_FPS);
+        return BR_EXIT_USAGE;
+      }
+      fps = (int)v;
+      break;
+    case 'c':
+      if (br_cli_parse_int(optarg, 0, 51, &v)) {
+        br_cli_errorf("--crf: '%s' is not a whole number from 0 to 51", optarg);
+        return BR_EXIT_USAGE;
+      }
+      crf = (int)v;
+      break;
     case 'C': codec = optarg; break;
-    case 't': tile = optarg; break;
+    case 't': {
+      tile = optarg;
+      char colbuf[32];
+      const char *x = strchr(optarg, 'x');
+      size_t len = x ? (size_t)(x - optarg) : 0;
+      if (len) snprintf(colbuf, sizeof colbuf, "%.*s", (int)(len < 31 ? len : 31), optarg);
+      if (!x || !len || len > 30 || br_cli_parse_int(colbuf, 1, MAX_TILE, &v) ||
+          br_cli_parse_int(x + 1, 1, MAX_TILE, &v2)) {
+        br_cli_errorf("--tile: '%s' is not COLSxROWS (whole numbers from 1 to %d, e.g. 2x2)",
+                      optarg, MAX_TILE);
+        return BR_EXIT_USAGE;
+      }
+      cols = (int)v;
+      rows = (int)v2;
+      break;
+    }
     case 'F': ffmpeg = optarg; break;
+    case 'm': mkdirs = 1; break;
     case 'h': usage(stdout); return BR_EXIT_OK;
     default: usage(stderr); return BR_EXIT_USAGE;
     }
   }
-  if (!output || !seqs || fps <= 0) {
+  if (!output || !seqs || optind < argc) {
+    if (optind < argc) br_cli_errorf("unexpected argument '%s'", argv[optind]);
+    else br_cli_errorf("give --output and --sequences");
     usage(stderr);
     return BR_EXIT_USAGE;
   }
@@ -116,10 +158,9 @@ int br_cli_movie(int argc, char **argv) {
       }
     }
   }
-  int cols, rows;
   if (tile) {
-    if (sscanf(tile, "%dx%d", &cols, &rows) != 2 || cols < 1 || rows < 1 || (size_t)(cols * rows) < n) {
-      br_cli_errorf("--tile %s does not hold %zu sequences", tile, n);
+    if ((size_t)cols * (size_t)rows < n) {
+      br_cli_errorf("--tile %s holds %d sequences, and there are %zu", tile, cols * rows, n);
       json_decref(all);
       return BR_EXIT_USAGE;
     }
@@ -133,7 +174,23 @@ int br_cli_movie(int argc, char **argv) {
   char *slash = strrchr(dir, '/');
   if (slash) *slash = '\0';
   else snprintf(dir, sizeof dir, ".");
-  br_cli_mkdirs_for(output);
+  if (!*dir) snprintf(dir, sizeof dir, "/");
+  struct stat dsb;
+  if (mkdirs && br_cli_mkdirs_for(output) != 0) {
+    br_cli_errorf("cannot make the folder %s: %s", dir, strerror(errno));
+    json_decref(all);
+    return BR_EXIT_FAILED;
+  }
+  int st_rc = stat(dir, &dsb);
+  if (st_rc != 0 || !S_ISDIR(dsb.st_mode)) {
+    if (st_rc != 0 && errno == ENOENT)
+      br_cli_errorf("the folder of --output, %s, does not exist (--mkdirs makes it)", dir);
+    else
+      br_cli_errorf("the folder of --output, %s: %s", dir,
+                    st_rc ? strerror(errno) : "not a folder");
+    json_decref(all);
+    return BR_EXIT_FAILED;
+  }
   snprintf(tmpl, sizeof tmpl, "%s/.braid-movie-XXXXXX", dir);
   if (!mkdtemp(tmpl)) {
     br_cli_errorf("cannot make a temporary folder in %s: %s", dir, strerror(errno));

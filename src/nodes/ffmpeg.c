@@ -35,6 +35,7 @@ static int process(br_node_ctx *ctx) {
   char num[32];
   br_argv_push(&argv, &n, strdup(br_ctx_param_str(ctx, "braid", "braid")));
   br_argv_push(&argv, &n, strdup("movie"));
+  br_argv_push(&argv, &n, strdup("--mkdirs")); /* a graph's output folders are made as needed */
   br_argv_push(&argv, &n, strdup("--output"));
   br_argv_push(&argv, &n, strdup(out));
   snprintf(num, sizeof num, "%lld", (long long)br_ctx_param_int(ctx, "fps", 24));
@@ -62,7 +63,8 @@ static int process(br_node_ctx *ctx) {
 
 static const br_param_spec params[] = {
     {"input", BR_PARAM_STRING, "\"images\"", false, "attribute with the sequence(s)"},
-    {"output", BR_PARAM_STRING, NULL, false, "the movie's path ({attr} and ${} substituted)"},
+    {"output", BR_PARAM_STRING, NULL, false,
+     "the movie's path ({attr} and ${} substituted; its folder is made if missing)"},
     {"fps", BR_PARAM_INT, "24", false, "frames per second"},
     {"crf", BR_PARAM_INT, "20", false, "quality (x264 CRF; lower is better)"},
     {"codec", BR_PARAM_STRING, "\"libx264\"", false, "video codec"},
