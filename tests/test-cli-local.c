@@ -371,3 +371,69 @@ TEST(movie_options_are_checked) {
   cres_free(&r);
   free(dir);
 }
+
+/* ---- resuming and graph versions ---- */
+
+static const char *job_graph(const char *name, const char *shell, char *buf, size_t size) {
+  snprintf(buf, size,
+           "{\"name\":\"%s\",\"nodes\":[{\"name\":\"job\",\"type\":\"command\",\"params\":"
+           "{\"shell\":\"%s\",\"retries\":0}}]}",
+           name, shell);
+  return buf;
+}
+
+TEST(a_changed_graph_does_not_resume_silently) {
+  char *dir = br_test_tmpdir("cli-graph-version");
+  char g[1024];
+  put(dir, "g.json", job_graph("g", "echo old; exit 1", g, sizeof g));
+  cres r = braid(dir, "run g.json --quiet");
+  CHECK_EQ_INT(r.code, 1);
+  cres_free(&r);
+  /* edited: the unfinished (failed) task would run the old command again */
+  put(dir, "g.json", job_graph("g", "echo new", g, sizeof g));
+  r = braid(dir, "run g.json --quiet");
+  CHECK_EQ_INT(r.code, 2);
+  CHECK_CONTAINS(r.err, "braid: g.braid.db holds 1 unfinished tasks of another version of "
+                        "graph 'g' than g.json");
+  CHECK_CONTAINS(r.err, "--stored-graph  to finish them with the graph they started with");
+  CHECK_CONTAINS(r.err, "--new           to cancel them and start again with g.json");
+  cres_free(&r);
+  /* another file with the same name is another version too */
+  put(dir, "other.json", job_graph("g", "echo other", g, sizeof g));
+  r = braid(dir, "run other.json --store g.braid.db --quiet");
+  CHECK_EQ_INT(r.code, 2);
+  CHECK_CONTAINS(r.err, "another version of graph 'g' than other.json");
+  cres_free(&r);
+  r = braid(dir, "run g.json --quiet --stored-graph");
+  CHECK_EQ_INT(r.code, 1); /* the stored command, which fails */
+  CHECK_CONTAINS(r.err, "1 unfinished tasks go on with the graph they started with, not g.json");
+  cres_free(&r);
+  r = braid(dir, "log 1");
+  CHECK_CONTAINS(r.out, "old");
+  cres_free(&r);
+  r = braid(dir, "run g.json --quiet --new --stored-graph");
+  CHECK_EQ_INT(r.code, 2);
+  cres_free(&r);
+  r = braid(dir, "run g.json --new");
+  CHECK_EQ_INT(r.code, 0);
+  CHECK_CONTAINS(r.err, "cancelled 1 unfinished tasks of another version of graph 'g' (--new)");
+  cres_free(&r);
+  r = braid(dir, "tasks --json");
+  json_error_t jerr;
+  json_t *tasks = json_loads(r.out, 0, &jerr);
+  CHECK_EQ_INT(json_array_size(tasks), 2);
+  CHECK_EQ_STR(json_string_value(json_object_get(json_array_get(tasks, 0), "state")), "cancelled");
+  CHECK_EQ_STR(json_string_value(json_object_get(json_array_get(tasks, 1), "state")), "done");
+  json_decref(tasks);
+  cres_free(&r);
+  r = braid(dir, "run g.json");
+  CHECK_EQ_INT(r.code, 0);
+  CHECK_CONTAINS(r.err, "already holds a finished run (use --new to run again)");
+  cres_free(&r);
+  r = braid(dir, "run other.json --store g.braid.db");
+  CHECK_EQ_INT(r.code, 0);
+  CHECK_CONTAINS(r.err, "already holds a finished run of another version of the graph "
+                        "(use --new to run this one)");
+  cres_free(&r);
+  free(dir);
+}

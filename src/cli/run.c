@@ -285,13 +285,14 @@ static void sweep_runtime_dirs(const char *base) {
 static void run_usage(FILE *out) {
   fprintf(out,
           "usage: braid run GRAPH [--set NAME=VALUE]... [--store PATH] [--node NODE]\n"
-          "                 [--slots N] [--grace SECONDS] [--max-steps N] [--new] [--quiet]\n"
-          "                 [--json]\n"
+          "                 [--slots N] [--grace SECONDS] [--max-steps N] [--new]\n"
+          "                 [--stored-graph] [--quiet] [--json]\n"
           "                 [--executor local|slurm] [--slurm-... OPTIONS]\n\n"
           "Runs a graph on this machine, in one process, until nothing can move.\n"
           "The first run submits one task (to the graph's \"start\" node, with its\n"
           "\"start\" attributes and --set on top); running it again on the same store\n"
-          "resumes the unfinished work instead.\n\n"
+          "resumes the unfinished work instead. When GRAPH differs from the graph the\n"
+          "unfinished tasks started with, braid asks for --stored-graph or --new.\n\n"
           "  --set NAME=VALUE  an attribute of the starting task (VALUE is JSON when it\n"
           "                    parses: 12, [1,2], true; otherwise a string). graph_dir\n"
           "                    (the graph file's folder) is set unless given\n"
@@ -304,7 +305,11 @@ static void run_usage(FILE *out) {
           "  --max-steps N     nodes a task may pass without running a job or waiting\n"
           "                    before it is in error as an endless loop (default 100000)\n"
           "  --quiet           no progress display\n"
-          "  --new             submit a new task even if the store has a finished run\n"
+          "  --new             submit a new task even if the store has a finished run;\n"
+          "                    unfinished tasks of another version of the graph are\n"
+          "                    cancelled\n"
+          "  --stored-graph    finish the unfinished tasks with the graph they started\n"
+          "                    with, when GRAPH was changed since\n"
           "  --json            print the summary as JSON\n"
           "  --executor NAME   where jobs run: local (default: this machine's slots) or\n"
           "                    slurm (each job a Slurm job, many as job arrays; see\n"
@@ -359,6 +364,55 @@ static int print_error_task(void *ud, br_task_info *t) {
   return 0;
 }
 
+/* States of tasks a run goes on with (errors are retried). */
+static bool unfinished(int state) {
+  return state != BR_TASK_DONE && state != BR_TASK_DEAD && state != BR_TASK_CANCELLED;
+}
+
+typedef struct other_tasks {
+  int64_t gid;       /* the graph file's version */
+  int64_t *ids;      /* unfinished tasks of other versions */
+  size_t n;
+  int64_t other_gid; /* the version of the first of them */
+} other_tasks;
+
+static int collect_other(void *ud, br_task_info *t) {
+  other_tasks *o = ud;
+  if (t->graph_id != o->gid && unfinished(t->state)) {
+    int64_t *v = realloc(o->ids, (o->n + 1) * sizeof *v);
+    if (v) {
+      o->ids = v;
+      o->ids[o->n++] = t->id;
+    }
+    if (!o->other_gid) o->other_gid = t->graph_id;
+  }
+  br_task_info_free(t);
+  free(t);
+  return 0;
+}
+
+/* The store's unfinished tasks that belong to another version of the graph
+ * than gid (the file's): an edited file, or another file of the same name. */
+static other_tasks other_versions(br_store *store, int64_t gid) {
+  other_tasks o = {.gid = gid};
+  int64_t all[BR_TASK_NSTATES], mine[BR_TASK_NSTATES];
+  br_error err = {0};
+  br_task_filter f = BR_TASK_FILTER_ALL;
+  if (br_store_task_count(store, &f, all, &err)) return o;
+  f.graph_id = gid;
+  if (br_store_task_count(store, &f, mine, &err)) return o;
+  int64_t others = 0;
+  for (int i = 0; i < BR_TASK_NSTATES; i++)
+    if (unfinished(i)) others += all[i] - mine[i];
+  for (int i = 0; others > 0 && i < BR_TASK_NSTATES; i++) {
+    if (!unfinished(i) || all[i] == mine[i]) continue;
+    br_task_filter q = BR_TASK_FILTER_ALL;
+    q.state = i;
+    br_store_task_query(store, &q, collect_other, &o, &err);
+  }
+  return o;
+}
+
 int br_cli_run(int argc, char **argv) {
   static const struct option opts[] = {
       {"set", required_argument, NULL, 's'},  {"store", required_argument, NULL, 'S'},
@@ -366,7 +420,7 @@ int br_cli_run(int argc, char **argv) {
       {"json", no_argument, NULL, 'j'},       {"help", no_argument, NULL, 'h'},
       {"slots", required_argument, NULL, 'l'}, {"grace", required_argument, NULL, 'g'},
       {"quiet", no_argument, NULL, 'q'},      {"executor", required_argument, NULL, 'E'},
-      {"max-steps", required_argument, NULL, 'M'},
+      {"max-steps", required_argument, NULL, 'M'}, {"stored-graph", no_argument, NULL, 'G'},
       BR_CLI_SLURM_OPTIONS,                   {NULL, 0, NULL, 0},
   };
   const char *executor = "local";
@@ -376,7 +430,7 @@ int br_cli_run(int argc, char **argv) {
   double grace = 10;
   json_t *sets = json_object();
   const char *store_path = NULL, *node = NULL;
-  int fresh = 0, as_json = 0, c;
+  int fresh = 0, as_json = 0, stored_graph = 0, c;
   while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
     switch (c) {
     case 's':
@@ -389,6 +443,7 @@ int br_cli_run(int argc, char **argv) {
     case 'S': store_path = optarg; break;
     case 'n': node = optarg; break;
     case 'N': fresh = 1; break;
+    case 'G': stored_graph = 1; break;
     case 'j': as_json = 1; break;
     case 'l':
       slots = atoi(optarg);
@@ -552,23 +607,62 @@ int br_cli_run(int argc, char **argv) {
       rc = BR_EXIT_FAILED;
     }
   }
+  if (rc == BR_EXIT_OK && fresh && stored_graph) {
+    br_cli_errorf("--new and --stored-graph: choose one");
+    rc = BR_EXIT_USAGE;
+  }
+  int64_t view_gid = gid;
+  if (rc == BR_EXIT_OK) {
+    /* Unfinished tasks of another version of this graph would run their old
+     * nodes, silently: the file was edited since, or another file has the
+     * same name. Go on only when told how. */
+    other_tasks o = other_versions(store, gid);
+    if (o.n && stored_graph) {
+      view_gid = o.other_gid;
+      if (!as_json)
+        fprintf(stderr, "braid: %s: %zu unfinished tasks go on with the graph they started with, "
+                "not %s\n", store_path, o.n, graph_path);
+    } else if (o.n && fresh) {
+      size_t n = 0;
+      for (size_t i = 0; i < o.n; i++) n += br_engine_task_cancel(e, o.ids[i], &err) == BR_OK;
+      if (!as_json)
+        fprintf(stderr, "braid: %s: cancelled %zu unfinished tasks of another version of graph "
+                "'%s' (--new)\n", store_path, n, graph_name);
+    } else if (o.n) {
+      br_cli_errorf("%s holds %zu unfinished tasks of another version of graph '%s' than %s "
+                    "(the file was changed, or another graph has the same name); run again with\n"
+                    "  --stored-graph  to finish them with the graph they started with, or\n"
+                    "  --new           to cancel them and start again with %s\n"
+                    "  (or give another --store)",
+                    store_path, o.n, graph_name, graph_path, graph_path);
+      rc = BR_EXIT_USAGE;
+    }
+    free(o.ids);
+  }
   double t0 = mono();
   if (rc == BR_EXIT_OK) {
-    br_engine_stats st;
-    br_engine_get_stats(e, &st);
     int64_t counts[BR_TASK_NSTATES];
     br_task_filter f = BR_TASK_FILTER_ALL;
     br_store_task_count(store, &f, counts, &err);
-    int64_t total = 0;
-    for (int i = 0; i < BR_TASK_NSTATES; i++) total += counts[i];
-    if (st.tasks_in_memory > 0 && !fresh) {
+    int64_t total = 0, active = 0; /* cancelled tasks stay so: not work to resume */
+    for (int i = 0; i < BR_TASK_NSTATES; i++) {
+      total += counts[i];
+      if (unfinished(i)) active += counts[i];
+    }
+    if (active > 0 && !fresh) {
       size_t retried = br_engine_retry_failed(e);
       if (!as_json)
-        fprintf(stderr, "braid: resuming %zu unfinished tasks in %s (%zu failed ones retried)\n",
-                st.tasks_in_memory, store_path, retried);
+        fprintf(stderr, "braid: resuming %lld unfinished tasks in %s (%zu failed ones retried)\n",
+                (long long)active, store_path, retried);
     } else if (total > 0 && !fresh) {
+      int64_t mine[BR_TASK_NSTATES], n_mine = 0;
+      f.graph_id = gid;
+      if (br_store_task_count(store, &f, mine, &err) == BR_OK)
+        for (int i = 0; i < BR_TASK_NSTATES; i++) n_mine += mine[i];
       if (!as_json)
-        fprintf(stderr, "braid: %s already holds a finished run (use --new to run again)\n", store_path);
+        fprintf(stderr, "braid: %s already holds a finished run%s (use --new to run %s)\n",
+                store_path, n_mine ? "" : " of another version of the graph",
+                n_mine ? "again" : "this one");
     } else {
       int64_t id;
       if (br_engine_submit(e, gid, start_name, attrs, NULL, &id, &err)) {
@@ -583,7 +677,7 @@ int br_cli_run(int argc, char **argv) {
   int cancelled = 0;
   runview view;
   if (rc == BR_EXIT_OK) {
-    view_start(&view, e, gid, quiet || as_json);
+    view_start(&view, e, view_gid, quiet || as_json);
     int erc = br_engine_run(e, &err);
     view_stop(&view, quiet || as_json);
     uv_run(br_engine_loop(e), UV_RUN_NOWAIT); /* finish closing the display's handles */
