@@ -437,3 +437,35 @@ TEST(a_changed_graph_does_not_resume_silently) {
   cres_free(&r);
   free(dir);
 }
+
+/* ---- jobs do not outlive braid ---- */
+
+static pid_t read_pid(const char *dir, const char *name) {
+  char path[1024];
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  char *s = slurp(path);
+  pid_t pid = (pid_t)atoi(s);
+  free(s);
+  return pid;
+}
+
+TEST(jobs_die_when_braid_is_killed) {
+  /* after kill -9 of braid run, its jobs ran on unseen, and the next run
+   * started them again beside them */
+  char *dir = br_test_tmpdir("cli-orphans");
+  put(dir, "g.json",
+      "{\"name\":\"g\",\"nodes\":[{\"name\":\"job\",\"type\":\"command\",\"params\":"
+      "{\"shell\":\"sleep 300 & echo $! > inner.pid; echo $$ > job.pid; wait\"}}]}");
+  pid_t run = start_braid(dir, "run g.json --quiet");
+  CHECK(wait_for_text(dir, "job.pid", "\n"));
+  CHECK(wait_for_text(dir, "inner.pid", "\n"));
+  pid_t job = read_pid(dir, "job.pid"), inner = read_pid(dir, "inner.pid");
+  CHECK(job > 0 && inner > 0);
+  CHECK(kill(job, 0) == 0 && kill(inner, 0) == 0);
+  kill(run, SIGKILL);
+  waitpid(run, NULL, 0);
+  /* the job's shell and what it started in the background */
+  CHECK(br_test_pid_gone(job));
+  CHECK(br_test_pid_gone(inner));
+  free(dir);
+}

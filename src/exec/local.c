@@ -19,8 +19,14 @@
  *   created at the first output, so a silent job costs no file (creating a
  *   file is the largest per-job cost for short jobs); its folder is checked
  *   before the start. The tail is read back from the part of the log this
- *   invocation wrote. If braid dies, its jobs get SIGPIPE at their next
- *   write instead of running on unseen.
+ *   invocation wrote.
+ * - Jobs die with braid: a reaper process, forked when the executor is made,
+ *   is told each job's process group as it starts and ends (a socket), and
+ *   when braid goes away however it ends (SIGKILL, a crash) the socket
+ *   closes and the reaper sends those groups SIGTERM, then SIGKILL after the
+ *   grace period. A clean shutdown tells it to quit first. (posix_spawn
+ *   has no hook for PR_SET_PDEATHSIG, which would reach only the group's
+ *   leader anyway.)
  * - Slots: an invocation takes `cores` slots (at most all of them); the queue
  *   is strict FIFO.
  * - Events are never called from inside submit/cancel: on_start and on_done
@@ -42,7 +48,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include "../fs.h"
@@ -128,6 +136,8 @@ struct br_executor {
   int n_base_env;
   double grace;
   posix_spawnattr_t sattr;
+  int reaper_fd;    /* our end of the reaper's socket, or -1 */
+  pid_t reaper_pid;
   char readbuf[64 * 1024];
 };
 
@@ -183,6 +193,93 @@ static bool in_codes(const int *codes, int n, int code) {
   for (int i = 0; i < n; i++)
     if (codes[i] == code) return true;
   return false;
+}
+
+/* ---- the reaper: jobs do not outlive braid ---- */
+
+enum { REAP_ADD = 1, REAP_DEL = 2, REAP_QUIT = 3 };
+
+typedef struct reap_msg {
+  int32_t op;
+  int32_t pgid;
+} reap_msg;
+
+/* The reaper's life (a forked child: only system calls here, no malloc,
+ * since another thread may have held a lock at the fork). groups has room
+ * for max entries, allocated before the fork. */
+static void reaper_main(int fd, pid_t *groups, int max, double grace) {
+  int n = 0;
+  for (;;) {
+    reap_msg m;
+    ssize_t got = recv(fd, &m, sizeof m, 0);
+    if (got < 0 && errno == EINTR) continue;
+    if (got == (ssize_t)sizeof m && m.op == REAP_QUIT) _exit(0);
+    if (got == (ssize_t)sizeof m && m.op == REAP_ADD && n < max) {
+      groups[n++] = m.pgid;
+    } else if (got == (ssize_t)sizeof m && m.op == REAP_DEL) {
+      for (int i = 0; i < n; i++)
+        if (groups[i] == m.pgid) groups[i] = groups[--n];
+    } else if (got <= 0) {
+      break; /* braid is gone */
+    }
+  }
+  for (int i = 0; i < n; i++) kill(-groups[i], SIGTERM);
+  struct timespec tick = {0, 50 * 1000 * 1000};
+  for (double waited = 0; waited < grace; waited += 0.05) {
+    bool alive = false;
+    for (int i = 0; i < n && !alive; i++) alive = kill(-groups[i], 0) == 0;
+    if (!alive) _exit(0);
+    nanosleep(&tick, NULL);
+  }
+  for (int i = 0; i < n; i++) kill(-groups[i], SIGKILL);
+  _exit(0);
+}
+
+/* Forks the reaper; ex->reaper_fd stays -1 when it cannot be made (jobs
+ * then only die with braid when they write: SIGPIPE). */
+static void reaper_start(br_executor *ex) {
+  int sv[2];
+  ex->reaper_fd = -1;
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) return;
+  int max = 2 * ex->slots + 16; /* running jobs take a slot each, at least */
+  pid_t *groups = calloc((size_t)max, sizeof *groups);
+  pid_t pid = groups ? fork() : -1;
+  if (pid == 0) {
+    /* its own session: a terminal's Ctrl-C or hangup is braid's to handle;
+     * no descriptor of braid's (locks, the store) stays open in it */
+    setsid();
+    int fd = sv[1]; /* > 2: 0, 1 and 2 are open */
+    /* stdout and stderr too: a shell reading braid's output would wait for
+     * the reaper */
+    if (syscall(SYS_close_range, 0u, (unsigned)fd - 1, 0u) != 0 ||
+        syscall(SYS_close_range, (unsigned)fd + 1, ~0u, 0u) != 0) {
+      for (int i = 0; i < 65536; i++) /* a kernel before 5.9 */
+        if (i != fd) close(i);
+    }
+    reaper_main(fd, groups, max, ex->grace);
+  }
+  free(groups);
+  close(sv[1]);
+  if (pid < 0) {
+    close(sv[0]);
+    return;
+  }
+  ex->reaper_fd = sv[0];
+  ex->reaper_pid = pid;
+}
+
+static void reaper_tell(br_executor *ex, int op, pid_t pgid) {
+  if (ex->reaper_fd < 0) return;
+  reap_msg m = {.op = op, .pgid = pgid};
+  while (send(ex->reaper_fd, &m, sizeof m, MSG_NOSIGNAL) < 0 && errno == EINTR) {}
+}
+
+static void reaper_stop(br_executor *ex) {
+  if (ex->reaper_fd < 0) return;
+  reaper_tell(ex, REAP_QUIT, 0);
+  close(ex->reaper_fd);
+  ex->reaper_fd = -1;
+  while (waitpid(ex->reaper_pid, NULL, 0) < 0 && errno == EINTR) {}
 }
 
 /* ---- lists and event delivery ---- */
@@ -605,6 +702,7 @@ static void sigchld_cb(uv_signal_t *h, int signum) {
     if (si.si_pid == 0) continue; /* still running */
     /* The leader is a zombie: its pid (the group id) cannot be reused yet. */
     kill(-j->pid, SIGKILL);
+    reaper_tell(ex, REAP_DEL, j->pid);
     while (wait4(j->pid, &j->wstatus, 0, &j->ru) < 0 && errno == EINTR) {}
     on_exited(j);
     any = true;
@@ -857,6 +955,7 @@ static int spawn_job(job *j) {
     goto out;
   }
   j->pid = pid;
+  reaper_tell(ex, REAP_ADD, pid);
   j->start_ns = uv_hrtime(); /* the process exists (it has exec'd: vfork semantics) */
   close(pipefd[1]);
   pipefd[1] = -1;
@@ -1024,6 +1123,7 @@ static int local_create(const br_exec_config *cfg, const br_exec_events *ev, br_
   posix_spawnattr_setflags(&ex->sattr,
                            POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
 
+  reaper_start(ex);
   uv_signal_init(ex->loop, &ex->sigchld);
   ex->sigchld.data = ex;
   uv_signal_start(&ex->sigchld, sigchld_cb, SIGCHLD);
@@ -1203,6 +1303,7 @@ static void local_destroy(br_executor *ex) {
     list_remove(&ex->running, NULL, j);
     if (j->state == J_RUNNING && j->pid > 0) {
       kill(-j->pid, SIGKILL);
+      reaper_tell(ex, REAP_DEL, j->pid);
       while (wait4(j->pid, &j->wstatus, 0, NULL) < 0 && errno == EINTR) {}
     }
     if (j->registered) json_decref(br_runtime_unregister(ex->rt, j->id));
@@ -1210,6 +1311,7 @@ static void local_destroy(br_executor *ex) {
     if (j->log_fd >= 0) close(j->log_fd);
     job_release(j);
   }
+  reaper_stop(ex);
   br_runtime_destroy(ex->rt);
   unlink(ex->empty_attrs);
   if (ex->own_runtime_dir) rmdir(ex->runtime_dir);
