@@ -469,3 +469,58 @@ TEST(jobs_die_when_braid_is_killed) {
   CHECK(br_test_pid_gone(inner));
   free(dir);
 }
+
+/* ---- option parsing ---- */
+
+TEST(bad_options_and_stray_arguments_are_usage_errors) {
+  char *dir = br_test_tmpdir("cli-options");
+  put(dir, "g.json", "{\"name\":\"g\",\"nodes\":[{\"name\":\"a\",\"type\":\"null\"}]}");
+  cres r = braid(dir, "run g.json --quiet");
+  CHECK_EQ_INT(r.code, 0);
+  cres_free(&r);
+  static const struct {
+    const char *args, *says;
+  } bad[] = {
+      {"tasks --limit abc", "--limit: 'abc' is not a whole number of at least 1"},
+      {"tasks --limit -1", "--limit: '-1' is not"},
+      {"tasks --limit 0", "--limit: '0' is not"},
+      {"tasks --parent abc", "--parent: 'abc' is not a task id"},
+      {"tasks --parent 0", "--parent: '0' is not a task id"},
+      {"run g.json --grace abc", "--grace: 'abc' is not a time of more than 0"},
+      {"run g.json --grace -1", "--grace: '-1' is not a time"},
+      {"run g.json --slots 2abc", "--slots: '2abc' is not a whole number from 1 to 10000"},
+      {"run g.json --slots 99999999999", "--slots: '99999999999' is not"},
+      {"run g.json extra", "unexpected argument 'extra'"},
+      {"status extra junk", "unexpected argument 'extra'"},
+      {"tasks 5", "unexpected argument '5'"},
+      {"show 1 2", "unexpected argument '2'"},
+      {"version extra", "version: unexpected argument 'extra'"},
+      {"help run extra", "help: unexpected argument 'extra'"},
+      {"show 1 --limit 5", "show does not take --limit (braid tasks does)"},
+      {"log 1 --state done", "log does not take --state"},
+      {"status --node a", "status does not take --node"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    r = braid(dir, "%s", bad[i].args);
+    if (r.code != 2 || !strstr(r.err, bad[i].says))
+      br_test_fail(__FILE__, __LINE__, "braid %s: exit %d, stderr '%s'; expected 2 and '%s'",
+                   bad[i].args, r.code, r.err, bad[i].says);
+    cres_free(&r);
+  }
+  /* and the good ones still work */
+  r = braid(dir, "tasks --limit 1 --parent 1 --json");
+  CHECK_EQ_INT(r.code, 0);
+  CHECK_EQ_STR(r.out, "[]\n");
+  cres_free(&r);
+  r = braid(dir, "run g.json --grace 2m --slots 3 --quiet");
+  CHECK_EQ_INT(r.code, 0);
+  cres_free(&r);
+  r = braid(dir, "version");
+  CHECK_EQ_STR(r.out, "braid 0.1.0\n");
+  cres_free(&r);
+  r = braid(dir, "help run");
+  CHECK_EQ_INT(r.code, 0);
+  CHECK_CONTAINS(r.out, "usage: braid run GRAPH");
+  cres_free(&r);
+  free(dir);
+}

@@ -73,8 +73,14 @@ void br_cli_depot_log(void *ud, const char *msg) {
 }
 
 static int cmd_version(int argc, char **argv) {
-  (void)argc;
-  (void)argv;
+  if (br_cli_wants_help(argc, argv)) {
+    printf("usage: braid version\n\nPrints braid's version.\n");
+    return BR_EXIT_OK;
+  }
+  if (argc > 1) {
+    br_cli_errorf("version: unexpected argument '%s'", argv[1]);
+    return BR_EXIT_USAGE;
+  }
   printf("braid 0.1.0\n");
   return BR_EXIT_OK;
 }
@@ -97,6 +103,10 @@ static const br_cli_command *find(const char *name) {
 }
 
 static int cmd_help(int argc, char **argv) {
+  if (argc > 2 && !br_cli_wants_help(argc, argv)) {
+    br_cli_errorf("help: unexpected argument '%s' (braid help COMMAND)", argv[2]);
+    return BR_EXIT_USAGE;
+  }
   if (argc > 1 && !br_cli_wants_help(argc, argv)) {
     const br_cli_command *c = find(argv[1]);
     if (!c) {

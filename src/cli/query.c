@@ -2,6 +2,8 @@
  * store is opened read-only (WAL lets readers run beside the engine). */
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
+#include <stdint.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -19,9 +21,11 @@ typedef struct qopts {
   int64_t parent;
 } qopts;
 
-/* Parses the options every reader shares; returns the index of the first
- * positional argument, -1 after a usage error, -2 after showing help. */
-static int parse(int argc, char **argv, qopts *q, const char *usage) {
+/* Parses the options every reader shares (the filters --node, --state,
+ * --parent and --limit only when `filters`), and wants `npos` positional
+ * arguments; returns the index of the first, -1 after a usage error, -2
+ * after showing help. */
+static int parse(int argc, char **argv, qopts *q, const char *usage, bool filters, int npos) {
   static const struct option opts[] = {
       {"store", required_argument, NULL, 'S'}, {"node", required_argument, NULL, 'n'},
       {"state", required_argument, NULL, 's'}, {"json", no_argument, NULL, 'j'},
@@ -31,7 +35,14 @@ static int parse(int argc, char **argv, qopts *q, const char *usage) {
   memset(q, 0, sizeof *q);
   q->state = -1;
   int c;
+  long long v;
   while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    if (!filters && (c == 'n' || c == 's' || c == 'l' || c == 'p')) {
+      const char *name = c == 'n' ? "--node" : c == 's' ? "--state" : c == 'l' ? "--limit"
+                                                                           : "--parent";
+      br_cli_errorf("%s does not take %s (braid tasks does)", argv[0], name);
+      return -1;
+    }
     switch (c) {
     case 'S': q->store = optarg; break;
     case 'n': q->node = optarg; break;
@@ -44,11 +55,28 @@ static int parse(int argc, char **argv, qopts *q, const char *usage) {
       }
       break;
     case 'j': q->json = 1; break;
-    case 'l': q->limit = atoi(optarg); break;
-    case 'p': q->parent = atoll(optarg); break;
+    case 'l':
+      if (br_cli_parse_int(optarg, 1, INT_MAX, &v)) {
+        br_cli_errorf("--limit: '%s' is not a whole number of at least 1", optarg);
+        return -1;
+      }
+      q->limit = (int)v;
+      break;
+    case 'p':
+      if (br_cli_parse_int(optarg, 1, INT64_MAX, &v)) {
+        br_cli_errorf("--parent: '%s' is not a task id", optarg);
+        return -1;
+      }
+      q->parent = v;
+      break;
     case 'h': fputs(usage, stdout); return -2;
     default: fputs(usage, stderr); return -1;
     }
+  }
+  if (argc - optind != npos) {
+    if (argc - optind > npos) br_cli_errorf("unexpected argument '%s'", argv[optind + npos]);
+    fputs(usage, stderr);
+    return -1;
   }
   return optind;
 }
@@ -79,7 +107,7 @@ static const char *status_usage =
 
 int br_cli_status(int argc, char **argv) {
   qopts q;
-  int i = parse(argc, argv, &q, status_usage);
+  int i = parse(argc, argv, &q, status_usage, false, 0);
   if (i < 0) return i == -2 ? BR_EXIT_OK : BR_EXIT_USAGE;
   char *path;
   br_store *s = open_for_reading(&q, &path);
@@ -147,7 +175,7 @@ static const char *tasks_usage =
 
 int br_cli_tasks(int argc, char **argv) {
   qopts q;
-  int i = parse(argc, argv, &q, tasks_usage);
+  int i = parse(argc, argv, &q, tasks_usage, true, 0);
   if (i < 0) return i == -2 ? BR_EXIT_OK : BR_EXIT_USAGE;
   char *path;
   br_store *s = open_for_reading(&q, &path);
@@ -176,12 +204,8 @@ int br_cli_tasks(int argc, char **argv) {
  * id, the store. Returns -1 when the command should go on, else an exit code. */
 static int open_task_command(int argc, char **argv, const char *usage, qopts *q, long long *id,
                              br_store **s, char **path) {
-  int i = parse(argc, argv, q, usage);
+  int i = parse(argc, argv, q, usage, false, 1);
   if (i < 0) return i == -2 ? BR_EXIT_OK : BR_EXIT_USAGE;
-  if (i != argc - 1) {
-    fputs(usage, stderr);
-    return BR_EXIT_USAGE;
-  }
   char *end;
   *id = strtoll(argv[i], &end, 10);
   if (*end || *id <= 0) {

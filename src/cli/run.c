@@ -285,7 +285,7 @@ static void sweep_runtime_dirs(const char *base) {
 static void run_usage(FILE *out) {
   fprintf(out,
           "usage: braid run GRAPH [--set NAME=VALUE]... [--store PATH] [--node NODE]\n"
-          "                 [--slots N] [--grace SECONDS] [--max-steps N] [--new]\n"
+          "                 [--slots N] [--grace TIME] [--max-steps N] [--new]\n"
           "                 [--stored-graph] [--quiet] [--json]\n"
           "                 [--executor local|slurm] [--slurm-... OPTIONS]\n\n"
           "Runs a graph on this machine, in one process, until nothing can move.\n"
@@ -301,7 +301,8 @@ static void run_usage(FILE *out) {
           "                    one to disk (safe against power cuts, slower)\n"
           "  --node NODE       where the task starts (default: the graph's start node)\n"
           "  --slots N         jobs at once on this machine (default: the number of cores)\n"
-          "  --grace SECONDS   on Ctrl-C, time between SIGTERM and SIGKILL (default 10)\n"
+          "  --grace TIME      on Ctrl-C, time between SIGTERM and SIGKILL: seconds, or\n"
+          "                    30s, 2m (default 10)\n"
           "  --max-steps N     nodes a task may pass without running a job or waiting\n"
           "                    before it is in error as an endless loop (default 100000)\n"
           "  --quiet           no progress display\n"
@@ -321,6 +322,10 @@ static void run_usage(FILE *out) {
           "exit status: 0 all finished, 1 some failed, 2 usage or graph error, 130 cancelled\n",
           br_cli_slurm_help);
 }
+
+/* --slots at most: far more than any machine's cores, and a bound the
+ * executor's tables can take. */
+#define MAX_SLOTS 10000
 
 typedef struct err_list {
   int shown;
@@ -445,16 +450,26 @@ int br_cli_run(int argc, char **argv) {
     case 'N': fresh = 1; break;
     case 'G': stored_graph = 1; break;
     case 'j': as_json = 1; break;
-    case 'l':
-      slots = atoi(optarg);
-      if (slots < 1) {
-        br_cli_errorf("--slots needs a positive number");
+    case 'l': {
+      long long v;
+      if (br_cli_parse_int(optarg, 1, MAX_SLOTS, &v)) {
+        br_cli_errorf("--slots: '%s' is not a whole number from 1 to %d", optarg, MAX_SLOTS);
+        json_decref(sets);
+        json_decref(xopts);
+        return BR_EXIT_USAGE;
+      }
+      slots = (int)v;
+      break;
+    }
+    case 'g':
+      grace = br_cli_parse_duration(optarg);
+      if (!(grace > 0)) {
+        br_cli_errorf("--grace: '%s' is not a time of more than 0 (10, 2.5, 30s, 2m)", optarg);
         json_decref(sets);
         json_decref(xopts);
         return BR_EXIT_USAGE;
       }
       break;
-    case 'g': grace = atof(optarg); break;
     case 'q': quiet = 1; break;
     case 'M':
       if (br_cli_parse_int(optarg, 1, LLONG_MAX, &max_steps)) {
@@ -480,8 +495,13 @@ int br_cli_run(int argc, char **argv) {
   }
   const br_executor_ops *xops = br_executor_find(executor);
   if (optind != argc - 1 || !xops || (strcmp(executor, "local") && strcmp(executor, "slurm"))) {
-    if (optind == argc - 1) br_cli_errorf("--executor: '%s' is not one of local, slurm", executor);
-    else run_usage(stderr);
+    if (optind == argc - 1) {
+      br_cli_errorf("--executor: '%s' is not one of local, slurm", executor);
+    } else {
+      if (argc - optind > 1) br_cli_errorf("unexpected argument '%s'", argv[optind + 1]);
+      else br_cli_errorf("run: which graph? (braid run GRAPH)");
+      run_usage(stderr);
+    }
     json_decref(xopts);
     json_decref(sets);
     return BR_EXIT_USAGE;
