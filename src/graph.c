@@ -9,8 +9,10 @@
 
 #include "graph_internal.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -502,7 +504,17 @@ json_t *br_graph_start_attrs(const br_graph *g) {
   return g->start ? json_object_get(g->start, "attrs") : NULL;
 }
 
-static int load(br_graph *g, json_t *root, br_error *err) {
+/* A graph file's name names files (`braid run`'s store NAME.braid.db and
+ * its logs): letters, digits, '.', '_' and '-', not starting with '.'. */
+static bool file_name_ok(const char *name) {
+  size_t n = strlen(name);
+  if (n == 0 || n > 100 || name[0] == '.') return false;
+  for (const char *p = name; *p; p++)
+    if (!isalnum((unsigned char)*p) && *p != '.' && *p != '_' && *p != '-') return false;
+  return true;
+}
+
+static int load(br_graph *g, json_t *root, bool from_file, br_error *err) {
   if (!json_is_object(root))
     return fail_at(g, err, "", 0, "a graph file must hold a JSON object, got %s", json_kind(root));
   const char *key;
@@ -522,6 +534,11 @@ static int load(br_graph *g, json_t *root, br_error *err) {
   if (jname && !json_is_string(jname))
     return fail_at(g, err, "/name", 0, "the graph's \"name\" must be a string");
   const char *name = jname ? json_string_value(jname) : NULL;
+  if (name && from_file && !file_name_ok(name))
+    return fail_at(g, err, "/name", 0,
+                   "the graph's \"name\" '%s' names its store file: use letters, digits, '.', "
+                   "'_' and '-' (at most 100, not starting with '.')",
+                   name);
   if (!name) {
     const char *base = strrchr(g->origin, '/');
     name = base ? base + 1 : g->origin;
@@ -545,7 +562,8 @@ static int load(br_graph *g, json_t *root, br_error *err) {
   return load_start(g, json_object_get(root, "start"), err);
 }
 
-br_graph *br_graph_load_string(const char *text, const char *origin, br_error *err) {
+static br_graph *load_text(const char *text, const char *origin, bool from_file,
+                           br_error *err) {
   br_error_clear(err);
   json_error_t jerr;
   json_t *root = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
@@ -564,7 +582,7 @@ br_graph *br_graph_load_string(const char *text, const char *origin, br_error *e
     return NULL;
   }
   g->jpos = jpos;
-  int rc = load(g, root, err);
+  int rc = load(g, root, from_file, err);
   g->jpos = NULL;
   br_jpos_free(jpos);
   json_decref(root);
@@ -574,6 +592,10 @@ br_graph *br_graph_load_string(const char *text, const char *origin, br_error *e
     return NULL;
   }
   return g;
+}
+
+br_graph *br_graph_load_string(const char *text, const char *origin, br_error *err) {
+  return load_text(text, origin, false, err);
 }
 
 br_graph *br_graph_load_file(const char *path, br_error *err) {
@@ -622,7 +644,7 @@ br_graph *br_graph_load_file(const char *path, br_error *err) {
     br_error_at(err, path, 0, 0);
     return NULL;
   }
-  br_graph *g = br_graph_load_string(buf, path, err);
+  br_graph *g = load_text(buf, path, true, err);
   free(buf);
   return g;
 }

@@ -149,3 +149,41 @@ TEST(error_set_leaves_no_stale_location) {
   CHECK_EQ_INT(err.column, 0);
   CHECK_EQ_INT(err.task_id, 0);
 }
+
+/* Writes text to a graph file in dir; the path is in path. */
+static void write_graph(const char *dir, const char *text, char *path, size_t size) {
+  snprintf(path, size, "%s/g.json", dir);
+  FILE *f = fopen(path, "w");
+  CHECK(f != NULL);
+  fputs(text, f);
+  fclose(f);
+}
+
+TEST(a_graph_files_name_must_fit_a_file_name) {
+  /* braid run names its store NAME.braid.db: "../evil" made ../evil.braid.db */
+  char *dir = br_test_tmpdir("graph-names");
+  /* as written in JSON */
+  static const char *const bad[] = {"../evil", "has space/and:colon", ".hidden", "", "a/b",
+                                    "tab\\there"};
+  char text[512], path[1024], buf[2048];
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    snprintf(text, sizeof text, "{\n  \"name\": \"%s\",\n  \"nodes\": []}", bad[i]);
+    write_graph(dir, text, path, sizeof path);
+    br_error err;
+    CHECK(br_graph_load_file(path, &err) == NULL);
+    br_error_format(&err, buf, sizeof buf);
+    CHECK_CONTAINSF(buf, "%s:2:11: the graph's \"name\" '", path);
+    CHECK_CONTAINS(buf, "names its store file: use letters, digits, '.', '_' and '-'");
+    /* a string (the farm's API, the store) may carry any name */
+    br_graph *g = br_graph_load_string(text, "<api>", &err);
+    CHECK(g != NULL);
+    br_graph_free(g);
+  }
+  write_graph(dir, "{\"name\": \"shot_010.comp-v2\", \"nodes\": []}", path, sizeof path);
+  br_error err;
+  br_graph *g = br_graph_load_file(path, &err);
+  CHECK(g != NULL);
+  CHECK_EQ_STR(br_graph_name(g), "shot_010.comp-v2");
+  br_graph_free(g);
+  free(dir);
+}

@@ -26,9 +26,12 @@ typedef struct br_graph br_graph;
 typedef struct br_node br_node;
 
 /* Loads and validates a graph file. On error returns NULL and fills err with
- * the file, line and column. Free with br_graph_free. */
+ * the file, line and column. Free with br_graph_free. A file's "name" must
+ * be fit to name files (letters, digits, '.', '_', '-'; not starting with
+ * '.'): `braid run` names its store after it. */
 br_graph *br_graph_load_file(const char *path, br_error *err);
-/* The same from a string; `origin` names it in errors (a path or "<api>"). */
+/* The same from a string; `origin` names it in errors (a path or "<api>").
+ * Any string is a name here (graphs from the store and the farm's API). */
 br_graph *br_graph_load_string(const char *text, const char *origin, br_error *err);
 /* Writes the graph as canonical JSON (indented, stable order). */
 int br_graph_save_file(const br_graph *g, const char *path, br_error *err);
