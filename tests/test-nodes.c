@@ -216,3 +216,72 @@ TEST(promote_sum_of_non_number_is_an_error) {
   tlist_free(&l);
   tenv_close(&t);
 }
+
+/* Loads a one-node graph of `type` with these params (JSON text, the node
+ * on line 2) and expects it refused with `says` on line 2 at the column
+ * where the text `at` starts in params. */
+static void expect_bad_params(const char *type, const char *params, const char *at,
+                              const char *says) {
+  char text[2048], buf[2048];
+  int n = snprintf(text, sizeof text, "{\"nodes\": [\n{\"name\": \"job\", \"type\": \"%s\", \"params\": ",
+                   type);
+  int col = n - (int)strlen("{\"nodes\": [\n") + 1 + (int)(strstr(params, at) - params);
+  snprintf(text + n, sizeof text - (size_t)n, "%s}]}", params);
+  br_error err;
+  br_graph *g = br_graph_load_string(text, "v.json", &err);
+  if (g) br_test_fail(__FILE__, __LINE__, "%s loaded; expected '%s'", params, says);
+  br_error_format(&err, buf, sizeof buf);
+  char want[1024];
+  snprintf(want, sizeof want, "v.json:2:%d: node 'job' (%s): %s", col, type, says);
+  if (!strstr(buf, want))
+    br_test_fail(__FILE__, __LINE__, "%s: '%s', expected '%s'", params, buf, want);
+}
+
+TEST(job_parameters_are_checked_when_the_graph_loads) {
+  /* each of these passed validate and then misbehaved or failed per task */
+  expect_bad_params("command", "{\"shell\": \"true\", \"timeout\": -5}", "-5",
+                    "parameter 'timeout': must be 0 (none) or more seconds, got -5");
+  expect_bad_params("command", "{\"shell\": \"true\", \"cores\": -4}", "-4",
+                    "parameter 'cores': must be a whole number of at least 1, got -4");
+  expect_bad_params("command", "{\"shell\": \"true\", \"cores\": 0}", "0}",
+                    "parameter 'cores': must be a whole number of at least 1, got 0");
+  expect_bad_params("command", "{\"shell\": \"true\", \"retries\": -4}", "-4",
+                    "parameter 'retries': must be 0 or more, got -4");
+  expect_bad_params("command", "{\"shell\": \"true\", \"good_codes\": [0, 999, -1]}", "999",
+                    "parameter 'good_codes': exit codes are whole numbers from 0 to 255, and "
+                    "item 1 is not");
+  expect_bad_params("command", "{\"shell\": \"true\", \"retry_codes\": [-1]}", "-1",
+                    "parameter 'retry_codes': exit codes");
+  expect_bad_params("command", "{\"shell\": \"true\", \"env\": {\"A=B\": \"x\"}}", "\"x\"",
+                    "parameter 'env': 'A=B' is not a variable name (not empty, no '=')");
+  expect_bad_params("command", "{\"shell\": \"true\", \"env\": {\"\": \"x\"}}", "{\"\"",
+                    "parameter 'env': '' is not a variable name");
+  expect_bad_params("command", "{\"shell\": \"true\", \"progress\": \"((\"}", "\"((",
+                    "parameter 'progress': '((' is not a regex");
+  expect_bad_params("command", "{\"shell\": \"true\", \"progress\": \"done\"}", "\"done",
+                    "parameter 'progress': 'done' has no group: put the number in ( )");
+  expect_bad_params("command", "{\"argv\": [\"echo\", true]}", "true",
+                    "parameter 'argv': argv[1] must be a string or a number");
+  expect_bad_params("command", "{\"shell\": \"true\", \"tags\": [\"gpu\", \"\"]}", "\"\"]",
+                    "parameter 'tags': item 1 is not a name");
+  expect_bad_params("ffmpeg", "{\"output\": \"m.mp4\", \"crf\": 999}", "999",
+                    "parameter 'crf': x264 quality is from 0 to 51");
+  expect_bad_params("ffmpeg", "{\"output\": \"m.mp4\", \"tile\": \"abc\"}", "\"abc",
+                    "parameter 'tile': the grid is COLSxROWS");
+  expect_bad_params("push", "{\"src\": \"d\", \"name\": \"n\", \"cores\": 0}", "0}",
+                    "parameter 'cores'");
+  expect_bad_params("pull", "{\"snapshots\": \"n\", \"dest\": \"d\", \"timeout\": -1}", "-1",
+                    "parameter 'timeout'");
+  /* what is fine stays fine: 0 is no timeout, expressions are for each task */
+  br_error err;
+  br_graph *g = br_graph_load_string(
+      "{\"nodes\": [{\"name\": \"job\", \"type\": \"command\", \"params\": {\"argv\": [\"x\", 2, "
+      "{\"expr\": \"attr.a\"}], \"timeout\": 0, \"cores\": \"${attr.cores}\", \"retries\": 0, "
+      "\"good_codes\": [0, 255], \"env\": {\"A_B\": 1}, \"progress\": \"([0-9]+)%\"}}]}",
+      "ok.json", &err);
+  if (!g) {
+    char buf[2048];
+    br_test_fail(__FILE__, __LINE__, "%s", br_error_format(&err, buf, sizeof buf));
+  }
+  br_graph_free(g);
+}

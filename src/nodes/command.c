@@ -3,6 +3,7 @@
  * argument that is exactly "{list}" expands to one argument per item); or
  * `shell` is a /bin/sh command line. Jobs report back through the runtime
  * channel (`braid ctl set/spawn/progress`); children leave by "children". */
+#include <braid/script.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +22,17 @@ static int init(br_node *node, void **state, br_error *err) {
     br_node_error_at_param(node, err, has_argv ? "shell" : "argv", NULL);
     return BR_EINVAL;
   }
-  return BR_OK;
+  json_t *argv = json_object_get(p, "argv");
+  for (size_t i = 0; json_is_array(argv) && i < json_array_size(argv); i++) {
+    json_t *a = json_array_get(argv, i);
+    if (json_is_string(a) || json_is_number(a) || br_script_is_expr(a)) continue;
+    char sub[32];
+    snprintf(sub, sizeof sub, "%zu", i);
+    br_error_set(err, BR_EINVAL, "parameter 'argv': argv[%zu] must be a string or a number", i);
+    br_node_error_at_param(node, err, "argv", sub);
+    return BR_EINVAL;
+  }
+  return br_invoke_check(node, err);
 }
 
 static int process(br_node_ctx *ctx) {

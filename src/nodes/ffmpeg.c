@@ -4,11 +4,38 @@
  * a job on the worker, which writes ffmpeg's input lists there, renders to a
  * temporary name and renames, so a movie is never seen half-written. The
  * output path is set on the task as `movie_attr`. */
+#include <braid/script.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "invoke.h"
+
+static int init(br_node *node, void **state, br_error *err) {
+  (void)state;
+  json_t *p = br_node_params(node);
+  /* what `braid movie` would refuse on the worker, said when the graph loads */
+  json_t *fps = json_object_get(p, "fps"), *crf = json_object_get(p, "crf");
+  json_t *tile = json_object_get(p, "tile");
+  const char *bad = NULL, *why = NULL;
+  if (json_is_integer(fps) && (json_integer_value(fps) < 1 || json_integer_value(fps) > 1000))
+    bad = "fps", why = "frames per second are from 1 to 1000";
+  else if (json_is_integer(crf) && (json_integer_value(crf) < 0 || json_integer_value(crf) > 51))
+    bad = "crf", why = "x264 quality is from 0 to 51";
+  else if (json_is_string(tile) && *json_string_value(tile) && !br_script_is_expr(tile)) {
+    int cols = 0, rows = 0, used = 0;
+    const char *t = json_string_value(tile);
+    if (sscanf(t, "%3dx%3d%n", &cols, &rows, &used) != 2 || t[used] || cols < 1 || rows < 1 ||
+        cols > 100 || rows > 100)
+      bad = "tile", why = "the grid is COLSxROWS, each from 1 to 100 (e.g. 2x2)";
+  }
+  if (bad) {
+    br_error_set(err, BR_EINVAL, "parameter '%s': %s", bad, why);
+    br_node_error_at_param(node, err, bad, NULL);
+    return BR_EINVAL;
+  }
+  return br_invoke_check(node, err);
+}
 
 static int process(br_node_ctx *ctx) {
   br_task *t = br_ctx_task(ctx);
@@ -80,5 +107,6 @@ const br_node_type br_node_ffmpeg = {
     .help = "make a movie (or an N-up mosaic) from image sequences",
     .children_port = -1,
     .params = params,
+    .init = init,
     .process = process,
 };

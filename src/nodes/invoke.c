@@ -1,6 +1,9 @@
 /* Shared parts of the job-running node types (see invoke.h). */
 #include "invoke.h"
 
+#include <braid/script.h>
+#include <regex.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -175,4 +178,107 @@ out:
   free(good);
   free(retry);
   return rc;
+}
+
+/* ---- checks when the graph loads ---- */
+
+static int bad_param(const br_node *node, br_error *err, const char *param, const char *sub,
+                     const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static int bad_param(const br_node *node, br_error *err, const char *param, const char *sub,
+                     const char *fmt, ...) {
+  char msg[900];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  br_error_set(err, BR_EINVAL, "parameter '%s': %s", param, msg);
+  br_node_error_at_param(node, err, param, sub);
+  return BR_EINVAL;
+}
+
+/* A number parameter written as it is (not an expression): it must be in
+ * lo..hi (whole when `whole`). */
+static int check_number(const br_node *node, br_error *err, const char *param, double lo,
+                        double hi, bool whole, const char *what) {
+  json_t *v = json_object_get(br_node_params(node), param);
+  if (!v || br_script_is_expr(v) || !json_is_number(v)) return BR_OK;
+  double d = json_number_value(v);
+  if (d < lo || d > hi || (whole && !json_is_integer(v))) {
+    char *got = json_dumps(v, JSON_ENCODE_ANY);
+    int rc = bad_param(node, err, param, NULL, "must be %s, got %s", what, got ? got : "?");
+    free(got);
+    return rc;
+  }
+  return BR_OK;
+}
+
+static int check_codes(const br_node *node, br_error *err, const char *param) {
+  json_t *v = json_object_get(br_node_params(node), param);
+  if (br_script_is_expr(v)) return BR_OK;
+  for (size_t i = 0; i < json_array_size(v); i++) {
+    json_t *c = json_array_get(v, i);
+    char sub[32];
+    snprintf(sub, sizeof sub, "%zu", i);
+    if (br_script_is_expr(c)) continue;
+    if (!json_is_integer(c) || json_integer_value(c) < 0 || json_integer_value(c) > 255)
+      return bad_param(node, err, param, sub, "exit codes are whole numbers from 0 to 255, "
+                       "and item %zu is not", i);
+  }
+  return BR_OK;
+}
+
+static int check_names(const br_node *node, br_error *err, const char *param) {
+  json_t *v = json_object_get(br_node_params(node), param);
+  if (br_script_is_expr(v)) return BR_OK;
+  for (size_t i = 0; i < json_array_size(v); i++) {
+    json_t *s = json_array_get(v, i);
+    char sub[32];
+    snprintf(sub, sizeof sub, "%zu", i);
+    if (!br_script_is_expr(s) && (!json_is_string(s) || !*json_string_value(s)))
+      return bad_param(node, err, param, sub, "item %zu is not a name", i);
+  }
+  return BR_OK;
+}
+
+int br_invoke_check(const br_node *node, br_error *err) {
+  json_t *p = br_node_params(node);
+  int rc;
+  if ((rc = check_number(node, err, "timeout", 0, 1e12, false, "0 (none) or more seconds")) ||
+      (rc = check_number(node, err, "cores", 1, 1e6, true, "a whole number of at least 1")) ||
+      (rc = check_number(node, err, "retries", 0, 1e6, true, "0 or more")) ||
+      (rc = check_number(node, err, "memory_mb", 0, 1e12, true, "0 or more")) ||
+      (rc = check_number(node, err, "gpus", 0, 1e6, true, "0 or more")) ||
+      (rc = check_number(node, err, "max_running", 0, 1e9, true, "0 (no limit) or more")) ||
+      (rc = check_codes(node, err, "good_codes")) || (rc = check_codes(node, err, "retry_codes")) ||
+      (rc = check_names(node, err, "tags")) || (rc = check_names(node, err, "limits")))
+    return rc;
+  json_t *env = json_object_get(p, "env");
+  const char *k;
+  json_t *v;
+  if (!br_script_is_expr(env)) {
+    json_object_foreach(env, k, v) {
+      if (!*k || strchr(k, '='))
+        return bad_param(node, err, "env", k[0] ? k : NULL,
+                         "'%s' is not a variable name (not empty, no '=')", k);
+      if (json_is_object(v) && !br_script_is_expr(v))
+        return bad_param(node, err, "env", k, "the value of %s is an object", k);
+    }
+  }
+  json_t *re = json_object_get(p, "progress");
+  if (json_is_string(re) && *json_string_value(re) && !br_script_is_expr(re)) {
+    regex_t r;
+    int e = regcomp(&r, json_string_value(re), REG_EXTENDED);
+    if (e) {
+      char msg[256];
+      regerror(e, &r, msg, sizeof msg);
+      return bad_param(node, err, "progress", NULL, "'%s' is not a regex: %s",
+                       json_string_value(re), msg);
+    }
+    size_t groups = r.re_nsub;
+    regfree(&r);
+    if (groups < 1)
+      return bad_param(node, err, "progress", NULL,
+                       "'%s' has no group: put the number in ( )", json_string_value(re));
+  }
+  return BR_OK;
 }

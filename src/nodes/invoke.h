@@ -51,6 +51,12 @@ int br_invoke_run(br_node_ctx *ctx, char **argv);
  * the node's own environment; for what must not be on a command line. */
 int br_invoke_run_env(br_node_ctx *ctx, char **argv, char *const *extra_env);
 
+/* For a node type's init(): checks the invocation parameters the graph
+ * gives as they are (expressions are checked per task): timeout, cores,
+ * retries, resources, exit codes (0-255), env names, the progress regex.
+ * Fills err at the parameter's position. */
+int br_invoke_check(const br_node *node, br_error *err);
+
 /* Appends to a growable NULL-terminated argv. */
 void br_argv_push(char ***argv, size_t *n, char *arg /* owned */);
 void br_argv_free(char **argv);

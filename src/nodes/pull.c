@@ -123,6 +123,7 @@ const br_node_type br_node_pull = {
     .help = "check snapshots out of a depot into a folder (a job on the worker)",
     .children_port = -1,
     .params = params,
+    .init = br_xfer_node_init,
     .process = process,
     .postprocess = postprocess,
 };

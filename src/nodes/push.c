@@ -67,6 +67,7 @@ const br_node_type br_node_push = {
     .help = "check a folder in to a depot as a new snapshot version (a job on the worker)",
     .children_port = -1,
     .params = params,
+    .init = br_xfer_node_init,
     .process = process,
     .postprocess = postprocess,
 };

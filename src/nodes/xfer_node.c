@@ -119,3 +119,8 @@ int br_xfer_node_post(br_node_ctx *ctx, const char *verb, int (*again)(br_node_c
     return br_ctx_fail(ctx, "%s", *why ? why : "failed");
   }
 }
+
+int br_xfer_node_init(br_node *node, void **state, br_error *err) {
+  (void)state;
+  return br_invoke_check(node, err);
+}

@@ -41,6 +41,9 @@ int br_xfer_node_begin(br_node_ctx *ctx, const char *verb, char ***argv, size_t 
  * task failed when it is missing, empty or names a missing attribute. */
 char *br_xfer_node_str(br_node_ctx *ctx, const char *param);
 
+/* The node types' init(): the invocation parameters (br_invoke_check). */
+int br_xfer_node_init(br_node *node, void **state, br_error *err);
+
 /* DEPOT/NAME: a name that has a scheme (depot://...) stands alone. */
 char *br_xfer_node_ref(const char *depot, const char *name);
 
