@@ -2,6 +2,10 @@
  * (its tasks finish elsewhere), the server SIGKILLed mid-run and restarted
  * (the run completes, nothing lost, nothing run or reported twice), and an
  * agent on which a submission keeps failing is avoided. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include "farm-util.h"
 
 static int count_lines(const char *path) {
@@ -225,5 +229,299 @@ TEST(farm_second_server_on_a_store_is_refused) {
     snprintf(p, sizeof p, "%s/two-%d.ran", f.dir, i);
     CHECK_EQ_INT(count_lines(p), 1);
   }
+  farm_stop(&f);
+}
+
+/* The state of worker id on the server ("" when it is not listed). */
+static void worker_state(farm *f, const char *id, char *state, size_t size) {
+  json_t *ws = NULL;
+  snprintf(state, size, "%s", "");
+  CHECK_EQ_INT(farm_call(f, f->user, "GET", "/api/v1/workers", NULL, &ws), 200);
+  size_t i;
+  json_t *w;
+  json_array_foreach(json_object_get(ws, "workers"), i, w)
+    if (strcmp(json_string_value(json_object_get(w, "id")), id) == 0)
+      snprintf(state, size, "%s", json_string_value(json_object_get(w, "state")));
+  json_decref(ws);
+}
+
+/* Waits until worker id is in state (true), or timeout. */
+static bool wait_worker(farm *f, const char *id, const char *state, double timeout) {
+  double end = farm_now() + timeout;
+  char st[32];
+  do {
+    worker_state(f, id, st, sizeof st);
+    if (strcmp(st, state) == 0) return true;
+    usleep(50000);
+  } while (farm_now() < end);
+  return false;
+}
+
+static char *sql(farm *f, const char *query) {
+  char cmd[2048];
+  snprintf(cmd, sizeof cmd, "sqlite3 '%s/farm.braid.db' \"%s\"", f->dir, query);
+  return farm_capture(cmd);
+}
+
+TEST(farm_stopped_agent_leaves) {
+  /* SIGTERM: the agent kills its job, reports it lost and says it leaves:
+   * it is offline at once, its job runs elsewhere, and nothing new goes to
+   * it (polls wait 30 s and lost agents take 60: none of that is waited) */
+  farm f;
+  farm_start(&f, "farm-leave", "--poll-wait 30 --lost-after 60");
+  pid_t a1 = farm_agent(&f, "l1", "--slots 1");
+  CHECK(wait_worker(&f, "l1", "idle", 20));
+  json_t *out = json_pack("{ss}", "out", f.dir);
+  farm_submit_graph(&f, farm_jobs_graph("stay", 1, "{\"shell\":\"sleep 60\"}"), out, 0, NULL);
+  CHECK(wait_running(&f, 1, 30));
+  kill(a1, SIGTERM);
+  CHECK_EQ_INT(farm_wait(a1), 0);
+  f.agents[0] = 0;
+  char st[32];
+  worker_state(&f, "l1", st, sizeof st);
+  CHECK_EQ_STR(st, "offline"); /* it said so before it exited */
+  /* new work while no agent is there: it waits, it is not sent to l1 */
+  farm_submit_graph(&f, farm_jobs_graph("after", 2, "{\"shell\":\"echo $BRAID_WORKER > "
+                                                              "{out}/after-{index}.ran\"}"),
+                    json_pack("{ss}", "out", f.dir), 0, NULL);
+  usleep(1500000);
+  char *n = sql(&f, "select count(*) from invocations where worker='l1' and status='running'");
+  CHECK_EQ_STR(n, "0");
+  free(n);
+  farm_agent(&f, "l2", "--slots 3");
+  /* the stopped job and the new ones run on l2 (well before l1 could be lost) */
+  double end = farm_now() + 20;
+  char *ran = NULL;
+  while (farm_now() < end) {
+    free(ran);
+    ran = sql(&f, "select count(*) from invocations where worker='l2' and "
+                  "status in ('running','ok')");
+    if (strcmp(ran, "3") == 0) break;
+    usleep(100000);
+  }
+  CHECK_EQ_STR(ran, "3");
+  free(ran);
+  char *lost = sql(&f, "select worker || ': ' || error from invocations where status='lost'");
+  CHECK_EQ_STR(lost, "l1: the agent stopped"); /* its one job, once */
+  free(lost);
+  for (int i = 0; i < 2; i++) {
+    char p[1024];
+    snprintf(p, sizeof p, "%s/after-%d.ran", f.dir, i);
+    for (int k = 0; k < 100 && access(p, R_OK) != 0; k++) usleep(100000);
+    char *w = farm_slurp(p);
+    CHECK_EQ_STR(w, "l2\n");
+    free(w);
+  }
+  farm_stop(&f);
+}
+
+TEST(farm_killed_idle_agent_gets_no_work) {
+  /* kill -9 of an idle agent: its long poll's connection is closed by its
+   * kernel; work that comes next is not given to that poll (it would wait
+   * poll-wait and lost-after, then run again), and the agent is lost
+   * lost-after from its death, not from its poll's deadline */
+  farm f;
+  farm_start(&f, "farm-kill-idle", "--poll-wait 60 --lost-after 2");
+  pid_t k1 = farm_agent(&f, "i1", "--slots 1");
+  CHECK(wait_worker(&f, "i1", "idle", 20));
+  usleep(300000); /* its poll waits */
+  kill(k1, SIGKILL);
+  farm_wait(k1);
+  f.agents[0] = 0;
+  json_t *out = json_pack("{ss}", "out", f.dir);
+  farm_submit_graph(&f, farm_jobs_graph("idle", 1, "{\"shell\":\"true\"}"), out, 0, NULL);
+  usleep(1000000);
+  farm_agent(&f, "i2", "--slots 1");
+  CHECK(farm_settle(&f, 30));
+  farm_invs iv = farm_invocations(&f);
+  CHECK_EQ_INT(iv.total, 1); /* run once, on i2: nothing was lost on i1 */
+  CHECK_EQ_INT(iv.ok, 1);
+  CHECK_EQ_STR(iv.workers, "i2");
+  CHECK(wait_worker(&f, "i1", "lost", 20)); /* not 60 s of poll wait first */
+  farm_stop(&f);
+}
+
+TEST(farm_killed_busy_agent_is_lost_after_lost_after) {
+  /* its job's poll waits 60 s; it is killed: lost 2 s later, and the error
+   * says why */
+  farm f;
+  farm_start(&f, "farm-kill-busy", "--poll-wait 60 --lost-after 2");
+  pid_t k1 = farm_agent(&f, "b1", "--slots 1");
+  json_t *out = json_pack("{ss}", "out", f.dir);
+  const char *job = "{\"shell\":\"test $BRAID_WORKER = b1 && sleep 120; true\"}";
+  farm_submit_graph(&f, farm_jobs_graph("busy", 1, job), out, 0, NULL);
+  CHECK(wait_running(&f, 1, 30));
+  usleep(300000);
+  kill(k1, SIGKILL);
+  farm_wait(k1);
+  f.agents[0] = 0;
+  double t0 = farm_now();
+  farm_agent(&f, "b2", "--slots 1");
+  CHECK(farm_settle(&f, 40));
+  CHECK(farm_now() - t0 < 40); /* well before 60 s of poll wait */
+  char *lost = sql(&f, "select error from invocations where status='lost'");
+  CHECK_CONTAINS(lost, "agent b1 lost: its connection closed ");
+  free(lost);
+  farm_invs iv = farm_invocations(&f);
+  CHECK_EQ_INT(iv.ok, 1);
+  CHECK_EQ_INT(iv.lost, 1);
+  farm_stop(&f);
+}
+
+/* The exit status of pid once it exits within timeout seconds, or -1 (it
+ * is then killed). */
+static int exit_within(pid_t pid, double timeout) {
+  double end = farm_now() + timeout;
+  while (farm_now() < end) {
+    int st;
+    if (waitpid(pid, &st, WNOHANG) == pid)
+      return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    usleep(50000);
+  }
+  kill(pid, SIGKILL);
+  farm_wait(pid);
+  return -1;
+}
+
+/* `braid agent --id ID` with its own work dir and log (NAME), a token and
+ * a server of its own choosing (NULL: the farm's). */
+static pid_t agent_as(farm *f, const char *id, const char *name, const char *token,
+                      const char *url, const char *args) {
+  char cmd[4096], log[256];
+  snprintf(cmd, sizeof cmd,
+           "exec env BRAID_SERVER='%s' BRAID_TOKEN='%s' '%s' agent --id %s "
+           "--work-dir '%s/agent-%s' %s",
+           url ? url : f->url, token ? token : f->agent, farm_bin(), id, f->dir, name,
+           args ? args : "");
+  snprintf(log, sizeof log, "agent-%s.log", name);
+  pid_t p = farm_spawn(f->dir, log, cmd);
+  if (f->nagents < 8) f->agents[f->nagents++] = p;
+  return p;
+}
+
+static char *agent_log(farm *f, const char *name) {
+  char p[1024];
+  snprintf(p, sizeof p, "%s/agent-%s.log", f->dir, name);
+  return farm_slurp(p);
+}
+
+TEST(farm_two_agents_with_one_id) {
+  /* a clone of a machine comes up with the same id (its host name): it is
+   * refused while the first lives, and the first keeps its work; a restart
+   * after kill -9 is taken at once, and what the dead one ran runs again
+   * at once (not after lost-after) */
+  farm f;
+  farm_start(&f, "farm-one-id", "--poll-wait 30 --lost-after 60");
+  pid_t first = agent_as(&f, "twin", "first", NULL, NULL, "--slots 1");
+  CHECK(wait_worker(&f, "twin", "idle", 20));
+  json_t *out = json_pack("{ss}", "out", f.dir);
+  farm_submit_graph(&f, farm_jobs_graph("twin", 1,
+                                        "{\"shell\":\"echo $$ >> {out}/twin-{index}.ran; "
+                                        "while [ ! -e {out}/go ]; do sleep 0.05; done\"}"),
+                    out, 0, NULL);
+  CHECK(wait_running(&f, 1, 30));
+  pid_t clone = agent_as(&f, "twin", "clone", NULL, NULL, "--slots 1");
+  CHECK_EQ_INT(exit_within(clone, 20), 1);
+  f.agents[1] = 0;
+  char *log = agent_log(&f, "clone");
+  CHECK_CONTAINS(log, "HTTP 409");
+  CHECK_CONTAINS(log, "agent id 'twin' is in use by another agent (host '");
+  CHECK_CONTAINS(log, ", at 127.0.0.1:");
+  free(log);
+  farm_invs iv = farm_invocations(&f);
+  CHECK_EQ_INT(iv.running, 1); /* the first's job was not touched */
+  CHECK_EQ_INT(iv.lost, 0);
+  /* the first dies; it restarts at once, same id */
+  kill(first, SIGKILL);
+  farm_wait(first);
+  f.agents[0] = 0;
+  agent_as(&f, "twin", "again", NULL, NULL, "--slots 1");
+  double end = farm_now() + 20; /* well before lost-after (60 s) */
+  while (farm_now() < end && (iv = farm_invocations(&f)).lost < 1) usleep(100000);
+  CHECK_EQ_INT(iv.lost, 1);
+  char *why = sql(&f, "select error from invocations where status='lost'");
+  CHECK_EQ_STR(why, "the agent came back without this job");
+  free(why);
+  CHECK(wait_running(&f, 1, 20)); /* run again, on the restarted agent */
+  char go[1024];
+  snprintf(go, sizeof go, "%s/go", f.dir);
+  close(open(go, O_WRONLY | O_CREAT, 0644));
+  CHECK(farm_settle(&f, 30));
+  iv = farm_invocations(&f);
+  CHECK_EQ_INT(iv.ok, 1);
+  CHECK_EQ_INT(iv.lost, 1);
+  log = agent_log(&f, "again");
+  CHECK(strstr(log, "refused") == NULL);
+  free(log);
+  farm_stop(&f);
+}
+
+TEST(farm_revoked_agent_token_stops_the_agent) {
+  /* its token revoked, the agent stops its jobs and exits 1, saying why,
+   * instead of taking the 401s for a server that is away */
+  farm f;
+  farm_start(&f, "farm-revoked", "--poll-wait 1 --lost-after 30");
+  json_t *b = json_pack("{ssss}", "role", "agent", "name", "to-revoke"), *t = NULL;
+  CHECK_EQ_INT(farm_call(&f, f.admin, "POST", "/api/v1/tokens", b, &t), 201);
+  json_decref(b);
+  const char *tok = json_string_value(json_object_get(t, "token"));
+  pid_t a = agent_as(&f, "rv", "rv", tok, NULL, "--slots 1");
+  farm_submit_graph(&f, farm_jobs_graph("rv", 1, "{\"shell\":\"sleep 60\"}"), NULL, 0, NULL);
+  CHECK(wait_running(&f, 1, 30));
+  char path[128];
+  snprintf(path, sizeof path, "/api/v1/tokens/%s", json_string_value(json_object_get(t, "id")));
+  CHECK_EQ_INT(farm_call(&f, f.admin, "DELETE", path, NULL, NULL), 200);
+  json_decref(t);
+  CHECK_EQ_INT(exit_within(a, 20), 1);
+  f.agents[0] = 0;
+  char *log = agent_log(&f, "rv");
+  CHECK_CONTAINS(log, "braid: the server refused the agent's token (revoked?): HTTP 401");
+  free(log);
+  farm_stop(&f);
+}
+
+TEST(farm_agent_says_when_it_cannot_reach_the_server) {
+  /* nothing listens yet: one line says so (not one per try), and one line
+   * when the server is there */
+  farm f;
+  farm_start(&f, "farm-unreachable", "--poll-wait 1");
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in sa = {.sin_family = AF_INET};
+  inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+  socklen_t sl = sizeof sa;
+  CHECK(bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0);
+  CHECK(getsockname(fd, (struct sockaddr *)&sa, &sl) == 0);
+  int port = ntohs(sa.sin_port);
+  close(fd); /* a port where nobody listens */
+  char url[64];
+  snprintf(url, sizeof url, "http://127.0.0.1:%d", port);
+  agent_as(&f, "far", "far", NULL, url, "--slots 1");
+  usleep(5000000); /* several tries */
+  char *log = agent_log(&f, "far");
+  char want[160];
+  snprintf(want, sizeof want, "braid: agent: cannot reach the server at %s: ", url);
+  CHECK_CONTAINS(log, want);
+  CHECK_CONTAINS(log, "; trying again every 2 s\n");
+  CHECK(strstr(strstr(log, want) + 1, want) == NULL); /* once */
+  free(log);
+  /* a second server on that port, on a store of its own */
+  char cmd[2048];
+  snprintf(cmd, sizeof cmd,
+           "mkdir -p s2 && exec '%s' server --listen 127.0.0.1:%d --store s2/farm.braid.db "
+           "--token-file farm.braid.tokens",
+           farm_bin(), port);
+  pid_t s2 = farm_spawn(f.dir, "server2.log", cmd);
+  double end = farm_now() + 20;
+  bool reached = false;
+  while (farm_now() < end && !reached) {
+    log = agent_log(&f, "far");
+    snprintf(want, sizeof want, "braid: agent: reached the server at %s\n", url);
+    reached = strstr(log, want) != NULL;
+    free(log);
+    usleep(100000);
+  }
+  CHECK(reached);
+  kill(s2, SIGTERM);
+  farm_wait(s2);
   farm_stop(&f);
 }

@@ -43,12 +43,23 @@ static void h_stream(void *ud, br_http_req *rq) {
   __atomic_store_n(&g_stream, br_http_reply_stream(rq, "text/event-stream"), __ATOMIC_RELEASE);
 }
 
+/* /hold keeps its request unanswered (the test answers it), and notes
+ * where it came from. */
+static br_http_req *g_held;
+static char g_peer[80];
+static void h_hold(void *ud, br_http_req *rq) {
+  (void)ud;
+  br_http_req_peer(rq, g_peer, sizeof g_peer);
+  __atomic_store_n(&g_held, rq, __ATOMIC_RELEASE);
+}
+
 static const br_http_route routes[] = {
     {"GET", "/any/{}", BR_ROLES_ANY, h_echo, 0, false},
     {"POST", "/user/{}", BR_ROLES_USER, h_echo, 64, false},
     {"POST", "/big", BR_ROLES_USER, h_echo, 1 << 20, false},
     {"GET", "/defer", BR_ROLES_ANY, h_defer, 0, false},
     {"GET", "/stream", BR_ROLES_ANY, h_stream, 0, false},
+    {"GET", "/hold", BR_ROLES_ANY, h_hold, 0, false},
     {NULL, NULL, 0, NULL, 0, false},
 };
 
@@ -488,4 +499,82 @@ TEST(http_token_file_bad_lines_told) {
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
   CHECK(system(cmd) == 0);
   free(dir);
+}
+
+static int g_ended = -1; /* on_end's delivered, or -1 before it runs */
+static void on_end(void *ud, bool delivered) {
+  (void)ud;
+  __atomic_store_n(&g_ended, delivered ? 1 : 0, __ATOMIC_RELEASE);
+}
+
+/* Sends GET /hold on a new connection; returns the socket once the
+ * request is held, its local port in *port. */
+static int hold(fixture *f, int *port) {
+  __atomic_store_n(&g_held, NULL, __ATOMIC_RELEASE);
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in sa = {.sin_family = AF_INET};
+  sa.sin_port = htons((uint16_t)br_http_port(f->srv));
+  inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+  CHECK(connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0);
+  struct sockaddr_in me;
+  socklen_t ml = sizeof me;
+  getsockname(fd, (struct sockaddr *)&me, &ml);
+  *port = ntohs(me.sin_port);
+  char req[512];
+  int n = snprintf(req, sizeof req,
+                   "GET /hold HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", f->user);
+  CHECK(send(fd, req, (size_t)n, MSG_NOSIGNAL) == n);
+  for (int i = 0; i < 500 && !__atomic_load_n(&g_held, __ATOMIC_ACQUIRE); i++) usleep(10000);
+  CHECK(__atomic_load_n(&g_held, __ATOMIC_ACQUIRE) != NULL);
+  usleep(100000); /* suspended by now */
+  return fd;
+}
+
+/* A long poll's client may die while its request waits: the holder can
+ * ask whether it has gone (br_http_req_gone) before giving it anything,
+ * and learns whether an answer went out in full (on_end). */
+TEST(http_gone_clients_and_undelivered_answers) {
+  fixture f;
+  setup(&f, "http-gone");
+  int port;
+  /* a client that stays: not gone, its answer is delivered */
+  int fd = hold(&f, &port);
+  char want[32];
+  snprintf(want, sizeof want, "127.0.0.1:%d", port);
+  CHECK_EQ_STR(g_peer, want);
+  br_http_req *rq = g_held;
+  CHECK(!br_http_req_gone(rq));
+  __atomic_store_n(&g_ended, -1, __ATOMIC_RELEASE);
+  br_http_req_on_end(rq, on_end, NULL);
+  br_http_reply_json(rq, 200, json_pack("{si}", "work", 1));
+  char buf[1024];
+  CHECK(recv(fd, buf, sizeof buf, 0) > 12);
+  for (int i = 0; i < 500 && __atomic_load_n(&g_ended, __ATOMIC_ACQUIRE) < 0; i++) usleep(10000);
+  CHECK_EQ_INT(__atomic_load_n(&g_ended, __ATOMIC_ACQUIRE), 1);
+  close(fd);
+  /* a client that closes (its process killed: the kernel closes it) */
+  fd = hold(&f, &port);
+  rq = g_held;
+  CHECK(!br_http_req_gone(rq));
+  close(fd);
+  bool gone = false;
+  for (int i = 0; i < 500 && !(gone = br_http_req_gone(rq)); i++) usleep(10000);
+  CHECK(gone);
+  br_http_reply_error(rq, 410, "gone"); /* it must still be answered, to be freed */
+  /* a connection reset (RST) before the answer: not delivered */
+  fd = hold(&f, &port);
+  rq = g_held;
+  struct linger lg = {.l_onoff = 1, .l_linger = 0};
+  setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  close(fd);
+  for (int i = 0; i < 500 && !br_http_req_gone(rq); i++) usleep(10000);
+  __atomic_store_n(&g_ended, -1, __ATOMIC_RELEASE);
+  br_http_req_on_end(rq, on_end, NULL);
+  br_http_reply_json(rq, 200, json_pack("{si}", "work", 1));
+  for (int i = 0; i < 500 && __atomic_load_n(&g_ended, __ATOMIC_ACQUIRE) < 0; i++) usleep(10000);
+  CHECK_EQ_INT(__atomic_load_n(&g_ended, __ATOMIC_ACQUIRE), 0);
+  uint64_t reqs, pending;
+  br_http_counts(f.srv, &reqs, &pending);
+  CHECK_EQ_INT(pending, 0);
+  teardown(&f);
 }

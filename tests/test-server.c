@@ -564,6 +564,31 @@ TEST(server_api_matches_openapi) {
   api(F.user, "DELETE", "/api/v1/tokens/{id}", NULL, NULL, 403, tid, NOQ);
   api(NULL, "DELETE", "/api/v1/tokens/{id}", NULL, NULL, 401, tid, NOQ);
   free(newtok);
+  /* an agent leaves: offline, not lost later */
+  b = json_pack("{sssss[]}", "id", "t9", "instance", "i9", "held");
+  api(F.agent, "POST", "/api/v1/agents/register", b, &a, 200, NOQ);
+  json_decref(b);
+  b = json_pack("{ss}", "session", json_string_value(json_object_get(a, "session")));
+  json_decref(a);
+  json_t *wrong = json_pack("{ss}", "session", "wrong"), *arr = json_array();
+  api(F.agent, "POST", "/api/v1/agents/{id}/leave", wrong, NULL, 409, "t9", NOQ);
+  api(F.agent, "POST", "/api/v1/agents/{id}/leave", arr, NULL, 400, "t9", NOQ);
+  api(F.user, "POST", "/api/v1/agents/{id}/leave", b, NULL, 403, "t9", NOQ);
+  api(NULL, "POST", "/api/v1/agents/{id}/leave", b, NULL, 401, "t9", NOQ);
+  api(F.agent, "POST", "/api/v1/agents/{id}/leave", b, &a, 200, "t9", NOQ);
+  CHECK_EQ_STR(json_string_value(json_object_get(a, "left")), "t9");
+  json_decref(a);
+  api(F.agent, "POST", "/api/v1/agents/{id}/leave", b, NULL, 409, "t9", NOQ); /* gone already */
+  json_decref(b);
+  json_decref(wrong);
+  json_decref(arr);
+  api(F.user, "GET", "/api/v1/workers", NULL, &a, 200, NOQ);
+  size_t wi;
+  json_t *wk;
+  json_array_foreach(json_object_get(a, "workers"), wi, wk)
+    if (strcmp(json_string_value(json_object_get(wk, "id")), "t9") == 0)
+      CHECK_EQ_STR(json_string_value(json_object_get(wk, "state")), "offline");
+  json_decref(a);
 
   /* every documented answer was seen */
   char missing[4096] = "";

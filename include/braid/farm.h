@@ -17,6 +17,10 @@
  *     -> {work: [item...], cancel: [ids]}   (waits up to wait_ms for work)
  *   report   {session, events: [{seq, inv, task, type: start | progress |
  *             output | spawn | done, ...}]} -> {ack: seq}
+ *   leave    {session} -> {left: id}   (a stopping agent, after its reports)
+ * register also carries "instance" (random, one per agent process) and the
+ * server adds "address" (where the request came from): another live
+ * instance's id is refused (409).
  *
  * News (br_exec_config.notify): "worker" (a worker's state changed: the
  * worker as in br_farm_workers), "progress" ({task, invocation, value}),
@@ -71,6 +75,21 @@ void br_farm_poll(br_executor *ex, const char *agent, const json_t *req, br_farm
                   void *ud);
 void br_farm_report(br_executor *ex, const char *agent, const json_t *req, br_farm_reply fn,
                     void *ud);
+/* The agent stops: its jobs not reported yet run elsewhere at once, it is
+ * offline (not lost) and gets nothing more. */
+void br_farm_leave(br_executor *ex, const char *agent, const json_t *req, br_farm_reply fn,
+                   void *ud);
+
+/* Has the asker of a waiting request (the ud of the poll's reply) gone?
+ * The farm asks before it gives a waiting poll work, before the answer
+ * goes, and once a second for lost agents (so a killed agent is lost
+ * lost_after from its death, not from its poll's deadline). */
+typedef bool (*br_farm_gone)(void *reply_ud);
+void br_farm_set_gone_check(br_executor *ex, br_farm_gone gone);
+/* An answer carrying these invocations (ids, a JSON array) did not reach
+ * its agent (the connection failed while it was sent): those it never had
+ * are reported lost now, and run again at once. */
+void br_farm_undelivered(br_executor *ex, const json_t *ids);
 
 /* The workers as JSON: [{id, host, state, cores, slots, memory_mb, gpus,
  * tags, drain, running: [ids], free: {...}, last_seen_ms}]. */

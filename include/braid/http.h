@@ -139,6 +139,20 @@ const char *br_http_req_body(const br_http_req *rq, size_t *len);
 br_role br_http_req_role(const br_http_req *rq);
 /* The id of the token that made the request ("" when none). */
 const char *br_http_req_token_id(const br_http_req *rq);
+/* The client's address, "IP:PORT" ("[IPv6]:PORT"), in buf ("" when unknown).
+ * Only inside the handler call. Returns buf. */
+const char *br_http_req_peer(br_http_req *rq, char *buf, size_t size);
+/* Has the client gone (closed or broken its connection) while its request
+ * waits for a deferred answer? A long poll's client may die meanwhile:
+ * whoever holds the request asks before giving it something that must not
+ * be lost. False while the handler runs or once answered (unknown then).
+ * Any thread, until the request is answered. */
+bool br_http_req_gone(br_http_req *rq);
+/* fn runs once when the request ends (on a libmicrohttpd thread):
+ * delivered is true when the answer was sent in full, false when the
+ * connection failed first (the client cannot have read all of it). Set it
+ * before answering. */
+void br_http_req_on_end(br_http_req *rq, void (*fn)(void *ud, bool delivered), void *ud);
 
 /* Answers. Exactly one per request, from any thread, during the handler or
  * later (the connection waits, suspended, meanwhile). */

@@ -37,7 +37,9 @@ static void agent_usage(FILE *out) {
           "  --idle-exit S    with --once: exit when no work came for S seconds\n\n"
           "Jobs get BRAID_WORKER (this agent's id) and CUDA_VISIBLE_DEVICES when they asked\n"
           "for GPUs. SIGINT or SIGTERM stops the agent: running jobs are killed and reported\n"
-          "lost, so they run elsewhere.\n");
+          "lost, so they run elsewhere, and it tells the server it leaves. It stops by itself\n"
+          "(exit 1) when the server refuses its token (revoked) or its id (another live\n"
+          "agent has it: give each machine its own --id).\n");
 }
 
 static br_agent *the_agent;
@@ -52,6 +54,12 @@ static void on_signal(uv_signal_t *h, int signum) {
 }
 
 static void closed(uv_handle_t *h) { (void)h; }
+
+/* The agent's news about its server (cannot reach it, reached it). */
+static void agent_log(void *ud, const char *msg) {
+  (void)ud;
+  fprintf(stderr, "braid: agent: %s\n", msg);
+}
 
 int br_cli_agent(int argc, char **argv) {
   static const struct option opts[] = {
@@ -137,6 +145,7 @@ int br_cli_agent(int argc, char **argv) {
   if (!o.ca_file && getenv("BRAID_CA") && *getenv("BRAID_CA")) o.ca_file = getenv("BRAID_CA");
   o.tags = tags;
   o.braid_exe = exe;
+  o.log = agent_log;
   br_error err;
   br_agent *a;
   if (br_agent_open(&o, &a, &err)) {

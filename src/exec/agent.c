@@ -21,10 +21,31 @@
  *   what is free; the server counts what it assigns in reply. Named limits,
  *   per-node limits and fair-share counts are kept here.
  * - Losing an agent: no poll or report for lost_after seconds (a waiting
- *   poll counts as presence until its deadline). Its invocations are
- *   reported lost (the engine runs them again within their retry bound),
- *   or cancelled when a cancel was asked for. An agent that comes back must
- *   register again; it is told to kill what is no longer its own.
+ *   poll counts as presence while its connection is open: the timer looks
+ *   at the connections of the waiting polls, see br_farm_set_gone_check,
+ *   so a killed agent's count starts when its kernel closes them). Its
+ *   invocations are reported lost (the engine runs them again within their
+ *   retry bound), or cancelled when a cancel was asked for. An agent that
+ *   comes back must register again; it is told to kill what is no longer
+ *   its own. An agent that stops says so (leave): its jobs go at once.
+ * - A poll whose connection has gone gets nothing: it is dropped before
+ *   work is given to it, and looked at again once the assignment is
+ *   committed, just before its answer goes; work whose answer could not be
+ *   sent in full (br_farm_undelivered) is put back at once, as lost (the
+ *   agent never had it), instead of waiting lost_after for an agent that
+ *   will not run it.
+ * - One id, one agent: agents send a random instance id (one per process)
+ *   when they register. Another instance with the id of an agent that is
+ *   alive (its poll waits on an open connection, or it was heard from
+ *   within lost_after and its connection did not close) is refused with
+ *   409, naming the other's host and address: two machines with one id
+ *   (clones with one host name) would take each other's jobs away, each
+ *   registration ending the other's as "came back without this job". A
+ *   restart after a crash or kill -9 is a new instance too, but its old
+ *   connection is closed: it is taken at once. (A lock file on the machine
+ *   would catch only clones of one machine; the instance check catches
+ *   both.) Registrations without an instance (older agents) keep the old
+ *   rule: another host name with that id, alive, is refused.
  * - Restart: the engine adopts invocations that were running; they stay
  *   unconfirmed until their agent registers again listing them. Nothing
  *   new is dispatched for a recovery period, so limits are counted with
@@ -44,6 +65,7 @@
 #include <uthash.h>
 
 #define TICK_MS 200
+#define GONE_LOOK_MS 1000
 #define MAX_ID_LEN 128
 
 const double br_farm_latency_buckets[12] = {1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000, -1};
@@ -88,6 +110,7 @@ typedef struct poll {
   int64_t released_seq;
   int64_t deadline_ms;
   bool with_events; /* it carried events: answered (with "ack") only after a commit */
+  bool gone;        /* its connection closed: found when work was to go to it */
   struct poll *prev, *next;
 } poll;
 
@@ -95,6 +118,7 @@ typedef struct deferred {
   br_farm_reply fn;
   void *ud;
   json_t *body;
+  bool work; /* a poll's answer: looked at before it goes (its asker may have gone) */
   struct deferred *next;
 } deferred;
 
@@ -110,6 +134,10 @@ struct agent {
   json_t *tags_set;  /* set by a user (overrides), or NULL */
   bool drain;
   char session[33];
+  char instance[40]; /* the agent process's (see the top of the file), or "" */
+  char address[64];  /* where it registered from */
+  bool conn_gone;    /* its poll's connection closed: gone, unless it polls again */
+  bool leaving;      /* it said it stops: nothing new goes to it */
   int64_t last_seen_ms;
   int64_t last_seq;
   poll *poll;        /* its waiting poll */
@@ -149,6 +177,7 @@ struct job {
   int log_fd;
   bool counted;     /* its limits, node and group counts are taken */
   bool unconfirmed; /* adopted: its agent has not said it holds it yet */
+  bool had;         /* its agent got it: it reported on it, or listed it */
   bool cancel_asked;
   agent *a;
   job *a_prev, *a_next; /* the agent's jobs */
@@ -202,6 +231,8 @@ struct br_executor {
   } *settings;
   deferred *def_head, *def_tail;
   poll *waiting_head, *waiting_tail;
+  br_farm_gone gone; /* has a poll's asker gone? (NULL: never asked) */
+  int64_t gone_looked_ms;
   uv_timer_t timer;
   int64_t pending, running, seq;
   int64_t unconfirmed; /* adopted jobs whose agent has not come back yet */
@@ -281,23 +312,39 @@ static void reply_later(br_executor *ex, br_farm_reply fn, void *ud, json_t *bod
   d->fn = fn;
   d->ud = ud;
   d->body = body;
+  d->work = json_array_size(json_object_get(body, "work")) > 0;
   if (ex->def_tail) ex->def_tail->next = d;
   else ex->def_head = d;
   ex->def_tail = d;
 }
+
+static json_t *error_body(const char *msg) { return json_pack("{ss}", "error", msg); }
+
+static void put_back(br_executor *ex, const json_t *ids);
 
 static void flush_deferred(br_executor *ex) {
   deferred *d = ex->def_head;
   ex->def_head = ex->def_tail = NULL;
   while (d) {
     deferred *n = d->next;
-    d->fn(d->ud, 200, d->body);
+    if (d->work && ex->gone && ex->gone(d->ud)) {
+      /* its asker went while the assignment was being committed */
+      json_t *ids = json_array();
+      size_t i;
+      json_t *w;
+      json_array_foreach(json_object_get(d->body, "work"), i, w)
+        json_array_append(ids, json_object_get(w, "id"));
+      json_decref(d->body);
+      d->fn(d->ud, 410, error_body("the connection closed before the answer"));
+      put_back(ex, ids);
+      json_decref(ids);
+    } else {
+      d->fn(d->ud, 200, d->body);
+    }
     free(d);
     d = n;
   }
 }
-
-static json_t *error_body(const char *msg) { return json_pack("{ss}", "error", msg); }
 
 /* ---- counters: limits, nodes, groups ---- */
 
@@ -585,7 +632,7 @@ static int cores_on(const job *j, const agent *a) {
   return j->cores > 0 ? j->cores : 1;
 }
 
-static bool eligible(const agent *a) { return a->state == A_ONLINE && !a->drain; }
+static bool eligible(const agent *a) { return a->state == A_ONLINE && !a->drain && !a->leaving; }
 
 /* Is the agent avoided for this group, and is there another agent to go to? */
 static bool avoided(br_executor *ex, group *g, agent *a) {
@@ -686,6 +733,13 @@ static int fill_level(br_executor *ex, int32_t prio, agent *a, poll *p) {
       best->skip = true;
       continue;
     }
+    /* the first work for this poll: is anyone still there to take it? (a
+     * long poll's agent may have died meanwhile; asked only now, so an
+     * idle farm makes no system calls for it) */
+    if (!json_array_size(p->work) && ex->gone && ex->gone(p->ud)) {
+      p->gone = true;
+      break;
+    }
     if (assign(ex, j, a, p)) got++;
   }
   return got;
@@ -695,7 +749,7 @@ static int fill(br_executor *ex, agent *a, poll *p) {
   if (ex->stopping || !eligible(a) || now_ms() < ex->recover_until_ms) return 0;
   int got = 0;
   level *lv = ex->levels;
-  while (lv && p->free.slots > 0) {
+  while (lv && p->free.slots > 0 && !p->gone) {
     int32_t prio = lv->priority;
     got += fill_level(ex, prio, a, p);
     lv = ex->levels; /* levels may have gone: find the next lower one afresh */
@@ -742,12 +796,26 @@ static void poll_answer_later(br_executor *ex, poll *p) {
   poll_free(p);
 }
 
+/* Drops a poll whose asker has gone (p->gone): its agent is taken as gone
+ * from now on (lost after lost_after unless it polls again), and what the
+ * poll was to carry (cancels) waits for the next one. */
+static void drop_gone(br_executor *ex, poll *p) {
+  agent *a = p->a;
+  a->conn_gone = true;
+  a->last_seen_ms = now_ms(); /* it was there until now */
+  json_array_extend(a->cancels, p->cancel);
+  json_array_clear(p->cancel);
+  poll_answer_now(ex, p, 410, error_body("the connection closed"));
+}
+
 static void match_waiting(br_executor *ex) {
   ex->want_match = false;
   if (ex->stopping || !ex->levels) return;
   for (poll *p = ex->waiting_head, *next; p && ex->levels; p = next) {
     next = p->next;
-    if (fill(ex, p->a, p) > 0) poll_answer_later(ex, p);
+    int got = fill(ex, p->a, p);
+    if (p->gone) drop_gone(ex, p);
+    else if (got > 0) poll_answer_later(ex, p);
   }
 }
 
@@ -792,13 +860,15 @@ static json_t *agent_json(br_executor *ex, agent *a) {
   for (job *j = a->jobs; j; j = j->a_next)
     json_array_append_new(running, json_pack("{sIsI}", "id", (json_int_t)j->id, "task",
                                              (json_int_t)j->task_id));
-  return json_pack("{sssssssisisIsisOsbsos{sisisIsi}sIss}", "id", a->id, "host", a->host, "state",
-                   state_name(a), "cores", a->cores, "slots", a->slots, "memory_mb",
-                   (json_int_t)a->memory_mb, "gpus", a->gpus, "tags", agent_tags(a), "drain",
-                   a->drain, "running", running, "free", "slots", a->free.slots, "cores",
-                   a->free.cores, "memory_mb", (json_int_t)a->free.memory_mb, "gpus",
-                   a->free.gpus, "last_seen_ms", (json_int_t)a->last_seen_ms, "version",
-                   a->version);
+  json_t *j = json_pack("{sssssssisisIsisOsbsos{sisisIsi}sIss}", "id", a->id, "host", a->host,
+                        "state", state_name(a), "cores", a->cores, "slots", a->slots, "memory_mb",
+                        (json_int_t)a->memory_mb, "gpus", a->gpus, "tags", agent_tags(a),
+                        "drain", a->drain, "running", running, "free", "slots", a->free.slots,
+                        "cores", a->free.cores, "memory_mb", (json_int_t)a->free.memory_mb,
+                        "gpus", a->free.gpus, "last_seen_ms", (json_int_t)a->last_seen_ms,
+                        "version", a->version);
+  if (j && a->address[0]) json_object_set_new(j, "address", json_string(a->address));
+  return j;
 }
 
 static void lose_agent(br_executor *ex, agent *a, const char *why) {
@@ -821,6 +891,24 @@ static int64_t jint(const json_t *o, const char *k, int64_t dflt) {
   return json_is_integer(v) ? json_integer_value(v) : json_is_real(v) ? (int64_t)json_real_value(v) : dflt;
 }
 
+/* Is a's id in use by another live agent than the one registering? (see
+ * the top of the file) */
+static bool id_in_use(br_executor *ex, agent *a, const json_t *req) {
+  if (a->state != A_ONLINE) return false;
+  const char *inst = json_string_value(json_object_get(req, "instance"));
+  const char *host = json_string_value(json_object_get(req, "host"));
+  bool recent = now_ms() - a->last_seen_ms < (int64_t)(ex->lost_after * 1000);
+  if (!inst || !*inst || !a->instance[0]) /* an older agent: by host name only */
+    return host && strcmp(a->host, host) != 0 && recent;
+  if (strcmp(inst, a->instance) == 0) return false; /* the same process, again */
+  if (a->poll) { /* the other waits: alive while its connection is open */
+    if (!ex->gone || !ex->gone(a->poll->ud)) return true;
+    drop_gone(ex, a->poll);
+    return false;
+  }
+  return recent && !a->conn_gone;
+}
+
 void br_farm_register(br_executor *ex, const json_t *req, br_farm_reply fn, void *ud) {
   const char *id = json_string_value(json_object_get(req, "id"));
   if (!valid_id(id))
@@ -833,13 +921,14 @@ void br_farm_register(br_executor *ex, const json_t *req, br_farm_reply fn, void
     return reply_now(fn, ud, 400, error_body("register: \"tags\" must be a list of names"));
   if (ex->stopping) return reply_now(fn, ud, 503, error_body("the server is stopping"));
   agent *a = agent_find(ex, id);
-  const char *host_given = json_string_value(json_object_get(req, "host"));
-  if (a && a->state == A_ONLINE && host_given && strcmp(a->host, host_given) != 0 &&
-      now_ms() - a->last_seen_ms < (int64_t)(ex->lost_after * 1000)) {
-    /* two machines with one id would take each other's work away */
-    char msg[512];
-    snprintf(msg, sizeof msg, "agent id '%s' is in use by host '%s': give this agent another --id", id,
-             a->host);
+  if (a && id_in_use(ex, a, req)) { /* see the top of the file */
+    char msg[768], ago[64] = "";
+    snprintf(ago, sizeof ago, ", heard from %.0f s ago",
+             (double)(now_ms() - a->last_seen_ms) / 1000);
+    snprintf(msg, sizeof msg,
+             "agent id '%s' is in use by another agent (host '%s'%s%s%s): two agents with one "
+             "id take each other's jobs; give this one another --id",
+             id, a->host, a->address[0] ? ", at " : "", a->address, a->poll ? ", polling" : ago);
     return reply_now(fn, ud, 409, error_body(msg));
   }
   if (!a) a = agent_new(ex, id);
@@ -850,6 +939,12 @@ void br_farm_register(br_executor *ex, const json_t *req, br_farm_reply fn, void
   const char *version = json_string_value(json_object_get(req, "version"));
   a->host = xstrdup(host ? host : id);
   a->version = xstrdup(version ? version : "");
+  const char *instance = json_string_value(json_object_get(req, "instance"));
+  const char *address = json_string_value(json_object_get(req, "address"));
+  snprintf(a->instance, sizeof a->instance, "%s", instance ? instance : "");
+  snprintf(a->address, sizeof a->address, "%s", address ? address : "");
+  a->conn_gone = false;
+  a->leaving = false;
   a->cores = (int)jint(req, "cores", 1);
   if (a->cores < 1) a->cores = 1;
   a->slots = (int)jint(req, "slots", a->cores);
@@ -870,6 +965,7 @@ void br_farm_register(br_executor *ex, const json_t *req, br_farm_reply fn, void
       json_array_append_new(cancel, json_integer(inv));
       continue;
     }
+    j->had = true;
     if (j->unconfirmed) { /* adopted after a restart: count it as it was */
       j->unconfirmed = false;
       ex->unconfirmed--;
@@ -926,6 +1022,7 @@ void br_farm_poll(br_executor *ex, const char *agent_id, const json_t *req, br_f
   if (events && !json_is_array(events))
     return reply_now(fn, ud, 400, error_body("poll: \"events\" must be a list"));
   a->last_seen_ms = now_ms();
+  a->conn_gone = false;
   if (a->poll) poll_answer_now(ex, a->poll, 200, NULL); /* superseded: the agent gave up on it */
   /* what happened since (a result, say) comes with the request for more:
    * one request instead of two; the answer then waits for the commit */
@@ -952,7 +1049,9 @@ void br_farm_poll(br_executor *ex, const char *agent_id, const json_t *req, br_f
   if (ex->waiting_tail) ex->waiting_tail->next = p;
   else ex->waiting_head = p;
   ex->waiting_tail = p;
-  if (fill(ex, a, p) > 0) poll_answer_later(ex, p);
+  int got = fill(ex, a, p);
+  if (p->gone) drop_gone(ex, p);
+  else if (got > 0) poll_answer_later(ex, p);
   else if (json_array_size(p->cancel) || wait == 0) poll_answer_now(ex, p, 200, NULL);
 }
 
@@ -1038,6 +1137,7 @@ static void apply_events(br_executor *ex, agent *a, const json_t *events) {
     if (seq) a->last_seq = seq;
     job *j = job_find(ex, jint(e, "inv", 0));
     if (!j || j->a != a) continue; /* not (or no longer) this agent's */
+    j->had = true;
     const char *type = json_string_value(json_object_get(e, "type"));
     if (!type) continue;
     if (strcmp(type, "start") == 0) {
@@ -1070,18 +1170,69 @@ void br_farm_report(br_executor *ex, const char *agent_id, const json_t *req, br
   json_t *events = json_object_get(req, "events");
   if (!json_is_array(events)) return reply_now(fn, ud, 400, error_body("report: \"events\" must be a list"));
   a->last_seen_ms = now_ms();
+  a->conn_gone = false;
+  if (json_is_true(json_object_get(req, "leaving")) && !a->leaving) {
+    /* it stops: before its killed jobs (in these events) are run again,
+     * so none of them, and nothing else, is given to it meanwhile */
+    a->leaving = true;
+    if (a->poll) poll_answer_now(ex, a->poll, 200, NULL);
+    notify_agent(ex, a);
+  }
   apply_events(ex, a, events);
   reply_later(ex, fn, ud, json_pack("{sI}", "ack", (json_int_t)a->last_seq));
 }
+
+void br_farm_leave(br_executor *ex, const char *agent_id, const json_t *req, br_farm_reply fn,
+                   void *ud) {
+  agent *a = agent_find(ex, agent_id);
+  if (!session_ok(a, req))
+    return reply_now(fn, ud, 409, error_body("unknown agent or session: nothing to leave"));
+  if (a->poll) poll_answer_now(ex, a->poll, 200, NULL);
+  char msg[300];
+  snprintf(msg, sizeof msg, "agent %s stopped", a->id);
+  /* what it did not report (its reports go first, so normally nothing) runs elsewhere */
+  while (a->jobs) job_end(ex, a->jobs, BR_INV_LOST, msg);
+  json_array_clear(a->cancels);
+  a->state = A_OFFLINE;
+  a->session[0] = 0;
+  a->last_seen_ms = now_ms();
+  notify_agent(ex, a);
+  reply_later(ex, fn, ud, json_pack("{ss}", "left", a->id));
+}
+
+/* Ends the jobs of ids that their agent never had (the answer that carried
+ * them did not reach it): lost now, so they run again at once. */
+static void put_back(br_executor *ex, const json_t *ids) {
+  size_t i;
+  json_t *x;
+  json_array_foreach(ids, i, x) {
+    job *j = job_find(ex, json_integer_value(x));
+    if (!j || j->state != J_ASSIGNED || !j->a || j->had) continue;
+    agent *a = j->a;
+    a->conn_gone = true; /* its connection broke: gone unless it polls again */
+    char msg[300];
+    snprintf(msg, sizeof msg, "agent %s's connection closed before it got this job", a->id);
+    job_end(ex, j, BR_INV_LOST, msg);
+  }
+}
+
+void br_farm_undelivered(br_executor *ex, const json_t *ids) { put_back(ex, ids); }
+
+void br_farm_set_gone_check(br_executor *ex, br_farm_gone gone) { ex->gone = gone; }
 
 /* ---- the timer: poll deadlines, lost agents ---- */
 
 static void tick(uv_timer_t *t) {
   br_executor *ex = t->data;
   int64_t now = now_ms();
+  /* once a second, whether the waiting polls' agents are still there */
+  bool look = ex->gone && now - ex->gone_looked_ms >= GONE_LOOK_MS;
+  if (look) ex->gone_looked_ms = now;
   for (poll *p = ex->waiting_head, *next; p; p = next) {
     next = p->next;
-    if (p->deadline_ms <= now) {
+    if (look && ex->gone(p->ud)) {
+      drop_gone(ex, p);
+    } else if (p->deadline_ms <= now) {
       p->a->last_seen_ms = now; /* it was there all along */
       poll_answer_now(ex, p, 200, NULL);
     }
@@ -1089,10 +1240,15 @@ static void tick(uv_timer_t *t) {
   int64_t lost_ms = (int64_t)(ex->lost_after * 1000);
   agent *a, *tmp;
   HASH_ITER(hh, ex->agents, a, tmp) {
-    if (a->state == A_LOST || a->poll) continue;
+    /* an agent that left (or was never here) has nothing to lose */
+    if (a->state == A_LOST || a->poll || (a->state == A_OFFLINE && !a->jobs)) continue;
     if (now - a->last_seen_ms > lost_ms) {
-      char why[128];
-      snprintf(why, sizeof why, "no poll or report for %.0f s", (double)(now - a->last_seen_ms) / 1000);
+      char why[160];
+      double s = (double)(now - a->last_seen_ms) / 1000;
+      if (a->conn_gone)
+        snprintf(why, sizeof why, "its connection closed %.0f s ago and it has not come back", s);
+      else
+        snprintf(why, sizeof why, "no poll or report for %.0f s", s);
       lose_agent(ex, a, why);
     }
   }

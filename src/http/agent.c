@@ -17,7 +17,14 @@
  * Output is forwarded with its byte offset (the server writes it in place,
  * so a chunk sent twice is harmless), as valid UTF-8: bytes that are not
  * become '?', one for one, so offsets stay true.
- * Nothing waits on a timer except the back-off after a failed request. */
+ * Nothing waits on a timer except the back-off after a failed request.
+ *
+ * Each agent process has an instance id (random), sent when it registers:
+ * the server refuses another live process with the same agent id (see
+ * src/exec/agent.c). A refused registration or token (401, 403: revoked)
+ * stops the agent with an error; asking again would not help. A stopping
+ * agent reports its killed jobs, then leaves (the server gives it nothing
+ * more and runs what it did not report elsewhere at once). */
 #include <braid/agent.h>
 #include <braid/exec.h>
 #include <braid/http.h>
@@ -28,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/sysinfo.h>
 #include <time.h>
@@ -69,6 +77,10 @@ typedef struct event {
 
 struct br_agent {
   char *id, *host, *server, *token, *ca, *work_dir, *log_dir, *run_dir, *braid_exe;
+  char instance[17]; /* this process's (see the top of the file) */
+  br_warn_fn *log;   /* told when the server cannot be reached, and when it can again */
+  void *log_ud;
+  int reach;         /* the poll thread's: 0 not tried yet, 1 reached, -1 cannot reach */
   int cores, slots, gpus;
   int64_t memory_mb;
   json_t *tags;
@@ -97,9 +109,10 @@ struct br_agent {
   volatile int stop;        /* stop polling */
   volatile int report_stop; /* stop reporting (after the final flush) */
   bool stopping, finished, final;
+  bool announced; /* the server knows it stops (a report said "leaving") */
   pthread_t poll_th, report_th;
   bool threads;
-  char fatal[512]; /* why it stopped by itself (a refused registration), or "" */
+  char fatal[768]; /* why it stopped by itself (a refused registration or token), or "" */
 };
 
 void br_agent_stop(br_agent *a);
@@ -408,6 +421,14 @@ static void fail_start(br_agent *a, ajob *j, const char *msg) {
   ev_done(a, &r);
 }
 
+/* Work that came as the agent stopped: never started, it runs elsewhere
+ * (lost, not a failure of the job). */
+static void not_started(br_agent *a, ajob *j) {
+  br_inv_result r = {.invocation_id = j->id, .task_id = j->task_id, .status = BR_INV_LOST,
+                     .exit_code = -1, .error = (char *)"the agent stopped"};
+  ev_done(a, &r);
+}
+
 static void start_job(br_agent *a, ajob *j) {
   json_t *w = j->work;
   char **argv = strv_of(json_object_get(w, "argv"), 0);
@@ -495,7 +516,7 @@ static void on_async(uv_async_t *h) {
   json_array_foreach(work, i, x) {
     ajob *j = job_of(a, json_integer_value(x));
     if (j && !j->submitted && !j->done) {
-      if (a->stopping) fail_start(a, j, "the agent stopped"); /* not started: run it elsewhere */
+      if (a->stopping) not_started(a, j);
       else start_job(a, j);
     }
   }
@@ -535,11 +556,50 @@ static json_t *held_list(br_agent *a) { /* lock held */
   return held;
 }
 
+/* Stops the agent for good: the server refused it (lock not held). */
+static void refused(br_agent *a, const char *what, int st, const json_t *ans) {
+  pthread_mutex_lock(&a->mu);
+  if (!a->fatal[0]) {
+    if (st == 401 || st == 403)
+      snprintf(a->fatal, sizeof a->fatal,
+               "the server refused the agent's token (revoked?): HTTP %d on %s: %s", st, what,
+               br_http_error_message(ans, st));
+    else
+      snprintf(a->fatal, sizeof a->fatal, "the server refused the %s (HTTP %d): %s", what, st,
+               br_http_error_message(ans, st));
+  }
+  pthread_mutex_unlock(&a->mu);
+  br_agent_stop(a);
+}
+
+/* Tells whoever asked (opts.log) when the server stops answering and when
+ * it answers again: one line each way, not one per try. st is a request's
+ * outcome (an HTTP status, or negative when nothing came back). */
+static void reached(br_agent *a, int st, const br_error *err, const json_t *ans) {
+  if (st == BR_ECANCEL || !a->log) return;
+  bool ok = st > 0 && st < 500;
+  char msg[1200];
+  if (!ok && a->reach >= 0) {
+    if (st < 0)
+      snprintf(msg, sizeof msg, "cannot reach the server at %s: %s; trying again every 2 s",
+               a->server, err->msg);
+    else
+      snprintf(msg, sizeof msg, "the server at %s answers HTTP %d: %s; trying again every 2 s",
+               a->server, st, br_http_error_message(ans, st));
+    a->log(a->log_ud, msg);
+  } else if (ok && a->reach < 0) {
+    snprintf(msg, sizeof msg, "reached the server at %s", a->server);
+    a->log(a->log_ud, msg);
+  }
+  a->reach = ok ? 1 : -1;
+}
+
 static bool do_register(br_agent *a, br_http_client *c) {
   pthread_mutex_lock(&a->mu);
-  json_t *body = json_pack("{sssssisisIsisOssso}", "id", a->id, "host", a->host, "cores", a->cores,
-                           "slots", a->slots, "memory_mb", (json_int_t)a->memory_mb, "gpus", a->gpus,
-                           "tags", a->tags, "version", "0.1.0", "held", held_list(a));
+  json_t *body = json_pack("{sssssisisIsisOssssso}", "id", a->id, "host", a->host, "cores",
+                           a->cores, "slots", a->slots, "memory_mb", (json_int_t)a->memory_mb,
+                           "gpus", a->gpus, "tags", a->tags, "version", "0.1.0", "instance",
+                           a->instance, "held", held_list(a));
   pthread_mutex_unlock(&a->mu);
   json_t *ans = NULL;
   br_error err;
@@ -547,13 +607,10 @@ static bool do_register(br_agent *a, br_http_client *c) {
   snprintf(path, sizeof path, "/api/v1/agents/register");
   int st = br_http_client_call(c, "POST", path, body, &ans, &err);
   json_decref(body);
+  reached(a, st, &err, ans);
   if (st == 401 || st == 403 || st == 409 || st == 400) { /* asking again will not help */
-    pthread_mutex_lock(&a->mu);
-    snprintf(a->fatal, sizeof a->fatal, "the server refused the registration (HTTP %d): %s", st,
-             br_http_error_message(ans, st));
-    pthread_mutex_unlock(&a->mu);
+    refused(a, "registration", st, ans);
     json_decref(ans);
-    br_agent_stop(a);
     return false;
   }
   const char *session = json_string_value(json_object_get(ans, "session"));
@@ -656,7 +713,10 @@ static void *poll_main(void *ud) {
     json_t *ans = NULL;
     int st = br_http_client_call(c, "POST", path, body, &ans, &err);
     json_decref(body);
-    if (st == 200) {
+    reached(a, st, &err, ans);
+    if (st == 401 || st == 403) {
+      refused(a, "poll", st, ans);
+    } else if (st == 200) {
       backoff = 100;
       take_work(a, ans);
       if (heartbeat) { /* the next one in a while; a stop wakes it at once */
@@ -720,7 +780,9 @@ static void *report_main(void *ud) {
   for (;;) {
     if (a->final && !final_deadline) final_deadline = now_ms() + FINAL_FLUSH_MS;
     if (a->final && (!a->ev_head || now_ms() > final_deadline)) break;
-    if (!a->ev_head || a->need_register || !a->session[0]) {
+    /* stopping: say so at once, events or not (see br_farm_report) */
+    bool announce = a->stop && !a->announced && !a->need_register && a->session[0];
+    if (!announce && (!a->ev_head || a->need_register || !a->session[0])) {
       nap(a, a->final ? 100 : 1000);
       continue;
     }
@@ -738,10 +800,13 @@ static void *report_main(void *ud) {
       last = e;
     }
     json_t *body = json_pack("{ssso}", "session", a->session, "events", events);
+    bool leaving = a->stop;
+    if (leaving) json_object_set_new(body, "leaving", json_true());
     pthread_mutex_unlock(&a->mu);
     json_t *ans = NULL;
     int st = br_http_client_call(c, "POST", path, body, &ans, &err);
     json_decref(body);
+    if (st == 401 || st == 403) refused(a, "report", st, ans); /* nothing sent will be taken */
     json_decref(ans);
     pthread_mutex_lock(&a->mu);
     for (event *e = a->ev_head; e; e = e->next) {
@@ -750,7 +815,8 @@ static void *report_main(void *ud) {
     }
     if (st == 200) {
       backoff = 100;
-      acked(a, last->seq);
+      if (leaving) a->announced = true;
+      if (last) acked(a, last->seq);
       if (a->once && a->got_work && !a->jobs && !a->stop) { /* its job is reported: done */
         __atomic_store_n(&a->stop, 1, __ATOMIC_SEQ_CST);
         pthread_cond_broadcast(&a->cv);
@@ -760,6 +826,8 @@ static void *report_main(void *ud) {
       a->need_register = true; /* the poll thread registers; then we go on */
       nap(a, 200);
     } else if (st == BR_ECANCEL) {
+      break;
+    } else if (st == 401 || st == 403) {
       break;
     } else {
       nap(a, backoff);
@@ -784,6 +852,14 @@ int br_agent_open(const br_agent_opts *o, br_agent **out, br_error *err) {
   gethostname(host, sizeof host - 1);
   a->host = strdup(host);
   a->id = dup_or(o->id, host);
+  a->log = o->log;
+  a->log_ud = o->log_ud;
+  unsigned char rnd[8] = {0};
+  if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) { /* unlikely: still unique enough */
+    uint64_t x = (uint64_t)now_ms() ^ ((uint64_t)getpid() << 40);
+    memcpy(rnd, &x, sizeof rnd);
+  }
+  for (int k = 0; k < 8; k++) snprintf(a->instance + 2 * k, 3, "%02x", rnd[k]);
   for (char *p = a->id; *p; p++)
     if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
           *p == '-' || *p == '_' || *p == '.' || *p == ':'))
@@ -847,6 +923,25 @@ int br_agent_open(const br_agent_opts *o, br_agent **out, br_error *err) {
 
 uv_loop_t *br_agent_loop(br_agent *a) { return &a->loop; }
 
+/* Tells the server this agent goes (after its last reports): it gives it
+ * nothing more, and what it did not hear about runs elsewhere at once,
+ * instead of waiting lost_after for an agent that is not coming back. */
+static void leave(br_agent *a) {
+  if (!a->session[0] || a->need_register) return; /* not known there: nothing to say */
+  br_http_client *c;
+  br_error err;
+  if (br_http_client_open(a->server, a->token, &c, &err)) return;
+  if (a->ca) br_http_client_set_ca(c, a->ca);
+  br_http_client_set_timeout(c, 5);
+  char path[512];
+  snprintf(path, sizeof path, "/api/v1/agents/%s/leave", a->id);
+  json_t *body = json_pack("{ss}", "session", a->session), *ans = NULL;
+  br_http_client_call(c, "POST", path, body, &ans, &err); /* best effort: else it is lost later */
+  json_decref(body);
+  json_decref(ans);
+  br_http_client_close(c);
+}
+
 int br_agent_run(br_agent *a, br_error *err) {
   a->threads = true;
   pthread_create(&a->poll_th, NULL, poll_main, a);
@@ -860,6 +955,7 @@ int br_agent_run(br_agent *a, br_error *err) {
   pthread_join(a->report_th, NULL);
   a->threads = false;
   if (a->fatal[0]) return br_error_set(err, BR_EAUTH, "%s", a->fatal);
+  leave(a);
   return BR_OK;
 }
 

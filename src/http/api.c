@@ -1143,20 +1143,100 @@ static void h_token_revoke(void *ud, br_http_req *rq) {
 
 /* ---- agents ---- */
 
+/* The farm's answers go to this (its reply ud), one per request. */
+typedef struct farm_req {
+  br_server *s;
+  br_http_req *rq;
+} farm_req;
+
+/* Invocations sent to an agent, until their answer has gone out in full. */
+typedef struct sent_work {
+  br_server *s;
+  json_t *ids;
+} sent_work;
+
+static void op_undelivered(br_engine *e, void *ud) {
+  sent_work *w = ud;
+  (void)e;
+  if (!atomic_load(&w->s->dead)) br_farm_undelivered(w->s->ex, w->ids);
+  json_decref(w->ids);
+  free(w);
+}
+
+/* libmicrohttpd's thread: the answer carrying work ended. When it did not
+ * go out in full, the agent cannot have it: the farm puts it back. */
+static void work_sent(void *ud, bool delivered) {
+  sent_work *w = ud;
+  br_server *s = w->s;
+  bool posted = false;
+  if (!delivered) {
+    pthread_rwlock_rdlock(&s->life);
+    posted = !s->closing && br_engine_post(s->e, op_undelivered, w) == BR_OK;
+    pthread_rwlock_unlock(&s->life);
+  }
+  if (!posted) {
+    json_decref(w->ids);
+    free(w);
+  }
+}
+
 static void farm_answer(void *ud, unsigned status, json_t *body) {
-  br_http_reply_json(ud, status, body);
+  farm_req *fr = ud;
+  json_t *work = json_object_get(body, "work");
+  sent_work *w = json_array_size(work) ? calloc(1, sizeof *w) : NULL;
+  if (w) {
+    w->s = fr->s;
+    w->ids = json_array();
+    size_t i;
+    json_t *x;
+    json_array_foreach(work, i, x) json_array_append(w->ids, json_object_get(x, "id"));
+    br_http_req_on_end(fr->rq, work_sent, w);
+  }
+  br_http_reply_json(fr->rq, status, body);
+  free(fr);
+}
+
+static bool farm_req_gone(void *ud) { return br_http_req_gone(((farm_req *)ud)->rq); }
+
+static farm_req *farm_req_new(op *o) {
+  farm_req *fr = calloc(1, sizeof *fr);
+  if (!fr) {
+    br_http_reply_error(o->rq, 503, "out of memory");
+    op_free(o);
+    return NULL;
+  }
+  fr->s = o->s;
+  fr->rq = o->rq;
+  return fr;
 }
 
 static void op_register(br_server *s, op *o) {
-  br_farm_register(s->ex, o->body, farm_answer, o->rq);
+  farm_req *fr = farm_req_new(o);
+  if (!fr) return;
+  /* where it came from, for the workers list and for telling two agents
+   * with one id apart (the agent's own "address", if any, is not kept) */
+  json_t *req = json_copy(o->body);
+  json_object_set_new(req, "address", json_string(o->name ? o->name : ""));
+  br_farm_register(s->ex, req, farm_answer, fr);
+  json_decref(req);
   op_free(o);
 }
 static void op_poll(br_server *s, op *o) {
-  br_farm_poll(s->ex, o->name, o->body, farm_answer, o->rq);
+  farm_req *fr = farm_req_new(o);
+  if (!fr) return;
+  br_farm_poll(s->ex, o->name, o->body, farm_answer, fr);
   op_free(o);
 }
 static void op_report(br_server *s, op *o) {
-  br_farm_report(s->ex, o->name, o->body, farm_answer, o->rq);
+  farm_req *fr = farm_req_new(o);
+  if (!fr) return;
+  br_farm_report(s->ex, o->name, o->body, farm_answer, fr);
+  op_free(o);
+}
+static void op_leave(br_server *s, op *o) {
+  farm_req *fr = farm_req_new(o);
+  if (!fr) return;
+  br_farm_leave(s->ex, o->name, o->body, farm_answer, fr);
   op_free(o);
 }
 
@@ -1167,13 +1247,17 @@ static bool object_body(br_http_req *rq) {
 }
 
 static void h_register(void *ud, br_http_req *rq) {
-  if (object_body(rq)) hand_over(ud, rq, op_register, 0, NULL);
+  char peer[80];
+  if (object_body(rq)) hand_over(ud, rq, op_register, 0, br_http_req_peer(rq, peer, sizeof peer));
 }
 static void h_poll(void *ud, br_http_req *rq) {
   if (object_body(rq)) hand_over(ud, rq, op_poll, 0, br_http_req_arg(rq, 0));
 }
 static void h_report(void *ud, br_http_req *rq) {
   if (object_body(rq)) hand_over(ud, rq, op_report, 0, br_http_req_arg(rq, 0));
+}
+static void h_leave(void *ud, br_http_req *rq) {
+  if (object_body(rq)) hand_over(ud, rq, op_leave, 0, br_http_req_arg(rq, 0));
 }
 
 /* ---- the routes ---- */
@@ -1211,6 +1295,7 @@ static const br_http_route routes[] = {
     {"POST", "/api/v1/agents/register", BR_ROLES_AGENT, h_register, MB, false},
     {"POST", "/api/v1/agents/{}/poll", BR_ROLES_AGENT, h_poll, MB, false},
     {"POST", "/api/v1/agents/{}/report", BR_ROLES_AGENT, h_report, 32 * MB, false},
+    {"POST", "/api/v1/agents/{}/leave", BR_ROLES_AGENT, h_leave, 0, false},
     {NULL, NULL, 0, NULL, 0, false},
 };
 
@@ -1307,6 +1392,7 @@ int br_server_open(const br_server_opts *o, br_server **out, br_error *err) {
     return rc;
   }
   s->ex = br_farm_of(xops, br_engine_executor(s->e, NULL));
+  br_farm_set_gone_check(s->ex, farm_req_gone);
   /* settings kept from before, then limits given now */
   const char *k;
   json_t *v;

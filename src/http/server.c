@@ -20,6 +20,7 @@
 #include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -70,6 +71,8 @@ struct br_http_req {
   unsigned status;
   struct MHD_Response *resp;
   br_http_req *prev, *next; /* the server's list of suspended requests */
+  void (*on_end)(void *ud, bool delivered);
+  void *on_end_ud;
 };
 
 struct br_http_server {
@@ -330,6 +333,51 @@ const char *br_http_req_body(const br_http_req *rq, size_t *len) {
 br_role br_http_req_role(const br_http_req *rq) { return rq->role; }
 const char *br_http_req_token_id(const br_http_req *rq) { return rq->token_id; }
 
+const char *br_http_req_peer(br_http_req *rq, char *buf, size_t size) {
+  if (size) buf[0] = 0;
+  const union MHD_ConnectionInfo *ci =
+      rq->in_handler ? MHD_get_connection_info(rq->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS)
+                     : NULL;
+  const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+  char ip[INET6_ADDRSTRLEN] = "";
+  if (sa && sa->sa_family == AF_INET) {
+    const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+    inet_ntop(AF_INET, &in->sin_addr, ip, sizeof ip);
+    snprintf(buf, size, "%s:%u", ip, (unsigned)ntohs(in->sin_port));
+  } else if (sa && sa->sa_family == AF_INET6) {
+    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+    inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof ip);
+    snprintf(buf, size, "[%s]:%u", ip, (unsigned)ntohs(in6->sin6_port));
+  }
+  return buf;
+}
+
+bool br_http_req_gone(br_http_req *rq) {
+  bool gone = false;
+  pthread_mutex_lock(&rq->mu);
+  /* while suspended nothing else touches the connection, and libmicrohttpd
+   * neither times it out nor closes it: its socket is ours to look at. The
+   * client sends nothing more while it waits, so a hang-up or an error on
+   * the socket can only mean it went away (a killed process's socket is
+   * closed by its kernel: FIN or RST). */
+  if (rq->suspended) {
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(rq->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    struct pollfd pf = {.fd = ci ? ci->connect_fd : -1, .events = POLLIN | POLLRDHUP};
+    if (pf.fd >= 0 && poll(&pf, 1, 0) > 0)
+      gone = (pf.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) != 0;
+  }
+  pthread_mutex_unlock(&rq->mu);
+  return gone;
+}
+
+void br_http_req_on_end(br_http_req *rq, void (*fn)(void *ud, bool delivered), void *ud) {
+  pthread_mutex_lock(&rq->mu);
+  rq->on_end = fn;
+  rq->on_end_ud = ud;
+  pthread_mutex_unlock(&rq->mu);
+}
+
 void br_http_counts(br_http_server *s, uint64_t *requests, uint64_t *pending) {
   if (requests) *requests = atomic_load(&s->requests);
   if (pending) *pending = atomic_load(&s->pending);
@@ -552,9 +600,10 @@ static void completed_cb(void *cls, struct MHD_Connection *c, void **con_cls,
   br_http_req *rq = *con_cls;
   (void)cls;
   (void)c;
-  (void)toe;
   if (!rq) return;
   *con_cls = NULL;
+  if (rq->on_end)
+    rq->on_end(rq->on_end_ud, toe == MHD_REQUEST_TERMINATED_COMPLETED_OK && rq->queued);
   if (rq->mounted) srv_mount_done(cls, rq);
   if (rq->resp) MHD_destroy_response(rq->resp);
   for (int i = 0; i < rq->nargs; i++) free(rq->args[i]);
