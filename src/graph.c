@@ -96,6 +96,32 @@ void br_node_error_at_param(const br_node *node, br_error *err, const char *para
   br_error_at(err, node->graph->origin, line, col);
 }
 
+void br_node_warn_at_param(const br_node *node, const char *param, const char *sub,
+                           const char *fmt, ...) {
+  if (!node || !node->graph) return;
+  br_graph *g = node->graph;
+  br_error where = {0};
+  br_node_error_at_param(node, &where, param, sub);
+  char msg[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  char *line = NULL;
+  if (asprintf(&line, "%s:%d:%d: warning: node '%s' (%s): %s", g->origin, where.line,
+               where.column, node->name, node->type->name, msg) < 0)
+    return;
+  if (!g->warnings) g->warnings = json_array();
+  json_array_append_new(g->warnings, json_string(line));
+  free(line);
+}
+
+void br_graph_warnings(const br_graph *g, br_warn_fn *fn, void *ud) {
+  size_t i;
+  json_t *w;
+  json_array_foreach(g->warnings, i, w) fn(ud, json_string_value(w));
+}
+
 /* ---- accessors ---- */
 
 const char *br_graph_name(const br_graph *g) { return g->name; }
@@ -156,6 +182,7 @@ void br_graph_free(br_graph *g) {
   free(g->origin);
   json_decref(g->wires_src);
   json_decref(g->start);
+  json_decref(g->warnings);
   free(g);
 }
 

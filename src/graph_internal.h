@@ -41,6 +41,7 @@ struct br_graph {
   size_t n_nodes;
   json_t *wires_src; /* [{"from":..., "to":...}] as validated */
   json_t *start;     /* {"node":..., "attrs":...} or NULL */
+  json_t *warnings;  /* strings "FILE:LINE:COLUMN: ...", or NULL when none */
   const br_jpos *jpos; /* only during loading */
 };
 

@@ -565,9 +565,7 @@ static br_script_expr *expr_new(int kind, br_param_type type) {
   return e;
 }
 
-/* Where the ${ at s[i] ends: the index of its closing brace, or 0. Skips
- * nested braces and quoted strings inside. */
-static size_t interp_end(const char *s, size_t len, size_t i) {
+size_t br_script_interp_end(const char *s, size_t len, size_t i) {
   int depth = 0;
   for (size_t j = i + 2; j < len; j++) {
     char c = s[j];
@@ -603,7 +601,7 @@ static int compile_interp(br_script_env *env, const char *s, sbuf *code, char **
       i++;
       continue;
     }
-    size_t end = interp_end(s, len, i);
+    size_t end = br_script_interp_end(s, len, i);
     if (!end) {
       free(lit.s);
       return br_error_set(err, BR_ESCRIPT, "unterminated ${ at character %zu of \"%s\"", i + 1, s);

@@ -524,3 +524,16 @@ TEST(bad_options_and_stray_arguments_are_usage_errors) {
   cres_free(&r);
   free(dir);
 }
+
+TEST(validate_warns_about_braces_and_stays_valid) {
+  char *dir = br_test_tmpdir("cli-validate-warn");
+  put(dir, "w.json", "{\"name\":\"w\",\"nodes\":[\n"
+                     "{\"name\":\"a\",\"type\":\"command\",\"params\":{\"shell\":\"awk '{print $1}' f\"}}]}");
+  cres r = braid(dir, "validate w.json");
+  CHECK_EQ_INT(r.code, 0);
+  CHECK_EQ_STR(r.out, "w.json: ok (graph 'w', 1 nodes)\n");
+  CHECK_CONTAINS(r.err, "w.json:2:48: warning: node 'a' (command): \"awk '{print $1}' f\": "
+                        "{print $1} stands for the task's attribute 'print $1'");
+  cres_free(&r);
+  free(dir);
+}

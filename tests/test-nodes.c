@@ -285,3 +285,34 @@ TEST(job_parameters_are_checked_when_the_graph_loads) {
   }
   br_graph_free(g);
 }
+
+TEST(braces_meant_for_the_shell_are_warned_about) {
+  /* "awk '{print $1}'" passed validate and failed every task: "names the
+   * attribute 'print $1'"; "${HOME}" was a Lua nil */
+  const char *text =
+      "{\"nodes\": [\n"
+      "{\"name\": \"a\", \"type\": \"command\", \"params\": {\"shell\": \"echo a b | awk '{print $1}'\"}},\n"
+      "{\"name\": \"b\", \"type\": \"command\", \"params\": {\"shell\": \"echo ${HOME}\"}},\n"
+      "{\"name\": \"c\", \"type\": \"command\", \"params\": {\"argv\": [\"echo\", \"{oops\"],\n"
+      "  \"env\": {\"X\": \"{a b}\"}}},\n"
+      "{\"name\": \"ok\", \"type\": \"command\", \"params\": {\"shell\": \"awk '{{print $1}}' "
+      "$${{HOME}} $HOME {frame} {shot.name} ${attr.x} ${fmt('%d', 1)}\"}}]}";
+  br_error err;
+  br_graph *g = br_graph_load_string(text, "w.json", &err);
+  CHECK(g != NULL);
+  br_test_warnings w = {0};
+  br_graph_warnings(g, br_test_warn, &w);
+  char *got = br_test_warnings_take(&w);
+  CHECK_EQ_INT(br_test_count(got, "\n"), 4); /* nothing about node 'ok' */
+  CHECK_CONTAINS(got, "w.json:2:54: warning: node 'a' (command): \"echo a b | awk '{print $1}'\": "
+                      "{print $1} stands for the task's attribute 'print $1' (write {{ and }} "
+                      "for literal braces");
+  CHECK_CONTAINS(got, "w.json:3:54: warning: node 'b' (command): \"echo ${HOME}\": ${HOME} is a "
+                      "braid expression, and HOME is not defined there (a shell variable? write "
+                      "$HOME, or $${{HOME}} for ${HOME})");
+  CHECK_CONTAINS(got, "w.json:4:62: warning: node 'c' (command): \"{oops\": a '{' that no '}' "
+                      "closes fails every task");
+  CHECK_CONTAINS(got, "w.json:5:16: warning: node 'c' (command): \"{a b}\": {a b} stands for");
+  free(got);
+  br_graph_free(g);
+}

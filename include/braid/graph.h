@@ -39,6 +39,11 @@ int br_graph_save_file(const br_graph *g, const char *path, br_error *err);
 char *br_graph_dumps(const br_graph *g);
 void br_graph_free(br_graph *g);
 
+/* What loaded but looks like a mistake (a command's "{...}" that is not an
+ * attribute name, say): one "FILE:LINE:COLUMN: warning: ..." line each, told to
+ * fn in file order. */
+void br_graph_warnings(const br_graph *g, br_warn_fn *fn, void *ud);
+
 const char *br_graph_name(const br_graph *g);
 size_t br_graph_node_count(const br_graph *g);
 br_node *br_graph_node(const br_graph *g, size_t index);

@@ -95,6 +95,12 @@ const br_node_type *const *br_node_types(void); /* NULL-terminated */
 void br_node_error_at_param(const br_node *node, br_error *err, const char *param,
                             const char *sub);
 
+/* For init(): a warning about a parameter (or a path inside it: sub), kept
+ * with the graph at its position (br_graph_warnings). The graph still
+ * loads. */
+void br_node_warn_at_param(const br_node *node, const char *param, const char *sub,
+                           const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
 /* The node's sandboxed Lua state, created on first use (one per node, never
  * shared). For init() of node types that run scripts. NULL on error. */
 struct br_script_env *br_node_script_env(br_node *node, br_error *err);

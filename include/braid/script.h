@@ -91,6 +91,9 @@ size_t br_script_env_memory(const br_script_env *env);
 
 /* True if value is, or contains (in a list or object), an expression. */
 bool br_script_is_expr(const json_t *value);
+/* In a string of len bytes with "${" at s[i]: the index of the "}" that
+ * closes it (nested braces and quoted strings inside skipped), or 0. */
+size_t br_script_interp_end(const char *s, size_t len, size_t i);
 
 /* Compiles a parameter value whose result is converted to `type`. Literal
  * values are accepted too (evaluation returns them, type-checked). Syntax

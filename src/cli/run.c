@@ -27,12 +27,20 @@ static double mono(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+static void print_line(void *ud, const char *line) {
+  (void)ud;
+  fprintf(stderr, "%s\n", line);
+}
+
+/* Loads a graph file, printing its error or its warnings. */
 static br_graph *load_graph(const char *path) {
   br_error err = {0};
   br_graph *g = br_graph_load_file(path, &err);
   if (!g) {
     char buf[2048];
     fprintf(stderr, "%s\n", br_error_format(&err, buf, sizeof buf));
+  } else {
+    br_graph_warnings(g, print_line, NULL);
   }
   return g;
 }
@@ -42,7 +50,9 @@ int br_cli_validate(int argc, char **argv) {
     fprintf(argc < 2 && !br_cli_wants_help(argc, argv) ? stderr : stdout,
             "usage: braid validate GRAPH...\n\n"
             "Checks graph files: JSON syntax, node types, parameters and wires.\n"
-            "Errors are printed as FILE:LINE:COLUMN: message. Exit 0 when all are valid.\n");
+            "Errors are printed as FILE:LINE:COLUMN: message, and what is valid but looks\n"
+            "like a mistake as FILE:LINE:COLUMN: warning: message. Exit 0 when all are\n"
+            "valid, warnings or not.\n");
     return br_cli_wants_help(argc, argv) ? BR_EXIT_OK : BR_EXIT_USAGE;
   }
   int bad = 0;

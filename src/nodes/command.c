@@ -32,6 +32,8 @@ static int init(br_node *node, void **state, br_error *err) {
     br_node_error_at_param(node, err, "argv", sub);
     return BR_EINVAL;
   }
+  static const char *const substituted[] = {"argv", "shell", NULL};
+  br_invoke_lint_params(node, substituted);
   return br_invoke_check(node, err);
 }
 

@@ -34,6 +34,8 @@ static int init(br_node *node, void **state, br_error *err) {
     br_node_error_at_param(node, err, bad, NULL);
     return BR_EINVAL;
   }
+  static const char *const substituted[] = {"output", NULL};
+  br_invoke_lint_params(node, substituted);
   return br_invoke_check(node, err);
 }
 

@@ -2,6 +2,7 @@
 #include "invoke.h"
 
 #include <braid/script.h>
+#include <ctype.h>
 #include <regex.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -240,6 +241,104 @@ static int check_names(const br_node *node, br_error *err, const char *param) {
   return BR_OK;
 }
 
+/* Whether s[0..n) is a name {attr} can stand for: what attributes are
+ * called in practice (letters, digits, '_', '.', '-'). */
+static bool attr_name(const char *s, size_t n) {
+  if (!n) return false;
+  for (size_t i = 0; i < n; i++)
+    if (!isalnum((unsigned char)s[i]) && !strchr("_.-", s[i])) return false;
+  return true;
+}
+
+/* An uppercase word, as shell variables are named: HOME, PATH, SHOT_DIR. */
+static bool shell_var_name(const char *s, size_t n) {
+  if (!n || !isupper((unsigned char)s[0])) return false;
+  for (size_t i = 0; i < n; i++)
+    if (!isupper((unsigned char)s[i]) && !isdigit((unsigned char)s[i]) && s[i] != '_')
+      return false;
+  return true;
+}
+
+void br_invoke_lint(const br_node *node, const char *param, const char *sub, const char *s) {
+  /* first what braid's expressions leave: "$${" is a literal "${", and
+   * "${...}" becomes a value (here \x01, which holds no brace) */
+  size_t len = strlen(s);
+  char *t = malloc(len + 1), *o = t;
+  if (!t) return;
+  bool expr = strstr(s, "${") != NULL;
+  for (size_t i = 0; i < len;) {
+    if (expr && s[i] == '$' && s[i + 1] == '$' && s[i + 2] == '{') {
+      *o++ = '$';
+      *o++ = '{';
+      i += 3;
+    } else if (expr && s[i] == '$' && s[i + 1] == '{') {
+      size_t end = br_script_interp_end(s, len, i);
+      if (!end) break; /* a graph error already */
+      const char *in = s + i + 2;
+      size_t n = end - i - 2;
+      if (shell_var_name(in, n))
+        br_node_warn_at_param(node, param, sub,
+                              "\"%s\": ${%.*s} is a braid expression, and %.*s is not defined "
+                              "there (a shell variable? write $%.*s, or $${{%.*s}} for ${%.*s})",
+                              s, (int)n, in, (int)n, in, (int)n, in, (int)n, in, (int)n, in);
+      *o++ = '\x01';
+      i = end + 1;
+    } else {
+      *o++ = s[i++];
+    }
+  }
+  *o = '\0';
+  /* then what {attr} substitution does with the rest */
+  for (const char *p = t; *p;) {
+    if ((p[0] == '{' && p[1] == '{') || (p[0] == '}' && p[1] == '}')) {
+      p += 2;
+    } else if (*p == '{') {
+      const char *end = strchr(p, '}');
+      if (!end) {
+        br_node_warn_at_param(node, param, sub,
+                              "\"%s\": a '{' that no '}' closes fails every task (write {{ for "
+                              "a literal brace)",
+                              s);
+        break;
+      }
+      size_t n = (size_t)(end - p - 1);
+      if (!memchr(p + 1, '\x01', n) && !attr_name(p + 1, n))
+        br_node_warn_at_param(node, param, sub,
+                              "\"%s\": {%.*s} stands for the task's attribute '%.*s' (write "
+                              "{{ and }} for literal braces, e.g. awk '{{print $1}}')",
+                              s, (int)n, p + 1, (int)n, p + 1);
+      p = end + 1;
+    } else {
+      p++;
+    }
+  }
+  free(t);
+}
+
+/* Lints a parameter's string, or the strings of a list or an object. */
+static void lint_param(const br_node *node, const char *param) {
+  json_t *v = json_object_get(br_node_params(node), param);
+  if (json_is_string(v)) {
+    br_invoke_lint(node, param, NULL, json_string_value(v));
+    return;
+  }
+  char sub[300];
+  size_t i;
+  json_t *x;
+  const char *k;
+  if (json_is_array(v)) {
+    json_array_foreach(v, i, x) {
+      snprintf(sub, sizeof sub, "%zu", i);
+      if (json_is_string(x)) br_invoke_lint(node, param, sub, json_string_value(x));
+    }
+  } else if (json_is_object(v) && !br_script_is_expr(v)) {
+    json_object_foreach(v, k, x) {
+      snprintf(sub, sizeof sub, "%s", k);
+      if (json_is_string(x)) br_invoke_lint(node, param, sub, json_string_value(x));
+    }
+  }
+}
+
 int br_invoke_check(const br_node *node, br_error *err) {
   json_t *p = br_node_params(node);
   int rc;
@@ -280,5 +379,11 @@ int br_invoke_check(const br_node *node, br_error *err) {
       return bad_param(node, err, "progress", NULL,
                        "'%s' has no group: put the number in ( )", json_string_value(re));
   }
+  lint_param(node, "env");
+  lint_param(node, "cwd");
   return BR_OK;
+}
+
+void br_invoke_lint_params(const br_node *node, const char *const *params) {
+  for (const char *const *p = params; *p; p++) lint_param(node, *p);
 }

@@ -57,6 +57,15 @@ int br_invoke_run_env(br_node_ctx *ctx, char **argv, char *const *extra_env);
  * Fills err at the parameter's position. */
 int br_invoke_check(const br_node *node, br_error *err);
 
+/* Warns (br_node_warn_at_param) about what {attr} substitution would do
+ * to s against its writer's likely meaning: a {...} that is not an
+ * attribute name (shell or awk braces), a '{' never closed, a ${NAME} meant
+ * for the shell. br_invoke_check lints env and cwd; node types lint their
+ * own substituted parameters with br_invoke_lint_params (NULL-terminated
+ * names: strings, lists or objects of strings). */
+void br_invoke_lint(const br_node *node, const char *param, const char *sub, const char *s);
+void br_invoke_lint_params(const br_node *node, const char *const *params);
+
 /* Appends to a growable NULL-terminated argv. */
 void br_argv_push(char ***argv, size_t *n, char *arg /* owned */);
 void br_argv_free(char **argv);

@@ -122,5 +122,8 @@ int br_xfer_node_post(br_node_ctx *ctx, const char *verb, int (*again)(br_node_c
 
 int br_xfer_node_init(br_node *node, void **state, br_error *err) {
   (void)state;
+  static const char *const substituted[] = {"src", "name", "dest", "depot", "snapshots", "args",
+                                            NULL};
+  br_invoke_lint_params(node, substituted); /* those a node type lacks are not there */
   return br_invoke_check(node, err);
 }
