@@ -564,6 +564,17 @@ TEST(server_api_matches_openapi) {
   api(F.user, "DELETE", "/api/v1/tokens/{id}", NULL, NULL, 403, tid, NOQ);
   api(NULL, "DELETE", "/api/v1/tokens/{id}", NULL, NULL, 401, tid, NOQ);
   free(newtok);
+  /* a name too long for the token file: the caller's fault, 400 (was 500) */
+  char *longname = malloc(100001);
+  memset(longname, 'n', 100000);
+  longname[100000] = 0;
+  b = json_pack("{ssss}", "role", "user", "name", longname);
+  api(F.admin, "POST", "/api/v1/tokens", b, &a, 400, NOQ);
+  CHECK_CONTAINS(json_string_value(json_object_get(a, "error")), "the name is too long");
+  json_decref(a);
+  json_decref(b);
+  free(longname);
+
   /* an agent leaves: offline, not lost later */
   b = json_pack("{sssss[]}", "id", "t9", "instance", "i9", "held");
   api(F.agent, "POST", "/api/v1/agents/register", b, &a, 200, NOQ);

@@ -1126,8 +1126,9 @@ static void h_token_create(void *ud, br_http_req *rq) {
     return br_http_reply_error(rq, 400, "the body must be {\"role\": \"agent\"|\"user\"|\"admin\", \"name\": TEXT}");
   char *tok, id[17];
   br_error err;
+  /* a name too long for the token file is the caller's fault: 400 */
   if (br_auth_create(s->auth, role, json_string_value(name), &tok, id, &err))
-    return br_http_reply_error(rq, 500, "%s", err.msg);
+    return br_http_reply_error(rq, br_http_status_of(err.code), "%s", err.msg);
   br_http_reply_json(rq, 201, json_pack("{ssssssss}", "id", id, "role", br_role_name(role), "name",
                                         name ? json_string_value(name) : "", "token", tok));
   free(tok);
