@@ -537,3 +537,44 @@ TEST(validate_warns_about_braces_and_stays_valid) {
   cres_free(&r);
   free(dir);
 }
+
+TEST(store_strings_are_quoted_in_hints_and_read_back) {
+  /* the summary's hints were unquoted ("--store b.db?sync=full" is a shell
+   * glob), and the readers refused the store string run had taken */
+  char *dir = br_test_tmpdir("cli-store-strings");
+  put(dir, "f.json", "{\"name\":\"f\",\"nodes\":[{\"name\":\"job\",\"type\":\"command\",\"params\":"
+                     "{\"shell\":\"echo bad; exit 1\",\"retries\":0}}]}");
+  cres r = braid(dir, "run f.json --store 'b.db?sync=full' --quiet");
+  CHECK_EQ_INT(r.code, 1);
+  CHECK_CONTAINS(r.err, "    whole log: braid log 1 --store 'b.db?sync=full'\n");
+  CHECK_CONTAINS(r.err, "(braid tasks --state error --store 'b.db?sync=full' lists them all)");
+  cres_free(&r);
+  r = braid(dir, "log 1 --store 'b.db?sync=full'");
+  CHECK_EQ_INT(r.code, 0);
+  CHECK_CONTAINS(r.out, "bad\n");
+  cres_free(&r);
+  r = braid(dir, "tasks --state error --store 'b.db?sync=full' --json");
+  CHECK_EQ_INT(r.code, 0);
+  CHECK_CONTAINS(r.out, "\"state\": \"error\"");
+  cres_free(&r);
+  r = braid(dir, "run f.json --store 'my store.db' --quiet");
+  CHECK_CONTAINS(r.err, "whole log: braid log 1 --store 'my store.db'\n");
+  cres_free(&r);
+  r = braid(dir, "run f.json --store \"it's.db\" --quiet");
+  CHECK_CONTAINS(r.err, "whole log: braid log 1 --store 'it'\\''s.db'\n");
+  cres_free(&r);
+  /* unknown options are refused, by run and by the readers */
+  r = braid(dir, "run f.json --store 'c.db?sync=bogus'");
+  CHECK_EQ_INT(r.code, 2);
+  CHECK_CONTAINS(r.err, "braid: store c.db?sync=bogus: unknown option 'sync=bogus'");
+  cres_free(&r);
+  struct stat st;
+  char path[1100];
+  snprintf(path, sizeof path, "%s/c.db?sync=bogus", dir);
+  CHECK(stat(path, &st) != 0);
+  r = braid(dir, "status --store 'b.db?cache=big'");
+  CHECK_EQ_INT(r.code, 2);
+  CHECK_CONTAINS(r.err, "unknown option 'cache=big'");
+  cres_free(&r);
+  free(dir);
+}

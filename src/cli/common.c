@@ -4,6 +4,7 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,13 +64,60 @@ char *br_cli_find_store(const char *given) {
   return NULL;
 }
 
+int br_cli_check_store(const char *path) {
+  const char *q = strchr(path, '?');
+  if (strstr(path, "://") || !q) return 0; /* a database server's URI is its client's to read */
+  /* the options of a SQLite store: PATH?sync=off|normal|full */
+  for (const char *o = q + 1; *o;) {
+    size_t n = strcspn(o, "&");
+    if (!(n == 8 && strncmp(o, "sync=off", 8) == 0) &&
+        !(n == 11 && strncmp(o, "sync=normal", 11) == 0) &&
+        !(n == 9 && strncmp(o, "sync=full", 9) == 0)) {
+      br_cli_errorf("store %s: unknown option '%.*s' (a store is PATH, or "
+                    "PATH?sync=off|normal|full)", path, (int)n, o);
+      return -1;
+    }
+    o += n + (o[n] == '&');
+  }
+  return 0;
+}
+
+char *br_cli_shell_quote(const char *s) {
+  bool plain = *s != '\0';
+  for (const char *p = s; *p && plain; p++)
+    plain = isalnum((unsigned char)*p) || strchr("_./:@%+=,-", *p);
+  if (plain) return strdup(s);
+  size_t n = 2;
+  for (const char *p = s; *p; p++) n += *p == '\'' ? 4 : 1;
+  char *out = malloc(n + 1), *o = out;
+  if (!out) return NULL;
+  *o++ = '\'';
+  for (const char *p = s; *p; p++) {
+    if (*p == '\'') {
+      memcpy(o, "'\\''", 4);
+      o += 4;
+    } else {
+      *o++ = *p;
+    }
+  }
+  *o++ = '\'';
+  *o = '\0';
+  return out;
+}
+
 br_store *br_cli_open_store(const char *path, int flags) {
   br_error err = {0};
   br_store *s = NULL;
   struct stat sb;
-  if ((flags & BR_STORE_READONLY) && !strstr(path, "://") && stat(path, &sb) != 0) {
-    br_cli_errorf("no store at %s", path);
-    return NULL;
+  if (br_cli_check_store(path)) return NULL;
+  if ((flags & BR_STORE_READONLY) && !strstr(path, "://")) {
+    /* the file is the path without its options */
+    char file[4096];
+    snprintf(file, sizeof file, "%.*s", (int)strcspn(path, "?"), path);
+    if (stat(file, &sb) != 0) {
+      br_cli_errorf("no store at %s", file);
+      return NULL;
+    }
   }
   if (br_store_open(path, flags, &s, &err) != BR_OK) {
     char buf[1200];

@@ -16,7 +16,13 @@ int br_cli_mkdirs_for(const char *path);
 /* The store to read: --store, $BRAID_STORE, or the only *.braid.db here.
  * Prints an error and returns NULL when none; caller frees. */
 char *br_cli_find_store(const char *given);
-/* Opens a store, printing any error. */
+/* Refuses (printing why, -1) a SQLite store path's unknown options: only
+ * PATH?sync=off|normal|full. 0 when fine, and for postgresql:// URIs. */
+int br_cli_check_store(const char *path);
+/* s as one shell word: as it is when it is plain, else in '...' (caller
+ * frees). For the commands braid suggests. */
+char *br_cli_shell_quote(const char *s);
+/* Opens a store (a path with its ?options, or a URI), printing any error. */
 br_store *br_cli_open_store(const char *path, int flags);
 /* Growable NULL-terminated argv (also used by node types). */
 void br_argv_push(char ***argv, size_t *n, char *arg);

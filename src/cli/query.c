@@ -73,6 +73,7 @@ static int parse(int argc, char **argv, qopts *q, const char *usage, bool filter
     default: fputs(usage, stderr); return -1;
     }
   }
+  if (q->store && br_cli_check_store(q->store)) return -1;
   if (argc - optind != npos) {
     if (argc - optind > npos) br_cli_errorf("unexpected argument '%s'", argv[optind + npos]);
     fputs(usage, stderr);

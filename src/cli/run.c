@@ -340,7 +340,7 @@ static void run_usage(FILE *out) {
 typedef struct err_list {
   int shown;
   br_store *store;
-  const char *store_path;
+  const char *store_arg; /* the store as a shell word */
 } err_list;
 
 static int last_inv(void *ud, br_inv_info *i) {
@@ -370,7 +370,8 @@ static int print_error_task(void *ud, br_task_info *t) {
           p += len + (nl ? 1 : 0);
         }
       }
-      fprintf(stderr, "    whole log: braid log %lld --store %s\n", (long long)t->id, l->store_path);
+      fprintf(stderr, "    whole log: braid log %lld --store %s\n", (long long)t->id,
+              l->store_arg);
     }
     br_inv_info_free(&last);
   }
@@ -536,6 +537,12 @@ int br_cli_run(int argc, char **argv) {
   }
   char graph_name[256];
   snprintf(graph_name, sizeof graph_name, "%s", br_graph_name(g));
+  if (br_cli_check_store(store_path)) {
+    br_graph_free(g);
+    json_decref(sets);
+    json_decref(xopts);
+    return BR_EXIT_USAGE;
+  }
   if (!strstr(store_path, "://") && br_cli_mkdirs_for(store_path)) {
     br_cli_errorf("cannot create the folder for %s", store_path);
     br_graph_free(g);
@@ -742,11 +749,13 @@ int br_cli_run(int argc, char **argv) {
       fputc('\n', stderr);
     }
     if (counts[BR_TASK_ERROR]) {
-      err_list l = {.store = store, .store_path = store_path};
+      char *store_arg = br_cli_shell_quote(store_path);
+      err_list l = {.store = store, .store_arg = store_arg ? store_arg : store_path};
       f.state = BR_TASK_ERROR;
       fprintf(stderr, "braid: %lld tasks failed:\n", (long long)counts[BR_TASK_ERROR]);
       br_store_task_query(store, &f, print_error_task, &l, &err);
-      fprintf(stderr, "  (braid tasks --state error --store %s lists them all)\n", store_path);
+      fprintf(stderr, "  (braid tasks --state error --store %s lists them all)\n", l.store_arg);
+      free(store_arg);
       rc = BR_EXIT_FAILED;
     }
     if (cancelled) {
