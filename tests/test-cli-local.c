@@ -578,3 +578,50 @@ TEST(store_strings_are_quoted_in_hints_and_read_back) {
   cres_free(&r);
   free(dir);
 }
+
+/* ---- the run's summary ---- */
+
+TEST(json_summary_lists_the_failed_tasks) {
+  char *dir = br_test_tmpdir("cli-json-summary");
+  put(dir, "f.json", "{\"name\":\"f\",\"nodes\":[{\"name\":\"s\",\"type\":\"spawn\","
+                     "\"params\":{\"count\":2}},{\"name\":\"job\",\"type\":\"command\",\"params\":"
+                     "{\"shell\":\"echo failing {index}; exit 4\",\"retries\":0}}],"
+                     "\"wires\":[[\"s.children\",\"job\"]]}");
+  cres r = braid(dir, "run f.json --json --store 'f.db?sync=full'");
+  CHECK_EQ_INT(r.code, 1);
+  CHECK_EQ_STR(r.err, ""); /* all of it is in the JSON */
+  json_error_t jerr;
+  json_t *j = json_loads(r.out, 0, &jerr);
+  CHECK(j != NULL);
+  CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(j, "states"), "error")), 2);
+  json_t *failed = json_object_get(j, "failed");
+  CHECK_EQ_INT(json_array_size(failed), 2);
+  for (size_t i = 0; i < 2; i++) {
+    json_t *t = json_array_get(failed, i);
+    json_int_t id = json_integer_value(json_object_get(t, "id"));
+    CHECK(id > 1);
+    CHECK_EQ_STR(json_string_value(json_object_get(t, "node")), "job");
+    CHECK_EQ_STR(json_string_value(json_object_get(t, "error")), "exit code 4 after 1 attempt");
+    CHECK_CONTAINS(json_string_value(json_object_get(t, "last_lines")), "failing ");
+    char want[128];
+    snprintf(want, sizeof want, "braid log %lld --store 'f.db?sync=full'", (long long)id);
+    CHECK_EQ_STR(json_string_value(json_object_get(t, "log_command")), want);
+  }
+  json_decref(j);
+  cres_free(&r);
+  free(dir);
+}
+
+TEST(last_lines_of_a_log_show_control_bytes_escaped) {
+  /* they stopped at a NUL byte, and printed raw escape sequences */
+  char *dir = br_test_tmpdir("cli-tail-bytes");
+  put(dir, "f.json", "{\"name\":\"f\",\"nodes\":[{\"name\":\"job\",\"type\":\"command\",\"params\":"
+                     "{\"shell\":\"printf 'a\\\\033[31mred\\\\000after\\\\tTab\\\\n'; exit 1\","
+                     "\"retries\":0}}]}");
+  cres r = braid(dir, "run f.json --quiet");
+  CHECK_EQ_INT(r.code, 1);
+  CHECK_CONTAINS(r.err, "      | a\\x1b[31mred\\x00after\tTab\n");
+  CHECK(!strchr(r.err, '\x1b'));
+  cres_free(&r);
+  free(dir);
+}

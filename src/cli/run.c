@@ -341,6 +341,7 @@ typedef struct err_list {
   int shown;
   br_store *store;
   const char *store_arg; /* the store as a shell word */
+  json_t *json;          /* with --json: the failed tasks go here */
 } err_list;
 
 static int last_inv(void *ud, br_inv_info *i) {
@@ -351,27 +352,51 @@ static int last_inv(void *ud, br_inv_info *i) {
   return 0;
 }
 
+/* Prints n bytes of a job's output with control bytes as \xNN (tabs
+ * stay): a job's log must not drive the terminal. */
+static void put_escaped(const char *p, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)p[i];
+    if ((c < 0x20 && c != '\t') || c == 0x7f) fprintf(stderr, "\\x%02x", c);
+    else fputc(c, stderr);
+  }
+}
+
+/* A failed task in the run's summary: its error, the last lines of its
+ * log and the command that shows all of it (text on stderr, or an object
+ * in l->json). */
 static int print_error_task(void *ud, br_task_info *t) {
   err_list *l = ud;
-  if (l->shown++ < 20) {
-    fprintf(stderr, "  task %lld (%s) at node '%s': %s\n", (long long)t->id, t->name ? t->name : "",
-            t->node, t->error ? t->error : "failed");
+  if (l->json || l->shown++ < 20) {
     br_inv_info last = {0};
     br_error err = {0};
     br_store_inv_query(l->store, t->id, last_inv, &last, &err);
-    if (last.row.id) {
+    char cmd[2048] = "";
+    if (last.row.id)
+      snprintf(cmd, sizeof cmd, "braid log %lld --store %s", (long long)t->id, l->store_arg);
+    if (l->json) {
+      json_t *o = json_pack("{sIssssssss*}", "id", (json_int_t)t->id, "name",
+                            t->name ? t->name : "", "node", t->node, "error",
+                            t->error ? t->error : "failed", "last_lines",
+                            last.row.log_tail && *last.row.log_tail ? last.row.log_tail : NULL);
+      if (o && *cmd) json_object_set_new(o, "log_command", json_string(cmd));
+      json_array_append_new(l->json, o);
+    } else {
+      fprintf(stderr, "  task %lld (%s) at node '%s': %s\n", (long long)t->id,
+              t->name ? t->name : "", t->node, t->error ? t->error : "failed");
       if (last.row.log_tail && *last.row.log_tail) {
         fprintf(stderr, "    last lines of its log:\n");
         const char *p = last.row.log_tail;
         while (*p) {
           const char *nl = strchr(p, '\n');
-          int len = nl ? (int)(nl - p) : (int)strlen(p);
-          fprintf(stderr, "      | %.*s\n", len, p);
+          size_t len = nl ? (size_t)(nl - p) : strlen(p);
+          fprintf(stderr, "      | ");
+          put_escaped(p, len);
+          fputc('\n', stderr);
           p += len + (nl ? 1 : 0);
         }
       }
-      fprintf(stderr, "    whole log: braid log %lld --store %s\n", (long long)t->id,
-              l->store_arg);
+      if (*cmd) fprintf(stderr, "    whole log: %s\n", cmd);
     }
     br_inv_info_free(&last);
   }
@@ -732,6 +757,8 @@ int br_cli_run(int argc, char **argv) {
     br_store_task_count(store, &f, counts, &err);
     int64_t total = 0;
     for (int i = 0; i < BR_TASK_NSTATES; i++) total += counts[i];
+    char *store_arg = br_cli_shell_quote(store_path);
+    err_list l = {.store = store, .store_arg = store_arg ? store_arg : store_path};
     if (as_json) {
       json_t *j = json_object(), *by = json_object();
       for (int i = 0; i < BR_TASK_NSTATES; i++)
@@ -740,6 +767,10 @@ int br_cli_run(int argc, char **argv) {
       json_object_set_new(j, "seconds", json_real(secs));
       json_object_set_new(j, "tasks", json_integer(total));
       json_object_set_new(j, "states", by);
+      l.json = json_array(); /* every failed task, as the text lists the first 20 */
+      f.state = BR_TASK_ERROR;
+      if (counts[BR_TASK_ERROR]) br_store_task_query(store, &f, print_error_task, &l, &err);
+      json_object_set_new(j, "failed", l.json);
       br_cli_print_json(j);
       json_decref(j);
     } else {
@@ -747,17 +778,15 @@ int br_cli_run(int argc, char **argv) {
       for (int i = 0; i < BR_TASK_NSTATES; i++)
         if (counts[i]) fprintf(stderr, " %s %lld", br_task_state_name((br_task_state)i), (long long)counts[i]);
       fputc('\n', stderr);
+      if (counts[BR_TASK_ERROR]) {
+        f.state = BR_TASK_ERROR;
+        fprintf(stderr, "braid: %lld tasks failed:\n", (long long)counts[BR_TASK_ERROR]);
+        br_store_task_query(store, &f, print_error_task, &l, &err);
+        fprintf(stderr, "  (braid tasks --state error --store %s lists them all)\n", l.store_arg);
+      }
     }
-    if (counts[BR_TASK_ERROR]) {
-      char *store_arg = br_cli_shell_quote(store_path);
-      err_list l = {.store = store, .store_arg = store_arg ? store_arg : store_path};
-      f.state = BR_TASK_ERROR;
-      fprintf(stderr, "braid: %lld tasks failed:\n", (long long)counts[BR_TASK_ERROR]);
-      br_store_task_query(store, &f, print_error_task, &l, &err);
-      fprintf(stderr, "  (braid tasks --state error --store %s lists them all)\n", l.store_arg);
-      free(store_arg);
-      rc = BR_EXIT_FAILED;
-    }
+    free(store_arg);
+    if (counts[BR_TASK_ERROR]) rc = BR_EXIT_FAILED;
     if (cancelled) {
       fprintf(stderr, "braid: cancelled; run the same command again to resume\n");
       rc = BR_EXIT_CANCELLED;

@@ -399,7 +399,22 @@ static char *tail_lines(const char *buf, size_t len, bool cut_first) {
     if (buf[pos - 1] == '\n' && ++lines == TAIL_LINES) break;
     pos--;
   }
-  return strndup(buf + pos, len - pos);
+  /* a C string: a NUL byte of the output is written \x00, or it would cut
+   * the tail there */
+  size_t nuls = 0;
+  for (size_t i = pos; i < len; i++) nuls += buf[i] == '\0';
+  char *t = malloc(len - pos + 3 * nuls + 1), *o = t;
+  if (!t) return NULL;
+  for (size_t i = pos; i < len; i++) {
+    if (buf[i]) {
+      *o++ = buf[i];
+    } else {
+      memcpy(o, "\\x00", 4);
+      o += 4;
+    }
+  }
+  *o = '\0';
+  return t;
 }
 
 static char *read_tail(job *j) {
