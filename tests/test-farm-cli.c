@@ -504,3 +504,173 @@ TEST(farm_event_stream) {
   free(e);
   farm_stop(&F);
 }
+
+/* Runs `sh -c cmd` in the farm's folder; stdout and stderr apart (callers
+ * free them); returns the exit status. */
+static int run_split(const char *cmd, char **out, char **err) {
+  char full[8192], po[1024], pe[1024];
+  snprintf(po, sizeof po, "%s/split.out", F.dir);
+  snprintf(pe, sizeof pe, "%s/split.err", F.dir);
+  snprintf(full, sizeof full, "cd '%s' && (%s) > '%s' 2> '%s'", F.dir, cmd, po, pe);
+  int st = system(full);
+  *out = farm_slurp(po);
+  *err = farm_slurp(pe);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+TEST(farm_command_line_arguments) {
+  farm_start(&F, "farm-cli-args", "--poll-wait 1 --lost-after 10");
+  farm_agent(&F, "agA", "--slots 1");
+  char *out, *err, cmd[4096];
+  for (int i = 0; i < 200; i++) { /* registered */
+    braid(&out, F.user, "workers");
+    bool there = strstr(out, "agA") != NULL;
+    free(out);
+    if (there) break;
+    usleep(50000);
+  }
+  /* workers: options anywhere, as elsewhere; $BRAID_SERVER (nowhere here)
+   * loses to --server, and "--server URL" are not tags */
+  snprintf(cmd, sizeof cmd,
+           "BRAID_SERVER=http://127.0.0.1:1 BRAID_TOKEN='%s' '%s' workers tags agA gpu --server %s "
+           "--json",
+           F.user, farm_bin(), F.url);
+  CHECK_EQ_INT(run_split(cmd, &out, &err), 0);
+  json_t *j = json_loads(out, 0, NULL);
+  CHECK(j != NULL);
+  CHECK_EQ_INT(json_array_size(json_object_get(j, "tags")), 1);
+  CHECK_EQ_STR(json_string_value(json_array_get(json_object_get(j, "tags"), 0)), "gpu");
+  json_decref(j);
+  free(out);
+  free(err);
+  CHECK_EQ_INT(braid(&out, F.user, "workers drain agA --json"), 0);
+  j = json_loads(out, JSON_DISABLE_EOF_CHECK, NULL);
+  CHECK(json_is_true(json_object_get(j, "drain")));
+  json_decref(j);
+  free(out);
+  CHECK_EQ_INT(braid(&out, F.user, "workers drain --help"), 0);
+  CHECK_CONTAINS(out, "usage: braid workers");
+  free(out);
+  CHECK_EQ_INT(braid(&out, F.user, "workers undrain nosuch"), 0); /* kept for when it comes */
+  CHECK_CONTAINS(out, "braid: warning: no agent 'nosuch' has registered with the server");
+  free(out);
+  CHECK_EQ_INT(braid(&out, F.user, "workers undrain agA"), 0);
+  CHECK(strstr(out, "warning") == NULL);
+  free(out);
+  /* ids: strict, one rule for every command */
+  CHECK_EQ_INT(braid(&out, F.user, "show 99999999999999999999"), 2);
+  CHECK_CONTAINS(out, "braid: '99999999999999999999' is not a task id: ids are whole numbers "
+                      "from 1 to 9223372036854775807");
+  free(out);
+  CHECK_EQ_INT(braid(&out, F.user, "show -1"), 2);
+  CHECK_CONTAINS(out, "braid: '-1' is not a task id: ids are positive");
+  free(out);
+  const char *bad[] = {"cancel 5x", "retry -- -3", "pause 0", "resume 1 2.5", "log -f -7",
+                       "log --invocation 0 1", "ls --parent abc", "ls --group -2",
+                       "ls --limit 10k", "submit g.json --priority 1e3"};
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    int st = braid(&out, F.user, "%s", bad[i]);
+    if (st != 2 || !strstr(out, "braid: "))
+      br_test_fail(__FILE__, __LINE__, "braid %s: exit %d: %s", bad[i], st, out);
+    free(out);
+  }
+  /* ls prints its header only with an answer: nothing on stdout when it fails */
+  const char *fails[] = {"ls --token brt_wrong", "ls --server http://127.0.0.1:1",
+                         "ls --parent abc", "ls --state nope"};
+  for (size_t i = 0; i < sizeof fails / sizeof *fails; i++) {
+    snprintf(cmd, sizeof cmd, "BRAID_SERVER='%s' BRAID_TOKEN='%s' '%s' %s", F.url, F.user,
+             farm_bin(), fails[i]);
+    CHECK(run_split(cmd, &out, &err) != 0);
+    if (*out) br_test_fail(__FILE__, __LINE__, "braid %s printed: %s", fails[i], out);
+    CHECK(*err);
+    free(out);
+    free(err);
+  }
+  CHECK_EQ_INT(braid(&out, F.user, "ls"), 0);
+  CHECK_CONTAINS(out, "      id  state");
+  free(out);
+  /* a config file that cannot be used is an error with where, not ignored */
+  const char *cfgs[][2] = {
+      {"{\"server\": ", "braid: config file c.json:1:11: "},
+      {"{\"server\": 5}", "braid: config file c.json: \"server\" must be a string"},
+      {"[]", "braid: config file c.json: not a JSON object"},
+  };
+  for (size_t i = 0; i < sizeof cfgs / sizeof *cfgs; i++) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/c.json", F.dir);
+    FILE *cf = fopen(path, "w");
+    fputs(cfgs[i][0], cf);
+    fclose(cf);
+    snprintf(cmd, sizeof cmd, "env -u BRAID_SERVER -u BRAID_TOKEN BRAID_CONFIG=c.json '%s' ls",
+             farm_bin());
+    CHECK_EQ_INT(run_split(cmd, &out, &err), 2);
+    CHECK_CONTAINS(err, cfgs[i][1]);
+    free(out);
+    free(err);
+  }
+  snprintf(cmd, sizeof cmd, "env -u BRAID_TOKEN BRAID_SERVER='%s' BRAID_CONFIG=nope.json '%s' ls",
+           F.url, farm_bin());
+  CHECK_EQ_INT(run_split(cmd, &out, &err), 2);
+  CHECK_CONTAINS(err, "braid: config file nope.json (BRAID_CONFIG): No such file or directory");
+  free(out);
+  free(err);
+  farm_stop(&F);
+}
+
+/* braid log -f goes on through a server restart, as the agents do. */
+TEST(farm_log_follow_survives_a_server_restart) {
+  farm_start(&F, "farm-cli-follow", "--poll-wait 1 --lost-after 10");
+  farm_agent(&F, "fa", "--slots 1");
+  int64_t t = farm_submit_graph(&F, farm_jobs_graph("lines", 1,
+                                                    "{\"shell\":\"for i in $(seq 12); do echo line "
+                                                    "$i; sleep 0.5; done\"}"),
+                                NULL, 0, NULL);
+  t += 1; /* the job is the start task's child */
+  char cmd[4096];
+  snprintf(cmd, sizeof cmd, "exec env BRAID_SERVER='%s' BRAID_TOKEN='%s' '%s' log -f %lld", F.url,
+           F.user, farm_bin(), (long long)t);
+  pid_t follower = farm_spawn(F.dir, "follow.log", cmd);
+  char path[1024];
+  snprintf(path, sizeof path, "%s/follow.log", F.dir);
+  for (int i = 0; i < 300; i++) { /* it follows */
+    char *text = farm_slurp(path);
+    bool started = strstr(text, "line 2\n") != NULL;
+    free(text);
+    if (started) break;
+    usleep(50000);
+  }
+  const char *port = strrchr(F.url, ':') + 1;
+  kill(F.server, SIGKILL);
+  farm_wait(F.server);
+  usleep(1500000);
+  snprintf(cmd, sizeof cmd,
+           "exec '%s' server --listen 127.0.0.1:%s --store farm.braid.db --poll-wait 1 "
+           "--lost-after 10",
+           farm_bin(), port);
+  F.server = farm_spawn(F.dir, "server.log", cmd);
+  int st = -1;
+  for (int i = 0; i < 600; i++) {
+    int ws;
+    if (waitpid(follower, &ws, WNOHANG) == follower) {
+      st = WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
+      break;
+    }
+    usleep(50000);
+  }
+  if (st < 0) {
+    kill(follower, SIGKILL);
+    farm_wait(follower);
+  }
+  char *text = farm_slurp(path);
+  CHECK_EQ_INT(st, 0);
+  CHECK_CONTAINS(text, "braid: lost the server at ");
+  CHECK_CONTAINS(text, "braid: the server is back: following again\n");
+  for (int i = 1; i <= 12; i++) {
+    char want[32];
+    snprintf(want, sizeof want, "line %d\n", i);
+    CHECK_CONTAINS(text, want);
+    CHECK(strstr(strstr(text, want) + 1, want) == NULL); /* once */
+  }
+  free(text);
+  farm_stop(&F);
+}

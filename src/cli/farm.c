@@ -37,12 +37,36 @@ static int common_opt(int c, ropts *r) {
 
 static const char *str_or(const char *s, const char *dflt) { return s ? s : dflt; }
 
-static int parse_task_id(const char *s, long long *id) {
-  char *end;
-  *id = strtoll(s, &end, 10);
-  if (*end || *id <= 0) {
-    br_cli_errorf("'%s' is not a task id", s);
-    return -1;
+/* A task (or invocation, group, graph) id: a whole number from 1 to
+ * INT64_MAX, all of s; else an error naming what ("a task id") and -1. */
+static int parse_id(const char *s, const char *what, long long *id) {
+  if (br_cli_parse_int(s, 1, INT64_MAX, id) == 0) return 0;
+  long long v;
+  if (br_cli_parse_int(s, INT64_MIN, 0, &v) == 0)
+    br_cli_errorf("'%s' is not %s: ids are positive (1 and up)", s, what);
+  else
+    br_cli_errorf("'%s' is not %s: ids are whole numbers from 1 to %lld", s, what,
+                  (long long)INT64_MAX);
+  return -1;
+}
+
+static int parse_task_id(const char *s, long long *id) { return parse_id(s, "a task id", id); }
+
+/* A negative number among the arguments ("-1"), which getopt would take
+ * for an option ("invalid option -- '1'"): said to be a bad id instead.
+ * Values of the options in opts are skipped. Returns 0, or -1 (error
+ * printed). */
+static int negative_ids(int argc, char **argv, const struct option *opts) {
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (strcmp(a, "--") == 0) break;
+    if (strncmp(a, "--", 2) == 0 && !strchr(a, '=')) {
+      for (const struct option *o = opts; o->name; o++)
+        if (strcmp(a + 2, o->name) == 0 && o->has_arg == required_argument) i++;
+      continue;
+    }
+    long long id;
+    if (a[0] == '-' && a[1] >= '0' && a[1] <= '9') return parse_task_id(a, &id);
   }
   return 0;
 }
@@ -81,15 +105,14 @@ int br_cli_submit(int argc, char **argv) {
       return BR_EXIT_OK;
     }
     if (k) continue;
-    char *end;
     switch (c) {
     case 's':
       if (br_cli_set_kv(sets, optarg)) goto out;
       break;
     case 'p':
-      prio = strtoll(optarg, &end, 10);
-      if (*end || prio < INT32_MIN || prio > INT32_MAX) {
-        br_cli_errorf("--priority needs an integer");
+      if (br_cli_parse_int(optarg, INT32_MIN, INT32_MAX, &prio)) {
+        br_cli_errorf("--priority needs a whole number (%d to %d), got '%s'", INT32_MIN,
+                      INT32_MAX, optarg);
         goto out;
       }
       break;
@@ -186,7 +209,7 @@ int br_cli_ls(int argc, char **argv) {
     }
     if (k) continue;
     const char *key = NULL;
-    char *end;
+    long long v;
     switch (c) {
     case 's':
       if (br_task_state_parse(optarg) < 0) {
@@ -197,20 +220,22 @@ int br_cli_ls(int argc, char **argv) {
       key = "state";
       break;
     case 'n': key = "node"; break;
-    case 'g': key = "group"; break;
-    case 'p': key = "parent"; break;
-    case 'G': key = "graph"; break;
+    case 'g':
+    case 'p':
+    case 'G': /* ids: checked here, not by a server that answers 400 later */
+      key = c == 'g' ? "group" : c == 'p' ? "parent" : "graph";
+      if (parse_id(optarg, c == 'g' ? "a group id" : c == 'p' ? "a task id" : "a graph id", &v))
+        return BR_EXIT_USAGE;
+      break;
     case 'l':
-      limit = strtoll(optarg, &end, 10);
-      if (*end || limit < 1 || limit > 10000) {
-        br_cli_errorf("--limit needs 1-10000");
+      if (br_cli_parse_int(optarg, 1, 10000, &limit)) {
+        br_cli_errorf("--limit needs a whole number from 1 to 10000, got '%s'", optarg);
         return BR_EXIT_USAGE;
       }
       break;
     case 'a':
-      after = strtoll(optarg, &end, 10);
-      if (*end || after < 0) {
-        br_cli_errorf("--after needs a task id");
+      if (br_cli_parse_int(optarg, 0, INT64_MAX, &after)) {
+        br_cli_errorf("--after needs a task id (a whole number), got '%s'", optarg);
         return BR_EXIT_USAGE;
       }
       break;
@@ -232,13 +257,17 @@ int br_cli_ls(int argc, char **argv) {
   if (br_remote_open(&rm, r.server, r.token)) return BR_EXIT_USAGE;
   json_t *collected = json_array();
   int rc = 0;
-  if (!r.json) printf("%8s  %-9s %-20s %-24s %s\n", "id", "state", "node", "name", "error");
+  bool header = false; /* printed with the first answer: nothing on stdout when it fails */
   for (;;) {
     char path[4096];
     snprintf(path, sizeof path, "/api/v1/tasks?limit=%lld%s", all ? 1000 : limit, query);
     if (after) snprintf(path + strlen(path), sizeof path - strlen(path), "&after=%lld", after);
     json_t *ans = NULL;
     if ((rc = br_remote_call(&rm, "GET", path, NULL, &ans))) break;
+    if (!r.json && !header) {
+      printf("%8s  %-9s %-20s %-24s %s\n", "id", "state", "node", "name", "error");
+      header = true;
+    }
     size_t i;
     json_t *t;
     json_array_foreach(json_object_get(ans, "tasks"), i, t) {
@@ -280,6 +309,7 @@ static int task_action(int argc, char **argv, const char *action, const char *wh
            "\nExit status: 0 done for all, 1 a server error, 2 a task that does not exist\n"
            "or is in a state that does not allow it.\n",
            action, what);
+  if (!br_cli_wants_help(argc, argv) && negative_ids(argc, argv, opts)) return BR_EXIT_USAGE;
   while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
     int k = common_opt(c, &r);
     if (k < 0) {
@@ -305,7 +335,9 @@ static int task_action(int argc, char **argv, const char *action, const char *wh
   json_t *all = json_array();
   for (int i = optind; i < argc; i++) {
     char path[128];
-    snprintf(path, sizeof path, "/api/v1/tasks/%s/%s", argv[i], action);
+    long long id;
+    parse_task_id(argv[i], &id); /* checked above */
+    snprintf(path, sizeof path, "/api/v1/tasks/%lld/%s", id, action);
     json_t *ans = NULL;
     int one = br_remote_call(&rm, "POST", path, NULL, &ans);
     if (one) {
@@ -345,13 +377,17 @@ static const char *workers_usage =
     "       braid workers tags ID [TAG...]\n\n"
     "Lists a server's agents (state, running jobs, free slots, resources, tags), or\n"
     "drains one (it takes no new work), undrains it, or sets its tags (replacing\n"
-    "what it registered with). Settings are kept across server restarts.\n" BR_REMOTE_HELP;
+    "what it registered with). Settings are kept across server restarts; an id no\n"
+    "agent has registered with yet is warned about, and its setting waits for it.\n"
+    "Options go anywhere; a tag that starts with '-' goes after '--'.\n" BR_REMOTE_HELP;
 
 int br_cli_workers(int argc, char **argv) {
   static const struct option opts[] = {REMOTE_OPTIONS, {NULL, 0, NULL, 0}};
   ropts r = {0};
   int c;
-  while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+  /* options anywhere, as the other commands take them: getopt moves the
+   * verb, the id and the tags after them */
+  while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
     int k = common_opt(c, &r);
     if (k < 0) {
       fputs(workers_usage, stdout);
@@ -389,6 +425,11 @@ int br_cli_workers(int argc, char **argv) {
     free(id);
     rc = br_remote_call(&rm, tags ? "PUT" : "POST", path, body, &ans);
     json_decref(body);
+    if (!rc && json_is_false(json_object_get(ans, "known")))
+      fprintf(stderr,
+              "braid: warning: no agent '%s' has registered with the server: the setting is "
+              "kept for when one does (braid workers lists the known ones)\n",
+              argv[optind + 1]);
     if (!rc) {
       if (r.json) br_cli_print_json(ans);
       else printf("%s: %s\n", argv[optind + 1], tags ? "tags set" : drain ? "draining" : "undrained");
@@ -446,6 +487,7 @@ int br_cli_show_remote(int argc, char **argv) {
   int c;
   const char *usage = "usage: braid show TASK [--server URL] [--token TOKEN] [--json]\n\n"
                       "Everything about one task on a braid server, with its invocations.\n" BR_REMOTE_HELP;
+  if (!br_cli_wants_help(argc, argv) && negative_ids(argc, argv, opts)) return BR_EXIT_USAGE;
   while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
     int k = common_opt(c, &r);
     if (k <= 0) {
@@ -512,6 +554,49 @@ int br_cli_show_remote(int argc, char **argv) {
   return 0;
 }
 
+/* log -f outlives a server restart: no answer, or a 5xx (it is stopping,
+ * or a proxy says it is away), is waited out with a growing pause (up to
+ * 5 s), said once on stderr (*away counts the tries). Returns true to ask
+ * again; false when st is an answer to act on. */
+static bool server_away(const br_remote *rm, int st, const char *why, int *away) {
+  if (st > 0 && st < 500) {
+    if (*away) fprintf(stderr, "braid: the server is back: following again\n");
+    *away = 0;
+    return false;
+  }
+  if (!*away)
+    fprintf(stderr, "braid: lost the server at %s (%s): trying again until it is back "
+                    "(Ctrl-C stops)\n", rm->server, why);
+  int ms = *away < 4 ? 500 << *away : 5000;
+  (*away)++;
+  usleep((useconds_t)ms * 1000);
+  return true;
+}
+
+/* A JSON GET that, when following, waits for a server that is away
+ * (server_away). Returns 0 (*out gets the answer) or the exit status, the
+ * error printed as br_remote_call prints it. */
+static int get_following(br_remote *rm, bool follow, const char *path, json_t **out) {
+  int away = 0;
+  for (;;) {
+    json_t *ans = NULL;
+    br_error err;
+    int st = br_http_client_call(rm->c, "GET", path, NULL, &ans, &err);
+    if (follow && server_away(rm, st, st < 0 ? err.msg : br_http_error_message(ans, st), &away)) {
+      json_decref(ans);
+      continue;
+    }
+    if (st >= 200 && st < 300) {
+      *out = ans;
+      return 0;
+    }
+    if (st < 0) br_cli_errorf("%s", err.msg);
+    else br_cli_errorf("%s (HTTP %d)", br_http_error_message(ans, st), st);
+    json_decref(ans);
+    return st == 400 || st == 404 || st == 409 ? BR_EXIT_USAGE : BR_EXIT_FAILED;
+  }
+}
+
 int br_cli_log_remote(int argc, char **argv) {
   static const struct option opts[] = {
       {"follow", no_argument, NULL, 'f'}, {"all", no_argument, NULL, 'a'},
@@ -525,6 +610,7 @@ int br_cli_log_remote(int argc, char **argv) {
       "Prints the log of a task's job on a braid server (its last invocation, or\n"
       "--invocation ID, or --all of them). -f follows it while the job runs.\n"
       "--json lists the invocations instead.\n" BR_REMOTE_HELP;
+  if (!br_cli_wants_help(argc, argv) && negative_ids(argc, argv, opts)) return BR_EXIT_USAGE;
   while ((c = getopt_long(argc, argv, "hf", opts, NULL)) != -1) {
     int k = common_opt(c, &r);
     if (k < 0) {
@@ -532,16 +618,11 @@ int br_cli_log_remote(int argc, char **argv) {
       return BR_EXIT_OK;
     }
     if (k) continue;
-    char *end;
     switch (c) {
     case 'f': follow = 1; break;
     case 'a': all = 1; break;
     case 'i':
-      want = strtoll(optarg, &end, 10);
-      if (*end || want <= 0) {
-        br_cli_errorf("--invocation needs an id");
-        return BR_EXIT_USAGE;
-      }
+      if (parse_id(optarg, "an invocation id", &want)) return BR_EXIT_USAGE;
       break;
     default: fputs(usage, stderr); return BR_EXIT_USAGE;
     }
@@ -557,7 +638,7 @@ int br_cli_log_remote(int argc, char **argv) {
   char path[256];
   snprintf(path, sizeof path, "/api/v1/tasks/%lld/invocations", id);
   json_t *invs = NULL;
-  int rc = br_remote_call(&rm, "GET", path, NULL, &invs);
+  int rc = get_following(&rm, follow, path, &invs), away = 0;
   if (rc || r.json) {
     if (!rc) br_cli_print_json(json_object_get(invs, "invocations"));
     json_decref(invs);
@@ -598,6 +679,13 @@ int br_cli_log_remote(int argc, char **argv) {
       json_t *h = NULL;
       br_error err;
       int st = br_http_client_get_text(rm.c, lp, &body, &len, &h, &err);
+      char why[64];
+      snprintf(why, sizeof why, "HTTP %d", st);
+      if (follow && server_away(&rm, st, st < 0 ? err.msg : why, &away)) {
+        free(body); /* the same request again: the log is kept on the server */
+        json_decref(h);
+        continue;
+      }
       if (st == 404 && !cur) { /* no job yet: ask again in a moment */
         free(body);
         json_decref(h);
@@ -630,7 +718,7 @@ int br_cli_log_remote(int argc, char **argv) {
   if (follow && !rc && !want) { /* did it run again? follow the new attempt too */
     json_decref(invs);
     invs = NULL;
-    if (!br_remote_call(&rm, "GET", path, NULL, &invs)) {
+    if (!get_following(&rm, true, path, &invs)) {
       json_t *l2 = json_object_get(invs, "invocations");
       json_t *last = json_array_get(l2, json_array_size(l2) - 1);
       const char *st = json_string_value(json_object_get(last, "status"));

@@ -8,20 +8,52 @@
 
 #include "cli.h"
 
-static json_t *config(void) {
+/* The config file ($BRAID_CONFIG, or the default path): NULL when there is
+ * none. A file that cannot be used is an error (printed, *bad set), not
+ * ignored: a typo would otherwise send the command to another server, or
+ * none. Only the default path may be missing. */
+static json_t *config(bool *bad) {
   const char *path = getenv("BRAID_CONFIG");
   char buf[4096];
-  if (!path || !*path) {
+  bool named = path && *path;
+  if (!named) {
     const char *xdg = getenv("XDG_CONFIG_HOME"), *home = getenv("HOME");
     if (xdg && *xdg) snprintf(buf, sizeof buf, "%s/braid/config.json", xdg);
     else if (home && *home) snprintf(buf, sizeof buf, "%s/.config/braid/config.json", home);
     else return NULL;
     path = buf;
   }
+  FILE *f = fopen(path, "r");
+  if (!f) {
+    if (errno == ENOENT && !named) return NULL;
+    br_cli_errorf("config file %s%s: %s", path, named ? " (BRAID_CONFIG)" : "", strerror(errno));
+    *bad = true;
+    return NULL;
+  }
   json_error_t jerr;
-  json_t *j = json_load_file(path, 0, &jerr);
-  if (!j && errno != ENOENT && getenv("BRAID_CONFIG"))
-    br_cli_errorf("config file %s: line %d: %s", path, jerr.line, jerr.text);
+  json_t *j = json_loadf(f, 0, &jerr);
+  fclose(f);
+  if (!j) {
+    br_cli_errorf("config file %s:%d:%d: %s", path, jerr.line, jerr.column, jerr.text);
+    *bad = true;
+    return NULL;
+  }
+  static const char *const keys[] = {"server", "token", "token_file", "ca"};
+  const char *why = json_is_object(j) ? NULL : "not a JSON object";
+  char msg[128];
+  for (size_t i = 0; !why && i < sizeof keys / sizeof *keys; i++) {
+    json_t *v = json_object_get(j, keys[i]);
+    if (v && !json_is_string(v)) {
+      snprintf(msg, sizeof msg, "\"%s\" must be a string", keys[i]);
+      why = msg;
+    }
+  }
+  if (why) {
+    br_cli_errorf("config file %s: %s", path, why);
+    *bad = true;
+    json_decref(j);
+    return NULL;
+  }
   return j;
 }
 
@@ -47,11 +79,14 @@ bool br_remote_named(const char *server_flag) {
 int br_remote_open(br_remote *r, const char *server_flag, const char *token_flag) {
   memset(r, 0, sizeof *r);
   json_t *cfg = NULL;
+  bool bad = false, read = false;
   const char *s = server_flag && *server_flag ? server_flag : getenv("BRAID_SERVER");
   const char *t = token_flag && *token_flag ? token_flag : getenv("BRAID_TOKEN");
   const char *tf = getenv("BRAID_TOKEN_FILE");
   if (!s || !*s || ((!t || !*t) && (!tf || !*tf))) {
-    cfg = config();
+    cfg = config(&bad);
+    read = true;
+    if (bad) return -1;
     if (!s || !*s) s = json_string_value(json_object_get(cfg, "server"));
     if ((!t || !*t) && (!tf || !*tf)) {
       t = json_string_value(json_object_get(cfg, "token"));
@@ -72,7 +107,11 @@ int br_remote_open(br_remote *r, const char *server_flag, const char *token_flag
   }
   const char *ca = getenv("BRAID_CA");
   if (!ca || !*ca) {
-    if (!cfg) cfg = config();
+    if (!read) cfg = config(&bad);
+    if (bad) {
+      br_remote_close(r);
+      return -1;
+    }
     ca = json_string_value(json_object_get(cfg, "ca"));
   }
   br_error err;

@@ -1066,7 +1066,11 @@ static void op_worker_set(br_server *s, op *o) {
   json_array_foreach(ws, i, w) if (strcmp(json_string_value(json_object_get(w, "id")), o->name) == 0)
     found = json_incref(w);
   json_decref(ws);
-  if (!found) found = json_pack("{sssssb}", "id", o->name, "state", "offline", "drain", drain > 0);
+  if (!found) { /* kept for when it comes; "known" tells the caller it is not here */
+    found = json_pack("{sssssbsb}", "id", o->name, "state", "offline", "drain", drain > 0,
+                      "known", 0);
+    if (tags) json_object_set(found, "tags", tags);
+  }
   br_http_reply_json(o->rq, 200, found);
   op_free(o);
 }
