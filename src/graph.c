@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 const char *br_param_type_name(br_param_type t) {
   switch (t) {
@@ -595,8 +596,17 @@ static br_graph *load_text(const char *text, const char *origin, bool from_file,
   json_error_t jerr;
   json_t *root = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
   if (!root) {
-    br_error_set(err, BR_EINVAL, "malformed JSON: %s", jerr.text);
-    br_error_at(err, origin, jerr.line, jerr.column);
+    char why[256];
+    if (!text[strspn(text, " \t\r\n")]) {
+      br_error_set(err, BR_EINVAL, "the file is empty: a graph is a JSON object, "
+                                   "{\"nodes\": [...], \"wires\": [...]}");
+      br_error_at(err, origin, 1, 1);
+    } else {
+      br_error_set(err, BR_EINVAL, "malformed JSON: %s",
+                   br__json_error_text(&jerr, why, sizeof why));
+      /* jansson says column 0 at the end of a line */
+      br_error_at(err, origin, jerr.line > 0 ? jerr.line : 1, jerr.column > 0 ? jerr.column : 1);
+    }
     return NULL;
   }
   br_graph *g = calloc(1, sizeof *g);
@@ -628,6 +638,13 @@ br_graph *br_graph_load_string(const char *text, const char *origin, br_error *e
 br_graph *br_graph_load_file(const char *path, br_error *err) {
   br_error_clear(err);
   FILE *f = fopen(path, "rb");
+  struct stat st;
+  if (f && fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+    fclose(f);
+    br_error_set(err, BR_EIO, "cannot read graph file: it is a folder");
+    br_error_at(err, path, 0, 0);
+    return NULL;
+  }
   if (!f) {
     br_error_set(err, BR_EIO, "cannot open graph file: %s", strerror(errno));
     br_error_at(err, path, 0, 0);
@@ -656,11 +673,11 @@ br_graph *br_graph_load_file(const char *path, br_error *err) {
       cap *= 2;
     }
   }
-  int ioerr = ferror(f);
+  int ioerr = ferror(f) ? errno : 0;
   fclose(f);
   if (!buf || ioerr) {
     free(buf);
-    br_error_set(err, BR_EIO, "cannot read graph file");
+    br_error_set(err, BR_EIO, "cannot read graph file: %s", strerror(buf ? ioerr : ENOMEM));
     br_error_at(err, path, 0, 0);
     return NULL;
   }

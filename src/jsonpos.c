@@ -294,3 +294,11 @@ int br_jpos_key(const br_jpos *p, const char *pointer, int *line, int *column) {
   *column = e->kcol;
   return 0;
 }
+
+const char *br__json_error_text(const json_error_t *e, char *buf, size_t size) {
+  if (strstr(e->text, "JSON_ALLOW_NUL"))
+    snprintf(buf, size, "a string holds \\u0000 (a NUL character), which braid does not take");
+  else
+    snprintf(buf, size, "%s", e->text);
+  return buf;
+}

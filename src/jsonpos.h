@@ -7,7 +7,15 @@
 #ifndef BR_JSONPOS_H
 #define BR_JSONPOS_H
 
+#include <jansson.h>
+#include <stddef.h>
+
 typedef struct br_jpos br_jpos;
+
+/* jansson's message for a text it refused, in braid's words where
+ * jansson's name its own flags ("\u0000 is not allowed without
+ * JSON_ALLOW_NUL"). Returns buf. */
+const char *br__json_error_text(const json_error_t *e, char *buf, size_t size);
 
 /* Scans `text` (must be valid JSON). Returns NULL only when out of memory. */
 br_jpos *br_jpos_scan(const char *text);

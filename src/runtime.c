@@ -23,6 +23,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 #include "fs.h"
+#include "jsonpos.h"
 
 /* Longest request line accepted; a longer one is answered with an error and
  * the connection is closed. */
@@ -287,8 +288,9 @@ static void conn_line(rt_conn *c, const char *line, size_t len) {
   json_error_t jerr;
   json_t *req = json_loadb(line, len, 0, &jerr);
   if (!req) {
-    conn_send(c, reply_error(NULL, "malformed JSON request: %s (column %d)", jerr.text,
-                             jerr.column));
+    char why[256];
+    conn_send(c, reply_error(NULL, "malformed JSON request: %s (column %d)",
+                             br__json_error_text(&jerr, why, sizeof why), jerr.column));
     return;
   }
   conn_send(c, br_runtime_handle(c->rt, req));
@@ -531,8 +533,10 @@ int br_runtime_parse_assign(const char *arg, char **key, json_t **value, br_erro
   const char *v = eq + 1;
   json_error_t jerr;
   json_t *j = json_loads(v, JSON_DECODE_ANY, &jerr);
+  char why[256];
   if (!j && force)
-    return br_error_set(err, BR_EINVAL, "'%s': the value is not JSON: %s", arg, jerr.text);
+    return br_error_set(err, BR_EINVAL, "'%s': the value is not JSON: %s", arg,
+                        br__json_error_text(&jerr, why, sizeof why));
   if (!j) j = json_string(v);
   if (!j) return br_error_set(err, BR_EINVAL, "'%s': the value is not valid UTF-8", arg);
   char *k = strndup(arg, klen);

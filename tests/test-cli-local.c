@@ -625,3 +625,26 @@ TEST(last_lines_of_a_log_show_control_bytes_escaped) {
   cres_free(&r);
   free(dir);
 }
+
+TEST(log_header_says_how_a_job_ended) {
+  /* a timeout showed as "exit -1" */
+  char *dir = br_test_tmpdir("cli-log-header");
+  put(dir, "t.json", "{\"name\":\"t\",\"nodes\":[{\"name\":\"job\",\"type\":\"command\",\"params\":"
+                     "{\"shell\":\"sleep 30\",\"timeout\":0.3}},"
+                     "{\"name\":\"k\",\"type\":\"command\",\"params\":{\"shell\":\"kill -9 $$\","
+                     "\"retries\":0}}],\"start\":{\"node\":\"job\"}}");
+  cres r = braid(dir, "run t.json --quiet");
+  CHECK_EQ_INT(r.code, 1);
+  cres_free(&r);
+  r = braid(dir, "log 1");
+  CHECK_CONTAINS(r.out, "== task 1, invocation 2, attempt 1: timeout (timed out after 0.");
+  CHECK(!strstr(r.out, "exit -1"));
+  cres_free(&r);
+  r = braid(dir, "run t.json --new --node k --quiet");
+  CHECK_EQ_INT(r.code, 1);
+  cres_free(&r);
+  r = braid(dir, "log 3");
+  CHECK_CONTAINS(r.out, ": failed (killed by signal 9 (Killed) after ");
+  cres_free(&r);
+  free(dir);
+}

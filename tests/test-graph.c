@@ -187,3 +187,33 @@ TEST(a_graph_files_name_must_fit_a_file_name) {
   br_graph_free(g);
   free(dir);
 }
+
+TEST(graph_file_errors_say_why) {
+  char *dir = br_test_tmpdir("graph-file-errors");
+  char path[1024], buf[2048];
+  br_error err;
+  /* empty was "1:0: malformed JSON: '[' or '{' expected near end of file" */
+  write_graph(dir, "", path, sizeof path);
+  CHECK(br_graph_load_file(path, &err) == NULL);
+  CHECK_CONTAINSF(br_error_format(&err, buf, sizeof buf), "%s:1:1: the file is empty", path);
+  write_graph(dir, "  \n\n", path, sizeof path);
+  CHECK(br_graph_load_file(path, &err) == NULL);
+  CHECK_CONTAINSF(br_error_format(&err, buf, sizeof buf), "%s:1:1: the file is empty", path);
+  /* jansson's own flag names stay out of messages */
+  write_graph(dir, "{\"nodes\": [{\"name\": \"a\\u0000b\", \"type\": \"null\"}]}", path,
+              sizeof path);
+  CHECK(br_graph_load_file(path, &err) == NULL);
+  br_error_format(&err, buf, sizeof buf);
+  CHECK_CONTAINS(buf, "malformed JSON: a string holds \\u0000 (a NUL character), which braid "
+                      "does not take");
+  CHECK(!strstr(buf, "JSON_ALLOW_NUL"));
+  /* a folder: "cannot read graph file" said nothing more */
+  CHECK(br_graph_load_file(dir, &err) == NULL);
+  CHECK_CONTAINSF(br_error_format(&err, buf, sizeof buf),
+                  "%s: cannot read graph file: it is a folder", dir);
+  /* a column past the end of a line is the line's end, never 0 */
+  write_graph(dir, "{\"nodes\": [\n", path, sizeof path);
+  CHECK(br_graph_load_file(path, &err) == NULL);
+  CHECK(err.line >= 1 && err.column >= 1);
+  free(dir);
+}

@@ -357,7 +357,16 @@ int br_cli_log(int argc, char **argv) {
       br_inv_row *r = &l.v[k].row;
       printf("== task %lld, invocation %lld, attempt %d: %s", id, (long long)r->id, r->attempt,
              r->status ? r->status : "?");
-      if (r->status && strcmp(r->status, "running") != 0)
+      /* how it ended: a timeout or a signal has no exit code to show */
+      if (r->status && strcmp(r->status, "timeout") == 0)
+        printf(" (timed out after %.2f s, %lld MB peak)", r->runtime,
+               (long long)(r->peak_rss_kb / 1024));
+      else if (r->status && strcmp(r->status, "spawn_error") == 0)
+        printf(" (it did not start: %s)", r->error ? r->error : "?");
+      else if (r->status && strcmp(r->status, "running") != 0 && r->term_signal)
+        printf(" (killed by signal %d (%s) after %.2f s, %lld MB peak)", r->term_signal,
+               strsignal(r->term_signal), r->runtime, (long long)(r->peak_rss_kb / 1024));
+      else if (r->status && strcmp(r->status, "running") != 0)
         printf(" (exit %d, %.2f s, %lld MB peak)", r->exit_code, r->runtime,
                (long long)(r->peak_rss_kb / 1024));
       printf("\n");
