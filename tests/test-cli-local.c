@@ -362,7 +362,8 @@ TEST(movie_options_are_checked) {
   snprintf(script, sizeof script, "%s/new", dir);
   CHECK(stat(script, &st) != 0);
   cres_free(&r);
-  r = braid(dir, "movie --output new/t.mp4 --sequences '[\"a.png\"]' --ffmpeg ./ffmpeg.sh --mkdirs");
+  r = braid(dir,
+            "movie --output new/t.mp4 --sequences '[\"a.png\"]' --ffmpeg ./ffmpeg.sh --mkdirs");
   CHECK_EQ_INT(r.code, 0);
   snprintf(script, sizeof script, "%s/new/t.mp4", dir);
   char *movie = slurp(script);
@@ -527,8 +528,9 @@ TEST(bad_options_and_stray_arguments_are_usage_errors) {
 
 TEST(validate_warns_about_braces_and_stays_valid) {
   char *dir = br_test_tmpdir("cli-validate-warn");
-  put(dir, "w.json", "{\"name\":\"w\",\"nodes\":[\n"
-                     "{\"name\":\"a\",\"type\":\"command\",\"params\":{\"shell\":\"awk '{print $1}' f\"}}]}");
+  put(dir, "w.json",
+      "{\"name\":\"w\",\"nodes\":[\n"
+      "{\"name\":\"a\",\"type\":\"command\",\"params\":{\"shell\":\"awk '{print $1}' f\"}}]}");
   cres r = braid(dir, "validate w.json");
   CHECK_EQ_INT(r.code, 0);
   CHECK_EQ_STR(r.out, "w.json: ok (graph 'w', 1 nodes)\n");

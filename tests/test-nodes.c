@@ -223,8 +223,8 @@ TEST(promote_sum_of_non_number_is_an_error) {
 static void expect_bad_params(const char *type, const char *params, const char *at,
                               const char *says) {
   char text[2048], buf[2048];
-  int n = snprintf(text, sizeof text, "{\"nodes\": [\n{\"name\": \"job\", \"type\": \"%s\", \"params\": ",
-                   type);
+  int n = snprintf(text, sizeof text,
+                   "{\"nodes\": [\n{\"name\": \"job\", \"type\": \"%s\", \"params\": ", type);
   int col = n - (int)strlen("{\"nodes\": [\n") + 1 + (int)(strstr(params, at) - params);
   snprintf(text + n, sizeof text - (size_t)n, "%s}]}", params);
   br_error err;
@@ -291,7 +291,8 @@ TEST(braces_meant_for_the_shell_are_warned_about) {
    * attribute 'print $1'"; "${HOME}" was a Lua nil */
   const char *text =
       "{\"nodes\": [\n"
-      "{\"name\": \"a\", \"type\": \"command\", \"params\": {\"shell\": \"echo a b | awk '{print $1}'\"}},\n"
+      "{\"name\": \"a\", \"type\": \"command\", \"params\": {\"shell\": "
+      "\"echo a b | awk '{print $1}'\"}},\n"
       "{\"name\": \"b\", \"type\": \"command\", \"params\": {\"shell\": \"echo ${HOME}\"}},\n"
       "{\"name\": \"c\", \"type\": \"command\", \"params\": {\"argv\": [\"echo\", \"{oops\"],\n"
       "  \"env\": {\"X\": \"{a b}\"}}},\n"
