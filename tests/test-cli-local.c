@@ -650,3 +650,49 @@ TEST(log_header_says_how_a_job_ended) {
   cres_free(&r);
   free(dir);
 }
+
+/* The children of pid (from /proc), up to max; returns how many. */
+static int children_of(pid_t pid, pid_t *out, int max) {
+  char path[128];
+  snprintf(path, sizeof path, "/proc/%d/task/%d/children", (int)pid, (int)pid);
+  char *s = slurp(path);
+  int n = 0;
+  for (char *p = s; *p && n < max;) {
+    char *end;
+    long v = strtol(p, &end, 10);
+    if (end == p) break;
+    out[n++] = (pid_t)v;
+    p = end;
+  }
+  free(s);
+  return n;
+}
+
+TEST(the_reaper_ends_on_sigterm_and_braid_goes_on) {
+  /* a service manager stops braid's processes with SIGTERM: the reaper
+   * must not outlive it (it kept braid's signal handlers before) */
+  char *dir = br_test_tmpdir("cli-reaper-term");
+  put(dir, "g.json",
+      "{\"name\":\"g\",\"nodes\":[{\"name\":\"job\",\"type\":\"command\",\"params\":"
+      "{\"shell\":\"echo $$ > job.pid; while [ ! -e go ]; do sleep 0.05; done; echo done\"}}]}");
+  pid_t run = start_braid(dir, "run g.json --quiet");
+  CHECK(wait_for_text(dir, "job.pid", "\n"));
+  pid_t job = read_pid(dir, "job.pid");
+  /* braid's children: the job and the reaper */
+  pid_t kids[8];
+  int n = children_of(run, kids, 8);
+  pid_t reaper = 0;
+  for (int i = 0; i < n; i++)
+    if (kids[i] != job) reaper = kids[i];
+  CHECK_EQ_INT(n, 2);
+  CHECK(reaper > 0);
+  CHECK(kill(reaper, SIGTERM) == 0);
+  CHECK(br_test_pid_gone(reaper));
+  /* braid does not mind: the job finishes and the run too */
+  put(dir, "go", "");
+  CHECK_EQ_INT(wait_exit_within(run, 30), 0);
+  cres r = braid(dir, "log 1");
+  CHECK_CONTAINS(r.out, "done\n");
+  cres_free(&r);
+  free(dir);
+}

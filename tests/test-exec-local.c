@@ -588,3 +588,25 @@ TEST(exec_no_log_file_keeps_tail_in_memory) {
   fx_inv_free(&x);
   fx_fini(&F);
 }
+
+static void ignore_signal(int sig) { (void)sig; }
+
+TEST(exec_reaper_takes_no_handler_of_ours) {
+  /* the reaper is forked from braid: with braid's SIGTERM handler (braid
+   * agent, braid server install theirs before the executor) a SIGTERM from
+   * a service manager would not end it */
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = ignore_signal;
+  sigaction(SIGTERM, &sa, NULL);
+  fx_init(&F, "exec-reaper-term", 1, 1);
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/task/%d/children", (int)getpid(), (int)getpid());
+  char *kids = fx_read(path);
+  pid_t reaper = (pid_t)atoi(kids); /* our only child: no job runs */
+  free(kids);
+  CHECK(reaper > 0);
+  CHECK(kill(reaper, SIGTERM) == 0);
+  CHECK(br_test_pid_gone(reaper));
+  fx_fini(&F); /* and the executor ends cleanly without it */
+}

@@ -40,6 +40,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <regex.h>
 #include <signal.h>
 #include <spawn.h>
@@ -243,11 +244,25 @@ static void reaper_start(br_executor *ex) {
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) return;
   int max = 2 * ex->slots + 16; /* running jobs take a slot each, at least */
   pid_t *groups = calloc((size_t)max, sizeof *groups);
+  /* signals wait until the child has its own handlers (the defaults) */
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
   pid_t pid = groups ? fork() : -1;
+  if (pid != 0) pthread_sigmask(SIG_SETMASK, &old, NULL);
   if (pid == 0) {
     /* its own session: a terminal's Ctrl-C or hangup is braid's to handle;
      * no descriptor of braid's (locks, the store) stays open in it */
     setsid();
+    /* braid's handlers (libuv's, writing to a pipe closed below) would
+     * keep SIGTERM from ending the reaper; signals are blocked till then */
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; sig++) sigaction(sig, &dfl, NULL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
     int fd = sv[1]; /* > 2: 0, 1 and 2 are open */
     /* stdout and stderr too: a shell reading braid's output would wait for
      * the reaper */
