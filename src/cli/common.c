@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -187,6 +188,17 @@ int br_cli_parse_int(const char *s, long long lo, long long hi, long long *out) 
   if (!s || errno || end == s || *end || isspace((unsigned char)*s) || v < lo || v > hi) return -1;
   *out = v;
   return 0;
+}
+
+int br_cli_parse_id(const char *s, const char *what, long long *id) {
+  if (br_cli_parse_int(s, 1, INT64_MAX, id) == 0) return 0;
+  long long v;
+  if (br_cli_parse_int(s, INT64_MIN, 0, &v) == 0)
+    br_cli_errorf("'%s' is not %s: ids are positive (1 and up)", s, what);
+  else
+    br_cli_errorf("'%s' is not %s: ids are whole numbers from 1 to %lld", s, what,
+                  (long long)INT64_MAX);
+  return -1;
 }
 
 double br_cli_parse_duration(const char *s) {

@@ -40,6 +40,9 @@ void br_cli_client_host(const char *listen, char *host, size_t size);
 /* A whole number in lo..hi, all of s ("12", "-3"; not "12x", "", "1e3"):
  * 0 and *out, or -1. */
 int br_cli_parse_int(const char *s, long long lo, long long hi, long long *out);
+/* A task (or invocation, group, graph) id: a whole number from 1 to
+ * INT64_MAX, all of s; else an error naming what ("a task id") and -1. */
+int br_cli_parse_id(const char *s, const char *what, long long *id);
 /* "90", "90s", "1.5m", "24h", "7d": seconds, or -1 if bad. */
 double br_cli_parse_duration(const char *s);
 /* "10M", "200k", "1.5G", "0" (bytes, powers of 1024). -1 if bad. */

@@ -37,17 +37,8 @@ static int common_opt(int c, ropts *r) {
 
 static const char *str_or(const char *s, const char *dflt) { return s ? s : dflt; }
 
-/* A task (or invocation, group, graph) id: a whole number from 1 to
- * INT64_MAX, all of s; else an error naming what ("a task id") and -1. */
 static int parse_id(const char *s, const char *what, long long *id) {
-  if (br_cli_parse_int(s, 1, INT64_MAX, id) == 0) return 0;
-  long long v;
-  if (br_cli_parse_int(s, INT64_MIN, 0, &v) == 0)
-    br_cli_errorf("'%s' is not %s: ids are positive (1 and up)", s, what);
-  else
-    br_cli_errorf("'%s' is not %s: ids are whole numbers from 1 to %lld", s, what,
-                  (long long)INT64_MAX);
-  return -1;
+  return br_cli_parse_id(s, what, id);
 }
 
 static int parse_task_id(const char *s, long long *id) { return parse_id(s, "a task id", id); }

@@ -63,10 +63,7 @@ static int parse(int argc, char **argv, qopts *q, const char *usage, bool filter
       q->limit = (int)v;
       break;
     case 'p':
-      if (br_cli_parse_int(optarg, 1, INT64_MAX, &v)) {
-        br_cli_errorf("--parent: '%s' is not a task id", optarg);
-        return -1;
-      }
+      if (br_cli_parse_id(optarg, "a task id (--parent)", &v)) return -1;
       q->parent = v;
       break;
     case 'h': fputs(usage, stdout); return -2;
@@ -207,12 +204,7 @@ static int open_task_command(int argc, char **argv, const char *usage, qopts *q,
                              br_store **s, char **path) {
   int i = parse(argc, argv, q, usage, false, 1);
   if (i < 0) return i == -2 ? BR_EXIT_OK : BR_EXIT_USAGE;
-  char *end;
-  *id = strtoll(argv[i], &end, 10);
-  if (*end || *id <= 0) {
-    br_cli_errorf("'%s' is not a task id", argv[i]);
-    return BR_EXIT_USAGE;
-  }
+  if (br_cli_parse_id(argv[i], "a task id", id)) return BR_EXIT_USAGE;
   *s = open_for_reading(q, path);
   if (!*s) {
     free(*path);
