@@ -589,6 +589,17 @@ TEST(farm_command_line_arguments) {
   CHECK_EQ_INT(braid(&out, F.user, "ls"), 0);
   CHECK_CONTAINS(out, "      id  state");
   free(out);
+  /* submit warns about braces meant for the shell, as validate and run do */
+  char wpath[1024];
+  snprintf(wpath, sizeof wpath, "%s/w.json", F.dir);
+  FILE *wf = fopen(wpath, "w");
+  fputs("{\"name\":\"w\",\"nodes\":[\n"
+        "{\"name\":\"a\",\"type\":\"command\",\"params\":{\"shell\":\"awk '{print $1}' f\"}}]}",
+        wf);
+  fclose(wf);
+  CHECK_EQ_INT(braid(&out, F.user, "submit w.json"), 0);
+  CHECK_CONTAINS(out, "w.json:2:48: warning: node 'a' (command)");
+  free(out);
   /* a config file that cannot be used is an error with where, not ignored */
   const char *cfgs[][2] = {
       {"{\"server\": ", "braid: config file c.json:1:11: "},

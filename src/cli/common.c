@@ -181,6 +181,23 @@ int br_cli_slurm_option(int c, const char *arg, json_t *opts) {
   return 1;
 }
 
+static void print_line(void *ud, const char *line) {
+  (void)ud;
+  fprintf(stderr, "%s\n", line);
+}
+
+br_graph *br_cli_load_graph(const char *path) {
+  br_error err = {0};
+  br_graph *g = br_graph_load_file(path, &err);
+  if (!g) {
+    char buf[2048];
+    fprintf(stderr, "%s\n", br_error_format(&err, buf, sizeof buf));
+  } else {
+    br_graph_warnings(g, print_line, NULL);
+  }
+  return g;
+}
+
 int br_cli_parse_int(const char *s, long long lo, long long hi, long long *out) {
   char *end;
   errno = 0;

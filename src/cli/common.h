@@ -2,6 +2,7 @@
 #ifndef BR_CLI_COMMON_H
 #define BR_CLI_COMMON_H
 
+#include <braid/graph.h>
 #include <braid/store.h>
 #include <jansson.h>
 
@@ -34,6 +35,9 @@ char *br_cli_store_side(const char *store, const char *suffix);
 /* The farm server's default store. */
 #define BR_CLI_SERVER_STORE "farm.braid.db"
 void br_cli_print_json(json_t *j);
+/* Loads a graph file, printing its error (FILE:LINE:COLUMN: ...) or its
+ * warnings on stderr; NULL on error. */
+br_graph *br_cli_load_graph(const char *path);
 /* The host clients use for a server listening on listen ("HOST:PORT"):
  * HOST, or 127.0.0.1 for 0.0.0.0 or none. */
 void br_cli_client_host(const char *listen, char *host, size_t size);

@@ -118,13 +118,8 @@ int br_cli_submit(int argc, char **argv) {
     goto out;
   }
   const char *path = argv[optind];
-  br_error err;
-  br_graph *g = br_graph_load_file(path, &err); /* errors with their position, here */
-  if (!g) {
-    char buf[2048];
-    fprintf(stderr, "%s\n", br_error_format(&err, buf, sizeof buf));
-    goto out;
-  }
+  br_graph *g = br_cli_load_graph(path); /* errors with their position, and warnings, here */
+  if (!g) goto out;
   br_graph_free(g);
   json_error_t jerr;
   json_t *graph = json_load_file(path, 0, &jerr);

@@ -27,23 +27,6 @@ static double mono(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static void print_line(void *ud, const char *line) {
-  (void)ud;
-  fprintf(stderr, "%s\n", line);
-}
-
-/* Loads a graph file, printing its error or its warnings. */
-static br_graph *load_graph(const char *path) {
-  br_error err = {0};
-  br_graph *g = br_graph_load_file(path, &err);
-  if (!g) {
-    char buf[2048];
-    fprintf(stderr, "%s\n", br_error_format(&err, buf, sizeof buf));
-  } else {
-    br_graph_warnings(g, print_line, NULL);
-  }
-  return g;
-}
 
 int br_cli_validate(int argc, char **argv) {
   if (br_cli_wants_help(argc, argv) || argc < 2) {
@@ -57,7 +40,7 @@ int br_cli_validate(int argc, char **argv) {
   }
   int bad = 0;
   for (int i = 1; i < argc; i++) {
-    br_graph *g = load_graph(argv[i]);
+    br_graph *g = br_cli_load_graph(argv[i]);
     if (!g) {
       bad++;
       continue;
@@ -549,7 +532,7 @@ int br_cli_run(int argc, char **argv) {
     return BR_EXIT_USAGE;
   }
   const char *graph_path = argv[optind];
-  br_graph *g = load_graph(graph_path);
+  br_graph *g = br_cli_load_graph(graph_path);
   if (!g) {
     json_decref(sets);
     json_decref(xopts);
