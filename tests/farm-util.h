@@ -58,11 +58,6 @@ static inline int farm_wait(pid_t pid) {
   return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
-static inline char *farm_slurp(const char *path) {
-  char *text = br__read_file(path, NULL);
-  return text ? text : strdup("");
-}
-
 static inline char *farm_capture(const char *cmd) {
   FILE *p = popen(cmd, "r");
   char *buf = calloc(1, 65536);
@@ -95,7 +90,7 @@ static inline void farm_server_start(farm *f) {
     if (access(path, R_OK) == 0) break;
     usleep(10000);
   }
-  char *u = farm_slurp(path);
+  char *u = br_test_slurp(path);
   size_t n = strlen(u);
   while (n && u[n - 1] == '\n') u[--n] = 0;
   CHECK(n > 0);
@@ -117,7 +112,7 @@ static inline void farm_start(farm *f, const char *name, const char *server_args
   farm_server_start(f);
   char path[1024];
   snprintf(path, sizeof path, "%s/farm.braid.admin-token", f->dir);
-  f->admin = farm_slurp(path);
+  f->admin = br_test_slurp(path);
   size_t n = strlen(f->admin);
   while (n && f->admin[n - 1] == '\n') f->admin[--n] = 0;
   f->user = farm_token(f, "user");
@@ -126,15 +121,24 @@ static inline void farm_start(farm *f, const char *name, const char *server_args
 }
 
 /* Starts `braid agent --id ID ARGS` with its work dir under the farm's. */
-static inline pid_t farm_agent(farm *f, const char *id, const char *args) {
+/* `braid agent --id ID` with its own work dir and log (NAME), a token and
+ * a server of its own choosing (NULL: the farm's). */
+static inline pid_t farm_agent_as(farm *f, const char *id, const char *name, const char *token,
+                                  const char *url, const char *args) {
   char cmd[4096], log[256];
   snprintf(cmd, sizeof cmd,
-           "exec env BRAID_SERVER='%s' BRAID_TOKEN='%s' '%s' agent --id %s --work-dir '%s/agent-%s' %s",
-           f->url, f->agent, farm_bin(), id, f->dir, id, args ? args : "");
-  snprintf(log, sizeof log, "agent-%s.log", id);
+           "exec env BRAID_SERVER='%s' BRAID_TOKEN='%s' '%s' agent --id %s "
+           "--work-dir '%s/agent-%s' %s",
+           url ? url : f->url, token ? token : f->agent, farm_bin(), id, f->dir, name,
+           args ? args : "");
+  snprintf(log, sizeof log, "agent-%s.log", name);
   pid_t p = farm_spawn(f->dir, log, cmd);
   if (f->nagents < 8) f->agents[f->nagents++] = p;
   return p;
+}
+
+static inline pid_t farm_agent(farm *f, const char *id, const char *args) {
+  return farm_agent_as(f, id, id, NULL, NULL, args);
 }
 
 static inline void farm_stop(farm *f) {

@@ -1,5 +1,6 @@
 /* Runner for the TEST() cases of one test executable. */
 #include "harness.h"
+#include "fs.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -95,6 +96,20 @@ static int rm_rf(const char *path) {
   int rc = system(cmd);
   free(cmd);
   return rc;
+}
+
+void br_test_put(const char *dir, const char *name, const char *text) {
+  char path[1024];
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  FILE *f = fopen(path, "w");
+  CHECK(f != NULL);
+  fputs(text, f);
+  CHECK(fclose(f) == 0);
+}
+
+char *br_test_slurp(const char *path) {
+  char *text = br__read_file(path, NULL);
+  return text ? text : strdup("");
 }
 
 char *br_test_tmpdir(const char *name) {

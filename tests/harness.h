@@ -16,6 +16,10 @@ void br_test_fail(const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4), noreturn));
 /* A fresh empty directory for this test under $TMPDIR; the caller frees it. */
 char *br_test_tmpdir(const char *name);
+/* Writes text as the file dir/name (replaced). */
+void br_test_put(const char *dir, const char *name, const char *text);
+/* The whole file at path (malloc'd), "" when it cannot be read. */
+char *br_test_slurp(const char *path);
 /* Warnings the library tells (a br_warn_fn: br_test_warn with a
  * br_test_warnings as ud), one per line, until br_test_warnings_take hands
  * them over as a string the caller frees ("" when none). */

@@ -66,20 +66,24 @@ grep -q '^braid:.*:/var/lib/braid:' "$work/root/etc/passwd" ||
 # scratch folders; 0.0.0.0:PORT becomes 127.0.0.1:0 (tests stay on loopback).
 state=$work/state etc=$work/etc
 mkdir -p "$state" "$etc"
+unit_environment() { # UNIT ENVFILE: exports what systemd would give the unit's command
+  while IFS= read -r l; do eval "export ${l#Environment=}"; done < <(grep '^Environment=' "$1")
+  while IFS= read -r l; do
+    case $l in '#'* | '') continue ;; esac
+    export "${l%%=*}=${l#*=}"
+  done <"$2"
+}
+scratch() { # WORD: /var/lib/braid and /etc/braid in it moved to the scratch folders
+  local a=${1//\/var\/lib\/braid/$state}
+  printf '%s' "${a//\/etc\/braid/$etc}"
+}
 unit_argv() { # UNIT ENVFILE: prints the command's words, one per line
   (
-    while IFS= read -r l; do
-      eval "export ${l#Environment=}"
-    done < <(grep '^Environment=' "$1")
-    while IFS= read -r l; do
-      case $l in '#'* | '') continue ;; esac
-      export "${l%%=*}=${l#*=}"
-    done <"$2"
+    unit_environment "$1" "$2"
     cmd=$(sed -n 's/^ExecStart=//p' "$1")
     eval "set -- $cmd"
     for a in "$@"; do
-      a=${a//\/var\/lib\/braid/$state}
-      a=${a//\/etc\/braid/$etc}
+      a=$(scratch "$a")
       [[ $a =~ ^0\.0\.0\.0:[0-9]+$ ]] && a=127.0.0.1:0
       printf '%s\n' "$a"
     done
@@ -87,14 +91,8 @@ unit_argv() { # UNIT ENVFILE: prints the command's words, one per line
 }
 unit_env() { # UNIT ENVFILE NAME: the value NAME has in the unit's environment
   (
-    while IFS= read -r l; do eval "export ${l#Environment=}"; done < <(grep '^Environment=' "$1")
-    while IFS= read -r l; do
-      case $l in '#'* | '') continue ;; esac
-      export "${l%%=*}=${l#*=}"
-    done <"$2"
-    v=${!3:-}
-    v=${v//\/var\/lib\/braid/$state}
-    printf '%s' "${v//\/etc\/braid/$etc}"
+    unit_environment "$1" "$2"
+    scratch "${!3:-}"
   )
 }
 wait_for() { # SECONDS WHAT PID LOG COMMAND...: COMMAND succeeds while PID runs

@@ -65,7 +65,7 @@ static __attribute__((unused)) char *capture(const char *cmd) {
 static __attribute__((unused)) void fail_with_log(const char *dir, const char *what, int rc) {
   char path[1024];
   snprintf(path, sizeof path, "%s/run.log", dir);
-  char *text = farm_slurp(path);
+  char *text = br_test_slurp(path);
   br_test_fail(__FILE__, __LINE__, "%s (exit %d); run.log:\n%s", what, rc, text);
 }
 

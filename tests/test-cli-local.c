@@ -19,25 +19,6 @@ static const char *braid_bin(void) {
   return b ? b : "braid";
 }
 
-static char *slurp(const char *path) {
-  FILE *f = fopen(path, "r");
-  if (!f) return strdup("");
-  char *buf = calloc(1, 1 << 20);
-  size_t n = fread(buf, 1, (1 << 20) - 1, f);
-  buf[n] = '\0';
-  fclose(f);
-  return buf;
-}
-
-static void put(const char *dir, const char *name, const char *text) {
-  char path[1024];
-  snprintf(path, sizeof path, "%s/%s", dir, name);
-  FILE *f = fopen(path, "w");
-  CHECK(f != NULL);
-  fputs(text, f);
-  fclose(f);
-}
-
 /* What one braid command did. */
 typedef struct cres {
   int code;
@@ -65,9 +46,9 @@ static cres braid(const char *dir, const char *fmt, ...) {
   r.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
   char path[1024];
   snprintf(path, sizeof path, "%s/.out", dir);
-  r.out = slurp(path);
+  r.out = br_test_slurp(path);
   snprintf(path, sizeof path, "%s/.err", dir);
-  r.err = slurp(path);
+  r.err = br_test_slurp(path);
   return r;
 }
 
@@ -75,7 +56,7 @@ static cres braid(const char *dir, const char *fmt, ...) {
 
 TEST(missing_task_error_has_no_stale_location) {
   char *dir = br_test_tmpdir("cli-show-missing");
-  put(dir, "g.json", "{\"name\":\"g\",\"nodes\":[{\"name\":\"a\",\"type\":\"null\"}]}");
+  br_test_put(dir, "g.json", "{\"name\":\"g\",\"nodes\":[{\"name\":\"a\",\"type\":\"null\"}]}");
   cres r = braid(dir, "run g.json --quiet");
   CHECK_EQ_INT(r.code, 0);
   cres_free(&r);
@@ -122,7 +103,7 @@ static bool wait_for_text(const char *dir, const char *name, const char *text) {
   char path[1024];
   snprintf(path, sizeof path, "%s/%s", dir, name);
   for (int i = 0; i < 200; i++) {
-    char *s = slurp(path);
+    char *s = br_test_slurp(path);
     bool found = strstr(s, text) != NULL;
     free(s);
     if (found) return true;
@@ -137,7 +118,7 @@ static const char *cycle_graph =
 
 TEST(endless_loop_run_ends_with_an_error_naming_it) {
   char *dir = br_test_tmpdir("cli-endless");
-  put(dir, "cyc.json", cycle_graph);
+  br_test_put(dir, "cyc.json", cycle_graph);
   cres r = braid(dir, "run cyc.json --quiet");
   CHECK_EQ_INT(r.code, 1);
   CHECK_CONTAINS(r.err, "task 1 (cyc) at node '");
@@ -154,7 +135,7 @@ TEST(signals_stop_a_run_busy_without_jobs) {
   /* nodes that never run a job nor wait kept the engine from ever looking
    * at signals: only SIGKILL stopped it */
   char *dir = br_test_tmpdir("cli-busy-signal");
-  put(dir, "cyc.json", cycle_graph);
+  br_test_put(dir, "cyc.json", cycle_graph);
   int sigs[] = {SIGINT, SIGTERM};
   for (int k = 0; k < 2; k++) {
     pid_t pid = start_braid(dir, "run cyc.json --quiet --new --max-steps 4000000000000");
@@ -170,7 +151,7 @@ TEST(signals_stop_a_run_busy_without_jobs) {
     CHECK_EQ_INT(rc, 130);
     char path[1024];
     snprintf(path, sizeof path, "%s/run.err", dir);
-    char *err = slurp(path);
+    char *err = br_test_slurp(path);
     CHECK_CONTAINS(err, "cancelled; run the same command again to resume");
     free(err);
   }
@@ -185,7 +166,7 @@ static const char *retry_graph =
 
 TEST(each_attempt_has_its_own_log) {
   char *dir = br_test_tmpdir("cli-retry-logs");
-  put(dir, "flaky.json", retry_graph);
+  br_test_put(dir, "flaky.json", retry_graph);
   cres r = braid(dir, "run flaky.json --quiet");
   CHECK_EQ_INT(r.code, 1);
   cres_free(&r);
@@ -260,7 +241,7 @@ TEST(log_found_beside_the_store_from_anywhere) {
   snprintf(a, sizeof a, "%s/a", dir);
   snprintf(b, sizeof b, "%s/b", dir);
   CHECK(mkdir(a, 0755) == 0 && mkdir(b, 0755) == 0);
-  put(a, "g.json", "{\"name\":\"g\",\"nodes\":[{\"name\":\"job\",\"type\":\"command\","
+  br_test_put(a, "g.json", "{\"name\":\"g\",\"nodes\":[{\"name\":\"job\",\"type\":\"command\","
                    "\"params\":{\"shell\":\"echo hello from the job\"}}]}");
   cres r = braid(a, "run g.json --store sub/x.braid.db --quiet");
   CHECK_EQ_INT(r.code, 0);
@@ -307,7 +288,7 @@ TEST(log_found_beside_the_store_from_anywhere) {
 
 TEST(log_of_a_task_that_does_not_exist) {
   char *dir = br_test_tmpdir("cli-log-missing-task");
-  put(dir, "g.json", "{\"name\":\"g\",\"nodes\":[{\"name\":\"a\",\"type\":\"null\"}]}");
+  br_test_put(dir, "g.json", "{\"name\":\"g\",\"nodes\":[{\"name\":\"a\",\"type\":\"null\"}]}");
   cres r = braid(dir, "run g.json --quiet");
   cres_free(&r);
   r = braid(dir, "log 999");
@@ -330,7 +311,7 @@ TEST(log_of_a_task_that_does_not_exist) {
 
 TEST(movie_options_are_checked) {
   char *dir = br_test_tmpdir("cli-movie");
-  put(dir, "a.png", "not really");
+  br_test_put(dir, "a.png", "not really");
   const char *seqs = "--sequences '[[\"a.png\"],[\"a.png\"],[\"a.png\"]]'";
   static const struct {
     const char *opt, *says;
@@ -351,7 +332,7 @@ TEST(movie_options_are_checked) {
     cres_free(&r);
   }
   /* a missing folder is an error, unless --mkdirs */
-  put(dir, "ffmpeg.sh", "#!/bin/sh\nfor a; do last=$a; done\necho movie > \"$last\"\n");
+  br_test_put(dir, "ffmpeg.sh", "#!/bin/sh\nfor a; do last=$a; done\necho movie > \"$last\"\n");
   char script[1100];
   snprintf(script, sizeof script, "%s/ffmpeg.sh", dir);
   CHECK(chmod(script, 0755) == 0);
@@ -366,7 +347,7 @@ TEST(movie_options_are_checked) {
             "movie --output new/t.mp4 --sequences '[\"a.png\"]' --ffmpeg ./ffmpeg.sh --mkdirs");
   CHECK_EQ_INT(r.code, 0);
   snprintf(script, sizeof script, "%s/new/t.mp4", dir);
-  char *movie = slurp(script);
+  char *movie = br_test_slurp(script);
   CHECK_EQ_STR(movie, "movie\n");
   free(movie);
   cres_free(&r);
@@ -386,12 +367,12 @@ static const char *job_graph(const char *name, const char *shell, char *buf, siz
 TEST(a_changed_graph_does_not_resume_silently) {
   char *dir = br_test_tmpdir("cli-graph-version");
   char g[1024];
-  put(dir, "g.json", job_graph("g", "echo old; exit 1", g, sizeof g));
+  br_test_put(dir, "g.json", job_graph("g", "echo old; exit 1", g, sizeof g));
   cres r = braid(dir, "run g.json --quiet");
   CHECK_EQ_INT(r.code, 1);
   cres_free(&r);
   /* edited: the unfinished (failed) task would run the old command again */
-  put(dir, "g.json", job_graph("g", "echo new", g, sizeof g));
+  br_test_put(dir, "g.json", job_graph("g", "echo new", g, sizeof g));
   r = braid(dir, "run g.json --quiet");
   CHECK_EQ_INT(r.code, 2);
   CHECK_CONTAINS(r.err, "braid: g.braid.db holds 1 unfinished tasks of another version of "
@@ -400,7 +381,7 @@ TEST(a_changed_graph_does_not_resume_silently) {
   CHECK_CONTAINS(r.err, "--new           to cancel them and start again with g.json");
   cres_free(&r);
   /* another file with the same name is another version too */
-  put(dir, "other.json", job_graph("g", "echo other", g, sizeof g));
+  br_test_put(dir, "other.json", job_graph("g", "echo other", g, sizeof g));
   r = braid(dir, "run other.json --store g.braid.db --quiet");
   CHECK_EQ_INT(r.code, 2);
   CHECK_CONTAINS(r.err, "another version of graph 'g' than other.json");
@@ -444,7 +425,7 @@ TEST(a_changed_graph_does_not_resume_silently) {
 static pid_t read_pid(const char *dir, const char *name) {
   char path[1024];
   snprintf(path, sizeof path, "%s/%s", dir, name);
-  char *s = slurp(path);
+  char *s = br_test_slurp(path);
   pid_t pid = (pid_t)atoi(s);
   free(s);
   return pid;
@@ -454,9 +435,9 @@ TEST(jobs_die_when_braid_is_killed) {
   /* after kill -9 of braid run, its jobs ran on unseen, and the next run
    * started them again beside them */
   char *dir = br_test_tmpdir("cli-orphans");
-  put(dir, "g.json",
-      "{\"name\":\"g\",\"nodes\":[{\"name\":\"job\",\"type\":\"command\",\"params\":"
-      "{\"shell\":\"sleep 300 & echo $! > inner.pid; echo $$ > job.pid; wait\"}}]}");
+  br_test_put(dir, "g.json",
+              "{\"name\":\"g\",\"nodes\":[{\"name\":\"job\",\"type\":\"command\",\"params\":"
+              "{\"shell\":\"sleep 300 & echo $! > inner.pid; echo $$ > job.pid; wait\"}}]}");
   pid_t run = start_braid(dir, "run g.json --quiet");
   CHECK(wait_for_text(dir, "job.pid", "\n"));
   CHECK(wait_for_text(dir, "inner.pid", "\n"));
@@ -475,7 +456,7 @@ TEST(jobs_die_when_braid_is_killed) {
 
 TEST(bad_options_and_stray_arguments_are_usage_errors) {
   char *dir = br_test_tmpdir("cli-options");
-  put(dir, "g.json", "{\"name\":\"g\",\"nodes\":[{\"name\":\"a\",\"type\":\"null\"}]}");
+  br_test_put(dir, "g.json", "{\"name\":\"g\",\"nodes\":[{\"name\":\"a\",\"type\":\"null\"}]}");
   cres r = braid(dir, "run g.json --quiet");
   CHECK_EQ_INT(r.code, 0);
   cres_free(&r);
@@ -529,9 +510,10 @@ TEST(bad_options_and_stray_arguments_are_usage_errors) {
 
 TEST(validate_warns_about_braces_and_stays_valid) {
   char *dir = br_test_tmpdir("cli-validate-warn");
-  put(dir, "w.json",
-      "{\"name\":\"w\",\"nodes\":[\n"
-      "{\"name\":\"a\",\"type\":\"command\",\"params\":{\"shell\":\"awk '{print $1}' f\"}}]}");
+  br_test_put(dir, "w.json",
+              "{\"name\":\"w\",\"nodes\":[\n"
+              "{\"name\":\"a\",\"type\":\"command\",\"params\":"
+              "{\"shell\":\"awk '{print $1}' f\"}}]}");
   cres r = braid(dir, "validate w.json");
   CHECK_EQ_INT(r.code, 0);
   CHECK_EQ_STR(r.out, "w.json: ok (graph 'w', 1 nodes)\n");
@@ -545,8 +527,9 @@ TEST(store_strings_are_quoted_in_hints_and_read_back) {
   /* the summary's hints were unquoted ("--store b.db?sync=full" is a shell
    * glob), and the readers refused the store string run had taken */
   char *dir = br_test_tmpdir("cli-store-strings");
-  put(dir, "f.json", "{\"name\":\"f\",\"nodes\":[{\"name\":\"job\",\"type\":\"command\",\"params\":"
-                     "{\"shell\":\"echo bad; exit 1\",\"retries\":0}}]}");
+  br_test_put(dir, "f.json",
+              "{\"name\":\"f\",\"nodes\":[{\"name\":\"job\",\"type\":\"command\",\"params\":"
+              "{\"shell\":\"echo bad; exit 1\",\"retries\":0}}]}");
   cres r = braid(dir, "run f.json --store 'b.db?sync=full' --quiet");
   CHECK_EQ_INT(r.code, 1);
   CHECK_CONTAINS(r.err, "    whole log: braid log 1 --store 'b.db?sync=full'\n");
@@ -586,10 +569,11 @@ TEST(store_strings_are_quoted_in_hints_and_read_back) {
 
 TEST(json_summary_lists_the_failed_tasks) {
   char *dir = br_test_tmpdir("cli-json-summary");
-  put(dir, "f.json", "{\"name\":\"f\",\"nodes\":[{\"name\":\"s\",\"type\":\"spawn\","
-                     "\"params\":{\"count\":2}},{\"name\":\"job\",\"type\":\"command\",\"params\":"
-                     "{\"shell\":\"echo failing {index}; exit 4\",\"retries\":0}}],"
-                     "\"wires\":[[\"s.children\",\"job\"]]}");
+  br_test_put(dir, "f.json",
+              "{\"name\":\"f\",\"nodes\":[{\"name\":\"s\",\"type\":\"spawn\","
+              "\"params\":{\"count\":2}},{\"name\":\"job\",\"type\":\"command\",\"params\":"
+              "{\"shell\":\"echo failing {index}; exit 4\",\"retries\":0}}],"
+              "\"wires\":[[\"s.children\",\"job\"]]}");
   cres r = braid(dir, "run f.json --json --store 'f.db?sync=full'");
   CHECK_EQ_INT(r.code, 1);
   CHECK_EQ_STR(r.err, ""); /* all of it is in the JSON */
@@ -618,9 +602,10 @@ TEST(json_summary_lists_the_failed_tasks) {
 TEST(last_lines_of_a_log_show_control_bytes_escaped) {
   /* they stopped at a NUL byte, and printed raw escape sequences */
   char *dir = br_test_tmpdir("cli-tail-bytes");
-  put(dir, "f.json", "{\"name\":\"f\",\"nodes\":[{\"name\":\"job\",\"type\":\"command\",\"params\":"
-                     "{\"shell\":\"printf 'a\\\\033[31mred\\\\000after\\\\tTab\\\\n'; exit 1\","
-                     "\"retries\":0}}]}");
+  br_test_put(dir, "f.json",
+              "{\"name\":\"f\",\"nodes\":[{\"name\":\"job\",\"type\":\"command\",\"params\":"
+              "{\"shell\":\"printf 'a\\\\033[31mred\\\\000after\\\\tTab\\\\n'; exit 1\","
+              "\"retries\":0}}]}");
   cres r = braid(dir, "run f.json --quiet");
   CHECK_EQ_INT(r.code, 1);
   CHECK_CONTAINS(r.err, "      | a\\x1b[31mred\\x00after\tTab\n");
@@ -632,10 +617,11 @@ TEST(last_lines_of_a_log_show_control_bytes_escaped) {
 TEST(log_header_says_how_a_job_ended) {
   /* a timeout showed as "exit -1" */
   char *dir = br_test_tmpdir("cli-log-header");
-  put(dir, "t.json", "{\"name\":\"t\",\"nodes\":[{\"name\":\"job\",\"type\":\"command\",\"params\":"
-                     "{\"shell\":\"sleep 30\",\"timeout\":0.3}},"
-                     "{\"name\":\"k\",\"type\":\"command\",\"params\":{\"shell\":\"kill -9 $$\","
-                     "\"retries\":0}}],\"start\":{\"node\":\"job\"}}");
+  br_test_put(dir, "t.json",
+              "{\"name\":\"t\",\"nodes\":[{\"name\":\"job\",\"type\":\"command\",\"params\":"
+              "{\"shell\":\"sleep 30\",\"timeout\":0.3}},"
+              "{\"name\":\"k\",\"type\":\"command\",\"params\":{\"shell\":\"kill -9 $$\","
+              "\"retries\":0}}],\"start\":{\"node\":\"job\"}}");
   cres r = braid(dir, "run t.json --quiet");
   CHECK_EQ_INT(r.code, 1);
   cres_free(&r);
@@ -656,7 +642,7 @@ TEST(log_header_says_how_a_job_ended) {
 static int children_of(pid_t pid, pid_t *out, int max) {
   char path[128];
   snprintf(path, sizeof path, "/proc/%d/task/%d/children", (int)pid, (int)pid);
-  char *s = slurp(path);
+  char *s = br_test_slurp(path);
   int n = 0;
   for (char *p = s; *p && n < max;) {
     char *end;
@@ -673,9 +659,10 @@ TEST(the_reaper_ends_on_sigterm_and_braid_goes_on) {
   /* a service manager stops braid's processes with SIGTERM: the reaper
    * must not outlive it (it kept braid's signal handlers before) */
   char *dir = br_test_tmpdir("cli-reaper-term");
-  put(dir, "g.json",
-      "{\"name\":\"g\",\"nodes\":[{\"name\":\"job\",\"type\":\"command\",\"params\":"
-      "{\"shell\":\"echo $$ > job.pid; while [ ! -e go ]; do sleep 0.05; done; echo done\"}}]}");
+  br_test_put(dir, "g.json",
+              "{\"name\":\"g\",\"nodes\":[{\"name\":\"job\",\"type\":\"command\",\"params\":"
+              "{\"shell\":\"echo $$ > job.pid; while [ ! -e go ]; do sleep 0.05; done; "
+              "echo done\"}}]}");
   pid_t run = start_braid(dir, "run g.json --quiet");
   CHECK(wait_for_text(dir, "job.pid", "\n"));
   pid_t job = read_pid(dir, "job.pid");
@@ -690,7 +677,7 @@ TEST(the_reaper_ends_on_sigterm_and_braid_goes_on) {
   CHECK(kill(reaper, SIGTERM) == 0);
   CHECK(br_test_pid_gone(reaper));
   /* braid does not mind: the job finishes and the run too */
-  put(dir, "go", "");
+  br_test_put(dir, "go", "");
   CHECK_EQ_INT(wait_exit_within(run, 30), 0);
   cres r = braid(dir, "log 1");
   CHECK_CONTAINS(r.out, "done\n");

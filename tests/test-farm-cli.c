@@ -26,7 +26,7 @@ static int braid(char **out, const char *token, const char *fmt, ...) {
            "cat '%s.err' >> '%s'; exit $st", F.dir, F.url, token ? token : "", farm_bin(), args, path, path,
            path, path);
   int st = system(cmd);
-  if (out) *out = farm_slurp(path);
+  if (out) *out = br_test_slurp(path);
   return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
@@ -44,15 +44,12 @@ static json_t *braid_json(const char *fmt, const char *arg) {
 
 TEST(farm_command_line) {
   farm_start(&F, "farm-cli", "--poll-wait 1 --lost-after 10");
-  char gpath[1024];
-  snprintf(gpath, sizeof gpath, "%s/g.json", F.dir);
-  FILE *g = fopen(gpath, "w");
-  fputs("{\"name\":\"cli\",\"start\":{\"node\":\"start\",\"attrs\":{\"n\":3}},\n"
-        " \"nodes\":[{\"name\":\"start\",\"type\":\"null\"},\n"
-        "  {\"name\":\"job\",\"type\":\"command\",\"params\":{\"shell\":"
-        "\"for i in $(seq {n}); do echo line $i of {n} from {who}; sleep 0.3; done\"}}],\n"
-        " \"wires\":[[\"start\",\"job\"]]}\n", g);
-  fclose(g);
+  br_test_put(F.dir, "g.json",
+              "{\"name\":\"cli\",\"start\":{\"node\":\"start\",\"attrs\":{\"n\":3}},\n"
+              " \"nodes\":[{\"name\":\"start\",\"type\":\"null\"},\n"
+              "  {\"name\":\"job\",\"type\":\"command\",\"params\":{\"shell\":"
+              "\"for i in $(seq {n}); do echo line $i of {n} from {who}; sleep 0.3; done\"}}],\n"
+              " \"wires\":[[\"start\",\"job\"]]}\n");
   char *out;
   /* no agent yet: the task waits queued */
   CHECK_EQ_INT(braid(&out, F.user, "submit g.json --set who=cli --priority 2"), 0);
@@ -170,7 +167,7 @@ TEST(farm_command_line) {
            cfg, farm_bin(), F.dir);
   CHECK_EQ_INT(system(cmd), 0);
   snprintf(cmd, sizeof cmd, "%s/cfg.out", F.dir);
-  out = farm_slurp(cmd);
+  out = br_test_slurp(cmd);
   json_t *ls = json_loads(out, 0, NULL);
   CHECK(json_is_array(ls));
   json_decref(ls);
@@ -415,13 +412,10 @@ TEST(farm_tls) {
   snprintf(ca, sizeof ca, "%s/cert.pem", dir);
   setenv("BRAID_CA", ca, 1); /* for the agent and the command line */
   farm_agent(&F, "tls-agent", "--slots 1");
-  char gpath[1024];
-  snprintf(gpath, sizeof gpath, "%s/g.json", F.dir);
-  FILE *g = fopen(gpath, "w");
-  fputs("{\"name\":\"tls\",\"start\":{\"node\":\"start\",\"attrs\":{}},\"nodes\":[{\"name\":\"start\",\"type\":\"null\"},"
-        "{\"name\":\"job\",\"type\":\"command\",\"params\":{\"shell\":\"echo over tls\"}}],\"wires\":[[\"start\",\"job\"]]}\n",
-        g);
-  fclose(g);
+  br_test_put(F.dir, "g.json",
+              "{\"name\":\"tls\",\"start\":{\"node\":\"start\",\"attrs\":{}},\"nodes\":["
+              "{\"name\":\"start\",\"type\":\"null\"},{\"name\":\"job\",\"type\":\"command\","
+              "\"params\":{\"shell\":\"echo over tls\"}}],\"wires\":[[\"start\",\"job\"]]}\n");
   char *out;
   CHECK_EQ_INT(braid(&out, F.user, "submit g.json"), 0);
   long long t = atoll(out);
@@ -513,8 +507,8 @@ static int run_split(const char *cmd, char **out, char **err) {
   snprintf(pe, sizeof pe, "%s/split.err", F.dir);
   snprintf(full, sizeof full, "cd '%s' && (%s) > '%s' 2> '%s'", F.dir, cmd, po, pe);
   int st = system(full);
-  *out = farm_slurp(po);
-  *err = farm_slurp(pe);
+  *out = br_test_slurp(po);
+  *err = br_test_slurp(pe);
   return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
@@ -590,13 +584,10 @@ TEST(farm_command_line_arguments) {
   CHECK_CONTAINS(out, "      id  state");
   free(out);
   /* submit warns about braces meant for the shell, as validate and run do */
-  char wpath[1024];
-  snprintf(wpath, sizeof wpath, "%s/w.json", F.dir);
-  FILE *wf = fopen(wpath, "w");
-  fputs("{\"name\":\"w\",\"nodes\":[\n"
-        "{\"name\":\"a\",\"type\":\"command\",\"params\":{\"shell\":\"awk '{print $1}' f\"}}]}",
-        wf);
-  fclose(wf);
+  br_test_put(F.dir, "w.json",
+              "{\"name\":\"w\",\"nodes\":[\n"
+              "{\"name\":\"a\",\"type\":\"command\",\"params\":"
+              "{\"shell\":\"awk '{print $1}' f\"}}]}");
   CHECK_EQ_INT(braid(&out, F.user, "submit w.json"), 0);
   CHECK_CONTAINS(out, "w.json:2:48: warning: node 'a' (command)");
   free(out);
@@ -607,11 +598,7 @@ TEST(farm_command_line_arguments) {
       {"[]", "braid: config file c.json: not a JSON object"},
   };
   for (size_t i = 0; i < sizeof cfgs / sizeof *cfgs; i++) {
-    char path[1024];
-    snprintf(path, sizeof path, "%s/c.json", F.dir);
-    FILE *cf = fopen(path, "w");
-    fputs(cfgs[i][0], cf);
-    fclose(cf);
+    br_test_put(F.dir, "c.json", cfgs[i][0]);
     snprintf(cmd, sizeof cmd, "env -u BRAID_SERVER -u BRAID_TOKEN BRAID_CONFIG=c.json '%s' ls",
              farm_bin());
     CHECK_EQ_INT(run_split(cmd, &out, &err), 2);
@@ -644,7 +631,7 @@ TEST(farm_log_follow_survives_a_server_restart) {
   char path[1024];
   snprintf(path, sizeof path, "%s/follow.log", F.dir);
   for (int i = 0; i < 300; i++) { /* it follows */
-    char *text = farm_slurp(path);
+    char *text = br_test_slurp(path);
     bool started = strstr(text, "line 2\n") != NULL;
     free(text);
     if (started) break;
@@ -672,7 +659,7 @@ TEST(farm_log_follow_survives_a_server_restart) {
     kill(follower, SIGKILL);
     farm_wait(follower);
   }
-  char *text = farm_slurp(path);
+  char *text = br_test_slurp(path);
   CHECK_EQ_INT(st, 0);
   CHECK_CONTAINS(text, "braid: lost the server at ");
   CHECK_CONTAINS(text, "braid: the server is back: following again\n");

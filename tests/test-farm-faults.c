@@ -9,7 +9,7 @@
 #include "farm-util.h"
 
 static int count_lines(const char *path) {
-  char *t = farm_slurp(path);
+  char *t = br_test_slurp(path);
   int n = 0;
   for (char *p = t; *p; p++) n += *p == '\n';
   free(t);
@@ -149,7 +149,7 @@ TEST(farm_failing_agent_is_avoided) {
   for (int i = 0; i < 6; i++) {
     char p[1024];
     snprintf(p, sizeof p, "%s/flaky-%d.ok", f.dir, i);
-    char *w = farm_slurp(p);
+    char *w = br_test_slurp(p);
     CHECK_EQ_STR(w, "good\n");
     free(w);
   }
@@ -308,7 +308,7 @@ TEST(farm_stopped_agent_leaves) {
     char p[1024];
     snprintf(p, sizeof p, "%s/after-%d.ran", f.dir, i);
     for (int k = 0; k < 100 && access(p, R_OK) != 0; k++) usleep(100000);
-    char *w = farm_slurp(p);
+    char *w = br_test_slurp(p);
     CHECK_EQ_STR(w, "l2\n");
     free(w);
   }
@@ -383,26 +383,10 @@ static int exit_within(pid_t pid, double timeout) {
   return -1;
 }
 
-/* `braid agent --id ID` with its own work dir and log (NAME), a token and
- * a server of its own choosing (NULL: the farm's). */
-static pid_t agent_as(farm *f, const char *id, const char *name, const char *token,
-                      const char *url, const char *args) {
-  char cmd[4096], log[256];
-  snprintf(cmd, sizeof cmd,
-           "exec env BRAID_SERVER='%s' BRAID_TOKEN='%s' '%s' agent --id %s "
-           "--work-dir '%s/agent-%s' %s",
-           url ? url : f->url, token ? token : f->agent, farm_bin(), id, f->dir, name,
-           args ? args : "");
-  snprintf(log, sizeof log, "agent-%s.log", name);
-  pid_t p = farm_spawn(f->dir, log, cmd);
-  if (f->nagents < 8) f->agents[f->nagents++] = p;
-  return p;
-}
-
 static char *agent_log(farm *f, const char *name) {
   char p[1024];
   snprintf(p, sizeof p, "%s/agent-%s.log", f->dir, name);
-  return farm_slurp(p);
+  return br_test_slurp(p);
 }
 
 TEST(farm_two_agents_with_one_id) {
@@ -412,7 +396,7 @@ TEST(farm_two_agents_with_one_id) {
    * at once (not after lost-after) */
   farm f;
   farm_start(&f, "farm-one-id", "--poll-wait 30 --lost-after 60");
-  pid_t first = agent_as(&f, "twin", "first", NULL, NULL, "--slots 1");
+  pid_t first = farm_agent_as(&f, "twin", "first", NULL, NULL, "--slots 1");
   CHECK(wait_worker(&f, "twin", "idle", 20));
   json_t *out = json_pack("{ss}", "out", f.dir);
   farm_submit_graph(&f, farm_jobs_graph("twin", 1,
@@ -420,7 +404,7 @@ TEST(farm_two_agents_with_one_id) {
                                         "while [ ! -e {out}/go ]; do sleep 0.05; done\"}"),
                     out, 0, NULL);
   CHECK(wait_running(&f, 1, 30));
-  pid_t clone = agent_as(&f, "twin", "clone", NULL, NULL, "--slots 1");
+  pid_t clone = farm_agent_as(&f, "twin", "clone", NULL, NULL, "--slots 1");
   CHECK_EQ_INT(exit_within(clone, 20), 1);
   f.agents[1] = 0;
   char *log = agent_log(&f, "clone");
@@ -435,7 +419,7 @@ TEST(farm_two_agents_with_one_id) {
   kill(first, SIGKILL);
   farm_wait(first);
   f.agents[0] = 0;
-  agent_as(&f, "twin", "again", NULL, NULL, "--slots 1");
+  farm_agent_as(&f, "twin", "again", NULL, NULL, "--slots 1");
   double end = farm_now() + 20; /* well before lost-after (60 s) */
   while (farm_now() < end && (iv = farm_invocations(&f)).lost < 1) usleep(100000);
   CHECK_EQ_INT(iv.lost, 1);
@@ -465,7 +449,7 @@ TEST(farm_revoked_agent_token_stops_the_agent) {
   CHECK_EQ_INT(farm_call(&f, f.admin, "POST", "/api/v1/tokens", b, &t), 201);
   json_decref(b);
   const char *tok = json_string_value(json_object_get(t, "token"));
-  pid_t a = agent_as(&f, "rv", "rv", tok, NULL, "--slots 1");
+  pid_t a = farm_agent_as(&f, "rv", "rv", tok, NULL, "--slots 1");
   farm_submit_graph(&f, farm_jobs_graph("rv", 1, "{\"shell\":\"sleep 60\"}"), NULL, 0, NULL);
   CHECK(wait_running(&f, 1, 30));
   char path[128];
@@ -495,7 +479,7 @@ TEST(farm_agent_says_when_it_cannot_reach_the_server) {
   close(fd); /* a port where nobody listens */
   char url[64];
   snprintf(url, sizeof url, "http://127.0.0.1:%d", port);
-  agent_as(&f, "far", "far", NULL, url, "--slots 1");
+  farm_agent_as(&f, "far", "far", NULL, url, "--slots 1");
   usleep(5000000); /* several tries */
   char *log = agent_log(&f, "far");
   char want[160];

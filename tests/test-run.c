@@ -52,16 +52,6 @@ static int wait_exit(pid_t pid) {
   return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
-static char *slurp(const char *path) {
-  FILE *f = fopen(path, "r");
-  if (!f) return strdup("");
-  char *buf = calloc(1, 1 << 20);
-  size_t n = fread(buf, 1, (1 << 20) - 1, f);
-  buf[n] = '\0';
-  fclose(f);
-  return buf;
-}
-
 static char *capture(const char *cmd) {
   FILE *p = popen(cmd, "r");
   char *buf = calloc(1, 65536);
@@ -163,7 +153,7 @@ TEST(reference_scenario_end_to_end) {
   if (rc != 0) {
     char log[1024];
     snprintf(log, sizeof log, "%s/run.log", dir);
-    char *text = slurp(log);
+    char *text = br_test_slurp(log);
     br_test_fail(__FILE__, __LINE__, "braid run exited %d:\n%s", rc, text);
   }
   check_movie(dir);
@@ -206,7 +196,7 @@ TEST(ctrl_c_stops_cleanly_and_resume_finishes) {
   CHECK_EQ_INT(before.running, 0);
   char log[1024];
   snprintf(log, sizeof log, "%s/run.log", dir);
-  char *text = slurp(log);
+  char *text = br_test_slurp(log);
   CHECK_CONTAINS(text, "run the same command again to resume");
   free(text);
   CHECK_EQ_INT(wait_exit(start_run(dir, graph, "--slots 2")), 0);
@@ -327,7 +317,7 @@ TEST(failures_retries_timeouts_and_missing_programs) {
   CHECK(time(NULL) - t0 < 25); /* the 30 s sleep was killed at its timeout */
   char log[1024];
   snprintf(log, sizeof log, "%s/run.log", dir);
-  char *text = slurp(log);
+  char *text = br_test_slurp(log);
   CHECK_CONTAINS(text, "at node 'boom': exit code 3 after 2 attempts");
   CHECK_CONTAINS(text, "| boom");        /* the log tail is in the summary */
   CHECK_CONTAINS(text, "braid log ");    /* and the command that shows it all */
@@ -357,7 +347,7 @@ TEST(usage_and_graph_errors_exit_2) {
   CHECK_EQ_INT(wait_exit(start_run(dir, graph, "")), 2);
   char log[1024];
   snprintf(log, sizeof log, "%s/run.log", dir);
-  char *text = slurp(log);
+  char *text = br_test_slurp(log);
   CHECK_CONTAINS(text, "bad.json:2:25: node 'a': unknown node type 'nope'");
   free(text);
   struct stat sb;
@@ -402,7 +392,7 @@ TEST(a_second_run_on_a_store_is_refused) {
   close(open(cmd, O_WRONLY | O_CREAT, 0644));
   CHECK_EQ_INT(wait_exit(first), 0);
   snprintf(cmd, sizeof cmd, "%s/ran", dir);
-  out = slurp(cmd);
+  out = br_test_slurp(cmd);
   CHECK_EQ_STR(out, "x\n"); /* the job ran once */
   free(out);
   CHECK_EQ_INT(wait_exit(start_run(dir, graph, "--slots 1")), 0); /* free again: it resumes */

@@ -70,7 +70,7 @@ TEST(past_the_slurm_time_limit_is_timed_out) {
   invs_free(l);
   char path[1100];
   snprintf(path, sizeof path, "%s/run.log", dir);
-  char *log = farm_slurp(path);
+  char *log = br_test_slurp(path);
   CHECK_CONTAINS(log, "timed out");
   free(log);
   CHECK_EQ_INT(procs_with("[s]leep 313"), 0);
@@ -89,7 +89,7 @@ TEST(sbatch_refusing_a_job_is_a_clear_error) {
   if (rc != 1) fail_with_log(dir, "braid run should fail (exit 1)", rc);
   char path[1100];
   snprintf(path, sizeof path, "%s/run.log", dir);
-  char *log = farm_slurp(path);
+  char *log = br_test_slurp(path);
   CHECK_CONTAINS(log, "sbatch failed");
   CHECK_CONTAINS(log, "no_such_partition");
   free(log);
@@ -101,7 +101,7 @@ TEST(sbatch_refusing_a_job_is_a_clear_error) {
                       "   \"argv\": [\"true\"], \"slurm\": {\"partitoin\": \"debug\"}}}]}\n");
   rc = wait_exit_for(start_slurm_run(dir, graph, "--new"), 60);
   if (rc != 1) fail_with_log(dir, "braid run should fail (exit 1) on an unknown slurm setting", rc);
-  log = farm_slurp(path);
+  log = br_test_slurp(path);
   CHECK_CONTAINS(log, "unknown slurm setting 'partitoin'");
   free(log);
   free(graph);
@@ -197,7 +197,7 @@ TEST(sigkill_then_resume_adopts_running_jobs) {
   snprintf(logp, sizeof logp, "%s/run.log", dir);
   snprintf(gop, sizeof gop, "%s/go", dir);
   for (int i = 0; i < 600; i++) { /* the resumed run has taken the store */
-    char *log = farm_slurp(logp);
+    char *log = br_test_slurp(logp);
     bool resumed = strstr(log, "resuming") != NULL;
     free(log);
     if (resumed) break;
@@ -216,7 +216,7 @@ TEST(sigkill_then_resume_adopts_running_jobs) {
   invs_free(l);
   char path[1100];
   snprintf(path, sizeof path, "%s/ran.txt", dir);
-  char *ran = farm_slurp(path);
+  char *ran = br_test_slurp(path);
   int lines = 0;
   for (char *p = ran; *p; p++) lines += *p == '\n';
   CHECK_EQ_INT(lines, 4);

@@ -179,12 +179,11 @@ TEST(cut_upload_keeps_its_complete_chunks) {
     br_xfer__buf_free(&b);
     for (int i = 0; i < 4; i++) free(data[i]);
   }
-  br_xfer__store st;
-  CHECK_EQ_INT(br_xfer__store_open(&st, x.root, NULL), BR_OK);
   int64_t checked = 0;
-  CHECK_EQ_INT(br_xfer__store_fsck(&st, &checked, NULL), BR_OK);
+  br_error err;
+  br_error_clear(&err);
+  CHECK_EQ_INT(br_depot_fsck(x.root, &checked, &err), BR_OK);
   CHECK_EQ_INT(checked, 6);
-  br_xfer__store_close(&st);
   xu_depot_stop(&x);
   xu_done(tmp);
 }

@@ -412,7 +412,7 @@ TEST(gc_and_rm_over_http_with_an_admin_token) {
   int port = 0;
   for (int i = 0; i < 200 && !port; i++) {
     usleep(50000);
-    char *o = farm_slurp(outp);
+    char *o = br_test_slurp(outp);
     const char *c = strstr(o, "127.0.0.1:");
     if (c) port = atoi(c + 10);
     free(o);
