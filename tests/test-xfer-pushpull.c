@@ -566,6 +566,16 @@ TEST(content_cache_reuses_files_across_pulls) {
   xu_make_file(s2, "b.exr", 400000, 2);
   xu_make_file(s2, "c.bgeo", 5000, 3);
   xu_make_file(s2, "new.exr", 7000, 4);
+  /* the same time too (a link shares it): as a file unchanged between two
+   * versions of one asset has */
+  const char *same[] = {"s1/tex/a.1001.exr", "s1/tex/b.1001.exr", "s1/geo/c.bgeo",
+                        "s2/a.exr", "s2/b.exr", "s2/c.bgeo"};
+  for (size_t i = 0; i < sizeof same / sizeof *same; i++) {
+    char *f = xu_path(tmp, same[i]);
+    struct timespec t[2] = {{0, UTIME_OMIT}, {1600000000, 123}};
+    CHECK(utimensat(AT_FDCWD, f, t, 0) == 0);
+    free(f);
+  }
   br_xfer_opts o;
   xu_opts(&o, tmp);
   br_xfer_result res;
@@ -607,6 +617,8 @@ TEST(content_cache_reuses_files_across_pulls) {
   xu_make_file(s3, "a.exr", 30000, 1);
   char *x3 = xu_path(s3, "a.exr"), *x5 = xu_path(d5, "a.exr"), *x2 = xu_path(d2, "a.exr");
   CHECK(chmod(x3, 0750) == 0);
+  struct timespec t3[2] = {{0, UTIME_OMIT}, {1600000000, 123}}; /* only the mode differs */
+  CHECK(utimensat(AT_FDCWD, x3, t3, 0) == 0);
   push_ok(s3, r3, &o, &res);
   pull_ok(r3, d5, &o, &res);
   struct stat s5, s2st, s1st;
@@ -621,6 +633,34 @@ TEST(content_cache_reuses_files_across_pulls) {
   CHECK_EQ_INT(s2st.st_mode & 0777, 0750);
   CHECK_EQ_INT(s2st.st_nlink, 1);
   CHECK(s1st.st_mode != s2st.st_mode); /* the cache's and task1's stay */
+  /* The same content and mode with another time: a copy too, since a link
+   * shares the time and setting it would change the cache's and task1's. */
+  char *s4 = xu_path(tmp, "s4"), *d6 = xu_path(tmp, "task6"), *r4 = xu_ref(x.url, "asset/t");
+  xu_make_file(s4, "b.exr", 400000, 2);
+  char *x4 = xu_path(s4, "b.exr"), *x6 = xu_path(d6, "b.exr");
+  struct timespec old[2] = {{0, UTIME_OMIT}, {1500000000, 0}};
+  CHECK(stat(p1, &s1st) == 0 && chmod(x4, s1st.st_mode & 0777) == 0);
+  CHECK(utimensat(AT_FDCWD, x4, old, 0) == 0);
+  push_ok(s4, r4, &o, &res);
+  pull_ok(r4, d6, &o, &res);
+  CHECK_EQ_INT(res.files_reused, 1);
+  struct stat s6, s1now;
+  CHECK(stat(x6, &s6) == 0 && stat(p1, &s1now) == 0);
+  CHECK_EQ_INT(s6.st_mtim.tv_sec, 1500000000);
+  CHECK_EQ_INT(s6.st_nlink, 1);
+  CHECK_EQ_INT(s1now.st_mtim.tv_sec, s1st.st_mtim.tv_sec); /* untouched */
+  CHECK_EQ_INT(s1now.st_mtim.tv_nsec, s1st.st_mtim.tv_nsec);
+  CHECK_EQ_INT(xu_tree_diff(s4, d6), 0);
+  /* pulled over task2's checkout, whose b.exr is a link: a copy there */
+  char *x2b = xu_path(d2, "b.exr");
+  pull_ok(r4, d2, &o, &res);
+  CHECK(stat(x2b, &s2st) == 0 && stat(p1, &s1now) == 0);
+  CHECK_EQ_INT(s2st.st_mtim.tv_sec, 1500000000);
+  CHECK_EQ_INT(s2st.st_nlink, 1);
+  CHECK_EQ_INT(s1now.st_mtim.tv_sec, s1st.st_mtim.tv_sec);
+  CHECK_EQ_INT(s1now.st_mtim.tv_nsec, s1st.st_mtim.tv_nsec);
+  free(x2b);
+  free(s4), free(d6), free(r4), free(x4), free(x6);
   free(s3), free(d5), free(r3), free(x3), free(x5), free(x2);
   free(q);
   free(p1), free(p2);

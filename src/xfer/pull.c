@@ -1118,6 +1118,21 @@ static int copy_into(int sdirfd, const char *src, int dirfd, const char *name) {
   if (in < 0) return -1;
   int out = openat(dirfd, name, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
   int rc = out < 0 ? -1 : 0;
+  /* in the kernel (a clone where the file system shares extents); where
+   * it is not supported (EXDEV, EINVAL...), by hand from the start */
+  ssize_t k = -1;
+  if (rc == 0) {
+    do k = copy_file_range(in, NULL, out, NULL, (size_t)1 << 30, 0);
+    while (k > 0 || (k < 0 && errno == EINTR));
+  }
+  if (k == 0) {
+    close(in);
+    close(out);
+    return 0;
+  }
+  if (rc == 0 && (lseek(in, 0, SEEK_SET) < 0 || ftruncate(out, 0) != 0 ||
+                  lseek(out, 0, SEEK_SET) < 0))
+    rc = -1;
   char buf[65536];
   while (rc == 0) {
     ssize_t n = read(in, buf, sizeof buf);
@@ -1142,11 +1157,10 @@ static int from_content_cache(pull *p, lfile *lf, int dirfd, const char *pn, con
   struct stat st;
   if (cp && file_matches(p, AT_FDCWD, cp, e, lf->job->m->chunk_size) && stat(cp, &st) == 0) {
     unlinkat(dirfd, pn, 0);
-    /* a link shares the inode and its mode: only when the mode is this
-     * file's already, or setting it would change every other link's (the
-     * time is shared too: a linked file has the last pull's) */
-    if (((st.st_mode & 07777) == (mode_t)(e->mode & 0777) &&
-         linkat(AT_FDCWD, cp, dirfd, pn, 0) == 0) ||
+    /* a link shares the inode, its mode and its time: only when both are
+     * this file's already, or setting them would change every other link's
+     * (the cache's and other checkouts'); else a copy */
+    if ((meta_matches(&st, e) && linkat(AT_FDCWD, cp, dirfd, pn, 0) == 0) ||
         copy_into(AT_FDCWD, cp, dirfd, pn) == 0) {
       int fd = openat(dirfd, pn, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
       if (fd >= 0) {
@@ -1232,16 +1246,16 @@ static bool dirlist_has(const dirlist *dl, const char *name) {
 /* A file whose content is already the snapshot's gets its mode and mtime
  * too: pulling a version over a checkout of another leaves the version's
  * metadata, as a fresh pull would. A file linked from the content cache
- * (more than one link) whose mode differs is not changed in place, which
- * would change the cache's and every other checkout's: it is replaced by a
- * copy (1). */
+ * (more than one link) whose mode or time differs is not changed in place,
+ * which would change the cache's and every other checkout's: it is
+ * replaced by a copy (1). */
 static int fix_meta(pull *p, lfile *lf, int dirfd, const char *base, br_error *err) {
   const br_xfer_entry *e = lf->e;
   struct stat st;
   if (fstatat(dirfd, base, &st, AT_SYMLINK_NOFOLLOW) != 0)
     return fail_io(err, "stat", lf->job, e->path, errno);
   if (meta_matches(&st, e)) return BR_OK;
-  if (st.st_nlink > 1 && p->o->content_cache && (st.st_mode & 07777) != (mode_t)(e->mode & 0777)) {
+  if (st.st_nlink > 1 && p->o->content_cache) {
     char pn[64];
     br_xfer__partial_name(base, pn, sizeof pn);
     unlinkat(dirfd, pn, 0);
