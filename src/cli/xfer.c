@@ -631,8 +631,9 @@ int br_cli_pull(int argc, char **argv) {
            "                      fs (default) one syncfs per batch, fastest for many\n"
            "                      files, but it also writes back other programs' unsaved\n"
            "                      data on that disk; files: an fsync per file and folder\n"
-           "  --content-cache DIR reuse files other pulls fetched (hard links) and add\n"
-           "                      to DIR; treat pulled files as read-only\n\n%s",
+           "  --content-cache DIR reuse files other pulls fetched and add to DIR: a\n"
+           "                      hard link when mode and time match, else a copy;\n"
+           "                      treat pulled files as read-only\n\n%s",
            common_help);
     return BR_EXIT_OK;
   }
