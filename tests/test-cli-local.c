@@ -422,6 +422,23 @@ TEST(a_changed_graph_does_not_resume_silently) {
 
 /* ---- jobs do not outlive braid ---- */
 
+/* The children of pid (from /proc), up to max; returns how many. */
+static int children_of(pid_t pid, pid_t *out, int max) {
+  char path[128];
+  snprintf(path, sizeof path, "/proc/%d/task/%d/children", (int)pid, (int)pid);
+  char *s = br_test_slurp(path);
+  int n = 0;
+  for (char *p = s; *p && n < max;) {
+    char *end;
+    long v = strtol(p, &end, 10);
+    if (end == p) break;
+    out[n++] = (pid_t)v;
+    p = end;
+  }
+  free(s);
+  return n;
+}
+
 static pid_t read_pid(const char *dir, const char *name) {
   char path[1024];
   snprintf(path, sizeof path, "%s/%s", dir, name);
@@ -444,6 +461,18 @@ TEST(jobs_die_when_braid_is_killed) {
   pid_t job = read_pid(dir, "job.pid"), inner = read_pid(dir, "inner.pid");
   CHECK(job > 0 && inner > 0);
   CHECK(kill(job, 0) == 0 && kill(inner, 0) == 0);
+  /* as `pkill -9 braid` does: every process whose name has "braid" in it
+   * (the reaper's has not, or it went too and the jobs ran on) */
+  pid_t kids[8];
+  int n = children_of(run, kids, 8);
+  CHECK_EQ_INT(n, 2);
+  for (int i = 0; i < n; i++) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/comm", (int)kids[i]);
+    char *comm = br_test_slurp(path);
+    if (strstr(comm, "braid")) kill(kids[i], SIGKILL);
+    free(comm);
+  }
   kill(run, SIGKILL);
   waitpid(run, NULL, 0);
   /* the job's shell and what it started in the background */
@@ -636,23 +665,6 @@ TEST(log_header_says_how_a_job_ended) {
   CHECK_CONTAINS(r.out, ": failed (killed by signal 9 (Killed) after ");
   cres_free(&r);
   free(dir);
-}
-
-/* The children of pid (from /proc), up to max; returns how many. */
-static int children_of(pid_t pid, pid_t *out, int max) {
-  char path[128];
-  snprintf(path, sizeof path, "/proc/%d/task/%d/children", (int)pid, (int)pid);
-  char *s = br_test_slurp(path);
-  int n = 0;
-  for (char *p = s; *p && n < max;) {
-    char *end;
-    long v = strtol(p, &end, 10);
-    if (end == p) break;
-    out[n++] = (pid_t)v;
-    p = end;
-  }
-  free(s);
-  return n;
 }
 
 TEST(the_reaper_ends_on_sigterm_and_braid_goes_on) {

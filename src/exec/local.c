@@ -24,7 +24,8 @@
  *   is told each job's process group as it starts and ends (a socket), and
  *   when braid goes away however it ends (SIGKILL, a crash) the socket
  *   closes and the reaper sends those groups SIGTERM, then SIGKILL after the
- *   grace period. A clean shutdown tells it to quit first. (posix_spawn
+ *   grace period. Its name is "br-reaper", so that `pkill -9 braid` spares
+ *   it. A clean shutdown tells it to quit first. (posix_spawn
  *   has no hook for PR_SET_PDEATHSIG, which would reach only the group's
  *   leader anyway.)
  * - Slots: an invocation takes `cores` slots (at most all of them); the queue
@@ -48,6 +49,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -254,6 +256,9 @@ static void reaper_start(br_executor *ex) {
     /* its own session: a terminal's Ctrl-C or hangup is braid's to handle;
      * no descriptor of braid's (locks, the store) stays open in it */
     setsid();
+    /* a name without "braid" in it: `pkill -9 braid` or `killall -9 braid`
+     * end braid and leave the reaper to end its jobs */
+    prctl(PR_SET_NAME, "br-reaper", 0, 0, 0);
     /* braid's handlers (libuv's, writing to a pipe closed below) would
      * keep SIGTERM from ending the reaper; signals are blocked till then */
     struct sigaction dfl;
