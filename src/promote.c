@@ -177,7 +177,9 @@ int br_promote_apply(const br_promote *p, br_task *const *tasks, size_t n, json_
         if (!json_is_integer(v)) all_int = 0;
         if (ru->kind == R_SUM) {
           dsum += json_number_value(v);
-          if (json_is_integer(v)) isum += json_integer_value(v);
+          /* past int64 the sum is a float, as with a float among the values */
+          if (json_is_integer(v) && __builtin_add_overflow(isum, json_integer_value(v), &isum))
+            all_int = 0;
           seen++;
         } else if (!result || (ru->kind == R_MIN ? value_cmp(v, result) < 0
                                                  : value_cmp(v, result) > 0)) {

@@ -317,3 +317,67 @@ TEST(braces_meant_for_the_shell_are_warned_about) {
   free(got);
   br_graph_free(g);
 }
+
+TEST(ranges_and_sums_at_the_ends_of_int64) {
+  /* each overflowed int64 (a UBSan report; without it, spawn stepped past
+   * the end and wrapped round, spawning for ever) */
+  tenv t;
+  tenv_open(&t, "int64_ends");
+  tenv_graph(&t, "{\"nodes\": [{\"name\": \"c\", \"type\": \"split_range\", \"params\": "
+                 "{\"chunk\": 9223372036854775807}}, {\"name\": \"e\", \"type\": \"null\"},"
+                 "{\"name\": \"s\", \"type\": \"spawn\", \"params\": {\"per_frame\": true}},"
+                 "{\"name\": \"kids\", \"type\": \"null\"},"
+                 "{\"name\": \"l\", \"type\": \"wedge\", \"params\": {\"wedges\": [{\"attr\": "
+                 "\"v\", \"values\": [9223372036854775807, 9223372036854775807]}]}},"
+                 "{\"name\": \"g\", \"type\": \"gather_split\", \"params\": {\"promote\": "
+                 "{\"t\": {\"rule\": \"sum\", \"from\": \"v\"}}}}],"
+                 "\"wires\": [[\"c\", \"e\"], [\"s.children\", \"kids\"], [\"l\", \"g\"]]}");
+  tenv_submit(&t, "c", "{\"frame_start\": 1, \"frame_end\": 100}");
+  tenv_submit(&t, "c", "{\"frame_start\": -9223372036854775807, "
+                       "\"frame_end\": 9223372036854775807}");
+  tenv_submit(&t, "c", "{\"frame_start\": -9223372036854775808, "
+                       "\"frame_end\": 9223372036854775807, \"frame_step\": 1}");
+  tenv_submit(&t, "c", "{\"frame_start\": 1e300, \"frame_end\": 1e301}");
+  tenv_submit(&t, "s", "{\"frame_start\": 9223372036854775806, "
+                       "\"frame_end\": 9223372036854775807}");
+  tenv_submit(&t, "s", "{\"frame_start\": -9223372036854775808, "
+                       "\"frame_end\": 9223372036854775807}");
+  tenv_submit(&t, "l", "{}");
+  tenv_run(&t);
+  tlist l = tenv_tasks(&t, "e", BR_TASK_DONE);
+  char got[512] = "";
+  for (size_t i = 0; i < l.n; i++) {
+    size_t len = strlen(got);
+    snprintf(got + len, sizeof got - len, "%s%lld..%lld", i ? " " : "",
+             (long long)json_integer_value(json_object_get(l.v[i].attrs, "frame_start")),
+             (long long)json_integer_value(json_object_get(l.v[i].attrs, "frame_end")));
+  }
+  /* by id: the three originals, then the other elements of the two splits */
+  CHECK_EQ_STR(got, "1..100 -9223372036854775807..-1 -9223372036854775808..-2 "
+                    "0..9223372036854775806 9223372036854775807..9223372036854775807 "
+                    "-1..9223372036854775805 9223372036854775806..9223372036854775807");
+  tlist_free(&l);
+  tlist c = tenv_tasks(&t, "c", BR_TASK_ERROR);
+  CHECK_EQ_INT(c.n, 1);
+  CHECK_CONTAINS(c.v[0].error, "split_range needs an integer attribute 'frame_start'");
+  tlist_free(&c);
+  tlist k = tenv_tasks(&t, "kids", BR_TASK_DONE);
+  CHECK_EQ_INT(k.n, 2);
+  CHECK_EQ_INT(json_integer_value(json_object_get(k.v[1].attrs, "frame")), INT64_MAX);
+  tlist_free(&k);
+  tlist s = tenv_tasks(&t, "s", BR_TASK_ERROR);
+  CHECK_EQ_INT(s.n, 1);
+  CHECK_CONTAINS(s.v[0].error, "more than 1000000 children");
+  tlist_free(&s);
+  /* past int64 a sum is a float, as with a float among the values */
+  char *sum = tenv_attr(&t, "g", BR_TASK_DONE, "t");
+  CHECK_EQ_STR(sum, "1.8446744073709552e19");
+  free(sum);
+  tenv_close(&t);
+  /* literal values are checked when the graph loads */
+  expect_bad_params("spawn", "{\"count\": -5}", "-5",
+                    "parameter 'count' must be from 0 to 1000000");
+  expect_bad_params("wedge", "{\"wedges\": [{\"attr\": \"a\", \"count\": 3, "
+                    "\"start\": 9223372036854775807}]}", "{\"attr",
+                    "wedges[0]: start + step * (count - 1) is past a 64-bit integer");
+}

@@ -5,9 +5,22 @@
  * "children" output; the parent leaves by "out". */
 #include <braid/node.h>
 
+#include <stdint.h>
 #include <stdio.h>
 
 #define MAX_CHILDREN 1000000
+
+static int init(br_node *node, void **state, br_error *err) {
+  json_t *count = json_object_get(br_node_params(node), "count");
+  (void)state;
+  if (json_is_integer(count) &&
+      (json_integer_value(count) < 0 || json_integer_value(count) > MAX_CHILDREN)) {
+    br_error_set(err, BR_EINVAL, "parameter 'count' must be from 0 to %d", MAX_CHILDREN);
+    br_node_error_at_param(node, err, "count", NULL);
+    return BR_EINVAL;
+  }
+  return BR_OK;
+}
 
 static int process(br_node_ctx *ctx) {
   br_task *t = br_ctx_task(ctx);
@@ -37,9 +50,13 @@ static int process(br_node_ctx *ctx) {
     end = count - 1;
     attr = br_ctx_param_str(ctx, "index_attr", "index");
   }
-  if (end >= start && (end - start) / step >= MAX_CHILDREN)
-    return br_ctx_fail(ctx, "more than %d children", MAX_CHILDREN);
-  for (json_int_t v = start; v <= end; v += step) {
+  /* counted in unsigned offsets from start: the range may reach either end
+   * of int64, where stepping past end would overflow */
+  uint64_t last = end < start ? 0 : ((uint64_t)end - (uint64_t)start) / (uint64_t)step;
+  if (last >= MAX_CHILDREN) return br_ctx_fail(ctx, "more than %d children", MAX_CHILDREN);
+  uint64_t n = end < start ? 0 : last + 1;
+  for (uint64_t i = 0; i < n; i++) {
+    json_int_t v = (json_int_t)((uint64_t)start + i * (uint64_t)step);
     json_t *a = inherit ? json_copy((json_t *)pattrs) : json_object();
     json_object_update(a, extra);
     if (*attr) json_object_set_new(a, attr, json_integer(v));
@@ -74,5 +91,6 @@ const br_node_type br_node_spawn = {
     .outputs = outputs,
     .children_port = 1,
     .params = params,
+    .init = init,
     .process = process,
 };

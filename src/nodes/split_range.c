@@ -3,6 +3,8 @@
  * attributes. Element 0 is the original task, with the first chunk. */
 #include <braid/node.h>
 
+#include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 #define MAX_ELEMENTS 1000000
@@ -25,8 +27,10 @@ static int get_int(br_node_ctx *ctx, const char *attr, json_int_t *out, int requ
     *out = json_integer_value(v);
     return 0;
   }
-  if (json_is_real(v) && json_real_value(v) == (double)(json_int_t)json_real_value(v)) {
-    *out = (json_int_t)json_real_value(v);
+  /* a whole float in int64's range (2^63 is not: casting it would be undefined) */
+  double d = json_is_real(v) ? json_real_value(v) : NAN;
+  if (d == floor(d) && d >= -0x1p63 && d < 0x1p63) {
+    *out = (json_int_t)d;
     return 0;
   }
   return br_ctx_fail(ctx, "split_range needs an integer attribute '%s'%s", attr,
@@ -43,16 +47,21 @@ static int process(br_node_ctx *ctx) {
   if (step < 1) return br_ctx_fail(ctx, "attribute '%s' must be at least 1", pa);
   if (chunk < 1) return br_ctx_fail(ctx, "parameter 'chunk' must be at least 1");
   if (end < start) return br_ctx_fail(ctx, "empty frame range %lld-%lld", (long long)start, (long long)end);
-  json_int_t frames = (end - start) / step + 1;
-  json_int_t n = (frames + chunk - 1) / chunk;
-  if (n > MAX_ELEMENTS) return br_ctx_fail(ctx, "the range makes more than %d chunks", MAX_ELEMENTS);
+  /* In unsigned arithmetic, as offsets from start: a range may span all of
+   * int64 and a chunk may be as large as it, and no offset below exceeds
+   * end - start. */
+  uint64_t last = ((uint64_t)end - (uint64_t)start) / (uint64_t)step; /* frames - 1 */
+  if (last / (uint64_t)chunk >= MAX_ELEMENTS)
+    return br_ctx_fail(ctx, "the range makes more than %d chunks", MAX_ELEMENTS);
+  uint64_t n = last / (uint64_t)chunk + 1;
   json_t **attrs = calloc((size_t)n, sizeof *attrs);
   if (!attrs) return br_ctx_fail(ctx, "out of memory");
-  for (json_int_t i = 0; i < n; i++) {
-    json_int_t s = start + i * chunk * step;
-    json_int_t e = s + (chunk - 1) * step;
-    if (e > end) e = start + (frames - 1) * step;
-    attrs[i] = json_pack("{sIsI}", sa, (json_int_t)s, ea, (json_int_t)e);
+  for (uint64_t i = 0; i < n; i++) {
+    uint64_t first = i * (uint64_t)chunk, rest = last - first;
+    uint64_t end_i = first + (rest < (uint64_t)chunk - 1 ? rest : (uint64_t)chunk - 1);
+    json_int_t s = (json_int_t)((uint64_t)start + first * (uint64_t)step);
+    json_int_t e = (json_int_t)((uint64_t)start + end_i * (uint64_t)step);
+    attrs[i] = json_pack("{sIsI}", sa, s, ea, e);
   }
   br_ctx_split(ctx, (size_t)n, attrs);
   free(attrs);

@@ -55,6 +55,16 @@ static int check_wedges(const json_t *wedges, char *msg, size_t size, size_t *ba
         return -1;
       }
       n = (size_t)json_integer_value(count);
+      /* whole numbers stay whole (axis_value): the last one must fit in int64 */
+      json_int_t last;
+      if ((!start || json_is_integer(start)) && (!step || json_is_integer(step)) &&
+          (__builtin_mul_overflow(json_integer_value(count) - 1,
+                                  step ? json_integer_value(step) : 1, &last) ||
+           __builtin_add_overflow(last, start ? json_integer_value(start) : 0, &last))) {
+        snprintf(msg, size, "wedges[%zu]: start + step * (count - 1) is past a 64-bit integer",
+                 i);
+        return -1;
+      }
     }
     if (n > MAX_ELEMENTS || (total *= n) > MAX_ELEMENTS) {
       snprintf(msg, size, "the wedge has more than %d combinations", MAX_ELEMENTS);
