@@ -440,6 +440,50 @@ TEST(farm_two_agents_with_one_id) {
   farm_stop(&f);
 }
 
+TEST(farm_agent_restarted_between_polls_is_taken_at_once) {
+  /* an agent killed between two polls (no connection open) and restarted
+   * within lost-after was refused as a duplicate until lost-after passed;
+   * the restart holds the work folder's lock and names the dead instance */
+  farm f;
+  farm_start(&f, "farm-restart-gap", "--poll-wait 30 --lost-after 60");
+  /* the dead one: registered, then no poll (as between two polls) */
+  json_t *reg = json_pack("{sssssisiss}", "id", "gap", "host", "h", "cores", 1, "slots", 1,
+                          "instance", "00112233445566aa");
+  CHECK_EQ_INT(farm_call(&f, f.agent, "POST", "/api/v1/agents/register", reg, NULL), 200);
+  json_decref(reg);
+  /* a restart with another work folder (another machine's agent, as far
+   * as the server can tell) is refused */
+  pid_t other = farm_agent_as(&f, "gap", "other", NULL, NULL, "--slots 1");
+  CHECK_EQ_INT(exit_within(other, 20), 1);
+  f.agents[0] = 0;
+  char *log = agent_log(&f, "other");
+  CHECK_CONTAINS(log, "agent id 'gap' is in use by another agent (host 'h'");
+  free(log);
+  /* the restart in the dead one's work folder is taken at once */
+  char wd[1024];
+  snprintf(wd, sizeof wd, "%s/agent-gap", f.dir);
+  CHECK(mkdir(wd, 0755) == 0);
+  br_test_put(wd, "agent.lock", "4242 00112233445566aa\n");
+  farm_agent_as(&f, "gap", "gap", NULL, NULL, "--slots 1");
+  CHECK(wait_worker(&f, "gap", "idle", 20));
+  json_t *out = json_pack("{ss}", "out", f.dir);
+  farm_submit_graph(&f, farm_jobs_graph("gap", 1, "{\"shell\":\"true\"}"), out, 0, NULL);
+  CHECK(farm_settle(&f, 30));
+  farm_invs iv = farm_invocations(&f);
+  CHECK_EQ_INT(iv.ok, 1);
+  /* a second agent in that work folder (the same id on this machine) is
+   * refused by the lock, before it asks the server */
+  pid_t twin = farm_agent_as(&f, "gap", "gap", NULL, NULL, "--slots 1");
+  CHECK_EQ_INT(exit_within(twin, 20), 1);
+  f.agents[2] = 0;
+  log = agent_log(&f, "gap");
+  CHECK_CONTAINS(log, "agent: another agent (pid ");
+  CHECK_CONTAINS(log, ") has the work folder ");
+  free(log);
+  CHECK(wait_worker(&f, "gap", "idle", 20)); /* the first goes on */
+  farm_stop(&f);
+}
+
 TEST(farm_revoked_agent_token_stops_the_agent) {
   /* its token revoked, the agent stops its jobs and exits 1, saying why,
    * instead of taking the 401s for a server that is away */

@@ -29,7 +29,8 @@ static void agent_usage(FILE *out) {
           "  --memory MB      memory to offer (default: all of it)\n"
           "  --gpus N         GPUs to offer (default: what nvidia-smi lists)\n"
           "  --tag TAG        a tag jobs can ask for (a node's \"tags\"), repeatable\n"
-          "  --work-dir DIR   job logs and runtime files (default $TMPDIR/braid-agent-ID)\n"
+          "  --work-dir DIR   job logs and runtime files (default $TMPDIR/braid-agent-ID);\n"
+          "                   one agent at a time (agent.lock)\n"
           "  --grace SECONDS  on stop, time between SIGTERM and SIGKILL for jobs (default 10)\n"
           "  --ca FILE        verify an HTTPS server against this CA certificate\n"
           "  --once           take one job, report it, and exit (how a Slurm job of the\n"
@@ -39,7 +40,8 @@ static void agent_usage(FILE *out) {
           "for GPUs. SIGINT or SIGTERM stops the agent: running jobs are killed and reported\n"
           "lost, so they run elsewhere, and it tells the server it leaves. It stops by itself\n"
           "(exit 1) when the server refuses its token (revoked) or its id (another live\n"
-          "agent has it: give each machine its own --id).\n");
+          "agent has it: give each machine its own --id). An agent restarted after a crash\n"
+          "is taken at once, its lost jobs run again.\n");
 }
 
 static br_agent *the_agent;

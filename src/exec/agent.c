@@ -42,10 +42,13 @@
  *   (clones with one host name) would take each other's jobs away, each
  *   registration ending the other's as "came back without this job". A
  *   restart after a crash or kill -9 is a new instance too, but its old
- *   connection is closed: it is taken at once. (A lock file on the machine
- *   would catch only clones of one machine; the instance check catches
- *   both.) Registrations without an instance (older agents) keep the old
- *   rule: another host name with that id, alive, is refused.
+ *   connection is closed, or (killed between two polls) it names the dead
+ *   one as its "previous" instance (which it can only know by holding the
+ *   lock of the agent's work folder that the dead one held): it is taken
+ *   at once. (That lock alone would catch only two agents on one machine;
+ *   the instance check catches clones of a machine too.) Registrations
+ *   without an instance (older agents) keep the old rule: another host
+ *   name with that id, alive, is refused.
  * - Restart: the engine adopts invocations that were running; they stay
  *   unconfirmed until their agent registers again listing them. Nothing
  *   new is dispatched for a recovery period, so limits are counted with
@@ -901,6 +904,8 @@ static bool id_in_use(br_executor *ex, agent *a, const json_t *req) {
   if (!inst || !*inst || !a->instance[0]) /* an older agent: by host name only */
     return host && strcmp(a->host, host) != 0 && recent;
   if (strcmp(inst, a->instance) == 0) return false; /* the same process, again */
+  const char *prev = json_string_value(json_object_get(req, "previous"));
+  if (prev && strcmp(prev, a->instance) == 0) return false; /* its restart: it is gone */
   if (a->poll) { /* the other waits: alive while its connection is open */
     if (!ex->gone || !ex->gone(a->poll->ud)) return true;
     drop_gone(ex, a->poll);

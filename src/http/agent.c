@@ -21,7 +21,11 @@
  *
  * Each agent process has an instance id (random), sent when it registers:
  * the server refuses another live process with the same agent id (see
- * src/exec/agent.c). A refused registration or token (401, 403: revoked)
+ * src/exec/agent.c). One agent at a time has a work folder (a lock in it,
+ * agent.lock, which also keeps the instance that holds it): a second agent
+ * with the same id on one machine is refused at once, and a restart sends
+ * the instance it follows ("previous"), so the server takes it at once
+ * even when the dead one was between two polls. A refused registration or token (401, 403: revoked)
  * stops the agent with an error; asking again would not help. A stopping
  * agent reports its killed jobs, then leaves (the server gives it nothing
  * more and runs what it did not report elsewhere at once). */
@@ -35,6 +39,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/sysinfo.h>
@@ -78,6 +84,8 @@ typedef struct event {
 struct br_agent {
   char *id, *host, *server, *token, *ca, *work_dir, *log_dir, *run_dir, *braid_exe;
   char instance[17]; /* this process's (see the top of the file) */
+  char previous[17]; /* the instance that had the work folder before, or "" */
+  int lock_fd;       /* the work folder's lock, held while we run, or -1 */
   br_warn_fn *log;   /* told when the server cannot be reached, and when it can again */
   void *log_ud;
   int reach;         /* the poll thread's: 0 not tried yet, 1 reached, -1 cannot reach */
@@ -600,6 +608,7 @@ static bool do_register(br_agent *a, br_http_client *c) {
                            a->cores, "slots", a->slots, "memory_mb", (json_int_t)a->memory_mb,
                            "gpus", a->gpus, "tags", a->tags, "version", "0.1.0", "instance",
                            a->instance, "held", held_list(a));
+  if (body && a->previous[0]) json_object_set_new(body, "previous", json_string(a->previous));
   pthread_mutex_unlock(&a->mu);
   json_t *ans = NULL;
   br_error err;
@@ -843,6 +852,38 @@ static void *report_main(void *ud) {
 
 static char *dup_or(const char *s, const char *dflt) { return strdup(s && *s ? s : dflt); }
 
+/* Takes the work folder's lock (see the top of the file) and reads the
+ * instance that held it last. */
+static int claim_work_dir(br_agent *a, br_error *err) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/agent.lock", a->work_dir);
+  a->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+  if (a->lock_fd < 0)
+    return br_error_set(err, BR_EIO, "agent: cannot open %s: %s", path, strerror(errno));
+  char old[64] = "";
+  ssize_t n = pread(a->lock_fd, old, sizeof old - 1, 0);
+  old[n > 0 ? n : 0] = 0;
+  long pid = 0;
+  char inst[17] = "";
+  if (sscanf(old, "%ld %16[0-9a-f]", &pid, inst) < 1) pid = 0;
+  if (flock(a->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    if (errno != EWOULDBLOCK)
+      return br_error_set(err, BR_EIO, "agent: cannot lock %s: %s", path, strerror(errno));
+    char who[48] = "";
+    if (pid > 0) snprintf(who, sizeof who, " (pid %ld)", pid);
+    return br_error_set(err, BR_ESTATE,
+                        "agent: another agent%s has the work folder %s: one agent per id "
+                        "on a machine; give this one another --id (or --work-dir)",
+                        who, a->work_dir);
+  }
+  if (strlen(inst) == 16) snprintf(a->previous, sizeof a->previous, "%s", inst);
+  char mine[64];
+  int len = snprintf(mine, sizeof mine, "%ld %s\n", (long)getpid(), a->instance);
+  if (ftruncate(a->lock_fd, 0) != 0 || pwrite(a->lock_fd, mine, (size_t)len, 0) != len)
+    return br_error_set(err, BR_EIO, "agent: cannot write %s: %s", path, strerror(errno));
+  return BR_OK;
+}
+
 int br_agent_open(const br_agent_opts *o, br_agent **out, br_error *err) {
   *out = NULL;
   if (!o->server || !*o->server) return br_error_set(err, BR_EINVAL, "agent: no server URL");
@@ -854,6 +895,7 @@ int br_agent_open(const br_agent_opts *o, br_agent **out, br_error *err) {
   a->id = dup_or(o->id, host);
   a->log = o->log;
   a->log_ud = o->log_ud;
+  a->lock_fd = -1;
   unsigned char rnd[8] = {0};
   if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) { /* unlikely: still unique enough */
     uint64_t x = (uint64_t)now_ms() ^ ((uint64_t)getpid() << 40);
@@ -895,6 +937,11 @@ int br_agent_open(const br_agent_opts *o, br_agent **out, br_error *err) {
                           a->work_dir ? a->work_dir : "", strerror(errno));
     br_agent_close(a);
     return rc;
+  }
+  int lrc = claim_work_dir(a, err);
+  if (lrc) {
+    br_agent_close(a);
+    return lrc;
   }
   a->poll_wait = 15;
   a->inbox_work = json_array();
@@ -995,6 +1042,7 @@ void br_agent_close(br_agent *a) {
   json_decref(a->inbox_work);
   json_decref(a->inbox_cancel);
   json_decref(a->tags);
+  if (a->lock_fd >= 0) close(a->lock_fd);
   free(a->id);
   free(a->host);
   free(a->server);
