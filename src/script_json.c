@@ -108,6 +108,10 @@ static json_t *fail_msg(char *msg, size_t size, const char *fmt, const char *a) 
   return NULL;
 }
 
+/* braid refuses a NUL in strings, as in graph files and `braid ctl set`:
+ * the stores would read such attributes back as none at all. */
+#define NUL_REFUSED "holds \\0 (a NUL character), which braid does not take"
+
 static json_t *to_json(lua_State *L, int idx, br_param_type hint, int depth, char *msg,
                        size_t size);
 
@@ -178,6 +182,11 @@ static json_t *table_to_json(lua_State *L, int idx, br_param_type hint, int dept
     size_t klen;
     if (lua_type(L, -2) == LUA_TSTRING) {
       k = lua_tolstring(L, -2, &klen); /* a string: no conversion, safe for lua_next */
+      if (memchr(k, 0, klen)) {
+        lua_pop(L, 2);
+        json_decref(obj);
+        return fail_msg(msg, size, "a key %s", NUL_REFUSED);
+      }
     } else if (lua_isinteger(L, -2)) {
       klen = (size_t)snprintf(numkey, sizeof numkey, "%lld", (long long)lua_tointeger(L, -2));
       k = numkey;
@@ -216,6 +225,7 @@ static json_t *to_json(lua_State *L, int idx, br_param_type hint, int depth, cha
   case LUA_TSTRING: {
     size_t len;
     const char *s = lua_tolstring(L, idx, &len);
+    if (memchr(s, 0, len)) return fail_msg(msg, size, "a string %s", NUL_REFUSED);
     json_t *j = json_stringn(s, len);
     if (!j) return fail_msg(msg, size, "string is not valid UTF-8%s", "");
     return j;
@@ -306,6 +316,10 @@ int br__script_convert(lua_State *L, int idx, br_param_type type, json_t **out, 
     if (t == LUA_TSTRING) {
       size_t len;
       const char *s = lua_tolstring(L, idx, &len);
+      if (memchr(s, 0, len)) {
+        snprintf(msg, size, "expected string, got a string that " NUL_REFUSED);
+        return -1;
+      }
       *out = json_stringn(s, len);
       if (!*out) {
         snprintf(msg, size, "expected string, got a string that is not valid UTF-8");

@@ -333,6 +333,13 @@ TEST(convert_string) {
   CHECK_EVAL_ERR(ex("true"), BR_PARAM_STRING, "expected string, got bool true");
   CHECK_EVAL_ERR(ex("{1}"), BR_PARAM_STRING, "expected string, got table");
   CHECK_EVAL_ERR(ex("'\\xff'"), BR_PARAM_STRING, "not valid UTF-8");
+  /* a NUL is refused, as in graph files: the stores read such attributes
+   * back as none at all */
+  CHECK_EVAL_ERR(ex("'a\\0b'"), BR_PARAM_STRING,
+                 "expected string, got a string that holds \\0 (a NUL character), which braid "
+                 "does not take");
+  CHECK_EVAL_ERR(ex("{'a', 'b\\0'}"), BR_PARAM_LIST, "a string holds \\0 (a NUL character)");
+  CHECK_EVAL_ERR(ex("{['k\\0'] = 1}"), BR_PARAM_ANY, "a key holds \\0 (a NUL character)");
 }
 
 TEST(convert_list) {
@@ -724,6 +731,8 @@ TEST(script_set_rejects_functions_and_userdata) {
   CHECK_RUN_ERR("task.attr.u = task", "cannot convert a userdata value");
   CHECK_RUN_ERR("task:set('t', {1, {f = print or type}})", "cannot convert a function value");
   CHECK_RUN_ERR("task:set(5, 1)", "attribute names must be strings");
+  CHECK_RUN_ERR("task.attr.s = 'a\\0b'",
+                "cannot set attribute 's': a string holds \\0 (a NUL character)");
 }
 
 TEST(script_spawn) {
