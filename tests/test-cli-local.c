@@ -696,3 +696,45 @@ TEST(the_reaper_ends_on_sigterm_and_braid_goes_on) {
   cres_free(&r);
   free(dir);
 }
+
+TEST(expressions_in_env_and_nil_values) {
+  /* an expression in env crashed braid (json_object_foreach evaluated the
+   * parameter again on each step, each time a new object), and one that
+   * gave nil set the variable to the text "null" */
+  char *dir = br_test_tmpdir("cli-env-expr");
+  br_test_put(dir, "e.json",
+              "{\"name\":\"e\",\"nodes\":[{\"name\":\"s\",\"type\":\"spawn\",\"params\":"
+              "{\"count\":2}},{\"name\":\"job\",\"type\":\"command\",\"params\":"
+              "{\"shell\":\"echo A=$A B=$B\",\"retries\":0,\"env\":{\"A\":\"${attr.a}\","
+              "\"B\":{\"expr\":\"attr.index * 10\"}}}},"
+              "{\"name\":\"argv\",\"type\":\"command\",\"params\":"
+              "{\"argv\":[\"echo\",\"${attr.nope}\"]}}],"
+              "\"wires\":[[\"s.children\",\"job\"]],\"start\":{\"attrs\":{\"a\":\"x\"}}}");
+  cres r = braid(dir, "run e.json --quiet");
+  CHECK_EQ_INT(r.code, 0);
+  cres_free(&r);
+  r = braid(dir, "log 2");
+  CHECK_CONTAINS(r.out, "A=x B=0\n");
+  cres_free(&r);
+  r = braid(dir, "log 3");
+  CHECK_CONTAINS(r.out, "A=x B=10\n");
+  cres_free(&r);
+  r = braid(dir, "run e.json --new --quiet --set a=null");
+  CHECK_EQ_INT(r.code, 1);
+  CHECK_CONTAINS(r.err, "at node 'job': env A: the value is null (an expression that gave nil: "
+                        "does the task have the attribute?)");
+  cres_free(&r);
+  r = braid(dir, "run e.json --new --quiet --node argv");
+  CHECK_EQ_INT(r.code, 1);
+  CHECK_CONTAINS(r.err, "at node 'argv': argv[1] is null (an expression that gave nil");
+  cres_free(&r);
+  /* a literal null is refused when the graph loads */
+  br_test_put(dir, "n.json", "{\"name\":\"n\",\"nodes\":[{\"name\":\"job\",\"type\":\"command\","
+                             "\"params\":{\"shell\":\"true\",\"env\":{\"A\":null}}}]}");
+  r = braid(dir, "validate n.json");
+  CHECK_EQ_INT(r.code, 2);
+  CHECK_CONTAINS(r.err, "n.json:1:89: node 'job' (command): parameter 'env': the value of A is "
+                        "null");
+  cres_free(&r);
+  free(dir);
+}

@@ -80,6 +80,9 @@ static int process(br_node_ctx *ctx) {
         br_argv_push(&argv, &n, json_dumps(a, JSON_ENCODE_ANY));
       } else {
         br_argv_free(argv);
+        if (json_is_null(a))
+          return br_ctx_fail(ctx, "argv[%zu] is null (an expression that gave nil: does the "
+                             "task have the attribute?)", i);
         return br_ctx_fail(ctx, "argv[%zu] must be a string or a number", i);
       }
     }

@@ -125,7 +125,15 @@ int br_invoke_run_env(br_node_ctx *ctx, char **argv, char *const *extra_env) {
   int *good = NULL, *retry = NULL, ngood = 0, nretry = 0, rc = 0;
   const char *k;
   json_t *v;
-  json_object_foreach(br_ctx_param(ctx, "env"), k, v) {
+  /* once: json_object_foreach evaluates its object on every step, and an
+   * expression's value is a new object each time */
+  json_t *envp = br_ctx_param(ctx, "env");
+  json_object_foreach(envp, k, v) {
+    if (json_is_null(v)) {
+      rc = br_ctx_fail(ctx, "env %s: the value is null (an expression that gave nil: does the "
+                       "task have the attribute?)", k);
+      goto out;
+    }
     char *val = json_is_string(v) ? br_invoke_subst(attrs, json_string_value(v), msg, sizeof msg)
                                   : json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
     if (!val) {
@@ -361,6 +369,7 @@ int br_invoke_check(const br_node *node, br_error *err) {
                          "'%s' is not a variable name (not empty, no '=')", k);
       if (json_is_object(v) && !br_script_is_expr(v))
         return bad_param(node, err, "env", k, "the value of %s is an object", k);
+      if (json_is_null(v)) return bad_param(node, err, "env", k, "the value of %s is null", k);
     }
   }
   json_t *re = json_object_get(p, "progress");
