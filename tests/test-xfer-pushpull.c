@@ -202,6 +202,55 @@ TEST(resume_keeps_verified_chunks_of_a_partial) {
   xu_done(tmp);
 }
 
+/* What a push's progress showed while it sent. */
+typedef struct seen_progress {
+  int64_t total, between; /* bytes_total; a bytes_done seen strictly inside (0, total) */
+  int64_t last;           /* the last bytes_done shown */
+  bool backwards;         /* bytes_done went down */
+} seen_progress;
+
+static void note_progress(const br_xfer_progress *p, void *ud) {
+  seen_progress *s = ud;
+  s->total = p->bytes_total;
+  if (p->bytes_done > 0 && p->bytes_done < p->bytes_total) s->between = p->bytes_done;
+  if (p->bytes_done < s->last) s->backwards = true;
+  s->last = p->bytes_done;
+}
+
+TEST(push_progress_moves_while_a_bundle_is_sent) {
+  /* bytes were done only once their bundle was answered: a slow push of
+   * small files showed 0 B done for its first bundles (here its only one) */
+  char *tmp = br_test_tmpdir("xfer-pp-progress");
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  char *src = xu_path(tmp, "src"), *ref = xu_ref(x.url, "prog");
+  for (int i = 0; i < 4; i++) {
+    char name[32];
+    snprintf(name, sizeof name, "f%02d.bin", i);
+    xu_make_file(src, name, 60 * 1024, 100 + i);
+  }
+  br_xfer_opts o;
+  xu_opts(&o, tmp);
+  o.bundle_bytes = 4 * 1024 * 1024; /* one bundle (of at least 256 KiB) for the 240 KiB */
+  o.bwlimit = 100 * 1024;
+  o.compress = 0;
+  seen_progress seen = {0};
+  o.progress = note_progress;
+  o.progress_ud = &seen;
+  o.progress_interval = 0.05;
+  br_xfer_result res;
+  push_ok(src, ref, &o, &res);
+  CHECK_EQ_INT(res.files_moved, 4);
+  CHECK_EQ_INT(res.chunks_moved, 4);
+  CHECK_EQ_INT(seen.total, 4 * 60 * 1024);
+  CHECK(seen.between > 0);
+  CHECK_EQ_INT(seen.last, seen.total);
+  CHECK(!seen.backwards);
+  free(src), free(ref);
+  xu_depot_stop(&x);
+  xu_done(tmp);
+}
+
 static volatile sig_atomic_t cancel_now;
 
 static void cancel_after_some(const br_xfer_progress *p, void *ud) {

@@ -177,7 +177,7 @@ static void on_progress(const br_xfer_progress *p, void *ud) {
   human((double)p->bytes_total, total, sizeof total);
   human(s->moved_rate, r, sizeof r);
   /* What is left goes at the recent rate: of the bytes done, or of those
-   * moved while done waits for whole bundles (or trails compression). */
+   * moved when done trails them (a pull's chunks are done once verified). */
   double erate = s->done_rate > s->moved_rate ? s->done_rate : s->moved_rate;
   if (erate > 0 && p->bytes_total > p->bytes_done && p->elapsed >= 1)
     snprintf(eta, sizeof eta, " ETA %.0fs", (double)(p->bytes_total - p->bytes_done) / erate);

@@ -127,7 +127,13 @@ void br_xfer__engine_progress(br_xfer__engine *e, bool force) {
   if (!e->o->progress || (!force && now - e->last_progress < every)) return;
   e->last_progress = now;
   e->prog.elapsed = now - e->start;
-  e->o->progress(&e->prog, e->o->progress_ud);
+  br_xfer_progress shown = e->prog;
+  if (e->sent_is_done) {
+    int64_t d = shown.bytes_done + e->unanswered;
+    if (d > shown.bytes_total) d = shown.bytes_total;
+    if (d > shown.bytes_done) shown.bytes_done = d;
+  }
+  e->o->progress(&shown, e->o->progress_ud);
 }
 
 int64_t br_xfer__engine_bundle_bytes(const br_xfer__engine *e, int64_t small_bytes) {
@@ -284,6 +290,7 @@ static size_t on_read(char *buf, size_t size, size_t n, void *ud) {
   }
   want = br_xfer__req_body_read(r, buf, want);
   e->prog.bytes_moved += (int64_t)want;
+  e->unanswered += (int64_t)want;
   if (r->body_sent && !r->told_sent && r->sent == br_xfer__req_body_len(r)) {
     r->told_sent = true; /* curl copied the last byte: it never reads again */
     r->body_sent(r);
@@ -424,6 +431,7 @@ static void retry_or_fail(br_xfer__engine *e, br_xfer__req *r) {
 }
 
 static void finish(br_xfer__engine *e, br_xfer__req *r, CURLcode cc) {
+  e->unanswered -= (int64_t)r->sent; /* its bytes are done now, or to send again */
   for (int i = 0; i < e->nrunning; i++)
     if (e->running[i] == r) {
       e->running[i] = e->running[--e->nrunning];

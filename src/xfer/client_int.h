@@ -97,6 +97,11 @@ struct br_xfer__engine {
   bool (*more)(br_xfer__engine *e, void *ud);
   void *tick_ud;
   uint64_t submitted; /* requests ever submitted */
+  /* Progress counts the body bytes of requests not answered yet as done
+   * (a push: its data goes in bodies, and an answer may be many MiB
+   * away); unanswered is those bytes. */
+  bool sent_is_done;
+  int64_t unanswered;
 };
 
 /* parallel: requests in flight when o->parallel is 0 (the default). */

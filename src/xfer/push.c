@@ -1158,6 +1158,7 @@ int br_xfer_push_many(const char *const *dirs, const char *const *targets, size_
   double t0 = br_xfer__now();
   int64_t per = opts->bundle_bytes > p.chunk_size ? opts->bundle_bytes : p.chunk_size;
   int rc = br_xfer__engine_init(&p.eng, opts, per * 2, BR_XFER_PUSH_PARALLEL, err);
+  p.eng.sent_is_done = true; /* bytes sent show before their bundle's answer */
   p.jobs = rc ? NULL : calloc(n, sizeof *p.jobs);
   if (!rc && !p.jobs) rc = br_error_set(err, BR_ENOMEM, "out of memory");
   if (!rc)
