@@ -381,3 +381,26 @@ TEST(ranges_and_sums_at_the_ends_of_int64) {
                     "\"start\": 9223372036854775807}]}", "{\"attr",
                     "wedges[0]: start + step * (count - 1) is past a 64-bit integer");
 }
+
+TEST(set_attr_rename_to_what_an_expression_gave) {
+  /* a new name that was nil (a missing attribute) dropped the attribute */
+  tenv t;
+  tenv_open(&t, "set_attr_rename_expr");
+  tenv_graph(&t, "{\"nodes\": [{\"name\": \"s\", \"type\": \"set_attr\", \"params\": {"
+                 "\"rename\": {\"a\": \"${attr.to}\"}, \"delete\": [\"${attr.gone}\"]}}]}");
+  tenv_submit(&t, "s", "{\"a\": 5, \"to\": \"b\", \"gone\": \"to\"}");
+  tenv_submit(&t, "s", "{\"a\": 5}");
+  tenv_submit(&t, "s", "{\"a\": 5, \"to\": \"b\"}");
+  tenv_run(&t);
+  char *b = tenv_attr(&t, "s", BR_TASK_DONE, "b");
+  CHECK_EQ_STR(b, "5");
+  free(b);
+  tlist l = tenv_tasks(&t, "s", BR_TASK_ERROR);
+  CHECK_EQ_INT(l.n, 2);
+  CHECK_EQ_STR(l.v[0].error, "rename 'a': the new name is null (an expression that gave nil: "
+                             "does the task have the attribute?)");
+  CHECK_EQ_STR(l.v[1].error, "delete: item 0 is not an attribute name");
+  CHECK_EQ_INT(json_integer_value(json_object_get(l.v[0].attrs, "a")), 5);
+  tlist_free(&l);
+  tenv_close(&t);
+}

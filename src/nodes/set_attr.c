@@ -35,10 +35,21 @@ static int process(br_node_ctx *ctx) {
   br_task *t = br_ctx_task(ctx);
   json_t *rename = br_ctx_param(ctx, "rename"), *del = br_ctx_param(ctx, "delete"),
          *set = br_ctx_param(ctx, "set");
+  const char *k;
+  json_t *v;
+  /* what expressions gave: a new name that is not one would drop the attribute */
+  json_object_foreach(rename, k, v) {
+    if (json_is_null(v))
+      return br_ctx_fail(ctx, "rename '%s': the new name is null (an expression that gave nil: "
+                         "does the task have the attribute?)", k);
+    if (!json_is_string(v) || !*json_string_value(v))
+      return br_ctx_fail(ctx, "rename '%s': the new name must be a non-empty string", k);
+  }
+  for (size_t i = 0; i < json_array_size(del); i++)
+    if (!json_is_string(json_array_get(del, i)))
+      return br_ctx_fail(ctx, "delete: item %zu is not an attribute name", i);
   if (json_object_size(rename) || json_array_size(del) || json_object_size(set)) {
     json_t *a = br_ctx_attrs(ctx, t);
-    const char *k;
-    json_t *v;
     json_object_foreach(rename, k, v) {
       json_t *old = json_object_get(a, k);
       if (!old) continue;
