@@ -738,3 +738,36 @@ TEST(expressions_in_env_and_nil_values) {
   cres_free(&r);
   free(dir);
 }
+
+TEST(slurm_options_are_checked) {
+  /* --slurm-opt bogus=1 and reconcile=abc were ignored without a word, and
+   * braid server took --slurm-... options without --executor slurm */
+  char *dir = br_test_tmpdir("cli-slurm-options");
+  br_test_put(dir, "g.json", "{\"name\":\"g\",\"nodes\":[{\"name\":\"a\",\"type\":\"null\"}]}");
+  static const struct {
+    const char *args, *says;
+  } bad[] = {
+      {"run g.json --executor slurm --slurm-opt bogus=1",
+       "--slurm-opt: no option 'bogus' (K=V, K one of listen, url, "},
+      {"run g.json --executor slurm --slurm-opt reconcile=abc",
+       "--slurm-opt reconcile: 'abc' is not a time above 0 (10, 30s, 2m)"},
+      {"run g.json --executor slurm --slurm-opt lost_after=0", "--slurm-opt lost_after: '0'"},
+      {"run g.json --executor slurm --slurm-opt batch_wait=-1", "--slurm-opt batch_wait: '-1'"},
+      {"run g.json --executor slurm --slurm-opt max_array=1.5",
+       "--slurm-opt max_array: '1.5' is not a whole number of at least 1"},
+      {"run g.json --executor slurm --slurm-opt cancel_on_stop=yes",
+       "--slurm-opt cancel_on_stop: 'yes' is not true or false"},
+      {"run g.json --executor slurm --slurm-opt noeq", "--slurm-opt: expected K=V, got 'noeq'"},
+      {"server --executor slurm --slurm-opt max_jobs=0 --store s.db",
+       "--slurm-opt max_jobs: '0' is not"},
+      {"server --slurm-partition gpu --store s.db", "--slurm-... options need --executor slurm"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    cres r = braid(dir, "%s", bad[i].args);
+    if (r.code != 2 || !strstr(r.err, bad[i].says) || strstr(r.err, "usage:"))
+      br_test_fail(__FILE__, __LINE__, "braid %s: exit %d, stderr '%s'; expected 2 and '%s'",
+                   bad[i].args, r.code, r.err, bad[i].says);
+    cres_free(&r);
+  }
+  free(dir);
+}

@@ -166,6 +166,72 @@ const char br_cli_slurm_help[] =
     "  --slurm-opt K=V   any other slurm executor option (reconcile=S, max_array=N,\n"
     "                    output=PATTERN, lost_after=S, braid=PATH; see docs/slurm.md)\n";
 
+/* The slurm executor's options a --slurm-opt may set (src/exec/slurm.c) and
+ * what each takes: 't' text, 'T' a time above 0, 'z' a time of 0 or more,
+ * 'n' a whole number of at least 1, 'b' true or false. */
+static const struct {
+  const char *name;
+  char kind;
+} slurm_opts[] = {
+    {"listen", 't'},     {"url", 't'},       {"partition", 't'},  {"account", 't'},
+    {"qos", 't'},        {"time", 't'},      {"braid", 't'},      {"output", 't'},
+    {"state_dir", 't'},  {"sbatch", 't'},    {"squeue", 't'},     {"scancel", 't'},
+    {"sacct", 't'},      {"reconcile", 'T'}, {"idle_exit", 'T'},  {"poll_wait", 'T'},
+    {"lost_after", 'T'}, {"batch_wait", 'z'}, {"recover", 'z'},   {"max_array", 'n'},
+    {"max_jobs", 'n'},   {"cancel_on_stop", 'b'},
+};
+
+/* --slurm-opt K=V: an option the executor has, with a value it takes
+ * (unknown ones and 'reconcile=abc' were ignored without a word). */
+static int slurm_opt(const char *kv, json_t *opts) {
+  const char *eq = strchr(kv, '=');
+  size_t i, n = sizeof slurm_opts / sizeof slurm_opts[0];
+  for (i = 0; eq && i < n; i++)
+    if (strlen(slurm_opts[i].name) == (size_t)(eq - kv) &&
+        strncmp(kv, slurm_opts[i].name, (size_t)(eq - kv)) == 0)
+      break;
+  if (!eq || i == n) {
+    char names[512] = "";
+    for (size_t j = 0; j < n; j++)
+      snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", j ? ", " : "",
+               slurm_opts[j].name);
+    br_cli_errorf("--slurm-opt: %s '%.*s' (K=V, K one of %s)",
+                  eq ? "no option" : "expected K=V, got", eq ? (int)(eq - kv) : (int)strlen(kv),
+                  kv, names);
+    return -1;
+  }
+  const char *name = slurm_opts[i].name, *v = eq + 1;
+  json_t *value = NULL;
+  long long whole;
+  double secs;
+  switch (slurm_opts[i].kind) {
+  case 't':
+    if (*v) value = json_string(v);
+    break;
+  case 'T':
+  case 'z':
+    secs = br_cli_parse_duration(v);
+    if (secs > 0 || (secs == 0 && slurm_opts[i].kind == 'z')) value = json_real(secs);
+    break;
+  case 'n':
+    if (br_cli_parse_int(v, 1, INT32_MAX, &whole) == 0) value = json_integer(whole);
+    break;
+  case 'b':
+    if (strcmp(v, "true") == 0 || strcmp(v, "false") == 0) value = json_boolean(*v == 't');
+    break;
+  }
+  if (!value) {
+    static const char *const wants[] = {"text", "a time above 0 (10, 30s, 2m)",
+                                        "a time (0, 10, 30s, 2m)", "a whole number of at least 1",
+                                        "true or false"};
+    br_cli_errorf("--slurm-opt %s: '%s' is not %s", name, v,
+                  wants[strchr("tTznb", slurm_opts[i].kind) - "tTznb"]);
+    return -1;
+  }
+  json_object_set_new(opts, name, value);
+  return 0;
+}
+
 int br_cli_slurm_option(int c, const char *arg, json_t *opts) {
   static const char *const keys[] = {"listen", "url", "partition", "account", "qos", "time"};
   if (c < BR_CLI_SLURM_BASE || c > BR_CLI_SLURM_BASE + 7) return 0;
@@ -175,7 +241,7 @@ int br_cli_slurm_option(int c, const char *arg, json_t *opts) {
   } else if (k == 6) {
     if (!json_object_get(opts, "args")) json_object_set_new(opts, "args", json_array());
     json_array_append_new(json_object_get(opts, "args"), json_string(arg));
-  } else if (br_cli_set_kv(opts, arg)) {
+  } else if (slurm_opt(arg, opts)) {
     return -1;
   }
   return 1;

@@ -454,7 +454,7 @@ int br_cli_run(int argc, char **argv) {
   double grace = 10;
   json_t *sets = json_object();
   const char *store_path = NULL, *node = NULL;
-  int fresh = 0, as_json = 0, stored_graph = 0, c;
+  int fresh = 0, as_json = 0, stored_graph = 0, c, so;
   while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
     switch (c) {
     case 's':
@@ -505,8 +505,8 @@ int br_cli_run(int argc, char **argv) {
       json_decref(sets);
       return BR_EXIT_OK;
     default:
-      if (br_cli_slurm_option(c, optarg, xopts) > 0) break;
-      run_usage(stderr);
+      if ((so = br_cli_slurm_option(c, optarg, xopts)) > 0) break;
+      if (so == 0) run_usage(stderr); /* else the option's error says it all */
       json_decref(xopts);
       json_decref(sets);
       return BR_EXIT_USAGE;

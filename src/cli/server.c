@@ -94,7 +94,7 @@ int br_cli_server(int argc, char **argv) {
   const char *executor = "agent";
   const char *listen = "127.0.0.1:7870", *store = BR_CLI_SERVER_STORE, *token_file = NULL,
              *cert = NULL, *key = NULL, *url_file = NULL, *depot_root = NULL;
-  int threads = 0, quiet = 0, c;
+  int threads = 0, quiet = 0, c, sr, slurm_given = 0;
   int64_t depot_cache = 0;
   json_t *farm = json_object(), *limits = json_object();
   json_object_set(farm, "limits", limits);
@@ -157,13 +157,20 @@ int br_cli_server(int argc, char **argv) {
       goto out;
     case 'E': executor = optarg; break;
     default:
-      if (br_cli_slurm_option(c, optarg, farm) > 0) break;
-      server_usage(stderr);
+      if ((sr = br_cli_slurm_option(c, optarg, farm)) > 0) {
+        slurm_given = 1;
+        break;
+      }
+      if (sr == 0) server_usage(stderr); /* else the option's error says it all */
       goto out;
     }
   }
   if (strcmp(executor, "agent") && strcmp(executor, "slurm")) {
     br_cli_errorf("--executor: '%s' is not one of agent, slurm", executor);
+    goto out;
+  }
+  if (slurm_given && strcmp(executor, "slurm")) { /* they were ignored */
+    br_cli_errorf("--slurm-... options need --executor slurm");
     goto out;
   }
   if (optind != argc) {
