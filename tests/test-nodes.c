@@ -404,3 +404,29 @@ TEST(set_attr_rename_to_what_an_expression_gave) {
   tlist_free(&l);
   tenv_close(&t);
 }
+
+TEST(slurm_settings_are_checked_when_the_graph_loads) {
+  /* they passed validate and failed every task when its job was sent */
+  expect_bad_params("command", "{\"shell\": \"true\", \"slurm\": {\"partiton\": \"gpu\"}}",
+                    "\"gpu\"", "parameter 'slurm': unknown slurm setting 'partiton' (partition, "
+                    "account, qos, time, args)");
+  expect_bad_params("command", "{\"shell\": \"true\", \"slurm\": {\"args\": [\"--x\", 5]}}",
+                    "[\"--x\"", "parameter 'slurm': args: item 1 is not a string");
+  expect_bad_params("command", "{\"shell\": \"true\", \"slurm\": {\"args\": \"--x\"}}",
+                    "\"--x\"", "parameter 'slurm': args is a list of sbatch options");
+  expect_bad_params("ffmpeg", "{\"output\": \"m.mp4\", \"slurm\": {\"time\": 2.5}}", "2.5",
+                    "parameter 'slurm': time is Slurm's time (30, \"2:00:00\", \"1-0\")");
+  expect_bad_params("push", "{\"src\": \"d\", \"name\": \"n\", \"slurm\": {\"qos\": 1}}", "1}",
+                    "parameter 'slurm': qos is a name");
+  br_error err;
+  br_graph *g = br_graph_load_string(
+      "{\"nodes\": [{\"name\": \"job\", \"type\": \"command\", \"params\": {\"shell\": \"x\", "
+      "\"slurm\": {\"time\": 30, \"partition\": \"${attr.p}\", \"account\": \"show\", "
+      "\"args\": [\"--exclusive\", {\"expr\": \"attr.a\"}]}}}]}",
+      "ok.json", &err);
+  if (!g) {
+    char buf[2048];
+    br_test_fail(__FILE__, __LINE__, "%s", br_error_format(&err, buf, sizeof buf));
+  }
+  br_graph_free(g);
+}

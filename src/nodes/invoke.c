@@ -249,6 +249,33 @@ static int check_names(const br_node *node, br_error *err, const char *param) {
   return BR_OK;
 }
 
+/* The "slurm" settings as the slurm executor takes them (they were checked
+ * only when a job was sent, so a typo passed validate and failed each task). */
+static int check_slurm(const br_node *node, br_error *err) {
+  json_t *v = json_object_get(br_node_params(node), "slurm");
+  const char *k;
+  json_t *x;
+  if (br_script_is_expr(v)) return BR_OK;
+  json_object_foreach(v, k, x) {
+    if (br_script_is_expr(x)) continue;
+    if (strcmp(k, "partition") && strcmp(k, "account") && strcmp(k, "qos") && strcmp(k, "time") &&
+        strcmp(k, "args"))
+      return bad_param(node, err, "slurm", k,
+                       "unknown slurm setting '%s' (partition, account, qos, time, args)", k);
+    if (strcmp(k, "args") == 0) {
+      for (size_t i = 0; i < json_array_size(x); i++)
+        if (!json_is_string(json_array_get(x, i)) && !br_script_is_expr(json_array_get(x, i)))
+          return bad_param(node, err, "slurm", k, "args: item %zu is not a string", i);
+      if (!json_is_array(x))
+        return bad_param(node, err, "slurm", k, "args is a list of sbatch options");
+    } else if (!json_is_string(x) && !(strcmp(k, "time") == 0 && json_is_integer(x))) {
+      return bad_param(node, err, "slurm", k, "%s is %s", k,
+                       strcmp(k, "time") ? "a name" : "Slurm's time (30, \"2:00:00\", \"1-0\")");
+    }
+  }
+  return BR_OK;
+}
+
 /* Whether s[0..n) is a name {attr} can stand for: what attributes are
  * called in practice (letters, digits, '_', '.', '-'). */
 static bool attr_name(const char *s, size_t n) {
@@ -357,7 +384,8 @@ int br_invoke_check(const br_node *node, br_error *err) {
       (rc = check_number(node, err, "gpus", 0, 1e6, true, "0 or more")) ||
       (rc = check_number(node, err, "max_running", 0, 1e9, true, "0 (no limit) or more")) ||
       (rc = check_codes(node, err, "good_codes")) || (rc = check_codes(node, err, "retry_codes")) ||
-      (rc = check_names(node, err, "tags")) || (rc = check_names(node, err, "limits")))
+      (rc = check_names(node, err, "tags")) || (rc = check_names(node, err, "limits")) ||
+      (rc = check_slurm(node, err)))
     return rc;
   json_t *env = json_object_get(p, "env");
   const char *k;
