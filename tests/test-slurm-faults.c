@@ -93,16 +93,17 @@ TEST(sbatch_refusing_a_job_is_a_clear_error) {
   CHECK_CONTAINS(log, "sbatch failed");
   CHECK_CONTAINS(log, "no_such_partition");
   free(log);
-  /* an unknown slurm setting is refused with the node's name */
+  /* an unknown slurm setting is a graph error, with the node's name */
   free(graph);
   graph = write_graph(dir, "badkey",
                       "{\"name\": \"badkey\", \"start\": {\"node\": \"job\"},\n"
                       " \"nodes\": [{\"name\": \"job\", \"type\": \"command\", \"params\": {\n"
                       "   \"argv\": [\"true\"], \"slurm\": {\"partitoin\": \"debug\"}}}]}\n");
   rc = wait_exit_for(start_slurm_run(dir, graph, "--new"), 60);
-  if (rc != 1) fail_with_log(dir, "braid run should fail (exit 1) on an unknown slurm setting", rc);
+  if (rc != 2) fail_with_log(dir, "braid run should refuse the graph (exit 2)", rc);
   log = br_test_slurp(path);
-  CHECK_CONTAINS(log, "unknown slurm setting 'partitoin'");
+  CHECK_CONTAINS(log, "badkey.json:3:45: node 'job' (command): parameter 'slurm': "
+                      "unknown slurm setting 'partitoin'");
   free(log);
   free(graph);
   free(dir);
