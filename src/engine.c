@@ -1780,6 +1780,14 @@ int br_engine_run(br_engine *e, br_error *err) {
   int batch_max = e->opts.batch_max > 0 ? e->opts.batch_max : 4096;
   int batch_ms = e->opts.batch_ms > 0 ? e->opts.batch_ms : 50;
   while (!e->failed) {
+    if (br_store_lost(e->store)) { /* nothing more can be committed: stop */
+      e->failed = 1;
+      br_error_set(&e->store_err, BR_ESTORE,
+                   "lost the connection to the store (%s): stopping; start braid again to go "
+                   "on from what was committed (nothing committed is lost)",
+                   e->store->ops->name);
+      break;
+    }
     e->now_ms = clock_ms();
     work(e, batch_max, batch_ms);
     e->now_ms = clock_ms();

@@ -26,6 +26,8 @@ int br_store_open(const char *uri, int flags, br_store **out, br_error *err) {
   return rc;
 }
 
+bool br_store_lost(br_store *s) { return s && s->ops->lost && s->ops->lost(s); }
+
 void br_store_close(br_store *s) {
   if (!s) return;
   char *uri = s->uri;

@@ -31,6 +31,7 @@ typedef struct pg_store {
   int readonly;
   int in_batch;
   int queued;      /* results to read at commit */
+  char msg[1024];  /* res_msg's */
 } pg_store;
 
 static const char *const migrations[] = {
@@ -62,6 +63,18 @@ static const char *const migrations[] = {
   "id, graph_id, name, node, port, state, paused, attrs, parent, split_id, split_elem, " \
   "split_count, priority, group_id, wait_key, live_children, attempts, created, updated, error"
 
+/* What went wrong with r: its message, else the connection's (a lost
+ * connection leaves the result's empty), without the last newline. */
+static const char *res_msg(pg_store *s, const PGresult *r) {
+  const char *m = r ? PQresultErrorMessage(r) : "";
+  if (!m || !*m) m = PQerrorMessage(s->conn);
+  if (!m || !*m) m = "libpq gave no message";
+  snprintf(s->msg, sizeof s->msg, "%s", m);
+  size_t n = strlen(s->msg);
+  while (n && (s->msg[n - 1] == '\n' || s->msg[n - 1] == ' ')) s->msg[--n] = 0;
+  return s->msg;
+}
+
 static int pgerr(pg_store *s, br_error *err, const char *what) {
   const char *m = PQerrorMessage(s->conn);
   size_t n = strlen(m);
@@ -81,7 +94,7 @@ static int run(pg_store *s, const char *sql, br_error *err) {
   int st = PQresultStatus(r);
   int ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
   if (!ok) {
-    br_error_set(err, BR_ESTORE, "postgres store: %s", PQresultErrorMessage(r));
+    br_error_set(err, BR_ESTORE, "postgres store: %s", res_msg(s, r));
     PQclear(r);
     return BR_ESTORE;
   }
@@ -129,7 +142,7 @@ static int take_owner_lock(pg_store *s, br_error *err) {
   PGresult *r = PQexec(s->conn, "SELECT pg_try_advisory_lock(" OWNER_KEY ")");
   if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
     br_error_set(err, BR_ESTORE, "postgres store: taking the store's lock: %s",
-                 PQresultErrorMessage(r));
+                 res_msg(s, r));
     PQclear(r);
     return BR_ESTORE;
   }
@@ -220,7 +233,7 @@ static int pg_open(const char *uri, int flags, br_store **out, br_error *err) {
     PGresult *r = PQprepare(s->conn, statements[i].name, statements[i].sql, 0, NULL);
     if (PQresultStatus(r) != PGRES_COMMAND_OK)
       rc = br_error_set(err, BR_ESTORE, "postgres store: preparing %s: %s", statements[i].name,
-                        PQresultErrorMessage(r));
+                        res_msg(s, r));
     PQclear(r);
   }
   if (rc) {
@@ -251,7 +264,7 @@ static int send_prepared(pg_store *s, const char *name, int n, const char *const
   if (!s->in_batch) {
     PGresult *r = PQexecPrepared(s->conn, name, n, values, NULL, NULL, 0);
     int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-    if (!ok) br_error_set(err, BR_ESTORE, "postgres store: %s: %s", name, PQresultErrorMessage(r));
+    if (!ok) br_error_set(err, BR_ESTORE, "postgres store: %s: %s", name, res_msg(s, r));
     PQclear(r);
     return ok ? BR_OK : BR_ESTORE;
   }
@@ -272,7 +285,7 @@ static int drain(pg_store *s, br_error *err) {
     while ((r = PQgetResult(s->conn)) != NULL) {
       int st = PQresultStatus(r);
       if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && st != PGRES_PIPELINE_ABORTED && !rc)
-        rc = br_error_set(err, BR_ESTORE, "postgres store: commit: %s", PQresultErrorMessage(r));
+        rc = br_error_set(err, BR_ESTORE, "postgres store: commit: %s", res_msg(s, r));
       PQclear(r);
     }
   }
@@ -436,7 +449,7 @@ static int pg_graph_put(br_store *bs, const char *name, const char *json, int64_
                              3, NULL, v, NULL, NULL, 0);
   int ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
   if (ok) *id = atoll(PQgetvalue(r, 0, 0));
-  else br_error_set(err, BR_ESTORE, "postgres store: storing a graph: %s", PQresultErrorMessage(r));
+  else br_error_set(err, BR_ESTORE, "postgres store: storing a graph: %s", res_msg(s, r));
   PQclear(r);
   return ok ? BR_OK : BR_ESTORE;
 }
@@ -481,7 +494,7 @@ static int query_tasks(pg_store *s, const char *sql, int n, const char *const *v
                        void *ud, br_error *err) {
   PGresult *r = PQexecParams(s->conn, sql, n, NULL, v, NULL, NULL, 0);
   if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-    br_error_set(err, BR_ESTORE, "postgres store: reading tasks: %s", PQresultErrorMessage(r));
+    br_error_set(err, BR_ESTORE, "postgres store: reading tasks: %s", res_msg(s, r));
     PQclear(r);
     return BR_ESTORE;
   }
@@ -578,7 +591,7 @@ static int pg_task_count(br_store *bs, const br_task_filter *f, int64_t counts[B
   PGresult *r = PQexecParams(s->conn, sql, n, NULL, p.v, NULL, NULL, 0);
   memset(counts, 0, sizeof(int64_t) * BR_TASK_NSTATES);
   if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-    br_error_set(err, BR_ESTORE, "postgres store: counting tasks: %s", PQresultErrorMessage(r));
+    br_error_set(err, BR_ESTORE, "postgres store: counting tasks: %s", res_msg(s, r));
     PQclear(r);
     return BR_ESTORE;
   }
@@ -603,7 +616,7 @@ static int pg_task_count_nodes(br_store *bs, int64_t graph_id,
                : "SELECT node, state, count(*) FROM tasks GROUP BY node, state ORDER BY node",
       graph_id ? 1 : 0, NULL, p.v, NULL, NULL, 0);
   if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-    br_error_set(err, BR_ESTORE, "postgres store: counting tasks: %s", PQresultErrorMessage(r));
+    br_error_set(err, BR_ESTORE, "postgres store: counting tasks: %s", res_msg(s, r));
     PQclear(r);
     return BR_ESTORE;
   }
@@ -635,7 +648,7 @@ static int pg_split_get(br_store *bs, int64_t id, br_split *out, br_error *err) 
                              1, NULL, p.v, NULL, NULL, 0);
   int rc = BR_OK;
   if (PQresultStatus(r) != PGRES_TUPLES_OK)
-    rc = br_error_set(err, BR_ESTORE, "postgres store: reading a split: %s", PQresultErrorMessage(r));
+    rc = br_error_set(err, BR_ESTORE, "postgres store: reading a split: %s", res_msg(s, r));
   else if (PQntuples(r) != 1)
     rc = br_error_set(err, BR_ENOTFOUND, "no split %lld", (long long)id);
   else {
@@ -674,7 +687,7 @@ static int pg_graph_get(br_store *bs, int64_t id, const char *name, br_graph_row
   memset(out, 0, sizeof *out);
   int rc = BR_OK;
   if (PQresultStatus(r) != PGRES_TUPLES_OK)
-    rc = br_error_set(err, BR_ESTORE, "postgres store: reading a graph: %s", PQresultErrorMessage(r));
+    rc = br_error_set(err, BR_ESTORE, "postgres store: reading a graph: %s", res_msg(s, r));
   else if (PQntuples(r) != 1)
     rc = name ? br_error_set(err, BR_ENOTFOUND, "no graph named '%s'", name)
               : br_error_set(err, BR_ENOTFOUND, "no graph %lld", (long long)id);
@@ -688,7 +701,7 @@ static int pg_graph_list(br_store *bs, int (*cb)(void *ud, br_graph_row *g), voi
   pg_store *s = (pg_store *)bs;
   PGresult *r = PQexec(s->conn, "SELECT id, name, version, json, created FROM graphs ORDER BY id");
   if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-    br_error_set(err, BR_ESTORE, "postgres store: listing graphs: %s", PQresultErrorMessage(r));
+    br_error_set(err, BR_ESTORE, "postgres store: listing graphs: %s", res_msg(s, r));
     PQclear(r);
     return BR_ESTORE;
   }
@@ -717,7 +730,7 @@ static int pg_inv_query(br_store *bs, int64_t task_id, int (*cb)(void *ud, br_in
                 " ORDER BY id",
       task_id ? 1 : 0, NULL, p.v, NULL, NULL, 0);
   if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-    br_error_set(err, BR_ESTORE, "postgres store: reading invocations: %s", PQresultErrorMessage(r));
+    br_error_set(err, BR_ESTORE, "postgres store: reading invocations: %s", res_msg(s, r));
     PQclear(r);
     return BR_ESTORE;
   }
@@ -753,10 +766,17 @@ static int pg_max_id(br_store *bs, int64_t *out, br_error *err) {
                        " coalesce((SELECT max(id) FROM invocations), 0))");
   int ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
   if (ok) *out = col_i64(r, 0, 0);
-  else br_error_set(err, BR_ESTORE, "postgres store: reading ids: %s", PQresultErrorMessage(r));
+  else br_error_set(err, BR_ESTORE, "postgres store: reading ids: %s", res_msg(s, r));
   PQclear(r);
   return ok ? BR_OK : BR_ESTORE;
 }
+
+/* The connection broke (the database restarted, the network went): the
+ * owner lock went with it, so another braid may own the store now, and a
+ * batch that failed is not in the store. The engine stops (see
+ * br_store_ops.lost); a new process takes the lock and picks up from what
+ * was committed. */
+static bool pg_lost(br_store *bs) { return PQstatus(((pg_store *)bs)->conn) == CONNECTION_BAD; }
 
 const br_store_ops br_store_postgres = {
     .name = "postgres",
@@ -781,4 +801,5 @@ const br_store_ops br_store_postgres = {
     .graph_get = pg_graph_get,
     .graph_list = pg_graph_list,
     .max_id = pg_max_id,
+    .lost = pg_lost,
 };

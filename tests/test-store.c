@@ -215,6 +215,48 @@ TEST(store_suite_postgres) {
   pg_stop(&pg);
 }
 
+TEST(engine_stops_when_postgres_restarts) {
+  /* a braid server on PostgreSQL went on after the database restarted,
+   * answering every request with an empty 'postgres store: ' (HTTP 500)
+   * for ever, its owner lock gone with the connection */
+  pg_fixture pg;
+  pg_start(&pg, "lost-pg");
+  br_store *s;
+  br_error err;
+  CHECK(br_store_open(pg.uri, 0, &s, &err) == BR_OK);
+  br_engine *e = br_engine_open(s, NULL, &err);
+  CHECK(e != NULL);
+  br_graph *g = br_graph_load_string(
+      "{\"name\":\"l\",\"nodes\":[{\"name\":\"a\",\"type\":\"null\"}]}", "<test>", &err);
+  int64_t gid = 0, id = 0;
+  CHECK(g && br_engine_add_graph(e, g, &gid, &err) == BR_OK);
+  CHECK(br_engine_submit(e, gid, "a", NULL, NULL, &id, &err) == BR_OK);
+  CHECK_EQ_INT(br_engine_run(e, &err), BR_OK);
+  CHECK(!br_store_lost(s));
+  char cmd[2048];
+  snprintf(cmd, sizeof cmd, "'%s/pg_ctl' -D '%s/data' -m fast -w restart", pg.bin, pg.dir);
+  CHECK_EQ_INT(pg_sh(&pg, cmd), 0);
+  /* the next read finds the connection gone, and says so */
+  br_task_info ti;
+  CHECK_EQ_INT(br_store_task_get(s, id, &ti, &err), BR_ESTORE);
+  CHECK_CONTAINS(err.msg, "postgres store: ");
+  CHECK(strlen(err.msg) > strlen("postgres store: reading tasks: ") + 10);
+  CHECK(br_store_lost(s));
+  /* a serving engine stops instead of answering errors for ever */
+  CHECK_EQ_INT(br_engine_serve(e, &err), BR_ESTORE);
+  CHECK_CONTAINS(err.msg, "lost the connection to the store (postgres): stopping; start braid "
+                          "again");
+  br_engine_free(e);
+  br_store_close(s);
+  /* a new one goes on from what was committed */
+  CHECK(br_store_open(pg.uri, 0, &s, &err) == BR_OK);
+  CHECK_EQ_INT(br_store_task_get(s, id, &ti, &err), BR_OK);
+  CHECK_EQ_INT(ti.state, BR_TASK_DONE);
+  br_task_info_free(&ti);
+  br_store_close(s);
+  pg_stop(&pg);
+}
+
 static void check_result(const char *uri) {
   br_store *s;
   br_error err;

@@ -113,6 +113,10 @@ typedef struct br_store_ops {
   int (*graph_list)(br_store *s, int (*cb)(void *ud, br_graph_row *g), void *ud, br_error *err);
   /* The largest id used by tasks and splits (they share one sequence). */
   int (*max_id)(br_store *s, int64_t *out, br_error *err);
+  /* The store cannot be used by this process any more (PostgreSQL: its
+   * connection, and with it the owner lock, was lost): the engine stops so
+   * that a new process picks up from what was committed. May be NULL. */
+  bool (*lost)(br_store *s);
 } br_store_ops;
 
 struct br_store {
@@ -123,6 +127,8 @@ struct br_store {
 /* Opens the store named by uri (a path for SQLite, postgres://... ). */
 int br_store_open(const char *uri, int flags, br_store **out, br_error *err);
 void br_store_close(br_store *s);
+/* See br_store_ops.lost; false when the back end has no such state. */
+bool br_store_lost(br_store *s);
 void br_graph_row_free(br_graph_row *g);
 
 /* Thin wrappers over the ops, for tools. */

@@ -106,6 +106,20 @@ static br_store *ro_take(br_server *s, br_error *err) {
 
 static void ro_give(br_server *s, br_store *st) {
   if (!st) return;
+  if (br_store_lost(st)) {
+    /* the database restarted: the others in the pool are from before it
+     * too; the next read connects again (this one failed: 500) */
+    br_store_close(st);
+    pthread_mutex_lock(&s->pool_mu);
+    size_t n = s->npool;
+    br_store **old = s->pool;
+    s->pool = NULL;
+    s->npool = 0;
+    pthread_mutex_unlock(&s->pool_mu);
+    for (size_t i = 0; i < n; i++) br_store_close(old[i]);
+    free(old);
+    return;
+  }
   pthread_mutex_lock(&s->pool_mu);
   br_store **grown = realloc(s->pool, (s->npool + 1) * sizeof *s->pool);
   if (grown) {
