@@ -376,7 +376,8 @@ TEST(a_changed_graph_does_not_resume_silently) {
   r = braid(dir, "run g.json --quiet");
   CHECK_EQ_INT(r.code, 2);
   CHECK_CONTAINS(r.err, "braid: g.braid.db holds 1 unfinished tasks of another version of "
-                        "graph 'g' than g.json");
+                        "graph 'g' (version 1), not of g.json (the file was changed since, or "
+                        "another has the same graph name)");
   CHECK_CONTAINS(r.err, "--stored-graph  to finish them with the graph they started with");
   CHECK_CONTAINS(r.err, "--new           to cancel them and start again with g.json");
   cres_free(&r);
@@ -384,7 +385,7 @@ TEST(a_changed_graph_does_not_resume_silently) {
   br_test_put(dir, "other.json", job_graph("g", "echo other", g, sizeof g));
   r = braid(dir, "run other.json --store g.braid.db --quiet");
   CHECK_EQ_INT(r.code, 2);
-  CHECK_CONTAINS(r.err, "another version of graph 'g' than other.json");
+  CHECK_CONTAINS(r.err, "another version of graph 'g' (version 1), not of other.json");
   cres_free(&r);
   r = braid(dir, "run g.json --quiet --stored-graph");
   CHECK_EQ_INT(r.code, 1); /* the stored command, which fails */
@@ -398,7 +399,8 @@ TEST(a_changed_graph_does_not_resume_silently) {
   cres_free(&r);
   r = braid(dir, "run g.json --new");
   CHECK_EQ_INT(r.code, 0);
-  CHECK_CONTAINS(r.err, "cancelled 1 unfinished tasks of another version of graph 'g' (--new)");
+  CHECK_CONTAINS(r.err, "cancelled 1 unfinished tasks of another version of graph 'g' (version 1) "
+                        "(--new)");
   cres_free(&r);
   r = braid(dir, "tasks --json");
   json_error_t jerr;
@@ -414,8 +416,22 @@ TEST(a_changed_graph_does_not_resume_silently) {
   cres_free(&r);
   r = braid(dir, "run other.json --store g.braid.db");
   CHECK_EQ_INT(r.code, 0);
-  CHECK_CONTAINS(r.err, "already holds a finished run of another version of the graph "
+  CHECK_CONTAINS(r.err, "already holds a finished run of another version of graph 'g' "
                         "(use --new to run this one)");
+  cres_free(&r);
+  /* another graph in the same store is named as such */
+  br_test_put(dir, "h.json", job_graph("h", "exit 1", g, sizeof g));
+  r = braid(dir, "run h.json --store g.braid.db");
+  CHECK_EQ_INT(r.code, 0);
+  CHECK_CONTAINS(r.err, "already holds a finished run of graph 'g' (use --new to run this one)");
+  cres_free(&r);
+  r = braid(dir, "run h.json --store g.braid.db --new --quiet");
+  CHECK_EQ_INT(r.code, 1);
+  cres_free(&r);
+  r = braid(dir, "run g.json");
+  CHECK_EQ_INT(r.code, 2);
+  CHECK_CONTAINS(r.err, "holds 1 unfinished tasks of graph 'h', not of g.json (another graph "
+                        "file uses this store)");
   cres_free(&r);
   free(dir);
 }

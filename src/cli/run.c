@@ -437,6 +437,42 @@ static other_tasks other_versions(br_store *store, int64_t gid) {
   return o;
 }
 
+typedef struct newest_other {
+  int64_t gid, found;
+} newest_other;
+
+static int newest_other_graph(void *ud, br_graph_row *g) {
+  newest_other *n = ud;
+  if (g->id != n->gid && g->id > n->found) n->found = g->id;
+  br_graph_row_free(g);
+  return 0;
+}
+
+/* Names the graph other_gid for messages: "another version of graph 'g'
+ * (version 2)", or "graph 'h'" when it is another graph (a store shared by
+ * two graph files). other_gid 0: the newest graph in the store but gid
+ * (then without a version). */
+static void other_graph_words(br_store *store, int64_t other_gid, int64_t gid,
+                              const char *graph_name, char *buf, size_t size) {
+  br_error err = {0};
+  bool asked = other_gid != 0;
+  if (!other_gid) {
+    newest_other n = {.gid = gid};
+    store->ops->graph_list(store, newest_other_graph, &n, &err);
+    other_gid = n.found;
+  }
+  br_graph_row row = {0};
+  if (!other_gid || store->ops->graph_get(store, other_gid, NULL, &row, &err) != BR_OK)
+    snprintf(buf, size, "another version of graph '%s'", graph_name);
+  else if (strcmp(row.name, graph_name) != 0)
+    snprintf(buf, size, "graph '%s'", row.name);
+  else if (!asked) /* the newest of its versions need not be the run's */
+    snprintf(buf, size, "another version of graph '%s'", graph_name);
+  else
+    snprintf(buf, size, "another version of graph '%s' (version %d)", graph_name, row.version);
+  br_graph_row_free(&row);
+}
+
 int br_cli_run(int argc, char **argv) {
   static const struct option opts[] = {
       {"set", required_argument, NULL, 's'},  {"store", required_argument, NULL, 'S'},
@@ -662,6 +698,8 @@ int br_cli_run(int argc, char **argv) {
      * nodes, silently: the file was edited since, or another file has the
      * same name. Go on only when told how. */
     other_tasks o = other_versions(store, gid);
+    char other[400] = "";
+    if (o.n) other_graph_words(store, o.other_gid, gid, graph_name, other, sizeof other);
     if (o.n && stored_graph) {
       view_gid = o.other_gid;
       if (!as_json)
@@ -671,15 +709,18 @@ int br_cli_run(int argc, char **argv) {
       size_t n = 0;
       for (size_t i = 0; i < o.n; i++) n += br_engine_task_cancel(e, o.ids[i], &err) == BR_OK;
       if (!as_json)
-        fprintf(stderr, "braid: %s: cancelled %zu unfinished tasks of another version of graph "
-                "'%s' (--new)\n", store_path, n, graph_name);
+        fprintf(stderr, "braid: %s: cancelled %zu unfinished tasks of %s (--new)\n", store_path,
+                n, other);
     } else if (o.n) {
-      br_cli_errorf("%s holds %zu unfinished tasks of another version of graph '%s' than %s "
-                    "(the file was changed, or another graph has the same name); run again with\n"
+      br_cli_errorf("%s holds %zu unfinished tasks of %s, not of %s (%s); run again with\n"
                     "  --stored-graph  to finish them with the graph they started with, or\n"
                     "  --new           to cancel them and start again with %s\n"
                     "  (or give another --store)",
-                    store_path, o.n, graph_name, graph_path, graph_path);
+                    store_path, o.n, other, graph_path,
+                    strncmp(other, "graph '", 7) == 0
+                        ? "another graph file uses this store"
+                        : "the file was changed since, or another has the same graph name",
+                    graph_path);
       rc = BR_EXIT_USAGE;
     }
     free(o.ids);
@@ -704,10 +745,14 @@ int br_cli_run(int argc, char **argv) {
       f.graph_id = gid;
       if (br_store_task_count(store, &f, mine, &err) == BR_OK)
         for (int i = 0; i < BR_TASK_NSTATES; i++) n_mine += mine[i];
+      char words[400], other[420] = "";
+      if (!n_mine) {
+        other_graph_words(store, 0, gid, graph_name, words, sizeof words);
+        snprintf(other, sizeof other, " of %s", words);
+      }
       if (!as_json)
         fprintf(stderr, "braid: %s already holds a finished run%s (use --new to run %s)\n",
-                store_path, n_mine ? "" : " of another version of the graph",
-                n_mine ? "again" : "this one");
+                store_path, other, n_mine ? "again" : "this one");
     } else {
       int64_t id;
       if (br_engine_submit(e, gid, start_name, attrs, NULL, &id, &err)) {
