@@ -575,6 +575,8 @@ static int load(br_graph *g, json_t *root, bool from_file, br_error *err) {
   json_t *nodes = json_object_get(root, "nodes");
   if (!json_is_array(nodes))
     return fail_at(g, err, nodes ? "/nodes" : "", 0, "the graph needs a \"nodes\" list");
+  if (json_array_size(nodes) == 0) /* nowhere to start: run failed with "no node ''" */
+    return fail_at(g, err, "/nodes", 0, "the graph's \"nodes\" list is empty");
   g->n_nodes = json_array_size(nodes);
   g->nodes = calloc(g->n_nodes + 1, sizeof *g->nodes);
   g->wires_src = json_array();

@@ -114,6 +114,7 @@ TEST(duplicate_node_name) {
 TEST(not_an_object_and_unknown_keys) {
   expect_error("[1, 2]", 1, 1, "a graph file must hold a JSON object, got list");
   expect_error("{\"nodes\": [], \"wire\": []}", 1, 15, "unknown key 'wire' at the top");
+  expect_error("{\"nodes\": []}", 1, 11, "the graph's \"nodes\" list is empty");
   expect_error("{\"nodes\": [{\"name\": \"a.b\", \"type\": \"null\"}]}", 1, 21,
                "a node name must be a non-empty string");
 }
@@ -167,7 +168,9 @@ TEST(a_graph_files_name_must_fit_a_file_name) {
                                     "tab\\there"};
   char text[512], path[1024], buf[2048];
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-    snprintf(text, sizeof text, "{\n  \"name\": \"%s\",\n  \"nodes\": []}", bad[i]);
+    snprintf(text, sizeof text,
+             "{\n  \"name\": \"%s\",\n  \"nodes\": [{\"name\": \"a\", \"type\": \"null\"}]}",
+             bad[i]);
     write_graph(dir, text, path, sizeof path);
     br_error err;
     CHECK(br_graph_load_file(path, &err) == NULL);
@@ -179,7 +182,8 @@ TEST(a_graph_files_name_must_fit_a_file_name) {
     CHECK(g != NULL);
     br_graph_free(g);
   }
-  write_graph(dir, "{\"name\": \"shot_010.comp-v2\", \"nodes\": []}", path, sizeof path);
+  write_graph(dir, "{\"name\": \"shot_010.comp-v2\", \"nodes\": [{\"name\": \"a\", \"type\": "
+                   "\"null\"}]}", path, sizeof path);
   br_error err;
   br_graph *g = br_graph_load_file(path, &err);
   CHECK(g != NULL);
