@@ -109,6 +109,29 @@ TEST(sbatch_refusing_a_job_is_a_clear_error) {
   free(dir);
 }
 
+TEST(a_job_slurm_will_never_start_is_an_error) {
+  /* more cores than the cluster's node has: Slurm keeps it pending
+   * (PartitionConfig) for ever, and braid showed "1 queued" for ever */
+  need_cluster();
+  char *dir = br_test_tmpdir("slurm-never");
+  char *graph = write_graph(dir, "big",
+                            "{\"name\": \"big\", \"start\": {\"node\": \"job\"},\n"
+                            " \"nodes\": [{\"name\": \"job\", \"type\": \"command\", \"params\": {\n"
+                            "   \"argv\": [\"true\"], \"cores\": 64}}]}\n");
+  int rc = wait_exit_for(start_slurm_run(dir, graph, ""), 60);
+  if (rc != 1) fail_with_log(dir, "braid run should fail (exit 1)", rc);
+  invs *l = invocations(dir);
+  CHECK_EQ_INT(l->n, 1); /* not retried: it would wait the same way */
+  CHECK_CONTAINS(l->v[0].row.error, "Slurm will not start job ");
+  CHECK_CONTAINS(l->v[0].row.error, "it is pending for '");
+  invs_free(l);
+  int left = 1; /* scancelled */
+  for (int i = 0; i < 50 && (left = slurm_active(dir, "job")) > 0; i++) usleep(100 * 1000);
+  CHECK_EQ_INT(left, 0);
+  free(graph);
+  free(dir);
+}
+
 /* braid server with the slurm executor: jobs are Slurm jobs, the workers
  * list shows them, and `braid cancel` removes them from Slurm. */
 TEST(server_on_slurm_cancel_removes_jobs) {

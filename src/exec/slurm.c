@@ -15,7 +15,9 @@
  * that ended without its agent reporting (node failure, preemption, scancel
  * from outside, time limit) is recorded with Slurm's state and reason: past
  * its time limit it is timed out; lost ones run again within the node's
- * retries. Cancelling an invocation scancels its job.
+ * retries. Cancelling an invocation scancels its job. A job pending for a
+ * reason that waiting does not cure (PartitionConfig: more cores than a node
+ * has, and the like) is scancelled and fails as one that cannot start.
  *
  * Options (br_exec_config.options), all optional:
  *   listen      where the agents' endpoint listens ("0.0.0.0:0": every
@@ -909,6 +911,33 @@ static void sacct_done(br_executor *ex, proc *p, int64_t status, const char *out
   vanished(ex); /* what accounting does not know either */
 }
 
+/* Pending reasons that do not pass by waiting: the job asks for more than
+ * the partition allows or its nodes have, or for an account or QOS that is
+ * not there. Slurm keeps such a job pending for ever. */
+static bool never_starts(const char *reason) {
+  static const char *const never[] = {"PartitionConfig",    "BadConstraints", "PartitionNodeLimit",
+                                      "PartitionTimeLimit", "InvalidAccount", "InvalidQOS",
+                                      NULL};
+  for (int i = 0; reason && never[i]; i++)
+    if (strcmp(reason, never[i]) == 0) return true;
+  return false;
+}
+
+/* A job Slurm will never start: scancelled (at the end of the round), and
+ * its invocation fails as one that cannot start (not retried: it would wait
+ * the same way). */
+static void never_started(br_executor *ex, sjob *s, const char *reason) {
+  char msg[768];
+  snprintf(msg, sizeof msg,
+           "Slurm will not start job %s: it is pending for '%s' (it asks for more than the "
+           "partition allows or its nodes have: cores, memory, GPUs, time; or for an account or "
+           "QOS that is not there); see the node's cores, memory, gpus and \"slurm\" settings",
+           s->jobid, reason);
+  json_array_append_new(ex->to_cancel, json_string(s->jobid));
+  s->ending = true;
+  if (br_farm_end(ex->farm, s->id, BR_INV_SPAWN_ERROR, msg) != BR_OK) sjob_free(ex, s);
+}
+
 static void squeue_done(br_executor *ex, proc *p, int64_t status, const char *out, const char *err) {
   (void)p;
   ex->reconciling = false;
@@ -930,6 +959,7 @@ static void squeue_done(br_executor *ex, proc *p, int64_t status, const char *ou
   }
   free(copy);
   json_array_clear(ex->missing);
+  bool never = false;
   sjob *s, *tmp;
   HASH_ITER(hh, ex->jobs, s, tmp) {
     if (s->state != SJ_SUBMITTED) continue;
@@ -939,10 +969,23 @@ static void squeue_done(br_executor *ex, proc *p, int64_t status, const char *ou
       continue;
     }
     const char *st = json_string_value(json_array_get(f, 0));
-    if (active_state(st)) still_active(ex, s);
-    else job_over(ex, s, st, json_string_value(json_array_get(f, 1)));
+    const char *why = json_string_value(json_array_get(f, 1));
+    if (!strcmp(st, "PENDING") && !s->held && never_starts(why)) {
+      never_started(ex, s, why);
+      never = true;
+    } else if (active_state(st)) {
+      still_active(ex, s);
+    } else {
+      job_over(ex, s, st, why);
+    }
   }
   json_decref(found);
+  if (never) { /* now, and waited for: the run may end with this round */
+    char **argv = scancel_argv(ex);
+    if (run_wait(argv) != 0) fprintf(stderr, "braid: slurm: scancel failed\n");
+    free(argv);
+    json_array_clear(ex->to_cancel);
+  }
   if (!json_array_size(ex->missing)) return;
   if (ex->sacct_off) return vanished(ex);
   /* gone from squeue (MinJobAge): accounting may know */
