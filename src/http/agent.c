@@ -25,21 +25,22 @@
  * agent.lock, which also keeps the instance that holds it): a second agent
  * with the same id on one machine is refused at once, and a restart sends
  * the instance it follows ("previous"), so the server takes it at once
- * even when the dead one was between two polls. A refused registration or token (401, 403: revoked)
- * stops the agent with an error; asking again would not help. A stopping
- * agent reports its killed jobs, then leaves (the server gives it nothing
- * more and runs what it did not report elsewhere at once). */
+ * even when the dead one was between two polls. A refused registration or
+ * token (401, 403: revoked) stops the agent with an error; asking again
+ * would not help. A stopping agent reports its killed jobs, then leaves
+ * (the server gives it nothing more and runs what it did not report
+ * elsewhere at once). */
 #include <braid/agent.h>
 #include <braid/exec.h>
 #include <braid/http.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <fcntl.h>
 #include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
