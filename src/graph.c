@@ -97,6 +97,18 @@ void br_node_error_at_param(const br_node *node, br_error *err, const char *para
   br_error_at(err, node->graph->origin, line, col);
 }
 
+int br_node_fail_at_param(const br_node *node, br_error *err, const char *param, const char *sub,
+                          const char *fmt, ...) {
+  char msg[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  br_error_set(err, BR_EINVAL, "%s", msg);
+  br_node_error_at_param(node, err, param, sub);
+  return BR_EINVAL;
+}
+
 void br_node_warn_at_param(const br_node *node, const char *param, const char *sub,
                            const char *fmt, ...) {
   if (!node || !node->graph) return;

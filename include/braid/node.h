@@ -94,6 +94,11 @@ const br_node_type *const *br_node_types(void); /* NULL-terminated */
  * NULL). Only meaningful while the graph loads. */
 void br_node_error_at_param(const br_node *node, br_error *err, const char *param,
                             const char *sub);
+/* For init(): fills err with a printf-style message placed at the parameter
+ * (br_node_error_at_param after br_error_set, which clears where); returns
+ * BR_EINVAL, so init() can `return br_node_fail_at_param(...)`. */
+int br_node_fail_at_param(const br_node *node, br_error *err, const char *param, const char *sub,
+                          const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
 /* For init(): a warning about a parameter (or a path inside it: sub), kept
  * with the graph at its position (br_graph_warnings). The graph still

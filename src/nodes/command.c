@@ -18,9 +18,8 @@ static int init(br_node *node, void **state, br_error *err) {
                                                               : json_object_get(p, "shell") != NULL;
   (void)state;
   if (has_argv == has_shell) {
-    br_error_set(err, BR_EINVAL, "give either \"argv\" (a list) or \"shell\" (a command line)");
-    br_node_error_at_param(node, err, has_argv ? "shell" : "argv", NULL);
-    return BR_EINVAL;
+    return br_node_fail_at_param(node, err, has_argv ? "shell" : "argv", NULL,
+                                 "give either \"argv\" (a list) or \"shell\" (a command line)");
   }
   json_t *argv = json_object_get(p, "argv");
   for (size_t i = 0; json_is_array(argv) && i < json_array_size(argv); i++) {
@@ -28,9 +27,8 @@ static int init(br_node *node, void **state, br_error *err) {
     if (json_is_string(a) || json_is_number(a) || br_script_is_expr(a)) continue;
     char sub[32];
     snprintf(sub, sizeof sub, "%zu", i);
-    br_error_set(err, BR_EINVAL, "parameter 'argv': argv[%zu] must be a string or a number", i);
-    br_node_error_at_param(node, err, "argv", sub);
-    return BR_EINVAL;
+    return br_node_fail_at_param(node, err, "argv", sub,
+                                 "parameter 'argv': argv[%zu] must be a string or a number", i);
   }
   static const char *const substituted[] = {"argv", "shell", NULL};
   br_invoke_lint_params(node, substituted);

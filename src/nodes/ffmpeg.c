@@ -29,11 +29,7 @@ static int init(br_node *node, void **state, br_error *err) {
         cols > 100 || rows > 100)
       bad = "tile", why = "the grid is COLSxROWS, each from 1 to 100 (e.g. 2x2)";
   }
-  if (bad) {
-    br_error_set(err, BR_EINVAL, "parameter '%s': %s", bad, why);
-    br_node_error_at_param(node, err, bad, NULL);
-    return BR_EINVAL;
-  }
+  if (bad) return br_node_fail_at_param(node, err, bad, NULL, "parameter '%s': %s", bad, why);
   static const char *const substituted[] = {"output", NULL};
   br_invoke_lint_params(node, substituted);
   return br_invoke_check(node, err);

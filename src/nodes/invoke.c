@@ -200,9 +200,7 @@ static int bad_param(const br_node *node, br_error *err, const char *param, cons
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  br_error_set(err, BR_EINVAL, "parameter '%s': %s", param, msg);
-  br_node_error_at_param(node, err, param, sub);
-  return BR_EINVAL;
+  return br_node_fail_at_param(node, err, param, sub, "parameter '%s': %s", param, msg);
 }
 
 /* A number parameter written as it is (not an expression): it must be in

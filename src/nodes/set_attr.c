@@ -13,19 +13,16 @@ static int init(br_node *node, void **state, br_error *err) {
     if (!json_is_string(json_array_get(del, i))) {
       char sub[32];
       snprintf(sub, sizeof sub, "%zu", i);
-      br_error_set(err, BR_EINVAL, "parameter 'delete' must list attribute names");
-      br_node_error_at_param(node, err, "delete", sub);
-      return BR_EINVAL;
+      return br_node_fail_at_param(node, err, "delete", sub,
+                                   "parameter 'delete' must list attribute names");
     }
   }
   const char *k;
   json_t *v;
   json_object_foreach(json_object_get(params, "rename"), k, v) {
-    if (!json_is_string(v) || !*json_string_value(v)) {
-      br_error_set(err, BR_EINVAL, "parameter 'rename': '%s' must map to a new name", k);
-      br_node_error_at_param(node, err, "rename", k);
-      return BR_EINVAL;
-    }
+    if (!json_is_string(v) || !*json_string_value(v))
+      return br_node_fail_at_param(node, err, "rename", k,
+                                   "parameter 'rename': '%s' must map to a new name", k);
   }
   (void)state;
   return BR_OK;

@@ -14,11 +14,9 @@ static int init(br_node *node, void **state, br_error *err) {
   json_t *count = json_object_get(br_node_params(node), "count");
   (void)state;
   if (json_is_integer(count) &&
-      (json_integer_value(count) < 0 || json_integer_value(count) > MAX_CHILDREN)) {
-    br_error_set(err, BR_EINVAL, "parameter 'count' must be from 0 to %d", MAX_CHILDREN);
-    br_node_error_at_param(node, err, "count", NULL);
-    return BR_EINVAL;
-  }
+      (json_integer_value(count) < 0 || json_integer_value(count) > MAX_CHILDREN))
+    return br_node_fail_at_param(node, err, "count", NULL,
+                                 "parameter 'count' must be from 0 to %d", MAX_CHILDREN);
   return BR_OK;
 }
 

@@ -11,11 +11,8 @@
 
 static int init(br_node *node, void **state, br_error *err) {
   json_t *chunk = json_object_get(br_node_params(node), "chunk");
-  if (json_is_integer(chunk) && json_integer_value(chunk) < 1) {
-    br_error_set(err, BR_EINVAL, "parameter 'chunk' must be at least 1");
-    br_node_error_at_param(node, err, "chunk", NULL);
-    return BR_EINVAL;
-  }
+  if (json_is_integer(chunk) && json_integer_value(chunk) < 1)
+    return br_node_fail_at_param(node, err, "chunk", NULL, "parameter 'chunk' must be at least 1");
   (void)state;
   return BR_OK;
 }

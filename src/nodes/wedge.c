@@ -82,9 +82,8 @@ static int init(br_node *node, void **state, br_error *err) {
   if (br_script_is_expr(wedges)) return BR_OK; /* checked per task */
   if (check_wedges(wedges, msg, sizeof msg, &bad)) {
     snprintf(sub, sizeof sub, "%zu", bad);
-    br_error_set(err, BR_EINVAL, "%s", msg);
-    br_node_error_at_param(node, err, "wedges", json_array_size(wedges) ? sub : NULL);
-    return BR_EINVAL;
+    return br_node_fail_at_param(node, err, "wedges", json_array_size(wedges) ? sub : NULL, "%s",
+                                 msg);
   }
   return BR_OK;
 }
