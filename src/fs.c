@@ -6,7 +6,9 @@
 #include <libgen.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 int br__mkdirs(const char *dir, mode_t mode) {
@@ -117,4 +119,13 @@ int br__append_line(const char *path, const char *line, size_t len, mode_t mode)
   close(fd);
   errno = e;
   return rc == 0 ? 0 : -1;
+}
+
+void br__holder(char *buf, size_t size) {
+  char host[256] = "?", when[32];
+  gethostname(host, sizeof host - 1);
+  time_t now = time(NULL);
+  struct tm tm;
+  strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", localtime_r(&now, &tm));
+  snprintf(buf, size, "pid %ld on host %s (since %s)", (long)getpid(), host, when);
 }

@@ -33,4 +33,8 @@ int br__write_all(int fd, const void *data, size_t len);
  * returns. Returns 0, or -1 with errno set. */
 int br__append_line(const char *path, const char *line, size_t len, mode_t mode);
 
+/* Who holds a store's lock, to write beside it: "pid N on host H (since
+ * YYYY-MM-DD HH:MM:SS)", this process, local time. */
+void br__holder(char *buf, size_t size);
+
 #endif

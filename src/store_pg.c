@@ -23,7 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
+
+#include "fs.h"
 
 typedef struct pg_store {
   br_store base;
@@ -159,12 +160,8 @@ static int take_owner_lock(pg_store *s, br_error *err) {
                         "time owns a store (two would run its jobs twice); stop that one first",
                         PQuser(s->conn), PQhost(s->conn), PQdb(s->conn), who);
   }
-  char host[256] = "?", when[32], val[512];
-  gethostname(host, sizeof host - 1);
-  time_t now = time(NULL);
-  struct tm tm;
-  strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", localtime_r(&now, &tm));
-  snprintf(val, sizeof val, "pid %ld on host %s (since %s)", (long)getpid(), host, when);
+  char val[512];
+  br__holder(val, sizeof val);
   const char *params[] = {val};
   r = PQexecParams(s->conn,
                    "INSERT INTO braid_meta(key, value) VALUES ('owner', $1) "

@@ -162,16 +162,12 @@ static int take_lock(sqlite_store *s, const char *path, br_error *err) {
     free(who);
     return BR_ESTORE;
   }
-  char host[256] = "?", line[512];
-  gethostname(host, sizeof host - 1);
-  time_t now = time(NULL);
-  struct tm tm;
-  char when[32];
-  strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", localtime_r(&now, &tm));
-  int n = snprintf(line, sizeof line, "pid %ld on host %s (since %s)\n", (long)getpid(), host,
-                   when);
+  char line[512];
+  br__holder(line, sizeof line - 1);
+  size_t n = strlen(line);
+  line[n++] = '\n';
   /* best effort: the lock is what counts, the text only names its holder */
-  bool named = ftruncate(fd, 0) == 0 && br__write_all(fd, line, (size_t)n) == 0;
+  bool named = ftruncate(fd, 0) == 0 && br__write_all(fd, line, n) == 0;
   (void)named;
   s->lock_fd = fd;
   return BR_OK;
