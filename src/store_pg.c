@@ -76,11 +76,9 @@ static const char *res_msg(pg_store *s, const PGresult *r) {
   return s->msg;
 }
 
+/* The connection's last error (res_msg without a result). */
 static int pgerr(pg_store *s, br_error *err, const char *what) {
-  const char *m = PQerrorMessage(s->conn);
-  size_t n = strlen(m);
-  while (n && (m[n - 1] == '\n' || m[n - 1] == ' ')) n--;
-  return br_error_set(err, BR_ESTORE, "postgres store: %s: %.*s", what, (int)n, m);
+  return br_error_set(err, BR_ESTORE, "postgres store: %s: %s", what, res_msg(s, NULL));
 }
 
 static int64_t now_ms(void) {
