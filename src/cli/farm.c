@@ -37,11 +37,9 @@ static int common_opt(int c, ropts *r) {
 
 static const char *str_or(const char *s, const char *dflt) { return s ? s : dflt; }
 
-static int parse_id(const char *s, const char *what, long long *id) {
-  return br_cli_parse_id(s, what, id);
+static int parse_task_id(const char *s, long long *id) {
+  return br_cli_parse_id(s, "a task id", id);
 }
-
-static int parse_task_id(const char *s, long long *id) { return parse_id(s, "a task id", id); }
 
 /* A negative number among the arguments ("-1"), which getopt would take
  * for an option ("invalid option -- '1'"): said to be a bad id instead.
@@ -210,7 +208,7 @@ int br_cli_ls(int argc, char **argv) {
     case 'p':
     case 'G': /* ids: checked here, not by a server that answers 400 later */
       key = c == 'g' ? "group" : c == 'p' ? "parent" : "graph";
-      if (parse_id(optarg, c == 'g' ? "a group id" : c == 'p' ? "a task id" : "a graph id", &v))
+      if (br_cli_parse_id(optarg, c == 'g' ? "a group id" : c == 'p' ? "a task id" : "a graph id", &v))
         return BR_EXIT_USAGE;
       break;
     case 'l':
@@ -608,7 +606,7 @@ int br_cli_log_remote(int argc, char **argv) {
     case 'f': follow = 1; break;
     case 'a': all = 1; break;
     case 'i':
-      if (parse_id(optarg, "an invocation id", &want)) return BR_EXIT_USAGE;
+      if (br_cli_parse_id(optarg, "an invocation id", &want)) return BR_EXIT_USAGE;
       break;
     default: fputs(usage, stderr); return BR_EXIT_USAGE;
     }

@@ -362,17 +362,22 @@ static const char *common_help =
     "disk problem: the same command fails the same way), 2 usage, 75 the depot\n"
     "was unreachable or busy past the retries (try again later), 130 cancelled.\n";
 
+/* Prints e as one compact JSON line on stdout (the --json events) and
+ * lets go of it; nothing when e is NULL. */
+static void json_line(json_t *e) {
+  char *t = e ? json_dumps(e, JSON_COMPACT) : NULL;
+  if (t) printf("%s\n", t);
+  free(t);
+  json_decref(e);
+}
+
 static int finish(common *c, const char *verb, int rc, const br_error *err,
                   const br_xfer_result *res, progress_state *ps) {
   if (ps->drawn) fputc('\n', stderr);
   char buf[1400];
   if (res->warning[0]) {
     if (c->json) {
-      json_t *w = json_pack("{ssss}", "event", "warning", "message", res->warning);
-      char *t = w ? json_dumps(w, JSON_COMPACT) : NULL;
-      if (t) printf("%s\n", t);
-      free(t);
-      json_decref(w);
+      json_line(json_pack("{ssss}", "event", "warning", "message", res->warning));
     } else {
       br_cli_errorf("%s: warning: %s", verb, res->warning);
     }
@@ -380,13 +385,9 @@ static int finish(common *c, const char *verb, int rc, const br_error *err,
   if (c->json) {
     if (rc) {
       /* code: braid's (include/braid/error.h), kind: its words, exit: the status */
-      json_t *e = json_pack("{ss si ss ss si}", "event", "error", "code", rc, "kind",
-                            br_strerror(rc), "message", br_error_format(err, buf, sizeof buf),
-                            "exit", rc == BR_ECANCEL ? BR_EXIT_CANCELLED : exit_of(rc));
-      char *t = e ? json_dumps(e, JSON_COMPACT) : NULL;
-      if (t) printf("%s\n", t);
-      free(t);
-      json_decref(e);
+      json_line(json_pack("{ss si ss ss si}", "event", "error", "code", rc, "kind",
+                          br_strerror(rc), "message", br_error_format(err, buf, sizeof buf),
+                          "exit", rc == BR_ECANCEL ? BR_EXIT_CANCELLED : exit_of(rc)));
     } else
       printf("{\"event\":\"done\",\"version\":%lld,\"files\":%lld,\"bytes\":%lld,"
              "\"files_moved\":%lld,\"bytes_moved\":%lld,\"chunks_moved\":%lld,"
@@ -485,10 +486,7 @@ static void print_pairs(const common *c, const char *const *refs, const br_xfer_
                             c->pos[2 * i + (push ? 0 : 1)]);
       if (e && pairs[i].same_as)
         json_object_set_new(e, "same_as", json_integer(pairs[i].same_as));
-      char *t = e ? json_dumps(e, JSON_COMPACT) : NULL;
-      if (t) printf("%s\n", t);
-      free(t);
-      json_decref(e);
+      json_line(e);
       free(v);
     } else if (push) {
       printf("%s@v%lld\n", ref.name, (long long)pairs[i].version);
@@ -938,10 +936,7 @@ static int depot_ls(int argc, char **argv) {
         json_object_set_new(e, "files", json_integer(v[i].files));
         json_object_set_new(e, "bytes", json_integer(v[i].bytes));
       }
-      char *s = e ? json_dumps(e, JSON_COMPACT) : NULL;
-      if (s) printf("%s\n", s);
-      free(s);
-      json_decref(e);
+      json_line(e);
       continue;
     }
     char when[32], ref[1100];
