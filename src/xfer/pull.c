@@ -1105,12 +1105,19 @@ static char *content_path(const char *cache, const br_xfer_digest *d, bool mkdir
 }
 
 /* Copies the file at src into a new file name under dirfd (other file system). */
-/* Whether a file's mode and mtime are e's. */
-static bool meta_matches(const struct stat *st, const br_xfer_entry *e) {
+/* Whether a file's mode is e's, its mtime, both. */
+static bool mode_matches(const struct stat *st, const br_xfer_entry *e) {
+  return (st->st_mode & 07777) == (mode_t)(e->mode & 0777);
+}
+
+static bool time_matches(const struct stat *st, const br_xfer_entry *e) {
   struct timespec ts[2];
   entry_times(e, ts);
-  return (st->st_mode & 07777) == (mode_t)(e->mode & 0777) &&
-         st->st_mtim.tv_sec == ts[1].tv_sec && st->st_mtim.tv_nsec == ts[1].tv_nsec;
+  return st->st_mtim.tv_sec == ts[1].tv_sec && st->st_mtim.tv_nsec == ts[1].tv_nsec;
+}
+
+static bool meta_matches(const struct stat *st, const br_xfer_entry *e) {
+  return mode_matches(st, e) && time_matches(st, e);
 }
 
 static int copy_into(int sdirfd, const char *src, int dirfd, const char *name) {
@@ -1268,13 +1275,12 @@ static int fix_meta(pull *p, lfile *lf, int dirfd, const char *base, br_error *e
     return rc ? rc : 1;
   }
   mode_t mode = (mode_t)(e->mode & 0777);
-  if ((st.st_mode & 07777) != mode && fchmodat(dirfd, base, mode, AT_SYMLINK_NOFOLLOW) != 0 &&
+  if (!mode_matches(&st, e) && fchmodat(dirfd, base, mode, AT_SYMLINK_NOFOLLOW) != 0 &&
       (errno == EOPNOTSUPP || fchmodat(dirfd, base, mode, 0) != 0))
     return fail_io(err, "chmod", lf->job, e->path, errno);
   struct timespec ts[2];
   entry_times(e, ts);
-  if ((st.st_mtim.tv_sec != ts[1].tv_sec || st.st_mtim.tv_nsec != ts[1].tv_nsec) &&
-      utimensat(dirfd, base, ts, AT_SYMLINK_NOFOLLOW) != 0)
+  if (!time_matches(&st, e) && utimensat(dirfd, base, ts, AT_SYMLINK_NOFOLLOW) != 0)
     return fail_io(err, "set the time of", lf->job, e->path, errno);
   return BR_OK;
 }
