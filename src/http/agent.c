@@ -672,12 +672,21 @@ static void take_work(br_agent *a, json_t *ans) {
   uv_async_send(&a->async);
 }
 
-static void *poll_main(void *ud) {
-  br_agent *a = ud;
+/* A client of the agent's server, with its token and CA; NULL when it
+ * cannot be made. */
+static br_http_client *server_client(br_agent *a) {
   br_http_client *c;
   br_error err;
   if (br_http_client_open(a->server, a->token, &c, &err)) return NULL;
   if (a->ca) br_http_client_set_ca(c, a->ca);
+  return c;
+}
+
+static void *poll_main(void *ud) {
+  br_agent *a = ud;
+  br_error err;
+  br_http_client *c = server_client(a);
+  if (!c) return NULL;
   br_http_client_set_abort(c, &a->stop);
   int backoff = 100;
   char path[512];
@@ -776,10 +785,9 @@ static void acked(br_agent *a, int64_t upto) { /* lock held */
 
 static void *report_main(void *ud) {
   br_agent *a = ud;
-  br_http_client *c;
   br_error err;
-  if (br_http_client_open(a->server, a->token, &c, &err)) return NULL;
-  if (a->ca) br_http_client_set_ca(c, a->ca);
+  br_http_client *c = server_client(a);
+  if (!c) return NULL;
   br_http_client_set_abort(c, &a->report_stop);
   br_http_client_set_timeout(c, 60);
   char path[512];
@@ -976,10 +984,9 @@ uv_loop_t *br_agent_loop(br_agent *a) { return &a->loop; }
  * instead of waiting lost_after for an agent that is not coming back. */
 static void leave(br_agent *a) {
   if (!a->session[0] || a->need_register) return; /* not known there: nothing to say */
-  br_http_client *c;
   br_error err;
-  if (br_http_client_open(a->server, a->token, &c, &err)) return;
-  if (a->ca) br_http_client_set_ca(c, a->ca);
+  br_http_client *c = server_client(a);
+  if (!c) return;
   br_http_client_set_timeout(c, 5);
   char path[512];
   snprintf(path, sizeof path, "/api/v1/agents/%s/leave", a->id);
