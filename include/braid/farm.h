@@ -86,10 +86,10 @@ void br_farm_leave(br_executor *ex, const char *agent, const json_t *req, br_far
  * lost_after from its death, not from its poll's deadline). */
 typedef bool (*br_farm_gone)(void *reply_ud);
 void br_farm_set_gone_check(br_executor *ex, br_farm_gone gone);
-/* An answer carrying these invocations (ids, a JSON array) did not reach
- * its agent (the connection failed while it was sent): those it never had
- * are reported lost now, and run again at once. */
-void br_farm_undelivered(br_executor *ex, const json_t *ids);
+/* An answer did not reach its agent (the connection failed while it was
+ * sent): of its "work" list (objects with "id"), the invocations the agent
+ * never had are reported lost now, and run again at once. */
+void br_farm_undelivered(br_executor *ex, const json_t *work);
 
 /* The workers as JSON: [{id, host, state, cores, slots, memory_mb, gpus,
  * tags, drain, running: [ids], free: {...}, last_seen_ms}]. */

@@ -323,7 +323,7 @@ static void reply_later(br_executor *ex, br_farm_reply fn, void *ud, json_t *bod
 
 static json_t *error_body(const char *msg) { return json_pack("{ss}", "error", msg); }
 
-static void put_back(br_executor *ex, const json_t *ids);
+static void put_back(br_executor *ex, const json_t *work);
 
 static void flush_deferred(br_executor *ex) {
   deferred *d = ex->def_head;
@@ -332,15 +332,9 @@ static void flush_deferred(br_executor *ex) {
     deferred *n = d->next;
     if (d->work && ex->gone && ex->gone(d->ud)) {
       /* its asker went while the assignment was being committed */
-      json_t *ids = json_array();
-      size_t i;
-      json_t *w;
-      json_array_foreach(json_object_get(d->body, "work"), i, w)
-        json_array_append(ids, json_object_get(w, "id"));
-      json_decref(d->body);
       d->fn(d->ud, 410, error_body("the connection closed before the answer"));
-      put_back(ex, ids);
-      json_decref(ids);
+      put_back(ex, json_object_get(d->body, "work"));
+      json_decref(d->body);
     } else {
       d->fn(d->ud, 200, d->body);
     }
@@ -1205,13 +1199,13 @@ void br_farm_leave(br_executor *ex, const char *agent_id, const json_t *req, br_
   reply_later(ex, fn, ud, json_pack("{ss}", "left", a->id));
 }
 
-/* Ends the jobs of ids that their agent never had (the answer that carried
- * them did not reach it): lost now, so they run again at once. */
-static void put_back(br_executor *ex, const json_t *ids) {
+/* Ends the jobs of an answer's work list that their agent never had (the
+ * answer did not reach it): lost now, so they run again at once. */
+static void put_back(br_executor *ex, const json_t *work) {
   size_t i;
   json_t *x;
-  json_array_foreach(ids, i, x) {
-    job *j = job_find(ex, json_integer_value(x));
+  json_array_foreach(work, i, x) {
+    job *j = job_find(ex, json_integer_value(json_object_get(x, "id")));
     if (!j || j->state != J_ASSIGNED || !j->a || j->had) continue;
     agent *a = j->a;
     a->conn_gone = true; /* its connection broke: gone unless it polls again */
@@ -1221,7 +1215,7 @@ static void put_back(br_executor *ex, const json_t *ids) {
   }
 }
 
-void br_farm_undelivered(br_executor *ex, const json_t *ids) { put_back(ex, ids); }
+void br_farm_undelivered(br_executor *ex, const json_t *work) { put_back(ex, work); }
 
 void br_farm_set_gone_check(br_executor *ex, br_farm_gone gone) { ex->gone = gone; }
 

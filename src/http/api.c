@@ -1168,17 +1168,17 @@ typedef struct farm_req {
   br_http_req *rq;
 } farm_req;
 
-/* Invocations sent to an agent, until their answer has gone out in full. */
+/* The work sent to an agent, until its answer has gone out in full. */
 typedef struct sent_work {
   br_server *s;
-  json_t *ids;
+  json_t *work; /* the answer's "work" list */
 } sent_work;
 
 static void op_undelivered(br_engine *e, void *ud) {
   sent_work *w = ud;
   (void)e;
-  if (!atomic_load(&w->s->dead)) br_farm_undelivered(w->s->ex, w->ids);
-  json_decref(w->ids);
+  if (!atomic_load(&w->s->dead)) br_farm_undelivered(w->s->ex, w->work);
+  json_decref(w->work);
   free(w);
 }
 
@@ -1194,7 +1194,7 @@ static void work_sent(void *ud, bool delivered) {
     pthread_rwlock_unlock(&s->life);
   }
   if (!posted) {
-    json_decref(w->ids);
+    json_decref(w->work);
     free(w);
   }
 }
@@ -1205,10 +1205,7 @@ static void farm_answer(void *ud, unsigned status, json_t *body) {
   sent_work *w = json_array_size(work) ? calloc(1, sizeof *w) : NULL;
   if (w) {
     w->s = fr->s;
-    w->ids = json_array();
-    size_t i;
-    json_t *x;
-    json_array_foreach(work, i, x) json_array_append(w->ids, json_object_get(x, "id"));
+    w->work = json_incref(work);
     br_http_req_on_end(fr->rq, work_sent, w);
   }
   br_http_reply_json(fr->rq, status, body);
