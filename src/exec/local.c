@@ -25,9 +25,8 @@
  *   when braid goes away however it ends (SIGKILL, a crash) the socket
  *   closes and the reaper sends those groups SIGTERM, then SIGKILL after the
  *   grace period. Its name is "br-reaper", so that `pkill -9 braid` spares
- *   it. A clean shutdown tells it to quit first. (posix_spawn
- *   has no hook for PR_SET_PDEATHSIG, which would reach only the group's
- *   leader anyway.)
+ *   it. A clean shutdown tells it to quit first. (posix_spawn has no hook
+ *   for PR_SET_PDEATHSIG, which would reach only the group's leader anyway.)
  * - Slots: an invocation takes `cores` slots (at most all of them); the queue
  *   is strict FIFO.
  * - Events are never called from inside submit/cancel: on_start and on_done
