@@ -31,11 +31,12 @@ static void agent_usage(FILE *out) {
           "  --tag TAG        a tag jobs can ask for (a node's \"tags\"), repeatable\n"
           "  --work-dir DIR   job logs and runtime files (default $TMPDIR/braid-agent-ID);\n"
           "                   one agent at a time (agent.lock)\n"
-          "  --grace SECONDS  on stop, time between SIGTERM and SIGKILL for jobs (default 10)\n"
+          "  --grace TIME     on stop, time between SIGTERM and SIGKILL for jobs: seconds, or\n"
+          "                   with s, m, h (default 10)\n"
           "  --ca FILE        verify an HTTPS server against this CA certificate\n"
           "  --once           take one job, report it, and exit (how a Slurm job of the\n"
           "                   slurm executor runs; its tag pins the job it takes)\n"
-          "  --idle-exit S    with --once: exit when no work came for S seconds\n\n"
+          "  --idle-exit TIME with --once: exit when no work came for this long (30, 2m)\n\n"
           "Jobs get BRAID_WORKER (this agent's id) and CUDA_VISIBLE_DEVICES when they asked\n"
           "for GPUs. SIGINT or SIGTERM stops the agent: running jobs are killed and reported\n"
           "lost, so they run elsewhere, and it tells the server it leaves. It stops by itself\n"
@@ -108,19 +109,11 @@ int br_cli_agent(int argc, char **argv) {
       }
       break;
     case 'G':
-      o.grace = strtod(optarg, &end);
-      if (*end || o.grace <= 0) {
-        br_cli_errorf("--grace needs seconds (a positive number)");
-        return BR_EXIT_USAGE;
-      }
+      if ((o.grace = br_cli_time_option("--grace", optarg)) < 0) return BR_EXIT_USAGE;
       break;
     case 'O': o.once = true; break;
     case 'I':
-      o.idle_exit = strtod(optarg, &end);
-      if (*end || o.idle_exit <= 0) {
-        br_cli_errorf("--idle-exit needs seconds (a positive number)");
-        return BR_EXIT_USAGE;
-      }
+      if ((o.idle_exit = br_cli_time_option("--idle-exit", optarg)) < 0) return BR_EXIT_USAGE;
       break;
     case 'T':
       if (ntags == 64 || !*optarg) {

@@ -297,6 +297,13 @@ double br_cli_parse_duration(const char *s) {
   return *end || !(v * mul < 1e15) ? -1 : v * mul;
 }
 
+double br_cli_time_option(const char *opt, const char *v) {
+  double d = br_cli_parse_duration(v);
+  if (d > 0) return d;
+  br_cli_errorf("%s: '%s' is not a time of more than 0 (10, 2.5, 30s, 2m)", opt, v);
+  return -1;
+}
+
 int64_t br_cli_parse_size(const char *s) {
   char *end;
   errno = 0;

@@ -49,6 +49,9 @@ int br_cli_parse_int(const char *s, long long lo, long long hi, long long *out);
 int br_cli_parse_id(const char *s, const char *what, long long *id);
 /* "90", "90s", "1.5m", "24h", "7d": seconds, or -1 if bad. */
 double br_cli_parse_duration(const char *s);
+/* An option's time above 0 (br_cli_parse_duration), or -1 after saying
+ * "OPT: 'V' is not a time of more than 0 (...)". */
+double br_cli_time_option(const char *opt, const char *v);
 /* "10M", "200k", "1.5G", "0" (bytes, powers of 1024). -1 if bad. */
 int64_t br_cli_parse_size(const char *s);
 /* The depot's pack cache size (--cache, --depot-cache): a size, "0" for none,

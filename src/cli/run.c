@@ -517,9 +517,7 @@ int br_cli_run(int argc, char **argv) {
       break;
     }
     case 'g':
-      grace = br_cli_parse_duration(optarg);
-      if (!(grace > 0)) {
-        br_cli_errorf("--grace: '%s' is not a time of more than 0 (10, 2.5, 30s, 2m)", optarg);
+      if ((grace = br_cli_time_option("--grace", optarg)) < 0) {
         json_decref(sets);
         json_decref(xopts);
         return BR_EXIT_USAGE;

@@ -35,11 +35,11 @@ static void server_usage(FILE *out) {
           "  --tls-cert FILE     serve HTTPS with this certificate (PEM) ...\n"
           "  --tls-key FILE      ... and key (PEM)\n"
           "  --threads N         HTTP threads (default 2)\n"
-          "  --poll-wait S       how long an agent's poll waits for work (default 15)\n"
-          "  --lost-after S      an agent not heard from this long is lost and its jobs run\n"
+          "  --poll-wait TIME    how long an agent's poll waits for work (default 15; 30s, 2m)\n"
+          "  --lost-after TIME   an agent not heard from this long is lost and its jobs run\n"
           "                      elsewhere (default 30): from its last poll or report, the\n"
           "                      end of its waiting poll, or when that poll's connection\n"
-          "                      closed (a killed agent: S after its death)\n"
+          "                      closed (a killed agent: TIME after its death)\n"
           "  --avoid-after N     a submission's jobs failing N times on one agent avoid it\n"
           "                      (default 3)\n"
           "  --url-file FILE     write the server's URL there once it listens\n"
@@ -68,16 +68,6 @@ static void on_signal(uv_signal_t *h, int signum) {
 }
 
 static void closed(uv_handle_t *h) { (void)h; }
-
-static double positive(const char *opt, const char *v) {
-  char *end;
-  double d = strtod(v, &end);
-  if (*end || d <= 0) {
-    br_cli_errorf("%s needs a positive number, got '%s'", opt, v);
-    return -1;
-  }
-  return d;
-}
 
 int br_cli_server(int argc, char **argv) {
   static const struct option opts[] = {
@@ -125,7 +115,7 @@ int br_cli_server(int argc, char **argv) {
       break;
     case 'p':
     case 'o':
-      if ((d = positive(c == 'p' ? "--poll-wait" : "--lost-after", optarg)) < 0) goto out;
+      if ((d = br_cli_time_option(c == 'p' ? "--poll-wait" : "--lost-after", optarg)) < 0) goto out;
       json_object_set_new(farm, c == 'p' ? "poll_wait" : "lost_after", json_real(d));
       break;
     case 'a': {
