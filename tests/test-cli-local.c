@@ -477,16 +477,24 @@ TEST(jobs_die_when_braid_is_killed) {
   pid_t job = read_pid(dir, "job.pid"), inner = read_pid(dir, "inner.pid");
   CHECK(job > 0 && inner > 0);
   CHECK(kill(job, 0) == 0 && kill(inner, 0) == 0);
-  /* as `pkill -9 braid` does: every process whose name has "braid" in it
-   * (the reaper's has not, or it went too and the jobs ran on) */
+  /* as `pkill -9 braid` and `pkill -9 -f braid` do: every process whose
+   * name or command line has "braid" in it (the reaper's have not, or it
+   * went too and the jobs ran on) */
   pid_t kids[8];
   int n = children_of(run, kids, 8);
   CHECK_EQ_INT(n, 2);
   for (int i = 0; i < n; i++) {
-    char path[64];
+    char path[64], line[4096];
     snprintf(path, sizeof path, "/proc/%d/comm", (int)kids[i]);
     char *comm = br_test_slurp(path);
-    if (strstr(comm, "braid")) kill(kids[i], SIGKILL);
+    snprintf(path, sizeof path, "/proc/%d/cmdline", (int)kids[i]);
+    FILE *f = fopen(path, "rb");
+    size_t len = f ? fread(line, 1, sizeof line - 1, f) : 0;
+    if (f) fclose(f);
+    for (size_t k = 0; k < len; k++)
+      if (!line[k]) line[k] = ' '; /* as pgrep -f reads it */
+    line[len] = '\0';
+    if (strstr(comm, "braid") || strstr(line, "braid")) kill(kids[i], SIGKILL);
     free(comm);
   }
   kill(run, SIGKILL);

@@ -24,8 +24,9 @@
  *   is told each job's process group as it starts and ends (a socket), and
  *   when braid goes away however it ends (SIGKILL, a crash) the socket
  *   closes and the reaper sends those groups SIGTERM, then SIGKILL after the
- *   grace period. Its name is "br-reaper", so that `pkill -9 braid` spares
- *   it. A clean shutdown tells it to quit first. (posix_spawn has no hook
+ *   grace period. Its name and command line are "br-reaper", so that
+ *   `pkill -9 braid` (or -f) spares it. A clean shutdown tells it to quit
+ *   first. (posix_spawn has no hook
  *   for PR_SET_PDEATHSIG, which would reach only the group's leader anyway.)
  * - Slots: an invocation takes `cores` slots (at most all of them); the queue
  *   is strict FIFO.
@@ -237,6 +238,38 @@ static void reaper_main(int fd, pid_t *groups, int max, double grace) {
   _exit(0);
 }
 
+/* The reaper's command line becomes "br-reaper" too, for `pkill -9 -f
+ * braid`: its argument strings (a copy of braid's, this child's own) are
+ * overwritten where the kernel reads them, at /proc/self/stat's arg_start
+ * and arg_end (fields 48 and 49). System calls only, as in reaper_main. */
+static void reaper_rename_cmdline(void) {
+  char st[2048];
+  int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  ssize_t got = read(fd, st, sizeof st - 1);
+  close(fd);
+  if (got <= 0) return;
+  st[got] = '\0';
+  char *p = strrchr(st, ')'); /* the name before it may hold spaces */
+  unsigned long long v[50] = {0};
+  int field = 2; /* p is at the end of field 2 */
+  while (p && *p && field < 49) {
+    while (*p && *p != ' ') p++;
+    while (*p == ' ') p++;
+    if (!*p) break;
+    field++;
+    unsigned long long x = 0;
+    for (; *p >= '0' && *p <= '9'; p++) x = x * 10 + (unsigned long long)(*p - '0');
+    v[field] = x;
+  }
+  if (field < 49 || v[49] <= v[48]) return;
+  char *start = (char *)(uintptr_t)v[48];
+  size_t len = (size_t)(v[49] - v[48]);
+  static const char name[] = "br-reaper";
+  memset(start, 0, len);
+  memcpy(start, name, len < sizeof name ? len - 1 : sizeof name - 1);
+}
+
 /* Forks the reaper; ex->reaper_fd stays -1 when it cannot be made (jobs
  * then only die with braid when they write: SIGPIPE). */
 static void reaper_start(br_executor *ex) {
@@ -255,9 +288,11 @@ static void reaper_start(br_executor *ex) {
     /* its own session: a terminal's Ctrl-C or hangup is braid's to handle;
      * no descriptor of braid's (locks, the store) stays open in it */
     setsid();
-    /* a name without "braid" in it: `pkill -9 braid` or `killall -9 braid`
-     * end braid and leave the reaper to end its jobs */
+    /* a name and a command line without "braid" in them: `pkill -9 braid`,
+     * `pkill -9 -f braid` or `killall -9 braid` end braid and leave the
+     * reaper to end its jobs */
     prctl(PR_SET_NAME, "br-reaper", 0, 0, 0);
+    reaper_rename_cmdline();
     /* braid's handlers (libuv's, writing to a pipe closed below) would
      * keep SIGTERM from ending the reaper; signals are blocked till then */
     struct sigaction dfl;
