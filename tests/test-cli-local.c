@@ -320,6 +320,7 @@ TEST(movie_options_are_checked) {
       {"--tile 99999x99999", "--tile: '99999x99999' is not COLSxROWS (whole numbers from 1 to 100"},
       {"--tile abc", "--tile: 'abc' is not COLSxROWS"},
       {"--tile 2x", "--tile: '2x' is not COLSxROWS"},
+      {"--tile 2x+2", "--tile: '2x+2' is not COLSxROWS"},
       {"--tile 1x2", "--tile 1x2 holds 2 sequences, and there are 3"},
       {"--crf 999", "--crf: '999' is not a whole number from 0 to 51"},
       {"--fps 0", "--fps: '0' is not a whole number from 1 to 1000"},
@@ -329,6 +330,23 @@ TEST(movie_options_are_checked) {
     cres r = braid(dir, "movie --output t.mp4 %s %s", bad[i].opt, seqs);
     CHECK_EQ_INT(r.code, 2);
     CHECK_CONTAINSF(r.err, "braid: %s", bad[i].says);
+    cres_free(&r);
+  }
+  /* the ffmpeg node refuses at load what braid movie would refuse on the
+   * worker (sscanf took " 2x2" and "2x+2"), and takes what it takes */
+  static const char *const tiles[] = {" 2x2", "2x+2", "2x 2", "0x2", "101x1", "2x2", "1x100"};
+  for (size_t i = 0; i < sizeof tiles / sizeof tiles[0]; i++) {
+    char g[512];
+    snprintf(g, sizeof g,
+             "{\"name\":\"m\",\"nodes\":[{\"name\":\"mov\",\"type\":\"ffmpeg\",\"params\":"
+             "{\"output\":\"m.mp4\",\"tile\":\"%s\"}}]}",
+             tiles[i]);
+    br_test_put(dir, "m.json", g);
+    cres r = braid(dir, "validate m.json");
+    bool good = i >= 5;
+    if (r.code != (good ? 0 : 2) ||
+        (!good && !strstr(r.err, "parameter 'tile': the grid is COLSxROWS, each from 1 to 100")))
+      br_test_fail(__FILE__, __LINE__, "tile '%s': exit %d, stderr '%s'", tiles[i], r.code, r.err);
     cres_free(&r);
   }
   /* a missing folder is an error, unless --mkdirs */

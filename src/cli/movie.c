@@ -19,9 +19,7 @@
 #include <unistd.h>
 
 #include "common.h"
-
-#define MAX_FPS 1000
-#define MAX_TILE 100
+#include "nodes/movie.h"
 
 static void usage(FILE *out) {
   fprintf(out,
@@ -31,11 +29,11 @@ static void usage(FILE *out) {
           "mosaic from several (a list of lists), in frame order. The grid is the\n"
           "smallest near-square that holds them unless --tile says otherwise.\n\n"
           "  --fps N           frames per second, 1 to %d (default 24)\n"
-          "  --crf N           x264 quality, 0 (lossless) to 51 (default 20)\n"
+          "  --crf N           x264 quality, 0 (lossless) to %d (default 20)\n"
           "  --tile COLSxROWS  the mosaic's grid, each 1 to %d\n"
           "  --mkdirs          make the output's folder if it does not exist (otherwise\n"
           "                    that is an error)\n",
-          MAX_FPS, MAX_TILE);
+          BR_MOVIE_MAX_FPS, BR_MOVIE_MAX_CRF, BR_MOVIE_MAX_TILE);
 }
 
 /* ffmpeg's concat list quoting: 'path' with ' written as '\'' */
@@ -79,21 +77,21 @@ int br_cli_movie(int argc, char **argv) {
   };
   const char *output = NULL, *seqs = NULL, *codec = "libx264", *tile = NULL, *ffmpeg = "ffmpeg";
   int fps = 24, crf = 20, c, mkdirs = 0, cols = 0, rows = 0;
-  long long v, v2;
+  long long v;
   while ((c = getopt_long(argc, argv, "ho:", opts, NULL)) != -1) {
     switch (c) {
     case 'o': output = optarg; break;
     case 's': seqs = optarg; break;
     case 'f':
-      if (br_cli_parse_int(optarg, 1, MAX_FPS, &v)) {
-        br_cli_errorf("--fps: '%s' is not a whole number from 1 to %d", optarg, MAX_FPS);
+      if (br_cli_parse_int(optarg, 1, BR_MOVIE_MAX_FPS, &v)) {
+        br_cli_errorf("--fps: '%s' is not a whole number from 1 to %d", optarg, BR_MOVIE_MAX_FPS);
         return BR_EXIT_USAGE;
       }
       fps = (int)v;
       break;
     case 'c':
-      if (br_cli_parse_int(optarg, 0, 51, &v)) {
-        br_cli_errorf("--crf: '%s' is not a whole number from 0 to 51", optarg);
+      if (br_cli_parse_int(optarg, 0, BR_MOVIE_MAX_CRF, &v)) {
+        br_cli_errorf("--crf: '%s' is not a whole number from 0 to %d", optarg, BR_MOVIE_MAX_CRF);
         return BR_EXIT_USAGE;
       }
       crf = (int)v;
@@ -101,18 +99,11 @@ int br_cli_movie(int argc, char **argv) {
     case 'C': codec = optarg; break;
     case 't': {
       tile = optarg;
-      char colbuf[32];
-      const char *x = strchr(optarg, 'x');
-      size_t len = x ? (size_t)(x - optarg) : 0;
-      if (len) snprintf(colbuf, sizeof colbuf, "%.*s", (int)(len < 31 ? len : 31), optarg);
-      if (!x || !len || len > 30 || br_cli_parse_int(colbuf, 1, MAX_TILE, &v) ||
-          br_cli_parse_int(x + 1, 1, MAX_TILE, &v2)) {
+      if (br_movie_parse_tile(optarg, &cols, &rows)) {
         br_cli_errorf("--tile: '%s' is not COLSxROWS (whole numbers from 1 to %d, e.g. 2x2)",
-                      optarg, MAX_TILE);
+                      optarg, BR_MOVIE_MAX_TILE);
         return BR_EXIT_USAGE;
       }
-      cols = (int)v;
-      rows = (int)v2;
       break;
     }
     case 'F': ffmpeg = optarg; break;

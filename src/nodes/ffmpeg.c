@@ -10,6 +10,26 @@
 #include <string.h>
 
 #include "invoke.h"
+#include "movie.h"
+
+/* Digits only: a sign or a space, which strtol and sscanf take, is refused. */
+static int tile_side(const char *s, size_t len, int *out) {
+  int v = 0;
+  for (size_t i = 0; i < len; i++) {
+    if (s[i] < '0' || s[i] > '9' || v > BR_MOVIE_MAX_TILE) return -1;
+    v = v * 10 + (s[i] - '0');
+  }
+  if (!len || v < 1 || v > BR_MOVIE_MAX_TILE) return -1;
+  *out = v;
+  return 0;
+}
+
+int br_movie_parse_tile(const char *s, int *cols, int *rows) {
+  const char *x = strchr(s, 'x');
+  if (!x || tile_side(s, (size_t)(x - s), cols) || tile_side(x + 1, strlen(x + 1), rows))
+    return -1;
+  return 0;
+}
 
 static int init(br_node *node, void **state, br_error *err) {
   (void)state;
@@ -18,18 +38,23 @@ static int init(br_node *node, void **state, br_error *err) {
   json_t *fps = json_object_get(p, "fps"), *crf = json_object_get(p, "crf");
   json_t *tile = json_object_get(p, "tile");
   const char *bad = NULL, *why = NULL;
-  if (json_is_integer(fps) && (json_integer_value(fps) < 1 || json_integer_value(fps) > 1000))
-    bad = "fps", why = "frames per second are from 1 to 1000";
-  else if (json_is_integer(crf) && (json_integer_value(crf) < 0 || json_integer_value(crf) > 51))
-    bad = "crf", why = "x264 quality is from 0 to 51";
-  else if (json_is_string(tile) && *json_string_value(tile) && !br_script_is_expr(tile)) {
-    int cols = 0, rows = 0, used = 0;
-    const char *t = json_string_value(tile);
-    if (sscanf(t, "%3dx%3d%n", &cols, &rows, &used) != 2 || t[used] || cols < 1 || rows < 1 ||
-        cols > 100 || rows > 100)
-      bad = "tile", why = "the grid is COLSxROWS, each from 1 to 100 (e.g. 2x2)";
+  int lim = 0;
+  int cols, rows;
+  if (json_is_integer(fps) &&
+      (json_integer_value(fps) < 1 || json_integer_value(fps) > BR_MOVIE_MAX_FPS))
+    bad = "fps", why = "frames per second are from 1 to %d", lim = BR_MOVIE_MAX_FPS;
+  else if (json_is_integer(crf) &&
+           (json_integer_value(crf) < 0 || json_integer_value(crf) > BR_MOVIE_MAX_CRF))
+    bad = "crf", why = "x264 quality is from 0 to %d", lim = BR_MOVIE_MAX_CRF;
+  else if (json_is_string(tile) && *json_string_value(tile) && !br_script_is_expr(tile) &&
+           br_movie_parse_tile(json_string_value(tile), &cols, &rows))
+    bad = "tile", why = "the grid is COLSxROWS, each from 1 to %d (e.g. 2x2)",
+    lim = BR_MOVIE_MAX_TILE;
+  if (bad) {
+    char msg[128];
+    snprintf(msg, sizeof msg, why, lim);
+    return br_node_fail_at_param(node, err, bad, NULL, "parameter '%s': %s", bad, msg);
   }
-  if (bad) return br_node_fail_at_param(node, err, bad, NULL, "parameter '%s': %s", bad, why);
   static const char *const substituted[] = {"output", NULL};
   br_invoke_lint_params(node, substituted);
   return br_invoke_check(node, err);
