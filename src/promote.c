@@ -98,16 +98,23 @@ int br_promote_parse(const json_t *spec, br_promote **out, const char **bad_key,
   return BR_OK;
 }
 
-/* Orders JSON values for "sort": numbers before strings, missing last. */
+/* Ranks values for "sort": numbers, strings, the others (equal among
+ * themselves), missing. */
+static int value_rank(const json_t *v) {
+  return !v ? 3 : json_is_number(v) ? 0 : json_is_string(v) ? 1 : 2;
+}
+
+/* Orders JSON values for "sort" by rank, then numbers by value and strings
+ * by strcmp. A total order: qsort needs one (comparing across kinds by
+ * "number or not" alone made "c" come after true, and true before "a"). */
 static int value_cmp(const json_t *a, const json_t *b) {
-  if (!a || !b) return a ? -1 : b ? 1 : 0;
-  if (json_is_number(a) && json_is_number(b)) {
+  int ra = value_rank(a), rb = value_rank(b);
+  if (ra != rb) return ra < rb ? -1 : 1;
+  if (ra == 0) {
     double x = json_number_value(a), y = json_number_value(b);
     return x < y ? -1 : x > y ? 1 : 0;
   }
-  if (json_is_string(a) && json_is_string(b))
-    return strcmp(json_string_value(a), json_string_value(b));
-  return json_is_number(a) ? -1 : json_is_number(b) ? 1 : 0;
+  return ra == 1 ? strcmp(json_string_value(a), json_string_value(b)) : 0;
 }
 
 typedef struct sortitem {

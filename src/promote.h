@@ -9,8 +9,9 @@
  * Rules: append (a list of the values), extend (lists concatenated), first,
  * last, sum, min, max, count (how many tasks have the attribute). Values are
  * taken in the waiter's natural order (children by creation, split elements
- * by index) unless "sort" names an attribute to order by. Tasks that lack the
- * attribute contribute nothing. */
+ * by index) unless "sort" names an attribute to order by (numbers, then
+ * strings, then other values, then tasks without it; ties keep the natural
+ * order). Tasks that lack the attribute contribute nothing. */
 #ifndef BR_PROMOTE_H
 #define BR_PROMOTE_H
 

@@ -217,6 +217,36 @@ TEST(promote_sum_of_non_number_is_an_error) {
   tenv_close(&t);
 }
 
+/* "sort" orders numbers, then strings, then other values (in their own
+ * order), then tasks without the attribute; strings among booleans and lists
+ * are still in order (the comparison was not transitive: "c" came after true). */
+TEST(promote_sort_over_values_of_mixed_types) {
+  tenv t;
+  tenv_open(&t, "promote_sort_mixed");
+  tenv_graph(&t, "{\"nodes\": [{\"name\": \"w\", \"type\": \"wedge\", \"params\": {\"wedges\": ["
+                 "{\"attr\": \"k\", \"values\": [\"b\", true, \"a\", [1], \"c\", 2, false, "
+                 "\"a\", 1, null, {\"o\": 1}, 1.5]}]}},"
+                 "{\"name\": \"d\", \"type\": \"set_attr\", \"params\": {\"delete\": [\"k\"]}},"
+                 "{\"name\": \"sw\", \"type\": \"switch\", "
+                 "\"params\": {\"attr\": \"wedge\", \"cases\": [4]}},"
+                 "{\"name\": \"g\", \"type\": \"gather_split\", \"params\": {\"promote\": {"
+                 "\"ks\": {\"rule\": \"append\", \"from\": \"k\", \"sort\": \"k\"},"
+                 "\"idx\": {\"rule\": \"append\", \"from\": \"wedge\", \"sort\": \"k\"}}}},"
+                 "{\"name\": \"e\", \"type\": \"null\"}],"
+                 "\"wires\": [[\"w\", \"sw\"], [\"sw.4\", \"d\"], [\"d\", \"g\"],"
+                 "[\"sw.default\", \"g\"], [\"g\", \"e\"]]}");
+  tenv_submit(&t, "w", "{}");
+  tenv_run(&t);
+  char *ks = tenv_attr(&t, "e", BR_TASK_DONE, "ks");
+  CHECK_EQ_STR(ks, "[1,1.5,2,\"a\",\"a\",\"b\",true,[1],false,null,{\"o\":1}]");
+  free(ks);
+  /* element 4 ("c") lost its k: it comes last */
+  char *idx = tenv_attr(&t, "e", BR_TASK_DONE, "idx");
+  CHECK_EQ_STR(idx, "[8,11,5,2,7,0,1,3,6,9,10,4]");
+  free(idx);
+  tenv_close(&t);
+}
+
 /* Loads a one-node graph of `type` with these params (JSON text, the node
  * on line 2) and expects it refused with `says` on line 2 at the column
  * where the text `at` starts in params. */
