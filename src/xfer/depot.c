@@ -243,15 +243,13 @@ static enum MHD_Result do_missing(br_depot *d, struct MHD_Connection *c, request
 }
 
 /* Stores the verified chunks of an upload's bundle: 0 and *stored, or the
- * HTTP status and *msg of the failure (nothing of it is indexed). Called
+ * HTTP status and err of the failure (nothing of it is indexed). Called
  * for a whole body, and for what complete entries a cut one holds. */
-static unsigned store_upload(br_depot *d, request *rq, const char **why, int *stored) {
-  br_error err = {0};
+static unsigned store_upload(br_depot *d, request *rq, br_error *err, int *stored) {
   br_xfer__bundle_iter it;
-  *why = NULL;
   *stored = 0;
-  if (br_xfer__bundle_open(&it, rq->body.data, rq->body.len, &err)) {
-    *why = "not a chunk bundle (bad magic)";
+  if (br_xfer__bundle_open(&it, rq->body.data, rq->body.len, err)) {
+    br_error_set(err, BR_EINVAL, "not a chunk bundle (bad magic)");
     return MHD_HTTP_BAD_REQUEST;
   }
   /* Small chunks go into one new pack (one file, one sync); large ones are
@@ -276,18 +274,16 @@ static unsigned store_upload(br_depot *d, request *rq, const char **why, int *st
     if (!pack.data) pack.cap = 0;
   }
   int r;
-  unsigned status = 0;
-  const char *msg = NULL;
-  static __thread char emsg[sizeof err.msg];
+  unsigned status = 0; /* a failure's, with err */
   br_xfer_digest dg, got;
   const uint8_t *data;
   size_t len;
-  while ((r = br_xfer__bundle_next(&it, &dg, &data, &len, &err)) == 1) {
+  while ((r = br_xfer__bundle_next(&it, &dg, &data, &len, err)) == 1) {
     br_xfer_sha256(data, len, &got);
     if (br_xfer__digest_cmp(&dg, &got) != 0) {
       /* 422: the client retries; a corrupted upload is never stored. */
       status = MHD_HTTP_UNPROCESSABLE_CONTENT;
-      msg = "chunk digest mismatch";
+      br_error_set(err, BR_EINVAL, "chunk digest mismatch");
       break;
     }
     if (n == cap || npk == cap) { /* both arrays have cap entries */
@@ -297,7 +293,7 @@ static unsigned store_upload(br_depot *d, request *rq, const char **why, int *st
       if (p2) pk = p2;
       if (!p1 || !p2) {
         status = MHD_HTTP_SERVICE_UNAVAILABLE;
-        msg = "out of memory";
+        br_error_set(err, BR_ENOMEM, "out of memory");
         break;
       }
     }
@@ -321,7 +317,7 @@ static unsigned store_upload(br_depot *d, request *rq, const char **why, int *st
       pk[npk].raw = z ? (int64_t)len : plain_raw;
       if (!whole && br_xfer__buf_append(&pack, keep, klen)) {
         status = MHD_HTTP_SERVICE_UNAVAILABLE;
-        msg = "out of memory";
+        br_error_set(err, BR_ENOMEM, "out of memory");
         break;
       }
       npk++;
@@ -331,55 +327,45 @@ static unsigned store_upload(br_depot *d, request *rq, const char **why, int *st
     bool dup = false; /* the same chunk twice in one bundle */
     for (size_t i = 0; i < n && !dup; i++) dup = br_xfer__digest_cmp(&st[i].d, &dg) == 0;
     if (dup) continue;
-    if (br_xfer__store_stage(&d->store, &dg, data, len, &st[n], &err)) {
+    if (br_xfer__store_stage(&d->store, &dg, data, len, &st[n], err)) {
       status = MHD_HTTP_INSUFFICIENT_STORAGE;
-      msg = strcpy(emsg, err.msg);
       break;
     }
     n++;
   }
   br_xfer__bundle_close(&it);
-  if (!msg && r < 0) {
-    status = MHD_HTTP_BAD_REQUEST;
-    msg = strcpy(emsg, err.msg);
-  }
-  br_error cerr = {0};
+  if (!status && r < 0) status = MHD_HTTP_BAD_REQUEST;
   char rel[64] = "";
-  if (!msg && br_xfer__pack_write(&d->store, &pack, pk, npk, rel, &cerr)) {
+  if (!status && br_xfer__pack_write(&d->store, &pack, pk, npk, rel, err))
     status = MHD_HTTP_INSUFFICIENT_STORAGE;
-    msg = strcpy(emsg, cerr.msg);
-  }
   /* What was just pushed is what gets pulled next: the pack's bytes stay
    * in memory (the request's body, when it is the pack). */
-  if (!msg && rel[0]) br_xfer__pcache_put(d->cache, rel, whole ? &rq->body : &pack);
+  if (!status && rel[0]) br_xfer__pcache_put(d->cache, rel, whole ? &rq->body : &pack);
   if (!whole) br_xfer__buf_free(&pack); /* else the request's body, freed with it */
   free(pk);
-  if (msg) {
+  if (status) {
     for (size_t i = 0; i < n; i++)
       if (st[i].fd >= 0) {
         close(st[i].fd);
         unlinkat(d->store.rootfd, st[i].tmp, 0);
       }
     free(st);
-    *why = msg;
     return status;
   }
-  int rc = br_xfer__store_commit_staged(&d->store, st, n, &cerr);
+  int rc = br_xfer__store_commit_staged(&d->store, st, n, err);
   free(st);
-  if (rc) {
-    *why = strcpy(emsg, cerr.msg);
-    return MHD_HTTP_INSUFFICIENT_STORAGE;
-  }
+  if (rc) return MHD_HTTP_INSUFFICIENT_STORAGE;
   *stored = (int)(n + npk);
   return 0;
 }
 
 static enum MHD_Result do_upload(br_depot *d, struct MHD_Connection *c, request *rq) {
-  const char *msg;
+  br_error err;
+  br_error_clear(&err);
   int stored;
   rq->handled = true;
-  unsigned status = store_upload(d, rq, &msg, &stored);
-  if (status) return reply_error(c, status, msg);
+  unsigned status = store_upload(d, rq, &err, &stored);
+  if (status) return reply_error(c, status, err.msg);
   return reply_json(c, MHD_HTTP_OK, json_pack("{si}", "stored", stored));
 }
 
@@ -391,9 +377,10 @@ static void salvage_upload(br_depot *d, request *rq) {
   size_t keep = br_xfer__bundle_complete_len(rq->body.data, rq->body.len);
   if (keep <= 4) return; /* not even one entry */
   rq->body.len = keep;
-  const char *msg;
+  br_error err;
+  br_error_clear(&err);
   int stored;
-  store_upload(d, rq, &msg, &stored); /* nobody to tell; a failure stores nothing */
+  store_upload(d, rq, &err, &stored); /* nobody to tell; a failure stores nothing */
 }
 
 /* Where a packed chunk is; raw > 0: its len bytes are a zstd frame of
