@@ -1885,9 +1885,26 @@ int br_engine_task_cancel(br_engine *e, int64_t id, br_error *err) {
   }
 }
 
+/* A dead task was consumed (gathered into its survivor, or by a kill): its
+ * split and its parent count it no more, so brought back it would be
+ * gathered, or waited for, a second time. One loaded from the store for
+ * this call (not dirty: nothing to commit) leaves memory again. */
+static int refuse_dead(br_engine *e, br_task *t, const char *what, br_error *err) {
+  int rc = br_error_set(err, BR_ESTATE,
+                        "task %lld is dead (consumed at node '%s'): it cannot be %s",
+                        (long long)t->id, task_node(t)->name, what);
+  if (!(t->flags & F_DIRTY)) {
+    HASH_DEL(e->tasks, t);
+    task_free(e, t);
+    count_memory(e);
+  }
+  return rc;
+}
+
 int br_engine_task_retry(br_engine *e, int64_t id, br_error *err) {
   br_task *t = task_get_live(e, id, 1, err);
   if (!t) return err && err->code ? err->code : BR_ENOTFOUND;
+  if (t->state == BR_TASK_DEAD) return refuse_dead(e, t, "retried", err);
   if (t->state == BR_TASK_RUNNING || t->state == BR_TASK_QUEUED || t->state == BR_TASK_BLOCKED)
     return br_error_set(err, BR_ESTATE, "task %lld is %s: it is not finished",
                         (long long)id, br_task_state_name((br_task_state)t->state));
@@ -1954,6 +1971,7 @@ int br_engine_task_set_attrs(br_engine *e, int64_t id, json_t *attrs, br_error *
 int br_engine_task_move(br_engine *e, int64_t id, const char *node, br_error *err) {
   br_task *t = task_get_live(e, id, 1, err);
   if (!t) return err && err->code ? err->code : BR_ENOTFOUND;
+  if (t->state == BR_TASK_DEAD) return refuse_dead(e, t, "moved", err);
   if (t->state == BR_TASK_RUNNING || t->state == BR_TASK_POST)
     return br_error_set(err, BR_ESTATE, "task %lld is running: cancel it first", (long long)id);
   br_node *n = br_graph_find_node(t->gs->g, node);
