@@ -504,6 +504,22 @@ static br_task *task_new(br_engine *e, gslot *gs, int node, json_t *attrs /* sto
 static void adjust_live(br_engine *e, int64_t parent, int delta);
 static void notify_key(br_engine *e, int64_t key);
 
+/* A live element of split s is gone. When it was the last, the split is
+ * gone whole, and with it the element of the split it was made in (its
+ * prev_split), which no task stands for any more: that one loses an
+ * element too, and so on outwards (iteratively: splits may nest deep). */
+static void split_lose(br_engine *e, msplit *s) {
+  msplit *ref = NULL; /* the outer split loaded here, held while used */
+  while (s) {
+    s->rec.live--;
+    split_dirty(e, s);
+    notify_key(e, s->rec.id);
+    msplit *up = s->rec.live == 0 && s->rec.prev_split ? split_ref(e, s->rec.prev_split) : NULL;
+    split_unref(e, ref);
+    ref = s = up;
+  }
+}
+
 /* The task is consumed: children and splits that wait on it learn so. */
 static void kill_task(br_engine *e, br_task *t) {
   set_state(e, t, BR_TASK_DEAD);
@@ -511,11 +527,7 @@ static void kill_task(br_engine *e, br_task *t) {
     adjust_live(e, t->parent, -1);
     notify_key(e, t->parent);
   }
-  if (t->split) {
-    t->split->rec.live--;
-    split_dirty(e, t->split);
-    notify_key(e, t->split_id);
-  }
+  if (t->split) split_lose(e, t->split);
 }
 
 static void fail_task(br_engine *e, br_task *t, const char *msg) {
