@@ -248,3 +248,106 @@ TEST(sigkill_then_resume_adopts_running_jobs) {
   free(graph);
   free(dir);
 }
+
+/* Slurm jobs of the server in dir still pending or running, and how many of
+ * them are elements of array (its id; NULL: none). */
+static int active_in(const char *dir, const char *array, int *of_array) {
+  char cmd[512], real[PATH_MAX];
+  snprintf(cmd, sizeof cmd, "squeue -h -r -t PENDING,RUNNING,CONFIGURING,COMPLETING -n braid:job "
+           "-o '%%i|%%Z'");
+  char *out = capture(cmd);
+  if (!realpath(dir, real)) snprintf(real, sizeof real, "%s", dir);
+  int n = 0, a = 0;
+  size_t al = array ? strlen(array) : 0;
+  for (char *l = strtok(out, "\n"); l; l = strtok(NULL, "\n")) {
+    char *bar = strchr(l, '|');
+    if (!bar || strcmp(bar + 1, real) != 0) continue;
+    n++;
+    if (array && strncmp(l, array, al) == 0 && l[al] == '_') a++;
+  }
+  free(out);
+  if (of_array) *of_array = a;
+  return n;
+}
+
+/* braid server on Slurm restarted while its jobs wait in Slurm's queue:
+ * those whose agent took no work yet are not in the store, so the next
+ * server sends them again. The old ones must go (scancelled at a clean
+ * stop, and by the next server after a kill -9), or they wait in the queue
+ * and then take the cluster's slots until idle_exit, and an old job pinned
+ * to an invocation id used again runs another invocation. The job that
+ * runs is adopted; each task runs once. */
+TEST(server_restart_leaves_no_stale_pending_jobs) {
+  need_cluster();
+  char args[256];
+  snprintf(args, sizeof args,
+           "--executor slurm --slurm-listen 127.0.0.1:%d --slurm-opt reconcile=1", free_port());
+  farm f;
+  farm_start(&f, "slurm-restart", args);
+  /* 8 cores each on the 8-CPU node: one runs, two wait in Slurm's queue */
+  char params[2048];
+  snprintf(params, sizeof params,
+           "{\"shell\": \"while [ ! -e '%s/go' ]; do sleep 0.2; done; echo $BRAID_TASK_ID >> "
+           "'%s/ran.txt'\", \"cores\": 8}",
+           f.dir, f.dir);
+  CHECK(farm_submit_graph(&f, farm_jobs_graph("queue", 3, params), NULL, 0, NULL) > 0);
+  double end = farm_now() + 60;
+  int64_t c[BR_TASK_NSTATES];
+  do {
+    usleep(100 * 1000);
+    farm_counts(&f, c);
+  } while ((c[BR_TASK_RUNNING] < 1 || active_in(f.dir, NULL, NULL) < 3) && farm_now() < end);
+  CHECK_EQ_INT(c[BR_TASK_RUNNING], 1);
+  char *first = capture("squeue -h -r -t RUNNING -n braid:job -o '%F'");
+  first[strcspn(first, "\n")] = '\0';
+  CHECK(first[0]);
+  int old;
+  CHECK_EQ_INT(active_in(f.dir, first, &old), 3);
+  CHECK_EQ_INT(old, 3);
+
+  /* kill -9: the next server finds the two the killed one left waiting */
+  kill(f.server, SIGKILL);
+  farm_wait(f.server);
+  farm_server_start(&f);
+  end = farm_now() + 30;
+  int total;
+  do { /* until the new server sent its two, and the old waiting ones went */
+    usleep(200 * 1000);
+    total = active_in(f.dir, first, &old);
+  } while ((total - old < 2 || old > 1) && farm_now() < end);
+  CHECK_EQ_INT(total - old, 2);
+  CHECK_EQ_INT(old, 1); /* the one that runs is kept: adopted */
+
+  /* a clean stop scancels the waiting ones at once; the running one goes on */
+  kill(f.server, SIGTERM);
+  CHECK_EQ_INT(farm_wait(f.server), 0);
+  end = farm_now() + 10;
+  while ((total = active_in(f.dir, first, &old)) > 1 && farm_now() < end) usleep(100 * 1000);
+  CHECK_EQ_INT(total, 1);
+  CHECK_EQ_INT(old, 1);
+
+  farm_server_start(&f);
+  char path[1200];
+  snprintf(path, sizeof path, "%s/go", f.dir);
+  int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  CHECK(fd >= 0);
+  close(fd);
+  CHECK(farm_settle(&f, 90));
+  farm_counts(&f, c);
+  CHECK_EQ_INT(c[BR_TASK_DONE], 4); /* the spawner and its three */
+  snprintf(path, sizeof path, "%s/ran.txt", f.dir);
+  char *ran = br_test_slurp(path);
+  int lines = 0;
+  for (char *p = ran; *p; p++) lines += *p == '\n';
+  CHECK_EQ_INT(lines, 3); /* each once */
+  free(ran);
+  farm_invs iv = farm_invocations(&f);
+  CHECK_EQ_INT(iv.total, 3);
+  CHECK_EQ_INT(iv.ok, 3);
+  /* and no job is left waiting for work that never comes */
+  end = farm_now() + 20;
+  while (active_in(f.dir, NULL, NULL) > 0 && farm_now() < end) usleep(200 * 1000);
+  CHECK_EQ_INT(active_in(f.dir, NULL, NULL), 0);
+  free(first);
+  farm_stop(&f);
+}

@@ -49,6 +49,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -160,6 +162,11 @@ struct br_executor {
   bool http_dead;
   int closing;
   json_t *missing;    /* job ids sacct is asked about */
+  /* every job's comment is braid:KEY:RUN: KEY (from the token) names the
+   * state_dir's braid, RUN this executor, so the next one finds the jobs
+   * this one leaves behind; pin tags carry RUN too */
+  char key[16], run[12];
+  bool swept, sweeping; /* the earlier braid's jobs were looked for */
 };
 
 static int64_t now_ms(void) {
@@ -589,8 +596,8 @@ static char *script_of(br_executor *ex, batch *b) {
   sq(&s, &len, &cap, ex->url);
   app(&s, &len, &cap,
       " --id \"slurm-${SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}_${SLURM_ARRAY_TASK_ID:-0}\""
-      " --tag \"" TAG_PREFIX "$1\" --slots 1 --cores %d --gpus %d",
-      b->cores, b->gpus);
+      " --tag \"" TAG_PREFIX "%s-$1\" --slots 1 --cores %d --gpus %d",
+      ex->run, b->cores, b->gpus);
   if (b->memory_mb > 0) app(&s, &len, &cap, " --memory %lld", (long long)b->memory_mb);
   app(&s, &len, &cap, " --work-dir \"$w\"\n");
   return s;
@@ -661,8 +668,9 @@ static void sbatch_done(br_executor *ex, proc *p, int64_t status, const char *ou
 }
 
 static void send_one(br_executor *ex, batch *b) {
-  char arr[64], err[512];
+  char arr[64], err[512], comment[64];
   snprintf(arr, sizeof arr, "--array=0-%zu", b->n - 1);
+  snprintf(comment, sizeof comment, "--comment=braid:%s:%s", ex->key, ex->run);
   size_t no = 0;
   while (b->opts[no]) no++;
   char **argv = calloc(no + 8, sizeof *argv);
@@ -675,6 +683,7 @@ static void send_one(br_executor *ex, batch *b) {
   argv[k++] = arr;
   argv[k++] = outopt;
   for (size_t i = 0; i < no; i++) argv[k++] = b->opts[i];
+  argv[k++] = comment; /* last: a node's own --comment in args does not hide it */
   argv[k] = NULL;
   b->attempts++;
   for (size_t i = 0; i < b->n; i++) {
@@ -1053,6 +1062,59 @@ static void flush_cancels(br_executor *ex) {
   json_array_clear(ex->to_cancel);
 }
 
+/* ---- the jobs an earlier braid left ---- */
+
+/* Jobs an earlier braid of this state_dir sent (their comment has its key and
+ * another run) that this one did not adopt: their invocations never started
+ * in the store (still pending in Slurm, or their agent waiting for the work),
+ * so they are submitted again, under new ids. Left alone they would take
+ * their slots until idle_exit, and an old job pinned to an id used again
+ * could run another invocation with the wrong resources (the run in the pin
+ * tag stops that). One squeue for all, one scancel. */
+static void sweep_done(br_executor *ex, proc *p, int64_t status, const char *out, const char *err) {
+  (void)p;
+  ex->sweeping = false;
+  if (status != 0) { /* the next round tries again */
+    char line[512];
+    first_line(err, line, sizeof line);
+    fprintf(stderr, "braid: slurm: squeue failed (exit %lld): %s; trying again\n", (long long)status,
+            line);
+    return;
+  }
+  ex->swept = true;
+  char mine[64];
+  int ml = snprintf(mine, sizeof mine, "braid:%s:", ex->key);
+  size_t n = 0;
+  char *copy = xstrdup(out), *save = NULL;
+  for (char *l = strtok_r(copy, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+    char *bar = strchr(l, '|'); /* "JOB_INDEX|COMMENT" */
+    if (!bar) continue;
+    *bar = '\0';
+    const char *c = bar + 1;
+    if (strncmp(c, mine, (size_t)ml) != 0 || strcmp(c + ml, ex->run) == 0) continue;
+    sjob *s = NULL;
+    HASH_FIND(hj, ex->by_jobid, l, strlen(l), s);
+    if (s) continue; /* adopted */
+    json_array_append_new(ex->to_cancel, json_string(l));
+    n++;
+  }
+  free(copy);
+  if (n)
+    fprintf(stderr, "braid: slurm: cancelling %zu job(s) an earlier braid sent and no invocation "
+            "holds (they are sent again)\n", n);
+  flush_cancels(ex);
+}
+
+static void sweep(br_executor *ex) {
+  char err[256];
+  char *argv[] = {(char *)ex->squeue, "--me", "-h", "-r", "-o", "%i|%k", NULL};
+  ex->sweeping = true;
+  if (proc_run(ex, argv, NULL, sweep_done, NULL, err, sizeof err)) {
+    ex->sweeping = false;
+    fprintf(stderr, "braid: slurm: %s\n", err);
+  }
+}
+
 /* At a stop that cancels: every invocation ends as cancelled. */
 static void end_all(br_executor *ex) {
   sjob *s, *tmp;
@@ -1073,6 +1135,7 @@ static void on_soon(uv_timer_t *t) {
   br_executor *ex = t->data;
   if (ex->closing) return;
   if (ex->stopping && ex->cancel_on_stop) end_all(ex);
+  if (!ex->swept && !ex->sweeping && !ex->stopping) sweep(ex);
   flush_cancels(ex);
   send_batches(ex);
   if (ex->reconcile_soon) reconcile(ex);
@@ -1267,6 +1330,15 @@ static int slurm_create(const br_exec_config *cfg, const br_exec_events *ev, br_
       if (fd >= 0) close(fd);
     }
   }
+  if (!rc) { /* the mark on this executor's jobs (see key, run) */
+    unsigned char md[32], raw[4];
+    unsigned int mdlen = 0;
+    EVP_Digest(ex->token, strlen(ex->token), md, &mdlen, EVP_sha256(), NULL);
+    if (RAND_bytes(raw, sizeof raw) != 1) abort();
+    for (int i = 0; i < 6; i++) snprintf(ex->key + 2 * i, 3, "%02x", md[i]);
+    for (int i = 0; i < 4; i++) snprintf(ex->run + 2 * i, 3, "%02x", raw[i]);
+    ex->swept = !state; /* a private token: no earlier braid's jobs can be ours */
+  }
   /* the farm the jobs' agents work for */
   json_t *fo = json_object();
   json_object_set_new(fo, "poll_wait", json_real(opt_num(o, "poll_wait", 15)));
@@ -1318,6 +1390,7 @@ static int slurm_create(const br_exec_config *cfg, const br_exec_events *ev, br_
   uv_unref((uv_handle_t *)&ex->timer);
   uv_unref((uv_handle_t *)&ex->soon);
   uv_unref((uv_handle_t *)&ex->async);
+  if (!ex->swept) kick(ex);
   *out = ex;
   return BR_OK;
 }
@@ -1338,7 +1411,7 @@ static int slurm_submit(br_executor *ex, const br_invocation *inv, br_error *err
   char **tags = calloc(nt + 2, sizeof *tags), pin[64];
   if (!tags) abort();
   for (size_t i = 0; i < nt; i++) tags[i] = inv->tags[i];
-  snprintf(pin, sizeof pin, TAG_PREFIX "%lld", (long long)inv->id);
+  snprintf(pin, sizeof pin, TAG_PREFIX "%s-%lld", ex->run, (long long)inv->id);
   tags[nt] = pin;
   br_invocation copy = *inv;
   copy.tags = tags;
@@ -1411,6 +1484,22 @@ static void slurm_cancel_all(br_executor *ex, bool hard) {
       json_array_clear(ex->to_cancel);
     }
     kick(ex); /* reports them cancelled (not from inside this call) */
+  } else {
+    /* the jobs that run go on and report to the next braid, which adopts
+     * them; those whose agent took no work yet are not in the store and
+     * will be sent again: they must not wait in the queue meanwhile */
+    sjob *s, *tmp;
+    HASH_ITER(hh, ex->jobs, s, tmp) {
+      if (s->state != SJ_SUBMITTED || br_farm_assigned(ex->farm, s->id)) continue;
+      json_array_append_new(ex->to_cancel, json_string(s->jobid));
+      sjob_free(ex, s); /* Slurm's word on it means nothing now */
+    }
+    if (json_array_size(ex->to_cancel)) {
+      char **argv = scancel_argv(ex);
+      if (run_wait(argv) != 0) fprintf(stderr, "braid: slurm: scancel did not succeed for all jobs\n");
+      free(argv);
+      json_array_clear(ex->to_cancel);
+    }
   }
   br_exec_agent.cancel_all(ex->farm, hard);
 }
