@@ -133,6 +133,48 @@ static int migrate(pg_store *s, br_error *err) {
   return rc;
 }
 
+/* A reader changes nothing: it neither makes nor migrates the schema (it
+ * would make braid's tables in whatever database a mistyped URI names, and
+ * a role that may only read has no right to). The store must be there, at
+ * this braid's version. */
+static int check_schema(pg_store *s, br_error *err) {
+  PGresult *r = PQexec(s->conn, "SELECT to_regclass('braid_meta') IS NOT NULL,"
+                                " coalesce(current_schema(), '(none)')");
+  if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+    br_error_set(err, BR_ESTORE, "postgres store: reading the schema: %s", res_msg(s, r));
+    PQclear(r);
+    return BR_ESTORE;
+  }
+  bool there = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+  char schema[128];
+  snprintf(schema, sizeof schema, "%s", PQgetvalue(r, 0, 1));
+  PQclear(r);
+  if (!there)
+    return br_error_set(err, BR_ESTORE,
+                        "postgres store %s@%s/%s holds no braid store (no table braid_meta in "
+                        "schema '%s'): is the URI right (database, search_path)? braid run or "
+                        "braid server makes one",
+                        PQuser(s->conn), PQhost(s->conn), PQdb(s->conn), schema);
+  r = PQexec(s->conn, "SELECT value FROM braid_meta WHERE key = 'schema_version'");
+  if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+    br_error_set(err, BR_ESTORE, "postgres store: reading the schema version: %s", res_msg(s, r));
+    PQclear(r);
+    return BR_ESTORE;
+  }
+  int version = PQntuples(r) == 1 ? atoi(PQgetvalue(r, 0, 0)) : 0;
+  PQclear(r);
+  if (version > SCHEMA_VERSION)
+    return br_error_set(err, BR_EVERSION,
+                        "store has schema version %d; this braid knows up to %d (upgrade braid)",
+                        version, SCHEMA_VERSION);
+  if (version < SCHEMA_VERSION)
+    return br_error_set(err, BR_ESTORE,
+                        "postgres store %s@%s/%s needs a schema upgrade (version %d, this braid "
+                        "has %d); open it read-write once (braid run or braid server)",
+                        PQuser(s->conn), PQhost(s->conn), PQdb(s->conn), version, SCHEMA_VERSION);
+  return BR_OK;
+}
+
 /* The schema's owner lock (see the top of the file): 7870 as the class, a
  * hash of the schema's name as the object. */
 #define OWNER_KEY "7870, ('x' || left(md5(current_schema()), 8))::bit(32)::int"
@@ -221,7 +263,7 @@ static int pg_open(const char *uri, int flags, br_store **out, br_error *err) {
   }
   PQsetNoticeProcessor(s->conn, notice_quiet, NULL);
   int rc = run(s, "SET client_min_messages = warning", err);
-  if (!rc) rc = migrate(s, err);
+  if (!rc) rc = s->readonly ? check_schema(s, err) : migrate(s, err);
   if (!rc && !s->readonly) rc = take_owner_lock(s, err);
   if (!rc && s->readonly) rc = run(s, "SET default_transaction_read_only = on", err);
   for (size_t i = 0; !rc && !s->readonly && i < sizeof statements / sizeof statements[0]; i++) {

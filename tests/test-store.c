@@ -1,6 +1,7 @@
 /* The store test suite, run against both stores (SQLite and PostgreSQL), and
  * the engine's stand-in scenario and SIGKILL crash loop on PostgreSQL. */
 #include <braid/engine.h>
+#include <libpq-fe.h>
 #include <signal.h>
 #include <sys/wait.h>
 
@@ -212,6 +213,52 @@ TEST(store_suite_postgres) {
   br_error err;
   CHECK(br_store_open("postgresql://braid@/nodb?host=/nonexistent", 0, &s, &err) == BR_ESTORE);
   CHECK_CONTAINS(err.msg, "postgres store: cannot connect");
+  pg_stop(&pg);
+}
+
+/* A reader (braid status, tasks, show, log) on a PostgreSQL URI changes
+ * nothing: it made braid's tables in whatever database the URI named (a
+ * mistyped one gave an empty store and exit 0), and a role that may only
+ * read could not read ('permission denied for schema public' from the
+ * CREATE TABLE IF NOT EXISTS every open ran). */
+TEST(postgres_readers_change_nothing) {
+  pg_fixture pg;
+  pg_start(&pg, "ro-pg");
+  br_store *s = NULL;
+  br_error err;
+  CHECK(br_store_open(pg.uri, BR_STORE_READONLY, &s, &err) == BR_ESTORE);
+  CHECK(s == NULL);
+  CHECK_CONTAINS(err.msg, "holds no braid store (no table braid_meta in schema 'public')");
+  PGconn *c = PQconnectdb(pg.uri);
+  CHECK(PQstatus(c) == CONNECTION_OK);
+  PGresult *r = PQexec(c, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'");
+  CHECK(PQresultStatus(r) == PGRES_TUPLES_OK);
+  CHECK_EQ_STR(PQgetvalue(r, 0, 0), "0"); /* nothing made */
+  PQclear(r);
+  /* an old schema is not migrated by a reader */
+  r = PQexec(c, "CREATE TABLE braid_meta(key TEXT PRIMARY KEY, value TEXT);"
+                "INSERT INTO braid_meta VALUES ('schema_version', '1')");
+  CHECK(PQresultStatus(r) == PGRES_COMMAND_OK);
+  PQclear(r);
+  CHECK(br_store_open(pg.uri, BR_STORE_READONLY, &s, &err) == BR_ESTORE);
+  CHECK_CONTAINS(err.msg, "needs a schema upgrade (version 1, this braid has ");
+  r = PQexec(c, "DROP TABLE braid_meta");
+  PQclear(r);
+  /* made by a read-write open; then a role that may only read reads it */
+  CHECK(br_store_open(pg.uri, 0, &s, &err) == BR_OK);
+  br_store_close(s);
+  r = PQexec(c, "CREATE ROLE reader LOGIN; GRANT SELECT ON ALL TABLES IN SCHEMA public TO reader;"
+                "REVOKE CREATE ON SCHEMA public FROM PUBLIC");
+  CHECK(PQresultStatus(r) == PGRES_COMMAND_OK);
+  PQclear(r);
+  PQfinish(c);
+  char uri[1100];
+  snprintf(uri, sizeof uri, "postgresql://reader@/postgres?host=%s", pg.dir);
+  CHECK(br_store_open(uri, BR_STORE_READONLY, &s, &err) == BR_OK);
+  int64_t counts[BR_TASK_NSTATES];
+  br_task_filter f = BR_TASK_FILTER_ALL;
+  CHECK(br_store_task_count(s, &f, counts, &err) == BR_OK);
+  br_store_close(s);
   pg_stop(&pg);
 }
 
