@@ -885,6 +885,11 @@ br_task *br_ctx_group_task(br_node_ctx *c, size_t i) {
   return c->group && i < c->group->n ? c->group->v[i] : NULL;
 }
 
+br_task *br_ctx_group_member(br_node_ctx *c, int64_t task_id) {
+  br_task *t = c->group ? task_find(c->e, task_id) : NULL;
+  return t && t->wg == c->group ? t : NULL;
+}
+
 bool br_ctx_split_info(br_node_ctx *c, int64_t split_id, br_split *out) {
   msplit *s = NULL;
   HASH_FIND(hh, c->e->splits, &split_id, sizeof split_id, s);

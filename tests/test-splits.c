@@ -454,3 +454,48 @@ TEST(generated_nested_graphs_killed_and_resumed_end_the_same) {
   CHECK(system(cmd) == 0);
   free(dir);
 }
+
+/* ---- wide ---- */
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* A parent of 100,000 children: wait_children looked through its whole
+ * group each time a child arrived (100,000^2 / 2 steps, about a minute
+ * here); it decides from the parent and the group's size now. A split of
+ * 10,000 gathered back beside it. */
+TEST(a_parent_of_100000_children_and_a_split_of_10000) {
+  tenv t;
+  tenv_open(&t, "wide");
+  tenv_graph(&t, "{\"nodes\": ["
+                 "{\"name\": \"sp\", \"type\": \"spawn\", \"params\": {\"count\": 100000,"
+                 " \"inherit\": false}},"
+                 "{\"name\": \"wc\", \"type\": \"wait_children\", \"params\": {\"promote\": {"
+                 " \"s\": {\"rule\": \"sum\", \"from\": \"index\"}, \"n\": \"count\"}}},"
+                 "{\"name\": \"w\", \"type\": \"wedge\", \"params\": {\"wedges\": ["
+                 " {\"attr\": \"i\", \"count\": 10000}]}},"
+                 "{\"name\": \"g\", \"type\": \"gather_split\", \"params\": {\"promote\": {"
+                 " \"si\": {\"rule\": \"sum\", \"from\": \"i\"}, \"is\": {\"rule\": \"append\","
+                 " \"from\": \"i\"}}}},"
+                 "{\"name\": \"end\", \"type\": \"null\"}],"
+                 "\"wires\": [[\"sp.out\", \"wc.parents\"], [\"sp.children\", \"wc.children\"],"
+                 " [\"wc.parents\", \"w\"], [\"w\", \"g\"], [\"g\", \"end\"]]}");
+  tenv_submit(&t, "sp", "{\"n\": 1}");
+  double t0 = now_s();
+  tenv_run(&t);
+  double secs = now_s() - t0;
+  tlist l = tenv_tasks(&t, "end", BR_TASK_DONE);
+  CHECK_EQ_INT(l.n, 1);
+  CHECK_EQ_INT(json_integer_value(json_object_get(l.v[0].attrs, "s")), 4999950000LL);
+  CHECK_EQ_INT(json_integer_value(json_object_get(l.v[0].attrs, "n")), 0); /* no child has n */
+  CHECK_EQ_INT(json_integer_value(json_object_get(l.v[0].attrs, "si")), 49995000);
+  CHECK_EQ_INT(json_array_size(json_object_get(l.v[0].attrs, "is")), 10000);
+  tlist_free(&l);
+  CHECK_EQ_INT(tenv_count(&t, "wc", BR_TASK_DONE), 100000);
+  CHECK_EQ_INT(tenv_count(&t, "g", BR_TASK_DEAD), 9999);
+  if (secs > 30) br_test_fail(__FILE__, __LINE__, "took %.1f s (a few without ASan)", secs);
+  tenv_close(&t);
+}

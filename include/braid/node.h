@@ -169,6 +169,9 @@ const struct br_inv_result *br_ctx_inv_result(br_node_ctx *ctx);
 int64_t br_ctx_group_key(br_node_ctx *ctx);
 size_t br_ctx_group_size(br_node_ctx *ctx);
 br_task *br_ctx_group_task(br_node_ctx *ctx, size_t i); /* arrival order */
+/* The member of the group with this task id, or NULL (at once, not by
+ * going through the group: release() runs each time a task arrives). */
+br_task *br_ctx_group_member(br_node_ctx *ctx, int64_t task_id);
 /* A split's record (live: elements not dead); false when unknown. */
 bool br_ctx_split_info(br_node_ctx *ctx, int64_t split_id, br_split *out);
 /* Release a member of the group by an output port. */
