@@ -326,6 +326,31 @@ TEST(server_api_matches_openapi) {
   CHECK_EQ_INT(json_array_size(json_object_get(a, "tasks")), 2);
   json_decref(a);
   api(F.user, "GET", "/api/v1/tasks", NULL, NULL, 400, Q("state=bogus"));
+  /* the summary: one count per node and state */
+  api(F.user, "GET", "/api/v1/summary", NULL, &a, 200, NOQ);
+  CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(a, "total"), "queued")), 2);
+  CHECK(json_is_null(json_object_get(a, "graph")));
+  json_decref(a);
+  api(F.user, "GET", "/api/v1/tasks/{id}", NULL, &a, 200, id1, NOQ);
+  char gq[64];
+  snprintf(gq, sizeof gq, "graph=%lld", (long long)json_integer_value(json_object_get(a, "graph_id")));
+  json_decref(a);
+  api(F.user, "GET", "/api/v1/summary", NULL, &a, 200, Q(gq)); /* both tasks: the same version */
+  CHECK_EQ_INT(json_array_size(json_object_get(a, "nodes")), 1);
+  json_t *job = json_array_get(json_object_get(a, "nodes"), 0);
+  CHECK_EQ_STR(json_string_value(json_object_get(job, "node")), "job");
+  CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(job, "counts"), "queued")), 2);
+  json_decref(a);
+  api(F.user, "GET", "/api/v1/summary", NULL, &a, 200, Q("graph=999"));
+  CHECK_EQ_INT(json_array_size(json_object_get(a, "nodes")), 0);
+  json_decref(a);
+  api(F.user, "GET", "/api/v1/summary", NULL, NULL, 400, Q("graph=x"));
+  api(NULL, "GET", "/api/v1/summary", NULL, NULL, 401, NOQ);
+  api(F.agent, "GET", "/api/v1/summary", NULL, NULL, 403, NOQ);
+  /* the web UI's files need no token */
+  api(NULL, "GET", "/", NULL, NULL, 200, NOQ);
+  api(NULL, "GET", "/ui/{file}", NULL, NULL, 200, "app.js", NOQ);
+  api(NULL, "GET", "/ui/{file}", NULL, NULL, 404, "nope.js", NOQ);
   api(NULL, "GET", "/api/v1/tasks", NULL, NULL, 401, NOQ);
   api(F.agent, "GET", "/api/v1/tasks", NULL, NULL, 403, NOQ);
   api(F.user, "GET", "/api/v1/tasks/{id}", NULL, NULL, 400, "x1", NOQ);

@@ -38,6 +38,8 @@ typedef enum br_role {
 #define BR_ROLES_USER (BR_ROLES(BR_ROLE_USER) | BR_ROLES(BR_ROLE_ADMIN))
 #define BR_ROLES_ADMIN BR_ROLES(BR_ROLE_ADMIN)
 #define BR_ROLES_ANY (BR_ROLES(BR_ROLE_AGENT) | BR_ROLES_USER)
+/* No token needed (the web UI's files, which hold no data). */
+#define BR_ROLES_PUBLIC (BR_ROLES(BR_ROLE_NONE) | BR_ROLES_ANY)
 
 const char *br_role_name(br_role r);
 /* "agent", "user", "admin"; BR_ROLE_NONE when unknown. */

@@ -20,8 +20,9 @@ static void server_usage(FILE *out) {
           "usage: braid server [--listen HOST:PORT] [--store PATH] [--limit NAME=N]...\n"
           "                    [--tls-cert FILE --tls-key FILE] [options]\n\n"
           "Runs the farm server: the engine and its store, the HTTP API (docs/openapi.json)\n"
-          "for the command line and the web UI, and the endpoint braid agents take work\n"
-          "from. It listens on loopback unless told otherwise.\n\n"
+          "for the command line, the web UI (open http://HOST:PORT/ in a browser), and\n"
+          "the endpoint braid agents take work from. It listens on loopback unless told\n"
+          "otherwise.\n\n"
           "  --listen HOST:PORT  where to listen (default 127.0.0.1:7870; 0.0.0.0:7870 for\n"
           "                      every interface; port 0 picks a free one)\n"
           "  --store PATH        the store (default " BR_CLI_SERVER_STORE "); beside it, named after\n"
@@ -250,7 +251,7 @@ int br_cli_server(int argc, char **argv) {
     if (!f || fprintf(f, "%s\n", url) < 0 || fclose(f) != 0 || rename(tmp, url_file) != 0)
       br_cli_errorf("cannot write %s", url_file);
   }
-  if (!quiet) fprintf(stderr, "braid: serving %s on %s (store %s)\n", store, url, store);
+  if (!quiet) fprintf(stderr, "braid: serving %s on %s (the web UI: %s/)\n", store, url, url);
   if (!quiet && depot_root)
     fprintf(stderr, "braid: and the depot %s: braid push DIR %s%s/NAME\n", depot_root,
             cert ? "depots:" : "depot:", strchr(url, ':') + 1);

@@ -4,7 +4,7 @@
  * Which thread does what:
  * - Reads (graphs, task lists, task details, logs) run on the HTTP threads
  *   with read-only store connections from a small pool: queries never wait
- *   for the engine.
+ *   for the engine. The web UI's files (web/, built in) need no token.
  * - Changes (uploads, submissions, task operations, worker settings, the
  *   agents' endpoints, metrics) are handed to the engine thread with
  *   br_engine_post and answered after the engine's next commit
@@ -23,6 +23,8 @@
 #include <braid/server.h>
 #include <braid/store.h>
 #include <braid/xfer.h>
+
+#include "http/web.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -802,6 +804,75 @@ static void h_tasks(void *ud, br_http_req *rq) {
   br_http_reply_json(rq, 200, json_pack("{soso}", "tasks", l.arr, "next", next));
 }
 
+/* ---- the summary: tasks by node and state ---- */
+
+typedef struct summary {
+  json_t *nodes;
+  int64_t total[BR_TASK_NSTATES];
+} summary;
+
+static json_t *state_counts(const int64_t *counts) {
+  json_t *o = json_object();
+  for (int k = 0; k < BR_TASK_NSTATES; k++)
+    json_object_set_new(o, br_task_state_name((br_task_state)k), json_integer(counts[k]));
+  return o;
+}
+
+static int summary_row(void *ud, const char *node, const int64_t *counts) {
+  summary *m = ud;
+  json_array_append_new(m->nodes, json_pack("{ssso}", "node", node, "counts", state_counts(counts)));
+  for (int k = 0; k < BR_TASK_NSTATES; k++) m->total[k] += counts[k];
+  return 0;
+}
+
+/* One grouped count in the store (no task is read): what the web UI shows
+ * per node, or for the whole store. */
+static void h_summary(void *ud, br_http_req *rq) {
+  br_server *s = ud;
+  int64_t graph;
+  if (!query_id(rq, "graph", &graph)) return;
+  summary m = {.nodes = json_array()};
+  br_error err;
+  br_store *st = ro_take(s, &err);
+  if (!st) {
+    json_decref(m.nodes);
+    return br_http_reply_error(rq, 503, "%s", err.msg);
+  }
+  int rc = br_store_task_count_nodes(st, graph, summary_row, &m, &err);
+  ro_give(s, st);
+  if (rc) {
+    json_decref(m.nodes);
+    return br_http_reply_error(rq, 500, "%s", err.msg);
+  }
+  br_http_reply_json(rq, 200, json_pack("{sososo}", "graph", graph ? json_integer(graph) : json_null(),
+                                        "nodes", m.nodes, "total", state_counts(m.total)));
+}
+
+/* ---- the web UI ---- */
+
+static void h_web(void *ud, br_http_req *rq) {
+  (void)ud;
+  const char *name = br_http_req_arg(rq, 0);
+  char path[256];
+  snprintf(path, sizeof path, "/%s%s", name ? "ui/" : "", name ? name : "");
+  for (const br_web_asset *a = br_web_assets; a->path; a++) {
+    if (strcmp(a->path, path) != 0) continue;
+    char *copy = malloc(a->len);
+    if (!copy) return br_http_reply_error(rq, 503, "out of memory");
+    memcpy(copy, a->data, a->len);
+    /* its own files only: no inline script, no frames, no sniffing */
+    static const char *const headers[] = {
+        "Cache-Control", "no-cache",
+        "Content-Security-Policy",
+        "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'",
+        "X-Content-Type-Options", "nosniff",
+        "Referrer-Policy", "no-referrer",
+        NULL};
+    return br_http_reply_data_headers(rq, 200, a->type, copy, a->len, headers);
+  }
+  br_http_reply_error(rq, 404, "no such file of the web UI");
+}
+
 static int inv_row(void *ud, br_inv_info *i) {
   json_array_append_new(ud, br_inv_row_json(&i->row));
   br_inv_info_free(i);
@@ -1281,7 +1352,10 @@ static void h_leave(void *ud, br_http_req *rq) {
 #define MB (1u << 20)
 
 static const br_http_route routes[] = {
+    {"GET", "/", BR_ROLES_PUBLIC, h_web, 0, false},
+    {"GET", "/ui/{}", BR_ROLES_PUBLIC, h_web, 0, false},
     {"GET", "/health", BR_ROLES_ANY, h_health, 0, false},
+    {"GET", "/api/v1/summary", BR_ROLES_USER, h_summary, 0, false},
     {"GET", "/metrics", BR_ROLES_USER, h_metrics, 0, false},
     {"GET", "/api/v1/graphs", BR_ROLES_USER, h_graphs, 0, false},
     {"POST", "/api/v1/graphs", BR_ROLES_USER, h_graph_put, 16 * MB, true},

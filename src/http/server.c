@@ -456,7 +456,8 @@ static void first_call(br_http_server *srv, br_http_req *rq, const char *url, co
   const char *tok = h && strncasecmp(h, "Bearer ", 7) == 0 ? h + 7 : NULL;
   while (tok && *tok == ' ') tok++;
   rq->role = tok ? br_auth_check_id(srv->auth, tok, rq->token_id) : BR_ROLE_NONE;
-  if (rq->role == BR_ROLE_NONE) {
+  bool open = rq->route && (rq->route->roles & BR_ROLES(BR_ROLE_NONE));
+  if (rq->role == BR_ROLE_NONE && !open) {
     reject(rq, MHD_HTTP_UNAUTHORIZED, tok ? "unknown token" : "this request needs a token");
     return;
   }

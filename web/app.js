@@ -1,0 +1,455 @@
+/* braid's web UI: one page over the server's REST API (docs/openapi.json)
+ * and its event stream. No framework and no build step: the server embeds
+ * these files. Every text from the server goes in through textContent, never
+ * as HTML. The token is kept in this browser's localStorage. */
+'use strict';
+
+const STATES = ['waiting', 'blocked', 'queued', 'running', 'post', 'done', 'error',
+  'cancelled', 'dead'];
+const $ = (id) => document.getElementById(id);
+
+/* ---- the token and the API ---- */
+
+let token = localStorage.getItem('braid.token') || '';
+
+class ApiError extends Error {
+  constructor(status, message) { super(message); this.status = status; }
+}
+
+async function api(method, path, body) {
+  const opts = { method, headers: { Authorization: 'Bearer ' + token } };
+  if (body !== undefined) {
+    opts.headers['Content-Type'] = 'application/json';
+    opts.body = JSON.stringify(body);
+  }
+  let res;
+  try {
+    res = await fetch(path, opts);
+  } catch (e) {
+    throw new ApiError(0, 'the server does not answer (' + e.message + ')');
+  }
+  if (res.status === 401) {
+    showLogin(token ? 'The server does not know this token.' : '');
+    throw new ApiError(401, 'a token is needed');
+  }
+  const type = res.headers.get('Content-Type') || '';
+  const data = type.startsWith('application/json') ? await res.json() : await res.text();
+  if (!res.ok) throw new ApiError(res.status, (data && data.error) || res.statusText);
+  return { data, headers: res.headers };
+}
+
+const get = async (path) => (await api('GET', path)).data;
+
+function showLogin(message) {
+  $('login').hidden = false;
+  $('login-error').textContent = message || '';
+  $('token-input').focus();
+}
+
+/* ---- small DOM helpers ---- */
+
+function el(tag, attrs, ...kids) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === 'class') e.className = v;
+    else if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
+    else e.setAttribute(k, v === true ? '' : v);
+  }
+  for (const k of kids.flat(Infinity)) {
+    if (k === undefined || k === null || k === false) continue;
+    e.append(k instanceof Node ? k : document.createTextNode(String(k)));
+  }
+  return e;
+}
+
+const link = (href, text) => el('a', { href }, text);
+const stateTag = (s) => el('span', { class: 'state st-' + s }, s);
+
+function when(ms) {
+  if (!ms) return '';
+  const d = new Date(ms);
+  const age = (Date.now() - ms) / 1000;
+  if (age < 60) return Math.max(0, Math.round(age)) + ' s ago';
+  if (age < 3600) return Math.round(age / 60) + ' min ago';
+  return d.toLocaleString();
+}
+
+function duration(s) {
+  if (s === undefined || s === null || s < 0) return '';
+  if (s < 60) return s.toFixed(1) + ' s';
+  if (s < 3600) return Math.floor(s / 60) + ' min ' + Math.round(s % 60) + ' s';
+  return Math.floor(s / 3600) + ' h ' + Math.round((s % 3600) / 60) + ' min';
+}
+
+function flash(message, bad) {
+  const f = $('flash');
+  f.textContent = message;
+  f.className = 'flash' + (bad ? ' bad' : '');
+  f.hidden = false;
+  clearTimeout(flash.timer);
+  flash.timer = setTimeout(() => { f.hidden = true; }, bad ? 8000 : 3000);
+}
+
+/* A table; a heading "#name" is a column of numbers (right-aligned). */
+function table(head, rows) {
+  return el('table', {},
+    el('thead', {}, el('tr', {}, head.map((h) =>
+      el('th', { class: h.startsWith('#') ? 'num' : '' }, h.replace(/^#/, ''))))),
+    el('tbody', {}, rows));
+}
+
+/* A state bar: one coloured part per state, as wide as its share. */
+function stateBar(counts) {
+  const total = STATES.reduce((n, s) => n + (counts[s] || 0), 0);
+  const bar = el('div', { class: 'bar', title: STATES.filter((s) => counts[s])
+    .map((s) => s + ' ' + counts[s]).join(', ') });
+  for (const s of STATES) {
+    if (!counts[s]) continue;
+    const part = el('span', { class: 'st-' + s });
+    part.style.width = (100 * counts[s] / total).toFixed(2) + '%'; /* CSP: no style="" */
+    bar.append(part);
+  }
+  return bar;
+}
+
+/* ---- views: each draws into main and says how to refresh itself ---- */
+
+let view = null; /* { refresh(), task?: id } */
+
+function route() {
+  const hash = location.hash || '#/';
+  const [path, query] = hash.slice(1).split('?');
+  const q = new URLSearchParams(query || '');
+  const parts = path.split('/').filter(Boolean).map(decodeURIComponent);
+  for (const a of document.querySelectorAll('header nav a'))
+    a.classList.toggle('here', a.getAttribute('href').split('?')[0] === '#/' + (parts[0] || ''));
+  if (parts[0] === 'graph' && parts[1]) return show(graphView(parts[1], q));
+  if (parts[0] === 'tasks') return show(tasksView(q));
+  if (parts[0] === 'task' && parts[1]) return show(taskView(parts[1]));
+  if (parts[0] === 'workers') return show(workersView());
+  return show(graphsView());
+}
+
+function show(v) {
+  view = v;
+  refresh();
+}
+
+let refreshing = false, again = false;
+async function refresh() {
+  if (!view) return;
+  if (refreshing) { again = true; return; }
+  refreshing = true;
+  const v = view;
+  try {
+    const content = await v.draw();
+    if (v === view) $('main').replaceChildren(...[content].flat(Infinity).filter((k) => k));
+  } catch (e) {
+    if (v === view && e.status !== 401)
+      $('main').replaceChildren(el('p', { class: 'error' }, e.message));
+  }
+  refreshing = false;
+  if (again) { again = false; refresh(); }
+}
+
+function graphsView() {
+  return {
+    async draw() {
+      const [graphs, summary] = await Promise.all([get('/api/v1/graphs'),
+        get('/api/v1/summary')]);
+      const total = summary.total;
+      const rows = graphs.graphs.map((g) => el('tr', { class: 'click', onclick: () => {
+        location.hash = '#/graph/' + encodeURIComponent(g.name); } },
+      el('td', {}, link('#/graph/' + encodeURIComponent(g.name), g.name)),
+      el('td', { class: 'num' }, g.version), el('td', { class: 'num' }, g.versions),
+      el('td', { class: 'num' }, g.id), el('td', { class: 'muted' }, when(g.created_ms))));
+      return [el('h1', {}, 'Graphs'),
+        el('div', { class: 'toolbar' }, el('span', { class: 'muted' }, 'every task:'),
+          stateBar(total), STATES.filter((s) => total[s]).map((s) =>
+            [link('#/tasks?state=' + s, s + ' ' + total[s]), ' '])),
+        rows.length ? table(['graph', '#version', '#versions', '#id', 'uploaded'], rows)
+          : el('p', { class: 'muted' }, 'No graph yet: braid submit GRAPH.json')];
+    },
+  };
+}
+
+function graphView(name, q) {
+  return {
+    async draw() {
+      const want = q.get('version');
+      const g = await get('/api/v1/graphs/' + encodeURIComponent(name) +
+        (want ? '?version=' + encodeURIComponent(want) : ''));
+      const [summary, versions] = await Promise.all([
+        get('/api/v1/summary?graph=' + g.id),
+        get('/api/v1/graphs/' + encodeURIComponent(name) + '/versions')]);
+      const counts = {};
+      for (const n of summary.nodes) counts[n.node] = n.counts;
+      const nodes = (g.graph.nodes || []).map((n) => n.name);
+      for (const n of Object.keys(counts)) if (!nodes.includes(n)) nodes.push(n);
+      const types = {};
+      for (const n of g.graph.nodes || []) types[n.name] = n.type;
+      const cell = (node, s) => {
+        const n = (counts[node] || {})[s] || 0;
+        if (!n) return el('td', { class: 'num zero' }, 0);
+        return el('td', { class: 'num' }, link('#/tasks?graph=' + g.id + '&node=' +
+          encodeURIComponent(node) + '&state=' + s, n));
+      };
+      const rows = nodes.map((node) => el('tr', {},
+        el('td', {}, link('#/tasks?graph=' + g.id + '&node=' + encodeURIComponent(node), node)),
+        el('td', { class: 'muted' }, types[node] || '(not in this version)'),
+        el('td', {}, stateBar(counts[node] || {})),
+        STATES.map((s) => cell(node, s))));
+      const pick = el('select', { onchange: (e) => { location.hash = '#/graph/' +
+        encodeURIComponent(name) + '?version=' + e.target.value; } },
+      versions.versions.map((v) => el('option', { value: v.version,
+        selected: v.version === g.version }, 'version ' + v.version)));
+      return [el('h1', {}, name),
+        el('div', { class: 'toolbar' }, pick, el('span', { class: 'muted' },
+          'graph id ' + g.id + ', uploaded ' + when(g.created_ms)),
+        link('#/tasks?graph=' + g.id, 'all its tasks')),
+        table(['node', 'type', 'tasks', ...STATES.map((x) => '#' + x)], rows)];
+    },
+  };
+}
+
+function tasksView(q) {
+  const filter = new URLSearchParams();
+  for (const k of ['graph', 'node', 'state', 'parent', 'group'])
+    if (q.get(k)) filter.set(k, q.get(k));
+  let pages = 1;
+  return {
+    async draw() {
+      const tasks = [];
+      let after = null;
+      for (let i = 0; i < pages; i++) {
+        const f = new URLSearchParams(filter);
+        f.set('limit', '200');
+        if (after) f.set('after', after);
+        const page = await get('/api/v1/tasks?' + f);
+        tasks.push(...page.tasks);
+        after = page.next;
+        if (!after) break;
+      }
+      const rows = tasks.map((t) => el('tr', { class: 'click', onclick: () => {
+        location.hash = '#/task/' + t.id; } },
+      el('td', { class: 'num' }, link('#/task/' + t.id, t.id)), el('td', {}, t.name),
+      el('td', {}, t.node), el('td', {}, stateTag(t.state), t.paused ? ' paused' : ''),
+      el('td', { class: 'num' }, t.priority), el('td', { class: 'num' }, t.attempts),
+      el('td', { class: 'num' }, t.parent ? link('#/task/' + t.parent, t.parent) : ''),
+      el('td', {}, t.split ? t.split.element + '/' + t.split.count : ''),
+      el('td', { class: 'muted' }, when(t.updated_ms))));
+      const states = el('select', { onchange: (e) => {
+        const f = new URLSearchParams(filter);
+        if (e.target.value) f.set('state', e.target.value); else f.delete('state');
+        location.hash = '#/tasks?' + f;
+      } }, el('option', { value: '' }, 'every state'),
+      STATES.map((s) => el('option', { value: s, selected: q.get('state') === s }, s)));
+      const said = [...filter.entries()].filter(([k]) => k !== 'state')
+        .map(([k, v]) => k + ' ' + v).join(', ');
+      return [el('h1', {}, 'Tasks'),
+        el('div', { class: 'toolbar' }, states, el('span', { class: 'muted' }, said),
+          filter.toString() ? link('#/tasks', 'clear') : null),
+        rows.length ? table(['#id', 'name', 'node', 'state', '#priority', '#attempts',
+          '#parent', 'split', 'updated'], rows) : el('p', { class: 'muted' }, 'No task.'),
+        after ? el('p', {}, el('button', { type: 'button', onclick: () => {
+          pages++; refresh(); } }, 'More')) : null];
+    },
+  };
+}
+
+async function act(id, what, body) {
+  try {
+    await api(what === 'priority' ? 'PUT' : 'POST', '/api/v1/tasks/' + id + '/' + what, body);
+    flash('task ' + id + ': ' + what + ' done');
+  } catch (e) {
+    if (e.status !== 401) flash('task ' + id + ': ' + what + ': ' + e.message, true);
+  }
+  refresh();
+}
+
+function taskView(id) {
+  return {
+    task: Number(id),
+    async draw() {
+      const t = await get('/api/v1/tasks/' + encodeURIComponent(id));
+      let log = null;
+      if (t.invocations && t.invocations.length) {
+        try {
+          const r = await api('GET', '/api/v1/tasks/' + t.id + '/log');
+          log = r.data;
+          const size = Number(r.headers.get('X-Braid-Log-Size') || 0);
+          if (log.length > 65536) log = '[... ' + (size - 65536) + ' bytes before]\n' +
+            log.slice(-65536);
+        } catch (e) {
+          log = '(' + e.message + ')';
+        }
+      }
+      const buttons = [
+        el('button', { type: 'button', onclick: () => act(t.id, 'retry') }, 'Retry'),
+        el('button', { type: 'button', onclick: () => act(t.id, t.paused ? 'resume' : 'pause') },
+          t.paused ? 'Resume' : 'Pause'),
+        el('button', { type: 'button', onclick: () => {
+          const p = prompt('Priority of task ' + t.id + ' (higher runs first)', t.priority);
+          if (p !== null && /^-?\d+$/.test(p.trim()))
+            act(t.id, 'priority', { priority: Number(p.trim()) });
+          else if (p !== null) flash('a priority is a whole number', true);
+        } }, 'Priority'),
+        el('button', { type: 'button', class: 'danger', onclick: () => {
+          if (confirm('Cancel task ' + t.id + '? A running job is killed.')) act(t.id, 'cancel');
+        } }, 'Cancel')];
+      const kv = [['state', [stateTag(t.state), t.paused ? ' paused' : '']],
+        ['node', [t.node, el('span', { class: 'muted' }, ' port ' + t.port)]],
+        ['graph', link('#/tasks?graph=' + t.graph_id, 'graph id ' + t.graph_id)],
+        ['group', t.group ? link('#/tasks?group=' + t.group, t.group) : ''],
+        ['parent', t.parent ? link('#/task/' + t.parent, t.parent) : ''],
+        ['children', [t.live_children + ' live ', link('#/tasks?parent=' + t.id, 'list')]],
+        ['split', t.split ? 'element ' + t.split.element + ' of ' + t.split.count +
+          ' (split ' + t.split.id + ')' : ''],
+        ['priority', t.priority], ['attempts', t.attempts],
+        ['created', when(t.created_ms)], ['updated', when(t.updated_ms)]];
+      if (t.error) kv.push(['error', el('span', { class: 'error' }, t.error)]);
+      const invs = (t.invocations || []).map((i) => el('tr', {},
+        el('td', { class: 'num' }, i.id), el('td', { class: 'num' }, i.attempt),
+        el('td', {}, i.status), el('td', { class: 'num' }, i.exit_code),
+        el('td', {}, i.worker || ''), el('td', { class: 'num' }, duration(i.runtime)),
+        el('td', { class: 'muted' }, when(i.started_ms)), el('td', { class: 'error' },
+          i.error || '')));
+      return [el('h1', {}, 'Task ' + t.id + ': ' + t.name),
+        el('div', { class: 'toolbar' }, buttons),
+        el('dl', { class: 'kv' }, kv.map(([k, v]) => [el('dt', {}, k), el('dd', {}, v)])),
+        el('h2', {}, 'Attributes'), el('pre', {}, JSON.stringify(t.attrs || {}, null, 2)),
+        el('h2', {}, 'Invocations'),
+        invs.length ? table(['#id', '#attempt', 'status', '#exit', 'worker', '#runtime',
+          'started', 'error'], invs) : el('p', { class: 'muted' }, 'None: this node runs no job.'),
+        log !== null ? [el('h2', {}, 'Log of the last invocation'), el('pre', {}, log)] : null];
+    },
+  };
+}
+
+function workersView() {
+  return {
+    async draw() {
+      const [w, limits] = await Promise.all([get('/api/v1/workers'), get('/api/v1/limits')]);
+      const drain = async (id, on) => {
+        try {
+          await api('POST', '/api/v1/workers/' + encodeURIComponent(id) + '/drain',
+            { drain: on });
+          flash(id + (on ? ' drains' : ' takes work again'));
+        } catch (e) {
+          if (e.status !== 401) flash(id + ': ' + e.message, true);
+        }
+        refresh();
+      };
+      const rows = w.workers.map((x) => el('tr', {},
+        el('td', {}, x.id), el('td', {}, x.host), el('td', {}, x.state),
+        el('td', { class: 'num' }, x.slots), el('td', { class: 'num' }, x.running.length),
+        el('td', {}, x.running.map((r) => [link('#/task/' + r.task, r.task), ' '])),
+        el('td', {}, (x.tags || []).join(', ')),
+        el('td', { class: 'muted' }, when(x.last_seen_ms)),
+        el('td', {}, el('button', { type: 'button', onclick: () => drain(x.id, !x.drain) },
+          x.drain ? 'Undrain' : 'Drain'))));
+      const lim = Object.entries(limits.limits).map(([k, v]) => el('tr', {},
+        el('td', {}, k), el('td', { class: 'num' }, v.used),
+        el('td', { class: 'num' }, v.max === null ? 'none' : v.max)));
+      return [el('h1', {}, 'Workers'),
+        rows.length ? table(['worker', 'host', 'state', '#slots', '#running', 'tasks', 'tags',
+          'last seen', ''], rows)
+          : el('p', { class: 'muted' }, 'No agent has registered: braid agent --server URL'),
+        lim.length ? [el('h2', {}, 'Limits'), table(['limit', '#used', '#max'], lim)] : null];
+    },
+  };
+}
+
+/* ---- live: the event stream, read with fetch (EventSource sends no token) ---- */
+
+let soon = null;
+function refreshSoon(ms) {
+  if (!soon) soon = setTimeout(() => { soon = null; refresh(); }, ms);
+}
+
+async function listen() {
+  let lastId = null, wait = 1000;
+  for (;;) {
+    if (!token) { await new Promise((r) => setTimeout(r, 1000)); continue; }
+    const live = $('live');
+    try {
+      const res = await fetch('/api/v1/events' + (lastId ? '?since=' + lastId : ''),
+        { headers: { Authorization: 'Bearer ' + token } });
+      if (!res.ok || !res.body) throw new Error('HTTP ' + res.status);
+      live.textContent = 'live';
+      live.className = 'live on';
+      wait = 1000;
+      const reader = res.body.getReader();
+      const dec = new TextDecoder();
+      let buf = '';
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buf += dec.decode(value, { stream: true });
+        let end;
+        while ((end = buf.indexOf('\n\n')) >= 0) {
+          const ev = { event: 'message', data: '' };
+          for (const line of buf.slice(0, end).split('\n')) {
+            const c = line.indexOf(':');
+            if (c <= 0) continue;
+            const k = line.slice(0, c), v = line.slice(c + 1).replace(/^ /, '');
+            if (k === 'id') lastId = v;
+            else if (k === 'event') ev.event = v;
+            else if (k === 'data') ev.data += v;
+          }
+          buf = buf.slice(end + 2);
+          onEvent(ev);
+        }
+      }
+    } catch (e) {
+      /* below: offline, then again */
+    }
+    live.textContent = 'offline';
+    live.className = 'live off';
+    await new Promise((r) => setTimeout(r, wait));
+    wait = Math.min(wait * 2, 15000);
+  }
+}
+
+function onEvent(ev) {
+  if (!view) return;
+  if (ev.event === 'task' && view.task !== undefined) {
+    let t = null;
+    try { t = JSON.parse(ev.data); } catch (e) { return; }
+    if (t && t.id === view.task) refreshSoon(300);
+    return;
+  }
+  /* a busy farm sends many events: the view is drawn again at most every 2 s */
+  if (ev.event === 'task' || ev.event === 'worker' || ev.event === 'gap') refreshSoon(2000);
+}
+
+/* ---- start ---- */
+
+$('login-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  token = $('token-input').value.trim();
+  localStorage.setItem('braid.token', token);
+  $('token-input').value = '';
+  $('login').hidden = true;
+  health();
+  refresh();
+});
+$('token-button').addEventListener('click', () => {
+  if ($('login').hidden) showLogin(''); else $('login').hidden = true;
+});
+window.addEventListener('hashchange', route);
+
+async function health() {
+  try {
+    const h = await get('/health');
+    $('server').textContent = 'braid ' + h.version + ', up ' + duration(h.uptime_s);
+  } catch (e) {
+    $('server').textContent = '';
+  }
+}
+
+if (!token) showLogin('');
+health();
+route();
+listen();
