@@ -1146,9 +1146,10 @@ static void submit_started(br_engine *e) {
     r->inv.graph_id = t->gs->id;
     r->n_spawned = 0;
     names_free(&r->known_children);
-    if (t->live_children > 0 && (t->attempts > 1 || (t->flags & F_RERUN))) {
+    if (t->attempts > 1 || (t->flags & F_RERUN)) {
       /* a job run again (a retry, or after a crash) spawns what it spawned
-       * before: remember those children so they are not made twice */
+       * before: remember those children so they are not made twice (also
+       * those that are dead: consumed, they are not to be made again) */
       br_task_filter f = BR_TASK_FILTER_ALL;
       f.parent = t->id;
       br_error qerr = {0};

@@ -817,3 +817,35 @@ TEST(slurm_options_are_checked) {
   }
   free(dir);
 }
+
+TEST(a_retried_job_does_not_spawn_consumed_children_again) {
+  /* A job spawns two children that run a job of their own and are killed,
+   * then fails once (once they are gone). Its second attempt spawns them again under the same
+   * names: they are known and not made again. Before, the engine looked for
+   * earlier children only while some were alive, so consumed ones were made
+   * (and their jobs run) a second time. */
+  char *dir = br_test_tmpdir("cli-respawn");
+  br_test_put(dir, "g.json",
+              "{\"name\": \"g\", \"nodes\": ["
+              "{\"name\": \"cache\", \"type\": \"command\", \"params\": {\"shell\":"
+              " \"braid ctl spawn --name c1 k=1 && braid ctl spawn --name c2 k=2 &&"
+              " if [ ! -e failed ]; then touch failed;"
+              " while [ $(cat notes 2>/dev/null | wc -l) -lt 2 ]; do sleep 0.05; done;"
+              " sleep 0.2; exit 1; fi\"}},"
+              "{\"name\": \"note\", \"type\": \"command\", \"params\": {\"shell\":"
+              " \"echo {k} >> notes\"}},"
+              "{\"name\": \"k\", \"type\": \"kill\"}, {\"name\": \"end\", \"type\": \"null\"}],"
+              "\"wires\": [[\"cache.children\", \"note\"], [\"note\", \"k\"],"
+              " [\"cache.out\", \"end\"]]}");
+  cres r = braid(dir, "run g.json --quiet --slots 2");
+  CHECK_EQ_INT(r.code, 0);
+  CHECK_CONTAINS(r.err, "3 tasks: done 1 dead 2");
+  cres_free(&r);
+  char path[1024];
+  snprintf(path, sizeof path, "%s/notes", dir);
+  char *notes = br_test_slurp(path);
+  CHECK_EQ_INT(br_test_count(notes, "1\n"), 1);
+  CHECK_EQ_INT(br_test_count(notes, "2\n"), 1);
+  free(notes);
+  free(dir);
+}
