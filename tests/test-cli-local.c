@@ -674,6 +674,33 @@ TEST(json_summary_lists_the_failed_tasks) {
   free(dir);
 }
 
+TEST(a_run_left_blocked_for_good_fails_naming_the_node) {
+  /* a fan-out splits the task in two; one element parks at x (no wire out
+   * of it), so the gather waits for it for ever: that run did not finish
+   * (it said "finished", exit 0) */
+  char *dir = br_test_tmpdir("cli-blocked");
+  br_test_put(dir, "s.json",
+              "{\"name\":\"s\",\"nodes\":[{\"name\":\"start\",\"type\":\"null\"},"
+              "{\"name\":\"x\",\"type\":\"null\"},{\"name\":\"g\",\"type\":\"gather_split\"}],"
+              "\"wires\":[[\"start\",\"g\"],[\"start\",\"x\"]]}");
+  cres r = braid(dir, "run s.json");
+  CHECK_EQ_INT(r.code, 1);
+  CHECK_CONTAINS(r.err, "braid: finished in ");
+  CHECK_CONTAINS(r.err, "braid: 1 tasks are blocked for good: they wait for tasks that will not "
+                        "come (nothing is left to run)\n  node 'g': 1\n"
+                        "  (braid tasks --state blocked --store s.braid.db lists them)\n");
+  cres_free(&r);
+  r = braid(dir, "run s.json --json"); /* the same when run again, and in the JSON */
+  CHECK_EQ_INT(r.code, 1);
+  json_t *j = json_loads(r.out, 0, NULL);
+  json_t *b = json_array_get(json_object_get(j, "blocked"), 0);
+  CHECK_EQ_STR(json_string_value(json_object_get(b, "node")), "g");
+  CHECK_EQ_INT(json_integer_value(json_object_get(b, "tasks")), 1);
+  json_decref(j);
+  cres_free(&r);
+  free(dir);
+}
+
 TEST(last_lines_of_a_log_show_control_bytes_escaped) {
   /* they stopped at a NUL byte, and printed raw escape sequences */
   char *dir = br_test_tmpdir("cli-tail-bytes");

@@ -312,7 +312,8 @@ static void run_usage(FILE *out) {
           "Job logs go to STORE.logs/ (braid log TASK shows them).\n"
           "Ctrl-C stops: running jobs get SIGTERM, then SIGKILL after the grace period,\n"
           "and are recorded as cancelled; run again to resume. A second Ctrl-C kills at once.\n\n"
-          "exit status: 0 all finished, 1 some failed, 2 usage or graph error, 130 cancelled\n",
+          "exit status: 0 all finished, 1 some failed or blocked for good, 2 usage or graph\n"
+          "error, 130 cancelled\n",
           br_cli_slurm_help);
 }
 
@@ -348,6 +349,14 @@ static void put_escaped(const char *p, size_t n) {
 /* A failed task in the run's summary: its error, the last lines of its
  * log and the command that shows all of it (text on stderr, or an object
  * in l->json). */
+/* The nodes where tasks are blocked, and how many (into a JSON array). */
+static int blocked_node(void *ud, const char *node, const int64_t *counts) {
+  if (counts[BR_TASK_BLOCKED])
+    json_array_append_new(ud, json_pack("{sssI}", "node", node, "tasks",
+                                        (json_int_t)counts[BR_TASK_BLOCKED]));
+  return 0;
+}
+
 static int print_error_task(void *ud, br_task_info *t) {
   err_list *l = ud;
   if (l->json || l->shown++ < 20) {
@@ -785,6 +794,12 @@ int br_cli_run(int argc, char **argv) {
     for (int i = 0; i < BR_TASK_NSTATES; i++) total += counts[i];
     char *store_arg = br_cli_shell_quote(store_path);
     err_list l = {.store = store, .store_arg = store_arg ? store_arg : store_path};
+    /* Blocked at the end: a wait or a gather for tasks that will not come
+     * (an element parked at an unwired output or sent to another gather, a
+     * child that never reaches its wait): the run did not finish. */
+    json_t *blocked = json_array();
+    if (counts[BR_TASK_BLOCKED] && !cancelled)
+      br_store_task_count_nodes(store, 0, blocked_node, blocked, &err);
     if (as_json) {
       json_t *j = json_object(), *by = json_object();
       for (int i = 0; i < BR_TASK_NSTATES; i++)
@@ -797,6 +812,7 @@ int br_cli_run(int argc, char **argv) {
       f.state = BR_TASK_ERROR;
       if (counts[BR_TASK_ERROR]) br_store_task_query(store, &f, print_error_task, &l, &err);
       json_object_set_new(j, "failed", l.json);
+      json_object_set_new(j, "blocked", json_incref(blocked));
       br_cli_print_json(j);
       json_decref(j);
     } else {
@@ -810,9 +826,20 @@ int br_cli_run(int argc, char **argv) {
         br_store_task_query(store, &f, print_error_task, &l, &err);
         fprintf(stderr, "  (braid tasks --state error --store %s lists them all)\n", l.store_arg);
       }
+      if (json_array_size(blocked)) {
+        fprintf(stderr, "braid: %lld tasks are blocked for good: they wait for tasks that will not "
+                        "come (nothing is left to run)\n", (long long)counts[BR_TASK_BLOCKED]);
+        size_t k;
+        json_t *b;
+        json_array_foreach(blocked, k, b)
+          fprintf(stderr, "  node '%s': %lld\n", json_string_value(json_object_get(b, "node")),
+                  (long long)json_integer_value(json_object_get(b, "tasks")));
+        fprintf(stderr, "  (braid tasks --state blocked --store %s lists them)\n", l.store_arg);
+      }
     }
     free(store_arg);
-    if (counts[BR_TASK_ERROR]) rc = BR_EXIT_FAILED;
+    if (counts[BR_TASK_ERROR] || json_array_size(blocked)) rc = BR_EXIT_FAILED;
+    json_decref(blocked);
     if (cancelled) {
       fprintf(stderr, "braid: cancelled; run the same command again to resume\n");
       rc = BR_EXIT_CANCELLED;
