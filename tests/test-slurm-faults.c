@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include "slurm-util.h"
 
@@ -47,6 +48,123 @@ TEST(scancel_from_outside_is_seen_and_retried) {
   CHECK_EQ_STR(l->v[1].row.status, "ok");
   invs_free(l);
   CHECK_EQ_INT(procs_with("[s]leep 311"), 0);
+  free(graph);
+  free(dir);
+}
+
+/* An sbatch that ends without reading its script (a site's wrapper that
+ * refuses, a wrong program): braid wrote the script into a pipe, and when
+ * the program was gone first the write killed braid run with SIGPIPE (exit
+ * 141, no message). Now each task fails with what sbatch said. 40 jobs of
+ * 40 shapes: 40 sbatch calls, so that one of them loses the race. */
+TEST(sbatch_that_reads_no_script_is_an_error_not_sigpipe) {
+  need_cluster();
+  char *dir = br_test_tmpdir("slurm-sigpipe");
+  char path[1100], extra[1300];
+  snprintf(path, sizeof path, "%s/sbatch", dir);
+  FILE *f = fopen(path, "w");
+  CHECK(f != NULL);
+  fprintf(f, "#!/bin/sh\necho 'sbatch: error: this site wants --account' >&2\nexit 1\n");
+  fclose(f);
+  CHECK_EQ_INT(chmod(path, 0755), 0);
+  snprintf(extra, sizeof extra, "--slurm-opt sbatch=%s --slurm-opt batch_wait=0", path);
+  char *graph = write_graph(dir, "refused",
+                            "{\"name\": \"refused\", \"start\": {\"node\": \"fan\"},\n"
+                            " \"nodes\": [{\"name\": \"fan\", \"type\": \"spawn\", "
+                            "\"params\": {\"count\": 40}},\n"
+                            "  {\"name\": \"job\", \"type\": \"command\", \"params\": "
+                            "{\"argv\": [\"true\"],\n"
+                            "   \"memory_mb\": {\"expr\": \"attr.index + 1\"}}}],\n"
+                            " \"wires\": [[\"fan.children\", \"job\"]]}\n");
+  pid_t pid = start_slurm_run(dir, graph, extra);
+  int rc = wait_exit_for(pid, 60);
+  if (rc != 1) fail_with_log(dir, "braid run did not end with failed tasks", rc);
+  invs *l = invocations(dir);
+  CHECK_EQ_INT(l->n, 40);
+  CHECK_EQ_INT(count_status(l, "spawn_error"), 40);
+  CHECK_CONTAINS(l->v[0].row.error, "this site wants --account");
+  invs_free(l);
+  free(graph);
+  free(dir);
+}
+
+/* slurmctld away for a while (restarted, failing over): sbatch fails with
+ * 'Unable to contact slurm controller' meanwhile. The work waits and goes
+ * once it is back; before, four tries in about 7 s and the tasks were in
+ * error for good. (sbatch is wrapped to fail while dir/away exists: the
+ * controller itself is shared by the other tests.) */
+TEST(slurmctld_away_for_a_while_is_waited_for) {
+  need_cluster();
+  char *dir = br_test_tmpdir("slurm-away");
+  char path[1100], extra[1300];
+  snprintf(path, sizeof path, "%s/away", dir);
+  FILE *f = fopen(path, "w");
+  CHECK(f != NULL);
+  fclose(f);
+  snprintf(path, sizeof path, "%s/sbatch", dir);
+  f = fopen(path, "w");
+  CHECK(f != NULL);
+  fprintf(f, "#!/bin/sh\nif [ -e '%s/away' ]; then\n"
+             "  echo 'sbatch: error: Batch job submission failed: Unable to contact slurm "
+             "controller (connect failure)' >&2\n  exit 1\nfi\nexec sbatch \"$@\"\n", dir);
+  fclose(f);
+  CHECK_EQ_INT(chmod(path, 0755), 0);
+  snprintf(extra, sizeof extra, "--slurm-opt sbatch=%s", path);
+  char *graph = write_graph(dir, "patient",
+                            "{\"name\": \"patient\", \"start\": {\"node\": \"hello\"},\n"
+                            " \"nodes\": [{\"name\": \"hello\", \"type\": \"command\", "
+                            "\"params\": {\"argv\": [\"echo\", \"hello\"]}}]}\n");
+  pid_t pid = start_slurm_run(dir, graph, extra);
+  int rc = wait_exit_for(pid, 20);
+  if (rc != -1) fail_with_log(dir, "braid run ended while slurmctld was away", rc);
+  snprintf(path, sizeof path, "%s/away", dir);
+  unlink(path);
+  rc = wait_exit_for(pid, 60);
+  if (rc != 0) fail_with_log(dir, "braid run did not finish once slurmctld was back", rc);
+  invs *l = invocations(dir);
+  CHECK_EQ_INT(l->n, 1);
+  CHECK_EQ_STR(l->v[0].row.status, "ok");
+  invs_free(l);
+  snprintf(path, sizeof path, "%s/run.log", dir);
+  char *log = br_test_slurp(path);
+  char *first = strstr(log, "sbatch failed");
+  CHECK(first != NULL);
+  CHECK(strstr(first + 1, "sbatch failed") == NULL); /* said once */
+  CHECK_CONTAINS(log, "sbatch works again");
+  free(log);
+  free(graph);
+  free(dir);
+}
+
+/* No Slurm job outlives braid run. An agent whose result went in but whose
+ * answer the end of braid cut off tried for ever to report to a braid that
+ * was gone, in its Slurm slot (seen after the scancel and the SIGKILL tests
+ * above, now and then). Here the job goes on after its agent on purpose
+ * (braid=WRAPPER: the agent, then a long sleep): braid run scancels the
+ * arrays it sent when it ends. */
+TEST(no_slurm_job_outlives_braid_run) {
+  need_cluster();
+  char *dir = br_test_tmpdir("slurm-outlive");
+  char path[1100], extra[1300];
+  snprintf(path, sizeof path, "%s/braid-wrapper", dir);
+  FILE *f = fopen(path, "w");
+  CHECK(f != NULL);
+  fprintf(f, "#!/bin/sh\n'%s' \"$@\"\nexec sleep 319\n", farm_bin());
+  fclose(f);
+  CHECK_EQ_INT(chmod(path, 0755), 0);
+  snprintf(extra, sizeof extra, "--slurm-opt braid=%s", path);
+  char *graph = write_graph(dir, "linger",
+                            "{\"name\": \"linger\", \"start\": {\"node\": \"fan\"},\n"
+                            " \"nodes\": [{\"name\": \"fan\", \"type\": \"spawn\", "
+                            "\"params\": {\"count\": 2}},\n"
+                            "  {\"name\": \"linger\", \"type\": \"command\", \"params\": "
+                            "{\"argv\": [\"true\"]}}],\n"
+                            " \"wires\": [[\"fan.children\", \"linger\"]]}\n");
+  int rc = wait_exit_for(start_slurm_run(dir, graph, extra), 60);
+  if (rc != 0) fail_with_log(dir, "braid run failed", rc);
+  double end = farm_now() + 10;
+  while (slurm_active(dir, "linger") > 0 && farm_now() < end) usleep(100 * 1000);
+  CHECK_EQ_INT(slurm_active(dir, "linger"), 0);
   free(graph);
   free(dir);
 }

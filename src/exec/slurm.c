@@ -18,6 +18,11 @@
  * retries. Cancelling an invocation scancels its job. A job pending for a
  * reason that waiting does not cure (PartitionConfig: more cores than a node
  * has, and the like) is scancelled and fails as one that cannot start.
+ * slurmctld away (sbatch, squeue, scancel cannot reach it) is waited for:
+ * the work stays queued, up to AWAY_MAX_MS. Every job's comment names this
+ * braid (braid:KEY:RUN), so a restarted braid scancels the jobs the one
+ * before left that hold no started invocation (they are sent again); a
+ * braid run that ends scancels its arrays, so no agent outlives it.
  *
  * Options (br_exec_config.options), all optional:
  *   listen      where the agents' endpoint listens ("0.0.0.0:0": every
@@ -58,6 +63,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -72,6 +78,8 @@ extern char **environ;
 #define HOLD_MAX_MS 60000   /* how long a lost result waits for Slurm's word */
 #define FINAL_GRACE_MS 3000 /* a job Slurm says ended: time for its last report */
 #define MAX_PROCS 4         /* Slurm commands at once */
+#define AWAY_MAX_MS 600000  /* how long sbatch may fail for want of slurmctld */
+#define RETRY_MAX_MS 10000  /* the longest wait between two tries meanwhile */
 
 typedef enum { SJ_QUEUED, SJ_SUBMITTING, SJ_SUBMITTED } sj_state;
 
@@ -101,6 +109,7 @@ struct batch {
   size_t sealed; /* ids[0..sealed) are committed: they may go */
   int attempts;
   int64_t not_before_ms; /* a retry after a transient sbatch error */
+  int64_t away_since_ms; /* its first transient error */
   batch *next;           /* in the send list */
   UT_hash_handle hh;     /* queued, by shape */
 };
@@ -111,9 +120,7 @@ typedef void (*proc_done)(br_executor *ex, proc *p, int64_t status, const char *
 struct proc {
   br_executor *ex;
   uv_process_t h;
-  uv_pipe_t in, out, err;
-  uv_write_t wr;
-  char *input;
+  uv_pipe_t out, err;
   char *obuf, *ebuf;
   size_t olen, elen;
   int open_handles;
@@ -121,6 +128,7 @@ struct proc {
   bool exited;
   proc_done done;
   batch *b; /* sbatch */
+  json_t *ids; /* scancel: the job ids, for another try */
   proc *next;
 };
 
@@ -167,6 +175,9 @@ struct br_executor {
    * this one leaves behind; pin tags carry RUN too */
   char key[16], run[12];
   bool swept, sweeping; /* the earlier braid's jobs were looked for */
+  bool sbatch_away, squeue_away; /* said once, until they work again */
+  json_t *arrays; /* with cancel_on_stop: every array sent or adopted (a set of ids),
+                   * scancelled at the end */
 };
 
 static int64_t now_ms(void) {
@@ -258,7 +269,7 @@ static void proc_closed(uv_handle_t *h) {
   } else if (p->b) {
     batch_free(p->b);
   }
-  free(p->input);
+  json_decref(p->ids);
   free(p->obuf);
   free(p->ebuf);
   free(p);
@@ -304,56 +315,68 @@ static void on_exit_cb(uv_process_t *h, int64_t status, int sig) {
   uv_close((uv_handle_t *)h, proc_closed);
 }
 
-static void written(uv_write_t *w, int status) {
-  (void)status;
-  proc *p = w->data;
-  uv_close((uv_handle_t *)&p->in, proc_closed);
+/* input in an anonymous file, read from its start: the child's stdin. Not a
+ * pipe: a child that exits without reading it (a site's sbatch wrapper, a
+ * wrong program) would SIGPIPE braid as libuv writes. -1 and errno. */
+static int input_fd(const char *input) {
+  int fd = memfd_create("braid-slurm-input", MFD_CLOEXEC);
+  if (fd < 0) return -1;
+  size_t n = strlen(input), off = 0;
+  while (off < n) {
+    ssize_t k = write(fd, input + off, n - off);
+    if (k < 0 && errno == EINTR) continue;
+    if (k <= 0) break;
+    off += (size_t)k;
+  }
+  if (off < n || lseek(fd, 0, SEEK_SET) < 0) {
+    int e = errno ? errno : EIO;
+    close(fd);
+    errno = e;
+    return -1;
+  }
+  return fd;
 }
 
 /* Runs argv with input on its stdin; done gets the exit status and output. */
 static int proc_run(br_executor *ex, char **argv, const char *input, proc_done done, batch *b,
                     char *errmsg, size_t errsize) {
+  int in = input ? input_fd(input) : -1;
+  if (input && in < 0) {
+    snprintf(errmsg, errsize, "cannot run %s: its input: %s", argv[0], strerror(errno));
+    return -1;
+  }
   proc *p = calloc(1, sizeof *p);
   if (!p) abort();
   p->ex = ex;
   p->done = done;
   p->b = b;
-  p->input = input ? xstrdup(input) : NULL;
-  uv_pipe_init(ex->loop, &p->in, 0);
   uv_pipe_init(ex->loop, &p->out, 0);
   uv_pipe_init(ex->loop, &p->err, 0);
-  p->in.data = p->out.data = p->err.data = p->h.data = p;
+  p->out.data = p->err.data = p->h.data = p;
   uv_stdio_container_t io[3] = {
-      {.flags = UV_CREATE_PIPE | UV_READABLE_PIPE, .data.stream = (uv_stream_t *)&p->in},
+      {.flags = in >= 0 ? UV_INHERIT_FD : UV_IGNORE, .data.fd = in},
       {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&p->out},
       {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&p->err},
   };
   uv_process_options_t po = {.exit_cb = on_exit_cb, .file = argv[0], .args = argv,
                              .stdio_count = 3, .stdio = io};
-  p->open_handles = 4;
+  p->open_handles = 3;
   p->next = ex->procs;
   ex->procs = p;
   ex->nprocs++;
   int rc = uv_spawn(ex->loop, &p->h, &po);
+  if (in >= 0) close(in); /* the child has its own */
   if (rc) {
     snprintf(errmsg, errsize, "cannot run %s: %s", argv[0], uv_strerror(rc));
     p->done = NULL;
     p->status = 127;
     uv_close((uv_handle_t *)&p->h, proc_closed);
-    uv_close((uv_handle_t *)&p->in, proc_closed);
     uv_close((uv_handle_t *)&p->out, proc_closed);
     uv_close((uv_handle_t *)&p->err, proc_closed);
     return -1;
   }
   uv_read_start((uv_stream_t *)&p->out, alloc_cb, out_read);
   uv_read_start((uv_stream_t *)&p->err, alloc_cb, err_read);
-  if (p->input && *p->input) {
-    uv_buf_t wb = uv_buf_init(p->input, (unsigned)strlen(p->input));
-    p->wr.data = p;
-    if (uv_write(&p->wr, (uv_stream_t *)&p->in, &wb, 1, written)) uv_close((uv_handle_t *)&p->in, proc_closed);
-  } else {
-    uv_close((uv_handle_t *)&p->in, proc_closed);
-  }
   return 0;
 }
 
@@ -635,19 +658,39 @@ static void sbatch_done(br_executor *ex, proc *p, int64_t status, const char *ou
   char line[512];
   if (status != 0 || !*out) {
     first_line(*err ? err : out, line, sizeof line);
-    if (transient(err) && b->attempts < 4 && !ex->stopping) { /* again, a little later */
-      b->not_before_ms = now_ms() + (500 << b->attempts);
+    /* slurmctld away (restarted, failing over, the network): the work
+     * stays queued and goes once it is back, unless it stays away long */
+    int64_t now = now_ms();
+    if (transient(err) && !b->away_since_ms) b->away_since_ms = now;
+    if (transient(err) && now - b->away_since_ms < AWAY_MAX_MS && !ex->stopping) {
+      int64_t wait = (int64_t)500 << (b->attempts < 5 ? b->attempts : 5);
+      if (wait > RETRY_MAX_MS) wait = RETRY_MAX_MS;
+      b->not_before_ms = now + wait;
       send_push(ex, b);
-      fprintf(stderr, "braid: slurm: sbatch failed (%s); trying again\n", line);
-      schedule_reconcile(ex, 500u << b->attempts);
+      if (!ex->sbatch_away)
+        fprintf(stderr, "braid: slurm: sbatch failed (%s); trying again for up to %d minutes\n",
+                line, AWAY_MAX_MS / 60000);
+      ex->sbatch_away = true;
+      schedule_reconcile(ex, (uint64_t)wait);
       return;
     }
     char msg[768];
-    snprintf(msg, sizeof msg, "sbatch failed (exit %lld): %s", (long long)status, line);
+    if (b->away_since_ms)
+      snprintf(msg, sizeof msg, "sbatch failed for %lld s (exit %lld): %s",
+               (long long)((now - b->away_since_ms) / 1000), (long long)status, line);
+    else
+      snprintf(msg, sizeof msg, "sbatch failed (exit %lld): %s", (long long)status, line);
     fail_batch(ex, b, msg);
     return;
   }
+  if (ex->sbatch_away) fprintf(stderr, "braid: slurm: sbatch works again\n");
+  ex->sbatch_away = false;
   long long jid = strtoll(out, NULL, 10);
+  if (ex->cancel_on_stop) {
+    char arr[32];
+    snprintf(arr, sizeof arr, "%lld", jid);
+    json_object_set_new(ex->arrays, arr, json_true());
+  }
   for (size_t i = 0; i < b->n; i++) {
     sjob *s = sjob_find(ex, b->ids[i]);
     if (!s) continue;
@@ -953,10 +996,15 @@ static void squeue_done(br_executor *ex, proc *p, int64_t status, const char *ou
   if (status != 0) {
     char line[512];
     first_line(err, line, sizeof line);
-    fprintf(stderr, "braid: slurm: squeue failed (exit %lld): %s; trying again\n", (long long)status, line);
+    if (!ex->squeue_away)
+      fprintf(stderr, "braid: slurm: squeue failed (exit %lld): %s; trying again\n",
+              (long long)status, line);
+    ex->squeue_away = true;
     schedule_reconcile(ex, 2000);
     return;
   }
+  if (ex->squeue_away) fprintf(stderr, "braid: slurm: squeue works again\n");
+  ex->squeue_away = false;
   /* "JOB_INDEX|STATE|REASON" per line */
   json_t *found = json_object();
   char *copy = xstrdup(out), *save = NULL;
@@ -1043,9 +1091,12 @@ static void reconcile(br_executor *ex) {
 }
 
 static void scancel_done(br_executor *ex, proc *p, int64_t status, const char *out, const char *err) {
-  (void)ex;
-  (void)p;
   (void)out;
+  if (status != 0 && transient(err) && !ex->stopping) { /* again once slurmctld is back */
+    json_array_extend(ex->to_cancel, p->ids);
+    schedule_reconcile(ex, 2000);
+    return;
+  }
   if (status != 0 && !strstr(err, "already completing") && !strstr(err, "Invalid job id")) {
     char line[512];
     first_line(err, line, sizeof line);
@@ -1057,7 +1108,13 @@ static void scancel_done(br_executor *ex, proc *p, int64_t status, const char *o
 static void flush_cancels(br_executor *ex) {
   if (!json_array_size(ex->to_cancel)) return;
   char **argv = scancel_argv(ex), err[256];
-  if (proc_run(ex, argv, NULL, scancel_done, NULL, err, sizeof err)) fprintf(stderr, "braid: slurm: %s\n", err);
+  json_t *ids = json_copy(ex->to_cancel);
+  if (proc_run(ex, argv, NULL, scancel_done, NULL, err, sizeof err)) {
+    fprintf(stderr, "braid: slurm: %s\n", err);
+    json_decref(ids);
+  } else {
+    ex->procs->ids = ids; /* proc_run put it first */
+  }
   free(argv);
   json_array_clear(ex->to_cancel);
 }
@@ -1077,8 +1134,10 @@ static void sweep_done(br_executor *ex, proc *p, int64_t status, const char *out
   if (status != 0) { /* the next round tries again */
     char line[512];
     first_line(err, line, sizeof line);
-    fprintf(stderr, "braid: slurm: squeue failed (exit %lld): %s; trying again\n", (long long)status,
-            line);
+    if (!ex->squeue_away)
+      fprintf(stderr, "braid: slurm: squeue failed (exit %lld): %s; trying again\n",
+              (long long)status, line);
+    ex->squeue_away = true;
     return;
   }
   ex->swept = true;
@@ -1235,6 +1294,7 @@ static void free_ex(br_executor *ex) {
   json_decref(ex->opts);
   json_decref(ex->to_cancel);
   json_decref(ex->missing);
+  json_decref(ex->arrays);
   free(ex->braid);
   free(ex->url);
   free(ex->token);
@@ -1261,6 +1321,7 @@ static int slurm_create(const br_exec_config *cfg, const br_exec_events *ev, br_
   const json_t *o = ex->opts;
   ex->to_cancel = json_array();
   ex->missing = json_array();
+  ex->arrays = json_object();
   pthread_mutex_init(&ex->mu, NULL);
   ex->sbatch = opt_str(o, "sbatch", "sbatch");
   ex->squeue = opt_str(o, "squeue", "squeue");
@@ -1496,7 +1557,8 @@ static void slurm_cancel_all(br_executor *ex, bool hard) {
     }
     if (json_array_size(ex->to_cancel)) {
       char **argv = scancel_argv(ex);
-      if (run_wait(argv) != 0) fprintf(stderr, "braid: slurm: scancel did not succeed for all jobs\n");
+      if (run_wait(argv) != 0)
+        fprintf(stderr, "braid: slurm: scancel did not succeed for all jobs\n");
       free(argv);
       json_array_clear(ex->to_cancel);
     }
@@ -1521,6 +1583,11 @@ static int slurm_adopt(br_executor *ex, const br_invocation *inv, const char *wo
   sjob *s = sjob_new(ex, inv, SJ_SUBMITTED);
   snprintf(s->jobid, sizeof s->jobid, "%s", worker + 6);
   HASH_ADD(hj, ex->by_jobid, jobid, strlen(s->jobid), s);
+  if (ex->cancel_on_stop) {
+    char arr[48];
+    snprintf(arr, sizeof arr, "%.*s", (int)strcspn(s->jobid, "_"), s->jobid);
+    json_object_set_new(ex->arrays, arr, json_true());
+  }
   schedule_reconcile(ex, 1000);
   return BR_OK;
 }
@@ -1561,6 +1628,22 @@ static void slurm_destroy(br_executor *ex) {
   br_exec_agent.destroy(ex->farm); /* answers the agents that wait */
   ex->farm = NULL;
   br_http_stop(ex->http);
+  if (ex->cancel_on_stop && json_object_size(ex->arrays)) {
+    /* no job outlives this braid: an agent whose result went in but whose
+     * answer was cut by the stop would try for ever to report to a braid
+     * that is gone, in its Slurm slot (scancel --quiet: most have ended) */
+    char **argv = calloc(json_object_size(ex->arrays) + 3, sizeof *argv);
+    if (!argv) abort();
+    size_t n = 0;
+    argv[n++] = (char *)ex->scancel;
+    argv[n++] = "--quiet";
+    const char *arr;
+    json_t *v;
+    json_object_foreach(ex->arrays, arr, v) argv[n++] = (char *)arr;
+    if (run_wait(argv) != 0)
+      fprintf(stderr, "braid: slurm: scancel did not succeed for all jobs\n");
+    free(argv);
+  }
   br_auth_close(ex->auth);
   for (proc *p = ex->procs, *next; p; p = next) { /* they close by themselves */
     next = p->next;
