@@ -169,6 +169,28 @@ TEST(no_slurm_job_outlives_braid_run) {
   free(dir);
 }
 
+/* braid is not on the node at the path given: the job ends before its agent
+ * takes the work, and the task's error names the path and braid's URL. */
+TEST(braid_missing_on_the_node_is_a_clear_error) {
+  need_cluster();
+  char *dir = br_test_tmpdir("slurm-nobraid");
+  char *graph = write_graph(dir, "nobraid",
+                            "{\"name\": \"nobraid\", \"start\": {\"node\": \"hello\"},\n"
+                            " \"nodes\": [{\"name\": \"hello\", \"type\": \"command\", "
+                            "\"params\": {\"argv\": [\"echo\", \"hello\"]}}]}\n");
+  int rc = wait_exit_for(start_slurm_run(dir, graph, "--slurm-opt braid=/nonexistent/braid"), 60);
+  if (rc != 1) fail_with_log(dir, "braid run did not fail the task", rc);
+  invs *l = invocations(dir);
+  CHECK_EQ_INT(l->n, 1);
+  CHECK_EQ_STR(l->v[0].row.status, "spawn_error");
+  CHECK_CONTAINS(l->v[0].row.error, "before its agent took the work: is /nonexistent/braid there "
+                                    "on the node");
+  CHECK_CONTAINS(l->v[0].row.error, "http://127.0.0.1:");
+  invs_free(l);
+  free(graph);
+  free(dir);
+}
+
 TEST(past_the_slurm_time_limit_is_timed_out) {
   need_cluster();
   char *dir = br_test_tmpdir("slurm-timelimit");

@@ -818,7 +818,7 @@ static bool active_state(const char *st) {
 
 /* What Slurm's final state means for braid. */
 static br_inv_status explain(const sjob *s, const char *state, const char *reason, bool assigned,
-                             const char *url, char *msg, size_t size) {
+                             const char *braid, const char *url, char *msg, size_t size) {
   char why[160] = "";
   if (reason && *reason && strcmp(reason, "None") != 0) snprintf(why, sizeof why, ", %s", reason);
   if (!strcmp(state, "TIMEOUT") || !strcmp(state, "DEADLINE")) {
@@ -843,9 +843,9 @@ static br_inv_status explain(const sjob *s, const char *state, const char *reaso
   }
   if (!assigned) {
     snprintf(msg, size,
-             "Slurm job %s ended (%s%s) before its agent took the work: is braid installed at the "
-             "same path on the node, and is %s reachable from it?",
-             s->jobid, state, why, url);
+             "Slurm job %s ended (%s%s) before its agent took the work: is %s there on the node "
+             "(--slurm-opt braid=PATH otherwise), and is %s reachable from it?",
+             s->jobid, state, why, braid, url);
     return BR_INV_SPAWN_ERROR;
   }
   snprintf(msg, size, "Slurm job %s ended (%s%s) without reporting its result", s->jobid, state, why);
@@ -856,7 +856,7 @@ static br_inv_status explain(const sjob *s, const char *state, const char *reaso
 static void job_over(br_executor *ex, sjob *s, const char *state, const char *reason) {
   char msg[768];
   bool assigned = br_farm_assigned(ex->farm, s->id) || s->held;
-  br_inv_status st = explain(s, state, reason, assigned, ex->url, msg, sizeof msg);
+  br_inv_status st = explain(s, state, reason, assigned, ex->braid, ex->url, msg, sizeof msg);
   if (s->held) {
     br_inv_result *h = s->held;
     s->held = NULL;
