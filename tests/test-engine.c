@@ -363,12 +363,7 @@ TEST(sigkill_at_many_points) {
       if (rc == -SIGKILL) rc = crash_run(path, "none", 0, 0, 16);
       if (rc != 0) br_test_fail(__FILE__, __LINE__, "child exit %d at %lld", rc, (long long)at);
       tenv t;
-      memset(&t, 0, sizeof t);
-      snprintf(t.store_path, sizeof t.store_path, "%s", path);
-      br_error err;
-      CHECK(br_store_open(path, 0, &t.store, &err) == BR_OK);
-      t.eng = br_engine_open(t.store, NULL, &err);
-      CHECK(t.eng != NULL);
+      tenv_at(&t, path);
       tenv_run(&t); /* nothing left to do */
       br_engine_stats st;
       br_engine_get_stats(t.eng, &st);

@@ -427,12 +427,7 @@ TEST(generated_nested_graphs_killed_and_resumed_end_the_same) {
         gen_fail(&g, seed, "killed", msg);
       }
       tenv t;
-      memset(&t, 0, sizeof t);
-      snprintf(t.store_path, sizeof t.store_path, "%s", path);
-      br_error err;
-      CHECK(br_store_open(path, 0, &t.store, &err) == BR_OK);
-      t.eng = br_engine_open(t.store, NULL, &err);
-      CHECK(t.eng != NULL);
+      tenv_at(&t, path);
       tenv_run(&t); /* nothing left to do */
       br_engine_stats st;
       br_engine_get_stats(t.eng, &st);
