@@ -168,10 +168,13 @@ static inline void crash_hook(void *ud, const char *point, int64_t n) {
   if (strcmp(point, p->point) == 0 && n == p->at) kill(getpid(), SIGKILL);
 }
 
-/* Runs the stand-in on the store at uri (a path or a postgres URI) in a
- * child process that kills itself at hook `point` number `at`; with submit,
- * it first submits the root task. Returns the exit status, or -SIGNAL. */
-static inline int crash_run(const char *uri, const char *point, int64_t at, int submit, int batch) {
+/* Runs the graph (JSON text) on the store at uri (a path or a postgres
+ * URI) in a child process that kills itself at hook `point` number `at`;
+ * with submit, it first submits a task at node start with attrs (JSON
+ * text, or NULL). Returns the exit status, or -SIGNAL. */
+static inline int crash_run_graph(const char *uri, const char *graph, const char *start,
+                                  const char *attrs, const char *point, int64_t at, int submit,
+                                  int batch) {
   pid_t pid = fork();
   if (pid == 0) {
     br_error err;
@@ -181,15 +184,13 @@ static inline int crash_run(const char *uri, const char *point, int64_t at, int 
     br_engine_opts o = {.batch_max = batch, .hook = crash_hook, .hook_ud = &plan};
     br_engine *e = br_engine_open(s, &o, &err);
     if (!e) _exit(4);
-    char *text = standin_text();
-    br_graph *g = br_graph_load_string(text, "standin", &err);
-    free(text);
+    br_graph *g = br_graph_load_string(graph, "crash-run", &err);
     int64_t gid;
     if (!g || br_engine_add_graph(e, g, &gid, &err)) _exit(5);
     if (submit) {
-      json_t *a = json_pack("{sisi}", "frame_start", 1, "frame_end", 100);
+      json_t *a = attrs ? json_loads(attrs, 0, NULL) : NULL;
       int64_t id;
-      if (br_engine_submit(e, gid, "start", a, NULL, &id, &err)) _exit(6);
+      if (br_engine_submit(e, gid, start, a, NULL, &id, &err)) _exit(6);
       json_decref(a);
     }
     if (br_engine_run(e, &err)) _exit(7);
@@ -200,6 +201,15 @@ static inline int crash_run(const char *uri, const char *point, int64_t at, int 
   int st;
   waitpid(pid, &st, 0);
   return WIFSIGNALED(st) ? -WTERMSIG(st) : WEXITSTATUS(st);
+}
+
+/* crash_run_graph with the stand-in, its root task frames 1-100. */
+static inline int crash_run(const char *uri, const char *point, int64_t at, int submit, int batch) {
+  char *text = standin_text();
+  int rc = crash_run_graph(uri, text, "start", "{\"frame_start\": 1, \"frame_end\": 100}", point,
+                           at, submit, batch);
+  free(text);
+  return rc;
 }
 
 #endif

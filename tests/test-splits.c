@@ -378,27 +378,7 @@ TEST(generated_nested_graphs_end_as_computed) {
  * task. Returns the exit status, or -SIGNAL. */
 static int gen_crash_run(const char *path, const gen *g, int submit, const char *point,
                          int64_t at) {
-  pid_t pid = fork();
-  if (pid == 0) {
-    br_error err;
-    br_store *s;
-    if (br_store_open(path, 0, &s, &err)) _exit(3);
-    crash_plan plan = {point, at};
-    br_engine_opts o = {.batch_max = 3, .hook = crash_hook, .hook_ud = &plan};
-    br_engine *e = br_engine_open(s, &o, &err);
-    if (!e) _exit(4);
-    br_graph *gr = br_graph_load_string(g->json, "gen", &err);
-    int64_t gid, id;
-    if (!gr || br_engine_add_graph(e, gr, &gid, &err)) _exit(5);
-    if (submit && br_engine_submit(e, gid, gen_start(g), NULL, NULL, &id, &err)) _exit(6);
-    if (br_engine_run(e, &err)) _exit(7);
-    br_engine_free(e);
-    br_store_close(s);
-    _exit(0);
-  }
-  int st;
-  waitpid(pid, &st, 0);
-  return WIFSIGNALED(st) ? -WTERMSIG(st) : WEXITSTATUS(st);
+  return crash_run_graph(path, g->json, gen_start(g), NULL, point, at, submit, 3);
 }
 
 /* Each graph killed (SIGKILL) at a commit, before or after it, restarted and
