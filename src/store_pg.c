@@ -101,20 +101,30 @@ static int run(pg_store *s, const char *sql, br_error *err) {
   return BR_OK;
 }
 
+/* The store's schema version (0: none yet), refused when it is newer than
+ * this braid's. */
+static int read_version(pg_store *s, int *version, br_error *err) {
+  PGresult *r = PQexec(s->conn, "SELECT value FROM braid_meta WHERE key = 'schema_version'");
+  if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+    br_error_set(err, BR_ESTORE, "postgres store: reading the schema version: %s", res_msg(s, r));
+    PQclear(r);
+    return BR_ESTORE;
+  }
+  *version = PQntuples(r) == 1 ? atoi(PQgetvalue(r, 0, 0)) : 0;
+  PQclear(r);
+  if (*version > SCHEMA_VERSION)
+    return br_error_set(err, BR_EVERSION,
+                        "store has schema version %d; this braid knows up to %d (upgrade braid)",
+                        *version, SCHEMA_VERSION);
+  return BR_OK;
+}
+
 static int migrate(pg_store *s, br_error *err) {
   int rc = run(s, "SELECT pg_advisory_lock(7870)", err);
   if (rc) return rc;
   rc = run(s, "CREATE TABLE IF NOT EXISTS braid_meta(key TEXT PRIMARY KEY, value TEXT)", err);
   int version = 0;
-  if (!rc) {
-    PGresult *r = PQexec(s->conn, "SELECT value FROM braid_meta WHERE key = 'schema_version'");
-    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) version = atoi(PQgetvalue(r, 0, 0));
-    PQclear(r);
-  }
-  if (!rc && version > SCHEMA_VERSION)
-    rc = br_error_set(err, BR_EVERSION,
-                      "store has schema version %d; this braid knows up to %d (upgrade braid)",
-                      version, SCHEMA_VERSION);
+  if (!rc) rc = read_version(s, &version, err);
   if (!rc && version < SCHEMA_VERSION) {
     rc = run(s, "BEGIN", err);
     for (int v = version; !rc && v < SCHEMA_VERSION; v++) rc = run(s, migrations[v], err);
@@ -155,18 +165,9 @@ static int check_schema(pg_store *s, br_error *err) {
                         "schema '%s'): is the URI right (database, search_path)? braid run or "
                         "braid server makes one",
                         PQuser(s->conn), PQhost(s->conn), PQdb(s->conn), schema);
-  r = PQexec(s->conn, "SELECT value FROM braid_meta WHERE key = 'schema_version'");
-  if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-    br_error_set(err, BR_ESTORE, "postgres store: reading the schema version: %s", res_msg(s, r));
-    PQclear(r);
-    return BR_ESTORE;
-  }
-  int version = PQntuples(r) == 1 ? atoi(PQgetvalue(r, 0, 0)) : 0;
-  PQclear(r);
-  if (version > SCHEMA_VERSION)
-    return br_error_set(err, BR_EVERSION,
-                        "store has schema version %d; this braid knows up to %d (upgrade braid)",
-                        version, SCHEMA_VERSION);
+  int version;
+  int rc = read_version(s, &version, err);
+  if (rc) return rc;
   if (version < SCHEMA_VERSION)
     return br_error_set(err, BR_ESTORE,
                         "postgres store %s@%s/%s needs a schema upgrade (version %d, this braid "
