@@ -653,6 +653,15 @@ static void send_push(br_executor *ex, batch *b) {
   ex->send_tail = b;
 }
 
+/* With cancel_on_stop: the array of a job ("123" of "123_4") is scancelled
+ * when this executor ends. */
+static void keep_array(br_executor *ex, const char *jobid) {
+  if (!ex->cancel_on_stop) return;
+  char arr[48];
+  snprintf(arr, sizeof arr, "%.*s", (int)strcspn(jobid, "_"), jobid);
+  json_object_set_new(ex->arrays, arr, json_true());
+}
+
 static void sbatch_done(br_executor *ex, proc *p, int64_t status, const char *out, const char *err) {
   batch *b = p->b;
   char line[512];
@@ -686,11 +695,9 @@ static void sbatch_done(br_executor *ex, proc *p, int64_t status, const char *ou
   if (ex->sbatch_away) fprintf(stderr, "braid: slurm: sbatch works again\n");
   ex->sbatch_away = false;
   long long jid = strtoll(out, NULL, 10);
-  if (ex->cancel_on_stop) {
-    char arr[32];
-    snprintf(arr, sizeof arr, "%lld", jid);
-    json_object_set_new(ex->arrays, arr, json_true());
-  }
+  char arr[32];
+  snprintf(arr, sizeof arr, "%lld", jid);
+  keep_array(ex, arr);
   for (size_t i = 0; i < b->n; i++) {
     sjob *s = sjob_find(ex, b->ids[i]);
     if (!s) continue;
@@ -990,16 +997,21 @@ static void never_started(br_executor *ex, sjob *s, const char *reason) {
   if (br_farm_end(ex->farm, s->id, BR_INV_SPAWN_ERROR, msg) != BR_OK) sjob_free(ex, s);
 }
 
+/* squeue failed (slurmctld away, most often): said once, until it works. */
+static void squeue_failed(br_executor *ex, int64_t status, const char *err) {
+  char line[512];
+  first_line(err, line, sizeof line);
+  if (!ex->squeue_away)
+    fprintf(stderr, "braid: slurm: squeue failed (exit %lld): %s; trying again\n",
+            (long long)status, line);
+  ex->squeue_away = true;
+}
+
 static void squeue_done(br_executor *ex, proc *p, int64_t status, const char *out, const char *err) {
   (void)p;
   ex->reconciling = false;
   if (status != 0) {
-    char line[512];
-    first_line(err, line, sizeof line);
-    if (!ex->squeue_away)
-      fprintf(stderr, "braid: slurm: squeue failed (exit %lld): %s; trying again\n",
-              (long long)status, line);
-    ex->squeue_away = true;
+    squeue_failed(ex, status, err);
     schedule_reconcile(ex, 2000);
     return;
   }
@@ -1132,12 +1144,7 @@ static void sweep_done(br_executor *ex, proc *p, int64_t status, const char *out
   (void)p;
   ex->sweeping = false;
   if (status != 0) { /* the next round tries again */
-    char line[512];
-    first_line(err, line, sizeof line);
-    if (!ex->squeue_away)
-      fprintf(stderr, "braid: slurm: squeue failed (exit %lld): %s; trying again\n",
-              (long long)status, line);
-    ex->squeue_away = true;
+    squeue_failed(ex, status, err);
     return;
   }
   ex->swept = true;
@@ -1531,6 +1538,15 @@ static int slurm_cancel(br_executor *ex, int64_t id) {
   return BR_OK;
 }
 
+/* Scancels what to_cancel holds now, waiting for it (braid is stopping). */
+static void cancel_now(br_executor *ex) {
+  if (!json_array_size(ex->to_cancel)) return;
+  char **argv = scancel_argv(ex);
+  if (run_wait(argv) != 0) fprintf(stderr, "braid: slurm: scancel did not succeed for all jobs\n");
+  free(argv);
+  json_array_clear(ex->to_cancel);
+}
+
 static void slurm_cancel_all(br_executor *ex, bool hard) {
   ex->stopping = true;
   if (ex->cancel_on_stop) {
@@ -1538,12 +1554,7 @@ static void slurm_cancel_all(br_executor *ex, bool hard) {
     sjob *s, *tmp;
     HASH_ITER(hh, ex->jobs, s, tmp) if (s->state == SJ_SUBMITTED)
       json_array_append_new(ex->to_cancel, json_string(s->jobid));
-    if (json_array_size(ex->to_cancel)) {
-      char **argv = scancel_argv(ex);
-      if (run_wait(argv) != 0) fprintf(stderr, "braid: slurm: scancel did not succeed for all jobs\n");
-      free(argv);
-      json_array_clear(ex->to_cancel);
-    }
+    cancel_now(ex);
     kick(ex); /* reports them cancelled (not from inside this call) */
   } else {
     /* the jobs that run go on and report to the next braid, which adopts
@@ -1555,13 +1566,7 @@ static void slurm_cancel_all(br_executor *ex, bool hard) {
       json_array_append_new(ex->to_cancel, json_string(s->jobid));
       sjob_free(ex, s); /* Slurm's word on it means nothing now */
     }
-    if (json_array_size(ex->to_cancel)) {
-      char **argv = scancel_argv(ex);
-      if (run_wait(argv) != 0)
-        fprintf(stderr, "braid: slurm: scancel did not succeed for all jobs\n");
-      free(argv);
-      json_array_clear(ex->to_cancel);
-    }
+    cancel_now(ex);
   }
   br_exec_agent.cancel_all(ex->farm, hard);
 }
@@ -1583,11 +1588,7 @@ static int slurm_adopt(br_executor *ex, const br_invocation *inv, const char *wo
   sjob *s = sjob_new(ex, inv, SJ_SUBMITTED);
   snprintf(s->jobid, sizeof s->jobid, "%s", worker + 6);
   HASH_ADD(hj, ex->by_jobid, jobid, strlen(s->jobid), s);
-  if (ex->cancel_on_stop) {
-    char arr[48];
-    snprintf(arr, sizeof arr, "%.*s", (int)strcspn(s->jobid, "_"), s->jobid);
-    json_object_set_new(ex->arrays, arr, json_true());
-  }
+  keep_array(ex, s->jobid);
   schedule_reconcile(ex, 1000);
   return BR_OK;
 }
