@@ -26,16 +26,6 @@ static inline void tenv_open(tenv *t, const char *name) {
   CHECK(t->eng != NULL);
 }
 
-/* An engine on the store at path, made elsewhere (a crashed child's). */
-static inline void tenv_at(tenv *t, const char *path) {
-  memset(t, 0, sizeof *t);
-  snprintf(t->store_path, sizeof t->store_path, "%s", path);
-  br_error err;
-  CHECK(br_store_open(path, 0, &t->store, &err) == BR_OK);
-  t->eng = br_engine_open(t->store, NULL, &err);
-  CHECK(t->eng != NULL);
-}
-
 static inline void tenv_reopen(tenv *t) {
   br_error err;
   br_engine_free(t->eng);
@@ -72,6 +62,21 @@ static inline void tenv_run(tenv *t) {
     char buf[2048];
     br_test_fail(__FILE__, __LINE__, "run: %s", br_error_format(&err, buf, sizeof buf));
   }
+}
+
+/* An engine on the store at path, made elsewhere (a crashed child's, run
+ * to its end): run again, it finds nothing left to do. */
+static inline void tenv_settled_at(tenv *t, const char *path) {
+  memset(t, 0, sizeof *t);
+  snprintf(t->store_path, sizeof t->store_path, "%s", path);
+  br_error err;
+  CHECK(br_store_open(path, 0, &t->store, &err) == BR_OK);
+  t->eng = br_engine_open(t->store, NULL, &err);
+  CHECK(t->eng != NULL);
+  tenv_run(t);
+  br_engine_stats st;
+  br_engine_get_stats(t->eng, &st);
+  CHECK_EQ_INT(st.transitions, 0);
 }
 
 static inline void tenv_close(tenv *t) {
