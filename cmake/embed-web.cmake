@@ -3,7 +3,7 @@
 # (CMakeLists.txt) whenever one of the files changes.
 # (each: file|path|type; every one is UTF-8 text)
 set(assets "index.html|/|text/html" "app.js|/ui/app.js|text/javascript"
-  "style.css|/ui/style.css|text/css")
+  "style.css|/ui/style.css|text/css" "icon.svg|/ui/icon.svg|image/svg+xml")
 set(body "/* Made by cmake/embed-web.cmake from web/: edit those files, not this. */\n")
 string(APPEND body "#include \"http/web.h\"\n\n")
 set(table "const br_web_asset br_web_assets[] = {\n")

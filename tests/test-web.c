@@ -51,6 +51,7 @@ TEST(web_ui_files_need_no_token_and_match_the_source) {
       {"/", "index.html", "text/html; charset=utf-8"},
       {"/ui/app.js", "app.js", "text/javascript; charset=utf-8"},
       {"/ui/style.css", "style.css", "text/css; charset=utf-8"},
+      {"/ui/icon.svg", "icon.svg", "image/svg+xml; charset=utf-8"},
   };
   for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
     char *a = raw_get(&F, files[i].path, "");

@@ -113,6 +113,172 @@ function stateBar(counts) {
   return bar;
 }
 
+/* ---- a graph as a diagram: nodes in layers, wires downwards ---- */
+
+const SVG = 'http://www.w3.org/2000/svg';
+
+function svg(tag, attrs, ...kids) {
+  const e = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null) continue;
+    if (k === 'class') e.setAttribute('class', v);
+    else if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
+    else e.setAttribute(k, v);
+  }
+  for (const k of kids.flat(Infinity))
+    if (k !== undefined && k !== null) e.append(k instanceof Node ? k : String(k));
+  return e;
+}
+
+/* "node.port" or "node" (its first port); wires come as {from, to} (or [from, to]) */
+function endpoint(s) {
+  const dot = String(s).indexOf('.');
+  if (dot < 0) return { node: String(s), port: '' };
+  return { node: s.slice(0, dot), port: s.slice(dot + 1) };
+}
+
+/* Layers: a node sits one below its lowest predecessor. A wire that closes a
+ * loop (found by a depth-first walk from the start) is drawn but not
+ * followed, so every loop still has a top. Within a layer, nodes go under
+ * the middle of their predecessors. */
+function layout(names, wires, start) {
+  const out = new Map(names.map((n) => [n, []]));
+  const hasIn = new Set();
+  const edges = [];
+  for (const w of wires) {
+    const [from, to] = Array.isArray(w) ? w : [w && w.from, w && w.to];
+    if (typeof from !== 'string' || typeof to !== 'string') continue;
+    const a = endpoint(from), b = endpoint(to);
+    if (!out.has(a.node) || !out.has(b.node)) continue;
+    const e = { from: a.node, fport: a.port, to: b.node, tport: b.port, back: false };
+    edges.push(e);
+    out.get(a.node).push(e);
+    hasIn.add(b.node);
+  }
+  const seen = new Set(), onPath = new Set(), order = [];
+  const walk = (n) => { /* iterative: a long chain must not overflow the stack */
+    const stack = [[n, 0]];
+    seen.add(n);
+    onPath.add(n);
+    while (stack.length) {
+      const top = stack[stack.length - 1];
+      const e = out.get(top[0])[top[1]++];
+      if (!e) { onPath.delete(top[0]); order.push(top[0]); stack.pop(); continue; }
+      if (onPath.has(e.to)) e.back = true;
+      else if (!seen.has(e.to)) { seen.add(e.to); onPath.add(e.to); stack.push([e.to, 0]); }
+    }
+  };
+  const roots = [start, ...names.filter((n) => !hasIn.has(n)), ...names];
+  for (const r of roots) if (out.has(r) && !seen.has(r)) walk(r);
+  const layer = new Map(names.map((n) => [n, 0]));
+  for (const n of order.reverse()) /* predecessors first */
+    for (const e of out.get(n))
+      if (!e.back) layer.set(e.to, Math.max(layer.get(e.to), layer.get(n) + 1));
+  const rows = [];
+  for (const n of order) (rows[layer.get(n)] = rows[layer.get(n)] || []).push(n);
+  const pos = new Map();
+  rows.forEach((row, y) => {
+    const want = (n) => {
+      const xs = edges.filter((e) => e.to === n && !e.back && pos.has(e.from))
+        .map((e) => pos.get(e.from).x);
+      return xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : Infinity;
+    };
+    const keyed = row.map((n, i) => ({ n, k: want(n), i }));
+    keyed.sort((a, b) => (a.k - b.k) || (a.i - b.i));
+    keyed.forEach(({ n }, x) => pos.set(n, { x: x - (keyed.length - 1) / 2, y }));
+  });
+  return { edges, pos, rows: rows.length };
+}
+
+const BOX_W = 176, BOX_H = 50, GAP_X = 28, GAP_Y = 44, LANE = 16;
+
+function diagram(g, counts, graphId) {
+  const nodes = g.nodes || [];
+  const names = nodes.map((n) => n.name);
+  if (!names.length) return null;
+  const start = g.start && typeof g.start === 'object' ? g.start.node : g.start;
+  const { edges, pos, rows } = layout(names, g.wires || [], start);
+  /* A wire to the next layer goes straight down. One that skips layers
+   * goes round on the left, one that closes a loop round on the right, each
+   * in a lane of its own where their spans overlap. */
+  const side = { left: [], right: [] };
+  for (const e of edges) {
+    const a = pos.get(e.from).y, b = pos.get(e.to).y;
+    e.side = e.back ? 'right' : b - a > 1 ? 'left' : null;
+    if (!e.side) continue;
+    const lo = Math.min(a, b), hi = Math.max(a, b), lanes = side[e.side];
+    e.lane = lanes.findIndex((last) => last < lo);
+    if (e.lane < 0) e.lane = lanes.length;
+    lanes[e.lane] = hi;
+  }
+  let minX = 0, maxX = 0;
+  for (const p of pos.values()) { minX = Math.min(minX, p.x); maxX = Math.max(maxX, p.x); }
+  const left = side.left.length * LANE + (side.left.length ? 8 : 0);
+  const width = left + (maxX - minX + 1) * (BOX_W + GAP_X) + side.right.length * LANE;
+  const height = rows * (BOX_H + GAP_Y) - GAP_Y + 16;
+  const cx = (n) => left + (pos.get(n).x - minX) * (BOX_W + GAP_X) + GAP_X / 2 + BOX_W / 2;
+  const top = (n) => pos.get(n).y * (BOX_H + GAP_Y) + 8;
+  const label = (text, x, y, anchor) => text && text !== 'out' && text !== 'in'
+    ? svg('text', { x, y, class: 'port', 'text-anchor': anchor }, text) : null;
+  const wires = edges.map((e) => {
+    let d, from, to;
+    if (e.side) { /* out of a side, along the lane, into the same side */
+      const dir = e.side === 'left' ? -1 : 1, r = 6;
+      const x1 = cx(e.from) + dir * BOX_W / 2, x2 = cx(e.to) + dir * BOX_W / 2;
+      const y1 = top(e.from) + BOX_H / 2, y2 = top(e.to) + BOX_H / 2, v = y2 > y1 ? 1 : -1;
+      const lx = e.side === 'left' ? left - (e.lane + 1) * LANE + 8
+        : width - (e.lane + 1) * LANE + 8;
+      d = `M${x1},${y1} H${lx - dir * r} Q${lx},${y1} ${lx},${y1 + v * r} ` +
+        `V${y2 - v * r} Q${lx},${y2} ${lx - dir * r},${y2} H${x2 + dir * 2}`;
+      const anchor = e.side === 'left' ? 'end' : 'start';
+      from = label(e.fport, x1 + dir * 4, y1 - 4, anchor);
+      to = label(e.tport, x2 + dir * 4, y2 + 12, anchor);
+    } else {
+      const x1 = cx(e.from), y1 = top(e.from) + BOX_H, x2 = cx(e.to), y2 = top(e.to);
+      const m = (y1 + y2) / 2;
+      d = `M${x1},${y1} C${x1},${m} ${x2},${m} ${x2},${y2 - 2}`;
+      from = label(e.fport, x1 + 4, y1 + 12, 'start');
+      to = label(e.tport, x2 - 4, y2 - 6, 'end');
+    }
+    return svg('g', { class: 'wire' + (e.back ? ' back' : '') },
+      svg('path', { d, 'marker-end': 'url(#arrow)' }), from, to);
+  });
+  const boxes = nodes.map((n) => {
+    const c = counts[n.name] || {};
+    const total = STATES.reduce((t, s) => t + (c[s] || 0), 0);
+    const x = cx(n.name) - BOX_W / 2, y = top(n.name);
+    const parts = [];
+    let at = 0;
+    for (const s of STATES) {
+      if (!c[s]) continue;
+      const w = (BOX_W - 16) * c[s] / total;
+      parts.push(svg('rect', { x: x + 8 + at, y: y + BOX_H - 10, width: w, height: 4,
+        class: 'st-' + s }));
+      at += w;
+    }
+    const said = STATES.filter((s) => c[s]).map((s) => s + ' ' + c[s]).join(', ');
+    const name = n.name.length > 21 ? n.name.slice(0, 20) + '\u2026' : n.name;
+    const busy = ['running', 'queued', 'error'].filter((s) => c[s]).map((s) => c[s] + ' ' + s);
+    const go = () => { location.hash = '#/tasks?graph=' + graphId + '&node=' +
+      encodeURIComponent(n.name); };
+    return svg('g', { class: 'node' + (c.error ? ' failing' : ''), onclick: go },
+      svg('title', {}, n.name + ' (' + n.type + ')' + (said ? ': ' + said : ': no task')),
+      svg('rect', { x, y, width: BOX_W, height: BOX_H, rx: 5, class: 'box' }),
+      svg('text', { x: x + 8, y: y + 16, class: 'name' }, name),
+      svg('text', { x: x + 8, y: y + 30, class: 'type' },
+        n.type + (total ? ' \u00b7 ' + (busy.length ? busy.join(', ')
+          : total + (total === 1 ? ' task' : ' tasks')) : '')),
+      svg('rect', { x: x + 8, y: y + BOX_H - 10, width: BOX_W - 16, height: 4, class: 'track' }),
+      parts);
+  });
+  return svg('svg', { class: 'diagram', width, height, viewBox: `0 0 ${width} ${height}`,
+    role: 'img', 'aria-label': 'the graph\'s nodes and wires' },
+  svg('defs', {}, svg('marker', { id: 'arrow', viewBox: '0 0 8 8', refX: 7, refY: 4,
+    markerWidth: 7, markerHeight: 7, orient: 'auto-start-reverse' },
+  svg('path', { d: 'M0,0 L8,4 L0,8 z', class: 'head' }))),
+  wires, boxes);
+}
+
 /* ---- views: each draws into main and says how to refresh itself ---- */
 
 let view = null; /* { refresh(), task?: id } */
@@ -208,6 +374,7 @@ function graphView(name, q) {
         el('div', { class: 'toolbar' }, pick, el('span', { class: 'muted' },
           'graph id ' + g.id + ', uploaded ' + when(g.created_ms)),
         link('#/tasks?graph=' + g.id, 'all its tasks')),
+        el('div', { class: 'diagram-box' }, diagram(g.graph, counts, g.id)),
         table(['node', 'type', 'tasks', ...STATES.map((x) => '#' + x)], rows)];
     },
   };
