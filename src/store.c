@@ -28,6 +28,11 @@ int br_store_open(const char *uri, int flags, br_store **out, br_error *err) {
 
 bool br_store_lost(br_store *s) { return s && s->ops->lost && s->ops->lost(s); }
 
+void br_store_set_log(br_store *s, br_warn_fn *fn, void *ud) {
+  s->log = fn;
+  s->log_ud = ud;
+}
+
 void br_store_close(br_store *s) {
   if (!s) return;
   char *uri = s->uri;

@@ -15,10 +15,23 @@
  * braid_meta ("owner"); a second braid run or server on the same store is
  * refused at once, naming the holder (two engines would both dispatch the
  * same invocations). PostgreSQL drops the lock when the holder's session
- * ends, a crash included. Read-only opens take no lock. */
+ * ends, a crash included. Read-only opens take no lock.
+ *
+ * Another session's lock (an admin's open transaction, a LOCK TABLE) must
+ * not stop the farm in silence. The read-write session has a lock_timeout
+ * (10s unless the URI sets one); a statement that waits longer than a second
+ * is told through the store's log, naming the sessions that block it (read
+ * on a second connection), and one that gives up waiting is run again after
+ * a pause that grows to 30s. For a batch that is the whole transaction: it
+ * rolled back, so its writes, kept until the commit, are sent again and
+ * nothing is lost. The engine's thread waits meanwhile, as it did before,
+ * but not in silence, and without holding its own locks the whole time. */
 #include <braid/store.h>
 
+#include <errno.h>
 #include <libpq-fe.h>
+#include <poll.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,14 +39,32 @@
 
 #include "fs.h"
 
+/* A write queued in a batch, kept to be sent again if the batch has to be. */
+typedef struct sent {
+  const char *name; /* the prepared statement's (static) */
+  int n;
+  char **v;         /* owned copies of the parameters */
+} kept;
+
 typedef struct pg_store {
   br_store base;
   PGconn *conn;
+  PGconn *watch;   /* a second connection: who blocks conn (opened when needed) */
+  char *conninfo;
   int readonly;
   int in_batch;
   int queued;      /* results to read at commit */
+  int tx_direct;   /* statements run in this batch outside the pipeline (not kept) */
+  kept *batch;     /* the batch's queued writes */
+  size_t nbatch, capbatch;
+  int lock_timeout_ms;
+  int report_ms;   /* a wait this long is told */
+  char sqlstate[6]; /* of the last failure ("" when it had none) */
   char msg[1024];  /* res_msg's */
 } pg_store;
+
+#define DEFAULT_LOCK_TIMEOUT "10s"
+#define RETRY_MAX_MS 30000
 
 static const char *const migrations[] = {
     /* 1: the first schema (the same rows as SQLite's) */
@@ -87,6 +118,122 @@ static int64_t now_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static int64_t mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void say(pg_store *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void say(pg_store *s, const char *fmt, ...) {
+  if (!s->base.log) return;
+  char line[2048];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(line, sizeof line, fmt, ap);
+  va_end(ap);
+  s->base.log(s->base.log_ud, line);
+}
+
+/* ---- waiting for another session's lock ---- */
+
+/* The connection, named "braid" in pg_stat_activity unless the URI names it. */
+static PGconn *connect_as(const char *conninfo, const char *app) {
+  const char *keys[] = {"dbname", "fallback_application_name", NULL};
+  const char *vals[] = {conninfo, app, NULL};
+  return PQconnectdbParams(keys, vals, 1);
+}
+
+/* Who holds what conn waits for: pid, application, user, state, age of
+ * its transaction and its last statement, one line. */
+#define BLOCKERS_SQL                                                                         \
+  "SELECT a.pid, coalesce(nullif(a.application_name, ''), '?'), coalesce(a.usename::text, '?'),"\
+  " coalesce(a.state, '?'), coalesce(extract(epoch FROM now() - a.xact_start)::bigint, 0),"    \
+  " left(regexp_replace(coalesce(a.query, ''), '\\s+', ' ', 'g'), 160)"                          \
+  " FROM pg_stat_activity a WHERE a.pid = ANY(pg_blocking_pids($1)) ORDER BY a.pid"
+
+/* Tells who blocks the store's connection, read on the watch connection
+ * (the waiting one cannot ask). Nothing when nobody does: the statement was
+ * merely slow. */
+static void tell_blockers(pg_store *s, int64_t waited_ms) {
+  if (!s->base.log) return;
+  if (s->watch && PQstatus(s->watch) != CONNECTION_OK) {
+    PQfinish(s->watch);
+    s->watch = NULL;
+  }
+  if (!s->watch) s->watch = connect_as(s->conninfo, "braid (lock watch)");
+  char pid[16];
+  snprintf(pid, sizeof pid, "%d", PQbackendPID(s->conn));
+  const char *v[] = {pid};
+  PGresult *r = PQstatus(s->watch) == CONNECTION_OK
+                    ? PQexecParams(s->watch, BLOCKERS_SQL, 1, NULL, v, NULL, NULL, 0)
+                    : NULL;
+  if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+    say(s, "postgres store: a statement has waited %.1fs (cannot see for what: %s)",
+        (double)waited_ms / 1000, PQerrorMessage(s->watch));
+    PQclear(r);
+    return;
+  }
+  char who[1500] = "";
+  size_t len = 0;
+  for (int i = 0; i < PQntuples(r) && len < sizeof who; i++)
+    len += (size_t)snprintf(who + len, sizeof who - len,
+                            "%spid %s (%s, user %s, %s, transaction open %ss: %s)",
+                            i ? "; " : "", PQgetvalue(r, i, 0), PQgetvalue(r, i, 1),
+                            PQgetvalue(r, i, 2), PQgetvalue(r, i, 3), PQgetvalue(r, i, 4),
+                            PQgetvalue(r, i, 5));
+  if (PQntuples(r) > 0)
+    say(s, "postgres store: braid's session (pid %s) has waited %.1fs for a lock held by %s; "
+           "after lock_timeout (%dms) it rolls back and tries again",
+        pid, (double)waited_ms / 1000, who, s->lock_timeout_ms);
+  PQclear(r);
+}
+
+/* Waits until a result can be read without blocking; a wait past
+ * report_ms is told (once per statement or batch: *told). */
+static void await(pg_store *s, int64_t since, bool *told) {
+  while (PQisBusy(s->conn)) {
+    int wait = -1;
+    if (!*told && s->base.log) {
+      int64_t left = since + s->report_ms - mono_ms();
+      if (left <= 0) {
+        tell_blockers(s, mono_ms() - since);
+        *told = true;
+        continue;
+      }
+      wait = (int)left;
+    }
+    struct pollfd p = {.fd = PQsocket(s->conn), .events = POLLIN};
+    if (poll(&p, 1, wait) < 0 && errno != EINTR) return;
+    if (!PQconsumeInput(s->conn)) return; /* broken: PQgetResult says so */
+  }
+}
+
+/* Whether a failure (its SQLSTATE in s->sqlstate) lost nothing and may be
+ * tried again: the statement gave up waiting for a lock, or lost a deadlock
+ * or a serialization conflict, and the connection is still there. */
+static bool retryable(pg_store *s) {
+  return PQstatus(s->conn) == CONNECTION_OK &&
+         (!strcmp(s->sqlstate, "55P03") || !strcmp(s->sqlstate, "40P01") ||
+          !strcmp(s->sqlstate, "40001"));
+}
+
+static void keep_state(pg_store *s, const PGresult *r) {
+  const char *st = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+  snprintf(s->sqlstate, sizeof s->sqlstate, "%s", st ? st : "");
+}
+
+/* The pause before attempt number `attempt` (0: the first retry), told. */
+static void pause_before_retry(pg_store *s, int attempt, const char *what) {
+  int64_t ms = 500LL << (attempt < 6 ? attempt : 6);
+  if (ms > RETRY_MAX_MS) ms = RETRY_MAX_MS;
+  say(s, "postgres store: %s: %s; rolled back, nothing lost; trying again in %.1fs (retry %d)",
+      what, s->msg, (double)ms / 1000, attempt + 1);
+  struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000};
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+  }
+}
+
 /* Runs SQL (no parameters) outside a batch. */
 static int run(pg_store *s, const char *sql, br_error *err) {
   PGresult *r = PQexec(s->conn, sql);
@@ -99,6 +246,36 @@ static int run(pg_store *s, const char *sql, br_error *err) {
   }
   PQclear(r);
   return BR_OK;
+}
+
+/* Runs one statement, prepared (name) or not (sql), with n parameters, and
+ * returns its result (the caller clears it; NULL when it could not be
+ * sent). A wait for a lock is told; a statement that gave up waiting is run
+ * again after a pause when that loses nothing: outside a batch, or as the
+ * batch's first statement (its transaction is begun again). */
+static PGresult *exec(pg_store *s, const char *name, const char *sql, int n,
+                      const char *const *v) {
+  for (int attempt = 0;; attempt++) {
+    int sent = name ? PQsendQueryPrepared(s->conn, name, n, v, NULL, NULL, 0)
+                    : PQsendQueryParams(s->conn, sql, n, NULL, v, NULL, NULL, 0);
+    if (!sent) return NULL;
+    bool told = false;
+    await(s, mono_ms(), &told);
+    PGresult *r = PQgetResult(s->conn), *more;
+    while ((more = PQgetResult(s->conn)) != NULL) PQclear(more);
+    int st = PQresultStatus(r);
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+      if (s->in_batch) s->tx_direct++;
+      return r;
+    }
+    keep_state(s, r);
+    if (s->readonly || !retryable(s) || (s->in_batch && s->tx_direct))
+      return r; /* a reader's request answers the error rather than wait unseen */
+    res_msg(s, r);
+    PQclear(r);
+    if (s->in_batch && (run(s, "ROLLBACK", NULL) || run(s, "BEGIN", NULL))) return NULL;
+    pause_before_retry(s, attempt, "a statement");
+  }
 }
 
 /* The store's schema version (0: none yet), refused when it is newer than
@@ -239,10 +416,46 @@ static const struct {
                 " error=$12, worker=$13, started=$14, ended=$15"},
 };
 
+/* Forgets the batch's kept writes. */
+static void forget(pg_store *s) {
+  for (size_t i = 0; i < s->nbatch; i++) {
+    for (int k = 0; k < s->batch[i].n; k++) free(s->batch[i].v[k]);
+    free(s->batch[i].v);
+  }
+  s->nbatch = 0;
+}
+
 static void pg_close(br_store *bs) {
   pg_store *s = (pg_store *)bs;
   PQfinish(s->conn);
+  if (s->watch) PQfinish(s->watch);
+  forget(s);
+  free(s->batch);
+  free(s->conninfo);
   free(s);
+}
+
+/* The read-write session's lock_timeout: the URI's (options=-c
+ * lock_timeout=...), else DEFAULT_LOCK_TIMEOUT; a wait is told after a
+ * second, or half the timeout when that is shorter. */
+static int read_lock_timeout(pg_store *s) {
+  PGresult *r = PQexec(s->conn, "SELECT setting::int FROM pg_settings WHERE name = 'lock_timeout'");
+  int ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+  int ms = ok ? atoi(PQgetvalue(r, 0, 0)) : 0;
+  PQclear(r);
+  return ms;
+}
+
+static int set_lock_timeout(pg_store *s, br_error *err) {
+  int ms = read_lock_timeout(s);
+  if (ms <= 0) {
+    int rc = run(s, "SET lock_timeout = '" DEFAULT_LOCK_TIMEOUT "'", err);
+    if (rc) return rc;
+    ms = read_lock_timeout(s);
+  }
+  s->lock_timeout_ms = ms;
+  s->report_ms = ms / 2 < 1000 ? ms / 2 : 1000;
+  return BR_OK;
 }
 
 static void notice_quiet(void *arg, const char *message) {
@@ -256,7 +469,12 @@ static int pg_open(const char *uri, int flags, br_store **out, br_error *err) {
   extern const br_store_ops br_store_postgres;
   s->base.ops = &br_store_postgres;
   s->readonly = (flags & BR_STORE_READONLY) != 0;
-  s->conn = PQconnectdb(uri);
+  s->conninfo = strdup(uri);
+  if (!s->conninfo) {
+    free(s);
+    return br_error_set(err, BR_ENOMEM, "out of memory");
+  }
+  s->conn = connect_as(uri, "braid");
   if (PQstatus(s->conn) != CONNECTION_OK) {
     pgerr(s, err, "cannot connect");
     pg_close(&s->base);
@@ -266,6 +484,7 @@ static int pg_open(const char *uri, int flags, br_store **out, br_error *err) {
   int rc = run(s, "SET client_min_messages = warning", err);
   if (!rc) rc = s->readonly ? check_schema(s, err) : migrate(s, err);
   if (!rc && !s->readonly) rc = take_owner_lock(s, err);
+  if (!rc && !s->readonly) rc = set_lock_timeout(s, err); /* after the migration's wait */
   if (!rc && s->readonly) rc = run(s, "SET default_transaction_read_only = on", err);
   for (size_t i = 0; !rc && !s->readonly && i < sizeof statements / sizeof statements[0]; i++) {
     PGresult *r = PQprepare(s->conn, statements[i].name, statements[i].sql, 0, NULL);
@@ -286,7 +505,9 @@ static int pg_open(const char *uri, int flags, br_store **out, br_error *err) {
 
 /* A batch is a transaction; its queued writes go through pipeline mode,
  * entered at the first one (so a batch may also run a statement that needs
- * its answer at once, such as storing a graph, before queuing writes). */
+ * its answer at once, such as storing a graph, before queuing writes). The
+ * queued writes are kept until the commit, to be sent again if the
+ * transaction has to be (see the top of the file). */
 static int pg_begin(br_store *bs, br_error *err) {
   pg_store *s = (pg_store *)bs;
   if (s->in_batch) return br_error_set(err, BR_ESTATE, "postgres store: nested batch");
@@ -294,18 +515,32 @@ static int pg_begin(br_store *bs, br_error *err) {
   if (rc) return rc;
   s->in_batch = 1;
   s->queued = 0;
+  s->tx_direct = 0;
+  forget(s);
   return BR_OK;
 }
 
-static int send_prepared(pg_store *s, const char *name, int n, const char *const *values,
-                         br_error *err) {
-  if (!s->in_batch) {
-    PGresult *r = PQexecPrepared(s->conn, name, n, values, NULL, NULL, 0);
-    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-    if (!ok) br_error_set(err, BR_ESTORE, "postgres store: %s: %s", name, res_msg(s, r));
-    PQclear(r);
-    return ok ? BR_OK : BR_ESTORE;
+/* Keeps a copy of a queued write. */
+static int keep(pg_store *s, const char *name, int n, const char *const *values) {
+  if (s->nbatch == s->capbatch) {
+    size_t cap = s->capbatch ? s->capbatch * 2 : 256;
+    kept *b = realloc(s->batch, cap * sizeof *b);
+    if (!b) return -1;
+    s->batch = b;
+    s->capbatch = cap;
   }
+  kept *w = &s->batch[s->nbatch];
+  w->name = name;
+  w->n = n;
+  w->v = calloc((size_t)n, sizeof *w->v);
+  if (!w->v) return -1;
+  s->nbatch++;
+  for (int k = 0; k < n; k++)
+    if (values[k] && !(w->v[k] = strdup(values[k]))) return -1;
+  return 0;
+}
+
+static int queue(pg_store *s, const char *name, int n, const char *const *values, br_error *err) {
   if (PQpipelineStatus(s->conn) == PQ_PIPELINE_OFF && !PQenterPipelineMode(s->conn))
     return pgerr(s, err, "entering pipeline mode");
   if (!PQsendQueryPrepared(s->conn, name, n, values, NULL, NULL, 0)) return pgerr(s, err, name);
@@ -313,20 +548,42 @@ static int send_prepared(pg_store *s, const char *name, int n, const char *const
   return BR_OK;
 }
 
+static int send_prepared(pg_store *s, const char *name, int n, const char *const *values,
+                         br_error *err) {
+  if (!s->in_batch) {
+    PGresult *r = exec(s, name, NULL, n, values);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok) br_error_set(err, BR_ESTORE, "postgres store: %s: %s", name, res_msg(s, r));
+    PQclear(r);
+    return ok ? BR_OK : BR_ESTORE;
+  }
+  if (keep(s, name, n, values)) return br_error_set(err, BR_ENOMEM, "out of memory");
+  return queue(s, name, n, values, err);
+}
+
 /* Reads every queued query's results (each ends with a NULL), then the
- * sync's own result. The first error wins; after it, the server answers the
- * rest of the batch with PGRES_PIPELINE_ABORTED. */
+ * sync's own result. The first error wins (its SQLSTATE kept); after it,
+ * the server answers the rest of the batch with PGRES_PIPELINE_ABORTED. */
 static int drain(pg_store *s, br_error *err) {
   int rc = BR_OK;
+  int64_t since = mono_ms();
+  bool told = false;
+  s->sqlstate[0] = 0;
   for (int q = 0; q < s->queued; q++) {
     PGresult *r;
-    while ((r = PQgetResult(s->conn)) != NULL) {
+    for (;;) {
+      await(s, since, &told);
+      if ((r = PQgetResult(s->conn)) == NULL) break;
       int st = PQresultStatus(r);
-      if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && st != PGRES_PIPELINE_ABORTED && !rc)
+      if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && st != PGRES_PIPELINE_ABORTED &&
+          !rc) {
+        keep_state(s, r);
         rc = br_error_set(err, BR_ESTORE, "postgres store: commit: %s", res_msg(s, r));
+      }
       PQclear(r);
     }
   }
+  await(s, since, &told);
   PGresult *r = PQgetResult(s->conn);
   if (!r || PQresultStatus(r) != PGRES_PIPELINE_SYNC) {
     if (!rc) rc = pgerr(s, err, "commit: the batch did not end as expected");
@@ -336,19 +593,50 @@ static int drain(pg_store *s, br_error *err) {
   return rc;
 }
 
-static int pg_commit(br_store *bs, br_error *err) {
-  pg_store *s = (pg_store *)bs;
-  if (!s->in_batch) return br_error_set(err, BR_ESTATE, "postgres store: commit without begin");
-  s->in_batch = 0;
-  if (PQpipelineStatus(s->conn) == PQ_PIPELINE_OFF) return run(s, "COMMIT", err);
+/* Sends COMMIT after the queued writes and reads every answer; a failed
+ * batch is rolled back. */
+static int finish(pg_store *s, br_error *err) {
   int rc = BR_OK;
-  if (!PQsendQueryParams(s->conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0)) rc = pgerr(s, err, "COMMIT");
+  if (!PQsendQueryParams(s->conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0))
+    rc = pgerr(s, err, "COMMIT");
   else s->queued++;
   if (!PQpipelineSync(s->conn) && !rc) rc = pgerr(s, err, "sync");
   int drc = drain(s, err);
   if (!rc) rc = drc;
   PQexitPipelineMode(s->conn);
   if (rc) run(s, "ROLLBACK", NULL); /* a failed statement leaves the transaction aborted */
+  return rc;
+}
+
+/* Sends the kept writes again in a new transaction. */
+static int resend(pg_store *s, br_error *err) {
+  int rc = run(s, "BEGIN", err);
+  for (size_t i = 0; !rc && i < s->nbatch; i++)
+    rc = queue(s, s->batch[i].name, s->batch[i].n, (const char *const *)s->batch[i].v, err);
+  return rc;
+}
+
+/* A batch that gave up waiting for a lock (or lost a deadlock) rolled back
+ * whole: it is sent again, after a pause, until it commits or fails
+ * otherwise. Not when it also ran statements that were not kept (a graph
+ * stored: its id was already read). The engine's thread waits meanwhile; it
+ * would only stop otherwise, and a new engine would wait for the same lock. */
+static int pg_commit(br_store *bs, br_error *err) {
+  pg_store *s = (pg_store *)bs;
+  if (!s->in_batch) return br_error_set(err, BR_ESTATE, "postgres store: commit without begin");
+  s->in_batch = 0;
+  int rc;
+  if (PQpipelineStatus(s->conn) == PQ_PIPELINE_OFF) {
+    rc = run(s, "COMMIT", err);
+  } else {
+    rc = finish(s, err);
+    for (int attempt = 0; rc && retryable(s) && !s->tx_direct; attempt++) {
+      pause_before_retry(s, attempt, "a batch of writes");
+      if ((rc = resend(s, err)) != BR_OK) break; /* the engine's rollback() cleans up */
+      rc = finish(s, err);
+    }
+  }
+  forget(s);
   return rc;
 }
 
@@ -361,6 +649,7 @@ static void pg_rollback(br_store *bs) {
     PQexitPipelineMode(s->conn);
   }
   s->in_batch = 0;
+  forget(s);
   run(s, "ROLLBACK", NULL);
 }
 
@@ -480,11 +769,11 @@ static int pg_graph_put(br_store *bs, const char *name, const char *json, int64_
   char created[32];
   snprintf(created, sizeof created, "%lld", (long long)now_ms());
   const char *v[] = {name, json, created};
-  PGresult *r = PQexecParams(s->conn,
-                             "INSERT INTO graphs(name, version, json, created) VALUES ($1,"
-                             " (SELECT coalesce(max(version), 0) + 1 FROM graphs WHERE name=$1),"
-                             " $2, $3) RETURNING id",
-                             3, NULL, v, NULL, NULL, 0);
+  PGresult *r = exec(s, NULL,
+                     "INSERT INTO graphs(name, version, json, created) VALUES ($1,"
+                     " (SELECT coalesce(max(version), 0) + 1 FROM graphs WHERE name=$1),"
+                     " $2, $3) RETURNING id",
+                     3, v);
   int ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
   if (ok) *id = atoll(PQgetvalue(r, 0, 0));
   else br_error_set(err, BR_ESTORE, "postgres store: storing a graph: %s", res_msg(s, r));
@@ -530,7 +819,7 @@ static void row_to_task(PGresult *r, int i, br_task_info *t) {
 
 static int query_tasks(pg_store *s, const char *sql, int n, const char *const *v, br_task_cb cb,
                        void *ud, br_error *err) {
-  PGresult *r = PQexecParams(s->conn, sql, n, NULL, v, NULL, NULL, 0);
+  PGresult *r = exec(s, NULL, sql, n, v);
   if (PQresultStatus(r) != PGRES_TUPLES_OK) {
     br_error_set(err, BR_ESTORE, "postgres store: reading tasks: %s", res_msg(s, r));
     PQclear(r);
@@ -626,7 +915,7 @@ static int pg_task_count(br_store *bs, const br_task_filter *f, int64_t counts[B
   int n;
   filter_sql(f, 0, where, sizeof where, &p, &n);
   snprintf(sql, sizeof sql, "SELECT state, count(*) FROM tasks%s GROUP BY state", where);
-  PGresult *r = PQexecParams(s->conn, sql, n, NULL, p.v, NULL, NULL, 0);
+  PGresult *r = exec(s, NULL, sql, n, p.v);
   memset(counts, 0, sizeof(int64_t) * BR_TASK_NSTATES);
   if (PQresultStatus(r) != PGRES_TUPLES_OK) {
     br_error_set(err, BR_ESTORE, "postgres store: counting tasks: %s", res_msg(s, r));
@@ -648,11 +937,11 @@ static int pg_task_count_nodes(br_store *bs, int64_t graph_id,
   params p;
   memset(&p, 0, sizeof p);
   p_i64(&p, 0, graph_id);
-  PGresult *r = PQexecParams(
-      s->conn,
+  PGresult *r = exec(
+      s, NULL,
       graph_id ? "SELECT node, state, count(*) FROM tasks WHERE graph_id = $1 GROUP BY node, state ORDER BY node"
                : "SELECT node, state, count(*) FROM tasks GROUP BY node, state ORDER BY node",
-      graph_id ? 1 : 0, NULL, p.v, NULL, NULL, 0);
+      graph_id ? 1 : 0, p.v);
   if (PQresultStatus(r) != PGRES_TUPLES_OK) {
     br_error_set(err, BR_ESTORE, "postgres store: counting tasks: %s", res_msg(s, r));
     PQclear(r);
@@ -680,10 +969,10 @@ static int pg_split_get(br_store *bs, int64_t id, br_split *out, br_error *err) 
   params p;
   memset(&p, 0, sizeof p);
   p_i64(&p, 0, id);
-  PGresult *r = PQexecParams(s->conn,
-                             "SELECT id, count, live, orig_task, prev_split, prev_elem, prev_count"
-                             " FROM splits WHERE id = $1",
-                             1, NULL, p.v, NULL, NULL, 0);
+  PGresult *r = exec(s, NULL,
+                     "SELECT id, count, live, orig_task, prev_split, prev_elem, prev_count"
+                     " FROM splits WHERE id = $1",
+                     1, p.v);
   int rc = BR_OK;
   if (PQresultStatus(r) != PGRES_TUPLES_OK)
     rc = br_error_set(err, BR_ESTORE, "postgres store: reading a split: %s", res_msg(s, r));
@@ -717,11 +1006,11 @@ static int pg_graph_get(br_store *bs, int64_t id, const char *name, br_graph_row
   memset(&p, 0, sizeof p);
   if (name) p.v[0] = name;
   else p_i64(&p, 0, id);
-  PGresult *r = PQexecParams(
-      s->conn,
+  PGresult *r = exec(
+      s, NULL,
       name ? "SELECT id, name, version, json, created FROM graphs WHERE name = $1 ORDER BY version DESC LIMIT 1"
            : "SELECT id, name, version, json, created FROM graphs WHERE id = $1",
-      1, NULL, p.v, NULL, NULL, 0);
+      1, p.v);
   memset(out, 0, sizeof *out);
   int rc = BR_OK;
   if (PQresultStatus(r) != PGRES_TUPLES_OK)
@@ -737,7 +1026,8 @@ static int pg_graph_get(br_store *bs, int64_t id, const char *name, br_graph_row
 static int pg_graph_list(br_store *bs, int (*cb)(void *ud, br_graph_row *g), void *ud,
                          br_error *err) {
   pg_store *s = (pg_store *)bs;
-  PGresult *r = PQexec(s->conn, "SELECT id, name, version, json, created FROM graphs ORDER BY id");
+  PGresult *r =
+      exec(s, NULL, "SELECT id, name, version, json, created FROM graphs ORDER BY id", 0, NULL);
   if (PQresultStatus(r) != PGRES_TUPLES_OK) {
     br_error_set(err, BR_ESTORE, "postgres store: listing graphs: %s", res_msg(s, r));
     PQclear(r);
@@ -758,15 +1048,15 @@ static int pg_inv_query(br_store *bs, int64_t task_id, int (*cb)(void *ud, br_in
   params p;
   memset(&p, 0, sizeof p);
   p_i64(&p, 0, task_id);
-  PGresult *r = PQexecParams(
-      s->conn,
+  PGresult *r = exec(
+      s, NULL,
       task_id ? "SELECT id, task_id, node, attempt, status, exit_code, term_signal, runtime,"
                 " peak_rss_kb, log_path, log_tail, error, worker, started, ended FROM invocations"
                 " WHERE task_id = $1 ORDER BY id"
               : "SELECT id, task_id, node, attempt, status, exit_code, term_signal, runtime,"
                 " peak_rss_kb, log_path, log_tail, error, worker, started, ended FROM invocations"
                 " ORDER BY id",
-      task_id ? 1 : 0, NULL, p.v, NULL, NULL, 0);
+      task_id ? 1 : 0, p.v);
   if (PQresultStatus(r) != PGRES_TUPLES_OK) {
     br_error_set(err, BR_ESTORE, "postgres store: reading invocations: %s", res_msg(s, r));
     PQclear(r);
@@ -798,10 +1088,11 @@ static int pg_inv_query(br_store *bs, int64_t task_id, int (*cb)(void *ud, br_in
 
 static int pg_max_id(br_store *bs, int64_t *out, br_error *err) {
   pg_store *s = (pg_store *)bs;
-  PGresult *r = PQexec(s->conn,
-                       "SELECT greatest(coalesce((SELECT max(id) FROM tasks), 0),"
-                       " coalesce((SELECT max(id) FROM splits), 0),"
-                       " coalesce((SELECT max(id) FROM invocations), 0))");
+  PGresult *r = exec(s, NULL,
+                     "SELECT greatest(coalesce((SELECT max(id) FROM tasks), 0),"
+                     " coalesce((SELECT max(id) FROM splits), 0),"
+                     " coalesce((SELECT max(id) FROM invocations), 0))",
+                     0, NULL);
   int ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
   if (ok) *out = col_i64(r, 0, 0);
   else br_error_set(err, BR_ESTORE, "postgres store: reading ids: %s", res_msg(s, r));

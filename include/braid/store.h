@@ -122,6 +122,8 @@ typedef struct br_store_ops {
 struct br_store {
   const br_store_ops *ops;
   char *uri;
+  br_warn_fn *log; /* see br_store_set_log */
+  void *log_ud;
 };
 
 /* Opens the store named by uri (a path for SQLite, postgres://... ). */
@@ -129,6 +131,10 @@ int br_store_open(const char *uri, int flags, br_store **out, br_error *err);
 void br_store_close(br_store *s);
 /* See br_store_ops.lost; false when the back end has no such state. */
 bool br_store_lost(br_store *s);
+/* Where the store tells what an operator should know while it goes on by
+ * itself (PostgreSQL: a statement waiting for another session's lock, who
+ * holds it, and each retry after giving up waiting). fn may be NULL. */
+void br_store_set_log(br_store *s, br_warn_fn *fn, void *ud);
 void br_graph_row_free(br_graph_row *g);
 
 /* Thin wrappers over the ops, for tools. */

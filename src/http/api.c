@@ -1459,6 +1459,7 @@ int br_server_open(const br_server_opts *o, br_server **out, br_error *err) {
     json_object_set_new(s->settings, "groups", json_object());
   int rc = br_auth_open_warn(o->token_file, o->warn, o->warn_ud, &s->auth, err);
   if (!rc) rc = br_store_open(o->store, 0, &s->store, err);
+  if (!rc) br_store_set_log(s->store, o->warn, o->warn_ud); /* a wait for a lock, told */
   br_engine_opts eo = {.batch_ms = o->batch_ms};
   if (!rc && !(s->e = br_engine_open(s->store, &eo, err))) rc = err->code ? err->code : BR_ESTORE;
   if (rc) {

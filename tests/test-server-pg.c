@@ -1,0 +1,115 @@
+/* braid server on PostgreSQL, as a farm runs it: a real server process on a
+ * private cluster (pg_fixture.h), with what a database does to it under
+ * way: another session's lock. */
+#include <braid/store.h>
+#include <libpq-fe.h>
+#include <pthread.h>
+
+#include "farm-util.h"
+#include "pg_fixture.h"
+
+/* A server on the cluster's database, its files in a fresh folder; uri_opts
+ * are added to the store URI (libpq's, e.g. "&options=..."). */
+static void pg_farm_start(farm *f, pg_fixture *pg, const char *name, const char *uri_opts) {
+  char args[2048];
+  snprintf(args, sizeof args, "--store '%s%s' --poll-wait 1", pg->uri, uri_opts);
+  farm_start(f, name, args);
+}
+
+/* Task counts by state, read from the database. */
+static void pg_counts(pg_fixture *pg, int64_t counts[BR_TASK_NSTATES]) {
+  br_store *s;
+  br_error err;
+  CHECK(br_store_open(pg->uri, BR_STORE_READONLY, &s, &err) == BR_OK);
+  br_task_filter all = BR_TASK_FILTER_ALL;
+  CHECK(br_store_task_count(s, &all, counts, &err) == BR_OK);
+  br_store_close(s);
+}
+
+/* Waits up to secs for text in the farm's server log. */
+static bool log_has(farm *f, const char *text, double secs) {
+  char path[1024];
+  snprintf(path, sizeof path, "%s/server.log", f->dir);
+  for (double end = farm_now() + secs;; usleep(50000)) {
+    char *log = br_test_slurp(path);
+    bool found = strstr(log, text) != NULL;
+    free(log);
+    if (found || farm_now() >= end) return found;
+  }
+}
+
+/* A graph the server does alone (no agent): start spawns count children
+ * that pass a null node. */
+static json_t *engine_only_graph(const char *name, int count) {
+  char text[1024];
+  snprintf(text, sizeof text,
+           "{\"name\":\"%s\",\"start\":{\"node\":\"start\",\"attrs\":{}},"
+           "\"nodes\":[{\"name\":\"start\",\"type\":\"spawn\",\"params\":{\"count\":%d}},"
+           "{\"name\":\"pass\",\"type\":\"null\"}],"
+           "\"wires\":[[\"start.children\",\"pass\"]]}",
+           name, count);
+  json_error_t jerr;
+  json_t *g = json_loads(text, 0, &jerr);
+  CHECK(g != NULL);
+  return g;
+}
+
+typedef struct submission {
+  farm *f;
+  json_t *graph; /* stolen */
+  int status;
+} submission;
+
+static void *submit_main(void *arg) {
+  submission *s = arg;
+  json_t *body = json_pack("{sosiso}", "graph", s->graph, "priority", 0, "attrs", json_object());
+  s->status = farm_call(s->f, s->f->user, "POST", "/api/v1/submissions", body, NULL);
+  json_decref(body);
+  return NULL;
+}
+
+TEST(server_tells_who_holds_a_lock_and_goes_on_after_it) {
+  /* a session holding a lock on braid's tables (an admin's open
+   * transaction) made the server wait for ever, silently: its writes hung
+   * and nothing was logged */
+  pg_fixture pg;
+  pg_start(&pg, "lock-pg");
+  farm f;
+  pg_farm_start(&f, &pg, "lock-farm", "&options=-c%20lock_timeout%3D1500");
+  PGconn *holder = PQconnectdb(pg.uri);
+  CHECK(PQstatus(holder) == CONNECTION_OK);
+  PGresult *r = PQexec(holder, "SET application_name = 'dba-console';"
+                               "BEGIN; LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE");
+  CHECK(PQresultStatus(r) == PGRES_COMMAND_OK);
+  PQclear(r);
+  submission sub = {.f = &f, .graph = engine_only_graph("locked", 20)};
+  pthread_t th;
+  CHECK(pthread_create(&th, NULL, submit_main, &sub) == 0);
+  /* told within a bounded time, naming the holder */
+  char want[128];
+  snprintf(want, sizeof want, "for a lock held by pid %d (dba-console, user braid, idle in "
+                              "transaction, transaction open ", PQbackendPID(holder));
+  CHECK(log_has(&f, want, 5));
+  CHECK(log_has(&f, "LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE); after lock_timeout (1500ms)", 0));
+  /* it gave up waiting after lock_timeout, rolled back and tries again */
+  CHECK(log_has(&f, "postgres store: a batch of writes: ERROR:  canceling "
+                    "statement due to lock timeout; rolled back, nothing lost; trying again in ",
+                10));
+  CHECK(log_has(&f, "(retry 2)", 10)); /* and again, while the lock is held */
+  r = PQexec(holder, "COMMIT");
+  PQclear(r);
+  PQfinish(holder);
+  pthread_join(th, NULL);
+  CHECK_EQ_INT(sub.status, 201);
+  int64_t c[BR_TASK_NSTATES];
+  for (double end = farm_now() + 10; farm_now() < end; usleep(100000)) {
+    pg_counts(&pg, c);
+    if (c[BR_TASK_DONE] == 21) break;
+  }
+  CHECK_EQ_INT(c[BR_TASK_DONE], 21); /* the start task and its 20 children: nothing lost */
+  int64_t total = 0;
+  for (int i = 0; i < BR_TASK_NSTATES; i++) total += c[i];
+  CHECK_EQ_INT(total, 21); /* nor made twice */
+  farm_stop(&f);
+  pg_stop(&pg);
+}
