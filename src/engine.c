@@ -1043,15 +1043,21 @@ static inv_rec *inv_copy(const br_invocation *in) {
   return r;
 }
 
-/* Queues an owned copy of an invocation row for the next commit. */
-static void inv_row_add(br_engine *e, br_task *t, const char *status) {
-  inv_rec *r = t->inv;
+/* A cleared slot for an invocation row the next commit writes. */
+static br_inv_info *inv_row_slot(br_engine *e) {
   if (e->n_inv_rows == e->cap_inv_rows) {
     e->cap_inv_rows = e->cap_inv_rows ? e->cap_inv_rows * 2 : 64;
     e->inv_rows = xrealloc(e->inv_rows, e->cap_inv_rows * sizeof *e->inv_rows);
   }
   br_inv_info *i = &e->inv_rows[e->n_inv_rows++];
   memset(i, 0, sizeof *i);
+  return i;
+}
+
+/* Queues an owned copy of an invocation row for the next commit. */
+static void inv_row_add(br_engine *e, br_task *t, const char *status) {
+  inv_rec *r = t->inv;
+  br_inv_info *i = inv_row_slot(e);
   i->row.id = r->inv.id;
   i->row.task_id = t->id;
   i->row.node = i->buf[0] = xstrdup(task_node(t)->name);
@@ -1337,7 +1343,30 @@ static int adopt_one(br_engine *e, br_task *t) {
   return 1;
 }
 
-/* Tasks loaded running: adopted, or processed again. */
+/* An invocation row left "running" by an engine that stopped before its
+ * job ended: no report of it will come, so it is closed as lost (when it
+ * ended is not known: ended is when this engine found it). */
+static int close_cut_inv(void *ud, br_inv_info *i) {
+  br_engine *e = ud;
+  if (i->row.status && strcmp(i->row.status, "running") == 0) {
+    free(i->buf[1]);
+    i->row.status = i->buf[1] = xstrdup("lost");
+    free(i->buf[4]);
+    i->row.error = i->buf[4] = xstrdup("the braid run or server in charge of it stopped "
+                                       "(killed or crashed) before it ended");
+    i->row.exit_code = -1;
+    i->row.ended_ms = e->now_ms;
+    *inv_row_slot(e) = *i; /* the slot owns its strings now */
+  } else {
+    br_inv_info_free(i);
+  }
+  free(i);
+  return 0;
+}
+
+/* Tasks loaded running: adopted, or processed again. The rows of their cut
+ * attempts are closed in the commit that sends them round again, so the
+ * store never shows one without the other. */
 static void orphans_resolve(br_engine *e) {
   size_t n = e->n_orphans;
   int64_t *v = e->orphans;
@@ -1348,6 +1377,8 @@ static void orphans_resolve(br_engine *e) {
     br_task *t = task_find(e, v[i]);
     if (!t || t->state != BR_TASK_RUNNING || t->inv) continue;
     if (e->ex && e->exops->adopt && adopt_one(e, t)) continue;
+    br_error err = {0};
+    e->store->ops->inv_query(e->store, t->id, close_cut_inv, e, &err);
     t->flags |= F_RERUN;
     set_state(e, t, BR_TASK_WAITING);
   }

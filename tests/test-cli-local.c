@@ -523,6 +523,50 @@ TEST(jobs_die_when_braid_is_killed) {
   free(dir);
 }
 
+TEST(a_cut_attempt_is_closed_as_lost) {
+  /* braid run killed with -9 while its job ran: the next run ran the task
+   * again, but the cut attempt's row said "running" for ever (in show, log,
+   * the HTTP API and the web UI) */
+  char *dir = br_test_tmpdir("cli-cut");
+  br_test_put(dir, "g.json",
+              "{\"name\":\"g\",\"nodes\":[{\"name\":\"job\",\"type\":\"command\",\"params\":"
+              "{\"shell\":\"if [ -e cut ]; then exit 0; fi; touch cut; echo $$ > job.pid;"
+              " exec sleep 300\"}}]}");
+  pid_t run = start_braid(dir, "run g.json --quiet");
+  CHECK(wait_for_text(dir, "job.pid", "\n"));
+  pid_t job = read_pid(dir, "job.pid");
+  kill(run, SIGKILL);
+  waitpid(run, NULL, 0);
+  CHECK(br_test_pid_gone(job));
+  cres r = braid(dir, "run g.json --quiet");
+  CHECK_EQ_INT(r.code, 0);
+  cres_free(&r);
+  char store[1024];
+  snprintf(store, sizeof store, "%s/g.braid.db", dir);
+  br_store *s;
+  br_error err;
+  CHECK(br_store_open(store, BR_STORE_READONLY, &s, &err) == BR_OK);
+  inv_rows w = {0};
+  CHECK(br_store_inv_query(s, 1, collect_row, &w, &err) == BR_OK);
+  br_store_close(s);
+  CHECK_EQ_INT(w.n, 2);
+  const br_inv_row *cut = &w.v[0]->row, *again = &w.v[1]->row;
+  CHECK_EQ_STR(cut->status, "lost");
+  CHECK_EQ_INT(cut->attempt, 1);
+  CHECK(cut->started_ms > 0 && cut->ended_ms >= cut->started_ms);
+  CHECK_CONTAINS(cut->error, "stopped (killed or crashed) before it ended");
+  /* the cut attempt counts as one */
+  CHECK_EQ_STR(again->status, "ok");
+  CHECK_EQ_INT(again->attempt, 2);
+  for (int k = 0; k < w.n; k++) br_inv_info_free(w.v[k]), free(w.v[k]);
+  /* and braid log says how it ended, not "exit 0" */
+  r = braid(dir, "log 1 --all");
+  CHECK_EQ_INT(r.code, 0);
+  CHECK_CONTAINS(r.out, "attempt 1: lost (the braid run or server in charge of it stopped");
+  cres_free(&r);
+  free(dir);
+}
+
 /* ---- option parsing ---- */
 
 TEST(bad_options_and_stray_arguments_are_usage_errors) {

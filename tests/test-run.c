@@ -281,6 +281,7 @@ TEST(sigkill_then_resume) {
   check_movie(dir);
   inv_count after = invocations(dir);
   CHECK_EQ_INT(after.dup_ok, 0);
+  CHECK_EQ_INT(after.running, 0); /* the killed run's attempts were closed as lost */
   /* exactly the reference's tasks: no child spawned twice */
   char path[1024];
   snprintf(path, sizeof path, "%s/braid.db", dir);

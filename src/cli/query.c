@@ -355,6 +355,8 @@ int br_cli_log(int argc, char **argv) {
                (long long)(r->peak_rss_kb / 1024));
       else if (r->status && strcmp(r->status, "spawn_error") == 0)
         printf(" (it did not start: %s)", r->error ? r->error : "?");
+      else if (r->status && strcmp(r->status, "lost") == 0) /* no exit code either */
+        printf(" (%s)", r->error ? r->error : "no report of how it ended");
       else if (r->status && strcmp(r->status, "running") != 0 && r->term_signal)
         printf(" (killed by signal %d (%s) after %.2f s, %lld MB peak)", r->term_signal,
                strsignal(r->term_signal), r->runtime, (long long)(r->peak_rss_kb / 1024));
