@@ -113,3 +113,53 @@ TEST(server_tells_who_holds_a_lock_and_goes_on_after_it) {
   farm_stop(&f);
   pg_stop(&pg);
 }
+
+/* Lines in the file at path (0 when it is not there). */
+static int lines_in(const char *path) {
+  char *t = br_test_slurp(path);
+  int n = br_test_count(t, "\n");
+  free(t);
+  return n;
+}
+
+TEST(server_comes_back_by_itself_when_postgres_restarts) {
+  /* the server exited (status 1) when the database restarted under it,
+   * and the farm stood still until someone started it again */
+  pg_fixture pg;
+  pg_start(&pg, "restart-pg");
+  farm f;
+  pg_farm_start(&f, &pg, "restart-farm", "");
+  farm_agent(&f, "a1", "--slots 2");
+  int n = 12;
+  const char *job = "{\"shell\":\"sleep 0.4; echo x >> {out}/r-{index}.ran\"}";
+  farm_submit_graph(&f, farm_jobs_graph("r", n, job), json_pack("{ss}", "out", f.dir), 0, NULL);
+  int64_t c[BR_TASK_NSTATES];
+  for (double end = farm_now() + 20; farm_now() < end; usleep(50000)) {
+    pg_counts(&pg, c);
+    if (c[BR_TASK_DONE] >= 3) break;
+  }
+  CHECK(c[BR_TASK_DONE] >= 3 && c[BR_TASK_DONE] < n + 1); /* under way */
+  char cmd[2048];
+  snprintf(cmd, sizeof cmd, "'%s/pg_ctl' -D '%s/data' -m fast -w restart", pg.bin, pg.dir);
+  CHECK_EQ_INT(pg_sh(&pg, cmd), 0);
+  CHECK(log_has(&f, "braid: lost the connection to the store", 10));
+  for (double end = farm_now() + 60; farm_now() < end; usleep(100000)) {
+    pg_counts(&pg, c);
+    if (c[BR_TASK_DONE] == n + 1) break;
+  }
+  CHECK_EQ_INT(c[BR_TASK_DONE], n + 1);
+  CHECK(kill(f.server, 0) == 0); /* the same process */
+  CHECK(log_has(&f, "braid: serving again ", 0));
+  /* every job ran once: the stopping server acknowledged the reports, and
+   * handed out the work, of the batch that failed (the executor's last
+   * answers went out as 200 though nothing was committed), so a job ran
+   * twice ("the agent came back without this job") or a job the new
+   * engine numbered the same as a forgotten one was cancelled */
+  for (int i = 0; i < n; i++) {
+    char p[1024];
+    snprintf(p, sizeof p, "%s/r-%d.ran", f.dir, i);
+    CHECK_EQ_INT(lines_in(p), 1);
+  }
+  farm_stop(&f);
+  pg_stop(&pg);
+}

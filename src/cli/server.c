@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -69,6 +70,107 @@ static void on_signal(uv_signal_t *h, int signum) {
 }
 
 static void closed(uv_handle_t *h) { (void)h; }
+
+/* The first line of msg (libpq's run on over several), in buf. */
+static const char *first_line(const char *msg, char *buf, size_t size) {
+  snprintf(buf, size, "%s", msg);
+  buf[strcspn(buf, "\n")] = '\0';
+  return buf;
+}
+
+/* One life of the server: opens it, serves until it is stopped or its
+ * store is lost, closes it. *lost: the connection to the database went
+ * (it restarted, the network broke), so the engine stopped as it would for
+ * a restart; *port is where it listened. */
+static int serve(br_server_opts *so, const char *store, const char *url_file, int quiet,
+                 bool again, int *port, bool *lost) {
+  br_server *s;
+  br_error err;
+  char buf[1400];
+  if (br_server_open(so, &s, &err)) {
+    br_cli_errorf("%s", br_error_format(&err, buf, sizeof buf));
+    return BR_EXIT_FAILED;
+  }
+  the_server = s;
+  signal(SIGPIPE, SIG_IGN);
+  uv_loop_t *loop = br_engine_loop(br_server_engine(s));
+  uv_signal_init(loop, &sig_int);
+  uv_signal_init(loop, &sig_term);
+  uv_signal_start(&sig_int, on_signal, SIGINT);
+  uv_signal_start(&sig_term, on_signal, SIGTERM);
+  uv_unref((uv_handle_t *)&sig_int);
+  uv_unref((uv_handle_t *)&sig_term);
+  char url[512], host[300];
+  br_cli_client_host(so->listen, host, sizeof host);
+  *port = br_server_port(s);
+  snprintf(url, sizeof url, "%s://%s:%d", so->tls_cert ? "https" : "http", host, *port);
+  if (url_file) {
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", url_file);
+    FILE *f = fopen(tmp, "w");
+    if (!f || fprintf(f, "%s\n", url) < 0 || fclose(f) != 0 || rename(tmp, url_file) != 0)
+      br_cli_errorf("cannot write %s", url_file);
+  }
+  if (!quiet)
+    fprintf(stderr, "braid: serving %s%s on %s (the web UI: %s/)\n", again ? "again " : "", store,
+            url, url);
+  if (!quiet && so->depot_root)
+    fprintf(stderr, "braid: and the depot %s: braid push DIR %s%s/NAME\n", so->depot_root,
+            so->tls_cert ? "depots:" : "depot:", strchr(url, ':') + 1);
+  int rc = br_server_run(s, &err) ? BR_EXIT_FAILED : BR_EXIT_OK;
+  *lost = rc && br_store_lost(br_engine_store(br_server_engine(s)));
+  if (*lost)
+    fprintf(stderr,
+            "braid: lost the connection to the store (%s): stopping as a restart would (agents "
+            "keep their jobs, nothing committed is lost), then waiting for the database\n",
+            first_line(err.msg, buf, sizeof buf));
+  else if (rc)
+    br_cli_errorf("%s", br_error_format(&err, buf, sizeof buf));
+  uv_close((uv_handle_t *)&sig_int, closed);
+  uv_close((uv_handle_t *)&sig_term, closed);
+  br_server_close(s);
+  if (!quiet) fprintf(stderr, "braid: server stopped\n");
+  return rc;
+}
+
+static volatile sig_atomic_t stop_waiting;
+
+static void on_stop_signal(int signum) {
+  (void)signum;
+  stop_waiting = 1;
+}
+
+/* Waits for the database to take braid's connections again: tries at once,
+ * then after a pause of 1s doubling to 30s, a line each. False when SIGINT
+ * or SIGTERM stopped the wait (the server is closed: nothing to undo). */
+static bool wait_for_store(const char *uri) {
+  struct sigaction sa, old_int, old_term;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_stop_signal; /* no SA_RESTART: the signal ends the nap */
+  sigemptyset(&sa.sa_mask);
+  stop_waiting = 0;
+  sigaction(SIGINT, &sa, &old_int);
+  sigaction(SIGTERM, &sa, &old_term);
+  bool back = false;
+  for (int ms = 1000; !stop_waiting; ms = ms < 15000 ? ms * 2 : 30000) {
+    br_store *st;
+    br_error err;
+    if (br_store_open(uri, BR_STORE_READONLY, &st, &err) == BR_OK) {
+      br_store_close(st);
+      back = true;
+      break;
+    }
+    char line[1100];
+    fprintf(stderr, "braid: the store is not back (%s); trying again in %ds\n",
+            first_line(err.msg, line, sizeof line), ms / 1000);
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = 0};
+    nanosleep(&ts, NULL);
+  }
+  sigaction(SIGINT, &old_int, NULL);
+  sigaction(SIGTERM, &old_term, NULL);
+  if (back) fprintf(stderr, "braid: the store is back: starting again from it\n");
+  return back;
+}
 
 int br_cli_server(int argc, char **argv) {
   static const struct option opts[] = {
@@ -226,41 +328,24 @@ int br_cli_server(int argc, char **argv) {
                        .braid_exe = exe, .depot_root = depot_root,
                        .depot_cache = depot_cache, .warn = br_cli_warn,
                        .depot_log = br_cli_depot_log};
-  br_server *s;
-  char buf[1400];
-  if (br_server_open(&so, &s, &err)) {
-    br_cli_errorf("%s", br_error_format(&err, buf, sizeof buf));
-    goto free_paths;
+  char again_listen[400];
+  for (int round = 0;; round++) {
+    bool lost = false;
+    int port = 0;
+    rc = serve(&so, store, url_file, quiet, round > 0, &port, &lost);
+    if (!lost) break;
+    if (!wait_for_store(uri)) { /* stopped while waiting: as asked */
+      rc = BR_EXIT_OK;
+      break;
+    }
+    /* the same address, so that agents and clients find it again */
+    char host[300];
+    snprintf(host, sizeof host, "%s", listen);
+    char *colon = strrchr(host, ':');
+    if (colon) *colon = '\0';
+    snprintf(again_listen, sizeof again_listen, "%s:%d", host, port);
+    so.listen = again_listen;
   }
-  the_server = s;
-  signal(SIGPIPE, SIG_IGN);
-  uv_loop_t *loop = br_engine_loop(br_server_engine(s));
-  uv_signal_init(loop, &sig_int);
-  uv_signal_init(loop, &sig_term);
-  uv_signal_start(&sig_int, on_signal, SIGINT);
-  uv_signal_start(&sig_term, on_signal, SIGTERM);
-  uv_unref((uv_handle_t *)&sig_int);
-  uv_unref((uv_handle_t *)&sig_term);
-  char url[512], host[300];
-  br_cli_client_host(listen, host, sizeof host);
-  snprintf(url, sizeof url, "%s://%s:%d", cert ? "https" : "http", host, br_server_port(s));
-  if (url_file) {
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", url_file);
-    FILE *f = fopen(tmp, "w");
-    if (!f || fprintf(f, "%s\n", url) < 0 || fclose(f) != 0 || rename(tmp, url_file) != 0)
-      br_cli_errorf("cannot write %s", url_file);
-  }
-  if (!quiet) fprintf(stderr, "braid: serving %s on %s (the web UI: %s/)\n", store, url, url);
-  if (!quiet && depot_root)
-    fprintf(stderr, "braid: and the depot %s: braid push DIR %s%s/NAME\n", depot_root,
-            cert ? "depots:" : "depot:", strchr(url, ':') + 1);
-  rc = br_server_run(s, &err) ? BR_EXIT_FAILED : BR_EXIT_OK;
-  if (rc) br_cli_errorf("%s", br_error_format(&err, buf, sizeof buf));
-  uv_close((uv_handle_t *)&sig_int, closed);
-  uv_close((uv_handle_t *)&sig_term, closed);
-  br_server_close(s);
-  if (!quiet) fprintf(stderr, "braid: server stopped\n");
 free_paths:
   free(tokens);
   free(admin);
