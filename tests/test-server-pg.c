@@ -163,3 +163,32 @@ TEST(server_comes_back_by_itself_when_postgres_restarts) {
   farm_stop(&f);
   pg_stop(&pg);
 }
+
+TEST(second_server_on_a_database_is_refused_before_any_token) {
+  /* a second server on a database in use, started in another folder,
+   * printed "first start: an admin token is in ..." (and made one) before
+   * its refusal */
+  pg_fixture pg;
+  pg_start(&pg, "two-pg");
+  farm f;
+  pg_farm_start(&f, &pg, "two-farm", "");
+  char *other = br_test_tmpdir("two-other");
+  char cmd[4096];
+  snprintf(cmd, sizeof cmd,
+           "cd '%s' && timeout 20 '%s' server --listen 127.0.0.1:0 --store '%s' 2>&1; echo exit=$?",
+           other, farm_bin(), pg.uri);
+  char *out = farm_capture(cmd);
+  char want[64];
+  snprintf(want, sizeof want, "is in use by pid %d on host ", (int)f.server);
+  CHECK(strncmp(out, "braid: ", 7) == 0);
+  CHECK_CONTAINS(out, want);
+  CHECK(strstr(out, "admin token") == NULL);
+  CHECK(strstr(out, "serving") == NULL);
+  CHECK_CONTAINS(out, "exit=1");
+  free(out);
+  snprintf(cmd, sizeof cmd, "%s/farm.braid.admin-token", other);
+  CHECK(access(cmd, F_OK) != 0); /* none made */
+  free(other);
+  farm_stop(&f);
+  pg_stop(&pg);
+}

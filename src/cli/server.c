@@ -78,17 +78,56 @@ static const char *first_line(const char *msg, char *buf, size_t size) {
   return buf;
 }
 
+/* First start: someone must be able to get in. Made once the server is
+ * open, so that one refused (its store is in use) makes no token and says
+ * nothing of one; the server reads its token file again when it changes. */
+static int first_admin(const char *tokens, const char *admin, const char *store) {
+  br_error err;
+  br_auth *auth = NULL;
+  if (br_auth_open(tokens, &auth, &err)) {
+    br_cli_errorf("%s", err.msg);
+    return -1;
+  }
+  int rc = 0;
+  char *tok, id[17];
+  if (br_auth_count(auth) > 0) {
+    /* not the first start */
+  } else if (br_auth_create(auth, BR_ROLE_ADMIN, "first admin", &tok, id, &err)) {
+    br_cli_errorf("%s", err.msg);
+    rc = -1;
+  } else {
+    int fd = open(admin, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    int ok = fd >= 0 && dprintf(fd, "%s\n", tok) > 0 && fsync(fd) == 0;
+    if (fd >= 0) close(fd);
+    free(tok);
+    if (!ok) {
+      br_cli_errorf("cannot write the admin token to %s: %s", admin, strerror(errno));
+      rc = -1;
+    } else {
+      fprintf(stderr, "braid: first start: an admin token is in %s (mode 0600); make others with\n"
+                      "       braid token create --role agent|user|admin --store %s\n", admin,
+              store);
+    }
+  }
+  br_auth_close(auth);
+  return rc;
+}
+
 /* One life of the server: opens it, serves until it is stopped or its
  * store is lost, closes it. *lost: the connection to the database went
  * (it restarted, the network broke), so the engine stopped as it would for
  * a restart; *port is where it listened. */
-static int serve(br_server_opts *so, const char *store, const char *url_file, int quiet,
-                 bool again, int *port, bool *lost) {
+static int serve(br_server_opts *so, const char *store, const char *admin, const char *url_file,
+                 int quiet, bool again, int *port, bool *lost) {
   br_server *s;
   br_error err;
   char buf[1400];
   if (br_server_open(so, &s, &err)) {
     br_cli_errorf("%s", br_error_format(&err, buf, sizeof buf));
+    return BR_EXIT_FAILED;
+  }
+  if (!again && first_admin(so->token_file, admin, store)) { /* before the URL file is written */
+    br_server_close(s);
     return BR_EXIT_FAILED;
   }
   the_server = s;
@@ -289,32 +328,6 @@ int br_cli_server(int argc, char **argv) {
   char *settings = br_cli_store_side(side, ".farm.json");
   char uri[4200];
   snprintf(uri, sizeof uri, "%s%s", store, is_uri || strchr(store, '?') ? "" : "?sync=normal");
-  br_error err;
-  br_auth *auth = NULL;
-  if (br_auth_open(tokens, &auth, &err)) {
-    br_cli_errorf("%s", err.msg);
-    goto free_paths;
-  }
-  if (br_auth_count(auth) == 0) { /* first start: someone must be able to get in */
-    char *tok, id[17];
-    if (br_auth_create(auth, BR_ROLE_ADMIN, "first admin", &tok, id, &err)) {
-      br_cli_errorf("%s", err.msg);
-      br_auth_close(auth);
-      goto free_paths;
-    }
-    int fd = open(admin, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    int ok = fd >= 0 && dprintf(fd, "%s\n", tok) > 0 && fsync(fd) == 0;
-    if (fd >= 0) close(fd);
-    free(tok);
-    if (!ok) {
-      br_cli_errorf("cannot write the admin token to %s: %s", admin, strerror(errno));
-      br_auth_close(auth);
-      goto free_paths;
-    }
-    fprintf(stderr, "braid: first start: an admin token is in %s (mode 0600); make others with\n"
-                    "       braid token create --role agent|user|admin --store %s\n", admin, store);
-  }
-  br_auth_close(auth);
   char exe[PATH_MAX] = "";
   ssize_t en = readlink("/proc/self/exe", exe, sizeof exe - 1);
   exe[en > 0 ? en : 0] = '\0';
@@ -332,7 +345,7 @@ int br_cli_server(int argc, char **argv) {
   for (int round = 0;; round++) {
     bool lost = false;
     int port = 0;
-    rc = serve(&so, store, url_file, quiet, round > 0, &port, &lost);
+    rc = serve(&so, store, admin, url_file, quiet, round > 0, &port, &lost);
     if (!lost) break;
     if (!wait_for_store(uri)) { /* stopped while waiting: as asked */
       rc = BR_EXIT_OK;
@@ -346,7 +359,6 @@ int br_cli_server(int argc, char **argv) {
     snprintf(again_listen, sizeof again_listen, "%s:%d", host, port);
     so.listen = again_listen;
   }
-free_paths:
   free(tokens);
   free(admin);
   free(logs);
