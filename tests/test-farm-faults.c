@@ -508,19 +508,24 @@ TEST(farm_revoked_agent_token_stops_the_agent) {
   farm_stop(&f);
 }
 
-TEST(farm_agent_says_when_it_cannot_reach_the_server) {
-  /* nothing listens yet: one line says so (not one per try), and one line
-   * when the server is there */
-  farm f;
-  farm_start(&f, "farm-unreachable", "--poll-wait 1");
+/* A loopback port where nobody listens. */
+static int closed_port(void) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   struct sockaddr_in sa = {.sin_family = AF_INET};
   inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
   socklen_t sl = sizeof sa;
   CHECK(bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0);
   CHECK(getsockname(fd, (struct sockaddr *)&sa, &sl) == 0);
-  int port = ntohs(sa.sin_port);
-  close(fd); /* a port where nobody listens */
+  close(fd);
+  return ntohs(sa.sin_port);
+}
+
+TEST(farm_agent_says_when_it_cannot_reach_the_server) {
+  /* nothing listens yet: one line says so (not one per try), and one line
+   * when the server is there */
+  farm f;
+  farm_start(&f, "farm-unreachable", "--poll-wait 1");
+  int port = closed_port();
   char url[64];
   snprintf(url, sizeof url, "http://127.0.0.1:%d", port);
   farm_agent_as(&f, "far", "far", NULL, url, "--slots 1");
@@ -551,5 +556,46 @@ TEST(farm_agent_says_when_it_cannot_reach_the_server) {
   CHECK(reached);
   kill(s2, SIGTERM);
   farm_wait(s2);
+  farm_stop(&f);
+}
+
+TEST(farm_once_agent_gives_up_on_an_absent_server) {
+  /* a --once agent (a Slurm job's) tried for ever to reach a server that
+   * was not there, or had gone away after it took its job: it held its slot
+   * until killed. Now it gives up after --give-up, naming the server, exit 1 */
+  farm f;
+  farm_start(&f, "farm-give-up", "--poll-wait 1");
+  char url[64], want[320];
+  snprintf(url, sizeof url, "http://127.0.0.1:%d", closed_port());
+  pid_t a = farm_agent_as(&f, "none", "none", NULL, url, "--once --give-up 1");
+  CHECK_EQ_INT(exit_within(a, 20), 1);
+  f.agents[0] = 0;
+  char *log = agent_log(&f, "none");
+  snprintf(want, sizeof want, "braid: gave up: the server at %s could not be reached for 1 s", url);
+  CHECK_CONTAINS(log, want);
+  free(log);
+  /* the server goes away while the agent's one job runs: the job is let
+   * end, then its result has the bound to be reported */
+  pid_t b = farm_agent(&f, "once", "--once --give-up 1 --slots 1");
+  json_t *g = farm_jobs_graph("away", 1, "{\"shell\":\"sleep 2; echo x > {out}/ended\"}");
+  farm_submit_graph(&f, g, json_pack("{ss}", "out", f.dir), 0, NULL);
+  CHECK(wait_running(&f, 1, 30));
+  kill(f.server, SIGKILL);
+  farm_wait(f.server);
+  f.server = 0;
+  CHECK_EQ_INT(exit_within(b, 30), 1);
+  f.agents[1] = 0;
+  char ended[1024];
+  snprintf(ended, sizeof ended, "%s/ended", f.dir);
+  CHECK(access(ended, F_OK) == 0);
+  log = agent_log(&f, "once");
+  snprintf(want, sizeof want, "braid: gave up: the server at %s could not be reached", f.url);
+  CHECK_CONTAINS(log, want);
+  free(log);
+  /* a plain agent waits for its server: the option is refused there */
+  char cmd[1024];
+  snprintf(cmd, sizeof cmd, "'%s' agent --give-up 1 --server %s 2>/dev/null", farm_bin(), url);
+  int st = system(cmd);
+  CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 2);
   farm_stop(&f);
 }

@@ -36,6 +36,8 @@ typedef struct br_agent_opts {
   double grace;          /* SIGTERM to SIGKILL (0: 10 s) */
   bool once;             /* take one job, report it, and stop (a batch system's job) */
   double idle_exit;      /* with once: stop when no work came for this long (0: never) */
+  double give_up;        /* with once: stop with an error when the server has not answered
+                            for this long and no job runs here (0: never) */
   br_warn_fn *log;       /* told when the server cannot be reached (once, with why and
                             how often it tries again) and when it is reached again; may be
                             NULL. From the agent's threads. */

@@ -13,6 +13,10 @@
 #include "common.h"
 #include "remote.h"
 
+/* How long a --once agent (a batch job holding a slot) waits for a server
+ * that does not answer. */
+#define DEFAULT_GIVE_UP 120.0
+
 static void agent_usage(FILE *out) {
   fprintf(out,
           "usage: braid agent --server URL [--token TOKEN] [--id ID] [--slots N] [--cores N]\n"
@@ -36,7 +40,11 @@ static void agent_usage(FILE *out) {
           "  --ca FILE        verify an HTTPS server against this CA certificate\n"
           "  --once           take one job, report it, and exit (how a Slurm job of the\n"
           "                   slurm executor runs; its tag pins the job it takes)\n"
-          "  --idle-exit TIME with --once: exit when no work came for this long (30, 2m)\n\n"
+          "  --idle-exit TIME with --once: exit when no work came for this long (30, 2m)\n"
+          "  --give-up TIME   with --once: exit 1 when the server has not answered for this\n"
+          "                   long and no job runs here (default 2m; a job that runs is let\n"
+          "                   end, then its result has that long to be reported). Without\n"
+          "                   --once the agent waits for its server for ever\n\n"
           "Jobs get BRAID_WORKER (this agent's id) and CUDA_VISIBLE_DEVICES when they asked\n"
           "for GPUs. SIGINT or SIGTERM stops the agent: running jobs are killed and reported\n"
           "lost, so they run elsewhere, and it tells the server it leaves. It stops by itself\n"
@@ -73,6 +81,7 @@ int br_cli_agent(int argc, char **argv) {
       {"work-dir", required_argument, NULL, 'w'}, {"grace", required_argument, NULL, 'G'},
       {"ca", required_argument, NULL, 'C'},     {"help", no_argument, NULL, 'h'},
       {"once", no_argument, NULL, 'O'},         {"idle-exit", required_argument, NULL, 'I'},
+      {"give-up", required_argument, NULL, 'U'},
       {NULL, 0, NULL, 0},
   };
   br_agent_opts o = {.gpus = -1};
@@ -115,6 +124,9 @@ int br_cli_agent(int argc, char **argv) {
     case 'I':
       if ((o.idle_exit = br_cli_time_option("--idle-exit", optarg)) < 0) return BR_EXIT_USAGE;
       break;
+    case 'U':
+      if ((o.give_up = br_cli_time_option("--give-up", optarg)) < 0) return BR_EXIT_USAGE;
+      break;
     case 'T':
       if (ntags == 64 || !*optarg) {
         br_cli_errorf(ntags == 64 ? "at most 64 tags" : "--tag needs a name");
@@ -130,6 +142,11 @@ int br_cli_agent(int argc, char **argv) {
     agent_usage(stderr);
     return BR_EXIT_USAGE;
   }
+  if (o.give_up > 0 && !o.once) { /* a farm machine waits for its server */
+    br_cli_errorf("--give-up is for --once agents: a plain agent waits for its server");
+    return BR_EXIT_USAGE;
+  }
+  if (o.once && !o.give_up) o.give_up = DEFAULT_GIVE_UP;
   br_remote r;
   if (br_remote_open(&r, server, token)) return BR_EXIT_USAGE;
   char exe[PATH_MAX] = "";

@@ -27,7 +27,9 @@
  * the instance it follows ("previous"), so the server takes it at once
  * even when the dead one was between two polls. A refused registration or
  * token (401, 403: revoked) stops the agent with an error; asking again
- * would not help. A stopping agent reports its killed jobs, then leaves
+ * would not help; so does, for a --once agent only, a server that has not
+ * answered for give_up seconds while no job runs (see give_up_maybe). A
+ * stopping agent reports its killed jobs, then leaves
  * (the server gives it nothing more and runs what it did not report
  * elsewhere at once). */
 #include <braid/agent.h>
@@ -90,13 +92,17 @@ struct br_agent {
   br_warn_fn *log;   /* told when the server cannot be reached, and when it can again */
   void *log_ud;
   int reach;         /* the poll thread's: 0 not tried yet, 1 reached, -1 cannot reach */
+  int64_t unreached_ms;  /* the poll thread's: since when the server does not answer, or 0 */
+  char unreached_why[600]; /* the poll thread's: the last failed request's outcome */
   int cores, slots, gpus;
   int64_t memory_mb;
   json_t *tags;
   double grace;
   bool once, got_work;   /* one-shot: one job, then stop */
   double idle_exit;
+  double give_up;        /* once: stop when the server is away this long, idle (0: never) */
   int64_t start_ms;
+  int64_t idle_ms;       /* since when no job runs here (its start, or its last job's end) */
   uv_loop_t loop;
   uv_async_t async;
   const br_executor_ops *lops;
@@ -121,7 +127,9 @@ struct br_agent {
   bool announced; /* the server knows it stops (a report said "leaving") */
   pthread_t poll_th, report_th;
   bool threads;
-  char fatal[768]; /* why it stopped by itself (a refused registration or token), or "" */
+  char fatal[768]; /* why it stopped by itself (a refused registration or token, or a
+                      --once agent gave up on its server), or "" */
+  int fatal_code;
 };
 
 void br_agent_stop(br_agent *a);
@@ -393,6 +401,7 @@ static void ev_done(void *ud, const br_inv_result *r) {
   j->done = true;
   j->done_seq = push_event(a, ev, j->id, false);
   release(a, j);
+  a->idle_ms = now_ms();
   a->released_seq = j->done_seq; /* polls say so: their free counts it already */
   pthread_mutex_unlock(&a->mu);
   check_finish(a);
@@ -569,6 +578,7 @@ static json_t *held_list(br_agent *a) { /* lock held */
 static void refused(br_agent *a, const char *what, int st, const json_t *ans) {
   pthread_mutex_lock(&a->mu);
   if (!a->fatal[0]) {
+    a->fatal_code = BR_EAUTH;
     if (st == 401 || st == 403)
       snprintf(a->fatal, sizeof a->fatal,
                "the server refused the agent's token (revoked?): HTTP %d on %s: %s", st, what,
@@ -585,22 +595,59 @@ static void refused(br_agent *a, const char *what, int st, const json_t *ans) {
  * it answers again: one line each way, not one per try. st is a request's
  * outcome (an HTTP status, or negative when nothing came back). */
 static void reached(br_agent *a, int st, const br_error *err, const json_t *ans) {
-  if (st == BR_ECANCEL || !a->log) return;
+  if (st == BR_ECANCEL) return;
   bool ok = st > 0 && st < 500;
-  char msg[1200];
+  if (ok) {
+    a->unreached_ms = 0;
+  } else {
+    if (!a->unreached_ms) a->unreached_ms = now_ms();
+    if (st < 0) snprintf(a->unreached_why, sizeof a->unreached_why, "%.500s", err->msg);
+    else
+      snprintf(a->unreached_why, sizeof a->unreached_why, "HTTP %d: %.500s", st,
+               br_http_error_message(ans, st));
+  }
+  if (!a->log) return;
+  char msg[1200], until[96] = "";
+  if (a->once && a->give_up > 0)
+    snprintf(until, sizeof until, ", for %g s at most (--give-up)", a->give_up);
   if (!ok && a->reach >= 0) {
     if (st < 0)
-      snprintf(msg, sizeof msg, "cannot reach the server at %s: %s; trying again every 2 s",
-               a->server, err->msg);
+      snprintf(msg, sizeof msg, "cannot reach the server at %s: %s; trying again every 2 s%s",
+               a->server, err->msg, until);
     else
-      snprintf(msg, sizeof msg, "the server at %s answers HTTP %d: %s; trying again every 2 s",
-               a->server, st, br_http_error_message(ans, st));
+      snprintf(msg, sizeof msg, "the server at %s answers HTTP %d: %s; trying again every 2 s%s",
+               a->server, st, br_http_error_message(ans, st), until);
     a->log(a->log_ud, msg);
   } else if (ok && a->reach < 0) {
     snprintf(msg, sizeof msg, "reached the server at %s", a->server);
     a->log(a->log_ud, msg);
   }
   a->reach = ok ? 1 : -1;
+}
+
+/* A --once agent (a batch system's job) does not hold its slot for ever for
+ * a server that is not there or went away: once the server has not answered
+ * for give_up seconds while no job runs here, it stops with an error (a plain
+ * agent waits: a farm machine waits for its server). A running job is let
+ * end (the server may be back by then), and its result then has the whole
+ * bound to be reported. Poll thread; true when it gave up. */
+static bool give_up_maybe(br_agent *a) {
+  if (!a->once || a->give_up <= 0 || !a->unreached_ms) return false;
+  pthread_mutex_lock(&a->mu);
+  bool busy = false;
+  ajob *j, *tmp;
+  HASH_ITER(hh, a->jobs, j, tmp) busy |= !j->done;
+  int64_t since = a->unreached_ms > a->idle_ms ? a->unreached_ms : a->idle_ms;
+  bool give = !busy && now_ms() - since >= (int64_t)(a->give_up * 1000);
+  if (give && !a->fatal[0]) {
+    a->fatal_code = BR_ENET;
+    snprintf(a->fatal, sizeof a->fatal,
+             "gave up: the server at %.200s could not be reached for %g s (--give-up): %.400s",
+             a->server, a->give_up, a->unreached_why);
+  }
+  pthread_mutex_unlock(&a->mu);
+  if (give) br_agent_stop(a);
+  return give;
 }
 
 static bool do_register(br_agent *a, br_http_client *c) {
@@ -699,6 +746,8 @@ static void *poll_main(void *ud) {
       br_http_client_set_timeout(c, 30);
       if (do_register(a, c)) {
         backoff = 100;
+      } else if (give_up_maybe(a)) {
+        break;
       } else {
         pthread_mutex_lock(&a->mu);
         if (!a->stop) nap(a, backoff);
@@ -747,6 +796,9 @@ static void *poll_main(void *ud) {
       pthread_mutex_lock(&a->mu);
       a->need_register = true;
       pthread_mutex_unlock(&a->mu);
+    } else if (give_up_maybe(a)) {
+      json_decref(ans);
+      break;
     } else if (!__atomic_load_n(&a->stop, __ATOMIC_ACQUIRE)) { /* the server is away: again soon */
       pthread_mutex_lock(&a->mu);
       nap(a, backoff);
@@ -931,7 +983,8 @@ int br_agent_open(const br_agent_opts *o, br_agent **out, br_error *err) {
   a->grace = o->grace;
   a->once = o->once;
   a->idle_exit = o->idle_exit;
-  a->start_ms = now_ms();
+  a->give_up = o->give_up;
+  a->start_ms = a->idle_ms = now_ms();
   a->tags = json_array();
   for (size_t i = 0; o->tags && o->tags[i]; i++) json_array_append_new(a->tags, json_string(o->tags[i]));
   if (o->work_dir && *o->work_dir) {
@@ -1009,7 +1062,7 @@ int br_agent_run(br_agent *a, br_error *err) {
   pthread_mutex_unlock(&a->mu);
   pthread_join(a->report_th, NULL);
   a->threads = false;
-  if (a->fatal[0]) return br_error_set(err, BR_EAUTH, "%s", a->fatal);
+  if (a->fatal[0]) return br_error_set(err, a->fatal_code, "%s", a->fatal);
   leave(a);
   return BR_OK;
 }
