@@ -343,6 +343,23 @@ static void flush_deferred(br_executor *ex) {
   }
 }
 
+/* Stopping: an answer still waiting here was made after the last commit,
+ * or its commit failed (the engine's last commit, when it succeeds, flushes
+ * them: agent_committed), so what it says (a report taken, work handed out)
+ * is not in the store. None is given: the agent sends its report again, and
+ * asks for work, at the next server. */
+static void drop_deferred(br_executor *ex) {
+  deferred *d = ex->def_head;
+  ex->def_head = ex->def_tail = NULL;
+  while (d) {
+    deferred *n = d->next;
+    json_decref(d->body);
+    d->fn(d->ud, 503, error_body("the server stopped before this was durable"));
+    free(d);
+    d = n;
+  }
+}
+
 /* ---- counters: limits, nodes, groups ---- */
 
 static counter *counter_get(counter **h, const char *name, bool create) {
@@ -1446,7 +1463,7 @@ static void timer_closed(uv_handle_t *h) { free(h->data); }
 static void agent_destroy(br_executor *ex) {
   if (!ex) return;
   ex->stopping = true;
-  flush_deferred(ex);
+  drop_deferred(ex);
   while (ex->waiting_head)
     poll_answer_now(ex, ex->waiting_head, 503, error_body("the server is stopping"));
   job *j, *jt;

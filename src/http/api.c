@@ -67,7 +67,6 @@ struct br_server {
   json_t *cli_limits;
   pthread_rwlock_t life;
   bool closing;
-  bool failed; /* the engine stopped on a store error: its last batch is not durable */
   atomic_bool dead;
   int64_t started_ms;
   /* read-only stores */
@@ -1273,15 +1272,6 @@ static void work_sent(void *ud, bool delivered) {
 
 static void farm_answer(void *ud, unsigned status, json_t *body) {
   farm_req *fr = ud;
-  if (fr->s->failed && status == 200) {
-    /* answered as the executor closes, after a commit that failed: what it
-     * says (a report taken, work handed out) is not in the store. The agent
-     * sends its report again, and gets its work, from the next server. */
-    json_decref(body);
-    br_http_reply_error(fr->rq, 503, "the server lost its store before this was durable");
-    free(fr);
-    return;
-  }
   json_t *work = json_object_get(body, "work");
   sent_work *w = json_array_size(work) ? calloc(1, sizeof *w) : NULL;
   if (w) {
@@ -1542,9 +1532,7 @@ br_engine *br_server_engine(br_server *s) { return s->e; }
 
 int br_server_run(br_server *s, br_error *err) {
   int rc = br_engine_serve(s->e, err);
-  if (rc == BR_ECANCEL) return BR_OK;
-  s->failed = rc != BR_OK;
-  return rc;
+  return rc == BR_ECANCEL ? BR_OK : rc;
 }
 
 static void stop_fn(br_engine *e, void *ud) {
