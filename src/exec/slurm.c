@@ -41,7 +41,10 @@
  *               (default /dev/null; e.g. "/shared/logs/braid-%A_%a.out")
  *   cancel_on_stop  stopping cancels the jobs (default true; a server
  *               sets false: its jobs go on and report to the next server)
- *   idle_exit   seconds a job's agent waits for its work (default 300)
+ *   idle_exit   seconds a job's agent waits for its work, and for a server
+ *               that does not answer (its --give-up), before and after its
+ *               job: a braid restarted within it still gets the result
+ *               (default 300)
  *   state_dir   where the jobs' token is kept (mode 0700), so that jobs
  *               still running when braid restarts report to the next one
  *               (default: a private folder, a new token each run)
@@ -615,7 +618,8 @@ static char *script_of(br_executor *ex, batch *b) {
       "\nexport BRAID_TOKEN\nw=\"${TMPDIR:-/tmp}/braid-slurm-${SLURM_JOB_ID:-$$}\"\n"
       "trap 'rm -rf \"$w\"' EXIT\ntrap 'exit 143' TERM\ntrap 'exit 130' INT\ntrap 'exit 129' HUP\n");
   sq(&s, &len, &cap, ex->braid);
-  app(&s, &len, &cap, " agent --once --idle-exit %g --server ", ex->idle_exit);
+  app(&s, &len, &cap, " agent --once --idle-exit %g --give-up %g --server ", ex->idle_exit,
+      ex->idle_exit);
   sq(&s, &len, &cap, ex->url);
   app(&s, &len, &cap,
       " --id \"slurm-${SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}_${SLURM_ARRAY_TASK_ID:-0}\""
