@@ -738,10 +738,10 @@ TEST(tight_memory_bound_still_works) {
 }
 
 /* With the default options a push keeps 16 requests in flight and a pull
- * at most 8 (BR_XFER_PUSH_PARALLEL, BR_XFER_PULL_PARALLEL): through a proxy
+ * at most 4 (BR_XFER_PUSH_PARALLEL, BR_XFER_PULL_PARALLEL): through a proxy
  * that adds 40 ms to each round trip, one file to a request, each opens a
  * connection for each request in flight. */
-TEST(push_keeps_16_requests_in_flight_and_pull_8) {
+TEST(push_keeps_16_requests_in_flight_and_pull_4) {
   char *tmp = br_test_tmpdir("xfer-pp-inflight");
   xu_depot x;
   xu_depot_start(&x, tmp);

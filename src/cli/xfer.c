@@ -343,7 +343,7 @@ static const char *common_help =
     "  --token TOKEN       the depot token itself\n"
     "  --token-env NAME    the depot token is in the environment variable NAME\n"
     "  --ca FILE           HTTPS (depots://): a private CA's certificate (or BRAID_CA)\n"
-    "  -j, --parallel N    requests in flight (default: push 16, pull 8; fewer when\n"
+    "  -j, --parallel N    requests in flight (default: push 16, pull 4; fewer when\n"
     "                      --max-memory does not hold that many)\n"
     "  --bwlimit RATE      bytes per second over all transfers, e.g. 20M\n"
     "  --max-memory SIZE   bound on buffered data (default 256M)\n"

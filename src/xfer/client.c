@@ -16,7 +16,7 @@
 
 void br_xfer_opts_init(br_xfer_opts *o) {
   memset(o, 0, sizeof *o);
-  o->parallel = 0; /* push 16, pull 8 (BR_XFER_PUSH_PARALLEL, BR_XFER_PULL_PARALLEL) */
+  o->parallel = 0; /* push 16, pull 4 (BR_XFER_PUSH_PARALLEL, BR_XFER_PULL_PARALLEL) */
   o->max_memory = 256 * 1024 * 1024;
   o->bundle_bytes = 8 * 1024 * 1024;
   o->small_file = 1024 * 1024;
