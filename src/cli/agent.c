@@ -54,17 +54,15 @@ static void agent_usage(FILE *out) {
 }
 
 static br_agent *the_agent;
-static uv_signal_t sig_int, sig_term;
+static uv_signal_t stop_signals[2];
 
 static void on_signal(uv_signal_t *h, int signum) {
   (void)h;
   (void)signum;
   br_agent_stop(the_agent);
-  uv_signal_stop(&sig_int);
-  uv_signal_stop(&sig_term);
+  uv_signal_stop(&stop_signals[0]);
+  uv_signal_stop(&stop_signals[1]);
 }
-
-static void closed(uv_handle_t *h) { (void)h; }
 
 /* The agent's news about its server (cannot reach it, reached it). */
 static void agent_log(void *ud, const char *msg) {
@@ -168,18 +166,12 @@ int br_cli_agent(int argc, char **argv) {
   the_agent = a;
   signal(SIGPIPE, SIG_IGN);
   uv_loop_t *loop = br_agent_loop(a);
-  uv_signal_init(loop, &sig_int);
-  uv_signal_init(loop, &sig_term);
-  uv_signal_start(&sig_int, on_signal, SIGINT);
-  uv_signal_start(&sig_term, on_signal, SIGTERM);
-  uv_unref((uv_handle_t *)&sig_int);
-  uv_unref((uv_handle_t *)&sig_term);
+  br_cli_catch_stop(loop, stop_signals, on_signal, NULL);
   fprintf(stderr, "braid: agent working for %s\n", r.server);
   br_error_clear(&err);
   int rc = br_agent_run(a, &err);
   if (rc) br_cli_errorf("%s", err.msg);
-  uv_close((uv_handle_t *)&sig_int, closed);
-  uv_close((uv_handle_t *)&sig_term, closed);
+  br_cli_release_stop(stop_signals);
   br_agent_close(a);
   br_remote_close(&r);
   fprintf(stderr, "braid: agent stopped\n");

@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <stdbool.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -323,4 +324,21 @@ int br_cli_parse_cache_size(const char *s, int64_t *out) {
   if (v < 0) return -1;
   *out = v ? v : -1; /* 0 on the command line is none: br_depot_opts.cache's -1 */
   return 0;
+}
+
+void br_cli_catch_stop(uv_loop_t *loop, uv_signal_t stop[2], uv_signal_cb cb, void *data) {
+  static const int signums[2] = {SIGINT, SIGTERM};
+  for (int i = 0; i < 2; i++) {
+    uv_signal_init(loop, &stop[i]);
+    stop[i].data = data;
+    uv_signal_start(&stop[i], cb, signums[i]);
+    uv_unref((uv_handle_t *)&stop[i]);
+  }
+}
+
+static void stop_closed(uv_handle_t *h) { (void)h; }
+
+void br_cli_release_stop(uv_signal_t stop[2]) {
+  uv_close((uv_handle_t *)&stop[0], stop_closed);
+  uv_close((uv_handle_t *)&stop[1], stop_closed);
 }

@@ -5,6 +5,7 @@
 #include <braid/graph.h>
 #include <braid/store.h>
 #include <jansson.h>
+#include <uv.h>
 
 #include "cli.h"
 
@@ -71,5 +72,11 @@ int br_cli_parse_cache_size(const char *s, int64_t *out);
 int br_cli_slurm_option(int c, const char *arg, json_t *opts);
 /* Their --help text. */
 extern const char br_cli_slurm_help[];
+
+/* Ctrl-C and SIGTERM call cb on loop (stop[0] SIGINT, stop[1] SIGTERM, each
+ * with data); the handles keep nothing alive (uv_unref). */
+void br_cli_catch_stop(uv_loop_t *loop, uv_signal_t stop[2], uv_signal_cb cb, void *data);
+/* Closes them (they end on the loop's next turn). */
+void br_cli_release_stop(uv_signal_t stop[2]);
 
 #endif

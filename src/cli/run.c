@@ -60,7 +60,7 @@ typedef struct runview {
   int interrupts;
   double t0, last_line;
   int lines_drawn;
-  uv_signal_t sigint, sigterm;
+  uv_signal_t stop[2]; /* SIGINT, SIGTERM */
   uv_timer_t timer;
 } runview;
 
@@ -137,13 +137,7 @@ static void view_start(runview *v, br_engine *e, int64_t gid, int quiet) {
   v->tty = !quiet && isatty(2);
   v->t0 = v->last_line = mono();
   uv_loop_t *loop = br_engine_loop(e);
-  uv_signal_init(loop, &v->sigint);
-  uv_signal_init(loop, &v->sigterm);
-  v->sigint.data = v->sigterm.data = v;
-  uv_signal_start(&v->sigint, on_signal, SIGINT);
-  uv_signal_start(&v->sigterm, on_signal, SIGTERM);
-  uv_unref((uv_handle_t *)&v->sigint);
-  uv_unref((uv_handle_t *)&v->sigterm);
+  br_cli_catch_stop(loop, v->stop, on_signal, v);
   uv_timer_init(loop, &v->timer);
   v->timer.data = v;
   if (!quiet) uv_timer_start(&v->timer, on_timer, v->tty ? 250 : 1000, v->tty ? 250 : 1000);
@@ -154,8 +148,7 @@ static void view_stop(runview *v, int quiet) {
   if (!quiet) draw(v, 1);
   uv_timer_stop(&v->timer);
   uv_close((uv_handle_t *)&v->timer, close_cb);
-  uv_close((uv_handle_t *)&v->sigint, close_cb);
-  uv_close((uv_handle_t *)&v->sigterm, close_cb);
+  br_cli_release_stop(v->stop);
 }
 
 /* Whether a process listens on the socket base/dir/name: a run's own

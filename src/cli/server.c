@@ -60,7 +60,7 @@ static void server_usage(FILE *out) {
           br_cli_slurm_help);
 }
 
-static uv_signal_t sig_int, sig_term;
+static uv_signal_t stop_signals[2];
 static br_server *the_server;
 
 static void on_signal(uv_signal_t *h, int signum) {
@@ -68,8 +68,6 @@ static void on_signal(uv_signal_t *h, int signum) {
   (void)signum;
   br_server_stop(the_server);
 }
-
-static void closed(uv_handle_t *h) { (void)h; }
 
 /* The first line of msg (libpq's run on over several), in buf. */
 static const char *first_line(const char *msg, char *buf, size_t size) {
@@ -133,12 +131,7 @@ static int serve(br_server_opts *so, const char *store, const char *admin, const
   the_server = s;
   signal(SIGPIPE, SIG_IGN);
   uv_loop_t *loop = br_engine_loop(br_server_engine(s));
-  uv_signal_init(loop, &sig_int);
-  uv_signal_init(loop, &sig_term);
-  uv_signal_start(&sig_int, on_signal, SIGINT);
-  uv_signal_start(&sig_term, on_signal, SIGTERM);
-  uv_unref((uv_handle_t *)&sig_int);
-  uv_unref((uv_handle_t *)&sig_term);
+  br_cli_catch_stop(loop, stop_signals, on_signal, NULL);
   char url[512], host[300];
   br_cli_client_host(so->listen, host, sizeof host);
   *port = br_server_port(s);
@@ -165,8 +158,7 @@ static int serve(br_server_opts *so, const char *store, const char *admin, const
             first_line(err.msg, buf, sizeof buf));
   else if (rc)
     br_cli_errorf("%s", br_error_format(&err, buf, sizeof buf));
-  uv_close((uv_handle_t *)&sig_int, closed);
-  uv_close((uv_handle_t *)&sig_term, closed);
+  br_cli_release_stop(stop_signals);
   br_server_close(s);
   if (!quiet) fprintf(stderr, "braid: server stopped\n");
   return rc;
