@@ -32,10 +32,10 @@ extern "C" {
  * 0.88-0.96 s). A pull keeps fewer: its responses are written by threads
  * of its own, and more of them at once only shared the same cores: with 4
  * rather than 8, 10,000 files of 64 KiB over loopback took 0.875 s against
- * 0.91 s and 0.93 s against 0.975 s (medians of 6, alternated), the depot
- * used 15% less CPU and the pull 93 MB of memory, not 131 MB; 100 files of
- * 10 MB took the same time (1.39 s against 1.45 s). Bundles are cut so that
- * each connection has two, so 4 still keeps a link of 30 ms busy. */
+ * 0.91 s and 0.93 s against 0.975 s (medians of 6, alternated), and the
+ * pull 93 MB of memory, not 131 MB; 100 files of 10 MB took the same time
+ * (1.39 s against 1.45 s). Bundles are cut so that each connection has
+ * two, so 4 still keeps a link of 30 ms busy. */
 #define BR_XFER_PUSH_PARALLEL 16
 #define BR_XFER_PULL_PARALLEL 4
 #define BR_XFER_DIGEST_LEN 32                /* SHA-256 */
