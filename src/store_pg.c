@@ -40,7 +40,7 @@
 #include "fs.h"
 
 /* A write queued in a batch, kept to be sent again if the batch has to be. */
-typedef struct sent {
+typedef struct kept {
   const char *name; /* the prepared statement's (static) */
   int n;
   char **v;         /* owned copies of the parameters */
@@ -50,7 +50,6 @@ typedef struct pg_store {
   br_store base;
   PGconn *conn;
   PGconn *watch;   /* a second connection: who blocks conn (opened when needed) */
-  char *conninfo;
   int readonly;
   int in_batch;
   int queued;      /* results to read at commit */
@@ -156,12 +155,12 @@ static PGconn *connect_as(const char *conninfo, const char *app) {
  * (the waiting one cannot ask). Nothing when nobody does: the statement was
  * merely slow. */
 static void tell_blockers(pg_store *s, int64_t waited_ms) {
-  if (!s->base.log) return;
+  if (!s->base.log || !s->base.uri) return; /* both set once the store is open */
   if (s->watch && PQstatus(s->watch) != CONNECTION_OK) {
     PQfinish(s->watch);
     s->watch = NULL;
   }
-  if (!s->watch) s->watch = connect_as(s->conninfo, "braid (lock watch)");
+  if (!s->watch) s->watch = connect_as(s->base.uri, "braid (lock watch)");
   char pid[16];
   snprintf(pid, sizeof pid, "%d", PQbackendPID(s->conn));
   const char *v[] = {pid};
@@ -431,7 +430,6 @@ static void pg_close(br_store *bs) {
   if (s->watch) PQfinish(s->watch);
   forget(s);
   free(s->batch);
-  free(s->conninfo);
   free(s);
 }
 
@@ -469,11 +467,6 @@ static int pg_open(const char *uri, int flags, br_store **out, br_error *err) {
   extern const br_store_ops br_store_postgres;
   s->base.ops = &br_store_postgres;
   s->readonly = (flags & BR_STORE_READONLY) != 0;
-  s->conninfo = strdup(uri);
-  if (!s->conninfo) {
-    free(s);
-    return br_error_set(err, BR_ENOMEM, "out of memory");
-  }
   s->conn = connect_as(uri, "braid");
   if (PQstatus(s->conn) != CONNECTION_OK) {
     pgerr(s, err, "cannot connect");
