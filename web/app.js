@@ -99,11 +99,15 @@ function table(head, rows) {
     el('tbody', {}, rows));
 }
 
+/* Counts by state: their sum, and as words ("queued 3, done 12"). */
+const countsTotal = (counts) => STATES.reduce((n, s) => n + (counts[s] || 0), 0);
+const countsText = (counts) => STATES.filter((s) => counts[s])
+  .map((s) => s + ' ' + counts[s]).join(', ');
+
 /* A state bar: one coloured part per state, as wide as its share. */
 function stateBar(counts) {
-  const total = STATES.reduce((n, s) => n + (counts[s] || 0), 0);
-  const bar = el('div', { class: 'bar', title: STATES.filter((s) => counts[s])
-    .map((s) => s + ' ' + counts[s]).join(', ') });
+  const total = countsTotal(counts);
+  const bar = el('div', { class: 'bar', title: countsText(counts) });
   for (const s of STATES) {
     if (!counts[s]) continue;
     const part = el('span', { class: 'st-' + s });
@@ -245,7 +249,7 @@ function diagram(g, counts, graphId) {
   });
   const boxes = nodes.map((n) => {
     const c = counts[n.name] || {};
-    const total = STATES.reduce((t, s) => t + (c[s] || 0), 0);
+    const total = countsTotal(c);
     const x = cx(n.name) - BOX_W / 2, y = top(n.name);
     const parts = [];
     let at = 0;
@@ -256,7 +260,7 @@ function diagram(g, counts, graphId) {
         class: 'st-' + s }));
       at += w;
     }
-    const said = STATES.filter((s) => c[s]).map((s) => s + ' ' + c[s]).join(', ');
+    const said = countsText(c);
     const name = n.name.length > 21 ? n.name.slice(0, 20) + '\u2026' : n.name;
     const busy = ['running', 'queued', 'error'].filter((s) => c[s]).map((s) => c[s] + ' ' + s);
     const go = () => { location.hash = '#/tasks?graph=' + graphId + '&node=' +
