@@ -11,8 +11,9 @@
 /* A server on the cluster's database, its files in a fresh folder; uri_opts
  * are added to the store URI (libpq's, e.g. "&options=..."). */
 static void pg_farm_start(farm *f, pg_fixture *pg, const char *name, const char *uri_opts) {
-  char args[2048];
-  snprintf(args, sizeof args, "--store '%s%s' --poll-wait 1", pg->uri, uri_opts);
+  char args[1024];
+  int n = snprintf(args, sizeof args, "--store '%s%s' --poll-wait 1", pg->uri, uri_opts);
+  if (n < 0 || (size_t)n >= sizeof args) br_test_fail(__FILE__, __LINE__, "store URI too long: %s", pg->uri);
   farm_start(f, name, args);
 }
 
