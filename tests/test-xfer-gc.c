@@ -706,8 +706,11 @@ TEST(depot_rm_and_gc_from_the_library_over_http) {
                       "free 21000 bytes; ");
   CHECK_CONTAINS(log, "gc (grace 3600 s): 0 objects removed, 0 bytes freed; packs: 0 removed, 0 "
                       "rewritten; 7 unnamed kept as younger than the grace (from 127.0.0.1)\n");
-  CHECK_CONTAINS(log, "gc (grace 0 s): 7 objects removed, 21000 bytes freed; packs: 1 removed, 0 "
-                      "rewritten; 0 unnamed kept as younger than the grace (from 127.0.0.1)\n");
+  /* v1's 7 chunks: in one pack, or two when its first question went
+   * before all 10 files were hashed (ASK_WAIT, on a busy machine) */
+  CHECK_CONTAINS(log, "gc (grace 0 s): 7 objects removed, 21000 bytes freed; packs: ");
+  CHECK_CONTAINS(log, " removed, 0 rewritten; 0 unnamed kept as younger than the grace (from "
+                      "127.0.0.1)\n");
   free(log);
   /* a cancel before the call sends nothing: v2 stays (pulled below) */
   volatile sig_atomic_t stop = 1;

@@ -939,6 +939,103 @@ TEST(pull_with_an_fsync_per_file) {
   xu_done(tmp);
 }
 
+/* Rewrites change_me with other bytes of the same size once a push has
+ * asked the depot what it lacks (phase "compare": the hash cache knew
+ * every file, so nothing was read yet). */
+static void change_file_while_comparing(const br_xfer_progress *p, void *ud) {
+  (void)ud;
+  if (change_me && strcmp(p->phase, "compare") == 0) {
+    char other[20000];
+    memset(other, 'x', sizeof other);
+    xu_write_file(change_me, other, sizeof other);
+    free(change_me);
+    change_me = NULL;
+  }
+}
+
+TEST(file_known_to_the_hash_cache_changed_before_it_is_read_is_reported) {
+  /* The hash cache knows every file (pushed to another depot before), so
+   * the files are read only once this depot says it lacks them, by the
+   * reading threads; one changed meanwhile, to other bytes of the same
+   * size: the push says so and commits nothing. */
+  char *tmp = br_test_tmpdir("xfer-pp-warm-changed");
+  char *tmp1 = xu_path(tmp, "one"), *tmp2 = xu_path(tmp, "two");
+  CHECK_EQ_INT(mkdir(tmp1, 0755), 0);
+  CHECK_EQ_INT(mkdir(tmp2, 0755), 0);
+  xu_depot x, y;
+  xu_depot_start(&x, tmp1);
+  xu_depot_start(&y, tmp2);
+  char *src = xu_path(tmp, "src"), *ref1 = xu_ref(x.url, "warm"), *ref2 = xu_ref(y.url, "warm");
+  br_xfer_opts o;
+  frames_changed_while_sending(tmp, src, &o);
+  char *keep = change_me;
+  change_me = NULL;
+  br_xfer_result res;
+  CHECK_EQ_INT(push_ok(src, ref1, &o, &res), 1); /* the hash cache knows them now */
+  change_me = keep;
+  o.progress = change_file_while_comparing;
+  br_error err;
+  br_error_clear(&err);
+  CHECK_EQ_INT(br_xfer_push(src, ref2, &o, &res, &err), BR_EIO);
+  CHECK(change_me == NULL);
+  CHECK_CONTAINS(err.msg, "changed while it was pushed");
+  CHECK_CONTAINS(err.msg, "f.0000.exr");
+  CHECK_EQ_INT(res.retries, 0); /* caught as it was read, not by the depot */
+  /* Nothing was committed; pushing again takes the new content. */
+  o.progress = NULL;
+  CHECK_EQ_INT(push_ok(src, ref2, &o, &res), 1);
+  char *dst = xu_path(tmp, "dst");
+  pull_ok(ref2, dst, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+  free(dst), free(src), free(ref1), free(ref2), free(tmp1), free(tmp2);
+  xu_depot_stop(&x);
+  xu_depot_stop(&y);
+  xu_done(tmp);
+}
+
+TEST(push_known_to_the_cache_asks_before_it_commits) {
+  /* The hash cache knows every file. To a depot that has them all, the
+   * commit goes at once; to one that lacks them (another depot here), a
+   * question about a sample of chunks finds it out first, and no commit
+   * of the whole manifest is sent to be refused (409). */
+  char *tmp = br_test_tmpdir("xfer-pp-probe");
+  char *tmp1 = xu_path(tmp, "one"), *tmp2 = xu_path(tmp, "two");
+  CHECK_EQ_INT(mkdir(tmp1, 0755), 0);
+  CHECK_EQ_INT(mkdir(tmp2, 0755), 0);
+  xu_depot x, y;
+  xu_depot_start(&x, tmp1);
+  xu_depot_start(&y, tmp2);
+  xproxy px;
+  CHECK_EQ_INT(xp_start(&px, y.port, 1), 0);
+  /* counts the depot's 409s: cut once each is whole, which harms nothing */
+  xp_set(&px, (xp_fault){XP_CUT, " 409 ", NULL, 0, 1000, -2, 0, 0, 0});
+  char url[64];
+  snprintf(url, sizeof url, "depot://127.0.0.1:%d", px.port);
+  char *src = xu_path(tmp, "src"), *ref1 = xu_ref(x.url, "probe"), *ref2 = xu_ref(url, "probe");
+  xu_make_frames(src, "f.%04d.bgeo", 0, 600, 3000, 0);
+  br_xfer_opts o;
+  xu_opts(&o, tmp);
+  br_xfer_result res;
+  CHECK_EQ_INT(push_ok(src, ref1, &o, &res), 1);
+  CHECK_EQ_INT(res.hashed_bytes, 600 * 3000);
+  CHECK_EQ_INT(push_ok(src, ref2, &o, &res), 1);
+  CHECK_EQ_INT(res.hashed_bytes, 0); /* known to the hash cache */
+  CHECK_EQ_INT(res.files_moved, 600);
+  CHECK_EQ_INT(xp_hits(&px), 0);
+  /* the depot has them all now: the commit goes first, and takes them */
+  CHECK_EQ_INT(push_ok(src, ref2, &o, &res), 2);
+  CHECK_EQ_INT(res.files_moved, 0);
+  CHECK_EQ_INT(xp_hits(&px), 0);
+  char *dst = xu_path(tmp, "dst");
+  pull_ok(ref2, dst, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+  xp_stop(&px);
+  free(dst), free(src), free(ref1), free(ref2), free(tmp1), free(tmp2);
+  xu_depot_stop(&x);
+  xu_depot_stop(&y);
+  xu_done(tmp);
+}
+
 TEST(small_file_changed_after_hashing_goes_as_hashed) {
   /* A small file's bytes are kept from its hashing to its upload: a change
    * after that is not in this version (which is consistent: the bytes it

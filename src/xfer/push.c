@@ -9,8 +9,11 @@
  * (a new attempt reads them again, from a file still as it was hashed).
  * A file that changes while it is pushed is caught (its size, times or
  * inode differ from when it was hashed) and reported, never committed. When
- * the hash cache knew every file, the commit is tried first: a depot that
- * has every chunk takes it in one round trip. */
+ * the hash cache knew every file, the depot is asked about a sample of the
+ * chunks, and if it has them the commit is tried first: a depot that has
+ * every chunk takes it in one round trip more. Small files the hash cache
+ * knew and the depot lacks (a push resumed, or to another depot) are read
+ * by threads of their own while the loop sends. */
 #include "client_int.h"
 
 #include <dirent.h>
@@ -31,6 +34,7 @@
 #define ASK_MIN 1024 /* chunks per 'missing' question while hashing goes on */
 #define ASK_WAIT 0.02 /* seconds: a question that waits no more goes as it is */
 #define DEFER_MAX 16 /* small files per hashing thread whose reads are started */
+#define PROBE_CHUNKS 256 /* chunks asked about before a commit is tried (see probe) */
 
 typedef struct cref {
   br_xfer_digest d;
@@ -94,6 +98,15 @@ typedef struct push {
   atomic_llong hashed_bytes;
   atomic_bool no_nowait; /* the file system refuses RWF_NOWAIT reads */
   atomic_llong read_ahead; /* small files deferred: see hash_worker */
+  /* reading threads (see load_worker): small files the hash cache knew,
+   * that the depot lacks. load, nload: queued by the loop; load_next: the
+   * threads' next; loaded, nloaded: read, for the loop (all under mu) */
+  pfile **load, **loaded, **taking_loaded;
+  size_t nload, load_next, nloaded;
+  pthread_cond_t load_cv;
+  pthread_t loaders[16];
+  int nloaders;
+  size_t loading; /* the loop's: files queued and not yet taken back */
   /* event loop: the chunks seen (one per digest), the chunks to ask
    * about, the chunks to send */
   cref **seen;
@@ -109,6 +122,7 @@ typedef struct push {
   int64_t bundle;     /* bytes of small chunks per upload */
   int64_t small_total;
   bool remembered;    /* the hashed files are in the hash cache (remember_hashed) */
+  bool probe_lacks;   /* the depot lacks a chunk of the probe's sample */
   int z_misses;       /* one-chunk files in a row that did not compress (see z_try) */
   unsigned z_skips;   /* one-chunk files sent raw untried since */
 } push;
@@ -426,6 +440,78 @@ static void *hash_worker(void *arg) {
   return NULL;
 }
 
+/* Reads small files that the hash cache knew (so nothing read them) and
+ * the depot lacks: the threads read them while the loop sends, rather
+ * than the loop reading each file as it builds a bundle. A file must be as
+ * it was when its digest was taken (the identity the hash cache trusts). */
+static int load_small(push *p, pfile *f, br_error *err) {
+  pjob *j = &p->jobs[f->job];
+  char *abs = NULL;
+  if (asprintf(&abs, "%s/%s", j->dir, f->rel) < 0) return br_error_set(err, BR_ENOMEM, "out of memory");
+  int rc = BR_OK, e;
+  struct stat st;
+  uint8_t *buf = NULL;
+  int fd = open(abs, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0)
+    rc = br_error_set(err, BR_EIO, "open %s: %s", abs, strerror(errno));
+  else if (fstat(fd, &st) != 0 || st.st_size != f->st.st_size ||
+           br_xfer__mtime_ns(&st) != br_xfer__mtime_ns(&f->st) ||
+           br_xfer__ctime_ns(&st) != br_xfer__ctime_ns(&f->st) || st.st_ino != f->st.st_ino)
+    rc = br_error_set(err, BR_EIO, "%s changed while it was pushed; push again", abs);
+  else if (!(buf = buf_get(p, st.st_size)))
+    rc = br_error_set(err, BR_ENOMEM, "out of memory reading %s", abs);
+  else if ((e = read_small(p, fd, buf, st.st_size, false)))
+    rc = br_error_set(err, BR_EIO, "%s: read failed or file shrank (%s); push again", abs,
+                      strerror(-e));
+  if (fd >= 0) close(fd);
+  free(abs);
+  if (rc && buf) buf_put(p, buf, f->st.st_size);
+  else if (!rc) f->data = buf;
+  return rc;
+}
+
+static void *load_worker(void *arg) {
+  push *p = arg;
+  for (;;) {
+    pthread_mutex_lock(&p->mu);
+    while (!p->stop && !p->hash_rc && p->load_next == p->nload)
+      pthread_cond_wait(&p->load_cv, &p->mu);
+    if (p->stop || p->hash_rc || br_xfer__cancelled(&p->eng)) {
+      pthread_mutex_unlock(&p->mu);
+      return NULL;
+    }
+    pfile *f = p->load[p->load_next++];
+    pthread_mutex_unlock(&p->mu);
+    br_error err;
+    br_error_clear(&err);
+    int rc = load_small(p, f, &err);
+    pthread_mutex_lock(&p->mu);
+    if (rc && !p->hash_rc) p->hash_rc = rc, p->hash_err = err;
+    if (!rc) p->loaded[p->nloaded++] = f;
+    bool wake = rc || p->nloaded == WAKE_EVERY || p->load_next == p->nload;
+    pthread_mutex_unlock(&p->mu);
+    if (wake) br_xfer__engine_wake(&p->eng);
+  }
+}
+
+/* Queues a small file to be read by the loading threads, started with
+ * the first. */
+static int queue_load(push *p, pfile *f) {
+  if (!p->nloaders) {
+    int nt = p->o->hash_threads > 0 ? p->o->hash_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    nt = nt < 2 ? 2 : nt > 16 ? 16 : nt;
+    for (int i = 0; i < nt; i++)
+      if (pthread_create(&p->loaders[p->nloaders], NULL, load_worker, p) == 0) p->nloaders++;
+    if (!p->nloaders) return BR_ENOMEM;
+  }
+  pthread_mutex_lock(&p->mu);
+  p->load[p->nload++] = f;
+  pthread_cond_signal(&p->load_cv);
+  pthread_mutex_unlock(&p->mu);
+  p->loading++;
+  return BR_OK;
+}
+
 /* ---- the event loop's side ---- */
 
 /* The chunks seen so far, one per digest: open addressing on the digest. */
@@ -593,6 +679,10 @@ static int missing_done(br_xfer__req *r, br_error *err) {
     cref *c = b->refs[i];
     if (!c->need) {
       resolved(p, c, false);
+      continue;
+    }
+    if (!c->f->data && keeps_data(p, c->f)) { /* read by the loading threads first */
+      if (queue_load(p, c->f)) return br_error_set(err, BR_ENOMEM, "out of memory");
       continue;
     }
     if (append(&p->sendq, &p->nsend, &p->send_cap, c))
@@ -772,7 +862,7 @@ static int flush_sends(push *p) {
   pthread_mutex_lock(&p->mu);
   bool starved = p->mem_waiting > 0;
   pthread_mutex_unlock(&p->mu);
-  bool all = starved || p->sending == 0 || all_asked(p);
+  bool all = starved || p->sending == 0 || (all_asked(p) && p->loading == 0);
   if (!all && p->send_small < p->bundle) {
     /* only large chunks go now */
     bool large = false;
@@ -836,9 +926,10 @@ static void pipeline_tick(br_xfer__engine *e, void *ud) {
   pthread_mutex_lock(&p->mu);
   int hrc = p->hash_rc;
   if (hrc) err = p->hash_err;
-  size_t n = p->nready;
+  size_t n = p->nready, nl = p->nloaded;
   memcpy(p->taking, p->ready, n * sizeof *p->ready);
-  p->nready = 0;
+  memcpy(p->taking_loaded, p->loaded, nl * sizeof *p->loaded);
+  p->nready = p->nloaded = 0;
   pthread_mutex_unlock(&p->mu);
   if (hrc) {
     br_xfer__engine_fail(e, &err);
@@ -846,6 +937,12 @@ static void pipeline_tick(br_xfer__engine *e, void *ud) {
   }
   for (size_t i = 0; i < n; i++)
     if (take_file(p, p->taking[i])) goto oom;
+  for (size_t i = 0; i < nl; i++) { /* read now: its one chunk goes */
+    pfile *f = p->taking_loaded[i];
+    p->loading--;
+    if (append(&p->sendq, &p->nsend, &p->send_cap, &f->refs[0])) goto oom;
+    p->send_small += f->st.st_size;
+  }
   /* A question goes when it is big enough, or when it is the last, or
    * when none is in flight and its first chunk waited ASK_WAIT, or at
    * once when the hashing threads wait for the memory its files hold: the
@@ -869,7 +966,7 @@ oom:
 
 static bool pipeline_more(br_xfer__engine *e, void *ud) {
   push *p = ud;
-  return !all_asked(p) || p->nsend > 0;
+  return !all_asked(p) || p->nsend > 0 || p->loading > 0;
 }
 
 /* Runs the pipeline over every file: those in p->todo are hashed by
@@ -879,10 +976,17 @@ static int run_pipeline(push *p, br_error *err) {
   for (size_t j = 0; j < p->njobs; j++) total += p->jobs[j].n;
   free(p->ready);
   free(p->taking);
+  free(p->load);
+  free(p->loaded);
+  free(p->taking_loaded);
   p->ready = calloc(total ? total : 1, sizeof *p->ready);
   p->taking = calloc(total ? total : 1, sizeof *p->taking);
-  if (!p->ready || !p->taking) return br_error_set(err, BR_ENOMEM, "out of memory");
-  p->nready = 0;
+  p->load = calloc(total ? total : 1, sizeof *p->load);
+  p->loaded = calloc(total ? total : 1, sizeof *p->loaded);
+  p->taking_loaded = calloc(total ? total : 1, sizeof *p->taking_loaded);
+  if (!p->ready || !p->taking || !p->load || !p->loaded || !p->taking_loaded)
+    return br_error_set(err, BR_ENOMEM, "out of memory");
+  p->nready = p->nload = p->load_next = p->nloaded = p->loading = 0;
   if (p->seen) memset(p->seen, 0, p->seen_cap * sizeof *p->seen);
   p->nseen = p->nask = p->nsend = 0;
   p->send_small = 0;
@@ -927,8 +1031,11 @@ static int run_pipeline(push *p, br_error *err) {
   pthread_mutex_lock(&p->mu);
   p->stop = true; /* on an error: threads waiting for memory go */
   pthread_cond_broadcast(&p->mem_cv);
+  pthread_cond_broadcast(&p->load_cv);
   pthread_mutex_unlock(&p->mu);
   for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
+  for (int i = 0; i < p->nloaders; i++) pthread_join(p->loaders[i], NULL);
+  p->nloaders = 0;
   p->eng.tick = NULL;
   p->eng.more = NULL;
 
@@ -1009,6 +1116,63 @@ static int commit_done(br_xfer__req *r, br_error *err) {
 
 /* ---- the whole push ---- */
 
+static int probe_done(br_xfer__req *r, br_error *err) {
+  batch *b = r->ctx;
+  br_xfer_digest *list = NULL;
+  size_t n = 0;
+  br_error perr;
+  br_error_clear(&perr);
+  if (br_xfer__digest_list_parse((const char *)r->resp.data, r->resp.len, "missing", b->nrefs,
+                                 &list, &n, NULL, NULL, &perr)) {
+    br_error_set(err, BR_ENET, "depot: malformed answer to 'missing': %s", perr.msg);
+    return BR_XFER__RETRY;
+  }
+  free(list);
+  b->p->probe_lacks = n > 0;
+  return BR_OK;
+}
+
+/* The hash cache knew every file, so the tree was most likely pushed
+ * before and a commit may go first. The depot is asked about a sample of
+ * the chunks (PROBE_CHUNKS, spread over the files) before: a tree it
+ * lacks in part (a push cut short and resumed, a push to another depot)
+ * then skips a commit of the whole manifest bound to be refused. */
+static int probe(push *p, br_error *err) {
+  size_t total = 0;
+  for (size_t j = 0; j < p->njobs; j++)
+    for (size_t i = 0; i < p->jobs[j].n; i++) total += p->jobs[j].files[i].nchunks;
+  p->probe_lacks = false;
+  if (total == 0) return BR_OK;
+  size_t step = total / PROBE_CHUNKS + 1, k = 0, at = 0;
+  cref *sample = calloc(total / step + 1, sizeof *sample);
+  batch *b;
+  br_xfer__req *r = sample ? new_req(p, p->jobs[0].ref.base, "/v1/missing", &b) : NULL;
+  if (r) b->refs = malloc((total / step + 1) * sizeof *b->refs);
+  if (!r || !b->refs) {
+    if (r) br_xfer__engine_submit(&p->eng, r); /* freed by the engine */
+    free(sample);
+    return br_error_set(err, BR_ENOMEM, "out of memory");
+  }
+  for (size_t j = 0; j < p->njobs; j++)
+    for (size_t i = 0; i < p->jobs[j].n; i++) {
+      pfile *f = &p->jobs[j].files[i];
+      for (size_t c = 0; c < f->nchunks; c++, at++)
+        if (at % step == 0) {
+          sample[k].d = f->chunks[c];
+          b->refs[k] = &sample[k];
+          k++;
+        }
+    }
+  b->nrefs = k;
+  r->content_type = "application/json";
+  r->build = missing_build;
+  r->done = probe_done;
+  br_xfer__engine_submit(&p->eng, r);
+  int rc = br_xfer__engine_run(&p->eng, err);
+  free(sample);
+  return rc;
+}
+
 /* Looks every file up in the hash cache; those it does not know go to
  * p->todo for the hashing threads. */
 static int plan_hashing(push *p, br_error *err) {
@@ -1079,6 +1243,8 @@ static int run_push(push *p, const char *const *dirs, const char *const *targets
   /* Every digest known from the cache: most likely pushed before, so the
    * commit goes first; the depot refuses it if it lacks a chunk. */
   bool try_commit = p->ntodo == 0;
+  if (try_commit && (rc = probe(p, err))) return rc;
+  try_commit = try_commit && !p->probe_lacks;
   if (try_commit) {
     if ((rc = commit_jobs(p, false, err))) return rc;
     bool refused = false;
@@ -1155,6 +1321,7 @@ int br_xfer_push_many(const char *const *dirs, const char *const *targets, size_
     return br_error_set(err, BR_EINVAL, "chunk size must be 64 KiB .. 64 MiB");
   pthread_mutex_init(&p.mu, NULL);
   pthread_cond_init(&p.mem_cv, NULL);
+  pthread_cond_init(&p.load_cv, NULL);
   double t0 = br_xfer__now();
   int64_t per = opts->bundle_bytes > p.chunk_size ? opts->bundle_bytes : p.chunk_size;
   int rc = br_xfer__engine_init(&p.eng, opts, per * 2, BR_XFER_PUSH_PARALLEL, err);
@@ -1191,6 +1358,9 @@ int br_xfer_push_many(const char *const *dirs, const char *const *targets, size_
   free(p.todo);
   free(p.ready);
   free(p.taking);
+  free(p.load);
+  free(p.loaded);
+  free(p.taking_loaded);
   free(p.seen);
   free(p.ask);
   free(p.sendq);
@@ -1198,6 +1368,7 @@ int br_xfer_push_many(const char *const *dirs, const char *const *targets, size_
   br_xfer__engine_free(&p.eng);
   pthread_mutex_destroy(&p.mu);
   pthread_cond_destroy(&p.mem_cv);
+  pthread_cond_destroy(&p.load_cv);
   return rc;
 }
 
