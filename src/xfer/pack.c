@@ -119,6 +119,9 @@ int br_xfer__index_open(br_xfer__store *s, br_error *err) {
     sqlite3_busy_timeout(x->db, 30000);
     rc = sqlite3_exec(x->db,
                       "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+                      /* each pack's savepoint journals the index pages
+                       * it changes: in memory, not in files in /var/tmp */
+                      "PRAGMA temp_store=MEMORY;"
                       "CREATE TABLE IF NOT EXISTS packs (id INTEGER PRIMARY KEY, name TEXT "
                       " NOT NULL UNIQUE);"
                       "CREATE TABLE IF NOT EXISTS objects (digest BLOB PRIMARY KEY, pack "
