@@ -1720,7 +1720,8 @@ int br_engine_flush(br_engine *e, br_error *err) { return commit(e, err); }
 /* ---- running ---- */
 
 typedef struct posted {
-  void (*fn)(br_engine *e, void *ud);
+  void (*fn)(br_engine *e, void *ud);                         /* br_engine_post */
+  void (*commit_fn)(br_engine *e, void *ud, bool committed); /* br_engine_on_commit */
   void *ud;
   struct posted *next;
 } posted;
@@ -1764,10 +1765,12 @@ static int has_work(br_engine *e) {
          e->n_inv_rows || e->on_commit_head;
 }
 
-int br_engine_on_commit(br_engine *e, void (*fn)(br_engine *e, void *ud), void *ud) {
+int br_engine_on_commit(br_engine *e, void (*fn)(br_engine *e, void *ud, bool committed),
+                        void *ud) {
   posted *p = malloc(sizeof *p);
   if (!p) return BR_ENOMEM;
-  p->fn = fn;
+  p->fn = NULL;
+  p->commit_fn = fn;
   p->ud = ud;
   p->next = NULL;
   if (e->on_commit_tail) e->on_commit_tail->next = p;
@@ -1776,13 +1779,14 @@ int br_engine_on_commit(br_engine *e, void (*fn)(br_engine *e, void *ud), void *
   return BR_OK;
 }
 
-/* Runs what waited for the commit that just ended. */
-static void run_on_commit(br_engine *e) {
+/* Runs what waited for the commit that just ended (committed: it took
+ * their changes; false: the engine stops without them). */
+static void run_on_commit(br_engine *e, bool committed) {
   posted *p = e->on_commit_head;
   e->on_commit_head = e->on_commit_tail = NULL;
   while (p) {
     posted *next = p->next;
-    p->fn(e, p->ud);
+    p->commit_fn(e, p->ud, committed);
     free(p);
     p = next;
   }
@@ -1849,7 +1853,7 @@ int br_engine_run(br_engine *e, br_error *err) {
     if (commit(e, &e->store_err)) break;
     if (!schedules) submit_started(e);
     if (e->ex && e->exops->committed) e->exops->committed(e->ex);
-    run_on_commit(e);
+    run_on_commit(e, true);
     int active = e->ex ? e->exops->active(e->ex) : 0;
     if (has_work(e)) {
       /* also without jobs: a signal (Ctrl-C) or a timer is seen between
@@ -1861,9 +1865,9 @@ int br_engine_run(br_engine *e, br_error *err) {
       break;
     }
   }
-  if (!e->failed && commit(e, &e->store_err) == BR_OK && e->ex && e->exops->committed)
-    e->exops->committed(e->ex);
-  run_on_commit(e); /* the last ones, committed or not (e->failed tells) */
+  bool last = !e->failed && commit(e, &e->store_err) == BR_OK;
+  if (last && e->ex && e->exops->committed) e->exops->committed(e->ex);
+  run_on_commit(e, last); /* the last ones, committed or not */
   uv_unref((uv_handle_t *)&e->async);
   if (e->failed) {
     if (err) *err = e->store_err;
@@ -2302,7 +2306,7 @@ void br_engine_free(br_engine *e) {
     uv_run(e->loop, UV_RUN_DEFAULT); /* let closing handles finish */
     pthread_mutex_destroy(&e->post_mu);
   }
-  run_on_commit(e);
+  run_on_commit(e, false); /* no commit comes after the engine's end */
   for (size_t i = 0; i < e->n_inv_rows; i++) br_inv_info_free(&e->inv_rows[i]);
   free(e->inv_rows);
   free(e->log_dir);

@@ -33,6 +33,8 @@ void br_store_set_log(br_store *s, br_warn_fn *fn, void *ud) {
   s->log_ud = ud;
 }
 
+void br_store_set_stop(br_store *s, volatile sig_atomic_t *flag) { s->stop = flag; }
+
 void br_store_close(br_store *s) {
   if (!s) return;
   char *uri = s->uri;

@@ -60,6 +60,7 @@ typedef struct pg_store {
   int report_ms;   /* a wait this long is told */
   char sqlstate[6]; /* of the last failure ("" when it had none) */
   char msg[1024];  /* res_msg's */
+  bool stopped;    /* a wait was given up for a stop (br_store_set_stop) */
 } pg_store;
 
 #define DEFAULT_LOCK_TIMEOUT "10s"
@@ -98,6 +99,9 @@ static const char *const migrations[] = {
  * connection leaves the result's empty), without the last newline. */
 static const char *res_msg(pg_store *s, const PGresult *r) {
   const char *m = r ? PQresultErrorMessage(r) : "";
+  if (s->stopped)
+    m = "the process was asked to stop while this waited for another session's lock (see "
+        "above): rolled back, nothing committed is lost, and the next start does it again";
   if (!m || !*m) m = PQerrorMessage(s->conn);
   if (!m || !*m) m = "libpq gave no message";
   snprintf(s->msg, sizeof s->msg, "%s", m);
@@ -188,9 +192,18 @@ static void tell_blockers(pg_store *s, int64_t waited_ms) {
   PQclear(r);
 }
 
+/* A stop was asked for (br_store_set_stop). */
+static bool stopping(const pg_store *s) { return s->base.stop && *s->base.stop; }
+
+#define STOP_AFTER_MS 1000 /* a wait this long gives way to a stop */
+#define STOP_POLL_MS 100   /* how often a wait looks for one */
+
 /* Waits until a result can be read without blocking; a wait past
- * report_ms is told (once per statement or batch: *told). */
+ * report_ms is told (once per statement or batch: *told). A wait of
+ * STOP_AFTER_MS or more when a stop is asked for cancels the statement:
+ * its result, an error, comes next (a quicker one is let finish). */
 static void await(pg_store *s, int64_t since, bool *told) {
+  bool cancelled = false;
   while (PQisBusy(s->conn)) {
     int wait = -1;
     if (!*told && s->base.log) {
@@ -201,6 +214,17 @@ static void await(pg_store *s, int64_t since, bool *told) {
         continue;
       }
       wait = (int)left;
+    }
+    if (s->base.stop && !cancelled) {
+      if (*s->base.stop && mono_ms() - since >= STOP_AFTER_MS) {
+        s->stopped = cancelled = true;
+        PGcancel *c = PQgetCancel(s->conn);
+        char ebuf[256];
+        if (c) PQcancel(c, ebuf, sizeof ebuf);
+        PQfreeCancel(c);
+        continue;
+      }
+      if (wait < 0 || wait > STOP_POLL_MS) wait = STOP_POLL_MS;
     }
     struct pollfd p = {.fd = PQsocket(s->conn), .events = POLLIN};
     if (poll(&p, 1, wait) < 0 && errno != EINTR) return;
@@ -222,15 +246,23 @@ static void keep_state(pg_store *s, const PGresult *r) {
   snprintf(s->sqlstate, sizeof s->sqlstate, "%s", st ? st : "");
 }
 
-/* The pause before attempt number `attempt` (0: the first retry), told. */
-static void pause_before_retry(pg_store *s, int attempt, const char *what) {
+/* The pause before attempt number `attempt` (0: the first retry), told;
+ * true when a stop was asked for (before or during it): no retry then. */
+static bool pause_before_retry(pg_store *s, int attempt, const char *what) {
   int64_t ms = 500LL << (attempt < 6 ? attempt : 6);
   if (ms > RETRY_MAX_MS) ms = RETRY_MAX_MS;
-  say(s, "postgres store: %s: %s; rolled back, nothing lost; trying again in %.1fs (retry %d)",
-      what, s->msg, (double)ms / 1000, attempt + 1);
-  struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000};
-  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+  if (!stopping(s))
+    say(s, "postgres store: %s: %s; rolled back, nothing lost; trying again in %.1fs (retry %d)",
+        what, s->msg, (double)ms / 1000, attempt + 1);
+  for (int64_t end = mono_ms() + ms; !stopping(s);) {
+    int64_t left = end - mono_ms();
+    if (left <= 0) return false;
+    if (left > STOP_POLL_MS) left = STOP_POLL_MS;
+    struct timespec ts = {.tv_sec = 0, .tv_nsec = left * 1000000};
+    nanosleep(&ts, NULL);
   }
+  s->stopped = true;
+  return true;
 }
 
 /* Runs SQL (no parameters) outside a batch. */
@@ -273,7 +305,7 @@ static PGresult *exec(pg_store *s, const char *name, const char *sql, int n,
     res_msg(s, r);
     PQclear(r);
     if (s->in_batch && (run(s, "ROLLBACK", NULL) || run(s, "BEGIN", NULL))) return NULL;
-    pause_before_retry(s, attempt, "a statement");
+    if (pause_before_retry(s, attempt, "a statement")) return NULL; /* res_msg says why */
   }
 }
 
@@ -624,7 +656,10 @@ static int pg_commit(br_store *bs, br_error *err) {
   } else {
     rc = finish(s, err);
     for (int attempt = 0; rc && retryable(s) && !s->tx_direct; attempt++) {
-      pause_before_retry(s, attempt, "a batch of writes");
+      if (pause_before_retry(s, attempt, "a batch of writes")) {
+        br_error_set(err, BR_ESTORE, "postgres store: commit: %s", res_msg(s, NULL));
+        break;
+      }
       if ((rc = resend(s, err)) != BR_OK) break; /* the engine's rollback() cleans up */
       rc = finish(s, err);
     }

@@ -115,6 +115,58 @@ TEST(server_tells_who_holds_a_lock_and_goes_on_after_it) {
   pg_stop(&pg);
 }
 
+TEST(server_stops_while_a_write_waits_for_a_lock) {
+  /* SIGTERM while the engine's commit waited for another session's lock
+   * did nothing until the lock was let go (never, for a forgotten
+   * transaction): the stop waited in the engine's thread */
+  pg_fixture pg;
+  pg_start(&pg, "stoplock-pg");
+  farm f;
+  pg_farm_start(&f, &pg, "stoplock-farm", ""); /* lock_timeout 10 s */
+  PGconn *holder = PQconnectdb(pg.uri);
+  CHECK(PQstatus(holder) == CONNECTION_OK);
+  PGresult *r = PQexec(holder, "BEGIN; LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE");
+  CHECK(PQresultStatus(r) == PGRES_COMMAND_OK);
+  PQclear(r);
+  submission sub = {.f = &f, .graph = engine_only_graph("stopped", 5)};
+  pthread_t th;
+  CHECK(pthread_create(&th, NULL, submit_main, &sub) == 0);
+  char want[64];
+  snprintf(want, sizeof want, "for a lock held by pid %d", PQbackendPID(holder));
+  CHECK(log_has(&f, want, 5));
+  kill(f.server, SIGTERM);
+  /* it ends while the lock is still held: the write is cancelled */
+  int st = -1;
+  for (double end = farm_now() + 30; farm_now() < end; usleep(50000))
+    if (waitpid(f.server, &st, WNOHANG) == f.server) break;
+  CHECK(st != -1);
+  CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0); /* a stop asked for */
+  f.server = 0;
+  CHECK(log_has(&f, "asked to stop while this waited for another session's lock", 0));
+  CHECK(log_has(&f, "server stopped", 0));
+  r = PQexec(holder, "COMMIT");
+  PQclear(r);
+  PQfinish(holder);
+  pthread_join(th, NULL);
+  CHECK_EQ_INT(sub.status, 503); /* not made: its submitter is told to send it again */
+  /* rolled back whole: a new server finds nothing of it, and works */
+  int64_t c[BR_TASK_NSTATES], total = 0;
+  pg_counts(&pg, c);
+  for (int i = 0; i < BR_TASK_NSTATES; i++) total += c[i];
+  CHECK_EQ_INT(total, 0);
+  farm_server_start(&f);
+  sub = (submission){.f = &f, .graph = engine_only_graph("after", 5)};
+  submit_main(&sub);
+  CHECK_EQ_INT(sub.status, 201);
+  for (double end = farm_now() + 10; farm_now() < end; usleep(100000)) {
+    pg_counts(&pg, c);
+    if (c[BR_TASK_DONE] == 6) break;
+  }
+  CHECK_EQ_INT(c[BR_TASK_DONE], 6);
+  farm_stop(&f);
+  pg_stop(&pg);
+}
+
 /* Lines in the file at path (0 when it is not there). */
 static int lines_in(const char *path) {
   char *t = br_test_slurp(path);

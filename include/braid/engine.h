@@ -120,10 +120,13 @@ size_t br_engine_retry_failed(br_engine *e);
  * it (the snapshot is borrowed for the call). For event streams. */
 void br_engine_set_observer(br_engine *e, void (*fn)(void *ud, const br_task_info *t), void *ud);
 
-/* Runs fn(e, ud) once, on the engine thread, after the next commit (at
- * once when nothing is pending): answers that must not go out before the
- * change they report is durable. Engine thread only. */
-int br_engine_on_commit(br_engine *e, void (*fn)(br_engine *e, void *ud), void *ud);
+/* Runs fn(e, ud, committed) once, on the engine thread, after the next
+ * commit (at once when nothing is pending): answers that must not go out
+ * before the change they report is durable. committed is false when the
+ * engine stopped before a commit took the change (the commit failed, or the
+ * engine ended first): the change was not made. Engine thread only. */
+int br_engine_on_commit(br_engine *e, void (*fn)(br_engine *e, void *ud, bool committed),
+                        void *ud);
 
 /* Commits whatever is pending. */
 int br_engine_flush(br_engine *e, br_error *err);

@@ -9,6 +9,7 @@
 #include <braid/error.h>
 #include <braid/task.h>
 #include <jansson.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -124,6 +125,7 @@ struct br_store {
   char *uri;
   br_warn_fn *log; /* see br_store_set_log */
   void *log_ud;
+  volatile sig_atomic_t *stop; /* see br_store_set_stop */
 };
 
 /* Opens the store named by uri (a path for SQLite, postgres://... ). */
@@ -135,6 +137,12 @@ bool br_store_lost(br_store *s);
  * itself (PostgreSQL: a statement waiting for another session's lock, who
  * holds it, and each retry after giving up waiting). fn may be NULL. */
 void br_store_set_log(br_store *s, br_warn_fn *fn, void *ud);
+/* A flag that a signal handler sets when the process is asked to stop.
+ * A write that has waited for another session's lock for a second or more
+ * then gives up (PostgreSQL: the statement is cancelled and the batch rolled
+ * back), and so does a pause before a retry, so that a stop is not held up
+ * by a lock that may never be let go. flag may be NULL (never). */
+void br_store_set_stop(br_store *s, volatile sig_atomic_t *flag);
 void br_graph_row_free(br_graph_row *g);
 
 /* Thin wrappers over the ops, for tools. */

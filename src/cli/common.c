@@ -326,13 +326,36 @@ int br_cli_parse_cache_size(const char *s, int64_t *out) {
   return 0;
 }
 
+volatile sig_atomic_t br_cli_stopping;
+
+/* libuv's own handlers, which ours call after setting br_cli_stopping:
+ * libuv tells the loop through a pipe, and a loop busy waiting elsewhere
+ * (a store's commit waiting for a lock) reads it only when that ends. */
+static struct sigaction uv_handler[2];
+
+static void stop_handler(int signum, siginfo_t *si, void *uc) {
+  br_cli_stopping = 1;
+  const struct sigaction *h = &uv_handler[signum == SIGINT ? 0 : 1];
+  if (h->sa_flags & SA_SIGINFO) h->sa_sigaction(signum, si, uc);
+  else if (h->sa_handler != SIG_DFL && h->sa_handler != SIG_IGN) h->sa_handler(signum);
+}
+
 void br_cli_catch_stop(uv_loop_t *loop, uv_signal_t stop[2], uv_signal_cb cb, void *data) {
   static const int signums[2] = {SIGINT, SIGTERM};
+  br_cli_stopping = 0;
   for (int i = 0; i < 2; i++) {
     uv_signal_init(loop, &stop[i]);
     stop[i].data = data;
     uv_signal_start(&stop[i], cb, signums[i]);
     uv_unref((uv_handle_t *)&stop[i]);
+    struct sigaction cur;
+    if (sigaction(signums[i], NULL, &cur) != 0 || (cur.sa_flags & SA_SIGINFO && cur.sa_sigaction == stop_handler))
+      continue; /* ours already, in front of libuv's */
+    uv_handler[i] = cur;
+    struct sigaction ours = cur;
+    ours.sa_flags |= SA_SIGINFO;
+    ours.sa_sigaction = stop_handler;
+    sigaction(signums[i], &ours, NULL);
   }
 }
 

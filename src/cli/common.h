@@ -5,6 +5,7 @@
 #include <braid/graph.h>
 #include <braid/store.h>
 #include <jansson.h>
+#include <signal.h>
 #include <uv.h>
 
 #include "cli.h"
@@ -78,5 +79,9 @@ extern const char br_cli_slurm_help[];
 void br_cli_catch_stop(uv_loop_t *loop, uv_signal_t stop[2], uv_signal_cb cb, void *data);
 /* Closes them (they end on the loop's next turn). */
 void br_cli_release_stop(uv_signal_t stop[2]);
+/* Set (to 1) by SIGINT or SIGTERM once br_cli_catch_stop caught them, at
+ * the signal itself: for code that waits outside the loop and must not wait
+ * on (a store's wait for a lock: br_store_set_stop). */
+extern volatile sig_atomic_t br_cli_stopping;
 
 #endif

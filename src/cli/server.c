@@ -132,6 +132,8 @@ static int serve(br_server_opts *so, const char *store, const char *admin, const
   signal(SIGPIPE, SIG_IGN);
   uv_loop_t *loop = br_engine_loop(br_server_engine(s));
   br_cli_catch_stop(loop, stop_signals, on_signal, NULL);
+  /* a stop is not held up by a write waiting for a lock that may stay */
+  br_store_set_stop(br_engine_store(br_server_engine(s)), &br_cli_stopping);
   char url[512], host[300];
   br_cli_client_host(so->listen, host, sizeof host);
   *port = br_server_port(s);
@@ -156,12 +158,14 @@ static int serve(br_server_opts *so, const char *store, const char *admin, const
             "braid: lost the connection to the store (%s): stopping as a restart would (agents "
             "keep their jobs, nothing committed is lost), then waiting for the database\n",
             first_line(err.msg, buf, sizeof buf));
+  else if (rc && br_cli_stopping) /* a write waiting for a lock gave way to the stop */
+    fprintf(stderr, "braid: %s\n", first_line(err.msg, buf, sizeof buf));
   else if (rc)
     br_cli_errorf("%s", br_error_format(&err, buf, sizeof buf));
   br_cli_release_stop(stop_signals);
   br_server_close(s);
   if (!quiet) fprintf(stderr, "braid: server stopped\n");
-  return rc;
+  return rc && br_cli_stopping && !*lost ? BR_EXIT_OK : rc;
 }
 
 static volatile sig_atomic_t stop_waiting;

@@ -192,11 +192,17 @@ static void hand_over(br_server *s, br_http_req *rq, op_fn fn, int64_t id, const
   }
 }
 
-static void answer_committed(br_engine *e, void *ud) {
+static void answer_committed(br_engine *e, void *ud, bool committed) {
   op *o = ud;
   (void)e;
-  br_http_reply_json(o->rq, o->status, o->answer);
-  o->answer = NULL;
+  if (committed) {
+    br_http_reply_json(o->rq, o->status, o->answer);
+    o->answer = NULL;
+  } else { /* a 503: clients send it again, to the server that comes next */
+    br_http_reply_error(o->rq, 503,
+                        "the server stopped before this change was stored: it was not made; "
+                        "send it again");
+  }
   op_free(o);
 }
 
@@ -204,7 +210,10 @@ static void answer_committed(br_engine *e, void *ud) {
 static void answer_after_commit(op *o, unsigned status, json_t *body) {
   o->status = status;
   o->answer = body;
-  if (br_engine_on_commit(o->s->e, answer_committed, o) != BR_OK) answer_committed(o->s->e, o);
+  if (br_engine_on_commit(o->s->e, answer_committed, o) != BR_OK) {
+    br_http_reply_error(o->rq, 500, "out of memory: the change may or may not be stored");
+    op_free(o);
+  }
 }
 
 static void answer_error(op *o, const br_error *err) {

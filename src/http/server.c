@@ -89,6 +89,7 @@ struct br_http_server {
   br_http_stream *streams;
   bool stopping;
   atomic_uint_fast64_t requests;
+  atomic_int open_reqs; /* begun and not yet completed (see br_http_stop) */
   atomic_uint_fast64_t pending;
 };
 
@@ -499,6 +500,7 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *c, const char
     snprintf(rq->method, sizeof rq->method, "%s", method);
     rq->path = strdup(url);
     atomic_fetch_add(&srv->requests, 1);
+    atomic_fetch_add(&srv->open_reqs, 1);
     if (!rq->path) return MHD_NO;
     rq->mounted = srv->mount.owns && srv->mount.owns(url);
     if (rq->mounted)
@@ -603,6 +605,7 @@ static void completed_cb(void *cls, struct MHD_Connection *c, void **con_cls,
   (void)c;
   if (!rq) return;
   *con_cls = NULL;
+  atomic_fetch_sub(&rq->srv->open_reqs, 1);
   if (rq->on_end)
     rq->on_end(rq->on_end_ud, toe == MHD_REQUEST_TERMINATED_COMPLETED_OK && rq->queued);
   if (rq->mounted) srv_mount_done(cls, rq);
@@ -745,6 +748,10 @@ void br_http_stop(br_http_server *srv) {
     pthread_mutex_unlock(&s->mu);
   }
   pthread_mutex_unlock(&srv->mu);
+  /* the answers just queued (and those the engine gave as it ended: a 503
+   * for a change it could not commit) go out before the connections close,
+   * for up to 2 s */
+  for (int i = 0; i < 200 && atomic_load(&srv->open_reqs) > 0; i++) usleep(10000);
   MHD_stop_daemon(srv->mhd);
   free(srv->cert);
   free(srv->key);
