@@ -13,7 +13,8 @@
 static void pg_farm_start(farm *f, pg_fixture *pg, const char *name, const char *uri_opts) {
   char args[1024];
   int n = snprintf(args, sizeof args, "--store '%s%s' --poll-wait 1", pg->uri, uri_opts);
-  if (n < 0 || (size_t)n >= sizeof args) br_test_fail(__FILE__, __LINE__, "store URI too long: %s", pg->uri);
+  if (n < 0 || (size_t)n >= sizeof args)
+    br_test_fail(__FILE__, __LINE__, "store URI too long: %s", pg->uri);
   farm_start(f, name, args);
 }
 

@@ -349,7 +349,8 @@ void br_cli_catch_stop(uv_loop_t *loop, uv_signal_t stop[2], uv_signal_cb cb, vo
     uv_signal_start(&stop[i], cb, signums[i]);
     uv_unref((uv_handle_t *)&stop[i]);
     struct sigaction cur;
-    if (sigaction(signums[i], NULL, &cur) != 0 || (cur.sa_flags & SA_SIGINFO && cur.sa_sigaction == stop_handler))
+    if (sigaction(signums[i], NULL, &cur) != 0 ||
+        ((cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == stop_handler))
       continue; /* ours already, in front of libuv's */
     uv_handler[i] = cur;
     struct sigaction ours = cur;

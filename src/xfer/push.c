@@ -447,7 +447,8 @@ static void *hash_worker(void *arg) {
 static int load_small(push *p, pfile *f, br_error *err) {
   pjob *j = &p->jobs[f->job];
   char *abs = NULL;
-  if (asprintf(&abs, "%s/%s", j->dir, f->rel) < 0) return br_error_set(err, BR_ENOMEM, "out of memory");
+  if (asprintf(&abs, "%s/%s", j->dir, f->rel) < 0)
+    return br_error_set(err, BR_ENOMEM, "out of memory");
   int rc = BR_OK, e;
   struct stat st;
   uint8_t *buf = NULL;
