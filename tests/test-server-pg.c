@@ -70,6 +70,20 @@ static void *submit_main(void *arg) {
   return NULL;
 }
 
+/* A session of app (its application_name) that holds braid's tasks table
+ * locked in an open transaction, as an admin's console may. */
+static PGconn *lock_tasks(pg_fixture *pg, const char *app) {
+  PGconn *holder = PQconnectdb(pg->uri);
+  CHECK(PQstatus(holder) == CONNECTION_OK);
+  char sql[256];
+  snprintf(sql, sizeof sql,
+           "SET application_name = '%s'; BEGIN; LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE", app);
+  PGresult *r = PQexec(holder, sql);
+  CHECK(PQresultStatus(r) == PGRES_COMMAND_OK);
+  PQclear(r);
+  return holder;
+}
+
 TEST(server_tells_who_holds_a_lock_and_goes_on_after_it) {
   /* a session holding a lock on braid's tables (an admin's open
    * transaction) made the server wait for ever, silently: its writes hung
@@ -78,12 +92,7 @@ TEST(server_tells_who_holds_a_lock_and_goes_on_after_it) {
   pg_start(&pg, "lock-pg");
   farm f;
   pg_farm_start(&f, &pg, "lock-farm", "&options=-c%20lock_timeout%3D1500");
-  PGconn *holder = PQconnectdb(pg.uri);
-  CHECK(PQstatus(holder) == CONNECTION_OK);
-  PGresult *r = PQexec(holder, "SET application_name = 'dba-console';"
-                               "BEGIN; LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE");
-  CHECK(PQresultStatus(r) == PGRES_COMMAND_OK);
-  PQclear(r);
+  PGconn *holder = lock_tasks(&pg, "dba-console");
   submission sub = {.f = &f, .graph = engine_only_graph("locked", 20)};
   pthread_t th;
   CHECK(pthread_create(&th, NULL, submit_main, &sub) == 0);
@@ -98,7 +107,7 @@ TEST(server_tells_who_holds_a_lock_and_goes_on_after_it) {
                     "statement due to lock timeout; rolled back, nothing lost; trying again in ",
                 10));
   CHECK(log_has(&f, "(retry 2)", 10)); /* and again, while the lock is held */
-  r = PQexec(holder, "COMMIT");
+  PGresult *r = PQexec(holder, "COMMIT");
   PQclear(r);
   PQfinish(holder);
   pthread_join(th, NULL);
@@ -124,11 +133,7 @@ TEST(server_stops_while_a_write_waits_for_a_lock) {
   pg_start(&pg, "stoplock-pg");
   farm f;
   pg_farm_start(&f, &pg, "stoplock-farm", ""); /* lock_timeout 10 s */
-  PGconn *holder = PQconnectdb(pg.uri);
-  CHECK(PQstatus(holder) == CONNECTION_OK);
-  PGresult *r = PQexec(holder, "BEGIN; LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE");
-  CHECK(PQresultStatus(r) == PGRES_COMMAND_OK);
-  PQclear(r);
+  PGconn *holder = lock_tasks(&pg, "");
   submission sub = {.f = &f, .graph = engine_only_graph("stopped", 5)};
   pthread_t th;
   CHECK(pthread_create(&th, NULL, submit_main, &sub) == 0);
@@ -145,7 +150,7 @@ TEST(server_stops_while_a_write_waits_for_a_lock) {
   f.server = 0;
   CHECK(log_has(&f, "asked to stop while this waited for another session's lock", 0));
   CHECK(log_has(&f, "server stopped", 0));
-  r = PQexec(holder, "COMMIT");
+  PGresult *r = PQexec(holder, "COMMIT");
   PQclear(r);
   PQfinish(holder);
   pthread_join(th, NULL);

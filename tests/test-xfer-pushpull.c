@@ -953,18 +953,24 @@ static void change_file_while_comparing(const br_xfer_progress *p, void *ud) {
   }
 }
 
+/* Two depots, each in a folder of its own under tmp. */
+static void two_depots_start(const char *tmp, xu_depot *x, xu_depot *y) {
+  char *one = xu_path(tmp, "one"), *two = xu_path(tmp, "two");
+  CHECK_EQ_INT(mkdir(one, 0755), 0);
+  CHECK_EQ_INT(mkdir(two, 0755), 0);
+  xu_depot_start(x, one);
+  xu_depot_start(y, two);
+  free(one), free(two);
+}
+
 TEST(file_known_to_the_hash_cache_changed_before_it_is_read_is_reported) {
   /* The hash cache knows every file (pushed to another depot before), so
    * the files are read only once this depot says it lacks them, by the
    * reading threads; one changed meanwhile, to other bytes of the same
    * size: the push says so and commits nothing. */
   char *tmp = br_test_tmpdir("xfer-pp-warm-changed");
-  char *tmp1 = xu_path(tmp, "one"), *tmp2 = xu_path(tmp, "two");
-  CHECK_EQ_INT(mkdir(tmp1, 0755), 0);
-  CHECK_EQ_INT(mkdir(tmp2, 0755), 0);
   xu_depot x, y;
-  xu_depot_start(&x, tmp1);
-  xu_depot_start(&y, tmp2);
+  two_depots_start(tmp, &x, &y);
   char *src = xu_path(tmp, "src"), *ref1 = xu_ref(x.url, "warm"), *ref2 = xu_ref(y.url, "warm");
   br_xfer_opts o;
   frames_changed_while_sending(tmp, src, &o);
@@ -987,7 +993,7 @@ TEST(file_known_to_the_hash_cache_changed_before_it_is_read_is_reported) {
   char *dst = xu_path(tmp, "dst");
   pull_ok(ref2, dst, &o, &res);
   CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
-  free(dst), free(src), free(ref1), free(ref2), free(tmp1), free(tmp2);
+  free(dst), free(src), free(ref1), free(ref2);
   xu_depot_stop(&x);
   xu_depot_stop(&y);
   xu_done(tmp);
@@ -999,12 +1005,8 @@ TEST(push_known_to_the_cache_asks_before_it_commits) {
    * question about a sample of chunks finds it out first, and no commit
    * of the whole manifest is sent to be refused (409). */
   char *tmp = br_test_tmpdir("xfer-pp-probe");
-  char *tmp1 = xu_path(tmp, "one"), *tmp2 = xu_path(tmp, "two");
-  CHECK_EQ_INT(mkdir(tmp1, 0755), 0);
-  CHECK_EQ_INT(mkdir(tmp2, 0755), 0);
   xu_depot x, y;
-  xu_depot_start(&x, tmp1);
-  xu_depot_start(&y, tmp2);
+  two_depots_start(tmp, &x, &y);
   xproxy px;
   CHECK_EQ_INT(xp_start(&px, y.port, 1), 0);
   /* counts the depot's 409s: cut once each is whole, which harms nothing */
@@ -1030,7 +1032,7 @@ TEST(push_known_to_the_cache_asks_before_it_commits) {
   pull_ok(ref2, dst, &o, &res);
   CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
   xp_stop(&px);
-  free(dst), free(src), free(ref1), free(ref2), free(tmp1), free(tmp2);
+  free(dst), free(src), free(ref1), free(ref2);
   xu_depot_stop(&x);
   xu_depot_stop(&y);
   xu_done(tmp);

@@ -653,18 +653,27 @@ oom:
   return br_error_set(err, BR_ENOMEM, "out of memory");
 }
 
+/* The digests a depot's answer to 'missing' lists (at most the nrefs
+ * asked about); a malformed answer is asked again. */
+static int missing_parse(br_xfer__req *r, br_xfer_digest **list, size_t *n, br_error *err) {
+  batch *b = r->ctx;
+  br_error perr;
+  br_error_clear(&perr);
+  if (br_xfer__digest_list_parse((const char *)r->resp.data, r->resp.len, "missing", b->nrefs,
+                                 list, n, NULL, NULL, &perr)) {
+    br_error_set(err, BR_ENET, "depot: malformed answer to 'missing': %s", perr.msg);
+    return BR_XFER__RETRY;
+  }
+  return BR_OK;
+}
+
 static int missing_done(br_xfer__req *r, br_error *err) {
   batch *b = r->ctx;
   push *p = b->p;
   br_xfer_digest *list = NULL;
   size_t n = 0;
-  br_error perr;
-  br_error_clear(&perr);
-  if (br_xfer__digest_list_parse((const char *)r->resp.data, r->resp.len, "missing", b->nrefs,
-                                 &list, &n, NULL, NULL, &perr)) {
-    br_error_set(err, BR_ENET, "depot: malformed answer to 'missing': %s", perr.msg);
-    return BR_XFER__RETRY;
-  }
+  int rc = missing_parse(r, &list, &n, err);
+  if (rc) return rc;
   qsort(b->refs, b->nrefs, sizeof *b->refs, cmp_cref_digest);
   for (size_t i = 0; i < b->nrefs; i++) b->refs[i]->need = false;
   for (size_t i = 0; i < n; i++) {
@@ -1121,13 +1130,8 @@ static int probe_done(br_xfer__req *r, br_error *err) {
   batch *b = r->ctx;
   br_xfer_digest *list = NULL;
   size_t n = 0;
-  br_error perr;
-  br_error_clear(&perr);
-  if (br_xfer__digest_list_parse((const char *)r->resp.data, r->resp.len, "missing", b->nrefs,
-                                 &list, &n, NULL, NULL, &perr)) {
-    br_error_set(err, BR_ENET, "depot: malformed answer to 'missing': %s", perr.msg);
-    return BR_XFER__RETRY;
-  }
+  int rc = missing_parse(r, &list, &n, err);
+  if (rc) return rc;
   free(list);
   b->p->probe_lacks = n > 0;
   return BR_OK;
