@@ -253,7 +253,7 @@ static double braid_cli(bench *b, const char *verb, const char *a1, const char *
 
 static double braid_push(bench *b, const char *src, const char *name, br_xfer_opts *o,
                          int port) {
-  char ref[256];
+  char ref[512];
   snprintf(ref, sizeof ref, "depot://127.0.0.1:%d/%s", port ? port : b->dport, name);
   if (b->braid && !o && !port) return braid_cli(b, "push", src, ref);
   br_xfer_result res;
@@ -267,7 +267,7 @@ static double braid_push(bench *b, const char *src, const char *name, br_xfer_op
 
 static double braid_pull(bench *b, const char *name, const char *dst, br_xfer_opts *o,
                          int port) {
-  char ref[256];
+  char ref[512];
   snprintf(ref, sizeof ref, "depot://127.0.0.1:%d/%s", port ? port : b->dport, name);
   if (b->braid && !o && !port) return braid_cli(b, "pull", ref, dst);
   br_xfer_result res;

@@ -57,7 +57,11 @@ int br_xfer__walk_versions(int dirfd, const char *rel, br_xfer__version_fn *visi
     if (fstatat(dirfd, nm, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
     if (S_ISDIR(st.st_mode)) {
       char sub[4096];
-      snprintf(sub, sizeof sub, "%s%s%s", rel, *rel ? "/" : "", nm);
+      int len = snprintf(sub, sizeof sub, "%s%s%s", rel, *rel ? "/" : "", nm);
+      if (len < 0 || (size_t)len >= sizeof sub) {
+        rc = br_error_set(err, BR_EIO, "snapshots/%s/%s: path too long", rel, nm);
+        break;
+      }
       int cfd = openat(dirfd, nm, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
       if (cfd < 0) {
         rc = br_error_set(err, BR_EIO, "snapshots/%s: %s", sub, strerror(errno));
