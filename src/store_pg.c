@@ -39,12 +39,17 @@
 
 #include "fs.h"
 
-/* A write queued in a batch, kept to be sent again if the batch has to be. */
+/* A write queued in a batch, kept to be sent again if the batch has to be.
+ * Its parameters are copied into the store's arena, one after the other
+ * (no allocation per write once the arena has grown): param offsets
+ * first .. first + n - 1 say where each starts (NO_PARAM: NULL). */
 typedef struct kept {
   const char *name; /* the prepared statement's (static) */
   int n;
-  char **v;         /* owned copies of the parameters */
+  size_t first;
 } kept;
+
+#define NO_PARAM SIZE_MAX
 
 typedef struct pg_store {
   br_store base;
@@ -56,6 +61,10 @@ typedef struct pg_store {
   int tx_direct;   /* statements run in this batch outside the pipeline (not kept) */
   kept *batch;     /* the batch's queued writes */
   size_t nbatch, capbatch;
+  char *arena;     /* their parameters' bytes (see kept) */
+  size_t arena_len, arena_cap;
+  size_t *param;   /* where each parameter starts in the arena */
+  size_t nparam, capparam;
   int lock_timeout_ms;
   int report_ms;   /* a wait this long is told */
   char sqlstate[6]; /* of the last failure ("" when it had none) */
@@ -448,20 +457,15 @@ static const struct {
 };
 
 /* Forgets the batch's kept writes. */
-static void forget(pg_store *s) {
-  for (size_t i = 0; i < s->nbatch; i++) {
-    for (int k = 0; k < s->batch[i].n; k++) free(s->batch[i].v[k]);
-    free(s->batch[i].v);
-  }
-  s->nbatch = 0;
-}
+static void forget(pg_store *s) { s->nbatch = s->arena_len = s->nparam = 0; }
 
 static void pg_close(br_store *bs) {
   pg_store *s = (pg_store *)bs;
   PQfinish(s->conn);
   if (s->watch) PQfinish(s->watch);
-  forget(s);
   free(s->batch);
+  free(s->arena);
+  free(s->param);
   free(s);
 }
 
@@ -554,14 +558,39 @@ static int keep(pg_store *s, const char *name, int n, const char *const *values)
     s->batch = b;
     s->capbatch = cap;
   }
-  kept *w = &s->batch[s->nbatch];
+  if (s->nparam + (size_t)n > s->capparam) {
+    size_t cap = s->capparam ? s->capparam * 2 : 1024;
+    while (cap < s->nparam + (size_t)n) cap *= 2;
+    size_t *p = realloc(s->param, cap * sizeof *p);
+    if (!p) return -1;
+    s->param = p;
+    s->capparam = cap;
+  }
+  size_t bytes = 0;
+  for (int k = 0; k < n; k++)
+    if (values[k]) bytes += strlen(values[k]) + 1;
+  if (s->arena_len + bytes > s->arena_cap) {
+    size_t cap = s->arena_cap ? s->arena_cap * 2 : 65536;
+    while (cap < s->arena_len + bytes) cap *= 2;
+    char *a = realloc(s->arena, cap);
+    if (!a) return -1;
+    s->arena = a;
+    s->arena_cap = cap;
+  }
+  kept *w = &s->batch[s->nbatch++];
   w->name = name;
   w->n = n;
-  w->v = calloc((size_t)n, sizeof *w->v);
-  if (!w->v) return -1;
-  s->nbatch++;
-  for (int k = 0; k < n; k++)
-    if (values[k] && !(w->v[k] = strdup(values[k]))) return -1;
+  w->first = s->nparam;
+  for (int k = 0; k < n; k++) {
+    if (!values[k]) {
+      s->param[s->nparam++] = NO_PARAM;
+      continue;
+    }
+    size_t len = strlen(values[k]) + 1;
+    memcpy(s->arena + s->arena_len, values[k], len);
+    s->param[s->nparam++] = s->arena_len;
+    s->arena_len += len;
+  }
   return 0;
 }
 
@@ -636,8 +665,17 @@ static int finish(pg_store *s, br_error *err) {
 /* Sends the kept writes again in a new transaction. */
 static int resend(pg_store *s, br_error *err) {
   int rc = run(s, "BEGIN", err);
-  for (size_t i = 0; !rc && i < s->nbatch; i++)
-    rc = queue(s, s->batch[i].name, s->batch[i].n, (const char *const *)s->batch[i].v, err);
+  for (size_t i = 0; !rc && i < s->nbatch; i++) {
+    const kept *w = &s->batch[i];
+    const char **v = calloc(w->n ? (size_t)w->n : 1, sizeof *v);
+    if (!v) return br_error_set(err, BR_ENOMEM, "out of memory");
+    for (int k = 0; k < w->n; k++) {
+      size_t at = s->param[w->first + (size_t)k];
+      v[k] = at == NO_PARAM ? NULL : s->arena + at;
+    }
+    rc = queue(s, w->name, w->n, v, err);
+    free(v);
+  }
   return rc;
 }
 
