@@ -440,32 +440,49 @@ static void *hash_worker(void *arg) {
   return NULL;
 }
 
-/* Reads small files that the hash cache knew (so nothing read them) and
- * the depot lacks: the threads read them while the loop sends, rather
- * than the loop reading each file as it builds a bundle. A file must be as
- * it was when its digest was taken (the identity the hash cache trusts). */
-static int load_small(push *p, pfile *f, br_error *err) {
-  pjob *j = &p->jobs[f->job];
+/* Threads that hash, or read, files: hash_threads, else one per CPU; 1 to
+ * 16 (the size of push's thread arrays). */
+static int threads_of(const push *p) {
+  int nt = p->o->hash_threads > 0 ? p->o->hash_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+  return nt < 1 ? 1 : nt > 16 ? 16 : nt;
+}
+
+/* Opens f to read what was hashed of it (*fd), if it is still as it was
+ * when its digest was taken: the identity the hash cache trusts (size,
+ * times, inode). Else an error that names it, and nothing open. */
+static int open_as_hashed(const push *p, const pfile *f, int *fd, br_error *err) {
+  const pjob *j = &p->jobs[f->job];
   char *abs = NULL;
   if (asprintf(&abs, "%s/%s", j->dir, f->rel) < 0)
     return br_error_set(err, BR_ENOMEM, "out of memory");
-  int rc = BR_OK, e;
+  int rc = BR_OK;
   struct stat st;
-  uint8_t *buf = NULL;
-  int fd = open(abs, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-  if (fd < 0)
+  *fd = open(abs, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (*fd < 0)
     rc = br_error_set(err, BR_EIO, "open %s: %s", abs, strerror(errno));
-  else if (fstat(fd, &st) != 0 || st.st_size != f->st.st_size ||
+  else if (fstat(*fd, &st) != 0 || st.st_size != f->st.st_size ||
            br_xfer__mtime_ns(&st) != br_xfer__mtime_ns(&f->st) ||
            br_xfer__ctime_ns(&st) != br_xfer__ctime_ns(&f->st) || st.st_ino != f->st.st_ino)
     rc = br_error_set(err, BR_EIO, "%s changed while it was pushed; push again", abs);
-  else if (!(buf = buf_get(p, st.st_size)))
-    rc = br_error_set(err, BR_ENOMEM, "out of memory reading %s", abs);
-  else if ((e = read_small(p, fd, buf, st.st_size, false)))
-    rc = br_error_set(err, BR_EIO, "%s: read failed or file shrank (%s); push again", abs,
-                      strerror(-e));
-  if (fd >= 0) close(fd);
   free(abs);
+  if (rc && *fd >= 0) close(*fd), *fd = -1;
+  return rc;
+}
+
+/* Reads small files that the hash cache knew (so nothing read them) and
+ * the depot lacks: the threads read them while the loop sends, rather
+ * than the loop reading each file as it builds a bundle. */
+static int load_small(push *p, pfile *f, br_error *err) {
+  const pjob *j = &p->jobs[f->job];
+  int fd, e, rc = open_as_hashed(p, f, &fd, err);
+  if (rc) return rc;
+  uint8_t *buf = buf_get(p, f->st.st_size);
+  if (!buf)
+    rc = br_error_set(err, BR_ENOMEM, "out of memory reading %s/%s", j->dir, f->rel);
+  else if ((e = read_small(p, fd, buf, f->st.st_size, false)))
+    rc = br_error_set(err, BR_EIO, "%s/%s: read failed or file shrank (%s); push again", j->dir,
+                      f->rel, strerror(-e));
+  close(fd);
   if (rc && buf) buf_put(p, buf, f->st.st_size);
   else if (!rc) f->data = buf;
   return rc;
@@ -499,8 +516,8 @@ static void *load_worker(void *arg) {
  * the first. */
 static int queue_load(push *p, pfile *f) {
   if (!p->nloaders) {
-    int nt = p->o->hash_threads > 0 ? p->o->hash_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
-    nt = nt < 2 ? 2 : nt > 16 ? 16 : nt;
+    int nt = threads_of(p);
+    if (nt < 2) nt = 2; /* one file read from disk does not hold up the others */
     for (int i = 0; i < nt; i++)
       if (pthread_create(&p->loaders[p->nloaders], NULL, load_worker, p) == 0) p->nloaders++;
     if (!p->nloaders) return BR_ENOMEM;
@@ -764,25 +781,8 @@ static int upload_build(br_xfer__req *r, br_xfer__buf *body, br_error *err) {
     }
     if (f != open_f) {
       if (fd >= 0) close(fd);
-      char *abs = NULL;
-      if (asprintf(&abs, "%s/%s", j->dir, f->rel) < 0) {
-        rc = br_error_set(err, BR_ENOMEM, "out of memory");
-        break;
-      }
-      fd = open(abs, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-      struct stat st;
-      if (fd < 0) {
-        rc = br_error_set(err, BR_EIO, "open %s: %s", abs, strerror(errno));
-      } else if (fstat(fd, &st) != 0 || st.st_size != f->st.st_size ||
-                 br_xfer__mtime_ns(&st) != br_xfer__mtime_ns(&f->st) ||
-                 br_xfer__ctime_ns(&st) != br_xfer__ctime_ns(&f->st) ||
-                 st.st_ino != f->st.st_ino) {
-        /* The same identity the hash cache trusts: unchanged since hashed. */
-        rc = br_error_set(err, BR_EIO, "%s changed while it was pushed; push again", abs);
-      }
-      free(abs);
       open_f = f;
-      if (rc) break;
+      if ((rc = open_as_hashed(p, f, &fd, err))) break;
     }
     int e = br_xfer__pread_all(fd, slot, len, (int64_t)c->chunk * p->chunk_size);
     if (e) {
@@ -1016,9 +1016,7 @@ static int run_pipeline(push *p, br_error *err) {
     }
   if (rc) return br_error_set(err, BR_ENOMEM, "out of memory");
 
-  int nt = p->o->hash_threads > 0 ? p->o->hash_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
-  if (nt < 1) nt = 1;
-  if (nt > 16) nt = 16;
+  int nt = threads_of(p);
   if ((size_t)nt > p->ntodo) nt = (int)p->ntodo;
   pthread_t th[16];
   int started = 0;
