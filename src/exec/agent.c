@@ -325,12 +325,21 @@ static json_t *error_body(const char *msg) { return json_pack("{ss}", "error", m
 
 static void put_back(br_executor *ex, const json_t *work);
 
-static void flush_deferred(br_executor *ex) {
+/* Gives the answers that waited for a commit. durable: the commit that
+ * just ended holds what they say. Otherwise (stopping: made after the last
+ * commit, or its commit failed; the engine's last commit, when it succeeds,
+ * flushes them durable: agent_committed) what they say (a report taken,
+ * work handed out) is not in the store: a 503 instead, and the agent sends
+ * its report again, and asks for work, at the next server. */
+static void answer_deferred(br_executor *ex, bool durable) {
   deferred *d = ex->def_head;
   ex->def_head = ex->def_tail = NULL;
   while (d) {
     deferred *n = d->next;
-    if (d->work && ex->gone && ex->gone(d->ud)) {
+    if (!durable) {
+      json_decref(d->body);
+      d->fn(d->ud, 503, error_body("the server stopped before this was durable"));
+    } else if (d->work && ex->gone && ex->gone(d->ud)) {
       /* its asker went while the assignment was being committed */
       d->fn(d->ud, 410, error_body("the connection closed before the answer"));
       put_back(ex, json_object_get(d->body, "work"));
@@ -338,23 +347,6 @@ static void flush_deferred(br_executor *ex) {
     } else {
       d->fn(d->ud, 200, d->body);
     }
-    free(d);
-    d = n;
-  }
-}
-
-/* Stopping: an answer still waiting here was made after the last commit,
- * or its commit failed (the engine's last commit, when it succeeds, flushes
- * them: agent_committed), so what it says (a report taken, work handed out)
- * is not in the store. None is given: the agent sends its report again, and
- * asks for work, at the next server. */
-static void drop_deferred(br_executor *ex) {
-  deferred *d = ex->def_head;
-  ex->def_head = ex->def_tail = NULL;
-  while (d) {
-    deferred *n = d->next;
-    json_decref(d->body);
-    d->fn(d->ud, 503, error_body("the server stopped before this was durable"));
     free(d);
     d = n;
   }
@@ -1450,7 +1442,7 @@ bool br_farm_assigned(br_executor *ex, int64_t id) {
 }
 
 static void agent_committed(br_executor *ex) {
-  flush_deferred(ex); /* made before the commit that just ended: durable now */
+  answer_deferred(ex, true); /* made before the commit that just ended: durable now */
   if (ex->want_match) match_waiting(ex);
 }
 
@@ -1463,7 +1455,7 @@ static void timer_closed(uv_handle_t *h) { free(h->data); }
 static void agent_destroy(br_executor *ex) {
   if (!ex) return;
   ex->stopping = true;
-  drop_deferred(ex);
+  answer_deferred(ex, false);
   while (ex->waiting_head)
     poll_answer_now(ex, ex->waiting_head, 503, error_body("the server is stopping"));
   job *j, *jt;
