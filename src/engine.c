@@ -175,7 +175,7 @@ struct br_engine {
   size_t n_starting, cap_starting;
   int64_t *orphans;   /* tasks loaded running: adopted by the executor, or run again */
   size_t n_orphans;
-  struct posted *on_commit_head, *on_commit_tail; /* br_engine_on_commit */
+  struct on_commit *on_commit_head, *on_commit_tail; /* br_engine_on_commit */
   /* work handed over by other threads (br_engine_post) */
   uv_async_t async;
   pthread_mutex_t post_mu;
@@ -1720,11 +1720,16 @@ int br_engine_flush(br_engine *e, br_error *err) { return commit(e, err); }
 /* ---- running ---- */
 
 typedef struct posted {
-  void (*fn)(br_engine *e, void *ud);                         /* br_engine_post */
-  void (*commit_fn)(br_engine *e, void *ud, bool committed); /* br_engine_on_commit */
+  void (*fn)(br_engine *e, void *ud);
   void *ud;
   struct posted *next;
 } posted;
+
+typedef struct on_commit {
+  void (*fn)(br_engine *e, void *ud, bool committed);
+  void *ud;
+  struct on_commit *next;
+} on_commit;
 
 int br_engine_post(br_engine *e, void (*fn)(br_engine *e, void *ud), void *ud) {
   posted *p = malloc(sizeof *p);
@@ -1767,10 +1772,9 @@ static int has_work(br_engine *e) {
 
 int br_engine_on_commit(br_engine *e, void (*fn)(br_engine *e, void *ud, bool committed),
                         void *ud) {
-  posted *p = malloc(sizeof *p);
+  on_commit *p = malloc(sizeof *p);
   if (!p) return BR_ENOMEM;
-  p->fn = NULL;
-  p->commit_fn = fn;
+  p->fn = fn;
   p->ud = ud;
   p->next = NULL;
   if (e->on_commit_tail) e->on_commit_tail->next = p;
@@ -1782,11 +1786,11 @@ int br_engine_on_commit(br_engine *e, void (*fn)(br_engine *e, void *ud, bool co
 /* Runs what waited for the commit that just ended (committed: it took
  * their changes; false: the engine stops without them). */
 static void run_on_commit(br_engine *e, bool committed) {
-  posted *p = e->on_commit_head;
+  on_commit *p = e->on_commit_head;
   e->on_commit_head = e->on_commit_tail = NULL;
   while (p) {
-    posted *next = p->next;
-    p->commit_fn(e, p->ud, committed);
+    on_commit *next = p->next;
+    p->fn(e, p->ud, committed);
     free(p);
     p = next;
   }
