@@ -469,9 +469,7 @@ static void pg_close(br_store *bs) {
   free(s);
 }
 
-/* The read-write session's lock_timeout: the URI's (options=-c
- * lock_timeout=...), else DEFAULT_LOCK_TIMEOUT; a wait is told after a
- * second, or half the timeout when that is shorter. */
+/* The session's lock_timeout in ms (0: none, or unknown). */
 static int read_lock_timeout(pg_store *s) {
   PGresult *r = PQexec(s->conn, "SELECT setting::int FROM pg_settings WHERE name = 'lock_timeout'");
   int ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
@@ -480,6 +478,9 @@ static int read_lock_timeout(pg_store *s) {
   return ms;
 }
 
+/* The read-write session's lock_timeout: the URI's (options=-c
+ * lock_timeout=...), else DEFAULT_LOCK_TIMEOUT; a wait is told after a
+ * second, or half the timeout when that is shorter. */
 static int set_lock_timeout(pg_store *s, br_error *err) {
   int ms = read_lock_timeout(s);
   if (ms <= 0) {
@@ -566,31 +567,22 @@ static int keep(pg_store *s, const char *name, int n, const char *const *values)
     s->param = p;
     s->capparam = cap;
   }
-  size_t bytes = 0;
-  for (int k = 0; k < n; k++)
-    if (values[k]) bytes += strlen(values[k]) + 1;
-  if (s->arena_len + bytes > s->arena_cap) {
-    size_t cap = s->arena_cap ? s->arena_cap * 2 : 65536;
-    while (cap < s->arena_len + bytes) cap *= 2;
-    char *a = realloc(s->arena, cap);
-    if (!a) return -1;
-    s->arena = a;
-    s->arena_cap = cap;
-  }
-  kept *w = &s->batch[s->nbatch++];
-  w->name = name;
-  w->n = n;
-  w->first = s->nparam;
+  size_t first = s->nparam; /* the write counts once all of it is kept */
   for (int k = 0; k < n; k++) {
-    if (!values[k]) {
-      s->param[s->nparam++] = NO_PARAM;
-      continue;
+    size_t len = values[k] ? strlen(values[k]) + 1 : 0;
+    if (s->arena_len + len > s->arena_cap) {
+      size_t cap = s->arena_cap ? s->arena_cap * 2 : 65536;
+      while (cap < s->arena_len + len) cap *= 2;
+      char *a = realloc(s->arena, cap);
+      if (!a) return -1;
+      s->arena = a;
+      s->arena_cap = cap;
     }
-    size_t len = strlen(values[k]) + 1;
-    memcpy(s->arena + s->arena_len, values[k], len);
-    s->param[s->nparam++] = s->arena_len;
+    s->param[s->nparam++] = values[k] ? s->arena_len : NO_PARAM;
+    if (len) memcpy(s->arena + s->arena_len, values[k], len);
     s->arena_len += len;
   }
+  s->batch[s->nbatch++] = (kept){name, n, first};
   return 0;
 }
 
