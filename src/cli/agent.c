@@ -166,7 +166,7 @@ int br_cli_agent(int argc, char **argv) {
   the_agent = a;
   signal(SIGPIPE, SIG_IGN);
   uv_loop_t *loop = br_agent_loop(a);
-  br_cli_catch_stop(loop, stop_signals, on_signal, NULL);
+  br_cli_catch_stop(loop, stop_signals, on_signal, NULL, NULL);
   fprintf(stderr, "braid: agent working for %s\n", r.server);
   br_error_clear(&err);
   int rc = br_agent_run(a, &err);

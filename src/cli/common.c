@@ -340,9 +340,11 @@ static void stop_handler(int signum, siginfo_t *si, void *uc) {
   else if (h->sa_handler != SIG_DFL && h->sa_handler != SIG_IGN) h->sa_handler(signum);
 }
 
-void br_cli_catch_stop(uv_loop_t *loop, uv_signal_t stop[2], uv_signal_cb cb, void *data) {
+void br_cli_catch_stop(uv_loop_t *loop, uv_signal_t stop[2], uv_signal_cb cb, void *data,
+                       br_store *store) {
   static const int signums[2] = {SIGINT, SIGTERM};
   br_cli_stopping = 0;
+  if (store) br_store_set_stop(store, &br_cli_stopping);
   for (int i = 0; i < 2; i++) {
     uv_signal_init(loop, &stop[i]);
     stop[i].data = data;

@@ -75,13 +75,16 @@ int br_cli_slurm_option(int c, const char *arg, json_t *opts);
 extern const char br_cli_slurm_help[];
 
 /* Ctrl-C and SIGTERM call cb on loop (stop[0] SIGINT, stop[1] SIGTERM, each
- * with data); the handles keep nothing alive (uv_unref). */
-void br_cli_catch_stop(uv_loop_t *loop, uv_signal_t stop[2], uv_signal_cb cb, void *data);
+ * with data); the handles keep nothing alive (uv_unref). They also reach
+ * store (may be NULL) at once: a write waiting there for a lock that may
+ * stay does not hold the stop up (br_store_set_stop). */
+void br_cli_catch_stop(uv_loop_t *loop, uv_signal_t stop[2], uv_signal_cb cb, void *data,
+                       br_store *store);
 /* Closes them (they end on the loop's next turn). */
 void br_cli_release_stop(uv_signal_t stop[2]);
 /* Set (to 1) by SIGINT or SIGTERM once br_cli_catch_stop caught them, at
  * the signal itself: for code that waits outside the loop and must not wait
- * on (a store's wait for a lock: br_store_set_stop). */
+ * on. */
 extern volatile sig_atomic_t br_cli_stopping;
 
 #endif

@@ -137,9 +137,7 @@ static void view_start(runview *v, br_engine *e, int64_t gid, int quiet) {
   v->tty = !quiet && isatty(2);
   v->t0 = v->last_line = mono();
   uv_loop_t *loop = br_engine_loop(e);
-  br_cli_catch_stop(loop, v->stop, on_signal, v);
-  /* a stop is not held up by a write waiting for a lock (PostgreSQL) */
-  br_store_set_stop(br_engine_store(e), &br_cli_stopping);
+  br_cli_catch_stop(loop, v->stop, on_signal, v, br_engine_store(e));
   uv_timer_init(loop, &v->timer);
   v->timer.data = v;
   if (!quiet) uv_timer_start(&v->timer, on_timer, v->tty ? 250 : 1000, v->tty ? 250 : 1000);

@@ -131,9 +131,7 @@ static int serve(br_server_opts *so, const char *store, const char *admin, const
   the_server = s;
   signal(SIGPIPE, SIG_IGN);
   uv_loop_t *loop = br_engine_loop(br_server_engine(s));
-  br_cli_catch_stop(loop, stop_signals, on_signal, NULL);
-  /* a stop is not held up by a write waiting for a lock that may stay */
-  br_store_set_stop(br_engine_store(br_server_engine(s)), &br_cli_stopping);
+  br_cli_catch_stop(loop, stop_signals, on_signal, NULL, br_engine_store(br_server_engine(s)));
   char url[512], host[300];
   br_cli_client_host(so->listen, host, sizeof host);
   *port = br_server_port(s);
@@ -168,11 +166,9 @@ static int serve(br_server_opts *so, const char *store, const char *admin, const
   return rc && br_cli_stopping && !*lost ? BR_EXIT_OK : rc;
 }
 
-static volatile sig_atomic_t stop_waiting;
-
 static void on_stop_signal(int signum) {
   (void)signum;
-  stop_waiting = 1;
+  br_cli_stopping = 1;
 }
 
 /* Waits for the database to take braid's connections again: tries at once,
@@ -183,11 +179,11 @@ static bool wait_for_store(const char *uri) {
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = on_stop_signal; /* no SA_RESTART: the signal ends the nap */
   sigemptyset(&sa.sa_mask);
-  stop_waiting = 0;
+  br_cli_stopping = 0;
   sigaction(SIGINT, &sa, &old_int);
   sigaction(SIGTERM, &sa, &old_term);
   bool back = false;
-  for (int ms = 1000; !stop_waiting; ms = ms < 15000 ? ms * 2 : 30000) {
+  for (int ms = 1000; !br_cli_stopping; ms = ms < 15000 ? ms * 2 : 30000) {
     br_store *st;
     br_error err;
     if (br_store_open(uri, BR_STORE_READONLY, &st, &err) == BR_OK) {
