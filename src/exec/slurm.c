@@ -930,12 +930,15 @@ static char *join_ids(const json_t *list) {
 
 /* scancel and the job ids of ex->to_cancel (NULL-terminated; the strings
  * are borrowed from the list). */
-static char **scancel_argv(br_executor *ex) {
-  size_t n = json_array_size(ex->to_cancel);
-  char **argv = calloc(n + 2, sizeof *argv);
+/* scancel [--quiet] and what to_cancel holds (borrowed). */
+static char **scancel_argv(br_executor *ex, bool quiet) {
+  size_t n = json_array_size(ex->to_cancel), k = 0;
+  char **argv = calloc(n + 3, sizeof *argv);
   if (!argv) abort();
-  argv[0] = (char *)ex->scancel;
-  for (size_t i = 0; i < n; i++) argv[i + 1] = (char *)json_string_value(json_array_get(ex->to_cancel, i));
+  argv[k++] = (char *)ex->scancel;
+  if (quiet) argv[k++] = "--quiet";
+  for (size_t i = 0; i < n; i++)
+    argv[k++] = (char *)json_string_value(json_array_get(ex->to_cancel, i));
   return argv;
 }
 
@@ -1054,7 +1057,7 @@ static void squeue_done(br_executor *ex, proc *p, int64_t status, const char *ou
   }
   json_decref(found);
   if (never) { /* now, and waited for: the run may end with this round */
-    char **argv = scancel_argv(ex);
+    char **argv = scancel_argv(ex, false);
     if (run_wait(argv) != 0) fprintf(stderr, "braid: slurm: scancel failed\n");
     free(argv);
     json_array_clear(ex->to_cancel);
@@ -1123,7 +1126,7 @@ static void scancel_done(br_executor *ex, proc *p, int64_t status, const char *o
 /* Sends the scancels asked for, in one call. */
 static void flush_cancels(br_executor *ex) {
   if (!json_array_size(ex->to_cancel)) return;
-  char **argv = scancel_argv(ex), err[256];
+  char **argv = scancel_argv(ex, false), err[256];
   json_t *ids = json_copy(ex->to_cancel);
   if (proc_run(ex, argv, NULL, scancel_done, NULL, err, sizeof err)) {
     fprintf(stderr, "braid: slurm: %s\n", err);
@@ -1542,10 +1545,11 @@ static int slurm_cancel(br_executor *ex, int64_t id) {
   return BR_OK;
 }
 
-/* Scancels what to_cancel holds now, waiting for it (braid is stopping). */
-static void cancel_now(br_executor *ex) {
+/* Scancels what to_cancel holds now, waiting for it (braid is stopping);
+ * quiet: of jobs that may have ended already. */
+static void cancel_now(br_executor *ex, bool quiet) {
   if (!json_array_size(ex->to_cancel)) return;
-  char **argv = scancel_argv(ex);
+  char **argv = scancel_argv(ex, quiet);
   if (run_wait(argv) != 0) fprintf(stderr, "braid: slurm: scancel did not succeed for all jobs\n");
   free(argv);
   json_array_clear(ex->to_cancel);
@@ -1558,7 +1562,7 @@ static void slurm_cancel_all(br_executor *ex, bool hard) {
     sjob *s, *tmp;
     HASH_ITER(hh, ex->jobs, s, tmp) if (s->state == SJ_SUBMITTED)
       json_array_append_new(ex->to_cancel, json_string(s->jobid));
-    cancel_now(ex);
+    cancel_now(ex, false);
     kick(ex); /* reports them cancelled (not from inside this call) */
   } else {
     /* the jobs that run go on and report to the next braid, which adopts
@@ -1570,7 +1574,7 @@ static void slurm_cancel_all(br_executor *ex, bool hard) {
       json_array_append_new(ex->to_cancel, json_string(s->jobid));
       sjob_free(ex, s); /* Slurm's word on it means nothing now */
     }
-    cancel_now(ex);
+    cancel_now(ex, false);
   }
   br_exec_agent.cancel_all(ex->farm, hard);
 }
@@ -1633,21 +1637,14 @@ static void slurm_destroy(br_executor *ex) {
   br_exec_agent.destroy(ex->farm); /* answers the agents that wait */
   ex->farm = NULL;
   br_http_stop(ex->http);
-  if (ex->cancel_on_stop && json_object_size(ex->arrays)) {
+  if (ex->cancel_on_stop) {
     /* no job outlives this braid: an agent whose result went in but whose
      * answer was cut by the stop would try for ever to report to a braid
      * that is gone, in its Slurm slot (scancel --quiet: most have ended) */
-    char **argv = calloc(json_object_size(ex->arrays) + 3, sizeof *argv);
-    if (!argv) abort();
-    size_t n = 0;
-    argv[n++] = (char *)ex->scancel;
-    argv[n++] = "--quiet";
     const char *arr;
     json_t *v;
-    json_object_foreach(ex->arrays, arr, v) argv[n++] = (char *)arr;
-    if (run_wait(argv) != 0)
-      fprintf(stderr, "braid: slurm: scancel did not succeed for all jobs\n");
-    free(argv);
+    json_object_foreach(ex->arrays, arr, v) json_array_append_new(ex->to_cancel, json_string(arr));
+    cancel_now(ex, true);
   }
   br_auth_close(ex->auth);
   for (proc *p = ex->procs, *next; p; p = next) { /* they close by themselves */
