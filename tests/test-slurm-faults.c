@@ -3,12 +3,29 @@
  * recorded as timed out, and sbatch refusing a job is a clear error. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <stdarg.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 
 #include "slurm-util.h"
 
 /* The Slurm job id of the running invocation of node. */
+/* An executable shell script dir/name, its text made from fmt; its path
+ * in path. */
+static void put_script(char *path, size_t size, const char *dir, const char *name,
+                       const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static void put_script(char *path, size_t size, const char *dir, const char *name,
+                       const char *fmt, ...) {
+  char text[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  CHECK(vsnprintf(text, sizeof text, fmt, ap) < (int)sizeof text);
+  va_end(ap);
+  br_test_put(dir, name, text);
+  snprintf(path, size, "%s/%s", dir, name);
+  CHECK_EQ_INT(chmod(path, 0755), 0);
+}
+
 static void slurm_job_of(const char *node, char *out, size_t size) {
   char cmd[512];
   snprintf(cmd, sizeof cmd, "squeue -h -r -t RUNNING -n 'braid:%s' -o '%%i'", node);
@@ -61,12 +78,8 @@ TEST(sbatch_that_reads_no_script_is_an_error_not_sigpipe) {
   need_cluster();
   char *dir = br_test_tmpdir("slurm-sigpipe");
   char path[1100], extra[1300];
-  snprintf(path, sizeof path, "%s/sbatch", dir);
-  FILE *f = fopen(path, "w");
-  CHECK(f != NULL);
-  fprintf(f, "#!/bin/sh\necho 'sbatch: error: this site wants --account' >&2\nexit 1\n");
-  fclose(f);
-  CHECK_EQ_INT(chmod(path, 0755), 0);
+  put_script(path, sizeof path, dir, "sbatch",
+             "#!/bin/sh\necho 'sbatch: error: this site wants --account' >&2\nexit 1\n");
   snprintf(extra, sizeof extra, "--slurm-opt sbatch=%s --slurm-opt batch_wait=0", path);
   char *graph = write_graph(dir, "refused",
                             "{\"name\": \"refused\", \"start\": {\"node\": \"fan\"},\n"
@@ -97,18 +110,12 @@ TEST(slurmctld_away_for_a_while_is_waited_for) {
   need_cluster();
   char *dir = br_test_tmpdir("slurm-away");
   char path[1100], extra[1300];
-  snprintf(path, sizeof path, "%s/away", dir);
-  FILE *f = fopen(path, "w");
-  CHECK(f != NULL);
-  fclose(f);
-  snprintf(path, sizeof path, "%s/sbatch", dir);
-  f = fopen(path, "w");
-  CHECK(f != NULL);
-  fprintf(f, "#!/bin/sh\nif [ -e '%s/away' ]; then\n"
+  br_test_put(dir, "away", "");
+  put_script(path, sizeof path, dir, "sbatch",
+             "#!/bin/sh\nif [ -e '%s/away' ]; then\n"
              "  echo 'sbatch: error: Batch job submission failed: Unable to contact slurm "
-             "controller (connect failure)' >&2\n  exit 1\nfi\nexec sbatch \"$@\"\n", dir);
-  fclose(f);
-  CHECK_EQ_INT(chmod(path, 0755), 0);
+             "controller (connect failure)' >&2\n  exit 1\nfi\nexec sbatch \"$@\"\n",
+             dir);
   snprintf(extra, sizeof extra, "--slurm-opt sbatch=%s", path);
   char *graph = write_graph(dir, "patient",
                             "{\"name\": \"patient\", \"start\": {\"node\": \"hello\"},\n"
@@ -146,12 +153,8 @@ TEST(no_slurm_job_outlives_braid_run) {
   need_cluster();
   char *dir = br_test_tmpdir("slurm-outlive");
   char path[1100], extra[1300];
-  snprintf(path, sizeof path, "%s/braid-wrapper", dir);
-  FILE *f = fopen(path, "w");
-  CHECK(f != NULL);
-  fprintf(f, "#!/bin/sh\n'%s' \"$@\"\nexec sleep 319\n", farm_bin());
-  fclose(f);
-  CHECK_EQ_INT(chmod(path, 0755), 0);
+  put_script(path, sizeof path, dir, "braid-wrapper",
+             "#!/bin/sh\n'%s' \"$@\"\nexec sleep 319\n", farm_bin());
   snprintf(extra, sizeof extra, "--slurm-opt braid=%s", path);
   char *graph = write_graph(dir, "linger",
                             "{\"name\": \"linger\", \"start\": {\"node\": \"fan\"},\n"
