@@ -482,17 +482,30 @@ static pid_t read_pid(const char *dir, const char *name) {
   return pid;
 }
 
+/* Starts `braid run` in dir on a graph g of one command node whose shell
+ * writes its pid to job.pid (and no double quote); returns braid's pid,
+ * once the job runs (*job: its pid). */
+static pid_t start_one_job(const char *dir, const char *shell, pid_t *job) {
+  char graph[1024];
+  snprintf(graph, sizeof graph,
+           "{\"name\":\"g\",\"nodes\":[{\"name\":\"job\",\"type\":\"command\",\"params\":"
+           "{\"shell\":\"%s\"}}]}",
+           shell);
+  br_test_put(dir, "g.json", graph);
+  pid_t run = start_braid(dir, "run g.json --quiet");
+  CHECK(wait_for_text(dir, "job.pid", "\n"));
+  *job = read_pid(dir, "job.pid");
+  return run;
+}
+
 TEST(jobs_die_when_braid_is_killed) {
   /* after kill -9 of braid run, its jobs ran on unseen, and the next run
    * started them again beside them */
   char *dir = br_test_tmpdir("cli-orphans");
-  br_test_put(dir, "g.json",
-              "{\"name\":\"g\",\"nodes\":[{\"name\":\"job\",\"type\":\"command\",\"params\":"
-              "{\"shell\":\"sleep 300 & echo $! > inner.pid; echo $$ > job.pid; wait\"}}]}");
-  pid_t run = start_braid(dir, "run g.json --quiet");
-  CHECK(wait_for_text(dir, "job.pid", "\n"));
+  pid_t job;
+  pid_t run = start_one_job(dir, "sleep 300 & echo $! > inner.pid; echo $$ > job.pid; wait", &job);
   CHECK(wait_for_text(dir, "inner.pid", "\n"));
-  pid_t job = read_pid(dir, "job.pid"), inner = read_pid(dir, "inner.pid");
+  pid_t inner = read_pid(dir, "inner.pid");
   CHECK(job > 0 && inner > 0);
   CHECK(kill(job, 0) == 0 && kill(inner, 0) == 0);
   /* as `pkill -9 braid` and `pkill -9 -f braid` do: every process whose
@@ -528,13 +541,9 @@ TEST(a_cut_attempt_is_closed_as_lost) {
    * again, but the cut attempt's row said "running" for ever (in show, log,
    * the HTTP API and the web UI) */
   char *dir = br_test_tmpdir("cli-cut");
-  br_test_put(dir, "g.json",
-              "{\"name\":\"g\",\"nodes\":[{\"name\":\"job\",\"type\":\"command\",\"params\":"
-              "{\"shell\":\"if [ -e cut ]; then exit 0; fi; touch cut; echo $$ > job.pid;"
-              " exec sleep 300\"}}]}");
-  pid_t run = start_braid(dir, "run g.json --quiet");
-  CHECK(wait_for_text(dir, "job.pid", "\n"));
-  pid_t job = read_pid(dir, "job.pid");
+  pid_t job;
+  pid_t run = start_one_job(
+      dir, "if [ -e cut ]; then exit 0; fi; touch cut; echo $$ > job.pid; exec sleep 300", &job);
   kill(run, SIGKILL);
   waitpid(run, NULL, 0);
   CHECK(br_test_pid_gone(job));
@@ -788,13 +797,9 @@ TEST(the_reaper_ends_on_sigterm_and_braid_goes_on) {
   /* a service manager stops braid's processes with SIGTERM: the reaper
    * must not outlive it (it kept braid's signal handlers before) */
   char *dir = br_test_tmpdir("cli-reaper-term");
-  br_test_put(dir, "g.json",
-              "{\"name\":\"g\",\"nodes\":[{\"name\":\"job\",\"type\":\"command\",\"params\":"
-              "{\"shell\":\"echo $$ > job.pid; while [ ! -e go ]; do sleep 0.05; done; "
-              "echo done\"}}]}");
-  pid_t run = start_braid(dir, "run g.json --quiet");
-  CHECK(wait_for_text(dir, "job.pid", "\n"));
-  pid_t job = read_pid(dir, "job.pid");
+  pid_t job;
+  pid_t run = start_one_job(
+      dir, "echo $$ > job.pid; while [ ! -e go ]; do sleep 0.05; done; echo done", &job);
   /* braid's children: the job and the reaper */
   pid_t kids[8];
   int n = children_of(run, kids, 8);
