@@ -8,6 +8,8 @@
 #   bench/transfer.sh                    # the full cases (needs ~60 GB of disk)
 #   bench/transfer.sh --only large       # one case: small, medium, large, latency
 #   bench/transfer.sh --repeat 5         # medians of 5 runs (a shared machine is noisy)
+#   bench/transfer.sh --no-page-reporting  # on a VM whose balloon takes freed memory
+#                                        # back: off for the run (root), see README
 # Work files go to /var/tmp (same disk as cp's baseline) unless --dir DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
