@@ -344,6 +344,13 @@ size_t br_xfer__bundle_pack_need(const void *data, size_t len, size_t limit, boo
   return total;
 }
 
+size_t br_xfer__bundle_first_plain(const void *data, size_t len, size_t limit) {
+  const uint8_t *p = (const uint8_t *)data + 4;
+  if (len < 4 + HDR || memcmp(data, MAGIC, 4) != 0) return 0;
+  uint32_t flags = get32(p + 32), raw = get32(p + 36), wire = get32(p + 40);
+  return !flags && raw == wire && raw >= limit ? 4 + HDR : 0;
+}
+
 /* ---- chunks as a depot stores them: raw, or (raw > 0) a zstd frame of
  * len bytes that holds raw bytes ---- */
 
@@ -455,11 +462,13 @@ int br_xfer__bundle_next(br_xfer__bundle_iter *it, br_xfer_digest *d, const uint
     *len = raw;
     return 1;
   }
-  if (it->scratch_cap < raw || !it->scratch) {
-    free(it->scratch);
-    it->scratch = malloc(raw ? raw : 1);
-    it->scratch_cap = raw;
-    if (!it->scratch) return br_error_set(err, BR_ENOMEM, "out of memory");
+  if (it->scratch_cap < raw || !it->scratch) { /* pooled: no page faults per large entry */
+    br_xfer__mem_put(it->scratch, it->scratch_cap);
+    it->scratch = br_xfer__mem_get(raw ? raw : 1, &it->scratch_cap);
+    if (!it->scratch) {
+      it->scratch_cap = 0;
+      return br_error_set(err, BR_ENOMEM, "out of memory");
+    }
   }
   size_t got = zdecompress(it->scratch, raw, payload, wire);
   if (ZSTD_isError(got) || got != raw)
@@ -470,6 +479,7 @@ int br_xfer__bundle_next(br_xfer__bundle_iter *it, br_xfer_digest *d, const uint
 }
 
 void br_xfer__bundle_close(br_xfer__bundle_iter *it) {
-  free(it->scratch);
+  br_xfer__mem_put(it->scratch, it->scratch_cap);
   it->scratch = NULL;
+  it->scratch_cap = 0;
 }

@@ -91,6 +91,8 @@ typedef struct request {
   br_depot *d;
   int64_t charged; /* bytes counted against the depot's memory bound */
   br_xfer__buf body;
+  size_t skew;     /* body.data is this far into its (pooled) buffer: see rq_body_align */
+  size_t expect;   /* the body's Content-Length; 0: not given */
   int reject; /* HTTP status decided before the body was read */
   const char *reject_msg;
   int64_t limit;
@@ -242,6 +244,47 @@ static enum MHD_Result do_missing(br_depot *d, struct MHD_Connection *c, request
   return reply(c, MHD_HTTP_OK, "application/json", body, len, NULL, NULL);
 }
 
+/* An upload that starts with a large plain chunk (as a client sends each
+ * chunk of a large file, one per request) gets a body placed so that the
+ * chunk's bytes start 4 KiB aligned, with room after them for a direct
+ * write's padding: the store writes them from there, not through an aligned
+ * copy (which cost the depot a tenth of its time taking large files). The
+ * buffer starts rq->skew bytes before body.data. Called with the body's
+ * first bytes, before they are appended. */
+static void rq_body_align(request *rq, const char *first, size_t n) {
+  if (!rq->upload || rq->body.len || rq->skew || !rq->expect) return;
+  size_t at = br_xfer__bundle_first_plain(first, n, BR_XFER__PACK_MAX_ENTRY);
+  if (!at) return;
+  size_t skew = BR_XFER__DIO_ALIGN - at % BR_XFER__DIO_ALIGN, cap;
+  uint8_t *base = br_xfer__mem_get(skew + rq->expect + BR_XFER__DIO_ALIGN, &cap);
+  if (!base) return; /* copied when written, then */
+  br_xfer__mem_put(rq->body.data, rq->body.cap);
+  rq->body.data = base + skew;
+  rq->body.cap = cap - skew;
+  rq->skew = skew;
+}
+
+static void rq_body_free(request *rq) {
+  if (rq->skew) {
+    br_xfer__mem_put(rq->body.data - rq->skew, rq->body.cap + rq->skew);
+    memset(&rq->body, 0, sizeof rq->body);
+    rq->skew = 0;
+  }
+  br_xfer__buf_free(&rq->body);
+}
+
+/* More of the body; one longer than its Content-Length said leaves the
+ * aligned buffer for a plain one. */
+static int rq_body_append(request *rq, const char *data, size_t n) {
+  if (rq->skew && rq->body.len + n > rq->body.cap) {
+    br_xfer__buf b = {0};
+    if (br_xfer__buf_append(&b, rq->body.data, rq->body.len)) return BR_ENOMEM;
+    rq_body_free(rq);
+    rq->body = b;
+  }
+  return br_xfer__buf_append(&rq->body, data, n);
+}
+
 /* Stores the verified chunks of an upload's bundle: 0 and *stored, or the
  * HTTP status and err of the failure (nothing of it is indexed). Called
  * for a whole body, and for what complete entries a cut one holds. */
@@ -327,7 +370,13 @@ static unsigned store_upload(br_depot *d, request *rq, br_error *err, int *store
     bool dup = false; /* the same chunk twice in one bundle */
     for (size_t i = 0; i < n && !dup; i++) dup = br_xfer__digest_cmp(&st[i].d, &dg) == 0;
     if (dup) continue;
-    if (br_xfer__store_stage(&d->store, &dg, data, len, &st[n], err)) {
+    /* the bytes past the chunk's that the write may pad over: the body's
+     * own when it is the last entry, the scratch's when it was inflated */
+    size_t room = len;
+    if (data == it.scratch) room = it.scratch_cap;
+    else if (data + len == rq->body.data + rq->body.len)
+      room = (size_t)(rq->body.data + rq->body.cap - data);
+    if (br_xfer__store_stage(&d->store, &dg, data, len, room, &st[n], err)) {
       status = MHD_HTTP_INSUFFICIENT_STORAGE;
       break;
     }
@@ -1208,6 +1257,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
         rq->reject = MHD_HTTP_SERVICE_UNAVAILABLE;
         rq->reject_msg = "out of memory";
       }
+      rq->expect = n > 0 ? (size_t)n : 0;
     }
     /* Refuse before reading a body we will not use. */
     if (rq->reject) return reply_error(c, (unsigned)rq->reject, rq->reject_msg);
@@ -1219,15 +1269,18 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
       if ((int64_t)(rq->body.len + *upload_data_size) > rq->limit) {
         rq->reject = MHD_HTTP_CONTENT_TOO_LARGE;
         rq->reject_msg = "request body too large";
-        br_xfer__buf_free(&rq->body);
+        rq_body_free(rq);
       } else if (beyond > 0 && !charge(d, rq, beyond)) { /* no Content-Length */
         rq->reject = MHD_HTTP_SERVICE_UNAVAILABLE;
         rq->reject_msg = "depot busy: too much data in flight";
-        br_xfer__buf_free(&rq->body);
-      } else if (br_xfer__buf_append(&rq->body, upload_data, *upload_data_size)) {
-        rq->reject = MHD_HTTP_SERVICE_UNAVAILABLE;
-        rq->reject_msg = "out of memory";
-        br_xfer__buf_free(&rq->body);
+        rq_body_free(rq);
+      } else {
+        rq_body_align(rq, upload_data, *upload_data_size);
+        if (rq_body_append(rq, upload_data, *upload_data_size)) {
+          rq->reject = MHD_HTTP_SERVICE_UNAVAILABLE;
+          rq->reject_msg = "out of memory";
+          rq_body_free(rq);
+        }
       }
     }
     *upload_data_size = 0;
@@ -1277,7 +1330,7 @@ void br_depot_request_done(void **con_cls) {
     rq->d->buffered -= rq->charged;
     pthread_mutex_unlock(&rq->d->mem_mu);
   }
-  br_xfer__buf_free(&rq->body);
+  rq_body_free(rq);
   free(rq);
   *con_cls = NULL;
 }

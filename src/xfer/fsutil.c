@@ -113,10 +113,13 @@ int br_xfer__open_new(int dirfd, const char *name, int flags, mode_t mode, bool 
 
 int br_xfer__write_whole(int fd, bool direct, const void *data, size_t len) {
   if (direct) {
-    uint8_t *buf = NULL;
+    /* the aligned copy in a pooled buffer: a fresh one's pages would be
+     * faulted in and cleared for every large object */
     size_t cap = 0;
+    uint8_t *buf = len ? br_xfer__mem_get(len, &cap) : NULL;
+    if (len && !buf) return -ENOMEM;
     int w = br_xfer__pwrite_direct(fd, data, len, 0, &buf, &cap);
-    free(buf);
+    br_xfer__mem_put(buf, cap);
     if (w == 0 && len % BR_XFER__DIO_ALIGN && ftruncate(fd, (off_t)len) != 0) w = -errno;
     if (w != -EINVAL) return w;
     if (br_xfer__direct_off(fd)) return -EINVAL;

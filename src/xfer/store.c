@@ -77,9 +77,11 @@ bool br_xfer__store_has(br_xfer__store *s, const br_xfer_digest *d) {
 }
 
 /* Writes data to a fresh file in tmp/; returns its fd (name in tmpname).
- * sync: fsync now; otherwise only start the write-back. */
-static int write_tmp_sync(br_xfer__store *s, const void *data, size_t len, char *tmpname,
-                          size_t size, bool sync, br_error *err) {
+ * sync: fsync now; otherwise only start the write-back. room: the bytes
+ * from data on that are the caller's to overwrite (>= len), so that data,
+ * when aligned, is written as it is (see br_xfer__write_whole_buf). */
+static int write_tmp_sync(br_xfer__store *s, const void *data, size_t len, size_t room,
+                          char *tmpname, size_t size, bool sync, br_error *err) {
   static const char letters[] = "abcdefghijklmnopqrstuvwxyz";
   int fd = -1;
   bool direct = false;
@@ -101,7 +103,8 @@ static int write_tmp_sync(br_xfer__store *s, const void *data, size_t len, char 
       return br_error_set(err, BR_EIO, "create %s/%s: %s", s->root, tmpname, strerror(errno));
   }
   if (fd < 0) return br_error_set(err, BR_EIO, "no temporary name in %s/tmp", s->root);
-  int w = br_xfer__write_whole(fd, direct, data, len);
+  int w = room > len ? br_xfer__write_whole_buf(fd, direct, (uint8_t *)data, len, room)
+                     : br_xfer__write_whole(fd, direct, data, len);
   if (w == 0 && sync && fsync(fd) != 0) w = -errno;
   if (w == 0 && !sync && !direct) sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
   if (w != 0) {
@@ -114,16 +117,16 @@ static int write_tmp_sync(br_xfer__store *s, const void *data, size_t len, char 
 
 static int write_tmp(br_xfer__store *s, const void *data, size_t len, char *tmpname,
                      size_t size, br_error *err) {
-  return write_tmp_sync(s, data, len, tmpname, size, true, err);
+  return write_tmp_sync(s, data, len, len, tmpname, size, true, err);
 }
 
 int br_xfer__store_stage(br_xfer__store *s, const br_xfer_digest *d, const void *data,
-                         size_t len, br_xfer__staged *out, br_error *err) {
+                         size_t len, size_t room, br_xfer__staged *out, br_error *err) {
   out->d = *d;
   out->fd = -1;
   out->tmp[0] = 0;
   if (br_xfer__store_has(s, d)) return BR_OK;
-  int fd = write_tmp_sync(s, data, len, out->tmp, sizeof out->tmp, false, err);
+  int fd = write_tmp_sync(s, data, len, room, out->tmp, sizeof out->tmp, false, err);
   if (fd < 0) return fd;
   out->fd = fd;
   return BR_OK;

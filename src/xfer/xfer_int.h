@@ -102,8 +102,8 @@ int br_xfer__bundle_put_ref(br_xfer__buf *b, const br_xfer_digest *d, const uint
 
 typedef struct br_xfer__bundle_iter {
   const uint8_t *p, *end;
-  uint8_t *scratch; /* decompression buffer, owned by the iterator */
-  size_t scratch_cap;
+  uint8_t *scratch; /* decompression buffer, owned by the iterator (pooled: */
+  size_t scratch_cap; /* aligned to BR_XFER__DIO_ALIGN, scratch_cap a multiple of it) */
   /* the last entry as it came: its payload (a zstd frame when zstd) */
   const uint8_t *wire;
   size_t wire_len;
@@ -116,6 +116,10 @@ int br_xfer__bundle_open(br_xfer__bundle_iter *it, const void *data, size_t len,
  * bound for a buffer; the entries are checked later); *whole: every entry
  * goes into the pack, so the body, headers and all, can be the pack. */
 size_t br_xfer__bundle_pack_need(const void *data, size_t len, size_t limit, bool *whole);
+/* Where the first entry's bytes start in a bundle's body (its first len
+ * bytes at data) when that entry is plain and of at least limit bytes;
+ * else 0 (not such an entry, or its header not all there). */
+size_t br_xfer__bundle_first_plain(const void *data, size_t len, size_t limit);
 /* The length of a (possibly cut) bundle's magic and complete entries: what
  * of an upload cut short can still be used; 0 when it has no magic. */
 size_t br_xfer__bundle_complete_len(const void *data, size_t len);
@@ -337,8 +341,10 @@ typedef struct br_xfer__staged {
   int fd;
   char tmp[64];
 } br_xfer__staged;
+/* room: the bytes from data on the caller lets the write overwrite (>= len;
+ * past len, with the padding of a direct write: data is then not copied). */
 int br_xfer__store_stage(br_xfer__store *s, const br_xfer_digest *d, const void *data,
-                         size_t len, br_xfer__staged *out, br_error *err);
+                         size_t len, size_t room, br_xfer__staged *out, br_error *err);
 int br_xfer__store_commit_staged(br_xfer__store *s, br_xfer__staged *st, size_t n,
                                  br_error *err);
 /* Makes everything written under the root before the call durable (data,
