@@ -867,11 +867,14 @@ TEST(depot_memory_bound_makes_clients_wait) {
 }
 
 static char *change_me;
+static const void *change_with; /* NULL: "rewritten" */
+static size_t change_len;
 
 static void change_file_while_sending(const br_xfer_progress *p, void *ud) {
   (void)ud;
   if (change_me && strcmp(p->phase, "send") == 0) {
-    xu_write_file(change_me, "rewritten", 9);
+    if (change_with) xu_write_file(change_me, change_with, change_len);
+    else xu_write_file(change_me, "rewritten", 9);
     free(change_me);
     change_me = NULL;
   }
@@ -910,6 +913,52 @@ TEST(file_changed_during_push_is_reported) {
   pull_ok(ref, dst, &o, &res);
   CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
   free(dst), free(src), free(ref);
+  xu_depot_stop(&x);
+  xu_done(tmp);
+}
+
+/* A file of many chunks is sent as it is hashed, its first chunks while
+ * the rest is read. Rewritten once sending has started (with other bytes of
+ * the same size), it is reported, whether the hashing or a later chunk's
+ * read sees it first, and nothing is committed; the next push takes the
+ * new bytes. */
+TEST(large_file_changed_while_its_first_chunks_go_is_reported) {
+  char *tmp = br_test_tmpdir("xfer-pp-grow-changed");
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  char *src = xu_path(tmp, "src"), *ref = xu_ref(x.url, "grow");
+  size_t size = 64 * 65536 + 123;
+  xu_make_file(src, "cache.bgeo", size, 31);
+  br_xfer_opts o;
+  xu_opts(&o, tmp);
+  o.chunk_size = 65536;
+  o.small_file = 4096;
+  o.parallel = 1;
+  o.hash_threads = 1;
+  o.progress = change_file_while_sending;
+  o.progress_interval = 0.000001;
+  char *path = xu_path(src, "cache.bgeo");
+  uint8_t *other = malloc(size);
+  xu_fill(other, size, 32);
+  change_me = NULL;
+  change_with = other;
+  change_len = size;
+  change_me = strdup(path);
+  br_xfer_result res;
+  br_error err;
+  br_error_clear(&err);
+  CHECK_EQ_INT(br_xfer_push(src, ref, &o, &res, &err), BR_EIO);
+  CHECK(strstr(err.msg, "changed while it was") != NULL);
+  CHECK_CONTAINS(err.msg, "cache.bgeo");
+  CHECK(change_me == NULL); /* it was rewritten */
+  o.progress = NULL;
+  CHECK_EQ_INT(push_ok(src, ref, &o, &res), 1);
+  char *dst = xu_path(tmp, "dst");
+  pull_ok(ref, dst, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+  change_with = NULL;
+  change_len = 0;
+  free(other), free(path), free(dst), free(src), free(ref);
   xu_depot_stop(&x);
   xu_done(tmp);
 }

@@ -85,6 +85,12 @@ void br_xfer_file_digest(const br_xfer_digest *chunks, size_t n, br_xfer_digest 
 
 int br_xfer__hash_fd(int fd, int64_t size, int64_t chunk_size, br_xfer_digest *file,
                      br_xfer_digest **chunks, size_t *nchunks, br_error *err) {
+  return br_xfer__hash_fd_each(fd, size, chunk_size, file, chunks, nchunks, NULL, NULL, err);
+}
+
+int br_xfer__hash_fd_each(int fd, int64_t size, int64_t chunk_size, br_xfer_digest *file,
+                          br_xfer_digest **chunks, size_t *nchunks, br_xfer__chunk_fn *each,
+                          void *ud, br_error *err) {
   *chunks = NULL;
   *nchunks = 0;
   if (size < 0 || chunk_size <= 0) return br_error_set(err, BR_EINVAL, "bad size");
@@ -119,13 +125,18 @@ int br_xfer__hash_fd(int fd, int64_t size, int64_t chunk_size, br_xfer_digest *f
     }
     unsigned int dl = 0;
     EVP_DigestFinal_ex(cctx, cs[c].b, &dl);
+    if (each) {
+      each(ud, cs, n, c + 1);
+      *chunks = cs; /* the caller's now */
+      *nchunks = n;
+    }
   }
   br_xfer_file_digest(cs, n, file);
   *chunks = cs;
   *nchunks = n;
   cs = NULL;
 done:
-  free(cs);
+  if (cs != *chunks) free(cs);
   free(buf);
   EVP_MD_CTX_free(cctx);
   return rc;

@@ -59,6 +59,8 @@ typedef struct pfile {
   uint8_t *data;  /* a small file's bytes, from its hashing until sent */
   char *abs;      /* while waiting to be hashed: its path */
   bool hashed;
+  size_t published; /* a large file's chunks hashed so far (under mu; see hash_large) */
+  size_t taken;     /* of those, taken by the loop (take_chunks) */
 } pfile;
 
 typedef struct pjob {
@@ -87,6 +89,8 @@ typedef struct push {
   pthread_mutex_t mu;
   pthread_cond_t mem_cv;
   pfile **ready; /* hashed, for the event loop */
+  pfile *growing[16]; /* large files being hashed, their first chunks ready */
+  int ngrowing;
   pfile **taking; /* the loop's copy of ready */
   size_t nready;
   int64_t mem_used, mem_cap; /* small files' buffers in use (see buf_get) */
@@ -315,6 +319,45 @@ static int hash_small(push *p, pfile *f, int fd, int64_t size, bool nowait, br_e
   return BR_OK;
 }
 
+/* A file of several chunks is handed to the loop chunk by chunk as they
+ * are hashed, so that its first chunks are asked about and sent while the
+ * rest is hashed (a 2 GiB file took 1.3 s to hash before anything went). */
+typedef struct growth {
+  push *p;
+  pfile *f;
+  const struct stat *before;
+} growth;
+
+static void chunk_hashed(void *ud, br_xfer_digest *cs, size_t n, size_t done) {
+  growth *g = ud;
+  push *p = g->p;
+  pfile *f = g->f;
+  pthread_mutex_lock(&p->mu);
+  if (done == 1) {
+    /* what the loop reads of it from now on: set once, here */
+    f->chunks = cs;
+    f->nchunks = n;
+    f->st = *g->before;
+    p->growing[p->ngrowing++] = f;
+  }
+  f->published = done;
+  pthread_mutex_unlock(&p->mu);
+  br_xfer__engine_wake(&p->eng);
+}
+
+static int hash_large(push *p, pfile *f, int fd, const struct stat *before, br_error *err) {
+  growth g = {p, f, before};
+  br_xfer_digest *cs;
+  size_t n;
+  int rc = br_xfer__hash_fd_each(fd, before->st_size, p->chunk_size, &f->digest, &cs, &n,
+                                 chunk_hashed, &g, err);
+  pthread_mutex_lock(&p->mu);
+  for (int i = 0; i < p->ngrowing; i++)
+    if (p->growing[i] == f) p->growing[i] = p->growing[--p->ngrowing];
+  pthread_mutex_unlock(&p->mu);
+  return rc;
+}
+
 /* Hashes f, open as fd and as before says; nowait: a small file whose
  * bytes are not all in memory gives NOT_CACHED. On an error, err names
  * the file. */
@@ -325,6 +368,8 @@ static int hash_open(push *p, pfile *f, int fd, const struct stat *before, bool 
   f->st.st_size = before->st_size; /* keeps_data looks at the size read */
   if (keeps_data(p, f))
     rc = hash_small(p, f, fd, before->st_size, nowait, err);
+  else if (before->st_size > p->chunk_size)
+    rc = hash_large(p, f, fd, before, err);
   else
     rc = br_xfer__hash_fd(fd, before->st_size, p->chunk_size, &f->digest, &f->chunks,
                           &f->nchunks, err);
@@ -334,7 +379,7 @@ static int hash_open(push *p, pfile *f, int fd, const struct stat *before, bool 
                       br_xfer__mtime_ns(&after) != br_xfer__mtime_ns(before)))
     rc = br_error_set(err, BR_EIO, "%s changed while it was hashed", abs);
   if (rc == BR_OK) {
-    f->st = *before;
+    if (!f->published) f->st = *before; /* else set when its first chunk went */
     f->hashed = true;
     atomic_fetch_add(&p->hashed_bytes, (long long)before->st_size);
   } else if (err->msg[0] && !strstr(err->msg, abs)) {
@@ -599,20 +644,21 @@ static void resolved(push *p, cref *c, bool sent) {
   }
 }
 
-/* A hashed file enters the loop: its chunks go to the next question, but
- * a digest seen before is already taken care of. */
-static int take_file(push *p, pfile *f) {
-  if (f->type != BR_XFER_FILE) return BR_OK;
-  f->unresolved = (int)f->nchunks;
-  f->moved = false;
-  if (f->nchunks == 0) {
-    p->eng.prog.files_done++;
-    return BR_OK;
+/* A file's chunks up to upto enter the loop (all at once, or a large one's
+ * as they are hashed): they go to the next question, but a digest seen
+ * before is already taken care of. */
+static int take_chunks(push *p, pfile *f, size_t upto) {
+  if (upto <= f->taken) return BR_OK;
+  if (!f->taken) {
+    f->unresolved = (int)f->nchunks;
+    f->moved = false;
+    free(f->refs);
+    f->refs = calloc(f->nchunks, sizeof *f->refs);
+    if (!f->refs) return BR_ENOMEM;
   }
-  free(f->refs);
-  f->refs = calloc(f->nchunks, sizeof *f->refs);
-  if (!f->refs) return BR_ENOMEM;
-  for (size_t c = 0; c < f->nchunks; c++) {
+  size_t from = f->taken;
+  f->taken = upto;
+  for (size_t c = from; c < upto; c++) {
     cref *r = &f->refs[c];
     r->d = f->chunks[c];
     r->f = f;
@@ -623,6 +669,17 @@ static int take_file(push *p, pfile *f) {
     else if (append(&p->ask, &p->nask, &p->ask_cap, r)) return BR_ENOMEM;
   }
   return BR_OK;
+}
+
+/* A hashed file enters the loop (what of it did not already). */
+static int take_file(push *p, pfile *f) {
+  if (f->type != BR_XFER_FILE) return BR_OK;
+  if (f->nchunks == 0) {
+    f->unresolved = 0;
+    p->eng.prog.files_done++;
+    return BR_OK;
+  }
+  return take_chunks(p, f, f->nchunks);
 }
 
 typedef struct batch {
@@ -937,6 +994,10 @@ static void pipeline_tick(br_xfer__engine *e, void *ud) {
   int hrc = p->hash_rc;
   if (hrc) err = p->hash_err;
   size_t n = p->nready, nl = p->nloaded;
+  pfile *grown[16];
+  size_t upto[16];
+  int ng = p->ngrowing;
+  for (int i = 0; i < ng; i++) grown[i] = p->growing[i], upto[i] = p->growing[i]->published;
   memcpy(p->taking, p->ready, n * sizeof *p->ready);
   memcpy(p->taking_loaded, p->loaded, nl * sizeof *p->loaded);
   p->nready = p->nloaded = 0;
@@ -945,6 +1006,8 @@ static void pipeline_tick(br_xfer__engine *e, void *ud) {
     br_xfer__engine_fail(e, &err);
     return;
   }
+  for (int i = 0; i < ng; i++)
+    if (take_chunks(p, grown[i], upto[i])) goto oom;
   for (size_t i = 0; i < n; i++)
     if (take_file(p, p->taking[i])) goto oom;
   for (size_t i = 0; i < nl; i++) { /* read now: its one chunk goes */
@@ -997,6 +1060,9 @@ static int run_pipeline(push *p, br_error *err) {
   if (!p->ready || !p->taking || !p->load || !p->loaded || !p->taking_loaded)
     return br_error_set(err, BR_ENOMEM, "out of memory");
   p->nready = p->nload = p->load_next = p->nloaded = p->loading = 0;
+  p->ngrowing = 0;
+  for (size_t j = 0; j < p->njobs; j++)
+    for (size_t i = 0; i < p->jobs[j].n; i++) p->jobs[j].files[i].taken = 0;
   if (p->seen) memset(p->seen, 0, p->seen_cap * sizeof *p->seen);
   p->nseen = p->nask = p->nsend = 0;
   p->send_small = 0;

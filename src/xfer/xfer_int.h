@@ -21,6 +21,13 @@
  * and a malloc'd array of chunk digests (*nchunks; NULL when size is 0). */
 int br_xfer__hash_fd(int fd, int64_t size, int64_t chunk_size, br_xfer_digest *file,
                      br_xfer_digest **chunks, size_t *nchunks, br_error *err);
+/* The same, telling each(ud, cs, n, done) after each chunk: cs, the array
+ * of n chunk digests whose first done are final. From the first call on,
+ * the array is the caller's (it stays, even when an error follows). */
+typedef void br_xfer__chunk_fn(void *ud, br_xfer_digest *cs, size_t n, size_t done);
+int br_xfer__hash_fd_each(int fd, int64_t size, int64_t chunk_size, br_xfer_digest *file,
+                          br_xfer_digest **chunks, size_t *nchunks, br_xfer__chunk_fn *each,
+                          void *ud, br_error *err);
 int br_xfer__digest_cmp(const br_xfer_digest *a, const br_xfer_digest *b);
 /* hex of exactly len characters (no NUL needed) into out */
 int br_xfer__digest_parse_n(const char *hex, size_t len, br_xfer_digest *out);
