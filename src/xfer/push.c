@@ -1,5 +1,6 @@
 /* Push: scan a tree, then a pipeline. Hashing threads hash what the hash
- * cache does not know and hand each file over as soon as it is hashed; the
+ * cache does not know and hand each file over as soon as it is hashed (a
+ * file of several chunks, chunk by chunk: see hash_large); the
  * event loop asks the depot which of those chunks it lacks (many files to a
  * question, while the threads go on hashing) and sends them (small chunks
  * bundled many to a request, large ones one per request, several requests
