@@ -111,33 +111,35 @@ int br_xfer__open_new(int dirfd, const char *name, int flags, mode_t mode, bool 
   return fd;
 }
 
-int br_xfer__write_whole(int fd, bool direct, const void *data, size_t len) {
-  if (direct) {
-    /* the aligned copy in a pooled buffer: a fresh one's pages would be
-     * faulted in and cleared for every large object */
-    size_t cap = 0;
-    uint8_t *buf = len ? br_xfer__mem_get(len, &cap) : NULL;
-    if (len && !buf) return -ENOMEM;
-    int w = br_xfer__pwrite_direct(fd, data, len, 0, &buf, &cap);
-    br_xfer__mem_put(buf, cap);
-    if (w == 0 && len % BR_XFER__DIO_ALIGN && ftruncate(fd, (off_t)len) != 0) w = -errno;
-    if (w != -EINVAL) return w;
-    if (br_xfer__direct_off(fd)) return -EINVAL;
-  }
+/* data's len bytes from offset 0 with direct I/O out of buf (aligned, cap
+ * at least len padded; data is copied into it unless it is buf), the file
+ * then truncated to len. A file system that refuses the direct write gets
+ * a buffered one. 0 or -errno. */
+static int write_direct(int fd, const void *data, size_t len, uint8_t *buf, size_t cap) {
+  int w = br_xfer__pwrite_direct(fd, data, len, 0, &buf, &cap); /* cap suffices: buf stays */
+  if (w == 0 && len % BR_XFER__DIO_ALIGN && ftruncate(fd, (off_t)len) != 0) w = -errno;
+  if (w != -EINVAL) return w;
+  if (br_xfer__direct_off(fd)) return -EINVAL;
   return br_xfer__pwrite_all(fd, data, len, 0);
+}
+
+int br_xfer__write_whole(int fd, bool direct, const void *data, size_t len) {
+  if (!direct || !len) return br_xfer__pwrite_all(fd, data, len, 0);
+  /* the aligned copy in a pooled buffer: a fresh one's pages would be
+   * faulted in and cleared for every large object */
+  size_t cap;
+  uint8_t *buf = br_xfer__mem_get(len, &cap);
+  if (!buf) return -ENOMEM;
+  int w = write_direct(fd, data, len, buf, cap);
+  br_xfer__mem_put(buf, cap);
+  return w;
 }
 
 int br_xfer__write_whole_buf(int fd, bool direct, uint8_t *data, size_t len, size_t cap) {
   size_t padded = (len + BR_XFER__DIO_ALIGN - 1) / BR_XFER__DIO_ALIGN * BR_XFER__DIO_ALIGN;
   if (!direct || (uintptr_t)data % BR_XFER__DIO_ALIGN || cap < padded)
     return br_xfer__write_whole(fd, direct, data, len);
-  uint8_t *buf = data;
-  size_t bcap = cap;
-  int w = br_xfer__pwrite_direct(fd, data, len, 0, &buf, &bcap);
-  if (w == 0 && len % BR_XFER__DIO_ALIGN && ftruncate(fd, (off_t)len) != 0) w = -errno;
-  if (w != -EINVAL) return w;
-  if (br_xfer__direct_off(fd)) return -EINVAL;
-  return br_xfer__pwrite_all(fd, data, len, 0);
+  return write_direct(fd, data, len, data, cap);
 }
 
 /* cachestat: the C library (glibc 2.36) has no wrapper and older kernel
