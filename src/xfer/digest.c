@@ -100,6 +100,7 @@ int br_xfer__hash_fd_each(int fd, int64_t size, int64_t chunk_size, br_xfer_dige
   uint8_t *buf = malloc(bufsz);
   EVP_MD_CTX *cctx = EVP_MD_CTX_new();
   int rc = BR_OK;
+  bool handed = false; /* cs is the caller's: each was told of it */
   if ((n && !cs) || !buf || !cctx) {
     rc = br_error_set(err, BR_ENOMEM, "out of memory hashing a file");
     goto done;
@@ -125,18 +126,14 @@ int br_xfer__hash_fd_each(int fd, int64_t size, int64_t chunk_size, br_xfer_dige
     }
     unsigned int dl = 0;
     EVP_DigestFinal_ex(cctx, cs[c].b, &dl);
-    if (each) {
-      each(ud, cs, n, c + 1);
-      *chunks = cs; /* the caller's now */
-      *nchunks = n;
-    }
+    if (each) each(ud, cs, n, c + 1), handed = true;
   }
   br_xfer_file_digest(cs, n, file);
   *chunks = cs;
   *nchunks = n;
   cs = NULL;
 done:
-  if (cs != *chunks) free(cs);
+  if (!handed) free(cs);
   free(buf);
   EVP_MD_CTX_free(cctx);
   return rc;
