@@ -36,6 +36,7 @@
 #define ASK_WAIT 0.02 /* seconds: a question that waits no more goes as it is */
 #define DEFER_MAX 16 /* small files per hashing thread whose reads are started */
 #define PROBE_CHUNKS 256 /* chunks asked about before a commit is tried (see probe) */
+#define MAX_THREADS 16 /* hashing threads, and reading threads (see threads_of) */
 
 typedef struct cref {
   br_xfer_digest d;
@@ -90,7 +91,7 @@ typedef struct push {
   pthread_mutex_t mu;
   pthread_cond_t mem_cv;
   pfile **ready; /* hashed, for the event loop */
-  pfile *growing[16]; /* large files being hashed, their first chunks ready */
+  pfile *growing[MAX_THREADS]; /* large files being hashed (one a thread), first chunks ready */
   int ngrowing;
   pfile **taking; /* the loop's copy of ready */
   size_t nready;
@@ -109,7 +110,7 @@ typedef struct push {
   pfile **load, **loaded, **taking_loaded;
   size_t nload, load_next, nloaded;
   pthread_cond_t load_cv;
-  pthread_t loaders[16];
+  pthread_t loaders[MAX_THREADS];
   int nloaders;
   size_t loading; /* the loop's: files queued and not yet taken back */
   /* event loop: the chunks seen (one per digest), the chunks to ask
@@ -487,10 +488,10 @@ static void *hash_worker(void *arg) {
 }
 
 /* Threads that hash, or read, files: hash_threads, else one per CPU; 1 to
- * 16 (the size of push's thread arrays). */
+ * MAX_THREADS. */
 static int threads_of(const push *p) {
   int nt = p->o->hash_threads > 0 ? p->o->hash_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
-  return nt < 1 ? 1 : nt > 16 ? 16 : nt;
+  return nt < 1 ? 1 : nt > MAX_THREADS ? MAX_THREADS : nt;
 }
 
 /* Opens f to read what was hashed of it (*fd), if it is still as it was
@@ -995,8 +996,8 @@ static void pipeline_tick(br_xfer__engine *e, void *ud) {
   int hrc = p->hash_rc;
   if (hrc) err = p->hash_err;
   size_t n = p->nready, nl = p->nloaded;
-  pfile *grown[16];
-  size_t upto[16];
+  pfile *grown[MAX_THREADS];
+  size_t upto[MAX_THREADS];
   int ng = p->ngrowing;
   for (int i = 0; i < ng; i++) grown[i] = p->growing[i], upto[i] = p->growing[i]->published;
   memcpy(p->taking, p->ready, n * sizeof *p->ready);
@@ -1085,7 +1086,7 @@ static int run_pipeline(push *p, br_error *err) {
 
   int nt = threads_of(p);
   if ((size_t)nt > p->ntodo) nt = (int)p->ntodo;
-  pthread_t th[16];
+  pthread_t th[MAX_THREADS];
   int started = 0;
   atomic_store(&p->next, 0);
   p->hashing = nt; /* each thread takes itself off as it ends */
