@@ -1060,19 +1060,20 @@ static void inv_row_add(br_engine *e, br_task *t, const char *status) {
   br_inv_info *i = inv_row_slot(e);
   i->row.id = r->inv.id;
   i->row.task_id = t->id;
-  i->row.node = i->buf[0] = xstrdup(task_node(t)->name);
+  i->row.node = i->buf[BR_INV_NODE] = xstrdup(task_node(t)->name);
   i->row.attempt = t->attempts;
-  i->row.status = i->buf[1] = xstrdup(status);
-  i->row.log_path = i->buf[2] = xstrdup(r->inv.log_path);
-  i->row.worker = i->buf[5] = xstrdup(r->worker ? r->worker : e->exops ? e->exops->name : "");
+  i->row.status = i->buf[BR_INV_STATUS] = xstrdup(status);
+  i->row.log_path = i->buf[BR_INV_LOG_PATH] = xstrdup(r->inv.log_path);
+  i->row.worker = i->buf[BR_INV_WORKER] =
+      xstrdup(r->worker ? r->worker : e->exops ? e->exops->name : "");
   i->row.started_ms = r->started_ms;
   if (r->done) {
     i->row.exit_code = r->res.exit_code;
     i->row.term_signal = r->res.term_signal;
     i->row.runtime = r->res.runtime;
     i->row.peak_rss_kb = r->res.peak_rss_kb;
-    i->row.log_tail = i->buf[3] = xstrdup(r->res.log_tail);
-    i->row.error = i->buf[4] = xstrdup(r->res.error);
+    i->row.log_tail = i->buf[BR_INV_LOG_TAIL] = xstrdup(r->res.log_tail);
+    i->row.error = i->buf[BR_INV_ERROR] = xstrdup(r->res.error);
     i->row.ended_ms = e->now_ms;
   }
 }
@@ -1349,11 +1350,12 @@ static int adopt_one(br_engine *e, br_task *t) {
 static int close_cut_inv(void *ud, br_inv_info *i) {
   br_engine *e = ud;
   if (i->row.status && strcmp(i->row.status, "running") == 0) {
-    free(i->buf[1]);
-    i->row.status = i->buf[1] = xstrdup("lost");
-    free(i->buf[4]);
-    i->row.error = i->buf[4] = xstrdup("the braid run or server in charge of it stopped "
-                                       "(killed or crashed) before it ended");
+    free(i->buf[BR_INV_STATUS]);
+    i->row.status = i->buf[BR_INV_STATUS] = xstrdup("lost");
+    free(i->buf[BR_INV_ERROR]);
+    i->row.error = i->buf[BR_INV_ERROR] =
+        xstrdup("the braid run or server in charge of it stopped (killed or crashed) before it "
+                "ended");
     i->row.exit_code = -1;
     i->row.ended_ms = e->now_ms;
     *inv_row_slot(e) = *i; /* the slot owns its strings now */

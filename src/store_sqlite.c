@@ -395,17 +395,17 @@ static int sq_inv_query(br_store *bs, int64_t task_id, int (*cb)(void *ud, br_in
     if (!i) break;
     i->row.id = sqlite3_column_int64(st, 0);
     i->row.task_id = sqlite3_column_int64(st, 1);
-    i->row.node = i->buf[0] = col_strdup(st, 2);
+    i->row.node = i->buf[BR_INV_NODE] = col_strdup(st, 2);
     i->row.attempt = sqlite3_column_int(st, 3);
-    i->row.status = i->buf[1] = col_strdup(st, 4);
+    i->row.status = i->buf[BR_INV_STATUS] = col_strdup(st, 4);
     i->row.exit_code = sqlite3_column_int(st, 5);
     i->row.term_signal = sqlite3_column_int(st, 6);
     i->row.runtime = sqlite3_column_double(st, 7);
     i->row.peak_rss_kb = sqlite3_column_int64(st, 8);
-    i->row.log_path = i->buf[2] = col_strdup(st, 9);
-    i->row.log_tail = i->buf[3] = col_strdup(st, 10);
-    i->row.error = i->buf[4] = col_strdup(st, 11);
-    i->row.worker = i->buf[5] = col_strdup(st, 12);
+    i->row.log_path = i->buf[BR_INV_LOG_PATH] = col_strdup(st, 9);
+    i->row.log_tail = i->buf[BR_INV_LOG_TAIL] = col_strdup(st, 10);
+    i->row.error = i->buf[BR_INV_ERROR] = col_strdup(st, 11);
+    i->row.worker = i->buf[BR_INV_WORKER] = col_strdup(st, 12);
     i->row.started_ms = sqlite3_column_int64(st, 13);
     i->row.ended_ms = sqlite3_column_int64(st, 14);
     if (cb(ud, i)) {

@@ -56,10 +56,21 @@ typedef struct br_inv_row {
   int64_t started_ms, ended_ms;
 } br_inv_row;
 
-/* Owned copy of an invocation row, from queries (free with br_inv_row_free). */
+/* Owned copy of an invocation row, from queries (free with br_inv_row_free).
+ * Each of row's strings is owned by its own slot of buf, named below: code
+ * that replaces one frees that slot and fills it again. */
+enum {
+  BR_INV_NODE,
+  BR_INV_STATUS,
+  BR_INV_LOG_PATH,
+  BR_INV_LOG_TAIL,
+  BR_INV_ERROR,
+  BR_INV_WORKER,
+  BR_INV_NSTR
+};
 typedef struct br_inv_info {
   br_inv_row row;
-  char *buf[7]; /* owned strings behind row's pointers */
+  char *buf[BR_INV_NSTR]; /* owned strings behind row's pointers */
 } br_inv_info;
 void br_inv_info_free(br_inv_info *i);
 /* An invocation row as JSON (new reference). */
