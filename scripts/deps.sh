@@ -21,6 +21,7 @@ PKGS=(
   rsync                           # baseline for bench/transfer
   slurmctld slurmd slurm-client munge   # the slurm executor: a private test cluster (scripts/slurm-cluster.sh)
   systemd                         # systemd-analyze and systemd-sysusers: the install test checks the units
+  chromium chromium-driver        # a headless browser and its WebDriver (test-web-browser)
 )
 if [ "${1:-}" = "--runtime" ]; then
   # the shared libraries of the packages above that braid links, and the programs jobs use
