@@ -285,7 +285,8 @@ function diagram(g, counts, graphId) {
 
 /* ---- views: each draws into main and says how to refresh itself ---- */
 
-let view = null; /* { refresh(), task?: id } */
+let view = null; /* { draw(), task?: id } */
+let drawn = null; /* the view main shows */
 
 function route() {
   const hash = location.hash || '#/';
@@ -306,22 +307,43 @@ function show(v) {
   refresh();
 }
 
-let refreshing = false, again = false;
+/* A field of main the user is typing in (or a list they opened). */
+function editing() {
+  const a = document.activeElement;
+  return a && a !== document.body && $('main').contains(a) &&
+    a.matches('input, textarea, select');
+}
+
+/* Draws the view again. The same view is not drawn again under the user's
+ * typing (events redraw it every few seconds on a busy farm): that waits
+ * until the field loses focus. A view's forms are made once and kept, so a
+ * redraw keeps what is typed in them. */
+let refreshing = false, again = false, held = false;
 async function refresh() {
   if (!view) return;
+  if (view === drawn && editing()) { held = true; return; }
   if (refreshing) { again = true; return; }
   refreshing = true;
   const v = view;
   try {
     const content = await v.draw();
-    if (v === view) $('main').replaceChildren(...[content].flat(Infinity).filter((k) => k));
+    if (v === view && v === drawn && editing()) held = true; /* typed in while drawing */
+    else if (v === view) {
+      $('main').replaceChildren(...[content].flat(Infinity).filter((k) => k));
+      drawn = v;
+    }
   } catch (e) {
-    if (v === view && e.status !== 401)
+    if (v === view && e.status !== 401) {
       $('main').replaceChildren(el('p', { class: 'error' }, e.message));
+      drawn = v;
+    }
   }
   refreshing = false;
   if (again) { again = false; refresh(); }
 }
+$('main').addEventListener('focusout', () => {
+  if (held) { held = false; setTimeout(refresh, 0); } /* once focus has moved on */
+});
 
 function graphsView() {
   return {
@@ -344,7 +366,111 @@ function graphsView() {
   };
 }
 
+/* Marks a form's field as wrong, with the message beside it, and puts the
+ * cursor there (at the position a JSON error names). */
+function fieldBad(field, box, message, at) {
+  box.textContent = message;
+  field.setAttribute('aria-invalid', 'true');
+  field.focus();
+  if (at !== undefined) field.setSelectionRange(at, at);
+}
+
+function fieldGood(field, box) {
+  box.textContent = '';
+  field.removeAttribute('aria-invalid');
+}
+
+/* The Submit form of a graph's page (POST /api/v1/submissions), made once
+ * per view so that a redraw keeps what is typed; show(g) points it at the
+ * version the page shows. The attributes are checked here: text that is not
+ * a JSON object is never sent. */
+function submitForm() {
+  let g = null;
+  const attrs = el('textarea', { id: 'submit-attrs', rows: 6, spellcheck: 'false',
+    'aria-describedby': 'submit-attrs-error' });
+  const attrsError = el('div', { id: 'submit-attrs-error', class: 'error' });
+  const node = el('select', { id: 'submit-node' });
+  const name = el('input', { id: 'submit-name', type: 'text', placeholder: 'the graph\'s name' });
+  const priority = el('input', { id: 'submit-priority', type: 'number', step: '1', value: '0',
+    'aria-describedby': 'submit-priority-error' });
+  const priorityError = el('span', { id: 'submit-priority-error', class: 'error' });
+  const group = el('input', { id: 'submit-group', type: 'text', placeholder: 'none' });
+  const button = el('button', { type: 'submit' }, 'Submit');
+  const target = el('span', { class: 'muted' });
+  const made = el('ul', { id: 'submitted', class: 'submitted' });
+  attrs.addEventListener('input', () => fieldGood(attrs, attrsError));
+  priority.addEventListener('input', () => fieldGood(priority, priorityError));
+
+  const send = async (e) => {
+    e.preventDefault();
+    let a;
+    try {
+      a = attrs.value.trim() ? JSON.parse(attrs.value) : {};
+    } catch (err) {
+      const at = /at position (\d+)/.exec(err.message);
+      return fieldBad(attrs, attrsError, 'Not JSON: ' + err.message,
+        at ? Number(at[1]) : undefined);
+    }
+    if (a === null || typeof a !== 'object' || Array.isArray(a))
+      return fieldBad(attrs, attrsError, 'The attributes must be a JSON object: ' +
+        '{"name": value, ...}');
+    fieldGood(attrs, attrsError);
+    const p = priority.value.trim();
+    if (priority.validity.badInput || (p !== '' && !/^-?\d+$/.test(p)))
+      return fieldBad(priority, priorityError, 'a whole number');
+    fieldGood(priority, priorityError);
+    const body = { graph: g.id, attrs: a };
+    if (p !== '') body.priority = Number(p);
+    if (node.value) body.node = node.value;
+    if (name.value.trim()) body.name = name.value.trim();
+    if (group.value.trim()) body.group = group.value.trim();
+    button.disabled = true; /* one click, one task */
+    try {
+      const r = (await api('POST', '/api/v1/submissions', body)).data;
+      made.prepend(el('li', {}, link('#/task/' + r.task, 'task ' + r.task),
+        ' at ' + r.node + ', ', link('#/tasks?group=' + r.group,
+          'group ' + (r.group_name || r.group))));
+      flash('task ' + r.task + ' submitted to ' + r.graph);
+    } catch (err) {
+      if (err.status !== 401) flash('submission refused: ' + err.message, true);
+    }
+    button.disabled = false;
+    refresh();
+  };
+
+  const row = (label, ...field) => [el('label', { for: field[0].id }, label),
+    el('div', {}, field)];
+  const box = el('section', { class: 'submit' }, el('h2', {}, 'Submit a task'),
+    el('form', { id: 'submit-form', novalidate: true, onsubmit: send },
+      row('attributes', attrs, attrsError),
+      row('start at', node), row('name', name), row('priority', priority, ' ', priorityError),
+      row('group', group),
+      el('span'), el('div', {}, button, ' ', target)),
+    made);
+  return {
+    open() { box.scrollIntoView({ block: 'start' }); attrs.focus({ preventScroll: true }); },
+    show(graph) {
+      if (!g) { /* the start's attributes, for changing: the server adds them anyway */
+        const start = graph.graph.start;
+        const sa = start && typeof start === 'object' ? start.attrs : null;
+        attrs.value = JSON.stringify(sa || {}, null, 2);
+      }
+      if (!g || g.id !== graph.id) {
+        const start = graph.graph.start;
+        const first = start && typeof start === 'object' ? start.node : start;
+        node.replaceChildren(el('option', { value: '' }, 'the start node' +
+          (first ? ' (' + first + ')' : '')),
+        (graph.graph.nodes || []).map((n) => el('option', { value: n.name }, n.name)));
+      }
+      g = graph;
+      target.textContent = 'to ' + g.name + ' version ' + g.version + ' (graph id ' + g.id + ')';
+      return box;
+    },
+  };
+}
+
 function graphView(name, q) {
+  const form = submitForm();
   return {
     async draw() {
       const want = q.get('version');
@@ -377,9 +503,11 @@ function graphView(name, q) {
       return [el('h1', {}, name),
         el('div', { class: 'toolbar' }, pick, el('span', { class: 'muted' },
           'graph id ' + g.id + ', uploaded ' + when(g.created_ms)),
-        link('#/tasks?graph=' + g.id, 'all its tasks')),
+        link('#/tasks?graph=' + g.id, 'all its tasks'),
+        el('button', { type: 'button', onclick: () => form.open() }, 'Submit a task')),
         el('div', { class: 'diagram-box' }, diagram(g.graph, counts, g.id)),
-        table(['node', 'type', 'tasks', ...STATES.map((x) => '#' + x)], rows)];
+        table(['node', 'type', 'tasks', ...STATES.map((x) => '#' + x)], rows),
+        form.show(g)];
     },
   };
 }
@@ -439,7 +567,30 @@ async function act(id, what, body) {
   refresh();
 }
 
+/* The priority of the task view: a field and a button, made once per view
+ * (see submitForm); show(p) gives the field the task's priority unless the
+ * user has typed another since it was last set. */
+function priorityForm(id) {
+  let typed = false;
+  const input = el('input', { id: 'priority-input', type: 'number', step: '1', class: 'short',
+    'aria-label': 'priority', 'aria-describedby': 'priority-error' });
+  const error = el('span', { id: 'priority-error', class: 'error' });
+  input.addEventListener('input', () => { typed = true; fieldGood(input, error); });
+  const form = el('form', { id: 'priority-form', novalidate: true,
+    onsubmit: (e) => {
+      e.preventDefault();
+      const p = input.value.trim();
+      if (input.validity.badInput || !/^-?\d+$/.test(p))
+        return fieldBad(input, error, 'a whole number (higher runs first)');
+      fieldGood(input, error);
+      typed = false;
+      act(id, 'priority', { priority: Number(p) });
+    } }, input, ' ', el('button', { type: 'submit' }, 'Set'), ' ', error);
+  return { show(p) { if (!typed) input.value = String(p); return form; } };
+}
+
 function taskView(id) {
+  const priority = priorityForm(Number(id));
   return {
     task: Number(id),
     async draw() {
@@ -460,12 +611,6 @@ function taskView(id) {
         el('button', { type: 'button', onclick: () => act(t.id, 'retry') }, 'Retry'),
         el('button', { type: 'button', onclick: () => act(t.id, t.paused ? 'resume' : 'pause') },
           t.paused ? 'Resume' : 'Pause'),
-        el('button', { type: 'button', onclick: () => {
-          const p = prompt('Priority of task ' + t.id + ' (higher runs first)', t.priority);
-          if (p !== null && /^-?\d+$/.test(p.trim()))
-            act(t.id, 'priority', { priority: Number(p.trim()) });
-          else if (p !== null) flash('a priority is a whole number', true);
-        } }, 'Priority'),
         el('button', { type: 'button', class: 'danger', onclick: () => {
           if (confirm('Cancel task ' + t.id + '? A running job is killed.')) act(t.id, 'cancel');
         } }, 'Cancel')];
@@ -477,7 +622,7 @@ function taskView(id) {
         ['children', [t.live_children + ' live ', link('#/tasks?parent=' + t.id, 'list')]],
         ['split', t.split ? 'element ' + t.split.element + ' of ' + t.split.count +
           ' (split ' + t.split.id + ')' : ''],
-        ['priority', t.priority], ['attempts', t.attempts],
+        ['priority', priority.show(t.priority)], ['attempts', t.attempts],
         ['created', when(t.created_ms)], ['updated', when(t.updated_ms)]];
       if (t.error) kv.push(['error', el('span', { class: 'error' }, t.error)]);
       const invs = (t.invocations || []).map((i) => el('tr', {},
@@ -492,7 +637,8 @@ function taskView(id) {
         el('h2', {}, 'Attributes'), el('pre', {}, JSON.stringify(t.attrs || {}, null, 2)),
         el('h2', {}, 'Invocations'),
         invs.length ? table(['#id', '#attempt', 'status', '#exit', 'worker', '#runtime',
-          'started', 'error'], invs) : el('p', { class: 'muted' }, 'None: this node runs no job.'),
+          'started', 'error'], invs) : el('p', { class: 'muted' },
+          ['done', 'error', 'cancelled', 'dead'].includes(t.state) ? 'None.' : 'None yet.'),
         log !== null ? [el('h2', {}, 'Log of the last invocation'), el('pre', {}, log)] : null];
     },
   };
