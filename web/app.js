@@ -91,12 +91,14 @@ function flash(message, bad) {
   flash.timer = setTimeout(() => { f.hidden = true; }, bad ? 8000 : 3000);
 }
 
-/* A table; a heading "#name" is a column of numbers (right-aligned). */
+/* A table; a heading "#name" is a column of numbers (right-aligned). It
+ * comes in a box that scrolls sideways when the window is too narrow for
+ * it, so that the page itself never does. */
 function table(head, rows) {
-  return el('table', {},
+  return el('div', { class: 'table-box' }, el('table', {},
     el('thead', {}, el('tr', {}, head.map((h) =>
       el('th', { class: h.startsWith('#') ? 'num' : '' }, h.replace(/^#/, ''))))),
-    el('tbody', {}, rows));
+    el('tbody', {}, rows)));
 }
 
 /* Counts by state: their sum, and as words ("queued 3, done 12"). */
