@@ -1,0 +1,763 @@
+/* The web UI in a real browser: Debian's chromium, headless, driven by its
+ * chromedriver through the W3C WebDriver protocol (JSON over HTTP, spoken
+ * here with libcurl and jansson), against a real `braid server`. A user
+ * logs in with a token, opens a graph, submits tasks (and bad attributes,
+ * which must send nothing), sets a priority and cancels through the page's
+ * buttons, with the page logging no JavaScript error; and the header and
+ * the task table fit a narrow and a wide window.
+ *
+ * chromedriver and every process it starts (the browser, its helpers, the
+ * crash handlers that leave their parent) run under a keeper process, a
+ * child subreaper: when the test ends, passing or not (a failed CHECK
+ * exits at once), the keeper's pipe closes and it ends them all. Without
+ * chromium the test fails and says to run scripts/deps.sh. */
+#include <curl/curl.h>
+#include <dirent.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include "farm-util.h"
+
+#define ELEMENT_KEY "element-6066-11e4-a52e-4f735466cecf"
+#define WAIT_S 15.0
+
+/* ---- chromedriver, kept ---- */
+
+typedef struct wd {
+  farm *f;
+  pid_t keeper;
+  int hold; /* the write end of the keeper's pipe: closed, it ends everything */
+  char *dir;
+  char driver[256], log[1024];
+  char root[128];     /* http://127.0.0.1:PORT */
+  char session[256];  /* root/session/ID */
+  CURL *curl;
+} wd;
+
+/* The program name in PATH, or false. */
+static bool find_program(const char *name, char *out, size_t cap) {
+  const char *path = getenv("PATH");
+  char dirs[4096];
+  snprintf(dirs, sizeof dirs, "%s", path && *path ? path : "/usr/local/bin:/usr/bin:/bin");
+  for (char *save = NULL, *d = strtok_r(dirs, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
+    snprintf(out, cap, "%s/%s", d, name);
+    if (access(out, X_OK) == 0) return true;
+  }
+  return false;
+}
+
+/* A loopback port nothing listens on now. */
+static int free_port(void) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t len = sizeof sa;
+  CHECK(bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0);
+  CHECK(getsockname(fd, (struct sockaddr *)&sa, &len) == 0);
+  close(fd);
+  return ntohs(sa.sin_port);
+}
+
+/* The pids whose parent is ppid. */
+static int children_of(pid_t ppid, pid_t *out, int cap) {
+  int n = 0;
+  DIR *d = opendir("/proc");
+  if (!d) return 0;
+  for (struct dirent *e; (e = readdir(d)) && n < cap;) {
+    if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
+    char path[300], text[512];
+    snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+    FILE *fp = fopen(path, "r");
+    if (!fp) continue;
+    size_t got = fread(text, 1, sizeof text - 1, fp);
+    fclose(fp);
+    text[got] = 0;
+    char *rp = strrchr(text, ')'); /* the name may hold spaces and parentheses */
+    char state;
+    int parent;
+    if (rp && sscanf(rp + 1, " %c %d", &state, &parent) == 2 && parent == ppid)
+      out[n++] = atoi(e->d_name);
+  }
+  closedir(d);
+  return n;
+}
+
+/* How many processes name text in their command line (the browser's
+ * profile folder: anything of this test's browser). */
+static int processes_naming(const char *text) {
+  int n = 0;
+  DIR *d = opendir("/proc");
+  if (!d) return 0;
+  for (struct dirent *e; (e = readdir(d));) {
+    if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
+    char path[300], cmd[8192];
+    snprintf(path, sizeof path, "/proc/%s/cmdline", e->d_name);
+    FILE *fp = fopen(path, "r");
+    if (!fp) continue;
+    size_t got = fread(cmd, 1, sizeof cmd - 1, fp);
+    fclose(fp);
+    for (size_t i = 0; i < got; i++)
+      if (!cmd[i]) cmd[i] = ' ';
+    cmd[got] = 0;
+    if (strstr(cmd, text)) n++;
+  }
+  closedir(d);
+  return n;
+}
+
+/* The keeper: starts chromedriver, waits for its pipe to close, then ends
+ * every process below it (orphans come to it, as a subreaper): SIGTERM
+ * for up to 2 s, then SIGKILL, until it has no child left. chromedriver
+ * stays in the test's process group, so a Ctrl-C or a kill of the group
+ * reaches it and the browser; the keeper itself outlives them to end what
+ * left the group (the crash handlers) once the test is gone. */
+static void keeper(wd *w, int rd, int port) {
+  prctl(PR_SET_CHILD_SUBREAPER, 1);
+  pid_t cd = fork();
+  if (cd == 0) {
+    close(rd);
+    int fd = open(w->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    int null = open("/dev/null", O_RDONLY);
+    dup2(null, 0);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    /* the browser's own files go under the test's folder too */
+    setenv("HOME", w->dir, 1);
+    char cfg[1100], cache[1100], arg[32];
+    snprintf(cfg, sizeof cfg, "%s/config", w->dir);
+    snprintf(cache, sizeof cache, "%s/cache", w->dir);
+    setenv("XDG_CONFIG_HOME", cfg, 1);
+    setenv("XDG_CACHE_HOME", cache, 1);
+    snprintf(arg, sizeof arg, "--port=%d", port);
+    execl(w->driver, w->driver, arg, (char *)NULL);
+    _exit(127);
+  }
+  signal(SIGINT, SIG_IGN);
+  signal(SIGTERM, SIG_IGN);
+  signal(SIGHUP, SIG_IGN);
+  char c;
+  ssize_t n;
+  do n = read(rd, &c, 1);
+  while (n > 0 || (n < 0 && errno == EINTR));
+  double kill_at = farm_now() + 2;
+  for (;;) {
+    while (waitpid(-1, NULL, WNOHANG) > 0) {}
+    pid_t kids[512];
+    int nk = children_of(getpid(), kids, 512);
+    if (!nk && waitpid(-1, NULL, WNOHANG) < 0 && errno == ECHILD) break;
+    int sig = farm_now() < kill_at ? SIGTERM : SIGKILL;
+    for (int i = 0; i < nk; i++) kill(kids[i], sig);
+    usleep(20000);
+  }
+  _exit(0);
+}
+
+typedef struct answer {
+  char *p;
+  size_t n;
+} answer;
+
+static size_t on_data(char *d, size_t size, size_t nmemb, void *ud) {
+  answer *a = ud;
+  size_t n = size * nmemb;
+  char *grown = realloc(a->p, a->n + n + 1);
+  if (!grown) return 0;
+  memcpy(grown + a->n, d, n);
+  a->n += n;
+  grown[a->n] = 0;
+  a->p = grown;
+  return n;
+}
+
+/* One WebDriver request: the answer's "value" (a new reference; NULL when
+ * the answer is not JSON) and its HTTP status (0: no answer). body is
+ * stolen; a POST without one sends {}. */
+static json_t *wd_request(wd *w, const char *method, const char *url, json_t *body,
+                          long *status) {
+  answer a = {NULL, 0};
+  char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+  json_decref(body);
+  struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
+  curl_easy_reset(w->curl);
+  curl_easy_setopt(w->curl, CURLOPT_URL, url);
+  curl_easy_setopt(w->curl, CURLOPT_CUSTOMREQUEST, method);
+  curl_easy_setopt(w->curl, CURLOPT_HTTPHEADER, h);
+  curl_easy_setopt(w->curl, CURLOPT_WRITEFUNCTION, on_data);
+  curl_easy_setopt(w->curl, CURLOPT_WRITEDATA, &a);
+  curl_easy_setopt(w->curl, CURLOPT_TIMEOUT, 60L);
+  curl_easy_setopt(w->curl, CURLOPT_NOPROXY, "*");
+  if (strcmp(method, "POST") == 0)
+    curl_easy_setopt(w->curl, CURLOPT_POSTFIELDS, text ? text : "{}");
+  *status = 0;
+  if (curl_easy_perform(w->curl) == CURLE_OK)
+    curl_easy_getinfo(w->curl, CURLINFO_RESPONSE_CODE, status);
+  curl_slist_free_all(h);
+  free(text);
+  json_error_t jerr;
+  json_t *doc = a.p ? json_loads(a.p, 0, &jerr) : NULL;
+  free(a.p);
+  json_t *v = json_incref(json_object_get(doc, "value"));
+  json_decref(doc);
+  return v;
+}
+
+/* The error of a failed command, as WebDriver words it. */
+static const char *wd_error(json_t *v) {
+  const char *m = json_string_value(json_object_get(v, "message"));
+  return m ? m : "(no message)";
+}
+
+/* A command of the session (path after /session/ID); fails the test
+ * unless it succeeds. Returns its value (a new reference). */
+static json_t *cmd(wd *w, const char *method, const char *path, json_t *body) {
+  char url[512];
+  snprintf(url, sizeof url, "%s%s", w->session, path);
+  long st;
+  json_t *v = wd_request(w, method, url, body, &st);
+  if (st != 200) {
+    br_test_fail(__FILE__, __LINE__, "WebDriver %s %s: HTTP %ld: %.300s", method, path, st,
+                 wd_error(v));
+  }
+  return v;
+}
+
+static void wd_do(wd *w, const char *method, const char *path, json_t *body) {
+  json_decref(cmd(w, method, path, body));
+}
+
+/* Starts chromedriver (under its keeper) and a headless browser session;
+ * fails with what to do when chromium is not installed. */
+static void wd_start(wd *w, farm *f) {
+  memset(w, 0, sizeof *w);
+  w->f = f;
+  char browser[256];
+  if (!find_program("chromedriver", w->driver, sizeof w->driver) ||
+      !find_program("chromium", browser, sizeof browser))
+    br_test_fail(__FILE__, __LINE__,
+                 "chromium and chromedriver are not installed: the web UI's browser test "
+                 "needs them; run scripts/deps.sh (as root) to install Debian's chromium and "
+                 "chromium-driver");
+  w->dir = br_test_tmpdir("web-browser-chromium");
+  snprintf(w->log, sizeof w->log, "%s/chromedriver.log", w->dir);
+  int port = free_port();
+  int p[2];
+  CHECK(pipe2(p, O_CLOEXEC) == 0);
+  fflush(NULL);
+  w->keeper = fork();
+  CHECK(w->keeper >= 0);
+  if (w->keeper == 0) {
+    close(p[1]);
+    keeper(w, p[0], port);
+  }
+  close(p[0]);
+  w->hold = p[1];
+  w->curl = curl_easy_init();
+  CHECK(w->curl != NULL);
+  snprintf(w->root, sizeof w->root, "http://127.0.0.1:%d", port);
+  char url[256];
+  snprintf(url, sizeof url, "%s/status", w->root);
+  bool up = false;
+  for (double end = farm_now() + 20; !up && farm_now() < end;) {
+    long st;
+    json_t *v = wd_request(w, "GET", url, NULL, &st);
+    up = st == 200 && json_is_true(json_object_get(v, "ready"));
+    json_decref(v);
+    if (!up) usleep(50000);
+  }
+  if (!up) {
+    char *log = br_test_slurp(w->log);
+    br_test_fail(__FILE__, __LINE__, "chromedriver did not start on port %d: %.2000s", port,
+                 log);
+  }
+  char profile[1100];
+  snprintf(profile, sizeof profile, "--user-data-dir=%s/profile", w->dir);
+  json_t *caps = json_pack(
+      "{s{s{sss{ss}sss{s[sssssss]}}}}", "capabilities", "alwaysMatch", "browserName",
+      "chrome", "goog:loggingPrefs", "browser", "ALL", "unhandledPromptBehavior", "ignore",
+      "goog:chromeOptions", "args", "--headless=new", "--no-sandbox", "--disable-gpu",
+      "--disable-dev-shm-usage", profile, "--window-size=1280,900", "--no-first-run");
+  snprintf(url, sizeof url, "%s/session", w->root);
+  long st;
+  json_t *v = wd_request(w, "POST", url, caps, &st);
+  const char *id = json_string_value(json_object_get(v, "sessionId"));
+  if (st != 200 || !id) {
+    char *log = br_test_slurp(w->log);
+    br_test_fail(__FILE__, __LINE__, "no browser session (HTTP %ld): %.500s\n%.2000s", st,
+                 wd_error(v), log);
+  }
+  snprintf(w->session, sizeof w->session, "%s/session/%s", w->root, id);
+  json_decref(v);
+}
+
+/* Ends the session, then chromedriver and everything left of the browser:
+ * none of its processes may remain. */
+static void wd_stop(wd *w) {
+  long st;
+  json_decref(wd_request(w, "DELETE", w->session, NULL, &st));
+  curl_easy_cleanup(w->curl);
+  close(w->hold);
+  CHECK_EQ_INT(farm_wait(w->keeper), 0);
+  char profile[1100];
+  snprintf(profile, sizeof profile, "%s/profile", w->dir);
+  CHECK_EQ_INT(processes_naming(profile), 0);
+  free(w->dir);
+}
+
+/* ---- the page ---- */
+
+/* Runs a script in the page (arguments: a JSON array text, or NULL); its
+ * result (a new reference). */
+static json_t *js(wd *w, const char *script, const char *args) {
+  json_error_t jerr;
+  json_t *a = args ? json_loads(args, 0, &jerr) : json_array();
+  CHECK(a != NULL);
+  return cmd(w, "POST", "/execute/sync", json_pack("{ssso}", "script", script, "args", a));
+}
+
+/* A script's result as a string the caller frees ("" when not a string). */
+static char *js_text(wd *w, const char *script, const char *args) {
+  json_t *v = js(w, script, args);
+  char *s = strdup(json_is_string(v) ? json_string_value(v) : "");
+  json_decref(v);
+  return s;
+}
+
+/* What the page shows: the flash and the start of main, for failures. */
+static char *page_state(wd *w) {
+  return js_text(w,
+                 "const f = document.getElementById('flash');"
+                 "return location.hash + ' | flash: ' + (f.hidden ? '' : f.textContent) +"
+                 " ' | main: ' + document.getElementById('main').textContent.slice(0, 400);",
+                 NULL);
+}
+
+/* Waits until script (a function body) returns true. */
+#define UNTIL(w, script, args) until(w, script, args, __LINE__)
+static void until(wd *w, const char *script, const char *args, int line) {
+  double end = farm_now() + WAIT_S;
+  for (;;) {
+    json_t *v = js(w, script, args);
+    bool ok = json_is_true(v);
+    json_decref(v);
+    if (ok) return;
+    if (farm_now() > end) {
+      char *state = page_state(w);
+      br_test_fail(__FILE__, line, "waited %.0f s for: %s (args %s)\n  page: %s", WAIT_S,
+                   script, args ? args : "none", state);
+    }
+    usleep(100000);
+  }
+}
+
+/* The first element that matches css (its WebDriver id, freed by the
+ * caller), waiting for it to exist. */
+static char *find(wd *w, const char *css) {
+  double end = farm_now() + WAIT_S;
+  for (;;) {
+    json_t *v = cmd(w, "POST", "/elements", json_pack("{ssss}", "using", "css selector",
+                                                      "value", css));
+    const char *id = json_string_value(json_object_get(json_array_get(v, 0), ELEMENT_KEY));
+    char *out = id ? strdup(id) : NULL;
+    json_decref(v);
+    if (out) return out;
+    if (farm_now() > end) {
+      char *state = page_state(w);
+      br_test_fail(__FILE__, __LINE__, "no element %s after %.0f s\n  page: %s", css, WAIT_S,
+                   state);
+    }
+    usleep(100000);
+  }
+}
+
+static void click(wd *w, const char *css) {
+  char *id = find(w, css), path[256];
+  snprintf(path, sizeof path, "/element/%s/click", id);
+  wd_do(w, "POST", path, NULL);
+  free(id);
+}
+
+/* Empties a field and types text into it, key by key. */
+static void type(wd *w, const char *css, const char *text) {
+  char *id = find(w, css), path[256];
+  snprintf(path, sizeof path, "/element/%s/clear", id);
+  wd_do(w, "POST", path, NULL);
+  snprintf(path, sizeof path, "/element/%s/value", id);
+  wd_do(w, "POST", path, json_pack("{ss}", "text", text));
+  free(id);
+}
+
+static void go(wd *w, const char *where) {
+  char url[512];
+  snprintf(url, sizeof url, "%s/%s", w->f->url, where);
+  wd_do(w, "POST", "/url", json_pack("{ss}", "url", url));
+}
+
+/* The browser's log since the last call: fails on any JavaScript error
+ * (an uncaught exception or rejection, console.error). A refused request
+ * (401 before the login, the 400 of a refused submission) is logged as a
+ * network error, which the page expects and shows itself. */
+static void no_js_errors(wd *w) {
+  json_t *log = cmd(w, "POST", "/se/log", json_pack("{ss}", "type", "browser"));
+  CHECK(json_is_array(log));
+  size_t i;
+  json_t *e;
+  char bad[4096] = "";
+  json_array_foreach(log, i, e) {
+    const char *level = json_string_value(json_object_get(e, "level"));
+    const char *source = json_string_value(json_object_get(e, "source"));
+    const char *msg = json_string_value(json_object_get(e, "message"));
+    if (!level || strcmp(level, "SEVERE") != 0 || (source && strcmp(source, "network") == 0))
+      continue;
+    size_t n = strlen(bad);
+    snprintf(bad + n, sizeof bad - n, "\n  %s %s: %s", level, source ? source : "?",
+             msg ? msg : "");
+  }
+  json_decref(log);
+  if (*bad) br_test_fail(__FILE__, __LINE__, "the page logged JavaScript errors:%s", bad);
+}
+
+/* Saves what the window shows as dir/name (PNG), for a look when a check
+ * of the layout fails (a passing test's folder is removed). */
+static void screenshot(wd *w, const char *dir, const char *name) {
+  json_t *v = cmd(w, "GET", "/screenshot", NULL);
+  const char *b64 = json_string_value(v);
+  CHECK(b64 != NULL);
+  size_t n = strlen(b64), len = 0;
+  unsigned char *png = malloc(n / 4 * 3 + 3);
+  unsigned bits = 0;
+  int have = 0;
+  for (size_t i = 0; i < n; i++) {
+    const char *digits = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const char *d = b64[i] ? strchr(digits, b64[i]) : NULL;
+    if (!d) continue; /* '=' */
+    bits = (bits << 6) | (unsigned)(d - digits);
+    if ((have += 6) >= 8) {
+      have -= 8;
+      png[len++] = (unsigned char)(bits >> have);
+    }
+  }
+  char path[1100];
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  FILE *fp = fopen(path, "wb");
+  CHECK(fp != NULL);
+  CHECK(fwrite(png, 1, len, fp) == len);
+  CHECK(fclose(fp) == 0);
+  free(png);
+  json_decref(v);
+}
+
+/* Opens the page and logs in with the user token, as a user would. */
+static void log_in(wd *w) {
+  go(w, "");
+  UNTIL(w, "return !document.getElementById('login').hidden;", NULL);
+  type(w, "#token-input", w->f->user);
+  click(w, "#login-form button[type=submit]");
+  UNTIL(w, "return document.getElementById('login').hidden;", NULL);
+}
+
+/* ---- the server's side ---- */
+
+static const char GRAPH[] =
+    "{\"name\": \"shots\", \"start\": {\"node\": \"start\", \"attrs\": {\"shot\": \"sh010\"}},"
+    " \"nodes\": [{\"name\": \"start\", \"type\": \"null\"},"
+    " {\"name\": \"render\", \"type\": \"command\", \"params\": {\"shell\": \"exit 0\"}}],"
+    " \"wires\": [[\"start\", \"render\"]]}";
+
+static void put_graph(farm *f) {
+  json_error_t jerr;
+  json_t *g = json_loads(GRAPH, 0, &jerr);
+  CHECK(g != NULL);
+  CHECK_EQ_INT(farm_call(f, f->user, "POST", "/api/v1/graphs", g, NULL), 201);
+  json_decref(g);
+}
+
+static json_t *task_of(farm *f, int64_t id) {
+  char path[128];
+  snprintf(path, sizeof path, "/api/v1/tasks/%lld", (long long)id);
+  json_t *t = NULL;
+  CHECK_EQ_INT(farm_call(f, f->user, "GET", path, NULL, &t), 200);
+  return t;
+}
+
+static size_t task_count(farm *f) {
+  json_t *a = NULL;
+  CHECK_EQ_INT(farm_call(f, f->user, "GET", "/api/v1/tasks?limit=1000", NULL, &a), 200);
+  size_t n = json_array_size(json_object_get(a, "tasks"));
+  json_decref(a);
+  return n;
+}
+
+/* Waits for the task's field to be the integer want (or, want_text set,
+ * that string). */
+static void task_becomes(farm *f, int64_t id, const char *field, long long want,
+                         const char *want_text) {
+  json_t *t = NULL;
+  for (double end = farm_now() + WAIT_S; farm_now() < end; usleep(50000)) {
+    json_decref(t);
+    t = task_of(f, id);
+    json_t *v = json_object_get(t, field);
+    if (want_text ? json_is_string(v) && strcmp(json_string_value(v), want_text) == 0
+                  : json_is_integer(v) && json_integer_value(v) == want)
+      break;
+  }
+  char *text = json_dumps(json_object_get(t, field), JSON_ENCODE_ANY);
+  if (want_text) CHECK_EQ_STR(json_string_value(json_object_get(t, field)), want_text);
+  else if (json_integer_value(json_object_get(t, field)) != want)
+    br_test_fail(__FILE__, __LINE__, "task %lld: %s is %s, not %lld", (long long)id, field,
+                 text, want);
+  free(text);
+  json_decref(t);
+}
+
+/* ---- the tests ---- */
+
+TEST(web_ui_logs_in_submits_sets_priority_and_cancels_in_a_browser) {
+  double t0 = farm_now();
+  farm F;
+  farm_start(&F, "web-browser", "--poll-wait 1");
+  put_graph(&F);
+  wd W;
+  wd_start(&W, &F);
+
+  /* the login form takes the token, and the graph list appears */
+  log_in(&W);
+  UNTIL(&W, "return !!document.querySelector('main a[href=\"#/graph/shots\"]');", NULL);
+  char *h1 = js_text(&W, "return document.querySelector('main h1').textContent;", NULL);
+  CHECK_EQ_STR(h1, "Graphs");
+  free(h1);
+  no_js_errors(&W);
+
+  /* a graph's page draws its diagram: a box per node, a wire between */
+  click(&W, "main a[href=\"#/graph/shots\"]");
+  UNTIL(&W, "return document.querySelectorAll('svg.diagram .node').length === 2;", NULL);
+  char *names = js_text(&W,
+                        "return [...document.querySelectorAll('svg.diagram text.name')]"
+                        ".map((t) => t.textContent).sort().join(',');",
+                        NULL);
+  CHECK_EQ_STR(names, "render,start");
+  free(names);
+  UNTIL(&W, "return document.querySelectorAll('svg.diagram .wire path').length === 1;", NULL);
+  UNTIL(&W, "const r = document.querySelector('svg.diagram').getBoundingClientRect();"
+            "return r.width > 100 && r.height > 50;", NULL);
+  /* its toolbar's button leads to the form, which starts from the graph's
+   * start attributes */
+  click(&W, "main .toolbar button");
+  UNTIL(&W, "return document.activeElement === document.getElementById('submit-attrs');", NULL);
+  char *start = js_text(&W, "return document.getElementById('submit-attrs').value;", NULL);
+  CHECK_CONTAINS(start, "\"shot\": \"sh010\"");
+  free(start);
+
+  /* attributes that are not JSON: the browser's message beside the field,
+   * with its position, and nothing sent */
+  type(&W, "#submit-attrs", "{\"shot\": \"sh020\",}");
+  click(&W, "#submit-form button[type=submit]");
+  UNTIL(&W, "return document.getElementById('submit-attrs-error').textContent"
+            ".startsWith('Not JSON: ');", NULL);
+  char *err = js_text(&W, "return document.getElementById('submit-attrs-error').textContent;",
+                      NULL);
+  char *want = js_text(&W, "try { JSON.parse(arguments[0]); } catch (e) { return e.message; }",
+                       "[\"{\\\"shot\\\": \\\"sh020\\\",}\"]");
+  CHECK_CONTAINS(want, "position 17"); /* where the browser says it went wrong */
+  CHECK(strcmp(err + strlen("Not JSON: "), want) == 0);
+  free(want);
+  free(err);
+  json_t *caret = js(&W, "return document.getElementById('submit-attrs').selectionStart;", NULL);
+  CHECK_EQ_INT(json_integer_value(caret), 17); /* the cursor is put there */
+  json_decref(caret);
+  char *invalid = js_text(&W, "return document.getElementById('submit-attrs')"
+                              ".getAttribute('aria-invalid');", NULL);
+  CHECK_EQ_STR(invalid, "true");
+  free(invalid);
+  /* JSON, but not an object */
+  type(&W, "#submit-attrs", "[\"sh020\"]");
+  UNTIL(&W, "return document.getElementById('submit-attrs-error').textContent === '';", NULL);
+  click(&W, "#submit-form button[type=submit]");
+  UNTIL(&W, "return document.getElementById('submit-attrs-error').textContent"
+            ".includes('must be a JSON object');", NULL);
+  usleep(500000); /* a request sent anyway would be in by now */
+  CHECK_EQ_INT(task_count(&F), 0);
+
+  /* the server's refusal is the flash message, with its words */
+  type(&W, "#submit-attrs", "{\"shot\": \"sh020\"}");
+  type(&W, "#submit-priority", "99999999999");
+  click(&W, "#submit-form button[type=submit]");
+  UNTIL(&W, "const f = document.getElementById('flash');"
+            "return !f.hidden && f.classList.contains('bad') &&"
+            " f.textContent.includes('\"priority\" must be an integer');", NULL);
+  CHECK_EQ_INT(task_count(&F), 0);
+
+  /* a good submission: the task it made, linked */
+  type(&W, "#submit-attrs", "{\"shot\": \"sh020\",\n\"frames\": [1, 24]}");
+  type(&W, "#submit-name", "from-the-browser");
+  type(&W, "#submit-priority", "5");
+  click(&W, "#submit-form button[type=submit]");
+  UNTIL(&W, "return !!document.querySelector('#submitted a[href^=\"#/task/\"]');", NULL);
+  char *made = js_text(&W, "return document.querySelector('#submitted a').textContent;", NULL);
+  long long id = 0;
+  CHECK(sscanf(made, "task %lld", &id) == 1 && id > 0);
+  free(made);
+  CHECK_EQ_INT(task_count(&F), 1);
+  json_t *t = task_of(&F, id);
+  CHECK_EQ_STR(json_string_value(json_object_get(t, "name")), "from-the-browser");
+  CHECK_EQ_INT(json_integer_value(json_object_get(t, "priority")), 5);
+  json_t *attrs = json_object_get(t, "attrs");
+  CHECK_EQ_STR(json_string_value(json_object_get(attrs, "shot")), "sh020");
+  CHECK_EQ_INT(json_integer_value(json_array_get(json_object_get(attrs, "frames"), 1)), 24);
+  json_decref(t);
+  no_js_errors(&W);
+
+  /* the Tasks view lists it; one submitted elsewhere comes by the event
+   * stream, with no reload */
+  click(&W, "#nav-tasks");
+  char arg[64];
+  snprintf(arg, sizeof arg, "[%lld]", id);
+  UNTIL(&W, "return !!document.querySelector('main table a[href=\"#/task/' + arguments[0] +"
+            " '\"]');", arg);
+  UNTIL(&W, "return document.getElementById('live').textContent === 'live';", NULL);
+  json_t *body = json_pack("{sssss{ss}}", "graph", "shots", "name", "from-the-api", "attrs",
+                           "shot", "sh030");
+  json_t *out = NULL;
+  CHECK_EQ_INT(farm_call(&F, F.user, "POST", "/api/v1/submissions", body, &out), 201);
+  json_decref(body);
+  snprintf(arg, sizeof arg, "[%lld]", (long long)json_integer_value(json_object_get(out, "task")));
+  json_decref(out);
+  UNTIL(&W, "return !!document.querySelector('main table a[href=\"#/task/' + arguments[0] +"
+            " '\"]');", arg);
+
+  /* its priority, set in its view */
+  snprintf(arg, sizeof arg, "#/task/%lld", id);
+  char css[128];
+  snprintf(css, sizeof css, "main table a[href=\"%s\"]", arg);
+  click(&W, css);
+  UNTIL(&W, "return document.getElementById('priority-input') !== null &&"
+            " document.getElementById('priority-input').value === '5';", NULL);
+  type(&W, "#priority-input", "1.5");
+  click(&W, "#priority-form button[type=submit]");
+  UNTIL(&W, "return document.getElementById('priority-error').textContent"
+            ".startsWith('a whole number');", NULL);
+  type(&W, "#priority-input", "42");
+  click(&W, "#priority-form button[type=submit]");
+  task_becomes(&F, id, "priority", 42, NULL);
+  UNTIL(&W, "return document.querySelector('main h1').textContent.startsWith('Task ') &&"
+            " document.getElementById('priority-input').value === '42' &&"
+            " document.getElementById('priority-error').textContent === '';", NULL);
+
+  /* cancel, through its button and the confirm() dialog */
+  click(&W, "main .toolbar button.danger");
+  json_t *alert = NULL;
+  long st = 0;
+  char url[512];
+  snprintf(url, sizeof url, "%s/alert/text", W.session);
+  for (double end = farm_now() + WAIT_S; farm_now() < end; usleep(50000)) {
+    json_decref(alert);
+    alert = wd_request(&W, "GET", url, NULL, &st);
+    if (st == 200) break;
+  }
+  CHECK_EQ_INT(st, 200);
+  CHECK_CONTAINSF(json_string_value(alert), "Cancel task %lld?", id);
+  json_decref(alert);
+  wd_do(&W, "POST", "/alert/accept", NULL);
+  task_becomes(&F, id, "state", 0, "cancelled");
+  UNTIL(&W, "return !!document.querySelector('main .kv .state.st-cancelled');", NULL);
+  no_js_errors(&W);
+
+  wd_stop(&W);
+  farm_stop(&F);
+  printf("  (%.1f s)\n", farm_now() - t0);
+}
+
+/* Checks that the page at hash (drawn when the script ready returns true)
+ * fits a window width wide: the page does not scroll sideways, no element of
+ * box (a CSS selector, or NULL) is wider inside than it shows, and every
+ * element of parts (a JSON array of selectors) shows, within the window.
+ * A screenshot is kept as dir/NAME-WIDTH.png for a look when this fails. */
+static void check_fits(wd *w, const char *dir, const char *name, int width, const char *hash,
+                       const char *ready, const char *box, const char *parts) {
+  go(w, hash);
+  UNTIL(w, ready, NULL);
+  char args[1024], shot[128];
+  snprintf(args, sizeof args, "[%s, \"%s\"]", parts, box ? box : "");
+  json_t *m = js(w,
+                 "const [parts, box] = arguments, de = document.documentElement;"
+                 "const boxes = box ? [...document.querySelectorAll(box)] : [];"
+                 "return { view: de.clientWidth, scroll: de.scrollWidth,"
+                 " boxes: boxes.map((b) => [b.scrollWidth, b.clientWidth]),"
+                 " parts: parts.map((s) => { const e = document.querySelector(s);"
+                 " const b = e ? e.getBoundingClientRect() : {};"
+                 " return [s, b.left, b.right, b.width, b.height]; }) };",
+                 args);
+  snprintf(shot, sizeof shot, "%s-%d.png", name, width);
+  screenshot(w, dir, shot);
+  char *text = json_dumps(m, JSON_COMPACT);
+  int view = (int)json_integer_value(json_object_get(m, "view"));
+  if (view < width - 40 || view > width) /* less a scroll bar, if any */
+    br_test_fail(__FILE__, __LINE__, "the window is not %d wide: %s", width, text);
+  if (json_integer_value(json_object_get(m, "scroll")) > view)
+    br_test_fail(__FILE__, __LINE__, "%s scrolls sideways at %d: %s", hash, width, text);
+  size_t k;
+  json_t *p;
+  json_array_foreach(json_object_get(m, "boxes"), k, p) {
+    if (json_integer_value(json_array_get(p, 0)) > json_integer_value(json_array_get(p, 1)))
+      br_test_fail(__FILE__, __LINE__, "%s of %s overflows at %d: %s", box, hash, width, text);
+  }
+  if (box && !json_array_size(json_object_get(m, "boxes")))
+    br_test_fail(__FILE__, __LINE__, "no %s in %s", box, hash);
+  json_array_foreach(json_object_get(m, "parts"), k, p) {
+    double left = json_number_value(json_array_get(p, 1));
+    double right = json_number_value(json_array_get(p, 2));
+    double wide = json_number_value(json_array_get(p, 3));
+    double high = json_number_value(json_array_get(p, 4));
+    if (left < 0 || right > view + 0.5 || wide < 1 || high < 1)
+      br_test_fail(__FILE__, __LINE__, "%s of %s is not within the window at %d: %s",
+                   json_string_value(json_array_get(p, 0)), hash, width, text);
+  }
+  free(text);
+  json_decref(m);
+}
+
+/* The header and the task table within the window, narrow and wide, with
+ * nothing to scroll sideways; and a graph's page and a task's page do not
+ * scroll sideways either, their forms in sight. */
+TEST(web_ui_layout_fits_a_narrow_and_a_wide_window) {
+  farm F;
+  farm_start(&F, "web-layout", "--poll-wait 1");
+  put_graph(&F);
+  int64_t first = 0;
+  for (int i = 0; i < 3; i++) {
+    json_t *body = json_pack("{sssssss{ss}}", "graph", "shots", "name",
+                             "sh010-lighting-comp-wedge-variant-long-name", "group",
+                             "a-long-group-name-for-the-layout", "attrs", "shot", "sh010");
+    json_t *out = NULL;
+    CHECK_EQ_INT(farm_call(&F, F.user, "POST", "/api/v1/submissions", body, &out), 201);
+    if (!first) first = json_integer_value(json_object_get(out, "task"));
+    json_decref(out);
+    json_decref(body);
+  }
+  wd W;
+  wd_start(&W, &F);
+  log_in(&W);
+  char task[64];
+  snprintf(task, sizeof task, "#/task/%lld", (long long)first);
+  static const int widths[] = {600, 1280};
+  for (size_t i = 0; i < 2; i++) {
+    wd_do(&W, "POST", "/window/rect", json_pack("{sisi}", "width", widths[i], "height", 900));
+    check_fits(&W, F.dir, "tasks", widths[i], "#/tasks",
+               "return document.querySelectorAll('main table tbody tr').length === 3;",
+               "main .table-box",
+               "[\"header\", \"header .brand\", \"#nav-tasks\", \"#live\", \"#token-button\","
+               " \"main table\", \"main table tbody tr:last-child td:last-child\"]");
+    check_fits(&W, F.dir, "graph", widths[i], "#/graph/shots",
+               "return document.querySelectorAll('svg.diagram .node').length === 2 &&"
+               " !!document.getElementById('submit-form');",
+               NULL,
+               "[\"header\", \"#token-button\", \"main h1\", \"#submit-attrs\","
+               " \"#submit-form button[type=submit]\"]");
+    check_fits(&W, F.dir, "task", widths[i], task,
+               "return !!document.getElementById('priority-form');", NULL,
+               "[\"header\", \"#token-button\", \"#priority-input\","
+               " \"#priority-form button\", \"main .toolbar button.danger\"]");
+  }
+  no_js_errors(&W);
+  wd_stop(&W);
+  farm_stop(&F);
+}
