@@ -900,7 +900,7 @@ TEST(file_changed_during_push_is_reported) {
   char *src = xu_path(tmp, "src"), *ref = xu_ref(x.url, "changed");
   br_xfer_opts o;
   frames_changed_while_sending(tmp, src, &o);
-  o.small_file = 4096; /* read again to be sent, not kept from the hashing */
+  o.small_file = 4096; /* not bundled: its chunk kept, the file looked at again as it goes */
   br_xfer_result res;
   br_error err;
   br_error_clear(&err);
@@ -960,6 +960,53 @@ TEST(large_file_changed_while_its_first_chunks_go_is_reported) {
   change_len = 0;
   free(other), free(path), free(dst), free(src), free(ref);
   xu_depot_stop(&x);
+  xu_done(tmp);
+}
+
+/* Files of several chunks keep the chunks they hash while the memory bound
+ * has room, and read the others again when they go: under a bound that
+ * holds a few chunks, bodies mix the two, and chunks another file also
+ * holds are let go unsent. The pulled tree is the pushed one. */
+TEST(larger_files_kept_or_read_again_under_a_small_memory_bound) {
+  char *tmp = br_test_tmpdir("xfer-pp-kept");
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  char *src = xu_path(tmp, "src"), *ref = xu_ref(x.url, "kept");
+  xu_make_frames(src, "sim/f.%04d.bgeo", 1, 40, 5 * 65536 + 77, 9);
+  xu_make_frames(src, "again/f.%04d.bgeo", 1, 3, 5 * 65536 + 77, 9); /* the same bytes */
+  xu_make_frames(src, "one/f.%04d.vdb", 1, 6, 65536 - 5, 10);        /* one chunk each */
+  br_xfer_opts o;
+  xu_opts(&o, tmp);
+  o.chunk_size = 65536;
+  o.small_file = 4096;
+  o.bundle_bytes = 256 * 1024;
+  o.max_memory = 1024 * 1024; /* about eight chunks kept at once */
+  o.parallel = 2;
+  o.hash_threads = 2;
+  br_xfer_result res;
+  CHECK_EQ_INT(push_ok(src, ref, &o, &res), 1);
+  CHECK_EQ_INT((int)res.chunks_moved, 40 * 6 + 6);
+  CHECK_EQ_INT(res.retries, 0); /* a body the depot refused would be sent again */
+  char *dst = xu_path(tmp, "dst");
+  pull_ok(ref, dst, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+  /* to another depot with room for all, no hash cache: every chunk kept */
+  char *tmp2 = xu_path(tmp, "second");
+  CHECK(mkdir(tmp2, 0755) == 0);
+  xu_depot y;
+  xu_depot_start(&y, tmp2);
+  o.max_memory = 0;
+  o.cache_path = "";
+  char *ref2 = xu_ref(y.url, "kept-all"), *dst2 = xu_path(tmp, "dst2");
+  CHECK_EQ_INT(push_ok(src, ref2, &o, &res), 1);
+  CHECK_EQ_INT((int)res.chunks_moved, 40 * 6 + 6);
+  CHECK_EQ_INT(res.retries, 0);
+  pull_ok(ref2, dst2, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(src, dst2), 0);
+  free(dst2), free(ref2), free(dst), free(src), free(ref);
+  xu_depot_stop(&y);
+  xu_depot_stop(&x);
+  free(tmp2);
   xu_done(tmp);
 }
 

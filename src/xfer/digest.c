@@ -85,47 +85,64 @@ void br_xfer_file_digest(const br_xfer_digest *chunks, size_t n, br_xfer_digest 
 
 int br_xfer__hash_fd(int fd, int64_t size, int64_t chunk_size, br_xfer_digest *file,
                      br_xfer_digest **chunks, size_t *nchunks, br_error *err) {
-  return br_xfer__hash_fd_each(fd, size, chunk_size, file, chunks, nchunks, NULL, NULL, err);
+  return br_xfer__hash_fd_each(fd, size, chunk_size, file, chunks, nchunks, NULL, NULL, NULL,
+                               err);
 }
 
 int br_xfer__hash_fd_each(int fd, int64_t size, int64_t chunk_size, br_xfer_digest *file,
                           br_xfer_digest **chunks, size_t *nchunks, br_xfer__chunk_fn *each,
-                          void *ud, br_error *err) {
+                          br_xfer__keep_fn *keep, void *ud, br_error *err) {
   *chunks = NULL;
   *nchunks = 0;
   if (size < 0 || chunk_size <= 0) return br_error_set(err, BR_EINVAL, "bad size");
   size_t n = (size_t)((size + chunk_size - 1) / chunk_size);
   br_xfer_digest *cs = n ? calloc(n, sizeof *cs) : NULL;
   const size_t bufsz = 1024 * 1024;
-  uint8_t *buf = malloc(bufsz);
+  uint8_t *buf = NULL; /* for chunks read in pieces, once one is */
   EVP_MD_CTX *cctx = EVP_MD_CTX_new();
   int rc = BR_OK;
   bool handed = false; /* cs is the caller's: each was told of it */
-  if ((n && !cs) || !buf || !cctx) {
+  if ((n && !cs) || !cctx) {
     rc = br_error_set(err, BR_ENOMEM, "out of memory hashing a file");
     goto done;
   }
   int64_t off = 0;
   for (size_t c = 0; c < n; c++) {
-    EVP_DigestInit_ex(cctx, br_xfer__sha256_md(), NULL);
     int64_t end = off + chunk_size < size ? off + chunk_size : size;
-    while (off < end) {
-      size_t want = (size_t)(end - off) < bufsz ? (size_t)(end - off) : bufsz;
-      ssize_t got = pread(fd, buf, want, off);
-      if (got < 0 && errno == EINTR) continue;
-      if (got < 0) {
-        rc = br_error_set(err, BR_EIO, "read: %s", strerror(errno));
+    uint8_t *whole = keep ? keep(ud, c, (size_t)(end - off)) : NULL;
+    if (whole) {
+      int e = br_xfer__pread_all(fd, whole, (size_t)(end - off), off);
+      if (e) {
+        if (e == -ENODATA) rc = br_error_set(err, BR_EIO, "file shrank while being hashed");
+        else rc = br_error_set(err, BR_EIO, "read: %s", strerror(-e));
         goto done;
       }
-      if (got == 0) {
-        rc = br_error_set(err, BR_EIO, "file shrank while being hashed");
+      br_xfer_sha256(whole, (size_t)(end - off), &cs[c]);
+      off = end;
+    } else {
+      if (!buf && !(buf = malloc(bufsz))) {
+        rc = br_error_set(err, BR_ENOMEM, "out of memory hashing a file");
         goto done;
       }
-      EVP_DigestUpdate(cctx, buf, (size_t)got);
-      off += got;
+      EVP_DigestInit_ex(cctx, br_xfer__sha256_md(), NULL);
+      while (off < end) {
+        size_t want = (size_t)(end - off) < bufsz ? (size_t)(end - off) : bufsz;
+        ssize_t got = pread(fd, buf, want, off);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) {
+          rc = br_error_set(err, BR_EIO, "read: %s", strerror(errno));
+          goto done;
+        }
+        if (got == 0) {
+          rc = br_error_set(err, BR_EIO, "file shrank while being hashed");
+          goto done;
+        }
+        EVP_DigestUpdate(cctx, buf, (size_t)got);
+        off += got;
+      }
+      unsigned int dl = 0;
+      EVP_DigestFinal_ex(cctx, cs[c].b, &dl);
     }
-    unsigned int dl = 0;
-    EVP_DigestFinal_ex(cctx, cs[c].b, &dl);
     if (each) each(ud, cs, n, c + 1), handed = true;
   }
   br_xfer_file_digest(cs, n, file);

@@ -5,8 +5,9 @@
  * question, while the threads go on hashing) and sends them (small chunks
  * bundled many to a request, large ones one per request, several requests
  * in flight); at the end each manifest is committed as a new version. A
- * small file's bytes are kept from its hashing until they are sent, within
- * a memory bound, so it is read once; the bytes sent are the bytes hashed
+ * file's bytes are kept from its hashing until they are sent, within a
+ * memory bound (a small file's whole, a larger one's chunk by chunk while
+ * there is room), so it is read once; the bytes sent are the bytes hashed
  * (a new attempt reads them again, from a file still as it was hashed).
  * A file that changes while it is pushed is caught (its size, times or
  * inode differ from when it was hashed) and reported, never committed. When
@@ -59,6 +60,7 @@ typedef struct pfile {
   int unresolved; /* chunks not yet found in the depot or sent */
   bool moved;     /* some chunk of it was sent */
   uint8_t *data;  /* a small file's bytes, from its hashing until sent */
+  uint8_t **kept; /* a larger file's chunks' bytes, the same (NULL: read when sent) */
   char *abs;      /* while waiting to be hashed: its path */
   bool hashed;
   size_t published; /* a large file's chunks hashed so far (under mu; see hash_large) */
@@ -328,7 +330,29 @@ typedef struct growth {
   push *p;
   pfile *f;
   const struct stat *before;
+  uint8_t **kept;   /* becomes f->kept with the first chunk */
+  uint8_t *pending; /* the chunk being read into a buffer of the memory bound */
+  size_t pending_len;
 } growth;
+
+/* A chunk's bytes are kept if the memory bound has room now: a hashing
+ * thread never waits for it here (the chunk is read again when sent). */
+static uint8_t *keep_chunk(void *ud, size_t c, size_t len) {
+  growth *g = ud;
+  push *p = g->p;
+  (void)c;
+  int64_t cap = (int64_t)br_xfer__mem_cap(len);
+  pthread_mutex_lock(&p->mu);
+  bool room = !p->stop && p->mem_used + cap <= p->mem_cap;
+  if (room) p->mem_used += cap;
+  pthread_mutex_unlock(&p->mu);
+  if (!room) return NULL;
+  size_t got;
+  g->pending = br_xfer__mem_get(len, &got);
+  g->pending_len = len;
+  if (!g->pending) buf_put(p, NULL, (int64_t)len);
+  return g->pending;
+}
 
 static void chunk_hashed(void *ud, br_xfer_digest *cs, size_t n, size_t done) {
   growth *g = ud;
@@ -339,20 +363,28 @@ static void chunk_hashed(void *ud, br_xfer_digest *cs, size_t n, size_t done) {
     /* what the loop reads of it from now on: set once, here */
     f->chunks = cs;
     f->nchunks = n;
+    f->kept = g->kept;
+    g->kept = NULL;
     f->st = *g->before;
     p->growing[p->ngrowing++] = f;
   }
+  if (f->kept) f->kept[done - 1] = g->pending;
+  g->pending = NULL;
   f->published = done;
   pthread_mutex_unlock(&p->mu);
   br_xfer__engine_wake(&p->eng);
 }
 
 static int hash_large(push *p, pfile *f, int fd, const struct stat *before, br_error *err) {
-  growth g = {p, f, before};
+  growth g = {p, f, before, NULL, NULL, 0};
+  int64_t n = (before->st_size + p->chunk_size - 1) / p->chunk_size;
+  g.kept = calloc((size_t)n, sizeof *g.kept); /* none kept without it */
   br_xfer_digest *cs;
-  size_t n;
-  int rc = br_xfer__hash_fd_each(fd, before->st_size, p->chunk_size, &f->digest, &cs, &n,
-                                 chunk_hashed, &g, err);
+  size_t got;
+  int rc = br_xfer__hash_fd_each(fd, before->st_size, p->chunk_size, &f->digest, &cs, &got,
+                                 chunk_hashed, g.kept ? keep_chunk : NULL, &g, err);
+  if (g.pending) buf_put(p, g.pending, (int64_t)g.pending_len); /* read, not handed over */
+  free(g.kept); /* still here when no chunk was handed over */
   pthread_mutex_lock(&p->mu);
   for (int i = 0; i < p->ngrowing; i++)
     if (p->growing[i] == f) p->growing[i] = p->growing[--p->ngrowing];
@@ -370,7 +402,7 @@ static int hash_open(push *p, pfile *f, int fd, const struct stat *before, bool 
   f->st.st_size = before->st_size; /* keeps_data looks at the size read */
   if (keeps_data(p, f))
     rc = hash_small(p, f, fd, before->st_size, nowait, err);
-  else if (before->st_size > p->chunk_size)
+  else if (before->st_size > 0)
     rc = hash_large(p, f, fd, before, err);
   else
     rc = br_xfer__hash_fd(fd, before->st_size, p->chunk_size, &f->digest, &f->chunks,
@@ -494,25 +526,30 @@ static int threads_of(const push *p) {
   return nt < 1 ? 1 : nt > MAX_THREADS ? MAX_THREADS : nt;
 }
 
-/* Opens f to read what was hashed of it (*fd), if it is still as it was
- * when its digest was taken: the identity the hash cache trusts (size,
- * times, inode). Else an error that names it, and nothing open. */
+/* Whether st is f as it was when its digest was taken: the identity the
+ * hash cache trusts (size, times, inode). */
+static bool same_as_hashed(const pfile *f, const struct stat *st) {
+  return st->st_size == f->st.st_size && br_xfer__mtime_ns(st) == br_xfer__mtime_ns(&f->st) &&
+         br_xfer__ctime_ns(st) == br_xfer__ctime_ns(&f->st) && st->st_ino == f->st.st_ino;
+}
+
+/* Opens f to read what was hashed of it (*fd; fd NULL: only looks at it,
+ * its bytes being kept), if it is still as it was hashed. Else an error
+ * that names it, and nothing open. */
 static int open_as_hashed(const push *p, const pfile *f, int *fd, br_error *err) {
   const pjob *j = &p->jobs[f->job];
   char *abs = NULL;
   if (asprintf(&abs, "%s/%s", j->dir, f->rel) < 0)
     return br_error_set(err, BR_ENOMEM, "out of memory");
-  int rc = BR_OK;
+  int rc = BR_OK, got = -1;
   struct stat st;
-  *fd = open(abs, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-  if (*fd < 0)
+  if (fd) got = *fd = open(abs, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd && got < 0)
     rc = br_error_set(err, BR_EIO, "open %s: %s", abs, strerror(errno));
-  else if (fstat(*fd, &st) != 0 || st.st_size != f->st.st_size ||
-           br_xfer__mtime_ns(&st) != br_xfer__mtime_ns(&f->st) ||
-           br_xfer__ctime_ns(&st) != br_xfer__ctime_ns(&f->st) || st.st_ino != f->st.st_ino)
+  else if ((fd ? fstat(got, &st) : lstat(abs, &st)) != 0 || !same_as_hashed(f, &st))
     rc = br_error_set(err, BR_EIO, "%s changed while it was pushed; push again", abs);
   free(abs);
-  if (rc && *fd >= 0) close(*fd), *fd = -1;
+  if (rc && got >= 0) close(got), *fd = -1;
   return rc;
 }
 
@@ -633,12 +670,27 @@ static void drop_data(push *p, pfile *f) {
   f->data = NULL;
 }
 
+/* The bytes kept of a chunk (a small file's, or a chunk of a larger one),
+ * or NULL: they are read when sent. */
+static uint8_t *kept_bytes(const pfile *f, uint32_t c) {
+  return f->data ? f->data : f->kept ? f->kept[c] : NULL;
+}
+
+/* A chunk's kept bytes are not needed any more (sent, or in the depot). */
+static void drop_chunk(push *p, pfile *f, uint32_t c) {
+  drop_data(p, f);
+  if (!f->kept || !f->kept[c]) return;
+  buf_put(p, f->kept[c], chunk_len(f, c, p->chunk_size));
+  f->kept[c] = NULL;
+}
+
 /* A chunk is in the depot now (sent, or found there). */
 static void resolved(push *p, cref *c, bool sent) {
   pfile *f = c->f;
   p->eng.prog.bytes_done += chunk_len(f, c->chunk, p->chunk_size);
   if (sent) f->moved = true, p->res->chunks_moved++;
   else p->res->chunks_skipped++;
+  if (f->kept) drop_chunk(p, f, c->chunk);
   if (--f->unresolved == 0) {
     drop_data(p, f);
     p->eng.prog.files_done++;
@@ -809,7 +861,7 @@ static int upload_build(br_xfer__req *r, br_xfer__buf *body, br_error *err) {
   push *p = b->p;
   size_t bytes = 0; /* read into the body; kept bytes go by reference */
   for (size_t i = 0; i < b->nrefs; i++)
-    if (!b->refs[i]->f->data)
+    if (!kept_bytes(b->refs[i]->f, b->refs[i]->chunk))
       bytes += (size_t)chunk_len(b->refs[i]->f, b->refs[i]->chunk, p->chunk_size);
   if (br_xfer__bundle_begin(body) || br_xfer__bundle_reserve(body, b->nrefs, bytes))
     return br_error_set(err, BR_ENOMEM, "out of memory");
@@ -823,10 +875,19 @@ static int upload_build(br_xfer__req *r, br_xfer__buf *body, br_error *err) {
     size_t len = (size_t)chunk_len(f, c->chunk, p->chunk_size);
     bool try_z = z_try(p, f);
     bool saved = false;
-    if (f->data) { /* the bytes hashed, kept until they are sent */
+    uint8_t *data = kept_bytes(f, c->chunk);
+    /* A larger file's chunks kept from its hashing: the file is looked at
+     * again as they go (as when they are read), so a cache still being
+     * written when it was hashed is caught, not pushed cut short. */
+    if (data && !f->data && f != open_f) {
+      if (fd >= 0) close(fd), fd = -1;
+      open_f = f;
+      if ((rc = open_as_hashed(p, f, NULL, err))) break;
+    }
+    if (data) { /* the bytes hashed, kept until they are sent */
       bool by_ref;
-      if (br_xfer__bundle_put_ref(body, &c->d, f->data, len, try_z, &saved, &by_ref) ||
-          (by_ref && br_xfer__req_ref(r, f->data, len))) {
+      if (br_xfer__bundle_put_ref(body, &c->d, data, len, try_z, &saved, &by_ref) ||
+          (by_ref && br_xfer__req_ref(r, data, len))) {
         rc = br_error_set(err, BR_ENOMEM, "out of memory");
         break;
       }
@@ -838,7 +899,7 @@ static int upload_build(br_xfer__req *r, br_xfer__buf *body, br_error *err) {
       rc = br_error_set(err, BR_ENOMEM, "out of memory");
       break;
     }
-    if (f != open_f) {
+    if (f != open_f || fd < 0) { /* fd < 0: only looked at, for a kept chunk */
       if (fd >= 0) close(fd);
       open_f = f;
       if ((rc = open_as_hashed(p, f, &fd, err))) break;
@@ -866,7 +927,7 @@ static int upload_build(br_xfer__req *r, br_xfer__buf *body, br_error *err) {
  * files again, if they are as they were hashed (upload_build). */
 static void upload_sent(br_xfer__req *r) {
   batch *b = r->ctx;
-  for (size_t i = 0; i < b->nrefs; i++) drop_data(b->p, b->refs[i]->f);
+  for (size_t i = 0; i < b->nrefs; i++) drop_chunk(b->p, b->refs[i]->f, b->refs[i]->chunk);
 }
 
 static int upload_done(br_xfer__req *r, br_error *err) {
@@ -1419,6 +1480,8 @@ int br_xfer_push_many(const char *const *dirs, const char *const *targets, size_
       free(f->target);
       free(f->chunks);
       free(f->refs);
+      for (size_t c = 0; f->kept && c < f->nchunks; c++) drop_chunk(&p, f, (uint32_t)c);
+      free(f->kept);
       drop_data(&p, f);
     }
     free(jb->files);

@@ -23,11 +23,17 @@ int br_xfer__hash_fd(int fd, int64_t size, int64_t chunk_size, br_xfer_digest *f
                      br_xfer_digest **chunks, size_t *nchunks, br_error *err);
 /* The same, telling each(ud, cs, n, done) after each chunk: cs, the array
  * of n chunk digests whose first done are final. From the first call on,
- * the array is the caller's (it stays, even when an error follows). */
+ * the array is the caller's (it stays, even when an error follows).
+ * keep (or NULL) is asked keep(ud, c, len) before chunk c is read: a buffer
+ * it gives (the caller's all along) gets the chunk's len bytes, read whole
+ * and hashed there, so that the caller can send them without reading the
+ * file again; NULL, and the chunk is read in pieces through a buffer of
+ * this function's. */
 typedef void br_xfer__chunk_fn(void *ud, br_xfer_digest *cs, size_t n, size_t done);
+typedef uint8_t *br_xfer__keep_fn(void *ud, size_t c, size_t len);
 int br_xfer__hash_fd_each(int fd, int64_t size, int64_t chunk_size, br_xfer_digest *file,
                           br_xfer_digest **chunks, size_t *nchunks, br_xfer__chunk_fn *each,
-                          void *ud, br_error *err);
+                          br_xfer__keep_fn *keep, void *ud, br_error *err);
 int br_xfer__digest_cmp(const br_xfer_digest *a, const br_xfer_digest *b);
 /* hex of exactly len characters (no NUL needed) into out */
 int br_xfer__digest_parse_n(const char *hex, size_t len, br_xfer_digest *out);
