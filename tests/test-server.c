@@ -368,6 +368,13 @@ TEST(server_api_matches_openapi) {
   b = json_pack("{ss}", "priority", "high");
   api(F.user, "PUT", "/api/v1/tasks/{id}/priority", b, NULL, 400, id2, NOQ);
   json_decref(b);
+  /* a whole number past 32 bits: refused, and the answer says the range */
+  b = json_pack("{sI}", "priority", (json_int_t)1 << 40);
+  json_t *e = NULL;
+  api(F.user, "PUT", "/api/v1/tasks/{id}/priority", b, &e, 400, id2, NOQ);
+  CHECK_CONTAINS(json_string_value(json_object_get(e, "error")), "from -2147483648 to 2147483647");
+  json_decref(e);
+  json_decref(b);
   b = json_pack("{s{ss}}", "attrs", "note", "x");
   api(F.user, "POST", "/api/v1/tasks/{id}/attrs", b, NULL, 200, id2, NOQ);
   api(F.user, "POST", "/api/v1/tasks/{id}/attrs", b, NULL, 404, "999999", NOQ);

@@ -704,6 +704,13 @@ static void op_submit(br_server *s, op *o) {
                                 "group_name", gname));
 }
 
+/* A task's priority: a whole number that fits the store's 32 bits. */
+static bool priority_ok(const json_t *v) {
+  return json_is_integer(v) && json_integer_value(v) >= INT32_MIN &&
+         json_integer_value(v) <= INT32_MAX;
+}
+#define PRIORITY_RANGE "a whole number from -2147483648 to 2147483647"
+
 static void h_submit(void *ud, br_http_req *rq) {
   br_server *s = ud;
   json_t *b = br_http_req_json(rq);
@@ -714,9 +721,8 @@ static void h_submit(void *ud, br_http_req *rq) {
   json_t *attrs = json_object_get(b, "attrs");
   if (attrs && !json_is_object(attrs)) return br_http_reply_error(rq, 400, "\"attrs\" must be an object");
   json_t *prio = json_object_get(b, "priority");
-  if (prio && (!json_is_integer(prio) || json_integer_value(prio) < INT32_MIN ||
-               json_integer_value(prio) > INT32_MAX))
-    return br_http_reply_error(rq, 400, "\"priority\" must be an integer");
+  if (prio && !priority_ok(prio))
+    return br_http_reply_error(rq, 400, "\"priority\" must be " PRIORITY_RANGE);
   json_t *ver = json_object_get(b, "version");
   if (ver && (!json_is_integer(ver) || json_integer_value(ver) <= 0))
     return br_http_reply_error(rq, 400, "\"version\" must be a positive integer");
@@ -1121,8 +1127,9 @@ static void h_resume(void *ud, br_http_req *rq) { task_op(ud, rq, op_resume); }
 
 static void h_priority(void *ud, br_http_req *rq) {
   json_t *p = json_object_get(br_http_req_json(rq), "priority");
-  if (!json_is_integer(p) || json_integer_value(p) < INT32_MIN || json_integer_value(p) > INT32_MAX)
-    return br_http_reply_error(rq, 400, "the body must be {\"priority\": INTEGER}");
+  if (!priority_ok(p))
+    return br_http_reply_error(rq, 400,
+                               "the body must be {\"priority\": N}, N " PRIORITY_RANGE);
   task_op(ud, rq, op_priority);
 }
 
