@@ -543,6 +543,15 @@ static double hash_floor(int64_t bytes) {
   return now() - t;
 }
 
+/* A floor's line: its time, and braid's and rsync's against it. */
+static void floor_row(const char *label, const char *what, const char *verb, double floor,
+                      double braid, double rsync) {
+  printf("  %-24s %7.2fs  (%s)\n"
+         "  %-24s braid %s %.2fx of it, rsync %s %.2fx; a %s 3x faster than rsync would take "
+         "%.2fs\n",
+         label, floor, what, "", verb, braid / floor, verb, rsync / floor, verb, rsync / 3.0);
+}
+
 /* One measurement of each row per repetition; braid goes first on even
  * repetitions, rsync on odd. The depot runs through all of them, as a
  * studio's does (and as the rsync daemon does): each repetition pushes to
@@ -620,18 +629,10 @@ static void case_files(bench *b, const char *label, const char *name, int n, int
   row("pull", mbl, median(rl, reps), median(rls, reps), "rsync");
   if (unchanged) row("push, nothing changed", median(bu, reps), median(ru, reps), median(rus, reps), "rsync");
   if (with_floor) {
-    double mfl = median(fl, reps);
-    printf("  %-24s %7.2fs  (hash, create unnamed, direct write, link, syncfs from memory: no network)\n"
-           "  %-24s braid pull %.2fx of it, rsync pull %.2fx; a pull %.0fx faster than rsync"
-           " would take %.2fs\n",
-           "checkout floor", mfl, "", mbl / mfl, median(rl, reps) / mfl, 3.0,
-           median(rl, reps) / 3.0);
-    double mfp = median(fp, reps);
-    printf("  %-24s %7.2fs  (hash twice: client and depot; 8 MiB packs, direct, syncfs)\n"
-           "  %-24s braid push %.2fx of it, rsync push %.2fx; a push %.0fx faster than rsync"
-           " would take %.2fs\n",
-           "push floor", mfp, "", mbp / mfp, median(rp, reps) / mfp, 3.0,
-           median(rp, reps) / 3.0);
+    floor_row("checkout floor", "hash, create unnamed, direct write, link, syncfs from memory: "
+              "no network", "pull", median(fl, reps), mbl, median(rl, reps));
+    floor_row("push floor", "hash twice: client and depot; 8 MiB packs, direct, syncfs", "push",
+              median(fp, reps), mbp, median(rp, reps));
   }
   if (size >= 100 * 1000 * 1000) {
     double mb = (double)n * (double)size / 1e6, mcp = median(cp, reps);

@@ -58,51 +58,68 @@ static int free_port(void) {
   return ntohs(sa.sin_port);
 }
 
-/* The pids whose parent is ppid. */
-static int children_of(pid_t ppid, pid_t *out, int cap) {
-  int n = 0;
+/* Calls each(ud, pid, text) for every process, text the start of its
+ * /proc/PID/FILE (NULs turned to spaces), until each returns false. */
+static void each_process(const char *file, bool (*each)(void *ud, int pid, const char *text),
+                         void *ud) {
   DIR *d = opendir("/proc");
-  if (!d) return 0;
-  for (struct dirent *e; (e = readdir(d)) && n < cap;) {
+  if (!d) return;
+  for (struct dirent *e; (e = readdir(d));) {
     if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
-    char path[300], text[512];
-    snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+    char path[300], text[8192];
+    snprintf(path, sizeof path, "/proc/%s/%s", e->d_name, file);
     FILE *fp = fopen(path, "r");
     if (!fp) continue;
     size_t got = fread(text, 1, sizeof text - 1, fp);
     fclose(fp);
+    for (size_t i = 0; i < got; i++)
+      if (!text[i]) text[i] = ' ';
     text[got] = 0;
-    char *rp = strrchr(text, ')'); /* the name may hold spaces and parentheses */
-    char state;
-    int parent;
-    if (rp && sscanf(rp + 1, " %c %d", &state, &parent) == 2 && parent == ppid)
-      out[n++] = atoi(e->d_name);
+    if (!each(ud, atoi(e->d_name), text)) break;
   }
   closedir(d);
-  return n;
+}
+
+typedef struct child_list {
+  pid_t ppid, *out;
+  int n, cap;
+} child_list;
+
+static bool add_child(void *ud, int pid, const char *stat) {
+  child_list *k = ud;
+  const char *rp = strrchr(stat, ')'); /* the name may hold spaces and parentheses */
+  char state;
+  int parent;
+  if (rp && sscanf(rp + 1, " %c %d", &state, &parent) == 2 && parent == k->ppid)
+    k->out[k->n++] = pid;
+  return k->n < k->cap;
+}
+
+/* The pids whose parent is ppid. */
+static int children_of(pid_t ppid, pid_t *out, int cap) {
+  child_list k = {ppid, out, 0, cap};
+  if (cap > 0) each_process("stat", add_child, &k);
+  return k.n;
+}
+
+typedef struct naming {
+  const char *text;
+  int n;
+} naming;
+
+static bool count_naming(void *ud, int pid, const char *cmdline) {
+  naming *m = ud;
+  (void)pid;
+  if (strstr(cmdline, m->text)) m->n++;
+  return true;
 }
 
 /* How many processes name text in their command line (the browser's
  * profile folder: anything of this test's browser). */
 static int processes_naming(const char *text) {
-  int n = 0;
-  DIR *d = opendir("/proc");
-  if (!d) return 0;
-  for (struct dirent *e; (e = readdir(d));) {
-    if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
-    char path[300], cmd[8192];
-    snprintf(path, sizeof path, "/proc/%s/cmdline", e->d_name);
-    FILE *fp = fopen(path, "r");
-    if (!fp) continue;
-    size_t got = fread(cmd, 1, sizeof cmd - 1, fp);
-    fclose(fp);
-    for (size_t i = 0; i < got; i++)
-      if (!cmd[i]) cmd[i] = ' ';
-    cmd[got] = 0;
-    if (strstr(cmd, text)) n++;
-  }
-  closedir(d);
-  return n;
+  naming m = {text, 0};
+  each_process("cmdline", count_naming, &m);
+  return m.n;
 }
 
 /* The keeper: starts chromedriver, waits for its pipe to close, then ends
