@@ -52,6 +52,13 @@ TEST(scancel_from_outside_is_seen_and_retried) {
     if (!job[0]) usleep(100 * 1000);
   }
   CHECK(job[0]);
+  /* the first attempt's command has begun (running is set when its agent
+   * takes it): cancelled before its touch, the second would sleep too */
+  char first[1100];
+  snprintf(first, sizeof first, "%s/first", dir);
+  for (double end = farm_now() + 60; access(first, F_OK) != 0 && farm_now() < end;)
+    usleep(50 * 1000);
+  CHECK(access(first, F_OK) == 0);
   char cmd[256];
   snprintf(cmd, sizeof cmd, "scancel %s", job);
   CHECK_EQ_INT(system(cmd), 0);
