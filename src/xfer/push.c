@@ -408,9 +408,12 @@ static int hash_open(push *p, pfile *f, int fd, const struct stat *before, bool 
     rc = br_xfer__hash_fd(fd, before->st_size, p->chunk_size, &f->digest, &f->chunks,
                           &f->nchunks, err);
   if (rc == NOT_CACHED) return rc;
+  /* A read that failed because the file was being rewritten (it shrank
+   * under the reader) is told as the change it is. */
   struct stat after;
-  if (rc == BR_OK && (fstat(fd, &after) != 0 || after.st_size != before->st_size ||
-                      br_xfer__mtime_ns(&after) != br_xfer__mtime_ns(before)))
+  if ((rc == BR_OK || rc == BR_EIO) &&
+      (fstat(fd, &after) != 0 || after.st_size != before->st_size ||
+       br_xfer__mtime_ns(&after) != br_xfer__mtime_ns(before)))
     rc = br_error_set(err, BR_EIO, "%s changed while it was hashed", abs);
   if (rc == BR_OK) {
     if (!f->published) f->st = *before; /* else set when its first chunk went */
