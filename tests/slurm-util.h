@@ -19,12 +19,32 @@
 
 
 
-/* The cluster must be there: a missing one is a failure, never a skip. */
+/* Whether the cluster's queue is empty (or squeue cannot tell). */
+static bool queue_empty(void) {
+  FILE *p = popen("squeue -h -o '%i' 2>/dev/null", "r");
+  if (!p) return true;
+  char line[256];
+  bool empty = !fgets(line, sizeof line, p);
+  pclose(p);
+  return empty;
+}
+
+/* The cluster must be there: a missing one is a failure, never a skip.
+ * The tests run one at a time (RESOURCE_LOCK slurm_slots), so a job in the
+ * queue now is one an earlier test left when it failed before its braid
+ * could scancel it: it would hold the node's cores and fail this test too,
+ * so it is cancelled first. Only on the tests' own cluster (a SLURM_CONF
+ * under slurm-cluster/, as the fixture makes), never on a site's. */
 static __attribute__((unused)) void need_cluster(void) {
   const char *conf = getenv("SLURM_CONF");
   if (!conf || access(conf, R_OK) != 0)
     br_test_fail(__FILE__, __LINE__, "no Slurm cluster: SLURM_CONF (%s) is not readable; the ctest "
                  "fixture 'slurm' (scripts/slurm-cluster.sh) starts one", conf ? conf : "unset");
+  if (!strstr(conf, "/slurm-cluster/") || queue_empty()) return;
+  fprintf(stderr, "  cancelling the jobs an earlier test left in the queue\n");
+  if (system("scancel --quiet --user \"$(id -un)\"") != 0)
+    fprintf(stderr, "  scancel failed: the queue may hold them still\n");
+  for (double end = farm_now() + 30; !queue_empty() && farm_now() < end;) usleep(200 * 1000);
 }
 
 
