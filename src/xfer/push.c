@@ -256,14 +256,20 @@ static void buf_put(push *p, uint8_t *b, int64_t size) {
   pthread_mutex_unlock(&p->mu);
 }
 
-static uint8_t *buf_get(push *p, int64_t size) {
+/* wait: for room in the bound (none is needed while nothing is in use);
+ * else NULL at once when there is none (or the push stops). */
+static uint8_t *buf_get(push *p, int64_t size, bool wait) {
   int64_t cap = (int64_t)br_xfer__mem_cap((size_t)size);
   pthread_mutex_lock(&p->mu);
-  while (!p->stop && p->mem_used > 0 && p->mem_used + cap > p->mem_cap) {
+  while (wait && !p->stop && p->mem_used > 0 && p->mem_used + cap > p->mem_cap) {
     p->mem_waiting++;
     br_xfer__engine_wake(&p->eng); /* the loop sends what it holds */
     pthread_cond_wait(&p->mem_cv, &p->mu);
     p->mem_waiting--;
+  }
+  if (!wait && (p->stop || p->mem_used + cap > p->mem_cap)) {
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
   }
   p->mem_used += cap;
   pthread_mutex_unlock(&p->mu);
@@ -299,7 +305,7 @@ static int read_small(push *p, int fd, uint8_t *buf, int64_t size, bool nowait) 
 static int hash_small(push *p, pfile *f, int fd, int64_t size, bool nowait, br_error *err) {
   int cached = nowait ? br_xfer__cached(fd, 0, size) : 1;
   if (cached == 0) return NOT_CACHED;
-  uint8_t *buf = buf_get(p, size);
+  uint8_t *buf = buf_get(p, size, true);
   br_xfer_digest *cs = calloc(1, sizeof *cs);
   int rc = BR_OK, e;
   unsigned int dl = 0;
@@ -339,18 +345,9 @@ typedef struct growth {
  * thread never waits for it here (the chunk is read again when sent). */
 static uint8_t *keep_chunk(void *ud, size_t c, size_t len) {
   growth *g = ud;
-  push *p = g->p;
   (void)c;
-  int64_t cap = (int64_t)br_xfer__mem_cap(len);
-  pthread_mutex_lock(&p->mu);
-  bool room = !p->stop && p->mem_used + cap <= p->mem_cap;
-  if (room) p->mem_used += cap;
-  pthread_mutex_unlock(&p->mu);
-  if (!room) return NULL;
-  size_t got;
-  g->pending = br_xfer__mem_get(len, &got);
+  g->pending = buf_get(g->p, (int64_t)len, false);
   g->pending_len = len;
-  if (!g->pending) buf_put(p, NULL, (int64_t)len);
   return g->pending;
 }
 
@@ -563,7 +560,7 @@ static int load_small(push *p, pfile *f, br_error *err) {
   const pjob *j = &p->jobs[f->job];
   int fd, e, rc = open_as_hashed(p, f, &fd, err);
   if (rc) return rc;
-  uint8_t *buf = buf_get(p, f->st.st_size);
+  uint8_t *buf = buf_get(p, f->st.st_size, true);
   if (!buf)
     rc = br_error_set(err, BR_ENOMEM, "out of memory reading %s/%s", j->dir, f->rel);
   else if ((e = read_small(p, fd, buf, f->st.st_size, false)))
