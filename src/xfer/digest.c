@@ -89,6 +89,14 @@ int br_xfer__hash_fd(int fd, int64_t size, int64_t chunk_size, br_xfer_digest *f
                                err);
 }
 
+/* Reads len bytes at off for hashing: BR_OK, or an error that says why. */
+static int read_for_hash(int fd, void *buf, size_t len, int64_t off, br_error *err) {
+  int e = br_xfer__pread_all(fd, buf, len, off);
+  if (e == -ENODATA) return br_error_set(err, BR_EIO, "file shrank while being hashed");
+  if (e) return br_error_set(err, BR_EIO, "read: %s", strerror(-e));
+  return BR_OK;
+}
+
 int br_xfer__hash_fd_each(int fd, int64_t size, int64_t chunk_size, br_xfer_digest *file,
                           br_xfer_digest **chunks, size_t *nchunks, br_xfer__chunk_fn *each,
                           br_xfer__keep_fn *keep, void *ud, br_error *err) {
@@ -111,12 +119,7 @@ int br_xfer__hash_fd_each(int fd, int64_t size, int64_t chunk_size, br_xfer_dige
     int64_t end = off + chunk_size < size ? off + chunk_size : size;
     uint8_t *whole = keep ? keep(ud, c, (size_t)(end - off)) : NULL;
     if (whole) {
-      int e = br_xfer__pread_all(fd, whole, (size_t)(end - off), off);
-      if (e) {
-        if (e == -ENODATA) rc = br_error_set(err, BR_EIO, "file shrank while being hashed");
-        else rc = br_error_set(err, BR_EIO, "read: %s", strerror(-e));
-        goto done;
-      }
+      if ((rc = read_for_hash(fd, whole, (size_t)(end - off), off, err))) goto done;
       br_xfer_sha256(whole, (size_t)(end - off), &cs[c]);
       off = end;
     } else {
@@ -127,18 +130,9 @@ int br_xfer__hash_fd_each(int fd, int64_t size, int64_t chunk_size, br_xfer_dige
       EVP_DigestInit_ex(cctx, br_xfer__sha256_md(), NULL);
       while (off < end) {
         size_t want = (size_t)(end - off) < bufsz ? (size_t)(end - off) : bufsz;
-        ssize_t got = pread(fd, buf, want, off);
-        if (got < 0 && errno == EINTR) continue;
-        if (got < 0) {
-          rc = br_error_set(err, BR_EIO, "read: %s", strerror(errno));
-          goto done;
-        }
-        if (got == 0) {
-          rc = br_error_set(err, BR_EIO, "file shrank while being hashed");
-          goto done;
-        }
-        EVP_DigestUpdate(cctx, buf, (size_t)got);
-        off += got;
+        if ((rc = read_for_hash(fd, buf, want, off, err))) goto done;
+        EVP_DigestUpdate(cctx, buf, want);
+        off += (int64_t)want;
       }
       unsigned int dl = 0;
       EVP_DigestFinal_ex(cctx, cs[c].b, &dl);
