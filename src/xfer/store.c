@@ -103,8 +103,9 @@ static int write_tmp_sync(br_xfer__store *s, const void *data, size_t len, size_
       return br_error_set(err, BR_EIO, "create %s/%s: %s", s->root, tmpname, strerror(errno));
   }
   if (fd < 0) return br_error_set(err, BR_EIO, "no temporary name in %s/tmp", s->root);
-  int w = room > len ? br_xfer__write_whole_buf(fd, direct, (uint8_t *)data, len, room)
-                     : br_xfer__write_whole(fd, direct, data, len);
+  /* written in place only where room holds the padding (never past len
+   * when room is len): br_xfer__write_whole_buf copies otherwise */
+  int w = br_xfer__write_whole_buf(fd, direct, (uint8_t *)data, len, room);
   if (w == 0 && sync && fsync(fd) != 0) w = -errno;
   if (w == 0 && !sync && !direct) sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
   if (w != 0) {
