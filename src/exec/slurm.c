@@ -928,9 +928,8 @@ static char *join_ids(const json_t *list) {
   return ids;
 }
 
-/* scancel and the job ids of ex->to_cancel (NULL-terminated; the strings
- * are borrowed from the list). */
-/* scancel [--quiet] and what to_cancel holds (borrowed). */
+/* scancel [--quiet] and the job ids of ex->to_cancel (NULL-terminated; the
+ * strings are borrowed from the list). */
 static char **scancel_argv(br_executor *ex, bool quiet) {
   size_t n = json_array_size(ex->to_cancel), k = 0;
   char **argv = calloc(n + 3, sizeof *argv);
