@@ -452,13 +452,12 @@ function submitForm() {
   return {
     open() { box.scrollIntoView({ block: 'start' }); attrs.focus({ preventScroll: true }); },
     show(graph) {
+      const start = graph.graph.start; /* a node's name, or {node, attrs} */
       if (!g) { /* the start's attributes, for changing: the server adds them anyway */
-        const start = graph.graph.start;
         const sa = start && typeof start === 'object' ? start.attrs : null;
         attrs.value = JSON.stringify(sa || {}, null, 2);
       }
       if (!g || g.id !== graph.id) {
-        const start = graph.graph.start;
         const first = start && typeof start === 'object' ? start.node : start;
         node.replaceChildren(el('option', { value: '' }, 'the start node' +
           (first ? ' (' + first + ')' : '')),
