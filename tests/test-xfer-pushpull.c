@@ -369,6 +369,71 @@ TEST(many_snapshots_at_once) {
   xu_done(tmp);
 }
 
+/* Snapshots pulled into one folder (the pull node's layout merge) that
+ * name one path: the same content there is written once; other contents,
+ * or a file where another has a folder, refuse the pull before anything is
+ * written, also when one destination lies inside the other. */
+TEST(snapshots_into_one_folder_share_a_path_once_or_refuse) {
+  char *tmp = br_test_tmpdir("xfer-pp-merge");
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  char *s1 = xu_path(tmp, "s1"), *s2 = xu_path(tmp, "s2"), *s3 = xu_path(tmp, "s3");
+  char *s4 = xu_path(tmp, "s4"), *s5 = xu_path(tmp, "s5");
+  xu_make_file(s1, "big", 1000 * 1000, 1); /* four chunks */
+  xu_make_file(s1, "sub/x", 3000, 2);
+  xu_make_file(s1, "one", 100, 3);
+  xu_make_file(s2, "big", 1000 * 1000, 1); /* the same bytes */
+  xu_make_file(s2, "sub/x", 3000, 2);
+  xu_make_file(s2, "two", 200, 4);
+  xu_make_file(s3, "big", 1000 * 1000, 5); /* other bytes */
+  xu_make_file(s4, "x", 3000, 6);          /* for sub/x, through a nested destination */
+  xu_make_file(s5, "sub", 10, 7);          /* a file where s1 has a folder */
+  char *r[5];
+  const char *names[] = {"m/1", "m/2", "m/3", "m/4", "m/5"}, *srcs[] = {s1, s2, s3, s4, s5};
+  br_xfer_opts o;
+  xu_opts(&o, tmp);
+  br_xfer_result res;
+  for (int i = 0; i < 5; i++) {
+    r[i] = xu_ref(x.url, names[i]);
+    push_ok(srcs[i], r[i], &o, &res);
+  }
+  br_error err;
+  br_error_clear(&err);
+  char *m = xu_path(tmp, "m"), *want = xu_path(tmp, "want");
+  const char *same[] = {r[0], r[1]}, *into[] = {m, m};
+  CHECK_EQ_INT(br_xfer_pull_many(same, into, 2, &o, NULL, &res, &err), BR_OK);
+  CHECK_EQ_INT(res.files, 6);
+  CHECK_EQ_INT(res.files_moved, 4); /* big and sub/x once */
+  xu_make_file(want, "big", 1000 * 1000, 1);
+  xu_make_file(want, "sub/x", 3000, 2);
+  xu_make_file(want, "one", 100, 3);
+  xu_make_file(want, "two", 200, 4);
+  CHECK_EQ_INT(xu_tree_diff(want, m), 0);
+
+  char *m2 = xu_path(tmp, "m2"), *m2sub = xu_path(tmp, "m2/sub");
+  const char *other[] = {r[0], r[2]}, *into2[] = {m2, m2};
+  CHECK_EQ_INT(br_xfer_pull_many(other, into2, 2, &o, NULL, &res, &err), BR_EINVAL);
+  CHECK_CONTAINS(err.msg, "m/1@v1 has big and m/3@v1 has big, both for ");
+  CHECK_CONTAINS(err.msg, "/m2/big, as other contents: pull them into different folders");
+  CHECK(access(m2, F_OK) != 0);
+  const char *inside[] = {r[0], r[3]}, *into3[] = {m2, m2sub};
+  br_error_clear(&err);
+  CHECK_EQ_INT(br_xfer_pull_many(inside, into3, 2, &o, NULL, &res, &err), BR_EINVAL);
+  CHECK_CONTAINS(err.msg, "m/1@v1 has sub/x and m/4@v1 has x, both for ");
+  CHECK_CONTAINS(err.msg, "/m2/sub/x, as other contents");
+  CHECK(access(m2, F_OK) != 0);
+  const char *kinds[] = {r[4], r[0]};
+  br_error_clear(&err);
+  CHECK_EQ_INT(br_xfer_pull_many(kinds, into2, 2, &o, NULL, &res, &err), BR_EINVAL);
+  CHECK_CONTAINS(err.msg, "m/5@v1 has sub and m/1@v1 has sub, both for ");
+  CHECK_CONTAINS(err.msg, "/m2/sub, as a file and a folder");
+  CHECK(access(m2, F_OK) != 0);
+  for (int i = 0; i < 5; i++) free(r[i]);
+  free(s1), free(s2), free(s3), free(s4), free(s5), free(m), free(want), free(m2), free(m2sub);
+  xu_depot_stop(&x);
+  xu_done(tmp);
+}
+
 TEST(clear_errors_for_auth_and_missing) {
   char *tmp = br_test_tmpdir("xfer-pp-errors");
   xu_depot x;

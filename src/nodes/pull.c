@@ -109,8 +109,9 @@ static const br_param_spec params[] = {
     {"depot", BR_PARAM_STRING, "\"\"", false,
      "the depot of snapshots given by name: depot://HOST:PORT (or http(s)://)"},
     {"layout", BR_PARAM_STRING, "\"auto\"", false,
-     "name: each snapshot into DEST/NAME; merge: all into DEST; auto: one snapshot into DEST, "
-     "a list by name"},
+     "name: each snapshot into DEST/NAME; merge: all into DEST (a path two of them name is "
+     "written once if they agree, else the task fails); auto: one snapshot into DEST, a list "
+     "by name"},
     {"cache", BR_PARAM_STRING, "\"\"", false,
      "a content cache folder on the worker, shared by the pulls of that host: files it holds "
      "are hard-linked, not fetched again (pulled files are then read-only by contract)"},

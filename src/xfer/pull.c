@@ -53,6 +53,7 @@ struct ljob {
   br_xfer_manifest *m;
   int64_t version;
   lfile *files;
+  bool *dup; /* per entry: the same entry of an earlier job writes it (NULL: none) */
 };
 
 /* A batch of written partials between the commit's two stages: synced by
@@ -1771,6 +1772,119 @@ static int lock_destination(pull *p, size_t j, br_error *err) {
   return BR_OK;
 }
 
+/* dir as an absolute path without links, though it need not exist yet:
+ * the real path of its longest existing part, then the rest as written.
+ * NULL: out of memory. */
+static char *canon_dir(const char *dir) {
+  char *r = realpath(*dir ? dir : ".", NULL);
+  if (r) return r;
+  char *copy = strdup(dir), *out = NULL;
+  if (!copy) return NULL;
+  size_t len = strlen(copy);
+  while (len > 1 && copy[len - 1] == '/') copy[--len] = 0;
+  char *slash = strrchr(copy, '/');
+  const char *base = slash ? slash + 1 : copy;
+  if (slash == copy) copy[1] = 0;
+  else if (slash) *slash = 0;
+  char *parent = canon_dir(slash ? copy : ".");
+  if (parent && asprintf(&out, "%s%s%s", parent, strcmp(parent, "/") ? "/" : "", base) < 0)
+    out = NULL;
+  free(parent);
+  free(copy);
+  return out;
+}
+
+/* Whether the tree at b lies inside the one at a, or is it. */
+static bool nested(const char *a, const char *b) {
+  size_t n = strlen(a);
+  return strncmp(a, b, n) == 0 && (b[n] == 0 || b[n] == '/' || (n == 1 && a[0] == '/'));
+}
+
+typedef struct spot {
+  char *path; /* canonical root / entry path */
+  size_t j, i;
+} spot;
+
+static int spot_cmp(const void *x, const void *y) {
+  const spot *a = x, *b = y;
+  int c = strcmp(a->path, b->path);
+  return c ? c : a->j < b->j ? -1 : a->j > b->j;
+}
+
+static bool same_content(const ljob *ja, const br_xfer_entry *a, const ljob *jb,
+                         const br_xfer_entry *b) {
+  if (a->type != b->type) return false;
+  if (a->type == BR_XFER_DIR) return true;
+  if (a->type == BR_XFER_SYMLINK) return strcmp(a->target, b->target) == 0;
+  return a->size == b->size && ja->m->chunk_size == jb->m->chunk_size &&
+         memcmp(&a->digest, &b->digest, sizeof a->digest) == 0;
+}
+
+/* Snapshots pulled into one tree (the pull node's layout merge, or two
+ * DEST arguments that are one folder or one inside the other) may name
+ * the same path. The same content there is written once, by the first
+ * snapshot that names it (with its mode and time); anything else refuses
+ * the pull before a byte is written: one file would be installed over the
+ * other, or half of each put together in a partial they share. */
+static int check_overlaps(pull *p, br_error *err) {
+  if (p->njobs < 2) return BR_OK;
+  char **roots = calloc(p->njobs, sizeof *roots);
+  if (!roots) return br_error_set(err, BR_ENOMEM, "out of memory");
+  int rc = BR_OK;
+  bool any = false;
+  size_t total = 0;
+  for (size_t j = 0; j < p->njobs && !rc; j++) {
+    if (!(roots[j] = canon_dir(p->jobs[j].dir))) rc = br_error_set(err, BR_ENOMEM, "oom");
+    for (size_t k = 0; k < j && !rc; k++)
+      any = any || nested(roots[k], roots[j]) || nested(roots[j], roots[k]);
+    total += p->jobs[j].m->nentries;
+  }
+  spot *sp = !rc && any ? calloc(total ? total : 1, sizeof *sp) : NULL;
+  if (!rc && any && !sp) rc = br_error_set(err, BR_ENOMEM, "out of memory");
+  size_t n = 0;
+  for (size_t j = 0; sp && j < p->njobs && !rc; j++) {
+    ljob *jb = &p->jobs[j];
+    if (!(jb->dup = calloc(jb->m->nentries ? jb->m->nentries : 1, sizeof *jb->dup)))
+      rc = br_error_set(err, BR_ENOMEM, "out of memory");
+    for (size_t i = 0; i < jb->m->nentries && !rc; i++, n++) {
+      sp[n] = (spot){NULL, j, i};
+      if (asprintf(&sp[n].path, "%s%s%s", roots[j], strcmp(roots[j], "/") ? "/" : "",
+                   jb->m->entries[i].path) < 0) {
+        sp[n].path = NULL;
+        rc = br_error_set(err, BR_ENOMEM, "out of memory");
+      }
+    }
+  }
+  if (!rc && sp) qsort(sp, n, sizeof *sp, spot_cmp);
+  for (size_t k = 1, first = 0; !rc && sp && k < n; k++) {
+    if (strcmp(sp[k].path, sp[first].path) != 0) {
+      first = k;
+      continue;
+    }
+    ljob *ja = &p->jobs[sp[first].j], *jb = &p->jobs[sp[k].j];
+    const br_xfer_entry *a = &ja->m->entries[sp[first].i], *b = &jb->m->entries[sp[k].i];
+    if (same_content(ja, a, jb, b)) {
+      jb->dup[sp[k].i] = true;
+      continue;
+    }
+    static const char *const kind[] = {[BR_XFER_FILE] = "a file", [BR_XFER_SYMLINK] = "a link",
+                                       [BR_XFER_DIR] = "a folder"};
+    char how[64];
+    if (a->type == b->type) snprintf(how, sizeof how, "other contents");
+    else snprintf(how, sizeof how, "%s and %s", kind[a->type], kind[b->type]);
+    rc = br_error_set(err, BR_EINVAL,
+                      "%s@v%lld has %s and %s@v%lld has %s, both for %s, as %s: pull them "
+                      "into different folders",
+                      ja->ref.name, (long long)ja->version, a->path, jb->ref.name,
+                      (long long)jb->version, b->path, sp[k].path, how);
+  }
+  for (size_t k = 0; sp && k < n; k++) free(sp[k].path);
+  free(sp);
+  for (size_t j = 0; j < p->njobs; j++) free(roots[j]);
+  free(roots);
+  return rc;
+}
+
 static int run_pull(pull *p, const char *const *sources, const char *const *dirs,
                     br_error *err) {
   const br_xfer_opts *o = p->o;
@@ -1799,6 +1913,7 @@ static int run_pull(pull *p, const char *const *sources, const char *const *dirs
     br_xfer__engine_submit(&p->eng, r);
   }
   if ((rc = br_xfer__engine_run(&p->eng, err))) return rc;
+  if ((rc = check_overlaps(p, err))) return rc;
 
   br_xfer__engine_phase(&p->eng, "check");
   for (size_t j = 0; j < p->njobs; j++) {
@@ -1837,6 +1952,12 @@ static int run_pull(pull *p, const char *const *sources, const char *const *dirs
           return fd;
         }
         close(fd);
+      } else if (e->type == BR_XFER_FILE && jb->dup && jb->dup[i]) {
+        /* written by an earlier snapshot of this pull */
+        p->res->chunks_skipped += (int64_t)e->nchunks;
+        p->eng.prog.bytes_done += e->size;
+        jb->files[i].done = true;
+        p->files_skipped++;
       } else if (e->type == BR_XFER_FILE) {
         if ((rc = prepare_file(p, &jb->files[i], &dl, err))) {
           dirlist_clear(&dl);
@@ -1947,7 +2068,7 @@ static int run_pull(pull *p, const char *const *sources, const char *const *dirs
   for (size_t j = 0; j < p->njobs; j++) {
     ljob *jb = &p->jobs[j];
     for (size_t i = 0; i < jb->m->nentries; i++)
-      if (jb->m->entries[i].type == BR_XFER_SYMLINK &&
+      if (jb->m->entries[i].type == BR_XFER_SYMLINK && !(jb->dup && jb->dup[i]) &&
           (rc = make_symlink(jb, &jb->m->entries[i], err)))
         return rc;
   }
@@ -2027,6 +2148,7 @@ int br_xfer_pull_many(const char *const *sources, const char *const *dirs, size_
       free(lf->ok);
     }
     free(jb->files);
+    free(jb->dup);
     if (jb->rootfd >= 0) close(jb->rootfd);
     br_xfer_manifest_free(jb->m);
     free(jb->dir);
