@@ -1221,6 +1221,9 @@ static bool dirlist_for(dirlist *dl, ljob *j, const char *path) {
     if (fd >= 0) close(fd);
     return false;
   }
+  /* the root's fd is a dup of the job's, whose offset it shares: an
+   * earlier listing of the root left it at the end */
+  rewinddir(d);
   size_t cap = 0;
   struct dirent *de;
   dl->known = true;
