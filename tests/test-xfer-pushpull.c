@@ -1317,6 +1317,49 @@ TEST(empty_trees_and_odd_names) {
   xu_done(tmp);
 }
 
+/* Times before 1970 with a fraction of a second come back as they were;
+ * a time past 2262-04-11 (the end of 64-bit nanoseconds) comes back as
+ * that end, not wrapped and not the time of the pull; small and larger
+ * files alike, and a second pull finds them in place. */
+TEST(times_before_1970_and_past_2262) {
+  char *tmp = br_test_tmpdir("xfer-pp-times");
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "times");
+  const char *names[] = {"old", "far", "old-large", "far-large"};
+  const struct timespec when[] = {{-157723200, 250000000}, {10413792000, 5}};
+  for (int i = 0; i < 4; i++) {
+    char *p = xu_path(src, names[i]);
+    xu_make_file(src, names[i], i < 2 ? 10 : 600 * 1024, (uint64_t)i);
+    struct timespec ts[2] = {when[i % 2], when[i % 2]};
+    CHECK(utimensat(AT_FDCWD, p, ts, 0) == 0);
+    free(p);
+  }
+  br_xfer_opts o;
+  xu_opts(&o, tmp);
+  br_xfer_result res;
+  push_ok(src, ref, &o, &res);
+  pull_ok(ref, dst, &o, &res);
+  for (int i = 0; i < 4; i++) {
+    char *p = xu_path(dst, names[i]);
+    struct stat st;
+    CHECK(stat(p, &st) == 0);
+    if (i % 2 == 0) {
+      CHECK_EQ_INT(st.st_mtim.tv_sec, -157723200);
+      CHECK_EQ_INT(st.st_mtim.tv_nsec, 250000000);
+    } else {
+      CHECK_EQ_INT(st.st_mtim.tv_sec, INT64_MAX / 1000000000);
+      CHECK_EQ_INT(st.st_mtim.tv_nsec, INT64_MAX % 1000000000);
+    }
+    free(p);
+  }
+  pull_ok(ref, dst, &o, &res);
+  CHECK_EQ_INT(res.files_moved, 0);
+  free(src), free(dst), free(ref);
+  xu_depot_stop(&x);
+  xu_done(tmp);
+}
+
 TEST(odd_sizes_direct_and_buffered) {
   /* Direct I/O writes whole aligned pieces and truncates a file back to its
    * size: sizes around the alignment and the chunk size, a chunk size that

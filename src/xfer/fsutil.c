@@ -239,13 +239,17 @@ void br_xfer__partial_name(const char *base, char *out, size_t size) {
   snprintf(out, size, "%s%s", BR_XFER__PARTIAL_PREFIX, letters);
 }
 
-int64_t br_xfer__mtime_ns(const struct stat *st) {
-  return (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+/* Nanoseconds since 1970 in 64 bits: 1677-09-21 to 2262-04-11. A time
+ * outside is held at the nearer end, never wrapped. */
+static int64_t time_ns(const struct timespec *t) {
+  if (t->tv_sec >= INT64_MAX / 1000000000) return INT64_MAX;
+  if (t->tv_sec <= INT64_MIN / 1000000000) return INT64_MIN;
+  return (int64_t)t->tv_sec * 1000000000 + t->tv_nsec;
 }
 
-int64_t br_xfer__ctime_ns(const struct stat *st) {
-  return (int64_t)st->st_ctim.tv_sec * 1000000000 + st->st_ctim.tv_nsec;
-}
+int64_t br_xfer__mtime_ns(const struct stat *st) { return time_ns(&st->st_mtim); }
+
+int64_t br_xfer__ctime_ns(const struct stat *st) { return time_ns(&st->st_ctim); }
 
 double br_xfer__now(void) {
   struct timespec ts;

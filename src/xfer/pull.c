@@ -308,7 +308,10 @@ static void add_to_content_cache(install_job *j, const br_xfer_entry *e) {
 /* The times to set for e: its mtime, the access time left as it is. */
 static void entry_times(const br_xfer_entry *e, struct timespec ts[2]) {
   ts[0] = (struct timespec){0, UTIME_OMIT};
-  ts[1] = (struct timespec){(time_t)(e->mtime_ns / 1000000000), (long)(e->mtime_ns % 1000000000)};
+  /* before 1970 the remainder is negative: nanoseconds count up from a second */
+  int64_t sec = e->mtime_ns / 1000000000, ns = e->mtime_ns % 1000000000;
+  if (ns < 0) ns += 1000000000, sec--;
+  ts[1] = (struct timespec){(time_t)sec, (long)ns};
 }
 
 static void set_times(int fd, const br_xfer_entry *e) {
