@@ -187,6 +187,12 @@ static int sq_open(const char *uri, int flags, br_store **out, br_error *err) {
     if (strstr(q, "sync=normal")) sync = "NORMAL";
     else if (strstr(q, "sync=off")) sync = "OFF";
   }
+  if (!*path || strcmp(path, ":memory:") == 0) {
+    /* SQLite's private databases: gone when the store closes */
+    free(s);
+    return br_error_set(err, BR_EINVAL, "a store is a file: '%s' is %s, lost when it is closed",
+                        path, *path ? "SQLite's in-memory database" : "a temporary database");
+  }
   s->base.uri = strdup(path);
   s->readonly = (flags & BR_STORE_READONLY) != 0;
   s->lock_fd = -1;

@@ -693,6 +693,56 @@ TEST(store_strings_are_quoted_in_hints_and_read_back) {
   free(dir);
 }
 
+/* The names in dir but the test's own .out and .err, each followed by a space, in
+ * the order readdir gives (a test compares it to one name or "": no leftovers). */
+static void dir_names(const char *dir, char *buf, size_t size) {
+  buf[0] = '\0';
+  DIR *d = opendir(dir);
+  struct dirent *de;
+  while (d && (de = readdir(d))) {
+    if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..") && strcmp(de->d_name, ".out") &&
+        strcmp(de->d_name, ".err"))
+      snprintf(buf + strlen(buf), size - strlen(buf), "%s ", de->d_name);
+  }
+  if (d) closedir(d);
+}
+
+TEST(a_store_that_is_no_file_is_refused) {
+  /* --store '' and ':memory:' ran on SQLite's throw-away databases: exit 0,
+   * a rerun did every job again, and '-lock' and '.logs/' were left here */
+  char *dir = br_test_tmpdir("cli-store-no-file");
+  br_test_put(dir, "g.json",
+              "{\"name\":\"g\",\"nodes\":[{\"name\":\"job\",\"type\":\"command\","
+              "\"params\":{\"shell\":\"echo ran >> count.txt\"}}]}");
+  static const struct {
+    const char *args, *says;
+  } bad[] = {
+      {"run g.json --store ''", "--store '': a store is a file"},
+      {"run g.json --store '?sync=full'", "--store '?sync=full': a store is a file"},
+      {"run g.json --store :memory:", "(SQLite's in-memory database is not one); give a path"},
+      {"status --store ''", "--store '': a store is a file"},
+      {"tasks --store :memory:", "--store ':memory:': a store is a file"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    cres r = braid(dir, "%s", bad[i].args);
+    if (r.code != 2 || !strstr(r.err, bad[i].says))
+      br_test_fail(__FILE__, __LINE__, "braid %s: exit %d, stderr '%s'; expected 2 and '%s'",
+                   bad[i].args, r.code, r.err, bad[i].says);
+    cres_free(&r);
+  }
+  char names[512];
+  dir_names(dir, names, sizeof names);
+  CHECK_EQ_STR(names, "g.json ");
+  /* nor does the library open one */
+  br_store *s = NULL;
+  br_error err;
+  CHECK_EQ_INT(br_store_open(":memory:", 0, &s, &err), BR_EINVAL);
+  CHECK_CONTAINS(err.msg, "a store is a file: ':memory:' is SQLite's in-memory database");
+  CHECK_EQ_INT(br_store_open("?sync=normal", 0, &s, &err), BR_EINVAL);
+  CHECK(s == NULL);
+  free(dir);
+}
+
 /* ---- the run's summary ---- */
 
 TEST(json_summary_lists_the_failed_tasks) {

@@ -67,8 +67,18 @@ char *br_cli_find_store(const char *given) {
 }
 
 int br_cli_check_store(const char *path) {
+  if (strstr(path, "://")) return 0; /* a database server's URI is its client's to read */
+  /* SQLite takes "" and ":memory:" for private databases that vanish when
+   * braid ends: a run would redo all of its work every time */
+  size_t file = strcspn(path, "?");
+  if (file == 0 || (file == 8 && strncmp(path, ":memory:", 8) == 0)) {
+    br_cli_errorf("--store '%s': a store is a file, where a run's work is kept to be resumed "
+                  "and read (%s is not one); give a path", path,
+                  file ? "SQLite's in-memory database" : "an empty path");
+    return -1;
+  }
   const char *q = strchr(path, '?');
-  if (strstr(path, "://") || !q) return 0; /* a database server's URI is its client's to read */
+  if (!q) return 0;
   /* the options of a SQLite store: PATH?sync=off|normal|full */
   for (const char *o = q + 1; *o;) {
     size_t n = strcspn(o, "&");

@@ -19,8 +19,9 @@ int br_cli_mkdirs_for(const char *path);
 /* The store to read: --store, $BRAID_STORE, or the only *.braid.db here.
  * Prints an error and returns NULL when none; caller frees. */
 char *br_cli_find_store(const char *given);
-/* Refuses (printing why, -1) a SQLite store path's unknown options: only
- * PATH?sync=off|normal|full. 0 when fine, and for postgresql:// URIs. */
+/* Refuses (printing why, -1) a SQLite store path that is no file ("",
+ * ":memory:") and unknown options: only PATH?sync=off|normal|full. 0 when
+ * fine, and for postgresql:// URIs. */
 int br_cli_check_store(const char *path);
 /* s as one shell word: as it is when it is plain, else in '...' (caller
  * frees). For the commands braid suggests. */
