@@ -412,6 +412,35 @@ TEST(ranges_and_sums_at_the_ends_of_int64) {
                     "wedges[0]: start + step * (count - 1) is past a 64-bit integer");
 }
 
+TEST(wedge_entries_on_one_attribute_are_refused) {
+  /* two entries on one attribute made a product whose elements all took the
+   * last entry's value: a = 1,1,2,2 for [1, 2] x [3, 4], and validate said ok */
+  expect_bad_params("wedge", "{\"wedges\": [{\"attr\": \"a\", \"values\": [1, 2]}, "
+                    "{\"attr\": \"a\", \"values\": [3, 4]}]}", "{\"attr\": \"a\", \"values\": [3",
+                    "wedges[1]: attribute 'a' is also wedges[0]'s: every element would get the "
+                    "last entry's value");
+  expect_bad_params("wedge", "{\"index_attr\": \"b\", \"wedges\": [{\"attr\": \"a\", "
+                    "\"count\": 2}, {\"attr\": \"b\", \"count\": 2}]}", "\"b\", \"wedges",
+                    "index_attr 'b' is also the attribute of wedges[1]: the element's index would "
+                    "replace its values");
+  /* names known per task: the task fails, saying so */
+  tenv t;
+  tenv_open(&t, "wedge_same_attr");
+  tenv_graph(&t, "{\"nodes\": [{\"name\": \"w\", \"type\": \"wedge\", \"params\": "
+                 "{\"wedges\": [{\"attr\": \"${attr.p}\", \"values\": [1, 2]}, "
+                 "{\"attr\": \"${attr.q}\", \"values\": [3, 4]}]}},"
+                 "{\"name\": \"end\", \"type\": \"null\"}], \"wires\": [[\"w\", \"end\"]]}");
+  tenv_submit(&t, "w", "{\"p\": \"a\", \"q\": \"a\"}");
+  tenv_submit(&t, "w", "{\"p\": \"a\", \"q\": \"b\"}");
+  tenv_run(&t);
+  tlist e = tenv_tasks(&t, "w", BR_TASK_ERROR);
+  CHECK_EQ_INT(e.n, 1);
+  CHECK_CONTAINS(e.v[0].error, "wedges[1]: attribute 'a' is also wedges[0]'s");
+  tlist_free(&e);
+  CHECK_EQ_INT(tenv_count(&t, "end", BR_TASK_DONE), 4);
+  tenv_close(&t);
+}
+
 TEST(set_attr_rename_to_what_an_expression_gave) {
   /* a new name that was nil (a missing attribute) dropped the attribute */
   tenv t;

@@ -1,7 +1,8 @@
 /* wedge: the Cartesian product of several parameters, as a split. Each
  * parameter is {"attr": name, "values": [...]} or {"attr": name, "count": N,
  * "start": x, "step": dx}. The first parameter varies slowest. Element 0 is
- * the original task; every element also gets its index in `index_attr`. */
+ * the original task; every element also gets its index in `index_attr`.
+ * An attribute is one entry's only (nor index_attr): see check_wedges. */
 #include <braid/node.h>
 #include <braid/script.h>
 
@@ -11,9 +12,15 @@
 
 #define MAX_ELEMENTS 1000000
 
-/* Checks a "wedges" value; on error fills msg and returns the index of the
- * bad entry (or 0). */
-static int check_wedges(const json_t *wedges, char *msg, size_t size, size_t *bad) {
+/* Checks a "wedges" value and index_attr (NULL when not known yet); on
+ * error fills msg and returns -1 with the index of the bad entry in *bad
+ * (or 0), or -2 when index_attr is what is wrong.
+ * Two entries may not set one attribute: each element would keep the
+ * later entry's value, so the earlier entry's values vanish and every
+ * variant comes several times. Nor may index_attr, whose index would
+ * replace the entry's values. */
+static int check_wedges(const json_t *wedges, const char *index_attr, char *msg, size_t size,
+                        size_t *bad) {
   size_t total = 1;
   *bad = 0;
   if (!json_is_array(wedges) || json_array_size(wedges) == 0) {
@@ -28,6 +35,22 @@ static int check_wedges(const json_t *wedges, char *msg, size_t size, size_t *ba
     if (!json_is_object(w) || !json_is_string(json_object_get(w, "attr"))) {
       snprintf(msg, size, "wedges[%zu] must be an object with a string \"attr\"", i);
       return -1;
+    }
+    const char *attr = json_string_value(json_object_get(w, "attr"));
+    for (size_t j = 0; j < i; j++) {
+      if (strcmp(attr, json_string_value(json_object_get(json_array_get(wedges, j), "attr"))))
+        continue;
+      snprintf(msg, size,
+               "wedges[%zu]: attribute '%s' is also wedges[%zu]'s: every element would get "
+               "the last entry's value, repeating variants and losing the others (give all "
+               "of its values in one entry)", i, attr, j);
+      return -1;
+    }
+    if (index_attr && *index_attr && strcmp(attr, index_attr) == 0) {
+      snprintf(msg, size,
+               "index_attr '%s' is also the attribute of wedges[%zu]: the element's index "
+               "would replace its values (set another index_attr, or \"\" for none)", attr, i);
+      return -2;
     }
     json_object_foreach(w, k, v) {
       if (strcmp(k, "attr") && strcmp(k, "values") && strcmp(k, "count") && strcmp(k, "start") &&
@@ -80,7 +103,14 @@ static int init(br_node *node, void **state, br_error *err) {
   size_t bad;
   (void)state;
   if (br_script_is_expr(wedges)) return BR_OK; /* checked per task */
-  if (check_wedges(wedges, msg, sizeof msg, &bad)) {
+  json_t *index = json_object_get(br_node_params(node), "index_attr");
+  const char *index_attr = !index ? "wedge" /* its default */
+                           : json_is_string(index) && !br_script_is_expr(index)
+                               ? json_string_value(index)
+                               : NULL; /* known per task */
+  int rc = check_wedges(wedges, index_attr, msg, sizeof msg, &bad);
+  if (rc == -2) return br_node_fail_at_param(node, err, "index_attr", NULL, "%s", msg);
+  if (rc) {
     snprintf(sub, sizeof sub, "%zu", bad);
     return br_node_fail_at_param(node, err, "wedges", json_array_size(wedges) ? sub : NULL, "%s",
                                  msg);
@@ -109,8 +139,9 @@ static int process(br_node_ctx *ctx) {
   char msg[512];
   size_t bad;
   if (!wedges) return -1;
-  if (check_wedges(wedges, msg, sizeof msg, &bad)) return br_ctx_fail(ctx, "%s", msg);
   const char *index_attr = br_ctx_param_str(ctx, "index_attr", "");
+  if (check_wedges(wedges, index_attr, msg, sizeof msg, &bad))
+    return br_ctx_fail(ctx, "%s", msg);
   size_t naxes = json_array_size(wedges), total = 1;
   for (size_t a = 0; a < naxes; a++) total *= axis_size(json_array_get(wedges, a));
   json_t **attrs = calloc(total, sizeof *attrs);
@@ -136,7 +167,8 @@ static int process(br_node_ctx *ctx) {
 
 static const br_param_spec params[] = {
     {"wedges", BR_PARAM_LIST, NULL, false,
-     "[{attr, values: [...]} or {attr, count, start, step}, ...]; the first varies slowest"},
+     "[{attr, values: [...]} or {attr, count, start, step}, ...]; the first varies slowest; "
+     "one entry per attribute"},
     {"index_attr", BR_PARAM_STRING, "\"wedge\"", false,
      "attribute that receives the element's index (\"\" for none)"},
     {NULL, 0, NULL, false, NULL},
