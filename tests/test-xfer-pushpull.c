@@ -438,6 +438,115 @@ TEST(snapshots_into_one_folder_share_a_path_once_or_refuse) {
   xu_done(tmp);
 }
 
+static void count_damaged(void *ud, const char *what) {
+  (void)what;
+  (*(int *)ud)++;
+}
+
+static void damage(const char *path, int64_t off) {
+  int fd = open(path, O_WRONLY);
+  CHECK(fd >= 0 && pwrite(fd, "ZZZZ", 4, off) == 4);
+  close(fd);
+}
+
+/* Objects damaged on the depot's disk, one loose and one packed: fsck
+ * names both and leaves them; a pull that keeps receiving bad bytes asks
+ * the depot, which reads its copies back and takes the damaged out, and
+ * the pull fails as no network failure would (BR_EIO), saying what to do;
+ * fsck with set_aside takes out the rest; a push of the tree then sends
+ * them again and the pull works. A folder that is not a depot is left as
+ * it was. */
+TEST(damaged_depot_objects_are_taken_out_and_pushed_again) {
+  char *tmp = br_test_tmpdir("xfer-pp-damaged");
+  xu_depot x;
+  xu_depot_start_cache(&x, tmp, -1); /* no packs in memory: the disk's bytes go */
+  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "dmg");
+  xu_make_file(src, "big", 5 * 1024 * 1024, 1); /* chunks of 2, 2 and 1 MiB */
+  uint8_t small[20000];
+  for (size_t i = 0; i < sizeof small; i++) small[i] = (uint8_t)(i * 7 + 3);
+  char *sp = xu_path(src, "small");
+  xu_write_file(sp, small, sizeof small);
+  br_xfer_opts o;
+  xu_opts(&o, tmp);
+  o.chunk_size = 2 * 1024 * 1024;
+  o.retries = 2;
+  br_xfer_result res;
+  push_ok(src, ref, &o, &res);
+  /* a 2 MiB chunk is a loose object: damage the first one found */
+  char loose[400] = "", hex[80] = "";
+  CHECK(strlen(x.root) < 200);
+  for (int i = 0; i < 256 && !loose[0]; i++) {
+    char dir[300];
+    snprintf(dir, sizeof dir, "%.200s/objects/%02x", x.root, i);
+    DIR *d = opendir(dir);
+    for (struct dirent *de; d && (de = readdir(d));)
+      if (strlen(de->d_name) == BR_XFER_HEX_LEN) {
+        snprintf(hex, sizeof hex, "%.64s", de->d_name);
+        snprintf(loose, sizeof loose, "%s/%.64s", dir, de->d_name);
+        break;
+      }
+    if (d) closedir(d);
+  }
+  CHECK(loose[0]);
+  damage(loose, 1000);
+  /* and the small file's bytes in their pack */
+  br_xfer_digest sd;
+  br_xfer_sha256(small, sizeof small, &sd);
+  br_xfer__store st;
+  CHECK_EQ_INT(br_xfer__store_open(&st, x.root, NULL), BR_OK);
+  char rel[128], pack[400];
+  int64_t off, len, raw;
+  CHECK_EQ_INT(br_xfer__index_locate(&st, &sd, rel, sizeof rel, &off, &len, &raw), BR_OK);
+  snprintf(pack, sizeof pack, "%s/%s", x.root, rel);
+  damage(pack, off + 100);
+  br_xfer__store_close(&st);
+
+  int told = 0;
+  int64_t checked = 0, damaged = 0;
+  br_error err;
+  br_error_clear(&err);
+  CHECK_EQ_INT(br_depot_fsck_ex(x.root, false, count_damaged, &told, &checked, &damaged, &err),
+               BR_EIO);
+  CHECK_EQ_INT(damaged, 2);
+  CHECK_EQ_INT(told, 2);
+  CHECK_EQ_INT(checked, 2); /* the other chunks of big */
+  CHECK_CONTAINS(err.msg, "2 damaged objects");
+  CHECK(access(loose, F_OK) == 0); /* named, not moved */
+
+  br_error_clear(&err);
+  CHECK_EQ_INT(br_xfer_pull(ref, dst, &o, &res, &err), BR_EIO);
+  CHECK_CONTAINS(err.msg, "found it damaged and took it out: push the tree that holds it again");
+  char *log = xu_depot_log(&x);
+  CHECK_CONTAINS(log, "found as a client's bytes failed verification");
+  free(log);
+  br_error_clear(&err);
+  CHECK_EQ_INT(br_depot_fsck_ex(x.root, true, NULL, NULL, &checked, &damaged, &err),
+               damaged ? BR_EIO : BR_OK);
+  CHECK_EQ_INT(br_depot_fsck_ex(x.root, false, NULL, NULL, &checked, &damaged, &err), BR_OK);
+  CHECK_EQ_INT(damaged, 0);
+  char *aside = NULL;
+  if (asprintf(&aside, "%s/damaged/%s", x.root, hex) < 0) abort();
+  CHECK(access(loose, F_OK) != 0 && access(aside, F_OK) == 0);
+
+  push_ok(src, ref, &o, &res);
+  CHECK_EQ_INT(res.chunks_moved, 2);
+  pull_ok(ref, dst, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+
+  char *plain = xu_path(tmp, "plain");
+  CHECK(mkdir(plain, 0755) == 0);
+  br_error_clear(&err);
+  CHECK_EQ_INT(br_depot_fsck(plain, &checked, &err), BR_ENOTFOUND);
+  CHECK_CONTAINS(err.msg, "is not a depot: it has no objects/ folder");
+  br_depot_gc_result gr;
+  CHECK_EQ_INT(br_depot_gc(plain, 0, false, &gr, &err), BR_ENOTFOUND);
+  CHECK_EQ_INT(br_depot_rm(plain, "dmg", 1, &err), BR_ENOTFOUND);
+  CHECK_EQ_INT(xu_count_prefix(plain, ""), 0);
+  free(plain), free(aside), free(sp), free(src), free(dst), free(ref);
+  xu_depot_stop(&x);
+  xu_done(tmp);
+}
+
 TEST(clear_errors_for_auth_and_missing) {
   char *tmp = br_test_tmpdir("xfer-pp-errors");
   xu_depot x;

@@ -184,6 +184,14 @@ void br_depot_request_done(void **con_cls);
 /* Reads every object of the depot at root back and checks it against its
  * digest; *checked counts the good ones. */
 int br_depot_fsck(const char *root, int64_t *checked, br_error *err);
+/* The same, reading everything and telling each damaged object to each
+ * (what: where and how; NULL: nobody) rather than stopping at the first;
+ * *damaged counts them, and BR_EIO says there were any. With set_aside each
+ * is taken out of the store (a loose object moved to damaged/, a packed
+ * one's index entry dropped), so that the depot answers it lacks it and the
+ * next push of a tree that holds it sends it again. */
+int br_depot_fsck_ex(const char *root, bool set_aside, void (*each)(void *ud, const char *what),
+                     void *ud, int64_t *checked, int64_t *damaged, br_error *err);
 /* Removes version `version` of snapshot `name` from the depot at root (a
  * running depot may use it meanwhile). Its number is never given again;
  * chunks only it named go at the next br_depot_gc. */

@@ -698,10 +698,16 @@ static const char *depot_sub_help(const char *sub) {
        "rm and gc), and prints the token once, for clients (BRAID_TOKEN, or a file\n"
        "given to --token-file). A running depot sees the new line at once.\n"},
       {"fsck",
-       "usage: braid depot fsck --root DIR\n\n"
-       "Reads every object of the depot kept in DIR back and checks its digest;\n"
-       "works beside a running depot. Exit status: 0 all match, 1 one does not or\n"
-       "cannot be read (named).\n"},
+       "usage: braid depot fsck --root DIR [--repair]\n\n"
+       "Reads every object of the depot kept in DIR back and checks its digest,\n"
+       "naming each that does not match or cannot be read; works beside a running\n"
+       "depot. --repair takes the damaged ones out of the depot (a loose object is\n"
+       "moved to DIR/damaged/): the depot then says it lacks them, so a pull of a\n"
+       "snapshot that names one fails at once with a clear error, and the next push\n"
+       "of a tree that holds one sends it again. A pull that keeps receiving bytes\n"
+       "that fail verification asks the depot to check them, which does the same.\n"
+       "Exit status: 0 all match, 1 some are damaged (with --repair too: their\n"
+       "snapshots lack them until pushed again).\n"},
       {"rm",
        "usage: braid depot rm DEPOT NAME@vN... [token options]\n\n"
        "Removes versions (their numbers are never given again). The chunks only\n"
@@ -757,10 +763,18 @@ static int depot_token(int argc, char **argv) {
   return BR_EXIT_OK;
 }
 
+static void print_damaged(void *ud, const char *what) {
+  (void)ud;
+  printf("damaged: %s\n", what);
+  fflush(stdout);
+}
+
 static int depot_fsck(int argc, char **argv) {
   const char *root = NULL;
+  bool repair = false;
   for (int i = 1; i < argc; i++)
     if (strcmp(argv[i], "--root") == 0 && i + 1 < argc) root = argv[++i];
+    else if (strcmp(argv[i], "--repair") == 0) repair = true;
     else {
       br_cli_errorf("depot fsck: unexpected '%s'", argv[i]);
       return BR_EXIT_USAGE;
@@ -771,13 +785,20 @@ static int depot_fsck(int argc, char **argv) {
   }
   br_error err;
   br_error_clear(&err);
-  int64_t n = 0;
-  if (br_depot_fsck(root, &n, &err)) {
+  int64_t n = 0, bad = 0;
+  int rc = br_depot_fsck_ex(root, repair, print_damaged, NULL, &n, &bad, &err);
+  if (rc && !bad) {
     br_cli_errorf("depot fsck: %s (after %lld good objects)", err.msg, (long long)n);
     return BR_EXIT_FAILED;
   }
-  printf("%lld objects, all match their digests\n", (long long)n);
-  return BR_EXIT_OK;
+  if (!bad) {
+    printf("%lld objects, all match their digests\n", (long long)n);
+    return BR_EXIT_OK;
+  }
+  printf("%lld objects match their digests, %lld damaged%s\n", (long long)n, (long long)bad,
+         repair ? ", taken out of the depot: push the trees that hold them again"
+                : "; --repair takes them out, so the next push of their trees sends them again");
+  return BR_EXIT_FAILED;
 }
 
 /* A depot for the admin commands: --root DIR (on this machine) or a URL
@@ -1081,7 +1102,7 @@ int br_cli_depot(int argc, char **argv) {
     printf("usage: braid depot --root DIR --token-file FILE [--admin-token-file FILE]\n"
            "                   [--listen HOST:PORT]\n"
            "       braid depot token --token-file FILE\n"
-           "       braid depot fsck --root DIR\n"
+           "       braid depot fsck --root DIR [--repair]\n"
            "       braid depot rm DEPOT NAME@vN...\n"
            "       braid depot gc DEPOT [--grace 24h] [--dry-run]\n"
            "       braid depot ls DEPOT [NAME] [-l] [--json]\n\n"

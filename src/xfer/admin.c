@@ -19,6 +19,8 @@
  * as the depot's size asks, so it has no limit. */
 #define RM_TIMEOUT_S 600.0
 #define GC_TIMEOUT_S 0.0
+/* the depot reads back and hashes up to 8 chunks of up to 64 MiB */
+#define VERIFY_TIMEOUT_S 120.0
 
 /* A refusal's code: what the caller may do about it. */
 static int code_of_status(int st) {
@@ -168,4 +170,30 @@ int br_xfer_depot_list(const char *depot, const char *name, bool detail, const b
   *out = v;
   *n = k;
   return BR_OK;
+}
+
+int br_xfer__depot_verify(const char *depot, const br_xfer_opts *opts, const br_xfer_digest *ds,
+                          size_t n, bool *damaged, br_error *err) {
+  for (size_t i = 0; i < n; i++) damaged[i] = false;
+  json_t *list = json_array();
+  json_t *body = json_pack("{so}", "chunks", list);
+  if (!body) return br_error_set(err, BR_ENOMEM, "out of memory");
+  for (size_t i = 0; i < n; i++) {
+    char hex[BR_XFER_HEX_LEN + 1];
+    br_xfer_digest_hex(&ds[i], hex);
+    json_array_append_new(list, json_string(hex));
+  }
+  json_t *ans = NULL;
+  int rc = admin_call(depot, opts, "/v1/verify", body, VERIFY_TIMEOUT_S, &ans, err);
+  const json_t *bad = json_object_get(ans, "damaged");
+  for (size_t k = 0; rc == BR_OK && k < json_array_size(bad); k++) {
+    br_xfer_digest d;
+    const char *h = json_string_value(json_array_get(bad, k));
+    if (!h || br_xfer_digest_parse(h, &d) != BR_OK) continue;
+    for (size_t i = 0; i < n; i++)
+      if (!br_xfer__digest_cmp(&d, &ds[i])) damaged[i] = true;
+  }
+  json_decref(ans);
+  json_decref(body);
+  return rc;
 }

@@ -244,6 +244,36 @@ static enum MHD_Result do_missing(br_depot *d, struct MHD_Connection *c, request
   return reply(c, MHD_HTTP_OK, "application/json", body, len, NULL, NULL);
 }
 
+/* A client whose received bytes kept failing verification asks whether
+ * the depot's own copies are sound: each is read back and checked, and a
+ * damaged one is taken out of the store (br_xfer__store_verify), so that
+ * pulls say it is missing and the next push that holds it sends it again.
+ * Answers the damaged ones. At most MAX_VERIFY a request: each may be a
+ * large chunk to read and hash. */
+#define MAX_VERIFY 8
+static enum MHD_Result do_verify(br_depot *d, struct MHD_Connection *c, request *rq) {
+  br_error err = {0};
+  br_xfer_digest *ds = NULL;
+  size_t n = 0, k = 0;
+  if (parse_list(rq, &ds, &n, NULL, &err))
+    return reply_error(c, (unsigned)status_of(err.code), err.msg);
+  if (n > MAX_VERIFY) {
+    free(ds);
+    return reply_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "at most 8 chunks to verify at once");
+  }
+  for (size_t i = 0; i < n; i++) {
+    br_error_clear(&err);
+    if (br_xfer__store_verify(&d->store, &ds[i], true, &err) != BR_EIO) continue;
+    note_change(d, c, "damaged %s, found as a client's bytes failed verification", err.msg);
+    ds[k++] = ds[i];
+  }
+  size_t len = 0;
+  char *body = br_xfer__digest_list_json("damaged", ds, k, &len);
+  free(ds);
+  if (!body) return reply_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "out of memory");
+  return reply(c, MHD_HTTP_OK, "application/json", body, len, NULL, NULL);
+}
+
 /* An upload that starts with a large plain chunk (as a client sends each
  * chunk of a large file, one per request) gets a body placed so that the
  * chunk's bytes start 4 KiB aligned, with room after them for a direct
@@ -1290,6 +1320,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
   bool post = strcmp(method, "POST") == 0, get = strcmp(method, "GET") == 0;
   const char *name = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "name");
   if (post && strcmp(url, "/v1/missing") == 0) return do_missing(d, c, rq);
+  if (post && strcmp(url, "/v1/verify") == 0) return do_verify(d, c, rq);
   if (post && strcmp(url, "/v1/chunks") == 0) return do_upload(d, c, rq);
   if (post && strcmp(url, "/v1/fetch") == 0) return do_fetch(d, c, rq);
   if (get && strncmp(url, "/v1/chunk/", 10) == 0) return do_chunk(d, c, rq, url + 10);
@@ -1307,7 +1338,8 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
 }
 
 int br_depot_owns_url(const char *url) {
-  return url && (strcmp(url, "/v1/missing") == 0 || strcmp(url, "/v1/chunks") == 0 ||
+  return url && (strcmp(url, "/v1/missing") == 0 || strcmp(url, "/v1/verify") == 0 ||
+                 strcmp(url, "/v1/chunks") == 0 ||
                  strcmp(url, "/v1/fetch") == 0 || strcmp(url, "/v1/snapshot") == 0 ||
                  strncmp(url, "/v1/chunk/", 10) == 0 || strcmp(url, "/v1/admin/rm") == 0 ||
                  strcmp(url, "/v1/admin/gc") == 0 || strcmp(url, "/v1/list") == 0);
@@ -1465,14 +1497,32 @@ void br_depot_cache_stats_get(br_depot *d, br_depot_cache_stats *st) {
 }
 
 int br_depot_fsck(const char *root, int64_t *checked, br_error *err) {
+  int64_t damaged = 0;
+  return br_depot_fsck_ex(root, false, NULL, NULL, checked, &damaged, err);
+}
+
+typedef struct fsck_tell {
+  void (*each)(void *ud, const char *what);
+  void *ud;
+} fsck_tell;
+
+static void tell_damaged(void *ud, const br_xfer_digest *d, const char *what) {
+  (void)d;
+  fsck_tell *t = ud;
+  t->each(t->ud, what);
+}
+
+int br_depot_fsck_ex(const char *root, bool set_aside, void (*each)(void *ud, const char *what),
+                     void *ud, int64_t *checked, int64_t *damaged, br_error *err) {
   br_xfer__store s;
   *checked = 0;
-  struct stat st;
-  if (stat(root, &st) != 0 || !S_ISDIR(st.st_mode))
-    return br_error_set(err, BR_ENOTFOUND, "%s is not a depot directory", root);
+  *damaged = 0;
+  if (br_xfer__depot_root_check(root, err)) return BR_ENOTFOUND;
   int rc = br_xfer__store_open(&s, root, err);
   if (rc) return rc;
-  rc = br_xfer__store_fsck(&s, checked, err);
+  fsck_tell t = {each, ud};
+  rc = br_xfer__store_fsck_ex(&s, set_aside, each ? tell_damaged : NULL, &t, checked, damaged,
+                              err);
   br_xfer__store_close(&s);
   return rc;
 }

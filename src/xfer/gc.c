@@ -215,9 +215,7 @@ int br_depot_gc(const char *root, int64_t grace_s, bool dry_run, br_depot_gc_res
   br_depot_gc_result local;
   if (!res) res = &local;
   memset(res, 0, sizeof *res);
-  struct stat rst;
-  if (stat(root, &rst) != 0 || !S_ISDIR(rst.st_mode))
-    return br_error_set(err, BR_ENOTFOUND, "%s is not a depot directory", root);
+  if (br_xfer__depot_root_check(root, err)) return BR_ENOTFOUND;
   br_xfer__store s;
   int rc = br_xfer__store_open(&s, root, err);
   if (rc) return rc;
@@ -391,9 +389,7 @@ int br_depot_list(const char *root, const char *name, bool detail, br_depot_entr
                   size_t *n, br_error *err) {
   *out = NULL;
   *n = 0;
-  struct stat rst;
-  if (stat(root, &rst) != 0 || !S_ISDIR(rst.st_mode))
-    return br_error_set(err, BR_ENOTFOUND, "%s is not a depot directory", root);
+  if (br_xfer__depot_root_check(root, err)) return BR_ENOTFOUND;
   if (name && *name && br_xfer_name_check(name, err)) return BR_EINVAL;
   char path[4200];
   snprintf(path, sizeof path, "%s/snapshots%s%s", root, name && *name ? "/" : "",
@@ -415,9 +411,7 @@ int br_depot_list(const char *root, const char *name, bool detail, br_depot_entr
 }
 
 int br_depot_rm(const char *root, const char *name, int64_t version, br_error *err) {
-  struct stat st;
-  if (stat(root, &st) != 0 || !S_ISDIR(st.st_mode))
-    return br_error_set(err, BR_ENOTFOUND, "%s is not a depot directory", root);
+  if (br_xfer__depot_root_check(root, err)) return BR_ENOTFOUND;
   if (version <= 0) return br_error_set(err, BR_EINVAL, "give the version to remove: NAME@vN");
   br_xfer__store s;
   int rc = br_xfer__store_open(&s, root, err);

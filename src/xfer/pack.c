@@ -386,7 +386,10 @@ int br_xfer__pack_write_ex(br_xfer__store *s, const br_xfer__buf *pack,
 typedef struct fsck_state {
   br_xfer__store *s;
   int64_t *checked;
-  br_error *err;
+  br_xfer__fsck_fn each;
+  void *ud;
+  br_xfer_digest *bad; /* the damaged, for the caller to set aside */
+  size_t nbad, badcap;
   uint8_t *buf, *scratch;
   size_t cap, scap;
 } fsck_state;
@@ -403,27 +406,63 @@ static int fsck_one(void *ud, int64_t pack, const char *name, const br_xfer_dige
     f->buf = malloc(f->cap);
   }
   int fd = openat(f->s->rootfd, rel, O_RDONLY | O_CLOEXEC);
-  int out = BR_OK;
+  char what[300];
+  what[0] = 0;
   if (fd < 0 || (!f->buf && len > 0) ||
-      br_xfer__pread_all(fd, f->buf, (size_t)len, off) != 0) {
-    out = br_error_set(f->err, BR_EIO, "%s: cannot read an indexed object", rel);
-  } else if (!br_xfer__stored_matches(f->buf, (size_t)len, raw, want, &f->scratch,
-                                      &f->scap)) {
-    out = br_error_set(f->err, BR_EIO, "%s at %lld: bytes do not match their digest", rel,
-                       (long long)off);
-  } else {
+      br_xfer__pread_all(fd, f->buf, (size_t)len, off) != 0)
+    snprintf(what, sizeof what, "%s at %lld: cannot be read", rel, (long long)off);
+  else if (!br_xfer__stored_matches(f->buf, (size_t)len, raw, want, &f->scratch, &f->scap))
+    snprintf(what, sizeof what, "%s at %lld: bytes do not match their digest", rel,
+             (long long)off);
+  else
     (*f->checked)++;
-  }
   if (fd >= 0) close(fd);
-  return out;
+  if (!what[0]) return BR_OK;
+  if (f->nbad == f->badcap) {
+    size_t cap = f->badcap ? f->badcap * 2 : 16;
+    br_xfer_digest *g = realloc(f->bad, cap * sizeof *g);
+    if (!g) return BR_ENOMEM;
+    f->bad = g;
+    f->badcap = cap;
+  }
+  f->bad[f->nbad++] = *want;
+  if (f->each) f->each(f->ud, want, what);
+  return BR_OK;
 }
 
-int br_xfer__index_fsck(br_xfer__store *s, int64_t *checked, br_error *err) {
-  fsck_state f = {s, checked, err, NULL, NULL, 0, 0};
+int br_xfer__index_fsck(br_xfer__store *s, br_xfer__fsck_fn each, void *ud, int64_t *checked,
+                        br_xfer_digest **bad, size_t *nbad, br_error *err) {
+  fsck_state f = {s, checked, each, ud, NULL, 0, 0, NULL, NULL, 0, 0};
   int rc = br_xfer__index_scan(s, fsck_one, &f, err);
+  if (rc == BR_ENOMEM) rc = br_error_set(err, BR_ENOMEM, "out of memory");
   free(f.buf);
   br_xfer__mem_put(f.scratch, f.scap);
+  *bad = f.bad;
+  *nbad = f.nbad;
   return rc;
+}
+
+int br_xfer__index_forget(br_xfer__store *s, const br_xfer_digest *d, const char *rel,
+                          int64_t off, br_error *err) {
+  br_xfer__index *x = s->index;
+  const char *name = strncmp(rel, "packs/", 6) == 0 ? rel + 6 : rel;
+  sqlite3_stmt *q = NULL;
+  pthread_mutex_lock(&x->mu);
+  /* only where it was found damaged: a gc may have moved it since */
+  int rc = sqlite3_prepare_v2(x->db,
+                              "DELETE FROM objects WHERE digest=? AND off=? AND pack=(SELECT id "
+                              "FROM packs WHERE name=?)",
+                              -1, &q, NULL);
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_blob(q, 1, d->b, BR_XFER_DIGEST_LEN, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 2, off);
+    sqlite3_bind_text(q, 3, name, -1, SQLITE_STATIC);
+    rc = sqlite3_step(q) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
+  }
+  if (rc != SQLITE_OK) br_error_set(err, BR_EIO, "depot index: %s", sqlite3_errmsg(x->db));
+  sqlite3_finalize(q);
+  pthread_mutex_unlock(&x->mu);
+  return rc == SQLITE_OK ? BR_OK : BR_EIO;
 }
 
 int64_t br_xfer__pack_clean(br_xfer__store *s, bool dry_run, int64_t *bytes) {

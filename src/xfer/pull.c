@@ -96,6 +96,13 @@ typedef struct installer {
   int ndev;
   int anon, anon_max; /* unnamed partials open (each holds an fd), at most */
   lfile *refetch; /* small files whose bytes failed verification: fetched again */
+  /* chunks whose bytes failed verification (the first few): a failed pull
+   * asks their depots whether their own copies are sound */
+  struct {
+    br_xfer_digest d;
+    const char *base; /* the depot's (its job's ref.base) */
+  } corrupt[8];
+  size_t ncorrupt;
 } installer;
 
 typedef struct pull {
@@ -609,6 +616,15 @@ static int sync_batch(install_job **v, size_t n, bool per_file) {
   return 0;
 }
 
+/* Notes a chunk whose bytes failed verification (under in->mu). */
+static void note_corrupt(installer *in, const ljob *jb, const br_xfer_digest *d) {
+  for (size_t i = 0; i < in->ncorrupt; i++)
+    if (in->corrupt[i].base == jb->ref.base && !br_xfer__digest_cmp(&in->corrupt[i].d, d)) return;
+  if (in->ncorrupt == sizeof in->corrupt / sizeof in->corrupt[0]) return;
+  in->corrupt[in->ncorrupt].d = *d;
+  in->corrupt[in->ncorrupt++].base = jb->ref.base;
+}
+
 /* A small file whose bytes failed verification goes back to the loop
  * thread to be fetched again (installer_tick), as a retry: past the
  * retries, the pull fails. */
@@ -616,6 +632,7 @@ static void refetch(installer *in, install_job *j) {
   pull *p = j->p;
   lfile *lf = j->lf;
   pthread_mutex_lock(&in->mu);
+  note_corrupt(in, lf->job, &lf->e->chunks[0]);
   if (++lf->corrupt > br_xfer__engine_retries(&p->eng)) {
     br_error err;
     br_error_set(&err, BR_ENET, "%s: the bytes received failed verification %d times",
@@ -1639,6 +1656,9 @@ static int chunk_done(br_xfer__req *r, br_error *err) {
   unsigned int dl = 0;
   EVP_DigestFinal_ex(f->md, got.b, &dl);
   if (br_xfer__digest_cmp(&got, &e->chunks[f->chunk]) != 0) {
+    pthread_mutex_lock(&p->inst.mu);
+    note_corrupt(&p->inst, lf->job, &e->chunks[f->chunk]);
+    pthread_mutex_unlock(&p->inst.mu);
     br_error_set(err, BR_ENET, "chunk %zu of %s failed verification", f->chunk, e->path);
     return BR_XFER__RETRY;
   }
@@ -2081,6 +2101,43 @@ static int run_pull(pull *p, const char *const *sources, const char *const *dirs
   return BR_OK;
 }
 
+/* A pull that failed after bytes failed verification: asks each depot
+ * whether its own copies of those chunks are sound. One that is not was
+ * taken out of the depot by that asking: the failure is then no network's
+ * and will not pass by itself (BR_EIO), and err says what to do. */
+static int ask_depots(pull *p, int rc, br_error *err) {
+  installer *in = &p->inst;
+  if (rc == BR_OK || rc == BR_ECANCEL || !in->ncorrupt) return rc;
+  const char *damaged = NULL;
+  char hex[BR_XFER_HEX_LEN + 1];
+  for (size_t i = 0; i < in->ncorrupt && !damaged; i++) {
+    bool seen = false;
+    for (size_t k = 0; k < i; k++) seen = seen || in->corrupt[k].base == in->corrupt[i].base;
+    if (seen) continue;
+    br_xfer_digest ds[8];
+    size_t n = 0;
+    for (size_t k = i; k < in->ncorrupt; k++)
+      if (in->corrupt[k].base == in->corrupt[i].base) ds[n++] = in->corrupt[k].d;
+    bool bad[8] = {false};
+    br_error e;
+    br_error_clear(&e);
+    if (br_xfer__depot_verify(in->corrupt[i].base, p->o, ds, n, bad, &e)) continue;
+    for (size_t k = 0; k < n && !damaged; k++)
+      if (bad[k]) {
+        br_xfer_digest_hex(&ds[k], hex);
+        damaged = in->corrupt[i].base;
+      }
+  }
+  if (!damaged) return rc;
+  char was[sizeof err->msg];
+  snprintf(was, sizeof was, "%s", err->msg);
+  return br_error_set(err, BR_EIO,
+                      "%s; the depot at %s read its copy of chunk %s back, found it damaged and "
+                      "took it out: push the tree that holds it again (its admin's `braid depot "
+                      "fsck` checks the rest)",
+                      was, damaged, hex);
+}
+
 int br_xfer_pull_many(const char *const *sources, const char *const *dirs, size_t n,
                       const br_xfer_opts *opts, br_xfer_pair *pairs, br_xfer_result *res,
                       br_error *err) {
@@ -2131,6 +2188,7 @@ int br_xfer_pull_many(const char *const *sources, const char *const *dirs, size_
   p.eng.tick_ud = &p;
   if (!rc) rc = run_pull(&p, sources, dirs, err);
   installer_stop(&p.inst); /* every file handed over is installed or failed */
+  rc = ask_depots(&p, rc, err);
   p.eng.prog.phase = rc ? "failed" : "done";
   res->retries = p.eng.prog.retries;
   res->bytes_moved = p.eng.prog.bytes_moved;

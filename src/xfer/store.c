@@ -18,6 +18,23 @@
 #include <string.h>
 #include <unistd.h>
 
+int br_xfer__depot_root_check(const char *root, br_error *err) {
+  struct stat st;
+  if (stat(root, &st) != 0 || !S_ISDIR(st.st_mode))
+    return br_error_set(err, BR_ENOTFOUND, "%s is not a depot directory", root);
+  static const char *const subs[] = {"objects", "snapshots"};
+  for (int i = 0; i < 2; i++) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s", root, subs[i]);
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
+      return br_error_set(err, BR_ENOTFOUND,
+                          "%s is not a depot: it has no %s/ folder (a depot's root has one "
+                          "from its first start)",
+                          root, subs[i]);
+  }
+  return BR_OK;
+}
+
 int br_xfer__store_open(br_xfer__store *s, const char *root, br_error *err) {
   memset(s, 0, sizeof *s);
   s->rootfd = -1;
@@ -202,10 +219,104 @@ int br_xfer__store_open_object(br_xfer__store *s, const br_xfer_digest *d, int *
   return BR_OK;
 }
 
+/* Moves a damaged loose object to damaged/ (kept for a look, out of the
+ * store's way), durably. */
+static int set_aside_loose(br_xfer__store *s, const char *rel, const char *hex, br_error *err) {
+  if (mkdirat(s->rootfd, "damaged", 0755) != 0 && errno != EEXIST)
+    return br_error_set(err, BR_EIO, "mkdir %s/damaged: %s", s->root, strerror(errno));
+  char to[128];
+  snprintf(to, sizeof to, "damaged/%s", hex);
+  if (renameat(s->rootfd, rel, s->rootfd, to) != 0)
+    return errno == ENOENT ? BR_OK
+                           : br_error_set(err, BR_EIO, "move %s/%s aside: %s", s->root, rel,
+                                          strerror(errno));
+  char dir[16];
+  snprintf(dir, sizeof dir, "objects/%.2s", hex);
+  int fd = openat(s->rootfd, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd >= 0) br__fsync_dirfd(fd), close(fd);
+  fd = openat(s->rootfd, "damaged", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd >= 0) br__fsync_dirfd(fd), close(fd);
+  return BR_OK;
+}
+
+/* A loose object's bytes against their digest: BR_OK, BR_ENOTFOUND, or
+ * BR_EIO with what filled. */
+static int check_loose(int dirfd, const char *name, const br_xfer_digest *want, char *what,
+                       size_t size) {
+  int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+  if (fd < 0 && errno == ENOENT) return BR_ENOTFOUND;
+  struct stat st;
+  br_xfer_digest got, *cs = NULL;
+  size_t n = 0;
+  int rc = BR_OK;
+  /* one chunk as a whole: hashed with a chunk size larger than it */
+  if (fd < 0 || fstat(fd, &st) != 0 || st.st_size > BR_XFER__MAX_CHUNK ||
+      br_xfer__hash_fd(fd, st.st_size, st.st_size ? st.st_size : 1, &got, &cs, &n, NULL))
+    rc = BR_EIO, snprintf(what, size, "cannot be read");
+  else if (n == 1 ? br_xfer__digest_cmp(&cs[0], want) != 0 : st.st_size != 0)
+    rc = BR_EIO, snprintf(what, size, "bytes do not match their digest");
+  free(cs);
+  if (fd >= 0) close(fd);
+  return rc;
+}
+
+int br_xfer__store_verify(br_xfer__store *s, const br_xfer_digest *d, bool set_aside,
+                          br_error *err) {
+  char rel[128], what[64], hex[BR_XFER_HEX_LEN + 1];
+  br_xfer_digest_hex(d, hex);
+  int64_t off, len, raw;
+  /* twice: a gc may move a packed object to a new pack meanwhile */
+  for (int attempt = 0; attempt < 2; attempt++) {
+    if (br_xfer__index_locate(s, d, rel, sizeof rel, &off, &len, &raw) != BR_OK) break;
+    int fd = openat(s->rootfd, rel, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT && attempt == 0) continue;
+    uint8_t *buf = fd >= 0 && len >= 0 && len <= BR_XFER__MAX_CHUNK ? malloc(len ? len : 1) : NULL;
+    uint8_t *scratch = NULL;
+    size_t scap = 0;
+    bool read = buf && br_xfer__pread_all(fd, buf, (size_t)len, off) == 0;
+    bool ok = read && br_xfer__stored_matches(buf, (size_t)len, raw, d, &scratch, &scap);
+    free(buf);
+    br_xfer__mem_put(scratch, scap);
+    if (fd >= 0) close(fd);
+    if (ok) return BR_OK;
+    int rc = set_aside ? br_xfer__index_forget(s, d, rel, off, err) : BR_OK;
+    if (rc) return rc;
+    return br_error_set(err, BR_EIO, "object %s, %s at %lld: %s%s", hex, rel, (long long)off,
+                        read ? "bytes do not match their digest" : "cannot be read",
+                        set_aside ? " (set aside)" : "");
+  }
+  object_rel(d, rel, sizeof rel);
+  int rc = check_loose(s->rootfd, rel, d, what, sizeof what);
+  if (rc != BR_EIO) return rc;
+  if (set_aside && (rc = set_aside_loose(s, rel, hex, err))) return rc;
+  return br_error_set(err, BR_EIO, "object %s (%s): %s%s", hex, rel, what,
+                      set_aside ? " (moved to damaged/)" : "");
+}
+
 int br_xfer__store_fsck(br_xfer__store *s, int64_t *checked, br_error *err) {
+  int64_t damaged = 0;
+  return br_xfer__store_fsck_ex(s, false, NULL, NULL, checked, &damaged, err);
+}
+
+int br_xfer__store_fsck_ex(br_xfer__store *s, bool set_aside, br_xfer__fsck_fn each, void *ud,
+                           int64_t *checked, int64_t *damaged, br_error *err) {
   *checked = 0;
-  int rc = br_xfer__index_fsck(s, checked, err);
-  if (rc) return rc;
+  *damaged = 0;
+  br_xfer_digest *bad = NULL;
+  size_t nbad = 0;
+  char first[400];
+  first[0] = 0;
+  int rc = br_xfer__index_fsck(s, each, ud, checked, &bad, &nbad, err);
+  for (size_t i = 0; rc == BR_OK && i < nbad; i++) {
+    br_error e;
+    br_error_clear(&e);
+    /* read again where it is now, then set aside */
+    int v = br_xfer__store_verify(s, &bad[i], set_aside, &e);
+    if (v == BR_EIO && !first[0]) snprintf(first, sizeof first, "%.390s", e.msg);
+    if (v == BR_EIO) (*damaged)++;
+    if (v == BR_OK) (*checked)++;
+  }
+  free(bad);
   for (int i = 0; i < 256 && rc == BR_OK; i++) {
     char dir[32];
     snprintf(dir, sizeof dir, "objects/%02x", i);
@@ -216,25 +327,30 @@ int br_xfer__store_fsck(br_xfer__store *s, int64_t *checked, br_error *err) {
       continue;
     }
     struct dirent *de;
-    while (rc == BR_OK && (de = readdir(d))) {
-      br_xfer_digest want, got, *cs = NULL;
+    while ((de = readdir(d))) {
+      br_xfer_digest want;
       if (br_xfer_digest_parse(de->d_name, &want) != BR_OK) continue;
-      int fd = openat(dfd, de->d_name, O_RDONLY | O_CLOEXEC);
-      struct stat st;
-      size_t n = 0;
-      /* One chunk as a whole: hash it with a chunk size larger than it. */
-      if (fd < 0 || fstat(fd, &st) != 0 ||
-          br_xfer__hash_fd(fd, st.st_size, st.st_size ? st.st_size : 1, &got, &cs, &n, err))
-        rc = br_error_set(err, BR_EIO, "%s/%s unreadable", dir, de->d_name);
-      else if (n == 1 ? br_xfer__digest_cmp(&cs[0], &want) != 0 : st.st_size != 0)
-        rc = br_error_set(err, BR_EIO, "%s/%s: bytes do not match their digest", dir,
-                          de->d_name);
-      else (*checked)++;
-      free(cs);
-      if (fd >= 0) close(fd);
+      char what[64], full[400];
+      int v = check_loose(dfd, de->d_name, &want, what, sizeof what);
+      if (v == BR_OK) (*checked)++;
+      if (v != BR_EIO) continue;
+      (*damaged)++;
+      snprintf(full, sizeof full, "%s/%s: %s", dir, de->d_name, what);
+      if (each) each(ud, &want, full);
+      if (!first[0]) snprintf(first, sizeof first, "%s", full);
+      if (set_aside) {
+        char rel[300];
+        snprintf(rel, sizeof rel, "%s/%s", dir, de->d_name);
+        br_error e;
+        br_error_clear(&e);
+        set_aside_loose(s, rel, de->d_name, &e);
+      }
     }
     closedir(d);
   }
+  if (rc == BR_OK && *damaged)
+    rc = br_error_set(err, BR_EIO, "%lld damaged object%s; the first: %s", (long long)*damaged,
+                      *damaged == 1 ? "" : "s", first);
   return rc;
 }
 

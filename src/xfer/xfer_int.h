@@ -342,6 +342,14 @@ typedef struct br_xfer__store {
   bool syncing;
   int sync_err;
 } br_xfer__store;
+/* BR_OK when root is a depot's (a folder with objects/ and snapshots/): the
+ * tools that work on a depot's files never make one where there was none. */
+int br_xfer__depot_root_check(const char *root, br_error *err);
+/* Asks the depot at depot (a URL) to read back its copies of the chunks ds
+ * (at most 8) and check them (/v1/verify); damaged[i] says which it found
+ * damaged, and took out of the store. */
+int br_xfer__depot_verify(const char *depot, const br_xfer_opts *opts, const br_xfer_digest *ds,
+                          size_t n, bool *damaged, br_error *err);
 int br_xfer__store_open(br_xfer__store *s, const char *root, br_error *err);
 void br_xfer__store_close(br_xfer__store *s);
 bool br_xfer__store_has(br_xfer__store *s, const br_xfer_digest *d);
@@ -371,7 +379,23 @@ int br_xfer__store_sync(br_xfer__store *s);
 int br_xfer__store_open_object(br_xfer__store *s, const br_xfer_digest *d, int *fd,
                                int64_t *off, int64_t *size, int64_t *raw);
 /* Checks every object's bytes against its digest; *checked counts them. */
+/* Told of each damaged object fsck finds (what: where and how). */
+typedef void (*br_xfer__fsck_fn)(void *ud, const br_xfer_digest *d, const char *what);
 int br_xfer__store_fsck(br_xfer__store *s, int64_t *checked, br_error *err);
+/* Reads every object back (packed and loose) and tells each damaged one to
+ * each; with set_aside, takes each out of the store (br_xfer__store_verify).
+ * BR_EIO when any was damaged (err names the first), *damaged counts them. */
+int br_xfer__store_fsck_ex(br_xfer__store *s, bool set_aside, br_xfer__fsck_fn each, void *ud,
+                           int64_t *checked, int64_t *damaged, br_error *err);
+/* One object read back and checked against d: BR_OK it matches,
+ * BR_ENOTFOUND the store lacks it, BR_EIO it cannot be read or does not
+ * match (err says which). With set_aside a damaged object is taken out of
+ * the store: a loose one moved to damaged/, a packed one's index entry
+ * dropped (its bytes stay in the pack until a gc rewrites that); the depot
+ * then answers that it lacks it, and the next push of a tree that holds it
+ * sends it again. */
+int br_xfer__store_verify(br_xfer__store *s, const br_xfer_digest *d, bool set_aside,
+                          br_error *err);
 
 /* ---- packs of small chunks (pack.c) ---- */
 
@@ -401,7 +425,13 @@ int br_xfer__index_locate(br_xfer__store *s, const br_xfer_digest *d, char *rel,
  * was written. */
 int br_xfer__pack_write(br_xfer__store *s, const br_xfer__buf *pack,
                         const br_xfer__packed *objs, size_t n, char rel[64], br_error *err);
-int br_xfer__index_fsck(br_xfer__store *s, int64_t *checked, br_error *err);
+/* Reads every packed object back: *checked counts the sound ones, *bad
+ * (malloc'd, *nbad) lists the damaged, each also told to each. */
+int br_xfer__index_fsck(br_xfer__store *s, br_xfer__fsck_fn each, void *ud, int64_t *checked,
+                        br_xfer_digest **bad, size_t *nbad, br_error *err);
+/* Drops d's index entry if it is still at off in pack rel ("packs/NAME"). */
+int br_xfer__index_forget(br_xfer__store *s, const br_xfer_digest *d, const char *rel,
+                          int64_t off, br_error *err);
 /* The same as pack_write; move: the objects may be indexed already (in
  * another pack) and now live in this one (gc's repack). */
 int br_xfer__pack_write_ex(br_xfer__store *s, const br_xfer__buf *pack,
