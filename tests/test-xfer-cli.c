@@ -242,6 +242,19 @@ TEST(round_trip_with_the_commands) {
   CHECK_CONTAINS(out, "bad snapshot name '../x'");
   free(out);
   free(cmd);
+  /* a refusal is said alone, not after "no versions"; a version is a usage error */
+  if (asprintf(&cmd, "'%s' depot ls --token wrong depot://127.0.0.1:%d shot", bin(), port) < 0)
+    abort();
+  CHECK_EQ_INT(run(cmd, &out), 1);
+  CHECK_CONTAINS(out, "missing or wrong token");
+  CHECK(strstr(out, "no versions") == NULL);
+  free(out);
+  free(cmd);
+  if (asprintf(&cmd, "'%s' depot ls --root '%s/depot' shot/cli@v1", bin(), tmp) < 0) abort();
+  CHECK_EQ_INT(run(cmd, &out), 2);
+  CHECK_CONTAINS(out, "'shot/cli@v1': give a NAME without @");
+  free(out);
+  free(cmd);
   if (asprintf(&cmd, "cd '%s' && '%s' pull -q --token-file client-token "
                      "depot://127.0.0.1:%d/shot/cli@v1 dst",
                tmp, bin(), port) < 0)

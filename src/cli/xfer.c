@@ -928,6 +928,10 @@ static int depot_ls(int argc, char **argv) {
   int rc = parse_target(argc, argv, "ls", &t, &pos, &n, ls_option, &l);
   if (rc == 0 && n > 1) br_cli_errorf("depot ls: unexpected '%s' (one NAME at most)", pos[1]);
   const char *name = rc == 0 && n == 1 ? pos[0] : NULL;
+  if (name && strchr(name, '@')) {
+    br_cli_errorf("depot ls: '%s': give a NAME without @, and ls lists its versions", name);
+    rc = BR_EXIT_USAGE;
+  }
   if (rc || n > 1) {
     target_free(&t, pos);
     return BR_EXIT_USAGE;
@@ -943,7 +947,7 @@ static int depot_ls(int argc, char **argv) {
     target_opts(&t, &o);
     rc = br_xfer_depot_list(t.base, name, l.detail, &o, &v, &nv, &err);
   }
-  bool none = !nv && !l.json;
+  bool none = !rc && !nv && !l.json;
   if (none) /* said before name goes */
     fprintf(stderr, "braid: depot ls: no versions%s%s\n", name ? " of " : "", name ? name : "");
   target_free(&t, pos);
