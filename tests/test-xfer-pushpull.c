@@ -547,6 +547,43 @@ TEST(damaged_depot_objects_are_taken_out_and_pushed_again) {
   xu_done(tmp);
 }
 
+/* A chunk named more than once is fetched once: files that repeat one
+ * another, a file whose chunks repeat (a cache's zeros), and a chunk of a
+ * file already in place is copied from it, not fetched. */
+TEST(a_chunk_named_twice_is_fetched_once) {
+  char *tmp = br_test_tmpdir("xfer-pp-twice");
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "twice");
+  char *af = xu_path(src, "a/f"), *bf = xu_path(src, "b/f"), *z = xu_path(src, "z");
+  size_t len = 1024 * 1024; /* four chunks of 256 KiB */
+  uint8_t *bytes = malloc(len);
+  xu_fill(bytes, len, 1);
+  xu_write_file(af, bytes, len);
+  xu_write_file(bf, bytes, len);
+  memcpy(bytes + 256 * 1024, bytes, 256 * 1024); /* one chunk four times, and a tail */
+  memcpy(bytes + 512 * 1024, bytes, 256 * 1024);
+  memcpy(bytes + 768 * 1024, bytes, 256 * 1024);
+  xu_write_file(z, bytes, len - 1000);
+  br_xfer_opts o;
+  xu_opts(&o, tmp);
+  br_xfer_result res;
+  push_ok(src, ref, &o, &res);
+  pull_ok(ref, dst, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+  CHECK_EQ_INT(res.chunks_moved, 5); /* a/f's four and z's tail */
+  char *dbf = xu_path(dst, "b/f"), *dz = xu_path(dst, "z");
+  CHECK(unlink(dbf) == 0 && unlink(dz) == 0);
+  pull_ok(ref, dst, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+  CHECK_EQ_INT(res.chunks_moved, 1); /* z's tail; the rest from a/f, in place */
+  CHECK_EQ_INT(res.files_moved, 2);
+  free(bytes), free(af), free(bf), free(z), free(dbf), free(dz);
+  free(src), free(dst), free(ref);
+  xu_depot_stop(&x);
+  xu_done(tmp);
+}
+
 TEST(clear_errors_for_auth_and_missing) {
   char *tmp = br_test_tmpdir("xfer-pp-errors");
   xu_depot x;

@@ -121,6 +121,12 @@ typedef struct pull {
   struct install_job *stage, *stage_tail;
   size_t nstage;
   int64_t stage_bytes;
+  /* chunks named more than once: where each is fetched or found first, and
+   * the copies to make of it once the fetches are done (copy_chunks) */
+  struct csrc *cmap;
+  size_t cmap_cap, cmap_n;
+  struct ccopy *copies;
+  size_t ncopies, copies_cap;
 } pull;
 
 typedef struct fetch {
@@ -1798,6 +1804,147 @@ static int lock_destination(pull *p, size_t j, br_error *err) {
   return BR_OK;
 }
 
+/* ---- chunks a pull needs more than once ----
+ * A chunk named twice in the trees being pulled (a cache's runs of zeros,
+ * a file that repeats another) is fetched once, and a chunk of a file
+ * already in place is not fetched at all: the other places get a copy once
+ * the fetches are done, read back from where the chunk landed and checked
+ * against its digest (a copy whose source changed meanwhile is fetched
+ * after all). Small files, which travel in bundles, are left out. */
+typedef struct csrc {
+  const br_xfer_digest *d; /* NULL: a free slot */
+  lfile *lf;
+  size_t c;
+} csrc;
+
+typedef struct ccopy {
+  lfile *src, *dst;
+  size_t sc, dc;
+} ccopy;
+
+static size_t cmap_home(const pull *p, const br_xfer_digest *d) {
+  uint64_t h;
+  memcpy(&h, d->b, sizeof h);
+  return (size_t)h & (p->cmap_cap - 1);
+}
+
+static csrc *cmap_find(pull *p, const br_xfer_digest *d) {
+  for (size_t i = p->cmap_cap ? cmap_home(p, d) : 0; p->cmap_cap; i = (i + 1) & (p->cmap_cap - 1))
+    if (!p->cmap[i].d) return NULL;
+    else if (!br_xfer__digest_cmp(p->cmap[i].d, d)) return &p->cmap[i];
+  return NULL;
+}
+
+/* Where chunk c of lf is (or will be): 0, or BR_ENOMEM. */
+static int cmap_put(pull *p, lfile *lf, size_t c) {
+  if (2 * (p->cmap_n + 1) > p->cmap_cap) {
+    size_t cap = p->cmap_cap ? 2 * p->cmap_cap : 1024;
+    csrc *old = p->cmap, *v = calloc(cap, sizeof *v);
+    if (!v) return BR_ENOMEM;
+    size_t ocap = p->cmap_cap;
+    p->cmap = v;
+    p->cmap_cap = cap;
+    for (size_t i = 0; i < ocap; i++) {
+      if (!old[i].d) continue;
+      size_t k = cmap_home(p, old[i].d);
+      while (v[k].d) k = (k + 1) & (cap - 1);
+      v[k] = old[i];
+    }
+    free(old);
+  }
+  const br_xfer_digest *d = &lf->e->chunks[c];
+  size_t k = cmap_home(p, d);
+  while (p->cmap[k].d) k = (k + 1) & (p->cmap_cap - 1);
+  p->cmap[k] = (csrc){d, lf, c};
+  p->cmap_n++;
+  return BR_OK;
+}
+
+/* Chunk c of lf, named before at s: a copy to make. 0, or BR_ENOMEM. */
+static int add_copy(pull *p, const csrc *s, lfile *lf, size_t c) {
+  if (p->ncopies == p->copies_cap) {
+    size_t cap = p->copies_cap ? 2 * p->copies_cap : 64;
+    ccopy *v = realloc(p->copies, cap * sizeof *v);
+    if (!v) return BR_ENOMEM;
+    p->copies = v;
+    p->copies_cap = cap;
+  }
+  p->copies[p->ncopies++] = (ccopy){s->lf, lf, s->c, c};
+  return BR_OK;
+}
+
+/* A file's final name (in place: done) or its partial, opened with flags. */
+static int open_file_or_partial(lfile *lf, bool partial, int flags, br_error *err) {
+  const char *base;
+  int dirfd = br_xfer__open_parent(lf->job->rootfd, lf->job->dir, lf->e->path, true, &base, err);
+  if (dirfd < 0) return -1;
+  char pn[64];
+  br_xfer__partial_name(base, pn, sizeof pn);
+  int fd = openat(dirfd, partial ? pn : base, flags | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) fail_io(err, partial ? "create" : "open", lf->job, lf->e->path, errno);
+  close(dirfd);
+  return fd;
+}
+
+static int submit_chunk(pull *p, ljob *jb, lfile *lf, size_t c, br_error *err);
+
+/* Makes the copies: each read from its source, checked, written into its
+ * file's partial; a file then whole is installed. A source that no longer
+ * holds the chunk makes it a fetch (in *refetched). */
+static int copy_chunks(pull *p, size_t *refetched, br_error *err) {
+  *refetched = 0;
+  uint8_t *buf = NULL;
+  size_t cap = 0;
+  int rc = BR_OK;
+  for (size_t k = 0; k < p->ncopies && rc == BR_OK; k++) {
+    ccopy *cp = &p->copies[k];
+    lfile *dst = cp->dst;
+    int64_t cs = dst->job->m->chunk_size, len = chunk_len(dst->e, cp->dc, cs);
+    int64_t scs = cp->src->job->m->chunk_size;
+    if ((size_t)len > cap) {
+      free(buf);
+      cap = (size_t)len;
+      if (!(buf = malloc(cap))) rc = br_error_set(err, BR_ENOMEM, "out of memory");
+      if (!buf) break;
+    }
+    br_error e;
+    br_error_clear(&e);
+    int in = open_file_or_partial(cp->src, !cp->src->done, O_RDONLY, &e);
+    br_xfer_digest got;
+    bool ok = in >= 0 && br_xfer__pread_all(in, buf, (size_t)len, (int64_t)cp->sc * scs) == 0;
+    if (in >= 0) close(in);
+    if (ok) br_xfer_sha256(buf, (size_t)len, &got);
+    if (!ok || br_xfer__digest_cmp(&got, &dst->e->chunks[cp->dc]) != 0) {
+      (*refetched)++;
+      rc = submit_chunk(p, dst->job, dst, cp->dc, err);
+      continue;
+    }
+    int out = open_file_or_partial(dst, true, O_RDWR | O_CREAT, err);
+    if (out < 0) {
+      rc = err->code ? err->code : BR_EIO;
+      break;
+    }
+    int w = br_xfer__pwrite_all(out, buf, (size_t)len, (int64_t)cp->dc * cs);
+    close(out);
+    if (w) {
+      rc = fail_io(err, "write", dst->job, dst->e->path, -w);
+      break;
+    }
+    dst->ok[cp->dc] = true;
+    dst->left--;
+    p->res->chunks_skipped++;
+    p->eng.prog.bytes_done += len;
+  }
+  free(buf);
+  /* whole now: installed (only now: a file may be the source of a copy) */
+  for (size_t k = 0; k < p->ncopies && rc == BR_OK; k++) {
+    lfile *dst = p->copies[k].dst;
+    if (!dst->done && dst->left == 0) rc = finalize(p, dst, err);
+  }
+  p->ncopies = 0;
+  return rc;
+}
+
 /* dir as an absolute path without links, though it need not exist yet:
  * the real path of its longest existing part, then the rest as written.
  * NULL: out of memory. */
@@ -1911,6 +2058,36 @@ static int check_overlaps(pull *p, br_error *err) {
   return rc;
 }
 
+/* A ranged GET of chunk c of lf, submitted. */
+static int submit_chunk(pull *p, ljob *jb, lfile *lf, size_t c, br_error *err) {
+  char hex[BR_XFER_HEX_LEN + 1], path[100];
+  br_xfer_digest_hex(&lf->e->chunks[c], hex);
+  snprintf(path, sizeof path, "/v1/chunk/%s", hex);
+  br_xfer__req *r = new_fetch(p, jb, path, 1);
+  if (!r) return br_error_set(err, BR_ENOMEM, "out of memory");
+  fetch *f = r->ctx;
+  f->files[0] = lf;
+  f->nfiles = 1;
+  f->chunk = c;
+  int64_t len = chunk_len(lf->e, c, jb->m->chunk_size);
+  r->range_from = 0;
+  r->range_to = len - 1;
+  r->range_total = len;
+  r->resp_limit = (size_t)len;
+  f->md = EVP_MD_CTX_new();
+  if (!f->md) {
+    br_xfer__engine_submit(&p->eng, r); /* freed by the engine */
+    return br_error_set(err, BR_ENOMEM, "out of memory");
+  }
+  r->sink = chunk_sink;
+  r->restart = chunk_restart;
+  r->done = chunk_done;
+  br_xfer__engine_submit(&p->eng, r);
+  return BR_OK;
+}
+
+static bool jb_dup(const ljob *jb, size_t i) { return jb->dup && jb->dup[i]; }
+
 static int run_pull(pull *p, const char *const *sources, const char *const *dirs,
                     br_error *err) {
   const br_xfer_opts *o = p->o;
@@ -2013,6 +2190,16 @@ static int run_pull(pull *p, const char *const *sources, const char *const *dirs
     for (size_t i = 0; i < p->jobs[j].m->nentries; i++)
       if (p->jobs[j].m->entries[i].type == BR_XFER_FILE && !p->jobs[j].files[i].done)
         p->res->files_moved++;
+  for (size_t j = 0; j < p->njobs; j++)
+    for (size_t i = 0; i < p->jobs[j].m->nentries; i++) {
+      lfile *x = &p->jobs[j].files[i];
+      if (x->e->type != BR_XFER_FILE || !x->done || (jb_dup(&p->jobs[j], i)) ||
+          (x->e->size <= o->small_file && x->e->nchunks == 1))
+        continue;
+      for (size_t c = 0; c < x->e->nchunks; c++)
+        if (!cmap_find(p, &x->e->chunks[c]) && cmap_put(p, x, c))
+          return br_error_set(err, BR_ENOMEM, "out of memory");
+    }
   int64_t bundle = br_xfer__engine_bundle_bytes(&p->eng, small_bytes);
   /* The first wave smaller, so writing starts after a short round trip
    * rather than after a whole large bundle. */
@@ -2053,40 +2240,29 @@ static int run_pull(pull *p, const char *const *sources, const char *const *dirs
         continue;
       }
       for (size_t c = 0; c < lf->e->nchunks; c++) {
-        if (lf->ok[c]) continue;
-        char hex[BR_XFER_HEX_LEN + 1], path[100];
-        br_xfer_digest_hex(&lf->e->chunks[c], hex);
-        snprintf(path, sizeof path, "/v1/chunk/%s", hex);
-        br_xfer__req *r = new_fetch(p, jb, path, 1);
-        if (!r) return br_error_set(err, BR_ENOMEM, "out of memory");
-        fetch *f = r->ctx;
-        f->files[0] = lf;
-        f->nfiles = 1;
-        f->chunk = c;
-        int64_t len = chunk_len(lf->e, c, jb->m->chunk_size);
-        r->range_from = 0;
-        r->range_to = len - 1;
-        r->range_total = len;
-        r->resp_limit = (size_t)len;
-        f->md = EVP_MD_CTX_new();
-        if (!f->md) {
-          br_xfer__engine_submit(&p->eng, r); /* freed by the engine */
+        /* in the partial already (a resume), fetched here, or a copy */
+        const csrc *s = cmap_find(p, &lf->e->chunks[c]);
+        if (lf->ok[c] || !s) {
+          if (!s && cmap_put(p, lf, c)) return br_error_set(err, BR_ENOMEM, "out of memory");
+          if (!lf->ok[c] && (rc = submit_chunk(p, jb, lf, c, err))) return rc;
+        } else if (add_copy(p, s, lf, c)) {
           return br_error_set(err, BR_ENOMEM, "out of memory");
         }
-        r->sink = chunk_sink;
-        r->restart = chunk_restart;
-        r->done = chunk_done;
-        br_xfer__engine_submit(&p->eng, r);
       }
       i++;
     }
   }
   /* A file the writers found corrupt after the last request ended is
    * fetched in one more run. */
+  size_t again = 0;
   do {
-    if ((rc = br_xfer__engine_run(&p->eng, err))) return rc;
+    do {
+      if ((rc = br_xfer__engine_run(&p->eng, err))) return rc;
+      if ((rc = installer_drain(&p->inst, err))) return rc;
+    } while (refetch_corrupt(p));
+    if (p->ncopies && (rc = copy_chunks(p, &again, err))) return rc;
     if ((rc = installer_drain(&p->inst, err))) return rc;
-  } while (refetch_corrupt(p));
+  } while (again);
   int se = installer_sync(&p->inst);
   if (se) return br_error_set(err, BR_EIO, "sync %s: %s", p->jobs[0].dir, strerror(se));
   installer_tick(&p->eng, p);
@@ -2219,6 +2395,8 @@ int br_xfer_pull_many(const char *const *sources, const char *const *dirs, size_
     br_xfer_ref_free(&jb->ref);
   }
   free(p.jobs);
+  free(p.cmap);
+  free(p.copies);
   br_xfer__hcache_close(p.hc);
   return rc;
 }
