@@ -17,10 +17,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sqlite3.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -31,6 +33,7 @@ typedef struct sqlite_store {
   sqlite3 *db;
   int readonly;
   int lock_fd; /* PATH-lock, held while open read-write; -1 otherwise */
+  bool lock_made; /* this open created PATH-lock: a failed open removes it */
   sqlite3_stmt *ins_task, *upd_task, *upd_task_noattrs, *add_live, *put_split, *get_split,
       *get_task, *put_inv;
 } sqlite_store;
@@ -142,7 +145,9 @@ static void sq_close(br_store *bs) {
 static int take_lock(sqlite_store *s, const char *path, br_error *err) {
   char lock[4200];
   snprintf(lock, sizeof lock, "%s-lock", path);
-  int fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+  int fd = open(lock, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+  s->lock_made = fd >= 0;
+  if (fd < 0 && errno == EEXIST) fd = open(lock, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
   if (fd < 0)
     return br_error_set(err, BR_ESTORE, "cannot open the lock of store %s (%s): %s", path, lock,
                         strerror(errno));
@@ -173,6 +178,60 @@ static int take_lock(sqlite_store *s, const char *path, br_error *err) {
   return BR_OK;
 }
 
+/* A file that is there and cannot be a store (a folder, a CSV file) is
+ * refused before anything is written beside it (SQLite says "disk I/O
+ * error" or "file is not a database", and a read-only open found no schema
+ * and asked for an upgrade). Absent and empty files are new stores. */
+static int check_file(const char *path, br_error *err) {
+  struct stat st;
+  if (stat(path, &st) != 0) return BR_OK; /* absent: made; or SQLite says why not */
+  const char *why = NULL;
+  char head[16] = {0};
+  if (S_ISDIR(st.st_mode)) {
+    why = "it is a folder";
+  } else if (!S_ISREG(st.st_mode)) {
+    why = "it is not a regular file";
+  } else if (st.st_size > 0) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, head, sizeof head) : -1;
+    if (fd >= 0) close(fd);
+    if (n >= 0 && (n < (ssize_t)sizeof head || memcmp(head, "SQLite format 3", 16) != 0))
+      why = "it is not a SQLite database";
+  }
+  if (!why) return BR_OK;
+  return br_error_set(err, BR_EINVAL, "%s is not a braid store: %s", path, why);
+}
+
+/* A SQLite database that braid did not make (schema version 0 with tables
+ * of its own) is not migrated into; nor is a broken file read as one. Run
+ * before anything is written to it. */
+static int check_schema(sqlite_store *s, const char *path, br_error *err) {
+  sqlite3_stmt *st = NULL;
+  int version = -1, tables = 0;
+  int rc = sqlite3_prepare_v2(s->db,
+                              "SELECT (SELECT user_version FROM pragma_user_version),"
+                              " (SELECT count(*) FROM sqlite_master)", -1, &st, NULL);
+  if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    version = sqlite3_column_int(st, 0);
+    tables = sqlite3_column_int(st, 1);
+    rc = SQLITE_OK;
+  }
+  sqlite3_finalize(st);
+  int code = sqlite3_extended_errcode(s->db) & 0xff;
+  if (rc != SQLITE_OK && (code == SQLITE_NOTADB || code == SQLITE_CORRUPT))
+    return br_error_set(err, BR_EINVAL, "%s is not a braid store: %s", path,
+                        sqlite3_errmsg(s->db));
+  if (rc != SQLITE_OK) return dberr(s, err, "reading its schema");
+  if (version == 0 && tables > 0)
+    return br_error_set(err, BR_EINVAL,
+                        "%s is not a braid store: a SQLite database without braid's tables",
+                        path);
+  if (version == 0 && s->readonly)
+    return br_error_set(err, BR_EINVAL,
+                        "%s is not a braid store: an empty database (no run has used it)", path);
+  return BR_OK;
+}
+
 static int sq_open(const char *uri, int flags, br_store **out, br_error *err) {
   sqlite_store *s = calloc(1, sizeof *s);
   if (!s) return br_error_set(err, BR_ENOMEM, "out of memory");
@@ -193,6 +252,10 @@ static int sq_open(const char *uri, int flags, br_store **out, br_error *err) {
     return br_error_set(err, BR_EINVAL, "a store is a file: '%s' is %s, lost when it is closed",
                         path, *path ? "SQLite's in-memory database" : "a temporary database");
   }
+  if (check_file(path, err)) {
+    free(s);
+    return BR_EINVAL;
+  }
   s->base.uri = strdup(path);
   s->readonly = (flags & BR_STORE_READONLY) != 0;
   s->lock_fd = -1;
@@ -209,6 +272,9 @@ static int sq_open(const char *uri, int flags, br_store **out, br_error *err) {
   if (sqlite3_open_v2(path, &s->db, oflags, NULL) != SQLITE_OK) {
     br_error_set(err, BR_ESTORE, "cannot open store %s: %s", path,
                  s->db ? sqlite3_errmsg(s->db) : "out of memory");
+    char lock[4200];
+    snprintf(lock, sizeof lock, "%s-lock", path);
+    if (s->lock_made) unlink(lock);
     free(s->base.uri);
     sqlite3_close(s->db);
     if (s->lock_fd >= 0) close(s->lock_fd);
@@ -221,8 +287,8 @@ static int sq_open(const char *uri, int flags, br_store **out, br_error *err) {
            "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; PRAGMA cache_size=-32768;"
            "PRAGMA temp_store=MEMORY;",
            sync);
-  int rc = BR_OK;
-  if (!s->readonly) rc = exec_sql(s, pragmas, err);
+  int rc = check_schema(s, path, err);
+  if (!rc && !s->readonly) rc = exec_sql(s, pragmas, err);
   if (!rc) rc = migrate(s, err);
   if (!rc && !s->readonly) {
     rc = prep(s, &s->ins_task,
@@ -261,6 +327,9 @@ static int sq_open(const char *uri, int flags, br_store **out, br_error *err) {
                      " prev_count FROM splits WHERE id=?", err);
   if (!rc) rc = prep(s, &s->get_task, "SELECT " TASK_COLS " FROM tasks WHERE id=?", err);
   if (rc) {
+    char lock[4200];
+    snprintf(lock, sizeof lock, "%s-lock", path);
+    if (s->lock_made) unlink(lock); /* leave nothing behind */
     free(s->base.uri);
     s->base.uri = NULL;
     sq_close(&s->base);

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <stdarg.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -740,6 +741,55 @@ TEST(a_store_that_is_no_file_is_refused) {
   CHECK_CONTAINS(err.msg, "a store is a file: ':memory:' is SQLite's in-memory database");
   CHECK_EQ_INT(br_store_open("?sync=normal", 0, &s, &err), BR_EINVAL);
   CHECK(s == NULL);
+  free(dir);
+}
+
+TEST(what_is_not_a_store_is_named_and_left_alone) {
+  /* a CSV file: the readers asked for "a schema upgrade", run said "file is
+   * not a database" and left shots.csv-lock; a folder: "disk I/O error" */
+  char *dir = br_test_tmpdir("cli-not-a-store");
+  br_test_put(dir, "g.json", "{\"name\":\"g\",\"nodes\":[{\"name\":\"a\",\"type\":\"null\"}]}");
+  br_test_put(dir, "shots.csv", "shot,frame\nsh010,1\n");
+  char path[1100];
+  snprintf(path, sizeof path, "%s/adir", dir);
+  CHECK(mkdir(path, 0755) == 0);
+  snprintf(path, sizeof path, "%s/other.db", dir);
+  sqlite3 *db;
+  CHECK(sqlite3_open(path, &db) == SQLITE_OK);
+  CHECK(sqlite3_exec(db, "CREATE TABLE shots(name TEXT)", NULL, NULL, NULL) == SQLITE_OK);
+  sqlite3_close(db);
+  struct stat before, after;
+  CHECK(stat(path, &before) == 0);
+  static const struct {
+    const char *store, *says;
+  } bad[] = {
+      {"shots.csv", "shots.csv is not a braid store: it is not a SQLite database\n"},
+      {"adir", "adir is not a braid store: it is a folder\n"},
+      {"other.db", "other.db is not a braid store: a SQLite database without braid's tables\n"},
+  };
+  static const char *const cmds[] = {"status", "tasks", "show 1", "log 1", "run g.json"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    for (size_t k = 0; k < sizeof cmds / sizeof cmds[0]; k++) {
+      cres r = braid(dir, "%s --store %s", cmds[k], bad[i].store);
+      char want[256];
+      snprintf(want, sizeof want, "braid: %s", bad[i].says);
+      if (r.code != 2 || strcmp(r.err, want) != 0)
+        br_test_fail(__FILE__, __LINE__, "braid %s --store %s: exit %d, stderr '%s'; expected 2 "
+                     "and '%s'", cmds[k], bad[i].store, r.code, r.err, want);
+      cres_free(&r);
+    }
+  }
+  char names[512];
+  dir_names(dir, names, sizeof names);
+  CHECK_EQ_INT(br_test_count(names, " "), 4); /* g.json shots.csv adir other.db: no -lock */
+  CHECK(!strstr(names, "-lock") && !strstr(names, "logs"));
+  CHECK(stat(path, &after) == 0); /* not made a braid store, nor WAL */
+  CHECK(after.st_size == before.st_size && after.st_mtim.tv_sec == before.st_mtim.tv_sec &&
+        after.st_mtim.tv_nsec == before.st_mtim.tv_nsec);
+  cres r = braid(dir, "status --store shots.csv --json");
+  CHECK_EQ_INT(r.code, 2);
+  CHECK_EQ_STR(r.out, "");
+  cres_free(&r);
   free(dir);
 }
 

@@ -117,10 +117,11 @@ char *br_cli_shell_quote(const char *s) {
   return out;
 }
 
-br_store *br_cli_open_store(const char *path, int flags) {
+br_store *br_cli_open_store(const char *path, int flags, int *exit_code) {
   br_error err = {0};
   br_store *s = NULL;
   struct stat sb;
+  *exit_code = BR_EXIT_USAGE; /* a store that is not there, or no store: the wrong path */
   if (br_cli_check_store(path)) return NULL;
   if ((flags & BR_STORE_READONLY) && !strstr(path, "://")) {
     /* the file is the path without its options */
@@ -131,11 +132,14 @@ br_store *br_cli_open_store(const char *path, int flags) {
       return NULL;
     }
   }
-  if (br_store_open(path, flags, &s, &err) != BR_OK) {
+  int rc = br_store_open(path, flags, &s, &err);
+  if (rc != BR_OK) {
     char buf[1200];
     br_cli_errorf("%s", br_error_format(&err, buf, sizeof buf));
+    if (rc != BR_EINVAL) *exit_code = BR_EXIT_FAILED; /* in use, I/O, a server down */
     return NULL;
   }
+  *exit_code = BR_EXIT_OK;
   return s;
 }
 

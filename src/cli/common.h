@@ -26,8 +26,10 @@ int br_cli_check_store(const char *path);
 /* s as one shell word: as it is when it is plain, else in '...' (caller
  * frees). For the commands braid suggests. */
 char *br_cli_shell_quote(const char *s);
-/* Opens a store (a path with its ?options, or a URI), printing any error. */
-br_store *br_cli_open_store(const char *path, int flags);
+/* Opens a store (a path with its ?options, or a URI), printing any error;
+ * then *exit_code is BR_EXIT_USAGE when path names no store (not there, a
+ * folder, a file that is not a store), else BR_EXIT_FAILED. */
+br_store *br_cli_open_store(const char *path, int flags, int *exit_code);
 /* Growable NULL-terminated argv (also used by node types). */
 void br_argv_push(char ***argv, size_t *n, char *arg);
 void br_argv_free(char **argv);

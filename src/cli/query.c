@@ -79,9 +79,12 @@ static int parse(int argc, char **argv, qopts *q, const char *usage, bool filter
   return optind;
 }
 
-static br_store *open_for_reading(const qopts *q, char **path) {
+/* The store to read, or NULL after saying why, with the exit status in
+ * *rc (usage when there is none, or not one, at the path). */
+static br_store *open_for_reading(const qopts *q, char **path, int *rc) {
   *path = br_cli_find_store(q->store);
-  return *path ? br_cli_open_store(*path, BR_STORE_READONLY) : NULL;
+  *rc = BR_EXIT_USAGE;
+  return *path ? br_cli_open_store(*path, BR_STORE_READONLY, rc) : NULL;
 }
 
 static int fail_err(br_error *err) {
@@ -108,10 +111,11 @@ int br_cli_status(int argc, char **argv) {
   int i = parse(argc, argv, &q, status_usage, false, 0);
   if (i < 0) return i == -2 ? BR_EXIT_OK : BR_EXIT_USAGE;
   char *path;
-  br_store *s = open_for_reading(&q, &path);
+  int orc;
+  br_store *s = open_for_reading(&q, &path, &orc);
   if (!s) {
     free(path);
-    return BR_EXIT_FAILED;
+    return orc;
   }
   br_error err = {0};
   json_t *nodes = json_object();
@@ -176,10 +180,11 @@ int br_cli_tasks(int argc, char **argv) {
   int i = parse(argc, argv, &q, tasks_usage, true, 0);
   if (i < 0) return i == -2 ? BR_EXIT_OK : BR_EXIT_USAGE;
   char *path;
-  br_store *s = open_for_reading(&q, &path);
+  int orc;
+  br_store *s = open_for_reading(&q, &path, &orc);
   if (!s) {
     free(path);
-    return BR_EXIT_FAILED;
+    return orc;
   }
   br_task_filter f = BR_TASK_FILTER_ALL;
   f.node = q.node;
@@ -205,10 +210,11 @@ static int open_task_command(int argc, char **argv, const char *usage, qopts *q,
   int i = parse(argc, argv, q, usage, false, 1);
   if (i < 0) return i == -2 ? BR_EXIT_OK : BR_EXIT_USAGE;
   if (br_cli_parse_id(argv[i], "a task id", id)) return BR_EXIT_USAGE;
-  *s = open_for_reading(q, path);
+  int orc;
+  *s = open_for_reading(q, path, &orc);
   if (!*s) {
     free(*path);
-    return BR_EXIT_FAILED;
+    return orc;
   }
   return -1;
 }

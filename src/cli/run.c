@@ -306,7 +306,7 @@ static void run_usage(FILE *out) {
           "Ctrl-C stops: running jobs get SIGTERM, then SIGKILL after the grace period,\n"
           "and are recorded as cancelled; run again to resume. A second Ctrl-C kills at once.\n\n"
           "exit status: 0 all finished, 1 some failed or blocked for good, 2 usage or graph\n"
-          "error, 130 cancelled\n",
+          "error (or --store is not a store), 130 cancelled\n",
           br_cli_slurm_help);
 }
 
@@ -624,12 +624,12 @@ int br_cli_run(int argc, char **argv) {
   bool db_server = strstr(store_path, "://") != NULL; /* postgres://...: no file here */
   snprintf(store_uri, sizeof store_uri, "%s%s", store_path,
            db_server || strchr(store_path, '?') ? "" : "?sync=normal");
-  br_store *store = br_cli_open_store(store_uri, 0);
+  int rc;
+  br_store *store = br_cli_open_store(store_uri, 0, &rc);
   br_error err = {0};
   br_engine_opts eopts = {.max_steps = max_steps};
   br_engine *e = store ? br_engine_open(store, &eopts, &err) : NULL;
   int64_t gid = 0;
-  int rc = BR_EXIT_OK;
   char buf[2048];
   if (store && !e) {
     br_cli_errorf("%s", br_error_format(&err, buf, sizeof buf));
@@ -638,8 +638,7 @@ int br_cli_run(int argc, char **argv) {
     br_cli_errorf("%s", br_error_format(&err, buf, sizeof buf));
     rc = BR_EXIT_FAILED;
   } else if (!store) {
-    rc = BR_EXIT_FAILED;
-    br_graph_free(g);
+    br_graph_free(g); /* rc says why */
   }
   g = NULL; /* the engine owns it */
   char runtime_dir[64] = "", exe[PATH_MAX] = "", log_dir[PATH_MAX + 16] = "";
