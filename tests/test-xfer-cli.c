@@ -188,6 +188,33 @@ TEST(round_trip_with_the_commands) {
   CHECK_CONTAINS(out, "\"name\":\"shot/other\",\"version\":1,\"dir\":\"src\"}");
   free(out);
   free(cmd);
+  /* every path a push refuses is named, in every tree, before it fails */
+  for (int i = 0; i < 6; i++) {
+    char rel[32];
+    snprintf(rel, sizeof rel, "%s/frame:%d.exr", i % 2 ? "bad1" : "bad2", i);
+    xu_make_file(tmp, rel, 10, (uint64_t)i);
+  }
+  if (asprintf(&cmd, "cd '%s' && '%s' push --token-file client-token bad1 "
+                     "depot://127.0.0.1:%d/shot/b1 bad2 depot://127.0.0.1:%d/shot/b2",
+               tmp, bin(), port, port) < 0)
+    abort();
+  CHECK_EQ_INT(run(cmd, &out), 1);
+  for (int i = 0; i < 6; i++) {
+    char name[80];
+    snprintf(name, sizeof name, "braid: push: refused: unsafe path 'frame:%d.exr'", i);
+    CHECK_CONTAINS(out, name);
+  }
+  CHECK_CONTAINS(out, "refusing to push bad1: 3 paths cannot be pushed (each named above)");
+  free(out);
+  free(cmd);
+  if (asprintf(&cmd, "cd '%s' && '%s' push --json --token-file client-token bad1 "
+                     "depot://127.0.0.1:%d/shot/b1 2>/dev/null",
+               tmp, bin(), port) < 0)
+    abort();
+  CHECK_EQ_INT(run(cmd, &out), 1);
+  CHECK_CONTAINS(out, "{\"event\":\"refused\",\"message\":\"unsafe path 'frame:1.exr'");
+  free(out);
+  free(cmd);
   /* no token at all: said so, not "refused" */
   if (asprintf(&cmd, "cd '%s' && env -u BRAID_TOKEN -u BRAID_TOKEN_FILE '%s' pull -q "
                      "depot://127.0.0.1:%d/shot/cli nodst",

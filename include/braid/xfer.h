@@ -293,6 +293,12 @@ typedef struct br_xfer_opts {
    * other programs left dirty on that file system; 1: an fsync() per file
    * and per directory renamed into, nothing else is flushed. */
   int sync_files;
+  /* push: told of each path the scan refuses (a name that would not pull
+   * everywhere, a link out of the tree, a device; msg names it and why), as
+   * every tree of the push is scanned before it fails; NULL: the error
+   * names the first few. */
+  br_warn_fn *refused;
+  void *refused_ud;
   br_xfer_progress_fn progress;
   void *progress_ud;
   double progress_interval; /* seconds between progress calls, default 0.5 */

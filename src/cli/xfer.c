@@ -424,6 +424,15 @@ static int finish(common *c, const char *verb, int rc, const br_error *err,
   return BR_EXIT_OK;
 }
 
+/* Each path a push refuses, on its own line (or a --json event). */
+static void on_refused(void *ud, const char *msg) {
+  common *c = ud;
+  if (c->json)
+    json_line(json_pack("{ssss}", "event", "refused", "message", msg));
+  else
+    br_cli_errorf("push: refused: %s", msg);
+}
+
 static void setup_progress(common *c, progress_state *ps, const char *verb) {
   memset(ps, 0, sizeof *ps);
   ps->verb = verb;
@@ -431,6 +440,8 @@ static void setup_progress(common *c, progress_state *ps, const char *verb) {
   ps->report = c->report_progress && in_job();
   c->o.progress = on_progress;
   c->o.progress_ud = ps;
+  c->o.refused = on_refused;
+  c->o.refused_ud = c;
   c->o.progress_interval = ps->mode == 1 ? 0.25 : ps->mode == 2 ? 2.0 : 1.0;
   c->o.cancel = &cancel_flag;
 }

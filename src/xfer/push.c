@@ -76,6 +76,7 @@ typedef struct pjob {
   bool conflict; /* its commit was refused: chunks went missing */
   int nrefused;  /* paths the scan refused; the first few said in refused */
   char refused[1300];
+  const br_xfer_opts *o; /* the push's */
 } pjob;
 
 typedef struct push {
@@ -161,6 +162,7 @@ static int add_file(pjob *j, const char *rel, int type, const struct stat *st,
  * the tree, a device): noted, and the scan goes on, so one push names them. */
 static void refuse(pjob *j, br_error *err) {
   size_t w = strlen(j->refused);
+  if (j->o->refused) j->o->refused(j->o->refused_ud, err->msg);
   if (j->nrefused++ < 4)
     snprintf(j->refused + w, sizeof j->refused - w, "%s%.300s", w ? "; " : "", err->msg);
   br_error_clear(err);
@@ -1342,6 +1344,7 @@ static int run_push(push *p, const char *const *dirs, const char *const *targets
   br_xfer__engine_phase(&p->eng, "scan");
   for (size_t j = 0; j < p->njobs; j++) {
     pjob *jb = &p->jobs[j];
+    jb->o = p->o;
     if ((rc = br_xfer_ref_parse(targets[j], &jb->ref, err))) return rc;
     /* One push talks to one depot (its chunk questions and uploads are shared). */
     if (j > 0 && strcmp(jb->ref.base, p->jobs[0].ref.base) != 0)
@@ -1359,16 +1362,23 @@ static int run_push(push *p, const char *const *dirs, const char *const *targets
     size_t dl = strlen(jb->dir);
     while (dl > 1 && jb->dir[dl - 1] == '/') jb->dir[--dl] = 0;
     if ((rc = scan(jb, "", err))) return rc;
-    if (jb->nrefused)
-      return br_error_set(err, BR_EINVAL, "refusing to push %s: %d path%s cannot be pushed: %s%s",
-                          jb->dir, jb->nrefused, jb->nrefused > 1 ? "s" : "", jb->refused,
-                          jb->nrefused > 4 ? "; and more" : "");
     if (jb->n) qsort(jb->files, jb->n, sizeof *jb->files, cmp_pfile);
     for (size_t i = 0; i < jb->n; i++)
       if (jb->files[i].type == BR_XFER_FILE) {
         p->eng.prog.files_total++;
         p->eng.prog.bytes_total += jb->files[i].st.st_size;
       }
+  }
+  /* every tree scanned, so that one push names every path it refuses */
+  for (size_t j = 0; j < p->njobs; j++) {
+    pjob *jb = &p->jobs[j];
+    if (!jb->nrefused) continue;
+    if (p->o->refused)
+      return br_error_set(err, BR_EINVAL, "refusing to push %s: %d path%s cannot be pushed "
+                          "(each named above)", jb->dir, jb->nrefused, jb->nrefused > 1 ? "s" : "");
+    return br_error_set(err, BR_EINVAL, "refusing to push %s: %d path%s cannot be pushed: %s%s",
+                        jb->dir, jb->nrefused, jb->nrefused > 1 ? "s" : "", jb->refused,
+                        jb->nrefused > 4 ? "; and more" : "");
   }
   if ((rc = plan_hashing(p, err))) return rc;
 
