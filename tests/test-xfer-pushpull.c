@@ -1458,6 +1458,16 @@ TEST(empty_trees_and_odd_names) {
   br_error_clear(&err);
   CHECK_EQ_INT(br_xfer_push(src, ref, &o, &res, &err), BR_EINVAL);
   CHECK_CONTAINS(err.msg, "UTF-8");
+  /* names that differ only in case are one file on macOS and Windows */
+  char *latin1 = xu_path(src, "latin1-\xe9t\xe9.exr");
+  CHECK(unlink(latin1) == 0);
+  free(latin1);
+  xu_make_file(src, "Shot/a.exr", 10, 3);
+  xu_make_file(src, "shot/b.exr", 10, 4);
+  br_error_clear(&err);
+  CHECK_EQ_INT(br_xfer_push(src, ref, &o, &res, &err), BR_EINVAL);
+  CHECK_CONTAINS(err.msg, "1 path cannot be pushed: unsafe path 'shot': 'Shot' differs from it "
+                          "only in case (macOS and Windows keep one of the two)");
   free(src), free(dst), free(ref);
   xu_depot_stop(&x);
   xu_done(tmp);

@@ -18,6 +18,7 @@
  * by threads of their own while the loop sends. */
 #include "client_int.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -237,6 +238,36 @@ static int scan(pjob *j, const char *rel, br_error *err) {
 
 static int cmp_pfile(const void *a, const void *b) {
   return strcmp(((const pfile *)a)->rel, ((const pfile *)b)->rel);
+}
+
+/* Paths compared as macOS and Windows compare names by default: ASCII
+ * letters without case (other letters' cases are not folded here). */
+static int cmp_folded(const void *a, const void *b) {
+  const unsigned char *x = (const unsigned char *)(*(const pfile *const *)a)->rel;
+  const unsigned char *y = (const unsigned char *)(*(const pfile *const *)b)->rel;
+  for (;; x++, y++) {
+    int cx = *x < 128 ? tolower(*x) : *x, cy = *y < 128 ? tolower(*y) : *y;
+    if (cx != cy || !cx) return cx - cy;
+  }
+}
+
+/* Two paths of the tree that differ only in case would be one file where
+ * the tree is pulled on macOS or Windows: each such pair is refused. */
+static int refuse_case_twins(pjob *j, br_error *err) {
+  if (j->n < 2) return BR_OK;
+  const pfile **v = malloc(j->n * sizeof *v);
+  if (!v) return br_error_set(err, BR_ENOMEM, "out of memory");
+  for (size_t i = 0; i < j->n; i++) v[i] = &j->files[i];
+  qsort(v, j->n, sizeof *v, cmp_folded);
+  for (size_t i = 1; i < j->n; i++)
+    if (!cmp_folded(&v[i - 1], &v[i])) {
+      br_error e;
+      br_error_set(&e, BR_EINVAL, "unsafe path '%.300s': '%.300s' differs from it only in case "
+                   "(macOS and Windows keep one of the two)", v[i]->rel, v[i - 1]->rel);
+      refuse(j, &e);
+    }
+  free(v);
+  return BR_OK;
 }
 
 /* ---- hashing (threads) ---- */
@@ -1363,6 +1394,7 @@ static int run_push(push *p, const char *const *dirs, const char *const *targets
     while (dl > 1 && jb->dir[dl - 1] == '/') jb->dir[--dl] = 0;
     if ((rc = scan(jb, "", err))) return rc;
     if (jb->n) qsort(jb->files, jb->n, sizeof *jb->files, cmp_pfile);
+    if ((rc = refuse_case_twins(jb, err))) return rc;
     for (size_t i = 0; i < jb->n; i++)
       if (jb->files[i].type == BR_XFER_FILE) {
         p->eng.prog.files_total++;
