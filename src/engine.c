@@ -1289,6 +1289,7 @@ void br_engine__inv_done(void *ud, const br_inv_result *res) {
   e->now_ms = clock_ms();
   inv_row_add(e, t, br_inv_status_name(res->status));
   e->st.invocations_done++;
+  if (res->status == BR_INV_CANCELLED) e->st.invocations_cancelled++;
   set_state(e, t, BR_TASK_POST);
   t->post_next = NULL;
   if (e->post_tail) e->post_tail->post_next = t;

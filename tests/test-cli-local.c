@@ -159,6 +159,33 @@ TEST(signals_stop_a_run_busy_without_jobs) {
   free(dir);
 }
 
+TEST(cancelled_jobs_are_not_counted_done) {
+  /* after Ctrl-C the progress line said "jobs 2 done" for two jobs that
+   * were cancelled (they run again on resume) */
+  char *dir = br_test_tmpdir("cli-cancel-counts");
+  br_test_put(dir, "c.json",
+              "{\"name\":\"c\",\"start\":{\"node\":\"s\",\"attrs\":{\"frame_start\":1,"
+              "\"frame_end\":4}},\"nodes\":[{\"name\":\"s\",\"type\":\"split_range\","
+              "\"params\":{\"chunk\":1}},{\"name\":\"job\",\"type\":\"command\",\"params\":"
+              "{\"shell\":\"echo x >> started; exec sleep 1000\"}}],\"wires\":[[\"s\",\"job\"]]}");
+  pid_t pid = start_braid(dir, "run c.json --slots 2 --grace 1");
+  CHECK(wait_for_text(dir, "started", "x\nx\n"));
+  kill(pid, SIGINT);
+  int rc = wait_exit_within(pid, 20);
+  if (rc < 0) {
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+  }
+  CHECK_EQ_INT(rc, 130);
+  char path[1024];
+  snprintf(path, sizeof path, "%s/run.err", dir);
+  char *err = br_test_slurp(path);
+  CHECK_CONTAINS(err, ": jobs 0 done, 2 cancelled, 0 running, 4 queued; tasks 0 waiting, "
+                      "0 blocked, 0 error\n");
+  free(err);
+  free(dir);
+}
+
 /* ---- logs ---- */
 
 static const char *retry_graph =
@@ -838,6 +865,8 @@ TEST(a_run_left_blocked_for_good_fails_naming_the_node) {
               "\"wires\":[[\"start\",\"g\"],[\"start\",\"x\"]]}");
   cres r = braid(dir, "run s.json");
   CHECK_EQ_INT(r.code, 1);
+  /* the progress line says blocked as the summary does (it said "1 waiting") */
+  CHECK_CONTAINS(r.err, "; tasks 0 waiting, 1 blocked, 0 error\n");
   CHECK_CONTAINS(r.err, "braid: finished in ");
   CHECK_CONTAINS(r.err, "braid: 1 tasks are blocked for good: they wait for tasks that will not "
                         "come (nothing is left to run)\n  node 'g': 1\n"

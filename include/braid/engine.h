@@ -53,7 +53,8 @@ typedef struct br_engine_stats {
   size_t tasks_in_memory;
   size_t peak_tasks_in_memory;
   size_t groups;          /* waiter groups held */
-  uint64_t invocations_started, invocations_done;
+  uint64_t invocations_started, invocations_done; /* done: every ended one, cancelled too */
+  uint64_t invocations_cancelled;                  /* of those done, ended by a cancel */
 } br_engine_stats;
 
 /* Opens an engine on a store: reloads the graphs and every unfinished task,

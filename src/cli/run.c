@@ -84,8 +84,8 @@ static void draw(runview *v, int final) {
   double now = mono();
   if (v->tty) {
     if (v->lines_drawn) fprintf(stderr, "\x1b[%dA", v->lines_drawn);
-    fprintf(stderr, "\x1b[J%-20s %8s %8s %8s %8s %8s\n", "node", "waiting", "queued", "running",
-            "done", "error");
+    fprintf(stderr, "\x1b[J%-20s %7s %7s %7s %7s %7s %7s\n", "node", "waiting", "blocked",
+            "queued", "running", "done", "error"); /* 76 columns */
     v->lines_drawn = 1;
   }
   for (size_t i = 0; i < br_graph_node_count(g); i++) {
@@ -94,18 +94,19 @@ static void draw(runview *v, int final) {
     br_engine_count_live(v->e, v->gid, name, c);
     for (int k = 0; k < BR_TASK_NSTATES; k++) tot[k] += c[k];
     if (v->tty) {
-      fprintf(stderr, "%-20.20s %8lld %8lld %8lld %8lld %8lld\n", name,
-              (long long)(c[BR_TASK_WAITING] + c[BR_TASK_BLOCKED]), (long long)c[BR_TASK_QUEUED],
-              (long long)c[BR_TASK_RUNNING], (long long)(c[BR_TASK_DONE] + c[BR_TASK_DEAD]),
-              (long long)c[BR_TASK_ERROR]);
+      fprintf(stderr, "%-20.20s %7lld %7lld %7lld %7lld %7lld %7lld\n", name,
+              (long long)c[BR_TASK_WAITING], (long long)c[BR_TASK_BLOCKED],
+              (long long)c[BR_TASK_QUEUED], (long long)c[BR_TASK_RUNNING],
+              (long long)(c[BR_TASK_DONE] + c[BR_TASK_DEAD]), (long long)c[BR_TASK_ERROR]);
       v->lines_drawn++;
     }
   }
   br_engine_stats st;
   br_engine_get_stats(v->e, &st);
   double el = now - v->t0;
-  uint64_t jobs_done = st.invocations_done, jobs_all = st.invocations_done + (uint64_t)tot[BR_TASK_RUNNING] +
-                                                          (uint64_t)tot[BR_TASK_QUEUED];
+  /* a cancelled job did not get done: it runs again on resume */
+  uint64_t jobs_done = st.invocations_done - st.invocations_cancelled,
+           jobs_all = jobs_done + (uint64_t)tot[BR_TASK_RUNNING] + (uint64_t)tot[BR_TASK_QUEUED];
   double frac = jobs_all ? (double)jobs_done / (double)jobs_all : 0;
   double eta = jobs_done && frac < 1 ? el / frac - el : 0;
   if (v->tty) {
@@ -114,14 +115,21 @@ static void draw(runview *v, int final) {
     for (int i = 0; i < width; i++) fputc(i < fill ? '#' : '.', stderr);
     fprintf(stderr, "] %3.0f%%  jobs %llu/%llu  %.0fs elapsed", frac * 100,
             (unsigned long long)jobs_done, (unsigned long long)jobs_all, el);
+    if (st.invocations_cancelled)
+      fprintf(stderr, "  %llu cancelled", (unsigned long long)st.invocations_cancelled);
     if (eta > 0) fprintf(stderr, "  ETA %.0fs", eta);
     fprintf(stderr, "\n");
     v->lines_drawn++;
   } else if (final || now - v->last_line >= 10) {
-    fprintf(stderr, "braid: %.0fs: jobs %llu done, %lld running, %lld queued; tasks %lld waiting, %lld error\n",
-            el, (unsigned long long)jobs_done, (long long)tot[BR_TASK_RUNNING],
-            (long long)tot[BR_TASK_QUEUED], (long long)(tot[BR_TASK_WAITING] + tot[BR_TASK_BLOCKED]),
-            (long long)tot[BR_TASK_ERROR]);
+    char cancelled[48] = "";
+    if (st.invocations_cancelled)
+      snprintf(cancelled, sizeof cancelled, ", %llu cancelled",
+               (unsigned long long)st.invocations_cancelled);
+    fprintf(stderr, "braid: %.0fs: jobs %llu done%s, %lld running, %lld queued; tasks %lld "
+            "waiting, %lld blocked, %lld error\n",
+            el, (unsigned long long)jobs_done, cancelled, (long long)tot[BR_TASK_RUNNING],
+            (long long)tot[BR_TASK_QUEUED], (long long)tot[BR_TASK_WAITING],
+            (long long)tot[BR_TASK_BLOCKED], (long long)tot[BR_TASK_ERROR]);
     v->last_line = now;
   }
 }
