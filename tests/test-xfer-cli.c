@@ -101,6 +101,7 @@ TEST(bad_input_is_refused_clearly) {
   expect("push --token-file /nonexistent/tok a depot://h/x", 2, "token file");
   expect("push /nonexistent depot://127.0.0.1:1/x", 1, "/nonexistent: does not exist");
   expect("push /etc/hostname depot://127.0.0.1:1/x", 1, "/etc/hostname is not a directory");
+  expect("depot frob", 2, "depot: unknown subcommand 'frob' (token, fsck, rm, gc, ls;");
   expect("pull notaref /tmp/x", 2, "not a depot location");
   expect("pull 'depot://127.0.0.1:1/../etc' /tmp/x", 2, "bad snapshot name");
   expect("pull depot://127.0.0.1:1/x@vzz /tmp/x", 2, "bad version");

@@ -584,6 +584,39 @@ TEST(a_chunk_named_twice_is_fetched_once) {
   xu_done(tmp);
 }
 
+/* A re-pull leaves a link that is already right alone (a folder the
+ * puller may not write keeps working); a file where the snapshot has a
+ * folder is named as such. */
+TEST(links_in_place_stay_and_a_file_in_a_folders_place_is_named) {
+  char *tmp = br_test_tmpdir("xfer-pp-inplace");
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "inplace");
+  xu_make_file(src, "d/f", 10, 1);
+  char *link = xu_path(src, "d/l"), *empty = xu_path(src, "empty");
+  CHECK(symlink("f", link) == 0);
+  CHECK(mkdir(empty, 0755) == 0);
+  br_xfer_opts o;
+  xu_opts(&o, tmp);
+  br_xfer_result res;
+  push_ok(src, ref, &o, &res);
+  pull_ok(ref, dst, &o, &res);
+  char *dl = xu_path(dst, "d/l"), *de = xu_path(dst, "empty");
+  struct stat a, b;
+  CHECK(lstat(dl, &a) == 0 && S_ISLNK(a.st_mode));
+  pull_ok(ref, dst, &o, &res);
+  CHECK(lstat(dl, &b) == 0 && b.st_ino == a.st_ino);
+  CHECK(rmdir(de) == 0);
+  xu_write_file(de, "x", 1);
+  br_error err;
+  br_error_clear(&err);
+  CHECK_EQ_INT(br_xfer_pull(ref, dst, &o, &res, &err), BR_EINVAL);
+  CHECK_CONTAINS(err.msg, "/dst/empty exists and is not a folder, where the snapshot has a folder");
+  free(link), free(empty), free(dl), free(de), free(src), free(dst), free(ref);
+  xu_depot_stop(&x);
+  xu_done(tmp);
+}
+
 TEST(clear_errors_for_auth_and_missing) {
   char *tmp = br_test_tmpdir("xfer-pp-errors");
   xu_depot x;

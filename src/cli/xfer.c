@@ -1172,8 +1172,13 @@ int br_cli_depot(int argc, char **argv) {
   o.log = br_cli_depot_log;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (a[0] != '-') {
+      br_cli_errorf("depot: unknown subcommand '%s' (token, fsck, rm, gc, ls; or options to "
+                    "serve: see braid depot --help)", a);
+      return BR_EXIT_USAGE;
+    }
     if (!v) {
-      br_cli_errorf(a[0] == '-' ? "%s needs a value" : "unexpected '%s'", a);
+      br_cli_errorf("%s needs a value", a);
       return BR_EXIT_USAGE;
     }
     if (strcmp(a, "--root") == 0) o.root = v;

@@ -1762,6 +1762,14 @@ static int make_symlink(ljob *j, const br_xfer_entry *e, br_error *err) {
   const char *base;
   int dirfd = br_xfer__open_parent(j->rootfd, j->dir, e->path, true, &base, err);
   if (dirfd < 0) return dirfd;
+  /* the same link already there: nothing to write (a pull into a folder
+   * it may not write finds its links in place) */
+  char now[4097];
+  ssize_t n = readlinkat(dirfd, base, now, sizeof now - 1);
+  if (n >= 0 && (now[n] = 0, strcmp(now, e->target) == 0)) {
+    close(dirfd);
+    return BR_OK;
+  }
   char pn[64];
   br_xfer__partial_name(base, pn, sizeof pn);
   unlinkat(dirfd, pn, 0);
@@ -2058,6 +2066,24 @@ static int check_overlaps(pull *p, br_error *err) {
   return rc;
 }
 
+/* A folder of the snapshot, made where it is missing. */
+static int make_dir(ljob *jb, const br_xfer_entry *e, br_error *err) {
+  const char *base;
+  int fd = br_xfer__open_parent(jb->rootfd, jb->dir, e->path, true, &base, err);
+  if (fd < 0) return fd;
+  struct stat st;
+  int rc = BR_OK;
+  if (mkdirat(fd, base, 0755) != 0 && errno != EEXIST)
+    rc = fail_io(err, "mkdir", jb, e->path, errno);
+  else if (fstatat(fd, base, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode))
+    rc = br_error_set(err, BR_EINVAL, "%s/%s exists and is %s, where the snapshot has a folder",
+                      jb->dir, e->path,
+                      S_ISLNK(st.st_mode) ? "a symlink (a pull never writes through one)"
+                                          : "not a folder");
+  close(fd);
+  return rc;
+}
+
 /* A ranged GET of chunk c of lf, submitted. */
 static int submit_chunk(pull *p, ljob *jb, lfile *lf, size_t c, br_error *err) {
   char hex[BR_XFER_HEX_LEN + 1], path[100];
@@ -2145,16 +2171,10 @@ static int run_pull(pull *p, const char *const *sources, const char *const *dirs
     for (size_t i = 0; i < jb->m->nentries; i++) {
       br_xfer_entry *e = &jb->m->entries[i];
       if (e->type == BR_XFER_DIR) {
-        char *sub = NULL;
-        if (asprintf(&sub, "%s/x", e->path) < 0) return br_error_set(err, BR_ENOMEM, "oom");
-        const char *base;
-        int fd = br_xfer__open_parent(jb->rootfd, jb->dir, sub, true, &base, err);
-        free(sub);
-        if (fd < 0) {
+        if ((rc = make_dir(jb, e, err))) {
           dirlist_clear(&dl);
-          return fd;
+          return rc;
         }
-        close(fd);
       } else if (e->type == BR_XFER_FILE && jb->dup && jb->dup[i]) {
         /* written by an earlier snapshot of this pull */
         p->res->chunks_skipped += (int64_t)e->nchunks;
