@@ -2075,7 +2075,9 @@ static int make_dir(ljob *jb, const br_xfer_entry *e, br_error *err) {
   int rc = BR_OK;
   if (mkdirat(fd, base, 0755) != 0 && errno != EEXIST)
     rc = fail_io(err, "mkdir", jb, e->path, errno);
-  else if (fstatat(fd, base, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode))
+  else if (fstatat(fd, base, &st, AT_SYMLINK_NOFOLLOW) != 0)
+    rc = fail_io(err, "stat", jb, e->path, errno);
+  else if (!S_ISDIR(st.st_mode))
     rc = br_error_set(err, BR_EINVAL, "%s/%s exists and is %s, where the snapshot has a folder",
                       jb->dir, e->path,
                       S_ISLNK(st.st_mode) ? "a symlink (a pull never writes through one)"
