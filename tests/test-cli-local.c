@@ -679,6 +679,51 @@ TEST(validate_warns_about_braces_and_stays_valid) {
   free(dir);
 }
 
+TEST(set_reads_values_as_ctl_and_says_when_it_is_not_applied) {
+  /* --set on a resumed run was dropped without a word; 'k:=[1,2]' (ctl's
+   * form) made an attribute named "k:" */
+  char *dir = br_test_tmpdir("cli-set");
+  br_test_put(dir, "s.json",
+              "{\"name\":\"s\",\"nodes\":[{\"name\":\"job\",\"type\":\"command\",\"params\":"
+              "{\"shell\":\"test -n \\\"$BRAID_ATTR_OK\\\"\",\"retries\":0}}]}");
+  cres r = braid(dir, "run s.json --quiet --set 'frames:=[1,2]' --set 'name:=\"a b\"'");
+  CHECK_EQ_INT(r.code, 1); /* no ok */
+  CHECK(!strstr(r.err, "warning"));
+  cres_free(&r);
+  r = braid(dir, "show 1 --json");
+  json_t *t = json_loads(r.out, 0, NULL);
+  json_t *attrs = json_object_get(t, "attrs");
+  CHECK_EQ_INT(json_array_size(json_object_get(attrs, "frames")), 2);
+  CHECK_EQ_STR(json_string_value(json_object_get(attrs, "name")), "a b");
+  CHECK(!json_object_get(attrs, "frames:"));
+  json_decref(t);
+  cres_free(&r);
+  r = braid(dir, "run s.json --set 'x:=[1,2'");
+  CHECK_EQ_INT(r.code, 2);
+  CHECK_CONTAINS(r.err, "braid: --set: 'x:=[1,2': the value is not JSON: ");
+  cres_free(&r);
+  r = braid(dir, "run s.json --quiet --set ok=1");
+  CHECK_EQ_INT(r.code, 1); /* the resumed task runs as it was */
+  CHECK_CONTAINS(r.err, "braid: warning: --set is not applied: it sets the attributes of a new "
+                        "run's task, and s.braid.db holds an unfinished run (--new starts a new "
+                        "one with them)\n");
+  cres_free(&r);
+  r = braid(dir, "run s.json --quiet --set ok=1 --new"); /* the new task takes it */
+  CHECK_CONTAINS(r.err, "tasks: done 1 error 1\n");
+  CHECK(!strstr(r.err, "warning"));
+  cres_free(&r);
+  r = braid(dir, "run s.json --store f.db --quiet --json --set ok=2");
+  CHECK_EQ_INT(r.code, 0);
+  CHECK_EQ_STR(r.err, "");
+  cres_free(&r);
+  r = braid(dir, "run s.json --store f.db --quiet --json --set ok=2");
+  CHECK_EQ_INT(r.code, 0); /* as without --set: nothing to do; said even with --json */
+  CHECK_CONTAINS(r.err, "--set is not applied: it sets the attributes of a new run's task, and "
+                        "f.db holds a finished run");
+  cres_free(&r);
+  free(dir);
+}
+
 TEST(store_strings_are_quoted_in_hints_and_read_back) {
   /* the summary's hints were unquoted ("--store b.db?sync=full" is a shell
    * glob), and the readers refused the store string run had taken */

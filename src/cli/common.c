@@ -1,6 +1,7 @@
 /* Helpers shared by the subcommands: k=v parsing, store discovery, printing. */
 #include "common.h"
 
+#include <braid/runtime.h>
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
@@ -19,13 +20,16 @@ json_t *br_cli_parse_value(const char *v) {
 }
 
 int br_cli_set_kv(json_t *obj, const char *kv) {
-  const char *eq = strchr(kv, '=');
-  if (!eq || eq == kv) {
-    br_cli_errorf("expected NAME=VALUE, got '%s'", kv);
+  /* as braid ctl reads them: NAME:=JSON is JSON or an error (it made an
+   * attribute named "NAME:") */
+  char *name = NULL;
+  json_t *value = NULL;
+  br_error err = {0};
+  if (br_runtime_parse_assign(kv, &name, &value, &err) != BR_OK) {
+    br_cli_errorf("--set: %s (NAME=VALUE, or NAME:=JSON)", err.msg);
     return -1;
   }
-  char *name = strndup(kv, (size_t)(eq - kv));
-  json_object_set_new(obj, name, br_cli_parse_value(eq + 1));
+  json_object_set_new(obj, name, value);
   free(name);
   return 0;
 }

@@ -12,7 +12,8 @@
 
 /* "12" -> 12, "[1,2]" -> list, "abc" -> "abc" (JSON when it parses, else a string). */
 json_t *br_cli_parse_value(const char *v);
-/* Parses NAME=VALUE into obj; prints an error and returns -1 when malformed. */
+/* Parses NAME=VALUE (br_cli_parse_value) or NAME:=JSON (JSON or an error), as
+ * braid ctl does, into obj; prints an error and returns -1 when malformed. */
 int br_cli_set_kv(json_t *obj, const char *kv);
 /* Creates the parent folders of path. */
 int br_cli_mkdirs_for(const char *path);

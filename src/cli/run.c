@@ -288,8 +288,10 @@ static void run_usage(FILE *out) {
           "resumes the unfinished work instead. When GRAPH differs from the graph the\n"
           "unfinished tasks started with, braid asks for --stored-graph or --new.\n\n"
           "  --set NAME=VALUE  an attribute of the starting task (VALUE is JSON when it\n"
-          "                    parses: 12, [1,2], true; otherwise a string). graph_dir\n"
-          "                    (the graph file's folder) is set unless given\n"
+          "                    parses: 12, [1,2], true; otherwise a string; NAME:=VALUE\n"
+          "                    wants JSON, as braid ctl). graph_dir (the graph file's\n"
+          "                    folder) is set unless given. Only a new run's task takes\n"
+          "                    them: a resumed one keeps its attributes (--new for a new run)\n"
           "  --store PATH      the store (default: ./GRAPHNAME.braid.db); every commit\n"
           "                    survives a crash of braid; PATH?sync=full also syncs each\n"
           "                    one to disk (safe against power cuts, slower)\n"
@@ -614,6 +616,7 @@ int br_cli_run(int argc, char **argv) {
   json_t *attrs = json_object();
   json_object_update(attrs, br_graph_start_attrs(g));
   json_object_update(attrs, sets);
+  size_t n_sets = json_object_size(sets);
   json_decref(sets);
   if (!json_object_get(attrs, "graph_dir")) { /* jobs find files beside the graph */
     char *abs = realpath(graph_path, NULL);
@@ -742,6 +745,10 @@ int br_cli_run(int argc, char **argv) {
       total += counts[i];
       if (unfinished(i)) active += counts[i];
     }
+    if (n_sets && total > 0 && !fresh) /* said even with --json: what was asked is not done */
+      fprintf(stderr, "braid: warning: --set is not applied: it sets the attributes of a new "
+              "run's task, and %s holds a%s run (--new starts a new one with them)\n",
+              store_path, active > 0 ? "n unfinished" : " finished");
     if (active > 0 && !fresh) {
       size_t retried = br_engine_retry_failed(e);
       if (!as_json)
