@@ -412,10 +412,10 @@ static int finish(common *c, const char *verb, int rc, const br_error *err,
   if (!c->json && !c->quiet) {
     char moved[32];
     human((double)res->bytes_moved, moved, sizeof moved);
-    fprintf(stderr, "%s: %lld files, %lld %s (%s over the network), %lld chunks %s, %.2fs\n",
-            verb, (long long)res->files, (long long)res->files_moved,
-            strcmp(verb, "push") == 0 ? "sent" : "fetched", moved,
-            (long long)res->chunks_skipped,
+    fprintf(stderr, "%s: %lld file%s, %lld %s (%s over the network), %lld chunk%s %s, %.2fs\n",
+            verb, (long long)res->files, res->files == 1 ? "" : "s",
+            (long long)res->files_moved, strcmp(verb, "push") == 0 ? "sent" : "fetched", moved,
+            (long long)res->chunks_skipped, res->chunks_skipped == 1 ? "" : "s",
             strcmp(verb, "push") == 0 ? "already in the depot" : "already here", res->seconds);
     if (res->files_reused)
       fprintf(stderr, "%s: %lld files from the content cache\n", verb,
