@@ -548,8 +548,8 @@ TEST(damaged_depot_objects_are_taken_out_and_pushed_again) {
 }
 
 /* A chunk named more than once is fetched once: files that repeat one
- * another, a file whose chunks repeat (a cache's zeros), and a chunk of a
- * file already in place is copied from it, not fetched. */
+ * another, large or small, a file whose chunks repeat (a cache's zeros),
+ * and a chunk of a file already in place is copied from it, not fetched. */
 TEST(a_chunk_named_twice_is_fetched_once) {
   char *tmp = br_test_tmpdir("xfer-pp-twice");
   xu_depot x;
@@ -565,19 +565,29 @@ TEST(a_chunk_named_twice_is_fetched_once) {
   memcpy(bytes + 512 * 1024, bytes, 256 * 1024);
   memcpy(bytes + 768 * 1024, bytes, 256 * 1024);
   xu_write_file(z, bytes, len - 1000);
+  for (int i = 0; i < 20; i++) { /* small files, bundled: ten of one content, ten of another */
+    char rel[64];
+    snprintf(rel, sizeof rel, "frames/f.%04d.exr", i);
+    xu_make_file(src, rel, 3000, (uint64_t)(100 + i % 2));
+  }
   br_xfer_opts o;
   xu_opts(&o, tmp);
   br_xfer_result res;
   push_ok(src, ref, &o, &res);
   pull_ok(ref, dst, &o, &res);
   CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
-  CHECK_EQ_INT(res.chunks_moved, 5); /* a/f's four and z's tail */
+  CHECK_EQ_INT(res.chunks_moved, 7); /* a/f's four, z's tail and two frames */
   char *dbf = xu_path(dst, "b/f"), *dz = xu_path(dst, "z");
   CHECK(unlink(dbf) == 0 && unlink(dz) == 0);
+  for (int i = 2; i < 20; i++) {
+    char rel[64];
+    snprintf(rel, sizeof rel, "%s/frames/f.%04d.exr", dst, i);
+    CHECK(unlink(rel) == 0);
+  }
   pull_ok(ref, dst, &o, &res);
   CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
-  CHECK_EQ_INT(res.chunks_moved, 1); /* z's tail; the rest from a/f, in place */
-  CHECK_EQ_INT(res.files_moved, 2);
+  CHECK_EQ_INT(res.chunks_moved, 1); /* z's tail; the rest from a/f and two frames, in place */
+  CHECK_EQ_INT(res.files_moved, 20);
   free(bytes), free(af), free(bf), free(z), free(dbf), free(dz);
   free(src), free(dst), free(ref);
   xu_depot_stop(&x);

@@ -40,6 +40,7 @@ typedef struct lfile {
   atomic_int inflight; /* pieces handed to the writers, not yet written */
   bool done;
   bool fresh; /* neither the file nor a partial of it was there */
+  bool copy;  /* small: the same bytes as another file's, copied from it (copy_chunks) */
   /* small file: times its bytes failed the writer's verification, and
    * the installer's list of files to fetch again */
   int corrupt;
@@ -2215,12 +2216,23 @@ static int run_pull(pull *p, const char *const *sources, const char *const *dirs
   for (size_t j = 0; j < p->njobs; j++)
     for (size_t i = 0; i < p->jobs[j].m->nentries; i++) {
       lfile *x = &p->jobs[j].files[i];
-      if (x->e->type != BR_XFER_FILE || !x->done || (jb_dup(&p->jobs[j], i)) ||
-          (x->e->size <= o->small_file && x->e->nchunks == 1))
-        continue;
+      if (x->e->type != BR_XFER_FILE || !x->done || jb_dup(&p->jobs[j], i)) continue;
       for (size_t c = 0; c < x->e->nchunks; c++)
         if (!cmap_find(p, &x->e->chunks[c]) && cmap_put(p, x, c))
           return br_error_set(err, BR_ENOMEM, "out of memory");
+    }
+  /* a small file with the bytes of another (in place, or fetched before it
+   * in this pull) is not asked for again: copied once the fetches are done */
+  for (size_t j = 0; j < p->njobs; j++)
+    for (size_t i = 0; i < p->jobs[j].m->nentries; i++) {
+      lfile *x = &p->jobs[j].files[i];
+      if (x->e->type != BR_XFER_FILE || x->done || x->e->size == 0 ||
+          x->e->size > o->small_file || x->e->nchunks != 1 || x->ok[0])
+        continue;
+      const csrc *s = cmap_find(p, &x->e->chunks[0]);
+      if (s ? add_copy(p, s, x, 0) : cmap_put(p, x, 0))
+        return br_error_set(err, BR_ENOMEM, "out of memory");
+      x->copy = s != NULL;
     }
   int64_t bundle = br_xfer__engine_bundle_bytes(&p->eng, small_bytes);
   /* The first wave smaller, so writing starts after a short round trip
@@ -2232,7 +2244,7 @@ static int run_pull(pull *p, const char *const *sources, const char *const *dirs
     size_t n = jb->m->nentries;
     for (size_t i = 0; i < n;) {
       lfile *lf = &jb->files[i];
-      if (lf->e->type != BR_XFER_FILE || lf->done) {
+      if (lf->e->type != BR_XFER_FILE || lf->done || lf->copy) {
         i++;
         continue;
       }
@@ -2241,7 +2253,7 @@ static int run_pull(pull *p, const char *const *sources, const char *const *dirs
         int64_t bytes = 0, limit = nbundles++ < p->eng.max_running ? first : bundle;
         while (k < n && count < MAX_BUNDLE_ENTRIES) {
           lfile *x = &jb->files[k];
-          if (x->e->type == BR_XFER_FILE && !x->done) {
+          if (x->e->type == BR_XFER_FILE && !x->done && !x->copy) {
             if (x->e->size > o->small_file || x->e->nchunks != 1) break;
             if (count && BR_XFER__BUNDLE_BODY(count + 1, bytes + x->e->size) >
                              BR_XFER__BUNDLE_ROOM(limit))
@@ -2255,7 +2267,7 @@ static int run_pull(pull *p, const char *const *sources, const char *const *dirs
         if (!r) return br_error_set(err, BR_ENOMEM, "out of memory");
         fetch *f = r->ctx;
         for (size_t x = i; x < k; x++)
-          if (jb->files[x].e->type == BR_XFER_FILE && !jb->files[x].done)
+          if (jb->files[x].e->type == BR_XFER_FILE && !jb->files[x].done && !jb->files[x].copy)
             f->files[f->nfiles++] = &jb->files[x];
         br_xfer__engine_submit(&p->eng, r);
         i = k;
