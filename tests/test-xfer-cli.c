@@ -189,6 +189,18 @@ TEST(round_trip_with_the_commands) {
   CHECK_CONTAINS(out, "\"name\":\"shot/other\",\"version\":1,\"dir\":\"src\"}");
   free(out);
   free(cmd);
+  /* a depot that cannot listen (the port is taken) makes no depot */
+  if (asprintf(&cmd, "cd '%s' && '%s' depot --root second --token-file client-token --listen "
+                     "127.0.0.1:%d",
+               tmp, bin(), port) < 0)
+    abort();
+  CHECK_EQ_INT(run(cmd, &out), 1);
+  CHECK_CONTAINS(out, "depot: cannot listen on 127.0.0.1:");
+  char *second = xu_path(tmp, "second");
+  CHECK(access(second, F_OK) != 0);
+  free(second);
+  free(out);
+  free(cmd);
   /* every path a push refuses is named, in every tree, before it fails */
   for (int i = 0; i < 6; i++) {
     char rel[32];

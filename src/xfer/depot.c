@@ -1456,6 +1456,16 @@ int br_depot_start(const br_depot_opts *opts, br_depot **out, br_error *err) {
   sa.sin_port = htons((uint16_t)port);
   if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
     return br_error_set(err, BR_EINVAL, "depot: '%s' is not an IPv4 address", host);
+  /* The address tried before the root is opened: a depot that cannot
+   * listen makes no depot where there was none (the real bind follows). */
+  int probe = port ? socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0) : -1, one = 1;
+  if (probe >= 0) {
+    setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    int bound = bind(probe, (struct sockaddr *)&sa, sizeof sa), e = errno;
+    close(probe);
+    if (bound != 0)
+      return br_error_set(err, BR_ENET, "depot: cannot listen on %s: %s", listen, strerror(e));
+  }
   br_depot *d = NULL;
   int rc = br_depot_open(opts, &d, err);
   if (rc) return rc;
