@@ -159,6 +159,7 @@ struct br_engine {
   int batch_count; /* transitions since last commit */
   br_engine_stats st;
   int failed;      /* the store failed: stop */
+  size_t abandoned; /* a stop gave up a batch this large: nothing more is committed */
   /* invocations */
   const br_executor_ops *exops;
   br_executor *ex;
@@ -564,9 +565,31 @@ static br_task *task_clone(br_engine *e, br_task *t) {
   return c;
 }
 
+/* A stop asked for: here (br_engine_stop), or at the signal itself (the
+ * store's flag, br_store_set_stop), before the loop has seen the signal. */
+static bool stop_asked(const br_engine *e) {
+  return e->stopping || (e->store->stop && *e->store->stop);
+}
+
+/* A batch this large takes a while to make and write (a split of a million
+ * elements takes seconds): a stop asked for meanwhile gives it up, as a
+ * kill would. Nothing of it is in the store, so the next run makes it
+ * again; every later commit is given up too, since memory holds the batch
+ * (a split given up half made, say). */
+#define ABANDON_CHECK 16384 /* rows or elements between two looks at the stop */
+
+/* Gives up the batch in memory (see ABANDON_CHECK) when a stop is asked
+ * for: true then. */
+static bool abandon_for_stop(br_engine *e, size_t rows) {
+  if (!stop_asked(e)) return false;
+  if (!e->abandoned) e->abandoned = rows;
+  br_engine_stop(e, false); /* jobs end as on any stop */
+  return true;
+}
+
 /* Creates a split of n around t: t becomes element 0; returns the elements
- * (out[0] == t). */
-static void make_split(br_engine *e, br_task *t, size_t n, br_task **out) {
+ * (out[0] == t), or false when a stop gave the batch up half way. */
+static bool make_split(br_engine *e, br_task *t, size_t n, br_task **out) {
   msplit *s = calloc(1, sizeof *s);
   ENGINE_ASSERT(s);
   s->rec.id = ++e->next_id;
@@ -579,12 +602,16 @@ static void make_split(br_engine *e, br_task *t, size_t n, br_task **out) {
   HASH_ADD(hh, e->splits, rec.id, sizeof s->rec.id, s);
   split_dirty(e, s);
   out[0] = t;
-  for (size_t i = 1; i < n; i++) out[i] = task_clone(e, t);
+  for (size_t i = 1; i < n; i++) {
+    if (i % ABANDON_CHECK == 0 && abandon_for_stop(e, n)) return false;
+    out[i] = task_clone(e, t);
+  }
   for (size_t i = 0; i < n; i++) {
     set_membership(e, out[i], s->rec.id, (int32_t)i, (int32_t)n);
     out[i]->flags |= F_ATTRS;
     mark_dirty(e, out[i]);
   }
+  return true;
 }
 
 /* Writable attributes for t: copy first when shared. */
@@ -1522,11 +1549,16 @@ static void apply_result(br_engine *e, br_node_ctx *c, br_task *t) {
   br_task *stack_el[16];
   br_task **el = ne <= 16 ? stack_el : calloc(ne, sizeof *el);
   ENGINE_ASSERT(el);
-  if (c->split_n >= 1) make_split(e, t, c->split_n, el);
-  else el[0] = t;
-  for (size_t i = 0; i < c->split_n; i++) {
+  bool made = c->split_n < 1 || make_split(e, t, c->split_n, el);
+  if (c->split_n < 1) el[0] = t;
+  for (size_t i = 0; made && i < c->split_n; i++) {
     json_t *a = c->split_attrs[i];
-    if (a && json_object_size(a)) json_object_update(attrs_mut(e, el[i]), a);
+    if (i % ABANDON_CHECK == ABANDON_CHECK - 1 && abandon_for_stop(e, c->split_n)) made = false;
+    else if (a && json_object_size(a)) json_object_update(attrs_mut(e, el[i]), a);
+  }
+  if (!made) { /* given up: left as it is, never committed */
+    if (el != stack_el) free(el);
+    return;
   }
   for (size_t i = 0; i < ne; i++) {
     switch (c->action) {
@@ -1660,9 +1692,18 @@ static void hook(br_engine *e, const char *point, int64_t n) {
 
 static int commit(br_engine *e, br_error *err) {
   if (!e->dirty && !e->split_dirty && !e->n_deltas && !e->n_inv_rows) return BR_OK;
+  if (e->abandoned) return br_error_set(err, BR_ECANCEL, "cancelled");
   br_store *s = e->store;
   int rc = s->ops->begin(s, err);
+  size_t rows = 0;
   for (br_task *t = e->dirty; !rc && t; t = t->dirty_next) {
+    if (++rows % ABANDON_CHECK == 0 && stop_asked(e)) {
+      size_t n = rows;
+      for (br_task *r = t; r; r = r->dirty_next) n++;
+      abandon_for_stop(e, n);
+      rc = br_error_set(err, BR_ECANCEL, "cancelled");
+      break;
+    }
     br_task_info row;
     task_row(t, &row);
     if (t->flags & F_NEW) rc = s->ops->task_insert(s, &row, err);
@@ -1680,7 +1721,7 @@ static int commit(br_engine *e, br_error *err) {
   if (!rc) rc = s->ops->commit(s, err);
   if (rc) {
     s->ops->rollback(s);
-    e->failed = 1;
+    if (!e->abandoned) e->failed = 1;
     return rc;
   }
   e->st.commits++;
@@ -1857,7 +1898,16 @@ int br_engine_run(br_engine *e, br_error *err) {
       submit_started(e);
       if (e->exops->schedule) e->exops->schedule(e->ex);
     }
-    if (commit(e, &e->store_err)) break;
+    if (commit(e, &e->store_err)) {
+      if (!e->abandoned) break;
+      /* nothing was committed, so nothing goes out: wait for the jobs the
+       * stop ends, then go */
+      e->n_starting = 0;
+      run_on_commit(e, false);
+      if (!e->ex || !e->exops->active(e->ex)) break;
+      uv_run(e->loop, UV_RUN_ONCE);
+      continue;
+    }
     if (!schedules) submit_started(e);
     if (e->ex && e->exops->committed) e->exops->committed(e->ex);
     run_on_commit(e, true);
@@ -1880,6 +1930,10 @@ int br_engine_run(br_engine *e, br_error *err) {
     if (err) *err = e->store_err;
     return e->store_err.code ? e->store_err.code : BR_ESTORE;
   }
+  if (e->abandoned)
+    return br_error_set(err, BR_ECANCEL,
+                        "cancelled while a batch of %zu task changes was written: it was left "
+                        "out, and the next run makes it again", e->abandoned);
   if (e->stopping) return br_error_set(err, BR_ECANCEL, "cancelled");
   return BR_OK;
 }

@@ -186,6 +186,35 @@ TEST(cancelled_jobs_are_not_counted_done) {
   free(dir);
 }
 
+TEST(ctrl_c_during_a_large_split_is_not_held_up) {
+  /* the engine made and wrote the 300,000 elements before it looked at the
+   * signal again (a million: about 9 s); now the batch is left out */
+  char *dir = br_test_tmpdir("cli-busy-split");
+  br_test_put(dir, "big.json",
+              "{\"name\":\"big\",\"start\":{\"node\":\"s\",\"attrs\":{\"frame_start\":1,"
+              "\"frame_end\":300000}},\"nodes\":[{\"name\":\"s\",\"type\":\"split_range\","
+              "\"params\":{\"chunk\":1}},{\"name\":\"g\",\"type\":\"gather_split\"}],"
+              "\"wires\":[[\"s\",\"g\"]]}");
+  pid_t pid = start_braid(dir, "run big.json --quiet");
+  CHECK(wait_for_text(dir, "run.err", "submitted"));
+  usleep(300000);
+  kill(pid, SIGINT);
+  int rc = wait_exit_within(pid, 20);
+  if (rc < 0) {
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+  }
+  CHECK_EQ_INT(rc, 130);
+  char path[1024];
+  snprintf(path, sizeof path, "%s/run.err", dir);
+  char *err = br_test_slurp(path);
+  CHECK_CONTAINS(err, "task changes was written: it was left out, and the next run makes it "
+                      "again\n");
+  CHECK_CONTAINS(err, "braid: cancelled; run the same command again to resume\n");
+  free(err);
+  free(dir);
+}
+
 /* ---- logs ---- */
 
 static const char *retry_graph =

@@ -787,6 +787,7 @@ int br_cli_run(int argc, char **argv) {
     uv_run(br_engine_loop(e), UV_RUN_NOWAIT); /* finish closing the display's handles */
     if (erc == BR_ECANCEL) {
       cancelled = 1;
+      if (strcmp(err.msg, "cancelled") != 0) br_cli_errorf("%s", err.msg);
     } else if (erc) {
       br_cli_errorf("%s", br_error_format(&err, buf, sizeof buf));
       rc = BR_EXIT_FAILED;
