@@ -142,11 +142,9 @@ size_t br_graph_node_count(const br_graph *g) { return g->n_nodes; }
 br_node *br_graph_node(const br_graph *g, size_t i) { return i < g->n_nodes ? g->nodes[i] : NULL; }
 
 br_node *br_graph_find_node(const br_graph *g, const char *name) {
-  /* Linear: graphs have tens of nodes and lookups by name are not on the hot
-   * path (the engine resolves names to indexes once). */
-  for (size_t i = 0; i < g->n_nodes; i++)
-    if (strcmp(g->nodes[i]->name, name) == 0) return g->nodes[i];
-  return NULL;
+  br_node *n = NULL;
+  HASH_FIND_STR(g->by_name, name, n);
+  return n;
 }
 
 const char *br_node_name(const br_node *n) { return n->name; }
@@ -189,6 +187,7 @@ static void node_free(br_node *n) {
 
 void br_graph_free(br_graph *g) {
   if (!g) return;
+  HASH_CLEAR(hh, g->by_name);
   for (size_t i = 0; i < g->n_nodes; i++) node_free(g->nodes[i]);
   free(g->nodes);
   free(g->name);
@@ -341,11 +340,11 @@ static int load_node(br_graph *g, size_t i, json_t *jn, br_error *err) {
                    "a node name must be a non-empty string of at most 100 characters without '.'");
   node->name = strdup(name);
   if (!node->name) return BR_ENOMEM;
-  for (size_t j = 0; j < i; j++) {
-    if (strcmp(g->nodes[j]->name, name) == 0)
-      return fail_at(g, err, p2, 0, "duplicate node name '%s' (first defined at line %d, column %d)",
-                     name, g->nodes[j]->line, g->nodes[j]->column);
-  }
+  br_node *first = br_graph_find_node(g, name);
+  if (first)
+    return fail_at(g, err, p2, 0, "duplicate node name '%s' (first defined at line %d, column %d)",
+                   name, first->line, first->column);
+  HASH_ADD_KEYPTR(hh, g->by_name, node->name, strlen(node->name), node);
   json_t *jtype = json_object_get(jn, "type");
   snprintf(p2, sizeof p2, "%s/type", ptr);
   if (!jtype) return fail_at(g, err, ptr, 0, "node '%s' has no \"type\"", name);
@@ -418,9 +417,7 @@ static int resolve_port(br_graph *g, const char *ref, int output, const char *pt
   const char *dot = strrchr(ref, '.');
   size_t nlen = dot ? (size_t)(dot - ref) : strlen(ref);
   br_node *node = NULL;
-  for (size_t i = 0; i < g->n_nodes; i++)
-    if (strlen(g->nodes[i]->name) == nlen && strncmp(g->nodes[i]->name, ref, nlen) == 0)
-      node = g->nodes[i];
+  HASH_FIND(hh, g->by_name, ref, nlen, node);
   const char *dir = output ? "from" : "to";
   if (!node) return fail_at(g, err, ptr, 0, "wire %s '%s': no node named '%.*s'", dir, ref, (int)nlen, ref);
   char **ports = output ? node->outputs : node->inputs;
@@ -529,15 +526,16 @@ static int load_start(br_graph *g, json_t *start, br_error *err) {
 const char *br_graph_start_node(const br_graph *g) {
   json_t *n = g->start ? json_object_get(g->start, "node") : NULL;
   if (n) return json_string_value(n);
-  for (size_t i = 0; i < g->n_nodes; i++) {
-    int fed = 0;
-    for (size_t j = 0; j < g->n_nodes && !fed; j++)
-      for (int p = 0; p < g->nodes[j]->n_outputs && !fed; p++)
-        for (int w = 0; w < g->nodes[j]->outs[p].n; w++)
-          if (g->nodes[j]->outs[p].wires[w].node == (int)i) fed = 1;
-    if (!fed) return g->nodes[i]->name;
-  }
-  return g->n_nodes ? g->nodes[0]->name : NULL;
+  /* the first node no wire leads into: one pass over the wires */
+  char *fed = calloc(g->n_nodes + 1, 1);
+  if (!fed) return g->n_nodes ? g->nodes[0]->name : NULL;
+  for (size_t j = 0; j < g->n_nodes; j++)
+    for (int p = 0; p < g->nodes[j]->n_outputs; p++)
+      for (int w = 0; w < g->nodes[j]->outs[p].n; w++) fed[g->nodes[j]->outs[p].wires[w].node] = 1;
+  size_t i = 0;
+  while (i < g->n_nodes && fed[i]) i++;
+  free(fed);
+  return g->n_nodes ? g->nodes[i < g->n_nodes ? i : 0]->name : NULL;
 }
 
 json_t *br_graph_start_attrs(const br_graph *g) {

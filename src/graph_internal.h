@@ -5,6 +5,8 @@
 #include <braid/graph.h>
 #include <braid/node.h>
 
+#include <uthash.h>
+
 #include "jsonpos.h"
 
 typedef struct br_wire {
@@ -32,6 +34,7 @@ struct br_node {
   struct br_script_env *script; /* the node's Lua state, when it needs one */
   br_graph *graph;
   int line, column; /* where the node is defined */
+  UT_hash_handle hh; /* in br_graph.by_name */
 };
 
 struct br_graph {
@@ -39,6 +42,7 @@ struct br_graph {
   char *origin; /* file path or "<api>" */
   br_node **nodes;
   size_t n_nodes;
+  br_node *by_name; /* the nodes by name (uthash): wires are resolved in O(1) each */
   json_t *wires_src; /* [{"from":..., "to":...}] as validated */
   json_t *start;     /* {"node":..., "attrs":...} or NULL */
   json_t *warnings;  /* strings "FILE:LINE:COLUMN: ...", or NULL when none */

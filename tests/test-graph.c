@@ -221,3 +221,63 @@ TEST(graph_file_errors_say_why) {
   CHECK(err.line >= 1 && err.column >= 1);
   free(dir);
 }
+
+/* A generated graph of n null nodes in a chain n0 -> n1 -> ... with one wire back
+ * from the last to n1, and `extra` (a node object, or "") after them (caller frees). */
+static char *chain_graph(int n, const char *extra) {
+  size_t size = (size_t)n * 100 + strlen(extra) + 200, used = 0;
+  char *text = malloc(size);
+  CHECK(text != NULL);
+  used += (size_t)snprintf(text + used, size - used, "{\"name\": \"big\", \"nodes\": [\n");
+  for (int i = 0; i < n; i++)
+    used += (size_t)snprintf(text + used, size - used, "%s{\"name\": \"n%d\", \"type\": \"null\"}",
+                             i ? ",\n" : "", i);
+  used += (size_t)snprintf(text + used, size - used, "%s%s],\n \"wires\": [", *extra ? ",\n" : "",
+                           extra);
+  for (int i = 0; i + 1 < n; i++)
+    used += (size_t)snprintf(text + used, size - used, "[\"n%d\", \"n%d.in\"], ", i, i + 1);
+  snprintf(text + used, size - used, "[\"n%d.0\", \"n1\"]]}", n - 1);
+  return text;
+}
+
+TEST(large_generated_graph_loads) {
+  /* each wire end looked at every node: 100,000 nodes took over a minute */
+  int n = 10000;
+  char *text = chain_graph(n, "");
+  br_error err;
+  br_graph *g = br_graph_load_string(text, "big.json", &err);
+  if (!g) {
+    char buf[2048];
+    br_test_fail(__FILE__, __LINE__, "%s", br_error_format(&err, buf, sizeof buf));
+  }
+  CHECK_EQ_INT(br_graph_node_count(g), n);
+  CHECK_EQ_STR(br_graph_start_node(g), "n0"); /* the only node no wire leads into */
+  br_node *last = br_graph_find_node(g, "n9999");
+  CHECK(last != NULL);
+  CHECK_EQ_INT(br_node_index(last), n - 1);
+  CHECK(br_graph_find_node(g, "n10000") == NULL);
+  CHECK(br_graph_find_node(g, "n1999") == br_graph_node(g, 1999));
+  char *dump = br_graph_dumps(g);
+  /* CHECK, not CHECK_CONTAINS: a failure would print all of it */
+  CHECK(strstr(dump, "\"from\": \"n9998.out\",\n      \"to\": \"n9999.in\"") != NULL);
+  CHECK(strstr(dump, "\"from\": \"n9999.out\",\n      \"to\": \"n1.in\"") != NULL);
+  CHECK_EQ_INT(br_test_count(dump, "\"from\""), n);
+  free(dump);
+  br_graph_free(g);
+  free(text);
+  /* a name given twice is still found, naming the first */
+  text = chain_graph(n, "{\"name\": \"n1234\", \"type\": \"null\"}");
+  g = br_graph_load_string(text, "big.json", &err);
+  CHECK(g == NULL);
+  CHECK_CONTAINS(err.msg, "duplicate node name 'n1234' (first defined at line 1236, column 1)");
+  CHECK_EQ_INT(err.line, n + 2);
+  free(text);
+  /* and a wire to a node that is not there */
+  text = chain_graph(n, "");
+  char *w = strstr(text, "\"n777.in\"");
+  memcpy(w, "\"n7x7", 5);
+  g = br_graph_load_string(text, "big.json", &err);
+  CHECK(g == NULL);
+  CHECK_CONTAINS(err.msg, "wire to 'n7x7.in': no node named 'n7x7'");
+  free(text);
+}
