@@ -605,6 +605,9 @@ static int load(br_graph *g, json_t *root, bool from_file, br_error *err) {
 static br_graph *load_text(const char *text, const char *origin, bool from_file,
                            br_error *err) {
   br_error_clear(err);
+  /* a UTF-8 byte order mark (some Windows editors write one) is no part of
+   * the JSON: skipped, positions count from after it as an editor shows them */
+  if (strncmp(text, "\xEF\xBB\xBF", 3) == 0) text += 3;
   json_error_t jerr;
   json_t *root = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
   if (!root) {

@@ -281,3 +281,15 @@ TEST(large_generated_graph_loads) {
   CHECK_CONTAINS(err.msg, "wire to 'n7x7.in': no node named 'n7x7'");
   free(text);
 }
+
+TEST(a_byte_order_mark_is_skipped) {
+  /* "'[' or '{' expected near '<invisible char>'" for a file an editor saved with one */
+  br_error err;
+  br_graph *g = br_graph_load_string("\xEF\xBB\xBF{\"name\": \"bom\", \"nodes\": "
+                                     "[{\"name\": \"a\", \"type\": \"null\"}]}", "g.json", &err);
+  CHECK(g != NULL);
+  CHECK_EQ_STR(br_graph_name(g), "bom");
+  br_graph_free(g);
+  expect_error("\xEF\xBB\xBF{\"nodes\": [{\"name\": \"a\", \"type\": \"nul\"}]}", 1, 34,
+               "node 'a': unknown node type 'nul'");
+}
