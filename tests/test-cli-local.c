@@ -99,6 +99,26 @@ static int wait_exit_within(pid_t pid, int secs) {
   return -1;
 }
 
+/* Sends sig to a braid run, and returns its exit status within 20 s; past
+ * that it is killed and the test fails. */
+static int signal_and_wait(pid_t pid, int sig) {
+  kill(pid, sig);
+  int rc = wait_exit_within(pid, 20);
+  if (rc < 0) {
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    br_test_fail(__FILE__, __LINE__, "braid did not stop on signal %d", sig);
+  }
+  return rc;
+}
+
+/* What a braid run started by start_braid wrote on stderr (malloc'd). */
+static char *run_err(const char *dir) {
+  char path[1024];
+  snprintf(path, sizeof path, "%s/run.err", dir);
+  return br_test_slurp(path);
+}
+
 /* Waits up to 10 s for the file dir/name to hold `text`. */
 static bool wait_for_text(const char *dir, const char *name, const char *text) {
   char path[1024];
@@ -142,17 +162,8 @@ TEST(signals_stop_a_run_busy_without_jobs) {
     pid_t pid = start_braid(dir, "run cyc.json --quiet --new --max-steps 4000000000000");
     CHECK(wait_for_text(dir, "run.err", "submitted"));
     usleep(200000); /* busy going round */
-    kill(pid, sigs[k]);
-    int rc = wait_exit_within(pid, 20);
-    if (rc < 0) {
-      kill(pid, SIGKILL);
-      waitpid(pid, NULL, 0);
-      br_test_fail(__FILE__, __LINE__, "braid did not stop on signal %d", sigs[k]);
-    }
-    CHECK_EQ_INT(rc, 130);
-    char path[1024];
-    snprintf(path, sizeof path, "%s/run.err", dir);
-    char *err = br_test_slurp(path);
+    CHECK_EQ_INT(signal_and_wait(pid, sigs[k]), 130);
+    char *err = run_err(dir);
     CHECK_CONTAINS(err, "cancelled; run the same command again to resume");
     free(err);
   }
@@ -170,16 +181,8 @@ TEST(cancelled_jobs_are_not_counted_done) {
               "{\"shell\":\"echo x >> started; exec sleep 1000\"}}],\"wires\":[[\"s\",\"job\"]]}");
   pid_t pid = start_braid(dir, "run c.json --slots 2 --grace 1");
   CHECK(wait_for_text(dir, "started", "x\nx\n"));
-  kill(pid, SIGINT);
-  int rc = wait_exit_within(pid, 20);
-  if (rc < 0) {
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-  }
-  CHECK_EQ_INT(rc, 130);
-  char path[1024];
-  snprintf(path, sizeof path, "%s/run.err", dir);
-  char *err = br_test_slurp(path);
+  CHECK_EQ_INT(signal_and_wait(pid, SIGINT), 130);
+  char *err = run_err(dir);
   CHECK_CONTAINS(err, ": jobs 0 done, 2 cancelled, 0 running, 4 queued; tasks 0 waiting, "
                       "0 blocked, 0 error\n");
   free(err);
@@ -198,16 +201,8 @@ TEST(ctrl_c_during_a_large_split_is_not_held_up) {
   pid_t pid = start_braid(dir, "run big.json --quiet");
   CHECK(wait_for_text(dir, "run.err", "submitted"));
   usleep(300000);
-  kill(pid, SIGINT);
-  int rc = wait_exit_within(pid, 20);
-  if (rc < 0) {
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-  }
-  CHECK_EQ_INT(rc, 130);
-  char path[1024];
-  snprintf(path, sizeof path, "%s/run.err", dir);
-  char *err = br_test_slurp(path);
+  CHECK_EQ_INT(signal_and_wait(pid, SIGINT), 130);
+  char *err = run_err(dir);
   CHECK_CONTAINS(err, "task changes was written: it was left out, and the next run makes it "
                       "again\n");
   CHECK_CONTAINS(err, "braid: cancelled; run the same command again to resume\n");
