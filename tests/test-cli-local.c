@@ -137,6 +137,26 @@ static const char *cycle_graph =
     "{\"name\":\"cyc\",\"start\":{\"node\":\"a\"},\"nodes\":[{\"name\":\"a\",\"type\":\"null\"},"
     "{\"name\":\"b\",\"type\":\"null\"}],\"wires\":[[\"a\",\"b\"],[\"b\",\"a\"]]}";
 
+/* Names too long for their column are cut in the middle, with '~': a cut
+ * shows, and names that differ at their end (shot010, shot020) still do. */
+TEST(long_names_are_cut_in_the_middle) {
+  char *dir = br_test_tmpdir("cli-long-names");
+  br_test_put(dir, "g.json",
+              "{\"name\":\"fit\",\"nodes\":[{\"name\":\"start\",\"type\":\"null\"},"
+              "{\"name\":\"render_the_beauty_pass_of_shot010_final\",\"type\":\"null\"}],"
+              "\"wires\":[[\"start\",\"render_the_beauty_pass_of_shot010_final\"]]}");
+  cres r = braid(dir, "run g.json --quiet");
+  CHECK_EQ_INT(r.code, 0);
+  cres_free(&r);
+  r = braid(dir, "status --store fit.braid.db");
+  CHECK_CONTAINS(r.out, "\nrender_the_~hot010_final ");
+  cres_free(&r);
+  r = braid(dir, "tasks --store fit.braid.db");
+  CHECK_CONTAINS(r.out, " render_th~t010_final fit ");
+  cres_free(&r);
+  free(dir);
+}
+
 TEST(endless_loop_run_ends_with_an_error_naming_it) {
   char *dir = br_test_tmpdir("cli-endless");
   br_test_put(dir, "cyc.json", cycle_graph);

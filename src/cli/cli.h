@@ -25,6 +25,11 @@ void br_cli_warn(void *ud, const char *msg);
 void br_cli_depot_log(void *ud, const char *msg);
 /* t as local "YYYY-MM-DD HH:MM:SS" in buf (20 bytes or more). */
 void br_cli_local_time(int64_t t, char *buf, size_t size);
+/* s for a column of width bytes: s itself when it fits, else its start and
+ * its end in buf (at least width + 1 bytes) with '~' between, cut on UTF-8
+ * boundaries: a cut name shows that it was cut, and names that differ at
+ * their end still differ. */
+const char *br_cli_fit(const char *s, size_t width, char *buf, size_t size);
 
 int br_cli_validate(int argc, char **argv);
 int br_cli_run(int argc, char **argv);

@@ -260,9 +260,13 @@ int br_cli_ls(int argc, char **argv) {
         json_array_append(collected, t);
       } else {
         const char *e = json_string_value(json_object_get(t, "error"));
-        printf("%8lld  %-9s %-20.20s %-24.24s %s%s\n", (long long)json_integer_value(json_object_get(t, "id")),
-               json_string_value(json_object_get(t, "state")), json_string_value(json_object_get(t, "node")),
-               json_string_value(json_object_get(t, "name")), e ? e : "",
+        char node[32], name[32];
+        printf("%8lld  %-9s %-20s %-24s %s%s\n",
+               (long long)json_integer_value(json_object_get(t, "id")),
+               json_string_value(json_object_get(t, "state")),
+               br_cli_fit(json_string_value(json_object_get(t, "node")), 20, node, sizeof node),
+               br_cli_fit(json_string_value(json_object_get(t, "name")), 24, name, sizeof name),
+               e ? e : "",
                json_is_true(json_object_get(t, "paused")) ? " (paused)" : "");
       }
     }
@@ -434,7 +438,9 @@ int br_cli_workers(int argc, char **argv) {
         json_array_foreach(json_object_get(w, "tags"), k, t)
           n += (size_t)snprintf(tagbuf + n, n < sizeof tagbuf ? sizeof tagbuf - n : 0, "%s%s", k ? "," : "",
                                 json_string_value(t));
-        printf("%-20.20s %-9s %7zu %2lld/%-2lld %7lldMB %4lld  %s\n", json_string_value(json_object_get(w, "id")),
+        char id[32];
+        printf("%-20s %-9s %7zu %2lld/%-2lld %7lldMB %4lld  %s\n",
+               br_cli_fit(json_string_value(json_object_get(w, "id")), 20, id, sizeof id),
                json_string_value(json_object_get(w, "state")), json_array_size(json_object_get(w, "running")),
                (long long)json_integer_value(json_object_get(json_object_get(w, "free"), "slots")),
                (long long)json_integer_value(json_object_get(w, "slots")),

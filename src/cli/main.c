@@ -65,6 +65,22 @@ void br_cli_local_time(int64_t t, char *buf, size_t size) {
   strftime(buf, size, "%Y-%m-%d %H:%M:%S", localtime_r(&tt, &tm));
 }
 
+const char *br_cli_fit(const char *s, size_t width, char *buf, size_t size) {
+  if (!s) return "";
+  size_t n = strlen(s);
+  if (n <= width || width < 3 || size < width + 1) return s;
+  /* the start and the end, which is where names of a shot's many nodes or
+   * tasks differ (render_shot010 ... render_shot020) */
+  size_t head = (width - 1) / 2, tail = width - 1 - head;
+  while (head > 0 && ((unsigned char)s[head] & 0xC0) == 0x80) head--; /* not inside a character */
+  const char *end = s + n - tail;
+  while (*end && ((unsigned char)*end & 0xC0) == 0x80) end++, tail--;
+  memcpy(buf, s, head);
+  buf[head] = '~';
+  memcpy(buf + head + 1, end, tail + 1);
+  return buf;
+}
+
 void br_cli_depot_log(void *ud, const char *msg) {
   (void)ud;
   char when[32];

@@ -134,7 +134,8 @@ int br_cli_status(int argc, char **argv) {
     const char *name;
     json_t *v;
     json_object_foreach(nodes, name, v) {
-      printf("%-24.24s", name);
+      char cut[32];
+      printf("%-24s", br_cli_fit(name, 24, cut, sizeof cut));
       for (int k = 0; k < BR_TASK_NSTATES; k++) {
         json_int_t n = json_integer_value(json_object_get(v, br_task_state_name((br_task_state)k)));
         total[k] += n;
@@ -162,8 +163,10 @@ static int list_one(void *ud, br_task_info *t) {
   if (l->json) {
     json_array_append_new(l->arr, br_cli_task_json(t));
   } else {
-    printf("%8lld  %-9s %-20.20s %-24.24s %s\n", (long long)t->id, br_task_state_name(t->state),
-           t->node, t->name ? t->name : "", t->error ? t->error : "");
+    char node[32], name[32];
+    printf("%8lld  %-9s %-20s %-24s %s\n", (long long)t->id, br_task_state_name(t->state),
+           br_cli_fit(t->node, 20, node, sizeof node), br_cli_fit(t->name, 24, name, sizeof name),
+           t->error ? t->error : "");
   }
   br_task_info_free(t);
   free(t);

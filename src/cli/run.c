@@ -94,7 +94,9 @@ static void draw(runview *v, int final) {
     br_engine_count_live(v->e, v->gid, name, c);
     for (int k = 0; k < BR_TASK_NSTATES; k++) tot[k] += c[k];
     if (v->tty) {
-      fprintf(stderr, "%-20.20s %7lld %7lld %7lld %7lld %7lld %7lld\n", name,
+      char cut[32];
+      fprintf(stderr, "%-20s %7lld %7lld %7lld %7lld %7lld %7lld\n",
+              br_cli_fit(name, 20, cut, sizeof cut),
               (long long)c[BR_TASK_WAITING], (long long)c[BR_TASK_BLOCKED],
               (long long)c[BR_TASK_QUEUED], (long long)c[BR_TASK_RUNNING],
               (long long)(c[BR_TASK_DONE] + c[BR_TASK_DEAD]), (long long)c[BR_TASK_ERROR]);
