@@ -157,6 +157,28 @@ TEST(long_names_are_cut_in_the_middle) {
   free(dir);
 }
 
+/* A failed job whose output ends in one long line: the summary shows the
+ * line's end, not all of it. */
+TEST(a_long_last_line_is_shown_by_its_end) {
+  char *dir = br_test_tmpdir("cli-long-line");
+  br_test_put(dir, "ll.json",
+              "{\"name\":\"ll\",\"nodes\":[{\"name\":\"start\",\"type\":\"null\"},{\"name\":"
+              "\"job\",\"type\":\"command\",\"params\":{\"shell\":\"echo first; head -c 3000 "
+              "/dev/zero | tr '\\\\0' x; echo END; exit 1\",\"retries\":0}}],"
+              "\"wires\":[[\"start\",\"job\"]]}");
+  cres r = braid(dir, "run ll.json --quiet");
+  CHECK_EQ_INT(r.code, 1);
+  CHECK_CONTAINS(r.err, "      | first\n      | (2703 bytes before) ...xxx");
+  CHECK_CONTAINS(r.err, "xxxEND\n");
+  for (const char *p = r.err, *nl; *p; p = nl + 1) {
+    nl = strchr(p, '\n');
+    if (!nl) break;
+    CHECK(nl - p < 400);
+  }
+  cres_free(&r);
+  free(dir);
+}
+
 TEST(endless_loop_run_ends_with_an_error_naming_it) {
   char *dir = br_test_tmpdir("cli-endless");
   br_test_put(dir, "cyc.json", cycle_graph);

@@ -351,9 +351,6 @@ static void put_escaped(const char *p, size_t n) {
   }
 }
 
-/* A failed task in the run's summary: its error, the last lines of its
- * log and the command that shows all of it (text on stderr, or an object
- * in l->json). */
 /* The nodes where tasks are blocked, and how many (into a JSON array). */
 static int blocked_node(void *ud, const char *node, const int64_t *counts) {
   if (counts[BR_TASK_BLOCKED])
@@ -362,6 +359,13 @@ static int blocked_node(void *ud, const char *node, const int64_t *counts) {
   return 0;
 }
 
+/* A log line in the summary at most this long: a job whose output ends in
+ * one long line (a progress bar redrawn with \r) is shown by its end. */
+#define SUMMARY_LINE 300
+
+/* A failed task in the run's summary: its error, the last lines of its
+ * log and the command that shows all of it (text on stderr, or an object
+ * in l->json). */
 static int print_error_task(void *ud, br_task_info *t) {
   err_list *l = ud;
   if (l->json || l->shown++ < 20) {
@@ -388,7 +392,13 @@ static int print_error_task(void *ud, br_task_info *t) {
           const char *nl = strchr(p, '\n');
           size_t len = nl ? (size_t)(nl - p) : strlen(p);
           fprintf(stderr, "      | ");
-          put_escaped(p, len);
+          size_t skip = 0;
+          if (len > SUMMARY_LINE) { /* its end, from a character's start */
+            skip = len - SUMMARY_LINE;
+            while (skip < len && ((unsigned char)p[skip] & 0xC0) == 0x80) skip++;
+            fprintf(stderr, "(%zu bytes before) ...", skip);
+          }
+          put_escaped(p + skip, len - skip);
           fputc('\n', stderr);
           p += len + (nl ? 1 : 0);
         }
