@@ -138,7 +138,8 @@ static const char *cycle_graph =
     "{\"name\":\"b\",\"type\":\"null\"}],\"wires\":[[\"a\",\"b\"],[\"b\",\"a\"]]}";
 
 /* Names too long for their column are cut in the middle, with '~': a cut
- * shows, and names that differ at their end (shot010, shot020) still do. */
+ * shows, and names that differ at their end (shot010, shot020) still do.
+ * A --node no task is at is said, not just an empty list. */
 TEST(long_names_are_cut_in_the_middle) {
   char *dir = br_test_tmpdir("cli-long-names");
   br_test_put(dir, "g.json",
@@ -153,6 +154,12 @@ TEST(long_names_are_cut_in_the_middle) {
   cres_free(&r);
   r = braid(dir, "tasks --store fit.braid.db");
   CHECK_CONTAINS(r.out, " render_th~t010_final fit ");
+  cres_free(&r);
+  /* a node no task is at: said, with the nodes that hold tasks */
+  r = braid(dir, "tasks --store fit.braid.db --node render");
+  CHECK_EQ_INT(r.code, 0);
+  CHECK_CONTAINS(r.err, "no task is at node 'render'; nodes with tasks: "
+                        "render_the_beauty_pass_of_shot010_final\n");
   cres_free(&r);
   free(dir);
 }

@@ -156,10 +156,12 @@ int br_cli_status(int argc, char **argv) {
 typedef struct lister {
   int json;
   json_t *arr;
+  int64_t n; /* tasks listed */
 } lister;
 
 static int list_one(void *ud, br_task_info *t) {
   lister *l = ud;
+  l->n++;
   if (l->json) {
     json_array_append_new(l->arr, br_cli_task_json(t));
   } else {
@@ -171,6 +173,27 @@ static int list_one(void *ud, br_task_info *t) {
   br_task_info_free(t);
   free(t);
   return 0;
+}
+
+/* No task at the node asked for: a typo, or a node all its tasks left.
+ * Says which nodes hold tasks (on stderr: the list itself stays empty). */
+static void hint_nodes(br_store *s, const char *node) {
+  json_t *nodes = json_object();
+  br_error err = {0};
+  if (br_store_task_count_nodes(s, 0, add_node, nodes, &err) == BR_OK &&
+      !json_object_get(nodes, node)) {
+    char list[1024] = "";
+    size_t n = 0;
+    const char *name;
+    json_t *v;
+    json_object_foreach(nodes, name, v) {
+      if (n < sizeof list)
+        n += (size_t)snprintf(list + n, sizeof list - n, "%s%s", n ? ", " : "", name);
+    }
+    br_cli_errorf("no task is at node '%s'; nodes with tasks: %s", node,
+                  *list ? list : "none");
+  }
+  json_decref(nodes);
 }
 
 static const char *tasks_usage =
@@ -201,6 +224,7 @@ int br_cli_tasks(int argc, char **argv) {
   if (rc) rc = fail_err(&err);
   else if (q.json) br_cli_print_json(l.arr);
   json_decref(l.arr);
+  if (!rc && !l.n && q.node) hint_nodes(s, q.node);
   br_store_close(s);
   free(path);
   return rc ? BR_EXIT_FAILED : BR_EXIT_OK;
