@@ -18,7 +18,7 @@ static const br_cli_command commands[] = {
     {"show", br_cli_show, "everything about one task (a store's, or a server's)"},
     {"log", br_cli_log, "the log of a task's job (-f follows it on a server)"},
     {"movie", br_cli_movie, "make a movie or an N-up mosaic from image sequences (ffmpeg)"},
-    {"help", cmd_help, "show the commands, or `braid help COMMAND`"},
+    {"help", cmd_help, "show the commands, or `braid help COMMAND [SUBCOMMAND]`"},
     {"version", cmd_version, "print braid's version"},
     {"depot", br_cli_depot, "serve content-addressed snapshots (push/pull target)"},
     {"push", br_cli_push, "check a directory in to a depot as a new snapshot version"},
@@ -118,19 +118,21 @@ static const br_cli_command *find(const char *name) {
   return NULL;
 }
 
+/* braid help COMMAND [SUBCOMMAND...]: as COMMAND [SUBCOMMAND...] --help. */
 static int cmd_help(int argc, char **argv) {
-  if (argc > 2 && !br_cli_wants_help(argc, argv)) {
-    br_cli_errorf("help: unexpected argument '%s' (braid help COMMAND)", argv[2]);
-    return BR_EXIT_USAGE;
-  }
   if (argc > 1 && !br_cli_wants_help(argc, argv)) {
     const br_cli_command *c = find(argv[1]);
     if (!c) {
       br_cli_errorf("unknown command '%s'", argv[1]);
       return BR_EXIT_USAGE;
     }
-    char *hargv[] = {(char *)c->name, (char *)"--help", NULL};
-    return c->fn(2, hargv);
+    char *hargv[16];
+    int n = 0;
+    hargv[n++] = (char *)c->name;
+    for (int i = 2; i < argc && n < 14; i++) hargv[n++] = argv[i];
+    hargv[n++] = (char *)"--help";
+    hargv[n] = NULL;
+    return c->fn(n, hargv);
   }
   usage(stdout);
   return BR_EXIT_OK;
