@@ -102,6 +102,21 @@ TEST(bad_input_is_refused_clearly) {
   expect("push /nonexistent depot://127.0.0.1:1/x", 1, "/nonexistent: does not exist");
   expect("push /etc/hostname depot://127.0.0.1:1/x", 1, "/etc/hostname is not a directory");
   expect("depot frob", 2, "depot: unknown subcommand 'frob' (token, fsck, rm, gc, ls;");
+  /* with --json, a usage error is an event on stdout too */
+  char *out = NULL;
+  char *cmd = NULL;
+  if (asprintf(&cmd, "'%s' pull --json depo://x/y Z", bin()) < 0) abort();
+  CHECK_EQ_INT(run(cmd, &out), 2);
+  CHECK_CONTAINS(out, "\n{\"event\":\"error\",\"code\":-1,\"kind\":\"usage\",\"message\":"
+                    "\"pull: 'depo://x/y' is not a depot location (want "
+                    "depot://HOST:PORT/NAME[@vN])\",\"exit\":2}\n");
+  free(out);
+  free(cmd);
+  if (asprintf(&cmd, "'%s' push --json --bogus a b", bin()) < 0) abort();
+  CHECK_EQ_INT(run(cmd, &out), 2);
+  CHECK_CONTAINS(out, "\"kind\":\"usage\",\"message\":\"unknown option '--bogus'\"");
+  free(out);
+  free(cmd);
   expect("pull notaref /tmp/x", 2, "not a depot location");
   expect("pull 'depot://127.0.0.1:1/../etc' /tmp/x", 2, "bad snapshot name");
   expect("pull depot://127.0.0.1:1/x@vzz /tmp/x", 2, "bad version");

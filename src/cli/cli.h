@@ -3,6 +3,7 @@
 #ifndef BR_CLI_H
 #define BR_CLI_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -17,8 +18,11 @@ enum { BR_EXIT_OK = 0, BR_EXIT_FAILED = 1, BR_EXIT_USAGE = 2, BR_EXIT_CANCELLED 
 
 /* True when argv asks for help (-h or --help anywhere). */
 int br_cli_wants_help(int argc, char **argv);
-/* Prints "braid: <message>" to stderr. */
+/* Prints "braid: <message>" to stderr; while br_cli_json_usage is on, also
+ * an {"event":"error","kind":"usage",...} line on stdout (a --json command
+ * still parsing its arguments: its errors are usage errors). */
 void br_cli_errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void br_cli_json_usage(bool on);
 /* Prints "braid: warning: <msg>" to stderr: the library's br_warn_fn. */
 void br_cli_warn(void *ud, const char *msg);
 /* A depot's change (br_depot_opts.log): a line on stderr with the time. */

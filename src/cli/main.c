@@ -2,7 +2,12 @@
  * add a command by adding one line to the table below. */
 #include "cli.h"
 
+#include <braid/error.h>
+
+#include <jansson.h>
 #include <stdarg.h>
+#include <stdbool.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -45,13 +50,24 @@ int br_cli_wants_help(int argc, char **argv) {
   return 0;
 }
 
+static bool json_usage; /* br_cli_json_usage */
+
+void br_cli_json_usage(bool on) { json_usage = on; }
+
 void br_cli_errorf(const char *fmt, ...) {
+  char msg[2048];
   va_list ap;
-  fputs("braid: ", stderr);
   va_start(ap, fmt);
-  vfprintf(stderr, fmt, ap);
+  vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  fputc('\n', stderr);
+  fprintf(stderr, "braid: %s\n", msg);
+  if (!json_usage) return;
+  json_t *e = json_pack("{ss si ss ss si}", "event", "error", "code", BR_EINVAL, "kind",
+                        "usage", "message", msg, "exit", BR_EXIT_USAGE);
+  char *t = e ? json_dumps(e, JSON_COMPACT) : NULL;
+  if (t) printf("%s\n", t), fflush(stdout);
+  free(t);
+  json_decref(e);
 }
 
 void br_cli_warn(void *ud, const char *msg) {

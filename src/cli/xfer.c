@@ -446,6 +446,13 @@ static void setup_progress(common *c, progress_state *ps, const char *verb) {
   c->o.cancel = &cancel_flag;
 }
 
+/* Whether --json is among the arguments (before "--"). */
+static bool wants_json(int argc, char **argv) {
+  for (int i = 1; i < argc && strcmp(argv[i], "--"); i++)
+    if (strcmp(argv[i], "--json") == 0) return true;
+  return false;
+}
+
 /* Each DEPOT/NAME[@vN] of a push or pull, checked before anything moves:
  * 0, or BR_EXIT_USAGE with the error said. A push makes the next version,
  * so it takes no @. */
@@ -572,6 +579,7 @@ int br_cli_push(int argc, char **argv) {
   }
   common c;
   memset(&c, 0, sizeof c);
+  br_cli_json_usage(wants_json(argc, argv));
   if (parse_common(argc, argv, "push", &c)) {
     free(c.pos);
     return BR_EXIT_USAGE;
@@ -599,6 +607,7 @@ int br_cli_push(int argc, char **argv) {
     free(c.pos);
     return rc;
   }
+  br_cli_json_usage(false); /* arguments read: later errors are the push's own */
   progress_state ps;
   setup_progress(&c, &ps, "push");
   catch_signals();
@@ -653,6 +662,7 @@ int br_cli_pull(int argc, char **argv) {
   }
   common c;
   memset(&c, 0, sizeof c);
+  br_cli_json_usage(wants_json(argc, argv));
   if (parse_common(argc, argv, "pull", &c)) {
     free(c.pos);
     return BR_EXIT_USAGE;
@@ -674,6 +684,7 @@ int br_cli_pull(int argc, char **argv) {
     free(c.pos);
     return rc;
   }
+  br_cli_json_usage(false); /* arguments read: later errors are the pull's own */
   progress_state ps;
   setup_progress(&c, &ps, "pull");
   catch_signals();
