@@ -3,8 +3,9 @@
  * here with libcurl and jansson), against a real `braid server`. A user
  * logs in with a token, opens a graph, submits tasks (and bad attributes,
  * which must send nothing), sets a priority and cancels through the page's
- * buttons, with the page logging no JavaScript error; and the header and
- * the task table fit a narrow and a wide window.
+ * buttons, and uploads graphs (a file, a new version, a graph the server
+ * refuses, text that is not JSON), with the page logging no JavaScript
+ * error; and the header and the task table fit a narrow and a wide window.
  *
  * chromedriver and every process it starts (the browser, its helpers, the
  * crash handlers that leave their parent) run under a keeper process, a
@@ -526,6 +527,48 @@ static void task_becomes(farm *f, int64_t id, const char *field, long long want,
   json_decref(t);
 }
 
+/* POSTs text as it is (a JSON body, its lines kept) to the server's path:
+ * the status, and the answer's "error" in err (cap bytes; "" when none). */
+static long post_text(wd *w, const char *path, const char *text, char *err, size_t cap) {
+  answer a = {NULL, 0};
+  char url[512], auth[300];
+  snprintf(url, sizeof url, "%s%s", w->f->url, path);
+  snprintf(auth, sizeof auth, "Authorization: Bearer %s", w->f->user);
+  struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
+  h = curl_slist_append(h, auth);
+  curl_easy_reset(w->curl);
+  curl_easy_setopt(w->curl, CURLOPT_URL, url);
+  curl_easy_setopt(w->curl, CURLOPT_HTTPHEADER, h);
+  curl_easy_setopt(w->curl, CURLOPT_POSTFIELDS, text);
+  curl_easy_setopt(w->curl, CURLOPT_WRITEFUNCTION, on_data);
+  curl_easy_setopt(w->curl, CURLOPT_WRITEDATA, &a);
+  curl_easy_setopt(w->curl, CURLOPT_TIMEOUT, 60L);
+  curl_easy_setopt(w->curl, CURLOPT_NOPROXY, "*");
+  long st = 0;
+  if (curl_easy_perform(w->curl) == CURLE_OK)
+    curl_easy_getinfo(w->curl, CURLINFO_RESPONSE_CODE, &st);
+  curl_slist_free_all(h);
+  json_error_t jerr;
+  json_t *doc = a.p ? json_loads(a.p, 0, &jerr) : NULL;
+  const char *e = json_string_value(json_object_get(doc, "error"));
+  snprintf(err, cap, "%s", e ? e : "");
+  json_decref(doc);
+  free(a.p);
+  return st;
+}
+
+/* The graph name's versions on the server (0: no such graph). */
+static int versions_of(farm *f, const char *name) {
+  char path[256];
+  snprintf(path, sizeof path, "/api/v1/graphs/%s/versions", name);
+  json_t *v = NULL;
+  int st = farm_call(f, f->user, "GET", path, NULL, &v);
+  int n = st == 200 ? (int)json_array_size(json_object_get(v, "versions")) : 0;
+  if (st != 200 && st != 404) br_test_fail(__FILE__, __LINE__, "GET %s: HTTP %d", path, st);
+  json_decref(v);
+  return n;
+}
+
 /* ---- the tests ---- */
 
 TEST(web_ui_logs_in_submits_sets_priority_and_cancels_in_a_browser) {
@@ -697,6 +740,148 @@ TEST(web_ui_logs_in_submits_sets_priority_and_cancels_in_a_browser) {
   printf("  (%.1f s)\n", farm_now() - t0);
 }
 
+/* The graphs page's Upload form: a graph file read into its text field and
+ * uploaded (the server has it, the page lists and links it), text that is
+ * not JSON (the browser's message and position, nothing sent), a graph the
+ * server refuses (its own words with their line and column, nothing made),
+ * a new version of the first graph, and the same text again (no new
+ * version). */
+TEST(web_ui_uploads_graphs_in_a_browser) {
+  farm F;
+  farm_start(&F, "web-upload", "--poll-wait 1");
+  wd W;
+  wd_start(&W, &F);
+  log_in(&W);
+  UNTIL(&W, "return document.querySelector('main h1') !== null &&"
+            " !!document.getElementById('upload-form');", NULL);
+
+  /* a file, chosen in the file field: its text comes into the form */
+  static const char V1[] =
+      "{\"name\": \"uploaded\", \"start\": {\"node\": \"start\"},\n"
+      " \"nodes\": [{\"name\": \"start\", \"type\": \"null\"},\n"
+      "  {\"name\": \"render\", \"type\": \"command\", \"params\": {\"shell\": \"exit 0\"}}],\n"
+      " \"wires\": [[\"start\", \"render\"]]}\n";
+  br_test_put(F.dir, "uploaded.json", V1);
+  char file[1100];
+  snprintf(file, sizeof file, "%s/uploaded.json", F.dir);
+  char *id = find(&W, "#upload-file"), path[256];
+  snprintf(path, sizeof path, "/element/%s/value", id);
+  wd_do(&W, "POST", path, json_pack("{ss}", "text", file));
+  free(id);
+  json_t *args = json_pack("[s]", V1);
+  char *v1 = json_dumps(args, JSON_COMPACT);
+  json_decref(args);
+  UNTIL(&W, "return document.getElementById('upload-text').value === arguments[0];", v1);
+  free(v1);
+  CHECK_EQ_INT(versions_of(&F, "uploaded"), 0);
+  click(&W, "#upload-form button[type=submit]");
+  UNTIL(&W, "return !!document.querySelector('#uploaded a[href=\"#/graph/uploaded?version=1\"]');",
+        NULL);
+  char *said = js_text(&W, "return document.querySelector('#uploaded li').textContent;", NULL);
+  CHECK_CONTAINS(said, "uploaded version 1");
+  free(said);
+  CHECK_EQ_INT(versions_of(&F, "uploaded"), 1);
+  json_t *g = NULL;
+  CHECK_EQ_INT(farm_call(&F, F.user, "GET", "/api/v1/graphs/uploaded", NULL, &g), 200);
+  CHECK_EQ_INT(json_array_size(json_object_get(json_object_get(g, "graph"), "nodes")), 2);
+  json_decref(g);
+  /* the list above the form has it, with no reload */
+  UNTIL(&W, "const a = document.querySelector('main table a[href=\"#/graph/uploaded\"]');"
+            "return !!a && a.closest('tr').children[1].textContent === '1';", NULL);
+  no_js_errors(&W);
+
+  /* text that is not JSON: the browser's message with its position, the
+   * cursor there, and nothing sent */
+  type(&W, "#upload-text", "{\"name\": \"broken\",}");
+  click(&W, "#upload-form button[type=submit]");
+  UNTIL(&W, "return document.getElementById('upload-error').textContent"
+            ".startsWith('Not JSON: ');", NULL);
+  char *err = js_text(&W, "return document.getElementById('upload-error').textContent;", NULL);
+  char *want = js_text(&W, "try { JSON.parse(arguments[0]); } catch (e) { return e.message; }",
+                       "[\"{\\\"name\\\": \\\"broken\\\",}\"]");
+  CHECK_CONTAINS(want, "position 18");
+  CHECK(strcmp(err + strlen("Not JSON: "), want) == 0);
+  free(want);
+  free(err);
+  json_t *caret = js(&W, "return document.getElementById('upload-text').selectionStart;", NULL);
+  CHECK_EQ_INT(json_integer_value(caret), 18);
+  json_decref(caret);
+  usleep(500000); /* a request sent anyway would be in by now */
+  CHECK_EQ_INT(versions_of(&F, "broken"), 0);
+
+  /* a graph the server refuses: its message as it comes (the same words
+   * the API gives for the same text, with line and column), the cursor at
+   * that line and column, and no graph made */
+  static const char BAD[] =
+      "{\"name\": \"broken\",\n"
+      " \"nodes\": [{\"name\": \"a\", \"type\": \"null\"},\n"
+      "  {\"name\": \"b\", \"type\": \"nope\"}]}";
+  char refused[2048];
+  CHECK_EQ_INT(post_text(&W, "/api/v1/graphs", BAD, refused, sizeof refused), 400);
+  CHECK_CONTAINS(refused, "graph:3:");
+  CHECK_CONTAINS(refused, "'nope'");
+  CHECK_EQ_INT(versions_of(&F, "broken"), 0);
+  type(&W, "#upload-text", BAD);
+  UNTIL(&W, "return document.getElementById('upload-error').textContent === '';", NULL);
+  click(&W, "#upload-form button[type=submit]");
+  args = json_pack("[s]", refused);
+  char *words = json_dumps(args, JSON_COMPACT);
+  json_decref(args);
+  UNTIL(&W, "return document.getElementById('upload-error').textContent === arguments[0];",
+        words);
+  free(words);
+  char *wrap = js_text(&W, "return getComputedStyle(document.getElementById('upload-error'))"
+                           ".whiteSpace;", NULL);
+  CHECK_EQ_STR(wrap, "pre-wrap"); /* its line breaks, if any, are kept */
+  free(wrap);
+  int line = 0, column = 0;
+  CHECK(sscanf(refused, "graph:%d:%d:", &line, &column) == 2 && line == 3);
+  const char *at = BAD;
+  for (int i = 1; i < line; i++) at = strchr(at, '\n') + 1;
+  caret = js(&W, "return document.getElementById('upload-text').selectionStart;", NULL);
+  CHECK_EQ_INT(json_integer_value(caret), (at - BAD) + column - 1);
+  json_decref(caret);
+  CHECK_EQ_INT(versions_of(&F, "broken"), 0);
+  json_t *n = js(&W, "return document.querySelectorAll('#uploaded li').length;", NULL);
+  CHECK_EQ_INT(json_integer_value(n), 1); /* only the first upload */
+  json_decref(n);
+
+  /* a new version of the first graph, pasted: version 2, listed and linked */
+  static const char V2[] =
+      "{\"name\": \"uploaded\", \"start\": {\"node\": \"start\"},\n"
+      " \"nodes\": [{\"name\": \"start\", \"type\": \"null\"},\n"
+      "  {\"name\": \"render\", \"type\": \"command\", \"params\": {\"shell\": \"exit 0\"}},\n"
+      "  {\"name\": \"comp\", \"type\": \"null\"}],\n"
+      " \"wires\": [[\"start\", \"render\"], [\"render\", \"comp\"]]}\n";
+  type(&W, "#upload-text", V2);
+  click(&W, "#upload-form button[type=submit]");
+  UNTIL(&W, "return !!document.querySelector('#uploaded a[href=\"#/graph/uploaded?version=2\"]');",
+        NULL);
+  CHECK_EQ_INT(versions_of(&F, "uploaded"), 2);
+  UNTIL(&W, "const a = document.querySelector('main table a[href=\"#/graph/uploaded\"]');"
+            "const r = a && a.closest('tr').children;"
+            "return !!r && r[1].textContent === '2' && r[2].textContent === '2';", NULL);
+  err = js_text(&W, "return document.getElementById('upload-error').textContent;", NULL);
+  CHECK_EQ_STR(err, "");
+  free(err);
+
+  /* the same text again: the server keeps version 2, and the page says so */
+  click(&W, "#upload-form button[type=submit]");
+  UNTIL(&W, "return document.querySelectorAll('#uploaded li').length === 3;", NULL);
+  said = js_text(&W, "return document.querySelector('#uploaded li').textContent;", NULL);
+  CHECK_CONTAINS(said, "uploaded version 2");
+  CHECK_CONTAINS(said, "unchanged");
+  free(said);
+  CHECK_EQ_INT(versions_of(&F, "uploaded"), 2);
+
+  /* its link opens version 2's page: three boxes */
+  click(&W, "#uploaded a[href=\"#/graph/uploaded?version=2\"]");
+  UNTIL(&W, "return document.querySelectorAll('svg.diagram .node').length === 3;", NULL);
+  no_js_errors(&W);
+  wd_stop(&W);
+  farm_stop(&F);
+}
+
 /* Checks that the page at hash (drawn when the script ready returns true)
  * fits a window width wide: the page does not scroll sideways, no element of
  * box (a CSS selector, or NULL) is wider inside than it shows, and every
@@ -747,8 +932,8 @@ static void check_fits(wd *w, const char *dir, const char *name, int width, cons
 }
 
 /* The header and the task table within the window, narrow and wide, with
- * nothing to scroll sideways; and a graph's page and a task's page do not
- * scroll sideways either, their forms in sight. */
+ * nothing to scroll sideways; and the graphs page, a graph's page and a
+ * task's page do not scroll sideways either, their forms in sight. */
 TEST(web_ui_layout_fits_a_narrow_and_a_wide_window) {
   farm F;
   farm_start(&F, "web-layout", "--poll-wait 1");
@@ -777,6 +962,12 @@ TEST(web_ui_layout_fits_a_narrow_and_a_wide_window) {
                "main .table-box",
                "[\"header\", \"header .brand\", \"#nav-tasks\", \"#live\", \"#token-button\","
                " \"main table\", \"main table tbody tr:last-child td:last-child\"]");
+    check_fits(&W, F.dir, "graphs", widths[i], "#/",
+               "return document.querySelectorAll('main table tbody tr').length === 1 &&"
+               " !!document.getElementById('upload-form');",
+               "main .table-box",
+               "[\"header\", \"main h1\", \"#upload-file\", \"#upload-text\","
+               " \"#upload-form button[type=submit]\"]");
     check_fits(&W, F.dir, "graph", widths[i], "#/graph/shots",
                "return document.querySelectorAll('svg.diagram .node').length === 2 &&"
                " !!document.getElementById('submit-form');",

@@ -16,11 +16,13 @@ class ApiError extends Error {
   constructor(status, message) { super(message); this.status = status; }
 }
 
-async function api(method, path, body) {
+/* body: a value sent as JSON, or (raw set) a JSON text sent as it is, so
+ * that the line and column an error names are the user's own. */
+async function api(method, path, body, raw) {
   const opts = { method, headers: { Authorization: 'Bearer ' + token } };
   if (body !== undefined) {
     opts.headers['Content-Type'] = 'application/json';
-    opts.body = JSON.stringify(body);
+    opts.body = raw ? body : JSON.stringify(body);
   }
   let res;
   try {
@@ -348,6 +350,7 @@ $('main').addEventListener('focusout', () => {
 });
 
 function graphsView() {
+  const upload = uploadForm();
   return {
     async draw() {
       const [graphs, summary] = await Promise.all([get('/api/v1/graphs'),
@@ -363,7 +366,9 @@ function graphsView() {
           stateBar(total), STATES.filter((s) => total[s]).map((s) =>
             [link('#/tasks?state=' + s, s + ' ' + total[s]), ' '])),
         rows.length ? table(['graph', '#version', '#versions', '#id', 'uploaded'], rows)
-          : el('p', { class: 'muted' }, 'No graph yet: braid submit GRAPH.json')];
+          : el('p', { class: 'muted' }, 'No graph yet: upload one below, or braid submit ' +
+            'GRAPH.json'),
+        upload.show(graphs.graphs)];
     },
   };
 }
@@ -380,6 +385,94 @@ function fieldBad(field, box, message, at) {
 function fieldGood(field, box) {
   box.textContent = '';
   field.removeAttribute('aria-invalid');
+}
+
+/* The line and column a message names as "graph:LINE:COLUMN: ..." (the
+ * server's graph errors), as a position in text; undefined when none. */
+function positionOf(text, message) {
+  const m = /^graph:(\d+):(\d+):/.exec(message);
+  if (!m) return undefined;
+  let at = 0;
+  for (let line = 1; line < Number(m[1]); line++) {
+    const nl = text.indexOf('\n', at);
+    if (nl < 0) return undefined;
+    at = nl + 1;
+  }
+  return Math.min(at + Number(m[2]) - 1, text.length);
+}
+
+/* The Upload form of the graphs page (POST /api/v1/graphs), made once per
+ * view like the Submit form: a graph file read into the text field, or a
+ * graph pasted there. Text that is not a JSON object is never sent; what is
+ * sent is the text itself, so the server's refusal (shown as it comes,
+ * with its line and column) points into it. */
+function uploadForm() {
+  let latest = new Map(); /* a graph's name: the id of its latest version */
+  const file = el('input', { id: 'upload-file', type: 'file', accept: '.json,application/json' });
+  const from = el('span', { class: 'muted' });
+  const text = el('textarea', { id: 'upload-text', rows: 10, spellcheck: 'false',
+    placeholder: '{"name": ..., "nodes": [...], "wires": [...]}',
+    'aria-describedby': 'upload-error' });
+  const error = el('div', { id: 'upload-error', class: 'error message' });
+  const button = el('button', { type: 'submit' }, 'Upload');
+  const made = el('ul', { id: 'uploaded', class: 'submitted' });
+  text.addEventListener('input', () => { fieldGood(text, error); from.textContent = ''; });
+  file.addEventListener('change', async () => {
+    const f = file.files[0];
+    if (!f) return;
+    try {
+      text.value = await f.text();
+      fieldGood(text, error);
+      from.textContent = 'read from ' + f.name;
+    } catch (err) {
+      fieldBad(file, error, 'Cannot read ' + f.name + ': ' + err.message);
+    }
+  });
+
+  const send = async (e) => {
+    e.preventDefault();
+    let g;
+    try {
+      g = JSON.parse(text.value);
+    } catch (err) {
+      const at = /at position (\d+)/.exec(err.message);
+      return fieldBad(text, error, 'Not JSON: ' + err.message, at ? Number(at[1]) : undefined);
+    }
+    if (g === null || typeof g !== 'object' || Array.isArray(g))
+      return fieldBad(text, error, 'A graph is a JSON object: {"name": ..., "nodes": [...]}');
+    fieldGood(text, error);
+    button.disabled = true; /* one click, one upload */
+    const sent = text.value;
+    try {
+      const r = (await api('POST', '/api/v1/graphs', sent, true)).data;
+      const same = latest.get(r.name) === r.id;
+      const href = '#/graph/' + encodeURIComponent(r.name) + '?version=' + r.version;
+      made.prepend(el('li', {}, link(href, r.name + ' version ' + r.version),
+        ' (graph id ' + r.id + ')', same ? ' unchanged: the same as its latest version' : ''));
+      flash('graph ' + r.name + (same ? ' unchanged, version ' : ' uploaded, version ') +
+        r.version);
+      latest.set(r.name, r.id);
+    } catch (err) {
+      if (err.status !== 401) fieldBad(text, error, err.message, positionOf(sent, err.message));
+    }
+    button.disabled = false;
+    refresh();
+  };
+
+  const box = el('section', { class: 'upload' }, el('h2', {}, 'Upload a graph'),
+    el('p', { class: 'muted' }, 'A new graph, or a new version of one: a graph of the same ' +
+      'name whose content changed. Tasks already made keep their version.'),
+    el('form', { id: 'upload-form', novalidate: true, onsubmit: send },
+      el('label', { for: 'upload-file' }, 'file'), el('div', {}, file, ' ', from),
+      el('label', { for: 'upload-text' }, 'graph'), el('div', {}, text, error),
+      el('span'), el('div', {}, button)),
+    made);
+  return {
+    show(graphs) {
+      latest = new Map(graphs.map((g) => [g.name, g.id]));
+      return box;
+    },
+  };
 }
 
 /* The Submit form of a graph's page (POST /api/v1/submissions), made once
