@@ -547,6 +547,22 @@ TEST(damaged_depot_objects_are_taken_out_and_pushed_again) {
   xu_done(tmp);
 }
 
+/* The progress callback of a pull that changes a file in place as the
+ * fetches start: the source of that pull's copies. */
+typedef struct spoil {
+  const char *path;
+  bool done;
+} spoil;
+
+static void spoil_at_fetch(const br_xfer_progress *pr, void *ud) {
+  spoil *s = ud;
+  if (s->done || strcmp(pr->phase, "fetch") != 0) return;
+  s->done = true;
+  int fd = open(s->path, O_WRONLY);
+  CHECK(fd >= 0 && pwrite(fd, "ZZZZ", 4, 0) == 4);
+  close(fd);
+}
+
 /* A chunk named more than once is fetched once: files that repeat one
  * another, large or small, a file whose chunks repeat (a cache's zeros),
  * and a chunk of a file already in place is copied from it, not fetched. */
@@ -588,6 +604,21 @@ TEST(a_chunk_named_twice_is_fetched_once) {
   CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
   CHECK_EQ_INT(res.chunks_moved, 1); /* z's tail; the rest from a/f and two frames, in place */
   CHECK_EQ_INT(res.files_moved, 20);
+  /* a/f, the copies' source, changes after the pull found it in place:
+   * each copy finds other bytes there, and is fetched after all */
+  CHECK(unlink(dbf) == 0 && unlink(dz) == 0);
+  char *daf = xu_path(dst, "a/f");
+  spoil sp = {daf, false};
+  o.progress = spoil_at_fetch;
+  o.progress_ud = &sp;
+  pull_ok(ref, dst, &o, &res);
+  CHECK(sp.done);
+  CHECK(res.chunks_moved >= 5); /* b/f's four, z's tail, and z's copies */
+  char *cmp = NULL;
+  if (asprintf(&cmp, "cmp -s '%s' '%s' && cmp -s '%s' '%s'", bf, dbf, z, dz) < 0) abort();
+  CHECK_EQ_INT(system(cmp), 0);
+  free(cmp);
+  free(daf);
   free(bytes), free(af), free(bf), free(z), free(dbf), free(dz);
   free(src), free(dst), free(ref);
   xu_depot_stop(&x);

@@ -2288,12 +2288,13 @@ static int run_pull(pull *p, const char *const *sources, const char *const *dirs
   }
   /* A file the writers found corrupt after the last request ended is
    * fetched in one more run. */
-  size_t again = 0;
+  size_t again; /* copies whose source changed: fetched in one more round */
   do {
     do {
       if ((rc = br_xfer__engine_run(&p->eng, err))) return rc;
       if ((rc = installer_drain(&p->inst, err))) return rc;
     } while (refetch_corrupt(p));
+    again = 0;
     if (p->ncopies && (rc = copy_chunks(p, &again, err))) return rc;
     if ((rc = installer_drain(&p->inst, err))) return rc;
   } while (again);
