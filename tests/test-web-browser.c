@@ -187,33 +187,42 @@ static size_t on_data(char *d, size_t size, size_t nmemb, void *ud) {
   return n;
 }
 
+/* One HTTP request on c: the answer parsed as JSON (a new reference; NULL
+ * when it is not JSON) and its status (0: no answer). auth: a header line
+ * or NULL; body: what a POST sends (NULL: nothing). */
+static json_t *http_json(CURL *c, const char *method, const char *url, const char *auth,
+                         const char *body, long *status) {
+  answer a = {NULL, 0};
+  struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
+  if (auth) h = curl_slist_append(h, auth);
+  curl_easy_reset(c);
+  curl_easy_setopt(c, CURLOPT_URL, url);
+  curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+  curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &a);
+  curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
+  curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
+  if (body) curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+  *status = 0;
+  if (curl_easy_perform(c) == CURLE_OK) curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
+  curl_slist_free_all(h);
+  json_error_t jerr;
+  json_t *doc = a.p ? json_loads(a.p, 0, &jerr) : NULL;
+  free(a.p);
+  return doc;
+}
+
 /* One WebDriver request: the answer's "value" (a new reference; NULL when
  * the answer is not JSON) and its HTTP status (0: no answer). body is
  * stolen; a POST without one sends {}. */
 static json_t *wd_request(wd *w, const char *method, const char *url, json_t *body,
                           long *status) {
-  answer a = {NULL, 0};
   char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
   json_decref(body);
-  struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
-  curl_easy_reset(w->curl);
-  curl_easy_setopt(w->curl, CURLOPT_URL, url);
-  curl_easy_setopt(w->curl, CURLOPT_CUSTOMREQUEST, method);
-  curl_easy_setopt(w->curl, CURLOPT_HTTPHEADER, h);
-  curl_easy_setopt(w->curl, CURLOPT_WRITEFUNCTION, on_data);
-  curl_easy_setopt(w->curl, CURLOPT_WRITEDATA, &a);
-  curl_easy_setopt(w->curl, CURLOPT_TIMEOUT, 60L);
-  curl_easy_setopt(w->curl, CURLOPT_NOPROXY, "*");
-  if (strcmp(method, "POST") == 0)
-    curl_easy_setopt(w->curl, CURLOPT_POSTFIELDS, text ? text : "{}");
-  *status = 0;
-  if (curl_easy_perform(w->curl) == CURLE_OK)
-    curl_easy_getinfo(w->curl, CURLINFO_RESPONSE_CODE, status);
-  curl_slist_free_all(h);
+  bool post = strcmp(method, "POST") == 0;
+  json_t *doc = http_json(w->curl, method, url, NULL, post ? (text ? text : "{}") : NULL, status);
   free(text);
-  json_error_t jerr;
-  json_t *doc = a.p ? json_loads(a.p, 0, &jerr) : NULL;
-  free(a.p);
   json_t *v = json_incref(json_object_get(doc, "value"));
   json_decref(doc);
   return v;
@@ -530,30 +539,14 @@ static void task_becomes(farm *f, int64_t id, const char *field, long long want,
 /* POSTs text as it is (a JSON body, its lines kept) to the server's path:
  * the status, and the answer's "error" in err (cap bytes; "" when none). */
 static long post_text(wd *w, const char *path, const char *text, char *err, size_t cap) {
-  answer a = {NULL, 0};
   char url[512], auth[300];
   snprintf(url, sizeof url, "%s%s", w->f->url, path);
   snprintf(auth, sizeof auth, "Authorization: Bearer %s", w->f->user);
-  struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
-  h = curl_slist_append(h, auth);
-  curl_easy_reset(w->curl);
-  curl_easy_setopt(w->curl, CURLOPT_URL, url);
-  curl_easy_setopt(w->curl, CURLOPT_HTTPHEADER, h);
-  curl_easy_setopt(w->curl, CURLOPT_POSTFIELDS, text);
-  curl_easy_setopt(w->curl, CURLOPT_WRITEFUNCTION, on_data);
-  curl_easy_setopt(w->curl, CURLOPT_WRITEDATA, &a);
-  curl_easy_setopt(w->curl, CURLOPT_TIMEOUT, 60L);
-  curl_easy_setopt(w->curl, CURLOPT_NOPROXY, "*");
   long st = 0;
-  if (curl_easy_perform(w->curl) == CURLE_OK)
-    curl_easy_getinfo(w->curl, CURLINFO_RESPONSE_CODE, &st);
-  curl_slist_free_all(h);
-  json_error_t jerr;
-  json_t *doc = a.p ? json_loads(a.p, 0, &jerr) : NULL;
+  json_t *doc = http_json(w->curl, "POST", url, auth, text, &st);
   const char *e = json_string_value(json_object_get(doc, "error"));
   snprintf(err, cap, "%s", e ? e : "");
   json_decref(doc);
-  free(a.p);
   return st;
 }
 
