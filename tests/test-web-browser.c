@@ -139,8 +139,10 @@ static void keeper(wd *w, int rd, int port) {
     dup2(null, 0);
     dup2(fd, 1);
     dup2(fd, 2);
-    /* the browser's own files go under the test's folder too */
+    /* the browser's own files go under the test's folder too (its
+     * org.chromium.* folders in TMPDIR were left in /tmp by every run) */
     setenv("HOME", w->dir, 1);
+    setenv("TMPDIR", w->dir, 1);
     char cfg[1100], cache[1100], arg[32];
     snprintf(cfg, sizeof cfg, "%s/config", w->dir);
     snprintf(cache, sizeof cache, "%s/cache", w->dir);
