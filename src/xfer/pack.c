@@ -382,6 +382,25 @@ int br_xfer__pack_write_ex(br_xfer__store *s, const br_xfer__buf *pack,
   return BR_OK;
 }
 
+int br_xfer__packed_check(int fd, int64_t off, int64_t len, int64_t raw,
+                          const br_xfer_digest *want, br_xfer__check_buf *b) {
+  if (fd < 0 || len < 0 || len > BR_XFER__MAX_CHUNK) return 1;
+  if ((size_t)len > b->cap) {
+    uint8_t *g = realloc(b->buf, (size_t)len);
+    if (!g) return 1;
+    b->buf = g;
+    b->cap = (size_t)len;
+  }
+  if (br_xfer__pread_all(fd, b->buf, (size_t)len, off) != 0) return 1;
+  return br_xfer__stored_matches(b->buf, (size_t)len, raw, want, &b->scratch, &b->scap) ? 0 : 2;
+}
+
+void br_xfer__check_buf_free(br_xfer__check_buf *b) {
+  free(b->buf);
+  br_xfer__mem_put(b->scratch, b->scap);
+  memset(b, 0, sizeof *b);
+}
+
 /* fsck's reading of every packed object, as an index scan goes. */
 typedef struct fsck_state {
   br_xfer__store *s;
@@ -390,8 +409,7 @@ typedef struct fsck_state {
   void *ud;
   br_xfer_digest *bad; /* the damaged, for the caller to set aside */
   size_t nbad, badcap;
-  uint8_t *buf, *scratch;
-  size_t cap, scap;
+  br_xfer__check_buf b;
 } fsck_state;
 
 static int fsck_one(void *ud, int64_t pack, const char *name, const br_xfer_digest *want,
@@ -400,23 +418,16 @@ static int fsck_one(void *ud, int64_t pack, const char *name, const br_xfer_dige
   fsck_state *f = ud;
   char rel[128];
   snprintf(rel, sizeof rel, "packs/%s", name);
-  if ((size_t)len > f->cap) {
-    free(f->buf);
-    f->cap = (size_t)len;
-    f->buf = malloc(f->cap);
-  }
   int fd = openat(f->s->rootfd, rel, O_RDONLY | O_CLOEXEC);
+  int c = br_xfer__packed_check(fd, off, len, raw, want, &f->b);
+  if (fd >= 0) close(fd);
   char what[300];
   what[0] = 0;
-  if (fd < 0 || (!f->buf && len > 0) ||
-      br_xfer__pread_all(fd, f->buf, (size_t)len, off) != 0)
-    snprintf(what, sizeof what, "%s at %lld: cannot be read", rel, (long long)off);
-  else if (!br_xfer__stored_matches(f->buf, (size_t)len, raw, want, &f->scratch, &f->scap))
-    snprintf(what, sizeof what, "%s at %lld: bytes do not match their digest", rel,
-             (long long)off);
+  if (c)
+    snprintf(what, sizeof what, "%s at %lld: %s", rel, (long long)off,
+             c == 1 ? "cannot be read" : "bytes do not match their digest");
   else
     (*f->checked)++;
-  if (fd >= 0) close(fd);
   if (!what[0]) return BR_OK;
   if (f->nbad == f->badcap) {
     size_t cap = f->badcap ? f->badcap * 2 : 16;
@@ -432,11 +443,10 @@ static int fsck_one(void *ud, int64_t pack, const char *name, const br_xfer_dige
 
 int br_xfer__index_fsck(br_xfer__store *s, br_xfer__fsck_fn each, void *ud, int64_t *checked,
                         br_xfer_digest **bad, size_t *nbad, br_error *err) {
-  fsck_state f = {s, checked, each, ud, NULL, 0, 0, NULL, NULL, 0, 0};
+  fsck_state f = {s, checked, each, ud, NULL, 0, 0, {NULL, NULL, 0, 0}};
   int rc = br_xfer__index_scan(s, fsck_one, &f, err);
   if (rc == BR_ENOMEM) rc = br_error_set(err, BR_ENOMEM, "out of memory");
-  free(f.buf);
-  br_xfer__mem_put(f.scratch, f.scap);
+  br_xfer__check_buf_free(&f.b);
   *bad = f.bad;
   *nbad = f.nbad;
   return rc;

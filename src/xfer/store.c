@@ -270,19 +270,15 @@ int br_xfer__store_verify(br_xfer__store *s, const br_xfer_digest *d, bool set_a
     if (br_xfer__index_locate(s, d, rel, sizeof rel, &off, &len, &raw) != BR_OK) break;
     int fd = openat(s->rootfd, rel, O_RDONLY | O_CLOEXEC);
     if (fd < 0 && errno == ENOENT && attempt == 0) continue;
-    uint8_t *buf = fd >= 0 && len >= 0 && len <= BR_XFER__MAX_CHUNK ? malloc(len ? len : 1) : NULL;
-    uint8_t *scratch = NULL;
-    size_t scap = 0;
-    bool read = buf && br_xfer__pread_all(fd, buf, (size_t)len, off) == 0;
-    bool ok = read && br_xfer__stored_matches(buf, (size_t)len, raw, d, &scratch, &scap);
-    free(buf);
-    br_xfer__mem_put(scratch, scap);
+    br_xfer__check_buf b = {NULL, NULL, 0, 0};
+    int c = br_xfer__packed_check(fd, off, len, raw, d, &b);
+    br_xfer__check_buf_free(&b);
     if (fd >= 0) close(fd);
-    if (ok) return BR_OK;
+    if (!c) return BR_OK;
     int rc = set_aside ? br_xfer__index_forget(s, d, rel, off, err) : BR_OK;
     if (rc) return rc;
     return br_error_set(err, BR_EIO, "object %s, %s at %lld: %s%s", hex, rel, (long long)off,
-                        read ? "bytes do not match their digest" : "cannot be read",
+                        c == 2 ? "bytes do not match their digest" : "cannot be read",
                         set_aside ? " (set aside)" : "");
   }
   object_rel(d, rel, sizeof rel);

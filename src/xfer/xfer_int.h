@@ -429,6 +429,18 @@ int br_xfer__pack_write(br_xfer__store *s, const br_xfer__buf *pack,
  * (malloc'd, *nbad) lists the damaged, each also told to each. */
 int br_xfer__index_fsck(br_xfer__store *s, br_xfer__fsck_fn each, void *ud, int64_t *checked,
                         br_xfer_digest **bad, size_t *nbad, br_error *err);
+/* A buffer reused by br_xfer__packed_check (zero it first; free it with
+ * br_xfer__check_buf_free). */
+typedef struct br_xfer__check_buf {
+  uint8_t *buf, *scratch;
+  size_t cap, scap;
+} br_xfer__check_buf;
+/* Reads the stored object of len bytes at off in the pack open at fd (raw
+ * as its index entry says) and checks it against want: 0 it matches, 1 it
+ * cannot be read (fd < 0 too), 2 its bytes do not match. */
+int br_xfer__packed_check(int fd, int64_t off, int64_t len, int64_t raw,
+                          const br_xfer_digest *want, br_xfer__check_buf *b);
+void br_xfer__check_buf_free(br_xfer__check_buf *b);
 /* Drops d's index entry if it is still at off in pack rel ("packs/NAME"). */
 int br_xfer__index_forget(br_xfer__store *s, const br_xfer_digest *d, const char *rel,
                           int64_t off, br_error *err);
