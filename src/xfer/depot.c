@@ -1511,17 +1511,6 @@ int br_depot_fsck(const char *root, int64_t *checked, br_error *err) {
   return br_depot_fsck_ex(root, false, NULL, NULL, checked, &damaged, err);
 }
 
-typedef struct fsck_tell {
-  void (*each)(void *ud, const char *what);
-  void *ud;
-} fsck_tell;
-
-static void tell_damaged(void *ud, const br_xfer_digest *d, const char *what) {
-  (void)d;
-  fsck_tell *t = ud;
-  t->each(t->ud, what);
-}
-
 int br_depot_fsck_ex(const char *root, bool set_aside, void (*each)(void *ud, const char *what),
                      void *ud, int64_t *checked, int64_t *damaged, br_error *err) {
   br_xfer__store s;
@@ -1530,9 +1519,7 @@ int br_depot_fsck_ex(const char *root, bool set_aside, void (*each)(void *ud, co
   if (br_xfer__depot_root_check(root, err)) return BR_ENOTFOUND;
   int rc = br_xfer__store_open(&s, root, err);
   if (rc) return rc;
-  fsck_tell t = {each, ud};
-  rc = br_xfer__store_fsck_ex(&s, set_aside, each ? tell_damaged : NULL, &t, checked, damaged,
-                              err);
+  rc = br_xfer__store_fsck_ex(&s, set_aside, each, ud, checked, damaged, err);
   br_xfer__store_close(&s);
   return rc;
 }

@@ -437,7 +437,7 @@ static int fsck_one(void *ud, int64_t pack, const char *name, const br_xfer_dige
     f->badcap = cap;
   }
   f->bad[f->nbad++] = *want;
-  if (f->each) f->each(f->ud, want, what);
+  if (f->each) f->each(f->ud, what);
   return BR_OK;
 }
 

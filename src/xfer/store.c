@@ -332,7 +332,7 @@ int br_xfer__store_fsck_ex(br_xfer__store *s, bool set_aside, br_xfer__fsck_fn e
       if (v != BR_EIO) continue;
       (*damaged)++;
       snprintf(full, sizeof full, "%s/%s: %s", dir, de->d_name, what);
-      if (each) each(ud, &want, full);
+      if (each) each(ud, full);
       if (!first[0]) snprintf(first, sizeof first, "%s", full);
       if (set_aside) {
         char rel[300];

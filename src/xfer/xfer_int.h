@@ -380,7 +380,7 @@ int br_xfer__store_open_object(br_xfer__store *s, const br_xfer_digest *d, int *
                                int64_t *off, int64_t *size, int64_t *raw);
 /* Checks every object's bytes against its digest; *checked counts them. */
 /* Told of each damaged object fsck finds (what: where and how). */
-typedef void (*br_xfer__fsck_fn)(void *ud, const br_xfer_digest *d, const char *what);
+typedef void (*br_xfer__fsck_fn)(void *ud, const char *what);
 int br_xfer__store_fsck(br_xfer__store *s, int64_t *checked, br_error *err);
 /* Reads every object back (packed and loose) and tells each damaged one to
  * each; with set_aside, takes each out of the store (br_xfer__store_verify).
