@@ -1819,7 +1819,8 @@ static int lock_destination(pull *p, size_t j, br_error *err) {
  * already in place is not fetched at all: the other places get a copy once
  * the fetches are done, read back from where the chunk landed and checked
  * against its digest (a copy whose source changed meanwhile is fetched
- * after all). Small files, which travel in bundles, are left out. */
+ * after all). A small file whose bytes another has is left out of the
+ * bundles and copied the same way (its one chunk is the whole file). */
 typedef struct csrc {
   const br_xfer_digest *d; /* NULL: a free slot */
   lfile *lf;
