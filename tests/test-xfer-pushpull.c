@@ -330,6 +330,58 @@ TEST(bandwidth_limit_and_compression) {
   xu_done(tmp);
 }
 
+/* Large chunks that compress are kept by the depot as the zstd frames
+ * they came as, and pulled so: a pull that takes zstd moves about what the
+ * push moved, one that does not gets the bytes inflated, and both trees
+ * are right. fsck reads the frames; a gc after a version goes keeps the
+ * ones still named. */
+TEST(large_chunks_that_compress_are_pulled_compressed) {
+  char *tmp = br_test_tmpdir("xfer-pp-zlarge");
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "sim");
+  const size_t text = 5 * 1024 * 1024 + 321, noise = 3 * 1024 * 1024;
+  xu_make_text_file(src, "cache/sim.0001.bgeo", text, 1);
+  xu_make_text_file(src, "cache/sim.0002.bgeo", text, 2);
+  xu_make_file(src, "cache/noise.0001.bgeo", noise, 3);
+  br_xfer_opts o;
+  xu_opts(&o, tmp);
+  o.chunk_size = 2 * 1024 * 1024; /* chunks a depot keeps apart from small ones */
+  br_xfer_result res;
+  push_ok(src, ref, &o, &res);
+  int64_t pushed = res.bytes_moved;
+  CHECK(pushed < (int64_t)(text + noise)); /* each text file shrank to under half */
+  pull_ok(ref, dst, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+  CHECK(res.bytes_moved < pushed + 64 * 1024);
+  o.compress = 0;
+  char *plain = xu_path(tmp, "plain");
+  pull_ok(ref, plain, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(src, plain), 0);
+  CHECK(res.bytes_moved >= (int64_t)(2 * text + noise));
+  o.compress = 1;
+  br_error err;
+  br_error_clear(&err);
+  int64_t n = 0;
+  CHECK_EQ_INT(br_depot_fsck(x.root, &n, &err), BR_OK);
+  CHECK(n >= 8);
+  /* v2 keeps one text file; v1 goes, and a gc takes the other's frames */
+  char *gone = xu_path(src, "cache/sim.0002.bgeo");
+  CHECK_EQ_INT(unlink(gone), 0);
+  push_ok(src, ref, &o, &res);
+  CHECK_EQ_INT(br_depot_rm(x.root, "sim", 1, &err), BR_OK);
+  br_depot_gc_result g;
+  CHECK_EQ_INT(br_depot_gc(x.root, 0, false, &g, &err), BR_OK);
+  CHECK(g.objects_removed >= 3);
+  char *after = xu_path(tmp, "after");
+  pull_ok(ref, after, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(src, after), 0);
+  CHECK_EQ_INT(br_depot_fsck(x.root, &n, &err), BR_OK);
+  free(after), free(gone), free(plain), free(src), free(dst), free(ref);
+  xu_depot_stop(&x);
+  xu_done(tmp);
+}
+
 TEST(many_snapshots_at_once) {
   char *tmp = br_test_tmpdir("xfer-pp-many");
   xu_depot x;

@@ -75,6 +75,30 @@ XU_UNUSED static void xu_make_file(const char *dir, const char *rel, size_t len,
   free(b);
 }
 
+/* A file of len bytes that compresses (about 3 to 1 with zstd): words of
+ * a small vocabulary, drawn from seed, as a cache's ASCII would be. */
+XU_UNUSED static void xu_make_text_file(const char *dir, const char *rel, size_t len,
+                                        uint64_t seed) {
+  static const char *const words[] = {"point", "prim", "vertex", "detail", "P", "Cd",
+                                      "v", "pscale", "id", "age", "life", "N"};
+  uint8_t *b = malloc(len ? len : 1);
+  uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
+  for (size_t i = 0; i < len;) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    const char *w = words[(x >> 20) % 12];
+    char num[24];
+    int k = snprintf(num, sizeof num, " %s %u.%u\n", w, (unsigned)(x >> 40) % 1000,
+                     (unsigned)(x >> 8) % 100);
+    for (int j = 0; j < k && i < len; j++) b[i++] = (uint8_t)num[j];
+  }
+  char *p = xu_path(dir, rel);
+  xu_write_file(p, b, len);
+  free(p);
+  free(b);
+}
+
 /* n files of len bytes under dir named by pattern (a printf format of one
  * int) for first, first + 1, ...; file k's bytes drawn from seed + k. */
 XU_UNUSED static void xu_make_frames(const char *dir, const char *pattern, int first, int n,

@@ -336,8 +336,9 @@ size_t br_xfer__bundle_pack_need(const void *data, size_t len, size_t limit, boo
   while ((size_t)(end - p) >= HDR) {
     uint32_t flags = get32(p + 32), raw = get32(p + 36), wire = get32(p + 40);
     if ((size_t)(end - p) - HDR < wire) break;
-    if (raw < limit) total += wire;
-    if (flags > 1 || (!flags && raw != wire) || raw >= limit) all = false;
+    bool packed = raw < limit || flags == 1; /* small, or a zstd frame */
+    if (packed) total += wire;
+    if (flags > 1 || (!flags && raw != wire) || !packed) all = false;
     p += HDR + wire;
   }
   *whole = all && p == end;
@@ -374,6 +375,11 @@ bool br_xfer__stored_matches(const uint8_t *stored, size_t len, int64_t raw,
   if (ZSTD_isError(n) || n != (size_t)raw) return false;
   br_xfer_sha256(*scratch, n, &got);
   return br_xfer__digest_cmp(want, &got) == 0;
+}
+
+int br_xfer__inflate(const uint8_t *frame, size_t len, uint8_t *out, size_t raw) {
+  size_t n = zdecompress(out, raw, frame, len);
+  return !ZSTD_isError(n) && n == raw ? BR_OK : BR_EINVAL;
 }
 
 /* The entry of a stored zstd frame of raw bytes: decompressed into b (src

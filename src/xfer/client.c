@@ -156,6 +156,13 @@ static size_t on_header(char *buf, size_t size, size_t n, void *ud) {
   size_t len = size * n;
   if (len >= 5 && strncmp(buf, "HTTP/", 5) == 0) {
     r->content_range[0] = 0; /* a new response (after a 100 Continue) */
+    r->zstd_body = false;
+  } else if (len > 17 && strncasecmp(buf, "Content-Encoding:", 17) == 0) {
+    const char *v = buf + 17;
+    size_t vl = len - 17;
+    while (vl && (*v == ' ' || *v == '\t')) v++, vl--;
+    while (vl && (v[vl - 1] == '\r' || v[vl - 1] == '\n' || v[vl - 1] == ' ')) vl--;
+    r->zstd_body = vl == 4 && strncasecmp(v, "zstd", 4) == 0;
   } else if (len > 14 && strncasecmp(buf, "Content-Range:", 14) == 0) {
     const char *v = buf + 14;
     size_t vl = len - 14;
@@ -178,7 +185,16 @@ static size_t on_write(char *buf, size_t size, size_t n, void *ud) {
   if (!r->checked) {
     r->checked = true;
     curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &r->status);
-    if (r->range_from >= 0 && r->status / 100 == 2) {
+    /* The whole object as a zstd frame, where one was offered: checked
+     * once inflated. Any other encoding is an error, never data. */
+    bool framed = r->zstd_body && r->accept_zstd && r->resume == 0 && r->status == 200;
+    if (r->status / 100 == 2 && r->zstd_body && !framed) {
+      r->bad_range = true;
+      snprintf(r->last_error, sizeof r->last_error,
+               "an answer in zstd that was not asked for (status %ld)", r->status);
+      return 0;
+    }
+    if (r->range_from >= 0 && r->status / 100 == 2 && !framed) {
       /* A ranged answer must be exactly the range asked for: a 200 with the
        * whole object, or another range, is an error and never data. */
       char want[128];
@@ -198,7 +214,7 @@ static size_t on_write(char *buf, size_t size, size_t n, void *ud) {
      * would be copied into each larger buffer on the way (as many bytes
      * again as the body). */
     curl_off_t cl = -1;
-    if (!r->sink && r->status / 100 == 2 &&
+    if ((!r->sink || r->zstd_body) && r->status / 100 == 2 &&
         curl_easy_getinfo(r->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl) == CURLE_OK &&
         cl > 0 && (uint64_t)cl <= r->resp_limit && (size_t)cl > r->resp.len)
       br_xfer__buf_reserve(&r->resp, (size_t)cl - r->resp.len);
@@ -210,7 +226,7 @@ static size_t on_write(char *buf, size_t size, size_t n, void *ud) {
     }
     br_xfer__bucket_charge(&e->bucket, len);
   }
-  if (r->sink && r->status / 100 == 2) {
+  if (r->sink && r->status / 100 == 2 && !r->zstd_body) {
     if ((size_t)r->received + len > r->resp_limit) {
       r->too_big = true;
       return 0;
@@ -307,6 +323,7 @@ static int on_xferinfo(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut, cu
 
 static int start(br_xfer__engine *e, br_xfer__req *r, br_error *err) {
   r->checked = r->bad_range = r->range_ok = r->too_big = r->paused = r->told_sent = false;
+  r->zstd_body = false;
   r->status = 0;
   r->content_range[0] = 0;
   r->sent = r->sent_buf = r->sent_seg = r->seg = 0;
@@ -366,6 +383,10 @@ static int start(br_xfer__engine *e, br_xfer__req *r, br_error *err) {
              (long long)(r->range_from + r->resume), (long long)r->range_to);
     r->hdrs = curl_slist_append(r->hdrs, range);
   }
+  /* curl is not asked to decode (CURLOPT_ACCEPT_ENCODING): the frame comes
+   * to the callbacks as it was sent. */
+  if (r->accept_zstd && r->resume == 0)
+    r->hdrs = curl_slist_append(r->hdrs, "Accept-Encoding: zstd");
   curl_easy_setopt(c, CURLOPT_HTTPHEADER, r->hdrs);
   if (r->post) {
     curl_easy_setopt(c, CURLOPT_POST, 1L);

@@ -51,6 +51,11 @@ struct br_xfer__req {
   int64_t received; /* body bytes accepted, over attempts that resume */
   void *ctx;
   int64_t range_from, range_to, range_total; /* range_from < 0: no Range */
+  /* A ranged request from its first byte that takes, in place of the
+   * range, the whole object as one zstd frame (a 200 with Content-Encoding:
+   * zstd): such a body is kept in resp, not streamed, and zstd_body says
+   * that it came so. */
+  bool accept_zstd, zstd_body;
   size_t resp_limit;
   size_t resp_hint; /* expected response size: reserved up front */
   /* Response, for the callbacks. */

@@ -5,7 +5,9 @@
  *   POST /v1/chunks[?plain=incompressible]  bundle  -> {"stored":n}  (each verified;
  *                               plain=: its plain entries were found not to compress)
  *   POST /v1/fetch              {"chunks":[hex...],"zstd":b} -> bundle
- *   GET  /v1/chunk/HEX          one chunk, with Range (206 + Content-Range)
+ *   GET  /v1/chunk/HEX          one chunk, with Range (206 + Content-Range); with
+ *                               Accept-Encoding: zstd, a chunk kept as a zstd frame
+ *                               comes whole as the frame (200, Content-Encoding: zstd)
  *   POST /v1/snapshot?name=N    manifest            -> {"version":v}, with "same_as":u
  *                                                      when it holds the tree vu holds
  *   GET  /v1/snapshot?name=N[&version=V]            -> manifest, X-Braid-Version
@@ -370,10 +372,14 @@ static unsigned store_upload(br_depot *d, request *rq, br_error *err, int *store
         break;
       }
     }
-    if (len < BR_XFER__PACK_MAX_ENTRY) {
-      /* No lookup: the client sends what "missing" said is missing; one
-       * another client stored meanwhile is indexed once (the first copy
-       * wins) and its bytes here stay unused. */
+    /* A large chunk that came as a zstd frame is kept so too, in the
+     * pack: a pull that takes zstd gets the frame (do_chunk). */
+    bool framed = it.zstd && len >= BR_XFER__PACK_MAX_ENTRY;
+    if (framed && br_xfer__store_has(&d->store, &dg)) continue;
+    if (len < BR_XFER__PACK_MAX_ENTRY || framed) {
+      /* No lookup for small ones: the client sends what "missing" said is
+       * missing; one another client stored meanwhile is indexed once (the
+       * first copy wins) and its bytes here stay unused. */
       bool dup = false; /* the same chunk twice in one bundle */
       for (size_t i = npk; i-- > 0 && !dup && npk - i <= 64;)
         dup = br_xfer__digest_cmp(&pk[i].d, &dg) == 0;
@@ -941,6 +947,31 @@ static struct MHD_Response *chunk_body(br_depot *d, request *rq, int fd, int64_t
   return r;
 }
 
+/* Whether the request's Accept-Encoding names zstd (with no q=0). */
+static bool takes_zstd(struct MHD_Connection *c) {
+  const char *v = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Accept-Encoding");
+  while (v && *v) {
+    while (*v == ' ' || *v == '\t' || *v == ',') v++;
+    size_t n = strcspn(v, ",");
+    size_t name = strcspn(v, ";, \t");
+    if (name == 4 && strncasecmp(v, "zstd", 4) == 0) {
+      const char *q = memchr(v, ';', n);
+      if (!q) return true;
+      q++;
+      while (*q == ' ') q++;
+      return !(strncasecmp(q, "q=0", 3) == 0 && strspn(q + 3, ".0") == strcspn(q + 3, ", \t"));
+    }
+    v += n;
+  }
+  return false;
+}
+
+/* Whether the request has no Range, or one from byte 0. */
+static bool range_from_start(struct MHD_Connection *c) {
+  const char *range = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Range");
+  return !range || strncmp(range, "bytes=0-", 8) == 0;
+}
+
 static enum MHD_Result do_chunk(br_depot *d, struct MHD_Connection *c, request *rq,
                                 const char *hex) {
   br_xfer_digest dg;
@@ -949,13 +980,15 @@ static enum MHD_Result do_chunk(br_depot *d, struct MHD_Connection *c, request *
   loc one = {.rel = ""};
   if (br_xfer__store_open_object(&d->store, &dg, &fd, &one.off, &one.len, &one.raw))
     return reply_error(c, MHD_HTTP_NOT_FOUND, "chunk not in the depot");
-  /* A chunk stored compressed is answered from its raw bytes. */
+  /* A chunk stored compressed is answered from its raw bytes, or as its
+   * frame to a client that takes zstd and asks from the first byte. */
   br_xfer__buf raw = {0};
+  bool framed = one.raw > 0 && one.len < one.raw && takes_zstd(c) && range_from_start(c);
   if (one.raw > 0) {
     bool no_direct = false;
     int rc = one.raw > BR_XFER__MAX_CHUNK || !charge(d, rq, one.raw + one.len)
                  ? -ENOMEM
-                 : read_stored(&raw, fd, &no_direct, &one, &dg, false);
+                 : read_stored(&raw, fd, &no_direct, &one, &dg, framed);
     close(fd);
     fd = -1;
     if (rc) {
@@ -966,6 +999,15 @@ static enum MHD_Result do_chunk(br_depot *d, struct MHD_Connection *c, request *
                          rc == -ENOMEM ? "depot busy: too much data in flight"
                                        : "reading a chunk failed");
     }
+  }
+  if (framed) { /* raw holds one bundle entry: its header, then the frame */
+    struct MHD_Response *r = MHD_create_response_from_buffer(
+        (size_t)one.len, raw.data + BR_XFER__BUNDLE_HDR, MHD_RESPMEM_MUST_COPY);
+    br_xfer__buf_free(&raw);
+    if (!r) return MHD_NO;
+    MHD_add_response_header(r, "Content-Encoding", "zstd");
+    MHD_add_response_header(r, "Vary", "Accept-Encoding");
+    return queue_octets(c, r);
   }
   int64_t off = one.off, size = one.raw > 0 ? one.raw : one.len;
   const char *range = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Range");

@@ -1585,38 +1585,44 @@ static int chunk_flush(fetch *f, br_error *err) {
   return 0;
 }
 
-static int chunk_sink(br_xfer__req *r, const uint8_t *data, size_t len) {
-  fetch *f = r->ctx;
+/* The partial of f's file, opened (and reserved whole) at its first bytes. */
+static int chunk_open(fetch *f, br_error *err) {
   lfile *lf = f->files[0];
   const br_xfer_entry *e = lf->e;
   int64_t cs = lf->job->m->chunk_size;
-  if (lf->fd < 0) {
-    const char *base;
-    int dirfd = br_xfer__open_parent(lf->job->rootfd, lf->job->dir, e->path, true, &base,
-                                     &r->sink_err);
-    if (dirfd < 0) return dirfd;
-    char pn[64];
-    br_xfer__partial_name(base, pn, sizeof pn);
-    bool direct = false;
-    if (cs % BR_XFER__DIO_ALIGN == 0)
-      lf->fd = open_partial(f->p, dirfd, pn, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600, &direct);
-    else
-      lf->fd = openat(dirfd, pn, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
-    atomic_store(&lf->direct, direct);
-    int e2 = errno;
-    close(dirfd);
-    if (lf->fd < 0) return fail_io(&r->sink_err, "create", lf->job, e->path, e2);
-    /* Reserve the whole file at once: chunks land in parallel at scattered
-     * offsets, and a full disk shows now rather than midway. */
-    if (fallocate(lf->fd, 0, 0, e->size) != 0 && (errno == ENOSPC || errno == EDQUOT))
-      return fail_io(&r->sink_err, "write", lf->job, e->path, errno);
-  }
+  if (lf->fd >= 0) return 0;
+  const char *base;
+  int dirfd = br_xfer__open_parent(lf->job->rootfd, lf->job->dir, e->path, true, &base, err);
+  if (dirfd < 0) return dirfd;
+  char pn[64];
+  br_xfer__partial_name(base, pn, sizeof pn);
+  bool direct = false;
+  if (cs % BR_XFER__DIO_ALIGN == 0)
+    lf->fd = open_partial(f->p, dirfd, pn, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600, &direct);
+  else
+    lf->fd = openat(dirfd, pn, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+  atomic_store(&lf->direct, direct);
+  int e2 = errno;
+  close(dirfd);
+  if (lf->fd < 0) return fail_io(err, "create", lf->job, e->path, e2);
+  /* Reserve the whole file at once: chunks land in parallel at scattered
+   * offsets, and a full disk shows now rather than midway. */
+  if (fallocate(lf->fd, 0, 0, e->size) != 0 && (errno == ENOSPC || errno == EDQUOT))
+    return fail_io(err, "write", lf->job, e->path, errno);
+  return 0;
+}
+
+/* len more bytes of f's chunk, at at bytes into it, into the partial. */
+static int chunk_write(fetch *f, const uint8_t *data, size_t len, int64_t at, br_error *err) {
+  lfile *lf = f->files[0];
+  if (chunk_open(f, err)) return -1;
   if (!atomic_load(&lf->direct)) {
-    if (f->dlen && chunk_flush(f, &r->sink_err)) return -1; /* it just turned buffered */
+    if (f->dlen && chunk_flush(f, err)) return -1; /* it just turned buffered */
     wait_hashed(f); /* the pieces before these bytes */
     EVP_DigestUpdate(f->md, data, len);
-    int w = br_xfer__pwrite_all(lf->fd, data, len, (int64_t)f->chunk * cs + r->received);
-    return w ? fail_io(&r->sink_err, "write", lf->job, e->path, -w) : 0;
+    int64_t off = (int64_t)f->chunk * lf->job->m->chunk_size + at;
+    int w = br_xfer__pwrite_all(lf->fd, data, len, off);
+    return w ? fail_io(err, "write", lf->job, lf->e->path, -w) : 0;
   }
   /* Direct I/O: gathered into aligned pieces, each handed to a writer. */
   while (len) {
@@ -1631,7 +1637,7 @@ static int chunk_sink(br_xfer__req *r, const uint8_t *data, size_t len) {
       }
       pthread_mutex_unlock(&in->mu);
       if (!b && posix_memalign(&b, BR_XFER__DIO_ALIGN, DIRECT_PIECE) != 0)
-        return br_error_set(&r->sink_err, BR_ENOMEM, "out of memory");
+        return br_error_set(err, BR_ENOMEM, "out of memory");
       f->dbuf = b;
       f->dcap = DIRECT_PIECE;
     }
@@ -1640,9 +1646,33 @@ static int chunk_sink(br_xfer__req *r, const uint8_t *data, size_t len) {
     f->dlen += take;
     data += take;
     len -= take;
-    if (f->dlen == f->dcap && chunk_flush(f, &r->sink_err)) return -1;
+    if (f->dlen == f->dcap && chunk_flush(f, err)) return -1;
   }
   return 0;
+}
+
+static int chunk_sink(br_xfer__req *r, const uint8_t *data, size_t len) {
+  return chunk_write(r->ctx, data, len, r->received, &r->sink_err);
+}
+
+/* A chunk that came as a zstd frame (r->resp): inflated into the partial
+ * as a streamed one is written. The frame must give exactly len bytes;
+ * their digest is checked after, as for any chunk. */
+static int chunk_inflate(br_xfer__req *r, int64_t len, br_error *err) {
+  fetch *f = r->ctx;
+  size_t cap;
+  uint8_t *raw = br_xfer__mem_get((size_t)len ? (size_t)len : 1, &cap);
+  if (!raw) return br_error_set(err, BR_ENOMEM, "out of memory");
+  int rc = 0;
+  if (br_xfer__inflate(r->resp.data, r->resp.len, raw, (size_t)len) != 0) {
+    br_error_set(err, BR_ENET, "chunk %zu of %s: its zstd frame does not give its %lld bytes",
+                 f->chunk, f->files[0]->e->path, (long long)len);
+    rc = BR_XFER__RETRY;
+  } else if (chunk_write(f, raw, (size_t)len, 0, err)) {
+    rc = err->code ? err->code : BR_EIO;
+  }
+  br_xfer__mem_put(raw, cap);
+  return rc;
 }
 
 static int chunk_done(br_xfer__req *r, br_error *err) {
@@ -1652,7 +1682,10 @@ static int chunk_done(br_xfer__req *r, br_error *err) {
   const br_xfer_entry *e = lf->e;
   int64_t cs = lf->job->m->chunk_size, len = chunk_len(e, f->chunk, cs);
   br_xfer_digest got;
-  if (r->received != len) {
+  if (r->zstd_body) {
+    int zrc = chunk_inflate(r, len, err);
+    if (zrc) return zrc;
+  } else if (r->received != len) {
     br_error_set(err, BR_ENET, "chunk %zu of %s: %lld bytes, expected %lld", f->chunk,
                  e->path, (long long)r->received, (long long)len);
     return BR_XFER__RETRY;
@@ -2103,7 +2136,8 @@ static int submit_chunk(pull *p, ljob *jb, lfile *lf, size_t c, br_error *err) {
   r->range_from = 0;
   r->range_to = len - 1;
   r->range_total = len;
-  r->resp_limit = (size_t)len;
+  r->resp_limit = (size_t)len; /* a frame is kept only where it is smaller */
+  r->accept_zstd = p->o->compress != 0;
   f->md = EVP_MD_CTX_new();
   if (!f->md) {
     br_xfer__engine_submit(&p->eng, r); /* freed by the engine */

@@ -125,7 +125,8 @@ typedef struct br_xfer__bundle_iter {
 int br_xfer__bundle_open(br_xfer__bundle_iter *it, const void *data, size_t len,
                          br_error *err);
 /* The bytes a depot's pack of a bundle's entries smaller than limit (raw)
- * takes, each as it came (compressed or not), from their headers alone (a
+ * and its compressed ones of any size takes, each as it came, from their
+ * headers alone (a
  * bound for a buffer; the entries are checked later); *whole: every entry
  * goes into the pack, so the body, headers and all, can be the pack. */
 size_t br_xfer__bundle_pack_need(const void *data, size_t len, size_t limit, bool *whole);
@@ -143,6 +144,9 @@ size_t br_xfer__bundle_complete_len(const void *data, size_t len);
  * next). */
 bool br_xfer__stored_matches(const uint8_t *stored, size_t len, int64_t raw,
                              const br_xfer_digest *want, uint8_t **scratch, size_t *cap);
+/* The zstd frame of len bytes at frame, inflated into out: BR_OK when it
+ * gives exactly raw bytes, else BR_EINVAL. */
+int br_xfer__inflate(const uint8_t *frame, size_t len, uint8_t *out, size_t raw);
 /* bundle_put_at for a stored chunk at at: a stored zstd frame goes as it
  * is, as a compressed entry (compress must be set: a fetch that did not
  * ask for zstd inflates it with bundle_add_stored); a chunk stored plain
