@@ -6,6 +6,7 @@
  *
  *   bench-transfer [--quick] [--scale F] [--repeat N] [--dir DIR] [--keep] [--only CASE]
  *                  [--braid PATH] [--no-page-reporting]
+ *   (CASE: small, medium, large, latency; or floors, the small files' floors alone)
  *
  * Full size (the issue's cases): 10,000 x 64 KiB, 1,000 x 10 MB, 2 x 2 GiB,
  * an unchanged push of the 10,000, and 2,000 x 100 KiB pushed and pulled
@@ -14,9 +15,11 @@
  * fresh depot and rsync module each time, braid first and rsync first in
  * turn) and prints medians: on a shared machine one run says little.
  * Note: braid syncs every file it writes (depot and pull); rsync does not.
- * Many small files also print two floors, measured in the run from memory:
- * the least a verified, durable checkout and push of the tree cost on this
- * disk (floor_tree); large files the time SHA-256 of their bytes takes on
+ * Many small files also print floors, measured in the run: the least a
+ * verified, durable checkout and push of the tree cost on this disk, from
+ * memory (floor_tree), and a bare program's push, with the reading of the
+ * files and the loopback between its two ends (wire_floor); large files the time
+ * SHA-256 of their bytes takes on
  * every core (hash_floor). A ratio a floor already rules out is the
  * machine's, not the code's. On ext4 without a journal, each case starts
  * a minute after the last removal of files (fs_settle). */
@@ -28,6 +31,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <glob.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -554,6 +558,124 @@ static double floor_tree(const char *dir, int n, int64_t size, bool pack) {
   return now() - t;
 }
 
+/* A bare push (wire_floor): a plain program that does only what a push
+ * cannot do without, from the tree on disk to packs on disk, with the two
+ * ends on this machine as the bench runs them. Not a floor in the strict
+ * sense (a cleverer program may do better), but what the simplest honest
+ * pipeline of that work costs here. WIRE_PAIRS senders each read their
+ * share of the files (page cache), hash each, and send digest and bytes
+ * over a loopback TCP connection of their own; a receiver for each reads
+ * them, hashes each again, gathers them into packs of PACK_BYTES written
+ * as floor_write does, and a syncfs ends it. No HTTP, no index, no
+ * manifest, no hash cache and no process start: braid's push pays all of
+ * those on top. */
+#define WIRE_PAIRS 8
+
+typedef struct wire_arg {
+  const char *src;
+  int fd, dfd, n, first;
+  int64_t size;
+} wire_arg;
+
+static void *wire_send(void *arg) {
+  wire_arg *a = arg;
+  uint8_t *buf = malloc((size_t)a->size + BR_XFER_DIGEST_LEN);
+  if (!buf) die("%s", "wire floor: no memory");
+  char path[1200];
+  for (int i = a->first; i < a->n; i += WIRE_PAIRS) {
+    snprintf(path, sizeof path, "%s/f.%05d.bgeo", a->src, i + 1);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    uint8_t *data = buf + BR_XFER_DIGEST_LEN;
+    if (fd < 0 || br_xfer__pread_all(fd, data, (size_t)a->size, 0) != 0)
+      die("wire floor: cannot read %s", path);
+    close(fd);
+    br_xfer_sha256(data, (size_t)a->size, (br_xfer_digest *)buf);
+    size_t len = (size_t)a->size + BR_XFER_DIGEST_LEN, off = 0;
+    while (off < len) {
+      ssize_t w = write(a->fd, buf + off, len - off);
+      if (w <= 0) die("%s", "wire floor: send failed");
+      off += (size_t)w;
+    }
+  }
+  free(buf);
+  shutdown(a->fd, SHUT_WR);
+  return NULL;
+}
+
+static void *wire_recv(void *arg) {
+  wire_arg *a = arg;
+  size_t entry = (size_t)a->size + BR_XFER_DIGEST_LEN;
+  uint8_t *pack = NULL;
+  if (posix_memalign((void **)&pack, 4096, PACK_BYTES + entry + 4096) != 0)
+    die("%s", "wire floor: no memory");
+  size_t used = 0, got = 0; /* pack bytes kept; bytes of the entry being read */
+  int packs = 0;
+  char name[64];
+  for (;;) {
+    ssize_t r = read(a->fd, pack + used + got, entry - got);
+    if (r < 0) die("%s", "wire floor: receive failed");
+    got += (size_t)r;
+    if (r > 0 && got < entry) continue;
+    if (got == entry) {
+      br_xfer_digest d;
+      br_xfer_sha256(pack + used + BR_XFER_DIGEST_LEN, (size_t)a->size, &d);
+      if (memcmp(d.b, pack + used, BR_XFER_DIGEST_LEN) != 0) die("%s", "wire floor: bad digest");
+      used += entry;
+      got = 0;
+    }
+    if (used && (used >= PACK_BYTES || r == 0)) {
+      snprintf(name, sizeof name, "pack-%d-%d", a->first, packs++);
+      floor_write(a->dfd, name, pack, used);
+      used = 0;
+    }
+    if (r == 0) break;
+  }
+  free(pack);
+  return NULL;
+}
+
+static double wire_floor(const char *src, const char *dir, int n, int64_t size) {
+  char cmd[4200];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s'", dir, dir);
+  sh(cmd);
+  int dfd = open(dir, O_RDONLY | O_DIRECTORY);
+  if (dfd < 0) die("cannot open %s", dir);
+  int lfd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in sa = {0};
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t sl = sizeof sa;
+  if (lfd < 0 || bind(lfd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(lfd, 8) != 0 ||
+      getsockname(lfd, (struct sockaddr *)&sa, &sl) != 0)
+    die("%s", "wire floor: no socket");
+  wire_arg snd[WIRE_PAIRS], rcv[WIRE_PAIRS];
+  for (int i = 0; i < WIRE_PAIRS; i++) {
+    int c = socket(AF_INET, SOCK_STREAM, 0);
+    if (c < 0 || connect(c, (struct sockaddr *)&sa, sizeof sa) != 0)
+      die("%s", "wire floor: connect");
+    int one = 1; /* each file's short tail goes at once, as curl's do */
+    setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    int s2 = accept(lfd, NULL, NULL);
+    if (s2 < 0) die("%s", "wire floor: accept");
+    snd[i] = (wire_arg){src, c, -1, n, i, size};
+    rcv[i] = (wire_arg){src, s2, dfd, n, i, size};
+  }
+  close(lfd);
+  pthread_t th[2 * WIRE_PAIRS];
+  sync();
+  double t = now();
+  for (int i = 0; i < WIRE_PAIRS; i++) {
+    pthread_create(&th[2 * i], NULL, wire_send, &snd[i]);
+    pthread_create(&th[2 * i + 1], NULL, wire_recv, &rcv[i]);
+  }
+  for (int i = 0; i < 2 * WIRE_PAIRS; i++) pthread_join(th[i], NULL);
+  syncfs(dfd);
+  double took = now() - t;
+  for (int i = 0; i < WIRE_PAIRS; i++) close(snd[i].fd), close(rcv[i].fd);
+  close(dfd);
+  return took;
+}
+
 /* How long SHA-256 over bytes takes from memory, on every core at once
  * (8 MiB chunks, as braid cuts files). */
 #define HASH_PIECE (8 << 20)
@@ -612,7 +734,7 @@ static void case_files(bench *b, const char *label, const char *name, int n, int
   char src[1024], dst[1024], cmd[8192], sub[300];
   double bp[MAX_REPEAT], rp[MAX_REPEAT], rps[MAX_REPEAT], bl[MAX_REPEAT], rl[MAX_REPEAT],
       rls[MAX_REPEAT], bu[MAX_REPEAT], ru[MAX_REPEAT], rus[MAX_REPEAT], cp[MAX_REPEAT],
-      fl[MAX_REPEAT], fp[MAX_REPEAT], hf[MAX_REPEAT];
+      fl[MAX_REPEAT], fp[MAX_REPEAT], fw[MAX_REPEAT], hf[MAX_REPEAT];
   int reps = b->repeat;
   bool with_floor = n >= 100 && size <= 1024 * 1024; /* many small files: their checkout floor too */
   /* trees of many small files are kept until the end: removing 10,000
@@ -655,6 +777,8 @@ static void case_files(bench *b, const char *label, const char *name, int n, int
       fl[r] = floor_tree(fdir, n, size, false);
       snprintf(fdir, sizeof fdir, "%s/%s-floor-push-%d", b->dir, name, r);
       fp[r] = floor_tree(fdir, n, size, true);
+      snprintf(fdir, sizeof fdir, "%s/%s-floor-wire-%d", b->dir, name, r);
+      fw[r] = wire_floor(src, fdir, n, size);
     }
     if (size >= 100 * 1000 * 1000) {
       /* cp with a final sync, as braid syncs what it writes */
@@ -682,6 +806,8 @@ static void case_files(bench *b, const char *label, const char *name, int n, int
               "no network", "pull", median(fl, reps), mbl, median(rl, reps));
     floor_row("push floor", "hash twice: client and depot; 8 MiB packs, direct, syncfs", "push",
               median(fp, reps), mbp, median(rp, reps));
+    floor_row("bare push", "a bare program: read the files, hash, loopback TCP, hash, packs",
+              "push", median(fw, reps), mbp, median(rp, reps));
   }
   if (size >= 100 * 1000 * 1000) {
     double mb = (double)n * (double)size / 1e6, mcp = median(cp, reps);
@@ -697,6 +823,33 @@ static void case_files(bench *b, const char *label, const char *name, int n, int
   depot_at(b, "depot");
   snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'/%s-pull-* '%s'/%s-rsyncpull-* '%s'/rsyncd/%s-* '%s'/depot-%s* '%s'/%s-floor-*",
            src, b->dir, name, b->dir, name, b->dir, name, b->dir, name, b->dir, name);
+  sh(cmd);
+  fs_deleted_at = now();
+}
+
+/* The small files' floors alone (--only floors), to study them: no braid,
+ * no rsync. */
+static void case_floors(bench *b, int n, int64_t size) {
+  char src[1024], fdir[1100], cmd[4200];
+  double fl[MAX_REPEAT], fp[MAX_REPEAT], fw[MAX_REPEAT];
+  snprintf(src, sizeof src, "%s/floors-src", b->dir);
+  make_tree(src, n, size, (uint64_t)n * 7 + (uint64_t)size);
+  sh("sync");
+  fs_settle();
+  printf("floors of small files (%d files of %lld bytes)\n", n, (long long)size);
+  for (int r = 0; r < b->repeat; r++) {
+    snprintf(fdir, sizeof fdir, "%s/floors-checkout-%d", b->dir, r);
+    fl[r] = floor_tree(fdir, n, size, false);
+    snprintf(fdir, sizeof fdir, "%s/floors-push-%d", b->dir, r);
+    fp[r] = floor_tree(fdir, n, size, true);
+    snprintf(fdir, sizeof fdir, "%s/floors-wire-%d", b->dir, r);
+    fw[r] = wire_floor(src, fdir, n, size);
+    printf("    run %d: checkout %.2fs, push %.2fs, bare push %.2fs\n", r + 1, fl[r],
+           fp[r], fw[r]);
+  }
+  printf("  medians: checkout %.2fs, push %.2fs, bare push %.2fs\n",
+         median(fl, b->repeat), median(fp, b->repeat), median(fw, b->repeat));
+  snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'/floors-*", src, b->dir);
   sh(cmd);
   fs_deleted_at = now();
 }
@@ -746,7 +899,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(argv[i], "--no-page-reporting")) no_reporting = true;
     else {
       printf("usage: bench-transfer [--quick] [--scale F] [--repeat N] [--dir DIR] [--keep]\n"
-             "                      [--only small|medium|large|latency] [--braid PATH]\n"
+             "                      [--only small|medium|large|latency|floors] [--braid PATH]\n"
              "                      [--no-page-reporting]\n"
              "  --braid PATH: the depot is `PATH depot`, a process of its own (as deployed);\n"
              "                without it, a depot in this process\n"
@@ -789,6 +942,7 @@ int main(int argc, char **argv) {
     case_files(&b, "medium files", "medium", n2 < 2 ? 2 : n2, 10 * 1000 * 1000, false);
   if (WANT("large")) case_files(&b, "large files", "large", 2, big, false);
   if (WANT("latency")) case_latency(&b, n4 < 50 ? 50 : n4, 100 * 1024);
+  if (only && !strcmp(only, "floors")) case_floors(&b, n1 < 10 ? 10 : n1, 64 * 1024);
   stop(&b);
   if (!keep) {
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", b.dir);

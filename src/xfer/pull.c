@@ -1598,7 +1598,8 @@ static int chunk_open(fetch *f, br_error *err) {
   br_xfer__partial_name(base, pn, sizeof pn);
   bool direct = false;
   if (cs % BR_XFER__DIO_ALIGN == 0)
-    lf->fd = open_partial(f->p, dirfd, pn, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600, &direct);
+    lf->fd = open_partial(f->p, dirfd, pn, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600,
+                          &direct);
   else
     lf->fd = openat(dirfd, pn, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
   atomic_store(&lf->direct, direct);
