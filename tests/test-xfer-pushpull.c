@@ -382,6 +382,41 @@ TEST(large_chunks_that_compress_are_pulled_compressed) {
   xu_done(tmp);
 }
 
+/* Chunks of zeros (a sparse file's holes, or zeros written out) are not
+ * fetched: the pull leaves holes there, so a sparse file stays sparse. */
+TEST(zero_chunks_are_holes_not_fetched) {
+  char *tmp = br_test_tmpdir("xfer-pp-sparse");
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "vol");
+  const int64_t hole = 4 * 1024 * 1024, edge = 256 * 1024;
+  xu_make_file(src, "vol/density.0001.vdb", (size_t)edge, 1);
+  char *path = xu_path(src, "vol/density.0001.vdb");
+  int fd = open(path, O_WRONLY);
+  CHECK(fd >= 0);
+  uint8_t tail[300 * 1024];
+  xu_fill(tail, sizeof tail, 2);
+  CHECK(pwrite(fd, tail, sizeof tail, edge + hole) == (ssize_t)sizeof tail);
+  close(fd);
+  const int64_t size = edge + hole + (int64_t)sizeof tail;
+  br_xfer_opts o;
+  xu_opts(&o, tmp); /* 256 KiB chunks: 16 of them zeros */
+  o.compress = 0;   /* so the bytes moved show what was fetched */
+  br_xfer_result res;
+  push_ok(src, ref, &o, &res);
+  pull_ok(ref, dst, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+  CHECK(res.bytes_moved < size - hole + 64 * 1024);
+  char *got = xu_path(dst, "vol/density.0001.vdb");
+  struct stat st;
+  CHECK_EQ_INT(stat(got, &st), 0);
+  CHECK_EQ_INT(st.st_size, size);
+  CHECK((int64_t)st.st_blocks * 512 < size - hole / 2); /* the holes are holes */
+  free(got), free(path), free(src), free(dst), free(ref);
+  xu_depot_stop(&x);
+  xu_done(tmp);
+}
+
 TEST(many_snapshots_at_once) {
   char *tmp = br_test_tmpdir("xfer-pp-many");
   xu_depot x;

@@ -128,6 +128,9 @@ typedef struct pull {
   size_t cmap_cap, cmap_n;
   struct ccopy *copies;
   size_t ncopies, copies_cap;
+  /* the digest of a chunk of zero_len zero bytes (zero_len 0: none yet) */
+  int64_t zero_len;
+  br_xfer_digest zero;
 } pull;
 
 typedef struct fetch {
@@ -1585,9 +1588,8 @@ static int chunk_flush(fetch *f, br_error *err) {
   return 0;
 }
 
-/* The partial of f's file, opened (and reserved whole) at its first bytes. */
-static int chunk_open(fetch *f, br_error *err) {
-  lfile *lf = f->files[0];
+/* The partial of lf's file, opened (and reserved whole) at its first bytes. */
+static int partial_open(pull *p, lfile *lf, br_error *err) {
   const br_xfer_entry *e = lf->e;
   int64_t cs = lf->job->m->chunk_size;
   if (lf->fd >= 0) return 0;
@@ -1598,7 +1600,7 @@ static int chunk_open(fetch *f, br_error *err) {
   br_xfer__partial_name(base, pn, sizeof pn);
   bool direct = false;
   if (cs % BR_XFER__DIO_ALIGN == 0)
-    lf->fd = open_partial(f->p, dirfd, pn, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600,
+    lf->fd = open_partial(p, dirfd, pn, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600,
                           &direct);
   else
     lf->fd = openat(dirfd, pn, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
@@ -1616,7 +1618,7 @@ static int chunk_open(fetch *f, br_error *err) {
 /* len more bytes of f's chunk, at at bytes into it, into the partial. */
 static int chunk_write(fetch *f, const uint8_t *data, size_t len, int64_t at, br_error *err) {
   lfile *lf = f->files[0];
-  if (chunk_open(f, err)) return -1;
+  if (partial_open(f->p, lf, err)) return -1;
   if (!atomic_load(&lf->direct)) {
     if (f->dlen && chunk_flush(f, err)) return -1; /* it just turned buffered */
     wait_hashed(f); /* the pieces before these bytes */
@@ -2122,6 +2124,45 @@ static int make_dir(ljob *jb, const br_xfer_entry *e, br_error *err) {
   return rc;
 }
 
+/* Whether chunk c of lf is all zeros, from its digest alone: a chunk of
+ * the snapshot's chunk size (a file's last, shorter one is fetched). */
+static bool zero_chunk(pull *p, const lfile *lf, size_t c) {
+  int64_t cs = lf->job->m->chunk_size;
+  if (chunk_len(lf->e, c, cs) != cs || cs > BR_XFER__MAX_CHUNK) return false;
+  if (p->zero_len != cs) {
+    uint8_t *z = calloc(1, (size_t)cs);
+    if (!z) return false;
+    br_xfer_sha256(z, (size_t)cs, &p->zero);
+    free(z);
+    p->zero_len = cs;
+  }
+  return br_xfer__digest_cmp(&p->zero, &lf->e->chunks[c]) == 0;
+}
+
+/* Chunk c of lf, all zeros, made a hole in the partial: nothing fetched,
+ * nothing written (a sparse file stays sparse). Zeros are written where
+ * the file system cannot punch holes. */
+static int zero_hole(pull *p, lfile *lf, size_t c, br_error *err) {
+  int rc = partial_open(p, lf, err);
+  if (rc) return rc;
+  int64_t cs = lf->job->m->chunk_size, off = (int64_t)c * cs;
+  if (fallocate(lf->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, cs) != 0) {
+    if (errno != EOPNOTSUPP && errno != ENOSYS)
+      return fail_io(err, "write", lf->job, lf->e->path, errno);
+    void *z = NULL; /* aligned: the partial may be open for direct I/O */
+    if (posix_memalign(&z, BR_XFER__DIO_ALIGN, (size_t)cs) != 0)
+      return br_error_set(err, BR_ENOMEM, "out of memory");
+    memset(z, 0, (size_t)cs);
+    int w = br_xfer__pwrite_all(lf->fd, z, (size_t)cs, off);
+    free(z);
+    if (w) return fail_io(err, "write", lf->job, lf->e->path, -w);
+  }
+  lf->ok[c] = true;
+  lf->left--;
+  p->eng.prog.bytes_done += cs;
+  return lf->left == 0 ? finalize(p, lf, err) : BR_OK;
+}
+
 /* A ranged GET of chunk c of lf, submitted. */
 static int submit_chunk(pull *p, ljob *jb, lfile *lf, size_t c, br_error *err) {
   char hex[BR_XFER_HEX_LEN + 1], path[100];
@@ -2310,6 +2351,10 @@ static int run_pull(pull *p, const char *const *sources, const char *const *dirs
         continue;
       }
       for (size_t c = 0; c < lf->e->nchunks; c++) {
+        if (!lf->ok[c] && zero_chunk(p, lf, c)) {
+          if ((rc = zero_hole(p, lf, c, err))) return rc;
+          continue;
+        }
         /* in the partial already (a resume), fetched here, or a copy */
         const csrc *s = cmap_find(p, &lf->e->chunks[c]);
         if (lf->ok[c] || !s) {
