@@ -672,3 +672,26 @@ TEST(farm_log_follow_survives_a_server_restart) {
   free(text);
   farm_stop(&F);
 }
+
+/* A job whose output holds a NUL byte and bytes that are not UTF-8: its
+ * log reaches the server (those bytes as '?', in place), it finishes, and
+ * so do the jobs after it on that agent. Before, the server refused the
+ * report with the NUL for good and the agent's results stopped there. */
+TEST(farm_job_output_with_a_nul_byte) {
+  farm_start(&F, "farm-cli-nul", "--poll-wait 1");
+  farm_agent(&F, "n1", "--slots 1");
+  const char *job = "{\"shell\":\"printf 'a\\\\000b\\\\377c\\\\n'; echo job {index}\"}";
+  int64_t t = farm_submit_graph(&F, farm_jobs_graph("nul", 3, job), NULL, 0, NULL);
+  CHECK(farm_settle(&F, 30));
+  int64_t c[BR_TASK_NSTATES];
+  farm_counts(&F, c);
+  CHECK_EQ_INT(c[BR_TASK_DONE], 4);
+  char cmd[4096];
+  snprintf(cmd, sizeof cmd, "env BRAID_SERVER='%s' BRAID_TOKEN='%s' '%s' log %lld", F.url, F.user,
+           farm_bin(), (long long)(t + 1));
+  char *text = farm_capture(cmd);
+  CHECK_CONTAINS(text, "a?b?c\n");
+  CHECK_CONTAINS(text, "job ");
+  free(text);
+  farm_stop(&F);
+}

@@ -229,13 +229,15 @@ static int utf8_seq(const unsigned char *p, size_t n) {
   return len;
 }
 
-/* Copies data as valid UTF-8 into out (same length); an incomplete
- * sequence at the end goes to hold (unless final). Returns bytes written. */
+/* Copies data as valid UTF-8 into out (same length): a byte that is not,
+ * and a NUL (which the server's JSON refuses), becomes '?'; an incomplete
+ * sequence at the end goes to hold (unless final). Returns bytes written.
+ * The agent's own log of the job keeps the bytes as they came. */
 static size_t sanitize(const char *data, size_t n, char *out, char *hold, int *nhold, bool final) {
   const unsigned char *p = (const unsigned char *)data;
   size_t i = 0, o = 0;
   while (i < n) {
-    int len = utf8_seq(p + i, n - i);
+    int len = p[i] ? utf8_seq(p + i, n - i) : -1;
     if (len > 0) {
       memcpy(out + o, p + i, (size_t)len);
       o += (size_t)len;
@@ -835,6 +837,23 @@ static void acked(br_agent *a, int64_t upto) { /* lock held */
   }
 }
 
+/* Says (opts.log, else stderr) that the server refused a report: why, and
+ * the event dropped for it (NULL: none yet, its events go one by one). */
+static void refused_report(br_agent *a, const char *why, const event *dropped) {
+  char msg[1000];
+  if (!dropped)
+    snprintf(msg, sizeof msg, "the server refused a report (HTTP 400: %.500s): sending its "
+             "events one at a time", why);
+  else {
+    const char *type = json_string_value(json_object_get(dropped->j, "type"));
+    snprintf(msg, sizeof msg, "the server refused a report event (HTTP 400: %.500s): the %s "
+             "event of task %lld is dropped", why, type ? type : "?",
+             (long long)json_integer_value(json_object_get(dropped->j, "task")));
+  }
+  if (a->log) a->log(a->log_ud, msg);
+  else fprintf(stderr, "braid: agent: %s\n", msg);
+}
+
 static void *report_main(void *ud) {
   br_agent *a = ud;
   br_error err;
@@ -846,6 +865,7 @@ static void *report_main(void *ud) {
   snprintf(path, sizeof path, "/api/v1/agents/%s/report", a->id);
   int backoff = 100;
   int64_t final_deadline = 0;
+  int64_t single_until = 0; /* events up to this one go a report each */
   pthread_mutex_lock(&a->mu);
   for (;;) {
     if (a->final && !final_deadline) final_deadline = now_ms() + FINAL_FLUSH_MS;
@@ -858,9 +878,9 @@ static void *report_main(void *ud) {
     }
     json_t *events = json_array();
     event *last = NULL;
-    int n = 0;
+    int n = 0, most = a->ev_head && a->ev_head->seq <= single_until ? 1 : BATCH_EVENTS;
     size_t bytes = 0;
-    for (event *e = a->ev_head; e && n < BATCH_EVENTS; e = e->next, n++) {
+    for (event *e = a->ev_head; e && n < most; e = e->next, n++) {
       if (e->output) {
         bytes += json_string_length(json_object_get(e->j, "data"));
         if (n && bytes > BATCH_BYTES) break; /* the rest in the next report */
@@ -877,6 +897,8 @@ static void *report_main(void *ud) {
     int st = br_http_client_call(c, "POST", path, body, &ans, &err);
     json_decref(body);
     if (st == 401 || st == 403) refused(a, "report", st, ans); /* nothing sent will be taken */
+    char why[600] = "";
+    if (st == 400) snprintf(why, sizeof why, "%.500s", br_http_error_message(ans, st));
     json_decref(ans);
     pthread_mutex_lock(&a->mu);
     for (event *e = a->ev_head; e; e = e->next) {
@@ -892,6 +914,15 @@ static void *report_main(void *ud) {
         pthread_cond_broadcast(&a->cv);
         uv_async_send(&a->async);
       }
+    } else if (st == 400 && last && n > 1) {
+      /* The server cannot take something in this report: asking again
+       * will not help, and waiting would hold back every later result.
+       * Its events go one at a time, so only what is refused is lost. */
+      single_until = last->seq;
+      refused_report(a, why, NULL);
+    } else if (st == 400 && last) {
+      refused_report(a, why, last);
+      acked(a, last->seq); /* dropped */
     } else if (st == 409) {
       a->need_register = true; /* the poll thread registers; then we go on */
       nap(a, 200);
