@@ -695,3 +695,32 @@ TEST(farm_job_output_with_a_nul_byte) {
   free(text);
   farm_stop(&F);
 }
+
+/* braid log --invocation ID prints that invocation only; an id the task
+ * does not have is an error that names the ones it has. */
+TEST(farm_log_of_one_invocation) {
+  farm_start(&F, "farm-cli-loginv", "--poll-wait 1");
+  farm_agent(&F, "li", "--slots 1");
+  const char *job = "{\"shell\":\"echo attempt $BRAID_INVOCATION_ID; exit 3\",\"retries\":1}";
+  int64_t t = farm_submit_graph(&F, farm_jobs_graph("twice", 1, job), NULL, 0, NULL) + 1;
+  CHECK(farm_settle(&F, 30));
+  char ts[32], *out;
+  snprintf(ts, sizeof ts, "%lld", (long long)t);
+  json_t *invs = braid_json("log %s --json", ts);
+  CHECK_EQ_INT(json_array_size(invs), 2);
+  long long i1 = json_integer_value(json_object_get(json_array_get(invs, 0), "id"));
+  long long i2 = json_integer_value(json_object_get(json_array_get(invs, 1), "id"));
+  json_decref(invs);
+  CHECK_EQ_INT(braid(&out, F.user, "log %s --invocation %lld", ts, i1), 0);
+  char want[64];
+  snprintf(want, sizeof want, "attempt %lld\n", i1);
+  CHECK_CONTAINS(out, want);
+  snprintf(want, sizeof want, "attempt %lld\n", i2);
+  CHECK(strstr(out, want) == NULL);
+  free(out);
+  CHECK_EQ_INT(braid(&out, F.user, "log %s --invocation 999999", ts), 1);
+  snprintf(want, sizeof want, "no invocation 999999 (its invocations: %lld, %lld)", i1, i2);
+  CHECK_CONTAINS(out, want);
+  free(out);
+  farm_stop(&F);
+}

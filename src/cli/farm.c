@@ -645,11 +645,28 @@ int br_cli_log_remote(int argc, char **argv) {
     return BR_EXIT_FAILED;
   }
   /* which: every one, one, or the last */
-  size_t first = all ? 0 : n ? n - 1 : 0;
+  size_t first = all ? 0 : n ? n - 1 : 0, end = n;
   long long cur = 0;
-  for (size_t i = 0; want && i < n; i++)
-    if (json_integer_value(json_object_get(json_array_get(list, i), "id")) == want) first = i;
-  for (size_t i = first; i < n || (i == first && follow); i++) {
+  if (want) {
+    size_t i = 0;
+    while (i < n && json_integer_value(json_object_get(json_array_get(list, i), "id")) != want)
+      i++;
+    if (i == n) {
+      char ids[256] = "";
+      for (size_t k = 0, at = 0; k < n && at < sizeof ids - 24; k++)
+        at += (size_t)snprintf(ids + at, sizeof ids - at, "%s%lld", k ? ", " : "",
+                               (long long)json_integer_value(
+                                   json_object_get(json_array_get(list, k), "id")));
+      if (n) br_cli_errorf("task %lld has no invocation %lld (its invocations: %s)", id, want, ids);
+      else br_cli_errorf("task %lld has no invocation %lld: it has run no job yet", id, want);
+      json_decref(invs);
+      br_remote_close(&rm);
+      return BR_EXIT_FAILED;
+    }
+    first = i;
+    end = i + 1;
+  }
+  for (size_t i = first; i < end || (i == first && follow); i++) {
     json_t *inv = json_array_get(list, i);
     cur = inv ? json_integer_value(json_object_get(inv, "id")) : 0;
     if (inv)
