@@ -724,3 +724,20 @@ TEST(farm_log_of_one_invocation) {
   free(out);
   farm_stop(&F);
 }
+
+/* braid ls --json prints a page as a list, and says on stderr that there
+ * is more, as the table does. */
+TEST(farm_ls_json_says_when_there_is_more) {
+  farm_start(&F, "farm-cli-lsmore", "--poll-wait 1");
+  farm_submit_graph(&F, farm_jobs_graph("one", 1, "{\"shell\":\"true\"}"), NULL, 0, NULL);
+  farm_submit_graph(&F, farm_jobs_graph("two", 1, "{\"shell\":\"true\"}"), NULL, 0, NULL);
+  char *out;
+  CHECK_EQ_INT(braid(&out, F.user, "ls --json --limit 1"), 0);
+  CHECK(out[0] == '[');
+  CHECK_CONTAINS(out, "]\nbraid: more: braid ls --after ");
+  free(out);
+  CHECK_EQ_INT(braid(&out, F.user, "ls --json --all"), 0);
+  CHECK(strstr(out, "braid: more") == NULL);
+  free(out);
+  farm_stop(&F);
+}

@@ -171,7 +171,8 @@ static const char *ls_usage =
     "usage: braid ls [--state STATE] [--node NODE] [--group ID] [--parent ID] [--graph ID]\n"
     "                [--limit N] [--after ID] [--all] [--server URL] [--token TOKEN] [--json]\n\n"
     "Lists a server's tasks, oldest first: id, state, node, name, error. A page at a\n"
-    "time (--limit, default 100; --after ID for the next one), or --all of them.\n" BR_REMOTE_HELP;
+    "time (--limit, default 100; --after ID for the next one), or --all of them;\n"
+    "when there are more, stderr says how to get them (with --json too).\n" BR_REMOTE_HELP;
 
 int br_cli_ls(int argc, char **argv) {
   static const struct option opts[] = {
@@ -275,7 +276,7 @@ int br_cli_ls(int argc, char **argv) {
     if (more) after = json_integer_value(next);
     json_decref(ans);
     if (!all || !more) {
-      if (!all && more && !r.json)
+      if (!all && more) /* with --json too: stdout stays the list */
         fprintf(stderr, "braid: more: braid ls --after %lld ... (or --all)\n", after);
       break;
     }
