@@ -741,3 +741,50 @@ TEST(farm_ls_json_says_when_there_is_more) {
   free(out);
   farm_stop(&F);
 }
+
+/* The limit `braid server --limit` gives is for that run; one set through
+ * the API is kept across restarts. What a start finds does not depend on
+ * whether something else (a drain) saved the settings meanwhile. */
+static void restart_with(const char *args) {
+  kill(F.server, SIGTERM);
+  CHECK_EQ_INT(farm_wait(F.server), 0);
+  snprintf(F.server_args, sizeof F.server_args, "%s", args);
+  farm_server_start(&F);
+}
+
+static json_t *houdini_max(void) {
+  json_t *out = NULL;
+  CHECK_EQ_INT(farm_call(&F, F.admin, "GET", "/api/v1/limits", NULL, &out), 200);
+  json_t *h = json_object_get(json_object_get(out, "limits"), "houdini");
+  json_t *m = json_incref(json_object_get(h, "max"));
+  json_decref(out);
+  return m;
+}
+
+TEST(farm_limit_flag_is_for_its_run) {
+  farm_start(&F, "farm-cli-limits", "--limit houdini=2");
+  json_t *m = houdini_max();
+  CHECK_EQ_INT(json_integer_value(m), 2);
+  json_decref(m);
+  char *out;
+  CHECK_EQ_INT(braid(&out, F.admin, "workers drain somebox"), 0); /* saves the settings */
+  free(out);
+  restart_with("");
+  m = houdini_max();
+  CHECK(m == NULL || json_is_null(m));
+  json_decref(m);
+  json_t *body = json_pack("{si}", "max", 4);
+  CHECK_EQ_INT(farm_call(&F, F.admin, "PUT", "/api/v1/limits/houdini", body, NULL), 200);
+  json_decref(body);
+  restart_with("--limit houdini=7");
+  m = houdini_max();
+  CHECK_EQ_INT(json_integer_value(m), 7);
+  json_decref(m);
+  CHECK_EQ_INT(braid(&out, F.admin, "workers undrain somebox"), 0);
+  free(out);
+  restart_with("");
+  m = houdini_max();
+  CHECK_EQ_INT(json_integer_value(m), 4);
+  json_decref(m);
+  farm_stop(&F);
+}

@@ -232,18 +232,13 @@ static bool parse_id(const char *s, int64_t *out) {
 
 /* ---- settings kept across restarts ---- */
 
+/* The limits kept are those set through the API (settings "limits", kept
+ * up to date by op_limit_set), not the ones in force: a --limit given to
+ * one run of the server is for that run, and what the next start finds
+ * does not depend on whether something else was saved meanwhile. */
 static void settings_save(br_server *s) {
   if (!s->settings_file) return;
   json_object_set_new(s->settings, "workers", br_farm_worker_settings(s->ex));
-  json_t *lim = json_object(), *cur = br_farm_limits(s->ex);
-  const char *k;
-  json_t *v;
-  json_object_foreach(cur, k, v) {
-    json_t *m = json_object_get(v, "max");
-    if (json_is_integer(m)) json_object_set(lim, k, m);
-  }
-  json_decref(cur);
-  json_object_set_new(s->settings, "limits", lim);
   char *text = json_dumps(s->settings, JSON_INDENT(2) | JSON_SORT_KEYS);
   br_error err;
   if (text) br_runtime_write_file(s->settings_file, text, strlen(text), &err);
@@ -1200,6 +1195,9 @@ static void op_limit_set(br_server *s, op *o) {
   json_t *m = json_object_get(o->body, "max");
   if (br_farm_limit_set(s->ex, o->name, json_is_integer(m) ? (int)json_integer_value(m) : -1, &err))
     return answer_error(o, &err);
+  json_t *kept = json_object_get(s->settings, "limits");
+  if (json_is_integer(m)) json_object_set(kept, o->name, m);
+  else json_object_del(kept, o->name);
   settings_save(s);
   json_t *all = br_farm_limits(s->ex), *l = json_object_get(all, o->name);
   br_http_reply_json(o->rq, 200, json_pack("{sssO}", "name", o->name, "limit", l ? l : json_null()));
@@ -1473,6 +1471,8 @@ int br_server_open(const br_server_opts *o, br_server **out, br_error *err) {
   }
   if (!json_is_object(json_object_get(s->settings, "groups")))
     json_object_set_new(s->settings, "groups", json_object());
+  if (!json_is_object(json_object_get(s->settings, "limits")))
+    json_object_set_new(s->settings, "limits", json_object());
   int rc = br_auth_open_warn(o->token_file, o->warn, o->warn_ud, &s->auth, err);
   if (!rc) rc = br_store_open(o->store, 0, &s->store, err);
   if (!rc) br_store_set_log(s->store, o->warn, o->warn_ud); /* a wait for a lock, told */
