@@ -788,3 +788,37 @@ TEST(farm_limit_flag_is_for_its_run) {
   json_decref(m);
   farm_stop(&F);
 }
+
+/* A job that prints more than the agent holds (80 MB) while the server
+ * does not answer (stopped): the server's log has no hole of NULs and no
+ * cut end; what was left out is said there, with where the whole log is. */
+TEST(farm_job_output_more_than_the_agent_holds) {
+  farm_start(&F, "farm-cli-flood", "--poll-wait 1");
+  farm_agent(&F, "fl", "--slots 1");
+  const char *job = "{\"shell\":\"echo go; sleep 3; seq 1 10000000; echo THE-END\"}";
+  int64_t t = farm_submit_graph(&F, farm_jobs_graph("flood", 1, job), NULL, 0, NULL) + 1;
+  double end = farm_now() + 30;
+  while (farm_invocations(&F).running < 1 && farm_now() < end) usleep(50000);
+  kill(F.server, SIGSTOP);
+  sleep(6); /* the job prints it all meanwhile */
+  kill(F.server, SIGCONT);
+  CHECK(farm_settle(&F, 120));
+  char cmd[4096], path[1024];
+  snprintf(path, sizeof path, "%s/flood.log", F.dir);
+  snprintf(cmd, sizeof cmd, "env BRAID_SERVER='%s' BRAID_TOKEN='%s' '%s' log %lld > '%s'", F.url,
+           F.user, farm_bin(), (long long)t, path);
+  CHECK_EQ_INT(system(cmd), 0);
+  size_t len = 0;
+  char *text = br__read_file(path, &len), *log = text ? strchr(text, '\n') : NULL;
+  CHECK(log != NULL); /* after the "== task ..." line */
+  len -= (size_t)(++log - text);
+  CHECK(memchr(log, 0, len) == NULL);
+  /* its end: the job's last line, or the note that it was left out */
+  CHECK(len > 8 && (memcmp(log + len - 8, "THE-END\n", 8) == 0 ||
+                    memcmp(log + len - 6, ".log]\n", 6) == 0));
+  const size_t whole = 3 + 78888897 + 8; /* go, seq 1 10000000, THE-END */
+  CHECK(len < whole); /* the agent holds 64 MiB at most */
+  CHECK(memmem(log, len, "bytes of output were left out here", 34) != NULL);
+  free(text);
+  farm_stop(&F);
+}

@@ -71,6 +71,7 @@ typedef struct ajob {
   int nhold;
   bool submitted, done, cancel_asked;
   bool output_dropped; /* the server's log lacks some: keep ours */
+  int64_t unsent;      /* output bytes left out since the last note of it in the log */
   int64_t done_seq;
   UT_hash_handle hh;
 } ajob;
@@ -255,10 +256,25 @@ static size_t sanitize(const char *data, size_t n, char *out, char *hold, int *n
   return o;
 }
 
+/* The line the server's log gets where output was left out. */
+static int unsent_note(const br_agent *a, const ajob *j, char *buf, size_t size) {
+  return snprintf(buf, size,
+                  "\n[braid: %lld bytes of output were left out here: they came faster than the "
+                  "server took them; the whole log is on %s in %s/%lld/%lld.%lld.log]\n",
+                  (long long)j->unsent, a->host, a->log_dir, (long long)(j->task_id / 1000),
+                  (long long)j->task_id, (long long)j->id);
+}
+
+/* Queues a job's output for the server. Past MAX_QUEUED_OUTPUT (the
+ * server away, or slower than the job), output is left out rather than
+ * held: the server's log then says so, where it happened, and the agent
+ * keeps its own whole copy. Offsets are those of the server's log. */
 static void forward_output(br_agent *a, ajob *j, const char *data, size_t len, bool final) {
   size_t n = (size_t)j->nhold + len;
-  if (!n) return;
-  char *in = malloc(n), *out = malloc(n + 1);
+  if (!n && !(final && j->unsent)) return;
+  char note[2048];
+  size_t nn = 0;
+  char *in = malloc(n + 1), *out = malloc(n + sizeof note);
   if (!in || !out) {
     free(in);
     free(out);
@@ -266,16 +282,23 @@ static void forward_output(br_agent *a, ajob *j, const char *data, size_t len, b
   }
   memcpy(in, j->hold, (size_t)j->nhold);
   if (len) memcpy(in + j->nhold, data, len);
-  size_t o = sanitize(in, n, out, j->hold, &j->nhold, final);
-  free(in);
-  if (!o) {
-    free(out);
-    return;
-  }
   pthread_mutex_lock(&a->mu);
-  if (a->queued_output + o > MAX_QUEUED_OUTPUT) { /* the server is away for long: keep the local log only */
-    j->out_off += (int64_t)o;
+  bool room = a->queued_output + n <= MAX_QUEUED_OUTPUT;
+  if (j->unsent && (room || final)) { /* the note first, then what comes now */
+    int k = unsent_note(a, j, note, sizeof note);
+    nn = k > 0 && (size_t)k < sizeof note ? (size_t)k : 0;
+    memcpy(out, note, nn);
+    j->unsent = 0;
+  }
+  size_t o = room ? sanitize(in, n, out + nn, j->hold, &j->nhold, final) : 0;
+  free(in);
+  if (!room) {
+    j->unsent += (int64_t)n; /* the bytes held back from before too */
+    j->nhold = 0;
     j->output_dropped = true;
+  }
+  o += nn;
+  if (!o) {
     pthread_mutex_unlock(&a->mu);
     free(out);
     return;
