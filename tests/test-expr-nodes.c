@@ -71,6 +71,26 @@ TEST(expression_runtime_error_is_a_task_error) {
   tenv_close(&t);
 }
 
+/* A job's needs from an expression are held to what the graph's checks
+ * hold literal values to: a negative one is the task's error, never sent
+ * to a worker (whose free count it would raise). */
+TEST(expression_resource_out_of_range_is_a_task_error) {
+  tenv t;
+  tenv_open(&t, "expr_need");
+  tenv_graph(&t, "{\"nodes\": [{\"name\": \"c\", \"type\": \"command\", \"params\": {"
+                 "\"argv\": [\"true\"], \"gpus\": {\"expr\": \"attr.g\"},"
+                 " \"memory_mb\": {\"expr\": \"attr.m\"}}}]}");
+  tenv_submit(&t, "c", "{\"g\": -1, \"m\": 10}");
+  tenv_submit(&t, "c", "{\"g\": 0, \"m\": -1000}");
+  tenv_run(&t);
+  tlist l = tenv_tasks(&t, "c", BR_TASK_ERROR);
+  CHECK_EQ_INT(l.n, 2);
+  CHECK_CONTAINS(l.v[0].error, "parameter 'gpus' is -1: it must be 0 or more");
+  CHECK_CONTAINS(l.v[1].error, "parameter 'memory_mb' is -1000");
+  tlist_free(&l);
+  tenv_close(&t);
+}
+
 TEST(endless_loop_and_huge_allocation_leave_braid_running) {
   tenv t;
   tenv_open(&t, "expr_limits");

@@ -178,6 +178,20 @@ int br_invoke_run_env(br_node_ctx *ctx, char **argv, char *const *extra_env) {
       .node_limit = (int)br_ctx_param_int(ctx, "max_running", 0),
       .slurm = br_ctx_param(ctx, "slurm"),
   };
+  /* as the graph's checks hold literal values to (check_number), for
+   * values an expression gave */
+  const struct {
+    const char *name;
+    long long got, least;
+  } need[] = {{"cores", inv.cores, 1}, {"memory_mb", (long long)inv.memory_mb, 0},
+              {"gpus", inv.gpus, 0}, {"max_running", inv.node_limit, 0}};
+  for (size_t i = 0; i < sizeof need / sizeof need[0]; i++)
+    if (need[i].got < need[i].least) {
+      rc = br_ctx_fail(ctx, "parameter '%s' is %lld: it must be %s", need[i].name, need[i].got,
+                       need[i].least ? "a whole number of at least 1" : "0 or more");
+      free(cwd);
+      goto out;
+    }
   rc = br_ctx_invoke(ctx, &inv) ? -1 : 0;
   free(cwd);
 out:
