@@ -544,7 +544,7 @@ json_t *br_graph_start_attrs(const br_graph *g) {
 
 /* A graph file's name names files (`braid run`'s store NAME.braid.db and
  * its logs): letters, digits, '.', '_' and '-', not starting with '.'. */
-static bool file_name_ok(const char *name) {
+bool br_graph_name_ok(const char *name) {
   size_t n = strlen(name);
   if (n == 0 || n > 100 || name[0] == '.') return false;
   for (const char *p = name; *p; p++)
@@ -572,7 +572,7 @@ static int load(br_graph *g, json_t *root, bool from_file, br_error *err) {
   if (jname && !json_is_string(jname))
     return fail_at(g, err, "/name", 0, "the graph's \"name\" must be a string");
   const char *name = jname ? json_string_value(jname) : NULL;
-  if (name && from_file && !file_name_ok(name))
+  if (name && from_file && !br_graph_name_ok(name))
     return fail_at(g, err, "/name", 0,
                    "the graph's \"name\" '%s' names its store file: use letters, digits, '.', "
                    "'_' and '-' (at most 100, not starting with '.')",

@@ -249,6 +249,16 @@ TEST(server_api_matches_openapi) {
   api(F.user, "POST", "/api/v1/graphs", b, &a, 400, NOQ);
   json_decref(b);
   json_decref(a);
+  /* a name it could not be found by (in /api/v1/graphs/NAME), as validate refuses it */
+  static const char *const unnamable[] = {"shot010/fx", "", "..", ".hidden", "a b"};
+  for (size_t k = 0; k < sizeof unnamable / sizeof unnamable[0]; k++) {
+    b = json_deep_copy(g);
+    json_object_set_new(b, "name", json_string(unnamable[k]));
+    api(F.user, "POST", "/api/v1/graphs", b, &a, 400, NOQ);
+    CHECK_CONTAINS(json_string_value(json_object_get(a, "error")), "is not a name a graph can have");
+    json_decref(b);
+    json_decref(a);
+  }
   api(F.agent, "POST", "/api/v1/graphs", g, NULL, 403, NOQ);
   api(NULL, "POST", "/api/v1/graphs", g, NULL, 401, NOQ);
   char big[512];

@@ -16,6 +16,7 @@
 
 #include <braid/error.h>
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #ifdef __cplusplus
@@ -45,6 +46,11 @@ void br_graph_free(br_graph *g);
 void br_graph_warnings(const br_graph *g, br_warn_fn *fn, void *ud);
 
 const char *br_graph_name(const br_graph *g);
+/* Whether a new graph may have this name: letters, digits, '.', '_' and
+ * '-', at most 100, not starting with '.' (a graph file's name names its
+ * store file; a server's graph is found by it in URLs). Graphs already in
+ * a store are loaded whatever their names. */
+bool br_graph_name_ok(const char *name);
 size_t br_graph_node_count(const br_graph *g);
 br_node *br_graph_node(const br_graph *g, size_t index);
 br_node *br_graph_find_node(const br_graph *g, const char *name);
