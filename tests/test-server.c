@@ -255,7 +255,8 @@ TEST(server_api_matches_openapi) {
     b = json_deep_copy(g);
     json_object_set_new(b, "name", json_string(unnamable[k]));
     api(F.user, "POST", "/api/v1/graphs", b, &a, 400, NOQ);
-    CHECK_CONTAINS(json_string_value(json_object_get(a, "error")), "is not a name a graph can have");
+    const char *why = json_string_value(json_object_get(a, "error"));
+    CHECK_CONTAINS(why, "is not a name a graph can have");
     json_decref(b);
     json_decref(a);
   }
