@@ -755,6 +755,24 @@ TEST(validate_warns_about_braces_and_stays_valid) {
   free(dir);
 }
 
+/* validate takes files only: an option is a usage error that names it,
+ * not a file it cannot open; a file named like one goes after "--". */
+TEST(validate_refuses_options_by_name) {
+  char *dir = br_test_tmpdir("cli-validate-opt");
+  br_test_put(dir, "v.json", "{\"name\":\"v\",\"nodes\":[{\"name\":\"a\",\"type\":\"null\"}]}");
+  br_test_put(dir, "-v.json", "{\"name\":\"w\",\"nodes\":[{\"name\":\"a\",\"type\":\"null\"}]}");
+  cres r = braid(dir, "validate v.json --json");
+  CHECK_EQ_INT(r.code, 2);
+  CHECK_EQ_STR(r.out, "");
+  CHECK_CONTAINS(r.err, "validate takes no option '--json'");
+  cres_free(&r);
+  r = braid(dir, "validate v.json -- -v.json");
+  CHECK_EQ_INT(r.code, 0);
+  CHECK_EQ_STR(r.out, "v.json: ok (graph 'v', 1 nodes)\n-v.json: ok (graph 'w', 1 nodes)\n");
+  cres_free(&r);
+  free(dir);
+}
+
 TEST(set_reads_values_as_ctl_and_says_when_it_is_not_applied) {
   /* --set on a resumed run was dropped without a word; 'k:=[1,2]' (ctl's
    * form) made an attribute named "k:" */

@@ -545,6 +545,9 @@ TEST(farm_command_line_arguments) {
   CHECK_EQ_INT(braid(&out, F.user, "workers drain --help"), 0);
   CHECK_CONTAINS(out, "usage: braid workers");
   free(out);
+  CHECK_EQ_INT(braid(&out, F.user, "workers drian agA"), 2);
+  CHECK_CONTAINS(out, "braid: workers: 'drian' is not one of drain, undrain, tags");
+  free(out);
   CHECK_EQ_INT(braid(&out, F.user, "workers undrain nosuch"), 0); /* kept for when it comes */
   CHECK_CONTAINS(out, "braid: warning: no agent 'nosuch' has registered with the server");
   free(out);

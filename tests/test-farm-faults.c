@@ -508,6 +508,21 @@ TEST(farm_revoked_agent_token_stops_the_agent) {
   farm_stop(&f);
 }
 
+/* An agent given a user's token says it needs an agent's, not "revoked?". */
+TEST(farm_agent_with_a_users_token_says_which_it_needs) {
+  farm f;
+  farm_start(&f, "farm-usertoken", "--poll-wait 1");
+  pid_t a = farm_agent_as(&f, "ut", "ut", f.user, NULL, "--slots 1");
+  CHECK_EQ_INT(exit_within(a, 20), 1);
+  f.agents[0] = 0;
+  char *log = agent_log(&f, "ut");
+  CHECK_CONTAINS(log, "HTTP 403");
+  CHECK_CONTAINS(log, "an agent needs a token of role agent: braid token create --role agent");
+  CHECK(strstr(log, "revoked?") == NULL);
+  free(log);
+  farm_stop(&f);
+}
+
 /* A loopback port where nobody listens. */
 static int closed_port(void) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);

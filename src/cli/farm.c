@@ -391,8 +391,11 @@ int br_cli_workers(int argc, char **argv) {
   const char *verb = optind < argc ? argv[optind] : NULL;
   int drain = verb && strcmp(verb, "drain") == 0, undrain = verb && strcmp(verb, "undrain") == 0,
       tags = verb && strcmp(verb, "tags") == 0;
-  if ((verb && !drain && !undrain && !tags) || ((drain || undrain) && optind + 2 != argc) ||
-      (tags && optind + 2 > argc)) {
+  if (verb && !drain && !undrain && !tags) {
+    br_cli_errorf("workers: '%s' is not one of drain, undrain, tags (braid workers --help)", verb);
+    return BR_EXIT_USAGE;
+  }
+  if (((drain || undrain) && optind + 2 != argc) || (tags && optind + 2 > argc)) {
     fputs(workers_usage, stderr);
     return BR_EXIT_USAGE;
   }

@@ -38,8 +38,18 @@ int br_cli_validate(int argc, char **argv) {
             "valid, warnings or not.\n");
     return br_cli_wants_help(argc, argv) ? BR_EXIT_OK : BR_EXIT_USAGE;
   }
+  int dashes = 0; /* where "--" is: the files after it may start with '-' */
+  for (int i = 1; i < argc && !dashes; i++) { /* no options: one is a mistake, not a file */
+    if (!strcmp(argv[i], "--")) dashes = i;
+    else if (argv[i][0] == '-' && argv[i][1]) {
+      br_cli_errorf("validate takes no option '%s' (usage: braid validate GRAPH...; a file "
+                    "named so goes after '--')", argv[i]);
+      return BR_EXIT_USAGE;
+    }
+  }
   int bad = 0;
   for (int i = 1; i < argc; i++) {
+    if (i == dashes) continue;
     br_graph *g = br_cli_load_graph(argv[i]);
     if (!g) {
       bad++;

@@ -604,10 +604,15 @@ static void refused(br_agent *a, const char *what, int st, const json_t *ans) {
   pthread_mutex_lock(&a->mu);
   if (!a->fatal[0]) {
     a->fatal_code = BR_EAUTH;
-    if (st == 401 || st == 403)
+    if (st == 401) /* no such token (any longer) */
       snprintf(a->fatal, sizeof a->fatal,
                "the server refused the agent's token (revoked?): HTTP %d on %s: %s", st, what,
                br_http_error_message(ans, st));
+    else if (st == 403) /* a token, but not one an agent may use */
+      snprintf(a->fatal, sizeof a->fatal,
+               "the server refused the agent's token: HTTP 403 on %s: %s (an agent needs a "
+               "token of role agent: braid token create --role agent)",
+               what, br_http_error_message(ans, st));
     else
       snprintf(a->fatal, sizeof a->fatal, "the server refused the %s (HTTP %d): %s", what, st,
                br_http_error_message(ans, st));
