@@ -355,6 +355,11 @@ size_t br_xfer__bundle_first_plain(const void *data, size_t len, size_t limit) {
 /* ---- chunks as a depot stores them: raw, or (raw > 0) a zstd frame of
  * len bytes that holds raw bytes ---- */
 
+int br_xfer__inflate(const uint8_t *frame, size_t len, uint8_t *out, size_t raw) {
+  size_t n = zdecompress(out, raw, frame, len);
+  return !ZSTD_isError(n) && n == raw ? BR_OK : BR_EINVAL;
+}
+
 bool br_xfer__stored_matches(const uint8_t *stored, size_t len, int64_t raw,
                              const br_xfer_digest *want, uint8_t **scratch, size_t *cap) {
   br_xfer_digest got;
@@ -371,15 +376,9 @@ bool br_xfer__stored_matches(const uint8_t *stored, size_t len, int64_t raw,
       return false;
     }
   }
-  size_t n = zdecompress(*scratch, (size_t)raw, stored, len);
-  if (ZSTD_isError(n) || n != (size_t)raw) return false;
-  br_xfer_sha256(*scratch, n, &got);
+  if (br_xfer__inflate(stored, len, *scratch, (size_t)raw)) return false;
+  br_xfer_sha256(*scratch, (size_t)raw, &got);
   return br_xfer__digest_cmp(want, &got) == 0;
-}
-
-int br_xfer__inflate(const uint8_t *frame, size_t len, uint8_t *out, size_t raw) {
-  size_t n = zdecompress(out, raw, frame, len);
-  return !ZSTD_isError(n) && n == raw ? BR_OK : BR_EINVAL;
 }
 
 /* The entry of a stored zstd frame of raw bytes: decompressed into b (src
@@ -389,8 +388,7 @@ static int put_inflated(br_xfer__buf *b, const br_xfer_digest *d, const uint8_t 
   if (raw > BR_XFER__MAX_CHUNK) return BR_EINVAL;
   if (br_xfer__buf_reserve(b, HDR + raw)) return BR_ENOMEM;
   uint8_t *h = b->data + b->len;
-  size_t got = zdecompress(h + HDR, raw, src, len);
-  if (ZSTD_isError(got) || got != raw) return BR_EIO;
+  if (br_xfer__inflate(src, len, h + HDR, raw)) return BR_EIO;
   put_header(h, d, 0, raw, raw);
   b->len += HDR + raw;
   return BR_OK;
@@ -476,8 +474,7 @@ int br_xfer__bundle_next(br_xfer__bundle_iter *it, br_xfer_digest *d, const uint
       return br_error_set(err, BR_ENOMEM, "out of memory");
     }
   }
-  size_t got = zdecompress(it->scratch, raw, payload, wire);
-  if (ZSTD_isError(got) || got != raw)
+  if (br_xfer__inflate(payload, wire, it->scratch, raw))
     return br_error_set(err, BR_ENET, "bundle entry does not decompress");
   *data = it->scratch;
   *len = raw;

@@ -139,20 +139,28 @@ static enum MHD_Result queue_octets(struct MHD_Connection *c, struct MHD_Respons
   return ret;
 }
 
-static enum MHD_Result reply_buf(struct MHD_Connection *c, br_xfer__buf *b) {
+/* A response of b's bytes from off on, that takes b (its buffer goes back
+ * to the pool once sent): nothing is copied. NULL (b freed) when MHD has
+ * no memory. */
+static struct MHD_Response *pooled_response(br_xfer__buf *b, size_t off) {
   pooled *p = malloc(sizeof *p);
   struct MHD_Response *r = p ? MHD_create_response_from_buffer_with_free_callback_cls(
-                                   b->len, b->data, pooled_free, p)
+                                   b->len - off, b->data + off, pooled_free, p)
                              : NULL;
   if (!r) {
     free(p);
     br_xfer__buf_free(b);
-    return MHD_NO;
+    return NULL;
   }
   p->data = b->data;
   p->cap = b->cap;
   memset(b, 0, sizeof *b);
-  return queue_octets(c, r);
+  return r;
+}
+
+static enum MHD_Result reply_buf(struct MHD_Connection *c, br_xfer__buf *b) {
+  struct MHD_Response *r = pooled_response(b, 0);
+  return r ? queue_octets(c, r) : MHD_NO;
 }
 
 static enum MHD_Result reply_json(struct MHD_Connection *c, unsigned int status, json_t *o) {
@@ -1001,9 +1009,7 @@ static enum MHD_Result do_chunk(br_depot *d, struct MHD_Connection *c, request *
     }
   }
   if (framed) { /* raw holds one bundle entry: its header, then the frame */
-    struct MHD_Response *r = MHD_create_response_from_buffer(
-        (size_t)one.len, raw.data + BR_XFER__BUNDLE_HDR, MHD_RESPMEM_MUST_COPY);
-    br_xfer__buf_free(&raw);
+    struct MHD_Response *r = pooled_response(&raw, BR_XFER__BUNDLE_HDR);
     if (!r) return MHD_NO;
     MHD_add_response_header(r, "Content-Encoding", "zstd");
     MHD_add_response_header(r, "Vary", "Accept-Encoding");

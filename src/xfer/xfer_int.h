@@ -126,9 +126,9 @@ int br_xfer__bundle_open(br_xfer__bundle_iter *it, const void *data, size_t len,
                          br_error *err);
 /* The bytes a depot's pack of a bundle's entries smaller than limit (raw)
  * and its compressed ones of any size takes, each as it came, from their
- * headers alone (a
- * bound for a buffer; the entries are checked later); *whole: every entry
- * goes into the pack, so the body, headers and all, can be the pack. */
+ * headers alone (a bound for a buffer; the entries are checked later);
+ * *whole: every entry goes into the pack, so the body, headers and all,
+ * can be the pack. */
 size_t br_xfer__bundle_pack_need(const void *data, size_t len, size_t limit, bool *whole);
 /* Where the first entry's bytes start in a bundle's body (its first len
  * bytes at data) when that entry is plain and of at least limit bytes;
