@@ -115,6 +115,26 @@ static int codes(br_node_ctx *ctx, const char *name, int **out, int *n) {
 
 int br_invoke_run(br_node_ctx *ctx, char **argv) { return br_invoke_run_env(ctx, argv, NULL); }
 
+/* The numeric parameters' bounds: checked when the graph loads for a
+ * literal value (check_number); the least, at run time, for the needs an
+ * expression gave. */
+typedef struct num_param {
+  const char *name;
+  double lo, hi;
+  bool whole;
+  const char *what;
+} num_param;
+
+enum { NP_TIMEOUT, NP_CORES, NP_RETRIES, NP_MEMORY, NP_GPUS, NP_MAX_RUNNING };
+static const num_param NUM_PARAMS[] = {
+    [NP_TIMEOUT] = {"timeout", 0, 1e12, false, "0 (none) or more seconds"},
+    [NP_CORES] = {"cores", 1, 1e6, true, "a whole number of at least 1"},
+    [NP_RETRIES] = {"retries", 0, 1e6, true, "0 or more"},
+    [NP_MEMORY] = {"memory_mb", 0, 1e12, true, "0 or more"},
+    [NP_GPUS] = {"gpus", 0, 1e6, true, "0 or more"},
+    [NP_MAX_RUNNING] = {"max_running", 0, 1e9, true, "0 (no limit) or more"},
+};
+
 int br_invoke_run_env(br_node_ctx *ctx, char **argv, char *const *extra_env) {
   br_task *t = br_ctx_task(ctx);
   const json_t *attrs = br_task_attrs(t);
@@ -178,17 +198,19 @@ int br_invoke_run_env(br_node_ctx *ctx, char **argv, char *const *extra_env) {
       .node_limit = (int)br_ctx_param_int(ctx, "max_running", 0),
       .slurm = br_ctx_param(ctx, "slurm"),
   };
-  /* as the graph's checks hold literal values to (check_number), for
-   * values an expression gave */
+  /* the least the graph's checks hold literal values to (NUM_PARAMS), for
+   * the values an expression gave */
   const struct {
-    const char *name;
-    long long got, least;
-  } need[] = {{"cores", inv.cores, 1}, {"memory_mb", (long long)inv.memory_mb, 0},
-              {"gpus", inv.gpus, 0}, {"max_running", inv.node_limit, 0}};
+    const num_param *np;
+    long long got;
+  } need[] = {{&NUM_PARAMS[NP_CORES], inv.cores},
+              {&NUM_PARAMS[NP_MEMORY], (long long)inv.memory_mb},
+              {&NUM_PARAMS[NP_GPUS], inv.gpus},
+              {&NUM_PARAMS[NP_MAX_RUNNING], inv.node_limit}};
   for (size_t i = 0; i < sizeof need / sizeof need[0]; i++)
-    if (need[i].got < need[i].least) {
-      rc = br_ctx_fail(ctx, "parameter '%s' is %lld: it must be %s", need[i].name, need[i].got,
-                       need[i].least ? "a whole number of at least 1" : "0 or more");
+    if (need[i].got < need[i].np->lo) {
+      rc = br_ctx_fail(ctx, "parameter '%s' is %lld: it must be %s", need[i].np->name,
+                       need[i].got, need[i].np->what);
       free(cwd);
       goto out;
     }
@@ -219,14 +241,13 @@ static int bad_param(const br_node *node, br_error *err, const char *param, cons
 
 /* A number parameter written as it is (not an expression): it must be in
  * lo..hi (whole when `whole`). */
-static int check_number(const br_node *node, br_error *err, const char *param, double lo,
-                        double hi, bool whole, const char *what) {
-  json_t *v = json_object_get(br_node_params(node), param);
+static int check_number(const br_node *node, br_error *err, const num_param *np) {
+  json_t *v = json_object_get(br_node_params(node), np->name);
   if (!v || br_script_is_expr(v) || !json_is_number(v)) return BR_OK;
   double d = json_number_value(v);
-  if (d < lo || d > hi || (whole && !json_is_integer(v))) {
+  if (d < np->lo || d > np->hi || (np->whole && !json_is_integer(v))) {
     char *got = json_dumps(v, JSON_ENCODE_ANY);
-    int rc = bad_param(node, err, param, NULL, "must be %s, got %s", what, got ? got : "?");
+    int rc = bad_param(node, err, np->name, NULL, "must be %s, got %s", np->what, got ? got : "?");
     free(got);
     return rc;
   }
@@ -389,13 +410,9 @@ static void lint_param(const br_node *node, const char *param) {
 int br_invoke_check(const br_node *node, br_error *err) {
   json_t *p = br_node_params(node);
   int rc;
-  if ((rc = check_number(node, err, "timeout", 0, 1e12, false, "0 (none) or more seconds")) ||
-      (rc = check_number(node, err, "cores", 1, 1e6, true, "a whole number of at least 1")) ||
-      (rc = check_number(node, err, "retries", 0, 1e6, true, "0 or more")) ||
-      (rc = check_number(node, err, "memory_mb", 0, 1e12, true, "0 or more")) ||
-      (rc = check_number(node, err, "gpus", 0, 1e6, true, "0 or more")) ||
-      (rc = check_number(node, err, "max_running", 0, 1e9, true, "0 (no limit) or more")) ||
-      (rc = check_codes(node, err, "good_codes")) || (rc = check_codes(node, err, "retry_codes")) ||
+  for (size_t i = 0; i < sizeof NUM_PARAMS / sizeof NUM_PARAMS[0]; i++)
+    if ((rc = check_number(node, err, &NUM_PARAMS[i]))) return rc;
+  if ((rc = check_codes(node, err, "good_codes")) || (rc = check_codes(node, err, "retry_codes")) ||
       (rc = check_names(node, err, "tags")) || (rc = check_names(node, err, "limits")) ||
       (rc = check_slurm(node, err)))
     return rc;
