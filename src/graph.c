@@ -574,8 +574,7 @@ static int load(br_graph *g, json_t *root, bool from_file, br_error *err) {
   const char *name = jname ? json_string_value(jname) : NULL;
   if (name && from_file && !br_graph_name_ok(name))
     return fail_at(g, err, "/name", 0,
-                   "the graph's \"name\" '%s' names its store file: use letters, digits, '.', "
-                   "'_' and '-' (at most 100, not starting with '.')",
+                   "the graph's \"name\" '%s' names its store file: " BR_GRAPH_NAME_RULE,
                    name);
   if (!name) {
     const char *base = strrchr(g->origin, '/');

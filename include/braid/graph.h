@@ -51,6 +51,9 @@ const char *br_graph_name(const br_graph *g);
  * store file; a server's graph is found by it in URLs). Graphs already in
  * a store are loaded whatever their names. */
 bool br_graph_name_ok(const char *name);
+/* That rule, as the errors that refuse a name say it. */
+#define BR_GRAPH_NAME_RULE \
+  "use letters, digits, '.', '_' and '-' (at most 100, not starting with '.')"
 size_t br_graph_node_count(const br_graph *g);
 br_node *br_graph_node(const br_graph *g, size_t index);
 br_node *br_graph_find_node(const br_graph *g, const char *name);

@@ -612,8 +612,8 @@ static br_graph *parse_graph(br_http_req *rq, const char *text) {
     br_http_reply_error(rq, 400, "%s", br_error_format(&err, buf, sizeof buf));
   } else if (!br_graph_name_ok(br_graph_name(g))) { /* it could not be found by it */
     br_http_reply_error(rq, 400,
-                        "graph: the graph's \"name\" '%.200s' is not a name a graph can have: use "
-                        "letters, digits, '.', '_' and '-' (at most 100, not starting with '.')",
+                        "graph: the graph's \"name\" '%.200s' is not a name a graph can "
+                        "have: " BR_GRAPH_NAME_RULE,
                         br_graph_name(g));
     br_graph_free(g);
     g = NULL;
