@@ -713,6 +713,19 @@ static double hash_floor(int64_t bytes) {
   return now() - t;
 }
 
+/* Repetition r of the small files' floors of the tree src (n files of
+ * size bytes), in folders DIR/NAME-floor-*: checkout, push, bare push. */
+static void measure_floors(bench *b, const char *src, const char *name, int r, int n,
+                           int64_t size, double *checkout, double *push, double *bare) {
+  char fdir[1100];
+  snprintf(fdir, sizeof fdir, "%s/%s-floor-%d", b->dir, name, r);
+  *checkout = floor_tree(fdir, n, size, false);
+  snprintf(fdir, sizeof fdir, "%s/%s-floor-push-%d", b->dir, name, r);
+  *push = floor_tree(fdir, n, size, true);
+  snprintf(fdir, sizeof fdir, "%s/%s-floor-wire-%d", b->dir, name, r);
+  *bare = wire_floor(src, fdir, n, size);
+}
+
 /* A floor's line: its time, and braid's and rsync's against it. */
 static void floor_row(const char *label, const char *what, const char *verb, double floor,
                       double braid, double rsync) {
@@ -771,15 +784,7 @@ static void case_files(bench *b, const char *label, const char *name, int n, int
       if (!rsync_first) ru[r] = timed_rsync(rpush), rus[r] = ru[r] + last_sync;
     }
     depot_empty(b, sub, rname);
-    if (with_floor) {
-      char fdir[1100];
-      snprintf(fdir, sizeof fdir, "%s/%s-floor-%d", b->dir, name, r);
-      fl[r] = floor_tree(fdir, n, size, false);
-      snprintf(fdir, sizeof fdir, "%s/%s-floor-push-%d", b->dir, name, r);
-      fp[r] = floor_tree(fdir, n, size, true);
-      snprintf(fdir, sizeof fdir, "%s/%s-floor-wire-%d", b->dir, name, r);
-      fw[r] = wire_floor(src, fdir, n, size);
-    }
+    if (with_floor) measure_floors(b, src, name, r, n, size, &fl[r], &fp[r], &fw[r]);
     if (size >= 100 * 1000 * 1000) {
       /* cp with a final sync, as braid syncs what it writes */
       snprintf(cmd, sizeof cmd, "cp -r '%s' '%s/%s-cp' && sync", src, b->dir, name);
@@ -830,7 +835,7 @@ static void case_files(bench *b, const char *label, const char *name, int n, int
 /* The small files' floors alone (--only floors), to study them: no braid,
  * no rsync. */
 static void case_floors(bench *b, int n, int64_t size) {
-  char src[1024], fdir[1100], cmd[4200];
+  char src[1024], cmd[4200];
   double fl[MAX_REPEAT], fp[MAX_REPEAT], fw[MAX_REPEAT];
   snprintf(src, sizeof src, "%s/floors-src", b->dir);
   make_tree(src, n, size, (uint64_t)n * 7 + (uint64_t)size);
@@ -838,12 +843,7 @@ static void case_floors(bench *b, int n, int64_t size) {
   fs_settle();
   printf("floors of small files (%d files of %lld bytes)\n", n, (long long)size);
   for (int r = 0; r < b->repeat; r++) {
-    snprintf(fdir, sizeof fdir, "%s/floors-checkout-%d", b->dir, r);
-    fl[r] = floor_tree(fdir, n, size, false);
-    snprintf(fdir, sizeof fdir, "%s/floors-push-%d", b->dir, r);
-    fp[r] = floor_tree(fdir, n, size, true);
-    snprintf(fdir, sizeof fdir, "%s/floors-wire-%d", b->dir, r);
-    fw[r] = wire_floor(src, fdir, n, size);
+    measure_floors(b, src, "floors", r, n, size, &fl[r], &fp[r], &fw[r]);
     printf("    run %d: checkout %.2fs, push %.2fs, bare push %.2fs\n", r + 1, fl[r],
            fp[r], fw[r]);
   }
