@@ -151,23 +151,29 @@ void br_xfer__engine_phase(br_xfer__engine *e, const char *phase) {
 
 /* ---- curl callbacks ---- */
 
+/* Whether the header line buf (len bytes) is name's ("Content-Range:"):
+ * then *v, *vl its value, blanks and the line's end trimmed. */
+static bool header_is(const char *buf, size_t len, const char *name, const char **v,
+                      size_t *vl) {
+  size_t k = strlen(name);
+  if (len <= k || strncasecmp(buf, name, k) != 0) return false;
+  *v = buf + k;
+  *vl = len - k;
+  while (*vl && (**v == ' ' || **v == '\t')) (*v)++, (*vl)--;
+  while (*vl && ((*v)[*vl - 1] == '\r' || (*v)[*vl - 1] == '\n' || (*v)[*vl - 1] == ' ')) (*vl)--;
+  return true;
+}
+
 static size_t on_header(char *buf, size_t size, size_t n, void *ud) {
   br_xfer__req *r = ud;
-  size_t len = size * n;
+  size_t len = size * n, vl;
+  const char *v;
   if (len >= 5 && strncmp(buf, "HTTP/", 5) == 0) {
     r->content_range[0] = 0; /* a new response (after a 100 Continue) */
     r->zstd_body = false;
-  } else if (len > 17 && strncasecmp(buf, "Content-Encoding:", 17) == 0) {
-    const char *v = buf + 17;
-    size_t vl = len - 17;
-    while (vl && (*v == ' ' || *v == '\t')) v++, vl--;
-    while (vl && (v[vl - 1] == '\r' || v[vl - 1] == '\n' || v[vl - 1] == ' ')) vl--;
+  } else if (header_is(buf, len, "Content-Encoding:", &v, &vl)) {
     r->zstd_body = vl == 4 && strncasecmp(v, "zstd", 4) == 0;
-  } else if (len > 14 && strncasecmp(buf, "Content-Range:", 14) == 0) {
-    const char *v = buf + 14;
-    size_t vl = len - 14;
-    while (vl && (*v == ' ' || *v == '\t')) v++, vl--;
-    while (vl && (v[vl - 1] == '\r' || v[vl - 1] == '\n' || v[vl - 1] == ' ')) vl--;
+  } else if (header_is(buf, len, "Content-Range:", &v, &vl)) {
     if (vl >= sizeof r->content_range) vl = sizeof r->content_range - 1;
     memcpy(r->content_range, v, vl);
     r->content_range[vl] = 0;
