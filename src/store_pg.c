@@ -336,10 +336,41 @@ static int read_version(pg_store *s, int *version, br_error *err) {
   return BR_OK;
 }
 
-static int migrate(pg_store *s, br_error *err) {
+/* Whether braid's tables (braid_meta) are in the connection's schema, and
+ * that schema's name (for messages). */
+static int find_meta(pg_store *s, bool *there, char schema[128], br_error *err) {
+  PGresult *r = PQexec(s->conn, "SELECT to_regclass('braid_meta') IS NOT NULL,"
+                                " coalesce(current_schema(), '(none)')");
+  if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+    br_error_set(err, BR_ESTORE, "postgres store: reading the schema: %s", res_msg(s, r));
+    PQclear(r);
+    return BR_ESTORE;
+  }
+  *there = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+  snprintf(schema, 128, "%s", PQgetvalue(r, 0, 1));
+  PQclear(r);
+  return BR_OK;
+}
+
+static int no_store(pg_store *s, int code, const char *schema, br_error *err) {
+  return br_error_set(err, code,
+                      "postgres store %s@%s/%s holds no braid store (no table braid_meta in "
+                      "schema '%s'): is the URI right (database, search_path)? braid run or "
+                      "braid server --init makes one",
+                      PQuser(s->conn), PQhost(s->conn), PQdb(s->conn), schema);
+}
+
+/* existing: a database without braid's tables is not made one
+ * (BR_STORE_EXISTING). */
+static int migrate(pg_store *s, bool existing, br_error *err) {
   int rc = run(s, "SELECT pg_advisory_lock(7870)", err);
   if (rc) return rc;
-  rc = run(s, "CREATE TABLE IF NOT EXISTS braid_meta(key TEXT PRIMARY KEY, value TEXT)", err);
+  bool there = true;
+  char schema[128];
+  if (existing && !(rc = find_meta(s, &there, schema, err)) && !there)
+    rc = no_store(s, BR_ENOTFOUND, schema, err);
+  if (!rc)
+    rc = run(s, "CREATE TABLE IF NOT EXISTS braid_meta(key TEXT PRIMARY KEY, value TEXT)", err);
   int version = 0;
   if (!rc) rc = read_version(s, &version, err);
   if (!rc && version < SCHEMA_VERSION) {
@@ -363,27 +394,15 @@ static int migrate(pg_store *s, br_error *err) {
 /* A reader changes nothing: it neither makes nor migrates the schema (it
  * would make braid's tables in whatever database a mistyped URI names, and
  * a role that may only read has no right to). The store must be there, at
- * this braid's version. */
-static int check_schema(pg_store *s, br_error *err) {
-  PGresult *r = PQexec(s->conn, "SELECT to_regclass('braid_meta') IS NOT NULL,"
-                                " coalesce(current_schema(), '(none)')");
-  if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
-    br_error_set(err, BR_ESTORE, "postgres store: reading the schema: %s", res_msg(s, r));
-    PQclear(r);
-    return BR_ESTORE;
-  }
-  bool there = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+ * this braid's version; when it is not, existing makes that BR_ENOTFOUND. */
+static int check_schema(pg_store *s, bool existing, br_error *err) {
+  bool there;
   char schema[128];
-  snprintf(schema, sizeof schema, "%s", PQgetvalue(r, 0, 1));
-  PQclear(r);
-  if (!there)
-    return br_error_set(err, BR_ESTORE,
-                        "postgres store %s@%s/%s holds no braid store (no table braid_meta in "
-                        "schema '%s'): is the URI right (database, search_path)? braid run or "
-                        "braid server makes one",
-                        PQuser(s->conn), PQhost(s->conn), PQdb(s->conn), schema);
+  int rc = find_meta(s, &there, schema, err);
+  if (rc) return rc;
+  if (!there) return no_store(s, existing ? BR_ENOTFOUND : BR_ESTORE, schema, err);
   int version;
-  int rc = read_version(s, &version, err);
+  rc = read_version(s, &version, err);
   if (rc) return rc;
   if (version < SCHEMA_VERSION)
     return br_error_set(err, BR_ESTORE,
@@ -512,7 +531,8 @@ static int pg_open(const char *uri, int flags, br_store **out, br_error *err) {
   }
   PQsetNoticeProcessor(s->conn, notice_quiet, NULL);
   int rc = run(s, "SET client_min_messages = warning", err);
-  if (!rc) rc = s->readonly ? check_schema(s, err) : migrate(s, err);
+  bool existing = (flags & BR_STORE_EXISTING) != 0;
+  if (!rc) rc = s->readonly ? check_schema(s, existing, err) : migrate(s, existing, err);
   if (!rc && !s->readonly) rc = take_owner_lock(s, err);
   if (!rc && !s->readonly) rc = set_lock_timeout(s, err); /* after the migration's wait */
   if (!rc && s->readonly) rc = run(s, "SET default_transaction_read_only = on", err);

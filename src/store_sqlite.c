@@ -204,8 +204,9 @@ static int check_file(const char *path, br_error *err) {
 
 /* A SQLite database that braid did not make (schema version 0 with tables
  * of its own) is not migrated into; nor is a broken file read as one. Run
- * before anything is written to it. */
-static int check_schema(sqlite_store *s, const char *path, br_error *err) {
+ * before anything is written to it. existing: an empty database is no
+ * store (BR_STORE_EXISTING). */
+static int check_schema(sqlite_store *s, const char *path, bool existing, br_error *err) {
   sqlite3_stmt *st = NULL;
   int version = -1, tables = 0;
   int rc = sqlite3_prepare_v2(s->db,
@@ -226,6 +227,8 @@ static int check_schema(sqlite_store *s, const char *path, br_error *err) {
     return br_error_set(err, BR_EINVAL,
                         "%s is not a braid store: a SQLite database without braid's tables",
                         path);
+  if (version == 0 && existing)
+    return br_error_set(err, BR_ENOTFOUND, "no store at %s: an empty SQLite database", path);
   if (version == 0 && s->readonly)
     return br_error_set(err, BR_EINVAL,
                         "%s is not a braid store: an empty database (no run has used it)", path);
@@ -251,6 +254,12 @@ static int sq_open(const char *uri, int flags, br_store **out, br_error *err) {
     free(s);
     return br_error_set(err, BR_EINVAL, "a store is a file: '%s' is %s, lost when it is closed",
                         path, *path ? "SQLite's in-memory database" : "a temporary database");
+  }
+  struct stat st;
+  if ((flags & BR_STORE_EXISTING) &&
+      (stat(path, &st) != 0 ? errno == ENOENT : S_ISREG(st.st_mode) && st.st_size == 0)) {
+    free(s);
+    return br_error_set(err, BR_ENOTFOUND, "no store at %s", path);
   }
   if (check_file(path, err)) {
     free(s);
@@ -287,7 +296,7 @@ static int sq_open(const char *uri, int flags, br_store **out, br_error *err) {
            "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; PRAGMA cache_size=-32768;"
            "PRAGMA temp_store=MEMORY;",
            sync);
-  int rc = check_schema(s, path, err);
+  int rc = check_schema(s, path, (flags & BR_STORE_EXISTING) != 0, err);
   if (!rc && !s->readonly) rc = exec_sql(s, pragmas, err);
   if (!rc) rc = migrate(s, err);
   if (!rc && !s->readonly) {

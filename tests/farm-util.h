@@ -78,12 +78,14 @@ typedef struct farm {
   int nagents;
 } farm;
 
-/* Starts a server in a fresh directory (store dir/farm.braid.db). */
+/* Starts a server in a fresh directory (store dir/farm.braid.db, made
+ * the first time: --init), or again on its store. */
 static inline void farm_server_start(farm *f) {
   char cmd[4096], path[1024];
   snprintf(path, sizeof path, "%s/url", f->dir);
   unlink(path);
-  snprintf(cmd, sizeof cmd, "exec '%s' server --listen 127.0.0.1:0 --url-file url --store farm.braid.db %s",
+  snprintf(cmd, sizeof cmd,
+           "exec '%s' server --init --listen 127.0.0.1:0 --url-file url --store farm.braid.db %s",
            farm_bin(), f->server_args);
   f->server = farm_spawn(f->dir, "server.log", cmd);
   for (int i = 0; i < 1000; i++) {

@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 
 #include "farm-util.h"
+#include "pg_fixture.h"
 
 static farm F;
 
@@ -824,4 +825,100 @@ TEST(farm_job_output_more_than_the_agent_holds) {
   CHECK(memmem(log, len, "bytes of output were left out here", 34) != NULL);
   free(text);
   farm_stop(&F);
+}
+
+/* `braid server ARGS` in dir: its exit status and output when it stops by
+ * itself within 20 s; when it serves instead (its URL file is written), it
+ * is stopped (SIGTERM) and the status is 0 if it then stops cleanly. */
+static int server_in(const char *dir, const char *args, char **out) {
+  char cmd[4096], path[1024];
+  snprintf(path, sizeof path, "%s/url", dir);
+  unlink(path);
+  snprintf(path, sizeof path, "%s/server.log", dir);
+  unlink(path);
+  snprintf(cmd, sizeof cmd, "exec '%s' server --listen 127.0.0.1:0 --url-file url %s", farm_bin(),
+           args);
+  pid_t pid = farm_spawn(dir, "server.log", cmd);
+  int st = -1;
+  for (int i = 0; i < 2000 && st < 0; i++) {
+    int ws;
+    char url[1024];
+    snprintf(url, sizeof url, "%s/url", dir);
+    if (waitpid(pid, &ws, WNOHANG) == pid) st = WIFEXITED(ws) ? WEXITSTATUS(ws) : 128;
+    else if (access(url, R_OK) == 0) {
+      kill(pid, SIGTERM);
+      st = farm_wait(pid);
+    } else
+      usleep(10000);
+  }
+  if (st < 0) {
+    kill(pid, SIGKILL);
+    farm_wait(pid);
+  }
+  *out = br_test_slurp(path);
+  return st;
+}
+
+/* A mistyped --store, or the default store looked for from another folder,
+ * made a new empty farm without a word: a store that is not there is
+ * refused unless --init asks for a new farm, and nothing is made for it. */
+TEST(farm_server_makes_a_new_store_only_with_init) {
+  char *dir = br_test_tmpdir("farm-cli-init"), *out, path[1024];
+  CHECK_EQ_INT(server_in(dir, "", &out), 1); /* the default store, not here */
+  CHECK_CONTAINSF(out,
+                  "braid: no farm store at farm.braid.db (in %s): to start a new farm there, "
+                  "give --init (or --store the path of your farm)\n",
+                  dir);
+  free(out);
+  CHECK_EQ_INT(server_in(dir, "--store shows/typo.db", &out), 1);
+  CHECK_CONTAINS(out, "braid: no farm store at shows/typo.db (in ");
+  free(out);
+  br_test_put(dir, "empty.db", ""); /* a file that holds nothing is no farm either */
+  CHECK_EQ_INT(server_in(dir, "--store empty.db?sync=full", &out), 1);
+  CHECK_CONTAINS(out, "braid: no farm store at empty.db (in ");
+  free(out);
+  const char *none[] = {"farm.braid.db", "farm.braid.tokens", "farm.braid.admin-token", "shows",
+                        "empty.tokens"};
+  for (size_t i = 0; i < sizeof none / sizeof *none; i++) {
+    snprintf(path, sizeof path, "%s/%s", dir, none[i]);
+    if (access(path, F_OK) == 0) br_test_fail(__FILE__, __LINE__, "%s was made", none[i]);
+  }
+  /* --init makes it; then it is there, with or without --init */
+  CHECK_EQ_INT(server_in(dir, "--store shows/farm.db --init", &out), 0);
+  CHECK_CONTAINS(out, "braid: first start: an admin token is in shows/farm.admin-token");
+  free(out);
+  snprintf(path, sizeof path, "%s/shows/farm.admin-token", dir);
+  char *admin = br_test_slurp(path);
+  CHECK(strlen(admin) > 10);
+  CHECK_EQ_INT(server_in(dir, "--store shows/farm.db", &out), 0);
+  CHECK_CONTAINS(out, "braid: serving shows/farm.db on ");
+  free(out);
+  CHECK_EQ_INT(server_in(dir, "--store shows/farm.db --init", &out), 0);
+  CHECK(strstr(out, "first start") == NULL);
+  free(out);
+  char *again = br_test_slurp(path);
+  CHECK_EQ_STR(again, admin); /* the same farm */
+  free(again);
+  free(admin);
+  /* PostgreSQL: a database without braid's tables is no farm; none are made */
+  pg_fixture pg;
+  pg_start(&pg, "farm-cli-init-pg");
+  char args[1200];
+  snprintf(args, sizeof args, "--store '%s'", pg.uri);
+  CHECK_EQ_INT(server_in(dir, args, &out), 1);
+  CHECK_CONTAINS(out, "braid: no farm store: postgres store braid@");
+  CHECK_CONTAINS(out, "holds no braid store (no table braid_meta in schema 'public')");
+  CHECK_CONTAINS(out, "; to start a new farm there, give --init (or --store the URI of your farm)");
+  CHECK(strstr(out, "postgresql://") == NULL); /* the store says where, not the URI */
+  free(out);
+  CHECK_EQ_INT(server_in(dir, args, &out), 1); /* still none: the refusal made nothing */
+  free(out);
+  snprintf(args, sizeof args, "--store '%s' --init", pg.uri);
+  CHECK_EQ_INT(server_in(dir, args, &out), 0);
+  free(out);
+  snprintf(args, sizeof args, "--store '%s'", pg.uri);
+  CHECK_EQ_INT(server_in(dir, args, &out), 0);
+  free(out);
+  pg_stop(&pg);
+  free(dir);
 }

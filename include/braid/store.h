@@ -19,7 +19,11 @@ extern "C" {
 
 typedef struct br_store br_store;
 
-enum { BR_STORE_READONLY = 1 };
+/* br_store_open's flags. BR_STORE_EXISTING: the store must be there
+ * already; one that is not (no file, an empty one, a database without
+ * braid's tables) is BR_ENOTFOUND and nothing is made, where a read-write
+ * open would make it (and a read-only one refuses it with another code). */
+enum { BR_STORE_READONLY = 1, BR_STORE_EXISTING = 2 };
 
 /* Which tasks a query returns. Zero/NULL fields match everything. */
 typedef struct br_task_filter {

@@ -18,19 +18,24 @@
 
 static void server_usage(FILE *out) {
   fprintf(out,
-          "usage: braid server [--listen HOST:PORT] [--store PATH] [--limit NAME=N]...\n"
-          "                    [--tls-cert FILE --tls-key FILE] [options]\n\n"
+          "usage: braid server [--listen HOST:PORT] [--store PATH] [--init]\n"
+          "                    [--limit NAME=N]... [--tls-cert FILE --tls-key FILE] [options]\n\n"
           "Runs the farm server: the engine and its store, the HTTP API (docs/openapi.json)\n"
           "for the command line, the web UI (open http://HOST:PORT/ in a browser), and\n"
           "the endpoint braid agents take work from. It listens on loopback unless told\n"
           "otherwise.\n\n"
           "  --listen HOST:PORT  where to listen (default 127.0.0.1:7870; 0.0.0.0:7870 for\n"
           "                      every interface; port 0 picks a free one)\n"
-          "  --store PATH        the store (default " BR_CLI_SERVER_STORE "); beside it, named after\n"
-          "                      it without .db: .tokens, .admin-token (made on first\n"
-          "                      start), .logs/ (job logs), .farm.json (worker settings,\n"
-          "                      limits, group names); for a database URI they are here,\n"
-          "                      named farm.braid.*\n"
+          "  --store PATH        the store (default " BR_CLI_SERVER_STORE
+          " in this folder); beside\n"
+          "                      it, named after it without .db: .tokens, .admin-token\n"
+          "                      (made on first start), .logs/ (job logs), .farm.json\n"
+          "                      (worker settings, limits, group names); for a database\n"
+          "                      URI they are here, named farm.braid.*\n"
+          "  --init              make the store if it is not there: a new farm (harmless\n"
+          "                      when it is). Without it a store that is not there (no\n"
+          "                      file, a database without braid's tables) is an error, so\n"
+          "                      a mistyped --store never starts an empty farm\n"
           "  --token-file FILE   the token file (default beside the store)\n"
           "  --limit NAME=N      a farm-wide limit: at most N invocations that take NAME at\n"
           "                      once (a node's \"limits\": [\"NAME\"]), e.g. houdini=5; for\n"
@@ -110,6 +115,27 @@ static int first_admin(const char *tokens, const char *admin, const char *store)
   }
   br_auth_close(auth);
   return rc;
+}
+
+/* Whether the store is there, or, without --init, the error that says it
+ * is not (a mistyped --store, or the default store looked for in another
+ * folder, made a new empty farm). Other errors are the server's to tell. */
+static bool store_there(const char *store, bool is_uri) {
+  br_store *st = NULL;
+  br_error err;
+  int rc = br_store_open(store, BR_STORE_READONLY | BR_STORE_EXISTING, &st, &err);
+  br_store_close(st);
+  if (rc != BR_ENOTFOUND) return true;
+  char cwd[PATH_MAX] = "";
+  bool rel = !is_uri && store[0] != '/' && getcwd(cwd, sizeof cwd); /* the default is */
+  if (is_uri) /* the store's words: the URI may hold a password */
+    br_cli_errorf("no farm store: %s; to start a new farm there, give --init (or --store "
+                  "the URI of your farm)", err.msg);
+  else
+    br_cli_errorf("no farm store at %.*s%s%s%s: to start a new farm there, give --init (or "
+                  "--store the path of your farm)", (int)strcspn(store, "?"), store,
+                  rel ? " (in " : "", cwd, rel ? ")" : "");
+  return false;
 }
 
 /* One life of the server: opens it, serves until it is stopped or its
@@ -214,12 +240,13 @@ int br_cli_server(int argc, char **argv) {
       {"url-file", required_argument, NULL, 'u'},   {"quiet", no_argument, NULL, 'q'},
       {"depot-root", required_argument, NULL, 'D'}, {"depot-cache", required_argument, NULL, 'C'},
       {"help", no_argument, NULL, 'h'},             {"executor", required_argument, NULL, 'E'},
-      BR_CLI_SLURM_OPTIONS,                         {NULL, 0, NULL, 0},
+      {"init", no_argument, NULL, 'i'},             BR_CLI_SLURM_OPTIONS,
+      {NULL, 0, NULL, 0},
   };
   const char *executor = "agent";
   const char *listen = "127.0.0.1:7870", *store = BR_CLI_SERVER_STORE, *token_file = NULL,
              *cert = NULL, *key = NULL, *url_file = NULL, *depot_root = NULL;
-  int threads = 0, quiet = 0, c, sr, slurm_given = 0;
+  int threads = 0, quiet = 0, init = 0, c, sr, slurm_given = 0;
   int64_t depot_cache = 0;
   json_t *farm = json_object(), *limits = json_object();
   json_object_set(farm, "limits", limits);
@@ -241,6 +268,7 @@ int br_cli_server(int argc, char **argv) {
       }
       break;
     case 'q': quiet = 1; break;
+    case 'i': init = 1; break;
     case 't':
       threads = atoi(optarg);
       if (threads < 1 || threads > 64) {
@@ -311,6 +339,7 @@ int br_cli_server(int argc, char **argv) {
    * are here, named farm.braid.* */
   int is_uri = strstr(store, "://") != NULL;
   const char *side = is_uri ? BR_CLI_SERVER_STORE : store;
+  if (!init && !store_there(store, is_uri)) goto out;
   if (!is_uri && br_cli_mkdirs_for(store)) {
     br_cli_errorf("cannot create the folder for %s", store);
     goto out;
