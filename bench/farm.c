@@ -281,8 +281,8 @@ int main(int argc, char **argv) {
   pid_t server = fork();
   if (server == 0) {
     if (chdir(dir) != 0) _exit(99);
-    execl(braid, braid, "server", "--listen", "127.0.0.1:0", "--url-file", "url", "--quiet",
-          "--poll-wait", "10", "--lost-after", "60", (char *)NULL);
+    execl(braid, braid, "server", "--init", "--listen", "127.0.0.1:0", "--url-file", "url",
+          "--quiet", "--poll-wait", "10", "--lost-after", "60", (char *)NULL);
     _exit(98);
   }
   char path[4200];

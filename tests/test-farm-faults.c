@@ -555,8 +555,8 @@ TEST(farm_agent_says_when_it_cannot_reach_the_server) {
   /* a second server on that port, on a store of its own */
   char cmd[2048];
   snprintf(cmd, sizeof cmd,
-           "mkdir -p s2 && exec '%s' server --listen 127.0.0.1:%d --store s2/farm.braid.db "
-           "--token-file farm.braid.tokens",
+           "mkdir -p s2 && exec '%s' server --init --listen 127.0.0.1:%d "
+           "--store s2/farm.braid.db --token-file farm.braid.tokens",
            farm_bin(), port);
   pid_t s2 = farm_spawn(f.dir, "server2.log", cmd);
   double end = farm_now() + 20;
