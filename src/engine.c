@@ -1999,6 +1999,98 @@ int br_engine_task_cancel(br_engine *e, int64_t id, br_error *err) {
   }
 }
 
+/* ---- why a task waits ---- */
+
+/* The tasks of t's graph in error or cancelled that its waiter group (key)
+ * waits for: elements of the split (by_split) or children of the parent
+ * key. They will not arrive unless someone retries them. Goes through
+ * those two states' lists only, which are short on a farm that runs. */
+static int why_stuck(br_task *t, int64_t key, bool by_split, FILE *f) {
+  static const br_task_state stuck[] = {BR_TASK_CANCELLED, BR_TASK_ERROR};
+  int n = 0;
+  for (size_t i = 0; i < t->gs->g->n_nodes; i++)
+    for (size_t k = 0; k < sizeof stuck / sizeof *stuck; k++)
+      for (br_task *x = t->gs->ns[i].lists[stuck[k]]; x; x = x->ls_next) {
+        if ((by_split ? x->split_id : x->parent) != key) continue;
+        if (n < 3)
+          fprintf(f, "%s task %lld (%s at '%s')", n ? "," : "; these will not come unless retried:",
+                  (long long)x->id, br_task_state_name(stuck[k]), t->gs->g->nodes[i]->name);
+        n++;
+      }
+  if (n > 3) fprintf(f, " and %d more", n - 3);
+  return n;
+}
+
+static void why_blocked(br_engine *e, br_task *t, FILE *f) {
+  br_node *n = task_node(t);
+  wgroup *g = t->wg;
+  if (!g) {
+    fprintf(f, "held at '%s'", n->name);
+    return;
+  }
+  int64_t key = g->key;
+  msplit *sp = NULL;
+  br_task *parent = NULL;
+  if (strcmp(n->type->name, "gather_split") == 0) HASH_FIND(hh, e->splits, &key, sizeof key, sp);
+  else if (strcmp(n->type->name, "wait_children") == 0) parent = task_find(e, key);
+  long long here = (long long)g->n, expect;
+  if (sp) {
+    expect = sp->rec.live;
+    fprintf(f, "waiting at '%s' for the elements of split %lld: %lld of %lld here", n->name,
+            (long long)key, here, expect);
+  } else if (parent && parent->wg == g) {
+    here--; /* the parent waits among them */
+    expect = parent->live_children;
+    fprintf(f, "waiting at '%s' for the children of task %lld: %lld of %lld here", n->name,
+            (long long)key, here, expect);
+  } else if (parent) {
+    fprintf(f, "waiting at '%s' for its parent, task %lld, now %s at '%s'", n->name,
+            (long long)key, br_task_state_name((br_task_state)parent->state),
+            task_node(parent)->name);
+    return;
+  } else {
+    fprintf(f, "held at '%s' (%s) with %lld other task%s under key %lld", n->name,
+            n->type->name, here - 1, here == 2 ? "" : "s", (long long)key);
+    return;
+  }
+  long long stuck = why_stuck(t, key, sp != NULL, f);
+  if (expect - here - stuck > 0) fprintf(f, "; %lld on their way", expect - here - stuck);
+}
+
+static void why_queued(br_engine *e, br_task *t, FILE *f) {
+  if (t->paused) {
+    fprintf(f, "paused: it is queued again once resumed");
+  } else if (t->held) {
+    char buf[1024];
+    size_t len = e->exops->why ? e->exops->why(e->ex, t->held, buf, sizeof buf) : 0;
+    if (len) fprintf(f, "%s", buf);
+    else fprintf(f, "waiting for the %s executor to start it", e->exops->name);
+  } else {
+    fprintf(f, "waiting for a free slot: the %s executor runs %d invocation%s, all it takes",
+            e->exops ? e->exops->name : "(no)", e->ex ? e->exops->active(e->ex) : 0,
+            e->ex && e->exops->active(e->ex) == 1 ? "" : "s");
+  }
+}
+
+char *br_engine_task_waiting(br_engine *e, int64_t id) {
+  br_task *t = task_find(e, id);
+  if (!t || (t->state != BR_TASK_QUEUED && t->state != BR_TASK_BLOCKED &&
+             !(t->state == BR_TASK_WAITING && t->paused)))
+    return NULL;
+  char *out = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&out, &len);
+  if (!f) return NULL;
+  if (t->state == BR_TASK_BLOCKED) why_blocked(e, t, f);
+  else if (t->state == BR_TASK_QUEUED) why_queued(e, t, f);
+  else fprintf(f, "paused: it goes on at '%s' once resumed", task_node(t)->name);
+  if (fclose(f) != 0) {
+    free(out);
+    return NULL;
+  }
+  return out;
+}
+
 /* A dead task was consumed (gathered into its survivor, or by a kill): its
  * split and its parent count it no more, so brought back it would be
  * gathered, or waited for, a second time. One loaded from the store for

@@ -446,3 +446,98 @@ TEST(farm_fake_agents_never_get_more_than_they_have_free) {
   CHECK_EQ_INT(iv.lost, 0);
   farm_stop(&f);
 }
+
+/* ---- why a job waits ---- */
+
+/* The first queued child of the submission `start`, waited for. */
+static int64_t queued_child(farm *f, int64_t start) {
+  char path[128];
+  snprintf(path, sizeof path, "/api/v1/tasks?parent=%lld&state=queued", (long long)start);
+  for (int i = 0; i < 200; i++) {
+    json_t *out = NULL;
+    CHECK_EQ_INT(farm_call(f, f->user, "GET", path, NULL, &out), 200);
+    json_t *tasks = json_object_get(out, "tasks");
+    int64_t id = json_array_size(tasks)
+                     ? json_integer_value(json_object_get(json_array_get(tasks, 0), "id"))
+                     : 0;
+    json_decref(out);
+    if (id) return id;
+    usleep(50000);
+  }
+  br_test_fail(__FILE__, __LINE__, "no child of task %lld was queued", (long long)start);
+  return 0;
+}
+
+/* What GET /api/v1/tasks/ID says the task waits for, once it says what
+ * `want` says (the agents' polls change it): the last answer. */
+static char *waiting_for(farm *f, int64_t id, const char *want) {
+  char path[128];
+  snprintf(path, sizeof path, "/api/v1/tasks/%lld", (long long)id);
+  char *last = NULL;
+  for (int i = 0; i < 200; i++) {
+    json_t *out = NULL;
+    CHECK_EQ_INT(farm_call(f, f->user, "GET", path, NULL, &out), 200);
+    const char *w = json_string_value(json_object_get(out, "waiting"));
+    free(last);
+    last = strdup(w ? w : "(nothing)");
+    json_decref(out);
+    if (strstr(last, want)) break;
+    usleep(50000);
+  }
+  return last;
+}
+
+/* A queued job says what holds it: no agent, no agent big enough or with
+ * its tags, a full limit, a limit name the farm does not set (a typo,
+ * which limits nothing), busy agents; `braid show` prints it. Before, a job
+ * no agent could take sat queued with no word of why. */
+TEST(farm_says_why_a_job_waits) {
+  farm f;
+  farm_start(&f, "farm-why", "--poll-wait 1 --lost-after 10 --limit lic=1");
+  int64_t big = farm_submit_graph(&f, farm_jobs_graph("big", 1, "{\"shell\":\"true\",\"cores\":64}"),
+                                  NULL, 0, NULL);
+  int64_t job = queued_child(&f, big);
+  char *w = waiting_for(&f, job, "no agent");
+  CHECK_EQ_STR(w, "no agent has registered with this server");
+  free(w);
+  farm_agent(&f, "a", "--slots 1 --cores 2 --memory 1000 --gpus 0 --tag x");
+  w = waiting_for(&f, job, "too small");
+  CHECK_EQ_STR(w, "no online agent can run it: 1 is too small (it needs 64 cores, 0 MB, 0 GPUs; "
+                  "the largest has 2 cores, 1000 MB, 0 GPUs)");
+  free(w);
+  int64_t tagged = farm_submit_graph(
+      &f, farm_jobs_graph("tagged", 1, "{\"shell\":\"true\",\"tags\":[\"gpu\"]}"), NULL, 0, NULL);
+  w = waiting_for(&f, queued_child(&f, tagged), "tags");
+  CHECK_EQ_STR(w, "no online agent can run it: 1 lacks its tags [\"gpu\"]");
+  free(w);
+  int64_t lic = farm_submit_graph(
+      &f, farm_jobs_graph("lic", 2, "{\"shell\":\"sleep 60\",\"limits\":[\"lic\"]}"), NULL, 0, NULL);
+  int64_t second = queued_child(&f, lic);
+  w = waiting_for(&f, second, "is busy");
+  CHECK_EQ_STR(w, "limit 'lic' is full (1 of 1 in use); the 1 agent that can run it is busy");
+  free(w);
+  int64_t typo = farm_submit_graph(
+      &f, farm_jobs_graph("typo", 1, "{\"shell\":\"true\",\"limits\":[\"licc\"]}"), NULL, 0, NULL);
+  w = waiting_for(&f, queued_child(&f, typo), "busy");
+  CHECK_EQ_STR(w, "limit 'licc' is not set on this farm, so it holds nothing back (set: lic); "
+                  "the 1 agent that can run it is busy");
+  free(w);
+  char cmd[2048];
+  snprintf(cmd, sizeof cmd, "'%s' show %lld --server %s --token %s 2>&1", farm_bin(),
+           (long long)second, f.url, f.user);
+  char *out = farm_capture(cmd);
+  CHECK_CONTAINS(out, "\n  waiting   limit 'lic' is full (1 of 1 in use)");
+  free(out);
+  /* a running task waits for nothing */
+  json_t *t = NULL;
+  snprintf(cmd, sizeof cmd, "/api/v1/tasks?parent=%lld&state=running", (long long)lic);
+  CHECK_EQ_INT(farm_call(&f, f.user, "GET", cmd, NULL, &t), 200);
+  int64_t running = json_integer_value(json_object_get(json_array_get(json_object_get(t, "tasks"), 0), "id"));
+  json_decref(t);
+  CHECK(running > 0);
+  snprintf(cmd, sizeof cmd, "/api/v1/tasks/%lld", (long long)running);
+  CHECK_EQ_INT(farm_call(&f, f.user, "GET", cmd, NULL, &t), 200);
+  CHECK(json_object_get(t, "waiting") == NULL);
+  json_decref(t);
+  farm_stop(&f);
+}

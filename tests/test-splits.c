@@ -470,3 +470,83 @@ TEST(a_parent_of_100000_children_and_a_split_of_10000) {
   if (secs > 30) br_test_fail(__FILE__, __LINE__, "took %.1f s (a few without ASan)", secs);
   tenv_close(&t);
 }
+
+/* ---- why a task waits ---- */
+
+/* A gather whose elements will not all come says which ones hold it and
+ * why; so does a parent waiting for its children. Before, a blocked task
+ * said nothing, and one element cancelled left the others blocked with no
+ * word of it. */
+TEST(a_blocked_task_says_what_it_waits_for) {
+  tenv t;
+  tenv_open(&t, "why_blocked");
+  /* element 2 fails at 'bad' (no frame range), element 3 waits at 'w' for
+   * ever and is cancelled there, element 4 is paused on its way */
+  tenv_graph(&t, "{\"nodes\": [{\"name\": \"s\", \"type\": \"wedge\","
+                 "\"params\": {\"wedges\": [{\"attr\": \"v\", \"values\": [1, 2, 3, 4]}]}},"
+                 "{\"name\": \"sw\", \"type\": \"switch\","
+                 " \"params\": {\"attr\": \"v\", \"cases\": [2, 3, 4]}},"
+                 "{\"name\": \"bad\", \"type\": \"split_range\"},"
+                 "{\"name\": \"w\", \"type\": \"script\", \"params\": {\"source\": \"wait(7)\"}},"
+                 "{\"name\": \"late\", \"type\": \"null\"},"
+                 "{\"name\": \"g\", \"type\": \"gather_split\"},"
+                 "{\"name\": \"kids\", \"type\": \"spawn\", \"params\": {\"count\": 3}},"
+                 "{\"name\": \"sw2\", \"type\": \"switch\","
+                 " \"params\": {\"attr\": \"index\", \"cases\": [0]}},"
+                 "{\"name\": \"bad2\", \"type\": \"split_range\"},"
+                 "{\"name\": \"wc\", \"type\": \"wait_children\"}],"
+                 "\"wires\": [[\"s\", \"sw\"], [\"sw.default\", \"g\"], [\"sw.2\", \"bad\"],"
+                 " [\"sw.3\", \"w\"], [\"sw.4\", \"late\"], [\"late\", \"g\"],"
+                 " [\"kids\", \"wc.parents\"], [\"kids.children\", \"sw2\"],"
+                 " [\"sw2.0\", \"bad2\"], [\"sw2.default\", \"wc.children\"]]}");
+  tenv_submit(&t, "s", "{}");
+  tenv_run(&t);
+  tlist w = tenv_tasks(&t, "w", BR_TASK_BLOCKED);
+  CHECK_EQ_INT(w.n, 1);
+  br_error err;
+  char *why = br_engine_task_waiting(t.eng, w.v[0].id);
+  CHECK_CONTAINS(why, "held at 'w' (script) with 0 other tasks under key 7");
+  free(why);
+  CHECK(br_engine_task_cancel(t.eng, w.v[0].id, &err) == BR_OK);
+  tenv_run(&t);
+  tlist bad = tenv_tasks(&t, "bad", BR_TASK_ERROR);
+  tlist g = tenv_tasks(&t, "g", BR_TASK_BLOCKED);
+  CHECK_EQ_INT(bad.n, 1);
+  CHECK_EQ_INT(g.n, 2); /* 1 and 4 */
+  why = br_engine_task_waiting(t.eng, g.v[0].id);
+  CHECK_CONTAINSF(why, "waiting at 'g' for the elements of split %lld: 2 of 4 here",
+                  (long long)g.v[0].split_id);
+  CHECK_CONTAINSF(why, "these will not come unless retried: task %lld (error at 'bad'), "
+                  "task %lld (cancelled at 'w')", (long long)bad.v[0].id, (long long)w.v[0].id);
+  CHECK(strstr(why, "on their way") == NULL);
+  free(why);
+  /* a paused one on its way is counted as such, and says it is paused */
+  CHECK(br_engine_task_retry(t.eng, w.v[0].id, &err) == BR_OK);
+  CHECK(br_engine_task_pause(t.eng, w.v[0].id, true, &err) == BR_OK);
+  why = br_engine_task_waiting(t.eng, w.v[0].id);
+  CHECK_EQ_STR(why, "paused: it goes on at 'w' once resumed");
+  free(why);
+  why = br_engine_task_waiting(t.eng, g.v[1].id);
+  CHECK_CONTAINS(why, "2 of 4 here; these will not come unless retried: task");
+  CHECK_CONTAINS(why, "(error at 'bad'); 1 on their way");
+  free(why);
+  /* not waiting: nothing to say */
+  CHECK(br_engine_task_waiting(t.eng, bad.v[0].id) == NULL);
+  CHECK(br_engine_task_waiting(t.eng, 999999) == NULL);
+  /* a parent waiting for children, one of which failed on its way */
+  int64_t parent = tenv_submit(&t, "kids", "{}");
+  tenv_run(&t);
+  tlist bad2 = tenv_tasks(&t, "bad2", BR_TASK_ERROR);
+  CHECK_EQ_INT(bad2.n, 1);
+  why = br_engine_task_waiting(t.eng, parent);
+  CHECK_CONTAINSF(why, "waiting at 'wc' for the children of task %lld: 2 of 3 here; these "
+                  "will not come unless retried: task %lld (error at 'bad2')", (long long)parent,
+                  (long long)bad2.v[0].id);
+  CHECK(strstr(why, "on their way") == NULL);
+  free(why);
+  tlist_free(&w);
+  tlist_free(&bad);
+  tlist_free(&g);
+  tlist_free(&bad2);
+  tenv_close(&t);
+}

@@ -710,6 +710,7 @@ function taskView(id) {
         } }, 'Cancel')];
       const kv = [['state', [stateTag(t.state), t.paused ? ' paused' : '']],
         ['node', [t.node, el('span', { class: 'muted' }, ' port ' + t.port)]],
+        ...(t.waiting ? [['waiting', t.waiting]] : []),
         ['graph', link('#/tasks?graph=' + t.graph_id, 'graph id ' + t.graph_id)],
         ['group', t.group ? link('#/tasks?group=' + t.group, t.group) : ''],
         ['parent', t.parent ? link('#/task/' + t.parent, t.parent) : ''],

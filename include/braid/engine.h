@@ -114,6 +114,14 @@ int br_engine_task_set_priority(br_engine *e, int64_t id, int32_t priority, br_e
 int br_engine_task_set_attrs(br_engine *e, int64_t id, json_t *attrs, br_error *err);
 int br_engine_task_move(br_engine *e, int64_t id, const char *node, br_error *err);
 
+/* Why a task in memory that is queued or blocked has not gone on yet: a
+ * sentence for people (caller frees), or NULL when it is not waiting (or
+ * not in memory). A queued one's executor says what holds it (see
+ * br_executor_ops.why); a blocked one says what its waiter node waits for,
+ * naming the tasks it waits on that will not come by themselves (cancelled
+ * or in error). On the engine's thread. */
+char *br_engine_task_waiting(br_engine *e, int64_t id);
+
 /* Puts every task in error back to waiting at its node; returns how many. */
 size_t br_engine_retry_failed(br_engine *e);
 

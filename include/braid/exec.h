@@ -162,6 +162,10 @@ typedef struct br_executor_ops {
    * are committed with the turn that made the work ready: one commit from
    * ready to running. May call on_assign. */
   void (*schedule)(br_executor *ex);
+  /* Why an invocation it holds has not started (a scheduling executor's
+   * pending one): a sentence in buf, its length; 0 when it does not hold
+   * it, or has nothing to say. */
+  size_t (*why)(br_executor *ex, int64_t invocation_id, char *buf, size_t size);
 } br_executor_ops;
 
 const br_executor_ops *br_executor_find(const char *name);

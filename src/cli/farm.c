@@ -515,6 +515,8 @@ int br_cli_show_remote(int argc, char **argv) {
          json_is_true(json_object_get(t, "paused")) ? " (paused)" : "");
   printf("  node      %s (input %lld)\n", json_string_value(json_object_get(t, "node")),
          (long long)json_integer_value(json_object_get(t, "port")));
+  const char *waiting = json_string_value(json_object_get(t, "waiting"));
+  if (waiting) printf("  waiting   %s\n", waiting);
   if (json_object_get(t, "parent"))
     printf("  parent    %lld\n", (long long)json_integer_value(json_object_get(t, "parent")));
   json_t *sp = json_object_get(t, "split");

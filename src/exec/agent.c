@@ -1531,6 +1531,146 @@ static void agent_destroy(br_executor *ex) {
   uv_close((uv_handle_t *)&ex->timer, timer_closed);
 }
 
+/* ---- why a job waits ---- */
+
+typedef struct why_count {
+  int lack_tags, small, avoided, busy, ready;
+  int cores, gpus; /* the largest eligible agent's */
+  int64_t memory_mb;
+} why_count;
+
+static void why_agents(br_executor *ex, job *j, why_count *w) {
+  group *g = group_get(ex, j->group_id);
+  agent *a, *tmp;
+  HASH_ITER(hh, ex->agents, a, tmp) {
+    if (!eligible(a)) continue;
+    if (a->cores > w->cores) w->cores = a->cores;
+    if (a->gpus > w->gpus) w->gpus = a->gpus;
+    if (a->memory_mb > w->memory_mb) w->memory_mb = a->memory_mb;
+    const resources *fr = a->poll ? &a->poll->free : &a->free;
+    if (!has_tags(a, j->tags)) w->lack_tags++;
+    else if (j->cores > a->cores || (j->memory_mb > a->memory_mb && a->memory_mb > 0) ||
+             j->gpus > a->gpus)
+      w->small++;
+    else if (avoided(ex, g, a)) w->avoided++;
+    else if (fr->slots < 1 || fr->cores < cores_on(j, a) || fr->memory_mb < j->memory_mb ||
+             fr->gpus < j->gpus)
+      w->busy++;
+    else w->ready++;
+  }
+}
+
+/* Why no agent can have it: the kinds of agent it does not fit. */
+static void why_none_fits(br_executor *ex, job *j, const why_count *w, FILE *f) {
+  const char *sep = "no online agent can run it: ";
+  if (w->lack_tags) {
+    char *tags = json_dumps(j->tags, JSON_COMPACT);
+    fprintf(f, "%s%d lack%s its tags %s", sep, w->lack_tags, w->lack_tags == 1 ? "s" : "",
+            tags ? tags : "");
+    free(tags);
+    sep = ", ";
+  }
+  if (w->small) {
+    fprintf(f, "%s%d %s too small (it needs %d cores, %lld MB, %d GPUs; the largest has %d "
+               "cores, %lld MB, %d GPUs)",
+            sep, w->small, w->small == 1 ? "is" : "are", j->cores, (long long)j->memory_mb,
+            j->gpus, w->cores, (long long)w->memory_mb, w->gpus);
+    sep = ", ";
+  }
+  if (w->avoided)
+    fprintf(f, "%s%d %s avoided by its submission (its jobs failed %d times there; braid "
+               "retry clears it)",
+            sep, w->avoided, w->avoided == 1 ? "is" : "are", ex->avoid_after);
+}
+
+/* The farm-wide hindrances: limits (and names that are no limit: a typo
+ * limits nothing) and the node's own max_running. */
+static void why_limits(br_executor *ex, job *j, FILE *f, const char **sep) {
+  size_t i;
+  json_t *x;
+  json_array_foreach(j->limits, i, x) {
+    const char *name = json_string_value(x);
+    counter *c = counter_get(&ex->limits, name, false);
+    if (c && c->max >= 0 && c->used >= c->max) {
+      fprintf(f, "%slimit '%s' is full (%d of %d in use)", *sep, name, c->used, c->max);
+      *sep = "; ";
+    } else if (!c || c->max < 0) {
+      fprintf(f, "%slimit '%s' is not set on this farm, so it holds nothing back (set:", *sep,
+              name);
+      int n = 0;
+      for (counter *k = ex->limits; k; k = k->hh.next)
+        if (k->max >= 0) fprintf(f, "%s %s", n++ ? "," : "", k->name);
+      fprintf(f, "%s)", n ? "" : " none");
+      *sep = "; ";
+    }
+  }
+  if (j->node_key && j->node_limit > 0) {
+    counter *c = counter_get(&ex->nodes, j->node_key, false);
+    const char *slash = strchr(j->node_key, '/');
+    if (c && c->used >= j->node_limit) {
+      fprintf(f, "%snode '%s' runs at most %d at once, and %d run", *sep,
+              slash ? slash + 1 : j->node_key, j->node_limit, c->used);
+      *sep = "; ";
+    }
+  }
+}
+
+static size_t agent_why(br_executor *ex, int64_t id, char *buf, size_t size) {
+  job *j = job_find(ex, id);
+  if (!j || j->state != J_PENDING || !size) return 0;
+  char *text = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&text, &len);
+  if (!f) return 0;
+  const char *sep = "";
+  int64_t now = now_ms();
+  if (ex->stopping) {
+    fprintf(f, "the server is stopping");
+    sep = "; ";
+  } else if (now < ex->recover_until_ms) {
+    fprintf(f, "the server started a moment ago: nothing goes out for %.0f s more, while "
+               "agents that held work come back",
+            (double)(ex->recover_until_ms - now) / 1000.0);
+    sep = "; ";
+  }
+  why_limits(ex, j, f, &sep);
+  int online = 0, total = 0;
+  agent *a, *tmp;
+  HASH_ITER(hh, ex->agents, a, tmp) {
+    total++;
+    online += a->state == A_ONLINE;
+  }
+  why_count w = {0};
+  why_agents(ex, j, &w);
+  int ahead = 0;
+  for (job *q = j->sh ? j->sh->head : NULL; q && q != j; q = q->q_next) ahead++;
+  fputs(sep, f);
+  if (!total) fprintf(f, "no agent has registered with this server");
+  else if (!online) fprintf(f, "no agent is online (%d lost or offline)", total);
+  else if (!w.lack_tags && !w.small && !w.avoided && !w.busy && !w.ready)
+    fprintf(f, "every online agent is draining or stopping (%d)", online);
+  else if (w.ready || w.busy) {
+    if (w.ready)
+      fprintf(f, "%d agent%s can run it now: it goes at the next one's poll", w.ready,
+              w.ready == 1 ? "" : "s");
+    else
+      fprintf(f, "the %d agent%s that can run it %s busy", w.busy, w.busy == 1 ? "" : "s",
+              w.busy == 1 ? "is" : "are");
+    if (ahead)
+      fprintf(f, "; %d job%s of its submission, with the same needs, %s ahead of it", ahead,
+              ahead == 1 ? "" : "s", ahead == 1 ? "is" : "are");
+  } else {
+    why_none_fits(ex, j, &w, f);
+  }
+  if (fclose(f) != 0) {
+    free(text);
+    return 0;
+  }
+  snprintf(buf, size, "%s", text);
+  free(text);
+  return strlen(buf);
+}
+
 const br_executor_ops br_exec_agent = {
     .name = "agent",
     .create = agent_create,
@@ -1544,6 +1684,7 @@ const br_executor_ops br_exec_agent = {
     .adopt = agent_adopt,
     .committed = agent_committed,
     .schedule = agent_schedule,
+    .why = agent_why,
 };
 
 bool br_farm_is(const br_executor_ops *ops) { return ops == &br_exec_agent; }

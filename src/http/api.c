@@ -170,12 +170,16 @@ static void op_run(br_engine *e, void *ud) {
 }
 
 /* Runs fn on the engine thread; the request is answered from there. */
-static void hand_over(br_server *s, br_http_req *rq, op_fn fn, int64_t id, const char *name) {
+/* As hand_over, with o->answer set (stolen) for fn to finish. */
+static void hand_over_answer(br_server *s, br_http_req *rq, op_fn fn, int64_t id,
+                             const char *name, json_t *answer) {
   op *o = calloc(1, sizeof *o);
   if (!o) {
+    json_decref(answer);
     br_http_reply_error(rq, 503, "out of memory");
     return;
   }
+  o->answer = answer;
   o->s = s;
   o->rq = rq;
   o->fn = fn;
@@ -190,6 +194,10 @@ static void hand_over(br_server *s, br_http_req *rq, op_fn fn, int64_t id, const
     br_http_reply_error(rq, 503, "the server is stopping");
     op_free(o);
   }
+}
+
+static void hand_over(br_server *s, br_http_req *rq, op_fn fn, int64_t id, const char *name) {
+  hand_over_answer(s, rq, fn, id, name, NULL);
 }
 
 static void answer_committed(br_engine *e, void *ud, bool committed) {
@@ -897,6 +905,17 @@ static int inv_row(void *ud, br_inv_info *i) {
   return 0;
 }
 
+/* A task that waits: why, from the engine (it knows what holds it). */
+static void op_task_waiting(br_server *s, op *o) {
+  char *why = br_engine_task_waiting(s->e, o->id);
+  json_t *w = why ? json_string(why) : NULL;
+  if (w) json_object_set_new(o->answer, "waiting", w);
+  free(why);
+  br_http_reply_json(o->rq, 200, o->answer);
+  o->answer = NULL;
+  op_free(o);
+}
+
 static void h_task(void *ud, br_http_req *rq) {
   br_server *s = ud;
   int64_t id;
@@ -914,8 +933,11 @@ static void h_task(void *ud, br_http_req *rq) {
     return br_http_reply_error(rq, rc == BR_ENOTFOUND ? 404 : 500, "%s", err.msg);
   }
   json_t *j = br_task_info_json(&t, true);
+  bool waits = t.state == BR_TASK_QUEUED || t.state == BR_TASK_BLOCKED ||
+               (t.state == BR_TASK_WAITING && t.paused);
   br_task_info_free(&t);
   json_object_set_new(j, "invocations", invs);
+  if (waits) return hand_over_answer(s, rq, op_task_waiting, id, NULL, j);
   br_http_reply_json(rq, 200, j);
 }
 
