@@ -430,6 +430,15 @@ TEST(farm_tls) {
   unsetenv("BRAID_CA"); /* without the CA the certificate is refused */
   CHECK_EQ_INT(braid(&out, F.user, "ls"), 1);
   free(out);
+  /* a config file's relative "ca" is beside it, not in the working folder */
+  snprintf(cmd, sizeof cmd, "{\"server\": \"%s\", \"token\": \"%s\", \"ca\": \"cert.pem\"}",
+           F.url, F.user);
+  br_test_put(dir, "config.json", cmd);
+  snprintf(cmd, sizeof cmd,
+           "cd '%s' && env -u BRAID_SERVER -u BRAID_TOKEN BRAID_CONFIG='%s/config.json' '%s' ls "
+           "> ca.out 2>&1",
+           F.dir, dir, farm_bin());
+  CHECK_EQ_INT(system(cmd), 0);
   free(dir);
   farm_stop(&F);
 }
@@ -600,6 +609,8 @@ TEST(farm_command_line_arguments) {
       {"{\"server\": ", "braid: config file c.json:1:11: "},
       {"{\"server\": 5}", "braid: config file c.json: \"server\" must be a string"},
       {"[]", "braid: config file c.json: not a JSON object"},
+      {"{\"server\": \"http://127.0.0.1:1\", \"tokn\": \"x\"}", /* a typo did nothing */
+       "braid: config file c.json: unknown key \"tokn\" (known: server, token, token_file, ca)"},
   };
   for (size_t i = 0; i < sizeof cfgs / sizeof *cfgs; i++) {
     br_test_put(F.dir, "c.json", cfgs[i][0]);
@@ -614,6 +625,20 @@ TEST(farm_command_line_arguments) {
            F.url, farm_bin());
   CHECK_EQ_INT(run_split(cmd, &out, &err), 2);
   CHECK_CONTAINS(err, "braid: config file nope.json (BRAID_CONFIG): No such file or directory");
+  free(out);
+  free(err);
+  /* a relative token_file is beside the config file, wherever braid runs */
+  char cfgdir[1024];
+  snprintf(cfgdir, sizeof cfgdir, "%s/cfg", F.dir);
+  CHECK(mkdir(cfgdir, 0755) == 0);
+  br_test_put(cfgdir, "user.token", F.user);
+  snprintf(cmd, sizeof cmd, "{\"server\": \"%s\", \"token_file\": \"user.token\"}", F.url);
+  br_test_put(cfgdir, "config.json", cmd);
+  snprintf(cmd, sizeof cmd,
+           "env -u BRAID_SERVER -u BRAID_TOKEN BRAID_CONFIG=cfg/config.json '%s' ls --json",
+           farm_bin());
+  int st = run_split(cmd, &out, &err);
+  if (st != 0) br_test_fail(__FILE__, __LINE__, "ls with cfg/config.json: exit %d: %s", st, err);
   free(out);
   free(err);
   farm_stop(&F);

@@ -11,7 +11,9 @@
 /* The config file ($BRAID_CONFIG, or the default path): NULL when there is
  * none. A file that cannot be used is an error (printed, *bad set), not
  * ignored: a typo would otherwise send the command to another server, or
- * none. Only the default path may be missing. */
+ * none; so is a key it does not know ("tokn" did nothing). Only the default
+ * path may be missing. A relative "token_file" or "ca" names a file beside
+ * it (it is returned so), wherever the command runs. */
 static json_t *config(bool *bad) {
   const char *path = getenv("BRAID_CONFIG");
   char buf[4096];
@@ -39,13 +41,24 @@ static json_t *config(bool *bad) {
     return NULL;
   }
   static const char *const keys[] = {"server", "token", "token_file", "ca"};
+  const size_t nkeys = sizeof keys / sizeof *keys;
   const char *why = json_is_object(j) ? NULL : "not a JSON object";
-  char msg[128];
-  for (size_t i = 0; !why && i < sizeof keys / sizeof *keys; i++) {
-    json_t *v = json_object_get(j, keys[i]);
-    if (v && !json_is_string(v)) {
-      snprintf(msg, sizeof msg, "\"%s\" must be a string", keys[i]);
+  char msg[256];
+  const char *key;
+  json_t *v;
+  if (!why) {
+    json_object_foreach(j, key, v) {
+      size_t i = 0;
+      while (i < nkeys && strcmp(key, keys[i]) != 0) i++;
+      if (i == nkeys)
+        snprintf(msg, sizeof msg, "unknown key \"%.100s\" (known: server, token, token_file, ca)",
+                 key);
+      else if (!json_is_string(v))
+        snprintf(msg, sizeof msg, "\"%s\" must be a string", key);
+      else
+        continue;
       why = msg;
+      break;
     }
   }
   if (why) {
@@ -53,6 +66,17 @@ static json_t *config(bool *bad) {
     *bad = true;
     json_decref(j);
     return NULL;
+  }
+  static const char *const files[] = {"token_file", "ca"};
+  const char *slash = strrchr(path, '/');
+  for (size_t i = 0; slash && i < sizeof files / sizeof *files; i++) {
+    const char *rel = json_string_value(json_object_get(j, files[i]));
+    char *full = NULL;
+    if (rel && *rel && *rel != '/' &&
+        asprintf(&full, "%.*s/%s", (int)(slash - path), path, rel) >= 0) {
+      json_object_set_new(j, files[i], json_string(full));
+      free(full);
+    }
   }
   return j;
 }
