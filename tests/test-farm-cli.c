@@ -947,3 +947,36 @@ TEST(farm_server_makes_a_new_store_only_with_init) {
   pg_stop(&pg);
   free(dir);
 }
+
+/* A token file made before the first start (agent tokens for the render
+ * machines) held tokens, so no admin token was made: a farm nobody could
+ * manage. One is made whenever the file holds none, and only then. */
+TEST(farm_server_makes_an_admin_token_when_the_file_has_none) {
+  char *dir = br_test_tmpdir("farm-cli-admin"), *out, cmd[2048], path[1024];
+  snprintf(cmd, sizeof cmd, "cd '%s' && '%s' token create --role agent --store farm.braid.db",
+           dir, farm_bin());
+  char *agent = farm_capture(cmd);
+  CHECK(strlen(agent) > 10);
+  CHECK_EQ_INT(server_in(dir, "--init", &out), 0);
+  CHECK_CONTAINS(out, "braid: the token file farm.braid.tokens holds no admin token: an admin "
+                      "token is in farm.braid.admin-token (mode 0600)");
+  free(out);
+  snprintf(path, sizeof path, "%s/farm.braid.admin-token", dir);
+  char *admin = br_test_slurp(path);
+  size_t n = strlen(admin);
+  while (n && admin[n - 1] == '\n') admin[--n] = 0;
+  snprintf(path, sizeof path, "%s/farm.braid.tokens", dir);
+  br_auth *auth;
+  br_error err;
+  CHECK(br_auth_open(path, &auth, &err) == BR_OK);
+  CHECK_EQ_INT(br_auth_check(auth, admin), BR_ROLE_ADMIN);
+  CHECK_EQ_INT(br_auth_check(auth, agent), BR_ROLE_AGENT); /* kept */
+  CHECK_EQ_INT(br_auth_count(auth), 2);
+  br_auth_close(auth);
+  CHECK_EQ_INT(server_in(dir, "", &out), 0); /* there is one now: none made */
+  CHECK(strstr(out, "admin token") == NULL);
+  free(out);
+  free(admin);
+  free(agent);
+  free(dir);
+}

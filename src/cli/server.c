@@ -29,9 +29,10 @@ static void server_usage(FILE *out) {
           "  --store PATH        the store (default " BR_CLI_SERVER_STORE
           " in this folder); beside\n"
           "                      it, named after it without .db: .tokens, .admin-token\n"
-          "                      (made on first start), .logs/ (job logs), .farm.json\n"
-          "                      (worker settings, limits, group names); for a database\n"
-          "                      URI they are here, named farm.braid.*\n"
+          "                      (made when .tokens holds no admin token: on first start),\n"
+          "                      .logs/ (job logs), .farm.json (worker settings, limits,\n"
+          "                      group names); for a database URI they are here, named\n"
+          "                      farm.braid.*\n"
           "  --init              make the store if it is not there: a new farm (harmless\n"
           "                      when it is). Without it a store that is not there (no\n"
           "                      file, a database without braid's tables) is an error, so\n"
@@ -82,9 +83,24 @@ static const char *first_line(const char *msg, char *buf, size_t size) {
   return buf;
 }
 
-/* First start: someone must be able to get in. Made once the server is
- * open, so that one refused (its store is in use) makes no token and says
- * nothing of one; the server reads its token file again when it changes. */
+static bool has_admin(br_auth *auth) {
+  json_t *all = br_auth_list(auth), *t;
+  size_t i;
+  bool found = false;
+  json_array_foreach(all, i, t) {
+    const char *role = json_string_value(json_object_get(t, "role"));
+    found = found || (role && strcmp(role, "admin") == 0);
+  }
+  json_decref(all);
+  return found;
+}
+
+/* First start: someone must be able to get in. So must an admin when the
+ * token file holds no admin token (agent tokens made before the first
+ * start, or every admin token revoked): a farm nobody can manage. Made
+ * once the server is open, so that one refused (its store is in use) makes
+ * no token and says nothing of one; the server reads its token file again
+ * when it changes. */
 static int first_admin(const char *tokens, const char *admin, const char *store) {
   br_error err;
   br_auth *auth = NULL;
@@ -94,7 +110,8 @@ static int first_admin(const char *tokens, const char *admin, const char *store)
   }
   int rc = 0;
   char *tok, id[17];
-  if (br_auth_count(auth) > 0) {
+  size_t others = br_auth_count(auth);
+  if (has_admin(auth)) {
     /* not the first start */
   } else if (br_auth_create(auth, BR_ROLE_ADMIN, "first admin", &tok, id, &err)) {
     br_cli_errorf("%s", err.msg);
@@ -108,7 +125,11 @@ static int first_admin(const char *tokens, const char *admin, const char *store)
       br_cli_errorf("cannot write the admin token to %s: %s", admin, strerror(errno));
       rc = -1;
     } else {
-      fprintf(stderr, "braid: first start: an admin token is in %s (mode 0600); make others with\n"
+      if (others)
+        fprintf(stderr, "braid: the token file %s holds no admin token: ", tokens);
+      else
+        fprintf(stderr, "braid: first start: ");
+      fprintf(stderr, "an admin token is in %s (mode 0600); make others with\n"
                       "       braid token create --role agent|user|admin --store %s\n", admin,
               store);
     }
