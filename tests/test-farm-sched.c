@@ -516,16 +516,38 @@ TEST(farm_says_why_a_job_waits) {
   w = waiting_for(&f, second, "is busy");
   CHECK_EQ_STR(w, "limit 'lic' is full (1 of 1 in use); the 1 agent that can run it is busy");
   free(w);
-  int64_t typo = farm_submit_graph(
-      &f, farm_jobs_graph("typo", 1, "{\"shell\":\"true\",\"limits\":[\"licc\"]}"), NULL, 0, NULL);
+  /* the submission is warned of the typo; the job says it too */
+  json_t *body = json_pack("{so}", "graph", farm_jobs_graph("typo", 1, "{\"shell\":\"true\","
+                                                                      "\"limits\":[\"lic\",\"licc\"]}"));
+  json_t *ans = NULL;
+  CHECK_EQ_INT(farm_call(&f, f.user, "POST", "/api/v1/submissions", body, &ans), 201);
+  json_decref(body);
+  int64_t typo = json_integer_value(json_object_get(ans, "task"));
+  json_t *warnings = json_object_get(ans, "warnings");
+  CHECK_EQ_INT(json_array_size(warnings), 1);
+  CHECK_EQ_STR(json_string_value(json_array_get(warnings, 0)),
+               "node 'job' takes limit 'licc', which this farm does not set, so it limits "
+               "nothing (set: lic)");
+  json_decref(ans);
   w = waiting_for(&f, queued_child(&f, typo), "busy");
-  CHECK_EQ_STR(w, "limit 'licc' is not set on this farm, so it holds nothing back (set: lic); "
-                  "the 1 agent that can run it is busy");
+  CHECK_EQ_STR(w, "limit 'lic' is full (1 of 1 in use); limit 'licc' is not set on this farm, so "
+                  "it holds nothing back (set: lic); the 1 agent that can run it is busy");
   free(w);
+  /* braid submit prints the warning */
   char cmd[2048];
+  json_t *g = farm_jobs_graph("typo2", 1, "{\"shell\":\"true\",\"limits\":[\"houdni\"]}");
+  snprintf(cmd, sizeof cmd, "%s/typo2.json", f.dir);
+  CHECK_EQ_INT(json_dump_file(g, cmd, 0), 0);
+  json_decref(g);
+  snprintf(cmd, sizeof cmd, "'%s' submit %s/typo2.json --server %s --token %s 2>&1", farm_bin(),
+           f.dir, f.url, f.user);
+  char *out = farm_capture(cmd);
+  CHECK_CONTAINS(out, "braid: warning: node 'job' takes limit 'houdni', which this farm does not "
+                      "set, so it limits nothing (set: lic)");
+  free(out);
   snprintf(cmd, sizeof cmd, "'%s' show %lld --server %s --token %s 2>&1", farm_bin(),
            (long long)second, f.url, f.user);
-  char *out = farm_capture(cmd);
+  out = farm_capture(cmd);
   CHECK_CONTAINS(out, "\n  waiting   limit 'lic' is full (1 of 1 in use)");
   free(out);
   /* a running task waits for nothing */

@@ -158,6 +158,10 @@ int br_cli_submit(int argc, char **argv) {
               json_string_value(json_object_get(ans, "node")),
               json_string_value(json_object_get(ans, "graph")),
               (long long)json_integer_value(json_object_get(ans, "group")));
+    size_t i;
+    json_t *w;
+    json_array_foreach(json_object_get(ans, "warnings"), i, w)
+        fprintf(stderr, "braid: warning: %s\n", json_string_value(w));
   }
   json_decref(ans);
 out:

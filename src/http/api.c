@@ -656,6 +656,42 @@ static void h_graph_put(void *ud, br_http_req *rq) {
 
 /* ---- submissions ---- */
 
+/* The limits g's nodes take (literal lists) that the farm does not set: a
+ * typo there limits nothing, so the submitter is told at once. NULL when
+ * there are none. (A limit given by an expression is known only when its
+ * task runs; `braid show` says it then.) */
+static json_t *unset_limits(br_server *s, const br_graph *g) {
+  if (!s->ex) return NULL;
+  json_t *set = br_farm_limits(s->ex), *out = NULL;
+  for (size_t i = 0; i < br_graph_node_count(g); i++) {
+    const br_node *n = br_graph_node(g, i);
+    size_t k;
+    json_t *x;
+    json_array_foreach(json_object_get(br_node_params(n), "limits"), k, x) {
+      const char *name = json_string_value(x);
+      json_t *l = name ? json_object_get(set, name) : NULL;
+      if (!name || (l && json_is_integer(json_object_get(l, "max")))) continue;
+      char *known = NULL;
+      size_t len = 0;
+      FILE *f = open_memstream(&known, &len);
+      if (!f) continue;
+      const char *k2;
+      json_t *v;
+      int nk = 0;
+      json_object_foreach(set, k2, v) if (json_is_integer(json_object_get(v, "max")))
+        fprintf(f, "%s%s", nk++ ? ", " : "", k2);
+      fclose(f);
+      if (!out) out = json_array();
+      json_array_append_new(out, json_sprintf("node '%s' takes limit '%s', which this farm does "
+                                              "not set, so it limits nothing (set: %s)",
+                                              br_node_name(n), name, nk ? known : "none"));
+      free(known);
+    }
+  }
+  json_decref(set);
+  return out;
+}
+
 static void op_submit(br_server *s, op *o) {
   json_t *b = o->body;
   br_error err;
@@ -708,10 +744,12 @@ static void op_submit(br_server *s, op *o) {
     json_object_set_new(groups, gname, json_integer(group));
     settings_save(s);
   }
-  answer_after_commit(o, 201,
-                      json_pack("{sIsIsIssssss*}", "task", (json_int_t)tid, "group", (json_int_t)group,
-                                "graph_id", (json_int_t)gid, "graph", br_graph_name(g), "node", node,
-                                "group_name", gname));
+  json_t *ans = json_pack("{sIsIsIssssss*}", "task", (json_int_t)tid, "group", (json_int_t)group,
+                          "graph_id", (json_int_t)gid, "graph", br_graph_name(g), "node", node,
+                          "group_name", gname);
+  json_t *warnings = unset_limits(s, g);
+  if (warnings) json_object_set_new(ans, "warnings", warnings);
+  answer_after_commit(o, 201, ans);
 }
 
 /* A task's priority: a whole number that fits the store's 32 bits. */
