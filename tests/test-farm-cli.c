@@ -525,7 +525,7 @@ static int run_split(const char *cmd, char **out, char **err) {
 TEST(farm_command_line_arguments) {
   farm_start(&F, "farm-cli-args", "--poll-wait 1 --lost-after 10");
   farm_agent(&F, "agA", "--slots 1");
-  char *out, *err, cmd[4096];
+  char *out, *err, cmd[4096], path[1024];
   for (int i = 0; i < 200; i++) { /* registered */
     braid(&out, F.user, "workers");
     bool there = strstr(out, "agA") != NULL;
@@ -639,6 +639,38 @@ TEST(farm_command_line_arguments) {
            farm_bin());
   int st = run_split(cmd, &out, &err);
   if (st != 0) br_test_fail(__FILE__, __LINE__, "ls with cfg/config.json: exit %d: %s", st, err);
+  free(out);
+  free(err);
+  /* a malformed address is a usage error naming its option, before anything
+   * is made (--listen nope made the store, then exit 1; an agent given a
+   * URL with a bad port tried it for ever) */
+  const char *addrs[][2] = {
+      {"server --listen nope --store new.db", "braid: --listen: 'nope' is not HOST:PORT: no :PORT"},
+      {"server --listen 127.0.0.1:99999 --store new.db",
+       "braid: --listen: '127.0.0.1:99999' is not HOST:PORT: the port is not a number from 0 "
+       "to 65535"},
+      {"server --executor slurm --slurm-listen 0.0.0.0 --store new.db",
+       "braid: --slurm-listen: '0.0.0.0' is not HOST:PORT"},
+      {"agent --server http://127.0.0.1:abc --work-dir agent-x",
+       "braid: --server: 'http://127.0.0.1:abc' is not a server URL: the port is not a number "
+       "from 1 to 65535 (http://HOST:PORT, https://HOST:PORT)"},
+      {"agent --server http://:7870 --work-dir agent-x",
+       "braid: --server: 'http://:7870' is not a server URL: no host"},
+  };
+  for (size_t i = 0; i < sizeof addrs / sizeof *addrs; i++) {
+    snprintf(cmd, sizeof cmd, "BRAID_TOKEN='%s' timeout 10 '%s' %s", F.agent, farm_bin(),
+             addrs[i][0]);
+    st = run_split(cmd, &out, &err);
+    if (st != 2 || !strstr(err, addrs[i][1]))
+      br_test_fail(__FILE__, __LINE__, "braid %s: exit %d: %s", addrs[i][0], st, err);
+    free(out);
+    free(err);
+  }
+  snprintf(path, sizeof path, "%s/new.tokens", F.dir);
+  CHECK(access(path, F_OK) != 0);
+  snprintf(cmd, sizeof cmd, "BRAID_SERVER=http://127.0.0.1:x '%s' ls", farm_bin());
+  CHECK_EQ_INT(run_split(cmd, &out, &err), 2);
+  CHECK_CONTAINS(err, "braid: BRAID_SERVER: 'http://127.0.0.1:x' is not a server URL");
   free(out);
   free(err);
   farm_stop(&F);

@@ -225,6 +225,7 @@ static int slurm_opt(const char *kv, json_t *opts) {
   double secs;
   switch (slurm_opts[i].kind) {
   case 't':
+    if (strcmp(name, "listen") == 0 && br_cli_listen_option("--slurm-opt listen", v)) return -1;
     if (*v) value = json_string(v);
     break;
   case 'T':
@@ -255,6 +256,7 @@ int br_cli_slurm_option(int c, const char *arg, json_t *opts) {
   static const char *const keys[] = {"listen", "url", "partition", "account", "qos", "time"};
   if (c < BR_CLI_SLURM_BASE || c > BR_CLI_SLURM_BASE + 7) return 0;
   int k = c - BR_CLI_SLURM_BASE;
+  if (k == 0 && br_cli_listen_option("--slurm-listen", arg)) return -1;
   if (k < 6) {
     json_object_set_new(opts, keys[k], json_string(arg));
   } else if (k == 6) {
@@ -320,6 +322,23 @@ double br_cli_time_option(const char *opt, const char *v) {
   double d = br_cli_parse_duration(v);
   if (d > 0) return d;
   br_cli_errorf("%s: '%s' is not a time of more than 0 (10, 2.5, 30s, 2m)", opt, v);
+  return -1;
+}
+
+int br_cli_listen_option(const char *opt, const char *v) {
+  const char *colon = strrchr(v, ':');
+  size_t hl = colon ? (size_t)(colon - v) : 0;
+  long long port;
+  const char *why = NULL;
+  if (!colon)
+    why = "no :PORT";
+  else if (br_cli_parse_int(colon + 1, 0, 65535, &port) || !isdigit((unsigned char)colon[1]))
+    why = "the port is not a number from 0 to 65535";
+  else if (memchr(v, ':', hl) && !(v[0] == '[' && hl >= 2 && v[hl - 1] == ']'))
+    why = "an IPv6 address goes in [ ]";
+  if (!why) return 0;
+  br_cli_errorf("%s: '%s' is not HOST:PORT: %s (127.0.0.1:7870; 0.0.0.0:7870 for every "
+                "interface; [::1]:7870; port 0 picks a free one)", opt, v, why);
   return -1;
 }
 

@@ -58,6 +58,10 @@ double br_cli_parse_duration(const char *s);
 /* An option's time above 0 (br_cli_parse_duration), or -1 after saying
  * "OPT: 'V' is not a time of more than 0 (...)". */
 double br_cli_time_option(const char *opt, const char *v);
+/* An option's listen address, HOST:PORT (a port from 0 to 65535, an IPv6
+ * host in [ ]): 0, or -1 after saying "OPT: 'V' is not HOST:PORT: why".
+ * A host that does not resolve is for the listener to tell. */
+int br_cli_listen_option(const char *opt, const char *v);
 /* "10M", "200k", "1.5G", "0" (bytes, powers of 1024). -1 if bad. */
 int64_t br_cli_parse_size(const char *s);
 /* The depot's pack cache size (--cache, --depot-cache): a size, "0" for none,

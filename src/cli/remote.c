@@ -95,6 +95,34 @@ static char *read_token_file(const char *path) {
   return strdup(line);
 }
 
+/* Why url is not a server's URL (http[s]://HOST[:PORT][/PATH]), or NULL. A
+ * malformed one was taken, and an agent tried it for ever. */
+static const char *url_problem(const char *url) {
+  const char *p = strncmp(url, "http://", 7) == 0    ? url + 7
+                  : strncmp(url, "https://", 8) == 0 ? url + 8
+                                                     : NULL;
+  if (!p) return "it does not start with http:// or https://";
+  const char *end = p + strcspn(p, "/?#"), *port = NULL;
+  if (*p == '[') { /* an IPv6 address */
+    const char *close = memchr(p, ']', (size_t)(end - p));
+    if (!close || close == p + 1) return "no host";
+    if (close + 1 < end && close[1] != ':') return "text after the host's ]";
+    if (close + 1 < end) port = close + 2;
+  } else {
+    const char *colon = memchr(p, ':', (size_t)(end - p));
+    if ((colon ? colon : end) == p) return "no host";
+    if (colon) port = colon + 1;
+  }
+  if (port) {
+    long n = 0;
+    const char *d = port;
+    while (d < end && *d >= '0' && *d <= '9' && n <= 65535) n = n * 10 + (*d++ - '0');
+    if (d == port || d != end || n < 1 || n > 65535)
+      return "the port is not a number from 1 to 65535";
+  }
+  return NULL;
+}
+
 bool br_remote_named(const char *server_flag) {
   const char *env = getenv("BRAID_SERVER");
   return (server_flag && *server_flag) || (env && *env);
@@ -105,13 +133,17 @@ int br_remote_open(br_remote *r, const char *server_flag, const char *token_flag
   json_t *cfg = NULL;
   bool bad = false, read = false;
   const char *s = server_flag && *server_flag ? server_flag : getenv("BRAID_SERVER");
+  const char *from = server_flag && *server_flag ? "--server" : "BRAID_SERVER";
   const char *t = token_flag && *token_flag ? token_flag : getenv("BRAID_TOKEN");
   const char *tf = getenv("BRAID_TOKEN_FILE");
   if (!s || !*s || ((!t || !*t) && (!tf || !*tf))) {
     cfg = config(&bad);
     read = true;
     if (bad) return -1;
-    if (!s || !*s) s = json_string_value(json_object_get(cfg, "server"));
+    if (!s || !*s) {
+      s = json_string_value(json_object_get(cfg, "server"));
+      from = "the config file's \"server\"";
+    }
     if ((!t || !*t) && (!tf || !*tf)) {
       t = json_string_value(json_object_get(cfg, "token"));
       if (!t) tf = json_string_value(json_object_get(cfg, "token_file"));
@@ -119,6 +151,13 @@ int br_remote_open(br_remote *r, const char *server_flag, const char *token_flag
   }
   if (!s || !*s) {
     br_cli_errorf("no server: give --server URL or set BRAID_SERVER");
+    json_decref(cfg);
+    return -1;
+  }
+  const char *why = url_problem(s);
+  if (why) {
+    br_cli_errorf("%s: '%s' is not a server URL: %s (http://HOST:PORT, https://HOST:PORT)", from,
+                  s, why);
     json_decref(cfg);
     return -1;
   }

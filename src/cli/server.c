@@ -275,7 +275,10 @@ int br_cli_server(int argc, char **argv) {
   while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
     double d;
     switch (c) {
-    case 'l': listen = optarg; break;
+    case 'l':
+      if (br_cli_listen_option("--listen", optarg)) goto out;
+      listen = optarg;
+      break;
     case 'S': store = optarg; break;
     case 'T': token_file = optarg; break;
     case 'c': cert = optarg; break;
