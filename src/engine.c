@@ -1098,6 +1098,11 @@ static void inv_row_add(br_engine *e, br_task *t, const char *status) {
     i->row.exit_code = r->res.exit_code;
     i->row.term_signal = r->res.term_signal;
     i->row.runtime = r->res.runtime;
+    /* a lost job's agent never said: from its start to when it was given
+     * up, as the server saw it (not 0 s, which read as never run) */
+    if (r->res.status == BR_INV_LOST && r->res.runtime <= 0 && r->started_ms > 0 &&
+        e->now_ms > r->started_ms)
+      i->row.runtime = (double)(e->now_ms - r->started_ms) / 1000.0;
     i->row.peak_rss_kb = r->res.peak_rss_kb;
     i->row.log_tail = i->buf[BR_INV_LOG_TAIL] = xstrdup(r->res.log_tail);
     i->row.error = i->buf[BR_INV_ERROR] = xstrdup(r->res.error);

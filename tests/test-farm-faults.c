@@ -60,6 +60,13 @@ TEST(farm_agent_killed_mid_job) {
   char *w = farm_capture(cmd);
   CHECK_EQ_STR(w, "k1");
   free(w);
+  /* their runtime is from their start to when they were given up (2 s of
+   * silence at least), not 0 s */
+  snprintf(cmd, sizeof cmd, "sqlite3 '%s/farm.braid.db' \"select count(*) from invocations "
+           "where status='lost' and runtime < 1.5\"", f.dir);
+  w = farm_capture(cmd);
+  CHECK_EQ_STR(w, "0");
+  free(w);
   json_t *ws = NULL;
   CHECK_EQ_INT(farm_call(&f, f.user, "GET", "/api/v1/workers", NULL, &ws), 200);
   size_t i;
