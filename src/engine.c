@@ -2198,6 +2198,33 @@ int br_engine_task_move(br_engine *e, int64_t id, const char *node, br_error *er
   return BR_OK;
 }
 
+/* Goes through the tasks in memory (all that are not finished): a user's
+ * action on a whole submission, not a path any scheduling takes. */
+size_t br_engine_group_op(br_engine *e, int64_t group_id, br_group_op op) {
+  size_t n = 0;
+  br_task *t, *tmp;
+  HASH_ITER(hh, e->tasks, t, tmp) {
+    if (t->group_id != group_id || br_task_state_is_final((br_task_state)t->state)) continue;
+    bool stopped = t->state == BR_TASK_ERROR || t->state == BR_TASK_CANCELLED;
+    int rc = BR_ESTATE;
+    switch (op) {
+    case BR_GROUP_CANCEL:
+      if (t->state != BR_TASK_CANCELLED) rc = br_engine_task_cancel(e, t->id, NULL);
+      break;
+    case BR_GROUP_PAUSE:
+    case BR_GROUP_RESUME:
+      if (!stopped && t->paused != (op == BR_GROUP_PAUSE))
+        rc = br_engine_task_pause(e, t->id, op == BR_GROUP_PAUSE, NULL);
+      break;
+    case BR_GROUP_RETRY:
+      if (stopped) rc = br_engine_task_retry(e, t->id, NULL);
+      break;
+    }
+    n += rc == BR_OK;
+  }
+  return n;
+}
+
 size_t br_engine_retry_failed(br_engine *e) {
   size_t n = 0;
   e->now_ms = clock_ms();

@@ -563,3 +563,106 @@ TEST(farm_says_why_a_job_waits) {
   json_decref(t);
   farm_stop(&f);
 }
+
+/* ---- a submission as a whole ---- */
+
+/* `braid CMD ARGS` against the farm as its user: stdout and stderr, then
+ * "rc=N". */
+static char *cli(farm *f, const char *args) {
+  char cmd[4096];
+  snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s --server %s --token %s 2>&1; echo rc=$?", f->dir,
+           farm_bin(), args, f->url, f->user);
+  return farm_capture(cmd);
+}
+
+static int64_t count_of(farm *f, const char *query) {
+  char path[256];
+  snprintf(path, sizeof path, "/api/v1/tasks?limit=1000&%s", query);
+  json_t *out = NULL;
+  CHECK_EQ_INT(farm_call(f, f->user, "GET", path, NULL, &out), 200);
+  int64_t n = (int64_t)json_array_size(json_object_get(out, "tasks"));
+  json_decref(out);
+  return n;
+}
+
+static bool wait_count(farm *f, const char *query, int64_t want) {
+  for (int i = 0; i < 300; i++) {
+    if (count_of(f, query) == want) return true;
+    usleep(50000);
+  }
+  return false;
+}
+
+/* cancel, pause, resume and retry take --group: a submission's id or the
+ * name it was given, as ls --group does; other submissions are left be.
+ * Before, a submission was cancelled one task at a time, and ls --group
+ * took an id where submit --group gave a name. */
+TEST(farm_a_whole_submission_at_once) {
+  farm f;
+  farm_start(&f, "farm-group", "--poll-wait 1 --lost-after 10");
+  farm_agent(&f, "a", "--slots 6 --cores 6");
+  json_t *g = farm_jobs_graph("shot", 4, "{\"shell\":\"sleep 60\"}");
+  char path[1024];
+  snprintf(path, sizeof path, "%s/shot.json", f.dir);
+  CHECK_EQ_INT(json_dump_file(g, path, 0), 0);
+  json_decref(g);
+  char *out = cli(&f, "submit shot.json --group shotA");
+  CHECK_CONTAINS(out, "rc=0");
+  free(out);
+  int64_t other = farm_submit_graph(&f, farm_jobs_graph("other", 2, "{\"shell\":\"sleep 60\"}"),
+                                    NULL, 0, NULL);
+  json_t *groups = NULL;
+  CHECK_EQ_INT(farm_call(&f, f.user, "GET", "/api/v1/groups", NULL, &groups), 200);
+  int64_t gid = json_integer_value(json_object_get(json_object_get(groups, "groups"), "shotA"));
+  json_decref(groups);
+  CHECK(gid > 0);
+  char q[128];
+  snprintf(q, sizeof q, "group=%lld&state=running", (long long)gid);
+  CHECK(wait_count(&f, q, 4));
+  out = cli(&f, "ls --group shotA --state running");
+  CHECK_EQ_INT((int64_t)(strstr(out, "rc=0") != NULL), 1);
+  int lines = 0;
+  for (const char *p = out; (p = strstr(p, " running ")); p++) lines++;
+  CHECK_EQ_INT(lines, 4);
+  free(out);
+  /* cancel: the running jobs are killed, the other submission runs on */
+  out = cli(&f, "cancel --group shotA");
+  char want[128];
+  snprintf(want, sizeof want, "group %lld: cancel, 4 tasks\nrc=0", (long long)gid);
+  CHECK_CONTAINS(out, want);
+  free(out);
+  snprintf(q, sizeof q, "group=%lld&state=cancelled", (long long)gid);
+  CHECK(wait_count(&f, q, 4));
+  snprintf(q, sizeof q, "group=%lld&state=running", (long long)other);
+  CHECK_EQ_INT(count_of(&f, q), 2);
+  /* retry by id: they run again; pause then holds nothing that runs */
+  snprintf(want, sizeof want, "retry --group %lld", (long long)gid);
+  out = cli(&f, want);
+  CHECK_CONTAINS(out, ": retry, 4 tasks\nrc=0");
+  free(out);
+  snprintf(q, sizeof q, "group=%lld&state=running", (long long)gid);
+  CHECK(wait_count(&f, q, 4));
+  out = cli(&f, "pause --group shotA");
+  CHECK_CONTAINS(out, ": pause, 4 tasks\nrc=0");
+  free(out);
+  out = cli(&f, "resume --group shotA");
+  CHECK_CONTAINS(out, ": resume, 4 tasks\nrc=0");
+  free(out);
+  /* errors: an unknown group, tasks and --group together */
+  out = cli(&f, "cancel --group shotB");
+  CHECK_CONTAINS(out, "no group 'shotB'");
+  CHECK_CONTAINS(out, "rc=2");
+  free(out);
+  out = cli(&f, "cancel --group shotA 5");
+  CHECK_CONTAINS(out, "give tasks or --group, not both");
+  CHECK_CONTAINS(out, "rc=2");
+  free(out);
+  out = cli(&f, "ls --group shotB");
+  CHECK_CONTAINS(out, "rc=2");
+  free(out);
+  CHECK_EQ_INT(farm_call(&f, f.user, "POST", "/api/v1/groups/shotB/cancel", NULL, NULL), 404);
+  CHECK_EQ_INT(farm_call(&f, f.user, "POST", "/api/v1/groups/shotA/cancel", NULL, NULL), 200);
+  snprintf(q, sizeof q, "group=%lld&state=running", (long long)other);
+  CHECK_EQ_INT(count_of(&f, q), 2);
+  farm_stop(&f);
+}

@@ -523,6 +523,26 @@ TEST(server_api_matches_openapi) {
   api(F.user, "POST", "/api/v1/tasks/{id}/move", b, NULL, 200, id2, NOQ);
   json_decref(b);
 
+  /* a submission as a whole: t2's, by its id */
+  api(F.user, "GET", "/api/v1/tasks/{id}", NULL, &a, 200, id2, NOQ);
+  char gid[32];
+  snprintf(gid, sizeof gid, "%lld", (long long)json_integer_value(json_object_get(a, "group")));
+  json_decref(a);
+  api(F.user, "GET", "/api/v1/groups", NULL, &a, 200, NOQ);
+  json_decref(a);
+  api(NULL, "GET", "/api/v1/groups", NULL, NULL, 401, NOQ);
+  api(F.agent, "GET", "/api/v1/groups", NULL, NULL, 403, NOQ);
+  static const char *const gops[] = {"/api/v1/groups/{group}/pause", "/api/v1/groups/{group}/resume",
+                                     "/api/v1/groups/{group}/cancel", "/api/v1/groups/{group}/retry"};
+  for (size_t k = 0; k < 4; k++) {
+    api(F.user, "POST", gops[k], NULL, &a, 200, gid, NOQ);
+    CHECK_EQ_INT(json_integer_value(json_object_get(a, "tasks")), 1); /* t2, moved to start */
+    json_decref(a);
+    api(F.user, "POST", gops[k], NULL, NULL, 404, "no-such-name", NOQ);
+    api(NULL, "POST", gops[k], NULL, NULL, 401, gid, NOQ);
+    api(F.agent, "POST", gops[k], NULL, NULL, 403, gid, NOQ);
+  }
+
   /* workers */
   api(F.user, "GET", "/api/v1/workers", NULL, &a, 200, NOQ);
   CHECK_EQ_STR(json_string_value(json_object_get(json_array_get(json_object_get(a, "workers"), 0), "id")), "t1");

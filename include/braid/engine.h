@@ -122,6 +122,18 @@ int br_engine_task_move(br_engine *e, int64_t id, const char *node, br_error *er
  * or in error). On the engine's thread. */
 char *br_engine_task_waiting(br_engine *e, int64_t id);
 
+/* One operation on every task of a submission (group) that is in memory,
+ * which is every task not finished: cancel (a running job is killed; tasks
+ * in error too), pause, resume, or retry (those in error or cancelled).
+ * Returns how many tasks it changed. */
+typedef enum br_group_op {
+  BR_GROUP_CANCEL,
+  BR_GROUP_PAUSE,
+  BR_GROUP_RESUME,
+  BR_GROUP_RETRY,
+} br_group_op;
+size_t br_engine_group_op(br_engine *e, int64_t group_id, br_group_op op);
+
 /* Puts every task in error back to waiting at its node; returns how many. */
 size_t br_engine_retry_failed(br_engine *e);
 

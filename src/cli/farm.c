@@ -41,6 +41,24 @@ static int parse_task_id(const char *s, long long *id) {
   return br_cli_parse_id(s, "a task id", id);
 }
 
+/* The id of group g: g itself when it is a number, else the name a
+ * submission was given (the server's GET /api/v1/groups). 0 after saying
+ * why not. */
+static long long group_id_of(br_remote *rm, const char *g) {
+  char *end;
+  long long id = strtoll(g, &end, 10);
+  if (*g && !*end && id > 0) return id;
+  json_t *ans = NULL;
+  if (br_remote_call(rm, "GET", "/api/v1/groups", NULL, &ans)) return 0;
+  json_t *v = json_object_get(json_object_get(ans, "groups"), g);
+  id = json_is_integer(v) ? (long long)json_integer_value(v) : 0;
+  json_decref(ans);
+  if (!id)
+    br_cli_errorf("no group '%s' on %s: give a group id, or a name given with braid submit "
+                  "--group", g, rm->server);
+  return id;
+}
+
 /* A negative number among the arguments ("-1"), which getopt would take
  * for an option ("invalid option -- '1'"): said to be a bad id instead.
  * Values of the options in opts are skipped. Returns 0, or -1 (error
@@ -172,11 +190,13 @@ out:
 /* ---- ls ---- */
 
 static const char *ls_usage =
-    "usage: braid ls [--state STATE] [--node NODE] [--group ID] [--parent ID] [--graph ID]\n"
+    "usage: braid ls [--state STATE] [--node NODE] [--group G] [--parent ID] [--graph ID]\n"
     "                [--limit N] [--after ID] [--all] [--server URL] [--token TOKEN] [--json]\n\n"
     "Lists a server's tasks, oldest first: id, state, node, name, error. A page at a\n"
     "time (--limit, default 100; --after ID for the next one), or --all of them;\n"
-    "when there are more, stderr says how to get them (with --json too).\n" BR_REMOTE_HELP;
+    "when there are more, stderr says how to get them (with --json too). --group G:\n"
+    "a submission's tasks (G: the group id braid submit printed, or the name given\n"
+    "with --group).\n" BR_REMOTE_HELP;
 
 int br_cli_ls(int argc, char **argv) {
   static const struct option opts[] = {
@@ -191,6 +211,7 @@ int br_cli_ls(int argc, char **argv) {
   size_t qn = 0;
   long long after = 0, limit = 100;
   int all = 0, c;
+  const char *group = NULL;
   while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
     int k = common_opt(c, &r);
     if (k < 0) {
@@ -210,12 +231,11 @@ int br_cli_ls(int argc, char **argv) {
       key = "state";
       break;
     case 'n': key = "node"; break;
-    case 'g':
+    case 'g': group = optarg; break; /* an id or a name: asked once the server is known */
     case 'p':
     case 'G': /* ids: checked here, not by a server that answers 400 later */
-      key = c == 'g' ? "group" : c == 'p' ? "parent" : "graph";
-      if (br_cli_parse_id(optarg, c == 'g' ? "a group id" : c == 'p' ? "a task id" : "a graph id", &v))
-        return BR_EXIT_USAGE;
+      key = c == 'p' ? "parent" : "graph";
+      if (br_cli_parse_id(optarg, c == 'p' ? "a task id" : "a graph id", &v)) return BR_EXIT_USAGE;
       break;
     case 'l':
       if (br_cli_parse_int(optarg, 1, 10000, &limit)) {
@@ -245,6 +265,15 @@ int br_cli_ls(int argc, char **argv) {
   }
   br_remote rm;
   if (br_remote_open(&rm, r.server, r.token)) return BR_EXIT_USAGE;
+  if (group) {
+    long long gid = group_id_of(&rm, group);
+    if (!gid) {
+      br_remote_close(&rm);
+      return BR_EXIT_USAGE;
+    }
+    qn += (size_t)snprintf(query + qn, sizeof query - qn, "&group=%lld", gid);
+    if (qn >= sizeof query) return BR_EXIT_USAGE;
+  }
   json_t *collected = json_array();
   int rc = 0;
   bool header = false; /* printed with the first answer: nothing on stdout when it fails */
@@ -293,18 +322,50 @@ int br_cli_ls(int argc, char **argv) {
 
 /* ---- cancel / retry / pause / resume ---- */
 
-static int task_action(int argc, char **argv, const char *action, const char *what) {
-  static const struct option opts[] = {REMOTE_OPTIONS, {NULL, 0, NULL, 0}};
+/* `--group G`: the action on every task of a submission, in one request. */
+static int group_action(const ropts *r, const char *group, const char *action) {
+  br_remote rm;
+  if (br_remote_open(&rm, r->server, r->token)) return BR_EXIT_USAGE;
+  long long id = group_id_of(&rm, group);
+  json_t *ans = NULL;
+  int rc = BR_EXIT_USAGE;
+  if (id) {
+    char path[128];
+    snprintf(path, sizeof path, "/api/v1/groups/%lld/%s", id, action);
+    rc = br_remote_call(&rm, "POST", path, NULL, &ans);
+  }
+  br_remote_close(&rm);
+  if (!rc && r->json) br_cli_print_json(ans);
+  else if (!rc)
+    printf("group %lld: %s, %lld task%s\n", id, action,
+           (long long)json_integer_value(json_object_get(ans, "tasks")),
+           json_integer_value(json_object_get(ans, "tasks")) == 1 ? "" : "s");
+  json_decref(ans);
+  return rc;
+}
+
+static int task_action(int argc, char **argv, const char *action, const char *what,
+                       const char *group_what) {
+  static const struct option opts[] = {{"group", required_argument, NULL, 'g'}, REMOTE_OPTIONS,
+                                       {NULL, 0, NULL, 0}};
   ropts r = {0};
   int c;
-  char usage[1024];
+  const char *group = NULL;
+  char usage[1400];
   snprintf(usage, sizeof usage,
-           "usage: braid %s TASK... [--server URL] [--token TOKEN] [--json]\n\n%s\n" BR_REMOTE_HELP
-           "\nExit status: 0 done for all, 1 a server error, 2 a task that does not exist\n"
-           "or is in a state that does not allow it.\n",
-           action, what);
+           "usage: braid %s TASK... [--server URL] [--token TOKEN] [--json]\n"
+           "       braid %s --group ID|NAME [--server URL] [--token TOKEN] [--json]\n\n%s\n"
+           "  --group G         every task of a submission: %s (G: the group id braid\n"
+           "                    submit printed, or the name given with --group)\n" BR_REMOTE_HELP
+           "\nExit status: 0 done for all, 1 a server error, 2 a task or group that does not\n"
+           "exist, or a task in a state that does not allow it.\n",
+           action, action, what, group_what);
   if (!br_cli_wants_help(argc, argv) && negative_ids(argc, argv, opts)) return BR_EXIT_USAGE;
   while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    if (c == 'g') {
+      group = optarg;
+      continue;
+    }
     int k = common_opt(c, &r);
     if (k < 0) {
       fputs(usage, stdout);
@@ -315,6 +376,11 @@ static int task_action(int argc, char **argv, const char *action, const char *wh
       return BR_EXIT_USAGE;
     }
   }
+  if (group && (optind < argc || !*group)) {
+    br_cli_errorf(*group ? "give tasks or --group, not both" : "--group wants an id or a name");
+    return BR_EXIT_USAGE;
+  }
+  if (group) return group_action(&r, group, action);
   if (optind >= argc) {
     fputs(usage, stderr);
     return BR_EXIT_USAGE;
@@ -349,18 +415,21 @@ static int task_action(int argc, char **argv, const char *action, const char *wh
 }
 
 int br_cli_cancel(int argc, char **argv) {
-  return task_action(argc, argv, "cancel", "Cancels tasks on a braid server; a running job is killed.");
+  return task_action(argc, argv, "cancel", "Cancels tasks on a braid server; a running job is killed.",
+                     "those not finished (in error too) are cancelled");
 }
 int br_cli_retry(int argc, char **argv) {
   return task_action(argc, argv, "retry",
-                     "Runs tasks again at their node (finished, failed or cancelled ones).");
+                     "Runs tasks again at their node (finished, failed or cancelled ones).",
+                     "those in error or cancelled run again");
 }
 int br_cli_pause(int argc, char **argv) {
   return task_action(argc, argv, "pause",
-                     "Pauses tasks: they are not dispatched (a running job goes on).");
+                     "Pauses tasks: they are not dispatched (a running job goes on).",
+                     "those not finished are paused");
 }
 int br_cli_resume(int argc, char **argv) {
-  return task_action(argc, argv, "resume", "Resumes paused tasks.");
+  return task_action(argc, argv, "resume", "Resumes paused tasks.", "paused ones resume");
 }
 
 /* ---- workers ---- */

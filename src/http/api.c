@@ -1208,6 +1208,55 @@ static void h_move(void *ud, br_http_req *rq) {
   task_op(ud, rq, op_move);
 }
 
+/* ---- submissions (groups) as a whole ---- */
+
+/* The group o->name names: an id, or a name given at submission. */
+static bool group_of(br_server *s, op *o, int64_t *id) {
+  if (parse_id(o->name, id)) return true;
+  json_t *v = json_object_get(json_object_get(s->settings, "groups"), o->name);
+  if (json_is_integer(v)) {
+    *id = json_integer_value(v);
+    return true;
+  }
+  br_error err;
+  br_error_set(&err, BR_ENOTFOUND, "no group '%s': give a group id, or a name a submission was "
+               "given (braid submit --group NAME)", o->name);
+  answer_error(o, &err);
+  return false;
+}
+
+static void group_op(br_server *s, op *o, br_group_op what, const char *done) {
+  int64_t id;
+  if (!group_of(s, o, &id)) return;
+  size_t n = br_engine_group_op(s->e, id, what);
+  answer_after_commit(o, 200, json_pack("{sIsssI}", "group", (json_int_t)id, "done", done,
+                                        "tasks", (json_int_t)n));
+}
+static void op_group_cancel(br_server *s, op *o) { group_op(s, o, BR_GROUP_CANCEL, "cancel"); }
+static void op_group_pause(br_server *s, op *o) { group_op(s, o, BR_GROUP_PAUSE, "pause"); }
+static void op_group_resume(br_server *s, op *o) { group_op(s, o, BR_GROUP_RESUME, "resume"); }
+static void op_group_retry(br_server *s, op *o) { group_op(s, o, BR_GROUP_RETRY, "retry"); }
+static void h_group_cancel(void *ud, br_http_req *rq) {
+  hand_over(ud, rq, op_group_cancel, 0, br_http_req_arg(rq, 0));
+}
+static void h_group_pause(void *ud, br_http_req *rq) {
+  hand_over(ud, rq, op_group_pause, 0, br_http_req_arg(rq, 0));
+}
+static void h_group_resume(void *ud, br_http_req *rq) {
+  hand_over(ud, rq, op_group_resume, 0, br_http_req_arg(rq, 0));
+}
+static void h_group_retry(void *ud, br_http_req *rq) {
+  hand_over(ud, rq, op_group_retry, 0, br_http_req_arg(rq, 0));
+}
+
+/* The names submissions were given, with their group ids. */
+static void op_groups(br_server *s, op *o) {
+  json_t *g = json_object_get(s->settings, "groups");
+  br_http_reply_json(o->rq, 200, json_pack("{sO}", "groups", g ? g : json_object()));
+  op_free(o);
+}
+static void h_groups(void *ud, br_http_req *rq) { hand_over(ud, rq, op_groups, 0, NULL); }
+
 /* ---- workers and limits ---- */
 
 static void op_workers(br_server *s, op *o) {
@@ -1447,6 +1496,11 @@ static const br_http_route routes[] = {
     {"GET", "/api/v1/tasks/{}", BR_ROLES_USER, h_task, 0, false},
     {"GET", "/api/v1/tasks/{}/invocations", BR_ROLES_USER, h_task_invocations, 0, false},
     {"GET", "/api/v1/tasks/{}/log", BR_ROLES_USER, h_task_log, 0, false},
+    {"GET", "/api/v1/groups", BR_ROLES_USER, h_groups, 0, false},
+    {"POST", "/api/v1/groups/{}/cancel", BR_ROLES_USER, h_group_cancel, 0, false},
+    {"POST", "/api/v1/groups/{}/pause", BR_ROLES_USER, h_group_pause, 0, false},
+    {"POST", "/api/v1/groups/{}/resume", BR_ROLES_USER, h_group_resume, 0, false},
+    {"POST", "/api/v1/groups/{}/retry", BR_ROLES_USER, h_group_retry, 0, false},
     {"POST", "/api/v1/tasks/{}/cancel", BR_ROLES_USER, h_cancel, 0, false},
     {"POST", "/api/v1/tasks/{}/retry", BR_ROLES_USER, h_retry, 0, false},
     {"POST", "/api/v1/tasks/{}/pause", BR_ROLES_USER, h_pause, 0, false},
