@@ -668,6 +668,49 @@ TEST(farm_command_line_arguments) {
   }
   snprintf(path, sizeof path, "%s/new.tokens", F.dir);
   CHECK(access(path, F_OK) != 0);
+  /* an agent's offer: what it is given, never changed without a word (a
+   * --gpus past 64 was cut to 64; more than nvidia-smi lists is the user's
+   * word), and said when it starts */
+  const char *agents[][2] = {
+      {"agent --gpus 99", "braid: --gpus: 99 is more than an agent offers (at most 64)"},
+      {"agent --id 'r 07'", "braid: --id: 'r 07' is not an id (letters, digits, - _ . : only)"},
+  };
+  for (size_t i = 0; i < sizeof agents / sizeof *agents; i++) {
+    snprintf(cmd, sizeof cmd, "BRAID_SERVER='%s' BRAID_TOKEN='%s' timeout 10 '%s' %s", F.url,
+             F.agent, farm_bin(), agents[i][0]);
+    st = run_split(cmd, &out, &err);
+    if (st != 2 || !strstr(err, agents[i][1]))
+      br_test_fail(__FILE__, __LINE__, "braid %s: exit %d: %s", agents[i][0], st, err);
+    free(out);
+    free(err);
+  }
+  farm_agent(&F, "agB", "--slots 2 --cores 3 --memory 1000 --gpus 9 --tag gpu --tag nuke");
+  json_t *w = NULL;
+  for (int i = 0; i < 200 && !w; i++) {
+    json_t *all = NULL;
+    CHECK_EQ_INT(farm_call(&F, F.user, "GET", "/api/v1/workers", NULL, &all), 200);
+    size_t k;
+    json_t *one;
+    json_array_foreach(json_object_get(all, "workers"), k, one) if (strcmp(
+        json_string_value(json_object_get(one, "id")), "agB") == 0) w = json_incref(one);
+    json_decref(all);
+    if (!w) usleep(50000);
+  }
+  CHECK(w != NULL);
+  CHECK_EQ_INT(json_integer_value(json_object_get(w, "gpus")), 9);
+  json_decref(w);
+  snprintf(path, sizeof path, "%s/agent-agB.log", F.dir);
+  out = br_test_slurp(path);
+  CHECK_CONTAINSF(out,
+                  "braid: agent agB working for %s: 2 slots, 3 cores, 1000 MB of memory, 9 GPUs, "
+                  "tags gpu,nuke\n",
+                  F.url);
+  free(out);
+  snprintf(path, sizeof path, "%s/agent-agA.log", F.dir);
+  out = br_test_slurp(path);
+  CHECK_CONTAINSF(out, "braid: agent agA working for %s: 1 slots, ", F.url);
+  CHECK_CONTAINS(out, " GPUs, tags none\n");
+  free(out);
   snprintf(cmd, sizeof cmd, "BRAID_SERVER=http://127.0.0.1:x '%s' ls", farm_bin());
   CHECK_EQ_INT(run_split(cmd, &out, &err), 2);
   CHECK_CONTAINS(err, "braid: BRAID_SERVER: 'http://127.0.0.1:x' is not a server URL");

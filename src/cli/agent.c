@@ -2,6 +2,7 @@
  * and runs it here (see include/braid/agent.h). */
 #include <braid/agent.h>
 
+#include <ctype.h>
 #include <getopt.h>
 #include <limits.h>
 #include <signal.h>
@@ -16,6 +17,9 @@
 /* How long a --once agent (a batch job holding a slot) waits for a server
  * that does not answer. */
 #define DEFAULT_GIVE_UP 120.0
+/* The most GPUs an agent offers (MAX_GPUS in src/http/agent.c, which cut a
+ * larger --gpus down to it without a word). */
+#define MAX_GPUS 64
 
 static void agent_usage(FILE *out) {
   fprintf(out,
@@ -31,7 +35,8 @@ static void agent_usage(FILE *out) {
           "  --slots N        jobs at once (default: the cores)\n"
           "  --cores N        cores to offer (default: all of them)\n"
           "  --memory MB      memory to offer (default: all of it)\n"
-          "  --gpus N         GPUs to offer (default: what nvidia-smi lists)\n"
+          "  --gpus N         GPUs to offer, at most 64 (default: what nvidia-smi lists; a\n"
+          "                   number given is offered as it is, whatever nvidia-smi says)\n"
           "  --tag TAG        a tag jobs can ask for (a node's \"tags\"), repeatable\n"
           "  --work-dir DIR   job logs and runtime files (default $TMPDIR/braid-agent-ID);\n"
           "                   one agent at a time (agent.lock)\n"
@@ -51,6 +56,33 @@ static void agent_usage(FILE *out) {
           "(exit 1) when the server refuses its token (revoked) or its id (another live\n"
           "agent has it: give each machine its own --id). An agent restarted after a crash\n"
           "is taken at once, its lost jobs run again.\n");
+}
+
+/* An id is letters, digits and - _ . : (the agent made others '-'). A
+ * given one that is not is refused; the host name is made one so. */
+static bool id_ok(const char *id) {
+  for (const char *p = id; *p; p++)
+    if (!isalnum((unsigned char)*p) && !strchr("-_.:", *p)) return false;
+  return *id != '\0';
+}
+
+/* What the agent offers: the options, and for those not given, what this
+ * machine has (as br_agent_open would take it), said in the start line. */
+static void resolve(br_agent_opts *o, char *host, size_t size) {
+  int cores, gpus = 0;
+  int64_t memory_mb;
+  br_agent_detect(&cores, &memory_mb, o->gpus < 0 ? &gpus : NULL);
+  if (o->cores <= 0) o->cores = cores;
+  if (o->slots <= 0) o->slots = o->cores;
+  if (o->memory_mb <= 0) o->memory_mb = memory_mb;
+  if (o->gpus < 0) o->gpus = gpus < MAX_GPUS ? gpus : MAX_GPUS;
+  if (!o->id) {
+    if (gethostname(host, size - 1) != 0 || !*host) snprintf(host, size, "localhost");
+    host[size - 1] = '\0';
+    for (char *p = host; *p; p++)
+      if (!isalnum((unsigned char)*p) && !strchr("-_.:", *p)) *p = '-';
+    o->id = host;
+  }
 }
 
 static br_agent *the_agent;
@@ -91,13 +123,23 @@ int br_cli_agent(int argc, char **argv) {
     switch (c) {
     case 's': server = optarg; break;
     case 't': token = optarg; break;
-    case 'i': o.id = optarg; break;
+    case 'i':
+      if (!id_ok(optarg)) {
+        br_cli_errorf("--id: '%s' is not an id (letters, digits, - _ . : only)", optarg);
+        return BR_EXIT_USAGE;
+      }
+      o.id = optarg;
+      break;
     case 'w': o.work_dir = optarg; break;
     case 'C': o.ca_file = optarg; break;
     case 'n':
     case 'c':
     case 'g': {
       long v = strtol(optarg, &end, 10);
+      if (c == 'g' && !*end && v > MAX_GPUS) {
+        br_cli_errorf("--gpus: %ld is more than an agent offers (at most %d)", v, MAX_GPUS);
+        return BR_EXIT_USAGE;
+      }
       if (*end || v < (c == 'g' ? 0 : 1) || v > 100000) {
         br_cli_errorf("--%s needs a %s number", c == 'n' ? "slots" : c == 'c' ? "cores" : "gpus",
                       c == 'g' ? "non-negative" : "positive");
@@ -156,6 +198,8 @@ int br_cli_agent(int argc, char **argv) {
   o.tags = tags;
   o.braid_exe = exe;
   o.log = agent_log;
+  char host[256];
+  resolve(&o, host, sizeof host);
   br_error err;
   br_agent *a;
   if (br_agent_open(&o, &a, &err)) {
@@ -167,7 +211,13 @@ int br_cli_agent(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
   uv_loop_t *loop = br_agent_loop(a);
   br_cli_catch_stop(loop, stop_signals, on_signal, NULL, NULL);
-  fprintf(stderr, "braid: agent working for %s\n", r.server);
+  char tagl[64 * 32] = "";
+  for (int i = 0; i < ntags; i++)
+    snprintf(tagl + strlen(tagl), sizeof tagl - strlen(tagl), "%s%s", i ? "," : "", tags[i]);
+  fprintf(stderr,
+          "braid: agent %s working for %s: %d slots, %d cores, %lld MB of memory, %d GPUs, "
+          "tags %s\n",
+          o.id, r.server, o.slots, o.cores, (long long)o.memory_mb, o.gpus, ntags ? tagl : "none");
   br_error_clear(&err);
   int rc = br_agent_run(a, &err);
   if (rc) br_cli_errorf("%s", err.msg);
