@@ -674,6 +674,8 @@ TEST(farm_command_line_arguments) {
   const char *agents[][2] = {
       {"agent --gpus 99", "braid: --gpus: 99 is more than an agent offers (at most 64)"},
       {"agent --id 'r 07'", "braid: --id: 'r 07' is not an id (letters, digits, - _ . : only)"},
+      {"agent --idle-exit 5", /* ignored without --once */
+       "braid: --idle-exit is for --once agents: a plain agent waits for work for ever"},
   };
   for (size_t i = 0; i < sizeof agents / sizeof *agents; i++) {
     snprintf(cmd, sizeof cmd, "BRAID_SERVER='%s' BRAID_TOKEN='%s' timeout 10 '%s' %s", F.url,

@@ -186,6 +186,10 @@ int br_cli_agent(int argc, char **argv) {
     br_cli_errorf("--give-up is for --once agents: a plain agent waits for its server");
     return BR_EXIT_USAGE;
   }
+  if (o.idle_exit > 0 && !o.once) { /* it was ignored */
+    br_cli_errorf("--idle-exit is for --once agents: a plain agent waits for work for ever");
+    return BR_EXIT_USAGE;
+  }
   if (o.once && !o.give_up) o.give_up = DEFAULT_GIVE_UP;
   br_remote r;
   if (br_remote_open(&r, server, token)) return BR_EXIT_USAGE;
