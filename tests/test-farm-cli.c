@@ -1057,3 +1057,73 @@ TEST(farm_server_makes_an_admin_token_when_the_file_has_none) {
   free(agent);
   free(dir);
 }
+
+/* The whole answer to a raw request (caller frees). */
+static char *raw_answer(const char *req) {
+  int port = atoi(strrchr(F.url, ':') + 1);
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+  inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+  char *buf = calloc(1, 1 << 16);
+  size_t len = 0;
+  if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+      send(fd, req, strlen(req), MSG_NOSIGNAL) == (ssize_t)strlen(req)) {
+    ssize_t n;
+    while (len < (1 << 16) - 1 && (n = recv(fd, buf + len, (1 << 16) - 1 - len, 0)) > 0)
+      len += (size_t)n;
+  }
+  close(fd);
+  return buf;
+}
+
+/* A header's value in an answer ("" when it has none), in buf. */
+static const char *header_of(const char *answer, const char *name, char *buf, size_t size) {
+  char key[128];
+  snprintf(key, sizeof key, "\r\n%s: ", name);
+  const char *at = strcasestr(answer, key);
+  snprintf(buf, size, "%.*s", at ? (int)strcspn(at + strlen(key), "\r") : 0,
+           at ? at + strlen(key) : "");
+  return buf;
+}
+
+/* HEAD on the web UI's files answered 401 where GET served them: it is
+ * GET's answer without the body wherever GET needs no token. */
+TEST(farm_web_ui_answers_head_as_get) {
+  farm_start(&F, "farm-cli-head", "--poll-wait 1");
+  const char *files[] = {"/", "/ui/app.js", "/ui/style.css"};
+  for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+    char req[512], a[512], b[512];
+    snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+             files[i]);
+    char *get = raw_answer(req);
+    snprintf(req, sizeof req, "HEAD %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+             files[i]);
+    char *head = raw_answer(req);
+    if (strncmp(head, "HTTP/1.1 200 ", 13) != 0)
+      br_test_fail(__FILE__, __LINE__, "HEAD %s: %.40s", files[i], head);
+    CHECK(strncmp(get, "HTTP/1.1 200 ", 13) == 0);
+    const char *names[] = {"Content-Type", "Content-Length", "Content-Security-Policy",
+                           "Cache-Control"};
+    for (size_t k = 0; k < sizeof names / sizeof *names; k++) {
+      CHECK(*header_of(get, names[k], a, sizeof a));
+      CHECK_EQ_STR(header_of(head, names[k], b, sizeof b), a);
+    }
+    const char *end = strstr(head, "\r\n\r\n");
+    CHECK(end != NULL && end[4] == '\0'); /* no body */
+    free(get);
+    free(head);
+  }
+  /* the API still needs a token; HEAD is not GET there */
+  char *ans = raw_answer("HEAD /api/v1/tasks HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  CHECK(strncmp(ans, "HTTP/1.1 401 ", 13) == 0);
+  free(ans);
+  char req[512];
+  snprintf(req, sizeof req,
+           "HEAD /api/v1/tasks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+           "Connection: close\r\n\r\n",
+           F.user);
+  ans = raw_answer(req);
+  CHECK(strncmp(ans, "HTTP/1.1 405 ", 13) == 0);
+  free(ans);
+  farm_stop(&F);
+}

@@ -436,6 +436,15 @@ static enum MHD_Result queue_reject(br_http_req *rq) {
   return queue(rq);
 }
 
+/* Whether route r answers method. HEAD is GET without the body (which
+ * libmicrohttpd leaves out) where GET needs no token: the web UI's files,
+ * which a browser or a proxy's check may ask for so. */
+static bool answers(const br_http_route *r, const char *method) {
+  if (strcmp(r->method, method) == 0) return true;
+  return strcmp(method, "HEAD") == 0 && strcmp(r->method, "GET") == 0 &&
+         (r->roles & BR_ROLES(BR_ROLE_NONE));
+}
+
 static void first_call(br_http_server *srv, br_http_req *rq, const char *url, const char *method) {
   bool path_known = false;
   for (const br_http_route *r = srv->routes; r && r->fn; r++) {
@@ -443,7 +452,7 @@ static void first_call(br_http_server *srv, br_http_req *rq, const char *url, co
     memset(&probe, 0, sizeof probe);
     if (!match(r->pattern, url, &probe)) continue;
     path_known = true;
-    if (strcmp(r->method, method) != 0) {
+    if (!answers(r, method)) {
       for (int i = 0; i < probe.nargs; i++) free(probe.args[i]);
       continue;
     }
