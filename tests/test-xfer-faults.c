@@ -28,7 +28,27 @@ typedef struct fx {
   char *paths[NSMALL + 2];
   br_xfer_digest want[NSMALL + 2];
   int npaths;
+  /* progress as shown: it never goes backwards, whatever is retried */
+  int64_t shown_bytes, shown_files;
+  char backwards[160];
 } fx;
+
+/* A new transfer starts its progress from nothing. */
+static void watch_progress(const br_xfer_progress *p, void *ud) {
+  fx *f = ud;
+  if (strcmp(p->phase, "scan") == 0 || strcmp(p->phase, "manifest") == 0)
+    f->shown_bytes = f->shown_files = 0;
+  if ((p->bytes_done < f->shown_bytes || p->files_done < f->shown_files) && !f->backwards[0])
+    snprintf(f->backwards, sizeof f->backwards, "%s: %lld bytes and %lld files after %lld and %lld",
+             p->phase, (long long)p->bytes_done, (long long)p->files_done,
+             (long long)f->shown_bytes, (long long)f->shown_files);
+  f->shown_bytes = p->bytes_done;
+  f->shown_files = p->files_done;
+}
+
+static void no_backwards(fx *f) {
+  if (f->backwards[0]) br_test_fail(__FILE__, __LINE__, "progress went back: %s", f->backwards);
+}
 
 /* text: the two big files compress, so their chunks come as zstd frames. */
 static void fx_setup_as(fx *f, const char *name, unsigned seed, bool text) {
@@ -61,6 +81,9 @@ static void fx_setup_as(fx *f, const char *name, unsigned seed, bool text) {
   f->o.timeout_s = 1;
   f->o.retries = 10;
   f->o.parallel = 4;
+  f->o.progress = watch_progress;
+  f->o.progress_ud = f;
+  f->o.progress_interval = 0.0001;
   /* Push straight to the depot, then pull through the proxy. */
   char *direct = xu_ref(f->depot.url, "shot/fx");
   br_xfer_result res;
@@ -111,6 +134,7 @@ static int fx_pull(fx *f, xp_fault fault, br_error *err) {
   pthread_join(f->th, NULL);
   if (atomic_load(&f->violations))
     br_test_fail(__FILE__, __LINE__, "watcher saw a wrong file: %s", f->bad);
+  no_backwards(f);
   return rc;
 }
 
@@ -282,6 +306,7 @@ TEST(push_through_cuts) {
   snprintf(url, sizeof url, "depot://127.0.0.1:%d/shot/push", f.proxy.port);
   CHECK_EQ_INT(br_xfer_push(src2, url, &f.o, &res, &err), BR_OK);
   CHECK(xp_hits(&f.proxy) >= 1);
+  no_backwards(&f);
   xp_fault none = {XP_NONE, NULL, NULL, 0, 0, 0, 0, 0, 0};
   xp_set(&f.proxy, none);
   char *d2 = xu_path(f.tmp, "d2");
@@ -314,6 +339,7 @@ static int push_cut_uploads(fx *f, const char *src2, int times, void (*hook)(voi
   snprintf(url, sizeof url, "depot://127.0.0.1:%d/shot/sent", f->proxy.port);
   int rc = br_xfer_push(src2, url, &f->o, &res, err);
   CHECK_EQ_INT(xp_hits(&f->proxy), times);
+  no_backwards(f);
   xp_fault none = {XP_NONE, NULL, NULL, 0, 0, 0, 0, 0, 0};
   xp_set(&f->proxy, none);
   f->proxy.on_hit = NULL;

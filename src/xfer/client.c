@@ -133,6 +133,10 @@ void br_xfer__engine_progress(br_xfer__engine *e, bool force) {
     if (d > shown.bytes_total) d = shown.bytes_total;
     if (d > shown.bytes_done) shown.bytes_done = d;
   }
+  if (shown.bytes_done < e->shown_bytes) shown.bytes_done = e->shown_bytes;
+  if (shown.files_done < e->shown_files) shown.files_done = e->shown_files;
+  e->shown_bytes = shown.bytes_done;
+  e->shown_files = shown.files_done;
   e->o->progress(&shown, e->o->progress_ud);
 }
 

@@ -94,6 +94,9 @@ struct br_xfer__engine {
   br_error err;
   br_xfer_progress prog;
   double start, last_progress;
+  /* the most shown so far: a retry or a refetch takes work back, but what
+   * a user was shown never goes backwards (it waits until passed again) */
+  int64_t shown_bytes, shown_files;
   /* Called on every turn of the loop (may be NULL); it may submit. */
   void (*tick)(br_xfer__engine *e, void *ud);
   /* While it returns true, run goes on with nothing queued or running:
