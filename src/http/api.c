@@ -901,7 +901,15 @@ static void h_summary(void *ud, br_http_req *rq) {
     json_decref(m.nodes);
     return br_http_reply_error(rq, 503, "%s", err.msg);
   }
-  int rc = br_store_task_count_nodes(st, graph, summary_row, &m, &err);
+  br_graph_row row;
+  int rc = graph ? st->ops->graph_get(st, graph, NULL, &row, &err) : BR_OK;
+  if (graph && rc == BR_OK) br_graph_row_free(&row);
+  if (rc == BR_ENOTFOUND) {
+    ro_give(s, st);
+    json_decref(m.nodes);
+    return br_http_reply_error(rq, 404, "no graph %lld", (long long)graph);
+  }
+  if (!rc) rc = br_store_task_count_nodes(st, graph, summary_row, &m, &err);
   ro_give(s, st);
   if (rc) {
     json_decref(m.nodes);
