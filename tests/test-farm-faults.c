@@ -621,3 +621,75 @@ TEST(farm_once_agent_gives_up_on_an_absent_server) {
   CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 2);
   farm_stop(&f);
 }
+
+/* ---- the event stream through a restart ---- */
+
+typedef struct evtext {
+  char buf[65536];
+  size_t n;
+  const char *until; /* stop once this is read */
+} evtext;
+
+static int on_events(void *ud, const char *d, size_t len) {
+  evtext *e = ud;
+  if (e->n + len < sizeof e->buf) {
+    memcpy(e->buf + e->n, d, len);
+    e->n += len;
+    e->buf[e->n] = 0;
+  }
+  return strstr(e->buf, e->until) != NULL;
+}
+
+/* The events from `since` (NULL: only new ones) until `until` is read, a
+ * graph submitted once the stream is open to make some. */
+static void read_events(farm *f, const char *since, const char *until, evtext *e) {
+  memset(e, 0, sizeof *e);
+  e->until = until;
+  char path[128] = "/api/v1/events";
+  if (since) snprintf(path, sizeof path, "/api/v1/events?since=%s", since);
+  br_http_client *c;
+  br_error err;
+  CHECK(br_http_client_open(f->url, f->user, &c, &err) == BR_OK);
+  br_http_client_set_timeout(c, 10);
+  pid_t p = fork();
+  if (p == 0) { /* the submission, from another process, once the stream is open */
+    usleep(300000);
+    farm_submit_graph(f, farm_jobs_graph("ev", 1, "{\"shell\":\"true\"}"), NULL, 0, NULL);
+    _exit(0);
+  }
+  br_http_client_get_stream(c, path, on_events, e, &err);
+  br_http_client_close(c);
+  CHECK_EQ_INT(farm_wait(p), 0);
+}
+
+/* A client that comes back to a restarted server with the last event id it
+ * saw is told (event: gap, "restarted") that what happened in between is
+ * not known, and the new life's ids are above the old ones. Before, ids
+ * began at 1 again: the client's id was past them all, it got nothing, no
+ * gap, and then ids lower than the one it had. */
+TEST(farm_event_ids_go_on_through_a_restart) {
+  farm f;
+  farm_start(&f, "farm-ev-restart", "--poll-wait 1");
+  evtext e;
+  read_events(&f, NULL, "\nid: ", &e);
+  const char *id = strstr(e.buf, "id: ");
+  CHECK(id != NULL);
+  char old[32];
+  snprintf(old, sizeof old, "%llu", strtoull(id + 4, NULL, 10));
+  kill(f.server, SIGTERM);
+  CHECK_EQ_INT(farm_wait(f.server), 0);
+  farm_server_start(&f);
+  read_events(&f, old, "\nid: ", &e);
+  char want[96];
+  snprintf(want, sizeof want, "event: gap\ndata: {\"since\":%s,\"lost\":", old);
+  CHECK_CONTAINS(e.buf, want); /* lost: those of this life it cannot have (none kept then) */
+  CHECK_CONTAINS(e.buf, ",\"restarted\":true}\n\n");
+  id = strstr(e.buf, "id: ");
+  CHECK(id != NULL);
+  CHECK(strtoull(id + 4, NULL, 10) > strtoull(old, NULL, 10));
+  /* and one from this life: no gap */
+  snprintf(old, sizeof old, "%llu", strtoull(id + 4, NULL, 10));
+  read_events(&f, old, "\"name\":\"ev\"", &e);
+  CHECK(strstr(e.buf, "event: gap") == NULL);
+  farm_stop(&f);
+}

@@ -78,7 +78,9 @@ struct br_server {
   sub *subs;
   atomic_int nsubs;
   atomic_llong last_sub_ms; /* when a subscriber was last there */
-  uint64_t ev_seq;
+  /* event ids: this life's start above every earlier life's (from the
+   * clock, in ms * 1024), so a client back from before a restart is known */
+  uint64_t ev_seq, ev_base;
   char *ring[RING];
   uint64_t ring_seq[RING];
   /* log followers */
@@ -345,6 +347,11 @@ static void h_events(void *ud, br_http_req *rq) {
   br_http_stream_write(st, ": braid events\n\n", 16);
   if (last) { /* replay what it missed, as far as it is kept */
     uint64_t from = since + 1, oldest = s->ev_seq >= RING ? s->ev_seq - RING + 1 : 1;
+    if (oldest <= s->ev_base) oldest = s->ev_base + 1;
+    /* an id of an earlier life of the server (or of another one): what
+     * happened in between is not known, so everything must be read again */
+    bool restarted = since && (since <= s->ev_base || since > s->ev_seq);
+    if (!since || restarted) from = s->ev_base + 1;
     uint64_t lost = 0; /* events it missed that are not kept */
     if (from < oldest) {
       lost = oldest - from;
@@ -352,10 +359,10 @@ static void h_events(void *ud, br_http_req *rq) {
     }
     for (uint64_t q = from; q <= s->ev_seq; q++)
       if (!s->ring[q % RING] || s->ring_seq[q % RING] != q) lost++;
-    if (lost) {
-      char note[160];
-      int n = snprintf(note, sizeof note, "event: gap\ndata: {\"since\":%llu,\"lost\":%llu}\n\n",
-                       since, (unsigned long long)lost);
+    if (lost || restarted) {
+      char note[200];
+      int n = snprintf(note, sizeof note, "event: gap\ndata: {\"since\":%llu,\"lost\":%llu%s}\n\n",
+                       since, (unsigned long long)lost, restarted ? ",\"restarted\":true" : "");
       br_http_stream_write(st, note, (size_t)n);
     }
     for (uint64_t q = from; q <= s->ev_seq; q++) {
@@ -1591,6 +1598,7 @@ int br_server_open(const br_server_opts *o, br_server **out, br_error *err) {
   pthread_mutex_init(&s->ev_mu, NULL);
   pthread_mutex_init(&s->lw_mu, NULL);
   s->started_ms = now_ms();
+  s->ev_seq = s->ev_base = (uint64_t)s->started_ms * 1024;
   s->store_uri = strdup(o->store);
   s->settings_file = o->settings_file ? strdup(o->settings_file) : NULL;
   s->settings = s->settings_file ? json_load_file(s->settings_file, 0, NULL) : NULL;
