@@ -350,7 +350,7 @@ static void h_events(void *ud, br_http_req *rq) {
     if (oldest <= s->ev_base) oldest = s->ev_base + 1;
     /* an id of an earlier life of the server (or of another one): what
      * happened in between is not known, so everything must be read again */
-    bool restarted = since && (since <= s->ev_base || since > s->ev_seq);
+    bool restarted = since && (since < s->ev_base || since > s->ev_seq);
     if (!since || restarted) from = s->ev_base + 1;
     uint64_t lost = 0; /* events it missed that are not kept */
     if (from < oldest) {
