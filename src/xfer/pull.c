@@ -30,6 +30,19 @@
 
 typedef struct ljob ljob;
 
+/* Zero chunks (zero_chunk) are known from their digest: that of a run of
+ * zeros of the chunk's length. Lengths other than the chunk size (files'
+ * last chunks) start from the hash state after the longest run of whole
+ * ZERO_STEPs below them: a new length costs under ZERO_STEP bytes hashed,
+ * not its own length, however many files end differently. */
+#define ZERO_STEP (16 * 1024)
+#define ZERO_RECENT 4
+
+typedef struct zlen {
+  int64_t len; /* 0: none */
+  br_xfer_digest d;
+} zlen;
+
 typedef struct lfile {
   ljob *job;
   br_xfer_entry *e;
@@ -128,9 +141,12 @@ typedef struct pull {
   size_t cmap_cap, cmap_n;
   struct ccopy *copies;
   size_t ncopies, copies_cap;
-  /* the digest of a chunk of zero_len zero bytes (zero_len 0: none yet) */
-  int64_t zero_len;
-  br_xfer_digest zero;
+  /* digests of runs of zeros (zero_digest): the chunk size's, a few
+   * recent other lengths, and the hash states after each ZERO_STEP zeros */
+  zlen zfull, zrecent[ZERO_RECENT];
+  size_t znext;
+  EVP_MD_CTX **zat; /* zat[k]: after k * ZERO_STEP zeros */
+  size_t nzat;
 } pull;
 
 typedef struct fetch {
@@ -2124,42 +2140,92 @@ static int make_dir(ljob *jb, const br_xfer_entry *e, br_error *err) {
   return rc;
 }
 
-/* Whether chunk c of lf is all zeros, from its digest alone: a chunk of
- * the snapshot's chunk size (a file's last, shorter one is fetched). */
-static bool zero_chunk(pull *p, const lfile *lf, size_t c) {
-  int64_t cs = lf->job->m->chunk_size;
-  if (chunk_len(lf->e, c, cs) != cs || cs > BR_XFER__MAX_CHUNK) return false;
-  if (p->zero_len != cs) {
-    uint8_t *z = calloc(1, (size_t)cs);
-    if (!z) return false;
-    br_xfer_sha256(z, (size_t)cs, &p->zero);
-    free(z);
-    p->zero_len = cs;
+/* The digest of len zero bytes (0 < len <= BR_XFER__MAX_CHUNK) into out,
+ * from the hash state after the whole ZERO_STEPs below len (those states
+ * made as needed, each from the one before). false: out of memory. */
+static bool zero_hash(pull *p, int64_t len, br_xfer_digest *out) {
+  static const uint8_t z[ZERO_STEP];
+  size_t k = (size_t)(len / ZERO_STEP);
+  if (k >= p->nzat) {
+    EVP_MD_CTX **v = realloc(p->zat, (k + 1) * sizeof *v);
+    if (!v) return false;
+    p->zat = v;
+    while (p->nzat <= k) {
+      EVP_MD_CTX *c = EVP_MD_CTX_new();
+      bool ok = c && (p->nzat ? EVP_MD_CTX_copy_ex(c, v[p->nzat - 1]) &&
+                                    EVP_DigestUpdate(c, z, ZERO_STEP)
+                              : EVP_DigestInit_ex(c, br_xfer__sha256_md(), NULL));
+      if (!ok) {
+        EVP_MD_CTX_free(c);
+        return false;
+      }
+      v[p->nzat++] = c;
+    }
   }
-  return br_xfer__digest_cmp(&p->zero, &lf->e->chunks[c]) == 0;
+  EVP_MD_CTX *c = EVP_MD_CTX_new();
+  unsigned int dl = 0;
+  bool ok = c && EVP_MD_CTX_copy_ex(c, p->zat[k]) &&
+            EVP_DigestUpdate(c, z, (size_t)(len % ZERO_STEP)) && EVP_DigestFinal_ex(c, out->b, &dl);
+  EVP_MD_CTX_free(c);
+  return ok;
+}
+
+/* The digest of len zero bytes, kept: the chunk size's (asked for every
+ * chunk of a large file) apart, other lengths among the few recent ones
+ * (frames of one size end alike). NULL: out of memory. */
+static const br_xfer_digest *zero_digest(pull *p, int64_t len, bool full) {
+  zlen *slot = &p->zfull;
+  if (!full) {
+    for (size_t i = 0; i < ZERO_RECENT; i++)
+      if (p->zrecent[i].len == len) return &p->zrecent[i].d;
+    slot = &p->zrecent[p->znext];
+    p->znext = (p->znext + 1) % ZERO_RECENT;
+  } else if (slot->len == len) {
+    return &slot->d;
+  }
+  slot->len = zero_hash(p, len, &slot->d) ? len : 0;
+  return slot->len ? &slot->d : NULL;
+}
+
+/* Whether chunk c of lf is all zeros, from its digest alone: a chunk of
+ * the snapshot's chunk size, or a file's last, shorter one. Asked only of
+ * files fetched chunk by chunk (a bundled small file comes as it is). */
+static bool zero_chunk(pull *p, const lfile *lf, size_t c) {
+  int64_t cs = lf->job->m->chunk_size, len = chunk_len(lf->e, c, cs);
+  if (len <= 0 || cs > BR_XFER__MAX_CHUNK) return false;
+  const br_xfer_digest *z = zero_digest(p, len, len == cs);
+  return z && br_xfer__digest_cmp(z, &lf->e->chunks[c]) == 0;
 }
 
 /* Chunk c of lf, all zeros, made a hole in the partial: nothing fetched,
  * nothing written (a sparse file stays sparse). Zeros are written where
- * the file system cannot punch holes. */
+ * the file system cannot punch holes: on a direct fd padded to the
+ * alignment and cut back, as write_piece does (only a file's last chunk
+ * ends unaligned). */
 static int zero_hole(pull *p, lfile *lf, size_t c, br_error *err) {
   int rc = partial_open(p, lf, err);
   if (rc) return rc;
-  int64_t cs = lf->job->m->chunk_size, off = (int64_t)c * cs;
-  if (fallocate(lf->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, cs) != 0) {
+  int64_t cs = lf->job->m->chunk_size, off = (int64_t)c * cs, len = chunk_len(lf->e, c, cs);
+  if (fallocate(lf->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len) != 0) {
     if (errno != EOPNOTSUPP && errno != ENOSYS)
       return fail_io(err, "write", lf->job, lf->e->path, errno);
+    size_t cap = ((size_t)len + BR_XFER__DIO_ALIGN - 1) / BR_XFER__DIO_ALIGN * BR_XFER__DIO_ALIGN;
     void *z = NULL; /* aligned: the partial may be open for direct I/O */
-    if (posix_memalign(&z, BR_XFER__DIO_ALIGN, (size_t)cs) != 0)
+    if (posix_memalign(&z, BR_XFER__DIO_ALIGN, cap) != 0)
       return br_error_set(err, BR_ENOMEM, "out of memory");
-    memset(z, 0, (size_t)cs);
-    int w = br_xfer__pwrite_all(lf->fd, z, (size_t)cs, off);
-    free(z);
+    memset(z, 0, cap);
+    uint8_t *buf = z; /* write_at pads in it: it is big enough, and stays */
+    bool direct = atomic_load(&lf->direct);
+    int w = write_at(p, lf->fd, &direct, buf, (size_t)len, off, &buf, &cap);
+    if (!direct) atomic_store(&lf->direct, false);
+    if (w == 0 && direct && len % BR_XFER__DIO_ALIGN && ftruncate(lf->fd, (off_t)lf->e->size) != 0)
+      w = -errno;
+    free(buf);
     if (w) return fail_io(err, "write", lf->job, lf->e->path, -w);
   }
   lf->ok[c] = true;
   lf->left--;
-  p->eng.prog.bytes_done += cs;
+  p->eng.prog.bytes_done += len;
   return lf->left == 0 ? finalize(p, lf, err) : BR_OK;
 }
 
@@ -2513,6 +2579,8 @@ int br_xfer_pull_many(const char *const *sources, const char *const *dirs, size_
   free(p.jobs);
   free(p.cmap);
   free(p.copies);
+  for (size_t k = 0; k < p.nzat; k++) EVP_MD_CTX_free(p.zat[k]);
+  free(p.zat);
   br_xfer__hcache_close(p.hc);
   return rc;
 }
