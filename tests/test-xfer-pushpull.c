@@ -492,6 +492,72 @@ TEST(a_last_shorter_chunk_of_zeros_is_a_hole_not_fetched) {
   xu_done(tmp);
 }
 
+static volatile sig_atomic_t cancel_sparse;
+
+static void cancel_past(const br_xfer_progress *p, void *ud) {
+  if (p->bytes_done >= *(const int64_t *)ud && strcmp(p->phase, "fetch") == 0) cancel_sparse = 1;
+}
+
+/* A pull cut midway leaves a partial with holes where its chunks of zeros
+ * are; the pull that resumes it counts those holes as its verified zero
+ * chunks and keeps them holes. Before, reopening the partial reserved the
+ * whole file again (fallocate), which filled the holes: the file came
+ * back whole but no longer sparse. */
+TEST(a_resumed_partial_keeps_its_holes) {
+  char *tmp = br_test_tmpdir("xfer-pp-sparse-resume");
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "vol");
+  const int64_t cs = 256 * 1024, hole = 16 * cs, data = 8 * cs;
+  /* a chunk of data, 16 of zeros, 8 of data */
+  xu_make_file(src, "vol/d.0001.vdb", (size_t)cs, 1);
+  char *path = xu_path(src, "vol/d.0001.vdb");
+  int fd = open(path, O_WRONLY);
+  CHECK(fd >= 0);
+  uint8_t *tail = malloc((size_t)data);
+  xu_fill(tail, (size_t)data, 2);
+  CHECK(pwrite(fd, tail, (size_t)data, cs + hole) == (ssize_t)data);
+  close(fd);
+  const int64_t size = cs + hole + data;
+  br_xfer_opts o;
+  xu_opts(&o, tmp);
+  o.compress = 0;
+  br_xfer_result res;
+  push_ok(src, ref, &o, &res);
+  /* cut once some of the data came (the holes count as done at once) */
+  int64_t past = hole + 2 * cs;
+  o.progress = cancel_past;
+  o.progress_ud = &past;
+  o.progress_interval = 0.001;
+  o.cancel = &cancel_sparse;
+  o.bwlimit = 1024 * 1024; /* slow enough to cut midway */
+  o.parallel = 2;
+  br_error err;
+  br_error_clear(&err);
+  CHECK_EQ_INT(br_xfer_pull(ref, dst, &o, &res, &err), BR_ECANCEL);
+  char pn[64];
+  br_xfer__partial_name("d.0001.vdb", pn, sizeof pn);
+  char *prel = NULL;
+  if (asprintf(&prel, "vol/%s", pn) < 0) abort();
+  bool punch = can_punch(tmp);
+  if (punch) CHECK(disk_bytes(dst, prel) < size - hole / 2); /* the cut pull's holes */
+  cancel_sparse = 0;
+  o.progress = NULL;
+  o.cancel = NULL;
+  o.bwlimit = 0;
+  pull_ok(ref, dst, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+  CHECK_EQ_INT(xu_count_prefix(dst, ".braid-partial-"), 0);
+  /* the holes verified as zero chunks, and the two or more chunks of data
+   * that came before the cut kept */
+  CHECK(res.chunks_skipped >= 16 + 2);
+  CHECK(res.chunks_moved <= 1 + 8 - 2);
+  if (punch) CHECK(disk_bytes(dst, "vol/d.0001.vdb") < size - hole / 2);
+  free(prel), free(tail), free(path), free(src), free(dst), free(ref);
+  xu_depot_stop(&x);
+  xu_done(tmp);
+}
+
 TEST(many_snapshots_at_once) {
   char *tmp = br_test_tmpdir("xfer-pp-many");
   xu_depot x;

@@ -1624,9 +1624,14 @@ static int partial_open(pull *p, lfile *lf, br_error *err) {
   int e2 = errno;
   close(dirfd);
   if (lf->fd < 0) return fail_io(err, "create", lf->job, e->path, e2);
-  /* Reserve the whole file at once: chunks land in parallel at scattered
-   * offsets, and a full disk shows now rather than midway. */
-  if (fallocate(lf->fd, 0, 0, e->size) != 0 && (errno == ENOSPC || errno == EDQUOT))
+  /* A new (empty) partial is reserved whole at once: chunks land in
+   * parallel at scattered offsets, and a full disk shows now rather than
+   * midway. Not one left by an earlier pull: its holes are zero chunks
+   * verified on the resume (prepare_file reads them back as zeros), and
+   * reserving would fill them, the file then whole but no longer sparse. */
+  struct stat st;
+  if (fstat(lf->fd, &st) == 0 && st.st_size == 0 && fallocate(lf->fd, 0, 0, e->size) != 0 &&
+      (errno == ENOSPC || errno == EDQUOT))
     return fail_io(err, "write", lf->job, e->path, errno);
   return 0;
 }
