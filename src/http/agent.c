@@ -72,6 +72,13 @@ typedef struct ajob {
   bool submitted, done, cancel_asked;
   bool output_dropped; /* the server's log lacks some: keep ours */
   int64_t unsent;      /* output bytes left out since the last note of it in the log */
+  /* Output past what the agent holds in memory goes later from the job's
+   * log file (see forward_output): */
+  int64_t raw_len;    /* bytes the job printed, all in its log file from log_base */
+  int64_t spill_from; /* -1, or the next byte of them to read from the file */
+  int64_t log_base;   /* where the job's output starts in its log file */
+  int log_rd;         /* the log file, open for that (-1: not yet) */
+  json_t *done_ev;    /* its done event, held until the output before it went */
   int64_t done_seq;
   UT_hash_handle hh;
 } ajob;
@@ -119,6 +126,7 @@ struct br_agent {
   int64_t next_seq;
   int64_t released_seq; /* the last done event whose job's resources are free again */
   size_t queued_output;
+  int n_spill; /* jobs whose output is still to go from their log files */
   char session[64];
   bool need_register;
   double poll_wait;
@@ -265,25 +273,149 @@ static int unsent_note(const br_agent *a, const ajob *j, char *buf, size_t size)
                   (long long)j->task_id, (long long)j->id);
 }
 
+static void log_path_of(const br_agent *a, const ajob *j, char *buf, size_t size) {
+  snprintf(buf, size, "%s/%lld/%lld.%lld.log", a->log_dir, (long long)(j->task_id / 1000),
+           (long long)j->task_id, (long long)j->id);
+}
+
+/* Queues o bytes of a job's sanitized output, at its next offset (lock
+ * held): appended to its last chunk if that is not sent yet. */
+static void queue_output(br_agent *a, ajob *j, const char *out, size_t o) {
+  if (!o) return;
+  event *t = a->ev_tail;
+  json_t *d;
+  if (t && t->output && t->inv == j->id && !t->in_flight &&
+      json_string_length(d = json_object_get(t->j, "data")) + o <= CHUNK_BYTES &&
+      json_integer_value(json_object_get(t->j, "offset")) + (int64_t)json_string_length(d) ==
+          j->out_off) { /* append to the last chunk not yet sent */
+    size_t old = json_string_length(d);
+    char *joined = malloc(old + o);
+    if (!joined) return;
+    memcpy(joined, json_string_value(d), old);
+    memcpy(joined + old, out, o);
+    json_object_set_new(t->j, "data", json_stringn_nocheck(joined, old + o));
+    free(joined);
+  } else {
+    json_t *ev = json_pack("{sssIsI}", "type", "output", "task", (json_int_t)j->task_id, "offset",
+                           (json_int_t)j->out_off);
+    json_object_set_new(ev, "data", json_stringn_nocheck(out, o));
+    push_event(a, ev, j->id, true);
+  }
+  a->queued_output += o;
+  j->out_off += (int64_t)o;
+}
+
+/* The job's output from here on goes later, read from its log file, where
+ * the local executor wrote it before telling us (lock held). False when
+ * that file cannot be read (no file: the output was kept in memory). */
+static bool spill_start(br_agent *a, ajob *j) {
+  if (j->log_rd < 0) {
+    char path[4096];
+    log_path_of(a, j, path, sizeof path);
+    j->log_rd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    struct stat st;
+    if (j->log_rd >= 0 && (fstat(j->log_rd, &st) != 0 || st.st_size < j->raw_len)) {
+      close(j->log_rd);
+      j->log_rd = -1;
+    }
+    if (j->log_rd < 0) return false;
+    j->log_base = st.st_size - j->raw_len; /* a run before this one may have written there */
+  }
+  j->spill_from = j->out_off; /* the bytes held back too */
+  j->nhold = 0;
+  a->n_spill++;
+  return true;
+}
+
+static void job_done_now(br_agent *a, ajob *j, json_t *ev);
+
+/* Output of jobs that passed MAX_QUEUED_OUTPUT, from their log files, as
+ * far as there is room again (report thread, lock held); a job whose
+ * output has all gone then has its done event queued. A log file that
+ * turns out shorter than what was printed (a full disk) ends it: the rest
+ * is said to be left out. */
+static void drain_spills(br_agent *a) {
+  ajob *j, *tmp;
+  HASH_ITER(hh, a->jobs, j, tmp) {
+    if (!a->n_spill) return;
+    if (j->spill_from < 0) continue;
+    bool lost = false;
+    while (j->spill_from < j->raw_len) {
+      size_t room = MAX_QUEUED_OUTPUT - a->queued_output;
+      int64_t left = j->raw_len - j->spill_from;
+      size_t n = left < CHUNK_BYTES ? (size_t)left : CHUNK_BYTES;
+      if (a->queued_output >= MAX_QUEUED_OUTPUT || room < n) break; /* more room first */
+      char *in = malloc((size_t)j->nhold + n), *out = malloc((size_t)j->nhold + n);
+      ssize_t got = in && out ? pread(j->log_rd, in + j->nhold, n, j->log_base + j->spill_from)
+                              : 0;
+      if (in && out && got <= 0) lost = true;
+      if (got > 0) {
+        memcpy(in, j->hold, (size_t)j->nhold);
+        size_t o = sanitize(in, (size_t)j->nhold + (size_t)got, out, j->hold, &j->nhold, false);
+        j->spill_from += got;
+        queue_output(a, j, out, o);
+      }
+      free(in);
+      free(out);
+      if (got <= 0) break;
+    }
+    if (lost) { /* the file ends before it should */
+      j->unsent += j->raw_len - j->spill_from + j->nhold;
+      j->nhold = 0;
+      j->output_dropped = true;
+    } else if (j->spill_from < j->raw_len) {
+      continue;
+    }
+    j->spill_from = -1;
+    a->n_spill--;
+    if (j->done_ev) { /* the end of its output, then its result */
+      char out[2048 + 8];
+      size_t o = 0;
+      if (j->unsent) {
+        int k = unsent_note(a, j, out, sizeof out - 8);
+        o = k > 0 && (size_t)k < sizeof out - 8 ? (size_t)k : 0;
+        j->unsent = 0;
+      }
+      o += sanitize(j->hold, (size_t)j->nhold, out + o, j->hold, &j->nhold, true);
+      queue_output(a, j, out, o);
+      json_t *ev = j->done_ev;
+      j->done_ev = NULL;
+      job_done_now(a, j, ev);
+    }
+  }
+}
+
 /* Queues a job's output for the server. Past MAX_QUEUED_OUTPUT (the
- * server away, or slower than the job), output is left out rather than
- * held: the server's log then says so, where it happened, and the agent
- * keeps its own whole copy. Offsets are those of the server's log. */
+ * server away, or slower than the job), output is not held in memory: it
+ * is read again from the job's log file as the server takes what went
+ * before (drain_spills), and the job's result waits behind it. Where that
+ * file cannot be read, output is left out instead: the server's log then
+ * says so, where it happened. Offsets are those of the server's log. */
 static void forward_output(br_agent *a, ajob *j, const char *data, size_t len, bool final) {
+  pthread_mutex_lock(&a->mu);
+  j->raw_len += (int64_t)len;
   size_t n = (size_t)j->nhold + len;
-  if (!n && !(final && j->unsent)) return;
+  if (j->spill_from >= 0 || (!n && !(final && j->unsent))) { /* in the file: it goes from there */
+    pthread_mutex_unlock(&a->mu);
+    return;
+  }
   char note[2048];
   size_t nn = 0;
+  bool room = a->queued_output + n <= MAX_QUEUED_OUTPUT;
+  if (!room && spill_start(a, j)) {
+    pthread_cond_broadcast(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+    return;
+  }
   char *in = malloc(n + 1), *out = malloc(n + sizeof note);
   if (!in || !out) {
+    pthread_mutex_unlock(&a->mu);
     free(in);
     free(out);
     return;
   }
   memcpy(in, j->hold, (size_t)j->nhold);
   if (len) memcpy(in + j->nhold, data, len);
-  pthread_mutex_lock(&a->mu);
-  bool room = a->queued_output + n <= MAX_QUEUED_OUTPUT;
   if (j->unsent && (room || final)) { /* the note first, then what comes now */
     int k = unsent_note(a, j, note, sizeof note);
     nn = k > 0 && (size_t)k < sizeof note ? (size_t)k : 0;
@@ -297,39 +429,10 @@ static void forward_output(br_agent *a, ajob *j, const char *data, size_t len, b
     j->nhold = 0;
     j->output_dropped = true;
   }
-  o += nn;
-  if (!o) {
-    pthread_mutex_unlock(&a->mu);
-    free(out);
-    return;
-  }
-  event *t = a->ev_tail;
-  json_t *d;
-  if (t && t->output && t->inv == j->id && !t->in_flight &&
-      json_string_length(d = json_object_get(t->j, "data")) + o <= CHUNK_BYTES &&
-      json_integer_value(json_object_get(t->j, "offset")) + (int64_t)json_string_length(d) ==
-          j->out_off) { /* append to the last chunk not yet sent */
-    size_t old = json_string_length(d);
-    char *joined = malloc(old + o);
-    if (joined) {
-      memcpy(joined, json_string_value(d), old);
-      memcpy(joined + old, out, o);
-      json_object_set_new(t->j, "data", json_stringn_nocheck(joined, old + o));
-      free(joined);
-    }
-  } else {
-    json_t *ev = json_pack("{sssIsI}", "type", "output", "task", (json_int_t)j->task_id, "offset",
-                           (json_int_t)j->out_off);
-    json_object_set_new(ev, "data", json_stringn_nocheck(out, o));
-    push_event(a, ev, j->id, true);
-  }
-  a->queued_output += o;
-  j->out_off += (int64_t)o;
+  queue_output(a, j, out, o + nn);
   pthread_mutex_unlock(&a->mu);
   free(out);
 }
-
-/* ---- executor events (loop thread) ---- */
 
 static ajob *job_of(br_agent *a, int64_t id) {
   ajob *j = NULL;
@@ -424,12 +527,20 @@ static void ev_done(void *ud, const br_inv_result *r) {
   json_object_set_new(ev, "task", json_integer(j->task_id));
   pthread_mutex_lock(&a->mu);
   j->done = true;
+  if (j->spill_from >= 0) /* output still to go first; it holds its slot till then */
+    j->done_ev = ev;
+  else
+    job_done_now(a, j, ev);
+  pthread_mutex_unlock(&a->mu);
+  check_finish(a);
+}
+
+/* Queues a job's done event and frees what it took (lock held). */
+static void job_done_now(br_agent *a, ajob *j, json_t *ev) {
   j->done_seq = push_event(a, ev, j->id, false);
   release(a, j);
   a->idle_ms = now_ms();
   a->released_seq = j->done_seq; /* polls say so: their free counts it already */
-  pthread_mutex_unlock(&a->mu);
-  check_finish(a);
 }
 
 /* ---- starting work (loop thread) ---- */
@@ -736,6 +847,8 @@ static void take_work(br_agent *a, json_t *ans) {
     j->memory_mb = json_integer_value(json_object_get(w, "memory_mb"));
     j->gpus = (int)json_integer_value(json_object_get(w, "gpus"));
     for (int g = 0; g < MAX_GPUS; g++) j->gpu_idx[g] = -1;
+    j->spill_from = -1;
+    j->log_rd = -1;
     HASH_ADD(hh, a->jobs, id, sizeof j->id, j);
     a->used_slots++; /* reserved now: the next poll must not offer it again */
     a->used_cores += j->cores;
@@ -843,6 +956,27 @@ static void *poll_main(void *ud) {
 
 /* ---- the report thread ---- */
 
+static void job_free(ajob *j) {
+  if (j->log_rd >= 0) close(j->log_rd);
+  json_decref(j->done_ev);
+  json_decref(j->work);
+  free(j);
+}
+
+/* The agent stops and the server did not take a job's output in time:
+ * what is left goes as left out, and the job's result after it (lock
+ * held). */
+static void give_up_spills(br_agent *a) {
+  ajob *j, *tmp;
+  HASH_ITER(hh, a->jobs, j, tmp) if (j->spill_from >= 0) {
+    j->unsent += j->raw_len - j->spill_from + j->nhold;
+    j->nhold = 0;
+    j->output_dropped = true;
+    j->spill_from = j->raw_len; /* drain_spills then queues the notes and results */
+  }
+  drain_spills(a);
+}
+
 static void acked(br_agent *a, int64_t upto) { /* lock held */
   while (a->ev_head && a->ev_head->seq <= upto) {
     event *e = a->ev_head;
@@ -856,12 +990,10 @@ static void acked(br_agent *a, int64_t upto) { /* lock held */
   HASH_ITER(hh, a->jobs, j, tmp) if (j->done && j->done_seq && j->done_seq <= upto) {
     /* its result and log are safe on the server: forget it, and its local log */
     char log_path[4096];
-    snprintf(log_path, sizeof log_path, "%s/%lld/%lld.%lld.log", a->log_dir,
-             (long long)(j->task_id / 1000), (long long)j->task_id, (long long)j->id);
+    log_path_of(a, j, log_path, sizeof log_path);
     if (!j->output_dropped) unlink(log_path);
     HASH_DEL(a->jobs, j);
-    json_decref(j->work);
-    free(j);
+    job_free(j);
   }
 }
 
@@ -897,7 +1029,12 @@ static void *report_main(void *ud) {
   pthread_mutex_lock(&a->mu);
   for (;;) {
     if (a->final && !final_deadline) final_deadline = now_ms() + FINAL_FLUSH_MS;
-    if (a->final && (!a->ev_head || now_ms() > final_deadline)) break;
+    if (a->final && a->n_spill && now_ms() > final_deadline) {
+      give_up_spills(a); /* their results at least, in a last report */
+      final_deadline = now_ms() + FINAL_FLUSH_MS / 5;
+    }
+    if (a->final && ((!a->ev_head && !a->n_spill) || now_ms() > final_deadline)) break;
+    drain_spills(a);
     /* stopping: say so at once, events or not (see br_farm_report) */
     bool announce = a->stop && !a->announced && !a->need_register && a->session[0];
     if (!announce && (!a->ev_head || a->need_register || !a->session[0])) {
@@ -1156,8 +1293,7 @@ void br_agent_close(br_agent *a) {
   ajob *j, *tmp;
   HASH_ITER(hh, a->jobs, j, tmp) {
     HASH_DEL(a->jobs, j);
-    json_decref(j->work);
-    free(j);
+    job_free(j);
   }
   json_decref(a->inbox_work);
   json_decref(a->inbox_cancel);
