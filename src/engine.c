@@ -647,8 +647,8 @@ static void move_to(br_engine *e, br_task *t, const br_wire *w) {
 
 /* Done at its node: follow the wires of output `port`. One wire moves it;
  * several split it (an implicit split, one element per wire); none parks it
- * there as finished. */
-static void route(br_engine *e, br_task *t, int port) {
+ * there as finished. cancelled: it (or each element) arrives cancelled. */
+static void route_as(br_engine *e, br_task *t, int port, bool cancelled) {
   br_node *n = task_node(t);
   if (port < 0 || port >= n->n_outputs) {
     char msg[256];
@@ -664,15 +664,21 @@ static void route(br_engine *e, br_task *t, int port) {
   }
   if (op->n == 1) {
     move_to(e, t, &op->wires[0]);
+    if (cancelled) set_state(e, t, BR_TASK_CANCELLED);
     return;
   }
   br_task *stack_el[16];
   br_task **el = op->n <= 16 ? stack_el : calloc((size_t)op->n, sizeof *el);
   ENGINE_ASSERT(el);
   make_split(e, t, (size_t)op->n, el);
-  for (int i = 0; i < op->n; i++) move_to(e, el[i], &op->wires[i]);
+  for (int i = 0; i < op->n; i++) {
+    move_to(e, el[i], &op->wires[i]);
+    if (cancelled) set_state(e, el[i], BR_TASK_CANCELLED);
+  }
   if (el != stack_el) free(el);
 }
+
+static void route(br_engine *e, br_task *t, int port) { route_as(e, t, port, false); }
 
 /* ---- wait groups ---- */
 
@@ -981,6 +987,7 @@ typedef struct inv_rec {
   int assigned;  /* it runs (or ran): it counts as an attempt */
   int adopted;   /* taken over from a previous engine: no command to run again */
   int own_log;   /* the engine named its log file: each attempt gets its own */
+  int cancel_asked; /* cancelled while it runs: what it spawns from now on is cancelled */
   int64_t started_ms;
 } inv_rec;
 
@@ -1291,7 +1298,9 @@ static void ev_spawn(void *ud, int64_t inv_id, int64_t task_id, const char *name
     fail_task(e, ch, "this node type cannot create children");
     return;
   }
-  route(e, ch, port);
+  /* spawns that come after a cancel (a farm job's report on its way) make
+   * children that are cancelled where they arrive: they can be retried */
+  route_as(e, ch, port, t->inv->cancel_asked);
 }
 
 static void ev_progress(void *ud, int64_t inv_id, int64_t task_id, double progress) {
@@ -1991,6 +2000,7 @@ int br_engine_task_cancel(br_engine *e, int64_t id, br_error *err) {
   switch (t->state) {
   case BR_TASK_RUNNING:
     /* the executor reports it cancelled; post_task records it */
+    t->inv->cancel_asked = 1;
     if (e->ex) e->exops->cancel(e->ex, t->inv->inv.id);
     return BR_OK;
   case BR_TASK_BLOCKED: group_remove(e, t); /* fall through */

@@ -593,6 +593,45 @@ static bool wait_count(farm *f, const char *query, int64_t want) {
   return false;
 }
 
+/* A job cancelled while what it spawned is still on its way: the children
+ * its report then brings are made cancelled, not run. The agent is stopped
+ * (SIGSTOP) before the job asks to spawn, so the spawn reaches the server
+ * after the cancel. Before, such a child was made and ran, so cancelling a
+ * submission (or a task) could leave work running. */
+TEST(farm_spawns_that_come_after_a_cancel_are_cancelled) {
+  farm f;
+  farm_start(&f, "farm-cancel-spawn", "--poll-wait 1 --lost-after 60");
+  pid_t ag = farm_agent(&f, "a", "--slots 2");
+  json_t *g = farm_jobs_graph(
+      "sp", 1, "{\"shell\":\"sleep 2; braid ctl spawn --name late child=1; sleep 60\"}");
+  json_array_append_new(json_object_get(g, "nodes"),
+                        json_pack("{sssss{ss}}", "name", "child", "type", "command", "params",
+                                  "shell", "echo x > {out}/late.ran"));
+  json_array_append_new(json_object_get(g, "wires"), json_pack("[ss]", "job.children", "child"));
+  farm_submit_graph(&f, g, json_pack("{ss}", "out", f.dir), 0, NULL);
+  CHECK(wait_count(&f, "state=running", 1));
+  CHECK_EQ_INT(kill(ag, SIGSTOP), 0); /* before the job's 2 s are up */
+  json_t *out = NULL;
+  CHECK_EQ_INT(farm_call(&f, f.user, "GET", "/api/v1/tasks?state=running", NULL, &out), 200);
+  int64_t job = json_integer_value(
+      json_object_get(json_array_get(json_object_get(out, "tasks"), 0), "id"));
+  json_decref(out);
+  char path[256];
+  snprintf(path, sizeof path, "/api/v1/tasks/%lld/cancel", (long long)job);
+  CHECK_EQ_INT(farm_call(&f, f.user, "POST", path, NULL, NULL), 200);
+  sleep(3); /* the job asks to spawn meanwhile, and waits for the agent */
+  CHECK_EQ_INT(kill(ag, SIGCONT), 0);
+  CHECK(wait_count(&f, "node=child&state=cancelled", 1));
+  snprintf(path, sizeof path, "node=job&state=cancelled");
+  CHECK(wait_count(&f, path, 1));
+  sleep(2); /* had the child been routed, it would have run by now */
+  CHECK_EQ_INT(count_of(&f, "node=child"), 1);
+  char ran[1024];
+  snprintf(ran, sizeof ran, "%s/late.ran", f.dir);
+  CHECK(access(ran, F_OK) != 0);
+  farm_stop(&f);
+}
+
 /* cancel, pause, resume and retry take --group: a submission's id or the
  * name it was given, as ls --group does; other submissions are left be.
  * Before, a submission was cancelled one task at a time, and ls --group
