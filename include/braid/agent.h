@@ -21,6 +21,16 @@ extern "C" {
 
 typedef struct br_agent br_agent;
 
+/* The most GPUs an agent offers (opts.gpus past it is cut down to it). */
+#define BR_AGENT_MAX_GPUS 64
+
+/* Whether c may stand in an agent's id (letters, digits, - _ . :); the
+ * agent makes others '-'. */
+static inline bool br_agent_id_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+         c == '_' || c == '.' || c == ':';
+}
+
 typedef struct br_agent_opts {
   const char *server;    /* http(s)://host:port */
   const char *token;     /* an agent token */
@@ -29,7 +39,8 @@ typedef struct br_agent_opts {
   int cores;             /* 0: detected */
   int slots;             /* jobs at once (0: cores) */
   int64_t memory_mb;     /* 0: detected */
-  int gpus;              /* -1: detected with nvidia-smi (0 when absent) */
+  int gpus;              /* -1: detected with nvidia-smi (0 when absent); at most
+                            BR_AGENT_MAX_GPUS */
   const char *const *tags; /* NULL-terminated, may be NULL */
   const char *work_dir;  /* logs and runtime files (default: $TMPDIR/braid-agent-ID) */
   const char *braid_exe; /* for `braid ctl` in jobs */

@@ -2,7 +2,6 @@
  * and runs it here (see include/braid/agent.h). */
 #include <braid/agent.h>
 
-#include <ctype.h>
 #include <getopt.h>
 #include <limits.h>
 #include <signal.h>
@@ -17,9 +16,7 @@
 /* How long a --once agent (a batch job holding a slot) waits for a server
  * that does not answer. */
 #define DEFAULT_GIVE_UP 120.0
-/* The most GPUs an agent offers (MAX_GPUS in src/http/agent.c, which cut a
- * larger --gpus down to it without a word). */
-#define MAX_GPUS 64
+#define MAX_GPUS BR_AGENT_MAX_GPUS
 
 static void agent_usage(FILE *out) {
   fprintf(out,
@@ -62,7 +59,7 @@ static void agent_usage(FILE *out) {
  * given one that is not is refused; the host name is made one so. */
 static bool id_ok(const char *id) {
   for (const char *p = id; *p; p++)
-    if (!isalnum((unsigned char)*p) && !strchr("-_.:", *p)) return false;
+    if (!br_agent_id_char(*p)) return false;
   return *id != '\0';
 }
 
@@ -80,7 +77,7 @@ static void resolve(br_agent_opts *o, char *host, size_t size) {
     if (gethostname(host, size - 1) != 0 || !*host) snprintf(host, size, "localhost");
     host[size - 1] = '\0';
     for (char *p = host; *p; p++)
-      if (!isalnum((unsigned char)*p) && !strchr("-_.:", *p)) *p = '-';
+      if (!br_agent_id_char(*p)) *p = '-';
     o->id = host;
   }
 }

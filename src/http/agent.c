@@ -52,7 +52,7 @@
 #include <uthash.h>
 #include "../fs.h"
 
-#define MAX_GPUS 64
+#define MAX_GPUS BR_AGENT_MAX_GPUS
 #define BATCH_EVENTS 1000
 #define BATCH_BYTES (4 << 20)  /* output per report: well under the server's 32 MiB */
 #define CHUNK_BYTES (1 << 20)  /* output per event */
@@ -1160,9 +1160,7 @@ int br_agent_open(const br_agent_opts *o, br_agent **out, br_error *err) {
   }
   for (int k = 0; k < 8; k++) snprintf(a->instance + 2 * k, 3, "%02x", rnd[k]);
   for (char *p = a->id; *p; p++)
-    if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-          *p == '-' || *p == '_' || *p == '.' || *p == ':'))
-      *p = '-';
+    if (!br_agent_id_char(*p)) *p = '-';
   a->server = strdup(o->server);
   a->token = o->token ? strdup(o->token) : NULL;
   a->ca = o->ca_file ? strdup(o->ca_file) : NULL;
