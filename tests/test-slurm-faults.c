@@ -329,6 +329,43 @@ TEST(server_on_slurm_cancel_removes_jobs) {
   farm_stop(&f);
 }
 
+/* A job that waits in Slurm says why: its Slurm job, state and pending
+ * reason, as squeue gave them (braid show, GET /api/v1/tasks/ID). Before,
+ * it said only that it waited for the slurm executor. */
+TEST(server_on_slurm_says_why_a_job_waits) {
+  need_cluster();
+  farm f;
+  farm_start(&f, "slurm-why", "--executor slurm --slurm-listen 127.0.0.1:0 --slurm-opt reconcile=1");
+  int64_t root = farm_submit_graph(
+      &f,
+      farm_jobs_graph("later", 1,
+                      "{\"argv\": [\"true\"], \"slurm\": {\"args\": [\"--begin=now+1hour\"]}}"),
+      NULL, 0, NULL);
+  char path[128];
+  snprintf(path, sizeof path, "/api/v1/tasks/%lld", (long long)root + 1);
+  char *why = NULL;
+  for (double end = farm_now() + 60; farm_now() < end; usleep(200 * 1000)) {
+    json_t *t = NULL;
+    CHECK_EQ_INT(farm_call(&f, f.user, "GET", path, NULL, &t), 200);
+    free(why);
+    const char *w = json_string_value(json_object_get(t, "waiting"));
+    why = strdup(w ? w : "");
+    json_decref(t);
+    if (strstr(why, "(reason: ")) break;
+  }
+  CHECK_CONTAINS(why, "Slurm job ");
+  CHECK_CONTAINS(why, " is PENDING (reason: BeginTime) (squeue ");
+  free(why);
+  char cmd[2048];
+  snprintf(cmd, sizeof cmd, "'%s' cancel %lld --server '%s' --token '%s' >/dev/null", farm_bin(),
+           (long long)root + 1, f.url, f.user);
+  CHECK_EQ_INT(system(cmd), 0);
+  int left = 1;
+  for (int i = 0; i < 100 && (left = slurm_active(f.dir, "job")) > 0; i++) usleep(100 * 1000);
+  CHECK_EQ_INT(left, 0);
+  farm_stop(&f);
+}
+
 /* A free TCP port on loopback (bound, then released). */
 static int free_port(void) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);

@@ -96,6 +96,8 @@ typedef struct sjob {
   bool ending;    /* ended by us through br_farm_end: its on_done passes */
   br_inv_result *held; /* a lost or killed result, waiting for Slurm's word */
   int64_t held_ms, final_ms;
+  char sq_state[24], sq_reason[96]; /* what the last squeue said of it (why) */
+  int64_t sq_ms;                    /* when (0: not yet) */
   batch *b;       /* while queued or submitting */
   UT_hash_handle hh; /* by id */
   UT_hash_handle hj; /* by jobid, once submitted */
@@ -113,6 +115,7 @@ struct batch {
   int attempts;
   int64_t not_before_ms; /* a retry after a transient sbatch error */
   int64_t away_since_ms; /* its first transient error */
+  char last_err[256];    /* that error's first line (why) */
   batch *next;           /* in the send list */
   UT_hash_handle hh;     /* queued, by shape */
 };
@@ -676,6 +679,7 @@ static void sbatch_done(br_executor *ex, proc *p, int64_t status, const char *ou
     int64_t now = now_ms();
     if (transient(err) && !b->away_since_ms) b->away_since_ms = now;
     if (transient(err) && now - b->away_since_ms < AWAY_MAX_MS && !ex->stopping) {
+      snprintf(b->last_err, sizeof b->last_err, "%.255s", line);
       int64_t wait = (int64_t)500 << (b->attempts < 5 ? b->attempts : 5);
       if (wait > RETRY_MAX_MS) wait = RETRY_MAX_MS;
       b->not_before_ms = now + wait;
@@ -1045,6 +1049,9 @@ static void squeue_done(br_executor *ex, proc *p, int64_t status, const char *ou
     }
     const char *st = json_string_value(json_array_get(f, 0));
     const char *why = json_string_value(json_array_get(f, 1));
+    snprintf(s->sq_state, sizeof s->sq_state, "%s", st);
+    snprintf(s->sq_reason, sizeof s->sq_reason, "%s", why);
+    s->sq_ms = now_ms();
     if (!strcmp(st, "PENDING") && !s->held && never_starts(why)) {
       never_started(ex, s, why);
       never = true;
@@ -1683,6 +1690,37 @@ br_executor *br_farm_of(const br_executor_ops *ops, br_executor *ex) {
   return NULL;
 }
 
+/* Why a job braid gave Slurm does not run yet: where it is on its way
+ * (queued for sbatch, sbatch failing), and once in Slurm, its state and
+ * pending reason as the last squeue gave them. */
+static size_t slurm_why(br_executor *ex, int64_t id, char *buf, size_t size) {
+  sjob *s = sjob_find(ex, id);
+  if (!s || !size) return 0;
+  int64_t now = now_ms();
+  int n = 0;
+  if (s->state == SJ_QUEUED && s->b && s->b->not_before_ms > now && s->b->last_err[0])
+    n = snprintf(buf, size, "sbatch failed (%s): trying again in %.0f s", s->b->last_err,
+                 (double)(s->b->not_before_ms - now) / 1000.0);
+  else if (s->state == SJ_QUEUED)
+    n = snprintf(buf, size, "on its way to Slurm: it goes with the next sbatch of its kind (%zu "
+                 "job%s of the same sbatch options)", s->b ? s->b->n : 1,
+                 s->b && s->b->n != 1 ? "s" : "");
+  else if (s->state == SJ_SUBMITTING)
+    n = snprintf(buf, size, "being submitted to Slurm (sbatch runs)");
+  else if (!s->sq_ms)
+    n = snprintf(buf, size, "Slurm job %s: squeue has not been asked about it yet", s->jobid);
+  else {
+    bool reason = s->sq_reason[0] && strcmp(s->sq_reason, "None") != 0;
+    n = snprintf(buf, size, "Slurm job %s is %s%s%s%s (squeue %.0f s ago)%s%s", s->jobid,
+                 s->sq_state, reason ? " (reason: " : "", reason ? s->sq_reason : "",
+                 reason ? ")" : "", (double)(now - s->sq_ms) / 1000.0,
+                 strcmp(s->sq_state, "PENDING") ? "; its braid agent has not asked for the work yet"
+                                                : "",
+                 ex->squeue_away ? "; squeue fails now, so this may be old" : "");
+  }
+  return n < 0 ? 0 : (size_t)n < size ? (size_t)n : size - 1;
+}
+
 const br_executor_ops br_exec_slurm = {
     .name = "slurm",
     .create = slurm_create,
@@ -1696,4 +1734,5 @@ const br_executor_ops br_exec_slurm = {
     .adopt = slurm_adopt,
     .committed = slurm_committed,
     .schedule = slurm_schedule,
+    .why = slurm_why,
 };
