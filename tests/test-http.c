@@ -453,6 +453,10 @@ TEST(http_token_file_bad_lines_told) {
   CHECK_EQ_INT(br_auth_create(a, BR_ROLE_USER, name, &made, NULL, &err), BR_EINVAL);
   CHECK(made == NULL);
   free(name);
+  /* so is one that would break the table of `braid token list` */
+  CHECK_EQ_INT(br_auth_create(a, BR_ROLE_USER, "render\nfarm", &made, NULL, &err), BR_EINVAL);
+  CHECK(made == NULL);
+  CHECK_CONTAINS(err.msg, "control character (byte 0x0a at 6)");
   /* a revoke takes out its line and changes no other byte: comments, the
    * lines a hand made wrong (a NUL in one), CRLF and the order stay */
   size_t before_len, after_len;

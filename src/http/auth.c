@@ -274,6 +274,11 @@ int br_auth_create(br_auth *a, br_role role, const char *name, char **token, cha
                    br_error *err) {
   *token = NULL;
   if (role == BR_ROLE_NONE) return br_error_set(err, BR_EINVAL, "a token needs a role");
+  for (const char *p = name; p && *p; p++) /* one line of `braid token list` each */
+    if ((unsigned char)*p < 0x20 || *p == 0x7f)
+      return br_error_set(err, BR_EINVAL, "a token's name cannot hold a control character (byte "
+                          "0x%02x at %td): a newline or a tab would break the token list",
+                          (unsigned char)*p, p - name);
   uint8_t raw[40];
   if (RAND_bytes(raw, sizeof raw) != 1)
     return br_error_set(err, BR_EIO, "no random bytes for a token");
