@@ -74,6 +74,21 @@ TEST(farm_agent_killed_mid_job) {
   json_array_foreach(json_object_get(ws, "workers"), i, x) if (strcmp(json_string_value(json_object_get(x, "id")), "k1") == 0)
     CHECK_EQ_STR(json_string_value(json_object_get(x, "state")), "lost");
   json_decref(ws);
+  /* k1 back on its work folder: what its killed jobs left there is cleared */
+  snprintf(cmd, sizeof cmd, "ls '%s/agent-k1/run' | grep -c '^inv-.*\\.json$'", f.dir);
+  w = farm_capture(cmd);
+  CHECK(strcmp(w, "0") != 0); /* the kill left them */
+  free(w);
+  farm_agent(&f, "k1", "--slots 2");
+  for (double end = farm_now() + 20; farm_now() < end; usleep(100000)) {
+    w = farm_capture(cmd);
+    bool clear = strcmp(w, "0") == 0;
+    free(w);
+    if (clear) break;
+  }
+  w = farm_capture(cmd);
+  CHECK_EQ_STR(w, "0");
+  free(w);
   farm_stop(&f);
 }
 

@@ -37,6 +37,7 @@
 #include <braid/http.h>
 
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -1107,6 +1108,22 @@ static void *report_main(void *ud) {
 
 /* ---- open / run / close ---- */
 
+/* What the jobs of an agent that had the work folder before left in its
+ * run folder (an agent killed outright leaves its jobs' attribute files):
+ * their jobs are gone with it and run again elsewhere, so these are of no
+ * use. Called with the folder's lock held. */
+static void clear_run_dir(br_agent *a) {
+  DIR *d = opendir(a->run_dir);
+  if (!d) return;
+  struct dirent *de;
+  while ((de = readdir(d))) {
+    size_t n = strlen(de->d_name);
+    if (strncmp(de->d_name, "inv-", 4) == 0 && n > 9 && strcmp(de->d_name + n - 5, ".json") == 0)
+      unlinkat(dirfd(d), de->d_name, 0);
+  }
+  closedir(d);
+}
+
 static char *dup_or(const char *s, const char *dflt) { return strdup(s && *s ? s : dflt); }
 
 /* Takes the work folder's lock (see the top of the file) and reads the
@@ -1199,6 +1216,7 @@ int br_agent_open(const br_agent_opts *o, br_agent **out, br_error *err) {
     br_agent_close(a);
     return lrc;
   }
+  clear_run_dir(a);
   a->poll_wait = 15;
   a->inbox_work = json_array();
   a->inbox_cancel = json_array();
