@@ -306,10 +306,11 @@ static void queue_output(br_agent *a, ajob *j, const char *out, size_t o) {
   j->out_off += (int64_t)o;
 }
 
-/* The job's output from here on goes later, read from its log file, where
- * the local executor wrote it before telling us (lock held). False when
- * that file cannot be read (no file: the output was kept in memory). */
-static bool spill_start(br_agent *a, ajob *j) {
+/* The job's output from its last n bytes on (those held back and those
+ * just come) goes later, read from its log file, where the local executor
+ * wrote it before telling us (lock held). False when that file cannot be
+ * read (no file: the output was kept in memory). */
+static bool spill_start(br_agent *a, ajob *j, size_t n) {
   if (j->log_rd < 0) {
     char path[4096];
     log_path_of(a, j, path, sizeof path);
@@ -322,7 +323,7 @@ static bool spill_start(br_agent *a, ajob *j) {
     if (j->log_rd < 0) return false;
     j->log_base = st.st_size - j->raw_len; /* a run before this one may have written there */
   }
-  j->spill_from = j->out_off; /* the bytes held back too */
+  j->spill_from = j->raw_len - (int64_t)n; /* a byte of the file, not of the server's log */
   j->nhold = 0;
   a->n_spill++;
   return true;
@@ -403,7 +404,7 @@ static void forward_output(br_agent *a, ajob *j, const char *data, size_t len, b
   char note[2048];
   size_t nn = 0;
   bool room = a->queued_output + n <= MAX_QUEUED_OUTPUT;
-  if (!room && spill_start(a, j)) {
+  if (!room && spill_start(a, j, n)) {
     pthread_cond_broadcast(&a->cv);
     pthread_mutex_unlock(&a->mu);
     return;
