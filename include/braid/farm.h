@@ -104,6 +104,9 @@ int br_farm_worker_set(br_executor *ex, const char *id, int drain, const json_t 
 json_t *br_farm_worker_settings(br_executor *ex);
 /* Named limits: {"name": {"max": N, "used": N}}. */
 json_t *br_farm_limits(br_executor *ex);
+/* The names of the limits set (with a max), as "a, b", or "none" (caller
+ * frees; NULL: out of memory). */
+char *br_farm_limits_set_names(br_executor *ex);
 /* Sets a limit (max < 0 removes it). */
 int br_farm_limit_set(br_executor *ex, const char *name, int max, br_error *err);
 

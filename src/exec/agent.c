@@ -649,24 +649,37 @@ static bool avoided(br_executor *ex, group *g, agent *a) {
   return false; /* every agent failed it: better than waiting forever */
 }
 
+/* Whether what a has free now (fr) takes j. */
+static bool free_for(const job *j, const agent *a, const resources *fr) {
+  return fr->slots >= 1 && fr->cores >= cores_on(j, a) && fr->memory_mb >= j->memory_mb &&
+         fr->gpus >= j->gpus;
+}
+
+/* Needs are hard: a job waits for a machine big enough. */
+static bool too_small(const job *j, const agent *a) {
+  return j->cores > a->cores || (j->memory_mb > a->memory_mb && a->memory_mb > 0) ||
+         j->gpus > a->gpus;
+}
+
+/* A limit set on the farm with all its tokens taken (c: NULL for a name
+ * the farm does not set, which limits nothing). */
+static bool limit_full(const counter *c) { return c && c->max >= 0 && c->used >= c->max; }
+
+/* j's node's counter when it runs its max_running already, else NULL. */
+static counter *node_full(br_executor *ex, const job *j) {
+  if (!j->node_key || j->node_limit <= 0) return NULL;
+  counter *c = counter_get(&ex->nodes, j->node_key, false);
+  return c && c->used >= j->node_limit ? c : NULL;
+}
+
 static bool fits(br_executor *ex, job *j, agent *a, const resources *fr) {
-  if (fr->slots < 1) return false;
-  if (fr->cores < cores_on(j, a) || fr->memory_mb < j->memory_mb || fr->gpus < j->gpus) return false;
-  /* needs are hard: a job waits for a machine big enough */
-  if (j->cores > a->cores || (j->memory_mb > a->memory_mb && a->memory_mb > 0) || j->gpus > a->gpus)
-    return false;
-  if (!has_tags(a, j->tags)) return false;
+  if (!free_for(j, a, fr) || too_small(j, a) || !has_tags(a, j->tags)) return false;
   size_t i;
   json_t *x;
   json_array_foreach(j->limits, i, x) {
-    counter *c = counter_get(&ex->limits, json_string_value(x), false);
-    if (c && c->max >= 0 && c->used >= c->max) return false;
+    if (limit_full(counter_get(&ex->limits, json_string_value(x), false))) return false;
   }
-  if (j->node_key && j->node_limit > 0) {
-    counter *c = counter_get(&ex->nodes, j->node_key, false);
-    if (c && c->used >= j->node_limit) return false;
-  }
-  return true;
+  return !node_full(ex, j);
 }
 
 static job *first_fit(br_executor *ex, glevel *gl, agent *a, const resources *fr) {
@@ -1549,13 +1562,9 @@ static void why_agents(br_executor *ex, job *j, why_count *w) {
     if (a->memory_mb > w->memory_mb) w->memory_mb = a->memory_mb;
     const resources *fr = a->poll ? &a->poll->free : &a->free;
     if (!has_tags(a, j->tags)) w->lack_tags++;
-    else if (j->cores > a->cores || (j->memory_mb > a->memory_mb && a->memory_mb > 0) ||
-             j->gpus > a->gpus)
-      w->small++;
+    else if (too_small(j, a)) w->small++;
     else if (avoided(ex, g, a)) w->avoided++;
-    else if (fr->slots < 1 || fr->cores < cores_on(j, a) || fr->memory_mb < j->memory_mb ||
-             fr->gpus < j->gpus)
-      w->busy++;
+    else if (!free_for(j, a, fr)) w->busy++;
     else w->ready++;
   }
 }
@@ -1591,27 +1600,23 @@ static void why_limits(br_executor *ex, job *j, FILE *f, const char **sep) {
   json_array_foreach(j->limits, i, x) {
     const char *name = json_string_value(x);
     counter *c = counter_get(&ex->limits, name, false);
-    if (c && c->max >= 0 && c->used >= c->max) {
+    if (limit_full(c)) {
       fprintf(f, "%slimit '%s' is full (%d of %d in use)", *sep, name, c->used, c->max);
       *sep = "; ";
     } else if (!c || c->max < 0) {
-      fprintf(f, "%slimit '%s' is not set on this farm, so it holds nothing back (set:", *sep,
-              name);
-      int n = 0;
-      for (counter *k = ex->limits; k; k = k->hh.next)
-        if (k->max >= 0) fprintf(f, "%s %s", n++ ? "," : "", k->name);
-      fprintf(f, "%s)", n ? "" : " none");
+      char *set = br_farm_limits_set_names(ex);
+      fprintf(f, "%slimit '%s' is not set on this farm, so it holds nothing back (set: %s)", *sep,
+              name, set ? set : "?");
+      free(set);
       *sep = "; ";
     }
   }
-  if (j->node_key && j->node_limit > 0) {
-    counter *c = counter_get(&ex->nodes, j->node_key, false);
+  counter *c = node_full(ex, j);
+  if (c) {
     const char *slash = strchr(j->node_key, '/');
-    if (c && c->used >= j->node_limit) {
-      fprintf(f, "%snode '%s' runs at most %d at once, and %d run", *sep,
-              slash ? slash + 1 : j->node_key, j->node_limit, c->used);
-      *sep = "; ";
-    }
+    fprintf(f, "%snode '%s' runs at most %d at once, and %d run", *sep,
+            slash ? slash + 1 : j->node_key, j->node_limit, c->used);
+    *sep = "; ";
   }
 }
 
@@ -1753,6 +1758,22 @@ json_t *br_farm_limits(br_executor *ex) {
   json_object_set_new(o, c->name, json_pack("{sosi}", "max", c->max >= 0 ? json_integer(c->max) : json_null(),
                                             "used", c->used));
   return o;
+}
+
+char *br_farm_limits_set_names(br_executor *ex) {
+  char *text = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&text, &len);
+  if (!f) return NULL;
+  int n = 0;
+  for (counter *k = ex->limits; k; k = k->hh.next)
+    if (k->max >= 0) fprintf(f, "%s%s", n++ ? ", " : "", k->name);
+  if (!n) fputs("none", f);
+  if (fclose(f) != 0) {
+    free(text);
+    return NULL;
+  }
+  return text;
 }
 
 int br_farm_limit_set(br_executor *ex, const char *name, int max, br_error *err) {

@@ -171,8 +171,8 @@ static void op_run(br_engine *e, void *ud) {
   o->fn(o->s, o);
 }
 
-/* Runs fn on the engine thread; the request is answered from there. */
-/* As hand_over, with o->answer set (stolen) for fn to finish. */
+/* Runs fn on the engine thread, with o->answer set (stolen: may be NULL)
+ * for fn to finish; the request is answered from there. */
 static void hand_over_answer(br_server *s, br_http_req *rq, op_fn fn, int64_t id,
                              const char *name, json_t *answer) {
   op *o = calloc(1, sizeof *o);
@@ -670,6 +670,7 @@ static void h_graph_put(void *ud, br_http_req *rq) {
 static json_t *unset_limits(br_server *s, const br_graph *g) {
   if (!s->ex) return NULL;
   json_t *set = br_farm_limits(s->ex), *out = NULL;
+  char *names = NULL; /* those set, for the message */
   for (size_t i = 0; i < br_graph_node_count(g); i++) {
     const br_node *n = br_graph_node(g, i);
     size_t k;
@@ -678,23 +679,14 @@ static json_t *unset_limits(br_server *s, const br_graph *g) {
       const char *name = json_string_value(x);
       json_t *l = name ? json_object_get(set, name) : NULL;
       if (!name || (l && json_is_integer(json_object_get(l, "max")))) continue;
-      char *known = NULL;
-      size_t len = 0;
-      FILE *f = open_memstream(&known, &len);
-      if (!f) continue;
-      const char *k2;
-      json_t *v;
-      int nk = 0;
-      json_object_foreach(set, k2, v) if (json_is_integer(json_object_get(v, "max")))
-        fprintf(f, "%s%s", nk++ ? ", " : "", k2);
-      fclose(f);
+      if (!names) names = br_farm_limits_set_names(s->ex);
       if (!out) out = json_array();
       json_array_append_new(out, json_sprintf("node '%s' takes limit '%s', which this farm does "
                                               "not set, so it limits nothing (set: %s)",
-                                              br_node_name(n), name, nk ? known : "none"));
-      free(known);
+                                              br_node_name(n), name, names ? names : "?"));
     }
   }
+  free(names);
   json_decref(set);
   return out;
 }
@@ -908,16 +900,17 @@ static void h_summary(void *ud, br_http_req *rq) {
     json_decref(m.nodes);
     return br_http_reply_error(rq, 503, "%s", err.msg);
   }
-  br_graph_row row;
-  int rc = graph ? st->ops->graph_get(st, graph, NULL, &row, &err) : BR_OK;
-  if (graph && rc == BR_OK) br_graph_row_free(&row);
+  int rc = br_store_task_count_nodes(st, graph, summary_row, &m, &err);
+  if (!rc && graph && !json_array_size(m.nodes)) { /* no tasks: is there such a graph? */
+    br_graph_row row;
+    rc = st->ops->graph_get(st, graph, NULL, &row, &err);
+    if (rc == BR_OK) br_graph_row_free(&row);
+  }
+  ro_give(s, st);
   if (rc == BR_ENOTFOUND) {
-    ro_give(s, st);
     json_decref(m.nodes);
     return br_http_reply_error(rq, 404, "no graph %lld", (long long)graph);
   }
-  if (!rc) rc = br_store_task_count_nodes(st, graph, summary_row, &m, &err);
-  ro_give(s, st);
   if (rc) {
     json_decref(m.nodes);
     return br_http_reply_error(rq, 500, "%s", err.msg);
