@@ -265,18 +265,30 @@ static size_t sanitize(const char *data, size_t n, char *out, char *hold, int *n
   return o;
 }
 
-/* The line the server's log gets where output was left out. */
-static int unsent_note(const br_agent *a, const ajob *j, char *buf, size_t size) {
-  return snprintf(buf, size,
-                  "\n[braid: %lld bytes of output were left out here: they came faster than the "
-                  "server took them; the whole log is on %s in %s/%lld/%lld.%lld.log]\n",
-                  (long long)j->unsent, a->host, a->log_dir, (long long)(j->task_id / 1000),
-                  (long long)j->task_id, (long long)j->id);
-}
-
 static void log_path_of(const br_agent *a, const ajob *j, char *buf, size_t size) {
   snprintf(buf, size, "%s/%lld/%lld.%lld.log", a->log_dir, (long long)(j->task_id / 1000),
            (long long)j->task_id, (long long)j->id);
+}
+
+/* The line the server's log gets where output was left out, into buf: its
+ * length (0 when it does not fit). Said, the count starts again. */
+static size_t unsent_note(const br_agent *a, ajob *j, char *buf, size_t size) {
+  char path[4096];
+  log_path_of(a, j, path, sizeof path);
+  int k = snprintf(buf, size,
+                   "\n[braid: %lld bytes of output were left out here: they came faster than the "
+                   "server took them; the whole log is on %s in %s]\n",
+                   (long long)j->unsent, a->host, path);
+  j->unsent = 0;
+  return k > 0 && (size_t)k < size ? (size_t)k : 0;
+}
+
+/* What is still to go of a job's output from its log file is left out,
+ * to be said in the server's log (lock held). */
+static void leave_out_rest(ajob *j) {
+  j->unsent += j->raw_len - j->spill_from + j->nhold;
+  j->nhold = 0;
+  j->output_dropped = true;
 }
 
 /* Queues o bytes of a job's sanitized output, at its next offset (lock
@@ -361,23 +373,13 @@ static void drain_spills(br_agent *a) {
       free(out);
       if (got <= 0) break;
     }
-    if (lost) { /* the file ends before it should */
-      j->unsent += j->raw_len - j->spill_from + j->nhold;
-      j->nhold = 0;
-      j->output_dropped = true;
-    } else if (j->spill_from < j->raw_len) {
-      continue;
-    }
+    if (lost) leave_out_rest(j); /* the file ends before it should */
+    else if (j->spill_from < j->raw_len) continue; /* the rest when there is room */
     j->spill_from = -1;
     a->n_spill--;
     if (j->done_ev) { /* the end of its output, then its result */
       char out[2048 + 8];
-      size_t o = 0;
-      if (j->unsent) {
-        int k = unsent_note(a, j, out, sizeof out - 8);
-        o = k > 0 && (size_t)k < sizeof out - 8 ? (size_t)k : 0;
-        j->unsent = 0;
-      }
+      size_t o = j->unsent ? unsent_note(a, j, out, sizeof out - 8) : 0;
       o += sanitize(j->hold, (size_t)j->nhold, out + o, j->hold, &j->nhold, true);
       queue_output(a, j, out, o);
       json_t *ev = j->done_ev;
@@ -419,10 +421,8 @@ static void forward_output(br_agent *a, ajob *j, const char *data, size_t len, b
   memcpy(in, j->hold, (size_t)j->nhold);
   if (len) memcpy(in + j->nhold, data, len);
   if (j->unsent && (room || final)) { /* the note first, then what comes now */
-    int k = unsent_note(a, j, note, sizeof note);
-    nn = k > 0 && (size_t)k < sizeof note ? (size_t)k : 0;
+    nn = unsent_note(a, j, note, sizeof note);
     memcpy(out, note, nn);
-    j->unsent = 0;
   }
   size_t o = room ? sanitize(in, n, out + nn, j->hold, &j->nhold, final) : 0;
   free(in);
@@ -435,6 +435,8 @@ static void forward_output(br_agent *a, ajob *j, const char *data, size_t len, b
   pthread_mutex_unlock(&a->mu);
   free(out);
 }
+
+/* ---- executor events (loop thread) ---- */
 
 static ajob *job_of(br_agent *a, int64_t id) {
   ajob *j = NULL;
@@ -971,9 +973,7 @@ static void job_free(ajob *j) {
 static void give_up_spills(br_agent *a) {
   ajob *j, *tmp;
   HASH_ITER(hh, a->jobs, j, tmp) if (j->spill_from >= 0) {
-    j->unsent += j->raw_len - j->spill_from + j->nhold;
-    j->nhold = 0;
-    j->output_dropped = true;
+    leave_out_rest(j);
     j->spill_from = j->raw_len; /* drain_spills then queues the notes and results */
   }
   drain_spills(a);
