@@ -16,7 +16,6 @@
 /* How long a --once agent (a batch job holding a slot) waits for a server
  * that does not answer. */
 #define DEFAULT_GIVE_UP 120.0
-#define MAX_GPUS BR_AGENT_MAX_GPUS
 
 static void agent_usage(FILE *out) {
   fprintf(out,
@@ -72,7 +71,7 @@ static void resolve(br_agent_opts *o, char *host, size_t size) {
   if (o->cores <= 0) o->cores = cores;
   if (o->slots <= 0) o->slots = o->cores;
   if (o->memory_mb <= 0) o->memory_mb = memory_mb;
-  if (o->gpus < 0) o->gpus = gpus < MAX_GPUS ? gpus : MAX_GPUS;
+  if (o->gpus < 0) o->gpus = gpus < BR_AGENT_MAX_GPUS ? gpus : BR_AGENT_MAX_GPUS;
   if (!o->id) {
     if (gethostname(host, size - 1) != 0 || !*host) snprintf(host, size, "localhost");
     host[size - 1] = '\0';
@@ -133,8 +132,9 @@ int br_cli_agent(int argc, char **argv) {
     case 'c':
     case 'g': {
       long v = strtol(optarg, &end, 10);
-      if (c == 'g' && !*end && v > MAX_GPUS) {
-        br_cli_errorf("--gpus: %ld is more than an agent offers (at most %d)", v, MAX_GPUS);
+      if (c == 'g' && !*end && v > BR_AGENT_MAX_GPUS) {
+        br_cli_errorf("--gpus: %ld is more than an agent offers (at most %d)", v,
+                      BR_AGENT_MAX_GPUS);
         return BR_EXIT_USAGE;
       }
       if (*end || v < (c == 'g' ? 0 : 1) || v > 100000) {

@@ -322,22 +322,21 @@ int br_cli_ls(int argc, char **argv) {
 
 /* ---- cancel / retry / pause / resume ---- */
 
-/* `--group G`: the action on every task of a submission, in one request. */
+/* `--group G`: the action on every task of a submission, in one request
+ * (the server knows G as an id or as a name). */
 static int group_action(const ropts *r, const char *group, const char *action) {
   br_remote rm;
   if (br_remote_open(&rm, r->server, r->token)) return BR_EXIT_USAGE;
-  long long id = group_id_of(&rm, group);
+  char *g = br_remote_escape(group), path[512];
+  snprintf(path, sizeof path, "/api/v1/groups/%s/%s", g, action);
+  free(g);
   json_t *ans = NULL;
-  int rc = BR_EXIT_USAGE;
-  if (id) {
-    char path[128];
-    snprintf(path, sizeof path, "/api/v1/groups/%lld/%s", id, action);
-    rc = br_remote_call(&rm, "POST", path, NULL, &ans);
-  }
+  int rc = br_remote_call(&rm, "POST", path, NULL, &ans);
   br_remote_close(&rm);
   if (!rc && r->json) br_cli_print_json(ans);
   else if (!rc)
-    printf("group %lld: %s, %lld task%s\n", id, action,
+    printf("group %lld: %s, %lld task%s\n",
+           (long long)json_integer_value(json_object_get(ans, "group")), action,
            (long long)json_integer_value(json_object_get(ans, "tasks")),
            json_integer_value(json_object_get(ans, "tasks")) == 1 ? "" : "s");
   json_decref(ans);
