@@ -969,6 +969,7 @@ static void apply_result(br_engine *e, br_node_ctx *c, br_task *t);
  * and the result once it finished. */
 typedef struct name_entry {
   char *name;
+  int64_t id; /* the child's task */
   UT_hash_handle hh;
 } name_entry;
 
@@ -1029,6 +1030,7 @@ static int collect_child_name(void *ud, br_task_info *t) {
     n = calloc(1, sizeof *n);
     ENGINE_ASSERT(n);
     n->name = t->name;
+    n->id = t->id;
     t->name = NULL;
     HASH_ADD_KEYPTR(hh, *set, n->name, strlen(n->name), n);
   }
@@ -1284,6 +1286,10 @@ static void ev_spawn(void *ud, int64_t inv_id, int64_t task_id, const char *name
   HASH_FIND_STR(t->inv->known_children, name, known);
   if (known) { /* made by an earlier attempt: already on its way */
     json_decref(attrs);
+    /* unless it was cancelled (it came after a cancel of that attempt, or
+     * was cancelled itself): this attempt runs, so what it spawns runs */
+    br_task *c = t->inv->cancel_asked ? NULL : task_find(e, known->id);
+    if (c && c->state == BR_TASK_CANCELLED) br_engine_task_retry(e, c->id, NULL);
     return;
   }
   /* a child starts with its parent's attributes, and what the job gave */

@@ -629,6 +629,13 @@ TEST(farm_spawns_that_come_after_a_cancel_are_cancelled) {
   char ran[1024];
   snprintf(ran, sizeof ran, "%s/late.ran", f.dir);
   CHECK(access(ran, F_OK) != 0);
+  /* the job retried spawns the child again: it runs now. Before, the name
+   * was known, and the child stayed cancelled unless retried itself */
+  snprintf(path, sizeof path, "/api/v1/tasks/%lld/retry", (long long)job);
+  CHECK_EQ_INT(farm_call(&f, f.user, "POST", path, NULL, NULL), 200);
+  CHECK(wait_count(&f, "node=child&state=done", 1));
+  CHECK(access(ran, F_OK) == 0);
+  CHECK_EQ_INT(count_of(&f, "node=child"), 1);
   farm_stop(&f);
 }
 
