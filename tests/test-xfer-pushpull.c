@@ -1818,6 +1818,69 @@ TEST(times_before_1970_and_past_2262) {
   xu_done(tmp);
 }
 
+/* Folders come back with their mode and mtime, set once all within them
+ * is in place: a read-only folder too, and a pull of a new version into
+ * it. A set-group-id bit a folder took from its parent (a shared show
+ * folder) is kept. Before, folders were made 0755 less the umask, with the
+ * time of the pull. */
+TEST(folders_keep_their_mode_and_time) {
+  char *tmp = br_test_tmpdir("xfer-pp-folders");
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "dirs");
+  const char *dirs[] = {"a", "a/ro", "c", "c/empty"};
+  const mode_t modes[] = {0750, 0555, 0775, 0700};
+  xu_make_file(src, "a/ro/frame.0001.bgeo", 3000, 1);
+  xu_make_file(src, "a/big.vdb", 600 * 1024, 2);
+  xu_make_file(src, "c/x", 10, 3);
+  char *p = xu_path(src, "c/latest");
+  CHECK(symlink("x", p) == 0);
+  free(p);
+  p = xu_path(src, "c/empty");
+  CHECK(mkdir(p, 0755) == 0);
+  free(p);
+  for (int i = 3; i >= 0; i--) {
+    p = xu_path(src, dirs[i]);
+    CHECK(chmod(p, modes[i]) == 0);
+    struct timespec ts[2] = {{0, UTIME_OMIT}, {1500000000 + i * 1000, 1234 * i}};
+    CHECK(utimensat(AT_FDCWD, p, ts, 0) == 0);
+    free(p);
+  }
+  CHECK(mkdir(dst, 0755) == 0 && chmod(dst, 02775) == 0);
+  br_xfer_opts o;
+  xu_opts(&o, tmp);
+  br_xfer_result res;
+  push_ok(src, ref, &o, &res);
+  for (int round = 0; round < 3; round++) {
+    if (round == 2) { /* a new frame in the read-only folder, pulled over */
+      p = xu_path(src, "a/ro");
+      CHECK(chmod(p, 0755) == 0);
+      xu_make_file(src, "a/ro/frame.0002.bgeo", 3000, 4);
+      CHECK(chmod(p, 0555) == 0);
+      struct timespec ts[2] = {{0, UTIME_OMIT}, {1500001000, 1234}};
+      CHECK(utimensat(AT_FDCWD, p, ts, 0) == 0);
+      free(p);
+      CHECK_EQ_INT(push_ok(src, ref, &o, &res), 2);
+    }
+    pull_ok(ref, dst, &o, &res);
+    if (round == 1) CHECK_EQ_INT(res.files_moved, 0);
+    if (round == 2) CHECK_EQ_INT(res.files_moved, 1);
+    CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+    for (int i = 0; i < 4; i++) {
+      p = xu_path(dst, dirs[i]);
+      struct stat st;
+      CHECK(lstat(p, &st) == 0 && S_ISDIR(st.st_mode));
+      CHECK_EQ_INT(st.st_mode & 07777, modes[i] | S_ISGID);
+      CHECK_EQ_INT(st.st_mtim.tv_sec, 1500000000 + i * 1000);
+      CHECK_EQ_INT(st.st_mtim.tv_nsec, 1234 * i);
+      free(p);
+    }
+  }
+  free(src), free(dst), free(ref);
+  xu_depot_stop(&x);
+  xu_done(tmp);
+}
+
 TEST(odd_sizes_direct_and_buffered) {
   /* Direct I/O writes whole aligned pieces and truncates a file back to its
    * size: sizes around the alignment and the chunk size, a chunk size that

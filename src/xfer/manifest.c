@@ -166,7 +166,10 @@ char *br_xfer_manifest_dump(const br_xfer_manifest *m) {
     put_str(&o, type_name(e->type));
     PUT_LIT(&o, ",\"mode\":");
     put_int(&o, e->mode & 07777);
-    if (e->type == BR_XFER_FILE) {
+    if (e->type == BR_XFER_DIR && e->mtime_ns) {
+      PUT_LIT(&o, ",\"mtime_ns\":");
+      put_int(&o, e->mtime_ns);
+    } else if (e->type == BR_XFER_FILE) {
       PUT_LIT(&o, ",\"size\":");
       put_int(&o, e->size);
       PUT_LIT(&o, ",\"mtime_ns\":");
@@ -324,8 +327,9 @@ static int parse_entry(br_xfer__jscan *s, int64_t chunk_size, br_xfer_entry *e, 
     free(e->target); /* only a link has one */
     e->target = NULL;
   }
-  if (type != BR_XFER_FILE) {
-    e->size = e->mtime_ns = 0;
+  if (type != BR_XFER_FILE) { /* a folder keeps its mtime (0: none recorded) */
+    e->size = 0;
+    if (type == BR_XFER_SYMLINK) e->mtime_ns = 0;
     return BR_OK;
   }
   if (!size_ok) return br_error_set(err, BR_EINVAL, "manifest entry '%s': bad size", e->path);

@@ -2141,6 +2141,34 @@ static int make_dir(ljob *jb, const br_xfer_entry *e, br_error *err) {
                       jb->dir, e->path,
                       S_ISLNK(st.st_mode) ? "a symlink (a pull never writes through one)"
                                           : "not a folder");
+  /* a read-only folder (an earlier pull gave it the snapshot's 0555) is
+   * opened for this pull; dir_meta gives it its mode back at the end */
+  else if ((st.st_mode & S_IRWXU) != S_IRWXU && fchmodat(fd, base, (st.st_mode & 07777) | S_IRWXU, 0))
+    rc = fail_io(err, "chmod", jb, e->path, errno);
+  close(fd);
+  return rc;
+}
+
+/* A folder gets the snapshot's mode and mtime once everything in it is in
+ * place (each name made there moved its mtime): called deepest first. A
+ * set-group-id bit the folder took from its parent is kept. */
+static int dir_meta(ljob *jb, const br_xfer_entry *e, br_error *err) {
+  const char *base;
+  int fd = br_xfer__open_parent(jb->rootfd, jb->dir, e->path, false, &base, err);
+  if (fd < 0) return fd;
+  struct stat st;
+  int rc = BR_OK;
+  struct timespec ts[2];
+  entry_times(e, ts);
+  if (fstatat(fd, base, &st, AT_SYMLINK_NOFOLLOW) != 0)
+    rc = fail_io(err, "stat", jb, e->path, errno);
+  else if (!S_ISDIR(st.st_mode))
+    rc = BR_OK; /* make_dir said what it is, or it changed since: not ours */
+  else if ((st.st_mode & 0777) != (e->mode & 0777) &&
+           fchmodat(fd, base, (e->mode & 0777) | (st.st_mode & S_ISGID), 0) != 0)
+    rc = fail_io(err, "chmod", jb, e->path, errno);
+  else if (e->mtime_ns && !time_matches(&st, e) && utimensat(fd, base, ts, AT_SYMLINK_NOFOLLOW))
+    rc = fail_io(err, "set the time of", jb, e->path, errno);
   close(fd);
   return rc;
 }
@@ -2450,10 +2478,6 @@ static int run_pull(pull *p, const char *const *sources, const char *const *dirs
     if (p->ncopies && (rc = copy_chunks(p, &again, err))) return rc;
     if ((rc = installer_drain(&p->inst, err))) return rc;
   } while (again);
-  int se = installer_sync(&p->inst);
-  if (se) return br_error_set(err, BR_EIO, "sync %s: %s", p->jobs[0].dir, strerror(se));
-  installer_tick(&p->eng, p);
-
   for (size_t j = 0; j < p->njobs; j++) {
     ljob *jb = &p->jobs[j];
     for (size_t i = 0; i < jb->m->nentries; i++)
@@ -2461,6 +2485,18 @@ static int run_pull(pull *p, const char *const *sources, const char *const *dirs
           (rc = make_symlink(jb, &jb->m->entries[i], err)))
         return rc;
   }
+  /* folders last, deepest first: a manifest lists a folder before what it
+   * holds */
+  for (size_t j = p->njobs; j-- > 0;) {
+    ljob *jb = &p->jobs[j];
+    for (size_t i = jb->m->nentries; i-- > 0;)
+      if (jb->m->entries[i].type == BR_XFER_DIR && (rc = dir_meta(jb, &jb->m->entries[i], err)))
+        return rc;
+  }
+  /* one sync for the last renames, the links and the folders' metadata */
+  int se = installer_sync(&p->inst);
+  if (se) return br_error_set(err, BR_EIO, "sync %s: %s", p->jobs[0].dir, strerror(se));
+  installer_tick(&p->eng, p);
   return BR_OK;
 }
 

@@ -1244,6 +1244,7 @@ static int commit_build(br_xfer__req *r, br_xfer__buf *body, br_error *err) {
     e.path = f->rel;
     e.type = f->type;
     e.mode = f->st.st_mode & 07777;
+    if (f->type == BR_XFER_DIR) e.mtime_ns = br_xfer__mtime_ns(&f->st);
     if (f->type == BR_XFER_FILE) {
       e.size = f->st.st_size;
       e.mtime_ns = br_xfer__mtime_ns(&f->st);
