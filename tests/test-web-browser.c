@@ -476,6 +476,24 @@ static void screenshot(wd *w, const char *dir, const char *name) {
 }
 
 /* Opens the page and logs in with the user token, as a user would. */
+/* Waits for the page's confirm() dialog, checks it says want, and
+ * answers OK. */
+static void accept_confirm(wd *w, const char *want) {
+  json_t *alert = NULL;
+  long st = 0;
+  char url[512];
+  snprintf(url, sizeof url, "%s/alert/text", w->session);
+  for (double end = farm_now() + WAIT_S; farm_now() < end; usleep(50000)) {
+    json_decref(alert);
+    alert = wd_request(w, "GET", url, NULL, &st);
+    if (st == 200) break;
+  }
+  CHECK_EQ_INT(st, 200);
+  CHECK_CONTAINS(json_string_value(alert), want);
+  json_decref(alert);
+  wd_do(w, "POST", "/alert/accept", NULL);
+}
+
 static void log_in(wd *w) {
   go(w, "");
   UNTIL(w, "return !document.getElementById('login').hidden;", NULL);
@@ -713,19 +731,9 @@ TEST(web_ui_logs_in_submits_sets_priority_and_cancels_in_a_browser) {
 
   /* cancel, through its button and the confirm() dialog */
   click(&W, "main .toolbar button.danger");
-  json_t *alert = NULL;
-  long st = 0;
-  char url[512];
-  snprintf(url, sizeof url, "%s/alert/text", W.session);
-  for (double end = farm_now() + WAIT_S; farm_now() < end; usleep(50000)) {
-    json_decref(alert);
-    alert = wd_request(&W, "GET", url, NULL, &st);
-    if (st == 200) break;
-  }
-  CHECK_EQ_INT(st, 200);
-  CHECK_CONTAINSF(json_string_value(alert), "Cancel task %lld?", id);
-  json_decref(alert);
-  wd_do(&W, "POST", "/alert/accept", NULL);
+  char asked[64];
+  snprintf(asked, sizeof asked, "Cancel task %lld?", id);
+  accept_confirm(&W, asked);
   task_becomes(&F, id, "state", 0, "cancelled");
   UNTIL(&W, "return !!document.querySelector('main .kv .state.st-cancelled');", NULL);
   no_js_errors(&W);
@@ -733,6 +741,88 @@ TEST(web_ui_logs_in_submits_sets_priority_and_cancels_in_a_browser) {
   wd_stop(&W);
   farm_stop(&F);
   printf("  (%.1f s)\n", farm_now() - t0);
+}
+
+/* Waits until the flash message is text (not an error). */
+static void flash_says(wd *w, const char *text) {
+  json_t *args = json_pack("[s]", text);
+  char *a = json_dumps(args, JSON_COMPACT);
+  json_decref(args);
+  UNTIL(w, "const f = document.getElementById('flash');"
+           "return !f.hidden && !f.classList.contains('bad') && f.textContent === arguments[0];",
+        a);
+  free(a);
+}
+
+/* Counts the tasks of a query (GET /api/v1/tasks?QUERY) until there are
+ * want of them. */
+static void count_becomes(farm *f, const char *query, size_t want) {
+  char path[256];
+  snprintf(path, sizeof path, "/api/v1/tasks?limit=1000&%s", query);
+  size_t n = 0;
+  for (double end = farm_now() + WAIT_S; farm_now() < end && n != want; usleep(50000)) {
+    json_t *a = NULL;
+    CHECK_EQ_INT(farm_call(f, f->user, "GET", path, NULL, &a), 200);
+    n = json_array_size(json_object_get(a, "tasks"));
+    json_decref(a);
+  }
+  if (n != want)
+    br_test_fail(__FILE__, __LINE__, "%s: %zu tasks, not %zu", query, n, want);
+}
+
+/* The Tasks view of one group (a submission) acts on it as a whole, as
+ * `braid pause|resume|cancel|retry --group` do: pause, resume, cancel
+ * (after a confirm()) and retry, each saying how many tasks it changed;
+ * another submission is left be. Before, the web UI had no group action:
+ * a submission was cancelled one task page at a time. */
+TEST(web_ui_acts_on_a_whole_submission) {
+  farm F;
+  farm_start(&F, "web-group", "--poll-wait 1");
+  put_graph(&F);
+  int64_t gid = 0;
+  for (int i = 0; i < 3; i++) {
+    json_t *body = json_pack("{ssss}", "graph", "shots", "group", i < 2 ? "shotA" : "shotB");
+    json_t *out = NULL;
+    CHECK_EQ_INT(farm_call(&F, F.user, "POST", "/api/v1/submissions", body, &out), 201);
+    if (!gid) gid = json_integer_value(json_object_get(out, "group"));
+    json_decref(out);
+    json_decref(body);
+  }
+  char q[128];
+  snprintf(q, sizeof q, "group=%lld&node=render", (long long)gid);
+  count_becomes(&F, q, 2); /* at the command node, where they wait for an agent */
+  wd W;
+  wd_start(&W, &F);
+  log_in(&W);
+  char where[64], text[128];
+  snprintf(where, sizeof where, "#/tasks?group=%lld", (long long)gid);
+  go(&W, where);
+  UNTIL(&W, "return document.querySelectorAll('main table tbody tr').length === 2 &&"
+            " !!document.getElementById('group-actions');", NULL);
+  click(&W, "#group-actions button:nth-of-type(2)"); /* Pause */
+  snprintf(text, sizeof text, "group %lld: pause, 2 tasks", (long long)gid);
+  flash_says(&W, text);
+  UNTIL(&W, "return [...document.querySelectorAll('main table tbody tr')]"
+            ".every((r) => r.textContent.includes('paused'));", NULL);
+  click(&W, "#group-actions button:nth-of-type(3)"); /* Resume */
+  snprintf(text, sizeof text, "group %lld: resume, 2 tasks", (long long)gid);
+  flash_says(&W, text);
+  click(&W, "#group-actions button.danger");
+  snprintf(text, sizeof text, "Cancel every unfinished task of group %lld?", (long long)gid);
+  accept_confirm(&W, text);
+  snprintf(text, sizeof text, "group %lld: cancel, 2 tasks", (long long)gid);
+  flash_says(&W, text);
+  snprintf(q, sizeof q, "group=%lld&state=cancelled", (long long)gid);
+  count_becomes(&F, q, 2);
+  count_becomes(&F, "state=cancelled", 2); /* shotB's task is not */
+  UNTIL(&W, "return document.querySelectorAll('main table .st-cancelled').length === 2;", NULL);
+  click(&W, "#group-actions button:nth-of-type(1)"); /* Retry */
+  snprintf(text, sizeof text, "group %lld: retry, 2 tasks", (long long)gid);
+  flash_says(&W, text);
+  count_becomes(&F, "state=cancelled", 0);
+  no_js_errors(&W);
+  wd_stop(&W);
+  farm_stop(&F);
 }
 
 /* The graphs page's Upload form: a graph file read into its text field and
@@ -933,7 +1023,7 @@ TEST(web_ui_layout_fits_a_narrow_and_a_wide_window) {
   farm F;
   farm_start(&F, "web-layout", "--poll-wait 1");
   put_graph(&F);
-  int64_t first = 0;
+  int64_t first = 0, gid = 0;
   for (int i = 0; i < 3; i++) {
     json_t *body = json_pack("{sssssss{ss}}", "graph", "shots", "name",
                              "sh010-lighting-comp-wedge-variant-long-name", "group",
@@ -941,14 +1031,16 @@ TEST(web_ui_layout_fits_a_narrow_and_a_wide_window) {
     json_t *out = NULL;
     CHECK_EQ_INT(farm_call(&F, F.user, "POST", "/api/v1/submissions", body, &out), 201);
     if (!first) first = json_integer_value(json_object_get(out, "task"));
+    if (!gid) gid = json_integer_value(json_object_get(out, "group"));
     json_decref(out);
     json_decref(body);
   }
   wd W;
   wd_start(&W, &F);
   log_in(&W);
-  char task[64];
+  char task[64], group[64];
   snprintf(task, sizeof task, "#/task/%lld", (long long)first);
+  snprintf(group, sizeof group, "#/tasks?group=%lld", (long long)gid);
   static const int widths[] = {600, 1280};
   for (size_t i = 0; i < 2; i++) {
     wd_do(&W, "POST", "/window/rect", json_pack("{sisi}", "width", widths[i], "height", 900));
@@ -957,6 +1049,12 @@ TEST(web_ui_layout_fits_a_narrow_and_a_wide_window) {
                "main .table-box",
                "[\"header\", \"header .brand\", \"#nav-tasks\", \"#live\", \"#token-button\","
                " \"main table\", \"main table tbody tr:last-child td:last-child\"]");
+    check_fits(&W, F.dir, "group", widths[i], group,
+               "return document.querySelectorAll('main table tbody tr').length === 3 &&"
+               " !!document.getElementById('group-actions');",
+               "main .table-box",
+               "[\"header\", \"#group-actions\", \"#group-actions button.danger\","
+               " \"main table\"]");
     check_fits(&W, F.dir, "graphs", widths[i], "#/",
                "return document.querySelectorAll('main table tbody tr').length === 1 &&"
                " !!document.getElementById('upload-form');",

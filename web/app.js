@@ -640,9 +640,22 @@ function tasksView(q) {
       STATES.map((s) => el('option', { value: s, selected: q.get('state') === s }, s)));
       const said = [...filter.entries()].filter(([k]) => k !== 'state')
         .map(([k, v]) => k + ' ' + v).join(', ');
+      const g = q.get('group');
+      /* a whole submission at once: what `braid cancel --group` and the
+       * others do, on every unfinished task of the group */
+      const groupButtons = g ? el('div', { class: 'toolbar', id: 'group-actions' },
+        el('span', {}, 'Group ' + g + ':'),
+        el('button', { type: 'button', onclick: () => actGroup(g, 'retry') }, 'Retry'),
+        el('button', { type: 'button', onclick: () => actGroup(g, 'pause') }, 'Pause'),
+        el('button', { type: 'button', onclick: () => actGroup(g, 'resume') }, 'Resume'),
+        el('button', { type: 'button', class: 'danger', onclick: () => {
+          if (confirm('Cancel every unfinished task of group ' + g +
+            '? Its running jobs are killed.')) actGroup(g, 'cancel');
+        } }, 'Cancel')) : null;
       return [el('h1', {}, 'Tasks'),
         el('div', { class: 'toolbar' }, states, el('span', { class: 'muted' }, said),
           filter.toString() ? link('#/tasks', 'clear') : null),
+        groupButtons,
         rows.length ? table(['#id', 'name', 'node', 'state', '#priority', '#attempts',
           '#parent', 'split', 'updated'], rows) : el('p', { class: 'muted' }, 'No task.'),
         after ? el('p', {}, el('button', { type: 'button', onclick: () => {
@@ -657,6 +670,17 @@ async function act(id, what, body) {
     flash('task ' + id + ': ' + what + ' done');
   } catch (e) {
     if (e.status !== 401) flash('task ' + id + ': ' + what + ': ' + e.message, true);
+  }
+  refresh();
+}
+
+async function actGroup(g, what) {
+  try {
+    const r = await api('POST', '/api/v1/groups/' + encodeURIComponent(g) + '/' + what);
+    flash('group ' + g + ': ' + what + ', ' + r.data.tasks +
+      (r.data.tasks === 1 ? ' task' : ' tasks'));
+  } catch (e) {
+    if (e.status !== 401) flash('group ' + g + ': ' + what + ': ' + e.message, true);
   }
   refresh();
 }
