@@ -373,3 +373,54 @@ TEST(disk_full_with_small_files_only) {
   xu_depot_stop(&x);
   xu_done(tmp);
 }
+
+/* A sparse file (a cache of 64 MiB, 2 chunks of it data, the rest zeros)
+ * pulls onto a disk with room for its data but not its size: only the
+ * chunks of data are reserved, and it takes no more than their room
+ * there. Before, the new partial was reserved at its whole size first,
+ * and the pull failed "disk full" on an 8 MiB disk. */
+TEST(a_sparse_file_needs_the_room_of_its_data) {
+  char *tmp = br_test_tmpdir("xfer-kill-sparse-room");
+  setenv("BRAID_CACHE_DIR", tmp, 1);
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "sparse");
+  xu_make_file(src, "sim.vdb", 0, 0);
+  char *p = xu_path(src, "sim.vdb");
+  int fd = open(p, O_WRONLY);
+  CHECK(fd >= 0);
+  CHECK(ftruncate(fd, 64 << 20) == 0);
+  uint8_t data[256 * 1024]; /* one chunk of xu_opts */
+  for (size_t i = 0; i < sizeof data; i++) data[i] = (uint8_t)(i * 7 + 1);
+  CHECK(pwrite(fd, data, sizeof data, 0) == (ssize_t)sizeof data);
+  CHECK(pwrite(fd, data, sizeof data - 100, 40 << 20) == (ssize_t)sizeof data - 100);
+  close(fd);
+  free(p);
+  br_xfer_opts o;
+  xu_opts(&o, tmp);
+  br_xfer_result res;
+  br_error err;
+  br_error_clear(&err);
+  CHECK_EQ_INT(br_xfer_push(src, ref, &o, &res, &err), BR_OK);
+  mkdir(dst, 0755);
+  if (mount("tmpfs", dst, "tmpfs", 0, "size=8m") != 0) {
+    printf("skipped: cannot mount a small tmpfs here (%s)\n", strerror(errno));
+  } else {
+    br_error_clear(&err);
+    int rc = br_xfer_pull(ref, dst, &o, &res, &err);
+    if (rc) fprintf(stderr, "pull: %s\n", err.msg);
+    CHECK_EQ_INT(rc, BR_OK);
+    CHECK_EQ_INT(res.chunks_moved, 2);
+    CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+    struct stat st;
+    p = xu_path(dst, "sim.vdb");
+    CHECK(stat(p, &st) == 0);
+    CHECK_EQ_INT(st.st_size, 64 << 20);
+    CHECK((int64_t)st.st_blocks * 512 <= 2 * (int64_t)sizeof data + 64 * 1024);
+    free(p);
+    umount(dst);
+  }
+  free(src), free(dst), free(ref);
+  xu_depot_stop(&x);
+  xu_done(tmp);
+}

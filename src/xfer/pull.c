@@ -1604,8 +1604,13 @@ static int chunk_flush(fetch *f, br_error *err) {
   return 0;
 }
 
-/* The partial of lf's file, opened (and reserved whole) at its first bytes. */
-static int partial_open(pull *p, lfile *lf, br_error *err) {
+static bool zero_chunk(pull *p, const lfile *lf, size_t c);
+
+/* The partial of lf's file, opened (and reserved) at its first bytes.
+ * holes: the file has chunks of zeros (zero_hole, on the pull's own thread,
+ * before any of its chunks is fetched): only its other chunks are
+ * reserved, so a sparse file needs the room of its data, not its size. */
+static int partial_open(pull *p, lfile *lf, bool holes, br_error *err) {
   const br_xfer_entry *e = lf->e;
   int64_t cs = lf->job->m->chunk_size;
   if (lf->fd >= 0) return 0;
@@ -1630,16 +1635,33 @@ static int partial_open(pull *p, lfile *lf, br_error *err) {
    * verified on the resume (prepare_file reads them back as zeros), and
    * reserving would fill them, the file then whole but no longer sparse. */
   struct stat st;
-  if (fstat(lf->fd, &st) == 0 && st.st_size == 0 && fallocate(lf->fd, 0, 0, e->size) != 0 &&
-      (errno == ENOSPC || errno == EDQUOT))
-    return fail_io(err, "write", lf->job, e->path, errno);
+  if (fstat(lf->fd, &st) != 0 || st.st_size != 0) return 0;
+  if (!holes) {
+    if (fallocate(lf->fd, 0, 0, e->size) != 0 && (errno == ENOSPC || errno == EDQUOT))
+      return fail_io(err, "write", lf->job, e->path, errno);
+    return 0;
+  }
+  if (ftruncate(lf->fd, (off_t)e->size) != 0) return fail_io(err, "write", lf->job, e->path, errno);
+  for (size_t c = 0; c < e->nchunks;) {
+    if (zero_chunk(p, lf, c)) {
+      c++;
+      continue;
+    }
+    size_t end = c + 1; /* a run of chunks of data, reserved at once */
+    while (end < e->nchunks && !zero_chunk(p, lf, end)) end++;
+    int64_t off = (int64_t)c * cs, len = (int64_t)end * cs < e->size ? (int64_t)(end - c) * cs
+                                                                     : e->size - off;
+    if (fallocate(lf->fd, 0, off, len) != 0 && (errno == ENOSPC || errno == EDQUOT))
+      return fail_io(err, "write", lf->job, e->path, errno);
+    c = end;
+  }
   return 0;
 }
 
 /* len more bytes of f's chunk, at at bytes into it, into the partial. */
 static int chunk_write(fetch *f, const uint8_t *data, size_t len, int64_t at, br_error *err) {
   lfile *lf = f->files[0];
-  if (partial_open(f->p, lf, err)) return -1;
+  if (partial_open(f->p, lf, false, err)) return -1;
   if (!atomic_load(&lf->direct)) {
     if (f->dlen && chunk_flush(f, err)) return -1; /* it just turned buffered */
     wait_hashed(f); /* the pieces before these bytes */
@@ -2236,7 +2258,7 @@ static bool zero_chunk(pull *p, const lfile *lf, size_t c) {
  * alignment and cut back, as write_piece does (only a file's last chunk
  * ends unaligned). */
 static int zero_hole(pull *p, lfile *lf, size_t c, br_error *err) {
-  int rc = partial_open(p, lf, err);
+  int rc = partial_open(p, lf, true, err);
   if (rc) return rc;
   int64_t cs = lf->job->m->chunk_size, off = (int64_t)c * cs, len = chunk_len(lf->e, c, cs);
   if (fallocate(lf->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len) != 0) {
