@@ -2165,7 +2165,8 @@ static int make_dir(ljob *jb, const br_xfer_entry *e, br_error *err) {
                                           : "not a folder");
   /* a read-only folder (an earlier pull gave it the snapshot's 0555) is
    * opened for this pull; dir_meta gives it its mode back at the end */
-  else if ((st.st_mode & S_IRWXU) != S_IRWXU && fchmodat(fd, base, (st.st_mode & 07777) | S_IRWXU, 0))
+  else if ((st.st_mode & S_IRWXU) != S_IRWXU &&
+           fchmodat(fd, base, (st.st_mode & 07777) | S_IRWXU, 0) != 0)
     rc = fail_io(err, "chmod", jb, e->path, errno);
   close(fd);
   return rc;
