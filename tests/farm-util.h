@@ -209,6 +209,28 @@ static inline void farm_counts(farm *f, int64_t counts[BR_TASK_NSTATES]) {
   br_store_close(s);
 }
 
+/* The tasks GET /api/v1/tasks?QUERY lists (query NULL: all; at most
+ * 1000). */
+static inline int64_t farm_count(farm *f, const char *query) {
+  char path[256];
+  snprintf(path, sizeof path, "/api/v1/tasks?limit=1000%s%s", query ? "&" : "",
+           query ? query : "");
+  json_t *out = NULL;
+  CHECK_EQ_INT(farm_call(f, f->user, "GET", path, NULL, &out), 200);
+  int64_t n = (int64_t)json_array_size(json_object_get(out, "tasks"));
+  json_decref(out);
+  return n;
+}
+
+/* Waits (15 s at most) until farm_count(f, query) is want. */
+static inline bool farm_wait_count(farm *f, const char *query, int64_t want) {
+  for (int i = 0; i < 300; i++) {
+    if (farm_count(f, query) == want) return true;
+    usleep(50000);
+  }
+  return false;
+}
+
 /* Waits until no task is waiting, queued, running or in post (or timeout). */
 static inline bool farm_settle(farm *f, double timeout) {
   double end = farm_now() + timeout;

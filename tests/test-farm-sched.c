@@ -575,24 +575,6 @@ static char *cli(farm *f, const char *args) {
   return farm_capture(cmd);
 }
 
-static int64_t count_of(farm *f, const char *query) {
-  char path[256];
-  snprintf(path, sizeof path, "/api/v1/tasks?limit=1000&%s", query);
-  json_t *out = NULL;
-  CHECK_EQ_INT(farm_call(f, f->user, "GET", path, NULL, &out), 200);
-  int64_t n = (int64_t)json_array_size(json_object_get(out, "tasks"));
-  json_decref(out);
-  return n;
-}
-
-static bool wait_count(farm *f, const char *query, int64_t want) {
-  for (int i = 0; i < 300; i++) {
-    if (count_of(f, query) == want) return true;
-    usleep(50000);
-  }
-  return false;
-}
-
 /* A job cancelled while what it spawned is still on its way: the children
  * its report then brings are made cancelled, not run. The agent is stopped
  * (SIGSTOP) before the job asks to spawn, so the spawn reaches the server
@@ -609,7 +591,7 @@ TEST(farm_spawns_that_come_after_a_cancel_are_cancelled) {
                                   "shell", "echo x > {out}/late.ran"));
   json_array_append_new(json_object_get(g, "wires"), json_pack("[ss]", "job.children", "child"));
   farm_submit_graph(&f, g, json_pack("{ss}", "out", f.dir), 0, NULL);
-  CHECK(wait_count(&f, "state=running", 1));
+  CHECK(farm_wait_count(&f, "state=running", 1));
   CHECK_EQ_INT(kill(ag, SIGSTOP), 0); /* before the job's 2 s are up */
   json_t *out = NULL;
   CHECK_EQ_INT(farm_call(&f, f.user, "GET", "/api/v1/tasks?state=running", NULL, &out), 200);
@@ -621,11 +603,11 @@ TEST(farm_spawns_that_come_after_a_cancel_are_cancelled) {
   CHECK_EQ_INT(farm_call(&f, f.user, "POST", path, NULL, NULL), 200);
   sleep(3); /* the job asks to spawn meanwhile, and waits for the agent */
   CHECK_EQ_INT(kill(ag, SIGCONT), 0);
-  CHECK(wait_count(&f, "node=child&state=cancelled", 1));
+  CHECK(farm_wait_count(&f, "node=child&state=cancelled", 1));
   snprintf(path, sizeof path, "node=job&state=cancelled");
-  CHECK(wait_count(&f, path, 1));
+  CHECK(farm_wait_count(&f, path, 1));
   sleep(2); /* had the child been routed, it would have run by now */
-  CHECK_EQ_INT(count_of(&f, "node=child"), 1);
+  CHECK_EQ_INT(farm_count(&f, "node=child"), 1);
   char ran[1024];
   snprintf(ran, sizeof ran, "%s/late.ran", f.dir);
   CHECK(access(ran, F_OK) != 0);
@@ -633,9 +615,9 @@ TEST(farm_spawns_that_come_after_a_cancel_are_cancelled) {
    * was known, and the child stayed cancelled unless retried itself */
   snprintf(path, sizeof path, "/api/v1/tasks/%lld/retry", (long long)job);
   CHECK_EQ_INT(farm_call(&f, f.user, "POST", path, NULL, NULL), 200);
-  CHECK(wait_count(&f, "node=child&state=done", 1));
+  CHECK(farm_wait_count(&f, "node=child&state=done", 1));
   CHECK(access(ran, F_OK) == 0);
-  CHECK_EQ_INT(count_of(&f, "node=child"), 1);
+  CHECK_EQ_INT(farm_count(&f, "node=child"), 1);
   farm_stop(&f);
 }
 
@@ -664,7 +646,7 @@ TEST(farm_a_whole_submission_at_once) {
   CHECK(gid > 0);
   char q[128];
   snprintf(q, sizeof q, "group=%lld&state=running", (long long)gid);
-  CHECK(wait_count(&f, q, 4));
+  CHECK(farm_wait_count(&f, q, 4));
   out = cli(&f, "ls --group shotA --state running");
   CHECK_EQ_INT((int64_t)(strstr(out, "rc=0") != NULL), 1);
   int lines = 0;
@@ -678,16 +660,16 @@ TEST(farm_a_whole_submission_at_once) {
   CHECK_CONTAINS(out, want);
   free(out);
   snprintf(q, sizeof q, "group=%lld&state=cancelled", (long long)gid);
-  CHECK(wait_count(&f, q, 4));
+  CHECK(farm_wait_count(&f, q, 4));
   snprintf(q, sizeof q, "group=%lld&state=running", (long long)other);
-  CHECK_EQ_INT(count_of(&f, q), 2);
+  CHECK_EQ_INT(farm_count(&f, q), 2);
   /* retry by id: they run again; pause then holds nothing that runs */
   snprintf(want, sizeof want, "retry --group %lld", (long long)gid);
   out = cli(&f, want);
   CHECK_CONTAINS(out, ": retry, 4 tasks\nrc=0");
   free(out);
   snprintf(q, sizeof q, "group=%lld&state=running", (long long)gid);
-  CHECK(wait_count(&f, q, 4));
+  CHECK(farm_wait_count(&f, q, 4));
   out = cli(&f, "pause --group shotA");
   CHECK_CONTAINS(out, ": pause, 4 tasks\nrc=0");
   free(out);
@@ -709,6 +691,6 @@ TEST(farm_a_whole_submission_at_once) {
   CHECK_EQ_INT(farm_call(&f, f.user, "POST", "/api/v1/groups/shotB/cancel", NULL, NULL), 404);
   CHECK_EQ_INT(farm_call(&f, f.user, "POST", "/api/v1/groups/shotA/cancel", NULL, NULL), 200);
   snprintf(q, sizeof q, "group=%lld&state=running", (long long)other);
-  CHECK_EQ_INT(count_of(&f, q), 2);
+  CHECK_EQ_INT(farm_count(&f, q), 2);
   farm_stop(&f);
 }

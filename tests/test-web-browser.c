@@ -476,6 +476,18 @@ static void screenshot(wd *w, const char *dir, const char *name) {
 }
 
 /* Opens the page and logs in with the user token, as a user would. */
+/* Waits until the flash message is text, an error's (bad) or not. */
+static void flash_says(wd *w, const char *text, bool bad) {
+  json_t *args = json_pack("[sb]", text, bad);
+  char *a = json_dumps(args, JSON_COMPACT);
+  json_decref(args);
+  UNTIL(w, "const f = document.getElementById('flash');"
+           "return !f.hidden && f.classList.contains('bad') === arguments[1] &&"
+           " f.textContent === arguments[0];",
+        a);
+  free(a);
+}
+
 /* Waits for the page's confirm() dialog, checks it says want, and
  * answers OK. */
 static void accept_confirm(wd *w, const char *want) {
@@ -524,14 +536,6 @@ static json_t *task_of(farm *f, int64_t id) {
   json_t *t = NULL;
   CHECK_EQ_INT(farm_call(f, f->user, "GET", path, NULL, &t), 200);
   return t;
-}
-
-static size_t task_count(farm *f) {
-  json_t *a = NULL;
-  CHECK_EQ_INT(farm_call(f, f->user, "GET", "/api/v1/tasks?limit=1000", NULL, &a), 200);
-  size_t n = json_array_size(json_object_get(a, "tasks"));
-  json_decref(a);
-  return n;
 }
 
 /* Waits for the task's field to be the integer want (or, want_text set,
@@ -648,7 +652,7 @@ TEST(web_ui_logs_in_submits_sets_priority_and_cancels_in_a_browser) {
   UNTIL(&W, "return document.getElementById('submit-attrs-error').textContent"
             ".includes('must be a JSON object');", NULL);
   usleep(500000); /* a request sent anyway would be in by now */
-  CHECK_EQ_INT(task_count(&F), 0);
+  CHECK_EQ_INT(farm_count(&F, NULL), 0);
 
   /* the server's refusal (a priority past 32 bits) is the flash message,
    * with the words the API gives */
@@ -661,17 +665,11 @@ TEST(web_ui_logs_in_submits_sets_priority_and_cancels_in_a_browser) {
   char flashed[512];
   snprintf(flashed, sizeof flashed, "submission refused: %s", said);
   json_decref(refused);
-  json_t *args = json_pack("[s]", flashed);
-  char *words = json_dumps(args, JSON_COMPACT);
-  json_decref(args);
   type(&W, "#submit-attrs", "{\"shot\": \"sh020\"}");
   type(&W, "#submit-priority", "99999999999");
   click(&W, "#submit-form button[type=submit]");
-  UNTIL(&W, "const f = document.getElementById('flash');"
-            "return !f.hidden && f.classList.contains('bad') &&"
-            " f.textContent === arguments[0];", words);
-  free(words);
-  CHECK_EQ_INT(task_count(&F), 0);
+  flash_says(&W, flashed, true);
+  CHECK_EQ_INT(farm_count(&F, NULL), 0);
 
   /* a good submission: the task it made, linked */
   type(&W, "#submit-attrs", "{\"shot\": \"sh020\",\n\"frames\": [1, 24]}");
@@ -683,7 +681,7 @@ TEST(web_ui_logs_in_submits_sets_priority_and_cancels_in_a_browser) {
   long long id = 0;
   CHECK(sscanf(made, "task %lld", &id) == 1 && id > 0);
   free(made);
-  CHECK_EQ_INT(task_count(&F), 1);
+  CHECK_EQ_INT(farm_count(&F, NULL), 1);
   json_t *t = task_of(&F, id);
   CHECK_EQ_STR(json_string_value(json_object_get(t, "name")), "from-the-browser");
   CHECK_EQ_INT(json_integer_value(json_object_get(t, "priority")), 5);
@@ -743,33 +741,6 @@ TEST(web_ui_logs_in_submits_sets_priority_and_cancels_in_a_browser) {
   printf("  (%.1f s)\n", farm_now() - t0);
 }
 
-/* Waits until the flash message is text (not an error). */
-static void flash_says(wd *w, const char *text) {
-  json_t *args = json_pack("[s]", text);
-  char *a = json_dumps(args, JSON_COMPACT);
-  json_decref(args);
-  UNTIL(w, "const f = document.getElementById('flash');"
-           "return !f.hidden && !f.classList.contains('bad') && f.textContent === arguments[0];",
-        a);
-  free(a);
-}
-
-/* Counts the tasks of a query (GET /api/v1/tasks?QUERY) until there are
- * want of them. */
-static void count_becomes(farm *f, const char *query, size_t want) {
-  char path[256];
-  snprintf(path, sizeof path, "/api/v1/tasks?limit=1000&%s", query);
-  size_t n = 0;
-  for (double end = farm_now() + WAIT_S; farm_now() < end && n != want; usleep(50000)) {
-    json_t *a = NULL;
-    CHECK_EQ_INT(farm_call(f, f->user, "GET", path, NULL, &a), 200);
-    n = json_array_size(json_object_get(a, "tasks"));
-    json_decref(a);
-  }
-  if (n != want)
-    br_test_fail(__FILE__, __LINE__, "%s: %zu tasks, not %zu", query, n, want);
-}
-
 /* The Tasks view of one group (a submission) acts on it as a whole, as
  * `braid pause|resume|cancel|retry --group` do: pause, resume, cancel
  * (after a confirm()) and retry, each saying how many tasks it changed;
@@ -790,7 +761,7 @@ TEST(web_ui_acts_on_a_whole_submission) {
   }
   char q[128];
   snprintf(q, sizeof q, "group=%lld&node=render", (long long)gid);
-  count_becomes(&F, q, 2); /* at the command node, where they wait for an agent */
+  CHECK(farm_wait_count(&F, q, 2)); /* at the command node, where they wait for an agent */
   wd W;
   wd_start(&W, &F);
   log_in(&W);
@@ -801,25 +772,25 @@ TEST(web_ui_acts_on_a_whole_submission) {
             " !!document.getElementById('group-actions');", NULL);
   click(&W, "#group-actions button:nth-of-type(2)"); /* Pause */
   snprintf(text, sizeof text, "group %lld: pause, 2 tasks", (long long)gid);
-  flash_says(&W, text);
+  flash_says(&W, text, false);
   UNTIL(&W, "return [...document.querySelectorAll('main table tbody tr')]"
             ".every((r) => r.textContent.includes('paused'));", NULL);
   click(&W, "#group-actions button:nth-of-type(3)"); /* Resume */
   snprintf(text, sizeof text, "group %lld: resume, 2 tasks", (long long)gid);
-  flash_says(&W, text);
+  flash_says(&W, text, false);
   click(&W, "#group-actions button.danger");
   snprintf(text, sizeof text, "Cancel every unfinished task of group %lld?", (long long)gid);
   accept_confirm(&W, text);
   snprintf(text, sizeof text, "group %lld: cancel, 2 tasks", (long long)gid);
-  flash_says(&W, text);
+  flash_says(&W, text, false);
   snprintf(q, sizeof q, "group=%lld&state=cancelled", (long long)gid);
-  count_becomes(&F, q, 2);
-  count_becomes(&F, "state=cancelled", 2); /* shotB's task is not */
+  CHECK(farm_wait_count(&F, q, 2));
+  CHECK(farm_wait_count(&F, "state=cancelled", 2)); /* shotB's task is not */
   UNTIL(&W, "return document.querySelectorAll('main table .st-cancelled').length === 2;", NULL);
   click(&W, "#group-actions button:nth-of-type(1)"); /* Retry */
   snprintf(text, sizeof text, "group %lld: retry, 2 tasks", (long long)gid);
-  flash_says(&W, text);
-  count_becomes(&F, "state=cancelled", 0);
+  flash_says(&W, text, false);
+  CHECK(farm_wait_count(&F, "state=cancelled", 0));
   no_js_errors(&W);
   wd_stop(&W);
   farm_stop(&F);

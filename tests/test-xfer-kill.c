@@ -299,6 +299,17 @@ TEST(two_pushes_to_one_name_at_once) {
   kx_free(&k);
 }
 
+/* A small tmpfs mounted at dir (made first), for a disk that fills up;
+ * false, said, where this machine cannot mount one. */
+static bool small_disk(const char *dir, const char *size) {
+  mkdir(dir, 0755);
+  char opt[32];
+  snprintf(opt, sizeof opt, "size=%s", size);
+  if (mount("tmpfs", dir, "tmpfs", 0, opt) == 0) return true;
+  printf("skipped: cannot mount a small tmpfs here (%s)\n", strerror(errno));
+  return false;
+}
+
 TEST(disk_full_mid_pull) {
   kx k;
   kx_tree(&k, "xfer-kill-diskfull");
@@ -311,9 +322,7 @@ TEST(disk_full_mid_pull) {
   br_error err;
   br_error_clear(&err);
   CHECK_EQ_INT(br_xfer_push(k.src, ref, &o, &res, &err), BR_OK);
-  mkdir(k.dst, 0755);
-  if (mount("tmpfs", k.dst, "tmpfs", 0, "size=1m") != 0) {
-    printf("skipped: cannot mount a small tmpfs here (%s)\n", strerror(errno));
+  if (!small_disk(k.dst, "1m")) {
     xu_depot_stop(&x);
     kx_free(&k);
     return;
@@ -350,10 +359,7 @@ TEST(disk_full_with_small_files_only) {
   br_error err;
   br_error_clear(&err);
   CHECK_EQ_INT(br_xfer_push(src, ref, &o, &res, &err), BR_OK);
-  mkdir(dst, 0755);
-  if (mount("tmpfs", dst, "tmpfs", 0, "size=1m") != 0) {
-    printf("skipped: cannot mount a small tmpfs here (%s)\n", strerror(errno));
-  } else {
+  if (small_disk(dst, "1m")) {
     br_error_clear(&err);
     CHECK_EQ_INT(br_xfer_pull(ref, dst, &o, &res, &err), BR_EIO);
     CHECK_CONTAINS(err.msg, "disk full");
@@ -402,10 +408,7 @@ TEST(a_sparse_file_needs_the_room_of_its_data) {
   br_error err;
   br_error_clear(&err);
   CHECK_EQ_INT(br_xfer_push(src, ref, &o, &res, &err), BR_OK);
-  mkdir(dst, 0755);
-  if (mount("tmpfs", dst, "tmpfs", 0, "size=8m") != 0) {
-    printf("skipped: cannot mount a small tmpfs here (%s)\n", strerror(errno));
-  } else {
+  if (small_disk(dst, "8m")) {
     br_error_clear(&err);
     int rc = br_xfer_pull(ref, dst, &o, &res, &err);
     if (rc) fprintf(stderr, "pull: %s\n", err.msg);
