@@ -53,7 +53,6 @@
 #include <uthash.h>
 #include "../fs.h"
 
-#define MAX_GPUS BR_AGENT_MAX_GPUS
 #define BATCH_EVENTS 1000
 #define BATCH_BYTES (4 << 20)  /* output per report: well under the server's 32 MiB */
 #define CHUNK_BYTES (1 << 20)  /* output per event */
@@ -65,7 +64,7 @@ typedef struct ajob {
   json_t *work;
   int cores, gpus;
   int64_t memory_mb;
-  int gpu_idx[MAX_GPUS];
+  int gpu_idx[BR_AGENT_MAX_GPUS];
   int spawned;
   int64_t out_off;
   char hold[4];
@@ -121,7 +120,7 @@ struct br_agent {
   ajob *jobs;
   int used_slots, used_cores, used_gpus;
   int64_t used_memory;
-  bool gpu_busy[MAX_GPUS];
+  bool gpu_busy[BR_AGENT_MAX_GPUS];
   json_t *inbox_work, *inbox_cancel;
   event *ev_head, *ev_tail;
   int64_t next_seq;
@@ -494,7 +493,8 @@ static void release(br_agent *a, ajob *j) { /* lock held */
   a->used_memory -= j->memory_mb;
   a->used_gpus -= j->gpus;
   for (int i = 0; i < j->gpus; i++)
-    if (j->gpu_idx[i] >= 0 && j->gpu_idx[i] < MAX_GPUS) a->gpu_busy[j->gpu_idx[i]] = false;
+    if (j->gpu_idx[i] >= 0 && j->gpu_idx[i] < BR_AGENT_MAX_GPUS)
+      a->gpu_busy[j->gpu_idx[i]] = false;
 }
 
 static void check_finish(br_agent *a);
@@ -605,7 +605,7 @@ static void start_job(br_agent *a, ajob *j) {
     size_t off = 0;
     pthread_mutex_lock(&a->mu);
     int got = 0;
-    for (int g = 0; g < a->gpus && g < MAX_GPUS && got < j->gpus; g++)
+    for (int g = 0; g < a->gpus && g < BR_AGENT_MAX_GPUS && got < j->gpus; g++)
       if (!a->gpu_busy[g]) {
         a->gpu_busy[g] = true;
         j->gpu_idx[got++] = g;
@@ -850,7 +850,7 @@ static void take_work(br_agent *a, json_t *ans) {
     if (j->cores < 1) j->cores = 1;
     j->memory_mb = json_integer_value(json_object_get(w, "memory_mb"));
     j->gpus = (int)json_integer_value(json_object_get(w, "gpus"));
-    for (int g = 0; g < MAX_GPUS; g++) j->gpu_idx[g] = -1;
+    for (int g = 0; g < BR_AGENT_MAX_GPUS; g++) j->gpu_idx[g] = -1;
     j->spill_from = -1;
     j->log_rd = -1;
     HASH_ADD(hh, a->jobs, id, sizeof j->id, j);
@@ -1191,7 +1191,7 @@ int br_agent_open(const br_agent_opts *o, br_agent **out, br_error *err) {
   a->slots = o->slots > 0 ? o->slots : a->cores;
   a->memory_mb = o->memory_mb > 0 ? o->memory_mb : mem;
   a->gpus = o->gpus < 0 ? gpus : o->gpus;
-  if (a->gpus > MAX_GPUS) a->gpus = MAX_GPUS;
+  if (a->gpus > BR_AGENT_MAX_GPUS) a->gpus = BR_AGENT_MAX_GPUS;
   a->grace = o->grace;
   a->once = o->once;
   a->idle_exit = o->idle_exit;
