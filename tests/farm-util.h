@@ -212,7 +212,7 @@ static inline void farm_counts(farm *f, int64_t counts[BR_TASK_NSTATES]) {
 /* The tasks GET /api/v1/tasks?QUERY lists (query NULL: all; at most
  * 1000). */
 static inline int64_t farm_count(farm *f, const char *query) {
-  char path[256];
+  char path[1024];
   snprintf(path, sizeof path, "/api/v1/tasks?limit=1000%s%s", query ? "&" : "",
            query ? query : "");
   json_t *out = NULL;
