@@ -1881,6 +1881,81 @@ TEST(folders_keep_their_mode_and_time) {
   xu_done(tmp);
 }
 
+static void same_inode(const char *dir, const char *a, const char *b, bool same) {
+  char *pa = xu_path(dir, a), *pb = xu_path(dir, b);
+  struct stat sa, sb;
+  CHECK(lstat(pa, &sa) == 0 && lstat(pb, &sb) == 0);
+  if ((sa.st_ino == sb.st_ino) != same)
+    br_test_fail(__FILE__, __LINE__, "%s and %s in %s: %s", a, b, dir,
+                 same ? "not one file" : "one file");
+  free(pa), free(pb);
+}
+
+/* Hard links come back as hard links: a small frame linked as latest, a
+ * large cache under three names; a file whose other link is outside the
+ * tree comes back alone. Only one of each is moved. A link the artist
+ * broke in the destination is made again; a link broken at the source
+ * comes back as two files. */
+TEST(hard_links_come_back_as_links) {
+  char *tmp = br_test_tmpdir("xfer-pp-hardlinks");
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "links");
+  xu_make_file(src, "cache/frame.0001.bgeo", 3000, 1);
+  xu_make_file(src, "big/sim.vdb", 700 * 1024, 2);
+  xu_make_file(src, "alone.txt", 10, 3);
+  const char *links[][2] = {{"cache/frame.0001.bgeo", "latest.bgeo"},
+                            {"big/sim.vdb", "a/sim-link.vdb"},
+                            {"big/sim.vdb", "z.vdb"},
+                            {"alone.txt", "../outside.txt"}};
+  char *p = xu_path(src, "a");
+  CHECK(mkdir(p, 0755) == 0);
+  free(p);
+  for (int i = 0; i < 4; i++) {
+    char *from = xu_path(src, links[i][0]), *to = xu_path(src, links[i][1]);
+    CHECK(link(from, to) == 0);
+    free(from), free(to);
+  }
+  br_xfer_opts o;
+  xu_opts(&o, tmp);
+  br_xfer_result res;
+  push_ok(src, ref, &o, &res);
+  for (int round = 0; round < 4; round++) {
+    if (round == 2) { /* broken in the destination: a copy in the link's place */
+      char *from = xu_path(dst, "big/sim.vdb"), *to = xu_path(dst, "z.vdb"), *tmpf;
+      CHECK(asprintf(&tmpf, "%s.tmp", to) > 0);
+      size_t len;
+      char *b = br__read_file(from, &len);
+      CHECK(b != NULL);
+      xu_write_file(tmpf, b, len);
+      CHECK(rename(tmpf, to) == 0);
+      free(b), free(from), free(to), free(tmpf);
+      same_inode(dst, "big/sim.vdb", "z.vdb", false);
+    }
+    if (round == 3) { /* broken at the source: latest.bgeo is a file of its own */
+      p = xu_path(src, "latest.bgeo");
+      CHECK(unlink(p) == 0);
+      free(p);
+      xu_make_file(src, "latest.bgeo", 3000, 4);
+      CHECK_EQ_INT(push_ok(src, ref, &o, &res), 2);
+    }
+    pull_ok(ref, dst, &o, &res);
+    CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+    CHECK_EQ_INT(res.files_moved, round == 0 ? 3 : round == 3 ? 1 : 0);
+    same_inode(dst, "cache/frame.0001.bgeo", "latest.bgeo", round < 3);
+    same_inode(dst, "big/sim.vdb", "a/sim-link.vdb", true);
+    same_inode(dst, "big/sim.vdb", "z.vdb", true);
+    p = xu_path(dst, "alone.txt");
+    struct stat st;
+    CHECK(stat(p, &st) == 0);
+    CHECK_EQ_INT(st.st_nlink, 1);
+    free(p);
+  }
+  free(src), free(dst), free(ref);
+  xu_depot_stop(&x);
+  xu_done(tmp);
+}
+
 TEST(odd_sizes_direct_and_buffered) {
   /* Direct I/O writes whole aligned pieces and truncates a file back to its
    * size: sizes around the alignment and the chunk size, a chunk size that

@@ -193,6 +193,19 @@ TEST(manifest_roundtrip_and_validation) {
       "{\"path\":\"x\",\"size\":0,\"digest\":\"" D64 "\",\"chunks\":[]}",
       /* a file digest that does not match its chunk list */
       "{\"path\":\"x\",\"size\":1,\"digest\":\"" D64 "\",\"chunks\":[\"" D64 "\"]}",
+      /* hard links: to nothing, to itself, to a link, to a link of a link;
+       * a link that is no file; a same_as that is no string */
+      "{\"path\":\"y\",\"size\":0,\"digest\":\"" D64 "\",\"chunks\":[],\"same_as\":\"x\"}",
+      "{\"path\":\"x\",\"size\":0,\"digest\":\"" D64 "\",\"chunks\":[],\"same_as\":\"x\"}",
+      "{\"path\":\"l\",\"type\":\"symlink\",\"target\":\"y\"},"
+      "{\"path\":\"y\",\"size\":0,\"digest\":\"" D64 "\",\"chunks\":[],\"same_as\":\"l\"}",
+      "{\"path\":\"x\",\"size\":0,\"digest\":\"" D64 "\",\"chunks\":[]},"
+      "{\"path\":\"y\",\"size\":0,\"digest\":\"" D64 "\",\"chunks\":[],\"same_as\":\"x\"},"
+      "{\"path\":\"z\",\"size\":0,\"digest\":\"" D64 "\",\"chunks\":[],\"same_as\":\"y\"}",
+      "{\"path\":\"x\",\"size\":0,\"digest\":\"" D64 "\",\"chunks\":[]},"
+      "{\"path\":\"d\",\"type\":\"dir\",\"same_as\":\"x\"}",
+      "{\"path\":\"x\",\"size\":0,\"digest\":\"" D64 "\",\"chunks\":[]},"
+      "{\"path\":\"y\",\"size\":0,\"digest\":\"" D64 "\",\"chunks\":[],\"same_as\":1}",
   };
   for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
     char *js = manifest_with(bad[i]);
@@ -206,11 +219,58 @@ TEST(manifest_roundtrip_and_validation) {
   }
   CHECK(br_xfer_manifest_parse("{not json", 9, &p, NULL) != BR_OK);
   CHECK(br_xfer_manifest_parse("{\"format\":1}", 12, &p, NULL) != BR_OK);
-  /* A well-formed empty file passes (the control for the cases above). */
+  /* A well-formed empty file passes (the control for the cases above), and
+   * a hard link of it. */
   char *ok = manifest_with("{\"path\":\"x\",\"size\":0,\"digest\":\"" D64 "\",\"chunks\":[]}");
   CHECK_EQ_INT(br_xfer_manifest_parse(ok, strlen(ok), &p, NULL), BR_OK);
   br_xfer_manifest_free(p);
   free(ok);
+  ok = manifest_with(
+      "{\"path\":\"y\",\"size\":0,\"digest\":\"" D64 "\",\"chunks\":[],\"same_as\":\"x\"},"
+      "{\"path\":\"x\",\"size\":0,\"digest\":\"" D64 "\",\"chunks\":[]}");
+  CHECK_EQ_INT(br_xfer_manifest_parse(ok, strlen(ok), &p, NULL), BR_OK);
+  CHECK_EQ_STR(p->entries[0].same_as, "x");
+  CHECK(p->entries[1].same_as == NULL);
+  br_xfer_manifest_free(p);
+  free(ok);
+}
+
+/* A hard link names a file of the manifest with its bytes: one with other
+ * bytes is refused, and the message names both paths. */
+TEST(manifest_hard_links_hold_their_files_bytes) {
+  br_xfer_manifest *m = br_xfer_manifest_new();
+  m->chunk_size = 65536;
+  br_xfer_digest cs[2];
+  br_xfer_sha256("a", 1, &cs[0]);
+  br_xfer_sha256("b", 1, &cs[1]);
+  br_xfer_entry e = {.path = (char *)"cache/f.0001.bgeo", .type = BR_XFER_FILE, .size = 70000,
+                     .mode = 0644, .chunks = cs, .nchunks = 2};
+  br_xfer_file_digest(cs, 2, &e.digest);
+  CHECK_EQ_INT(br_xfer_manifest_add(m, &e, NULL), BR_OK);
+  br_xfer_entry l = e;
+  l.path = (char *)"latest.bgeo";
+  l.same_as = (char *)"cache/f.0001.bgeo";
+  CHECK_EQ_INT(br_xfer_manifest_add(m, &l, NULL), BR_OK);
+  char *s = br_xfer_manifest_dump(m);
+  CHECK_CONTAINS(s, "\"same_as\":\"cache/f.0001.bgeo\"");
+  br_xfer_manifest *p = NULL;
+  br_error err;
+  br_error_clear(&err);
+  CHECK_EQ_INT(br_xfer_manifest_parse(s, strlen(s), &p, &err), BR_OK);
+  CHECK_EQ_STR(p->entries[1].same_as, "cache/f.0001.bgeo");
+  br_xfer_manifest_free(p);
+  free(s);
+  /* the link with other bytes (one chunk less) */
+  m->entries[1].size = 60000;
+  m->entries[1].nchunks = 1;
+  br_xfer_file_digest(cs, 1, &m->entries[1].digest);
+  s = br_xfer_manifest_dump(m);
+  br_error_clear(&err);
+  CHECK_EQ_INT(br_xfer_manifest_parse(s, strlen(s), &p, &err), BR_EINVAL);
+  CHECK_CONTAINS(err.msg,
+                 "'latest.bgeo': hard link to 'cache/f.0001.bgeo', which holds other bytes");
+  free(s);
+  br_xfer_manifest_free(m);
 }
 
 TEST(manifest_size_limits) {
@@ -234,9 +294,10 @@ TEST(manifest_text_is_janssons) {
   const char *paths[] = {"a/f.0001.bgeo", "caf\xc3\xa9/say hi", "\xe2\x82\xac/x y"};
   for (int i = 0; i < 3; i++) {
     br_xfer_entry e = {0};
+    if (i == 2) e.same_as = (char *)paths[1]; /* a hard link: the same bytes */
     e.path = (char *)paths[i];
     e.type = BR_XFER_FILE;
-    e.size = i == 0 ? 0 : 2 * 65536 + i;
+    e.size = i == 0 ? 0 : 2 * 65536 + 1;
     e.nchunks = i == 0 ? 0 : 3;
     e.chunks = e.nchunks ? cs : NULL;
     e.mode = i == 2 ? 0755 : 0644;
@@ -276,6 +337,7 @@ TEST(manifest_text_is_janssons) {
         json_array_append_new(a, json_string(hex));
       }
       json_object_set_new(o, "chunks", a);
+      if (e->same_as) json_object_set_new(o, "same_as", json_string(e->same_as));
     } else if (e->type == BR_XFER_SYMLINK) {
       json_object_set_new(o, "target", json_string(e->target));
     }
@@ -298,6 +360,7 @@ TEST(manifest_text_is_janssons) {
   CHECK_EQ_INT(p->entries[2].nchunks, 3);
   CHECK(memcmp(&p->entries[2].chunks[2], &cs[2], sizeof cs[2]) == 0);
   CHECK_EQ_INT(p->entries[2].mode, 0755);
+  CHECK_EQ_STR(p->entries[2].same_as, paths[1]);
   CHECK_EQ_STR(p->entries[3].target, "f.0001.bgeo");
   CHECK_EQ_INT(p->entries[4].type, BR_XFER_DIR);
   br_xfer_manifest_free(p);

@@ -72,6 +72,9 @@ typedef struct br_xfer_entry {
   br_xfer_digest *chunks; /* ceil(size / chunk_size) digests (1 for empty: none) */
   size_t nchunks;
   char *target;      /* symlinks: relative target inside the tree */
+  char *same_as;     /* files: another file entry's path this one is a hard link
+                      * of (NULL: none); that entry has the same size and digest
+                      * and no same_as of its own */
 } br_xfer_entry;
 
 typedef struct br_xfer_manifest {
@@ -89,7 +92,7 @@ int br_xfer_manifest_add(br_xfer_manifest *m, const br_xfer_entry *e, br_error *
 /* Serialises to JSON; the caller frees the returned string. */
 char *br_xfer_manifest_dump(const br_xfer_manifest *m);
 /* Parses and validates (paths, sizes, chunk counts, duplicate paths, symlink
- * targets). len bounds the input; max_entries 0 = default limit. */
+ * targets, hard links). len bounds the input; max_entries 0 = default limit. */
 int br_xfer_manifest_parse(const char *json, size_t len, br_xfer_manifest **out,
                            br_error *err);
 /* Limits the depot and client apply to manifests. */

@@ -23,6 +23,7 @@ static void entry_free(br_xfer_entry *e) {
   free(e->path);
   free(e->chunks);
   free(e->target);
+  free(e->same_as);
 }
 
 void br_xfer__manifest_totals(const br_xfer_manifest *m, int64_t *files, int64_t *bytes) {
@@ -57,12 +58,14 @@ int br_xfer_manifest_add(br_xfer_manifest *m, const br_xfer_entry *e, br_error *
   *d = *e;
   d->path = strdup(e->path);
   d->target = e->target ? strdup(e->target) : NULL;
+  d->same_as = e->same_as ? strdup(e->same_as) : NULL;
   d->chunks = NULL;
   if (e->nchunks) {
     d->chunks = malloc(e->nchunks * sizeof *d->chunks);
     if (d->chunks) memcpy(d->chunks, e->chunks, e->nchunks * sizeof *d->chunks);
   }
-  if (!d->path || (e->target && !d->target) || (e->nchunks && !d->chunks)) {
+  if (!d->path || (e->target && !d->target) || (e->same_as && !d->same_as) ||
+      (e->nchunks && !d->chunks)) {
     entry_free(d);
     return br_error_set(err, BR_ENOMEM, "out of memory");
   }
@@ -182,6 +185,10 @@ char *br_xfer_manifest_dump(const br_xfer_manifest *m) {
         put_digest(&o, &e->chunks[c]);
       }
       PUT_LIT(&o, "]");
+      if (e->same_as) {
+        PUT_LIT(&o, ",\"same_as\":");
+        put_str(&o, e->same_as);
+      }
     } else if (e->type == BR_XFER_SYMLINK) {
       PUT_LIT(&o, ",\"target\":");
       put_str(&o, e->target ? e->target : "");
@@ -199,20 +206,16 @@ char *br_xfer_manifest_dump(const br_xfer_manifest *m) {
 
 /* ---- reading ---- */
 
-static int cmp_str(const void *a, const void *b) {
-  return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 /* The scanner's error: what and where in the text. */
 static int syntax(const br_xfer__jscan *s, br_error *err) {
   return br_error_set(err, BR_EINVAL, "manifest: %s", s->msg);
 }
 
-enum { K_PATH, K_TYPE, K_MODE, K_SIZE, K_MTIME, K_DIGEST, K_CHUNKS, K_TARGET, K_OTHER };
+enum { K_PATH, K_TYPE, K_MODE, K_SIZE, K_MTIME, K_DIGEST, K_CHUNKS, K_TARGET, K_SAME, K_OTHER };
 
 static int entry_key(const char *k) {
-  static const char *const names[] = {"path",     "type",   "mode",   "size",
-                                      "mtime_ns", "digest", "chunks", "target"};
+  static const char *const names[] = {"path",   "type",   "mode",   "size",   "mtime_ns",
+                                      "digest", "chunks", "target", "same_as"};
   for (int i = 0; i < K_OTHER; i++)
     if (strcmp(k, names[i]) == 0) return i;
   return K_OTHER;
@@ -247,7 +250,7 @@ static int parse_entry(br_xfer__jscan *s, int64_t chunk_size, br_xfer_entry *e, 
   unsigned seen = 0;
   int type = BR_XFER_FILE, r;
   bool type_ok = true, mode_ok = true, size_ok = false, digest_ok = false, chunks_ok = false,
-       chunk_bad = false, has_target = false;
+       chunk_bad = false, has_target = false, same_ok = true;
   int64_t mode = 0644, v;
   cs->n = 0;
   bool first = true;
@@ -308,6 +311,12 @@ static int parse_entry(br_xfer__jscan *s, int64_t chunk_size, br_xfer_entry *e, 
         if (!(e->target = strdup(s->str))) return br_error_set(err, BR_ENOMEM, "out of memory");
       }
       break;
+    case K_SAME:
+      r = br_xfer__jscan_string(s);
+      same_ok = r == 1;
+      if (same_ok && !(e->same_as = strdup(s->str)))
+        return br_error_set(err, BR_ENOMEM, "out of memory");
+      break;
     default: r = br_xfer__jscan_skip(s) ? 0 : -1;
     }
     if (r < 0) break;
@@ -327,6 +336,10 @@ static int parse_entry(br_xfer__jscan *s, int64_t chunk_size, br_xfer_entry *e, 
     free(e->target); /* only a link has one */
     e->target = NULL;
   }
+  if (!same_ok) return br_error_set(err, BR_EINVAL, "manifest entry '%s': bad same_as", e->path);
+  if (e->same_as && type != BR_XFER_FILE) /* what it links to: checked at the end */
+    return br_error_set(err, BR_EINVAL, "manifest entry '%s': a %s is not a hard link", e->path,
+                        type_name(type));
   if (type != BR_XFER_FILE) { /* a folder keeps its mtime (0: none recorded) */
     e->size = 0;
     if (type == BR_XFER_SYMLINK) e->mtime_ns = 0;
@@ -365,6 +378,44 @@ static int parse_files(br_xfer__jscan *s, br_xfer_manifest *m, int64_t chunk_siz
   }
   free(cs.v);
   if (!rc && s->failed) rc = syntax(s, err);
+  return rc;
+}
+
+static int cmp_entry_path(const void *a, const void *b) {
+  return strcmp((*(br_xfer_entry *const *)a)->path, (*(br_xfer_entry *const *)b)->path);
+}
+
+/* Duplicate paths (one entry would overwrite another mid-pull), and hard
+ * links: each names another file of the manifest, of the same bytes, that
+ * is no link itself (a pull makes it, then links to it). */
+static int check_paths(const br_xfer_manifest *m, br_error *err) {
+  size_t n = m->nentries;
+  br_xfer_entry **v = malloc((n ? n : 1) * sizeof *v);
+  if (!v) return br_error_set(err, BR_ENOMEM, "out of memory");
+  for (size_t i = 0; i < n; i++) v[i] = &m->entries[i];
+  qsort(v, n, sizeof *v, cmp_entry_path);
+  int rc = BR_OK;
+  for (size_t i = 1; i < n && !rc; i++)
+    if (strcmp(v[i - 1]->path, v[i]->path) == 0)
+      rc = br_error_set(err, BR_EINVAL, "manifest: duplicate path '%s'", v[i]->path);
+  for (size_t i = 0; i < n && !rc; i++) {
+    const br_xfer_entry *e = &m->entries[i];
+    if (!e->same_as) continue;
+    br_xfer_entry key = {.path = e->same_as}, *kp = &key;
+    br_xfer_entry **hit = bsearch(&kp, v, n, sizeof *v, cmp_entry_path);
+    const br_xfer_entry *t = hit ? *hit : NULL;
+    const char *why = !t                        ? "is not in the snapshot"
+                      : t == e                  ? "is itself"
+                      : t->type != BR_XFER_FILE ? "is not a file"
+                      : t->same_as              ? "is a hard link itself"
+                      : t->size != e->size || br_xfer__digest_cmp(&t->digest, &e->digest)
+                          ? "holds other bytes"
+                          : NULL;
+    if (why)
+      rc = br_error_set(err, BR_EINVAL, "manifest entry '%s': hard link to '%s', which %s",
+                        e->path, e->same_as, why);
+  }
+  free(v);
   return rc;
 }
 
@@ -443,19 +494,7 @@ int br_xfer_manifest_parse(const char *json, size_t len, br_xfer_manifest **out,
   for (size_t i = 0; late && i < m->nentries && !rc; i++)
     if (m->entries[i].type == BR_XFER_FILE) rc = check_chunks(&m->entries[i], cs, err);
   if (rc) goto done;
-  /* Duplicate paths would let one entry overwrite another mid-pull. */
-  size_t n = m->nentries;
-  char **paths = malloc((n ? n : 1) * sizeof *paths);
-  if (!paths) {
-    rc = br_error_set(err, BR_ENOMEM, "out of memory");
-    goto done;
-  }
-  for (size_t i = 0; i < n; i++) paths[i] = m->entries[i].path;
-  qsort(paths, n, sizeof *paths, cmp_str);
-  for (size_t i = 1; i < n && !rc; i++)
-    if (strcmp(paths[i - 1], paths[i]) == 0)
-      rc = br_error_set(err, BR_EINVAL, "manifest: duplicate path '%s'", paths[i]);
-  free(paths);
+  rc = check_paths(m, err);
 done:
   br_xfer__jscan_free(&s);
   if (rc) br_xfer_manifest_free(m);

@@ -54,6 +54,7 @@ typedef struct lfile {
   bool done;
   bool fresh; /* neither the file nor a partial of it was there */
   bool copy;  /* small: the same bytes as another file's, copied from it (copy_chunks) */
+  bool link;  /* a hard link of another file of its snapshot: made at the end (make_hardlink) */
   /* small file: times its bytes failed the writer's verification, and
    * the installer's list of files to fetch again */
   int corrupt;
@@ -1869,6 +1870,54 @@ static int make_symlink(ljob *j, const br_xfer_entry *e, br_error *err) {
   return rc;
 }
 
+/* A file that is a hard link of another (e->same_as, in place by now): the
+ * link is made beside its path and renamed over it, unless the path is that
+ * link already. A file system without hard links (or an inode with too
+ * many) gets a copy, synced before its rename; the final syncfs makes the
+ * renames durable. */
+static int make_hardlink(ljob *j, const br_xfer_entry *e, br_error *err) {
+  const char *base, *lbase;
+  int dirfd = br_xfer__open_parent(j->rootfd, j->dir, e->path, true, &base, err);
+  if (dirfd < 0) return dirfd;
+  int ldirfd = br_xfer__open_parent(j->rootfd, j->dir, e->same_as, false, &lbase, err);
+  if (ldirfd < 0) {
+    close(dirfd);
+    return ldirfd;
+  }
+  struct stat st, lst;
+  char pn[64];
+  br_xfer__partial_name(base, pn, sizeof pn);
+  int rc = BR_OK, fd = -1;
+  if (fstatat(ldirfd, lbase, &lst, AT_SYMLINK_NOFOLLOW) != 0)
+    rc = fail_io(err, "hard link to", j, e->same_as, errno);
+  else if (!S_ISREG(lst.st_mode))
+    rc = br_error_set(err, BR_EINVAL, "%s/%s changed during the pull: it is no longer a file "
+                      "(%s is a hard link of it)", j->dir, e->same_as, e->path);
+  else if (fstatat(dirfd, base, &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_dev == lst.st_dev &&
+           st.st_ino == lst.st_ino)
+    goto out; /* in place */
+  else if (unlinkat(dirfd, pn, 0), linkat(ldirfd, lbase, dirfd, pn, 0) == 0)
+    rc = BR_OK;
+  else if (errno != EPERM && errno != EMLINK && errno != ENOTSUP && errno != EXDEV)
+    rc = fail_io(err, "hard link", j, e->path, errno);
+  else if (copy_into(ldirfd, lbase, dirfd, pn) != 0 ||
+           (fd = openat(dirfd, pn, O_RDWR | O_NOFOLLOW | O_CLOEXEC)) < 0 ||
+           fchmod(fd, e->mode & 0777) != 0 || (set_times(fd, e), fsync(fd)) != 0)
+    rc = fail_io(err, "copy", j, e->path, errno);
+  if (fd >= 0) close(fd);
+  if (rc == BR_OK && renameat(dirfd, pn, dirfd, base) != 0) {
+    int e2 = errno;
+    rc = e2 == EISDIR || e2 == ENOTEMPTY || e2 == EEXIST
+             ? br_error_set(err, BR_EINVAL, "%s/%s exists and is a directory", j->dir, e->path)
+             : fail_io(err, "hard link", j, e->path, e2);
+  }
+  if (rc) unlinkat(dirfd, pn, 0);
+out:
+  close(ldirfd);
+  close(dirfd);
+  return rc;
+}
+
 /* Two pulls into one destination at once would share partial names; the
  * second waits for the first (a lock on the directory, released when the
  * pull closes it, or dies), then finds its files in place. Several jobs of
@@ -2377,8 +2426,10 @@ static int run_pull(pull *p, const char *const *sources, const char *const *dirs
           dirlist_clear(&dl);
           return rc;
         }
-      } else if (e->type == BR_XFER_FILE && jb->dup && jb->dup[i]) {
-        /* written by an earlier snapshot of this pull */
+      } else if (e->type == BR_XFER_FILE && ((jb->dup && jb->dup[i]) || e->same_as)) {
+        /* written by an earlier snapshot of this pull, or a hard link of a
+         * file of this one (linked to it at the end) */
+        jb->files[i].link = e->same_as != NULL;
         p->res->chunks_skipped += (int64_t)e->nchunks;
         p->eng.prog.bytes_done += e->size;
         jb->files[i].done = true;
@@ -2415,7 +2466,7 @@ static int run_pull(pull *p, const char *const *sources, const char *const *dirs
   for (size_t j = 0; j < p->njobs; j++)
     for (size_t i = 0; i < p->jobs[j].m->nentries; i++) {
       lfile *x = &p->jobs[j].files[i];
-      if (x->e->type != BR_XFER_FILE || !x->done || jb_dup(&p->jobs[j], i)) continue;
+      if (x->e->type != BR_XFER_FILE || !x->done || x->link || jb_dup(&p->jobs[j], i)) continue;
       for (size_t c = 0; c < x->e->nchunks; c++)
         if (!cmap_find(p, &x->e->chunks[c]) && cmap_put(p, x, c))
           return br_error_set(err, BR_ENOMEM, "out of memory");
@@ -2503,10 +2554,13 @@ static int run_pull(pull *p, const char *const *sources, const char *const *dirs
   } while (again);
   for (size_t j = 0; j < p->njobs; j++) {
     ljob *jb = &p->jobs[j];
-    for (size_t i = 0; i < jb->m->nentries; i++)
-      if (jb->m->entries[i].type == BR_XFER_SYMLINK && !(jb->dup && jb->dup[i]) &&
-          (rc = make_symlink(jb, &jb->m->entries[i], err)))
+    for (size_t i = 0; i < jb->m->nentries; i++) {
+      const br_xfer_entry *e = &jb->m->entries[i];
+      if (jb_dup(jb, i)) continue;
+      if ((e->type == BR_XFER_SYMLINK && (rc = make_symlink(jb, e, err))) ||
+          (jb->files[i].link && (rc = make_hardlink(jb, e, err))))
         return rc;
+    }
   }
   /* folders last, deepest first: a manifest lists a folder before what it
    * holds */

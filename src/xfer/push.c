@@ -66,6 +66,8 @@ typedef struct pfile {
   bool hashed;
   size_t published; /* a large file's chunks hashed so far (under mu; see hash_large) */
   size_t taken;     /* of those, taken by the loop (take_chunks) */
+  size_t lead;      /* a hard link of the job's files[lead - 1] (0: none), the
+                     * first path of its inode */
 } pfile;
 
 typedef struct pjob {
@@ -266,6 +268,36 @@ static int refuse_case_twins(pjob *j, br_error *err) {
                    "(macOS and Windows keep one of the two)", v[i]->rel, v[i - 1]->rel);
       refuse(j, &e);
     }
+  free(v);
+  return BR_OK;
+}
+
+static int cmp_inode(const void *a, const void *b) {
+  const pfile *x = *(const pfile *const *)a, *y = *(const pfile *const *)b;
+  if (x->st.st_dev != y->st.st_dev) return x->st.st_dev < y->st.st_dev ? -1 : 1;
+  if (x->st.st_ino != y->st.st_ino) return x->st.st_ino < y->st.st_ino ? -1 : 1;
+  return x < y ? -1 : x > y;
+}
+
+/* Files of the tree that are one inode (hard links): each after the first
+ * (in path order) is marked a link of it. */
+static bool linked(const pfile *f) { return f->type == BR_XFER_FILE && f->st.st_nlink > 1; }
+
+static int find_links(pjob *j, br_error *err) {
+  size_t k = 0;
+  for (size_t i = 0; i < j->n; i++) k += linked(&j->files[i]);
+  if (k < 2) return BR_OK;
+  pfile **v = malloc(k * sizeof *v);
+  if (!v) return br_error_set(err, BR_ENOMEM, "out of memory");
+  k = 0;
+  for (size_t i = 0; i < j->n; i++)
+    if (linked(&j->files[i])) v[k++] = &j->files[i];
+  qsort(v, k, sizeof *v, cmp_inode); /* by inode, then path order (files is sorted) */
+  for (size_t i = 1; i < k; i++) {
+    pfile *lead = v[i - 1]->lead ? &j->files[v[i - 1]->lead - 1] : v[i - 1];
+    if (v[i]->st.st_dev == lead->st.st_dev && v[i]->st.st_ino == lead->st.st_ino)
+      v[i]->lead = (size_t)(lead - j->files) + 1;
+  }
   free(v);
   return BR_OK;
 }
@@ -1251,6 +1283,11 @@ static int commit_build(br_xfer__req *r, br_xfer__buf *body, br_error *err) {
       e.digest = f->digest;
       e.chunks = f->chunks;
       e.nchunks = f->nchunks;
+      const pfile *l = f->lead ? &j->files[f->lead - 1] : NULL;
+      /* never a link the depot would refuse (a file that changed after
+       * the scan is reported anyway) */
+      if (l && l->st.st_size == f->st.st_size && !br_xfer__digest_cmp(&l->digest, &f->digest))
+        e.same_as = l->rel;
     }
     e.target = f->target;
     rc = br_xfer_manifest_add(m, &e, err);
@@ -1396,6 +1433,7 @@ static int run_push(push *p, const char *const *dirs, const char *const *targets
     if ((rc = scan(jb, "", err))) return rc;
     if (jb->n) qsort(jb->files, jb->n, sizeof *jb->files, cmp_pfile);
     if ((rc = refuse_case_twins(jb, err))) return rc;
+    if ((rc = find_links(jb, err))) return rc;
     for (size_t i = 0; i < jb->n; i++)
       if (jb->files[i].type == BR_XFER_FILE) {
         p->eng.prog.files_total++;
