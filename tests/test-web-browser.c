@@ -506,13 +506,24 @@ static void accept_confirm(wd *w, const char *want) {
   wd_do(w, "POST", "/alert/accept", NULL);
 }
 
-static void log_in(wd *w) {
-  go(w, "");
+/* Gives the page a token: the first (the page asks), or another one
+ * (through the Token button). */
+static void log_in_as(wd *w, const char *token) {
+  json_t *shown = js(w, "const l = document.getElementById('login'); return !!l && l.hidden;",
+                     NULL);
+  if (json_is_true(shown)) {
+    click(w, "#token-button");
+  } else {
+    go(w, "");
+  }
+  json_decref(shown);
   UNTIL(w, "return !document.getElementById('login').hidden;", NULL);
-  type(w, "#token-input", w->f->user);
+  type(w, "#token-input", token);
   click(w, "#login-form button[type=submit]");
   UNTIL(w, "return document.getElementById('login').hidden;", NULL);
 }
+
+static void log_in(wd *w) { log_in_as(w, w->f->user); }
 
 /* ---- the server's side ---- */
 
@@ -765,32 +776,129 @@ TEST(web_ui_acts_on_a_whole_submission) {
   wd W;
   wd_start(&W, &F);
   log_in(&W);
-  char where[64], text[128];
+  char where[64], text[256];
   snprintf(where, sizeof where, "#/tasks?group=%lld", (long long)gid);
   go(&W, where);
   UNTIL(&W, "return document.querySelectorAll('main table tbody tr').length === 2 &&"
             " !!document.getElementById('group-actions');", NULL);
+  /* called by the name it was given */
+  snprintf(text, sizeof text, "return document.getElementById('group-actions')"
+           ".textContent.startsWith('Group shotA (%lld):');", (long long)gid);
+  UNTIL(&W, text, NULL);
   click(&W, "#group-actions button:nth-of-type(2)"); /* Pause */
-  snprintf(text, sizeof text, "group %lld: pause, 2 tasks", (long long)gid);
+  snprintf(text, sizeof text, "group shotA (%lld): pause, 2 tasks", (long long)gid);
   flash_says(&W, text, false);
   UNTIL(&W, "return [...document.querySelectorAll('main table tbody tr')]"
             ".every((r) => r.textContent.includes('paused'));", NULL);
   click(&W, "#group-actions button:nth-of-type(3)"); /* Resume */
-  snprintf(text, sizeof text, "group %lld: resume, 2 tasks", (long long)gid);
+  snprintf(text, sizeof text, "group shotA (%lld): resume, 2 tasks", (long long)gid);
   flash_says(&W, text, false);
   click(&W, "#group-actions button.danger");
-  snprintf(text, sizeof text, "Cancel every unfinished task of group %lld?", (long long)gid);
+  snprintf(text, sizeof text, "Cancel every unfinished task of group shotA (%lld)?",
+           (long long)gid);
   accept_confirm(&W, text);
-  snprintf(text, sizeof text, "group %lld: cancel, 2 tasks", (long long)gid);
+  snprintf(text, sizeof text, "group shotA (%lld): cancel, 2 tasks", (long long)gid);
   flash_says(&W, text, false);
   snprintf(q, sizeof q, "group=%lld&state=cancelled", (long long)gid);
   CHECK(farm_wait_count(&F, q, 2));
   CHECK(farm_wait_count(&F, "state=cancelled", 2)); /* shotB's task is not */
   UNTIL(&W, "return document.querySelectorAll('main table .st-cancelled').length === 2;", NULL);
   click(&W, "#group-actions button:nth-of-type(1)"); /* Retry */
-  snprintf(text, sizeof text, "group %lld: retry, 2 tasks", (long long)gid);
+  snprintf(text, sizeof text, "group shotA (%lld): retry, 2 tasks", (long long)gid);
   flash_says(&W, text, false);
   CHECK(farm_wait_count(&F, "state=cancelled", 0));
+  /* a task's page names its group too */
+  json_t *out = NULL;
+  snprintf(q, sizeof q, "/api/v1/tasks?group=%lld&limit=1", (long long)gid);
+  CHECK_EQ_INT(farm_call(&F, F.user, "GET", q, NULL, &out), 200);
+  json_int_t tid = json_integer_value(json_object_get(json_array_get(json_object_get(out,
+                                      "tasks"), 0), "id"));
+  json_decref(out);
+  snprintf(where, sizeof where, "#/task/%lld", (long long)tid);
+  go(&W, where);
+  snprintf(text, sizeof text, "return [...document.querySelectorAll('main a')]"
+           ".some((a) => a.textContent === 'shotA (%lld)' &&"
+           " a.getAttribute('href') === '#/tasks?group=%lld');", (long long)gid, (long long)gid);
+  UNTIL(&W, text, NULL);
+  no_js_errors(&W);
+  wd_stop(&W);
+  farm_stop(&F);
+}
+
+/* A farm limit's maximum, as the server has it (-1: no such limit). */
+static json_int_t limit_max(farm *f, const char *name) {
+  json_t *out = NULL;
+  CHECK_EQ_INT(farm_call(f, f->user, "GET", "/api/v1/limits", NULL, &out), 200);
+  json_t *l = json_object_get(json_object_get(out, "limits"), name);
+  json_int_t m = l ? json_integer_value(json_object_get(l, "max")) : -1;
+  json_decref(out);
+  return m;
+}
+
+/* The Workers page sets and removes a farm limit, and the Tokens page
+ * makes and revokes tokens, with an admin token; a user token is told it
+ * may not, and a bad limit is named before anything is sent. Before, the
+ * web UI only showed limits, and tokens were made on the server. */
+TEST(web_ui_sets_limits_and_manages_tokens) {
+  farm F;
+  farm_start(&F, "web-admin", "--poll-wait 1");
+  wd W;
+  wd_start(&W, &F);
+  log_in(&W);
+  go(&W, "#/tokens");
+  UNTIL(&W, "return !!document.getElementById('tokens-admin-only');", NULL);
+  go(&W, "#/workers");
+  type(&W, "#limit-name", "houdini");
+  type(&W, "#limit-max", "3");
+  click(&W, "#limit-form button[type=submit]");
+  flash_says(&W, "limit houdini: setting limits needs an admin token", true);
+  CHECK_EQ_INT(limit_max(&F, "houdini"), -1);
+
+  log_in_as(&W, F.admin);
+  go(&W, "#/workers");
+  type(&W, "#limit-name", "bad name");
+  click(&W, "#limit-form button[type=submit]");
+  UNTIL(&W, "return document.getElementById('limit-error').textContent ==="
+            " 'a name of letters, digits, - _ . :';", NULL);
+  type(&W, "#limit-name", "houdini");
+  type(&W, "#limit-max", "3");
+  click(&W, "#limit-form button[type=submit]");
+  flash_says(&W, "limit houdini: at most 3", false);
+  CHECK_EQ_INT(limit_max(&F, "houdini"), 3);
+  UNTIL(&W, "return [...document.querySelectorAll('main table tbody tr')]"
+            ".some((r) => r.textContent === 'houdini03');", NULL);
+  /* a row fills the form in; Remove takes the limit away */
+  click(&W, "main table tbody tr");
+  UNTIL(&W, "return document.getElementById('limit-name').value === 'houdini' &&"
+            " document.getElementById('limit-max').value === '3';", NULL);
+  click(&W, "#limit-form button.danger");
+  flash_says(&W, "limit houdini removed", false);
+  CHECK_EQ_INT(limit_max(&F, "houdini"), -1);
+
+  go(&W, "#/tokens");
+  type(&W, "#new-token-name", "artist-7");
+  click(&W, "#token-form button[type=submit]");
+  UNTIL(&W, "return (document.getElementById('new-token-text') || {}).textContent > '';", NULL);
+  char *tok = js_text(&W, "return document.getElementById('new-token-text').textContent;", NULL);
+  CHECK_EQ_INT(farm_call(&F, tok, "GET", "/api/v1/tasks", NULL, NULL), 200);
+  char *id = js_text(&W, "return [...document.querySelectorAll('main table tbody tr')]"
+                         ".find((r) => r.children[2].textContent === 'artist-7')"
+                         ".children[0].textContent;", NULL);
+  CHECK(strlen(id) > 0);
+  json_decref(js(&W, "[...document.querySelectorAll('main table tbody tr')]"
+                     ".find((r) => r.children[2].textContent === 'artist-7')"
+                     ".querySelector('button').click(); return true;", NULL));
+  char text[256];
+  snprintf(text, sizeof text, "Revoke token %s (artist-7)? What uses it is refused from now on.",
+           id);
+  accept_confirm(&W, text);
+  snprintf(text, sizeof text, "token %s revoked", id);
+  flash_says(&W, text, false);
+  CHECK_EQ_INT(farm_call(&F, tok, "GET", "/api/v1/tasks", NULL, NULL), 401);
+  UNTIL(&W, "return ![...document.querySelectorAll('main table tbody tr')]"
+            ".some((r) => r.children[2].textContent === 'artist-7');", NULL);
+  free(tok);
+  free(id);
   no_js_errors(&W);
   wd_stop(&W);
   farm_stop(&F);
@@ -988,8 +1096,9 @@ static void check_fits(wd *w, const char *dir, const char *name, int width, cons
 }
 
 /* The header and the task table within the window, narrow and wide, with
- * nothing to scroll sideways; and the graphs page, a graph's page and a
- * task's page do not scroll sideways either, their forms in sight. */
+ * nothing to scroll sideways; and the graphs page, a graph's page, a
+ * task's page, the workers and the tokens do not scroll sideways either,
+ * their forms in sight. */
 TEST(web_ui_layout_fits_a_narrow_and_a_wide_window) {
   farm F;
   farm_start(&F, "web-layout", "--poll-wait 1");
@@ -1006,6 +1115,9 @@ TEST(web_ui_layout_fits_a_narrow_and_a_wide_window) {
     json_decref(out);
     json_decref(body);
   }
+  json_t *lim = json_pack("{si}", "max", 12);
+  CHECK_EQ_INT(farm_call(&F, F.admin, "PUT", "/api/v1/limits/houdini-licences", lim, NULL), 200);
+  json_decref(lim);
   wd W;
   wd_start(&W, &F);
   log_in(&W);
@@ -1042,6 +1154,22 @@ TEST(web_ui_layout_fits_a_narrow_and_a_wide_window) {
                "return !!document.getElementById('priority-form');", NULL,
                "[\"header\", \"#token-button\", \"#priority-input\","
                " \"#priority-form button\", \"main .toolbar button.danger\"]");
+    check_fits(&W, F.dir, "workers", widths[i], "#/workers",
+               "return document.querySelectorAll('main table tbody tr').length === 1 &&"
+               " !!document.getElementById('limit-form');",
+               "main .table-box",
+               "[\"header\", \"#limit-name\", \"#limit-max\", \"#limit-form button.danger\"]");
+  }
+  /* the tokens an admin sees, with the form that makes one */
+  log_in_as(&W, F.admin);
+  for (size_t i = 0; i < 2; i++) {
+    wd_do(&W, "POST", "/window/rect", json_pack("{sisi}", "width", widths[i], "height", 900));
+    check_fits(&W, F.dir, "tokens", widths[i], "#/tokens",
+               "return document.querySelectorAll('main table tbody tr').length >= 2 &&"
+               " !!document.getElementById('token-form');",
+               "main .table-box",
+               "[\"header\", \"#nav-tokens\", \"main table tbody tr td:last-child button\","
+               " \"#new-token-role\", \"#new-token-name\", \"#token-form button\"]");
   }
   no_js_errors(&W);
   wd_stop(&W);

@@ -303,6 +303,7 @@ function route() {
   if (parts[0] === 'tasks') return show(tasksView(q));
   if (parts[0] === 'task' && parts[1]) return show(taskView(parts[1]));
   if (parts[0] === 'workers') return show(workersView());
+  if (parts[0] === 'tokens') return show(tokensView());
   return show(graphsView());
 }
 
@@ -642,15 +643,17 @@ function tasksView(q) {
         .map(([k, v]) => k + ' ' + v).join(', ');
       const g = q.get('group');
       /* a whole submission at once: what `braid cancel --group` and the
-       * others do, on every unfinished task of the group */
+       * others do, on every unfinished task of the group; called by the
+       * name it was given, if any */
+      const gs = g ? groupShown(g, await groupName(g)) : '';
       const groupButtons = g ? el('div', { class: 'toolbar', id: 'group-actions' },
-        el('span', {}, 'Group ' + g + ':'),
-        el('button', { type: 'button', onclick: () => actGroup(g, 'retry') }, 'Retry'),
-        el('button', { type: 'button', onclick: () => actGroup(g, 'pause') }, 'Pause'),
-        el('button', { type: 'button', onclick: () => actGroup(g, 'resume') }, 'Resume'),
+        el('span', {}, 'Group ' + gs + ':'),
+        el('button', { type: 'button', onclick: () => actGroup(g, gs, 'retry') }, 'Retry'),
+        el('button', { type: 'button', onclick: () => actGroup(g, gs, 'pause') }, 'Pause'),
+        el('button', { type: 'button', onclick: () => actGroup(g, gs, 'resume') }, 'Resume'),
         el('button', { type: 'button', class: 'danger', onclick: () => {
-          if (confirm('Cancel every unfinished task of group ' + g +
-            '? Its running jobs are killed.')) actGroup(g, 'cancel');
+          if (confirm('Cancel every unfinished task of group ' + gs +
+            '? Its running jobs are killed.')) actGroup(g, gs, 'cancel');
         } }, 'Cancel')) : null;
       return [el('h1', {}, 'Tasks'),
         el('div', { class: 'toolbar' }, states, el('span', { class: 'muted' }, said),
@@ -674,13 +677,29 @@ async function act(id, what, body) {
   refresh();
 }
 
-async function actGroup(g, what) {
+/* The name a submission was given for group id g, or null (none, or the
+ * names cannot be read). */
+async function groupName(g) {
+  try {
+    const names = (await get('/api/v1/groups')).groups || {};
+    const hit = Object.entries(names).find(([, id]) => String(id) === String(g));
+    return hit ? hit[0] : null;
+  } catch (e) {
+    return null;
+  }
+}
+
+function groupShown(g, name) {
+  return name ? name + ' (' + g + ')' : String(g);
+}
+
+async function actGroup(g, shown, what) {
   try {
     const r = await api('POST', '/api/v1/groups/' + encodeURIComponent(g) + '/' + what);
-    flash('group ' + g + ': ' + what + ', ' + r.data.tasks +
+    flash('group ' + shown + ': ' + what + ', ' + r.data.tasks +
       (r.data.tasks === 1 ? ' task' : ' tasks'));
   } catch (e) {
-    if (e.status !== 401) flash('group ' + g + ': ' + what + ': ' + e.message, true);
+    if (e.status !== 401) flash('group ' + shown + ': ' + what + ': ' + e.message, true);
   }
   refresh();
 }
@@ -736,7 +755,8 @@ function taskView(id) {
         ['node', [t.node, el('span', { class: 'muted' }, ' port ' + t.port)]],
         ...(t.waiting ? [['waiting', t.waiting]] : []),
         ['graph', link('#/tasks?graph=' + t.graph_id, 'graph id ' + t.graph_id)],
-        ['group', t.group ? link('#/tasks?group=' + t.group, t.group) : ''],
+        ['group', t.group ? link('#/tasks?group=' + t.group,
+          groupShown(t.group, await groupName(t.group))) : ''],
         ['parent', t.parent ? link('#/task/' + t.parent, t.parent) : ''],
         ['children', [t.live_children + ' live ', link('#/tasks?parent=' + t.id, 'list')]],
         ['split', t.split ? 'element ' + t.split.element + ' of ' + t.split.count +
@@ -763,10 +783,53 @@ function taskView(id) {
   };
 }
 
+/* Sets or removes a farm limit (admin tokens): a name and a maximum, made
+ * once per view so a redraw keeps what is typed; a click on a limit's row
+ * fills it in. */
+function limitForm() {
+  const name = el('input', { id: 'limit-name', type: 'text', size: 14, 'aria-label': 'limit',
+    placeholder: 'name', 'aria-describedby': 'limit-error' });
+  const max = el('input', { id: 'limit-max', type: 'number', min: '0', step: '1',
+    class: 'short', 'aria-label': 'maximum', 'aria-describedby': 'limit-error' });
+  const error = el('span', { id: 'limit-error', class: 'error' });
+  for (const f of [name, max]) f.addEventListener('input', () => fieldGood(f, error));
+  const send = async (n, m) => {
+    try {
+      await api('PUT', '/api/v1/limits/' + encodeURIComponent(n), { max: m });
+      flash('limit ' + n + (m === null ? ' removed' : ': at most ' + m));
+      max.value = '';
+    } catch (e) {
+      if (e.status === 403) flash('limit ' + n + ': setting limits needs an admin token', true);
+      else if (e.status !== 401) flash('limit ' + n + ': ' + e.message, true);
+    }
+    refresh();
+  };
+  const form = el('form', { id: 'limit-form', class: 'toolbar', novalidate: true,
+    onsubmit: (e) => {
+      e.preventDefault();
+      const n = name.value.trim(), m = max.value.trim();
+      if (!/^[A-Za-z0-9_.:-]+$/.test(n))
+        return fieldBad(name, error, 'a name of letters, digits, - _ . :');
+      if (max.validity.badInput || !/^\d+$/.test(m))
+        return fieldBad(max, error, 'a whole number, 0 or more');
+      send(n, Number(m));
+    } }, 'Limit ', name, ' at most ', max, ' ', el('button', { type: 'submit' }, 'Set'), ' ',
+  el('button', { type: 'button', class: 'danger', onclick: () => {
+    const n = name.value.trim();
+    if (!n) return fieldBad(name, error, 'the limit to remove');
+    send(n, null);
+  } }, 'Remove'), ' ', error);
+  return {
+    form,
+    pick(n, m) { name.value = n; max.value = m === null ? '' : String(m); max.focus(); },
+  };
+}
+
 function workersView() {
+  const limits = limitForm();
   return {
     async draw() {
-      const [w, limits] = await Promise.all([get('/api/v1/workers'), get('/api/v1/limits')]);
+      const [w, lims] = await Promise.all([get('/api/v1/workers'), get('/api/v1/limits')]);
       const drain = async (id, on) => {
         try {
           await api('POST', '/api/v1/workers/' + encodeURIComponent(id) + '/drain',
@@ -785,14 +848,77 @@ function workersView() {
         el('td', { class: 'muted' }, when(x.last_seen_ms)),
         el('td', {}, el('button', { type: 'button', onclick: () => drain(x.id, !x.drain) },
           x.drain ? 'Undrain' : 'Drain'))));
-      const lim = Object.entries(limits.limits).map(([k, v]) => el('tr', {},
-        el('td', {}, k), el('td', { class: 'num' }, v.used),
-        el('td', { class: 'num' }, v.max === null ? 'none' : v.max)));
+      const lim = Object.entries(lims.limits).map(([k, v]) => el('tr', { class: 'click',
+        onclick: () => limits.pick(k, v.max) },
+      el('td', {}, k), el('td', { class: 'num' }, v.used),
+      el('td', { class: 'num' }, v.max === null ? 'none' : v.max)));
       return [el('h1', {}, 'Workers'),
         rows.length ? table(['worker', 'host', 'state', '#slots', '#running', 'tasks', 'tags',
           'last seen', ''], rows)
           : el('p', { class: 'muted' }, 'No agent has registered: braid agent --server URL'),
-        lim.length ? [el('h2', {}, 'Limits'), table(['limit', '#used', '#max'], lim)] : null];
+        el('h2', {}, 'Limits'),
+        el('p', { class: 'muted' }, 'A job that asks for a limit (its node\'s limits) waits ' +
+          'while that limit is at its maximum: licences, a file server\'s load.'),
+        lim.length ? table(['limit', '#used', '#max'], lim) : null,
+        limits.form];
+    },
+  };
+}
+
+/* The server's tokens (admin tokens only): each with its role and name,
+ * revoked with a button; a new one is shown once, when it is made. */
+function tokensView() {
+  const role = el('select', { id: 'new-token-role', 'aria-label': 'role' },
+    ['user', 'agent', 'admin'].map((r) => el('option', { value: r }, r)));
+  const name = el('input', { id: 'new-token-name', type: 'text', size: 20,
+    'aria-label': 'name', placeholder: 'who or what uses it' });
+  const made = el('div', { id: 'new-token' });
+  const form = el('form', { id: 'token-form', class: 'toolbar', onsubmit: async (e) => {
+    e.preventDefault();
+    try {
+      const r = (await api('POST', '/api/v1/tokens', { role: role.value,
+        name: name.value.trim() })).data;
+      name.value = '';
+      made.replaceChildren(el('p', {}, 'New ' + r.role + ' token ' + r.id +
+        (r.name ? ' (' + r.name + ')' : '') + '; copy it now, it is not shown again:'),
+      el('p', {}, el('code', { id: 'new-token-text' }, r.token)));
+      flash('token ' + r.id + ' made');
+    } catch (err) {
+      if (err.status !== 401) flash('new token: ' + err.message, true);
+    }
+    refresh();
+  } }, 'New ', role, ' token for ', name, ' ', el('button', { type: 'submit' }, 'Make'));
+  const revoke = async (t) => {
+    if (!confirm('Revoke token ' + t.id + (t.name ? ' (' + t.name + ')' : '') +
+      '? What uses it is refused from now on.')) return;
+    try {
+      await api('DELETE', '/api/v1/tokens/' + encodeURIComponent(t.id));
+      flash('token ' + t.id + ' revoked');
+    } catch (e) {
+      if (e.status !== 401) flash('token ' + t.id + ': ' + e.message, true);
+    }
+    refresh();
+  };
+  return {
+    async draw() {
+      let list;
+      try {
+        list = (await get('/api/v1/tokens')).tokens;
+      } catch (e) {
+        if (e.status !== 403) throw e;
+        return [el('h1', {}, 'Tokens'), el('p', { id: 'tokens-admin-only' },
+          'Tokens are managed with an admin token, and this one is not. The server\'s ' +
+          'first admin token is in farm.braid.admin-token beside its store; give one with ' +
+          'the Token button.')];
+      }
+      const rows = list.map((t) => el('tr', {}, el('td', {}, t.id), el('td', {}, t.role),
+        el('td', {}, t.name), el('td', { class: 'muted' }, when(t.created_ms)),
+        el('td', {}, el('button', { type: 'button', class: 'danger',
+          onclick: () => revoke(t) }, 'Revoke'))));
+      return [el('h1', {}, 'Tokens'),
+        rows.length ? table(['id', 'role', 'name', 'made', ''], rows)
+          : el('p', { class: 'muted' }, 'No token.'),
+        form, made];
     },
   };
 }
