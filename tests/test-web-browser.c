@@ -908,8 +908,8 @@ TEST(web_ui_sets_limits_and_manages_tokens) {
  * uploaded (the server has it, the page lists and links it), text that is
  * not JSON (the browser's message and position, nothing sent), a graph the
  * server refuses (its own words with their line and column, nothing made),
- * a new version of the first graph, and the same text again (no new
- * version). */
+ * a new version of the first graph, the same text again (no new version),
+ * and a graph page's Edit (its text in the form, changed and uploaded). */
 TEST(web_ui_uploads_graphs_in_a_browser) {
   farm F;
   farm_start(&F, "web-upload", "--poll-wait 1");
@@ -1041,6 +1041,29 @@ TEST(web_ui_uploads_graphs_in_a_browser) {
   /* its link opens version 2's page: three boxes */
   click(&W, "#uploaded a[href=\"#/graph/uploaded?version=2\"]");
   UNTIL(&W, "return document.querySelectorAll('svg.diagram .node').length === 3;", NULL);
+
+  /* its Edit: the graph's text in the upload form, changed there and
+   * uploaded as version 3 */
+  click(&W, "#edit-graph");
+  UNTIL(&W, "const t = document.getElementById('upload-text');"
+            "return !!t && t.value.includes('\"exit 0\"') &&"
+            " JSON.parse(t.value).name === 'uploaded' &&"
+            " document.activeElement === t;", NULL);
+  said = js_text(&W, "return document.querySelector('#upload-form .muted').textContent;", NULL);
+  CHECK_EQ_STR(said, "version 2 of uploaded: change it and Upload, for a new version");
+  free(said);
+  json_decref(js(&W, "const t = document.getElementById('upload-text');"
+                     "t.value = t.value.replace('\"exit 0\"', '\"exit 3\"');"
+                     "t.dispatchEvent(new Event('input')); return true;", NULL));
+  click(&W, "#upload-form button[type=submit]");
+  UNTIL(&W, "return !!document.querySelector('#uploaded a[href=\"#/graph/uploaded?version=3\"]');",
+        NULL);
+  CHECK_EQ_INT(versions_of(&F, "uploaded"), 3);
+  CHECK_EQ_INT(farm_call(&F, F.user, "GET", "/api/v1/graphs/uploaded", NULL, &g), 200);
+  json_t *shell = json_object_get(json_object_get(json_array_get(json_object_get(
+      json_object_get(g, "graph"), "nodes"), 1), "params"), "shell");
+  CHECK_EQ_STR(json_string_value(shell), "exit 3");
+  json_decref(g);
   no_js_errors(&W);
   wd_stop(&W);
   farm_stop(&F);
@@ -1148,7 +1171,7 @@ TEST(web_ui_layout_fits_a_narrow_and_a_wide_window) {
                "return document.querySelectorAll('svg.diagram .node').length === 2 &&"
                " !!document.getElementById('submit-form');",
                NULL,
-               "[\"header\", \"#token-button\", \"main h1\", \"#submit-attrs\","
+               "[\"header\", \"#token-button\", \"main h1\", \"#edit-graph\", \"#submit-attrs\","
                " \"#submit-form button[type=submit]\"]");
     check_fits(&W, F.dir, "task", widths[i], task,
                "return !!document.getElementById('priority-form');", NULL,

@@ -304,7 +304,7 @@ function route() {
   if (parts[0] === 'task' && parts[1]) return show(taskView(parts[1]));
   if (parts[0] === 'workers') return show(workersView());
   if (parts[0] === 'tokens') return show(tokensView());
-  return show(graphsView());
+  return show(graphsView(q));
 }
 
 function show(v) {
@@ -350,10 +350,19 @@ $('main').addEventListener('focusout', () => {
   if (held) { held = false; setTimeout(refresh, 0); } /* once focus has moved on */
 });
 
-function graphsView() {
+function graphsView(q) {
   const upload = uploadForm();
+  let editing = q.get('edit'); /* a graph to edit: read into the form once */
   return {
     async draw() {
+      if (editing) {
+        const name = editing, v = q.get('version');
+        editing = null;
+        const g = await get('/api/v1/graphs/' + encodeURIComponent(name) +
+          (v ? '?version=' + encodeURIComponent(v) : ''));
+        upload.edit(JSON.stringify(g.graph, null, 2) + '\n', 'version ' + g.version + ' of ' +
+          g.name + ': change it and Upload, for a new version');
+      }
       const [graphs, summary] = await Promise.all([get('/api/v1/graphs'),
         get('/api/v1/summary')]);
       const total = summary.total;
@@ -468,10 +477,21 @@ function uploadForm() {
       el('label', { for: 'upload-text' }, 'graph'), el('div', {}, text, error),
       el('span'), el('div', {}, button)),
     made);
+  let focus = false;
   return {
     show(graphs) {
       latest = new Map(graphs.map((g) => [g.name, g.id]));
+      /* once the page shows it (the view is drawn right after this) */
+      if (focus) setTimeout(() => { text.focus(); text.setSelectionRange(0, 0); });
+      focus = false;
       return box;
+    },
+    /* a graph's text to edit (a graph page's Edit): in the field, the cursor there */
+    edit(graphText, said) {
+      text.value = graphText;
+      fieldGood(text, error);
+      from.textContent = said;
+      focus = true;
     },
   };
 }
@@ -599,6 +619,8 @@ function graphView(name, q) {
         el('div', { class: 'toolbar' }, pick, el('span', { class: 'muted' },
           'graph id ' + g.id + ', uploaded ' + when(g.created_ms)),
         link('#/tasks?graph=' + g.id, 'all its tasks'),
+        el('a', { id: 'edit-graph', href: '#/?edit=' + encodeURIComponent(name) + '&version=' +
+          g.version }, 'Edit'),
         el('button', { type: 'button', onclick: () => form.open() }, 'Submit a task')),
         el('div', { class: 'diagram-box' }, diagram(g.graph, counts, g.id)),
         table(['node', 'type', 'tasks', ...STATES.map((x) => '#' + x)], rows),
