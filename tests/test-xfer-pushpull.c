@@ -1956,6 +1956,61 @@ TEST(hard_links_come_back_as_links) {
   xu_done(tmp);
 }
 
+/* Where the file system will not make a hard link (here: the file has as
+ * many links as ext4 allows, 65,000), the link's path gets a copy of the
+ * file instead, with the snapshot's bytes, mode and time. */
+TEST(a_hard_link_the_file_system_refuses_is_a_copy) {
+  char *tmp = br_test_tmpdir("xfer-pp-emlink");
+  xu_depot x;
+  xu_depot_start(&x, tmp);
+  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "emlink");
+  xu_make_file(src, "f.bin", 3000, 1);
+  char *f = xu_path(src, "f.bin"), *g = xu_path(src, "g.bin");
+  CHECK(link(f, g) == 0);
+  CHECK(chmod(f, 0640) == 0);
+  struct timespec ts[2] = {{0, UTIME_OMIT}, {1600000000, 42}};
+  CHECK(utimensat(AT_FDCWD, f, ts, 0) == 0);
+  free(f), free(g);
+  br_xfer_opts o;
+  xu_opts(&o, tmp);
+  br_xfer_result res;
+  push_ok(src, ref, &o, &res);
+  pull_ok(ref, dst, &o, &res);
+  same_inode(dst, "f.bin", "g.bin", true);
+  /* g.bin gone, and f.bin (kept in place by the next pull) at its most links */
+  f = xu_path(dst, "f.bin"), g = xu_path(dst, "g.bin");
+  CHECK(unlink(g) == 0);
+  char *many = xu_path(tmp, "many");
+  CHECK(mkdir(many, 0755) == 0);
+  bool full = false;
+  for (int i = 0; i < 70000 && !full; i++) {
+    char name[64];
+    snprintf(name, sizeof name, "%s/%d", many, i);
+    if (link(f, name) != 0) {
+      CHECK_EQ_INT(errno, EMLINK);
+      full = true;
+    }
+  }
+  if (!full) {
+    printf("skipped: this file system takes more than 70,000 links to a file\n");
+  } else {
+    pull_ok(ref, dst, &o, &res);
+    CHECK_EQ_INT(res.files_moved, 0);
+    CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+    same_inode(dst, "f.bin", "g.bin", false);
+    struct stat st;
+    CHECK(lstat(g, &st) == 0);
+    CHECK_EQ_INT(st.st_nlink, 1);
+    CHECK_EQ_INT(st.st_mode & 07777, 0640);
+    CHECK_EQ_INT(st.st_mtim.tv_sec, 1600000000);
+    CHECK_EQ_INT(st.st_mtim.tv_nsec, 42);
+  }
+  free(many), free(f), free(g);
+  free(src), free(dst), free(ref);
+  xu_depot_stop(&x);
+  xu_done(tmp);
+}
+
 TEST(odd_sizes_direct_and_buffered) {
   /* Direct I/O writes whole aligned pieces and truncates a file back to its
    * size: sizes around the alignment and the chunk size, a chunk size that
