@@ -39,6 +39,18 @@ TEST(farm_agent_killed_mid_job) {
                                         "{\"shell\":\"echo x >> {out}/long-{index}.ran; " FARM_REC_SHELL("long", "2") "\"}"),
                     out, 0, NULL);
   CHECK(wait_running(&f, 6, 30));
+  /* the server counts a job running once it is given to the agent; k1's
+   * two are killed once they have started there (their attribute files
+   * made), or the kill may come between and leave nothing to clear below */
+  char cmd[1024];
+  snprintf(cmd, sizeof cmd, "ls '%s/agent-k1/run' | grep -c '^inv-.*\\.json$'", f.dir);
+  bool started = false;
+  for (double end = farm_now() + 20; !started && farm_now() < end; usleep(20000)) {
+    char *w = farm_capture(cmd);
+    started = strcmp(w, "2") == 0;
+    free(w);
+  }
+  CHECK(started);
   kill(f.agents[0], SIGKILL); /* k1, with two jobs */
   farm_wait(f.agents[0]);
   f.agents[0] = 0;
@@ -55,7 +67,6 @@ TEST(farm_agent_killed_mid_job) {
   CHECK(iv.lost >= 2);
   CHECK_EQ_INT(iv.dup_ok, 0);
   /* the lost ones were k1's */
-  char cmd[1024];
   snprintf(cmd, sizeof cmd, "sqlite3 '%s/farm.braid.db' \"select distinct worker from invocations where status='lost'\"", f.dir);
   char *w = farm_capture(cmd);
   CHECK_EQ_STR(w, "k1");
