@@ -279,10 +279,10 @@ static int cmp_inode(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
-/* Files of the tree that are one inode (hard links): each after the first
- * (in path order) is marked a link of it. */
 static bool linked(const pfile *f) { return f->type == BR_XFER_FILE && f->st.st_nlink > 1; }
 
+/* Files of the tree that are one inode (hard links): each after the first
+ * (in path order) is marked a link of it. */
 static int find_links(pjob *j, br_error *err) {
   size_t k = 0;
   for (size_t i = 0; i < j->n; i++) k += linked(&j->files[i]);
@@ -293,10 +293,11 @@ static int find_links(pjob *j, br_error *err) {
   for (size_t i = 0; i < j->n; i++)
     if (linked(&j->files[i])) v[k++] = &j->files[i];
   qsort(v, k, sizeof *v, cmp_inode); /* by inode, then path order (files is sorted) */
-  for (size_t i = 1; i < k; i++) {
-    pfile *lead = v[i - 1]->lead ? &j->files[v[i - 1]->lead - 1] : v[i - 1];
-    if (v[i]->st.st_dev == lead->st.st_dev && v[i]->st.st_ino == lead->st.st_ino)
-      v[i]->lead = (size_t)(lead - j->files) + 1;
+  for (size_t i = 1, first = 0; i < k; i++) {
+    if (v[i]->st.st_dev == v[first]->st.st_dev && v[i]->st.st_ino == v[first]->st.st_ino)
+      v[i]->lead = (size_t)(v[first] - j->files) + 1;
+    else
+      first = i;
   }
   free(v);
   return BR_OK;
