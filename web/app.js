@@ -700,12 +700,18 @@ async function act(id, what, body) {
 }
 
 /* The name a submission was given for group id g, or null (none, or the
- * names cannot be read). */
+ * names cannot be read). A group gets its name when it is made and keeps
+ * it, so each id is asked about once, not at every redraw of a page that
+ * shows it (a failed answer is not kept). */
+const groupNames = new Map();
 async function groupName(g) {
+  const id = String(g);
+  if (groupNames.has(id)) return groupNames.get(id);
   try {
     const names = (await get('/api/v1/groups')).groups || {};
-    const hit = Object.entries(names).find(([, id]) => String(id) === String(g));
-    return hit ? hit[0] : null;
+    for (const [name, gid] of Object.entries(names)) groupNames.set(String(gid), name);
+    if (!groupNames.has(id)) groupNames.set(id, null);
+    return groupNames.get(id);
   } catch (e) {
     return null;
   }
