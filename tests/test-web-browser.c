@@ -785,7 +785,34 @@ TEST(web_ui_acts_on_a_whole_submission) {
   snprintf(text, sizeof text, "return document.getElementById('group-actions')"
            ".textContent.startsWith('Group shotA (%lld):');", (long long)gid);
   UNTIL(&W, text, NULL);
-  click(&W, "#group-actions button:nth-of-type(2)"); /* Pause */
+  /* a redraw (here on a task's event) puts what it draws into the elements
+   * already there: a button found before it is the one after it, so a click
+   * that lands as the page is drawn again is not lost on a button taken
+   * away (before, every redraw made main anew and such a click failed:
+   * "stale element reference") */
+  char *pause = find(&W, "#group-actions button:nth-of-type(2)");
+  json_decref(js(&W, "document.querySelector('main table tbody tr').mark = 1;"
+                     " document.getElementById('group-actions').mark = 1;", NULL));
+  snprintf(q, sizeof q, "/api/v1/tasks?group=%lld&limit=1", (long long)gid);
+  json_t *got = NULL;
+  CHECK_EQ_INT(farm_call(&F, F.user, "GET", q, NULL, &got), 200);
+  json_int_t first = json_integer_value(json_object_get(json_array_get(json_object_get(got,
+                                        "tasks"), 0), "id"));
+  json_decref(got);
+  snprintf(q, sizeof q, "/api/v1/tasks/%lld/priority", (long long)first);
+  json_t *prio = json_pack("{si}", "priority", 7);
+  CHECK_EQ_INT(farm_call(&F, F.user, "PUT", q, prio, NULL), 200);
+  json_decref(prio);
+  UNTIL(&W, "return [...document.querySelectorAll('main table tbody tr td.num')]"
+            ".some((td) => td.textContent === '7');", NULL);
+  json_t *kept = js(&W, "return document.querySelector('main table tbody tr').mark === 1 &&"
+                       " document.getElementById('group-actions').mark === 1;", NULL);
+  CHECK(json_is_true(kept));
+  json_decref(kept);
+  char path[256];
+  snprintf(path, sizeof path, "/element/%s/click", pause);
+  wd_do(&W, "POST", path, NULL); /* Pause, found before the redraw */
+  free(pause);
   snprintf(text, sizeof text, "group shotA (%lld): pause, 2 tasks", (long long)gid);
   flash_says(&W, text, false);
   UNTIL(&W, "return [...document.querySelectorAll('main table tbody tr')]"

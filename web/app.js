@@ -50,12 +50,25 @@ function showLogin(message) {
 
 /* ---- small DOM helpers ---- */
 
+/* The draw an element was made in (see refresh): a redraw reuses the
+ * elements on the page in place of the ones it just made, and keeps as
+ * they are the ones made before it (a view's forms). */
+let drawGen = 0;
+
+/* Handlers are set as properties (onclick...), one per event, and named
+ * in e.on, so that a redraw can move them to the element it keeps. */
+function handle(e, k, v) {
+  e[k] = v;
+  (e.on || (e.on = [])).push(k);
+}
+
 function el(tag, attrs, ...kids) {
   const e = document.createElement(tag);
+  e.gen = drawGen;
   for (const [k, v] of Object.entries(attrs || {})) {
     if (v === undefined || v === null || v === false) continue;
     if (k === 'class') e.className = v;
-    else if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
+    else if (k.startsWith('on')) handle(e, k, v);
     else e.setAttribute(k, v === true ? '' : v);
   }
   for (const k of kids.flat(Infinity)) {
@@ -127,10 +140,11 @@ const SVG = 'http://www.w3.org/2000/svg';
 
 function svg(tag, attrs, ...kids) {
   const e = document.createElementNS(SVG, tag);
+  e.gen = drawGen;
   for (const [k, v] of Object.entries(attrs || {})) {
     if (v === undefined || v === null) continue;
     if (k === 'class') e.setAttribute('class', v);
-    else if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
+    else if (k.startsWith('on')) handle(e, k, v);
     else e.setAttribute(k, v);
   }
   for (const k of kids.flat(Infinity))
@@ -319,10 +333,65 @@ function editing() {
     a.matches('input, textarea, select');
 }
 
+/* Puts kids in parent in this order. Where parent already has a node like
+ * the new one at that place (same tag, or both text), that node stays and
+ * takes the new one's attributes, handlers, text and children: a button
+ * or a row that looks the same is the same element after a redraw, so a
+ * click that lands as the page is drawn again is not lost on a node just
+ * taken away (and the scroll and a selection stay). Nodes in kept (made
+ * before this draw: a view's forms) are put in place as they are, never
+ * made into another. Fields made at each draw are replaced, not changed:
+ * a field's value is not its attribute once the user has touched it. */
+function morph(parent, kids, kept) {
+  let i = 0;
+  for (const k of kids) {
+    const old = parent.childNodes[i++];
+    if (old === k) continue;
+    if (old && alike(old, k) && !kept.has(old) && !kept.has(k)) patch(old, k, kept);
+    else parent.insertBefore(k, old || null);
+  }
+  while (parent.childNodes.length > i) parent.lastChild.remove();
+}
+
+function alike(a, b) {
+  if (a.nodeType !== b.nodeType) return false;
+  if (a.nodeType === Node.TEXT_NODE) return true;
+  return a.nodeType === Node.ELEMENT_NODE && a.namespaceURI === b.namespaceURI &&
+    a.tagName === b.tagName && !a.matches('input, select, textarea');
+}
+
+function patch(old, k, kept) {
+  if (old.nodeType === Node.TEXT_NODE) {
+    if (old.data !== k.data) old.data = k.data;
+    return;
+  }
+  for (const a of [...old.attributes])
+    if (a.name !== 'style' && !k.hasAttribute(a.name)) old.removeAttribute(a.name);
+  for (const a of k.attributes)
+    if (a.name !== 'style' && old.getAttribute(a.name) !== a.value) old.setAttribute(a.name, a.value);
+  /* CSP: no style="" is set, but the style object may be */
+  if (old.style.cssText !== k.style.cssText) old.style.cssText = k.style.cssText;
+  for (const h of old.on || []) old[h] = null;
+  for (const h of k.on || []) old[h] = k[h];
+  old.on = k.on;
+  morph(old, [...k.childNodes], kept);
+}
+
+/* The nodes of a new draw made before it: those a view keeps. */
+function keptIn(kids, kept = new Set()) {
+  for (const k of kids) {
+    if (k.nodeType !== Node.ELEMENT_NODE) continue;
+    if (k.gen !== drawGen) kept.add(k);
+    else keptIn(k.childNodes, kept);
+  }
+  return kept;
+}
+
 /* Draws the view again. The same view is not drawn again under the user's
  * typing (events redraw it every few seconds on a busy farm): that waits
  * until the field loses focus. A view's forms are made once and kept, so a
- * redraw keeps what is typed in them. */
+ * redraw keeps what is typed in them; the rest of a redraw goes into the
+ * elements already there (morph). Another view replaces main's content. */
 let refreshing = false, again = false, held = false;
 async function refresh() {
   if (!view) return;
@@ -330,11 +399,15 @@ async function refresh() {
   if (refreshing) { again = true; return; }
   refreshing = true;
   const v = view;
+  drawGen++;
   try {
     const content = await v.draw();
     if (v === view && v === drawn && editing()) held = true; /* typed in while drawing */
     else if (v === view) {
-      $('main').replaceChildren(...[content].flat(Infinity).filter((k) => k));
+      const kids = [content].flat(Infinity).filter((k) => k)
+        .map((k) => (k instanceof Node ? k : document.createTextNode(String(k))));
+      if (v === drawn) morph($('main'), kids, keptIn(kids));
+      else $('main').replaceChildren(...kids);
       drawn = v;
     }
   } catch (e) {
@@ -970,6 +1043,11 @@ async function listen() {
       live.textContent = 'live';
       live.className = 'live on';
       wait = 1000;
+      /* without an event to start from, what changed before the stream was
+       * up (since the page was drawn, before the login) is not sent: the
+       * view is drawn again. A reconnection asks for what it missed, or
+       * is told of a gap. */
+      if (!lastId) refreshSoon(0);
       const reader = res.body.getReader();
       const dec = new TextDecoder();
       let buf = '';
