@@ -1920,6 +1920,7 @@ TEST(hard_links_come_back_as_links) {
   xu_opts(&o, tmp);
   br_xfer_result res;
   push_ok(src, ref, &o, &res);
+  CHECK_EQ_INT(res.hashed_bytes, 3000 + 700 * 1024 + 10); /* each inode read once */
   for (int round = 0; round < 4; round++) {
     if (round == 2) { /* broken in the destination: a copy in the link's place */
       char *from = xu_path(dst, "big/sim.vdb"), *to = xu_path(dst, "z.vdb"), *tmpf;

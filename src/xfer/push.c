@@ -67,7 +67,9 @@ typedef struct pfile {
   size_t published; /* a large file's chunks hashed so far (under mu; see hash_large) */
   size_t taken;     /* of those, taken by the loop (take_chunks) */
   size_t lead;      /* a hard link of the job's files[lead - 1] (0: none), the
-                     * first path of its inode */
+                     * first path of its inode: not hashed nor sent, it takes
+                     * that file's digests */
+  int64_t nlinks;   /* a lead: how many files are its links (done with it) */
 } pfile;
 
 typedef struct pjob {
@@ -281,8 +283,18 @@ static int cmp_inode(const void *a, const void *b) {
 
 static bool linked(const pfile *f) { return f->type == BR_XFER_FILE && f->st.st_nlink > 1; }
 
+/* Two names of one inode, seen as the same file: one that changed between
+ * their stats is hashed under each name (and is no link in the manifest
+ * unless the digests agree). */
+static bool same_file(const pfile *a, const pfile *b) {
+  return a->st.st_dev == b->st.st_dev && a->st.st_ino == b->st.st_ino &&
+         a->st.st_size == b->st.st_size &&
+         br_xfer__mtime_ns(&a->st) == br_xfer__mtime_ns(&b->st) &&
+         br_xfer__ctime_ns(&a->st) == br_xfer__ctime_ns(&b->st);
+}
+
 /* Files of the tree that are one inode (hard links): each after the first
- * (in path order) is marked a link of it. */
+ * (in path order) is marked a link of it, and is read once, as it. */
 static int find_links(pjob *j, br_error *err) {
   size_t k = 0;
   for (size_t i = 0; i < j->n; i++) k += linked(&j->files[i]);
@@ -294,10 +306,12 @@ static int find_links(pjob *j, br_error *err) {
     if (linked(&j->files[i])) v[k++] = &j->files[i];
   qsort(v, k, sizeof *v, cmp_inode); /* by inode, then path order (files is sorted) */
   for (size_t i = 1, first = 0; i < k; i++) {
-    if (v[i]->st.st_dev == v[first]->st.st_dev && v[i]->st.st_ino == v[first]->st.st_ino)
+    if (same_file(v[i], v[first])) {
       v[i]->lead = (size_t)(v[first] - j->files) + 1;
-    else
+      v[first]->nlinks++;
+    } else {
       first = i;
+    }
   }
   free(v);
   return BR_OK;
@@ -750,6 +764,12 @@ static void drop_chunk(push *p, pfile *f, uint32_t c) {
   f->kept[c] = NULL;
 }
 
+/* A file is in the depot, and so are its hard links (see find_links). */
+static void file_done(push *p, const pfile *f) {
+  p->eng.prog.files_done += 1 + f->nlinks;
+  p->eng.prog.bytes_done += f->nlinks * f->st.st_size;
+}
+
 /* A chunk is in the depot now (sent, or found there). */
 static void resolved(push *p, cref *c, bool sent) {
   pfile *f = c->f;
@@ -759,7 +779,7 @@ static void resolved(push *p, cref *c, bool sent) {
   if (f->kept) drop_chunk(p, f, c->chunk);
   if (--f->unresolved == 0) {
     drop_data(p, f);
-    p->eng.prog.files_done++;
+    file_done(p, f);
     if (f->moved) p->res->files_moved++;
   }
 }
@@ -794,9 +814,10 @@ static int take_chunks(push *p, pfile *f, size_t upto) {
 /* A hashed file enters the loop (what of it did not already). */
 static int take_file(push *p, pfile *f) {
   if (f->type != BR_XFER_FILE) return BR_OK;
+  if (f->lead) return BR_OK; /* done with its lead */
   if (f->nchunks == 0) {
     f->unresolved = 0;
-    p->eng.prog.files_done++;
+    file_done(p, f);
     return BR_OK;
   }
   return take_chunks(p, f, f->nchunks);
@@ -1285,10 +1306,15 @@ static int commit_build(br_xfer__req *r, br_xfer__buf *body, br_error *err) {
       e.chunks = f->chunks;
       e.nchunks = f->nchunks;
       const pfile *l = f->lead ? &j->files[f->lead - 1] : NULL;
-      /* never a link the depot would refuse (a file that changed after
-       * the scan is reported anyway) */
-      if (l && l->st.st_size == f->st.st_size && !br_xfer__digest_cmp(&l->digest, &f->digest))
+      if (l) { /* one inode: its lead's bytes, read once (and stat'ed after) */
+        e.mode = l->st.st_mode & 07777;
+        e.size = l->st.st_size;
+        e.mtime_ns = br_xfer__mtime_ns(&l->st);
+        e.digest = l->digest;
+        e.chunks = l->chunks;
+        e.nchunks = l->nchunks;
         e.same_as = l->rel;
+      }
     }
     e.target = f->target;
     rc = br_xfer_manifest_add(m, &e, err);
@@ -1391,6 +1417,7 @@ static int plan_hashing(push *p, br_error *err) {
       pfile *f = &p->jobs[j].files[i];
       f->job = (uint32_t)j;
       if (f->type != BR_XFER_FILE) continue;
+      if (f->lead) continue; /* read as its lead */
       if (f->st.st_size <= p->o->small_file) p->small_total += f->st.st_size;
       if (br_xfer__hcache_get(p->hc, &f->st, p->chunk_size, &f->digest, &f->chunks,
                               &f->nchunks))
