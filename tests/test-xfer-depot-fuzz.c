@@ -95,8 +95,7 @@ TEST(depot_api_survives_mutated_requests) {
   xu_opts(&xo, tmp);
   xo.chunk_size = 65536;
   char *ref = xu_ref(x.url, "shot/fz");
-  br_xfer_result res;
-  CHECK_EQ_INT(br_xfer_push(src, ref, &xo, &res, &err), BR_OK);
+  xu_push_ok(src, ref, &xo, NULL);
   jm_answer a;
   CHECK_EQ_INT(call(XU_TOKEN, "/v1/snapshot?name=shot/fz", NULL, 0, NULL, &a), 200);
   char *manifest = strdup(a.buf);
@@ -182,10 +181,7 @@ TEST(depot_api_survives_mutated_requests) {
     snprintf(vref, sizeof vref, "%s@v%lld", ref2, (long long)v);
     snprintf(vdir, sizeof vdir, "fz2-v%lld", (long long)v);
     char *dir = xu_path(tmp, vdir);
-    br_error_clear(&err);
-    int rc = br_xfer_pull(vref, dir, &xo, &res, &err);
-    if (rc) fprintf(stderr, "pull of %s: %s\n", vref, err.msg);
-    CHECK_EQ_INT(rc, BR_OK);
+    xu_pull_ok(vref, dir, &xo, NULL);
     free(dir);
   }
   printf("%lld versions committed from mutated manifests, all pulled\n", (long long)latest);
@@ -193,7 +189,7 @@ TEST(depot_api_survives_mutated_requests) {
   free(ref2);
   /* still whole: the snapshot pulls back equal, and the store checks clean */
   char *dst = xu_path(tmp, "dst");
-  CHECK_EQ_INT(br_xfer_pull(ref, dst, &xo, &res, &err), BR_OK);
+  xu_pull_ok(ref, dst, &xo, NULL);
   CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
   char *root = strdup(x.root);
   xu_depot_stop(&x);

@@ -669,13 +669,12 @@ TEST(plain_chunks_that_did_not_compress_are_not_tried_again) {
   xu_make_file(src2, "f.0002.bgeo", 20000, 9);
   br_xfer_opts xo;
   xu_opts(&xo, tmp);
-  br_xfer_result res;
   char *ref = xu_ref(x.url, "marks"), *ref2 = xu_ref(x.url, "plain");
-  CHECK_EQ_INT(br_xfer_push(src, ref, &xo, &res, NULL), BR_OK);
+  xu_push_ok(src, ref, &xo, NULL);
   xo.compress = false;
-  CHECK_EQ_INT(br_xfer_push(src2, ref2, &xo, &res, NULL), BR_OK);
+  xu_push_ok(src2, ref2, &xo, NULL);
   xo.compress = true;
-  CHECK_EQ_INT(br_xfer_pull(ref, dst, &xo, &res, NULL), BR_OK);
+  xu_pull_ok(ref, dst, &xo, NULL);
   CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
   uint8_t rnd[20000];
   br_xfer_digest dt, d1, d2;
@@ -733,10 +732,9 @@ TEST(push_tries_zstd_again_after_a_run_of_files_that_did_not) {
   }
   br_xfer_opts xo;
   xu_opts(&xo, tmp);
-  br_xfer_result res;
   char *ref = xu_ref(x.url, "run");
-  CHECK_EQ_INT(br_xfer_push(src, ref, &xo, &res, NULL), BR_OK);
-  CHECK_EQ_INT(br_xfer_pull(ref, dst, &xo, &res, NULL), BR_OK);
+  xu_push_ok(src, ref, &xo, NULL);
+  xu_pull_ok(ref, dst, &xo, NULL);
   CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
   xu_depot_stop(&x);
   for (int i = 0; i < NR; i++) CHECK_EQ_INT(stored_raw(root, &dr[i]), -1);
@@ -1482,9 +1480,8 @@ TEST(depot_mounted_in_another_server) {
   if (asprintf(&ref, "depot://127.0.0.1:%d/mounted/x", x.port) < 0) abort();
   br_xfer_opts xo;
   xu_opts(&xo, tmp);
-  br_xfer_result res;
-  CHECK_EQ_INT(br_xfer_push(src, ref, &xo, &res, NULL), BR_OK);
-  CHECK_EQ_INT(br_xfer_pull(ref, dst, &xo, &res, NULL), BR_OK);
+  xu_push_ok(src, ref, &xo, NULL);
+  xu_pull_ok(ref, dst, &xo, NULL);
   CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
   MHD_stop_daemon(mhd);
   br_depot_stop(h.d);

@@ -86,10 +86,7 @@ static void fx_setup_as(fx *f, const char *name, unsigned seed, bool text) {
   f->o.progress_interval = 0.0001;
   /* Push straight to the depot, then pull through the proxy. */
   char *direct = xu_ref(f->depot.url, "shot/fx");
-  br_xfer_result res;
-  br_error err;
-  br_error_clear(&err);
-  CHECK_EQ_INT(br_xfer_push(f->src, direct, &f->o, &res, &err), BR_OK);
+  xu_push_ok(f->src, direct, &f->o, NULL);
   free(direct);
   CHECK_EQ_INT(xp_start(&f->proxy, f->depot.port, seed), 0);
   char url[128];
@@ -299,18 +296,15 @@ TEST(push_through_cuts) {
   xu_make_file(src2, "new/b.0001.vdb", 600 * 1024, 98);
   xp_fault fault = {XP_CUT, "application/json", NULL, 0, 3, -1, 0, 0, 0};
   xp_set(&f.proxy, fault);
-  br_xfer_result res;
-  br_error err;
-  br_error_clear(&err);
   char url[128];
   snprintf(url, sizeof url, "depot://127.0.0.1:%d/shot/push", f.proxy.port);
-  CHECK_EQ_INT(br_xfer_push(src2, url, &f.o, &res, &err), BR_OK);
+  xu_push_ok(src2, url, &f.o, NULL);
   CHECK(xp_hits(&f.proxy) >= 1);
   no_backwards(&f);
   xp_fault none = {XP_NONE, NULL, NULL, 0, 0, 0, 0, 0, 0};
   xp_set(&f.proxy, none);
   char *d2 = xu_path(f.tmp, "d2");
-  CHECK_EQ_INT(br_xfer_pull(url, d2, &f.o, &res, &err), BR_OK);
+  xu_pull_ok(url, d2, &f.o, NULL);
   CHECK_EQ_INT(xu_tree_diff(src2, d2), 0);
   free(d2);
   free(src2);

@@ -19,15 +19,6 @@ static void tree(const char *dir, int first, int count, size_t size, uint64_t se
   xu_make_frames(dir, "f/f.%04d.bgeo", first, count, size, seed + (uint64_t)first);
 }
 
-static void push_ok(const char *src, const char *ref, br_xfer_opts *o, int64_t want) {
-  br_xfer_result res;
-  br_error err;
-  br_error_clear(&err);
-  int rc = br_xfer_push(src, ref, o, &res, &err);
-  if (rc) br_test_fail(__FILE__, __LINE__, "push %s: %s", ref, err.msg);
-  if (want) CHECK_EQ_INT(res.version, want);
-}
-
 static void pull_same(const char *ref, const char *dst, const char *src, br_xfer_opts *o) {
   br_xfer_result res;
   br_error err;
@@ -65,9 +56,9 @@ TEST(rm_then_gc_frees_only_what_nobody_names) {
    * is named. So v1's own chunks are in packs of their own. */
   char *seed = xu_path(tmp, "seed"), *rs = xu_ref(x.url, "seed/x");
   tree(seed, 20, 20, 20000, 1);
-  push_ok(seed, rs, &o, 1);
-  push_ok(a, ref, &o, 1);
-  push_ok(b, ref, &o, 2);
+  CHECK_EQ_INT(xu_push_ok(seed, rs, &o, NULL), 1);
+  CHECK_EQ_INT(xu_push_ok(a, ref, &o, NULL), 1);
+  CHECK_EQ_INT(xu_push_ok(b, ref, &o, NULL), 2);
   br_error err;
   CHECK_EQ_INT(br_depot_rm(x.root, "seed/x", 1, &err), BR_OK);
   br_depot_gc_result r;
@@ -98,7 +89,7 @@ TEST(rm_then_gc_frees_only_what_nobody_names) {
   CHECK_EQ_INT(br_xfer_pull(r1, dst, &o, &res, &err), BR_ENOTFOUND);
   CHECK_CONTAINS(err.msg, "removed");
   CHECK_EQ_INT(br_depot_rm(x.root, "shot/fx", 2, &err), BR_OK);
-  push_ok(a, ref, &o, 3); /* never v1 or v2 again; its chunks go up again */
+  CHECK_EQ_INT(xu_push_ok(a, ref, &o, NULL), 3); /* never v1 or v2 again; its chunks go up again */
   pull_same(ref, dst, a, &o);
   CHECK_EQ_INT(br_depot_gc(x.root, 0, false, &r, &err), BR_OK);
   fsck_ok(x.root);
@@ -171,8 +162,8 @@ static void repack_case(const char *name, bool text) {
     else tree(b, i, 1, 10000, 5);
   }
   char *ra = xu_ref(x.url, "a"), *rb = xu_ref(x.url, "b");
-  push_ok(a, ra, &o, 1);
-  push_ok(b, rb, &o, 1);
+  CHECK_EQ_INT(xu_push_ok(a, ra, &o, NULL), 1);
+  CHECK_EQ_INT(xu_push_ok(b, rb, &o, NULL), 1);
   CHECK_EQ_INT(compressed_objects(x.root), text ? 60 : 0);
   br_error err;
   br_depot_gc_result r;
@@ -317,8 +308,8 @@ TEST(gc_and_rm_from_the_command_line) {
   char *a = xu_path(tmp, "a");
   tree(a, 0, 5, 1000, 8);
   char *ref = xu_ref(x.url, "cli/t");
-  push_ok(a, ref, &o, 1);
-  push_ok(a, ref, &o, 2);
+  CHECK_EQ_INT(xu_push_ok(a, ref, &o, NULL), 1);
+  CHECK_EQ_INT(xu_push_ok(a, ref, &o, NULL), 2);
   const char *bin = getenv("BRAID_BIN");
   CHECK(bin != NULL);
   char cmd[4096];
@@ -433,9 +424,9 @@ TEST(gc_and_rm_over_http_with_an_admin_token) {
   tree(b, 7, 10, 3000, 4);
   tree(seed, 7, 3, 3000, 4);
   char *ref = xu_ref(url, "remote/fx");
-  push_ok(seed, rs, &o, 1);
-  push_ok(a, ref, &o, 1);
-  push_ok(b, ref, &o, 2);
+  CHECK_EQ_INT(xu_push_ok(seed, rs, &o, NULL), 1);
+  CHECK_EQ_INT(xu_push_ok(a, ref, &o, NULL), 1);
+  CHECK_EQ_INT(xu_push_ok(b, ref, &o, NULL), 2);
   br_error serr;
   CHECK_EQ_INT(br_depot_rm(droot, "seed/x", 1, &serr), BR_OK);
   free(seed);
@@ -569,7 +560,7 @@ TEST(depot_lists_its_versions_on_its_root_and_over_http) {
   const char *names[] = {"shot/a", "shot/a", "shot/b", "shotx", "other"};
   for (size_t i = 0; i < 5; i++) {
     char *r = xu_ref(x.url, names[i]);
-    push_ok(src, r, &o, i == 1 ? 2 : 1);
+    CHECK_EQ_INT(xu_push_ok(src, r, &o, NULL), i == 1 ? 2 : 1);
     free(r);
   }
   br_depot_entry *v = NULL, *w = NULL;
@@ -638,12 +629,12 @@ TEST(depot_rm_and_gc_from_the_library_over_http) {
   char *ref = xu_ref(url, "lib/fx");
   char *seed = xu_path(tmp, "seed"), *rs = xu_ref(url, "seed/x");
   tree(seed, 7, 3, 3000, 6);
-  push_ok(seed, rs, &o, 1);
+  CHECK_EQ_INT(xu_push_ok(seed, rs, &o, NULL), 1);
   CHECK_EQ_INT(br_depot_rm(root, "seed/x", 1, &err), BR_OK);
   free(seed);
   free(rs);
   tree(src, 0, 10, 3000, 6);
-  push_ok(src, ref, &o, 1);
+  CHECK_EQ_INT(xu_push_ok(src, ref, &o, NULL), 1);
   for (int i = 0; i < 7; i++) {
     char rel[48];
     snprintf(rel, sizeof rel, "f/f.%04d.bgeo", i);
@@ -652,7 +643,7 @@ TEST(depot_rm_and_gc_from_the_library_over_http) {
     free(p);
   }
   tree(src, 10, 7, 3000, 6);
-  for (int v = 2; v <= 3; v++) push_ok(src, ref, &o, v);
+  for (int v = 2; v <= 3; v++) CHECK_EQ_INT(xu_push_ok(src, ref, &o, NULL), v);
   br_xfer_version v1[] = {{"lib/fx", 1}}, v1_v9[] = {{"lib/fx", 1}, {"lib/fx", 9}},
                   v3[] = {{"lib/fx", 3}};
   bool removed[2] = {true, true};
@@ -771,7 +762,7 @@ TEST(packs_a_crash_left_unindexed_are_collected) {
   char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst");
   char *ref = xu_ref(x.url, "shot/cache");
   tree(src, 0, 30, 5000, 9);
-  push_ok(src, ref, &o, 1);
+  CHECK_EQ_INT(xu_push_ok(src, ref, &o, NULL), 1);
   char *packs = xu_path(x.root, "packs");
   char *old = xu_path(packs, "cutoffbyacrashaaaaaa.pack");
   char *young = xu_path(packs, "onitswaytoitsindexaa.pack");

@@ -112,8 +112,7 @@ TEST(sigkill_client_pull_then_resume) {
   char *ref = xu_ref(x.url, "shot/kill");
   br_xfer_opts o;
   xu_opts(&o, k.tmp);
-  br_xfer_result res;
-  CHECK_EQ_INT(br_xfer_push(k.src, ref, &o, &res, NULL), BR_OK);
+  xu_push_ok(k.src, ref, &o, NULL);
   unsigned seed = 42;
   for (int round = 0; round < 8; round++) {
     char *argv[] = {(char *)k.bin, "pull",   "-q",      "--token-file", k.tokfile, "--cache",
@@ -248,10 +247,7 @@ TEST(sigkill_depot_during_push_then_resume) {
   check_objects(root, true);
   /* The latest version is the tree as it is now. */
   xu_opts(&o, k.tmp);
-  br_xfer_result res;
-  br_error err;
-  br_error_clear(&err);
-  CHECK_EQ_INT(br_xfer_pull(url, k.dst, &o, &res, &err), BR_OK);
+  xu_pull_ok(url, k.dst, &o, NULL);
   CHECK_EQ_INT(xu_tree_diff(k.src, k.dst), 0);
   kill(depot, SIGTERM);
   CHECK_EQ_INT(wait_exit(depot), 0);
@@ -321,7 +317,7 @@ TEST(disk_full_mid_pull) {
   br_xfer_result res;
   br_error err;
   br_error_clear(&err);
-  CHECK_EQ_INT(br_xfer_push(k.src, ref, &o, &res, &err), BR_OK);
+  xu_push_ok(k.src, ref, &o, &res);
   if (!small_disk(k.dst, "1m")) {
     xu_depot_stop(&x);
     kx_free(&k);
@@ -333,10 +329,7 @@ TEST(disk_full_mid_pull) {
   CHECK_CONTAINS(err.msg, "disk full");
   check_visible(&k, k.dst); /* what is there is whole; the rest is not there */
   CHECK(mount("tmpfs", k.dst, "tmpfs", MS_REMOUNT, "size=16m") == 0);
-  br_error_clear(&err);
-  rc = br_xfer_pull(ref, k.dst, &o, &res, &err);
-  if (rc) fprintf(stderr, "pull: %s\n", err.msg);
-  CHECK_EQ_INT(rc, BR_OK);
+  xu_pull_ok(ref, k.dst, &o, &res);
   CHECK_EQ_INT(xu_tree_diff(k.src, k.dst), 0);
   umount(k.dst);
   free(ref);
@@ -358,7 +351,7 @@ TEST(disk_full_with_small_files_only) {
   br_xfer_result res;
   br_error err;
   br_error_clear(&err);
-  CHECK_EQ_INT(br_xfer_push(src, ref, &o, &res, &err), BR_OK);
+  xu_push_ok(src, ref, &o, &res);
   if (small_disk(dst, "1m")) {
     br_error_clear(&err);
     CHECK_EQ_INT(br_xfer_pull(ref, dst, &o, &res, &err), BR_EIO);
@@ -370,8 +363,7 @@ TEST(disk_full_with_small_files_only) {
              "cd '%s' && for f in *.exr; do [ -e \"$f\" ] || continue; cmp -s \"$f\" '%s'/\"$f\" || exit 1; done", dst, src);
     CHECK_EQ_INT(system(cmd), 0);
     CHECK(mount("tmpfs", dst, "tmpfs", MS_REMOUNT, "size=16m") == 0);
-    br_error_clear(&err);
-    CHECK_EQ_INT(br_xfer_pull(ref, dst, &o, &res, &err), BR_OK);
+    xu_pull_ok(ref, dst, &o, &res);
     CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
     umount(dst);
   }
@@ -405,14 +397,9 @@ TEST(a_sparse_file_needs_the_room_of_its_data) {
   br_xfer_opts o;
   xu_opts(&o, tmp);
   br_xfer_result res;
-  br_error err;
-  br_error_clear(&err);
-  CHECK_EQ_INT(br_xfer_push(src, ref, &o, &res, &err), BR_OK);
+  xu_push_ok(src, ref, &o, &res);
   if (small_disk(dst, "8m")) {
-    br_error_clear(&err);
-    int rc = br_xfer_pull(ref, dst, &o, &res, &err);
-    if (rc) fprintf(stderr, "pull: %s\n", err.msg);
-    CHECK_EQ_INT(rc, BR_OK);
+    xu_pull_ok(ref, dst, &o, &res);
     CHECK_EQ_INT(res.chunks_moved, 2);
     CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
     struct stat st;

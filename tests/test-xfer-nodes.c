@@ -181,9 +181,7 @@ TEST(two_pulls_on_one_host_share_the_content_cache) {
   br_xfer_opts o;
   xu_opts(&o, e.tmp);
   char *ref = xu_ref(e.d.url, "assets/tree");
-  br_xfer_result res;
-  br_error err;
-  CHECK_EQ_INT(br_xfer_push(src, ref, &o, &res, &err), BR_OK);
+  xu_push_ok(src, ref, &o, NULL);
   /* Two tasks (children of the start task), one slot: the second pull
    * finds every file of the first in the cache. */
   char *graph = NULL;
@@ -241,9 +239,7 @@ TEST(failures_end_the_task_in_error_with_a_clear_message) {
   br_xfer_opts o;
   xu_opts(&o, e.tmp);
   char *ref = xu_ref(e.d.url, "assets/tree");
-  br_xfer_result res;
-  br_error err;
-  CHECK_EQ_INT(br_xfer_push(src, ref, &o, &res, &err), BR_OK);
+  xu_push_ok(src, ref, &o, NULL);
   char *graph = NULL;
   if (asprintf(&graph,
                "{\"name\": \"fail\", \"start\": {\"node\": \"start\"},\n"

@@ -37,23 +37,6 @@ static void make_tree(const char *dir, uint64_t seed) {
   free(p);
 }
 
-static int64_t push_ok(const char *src, const char *ref, br_xfer_opts *o, br_xfer_result *res) {
-  br_error err;
-  br_error_clear(&err);
-  int rc = br_xfer_push(src, ref, o, res, &err);
-  if (rc) fprintf(stderr, "push: %s\n", err.msg);
-  CHECK_EQ_INT(rc, BR_OK);
-  return res->version;
-}
-
-static void pull_ok(const char *ref, const char *dst, br_xfer_opts *o, br_xfer_result *res) {
-  br_error err;
-  br_error_clear(&err);
-  int rc = br_xfer_pull(ref, dst, o, res, &err);
-  if (rc) fprintf(stderr, "pull: %s\n", err.msg);
-  CHECK_EQ_INT(rc, BR_OK);
-}
-
 TEST(roundtrip_and_nothing_moves_twice) {
   char *tmp = br_test_tmpdir("xfer-pp-roundtrip");
   xu_depot x;
@@ -67,11 +50,11 @@ TEST(roundtrip_and_nothing_moves_twice) {
   br_xfer_opts o;
   xu_opts(&o, tmp);
   br_xfer_result res;
-  CHECK_EQ_INT(push_ok(src, ref, &o, &res), 1);
+  CHECK_EQ_INT(xu_push_ok(src, ref, &o, &res), 1);
   CHECK_EQ_INT(res.files, 45);
   CHECK(res.chunks_moved > 40);
   CHECK(res.hashed_bytes > 0);
-  pull_ok(ref, dst, &o, &res);
+  xu_pull_ok(ref, dst, &o, &res);
   CHECK_EQ_INT(res.version, 1);
   CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
   CHECK_EQ_INT(xu_count_prefix(dst, ".braid-partial-"), 0);
@@ -86,11 +69,11 @@ TEST(roundtrip_and_nothing_moves_twice) {
   free(p);
   free(q);
   /* Unchanged tree: nothing hashed (cache), nothing sent, a new version. */
-  CHECK_EQ_INT(push_ok(src, ref, &o, &res), 2);
+  CHECK_EQ_INT(xu_push_ok(src, ref, &o, &res), 2);
   CHECK_EQ_INT(res.chunks_moved, 0);
   CHECK_EQ_INT(res.hashed_bytes, 0);
   /* Pull again: every file verified in place, nothing fetched. */
-  pull_ok(ref, dst, &o, &res);
+  xu_pull_ok(ref, dst, &o, &res);
   CHECK_EQ_INT(res.chunks_moved, 0);
   CHECK_EQ_INT(res.files_moved, 0);
   free(src);
@@ -109,26 +92,26 @@ TEST(resim_uploads_only_changed_files) {
   br_xfer_opts o;
   xu_opts(&o, tmp);
   br_xfer_result res;
-  push_ok(src, ref, &o, &res);
+  xu_push_ok(src, ref, &o, &res);
   /* A re-sim changes 3 of 40 frames. */
   xu_make_file(src, "cloth/cloth.0003.bgeo", 2000, 9001);
   xu_make_file(src, "cloth/cloth.0010.bgeo", 2000, 9002);
   xu_make_file(src, "cloth/cloth.0020.bgeo", 2000, 9003);
-  CHECK_EQ_INT(push_ok(src, ref, &o, &res), 2);
+  CHECK_EQ_INT(xu_push_ok(src, ref, &o, &res), 2);
   CHECK_EQ_INT(res.chunks_moved, 3);
   CHECK_EQ_INT(res.files_moved, 3);
   CHECK_EQ_INT(res.hashed_bytes, 6000);
   /* v1 is still there and differs from v2. */
   char *d1 = xu_path(tmp, "d1"), *d2 = xu_path(tmp, "d2"), *r1 = NULL;
   if (asprintf(&r1, "%s@v1", ref) < 0) abort();
-  pull_ok(r1, d1, &o, &res);
+  xu_pull_ok(r1, d1, &o, &res);
   CHECK_EQ_INT(res.version, 1);
-  pull_ok(ref, d2, &o, &res);
+  xu_pull_ok(ref, d2, &o, &res);
   CHECK_EQ_INT(res.version, 2);
   CHECK_EQ_INT(xu_tree_diff(src, d2), 0);
   CHECK(xu_tree_diff(src, d1) != 0);
   /* Pulling v2 over v1's tree fetches the 3 changed files only. */
-  pull_ok(ref, d1, &o, &res);
+  xu_pull_ok(ref, d1, &o, &res);
   CHECK_EQ_INT(res.files_moved, 3);
   CHECK_EQ_INT(xu_tree_diff(src, d1), 0);
   /* v3 changes only a frame's mode and another's mtime: pulled over v2's
@@ -141,8 +124,8 @@ TEST(resim_uploads_only_changed_files) {
   CHECK(chmod(f5, 0750) == 0);
   struct timespec old[2] = {{0, UTIME_OMIT}, {1577836800, 123456789}}; /* 2020-01-01 */
   CHECK(utimensat(AT_FDCWD, f6, old, 0) == 0);
-  CHECK_EQ_INT(push_ok(src, ref, &o, &res), 3);
-  pull_ok(ref, d1, &o, &res);
+  CHECK_EQ_INT(xu_push_ok(src, ref, &o, &res), 3);
+  xu_pull_ok(ref, d1, &o, &res);
   CHECK_EQ_INT(res.files_moved, 0);
   CHECK(stat(g5, &st) == 0);
   CHECK_EQ_INT(st.st_mode & 0777, 0750);
@@ -151,7 +134,7 @@ TEST(resim_uploads_only_changed_files) {
   CHECK_EQ_INT(st.st_mtim.tv_nsec, 123456789);
   char *r2 = NULL;
   if (asprintf(&r2, "%s@v2", ref) < 0) abort();
-  pull_ok(r2, d1, &o, &res);
+  xu_pull_ok(r2, d1, &o, &res);
   CHECK_EQ_INT(res.files_moved, 0);
   CHECK(stat(g5, &st) == 0);
   CHECK_EQ_INT(st.st_mode & 0777, s5.st_mode & 0777);
@@ -181,7 +164,7 @@ TEST(resume_keeps_verified_chunks_of_a_partial) {
   br_xfer_opts o;
   xu_opts(&o, tmp);
   br_xfer_result res;
-  push_ok(src, ref, &o, &res);
+  xu_push_ok(src, ref, &o, &res);
   /* A partial as a cut pull leaves it: chunks 0 and 1 good, chunk 2 torn. */
   size_t len;
   char *sp = xu_path(src, "big.0001.vdb");
@@ -191,7 +174,7 @@ TEST(resume_keeps_verified_chunks_of_a_partial) {
   char *pp = xu_path(dst, pn);
   mkdir(dst, 0755);
   xu_write_file(pp, data, 2 * 256 * 1024 + 1000);
-  pull_ok(ref, dst, &o, &res);
+  xu_pull_ok(ref, dst, &o, &res);
   CHECK_EQ_INT(res.chunks_skipped, 2);
   CHECK_EQ_INT(res.chunks_moved, 3);
   CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
@@ -243,7 +226,7 @@ TEST(push_progress_moves_while_a_bundle_is_sent) {
   o.progress_ud = &seen;
   o.progress_interval = 0.05;
   br_xfer_result res;
-  push_ok(src, ref, &o, &res);
+  xu_push_ok(src, ref, &o, &res);
   CHECK_EQ_INT(res.files_moved, 4);
   CHECK_EQ_INT(res.chunks_moved, 4);
   CHECK_EQ_INT(seen.total, 4 * 60 * 1024);
@@ -271,7 +254,7 @@ TEST(cancel_then_resume) {
   br_xfer_opts o;
   xu_opts(&o, tmp);
   br_xfer_result res;
-  push_ok(src, ref, &o, &res);
+  xu_push_ok(src, ref, &o, &res);
   o.progress = cancel_after_some;
   o.progress_interval = 0.001;
   o.cancel = &cancel_now;
@@ -286,7 +269,7 @@ TEST(cancel_then_resume) {
   cancel_now = 0;
   o.progress = NULL;
   o.bwlimit = 0;
-  pull_ok(ref, dst, &o, &res);
+  xu_pull_ok(ref, dst, &o, &res);
   CHECK(res.chunks_skipped >= 1); /* what arrived before the cancel is kept */
   CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
   free(final);
@@ -311,14 +294,14 @@ TEST(bandwidth_limit_and_compression) {
   xu_opts(&o, tmp);
   o.bwlimit = 4 * 1024 * 1024;
   br_xfer_result res;
-  push_ok(src, ref, &o, &res);
+  xu_push_ok(src, ref, &o, &res);
   /* zstd shrank the zeros: far fewer bytes went than the tree holds. */
   CHECK(res.bytes_moved < 300 * 1024 + 100 * 1024);
-  pull_ok(ref, dst, &o, &res);
+  xu_pull_ok(ref, dst, &o, &res);
   CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
   o.compress = 0;
   char *dst2 = xu_path(tmp, "dst2");
-  pull_ok(ref, dst2, &o, &res);
+  xu_pull_ok(ref, dst2, &o, &res);
   CHECK_EQ_INT(xu_tree_diff(src, dst2), 0);
   free(dst2);
   free(zeros);
@@ -348,15 +331,15 @@ TEST(large_chunks_that_compress_are_pulled_compressed) {
   xu_opts(&o, tmp);
   o.chunk_size = 2 * 1024 * 1024; /* chunks a depot keeps apart from small ones */
   br_xfer_result res;
-  push_ok(src, ref, &o, &res);
+  xu_push_ok(src, ref, &o, &res);
   int64_t pushed = res.bytes_moved;
   CHECK(pushed < (int64_t)(text + noise)); /* each text file shrank to under half */
-  pull_ok(ref, dst, &o, &res);
+  xu_pull_ok(ref, dst, &o, &res);
   CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
   CHECK(res.bytes_moved < pushed + 64 * 1024);
   o.compress = 0;
   char *plain = xu_path(tmp, "plain");
-  pull_ok(ref, plain, &o, &res);
+  xu_pull_ok(ref, plain, &o, &res);
   CHECK_EQ_INT(xu_tree_diff(src, plain), 0);
   CHECK(res.bytes_moved >= (int64_t)(2 * text + noise));
   o.compress = 1;
@@ -368,13 +351,13 @@ TEST(large_chunks_that_compress_are_pulled_compressed) {
   /* v2 keeps one text file; v1 goes, and a gc takes the other's frames */
   char *gone = xu_path(src, "cache/sim.0002.bgeo");
   CHECK_EQ_INT(unlink(gone), 0);
-  push_ok(src, ref, &o, &res);
+  xu_push_ok(src, ref, &o, &res);
   CHECK_EQ_INT(br_depot_rm(x.root, "sim", 1, &err), BR_OK);
   br_depot_gc_result g;
   CHECK_EQ_INT(br_depot_gc(x.root, 0, false, &g, &err), BR_OK);
   CHECK(g.objects_removed >= 3);
   char *after = xu_path(tmp, "after");
-  pull_ok(ref, after, &o, &res);
+  xu_pull_ok(ref, after, &o, &res);
   CHECK_EQ_INT(xu_tree_diff(src, after), 0);
   CHECK_EQ_INT(br_depot_fsck(x.root, &n, &err), BR_OK);
   free(after), free(gone), free(plain), free(src), free(dst), free(ref);
@@ -435,8 +418,8 @@ TEST(zero_chunks_are_holes_not_fetched) {
   xu_opts(&o, tmp); /* 256 KiB chunks: 16 of them zeros */
   o.compress = 0;   /* so the bytes moved show what was fetched */
   br_xfer_result res;
-  push_ok(src, ref, &o, &res);
-  pull_ok(ref, dst, &o, &res);
+  xu_push_ok(src, ref, &o, &res);
+  xu_pull_ok(ref, dst, &o, &res);
   CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
   CHECK(res.bytes_moved < size - hole + 64 * 1024);
   char *got = xu_path(dst, "vol/density.0001.vdb");
@@ -476,8 +459,8 @@ TEST(a_last_shorter_chunk_of_zeros_is_a_hole_not_fetched) {
   xu_opts(&o, tmp); /* 256 KiB chunks, small files up to 64 KiB */
   o.compress = 0;   /* so the bytes moved show what was fetched */
   br_xfer_result res;
-  push_ok(src, ref, &o, &res);
-  pull_ok(ref, dst, &o, &res);
+  xu_push_ok(src, ref, &o, &res);
+  xu_pull_ok(ref, dst, &o, &res);
   CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
   CHECK_EQ_INT(res.chunks_moved, 3);   /* a's first, c's two */
   const int64_t data = 2 * cs + tail; /* of those three */
@@ -523,7 +506,7 @@ TEST(a_resumed_partial_keeps_its_holes) {
   xu_opts(&o, tmp);
   o.compress = 0;
   br_xfer_result res;
-  push_ok(src, ref, &o, &res);
+  xu_push_ok(src, ref, &o, &res);
   /* cut once some of the data came (the holes count as done at once) */
   int64_t past = hole + 2 * cs;
   o.progress = cancel_past;
@@ -545,7 +528,7 @@ TEST(a_resumed_partial_keeps_its_holes) {
   o.progress = NULL;
   o.cancel = NULL;
   o.bwlimit = 0;
-  pull_ok(ref, dst, &o, &res);
+  xu_pull_ok(ref, dst, &o, &res);
   CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
   CHECK_EQ_INT(xu_count_prefix(dst, ".braid-partial-"), 0);
   /* the holes verified as zero chunks, and the two or more chunks of data
@@ -627,7 +610,7 @@ TEST(snapshots_into_one_folder_share_a_path_once_or_refuse) {
   br_xfer_result res;
   for (int i = 0; i < 5; i++) {
     r[i] = xu_ref(x.url, names[i]);
-    push_ok(srcs[i], r[i], &o, &res);
+    xu_push_ok(srcs[i], r[i], &o, &res);
   }
   br_error err;
   br_error_clear(&err);
@@ -699,7 +682,7 @@ TEST(damaged_depot_objects_are_taken_out_and_pushed_again) {
   o.chunk_size = 2 * 1024 * 1024;
   o.retries = 2;
   br_xfer_result res;
-  push_ok(src, ref, &o, &res);
+  xu_push_ok(src, ref, &o, &res);
   /* a 2 MiB chunk is a loose object: damage the first one found */
   char loose[400] = "", hex[80] = "";
   CHECK(strlen(x.root) < 200);
@@ -756,9 +739,9 @@ TEST(damaged_depot_objects_are_taken_out_and_pushed_again) {
   if (asprintf(&aside, "%s/damaged/%s", x.root, hex) < 0) abort();
   CHECK(access(loose, F_OK) != 0 && access(aside, F_OK) == 0);
 
-  push_ok(src, ref, &o, &res);
+  xu_push_ok(src, ref, &o, &res);
   CHECK_EQ_INT(res.chunks_moved, 2);
-  pull_ok(ref, dst, &o, &res);
+  xu_pull_ok(ref, dst, &o, &res);
   CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
 
   char *plain = xu_path(tmp, "plain");
@@ -817,8 +800,8 @@ TEST(a_chunk_named_twice_is_fetched_once) {
   br_xfer_opts o;
   xu_opts(&o, tmp);
   br_xfer_result res;
-  push_ok(src, ref, &o, &res);
-  pull_ok(ref, dst, &o, &res);
+  xu_push_ok(src, ref, &o, &res);
+  xu_pull_ok(ref, dst, &o, &res);
   CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
   CHECK_EQ_INT(res.chunks_moved, 7); /* a/f's four, z's tail and two frames */
   char *dbf = xu_path(dst, "b/f"), *dz = xu_path(dst, "z");
@@ -828,7 +811,7 @@ TEST(a_chunk_named_twice_is_fetched_once) {
     snprintf(rel, sizeof rel, "%s/frames/f.%04d.exr", dst, i);
     CHECK(unlink(rel) == 0);
   }
-  pull_ok(ref, dst, &o, &res);
+  xu_pull_ok(ref, dst, &o, &res);
   CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
   CHECK_EQ_INT(res.chunks_moved, 1); /* z's tail; the rest from a/f and two frames, in place */
   CHECK_EQ_INT(res.files_moved, 20);
@@ -839,7 +822,7 @@ TEST(a_chunk_named_twice_is_fetched_once) {
   spoil sp = {daf, false};
   o.progress = spoil_at_fetch;
   o.progress_ud = &sp;
-  pull_ok(ref, dst, &o, &res);
+  xu_pull_ok(ref, dst, &o, &res);
   CHECK(sp.done);
   CHECK(res.chunks_moved >= 5); /* b/f's four, z's tail, and z's copies */
   char *cmp = NULL;
@@ -868,12 +851,12 @@ TEST(links_in_place_stay_and_a_file_in_a_folders_place_is_named) {
   br_xfer_opts o;
   xu_opts(&o, tmp);
   br_xfer_result res;
-  push_ok(src, ref, &o, &res);
-  pull_ok(ref, dst, &o, &res);
+  xu_push_ok(src, ref, &o, &res);
+  xu_pull_ok(ref, dst, &o, &res);
   char *dl = xu_path(dst, "d/l"), *de = xu_path(dst, "empty");
   struct stat a, b;
   CHECK(lstat(dl, &a) == 0 && S_ISLNK(a.st_mode));
-  pull_ok(ref, dst, &o, &res);
+  xu_pull_ok(ref, dst, &o, &res);
   CHECK(lstat(dl, &b) == 0 && b.st_ino == a.st_ino);
   CHECK(rmdir(de) == 0);
   xu_write_file(de, "x", 1);
@@ -906,7 +889,7 @@ TEST(clear_errors_for_auth_and_missing) {
   br_error_clear(&err);
   CHECK_EQ_INT(br_xfer_pull(ref, dst, &o, &res, &err), BR_ENOTFOUND);
   CHECK_CONTAINS(err.msg, "no snapshot");
-  push_ok(src, ref, &o, &res);
+  xu_push_ok(src, ref, &o, &res);
   char *r9 = NULL;
   if (asprintf(&r9, "%s@v9", ref) < 0) abort();
   CHECK_EQ_INT(br_xfer_pull(r9, dst, &o, &res, &err), BR_ENOTFOUND);
@@ -979,7 +962,7 @@ TEST(push_refuses_escaping_symlinks_and_devices) {
     free(p);
   }
   unlink(bad);
-  CHECK_EQ_INT(push_ok(src, ref, &o, &res), 1);
+  CHECK_EQ_INT(xu_push_ok(src, ref, &o, &res), 1);
   free(bad);
   free(l);
   free(src);
@@ -1046,8 +1029,7 @@ TEST(pull_refuses_hostile_manifests) {
   free(huge);
   /* The depot serves it; the client's limit (here lowered) refuses it. */
   char *ref = xu_ref(x.url, "huge");
-  br_error_clear(&err);
-  CHECK_EQ_INT(br_xfer_pull(ref, dst, &o, &res, &err), BR_OK); /* within the default */
+  xu_pull_ok(ref, dst, &o, &res); /* within the default */
   o.max_manifest = 1024 * 1024;
   br_error_clear(&err);
   CHECK_EQ_INT(br_xfer_pull(ref, dst, &o, &res, &err), BR_EINVAL);
@@ -1070,7 +1052,7 @@ TEST(pull_never_writes_through_planted_symlinks) {
   br_xfer_opts o;
   xu_opts(&o, tmp);
   br_xfer_result res;
-  push_ok(src, ref, &o, &res);
+  xu_push_ok(src, ref, &o, &res);
   /* dst/sub is a symlink to a directory outside the tree. */
   mkdir(dst, 0755);
   char *l = xu_path(dst, "sub");
@@ -1102,7 +1084,7 @@ TEST(folder_in_a_links_place_fails_cleanly) {
   br_xfer_opts o;
   xu_opts(&o, tmp);
   br_xfer_result res;
-  push_ok(src, ref, &o, &res);
+  xu_push_ok(src, ref, &o, &res);
   xu_make_file(dst, "dirlink/mine", 5, 2);
   br_error err;
   br_error_clear(&err);
@@ -1145,12 +1127,12 @@ TEST(content_cache_reuses_files_across_pulls) {
   br_xfer_opts o;
   xu_opts(&o, tmp);
   br_xfer_result res;
-  push_ok(s1, r1, &o, &res);
-  push_ok(s2, r2, &o, &res);
+  xu_push_ok(s1, r1, &o, &res);
+  xu_push_ok(s2, r2, &o, &res);
   o.content_cache = cc;
-  pull_ok(r1, d1, &o, &res);
+  xu_pull_ok(r1, d1, &o, &res);
   CHECK_EQ_INT(res.files_reused, 0);
-  pull_ok(r2, d2, &o, &res);
+  xu_pull_ok(r2, d2, &o, &res);
   CHECK_EQ_INT(res.files_reused, 3);
   CHECK_EQ_INT(res.files_moved, 1); /* only new.exr came over the network */
   CHECK_EQ_INT(res.chunks_moved, 1);
@@ -1163,14 +1145,14 @@ TEST(content_cache_reuses_files_across_pulls) {
   /* A cache entry changed behind braid's back is not used. */
   char *q = xu_path(d1, "geo/c.bgeo");
   xu_make_file(d1, "geo/c.bgeo", 5000, 99); /* rewrites the shared inode */
-  pull_ok(r2, d3, &o, &res);
+  xu_pull_ok(r2, d3, &o, &res);
   CHECK_EQ_INT(xu_tree_diff(s2, d3), 0);
   CHECK_EQ_INT(res.files_reused, 3); /* a.exr, b.exr, and new.exr from task2 */
   /* A content cache that cannot be made (a file is in the way): the pull
    * goes on without it and says so. */
   char *d4 = xu_path(tmp, "d4");
   o.content_cache = q;
-  pull_ok(r2, d4, &o, &res);
+  xu_pull_ok(r2, d4, &o, &res);
   CHECK_EQ_INT(xu_tree_diff(s2, d4), 0);
   CHECK_EQ_INT(res.files_reused, 0);
   CHECK_CONTAINS(res.warning, "content cache: ");
@@ -1185,8 +1167,8 @@ TEST(content_cache_reuses_files_across_pulls) {
   CHECK(chmod(x3, 0750) == 0);
   struct timespec t3[2] = {{0, UTIME_OMIT}, {1600000000, 123}}; /* only the mode differs */
   CHECK(utimensat(AT_FDCWD, x3, t3, 0) == 0);
-  push_ok(s3, r3, &o, &res);
-  pull_ok(r3, d5, &o, &res);
+  xu_push_ok(s3, r3, &o, &res);
+  xu_pull_ok(r3, d5, &o, &res);
   struct stat s5, s2st, s1st;
   CHECK(stat(x5, &s5) == 0 && stat(x2, &s2st) == 0 && stat(p1, &s1st) == 0);
   CHECK_EQ_INT(s5.st_mode & 0777, 0750);
@@ -1194,7 +1176,7 @@ TEST(content_cache_reuses_files_across_pulls) {
   CHECK_EQ_INT(s2st.st_mode & 0777, s1st.st_mode & 0777); /* untouched */
   CHECK(s2st.st_mode != s5.st_mode);
   /* pulled over task2's checkout, whose a.exr is a link: replaced by a copy */
-  pull_ok(r3, d2, &o, &res);
+  xu_pull_ok(r3, d2, &o, &res);
   CHECK(stat(x2, &s2st) == 0 && stat(p1, &s1st) == 0);
   CHECK_EQ_INT(s2st.st_mode & 0777, 0750);
   CHECK_EQ_INT(s2st.st_nlink, 1);
@@ -1207,8 +1189,8 @@ TEST(content_cache_reuses_files_across_pulls) {
   struct timespec old[2] = {{0, UTIME_OMIT}, {1500000000, 0}};
   CHECK(stat(p1, &s1st) == 0 && chmod(x4, s1st.st_mode & 0777) == 0);
   CHECK(utimensat(AT_FDCWD, x4, old, 0) == 0);
-  push_ok(s4, r4, &o, &res);
-  pull_ok(r4, d6, &o, &res);
+  xu_push_ok(s4, r4, &o, &res);
+  xu_pull_ok(r4, d6, &o, &res);
   CHECK_EQ_INT(res.files_reused, 1);
   struct stat s6, s1now;
   CHECK(stat(x6, &s6) == 0 && stat(p1, &s1now) == 0);
@@ -1219,7 +1201,7 @@ TEST(content_cache_reuses_files_across_pulls) {
   CHECK_EQ_INT(xu_tree_diff(s4, d6), 0);
   /* pulled over task2's checkout, whose b.exr is a link: a copy there */
   char *x2b = xu_path(d2, "b.exr");
-  pull_ok(r4, d2, &o, &res);
+  xu_pull_ok(r4, d2, &o, &res);
   CHECK(stat(x2b, &s2st) == 0 && stat(p1, &s1now) == 0);
   CHECK_EQ_INT(s2st.st_mtim.tv_sec, 1500000000);
   CHECK_EQ_INT(s2st.st_nlink, 1);
@@ -1246,8 +1228,8 @@ TEST(tight_memory_bound_still_works) {
   o.max_memory = 1; /* one request in flight */
   o.parallel = 32;
   br_xfer_result res;
-  push_ok(src, ref, &o, &res);
-  pull_ok(ref, dst, &o, &res);
+  xu_push_ok(src, ref, &o, &res);
+  xu_pull_ok(ref, dst, &o, &res);
   CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
   free(src), free(dst), free(ref);
   xu_depot_stop(&x);
@@ -1273,12 +1255,12 @@ TEST(push_keeps_16_requests_in_flight_and_pull_4) {
   xu_opts(&o, tmp);
   o.bundle_bytes = 1; /* one file per request */
   br_xfer_result res;
-  push_ok(src, ref, &o, &res);
+  xu_push_ok(src, ref, &o, &res);
   CHECK_EQ_INT(res.files_moved, 64);
   CHECK_EQ_INT(atomic_load(&px.max_conns), BR_XFER_PUSH_PARALLEL);
   CHECK_EQ_INT(xp_wait_closed(&px, 5.0), 0);
   atomic_store(&px.max_conns, 0);
-  pull_ok(ref, dst, &o, &res);
+  xu_pull_ok(ref, dst, &o, &res);
   CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
   int pulled_by = atomic_load(&px.max_conns);
   CHECK(pulled_by > 1 && pulled_by <= BR_XFER_PULL_PARALLEL);
@@ -1342,14 +1324,14 @@ TEST(a_tree_not_in_memory_is_read_ahead) {
   xu_opts(&o, tmp);
   o.hash_threads = 1;
   br_xfer_result res;
-  CHECK_EQ_INT(push_ok(src, ref, &o, &res), 1);
+  CHECK_EQ_INT(xu_push_ok(src, ref, &o, &res), 1);
   if (!cold) fprintf(stderr, "  (this file system keeps the pages: no read ahead seen)\n");
   else if (asked) CHECK_EQ_INT(res.files_read_ahead, cold);
   else fprintf(stderr, "  (no cachestat: %lld of %d read ahead)\n", (long long)res.files_read_ahead, cold);
   CHECK(res.files_read_ahead <= 40);
-  pull_ok(ref, dst, &o, &res);
+  xu_pull_ok(ref, dst, &o, &res);
   CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
-  CHECK_EQ_INT(push_ok(src, ref, &o, &res), 2);
+  CHECK_EQ_INT(xu_push_ok(src, ref, &o, &res), 2);
   CHECK_EQ_INT(res.files_moved, 0);
   free(src), free(dst), free(ref);
   xu_depot_stop(&x);
@@ -1375,8 +1357,8 @@ TEST(depot_memory_bound_makes_clients_wait) {
   o.parallel = 8;
   o.retries = 30;
   br_xfer_result res;
-  push_ok(src, ref, &o, &res);
-  pull_ok(ref, dst, &o, &res);
+  xu_push_ok(src, ref, &o, &res);
+  xu_pull_ok(ref, dst, &o, &res);
   CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
   br_depot_stop(depot);
   free(src), free(dst), free(ref), free(root), free(tokens);
@@ -1425,9 +1407,9 @@ TEST(file_changed_during_push_is_reported) {
   CHECK_CONTAINS(err.msg, "changed while it was pushed");
   /* Nothing was committed; pushing again takes the new content. */
   o.progress = NULL;
-  CHECK_EQ_INT(push_ok(src, ref, &o, &res), 1);
+  CHECK_EQ_INT(xu_push_ok(src, ref, &o, &res), 1);
   char *dst = xu_path(tmp, "dst");
-  pull_ok(ref, dst, &o, &res);
+  xu_pull_ok(ref, dst, &o, &res);
   CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
   free(dst), free(src), free(ref);
   xu_depot_stop(&x);
@@ -1469,9 +1451,9 @@ TEST(large_file_changed_while_its_first_chunks_go_is_reported) {
   CHECK_CONTAINS(err.msg, "cache.bgeo");
   CHECK(change_me == NULL); /* it was rewritten */
   o.progress = NULL;
-  CHECK_EQ_INT(push_ok(src, ref, &o, &res), 1);
+  CHECK_EQ_INT(xu_push_ok(src, ref, &o, &res), 1);
   char *dst = xu_path(tmp, "dst");
-  pull_ok(ref, dst, &o, &res);
+  xu_pull_ok(ref, dst, &o, &res);
   CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
   change_with = NULL;
   change_len = 0;
@@ -1501,11 +1483,11 @@ TEST(larger_files_kept_or_read_again_under_a_small_memory_bound) {
   o.parallel = 2;
   o.hash_threads = 2;
   br_xfer_result res;
-  CHECK_EQ_INT(push_ok(src, ref, &o, &res), 1);
+  CHECK_EQ_INT(xu_push_ok(src, ref, &o, &res), 1);
   CHECK_EQ_INT((int)res.chunks_moved, 40 * 6 + 6);
   CHECK_EQ_INT(res.retries, 0); /* a body the depot refused would be sent again */
   char *dst = xu_path(tmp, "dst");
-  pull_ok(ref, dst, &o, &res);
+  xu_pull_ok(ref, dst, &o, &res);
   CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
   /* to another depot with room for all, no hash cache: every chunk kept */
   char *tmp2 = xu_path(tmp, "second");
@@ -1515,10 +1497,10 @@ TEST(larger_files_kept_or_read_again_under_a_small_memory_bound) {
   o.max_memory = 0;
   o.cache_path = "";
   char *ref2 = xu_ref(y.url, "kept-all"), *dst2 = xu_path(tmp, "dst2");
-  CHECK_EQ_INT(push_ok(src, ref2, &o, &res), 1);
+  CHECK_EQ_INT(xu_push_ok(src, ref2, &o, &res), 1);
   CHECK_EQ_INT((int)res.chunks_moved, 40 * 6 + 6);
   CHECK_EQ_INT(res.retries, 0);
-  pull_ok(ref2, dst2, &o, &res);
+  xu_pull_ok(ref2, dst2, &o, &res);
   CHECK_EQ_INT(xu_tree_diff(src, dst2), 0);
   free(dst2), free(ref2), free(dst), free(src), free(ref);
   xu_depot_stop(&y);
@@ -1538,14 +1520,14 @@ TEST(pull_with_an_fsync_per_file) {
   br_xfer_opts o;
   xu_opts(&o, tmp);
   br_xfer_result res;
-  CHECK_EQ_INT(push_ok(src, ref, &o, &res), 1);
+  CHECK_EQ_INT(xu_push_ok(src, ref, &o, &res), 1);
   o.sync_files = 1;
-  pull_ok(ref, dst, &o, &res);
+  xu_pull_ok(ref, dst, &o, &res);
   CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
   CHECK_EQ_INT(xu_count_prefix(dst, ".braid-partial-"), 0);
   o.direct_io = 0; /* and through the page cache */
   char *dst2 = xu_path(tmp, "dst2");
-  pull_ok(ref, dst2, &o, &res);
+  xu_pull_ok(ref, dst2, &o, &res);
   CHECK_EQ_INT(xu_tree_diff(src, dst2), 0);
   free(dst2), free(src), free(dst), free(ref);
   xu_depot_stop(&x);
@@ -1590,7 +1572,7 @@ TEST(file_known_to_the_hash_cache_changed_before_it_is_read_is_reported) {
   char *keep = change_me;
   change_me = NULL;
   br_xfer_result res;
-  CHECK_EQ_INT(push_ok(src, ref1, &o, &res), 1); /* the hash cache knows them now */
+  CHECK_EQ_INT(xu_push_ok(src, ref1, &o, &res), 1); /* the hash cache knows them now */
   change_me = keep;
   o.progress = change_file_while_comparing;
   br_error err;
@@ -1602,9 +1584,9 @@ TEST(file_known_to_the_hash_cache_changed_before_it_is_read_is_reported) {
   CHECK_EQ_INT(res.retries, 0); /* caught as it was read, not by the depot */
   /* Nothing was committed; pushing again takes the new content. */
   o.progress = NULL;
-  CHECK_EQ_INT(push_ok(src, ref2, &o, &res), 1);
+  CHECK_EQ_INT(xu_push_ok(src, ref2, &o, &res), 1);
   char *dst = xu_path(tmp, "dst");
-  pull_ok(ref2, dst, &o, &res);
+  xu_pull_ok(ref2, dst, &o, &res);
   CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
   free(dst), free(src), free(ref1), free(ref2);
   xu_depot_stop(&x);
@@ -1631,18 +1613,18 @@ TEST(push_known_to_the_cache_asks_before_it_commits) {
   br_xfer_opts o;
   xu_opts(&o, tmp);
   br_xfer_result res;
-  CHECK_EQ_INT(push_ok(src, ref1, &o, &res), 1);
+  CHECK_EQ_INT(xu_push_ok(src, ref1, &o, &res), 1);
   CHECK_EQ_INT(res.hashed_bytes, 600 * 3000);
-  CHECK_EQ_INT(push_ok(src, ref2, &o, &res), 1);
+  CHECK_EQ_INT(xu_push_ok(src, ref2, &o, &res), 1);
   CHECK_EQ_INT(res.hashed_bytes, 0); /* known to the hash cache */
   CHECK_EQ_INT(res.files_moved, 600);
   CHECK_EQ_INT(xp_hits(&px), 0);
   /* the depot has them all now: the commit goes first, and takes them */
-  CHECK_EQ_INT(push_ok(src, ref2, &o, &res), 2);
+  CHECK_EQ_INT(xu_push_ok(src, ref2, &o, &res), 2);
   CHECK_EQ_INT(res.files_moved, 0);
   CHECK_EQ_INT(xp_hits(&px), 0);
   char *dst = xu_path(tmp, "dst");
-  pull_ok(ref2, dst, &o, &res);
+  xu_pull_ok(ref2, dst, &o, &res);
   CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
   xp_stop(&px);
   free(dst), free(src), free(ref1), free(ref2);
@@ -1666,15 +1648,15 @@ TEST(small_file_changed_after_hashing_goes_as_hashed) {
   snprintf(cmd, sizeof cmd, "cp -a '%s' '%s'", src, before);
   CHECK_EQ_INT(system(cmd), 0);
   br_xfer_result res;
-  CHECK_EQ_INT(push_ok(src, ref, &o, &res), 1);
+  CHECK_EQ_INT(xu_push_ok(src, ref, &o, &res), 1);
   CHECK(change_me == NULL); /* it did change during the push */
   char *dst = xu_path(tmp, "dst");
-  pull_ok(ref, dst, &o, &res);
+  xu_pull_ok(ref, dst, &o, &res);
   CHECK_EQ_INT(xu_tree_diff(before, dst), 0);
   o.progress = NULL;
-  CHECK_EQ_INT(push_ok(src, ref, &o, &res), 2);
+  CHECK_EQ_INT(xu_push_ok(src, ref, &o, &res), 2);
   CHECK_EQ_INT(res.files_moved, 1);
-  pull_ok(ref, dst, &o, &res);
+  xu_pull_ok(ref, dst, &o, &res);
   CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
   free(dst), free(before), free(src), free(ref);
   xu_depot_stop(&x);
@@ -1697,8 +1679,8 @@ TEST(many_small_files_in_big_bundles) {
   o.bundle_bytes = 8 * 1024 * 1024;
   o.parallel = 2;
   br_xfer_result res;
-  push_ok(src, ref, &o, &res);
-  pull_ok(ref, dst, &o, &res);
+  xu_push_ok(src, ref, &o, &res);
+  xu_pull_ok(ref, dst, &o, &res);
   CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
   br_depot_stop(x.d);
   br_xfer__store st;
@@ -1729,9 +1711,9 @@ TEST(default_sizes_round_trip) {
   char *cache = xu_path(tmp, "cache.db");
   o.cache_path = cache;
   br_xfer_result res;
-  push_ok(src, ref, &o, &res);
+  xu_push_ok(src, ref, &o, &res);
   CHECK_EQ_INT(res.chunks_moved, 2 + 1 + 150);
-  pull_ok(ref, dst, &o, &res);
+  xu_pull_ok(ref, dst, &o, &res);
   CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
   free(cache), free(src), free(dst), free(ref);
   xu_depot_stop(&x);
@@ -1747,13 +1729,13 @@ TEST(empty_trees_and_odd_names) {
   br_xfer_opts o;
   xu_opts(&o, tmp);
   br_xfer_result res;
-  CHECK_EQ_INT(push_ok(src, ref, &o, &res), 1); /* an empty tree is a snapshot too */
-  pull_ok(ref, dst, &o, &res);
+  CHECK_EQ_INT(xu_push_ok(src, ref, &o, &res), 1); /* an empty tree is a snapshot too */
+  xu_pull_ok(ref, dst, &o, &res);
   CHECK_EQ_INT(res.files, 0);
   /* Spaces and UTF-8 names travel; a name that is not UTF-8 is refused. */
   xu_make_file(src, "plate v2/caf\xc3\xa9 \xe2\x80\x94 001.exr", 100, 1);
-  CHECK_EQ_INT(push_ok(src, ref, &o, &res), 2);
-  pull_ok(ref, dst, &o, &res);
+  CHECK_EQ_INT(xu_push_ok(src, ref, &o, &res), 2);
+  xu_pull_ok(ref, dst, &o, &res);
   CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
   xu_make_file(src, "latin1-\xe9t\xe9.exr", 10, 2);
   br_error err;
@@ -1796,8 +1778,8 @@ TEST(times_before_1970_and_past_2262) {
   br_xfer_opts o;
   xu_opts(&o, tmp);
   br_xfer_result res;
-  push_ok(src, ref, &o, &res);
-  pull_ok(ref, dst, &o, &res);
+  xu_push_ok(src, ref, &o, &res);
+  xu_pull_ok(ref, dst, &o, &res);
   for (int i = 0; i < 4; i++) {
     char *p = xu_path(dst, names[i]);
     struct stat st;
@@ -1811,7 +1793,7 @@ TEST(times_before_1970_and_past_2262) {
     }
     free(p);
   }
-  pull_ok(ref, dst, &o, &res);
+  xu_pull_ok(ref, dst, &o, &res);
   CHECK_EQ_INT(res.files_moved, 0);
   free(src), free(dst), free(ref);
   xu_depot_stop(&x);
@@ -1850,7 +1832,7 @@ TEST(folders_keep_their_mode_and_time) {
   br_xfer_opts o;
   xu_opts(&o, tmp);
   br_xfer_result res;
-  push_ok(src, ref, &o, &res);
+  xu_push_ok(src, ref, &o, &res);
   for (int round = 0; round < 3; round++) {
     if (round == 2) { /* a new frame in the read-only folder, pulled over */
       p = xu_path(src, "a/ro");
@@ -1860,9 +1842,9 @@ TEST(folders_keep_their_mode_and_time) {
       struct timespec ts[2] = {{0, UTIME_OMIT}, {1500001000, 1234}};
       CHECK(utimensat(AT_FDCWD, p, ts, 0) == 0);
       free(p);
-      CHECK_EQ_INT(push_ok(src, ref, &o, &res), 2);
+      CHECK_EQ_INT(xu_push_ok(src, ref, &o, &res), 2);
     }
-    pull_ok(ref, dst, &o, &res);
+    xu_pull_ok(ref, dst, &o, &res);
     if (round == 1) CHECK_EQ_INT(res.files_moved, 0);
     if (round == 2) CHECK_EQ_INT(res.files_moved, 1);
     CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
@@ -1919,7 +1901,7 @@ TEST(hard_links_come_back_as_links) {
   br_xfer_opts o;
   xu_opts(&o, tmp);
   br_xfer_result res;
-  push_ok(src, ref, &o, &res);
+  xu_push_ok(src, ref, &o, &res);
   CHECK_EQ_INT(res.hashed_bytes, 3000 + 700 * 1024 + 10); /* each inode read once */
   for (int round = 0; round < 4; round++) {
     if (round == 2) { /* broken in the destination: a copy in the link's place */
@@ -1938,9 +1920,9 @@ TEST(hard_links_come_back_as_links) {
       CHECK(unlink(p) == 0);
       free(p);
       xu_make_file(src, "latest.bgeo", 3000, 4);
-      CHECK_EQ_INT(push_ok(src, ref, &o, &res), 2);
+      CHECK_EQ_INT(xu_push_ok(src, ref, &o, &res), 2);
     }
-    pull_ok(ref, dst, &o, &res);
+    xu_pull_ok(ref, dst, &o, &res);
     CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
     CHECK_EQ_INT(res.files_moved, round == 0 ? 3 : round == 3 ? 1 : 0);
     same_inode(dst, "cache/frame.0001.bgeo", "latest.bgeo", round < 3);
@@ -1975,8 +1957,8 @@ TEST(a_hard_link_the_file_system_refuses_is_a_copy) {
   br_xfer_opts o;
   xu_opts(&o, tmp);
   br_xfer_result res;
-  push_ok(src, ref, &o, &res);
-  pull_ok(ref, dst, &o, &res);
+  xu_push_ok(src, ref, &o, &res);
+  xu_pull_ok(ref, dst, &o, &res);
   same_inode(dst, "f.bin", "g.bin", true);
   /* g.bin gone, and f.bin (kept in place by the next pull) at its most links */
   f = xu_path(dst, "f.bin"), g = xu_path(dst, "g.bin");
@@ -1995,7 +1977,7 @@ TEST(a_hard_link_the_file_system_refuses_is_a_copy) {
   if (!full) {
     printf("skipped: this file system takes more than 70,000 links to a file\n");
   } else {
-    pull_ok(ref, dst, &o, &res);
+    xu_pull_ok(ref, dst, &o, &res);
     CHECK_EQ_INT(res.files_moved, 0);
     CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
     same_inode(dst, "f.bin", "g.bin", false);
@@ -2041,8 +2023,8 @@ TEST(odd_sizes_direct_and_buffered) {
       snprintf(dname, sizeof dname, "dst-%d-%d", c, direct);
       char *ref = xu_ref(x.url, name), *dst = xu_path(tmp, dname);
       br_xfer_result res;
-      if (!direct) push_ok(src, ref, &o, &res);
-      pull_ok(ref, dst, &o, &res);
+      if (!direct) xu_push_ok(src, ref, &o, &res);
+      xu_pull_ok(ref, dst, &o, &res);
       CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
       free(ref);
       free(dst);
@@ -2093,13 +2075,13 @@ TEST(small_files_keep_modes_through_unnamed_partials) {
   br_xfer_opts o;
   xu_opts(&o, tmp);
   br_xfer_result res;
-  push_ok(src, ref, &o, &res);
+  xu_push_ok(src, ref, &o, &res);
   char *dst = xu_path(tmp, "dst");
-  pull_ok(ref, dst, &o, &res); /* a fresh destination */
+  xu_pull_ok(ref, dst, &o, &res); /* a fresh destination */
   CHECK_EQ_INT(res.files_moved, N);
   check_modes(src, dst, N);
   CHECK_EQ_INT(xu_count_prefix(dst, ".braid-partial-"), 0);
-  pull_ok(ref, dst, &o, &res); /* known to the hash cache: nothing moves */
+  xu_pull_ok(ref, dst, &o, &res); /* known to the hash cache: nothing moves */
   CHECK_EQ_INT(res.files_moved, 0);
   CHECK_EQ_INT(res.hashed_bytes, 0);
 
@@ -2110,7 +2092,7 @@ TEST(small_files_keep_modes_through_unnamed_partials) {
   low.rlim_cur = 530; /* room for a few unnamed partials at a time */
   CHECK(setrlimit(RLIMIT_NOFILE, &low) == 0);
   char *dst2 = xu_path(tmp, "dst2");
-  pull_ok(ref, dst2, &o, &res);
+  xu_pull_ok(ref, dst2, &o, &res);
   CHECK(setrlimit(RLIMIT_NOFILE, &rl) == 0);
   umask(old);
   CHECK_EQ_INT(res.files_moved, N);
@@ -2129,7 +2111,7 @@ TEST(small_files_keep_modes_through_unnamed_partials) {
   char prel[96];
   snprintf(prel, sizeof prel, "m/%s", pn);
   xu_make_file(dst3, prel, 10, 5);
-  pull_ok(ref, dst3, &o, &res);
+  xu_pull_ok(ref, dst3, &o, &res);
   CHECK_EQ_INT(res.files_moved, N);
   check_modes(src, dst3, N);
   CHECK_EQ_INT(xu_tree_diff(src, dst3), 0);

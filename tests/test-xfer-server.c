@@ -30,10 +30,10 @@ TEST(server_serves_the_depot_with_its_tokens) {
   br_error err;
   /* user pushes, agent pulls */
   opts(&o, F.dir, F.user);
-  CHECK_EQ_INT(br_xfer_push(src, r, &o, &res, &err), BR_OK);
+  xu_push_ok(src, r, &o, &res);
   CHECK_EQ_INT(res.version, 1);
   opts(&o, F.dir, F.agent);
-  CHECK_EQ_INT(br_xfer_pull(r, dst, &o, &res, &err), BR_OK);
+  xu_pull_ok(r, dst, &o, &res);
   CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
   /* an agent token may not store; an unknown token gets nothing */
   xu_make_file(src, "a/three.0001.bgeo", 100, 3);
@@ -45,7 +45,7 @@ TEST(server_serves_the_depot_with_its_tokens) {
   CHECK_CONTAINS(err.msg, "401");
   /* admin pushes too; the API is still there beside the depot */
   opts(&o, F.dir, F.admin);
-  CHECK_EQ_INT(br_xfer_push(src, r, &o, &res, &err), BR_OK);
+  xu_push_ok(src, r, &o, &res);
   CHECK_EQ_INT(res.version, 2);
   json_t *out = NULL;
   CHECK_EQ_INT(farm_call(&F, F.agent, "GET", "/health", NULL, &out), 200);
@@ -101,9 +101,9 @@ TEST(server_depot_rm_and_gc_need_an_admin_token) {
   br_xfer_result res;
   br_error err;
   opts(&o, F.dir, F.user);
-  CHECK_EQ_INT(br_xfer_push(src, r, &o, &res, &err), BR_OK);
+  xu_push_ok(src, r, &o, &res);
   xu_make_file(src, "a/one.0001.bgeo", 7000, 2); /* v2 no longer names v1's chunk */
-  CHECK_EQ_INT(br_xfer_push(src, r, &o, &res, &err), BR_OK);
+  xu_push_ok(src, r, &o, &res);
   CHECK_EQ_INT(res.version, 2);
   char *out = NULL;
   /* user and agent tokens: 403, nothing removed */
@@ -131,7 +131,7 @@ TEST(server_depot_rm_and_gc_need_an_admin_token) {
   CHECK_CONTAINS(out, "1 snapshots name 1 chunks; removed 1 chunks");
   free(out);
   opts(&o, F.dir, F.agent);
-  CHECK_EQ_INT(br_xfer_pull(r, dst, &o, &res, &err), BR_OK);
+  xu_pull_ok(r, dst, &o, &res);
   CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
   /* bad input is refused before any work */
   json_t *body = json_pack("{sI}", "grace_s", (json_int_t)-1), *ans = NULL;
@@ -247,9 +247,9 @@ TEST(depot_in_a_server_over_https) {
   CHECK_CONTAINS(err.msg, "certificate");
   CHECK_CONTAINS(err.msg, "--ca");
   o.ca_file = ca;
-  CHECK_EQ_INT(br_xfer_push(src, r, &o, &res, &err), BR_OK);
+  xu_push_ok(src, r, &o, &res);
   o.token = F.agent;
-  CHECK_EQ_INT(br_xfer_pull(r, dst, &o, &res, &err), BR_OK);
+  xu_pull_ok(r, dst, &o, &res);
   CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
   free(r);
   free(src);
@@ -284,7 +284,7 @@ TEST(depot_rm_and_gc_over_https) {
   /* each version names a chunk of its own */
   for (int v = 1; v <= 3; v++) {
     xu_make_file(src, "a/one.0001.bgeo", 5000 + (size_t)v, (uint64_t)v);
-    CHECK_EQ_INT(br_xfer_push(src, r, &o, &res, &err), BR_OK);
+    xu_push_ok(src, r, &o, &res);
     CHECK_EQ_INT(res.version, v);
   }
   /* the command line, with --ca and the admin token */
@@ -317,7 +317,7 @@ TEST(depot_rm_and_gc_over_https) {
   CHECK_EQ_INT(br_xfer_depot_gc(depot, 0, true, &o, &g, &err), BR_OK);
   CHECK_EQ_INT(g.live_chunks, 1);
   CHECK_EQ_INT(g.objects_removed, 0);
-  CHECK_EQ_INT(br_xfer_pull(r, dst, &o, &res, &err), BR_OK);
+  xu_pull_ok(r, dst, &o, &res);
   CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
   free(r);
   free(depot);
