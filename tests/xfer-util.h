@@ -206,33 +206,24 @@ XU_UNUSED static void xu_opts(br_xfer_opts *o, const char *tmp) {
   o->timeout_s = 5;
 }
 
-/* A push of src to ref that must succeed: else the test fails at the
- * caller's line with the error's message. res may be NULL. Returns the
- * version committed. */
-#define xu_push_ok(src, ref, o, res) xu_push_ok_at(__FILE__, __LINE__, src, ref, o, res)
-XU_UNUSED static int64_t xu_push_ok_at(const char *file, int line, const char *src,
-                                       const char *ref, const br_xfer_opts *o,
-                                       br_xfer_result *res) {
+/* A push (src to ref) or a pull (ref into dst) that must succeed: else the
+ * test fails at the caller's line with the error's message. res may be
+ * NULL. Returns the version committed or checked out. */
+#define xu_push_ok(src, ref, o, res) \
+  xu_xfer_ok_at(__FILE__, __LINE__, "push", br_xfer_push, src, ref, ref, o, res)
+#define xu_pull_ok(ref, dst, o, res) \
+  xu_xfer_ok_at(__FILE__, __LINE__, "pull", br_xfer_pull, ref, dst, ref, o, res)
+XU_UNUSED static int64_t xu_xfer_ok_at(const char *file, int line, const char *what,
+                                       int (*run)(const char *, const char *,
+                                                  const br_xfer_opts *, br_xfer_result *,
+                                                  br_error *),
+                                       const char *from, const char *to, const char *ref,
+                                       const br_xfer_opts *o, br_xfer_result *res) {
   br_xfer_result own;
   if (!res) res = &own;
   br_error err;
   br_error_clear(&err);
-  if (br_xfer_push(src, ref, o, res, &err) != BR_OK)
-    br_test_fail(file, line, "push %s: %s", ref, err.msg);
-  return res->version;
-}
-
-/* xu_push_ok's pull: ref into dst; returns the version checked out. */
-#define xu_pull_ok(ref, dst, o, res) xu_pull_ok_at(__FILE__, __LINE__, ref, dst, o, res)
-XU_UNUSED static int64_t xu_pull_ok_at(const char *file, int line, const char *ref,
-                                       const char *dst, const br_xfer_opts *o,
-                                       br_xfer_result *res) {
-  br_xfer_result own;
-  if (!res) res = &own;
-  br_error err;
-  br_error_clear(&err);
-  if (br_xfer_pull(ref, dst, o, res, &err) != BR_OK)
-    br_test_fail(file, line, "pull %s: %s", ref, err.msg);
+  if (run(from, to, o, res, &err) != BR_OK) br_test_fail(file, line, "%s %s: %s", what, ref, err.msg);
   return res->version;
 }
 
