@@ -775,12 +775,42 @@ TEST(web_ui_acts_on_a_whole_submission) {
   CHECK(farm_wait_count(&F, q, 2)); /* at the command node, where they wait for an agent */
   wd W;
   wd_start(&W, &F);
+  /* the event stream is held back until the page has drawn the group: what
+   * changes before it connects is sent to nobody, so the page draws its
+   * view again once it is connected (before, it went on showing what it
+   * had drawn until some later event) */
+  go(&W, "");
+  UNTIL(&W, "return !document.getElementById('login').hidden;", NULL);
+  json_decref(js(&W, "const f0 = window.fetch; window.fetch = async (u, o) => {"
+                     " if (String(u).startsWith('/api/v1/events'))"
+                     " while (!window.eventsGo) await new Promise((r) => setTimeout(r, 50));"
+                     " return f0(u, o); };", NULL));
   log_in(&W);
   char where[64], text[256];
   snprintf(where, sizeof where, "#/tasks?group=%lld", (long long)gid);
   go(&W, where);
   UNTIL(&W, "return document.querySelectorAll('main table tbody tr').length === 2 &&"
             " !!document.getElementById('group-actions');", NULL);
+  snprintf(q, sizeof q, "/api/v1/tasks?group=%lld&limit=1", (long long)gid);
+  json_t *got = NULL;
+  CHECK_EQ_INT(farm_call(&F, F.user, "GET", q, NULL, &got), 200);
+  json_int_t first = json_integer_value(json_object_get(json_array_get(json_object_get(got,
+                                        "tasks"), 0), "id"));
+  json_decref(got);
+  snprintf(q, sizeof q, "/api/v1/tasks/%lld/priority", (long long)first);
+  json_t *prio = json_pack("{si}", "priority", 5);
+  CHECK_EQ_INT(farm_call(&F, F.user, "PUT", q, prio, NULL), 200);
+  json_decref(prio);
+  usleep(300000);
+  json_t *stale = js(&W, "return document.getElementById('live').textContent === 'offline' &&"
+                         " ![...document.querySelectorAll('main table tbody tr td.num')]"
+                         ".some((td) => td.textContent === '5');", NULL);
+  CHECK(json_is_true(stale));
+  json_decref(stale);
+  json_decref(js(&W, "window.eventsGo = true;", NULL));
+  UNTIL(&W, "return document.getElementById('live').textContent === 'live' &&"
+            " [...document.querySelectorAll('main table tbody tr td.num')]"
+            ".some((td) => td.textContent === '5');", NULL);
   /* called by the name it was given */
   snprintf(text, sizeof text, "return document.getElementById('group-actions')"
            ".textContent.startsWith('Group shotA (%lld):');", (long long)gid);
@@ -793,14 +823,7 @@ TEST(web_ui_acts_on_a_whole_submission) {
   char *pause = find(&W, "#group-actions button:nth-of-type(2)");
   json_decref(js(&W, "document.querySelector('main table tbody tr').mark = 1;"
                      " document.getElementById('group-actions').mark = 1;", NULL));
-  snprintf(q, sizeof q, "/api/v1/tasks?group=%lld&limit=1", (long long)gid);
-  json_t *got = NULL;
-  CHECK_EQ_INT(farm_call(&F, F.user, "GET", q, NULL, &got), 200);
-  json_int_t first = json_integer_value(json_object_get(json_array_get(json_object_get(got,
-                                        "tasks"), 0), "id"));
-  json_decref(got);
-  snprintf(q, sizeof q, "/api/v1/tasks/%lld/priority", (long long)first);
-  json_t *prio = json_pack("{si}", "priority", 7);
+  prio = json_pack("{si}", "priority", 7);
   CHECK_EQ_INT(farm_call(&F, F.user, "PUT", q, prio, NULL), 200);
   json_decref(prio);
   UNTIL(&W, "return [...document.querySelectorAll('main table tbody tr td.num')]"
