@@ -284,8 +284,7 @@ static int cmp_inode(const void *a, const void *b) {
 static bool linked(const pfile *f) { return f->type == BR_XFER_FILE && f->st.st_nlink > 1; }
 
 /* Two names of one inode, seen as the same file: one that changed between
- * their stats is hashed under each name (and is no link in the manifest
- * unless the digests agree). */
+ * their stats is hashed and pushed under each name, as files of their own. */
 static bool same_file(const pfile *a, const pfile *b) {
   return a->st.st_dev == b->st.st_dev && a->st.st_ino == b->st.st_ino &&
          a->st.st_size == b->st.st_size &&
