@@ -614,17 +614,14 @@ function submitForm() {
     if (name.value.trim()) body.name = name.value.trim();
     if (group.value.trim()) body.group = group.value.trim();
     button.disabled = true; /* one click, one task */
-    try {
+    await change('submission refused', async () => {
       const r = (await api('POST', '/api/v1/submissions', body)).data;
       made.prepend(el('li', {}, link('#/task/' + r.task, 'task ' + r.task),
         ' at ' + r.node + ', ', link('#/tasks?group=' + r.group,
           'group ' + (r.group_name || r.group))));
-      flash('task ' + r.task + ' submitted to ' + r.graph);
-    } catch (err) {
-      if (err.status !== 401) flash('submission refused: ' + err.message, true);
-    }
+      return 'task ' + r.task + ' submitted to ' + r.graph;
+    });
     button.disabled = false;
-    refresh();
   };
 
   const row = (label, ...field) => [el('label', { for: field[0].id }, label),
@@ -762,14 +759,26 @@ function tasksView(q) {
   };
 }
 
-async function act(id, what, body) {
+/* Makes a change through the API: call makes its requests and returns what
+ * to say it did; else the flash says why not, after who (what was acted on;
+ * forbidden: what to say to a 403; a 401 is the login's to tell). Either
+ * way the view is drawn again. */
+async function change(who, call, forbidden) {
   try {
-    await api(what === 'priority' ? 'PUT' : 'POST', '/api/v1/tasks/' + id + '/' + what, body);
-    flash('task ' + id + ': ' + what + ' done');
+    flash(await call());
   } catch (e) {
-    if (e.status !== 401) flash('task ' + id + ': ' + what + ': ' + e.message, true);
+    if (e.status === 403 && forbidden) flash(who + ': ' + forbidden, true);
+    else if (e.status !== 401) flash(who + ': ' + e.message, true);
   }
   refresh();
+}
+
+function act(id, what, body) {
+  const who = 'task ' + id + ': ' + what;
+  return change(who, async () => {
+    await api(what === 'priority' ? 'PUT' : 'POST', '/api/v1/tasks/' + id + '/' + what, body);
+    return who + ' done';
+  });
 }
 
 /* The name a submission was given for group id g, or null (none, or the
@@ -794,15 +803,12 @@ function groupShown(g, name) {
   return name ? name + ' (' + g + ')' : String(g);
 }
 
-async function actGroup(g, shown, what) {
-  try {
+function actGroup(g, shown, what) {
+  return change('group ' + shown + ': ' + what, async () => {
     const r = await api('POST', '/api/v1/groups/' + encodeURIComponent(g) + '/' + what);
-    flash('group ' + shown + ': ' + what + ', ' + r.data.tasks +
-      (r.data.tasks === 1 ? ' task' : ' tasks'));
-  } catch (e) {
-    if (e.status !== 401) flash('group ' + shown + ': ' + what + ': ' + e.message, true);
-  }
-  refresh();
+    return 'group ' + shown + ': ' + what + ', ' + r.data.tasks +
+      (r.data.tasks === 1 ? ' task' : ' tasks');
+  });
 }
 
 /* The priority of the task view: a field and a button, made once per view
@@ -894,17 +900,11 @@ function limitForm() {
     class: 'short', 'aria-label': 'maximum', 'aria-describedby': 'limit-error' });
   const error = el('span', { id: 'limit-error', class: 'error' });
   for (const f of [name, max]) f.addEventListener('input', () => fieldGood(f, error));
-  const send = async (n, m) => {
-    try {
-      await api('PUT', '/api/v1/limits/' + encodeURIComponent(n), { max: m });
-      flash('limit ' + n + (m === null ? ' removed' : ': at most ' + m));
-      max.value = '';
-    } catch (e) {
-      if (e.status === 403) flash('limit ' + n + ': setting limits needs an admin token', true);
-      else if (e.status !== 401) flash('limit ' + n + ': ' + e.message, true);
-    }
-    refresh();
-  };
+  const send = (n, m) => change('limit ' + n, async () => {
+    await api('PUT', '/api/v1/limits/' + encodeURIComponent(n), { max: m });
+    max.value = '';
+    return 'limit ' + n + (m === null ? ' removed' : ': at most ' + m);
+  }, 'setting limits needs an admin token');
   const form = el('form', { id: 'limit-form', class: 'toolbar', novalidate: true,
     onsubmit: (e) => {
       e.preventDefault();
@@ -931,16 +931,11 @@ function workersView() {
   return {
     async draw() {
       const [w, lims] = await Promise.all([get('/api/v1/workers'), get('/api/v1/limits')]);
-      const drain = async (id, on) => {
-        try {
-          await api('POST', '/api/v1/workers/' + encodeURIComponent(id) + '/drain',
-            { drain: on });
-          flash(id + (on ? ' drains' : ' takes work again'));
-        } catch (e) {
-          if (e.status !== 401) flash(id + ': ' + e.message, true);
-        }
-        refresh();
-      };
+      const drain = (id, on) => change(id, async () => {
+        await api('POST', '/api/v1/workers/' + encodeURIComponent(id) + '/drain',
+          { drain: on });
+        return id + (on ? ' drains' : ' takes work again');
+      });
       const rows = w.workers.map((x) => el('tr', {},
         el('td', {}, x.id), el('td', {}, x.host), el('td', {}, x.state),
         el('td', { class: 'num' }, x.slots), el('td', { class: 'num' }, x.running.length),
@@ -974,31 +969,25 @@ function tokensView() {
   const name = el('input', { id: 'new-token-name', type: 'text', size: 20,
     'aria-label': 'name', placeholder: 'who or what uses it' });
   const made = el('div', { id: 'new-token' });
-  const form = el('form', { id: 'token-form', class: 'toolbar', onsubmit: async (e) => {
+  const form = el('form', { id: 'token-form', class: 'toolbar', onsubmit: (e) => {
     e.preventDefault();
-    try {
+    change('new token', async () => {
       const r = (await api('POST', '/api/v1/tokens', { role: role.value,
         name: name.value.trim() })).data;
       name.value = '';
       made.replaceChildren(el('p', {}, 'New ' + r.role + ' token ' + r.id +
         (r.name ? ' (' + r.name + ')' : '') + '; copy it now, it is not shown again:'),
       el('p', {}, el('code', { id: 'new-token-text' }, r.token)));
-      flash('token ' + r.id + ' made');
-    } catch (err) {
-      if (err.status !== 401) flash('new token: ' + err.message, true);
-    }
-    refresh();
+      return 'token ' + r.id + ' made';
+    });
   } }, 'New ', role, ' token for ', name, ' ', el('button', { type: 'submit' }, 'Make'));
-  const revoke = async (t) => {
+  const revoke = (t) => {
     if (!confirm('Revoke token ' + t.id + (t.name ? ' (' + t.name + ')' : '') +
       '? What uses it is refused from now on.')) return;
-    try {
+    change('token ' + t.id, async () => {
       await api('DELETE', '/api/v1/tokens/' + encodeURIComponent(t.id));
-      flash('token ' + t.id + ' revoked');
-    } catch (e) {
-      if (e.status !== 401) flash('token ' + t.id + ': ' + e.message, true);
-    }
-    refresh();
+      return 'token ' + t.id + ' revoked';
+    });
   };
   return {
     async draw() {
