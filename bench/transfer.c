@@ -240,6 +240,17 @@ static void drop_cached(const char *dir) {
   if (nftw(dir, drop_one, 16, FTW_PHYS) != 0) die("cannot walk %s", dir);
 }
 
+/* cp of the tree src to a copy beside it, with a final sync, as braid syncs
+ * what it writes: its time (the copy is removed after). */
+static double timed_cp(bench *b, const char *src, const char *name) {
+  char cmd[4096];
+  snprintf(cmd, sizeof cmd, "cp -r '%s' '%s/%s-cp' && sync", src, b->dir, name);
+  double t = timed_sh(cmd);
+  snprintf(cmd, sizeof cmd, "rm -rf '%s/%s-cp'", b->dir, name);
+  sh(cmd);
+  return t;
+}
+
 static void write_random(const char *path, int64_t size, uint64_t seed) {
   int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
   if (fd < 0) die("cannot create %s", path);
@@ -808,19 +819,13 @@ static void case_files(bench *b, const char *label, const char *name, int n, int
     depot_empty(b, sub, rname);
     if (with_floor) measure_floors(b, src, name, r, n, size, &fl[r], &fp[r], &fw[r]);
     if (size >= 100 * 1000 * 1000) {
-      /* cp with a final sync, as braid syncs what it writes: from the
-       * source in memory (as a push reads it, just made), then read from
-       * the disk (as a pull reads the depot's objects: it writes and reads
-       * them with direct I/O, so they are never in the page cache) */
-      snprintf(cmd, sizeof cmd, "cp -r '%s' '%s/%s-cp' && sync", src, b->dir, name);
-      cp[r] = timed_sh(cmd);
-      snprintf(cmd, sizeof cmd, "rm -rf '%s/%s-cp'", b->dir, name);
-      sh(cmd);
+      /* cp, twice: from the source in memory (as a push reads it, just
+       * made), then read from the disk (as a pull reads the depot's
+       * objects: it writes and reads them with direct I/O, so they are
+       * never in the page cache) */
+      cp[r] = timed_cp(b, src, name);
       drop_cached(src);
-      snprintf(cmd, sizeof cmd, "cp -r '%s' '%s/%s-cp' && sync", src, b->dir, name);
-      cpd[r] = timed_sh(cmd);
-      snprintf(cmd, sizeof cmd, "rm -rf '%s/%s-cp'", b->dir, name);
-      sh(cmd);
+      cpd[r] = timed_cp(b, src, name);
       hf[r] = hash_floor((int64_t)n * size);
     }
     if (reps > 1)
