@@ -38,94 +38,87 @@ static void make_tree(const char *dir, uint64_t seed) {
 }
 
 TEST(roundtrip_and_nothing_moves_twice) {
-  char *tmp = br_test_tmpdir("xfer-pp-roundtrip");
-  xu_depot x;
-  xu_depot_start(&x, tmp);
-  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "shot010/cloth");
-  make_tree(src, 1);
+  xu_case tc;
+  xu_case_start(&tc, "xfer-pp-roundtrip", "shot010/cloth");
+  make_tree(tc.src, 1);
   /* in the root before and after the folders' files: a pull lists the
    * root twice */
-  xu_make_file(src, "b.first", 4000, 8);
-  xu_make_file(src, "zz.last", 5000, 9);
+  xu_make_file(tc.src, "b.first", 4000, 8);
+  xu_make_file(tc.src, "zz.last", 5000, 9);
   br_xfer_opts o;
-  xu_opts(&o, tmp);
+  xu_opts(&o, tc.tmp);
   br_xfer_result res;
-  CHECK_EQ_INT(xu_push_ok(src, ref, &o, &res), 1);
+  CHECK_EQ_INT(xu_push_ok(tc.src, tc.ref, &o, &res), 1);
   CHECK_EQ_INT(res.files, 45);
   CHECK(res.chunks_moved > 40);
   CHECK(res.hashed_bytes > 0);
-  xu_pull_ok(ref, dst, &o, &res);
+  xu_pull_ok(tc.ref, tc.dst, &o, &res);
   CHECK_EQ_INT(res.version, 1);
-  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
-  CHECK_EQ_INT(xu_count_prefix(dst, ".braid-partial-"), 0);
+  CHECK_EQ_INT(xu_tree_diff(tc.src, tc.dst), 0);
+  CHECK_EQ_INT(xu_count_prefix(tc.dst, ".braid-partial-"), 0);
   struct stat st;
-  char *p = xu_path(dst, "hair/big.0002.vdb");
+  char *p = xu_path(tc.dst, "hair/big.0002.vdb");
   CHECK(stat(p, &st) == 0);
   CHECK_EQ_INT(st.st_mode & 0777, 0600);
-  char *q = xu_path(src, "hair/big.0002.vdb");
+  char *q = xu_path(tc.src, "hair/big.0002.vdb");
   struct stat sst;
   CHECK(stat(q, &sst) == 0);
   CHECK_EQ_INT(st.st_mtim.tv_sec, sst.st_mtim.tv_sec);
   free(p);
   free(q);
   /* Unchanged tree: nothing hashed (cache), nothing sent, a new version. */
-  CHECK_EQ_INT(xu_push_ok(src, ref, &o, &res), 2);
+  CHECK_EQ_INT(xu_push_ok(tc.src, tc.ref, &o, &res), 2);
   CHECK_EQ_INT(res.chunks_moved, 0);
   CHECK_EQ_INT(res.hashed_bytes, 0);
   /* Pull again: every file verified in place, nothing fetched. */
-  xu_pull_ok(ref, dst, &o, &res);
+  xu_pull_ok(tc.ref, tc.dst, &o, &res);
   CHECK_EQ_INT(res.chunks_moved, 0);
   CHECK_EQ_INT(res.files_moved, 0);
-  free(src);
-  free(dst);
-  free(ref);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  xu_case_done(&tc);
 }
 
 TEST(resim_uploads_only_changed_files) {
-  char *tmp = br_test_tmpdir("xfer-pp-resim");
-  xu_depot x;
-  xu_depot_start(&x, tmp);
-  char *src = xu_path(tmp, "src"), *ref = xu_ref(x.url, "shot010/cloth");
-  make_tree(src, 1);
+  xu_case tc;
+  xu_case_start(&tc, "xfer-pp-resim", "shot010/cloth");
+  make_tree(tc.src, 1);
   br_xfer_opts o;
-  xu_opts(&o, tmp);
+  xu_opts(&o, tc.tmp);
   br_xfer_result res;
-  xu_push_ok(src, ref, &o, &res);
+  xu_push_ok(tc.src, tc.ref, &o, &res);
   /* A re-sim changes 3 of 40 frames. */
-  xu_make_file(src, "cloth/cloth.0003.bgeo", 2000, 9001);
-  xu_make_file(src, "cloth/cloth.0010.bgeo", 2000, 9002);
-  xu_make_file(src, "cloth/cloth.0020.bgeo", 2000, 9003);
-  CHECK_EQ_INT(xu_push_ok(src, ref, &o, &res), 2);
+  xu_make_file(tc.src, "cloth/cloth.0003.bgeo", 2000, 9001);
+  xu_make_file(tc.src, "cloth/cloth.0010.bgeo", 2000, 9002);
+  xu_make_file(tc.src, "cloth/cloth.0020.bgeo", 2000, 9003);
+  CHECK_EQ_INT(xu_push_ok(tc.src, tc.ref, &o, &res), 2);
   CHECK_EQ_INT(res.chunks_moved, 3);
   CHECK_EQ_INT(res.files_moved, 3);
   CHECK_EQ_INT(res.hashed_bytes, 6000);
   /* v1 is still there and differs from v2. */
-  char *d1 = xu_path(tmp, "d1"), *d2 = xu_path(tmp, "d2"), *r1 = NULL;
-  if (asprintf(&r1, "%s@v1", ref) < 0) abort();
+  char *d1 = xu_path(tc.tmp, "d1"), *d2 = xu_path(tc.tmp, "d2"), *r1 = NULL;
+  if (asprintf(&r1, "%s@v1", tc.ref) < 0) abort();
   xu_pull_ok(r1, d1, &o, &res);
   CHECK_EQ_INT(res.version, 1);
-  xu_pull_ok(ref, d2, &o, &res);
+  xu_pull_ok(tc.ref, d2, &o, &res);
   CHECK_EQ_INT(res.version, 2);
-  CHECK_EQ_INT(xu_tree_diff(src, d2), 0);
-  CHECK(xu_tree_diff(src, d1) != 0);
+  CHECK_EQ_INT(xu_tree_diff(tc.src, d2), 0);
+  CHECK(xu_tree_diff(tc.src, d1) != 0);
   /* Pulling v2 over v1's tree fetches the 3 changed files only. */
-  xu_pull_ok(ref, d1, &o, &res);
+  xu_pull_ok(tc.ref, d1, &o, &res);
   CHECK_EQ_INT(res.files_moved, 3);
-  CHECK_EQ_INT(xu_tree_diff(src, d1), 0);
+  CHECK_EQ_INT(xu_tree_diff(tc.src, d1), 0);
   /* v3 changes only a frame's mode and another's mtime: pulled over v2's
    * tree, nothing moves and both files take v3's metadata; v2 pulled back
    * over it gives v2's again. */
-  char *f5 = xu_path(src, "cloth/cloth.0005.bgeo"), *f6 = xu_path(src, "cloth/cloth.0006.bgeo");
+  char *f5 = xu_path(tc.src, "cloth/cloth.0005.bgeo"),
+       *f6 = xu_path(tc.src, "cloth/cloth.0006.bgeo");
   char *g5 = xu_path(d1, "cloth/cloth.0005.bgeo"), *g6 = xu_path(d1, "cloth/cloth.0006.bgeo");
   struct stat s5, s6, st;
   CHECK(stat(f5, &s5) == 0 && stat(f6, &s6) == 0);
   CHECK(chmod(f5, 0750) == 0);
   struct timespec old[2] = {{0, UTIME_OMIT}, {1577836800, 123456789}}; /* 2020-01-01 */
   CHECK(utimensat(AT_FDCWD, f6, old, 0) == 0);
-  CHECK_EQ_INT(xu_push_ok(src, ref, &o, &res), 3);
-  xu_pull_ok(ref, d1, &o, &res);
+  CHECK_EQ_INT(xu_push_ok(tc.src, tc.ref, &o, &res), 3);
+  xu_pull_ok(tc.ref, d1, &o, &res);
   CHECK_EQ_INT(res.files_moved, 0);
   CHECK(stat(g5, &st) == 0);
   CHECK_EQ_INT(st.st_mode & 0777, 0750);
@@ -133,7 +126,7 @@ TEST(resim_uploads_only_changed_files) {
   CHECK_EQ_INT(st.st_mtim.tv_sec, 1577836800);
   CHECK_EQ_INT(st.st_mtim.tv_nsec, 123456789);
   char *r2 = NULL;
-  if (asprintf(&r2, "%s@v2", ref) < 0) abort();
+  if (asprintf(&r2, "%s@v2", tc.ref) < 0) abort();
   xu_pull_ok(r2, d1, &o, &res);
   CHECK_EQ_INT(res.files_moved, 0);
   CHECK(stat(g5, &st) == 0);
@@ -149,44 +142,35 @@ TEST(resim_uploads_only_changed_files) {
   free(r1);
   free(d1);
   free(d2);
-  free(src);
-  free(ref);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  xu_case_done(&tc);
 }
 
 TEST(resume_keeps_verified_chunks_of_a_partial) {
-  char *tmp = br_test_tmpdir("xfer-pp-resume");
-  xu_depot x;
-  xu_depot_start(&x, tmp);
-  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "r");
-  xu_make_file(src, "big.0001.vdb", 1024 * 1024 + 5, 77); /* 5 chunks of 256 KiB */
+  xu_case tc;
+  xu_case_start(&tc, "xfer-pp-resume", "r");
+  xu_make_file(tc.src, "big.0001.vdb", 1024 * 1024 + 5, 77); /* 5 chunks of 256 KiB */
   br_xfer_opts o;
-  xu_opts(&o, tmp);
+  xu_opts(&o, tc.tmp);
   br_xfer_result res;
-  xu_push_ok(src, ref, &o, &res);
+  xu_push_ok(tc.src, tc.ref, &o, &res);
   /* A partial as a cut pull leaves it: chunks 0 and 1 good, chunk 2 torn. */
   size_t len;
-  char *sp = xu_path(src, "big.0001.vdb");
+  char *sp = xu_path(tc.src, "big.0001.vdb");
   char *data = br__read_file(sp, &len);
   char pn[64];
   br_xfer__partial_name("big.0001.vdb", pn, sizeof pn); /* derived from the name */
-  char *pp = xu_path(dst, pn);
-  mkdir(dst, 0755);
+  char *pp = xu_path(tc.dst, pn);
+  mkdir(tc.dst, 0755);
   xu_write_file(pp, data, 2 * 256 * 1024 + 1000);
-  xu_pull_ok(ref, dst, &o, &res);
+  xu_pull_ok(tc.ref, tc.dst, &o, &res);
   CHECK_EQ_INT(res.chunks_skipped, 2);
   CHECK_EQ_INT(res.chunks_moved, 3);
-  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
-  CHECK_EQ_INT(xu_count_prefix(dst, ".braid-partial-"), 0);
+  CHECK_EQ_INT(xu_tree_diff(tc.src, tc.dst), 0);
+  CHECK_EQ_INT(xu_count_prefix(tc.dst, ".braid-partial-"), 0);
   free(data);
   free(sp);
   free(pp);
-  free(src);
-  free(dst);
-  free(ref);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  xu_case_done(&tc);
 }
 
 /* What a push's progress showed while it sent. */
@@ -207,17 +191,15 @@ static void note_progress(const br_xfer_progress *p, void *ud) {
 TEST(push_progress_moves_while_a_bundle_is_sent) {
   /* bytes were done only once their bundle was answered: a slow push of
    * small files showed 0 B done for its first bundles (here its only one) */
-  char *tmp = br_test_tmpdir("xfer-pp-progress");
-  xu_depot x;
-  xu_depot_start(&x, tmp);
-  char *src = xu_path(tmp, "src"), *ref = xu_ref(x.url, "prog");
+  xu_case tc;
+  xu_case_start(&tc, "xfer-pp-progress", "prog");
   for (int i = 0; i < 4; i++) {
     char name[32];
     snprintf(name, sizeof name, "f%02d.bin", i);
-    xu_make_file(src, name, 60 * 1024, 100 + i);
+    xu_make_file(tc.src, name, 60 * 1024, 100 + i);
   }
   br_xfer_opts o;
-  xu_opts(&o, tmp);
+  xu_opts(&o, tc.tmp);
   o.bundle_bytes = 4 * 1024 * 1024; /* one bundle (of at least 256 KiB) for the 240 KiB */
   o.bwlimit = 100 * 1024;
   o.compress = 0;
@@ -226,16 +208,14 @@ TEST(push_progress_moves_while_a_bundle_is_sent) {
   o.progress_ud = &seen;
   o.progress_interval = 0.05;
   br_xfer_result res;
-  xu_push_ok(src, ref, &o, &res);
+  xu_push_ok(tc.src, tc.ref, &o, &res);
   CHECK_EQ_INT(res.files_moved, 4);
   CHECK_EQ_INT(res.chunks_moved, 4);
   CHECK_EQ_INT(seen.total, 4 * 60 * 1024);
   CHECK(seen.between > 0);
   CHECK_EQ_INT(seen.last, seen.total);
   CHECK(!seen.backwards);
-  free(src), free(ref);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  xu_case_done(&tc);
 }
 
 static volatile sig_atomic_t cancel_now;
@@ -246,15 +226,13 @@ static void cancel_after_some(const br_xfer_progress *p, void *ud) {
 }
 
 TEST(cancel_then_resume) {
-  char *tmp = br_test_tmpdir("xfer-pp-cancel");
-  xu_depot x;
-  xu_depot_start(&x, tmp);
-  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "c");
-  xu_make_file(src, "a.bin", 3 * 1024 * 1024, 5);
+  xu_case tc;
+  xu_case_start(&tc, "xfer-pp-cancel", "c");
+  xu_make_file(tc.src, "a.bin", 3 * 1024 * 1024, 5);
   br_xfer_opts o;
-  xu_opts(&o, tmp);
+  xu_opts(&o, tc.tmp);
   br_xfer_result res;
-  xu_push_ok(src, ref, &o, &res);
+  xu_push_ok(tc.src, tc.ref, &o, &res);
   o.progress = cancel_after_some;
   o.progress_interval = 0.001;
   o.cancel = &cancel_now;
@@ -262,55 +240,45 @@ TEST(cancel_then_resume) {
   o.parallel = 2;
   br_error err;
   br_error_clear(&err);
-  CHECK_EQ_INT(br_xfer_pull(ref, dst, &o, &res, &err), BR_ECANCEL);
-  char *final = xu_path(dst, "a.bin");
+  CHECK_EQ_INT(br_xfer_pull(tc.ref, tc.dst, &o, &res, &err), BR_ECANCEL);
+  char *final = xu_path(tc.dst, "a.bin");
   struct stat st;
   CHECK(stat(final, &st) != 0); /* nothing under the final name */
   cancel_now = 0;
   o.progress = NULL;
   o.bwlimit = 0;
-  xu_pull_ok(ref, dst, &o, &res);
+  xu_pull_ok(tc.ref, tc.dst, &o, &res);
   CHECK(res.chunks_skipped >= 1); /* what arrived before the cancel is kept */
-  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+  CHECK_EQ_INT(xu_tree_diff(tc.src, tc.dst), 0);
   free(final);
-  free(src);
-  free(dst);
-  free(ref);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  xu_case_done(&tc);
 }
 
 TEST(bandwidth_limit_and_compression) {
-  char *tmp = br_test_tmpdir("xfer-pp-bw");
-  xu_depot x;
-  xu_depot_start(&x, tmp);
-  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "bw");
+  xu_case tc;
+  xu_case_start(&tc, "xfer-pp-bw", "bw");
   /* Compressible (zeros) and incompressible files. */
   uint8_t *zeros = calloc(1, 600 * 1024);
-  char *zp = xu_path(src, "zeros.bin");
+  char *zp = xu_path(tc.src, "zeros.bin");
   xu_write_file(zp, zeros, 600 * 1024);
-  xu_make_file(src, "random.bin", 300 * 1024, 3);
+  xu_make_file(tc.src, "random.bin", 300 * 1024, 3);
   br_xfer_opts o;
-  xu_opts(&o, tmp);
+  xu_opts(&o, tc.tmp);
   o.bwlimit = 4 * 1024 * 1024;
   br_xfer_result res;
-  xu_push_ok(src, ref, &o, &res);
+  xu_push_ok(tc.src, tc.ref, &o, &res);
   /* zstd shrank the zeros: far fewer bytes went than the tree holds. */
   CHECK(res.bytes_moved < 300 * 1024 + 100 * 1024);
-  xu_pull_ok(ref, dst, &o, &res);
-  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+  xu_pull_ok(tc.ref, tc.dst, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(tc.src, tc.dst), 0);
   o.compress = 0;
-  char *dst2 = xu_path(tmp, "dst2");
-  xu_pull_ok(ref, dst2, &o, &res);
-  CHECK_EQ_INT(xu_tree_diff(src, dst2), 0);
+  char *dst2 = xu_path(tc.tmp, "dst2");
+  xu_pull_ok(tc.ref, dst2, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(tc.src, dst2), 0);
   free(dst2);
   free(zeros);
   free(zp);
-  free(src);
-  free(dst);
-  free(ref);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  xu_case_done(&tc);
 }
 
 /* Large chunks that compress are kept by the depot as the zstd frames
@@ -319,50 +287,47 @@ TEST(bandwidth_limit_and_compression) {
  * are right. fsck reads the frames; a gc after a version goes keeps the
  * ones still named. */
 TEST(large_chunks_that_compress_are_pulled_compressed) {
-  char *tmp = br_test_tmpdir("xfer-pp-zlarge");
-  xu_depot x;
-  xu_depot_start(&x, tmp);
-  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "sim");
+  xu_case tc;
+  xu_case_start(&tc, "xfer-pp-zlarge", "sim");
   const size_t text = 5 * 1024 * 1024 + 321, noise = 3 * 1024 * 1024;
-  xu_make_text_file(src, "cache/sim.0001.bgeo", text, 1);
-  xu_make_text_file(src, "cache/sim.0002.bgeo", text, 2);
-  xu_make_file(src, "cache/noise.0001.bgeo", noise, 3);
+  xu_make_text_file(tc.src, "cache/sim.0001.bgeo", text, 1);
+  xu_make_text_file(tc.src, "cache/sim.0002.bgeo", text, 2);
+  xu_make_file(tc.src, "cache/noise.0001.bgeo", noise, 3);
   br_xfer_opts o;
-  xu_opts(&o, tmp);
+  xu_opts(&o, tc.tmp);
   o.chunk_size = 2 * 1024 * 1024; /* chunks a depot keeps apart from small ones */
   br_xfer_result res;
-  xu_push_ok(src, ref, &o, &res);
+  xu_push_ok(tc.src, tc.ref, &o, &res);
   int64_t pushed = res.bytes_moved;
   CHECK(pushed < (int64_t)(text + noise)); /* each text file shrank to under half */
-  xu_pull_ok(ref, dst, &o, &res);
-  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+  xu_pull_ok(tc.ref, tc.dst, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(tc.src, tc.dst), 0);
   CHECK(res.bytes_moved < pushed + 64 * 1024);
   o.compress = 0;
-  char *plain = xu_path(tmp, "plain");
-  xu_pull_ok(ref, plain, &o, &res);
-  CHECK_EQ_INT(xu_tree_diff(src, plain), 0);
+  char *plain = xu_path(tc.tmp, "plain");
+  xu_pull_ok(tc.ref, plain, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(tc.src, plain), 0);
   CHECK(res.bytes_moved >= (int64_t)(2 * text + noise));
   o.compress = 1;
   br_error err;
   br_error_clear(&err);
   int64_t n = 0;
-  CHECK_EQ_INT(br_depot_fsck(x.root, &n, &err), BR_OK);
+  CHECK_EQ_INT(br_depot_fsck(tc.x.root, &n, &err), BR_OK);
   CHECK(n >= 8);
   /* v2 keeps one text file; v1 goes, and a gc takes the other's frames */
-  char *gone = xu_path(src, "cache/sim.0002.bgeo");
+  char *gone = xu_path(tc.src, "cache/sim.0002.bgeo");
   CHECK_EQ_INT(unlink(gone), 0);
-  xu_push_ok(src, ref, &o, &res);
-  CHECK_EQ_INT(br_depot_rm(x.root, "sim", 1, &err), BR_OK);
+  xu_push_ok(tc.src, tc.ref, &o, &res);
+  CHECK_EQ_INT(br_depot_rm(tc.x.root, "sim", 1, &err), BR_OK);
   br_depot_gc_result g;
-  CHECK_EQ_INT(br_depot_gc(x.root, 0, false, &g, &err), BR_OK);
+  CHECK_EQ_INT(br_depot_gc(tc.x.root, 0, false, &g, &err), BR_OK);
   CHECK(g.objects_removed >= 3);
-  char *after = xu_path(tmp, "after");
-  xu_pull_ok(ref, after, &o, &res);
-  CHECK_EQ_INT(xu_tree_diff(src, after), 0);
-  CHECK_EQ_INT(br_depot_fsck(x.root, &n, &err), BR_OK);
-  free(after), free(gone), free(plain), free(src), free(dst), free(ref);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  char *after = xu_path(tc.tmp, "after");
+  xu_pull_ok(tc.ref, after, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(tc.src, after), 0);
+  CHECK_EQ_INT(br_depot_fsck(tc.x.root, &n, &err), BR_OK);
+  free(after), free(gone), free(plain);
+  xu_case_done(&tc);
 }
 
 /* Whether the file system under dir punches holes: a scratch file of
@@ -400,13 +365,11 @@ static int64_t disk_bytes(const char *dir, const char *rel) {
 /* Chunks of zeros (a sparse file's holes, or zeros written out) are not
  * fetched: the pull leaves holes there, so a sparse file stays sparse. */
 TEST(zero_chunks_are_holes_not_fetched) {
-  char *tmp = br_test_tmpdir("xfer-pp-sparse");
-  xu_depot x;
-  xu_depot_start(&x, tmp);
-  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "vol");
+  xu_case tc;
+  xu_case_start(&tc, "xfer-pp-sparse", "vol");
   const int64_t hole = 4 * 1024 * 1024, edge = 256 * 1024;
-  xu_make_file(src, "vol/density.0001.vdb", (size_t)edge, 1);
-  char *path = xu_path(src, "vol/density.0001.vdb");
+  xu_make_file(tc.src, "vol/density.0001.vdb", (size_t)edge, 1);
+  char *path = xu_path(tc.src, "vol/density.0001.vdb");
   int fd = open(path, O_WRONLY);
   CHECK(fd >= 0);
   uint8_t tail[300 * 1024];
@@ -415,22 +378,21 @@ TEST(zero_chunks_are_holes_not_fetched) {
   close(fd);
   const int64_t size = edge + hole + (int64_t)sizeof tail;
   br_xfer_opts o;
-  xu_opts(&o, tmp); /* 256 KiB chunks: 16 of them zeros */
-  o.compress = 0;   /* so the bytes moved show what was fetched */
+  xu_opts(&o, tc.tmp); /* 256 KiB chunks: 16 of them zeros */
+  o.compress = 0;      /* so the bytes moved show what was fetched */
   br_xfer_result res;
-  xu_push_ok(src, ref, &o, &res);
-  xu_pull_ok(ref, dst, &o, &res);
-  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+  xu_push_ok(tc.src, tc.ref, &o, &res);
+  xu_pull_ok(tc.ref, tc.dst, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(tc.src, tc.dst), 0);
   CHECK(res.bytes_moved < size - hole + 64 * 1024);
-  char *got = xu_path(dst, "vol/density.0001.vdb");
+  char *got = xu_path(tc.dst, "vol/density.0001.vdb");
   struct stat st;
   CHECK_EQ_INT(stat(got, &st), 0);
   CHECK_EQ_INT(st.st_size, size);
-  if (can_punch(tmp)) /* the holes are holes */
+  if (can_punch(tc.tmp)) /* the holes are holes */
     CHECK((int64_t)st.st_blocks * 512 < size - hole / 2);
-  free(got), free(path), free(src), free(dst), free(ref);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  free(got), free(path);
+  xu_case_done(&tc);
 }
 
 /* A large file's last chunk, shorter than the others, all zeros (a sparse
@@ -438,41 +400,38 @@ TEST(zero_chunks_are_holes_not_fetched) {
  * length. Before, only whole chunks of zeros were known from their digest,
  * and the last one came over the wire and was written out. */
 TEST(a_last_shorter_chunk_of_zeros_is_a_hole_not_fetched) {
-  char *tmp = br_test_tmpdir("xfer-pp-sparse-tail");
-  xu_depot x;
-  xu_depot_start(&x, tmp);
-  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "vol");
+  xu_case tc;
+  xu_case_start(&tc, "xfer-pp-sparse-tail", "vol");
   const int64_t cs = 256 * 1024, tail = 100 * 1024 + 123; /* unaligned: a direct write pads */
   /* data, two chunks of zeros, then the short last chunk of zeros */
-  xu_make_file(src, "vol/a.0001.vdb", (size_t)cs, 1);
-  char *a = xu_path(src, "vol/a.0001.vdb");
+  xu_make_file(tc.src, "vol/a.0001.vdb", (size_t)cs, 1);
+  char *a = xu_path(tc.src, "vol/a.0001.vdb");
   CHECK_EQ_INT(truncate(a, 3 * cs + tail), 0);
   /* one chunk, shorter than the chunk size, all zeros (above small_file:
    * fetched chunk by chunk, not bundled) */
-  xu_make_file(src, "vol/b.0001.vdb", 0, 0);
-  char *b = xu_path(src, "vol/b.0001.vdb");
+  xu_make_file(tc.src, "vol/b.0001.vdb", 0, 0);
+  char *b = xu_path(tc.src, "vol/b.0001.vdb");
   CHECK_EQ_INT(truncate(b, 200 * 1024 + 7), 0);
   /* the same last chunk length as a's (its zero digest then from the
    * pull's cache), not zeros: fetched */
-  xu_make_file(src, "vol/c.0001.vdb", (size_t)(cs + tail), 2);
+  xu_make_file(tc.src, "vol/c.0001.vdb", (size_t)(cs + tail), 2);
   br_xfer_opts o;
-  xu_opts(&o, tmp); /* 256 KiB chunks, small files up to 64 KiB */
-  o.compress = 0;   /* so the bytes moved show what was fetched */
+  xu_opts(&o, tc.tmp); /* 256 KiB chunks, small files up to 64 KiB */
+  o.compress = 0;      /* so the bytes moved show what was fetched */
   br_xfer_result res;
-  xu_push_ok(src, ref, &o, &res);
-  xu_pull_ok(ref, dst, &o, &res);
-  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+  xu_push_ok(tc.src, tc.ref, &o, &res);
+  xu_pull_ok(tc.ref, tc.dst, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(tc.src, tc.dst), 0);
   CHECK_EQ_INT(res.chunks_moved, 3);   /* a's first, c's two */
   const int64_t data = 2 * cs + tail; /* of those three */
   CHECK(res.bytes_moved >= data);
   CHECK(res.bytes_moved < data + 64 * 1024);
-  if (can_punch(tmp)) {
-    CHECK(disk_bytes(dst, "vol/a.0001.vdb") < cs + 64 * 1024);
-    CHECK(disk_bytes(dst, "vol/b.0001.vdb") < 64 * 1024);
+  if (can_punch(tc.tmp)) {
+    CHECK(disk_bytes(tc.dst, "vol/a.0001.vdb") < cs + 64 * 1024);
+    CHECK(disk_bytes(tc.dst, "vol/b.0001.vdb") < 64 * 1024);
   }
-  free(a), free(b), free(src), free(dst), free(ref);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  free(a), free(b);
+  xu_case_done(&tc);
 }
 
 static volatile sig_atomic_t cancel_sparse;
@@ -487,14 +446,12 @@ static void cancel_past(const br_xfer_progress *p, void *ud) {
  * whole file again (fallocate), which filled the holes: the file came
  * back whole but no longer sparse. */
 TEST(a_resumed_partial_keeps_its_holes) {
-  char *tmp = br_test_tmpdir("xfer-pp-sparse-resume");
-  xu_depot x;
-  xu_depot_start(&x, tmp);
-  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "vol");
+  xu_case tc;
+  xu_case_start(&tc, "xfer-pp-sparse-resume", "vol");
   const int64_t cs = 256 * 1024, hole = 16 * cs, data = 8 * cs;
   /* a chunk of data, 16 of zeros, 8 of data */
-  xu_make_file(src, "vol/d.0001.vdb", (size_t)cs, 1);
-  char *path = xu_path(src, "vol/d.0001.vdb");
+  xu_make_file(tc.src, "vol/d.0001.vdb", (size_t)cs, 1);
+  char *path = xu_path(tc.src, "vol/d.0001.vdb");
   int fd = open(path, O_WRONLY);
   CHECK(fd >= 0);
   uint8_t *tail = malloc((size_t)data);
@@ -503,10 +460,10 @@ TEST(a_resumed_partial_keeps_its_holes) {
   close(fd);
   const int64_t size = cs + hole + data;
   br_xfer_opts o;
-  xu_opts(&o, tmp);
+  xu_opts(&o, tc.tmp);
   o.compress = 0;
   br_xfer_result res;
-  xu_push_ok(src, ref, &o, &res);
+  xu_push_ok(tc.src, tc.ref, &o, &res);
   /* cut once some of the data came (the holes count as done at once) */
   int64_t past = hole + 2 * cs;
   o.progress = cancel_past;
@@ -517,41 +474,39 @@ TEST(a_resumed_partial_keeps_its_holes) {
   o.parallel = 2;
   br_error err;
   br_error_clear(&err);
-  CHECK_EQ_INT(br_xfer_pull(ref, dst, &o, &res, &err), BR_ECANCEL);
+  CHECK_EQ_INT(br_xfer_pull(tc.ref, tc.dst, &o, &res, &err), BR_ECANCEL);
   char pn[64];
   br_xfer__partial_name("d.0001.vdb", pn, sizeof pn);
   char *prel = NULL;
   if (asprintf(&prel, "vol/%s", pn) < 0) abort();
-  bool punch = can_punch(tmp);
-  if (punch) CHECK(disk_bytes(dst, prel) < size - hole / 2); /* the cut pull's holes */
+  bool punch = can_punch(tc.tmp);
+  if (punch) CHECK(disk_bytes(tc.dst, prel) < size - hole / 2); /* the cut pull's holes */
   cancel_sparse = 0;
   o.progress = NULL;
   o.cancel = NULL;
   o.bwlimit = 0;
-  xu_pull_ok(ref, dst, &o, &res);
-  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
-  CHECK_EQ_INT(xu_count_prefix(dst, ".braid-partial-"), 0);
+  xu_pull_ok(tc.ref, tc.dst, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(tc.src, tc.dst), 0);
+  CHECK_EQ_INT(xu_count_prefix(tc.dst, ".braid-partial-"), 0);
   /* the holes verified as zero chunks, and the two or more chunks of data
    * that came before the cut kept */
   CHECK(res.chunks_skipped >= 16 + 2);
   CHECK(res.chunks_moved <= 1 + 8 - 2);
-  if (punch) CHECK(disk_bytes(dst, "vol/d.0001.vdb") < size - hole / 2);
-  free(prel), free(tail), free(path), free(src), free(dst), free(ref);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  if (punch) CHECK(disk_bytes(tc.dst, "vol/d.0001.vdb") < size - hole / 2);
+  free(prel), free(tail), free(path);
+  xu_case_done(&tc);
 }
 
 TEST(many_snapshots_at_once) {
-  char *tmp = br_test_tmpdir("xfer-pp-many");
-  xu_depot x;
-  xu_depot_start(&x, tmp);
-  char *s1 = xu_path(tmp, "s1"), *s2 = xu_path(tmp, "s2");
-  char *d1 = xu_path(tmp, "d1"), *d2 = xu_path(tmp, "d2");
-  char *r1 = xu_ref(x.url, "task/one"), *r2 = xu_ref(x.url, "task/two");
+  xu_case tc;
+  xu_case_start(&tc, "xfer-pp-many", NULL);
+  char *s1 = xu_path(tc.tmp, "s1"), *s2 = xu_path(tc.tmp, "s2");
+  char *d1 = xu_path(tc.tmp, "d1"), *d2 = xu_path(tc.tmp, "d2");
+  char *r1 = xu_ref(tc.x.url, "task/one"), *r2 = xu_ref(tc.x.url, "task/two");
   make_tree(s1, 10);
   xu_make_file(s2, "only.0001.exr", 5000, 11);
   br_xfer_opts o;
-  xu_opts(&o, tmp);
+  xu_opts(&o, tc.tmp);
   const char *dirs[] = {s1, s2}, *refs[] = {r1, r2}, *dsts[] = {d1, d2};
   br_xfer_pair pairs[2] = {{0, 0}, {0, 0}};
   br_xfer_result res;
@@ -580,8 +535,7 @@ TEST(many_snapshots_at_once) {
   CHECK(xu_tree_diff(s2, d2) != 0); /* v1 lacks only.0002 */
   free(r2v1);
   free(s1), free(s2), free(d1), free(d2), free(r1), free(r2);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  xu_case_done(&tc);
 }
 
 /* Snapshots pulled into one folder (the pull node's layout merge) that
@@ -589,11 +543,10 @@ TEST(many_snapshots_at_once) {
  * or a file where another has a folder, refuse the pull before anything is
  * written, also when one destination lies inside the other. */
 TEST(snapshots_into_one_folder_share_a_path_once_or_refuse) {
-  char *tmp = br_test_tmpdir("xfer-pp-merge");
-  xu_depot x;
-  xu_depot_start(&x, tmp);
-  char *s1 = xu_path(tmp, "s1"), *s2 = xu_path(tmp, "s2"), *s3 = xu_path(tmp, "s3");
-  char *s4 = xu_path(tmp, "s4"), *s5 = xu_path(tmp, "s5");
+  xu_case tc;
+  xu_case_start(&tc, "xfer-pp-merge", NULL);
+  char *s1 = xu_path(tc.tmp, "s1"), *s2 = xu_path(tc.tmp, "s2"), *s3 = xu_path(tc.tmp, "s3");
+  char *s4 = xu_path(tc.tmp, "s4"), *s5 = xu_path(tc.tmp, "s5");
   xu_make_file(s1, "big", 1000 * 1000, 1); /* four chunks */
   xu_make_file(s1, "sub/x", 3000, 2);
   xu_make_file(s1, "one", 100, 3);
@@ -606,15 +559,15 @@ TEST(snapshots_into_one_folder_share_a_path_once_or_refuse) {
   char *r[5];
   const char *names[] = {"m/1", "m/2", "m/3", "m/4", "m/5"}, *srcs[] = {s1, s2, s3, s4, s5};
   br_xfer_opts o;
-  xu_opts(&o, tmp);
+  xu_opts(&o, tc.tmp);
   br_xfer_result res;
   for (int i = 0; i < 5; i++) {
-    r[i] = xu_ref(x.url, names[i]);
+    r[i] = xu_ref(tc.x.url, names[i]);
     xu_push_ok(srcs[i], r[i], &o, &res);
   }
   br_error err;
   br_error_clear(&err);
-  char *m = xu_path(tmp, "m"), *want = xu_path(tmp, "want");
+  char *m = xu_path(tc.tmp, "m"), *want = xu_path(tc.tmp, "want");
   const char *same[] = {r[0], r[1]}, *into[] = {m, m};
   CHECK_EQ_INT(br_xfer_pull_many(same, into, 2, &o, NULL, &res, &err), BR_OK);
   CHECK_EQ_INT(res.files, 6);
@@ -625,7 +578,7 @@ TEST(snapshots_into_one_folder_share_a_path_once_or_refuse) {
   xu_make_file(want, "two", 200, 4);
   CHECK_EQ_INT(xu_tree_diff(want, m), 0);
 
-  char *m2 = xu_path(tmp, "m2"), *m2sub = xu_path(tmp, "m2/sub");
+  char *m2 = xu_path(tc.tmp, "m2"), *m2sub = xu_path(tc.tmp, "m2/sub");
   const char *other[] = {r[0], r[2]}, *into2[] = {m2, m2};
   CHECK_EQ_INT(br_xfer_pull_many(other, into2, 2, &o, NULL, &res, &err), BR_EINVAL);
   CHECK_CONTAINS(err.msg, "m/1@v1 has big and m/3@v1 has big, both for ");
@@ -645,8 +598,7 @@ TEST(snapshots_into_one_folder_share_a_path_once_or_refuse) {
   CHECK(access(m2, F_OK) != 0);
   for (int i = 0; i < 5; i++) free(r[i]);
   free(s1), free(s2), free(s3), free(s4), free(s5), free(m), free(want), free(m2), free(m2sub);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  xu_case_done(&tc);
 }
 
 static void count_damaged(void *ud, const char *what) {
@@ -668,27 +620,26 @@ static void damage(const char *path, int64_t off) {
  * them again and the pull works. A folder that is not a depot is left as
  * it was. */
 TEST(damaged_depot_objects_are_taken_out_and_pushed_again) {
-  char *tmp = br_test_tmpdir("xfer-pp-damaged");
-  xu_depot x;
-  xu_depot_start_cache(&x, tmp, -1); /* no packs in memory: the disk's bytes go */
-  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "dmg");
-  xu_make_file(src, "big", 5 * 1024 * 1024, 1); /* chunks of 2, 2 and 1 MiB */
+  xu_case tc;
+  /* no packs in memory: the disk's bytes go */
+  xu_case_start_cache(&tc, "xfer-pp-damaged", "dmg", -1);
+  xu_make_file(tc.src, "big", 5 * 1024 * 1024, 1); /* chunks of 2, 2 and 1 MiB */
   uint8_t small[20000];
   for (size_t i = 0; i < sizeof small; i++) small[i] = (uint8_t)(i * 7 + 3);
-  char *sp = xu_path(src, "small");
+  char *sp = xu_path(tc.src, "small");
   xu_write_file(sp, small, sizeof small);
   br_xfer_opts o;
-  xu_opts(&o, tmp);
+  xu_opts(&o, tc.tmp);
   o.chunk_size = 2 * 1024 * 1024;
   o.retries = 2;
   br_xfer_result res;
-  xu_push_ok(src, ref, &o, &res);
+  xu_push_ok(tc.src, tc.ref, &o, &res);
   /* a 2 MiB chunk is a loose object: damage the first one found */
   char loose[400] = "", hex[80] = "";
-  CHECK(strlen(x.root) < 200);
+  CHECK(strlen(tc.x.root) < 200);
   for (int i = 0; i < 256 && !loose[0]; i++) {
     char dir[300];
-    snprintf(dir, sizeof dir, "%.200s/objects/%02x", x.root, i);
+    snprintf(dir, sizeof dir, "%.200s/objects/%02x", tc.x.root, i);
     DIR *d = opendir(dir);
     for (struct dirent *de; d && (de = readdir(d));)
       if (strlen(de->d_name) == BR_XFER_HEX_LEN) {
@@ -704,11 +655,11 @@ TEST(damaged_depot_objects_are_taken_out_and_pushed_again) {
   br_xfer_digest sd;
   br_xfer_sha256(small, sizeof small, &sd);
   br_xfer__store st;
-  CHECK_EQ_INT(br_xfer__store_open(&st, x.root, NULL), BR_OK);
+  CHECK_EQ_INT(br_xfer__store_open(&st, tc.x.root, NULL), BR_OK);
   char rel[128], pack[400];
   int64_t off, len, raw;
   CHECK_EQ_INT(br_xfer__index_locate(&st, &sd, rel, sizeof rel, &off, &len, &raw), BR_OK);
-  snprintf(pack, sizeof pack, "%s/%s", x.root, rel);
+  snprintf(pack, sizeof pack, "%s/%s", tc.x.root, rel);
   damage(pack, off + 100);
   br_xfer__store_close(&st);
 
@@ -716,7 +667,7 @@ TEST(damaged_depot_objects_are_taken_out_and_pushed_again) {
   int64_t checked = 0, damaged = 0;
   br_error err;
   br_error_clear(&err);
-  CHECK_EQ_INT(br_depot_fsck_ex(x.root, false, count_damaged, &told, &checked, &damaged, &err),
+  CHECK_EQ_INT(br_depot_fsck_ex(tc.x.root, false, count_damaged, &told, &checked, &damaged, &err),
                BR_EIO);
   CHECK_EQ_INT(damaged, 2);
   CHECK_EQ_INT(told, 2);
@@ -725,26 +676,26 @@ TEST(damaged_depot_objects_are_taken_out_and_pushed_again) {
   CHECK(access(loose, F_OK) == 0); /* named, not moved */
 
   br_error_clear(&err);
-  CHECK_EQ_INT(br_xfer_pull(ref, dst, &o, &res, &err), BR_EIO);
+  CHECK_EQ_INT(br_xfer_pull(tc.ref, tc.dst, &o, &res, &err), BR_EIO);
   CHECK_CONTAINS(err.msg, "found it damaged and took it out: push the tree that holds it again");
-  char *log = xu_depot_log(&x);
+  char *log = xu_depot_log(&tc.x);
   CHECK_CONTAINS(log, "found as a client's bytes failed verification");
   free(log);
   br_error_clear(&err);
-  CHECK_EQ_INT(br_depot_fsck_ex(x.root, true, NULL, NULL, &checked, &damaged, &err),
+  CHECK_EQ_INT(br_depot_fsck_ex(tc.x.root, true, NULL, NULL, &checked, &damaged, &err),
                damaged ? BR_EIO : BR_OK);
-  CHECK_EQ_INT(br_depot_fsck_ex(x.root, false, NULL, NULL, &checked, &damaged, &err), BR_OK);
+  CHECK_EQ_INT(br_depot_fsck_ex(tc.x.root, false, NULL, NULL, &checked, &damaged, &err), BR_OK);
   CHECK_EQ_INT(damaged, 0);
   char *aside = NULL;
-  if (asprintf(&aside, "%s/damaged/%s", x.root, hex) < 0) abort();
+  if (asprintf(&aside, "%s/damaged/%s", tc.x.root, hex) < 0) abort();
   CHECK(access(loose, F_OK) != 0 && access(aside, F_OK) == 0);
 
-  xu_push_ok(src, ref, &o, &res);
+  xu_push_ok(tc.src, tc.ref, &o, &res);
   CHECK_EQ_INT(res.chunks_moved, 2);
-  xu_pull_ok(ref, dst, &o, &res);
-  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+  xu_pull_ok(tc.ref, tc.dst, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(tc.src, tc.dst), 0);
 
-  char *plain = xu_path(tmp, "plain");
+  char *plain = xu_path(tc.tmp, "plain");
   CHECK(mkdir(plain, 0755) == 0);
   br_error_clear(&err);
   CHECK_EQ_INT(br_depot_fsck(plain, &checked, &err), BR_ENOTFOUND);
@@ -753,9 +704,8 @@ TEST(damaged_depot_objects_are_taken_out_and_pushed_again) {
   CHECK_EQ_INT(br_depot_gc(plain, 0, false, &gr, &err), BR_ENOTFOUND);
   CHECK_EQ_INT(br_depot_rm(plain, "dmg", 1, &err), BR_ENOTFOUND);
   CHECK_EQ_INT(xu_count_prefix(plain, ""), 0);
-  free(plain), free(aside), free(sp), free(src), free(dst), free(ref);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  free(plain), free(aside), free(sp);
+  xu_case_done(&tc);
 }
 
 /* The progress callback of a pull that changes a file in place as the
@@ -778,11 +728,9 @@ static void spoil_at_fetch(const br_xfer_progress *pr, void *ud) {
  * another, large or small, a file whose chunks repeat (a cache's zeros),
  * and a chunk of a file already in place is copied from it, not fetched. */
 TEST(a_chunk_named_twice_is_fetched_once) {
-  char *tmp = br_test_tmpdir("xfer-pp-twice");
-  xu_depot x;
-  xu_depot_start(&x, tmp);
-  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "twice");
-  char *af = xu_path(src, "a/f"), *bf = xu_path(src, "b/f"), *z = xu_path(src, "z");
+  xu_case tc;
+  xu_case_start(&tc, "xfer-pp-twice", "twice");
+  char *af = xu_path(tc.src, "a/f"), *bf = xu_path(tc.src, "b/f"), *z = xu_path(tc.src, "z");
   size_t len = 1024 * 1024; /* four chunks of 256 KiB */
   uint8_t *bytes = malloc(len);
   xu_fill(bytes, len, 1);
@@ -795,34 +743,34 @@ TEST(a_chunk_named_twice_is_fetched_once) {
   for (int i = 0; i < 20; i++) { /* small files, bundled: ten of one content, ten of another */
     char rel[64];
     snprintf(rel, sizeof rel, "frames/f.%04d.exr", i);
-    xu_make_file(src, rel, 3000, (uint64_t)(100 + i % 2));
+    xu_make_file(tc.src, rel, 3000, (uint64_t)(100 + i % 2));
   }
   br_xfer_opts o;
-  xu_opts(&o, tmp);
+  xu_opts(&o, tc.tmp);
   br_xfer_result res;
-  xu_push_ok(src, ref, &o, &res);
-  xu_pull_ok(ref, dst, &o, &res);
-  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+  xu_push_ok(tc.src, tc.ref, &o, &res);
+  xu_pull_ok(tc.ref, tc.dst, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(tc.src, tc.dst), 0);
   CHECK_EQ_INT(res.chunks_moved, 7); /* a/f's four, z's tail and two frames */
-  char *dbf = xu_path(dst, "b/f"), *dz = xu_path(dst, "z");
+  char *dbf = xu_path(tc.dst, "b/f"), *dz = xu_path(tc.dst, "z");
   CHECK(unlink(dbf) == 0 && unlink(dz) == 0);
   for (int i = 2; i < 20; i++) {
     char rel[64];
-    snprintf(rel, sizeof rel, "%s/frames/f.%04d.exr", dst, i);
+    snprintf(rel, sizeof rel, "%s/frames/f.%04d.exr", tc.dst, i);
     CHECK(unlink(rel) == 0);
   }
-  xu_pull_ok(ref, dst, &o, &res);
-  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+  xu_pull_ok(tc.ref, tc.dst, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(tc.src, tc.dst), 0);
   CHECK_EQ_INT(res.chunks_moved, 1); /* z's tail; the rest from a/f and two frames, in place */
   CHECK_EQ_INT(res.files_moved, 20);
   /* a/f, the copies' source, changes after the pull found it in place:
    * each copy finds other bytes there, and is fetched after all */
   CHECK(unlink(dbf) == 0 && unlink(dz) == 0);
-  char *daf = xu_path(dst, "a/f");
+  char *daf = xu_path(tc.dst, "a/f");
   spoil sp = {daf, false};
   o.progress = spoil_at_fetch;
   o.progress_ud = &sp;
-  xu_pull_ok(ref, dst, &o, &res);
+  xu_pull_ok(tc.ref, tc.dst, &o, &res);
   CHECK(sp.done);
   CHECK(res.chunks_moved >= 5); /* b/f's four, z's tail, and z's copies */
   char *cmp = NULL;
@@ -831,120 +779,107 @@ TEST(a_chunk_named_twice_is_fetched_once) {
   free(cmp);
   free(daf);
   free(bytes), free(af), free(bf), free(z), free(dbf), free(dz);
-  free(src), free(dst), free(ref);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  xu_case_done(&tc);
 }
 
 /* A re-pull leaves a link that is already right alone (a folder the
  * puller may not write keeps working); a file where the snapshot has a
  * folder is named as such. */
 TEST(links_in_place_stay_and_a_file_in_a_folders_place_is_named) {
-  char *tmp = br_test_tmpdir("xfer-pp-inplace");
-  xu_depot x;
-  xu_depot_start(&x, tmp);
-  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "inplace");
-  xu_make_file(src, "d/f", 10, 1);
-  char *link = xu_path(src, "d/l"), *empty = xu_path(src, "empty");
+  xu_case tc;
+  xu_case_start(&tc, "xfer-pp-inplace", "inplace");
+  xu_make_file(tc.src, "d/f", 10, 1);
+  char *link = xu_path(tc.src, "d/l"), *empty = xu_path(tc.src, "empty");
   CHECK(symlink("f", link) == 0);
   CHECK(mkdir(empty, 0755) == 0);
   br_xfer_opts o;
-  xu_opts(&o, tmp);
+  xu_opts(&o, tc.tmp);
   br_xfer_result res;
-  xu_push_ok(src, ref, &o, &res);
-  xu_pull_ok(ref, dst, &o, &res);
-  char *dl = xu_path(dst, "d/l"), *de = xu_path(dst, "empty");
+  xu_push_ok(tc.src, tc.ref, &o, &res);
+  xu_pull_ok(tc.ref, tc.dst, &o, &res);
+  char *dl = xu_path(tc.dst, "d/l"), *de = xu_path(tc.dst, "empty");
   struct stat a, b;
   CHECK(lstat(dl, &a) == 0 && S_ISLNK(a.st_mode));
-  xu_pull_ok(ref, dst, &o, &res);
+  xu_pull_ok(tc.ref, tc.dst, &o, &res);
   CHECK(lstat(dl, &b) == 0 && b.st_ino == a.st_ino);
   CHECK(rmdir(de) == 0);
   xu_write_file(de, "x", 1);
   br_error err;
   br_error_clear(&err);
-  CHECK_EQ_INT(br_xfer_pull(ref, dst, &o, &res, &err), BR_EINVAL);
+  CHECK_EQ_INT(br_xfer_pull(tc.ref, tc.dst, &o, &res, &err), BR_EINVAL);
   CHECK_CONTAINS(err.msg, "/dst/empty exists and is not a folder, where the snapshot has a folder");
-  free(link), free(empty), free(dl), free(de), free(src), free(dst), free(ref);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  free(link), free(empty), free(dl), free(de);
+  xu_case_done(&tc);
 }
 
 TEST(clear_errors_for_auth_and_missing) {
-  char *tmp = br_test_tmpdir("xfer-pp-errors");
-  xu_depot x;
-  xu_depot_start(&x, tmp);
-  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "e");
-  xu_make_file(src, "a", 10, 1);
+  xu_case tc;
+  xu_case_start(&tc, "xfer-pp-errors", "e");
+  xu_make_file(tc.src, "a", 10, 1);
   br_xfer_opts o;
-  xu_opts(&o, tmp);
+  xu_opts(&o, tc.tmp);
   br_xfer_result res;
   br_error err;
   br_error_clear(&err);
   o.token = "wrong";
-  CHECK_EQ_INT(br_xfer_push(src, ref, &o, &res, &err), BR_EAUTH);
+  CHECK_EQ_INT(br_xfer_push(tc.src, tc.ref, &o, &res, &err), BR_EAUTH);
   CHECK_CONTAINS(err.msg, "401");
   o.token = NULL;
-  CHECK_EQ_INT(br_xfer_pull(ref, dst, &o, &res, &err), BR_EAUTH);
+  CHECK_EQ_INT(br_xfer_pull(tc.ref, tc.dst, &o, &res, &err), BR_EAUTH);
   o.token = XU_TOKEN;
   br_error_clear(&err);
-  CHECK_EQ_INT(br_xfer_pull(ref, dst, &o, &res, &err), BR_ENOTFOUND);
+  CHECK_EQ_INT(br_xfer_pull(tc.ref, tc.dst, &o, &res, &err), BR_ENOTFOUND);
   CHECK_CONTAINS(err.msg, "no snapshot");
-  xu_push_ok(src, ref, &o, &res);
+  xu_push_ok(tc.src, tc.ref, &o, &res);
   char *r9 = NULL;
-  if (asprintf(&r9, "%s@v9", ref) < 0) abort();
-  CHECK_EQ_INT(br_xfer_pull(r9, dst, &o, &res, &err), BR_ENOTFOUND);
+  if (asprintf(&r9, "%s@v9", tc.ref) < 0) abort();
+  CHECK_EQ_INT(br_xfer_pull(r9, tc.dst, &o, &res, &err), BR_ENOTFOUND);
   /* Nobody listening: retried, then a clear network error. */
   o.retries = 2;
-  CHECK_EQ_INT(br_xfer_pull("depot://127.0.0.1:1/e", dst, &o, &res, &err), BR_ENET);
+  CHECK_EQ_INT(br_xfer_pull("depot://127.0.0.1:1/e", tc.dst, &o, &res, &err), BR_ENET);
   CHECK_CONTAINS(err.msg, "cannot reach the depot at http://127.0.0.1:1");
-  CHECK(br_xfer_push("/nonexistent", ref, &o, &res, &err) != BR_OK);
-  CHECK(br_xfer_push(src, "not a ref", &o, &res, &err) != BR_OK);
+  CHECK(br_xfer_push("/nonexistent", tc.ref, &o, &res, &err) != BR_OK);
+  CHECK(br_xfer_push(tc.src, "not a ref", &o, &res, &err) != BR_OK);
   free(r9);
-  free(src);
-  free(dst);
-  free(ref);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  xu_case_done(&tc);
 }
 
 TEST(push_refuses_escaping_symlinks_and_devices) {
-  char *tmp = br_test_tmpdir("xfer-pp-pushsafe");
-  xu_depot x;
-  xu_depot_start(&x, tmp);
-  char *src = xu_path(tmp, "src"), *ref = xu_ref(x.url, "s");
-  xu_make_file(src, "a/f", 10, 1);
+  xu_case tc;
+  xu_case_start(&tc, "xfer-pp-pushsafe", "s");
+  xu_make_file(tc.src, "a/f", 10, 1);
   br_xfer_opts o;
-  xu_opts(&o, tmp);
+  xu_opts(&o, tc.tmp);
   br_xfer_result res;
   br_error err;
   br_error_clear(&err);
-  char *l = xu_path(src, "a/out");
+  char *l = xu_path(tc.src, "a/out");
   CHECK(symlink("../../../etc", l) == 0);
-  CHECK_EQ_INT(br_xfer_push(src, ref, &o, &res, &err), BR_EINVAL);
+  CHECK_EQ_INT(br_xfer_push(tc.src, tc.ref, &o, &res, &err), BR_EINVAL);
   CHECK_CONTAINS(err.msg, "out of the tree");
   unlink(l);
   CHECK(symlink("/etc/passwd", l) == 0);
-  CHECK_EQ_INT(br_xfer_push(src, ref, &o, &res, &err), BR_EINVAL);
+  CHECK_EQ_INT(br_xfer_push(tc.src, tc.ref, &o, &res, &err), BR_EINVAL);
   unlink(l);
   CHECK(mkfifo(l, 0644) == 0);
   br_error_clear(&err);
-  CHECK_EQ_INT(br_xfer_push(src, ref, &o, &res, &err), BR_EINVAL);
+  CHECK_EQ_INT(br_xfer_push(tc.src, tc.ref, &o, &res, &err), BR_EINVAL);
   CHECK_CONTAINS(err.msg, "fifo");
   unlink(l);
-  char *bad = xu_path(src, "a/CON");
+  char *bad = xu_path(tc.src, "a/CON");
   xu_write_file(bad, "x", 1);
-  CHECK_EQ_INT(br_xfer_push(src, ref, &o, &res, &err), BR_EINVAL);
+  CHECK_EQ_INT(br_xfer_push(tc.src, tc.ref, &o, &res, &err), BR_EINVAL);
   CHECK_CONTAINS(err.msg, "'CON' is a reserved device name on Windows");
   /* one push names every refused path (the first four, then "and more"),
    * each with its reason, control bytes shown as \xNN */
   static const char *names[] = {"a/b:c", "a/del\x7f", "a/dot.", "a/q?"};
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-    char *p = xu_path(src, names[i]);
+    char *p = xu_path(tc.src, names[i]);
     xu_write_file(p, "x", 1);
     free(p);
     if (i != 2) continue;
     br_error_clear(&err);
-    CHECK_EQ_INT(br_xfer_push(src, ref, &o, &res, &err), BR_EINVAL);
+    CHECK_EQ_INT(br_xfer_push(tc.src, tc.ref, &o, &res, &err), BR_EINVAL);
     CHECK_CONTAINS(err.msg, ": 4 paths cannot be pushed: ");
     CHECK_CONTAINS(err.msg, "'a/CON': 'CON' is a reserved device name");
     CHECK_CONTAINS(err.msg, "'a/b:c': forbidden character ':'");
@@ -953,22 +888,19 @@ TEST(push_refuses_escaping_symlinks_and_devices) {
     CHECK(strstr(err.msg, "and more") == NULL);
   }
   br_error_clear(&err);
-  CHECK_EQ_INT(br_xfer_push(src, ref, &o, &res, &err), BR_EINVAL);
+  CHECK_EQ_INT(br_xfer_push(tc.src, tc.ref, &o, &res, &err), BR_EINVAL);
   CHECK_CONTAINS(err.msg, ": 5 paths cannot be pushed: ");
   CHECK_CONTAINS(err.msg, "; and more");
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-    char *p = xu_path(src, names[i]);
+    char *p = xu_path(tc.src, names[i]);
     unlink(p);
     free(p);
   }
   unlink(bad);
-  CHECK_EQ_INT(xu_push_ok(src, ref, &o, &res), 1);
+  CHECK_EQ_INT(xu_push_ok(tc.src, tc.ref, &o, &res), 1);
   free(bad);
   free(l);
-  free(src);
-  free(ref);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  xu_case_done(&tc);
 }
 
 /* Writes a snapshot straight into the depot's store, past its checks, as a
@@ -982,12 +914,10 @@ static void plant_snapshot(xu_depot *x, const char *name, const char *json) {
 }
 
 TEST(pull_refuses_hostile_manifests) {
-  char *tmp = br_test_tmpdir("xfer-pp-hostile");
-  xu_depot x;
-  xu_depot_start(&x, tmp);
-  char *dst = xu_path(tmp, "dst");
+  xu_case tc;
+  xu_case_start(&tc, "xfer-pp-hostile", NULL);
   br_xfer_opts o;
-  xu_opts(&o, tmp);
+  xu_opts(&o, tc.tmp);
   br_xfer_result res;
   br_error err;
   struct {
@@ -1005,16 +935,16 @@ TEST(pull_refuses_hostile_manifests) {
                    "\"size\":0,\"digest\":\"" D64 "\",\"chunks\":[]}]}"},
   };
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-    plant_snapshot(&x, cases[i].name, cases[i].json);
-    char *ref = xu_ref(x.url, cases[i].name);
+    plant_snapshot(&tc.x, cases[i].name, cases[i].json);
+    char *ref = xu_ref(tc.x.url, cases[i].name);
     br_error_clear(&err);
-    int rc = br_xfer_pull(ref, dst, &o, &res, &err);
+    int rc = br_xfer_pull(ref, tc.dst, &o, &res, &err);
     if (rc != BR_EINVAL)
       br_test_fail(__FILE__, __LINE__, "case %s: rc %d (%s)", cases[i].name, rc, err.msg);
     CHECK_CONTAINS(err.msg, "refused");
     free(ref);
   }
-  char *esc = xu_path(tmp, "escaped");
+  char *esc = xu_path(tc.tmp, "escaped");
   struct stat st;
   CHECK(stat(esc, &st) != 0);
   CHECK(stat("/tmp/escaped", &st) != 0);
@@ -1025,87 +955,73 @@ TEST(pull_refuses_hostile_manifests) {
   memcpy(huge, "{\"format\":1,\"chunk_size\":65536,\"files\":[", 40);
   memcpy(huge + big - 3, "]} ", 3);
   huge[big] = 0;
-  plant_snapshot(&x, "huge", huge);
+  plant_snapshot(&tc.x, "huge", huge);
   free(huge);
   /* The depot serves it; the client's limit (here lowered) refuses it. */
-  char *ref = xu_ref(x.url, "huge");
-  xu_pull_ok(ref, dst, &o, &res); /* within the default */
+  char *ref = xu_ref(tc.x.url, "huge");
+  xu_pull_ok(ref, tc.dst, &o, &res); /* within the default */
   o.max_manifest = 1024 * 1024;
   br_error_clear(&err);
-  CHECK_EQ_INT(br_xfer_pull(ref, dst, &o, &res, &err), BR_EINVAL);
+  CHECK_EQ_INT(br_xfer_pull(ref, tc.dst, &o, &res, &err), BR_EINVAL);
   CHECK_CONTAINS(err.msg, "larger than");
   free(ref);
   free(esc);
-  free(dst);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  xu_case_done(&tc);
 }
 
 TEST(pull_never_writes_through_planted_symlinks) {
-  char *tmp = br_test_tmpdir("xfer-pp-planted");
-  xu_depot x;
-  xu_depot_start(&x, tmp);
-  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "p");
-  char *outside = xu_path(tmp, "outside");
+  xu_case tc;
+  xu_case_start(&tc, "xfer-pp-planted", "p");
+  char *outside = xu_path(tc.tmp, "outside");
   mkdir(outside, 0755);
-  xu_make_file(src, "sub/f.0001.exr", 100, 1);
+  xu_make_file(tc.src, "sub/f.0001.exr", 100, 1);
   br_xfer_opts o;
-  xu_opts(&o, tmp);
+  xu_opts(&o, tc.tmp);
   br_xfer_result res;
-  xu_push_ok(src, ref, &o, &res);
+  xu_push_ok(tc.src, tc.ref, &o, &res);
   /* dst/sub is a symlink to a directory outside the tree. */
-  mkdir(dst, 0755);
-  char *l = xu_path(dst, "sub");
+  mkdir(tc.dst, 0755);
+  char *l = xu_path(tc.dst, "sub");
   CHECK(symlink(outside, l) == 0);
   br_error err;
   br_error_clear(&err);
-  CHECK_EQ_INT(br_xfer_pull(ref, dst, &o, &res, &err), BR_EINVAL);
+  CHECK_EQ_INT(br_xfer_pull(tc.ref, tc.dst, &o, &res, &err), BR_EINVAL);
   CHECK_CONTAINS(err.msg, "symlink");
   CHECK_EQ_INT(xu_count_prefix(outside, ""), 0);
   free(l);
   free(outside);
-  free(src);
-  free(dst);
-  free(ref);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  xu_case_done(&tc);
 }
 
 /* A folder where the snapshot has a symlink: the pull fails naming it, and
  * leaves no temporary link behind. */
 TEST(folder_in_a_links_place_fails_cleanly) {
-  char *tmp = br_test_tmpdir("xfer-pp-linkdir");
-  xu_depot x;
-  xu_depot_start(&x, tmp);
-  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "l");
-  xu_make_file(src, "d/f", 10, 1);
-  char *l = xu_path(src, "dirlink");
+  xu_case tc;
+  xu_case_start(&tc, "xfer-pp-linkdir", "l");
+  xu_make_file(tc.src, "d/f", 10, 1);
+  char *l = xu_path(tc.src, "dirlink");
   CHECK(symlink("d", l) == 0);
   br_xfer_opts o;
-  xu_opts(&o, tmp);
+  xu_opts(&o, tc.tmp);
   br_xfer_result res;
-  xu_push_ok(src, ref, &o, &res);
-  xu_make_file(dst, "dirlink/mine", 5, 2);
+  xu_push_ok(tc.src, tc.ref, &o, &res);
+  xu_make_file(tc.dst, "dirlink/mine", 5, 2);
   br_error err;
   br_error_clear(&err);
-  CHECK(br_xfer_pull(ref, dst, &o, &res, &err) != BR_OK);
+  CHECK(br_xfer_pull(tc.ref, tc.dst, &o, &res, &err) != BR_OK);
   CHECK_CONTAINS(err.msg, "dst/dirlink exists and is a directory");
-  CHECK_EQ_INT(xu_count_prefix(dst, ".braid-partial-"), 0);
+  CHECK_EQ_INT(xu_count_prefix(tc.dst, ".braid-partial-"), 0);
   free(l);
-  free(src);
-  free(dst);
-  free(ref);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  xu_case_done(&tc);
 }
 
 TEST(content_cache_reuses_files_across_pulls) {
-  char *tmp = br_test_tmpdir("xfer-pp-ccache");
-  xu_depot x;
-  xu_depot_start(&x, tmp);
-  char *s1 = xu_path(tmp, "s1"), *s2 = xu_path(tmp, "s2"), *cc = xu_path(tmp, "ccache");
-  char *d1 = xu_path(tmp, "task1"), *d2 = xu_path(tmp, "task2"), *d3 = xu_path(tmp, "task3");
-  char *r1 = xu_ref(x.url, "asset/one"), *r2 = xu_ref(x.url, "asset/two");
+  xu_case tc;
+  xu_case_start(&tc, "xfer-pp-ccache", NULL);
+  char *s1 = xu_path(tc.tmp, "s1"), *s2 = xu_path(tc.tmp, "s2"), *cc = xu_path(tc.tmp, "ccache");
+  char *d1 = xu_path(tc.tmp, "task1"), *d2 = xu_path(tc.tmp, "task2"),
+       *d3 = xu_path(tc.tmp, "task3");
+  char *r1 = xu_ref(tc.x.url, "asset/one"), *r2 = xu_ref(tc.x.url, "asset/two");
   /* Two snapshots sharing 3 files (the same content under other names). */
   xu_make_file(s1, "tex/a.1001.exr", 30000, 1);
   xu_make_file(s1, "tex/b.1001.exr", 400000, 2);
@@ -1119,13 +1035,13 @@ TEST(content_cache_reuses_files_across_pulls) {
   const char *same[] = {"s1/tex/a.1001.exr", "s1/tex/b.1001.exr", "s1/geo/c.bgeo",
                         "s2/a.exr", "s2/b.exr", "s2/c.bgeo"};
   for (size_t i = 0; i < sizeof same / sizeof *same; i++) {
-    char *f = xu_path(tmp, same[i]);
+    char *f = xu_path(tc.tmp, same[i]);
     struct timespec t[2] = {{0, UTIME_OMIT}, {1600000000, 123}};
     CHECK(utimensat(AT_FDCWD, f, t, 0) == 0);
     free(f);
   }
   br_xfer_opts o;
-  xu_opts(&o, tmp);
+  xu_opts(&o, tc.tmp);
   br_xfer_result res;
   xu_push_ok(s1, r1, &o, &res);
   xu_push_ok(s2, r2, &o, &res);
@@ -1150,7 +1066,7 @@ TEST(content_cache_reuses_files_across_pulls) {
   CHECK_EQ_INT(res.files_reused, 3); /* a.exr, b.exr, and new.exr from task2 */
   /* A content cache that cannot be made (a file is in the way): the pull
    * goes on without it and says so. */
-  char *d4 = xu_path(tmp, "d4");
+  char *d4 = xu_path(tc.tmp, "d4");
   o.content_cache = q;
   xu_pull_ok(r2, d4, &o, &res);
   CHECK_EQ_INT(xu_tree_diff(s2, d4), 0);
@@ -1161,7 +1077,8 @@ TEST(content_cache_reuses_files_across_pulls) {
   /* The same content with another mode is a copy, not a link: setting the
    * mode on a link would change it in the cache and in every checkout. */
   o.content_cache = cc;
-  char *s3 = xu_path(tmp, "s3"), *d5 = xu_path(tmp, "task5"), *r3 = xu_ref(x.url, "asset/x");
+  char *s3 = xu_path(tc.tmp, "s3"), *d5 = xu_path(tc.tmp, "task5"),
+       *r3 = xu_ref(tc.x.url, "asset/x");
   xu_make_file(s3, "a.exr", 30000, 1);
   char *x3 = xu_path(s3, "a.exr"), *x5 = xu_path(d5, "a.exr"), *x2 = xu_path(d2, "a.exr");
   CHECK(chmod(x3, 0750) == 0);
@@ -1183,7 +1100,8 @@ TEST(content_cache_reuses_files_across_pulls) {
   CHECK(s1st.st_mode != s2st.st_mode); /* the cache's and task1's stay */
   /* The same content and mode with another time: a copy too, since a link
    * shares the time and setting it would change the cache's and task1's. */
-  char *s4 = xu_path(tmp, "s4"), *d6 = xu_path(tmp, "task6"), *r4 = xu_ref(x.url, "asset/t");
+  char *s4 = xu_path(tc.tmp, "s4"), *d6 = xu_path(tc.tmp, "task6"),
+       *r4 = xu_ref(tc.x.url, "asset/t");
   xu_make_file(s4, "b.exr", 400000, 2);
   char *x4 = xu_path(s4, "b.exr"), *x6 = xu_path(d6, "b.exr");
   struct timespec old[2] = {{0, UTIME_OMIT}, {1500000000, 0}};
@@ -1213,27 +1131,22 @@ TEST(content_cache_reuses_files_across_pulls) {
   free(q);
   free(p1), free(p2);
   free(s1), free(s2), free(cc), free(d1), free(d2), free(d3), free(r1), free(r2);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  xu_case_done(&tc);
 }
 
 TEST(tight_memory_bound_still_works) {
-  char *tmp = br_test_tmpdir("xfer-pp-mem");
-  xu_depot x;
-  xu_depot_start(&x, tmp);
-  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "mem");
-  make_tree(src, 3);
+  xu_case tc;
+  xu_case_start(&tc, "xfer-pp-mem", "mem");
+  make_tree(tc.src, 3);
   br_xfer_opts o;
-  xu_opts(&o, tmp);
+  xu_opts(&o, tc.tmp);
   o.max_memory = 1; /* one request in flight */
   o.parallel = 32;
   br_xfer_result res;
-  xu_push_ok(src, ref, &o, &res);
-  xu_pull_ok(ref, dst, &o, &res);
-  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
-  free(src), free(dst), free(ref);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  xu_push_ok(tc.src, tc.ref, &o, &res);
+  xu_pull_ok(tc.ref, tc.dst, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(tc.src, tc.dst), 0);
+  xu_case_done(&tc);
 }
 
 /* With the default options a push keeps 16 requests in flight and a pull
@@ -1241,33 +1154,31 @@ TEST(tight_memory_bound_still_works) {
  * that adds 40 ms to each round trip, one file to a request, each opens a
  * connection for each request in flight. */
 TEST(push_keeps_16_requests_in_flight_and_pull_4) {
-  char *tmp = br_test_tmpdir("xfer-pp-inflight");
-  xu_depot x;
-  xu_depot_start(&x, tmp);
+  xu_case tc;
+  xu_case_start(&tc, "xfer-pp-inflight", NULL);
   xproxy px;
-  CHECK_EQ_INT(xp_start(&px, x.port, 1), 0);
+  CHECK_EQ_INT(xp_start(&px, tc.x.port, 1), 0);
   px.delay_ms = 20;
   char url[64];
   snprintf(url, sizeof url, "depot://127.0.0.1:%d", px.port);
-  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(url, "inflight");
-  xu_make_frames(src, "f.%04d.bgeo", 0, 64, 20000, 0);
+  char *ref = xu_ref(url, "inflight");
+  xu_make_frames(tc.src, "f.%04d.bgeo", 0, 64, 20000, 0);
   br_xfer_opts o;
-  xu_opts(&o, tmp);
+  xu_opts(&o, tc.tmp);
   o.bundle_bytes = 1; /* one file per request */
   br_xfer_result res;
-  xu_push_ok(src, ref, &o, &res);
+  xu_push_ok(tc.src, ref, &o, &res);
   CHECK_EQ_INT(res.files_moved, 64);
   CHECK_EQ_INT(atomic_load(&px.max_conns), BR_XFER_PUSH_PARALLEL);
   CHECK_EQ_INT(xp_wait_closed(&px, 5.0), 0);
   atomic_store(&px.max_conns, 0);
-  xu_pull_ok(ref, dst, &o, &res);
-  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+  xu_pull_ok(ref, tc.dst, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(tc.src, tc.dst), 0);
   int pulled_by = atomic_load(&px.max_conns);
   CHECK(pulled_by > 1 && pulled_by <= BR_XFER_PULL_PARALLEL);
   xp_stop(&px);
-  free(src), free(dst), free(ref);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  free(ref);
+  xu_case_done(&tc);
 }
 
 /* Drops a file's pages from the page cache (written back first); true when
@@ -1298,44 +1209,40 @@ TEST(a_tree_not_in_memory_is_read_ahead) {
    * a time: their reads are started and they are hashed after others
    * (more than a thread's ring of them here, on one thread). The tree goes
    * whole, and the next push finds nothing to hash or send. */
-  char *tmp = br_test_tmpdir("xfer-pp-cold");
-  xu_depot x;
-  xu_depot_start(&x, tmp);
-  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "cold");
-  make_tree(src, 4);
+  xu_case tc;
+  xu_case_start(&tc, "xfer-pp-cold", "cold");
+  make_tree(tc.src, 4);
   int cold = 0;
   char rel[128];
   for (int i = 1; i <= 40; i++) {
     snprintf(rel, sizeof rel, "cloth/cloth.%04d.bgeo", i);
-    char *p = xu_path(src, rel);
+    char *p = xu_path(tc.src, rel);
     cold += evict(p);
     free(p);
   }
   /* Where the page cache cannot be asked (no cachestat), the push tries a
    * read with RWF_NOWAIT, which starts the read itself: on a fast disk it
    * may find the bytes there and count no read ahead. */
-  char *first = xu_path(src, "cloth/cloth.0001.bgeo");
+  char *first = xu_path(tc.src, "cloth/cloth.0001.bgeo");
   int fd = open(first, O_RDONLY);
   CHECK(fd >= 0);
   bool asked = br_xfer__cached(fd, 0, 1300) >= 0;
   close(fd);
   free(first);
   br_xfer_opts o;
-  xu_opts(&o, tmp);
+  xu_opts(&o, tc.tmp);
   o.hash_threads = 1;
   br_xfer_result res;
-  CHECK_EQ_INT(xu_push_ok(src, ref, &o, &res), 1);
+  CHECK_EQ_INT(xu_push_ok(tc.src, tc.ref, &o, &res), 1);
   if (!cold) fprintf(stderr, "  (this file system keeps the pages: no read ahead seen)\n");
   else if (asked) CHECK_EQ_INT(res.files_read_ahead, cold);
   else fprintf(stderr, "  (no cachestat: %lld of %d read ahead)\n", (long long)res.files_read_ahead, cold);
   CHECK(res.files_read_ahead <= 40);
-  xu_pull_ok(ref, dst, &o, &res);
-  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
-  CHECK_EQ_INT(xu_push_ok(src, ref, &o, &res), 2);
+  xu_pull_ok(tc.ref, tc.dst, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(tc.src, tc.dst), 0);
+  CHECK_EQ_INT(xu_push_ok(tc.src, tc.ref, &o, &res), 2);
   CHECK_EQ_INT(res.files_moved, 0);
-  free(src), free(dst), free(ref);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  xu_case_done(&tc);
 }
 
 TEST(depot_memory_bound_makes_clients_wait) {
@@ -1393,27 +1300,22 @@ static void frames_changed_while_sending(const char *tmp, const char *src, br_xf
 }
 
 TEST(file_changed_during_push_is_reported) {
-  char *tmp = br_test_tmpdir("xfer-pp-changed");
-  xu_depot x;
-  xu_depot_start(&x, tmp);
-  char *src = xu_path(tmp, "src"), *ref = xu_ref(x.url, "changed");
+  xu_case tc;
+  xu_case_start(&tc, "xfer-pp-changed", "changed");
   br_xfer_opts o;
-  frames_changed_while_sending(tmp, src, &o);
+  frames_changed_while_sending(tc.tmp, tc.src, &o);
   o.small_file = 4096; /* not bundled: its chunk kept, the file looked at again as it goes */
   br_xfer_result res;
   br_error err;
   br_error_clear(&err);
-  CHECK_EQ_INT(br_xfer_push(src, ref, &o, &res, &err), BR_EIO);
+  CHECK_EQ_INT(br_xfer_push(tc.src, tc.ref, &o, &res, &err), BR_EIO);
   CHECK_CONTAINS(err.msg, "changed while it was pushed");
   /* Nothing was committed; pushing again takes the new content. */
   o.progress = NULL;
-  CHECK_EQ_INT(xu_push_ok(src, ref, &o, &res), 1);
-  char *dst = xu_path(tmp, "dst");
-  xu_pull_ok(ref, dst, &o, &res);
-  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
-  free(dst), free(src), free(ref);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  CHECK_EQ_INT(xu_push_ok(tc.src, tc.ref, &o, &res), 1);
+  xu_pull_ok(tc.ref, tc.dst, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(tc.src, tc.dst), 0);
+  xu_case_done(&tc);
 }
 
 /* A file of many chunks is sent as it is hashed, its first chunks while
@@ -1422,21 +1324,19 @@ TEST(file_changed_during_push_is_reported) {
  * read sees it first, and nothing is committed; the next push takes the
  * new bytes. */
 TEST(large_file_changed_while_its_first_chunks_go_is_reported) {
-  char *tmp = br_test_tmpdir("xfer-pp-grow-changed");
-  xu_depot x;
-  xu_depot_start(&x, tmp);
-  char *src = xu_path(tmp, "src"), *ref = xu_ref(x.url, "grow");
+  xu_case tc;
+  xu_case_start(&tc, "xfer-pp-grow-changed", "grow");
   size_t size = 64 * 65536 + 123;
-  xu_make_file(src, "cache.bgeo", size, 31);
+  xu_make_file(tc.src, "cache.bgeo", size, 31);
   br_xfer_opts o;
-  xu_opts(&o, tmp);
+  xu_opts(&o, tc.tmp);
   o.chunk_size = 65536;
   o.small_file = 4096;
   o.parallel = 1;
   o.hash_threads = 1;
   o.progress = change_file_while_sending;
   o.progress_interval = 0.000001;
-  char *path = xu_path(src, "cache.bgeo");
+  char *path = xu_path(tc.src, "cache.bgeo");
   uint8_t *other = malloc(size);
   xu_fill(other, size, 32);
   change_me = NULL;
@@ -1446,20 +1346,18 @@ TEST(large_file_changed_while_its_first_chunks_go_is_reported) {
   br_xfer_result res;
   br_error err;
   br_error_clear(&err);
-  CHECK_EQ_INT(br_xfer_push(src, ref, &o, &res, &err), BR_EIO);
+  CHECK_EQ_INT(br_xfer_push(tc.src, tc.ref, &o, &res, &err), BR_EIO);
   CHECK(strstr(err.msg, "changed while it was") != NULL);
   CHECK_CONTAINS(err.msg, "cache.bgeo");
   CHECK(change_me == NULL); /* it was rewritten */
   o.progress = NULL;
-  CHECK_EQ_INT(xu_push_ok(src, ref, &o, &res), 1);
-  char *dst = xu_path(tmp, "dst");
-  xu_pull_ok(ref, dst, &o, &res);
-  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+  CHECK_EQ_INT(xu_push_ok(tc.src, tc.ref, &o, &res), 1);
+  xu_pull_ok(tc.ref, tc.dst, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(tc.src, tc.dst), 0);
   change_with = NULL;
   change_len = 0;
-  free(other), free(path), free(dst), free(src), free(ref);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  free(other), free(path);
+  xu_case_done(&tc);
 }
 
 /* Files of several chunks keep the chunks they hash while the memory bound
@@ -1467,15 +1365,13 @@ TEST(large_file_changed_while_its_first_chunks_go_is_reported) {
  * holds a few chunks, bodies mix the two, and chunks another file also
  * holds are let go unsent. The pulled tree is the pushed one. */
 TEST(larger_files_kept_or_read_again_under_a_small_memory_bound) {
-  char *tmp = br_test_tmpdir("xfer-pp-kept");
-  xu_depot x;
-  xu_depot_start(&x, tmp);
-  char *src = xu_path(tmp, "src"), *ref = xu_ref(x.url, "kept");
-  xu_make_frames(src, "sim/f.%04d.bgeo", 1, 40, 5 * 65536 + 77, 9);
-  xu_make_frames(src, "again/f.%04d.bgeo", 1, 3, 5 * 65536 + 77, 9); /* the same bytes */
-  xu_make_frames(src, "one/f.%04d.vdb", 1, 6, 65536 - 5, 10);        /* one chunk each */
+  xu_case tc;
+  xu_case_start(&tc, "xfer-pp-kept", "kept");
+  xu_make_frames(tc.src, "sim/f.%04d.bgeo", 1, 40, 5 * 65536 + 77, 9);
+  xu_make_frames(tc.src, "again/f.%04d.bgeo", 1, 3, 5 * 65536 + 77, 9); /* the same bytes */
+  xu_make_frames(tc.src, "one/f.%04d.vdb", 1, 6, 65536 - 5, 10);        /* one chunk each */
   br_xfer_opts o;
-  xu_opts(&o, tmp);
+  xu_opts(&o, tc.tmp);
   o.chunk_size = 65536;
   o.small_file = 4096;
   o.bundle_bytes = 256 * 1024;
@@ -1483,55 +1379,50 @@ TEST(larger_files_kept_or_read_again_under_a_small_memory_bound) {
   o.parallel = 2;
   o.hash_threads = 2;
   br_xfer_result res;
-  CHECK_EQ_INT(xu_push_ok(src, ref, &o, &res), 1);
+  CHECK_EQ_INT(xu_push_ok(tc.src, tc.ref, &o, &res), 1);
   CHECK_EQ_INT((int)res.chunks_moved, 40 * 6 + 6);
   CHECK_EQ_INT(res.retries, 0); /* a body the depot refused would be sent again */
-  char *dst = xu_path(tmp, "dst");
-  xu_pull_ok(ref, dst, &o, &res);
-  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+  xu_pull_ok(tc.ref, tc.dst, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(tc.src, tc.dst), 0);
   /* to another depot with room for all, no hash cache: every chunk kept */
-  char *tmp2 = xu_path(tmp, "second");
+  char *tmp2 = xu_path(tc.tmp, "second");
   CHECK(mkdir(tmp2, 0755) == 0);
   xu_depot y;
   xu_depot_start(&y, tmp2);
   o.max_memory = 0;
   o.cache_path = "";
-  char *ref2 = xu_ref(y.url, "kept-all"), *dst2 = xu_path(tmp, "dst2");
-  CHECK_EQ_INT(xu_push_ok(src, ref2, &o, &res), 1);
+  char *ref2 = xu_ref(y.url, "kept-all"), *dst2 = xu_path(tc.tmp, "dst2");
+  CHECK_EQ_INT(xu_push_ok(tc.src, ref2, &o, &res), 1);
   CHECK_EQ_INT((int)res.chunks_moved, 40 * 6 + 6);
   CHECK_EQ_INT(res.retries, 0);
   xu_pull_ok(ref2, dst2, &o, &res);
-  CHECK_EQ_INT(xu_tree_diff(src, dst2), 0);
-  free(dst2), free(ref2), free(dst), free(src), free(ref);
+  CHECK_EQ_INT(xu_tree_diff(tc.src, dst2), 0);
+  free(dst2), free(ref2);
   xu_depot_stop(&y);
-  xu_depot_stop(&x);
   free(tmp2);
-  xu_done(tmp);
+  xu_case_done(&tc);
 }
 
 TEST(pull_with_an_fsync_per_file) {
   /* --sync files: every file and folder synced on its own, no syncfs; the
    * tree comes out the same, big files and small, in several folders. */
-  char *tmp = br_test_tmpdir("xfer-pp-syncfiles");
-  xu_depot x;
-  xu_depot_start(&x, tmp);
-  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "sync");
-  make_tree(src, 3);
+  xu_case tc;
+  xu_case_start(&tc, "xfer-pp-syncfiles", "sync");
+  make_tree(tc.src, 3);
   br_xfer_opts o;
-  xu_opts(&o, tmp);
+  xu_opts(&o, tc.tmp);
   br_xfer_result res;
-  CHECK_EQ_INT(xu_push_ok(src, ref, &o, &res), 1);
+  CHECK_EQ_INT(xu_push_ok(tc.src, tc.ref, &o, &res), 1);
   o.sync_files = 1;
-  xu_pull_ok(ref, dst, &o, &res);
-  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
-  CHECK_EQ_INT(xu_count_prefix(dst, ".braid-partial-"), 0);
+  xu_pull_ok(tc.ref, tc.dst, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(tc.src, tc.dst), 0);
+  CHECK_EQ_INT(xu_count_prefix(tc.dst, ".braid-partial-"), 0);
   o.direct_io = 0; /* and through the page cache */
-  char *dst2 = xu_path(tmp, "dst2");
-  xu_pull_ok(ref, dst2, &o, &res);
-  CHECK_EQ_INT(xu_tree_diff(src, dst2), 0);
-  free(dst2), free(src), free(dst), free(ref);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  char *dst2 = xu_path(tc.tmp, "dst2");
+  xu_pull_ok(tc.ref, dst2, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(tc.src, dst2), 0);
+  free(dst2);
+  xu_case_done(&tc);
 }
 
 /* Rewrites change_me with other bytes of the same size once a push has
@@ -1637,124 +1528,109 @@ TEST(small_file_changed_after_hashing_goes_as_hashed) {
   /* A small file's bytes are kept from its hashing to its upload: a change
    * after that is not in this version (which is consistent: the bytes it
    * names are the bytes hashed), and the next push takes it. */
-  char *tmp = br_test_tmpdir("xfer-pp-kept");
-  xu_depot x;
-  xu_depot_start(&x, tmp);
-  char *src = xu_path(tmp, "src"), *ref = xu_ref(x.url, "kept");
+  xu_case tc;
+  xu_case_start(&tc, "xfer-pp-kept", "kept");
   br_xfer_opts o;
-  frames_changed_while_sending(tmp, src, &o);
-  char *before = xu_path(tmp, "before");
+  frames_changed_while_sending(tc.tmp, tc.src, &o);
+  char *before = xu_path(tc.tmp, "before");
   char cmd[2048];
-  snprintf(cmd, sizeof cmd, "cp -a '%s' '%s'", src, before);
+  snprintf(cmd, sizeof cmd, "cp -a '%s' '%s'", tc.src, before);
   CHECK_EQ_INT(system(cmd), 0);
   br_xfer_result res;
-  CHECK_EQ_INT(xu_push_ok(src, ref, &o, &res), 1);
+  CHECK_EQ_INT(xu_push_ok(tc.src, tc.ref, &o, &res), 1);
   CHECK(change_me == NULL); /* it did change during the push */
-  char *dst = xu_path(tmp, "dst");
-  xu_pull_ok(ref, dst, &o, &res);
-  CHECK_EQ_INT(xu_tree_diff(before, dst), 0);
+  xu_pull_ok(tc.ref, tc.dst, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(before, tc.dst), 0);
   o.progress = NULL;
-  CHECK_EQ_INT(xu_push_ok(src, ref, &o, &res), 2);
+  CHECK_EQ_INT(xu_push_ok(tc.src, tc.ref, &o, &res), 2);
   CHECK_EQ_INT(res.files_moved, 1);
-  xu_pull_ok(ref, dst, &o, &res);
-  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
-  free(dst), free(before), free(src), free(ref);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  xu_pull_ok(tc.ref, tc.dst, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(tc.src, tc.dst), 0);
+  free(before);
+  xu_case_done(&tc);
 }
 
 TEST(many_small_files_in_big_bundles) {
   /* Hundreds of tiny files per request, both ways (bundles and packs). */
-  char *tmp = br_test_tmpdir("xfer-pp-bigbundle");
-  xu_depot x;
-  xu_depot_start(&x, tmp);
-  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "tiny");
+  xu_case tc;
+  xu_case_start(&tc, "xfer-pp-bigbundle", "tiny");
   char rel[64];
   for (int i = 0; i < 600; i++) {
     snprintf(rel, sizeof rel, "d%d/t.%04d.txt", i % 7, i);
-    xu_make_file(src, rel, 100 + (size_t)(i % 50) * 37, (uint64_t)i % 500); /* some dups */
+    xu_make_file(tc.src, rel, 100 + (size_t)(i % 50) * 37, (uint64_t)i % 500); /* some dups */
   }
   br_xfer_opts o;
-  xu_opts(&o, tmp);
+  xu_opts(&o, tc.tmp);
   o.bundle_bytes = 8 * 1024 * 1024;
   o.parallel = 2;
   br_xfer_result res;
-  xu_push_ok(src, ref, &o, &res);
-  xu_pull_ok(ref, dst, &o, &res);
-  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
-  br_depot_stop(x.d);
+  xu_push_ok(tc.src, tc.ref, &o, &res);
+  xu_pull_ok(tc.ref, tc.dst, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(tc.src, tc.dst), 0);
+  br_depot_stop(tc.x.d);
   br_xfer__store st;
-  CHECK_EQ_INT(br_xfer__store_open(&st, x.root, NULL), BR_OK);
+  CHECK_EQ_INT(br_xfer__store_open(&st, tc.x.root, NULL), BR_OK);
   int64_t n = 0;
   CHECK_EQ_INT(br_xfer__store_fsck(&st, &n, NULL), BR_OK);
   CHECK(n >= 500);
   br_xfer__store_close(&st);
-  x.d = NULL;
-  free(src), free(dst), free(ref);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  tc.x.d = NULL;
+  xu_case_done(&tc);
 }
 
 TEST(default_sizes_round_trip) {
   /* The sizes braid uses by default: 8 MiB chunks, 1 MiB small files,
    * 8 MiB bundles. */
-  char *tmp = br_test_tmpdir("xfer-pp-defaults");
-  xu_depot x;
-  xu_depot_start(&x, tmp);
-  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "def");
-  xu_make_file(src, "big.0001.vdb", 9 * 1024 * 1024 + 3, 1);
-  xu_make_file(src, "mid.0001.vdb", 1024 * 1024 + 1, 2);
-  xu_make_frames(src, "s/f.%04d.exr", 0, 150, 60000, 10);
+  xu_case tc;
+  xu_case_start(&tc, "xfer-pp-defaults", "def");
+  xu_make_file(tc.src, "big.0001.vdb", 9 * 1024 * 1024 + 3, 1);
+  xu_make_file(tc.src, "mid.0001.vdb", 1024 * 1024 + 1, 2);
+  xu_make_frames(tc.src, "s/f.%04d.exr", 0, 150, 60000, 10);
   br_xfer_opts o;
   br_xfer_opts_init(&o);
   o.token = XU_TOKEN;
-  char *cache = xu_path(tmp, "cache.db");
+  char *cache = xu_path(tc.tmp, "cache.db");
   o.cache_path = cache;
   br_xfer_result res;
-  xu_push_ok(src, ref, &o, &res);
+  xu_push_ok(tc.src, tc.ref, &o, &res);
   CHECK_EQ_INT(res.chunks_moved, 2 + 1 + 150);
-  xu_pull_ok(ref, dst, &o, &res);
-  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
-  free(cache), free(src), free(dst), free(ref);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  xu_pull_ok(tc.ref, tc.dst, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(tc.src, tc.dst), 0);
+  free(cache);
+  xu_case_done(&tc);
 }
 
 TEST(empty_trees_and_odd_names) {
-  char *tmp = br_test_tmpdir("xfer-pp-odd");
-  xu_depot x;
-  xu_depot_start(&x, tmp);
-  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "odd");
-  mkdir(src, 0755);
+  xu_case tc;
+  xu_case_start(&tc, "xfer-pp-odd", "odd");
+  mkdir(tc.src, 0755);
   br_xfer_opts o;
-  xu_opts(&o, tmp);
+  xu_opts(&o, tc.tmp);
   br_xfer_result res;
-  CHECK_EQ_INT(xu_push_ok(src, ref, &o, &res), 1); /* an empty tree is a snapshot too */
-  xu_pull_ok(ref, dst, &o, &res);
+  CHECK_EQ_INT(xu_push_ok(tc.src, tc.ref, &o, &res), 1); /* an empty tree is a snapshot too */
+  xu_pull_ok(tc.ref, tc.dst, &o, &res);
   CHECK_EQ_INT(res.files, 0);
   /* Spaces and UTF-8 names travel; a name that is not UTF-8 is refused. */
-  xu_make_file(src, "plate v2/caf\xc3\xa9 \xe2\x80\x94 001.exr", 100, 1);
-  CHECK_EQ_INT(xu_push_ok(src, ref, &o, &res), 2);
-  xu_pull_ok(ref, dst, &o, &res);
-  CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
-  xu_make_file(src, "latin1-\xe9t\xe9.exr", 10, 2);
+  xu_make_file(tc.src, "plate v2/caf\xc3\xa9 \xe2\x80\x94 001.exr", 100, 1);
+  CHECK_EQ_INT(xu_push_ok(tc.src, tc.ref, &o, &res), 2);
+  xu_pull_ok(tc.ref, tc.dst, &o, &res);
+  CHECK_EQ_INT(xu_tree_diff(tc.src, tc.dst), 0);
+  xu_make_file(tc.src, "latin1-\xe9t\xe9.exr", 10, 2);
   br_error err;
   br_error_clear(&err);
-  CHECK_EQ_INT(br_xfer_push(src, ref, &o, &res, &err), BR_EINVAL);
+  CHECK_EQ_INT(br_xfer_push(tc.src, tc.ref, &o, &res, &err), BR_EINVAL);
   CHECK_CONTAINS(err.msg, "UTF-8");
   /* names that differ only in case are one file on macOS and Windows */
-  char *latin1 = xu_path(src, "latin1-\xe9t\xe9.exr");
+  char *latin1 = xu_path(tc.src, "latin1-\xe9t\xe9.exr");
   CHECK(unlink(latin1) == 0);
   free(latin1);
-  xu_make_file(src, "Shot/a.exr", 10, 3);
-  xu_make_file(src, "shot/b.exr", 10, 4);
+  xu_make_file(tc.src, "Shot/a.exr", 10, 3);
+  xu_make_file(tc.src, "shot/b.exr", 10, 4);
   br_error_clear(&err);
-  CHECK_EQ_INT(br_xfer_push(src, ref, &o, &res, &err), BR_EINVAL);
+  CHECK_EQ_INT(br_xfer_push(tc.src, tc.ref, &o, &res, &err), BR_EINVAL);
   CHECK_CONTAINS(err.msg, "1 path cannot be pushed: unsafe path 'shot': 'Shot' differs from it "
                           "only in case (macOS and Windows keep one of the two)");
-  free(src), free(dst), free(ref);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  xu_case_done(&tc);
 }
 
 /* Times before 1970 with a fraction of a second come back as they were;
@@ -1762,26 +1638,24 @@ TEST(empty_trees_and_odd_names) {
  * that end, not wrapped and not the time of the pull; small and larger
  * files alike, and a second pull finds them in place. */
 TEST(times_before_1970_and_past_2262) {
-  char *tmp = br_test_tmpdir("xfer-pp-times");
-  xu_depot x;
-  xu_depot_start(&x, tmp);
-  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "times");
+  xu_case tc;
+  xu_case_start(&tc, "xfer-pp-times", "times");
   const char *names[] = {"old", "far", "old-large", "far-large"};
   const struct timespec when[] = {{-157723200, 250000000}, {10413792000, 5}};
   for (int i = 0; i < 4; i++) {
-    char *p = xu_path(src, names[i]);
-    xu_make_file(src, names[i], i < 2 ? 10 : 600 * 1024, (uint64_t)i);
+    char *p = xu_path(tc.src, names[i]);
+    xu_make_file(tc.src, names[i], i < 2 ? 10 : 600 * 1024, (uint64_t)i);
     struct timespec ts[2] = {when[i % 2], when[i % 2]};
     CHECK(utimensat(AT_FDCWD, p, ts, 0) == 0);
     free(p);
   }
   br_xfer_opts o;
-  xu_opts(&o, tmp);
+  xu_opts(&o, tc.tmp);
   br_xfer_result res;
-  xu_push_ok(src, ref, &o, &res);
-  xu_pull_ok(ref, dst, &o, &res);
+  xu_push_ok(tc.src, tc.ref, &o, &res);
+  xu_pull_ok(tc.ref, tc.dst, &o, &res);
   for (int i = 0; i < 4; i++) {
-    char *p = xu_path(dst, names[i]);
+    char *p = xu_path(tc.dst, names[i]);
     struct stat st;
     CHECK(stat(p, &st) == 0);
     if (i % 2 == 0) {
@@ -1793,11 +1667,9 @@ TEST(times_before_1970_and_past_2262) {
     }
     free(p);
   }
-  xu_pull_ok(ref, dst, &o, &res);
+  xu_pull_ok(tc.ref, tc.dst, &o, &res);
   CHECK_EQ_INT(res.files_moved, 0);
-  free(src), free(dst), free(ref);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  xu_case_done(&tc);
 }
 
 /* Folders come back with their mode and mtime, set once all within them
@@ -1806,50 +1678,48 @@ TEST(times_before_1970_and_past_2262) {
  * folder) is kept. Before, folders were made 0755 less the umask, with the
  * time of the pull. */
 TEST(folders_keep_their_mode_and_time) {
-  char *tmp = br_test_tmpdir("xfer-pp-folders");
-  xu_depot x;
-  xu_depot_start(&x, tmp);
-  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "dirs");
+  xu_case tc;
+  xu_case_start(&tc, "xfer-pp-folders", "dirs");
   const char *dirs[] = {"a", "a/ro", "c", "c/empty"};
   const mode_t modes[] = {0750, 0555, 0775, 0700};
-  xu_make_file(src, "a/ro/frame.0001.bgeo", 3000, 1);
-  xu_make_file(src, "a/big.vdb", 600 * 1024, 2);
-  xu_make_file(src, "c/x", 10, 3);
-  char *p = xu_path(src, "c/latest");
+  xu_make_file(tc.src, "a/ro/frame.0001.bgeo", 3000, 1);
+  xu_make_file(tc.src, "a/big.vdb", 600 * 1024, 2);
+  xu_make_file(tc.src, "c/x", 10, 3);
+  char *p = xu_path(tc.src, "c/latest");
   CHECK(symlink("x", p) == 0);
   free(p);
-  p = xu_path(src, "c/empty");
+  p = xu_path(tc.src, "c/empty");
   CHECK(mkdir(p, 0755) == 0);
   free(p);
   for (int i = 3; i >= 0; i--) {
-    p = xu_path(src, dirs[i]);
+    p = xu_path(tc.src, dirs[i]);
     CHECK(chmod(p, modes[i]) == 0);
     struct timespec ts[2] = {{0, UTIME_OMIT}, {1500000000 + i * 1000, 1234 * i}};
     CHECK(utimensat(AT_FDCWD, p, ts, 0) == 0);
     free(p);
   }
-  CHECK(mkdir(dst, 0755) == 0 && chmod(dst, 02775) == 0);
+  CHECK(mkdir(tc.dst, 0755) == 0 && chmod(tc.dst, 02775) == 0);
   br_xfer_opts o;
-  xu_opts(&o, tmp);
+  xu_opts(&o, tc.tmp);
   br_xfer_result res;
-  xu_push_ok(src, ref, &o, &res);
+  xu_push_ok(tc.src, tc.ref, &o, &res);
   for (int round = 0; round < 3; round++) {
     if (round == 2) { /* a new frame in the read-only folder, pulled over */
-      p = xu_path(src, "a/ro");
+      p = xu_path(tc.src, "a/ro");
       CHECK(chmod(p, 0755) == 0);
-      xu_make_file(src, "a/ro/frame.0002.bgeo", 3000, 4);
+      xu_make_file(tc.src, "a/ro/frame.0002.bgeo", 3000, 4);
       CHECK(chmod(p, 0555) == 0);
       struct timespec ts[2] = {{0, UTIME_OMIT}, {1500001000, 1234}};
       CHECK(utimensat(AT_FDCWD, p, ts, 0) == 0);
       free(p);
-      CHECK_EQ_INT(xu_push_ok(src, ref, &o, &res), 2);
+      CHECK_EQ_INT(xu_push_ok(tc.src, tc.ref, &o, &res), 2);
     }
-    xu_pull_ok(ref, dst, &o, &res);
+    xu_pull_ok(tc.ref, tc.dst, &o, &res);
     if (round == 1) CHECK_EQ_INT(res.files_moved, 0);
     if (round == 2) CHECK_EQ_INT(res.files_moved, 1);
-    CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+    CHECK_EQ_INT(xu_tree_diff(tc.src, tc.dst), 0);
     for (int i = 0; i < 4; i++) {
-      p = xu_path(dst, dirs[i]);
+      p = xu_path(tc.dst, dirs[i]);
       struct stat st;
       CHECK(lstat(p, &st) == 0 && S_ISDIR(st.st_mode));
       CHECK_EQ_INT(st.st_mode & 07777, modes[i] | S_ISGID);
@@ -1858,9 +1728,7 @@ TEST(folders_keep_their_mode_and_time) {
       free(p);
     }
   }
-  free(src), free(dst), free(ref);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  xu_case_done(&tc);
 }
 
 static void same_inode(const char *dir, const char *a, const char *b, bool same) {
@@ -1879,33 +1747,31 @@ static void same_inode(const char *dir, const char *a, const char *b, bool same)
  * broke in the destination is made again; a link broken at the source
  * comes back as two files. */
 TEST(hard_links_come_back_as_links) {
-  char *tmp = br_test_tmpdir("xfer-pp-hardlinks");
-  xu_depot x;
-  xu_depot_start(&x, tmp);
-  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "links");
-  xu_make_file(src, "cache/frame.0001.bgeo", 3000, 1);
-  xu_make_file(src, "big/sim.vdb", 700 * 1024, 2);
-  xu_make_file(src, "alone.txt", 10, 3);
+  xu_case tc;
+  xu_case_start(&tc, "xfer-pp-hardlinks", "links");
+  xu_make_file(tc.src, "cache/frame.0001.bgeo", 3000, 1);
+  xu_make_file(tc.src, "big/sim.vdb", 700 * 1024, 2);
+  xu_make_file(tc.src, "alone.txt", 10, 3);
   const char *links[][2] = {{"cache/frame.0001.bgeo", "latest.bgeo"},
                             {"big/sim.vdb", "a/sim-link.vdb"},
                             {"big/sim.vdb", "z.vdb"},
                             {"alone.txt", "../outside.txt"}};
-  char *p = xu_path(src, "a");
+  char *p = xu_path(tc.src, "a");
   CHECK(mkdir(p, 0755) == 0);
   free(p);
   for (int i = 0; i < 4; i++) {
-    char *from = xu_path(src, links[i][0]), *to = xu_path(src, links[i][1]);
+    char *from = xu_path(tc.src, links[i][0]), *to = xu_path(tc.src, links[i][1]);
     CHECK(link(from, to) == 0);
     free(from), free(to);
   }
   br_xfer_opts o;
-  xu_opts(&o, tmp);
+  xu_opts(&o, tc.tmp);
   br_xfer_result res;
-  xu_push_ok(src, ref, &o, &res);
+  xu_push_ok(tc.src, tc.ref, &o, &res);
   CHECK_EQ_INT(res.hashed_bytes, 3000 + 700 * 1024 + 10); /* each inode read once */
   for (int round = 0; round < 4; round++) {
     if (round == 2) { /* broken in the destination: a copy in the link's place */
-      char *from = xu_path(dst, "big/sim.vdb"), *to = xu_path(dst, "z.vdb"), *tmpf;
+      char *from = xu_path(tc.dst, "big/sim.vdb"), *to = xu_path(tc.dst, "z.vdb"), *tmpf;
       CHECK(asprintf(&tmpf, "%s.tmp", to) > 0);
       size_t len;
       char *b = br__read_file(from, &len);
@@ -1913,57 +1779,53 @@ TEST(hard_links_come_back_as_links) {
       xu_write_file(tmpf, b, len);
       CHECK(rename(tmpf, to) == 0);
       free(b), free(from), free(to), free(tmpf);
-      same_inode(dst, "big/sim.vdb", "z.vdb", false);
+      same_inode(tc.dst, "big/sim.vdb", "z.vdb", false);
     }
     if (round == 3) { /* broken at the source: latest.bgeo is a file of its own */
-      p = xu_path(src, "latest.bgeo");
+      p = xu_path(tc.src, "latest.bgeo");
       CHECK(unlink(p) == 0);
       free(p);
-      xu_make_file(src, "latest.bgeo", 3000, 4);
-      CHECK_EQ_INT(xu_push_ok(src, ref, &o, &res), 2);
+      xu_make_file(tc.src, "latest.bgeo", 3000, 4);
+      CHECK_EQ_INT(xu_push_ok(tc.src, tc.ref, &o, &res), 2);
     }
-    xu_pull_ok(ref, dst, &o, &res);
-    CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+    xu_pull_ok(tc.ref, tc.dst, &o, &res);
+    CHECK_EQ_INT(xu_tree_diff(tc.src, tc.dst), 0);
     CHECK_EQ_INT(res.files_moved, round == 0 ? 3 : round == 3 ? 1 : 0);
-    same_inode(dst, "cache/frame.0001.bgeo", "latest.bgeo", round < 3);
-    same_inode(dst, "big/sim.vdb", "a/sim-link.vdb", true);
-    same_inode(dst, "big/sim.vdb", "z.vdb", true);
-    p = xu_path(dst, "alone.txt");
+    same_inode(tc.dst, "cache/frame.0001.bgeo", "latest.bgeo", round < 3);
+    same_inode(tc.dst, "big/sim.vdb", "a/sim-link.vdb", true);
+    same_inode(tc.dst, "big/sim.vdb", "z.vdb", true);
+    p = xu_path(tc.dst, "alone.txt");
     struct stat st;
     CHECK(stat(p, &st) == 0);
     CHECK_EQ_INT(st.st_nlink, 1);
     free(p);
   }
-  free(src), free(dst), free(ref);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  xu_case_done(&tc);
 }
 
 /* Where the file system will not make a hard link (here: the file has as
  * many links as ext4 allows, 65,000), the link's path gets a copy of the
  * file instead, with the snapshot's bytes, mode and time. */
 TEST(a_hard_link_the_file_system_refuses_is_a_copy) {
-  char *tmp = br_test_tmpdir("xfer-pp-emlink");
-  xu_depot x;
-  xu_depot_start(&x, tmp);
-  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "emlink");
-  xu_make_file(src, "f.bin", 3000, 1);
-  char *f = xu_path(src, "f.bin"), *g = xu_path(src, "g.bin");
+  xu_case tc;
+  xu_case_start(&tc, "xfer-pp-emlink", "emlink");
+  xu_make_file(tc.src, "f.bin", 3000, 1);
+  char *f = xu_path(tc.src, "f.bin"), *g = xu_path(tc.src, "g.bin");
   CHECK(link(f, g) == 0);
   CHECK(chmod(f, 0640) == 0);
   struct timespec ts[2] = {{0, UTIME_OMIT}, {1600000000, 42}};
   CHECK(utimensat(AT_FDCWD, f, ts, 0) == 0);
   free(f), free(g);
   br_xfer_opts o;
-  xu_opts(&o, tmp);
+  xu_opts(&o, tc.tmp);
   br_xfer_result res;
-  xu_push_ok(src, ref, &o, &res);
-  xu_pull_ok(ref, dst, &o, &res);
-  same_inode(dst, "f.bin", "g.bin", true);
+  xu_push_ok(tc.src, tc.ref, &o, &res);
+  xu_pull_ok(tc.ref, tc.dst, &o, &res);
+  same_inode(tc.dst, "f.bin", "g.bin", true);
   /* g.bin gone, and f.bin (kept in place by the next pull) at its most links */
-  f = xu_path(dst, "f.bin"), g = xu_path(dst, "g.bin");
+  f = xu_path(tc.dst, "f.bin"), g = xu_path(tc.dst, "g.bin");
   CHECK(unlink(g) == 0);
-  char *many = xu_path(tmp, "many");
+  char *many = xu_path(tc.tmp, "many");
   CHECK(mkdir(many, 0755) == 0);
   bool full = false;
   for (int i = 0; i < 70000 && !full; i++) {
@@ -1977,10 +1839,10 @@ TEST(a_hard_link_the_file_system_refuses_is_a_copy) {
   if (!full) {
     printf("skipped: this file system takes more than 70,000 links to a file\n");
   } else {
-    xu_pull_ok(ref, dst, &o, &res);
+    xu_pull_ok(tc.ref, tc.dst, &o, &res);
     CHECK_EQ_INT(res.files_moved, 0);
-    CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
-    same_inode(dst, "f.bin", "g.bin", false);
+    CHECK_EQ_INT(xu_tree_diff(tc.src, tc.dst), 0);
+    same_inode(tc.dst, "f.bin", "g.bin", false);
     struct stat st;
     CHECK(lstat(g, &st) == 0);
     CHECK_EQ_INT(st.st_nlink, 1);
@@ -1989,9 +1851,7 @@ TEST(a_hard_link_the_file_system_refuses_is_a_copy) {
     CHECK_EQ_INT(st.st_mtim.tv_nsec, 42);
   }
   free(many), free(f), free(g);
-  free(src), free(dst), free(ref);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  xu_case_done(&tc);
 }
 
 TEST(odd_sizes_direct_and_buffered) {
@@ -1999,39 +1859,35 @@ TEST(odd_sizes_direct_and_buffered) {
    * size: sizes around the alignment and the chunk size, a chunk size that
    * is not aligned (those files are written buffered), and a pull that asks
    * for no direct I/O all give the same bytes. */
-  char *tmp = br_test_tmpdir("xfer-pp-odd-sizes");
-  xu_depot x;
-  xu_depot_start(&x, tmp);
-  char *src = xu_path(tmp, "src");
+  xu_case tc;
+  xu_case_start(&tc, "xfer-pp-odd-sizes", NULL);
   static const size_t sizes[] = {1, 4095, 4096, 4097, 65537, 262144 * 3 + 1,
                                  1024 * 1024 + 5, 2621447};
   for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
     char rel[32];
     snprintf(rel, sizeof rel, "f.%04zu.bin", i);
-    xu_make_file(src, rel, sizes[i], 700 + i);
+    xu_make_file(tc.src, rel, sizes[i], 700 + i);
   }
   static const int64_t chunks[] = {256 * 1024, 100000};
   for (int c = 0; c < 2; c++)
     for (int direct = 0; direct < 2; direct++) {
       br_xfer_opts o;
-      xu_opts(&o, tmp);
+      xu_opts(&o, tc.tmp);
       o.chunk_size = chunks[c];
       o.small_file = 4096; /* most files go as chunks, not bundles */
       o.direct_io = direct;
       char name[32], dname[32];
       snprintf(name, sizeof name, "odd%d", c);
       snprintf(dname, sizeof dname, "dst-%d-%d", c, direct);
-      char *ref = xu_ref(x.url, name), *dst = xu_path(tmp, dname);
+      char *ref = xu_ref(tc.x.url, name), *dst = xu_path(tc.tmp, dname);
       br_xfer_result res;
-      if (!direct) xu_push_ok(src, ref, &o, &res);
+      if (!direct) xu_push_ok(tc.src, ref, &o, &res);
       xu_pull_ok(ref, dst, &o, &res);
-      CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+      CHECK_EQ_INT(xu_tree_diff(tc.src, dst), 0);
       free(ref);
       free(dst);
     }
-  free(src);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  xu_case_done(&tc);
 }
 
 /* Modes and times of small files written through unnamed partials (each
@@ -2057,31 +1913,28 @@ static void check_modes(const char *src, const char *dst, int n) {
 }
 
 TEST(small_files_keep_modes_through_unnamed_partials) {
-  char *tmp = br_test_tmpdir("xfer-pp-modes");
-  xu_depot x;
-  xu_depot_start(&x, tmp);
-  char *src = xu_path(tmp, "src"), *ref = xu_ref(x.url, "modes");
+  xu_case tc;
+  xu_case_start(&tc, "xfer-pp-modes", "modes");
   enum { N = 300 };
   for (int i = 0; i < N; i++) {
     char rel[64];
     snprintf(rel, sizeof rel, "m/f.%04d.bgeo", i);
-    xu_make_file(src, rel, 500 + (size_t)i * 13, 4000 + (uint64_t)i);
-    char *p = xu_path(src, rel);
+    xu_make_file(tc.src, rel, 500 + (size_t)i * 13, 4000 + (uint64_t)i);
+    char *p = xu_path(tc.src, rel);
     struct timespec ts[2] = {{1700000000 + i, 123456789}, {1700000000 + i, 987654321}};
     CHECK(utimensat(AT_FDCWD, p, ts, 0) == 0);
     CHECK(chmod(p, modes[i % NMODES]) == 0);
     free(p);
   }
   br_xfer_opts o;
-  xu_opts(&o, tmp);
+  xu_opts(&o, tc.tmp);
   br_xfer_result res;
-  xu_push_ok(src, ref, &o, &res);
-  char *dst = xu_path(tmp, "dst");
-  xu_pull_ok(ref, dst, &o, &res); /* a fresh destination */
+  xu_push_ok(tc.src, tc.ref, &o, &res);
+  xu_pull_ok(tc.ref, tc.dst, &o, &res); /* a fresh destination */
   CHECK_EQ_INT(res.files_moved, N);
-  check_modes(src, dst, N);
-  CHECK_EQ_INT(xu_count_prefix(dst, ".braid-partial-"), 0);
-  xu_pull_ok(ref, dst, &o, &res); /* known to the hash cache: nothing moves */
+  check_modes(tc.src, tc.dst, N);
+  CHECK_EQ_INT(xu_count_prefix(tc.dst, ".braid-partial-"), 0);
+  xu_pull_ok(tc.ref, tc.dst, &o, &res); /* known to the hash cache: nothing moves */
   CHECK_EQ_INT(res.files_moved, 0);
   CHECK_EQ_INT(res.hashed_bytes, 0);
 
@@ -2091,16 +1944,16 @@ TEST(small_files_keep_modes_through_unnamed_partials) {
   low = rl;
   low.rlim_cur = 530; /* room for a few unnamed partials at a time */
   CHECK(setrlimit(RLIMIT_NOFILE, &low) == 0);
-  char *dst2 = xu_path(tmp, "dst2");
-  xu_pull_ok(ref, dst2, &o, &res);
+  char *dst2 = xu_path(tc.tmp, "dst2");
+  xu_pull_ok(tc.ref, dst2, &o, &res);
   CHECK(setrlimit(RLIMIT_NOFILE, &rl) == 0);
   umask(old);
   CHECK_EQ_INT(res.files_moved, N);
-  check_modes(src, dst2, N);
-  CHECK_EQ_INT(xu_tree_diff(src, dst2), 0);
+  check_modes(tc.src, dst2, N);
+  CHECK_EQ_INT(xu_tree_diff(tc.src, dst2), 0);
 
   /* Older content in place, and a stale partial beside one file. */
-  char *dst3 = xu_path(tmp, "dst3");
+  char *dst3 = xu_path(tc.tmp, "dst3");
   for (int i = 0; i < N; i += 3) {
     char rel[64];
     snprintf(rel, sizeof rel, "m/f.%04d.bgeo", i);
@@ -2111,12 +1964,11 @@ TEST(small_files_keep_modes_through_unnamed_partials) {
   char prel[96];
   snprintf(prel, sizeof prel, "m/%s", pn);
   xu_make_file(dst3, prel, 10, 5);
-  xu_pull_ok(ref, dst3, &o, &res);
+  xu_pull_ok(tc.ref, dst3, &o, &res);
   CHECK_EQ_INT(res.files_moved, N);
-  check_modes(src, dst3, N);
-  CHECK_EQ_INT(xu_tree_diff(src, dst3), 0);
+  check_modes(tc.src, dst3, N);
+  CHECK_EQ_INT(xu_tree_diff(tc.src, dst3), 0);
   CHECK_EQ_INT(xu_count_prefix(dst3, ".braid-partial-"), 0);
-  free(dst3), free(dst2), free(dst), free(src), free(ref);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  free(dst3), free(dst2);
+  xu_case_done(&tc);
 }

@@ -191,6 +191,36 @@ XU_UNUSED static char *xu_ref(const char *base, const char *name) {
   return p;
 }
 
+/* What most tests start with and end with, made and undone in one call
+ * each: the test's temporary folder, a depot in it, and the paths a push
+ * goes from and a pull goes to. */
+typedef struct xu_case {
+  char *tmp;       /* br_test_tmpdir's folder (the harness removes it) */
+  xu_depot x;      /* on tmp/depot */
+  char *src, *dst; /* tmp/src and tmp/dst, not made */
+  char *ref;       /* x.url/refname, or NULL when given no refname */
+} xu_case;
+
+/* cache: the depot's pack cache, as xu_depot_start_cache takes it. */
+XU_UNUSED static void xu_case_start_cache(xu_case *c, const char *tmpname, const char *refname,
+                                          int64_t cache) {
+  c->tmp = br_test_tmpdir(tmpname);
+  xu_depot_start_cache(&c->x, c->tmp, cache);
+  c->src = xu_path(c->tmp, "src");
+  c->dst = xu_path(c->tmp, "dst");
+  c->ref = refname ? xu_ref(c->x.url, refname) : NULL;
+}
+
+XU_UNUSED static void xu_case_start(xu_case *c, const char *tmpname, const char *refname) {
+  xu_case_start_cache(c, tmpname, refname, 0);
+}
+
+XU_UNUSED static void xu_case_done(xu_case *c) {
+  free(c->src), free(c->dst), free(c->ref);
+  xu_depot_stop(&c->x);
+  xu_done(c->tmp);
+}
+
 /* Options for tests: a private hash cache, small chunks, quick retries. */
 XU_UNUSED static void xu_opts(br_xfer_opts *o, const char *tmp) {
   br_xfer_opts_init(o);
