@@ -92,27 +92,25 @@ static void upload(const xu_depot *x, const void *data, size_t len, br_xfer_dige
 }
 
 TEST(token_required) {
-  char *tmp = br_test_tmpdir("xfer-depot-token");
-  xu_depot x;
-  xu_depot_start(&x, tmp);
+  xu_case tc;
+  xu_case_start(&tc, "xfer-depot-token", NULL);
   http_res r;
-  http(&x, "GET", "/v1/snapshot?name=a", NULL, NULL, 0, NULL, &r);
+  http(&tc.x, "GET", "/v1/snapshot?name=a", NULL, NULL, 0, NULL, &r);
   CHECK_EQ_INT(r.status, 401);
-  http(&x, "GET", "/v1/snapshot?name=a", "wrong-token", NULL, 0, NULL, &r);
+  http(&tc.x, "GET", "/v1/snapshot?name=a", "wrong-token", NULL, 0, NULL, &r);
   CHECK_EQ_INT(r.status, 401);
   CHECK_CONTAINS(r.body, "token");
-  http(&x, "POST", "/v1/missing", "wrong", "{\"chunks\":[]}", 13, NULL, &r);
+  http(&tc.x, "POST", "/v1/missing", "wrong", "{\"chunks\":[]}", 13, NULL, &r);
   CHECK_EQ_INT(r.status, 401);
-  http(&x, "GET", "/v1/snapshot?name=a", XU_TOKEN, NULL, 0, NULL, &r);
+  http(&tc.x, "GET", "/v1/snapshot?name=a", XU_TOKEN, NULL, 0, NULL, &r);
   CHECK_EQ_INT(r.status, 404);
-  http(&x, "GET", "/nope", XU_TOKEN, NULL, 0, NULL, &r);
+  http(&tc.x, "GET", "/nope", XU_TOKEN, NULL, 0, NULL, &r);
   CHECK_EQ_INT(r.status, 404);
   /* The token file holds hashes, not the token. */
-  char *content = br__read_file(x.tokens, NULL);
+  char *content = br__read_file(tc.x.tokens, NULL);
   CHECK(strstr(content, XU_TOKEN) == NULL);
   free(content);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  xu_case_done(&tc);
 }
 
 /* Sends a POST /v1/chunks announcing all of body but only its first n
@@ -152,9 +150,8 @@ static bool depot_has(const xu_depot *x, const br_xfer_digest *d) {
  * bundle, small ones (a pack) and large ones (loose objects) alike; the
  * cut entry is not stored. */
 TEST(cut_upload_keeps_its_complete_chunks) {
-  char *tmp = br_test_tmpdir("xfer-depot-cut");
-  xu_depot x;
-  xu_depot_start(&x, tmp);
+  xu_case tc;
+  xu_case_start(&tc, "xfer-depot-cut", NULL);
   for (int pass = 0; pass < 2; pass++) {
     size_t size = pass ? 1536 * 1024 : 5000; /* loose objects, then a pack */
     uint8_t *data[4];
@@ -169,23 +166,22 @@ TEST(cut_upload_keeps_its_complete_chunks) {
       br_xfer__bundle_add(&b, &d[i], data[i], size, false, NULL);
       ends[i] = b.len;
     }
-    upload_cut(&x, &b, ends[2] + size / 2); /* cut inside the fourth */
+    upload_cut(&tc.x, &b, ends[2] + size / 2); /* cut inside the fourth */
     /* the depot notices the cut when the connection closes */
-    for (int t = 0; t < 500 && !depot_has(&x, &d[2]); t++) usleep(10000);
-    CHECK(depot_has(&x, &d[0]));
-    CHECK(depot_has(&x, &d[1]));
-    CHECK(depot_has(&x, &d[2]));
-    CHECK(!depot_has(&x, &d[3]));
+    for (int t = 0; t < 500 && !depot_has(&tc.x, &d[2]); t++) usleep(10000);
+    CHECK(depot_has(&tc.x, &d[0]));
+    CHECK(depot_has(&tc.x, &d[1]));
+    CHECK(depot_has(&tc.x, &d[2]));
+    CHECK(!depot_has(&tc.x, &d[3]));
     br_xfer__buf_free(&b);
     for (int i = 0; i < 4; i++) free(data[i]);
   }
   int64_t checked = 0;
   br_error err;
   br_error_clear(&err);
-  CHECK_EQ_INT(br_depot_fsck(x.root, &checked, &err), BR_OK);
+  CHECK_EQ_INT(br_depot_fsck(tc.x.root, &checked, &err), BR_OK);
   CHECK_EQ_INT(checked, 6);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  xu_case_done(&tc);
 }
 
 /* A large chunk alone in its upload is written from the request's body, which
@@ -195,9 +191,8 @@ TEST(cut_upload_keeps_its_complete_chunks) {
  * chunks that share a bundle (the first one not last in the body) and a
  * compressed one (written from the inflated copy). */
 TEST(large_chunks_of_any_size_are_stored_whole) {
-  char *tmp = br_test_tmpdir("xfer-depot-large");
-  xu_depot x;
-  xu_depot_start(&x, tmp);
+  xu_case tc;
+  xu_case_start(&tc, "xfer-depot-large", NULL);
   static const size_t sizes[] = {1024 * 1024 + 1, 1024 * 1024 + 4095, 1536 * 1024 + 100,
                                  2 * 1024 * 1024 - 1, 1024 * 1024 + 333, 1024 * 1024 + 7};
   enum { N = sizeof sizes / sizeof sizes[0] };
@@ -221,7 +216,7 @@ TEST(large_chunks_of_any_size_are_stored_whole) {
       CHECK(saved == (i == N - 1));
     }
     http_res r;
-    http(&x, "POST", "/v1/chunks", XU_TOKEN, b.data, b.len, NULL, &r);
+    http(&tc.x, "POST", "/v1/chunks", XU_TOKEN, b.data, b.len, NULL, &r);
     CHECK_EQ_INT(r.status, 200);
     br_xfer__buf_free(&b);
   }
@@ -232,7 +227,7 @@ TEST(large_chunks_of_any_size_are_stored_whole) {
     snprintf(range, sizeof range, "bytes=%zu-", sizes[i] - 5000);
     snprintf(total, sizeof total, "bytes %zu-%zu/%zu", sizes[i] - 5000, sizes[i] - 1, sizes[i]);
     http_res r;
-    http(&x, "GET", path, XU_TOKEN, NULL, 0, range, &r);
+    http(&tc.x, "GET", path, XU_TOKEN, NULL, 0, range, &r);
     CHECK_EQ_INT(r.status, 206);
     CHECK_EQ_STR(r.content_range, total);
     CHECK_EQ_INT(r.len, 5000);
@@ -242,16 +237,14 @@ TEST(large_chunks_of_any_size_are_stored_whole) {
   int64_t checked = 0;
   br_error err;
   br_error_clear(&err);
-  CHECK_EQ_INT(br_depot_fsck(x.root, &checked, &err), BR_OK);
+  CHECK_EQ_INT(br_depot_fsck(tc.x.root, &checked, &err), BR_OK);
   CHECK_EQ_INT(checked, N);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  xu_case_done(&tc);
 }
 
 TEST(upload_verified_missing_and_range) {
-  char *tmp = br_test_tmpdir("xfer-depot-range");
-  xu_depot x;
-  xu_depot_start(&x, tmp);
+  xu_case tc;
+  xu_case_start(&tc, "xfer-depot-range", NULL);
   uint8_t data[5000];
   xu_fill(data, sizeof data, 3);
   br_xfer_digest d;
@@ -260,7 +253,7 @@ TEST(upload_verified_missing_and_range) {
   br_xfer_digest_hex(&d, hex);
   snprintf(body, sizeof body, "{\"chunks\":[\"%s\"]}", hex);
   http_res r;
-  http(&x, "POST", "/v1/missing", XU_TOKEN, body, strlen(body), NULL, &r);
+  http(&tc.x, "POST", "/v1/missing", XU_TOKEN, body, strlen(body), NULL, &r);
   CHECK_EQ_INT(r.status, 200);
   CHECK_CONTAINS(r.body, hex);
   /* A chunk whose bytes do not match its digest is refused. */
@@ -268,36 +261,36 @@ TEST(upload_verified_missing_and_range) {
   br_xfer__bundle_begin(&b);
   br_xfer__bundle_add(&b, &d, data, sizeof data, false, NULL);
   b.data[100] ^= 1;
-  http(&x, "POST", "/v1/chunks", XU_TOKEN, b.data, b.len, NULL, &r);
+  http(&tc.x, "POST", "/v1/chunks", XU_TOKEN, b.data, b.len, NULL, &r);
   CHECK_EQ_INT(r.status, 422);
-  http(&x, "POST", "/v1/chunks", XU_TOKEN, "<html>", 6, NULL, &r);
+  http(&tc.x, "POST", "/v1/chunks", XU_TOKEN, "<html>", 6, NULL, &r);
   CHECK_EQ_INT(r.status, 400);
   br_xfer__buf_free(&b);
-  upload(&x, data, sizeof data, &d);
-  http(&x, "POST", "/v1/missing", XU_TOKEN, body, strlen(body), NULL, &r);
+  upload(&tc.x, data, sizeof data, &d);
+  http(&tc.x, "POST", "/v1/missing", XU_TOKEN, body, strlen(body), NULL, &r);
   CHECK(strstr(r.body, hex) == NULL);
   /* Ranges: exact Content-Range, 416 outside, whole object without one. */
   snprintf(path, sizeof path, "/v1/chunk/%s", hex);
-  http(&x, "GET", path, XU_TOKEN, NULL, 0, "bytes=100-199", &r);
+  http(&tc.x, "GET", path, XU_TOKEN, NULL, 0, "bytes=100-199", &r);
   CHECK_EQ_INT(r.status, 206);
   CHECK_EQ_INT(r.len, 100);
   CHECK(memcmp(r.body, data + 100, 100) == 0);
   CHECK_EQ_STR(r.content_range, "bytes 100-199/5000");
-  http(&x, "GET", path, XU_TOKEN, NULL, 0, "bytes=4990-", &r);
+  http(&tc.x, "GET", path, XU_TOKEN, NULL, 0, "bytes=4990-", &r);
   CHECK_EQ_INT(r.status, 206);
   CHECK_EQ_INT(r.len, 10);
-  http(&x, "GET", path, XU_TOKEN, NULL, 0, "bytes=6000-7000", &r);
+  http(&tc.x, "GET", path, XU_TOKEN, NULL, 0, "bytes=6000-7000", &r);
   CHECK_EQ_INT(r.status, 416);
-  http(&x, "GET", path, XU_TOKEN, NULL, 0, "bytes=junk", &r);
+  http(&tc.x, "GET", path, XU_TOKEN, NULL, 0, "bytes=junk", &r);
   CHECK_EQ_INT(r.status, 416);
-  http(&x, "GET", path, XU_TOKEN, NULL, 0, NULL, &r);
+  http(&tc.x, "GET", path, XU_TOKEN, NULL, 0, NULL, &r);
   CHECK_EQ_INT(r.status, 200);
   CHECK_EQ_INT(r.len, 5000);
-  http(&x, "GET", "/v1/chunk/nothex", XU_TOKEN, NULL, 0, NULL, &r);
+  http(&tc.x, "GET", "/v1/chunk/nothex", XU_TOKEN, NULL, 0, NULL, &r);
   CHECK_EQ_INT(r.status, 400);
   /* The object is stored (a small chunk: in a pack) and checks out. */
   br_xfer__store st;
-  CHECK_EQ_INT(br_xfer__store_open(&st, x.root, NULL), BR_OK);
+  CHECK_EQ_INT(br_xfer__store_open(&st, tc.x.root, NULL), BR_OK);
   int fd;
   int64_t off, olen, raw;
   CHECK_EQ_INT(br_xfer__store_open_object(&st, &d, &fd, &off, &olen, &raw), BR_OK);
@@ -311,8 +304,7 @@ TEST(upload_verified_missing_and_range) {
   CHECK_EQ_INT(br_xfer__store_fsck(&st, &checked, NULL), BR_OK);
   CHECK_EQ_INT(checked, 1);
   br_xfer__store_close(&st);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  xu_case_done(&tc);
 }
 
 /* Fetches the chunks ds[idx[0..n)] in one bundle (zstd: compressed where
@@ -374,9 +366,8 @@ TEST(plain_bundle_is_its_own_pack) {
    * all: the pack is the body, and fetches read its chunks from between
    * the headers, also mixed with a pack put together the other way (a
    * compressed upload) and in any order. */
-  char *tmp = br_test_tmpdir("xfer-depot-wholepack");
-  xu_depot x;
-  xu_depot_start(&x, tmp);
+  xu_case tc;
+  xu_case_start(&tc, "xfer-depot-wholepack", NULL);
   enum { N = 6 };
   size_t len[N] = {5000, 1, 20000, 4096, 12345, 9000};
   uint8_t *data[N];
@@ -391,10 +382,10 @@ TEST(plain_bundle_is_its_own_pack) {
     if (i < N - 1) CHECK_EQ_INT(br_xfer__bundle_add(&b, &ds[i], data[i], len[i], false, NULL), 0);
   }
   http_res *r = malloc(sizeof *r);
-  http(&x, "POST", "/v1/chunks", XU_TOKEN, b.data, b.len, NULL, r);
+  http(&tc.x, "POST", "/v1/chunks", XU_TOKEN, b.data, b.len, NULL, r);
   CHECK_EQ_INT(r->status, 200);
   /* one pack so far, and it is the body byte for byte */
-  char *packs = xu_path(x.root, "packs");
+  char *packs = xu_path(tc.x.root, "packs");
   DIR *dir = opendir(packs);
   struct dirent *de;
   int npacks = 0;
@@ -417,7 +408,7 @@ TEST(plain_bundle_is_its_own_pack) {
   bool saved = false;
   CHECK_EQ_INT(br_xfer__bundle_add(&b, &ds[N - 1], data[N - 1], len[N - 1], true, &saved), 0);
   CHECK(saved);
-  http(&x, "POST", "/v1/chunks", XU_TOKEN, b.data, b.len, NULL, r);
+  http(&tc.x, "POST", "/v1/chunks", XU_TOKEN, b.data, b.len, NULL, r);
   CHECK_EQ_INT(r->status, 200);
   br_xfer__buf_free(&b);
   size_t all[N] = {0, 1, 2, 3, 4, 5}, back[N] = {5, 4, 3, 2, 1, 0}, gaps[3] = {0, 2, 4},
@@ -425,19 +416,19 @@ TEST(plain_bundle_is_its_own_pack) {
   /* From the pack cache (both packs were kept as written), then from the
    * disk (no cache), then read whole into the cache by the first fetch. */
   for (int pass = 0; pass < 3; pass++) {
-    depot_pass(&x, tmp, pass);
-    fetch_check(&x, ds, data, len, all, N);
-    fetch_check(&x, ds, data, len, back, N);
-    fetch_check(&x, ds, data, len, gaps, 3);
-    fetch_check(&x, ds, data, len, tail, 2);
+    depot_pass(&tc.x, tc.tmp, pass);
+    fetch_check(&tc.x, ds, data, len, all, N);
+    fetch_check(&tc.x, ds, data, len, back, N);
+    fetch_check(&tc.x, ds, data, len, gaps, 3);
+    fetch_check(&tc.x, ds, data, len, tail, 2);
     /* Compressed where asked: the last one (of 'z's) shrinks, the others
      * go as they are (from a kept pack: straight from its bytes). */
     size_t plain = 4;
     for (int i = 0; i < N; i++) plain += BR_XFER__BUNDLE_HDR + len[i];
-    CHECK(fetch_check_z(&x, ds, data, len, all, N, true) < plain - len[N - 1] / 2);
-    CHECK(fetch_check_z(&x, ds, data, len, back, N, true) < plain - len[N - 1] / 2);
+    CHECK(fetch_check_z(&tc.x, ds, data, len, all, N, true) < plain - len[N - 1] / 2);
+    CHECK(fetch_check_z(&tc.x, ds, data, len, back, N, true) < plain - len[N - 1] / 2);
     br_depot_cache_stats cs;
-    br_depot_cache_stats_get(x.d, &cs);
+    br_depot_cache_stats_get(tc.x.d, &cs);
     CHECK_EQ_INT(cs.max, pass == 1 ? 0 : BR_DEPOT_CACHE_DEFAULT);
     CHECK_EQ_INT(cs.kept, pass == 0 ? 2 : 0);
     CHECK_EQ_INT(cs.loaded, pass == 2 ? 2 : 0);
@@ -446,15 +437,14 @@ TEST(plain_bundle_is_its_own_pack) {
     CHECK_EQ_INT(cs.misses, pass == 2 ? 2 : 0);
   }
   br_xfer__store st;
-  CHECK_EQ_INT(br_xfer__store_open(&st, x.root, NULL), BR_OK);
+  CHECK_EQ_INT(br_xfer__store_open(&st, tc.x.root, NULL), BR_OK);
   int64_t checked = 0;
   CHECK_EQ_INT(br_xfer__store_fsck(&st, &checked, NULL), BR_OK);
   CHECK_EQ_INT(checked, N);
   br_xfer__store_close(&st);
   for (int i = 0; i < N; i++) free(data[i]);
   free(r);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  xu_case_done(&tc);
 }
 
 /* Text that zstd shrinks, different for each seed. */
@@ -913,13 +903,12 @@ static size_t grow_cb(char *b, size_t s, size_t n, void *ud) {
 TEST(fetch_of_thousands_of_tiny_chunks_from_a_kept_pack) {
   /* Sent from the kept pack piece by piece (a header, then the chunk's
    * bytes): far more pieces than one sendmsg takes (IOV_MAX, 1024). */
-  char *tmp = br_test_tmpdir("xfer-depot-tiny");
-  xu_depot x;
-  xu_depot_start(&x, tmp);
+  xu_case tc;
+  xu_case_start(&tc, "xfer-depot-tiny", NULL);
   enum { M = 3000, LEN = 16 };
   uint8_t **data = calloc(M, sizeof *data);
   br_xfer_digest *ds = calloc(M, sizeof *ds);
-  upload_pack(&x, M, LEN, 900, data, ds);
+  upload_pack(&tc.x, M, LEN, 900, data, ds);
   br_xfer__buf req = {0}, resp = {0};
   char hex[65];
   br_xfer__buf_append(&req, "{\"chunks\":[", 11);
@@ -932,7 +921,7 @@ TEST(fetch_of_thousands_of_tiny_chunks_from_a_kept_pack) {
   br_xfer__buf_append(&req, "]}", 2);
   CURL *c = curl_easy_init();
   char url[128], auth[256];
-  snprintf(url, sizeof url, "http://127.0.0.1:%d/v1/fetch", x.port);
+  snprintf(url, sizeof url, "http://127.0.0.1:%d/v1/fetch", tc.x.port);
   snprintf(auth, sizeof auth, "Authorization: Bearer %s", XU_TOKEN);
   struct curl_slist *h = curl_slist_append(curl_slist_append(NULL, "Expect:"), auth);
   curl_easy_setopt(c, CURLOPT_URL, url);
@@ -964,7 +953,7 @@ TEST(fetch_of_thousands_of_tiny_chunks_from_a_kept_pack) {
   CHECK_EQ_INT(i, M);
   br_xfer__bundle_close(&it);
   br_depot_cache_stats cs;
-  br_depot_cache_stats_get(x.d, &cs);
+  br_depot_cache_stats_get(tc.x.d, &cs);
   CHECK_EQ_INT(cs.kept, 1); /* the upload's pack, kept as written */
   CHECK(cs.hits >= 1);      /* and the fetch was served from it */
   for (int k = 0; k < M; k++) free(data[k]);
@@ -972,8 +961,7 @@ TEST(fetch_of_thousands_of_tiny_chunks_from_a_kept_pack) {
   free(ds);
   br_xfer__buf_free(&req);
   br_xfer__buf_free(&resp);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  xu_case_done(&tc);
 }
 
 TEST(pack_cache_keeps_what_was_pushed_within_its_bound) {
@@ -981,54 +969,52 @@ TEST(pack_cache_keeps_what_was_pushed_within_its_bound) {
    * fetch of a dropped one reads the disk and does not push the kept ones
    * out; a fetch of most of a pack reads it whole, once, however many
    * fetch it at the same time; one of a small part of it does not. */
-  char *tmp = br_test_tmpdir("xfer-depot-pcache");
-  xu_depot x;
-  xu_depot_start_cache(&x, tmp, 512 * 1024); /* 8 packs' buffers */
+  xu_case tc;
+  xu_case_start_cache(&tc, "xfer-depot-pcache", NULL, 512 * 1024); /* 8 packs' buffers */
   enum { N = PC_PACKS * PC_M };
   uint8_t *data[N];
   br_xfer_digest ds[N];
   size_t len[N], idx[PC_PACKS][PC_M];
   for (int i = 0; i < N; i++) len[i] = PC_LEN;
   for (int p = 0; p < PC_PACKS; p++) {
-    upload_pack(&x, PC_M, PC_LEN, 1000 + (uint64_t)p * PC_M, &data[p * PC_M], &ds[p * PC_M]);
+    upload_pack(&tc.x, PC_M, PC_LEN, 1000 + (uint64_t)p * PC_M, &data[p * PC_M], &ds[p * PC_M]);
     for (int m = 0; m < PC_M; m++) idx[p][m] = (size_t)(p * PC_M + m);
   }
   br_depot_cache_stats cs;
-  br_depot_cache_stats_get(x.d, &cs);
+  br_depot_cache_stats_get(tc.x.d, &cs);
   CHECK_EQ_INT(cs.kept, PC_PACKS);
   CHECK_EQ_INT(cs.evicted, PC_PACKS - 8);
   CHECK_EQ_INT(cs.packs, 8);
   CHECK_EQ_INT(cs.bytes, 8 * 64 * 1024);
-  fetch_check(&x, ds, data, len, idx[0], PC_M); /* dropped: from the disk */
-  fetch_check(&x, ds, data, len, idx[PC_PACKS - 1], PC_M); /* kept */
-  br_depot_cache_stats_get(x.d, &cs);
+  fetch_check(&tc.x, ds, data, len, idx[0], PC_M); /* dropped: from the disk */
+  fetch_check(&tc.x, ds, data, len, idx[PC_PACKS - 1], PC_M); /* kept */
+  br_depot_cache_stats_get(tc.x.d, &cs);
   CHECK_EQ_INT(cs.misses, 1);
   CHECK_EQ_INT(cs.loaded, 0);
   CHECK_EQ_INT(cs.hits, 1);
   CHECK_EQ_INT(cs.packs, 8);
-  xu_depot_stop(&x);
+  xu_depot_stop(&tc.x);
 
-  xu_depot_start_cache(&x, tmp, 0); /* empty */
+  xu_depot_start_cache(&tc.x, tc.tmp, 0); /* empty */
   size_t one[1] = {idx[5][1]};
-  fetch_check(&x, ds, data, len, one, 1); /* a quarter of a pack: read in part */
-  br_depot_cache_stats_get(x.d, &cs);
+  fetch_check(&tc.x, ds, data, len, one, 1); /* a quarter of a pack: read in part */
+  br_depot_cache_stats_get(tc.x.d, &cs);
   CHECK_EQ_INT(cs.loaded, 0);
-  fetch_check(&x, ds, data, len, idx[5], PC_M); /* all of it: read whole */
-  fetch_check(&x, ds, data, len, idx[5], PC_M); /* then from memory */
-  br_depot_cache_stats_get(x.d, &cs);
+  fetch_check(&tc.x, ds, data, len, idx[5], PC_M); /* all of it: read whole */
+  fetch_check(&tc.x, ds, data, len, idx[5], PC_M); /* then from memory */
+  br_depot_cache_stats_get(tc.x.d, &cs);
   CHECK_EQ_INT(cs.loaded, 1);
   CHECK_EQ_INT(cs.hits, 1);
   /* four fetches of one pack at once: one read */
   pthread_t th[4];
-  pc_fetch f = {&x, ds, data, len, idx[7]};
+  pc_fetch f = {&tc.x, ds, data, len, idx[7]};
   for (int i = 0; i < 4; i++) pthread_create(&th[i], NULL, pc_fetch_thread, &f);
   for (int i = 0; i < 4; i++) pthread_join(th[i], NULL);
-  br_depot_cache_stats_get(x.d, &cs);
+  br_depot_cache_stats_get(tc.x.d, &cs);
   CHECK_EQ_INT(cs.loaded, 2);
   CHECK_EQ_INT(cs.hits, 1 + 3);
-  xu_depot_stop(&x);
   for (int i = 0; i < N; i++) free(data[i]);
-  xu_done(tmp);
+  xu_case_done(&tc);
 }
 
 #define PC_PACK 40000 /* the pack size of the unit tests: a 64 KiB buffer */
@@ -1225,40 +1211,37 @@ static void big_ranges(const xu_depot *x, const char *path, const uint8_t *data,
 TEST(large_chunk_served_cold_and_cached) {
   /* A loose chunk not in the page cache is streamed with direct I/O; once
    * cached it goes with sendfile. Both give the same bytes and ranges. */
-  char *tmp = br_test_tmpdir("xfer-depot-big");
-  xu_depot x;
-  xu_depot_start(&x, tmp);
+  xu_case tc;
+  xu_case_start(&tc, "xfer-depot-big", NULL);
   size_t size = 3 * 1024 * 1024 + 12345;
   uint8_t *data = malloc(size);
   big_res r = {.buf = malloc(size), .cap = size};
   CHECK(data && r.buf);
   xu_fill(data, size, 9);
   br_xfer_digest d;
-  upload(&x, data, size, &d);
+  upload(&tc.x, data, size, &d);
   char hex[65], path[128], *obj = NULL;
   br_xfer_digest_hex(&d, hex);
   snprintf(path, sizeof path, "/v1/chunk/%s", hex);
-  if (asprintf(&obj, "%s/objects/%.2s/%s", x.root, hex, hex) < 0) abort();
+  if (asprintf(&obj, "%s/objects/%.2s/%s", tc.x.root, hex, hex) < 0) abort();
   int fd = open(obj, O_RDONLY);
   CHECK(fd >= 0);
   CHECK_EQ_INT(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0); /* cold */
-  big_ranges(&x, path, data, size, &r);
+  big_ranges(&tc.x, path, data, size, &r);
   uint8_t *back = malloc(size);
   CHECK(back && br_xfer__pread_all(fd, back, size, 0) == 0); /* now cached */
-  big_ranges(&x, path, data, size, &r);
+  big_ranges(&tc.x, path, data, size, &r);
   close(fd);
   free(back);
   free(obj);
   free(data);
   free(r.buf);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  xu_case_done(&tc);
 }
 
 TEST(commit_rules) {
-  char *tmp = br_test_tmpdir("xfer-depot-commit");
-  xu_depot x;
-  xu_depot_start(&x, tmp);
+  xu_case tc;
+  xu_case_start(&tc, "xfer-depot-commit", NULL);
   uint8_t data[3000];
   xu_fill(data, sizeof data, 4);
   br_xfer_digest d;
@@ -1273,52 +1256,51 @@ TEST(commit_rules) {
            "\"size\":3000,\"mode\":420,\"digest\":\"%s\",\"chunks\":[\"%s\"]}]}",
            fhex, hex);
   http_res r;
-  http(&x, "POST", "/v1/snapshot?name=shot/a", XU_TOKEN, m, strlen(m), NULL, &r);
+  http(&tc.x, "POST", "/v1/snapshot?name=shot/a", XU_TOKEN, m, strlen(m), NULL, &r);
   CHECK_EQ_INT(r.status, 409); /* the chunk is not there yet */
   CHECK_CONTAINS(r.body, hex);
-  upload(&x, data, sizeof data, &d);
-  http(&x, "POST", "/v1/snapshot?name=shot/a", XU_TOKEN, m, strlen(m), NULL, &r);
+  upload(&tc.x, data, sizeof data, &d);
+  http(&tc.x, "POST", "/v1/snapshot?name=shot/a", XU_TOKEN, m, strlen(m), NULL, &r);
   CHECK_EQ_INT(r.status, 200);
   CHECK_CONTAINS(r.body, "\"version\":1");
-  http(&x, "POST", "/v1/snapshot?name=shot/a", XU_TOKEN, m, strlen(m), NULL, &r);
+  http(&tc.x, "POST", "/v1/snapshot?name=shot/a", XU_TOKEN, m, strlen(m), NULL, &r);
   CHECK_CONTAINS(r.body, "\"version\":2");
-  http(&x, "GET", "/v1/snapshot?name=shot/a", XU_TOKEN, NULL, 0, NULL, &r);
+  http(&tc.x, "GET", "/v1/snapshot?name=shot/a", XU_TOKEN, NULL, 0, NULL, &r);
   CHECK_EQ_INT(r.status, 200);
   CHECK_EQ_STR(r.version, "2");
-  http(&x, "GET", "/v1/snapshot?name=shot/a&version=1", XU_TOKEN, NULL, 0, NULL, &r);
+  http(&tc.x, "GET", "/v1/snapshot?name=shot/a&version=1", XU_TOKEN, NULL, 0, NULL, &r);
   CHECK_EQ_STR(r.version, "1");
-  http(&x, "GET", "/v1/snapshot?name=shot/a&version=9", XU_TOKEN, NULL, 0, NULL, &r);
+  http(&tc.x, "GET", "/v1/snapshot?name=shot/a&version=9", XU_TOKEN, NULL, 0, NULL, &r);
   CHECK_EQ_INT(r.status, 404);
   /* v2 was v1 byte for byte, taken without a second check. With no version
    * left to name the chunk and a gc past, the same manifest is checked
    * again, and refused. */
   br_error err;
   br_depot_gc_result g;
-  CHECK_EQ_INT(br_depot_rm(x.root, "shot/a", 2, &err), BR_OK);
-  http(&x, "POST", "/v1/snapshot?name=shot/a", XU_TOKEN, m, strlen(m), NULL, &r);
+  CHECK_EQ_INT(br_depot_rm(tc.x.root, "shot/a", 2, &err), BR_OK);
+  http(&tc.x, "POST", "/v1/snapshot?name=shot/a", XU_TOKEN, m, strlen(m), NULL, &r);
   CHECK_CONTAINS(r.body, "\"version\":3"); /* v1 is the latest now, and the same */
-  CHECK_EQ_INT(br_depot_rm(x.root, "shot/a", 1, &err), BR_OK);
-  CHECK_EQ_INT(br_depot_rm(x.root, "shot/a", 3, &err), BR_OK);
-  CHECK_EQ_INT(br_depot_gc(x.root, 0, false, &g, &err), BR_OK);
+  CHECK_EQ_INT(br_depot_rm(tc.x.root, "shot/a", 1, &err), BR_OK);
+  CHECK_EQ_INT(br_depot_rm(tc.x.root, "shot/a", 3, &err), BR_OK);
+  CHECK_EQ_INT(br_depot_gc(tc.x.root, 0, false, &g, &err), BR_OK);
   CHECK_EQ_INT(g.objects_removed, 1);
-  http(&x, "POST", "/v1/snapshot?name=shot/a", XU_TOKEN, m, strlen(m), NULL, &r);
+  http(&tc.x, "POST", "/v1/snapshot?name=shot/a", XU_TOKEN, m, strlen(m), NULL, &r);
   CHECK_EQ_INT(r.status, 409);
   CHECK_CONTAINS(r.body, hex);
   /* Bad names and hostile manifests. */
-  http(&x, "POST", "/v1/snapshot?name=../etc", XU_TOKEN, m, strlen(m), NULL, &r);
+  http(&tc.x, "POST", "/v1/snapshot?name=../etc", XU_TOKEN, m, strlen(m), NULL, &r);
   CHECK_EQ_INT(r.status, 400);
-  http(&x, "GET", "/v1/snapshot?name=../../etc/passwd", XU_TOKEN, NULL, 0, NULL, &r);
+  http(&tc.x, "GET", "/v1/snapshot?name=../../etc/passwd", XU_TOKEN, NULL, 0, NULL, &r);
   CHECK_EQ_INT(r.status, 400);
   const char *evil =
       "{\"format\":1,\"chunk_size\":65536,\"files\":[{\"path\":\"../../x\",\"size\":0,"
       "\"digest\":\"" D64 "\",\"chunks\":[]}]}";
-  http(&x, "POST", "/v1/snapshot?name=evil", XU_TOKEN, evil, strlen(evil), NULL, &r);
+  http(&tc.x, "POST", "/v1/snapshot?name=evil", XU_TOKEN, evil, strlen(evil), NULL, &r);
   CHECK_EQ_INT(r.status, 400);
   CHECK_CONTAINS(r.body, "unsafe path");
-  http(&x, "POST", "/v1/snapshot?name=evil", XU_TOKEN, "{", 1, NULL, &r);
+  http(&tc.x, "POST", "/v1/snapshot?name=evil", XU_TOKEN, "{", 1, NULL, &r);
   CHECK_EQ_INT(r.status, 400);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  xu_case_done(&tc);
 }
 
 TEST(request_size_limits) {
@@ -1370,15 +1352,14 @@ static void *commit_thread(void *arg) {
 }
 
 TEST(concurrent_commits_take_consecutive_versions) {
-  char *tmp = br_test_tmpdir("xfer-depot-race");
-  xu_depot x;
-  xu_depot_start(&x, tmp);
+  xu_case tc;
+  xu_case_start(&tc, "xfer-depot-race", NULL);
   const char *m = "{\"format\":1,\"chunk_size\":65536,\"files\":[]}";
   enum { N = 8 };
   committer c[N];
   pthread_t th[N];
   for (int i = 0; i < N; i++) {
-    c[i].x = &x;
+    c[i].x = &tc.x;
     c[i].m = m;
     c[i].version = 0;
     pthread_create(&th[i], NULL, commit_thread, &c[i]);
@@ -1390,8 +1371,7 @@ TEST(concurrent_commits_take_consecutive_versions) {
     seen[c[i].version]++;
   }
   for (int v = 1; v <= N; v++) CHECK_EQ_INT(seen[v], 1);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  xu_case_done(&tc);
 }
 
 TEST(bad_listen_and_missing_token_file) {
