@@ -38,13 +38,11 @@ static void fsck_ok(const char *root) {
 }
 
 TEST(rm_then_gc_frees_only_what_nobody_names) {
-  char *tmp = br_test_tmpdir("xfer-gc-basic");
-  xu_depot x;
-  xu_depot_start(&x, tmp);
+  xu_case tc;
+  xu_case_start(&tc, "xfer-gc-basic", "shot/fx");
   br_xfer_opts o;
-  xu_opts(&o, tmp);
-  char *a = xu_path(tmp, "a"), *b = xu_path(tmp, "b"), *dst = xu_path(tmp, "dst");
-  char *ref = xu_ref(x.url, "shot/fx");
+  xu_opts(&o, tc.tmp);
+  char *a = xu_path(tc.tmp, "a"), *b = xu_path(tc.tmp, "b");
   o.chunk_size = 1024 * 1024; /* whole 1 MiB chunks are loose objects, smaller ones packed */
   /* a: 40 small files and a large one; b shares half the small files */
   tree(a, 0, 40, 20000, 1);
@@ -54,56 +52,54 @@ TEST(rm_then_gc_frees_only_what_nobody_names) {
    * how push cuts a tree into bundles (so packs) depends on timing, and a
    * pack mixing v1's own chunks with shared ones is kept while half of it
    * is named. So v1's own chunks are in packs of their own. */
-  char *seed = xu_path(tmp, "seed"), *rs = xu_ref(x.url, "seed/x");
+  char *seed = xu_path(tc.tmp, "seed"), *rs = xu_ref(tc.x.url, "seed/x");
   tree(seed, 20, 20, 20000, 1);
   CHECK_EQ_INT(xu_push_ok(seed, rs, &o, NULL), 1);
-  CHECK_EQ_INT(xu_push_ok(a, ref, &o, NULL), 1);
-  CHECK_EQ_INT(xu_push_ok(b, ref, &o, NULL), 2);
+  CHECK_EQ_INT(xu_push_ok(a, tc.ref, &o, NULL), 1);
+  CHECK_EQ_INT(xu_push_ok(b, tc.ref, &o, NULL), 2);
   br_error err;
-  CHECK_EQ_INT(br_depot_rm(x.root, "seed/x", 1, &err), BR_OK);
+  CHECK_EQ_INT(br_depot_rm(tc.x.root, "seed/x", 1, &err), BR_OK);
   br_depot_gc_result r;
   /* nothing is unnamed yet */
-  CHECK_EQ_INT(br_depot_gc(x.root, 0, false, &r, &err), BR_OK);
+  CHECK_EQ_INT(br_depot_gc(tc.x.root, 0, false, &r, &err), BR_OK);
   CHECK_EQ_INT(r.snapshots, 2);
   CHECK_EQ_INT(r.objects_removed, 0);
   /* v1 goes; a dry run counts, a gc inside the grace period keeps */
-  CHECK_EQ_INT(br_depot_rm(x.root, "shot/fx", 1, &err), BR_OK);
-  CHECK_EQ_INT(br_depot_rm(x.root, "shot/fx", 1, &err), BR_ENOTFOUND);
-  CHECK_EQ_INT(br_depot_gc(x.root, 0, true, &r, &err), BR_OK);
+  CHECK_EQ_INT(br_depot_rm(tc.x.root, "shot/fx", 1, &err), BR_OK);
+  CHECK_EQ_INT(br_depot_rm(tc.x.root, "shot/fx", 1, &err), BR_ENOTFOUND);
+  CHECK_EQ_INT(br_depot_gc(tc.x.root, 0, true, &r, &err), BR_OK);
   int64_t would = r.objects_removed;
   CHECK_EQ_INT(would, 20 + 3); /* 20 small files and the large file's 3 chunks */
-  CHECK_EQ_INT(br_depot_gc(x.root, 3600, false, &r, &err), BR_OK);
+  CHECK_EQ_INT(br_depot_gc(tc.x.root, 3600, false, &r, &err), BR_OK);
   CHECK_EQ_INT(r.objects_removed, 0);
   CHECK(r.kept_young >= would);
-  CHECK_EQ_INT(br_depot_gc(x.root, 0, false, &r, &err), BR_OK);
+  CHECK_EQ_INT(br_depot_gc(tc.x.root, 0, false, &r, &err), BR_OK);
   CHECK_EQ_INT(r.objects_removed, would);
   CHECK_EQ_INT(r.bytes_freed, 20 * 20000 + 2600000);
   CHECK_EQ_INT(r.snapshots, 1);
-  fsck_ok(x.root);
+  fsck_ok(tc.x.root);
   /* what remains checks out; v1 is gone for good, by name and number */
   char *r2 = NULL, *r1 = NULL;
-  if (asprintf(&r2, "%s@v2", ref) < 0 || asprintf(&r1, "%s@v1", ref) < 0) abort();
-  pull_same(r2, dst, b, &o);
-  pull_same(ref, dst, b, &o); /* latest is v2 */
+  if (asprintf(&r2, "%s@v2", tc.ref) < 0 || asprintf(&r1, "%s@v1", tc.ref) < 0) abort();
+  pull_same(r2, tc.dst, b, &o);
+  pull_same(tc.ref, tc.dst, b, &o); /* latest is v2 */
   br_xfer_result res;
-  CHECK_EQ_INT(br_xfer_pull(r1, dst, &o, &res, &err), BR_ENOTFOUND);
+  CHECK_EQ_INT(br_xfer_pull(r1, tc.dst, &o, &res, &err), BR_ENOTFOUND);
   CHECK_CONTAINS(err.msg, "removed");
-  CHECK_EQ_INT(br_depot_rm(x.root, "shot/fx", 2, &err), BR_OK);
-  CHECK_EQ_INT(xu_push_ok(a, ref, &o, NULL), 3); /* never v1 or v2 again; its chunks go up again */
-  pull_same(ref, dst, a, &o);
-  CHECK_EQ_INT(br_depot_gc(x.root, 0, false, &r, &err), BR_OK);
-  fsck_ok(x.root);
-  pull_same(ref, dst, a, &o);
+  CHECK_EQ_INT(br_depot_rm(tc.x.root, "shot/fx", 2, &err), BR_OK);
+  /* never v1 or v2 again; its chunks go up again */
+  CHECK_EQ_INT(xu_push_ok(a, tc.ref, &o, NULL), 3);
+  pull_same(tc.ref, tc.dst, a, &o);
+  CHECK_EQ_INT(br_depot_gc(tc.x.root, 0, false, &r, &err), BR_OK);
+  fsck_ok(tc.x.root);
+  pull_same(tc.ref, tc.dst, a, &o);
   free(r1);
   free(r2);
-  free(ref);
   free(rs);
   free(seed);
   free(a);
   free(b);
-  free(dst);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  xu_case_done(&tc);
 }
 
 /* Files of text (zstd shrinks them: they travel and are kept compressed). */
@@ -145,12 +141,11 @@ static int compressed_objects(const char *root) {
 }
 
 static void repack_case(const char *name, bool text) {
-  char *tmp = br_test_tmpdir(name);
-  xu_depot x;
-  xu_depot_start(&x, tmp);
+  xu_case tc;
+  xu_case_start(&tc, name, NULL);
   br_xfer_opts o;
-  xu_opts(&o, tmp);
-  char *a = xu_path(tmp, "a"), *b = xu_path(tmp, "b"), *dst = xu_path(tmp, "dst");
+  xu_opts(&o, tc.tmp);
+  char *a = xu_path(tc.tmp, "a"), *b = xu_path(tc.tmp, "b");
   if (text) text_tree(a, 0, 60, 10000, 5);
   else tree(a, 0, 60, 10000, 5);
   /* b keeps every sixth of a's 60 files. How push cuts a into bundles (so
@@ -161,37 +156,35 @@ static void repack_case(const char *name, bool text) {
     if (text) text_tree(b, i, 1, 10000, 5);
     else tree(b, i, 1, 10000, 5);
   }
-  char *ra = xu_ref(x.url, "a"), *rb = xu_ref(x.url, "b");
+  char *ra = xu_ref(tc.x.url, "a"), *rb = xu_ref(tc.x.url, "b");
   CHECK_EQ_INT(xu_push_ok(a, ra, &o, NULL), 1);
   CHECK_EQ_INT(xu_push_ok(b, rb, &o, NULL), 1);
-  CHECK_EQ_INT(compressed_objects(x.root), text ? 60 : 0);
+  CHECK_EQ_INT(compressed_objects(tc.x.root), text ? 60 : 0);
   br_error err;
   br_depot_gc_result r;
-  CHECK_EQ_INT(br_depot_rm(x.root, "a", 1, &err), BR_OK);
-  CHECK_EQ_INT(br_depot_gc(x.root, 0, false, &r, &err), BR_OK);
+  CHECK_EQ_INT(br_depot_rm(tc.x.root, "a", 1, &err), BR_OK);
+  CHECK_EQ_INT(br_depot_gc(tc.x.root, 0, false, &r, &err), BR_OK);
   CHECK(r.packs_rewritten >= 1);
   CHECK_EQ_INT(r.objects_removed, 50);
   /* moved as they were kept */
-  CHECK_EQ_INT(compressed_objects(x.root), text ? 10 : 0);
-  fsck_ok(x.root);
-  pull_same(rb, dst, b, &o);
+  CHECK_EQ_INT(compressed_objects(tc.x.root), text ? 10 : 0);
+  fsck_ok(tc.x.root);
+  pull_same(rb, tc.dst, b, &o);
   if (text) { /* a pull that does not ask for zstd gets them inflated */
     br_xfer_opts plain = o;
     plain.compress = false;
-    pull_same(rb, dst, b, &plain);
+    pull_same(rb, tc.dst, b, &plain);
   }
   /* and a second gc has nothing left to do */
-  CHECK_EQ_INT(br_depot_gc(x.root, 0, false, &r, &err), BR_OK);
+  CHECK_EQ_INT(br_depot_gc(tc.x.root, 0, false, &r, &err), BR_OK);
   CHECK_EQ_INT(r.objects_removed, 0);
   CHECK_EQ_INT(r.packs_rewritten, 0);
-  pull_same(rb, dst, b, &o);
+  pull_same(rb, tc.dst, b, &o);
   free(ra);
   free(rb);
   free(a);
   free(b);
-  free(dst);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  xu_case_done(&tc);
 }
 
 TEST(mostly_dead_packs_are_rewritten) { repack_case("xfer-gc-repack", false); }
@@ -236,15 +229,12 @@ static void *gc_thread(void *arg) {
 /* Pushes that reuse chunks of removed versions while a gc keeps running
  * with the given grace; every committed version must pull complete. */
 static void pushes_beside_gc(const char *name, int64_t grace, bool expect_clean) {
-  char *tmp = br_test_tmpdir(name);
-  xu_depot x;
-  xu_depot_start(&x, tmp);
+  xu_case tc;
+  xu_case_start(&tc, name, "loop");
   br_xfer_opts o;
-  xu_opts(&o, tmp);
+  xu_opts(&o, tc.tmp);
   o.chunk_size = 1024 * 1024;
-  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst");
-  char *ref = xu_ref(x.url, "loop");
-  gcloop g = {.root = x.root, .grace = grace};
+  gcloop g = {.root = tc.x.root, .grace = grace};
   pthread_t th;
   CHECK_EQ_INT(pthread_create(&th, NULL, gc_thread, &g), 0);
   int committed = 0, refused = 0;
@@ -252,17 +242,17 @@ static void pushes_beside_gc(const char *name, int64_t grace, bool expect_clean)
     /* each round: half the files of the last round, half new; the last
      * version is removed first, so its chunks are unnamed meanwhile */
     char *cmd = NULL;
-    if (asprintf(&cmd, "rm -rf '%s'", src) < 0 || system(cmd) != 0) abort();
+    if (asprintf(&cmd, "rm -rf '%s'", tc.src) < 0 || system(cmd) != 0) abort();
     free(cmd);
-    tree(src, round * 10, 20, 30000, 99);
-    xu_make_file(src, "big.0001.vdb", 2200000 + (size_t)round, 3); /* loose objects too */
+    tree(tc.src, round * 10, 20, 30000, 99);
+    xu_make_file(tc.src, "big.0001.vdb", 2200000 + (size_t)round, 3); /* loose objects too */
     br_error err;
     if (committed) {
-      br_depot_rm(x.root, "loop", committed, &err);
+      br_depot_rm(tc.x.root, "loop", committed, &err);
     }
     br_xfer_result res;
     br_error_clear(&err);
-    int rc = br_xfer_push(src, ref, &o, &res, &err);
+    int rc = br_xfer_push(tc.src, tc.ref, &o, &res, &err);
     if (rc != BR_OK) {
       /* the only acceptable failure: chunks kept vanishing before the commit */
       CHECK_CONTAINS(err.msg, "kept losing chunks");
@@ -271,8 +261,8 @@ static void pushes_beside_gc(const char *name, int64_t grace, bool expect_clean)
     }
     committed = (int)res.version;
     char *rv = NULL;
-    if (asprintf(&rv, "%s@v%d", ref, committed) < 0) abort();
-    pull_same(rv, dst, src, &o);
+    if (asprintf(&rv, "%s@v%d", tc.ref, committed) < 0) abort();
+    pull_same(rv, tc.dst, tc.src, &o);
     free(rv);
   }
   __atomic_store_n(&g.stop, 1, __ATOMIC_RELEASE);
@@ -281,12 +271,8 @@ static void pushes_beside_gc(const char *name, int64_t grace, bool expect_clean)
   CHECK(g.runs > 0);
   CHECK(committed > 0);
   if (expect_clean) CHECK_EQ_INT(refused, 0);
-  fsck_ok(x.root);
-  free(ref);
-  free(src);
-  free(dst);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  fsck_ok(tc.x.root);
+  xu_case_done(&tc);
 }
 
 TEST(gc_with_a_grace_never_touches_a_push_in_progress) {
@@ -300,35 +286,36 @@ TEST(gc_without_grace_beside_pushes_never_breaks_a_snapshot) {
 }
 
 TEST(gc_and_rm_from_the_command_line) {
-  char *tmp = br_test_tmpdir("xfer-gc-cli");
-  xu_depot x;
-  xu_depot_start(&x, tmp);
+  xu_case tc;
+  xu_case_start(&tc, "xfer-gc-cli", "cli/t");
   br_xfer_opts o;
-  xu_opts(&o, tmp);
-  char *a = xu_path(tmp, "a");
+  xu_opts(&o, tc.tmp);
+  char *a = xu_path(tc.tmp, "a");
   tree(a, 0, 5, 1000, 8);
-  char *ref = xu_ref(x.url, "cli/t");
-  CHECK_EQ_INT(xu_push_ok(a, ref, &o, NULL), 1);
-  CHECK_EQ_INT(xu_push_ok(a, ref, &o, NULL), 2);
+  CHECK_EQ_INT(xu_push_ok(a, tc.ref, &o, NULL), 1);
+  CHECK_EQ_INT(xu_push_ok(a, tc.ref, &o, NULL), 2);
   const char *bin = getenv("BRAID_BIN");
   CHECK(bin != NULL);
   char cmd[4096];
-  snprintf(cmd, sizeof cmd, "'%s' depot rm --root '%s' cli/t@v1 > '%s/out' 2>&1", bin, x.root, tmp);
+  snprintf(cmd, sizeof cmd, "'%s' depot rm --root '%s' cli/t@v1 > '%s/out' 2>&1", bin,
+           tc.x.root, tc.tmp);
   CHECK_EQ_INT(system(cmd), 0);
-  snprintf(cmd, sizeof cmd, "'%s' depot rm --root '%s' cli/t@v1 >> '%s/out' 2>&1", bin, x.root, tmp);
+  snprintf(cmd, sizeof cmd, "'%s' depot rm --root '%s' cli/t@v1 >> '%s/out' 2>&1", bin,
+           tc.x.root, tc.tmp);
   CHECK(system(cmd) != 0);
-  snprintf(cmd, sizeof cmd, "'%s' depot rm --root '%s' cli/t >> '%s/out' 2>&1", bin, x.root, tmp);
+  snprintf(cmd, sizeof cmd, "'%s' depot rm --root '%s' cli/t >> '%s/out' 2>&1", bin,
+           tc.x.root, tc.tmp);
   CHECK(WEXITSTATUS(system(cmd)) == 2);
   snprintf(cmd, sizeof cmd, "'%s' depot gc --root '%s' --grace 0 --dry-run >> '%s/out' 2>&1",
-           bin, x.root, tmp);
+           bin, tc.x.root, tc.tmp);
   CHECK_EQ_INT(system(cmd), 0);
-  snprintf(cmd, sizeof cmd, "'%s' depot gc --root '%s' --grace 2h >> '%s/out' 2>&1", bin, x.root,
-           tmp);
+  snprintf(cmd, sizeof cmd, "'%s' depot gc --root '%s' --grace 2h >> '%s/out' 2>&1", bin,
+           tc.x.root, tc.tmp);
   CHECK_EQ_INT(system(cmd), 0);
   snprintf(cmd, sizeof cmd, "'%s' depot gc --root '%s' --grace soon >> '%s/out' 2>&1", bin,
-           x.root, tmp);
+           tc.x.root, tc.tmp);
   CHECK(WEXITSTATUS(system(cmd)) == 2);
-  char *outp = xu_path(tmp, "out");
+  char *outp = xu_path(tc.tmp, "out");
   char *out = br__read_file(outp, NULL);
   CHECK_CONTAINS(out, "removed cli/t@v1");
   CHECK_CONTAINS(out, "no version 1 of 'cli/t'");
@@ -337,10 +324,8 @@ TEST(gc_and_rm_from_the_command_line) {
   CHECK_CONTAINS(out, "--grace wants a duration");
   free(out);
   free(outp);
-  free(ref);
   free(a);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  xu_case_done(&tc);
 }
 
 /* Runs `braid ARGS` (a shell line after the binary) in tmp; its exit
@@ -548,19 +533,17 @@ static char *listed(const br_depot_entry *v, size_t n) {
 }
 
 TEST(depot_lists_its_versions_on_its_root_and_over_http) {
-  char *tmp = br_test_tmpdir("xfer-gc-list");
-  xu_depot x;
-  xu_depot_start(&x, tmp);
+  xu_case tc;
+  xu_case_start(&tc, "xfer-gc-list", NULL);
   br_xfer_opts o;
-  xu_opts(&o, tmp);
-  char *src = xu_path(tmp, "src");
-  xu_make_file(src, "a/one.0001.bgeo", 3000, 1);
-  xu_make_file(src, "a/two.0001.bgeo", 5000, 2);
+  xu_opts(&o, tc.tmp);
+  xu_make_file(tc.src, "a/one.0001.bgeo", 3000, 1);
+  xu_make_file(tc.src, "a/two.0001.bgeo", 5000, 2);
   int64_t t0 = (int64_t)time(NULL);
   const char *names[] = {"shot/a", "shot/a", "shot/b", "shotx", "other"};
   for (size_t i = 0; i < 5; i++) {
-    char *r = xu_ref(x.url, names[i]);
-    CHECK_EQ_INT(xu_push_ok(src, r, &o, NULL), i == 1 ? 2 : 1);
+    char *r = xu_ref(tc.x.url, names[i]);
+    CHECK_EQ_INT(xu_push_ok(tc.src, r, &o, NULL), i == 1 ? 2 : 1);
     free(r);
   }
   br_depot_entry *v = NULL, *w = NULL;
@@ -568,14 +551,14 @@ TEST(depot_lists_its_versions_on_its_root_and_over_http) {
   br_error err;
   br_error_clear(&err);
   /* all, by name then version; a name and those below it, not its siblings */
-  CHECK_EQ_INT(br_depot_list(x.root, NULL, false, &v, &n, &err), BR_OK);
+  CHECK_EQ_INT(br_depot_list(tc.x.root, NULL, false, &v, &n, &err), BR_OK);
   char *s = listed(v, n);
   CHECK_EQ_STR(s, "other@v1 shot/a@v1 shot/a@v2 shot/b@v1 shotx@v1 ");
   free(s);
   CHECK(v[0].time >= t0 - 5 && v[0].time <= (int64_t)time(NULL) + 5);
   CHECK_EQ_INT(v[0].files, -1);
   /* over HTTP, with a token that may only read and write: the same */
-  CHECK_EQ_INT(br_xfer_depot_list(x.url, "", false, &o, &w, &m, &err), BR_OK);
+  CHECK_EQ_INT(br_xfer_depot_list(tc.x.url, "", false, &o, &w, &m, &err), BR_OK);
   CHECK_EQ_INT(m, n);
   for (size_t i = 0; i < n && i < m; i++) {
     CHECK_EQ_STR(w[i].name, v[i].name);
@@ -584,7 +567,7 @@ TEST(depot_lists_its_versions_on_its_root_and_over_http) {
   }
   br_depot_list_free(v, n);
   br_depot_list_free(w, m);
-  CHECK_EQ_INT(br_xfer_depot_list(x.url, "shot", true, &o, &v, &n, &err), BR_OK);
+  CHECK_EQ_INT(br_xfer_depot_list(tc.x.url, "shot", true, &o, &v, &n, &err), BR_OK);
   s = listed(v, n);
   CHECK_EQ_STR(s, "shot/a@v1 shot/a@v2 shot/b@v1 ");
   free(s);
@@ -592,25 +575,23 @@ TEST(depot_lists_its_versions_on_its_root_and_over_http) {
   CHECK_EQ_INT(v[0].bytes, 8000);
   br_depot_list_free(v, n);
   /* a removed version is not listed; an unknown name lists nothing */
-  CHECK_EQ_INT(br_depot_rm(x.root, "shot/a", 1, &err), BR_OK);
-  CHECK_EQ_INT(br_depot_list(x.root, "shot/a", true, &v, &n, &err), BR_OK);
+  CHECK_EQ_INT(br_depot_rm(tc.x.root, "shot/a", 1, &err), BR_OK);
+  CHECK_EQ_INT(br_depot_list(tc.x.root, "shot/a", true, &v, &n, &err), BR_OK);
   s = listed(v, n);
   CHECK_EQ_STR(s, "shot/a@v2 ");
   free(s);
   br_depot_list_free(v, n);
-  CHECK_EQ_INT(br_xfer_depot_list(x.url, "nosuch", false, &o, &v, &n, &err), BR_OK);
+  CHECK_EQ_INT(br_xfer_depot_list(tc.x.url, "nosuch", false, &o, &v, &n, &err), BR_OK);
   CHECK_EQ_INT(n, 0);
   /* no way out of the snapshots, no listing without a token */
-  CHECK_EQ_INT(br_depot_list(x.root, "../objects", false, &v, &n, &err), BR_EINVAL);
-  CHECK_EQ_INT(br_xfer_depot_list(x.url, "shot/../..", false, &o, &v, &n, &err), BR_EINVAL);
+  CHECK_EQ_INT(br_depot_list(tc.x.root, "../objects", false, &v, &n, &err), BR_EINVAL);
+  CHECK_EQ_INT(br_xfer_depot_list(tc.x.url, "shot/../..", false, &o, &v, &n, &err), BR_EINVAL);
   CHECK_CONTAINS(err.msg, "HTTP 400");
   o.token = "not-a-token";
-  CHECK_EQ_INT(br_xfer_depot_list(x.url, NULL, false, &o, &v, &n, &err), BR_EAUTH);
+  CHECK_EQ_INT(br_xfer_depot_list(tc.x.url, NULL, false, &o, &v, &n, &err), BR_EAUTH);
   CHECK_CONTAINS(err.msg, "HTTP 401");
   CHECK_EQ_INT(br_depot_list("/nonexistent-depot", NULL, false, &v, &n, &err), BR_ENOTFOUND);
-  free(src);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  xu_case_done(&tc);
 }
 
 TEST(depot_rm_and_gc_from_the_library_over_http) {
@@ -754,16 +735,13 @@ TEST(packs_a_crash_left_unindexed_are_collected) {
   /* A crash between a pack's sync and its index commit leaves a pack no
    * entry names. gc removes it once it is an hour old (a depot only looks
    * when it starts); a younger one may be a commit on its way, and stays. */
-  char *tmp = br_test_tmpdir("xfer-gc-unindexed");
-  xu_depot x;
-  xu_depot_start(&x, tmp);
+  xu_case tc;
+  xu_case_start(&tc, "xfer-gc-unindexed", "shot/cache");
   br_xfer_opts o;
-  xu_opts(&o, tmp);
-  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst");
-  char *ref = xu_ref(x.url, "shot/cache");
-  tree(src, 0, 30, 5000, 9);
-  CHECK_EQ_INT(xu_push_ok(src, ref, &o, NULL), 1);
-  char *packs = xu_path(x.root, "packs");
+  xu_opts(&o, tc.tmp);
+  tree(tc.src, 0, 30, 5000, 9);
+  CHECK_EQ_INT(xu_push_ok(tc.src, tc.ref, &o, NULL), 1);
+  char *packs = xu_path(tc.x.root, "packs");
   char *old = xu_path(packs, "cutoffbyacrashaaaaaa.pack");
   char *young = xu_path(packs, "onitswaytoitsindexaa.pack");
   xu_make_file(packs, "cutoffbyacrashaaaaaa.pack", 7000, 1);
@@ -772,23 +750,19 @@ TEST(packs_a_crash_left_unindexed_are_collected) {
   CHECK(utimensat(AT_FDCWD, old, two_hours, 0) == 0);
   br_error err;
   br_depot_gc_result r;
-  CHECK_EQ_INT(br_depot_gc(x.root, 0, true, &r, &err), BR_OK);
+  CHECK_EQ_INT(br_depot_gc(tc.x.root, 0, true, &r, &err), BR_OK);
   CHECK_EQ_INT(r.packs_removed, 1);
   CHECK_EQ_INT(r.bytes_freed, 7000);
   CHECK(access(old, F_OK) == 0); /* a dry run only counts */
-  CHECK_EQ_INT(br_depot_gc(x.root, 0, false, &r, &err), BR_OK);
+  CHECK_EQ_INT(br_depot_gc(tc.x.root, 0, false, &r, &err), BR_OK);
   CHECK_EQ_INT(r.packs_removed, 1);
   CHECK_EQ_INT(r.objects_removed, 0);
   CHECK(access(old, F_OK) != 0 && errno == ENOENT);
   CHECK(access(young, F_OK) == 0);
-  fsck_ok(x.root);
-  pull_same(ref, dst, src, &o);
+  fsck_ok(tc.x.root);
+  pull_same(tc.ref, tc.dst, tc.src, &o);
   free(young);
   free(old);
   free(packs);
-  free(ref);
-  free(dst);
-  free(src);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  xu_case_done(&tc);
 }

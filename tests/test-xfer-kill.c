@@ -340,36 +340,34 @@ TEST(disk_full_mid_pull) {
 TEST(disk_full_with_small_files_only) {
   /* Small files are written by installer threads: their errors must stop
    * the pull as clearly, and never put a file in place. */
-  char *tmp = br_test_tmpdir("xfer-kill-diskfull-small");
-  setenv("BRAID_CACHE_DIR", tmp, 1);
-  xu_depot x;
-  xu_depot_start(&x, tmp);
-  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "small");
-  xu_make_frames(src, "f.%04d.exr", 0, 120, 20000, 0);
+  xu_case tc;
+  xu_case_start(&tc, "xfer-kill-diskfull-small", "small");
+  setenv("BRAID_CACHE_DIR", tc.tmp, 1);
+  xu_make_frames(tc.src, "f.%04d.exr", 0, 120, 20000, 0);
   br_xfer_opts o;
-  xu_opts(&o, tmp);
+  xu_opts(&o, tc.tmp);
   br_xfer_result res;
   br_error err;
   br_error_clear(&err);
-  xu_push_ok(src, ref, &o, &res);
-  if (small_disk(dst, "1m")) {
+  xu_push_ok(tc.src, tc.ref, &o, &res);
+  if (small_disk(tc.dst, "1m")) {
     br_error_clear(&err);
-    CHECK_EQ_INT(br_xfer_pull(ref, dst, &o, &res, &err), BR_EIO);
+    CHECK_EQ_INT(br_xfer_pull(tc.ref, tc.dst, &o, &res, &err), BR_EIO);
     CHECK_CONTAINS(err.msg, "disk full");
     /* Whatever is visible is whole and right. */
-    CHECK(xu_tree_diff(src, dst) != 0);
+    CHECK(xu_tree_diff(tc.src, tc.dst) != 0);
     char cmd[2048];
     snprintf(cmd, sizeof cmd,
-             "cd '%s' && for f in *.exr; do [ -e \"$f\" ] || continue; cmp -s \"$f\" '%s'/\"$f\" || exit 1; done", dst, src);
+             "cd '%s' && for f in *.exr; do [ -e \"$f\" ] || continue; "
+             "cmp -s \"$f\" '%s'/\"$f\" || exit 1; done",
+             tc.dst, tc.src);
     CHECK_EQ_INT(system(cmd), 0);
-    CHECK(mount("tmpfs", dst, "tmpfs", MS_REMOUNT, "size=16m") == 0);
-    xu_pull_ok(ref, dst, &o, &res);
-    CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
-    umount(dst);
+    CHECK(mount("tmpfs", tc.dst, "tmpfs", MS_REMOUNT, "size=16m") == 0);
+    xu_pull_ok(tc.ref, tc.dst, &o, &res);
+    CHECK_EQ_INT(xu_tree_diff(tc.src, tc.dst), 0);
+    umount(tc.dst);
   }
-  free(src), free(dst), free(ref);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  xu_case_done(&tc);
 }
 
 /* A sparse file (a cache of 64 MiB, 2 chunks of it data, the rest zeros)
@@ -378,13 +376,11 @@ TEST(disk_full_with_small_files_only) {
  * there. Before, the new partial was reserved at its whole size first,
  * and the pull failed "disk full" on an 8 MiB disk. */
 TEST(a_sparse_file_needs_the_room_of_its_data) {
-  char *tmp = br_test_tmpdir("xfer-kill-sparse-room");
-  setenv("BRAID_CACHE_DIR", tmp, 1);
-  xu_depot x;
-  xu_depot_start(&x, tmp);
-  char *src = xu_path(tmp, "src"), *dst = xu_path(tmp, "dst"), *ref = xu_ref(x.url, "sparse");
-  xu_make_file(src, "sim.vdb", 0, 0);
-  char *p = xu_path(src, "sim.vdb");
+  xu_case tc;
+  xu_case_start(&tc, "xfer-kill-sparse-room", "sparse");
+  setenv("BRAID_CACHE_DIR", tc.tmp, 1);
+  xu_make_file(tc.src, "sim.vdb", 0, 0);
+  char *p = xu_path(tc.src, "sim.vdb");
   int fd = open(p, O_WRONLY);
   CHECK(fd >= 0);
   CHECK(ftruncate(fd, 64 << 20) == 0);
@@ -395,22 +391,20 @@ TEST(a_sparse_file_needs_the_room_of_its_data) {
   close(fd);
   free(p);
   br_xfer_opts o;
-  xu_opts(&o, tmp);
+  xu_opts(&o, tc.tmp);
   br_xfer_result res;
-  xu_push_ok(src, ref, &o, &res);
-  if (small_disk(dst, "8m")) {
-    xu_pull_ok(ref, dst, &o, &res);
+  xu_push_ok(tc.src, tc.ref, &o, &res);
+  if (small_disk(tc.dst, "8m")) {
+    xu_pull_ok(tc.ref, tc.dst, &o, &res);
     CHECK_EQ_INT(res.chunks_moved, 2);
-    CHECK_EQ_INT(xu_tree_diff(src, dst), 0);
+    CHECK_EQ_INT(xu_tree_diff(tc.src, tc.dst), 0);
     struct stat st;
-    p = xu_path(dst, "sim.vdb");
+    p = xu_path(tc.dst, "sim.vdb");
     CHECK(stat(p, &st) == 0);
     CHECK_EQ_INT(st.st_size, 64 << 20);
     CHECK((int64_t)st.st_blocks * 512 <= 2 * (int64_t)sizeof data + 64 * 1024);
     free(p);
-    umount(dst);
+    umount(tc.dst);
   }
-  free(src), free(dst), free(ref);
-  xu_depot_stop(&x);
-  xu_done(tmp);
+  xu_case_done(&tc);
 }
