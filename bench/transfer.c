@@ -821,8 +821,8 @@ static void case_files(bench *b, const char *label, const char *name, int n, int
     if (size >= 100 * 1000 * 1000) {
       /* cp, twice: from the source in memory (as a push reads it, just
        * made), then read from the disk (as a pull reads the depot's
-       * objects: it writes and reads them with direct I/O, so they are
-       * never in the page cache) */
+       * objects: it writes them with direct I/O, and drops what it read
+       * of them from the page cache as it sends them) */
       cp[r] = timed_cp(b, src, name);
       drop_cached(src);
       cpd[r] = timed_cp(b, src, name);

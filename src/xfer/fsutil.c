@@ -151,26 +151,34 @@ int br_xfer__write_whole_buf(int fd, bool direct, uint8_t *data, size_t len, siz
 #define __NR_cachestat 451
 #endif
 
-int br_xfer__cached(int fd, int64_t off, int64_t len) {
+int br_xfer__page_stat(int fd, int64_t off, int64_t len, br_xfer__pages *out) {
 #ifdef __NR_cachestat
   static atomic_bool missing; /* ENOSYS, or refused (a seccomp filter) once */
-  if (len <= 0) return 1;
   if (atomic_load_explicit(&missing, memory_order_relaxed)) return -1;
   long pg = sysconf(_SC_PAGESIZE);
   int64_t a = off & ~(int64_t)(pg - 1);
-  uint64_t pages = (uint64_t)((off + len - a + pg - 1) / pg);
+  uint64_t pages = len > 0 ? (uint64_t)((off + len - a + pg - 1) / pg) : 0;
   struct {
     uint64_t off, len;
   } range = {(uint64_t)a, pages * (uint64_t)pg};
   struct {
     uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
   } cs;
-  if (syscall(__NR_cachestat, fd, &range, &cs, 0) == 0) return cs.nr_cache >= pages;
+  if (syscall(__NR_cachestat, fd, &range, &cs, 0) == 0) {
+    *out = (br_xfer__pages){pages, cs.nr_cache, cs.nr_evicted};
+    return 0;
+  }
   if (errno == ENOSYS || errno == EPERM) atomic_store(&missing, true);
 #else
-  (void)fd, (void)off, (void)len;
+  (void)fd, (void)off, (void)len, (void)out;
 #endif
   return -1;
+}
+
+int br_xfer__cached(int fd, int64_t off, int64_t len) {
+  br_xfer__pages ps;
+  if (len <= 0) return 1;
+  return br_xfer__page_stat(fd, off, len, &ps) ? -1 : ps.cached >= ps.pages;
 }
 
 int br_xfer__link_fd(int fd, int dirfd, const char *name) {

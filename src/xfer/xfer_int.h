@@ -203,6 +203,14 @@ int br_xfer__pwrite_direct(int fd, const void *data, size_t len, int64_t off, ui
  * asked without reading and without starting a read (cachestat, Linux 6.5
  * and later): 1 yes, 0 no, -1 unknown (no cachestat here, or refused). */
 int br_xfer__cached(int fd, int64_t off, int64_t len);
+typedef struct br_xfer__pages {
+  uint64_t pages;   /* in the range */
+  uint64_t cached;  /* of them in the page cache */
+  uint64_t evicted; /* of them taken out by the kernel's reclaim (a page dropped,
+                     * as by POSIX_FADV_DONTNEED, is not counted) */
+} br_xfer__pages;
+/* The same, counted: 0, or -1 where it cannot be known. */
+int br_xfer__page_stat(int fd, int64_t off, int64_t len, br_xfer__pages *out);
 /* Links the open file fd (an O_TMPFILE one) in as dirfd/name: by the fd
  * itself (AT_EMPTY_PATH: Linux 6.10 and later for any user, earlier ones
  * only with CAP_DAC_READ_SEARCH), else through /proc/self/fd. 0 or an
