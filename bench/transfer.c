@@ -21,7 +21,7 @@
  * files and the loopback between its two ends (wire_floor). Large files
  * are also timed against cp with a sync, twice: the source in memory (as a
  * push reads it) and read from the disk (as a pull reads the depot's
- * objects, which never enter the page cache); and the time
+ * objects, which the depot keeps out of the page cache); and the time
  * SHA-256 of their bytes takes on
  * every core (hash_floor). A ratio a floor already rules out is the
  * machine's, not the code's. On ext4 without a journal, each case starts

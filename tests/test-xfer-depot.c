@@ -1209,8 +1209,8 @@ static void big_ranges(const xu_depot *x, const char *path, const uint8_t *data,
 }
 
 /* Whether fd's first len bytes leave the page cache within 10 s, dropped
- * (the depot's request end, after the client has its last byte), not
- * taken by the kernel's reclaim: a reclaimed page leaves a shadow entry,
+ * (by the depot behind its reads, the last ones when MHD lets go of the
+ * response), not taken by the kernel's reclaim: a reclaimed page leaves a shadow entry,
  * counted as evicted; a dropped one leaves none. */
 static bool dropped_from_cache(int fd, size_t len) {
   br_xfer__pages ps;
@@ -1223,10 +1223,10 @@ static bool dropped_from_cache(int fd, size_t len) {
 }
 
 TEST(large_chunk_served_cold_and_cached) {
-  /* A loose chunk goes out with sendfile, cached or not, with the same
-   * bytes and ranges. One that was not in the page cache leaves it once
-   * sent: a pull of cold caches does not push the depot's hot objects out.
-   * One that was cached stays. */
+  /* A loose chunk not in the page cache is read through it and leaves it
+   * once sent: a pull of cold caches does not push the depot's hot objects
+   * out. One that was cached goes with sendfile and stays. Both give the
+   * same bytes and ranges. */
   xu_case tc;
   xu_case_start(&tc, "xfer-depot-big", NULL);
   size_t size = 3 * 1024 * 1024 + 12345;

@@ -886,7 +886,7 @@ static bool cached(int fd, int64_t off, uint64_t len) {
 /* A chunk not in the page cache is read through it all the same, with
  * the kernel's read-ahead: on this VM's disk that took cold chunks 2.5
  * times as fast as direct reads (of 1 MiB or 16 MiB, one or eight in
- * flight), and a pull of 2 x 2 GiB from a cold depot took 4.4-4.7 s in
+ * flight), and a pull of 2 x 2 GiB from a cold depot took 4.3-4.8 s in
  * place of 4.9-6.6 s. Each read goes straight into MHD's send buffer, and
  * its pages leave the cache behind it, as a direct read would have left
  * them: a pull of a show's caches must not push the depot's hot objects

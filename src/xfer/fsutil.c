@@ -155,9 +155,13 @@ int br_xfer__page_stat(int fd, int64_t off, int64_t len, br_xfer__pages *out) {
 #ifdef __NR_cachestat
   static atomic_bool missing; /* ENOSYS, or refused (a seccomp filter) once */
   if (atomic_load_explicit(&missing, memory_order_relaxed)) return -1;
+  if (len <= 0) { /* (cachestat would read a length of 0 as "to the end") */
+    *out = (br_xfer__pages){0, 0, 0};
+    return 0;
+  }
   long pg = sysconf(_SC_PAGESIZE);
   int64_t a = off & ~(int64_t)(pg - 1);
-  uint64_t pages = len > 0 ? (uint64_t)((off + len - a + pg - 1) / pg) : 0;
+  uint64_t pages = (uint64_t)((off + len - a + pg - 1) / pg);
   struct {
     uint64_t off, len;
   } range = {(uint64_t)a, pages * (uint64_t)pg};
