@@ -8,8 +8,10 @@
 #include <braid/http.h>
 #include <braid/store.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -169,6 +171,68 @@ static inline int farm_call(farm *f, const char *token, const char *method, cons
   br_http_client_close(c);
   return st;
 }
+
+/* A test's reader of the event stream, in a thread of its own: what came,
+ * until every string of until has, or the stream's time runs out (or, with
+ * none, its end: farm_events_take reads a job's log so too). */
+typedef struct farm_events {
+  char buf[1 << 16];
+  size_t n;
+  const char *until[4]; /* NULL ends it */
+  atomic_bool up;       /* the server's first line came: what happens now is sent */
+  farm *f;
+  char path[256];
+  double timeout;
+  pthread_t th;
+} farm_events;
+
+static inline int farm_events_take(void *ud, const char *d, size_t len) {
+  farm_events *e = ud;
+  if (e->n + len < sizeof e->buf) {
+    memcpy(e->buf + e->n, d, len);
+    e->n += len;
+    e->buf[e->n] = 0;
+  }
+  if (strstr(e->buf, ": braid events\n")) atomic_store(&e->up, true);
+  if (!e->until[0]) return 0; /* to the stream's end */
+  for (int i = 0; i < 4 && e->until[i]; i++)
+    if (!strstr(e->buf, e->until[i])) return 0;
+  return 1;
+}
+
+static inline void *farm_events_main(void *ud) {
+  farm_events *e = ud;
+  br_http_client *c;
+  br_error err;
+  if (br_http_client_open(e->f->url, e->f->user, &c, &err)) return NULL;
+  br_http_client_set_timeout(c, e->timeout);
+  br_http_client_get_stream(c, e->path, farm_events_take, e, &err);
+  br_http_client_close(c);
+  return NULL;
+}
+
+/* Reads f's stream at path (with its query) for timeout seconds at most,
+ * until each of the strings after timeout (NULL after the last) is read;
+ * returns once the server has taken it in: what happens from then on
+ * comes in it. (Before, tests slept 0.3 s for that, and on a loaded
+ * machine the first event went to nobody.) farm_events_end waits for it. */
+static inline void farm_events_start(farm_events *e, farm *f, const char *path, double timeout,
+                                     ...) {
+  memset(e, 0, sizeof *e);
+  e->f = f;
+  snprintf(e->path, sizeof e->path, "%s", path);
+  e->timeout = timeout;
+  va_list ap;
+  va_start(ap, timeout);
+  for (int i = 0; i < 3; i++)
+    if (!(e->until[i] = va_arg(ap, const char *))) break;
+  va_end(ap);
+  CHECK(pthread_create(&e->th, NULL, farm_events_main, e) == 0);
+  for (double end = farm_now() + 15; farm_now() < end && !atomic_load(&e->up);) usleep(20000);
+  CHECK(atomic_load(&e->up));
+}
+
+static inline void farm_events_end(farm_events *e) { pthread_join(e->th, NULL); }
 
 /* The graph file at rel (relative to the source tree), read. */
 static inline json_t *farm_graph(const char *rel) {

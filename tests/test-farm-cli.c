@@ -236,7 +236,8 @@ TEST(farm_security) {
   char *other = farm_token(&F, "agent");
   json_t *g = farm_jobs_graph("sec", 2, "{\"shell\":\"true\"}");
   farm_submit_graph(&F, json_incref(g), NULL, 0, NULL);
-  usleep(500000); /* processed: queued, waiting for an agent that never comes */
+  /* processed: queued, waiting for an agent that never comes */
+  CHECK(farm_wait_count(&F, "node=job&state=queued", 2));
   json_t *t0, *g0, *w0;
   snapshot(&t0, &g0, &w0);
   json_t *task = json_array_get(json_object_get(t0, "tasks"), 1);
@@ -443,42 +444,15 @@ TEST(farm_tls) {
   farm_stop(&F);
 }
 
-typedef struct evbuf {
-  char buf[1 << 16];
-  size_t n;
-} evbuf;
-
-static int on_ev(void *ud, const char *d, size_t len) {
-  evbuf *e = ud;
-  if (e->n + len < sizeof e->buf) {
-    memcpy(e->buf + e->n, d, len);
-    e->n += len;
-    e->buf[e->n] = 0;
-  }
-  return strstr(e->buf, "event: progress") && strstr(e->buf, "event: worker") &&
-         strstr(e->buf, "\"state\":\"done\"");
-}
-
-static void *listen_ev(void *ud) {
-  br_http_client *c;
-  br_error err;
-  if (br_http_client_open(F.url, F.user, &c, &err)) return NULL;
-  br_http_client_set_timeout(c, 30);
-  br_http_client_get_stream(c, "/api/v1/events", on_ev, ud, &err);
-  br_http_client_close(c);
-  return NULL;
-}
-
 TEST(farm_event_stream) {
   farm_start(&F, "farm-events", "--poll-wait 1");
-  pthread_t th;
-  evbuf *e = calloc(1, sizeof *e);
-  pthread_create(&th, NULL, listen_ev, e);
-  usleep(300000);
+  farm_events *e = malloc(sizeof *e);
+  farm_events_start(e, &F, "/api/v1/events", 30, "event: progress", "event: worker",
+                    "\"state\":\"done\"", NULL);
   farm_agent(&F, "ev-agent", "--slots 1"); /* a worker event */
   farm_submit_graph(&F, farm_jobs_graph("ev", 1, "{\"shell\":\"braid ctl progress 0.5; sleep 0.3\"}"), NULL, 0,
                     NULL);
-  pthread_join(th, NULL);
+  farm_events_end(e);
   CHECK_CONTAINS(e->buf, "event: worker\ndata: {\"id\":\"ev-agent\"");
   CHECK_CONTAINS(e->buf, "event: progress\ndata: {\"task\":");
   CHECK_CONTAINS(e->buf, "\"value\":0.5");
@@ -490,15 +464,11 @@ TEST(farm_event_stream) {
   long long first_id = atoll(first + 4);
   farm_submit_graph(&F, farm_jobs_graph("ev2", 1, "{\"shell\":\"true\"}"), NULL, 0, NULL);
   CHECK(farm_settle(&F, 20));
-  br_http_client *c;
-  br_error err;
-  CHECK(br_http_client_open(F.url, F.user, &c, &err) == BR_OK);
   char path[128];
   snprintf(path, sizeof path, "/api/v1/events?since=%lld", first_id - 1);
-  evbuf *e2 = calloc(1, sizeof *e2);
-  br_http_client_set_timeout(c, 10);
-  br_http_client_get_stream(c, path, on_ev, e2, &err);
-  br_http_client_close(c);
+  farm_events *e2 = malloc(sizeof *e2);
+  farm_events_start(e2, &F, path, 10, "\"name\":\"ev2\"", NULL);
+  farm_events_end(e2);
   CHECK(strstr(e2->buf, "event: gap") == NULL);
   char want[64];
   snprintf(want, sizeof want, "id: %lld\n", first_id);

@@ -650,42 +650,14 @@ TEST(farm_once_agent_gives_up_on_an_absent_server) {
 
 /* ---- the event stream through a restart ---- */
 
-typedef struct evtext {
-  char buf[65536];
-  size_t n;
-  const char *until; /* stop once this is read */
-} evtext;
-
-static int on_events(void *ud, const char *d, size_t len) {
-  evtext *e = ud;
-  if (e->n + len < sizeof e->buf) {
-    memcpy(e->buf + e->n, d, len);
-    e->n += len;
-    e->buf[e->n] = 0;
-  }
-  return strstr(e->buf, e->until) != NULL;
-}
-
 /* The events from `since` (NULL: only new ones) until `until` is read, a
  * graph submitted once the stream is open to make some. */
-static void read_events(farm *f, const char *since, const char *until, evtext *e) {
-  memset(e, 0, sizeof *e);
-  e->until = until;
+static void read_events(farm *f, const char *since, const char *until, farm_events *e) {
   char path[128] = "/api/v1/events";
   if (since) snprintf(path, sizeof path, "/api/v1/events?since=%s", since);
-  br_http_client *c;
-  br_error err;
-  CHECK(br_http_client_open(f->url, f->user, &c, &err) == BR_OK);
-  br_http_client_set_timeout(c, 10);
-  pid_t p = fork();
-  if (p == 0) { /* the submission, from another process, once the stream is open */
-    usleep(300000);
-    farm_submit_graph(f, farm_jobs_graph("ev", 1, "{\"shell\":\"true\"}"), NULL, 0, NULL);
-    _exit(0);
-  }
-  br_http_client_get_stream(c, path, on_events, e, &err);
-  br_http_client_close(c);
-  CHECK_EQ_INT(farm_wait(p), 0);
+  farm_events_start(e, f, path, 10, until, NULL);
+  farm_submit_graph(f, farm_jobs_graph("ev", 1, "{\"shell\":\"true\"}"), NULL, 0, NULL);
+  farm_events_end(e);
 }
 
 /* A client that comes back to a restarted server with the last event id it
@@ -696,7 +668,7 @@ static void read_events(farm *f, const char *since, const char *until, evtext *e
 TEST(farm_event_ids_go_on_through_a_restart) {
   farm f;
   farm_start(&f, "farm-ev-restart", "--poll-wait 1");
-  evtext e;
+  farm_events e;
   read_events(&f, NULL, "\nid: ", &e);
   const char *id = strstr(e.buf, "id: ");
   CHECK(id != NULL);

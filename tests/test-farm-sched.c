@@ -102,7 +102,7 @@ TEST(farm_fair_share_and_priority) {
   farm_submit_graph(&f, farm_jobs_graph("c", 3, "{\"shell\":\"" FARM_REC_SHELL("c", "0.2") "\"}"),
                     json_deep_copy(out), 5, NULL);
   json_decref(out);
-  usleep(300000); /* all queued */
+  CHECK(farm_wait_count(&f, "node=job&state=queued", 27)); /* all queued */
   farm_agent(&f, "x1", "--slots 1");
   farm_agent(&f, "x2", "--slots 1");
   farm_agent(&f, "x3", "--slots 1");

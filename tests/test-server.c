@@ -190,31 +190,6 @@ static int raw_status(const char *req) {
   return atoi(buf + 9);
 }
 
-typedef struct evs {
-  char buf[65536];
-  size_t n;
-} evs;
-
-static int on_events(void *ud, const char *d, size_t len) {
-  evs *e = ud;
-  if (e->n + len < sizeof e->buf) {
-    memcpy(e->buf + e->n, d, len);
-    e->n += len;
-    e->buf[e->n] = 0;
-  }
-  return strstr(e->buf, "event: task") != NULL; /* one is enough */
-}
-
-static void *listen_events(void *ud) {
-  br_http_client *c;
-  br_error err;
-  if (br_http_client_open(F.url, F.user, &c, &err)) return NULL;
-  br_http_client_set_timeout(c, 10);
-  br_http_client_get_stream(c, "/api/v1/events", on_events, ud, &err);
-  br_http_client_close(c);
-  return NULL;
-}
-
 TEST(server_api_matches_openapi) {
   char path[1024];
   snprintf(path, sizeof path, "%s/docs/openapi.json", farm_src());
@@ -474,8 +449,8 @@ TEST(server_api_matches_openapi) {
   CHECK(br_http_client_open(F.url, F.user, &c, &err) == BR_OK);
   char lp[128];
   snprintf(lp, sizeof lp, "/api/v1/tasks/%s/log", id1);
-  evs lg = {0};
-  CHECK_EQ_INT(br_http_client_get_stream(c, lp, on_events, &lg, &err), 200);
+  farm_events lg = {0};
+  CHECK_EQ_INT(br_http_client_get_stream(c, lp, farm_events_take, &lg, &err), 200);
   CHECK_EQ_STR(lg.buf, "frame 1 of 1\n");
   br_http_client_close(c);
   api(F.user, "GET", "/api/v1/tasks/{id}/log", NULL, NULL, 200, id1, NOQ);
@@ -589,15 +564,14 @@ TEST(server_api_matches_openapi) {
   json_decref(b);
 
   /* events: a change shows up on the stream */
-  pthread_t th;
-  evs ev = {0};
-  pthread_create(&th, NULL, listen_events, &ev);
-  usleep(300000);
+  farm_events *ev = malloc(sizeof *ev);
+  farm_events_start(ev, &F, "/api/v1/events", 10, "event: task", NULL); /* one is enough */
   b = json_pack("{s{si}}", "attrs", "poke", 1);
   api(F.user, "POST", "/api/v1/tasks/{id}/attrs", b, NULL, 200, id2, NOQ);
   json_decref(b);
-  pthread_join(th, NULL);
-  CHECK_CONTAINS(ev.buf, "event: task");
+  farm_events_end(ev);
+  CHECK_CONTAINS(ev->buf, "event: task");
+  free(ev);
   json_object_set_new(seen, "GET /api/v1/events 200", json_true());
   api(NULL, "GET", "/api/v1/events", NULL, NULL, 401, NOQ);
   api(F.agent, "GET", "/api/v1/events", NULL, NULL, 403, NOQ);
