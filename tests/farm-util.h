@@ -212,7 +212,8 @@ static inline void *farm_events_main(void *ud) {
 }
 
 /* Reads f's stream at path (with its query) for timeout seconds at most,
- * until each of the strings after timeout (NULL after the last) is read;
+ * until each of the strings after timeout (three at most, NULL after the
+ * last) is read;
  * returns once the server has taken it in: what happens from then on
  * comes in it. (Before, tests slept 0.3 s for that, and on a loaded
  * machine the first event went to nobody.) farm_events_end waits for it. */
@@ -224,8 +225,9 @@ static inline void farm_events_start(farm_events *e, farm *f, const char *path, 
   e->timeout = timeout;
   va_list ap;
   va_start(ap, timeout);
-  for (int i = 0; i < 3; i++)
-    if (!(e->until[i] = va_arg(ap, const char *))) break;
+  int i = 0;
+  while (i < 3 && (e->until[i] = va_arg(ap, const char *))) i++;
+  if (i == 3) CHECK(va_arg(ap, const char *) == NULL); /* until[3] stays NULL */
   va_end(ap);
   CHECK(pthread_create(&e->th, NULL, farm_events_main, e) == 0);
   for (double end = farm_now() + 15; farm_now() < end && !atomic_load(&e->up);) usleep(20000);

@@ -6,7 +6,6 @@
  * and the server stays up. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <pthread.h>
 #include <sys/socket.h>
 
 #include "farm-util.h"

@@ -5,7 +5,6 @@
  * documented status must be seen. Also: the agent protocol's idempotence
  * (a report sent twice changes nothing). */
 #include <arpa/inet.h>
-#include <pthread.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 

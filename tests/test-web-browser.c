@@ -506,13 +506,12 @@ static void accept_confirm(wd *w, const char *want) {
   wd_do(w, "POST", "/alert/accept", NULL);
 }
 
-/* Gives the page a token: the first (the page asks), or another one
- * (through the Token button). */
-/* Logs in from where the page is: its login form if shown, else through
- * the token button; a page without one is loaded first. The page is not
- * loaded again when its form is shown: that would undo what a test set up
- * in it (before, it was, and the group test's hold on the event stream
- * went with the reload: the stream came up on its own a second later). */
+/* Gives the page a token: the first (the page asks: its login form is
+ * shown), or another one (through the Token button); a page without a
+ * login form is loaded first. The page is not loaded again when its form
+ * is shown: that would undo what a test set up in it (before, it was, and
+ * the group test's hold on the event stream went with the reload: the
+ * stream came up on its own a second later). */
 static void log_in_as(wd *w, const char *token) {
   json_t *login = js(w, "const l = document.getElementById('login');"
                         " return l ? (l.hidden ? 'hidden' : 'shown') : 'none';", NULL);
